@@ -1,0 +1,41 @@
+# Thin wrapper over CMake. `make run` and `make test` are the two commands of the README.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+CNNKIT_CUDA ?= AUTO
+
+.PHONY: all configure build test run bench gpu-bundle install clean deps format
+
+all: build
+
+deps:
+	@bash tools/install_deps.sh
+
+configure:
+	@cmake -S . -B $(BUILD) -DCNNKIT_CUDA=$(CNNKIT_CUDA) $(CMAKE_FLAGS) > $(BUILD).configure.log 2>&1 \
+	  || { cat $(BUILD).configure.log; exit 1; }
+	@grep -E "cnnkit:" $(BUILD).configure.log || true
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	@$(BUILD)/tests/cnnkit_tests --jobs $(JOBS) $(TEST_ARGS)
+
+bench: build
+	@$(BUILD)/bench/bench_kernels $(BENCH_ARGS)
+
+run: deps build
+	@$(BUILD)/bench/bench_kernels --quick
+
+gpu-bundle: build
+	@bash tools/gpu_bundle.sh $(BUILD) gpu-bundle
+
+install: build
+	@cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX),)
+
+format:
+	@clang-format -i include/cnnkit/*.h src/host/*.[ch] src/kernels/*.cu src/kernels/*.h tests/*.[ch] bench/*.c
+
+clean:
+	@rm -rf $(BUILD) $(BUILD).configure.log gpu-bundle

@@ -1,0 +1,234 @@
+/*
+ * cnnkit — CNN layers in C over CUDA, with a CPU reference for every kernel.
+ *
+ * Conventions of this API (in the spirit of cuDNN's C API):
+ *  - Every call returns a ck_status. On failure nothing the call was asked to write has been
+ *    changed, and ck_context_last_error() holds a message naming the offending argument.
+ *  - A ck_context owns the device choice, the CUDA stream, the cuDNN/cuBLAS handles and the RNG
+ *    seed. There is no global mutable state: everything takes its context. One context must not be
+ *    used from two threads at once; distinct contexts are independent.
+ *  - Tensors are 4-D fp32 with an explicit logical shape (N, C, H, W) and a memory layout (NCHW or
+ *    NHWC). Their memory lives on the context's device.
+ *  - Buffers are owned by the caller or come from an explicit create/destroy pair.
+ */
+#ifndef CNNKIT_CNNKIT_H
+#define CNNKIT_CNNKIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CNNKIT_VERSION_MAJOR 0
+#define CNNKIT_VERSION_MINOR 1
+#define CNNKIT_VERSION_PATCH 0
+#define CNNKIT_VERSION                                                                             \
+    (CNNKIT_VERSION_MAJOR * 10000 + CNNKIT_VERSION_MINOR * 100 + CNNKIT_VERSION_PATCH)
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Status
+ * ------------------------------------------------------------------------------------------- */
+typedef enum ck_status {
+    CK_STATUS_SUCCESS = 0,
+    CK_STATUS_BAD_PARAM = 1,          /* NULL pointer, value out of range, bad enum */
+    CK_STATUS_SHAPE_MISMATCH = 2,     /* tensors whose shapes do not fit together */
+    CK_STATUS_LAYOUT_MISMATCH = 3,    /* tensors whose layouts must agree but do not */
+    CK_STATUS_DEVICE_MISMATCH = 4,    /* tensor or buffer of another context or device */
+    CK_STATUS_OVERFLOW = 5,           /* a size that overflows the supported index range */
+    CK_STATUS_ALLOC_FAILED = 6,       /* host or device allocation failed */
+    CK_STATUS_NOT_SUPPORTED = 7,      /* request valid but not available in this build/device */
+    CK_STATUS_CUDA_ERROR = 8,         /* CUDA runtime, cuDNN or cuBLAS reported an error */
+    CK_STATUS_SINGLE_VALUE_BATCH = 9, /* BN training with one value per channel (N*H*W == 1) */
+    CK_STATUS_WORKSPACE_TOO_SMALL = 10,
+    CK_STATUS_INTERNAL = 11
+} ck_status;
+
+/* A static English description of a status code. Never NULL. */
+const char *ck_status_string(ck_status status);
+
+/* Library version at run time, CNNKIT_VERSION encoding. */
+int ck_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context
+ * ------------------------------------------------------------------------------------------- */
+typedef enum ck_device {
+    CK_DEVICE_AUTO = 0, /* CUDA when a device is usable, else CPU */
+    CK_DEVICE_CPU = 1,
+    CK_DEVICE_CUDA = 2
+} ck_device;
+
+typedef struct ck_context ck_context;
+
+/* Creates a context. device: CK_DEVICE_*; cuda_ordinal: which GPU for CUDA (ignored for CPU).
+ * CK_DEVICE_CUDA when no GPU is usable (or the build has no CUDA) gives CK_STATUS_NOT_SUPPORTED.
+ * seed: the RNG seed for dropout masks (see ck_context_set_seed). */
+ck_status ck_context_create(ck_context **ctx, ck_device device, int cuda_ordinal, uint64_t seed);
+/* Destroys the context; NULL is accepted. Tensors and workspaces of it must be destroyed first. */
+void ck_context_destroy(ck_context *ctx);
+
+/* The device the context actually runs on (CPU or CUDA, never AUTO). */
+ck_device ck_context_device(const ck_context *ctx);
+/* 1 when this build and machine can run CUDA, else 0. Cheap after the first call. */
+int ck_cuda_available(void);
+/* Last error message of this context ("" when none). Valid until the next call on ctx. */
+const char *ck_context_last_error(const ck_context *ctx);
+
+ck_status ck_context_set_seed(ck_context *ctx, uint64_t seed);
+uint64_t ck_context_seed(const ck_context *ctx);
+/* Sets the CUDA stream (a cudaStream_t passed as void*; NULL is the default stream). All kernels of
+ * the context run on it. CPU contexts accept only NULL. */
+ck_status ck_context_set_stream(ck_context *ctx, void *cuda_stream);
+/* Waits until all work queued on the context's stream is finished (no-op on CPU). */
+ck_status ck_context_synchronize(ck_context *ctx);
+/* Number of CPU threads used by the CPU backend (OpenMP); 0 = library default. */
+ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors: 4-D fp32, logical shape (N, C, H, W), memory layout NCHW or NHWC.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum ck_layout { CK_LAYOUT_NCHW = 0, CK_LAYOUT_NHWC = 1 } ck_layout;
+
+typedef struct ck_tensor ck_tensor;
+
+/* Allocates an uninitialized tensor on the context's device. All dimensions must be >= 1 and the
+ * element count must fit in 31 bits (CK_STATUS_OVERFLOW otherwise). */
+ck_status ck_tensor_create(ck_context *ctx, ck_tensor **t, ck_layout layout, int n, int c, int h,
+                           int w);
+void ck_tensor_destroy(ck_tensor *t);
+
+/* Copies host memory (count floats, in the tensor's own layout) into the tensor. */
+ck_status ck_tensor_upload(ck_context *ctx, ck_tensor *t, const float *host, size_t count);
+/* Copies the tensor into host memory (count floats, the tensor's layout). Synchronizes. */
+ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *host, size_t count);
+/* Sets every element to value. */
+ck_status ck_tensor_fill(ck_context *ctx, ck_tensor *t, float value);
+/* Copies src into dst; same logical shape; layouts may differ (converts). */
+ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor *dst);
+
+ck_layout ck_tensor_layout(const ck_tensor *t);
+/* Logical shape; any output pointer may be NULL. */
+void ck_tensor_shape(const ck_tensor *t, int *n, int *c, int *h, int *w);
+size_t ck_tensor_count(const ck_tensor *t);
+/* Raw device (or host, for CPU contexts) pointer to the data, for interop. */
+float *ck_tensor_data(ck_tensor *t);
+
+/* ---------------------------------------------------------------------------------------------
+ * Workspaces: scratch memory on the context's device, sized by the *_workspace_size queries.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct ck_workspace ck_workspace;
+ck_status ck_workspace_create(ck_context *ctx, ck_workspace **ws, size_t bytes);
+void ck_workspace_destroy(ck_workspace *ws);
+size_t ck_workspace_size(const ck_workspace *ws);
+
+/* ---------------------------------------------------------------------------------------------
+ * Dropout (element-wise) and SpatialDropout (one draw per sample and channel).
+ *
+ * Masks come from Philox4x32-10 keyed by the context seed and counted by (offset, position):
+ *  - spatial: draw index g = n*C + c; word g % 4 of philox(counter = {g/4, offset}).
+ *  - element: draw index over (n, c, h, w/4); word w % 4 of that call (see docs in ck_math.h).
+ * A unit is kept when its 32-bit word u satisfies u >= threshold(rate) = round(rate * 2^32),
+ * and kept values are scaled by 1/(1 - rate) (Keras/PyTorch inverted dropout). The mask depends on
+ * neither layout, device nor launch shape: it is bit-identical on CPU and GPU, NCHW and NHWC.
+ * The caller picks offset (e.g. the training step); backward with the same (seed, offset, rate)
+ * regenerates the forward mask, or reads a stored ck_mask.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum ck_dropout_kind { CK_DROPOUT_SPATIAL = 0, CK_DROPOUT_ELEMENT = 1 } ck_dropout_kind;
+
+typedef struct ck_dropout_desc {
+    float rate;      /* probability of dropping, in [0, 1) */
+    uint64_t offset; /* RNG counter offset: use a new one for every training step */
+} ck_dropout_desc;
+
+typedef enum ck_mode { CK_MODE_INFERENCE = 0, CK_MODE_TRAINING = 1 } ck_mode;
+
+/* A stored mask: N*C bytes (spatial) or N*C*H*W bits (element), on the context's device. */
+typedef struct ck_mask ck_mask;
+ck_status ck_mask_create(ck_context *ctx, ck_mask **mask, ck_dropout_kind kind, int n, int c,
+                         int h, int w);
+void ck_mask_destroy(ck_mask *mask);
+/* Copies the mask to host as one byte (0 dropped, 1 kept) per unit: N*C bytes for spatial
+ * (index n*C + c), N*C*H*W bytes for element (NCHW order whatever the tensor layout). */
+ck_status ck_mask_download(ck_context *ctx, const ck_mask *mask, uint8_t *host, size_t count);
+
+/* The mask as a pure function, computed on the host without a context: keep[] receives N*C
+ * (spatial) or N*C*H*W (element, NCHW order) bytes. The same function the kernels use. */
+ck_status ck_dropout_mask_host(ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *desc,
+                               int n, int c, int h, int w, uint8_t *keep, size_t count);
+
+/* y = x * mask / (1 - rate) in training, y = x in inference. x and y: same shape and layout;
+ * y may alias x. mask_out: optional, receives the mask (must match kind and shape). */
+ck_status ck_spatial_dropout_forward(ck_context *ctx, const ck_dropout_desc *desc, ck_mode mode,
+                                     const ck_tensor *x, ck_tensor *y, ck_mask *mask_out);
+/* dx = dy * mask / (1 - rate) (training) or dy (inference). mask_in: optional stored mask; NULL
+ * regenerates it from (seed, offset). dx may alias dy. */
+ck_status ck_spatial_dropout_backward(ck_context *ctx, const ck_dropout_desc *desc, ck_mode mode,
+                                      const ck_tensor *dy, ck_tensor *dx, const ck_mask *mask_in);
+ck_status ck_dropout_forward(ck_context *ctx, const ck_dropout_desc *desc, ck_mode mode,
+                             const ck_tensor *x, ck_tensor *y, ck_mask *mask_out);
+ck_status ck_dropout_backward(ck_context *ctx, const ck_dropout_desc *desc, ck_mode mode,
+                              const ck_tensor *dy, ck_tensor *dx, const ck_mask *mask_in);
+
+/* ---------------------------------------------------------------------------------------------
+ * BatchNorm with fused activation and optional SpatialDropout channel scale.
+ *
+ * Training forward (per channel c, statistics over N*H*W values):
+ *   mean, var_biased = batch statistics;   invstd = 1 / sqrt(var_biased + epsilon)
+ *   y = act(gamma * (x - mean) * invstd + beta) [* spatial dropout scale s(n, c)]
+ *   running_mean += average_factor * (mean - running_mean)
+ *   running_var  += average_factor * (v - running_var),  v = var_biased or var_unbiased
+ * Inference: the same with running_mean/running_var in place of the batch statistics.
+ * Backward recomputes the pre-activation from x and the saved mean/invstd: no stored copy.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum ck_activation { CK_ACT_NONE = 0, CK_ACT_RELU = 1 } ck_activation;
+
+typedef enum ck_bn_convention {
+    CK_BN_KERAS = 0,  /* momentum 0.99 (moving = 0.99 moving + 0.01 batch), eps 1e-3, biased var */
+    CK_BN_PYTORCH = 1 /* momentum 0.1 (running = 0.9 running + 0.1 batch), eps 1e-5, unbiased */
+} ck_bn_convention;
+
+typedef struct ck_bn_desc {
+    float epsilon;               /* > 0 */
+    float average_factor;        /* weight of the batch statistic in the running update, [0, 1] */
+    int unbiased_running_var;    /* 1: running_var takes var * M / (M - 1) (PyTorch) */
+    ck_activation activation;    /* applied after the affine transform */
+    int single_value_use_running; /* N*H*W == 1 in training: 0 = CK_STATUS_SINGLE_VALUE_BATCH,
+                                     1 = normalize with the running stats and leave them as is */
+} ck_bn_desc;
+
+/* Fills desc with a convention's defaults (activation NONE, single_value_use_running 0). */
+ck_status ck_bn_desc_init(ck_bn_desc *desc, ck_bn_convention convention);
+/* Keras momentum m: average_factor = 1 - m. PyTorch momentum m: average_factor = m. */
+
+/* Scratch bytes needed by training forward/backward for x's shape (0 on CPU). */
+ck_status ck_batchnorm_workspace_size(ck_context *ctx, const ck_tensor *x, size_t *bytes);
+
+/* Parameter tensors (gamma, beta, running_mean, running_var, saved_mean, saved_invstd, dgamma,
+ * dbeta) have shape (1, C, 1, 1), any layout. spatial_dropout: optional (NULL = none), applies
+ * SpatialDropout after the activation in the same pass, with the mask of
+ * ck_spatial_dropout_forward for the same (seed, offset, rate). y may alias x. */
+ck_status ck_batchnorm_forward_training(ck_context *ctx, const ck_bn_desc *desc,
+                                        const ck_tensor *x, const ck_tensor *gamma,
+                                        const ck_tensor *beta, ck_tensor *running_mean,
+                                        ck_tensor *running_var, ck_tensor *saved_mean,
+                                        ck_tensor *saved_invstd,
+                                        const ck_dropout_desc *spatial_dropout, ck_tensor *y,
+                                        ck_workspace *ws);
+ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_desc *desc,
+                                         const ck_tensor *x, const ck_tensor *gamma,
+                                         const ck_tensor *beta, const ck_tensor *running_mean,
+                                         const ck_tensor *running_var, ck_tensor *y);
+/* Gradients of the training forward (same desc, x, gamma, beta, saved stats, spatial_dropout).
+ * dy is the gradient of y; dx may alias x or dy. */
+ck_status ck_batchnorm_backward(ck_context *ctx, const ck_bn_desc *desc, const ck_tensor *x,
+                                const ck_tensor *dy, const ck_tensor *gamma, const ck_tensor *beta,
+                                const ck_tensor *saved_mean, const ck_tensor *saved_invstd,
+                                const ck_dropout_desc *spatial_dropout, ck_tensor *dx,
+                                ck_tensor *dgamma, ck_tensor *dbeta, ck_workspace *ws);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CNNKIT_CNNKIT_H */

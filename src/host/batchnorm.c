@@ -1,0 +1,272 @@
+/* BatchNorm (+ReLU, + fused SpatialDropout scale): presets, checks, launch plan and dispatch. */
+#include "ck_math.h"
+#include "internal.h"
+
+#include <math.h>
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+#endif
+
+CK_API ck_status ck_bn_desc_init(ck_bn_desc *d, ck_bn_convention convention) {
+    if (!d)
+        return CK_STATUS_BAD_PARAM;
+    switch (convention) {
+    case CK_BN_KERAS:
+        d->epsilon = 1e-3f;
+        d->average_factor = 0.01f; /* Keras momentum 0.99 */
+        d->unbiased_running_var = 0;
+        break;
+    case CK_BN_PYTORCH:
+        d->epsilon = 1e-5f;
+        d->average_factor = 0.1f; /* PyTorch momentum 0.1 */
+        d->unbiased_running_var = 1;
+        break;
+    default:
+        return CK_STATUS_BAD_PARAM;
+    }
+    d->activation = CK_ACT_NONE;
+    d->single_value_use_running = 0;
+    return CK_STATUS_SUCCESS;
+}
+
+ck_bn_plan ck_bn_make_plan(const ck_context *ctx, const ck_tensor *x) {
+    ck_bn_plan p = {1, 0, 0, 0, 0};
+    if (ctx->device != CK_DEVICE_CUDA)
+        return p; /* the CPU path needs no workspace */
+    /* Aim at 4 blocks per SM in total, split evenly over channels (or channel tiles of 32 for
+     * NHWC), never more splits than units to split (samples for NCHW, rows for NHWC). */
+    const long target = 4L * (ctx->sm_count > 0 ? ctx->sm_count : 1);
+    long groups, units;
+    if (x->layout == CK_LAYOUT_NCHW) {
+        groups = x->c;
+        units = x->n;
+    } else {
+        groups = (x->c + 31) / 32;
+        units = ((long)x->n * x->h * x->w + 7) / 8;
+    }
+    long splits = (target + groups - 1) / groups;
+    if (splits > units)
+        splits = units;
+    if (splits > 1024)
+        splits = 1024;
+    if (splits < 1)
+        splits = 1;
+    p.splits = (int)splits;
+    p.part_offset = 0;
+    p.coef_offset = ((size_t)3 * (size_t)x->c * (size_t)splits * sizeof(float) + 255) & ~(size_t)255;
+    p.sd_offset = (p.coef_offset + (size_t)4 * (size_t)x->c * sizeof(float) + 255) & ~(size_t)255;
+    p.ws_bytes = p.sd_offset + (size_t)x->n * (size_t)x->c * sizeof(float);
+    return p;
+}
+
+CK_API ck_status ck_batchnorm_workspace_size(ck_context *ctx, const ck_tensor *x, size_t *bytes) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    ck_status st = ck_check_tensor(ctx, x, "x");
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    if (!bytes)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "bytes: is NULL");
+    *bytes = ck_bn_make_plan(ctx, x).ws_bytes;
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status check_desc(ck_context *ctx, const ck_bn_desc *d) {
+    if (!d)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "desc: is NULL");
+    if (!(d->epsilon > 0.0f) || isinf(d->epsilon))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "desc->epsilon: must be > 0 and finite, got %g",
+                       (double)d->epsilon);
+    if (!(d->average_factor >= 0.0f && d->average_factor <= 1.0f))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "desc->average_factor: must be in [0, 1], got %g",
+                       (double)d->average_factor);
+    if (d->activation != CK_ACT_NONE && d->activation != CK_ACT_RELU)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "desc->activation: must be CK_ACT_NONE or CK_ACT_RELU, got %d",
+                       (int)d->activation);
+    return CK_STATUS_SUCCESS;
+}
+
+/* Training needs more than one value per channel; frozen is set when the desc asks to fall back
+ * to the running statistics instead. */
+static ck_status check_single_value(ck_context *ctx, const ck_bn_desc *d, const ck_tensor *x,
+                                    int *frozen) {
+    *frozen = 0;
+    if ((long)x->n * x->h * x->w > 1)
+        return CK_STATUS_SUCCESS;
+    if (d->single_value_use_running) {
+        *frozen = 1;
+        return CK_STATUS_SUCCESS;
+    }
+    return ck_fail(ctx, CK_STATUS_SINGLE_VALUE_BATCH,
+                   "x: shape %dx%dx%dx%d has N*H*W == 1, one value per channel: batch statistics "
+                   "are undefined (set desc->single_value_use_running to use the running stats)",
+                   x->n, x->c, x->h, x->w);
+}
+
+static ck_status check_ws(ck_context *ctx, const ck_tensor *x, ck_workspace *ws, ck_bn_plan *p) {
+    *p = ck_bn_make_plan(ctx, x);
+    if (p->ws_bytes == 0)
+        return CK_STATUS_SUCCESS;
+    if (!ws)
+        return ck_fail(ctx, CK_STATUS_WORKSPACE_TOO_SMALL,
+                       "ws: is NULL, %zu bytes needed (ck_batchnorm_workspace_size)", p->ws_bytes);
+    if (ws->ctx != ctx)
+        return ck_fail(ctx, CK_STATUS_DEVICE_MISMATCH, "ws: belongs to another context");
+    if (ws->bytes < p->ws_bytes)
+        return ck_fail(ctx, CK_STATUS_WORKSPACE_TOO_SMALL, "ws: has %zu bytes, %zu needed",
+                       ws->bytes, p->ws_bytes);
+    return CK_STATUS_SUCCESS;
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tensor *x,
+                       const ck_bn_plan *p, int frozen, const ck_dropout_desc *sd,
+                       ck_workspace *ws) {
+    ck_kbn k;
+    k.s.n = x->n;
+    k.s.c = x->c;
+    k.s.h = x->h;
+    k.s.w = x->w;
+    k.s.nhwc = x->layout == CK_LAYOUT_NHWC;
+    k.splits = p->splits;
+    k.eps = d->epsilon;
+    k.factor = d->average_factor;
+    k.unbiased = d->unbiased_running_var != 0;
+    k.act = (int)d->activation;
+    k.frozen = frozen;
+    k.sd_enabled = sd != NULL;
+    k.seed = ctx->seed;
+    k.sd_offset = sd ? sd->offset : 0;
+    k.sd_threshold = sd ? ck_dropout_threshold(sd->rate) : 0;
+    k.sd_scale = sd ? ck_dropout_scale(sd->rate) : 1.0f;
+    k.partials = (float *)((char *)ws->data + p->part_offset);
+    k.coef = (float *)((char *)ws->data + p->coef_offset);
+    k.sd_scales = (float *)((char *)ws->data + p->sd_offset);
+    return k;
+}
+#endif
+
+#define CK_TRY(expr)                                                                               \
+    do {                                                                                           \
+        ck_status st_ = (expr);                                                                    \
+        if (st_ != CK_STATUS_SUCCESS)                                                              \
+            return st_;                                                                            \
+    } while (0)
+
+CK_API ck_status ck_batchnorm_forward_training(
+    ck_context *ctx, const ck_bn_desc *desc, const ck_tensor *x, const ck_tensor *gamma,
+    const ck_tensor *beta, ck_tensor *running_mean, ck_tensor *running_var, ck_tensor *saved_mean,
+    ck_tensor *saved_invstd, const ck_dropout_desc *spatial_dropout, ck_tensor *y,
+    ck_workspace *ws) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    CK_TRY(check_desc(ctx, desc));
+    CK_TRY(ck_check_tensor(ctx, x, "x"));
+    CK_TRY(ck_check_tensor(ctx, y, "y"));
+    CK_TRY(ck_check_same_shape(ctx, x, "x", y, "y"));
+    const int c = x->c;
+    CK_TRY(ck_check_param_tensor(ctx, gamma, "gamma", c));
+    CK_TRY(ck_check_param_tensor(ctx, beta, "beta", c));
+    CK_TRY(ck_check_param_tensor(ctx, running_mean, "running_mean", c));
+    CK_TRY(ck_check_param_tensor(ctx, running_var, "running_var", c));
+    CK_TRY(ck_check_param_tensor(ctx, saved_mean, "saved_mean", c));
+    CK_TRY(ck_check_param_tensor(ctx, saved_invstd, "saved_invstd", c));
+    if (spatial_dropout)
+        CK_TRY(ck_check_dropout_desc(ctx, spatial_dropout, "spatial_dropout"));
+    int frozen = 0;
+    CK_TRY(check_single_value(ctx, desc, x, &frozen));
+    ck_bn_plan plan;
+    CK_TRY(check_ws(ctx, x, ws, &plan));
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        ck_kbn k = make_kbn(ctx, desc, x, &plan, frozen, spatial_dropout, ws);
+        int e = ck_cuda_bn_forward_training(&k, x->data, gamma->data, beta->data,
+                                            running_mean->data, running_var->data,
+                                            saved_mean->data, saved_invstd->data, y->data,
+                                            ctx->stream);
+        return e ? ck_cuda_fail(ctx, e, "batchnorm forward training kernels") : CK_STATUS_SUCCESS;
+    }
+#endif
+    ck_cpu_bn_forward_training(ctx->cpu_threads, desc, frozen, ctx->seed, x, gamma->data,
+                               beta->data, running_mean->data, running_var->data,
+                               saved_mean->data, saved_invstd->data, spatial_dropout, y);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_desc *desc,
+                                                const ck_tensor *x, const ck_tensor *gamma,
+                                                const ck_tensor *beta,
+                                                const ck_tensor *running_mean,
+                                                const ck_tensor *running_var, ck_tensor *y) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    CK_TRY(check_desc(ctx, desc));
+    CK_TRY(ck_check_tensor(ctx, x, "x"));
+    CK_TRY(ck_check_tensor(ctx, y, "y"));
+    CK_TRY(ck_check_same_shape(ctx, x, "x", y, "y"));
+    const int c = x->c;
+    CK_TRY(ck_check_param_tensor(ctx, gamma, "gamma", c));
+    CK_TRY(ck_check_param_tensor(ctx, beta, "beta", c));
+    CK_TRY(ck_check_param_tensor(ctx, running_mean, "running_mean", c));
+    CK_TRY(ck_check_param_tensor(ctx, running_var, "running_var", c));
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC};
+        int e = ck_cuda_bn_forward_inference(s, (int)desc->activation, desc->epsilon, x->data,
+                                             gamma->data, beta->data, running_mean->data,
+                                             running_var->data, y->data, ctx->stream);
+        return e ? ck_cuda_fail(ctx, e, "batchnorm inference kernel") : CK_STATUS_SUCCESS;
+    }
+#endif
+    ck_cpu_bn_forward_inference(ctx->cpu_threads, desc, x, gamma->data, beta->data,
+                                running_mean->data, running_var->data, y);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_batchnorm_backward(ck_context *ctx, const ck_bn_desc *desc, const ck_tensor *x,
+                                       const ck_tensor *dy, const ck_tensor *gamma,
+                                       const ck_tensor *beta, const ck_tensor *saved_mean,
+                                       const ck_tensor *saved_invstd,
+                                       const ck_dropout_desc *spatial_dropout, ck_tensor *dx,
+                                       ck_tensor *dgamma, ck_tensor *dbeta, ck_workspace *ws) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    CK_TRY(check_desc(ctx, desc));
+    CK_TRY(ck_check_tensor(ctx, x, "x"));
+    CK_TRY(ck_check_tensor(ctx, dy, "dy"));
+    CK_TRY(ck_check_tensor(ctx, dx, "dx"));
+    CK_TRY(ck_check_same_shape(ctx, x, "x", dy, "dy"));
+    CK_TRY(ck_check_same_shape(ctx, x, "x", dx, "dx"));
+    const int c = x->c;
+    CK_TRY(ck_check_param_tensor(ctx, gamma, "gamma", c));
+    CK_TRY(ck_check_param_tensor(ctx, beta, "beta", c));
+    CK_TRY(ck_check_param_tensor(ctx, saved_mean, "saved_mean", c));
+    CK_TRY(ck_check_param_tensor(ctx, saved_invstd, "saved_invstd", c));
+    CK_TRY(ck_check_param_tensor(ctx, dgamma, "dgamma", c));
+    CK_TRY(ck_check_param_tensor(ctx, dbeta, "dbeta", c));
+    if (spatial_dropout)
+        CK_TRY(ck_check_dropout_desc(ctx, spatial_dropout, "spatial_dropout"));
+    int frozen = 0;
+    CK_TRY(check_single_value(ctx, desc, x, &frozen));
+    ck_bn_plan plan;
+    CK_TRY(check_ws(ctx, x, ws, &plan));
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        ck_kbn k = make_kbn(ctx, desc, x, &plan, frozen, spatial_dropout, ws);
+        int e = ck_cuda_bn_backward(&k, x->data, dy->data, gamma->data, beta->data,
+                                    saved_mean->data, saved_invstd->data, dx->data, dgamma->data,
+                                    dbeta->data, ctx->stream);
+        return e ? ck_cuda_fail(ctx, e, "batchnorm backward kernels") : CK_STATUS_SUCCESS;
+    }
+#endif
+    ck_cpu_bn_backward(ctx->cpu_threads, desc, frozen, ctx->seed, x, dy, gamma->data, beta->data,
+                       saved_mean->data, saved_invstd->data, spatial_dropout, dx, dgamma->data,
+                       dbeta->data);
+    return CK_STATUS_SUCCESS;
+}

@@ -1,0 +1,250 @@
+/* Context, status strings, error recording and argument checks. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef CNNKIT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+CK_API const char *ck_status_string(ck_status status) {
+    switch (status) {
+    case CK_STATUS_SUCCESS:
+        return "success";
+    case CK_STATUS_BAD_PARAM:
+        return "bad parameter";
+    case CK_STATUS_SHAPE_MISMATCH:
+        return "shape mismatch";
+    case CK_STATUS_LAYOUT_MISMATCH:
+        return "layout mismatch";
+    case CK_STATUS_DEVICE_MISMATCH:
+        return "device or context mismatch";
+    case CK_STATUS_OVERFLOW:
+        return "size overflows the supported index range";
+    case CK_STATUS_ALLOC_FAILED:
+        return "allocation failed";
+    case CK_STATUS_NOT_SUPPORTED:
+        return "not supported";
+    case CK_STATUS_CUDA_ERROR:
+        return "CUDA error";
+    case CK_STATUS_SINGLE_VALUE_BATCH:
+        return "batch statistics need more than one value per channel";
+    case CK_STATUS_WORKSPACE_TOO_SMALL:
+        return "workspace too small";
+    case CK_STATUS_INTERNAL:
+        return "internal error";
+    }
+    return "unknown status";
+}
+
+CK_API int ck_version(void) {
+    return CNNKIT_VERSION;
+}
+
+ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) {
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+ck_status ck_cuda_fail(ck_context *ctx, int cuda_err, const char *what) {
+    return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "%s: %s (%s)", what,
+                   cudaGetErrorString((cudaError_t)cuda_err),
+                   cudaGetErrorName((cudaError_t)cuda_err));
+}
+#endif
+
+CK_API int ck_cuda_available(void) {
+#ifdef CNNKIT_HAVE_CUDA
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
+        return 0;
+    }
+    return count > 0;
+#else
+    return 0;
+#endif
+}
+
+CK_API ck_status ck_context_create(ck_context **out, ck_device device, int cuda_ordinal,
+                                   uint64_t seed) {
+    if (!out)
+        return CK_STATUS_BAD_PARAM;
+    *out = NULL;
+    if (device != CK_DEVICE_AUTO && device != CK_DEVICE_CPU && device != CK_DEVICE_CUDA)
+        return CK_STATUS_BAD_PARAM;
+    if (cuda_ordinal < 0)
+        return CK_STATUS_BAD_PARAM;
+    ck_context *ctx = (ck_context *)calloc(1, sizeof *ctx);
+    if (!ctx)
+        return CK_STATUS_ALLOC_FAILED;
+    ctx->seed = seed;
+    ctx->ordinal = cuda_ordinal;
+    ctx->device = CK_DEVICE_CPU;
+    if (device == CK_DEVICE_CPU || (device == CK_DEVICE_AUTO && !ck_cuda_available())) {
+        *out = ctx;
+        return CK_STATUS_SUCCESS;
+    }
+#ifdef CNNKIT_HAVE_CUDA
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || cuda_ordinal >= count) {
+        (void)cudaGetLastError();
+        free(ctx);
+        return CK_STATUS_NOT_SUPPORTED;
+    }
+    cudaError_t e = cudaSetDevice(cuda_ordinal);
+    if (e == cudaSuccess)
+        e = cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, cuda_ordinal);
+    if (e != cudaSuccess) {
+        free(ctx);
+        return CK_STATUS_CUDA_ERROR;
+    }
+    ctx->device = CK_DEVICE_CUDA;
+    ck_status st = ck_cudnn_create(ctx);
+    if (st != CK_STATUS_SUCCESS) {
+        free(ctx);
+        return st;
+    }
+    *out = ctx;
+    return CK_STATUS_SUCCESS;
+#else
+    free(ctx);
+    return CK_STATUS_NOT_SUPPORTED;
+#endif
+}
+
+CK_API void ck_context_destroy(ck_context *ctx) {
+    if (!ctx)
+        return;
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA)
+        ck_cudnn_destroy(ctx);
+#endif
+    free(ctx);
+}
+
+CK_API ck_device ck_context_device(const ck_context *ctx) {
+    return ctx ? ctx->device : CK_DEVICE_CPU;
+}
+
+CK_API const char *ck_context_last_error(const ck_context *ctx) {
+    return ctx ? ctx->err : "ctx is NULL";
+}
+
+CK_API ck_status ck_context_set_seed(ck_context *ctx, uint64_t seed) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    ctx->seed = seed;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API uint64_t ck_context_seed(const ck_context *ctx) {
+    return ctx ? ctx->seed : 0;
+}
+
+CK_API ck_status ck_context_set_stream(ck_context *ctx, void *stream) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (ctx->device == CK_DEVICE_CPU) {
+        if (stream)
+            return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                           "stream: a CPU context accepts only a NULL stream");
+        return CK_STATUS_SUCCESS;
+    }
+#ifdef CNNKIT_HAVE_CUDA
+    void *old = ctx->stream;
+    ctx->stream = stream;
+    ck_status st = ck_cudnn_set_stream(ctx);
+    if (st != CK_STATUS_SUCCESS) {
+        ctx->stream = old;
+        (void)ck_cudnn_set_stream(ctx);
+    }
+    return st;
+#else
+    return CK_STATUS_NOT_SUPPORTED;
+#endif
+}
+
+CK_API ck_status ck_context_synchronize(ck_context *ctx) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        cudaError_t e = cudaStreamSynchronize((cudaStream_t)ctx->stream);
+        if (e != cudaSuccess)
+            return ck_cuda_fail(ctx, e, "cudaStreamSynchronize");
+    }
+#endif
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (threads < 0)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "threads: must be >= 0, got %d", threads);
+    ctx->cpu_threads = threads;
+    return CK_STATUS_SUCCESS;
+}
+
+/* ---- argument checks ------------------------------------------------------------------------ */
+
+static const char *layout_name(ck_layout l) {
+    return l == CK_LAYOUT_NHWC ? "NHWC" : "NCHW";
+}
+
+ck_status ck_check_tensor(ck_context *ctx, const ck_tensor *t, const char *name) {
+    if (!t)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", name);
+    if (t->ctx != ctx)
+        return ck_fail(ctx, CK_STATUS_DEVICE_MISMATCH,
+                       "%s: belongs to another context (%s), not this one (%s)", name,
+                       t->ctx && t->ctx->device == CK_DEVICE_CUDA ? "CUDA" : "CPU",
+                       ctx->device == CK_DEVICE_CUDA ? "CUDA" : "CPU");
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_check_same_shape(ck_context *ctx, const ck_tensor *a, const char *an,
+                              const ck_tensor *b, const char *bn) {
+    if (a->n != b->n || a->c != b->c || a->h != b->h || a->w != b->w)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "%s: shape %dx%dx%dx%d differs from %s shape %dx%dx%dx%d (N x C x H x W)",
+                       bn, b->n, b->c, b->h, b->w, an, a->n, a->c, a->h, a->w);
+    if (a->layout != b->layout)
+        return ck_fail(ctx, CK_STATUS_LAYOUT_MISMATCH, "%s: layout %s differs from %s layout %s",
+                       bn, layout_name(b->layout), an, layout_name(a->layout));
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_check_param_tensor(ck_context *ctx, const ck_tensor *t, const char *name, int c) {
+    ck_status st = ck_check_tensor(ctx, t, name);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    if (t->n != 1 || t->c != c || t->h != 1 || t->w != 1)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "%s: shape must be 1x%dx1x1 (one value per channel of x), got %dx%dx%dx%d",
+                       name, c, t->n, t->c, t->h, t->w);
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_check_dropout_desc(ck_context *ctx, const ck_dropout_desc *d, const char *name) {
+    if (!d)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", name);
+    if (!(d->rate >= 0.0f && d->rate < 1.0f))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s->rate: must be in [0, 1), got %g", name,
+                       (double)d->rate);
+    return CK_STATUS_SUCCESS;
+}

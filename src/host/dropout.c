@@ -1,0 +1,124 @@
+/* Dropout and SpatialDropout: argument checks and dispatch to the CPU or CUDA path. */
+#include "ck_math.h"
+#include "internal.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+#endif
+
+static ck_status check_mask(ck_context *ctx, const ck_mask *m, const char *name,
+                            ck_dropout_kind kind, const ck_tensor *x) {
+    if (!m)
+        return CK_STATUS_SUCCESS;
+    if (m->ctx != ctx)
+        return ck_fail(ctx, CK_STATUS_DEVICE_MISMATCH, "%s: belongs to another context", name);
+    if (m->kind != kind)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is a %s mask, this op needs a %s mask", name,
+                       m->kind == CK_DROPOUT_SPATIAL ? "spatial" : "element",
+                       kind == CK_DROPOUT_SPATIAL ? "spatial" : "element");
+    int same = m->n == x->n && m->c == x->c &&
+               (kind == CK_DROPOUT_SPATIAL || (m->h == x->h && m->w == x->w));
+    if (!same)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "%s: made for %dx%dx%dx%d, the tensor is %dx%dx%dx%d", name, m->n, m->c,
+                       m->h, m->w, x->n, x->c, x->h, x->w);
+    return CK_STATUS_SUCCESS;
+}
+
+/* One implementation for the four public entry points: forward and backward are the same map. */
+static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_dropout_desc *desc,
+                               ck_mode mode, const ck_tensor *x, const char *xn, ck_tensor *y,
+                               const char *yn, ck_mask *mask_out, const ck_mask *mask_in) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    ck_status st = ck_check_dropout_desc(ctx, desc, "desc");
+    if (st == CK_STATUS_SUCCESS && mode != CK_MODE_TRAINING && mode != CK_MODE_INFERENCE)
+        st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "mode: must be CK_MODE_TRAINING or _INFERENCE");
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_check_tensor(ctx, x, xn);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_check_tensor(ctx, y, yn);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_check_same_shape(ctx, x, xn, y, yn);
+    if (st == CK_STATUS_SUCCESS)
+        st = check_mask(ctx, mask_out, "mask_out", kind, x);
+    if (st == CK_STATUS_SUCCESS)
+        st = check_mask(ctx, mask_in, "mask_in", kind, x);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    if (mode == CK_MODE_INFERENCE) {
+        /* identity; a requested mask records "all kept" */
+        if (mask_out) {
+            ck_dropout_desc keep_all = {0.0f, desc->offset};
+            desc = &keep_all;
+            mode = CK_MODE_TRAINING; /* rate 0 keeps every unit with scale 1: y = x exactly */
+            return dropout_apply(ctx, kind, desc, mode, x, xn, y, yn, mask_out, NULL);
+        }
+        return ck_tensor_copy(ctx, x, y);
+    }
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC};
+        int e = ck_cuda_dropout(kind == CK_DROPOUT_ELEMENT, x->data, y->data, s, ctx->seed,
+                                desc->offset, ck_dropout_threshold(desc->rate),
+                                ck_dropout_scale(desc->rate), mask_in ? mask_in->data : NULL,
+                                mask_out ? mask_out->data : NULL, ctx->stream);
+        return e ? ck_cuda_fail(ctx, e, "dropout kernel") : CK_STATUS_SUCCESS;
+    }
+#endif
+    ck_cpu_dropout(ctx->cpu_threads, kind, ctx->seed, desc, mode, x, y, mask_out, mask_in);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_spatial_dropout_forward(ck_context *ctx, const ck_dropout_desc *desc,
+                                            ck_mode mode, const ck_tensor *x, ck_tensor *y,
+                                            ck_mask *mask_out) {
+    return dropout_apply(ctx, CK_DROPOUT_SPATIAL, desc, mode, x, "x", y, "y", mask_out, NULL);
+}
+
+CK_API ck_status ck_spatial_dropout_backward(ck_context *ctx, const ck_dropout_desc *desc,
+                                             ck_mode mode, const ck_tensor *dy, ck_tensor *dx,
+                                             const ck_mask *mask_in) {
+    return dropout_apply(ctx, CK_DROPOUT_SPATIAL, desc, mode, dy, "dy", dx, "dx", NULL, mask_in);
+}
+
+CK_API ck_status ck_dropout_forward(ck_context *ctx, const ck_dropout_desc *desc, ck_mode mode,
+                                    const ck_tensor *x, ck_tensor *y, ck_mask *mask_out) {
+    return dropout_apply(ctx, CK_DROPOUT_ELEMENT, desc, mode, x, "x", y, "y", mask_out, NULL);
+}
+
+CK_API ck_status ck_dropout_backward(ck_context *ctx, const ck_dropout_desc *desc, ck_mode mode,
+                                     const ck_tensor *dy, ck_tensor *dx, const ck_mask *mask_in) {
+    return dropout_apply(ctx, CK_DROPOUT_ELEMENT, desc, mode, dy, "dy", dx, "dx", NULL, mask_in);
+}
+
+CK_API ck_status ck_dropout_mask_host(ck_dropout_kind kind, uint64_t seed,
+                                      const ck_dropout_desc *desc, int n, int c, int h, int w,
+                                      uint8_t *keep, size_t count) {
+    if (kind != CK_DROPOUT_SPATIAL && kind != CK_DROPOUT_ELEMENT)
+        return CK_STATUS_BAD_PARAM;
+    if (!desc || !keep || !(desc->rate >= 0.0f && desc->rate < 1.0f))
+        return CK_STATUS_BAD_PARAM;
+    if (n < 1 || c < 1 || h < 1 || w < 1)
+        return CK_STATUS_BAD_PARAM;
+    size_t units = (size_t)n * (size_t)c;
+    if (kind == CK_DROPOUT_ELEMENT)
+        units *= (size_t)h * (size_t)w;
+    if (count != units)
+        return CK_STATUS_SHAPE_MISMATCH;
+    uint32_t thr = ck_dropout_threshold(desc->rate);
+    if (kind == CK_DROPOUT_SPATIAL) {
+        for (size_t g = 0; g < units; ++g)
+            keep[g] = (uint8_t)ck_spatial_keep(seed, desc->offset, thr, g);
+        return CK_STATUS_SUCCESS;
+    }
+    size_t i = 0;
+    for (int in = 0; in < n; ++in)
+        for (int ic = 0; ic < c; ++ic)
+            for (int ih = 0; ih < h; ++ih)
+                for (int iw = 0; iw < w; ++iw)
+                    keep[i++] =
+                        (uint8_t)ck_element_keep(seed, desc->offset, thr, in, ic, ih, iw, c, h, w);
+    return CK_STATUS_SUCCESS;
+}

@@ -1,0 +1,335 @@
+/* Tensors, workspaces and stored dropout masks: memory on the context's device. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+#include <cuda_runtime_api.h>
+#endif
+
+#define CK_MAX_ELEMS ((size_t)INT32_MAX) /* kernels index with 32-bit ints */
+
+/* Allocates bytes on the context's device; *p stays NULL on failure. */
+static ck_status dev_alloc(ck_context *ctx, void **p, size_t bytes, const char *what) {
+    *p = NULL;
+    if (bytes == 0)
+        bytes = 1;
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        cudaError_t e = cudaMalloc(p, bytes);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            *p = NULL;
+            return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "%s: cudaMalloc of %zu bytes failed: %s",
+                           what, bytes, cudaGetErrorString(e));
+        }
+        return CK_STATUS_SUCCESS;
+    }
+#endif
+    *p = malloc(bytes);
+    if (!*p)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "%s: malloc of %zu bytes failed", what, bytes);
+    return CK_STATUS_SUCCESS;
+}
+
+static void dev_free(ck_context *ctx, void *p) {
+    if (!p)
+        return;
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        cudaFree(p);
+        return;
+    }
+#endif
+    free(p);
+}
+
+/* Copies between host memory and the context's device (kind: 0 host->dev, 1 dev->host,
+ * 2 dev->dev). Synchronous for device->host. */
+static ck_status dev_copy(ck_context *ctx, void *dst, const void *src, size_t bytes, int kind) {
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        static const enum cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice,
+                                                     cudaMemcpyDeviceToHost,
+                                                     cudaMemcpyDeviceToDevice};
+        cudaStream_t s = (cudaStream_t)ctx->stream;
+        cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kinds[kind], s);
+        if (e == cudaSuccess && kind != 2)
+            e = cudaStreamSynchronize(s);
+        if (e != cudaSuccess)
+            return ck_cuda_fail(ctx, e, "cudaMemcpyAsync");
+        return CK_STATUS_SUCCESS;
+    }
+#endif
+    (void)kind;
+    memmove(dst, src, bytes);
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status check_dims(ck_context *ctx, int n, int c, int h, int w, size_t *count) {
+    if (n < 1 || c < 1 || h < 1 || w < 1)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "shape: every dimension must be >= 1, got N=%d C=%d H=%d W=%d", n, c, h, w);
+    size_t cnt = (size_t)n;
+    const int dims[3] = {c, h, w};
+    for (int i = 0; i < 3; ++i) {
+        if (cnt > CK_MAX_ELEMS / (size_t)dims[i])
+            return ck_fail(ctx, CK_STATUS_OVERFLOW,
+                           "shape: %dx%dx%dx%d has more than 2^31-1 elements", n, c, h, w);
+        cnt *= (size_t)dims[i];
+    }
+    *count = cnt;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_tensor_create(ck_context *ctx, ck_tensor **out, ck_layout layout, int n,
+                                  int c, int h, int w) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (!out)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "t: is NULL");
+    *out = NULL;
+    if (layout != CK_LAYOUT_NCHW && layout != CK_LAYOUT_NHWC)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layout: must be CK_LAYOUT_NCHW or _NHWC, got %d",
+                       (int)layout);
+    size_t count = 0;
+    ck_status st = check_dims(ctx, n, c, h, w, &count);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    ck_tensor *t = (ck_tensor *)calloc(1, sizeof *t);
+    if (!t)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "t: out of host memory");
+    st = dev_alloc(ctx, (void **)&t->data, count * sizeof(float), "tensor data");
+    if (st != CK_STATUS_SUCCESS) {
+        free(t);
+        return st;
+    }
+    t->ctx = ctx;
+    t->layout = layout;
+    t->n = n;
+    t->c = c;
+    t->h = h;
+    t->w = w;
+    t->count = count;
+    *out = t;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API void ck_tensor_destroy(ck_tensor *t) {
+    if (!t)
+        return;
+    dev_free(t->ctx, t->data);
+    free(t);
+}
+
+static ck_status check_host_transfer(ck_context *ctx, const ck_tensor *t, const void *host,
+                                     size_t count) {
+    ck_status st = ck_check_tensor(ctx, t, "t");
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    if (!host)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "host: is NULL");
+    if (count != t->count)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "count: %zu floats given, the tensor holds %zu (%dx%dx%dx%d)", count,
+                       t->count, t->n, t->c, t->h, t->w);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_tensor_upload(ck_context *ctx, ck_tensor *t, const float *host, size_t count) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    ck_status st = check_host_transfer(ctx, t, host, count);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    return dev_copy(ctx, t->data, host, count * sizeof(float), 0);
+}
+
+CK_API ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *host,
+                                    size_t count) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    ck_status st = check_host_transfer(ctx, t, host, count);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    return dev_copy(ctx, host, t->data, count * sizeof(float), 1);
+}
+
+CK_API ck_status ck_tensor_fill(ck_context *ctx, ck_tensor *t, float value) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    ck_status st = ck_check_tensor(ctx, t, "t");
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        int e = ck_cuda_fill(t->data, t->count, value, ctx->stream);
+        return e ? ck_cuda_fail(ctx, e, "fill kernel") : CK_STATUS_SUCCESS;
+    }
+#endif
+    for (size_t i = 0; i < t->count; ++i)
+        t->data[i] = value;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor *dst) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    ck_status st = ck_check_tensor(ctx, src, "src");
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_check_tensor(ctx, dst, "dst");
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    if (src->n != dst->n || src->c != dst->c || src->h != dst->h || src->w != dst->w)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "dst: shape %dx%dx%dx%d differs from src shape %dx%dx%dx%d", dst->n,
+                       dst->c, dst->h, dst->w, src->n, src->c, src->h, src->w);
+    if (src == dst)
+        return CK_STATUS_SUCCESS;
+    if (src->layout == dst->layout)
+        return dev_copy(ctx, dst->data, src->data, src->count * sizeof(float), 2);
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        ck_kshape s = {src->n, src->c, src->h, src->w, src->layout == CK_LAYOUT_NHWC};
+        int e = ck_cuda_convert_layout(src->data, dst->data, s, ctx->stream);
+        return e ? ck_cuda_fail(ctx, e, "layout conversion kernel") : CK_STATUS_SUCCESS;
+    }
+#endif
+    ck_cpu_convert_layout(src, dst);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_layout ck_tensor_layout(const ck_tensor *t) {
+    return t ? t->layout : CK_LAYOUT_NCHW;
+}
+
+CK_API void ck_tensor_shape(const ck_tensor *t, int *n, int *c, int *h, int *w) {
+    if (n)
+        *n = t ? t->n : 0;
+    if (c)
+        *c = t ? t->c : 0;
+    if (h)
+        *h = t ? t->h : 0;
+    if (w)
+        *w = t ? t->w : 0;
+}
+
+CK_API size_t ck_tensor_count(const ck_tensor *t) {
+    return t ? t->count : 0;
+}
+
+CK_API float *ck_tensor_data(ck_tensor *t) {
+    return t ? t->data : NULL;
+}
+
+/* ---- workspaces ---------------------------------------------------------------------------- */
+
+CK_API ck_status ck_workspace_create(ck_context *ctx, ck_workspace **out, size_t bytes) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (!out)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "ws: is NULL");
+    *out = NULL;
+    ck_workspace *ws = (ck_workspace *)calloc(1, sizeof *ws);
+    if (!ws)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "ws: out of host memory");
+    ck_status st = dev_alloc(ctx, &ws->data, bytes, "workspace");
+    if (st != CK_STATUS_SUCCESS) {
+        free(ws);
+        return st;
+    }
+    ws->ctx = ctx;
+    ws->bytes = bytes;
+    *out = ws;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API void ck_workspace_destroy(ck_workspace *ws) {
+    if (!ws)
+        return;
+    dev_free(ws->ctx, ws->data);
+    free(ws);
+}
+
+CK_API size_t ck_workspace_size(const ck_workspace *ws) {
+    return ws ? ws->bytes : 0;
+}
+
+/* ---- stored masks -------------------------------------------------------------------------- */
+
+CK_API ck_status ck_mask_create(ck_context *ctx, ck_mask **out, ck_dropout_kind kind, int n,
+                                int c, int h, int w) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (!out)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "mask: is NULL");
+    *out = NULL;
+    if (kind != CK_DROPOUT_SPATIAL && kind != CK_DROPOUT_ELEMENT)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "kind: must be CK_DROPOUT_SPATIAL or _ELEMENT");
+    size_t count = 0;
+    ck_status st = check_dims(ctx, n, c, h, w, &count);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    ck_mask *m = (ck_mask *)calloc(1, sizeof *m);
+    if (!m)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "mask: out of host memory");
+    m->ctx = ctx;
+    m->kind = kind;
+    m->n = n;
+    m->c = c;
+    m->h = h;
+    m->w = w;
+    m->units = kind == CK_DROPOUT_SPATIAL ? (size_t)n * (size_t)c : count;
+    m->bytes = kind == CK_DROPOUT_SPATIAL ? m->units : ((m->units + 31) / 32) * 4;
+    st = dev_alloc(ctx, (void **)&m->data, m->bytes, "mask data");
+    if (st != CK_STATUS_SUCCESS) {
+        free(m);
+        return st;
+    }
+    *out = m;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API void ck_mask_destroy(ck_mask *m) {
+    if (!m)
+        return;
+    dev_free(m->ctx, m->data);
+    free(m);
+}
+
+CK_API ck_status ck_mask_download(ck_context *ctx, const ck_mask *m, uint8_t *host, size_t count) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (!m)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "mask: is NULL");
+    if (m->ctx != ctx)
+        return ck_fail(ctx, CK_STATUS_DEVICE_MISMATCH, "mask: belongs to another context");
+    if (!host)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "host: is NULL");
+    if (count != m->units)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH, "count: %zu given, the mask has %zu units",
+                       count, m->units);
+    if (m->kind == CK_DROPOUT_SPATIAL)
+        return dev_copy(ctx, host, m->data, m->bytes, 1);
+    uint8_t *bits = (uint8_t *)malloc(m->bytes);
+    if (!bits)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "host: out of memory for %zu bytes", m->bytes);
+    ck_status st = dev_copy(ctx, bits, m->data, m->bytes, 1);
+    if (st == CK_STATUS_SUCCESS) {
+        const uint32_t *words = (const uint32_t *)bits;
+        for (size_t i = 0; i < m->units; ++i)
+            host[i] = (uint8_t)((words[i >> 5] >> (i & 31)) & 1u);
+    }
+    free(bits);
+    return st;
+}

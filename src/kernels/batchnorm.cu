@@ -1,0 +1,463 @@
+/* BatchNorm + ReLU (+ fused SpatialDropout scale), training forward, inference and backward.
+ *
+ * Training forward = 3 passes: (1) partial Welford statistics per (channel, split) — the reduction
+ * over N*H*W is split so that even C = 32 fills the GPU; (2) one warp per channel merges the
+ * partials with Chan's formula in a fixed order (deterministic: no float atomics), updates the
+ * running statistics and writes the per-channel affine coefficients; (3) the element-wise apply.
+ * Backward mirrors it: partial sums of g and g*xhat, fixed-order merge, element-wise dx.
+ * Per-element math comes from ck_math.h, shared with the CPU reference. */
+#include "common.cuh"
+
+#define CK_WARPS (CK_BLOCK / 32)
+
+/* ---- block-level reductions in a fixed order ------------------------------------------------- */
+
+__device__ __forceinline__ void ck_warp_welford(float &n, float &mean, float &m2) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float nb = __shfl_down_sync(0xffffffffu, n, o);
+        float mb = __shfl_down_sync(0xffffffffu, mean, o);
+        float m2b = __shfl_down_sync(0xffffffffu, m2, o);
+        ck_welford_merge(&n, &mean, &m2, nb, mb, m2b);
+    }
+}
+
+__device__ __forceinline__ void ck_warp_sum2(float &a, float &b) {
+    for (int o = 16; o > 0; o >>= 1) {
+        a += __shfl_down_sync(0xffffffffu, a, o);
+        b += __shfl_down_sync(0xffffffffu, b, o);
+    }
+}
+
+__device__ __forceinline__ void ck_welford_add(float &n, float &mean, float &m2, float v) {
+    n += 1.0f;
+    const float d = v - mean;
+    mean += d / n;
+    m2 += d * (v - mean);
+}
+
+/* ---- per-(n, c) SpatialDropout scales (fused path) ------------------------------------------ */
+
+__global__ void ck_sd_scales_kernel(float *scales, long long units, uint64_t seed, uint64_t offset,
+                                    uint32_t thr, float scale) {
+    for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g < units;
+         g += (long long)gridDim.x * blockDim.x)
+        scales[g] = ck_spatial_keep(seed, offset, thr, (uint64_t)g) ? scale : 0.0f;
+}
+
+/* ---- statistics partials --------------------------------------------------------------------- */
+
+/* NCHW: block (split s, channel c) takes samples [n0, n1) of channel c. */
+__global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, float *partials) {
+    const int c = blockIdx.y, sp = blockIdx.x;
+    const int per = (s.n + splits - 1) / splits;
+    const int n0 = sp * per, n1 = min(s.n, n0 + per);
+    const int hw = s.h * s.w;
+    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    if (n0 < n1) {
+        if ((hw & 3) == 0) {
+            const int hw4 = hw >> 2;
+            const long long total = (long long)(n1 - n0) * hw4;
+            for (long long j = threadIdx.x; j < total; j += blockDim.x) {
+                const int ns = n0 + (int)(j / hw4), p4 = (int)(j % hw4);
+                const float4 v =
+                    reinterpret_cast<const float4 *>(x + ((long long)ns * s.c + c) * hw)[p4];
+                ck_welford_add(n, mean, m2, v.x);
+                ck_welford_add(n, mean, m2, v.y);
+                ck_welford_add(n, mean, m2, v.z);
+                ck_welford_add(n, mean, m2, v.w);
+            }
+        } else {
+            const long long total = (long long)(n1 - n0) * hw;
+            for (long long j = threadIdx.x; j < total; j += blockDim.x) {
+                const int ns = n0 + (int)(j / hw), p = (int)(j % hw);
+                ck_welford_add(n, mean, m2, x[((long long)ns * s.c + c) * hw + p]);
+            }
+        }
+    }
+    __shared__ float sh[3][CK_WARPS];
+    ck_warp_welford(n, mean, m2);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        sh[0][warp] = n;
+        sh[1][warp] = mean;
+        sh[2][warp] = m2;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float bn = sh[0][0], bm = sh[1][0], bm2 = sh[2][0];
+        for (int wi = 1; wi < CK_WARPS; ++wi)
+            ck_welford_merge(&bn, &bm, &bm2, sh[0][wi], sh[1][wi], sh[2][wi]);
+        float *p = partials + 3 * ((long long)c * splits + sp);
+        p[0] = bn;
+        p[1] = bm;
+        p[2] = bm2;
+    }
+}
+
+/* NHWC: block (channel tile, split) with threads (32 channels) x (8 rows); rows = pixels. */
+__global__ void ck_bn_stats_nhwc(const float *x, ck_kshape s, int splits, float *partials) {
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int c = blockIdx.x * 32 + tx, sp = blockIdx.y;
+    const long long rows = (long long)s.n * s.h * s.w;
+    const long long per = (rows + splits - 1) / splits;
+    const long long r0 = sp * per, r1 = min(rows, r0 + per);
+    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    if (c < s.c)
+        for (long long r = r0 + ty; r < r1; r += blockDim.y)
+            ck_welford_add(n, mean, m2, x[r * s.c + c]);
+    __shared__ float sh[3][8][33];
+    sh[0][ty][tx] = n;
+    sh[1][ty][tx] = mean;
+    sh[2][ty][tx] = m2;
+    __syncthreads();
+    if (ty == 0 && c < s.c) {
+        for (int k = 1; k < (int)blockDim.y; ++k)
+            ck_welford_merge(&n, &mean, &m2, sh[0][k][tx], sh[1][k][tx], sh[2][k][tx]);
+        float *p = partials + 3 * ((long long)c * splits + sp);
+        p[0] = n;
+        p[1] = mean;
+        p[2] = m2;
+    }
+}
+
+/* One warp per channel: merge the partials in a fixed order, update running stats, write the
+ * saved statistics and the coefficients a, b of y = act(x * a + b). */
+__global__ void ck_bn_finalize_forward(ck_kbn p, const float *gamma, const float *beta,
+                                       float *running_mean, float *running_var, float *saved_mean,
+                                       float *saved_invstd) {
+    const int c = blockIdx.x, lane = threadIdx.x;
+    float mean_f, invstd;
+    if (p.frozen) {
+        mean_f = running_mean[c];
+        invstd = ck_bn_invstd(running_var[c], p.eps);
+    } else {
+        float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+        const float *part = p.partials + 3 * (long long)c * p.splits;
+        for (int k = lane; k < p.splits; k += 32)
+            ck_welford_merge(&n, &mean, &m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
+        ck_warp_welford(n, mean, m2);
+        n = __shfl_sync(0xffffffffu, n, 0);
+        mean = __shfl_sync(0xffffffffu, mean, 0);
+        m2 = __shfl_sync(0xffffffffu, m2, 0);
+        const float var = m2 / n;
+        mean_f = mean;
+        invstd = ck_bn_invstd(var, p.eps);
+        if (lane == 0) {
+            const float vrun = p.unbiased ? m2 / (n - 1.0f) : var;
+            running_mean[c] = ck_running_update(running_mean[c], mean, p.factor);
+            running_var[c] = ck_running_update(running_var[c], vrun, p.factor);
+        }
+    }
+    if (lane == 0) {
+        saved_mean[c] = mean_f;
+        saved_invstd[c] = invstd;
+        const float a = ck_bn_scale(gamma[c], invstd);
+        p.coef[4 * c + 0] = a;
+        p.coef[4 * c + 1] = mean_f;
+        p.coef[4 * c + 2] = beta[c];
+    }
+}
+
+/* ---- element-wise forward ------------------------------------------------------------------ */
+
+/* y = act((x - mean[c]) * a[c] + beta[c]) * sd[n, c]; coef: 4 floats per channel
+ * (a, mean, beta, unused);
+ * sd may be NULL. Vector path when 4 consecutive elements share (n, c) (NCHW, HW % 4 == 0) or
+ * are 4 consecutive channels of one pixel (NHWC, C % 4 == 0). */
+__global__ void ck_bn_apply_vec(const float4 *x, float4 *y, long long quads, ck_kshape s,
+                                const float *coef, const float *sd, int act) {
+    const long long hw = (long long)s.h * s.w;
+    for (long long q = blockIdx.x * (long long)blockDim.x + threadIdx.x; q < quads;
+         q += (long long)gridDim.x * blockDim.x) {
+        const long long e = q * 4;
+        float4 v = x[q];
+        if (!s.nhwc) {
+            const long long plane = e / hw;
+            const int c = (int)(plane % s.c);
+            const float4 k = reinterpret_cast<const float4 *>(coef)[c];
+            const float m = sd ? sd[plane] : 1.0f;
+            v.x = ck_act_forward(ck_bn_preact(v.x, k.y, k.x, k.z), act) * m;
+            v.y = ck_act_forward(ck_bn_preact(v.y, k.y, k.x, k.z), act) * m;
+            v.z = ck_act_forward(ck_bn_preact(v.z, k.y, k.x, k.z), act) * m;
+            v.w = ck_act_forward(ck_bn_preact(v.w, k.y, k.x, k.z), act) * m;
+        } else {
+            const int c = (int)(e % s.c);
+            const long long g = (e / (hw * s.c)) * s.c + c;
+            const float4 ab0 = reinterpret_cast<const float4 *>(coef)[c];
+            const float4 ab1 = reinterpret_cast<const float4 *>(coef)[c + 1];
+            const float4 ab2 = reinterpret_cast<const float4 *>(coef)[c + 2];
+            const float4 ab3 = reinterpret_cast<const float4 *>(coef)[c + 3];
+            float4 m = make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+            if (sd)
+                m = reinterpret_cast<const float4 *>(sd)[g >> 2];
+            v.x = ck_act_forward(ck_bn_preact(v.x, ab0.y, ab0.x, ab0.z), act) * m.x;
+            v.y = ck_act_forward(ck_bn_preact(v.y, ab1.y, ab1.x, ab1.z), act) * m.y;
+            v.z = ck_act_forward(ck_bn_preact(v.z, ab2.y, ab2.x, ab2.z), act) * m.z;
+            v.w = ck_act_forward(ck_bn_preact(v.w, ab3.y, ab3.x, ab3.z), act) * m.w;
+        }
+        y[q] = v;
+    }
+}
+
+__global__ void ck_bn_apply_scalar(const float *x, float *y, long long count, ck_kshape s,
+                                   const float *coef, const float *sd, int act) {
+    const long long hw = (long long)s.h * s.w;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
+         e += (long long)gridDim.x * blockDim.x) {
+        int c;
+        long long g;
+        if (s.nhwc) {
+            c = (int)(e % s.c);
+            g = (e / (hw * s.c)) * s.c + c;
+        } else {
+            g = e / hw;
+            c = (int)(g % s.c);
+        }
+        const float m = sd ? sd[g] : 1.0f;
+        const float4 k = reinterpret_cast<const float4 *>(coef)[c];
+        y[e] = ck_act_forward(ck_bn_preact(x[e], k.y, k.x, k.z), act) * m;
+    }
+}
+
+static bool ck_bn_vec_ok(ck_kshape s, const void *a, const void *b) {
+    const long long hw = (long long)s.h * s.w;
+    return ck_aligned16(a, b) && (s.nhwc ? (s.c % 4 == 0) : (hw % 4 == 0));
+}
+
+static void ck_bn_launch_apply(const float *x, float *y, ck_kshape s, const float *coef,
+                               const float *sd, int act, cudaStream_t st) {
+    const long long count = (long long)s.n * s.c * s.h * s.w;
+    if (ck_bn_vec_ok(s, x, y)) {
+        ck_bn_apply_vec<<<ck_grid_for(count / 4, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const float4 *)x, (float4 *)y, count / 4, s, coef, sd, act);
+    } else {
+        ck_bn_apply_scalar<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(x, y, count, s, coef,
+                                                                             sd, act);
+    }
+}
+
+static void ck_bn_launch_stats(const ck_kbn *p, const float *x, cudaStream_t st) {
+    if (!p->s.nhwc) {
+        dim3 grid(p->splits, p->s.c);
+        ck_bn_stats_nchw<<<grid, CK_BLOCK, 0, st>>>(x, p->s, p->splits, p->partials);
+    } else {
+        dim3 grid((p->s.c + 31) / 32, p->splits);
+        ck_bn_stats_nhwc<<<grid, dim3(32, 8), 0, st>>>(x, p->s, p->splits, p->partials);
+    }
+}
+
+static void ck_bn_launch_sd_scales(const ck_kbn *p, cudaStream_t st) {
+    const long long units = (long long)p->s.n * p->s.c;
+    ck_sd_scales_kernel<<<ck_grid_for(units, CK_BLOCK), CK_BLOCK, 0, st>>>(
+        p->sd_scales, units, p->seed, p->sd_offset, p->sd_threshold, p->sd_scale);
+}
+
+extern "C" int ck_cuda_bn_forward_training(const ck_kbn *p, const float *x, const float *gamma,
+                                           const float *beta, float *running_mean,
+                                           float *running_var, float *saved_mean,
+                                           float *saved_invstd, float *y, void *stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (p->s.c > 65535 && !p->s.nhwc)
+        return (int)cudaErrorInvalidConfiguration;
+    if (!p->frozen)
+        ck_bn_launch_stats(p, x, st);
+    ck_bn_finalize_forward<<<p->s.c, 32, 0, st>>>(*p, gamma, beta, running_mean, running_var,
+                                                  saved_mean, saved_invstd);
+    if (p->sd_enabled)
+        ck_bn_launch_sd_scales(p, st);
+    ck_bn_launch_apply(x, y, p->s, p->coef, p->sd_enabled ? p->sd_scales : NULL, p->act, st);
+    return ck_launch_status();
+}
+
+/* ---- inference ----------------------------------------------------------------------------- */
+
+__global__ void ck_bn_inference_kernel(long long count, ck_kshape s, int act, float eps,
+                                       const float *x, const float *gamma, const float *beta,
+                                       const float *rmean, const float *rvar, float *y) {
+    const long long hw = (long long)s.h * s.w;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
+         e += (long long)gridDim.x * blockDim.x) {
+        const int c = s.nhwc ? (int)(e % s.c) : (int)((e / hw) % s.c);
+        const float a = ck_bn_scale(gamma[c], ck_bn_invstd(rvar[c], eps));
+        y[e] = ck_act_forward(ck_bn_preact(x[e], rmean[c], a, beta[c]), act);
+    }
+}
+
+extern "C" int ck_cuda_bn_forward_inference(ck_kshape s, int act, float eps, const float *x,
+                                            const float *gamma, const float *beta,
+                                            const float *running_mean, const float *running_var,
+                                            float *y, void *stream) {
+    const long long count = (long long)s.n * s.c * s.h * s.w;
+    ck_bn_inference_kernel<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
+        count, s, act, eps, x, gamma, beta, running_mean, running_var, y);
+    return ck_launch_status();
+}
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+struct ck_bn_chan {
+    float a, beta, mean, invstd;
+};
+
+__device__ __forceinline__ ck_bn_chan ck_bn_chan_of(int c, const float *gamma, const float *beta,
+                                                    const float *smean, const float *sinvstd) {
+    ck_bn_chan r;
+    r.mean = smean[c];
+    r.invstd = sinvstd[c];
+    r.a = ck_bn_scale(gamma[c], r.invstd);
+    r.beta = beta[c];
+    return r;
+}
+
+/* Accumulates g = dL/d(pre) and g * xhat for one element. */
+__device__ __forceinline__ void ck_bn_bwd_acc(float xv, float dyv, float m, const ck_bn_chan &k,
+                                              int act, float &sg, float &sgx) {
+    const float g = ck_act_backward(dyv * m, ck_bn_preact(xv, k.mean, k.a, k.beta), act);
+    sg += g;
+    sgx += g * ((xv - k.mean) * k.invstd);
+}
+
+__global__ void ck_bn_bwd_reduce_nchw(const float *x, const float *dy, ck_kbn p,
+                                      const float *gamma, const float *beta, const float *smean,
+                                      const float *sinvstd, const float *sd) {
+    const ck_kshape s = p.s;
+    const int c = blockIdx.y, sp = blockIdx.x;
+    const int per = (s.n + p.splits - 1) / p.splits;
+    const int n0 = sp * per, n1 = min(s.n, n0 + per);
+    const int hw = s.h * s.w;
+    const ck_bn_chan k = ck_bn_chan_of(c, gamma, beta, smean, sinvstd);
+    float sg = 0.0f, sgx = 0.0f;
+    if (n0 < n1) {
+        const long long total = (long long)(n1 - n0) * hw;
+        for (long long j = threadIdx.x; j < total; j += blockDim.x) {
+            const int ns = n0 + (int)(j / hw), pp = (int)(j % hw);
+            const long long i = ((long long)ns * s.c + c) * hw + pp;
+            const float m = sd ? sd[(long long)ns * s.c + c] : 1.0f;
+            ck_bn_bwd_acc(x[i], dy[i], m, k, p.act, sg, sgx);
+        }
+    }
+    __shared__ float sh[2][CK_WARPS];
+    ck_warp_sum2(sg, sgx);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        sh[0][warp] = sg;
+        sh[1][warp] = sgx;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float a = 0.0f, b = 0.0f;
+        for (int wi = 0; wi < CK_WARPS; ++wi) {
+            a += sh[0][wi];
+            b += sh[1][wi];
+        }
+        float *out = p.partials + 3 * ((long long)c * p.splits + sp);
+        out[0] = a;
+        out[1] = b;
+    }
+}
+
+__global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p,
+                                      const float *gamma, const float *beta, const float *smean,
+                                      const float *sinvstd, const float *sd) {
+    const ck_kshape s = p.s;
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int c = blockIdx.x * 32 + tx, sp = blockIdx.y;
+    const long long hw = (long long)s.h * s.w;
+    const long long rows = (long long)s.n * hw;
+    const long long per = (rows + p.splits - 1) / p.splits;
+    const long long r0 = sp * per, r1 = min(rows, r0 + per);
+    float sg = 0.0f, sgx = 0.0f;
+    if (c < s.c) {
+        const ck_bn_chan k = ck_bn_chan_of(c, gamma, beta, smean, sinvstd);
+        for (long long r = r0 + ty; r < r1; r += blockDim.y) {
+            const long long i = r * s.c + c;
+            const float m = sd ? sd[(r / hw) * s.c + c] : 1.0f;
+            ck_bn_bwd_acc(x[i], dy[i], m, k, p.act, sg, sgx);
+        }
+    }
+    __shared__ float sh[2][8][33];
+    sh[0][ty][tx] = sg;
+    sh[1][ty][tx] = sgx;
+    __syncthreads();
+    if (ty == 0 && c < s.c) {
+        for (int k2 = 1; k2 < (int)blockDim.y; ++k2) {
+            sg += sh[0][k2][tx];
+            sgx += sh[1][k2][tx];
+        }
+        float *out = p.partials + 3 * ((long long)c * p.splits + sp);
+        out[0] = sg;
+        out[1] = sgx;
+    }
+}
+
+/* One warp per channel: dbeta = sum g, dgamma = sum g*xhat, and the dx coefficients. */
+__global__ void ck_bn_finalize_backward(ck_kbn p, float *dgamma, float *dbeta) {
+    const int c = blockIdx.x, lane = threadIdx.x;
+    const float *part = p.partials + 3 * (long long)c * p.splits;
+    float sg = 0.0f, sgx = 0.0f;
+    for (int k = lane; k < p.splits; k += 32) {
+        sg += part[3 * k];
+        sgx += part[3 * k + 1];
+    }
+    ck_warp_sum2(sg, sgx);
+    if (lane == 0) {
+        const float m = (float)p.s.n * (float)p.s.h * (float)p.s.w;
+        dbeta[c] = sg;
+        dgamma[c] = sgx;
+        p.coef[4 * c + 2] = p.frozen ? 0.0f : sg / m;
+        p.coef[4 * c + 3] = p.frozen ? 0.0f : sgx / m;
+    }
+}
+
+__global__ void ck_bn_bwd_apply(const float *x, const float *dy, float *dx, long long count,
+                                ck_kbn p, const float *gamma, const float *beta,
+                                const float *smean, const float *sinvstd, const float *sd) {
+    const ck_kshape s = p.s;
+    const long long hw = (long long)s.h * s.w;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
+         e += (long long)gridDim.x * blockDim.x) {
+        int c;
+        long long g;
+        if (s.nhwc) {
+            c = (int)(e % s.c);
+            g = (e / (hw * s.c)) * s.c + c;
+        } else {
+            g = e / hw;
+            c = (int)(g % s.c);
+        }
+        const ck_bn_chan k = ck_bn_chan_of(c, gamma, beta, smean, sinvstd);
+        const float m = sd ? sd[g] : 1.0f;
+        const float xv = x[e];
+        const float gr = ck_act_backward(dy[e] * m, ck_bn_preact(xv, k.mean, k.a, k.beta), p.act);
+        dx[e] = ck_bn_backward_dx(gr, (xv - k.mean) * k.invstd, k.a, p.coef[4 * c + 2],
+                                  p.coef[4 * c + 3]);
+    }
+}
+
+extern "C" int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float *dy,
+                                   const float *gamma, const float *beta, const float *saved_mean,
+                                   const float *saved_invstd, float *dx, float *dgamma,
+                                   float *dbeta, void *stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (p->s.c > 65535 && !p->s.nhwc)
+        return (int)cudaErrorInvalidConfiguration;
+    const float *sd = NULL;
+    if (p->sd_enabled) {
+        ck_bn_launch_sd_scales(p, st);
+        sd = p->sd_scales;
+    }
+    if (!p->s.nhwc) {
+        dim3 grid(p->splits, p->s.c);
+        ck_bn_bwd_reduce_nchw<<<grid, CK_BLOCK, 0, st>>>(x, dy, *p, gamma, beta, saved_mean,
+                                                         saved_invstd, sd);
+    } else {
+        dim3 grid((p->s.c + 31) / 32, p->splits);
+        ck_bn_bwd_reduce_nhwc<<<grid, dim3(32, 8), 0, st>>>(x, dy, *p, gamma, beta, saved_mean,
+                                                            saved_invstd, sd);
+    }
+    ck_bn_finalize_backward<<<p->s.c, 32, 0, st>>>(*p, dgamma, dbeta);
+    const long long count = (long long)p->s.n * p->s.c * p->s.h * p->s.w;
+    ck_bn_bwd_apply<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
+        x, dy, dx, count, *p, gamma, beta, saved_mean, saved_invstd, sd);
+    return ck_launch_status();
+}

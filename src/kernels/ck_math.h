@@ -1,0 +1,160 @@
+/*
+ * Per-element math shared by the CPU reference (src/host, compiled as C) and the CUDA kernels
+ * (src/kernels, compiled by nvcc). Everything here is a static inline function usable on both
+ * sides, so the two paths cannot drift apart: the dropout masks in particular are computed by
+ * these functions only, in integers, and are therefore bit-identical on CPU and GPU.
+ */
+#ifndef CNNKIT_CK_MATH_H
+#define CNNKIT_CK_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define CK_HD __host__ __device__ __forceinline__
+#else
+#define CK_HD static inline
+#endif
+
+/* ------------------------------------------------------------------------------------------
+ * Philox4x32-10 (Salmon et al., SC'11): counter-based, 128-bit counter, 64-bit key.
+ * ---------------------------------------------------------------------------------------- */
+#define CK_PHILOX_M0 0xD2511F53u
+#define CK_PHILOX_M1 0xCD9E8D57u
+#define CK_PHILOX_W0 0x9E3779B9u
+#define CK_PHILOX_W1 0xBB67AE85u
+
+typedef struct ck_u32x4 {
+    uint32_t v[4];
+} ck_u32x4;
+
+CK_HD void ck_philox_round(uint32_t c[4], uint32_t k0, uint32_t k1) {
+    uint64_t p0 = (uint64_t)CK_PHILOX_M0 * c[0];
+    uint64_t p1 = (uint64_t)CK_PHILOX_M1 * c[2];
+    uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
+    uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+    uint32_t n0 = hi1 ^ c[1] ^ k0;
+    uint32_t n2 = hi0 ^ c[3] ^ k1;
+    c[0] = n0;
+    c[1] = lo1;
+    c[2] = n2;
+    c[3] = lo0;
+}
+
+/* philox4x32_10(counter = {c0, c1, c2, c3}, key = {k0, k1}) */
+CK_HD ck_u32x4 ck_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+                                uint32_t k1) {
+    uint32_t c[4] = {c0, c1, c2, c3};
+    for (int r = 0; r < 9; ++r) {
+        ck_philox_round(c, k0, k1);
+        k0 += CK_PHILOX_W0;
+        k1 += CK_PHILOX_W1;
+    }
+    ck_philox_round(c, k0, k1);
+    ck_u32x4 out;
+    out.v[0] = c[0];
+    out.v[1] = c[1];
+    out.v[2] = c[2];
+    out.v[3] = c[3];
+    return out;
+}
+
+/* The four words of draw call `call` of stream (seed, offset): counter = {call, offset}. */
+CK_HD ck_u32x4 ck_dropout_call(uint64_t seed, uint64_t offset, uint64_t call) {
+    return ck_philox4x32_10((uint32_t)call, (uint32_t)(call >> 32), (uint32_t)offset,
+                            (uint32_t)(offset >> 32), (uint32_t)seed, (uint32_t)(seed >> 32));
+}
+
+/* Drop threshold: a unit with word u is kept when u >= threshold, so P(drop) = threshold / 2^32.
+ * rate is validated to [0, 1) by the caller. Computed once on the host. */
+CK_HD uint32_t ck_dropout_threshold(float rate) {
+    double t = (double)rate * 4294967296.0 + 0.5;
+    if (!(t > 0.0))
+        return 0u;
+    if (t >= 4294967295.0)
+        return 0xFFFFFFFFu;
+    return (uint32_t)t;
+}
+
+/* Scale applied to kept units, computed once on the host: 1 / (1 - rate) in fp32. */
+CK_HD float ck_dropout_scale(float rate) {
+    return 1.0f / (1.0f - rate);
+}
+
+/* SpatialDropout: unit g = n * C + c, word g % 4 of call g / 4. */
+CK_HD int ck_spatial_keep(uint64_t seed, uint64_t offset, uint32_t threshold, uint64_t g) {
+    ck_u32x4 r = ck_dropout_call(seed, offset, g >> 2);
+    return r.v[g & 3u] >= threshold;
+}
+
+/* Element dropout: the call for the four units (n, c, h, 4q .. 4q+3) of a row is
+ *   call = ((n * C + c) * H + h) * ceil(W / 4) + q,   word = w % 4.
+ * Rows never share a call, so a kernel can take four neighbours along W in either layout. */
+CK_HD uint64_t ck_element_call(int n, int c, int h, int w, int C, int H, int W) {
+    uint64_t wq = (uint64_t)((W + 3) >> 2);
+    return (((uint64_t)n * (uint64_t)C + (uint64_t)c) * (uint64_t)H + (uint64_t)h) * wq +
+           (uint64_t)(w >> 2);
+}
+
+CK_HD int ck_element_keep(uint64_t seed, uint64_t offset, uint32_t threshold, int n, int c, int h,
+                          int w, int C, int H, int W) {
+    ck_u32x4 r = ck_dropout_call(seed, offset, ck_element_call(n, c, h, w, C, H, W));
+    return r.v[w & 3] >= threshold;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * BatchNorm + activation.
+ * Forward applies y = act(fma(x - mean, a, beta)) with a = gamma * invstd, and the backward pass
+ * recomputes exactly the same pre-activation to decide the ReLU mask. Centering before the
+ * multiply (rather than folding into x * a + (beta - mean * a)) keeps full precision when
+ * |mean| >> std.
+ * ---------------------------------------------------------------------------------------- */
+CK_HD float ck_bn_scale(float gamma, float invstd) {
+    return gamma * invstd;
+}
+CK_HD float ck_bn_preact(float x, float mean, float a, float beta) {
+    return fmaf(x - mean, a, beta);
+}
+/* act: 0 none, 1 relu (ck_activation) */
+CK_HD float ck_act_forward(float pre, int act) {
+    return (act == 1 && !(pre > 0.0f)) ? 0.0f : pre;
+}
+/* Gradient through the activation given the pre-activation. */
+CK_HD float ck_act_backward(float dy, float pre, int act) {
+    return (act == 1 && !(pre > 0.0f)) ? 0.0f : dy;
+}
+CK_HD float ck_bn_invstd(float var, float eps) {
+    return 1.0f / sqrtf(var + eps);
+}
+/* Running statistic update: r + f * (batch - r). */
+CK_HD float ck_running_update(float running, float batch, float factor) {
+    return running + factor * (batch - running);
+}
+
+/* Backward, per element: dx = k * (g - mean_g - xhat * mean_gx), where g = dL/d(pre) and
+ * k = gamma * invstd, mean_g = sum(g)/M, mean_gx = sum(g * xhat)/M (both 0 when the statistics
+ * are frozen running statistics). */
+CK_HD float ck_bn_backward_dx(float g, float xhat, float k, float mean_g, float mean_gx) {
+    return k * (g - mean_g - xhat * mean_gx);
+}
+
+/* Chan et al. merge of two (count, mean, M2) partials; counts in float. */
+CK_HD void ck_welford_merge(float *n, float *mean, float *m2, float nb, float meanb, float m2b) {
+    float na = *n;
+    float nt = na + nb;
+    if (nb == 0.0f)
+        return;
+    if (na == 0.0f) {
+        *n = nb;
+        *mean = meanb;
+        *m2 = m2b;
+        return;
+    }
+    float delta = meanb - *mean;
+    float fb = nb / nt;
+    *mean = *mean + delta * fb;
+    *m2 = *m2 + m2b + delta * delta * na * fb;
+    *n = nt;
+}
+
+#endif /* CNNKIT_CK_MATH_H */

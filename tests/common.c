@@ -1,0 +1,112 @@
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+uint32_t trng_u32(trng *r) {
+    r->s ^= r->s >> 12;
+    r->s ^= r->s << 25;
+    r->s ^= r->s >> 27;
+    return (uint32_t)((r->s * 2685821657736338717ull) >> 32);
+}
+
+float trng_uniform(trng *r, float lo, float hi) {
+    return lo + (hi - lo) * (float)((trng_u32(r) >> 8) * (1.0 / 16777216.0));
+}
+
+float trng_normal(trng *r) {
+    double u1 = ((trng_u32(r) >> 8) + 0.5) / 16777216.0;
+    double u2 = (trng_u32(r) >> 8) / 16777216.0;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+void trng_fill(trng *r, float *p, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; ++i)
+        p[i] = trng_uniform(r, lo, hi);
+}
+
+ck_context *t_ctx(ck_device dev) {
+    ck_context *ctx = NULL;
+    ck_status st = ck_context_create(&ctx, dev, 0, 1234);
+    cr_assert_eq(st, CK_STATUS_SUCCESS, "ck_context_create: %s", ck_status_string(st));
+    return ctx;
+}
+
+ck_context *t_cuda_ctx_or_skip(void) {
+    if (!ck_cuda_available())
+        cr_skip("no CUDA device on this machine (or a CPU-only build): GPU test skipped");
+    return t_ctx(CK_DEVICE_CUDA);
+}
+
+size_t t_index(ck_layout l, int N, int C, int H, int W, int n, int c, int h, int w) {
+    (void)N;
+    if (l == CK_LAYOUT_NCHW)
+        return (((size_t)n * C + c) * H + h) * W + w;
+    return (((size_t)n * H + h) * W + w) * C + c;
+}
+
+ck_tensor *t_tensor_from_nchw(ck_context *ctx, ck_layout l, int N, int C, int H, int W,
+                              const float *nchw) {
+    ck_tensor *t = NULL;
+    CK_OK(ctx, ck_tensor_create(ctx, &t, l, N, C, H, W));
+    size_t cnt = (size_t)N * C * H * W;
+    if (nchw) {
+        float *buf = malloc(cnt * sizeof *buf);
+        cr_assert_not_null(buf);
+        for (int n = 0; n < N; ++n)
+            for (int c = 0; c < C; ++c)
+                for (int h = 0; h < H; ++h)
+                    for (int w = 0; w < W; ++w)
+                        buf[t_index(l, N, C, H, W, n, c, h, w)] =
+                            nchw[t_index(CK_LAYOUT_NCHW, N, C, H, W, n, c, h, w)];
+        CK_OK(ctx, ck_tensor_upload(ctx, t, buf, cnt));
+        free(buf);
+    }
+    return t;
+}
+
+void t_tensor_to_nchw(ck_context *ctx, const ck_tensor *t, float *nchw) {
+    int N, C, H, W;
+    ck_tensor_shape(t, &N, &C, &H, &W);
+    ck_layout l = ck_tensor_layout(t);
+    size_t cnt = ck_tensor_count(t);
+    float *buf = malloc(cnt * sizeof *buf);
+    cr_assert_not_null(buf);
+    CK_OK(ctx, ck_tensor_download(ctx, t, buf, cnt));
+    for (int n = 0; n < N; ++n)
+        for (int c = 0; c < C; ++c)
+            for (int h = 0; h < H; ++h)
+                for (int w = 0; w < W; ++w)
+                    nchw[t_index(CK_LAYOUT_NCHW, N, C, H, W, n, c, h, w)] =
+                        buf[t_index(l, N, C, H, W, n, c, h, w)];
+    free(buf);
+}
+
+ck_tensor *t_param(ck_context *ctx, int C, const float *values) {
+    ck_tensor *t = NULL;
+    CK_OK(ctx, ck_tensor_create(ctx, &t, CK_LAYOUT_NCHW, 1, C, 1, 1));
+    if (values)
+        CK_OK(ctx, ck_tensor_upload(ctx, t, values, (size_t)C));
+    return t;
+}
+
+void t_param_get(ck_context *ctx, const ck_tensor *t, float *values) {
+    CK_OK(ctx, ck_tensor_download(ctx, t, values, ck_tensor_count(t)));
+}
+
+double t_max_rel_err(const float *a, const float *b, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        double d = fabs((double)a[i] - (double)b[i]) / fmax(1.0, fabs((double)b[i]));
+        if (d > m || isnan(d))
+            m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+double t_max_abs(const float *a, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; ++i)
+        m = fmax(m, fabs((double)a[i]));
+    return m;
+}

@@ -1,0 +1,43 @@
+/* Helpers shared by the Criterion tests. */
+#ifndef CNNKIT_TESTS_COMMON_H
+#define CNNKIT_TESTS_COMMON_H
+
+#include <criterion/criterion.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cnnkit/cnnkit.h"
+
+/* Asserts a call succeeded, printing the context's message otherwise. */
+#define CK_OK(ctx, expr)                                                                           \
+    do {                                                                                           \
+        ck_status st_ = (expr);                                                                    \
+        cr_assert_eq(st_, CK_STATUS_SUCCESS, "%s -> %s: %s", #expr, ck_status_string(st_),         \
+                     ck_context_last_error(ctx));                                                  \
+    } while (0)
+
+/* Deterministic generator for test data (xorshift64*), state owned by the caller. */
+typedef struct trng {
+    uint64_t s;
+} trng;
+uint32_t trng_u32(trng *r);
+float trng_uniform(trng *r, float lo, float hi); /* [lo, hi) */
+float trng_normal(trng *r);                      /* N(0, 1) */
+void trng_fill(trng *r, float *p, size_t n, float lo, float hi);
+
+ck_context *t_ctx(ck_device dev);           /* creates or fails the test */
+ck_context *t_cuda_ctx_or_skip(void);       /* CUDA context, or cr_skip when no device */
+/* Index of logical (n, c, h, w) in a buffer of the given layout. */
+size_t t_index(ck_layout l, int N, int C, int H, int W, int n, int c, int h, int w);
+/* Creates a tensor and uploads `nchw` (logical NCHW order) converted to its layout. */
+ck_tensor *t_tensor_from_nchw(ck_context *ctx, ck_layout l, int N, int C, int H, int W,
+                              const float *nchw);
+/* Downloads a tensor into `nchw` (logical NCHW order), whatever its layout. */
+void t_tensor_to_nchw(ck_context *ctx, const ck_tensor *t, float *nchw);
+ck_tensor *t_param(ck_context *ctx, int C, const float *values); /* 1 x C x 1 x 1 */
+void t_param_get(ck_context *ctx, const ck_tensor *t, float *values);
+/* max |a - b| / max(1, |b|) */
+double t_max_rel_err(const float *a, const float *b, size_t n);
+double t_max_abs(const float *a, size_t n);
+
+#endif
