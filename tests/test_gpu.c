@@ -1,0 +1,284 @@
+/* GPU vs the CPU oracle: every op on odd shapes, both layouts. Skipped without a CUDA device.
+ * Dropout outputs and masks must be bit-identical; BN within the stated tolerances. */
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct shape {
+    int n, c, h, w;
+} shape;
+
+/* N = 1..257, C = 1..130, H*W = 1..4096; vector and scalar kernel paths in both layouts. */
+static const shape SHAPES[] = {
+    {1, 1, 1, 2},    {1, 3, 1, 2},   {2, 1, 64, 64},  {257, 5, 3, 3}, {7, 130, 5, 5},
+    {3, 32, 26, 26}, {16, 64, 8, 8}, {257, 13, 1, 1}, {5, 4, 7, 9},   {2, 130, 1, 3},
+    {33, 8, 4, 4},   {4, 3, 2, 1},
+};
+#define NSHAPES (sizeof SHAPES / sizeof *SHAPES)
+
+static const ck_layout LAYOUTS[2] = {CK_LAYOUT_NCHW, CK_LAYOUT_NHWC};
+
+static float *random_buf(size_t n, uint64_t seed, float lo, float hi) {
+    float *p = malloc(n * sizeof *p);
+    trng r = {seed};
+    trng_fill(&r, p, n, lo, hi);
+    return p;
+}
+
+/* Runs a dropout op (forward or backward, optionally with a stored mask) on ctx. */
+static void dropout_on(ck_context *ctx, ck_dropout_kind kind, int backward, ck_layout l, shape s,
+                       const float *x, const ck_dropout_desc *d, float *y, uint8_t *mask) {
+    ck_tensor *tx = t_tensor_from_nchw(ctx, l, s.n, s.c, s.h, s.w, x);
+    ck_tensor *ty = t_tensor_from_nchw(ctx, l, s.n, s.c, s.h, s.w, NULL);
+    ck_mask *m = NULL;
+    if (mask)
+        CK_OK(ctx, ck_mask_create(ctx, &m, kind, s.n, s.c, s.h, s.w));
+    if (!backward && kind == CK_DROPOUT_SPATIAL)
+        CK_OK(ctx, ck_spatial_dropout_forward(ctx, d, CK_MODE_TRAINING, tx, ty, m));
+    else if (!backward)
+        CK_OK(ctx, ck_dropout_forward(ctx, d, CK_MODE_TRAINING, tx, ty, m));
+    else if (kind == CK_DROPOUT_SPATIAL)
+        CK_OK(ctx, ck_spatial_dropout_backward(ctx, d, CK_MODE_TRAINING, tx, ty, NULL));
+    else
+        CK_OK(ctx, ck_dropout_backward(ctx, d, CK_MODE_TRAINING, tx, ty, NULL));
+    t_tensor_to_nchw(ctx, ty, y);
+    if (m) {
+        size_t units = (size_t)s.n * s.c * (kind == CK_DROPOUT_SPATIAL ? 1 : (size_t)s.h * s.w);
+        CK_OK(ctx, ck_mask_download(ctx, m, mask, units));
+        ck_mask_destroy(m);
+    }
+    ck_tensor_destroy(tx);
+    ck_tensor_destroy(ty);
+}
+
+static void gpu_dropout_matches_cpu(ck_dropout_kind kind) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    for (size_t si = 0; si < NSHAPES; ++si) {
+        shape s = SHAPES[si];
+        size_t cnt = (size_t)s.n * s.c * s.h * s.w;
+        size_t units = kind == CK_DROPOUT_SPATIAL ? (size_t)s.n * s.c : cnt;
+        float *x = random_buf(cnt, 100 + si, -2.0f, 2.0f);
+        float *yg = malloc(cnt * 4), *yc = malloc(cnt * 4);
+        uint8_t *mg = malloc(units), *mc = malloc(units);
+        for (int li = 0; li < 2; ++li) {
+            ck_dropout_desc d = {0.3f, 1000 + si};
+            for (int bwd = 0; bwd < 2; ++bwd) {
+                dropout_on(g, kind, bwd, LAYOUTS[li], s, x, &d, yg, bwd ? NULL : mg);
+                dropout_on(c, kind, bwd, LAYOUTS[li], s, x, &d, yc, bwd ? NULL : mc);
+                cr_assert_eq(memcmp(yg, yc, cnt * 4), 0,
+                             "kind %d %s shape %dx%dx%dx%d layout %d: GPU output differs", kind,
+                             bwd ? "bwd" : "fwd", s.n, s.c, s.h, s.w, li);
+                if (!bwd)
+                    cr_assert_eq(memcmp(mg, mc, units), 0,
+                                 "kind %d shape %dx%dx%dx%d layout %d: GPU mask differs", kind,
+                                 s.n, s.c, s.h, s.w, li);
+            }
+        }
+        free(x);
+        free(yg);
+        free(yc);
+        free(mg);
+        free(mc);
+    }
+    ck_context_destroy(g);
+    ck_context_destroy(c);
+}
+
+Test(gpu, spatial_dropout_bit_identical_to_cpu) {
+    gpu_dropout_matches_cpu(CK_DROPOUT_SPATIAL);
+}
+Test(gpu, dropout_bit_identical_to_cpu) {
+    gpu_dropout_matches_cpu(CK_DROPOUT_ELEMENT);
+}
+
+Test(gpu, layout_conversion_and_fill) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    for (size_t si = 0; si < NSHAPES; ++si) {
+        shape s = SHAPES[si];
+        size_t cnt = (size_t)s.n * s.c * s.h * s.w;
+        float *x = random_buf(cnt, 200 + si, -1.0f, 1.0f), *y = malloc(cnt * 4);
+        ck_tensor *a = t_tensor_from_nchw(g, CK_LAYOUT_NCHW, s.n, s.c, s.h, s.w, x);
+        ck_tensor *b = t_tensor_from_nchw(g, CK_LAYOUT_NHWC, s.n, s.c, s.h, s.w, NULL);
+        CK_OK(g, ck_tensor_copy(g, a, b));
+        t_tensor_to_nchw(g, b, y);
+        cr_assert_eq(memcmp(x, y, cnt * 4), 0, "NCHW->NHWC shape %zu", si);
+        CK_OK(g, ck_tensor_fill(g, a, 0.0f));
+        CK_OK(g, ck_tensor_copy(g, b, a));
+        t_tensor_to_nchw(g, a, y);
+        cr_assert_eq(memcmp(x, y, cnt * 4), 0, "NHWC->NCHW shape %zu", si);
+        CK_OK(g, ck_tensor_fill(g, a, 2.5f));
+        t_tensor_to_nchw(g, a, y);
+        for (size_t i = 0; i < cnt; ++i)
+            cr_assert_eq(y[i], 2.5f);
+        ck_tensor_destroy(a);
+        ck_tensor_destroy(b);
+        free(x);
+        free(y);
+    }
+    ck_context_destroy(g);
+}
+
+/* One BN training forward + backward (+ inference) on ctx; outputs in NCHW order. */
+typedef struct bn_res {
+    float *y, *dx, *yi, p[6][130];
+} bn_res; /* p: running mean, running var, saved mean, saved invstd, dgamma, dbeta */
+
+static void bn_on(ck_context *ctx, ck_layout l, shape s, const ck_bn_desc *d,
+                  const ck_dropout_desc *sd, const float *x, const float *dy, const float *gm,
+                  const float *bt, const float *rm0, const float *rv0, bn_res *r) {
+    ck_tensor *tx = t_tensor_from_nchw(ctx, l, s.n, s.c, s.h, s.w, x);
+    ck_tensor *ty = t_tensor_from_nchw(ctx, l, s.n, s.c, s.h, s.w, NULL);
+    ck_tensor *tdy = t_tensor_from_nchw(ctx, l, s.n, s.c, s.h, s.w, dy);
+    ck_tensor *tdx = t_tensor_from_nchw(ctx, l, s.n, s.c, s.h, s.w, NULL);
+    ck_tensor *g = t_param(ctx, s.c, gm), *b = t_param(ctx, s.c, bt);
+    ck_tensor *rm = t_param(ctx, s.c, rm0), *rv = t_param(ctx, s.c, rv0);
+    ck_tensor *sm = t_param(ctx, s.c, NULL), *si = t_param(ctx, s.c, NULL);
+    ck_tensor *dg = t_param(ctx, s.c, NULL), *db = t_param(ctx, s.c, NULL);
+    size_t wsb = 0;
+    ck_workspace *ws = NULL;
+    CK_OK(ctx, ck_batchnorm_workspace_size(ctx, tx, &wsb));
+    if (wsb)
+        CK_OK(ctx, ck_workspace_create(ctx, &ws, wsb));
+    CK_OK(ctx, ck_batchnorm_forward_training(ctx, d, tx, g, b, rm, rv, sm, si, sd, ty, ws));
+    CK_OK(ctx, ck_batchnorm_backward(ctx, d, tx, tdy, g, b, sm, si, sd, tdx, dg, db, ws));
+    t_tensor_to_nchw(ctx, ty, r->y);
+    t_tensor_to_nchw(ctx, tdx, r->dx);
+    ck_tensor *ps[6] = {rm, rv, sm, si, dg, db};
+    for (int k = 0; k < 6; ++k)
+        t_param_get(ctx, ps[k], r->p[k]);
+    CK_OK(ctx, ck_batchnorm_forward_inference(ctx, d, tx, g, b, rm, rv, ty));
+    t_tensor_to_nchw(ctx, ty, r->yi);
+    ck_tensor *all[] = {tx, ty, tdy, tdx, g, b, rm, rv, sm, si, dg, db};
+    for (size_t k = 0; k < sizeof all / sizeof *all; ++k)
+        ck_tensor_destroy(all[k]);
+    ck_workspace_destroy(ws);
+}
+
+/* max |a - b| <= tol * max(1, max |b|) */
+static void expect_close(const float *a, const float *b, size_t n, double tol, const char *what,
+                         shape s, int li) {
+    double scale = fmax(1.0, t_max_abs(b, n)), worst = 0.0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; ++i) {
+        double e = fabs((double)a[i] - b[i]);
+        if (e > worst || isnan(e)) {
+            worst = isnan(e) ? INFINITY : e;
+            at = i;
+        }
+    }
+    cr_assert(worst <= tol * scale, "%s shape %dx%dx%dx%d layout %d: |err| %g at %zu (%g vs %g)",
+              what, s.n, s.c, s.h, s.w, li, worst, at, a[at], b[at]);
+}
+
+static void gpu_bn_matches_cpu(ck_bn_convention conv, int with_sd) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    ck_bn_desc d;
+    ck_bn_desc_init(&d, conv);
+    d.activation = CK_ACT_RELU;
+    for (size_t si = 0; si < NSHAPES; ++si) {
+        shape s = SHAPES[si];
+        if ((long)s.n * s.h * s.w == 1)
+            continue; /* single-value batches have their own test */
+        size_t cnt = (size_t)s.n * s.c * s.h * s.w;
+        float *x = random_buf(cnt, 300 + si, -1.0f, 3.0f);
+        float *dy = random_buf(cnt, 400 + si, -1.0f, 1.0f);
+        float *gm = random_buf(s.c, 500 + si, 0.5f, 1.5f), *bt = random_buf(s.c, 600, -.5f, .5f);
+        float *rm = random_buf(s.c, 700 + si, -0.1f, 0.1f), *rv = random_buf(s.c, 800, 0.5f, 2.f);
+        bn_res rg, rc;
+        rg.y = malloc(cnt * 4);
+        rg.dx = malloc(cnt * 4);
+        rg.yi = malloc(cnt * 4);
+        rc.y = malloc(cnt * 4);
+        rc.dx = malloc(cnt * 4);
+        rc.yi = malloc(cnt * 4);
+        ck_dropout_desc sd = {0.25f, 77 + si};
+        for (int li = 0; li < 2; ++li) {
+            bn_on(g, LAYOUTS[li], s, &d, with_sd ? &sd : NULL, x, dy, gm, bt, rm, rv, &rg);
+            bn_on(c, LAYOUTS[li], s, &d, with_sd ? &sd : NULL, x, dy, gm, bt, rm, rv, &rc);
+            /* Tolerances: forward and statistics 2e-5 (fp32 Welford vs double two-pass);
+             * gradients 1e-4 of their largest magnitude (fp32 partial sums over N*H*W). */
+            expect_close(rg.y, rc.y, cnt, 2e-5, "y", s, li);
+            expect_close(rg.yi, rc.yi, cnt, 2e-5, "y inference", s, li);
+            const char *names[6] = {"running_mean", "running_var", "saved_mean", "saved_invstd",
+                                    "dgamma", "dbeta"};
+            for (int k = 0; k < 6; ++k)
+                expect_close(rg.p[k], rc.p[k], s.c, k < 4 ? 2e-5 : 1e-4, names[k], s, li);
+            expect_close(rg.dx, rc.dx, cnt, 1e-4, "dx", s, li);
+        }
+        free(rg.y);
+        free(rg.dx);
+        free(rg.yi);
+        free(rc.y);
+        free(rc.dx);
+        free(rc.yi);
+        free(x);
+        free(dy);
+        free(gm);
+        free(bt);
+        free(rm);
+        free(rv);
+    }
+    ck_context_destroy(g);
+    ck_context_destroy(c);
+}
+
+Test(gpu, batchnorm_relu_keras_matches_cpu) {
+    gpu_bn_matches_cpu(CK_BN_KERAS, 0);
+}
+Test(gpu, batchnorm_relu_pytorch_matches_cpu) {
+    gpu_bn_matches_cpu(CK_BN_PYTORCH, 0);
+}
+Test(gpu, batchnorm_relu_spatial_dropout_matches_cpu) {
+    gpu_bn_matches_cpu(CK_BN_KERAS, 1);
+}
+
+/* Same inputs twice on the GPU: bit-identical results (no order-dependent atomics). */
+Test(gpu, batchnorm_deterministic) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    shape s = {64, 32, 26, 26};
+    size_t cnt = (size_t)s.n * s.c * s.h * s.w;
+    float *x = random_buf(cnt, 1, -1.0f, 3.0f), *dy = random_buf(cnt, 2, -1.0f, 1.0f);
+    float *gm = random_buf(s.c, 3, 0.5f, 1.5f), *bt = random_buf(s.c, 4, -.5f, .5f);
+    float *rm = random_buf(s.c, 5, -0.1f, 0.1f), *rv = random_buf(s.c, 6, 0.5f, 2.f);
+    ck_bn_desc d;
+    ck_bn_desc_init(&d, CK_BN_KERAS);
+    d.activation = CK_ACT_RELU;
+    for (int li = 0; li < 2; ++li) {
+        bn_res a, b;
+        a.y = malloc(cnt * 4);
+        a.dx = malloc(cnt * 4);
+        a.yi = malloc(cnt * 4);
+        b.y = malloc(cnt * 4);
+        b.dx = malloc(cnt * 4);
+        b.yi = malloc(cnt * 4);
+        bn_on(g, LAYOUTS[li], s, &d, NULL, x, dy, gm, bt, rm, rv, &a);
+        bn_on(g, LAYOUTS[li], s, &d, NULL, x, dy, gm, bt, rm, rv, &b);
+        cr_assert_eq(memcmp(a.y, b.y, cnt * 4), 0, "y differs between runs");
+        cr_assert_eq(memcmp(a.dx, b.dx, cnt * 4), 0, "dx differs between runs");
+        cr_assert_eq(memcmp(a.p, b.p, sizeof a.p), 0, "statistics differ between runs");
+        free(a.y);
+        free(a.dx);
+        free(a.yi);
+        free(b.y);
+        free(b.dx);
+        free(b.yi);
+    }
+    free(x);
+    free(dy);
+    free(gm);
+    free(bt);
+    free(rm);
+    free(rv);
+    ck_context_destroy(g);
+}
+
+Test(gpu, context_reports_cuda) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    cr_assert_eq(ck_context_device(g), CK_DEVICE_CUDA);
+    CK_OK(g, ck_context_synchronize(g));
+    ck_context_destroy(g);
+}
