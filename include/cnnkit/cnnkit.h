@@ -182,7 +182,18 @@ ck_status ck_dropout_backward(ck_context *ctx, const ck_dropout_desc *desc, ck_m
  * Inference: the same with running_mean/running_var in place of the batch statistics.
  * Backward recomputes the pre-activation from x and the saved mean/invstd: no stored copy.
  * ------------------------------------------------------------------------------------------- */
-typedef enum ck_activation { CK_ACT_NONE = 0, CK_ACT_RELU = 1 } ck_activation;
+/* Activations. BatchNorm fuses NONE and RELU; the layer API (model.h) accepts all of them. */
+typedef enum ck_activation {
+    CK_ACT_NONE = 0, /* Keras 'linear' */
+    CK_ACT_RELU = 1,
+    CK_ACT_SIGMOID = 2,
+    CK_ACT_TANH = 3,
+    CK_ACT_SOFTMAX = 4, /* over channels (the last axis in Keras) */
+    CK_ACT_ELU = 5,     /* alpha 1 */
+    CK_ACT_LEAKY_RELU = 6, /* alpha 0.3 (Keras LeakyReLU default) unless given */
+    CK_ACT_GELU = 7,    /* exact (erf) form, Keras approximate=False */
+    CK_ACT_SWISH = 8    /* x * sigmoid(x) */
+} ck_activation;
 
 typedef enum ck_bn_convention {
     CK_BN_KERAS = 0,  /* momentum 0.99 (moving = 0.99 moving + 0.01 batch), eps 1e-3, biased var */

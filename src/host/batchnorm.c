@@ -191,9 +191,10 @@ CK_API ck_status ck_batchnorm_forward_training(
         return e ? ck_cuda_fail(ctx, e, "batchnorm forward training kernels") : CK_STATUS_SUCCESS;
     }
 #endif
-    ck_cpu_bn_forward_training(ctx->cpu_threads, desc, frozen, ctx->seed, x, gamma->data,
+    if (ck_cpu_bn_forward_training(ctx->cpu_threads, desc, frozen, ctx->seed, x, gamma->data,
                                beta->data, running_mean->data, running_var->data,
-                               saved_mean->data, saved_invstd->data, spatial_dropout, y);
+                               saved_mean->data, saved_invstd->data, spatial_dropout, y))
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "out of host memory for per-channel scratch");
     return CK_STATUS_SUCCESS;
 }
 
@@ -223,8 +224,9 @@ CK_API ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_des
         return e ? ck_cuda_fail(ctx, e, "batchnorm inference kernel") : CK_STATUS_SUCCESS;
     }
 #endif
-    ck_cpu_bn_forward_inference(ctx->cpu_threads, desc, x, gamma->data, beta->data,
-                                running_mean->data, running_var->data, y);
+    if (ck_cpu_bn_forward_inference(ctx->cpu_threads, desc, x, gamma->data, beta->data,
+                                running_mean->data, running_var->data, y))
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "out of host memory for per-channel scratch");
     return CK_STATUS_SUCCESS;
 }
 
@@ -265,8 +267,9 @@ CK_API ck_status ck_batchnorm_backward(ck_context *ctx, const ck_bn_desc *desc, 
         return e ? ck_cuda_fail(ctx, e, "batchnorm backward kernels") : CK_STATUS_SUCCESS;
     }
 #endif
-    ck_cpu_bn_backward(ctx->cpu_threads, desc, frozen, ctx->seed, x, dy, gamma->data, beta->data,
+    if (ck_cpu_bn_backward(ctx->cpu_threads, desc, frozen, ctx->seed, x, dy, gamma->data, beta->data,
                        saved_mean->data, saved_invstd->data, spatial_dropout, dx, dgamma->data,
-                       dbeta->data);
+                       dbeta->data))
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "out of host memory for per-channel scratch");
     return CK_STATUS_SUCCESS;
 }

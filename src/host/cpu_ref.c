@@ -4,6 +4,7 @@
 #include "ck_math.h"
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -57,15 +58,43 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
     const int planes = s.n * s.c;
 
     if (kind == CK_DROPOUT_SPATIAL) {
-#pragma omp parallel for num_threads(CK_NT(threads)) schedule(static)
-        for (int g = 0; g < planes; ++g) {
-            int keep = mask_in ? mask_in->data[g] != 0 : ck_spatial_keep(seed, d->offset, thr, g);
-            if (mask_out)
-                mask_out->data[g] = (uint8_t)keep;
-            float m = keep ? scale : 0.0f;
-            size_t base = (size_t)(g / s.c) * s.sn + (size_t)(g % s.c) * s.sc;
-            for (int p = 0; p < s.hw; ++p)
-                ys[base + p * s.sp] = xs[base + p * s.sp] * m;
+        /* per sample: the C factors first (into a per-thread row), then the elements */
+#pragma omp parallel num_threads(CK_NT(threads))
+        {
+            float *fac = malloc(sizeof(float) * (size_t)s.c); /* NULL: recompute per element */
+#pragma omp for schedule(static)
+            for (int n = 0; n < s.n; ++n) {
+                for (int c = 0; c < s.c; ++c) {
+                    const int g = n * s.c + c;
+                    const int keep = mask_in ? mask_in->data[g] != 0
+                                             : ck_spatial_keep(seed, d->offset, thr, (uint64_t)g);
+                    if (mask_out)
+                        mask_out->data[g] = (uint8_t)keep;
+                    if (fac)
+                        fac[c] = keep ? scale : 0.0f;
+                }
+                if (fac && s.sp != 1) { /* NHWC: contiguous rows of C */
+                    for (int p = 0; p < s.hw; ++p) {
+                        const size_t base = (size_t)n * s.sn + (size_t)p * s.sp;
+                        for (int c = 0; c < s.c; ++c)
+                            ys[base + c] = xs[base + c] * fac[c];
+                    }
+                    continue;
+                }
+                for (int c = 0; c < s.c; ++c) {
+                    const int g = n * s.c + c;
+                    const float m =
+                        fac ? fac[c]
+                            : ((mask_in ? mask_in->data[g] != 0
+                                        : ck_spatial_keep(seed, d->offset, thr, (uint64_t)g))
+                                   ? scale
+                                   : 0.0f);
+                    const size_t base = (size_t)n * s.sn + (size_t)c * s.sc;
+                    for (int p = 0; p < s.hw; ++p)
+                        ys[base + p * s.sp] = xs[base + p * s.sp] * m;
+                }
+            }
+            free(fac);
         }
         return;
     }
@@ -112,35 +141,191 @@ static float spatial_scale(uint64_t seed, const ck_dropout_desc *sd, uint32_t th
     return ck_spatial_keep(seed, sd->offset, thr, (uint64_t)g) ? scale : 0.0f;
 }
 
-void ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
-                                const ck_tensor *x, const float *gamma, const float *beta,
-                                float *running_mean, float *running_var, float *saved_mean,
-                                float *saved_invstd, const ck_dropout_desc *sd, ck_tensor *y) {
-    const strides s = strides_of(x);
-    const double m = (double)s.n * (double)s.hw;
-    const uint32_t thr = sd ? ck_dropout_threshold(sd->rate) : 0;
-    const float sdscale = sd ? ck_dropout_scale(sd->rate) : 1.0f;
-    const float *xs = x->data;
-    float *ys = y->data;
+/* Per-channel arithmetic of one BN call, filled once per call. */
+typedef struct bn_chan {
+    float mean, invstd, a, beta, mean_g, mean_gx;
+} bn_chan;
+
+/* The element passes of BN, written once for both layouts. */
+enum bn_pass {
+    PASS_SUM,     /* acc0 += x */
+    PASS_SQ,      /* acc0 += (x - mean)^2, mean in acc_mu */
+    PASS_BWD_SUM, /* acc0 += g, acc1 += g * xhat */
+    PASS_FWD,     /* y = act(pre) * s */
+    PASS_BWD      /* dx = ... */
+};
+
+typedef struct bn_job {
+    enum bn_pass pass;
+    strides s;
+    const float *x, *dy;
+    float *out;
+    const bn_chan *ch;
+    const double *mu; /* PASS_SQ */
+    int act;
+    uint64_t seed;
+    const ck_dropout_desc *sd;
+    uint32_t thr;
+    float sdscale;
+} bn_job;
+
+/* One element of a pass; acc points at the two accumulators of channel c. */
+static inline void bn_elem(const bn_job *j, size_t i, int c, float sc, double *acc) {
+    const float xi = j->x[i];
+    const bn_chan *k = &j->ch[c];
+    switch (j->pass) {
+    case PASS_SUM:
+        acc[0] += xi;
+        break;
+    case PASS_SQ: {
+        const double dv = xi - j->mu[c];
+        acc[0] += dv * dv;
+        break;
+    }
+    case PASS_BWD_SUM: {
+        const float g = ck_act_backward(j->dy[i] * sc, ck_bn_preact(xi, k->mean, k->a, k->beta),
+                                        j->act);
+        acc[0] += g;
+        acc[1] += (double)g * (double)((xi - k->mean) * k->invstd);
+        break;
+    }
+    case PASS_FWD:
+        j->out[i] = ck_act_forward(ck_bn_preact(xi, k->mean, k->a, k->beta), j->act) * sc;
+        break;
+    case PASS_BWD: {
+        const float g = ck_act_backward(j->dy[i] * sc, ck_bn_preact(xi, k->mean, k->a, k->beta),
+                                        j->act);
+        j->out[i] = ck_bn_backward_dx(g, (xi - k->mean) * k->invstd, k->a, k->mean_g, k->mean_gx);
+        break;
+    }
+    }
+}
+
+/* Runs a pass. acc (2 doubles per channel) receives per-channel sums for the reducing passes.
+ * NCHW: parallel over channels, each channel summed in (n, p) order. NHWC: the samples are cut
+ * into a fixed number of chunks (independent of the thread count), each chunk sums every channel
+ * in (n, p) order into its own row of partials, and the rows are added in chunk order. Either way
+ * the result does not depend on the number of threads. */
+#define CK_BN_CHUNKS 16
+static void bn_run(const bn_job *j, double *acc, int threads) {
+    const strides s = j->s;
+    const int reduce = j->pass == PASS_SUM || j->pass == PASS_SQ || j->pass == PASS_BWD_SUM;
+    if (reduce)
+        memset(acc, 0, sizeof(double) * 2 * (size_t)s.c);
+    if (s.sp == 1) { /* NCHW */
 #pragma omp parallel for num_threads(CK_NT(threads)) schedule(static)
-    for (int c = 0; c < s.c; ++c) {
+        for (int c = 0; c < s.c; ++c) {
+            double a2[2] = {0.0, 0.0};
+            for (int n = 0; n < s.n; ++n) {
+                const float sc = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c);
+                const size_t base = n * s.sn + c * s.sc;
+                for (int p = 0; p < s.hw; ++p)
+                    bn_elem(j, base + p, c, sc, a2);
+            }
+            if (reduce) {
+                acc[2 * c] = a2[0];
+                acc[2 * c + 1] = a2[1];
+            }
+        }
+        return;
+    }
+    const int chunks = s.n < CK_BN_CHUNKS ? s.n : CK_BN_CHUNKS;
+    double *part = reduce ? calloc((size_t)chunks * 2 * (size_t)s.c, sizeof(double)) : NULL;
+    float *scs = malloc(sizeof(float) * (size_t)chunks * (size_t)s.c);
+    const int serial = (reduce && !part) || !scs; /* out of memory: one chunk, no scratch */
+#pragma omp parallel for num_threads(serial ? 1 : CK_NT(threads)) schedule(static)
+    for (int k = 0; k < (serial ? 1 : chunks); ++k) {
+        const int n0 = serial ? 0 : (int)((long)s.n * k / chunks);
+        const int n1 = serial ? s.n : (int)((long)s.n * (k + 1) / chunks);
+        double *pa = serial ? acc : part + (size_t)k * 2 * s.c;
+        for (int n = n0; n < n1; ++n) {
+            float *sc = scs ? scs + (size_t)k * s.c : NULL;
+            if (sc)
+                for (int c = 0; c < s.c; ++c)
+                    sc[c] = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c);
+            for (int p = 0; p < s.hw; ++p) {
+                const size_t base = n * s.sn + p * s.sp;
+                for (int c = 0; c < s.c; ++c)
+                    bn_elem(j, base + c, c,
+                            sc ? sc[c]
+                               : spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c),
+                            pa + 2 * c);
+            }
+        }
+    }
+    if (reduce && !serial)
+        for (int k = 0; k < chunks; ++k)
+            for (int i = 0; i < 2 * s.c; ++i)
+                acc[i] += part[(size_t)k * 2 * s.c + i];
+    free(part);
+    free(scs);
+}
+
+/* Scratch for one call: per-channel constants and accumulators. */
+typedef struct bn_scratch {
+    bn_chan *ch;
+    double *acc, *mu;
+} bn_scratch;
+
+static int bn_scratch_alloc(bn_scratch *b, int c) {
+    b->ch = calloc((size_t)c, sizeof *b->ch);
+    b->acc = calloc((size_t)c * 2, sizeof *b->acc);
+    b->mu = calloc((size_t)c, sizeof *b->mu);
+    return b->ch && b->acc && b->mu;
+}
+
+static void bn_scratch_free(bn_scratch *b) {
+    free(b->ch);
+    free(b->acc);
+    free(b->mu);
+}
+
+static bn_job bn_job_make(enum bn_pass pass, const ck_tensor *x, const ck_tensor *dy, float *out,
+                          const bn_scratch *b, int act, uint64_t seed,
+                          const ck_dropout_desc *sd) {
+    bn_job j;
+    j.pass = pass;
+    j.s = strides_of(x);
+    j.x = x->data;
+    j.dy = dy ? dy->data : NULL;
+    j.out = out;
+    j.ch = b->ch;
+    j.mu = b->mu;
+    j.act = act;
+    j.seed = seed;
+    j.sd = sd;
+    j.thr = sd ? ck_dropout_threshold(sd->rate) : 0;
+    j.sdscale = sd ? ck_dropout_scale(sd->rate) : 1.0f;
+    return j;
+}
+
+int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
+                               const ck_tensor *x, const float *gamma, const float *beta,
+                               float *running_mean, float *running_var, float *saved_mean,
+                               float *saved_invstd, const ck_dropout_desc *sd, ck_tensor *y) {
+    const int C = x->c;
+    const double m = (double)x->n * (double)x->h * (double)x->w;
+    bn_scratch b;
+    if (!bn_scratch_alloc(&b, C)) {
+        bn_scratch_free(&b);
+        return -1;
+    }
+    if (!frozen) {
+        bn_job j = bn_job_make(PASS_SUM, x, NULL, NULL, &b, 0, seed, NULL);
+        bn_run(&j, b.acc, threads);
+        for (int c = 0; c < C; ++c)
+            b.mu[c] = b.acc[2 * c] / m;
+        j.pass = PASS_SQ;
+        bn_run(&j, b.acc, threads);
+    }
+    for (int c = 0; c < C; ++c) {
         float mean, invstd;
         if (frozen) {
             mean = running_mean[c];
             invstd = ck_bn_invstd(running_var[c], d->epsilon);
         } else {
-            double sum = 0.0, sq = 0.0;
-            for (int n = 0; n < s.n; ++n)
-                for (int p = 0; p < s.hw; ++p)
-                    sum += xs[n * s.sn + c * s.sc + p * s.sp];
-            const double mu = sum / m;
-            for (int n = 0; n < s.n; ++n)
-                for (int p = 0; p < s.hw; ++p) {
-                    double dv = xs[n * s.sn + c * s.sc + p * s.sp] - mu;
-                    sq += dv * dv;
-                }
-            const double var = sq / m;
-            mean = (float)mu;
+            const double sq = b.acc[2 * c], var = sq / m;
+            mean = (float)b.mu[c];
             invstd = ck_bn_invstd((float)var, d->epsilon);
             const float v_run = d->unbiased_running_var ? (float)(sq / (m - 1.0)) : (float)var;
             running_mean[c] = ck_running_update(running_mean[c], mean, d->average_factor);
@@ -148,72 +333,66 @@ void ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, ui
         }
         saved_mean[c] = mean;
         saved_invstd[c] = invstd;
-        const float a = ck_bn_scale(gamma[c], invstd), b = beta[c];
-        for (int n = 0; n < s.n; ++n) {
-            const float sc = spatial_scale(seed, sd, thr, sdscale, n * s.c + c);
-            for (int p = 0; p < s.hw; ++p) {
-                const size_t i = n * s.sn + c * s.sc + p * s.sp;
-                ys[i] = ck_act_forward(ck_bn_preact(xs[i], mean, a, b), (int)d->activation) * sc;
-            }
-        }
+        b.ch[c].mean = mean;
+        b.ch[c].invstd = invstd;
+        b.ch[c].a = ck_bn_scale(gamma[c], invstd);
+        b.ch[c].beta = beta[c];
     }
+    bn_job j = bn_job_make(PASS_FWD, x, NULL, y->data, &b, (int)d->activation, seed, sd);
+    bn_run(&j, NULL, threads);
+    bn_scratch_free(&b);
+    return 0;
 }
 
-void ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tensor *x,
-                                 const float *gamma, const float *beta, const float *running_mean,
-                                 const float *running_var, ck_tensor *y) {
-    const strides s = strides_of(x);
-    const float *xs = x->data;
-    float *ys = y->data;
-#pragma omp parallel for num_threads(CK_NT(threads)) schedule(static)
-    for (int c = 0; c < s.c; ++c) {
-        const float a = ck_bn_scale(gamma[c], ck_bn_invstd(running_var[c], d->epsilon));
-        const float mean = running_mean[c], b = beta[c];
-        for (int n = 0; n < s.n; ++n)
-            for (int p = 0; p < s.hw; ++p) {
-                const size_t i = n * s.sn + c * s.sc + p * s.sp;
-                ys[i] = ck_act_forward(ck_bn_preact(xs[i], mean, a, b), (int)d->activation);
-            }
+int ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tensor *x,
+                                const float *gamma, const float *beta, const float *running_mean,
+                                const float *running_var, ck_tensor *y) {
+    bn_scratch b;
+    if (!bn_scratch_alloc(&b, x->c)) {
+        bn_scratch_free(&b);
+        return -1;
     }
+    for (int c = 0; c < x->c; ++c) {
+        b.ch[c].mean = running_mean[c];
+        b.ch[c].invstd = ck_bn_invstd(running_var[c], d->epsilon);
+        b.ch[c].a = ck_bn_scale(gamma[c], b.ch[c].invstd);
+        b.ch[c].beta = beta[c];
+    }
+    bn_job j = bn_job_make(PASS_FWD, x, NULL, y->data, &b, (int)d->activation, 0, NULL);
+    bn_run(&j, NULL, threads);
+    bn_scratch_free(&b);
+    return 0;
 }
 
-void ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
-                        const ck_tensor *x, const ck_tensor *dy, const float *gamma,
-                        const float *beta, const float *saved_mean, const float *saved_invstd,
-                        const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta) {
-    const strides s = strides_of(x);
-    const double m = (double)s.n * (double)s.hw;
-    const uint32_t thr = sd ? ck_dropout_threshold(sd->rate) : 0;
-    const float sdscale = sd ? ck_dropout_scale(sd->rate) : 1.0f;
-    const float *xs = x->data, *dys = dy->data;
-    float *dxs = dx->data;
-    const int act = (int)d->activation;
-#pragma omp parallel for num_threads(CK_NT(threads)) schedule(static)
-    for (int c = 0; c < s.c; ++c) {
-        const float mean = saved_mean[c], invstd = saved_invstd[c];
-        const float a = ck_bn_scale(gamma[c], invstd), b = beta[c];
-        double sg = 0.0, sgx = 0.0;
-        for (int n = 0; n < s.n; ++n) {
-            const float sc = spatial_scale(seed, sd, thr, sdscale, n * s.c + c);
-            for (int p = 0; p < s.hw; ++p) {
-                const size_t i = n * s.sn + c * s.sc + p * s.sp;
-                const float g = ck_act_backward(dys[i] * sc, ck_bn_preact(xs[i], mean, a, b), act);
-                sg += g;
-                sgx += (double)g * (double)((xs[i] - mean) * invstd);
-            }
-        }
-        const float mean_g = frozen ? 0.0f : (float)(sg / m);
-        const float mean_gx = frozen ? 0.0f : (float)(sgx / m);
-        for (int n = 0; n < s.n; ++n) {
-            const float sc = spatial_scale(seed, sd, thr, sdscale, n * s.c + c);
-            for (int p = 0; p < s.hw; ++p) {
-                const size_t i = n * s.sn + c * s.sc + p * s.sp;
-                const float xi = xs[i];
-                const float g = ck_act_backward(dys[i] * sc, ck_bn_preact(xi, mean, a, b), act);
-                dxs[i] = ck_bn_backward_dx(g, (xi - mean) * invstd, a, mean_g, mean_gx);
-            }
-        }
+int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
+                       const ck_tensor *x, const ck_tensor *dy, const float *gamma,
+                       const float *beta, const float *saved_mean, const float *saved_invstd,
+                       const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta) {
+    const int C = x->c;
+    const double m = (double)x->n * (double)x->h * (double)x->w;
+    bn_scratch b;
+    if (!bn_scratch_alloc(&b, C)) {
+        bn_scratch_free(&b);
+        return -1;
+    }
+    for (int c = 0; c < C; ++c) {
+        b.ch[c].mean = saved_mean[c];
+        b.ch[c].invstd = saved_invstd[c];
+        b.ch[c].a = ck_bn_scale(gamma[c], saved_invstd[c]);
+        b.ch[c].beta = beta[c];
+    }
+    bn_job j = bn_job_make(PASS_BWD_SUM, x, dy, NULL, &b, (int)d->activation, seed, sd);
+    bn_run(&j, b.acc, threads);
+    for (int c = 0; c < C; ++c) {
+        const double sg = b.acc[2 * c], sgx = b.acc[2 * c + 1];
+        b.ch[c].mean_g = frozen ? 0.0f : (float)(sg / m);
+        b.ch[c].mean_gx = frozen ? 0.0f : (float)(sgx / m);
         dgamma[c] = (float)sgx;
         dbeta[c] = (float)sg;
     }
+    j.pass = PASS_BWD;
+    j.out = dx->data;
+    bn_run(&j, NULL, threads);
+    bn_scratch_free(&b);
+    return 0;
 }

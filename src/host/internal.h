@@ -87,18 +87,18 @@ void ck_cudnn_destroy(ck_context *ctx);
 ck_status ck_cudnn_set_stream(ck_context *ctx);
 #endif
 
-/* ---- CPU reference (src/host/cpu_*.c) ----------------------------------------------------- */
+/* ---- CPU reference (src/host/cpu_ref.c); BN functions return -1 when out of host memory ----------------------------------------------------- */
 /* threads: OpenMP threads (0 = default). Results never depend on it. */
 void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *d, ck_mode mode,
                     const ck_tensor *x, ck_tensor *y, ck_mask *mask_out, const ck_mask *mask_in);
-void ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
+int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
                                 const ck_tensor *x, const float *gamma, const float *beta,
                                 float *running_mean, float *running_var, float *saved_mean,
                                 float *saved_invstd, const ck_dropout_desc *sd, ck_tensor *y);
-void ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tensor *x, const float *gamma,
+int ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tensor *x, const float *gamma,
                                  const float *beta, const float *running_mean,
                                  const float *running_var, ck_tensor *y);
-void ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t seed, const ck_tensor *x,
+int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t seed, const ck_tensor *x,
                         const ck_tensor *dy, const float *gamma, const float *beta,
                         const float *saved_mean, const float *saved_invstd,
                         const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta);

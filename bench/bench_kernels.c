@@ -1,0 +1,1522 @@
+/*
+ * bench_kernels — times cnnkit's dropout and batch-norm kernels and, on CUDA, their cuDNN peers
+ * and a plain device-to-device copy of the same tensor; then re-checks every op for correctness.
+ *
+ *   bench_kernels [--device cpu|cuda|auto] [--quick] [--repeats R] [--json FILE]
+ *                 [--layout nchw|nhwc|both]
+ *
+ * GPU timing: one cudaEvent pair around each single call, L2 flushed (memset of >= 2x L2) before
+ * every repeat, 3 warm-up calls, median of the repeats. CPU timing: CLOCK_MONOTONIC, median.
+ *
+ * Checks: on CUDA every op is run once more and compared with cnnkit's CPU backend (a second
+ * context) on the same input, seed and offset: dropout must be bit-identical (values and mask),
+ * batch norm within 1e-4 relative. On CPU the CPU backend is compared with a double-precision
+ * reference written here (dropout masks from ck_dropout_mask_host, exact; values within 1e-6).
+ * Relative error of an element: |got - ref| / max(|ref|, 1).
+ *
+ * Exit status: 0 all checks pass, 1 a check failed or a call failed, 2 bad usage / no device.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <cnnkit/cnnkit.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef CNNKIT_HAVE_CUDA
+#include <cuda_runtime.h>
+/* The legacy BN/dropout API used for the cuDNN peers is deprecated in cuDNN 9: with
+ * CUDNN_WARN_DEPRECATED even the header warns, so the warning is off for it and for the peers. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#include <cudnn.h>
+#pragma GCC diagnostic pop
+#endif
+
+#define BENCH_SEED 0x5eedc0ffeeULL
+#define BENCH_RATE 0.2f
+#define TIMING_OFFSET 1000u /* dropout offset of the first timed call; +1 per call */
+#define CHECK_OFFSET 77u    /* dropout offset of the correctness checks */
+#define BN_TOL 1e-4         /* batch norm: max relative error */
+#define DROP_TOL_CPU 1e-6   /* dropout on CPU vs the double reference of this file */
+#define RELU_MARGIN 1e-3    /* inputs are nudged so no pre-activation lies this close to 0 */
+
+/* ---------------------------------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------------------------------- */
+
+static void ck_check(const ck_context *ctx, ck_status st, const char *what, const char *file,
+                     int line) {
+    if (st == CK_STATUS_SUCCESS)
+        return;
+    fprintf(stderr, "bench_kernels: %s:%d: %s failed: %s: %s\n", file, line, what,
+            ck_status_string(st), ctx ? ck_context_last_error(ctx) : "(no context)");
+    exit(1);
+}
+#define CK_CHECK(ctx, call) ck_check((ctx), (call), #call, __FILE__, __LINE__)
+
+#ifdef CNNKIT_HAVE_CUDA
+static void cuda_check(cudaError_t e, const char *what, const char *file, int line) {
+    if (e == cudaSuccess)
+        return;
+    fprintf(stderr, "bench_kernels: %s:%d: %s failed: %s\n", file, line, what,
+            cudaGetErrorString(e));
+    exit(1);
+}
+#define CUDA_CHECK(call) cuda_check((call), #call, __FILE__, __LINE__)
+#endif
+
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "bench_kernels: out of host memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+static void *xrealloc(void *p, size_t bytes) {
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) {
+        fprintf(stderr, "bench_kernels: out of host memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return q;
+}
+
+static uint32_t lcg_next(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(*s >> 32);
+}
+
+/* uniform in [lo, hi) with 24 random bits */
+static float lcg_uniform(uint64_t *s, float lo, float hi) {
+    return lo + (hi - lo) * ((float)(lcg_next(s) >> 8) * (1.0f / 16777216.0f));
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return (n % 2) ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Shapes, ops, results
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct shape4 {
+    int n, c, h, w;
+} shape4;
+
+static const shape4 k_gpu_shapes[] = {{256, 32, 26, 26}, {256, 32, 24, 24}, {256, 64, 10, 10},
+                                      {256, 64, 8, 8},   {256, 512, 1, 1},  {1024, 32, 26, 26}};
+static const shape4 k_gpu_quick_shapes[] = {{256, 32, 26, 26}, {256, 64, 10, 10}, {256, 512, 1, 1}};
+static const shape4 k_cpu_shapes[] = {{256, 32, 26, 26}, {256, 32, 24, 24}, {256, 64, 10, 10}};
+static const shape4 k_cpu_quick_shapes[] = {{256, 64, 10, 10}};
+
+typedef enum op_id {
+    OP_COPY = 0, /* reference: cudaMemcpyAsync device to device (GPU only) */
+    OP_SDROP_FWD,
+    OP_SDROP_BWD,
+    OP_DROP_FWD,
+    OP_BN_FWD_TRAIN,
+    OP_BN_FWD_TRAIN_SDROP,
+    OP_BN_FWD_INFER,
+    OP_BN_BWD,
+    OP_COUNT
+} op_id;
+
+#define OP_FIRST_CK OP_SDROP_FWD
+
+typedef struct op_info {
+    const char *name;
+    int traffic; /* minimum memory traffic in multiples of the tensor size T */
+} op_info;
+
+static const op_info k_ops[OP_COUNT] = {
+    {"copy", 2},
+    {"spatial_dropout_fwd", 2},
+    {"spatial_dropout_bwd", 2},
+    {"dropout_fwd", 2},
+    {"bn_fwd_train_relu", 2},
+    {"bn_fwd_train_relu_sdrop", 2},
+    {"bn_fwd_infer_relu", 2},
+    {"bn_bwd_relu", 3},
+};
+
+static int op_is_dropout(op_id op) {
+    return op == OP_SDROP_FWD || op == OP_SDROP_BWD || op == OP_DROP_FWD;
+}
+
+typedef struct result {
+    op_id op;
+    shape4 s;
+    ck_layout layout;
+    const char *impl; /* "cnnkit", "cpu", "copy", "cudnn", "cudnn_spatial", ... */
+    int na;           /* 1: the implementation refused the shape/layout */
+    double median_us;
+    double ratio; /* to the copy; < 0 when there is no copy reference */
+    double gbps;
+    char note[96];
+} result;
+
+typedef struct check {
+    op_id op;
+    shape4 s;
+    ck_layout layout;
+    double max_abs, max_rel;
+    int exact;      /* all compared floats bit-identical */
+    int mask_equal; /* -1: no mask for this op */
+    int pass;
+} check;
+
+typedef struct report {
+    result *res;
+    size_t nres, capres;
+    check *chk;
+    size_t nchk, capchk;
+} report;
+
+static result *report_add_result(report *r) {
+    if (r->nres == r->capres) {
+        r->capres = r->capres ? 2 * r->capres : 64;
+        r->res = (result *)xrealloc(r->res, r->capres * sizeof *r->res);
+    }
+    result *x = &r->res[r->nres++];
+    memset(x, 0, sizeof *x);
+    return x;
+}
+
+static check *report_add_check(report *r) {
+    if (r->nchk == r->capchk) {
+        r->capchk = r->capchk ? 2 * r->capchk : 64;
+        r->chk = (check *)xrealloc(r->chk, r->capchk * sizeof *r->chk);
+    }
+    check *x = &r->chk[r->nchk++];
+    memset(x, 0, sizeof *x);
+    return x;
+}
+
+static const char *layout_name(ck_layout l) {
+    return l == CK_LAYOUT_NHWC ? "nhwc" : "nchw";
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Host data: deterministic inputs in the tensor's layout
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct host_data {
+    shape4 s;
+    ck_layout layout;
+    size_t count;
+    float *x, *dy;         /* count floats, in `layout` */
+    float *gamma, *beta;   /* C */
+    float *rmean0, *rvar0; /* running stats before training: 0 and 1 */
+    float *imean, *ivar;   /* running stats of the inference check */
+} host_data;
+
+static size_t offset_of(shape4 s, ck_layout l, int n, int c, int h, int w) {
+    if (l == CK_LAYOUT_NCHW)
+        return (((size_t)n * s.c + c) * s.h + h) * s.w + w;
+    return (((size_t)n * s.h + h) * s.w + w) * s.c + c;
+}
+
+/* logical coordinates of memory index i */
+static void coords_of(shape4 s, ck_layout l, size_t i, int *n, int *c, int *h, int *w) {
+    if (l == CK_LAYOUT_NCHW) {
+        *w = (int)(i % (size_t)s.w);
+        i /= (size_t)s.w;
+        *h = (int)(i % (size_t)s.h);
+        i /= (size_t)s.h;
+        *c = (int)(i % (size_t)s.c);
+        *n = (int)(i / (size_t)s.c);
+    } else {
+        *c = (int)(i % (size_t)s.c);
+        i /= (size_t)s.c;
+        *w = (int)(i % (size_t)s.w);
+        i /= (size_t)s.w;
+        *h = (int)(i % (size_t)s.h);
+        *n = (int)(i / (size_t)s.h);
+    }
+}
+
+static int channel_of(shape4 s, ck_layout l, size_t i) {
+    if (l == CK_LAYOUT_NHWC)
+        return (int)(i % (size_t)s.c);
+    return (int)((i / ((size_t)s.h * s.w)) % (size_t)s.c);
+}
+
+/* per-channel mean and biased variance, in double */
+static void channel_stats(const host_data *h, const float *x, double *mean, double *var) {
+    const int C = h->s.c;
+    const double m = (double)h->count / C;
+    for (int c = 0; c < C; ++c)
+        mean[c] = var[c] = 0.0;
+    for (size_t i = 0; i < h->count; ++i)
+        mean[channel_of(h->s, h->layout, i)] += x[i];
+    for (int c = 0; c < C; ++c)
+        mean[c] /= m;
+    for (size_t i = 0; i < h->count; ++i) {
+        int c = channel_of(h->s, h->layout, i);
+        double d = x[i] - mean[c];
+        var[c] += d * d;
+    }
+    for (int c = 0; c < C; ++c)
+        var[c] /= m;
+}
+
+static void host_data_init(host_data *h, shape4 s, ck_layout layout, double eps) {
+    memset(h, 0, sizeof *h);
+    h->s = s;
+    h->layout = layout;
+    h->count = (size_t)s.n * s.c * s.h * s.w;
+    h->x = (float *)xmalloc(h->count * sizeof(float));
+    h->dy = (float *)xmalloc(h->count * sizeof(float));
+    float *chan = (float *)xmalloc(8 * (size_t)s.c * sizeof(float));
+    h->gamma = chan;
+    h->beta = chan + s.c;
+    h->rmean0 = chan + 2 * s.c;
+    h->rvar0 = chan + 3 * s.c;
+    h->imean = chan + 4 * s.c;
+    h->ivar = chan + 5 * s.c;
+    float *shift = chan + 6 * s.c, *scale = chan + 7 * s.c;
+
+    uint64_t st = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)s.n << 40) ^ ((uint64_t)s.c << 24) ^
+                  ((uint64_t)s.h << 12) ^ (uint64_t)s.w;
+    for (int c = 0; c < s.c; ++c) {
+        h->gamma[c] = lcg_uniform(&st, 0.5f, 1.5f);
+        h->beta[c] = lcg_uniform(&st, -0.5f, 0.5f);
+        h->rmean0[c] = 0.0f;
+        h->rvar0[c] = 1.0f;
+        shift[c] = lcg_uniform(&st, -1.0f, 1.0f);
+        scale[c] = lcg_uniform(&st, 0.25f, 2.0f);
+    }
+    /* logical order, so that both layouts hold the same logical tensor */
+    for (int n = 0; n < s.n; ++n)
+        for (int c = 0; c < s.c; ++c)
+            for (int y = 0; y < s.h; ++y)
+                for (int x = 0; x < s.w; ++x) {
+                    size_t o = offset_of(s, layout, n, c, y, x);
+                    h->x[o] = shift[c] + scale[c] * lcg_uniform(&st, -1.0f, 1.0f);
+                    h->dy[o] = lcg_uniform(&st, -1.0f, 1.0f);
+                }
+
+    /* Nudge the few x whose ReLU pre-activation gamma*xhat+beta lies within RELU_MARGIN of 0, so
+     * that rounding differences between implementations cannot flip the ReLU derivative (a flip
+     * moves dgamma/dbeta by O(1) and would make the BN backward check flaky). */
+    double *mean = (double *)xmalloc(2 * (size_t)s.c * sizeof(double)), *var = mean + s.c;
+    channel_stats(h, h->x, mean, var);
+    for (size_t i = 0; i < h->count; ++i) {
+        int c = channel_of(s, layout, i);
+        double a = h->gamma[c] / sqrt(var[c] + eps);
+        double z = a * (h->x[i] - mean[c]) + h->beta[c];
+        if (fabs(z) < RELU_MARGIN) {
+            double target = z >= 0.0 ? 2.0 * RELU_MARGIN : -2.0 * RELU_MARGIN;
+            h->x[i] = (float)(mean[c] + (target - h->beta[c]) / a);
+        }
+    }
+    channel_stats(h, h->x, mean, var);
+    for (int c = 0; c < s.c; ++c) {
+        h->imean[c] = (float)mean[c] + lcg_uniform(&st, -0.1f, 0.1f);
+        h->ivar[c] = (float)var[c] * lcg_uniform(&st, 0.8f, 1.2f);
+    }
+    free(mean);
+}
+
+static void host_data_free(host_data *h) {
+    free(h->x);
+    free(h->dy);
+    free(h->gamma); /* owns all the per-channel arrays */
+    memset(h, 0, sizeof *h);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * cnnkit tensors of one shape/layout on one context, and the ops
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct bench_tensors {
+    ck_context *ctx;
+    shape4 s;
+    size_t count;
+    ck_tensor *x, *y, *dy, *dx;
+    ck_tensor *gamma, *beta, *rmean, *rvar, *smean, *sinv, *dgamma, *dbeta;
+    ck_workspace *ws;
+    ck_bn_desc bn;
+} bench_tensors;
+
+static void bt_create(ck_context *ctx, bench_tensors *bt, const host_data *h) {
+    memset(bt, 0, sizeof *bt);
+    const shape4 s = h->s;
+    bt->ctx = ctx;
+    bt->s = s;
+    bt->count = h->count;
+    ck_tensor **big[] = {&bt->x, &bt->y, &bt->dy, &bt->dx};
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; ++i)
+        CK_CHECK(ctx, ck_tensor_create(ctx, big[i], h->layout, s.n, s.c, s.h, s.w));
+    ck_tensor **par[] = {&bt->gamma, &bt->beta, &bt->rmean,  &bt->rvar,
+                         &bt->smean, &bt->sinv, &bt->dgamma, &bt->dbeta};
+    for (size_t i = 0; i < sizeof par / sizeof par[0]; ++i)
+        CK_CHECK(ctx, ck_tensor_create(ctx, par[i], CK_LAYOUT_NCHW, 1, s.c, 1, 1));
+    CK_CHECK(ctx, ck_tensor_upload(ctx, bt->x, h->x, h->count));
+    CK_CHECK(ctx, ck_tensor_upload(ctx, bt->dy, h->dy, h->count));
+    CK_CHECK(ctx, ck_tensor_upload(ctx, bt->gamma, h->gamma, (size_t)s.c));
+    CK_CHECK(ctx, ck_tensor_upload(ctx, bt->beta, h->beta, (size_t)s.c));
+    CK_CHECK(ctx, ck_tensor_upload(ctx, bt->rmean, h->rmean0, (size_t)s.c));
+    CK_CHECK(ctx, ck_tensor_upload(ctx, bt->rvar, h->rvar0, (size_t)s.c));
+    CK_CHECK(ctx, ck_tensor_fill(ctx, bt->y, 0.0f));
+    CK_CHECK(ctx, ck_tensor_fill(ctx, bt->dx, 0.0f));
+    size_t ws_bytes = 0;
+    CK_CHECK(ctx, ck_batchnorm_workspace_size(ctx, bt->x, &ws_bytes));
+    CK_CHECK(ctx, ck_workspace_create(ctx, &bt->ws, ws_bytes));
+    CK_CHECK(ctx, ck_bn_desc_init(&bt->bn, CK_BN_KERAS));
+    bt->bn.activation = CK_ACT_RELU;
+}
+
+static void bt_destroy(bench_tensors *bt) {
+    ck_tensor *all[] = {bt->x,     bt->y,    bt->dy,    bt->dx,   bt->gamma,  bt->beta,
+                        bt->rmean, bt->rvar, bt->smean, bt->sinv, bt->dgamma, bt->dbeta};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+        ck_tensor_destroy(all[i]);
+    ck_workspace_destroy(bt->ws);
+    memset(bt, 0, sizeof *bt);
+}
+
+/* Runs one cnnkit op; exits on failure. mask: optional mask_out of the dropout forward ops. */
+static void run_ck_op(bench_tensors *bt, op_id op, uint64_t offset, ck_mask *mask) {
+    ck_context *ctx = bt->ctx;
+    ck_dropout_desc dd;
+    dd.rate = BENCH_RATE;
+    dd.offset = offset;
+    switch (op) {
+    case OP_SDROP_FWD:
+        CK_CHECK(ctx, ck_spatial_dropout_forward(ctx, &dd, CK_MODE_TRAINING, bt->x, bt->y, mask));
+        break;
+    case OP_SDROP_BWD:
+        CK_CHECK(ctx,
+                 ck_spatial_dropout_backward(ctx, &dd, CK_MODE_TRAINING, bt->dy, bt->dx, NULL));
+        break;
+    case OP_DROP_FWD:
+        CK_CHECK(ctx, ck_dropout_forward(ctx, &dd, CK_MODE_TRAINING, bt->x, bt->y, mask));
+        break;
+    case OP_BN_FWD_TRAIN:
+    case OP_BN_FWD_TRAIN_SDROP:
+        CK_CHECK(ctx, ck_batchnorm_forward_training(
+                          ctx, &bt->bn, bt->x, bt->gamma, bt->beta, bt->rmean, bt->rvar, bt->smean,
+                          bt->sinv, op == OP_BN_FWD_TRAIN_SDROP ? &dd : NULL, bt->y, bt->ws));
+        break;
+    case OP_BN_FWD_INFER:
+        CK_CHECK(ctx, ck_batchnorm_forward_inference(ctx, &bt->bn, bt->x, bt->gamma, bt->beta,
+                                                     bt->rmean, bt->rvar, bt->y));
+        break;
+    case OP_BN_BWD:
+        CK_CHECK(ctx,
+                 ck_batchnorm_backward(ctx, &bt->bn, bt->x, bt->dy, bt->gamma, bt->beta, bt->smean,
+                                       bt->sinv, NULL, bt->dx, bt->dgamma, bt->dbeta, bt->ws));
+        break;
+    default:
+        fprintf(stderr, "bench_kernels: internal error: op %d is not a cnnkit op\n", (int)op);
+        exit(1);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Timing
+ * ------------------------------------------------------------------------------------------- */
+
+#ifdef CNNKIT_HAVE_CUDA
+typedef struct gpu_env {
+    int ordinal;
+    cudaStream_t stream;
+    cudaEvent_t start, stop;
+    void *flush;
+    size_t flush_bytes;
+    char name[256];
+    int l2_bytes;
+} gpu_env;
+#endif
+
+typedef struct timer {
+    int gpu;
+    int warmup, repeats;
+    double *samples; /* repeats doubles */
+#ifdef CNNKIT_HAVE_CUDA
+    gpu_env *g;
+#endif
+} timer;
+
+/* One call of the timed operation; call counts up across warm-up and repeats. 0 on success. */
+typedef int (*bench_fn)(void *user, int call);
+
+/* Median time of fn in microseconds; returns fn's first non-zero result, else 0. */
+static int time_fn(const timer *t, bench_fn fn, void *user, double *median_us) {
+    int call = 0, rc;
+    for (int i = 0; i < t->warmup; ++i)
+        if ((rc = fn(user, call++)) != 0)
+            return rc;
+#ifdef CNNKIT_HAVE_CUDA
+    if (t->gpu) {
+        gpu_env *g = t->g;
+        CUDA_CHECK(cudaStreamSynchronize(g->stream));
+        for (int r = 0; r < t->repeats; ++r) {
+            CUDA_CHECK(cudaMemsetAsync(g->flush, r & 0xff, g->flush_bytes, g->stream));
+            CUDA_CHECK(cudaEventRecord(g->start, g->stream));
+            rc = fn(user, call++);
+            CUDA_CHECK(cudaEventRecord(g->stop, g->stream));
+            CUDA_CHECK(cudaEventSynchronize(g->stop));
+            if (rc != 0)
+                return rc;
+            float ms = 0.0f;
+            CUDA_CHECK(cudaEventElapsedTime(&ms, g->start, g->stop));
+            t->samples[r] = (double)ms * 1e3;
+        }
+        *median_us = median_of(t->samples, t->repeats);
+        return 0;
+    }
+#endif
+    for (int r = 0; r < t->repeats; ++r) {
+        double t0 = now_us();
+        rc = fn(user, call++);
+        double t1 = now_us();
+        if (rc != 0)
+            return rc;
+        t->samples[r] = t1 - t0;
+    }
+    *median_us = median_of(t->samples, t->repeats);
+    return 0;
+}
+
+typedef struct ck_call {
+    bench_tensors *bt;
+    op_id op;
+} ck_call;
+
+static int ck_call_fn(void *user, int call) {
+    ck_call *c = (ck_call *)user;
+    run_ck_op(c->bt, c->op, TIMING_OFFSET + (uint64_t)call, NULL);
+    return 0;
+}
+
+static void record(report *rep, const host_data *h, op_id op, const char *impl, int na, double us,
+                   double copy_us, const char *note) {
+    result *r = report_add_result(rep);
+    r->op = op;
+    r->s = h->s;
+    r->layout = h->layout;
+    r->impl = impl;
+    r->na = na;
+    r->median_us = na ? 0.0 : us;
+    r->ratio = (!na && copy_us > 0.0) ? us / copy_us : -1.0;
+    double bytes = (double)k_ops[op].traffic * (double)h->count * sizeof(float);
+    r->gbps = (!na && us > 0.0) ? bytes / (us * 1e3) : 0.0;
+    if (note)
+        snprintf(r->note, sizeof r->note, "%s", note);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * cuDNN peers (deprecated-in-9 legacy BN/dropout API; warnings silenced here on purpose)
+ * ------------------------------------------------------------------------------------------- */
+#ifdef CNNKIT_HAVE_CUDA
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+typedef struct cudnn_env {
+    int ok; /* handle usable */
+    int drop_ok;
+    cudnnHandle_t handle;
+    cudnnActivationDescriptor_t act;
+    cudnnDropoutDescriptor_t drop;
+    void *drop_states;
+    size_t drop_states_bytes;
+    size_t version;
+} cudnn_env;
+
+static int cudnn_warn(cudnnStatus_t st, const char *what) {
+    if (st == CUDNN_STATUS_SUCCESS)
+        return 1;
+    fprintf(stderr, "bench_kernels: warning: %s: %s (cuDNN peers n/a)\n", what,
+            cudnnGetErrorString(st));
+    return 0;
+}
+
+static void cudnn_env_create(cudnn_env *e, cudaStream_t stream) {
+    memset(e, 0, sizeof *e);
+    e->version = cudnnGetVersion();
+    if (!cudnn_warn(cudnnCreate(&e->handle), "cudnnCreate"))
+        return;
+    if (!cudnn_warn(cudnnSetStream(e->handle, stream), "cudnnSetStream") ||
+        !cudnn_warn(cudnnCreateActivationDescriptor(&e->act), "cudnnCreateActivationDescriptor") ||
+        !cudnn_warn(
+            cudnnSetActivationDescriptor(e->act, CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0),
+            "cudnnSetActivationDescriptor"))
+        return;
+    e->ok = 1;
+    /* dropout states: set up once, outside any timing */
+    if (!cudnn_warn(cudnnCreateDropoutDescriptor(&e->drop), "cudnnCreateDropoutDescriptor") ||
+        !cudnn_warn(cudnnDropoutGetStatesSize(e->handle, &e->drop_states_bytes),
+                    "cudnnDropoutGetStatesSize"))
+        return;
+    CUDA_CHECK(cudaMalloc(&e->drop_states, e->drop_states_bytes ? e->drop_states_bytes : 1));
+    if (!cudnn_warn(cudnnSetDropoutDescriptor(e->drop, e->handle, BENCH_RATE, e->drop_states,
+                                              e->drop_states_bytes, 1234ULL),
+                    "cudnnSetDropoutDescriptor"))
+        return;
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    e->drop_ok = 1;
+}
+
+static void cudnn_env_destroy(cudnn_env *e) {
+    if (e->drop)
+        cudnnDestroyDropoutDescriptor(e->drop);
+    if (e->act)
+        cudnnDestroyActivationDescriptor(e->act);
+    if (e->handle)
+        cudnnDestroy(e->handle);
+    cudaFree(e->drop_states);
+    memset(e, 0, sizeof *e);
+}
+
+typedef enum cudnn_kind {
+    CD_DROPOUT = 0,
+    CD_BN_FWD_SPATIAL,
+    CD_BN_FWD_PERSISTENT,
+    CD_BN_FWD_EX,
+    CD_BN_INFER,
+    CD_BN_BWD_SPATIAL,
+    CD_BN_BWD_EX,
+    CD_COUNT
+} cudnn_kind;
+
+typedef struct cudnn_peer_info {
+    op_id op;
+    const char *impl;
+} cudnn_peer_info;
+
+static const cudnn_peer_info k_cudnn_peers[CD_COUNT] = {
+    {OP_DROP_FWD, "cudnn"},
+    {OP_BN_FWD_TRAIN, "cudnn_spatial"},
+    {OP_BN_FWD_TRAIN, "cudnn_persistent"},
+    {OP_BN_FWD_TRAIN, "cudnn_ex_bn_act"},
+    {OP_BN_FWD_INFER, "cudnn_spatial"},
+    {OP_BN_BWD, "cudnn_spatial"},
+    {OP_BN_BWD, "cudnn_ex_bn_act"},
+};
+
+typedef struct cudnn_shape {
+    cudnn_env *e;
+    cudnnTensorDescriptor_t xd, bnd;
+    int desc_ok;
+    const float *x, *dy, *gamma, *beta; /* borrowed from the cnnkit tensors */
+    float *y, *dx;                      /* borrowed: cuDNN writes the cnnkit outputs */
+    float *stats; /* owned: running mean, running var, saved mean, saved invstd, dgamma, dbeta */
+    float *rmean, *rvar, *smean, *sinv, *dgamma, *dbeta;
+    void *drop_reserve;
+    size_t drop_reserve_bytes;
+    int drop_ok;
+    int ex_ok; /* the BN_ACTIVATION size queries succeeded for ex_mode */
+    cudnnBatchNormMode_t ex_mode;
+    char ex_note[96];
+    void *ex_ws, *ex_reserve;
+    size_t ex_ws_bytes, ex_reserve_bytes;
+    double eps, factor;
+    cudnnStatus_t last;
+} cudnn_shape;
+
+static void cudnn_shape_create(cudnn_shape *cs, cudnn_env *e, bench_tensors *bt,
+                               const host_data *h) {
+    memset(cs, 0, sizeof *cs);
+    cs->e = e;
+    cs->eps = bt->bn.epsilon;
+    cs->factor = bt->bn.average_factor;
+    cs->x = ck_tensor_data(bt->x);
+    cs->dy = ck_tensor_data(bt->dy);
+    cs->gamma = ck_tensor_data(bt->gamma);
+    cs->beta = ck_tensor_data(bt->beta);
+    cs->y = ck_tensor_data(bt->y);
+    cs->dx = ck_tensor_data(bt->dx);
+    const size_t C = (size_t)h->s.c;
+    CUDA_CHECK(cudaMalloc((void **)&cs->stats, 6 * C * sizeof(float)));
+    cs->rmean = cs->stats;
+    cs->rvar = cs->stats + C;
+    cs->smean = cs->stats + 2 * C;
+    cs->sinv = cs->stats + 3 * C;
+    cs->dgamma = cs->stats + 4 * C;
+    cs->dbeta = cs->stats + 5 * C;
+    CUDA_CHECK(cudaMemcpy(cs->rmean, h->rmean0, C * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(cs->rvar, h->rvar0, C * sizeof(float), cudaMemcpyHostToDevice));
+    snprintf(cs->ex_note, sizeof cs->ex_note, "n/a: cuDNN unavailable");
+    if (!e->ok)
+        return;
+
+    cudnnTensorFormat_t fmt = h->layout == CK_LAYOUT_NHWC ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    if (!cudnn_warn(cudnnCreateTensorDescriptor(&cs->xd), "cudnnCreateTensorDescriptor") ||
+        !cudnn_warn(cudnnCreateTensorDescriptor(&cs->bnd), "cudnnCreateTensorDescriptor") ||
+        !cudnn_warn(cudnnSetTensor4dDescriptor(cs->xd, fmt, CUDNN_DATA_FLOAT, h->s.n, h->s.c,
+                                               h->s.h, h->s.w),
+                    "cudnnSetTensor4dDescriptor") ||
+        !cudnn_warn(cudnnDeriveBNTensorDescriptor(cs->bnd, cs->xd, CUDNN_BATCHNORM_SPATIAL),
+                    "cudnnDeriveBNTensorDescriptor"))
+        return;
+    cs->desc_ok = 1;
+
+    if (e->drop_ok &&
+        cudnnDropoutGetReserveSpaceSize(cs->xd, &cs->drop_reserve_bytes) == CUDNN_STATUS_SUCCESS) {
+        CUDA_CHECK(
+            cudaMalloc(&cs->drop_reserve, cs->drop_reserve_bytes ? cs->drop_reserve_bytes : 1));
+        cs->drop_ok = 1;
+    }
+
+    /* Fused BN+ReLU: the persistent mode first (the one cuDNN fuses), then plain spatial. */
+    const cudnnBatchNormMode_t modes[2] = {CUDNN_BATCHNORM_SPATIAL_PERSISTENT,
+                                           CUDNN_BATCHNORM_SPATIAL};
+    const char *mode_names[2] = {"SPATIAL_PERSISTENT", "SPATIAL"};
+    cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+    for (int m = 0; m < 2 && !cs->ex_ok; ++m) {
+        size_t fws = 0, bws = 0, rs = 0;
+        const cudnnBatchNormOps_t ops = CUDNN_BATCHNORM_OPS_BN_ACTIVATION;
+        st = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(
+            e->handle, modes[m], ops, cs->xd, NULL, cs->xd, cs->bnd, e->act, &fws);
+        if (st == CUDNN_STATUS_SUCCESS)
+            st = cudnnGetBatchNormalizationBackwardExWorkspaceSize(e->handle, modes[m], ops, cs->xd,
+                                                                   cs->xd, cs->xd, NULL, cs->xd,
+                                                                   cs->bnd, e->act, &bws);
+        if (st == CUDNN_STATUS_SUCCESS)
+            st = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(e->handle, modes[m], ops,
+                                                                      e->act, cs->xd, &rs);
+        if (st != CUDNN_STATUS_SUCCESS)
+            continue;
+        cs->ex_ok = 1;
+        cs->ex_mode = modes[m];
+        cs->ex_ws_bytes = fws > bws ? fws : bws;
+        cs->ex_reserve_bytes = rs;
+        snprintf(cs->ex_note, sizeof cs->ex_note, "mode %s", mode_names[m]);
+    }
+    if (!cs->ex_ok) {
+        snprintf(cs->ex_note, sizeof cs->ex_note, "n/a: %s", cudnnGetErrorString(st));
+        return;
+    }
+    if (cs->ex_ws_bytes)
+        CUDA_CHECK(cudaMalloc(&cs->ex_ws, cs->ex_ws_bytes));
+    if (cs->ex_reserve_bytes)
+        CUDA_CHECK(cudaMalloc(&cs->ex_reserve, cs->ex_reserve_bytes));
+}
+
+static void cudnn_shape_destroy(cudnn_shape *cs) {
+    if (cs->xd)
+        cudnnDestroyTensorDescriptor(cs->xd);
+    if (cs->bnd)
+        cudnnDestroyTensorDescriptor(cs->bnd);
+    cudaFree(cs->stats);
+    cudaFree(cs->drop_reserve);
+    cudaFree(cs->ex_ws);
+    cudaFree(cs->ex_reserve);
+    memset(cs, 0, sizeof *cs);
+}
+
+static cudnnStatus_t cudnn_run(cudnn_shape *cs, cudnn_kind k) {
+    const float one = 1.0f, zero = 0.0f;
+    cudnnHandle_t h = cs->e->handle;
+    const cudnnBatchNormOps_t act = CUDNN_BATCHNORM_OPS_BN_ACTIVATION;
+    switch (k) {
+    case CD_DROPOUT:
+        return cudnnDropoutForward(h, cs->e->drop, cs->xd, cs->x, cs->xd, cs->y, cs->drop_reserve,
+                                   cs->drop_reserve_bytes);
+    case CD_BN_FWD_SPATIAL:
+    case CD_BN_FWD_PERSISTENT: {
+        const cudnnBatchNormMode_t mode =
+            k == CD_BN_FWD_SPATIAL ? CUDNN_BATCHNORM_SPATIAL : CUDNN_BATCHNORM_SPATIAL_PERSISTENT;
+        return cudnnBatchNormalizationForwardTraining(
+            h, mode, &one, &zero, cs->xd, cs->x, cs->xd, cs->y, cs->bnd, cs->gamma, cs->beta,
+            cs->factor, cs->rmean, cs->rvar, cs->eps, cs->smean, cs->sinv);
+    }
+    case CD_BN_FWD_EX:
+        return cudnnBatchNormalizationForwardTrainingEx(
+            h, cs->ex_mode, act, &one, &zero, cs->xd, cs->x, NULL, NULL, cs->xd, cs->y, cs->bnd,
+            cs->gamma, cs->beta, cs->factor, cs->rmean, cs->rvar, cs->eps, cs->smean, cs->sinv,
+            cs->e->act, cs->ex_ws, cs->ex_ws_bytes, cs->ex_reserve, cs->ex_reserve_bytes);
+    case CD_BN_INFER:
+        return cudnnBatchNormalizationForwardInference(
+            h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, cs->xd, cs->x, cs->xd, cs->y, cs->bnd,
+            cs->gamma, cs->beta, cs->rmean, cs->rvar, cs->eps);
+    case CD_BN_BWD_SPATIAL:
+        return cudnnBatchNormalizationBackward(h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero,
+                                               cs->xd, cs->x, cs->xd, cs->dy, cs->xd, cs->dx,
+                                               cs->bnd, cs->gamma, cs->dgamma, cs->dbeta, cs->eps,
+                                               cs->smean, cs->sinv);
+    case CD_BN_BWD_EX:
+        return cudnnBatchNormalizationBackwardEx(
+            h, cs->ex_mode, act, &one, &zero, &one, &zero, cs->xd, cs->x, cs->xd, cs->y, cs->xd,
+            cs->dy, NULL, NULL, cs->xd, cs->dx, cs->bnd, cs->gamma, cs->beta, cs->dgamma, cs->dbeta,
+            cs->eps, cs->smean, cs->sinv, cs->e->act, cs->ex_ws, cs->ex_ws_bytes, cs->ex_reserve,
+            cs->ex_reserve_bytes);
+    default:
+        return CUDNN_STATUS_BAD_PARAM;
+    }
+}
+
+typedef struct cudnn_call {
+    cudnn_shape *cs;
+    cudnn_kind kind;
+} cudnn_call;
+
+static int cudnn_call_fn(void *user, int call) {
+    (void)call;
+    cudnn_call *c = (cudnn_call *)user;
+    c->cs->last = cudnn_run(c->cs, c->kind);
+    return c->cs->last != CUDNN_STATUS_SUCCESS;
+}
+
+/* Times every cuDNN peer of the shape; refusals are recorded as n/a. */
+static void time_cudnn_peers(const timer *t, cudnn_shape *cs, const host_data *h, report *rep,
+                             double copy_us) {
+    int ex_fwd_ok = 0;
+    for (int k = 0; k < CD_COUNT; ++k) {
+        const cudnn_kind kind = (cudnn_kind)k;
+        const cudnn_peer_info *pi = &k_cudnn_peers[k];
+        char note[96] = "";
+        int avail = cs->desc_ok;
+        if (kind == CD_DROPOUT) {
+            avail = avail && cs->drop_ok;
+            if (!avail)
+                snprintf(note, sizeof note, "n/a: dropout descriptor unavailable");
+        } else if (kind == CD_BN_FWD_EX || kind == CD_BN_BWD_EX) {
+            avail = avail && cs->ex_ok && (kind == CD_BN_FWD_EX || ex_fwd_ok);
+            snprintf(note, sizeof note, "%s",
+                     cs->ex_ok && kind == CD_BN_BWD_EX && !ex_fwd_ok ? "n/a: forward Ex refused"
+                                                                     : cs->ex_note);
+        } else if (!avail) {
+            snprintf(note, sizeof note, "n/a: cuDNN unavailable");
+        }
+        if (!avail) {
+            record(rep, h, pi->op, pi->impl, 1, 0.0, copy_us, note);
+            continue;
+        }
+        /* backward needs the saved stats (and, for Ex, the reserve space and y) of its forward */
+        cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+        if (kind == CD_BN_BWD_SPATIAL)
+            st = cudnn_run(cs, CD_BN_FWD_SPATIAL);
+        else if (kind == CD_BN_BWD_EX)
+            st = cudnn_run(cs, CD_BN_FWD_EX);
+        double us = 0.0;
+        cudnn_call call = {cs, kind};
+        if (st == CUDNN_STATUS_SUCCESS && time_fn(t, cudnn_call_fn, &call, &us) == 0) {
+            record(rep, h, pi->op, pi->impl, 0, us, copy_us, note[0] ? note : NULL);
+            if (kind == CD_BN_FWD_EX)
+                ex_fwd_ok = 1;
+        } else {
+            if (st == CUDNN_STATUS_SUCCESS)
+                st = cs->last;
+            snprintf(note, sizeof note, "n/a: %s", cudnnGetErrorString(st));
+            (void)cudaGetLastError(); /* a refused call must not poison later ones */
+            CUDA_CHECK(cudaStreamSynchronize(t->g->stream));
+            record(rep, h, pi->op, pi->impl, 1, 0.0, copy_us, note);
+        }
+    }
+}
+
+typedef struct copy_call {
+    void *dst;
+    const void *src;
+    size_t bytes;
+    cudaStream_t stream;
+} copy_call;
+
+static int copy_call_fn(void *user, int call) {
+    (void)call;
+    copy_call *c = (copy_call *)user;
+    CUDA_CHECK(cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice, c->stream));
+    return 0;
+}
+
+static void gpu_env_create(gpu_env *g, int ordinal) {
+    memset(g, 0, sizeof *g);
+    g->ordinal = ordinal;
+    CUDA_CHECK(cudaSetDevice(ordinal));
+    struct cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, ordinal));
+    snprintf(g->name, sizeof g->name, "%s", prop.name);
+    CUDA_CHECK(cudaDeviceGetAttribute(&g->l2_bytes, cudaDevAttrL2CacheSize, ordinal));
+    g->flush_bytes = 2 * (size_t)(g->l2_bytes > 0 ? g->l2_bytes : 32 << 20);
+    if (g->flush_bytes < ((size_t)8 << 20))
+        g->flush_bytes = (size_t)8 << 20;
+    CUDA_CHECK(cudaMalloc(&g->flush, g->flush_bytes));
+    CUDA_CHECK(cudaStreamCreate(&g->stream));
+    CUDA_CHECK(cudaEventCreate(&g->start));
+    CUDA_CHECK(cudaEventCreate(&g->stop));
+}
+
+static void gpu_env_destroy(gpu_env *g) {
+    cudaEventDestroy(g->start);
+    cudaEventDestroy(g->stop);
+    cudaStreamDestroy(g->stream);
+    cudaFree(g->flush);
+    memset(g, 0, sizeof *g);
+}
+
+#pragma GCC diagnostic pop
+#endif /* CNNKIT_HAVE_CUDA */
+
+/* ---------------------------------------------------------------------------------------------
+ * Correctness checks
+ * ------------------------------------------------------------------------------------------- */
+
+/* The outputs of one op, downloaded to the host. */
+typedef struct op_out {
+    float *t;      /* y (forward ops) or dx (backward ops): count floats */
+    float *p;      /* per channel: fwd train: saved mean, invstd, running mean, var; bwd: dgamma,
+                      dbeta */
+    size_t np;     /* floats used in p */
+    uint8_t *mask; /* dropout forward: one byte per unit */
+    size_t nmask;
+    float *saved; /* BN backward: the saved mean and invstd it used (2C) */
+} op_out;
+
+static void op_out_alloc(op_out *o, const host_data *h) {
+    memset(o, 0, sizeof *o);
+    o->t = (float *)xmalloc(h->count * sizeof(float));
+    o->p = (float *)xmalloc(4 * (size_t)h->s.c * sizeof(float));
+    o->mask = (uint8_t *)xmalloc(h->count);
+    o->saved = (float *)xmalloc(2 * (size_t)h->s.c * sizeof(float));
+}
+
+static void op_out_free(op_out *o) {
+    free(o->t);
+    free(o->p);
+    free(o->mask);
+    free(o->saved);
+    memset(o, 0, sizeof *o);
+}
+
+/* Runs op once on bt with the check offset and downloads its outputs. For OP_BN_BWD, saved (2C
+ * floats: mean, invstd) replaces the forward's saved statistics when not NULL. */
+static void run_and_collect(bench_tensors *bt, const host_data *h, op_id op, const float *saved,
+                            op_out *o) {
+    ck_context *ctx = bt->ctx;
+    const size_t C = (size_t)h->s.c;
+    CK_CHECK(ctx, ck_tensor_upload(ctx, bt->rmean, h->rmean0, C));
+    CK_CHECK(ctx, ck_tensor_upload(ctx, bt->rvar, h->rvar0, C));
+    o->np = 0;
+    o->nmask = 0;
+    ck_mask *mask = NULL;
+    if (op == OP_SDROP_FWD || op == OP_DROP_FWD) {
+        ck_dropout_kind kind = op == OP_SDROP_FWD ? CK_DROPOUT_SPATIAL : CK_DROPOUT_ELEMENT;
+        CK_CHECK(ctx, ck_mask_create(ctx, &mask, kind, h->s.n, h->s.c, h->s.h, h->s.w));
+        o->nmask = op == OP_SDROP_FWD ? (size_t)h->s.n * C : h->count;
+    }
+    if (op == OP_BN_FWD_INFER) {
+        CK_CHECK(ctx, ck_tensor_upload(ctx, bt->rmean, h->imean, C));
+        CK_CHECK(ctx, ck_tensor_upload(ctx, bt->rvar, h->ivar, C));
+    }
+    if (op == OP_BN_BWD) {
+        if (saved) {
+            CK_CHECK(ctx, ck_tensor_upload(ctx, bt->smean, saved, C));
+            CK_CHECK(ctx, ck_tensor_upload(ctx, bt->sinv, saved + C, C));
+        } else {
+            run_ck_op(bt, OP_BN_FWD_TRAIN, CHECK_OFFSET, NULL);
+        }
+        CK_CHECK(ctx, ck_tensor_download(ctx, bt->smean, o->saved, C));
+        CK_CHECK(ctx, ck_tensor_download(ctx, bt->sinv, o->saved + C, C));
+    }
+    run_ck_op(bt, op, CHECK_OFFSET, mask);
+    CK_CHECK(ctx, ck_context_synchronize(ctx));
+    const int bwd = op == OP_SDROP_BWD || op == OP_BN_BWD;
+    CK_CHECK(ctx, ck_tensor_download(ctx, bwd ? bt->dx : bt->y, o->t, h->count));
+    if (op == OP_BN_FWD_TRAIN || op == OP_BN_FWD_TRAIN_SDROP) {
+        ck_tensor *p[4] = {bt->smean, bt->sinv, bt->rmean, bt->rvar};
+        for (int i = 0; i < 4; ++i)
+            CK_CHECK(ctx, ck_tensor_download(ctx, p[i], o->p + i * C, C));
+        o->np = 4 * C;
+    } else if (op == OP_BN_BWD) {
+        CK_CHECK(ctx, ck_tensor_download(ctx, bt->dgamma, o->p, C));
+        CK_CHECK(ctx, ck_tensor_download(ctx, bt->dbeta, o->p + C, C));
+        o->np = 2 * C;
+    }
+    if (mask) {
+        CK_CHECK(ctx, ck_mask_download(ctx, mask, o->mask, o->nmask));
+        ck_mask_destroy(mask);
+    }
+}
+
+/* The host mask of (seed, CHECK_OFFSET); keep must hold n*C (spatial) or count bytes. */
+static void host_mask(ck_dropout_kind kind, uint64_t seed, const host_data *h, uint8_t *keep) {
+    ck_dropout_desc dd;
+    dd.rate = BENCH_RATE;
+    dd.offset = CHECK_OFFSET;
+    size_t count = kind == CK_DROPOUT_SPATIAL ? (size_t)h->s.n * h->s.c : h->count;
+    CK_CHECK(NULL,
+             ck_dropout_mask_host(kind, seed, &dd, h->s.n, h->s.c, h->s.h, h->s.w, keep, count));
+}
+
+/* Double-precision reference of op, computed here from the host inputs. For OP_BN_BWD, saved
+ * holds the mean and invstd the implementation under test used. */
+static void bench_reference(const host_data *h, const ck_bn_desc *bn, uint64_t seed, op_id op,
+                            const float *saved, op_out *r) {
+    const shape4 s = h->s;
+    const int C = s.c;
+    const float scale = 1.0f / (1.0f - BENCH_RATE); /* the float scale of inverted dropout */
+    const double M = (double)h->count / C;
+    double *st = (double *)xmalloc(4 * (size_t)C * sizeof(double));
+    double *mean = st, *var = st + C, *sg = st + 2 * C, *sgx = st + 3 * C;
+    r->np = 0;
+    r->nmask = 0;
+
+    if (op == OP_SDROP_FWD || op == OP_SDROP_BWD || op == OP_BN_FWD_TRAIN_SDROP) {
+        host_mask(CK_DROPOUT_SPATIAL, seed, h, r->mask);
+        r->nmask = op == OP_SDROP_FWD ? (size_t)s.n * C : 0;
+    } else if (op == OP_DROP_FWD) {
+        host_mask(CK_DROPOUT_ELEMENT, seed, h, r->mask);
+        r->nmask = h->count;
+    }
+    if (op_is_dropout(op)) {
+        const float *in = op == OP_SDROP_BWD ? h->dy : h->x;
+        for (size_t i = 0; i < h->count; ++i) {
+            int n, c, y, x;
+            coords_of(s, h->layout, i, &n, &c, &y, &x);
+            size_t u =
+                op == OP_DROP_FWD ? offset_of(s, CK_LAYOUT_NCHW, n, c, y, x) : (size_t)n * C + c;
+            r->t[i] = in[i] * (r->mask[u] ? scale : 0.0f); /* dropped: signed zero */
+        }
+    } else if (op == OP_BN_FWD_TRAIN || op == OP_BN_FWD_TRAIN_SDROP || op == OP_BN_FWD_INFER) {
+        if (op == OP_BN_FWD_INFER) {
+            for (int c = 0; c < C; ++c) {
+                mean[c] = h->imean[c];
+                var[c] = h->ivar[c];
+            }
+        } else {
+            channel_stats(h, h->x, mean, var);
+        }
+        for (size_t i = 0; i < h->count; ++i) {
+            int n, c, y, x;
+            coords_of(s, h->layout, i, &n, &c, &y, &x);
+            double z = h->gamma[c] * (h->x[i] - mean[c]) / sqrt(var[c] + bn->epsilon) + h->beta[c];
+            z = z > 0.0 ? z : 0.0;
+            if (op == OP_BN_FWD_TRAIN_SDROP)
+                z = r->mask[(size_t)n * C + c] ? z * scale : 0.0;
+            r->t[i] = (float)z;
+        }
+        if (op != OP_BN_FWD_INFER) {
+            const double f = bn->average_factor;
+            for (int c = 0; c < C; ++c) {
+                double v = bn->unbiased_running_var ? var[c] * M / (M - 1.0) : var[c];
+                r->p[c] = (float)mean[c];
+                r->p[C + c] = (float)(1.0 / sqrt(var[c] + bn->epsilon));
+                r->p[2 * C + c] = (float)(h->rmean0[c] + f * (mean[c] - h->rmean0[c]));
+                r->p[3 * C + c] = (float)(h->rvar0[c] + f * (v - h->rvar0[c]));
+            }
+            r->np = 4 * (size_t)C;
+        }
+    } else if (op == OP_BN_BWD) {
+        memcpy(r->saved, saved, 2 * (size_t)C * sizeof(float));
+        for (int c = 0; c < C; ++c)
+            sg[c] = sgx[c] = 0.0;
+        for (size_t i = 0; i < h->count; ++i) {
+            int c = channel_of(s, h->layout, i);
+            double xhat = ((double)h->x[i] - saved[c]) * saved[C + c];
+            double g = h->gamma[c] * xhat + h->beta[c] > 0.0 ? h->dy[i] : 0.0;
+            sg[c] += g;
+            sgx[c] += g * xhat;
+        }
+        for (size_t i = 0; i < h->count; ++i) {
+            int c = channel_of(s, h->layout, i);
+            double xhat = ((double)h->x[i] - saved[c]) * saved[C + c];
+            double g = h->gamma[c] * xhat + h->beta[c] > 0.0 ? h->dy[i] : 0.0;
+            r->t[i] = (float)(h->gamma[c] * saved[C + c] * (g - sg[c] / M - xhat * sgx[c] / M));
+        }
+        for (int c = 0; c < C; ++c) {
+            r->p[c] = (float)sgx[c];
+            r->p[C + c] = (float)sg[c];
+        }
+        r->np = 2 * (size_t)C;
+    }
+    free(st);
+}
+
+typedef struct cmp_acc {
+    double max_abs, max_rel;
+    int exact;
+} cmp_acc;
+
+static void cmp_add(cmp_acc *a, const float *got, const float *ref, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+        if (memcmp(&got[i], &ref[i], sizeof(float)) != 0)
+            a->exact = 0;
+        double d = fabs((double)got[i] - (double)ref[i]);
+        if (d != d) /* NaN */
+            d = INFINITY;
+        double r = d / fmax(fabs((double)ref[i]), 1.0);
+        if (d > a->max_abs)
+            a->max_abs = d;
+        if (r > a->max_rel)
+            a->max_rel = r;
+    }
+}
+
+/* Compares got with ref for op and records the check. strict: dropout must be bit-identical. */
+static int record_check(report *rep, const host_data *h, op_id op, const op_out *got,
+                        const op_out *ref, const uint8_t *mask2, int strict) {
+    cmp_acc a = {0.0, 0.0, 1};
+    cmp_add(&a, got->t, ref->t, h->count);
+    if (got->np && got->np == ref->np)
+        cmp_add(&a, got->p, ref->p, got->np);
+    check *k = report_add_check(rep);
+    k->op = op;
+    k->s = h->s;
+    k->layout = h->layout;
+    k->max_abs = a.max_abs;
+    k->max_rel = a.max_rel;
+    k->exact = a.exact;
+    k->mask_equal = -1;
+    if (got->nmask) {
+        k->mask_equal = ref->nmask == got->nmask && !memcmp(got->mask, ref->mask, got->nmask);
+        if (mask2)
+            k->mask_equal = k->mask_equal && !memcmp(got->mask, mask2, got->nmask);
+    }
+    if (op_is_dropout(op))
+        k->pass = (strict ? a.exact : a.max_rel <= DROP_TOL_CPU) && k->mask_equal != 0;
+    else
+        k->pass = a.max_rel <= BN_TOL;
+    printf("  %s %-24s max_abs %.3e  max_rel %.3e%s%s\n", k->pass ? "PASS" : "FAIL", k_ops[op].name,
+           k->max_abs, k->max_rel, a.exact ? "  bit-identical" : "",
+           k->mask_equal < 0 ? "" : (k->mask_equal ? "  mask equal" : "  MASK DIFFERS"));
+    return k->pass;
+}
+
+/* Checks every cnnkit op of bt. ref_bt: the CPU context's tensors when bt is on CUDA; NULL on
+ * CPU, where the double reference of this file is the oracle. Returns the number of failures. */
+static int run_checks(bench_tensors *bt, bench_tensors *ref_bt, const host_data *h, report *rep) {
+    op_out got, ref;
+    op_out_alloc(&got, h);
+    op_out_alloc(&ref, h);
+    uint8_t *mask2 = (uint8_t *)xmalloc(h->count);
+    const uint64_t seed = ck_context_seed(bt->ctx);
+    int failures = 0;
+    printf("checks %dx%dx%dx%d %s vs %s:\n", h->s.n, h->s.c, h->s.h, h->s.w, layout_name(h->layout),
+           ref_bt ? "cnnkit CPU backend" : "double reference");
+    for (int o = OP_FIRST_CK; o < OP_COUNT; ++o) {
+        const op_id op = (op_id)o;
+        const uint8_t *m2 = NULL;
+        if (ref_bt) {
+            run_and_collect(ref_bt, h, op, NULL, &ref);
+            run_and_collect(bt, h, op, op == OP_BN_BWD ? ref.saved : NULL, &got);
+            if (op == OP_SDROP_FWD || op == OP_DROP_FWD) {
+                host_mask(op == OP_SDROP_FWD ? CK_DROPOUT_SPATIAL : CK_DROPOUT_ELEMENT, seed, h,
+                          mask2);
+                m2 = mask2;
+            }
+        } else {
+            run_and_collect(bt, h, op, NULL, &got);
+            bench_reference(h, &bt->bn, seed, op, got.saved, &ref);
+        }
+        failures += !record_check(rep, h, op, &got, &ref, m2, ref_bt != NULL);
+    }
+    free(mask2);
+    op_out_free(&got);
+    op_out_free(&ref);
+    return failures;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Output
+ * ------------------------------------------------------------------------------------------- */
+
+static void fmt_us(char *buf, size_t n, const result *r) {
+    if (!r)
+        snprintf(buf, n, "-");
+    else if (r->na)
+        snprintf(buf, n, "n/a");
+    else
+        snprintf(buf, n, "%.1f", r->median_us);
+}
+
+static void fmt_ratio(char *buf, size_t n, const result *r) {
+    if (!r || r->na || r->ratio < 0.0)
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, "%.2f", r->ratio);
+}
+
+static void fmt_gbps(char *buf, size_t n, const result *r) {
+    if (!r || r->na)
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, r->gbps < 100.0 ? "%.1f" : "%.0f", r->gbps);
+}
+
+static void print_table(const report *rep, size_t first, const host_data *h, const char *ours,
+                        int repeats) {
+    printf("\n== %dx%dx%dx%d %s   T = %.1f MB   median of %d ==\n", h->s.n, h->s.c, h->s.h, h->s.w,
+           layout_name(h->layout), (double)h->count * sizeof(float) / 1e6, repeats);
+    printf("%-24s %10s %7s %7s | %-17s %10s %7s %7s\n", "op", "us", "x copy", "GB/s", "cuDNN peer",
+           "us", "x copy", "GB/s");
+    for (int o = 0; o < OP_COUNT; ++o) {
+        const result *mine = NULL;
+        const result *peers[8];
+        int np = 0;
+        for (size_t i = first; i < rep->nres; ++i) {
+            const result *r = &rep->res[i];
+            if (r->op != (op_id)o)
+                continue;
+            if (!strcmp(r->impl, ours) || !strcmp(r->impl, "copy"))
+                mine = r;
+            else if (np < 8)
+                peers[np++] = r;
+        }
+        if (!mine && np == 0)
+            continue;
+        for (int line = 0; line < (np > 0 ? np : 1); ++line) {
+            char a[32], b[32], c[32], d[32], e[32], f[32];
+            const result *p = np ? peers[line] : NULL;
+            fmt_us(a, sizeof a, mine);
+            fmt_ratio(b, sizeof b, mine);
+            fmt_gbps(c, sizeof c, mine);
+            fmt_us(d, sizeof d, p);
+            fmt_ratio(e, sizeof e, p);
+            fmt_gbps(f, sizeof f, p);
+            if (line == 0)
+                printf("%-24s %10s %7s %7s | ", k_ops[o].name, a, b, c);
+            else
+                printf("%-24s %10s %7s %7s | ", "", "", "", "");
+            printf("%-17s %10s %7s %7s", p ? p->impl : "-", d, e, f);
+            if (p && p->note[0])
+                printf("  (%s)", p->note);
+            printf("\n");
+        }
+    }
+    if (strcmp(ours, "cnnkit") == 0)
+        printf("(GB/s counts 2T for copy/dropout/BN fwd, 3T for BN bwd; cudnn_spatial and "
+               "cudnn_persistent apply no ReLU)\n");
+}
+
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; ++s) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static int write_json(const char *path, const report *rep, const char *device, long cudnn_version) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "bench_kernels: cannot open %s for writing\n", path);
+        return 0;
+    }
+    fprintf(f, "{\n  \"device\": ");
+    json_string(f, device);
+    if (cudnn_version > 0)
+        fprintf(f, ",\n  \"cudnn_version\": %ld,\n  \"results\": [", cudnn_version);
+    else
+        fprintf(f, ",\n  \"cudnn_version\": null,\n  \"results\": [");
+    for (size_t i = 0; i < rep->nres; ++i) {
+        const result *r = &rep->res[i];
+        fprintf(f,
+                "%s\n    {\"op\": \"%s\", \"shape\": [%d, %d, %d, %d], \"layout\": \"%s\", "
+                "\"impl\": \"%s\", ",
+                i ? "," : "", k_ops[r->op].name, r->s.n, r->s.c, r->s.h, r->s.w,
+                layout_name(r->layout), r->impl);
+        if (r->na)
+            fprintf(f, "\"median_us\": null, \"ratio_to_copy\": null, \"gbps\": null, "
+                       "\"status\": \"n/a\"");
+        else if (r->ratio >= 0.0)
+            fprintf(f, "\"median_us\": %.3f, \"ratio_to_copy\": %.4f, \"gbps\": %.2f", r->median_us,
+                    r->ratio, r->gbps);
+        else
+            fprintf(f, "\"median_us\": %.3f, \"ratio_to_copy\": null, \"gbps\": %.2f", r->median_us,
+                    r->gbps);
+        if (r->note[0]) {
+            fprintf(f, ", \"note\": ");
+            json_string(f, r->note);
+        }
+        fprintf(f, "}");
+    }
+    fprintf(f, "\n  ],\n  \"checks\": [");
+    for (size_t i = 0; i < rep->nchk; ++i) {
+        const check *k = &rep->chk[i];
+        fprintf(f,
+                "%s\n    {\"op\": \"%s\", \"shape\": [%d, %d, %d, %d], \"layout\": \"%s\", "
+                "\"max_abs_err\": %.6g, \"max_rel_err\": %.6g, \"bit_identical\": %s, "
+                "\"mask_equal\": %s, \"pass\": %s}",
+                i ? "," : "", k_ops[k->op].name, k->s.n, k->s.c, k->s.h, k->s.w,
+                layout_name(k->layout), isinf(k->max_abs) ? 1e308 : k->max_abs,
+                isinf(k->max_rel) ? 1e308 : k->max_rel, k->exact ? "true" : "false",
+                k->mask_equal < 0 ? "null" : (k->mask_equal ? "true" : "false"),
+                k->pass ? "true" : "false");
+    }
+    fprintf(f, "\n  ]\n}\n");
+    int ok = !ferror(f);
+    if (fclose(f) != 0)
+        ok = 0;
+    if (!ok)
+        fprintf(stderr, "bench_kernels: error writing %s\n", path);
+    return ok;
+}
+
+static void cpu_name(char *buf, size_t n) {
+    snprintf(buf, n, "cpu");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            const char *p = strchr(line, ':');
+            if (p) {
+                p += 1 + (p[1] == ' ');
+                snprintf(buf, n, "cpu: %.*s", (int)strcspn(p, "\n"), p);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * main
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct options {
+    ck_device device;
+    int quick;
+    int repeats; /* 0: default */
+    const char *json;
+    int nchw, nhwc;
+} options;
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: bench_kernels [--device cpu|cuda|auto] [--quick] [--repeats R]\n"
+               "                     [--json FILE] [--layout nchw|nhwc|both]\n");
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->device = CK_DEVICE_AUTO;
+    o->nchw = o->nhwc = 1;
+    for (int i = 1; i < argc; ++i) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--quick")) {
+            o->quick = 1;
+        } else if (!strcmp(a, "--device") && v) {
+            ++i;
+            if (!strcmp(v, "cpu"))
+                o->device = CK_DEVICE_CPU;
+            else if (!strcmp(v, "cuda"))
+                o->device = CK_DEVICE_CUDA;
+            else if (!strcmp(v, "auto"))
+                o->device = CK_DEVICE_AUTO;
+            else
+                return 0;
+        } else if (!strcmp(a, "--repeats") && v) {
+            ++i;
+            char *end = NULL;
+            long r = strtol(v, &end, 10);
+            if (!end || *end || r < 1 || r > 100000)
+                return 0;
+            o->repeats = (int)r;
+        } else if (!strcmp(a, "--json") && v) {
+            ++i;
+            o->json = v;
+        } else if (!strcmp(a, "--layout") && v) {
+            ++i;
+            o->nchw = !strcmp(v, "nchw") || !strcmp(v, "both");
+            o->nhwc = !strcmp(v, "nhwc") || !strcmp(v, "both");
+            if (!o->nchw && !o->nhwc)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    options opt;
+    if (!parse_args(argc, argv, &opt)) {
+        usage(stderr);
+        return 2;
+    }
+    if (opt.device == CK_DEVICE_AUTO)
+        opt.device = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
+#ifndef CNNKIT_HAVE_CUDA
+    if (opt.device == CK_DEVICE_CUDA) {
+        fprintf(stderr, "bench_kernels: --device cuda requested, but this build has no CUDA "
+                        "support (configure with a CUDA toolkit and cuDNN to enable it)\n");
+        return 2;
+    }
+#else
+    if (opt.device == CK_DEVICE_CUDA && !ck_cuda_available()) {
+        fprintf(stderr, "bench_kernels: --device cuda requested, but no usable CUDA device was "
+                        "found\n");
+        return 2;
+    }
+#endif
+    const int gpu = opt.device == CK_DEVICE_CUDA;
+    const shape4 *shapes;
+    size_t nshapes;
+    if (gpu) {
+        shapes = opt.quick ? k_gpu_quick_shapes : k_gpu_shapes;
+        nshapes = opt.quick ? sizeof k_gpu_quick_shapes / sizeof *shapes
+                            : sizeof k_gpu_shapes / sizeof *shapes;
+    } else {
+        shapes = opt.quick ? k_cpu_quick_shapes : k_cpu_shapes;
+        nshapes = opt.quick ? sizeof k_cpu_quick_shapes / sizeof *shapes
+                            : sizeof k_cpu_shapes / sizeof *shapes;
+    }
+
+    timer tm;
+    memset(&tm, 0, sizeof tm);
+    tm.gpu = gpu;
+    tm.warmup = gpu ? 3 : 1;
+    tm.repeats = opt.repeats ? opt.repeats : (gpu ? (opt.quick ? 10 : 20) : (opt.quick ? 3 : 5));
+    tm.samples = (double *)xmalloc((size_t)tm.repeats * sizeof(double));
+
+    ck_context *ctx = NULL, *cpu_ctx = NULL;
+    ck_status st = ck_context_create(&ctx, opt.device, 0, BENCH_SEED);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "bench_kernels: ck_context_create failed: %s\n", ck_status_string(st));
+        return 1;
+    }
+    char device_name[320];
+    long cudnn_version = 0;
+#ifdef CNNKIT_HAVE_CUDA
+    gpu_env genv;
+    cudnn_env cenv;
+    memset(&genv, 0, sizeof genv);
+    memset(&cenv, 0, sizeof cenv);
+    if (gpu) {
+        gpu_env_create(&genv, 0);
+        tm.g = &genv;
+        CK_CHECK(ctx, ck_context_set_stream(ctx, (void *)genv.stream));
+        cudnn_env_create(&cenv, genv.stream);
+        cudnn_version = (long)cenv.version;
+        snprintf(device_name, sizeof device_name, "%s", genv.name);
+        /* the oracle of the checks: the CPU backend, same seed */
+        st = ck_context_create(&cpu_ctx, CK_DEVICE_CPU, 0, BENCH_SEED);
+        if (st != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "bench_kernels: ck_context_create(CPU) failed: %s\n",
+                    ck_status_string(st));
+            return 1;
+        }
+    }
+#endif
+    if (!gpu)
+        cpu_name(device_name, sizeof device_name);
+
+    printf("bench_kernels: cnnkit %d.%d.%d, device %s", ck_version() / 10000,
+           ck_version() / 100 % 100, ck_version() % 100, device_name);
+    if (cudnn_version > 0)
+        printf(", cuDNN %ld.%ld.%ld (%ld)", cudnn_version / 10000, cudnn_version / 100 % 100,
+               cudnn_version % 100, cudnn_version);
+    printf("\n%s timing: %d warm-up, median of %d%s\n", gpu ? "GPU" : "CPU", tm.warmup, tm.repeats,
+           gpu ? ", cudaEvent per call, L2 flushed before each repeat" : "");
+#ifdef CNNKIT_HAVE_CUDA
+    if (gpu)
+        printf("L2 %d bytes, flush buffer %zu bytes\n", genv.l2_bytes, genv.flush_bytes);
+#endif
+    fflush(stdout);
+
+    report rep;
+    memset(&rep, 0, sizeof rep);
+    int failures = 0;
+    const char *ours = gpu ? "cnnkit" : "cpu";
+    ck_bn_desc keras;
+    CK_CHECK(ctx, ck_bn_desc_init(&keras, CK_BN_KERAS));
+
+    for (size_t si = 0; si < nshapes; ++si) {
+        for (int li = 0; li < 2; ++li) {
+            const ck_layout layout = li ? CK_LAYOUT_NHWC : CK_LAYOUT_NCHW;
+            if ((layout == CK_LAYOUT_NCHW && !opt.nchw) || (layout == CK_LAYOUT_NHWC && !opt.nhwc))
+                continue;
+            host_data h;
+            host_data_init(&h, shapes[si], layout, keras.epsilon);
+            bench_tensors bt;
+            bt_create(ctx, &bt, &h);
+            const size_t first = rep.nres;
+            double copy_us = 0.0;
+#ifdef CNNKIT_HAVE_CUDA
+            if (gpu) {
+                copy_call cc = {ck_tensor_data(bt.y), ck_tensor_data(bt.x), h.count * sizeof(float),
+                                genv.stream};
+                time_fn(&tm, copy_call_fn, &cc, &copy_us);
+                record(&rep, &h, OP_COPY, "copy", 0, copy_us, copy_us, NULL);
+            }
+#endif
+            for (int o = OP_FIRST_CK; o < OP_COUNT; ++o) {
+                ck_call call = {&bt, (op_id)o};
+                double us = 0.0;
+                if (o == OP_BN_BWD) /* saved statistics for the backward */
+                    run_ck_op(&bt, OP_BN_FWD_TRAIN, TIMING_OFFSET, NULL);
+                time_fn(&tm, ck_call_fn, &call, &us);
+                record(&rep, &h, (op_id)o, ours, 0, us, copy_us, NULL);
+            }
+#ifdef CNNKIT_HAVE_CUDA
+            if (gpu) {
+                cudnn_shape cs;
+                cudnn_shape_create(&cs, &cenv, &bt, &h);
+                time_cudnn_peers(&tm, &cs, &h, &rep, copy_us);
+                CUDA_CHECK(cudaStreamSynchronize(genv.stream));
+                cudnn_shape_destroy(&cs);
+            }
+#endif
+            print_table(&rep, first, &h, ours, tm.repeats);
+            fflush(stdout);
+
+            if (gpu) {
+                bench_tensors ref_bt;
+                bt_create(cpu_ctx, &ref_bt, &h);
+                failures += run_checks(&bt, &ref_bt, &h, &rep);
+                bt_destroy(&ref_bt);
+            } else {
+                failures += run_checks(&bt, NULL, &h, &rep);
+            }
+            fflush(stdout);
+            bt_destroy(&bt);
+            host_data_free(&h);
+        }
+    }
+
+    printf("\n%zu checks, %d failed: %s\n", rep.nchk, failures, failures ? "FAIL" : "PASS");
+    int json_ok = 1;
+    if (opt.json) {
+        json_ok = write_json(opt.json, &rep, device_name, cudnn_version);
+        if (json_ok)
+            printf("results written to %s\n", opt.json);
+    }
+
+#ifdef CNNKIT_HAVE_CUDA
+    if (gpu)
+        cudnn_env_destroy(&cenv);
+#endif
+    ck_context_destroy(cpu_ctx);
+    ck_context_destroy(ctx); /* before its stream goes away */
+#ifdef CNNKIT_HAVE_CUDA
+    if (gpu)
+        gpu_env_destroy(&genv);
+#endif
+    free(rep.res);
+    free(rep.chk);
+    free(tm.samples);
+    return failures || !json_ok ? 1 : 0;
+}
