@@ -81,6 +81,8 @@ uint64_t ck_context_seed(const ck_context *ctx);
 /* Sets the CUDA stream (a cudaStream_t passed as void*; NULL is the default stream). All kernels of
  * the context run on it. CPU contexts accept only NULL. */
 ck_status ck_context_set_stream(ck_context *ctx, void *cuda_stream);
+/* The stream set by ck_context_set_stream (NULL = default stream). */
+void *ck_context_stream(const ck_context *ctx);
 /* Waits until all work queued on the context's stream is finished (no-op on CPU). */
 ck_status ck_context_synchronize(ck_context *ctx);
 /* Number of CPU threads used by the CPU backend (OpenMP); 0 = library default. */
@@ -114,6 +116,7 @@ void ck_tensor_shape(const ck_tensor *t, int *n, int *c, int *h, int *w);
 size_t ck_tensor_count(const ck_tensor *t);
 /* Raw device (or host, for CPU contexts) pointer to the data, for interop. */
 float *ck_tensor_data(ck_tensor *t);
+const float *ck_tensor_data_const(const ck_tensor *t);
 
 /* ---------------------------------------------------------------------------------------------
  * Workspaces: scratch memory on the context's device, sized by the *_workspace_size queries.
@@ -130,7 +133,9 @@ size_t ck_workspace_size(const ck_workspace *ws);
  *  - spatial: draw index g = n*C + c; word g % 4 of philox(counter = {g/4, offset}).
  *  - element: draw index over (n, c, h, w/4); word w % 4 of that call (see docs in ck_math.h).
  * A unit is kept when its 32-bit word u satisfies u >= threshold(rate) = round(rate * 2^32),
- * and kept values are scaled by 1/(1 - rate) (Keras/PyTorch inverted dropout). The mask depends on
+ * and kept values are scaled by 1/(1 - rate) (Keras/PyTorch inverted dropout). Exactly:
+ * y = x * (keep ? s : 0.0f) with s = 1.0f / (1.0f - rate) evaluated in fp32, one multiply per
+ * element (so a dropped negative x gives -0.0f and a dropped NaN stays NaN, as in PyTorch). The mask depends on
  * neither layout, device nor launch shape: it is bit-identical on CPU and GPU, NCHW and NHWC.
  * The caller picks offset (e.g. the training step); backward with the same (seed, offset, rate)
  * regenerates the forward mask, or reads a stored ck_mask.
@@ -209,11 +214,13 @@ typedef struct ck_bn_desc {
                                      1 = normalize with the running stats and leave them as is */
 } ck_bn_desc;
 
-/* Fills desc with a convention's defaults (activation NONE, single_value_use_running 0). */
+/* Fills desc with a convention's defaults (activation NONE, single_value_use_running 0).
+ * To set a momentum by hand: Keras momentum m gives average_factor = 1 - m; PyTorch momentum m
+ * gives average_factor = m. */
 ck_status ck_bn_desc_init(ck_bn_desc *desc, ck_bn_convention convention);
-/* Keras momentum m: average_factor = 1 - m. PyTorch momentum m: average_factor = m. */
 
-/* Scratch bytes needed by training forward/backward for x's shape (0 on CPU). */
+/* Scratch bytes needed by training forward/backward for x's shape (0 on CPU). When it is 0,
+ * ws may be NULL. */
 ck_status ck_batchnorm_workspace_size(ck_context *ctx, const ck_tensor *x, size_t *bytes);
 
 /* Parameter tensors (gamma, beta, running_mean, running_var, saved_mean, saved_invstd, dgamma,

@@ -176,6 +176,10 @@ CK_API ck_status ck_context_set_stream(ck_context *ctx, void *stream) {
 #endif
 }
 
+CK_API void *ck_context_stream(const ck_context *ctx) {
+    return ctx ? ctx->stream : NULL;
+}
+
 CK_API ck_status ck_context_synchronize(ck_context *ctx) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;

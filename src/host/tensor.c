@@ -229,6 +229,10 @@ CK_API float *ck_tensor_data(ck_tensor *t) {
     return t ? t->data : NULL;
 }
 
+CK_API const float *ck_tensor_data_const(const ck_tensor *t) {
+    return t ? t->data : NULL;
+}
+
 /* ---- workspaces ---------------------------------------------------------------------------- */
 
 CK_API ck_status ck_workspace_create(ck_context *ctx, ck_workspace **out, size_t bytes) {
