@@ -67,9 +67,11 @@ static const g_expect *g_expected(ck_bn_convention conv) {
     return conv == CK_BN_PYTORCH ? &pt : &keras;
 }
 
-static const char *g_layout_name(ck_layout l) { return l == CK_LAYOUT_NCHW ? "NCHW" : "NHWC"; }
+static const char *g_layout_name(ck_layout l) {
+    return l == CK_LAYOUT_NCHW ? "NCHW" : "NHWC";
+}
 
-/* ---- host helpers ------------------------------------------------------------------------- */
+/* ---- host helpers */
 
 static size_t g_index(ck_layout l, int n, int c, int h, int w) {
     if (l == CK_LAYOUT_NCHW)
@@ -155,7 +157,7 @@ static void g_check_grad(const char *what, const float *got, const float *exp, s
     }
 }
 
-/* ---- a BN+ReLU setup --------------------------------------------------------------------------- */
+/* ---- a BN+ReLU setup */
 
 typedef struct g_bn {
     ck_context *ctx;
@@ -206,7 +208,7 @@ static void g_bn_train(g_bn *b) {
                                                b->saved_invstd, NULL, b->y, b->ws));
 }
 
-/* ---- test bodies --------------------------------------------------------------------------------- */
+/* ---- test bodies */
 
 /* a/b: one training step from the golden initial running stats. */
 static void g_run_forward(ck_device dev, ck_bn_convention conv, ck_layout l) {
@@ -261,8 +263,8 @@ static void g_run_inference(ck_device dev, ck_bn_convention conv, ck_layout l) {
     const g_expect *e = g_expected(conv);
     g_bn b;
     g_bn_setup(&b, dev, conv, l);
-    G_OK(b.ctx, ck_batchnorm_forward_inference(b.ctx, &b.desc, b.x, b.gamma, b.beta,
-                                               b.running_mean, b.running_var, b.y));
+    G_OK(b.ctx, ck_batchnorm_forward_inference(b.ctx, &b.desc, b.x, b.gamma, b.beta, b.running_mean,
+                                               b.running_var, b.y));
     float y[BN_GOLDEN_COUNT], rm[GC], rv[GC];
     g_download(b.ctx, b.y, y);
     g_param_get(b.ctx, b.running_mean, rm);
@@ -295,7 +297,7 @@ static void g_run_steps(ck_device dev, ck_bn_convention conv, ck_layout l) {
     g_bn_teardown(&b);
 }
 
-/* ---- tests ------------------------------------------------------------------------------------------ */
+/* ---- tests */
 
 /* The conventions the golden data assume. */
 Test(golden, bn_desc_conventions) {
@@ -311,7 +313,9 @@ Test(golden, bn_desc_conventions) {
 }
 
 #define G_TEST(name, body, dev, conv, layout)                                                      \
-    Test(golden, name) { body(dev, conv, layout); }
+    Test(golden, name) {                                                                           \
+        body(dev, conv, layout);                                                                   \
+    }
 
 /* CPU */
 G_TEST(bn_pytorch_forward_nchw, g_run_forward, CK_DEVICE_CPU, CK_BN_PYTORCH, CK_LAYOUT_NCHW)
@@ -336,10 +340,8 @@ G_TEST(bn_pytorch_forward_nchw_cuda, g_run_forward, CK_DEVICE_CUDA, CK_BN_PYTORC
 G_TEST(bn_pytorch_forward_nhwc_cuda, g_run_forward, CK_DEVICE_CUDA, CK_BN_PYTORCH, CK_LAYOUT_NHWC)
 G_TEST(bn_keras_forward_nchw_cuda, g_run_forward, CK_DEVICE_CUDA, CK_BN_KERAS, CK_LAYOUT_NCHW)
 G_TEST(bn_keras_forward_nhwc_cuda, g_run_forward, CK_DEVICE_CUDA, CK_BN_KERAS, CK_LAYOUT_NHWC)
-G_TEST(bn_pytorch_backward_nchw_cuda, g_run_backward, CK_DEVICE_CUDA, CK_BN_PYTORCH,
-       CK_LAYOUT_NCHW)
-G_TEST(bn_pytorch_backward_nhwc_cuda, g_run_backward, CK_DEVICE_CUDA, CK_BN_PYTORCH,
-       CK_LAYOUT_NHWC)
+G_TEST(bn_pytorch_backward_nchw_cuda, g_run_backward, CK_DEVICE_CUDA, CK_BN_PYTORCH, CK_LAYOUT_NCHW)
+G_TEST(bn_pytorch_backward_nhwc_cuda, g_run_backward, CK_DEVICE_CUDA, CK_BN_PYTORCH, CK_LAYOUT_NHWC)
 G_TEST(bn_keras_backward_nchw_cuda, g_run_backward, CK_DEVICE_CUDA, CK_BN_KERAS, CK_LAYOUT_NCHW)
 G_TEST(bn_keras_backward_nhwc_cuda, g_run_backward, CK_DEVICE_CUDA, CK_BN_KERAS, CK_LAYOUT_NHWC)
 G_TEST(bn_pytorch_inference_nchw_cuda, g_run_inference, CK_DEVICE_CUDA, CK_BN_PYTORCH,
