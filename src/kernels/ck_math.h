@@ -157,4 +157,92 @@ CK_HD void ck_welford_merge(float *n, float *mean, float *m2, float nb, float me
     *n = nt;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Layer activations (act: ck_activation values). Softmax is not per element: callers handle it
+ * over the channel axis; here it is treated like NONE by the forward and needs y in backward.
+ * ---------------------------------------------------------------------------------------- */
+#define CK_ACTV_NONE 0
+#define CK_ACTV_RELU 1
+#define CK_ACTV_SIGMOID 2
+#define CK_ACTV_TANH 3
+#define CK_ACTV_SOFTMAX 4
+#define CK_ACTV_ELU 5
+#define CK_ACTV_LEAKY_RELU 6
+#define CK_ACTV_GELU 7
+#define CK_ACTV_SWISH 8
+
+/* Logistic function without overflow for large |x|. */
+CK_HD float ck_sigmoidf(float x) {
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    const float e = expf(x);
+    return e / (1.0f + e);
+}
+
+/* y = act(x); alpha: ELU alpha, LeakyReLU slope. */
+CK_HD float ck_act_fwd_any(float x, int act, float alpha) {
+    switch (act) {
+    case CK_ACTV_RELU:
+        return x > 0.0f ? x : 0.0f;
+    case CK_ACTV_SIGMOID:
+        return ck_sigmoidf(x);
+    case CK_ACTV_TANH:
+        return tanhf(x);
+    case CK_ACTV_ELU:
+        return x > 0.0f ? x : alpha * expm1f(x);
+    case CK_ACTV_LEAKY_RELU:
+        return x > 0.0f ? x : alpha * x;
+    case CK_ACTV_GELU:
+        return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case CK_ACTV_SWISH:
+        return x * ck_sigmoidf(x);
+    default:
+        return x;
+    }
+}
+
+/* Whether ck_act_bwd_any reads x (LeakyReLU, GELU, swish) resp. y (ReLU, sigmoid, tanh, ELU,
+ * softmax). An unused argument may be anything. */
+CK_HD int ck_act_bwd_uses_x(int act) {
+    return act == CK_ACTV_LEAKY_RELU || act == CK_ACTV_GELU || act == CK_ACTV_SWISH;
+}
+CK_HD int ck_act_bwd_uses_y(int act) {
+    return act == CK_ACTV_RELU || act == CK_ACTV_SIGMOID || act == CK_ACTV_TANH ||
+           act == CK_ACTV_ELU || act == CK_ACTV_SOFTMAX;
+}
+
+/* dx = dy * act'(x), from x or y = act(x) as ck_act_bwd_uses_x/y say. ELU uses y (alpha > 0):
+ * y > 0 ? 1 : y + alpha. Softmax is not handled here (returns dy). */
+CK_HD float ck_act_bwd_any(float dy, float x, float y, int act, float alpha) {
+    switch (act) {
+    case CK_ACTV_RELU:
+        return y > 0.0f ? dy : 0.0f;
+    case CK_ACTV_SIGMOID:
+        return dy * (y * (1.0f - y));
+    case CK_ACTV_TANH:
+        return dy * (1.0f - y * y);
+    case CK_ACTV_ELU:
+        return y > 0.0f ? dy : dy * (y + alpha);
+    case CK_ACTV_LEAKY_RELU:
+        return x > 0.0f ? dy : dy * alpha;
+    case CK_ACTV_GELU: {
+        const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+        const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+        return dy * (cdf + x * pdf);
+    }
+    case CK_ACTV_SWISH: {
+        const float s = ck_sigmoidf(x);
+        return dy * (s * (1.0f + x * (1.0f - s)));
+    }
+    default:
+        return dy;
+    }
+}
+
+/* Keras-style initializer value: 24 high bits of a Philox word -> limit * (2u - 1), u in [0,1). */
+CK_HD float ck_uniform_sym(uint32_t word, float limit) {
+    const float u = (float)(word >> 8) * (1.0f / 16777216.0f);
+    return limit * (2.0f * u - 1.0f);
+}
+
 #endif /* CNNKIT_CK_MATH_H */

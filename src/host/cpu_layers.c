@@ -1,0 +1,601 @@
+/* CPU reference of the Keras layers (see cpu_layers.h for the contracts).
+ * Element-wise math comes from ck_math.h, shared with the CUDA kernels. Every output element is
+ * written by one thread in a fixed order, reductions run in double in a fixed order, and the
+ * GEMMs are called from the calling thread: results do not depend on the thread count. */
+#include "cpu_layers.h"
+
+#include "ck_math.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Below this many elements a loop runs on the calling thread (thread start-up costs more). */
+#define CK_PAR_MIN 16384
+/* Channels per block of the double column sums (bias gradients, GAP). */
+#define CK_CBLK 64
+
+typedef ptrdiff_t idx;
+
+/* ck_math.h mirrors the ck_activation values as CK_ACTV_* (it does not include the API header). */
+typedef char ck_actv_values_match
+    [(CK_ACTV_NONE == (int)CK_ACT_NONE && CK_ACTV_RELU == (int)CK_ACT_RELU &&
+      CK_ACTV_SIGMOID == (int)CK_ACT_SIGMOID && CK_ACTV_TANH == (int)CK_ACT_TANH &&
+      CK_ACTV_SOFTMAX == (int)CK_ACT_SOFTMAX && CK_ACTV_ELU == (int)CK_ACT_ELU &&
+      CK_ACTV_LEAKY_RELU == (int)CK_ACT_LEAKY_RELU && CK_ACTV_GELU == (int)CK_ACT_GELU &&
+      CK_ACTV_SWISH == (int)CK_ACT_SWISH)
+         ? 1
+         : -1];
+
+/* ---- geometry ------------------------------------------------------------------------------ */
+
+static int out_size(int in, int k, int s, int same, int *pad_before) {
+    if (same) {
+        const int o = (in + s - 1) / s;
+        const int total = (o - 1) * s + k - in;
+        *pad_before = total > 0 ? total / 2 : 0;
+        return o;
+    }
+    *pad_before = 0;
+    if (in < k)
+        return 0;
+    return (in - k) / s + 1;
+}
+
+int ck_conv_geom_make(ck_conv_geom *g, int n, int h, int w, int cin, int cout, int kh, int kw,
+                      int sh, int sw, int same_padding) {
+    if (!g || n < 1 || h < 1 || w < 1 || cin < 1 || cout < 1 || kh < 1 || kw < 1 || sh < 1 ||
+        sw < 1)
+        return -1;
+    int pt, pl;
+    const int oh = out_size(h, kh, sh, same_padding, &pt);
+    const int ow = out_size(w, kw, sw, same_padding, &pl);
+    if (oh < 1 || ow < 1)
+        return -1;
+    g->n = n;
+    g->h = h;
+    g->w = w;
+    g->cin = cin;
+    g->cout = cout;
+    g->kh = kh;
+    g->kw = kw;
+    g->sh = sh;
+    g->sw = sw;
+    g->pad_top = pt;
+    g->pad_left = pl;
+    g->oh = oh;
+    g->ow = ow;
+    return 0;
+}
+
+/* ---- shared helpers ------------------------------------------------------------------------ */
+
+/* out[j] = sum_i a[i * cols + j] in double, i ascending: parallel over blocks of columns. */
+static void colsum(idx rows, int cols, const float *a, float *out) {
+    const int blocks = (cols + CK_CBLK - 1) / CK_CBLK;
+#pragma omp parallel for schedule(static) if (rows * (idx)cols >= CK_PAR_MIN && blocks > 1)
+    for (int b = 0; b < blocks; ++b) {
+        const int c0 = b * CK_CBLK;
+        const int nc = cols - c0 < CK_CBLK ? cols - c0 : CK_CBLK;
+        double acc[CK_CBLK];
+        for (int j = 0; j < nc; ++j)
+            acc[j] = 0.0;
+        for (idx i = 0; i < rows; ++i) {
+            const float *r = a + i * cols + c0;
+            for (int j = 0; j < nc; ++j)
+                acc[j] += r[j];
+        }
+        for (int j = 0; j < nc; ++j)
+            out[c0 + j] = (float)acc[j];
+    }
+}
+
+/* Each of rows rows of y (cols wide) := bias. */
+static void fill_rows(idx rows, int cols, const float *bias, float *y) {
+#pragma omp parallel for schedule(static) if (rows * (idx)cols >= CK_PAR_MIN)
+    for (idx i = 0; i < rows; ++i)
+        memcpy(y + i * cols, bias, (size_t)cols * sizeof *y);
+}
+
+/* ---- Conv2D -------------------------------------------------------------------------------- */
+
+static int conv_is_pointwise(const ck_conv_geom *g) {
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1;
+}
+
+static size_t conv_k(const ck_conv_geom *g) {
+    return (size_t)g->kh * (size_t)g->kw * (size_t)g->cin;
+}
+
+/* Samples per im2col chunk. */
+static int conv_chunk(const ck_conv_geom *g) {
+    const size_t per = (size_t)g->oh * (size_t)g->ow * conv_k(g);
+    size_t c = per > 0 ? CK_CONV_WS_MAX_FLOATS / per : (size_t)g->n;
+    if (c < 1)
+        c = 1;
+    if (c > (size_t)g->n)
+        c = (size_t)g->n;
+    return (int)c;
+}
+
+size_t ck_cpu_conv2d_workspace_floats(const ck_conv_geom *g) {
+    if (conv_is_pointwise(g))
+        return 0;
+    return (size_t)conv_chunk(g) * (size_t)g->oh * (size_t)g->ow * conv_k(g);
+}
+
+/* col rows (s, i, j) for samples [0, ns) of x (already offset to the first sample). */
+static void im2col(const ck_conv_geom *g, int ns, const float *x, float *col) {
+    const int H = g->h, W = g->w, C = g->cin, OH = g->oh, OW = g->ow;
+    const size_t K = conv_k(g), bc = (size_t)C * sizeof(float);
+    const idx lines = (idx)ns * OH;
+#pragma omp parallel for schedule(static) if (lines * OW * (idx)K >= CK_PAR_MIN)
+    for (idx t = 0; t < lines; ++t) {
+        const idx s = t / OH;
+        const int i = (int)(t % OH);
+        const float *xs = x + s * H * W * C;
+        for (int j = 0; j < OW; ++j) {
+            float *row = col + (size_t)(t * OW + j) * K;
+            for (int a = 0; a < g->kh; ++a) {
+                const int ih = i * g->sh - g->pad_top + a;
+                float *dst = row + (size_t)a * g->kw * C;
+                if (ih < 0 || ih >= H) {
+                    memset(dst, 0, bc * (size_t)g->kw);
+                    continue;
+                }
+                for (int b = 0; b < g->kw; ++b) {
+                    const int iw = j * g->sw - g->pad_left + b;
+                    if (iw < 0 || iw >= W)
+                        memset(dst + (size_t)b * C, 0, bc);
+                    else
+                        memcpy(dst + (size_t)b * C, xs + ((size_t)ih * W + iw) * C, bc);
+                }
+            }
+        }
+    }
+}
+
+/* dx of samples [0, ns) from dcol, as a gather: every dx row (s, ih) is written by one thread,
+ * each element summing its (a, b) contributions in lexicographic order. */
+static void col2im(const ck_conv_geom *g, int ns, const float *dcol, float *dx) {
+    const int H = g->h, W = g->w, C = g->cin, OH = g->oh, OW = g->ow;
+    const size_t K = conv_k(g);
+    const idx lines = (idx)ns * H;
+#pragma omp parallel for schedule(static) if (lines * W * (idx)C * g->kh * g->kw >= CK_PAR_MIN)
+    for (idx t = 0; t < lines; ++t) {
+        const idx s = t / H;
+        const int ih = (int)(t % H);
+        float *dxr = dx + (size_t)t * W * C;
+        memset(dxr, 0, (size_t)W * C * sizeof *dxr);
+        for (int a = 0; a < g->kh; ++a) {
+            const int u = ih + g->pad_top - a;
+            if (u < 0 || u % g->sh)
+                continue;
+            const int i = u / g->sh;
+            if (i >= OH)
+                continue;
+            const float *drow = dcol + (size_t)((s * OH + i) * OW) * K + (size_t)a * g->kw * C;
+            for (int b = 0; b < g->kw; ++b) {
+                for (int j = 0; j < OW; ++j) {
+                    const int iw = j * g->sw - g->pad_left + b;
+                    if (iw < 0 || iw >= W)
+                        continue;
+                    const float *src = drow + (size_t)j * K + (size_t)b * C;
+                    float *dst = dxr + (size_t)iw * C;
+                    for (int c = 0; c < C; ++c)
+                        dst[c] += src[c];
+                }
+            }
+        }
+    }
+}
+
+void ck_cpu_conv2d_forward(const ck_conv_geom *g, const float *x, const float *k, const float *bias,
+                           float *y, float *ws) {
+    const int pw = conv_is_pointwise(g);
+    const int chunk = pw ? g->n : conv_chunk(g);
+    const int K = (int)conv_k(g), CO = g->cout;
+    const size_t xs = (size_t)g->h * g->w * g->cin, ys = (size_t)g->oh * g->ow * CO;
+    for (int n0 = 0; n0 < g->n; n0 += chunk) {
+        const int ns = g->n - n0 < chunk ? g->n - n0 : chunk;
+        const float *xc = x + (size_t)n0 * xs;
+        float *yc = y + (size_t)n0 * ys;
+        const int rows = ns * g->oh * g->ow;
+        const float *col = xc;
+        if (!pw) {
+            im2col(g, ns, xc, ws);
+            col = ws;
+        }
+        if (bias)
+            fill_rows(rows, CO, bias, yc);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, CO, K, 1.0f, col, K, k, CO,
+                    bias ? 1.0f : 0.0f, yc, CO);
+    }
+}
+
+void ck_cpu_conv2d_backward(const ck_conv_geom *g, const float *x, const float *k, const float *dy,
+                            float *dx, float *dk, float *dbias, float *ws) {
+    const int pw = conv_is_pointwise(g);
+    const int chunk = pw ? g->n : conv_chunk(g);
+    const int K = (int)conv_k(g), CO = g->cout;
+    const size_t xs = (size_t)g->h * g->w * g->cin, ys = (size_t)g->oh * g->ow * CO;
+    for (int n0 = 0; n0 < g->n; n0 += chunk) {
+        const int ns = g->n - n0 < chunk ? g->n - n0 : chunk;
+        const float *xc = x + (size_t)n0 * xs;
+        const float *dyc = dy + (size_t)n0 * ys;
+        const int rows = ns * g->oh * g->ow;
+        const float *col = xc;
+        if (!pw) {
+            im2col(g, ns, xc, ws);
+            col = ws;
+        }
+        /* dk (K x CO) (+)= col^T dy */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, CO, rows, 1.0f, col, K, dyc, CO,
+                    n0 == 0 ? 0.0f : 1.0f, dk, CO);
+        if (dx) {
+            /* dcol (rows x K) = dy k^T, then scattered back (the im2col buffer is reused) */
+            float *dxc = dx + (size_t)n0 * xs;
+            float *dcol = pw ? dxc : ws;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, K, CO, 1.0f, dyc, CO, k, CO,
+                        0.0f, dcol, K);
+            if (!pw)
+                col2im(g, ns, dcol, dxc);
+        }
+    }
+    if (dbias)
+        colsum((idx)g->n * g->oh * g->ow, CO, dy, dbias);
+}
+
+/* ---- pooling ------------------------------------------------------------------------------- */
+
+/* Real (non-padded) window [a0, a1) x [b0, b1) of output (i, j). */
+typedef struct win {
+    int a0, a1, b0, b1;
+} win;
+
+static win window_of(const ck_conv_geom *g, int i, int j) {
+    win r;
+    r.a0 = i * g->sh - g->pad_top;
+    r.a1 = r.a0 + g->kh;
+    r.b0 = j * g->sw - g->pad_left;
+    r.b1 = r.b0 + g->kw;
+    if (r.a0 < 0)
+        r.a0 = 0;
+    if (r.a1 > g->h)
+        r.a1 = g->h;
+    if (r.b0 < 0)
+        r.b0 = 0;
+    if (r.b1 > g->w)
+        r.b1 = g->w;
+    return r;
+}
+
+void ck_cpu_pool_forward(const ck_conv_geom *g, int is_max, const float *x, float *y) {
+    const int H = g->h, W = g->w, C = g->cin, OH = g->oh, OW = g->ow;
+    const idx lines = (idx)g->n * OH;
+#pragma omp parallel for schedule(static) if (lines * OW * (idx)C * g->kh * g->kw >= CK_PAR_MIN)
+    for (idx t = 0; t < lines; ++t) {
+        const idx s = t / OH;
+        const int i = (int)(t % OH);
+        const float *xs = x + s * H * W * C;
+        for (int j = 0; j < OW; ++j) {
+            float *yo = y + (size_t)(t * OW + j) * C;
+            const win r = window_of(g, i, j);
+            /* the first real cell initializes, the others combine in row-major order */
+            memcpy(yo, xs + ((size_t)r.a0 * W + r.b0) * C, (size_t)C * sizeof *yo);
+            for (int a = r.a0; a < r.a1; ++a)
+                for (int b = (a == r.a0 ? r.b0 + 1 : r.b0); b < r.b1; ++b) {
+                    const float *xc = xs + ((size_t)a * W + b) * C;
+                    if (is_max) {
+                        for (int c = 0; c < C; ++c)
+                            yo[c] = xc[c] > yo[c] ? xc[c] : yo[c];
+                    } else {
+                        for (int c = 0; c < C; ++c)
+                            yo[c] += xc[c];
+                    }
+                }
+            if (!is_max) {
+                const float cnt = (float)((r.a1 - r.a0) * (r.b1 - r.b0));
+                for (int c = 0; c < C; ++c)
+                    yo[c] /= cnt;
+            }
+        }
+    }
+}
+
+void ck_cpu_pool_backward(const ck_conv_geom *g, int is_max, const float *x, const float *dy,
+                          float *dx) {
+    const int H = g->h, W = g->w, C = g->cin, OH = g->oh, OW = g->ow;
+    const size_t xs = (size_t)H * W * C;
+    /* one sample per thread: overlapping windows add into dx in (i, j) order */
+#pragma omp parallel for schedule(static) if ((idx)g->n * OH * OW * C * g->kh * g->kw >= CK_PAR_MIN)
+    for (int s = 0; s < g->n; ++s) {
+        const float *xsmp = x + (size_t)s * xs;
+        float *dxs = dx + (size_t)s * xs;
+        memset(dxs, 0, xs * sizeof *dxs);
+        for (int i = 0; i < OH; ++i)
+            for (int j = 0; j < OW; ++j) {
+                const float *d = dy + (((size_t)s * OH + i) * OW + j) * C;
+                const win r = window_of(g, i, j);
+                if (is_max) {
+                    for (int c = 0; c < C; ++c) {
+                        size_t best = ((size_t)r.a0 * W + r.b0) * C + c;
+                        float bv = xsmp[best];
+                        for (int a = r.a0; a < r.a1; ++a)
+                            for (int b = r.b0; b < r.b1; ++b) {
+                                const size_t q = ((size_t)a * W + b) * C + c;
+                                if (xsmp[q] > bv) {
+                                    bv = xsmp[q];
+                                    best = q;
+                                }
+                            }
+                        dxs[best] += d[c];
+                    }
+                } else {
+                    const float cnt = (float)((r.a1 - r.a0) * (r.b1 - r.b0));
+                    for (int a = r.a0; a < r.a1; ++a)
+                        for (int b = r.b0; b < r.b1; ++b) {
+                            float *dc = dxs + ((size_t)a * W + b) * C;
+                            for (int c = 0; c < C; ++c)
+                                dc[c] += d[c] / cnt;
+                        }
+                }
+            }
+    }
+}
+
+/* ---- GlobalAveragePooling2D ---------------------------------------------------------------- */
+
+void ck_cpu_gap_forward(int n, int hw, int c, const float *x, float *y) {
+#pragma omp parallel for schedule(static) if ((idx)n * hw * c >= CK_PAR_MIN && n > 1)
+    for (int s = 0; s < n; ++s) {
+        const float *xs = x + (size_t)s * hw * c;
+        for (int c0 = 0; c0 < c; c0 += CK_CBLK) {
+            const int nc = c - c0 < CK_CBLK ? c - c0 : CK_CBLK;
+            double acc[CK_CBLK];
+            for (int j = 0; j < nc; ++j)
+                acc[j] = 0.0;
+            for (int p = 0; p < hw; ++p) {
+                const float *r = xs + (size_t)p * c + c0;
+                for (int j = 0; j < nc; ++j)
+                    acc[j] += r[j];
+            }
+            for (int j = 0; j < nc; ++j)
+                y[(size_t)s * c + c0 + j] = (float)(acc[j] / hw);
+        }
+    }
+}
+
+void ck_cpu_gap_backward(int n, int hw, int c, const float *dy, float *dx) {
+    const float den = (float)hw;
+    const idx lines = (idx)n * hw;
+#pragma omp parallel for schedule(static) if (lines * c >= CK_PAR_MIN)
+    for (idx t = 0; t < lines; ++t) {
+        const float *d = dy + (size_t)(t / hw) * c;
+        float *o = dx + (size_t)t * c;
+        for (int j = 0; j < c; ++j)
+            o[j] = d[j] / den;
+    }
+}
+
+/* ---- Dense --------------------------------------------------------------------------------- */
+
+void ck_cpu_dense_forward(int n, int in, int out, const float *x, const float *k, const float *bias,
+                          float *y) {
+    if (bias)
+        fill_rows(n, out, bias, y);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, in, 1.0f, x, in, k, out,
+                bias ? 1.0f : 0.0f, y, out);
+}
+
+void ck_cpu_dense_backward(int n, int in, int out, const float *x, const float *k, const float *dy,
+                           float *dx, float *dk, float *dbias) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, n, 1.0f, x, in, dy, out, 0.0f, dk,
+                out);
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, in, out, 1.0f, dy, out, k, out,
+                    0.0f, dx, in);
+    if (dbias)
+        colsum(n, out, dy, dbias);
+}
+
+/* ---- activations --------------------------------------------------------------------------- */
+
+void ck_cpu_activation_forward(ck_activation act, float alpha, const float *x, float *y,
+                               size_t count, int c) {
+    if (act == CK_ACT_SOFTMAX) {
+        const idx rows = (idx)(count / (size_t)c);
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+        for (idx r = 0; r < rows; ++r) {
+            const float *xr = x + r * c;
+            float *yr = y + r * c;
+            float m = xr[0];
+            for (int j = 1; j < c; ++j)
+                m = xr[j] > m ? xr[j] : m;
+            double sum = 0.0;
+            for (int j = 0; j < c; ++j) {
+                yr[j] = expf(xr[j] - m);
+                sum += yr[j];
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int j = 0; j < c; ++j)
+                yr[j] *= inv;
+        }
+        return;
+    }
+    if (act == CK_ACT_NONE) {
+        if (x != y)
+            memcpy(y, x, count * sizeof *y);
+        return;
+    }
+    const int a = (int)act;
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+    for (idx i = 0; i < (idx)count; ++i)
+        y[i] = ck_act_fwd_any(x[i], a, alpha);
+}
+
+void ck_cpu_activation_backward(ck_activation act, float alpha, const float *x, const float *y,
+                                const float *dy, float *dx, size_t count, int c) {
+    if (act == CK_ACT_SOFTMAX) {
+        const idx rows = (idx)(count / (size_t)c);
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+        for (idx r = 0; r < rows; ++r) {
+            const float *yr = y + r * c, *dr = dy + r * c;
+            float *o = dx + r * c;
+            double dot = 0.0;
+            for (int j = 0; j < c; ++j)
+                dot += (double)dr[j] * yr[j];
+            const float d = (float)dot;
+            for (int j = 0; j < c; ++j)
+                o[j] = yr[j] * (dr[j] - d);
+        }
+        return;
+    }
+    if (act == CK_ACT_NONE) {
+        if (dx != dy)
+            memcpy(dx, dy, count * sizeof *dx);
+        return;
+    }
+    const int a = (int)act;
+    const int ux = ck_act_bwd_uses_x(a), uy = ck_act_bwd_uses_y(a);
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+    for (idx i = 0; i < (idx)count; ++i)
+        dx[i] = ck_act_bwd_any(dy[i], ux ? x[i] : 0.0f, uy ? y[i] : 0.0f, a, alpha);
+}
+
+/* ---- losses -------------------------------------------------------------------------------- */
+
+static int argmax_first(const float *r, int n) {
+    int best = 0;
+    for (int j = 1; j < n; ++j)
+        if (r[j] > r[best])
+            best = j;
+    return best;
+}
+
+void ck_cpu_softmax_xent(int n, int classes, const float *logits, const int32_t *labels,
+                         float *dlogits, double *loss_sum, int *correct) {
+    double loss = 0.0;
+    int ok = 0;
+    const double invn = 1.0 / n;
+    for (int s = 0; s < n; ++s) {
+        const float *xr = logits + (size_t)s * classes;
+        const int lab = labels[s];
+        const int am = argmax_first(xr, classes);
+        const double m = xr[am];
+        double sum = 0.0;
+        for (int j = 0; j < classes; ++j)
+            sum += exp(xr[j] - m);
+        const double lse = m + log(sum);
+        loss += lse - xr[lab];
+        ok += am == lab;
+        if (dlogits) {
+            float *d = dlogits + (size_t)s * classes;
+            for (int j = 0; j < classes; ++j)
+                d[j] = (float)((exp(xr[j] - lse) - (j == lab ? 1.0 : 0.0)) * invn);
+        }
+    }
+    if (loss_sum)
+        *loss_sum = loss;
+    if (correct)
+        *correct = ok;
+}
+
+void ck_cpu_xent_from_probs(int n, int classes, const float *probs, const int32_t *labels,
+                            float *dprobs, double *loss_sum, int *correct) {
+    const float lo = (float)CK_XENT_EPS, hi = 1.0f - (float)CK_XENT_EPS;
+    double loss = 0.0;
+    int ok = 0;
+    const double invn = 1.0 / n;
+    for (int s = 0; s < n; ++s) {
+        const float *pr = probs + (size_t)s * classes;
+        const int lab = labels[s];
+        double sum = 0.0;
+        for (int j = 0; j < classes; ++j)
+            sum += pr[j] < lo ? lo : (pr[j] > hi ? hi : pr[j]);
+        const float pl = pr[lab];
+        const double ql = pl < lo ? lo : (pl > hi ? hi : pl);
+        loss += log(sum) - log(ql);
+        ok += argmax_first(pr, classes) == lab;
+        if (dprobs) {
+            float *d = dprobs + (size_t)s * classes;
+            for (int j = 0; j < classes; ++j) {
+                const int pass = pr[j] >= lo && pr[j] <= hi;
+                const double gj = 1.0 / sum - (j == lab ? 1.0 / ql : 0.0);
+                d[j] = pass ? (float)(gj * invn) : 0.0f;
+            }
+        }
+    }
+    if (loss_sum)
+        *loss_sum = loss;
+    if (correct)
+        *correct = ok;
+}
+
+/* ---- optimizers ---------------------------------------------------------------------------- */
+
+void ck_cpu_adam_update(float *p, const float *g, float *m, float *v, size_t count, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, long step) {
+    const double t = (double)(step < 1 ? 1 : step);
+    const float alpha =
+        (float)((double)lr * sqrt(1.0 - pow((double)beta2, t)) / (1.0 - pow((double)beta1, t)));
+    const float b1 = beta1, b2 = beta2, c1 = 1.0f - beta1, c2 = 1.0f - beta2;
+    const float decay = weight_decay > 0.0f ? lr * weight_decay : 0.0f;
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+    for (idx i = 0; i < (idx)count; ++i) {
+        float pi = p[i];
+        if (decay > 0.0f)
+            pi -= decay * pi;
+        const float gi = g[i];
+        const float mi = b1 * m[i] + c1 * gi;
+        const float vi = b2 * v[i] + c2 * (gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - alpha * mi / (sqrtf(vi) + eps);
+    }
+}
+
+void ck_cpu_sgd_update(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
+                       int nesterov, float weight_decay) {
+    const float decay = weight_decay > 0.0f ? lr * weight_decay : 0.0f;
+    const int use_vel = vel != NULL;
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+    for (idx i = 0; i < (idx)count; ++i) {
+        float pi = p[i];
+        if (decay > 0.0f)
+            pi -= decay * pi;
+        const float step = lr * g[i];
+        if (use_vel) {
+            const float vi = momentum * vel[i] - step;
+            vel[i] = vi;
+            pi += nesterov ? momentum * vi - step : vi;
+        } else {
+            pi -= step;
+        }
+        p[i] = pi;
+    }
+}
+
+/* ---- initialization ------------------------------------------------------------------------ */
+
+void ck_glorot_uniform(float *w, size_t count, int fan_in, int fan_out, uint64_t seed,
+                       uint64_t stream) {
+    const float limit = (float)sqrt(6.0 / ((double)fan_in + (double)fan_out));
+    const idx calls = (idx)((count + 3) / 4);
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+    for (idx q = 0; q < calls; ++q) {
+        const uint64_t uq = (uint64_t)q;
+        const ck_u32x4 r =
+            ck_philox4x32_10((uint32_t)uq, (uint32_t)(uq >> 32), (uint32_t)stream,
+                             (uint32_t)(stream >> 32), (uint32_t)seed, (uint32_t)(seed >> 32));
+        for (int k = 0; k < 4; ++k) {
+            const size_t i = (size_t)q * 4 + (size_t)k;
+            if (i < count)
+                w[i] = ck_uniform_sym(r.v[k], limit);
+        }
+    }
+}
