@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CNNKIT_CUDA ?= AUTO
 
-.PHONY: all configure build test run bench gpu-bundle install clean deps format
+.PHONY: all configure build test run bench bench-train gpu-bundle install clean deps format
 
 all: build
 
@@ -25,8 +25,17 @@ test: build
 bench: build
 	@$(BUILD)/bench/bench_kernels $(BENCH_ARGS)
 
+# Trains the question's model on Fashion-MNIST. Model training runs on the CPU backend in this
+# version; the default is sized for a few minutes on 2 cores (RUN_ARGS="--epochs 10" for the
+# full run).
+RUN_ARGS ?= --epochs 1 --limit 24000
 run: deps build
-	@$(BUILD)/bench/bench_kernels --quick
+	@$(BUILD)/cnnkit train examples/seed_cnn.py --batch 128 --seed 1 $(RUN_ARGS) \
+	  --save $(BUILD)/seed_cnn.ckpt --log $(BUILD)/seed_cnn.csv --plot $(BUILD)/seed_cnn.svg
+
+bench-train: build
+	@$(BUILD)/bench/bench_train $(BENCH_ARGS)
+	@/usr/bin/python3 bench/peer_torch.py --threads $(JOBS) || echo "(peer_torch needs python3-torch)"
 
 gpu-bundle: build
 	@bash tools/gpu_bundle.sh $(BUILD) gpu-bundle

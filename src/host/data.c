@@ -3,12 +3,14 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
+/* Writes a message to err (when there is room) and returns st. */
 static ck_status fail(char *err, size_t len, ck_status st, const char *fmt, ...) CK_PRINTF(4, 5);
 static ck_status fail(char *err, size_t len, ck_status st, const char *fmt, ...) {
     if (err && len) {
@@ -20,6 +22,12 @@ static ck_status fail(char *err, size_t len, ck_status st, const char *fmt, ...)
     return st;
 }
 
+static ck_status succeed(char *err, size_t len) {
+    if (err && len)
+        err[0] = '\0';
+    return CK_STATUS_SUCCESS;
+}
+
 CK_API void ck_dataset_free(ck_dataset *ds) {
     if (!ds)
         return;
@@ -28,43 +36,54 @@ CK_API void ck_dataset_free(ck_dataset *ds) {
     memset(ds, 0, sizeof *ds);
 }
 
-/* Reads a whole (possibly gzip-compressed) file into memory; *len bytes. */
+/* Largest file slurp accepts: 16 GiB, or half the address space on 32-bit platforms. */
+static size_t slurp_limit(void) {
+    const uint64_t lim = (uint64_t)1 << 34;
+    return (uint64_t)(SIZE_MAX / 2) < lim ? SIZE_MAX / 2 : (size_t)lim;
+}
+
+/* Reads a whole (possibly gzip-compressed) file into memory: *len bytes in *data (malloc'd). */
 static ck_status slurp(const char *path, unsigned char **data, size_t *len, char *err,
                        size_t elen) {
     *data = NULL;
     *len = 0;
+    errno = 0;
     gzFile f = gzopen(path, "rb");
     if (!f)
         return fail(err, elen, CK_STATUS_BAD_PARAM, "%s: cannot open: %s", path,
                     errno ? strerror(errno) : "gzopen failed");
-    size_t cap = 1 << 20, n = 0;
+    (void)gzbuffer(f, 1u << 17);
+    size_t cap = (size_t)1 << 20, n = 0;
     unsigned char *buf = (unsigned char *)malloc(cap);
+    if (!buf) {
+        gzclose(f);
+        return fail(err, elen, CK_STATUS_ALLOC_FAILED, "%s: out of memory", path);
+    }
     for (;;) {
-        if (!buf) {
-            gzclose(f);
-            return fail(err, elen, CK_STATUS_ALLOC_FAILED, "%s: out of memory", path);
-        }
         if (n == cap) {
-            if (cap > ((size_t)1 << 34)) {
+            if (cap >= slurp_limit()) {
                 free(buf);
                 gzclose(f);
-                return fail(err, elen, CK_STATUS_BAD_PARAM, "%s: larger than 16 GiB", path);
+                return fail(err, elen, CK_STATUS_BAD_PARAM, "%s: larger than %zu bytes", path,
+                            slurp_limit());
             }
             unsigned char *nb = (unsigned char *)realloc(buf, cap * 2);
             if (!nb) {
                 free(buf);
-                buf = NULL;
-                continue;
+                gzclose(f);
+                return fail(err, elen, CK_STATUS_ALLOC_FAILED, "%s: out of memory (%zu bytes)",
+                            path, cap * 2);
             }
             buf = nb;
             cap *= 2;
         }
-        size_t want = cap - n > (1u << 30) ? (1u << 30) : cap - n;
-        int r = gzread(f, buf + n, (unsigned)want);
+        const size_t want = cap - n > (1u << 30) ? (1u << 30) : cap - n;
+        const int r = gzread(f, buf + n, (unsigned)want);
         if (r < 0) {
-            int zerr;
+            int zerr = Z_OK;
             const char *msg = gzerror(f, &zerr);
-            ck_status st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: read error: %s", path, msg);
+            ck_status st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: read error: %s", path,
+                                zerr == Z_ERRNO && errno ? strerror(errno) : msg);
             free(buf);
             gzclose(f);
             return st;
@@ -73,7 +92,15 @@ static ck_status slurp(const char *path, unsigned char **data, size_t *len, char
             break;
         n += (size_t)r;
     }
+    /* gzread reports a gzip stream cut short as a plain end of file with Z_BUF_ERROR set. */
+    int zerr = Z_OK;
+    (void)gzerror(f, &zerr);
     gzclose(f);
+    if (zerr != Z_OK) {
+        free(buf);
+        return fail(err, elen, CK_STATUS_BAD_PARAM,
+                    "%s: truncated or corrupt gzip stream (%zu bytes decompressed)", path, n);
+    }
     *data = buf;
     *len = n;
     return CK_STATUS_SUCCESS;
@@ -96,29 +123,35 @@ CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, c
     uint32_t count = 0, rows = 0, cols = 0;
     if (st == CK_STATUS_SUCCESS) {
         if (ilen < 16)
-            st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: truncated header (%zu bytes)",
-                      images_path, ilen);
+            st = fail(err, elen, CK_STATUS_BAD_PARAM,
+                      "%s: truncated header (%zu bytes, IDX images need 16)", images_path, ilen);
         else if (be32(im) != 0x00000803u)
             st = fail(err, elen, CK_STATUS_BAD_PARAM,
                       "%s: wrong magic 0x%08x, expected 0x00000803 (IDX images)", images_path,
                       be32(im));
         else if (llen < 8)
-            st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: truncated header (%zu bytes)",
-                      labels_path, llen);
+            st = fail(err, elen, CK_STATUS_BAD_PARAM,
+                      "%s: truncated header (%zu bytes, IDX labels need 8)", labels_path, llen);
         else if (be32(lb) != 0x00000801u)
             st = fail(err, elen, CK_STATUS_BAD_PARAM,
                       "%s: wrong magic 0x%08x, expected 0x00000801 (IDX labels)", labels_path,
                       be32(lb));
     }
+    uint64_t pixels = 0;
     if (st == CK_STATUS_SUCCESS) {
         count = be32(im + 4);
         rows = be32(im + 8);
         cols = be32(im + 12);
-        const uint64_t pixels = (uint64_t)count * rows * cols;
+        pixels = (uint64_t)count * rows * cols; /* < 2^31 * 2^16 * 2^16 once checked below */
         if (count == 0 || rows == 0 || cols == 0 || count > INT32_MAX || rows > 65535 ||
             cols > 65535 || pixels > ((uint64_t)1 << 36))
-            st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: bad dimensions %u x %u x %u",
+            st = fail(err, elen, CK_STATUS_BAD_PARAM,
+                      "%s: bad dimensions %u x %u x %u (need >= 1 each, rows and cols <= 65535, "
+                      "at most 2^36 pixels)",
                       images_path, count, rows, cols);
+        else if (pixels > SIZE_MAX / sizeof(float))
+            st = fail(err, elen, CK_STATUS_OVERFLOW, "%s: %llu pixels overflow size_t",
+                      images_path, (unsigned long long)pixels);
         else if ((uint64_t)ilen != 16 + pixels)
             st = fail(err, elen, CK_STATUS_BAD_PARAM,
                       "%s: %s: %zu bytes, header says %u images of %u x %u (%llu bytes)",
@@ -127,22 +160,23 @@ CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, c
         else if (be32(lb + 4) != count)
             st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: %u labels for %u images in %s",
                       labels_path, be32(lb + 4), count, images_path);
-        else if (llen != 8 + (size_t)count)
-            st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: %s: %zu bytes, %u labels expected",
-                      labels_path, llen < 8 + (size_t)count ? "truncated" : "trailing data",
-                      llen, count);
+        else if ((uint64_t)llen != 8 + (uint64_t)count)
+            st = fail(err, elen, CK_STATUS_BAD_PARAM,
+                      "%s: %s: %zu bytes, header says %u labels (%llu bytes)", labels_path,
+                      (uint64_t)llen < 8 + (uint64_t)count ? "truncated" : "trailing data", llen,
+                      count, (unsigned long long)(8 + (uint64_t)count));
     }
     ck_dataset ds = {0, 0, 0, 0, 0, NULL, NULL};
     if (st == CK_STATUS_SUCCESS) {
-        const size_t pixels = (size_t)count * rows * cols;
-        ds.images = (float *)malloc(pixels * sizeof(float));
+        ds.images = (float *)malloc((size_t)pixels * sizeof(float));
         ds.labels = (int32_t *)malloc((size_t)count * sizeof(int32_t));
-        if (!ds.images || !ds.labels)
-            st = fail(err, elen, CK_STATUS_ALLOC_FAILED, "%s: out of memory for %zu pixels",
-                      images_path, pixels);
-        else {
-            for (size_t i = 0; i < pixels; ++i)
-                ds.images[i] = (float)im[16 + i] * (1.0f / 255.0f);
+        if (!ds.images || !ds.labels) {
+            st = fail(err, elen, CK_STATUS_ALLOC_FAILED, "%s: out of memory for %llu pixels",
+                      images_path, (unsigned long long)pixels);
+        } else {
+            const unsigned char *px = im + 16;
+            for (size_t i = 0; i < (size_t)pixels; ++i)
+                ds.images[i] = (float)px[i] * (1.0f / 255.0f);
             int maxl = 0;
             for (uint32_t i = 0; i < count; ++i) {
                 ds.labels[i] = lb[8 + i];
@@ -153,7 +187,7 @@ CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, c
             ds.h = (int)rows;
             ds.w = (int)cols;
             ds.c = 1;
-            ds.classes = maxl + 1;
+            ds.classes = maxl + 1; /* <= 256: labels are bytes */
         }
     }
     free(im);
@@ -163,19 +197,21 @@ CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, c
         return st;
     }
     *out = ds;
-    return CK_STATUS_SUCCESS;
+    return succeed(err, elen);
 }
 
 CK_API ck_status ck_cifar10_load(const char *const *paths, int npaths, ck_dataset *out, char *err,
                                  size_t elen) {
-    if (!paths || npaths < 1 || !out)
-        return fail(err, elen, CK_STATUS_BAD_PARAM, "paths, npaths, out: need >= 1 file");
-    enum { REC = 3073, PIX = 3072 };
+    if (!paths || !out)
+        return fail(err, elen, CK_STATUS_BAD_PARAM, "%s: is NULL", !paths ? "paths" : "out");
+    if (npaths < 1)
+        return fail(err, elen, CK_STATUS_BAD_PARAM, "npaths: %d, need >= 1 file", npaths);
+    enum { REC = 3073, PIX = 3072, PLANE = 1024 };
     unsigned char **files = (unsigned char **)calloc((size_t)npaths, sizeof *files);
     size_t *lens = (size_t *)calloc((size_t)npaths, sizeof *lens);
     ck_status st = files && lens ? CK_STATUS_SUCCESS
                                  : fail(err, elen, CK_STATUS_ALLOC_FAILED, "out of memory");
-    size_t total = 0;
+    uint64_t total = 0;
     for (int i = 0; st == CK_STATUS_SUCCESS && i < npaths; ++i) {
         if (!paths[i]) {
             st = fail(err, elen, CK_STATUS_BAD_PARAM, "paths[%d]: is NULL", i);
@@ -184,33 +220,41 @@ CK_API ck_status ck_cifar10_load(const char *const *paths, int npaths, ck_datase
         st = slurp(paths[i], &files[i], &lens[i], err, elen);
         if (st == CK_STATUS_SUCCESS && (lens[i] == 0 || lens[i] % REC != 0))
             st = fail(err, elen, CK_STATUS_BAD_PARAM,
-                      "%s: %zu bytes is not a whole number of 3073-byte CIFAR-10 records",
+                      "%s: %zu bytes is not a positive multiple of 3073 (CIFAR-10 record: 1 label "
+                      "byte + 3072 pixel bytes)",
                       paths[i], lens[i]);
-        total += lens[i] / REC;
+        if (st == CK_STATUS_SUCCESS)
+            total += lens[i] / REC;
     }
     if (st == CK_STATUS_SUCCESS && total > INT32_MAX)
-        st = fail(err, elen, CK_STATUS_BAD_PARAM, "paths: too many records");
+        st = fail(err, elen, CK_STATUS_BAD_PARAM, "paths: %llu records, more than 2^31 - 1",
+                  (unsigned long long)total);
+    if (st == CK_STATUS_SUCCESS && total > SIZE_MAX / (PIX * sizeof(float)))
+        st = fail(err, elen, CK_STATUS_OVERFLOW, "paths: %llu images overflow size_t",
+                  (unsigned long long)total);
     ck_dataset ds = {0, 32, 32, 3, 10, NULL, NULL};
     if (st == CK_STATUS_SUCCESS) {
-        ds.images = (float *)malloc(total * PIX * sizeof(float));
-        ds.labels = (int32_t *)malloc(total * sizeof(int32_t));
+        ds.images = (float *)malloc((size_t)total * PIX * sizeof(float));
+        ds.labels = (int32_t *)malloc((size_t)total * sizeof(int32_t));
         if (!ds.images || !ds.labels)
-            st = fail(err, elen, CK_STATUS_ALLOC_FAILED, "out of memory for %zu images", total);
+            st = fail(err, elen, CK_STATUS_ALLOC_FAILED, "paths: out of memory for %llu images",
+                      (unsigned long long)total);
     }
     size_t k = 0;
     for (int i = 0; st == CK_STATUS_SUCCESS && i < npaths; ++i) {
         for (size_t r = 0; r < lens[i] / REC; ++r, ++k) {
             const unsigned char *rec = files[i] + r * REC;
             if (rec[0] > 9) {
-                st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: record %zu has label %u (> 9)",
+                st = fail(err, elen, CK_STATUS_BAD_PARAM,
+                          "%s: record %zu: label %u out of range (CIFAR-10 labels are 0..9)",
                           paths[i], r, rec[0]);
                 break;
             }
             ds.labels[k] = rec[0];
             float *img = ds.images + k * PIX;
-            for (int p = 0; p < 1024; ++p)
+            for (int p = 0; p < PLANE; ++p)
                 for (int c = 0; c < 3; ++c)
-                    img[p * 3 + c] = (float)rec[1 + c * 1024 + p] * (1.0f / 255.0f);
+                    img[p * 3 + c] = (float)rec[1 + c * PLANE + p] * (1.0f / 255.0f);
         }
     }
     for (int i = 0; files && i < npaths; ++i)
@@ -223,50 +267,104 @@ CK_API ck_status ck_cifar10_load(const char *const *paths, int npaths, ck_datase
     }
     ds.count = (int)total;
     *out = ds;
-    return CK_STATUS_SUCCESS;
+    return succeed(err, elen);
 }
 
-static int exists(const char *p) {
-    FILE *f = fopen(p, "rb");
-    if (f)
+/* 1 when path can be opened, or exists but fails for another reason than "no such file" (so the
+ * loader reports the real error, e.g. permission denied). */
+static int present(const char *path) {
+    errno = 0;
+    FILE *f = fopen(path, "rb");
+    if (f) {
         fclose(f);
-    return f != NULL;
+        return 1;
+    }
+    return errno != ENOENT && errno != ENOTDIR && errno != 0;
+}
+
+/* Picks dir/NAME.gz, else dir/NAME, into buf (NAME.gz when neither is there). Returns 1 when
+ * found, 0 when missing, -1 when the path does not fit buf. */
+static int pick(const char *dir, const char *name, char *buf, size_t size) {
+    const int n = snprintf(buf, size, "%s/%s.gz", dir, name);
+    if (n < 0 || (size_t)n >= size)
+        return -1;
+    if (present(buf))
+        return 1;
+    snprintf(buf, size, "%s/%s", dir, name);
+    if (present(buf))
+        return 1;
+    snprintf(buf, size, "%s/%s.gz", dir, name);
+    return 0;
 }
 
 CK_API ck_status ck_fashion_mnist_load(const char *dir, int train, ck_dataset *out, char *err,
                                        size_t elen) {
+    if (!out)
+        return fail(err, elen, CK_STATUS_BAD_PARAM, "out: is NULL");
+    const char *from = "dir";
     if (!dir || !*dir) {
-        dir = getenv("CNNKIT_DATA");
-        if (!dir || !*dir)
+        dir = getenv(CK_DATA_ENV);
+        from = "$" CK_DATA_ENV;
+        if (!dir || !*dir) {
             dir = CK_FASHION_MNIST_DIR;
+            from = "default directory";
+        }
     }
     const char *pre = train ? "train" : "t10k";
-    char ip[4096], lp[4096];
-    for (int gz = 1; gz >= 0; --gz) {
-        snprintf(ip, sizeof ip, "%s/%s-images-idx3-ubyte%s", dir, pre, gz ? ".gz" : "");
-        snprintf(lp, sizeof lp, "%s/%s-labels-idx1-ubyte%s", dir, pre, gz ? ".gz" : "");
-        if (exists(ip) && exists(lp))
-            return ck_idx_load(ip, lp, out, err, elen);
+    char names[2][64], paths[2][4096];
+    snprintf(names[0], sizeof names[0], "%s-images-idx3-ubyte", pre);
+    snprintf(names[1], sizeof names[1], "%s-labels-idx1-ubyte", pre);
+    for (int i = 0; i < 2; ++i) {
+        const int found = pick(dir, names[i], paths[i], sizeof paths[i]);
+        if (found < 0)
+            return fail(err, elen, CK_STATUS_BAD_PARAM, "dir: path too long (%zu characters)",
+                        strlen(dir));
+        if (!found)
+            return fail(err, elen, CK_STATUS_BAD_PARAM,
+                        "%s: not found, nor %s/%s (%s %s; pass a directory or set %s)", paths[i],
+                        dir, names[i], from, dir, CK_DATA_ENV);
     }
-    return fail(err, elen, CK_STATUS_BAD_PARAM,
-                "%s: no %s-images-idx3-ubyte[.gz] / %s-labels-idx1-ubyte[.gz] there", dir, pre,
-                pre);
+    return ck_idx_load(paths[0], paths[1], out, err, elen);
+}
+
+/* Checks a dataset's fields; *per = floats per sample, *total = floats in all. */
+static ck_status check_ds(const ck_dataset *ds, size_t *per, size_t *total) {
+    if (!ds || !ds->images || !ds->labels || ds->count < 1 || ds->h < 1 || ds->w < 1 || ds->c < 1)
+        return CK_STATUS_BAD_PARAM;
+    const uint64_t lim = (uint64_t)(SIZE_MAX / sizeof(float));
+    uint64_t p = (uint64_t)ds->h * (uint64_t)ds->w; /* < 2^62 */
+    if (p > lim / (uint64_t)ds->c)
+        return CK_STATUS_OVERFLOW;
+    p *= (uint64_t)ds->c;
+    if (p > lim / (uint64_t)ds->count)
+        return CK_STATUS_OVERFLOW;
+    *per = (size_t)p;
+    *total = (size_t)(p * (uint64_t)ds->count);
+    return CK_STATUS_SUCCESS;
 }
 
 CK_API ck_status ck_dataset_normalize(ck_dataset *ds, float mean, float std) {
-    if (!ds || !ds->images || !(std > 0.0f))
+    size_t per = 0, n = 0;
+    const ck_status st = check_ds(ds, &per, &n);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    if (!isfinite(mean) || !isfinite(std) || !(std > 0.0f))
         return CK_STATUS_BAD_PARAM;
-    const size_t n = (size_t)ds->count * ds->h * ds->w * ds->c;
     const float inv = 1.0f / std;
+    if (!isfinite(inv))
+        return CK_STATUS_BAD_PARAM;
     for (size_t i = 0; i < n; ++i)
         ds->images[i] = (ds->images[i] - mean) * inv;
     return CK_STATUS_SUCCESS;
 }
 
 CK_API ck_status ck_dataset_subset(const ck_dataset *src, int start, int count, ck_dataset *out) {
-    if (!src || !out || start < 0 || count < 1 || start > src->count - count)
+    size_t per = 0, total = 0;
+    const ck_status st = check_ds(src, &per, &total);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    if (!out || out == src || start < 0 || count < 1 || start > src->count - count)
         return CK_STATUS_BAD_PARAM;
-    const size_t per = (size_t)src->h * src->w * src->c;
     ck_dataset ds = *src;
     ds.count = count;
     ds.images = (float *)malloc(per * (size_t)count * sizeof(float));
@@ -313,13 +411,18 @@ CK_API ck_status ck_dataset_shuffle(int count, uint64_t seed, uint64_t epoch, in
 
 CK_API ck_status ck_dataset_gather(const ck_dataset *ds, const int32_t *perm, int start, int batch,
                                    float *x_out, int32_t *y_out) {
-    if (!ds || start < 0 || batch < 1 || start > ds->count - batch)
+    size_t per = 0, total = 0;
+    const ck_status st = check_ds(ds, &per, &total);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    if (start < 0 || batch < 1 || start > ds->count - batch)
         return CK_STATUS_BAD_PARAM;
-    const size_t per = (size_t)ds->h * ds->w * ds->c;
+    if (perm)
+        for (int b = 0; b < batch; ++b)
+            if (perm[start + b] < 0 || perm[start + b] >= ds->count)
+                return CK_STATUS_BAD_PARAM;
     for (int b = 0; b < batch; ++b) {
         const int32_t k = perm ? perm[start + b] : start + b;
-        if (k < 0 || k >= ds->count)
-            return CK_STATUS_BAD_PARAM;
         if (x_out)
             memcpy(x_out + per * (size_t)b, ds->images + per * (size_t)k, per * sizeof(float));
         if (y_out)

@@ -1,0 +1,146 @@
+/* bench_train: training images/s of a Keras-syntax model (default: examples/seed_cnn.py) at
+ * several batch sizes, on synthetic data of the model's input shape. Median of timed steps after
+ * warm-up. Run bench/peer_torch.py on the same machine for the PyTorch figure of the same model.
+ *
+ *   bench_train [--model FILE] [--batches 128,512] [--steps N] [--json FILE]
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cnnkit/cnnkit.h"
+#include "cnnkit/model.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? (char *)malloc((size_t)n + 1) : NULL;
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    if (s)
+        s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+int main(int argc, char **argv) {
+    const char *model_path = "examples/seed_cnn.py", *json = NULL, *batches = "128,512";
+    int steps = 10;
+    for (int i = 1; i < argc; ++i) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc)
+            model_path = argv[++i];
+        else if (!strcmp(argv[i], "--batches") && i + 1 < argc)
+            batches = argv[++i];
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
+            steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc)
+            json = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--model FILE] [--batches 128,512] [--steps N] "
+                            "[--json FILE]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (steps < 1)
+        steps = 1;
+    char *text = read_file(model_path);
+    if (!text) {
+        fprintf(stderr, "bench_train: cannot read %s (run from the repository root)\n",
+                model_path);
+        return 2;
+    }
+    FILE *js = json ? fopen(json, "w") : NULL;
+    if (js)
+        fprintf(js, "{\"model\": \"%s\", \"device\": \"cpu\", \"results\": [", model_path);
+    printf("bench_train: %s, device cpu (model training runs on the CPU backend in this "
+           "version), median of %d steps\n", model_path, steps);
+    printf("%8s %12s %12s\n", "batch", "ms/step", "images/s");
+    char list[256];
+    snprintf(list, sizeof list, "%s", batches);
+    int first = 1, rc = 0;
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        const int b = atoi(tok);
+        if (b < 1)
+            continue;
+        ck_context *ctx = NULL;
+        ck_model *m = NULL;
+        char err[1024];
+        if (ck_context_create(&ctx, CK_DEVICE_CPU, 0, 1) != CK_STATUS_SUCCESS ||
+            ck_model_from_keras_text(ctx, text, &m, err, sizeof err) != CK_STATUS_SUCCESS ||
+            ck_model_build(m, 0, 0, 0, b) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "bench_train: %s\n", ctx ? ck_context_last_error(ctx) : "context");
+            rc = 1;
+            ck_model_destroy(m);
+            ck_context_destroy(ctx);
+            break;
+        }
+        int h, w, c;
+        ck_model_layer_shape(m, 0, NULL, NULL, NULL);
+        ck_layer_desc d0;
+        ck_model_layer_desc(m, 0, &d0);
+        h = d0.input_h;
+        w = d0.input_w;
+        c = d0.input_c;
+        const size_t per = (size_t)h * w * c;
+        float *x = (float *)malloc(sizeof(float) * per * b);
+        int32_t *y = (int32_t *)malloc(sizeof(int32_t) * b);
+        const int classes = ck_model_num_classes(m);
+        unsigned s = 12345;
+        for (size_t i = 0; i < per * (size_t)b; ++i) {
+            s = s * 1664525u + 1013904223u;
+            x[i] = (float)(s >> 8) / 16777216.0f;
+        }
+        for (int i = 0; i < b; ++i)
+            y[i] = i % classes;
+        double *t = (double *)malloc(sizeof(double) * steps);
+        ck_step_result r;
+        for (int k = 0; k < 2; ++k) /* warm-up */
+            ck_model_train_step(m, x, y, b, &r);
+        for (int k = 0; k < steps; ++k) {
+            double t0 = now_s();
+            if (ck_model_train_step(m, x, y, b, &r) != CK_STATUS_SUCCESS) {
+                fprintf(stderr, "bench_train: %s\n", ck_context_last_error(ctx));
+                rc = 1;
+                break;
+            }
+            t[k] = now_s() - t0;
+        }
+        qsort(t, (size_t)steps, sizeof *t, cmp_double);
+        const double med = t[steps / 2];
+        printf("%8d %12.1f %12.0f\n", b, med * 1e3, b / med);
+        if (js)
+            fprintf(js, "%s{\"batch\": %d, \"ms_per_step\": %.3f, \"images_per_s\": %.1f}",
+                    first ? "" : ", ", b, med * 1e3, b / med);
+        first = 0;
+        free(t);
+        free(x);
+        free(y);
+        ck_model_destroy(m);
+        ck_context_destroy(ctx);
+    }
+    if (js) {
+        fprintf(js, "]}\n");
+        fclose(js);
+    }
+    free(text);
+    return rc;
+}

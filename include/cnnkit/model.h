@@ -1,0 +1,199 @@
+/*
+ * cnnkit model API: Keras-style layers, a Sequential model, training and checkpoints.
+ * Shapes follow Keras: an image is H x W x C (channels last); Flatten uses Keras (NHWC) order so
+ * weights are comparable with Keras. Kernels are stored as Keras does: conv HWIO, dense (in, out).
+ */
+#ifndef CNNKIT_MODEL_H
+#define CNNKIT_MODEL_H
+
+#include "cnnkit/cnnkit.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Layer descriptors
+ * ------------------------------------------------------------------------------------------- */
+typedef enum ck_layer_type {
+    CK_LAYER_CONV2D = 0,
+    CK_LAYER_MAXPOOL2D = 1,
+    CK_LAYER_AVGPOOL2D = 2,
+    CK_LAYER_GLOBALAVGPOOL2D = 3,
+    CK_LAYER_DENSE = 4,
+    CK_LAYER_FLATTEN = 5,
+    CK_LAYER_BATCHNORM = 6,
+    CK_LAYER_ACTIVATION = 7,
+    CK_LAYER_DROPOUT = 8,
+    CK_LAYER_SPATIAL_DROPOUT2D = 9,
+    CK_LAYER_TYPE_COUNT = 10
+} ck_layer_type;
+
+typedef enum ck_padding { CK_PADDING_VALID = 0, CK_PADDING_SAME = 1 } ck_padding;
+
+/* One layer. ck_layer_desc_init fills Keras defaults for a type; set what differs.
+ * Fields a type does not use are ignored. */
+typedef struct ck_layer_desc {
+    ck_layer_type type;
+    char name[48];            /* "" = automatic Keras-style name (conv2d, conv2d_1, ...) */
+    int units;                /* Conv2D filters, Dense units */
+    int kernel_h, kernel_w;   /* Conv2D kernel_size; MaxPooling/AveragePooling pool_size */
+    int stride_h, stride_w;   /* strides; 0 = default (1 for conv, pool_size for pooling) */
+    ck_padding padding;       /* default valid */
+    int use_bias;             /* default 1 */
+    ck_activation activation; /* Conv2D/Dense inline activation, Activation layer */
+    float alpha;              /* LeakyReLU slope (default 0.3), ELU alpha (default 1) */
+    float rate;               /* Dropout, SpatialDropout2D */
+    float momentum;           /* BatchNormalization, Keras meaning (default 0.99) */
+    float epsilon;            /* BatchNormalization (default 1e-3) */
+    int input_h, input_w, input_c; /* optional input_shape of the first layer (0 = none) */
+} ck_layer_desc;
+
+ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type);
+/* Keras class name of a type ("Conv2D", "MaxPooling2D", ...). */
+const char *ck_layer_type_name(ck_layer_type type);
+/* Keras activation name ("relu", "linear", ...) and the reverse; NULL / -1 when unknown. */
+const char *ck_activation_name(ck_activation act);
+int ck_activation_from_name(const char *name);
+
+/* ---------------------------------------------------------------------------------------------
+ * Compile options: optimizer and loss (Keras defaults)
+ * ------------------------------------------------------------------------------------------- */
+typedef enum ck_optimizer_type { CK_OPT_ADAM = 0, CK_OPT_SGD = 1 } ck_optimizer_type;
+
+typedef struct ck_optimizer_desc {
+    ck_optimizer_type type;
+    float learning_rate; /* Adam 1e-3, SGD 1e-2 */
+    float beta1, beta2;  /* Adam 0.9, 0.999 */
+    float epsilon;       /* Adam 1e-7 */
+    float momentum;      /* SGD 0 */
+    int nesterov;        /* SGD 0 */
+    float weight_decay;  /* decoupled (AdamW-style / SGDW) on kernels, 0 = none */
+} ck_optimizer_desc;
+
+ck_status ck_optimizer_desc_init(ck_optimizer_desc *desc, ck_optimizer_type type);
+
+/* ---------------------------------------------------------------------------------------------
+ * Keras-syntax model text (the subset people paste): see docs in README.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct ck_keras_model {
+    ck_layer_desc *layers; /* count entries, owned: free with ck_keras_model_free */
+    int count;
+    int has_compile;             /* model.compile(...) was seen */
+    ck_optimizer_desc optimizer; /* from compile, else Adam defaults */
+    char loss[64];               /* loss name from compile, "" when none */
+    char warnings[2048];         /* recoveries made (e.g. unbalanced parentheses), one per line */
+} ck_keras_model;
+
+/* Parses text. On failure returns CK_STATUS_BAD_PARAM and writes "line L, column C: what was
+ * expected" into err (err_len bytes, may be 0). out is untouched on failure. */
+ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err, size_t err_len);
+void ck_keras_model_free(ck_keras_model *m);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sequential model
+ * ------------------------------------------------------------------------------------------- */
+typedef struct ck_model ck_model;
+
+/* A model belongs to a context; its parameters and activations live on the context's device.
+ * (This version trains on CPU contexts; a CUDA context gives CK_STATUS_NOT_SUPPORTED at build.) */
+ck_status ck_model_create(ck_context *ctx, ck_model **model);
+void ck_model_destroy(ck_model *model);
+/* Appends a layer (copied). Only before ck_model_build. */
+ck_status ck_model_add(ck_model *model, const ck_layer_desc *layer);
+/* Builds the model from the text of a Keras Sequential model (ck_keras_parse + add + compile
+ * options). err receives parse errors ("line L, column C: ...") and warnings. */
+ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_model **model,
+                                   char *err, size_t err_len);
+
+/* Infers every shape for inputs of h x w x c (0s: take the first layer's input_shape), allocates
+ * parameters (glorot_uniform kernels, zero biases, BN gamma 1 / beta 0 / moving 0 and 1, from the
+ * context seed) and plans buffers for batches of up to max_batch samples. */
+ck_status ck_model_build(ck_model *model, int h, int w, int c, int max_batch);
+
+typedef struct ck_param_counts {
+    long long total, trainable, non_trainable;
+} ck_param_counts;
+ck_status ck_model_param_counts(const ck_model *model, ck_param_counts *counts);
+/* Writes the Keras summary table (NUL-terminated) into buf; *needed (optional) gets the size
+ * including the NUL. A too-small buf gives CK_STATUS_BAD_PARAM and *needed. */
+ck_status ck_model_summary(const ck_model *model, char *buf, size_t len, size_t *needed);
+int ck_model_num_layers(const ck_model *model);
+/* Output shape of layer i (h, w, c; Dense/Flatten outputs have h = w = 1). */
+ck_status ck_model_layer_shape(const ck_model *model, int i, int *h, int *w, int *c);
+ck_status ck_model_layer_desc(const ck_model *model, int i, ck_layer_desc *desc);
+int ck_model_num_classes(const ck_model *model);
+
+/* Optimizer (default: Adam with Keras defaults). Resets the optimizer state. */
+ck_status ck_model_set_optimizer(ck_model *model, const ck_optimizer_desc *opt);
+
+typedef struct ck_step_result {
+    double loss;  /* mean sparse categorical cross-entropy over the batch */
+    int correct;  /* samples whose argmax equals the label */
+    int count;    /* samples */
+} ck_step_result;
+
+/* One training step on n samples (n <= max_batch): x is n*h*w*c floats, channels last, in host
+ * memory; labels in [0, classes). Dropout masks use the context seed and the step counter. */
+ck_status ck_model_train_step(ck_model *model, const float *x, const int32_t *labels, int n,
+                              ck_step_result *result);
+/* Inference-mode loss and accuracy over count samples, in batches of max_batch. */
+ck_status ck_model_evaluate(ck_model *model, const float *x, const int32_t *labels, int count,
+                            ck_step_result *result);
+/* Inference-mode class probabilities: probs gets count * classes floats. */
+ck_status ck_model_predict(ck_model *model, const float *x, int count, float *probs);
+/* Training steps taken so far. */
+long long ck_model_step(const ck_model *model);
+
+/* Checkpoints: parameters, BN moving statistics, optimizer state and step, with the layer list,
+ * in a versioned file with a CRC-32, written atomically (temp file, fsync, rename). Loading
+ * checks that the file matches this model's layers and shapes; on any error the model is left
+ * unchanged. */
+ck_status ck_model_save(ck_model *model, const char *path);
+ck_status ck_model_load(ck_model *model, const char *path);
+
+/* Parameter access, in Keras get_weights() order (kernel, bias; gamma, beta, moving mean,
+ * moving variance): count queries, then copies. */
+ck_status ck_model_get_weights(ck_model *model, float *host, size_t count, size_t *needed);
+ck_status ck_model_set_weights(ck_model *model, const float *host, size_t count);
+
+/* ---------------------------------------------------------------------------------------------
+ * fit: epochs of shuffled mini-batches with validation after each epoch (Keras model.fit)
+ * ------------------------------------------------------------------------------------------- */
+struct ck_dataset; /* cnnkit/data.h */
+
+typedef struct ck_fit_progress {
+    int epoch, epochs;  /* 1-based epoch */
+    int step, steps;    /* 1-based step within the epoch */
+    double loss, accuracy; /* running means over the epoch so far */
+    double images_per_s, eta_s;
+} ck_fit_progress;
+
+typedef struct ck_epoch_result {
+    int epoch;
+    double loss, accuracy;         /* training, running means over the epoch */
+    double val_loss, val_accuracy; /* NaN when there is no validation set */
+    double seconds, images_per_s;
+} ck_epoch_result;
+
+typedef struct ck_fit_options {
+    int epochs;          /* default 1 */
+    int batch;           /* default: the model's max_batch */
+    uint64_t seed;       /* shuffling seed (default 0: the context seed) */
+    /* Optional callbacks (return nonzero to stop training after this step / epoch). */
+    int (*on_step)(void *user, const ck_fit_progress *p);
+    int (*on_epoch)(void *user, const ck_epoch_result *r);
+    void *user;
+} ck_fit_options;
+
+/* Trains on train (images h x w x c must match the model input) and evaluates val (optional)
+ * after each epoch. history (optional) receives one entry per finished epoch (capacity
+ * opts->epochs). */
+ck_status ck_model_fit(ck_model *model, const struct ck_dataset *train,
+                       const struct ck_dataset *val, const ck_fit_options *opts,
+                       ck_epoch_result *history);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CNNKIT_MODEL_H */

@@ -1,0 +1,700 @@
+/* Sequential model: shape inference, parameters, Keras summary, training step, inference.
+ *
+ * The user's Keras layers are lowered to nodes: a Conv2D or Dense with an inline activation
+ * becomes two nodes (the layer, then an activation), so every node has one simple forward and
+ * backward. Activations are NHWC (channels last, Keras order; Flatten is then free). Buffers are
+ * planned once at build for max_batch samples: nothing is allocated inside a training step. */
+#include "model_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CK_TRY(expr)                                                                               \
+    do {                                                                                           \
+        ck_status st_ = (expr);                                                                    \
+        if (st_ != CK_STATUS_SUCCESS)                                                              \
+            return st_;                                                                            \
+    } while (0)
+
+/* ---- creation ------------------------------------------------------------------------------ */
+
+CK_API ck_status ck_model_create(ck_context *ctx, ck_model **out) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (!out)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: is NULL");
+    ck_model *m = (ck_model *)calloc(1, sizeof *m);
+    if (!m)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+    m->ctx = ctx;
+    ck_optimizer_desc_init(&m->opt, CK_OPT_ADAM);
+    *out = m;
+    return CK_STATUS_SUCCESS;
+}
+
+static void free_buffers(ck_model *m) {
+    free(m->nodes);
+    free(m->params);
+    free(m->grads);
+    free(m->opt_m);
+    free(m->opt_v);
+    free(m->fixed);
+    free(m->fixed_backup);
+    free(m->acts);
+    free(m->gbuf[0]);
+    free(m->gbuf[1]);
+    free(m->stats);
+    free(m->ws);
+    free(m->logits_grad);
+    m->nodes = NULL;
+    m->params = m->grads = m->opt_m = m->opt_v = m->fixed = m->fixed_backup = m->acts = NULL;
+    m->gbuf[0] = m->gbuf[1] = m->stats = m->ws = m->logits_grad = NULL;
+    m->num_nodes = 0;
+    m->built = 0;
+}
+
+CK_API void ck_model_destroy(ck_model *m) {
+    if (!m)
+        return;
+    free_buffers(m);
+    free(m->layers);
+    free(m);
+}
+
+static int valid_activation(ck_activation a) {
+    return a >= CK_ACT_NONE && a <= CK_ACT_SWISH;
+}
+
+static ck_status check_layer(ck_context *ctx, const ck_layer_desc *d, int index) {
+    if (d->type < 0 || d->type >= CK_LAYER_TYPE_COUNT)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d: unknown type %d", index, (int)d->type);
+    const char *tn = ck_layer_type_name(d->type);
+    switch (d->type) {
+    case CK_LAYER_CONV2D:
+    case CK_LAYER_DENSE:
+        if (d->units < 1)
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): units/filters must be >= 1",
+                           index, tn);
+        if (!valid_activation(d->activation))
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): unknown activation %d",
+                           index, tn, (int)d->activation);
+        if (d->type == CK_LAYER_DENSE)
+            break;
+        /* fall through: conv checks its kernel like pooling */
+        __attribute__((fallthrough));
+    case CK_LAYER_MAXPOOL2D:
+    case CK_LAYER_AVGPOOL2D:
+        if (d->kernel_h < 1 || d->kernel_w < 1 || d->stride_h < 0 || d->stride_w < 0)
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "layer %d (%s): kernel/pool size must be >= 1 and strides >= 0", index,
+                           tn);
+        if (d->padding != CK_PADDING_VALID && d->padding != CK_PADDING_SAME)
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): padding must be valid or same",
+                           index, tn);
+        break;
+    case CK_LAYER_ACTIVATION:
+        if (!valid_activation(d->activation))
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (Activation): unknown activation %d",
+                           index, (int)d->activation);
+        break;
+    case CK_LAYER_DROPOUT:
+    case CK_LAYER_SPATIAL_DROPOUT2D:
+        if (!(d->rate >= 0.0f && d->rate < 1.0f))
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): rate must be in [0, 1), got %g",
+                           index, tn, (double)d->rate);
+        break;
+    case CK_LAYER_BATCHNORM:
+        if (!(d->momentum >= 0.0f && d->momentum <= 1.0f) || !(d->epsilon > 0.0f))
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "layer %d (BatchNormalization): momentum must be in [0, 1] and epsilon "
+                           "> 0",
+                           index);
+        break;
+    default:
+        break;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_add(ck_model *m, const ck_layer_desc *layer) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_context *ctx = m->ctx;
+    ck_clear_error(ctx);
+    if (!layer)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer: is NULL");
+    if (m->built)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: already built, layers can't be added");
+    CK_TRY(check_layer(ctx, layer, m->num_layers));
+    if (m->num_layers >= CK_MAX_LAYERS)
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "model: at most %d layers", CK_MAX_LAYERS);
+    if (m->num_layers == m->cap_layers) {
+        int cap = m->cap_layers ? 2 * m->cap_layers : 16;
+        ck_layer_desc *nl = (ck_layer_desc *)realloc(m->layers, sizeof *nl * (size_t)cap);
+        if (!nl)
+            return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+        m->layers = nl;
+        m->cap_layers = cap;
+    }
+    m->layers[m->num_layers++] = *layer;
+    return CK_STATUS_SUCCESS;
+}
+
+/* ---- build ----------------------------------------------------------------------------------- */
+
+static const char *keras_base_name(ck_layer_type t) {
+    switch (t) {
+    case CK_LAYER_CONV2D:
+        return "conv2d";
+    case CK_LAYER_MAXPOOL2D:
+        return "max_pooling2d";
+    case CK_LAYER_AVGPOOL2D:
+        return "average_pooling2d";
+    case CK_LAYER_GLOBALAVGPOOL2D:
+        return "global_average_pooling2d";
+    case CK_LAYER_DENSE:
+        return "dense";
+    case CK_LAYER_FLATTEN:
+        return "flatten";
+    case CK_LAYER_BATCHNORM:
+        return "batch_normalization";
+    case CK_LAYER_ACTIVATION:
+        return "activation";
+    case CK_LAYER_DROPOUT:
+        return "dropout";
+    case CK_LAYER_SPATIAL_DROPOUT2D:
+        return "spatial_dropout2d";
+    default:
+        return "layer";
+    }
+}
+
+/* Adds a node; returns its index or -1 when the node table is full. */
+static int push_node(ck_model *m, int cap, ck_node_type t, int layer) {
+    if (m->num_nodes >= cap)
+        return -1;
+    ck_node *n = &m->nodes[m->num_nodes];
+    memset(n, 0, sizeof *n);
+    n->type = t;
+    n->layer = layer;
+    return m->num_nodes++;
+}
+
+CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_context *ctx = m->ctx;
+    ck_clear_error(ctx);
+    if (m->built)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: already built");
+    if (m->num_layers == 0)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: has no layers");
+    if (ctx->device != CK_DEVICE_CPU)
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "model: training on CUDA contexts is not available yet in this version; "
+                       "use a CPU context");
+    if (h == 0 && w == 0 && c == 0) {
+        h = m->layers[0].input_h;
+        w = m->layers[0].input_w;
+        c = m->layers[0].input_c;
+        if (h == 0)
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "h, w, c: are 0 and the first layer has no input_shape");
+    }
+    if (h < 1 || w < 1 || c < 1)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "h, w, c: input shape %dx%dx%d must be >= 1", h, w,
+                       c);
+    if (max_batch < 1)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "max_batch: must be >= 1, got %d", max_batch);
+
+    const int cap = 2 * m->num_layers;
+    m->nodes = (ck_node *)calloc((size_t)cap, sizeof *m->nodes);
+    if (!m->nodes)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+    int ch = h, cw = w, cc = c, flat = 0; /* current per-sample shape; flat: after Flatten/Dense */
+    size_t nparams = 0, nfixed = 0, maxact = (size_t)h * w * c, nstats = 0, ws = 0;
+    int counters[CK_LAYER_TYPE_COUNT] = {0};
+    m->in_h = h;
+    m->in_w = w;
+    m->in_c = c;
+    for (int li = 0; li < m->num_layers; ++li) {
+        ck_layer_desc *d = &m->layers[li];
+        if (d->name[0] == '\0') {
+            int k = counters[d->type]++;
+            if (k == 0)
+                snprintf(d->name, sizeof d->name, "%s", keras_base_name(d->type));
+            else
+                snprintf(d->name, sizeof d->name, "%s_%d", keras_base_name(d->type), k);
+        }
+        const char *tn = ck_layer_type_name(d->type);
+        int ni = -1;
+        ck_node *n = NULL;
+        switch (d->type) {
+        case CK_LAYER_CONV2D:
+        case CK_LAYER_MAXPOOL2D:
+        case CK_LAYER_AVGPOOL2D: {
+            if (flat)
+                return free_buffers(m),
+                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                               "layer %d (%s '%s'): needs a 4-D input (N, H, W, C), got (None, %d)",
+                               li, tn, d->name, cc);
+            int conv = d->type == CK_LAYER_CONV2D;
+            ni = push_node(m, cap, conv ? CK_NODE_CONV : CK_NODE_POOL, li);
+            n = &m->nodes[ni];
+            int sh = d->stride_h > 0 ? d->stride_h : (conv ? 1 : d->kernel_h);
+            int sw = d->stride_w > 0 ? d->stride_w : (conv ? 1 : d->kernel_w);
+            int cout = conv ? d->units : cc;
+            if (ck_conv_geom_make(&n->geom, 1, ch, cw, cc, cout, d->kernel_h, d->kernel_w, sh, sw,
+                                  d->padding == CK_PADDING_SAME) != 0)
+                return free_buffers(m),
+                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                               "layer %d (%s '%s'): window %dx%d does not fit the input %dx%d "
+                               "with '%s' padding",
+                               li, tn, d->name, d->kernel_h, d->kernel_w, ch, cw,
+                               d->padding == CK_PADDING_SAME ? "same" : "valid");
+            n->ih = ch;
+            n->iw = cw;
+            n->ic = cc;
+            ch = n->geom.oh;
+            cw = n->geom.ow;
+            cc = cout;
+            if (conv) {
+                n->p_kernel = nparams;
+                n->n_kernel = (size_t)d->kernel_h * d->kernel_w * n->ic * cout;
+                nparams += n->n_kernel;
+                if (d->use_bias) {
+                    n->p_bias = nparams;
+                    n->n_bias = (size_t)cout;
+                    nparams += n->n_bias;
+                }
+                ck_conv_geom gb = n->geom;
+                gb.n = max_batch;
+                size_t wsf = ck_cpu_conv2d_workspace_floats(&gb);
+                if (wsf > ws)
+                    ws = wsf;
+            } else {
+                n->is_max = d->type == CK_LAYER_MAXPOOL2D;
+            }
+            break;
+        }
+        case CK_LAYER_GLOBALAVGPOOL2D:
+            if (flat)
+                return free_buffers(m),
+                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                               "layer %d (%s '%s'): needs a 4-D input, got (None, %d)", li, tn,
+                               d->name, cc);
+            ni = push_node(m, cap, CK_NODE_GAP, li);
+            n = &m->nodes[ni];
+            n->ih = ch;
+            n->iw = cw;
+            n->ic = cc;
+            ch = cw = 1;
+            flat = 1;
+            break;
+        case CK_LAYER_FLATTEN:
+            ni = push_node(m, cap, CK_NODE_FLATTEN, li);
+            n = &m->nodes[ni];
+            n->ih = ch;
+            n->iw = cw;
+            n->ic = cc;
+            cc = ch * cw * cc;
+            ch = cw = 1;
+            flat = 1;
+            break;
+        case CK_LAYER_DENSE:
+            if (!flat && (ch != 1 || cw != 1))
+                return free_buffers(m),
+                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                               "layer %d (Dense '%s'): input (None, %d, %d, %d) is not flat; add "
+                               "Flatten() or GlobalAveragePooling2D() before it",
+                               li, d->name, ch, cw, cc);
+            ni = push_node(m, cap, CK_NODE_DENSE, li);
+            n = &m->nodes[ni];
+            n->ih = n->iw = 1;
+            n->ic = cc;
+            n->p_kernel = nparams;
+            n->n_kernel = (size_t)cc * d->units;
+            nparams += n->n_kernel;
+            if (d->use_bias) {
+                n->p_bias = nparams;
+                n->n_bias = (size_t)d->units;
+                nparams += n->n_bias;
+            }
+            cc = d->units;
+            ch = cw = 1;
+            flat = 1;
+            break;
+        case CK_LAYER_BATCHNORM:
+            ni = push_node(m, cap, CK_NODE_BN, li);
+            n = &m->nodes[ni];
+            n->ih = ch;
+            n->iw = cw;
+            n->ic = cc;
+            ck_bn_desc_init(&n->bn, CK_BN_KERAS);
+            n->bn.epsilon = d->epsilon;
+            n->bn.average_factor = 1.0f - d->momentum;
+            n->bn.single_value_use_running = 1; /* a batch of one sample on a Dense output */
+            n->p_gamma = nparams;
+            n->p_beta = nparams + (size_t)cc;
+            nparams += 2 * (size_t)cc;
+            n->p_mm = nfixed;
+            n->p_mv = nfixed + (size_t)cc;
+            nfixed += 2 * (size_t)cc;
+            n->p_stats = nstats;
+            nstats += 2 * (size_t)cc;
+            break;
+        case CK_LAYER_ACTIVATION:
+            ni = push_node(m, cap, CK_NODE_ACT, li);
+            n = &m->nodes[ni];
+            n->ih = ch;
+            n->iw = cw;
+            n->ic = cc;
+            n->act = d->activation;
+            n->alpha = d->alpha;
+            break;
+        case CK_LAYER_DROPOUT:
+        case CK_LAYER_SPATIAL_DROPOUT2D:
+            if (d->type == CK_LAYER_SPATIAL_DROPOUT2D && flat)
+                return free_buffers(m),
+                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                               "layer %d (SpatialDropout2D '%s'): needs a 4-D input (N, H, W, C), "
+                               "got (None, %d)",
+                               li, d->name, cc);
+            ni = push_node(m, cap,
+                           d->type == CK_LAYER_DROPOUT ? CK_NODE_DROPOUT : CK_NODE_SDROPOUT, li);
+            n = &m->nodes[ni];
+            n->ih = ch;
+            n->iw = cw;
+            n->ic = cc;
+            n->rate = d->rate;
+            break;
+        default:
+            break;
+        }
+        n = &m->nodes[ni];
+        n->oh = ch;
+        n->ow = cw;
+        n->oc = cc;
+        /* inline activation of Conv2D / Dense: a node of its own */
+        if ((d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE) &&
+            d->activation != CK_ACT_NONE) {
+            int ai = push_node(m, cap, CK_NODE_ACT, li);
+            ck_node *a = &m->nodes[ai];
+            a->ih = a->oh = ch;
+            a->iw = a->ow = cw;
+            a->ic = a->oc = cc;
+            a->act = d->activation;
+            a->alpha = d->alpha;
+        }
+        size_t o = (size_t)ch * cw * cc;
+        if (o > maxact)
+            maxact = o;
+        m->lshape_store[li][0] = ch;
+        m->lshape_store[li][1] = cw;
+        m->lshape_store[li][2] = cc;
+    }
+    const ck_node *last = &m->nodes[m->num_nodes - 1];
+    if (last->oh != 1 || last->ow != 1 || last->oc < 2)
+        return free_buffers(m),
+               ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "model: output (None, %d, %d, %d) is not a vector of >= 2 class scores; a "
+                       "classifier ends with Dense(classes) (and softmax)",
+                       last->oh, last->ow, last->oc);
+    m->classes = last->oc;
+    m->softmax_last = last->type == CK_NODE_ACT && last->act == CK_ACT_SOFTMAX;
+
+    /* activation buffers: one per node (Flatten aliases its input) */
+    size_t nact = 0;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        ck_node *n = &m->nodes[i];
+        n->act_offset = nact;
+        if (n->type != CK_NODE_FLATTEN)
+            nact += (size_t)n->oh * n->ow * n->oc * (size_t)max_batch;
+    }
+    m->num_params = nparams;
+    m->num_fixed = nfixed;
+    m->max_batch = max_batch;
+    m->params = (float *)calloc(nparams ? nparams : 1, sizeof(float));
+    m->grads = (float *)calloc(nparams ? nparams : 1, sizeof(float));
+    m->opt_m = (float *)calloc(nparams ? nparams : 1, sizeof(float));
+    m->opt_v = (float *)calloc(nparams ? nparams : 1, sizeof(float));
+    m->fixed = (float *)calloc(nfixed ? nfixed : 1, sizeof(float));
+    m->fixed_backup = (float *)calloc(nfixed ? nfixed : 1, sizeof(float));
+    m->acts = (float *)malloc(sizeof(float) * (nact ? nact : 1));
+    m->gbuf[0] = (float *)malloc(sizeof(float) * maxact * (size_t)max_batch);
+    m->gbuf[1] = (float *)malloc(sizeof(float) * maxact * (size_t)max_batch);
+    m->stats = (float *)calloc(nstats ? nstats : 1, sizeof(float));
+    m->ws = (float *)malloc(sizeof(float) * (ws ? ws : 1));
+    m->logits_grad = (float *)malloc(sizeof(float) * (size_t)m->classes * max_batch);
+    if (!m->params || !m->grads || !m->opt_m || !m->opt_v || !m->fixed || !m->fixed_backup ||
+        !m->acts ||
+        !m->gbuf[0] || !m->gbuf[1] || !m->stats || !m->ws || !m->logits_grad) {
+        free_buffers(m);
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                       "model: out of host memory for %zu activation floats (max_batch %d)", nact,
+                       max_batch);
+    }
+    for (int i = 0; i < m->num_nodes; ++i) {
+        ck_node *n = &m->nodes[i];
+        n->out = n->type == CK_NODE_FLATTEN ? (i ? m->nodes[i - 1].out : NULL)
+                                            : m->acts + n->act_offset;
+    }
+    ck_model_init_params(m);
+    m->built = 1;
+    return CK_STATUS_SUCCESS;
+}
+
+/* glorot_uniform kernels, zero biases, BN gamma 1, beta 0, moving mean 0, variance 1; kernels
+ * drawn from the context seed with the layer index as the stream, so a model is reproducible. */
+void ck_model_init_params(ck_model *m) {
+    memset(m->params, 0, sizeof(float) * m->num_params);
+    for (int i = 0; i < m->num_nodes; ++i) {
+        ck_node *n = &m->nodes[i];
+        const ck_layer_desc *d = &m->layers[n->layer];
+        if (n->type == CK_NODE_CONV) {
+            int rf = d->kernel_h * d->kernel_w;
+            ck_glorot_uniform(m->params + n->p_kernel, n->n_kernel, rf * n->ic, rf * n->oc,
+                              m->ctx->seed, (uint64_t)n->layer);
+        } else if (n->type == CK_NODE_DENSE) {
+            ck_glorot_uniform(m->params + n->p_kernel, n->n_kernel, n->ic, n->oc, m->ctx->seed,
+                              (uint64_t)n->layer);
+        } else if (n->type == CK_NODE_BN) {
+            for (int c = 0; c < n->oc; ++c) {
+                m->params[n->p_gamma + c] = 1.0f;
+                m->fixed[n->p_mv + c] = 1.0f;
+            }
+        }
+    }
+    memset(m->opt_m, 0, sizeof(float) * m->num_params);
+    memset(m->opt_v, 0, sizeof(float) * m->num_params);
+    m->step = 0;
+}
+
+/* ---- queries and summary ----------------------------------------------------------------------- */
+
+CK_API ck_status ck_model_param_counts(const ck_model *m, ck_param_counts *counts) {
+    if (!m || !counts)
+        return CK_STATUS_BAD_PARAM;
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    counts->trainable = (long long)m->num_params;
+    counts->non_trainable = (long long)m->num_fixed;
+    counts->total = counts->trainable + counts->non_trainable;
+    return CK_STATUS_SUCCESS;
+}
+
+int ck_model_layer_params(const ck_model *m, int li, long long *trainable, long long *fixed) {
+    long long t = 0, f = 0;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const ck_node *n = &m->nodes[i];
+        if (n->layer != li)
+            continue;
+        if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE)
+            t += (long long)(n->n_kernel + n->n_bias);
+        if (n->type == CK_NODE_BN) {
+            t += 2LL * n->oc;
+            f += 2LL * n->oc;
+        }
+    }
+    *trainable = t;
+    *fixed = f;
+    return 0;
+}
+
+static void fmt_count(char *buf, size_t len, long long v) {
+    char tmp[32];
+    snprintf(tmp, sizeof tmp, "%lld", v);
+    size_t n = strlen(tmp), o = 0;
+    for (size_t i = 0; i < n && o + 1 < len; ++i) {
+        if (i > 0 && (n - i) % 3 == 0 && o + 2 < len)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+}
+
+static void shape_str(char *buf, size_t len, int h, int w, int c, int is_flat) {
+    if (is_flat)
+        snprintf(buf, len, "(None, %d)", c);
+    else
+        snprintf(buf, len, "(None, %d, %d, %d)", h, w, c);
+}
+
+/* Appends to a bounded buffer, counting what would be needed. */
+typedef struct sbuf {
+    char *p;
+    size_t len, used;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) CK_PRINTF(2, 3);
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *dst = b->p && b->used < b->len ? b->p + b->used : NULL;
+    size_t room = dst ? b->len - b->used : 0;
+    int n = vsnprintf(dst, room, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        b->used += (size_t)n;
+}
+
+int ck_model_layer_is_flat(const ck_model *m, int li) {
+    for (int i = 0; i <= li; ++i) {
+        ck_layer_type t = m->layers[i].type;
+        if (t == CK_LAYER_FLATTEN || t == CK_LAYER_DENSE || t == CK_LAYER_GLOBALAVGPOOL2D)
+            return 1;
+    }
+    return 0;
+}
+
+CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size_t *needed) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    sbuf b = {buf, buf ? len : 0, 0};
+    /* Keras 2 layout, with a first column wide enough for the longest Keras layer names */
+    const char *rule = "_____________________________________________________________________________"
+                       "___";
+    const char *dbl = "============================================================================="
+                      "===";
+    sb_printf(&b, "Model: \"sequential\"\n%s\n", rule);
+    sb_printf(&b, " %-45s%-24s%-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
+    for (int li = 0; li < m->num_layers; ++li) {
+        const ck_layer_desc *d = &m->layers[li];
+        char name[96], shape[64], cnt[32];
+        long long t, f;
+        ck_model_layer_params(m, li, &t, &f);
+        snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
+        shape_str(shape, sizeof shape, m->lshape_store[li][0], m->lshape_store[li][1],
+                  m->lshape_store[li][2], ck_model_layer_is_flat(m, li));
+        fmt_count(cnt, sizeof cnt, t + f);
+        sb_printf(&b, " %-45s%-24s%-10s\n", name, shape, cnt);
+        if (li + 1 < m->num_layers)
+            sb_printf(&b, "\n");
+    }
+    char tot[32], tr[32], nt[32];
+    fmt_count(tot, sizeof tot, (long long)(m->num_params + m->num_fixed));
+    fmt_count(tr, sizeof tr, (long long)m->num_params);
+    fmt_count(nt, sizeof nt, (long long)m->num_fixed);
+    sb_printf(&b, "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: %s\n%s\n", dbl,
+              tot, tr, nt, rule);
+    if (needed)
+        *needed = b.used + 1;
+    if (!buf || b.used + 1 > len)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "buf: %zu bytes needed, %zu given",
+                       b.used + 1, buf ? len : 0);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API int ck_model_num_layers(const ck_model *m) {
+    return m ? m->num_layers : 0;
+}
+
+CK_API int ck_model_num_classes(const ck_model *m) {
+    return m && m->built ? m->classes : 0;
+}
+
+CK_API long long ck_model_step(const ck_model *m) {
+    return m ? m->step : 0;
+}
+
+CK_API ck_status ck_model_layer_shape(const ck_model *m, int i, int *h, int *w, int *c) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    if (!m->built || i < 0 || i >= m->num_layers)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "i: layer %d of %d (model built: %d)", i,
+                       m->num_layers, m->built);
+    if (h)
+        *h = m->lshape_store[i][0];
+    if (w)
+        *w = m->lshape_store[i][1];
+    if (c)
+        *c = m->lshape_store[i][2];
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_layer_desc(const ck_model *m, int i, ck_layer_desc *desc) {
+    if (!m || !desc)
+        return CK_STATUS_BAD_PARAM;
+    if (i < 0 || i >= m->num_layers)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "i: layer %d of %d", i, m->num_layers);
+    *desc = m->layers[i];
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_set_optimizer(ck_model *m, const ck_optimizer_desc *opt) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    if (!opt)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt: is NULL");
+    if (opt->type != CK_OPT_ADAM && opt->type != CK_OPT_SGD)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt->type: unknown optimizer %d",
+                       (int)opt->type);
+    if (!(opt->learning_rate > 0.0f) || !(opt->weight_decay >= 0.0f))
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "opt: learning_rate must be > 0 and weight_decay >= 0");
+    if (opt->type == CK_OPT_ADAM &&
+        (!(opt->beta1 >= 0.0f && opt->beta1 < 1.0f) || !(opt->beta2 >= 0.0f && opt->beta2 < 1.0f) ||
+         !(opt->epsilon > 0.0f)))
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "opt: Adam needs beta1, beta2 in [0, 1) and epsilon > 0");
+    if (opt->type == CK_OPT_SGD && !(opt->momentum >= 0.0f && opt->momentum < 1.0f))
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt->momentum: must be in [0, 1)");
+    m->opt = *opt;
+    if (m->built) {
+        memset(m->opt_m, 0, sizeof(float) * m->num_params);
+        memset(m->opt_v, 0, sizeof(float) * m->num_params);
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_model **out,
+                                          char *err, size_t err_len) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (!text || !out)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", text ? "model" : "text");
+    if (err && err_len)
+        err[0] = '\0';
+    ck_keras_model km;
+    char perr[512];
+    ck_status st = ck_keras_parse(text, &km, perr, sizeof perr);
+    if (st != CK_STATUS_SUCCESS) {
+        if (err && err_len)
+            snprintf(err, err_len, "%s", perr);
+        return ck_fail(ctx, st, "text: %s", perr);
+    }
+    if (km.loss[0] && strcmp(km.loss, "sparse_categorical_crossentropy") != 0 &&
+        strcmp(km.loss, "categorical_crossentropy") != 0) {
+        ck_keras_model_free(&km);
+        if (err && err_len)
+            snprintf(err, err_len, "compile: loss '%s' is not supported (sparse_categorical_"
+                                   "crossentropy or categorical_crossentropy)", km.loss);
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "text: loss '%s' is not supported", km.loss);
+    }
+    ck_model *m = NULL;
+    st = ck_model_create(ctx, &m);
+    for (int i = 0; st == CK_STATUS_SUCCESS && i < km.count; ++i)
+        st = ck_model_add(m, &km.layers[i]);
+    if (st == CK_STATUS_SUCCESS && km.has_compile)
+        st = ck_model_set_optimizer(m, &km.optimizer);
+    if (st != CK_STATUS_SUCCESS) {
+        if (err && err_len)
+            snprintf(err, err_len, "%s", ck_context_last_error(ctx));
+        ck_model_destroy(m);
+        ck_keras_model_free(&km);
+        return st;
+    }
+    if (err && err_len)
+        snprintf(err, err_len, "%s", km.warnings);
+    ck_keras_model_free(&km);
+    *out = m;
+    return CK_STATUS_SUCCESS;
+}

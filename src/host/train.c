@@ -1,0 +1,450 @@
+/* Model execution: forward, softmax cross-entropy, backward, optimizer step, inference. */
+#include "model_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A tensor header over model memory (NHWC activations or 1 x C x 1 x 1 parameters). */
+static ck_tensor view(ck_context *ctx, const float *p, int n, int h, int w, int c) {
+    ck_tensor t;
+    t.ctx = ctx;
+    t.layout = CK_LAYOUT_NHWC;
+    t.n = n;
+    t.c = c;
+    t.h = h;
+    t.w = w;
+    t.count = (size_t)n * c * h * w;
+    t.data = (float *)p;
+    return t;
+}
+
+static ck_tensor pview(ck_context *ctx, const float *p, int c) {
+    ck_tensor t = view(ctx, p, 1, 1, 1, c);
+    t.layout = CK_LAYOUT_NCHW;
+    return t;
+}
+
+static ck_conv_geom geom_for(const ck_node *n, int batch) {
+    ck_conv_geom g = n->geom;
+    g.n = batch;
+    return g;
+}
+
+/* The dropout RNG offset of node i at the current step: unique per (step, node). */
+static uint64_t dropout_offset(const ck_model *m, int i) {
+    return (uint64_t)m->step * 4096u + (uint64_t)i;
+}
+
+static const float *node_input(const ck_model *m, int i, const float *x) {
+    return i == 0 ? x : m->nodes[i - 1].out;
+}
+
+/* Runs nodes [0, upto) forward. */
+static ck_status forward(ck_model *m, const float *x, int batch, int training, int upto) {
+    ck_context *ctx = m->ctx;
+    for (int i = 0; i < upto; ++i) {
+        ck_node *n = &m->nodes[i];
+        const float *in = node_input(m, i, x);
+        const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
+        ck_status st = CK_STATUS_SUCCESS;
+        switch (n->type) {
+        case CK_NODE_CONV: {
+            ck_conv_geom g = geom_for(n, batch);
+            ck_cpu_conv2d_forward(&g, in, m->params + n->p_kernel,
+                                  n->n_bias ? m->params + n->p_bias : NULL, n->out, m->ws);
+            break;
+        }
+        case CK_NODE_POOL: {
+            ck_conv_geom g = geom_for(n, batch);
+            ck_cpu_pool_forward(&g, n->is_max, in, n->out);
+            break;
+        }
+        case CK_NODE_GAP:
+            ck_cpu_gap_forward(batch, n->ih * n->iw, n->ic, in, n->out);
+            break;
+        case CK_NODE_FLATTEN:
+            n->out = (float *)in;
+            break;
+        case CK_NODE_DENSE:
+            ck_cpu_dense_forward(batch, n->ic, n->oc, in, m->params + n->p_kernel,
+                                 n->n_bias ? m->params + n->p_bias : NULL, n->out);
+            break;
+        case CK_NODE_BN: {
+            ck_tensor tx = view(ctx, in, batch, n->ih, n->iw, n->ic);
+            ck_tensor ty = view(ctx, n->out, batch, n->oh, n->ow, n->oc);
+            ck_tensor g = pview(ctx, m->params + n->p_gamma, n->oc);
+            ck_tensor b = pview(ctx, m->params + n->p_beta, n->oc);
+            ck_tensor rm = pview(ctx, m->fixed + n->p_mm, n->oc);
+            ck_tensor rv = pview(ctx, m->fixed + n->p_mv, n->oc);
+            if (training) {
+                ck_tensor sm = pview(ctx, m->stats + n->p_stats, n->oc);
+                ck_tensor si = pview(ctx, m->stats + n->p_stats + n->oc, n->oc);
+                st = ck_batchnorm_forward_training(ctx, &n->bn, &tx, &g, &b, &rm, &rv, &sm, &si,
+                                                   NULL, &ty, NULL);
+            } else {
+                st = ck_batchnorm_forward_inference(ctx, &n->bn, &tx, &g, &b, &rm, &rv, &ty);
+            }
+            break;
+        }
+        case CK_NODE_ACT:
+            ck_cpu_activation_forward(n->act, n->alpha, in, n->out, count_in, n->oc);
+            break;
+        case CK_NODE_DROPOUT:
+        case CK_NODE_SDROPOUT:
+            if (training && n->rate > 0.0f) {
+                ck_dropout_desc d = {n->rate, dropout_offset(m, i)};
+                ck_tensor tx = view(ctx, in, batch, n->ih, n->iw, n->ic);
+                ck_tensor ty = view(ctx, n->out, batch, n->oh, n->ow, n->oc);
+                st = n->type == CK_NODE_DROPOUT
+                         ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL)
+                         : ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL);
+            } else {
+                memcpy(n->out, in, count_in * sizeof(float));
+            }
+            break;
+        }
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+/* Backward from node `from` (inclusive) down to 0, with dy in m->gbuf-compatible memory. */
+static ck_status backward(ck_model *m, const float *x, int batch, int from, const float *dy0) {
+    ck_context *ctx = m->ctx;
+    const float *dy = dy0;
+    int cur = 0; /* gbuf index the next dx goes to */
+    for (int i = from; i >= 0; --i) {
+        ck_node *n = &m->nodes[i];
+        const float *in = node_input(m, i, x);
+        const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
+        float *dx = i > 0 ? m->gbuf[cur] : NULL; /* no gradient for the input */
+        ck_status st = CK_STATUS_SUCCESS;
+        switch (n->type) {
+        case CK_NODE_CONV: {
+            ck_conv_geom g = geom_for(n, batch);
+            ck_cpu_conv2d_backward(&g, in, m->params + n->p_kernel, dy, dx,
+                                   m->grads + n->p_kernel, n->n_bias ? m->grads + n->p_bias : NULL,
+                                   m->ws);
+            break;
+        }
+        case CK_NODE_POOL:
+            if (dx) {
+                ck_conv_geom g = geom_for(n, batch);
+                ck_cpu_pool_backward(&g, n->is_max, in, dy, dx);
+            }
+            break;
+        case CK_NODE_GAP:
+            if (dx)
+                ck_cpu_gap_backward(batch, n->ih * n->iw, n->ic, dy, dx);
+            break;
+        case CK_NODE_FLATTEN:
+            continue; /* same memory, same gradient */
+        case CK_NODE_DENSE:
+            ck_cpu_dense_backward(batch, n->ic, n->oc, in, m->params + n->p_kernel, dy, dx,
+                                  m->grads + n->p_kernel, n->n_bias ? m->grads + n->p_bias : NULL);
+            break;
+        case CK_NODE_BN: {
+            ck_tensor tx = view(ctx, in, batch, n->ih, n->iw, n->ic);
+            ck_tensor tdy = view(ctx, dy, batch, n->oh, n->ow, n->oc);
+            ck_tensor tdx = view(ctx, dx ? dx : m->gbuf[cur], batch, n->ih, n->iw, n->ic);
+            ck_tensor g = pview(ctx, m->params + n->p_gamma, n->oc);
+            ck_tensor b = pview(ctx, m->params + n->p_beta, n->oc);
+            ck_tensor sm = pview(ctx, m->stats + n->p_stats, n->oc);
+            ck_tensor si = pview(ctx, m->stats + n->p_stats + n->oc, n->oc);
+            ck_tensor dg = pview(ctx, m->grads + n->p_gamma, n->oc);
+            ck_tensor db = pview(ctx, m->grads + n->p_beta, n->oc);
+            st = ck_batchnorm_backward(ctx, &n->bn, &tx, &tdy, &g, &b, &sm, &si, NULL, &tdx, &dg,
+                                       &db, NULL);
+            break;
+        }
+        case CK_NODE_ACT:
+            if (dx)
+                ck_cpu_activation_backward(n->act, n->alpha, in, n->out, dy, dx, count_in, n->oc);
+            break;
+        case CK_NODE_DROPOUT:
+        case CK_NODE_SDROPOUT:
+            if (dx) {
+                if (n->rate > 0.0f) {
+                    ck_dropout_desc d = {n->rate, dropout_offset(m, i)};
+                    ck_tensor tdy = view(ctx, dy, batch, n->oh, n->ow, n->oc);
+                    ck_tensor tdx = view(ctx, dx, batch, n->ih, n->iw, n->ic);
+                    st = n->type == CK_NODE_DROPOUT
+                             ? ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdx, NULL)
+                             : ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdx,
+                                                           NULL);
+                } else {
+                    memcpy(dx, dy, count_in * sizeof(float));
+                }
+            }
+            break;
+        }
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+        if (!dx)
+            break;
+        dy = dx;
+        cur ^= 1;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+static void optimizer_step(ck_model *m) {
+    const ck_optimizer_desc *o = &m->opt;
+    const long step = (long)m->step + 1;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const ck_node *n = &m->nodes[i];
+        size_t groups[3][2] = {{0, 0}, {0, 0}, {0, 0}}; /* offset, count */
+        int ng = 0;
+        float wd_first = 0.0f;
+        if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE) {
+            groups[ng][0] = n->p_kernel;
+            groups[ng++][1] = n->n_kernel;
+            wd_first = o->weight_decay;
+            if (n->n_bias) {
+                groups[ng][0] = n->p_bias;
+                groups[ng++][1] = n->n_bias;
+            }
+        } else if (n->type == CK_NODE_BN) {
+            groups[ng][0] = n->p_gamma;
+            groups[ng++][1] = 2 * (size_t)n->oc; /* gamma and beta are adjacent */
+        }
+        for (int k = 0; k < ng; ++k) {
+            const size_t off = groups[k][0], cnt = groups[k][1];
+            const float wd = k == 0 ? wd_first : 0.0f;
+            if (o->type == CK_OPT_ADAM)
+                ck_cpu_adam_update(m->params + off, m->grads + off, m->opt_m + off,
+                                   m->opt_v + off, cnt, o->learning_rate, o->beta1, o->beta2,
+                                   o->epsilon, wd, step);
+            else
+                ck_cpu_sgd_update(m->params + off, m->grads + off, m->opt_m + off, cnt,
+                                  o->learning_rate, o->momentum, o->nesterov, wd);
+        }
+    }
+}
+
+static ck_status check_batch(ck_model *m, const float *x, const int32_t *labels, int n,
+                             int need_labels) {
+    ck_context *ctx = m->ctx;
+    if (!m->built)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    if (!x)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "x: is NULL");
+    if (need_labels && !labels)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "labels: is NULL");
+    if (n < 1 || n > m->max_batch)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "n: %d samples, must be in [1, max_batch = %d]",
+                       n, m->max_batch);
+    if (need_labels)
+        for (int i = 0; i < n; ++i)
+            if (labels[i] < 0 || labels[i] >= m->classes)
+                return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                               "labels[%d]: %d is not a class of this model (0..%d)", i,
+                               (int)labels[i], m->classes - 1);
+    return CK_STATUS_SUCCESS;
+}
+
+/* Index of the node whose output holds the logits. */
+static int logits_node(const ck_model *m) {
+    return m->num_nodes - 1 - (m->softmax_last ? 1 : 0);
+}
+
+static const float *logits_of(const ck_model *m, const float *x) {
+    int li = logits_node(m);
+    return li < 0 ? x : m->nodes[li].out;
+}
+
+ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
+                                  double *loss_sum, int *correct) {
+    ck_status st = check_batch(m, x, labels, n, 1);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    /* the BN moving statistics are restored if the step fails: no half-changed model */
+    memcpy(m->fixed_backup, m->fixed, sizeof(float) * m->num_fixed);
+    const int ln = logits_node(m);
+    st = forward(m, x, n, 1, ln + 1);
+    double ls = 0.0;
+    int c = 0;
+    if (st == CK_STATUS_SUCCESS) {
+        ck_cpu_softmax_xent(n, m->classes, logits_of(m, x), labels, m->logits_grad, &ls, &c);
+        if (!isfinite(ls))
+            st = ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                         "x: the loss is not finite at step %lld (NaN/Inf in the inputs or "
+                         "diverged training); the model was not changed",
+                         m->step);
+    }
+    if (st == CK_STATUS_SUCCESS)
+        st = backward(m, x, n, ln, m->logits_grad);
+    if (st != CK_STATUS_SUCCESS) {
+        memcpy(m->fixed, m->fixed_backup, sizeof(float) * m->num_fixed);
+        return st;
+    }
+    if (loss_sum)
+        *loss_sum = ls;
+    if (correct)
+        *correct = c;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+                                     ck_step_result *result) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    double loss_sum = 0.0;
+    int correct = 0;
+    ck_status st = ck_model_loss_and_grads(m, x, labels, n, &loss_sum, &correct);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    optimizer_step(m);
+    m->step++;
+    if (result) {
+        result->loss = loss_sum / n;
+        result->correct = correct;
+        result->count = n;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
+                                   ck_step_result *result) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    if (count < 1 || !x || !labels)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "count, x, labels: need count >= 1 and data");
+    const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
+    double loss = 0.0;
+    int correct = 0;
+    for (int s = 0; s < count; s += m->max_batch) {
+        int n = count - s < m->max_batch ? count - s : m->max_batch;
+        ck_status st = check_batch(m, x + (size_t)s * per, labels + s, n, 1);
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+        st = forward(m, x + (size_t)s * per, n, 0, logits_node(m) + 1);
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+        double l = 0.0;
+        int c = 0;
+        ck_cpu_softmax_xent(n, m->classes, logits_of(m, x + (size_t)s * per), labels + s, NULL,
+                            &l, &c);
+        loss += l;
+        correct += c;
+    }
+    if (result) {
+        result->loss = loss / count;
+        result->correct = correct;
+        result->count = count;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float *probs) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    if (count < 1 || !probs)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "count, probs: need count >= 1 and a buffer");
+    const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
+    for (int s = 0; s < count; s += m->max_batch) {
+        int n = count - s < m->max_batch ? count - s : m->max_batch;
+        ck_status st = check_batch(m, x + (size_t)s * per, NULL, n, 0);
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+        st = forward(m, x + (size_t)s * per, n, 0, logits_node(m) + 1);
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+        /* probabilities: softmax of the logits (what the softmax layer computes) */
+        ck_cpu_activation_forward(CK_ACT_SOFTMAX, 0.0f, logits_of(m, x + (size_t)s * per),
+                                  probs + (size_t)s * m->classes, (size_t)n * m->classes,
+                                  m->classes);
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+/* ---- weights in Keras get_weights() order ---------------------------------------------------- */
+
+/* Calls fn(ptr, count) for each weight array in Keras order; returns the total count. */
+static size_t for_each_weight(ck_model *m, void (*fn)(void *, float *, size_t), void *u) {
+    size_t total = 0;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        ck_node *n = &m->nodes[i];
+        float *arrs[4] = {NULL, NULL, NULL, NULL};
+        size_t cnts[4] = {0, 0, 0, 0};
+        if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE) {
+            arrs[0] = m->params + n->p_kernel;
+            cnts[0] = n->n_kernel;
+            if (n->n_bias) {
+                arrs[1] = m->params + n->p_bias;
+                cnts[1] = n->n_bias;
+            }
+        } else if (n->type == CK_NODE_BN) {
+            arrs[0] = m->params + n->p_gamma;
+            arrs[1] = m->params + n->p_beta;
+            arrs[2] = m->fixed + n->p_mm;
+            arrs[3] = m->fixed + n->p_mv;
+            cnts[0] = cnts[1] = cnts[2] = cnts[3] = (size_t)n->oc;
+        }
+        for (int k = 0; k < 4; ++k)
+            if (cnts[k]) {
+                if (fn)
+                    fn(u, arrs[k], cnts[k]);
+                total += cnts[k];
+            }
+    }
+    return total;
+}
+
+typedef struct copy_cursor {
+    float *host;
+    const float *src;
+    size_t pos;
+} copy_cursor;
+
+static void copy_out(void *u, float *p, size_t n) {
+    copy_cursor *c = (copy_cursor *)u;
+    memcpy(c->host + c->pos, p, n * sizeof(float));
+    c->pos += n;
+}
+
+static void copy_in(void *u, float *p, size_t n) {
+    copy_cursor *c = (copy_cursor *)u;
+    memcpy(p, c->src + c->pos, n * sizeof(float));
+    c->pos += n;
+}
+
+CK_API ck_status ck_model_get_weights(ck_model *m, float *host, size_t count, size_t *needed) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    size_t total = for_each_weight(m, NULL, NULL);
+    if (needed)
+        *needed = total;
+    if (!host && count == 0)
+        return CK_STATUS_SUCCESS;
+    if (!host || count != total)
+        return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH, "count: %zu given, the model has %zu",
+                       count, total);
+    copy_cursor c = {host, NULL, 0};
+    for_each_weight(m, copy_out, &c);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_set_weights(ck_model *m, const float *host, size_t count) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    size_t total = for_each_weight(m, NULL, NULL);
+    if (!host || count != total)
+        return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH, "count: %zu given, the model has %zu",
+                       count, total);
+    copy_cursor c = {NULL, host, 0};
+    for_each_weight(m, copy_in, &c);
+    return CK_STATUS_SUCCESS;
+}

@@ -1,0 +1,336 @@
+/* Sequential model: summary, shapes, whole-model gradients, training, checkpoints. */
+#include "common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cnnkit/model.h"
+#include "model_internal.h"
+
+/* The question's model, as the user pasted it (with its unbalanced parentheses). */
+static const char *SEED =
+    "from keras.models import Sequential\n"
+    "from keras.layers import Conv2D, BatchNormalization, Activation, MaxPooling2D, Dropout\n"
+    "from keras.layers import Flatten, Dense\n"
+    "model = Sequential()\n"
+    "model.add(Conv2D(32,(3,3), input_shape=(28,28,1))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(Conv2D(32,(3,3)))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+    "model.add(Dropout(0.2))\n"
+    "model.add(Conv2D(64,(3,3)))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(Conv2D(64,(3,3)))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+    "model.add(Dropout(0.2))\n"
+    "model.add(Flatten())\n"
+    "model.add(Dense(512))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(Dropout(0.4))\n"
+    "model.add(Dense(10))\n"
+    "model.add(Activation('softmax'))\n"
+    "model.compile(loss='sparse_categorical_crossentropy', optimizer='adam',\n"
+    "              metrics=['accuracy'])\n";
+
+static ck_model *seed_model(ck_context *ctx, int max_batch) {
+    ck_model *m = NULL;
+    char msg[1024];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, SEED, &m, msg, sizeof msg));
+    cr_assert_neq(strstr(msg, "line 5"), NULL, "expected a recovery warning for line 5: %s", msg);
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, max_batch));
+    return m;
+}
+
+Test(model, seed_summary_matches_keras) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = seed_model(ctx, 4);
+    ck_param_counts pc;
+    CK_OK(ctx, ck_model_param_counts(m, &pc));
+    cr_assert_eq(pc.total, 597738);
+    cr_assert_eq(pc.trainable, 596330);
+    cr_assert_eq(pc.non_trainable, 1408);
+    cr_assert_eq(ck_model_num_layers(m), 23);
+    const int shapes[][3] = {{26, 26, 32}, {24, 24, 32}, {12, 12, 32}, {10, 10, 64},
+                             {8, 8, 64},   {4, 4, 64},   {1, 1, 1024}, {1, 1, 512},
+                             {1, 1, 10}};
+    const int at[] = {0, 3, 6, 8, 11, 14, 16, 17, 22};
+    for (int k = 0; k < 9; ++k) {
+        int h, w, c;
+        CK_OK(ctx, ck_model_layer_shape(m, at[k], &h, &w, &c));
+        cr_assert(h == shapes[k][0] && w == shapes[k][1] && c == shapes[k][2],
+                  "layer %d: %dx%dx%d", at[k], h, w, c);
+    }
+    size_t need = 0;
+    cr_assert_eq(ck_model_summary(m, NULL, 0, &need), CK_STATUS_BAD_PARAM);
+    char *buf = malloc(need);
+    CK_OK(ctx, ck_model_summary(m, buf, need, NULL));
+    cr_assert_neq(strstr(buf, "Total params: 597,738"), NULL, "%s", buf);
+    cr_assert_neq(strstr(buf, "Trainable params: 596,330"), NULL);
+    cr_assert_neq(strstr(buf, "Non-trainable params: 1,408"), NULL);
+    cr_assert_neq(strstr(buf, "conv2d_1 (Conv2D)"), NULL, "%s", buf);
+    cr_assert_neq(strstr(buf, "(None, 26, 26, 32)"), NULL);
+    cr_assert_neq(strstr(buf, "(None, 1024)"), NULL);
+    cr_assert_neq(strstr(buf, "batch_normalization_4 (BatchNormalization)"), NULL, "%s", buf);
+    free(buf);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* A small model touching every node kind, for gradient checks. */
+static ck_model *small_model(ck_context *ctx, int with_dropout) {
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    ck_layer_desc d;
+    ck_layer_desc_init(&d, CK_LAYER_CONV2D);
+    d.units = 3;
+    d.kernel_h = d.kernel_w = 3;
+    d.padding = CK_PADDING_SAME;
+    CK_OK(ctx, ck_model_add(m, &d));
+    ck_layer_desc_init(&d, CK_LAYER_BATCHNORM);
+    CK_OK(ctx, ck_model_add(m, &d));
+    ck_layer_desc_init(&d, CK_LAYER_ACTIVATION);
+    d.activation = CK_ACT_TANH;
+    CK_OK(ctx, ck_model_add(m, &d));
+    /* average pooling: max pooling's kinks would trip the finite differences (its gradient is
+     * checked on its own in test_layers.c) */
+    ck_layer_desc_init(&d, CK_LAYER_AVGPOOL2D);
+    CK_OK(ctx, ck_model_add(m, &d));
+    if (with_dropout) {
+        ck_layer_desc_init(&d, CK_LAYER_SPATIAL_DROPOUT2D);
+        d.rate = 0.3f;
+        CK_OK(ctx, ck_model_add(m, &d));
+    }
+    ck_layer_desc_init(&d, CK_LAYER_CONV2D);
+    d.units = 4;
+    d.kernel_h = d.kernel_w = 2;
+    d.activation = CK_ACT_SWISH;
+    CK_OK(ctx, ck_model_add(m, &d));
+    ck_layer_desc_init(&d, CK_LAYER_FLATTEN);
+    CK_OK(ctx, ck_model_add(m, &d));
+    ck_layer_desc_init(&d, CK_LAYER_DENSE);
+    d.units = 6;
+    CK_OK(ctx, ck_model_add(m, &d));
+    ck_layer_desc_init(&d, CK_LAYER_BATCHNORM);
+    CK_OK(ctx, ck_model_add(m, &d));
+    if (with_dropout) {
+        ck_layer_desc_init(&d, CK_LAYER_DROPOUT);
+        d.rate = 0.25f;
+        CK_OK(ctx, ck_model_add(m, &d));
+    }
+    ck_layer_desc_init(&d, CK_LAYER_DENSE);
+    d.units = 4;
+    d.activation = CK_ACT_SOFTMAX;
+    CK_OK(ctx, ck_model_add(m, &d));
+    CK_OK(ctx, ck_model_build(m, 7, 6, 2, 8));
+    return m;
+}
+
+static void make_batch(int n, size_t per, float *x, int32_t *y, uint64_t seed) {
+    trng r = {seed};
+    for (size_t i = 0; i < (size_t)n * per; ++i)
+        x[i] = trng_uniform(&r, -1.0f, 1.0f);
+    for (int i = 0; i < n; ++i)
+        y[i] = (int32_t)(trng_u32(&r) % 4);
+}
+
+/* Whole-model gradient: central differences of the mean loss w.r.t. every 7th trainable
+ * parameter against the backward pass (dropout masks fixed: the step counter does not move).
+ * Loss in double; h = 2e-3 on O(1) weights; tolerance 2e-3 * max(1, |g|) + 5e-4 (float forward
+ * noise ~1e-6 / 2h, plus curvature). */
+static void gradcheck_model(int with_dropout) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = small_model(ctx, with_dropout);
+    const int n = 8;
+    const size_t per = 7 * 6 * 2;
+    float x[8 * 84];
+    int32_t y[8];
+    make_batch(n, per, x, y, 5);
+    double loss0;
+    CK_OK(ctx, ck_model_loss_and_grads(m, x, y, n, &loss0, NULL));
+    float *g = malloc(sizeof(float) * m->num_params);
+    memcpy(g, m->grads, sizeof(float) * m->num_params);
+    const float h = 2e-3f;
+    int checked = 0;
+    for (size_t i = 0; i < m->num_params; i += 7) {
+        const float p0 = m->params[i];
+        double lp, lm;
+        m->params[i] = p0 + h;
+        CK_OK(ctx, ck_model_loss_and_grads(m, x, y, n, &lp, NULL));
+        m->params[i] = p0 - h;
+        CK_OK(ctx, ck_model_loss_and_grads(m, x, y, n, &lm, NULL));
+        m->params[i] = p0;
+        const double fd = (lp - lm) / (2.0 * h) / n; /* gradient of the mean loss */
+        cr_assert(fabs(fd - g[i]) <= 2e-3 * fmax(1.0, fabs(fd)) + 5e-4,
+                  "param %zu of %zu: backward %g, finite difference %g", i, m->num_params, g[i],
+                  fd);
+        ++checked;
+    }
+    cr_assert_gt(checked, 20);
+    free(g);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(model, gradcheck_whole_model) {
+    gradcheck_model(0);
+}
+Test(model, gradcheck_whole_model_with_dropouts) {
+    gradcheck_model(1);
+}
+
+/* Training lowers the loss on a fixed batch; the same seed gives bit-identical weights. */
+Test(model, training_is_deterministic_and_learns) {
+    float w1[4096], w2[4096];
+    double first = 0, last = 0;
+    for (int run = 0; run < 2; ++run) {
+        ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+        ck_model *m = small_model(ctx, 1);
+        ck_optimizer_desc o;
+        CK_OK(ctx, ck_optimizer_desc_init(&o, CK_OPT_ADAM));
+        o.learning_rate = 1e-2f;
+        CK_OK(ctx, ck_model_set_optimizer(m, &o));
+        float x[8 * 84];
+        int32_t y[8];
+        make_batch(8, 84, x, y, 11);
+        for (int s = 0; s < 30; ++s) {
+            ck_step_result r;
+            CK_OK(ctx, ck_model_train_step(m, x, y, 8, &r));
+            if (s == 0)
+                first = r.loss;
+            last = r.loss;
+        }
+        size_t need;
+        CK_OK(ctx, ck_model_get_weights(m, NULL, 0, &need));
+        cr_assert_leq(need, 4096);
+        CK_OK(ctx, ck_model_get_weights(m, run ? w2 : w1, need, NULL));
+        if (run)
+            cr_assert_eq(memcmp(w1, w2, need * sizeof(float)), 0, "two runs differ");
+        cr_assert_eq(ck_model_step(m), 30);
+        ck_model_destroy(m);
+        ck_context_destroy(ctx);
+    }
+    cr_assert_lt(last, 0.5 * first, "loss %f -> %f did not drop", first, last);
+}
+
+Test(model, checkpoint_round_trip_and_corruption) {
+    char dir[] = "/tmp/cnnkit-ckpt-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/m.ckpt", dir);
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *a = small_model(ctx, 1), *b = small_model(ctx, 1);
+    float x[8 * 84];
+    int32_t y[8];
+    make_batch(8, 84, x, y, 3);
+    ck_step_result r;
+    for (int s = 0; s < 3; ++s)
+        CK_OK(ctx, ck_model_train_step(a, x, y, 8, &r));
+    CK_OK(ctx, ck_model_save(a, path));
+    CK_OK(ctx, ck_model_load(b, path));
+    cr_assert_eq(ck_model_step(b), 3);
+    /* both continue identically: weights, BN statistics and Adam state came back */
+    ck_step_result ra, rb;
+    CK_OK(ctx, ck_model_train_step(a, x, y, 8, &ra));
+    CK_OK(ctx, ck_model_train_step(b, x, y, 8, &rb));
+    cr_assert_eq(ra.loss, rb.loss, "resumed loss differs: %f vs %f", ra.loss, rb.loss);
+    size_t need;
+    CK_OK(ctx, ck_model_get_weights(a, NULL, 0, &need));
+    float *wa = malloc(need * 4), *wb = malloc(need * 4), *wc = malloc(need * 4);
+    CK_OK(ctx, ck_model_get_weights(a, wa, need, NULL));
+    CK_OK(ctx, ck_model_get_weights(b, wb, need, NULL));
+    cr_assert_eq(memcmp(wa, wb, need * 4), 0);
+
+    /* corrupt one byte in the middle: rejected, b unchanged */
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, size / 2, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, size / 2, SEEK_SET);
+    fputc(ch ^ 0x5a, f);
+    fclose(f);
+    cr_assert_eq(ck_model_load(b, path), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "corrupt"), NULL, "%s",
+                  ck_context_last_error(ctx));
+    CK_OK(ctx, ck_model_get_weights(b, wc, need, NULL));
+    cr_assert_eq(memcmp(wb, wc, need * 4), 0, "a rejected load changed the model");
+    /* truncated */
+    CK_OK(ctx, ck_model_save(a, path));
+    cr_assert_eq(truncate(path, size - 10), 0);
+    cr_assert_eq(ck_model_load(b, path), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "truncated"), NULL, "%s",
+                  ck_context_last_error(ctx));
+    /* another model */
+    CK_OK(ctx, ck_model_save(a, path));
+    ck_model *c = small_model(ctx, 0);
+    cr_assert_eq(ck_model_load(c, path), CK_STATUS_SHAPE_MISMATCH);
+    /* not a checkpoint; missing */
+    f = fopen(path, "wb");
+    fputs("hello", f);
+    fclose(f);
+    cr_assert_eq(ck_model_load(b, path), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_load(b, "/nonexistent/x.ckpt"), CK_STATUS_BAD_PARAM);
+    unlink(path);
+    rmdir(dir);
+    free(wa);
+    free(wb);
+    free(wc);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_model_destroy(c);
+    ck_context_destroy(ctx);
+}
+
+Test(model, bad_inputs) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = small_model(ctx, 0);
+    float x[8 * 84] = {0};
+    int32_t y[8] = {0, 1, 2, 3, 4, 0, 0, 0};
+    cr_assert_eq(ck_model_train_step(m, x, y, 8, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "labels[4]"), NULL);
+    y[4] = 0;
+    cr_assert_eq(ck_model_train_step(m, x, y, 9, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_train_step(m, NULL, y, 8, NULL), CK_STATUS_BAD_PARAM);
+    x[3] = NAN;
+    cr_assert_eq(ck_model_train_step(m, x, y, 8, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "not finite"), NULL);
+    cr_assert_eq(ck_model_step(m), 0, "a failed step advanced the counter");
+    ck_layer_desc d;
+    ck_layer_desc_init(&d, CK_LAYER_DENSE);
+    d.units = 3;
+    cr_assert_eq(ck_model_add(m, &d), CK_STATUS_BAD_PARAM, "add after build");
+    ck_model_destroy(m);
+
+    /* shape errors at build */
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    ck_layer_desc_init(&d, CK_LAYER_CONV2D);
+    d.units = 2;
+    d.kernel_h = d.kernel_w = 5;
+    CK_OK(ctx, ck_model_add(m, &d));
+    cr_assert_eq(ck_model_build(m, 4, 4, 1, 2), CK_STATUS_SHAPE_MISMATCH);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "conv2d"), NULL, "%s",
+                  ck_context_last_error(ctx));
+    ck_model_destroy(m);
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    ck_layer_desc_init(&d, CK_LAYER_DENSE);
+    d.units = 2;
+    CK_OK(ctx, ck_model_add(m, &d));
+    cr_assert_eq(ck_model_build(m, 4, 4, 1, 2), CK_STATUS_SHAPE_MISMATCH);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "Flatten"), NULL, "%s",
+                  ck_context_last_error(ctx));
+    ck_layer_desc_init(&d, CK_LAYER_DROPOUT);
+    d.rate = 1.0f;
+    cr_assert_eq(ck_model_add(m, &d), CK_STATUS_BAD_PARAM);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
