@@ -24,14 +24,16 @@
  *  warning ("line 5: unbalanced parentheses, statement closed at end of line"), when the line
  *  ends in something that can end an expression (a name, number, string or closing bracket) and
  *  the next line starts a new statement: a name at the same or a smaller indentation whose own
- *  brackets never close more than they open. Everything else gets "line L, column C: ...".
+ *  brackets never close more than they open (or, for a statement of one line, the text ends).
+ *  Everything else gets "line L, column C: ...".
  *
  * Results
  *  Pooling strides are stored resolved (strides=None -> the pool size); conv strides always set.
  *  LeakyReLU layers default to alpha 0.3, the string activation 'leaky_relu' to 0.2 (the
  *  default of keras.activations.leaky_relu), ELU to 1.0. A LeakyReLU/ELU/ReLU whose slope is 0
  *  becomes a plain relu. input_shape (h, w, c) goes into layers[0]; a 1-D shape (n,) or
- *  Dense(input_dim=n) is stored as 1 x 1 x n.
+ *  Dense(input_dim=n) is stored as 1 x 1 x n, a 2-D shape (h, w) (only before Flatten) as
+ *  h x w x 1.
  *
  * Implementation: a tokenizer for Python's lexical syntax, a statement splitter (brackets,
  * newlines, ';'), and a recursive-descent parser for call expressions. All parse-time memory
@@ -49,9 +51,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KP_MAX_DEPTH 64   /* nested brackets / expressions */
-#define KP_MAX_BLOCKS 64  /* nested compound statements tracked */
-#define KP_MAX_PARAMS 40  /* parameters of one class */
+#define KP_MAX_DEPTH 64  /* nested brackets / expressions */
+#define KP_MAX_BLOCKS 64 /* nested compound statements tracked */
+#define KP_MAX_PARAMS 40 /* parameters of one class */
 #define KP_MSG_LEN 512
 
 /* ---------------------------------------------------------------------------------------------
@@ -61,8 +63,8 @@ typedef enum tk_kind { TK_NAME, TK_NUMBER, TK_STRING, TK_OP, TK_NEWLINE, TK_EOF,
 
 typedef struct tok {
     tk_kind kind;
-    int line, col;     /* 1-based; columns count characters (UTF-8 code points) */
-    const char *src;   /* source text of the token (NAME, NUMBER, OP) */
+    int line, col;   /* 1-based; columns count characters (UTF-8 code points) */
+    const char *src; /* source text of the token (NAME, NUMBER, OP) */
     int len;
     /* NUMBER */
     int is_float, bad_number, int_overflow;
@@ -84,7 +86,7 @@ typedef enum vkind {
     V_INT,
     V_FLOAT,
     V_STR,
-    V_NAME,   /* a name that is not a known variable: tf.nn.relu, relu, x_train */
+    V_NAME, /* a name that is not a known variable: tf.nn.relu, relu, x_train */
     V_TUPLE,
     V_LIST,
     V_CALL,
@@ -162,6 +164,7 @@ typedef struct kp {
     int count, cap;
     int rank; /* rank of the current output with batch: 4 (images) or 2 (vectors) */
     int pending_input, in_h, in_w, in_c, in_line, in_col;
+    int shape2d, shape2d_line, shape2d_col; /* a 2-D input shape (h, w) was read as h x w x 1 */
     int has_compile;
     ck_optimizer_desc opt;
     char loss[64];
@@ -518,14 +521,30 @@ static int scan_string(kp *P, size_t *pi, tok *t, int raw, int fstr) {
         }
         char e = s[++x];
         switch (e) {
-        case 'n': d[k++] = '\n'; break;
-        case 't': d[k++] = '\t'; break;
-        case 'r': d[k++] = '\r'; break;
-        case '0': d[k++] = '\0'; break;
-        case '\\': d[k++] = '\\'; break;
-        case '\'': d[k++] = '\''; break;
-        case '"': d[k++] = '"'; break;
-        case '\n': new_line(P, x + 1); break; /* line continuation inside the string */
+        case 'n':
+            d[k++] = '\n';
+            break;
+        case 't':
+            d[k++] = '\t';
+            break;
+        case 'r':
+            d[k++] = '\r';
+            break;
+        case '0':
+            d[k++] = '\0';
+            break;
+        case '\\':
+            d[k++] = '\\';
+            break;
+        case '\'':
+            d[k++] = '\'';
+            break;
+        case '"':
+            d[k++] = '"';
+            break;
+        case '\n':
+            new_line(P, x + 1);
+            break; /* line continuation inside the string */
         default:
             d[k++] = '\\';
             d[k++] = e;
@@ -661,9 +680,9 @@ static int tokenize(kp *P) {
                 return -1;
         } else {
             static const char *const ops3[] = {"**=", "//=", ">>=", "<<=", "...", NULL};
-            static const char *const ops2[] = {"**", "//", "==", "!=", "<=", ">=", "->", ":=",
-                                               "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=",
-                                               "@=", "<<", ">>", NULL};
+            static const char *const ops2[] = {"**", "//", "==", "!=", "<=", ">=", "->",
+                                               ":=", "+=", "-=", "*=", "/=", "%=", "&=",
+                                               "|=", "^=", "@=", "<<", ">>", NULL};
             int len = 0;
             for (int k = 0; ops3[k] && !len; ++k)
                 if (i + 3 <= n && memcmp(s + i, ops3[k], 3) == 0)
@@ -696,27 +715,30 @@ static int tokenize(kp *P) {
 }
 
 static int is_op(const tok *t, const char *op) {
-    return t->kind == TK_OP && (size_t)t->len == strlen(op) && memcmp(t->src, op, (size_t)t->len) == 0;
+    return t->kind == TK_OP && (size_t)t->len == strlen(op) &&
+           memcmp(t->src, op, (size_t)t->len) == 0;
 }
 static int is_name(const tok *t, const char *nm) {
-    return t->kind == TK_NAME && (size_t)t->len == strlen(nm) && memcmp(t->src, nm, (size_t)t->len) == 0;
+    return t->kind == TK_NAME && (size_t)t->len == strlen(nm) &&
+           memcmp(t->src, nm, (size_t)t->len) == 0;
 }
 static int is_open(const tok *t) {
-    return t->kind == TK_OP && t->len == 1 && (t->src[0] == '(' || t->src[0] == '[' || t->src[0] == '{');
+    return t->kind == TK_OP && t->len == 1 &&
+           (t->src[0] == '(' || t->src[0] == '[' || t->src[0] == '{');
 }
 static int is_close(const tok *t) {
-    return t->kind == TK_OP && t->len == 1 && (t->src[0] == ')' || t->src[0] == ']' || t->src[0] == '}');
+    return t->kind == TK_OP && t->len == 1 &&
+           (t->src[0] == ')' || t->src[0] == ']' || t->src[0] == '}');
 }
 static char closer_of(char open) {
     return open == '(' ? ')' : open == '[' ? ']' : '}';
 }
 
 static const char *const k_keywords[] = {
-    "False", "None",   "True",  "and",    "as",       "assert", "async",  "await",
-    "break", "class",  "continue", "def", "del",      "elif",   "else",   "except",
-    "finally", "for",  "from",  "global", "if",       "import", "in",     "is",
-    "lambda", "nonlocal", "not", "or",    "pass",     "raise",  "return", "try",
-    "while", "with",   "yield", NULL};
+    "False", "None",     "True",  "and",    "as",   "assert", "async",  "await",    "break",
+    "class", "continue", "def",   "del",    "elif", "else",   "except", "finally",  "for",
+    "from",  "global",   "if",    "import", "in",   "is",     "lambda", "nonlocal", "not",
+    "or",    "pass",     "raise", "return", "try",  "while",  "with",   "yield",    NULL};
 
 static int is_keyword(const tok *t) {
     if (t->kind != TK_NAME)
@@ -758,19 +780,35 @@ static const char *tok_desc(kp *P, const tok *t, char *buf, size_t n) {
  * Layer classes known to the parser (for the "missing ')' before the next layer" diagnosis and
  * the list in error messages).
  * ------------------------------------------------------------------------------------------- */
-static const char *const k_layer_classes[] = {
-    "Conv2D",      "Dense",       "MaxPooling2D",     "MaxPool2D",  "AveragePooling2D",
-    "AvgPool2D",   "GlobalAveragePooling2D", "GlobalAvgPool2D", "Flatten",
-    "BatchNormalization", "Activation", "Dropout", "SpatialDropout2D", "ReLU", "LeakyReLU",
-    "ELU",         "Softmax",     "Input",            "InputLayer", NULL};
+static const char *const k_layer_classes[] = {"Conv2D",
+                                              "Dense",
+                                              "MaxPooling2D",
+                                              "MaxPool2D",
+                                              "AveragePooling2D",
+                                              "AvgPool2D",
+                                              "GlobalAveragePooling2D",
+                                              "GlobalAvgPool2D",
+                                              "Flatten",
+                                              "BatchNormalization",
+                                              "Activation",
+                                              "Dropout",
+                                              "SpatialDropout2D",
+                                              "ReLU",
+                                              "LeakyReLU",
+                                              "ELU",
+                                              "Softmax",
+                                              "Input",
+                                              "InputLayer",
+                                              NULL};
 #define K_SUPPORTED_LIST                                                                           \
-    "Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense, "            \
-    "BatchNormalization, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, SpatialDropout2D, "  \
+    "Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense, "             \
+    "BatchNormalization, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, SpatialDropout2D, "   \
     "Input"
 
 static int layer_class_known(const char *s, int len) {
     for (int i = 0; k_layer_classes[i]; ++i)
-        if ((size_t)len == strlen(k_layer_classes[i]) && memcmp(s, k_layer_classes[i], (size_t)len) == 0)
+        if ((size_t)len == strlen(k_layer_classes[i]) &&
+            memcmp(s, k_layer_classes[i], (size_t)len) == 0)
             return 1;
     return 0;
 }
@@ -858,8 +896,10 @@ static int expect_close(kp *P, char want, const tok *open, const char *opener, i
     }
     if (at_end(P) && P->recovered)
         return 0; /* closed at the end of the line (recovery) */
-    return kp_fail(P, t->line, t->col, "expected %s'%c' to close %s opened at line %d, column %d, "
-                   "found %s", comma_ok ? "',' or " : "", want, opener, open->line, open->col,
+    return kp_fail(P, t->line, t->col,
+                   "expected %s'%c' to close %s opened at line %d, column %d, "
+                   "found %s",
+                   comma_ok ? "',' or " : "", want, opener, open->line, open->col,
                    tok_desc(P, t, b, sizeof b));
 }
 
@@ -950,8 +990,8 @@ static int p_args(kp *P, value *call, const tok *open, int layer_call) {
             for (int i = 0; i < n; ++i)
                 if (args[i].kw && strcmp(args[i].kw, a.kw) == 0)
                     return kp_fail(P, t->line, t->col,
-                                   "expected each argument once, found %s given twice in %s",
-                                   a.kw, opener);
+                                   "expected each argument once, found %s given twice in %s", a.kw,
+                                   opener);
             advance(P);
             advance(P);
             seen_kw = 1;
@@ -964,8 +1004,7 @@ static int p_args(kp *P, value *call, const tok *open, int layer_call) {
                 return kp_fail(P, l, c,
                                "expected ')' to close %s opened at line %d, column %d, before "
                                "the next layer %.*s at line %d, column %d",
-                               opener, open->line, open->col, cls->len, cls->src, t->line,
-                               t->col);
+                               opener, open->line, open->col, cls->len, cls->src, t->line, t->col);
             }
             if (seen_kw)
                 return kp_fail(P, t->line, t->col,
@@ -1028,17 +1067,16 @@ static value *p_primary(kp *P) {
     if (t->kind == TK_NUMBER) {
         advance(P);
         if (t->bad_number)
-            v = unknown_value(P, t->line, t->col,
-                              kp_printf(P, "the number %.*s, which cnnkit does not read", t->len,
-                                        t->src));
+            v = unknown_value(
+                P, t->line, t->col,
+                kp_printf(P, "the number %.*s, which cnnkit does not read", t->len, t->src));
         else if (t->is_float) {
             v = new_value(P, V_FLOAT, t->line, t->col);
             if (v)
                 v->f = t->fval;
         } else if (t->int_overflow)
             v = unknown_value(P, t->line, t->col,
-                              kp_printf(P, "the integer %.*s, which is too large", t->len,
-                                        t->src));
+                              kp_printf(P, "the integer %.*s, which is too large", t->len, t->src));
         else {
             v = new_value(P, V_INT, t->line, t->col);
             if (v) {
@@ -1108,9 +1146,9 @@ static value *p_primary(kp *P) {
                     v->line = t->line;
                     v->col = t->col;
                 } else if (s) {
-                    v = unknown_value(P, t->line, t->col,
-                                      kp_printf(P, "'%s' (set at line %d to %s)", name, s->line,
-                                                s->why));
+                    v = unknown_value(
+                        P, t->line, t->col,
+                        kp_printf(P, "'%s' (set at line %d to %s)", name, s->line, s->why));
                 } else if ((v = new_value(P, V_NAME, t->line, t->col)) != NULL)
                     v->s = name;
             }
@@ -1120,7 +1158,8 @@ static value *p_primary(kp *P) {
     } else if (is_op(t, "[")) {
         v = p_seq(P, V_LIST, advance(P));
     } else if (is_op(t, "{")) {
-        kp_fail(P, t->line, t->col, "expected a value, found '{' (dicts and sets are not "
+        kp_fail(P, t->line, t->col,
+                "expected a value, found '{' (dicts and sets are not "
                 "supported)");
         return NULL;
     } else {
@@ -1141,12 +1180,15 @@ static value *p_primary(kp *P) {
                 return NULL;
             v = unknown_value(P, v->line, v->col,
                               v->kind == V_CALL
-                                  ? kp_printf(P, "a call of the result of %s(...) (the "
-                                                 "functional API is not supported)", v->s)
+                                  ? kp_printf(P,
+                                              "a call of the result of %s(...) (the "
+                                              "functional API is not supported)",
+                                              v->s)
                                   : "a call expression that cnnkit does not evaluate");
         } else if (is_op(tr, ".") && peek_at(P, 1)->kind == TK_NAME) {
             P->pos += 2;
-            v = unknown_value(P, v->line, v->col, "an attribute expression that cnnkit does not "
+            v = unknown_value(P, v->line, v->col,
+                              "an attribute expression that cnnkit does not "
                               "evaluate");
         } else if (is_op(tr, "[")) {
             if (skip_group(P))
@@ -1352,8 +1394,8 @@ static int bind(kp *P, const value *call, const char *cls, const char *const *na
         if (!g->kw) {
             if (posi >= npos)
                 return kp_fail(P, g->line, g->col,
-                               "expected at most %d positional argument%s for %s, found more",
-                               npos, npos == 1 ? "" : "s", cls);
+                               "expected at most %d positional argument%s for %s, found more", npos,
+                               npos == 1 ? "" : "s", cls);
             idx = posi++;
         } else {
             for (int k = 0; k < a->n; ++k)
@@ -1407,8 +1449,8 @@ static int get_int(kp *P, const kargs *a, const char *param, int lo, int *out) {
     if (v->kind != V_INT)
         return type_err(P, a, v, param, lo == 1 ? "a positive integer" : "an integer");
     if (v->i < lo || v->i > INT_MAX)
-        return kp_fail(P, v->line, v->col, "expected an integer >= %d for %s of %s, found %lld",
-                       lo, param, a->cls, v->i);
+        return kp_fail(P, v->line, v->col, "expected an integer >= %d for %s of %s, found %lld", lo,
+                       param, a->cls, v->i);
     *out = (int)v->i;
     return 0;
 }
@@ -1556,7 +1598,7 @@ static int shape_of(kp *P, const kargs *a, const char *param, int skip_batch, in
     int k = skip_batch ? 1 : 0, m = v->n - k;
     if (skip_batch && (v->n < 1 || (v->items[0]->kind != V_NONE && !pos_int(v->items[0]))))
         return type_err(P, a, v, param, exp);
-    if (m != 3 && m != 1)
+    if (m < 1 || m > 3)
         return type_err(P, a, v, param, exp);
     for (int i = k; i < v->n; ++i) {
         value *it = v->items[i];
@@ -1568,10 +1610,15 @@ static int shape_of(kp *P, const kargs *a, const char *param, int skip_batch, in
         if (!pos_int(it))
             return type_err(P, a, it, param, "positive integer sizes");
     }
-    if (m == 3) {
+    if (m >= 2) {
         *h = (int)v->items[k]->i;
         *w = (int)v->items[k + 1]->i;
-        *c = (int)v->items[k + 2]->i;
+        *c = m == 3 ? (int)v->items[k + 2]->i : 1;
+        if (m == 2) { /* (28, 28) before Flatten: the same as (28, 28, 1) */
+            P->shape2d = 1;
+            P->shape2d_line = v->line;
+            P->shape2d_col = v->col;
+        }
     } else {
         *h = *w = 1;
         *c = (int)v->items[k]->i;
@@ -1618,8 +1665,7 @@ static int act_class(kp *P, const value *call, const char *cls, ck_activation *a
             return kp_fail(P, a->line[1], a->col[1],
                            "expected one of alpha and negative_slope for LeakyReLU, found both");
         x = 0.3;
-        if (get_num(P, a, aval(a, "alpha") ? "alpha" : "negative_slope", -1e308, 0, 1e308, 0,
-                    &x))
+        if (get_num(P, a, aval(a, "alpha") ? "alpha" : "negative_slope", -1e308, 0, 1e308, 0, &x))
             return -1;
         *act = x == 0 ? CK_ACT_RELU : CK_ACT_LEAKY_RELU;
         *alpha = (float)x;
@@ -1677,19 +1723,39 @@ static int get_activation(kp *P, const kargs *a, const char *param, ck_activatio
 /* ---------------------------------------------------------------------------------------------
  * Layers
  * ------------------------------------------------------------------------------------------- */
-static const char *const conv_p[] = {
-    "filters",          "kernel_size",         "strides",           "padding",
-    "data_format",      "dilation_rate",       "groups",            "activation",
-    "use_bias",         "kernel_initializer",  "bias_initializer",  "kernel_regularizer",
-    "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint",
-    LAYER_COMMON,       NULL};
-static const char *const dense_p[] = {
-    "units",            "activation",       "use_bias",          "kernel_initializer",
-    "bias_initializer", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-    "kernel_constraint", "bias_constraint", "input_dim",         LAYER_COMMON,
-    NULL};
-static const char *const pool_p[] = {"pool_size", "strides", "padding", "data_format",
-                                     LAYER_COMMON, NULL};
+static const char *const conv_p[] = {"filters",
+                                     "kernel_size",
+                                     "strides",
+                                     "padding",
+                                     "data_format",
+                                     "dilation_rate",
+                                     "groups",
+                                     "activation",
+                                     "use_bias",
+                                     "kernel_initializer",
+                                     "bias_initializer",
+                                     "kernel_regularizer",
+                                     "bias_regularizer",
+                                     "activity_regularizer",
+                                     "kernel_constraint",
+                                     "bias_constraint",
+                                     LAYER_COMMON,
+                                     NULL};
+static const char *const dense_p[] = {"units",
+                                      "activation",
+                                      "use_bias",
+                                      "kernel_initializer",
+                                      "bias_initializer",
+                                      "kernel_regularizer",
+                                      "bias_regularizer",
+                                      "activity_regularizer",
+                                      "kernel_constraint",
+                                      "bias_constraint",
+                                      "input_dim",
+                                      LAYER_COMMON,
+                                      NULL};
+static const char *const pool_p[] = {"pool_size",   "strides",    "padding",
+                                     "data_format", LAYER_COMMON, NULL};
 static const char *const gap_p[] = {"data_format", "keepdims", LAYER_COMMON, NULL};
 static const char *const flatten_p[] = {"data_format", LAYER_COMMON, NULL};
 static const char *const bn_p[] = {"axis",
@@ -1717,11 +1783,11 @@ static const char *const bn_p[] = {"axis",
 static const char *const act_p[] = {"activation", LAYER_COMMON, NULL};
 static const char *const dropout_p[] = {"rate", "noise_shape", "seed", LAYER_COMMON, NULL};
 static const char *const sdropout_p[] = {"rate", "data_format", "seed", LAYER_COMMON, NULL};
-static const char *const input_p[] = {"shape",  "batch_size", "name",   "dtype",
-                                      "sparse", "batch_shape", "tensor", "ragged",
-                                      "type_spec", "optional", NULL};
+static const char *const input_p[] = {"shape",     "batch_size",  "name",   "dtype",
+                                      "sparse",    "batch_shape", "tensor", "ragged",
+                                      "type_spec", "optional",    NULL};
 static const char *const inputlayer_p[] = {
-    "input_shape", "batch_size", "dtype", "input_tensor", "sparse", "name", "ragged",
+    "input_shape", "batch_size", "dtype",       "input_tensor",      "sparse",   "name", "ragged",
     "type_spec",   "shape",      "batch_shape", "batch_input_shape", "optional", NULL};
 
 /* Keyword arguments every layer takes (LAYER_COMMON). */
@@ -1775,6 +1841,11 @@ static int append_layer(kp *P, ck_layer_desc *d, const value *v) {
         d->input_w = P->in_w;
         d->input_c = P->in_c;
     }
+    if (P->count == 0 && P->shape2d && d->type != CK_LAYER_FLATTEN)
+        return kp_fail(P, P->shape2d_line, P->shape2d_col,
+                       "expected an input shape (height, width, channels): a 2-D shape is only "
+                       "read when the first layer is Flatten, found %s",
+                       ck_layer_type_name(d->type));
     if (d->name[0])
         for (int i = 0; i < P->count; ++i)
             if (strcmp(P->layers[i].name, d->name) == 0)
@@ -1853,9 +1924,9 @@ static int add_layer(kp *P, const value *v) {
         if (bind(P, v, cls, conv_p, 16, &a) || need(P, &a, "filters") ||
             need(P, &a, "kernel_size") || get_int(P, &a, "filters", 1, &d.units) ||
             get_pair(P, &a, "kernel_size", &d.kernel_h, &d.kernel_w) ||
-            get_pair(P, &a, "strides", &d.stride_h, &d.stride_w) || get_padding(P, &a, &d.padding) ||
-            check_data_format(P, &a) || only_ones(P, &a, "dilation_rate") ||
-            only_int(P, &a, "groups", 1) ||
+            get_pair(P, &a, "strides", &d.stride_h, &d.stride_w) ||
+            get_padding(P, &a, &d.padding) || check_data_format(P, &a) ||
+            only_ones(P, &a, "dilation_rate") || only_int(P, &a, "groups", 1) ||
             get_activation(P, &a, "activation", &d.activation, &d.alpha) ||
             get_bool(P, &a, "use_bias", &d.use_bias) ||
             check_init(P, &a, "kernel_initializer", "glorot_uniform") ||
@@ -1966,12 +2037,14 @@ static int add_layer(kp *P, const value *v) {
         if (s && s->kind != V_NONE) {
             if (s->kind != V_INT)
                 return type_err(P, &a, s, "seed", "an integer or None");
-            kp_warn(P, "line %d: %s seed=%lld ignored (cnnkit draws dropout masks from the "
-                    "context seed)", s->line, cls, s->i);
+            kp_warn(P,
+                    "line %d: %s seed=%lld ignored (cnnkit draws dropout masks from the "
+                    "context seed)",
+                    s->line, cls, s->i);
         }
     } else {
-        return kp_fail(P, v->line, v->col, "unknown layer class '%.60s': expected one of "
-                       K_SUPPORTED_LIST, cls);
+        return kp_fail(P, v->line, v->col,
+                       "unknown layer class '%.60s': expected one of " K_SUPPORTED_LIST, cls);
     }
     if (layer_common(P, &a, &d))
         return -1;
@@ -1981,22 +2054,29 @@ static int add_layer(kp *P, const value *v) {
 /* ---------------------------------------------------------------------------------------------
  * model.compile: optimizer and loss
  * ------------------------------------------------------------------------------------------- */
-static const char *const compile_p[] = {"optimizer", "loss", "metrics", "loss_weights",
-                                        "weighted_metrics", "run_eagerly", "steps_per_execution",
-                                        "jit_compile", "auto_scale_loss", "pss_evaluation_shards",
+static const char *const compile_p[] = {"optimizer",
+                                        "loss",
+                                        "metrics",
+                                        "loss_weights",
+                                        "weighted_metrics",
+                                        "run_eagerly",
+                                        "steps_per_execution",
+                                        "jit_compile",
+                                        "auto_scale_loss",
+                                        "pss_evaluation_shards",
                                         NULL};
 #define OPT_COMMON                                                                                 \
-    "clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",                        \
-        "ema_overwrite_frequency", "lr", "decay", "name", "jit_compile", "loss_scale_factor",     \
+    "clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",                         \
+        "ema_overwrite_frequency", "lr", "decay", "name", "jit_compile", "loss_scale_factor",      \
         "gradient_accumulation_steps"
-static const char *const adam_p[] = {"learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad",
-                                     "weight_decay", OPT_COMMON, NULL};
-static const char *const adamw_p[] = {"learning_rate", "weight_decay", "beta_1", "beta_2",
-                                      "epsilon", "amsgrad", OPT_COMMON, NULL};
-static const char *const sgd_p[] = {"learning_rate", "momentum", "nesterov", "weight_decay",
-                                    OPT_COMMON, NULL};
-static const char *const xent_p[] = {"from_logits", "label_smoothing", "axis", "reduction",
-                                     "name", "ignore_class", "dtype", NULL};
+static const char *const adam_p[] = {"learning_rate", "beta_1",       "beta_2",   "epsilon",
+                                     "amsgrad",       "weight_decay", OPT_COMMON, NULL};
+static const char *const adamw_p[] = {"learning_rate", "weight_decay", "beta_1",   "beta_2",
+                                      "epsilon",       "amsgrad",      OPT_COMMON, NULL};
+static const char *const sgd_p[] = {"learning_rate", "momentum", "nesterov",
+                                    "weight_decay",  OPT_COMMON, NULL};
+static const char *const xent_p[] = {"from_logits", "label_smoothing", "axis",  "reduction",
+                                     "name",        "ignore_class",    "dtype", NULL};
 
 #define K_OPT_LIST "'adam', 'adamw', 'sgd', Adam(...), AdamW(...) or SGD(...)"
 
@@ -2018,8 +2098,8 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
     int adam = !strcmp(cls, "Adam"), adamw = !strcmp(cls, "AdamW"), sgd = !strcmp(cls, "SGD");
     if (!adam && !adamw && !sgd) {
         if (v->kind == V_CALL)
-            return kp_fail(P, v->line, v->col, "unsupported optimizer %.60s(...): expected "
-                           K_OPT_LIST, v->s);
+            return kp_fail(P, v->line, v->col,
+                           "unsupported optimizer %.60s(...): expected " K_OPT_LIST, v->s);
         return kp_fail(P, v->line, v->col, "expected an optimizer (" K_OPT_LIST "), found %s",
                        vdesc(v, b, sizeof b));
     }
@@ -2092,9 +2172,9 @@ static int get_loss(kp *P, const value *v, char *loss, size_t len) {
         loss[0] = '\0';
         return 0;
     }
-    const char *nm = v->kind == V_STR ? v->s : (v->kind == V_NAME || v->kind == V_CALL)
-                                                   ? last_component(v->s)
-                                                   : NULL;
+    const char *nm = v->kind == V_STR                           ? v->s
+                     : (v->kind == V_NAME || v->kind == V_CALL) ? last_component(v->s)
+                                                                : NULL;
     for (int i = 0; nm && i < 2; ++i) {
         if (!loose_eq(nm, names[i]))
             continue;
@@ -2112,8 +2192,8 @@ static int get_loss(kp *P, const value *v, char *loss, size_t len) {
                 return unsupported(P, &a, "label_smoothing", "0");
             value *r = aval(&a, "reduction");
             if (r && r->kind != V_NONE &&
-                !(r->kind == V_STR && (!strcmp(r->s, "auto") ||
-                                       !strcmp(r->s, "sum_over_batch_size"))))
+                !(r->kind == V_STR &&
+                  (!strcmp(r->s, "auto") || !strcmp(r->s, "sum_over_batch_size"))))
                 return unsupported(P, &a, "reduction", "'sum_over_batch_size' (the mean)");
         }
         snprintf(loss, len, "%s", names[i]);
@@ -2163,8 +2243,7 @@ typedef struct stmt {
 
 static void opener_desc(kp *P, size_t i, char *buf, size_t n) {
     const tok *o = &P->toks[i];
-    if (o->src[0] == '(' && i > 0 && P->toks[i - 1].kind == TK_NAME &&
-        !is_keyword(&P->toks[i - 1]))
+    if (o->src[0] == '(' && i > 0 && P->toks[i - 1].kind == TK_NAME && !is_keyword(&P->toks[i - 1]))
         snprintf(buf, n, "'%.*s('", P->toks[i - 1].len > 60 ? 60 : P->toks[i - 1].len,
                  P->toks[i - 1].src);
     else
@@ -2180,8 +2259,8 @@ static int recoverable(kp *P, size_t b, size_t nl) {
     if (!ends_value)
         return 0;
     const tok *nx = &P->toks[nl + 1];
-    if (nx->kind == TK_EOF)
-        return 1;
+    if (nx->kind == TK_EOF) /* at the end of the text: only a statement of one line */
+        return P->toks[b].line == last->line;
     if (nx->kind != TK_NAME || nx->col > P->toks[b].col || is_name(nx, "and") ||
         is_name(nx, "or") || is_name(nx, "in") || is_name(nx, "is") || is_name(nx, "not") ||
         is_name(nx, "lambda"))
@@ -2262,8 +2341,7 @@ static int split(kp *P, size_t *pi, stmt *S) {
             if (depth == 0) {
                 S->err = broken = 1;
                 snprintf(S->emsg, sizeof S->emsg,
-                         "expected the end of the statement, found an unmatched '%c'",
-                         t->src[0]);
+                         "expected the end of the statement, found an unmatched '%c'", t->src[0]);
             } else if (closer_of(P->toks[stack[depth - 1]].src[0]) != t->src[0]) {
                 const tok *o = &P->toks[stack[depth - 1]];
                 opener_desc(P, stack[depth - 1], od, sizeof od);
@@ -2324,8 +2402,10 @@ static int model_create(kp *P, const tok *var, size_t rhs) {
         return type_err(P, &a, nm, "name", "a string");
     if (var) {
         if ((size_t)var->len >= sizeof P->model_var)
-            return kp_fail(P, var->line, var->col, "expected a model variable name of at most "
-                           "%d characters", (int)sizeof P->model_var - 1);
+            return kp_fail(P, var->line, var->col,
+                           "expected a model variable name of at most "
+                           "%d characters",
+                           (int)sizeof P->model_var - 1);
         memcpy(P->model_var, var->src, (size_t)var->len);
         P->model_var[var->len] = '\0';
     }
@@ -2416,13 +2496,32 @@ static int assign(kp *P, const tok *const *targets, int nt, size_t rhs) {
     return 0;
 }
 
-static const char *const k_skipped_methods[] = {
-    "summary",         "fit",            "fit_generator",   "evaluate",      "evaluate_generator",
-    "predict",         "predict_generator", "predict_classes", "predict_proba", "predict_on_batch",
-    "train_on_batch",  "test_on_batch",  "save",            "save_weights",  "load_weights",
-    "build",           "count_params",   "get_config",      "to_json",       "to_yaml",
-    "get_weights",     "get_layer",      "reset_states",    "reset_metrics", "export",
-    NULL};
+static const char *const k_skipped_methods[] = {"summary",
+                                                "fit",
+                                                "fit_generator",
+                                                "evaluate",
+                                                "evaluate_generator",
+                                                "predict",
+                                                "predict_generator",
+                                                "predict_classes",
+                                                "predict_proba",
+                                                "predict_on_batch",
+                                                "train_on_batch",
+                                                "test_on_batch",
+                                                "save",
+                                                "save_weights",
+                                                "load_weights",
+                                                "build",
+                                                "count_params",
+                                                "get_config",
+                                                "to_json",
+                                                "to_yaml",
+                                                "get_weights",
+                                                "get_layer",
+                                                "reset_states",
+                                                "reset_metrics",
+                                                "export",
+                                                NULL};
 
 static int model_method(kp *P, size_t b) {
     const tok *t0 = &P->cur[b], *m = &P->cur[b + 2];
@@ -2447,8 +2546,7 @@ static int model_method(kp *P, size_t b) {
     if (!v)
         return -1;
     if (v->kind != V_CALL)
-        return kp_fail(P, t0->line, t0->col, "expected %s.%.*s(...)", P->model_var, m->len,
-                       m->src);
+        return kp_fail(P, t0->line, t0->col, "expected %s.%.*s(...)", P->model_var, m->len, m->src);
     const value *layer = NULL;
     for (int i = 0; i < v->n; ++i) {
         const karg *g = &v->args[i];
@@ -2494,10 +2592,11 @@ static int check_skipped(kp *P, size_t b, size_t e) {
     return 0;
 }
 
-static const char *const k_compound[] = {"if",   "elif", "else",  "for",   "while", "try", "except",
-                                         "finally", "with", "def", "class", "async", NULL};
-static const char *const k_transparent[] = {"try", "finally", "with", "def", "class", "async",
-                                            NULL};
+static const char *const k_compound[] = {"if",    "elif",   "else",    "for",  "while",
+                                         "try",   "except", "finally", "with", "def",
+                                         "class", "async",  NULL};
+static const char *const k_transparent[] = {"try",   "finally", "with", "def",
+                                            "class", "async",   NULL};
 
 static int process(kp *P, const stmt *S) {
     /* copy the statement without its line breaks, then the token that ends it */
@@ -2525,7 +2624,7 @@ static int process(kp *P, const stmt *S) {
     P->endtok.kind = TK_END;
     P->endtok.line = te->line;
     P->endtok.col = te->col;
-    P->endtok.what = te->kind == TK_EOF ? "the end of the text"
+    P->endtok.what = te->kind == TK_EOF       ? "the end of the text"
                      : te->kind == TK_NEWLINE ? "the end of the line"
                                               : "';'";
     while (P->nblocks > 0 && P->blocks[P->nblocks - 1].indent >= t0->col)
@@ -2589,8 +2688,8 @@ static int process(kp *P, const stmt *S) {
             size_t k = b + 4;
             while (k + 2 < e && is_op(&P->cur[k + 1], ".") && P->cur[k + 2].kind == TK_NAME)
                 k += 2;
-            int layer_arg = k + 1 < e && P->cur[k].kind == TK_NAME &&
-                            is_op(&P->cur[k + 1], "(") && P->cur[k].src[0] >= 'A' &&
+            int layer_arg = k + 1 < e && P->cur[k].kind == TK_NAME && is_op(&P->cur[k + 1], "(") &&
+                            P->cur[k].src[0] >= 'A' &&
                             P->cur[k].src[0] <= 'Z'; /* a class: Conv2D(...), Conv3D(...) */
             mine = P->have_model ? (tok_is(m, "add") || tok_is(m, "compile") || tok_is(m, "pop"))
                                  : ((tok_is(m, "add") && layer_arg) || tok_is(m, "compile"));
@@ -2602,8 +2701,8 @@ static int process(kp *P, const stmt *S) {
         char d[96];
         const tok *t1 = b + 1 < e ? &P->cur[b + 1] : &P->endtok;
         if (is_op(t1, ".") && b + 2 < e && P->cur[b + 2].kind == TK_NAME)
-            snprintf(d, sizeof d, "'%s.%.*s'", P->model_var, P->cur[b + 2].len > 40 ? 40 :
-                     P->cur[b + 2].len, P->cur[b + 2].src);
+            snprintf(d, sizeof d, "'%s.%.*s'", P->model_var,
+                     P->cur[b + 2].len > 40 ? 40 : P->cur[b + 2].len, P->cur[b + 2].src);
         else
             tok_desc(P, t1, d, sizeof d);
         return kp_fail(P, t0->line, t0->col,

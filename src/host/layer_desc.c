@@ -73,8 +73,8 @@ CK_API const char *ck_layer_type_name(ck_layer_type type) {
     }
 }
 
-static const char *const k_act_names[] = {"linear", "relu", "sigmoid",    "tanh", "softmax",
-                                          "elu",    "leaky_relu", "gelu", "swish"};
+static const char *const k_act_names[] = {"linear", "relu",       "sigmoid", "tanh", "softmax",
+                                          "elu",    "leaky_relu", "gelu",    "swish"};
 #define K_ACT_COUNT ((int)(sizeof k_act_names / sizeof *k_act_names))
 
 CK_API const char *ck_activation_name(ck_activation act) {
