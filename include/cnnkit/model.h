@@ -42,7 +42,8 @@ typedef struct ck_layer_desc {
     ck_padding padding;       /* default valid */
     int use_bias;             /* default 1 */
     ck_activation activation; /* Conv2D/Dense inline activation, Activation layer */
-    float alpha;              /* LeakyReLU slope (default 0.3), ELU alpha (default 1) */
+    float alpha;              /* LeakyReLU slope / ELU alpha. ck_layer_desc_init sets 0.3 (the
+                                 LeakyReLU default): set 1.0 yourself for ELU */
     float rate;               /* Dropout, SpatialDropout2D */
     float momentum;           /* BatchNormalization, Keras meaning (default 0.99) */
     float epsilon;            /* BatchNormalization (default 1e-3) */
@@ -50,7 +51,7 @@ typedef struct ck_layer_desc {
 } ck_layer_desc;
 
 ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type);
-/* Keras class name of a type ("Conv2D", "MaxPooling2D", ...). */
+/* Keras class name of a type ("Conv2D", "MaxPooling2D", ...); NULL when unknown. */
 const char *ck_layer_type_name(ck_layer_type type);
 /* Keras activation name ("relu", "linear", ...) and the reverse; NULL / -1 when unknown. */
 const char *ck_activation_name(ck_activation act);
@@ -68,7 +69,8 @@ typedef struct ck_optimizer_desc {
     float epsilon;       /* Adam 1e-7 */
     float momentum;      /* SGD 0 */
     int nesterov;        /* SGD 0 */
-    float weight_decay;  /* decoupled (AdamW-style / SGDW) on kernels, 0 = none */
+    float weight_decay;  /* decoupled, on kernels only, as Keras 3: p -= lr * wd * p before the
+                            update; 0 = none */
 } ck_optimizer_desc;
 
 ck_status ck_optimizer_desc_init(ck_optimizer_desc *desc, ck_optimizer_type type);
@@ -85,8 +87,10 @@ typedef struct ck_keras_model {
     char warnings[2048];         /* recoveries made (e.g. unbalanced parentheses), one per line */
 } ck_keras_model;
 
-/* Parses text. On failure returns CK_STATUS_BAD_PARAM and writes "line L, column C: what was
- * expected" into err (err_len bytes, may be 0). out is untouched on failure. */
+/* Parses text. On failure returns CK_STATUS_BAD_PARAM (or CK_STATUS_ALLOC_FAILED) and writes
+ * "line L, column C: what was expected" into err (err_len bytes, may be 0); out is untouched on
+ * failure. On success *out is overwritten: free an earlier result first. warnings holds one line
+ * per recovery, '\n'-separated, ending in "..." when it fills up. */
 ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err, size_t err_len);
 void ck_keras_model_free(ck_keras_model *m);
 
