@@ -149,13 +149,6 @@ static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tens
 }
 #endif
 
-#define CK_TRY(expr)                                                                               \
-    do {                                                                                           \
-        ck_status st_ = (expr);                                                                    \
-        if (st_ != CK_STATUS_SUCCESS)                                                              \
-            return st_;                                                                            \
-    } while (0)
-
 CK_API ck_status ck_batchnorm_forward_training(
     ck_context *ctx, const ck_bn_desc *desc, const ck_tensor *x, const ck_tensor *gamma,
     const ck_tensor *beta, ck_tensor *running_mean, ck_tensor *running_var, ck_tensor *saved_mean,

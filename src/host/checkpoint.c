@@ -46,6 +46,16 @@ static void put(wbuf *b, const void *src, size_t n) {
     b->len += n;
 }
 
+/* CRC-32 (zlib) of n bytes; crc32 takes uInt lengths, so large buffers go in pieces. */
+static uint32_t crc_of(const unsigned char *p, size_t n) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t off = 0; off < n; off += (size_t)1 << 30) {
+        size_t k = n - off < ((size_t)1 << 30) ? n - off : ((size_t)1 << 30);
+        crc = crc32(crc, p + off, (uInt)k);
+    }
+    return (uint32_t)crc;
+}
+
 static void put_i32(wbuf *b, int32_t v) {
     put(b, &v, 4);
 }
@@ -105,12 +115,7 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
     put(&b, m->opt_m, m->num_params * sizeof(float));
     put(&b, m->opt_v, m->num_params * sizeof(float));
     if (!b.oom) {
-        /* crc32 takes uInt lengths: feed large buffers in pieces */
-        uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
-        for (size_t off = 0; off < b.len; off += 1u << 30) {
-            size_t n = b.len - off < (1u << 30) ? b.len - off : (1u << 30);
-            crc = (uint32_t)crc32(crc, b.p + off, (uInt)n);
-        }
+        uint32_t crc = crc_of(b.p, b.len);
         put(&b, &crc, 4);
     }
     if (b.oom) {
@@ -230,11 +235,7 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
                          "path: %s is %s (%zu bytes, %zu expected for this model)", path,
                          got < expect ? "truncated" : "too long", got, expect);
         } else {
-            uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0), stored;
-            for (size_t off = 0; off < expect - 4; off += 1u << 30) {
-                size_t n = expect - 4 - off < (1u << 30) ? expect - 4 - off : (1u << 30);
-                crc = (uint32_t)crc32(crc, buf + off, (uInt)n);
-            }
+            uint32_t crc = crc_of(buf, expect - 4), stored;
             memcpy(&stored, buf + expect - 4, 4);
             if (crc != stored)
                 st = ck_fail(ctx, CK_STATUS_BAD_PARAM,

@@ -59,6 +59,14 @@ static inline void ck_clear_error(ck_context *ctx) {
     ctx->err[0] = '\0';
 }
 
+/* Returns from the calling function when expr is not CK_STATUS_SUCCESS. */
+#define CK_TRY(expr)                                                                               \
+    do {                                                                                           \
+        ck_status st_ = (expr);                                                                    \
+        if (st_ != CK_STATUS_SUCCESS)                                                              \
+            return st_;                                                                            \
+    } while (0)
+
 /* Argument checks: each returns SUCCESS or records a message naming `name`. */
 ck_status ck_check_tensor(ck_context *ctx, const ck_tensor *t, const char *name);
 ck_status ck_check_same_shape(ck_context *ctx, const ck_tensor *a, const char *an,

@@ -11,13 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CK_TRY(expr)                                                                               \
-    do {                                                                                           \
-        ck_status st_ = (expr);                                                                    \
-        if (st_ != CK_STATUS_SUCCESS)                                                              \
-            return st_;                                                                            \
-    } while (0)
-
 /* ---- creation ------------------------------------------------------------------------------ */
 
 CK_API ck_status ck_model_create(ck_context *ctx, ck_model **out) {
