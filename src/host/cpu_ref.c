@@ -170,10 +170,18 @@ typedef struct bn_job {
 } bn_job;
 
 /* One element of a pass; acc points at the two accumulators of channel c. */
-static inline void bn_elem(const bn_job *j, size_t i, int c, float sc, double *acc) {
+#if defined(__GNUC__)
+#define CK_ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define CK_ALWAYS_INLINE static inline
+#endif
+
+/* pass is a compile-time constant at every call site (see bn_run), so the switch folds away. */
+CK_ALWAYS_INLINE void bn_elem(const bn_job *j, enum bn_pass pass, size_t i, int c, float sc,
+                              double *acc) {
     const float xi = j->x[i];
     const bn_chan *k = &j->ch[c];
-    switch (j->pass) {
+    switch (pass) {
     case PASS_SUM:
         acc[0] += xi;
         break;
@@ -207,9 +215,10 @@ static inline void bn_elem(const bn_job *j, size_t i, int c, float sc, double *a
  * in (n, p) order into its own row of partials, and the rows are added in chunk order. Either way
  * the result does not depend on the number of threads. */
 #define CK_BN_CHUNKS 16
-static void bn_run(const bn_job *j, double *acc, int threads) {
+CK_ALWAYS_INLINE void bn_run_pass(const bn_job *j, const enum bn_pass pass, double *acc,
+                                  int threads) {
     const strides s = j->s;
-    const int reduce = j->pass == PASS_SUM || j->pass == PASS_SQ || j->pass == PASS_BWD_SUM;
+    const int reduce = pass == PASS_SUM || pass == PASS_SQ || pass == PASS_BWD_SUM;
     if (reduce)
         memset(acc, 0, sizeof(double) * 2 * (size_t)s.c);
     if (s.sp == 1) { /* NCHW */
@@ -220,7 +229,7 @@ static void bn_run(const bn_job *j, double *acc, int threads) {
                 const float sc = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c);
                 const size_t base = n * s.sn + c * s.sc;
                 for (int p = 0; p < s.hw; ++p)
-                    bn_elem(j, base + p, c, sc, a2);
+                    bn_elem(j, pass, base + p, c, sc, a2);
             }
             if (reduce) {
                 acc[2 * c] = a2[0];
@@ -246,7 +255,7 @@ static void bn_run(const bn_job *j, double *acc, int threads) {
             for (int p = 0; p < s.hw; ++p) {
                 const size_t base = n * s.sn + p * s.sp;
                 for (int c = 0; c < s.c; ++c)
-                    bn_elem(j, base + c, c,
+                    bn_elem(j, pass, base + c, c,
                             sc ? sc[c]
                                : spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c),
                             pa + 2 * c);
@@ -259,6 +268,27 @@ static void bn_run(const bn_job *j, double *acc, int threads) {
                 acc[i] += part[(size_t)k * 2 * s.c + i];
     free(part);
     free(scs);
+}
+
+/* One specialized copy of the loops per pass. */
+static void bn_run(const bn_job *j, double *acc, int threads) {
+    switch (j->pass) {
+    case PASS_SUM:
+        bn_run_pass(j, PASS_SUM, acc, threads);
+        break;
+    case PASS_SQ:
+        bn_run_pass(j, PASS_SQ, acc, threads);
+        break;
+    case PASS_BWD_SUM:
+        bn_run_pass(j, PASS_BWD_SUM, acc, threads);
+        break;
+    case PASS_FWD:
+        bn_run_pass(j, PASS_FWD, acc, threads);
+        break;
+    case PASS_BWD:
+        bn_run_pass(j, PASS_BWD, acc, threads);
+        break;
+    }
 }
 
 /* Scratch for one call: per-channel constants and accumulators. */
