@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CNNKIT_CUDA ?= AUTO
 
-.PHONY: all configure build test run bench bench-train gpu-bundle install clean deps format
+.PHONY: all configure build test test-asan run bench bench-train gpu-bundle install clean deps format
 
 all: build
 
@@ -21,6 +21,16 @@ build: configure
 
 test: build
 	@$(BUILD)/tests/cnnkit_tests --jobs $(JOBS) $(TEST_ARGS)
+
+# The CPU suite again under AddressSanitizer + UndefinedBehaviorSanitizer (CPU-only build).
+ASAN_BUILD ?= build-asan
+test-asan:
+	@cmake -S . -B $(ASAN_BUILD) -DCNNKIT_CUDA=OFF -DCNNKIT_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_C_FLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  > $(ASAN_BUILD).configure.log 2>&1 || { cat $(ASAN_BUILD).configure.log; exit 1; }
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(ASAN_BUILD)/tests/cnnkit_tests --jobs $(JOBS) $(TEST_ARGS)
 
 bench: build
 	@$(BUILD)/bench/bench_kernels $(BENCH_ARGS)
@@ -47,4 +57,4 @@ format:
 	@clang-format -i include/cnnkit/*.h src/host/*.[ch] src/kernels/*.cu src/kernels/*.h tests/*.[ch] bench/*.c
 
 clean:
-	@rm -rf $(BUILD) $(BUILD).configure.log gpu-bundle
+	@rm -rf $(BUILD) $(BUILD).configure.log $(ASAN_BUILD) $(ASAN_BUILD).configure.log gpu-bundle
