@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cnnkit/check.h"
 #include "cnnkit/cnnkit.h"
 #include "cnnkit/data.h"
 #include "cnnkit/model.h"
@@ -25,6 +26,8 @@ static void usage(FILE *f) {
             "           [--plot FILE.svg] [--input HxWxC]\n"
             "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
             "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
+            "  check    MODEL [--json]   layer-order diagnostics; exit 0 clean, 1 warnings or\n"
+            "           errors, 2 bad model file\n"
             "\n"
             "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py).\n"
             "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
@@ -476,12 +479,128 @@ static int cmd_eval_predict(const opts *o, int predict) {
     return rc;
 }
 
+/* ---- check ------------------------------------------------------------------------------- */
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; ++s) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch == '\n')
+            fputs("\\n", f);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+/* cnnkit check MODEL [--json]: exit 0 no warnings or errors, 1 some, 2 bad model file. */
+static int cmd_check(int argc, char **argv) {
+    const char *path = NULL;
+    int json = 0;
+    for (int i = 2; i < argc; ++i) {
+        if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (!path && argv[i][0] != '-') {
+            path = argv[i];
+        } else {
+            fprintf(stderr, "cnnkit: check: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    char *text = read_file(path);
+    if (!text) {
+        fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", path, strerror(errno));
+        return EXIT_USAGE;
+    }
+    char err[512];
+    ck_keras_model km;
+    ck_status st = ck_keras_parse(text, &km, err, sizeof err);
+    free(text);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: %s: %s\n", path, err[0] ? err : ck_status_string(st));
+        return EXIT_USAGE;
+    }
+    if (km.warnings[0]) {
+        char *line = strtok(km.warnings, "\n");
+        while (line) {
+            fprintf(stderr, "cnnkit: warning: %s: %s\n", path, line);
+            line = strtok(NULL, "\n");
+        }
+    }
+    int total = 0;
+    ck_finding *fs = NULL;
+    st = ck_model_check(km.layers, km.count, NULL, 0, &total);
+    if (st == CK_STATUS_SUCCESS && total > 0) {
+        fs = (ck_finding *)calloc((size_t)total, sizeof *fs);
+        st = fs ? ck_model_check(km.layers, km.count, fs, total, &total)
+                : CK_STATUS_ALLOC_FAILED;
+    }
+    ck_keras_model_free(&km);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: check: %s\n", ck_status_string(st));
+        free(fs);
+        return st == CK_STATUS_BAD_PARAM ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    int count[3] = {0, 0, 0};
+    for (int i = 0; i < total; ++i)
+        if (fs[i].severity >= 0 && fs[i].severity <= 2)
+            count[fs[i].severity]++;
+    if (json) {
+        printf("{\"model\": ");
+        json_str(stdout, path);
+        printf(", \"findings\": [");
+        for (int i = 0; i < total; ++i) {
+            const ck_finding *f = &fs[i];
+            printf("%s\n  {\"code\": ", i ? "," : "");
+            json_str(stdout, f->code);
+            printf(", \"severity\": \"%s\", \"layers\": [", ck_severity_name(f->severity));
+            for (int k = 0; k < f->nlayers; ++k)
+                printf("%s%d", k ? ", " : "", f->layers[k]);
+            printf("], \"message\": ");
+            json_str(stdout, f->message);
+            printf(", \"reason\": ");
+            json_str(stdout, f->reason);
+            printf(", \"fix\": ");
+            json_str(stdout, f->fix);
+            printf(", \"value\": %.6g}", isfinite(f->value) ? f->value : 0.0);
+        }
+        printf("%s], \"errors\": %d, \"warnings\": %d, \"infos\": %d}\n", total ? "\n" : "",
+               count[CK_SEVERITY_ERROR], count[CK_SEVERITY_WARNING], count[CK_SEVERITY_INFO]);
+    } else {
+        for (int i = 0; i < total; ++i) {
+            const ck_finding *f = &fs[i];
+            printf("%s %s, layer%s", ck_severity_name(f->severity), f->code,
+                   f->nlayers > 1 ? "s" : "");
+            for (int k = 0; k < f->nlayers; ++k)
+                printf("%s%d", k ? ", " : " ", f->layers[k]);
+            printf(": %s\n  reason: %s\n  fix:    %s\n\n", f->message, f->reason, f->fix);
+        }
+        printf("%s: %d error%s, %d warning%s, %d info%s\n", path, count[CK_SEVERITY_ERROR],
+               count[CK_SEVERITY_ERROR] == 1 ? "" : "s", count[CK_SEVERITY_WARNING],
+               count[CK_SEVERITY_WARNING] == 1 ? "" : "s", count[CK_SEVERITY_INFO],
+               count[CK_SEVERITY_INFO] == 1 ? "" : "s");
+    }
+    free(fs);
+    return count[CK_SEVERITY_ERROR] + count[CK_SEVERITY_WARNING] > 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
                       !strcmp(argv[1], "help"))) {
         usage(stdout);
         return 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "check"))
+        return cmd_check(argc, argv);
     opts o;
     if (parse_args(argc, argv, &o) != 0) {
         usage(stderr);

@@ -1,0 +1,378 @@
+/* Model check (ck_model_check, cnnkit check): each rule fires on a minimal model and not on its
+ * corrected version, the numbers behind the findings, the seed model of the question (no
+ * warnings or errors), the asker's proposal (the variance-shift warning), cap and NULL handling,
+ * and the CLI's exit codes and JSON. */
+#include "common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cnnkit/check.h"
+#include "cnnkit/model.h"
+
+#define MAXF 64
+
+typedef struct result {
+    ck_finding f[MAXF];
+    int n;
+    int count[3];
+} result;
+
+/* Parses `layers` (the inside of Sequential([...])) and checks it. */
+static void check_layers(const char *layers, result *r) {
+    char text[4096], err[512];
+    snprintf(text, sizeof text, "model = Sequential([%s])\n", layers);
+    ck_keras_model km;
+    ck_status st = ck_keras_parse(text, &km, err, sizeof err);
+    cr_assert_eq(st, CK_STATUS_SUCCESS, "parse %s: %s", layers, err);
+    memset(r, 0, sizeof *r);
+    st = ck_model_check(km.layers, km.count, r->f, MAXF, &r->n);
+    ck_keras_model_free(&km);
+    cr_assert_eq(st, CK_STATUS_SUCCESS);
+    cr_assert_leq(r->n, MAXF);
+    for (int i = 0; i < r->n; ++i) {
+        cr_assert(r->f[i].severity >= 0 && r->f[i].severity <= 2);
+        r->count[r->f[i].severity]++;
+        cr_assert(r->f[i].message[0] && r->f[i].reason[0] && r->f[i].fix[0], "%s empty text",
+                  r->f[i].code);
+    }
+}
+
+/* Index of the first finding whose code starts with `code` ("CK001"), or -1. */
+static int find(const result *r, const char *code) {
+    for (int i = 0; i < r->n; ++i)
+        if (strncmp(r->f[i].code, code, strlen(code)) == 0)
+            return i;
+    return -1;
+}
+
+/* Asserts `code` fires on `bad` with `sev` and not on `good`; returns the finding on bad. */
+static ck_finding fires(const char *code, int sev, const char *bad, const char *good) {
+    result r;
+    check_layers(bad, &r);
+    int i = find(&r, code);
+    cr_assert_geq(i, 0, "%s does not fire on %s", code, bad);
+    cr_assert_eq(r.f[i].severity, sev, "%s severity %d", code, r.f[i].severity);
+    ck_finding f = r.f[i];
+    if (good) {
+        check_layers(good, &r);
+        int j = find(&r, code);
+        cr_assert_eq(j, -1, "%s fires on the corrected %s: %s", code, good,
+                     j >= 0 ? r.f[j].message : "");
+    }
+    return f;
+}
+
+Test(check, bad_params) {
+    ck_layer_desc d[2];
+    ck_layer_desc_init(&d[0], CK_LAYER_DENSE);
+    ck_layer_desc_init(&d[1], CK_LAYER_DROPOUT);
+    ck_finding f[2];
+    int n = 7;
+    cr_assert_eq(ck_model_check(NULL, 2, f, 2, &n), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_check(d, -1, f, 2, &n), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_check(d, 2, f, 2, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_check(d, 2, NULL, 2, &n), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_check(d, 2, f, -1, &n), CK_STATUS_BAD_PARAM);
+    d[1].type = (ck_layer_type)99;
+    cr_assert_eq(ck_model_check(d, 2, f, 2, &n), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(n, 7, "n_found untouched on failure");
+    cr_assert_eq(ck_model_check(NULL, 0, NULL, 0, &n), CK_STATUS_SUCCESS);
+    cr_assert_eq(n, 0);
+    cr_assert_str_eq(ck_severity_name(CK_SEVERITY_INFO), "info");
+    cr_assert_str_eq(ck_severity_name(CK_SEVERITY_WARNING), "warning");
+    cr_assert_str_eq(ck_severity_name(CK_SEVERITY_ERROR), "error");
+    cr_assert_null(ck_severity_name(3));
+    cr_assert_null(ck_severity_name(-1));
+}
+
+Test(check, dropout_before_bn_variance_shift) {
+    /* ReLU(N(0,1)) moments: 0.7317 at rate 0.2 (Li et al. Eq. 8) */
+    ck_finding f = fires("CK001", CK_SEVERITY_WARNING,
+                         "Conv2D(8,(3,3)), Activation('relu'), Dropout(0.2), BatchNormalization(),"
+                         "Flatten(), Dense(10)",
+                         "Conv2D(8,(3,3)), BatchNormalization(), Activation('relu'), Dropout(0.2),"
+                         "Flatten(), Dense(10)");
+    cr_assert_float_eq(f.value, 0.7317, 0.005, "%f", f.value);
+    cr_assert_eq(f.nlayers, 2);
+    cr_assert_eq(f.layers[0], 2);
+    cr_assert_eq(f.layers[1], 3);
+    cr_assert_neq(strstr(f.reason, "ReLU"), NULL, "%s", f.reason);
+    cr_assert_neq(strstr(f.fix, "BatchNormalization() -> Dropout(0.2)"), NULL, "%s", f.fix);
+    /* zero-mean input: Delta = p; inline activation of the Conv2D counts as the ReLU too */
+    f = fires("CK001", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3)), SpatialDropout2D(0.3), BatchNormalization(), Flatten(), Dense(10)",
+              NULL);
+    cr_assert_float_eq(f.value, 0.7, 1e-6);
+    cr_assert_neq(strstr(f.reason, "zero-mean"), NULL, "%s", f.reason);
+    f = fires("CK001", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3),activation='relu'), Dropout(0.2), BatchNormalization(), Flatten(),"
+              "Dense(10)",
+              NULL);
+    cr_assert_float_eq(f.value, 0.7317, 0.005);
+    /* through pooling and Flatten */
+    fires("CK001", CK_SEVERITY_WARNING,
+          "Conv2D(8,(3,3)), Dropout(0.2), MaxPooling2D((2,2)), Flatten(), BatchNormalization(),"
+          "Dense(10)",
+          NULL);
+}
+
+Test(check, dropout_weight_bn_is_info) {
+    const char *m = "Conv2D(8,(3,3)), Activation('relu'), Dropout(0.2), Conv2D(8,(3,3)),"
+                    "BatchNormalization(), Activation('relu'), Flatten(), Dense(10)";
+    ck_finding f = fires("CK002", CK_SEVERITY_INFO, m, NULL);
+    cr_assert_float_eq(f.value, 0.7317, 0.005);
+    result r;
+    check_layers(m, &r);
+    cr_assert_eq(find(&r, "CK001"), -1);
+    cr_assert_eq(r.count[CK_SEVERITY_WARNING] + r.count[CK_SEVERITY_ERROR], 0);
+}
+
+Test(check, dropout_before_maxpool) {
+    ck_finding f = fires("CK003", CK_SEVERITY_WARNING,
+                         "Conv2D(8,(3,3)), Activation('relu'), Dropout(0.2), MaxPooling2D((2,2)),"
+                         "Flatten(), Dense(10)",
+                         "Conv2D(8,(3,3)), Activation('relu'), MaxPooling2D((2,2)), Dropout(0.2),"
+                         "Flatten(), Dense(10)");
+    cr_assert_float_eq(f.value, 1.248, 0.001, "%f", f.value);
+    cr_assert_neq(strstr(f.reason, "0.0016"), NULL, "%s", f.reason);
+    cr_assert_neq(strstr(f.fix, "SpatialDropout2D(0.2) -> MaxPooling2D((2,2))"), NULL, "%s", f.fix);
+    f = fires("CK003", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3)), Dropout(0.5), MaxPooling2D((3,3)), Flatten(), Dense(10)", NULL);
+    cr_assert_float_eq(f.value, 1.99609375, 1e-6);
+}
+
+Test(check, spatial_dropout_before_pool_is_info) {
+    ck_finding f = fires("CK004", CK_SEVERITY_INFO,
+                         "Conv2D(8,(3,3)), SpatialDropout2D(0.2), AveragePooling2D((2,2)),"
+                         "Flatten(), Dense(10)",
+                         "Conv2D(8,(3,3)), AveragePooling2D((2,2)), SpatialDropout2D(0.2),"
+                         "Flatten(), Dense(10)");
+    cr_assert_float_eq(f.value, 4.0, 1e-9);
+}
+
+Test(check, dropout_and_activations) {
+    fires("CK005", CK_SEVERITY_INFO, "Dense(8), Activation('relu'), Dropout(0.2), Dense(10)",
+          "Dense(8), Activation('sigmoid'), Dropout(0.2), Dense(10)");
+    fires("CK005", CK_SEVERITY_INFO, "Dense(8), Dropout(0.2), Activation('relu'), Dense(10)", NULL);
+    fires("CK005", CK_SEVERITY_INFO, "Dense(8,activation='relu'), Dropout(0.2), Dense(10)", NULL);
+    ck_finding f =
+        fires("CK005", CK_SEVERITY_INFO, "Dense(8), LeakyReLU(), Dropout(0.3), Dense(10)", NULL);
+    cr_assert_neq(strstr(f.message, "LeakyReLU"), NULL);
+    f = fires("CK006", CK_SEVERITY_WARNING,
+              "Dense(8), Dropout(0.2), Activation('sigmoid'), "
+              "Dense(10)",
+              "Dense(8), Activation('sigmoid'), Dropout(0.2), Dense(10)");
+    cr_assert_float_eq(f.value, 0.5, 1e-12);
+    const char *acts[] = {"tanh", "elu", "gelu", "swish"};
+    for (int i = 0; i < 4; ++i) {
+        char bad[256], good[256];
+        snprintf(bad, sizeof bad, "Dense(8), Dropout(0.2), Activation('%s'), Dense(10)", acts[i]);
+        snprintf(good, sizeof good, "Dense(8), Activation('%s'), Dropout(0.2), Dense(10)", acts[i]);
+        f = fires("CK007", CK_SEVERITY_WARNING, bad, good);
+        cr_assert(fabs(f.value - 1.0) > 0.01, "%s ratio %f", acts[i], f.value);
+    }
+    /* tanh at x = 1: 0.8 * tanh(1.25) / tanh(1) */
+    f = fires("CK007", CK_SEVERITY_WARNING, "Dense(8), Dropout(0.2), Activation('tanh'), Dense(4)",
+              NULL);
+    cr_assert_float_eq(f.value, 0.8 * tanh(1.25) / tanh(1.0), 1e-6);
+}
+
+Test(check, bias_before_bn) {
+    ck_finding f = fires("CK008", CK_SEVERITY_INFO,
+                         "Conv2D(32,(3,3)), BatchNormalization(), Activation('relu'), Flatten(),"
+                         "Dense(10)",
+                         "Conv2D(32,(3,3),use_bias=False), BatchNormalization(),"
+                         "Activation('relu'), Flatten(), Dense(10)");
+    cr_assert_float_eq(f.value, 32.0, 1e-9);
+    cr_assert_neq(strstr(f.fix, "use_bias=False"), NULL, "%s", f.fix);
+}
+
+Test(check, output_errors) {
+    fires("CK009", CK_SEVERITY_ERROR,
+          "Flatten(), Dense(10), Activation('softmax'), BatchNormalization()",
+          "Flatten(), Dense(10), Activation('softmax')");
+    fires("CK010", CK_SEVERITY_ERROR,
+          "Flatten(), Dense(64), Dense(10), Dropout(0.3), "
+          "Activation('softmax')",
+          "Flatten(), Dense(64), Dropout(0.3), Dense(10), Activation('softmax')");
+    ck_finding f = fires("CK010", CK_SEVERITY_ERROR,
+                         "Flatten(), Dense(10), Activation('softmax'), Dropout(0.3)", NULL);
+    cr_assert_neq(strstr(f.message, "softmax"), NULL, "%s", f.message);
+    cr_assert_float_eq(f.value, 0.3, 1e-6);
+    fires("CK011", CK_SEVERITY_ERROR,
+          "Conv2D(8,(3,3)), Flatten(), SpatialDropout2D(0.2), Dense(10)",
+          "Conv2D(8,(3,3)), Flatten(), Dropout(0.2), Dense(10)");
+    fires("CK011", CK_SEVERITY_ERROR,
+          "Conv2D(8,(3,3)), GlobalAveragePooling2D(), SpatialDropout2D(0.2), Dense(10)", NULL);
+}
+
+Test(check, doubles) {
+    ck_finding f = fires("CK012", CK_SEVERITY_WARNING,
+                         "Flatten(), Dense(64), Dropout(0.2), Dropout(0.2), Dense(10)",
+                         "Flatten(), Dense(64), Dropout(0.36), Dense(10)");
+    cr_assert_float_eq(f.value, 0.36, 1e-6);
+    cr_assert_neq(strstr(f.fix, "Dropout(0.36)"), NULL, "%s", f.fix);
+    fires("CK013", CK_SEVERITY_WARNING,
+          "Conv2D(8,(3,3),activation='relu'), Activation('relu'), Flatten(), Dense(10)",
+          "Conv2D(8,(3,3),activation='relu'), Flatten(), Dense(10)");
+    fires("CK013", CK_SEVERITY_WARNING,
+          "Flatten(), Dense(10), Activation('softmax'), Activation('softmax')",
+          "Flatten(), Dense(10), Activation('softmax')");
+}
+
+/* examples/seed_cnn.py verbatim (the asker's unbalanced parentheses included). */
+static const char k_seed[] =
+    "from keras.models import Sequential\n"
+    "from keras.layers import Conv2D, MaxPooling2D, Dense, Flatten, Dropout, BatchNormalization, "
+    "Activation\n"
+    "\n"
+    "model = Sequential()\n"
+    "model.add(Conv2D(32,(3,3), input_shape=(28,28,1))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(Conv2D(32,(3,3))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+    "model.add(Dropout(0.2))\n"
+    "\n"
+    "model.add(Conv2D(64,(3,3))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(Conv2D(64,(3,3))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+    "model.add(Dropout(0.2))\n"
+    "\n"
+    "model.add(Flatten())\n"
+    "model.add(Dense(512))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(Dropout(0.4))\n"
+    "model.add(Dense(10))\n"
+    "model.add(Activation('softmax'))\n"
+    "\n"
+    "model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', "
+    "metrics=['accuracy'])\n";
+
+static const char k_asker[] = "model = Sequential()\n"
+                              "model.add(Conv2D(32,(3,3), input_shape=(28,28,1)))\n"
+                              "model.add(SpatialDropout2D(0.2))\n"
+                              "model.add(BatchNormalization())\n"
+                              "model.add(Activation('relu'))\n"
+                              "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+                              "model.add(Flatten())\n"
+                              "model.add(Dense(10))\n"
+                              "model.add(Activation('softmax'))\n";
+
+static void check_text(const char *text, result *r) {
+    char err[512];
+    ck_keras_model km;
+    cr_assert_eq(ck_keras_parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    memset(r, 0, sizeof *r);
+    cr_assert_eq(ck_model_check(km.layers, km.count, r->f, MAXF, &r->n), CK_STATUS_SUCCESS);
+    ck_keras_model_free(&km);
+    for (int i = 0; i < r->n; ++i)
+        r->count[r->f[i].severity]++;
+}
+
+Test(check, seed_model_is_clean) {
+    result r;
+    check_text(k_seed, &r);
+    for (int i = 0; i < r.n; ++i)
+        cr_assert_eq(r.f[i].severity, CK_SEVERITY_INFO, "%s: %s", r.f[i].code, r.f[i].message);
+    cr_assert_eq(r.count[CK_SEVERITY_ERROR], 0);
+    cr_assert_eq(r.count[CK_SEVERITY_WARNING], 0);
+    /* the expected infos: Eq. 14 for the two block dropouts, conv/dense bias before BN */
+    int eq14 = 0;
+    double bias = 0;
+    for (int i = 0; i < r.n; ++i) {
+        eq14 += !strncmp(r.f[i].code, "CK002", 5);
+        if (!strncmp(r.f[i].code, "CK008", 5))
+            bias += r.f[i].value;
+    }
+    cr_assert_eq(eq14, 2);
+    cr_assert_float_eq(bias, 704.0, 1e-9, "redundant biases %f", bias);
+}
+
+Test(check, asker_proposal_gets_the_variance_shift_warning) {
+    result r;
+    check_text(k_asker, &r);
+    int i = find(&r, "CK001-dropout-before-bn");
+    cr_assert_geq(i, 0);
+    cr_assert_eq(r.f[i].severity, CK_SEVERITY_WARNING);
+    cr_assert_eq(r.f[i].layers[0], 1);
+    cr_assert_eq(r.f[i].layers[1], 2);
+    cr_assert_float_eq(r.f[i].value, 0.8, 1e-6);
+    cr_assert_neq(strstr(r.f[i].fix, "Conv2D(32,(3,3)) -> BatchNormalization() -> "
+                                     "Activation('relu') -> MaxPooling2D((2,2)) -> "
+                                     "SpatialDropout2D(0.2)"),
+                  NULL, "%s", r.f[i].fix);
+}
+
+Test(check, cap_smaller_than_findings) {
+    char err[512];
+    ck_keras_model km;
+    cr_assert_eq(ck_keras_parse(k_seed, &km, err, sizeof err), CK_STATUS_SUCCESS);
+    int total = -1, n = -1;
+    cr_assert_eq(ck_model_check(km.layers, km.count, NULL, 0, &total), CK_STATUS_SUCCESS);
+    cr_assert_gt(total, 2);
+    ck_finding all[MAXF], two[3];
+    memset(two, 0x5a, sizeof two);
+    cr_assert_eq(ck_model_check(km.layers, km.count, all, MAXF, &n), CK_STATUS_SUCCESS);
+    cr_assert_eq(n, total);
+    cr_assert_eq(ck_model_check(km.layers, km.count, two, 2, &n), CK_STATUS_SUCCESS);
+    cr_assert_eq(n, total, "the total, not the number written");
+    cr_assert_eq(memcmp(&two[0], &all[0], sizeof two[0]), 0);
+    cr_assert_eq(memcmp(&two[1], &all[1], sizeof two[1]), 0);
+    unsigned char pat[sizeof two[2]];
+    memset(pat, 0x5a, sizeof pat);
+    cr_assert_eq(memcmp(&two[2], pat, sizeof pat), 0, "nothing written past cap");
+    ck_keras_model_free(&km);
+}
+
+/* ---- CLI ---------------------------------------------------------------------------------- */
+static int run_cli(const char *args, char *out, size_t len) {
+#if defined(CNNKIT_CLI_PATH) && defined(CNNKIT_SOURCE_DIR)
+    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_SOURCE_DIR "/examples", R_OK) != 0)
+        cr_skip("the cnnkit binary or the source tree is not here (a relocated test bundle)");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>/dev/null", CNNKIT_SOURCE_DIR, CNNKIT_CLI_PATH,
+             args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    cr_assert(WIFEXITED(st));
+    return WEXITSTATUS(st);
+#else
+    cr_skip("no CLI path");
+    return -1;
+#endif
+}
+
+static char out[65536];
+
+Test(check, cli_exit_codes_and_json) {
+    cr_assert_eq(run_cli("check examples/seed_cnn.py", out, sizeof out), 0, "%s", out);
+    cr_assert_neq(strstr(out, "0 errors, 0 warnings"), NULL, "%s", out);
+    cr_assert_eq(run_cli("check examples/asker_proposal.py", out, sizeof out), 1, "%s", out);
+    cr_assert_neq(strstr(out, "warning CK001-dropout-before-bn"), NULL, "%s", out);
+    cr_assert_eq(run_cli("check examples/asker_proposal.py --json", out, sizeof out), 1);
+    cr_assert_neq(strstr(out, "\"model\": \"examples/asker_proposal.py\""), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "\"code\": \"CK001-dropout-before-bn\", \"severity\": "
+                              "\"warning\", \"layers\": [1, 2]"),
+                  NULL, "%s", out);
+    cr_assert_neq(strstr(out, "\"value\": 0.8}"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "\"errors\": 0, \"warnings\": 2, \"infos\": 0}"), NULL, "%s", out);
+    cr_assert_eq(run_cli("check /nonexistent/model.py", out, sizeof out), 2);
+    cr_assert_eq(run_cli("check", out, sizeof out), 2);
+    cr_assert_eq(run_cli("check examples/seed_cnn.py --bogus", out, sizeof out), 2);
+}
