@@ -40,4 +40,7 @@ void t_param_get(ck_context *ctx, const ck_tensor *t, float *values);
 double t_max_rel_err(const float *a, const float *b, size_t n);
 double t_max_abs(const float *a, size_t n);
 
+/* examples/seed_cnn.py verbatim (tests/common.c). */
+extern const char t_seed_cnn_text[];
+
 #endif

@@ -225,41 +225,7 @@ Test(check, doubles) {
           "Flatten(), Dense(10), Activation('softmax')");
 }
 
-/* examples/seed_cnn.py verbatim (the asker's unbalanced parentheses included). */
-static const char k_seed[] =
-    "from keras.models import Sequential\n"
-    "from keras.layers import Conv2D, MaxPooling2D, Dense, Flatten, Dropout, BatchNormalization, "
-    "Activation\n"
-    "\n"
-    "model = Sequential()\n"
-    "model.add(Conv2D(32,(3,3), input_shape=(28,28,1))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(Conv2D(32,(3,3))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
-    "model.add(Dropout(0.2))\n"
-    "\n"
-    "model.add(Conv2D(64,(3,3))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(Conv2D(64,(3,3))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
-    "model.add(Dropout(0.2))\n"
-    "\n"
-    "model.add(Flatten())\n"
-    "model.add(Dense(512))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(Dropout(0.4))\n"
-    "model.add(Dense(10))\n"
-    "model.add(Activation('softmax'))\n"
-    "\n"
-    "model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', "
-    "metrics=['accuracy'])\n";
+#define k_seed t_seed_cnn_text /* tests/common.c */
 
 static const char k_asker[] = "model = Sequential()\n"
                               "model.add(Conv2D(32,(3,3), input_shape=(28,28,1)))\n"

@@ -8,42 +8,8 @@
 
 #include "cnnkit/model.h"
 
-/* The seed model exactly as examples/seed_cnn.py has it (the asker's unbalanced parentheses on
- * the Conv2D lines included). */
-static const char k_seed[] =
-    "from keras.models import Sequential\n"
-    "from keras.layers import Conv2D, MaxPooling2D, Dense, Flatten, Dropout, BatchNormalization, "
-    "Activation\n"
-    "\n"
-    "model = Sequential()\n"
-    "model.add(Conv2D(32,(3,3), input_shape=(28,28,1))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(Conv2D(32,(3,3))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
-    "model.add(Dropout(0.2))\n"
-    "\n"
-    "model.add(Conv2D(64,(3,3))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(Conv2D(64,(3,3))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
-    "model.add(Dropout(0.2))\n"
-    "\n"
-    "model.add(Flatten())\n"
-    "model.add(Dense(512))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(Dropout(0.4))\n"
-    "model.add(Dense(10))\n"
-    "model.add(Activation('softmax'))\n"
-    "\n"
-    "model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', "
-    "metrics=['accuracy'])\n";
+/* The seed model text: t_seed_cnn_text (tests/common.c). */
+#define k_seed t_seed_cnn_text
 
 /* Parses text, asserting success. */
 static ck_keras_model parse_ok(const char *text) {

@@ -10,37 +10,7 @@
 #include "cnnkit/model.h"
 #include "model_internal.h"
 
-/* The question's model, as the user pasted it (with its unbalanced parentheses). */
-static const char *SEED =
-    "from keras.models import Sequential\n"
-    "from keras.layers import Conv2D, BatchNormalization, Activation, MaxPooling2D, Dropout\n"
-    "from keras.layers import Flatten, Dense\n"
-    "model = Sequential()\n"
-    "model.add(Conv2D(32,(3,3), input_shape=(28,28,1))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(Conv2D(32,(3,3)))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
-    "model.add(Dropout(0.2))\n"
-    "model.add(Conv2D(64,(3,3)))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(Conv2D(64,(3,3)))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
-    "model.add(Dropout(0.2))\n"
-    "model.add(Flatten())\n"
-    "model.add(Dense(512))\n"
-    "model.add(BatchNormalization())\n"
-    "model.add(Activation('relu'))\n"
-    "model.add(Dropout(0.4))\n"
-    "model.add(Dense(10))\n"
-    "model.add(Activation('softmax'))\n"
-    "model.compile(loss='sparse_categorical_crossentropy', optimizer='adam',\n"
-    "              metrics=['accuracy'])\n";
+#define SEED t_seed_cnn_text /* tests/common.c */
 
 static ck_model *seed_model(ck_context *ctx, int max_batch) {
     ck_model *m = NULL;
