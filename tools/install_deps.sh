@@ -13,7 +13,10 @@
 set -euo pipefail
 
 REQUIRED=(cmake make gcc pkg-config libcriterion-dev zlib1g-dev libopenblas-dev)
-OPTIONAL=(dataset-fashion-mnist python3-torch)
+OPTIONAL=(dataset-fashion-mnist)
+# PyTorch (large) is only needed to regenerate golden data and run bench/peer_torch.py:
+# CNNKIT_WITH_TORCH=1 bash tools/install_deps.sh
+if [[ "${CNNKIT_WITH_TORCH:-0}" == 1 ]]; then OPTIONAL+=(python3-torch); fi
 
 log() { printf 'install_deps: %s\n' "$*"; }
 
