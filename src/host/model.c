@@ -165,14 +165,16 @@ static const char *keras_base_name(ck_layer_type t) {
     }
 }
 
-/* Adds a node; returns its index or -1 when the node table is full. */
-static int push_node(ck_model *m, int cap, ck_node_type t, int layer) {
-    if (m->num_nodes >= cap)
-        return -1;
+/* Adds a node whose per-sample input is h x w x c; returns its index. The table holds two nodes
+ * per layer (a layer and its inline activation), so it never fills. */
+static int push_node(ck_model *m, ck_node_type t, int layer, int h, int w, int c) {
     ck_node *n = &m->nodes[m->num_nodes];
     memset(n, 0, sizeof *n);
     n->type = t;
     n->layer = layer;
+    n->ih = h;
+    n->iw = w;
+    n->ic = c;
     return m->num_nodes++;
 }
 
@@ -235,7 +237,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
                                "layer %d (%s '%s'): needs a 4-D input (N, H, W, C), got (None, %d)",
                                li, tn, d->name, cc);
             int conv = d->type == CK_LAYER_CONV2D;
-            ni = push_node(m, cap, conv ? CK_NODE_CONV : CK_NODE_POOL, li);
+            ni = push_node(m, conv ? CK_NODE_CONV : CK_NODE_POOL, li, ch, cw, cc);
             n = &m->nodes[ni];
             int sh = d->stride_h > 0 ? d->stride_h : (conv ? 1 : d->kernel_h);
             int sw = d->stride_w > 0 ? d->stride_w : (conv ? 1 : d->kernel_w);
@@ -248,9 +250,6 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
                                "with '%s' padding",
                                li, tn, d->name, d->kernel_h, d->kernel_w, ch, cw,
                                d->padding == CK_PADDING_SAME ? "same" : "valid");
-            n->ih = ch;
-            n->iw = cw;
-            n->ic = cc;
             ch = n->geom.oh;
             cw = n->geom.ow;
             cc = cout;
@@ -279,20 +278,14 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
                        ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
                                "layer %d (%s '%s'): needs a 4-D input, got (None, %d)", li, tn,
                                d->name, cc);
-            ni = push_node(m, cap, CK_NODE_GAP, li);
+            ni = push_node(m, CK_NODE_GAP, li, ch, cw, cc);
             n = &m->nodes[ni];
-            n->ih = ch;
-            n->iw = cw;
-            n->ic = cc;
             ch = cw = 1;
             flat = 1;
             break;
         case CK_LAYER_FLATTEN:
-            ni = push_node(m, cap, CK_NODE_FLATTEN, li);
+            ni = push_node(m, CK_NODE_FLATTEN, li, ch, cw, cc);
             n = &m->nodes[ni];
-            n->ih = ch;
-            n->iw = cw;
-            n->ic = cc;
             cc = ch * cw * cc;
             ch = cw = 1;
             flat = 1;
@@ -304,10 +297,8 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
                                "layer %d (Dense '%s'): input (None, %d, %d, %d) is not flat; add "
                                "Flatten() or GlobalAveragePooling2D() before it",
                                li, d->name, ch, cw, cc);
-            ni = push_node(m, cap, CK_NODE_DENSE, li);
+            ni = push_node(m, CK_NODE_DENSE, li, ch, cw, cc);
             n = &m->nodes[ni];
-            n->ih = n->iw = 1;
-            n->ic = cc;
             n->p_kernel = nparams;
             n->n_kernel = (size_t)cc * d->units;
             nparams += n->n_kernel;
@@ -321,11 +312,8 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
             flat = 1;
             break;
         case CK_LAYER_BATCHNORM:
-            ni = push_node(m, cap, CK_NODE_BN, li);
+            ni = push_node(m, CK_NODE_BN, li, ch, cw, cc);
             n = &m->nodes[ni];
-            n->ih = ch;
-            n->iw = cw;
-            n->ic = cc;
             ck_bn_desc_init(&n->bn, CK_BN_KERAS);
             n->bn.epsilon = d->epsilon;
             n->bn.average_factor = 1.0f - d->momentum;
@@ -340,11 +328,8 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
             nstats += 2 * (size_t)cc;
             break;
         case CK_LAYER_ACTIVATION:
-            ni = push_node(m, cap, CK_NODE_ACT, li);
+            ni = push_node(m, CK_NODE_ACT, li, ch, cw, cc);
             n = &m->nodes[ni];
-            n->ih = ch;
-            n->iw = cw;
-            n->ic = cc;
             n->act = d->activation;
             n->alpha = d->alpha;
             break;
@@ -356,12 +341,9 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
                                "layer %d (SpatialDropout2D '%s'): needs a 4-D input (N, H, W, C), "
                                "got (None, %d)",
                                li, d->name, cc);
-            ni = push_node(m, cap,
-                           d->type == CK_LAYER_DROPOUT ? CK_NODE_DROPOUT : CK_NODE_SDROPOUT, li);
+            ni = push_node(m, d->type == CK_LAYER_DROPOUT ? CK_NODE_DROPOUT : CK_NODE_SDROPOUT,
+                           li, ch, cw, cc);
             n = &m->nodes[ni];
-            n->ih = ch;
-            n->iw = cw;
-            n->ic = cc;
             n->rate = d->rate;
             break;
         default:
@@ -374,11 +356,11 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
         /* inline activation of Conv2D / Dense: a node of its own */
         if ((d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE) &&
             d->activation != CK_ACT_NONE) {
-            int ai = push_node(m, cap, CK_NODE_ACT, li);
+            int ai = push_node(m, CK_NODE_ACT, li, ch, cw, cc);
             ck_node *a = &m->nodes[ai];
-            a->ih = a->oh = ch;
-            a->iw = a->ow = cw;
-            a->ic = a->oc = cc;
+            a->oh = ch;
+            a->ow = cw;
+            a->oc = cc;
             a->act = d->activation;
             a->alpha = d->alpha;
         }

@@ -308,6 +308,17 @@ CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t 
     return CK_STATUS_SUCCESS;
 }
 
+/* Inference-mode logits of samples [s, s + n) of x (labels checked when given). */
+static ck_status infer_batch(ck_model *m, const float *x, const int32_t *labels, int s, int n,
+                             const float **logits) {
+    const float *xb = x + (size_t)s * m->in_h * m->in_w * m->in_c;
+    ck_status st = check_batch(m, xb, labels ? labels + s : NULL, n, labels != NULL);
+    if (st == CK_STATUS_SUCCESS)
+        st = forward(m, xb, n, 0, logits_node(m) + 1);
+    *logits = logits_of(m, xb);
+    return st;
+}
+
 CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
                                    ck_step_result *result) {
     if (!m)
@@ -315,21 +326,17 @@ CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *l
     ck_clear_error(m->ctx);
     if (count < 1 || !x || !labels)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "count, x, labels: need count >= 1 and data");
-    const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
     double loss = 0.0;
     int correct = 0;
     for (int s = 0; s < count; s += m->max_batch) {
-        int n = count - s < m->max_batch ? count - s : m->max_batch;
-        ck_status st = check_batch(m, x + (size_t)s * per, labels + s, n, 1);
-        if (st != CK_STATUS_SUCCESS)
-            return st;
-        st = forward(m, x + (size_t)s * per, n, 0, logits_node(m) + 1);
+        const int n = count - s < m->max_batch ? count - s : m->max_batch;
+        const float *logits;
+        ck_status st = infer_batch(m, x, labels, s, n, &logits);
         if (st != CK_STATUS_SUCCESS)
             return st;
         double l = 0.0;
         int c = 0;
-        ck_cpu_softmax_xent(n, m->classes, logits_of(m, x + (size_t)s * per), labels + s, NULL,
-                            &l, &c);
+        ck_cpu_softmax_xent(n, m->classes, logits, labels + s, NULL, &l, &c);
         loss += l;
         correct += c;
     }
@@ -345,21 +352,18 @@ CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float 
     if (!m)
         return CK_STATUS_BAD_PARAM;
     ck_clear_error(m->ctx);
-    if (count < 1 || !probs)
-        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "count, probs: need count >= 1 and a buffer");
-    const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
+    if (count < 1 || !x || !probs)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "count, x, probs: need count >= 1, inputs and a buffer");
     for (int s = 0; s < count; s += m->max_batch) {
-        int n = count - s < m->max_batch ? count - s : m->max_batch;
-        ck_status st = check_batch(m, x + (size_t)s * per, NULL, n, 0);
-        if (st != CK_STATUS_SUCCESS)
-            return st;
-        st = forward(m, x + (size_t)s * per, n, 0, logits_node(m) + 1);
+        const int n = count - s < m->max_batch ? count - s : m->max_batch;
+        const float *logits;
+        ck_status st = infer_batch(m, x, NULL, s, n, &logits);
         if (st != CK_STATUS_SUCCESS)
             return st;
         /* probabilities: softmax of the logits (what the softmax layer computes) */
-        ck_cpu_activation_forward(CK_ACT_SOFTMAX, 0.0f, logits_of(m, x + (size_t)s * per),
-                                  probs + (size_t)s * m->classes, (size_t)n * m->classes,
-                                  m->classes);
+        ck_cpu_activation_forward(CK_ACT_SOFTMAX, 0.0f, logits, probs + (size_t)s * m->classes,
+                                  (size_t)n * m->classes, m->classes);
     }
     return CK_STATUS_SUCCESS;
 }
