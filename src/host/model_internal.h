@@ -67,6 +67,10 @@ void ck_model_init_params(ck_model *m);
  * loss_sum: summed over the n samples. On failure the model is unchanged. */
 ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
                                   double *loss_sum, int *correct);
+/* Runs nodes [0, upto) forward on a batch of n <= max_batch samples (NHWC, host memory);
+ * training != 0 uses batch statistics, updates the BN moving statistics and draws dropout masks.
+ * Node i's output is then in m->nodes[i].out. No argument checks: internal callers only. */
+ck_status ck_model_forward_nodes(ck_model *m, const float *x, int n, int training, int upto);
 int ck_model_layer_params(const ck_model *m, int li, long long *trainable, long long *fixed);
 int ck_model_layer_is_flat(const ck_model *m, int li);
 

@@ -41,8 +41,8 @@ static const float *node_input(const ck_model *m, int i, const float *x) {
     return i == 0 ? x : m->nodes[i - 1].out;
 }
 
-/* Runs nodes [0, upto) forward. */
-static ck_status forward(ck_model *m, const float *x, int batch, int training, int upto) {
+/* Runs nodes [0, upto) forward (declared in model_internal.h for measurement code). */
+ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int training, int upto) {
     ck_context *ctx = m->ctx;
     for (int i = 0; i < upto; ++i) {
         ck_node *n = &m->nodes[i];
@@ -264,7 +264,7 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
     /* the BN moving statistics are restored if the step fails: no half-changed model */
     memcpy(m->fixed_backup, m->fixed, sizeof(float) * m->num_fixed);
     const int ln = logits_node(m);
-    st = forward(m, x, n, 1, ln + 1);
+    st = ck_model_forward_nodes(m, x, n, 1, ln + 1);
     double ls = 0.0;
     int c = 0;
     if (st == CK_STATUS_SUCCESS) {
@@ -314,7 +314,7 @@ static ck_status infer_batch(ck_model *m, const float *x, const int32_t *labels,
     const float *xb = x + (size_t)s * m->in_h * m->in_w * m->in_c;
     ck_status st = check_batch(m, xb, labels ? labels + s : NULL, n, labels != NULL);
     if (st == CK_STATUS_SUCCESS)
-        st = forward(m, xb, n, 0, logits_node(m) + 1);
+        st = ck_model_forward_nodes(m, xb, n, 0, logits_node(m) + 1);
     *logits = logits_of(m, xb);
     return st;
 }
