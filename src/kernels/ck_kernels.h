@@ -24,9 +24,9 @@ int ck_cuda_convert_layout(const float *src, float *dst, ck_kshape src_shape, vo
 /* Dropout forward or backward (the same map): y = x * keep * scale.
  * kind: 0 spatial, 1 element. mask_in: stored mask to use instead of regenerating (may be NULL);
  * mask_out: where to store the mask (may be NULL; element masks are bit-packed, NCHW order). */
-int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t seed,
-                    uint64_t offset, uint32_t threshold, float scale, const uint8_t *mask_in,
-                    uint8_t *mask_out, void *stream);
+int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t seed, uint64_t offset,
+                    uint32_t threshold, float scale, const uint8_t *mask_in, uint8_t *mask_out,
+                    void *stream);
 
 /* BN training forward. ws: workspace laid out as in ck_bn_plan (partials then coefficients).
  * frozen: normalize with the running statistics and leave them unchanged.
@@ -40,8 +40,8 @@ typedef struct ck_kbn {
     uint64_t seed, sd_offset;
     uint32_t sd_threshold;
     float sd_scale;
-    float *partials; /* 3 * C * splits floats */
-    float *coef;     /* 4 * C floats */
+    float *partials;  /* 3 * C * splits floats */
+    float *coef;      /* 4 * C floats */
     float *sd_scales; /* N * C floats: the fused SpatialDropout scale per (n, c) */
 } ck_kbn;
 
@@ -54,6 +54,58 @@ int ck_cuda_bn_forward_inference(ck_kshape s, int act, float eps, const float *x
 int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float *dy, const float *gamma,
                         const float *beta, const float *saved_mean, const float *saved_invstd,
                         float *dx, float *dgamma, float *dbeta, void *stream);
+
+/* ---- layers of the model's GPU backend (layers.cu); NHWC activations --------------------- */
+
+/* Conv / pooling geometry: the fields of ck_conv_geom (src/host/cpu_layers.h). */
+typedef struct ck_kgeom {
+    int n, h, w, cin, cout;
+    int kh, kw, sh, sw;
+    int pad_top, pad_left;
+    int oh, ow;
+} ck_kgeom;
+
+/* Loss of a batch, summed on the device in sample order. */
+typedef struct ck_kloss {
+    double loss_sum;
+    int correct;
+    int pad_;
+} ck_kloss;
+
+/* act: ck_activation values (CK_ACTV_*); softmax over rows of c. y may alias x. */
+int ck_cuda_activation_forward(int act, float alpha, const float *x, float *y, size_t count, int c,
+                               void *stream);
+int ck_cuda_activation_backward(int act, float alpha, const float *x, const float *y,
+                                const float *dy, float *dx, size_t count, int c, void *stream);
+/* y (rows x c) += bias (c). */
+int ck_cuda_bias_add(float *y, const float *bias, long long rows, int c, void *stream);
+/* out (c) = column sums of a (rows x c) in double, fixed order. ws: the bytes below. */
+size_t ck_cuda_colsum_workspace_bytes(int c);
+int ck_cuda_colsum(const float *a, long long rows, int c, float *out, void *ws, void *stream);
+/* Max / average pooling, padded cells excluded: the CPU twin's results bit for bit. */
+int ck_cuda_pool_forward(ck_kgeom g, int is_max, const float *x, float *y, void *stream);
+int ck_cuda_pool_backward(ck_kgeom g, int is_max, const float *x, const float *dy, float *dx,
+                          void *stream);
+int ck_cuda_gap_forward(int n, int hw, int c, const float *x, float *y, void *stream);
+int ck_cuda_gap_backward(int n, int hw, int c, const float *dy, float *dx, void *stream);
+/* Fused softmax + sparse categorical cross-entropy from logits; dlogits may be NULL; out: device
+ * memory. ws: the bytes below. */
+size_t ck_cuda_xent_workspace_bytes(int n);
+int ck_cuda_softmax_xent(int n, int classes, const float *logits, const int32_t *labels,
+                         float *dlogits, ck_kloss *out, void *ws, void *stream);
+/* Optimizer updates (ck_adam_elem / ck_sgd_elem); alpha: Adam's bias-corrected step;
+ * decay = lr * weight_decay; vel may be NULL (plain SGD). */
+int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
+                 float beta1, float beta2, float eps, float decay, void *stream);
+int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
+                int nesterov, float decay, void *stream);
+/* Conv kernel HWIO (khw = kh*kw positions) -> KRSC (to_krsc = 1) or back (0). */
+int ck_cuda_conv_kernel_layout(const float *src, float *dst, int khw, int cin, int cout,
+                               int to_krsc, void *stream);
+/* Zero padding of NHWC images to (hp, wp) with the image at (pt, pl); crop = 1: the inverse
+ * (dst (n, h, w, c) from src (n, hp, wp, c)). */
+int ck_cuda_pad_nhwc(const float *src, float *dst, int n, int h, int w, int c, int pt, int pl,
+                     int hp, int wp, int crop, void *stream);
 
 #ifdef __cplusplus
 }

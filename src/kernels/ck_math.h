@@ -245,4 +245,52 @@ CK_HD float ck_uniform_sym(uint32_t word, float limit) {
     return limit * (2.0f * u - 1.0f);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Optimizer updates of one parameter (Keras semantics; see ck_cpu_adam_update /
+ * ck_cpu_sgd_update in src/host/cpu_layers.h). The float operations are written out one by one
+ * (fmaf nowhere, no expression nvcc could contract differently from the C compiler), so the CPU
+ * and the GPU compute the same bits. decay = lr * weight_decay (0 = none); alpha is the
+ * bias-corrected step of Adam, computed once per update in double by the caller.
+ * ---------------------------------------------------------------------------------------- */
+CK_HD float ck_mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fmul_rn(a, b); /* never contracted into an FMA */
+#else
+    return a * b;
+#endif
+}
+
+CK_HD float ck_adam_elem(float p, float g, float *m, float *v, float alpha, float b1, float b2,
+                         float c1, float c2, float eps, float decay) {
+    if (decay > 0.0f)
+        p -= ck_mul_rn(decay, p);
+    const float mi = ck_mul_rn(b1, *m) + ck_mul_rn(c1, g);
+    const float vi = ck_mul_rn(b2, *v) + ck_mul_rn(c2, ck_mul_rn(g, g));
+    *m = mi;
+    *v = vi;
+    return p - ck_mul_rn(alpha, mi) / (sqrtf(vi) + eps);
+}
+
+/* SGD; vel == NULL: plain p -= lr g. */
+CK_HD float ck_sgd_elem(float p, float g, float *vel, float lr, float momentum, int nesterov,
+                        float decay) {
+    if (decay > 0.0f)
+        p -= ck_mul_rn(decay, p);
+    const float step = ck_mul_rn(lr, g);
+    if (vel) {
+        const float vi = ck_mul_rn(momentum, *vel) - step;
+        *vel = vi;
+        return p + (nesterov ? ck_mul_rn(momentum, vi) - step : vi);
+    }
+    return p - step;
+}
+
+/* The real (non-padded) cells [*a0, *a1) of a pooling window along one axis: output index i,
+ * stride s, kernel k, padding before pad, input extent n. */
+CK_HD void ck_pool_range(int i, int s, int k, int pad, int n, int *a0, int *a1) {
+    int lo = i * s - pad, hi = i * s - pad + k;
+    *a0 = lo < 0 ? 0 : lo;
+    *a1 = hi > n ? n : hi;
+}
+
 #endif /* CNNKIT_CK_MATH_H */

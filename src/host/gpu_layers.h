@@ -1,0 +1,40 @@
+/* The cuDNN / cuBLAS layers of the model's GPU backend (implemented in cudnn_ops.c, the only file
+ * that calls cuDNN and cuBLAS). Activations are NHWC device arrays on the context's stream; conv
+ * kernels are Keras HWIO (the cuDNN KRSC copy lives in the workspace), dense kernels (in, out).
+ * Results follow the CPU twins in cpu_layers.h (same conventions: gradients overwritten, bias /
+ * dx NULL = skipped); the sums run in cuDNN/cuBLAS order, so they agree with the CPU within
+ * float rounding, not bit for bit. Internal, not installed. */
+#ifndef CNNKIT_GPU_LAYERS_H
+#define CNNKIT_GPU_LAYERS_H
+
+#include "cpu_layers.h"
+#include "internal.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+
+typedef struct ck_gconv ck_gconv;
+
+/* Plans a convolution for batches up to g->n: descriptors and deterministic strict-fp32 cuDNN
+ * algorithms (asymmetric 'same' padding is done by an explicit zero-padded copy). */
+ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out);
+void ck_gconv_destroy(ck_gconv *c);
+/* Device workspace bytes both directions need for any batch n <= g->n. */
+size_t ck_gconv_workspace_bytes(const ck_gconv *c);
+ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const float *x, const float *k,
+                           const float *bias, float *y, void *ws);
+ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x, const float *k,
+                            const float *dy, float *dx, float *dk, float *dbias, void *ws);
+
+size_t ck_gdense_workspace_bytes(int out);
+ck_status ck_gdense_forward(ck_context *ctx, int n, int in, int out, const float *x, const float *k,
+                            const float *bias, float *y);
+ck_status ck_gdense_backward(ck_context *ctx, int n, int in, int out, const float *x,
+                             const float *k, const float *dy, float *dx, float *dk, float *dbias,
+                             void *ws);
+
+/* Geometry for the pooling kernels of layers.cu. */
+ck_kgeom ck_kgeom_of(const ck_conv_geom *g);
+#endif
+
+#endif

@@ -1,0 +1,315 @@
+/* The model's GPU layers (cuDNN conv, cuBLAS dense, the kernels of layers.cu) against their CPU
+ * twins (cpu_layers.h). Skipped without a CUDA device.
+ * Exact (memcmp) where the kernel repeats the CPU's operations in its order: pooling, GAP,
+ * optimizer updates. Within float rounding where the summation order is cuDNN's or cuBLAS's
+ * (conv, dense: 1e-4 of the output's scale) or the device math library's (expf, tanhf, erff:
+ * 4e-6 relative). */
+#include "common.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "cnnkit/model.h"
+#include "gpu_layers.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Device buffer of count floats (a 1-D tensor of ctx), optionally uploaded from host. */
+static ck_tensor *dbuf(ck_context *ctx, size_t count, const float *host) {
+    ck_tensor *t = NULL;
+    CK_OK(ctx, ck_tensor_create(ctx, &t, CK_LAYOUT_NCHW, (int)count, 1, 1, 1));
+    if (host)
+        CK_OK(ctx, ck_tensor_upload(ctx, t, host, count));
+    else
+        CK_OK(ctx, ck_tensor_fill(ctx, t, 0.0f));
+    return t;
+}
+
+static float *D(ck_tensor *t) {
+    return ck_tensor_data(t);
+}
+
+static void down(ck_context *ctx, ck_tensor *t, float *host, size_t count) {
+    CK_OK(ctx, ck_context_synchronize(ctx));
+    CK_OK(ctx, ck_tensor_download(ctx, t, host, count));
+}
+
+static float *rnd(size_t n, uint64_t seed, float lo, float hi) {
+    float *p = malloc(n * sizeof *p);
+    trng r = {seed};
+    trng_fill(&r, p, n, lo, hi);
+    return p;
+}
+
+/* max |a - b| / max(1e-3, max |b|): error relative to the array's scale */
+static double scaled_err(const float *a, const float *b, size_t n) {
+    double m = 1e-3, e = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        if (fabs(b[i]) > m)
+            m = fabs(b[i]);
+        if (fabs((double)a[i] - b[i]) > e)
+            e = fabs((double)a[i] - b[i]);
+    }
+    return e / m;
+}
+
+typedef struct cshape {
+    int n, h, w, cin, cout, kh, kw, sh, sw, same;
+} cshape;
+
+/* The seed's first conv, 'same' paddings cuDNN can express, and asymmetric ones it cannot
+ * (3x3 stride 2 on an even size, 2x2 stride 1: the odd padding row goes to the bottom). */
+static const cshape CONVS[] = {
+    {5, 28, 28, 1, 32, 3, 3, 1, 1, 0}, {3, 9, 7, 3, 8, 3, 3, 1, 1, 1},
+    {4, 8, 8, 5, 6, 3, 3, 2, 2, 1},    {2, 5, 6, 4, 3, 2, 2, 1, 1, 1},
+    {3, 6, 6, 7, 5, 1, 1, 1, 1, 0},    {2, 11, 9, 3, 4, 5, 5, 2, 2, 0},
+};
+
+Test(gpu_layers, conv_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    for (size_t ci = 0; ci < sizeof CONVS / sizeof *CONVS; ++ci) {
+        const cshape s = CONVS[ci];
+        ck_conv_geom geo;
+        cr_assert_eq(
+            ck_conv_geom_make(&geo, s.n, s.h, s.w, s.cin, s.cout, s.kh, s.kw, s.sh, s.sw, s.same),
+            0);
+        const size_t nx = (size_t)s.n * s.h * s.w * s.cin,
+                     nk = (size_t)s.kh * s.kw * s.cin * s.cout;
+        const size_t ny = (size_t)s.n * geo.oh * geo.ow * s.cout;
+        float *x = rnd(nx, 10 + ci, -1, 1), *k = rnd(nk, 20 + ci, -0.5f, 0.5f);
+        float *b = rnd(s.cout, 30 + ci, -0.2f, 0.2f), *dy = rnd(ny, 40 + ci, -1, 1);
+        float *y_c = malloc(ny * 4), *dx_c = malloc(nx * 4), *dk_c = malloc(nk * 4),
+              *db_c = malloc(s.cout * 4);
+        float *y_g = malloc(ny * 4), *dx_g = malloc(nx * 4), *dk_g = malloc(nk * 4),
+              *db_g = malloc(s.cout * 4);
+        size_t wsf = ck_cpu_conv2d_workspace_floats(&geo);
+        float *ws = malloc((wsf ? wsf : 1) * 4);
+        ck_cpu_conv2d_forward(&geo, x, k, b, y_c, ws);
+        ck_cpu_conv2d_backward(&geo, x, k, dy, dx_c, dk_c, db_c, ws);
+
+        ck_gconv *cv = NULL;
+        CK_OK(g, ck_gconv_create(g, &geo, &cv));
+        ck_workspace *gw = NULL;
+        CK_OK(g, ck_workspace_create(g, &gw, ck_gconv_workspace_bytes(cv)));
+        ck_tensor *tx = dbuf(g, nx, x), *tk = dbuf(g, nk, k), *tb = dbuf(g, s.cout, b);
+        ck_tensor *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL), *tdx = dbuf(g, nx, NULL);
+        ck_tensor *tdk = dbuf(g, nk, NULL), *tdb = dbuf(g, s.cout, NULL);
+        CK_OK(g, ck_gconv_forward(g, cv, s.n, D(tx), D(tk), D(tb), D(ty), gw->data));
+        CK_OK(g, ck_gconv_backward(g, cv, s.n, D(tx), D(tk), D(tdy), D(tdx), D(tdk), D(tdb),
+                                   gw->data));
+        down(g, ty, y_g, ny);
+        down(g, tdx, dx_g, nx);
+        down(g, tdk, dk_g, nk);
+        down(g, tdb, db_g, s.cout);
+        cr_expect_lt(scaled_err(y_g, y_c, ny), 1e-4, "conv %zu: y", ci);
+        cr_expect_lt(scaled_err(dx_g, dx_c, nx), 1e-4, "conv %zu: dx", ci);
+        cr_expect_lt(scaled_err(dk_g, dk_c, nk), 1e-4, "conv %zu: dk", ci);
+        cr_expect_lt(scaled_err(db_g, db_c, s.cout), 1e-6, "conv %zu: dbias", ci);
+        /* a smaller batch through the same plan */
+        if (s.n > 1) {
+            ck_conv_geom g1 = geo;
+            g1.n = 1;
+            ck_cpu_conv2d_forward(&g1, x, k, NULL, y_c, ws);
+            CK_OK(g, ck_gconv_forward(g, cv, 1, D(tx), D(tk), NULL, D(ty), gw->data));
+            down(g, ty, y_g, ny / s.n);
+            cr_expect_lt(scaled_err(y_g, y_c, ny / s.n), 1e-4, "conv %zu: batch 1", ci);
+        }
+        ck_tensor *all[] = {tx, tk, tb, tdy, ty, tdx, tdk, tdb};
+        for (size_t i = 0; i < 8; ++i)
+            ck_tensor_destroy(all[i]);
+        ck_workspace_destroy(gw);
+        ck_gconv_destroy(cv);
+        free(x), free(k), free(b), free(dy), free(y_c), free(dx_c), free(dk_c), free(db_c);
+        free(y_g), free(dx_g), free(dk_g), free(db_g), free(ws);
+    }
+    ck_context_destroy(g);
+}
+
+Test(gpu_layers, dense_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const int n = 7, in = 33, out = 10;
+    float *x = rnd((size_t)n * in, 1, -1, 1), *k = rnd((size_t)in * out, 2, -0.3f, 0.3f);
+    float *b = rnd(out, 3, -0.1f, 0.1f), *dy = rnd((size_t)n * out, 4, -1, 1);
+    float y_c[70], dx_c[231], dk_c[330], db_c[10], y_g[70], dx_g[231], dk_g[330], db_g[10];
+    ck_cpu_dense_forward(n, in, out, x, k, b, y_c);
+    ck_cpu_dense_backward(n, in, out, x, k, dy, dx_c, dk_c, db_c);
+    ck_workspace *gw = NULL;
+    CK_OK(g, ck_workspace_create(g, &gw, ck_gdense_workspace_bytes(out)));
+    ck_tensor *tx = dbuf(g, 231, x), *tk = dbuf(g, 330, k), *tb = dbuf(g, 10, b);
+    ck_tensor *tdy = dbuf(g, 70, dy), *ty = dbuf(g, 70, NULL), *tdx = dbuf(g, 231, NULL);
+    ck_tensor *tdk = dbuf(g, 330, NULL), *tdb = dbuf(g, 10, NULL);
+    CK_OK(g, ck_gdense_forward(g, n, in, out, D(tx), D(tk), D(tb), D(ty)));
+    CK_OK(g, ck_gdense_backward(g, n, in, out, D(tx), D(tk), D(tdy), D(tdx), D(tdk), D(tdb),
+                                gw->data));
+    down(g, ty, y_g, 70);
+    down(g, tdx, dx_g, 231);
+    down(g, tdk, dk_g, 330);
+    down(g, tdb, db_g, 10);
+    cr_expect_lt(scaled_err(y_g, y_c, 70), 1e-5, "dense y");
+    cr_expect_lt(scaled_err(dx_g, dx_c, 231), 1e-5, "dense dx");
+    cr_expect_lt(scaled_err(dk_g, dk_c, 330), 1e-5, "dense dk");
+    cr_expect_lt(scaled_err(db_g, db_c, 10), 1e-6, "dense dbias");
+    ck_tensor *all[] = {tx, tk, tb, tdy, ty, tdx, tdk, tdb};
+    for (size_t i = 0; i < 8; ++i)
+        ck_tensor_destroy(all[i]);
+    ck_workspace_destroy(gw);
+    free(x), free(k), free(b), free(dy);
+    ck_context_destroy(g);
+}
+
+/* Pooling and GAP repeat the CPU's operations: bit-identical, including ties (inputs rounded to
+ * a coarse grid so windows hold equal maxima) and overlapping windows. */
+Test(gpu_layers, pool_and_gap_bit_identical) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const cshape P[] = {{3, 8, 8, 5, 5, 2, 2, 2, 2, 0},
+                        {2, 7, 9, 4, 4, 3, 3, 2, 2, 1},
+                        {2, 7, 7, 3, 3, 3, 3, 1, 1, 1},
+                        {4, 5, 6, 2, 2, 2, 3, 2, 1, 0},
+                        {1, 1, 1, 3, 3, 2, 2, 2, 2, 1}};
+    for (size_t pi = 0; pi < sizeof P / sizeof *P; ++pi)
+        for (int is_max = 0; is_max < 2; ++is_max) {
+            const cshape s = P[pi];
+            ck_conv_geom geo;
+            cr_assert_eq(ck_conv_geom_make(&geo, s.n, s.h, s.w, s.cin, s.cin, s.kh, s.kw, s.sh,
+                                           s.sw, s.same),
+                         0);
+            const size_t nx = (size_t)s.n * s.h * s.w * s.cin;
+            const size_t ny = (size_t)s.n * geo.oh * geo.ow * s.cin;
+            float *x = rnd(nx, 50 + pi, -2, 2), *dy = rnd(ny, 60 + pi, -1, 1);
+            for (size_t i = 0; i < nx; ++i)
+                x[i] = roundf(x[i] * 2.0f) / 2.0f; /* ties */
+            float *y_c = malloc(ny * 4), *y_g = malloc(ny * 4), *dx_c = malloc(nx * 4),
+                  *dx_g = malloc(nx * 4);
+            ck_cpu_pool_forward(&geo, is_max, x, y_c);
+            ck_cpu_pool_backward(&geo, is_max, x, dy, dx_c);
+            ck_tensor *tx = dbuf(g, nx, x), *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL),
+                      *tdx = dbuf(g, nx, NULL);
+            ck_kgeom kg = ck_kgeom_of(&geo);
+            cr_assert_eq(ck_cuda_pool_forward(kg, is_max, D(tx), D(ty), g->stream), 0);
+            cr_assert_eq(ck_cuda_pool_backward(kg, is_max, D(tx), D(tdy), D(tdx), g->stream), 0);
+            down(g, ty, y_g, ny);
+            down(g, tdx, dx_g, nx);
+            cr_expect_eq(memcmp(y_g, y_c, ny * 4), 0, "pool %zu max %d: y", pi, is_max);
+            cr_expect_eq(memcmp(dx_g, dx_c, nx * 4), 0, "pool %zu max %d: dx", pi, is_max);
+            if (is_max) { /* GAP on the same input */
+                const int hw = s.h * s.w;
+                float *gy_c = malloc((size_t)s.n * s.cin * 4),
+                      *gy_g = malloc((size_t)s.n * s.cin * 4);
+                ck_cpu_gap_forward(s.n, hw, s.cin, x, gy_c);
+                ck_cpu_gap_backward(s.n, hw, s.cin, gy_c, dx_c);
+                ck_tensor *tgy = dbuf(g, (size_t)s.n * s.cin, NULL);
+                cr_assert_eq(ck_cuda_gap_forward(s.n, hw, s.cin, D(tx), D(tgy), g->stream), 0);
+                cr_assert_eq(ck_cuda_gap_backward(s.n, hw, s.cin, D(tgy), D(tdx), g->stream), 0);
+                down(g, tgy, gy_g, (size_t)s.n * s.cin);
+                down(g, tdx, dx_g, nx);
+                cr_expect_eq(memcmp(gy_g, gy_c, (size_t)s.n * s.cin * 4), 0, "gap %zu: y", pi);
+                cr_expect_eq(memcmp(dx_g, dx_c, nx * 4), 0, "gap %zu: dx", pi);
+                ck_tensor_destroy(tgy);
+                free(gy_c), free(gy_g);
+            }
+            ck_tensor_destroy(tx), ck_tensor_destroy(tdy), ck_tensor_destroy(ty),
+                ck_tensor_destroy(tdx);
+            free(x), free(dy), free(y_c), free(y_g), free(dx_c), free(dx_g);
+        }
+    ck_context_destroy(g);
+}
+
+Test(gpu_layers, activations_match_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const size_t cnt = 4096;
+    const int c = 16;
+    float *x = rnd(cnt, 7, -6, 6), *dy = rnd(cnt, 8, -1, 1);
+    float *y_c = malloc(cnt * 4), *y_g = malloc(cnt * 4), *dx_c = malloc(cnt * 4),
+          *dx_g = malloc(cnt * 4);
+    ck_tensor *tx = dbuf(g, cnt, x), *tdy = dbuf(g, cnt, dy), *ty = dbuf(g, cnt, NULL),
+              *tdx = dbuf(g, cnt, NULL);
+    for (int a = CK_ACT_NONE; a <= CK_ACT_SWISH; ++a) {
+        const float alpha = a == CK_ACT_ELU ? 1.0f : 0.3f;
+        ck_cpu_activation_forward((ck_activation)a, alpha, x, y_c, cnt, c);
+        ck_cpu_activation_backward((ck_activation)a, alpha, x, y_c, dy, dx_c, cnt, c);
+        cr_assert_eq(ck_cuda_activation_forward(a, alpha, D(tx), D(ty), cnt, c, g->stream), 0);
+        cr_assert_eq(
+            ck_cuda_activation_backward(a, alpha, D(tx), D(ty), D(tdy), D(tdx), cnt, c, g->stream),
+            0);
+        down(g, ty, y_g, cnt);
+        down(g, tdx, dx_g, cnt);
+        cr_expect_lt(t_max_rel_err(y_g, y_c, cnt), 4e-6, "activation %s: y",
+                     ck_activation_name((ck_activation)a));
+        cr_expect_lt(t_max_rel_err(dx_g, dx_c, cnt), 4e-6, "activation %s: dx",
+                     ck_activation_name((ck_activation)a));
+    }
+    ck_tensor_destroy(tx), ck_tensor_destroy(tdy), ck_tensor_destroy(ty), ck_tensor_destroy(tdx);
+    free(x), free(dy), free(y_c), free(y_g), free(dx_c), free(dx_g);
+    ck_context_destroy(g);
+}
+
+Test(gpu_layers, softmax_xent_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const int n = 37, classes = 10;
+    float *z = rnd((size_t)n * classes, 9, -8, 8);
+    int32_t lab[37];
+    for (int i = 0; i < n; ++i)
+        lab[i] = (i * 7) % classes;
+    float dz_c[370], dz_g[370];
+    double loss_c = 0;
+    int ok_c = 0;
+    ck_cpu_softmax_xent(n, classes, z, lab, dz_c, &loss_c, &ok_c);
+    ck_tensor *tz = dbuf(g, 370, z), *tdz = dbuf(g, 370, NULL);
+    /* int32 labels and the ck_kloss result travel as raw bytes in float tensors */
+    float lab_bits[37], out_bits[sizeof(ck_kloss) / 4];
+    memcpy(lab_bits, lab, sizeof lab);
+    ck_tensor *tlab = dbuf(g, 37, lab_bits), *tout = dbuf(g, sizeof(ck_kloss) / 4, NULL);
+    ck_workspace *ws = NULL;
+    CK_OK(g, ck_workspace_create(g, &ws, ck_cuda_xent_workspace_bytes(n)));
+    cr_assert_eq(ck_cuda_softmax_xent(n, classes, D(tz), (const int32_t *)D(tlab), D(tdz),
+                                      (ck_kloss *)D(tout), ws->data, g->stream),
+                 0);
+    ck_kloss out;
+    down(g, tout, out_bits, sizeof(ck_kloss) / 4);
+    memcpy(&out, out_bits, sizeof out);
+    down(g, tdz, dz_g, 370);
+    cr_expect_lt(fabs(out.loss_sum - loss_c), 1e-9 * fabs(loss_c), "loss %g vs %g", out.loss_sum,
+                 loss_c);
+    cr_expect_eq(out.correct, ok_c);
+    cr_expect_lt(t_max_rel_err(dz_g, dz_c, 370), 1e-7, "dlogits");
+    ck_tensor_destroy(tz), ck_tensor_destroy(tdz), ck_tensor_destroy(tlab), ck_tensor_destroy(tout);
+    ck_workspace_destroy(ws);
+    free(z);
+    ck_context_destroy(g);
+}
+
+/* The optimizers compute each element with the same float operations (ck_math.h): bit-exact. */
+Test(gpu_layers, optimizers_bit_identical) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const size_t cnt = 1000;
+    float *p = rnd(cnt, 11, -1, 1), *gr = rnd(cnt, 12, -0.1f, 0.1f);
+    float *m = calloc(cnt, 4), *v = calloc(cnt, 4), *r_g = malloc(cnt * 4);
+    ck_tensor *tp = dbuf(g, cnt, p), *tg = dbuf(g, cnt, gr), *tm = dbuf(g, cnt, NULL),
+              *tv = dbuf(g, cnt, NULL);
+    for (long step = 1; step <= 3; ++step) {
+        ck_cpu_adam_update(p, gr, m, v, cnt, 1e-3f, 0.9f, 0.999f, 1e-7f, 0.01f, step);
+        const double t = (double)step;
+        const float alpha = (float)(1e-3 * sqrt(1.0 - pow(0.999, t)) / (1.0 - pow(0.9, t)));
+        cr_assert_eq(ck_cuda_adam(D(tp), D(tg), D(tm), D(tv), cnt, alpha, 0.9f, 0.999f, 1e-7f,
+                                  1e-3f * 0.01f, g->stream),
+                     0);
+    }
+    down(g, tp, r_g, cnt);
+    cr_expect_eq(memcmp(r_g, p, cnt * 4), 0, "adam parameters differ from the CPU's");
+    /* SGD with nesterov momentum */
+    for (int step = 0; step < 3; ++step) {
+        ck_cpu_sgd_update(p, gr, v, cnt, 0.01f, 0.9f, 1, 0.0f);
+        cr_assert_eq(ck_cuda_sgd(D(tp), D(tg), D(tv), cnt, 0.01f, 0.9f, 1, 0.0f, g->stream), 0);
+    }
+    down(g, tp, r_g, cnt);
+    cr_expect_eq(memcmp(r_g, p, cnt * 4), 0, "sgd parameters differ from the CPU's");
+    ck_tensor_destroy(tp), ck_tensor_destroy(tg), ck_tensor_destroy(tm), ck_tensor_destroy(tv);
+    free(p), free(gr), free(m), free(v), free(r_g);
+    ck_context_destroy(g);
+}
+
+#else
+Test(gpu_layers, skipped_without_cuda_build) {
+    cr_skip("built without the CUDA backend");
+}
+#endif
