@@ -2,7 +2,9 @@
  * several batch sizes, on synthetic data of the model's input shape. Median of timed steps after
  * warm-up. Run bench/peer_torch.py on the same machine for the PyTorch figure of the same model.
  *
- *   bench_train [--model FILE] [--batches 128,512] [--steps N] [--json FILE]
+ *   bench_train [--model FILE] [--batches 128,512] [--steps N] [--device auto|cpu|cuda]
+ *               [--json FILE]
+ * auto: the GPU when one is present, else the CPU.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -43,7 +45,8 @@ static char *read_file(const char *path) {
 }
 
 int main(int argc, char **argv) {
-    const char *model_path = "examples/seed_cnn.py", *json = NULL, *batches = "128,512";
+    const char *model_path = "examples/seed_cnn.py", *json = NULL, *batches = NULL;
+    const char *device = "auto";
     int steps = 10;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
@@ -52,16 +55,32 @@ int main(int argc, char **argv) {
             batches = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
             steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc)
+            device = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--model FILE] [--batches 128,512] [--steps N] "
-                            "[--json FILE]\n", argv[0]);
+                            "[--device auto|cpu|cuda] [--json FILE]\n", argv[0]);
             return 2;
         }
     }
     if (steps < 1)
         steps = 1;
+    ck_device dev;
+    if (!strcmp(device, "cpu"))
+        dev = CK_DEVICE_CPU;
+    else if (!strcmp(device, "cuda"))
+        dev = CK_DEVICE_CUDA;
+    else if (!strcmp(device, "auto"))
+        dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
+    else {
+        fprintf(stderr, "bench_train: --device must be auto, cpu or cuda, got '%s'\n", device);
+        return 2;
+    }
+    const char *dev_name = dev == CK_DEVICE_CUDA ? "cuda" : "cpu";
+    if (!batches) /* the batch sizes: 2048 only where it takes seconds, on a GPU */
+        batches = dev == CK_DEVICE_CUDA ? "128,512,2048" : "128,512";
     char *text = read_file(model_path);
     if (!text) {
         fprintf(stderr, "bench_train: cannot read %s (run from the repository root)\n",
@@ -70,9 +89,9 @@ int main(int argc, char **argv) {
     }
     FILE *js = json ? fopen(json, "w") : NULL;
     if (js)
-        fprintf(js, "{\"model\": \"%s\", \"device\": \"cpu\", \"results\": [", model_path);
-    printf("bench_train: %s, device cpu (model training runs on the CPU backend in this "
-           "version), median of %d steps\n", model_path, steps);
+        fprintf(js, "{\"model\": \"%s\", \"device\": \"%s\", \"results\": [", model_path,
+                dev_name);
+    printf("bench_train: %s, device %s, median of %d steps\n", model_path, dev_name, steps);
     printf("%8s %12s %12s\n", "batch", "ms/step", "images/s");
     char list[256];
     snprintf(list, sizeof list, "%s", batches);
@@ -84,7 +103,7 @@ int main(int argc, char **argv) {
         ck_context *ctx = NULL;
         ck_model *m = NULL;
         char err[1024];
-        if (ck_context_create(&ctx, CK_DEVICE_CPU, 0, 1) != CK_STATUS_SUCCESS ||
+        if (ck_context_create(&ctx, dev, 0, 1) != CK_STATUS_SUCCESS ||
             ck_model_from_keras_text(ctx, text, &m, err, sizeof err) != CK_STATUS_SUCCESS ||
             ck_model_build(m, 0, 0, 0, b) != CK_STATUS_SUCCESS) {
             fprintf(stderr, "bench_train: %s\n", ctx ? ck_context_last_error(ctx) : "context");
