@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """PyTorch peer of bench_train: the seed's Keras CNN (examples/seed_cnn.py), same input shape,
 Adam (Keras defaults), training images/s at the same batch sizes, median of timed steps after
-warm-up. CPU with Debian's python3-torch here; CUDA (eager, channels_last) when a GPU is present.
+warm-up. CPU with Debian's python3-torch here; on CUDA: eager NCHW, eager channels_last and
+torch.compile(mode="reduce-overhead") (CUDA graphs; cudagraph_mark_step_begin() each step), with
+the peak device memory of the timed steps (torch.cuda.max_memory_allocated).
 
-    /usr/bin/python3 bench/peer_torch.py [--batches 128,512] [--steps 10] [--device cpu|cuda]
-                                         [--threads N] [--json FILE]
+    /usr/bin/python3 bench/peer_torch.py [--batches 128,512[,2048]] [--steps 10]
+                                         [--device cpu|cuda] [--threads N] [--json FILE]
 """
 import argparse, json, statistics, time
 
@@ -30,7 +32,7 @@ def seed_cnn():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batches", default="128,512")
+    ap.add_argument("--batches", default=None)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
@@ -39,13 +41,16 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
+    if a.batches is None:
+        a.batches = "128,512,2048" if a.device == "cuda" else "128,512"
     out = {"torch": torch.__version__, "device": a.device, "threads": torch.get_num_threads(),
            "results": []}
     print(f"peer_torch: torch {torch.__version__}, device {a.device}, "
           f"{torch.get_num_threads()} threads, median of {a.steps} steps")
-    print(f"{'batch':>8} {'mode':>14} {'ms/step':>10} {'images/s':>10}")
+    print(f"{'batch':>8} {'mode':>16} {'ms/step':>10} {'images/s':>10} {'peak MiB':>9}")
     for b in [int(s) for s in a.batches.split(",") if s]:
-        for mode in (["eager", "channels_last"] if a.device == "cuda" else ["eager"]):
+        modes = ["eager", "channels_last", "reduce-overhead"] if a.device == "cuda" else ["eager"]
+        for mode in modes:
             torch.manual_seed(0)
             m = seed_cnn().to(dev)
             x = torch.rand(b, 1, 28, 28, device=dev)
@@ -54,15 +59,29 @@ def main():
                 m = m.to(memory_format=torch.channels_last)
                 x = x.to(memory_format=torch.channels_last)
             opt = torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
+            fwd = m
+            if mode == "reduce-overhead":
+                m = m.to(memory_format=torch.channels_last)
+                x = x.to(memory_format=torch.channels_last)
+                fwd = torch.compile(m, mode="reduce-overhead")
 
             def step():
+                if mode == "reduce-overhead":
+                    torch.compiler.cudagraph_mark_step_begin()
                 opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(m(x), y)
+                loss = F.cross_entropy(fwd(x), y)
                 loss.backward()
                 opt.step()
 
-            for _ in range(2):
-                step()
+            try:
+                for _ in range(3 if mode == "reduce-overhead" else 2):
+                    step()
+            except Exception as e:  # torch.compile needs a working compiler toolchain
+                print(f"{b:>8} {mode:>16}  unavailable: {type(e).__name__}: {e}"[:200])
+                continue
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
             times = []
             for _ in range(a.steps):
                 if dev.type == "cuda":
@@ -73,9 +92,11 @@ def main():
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
             med = statistics.median(times)
-            print(f"{b:>8} {mode:>14} {med * 1e3:>10.1f} {b / med:>10.0f}")
+            peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+            print(f"{b:>8} {mode:>16} {med * 1e3:>10.1f} {b / med:>10.0f} "
+                  f"{peak if peak is not None else float('nan'):>9.1f}")
             out["results"].append({"batch": b, "mode": mode, "ms_per_step": med * 1e3,
-                                   "images_per_s": b / med})
+                                   "images_per_s": b / med, "peak_mib": peak})
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

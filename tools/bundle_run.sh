@@ -55,6 +55,8 @@ read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
 TESTS_BIN="$HERE/bin/cnnkit_tests"
 BENCH_BIN="$HERE/bin/bench_kernels"
+TRAIN_BENCH_BIN="$HERE/bin/bench_train"
+CLI_BIN="$HERE/bin/cnnkit"
 
 COMMIT="unknown"
 if [[ -f "$HERE/MANIFEST.txt" ]]; then
@@ -98,7 +100,7 @@ EOF
 
 unresolved() { # sonames that ldd cannot resolve for the two binaries, one a line
   local b
-  for b in "$TESTS_BIN" "$BENCH_BIN"; do
+  for b in "$TESTS_BIN" "$BENCH_BIN" "$TRAIN_BENCH_BIN" "$CLI_BIN"; do
     [[ -x "$b" ]] && ldd "$b" 2>/dev/null | awk '/=> not found/ {print $1}'
   done | sort -u
 }
@@ -252,6 +254,27 @@ fi
 BENCH_CMD=("$BENCH_BIN" --json "$LOG_DIR/bench_kernels.json")
 ((QUICK)) && BENCH_CMD+=(--quick)
 run_step bench bench_kernels.log plain "${BENCH_CMD[@]}" "${EXTRA_BENCH_ARGS[@]}"
+
+# training throughput of the question's model on the GPU, and the PyTorch peer in the same run
+if [[ -x "$TRAIN_BENCH_BIN" ]]; then
+  run_step train_bench bench_train.log plain "$TRAIN_BENCH_BIN" --device cuda \
+    --model "$HERE/share/seed_cnn.py" --json "$LOG_DIR/bench_train.json" \
+    $( ((QUICK)) && echo "--steps 5" || echo "--steps 20")
+fi
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  run_step peer_torch peer_torch.log plain python3 "$HERE/share/peer_torch.py" --device cuda \
+    --json "$LOG_DIR/peer_torch.json"
+else
+  skip_step peer_torch peer_torch.log "python3 with CUDA-enabled torch not found"
+fi
+# accuracy on the GPU: the question's model on Fashion-MNIST (bundled with BUNDLE_DATA=1)
+if [[ -x "$CLI_BIN" && -d "$HERE/share/fashion-mnist" ]]; then
+  run_step train_fmnist train_fmnist.log plain "$CLI_BIN" train "$HERE/share/seed_cnn.py" \
+    --data "$HERE/share/fashion-mnist" --device cuda --batch 128 --seed 1 \
+    --epochs "${TRAIN_EPOCHS:-$( ((QUICK)) && echo 2 || echo 10)}" --log "$LOG_DIR/train_fmnist.csv"
+else
+  skip_step train_fmnist train_fmnist.log "no bundled Fashion-MNIST (make gpu-bundle BUNDLE_DATA=1)"
+fi
 TOTAL_SECS="$(elapsed "$T_ALL" "$(now)")"
 
 # ---- summary ------------------------------------------------------------------------------------

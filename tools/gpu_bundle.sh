@@ -49,8 +49,10 @@ command -v ldd >/dev/null 2>&1 || die "ldd not found"
 declare -A BIN_SRC=(
   [cnnkit_tests]="$BUILD_DIR/tests/cnnkit_tests"
   [bench_kernels]="$BUILD_DIR/bench/bench_kernels"
+  [bench_train]="$BUILD_DIR/bench/bench_train"
+  [cnnkit]="$BUILD_DIR/cnnkit"
 )
-BIN_NAMES=(cnnkit_tests bench_kernels)
+BIN_NAMES=(cnnkit_tests bench_kernels bench_train cnnkit)
 for b in "${BIN_NAMES[@]}"; do
   src="${BIN_SRC[$b]}"
   [[ -f "$src" && -x "$src" ]] ||
@@ -135,6 +137,15 @@ if ((${#MISSING[@]})); then
 fi
 
 install -m 0755 "$RUN_TEMPLATE" "$OUT_DIR/run.sh"
+# the model the benches and the training run use, the PyTorch peer script, and (when
+# BUNDLE_DATA=1 and the Debian package is installed) Fashion-MNIST for a training run on the GPU
+mkdir -p "$OUT_DIR/share"
+cp "$REPO_DIR/examples/seed_cnn.py" "$REPO_DIR/bench/peer_torch.py" "$OUT_DIR/share/"
+FMNIST=/usr/share/datasets/fashion-mnist
+if [[ "${BUNDLE_DATA:-0}" == 1 && -d "$FMNIST" ]]; then
+  mkdir -p "$OUT_DIR/share/fashion-mnist"
+  cp "$FMNIST"/*.gz "$OUT_DIR/share/fashion-mnist/"
+fi
 
 # ---- MANIFEST.txt -------------------------------------------------------------------------------
 commit="unknown"
@@ -180,7 +191,10 @@ fi
 } >"$OUT_DIR/MANIFEST.txt"
 
 total="$(du -sh "$OUT_DIR" | cut -f1)"
-log "bundle in $OUT_DIR ($total): 2 binaries, ${#COPIED[@]} libraries, commit ${commit:0:12}, CUDA backend $cuda_backend"
+# a compressed copy next to the folder: the device tool carries at most 64 MiB
+tar -C "$(dirname "$OUT_DIR")" -cJf "$OUT_DIR.tar.xz" "$(basename "$OUT_DIR")"
+log "archive $OUT_DIR.tar.xz ($(du -sh "$OUT_DIR.tar.xz" | cut -f1)); on the GPU machine: tar xJf it, then run.sh"
+log "bundle in $OUT_DIR ($total): ${#BIN_NAMES[@]} binaries, ${#COPIED[@]} libraries, commit ${commit:0:12}, CUDA backend $cuda_backend"
 if [[ "$cuda_backend" == OFF ]]; then
   log "WARNING: the binaries were built without the CUDA backend; GPU tests will all skip"
 fi
