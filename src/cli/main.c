@@ -16,22 +16,21 @@
 #define EXIT_USAGE 2
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: cnnkit <command> MODEL [options]\n"
-            "\n"
-            "commands:\n"
-            "  summary  MODEL [--input HxWxC]\n"
-            "  train    MODEL [--data fashion-mnist|DIR] [--epochs N] [--batch B] [--limit N]\n"
-            "           [--device auto|cpu|cuda] [--seed S] [--save FILE] [--log FILE.csv]\n"
-            "           [--plot FILE.svg] [--input HxWxC]\n"
-            "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
-            "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
-            "  check    MODEL [--json]   layer-order diagnostics; exit 0 clean, 1 warnings or\n"
-            "           errors, 2 bad model file\n"
-            "\n"
-            "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py).\n"
-            "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
-            "is $CNNKIT_DATA or /usr/share/datasets/fashion-mnist.\n");
+    fprintf(f, "usage: cnnkit <command> MODEL [options]\n"
+               "\n"
+               "commands:\n"
+               "  summary  MODEL [--input HxWxC]\n"
+               "  train    MODEL [--data fashion-mnist|DIR] [--epochs N] [--batch B] [--limit N]\n"
+               "           [--device auto|cpu|cuda] [--seed S] [--save FILE] [--log FILE.csv]\n"
+               "           [--plot FILE.svg] [--input HxWxC]\n"
+               "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
+               "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
+               "  check    MODEL [--json]   layer-order diagnostics; exit 0 clean, 1 warnings or\n"
+               "           errors, 2 bad model file\n"
+               "\n"
+               "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py).\n"
+               "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
+               "is $CNNKIT_DATA or /usr/share/datasets/fashion-mnist.\n");
 }
 
 typedef struct opts {
@@ -184,20 +183,16 @@ static int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **
     return 0;
 }
 
-/* The model runs where it can: CUDA when asked and supported, else CPU (with a note). */
+/* auto: the GPU when this build has the CUDA backend and a device is present, else the CPU. */
 static int make_context(const opts *o, ck_context **ctx) {
-    ck_device dev = !strcmp(o->device, "cuda")  ? CK_DEVICE_CUDA
-                    : !strcmp(o->device, "cpu") ? CK_DEVICE_CPU
-                                                : CK_DEVICE_AUTO;
-    if (dev != CK_DEVICE_CPU && ck_cuda_available()) {
-        fprintf(stderr, "cnnkit: note: a CUDA device is present, but model training runs on the "
-                        "CPU backend in this version (the CUDA kernels are used by the kernel "
-                        "API and bench_kernels)\n");
-    } else if (dev == CK_DEVICE_CUDA) {
+    ck_device dev = !strcmp(o->device, "cuda") ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
+    if (!strcmp(o->device, "auto"))
+        dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
+    if (dev == CK_DEVICE_CUDA && !ck_cuda_available()) {
         fprintf(stderr, "cnnkit: --device cuda: no usable CUDA device in this build/machine\n");
         return EXIT_RUNTIME;
     }
-    ck_status st = ck_context_create(ctx, CK_DEVICE_CPU, 0, (uint64_t)o->seed);
+    ck_status st = ck_context_create(ctx, dev, 0, (uint64_t)o->seed);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: cannot create a context: %s\n", ck_status_string(st));
         return EXIT_RUNTIME;
@@ -295,8 +290,8 @@ static int write_svg(const char *path, const ck_epoch_result *h, int n) {
         for (int k = 0; k <= 4; ++k) {
             double v = lo + (hi - lo) * k / 4.0;
             int y = top + ph - (int)(ph * k / 4.0);
-            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3f</text>\n", x0 - 4,
-                    y + 4, v);
+            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3f</text>\n", x0 - 4, y + 4,
+                    v);
         }
         for (int s = 0; s < 2; ++s) {
             fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
@@ -360,11 +355,11 @@ static int cmd_train(const opts *o) {
         hist = (ck_epoch_result *)calloc((size_t)epochs, sizeof *hist);
         ck_param_counts pc;
         ck_model_param_counts(m, &pc);
-        printf("cnnkit %d.%d.%d: %s, %lld params, device cpu, %d train / %d test images, "
+        printf("cnnkit %d.%d.%d: %s, %lld params, device %s, %d train / %d test images, "
                "batch %d, %d epoch%s, seed %llu\n",
-               CNNKIT_VERSION_MAJOR, CNNKIT_VERSION_MINOR, CNNKIT_VERSION_PATCH, o->model,
-               pc.total, train.count, test.count, o->batch, epochs, epochs > 1 ? "s" : "",
-               o->seed);
+               CNNKIT_VERSION_MAJOR, CNNKIT_VERSION_MINOR, CNNKIT_VERSION_PATCH, o->model, pc.total,
+               ck_context_device(ctx) == CK_DEVICE_CUDA ? "cuda" : "cpu", train.count, test.count,
+               o->batch, epochs, epochs > 1 ? "s" : "", o->seed);
         fflush(stdout);
         train_ui ui = {isatty(STDOUT_FILENO), log};
         ck_fit_options fo = {epochs, o->batch, o->seed, on_step, on_epoch, &ui};
@@ -541,8 +536,7 @@ static int cmd_check(int argc, char **argv) {
     st = ck_model_check(km.layers, km.count, NULL, 0, &total);
     if (st == CK_STATUS_SUCCESS && total > 0) {
         fs = (ck_finding *)calloc((size_t)total, sizeof *fs);
-        st = fs ? ck_model_check(km.layers, km.count, fs, total, &total)
-                : CK_STATUS_ALLOC_FAILED;
+        st = fs ? ck_model_check(km.layers, km.count, fs, total, &total) : CK_STATUS_ALLOC_FAILED;
     }
     ck_keras_model_free(&km);
     if (st != CK_STATUS_SUCCESS) {
@@ -594,8 +588,8 @@ static int cmd_check(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
-                      !strcmp(argv[1], "help"))) {
+    if (argc >= 2 &&
+        (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))) {
         usage(stdout);
         return 0;
     }

@@ -73,9 +73,8 @@ static void put_structure(wbuf *b, const ck_model *m) {
     put_i32(b, m->num_layers);
     for (int i = 0; i < m->num_layers; ++i) {
         const ck_layer_desc *d = &m->layers[i];
-        const int32_t iv[9] = {d->type,     d->units,    d->kernel_h, d->kernel_w,
-                               d->stride_h, d->stride_w, d->padding,  d->use_bias,
-                               d->activation};
+        const int32_t iv[9] = {d->type,     d->units,   d->kernel_h, d->kernel_w,  d->stride_h,
+                               d->stride_w, d->padding, d->use_bias, d->activation};
         for (int k = 0; k < 9; ++k)
             put_i32(b, iv[k]);
         put_f32(b, d->rate);
@@ -98,6 +97,8 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
     ck_clear_error(ctx);
     if (!path || !*path)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: is NULL or empty");
+    if (m->gpu && m->built) /* the device holds the current state */
+        CK_TRY(ck_gpu_model_pull(m));
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     wbuf b = {NULL, 0, 0, 0};
@@ -135,8 +136,8 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
     if (fd < 0) {
         int e = errno;
         free(b.p);
-        ck_status st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot create %s: %s", tmp,
-                               strerror(e));
+        ck_status st =
+            ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot create %s: %s", tmp, strerror(e));
         free(tmp);
         return st;
     }
@@ -163,8 +164,8 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
     free(b.p);
     if (err) {
         unlink(tmp);
-        ck_status st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: writing %s failed: %s", path,
-                               strerror(err));
+        ck_status st =
+            ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: writing %s failed: %s", path, strerror(err));
         free(tmp);
         return st;
     }
@@ -199,8 +200,7 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     FILE *f = fopen(path, "rb");
     if (!f)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot open %s: %s", path,
-                       strerror(errno));
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot open %s: %s", path, strerror(errno));
     wbuf want = {NULL, 0, 0, 0};
     put_structure(&want, m);
     const size_t tail = 8 + 4 * 6 + 8 + 8; /* optimizer ints, floats, step, seed */
@@ -223,8 +223,8 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
         memcpy(&ver, buf + 8, 4);
         if (ver != CK_CKPT_VERSION) {
             st = ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                         "path: %s has checkpoint version %u, this library reads version %u",
-                         path, ver, CK_CKPT_VERSION);
+                         "path: %s has checkpoint version %u, this library reads version %u", path,
+                         ver, CK_CKPT_VERSION);
         } else if (got < want.len || memcmp(buf, want.p, want.len) != 0) {
             st = ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
                          "path: %s was saved from a different model (layers, input shape or "
@@ -272,6 +272,8 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
             memcpy(m->opt_m, p, m->num_params * sizeof(float));
             p += m->num_params * sizeof(float);
             memcpy(m->opt_v, p, m->num_params * sizeof(float));
+            if (m->gpu)
+                st = ck_gpu_model_push(m);
         }
     }
     free(buf);

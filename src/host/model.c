@@ -29,6 +29,7 @@ CK_API ck_status ck_model_create(ck_context *ctx, ck_model **out) {
 }
 
 static void free_buffers(ck_model *m) {
+    ck_gpu_model_free(m);
     free(m->nodes);
     free(m->params);
     free(m->grads);
@@ -72,8 +73,8 @@ static ck_status check_layer(ck_context *ctx, const ck_layer_desc *d, int index)
             return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): units/filters must be >= 1",
                            index, tn);
         if (!valid_activation(d->activation))
-            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): unknown activation %d",
-                           index, tn, (int)d->activation);
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): unknown activation %d", index,
+                           tn, (int)d->activation);
         if (d->type == CK_LAYER_DENSE)
             break;
         /* fall through: conv checks its kernel like pooling */
@@ -96,8 +97,9 @@ static ck_status check_layer(ck_context *ctx, const ck_layer_desc *d, int index)
     case CK_LAYER_DROPOUT:
     case CK_LAYER_SPATIAL_DROPOUT2D:
         if (!(d->rate >= 0.0f && d->rate < 1.0f))
-            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): rate must be in [0, 1), got %g",
-                           index, tn, (double)d->rate);
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "layer %d (%s): rate must be in [0, 1), got %g", index, tn,
+                           (double)d->rate);
         break;
     case CK_LAYER_BATCHNORM:
         if (!(d->momentum >= 0.0f && d->momentum <= 1.0f) || !(d->epsilon > 0.0f))
@@ -187,10 +189,10 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: already built");
     if (m->num_layers == 0)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: has no layers");
+#ifndef CNNKIT_HAVE_CUDA
     if (ctx->device != CK_DEVICE_CPU)
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "model: training on CUDA contexts is not available yet in this version; "
-                       "use a CPU context");
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "model: this build has no CUDA backend");
+#endif
     if (h == 0 && w == 0 && c == 0) {
         h = m->layers[0].input_h;
         w = m->layers[0].input_w;
@@ -341,8 +343,8 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
                                "layer %d (SpatialDropout2D '%s'): needs a 4-D input (N, H, W, C), "
                                "got (None, %d)",
                                li, d->name, cc);
-            ni = push_node(m, d->type == CK_LAYER_DROPOUT ? CK_NODE_DROPOUT : CK_NODE_SDROPOUT,
-                           li, ch, cw, cc);
+            ni = push_node(m, d->type == CK_LAYER_DROPOUT ? CK_NODE_DROPOUT : CK_NODE_SDROPOUT, li,
+                           ch, cw, cc);
             n = &m->nodes[ni];
             n->rate = d->rate;
             break;
@@ -392,6 +394,11 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->num_params = nparams;
     m->num_fixed = nfixed;
     m->max_batch = max_batch;
+    /* on a CUDA context the activations, gradients and workspace live on the device
+     * (gpu_exec.c): the host keeps the parameters, optimizer state and a logits buffer only */
+    const int on_gpu = ctx->device == CK_DEVICE_CUDA;
+    if (on_gpu)
+        nact = maxact = ws = 0;
     m->params = (float *)calloc(nparams ? nparams : 1, sizeof(float));
     m->grads = (float *)calloc(nparams ? nparams : 1, sizeof(float));
     m->opt_m = (float *)calloc(nparams ? nparams : 1, sizeof(float));
@@ -399,14 +406,13 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->fixed = (float *)calloc(nfixed ? nfixed : 1, sizeof(float));
     m->fixed_backup = (float *)calloc(nfixed ? nfixed : 1, sizeof(float));
     m->acts = (float *)malloc(sizeof(float) * (nact ? nact : 1));
-    m->gbuf[0] = (float *)malloc(sizeof(float) * maxact * (size_t)max_batch);
-    m->gbuf[1] = (float *)malloc(sizeof(float) * maxact * (size_t)max_batch);
+    m->gbuf[0] = (float *)malloc(sizeof(float) * (maxact ? maxact * (size_t)max_batch : 1));
+    m->gbuf[1] = (float *)malloc(sizeof(float) * (maxact ? maxact * (size_t)max_batch : 1));
     m->stats = (float *)calloc(nstats ? nstats : 1, sizeof(float));
     m->ws = (float *)malloc(sizeof(float) * (ws ? ws : 1));
     m->logits_grad = (float *)malloc(sizeof(float) * (size_t)m->classes * max_batch);
     if (!m->params || !m->grads || !m->opt_m || !m->opt_v || !m->fixed || !m->fixed_backup ||
-        !m->acts ||
-        !m->gbuf[0] || !m->gbuf[1] || !m->stats || !m->ws || !m->logits_grad) {
+        !m->acts || !m->gbuf[0] || !m->gbuf[1] || !m->stats || !m->ws || !m->logits_grad) {
         free_buffers(m);
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
                        "model: out of host memory for %zu activation floats (max_batch %d)", nact,
@@ -414,10 +420,20 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     }
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
-        n->out = n->type == CK_NODE_FLATTEN ? (i ? m->nodes[i - 1].out : NULL)
-                                            : m->acts + n->act_offset;
+        n->out = on_gpu                       ? NULL
+                 : n->type == CK_NODE_FLATTEN ? (i ? m->nodes[i - 1].out : NULL)
+                                              : m->acts + n->act_offset;
     }
     ck_model_init_params(m);
+    if (on_gpu) {
+        ck_status st = ck_gpu_model_build(m);
+        if (st == CK_STATUS_SUCCESS)
+            st = ck_gpu_model_push(m);
+        if (st != CK_STATUS_SUCCESS) {
+            free_buffers(m);
+            return st;
+        }
+    }
     m->built = 1;
     return CK_STATUS_SUCCESS;
 }
@@ -448,7 +464,8 @@ void ck_model_init_params(ck_model *m) {
     m->step = 0;
 }
 
-/* ---- queries and summary ----------------------------------------------------------------------- */
+/* ---- queries and summary -----------------------------------------------------------------------
+ */
 
 CK_API ck_status ck_model_param_counts(const ck_model *m, ck_param_counts *counts) {
     if (!m || !counts)
@@ -533,10 +550,12 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     sbuf b = {buf, buf ? len : 0, 0};
     /* Keras 2 layout, with a first column wide enough for the longest Keras layer names */
-    const char *rule = "_____________________________________________________________________________"
-                       "___";
-    const char *dbl = "============================================================================="
-                      "===";
+    const char *rule =
+        "_____________________________________________________________________________"
+        "___";
+    const char *dbl =
+        "============================================================================="
+        "===";
     sb_printf(&b, "Model: \"sequential\"\n%s\n", rule);
     sb_printf(&b, " %-45s%-24s%-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
     for (int li = 0; li < m->num_layers; ++li) {
@@ -561,8 +580,8 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     if (needed)
         *needed = b.used + 1;
     if (!buf || b.used + 1 > len)
-        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "buf: %zu bytes needed, %zu given",
-                       b.used + 1, buf ? len : 0);
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "buf: %zu bytes needed, %zu given", b.used + 1,
+                       buf ? len : 0);
     return CK_STATUS_SUCCESS;
 }
 
@@ -650,8 +669,10 @@ CK_API ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_
         strcmp(km.loss, "categorical_crossentropy") != 0) {
         ck_keras_model_free(&km);
         if (err && err_len)
-            snprintf(err, err_len, "compile: loss '%s' is not supported (sparse_categorical_"
-                                   "crossentropy or categorical_crossentropy)", km.loss);
+            snprintf(err, err_len,
+                     "compile: loss '%s' is not supported (sparse_categorical_"
+                     "crossentropy or categorical_crossentropy)",
+                     km.loss);
         return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "text: loss '%s' is not supported", km.loss);
     }
     ck_model *m = NULL;

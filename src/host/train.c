@@ -33,7 +33,7 @@ static ck_conv_geom geom_for(const ck_node *n, int batch) {
 }
 
 /* The dropout RNG offset of node i at the current step: unique per (step, node). */
-static uint64_t dropout_offset(const ck_model *m, int i) {
+uint64_t ck_model_dropout_offset(const ck_model *m, int i) {
     return (uint64_t)m->step * 4096u + (uint64_t)i;
 }
 
@@ -44,6 +44,10 @@ static const float *node_input(const ck_model *m, int i, const float *x) {
 /* Runs nodes [0, upto) forward (declared in model_internal.h for measurement code). */
 ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int training, int upto) {
     ck_context *ctx = m->ctx;
+    if (m->gpu)
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "model: host-side node outputs are not available for a model on a CUDA "
+                       "context");
     for (int i = 0; i < upto; ++i) {
         ck_node *n = &m->nodes[i];
         const float *in = node_input(m, i, x);
@@ -94,7 +98,7 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
         case CK_NODE_DROPOUT:
         case CK_NODE_SDROPOUT:
             if (training && n->rate > 0.0f) {
-                ck_dropout_desc d = {n->rate, dropout_offset(m, i)};
+                ck_dropout_desc d = {n->rate, ck_model_dropout_offset(m, i)};
                 ck_tensor tx = view(ctx, in, batch, n->ih, n->iw, n->ic);
                 ck_tensor ty = view(ctx, n->out, batch, n->oh, n->ow, n->oc);
                 st = n->type == CK_NODE_DROPOUT
@@ -125,9 +129,8 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, cons
         switch (n->type) {
         case CK_NODE_CONV: {
             ck_conv_geom g = geom_for(n, batch);
-            ck_cpu_conv2d_backward(&g, in, m->params + n->p_kernel, dy, dx,
-                                   m->grads + n->p_kernel, n->n_bias ? m->grads + n->p_bias : NULL,
-                                   m->ws);
+            ck_cpu_conv2d_backward(&g, in, m->params + n->p_kernel, dy, dx, m->grads + n->p_kernel,
+                                   n->n_bias ? m->grads + n->p_bias : NULL, m->ws);
             break;
         }
         case CK_NODE_POOL:
@@ -168,7 +171,7 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, cons
         case CK_NODE_SDROPOUT:
             if (dx) {
                 if (n->rate > 0.0f) {
-                    ck_dropout_desc d = {n->rate, dropout_offset(m, i)};
+                    ck_dropout_desc d = {n->rate, ck_model_dropout_offset(m, i)};
                     ck_tensor tdy = view(ctx, dy, batch, n->oh, n->ow, n->oc);
                     ck_tensor tdx = view(ctx, dx, batch, n->ih, n->iw, n->ic);
                     st = n->type == CK_NODE_DROPOUT
@@ -215,9 +218,8 @@ static void optimizer_step(ck_model *m) {
             const size_t off = groups[k][0], cnt = groups[k][1];
             const float wd = k == 0 ? wd_first : 0.0f;
             if (o->type == CK_OPT_ADAM)
-                ck_cpu_adam_update(m->params + off, m->grads + off, m->opt_m + off,
-                                   m->opt_v + off, cnt, o->learning_rate, o->beta1, o->beta2,
-                                   o->epsilon, wd, step);
+                ck_cpu_adam_update(m->params + off, m->grads + off, m->opt_m + off, m->opt_v + off,
+                                   cnt, o->learning_rate, o->beta1, o->beta2, o->epsilon, wd, step);
             else
                 ck_cpu_sgd_update(m->params + off, m->grads + off, m->opt_m + off, cnt,
                                   o->learning_rate, o->momentum, o->nesterov, wd);
@@ -235,8 +237,8 @@ static ck_status check_batch(ck_model *m, const float *x, const int32_t *labels,
     if (need_labels && !labels)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "labels: is NULL");
     if (n < 1 || n > m->max_batch)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "n: %d samples, must be in [1, max_batch = %d]",
-                       n, m->max_batch);
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "n: %d samples, must be in [1, max_batch = %d]", n,
+                       m->max_batch);
     if (need_labels)
         for (int i = 0; i < n; ++i)
             if (labels[i] < 0 || labels[i] >= m->classes)
@@ -261,6 +263,8 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
     ck_status st = check_batch(m, x, labels, n, 1);
     if (st != CK_STATUS_SUCCESS)
         return st;
+    if (m->gpu)
+        return ck_gpu_loss_and_grads(m, x, labels, n, loss_sum, correct);
     /* the BN moving statistics are restored if the step fails: no half-changed model */
     memcpy(m->fixed_backup, m->fixed, sizeof(float) * m->num_fixed);
     const int ln = logits_node(m);
@@ -298,7 +302,13 @@ CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t 
     ck_status st = ck_model_loss_and_grads(m, x, labels, n, &loss_sum, &correct);
     if (st != CK_STATUS_SUCCESS)
         return st;
-    optimizer_step(m);
+    if (m->gpu) {
+        st = ck_gpu_optimizer_step(m);
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+    } else {
+        optimizer_step(m);
+    }
     m->step++;
     if (result) {
         result->loss = loss_sum / n;
@@ -313,6 +323,11 @@ static ck_status infer_batch(ck_model *m, const float *x, const int32_t *labels,
                              const float **logits) {
     const float *xb = x + (size_t)s * m->in_h * m->in_w * m->in_c;
     ck_status st = check_batch(m, xb, labels ? labels + s : NULL, n, labels != NULL);
+    if (st == CK_STATUS_SUCCESS && m->gpu) { /* logits land in the host buffer logits_grad */
+        st = ck_gpu_infer(m, xb, n, m->logits_grad);
+        *logits = m->logits_grad;
+        return st;
+    }
     if (st == CK_STATUS_SUCCESS)
         st = ck_model_forward_nodes(m, xb, n, 0, logits_node(m) + 1);
     *logits = logits_of(m, xb);
@@ -433,6 +448,8 @@ CK_API ck_status ck_model_get_weights(ck_model *m, float *host, size_t count, si
     if (!host || count != total)
         return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH, "count: %zu given, the model has %zu",
                        count, total);
+    if (m->gpu)
+        CK_TRY(ck_gpu_model_pull(m));
     copy_cursor c = {host, NULL, 0};
     for_each_weight(m, copy_out, &c);
     return CK_STATUS_SUCCESS;
@@ -448,7 +465,9 @@ CK_API ck_status ck_model_set_weights(ck_model *m, const float *host, size_t cou
     if (!host || count != total)
         return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH, "count: %zu given, the model has %zu",
                        count, total);
+    if (m->gpu) /* the optimizer state of record is the device's */
+        CK_TRY(ck_gpu_model_pull(m));
     copy_cursor c = {NULL, host, 0};
     for_each_weight(m, copy_in, &c);
-    return CK_STATUS_SUCCESS;
+    return m->gpu ? ck_gpu_model_push(m) : CK_STATUS_SUCCESS;
 }

@@ -1,0 +1,568 @@
+/* The model's GPU backend: the node list of model.c executed on the device (cuDNN conv, cuBLAS
+ * dense, the BN / dropout kernels through the public API, the small kernels of layers.cu).
+ *
+ * The host arrays of the model (params, fixed, opt_m, opt_v) stay the model's state of record
+ * for initialization, checkpoints and get/set_weights: ck_gpu_model_pull / _push move them.
+ * Everything a training step touches lives in one device arena planned at build: parameters,
+ * gradients, optimizer state, activations, gradient ping-pong buffers, BN statistics, the batch
+ * staging area and one shared workspace. A step allocates nothing; it uploads the batch, runs on
+ * the context's stream and waits once, for the loss. */
+#include "model_internal.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+#include "gpu_layers.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ck_gpu_model {
+    void *arena;
+    size_t arena_bytes;
+    float *params, *grads, *opt_m, *opt_v, *fixed, *fixed_backup, *stats;
+    float *acts, *gbuf[2], *logits_grad, *x;
+    int32_t *labels;
+    ck_kloss *loss;
+    void *ws; /* shared workspace: conv, dense bias gradients, BN, loss partials */
+    size_t ws_bytes;
+    float **out;     /* device output of each node (Flatten aliases its input) */
+    ck_gconv **conv; /* per node, NULL but for conv nodes */
+};
+
+#define GTRY(ctx, err, what)                                                                       \
+    do {                                                                                           \
+        int e_ = (err);                                                                            \
+        if (e_ != 0)                                                                               \
+            return ck_cuda_fail((ctx), e_, (what));                                                \
+    } while (0)
+
+static size_t al256(size_t b) {
+    return (b + 255u) & ~(size_t)255u;
+}
+
+void ck_gpu_model_free(ck_model *m) {
+    ck_gpu_model *g = m->gpu;
+    if (!g)
+        return;
+    if (g->conv)
+        for (int i = 0; i < m->num_nodes; ++i)
+            ck_gconv_destroy(g->conv[i]);
+    if (g->arena)
+        cudaFree(g->arena);
+    free(g->conv);
+    free(g->out);
+    free(g);
+    m->gpu = NULL;
+}
+
+static ck_tensor dview(ck_context *ctx, const float *p, int n, int h, int w, int c) {
+    ck_tensor t;
+    t.ctx = ctx;
+    t.layout = CK_LAYOUT_NHWC;
+    t.n = n;
+    t.c = c;
+    t.h = h;
+    t.w = w;
+    t.count = (size_t)n * c * h * w;
+    t.data = (float *)p;
+    return t;
+}
+
+static ck_tensor dpview(ck_context *ctx, const float *p, int c) {
+    ck_tensor t = dview(ctx, p, 1, 1, 1, c);
+    t.layout = CK_LAYOUT_NCHW;
+    return t;
+}
+
+/* Plans the device arena for the model built on the host (m->nodes, sizes, max_batch). */
+ck_status ck_gpu_model_build(ck_model *m) {
+    ck_context *ctx = m->ctx;
+    ck_gpu_model *g = (ck_gpu_model *)calloc(1, sizeof *g);
+    if (!g)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+    m->gpu = g;
+    g->out = (float **)calloc((size_t)m->num_nodes, sizeof *g->out);
+    g->conv = (ck_gconv **)calloc((size_t)m->num_nodes, sizeof *g->conv);
+    if (!g->out || !g->conv) {
+        ck_gpu_model_free(m);
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+    }
+    const int B = m->max_batch;
+    size_t ws = ck_cuda_xent_workspace_bytes(B), nact = 0,
+           maxact = (size_t)m->in_h * m->in_w * m->in_c;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const ck_node *n = &m->nodes[i];
+        size_t need = 0;
+        if (n->type != CK_NODE_FLATTEN)
+            nact += (size_t)n->oh * n->ow * n->oc * (size_t)B;
+        const size_t o = (size_t)n->oh * n->ow * n->oc;
+        if (o > maxact)
+            maxact = o;
+        if (n->type == CK_NODE_CONV) {
+            ck_conv_geom geo = n->geom;
+            geo.n = B;
+            ck_status st = ck_gconv_create(ctx, &geo, &g->conv[i]);
+            if (st != CK_STATUS_SUCCESS) {
+                ck_gpu_model_free(m);
+                return st;
+            }
+            need = ck_gconv_workspace_bytes(g->conv[i]);
+        } else if (n->type == CK_NODE_DENSE) {
+            need = ck_gdense_workspace_bytes(n->oc);
+        } else if (n->type == CK_NODE_BN) {
+            ck_tensor tx = dview(ctx, NULL, B, n->ih, n->iw, n->ic);
+            need = ck_bn_make_plan(ctx, &tx).ws_bytes;
+        } else if (n->type != CK_NODE_POOL && n->type != CK_NODE_GAP &&
+                   n->type != CK_NODE_FLATTEN && n->type != CK_NODE_ACT &&
+                   n->type != CK_NODE_DROPOUT && n->type != CK_NODE_SDROPOUT) {
+            ck_gpu_model_free(m);
+            return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                           "model: node %d (layer %d) has no GPU implementation yet", i, n->layer);
+        }
+        if (need > ws)
+            ws = need;
+    }
+    const size_t P = m->num_params ? m->num_params : 1, F = m->num_fixed ? m->num_fixed : 1;
+    size_t nstats = 0;
+    for (int i = 0; i < m->num_nodes; ++i)
+        if (m->nodes[i].type == CK_NODE_BN)
+            nstats = m->nodes[i].p_stats + 2 * (size_t)m->nodes[i].oc;
+    const size_t sizes[] = {4 * P,
+                            4 * P,
+                            4 * P,
+                            4 * P,
+                            4 * F,
+                            4 * F,
+                            4 * (nstats ? nstats : 1),
+                            4 * (nact ? nact : 1),
+                            4 * maxact * B,
+                            4 * maxact * B,
+                            4 * (size_t)m->classes * B,
+                            4 * (size_t)m->in_h * m->in_w * m->in_c * B,
+                            4 * (size_t)B,
+                            sizeof(ck_kloss),
+                            ws};
+    const int parts = (int)(sizeof sizes / sizeof *sizes);
+    size_t total = 0;
+    for (int k = 0; k < parts; ++k)
+        total += al256(sizes[k]);
+    cudaError_t e = cudaMalloc(&g->arena, total);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        g->arena = NULL;
+        ck_gpu_model_free(m);
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                       "model: cudaMalloc of %zu bytes for max_batch %d failed: %s", total, B,
+                       cudaGetErrorString(e));
+    }
+    g->arena_bytes = total;
+    char *p = (char *)g->arena;
+    void *ptrs[15];
+    for (int k = 0; k < parts; ++k) {
+        ptrs[k] = p;
+        p += al256(sizes[k]);
+    }
+    g->params = (float *)ptrs[0];
+    g->grads = (float *)ptrs[1];
+    g->opt_m = (float *)ptrs[2];
+    g->opt_v = (float *)ptrs[3];
+    g->fixed = (float *)ptrs[4];
+    g->fixed_backup = (float *)ptrs[5];
+    g->stats = (float *)ptrs[6];
+    g->acts = (float *)ptrs[7];
+    g->gbuf[0] = (float *)ptrs[8];
+    g->gbuf[1] = (float *)ptrs[9];
+    g->logits_grad = (float *)ptrs[10];
+    g->x = (float *)ptrs[11];
+    g->labels = (int32_t *)ptrs[12];
+    g->loss = (ck_kloss *)ptrs[13];
+    g->ws = ptrs[14];
+    g->ws_bytes = ws;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const ck_node *n = &m->nodes[i];
+        g->out[i] =
+            n->type == CK_NODE_FLATTEN ? (i ? g->out[i - 1] : g->x) : g->acts + n->act_offset;
+    }
+    e = cudaMemsetAsync(g->arena, 0, total, (cudaStream_t)ctx->stream);
+    if (e != cudaSuccess) {
+        ck_gpu_model_free(m);
+        return ck_cuda_fail(ctx, e, "model: clearing the device arena");
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+/* Host state of record -> device (after init, set_weights, load). */
+ck_status ck_gpu_model_push(ck_model *m) {
+    ck_gpu_model *g = m->gpu;
+    cudaStream_t s = (cudaStream_t)m->ctx->stream;
+    const size_t pb = sizeof(float) * m->num_params, fb = sizeof(float) * m->num_fixed;
+    GTRY(m->ctx, cudaMemcpyAsync(g->params, m->params, pb, cudaMemcpyHostToDevice, s),
+         "model: upload");
+    GTRY(m->ctx, cudaMemcpyAsync(g->opt_m, m->opt_m, pb, cudaMemcpyHostToDevice, s),
+         "model: upload");
+    GTRY(m->ctx, cudaMemcpyAsync(g->opt_v, m->opt_v, pb, cudaMemcpyHostToDevice, s),
+         "model: upload");
+    if (fb)
+        GTRY(m->ctx, cudaMemcpyAsync(g->fixed, m->fixed, fb, cudaMemcpyHostToDevice, s),
+             "model: upload");
+    GTRY(m->ctx, cudaStreamSynchronize(s), "model: upload");
+    return CK_STATUS_SUCCESS;
+}
+
+/* Device -> host state of record (before get_weights, save). */
+ck_status ck_gpu_model_pull(ck_model *m) {
+    ck_gpu_model *g = m->gpu;
+    cudaStream_t s = (cudaStream_t)m->ctx->stream;
+    const size_t pb = sizeof(float) * m->num_params, fb = sizeof(float) * m->num_fixed;
+    GTRY(m->ctx, cudaMemcpyAsync(m->params, g->params, pb, cudaMemcpyDeviceToHost, s),
+         "model: download");
+    GTRY(m->ctx, cudaMemcpyAsync(m->opt_m, g->opt_m, pb, cudaMemcpyDeviceToHost, s),
+         "model: download");
+    GTRY(m->ctx, cudaMemcpyAsync(m->opt_v, g->opt_v, pb, cudaMemcpyDeviceToHost, s),
+         "model: download");
+    if (fb)
+        GTRY(m->ctx, cudaMemcpyAsync(m->fixed, g->fixed, fb, cudaMemcpyDeviceToHost, s),
+             "model: download");
+    GTRY(m->ctx, cudaStreamSynchronize(s), "model: download");
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_workspace ws_view(ck_model *m) {
+    ck_workspace w;
+    w.ctx = m->ctx;
+    w.bytes = m->gpu->ws_bytes;
+    w.data = m->gpu->ws;
+    return w;
+}
+
+/* Runs nodes [0, upto) forward on the staged batch g->x. */
+static ck_status gforward(ck_model *m, int batch, int training, int upto) {
+    ck_context *ctx = m->ctx;
+    ck_gpu_model *g = m->gpu;
+    void *s = ctx->stream;
+    for (int i = 0; i < upto; ++i) {
+        ck_node *n = &m->nodes[i];
+        const float *in = i == 0 ? g->x : g->out[i - 1];
+        float *out = g->out[i];
+        const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
+        ck_status st = CK_STATUS_SUCCESS;
+        switch (n->type) {
+        case CK_NODE_CONV:
+            st = ck_gconv_forward(ctx, g->conv[i], batch, in, g->params + n->p_kernel,
+                                  n->n_bias ? g->params + n->p_bias : NULL, out, g->ws);
+            break;
+        case CK_NODE_POOL: {
+            ck_conv_geom geo = n->geom;
+            geo.n = batch;
+            GTRY(ctx, ck_cuda_pool_forward(ck_kgeom_of(&geo), n->is_max, in, out, s), "pool");
+            break;
+        }
+        case CK_NODE_GAP:
+            GTRY(ctx, ck_cuda_gap_forward(batch, n->ih * n->iw, n->ic, in, out, s), "gap");
+            break;
+        case CK_NODE_FLATTEN:
+            break;
+        case CK_NODE_DENSE:
+            st = ck_gdense_forward(ctx, batch, n->ic, n->oc, in, g->params + n->p_kernel,
+                                   n->n_bias ? g->params + n->p_bias : NULL, out);
+            break;
+        case CK_NODE_BN: {
+            ck_tensor tx = dview(ctx, in, batch, n->ih, n->iw, n->ic);
+            ck_tensor ty = dview(ctx, out, batch, n->oh, n->ow, n->oc);
+            ck_tensor tg = dpview(ctx, g->params + n->p_gamma, n->oc);
+            ck_tensor tb = dpview(ctx, g->params + n->p_beta, n->oc);
+            ck_tensor rm = dpview(ctx, g->fixed + n->p_mm, n->oc);
+            ck_tensor rv = dpview(ctx, g->fixed + n->p_mv, n->oc);
+            if (training) {
+                ck_tensor sm = dpview(ctx, g->stats + n->p_stats, n->oc);
+                ck_tensor si = dpview(ctx, g->stats + n->p_stats + n->oc, n->oc);
+                ck_workspace w = ws_view(m);
+                st = ck_batchnorm_forward_training(ctx, &n->bn, &tx, &tg, &tb, &rm, &rv, &sm, &si,
+                                                   NULL, &ty, &w);
+            } else {
+                st = ck_batchnorm_forward_inference(ctx, &n->bn, &tx, &tg, &tb, &rm, &rv, &ty);
+            }
+            break;
+        }
+        case CK_NODE_ACT:
+            GTRY(ctx,
+                 ck_cuda_activation_forward((int)n->act, n->alpha, in, out, count_in, n->oc, s),
+                 "activation");
+            break;
+        case CK_NODE_DROPOUT:
+        case CK_NODE_SDROPOUT:
+            if (training && n->rate > 0.0f) {
+                ck_dropout_desc d = {n->rate, ck_model_dropout_offset(m, i)};
+                ck_tensor tx = dview(ctx, in, batch, n->ih, n->iw, n->ic);
+                ck_tensor ty = dview(ctx, out, batch, n->oh, n->ow, n->oc);
+                st = n->type == CK_NODE_DROPOUT
+                         ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL)
+                         : ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL);
+            } else {
+                GTRY(ctx,
+                     cudaMemcpyAsync(out, in, count_in * sizeof(float), cudaMemcpyDeviceToDevice,
+                                     (cudaStream_t)s),
+                     "dropout copy");
+            }
+            break;
+        default:
+            return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "model: node %d has no GPU forward", i);
+        }
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status gbackward(ck_model *m, int batch, int from, const float *dy0) {
+    ck_context *ctx = m->ctx;
+    ck_gpu_model *g = m->gpu;
+    void *s = ctx->stream;
+    const float *dy = dy0;
+    int cur = 0;
+    for (int i = from; i >= 0; --i) {
+        ck_node *n = &m->nodes[i];
+        const float *in = i == 0 ? g->x : g->out[i - 1];
+        const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
+        float *dx = i > 0 ? g->gbuf[cur] : NULL;
+        ck_status st = CK_STATUS_SUCCESS;
+        switch (n->type) {
+        case CK_NODE_CONV:
+            st = ck_gconv_backward(ctx, g->conv[i], batch, in, g->params + n->p_kernel, dy, dx,
+                                   g->grads + n->p_kernel, n->n_bias ? g->grads + n->p_bias : NULL,
+                                   g->ws);
+            break;
+        case CK_NODE_POOL:
+            if (dx) {
+                ck_conv_geom geo = n->geom;
+                geo.n = batch;
+                GTRY(ctx, ck_cuda_pool_backward(ck_kgeom_of(&geo), n->is_max, in, dy, dx, s),
+                     "pool backward");
+            }
+            break;
+        case CK_NODE_GAP:
+            if (dx)
+                GTRY(ctx, ck_cuda_gap_backward(batch, n->ih * n->iw, n->ic, dy, dx, s),
+                     "gap backward");
+            break;
+        case CK_NODE_FLATTEN:
+            continue;
+        case CK_NODE_DENSE:
+            st = ck_gdense_backward(ctx, batch, n->ic, n->oc, in, g->params + n->p_kernel, dy, dx,
+                                    g->grads + n->p_kernel, n->n_bias ? g->grads + n->p_bias : NULL,
+                                    g->ws);
+            break;
+        case CK_NODE_BN: {
+            ck_tensor tx = dview(ctx, in, batch, n->ih, n->iw, n->ic);
+            ck_tensor tdy = dview(ctx, dy, batch, n->oh, n->ow, n->oc);
+            ck_tensor tdx = dview(ctx, dx ? dx : g->gbuf[cur], batch, n->ih, n->iw, n->ic);
+            ck_tensor tg = dpview(ctx, g->params + n->p_gamma, n->oc);
+            ck_tensor tb = dpview(ctx, g->params + n->p_beta, n->oc);
+            ck_tensor sm = dpview(ctx, g->stats + n->p_stats, n->oc);
+            ck_tensor si = dpview(ctx, g->stats + n->p_stats + n->oc, n->oc);
+            ck_tensor dg = dpview(ctx, g->grads + n->p_gamma, n->oc);
+            ck_tensor db = dpview(ctx, g->grads + n->p_beta, n->oc);
+            ck_workspace w = ws_view(m);
+            st = ck_batchnorm_backward(ctx, &n->bn, &tx, &tdy, &tg, &tb, &sm, &si, NULL, &tdx, &dg,
+                                       &db, &w);
+            break;
+        }
+        case CK_NODE_ACT:
+            if (dx)
+                GTRY(ctx,
+                     ck_cuda_activation_backward((int)n->act, n->alpha, in, g->out[i], dy, dx,
+                                                 count_in, n->oc, s),
+                     "activation backward");
+            break;
+        case CK_NODE_DROPOUT:
+        case CK_NODE_SDROPOUT:
+            if (dx) {
+                if (n->rate > 0.0f) {
+                    ck_dropout_desc d = {n->rate, ck_model_dropout_offset(m, i)};
+                    ck_tensor tdy = dview(ctx, dy, batch, n->oh, n->ow, n->oc);
+                    ck_tensor tdx = dview(ctx, dx, batch, n->ih, n->iw, n->ic);
+                    st = n->type == CK_NODE_DROPOUT
+                             ? ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdx, NULL)
+                             : ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdx,
+                                                           NULL);
+                } else {
+                    GTRY(ctx,
+                         cudaMemcpyAsync(dx, dy, count_in * sizeof(float), cudaMemcpyDeviceToDevice,
+                                         (cudaStream_t)s),
+                         "dropout copy");
+                }
+            }
+            break;
+        default:
+            return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "model: node %d has no GPU backward", i);
+        }
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+        if (!dx)
+            break;
+        dy = dx;
+        cur ^= 1;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+static int glogits_node(const ck_model *m) {
+    return m->num_nodes - 1 - (m->softmax_last ? 1 : 0);
+}
+
+static const float *glogits(const ck_model *m) {
+    const int li = glogits_node(m);
+    return li < 0 ? m->gpu->x : m->gpu->out[li];
+}
+
+static ck_status stage(ck_model *m, const float *x, const int32_t *labels, int n) {
+    ck_gpu_model *g = m->gpu;
+    cudaStream_t s = (cudaStream_t)m->ctx->stream;
+    GTRY(m->ctx,
+         cudaMemcpyAsync(g->x, x, sizeof(float) * (size_t)n * m->in_h * m->in_w * m->in_c,
+                         cudaMemcpyHostToDevice, s),
+         "model: batch upload");
+    if (labels)
+        GTRY(m->ctx,
+             cudaMemcpyAsync(g->labels, labels, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice,
+                             s),
+             "model: label upload");
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
+                                double *loss_sum, int *correct) {
+    ck_gpu_model *g = m->gpu;
+    ck_context *ctx = m->ctx;
+    cudaStream_t s = (cudaStream_t)ctx->stream;
+    const size_t fb = sizeof(float) * m->num_fixed;
+    if (fb)
+        GTRY(ctx, cudaMemcpyAsync(g->fixed_backup, g->fixed, fb, cudaMemcpyDeviceToDevice, s),
+             "model: BN state backup");
+    ck_status st = stage(m, x, labels, n);
+    const int ln = glogits_node(m);
+    if (st == CK_STATUS_SUCCESS)
+        st = gforward(m, n, 1, ln + 1);
+    if (st == CK_STATUS_SUCCESS) {
+        int e = ck_cuda_softmax_xent(n, m->classes, glogits(m), g->labels, g->logits_grad, g->loss,
+                                     g->ws, s);
+        if (e)
+            st = ck_cuda_fail(ctx, e, "softmax cross-entropy");
+    }
+    if (st == CK_STATUS_SUCCESS && ln >= 0)
+        st = gbackward(m, n, ln, g->logits_grad);
+    ck_kloss l = {0.0, 0, 0};
+    if (st == CK_STATUS_SUCCESS) {
+        cudaError_t e = cudaMemcpyAsync(&l, g->loss, sizeof l, cudaMemcpyDeviceToHost, s);
+        if (e == cudaSuccess)
+            e = cudaStreamSynchronize(s);
+        if (e != cudaSuccess)
+            st = ck_cuda_fail(ctx, e, "model: training step");
+    }
+    if (st == CK_STATUS_SUCCESS && !isfinite(l.loss_sum))
+        st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                     "x: the loss is not finite at step %lld (NaN/Inf in the inputs or diverged "
+                     "training); the model was not changed",
+                     m->step);
+    if (st != CK_STATUS_SUCCESS) {
+        if (fb) { /* best effort: the BN state of before the step */
+            (void)cudaMemcpyAsync(g->fixed, g->fixed_backup, fb, cudaMemcpyDeviceToDevice, s);
+            (void)cudaStreamSynchronize(s);
+        }
+        return st;
+    }
+    if (loss_sum)
+        *loss_sum = l.loss_sum;
+    if (correct)
+        *correct = l.correct;
+    return CK_STATUS_SUCCESS;
+}
+
+/* One optimizer update of every parameter group, as the CPU's optimizer_step (train.c). */
+ck_status ck_gpu_optimizer_step(ck_model *m) {
+    ck_gpu_model *g = m->gpu;
+    const ck_optimizer_desc *o = &m->opt;
+    void *s = m->ctx->stream;
+    const double t = (double)(m->step + 1);
+    const float alpha = (float)((double)o->learning_rate * sqrt(1.0 - pow((double)o->beta2, t)) /
+                                (1.0 - pow((double)o->beta1, t)));
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const ck_node *n = &m->nodes[i];
+        size_t groups[2][2] = {{0, 0}, {0, 0}};
+        int ng = 0;
+        float wd_first = 0.0f;
+        if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE) {
+            groups[ng][0] = n->p_kernel;
+            groups[ng++][1] = n->n_kernel;
+            wd_first = o->weight_decay;
+            if (n->n_bias) {
+                groups[ng][0] = n->p_bias;
+                groups[ng++][1] = n->n_bias;
+            }
+        } else if (n->type == CK_NODE_BN) {
+            groups[ng][0] = n->p_gamma;
+            groups[ng++][1] = 2 * (size_t)n->oc;
+        }
+        for (int k = 0; k < ng; ++k) {
+            const size_t off = groups[k][0], cnt = groups[k][1];
+            const float wd = k == 0 ? wd_first : 0.0f;
+            const float decay = wd > 0.0f ? o->learning_rate * wd : 0.0f;
+            int e =
+                o->type == CK_OPT_ADAM
+                    ? ck_cuda_adam(g->params + off, g->grads + off, g->opt_m + off, g->opt_v + off,
+                                   cnt, alpha, o->beta1, o->beta2, o->epsilon, decay, s)
+                    : ck_cuda_sgd(g->params + off, g->grads + off, g->opt_m + off, cnt,
+                                  o->learning_rate, o->momentum, o->nesterov, decay, s);
+            if (e)
+                return ck_cuda_fail(m->ctx, e, "optimizer update");
+        }
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+/* Inference-mode logits of n samples into host memory (n x classes). */
+ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host) {
+    ck_context *ctx = m->ctx;
+    cudaStream_t s = (cudaStream_t)ctx->stream;
+    CK_TRY(stage(m, x, NULL, n));
+    CK_TRY(gforward(m, n, 0, glogits_node(m) + 1));
+    GTRY(ctx,
+         cudaMemcpyAsync(logits_host, glogits(m), sizeof(float) * (size_t)n * m->classes,
+                         cudaMemcpyDeviceToHost, s),
+         "model: logits download");
+    GTRY(ctx, cudaStreamSynchronize(s), "model: inference");
+    return CK_STATUS_SUCCESS;
+}
+
+#else
+/* CPU-only build: a model never has a device side (ck_model_build refuses CUDA contexts). */
+void ck_gpu_model_free(ck_model *m) {
+    (void)m;
+}
+static ck_status no_cuda(ck_model *m) {
+    return ck_fail(m->ctx, CK_STATUS_NOT_SUPPORTED, "model: this build has no CUDA backend");
+}
+ck_status ck_gpu_model_build(ck_model *m) {
+    return no_cuda(m);
+}
+ck_status ck_gpu_model_push(ck_model *m) {
+    return no_cuda(m);
+}
+ck_status ck_gpu_model_pull(ck_model *m) {
+    return no_cuda(m);
+}
+ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
+                                double *loss_sum, int *correct) {
+    (void)x, (void)labels, (void)n, (void)loss_sum, (void)correct;
+    return no_cuda(m);
+}
+ck_status ck_gpu_optimizer_step(ck_model *m) {
+    return no_cuda(m);
+}
+ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host) {
+    (void)x, (void)n, (void)logits_host;
+    return no_cuda(m);
+}
+#endif
