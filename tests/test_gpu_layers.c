@@ -308,6 +308,48 @@ Test(gpu_layers, optimizers_bit_identical) {
     ck_context_destroy(g);
 }
 
+/* The pooling kernels against cuDNN's pooling, the library reference (symmetric padding only):
+ * identical results, on data without ties (cuDNN's choice among equal maxima is its own). */
+Test(gpu_layers, pool_matches_cudnn) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const cshape P[] = {{16, 24, 24, 32, 32, 2, 2, 2, 2, 0},
+                        {8, 10, 10, 64, 64, 2, 2, 2, 2, 0},
+                        {4, 9, 9, 5, 5, 3, 3, 2, 2, 1},
+                        {3, 7, 7, 3, 3, 3, 3, 1, 1, 1}};
+    for (size_t pi = 0; pi < sizeof P / sizeof *P; ++pi)
+        for (int is_max = 0; is_max < 2; ++is_max) {
+            const cshape s = P[pi];
+            ck_conv_geom geo;
+            cr_assert_eq(ck_conv_geom_make(&geo, s.n, s.h, s.w, s.cin, s.cin, s.kh, s.kw, s.sh,
+                                           s.sw, s.same),
+                         0);
+            const size_t nx = (size_t)s.n * s.h * s.w * s.cin;
+            const size_t ny = (size_t)s.n * geo.oh * geo.ow * s.cin;
+            float *x = rnd(nx, 70 + pi, -2, 2), *dy = rnd(ny, 80 + pi, -1, 1);
+            float *a = malloc(nx * 4), *b = malloc(nx * 4);
+            ck_tensor *tx = dbuf(g, nx, x), *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL),
+                      *ty2 = dbuf(g, ny, NULL), *tdx = dbuf(g, nx, NULL), *tdx2 = dbuf(g, nx, NULL);
+            ck_kgeom kg = ck_kgeom_of(&geo);
+            cr_assert_eq(ck_cuda_pool_forward(kg, is_max, D(tx), D(ty), g->stream), 0);
+            CK_OK(g, ck_gpool_cudnn(g, &geo, is_max, 0, D(tx), NULL, NULL, D(ty2)));
+            cr_assert_eq(ck_cuda_pool_backward(kg, is_max, D(tx), D(tdy), D(tdx), g->stream), 0);
+            CK_OK(g, ck_gpool_cudnn(g, &geo, is_max, 1, D(tx), D(ty2), D(tdy), D(tdx2)));
+            down(g, ty, a, ny);
+            down(g, ty2, b, ny);
+            cr_expect_lt(t_max_rel_err(a, b, ny), is_max ? 0.0 + 1e-30 : 1e-6,
+                         "pool %zu max %d: forward differs from cuDNN", pi, is_max);
+            down(g, tdx, a, nx);
+            down(g, tdx2, b, nx);
+            cr_expect_lt(t_max_rel_err(a, b, nx), 1e-6,
+                         "pool %zu max %d: backward differs from cuDNN", pi, is_max);
+            ck_tensor *all[] = {tx, tdy, ty, ty2, tdx, tdx2};
+            for (size_t i = 0; i < 6; ++i)
+                ck_tensor_destroy(all[i]);
+            free(x), free(dy), free(a), free(b);
+        }
+    ck_context_destroy(g);
+}
+
 #else
 Test(gpu_layers, skipped_without_cuda_build) {
     cr_skip("built without the CUDA backend");
