@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CNNKIT_CUDA ?= AUTO
 
-.PHONY: all configure build test test-asan run bench bench-train gpu-bundle install clean deps format
+.PHONY: all configure build test test-asan run bench bench-train gpu-bundle install clean deps format fuzz valgrind
 
 all: build
 
@@ -31,6 +31,21 @@ test-asan:
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(ASAN_BUILD)/tests/cnnkit_tests --jobs $(JOBS) $(TEST_ARGS)
+
+# libFuzzer targets for the parsers (Keras text, IDX, CIFAR-10, checkpoints): clang, ASan+UBSan,
+# a standalone CMake project in fuzz/ (the normal build is untouched). FUZZ_SECONDS per target.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	@cmake -S fuzz -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang > $(FUZZ_BUILD).configure.log 2>&1 \
+	  || { cat $(FUZZ_BUILD).configure.log; exit 1; }
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	@bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# valgrind memcheck on a short `cnnkit train` of the seed model (no errors, no definite leaks).
+valgrind: build
+	@bash .ci/valgrind-smoke.sh $(BUILD)
 
 bench: build
 	@$(BUILD)/bench/bench_kernels $(BENCH_ARGS)

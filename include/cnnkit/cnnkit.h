@@ -87,6 +87,16 @@ void *ck_context_stream(const ck_context *ctx);
 ck_status ck_context_synchronize(ck_context *ctx);
 /* Number of CPU threads used by the CPU backend (OpenMP); 0 = library default. */
 ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads);
+/* Caps the host memory the library keeps allocated through this context (tensors and masks of a
+ * CPU context, model buffers, per-call scratch, checkpoint buffers), in bytes; 0 = unlimited
+ * (the default). A call that would go over the cap fails with CK_STATUS_ALLOC_FAILED and a
+ * message, exactly as when the system is out of memory, and changes nothing it was asked to
+ * write: use it to bound memory or to test out-of-memory handling. Lowering the cap below what is
+ * already allocated frees nothing; later allocations fail until enough is released. Device
+ * (cudaMalloc) memory and the context itself are not counted. */
+ck_status ck_context_set_host_alloc_limit(ck_context *ctx, size_t bytes);
+/* Bytes of host memory the library currently holds through this context (0 for NULL). */
+size_t ck_context_host_alloc_bytes(const ck_context *ctx);
 
 /* ---------------------------------------------------------------------------------------------
  * Tensors: 4-D fp32, logical shape (N, C, H, W), memory layout NCHW or NHWC.
@@ -135,10 +145,10 @@ size_t ck_workspace_size(const ck_workspace *ws);
  * A unit is kept when its 32-bit word u satisfies u >= threshold(rate) = round(rate * 2^32),
  * and kept values are scaled by 1/(1 - rate) (Keras/PyTorch inverted dropout). Exactly:
  * y = x * (keep ? s : 0.0f) with s = 1.0f / (1.0f - rate) evaluated in fp32, one multiply per
- * element (so a dropped negative x gives -0.0f and a dropped NaN stays NaN, as in PyTorch). The mask depends on
- * neither layout, device nor launch shape: it is bit-identical on CPU and GPU, NCHW and NHWC.
- * The caller picks offset (e.g. the training step); backward with the same (seed, offset, rate)
- * regenerates the forward mask, or reads a stored ck_mask.
+ * element (so a dropped negative x gives -0.0f and a dropped NaN stays NaN, as in PyTorch). The
+ * mask depends on neither layout, device nor launch shape: it is bit-identical on CPU and GPU, NCHW
+ * and NHWC. The caller picks offset (e.g. the training step); backward with the same (seed, offset,
+ * rate) regenerates the forward mask, or reads a stored ck_mask.
  * ------------------------------------------------------------------------------------------- */
 typedef enum ck_dropout_kind { CK_DROPOUT_SPATIAL = 0, CK_DROPOUT_ELEMENT = 1 } ck_dropout_kind;
 
@@ -151,8 +161,8 @@ typedef enum ck_mode { CK_MODE_INFERENCE = 0, CK_MODE_TRAINING = 1 } ck_mode;
 
 /* A stored mask: N*C bytes (spatial) or N*C*H*W bits (element), on the context's device. */
 typedef struct ck_mask ck_mask;
-ck_status ck_mask_create(ck_context *ctx, ck_mask **mask, ck_dropout_kind kind, int n, int c,
-                         int h, int w);
+ck_status ck_mask_create(ck_context *ctx, ck_mask **mask, ck_dropout_kind kind, int n, int c, int h,
+                         int w);
 void ck_mask_destroy(ck_mask *mask);
 /* Copies the mask to host as one byte (0 dropped, 1 kept) per unit: N*C bytes for spatial
  * (index n*C + c), N*C*H*W bytes for element (NCHW order whatever the tensor layout). */
@@ -193,11 +203,11 @@ typedef enum ck_activation {
     CK_ACT_RELU = 1,
     CK_ACT_SIGMOID = 2,
     CK_ACT_TANH = 3,
-    CK_ACT_SOFTMAX = 4, /* over channels (the last axis in Keras) */
-    CK_ACT_ELU = 5,     /* alpha 1 */
+    CK_ACT_SOFTMAX = 4,    /* over channels (the last axis in Keras) */
+    CK_ACT_ELU = 5,        /* alpha 1 */
     CK_ACT_LEAKY_RELU = 6, /* alpha 0.3 (Keras LeakyReLU default) unless given */
-    CK_ACT_GELU = 7,    /* exact (erf) form, Keras approximate=False */
-    CK_ACT_SWISH = 8    /* x * sigmoid(x) */
+    CK_ACT_GELU = 7,       /* exact (erf) form, Keras approximate=False */
+    CK_ACT_SWISH = 8       /* x * sigmoid(x) */
 } ck_activation;
 
 typedef enum ck_bn_convention {
@@ -206,10 +216,10 @@ typedef enum ck_bn_convention {
 } ck_bn_convention;
 
 typedef struct ck_bn_desc {
-    float epsilon;               /* > 0 */
-    float average_factor;        /* weight of the batch statistic in the running update, [0, 1] */
-    int unbiased_running_var;    /* 1: running_var takes var * M / (M - 1) (PyTorch) */
-    ck_activation activation;    /* applied after the affine transform */
+    float epsilon;                /* > 0 */
+    float average_factor;         /* weight of the batch statistic in the running update, [0, 1] */
+    int unbiased_running_var;     /* 1: running_var takes var * M / (M - 1) (PyTorch) */
+    ck_activation activation;     /* applied after the affine transform */
     int single_value_use_running; /* N*H*W == 1 in training: 0 = CK_STATUS_SINGLE_VALUE_BATCH,
                                      1 = normalize with the running stats and leave them as is */
 } ck_bn_desc;
@@ -227,11 +237,10 @@ ck_status ck_batchnorm_workspace_size(ck_context *ctx, const ck_tensor *x, size_
  * dbeta) have shape (1, C, 1, 1), any layout. spatial_dropout: optional (NULL = none), applies
  * SpatialDropout after the activation in the same pass, with the mask of
  * ck_spatial_dropout_forward for the same (seed, offset, rate). y may alias x. */
-ck_status ck_batchnorm_forward_training(ck_context *ctx, const ck_bn_desc *desc,
-                                        const ck_tensor *x, const ck_tensor *gamma,
-                                        const ck_tensor *beta, ck_tensor *running_mean,
-                                        ck_tensor *running_var, ck_tensor *saved_mean,
-                                        ck_tensor *saved_invstd,
+ck_status ck_batchnorm_forward_training(ck_context *ctx, const ck_bn_desc *desc, const ck_tensor *x,
+                                        const ck_tensor *gamma, const ck_tensor *beta,
+                                        ck_tensor *running_mean, ck_tensor *running_var,
+                                        ck_tensor *saved_mean, ck_tensor *saved_invstd,
                                         const ck_dropout_desc *spatial_dropout, ck_tensor *y,
                                         ck_workspace *ws);
 ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_desc *desc,

@@ -38,8 +38,8 @@ void ck_dataset_free(ck_dataset *ds);
  *    from the image count;
  *  - CK_STATUS_OVERFLOW: a size that does not fit this platform's size_t;
  *  - CK_STATUS_ALLOC_FAILED: out of memory. */
-ck_status ck_idx_load(const char *images_path, const char *labels_path, ck_dataset *out,
-                      char *err, size_t err_len);
+ck_status ck_idx_load(const char *images_path, const char *labels_path, ck_dataset *out, char *err,
+                      size_t err_len);
 
 /* Reads CIFAR-10 binary batch files (data_batch_N.bin, test_batch.bin; raw or gzip) into one
  * 32 x 32 x 3 dataset, in file order, classes = 10. A record is 1 label byte (0..9) and 3072

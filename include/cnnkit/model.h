@@ -35,18 +35,18 @@ typedef enum ck_padding { CK_PADDING_VALID = 0, CK_PADDING_SAME = 1 } ck_padding
  * Fields a type does not use are ignored. */
 typedef struct ck_layer_desc {
     ck_layer_type type;
-    char name[48];            /* "" = automatic Keras-style name (conv2d, conv2d_1, ...) */
-    int units;                /* Conv2D filters, Dense units */
-    int kernel_h, kernel_w;   /* Conv2D kernel_size; MaxPooling/AveragePooling pool_size */
-    int stride_h, stride_w;   /* strides; 0 = default (1 for conv, pool_size for pooling) */
-    ck_padding padding;       /* default valid */
-    int use_bias;             /* default 1 */
-    ck_activation activation; /* Conv2D/Dense inline activation, Activation layer */
-    float alpha;              /* LeakyReLU slope / ELU alpha. ck_layer_desc_init sets 0.3 (the
-                                 LeakyReLU default): set 1.0 yourself for ELU */
-    float rate;               /* Dropout, SpatialDropout2D */
-    float momentum;           /* BatchNormalization, Keras meaning (default 0.99) */
-    float epsilon;            /* BatchNormalization (default 1e-3) */
+    char name[48];                 /* "" = automatic Keras-style name (conv2d, conv2d_1, ...) */
+    int units;                     /* Conv2D filters, Dense units */
+    int kernel_h, kernel_w;        /* Conv2D kernel_size; MaxPooling/AveragePooling pool_size */
+    int stride_h, stride_w;        /* strides; 0 = default (1 for conv, pool_size for pooling) */
+    ck_padding padding;            /* default valid */
+    int use_bias;                  /* default 1 */
+    ck_activation activation;      /* Conv2D/Dense inline activation, Activation layer */
+    float alpha;                   /* LeakyReLU slope / ELU alpha. ck_layer_desc_init sets 0.3 (the
+                                      LeakyReLU default): set 1.0 yourself for ELU */
+    float rate;                    /* Dropout, SpatialDropout2D */
+    float momentum;                /* BatchNormalization, Keras meaning (default 0.99) */
+    float epsilon;                 /* BatchNormalization (default 1e-3) */
     int input_h, input_w, input_c; /* optional input_shape of the first layer (0 = none) */
 } ck_layer_desc;
 
@@ -107,8 +107,8 @@ void ck_model_destroy(ck_model *model);
 ck_status ck_model_add(ck_model *model, const ck_layer_desc *layer);
 /* Builds the model from the text of a Keras Sequential model (ck_keras_parse + add + compile
  * options). err receives parse errors ("line L, column C: ...") and warnings. */
-ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_model **model,
-                                   char *err, size_t err_len);
+ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_model **model, char *err,
+                                   size_t err_len);
 
 /* Infers every shape for inputs of h x w x c (0s: take the first layer's input_shape), allocates
  * parameters (glorot_uniform kernels, zero biases, BN gamma 1 / beta 0 / moving 0 and 1, from the
@@ -119,10 +119,28 @@ typedef struct ck_param_counts {
     long long total, trainable, non_trainable;
 } ck_param_counts;
 ck_status ck_model_param_counts(const ck_model *model, ck_param_counts *counts);
-/* Writes the Keras summary table (NUL-terminated) into buf; *needed (optional) gets the size
- * including the NUL. A too-small buf gives CK_STATUS_BAD_PARAM and *needed. */
+/* Writes the Keras summary table (NUL-terminated) into buf, followed by the execution plan
+ * ("Execution plan: K nodes for L layers", then one line per node naming the layers it runs
+ * together, e.g. "batch_normalization + activation  [BN+ReLU, one node: ...]"; "(moved)" marks
+ * a layer run after a layer that follows it in the user's order, by an exact reordering);
+ * *needed (optional) gets the size including the NUL. A too-small buf gives CK_STATUS_BAD_PARAM
+ * and *needed. */
 ck_status ck_model_summary(const ck_model *model, char *buf, size_t len, size_t *needed);
 int ck_model_num_layers(const ck_model *model);
+/* Execution planning (default on), chosen before ck_model_build: the planner maps the layers
+ * onto fewer nodes with rewrites that give the same floats forward and backward, with the same
+ * dropout masks: BatchNormalization + ReLU (+ SpatialDropout2D as the BN kernel's channel scale)
+ * run as one node, a Dropout/SpatialDropout2D after a pooling layer runs in place inside the
+ * pooling node, and a ReLU is moved across an adjacent MaxPooling2D or Dropout where that lets
+ * it fuse (or run on the pooled tensor). The fused layers' own outputs are not stored (less
+ * activation memory). Parameters, checkpoints, get/set_weights, dropout masks and the summary
+ * table do not depend on it. enable = 0 runs one node per layer (per inline activation), e.g.
+ * to compare. Applies to CPU contexts; a CUDA context runs unplanned. After build:
+ * CK_STATUS_BAD_PARAM. */
+ck_status ck_model_set_planning(ck_model *model, int enable);
+/* Number of executed nodes of a built model (a node runs one layer, or several fused ones;
+ * 0 when not built). */
+int ck_model_num_nodes(const ck_model *model);
 /* Output shape of layer i (h, w, c; Dense/Flatten outputs have h = w = 1). */
 ck_status ck_model_layer_shape(const ck_model *model, int i, int *h, int *w, int *c);
 ck_status ck_model_layer_desc(const ck_model *model, int i, ck_layer_desc *desc);
@@ -132,9 +150,9 @@ int ck_model_num_classes(const ck_model *model);
 ck_status ck_model_set_optimizer(ck_model *model, const ck_optimizer_desc *opt);
 
 typedef struct ck_step_result {
-    double loss;  /* mean sparse categorical cross-entropy over the batch */
-    int correct;  /* samples whose argmax equals the label */
-    int count;    /* samples */
+    double loss; /* mean sparse categorical cross-entropy over the batch */
+    int correct; /* samples whose argmax equals the label */
+    int count;   /* samples */
 } ck_step_result;
 
 /* One training step on n samples (n <= max_batch): x is n*h*w*c floats, channels last, in host
@@ -167,8 +185,8 @@ ck_status ck_model_set_weights(ck_model *model, const float *host, size_t count)
 struct ck_dataset; /* cnnkit/data.h */
 
 typedef struct ck_fit_progress {
-    int epoch, epochs;  /* 1-based epoch */
-    int step, steps;    /* 1-based step within the epoch */
+    int epoch, epochs;     /* 1-based epoch */
+    int step, steps;       /* 1-based step within the epoch */
     double loss, accuracy; /* running means over the epoch so far */
     double images_per_s, eta_s;
 } ck_fit_progress;
@@ -181,9 +199,9 @@ typedef struct ck_epoch_result {
 } ck_epoch_result;
 
 typedef struct ck_fit_options {
-    int epochs;          /* default 1 */
-    int batch;           /* default: the model's max_batch */
-    uint64_t seed;       /* shuffling seed (default 0: the context seed) */
+    int epochs;    /* default 1 */
+    int batch;     /* default: the model's max_batch */
+    uint64_t seed; /* shuffling seed (default 0: the context seed) */
     /* Optional callbacks (return nonzero to stop training after this step / epoch). */
     int (*on_step)(void *user, const ck_fit_progress *p);
     int (*on_epoch)(void *user, const ck_epoch_result *r);

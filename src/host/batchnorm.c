@@ -54,7 +54,8 @@ ck_bn_plan ck_bn_make_plan(const ck_context *ctx, const ck_tensor *x) {
         splits = 1;
     p.splits = (int)splits;
     p.part_offset = 0;
-    p.coef_offset = ((size_t)3 * (size_t)x->c * (size_t)splits * sizeof(float) + 255) & ~(size_t)255;
+    p.coef_offset =
+        ((size_t)3 * (size_t)x->c * (size_t)splits * sizeof(float) + 255) & ~(size_t)255;
     p.sd_offset = (p.coef_offset + (size_t)4 * (size_t)x->c * sizeof(float) + 255) & ~(size_t)255;
     p.ws_bytes = p.sd_offset + (size_t)x->n * (size_t)x->c * sizeof(float);
     return p;
@@ -71,6 +72,17 @@ CK_API ck_status ck_batchnorm_workspace_size(ck_context *ctx, const ck_tensor *x
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "bytes: is NULL");
     *bytes = ck_bn_make_plan(ctx, x).ws_bytes;
     return CK_STATUS_SUCCESS;
+}
+
+/* The CPU path's per-channel scratch could not be allocated. */
+static ck_status scratch_oom(ck_context *ctx, const ck_tensor *x) {
+    if (ctx->host_limit)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                       "x: out of host memory for the per-channel scratch of %d channels (host "
+                       "allocation limit %zu bytes, %zu in use)",
+                       x->c, ctx->host_limit, ctx->host_live);
+    return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                   "x: out of host memory for the per-channel scratch of %d channels", x->c);
 }
 
 static ck_status check_desc(ck_context *ctx, const ck_bn_desc *d) {
@@ -149,11 +161,13 @@ static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tens
 }
 #endif
 
-CK_API ck_status ck_batchnorm_forward_training(
-    ck_context *ctx, const ck_bn_desc *desc, const ck_tensor *x, const ck_tensor *gamma,
-    const ck_tensor *beta, ck_tensor *running_mean, ck_tensor *running_var, ck_tensor *saved_mean,
-    ck_tensor *saved_invstd, const ck_dropout_desc *spatial_dropout, ck_tensor *y,
-    ck_workspace *ws) {
+CK_API ck_status ck_batchnorm_forward_training(ck_context *ctx, const ck_bn_desc *desc,
+                                               const ck_tensor *x, const ck_tensor *gamma,
+                                               const ck_tensor *beta, ck_tensor *running_mean,
+                                               ck_tensor *running_var, ck_tensor *saved_mean,
+                                               ck_tensor *saved_invstd,
+                                               const ck_dropout_desc *spatial_dropout, ck_tensor *y,
+                                               ck_workspace *ws) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
     ck_clear_error(ctx);
@@ -178,16 +192,15 @@ CK_API ck_status ck_batchnorm_forward_training(
     if (ctx->device == CK_DEVICE_CUDA) {
         ck_kbn k = make_kbn(ctx, desc, x, &plan, frozen, spatial_dropout, ws);
         int e = ck_cuda_bn_forward_training(&k, x->data, gamma->data, beta->data,
-                                            running_mean->data, running_var->data,
-                                            saved_mean->data, saved_invstd->data, y->data,
-                                            ctx->stream);
+                                            running_mean->data, running_var->data, saved_mean->data,
+                                            saved_invstd->data, y->data, ctx->stream);
         return e ? ck_cuda_fail(ctx, e, "batchnorm forward training kernels") : CK_STATUS_SUCCESS;
     }
 #endif
     if (ck_cpu_bn_forward_training(ctx->cpu_threads, desc, frozen, ctx->seed, x, gamma->data,
-                               beta->data, running_mean->data, running_var->data,
-                               saved_mean->data, saved_invstd->data, spatial_dropout, y))
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "out of host memory for per-channel scratch");
+                                   beta->data, running_mean->data, running_var->data,
+                                   saved_mean->data, saved_invstd->data, spatial_dropout, y))
+        return scratch_oom(ctx, x);
     return CK_STATUS_SUCCESS;
 }
 
@@ -218,8 +231,8 @@ CK_API ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_des
     }
 #endif
     if (ck_cpu_bn_forward_inference(ctx->cpu_threads, desc, x, gamma->data, beta->data,
-                                running_mean->data, running_var->data, y))
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "out of host memory for per-channel scratch");
+                                    running_mean->data, running_var->data, y))
+        return scratch_oom(ctx, x);
     return CK_STATUS_SUCCESS;
 }
 
@@ -260,9 +273,9 @@ CK_API ck_status ck_batchnorm_backward(ck_context *ctx, const ck_bn_desc *desc, 
         return e ? ck_cuda_fail(ctx, e, "batchnorm backward kernels") : CK_STATUS_SUCCESS;
     }
 #endif
-    if (ck_cpu_bn_backward(ctx->cpu_threads, desc, frozen, ctx->seed, x, dy, gamma->data, beta->data,
-                       saved_mean->data, saved_invstd->data, spatial_dropout, dx, dgamma->data,
-                       dbeta->data))
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "out of host memory for per-channel scratch");
+    if (ck_cpu_bn_backward(ctx->cpu_threads, desc, frozen, ctx->seed, x, dy, gamma->data,
+                           beta->data, saved_mean->data, saved_invstd->data, spatial_dropout, dx,
+                           dgamma->data, dbeta->data))
+        return scratch_oom(ctx, x);
     return CK_STATUS_SUCCESS;
 }

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #define CK_CKPT_VERSION 1u
 
 typedef struct wbuf {
+    ck_context *ctx; /* allocations are counted against its limit */
     unsigned char *p;
     size_t len, cap;
     int oom;
@@ -30,11 +32,15 @@ typedef struct wbuf {
 static void put(wbuf *b, const void *src, size_t n) {
     if (b->oom)
         return;
+    if (n > SIZE_MAX / 2 - b->len) {
+        b->oom = 1;
+        return;
+    }
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < b->len + n)
             cap *= 2;
-        unsigned char *np = (unsigned char *)realloc(b->p, cap);
+        unsigned char *np = (unsigned char *)ck_host_realloc(b->ctx, b->p, cap);
         if (!np) {
             b->oom = 1;
             return;
@@ -101,7 +107,7 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
         CK_TRY(ck_gpu_model_pull(m));
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
-    wbuf b = {NULL, 0, 0, 0};
+    wbuf b = {ctx, NULL, 0, 0, 0};
     put_structure(&b, m);
     put_i32(&b, (int32_t)m->opt.type);
     put_i32(&b, m->opt.nesterov);
@@ -120,25 +126,25 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
         put(&b, &crc, 4);
     }
     if (b.oom) {
-        free(b.p);
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "path: out of memory serializing %s", path);
+        ck_host_free(ctx, b.p);
+        return ck_host_oom(ctx, "model (serializing the checkpoint)", b.len);
     }
     /* temp file in the same directory, then fsync and rename over the target */
     size_t plen = strlen(path);
-    char *tmp = (char *)malloc(plen + 16);
+    char *tmp = (char *)ck_host_alloc(ctx, plen + 16);
     if (!tmp) {
-        free(b.p);
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "path: out of memory");
+        ck_host_free(ctx, b.p);
+        return ck_host_oom(ctx, "path", plen + 16);
     }
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         int e = errno;
-        free(b.p);
+        ck_host_free(ctx, b.p);
         ck_status st =
             ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot create %s: %s", tmp, strerror(e));
-        free(tmp);
+        ck_host_free(ctx, tmp);
         return st;
     }
     size_t done = 0;
@@ -161,31 +167,30 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
         (void)chmod(tmp, 0644);
     if (!err && rename(tmp, path) != 0)
         err = errno;
-    free(b.p);
+    ck_host_free(ctx, b.p);
     if (err) {
         unlink(tmp);
         ck_status st =
             ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: writing %s failed: %s", path, strerror(err));
-        free(tmp);
+        ck_host_free(ctx, tmp);
         return st;
     }
-    free(tmp);
-    /* make the rename durable: fsync the directory */
-    char *dir = strdup(path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *dname = ".";
-        if (slash) {
-            *slash = '\0';
-            dname = dir[0] ? dir : "/";
-        }
-        int dfd = open(dname, O_RDONLY);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
+    /* make the rename durable: fsync the directory (its name reuses the temp name's buffer, so
+     * this step needs no allocation). A file system that cannot fsync a directory (EINVAL) is
+     * not an error: the file itself is complete either way. */
+    memcpy(tmp, path, plen + 1);
+    char *slash = strrchr(tmp, '/');
+    const char *dname = ".";
+    if (slash) {
+        *slash = '\0';
+        dname = tmp[0] ? tmp : "/";
     }
+    int dfd = open(dname, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    ck_host_free(ctx, tmp);
     return CK_STATUS_SUCCESS;
 }
 
@@ -201,16 +206,16 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot open %s: %s", path, strerror(errno));
-    wbuf want = {NULL, 0, 0, 0};
+    wbuf want = {ctx, NULL, 0, 0, 0};
     put_structure(&want, m);
     const size_t tail = 8 + 4 * 6 + 8 + 8; /* optimizer ints, floats, step, seed */
     const size_t arrays = (2 * m->num_params + m->num_fixed + m->num_params) * sizeof(float);
     const size_t expect = want.len + tail + arrays + 4;
-    unsigned char *buf = want.oom ? NULL : (unsigned char *)malloc(expect + 1);
+    unsigned char *buf = want.oom ? NULL : (unsigned char *)ck_host_alloc(ctx, expect + 1);
     if (!buf) {
         fclose(f);
-        free(want.p);
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "path: out of memory reading %s", path);
+        ck_host_free(ctx, want.p);
+        return ck_host_oom(ctx, "path (reading the checkpoint)", expect + 1);
     }
     size_t got = fread(buf, 1, expect + 1, f);
     fclose(f);
@@ -276,7 +281,7 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
                 st = ck_gpu_model_push(m);
         }
     }
-    free(buf);
-    free(want.p);
+    ck_host_free(ctx, buf);
+    ck_host_free(ctx, want.p);
     return st;
 }

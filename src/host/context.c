@@ -1,6 +1,7 @@
 /* Context, status strings, error recording and argument checks. */
 #include "internal.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +203,99 @@ CK_API ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads) {
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "threads: must be >= 0, got %d", threads);
     ctx->cpu_threads = threads;
     return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_context_set_host_alloc_limit(ck_context *ctx, size_t bytes) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    ctx->host_limit = bytes;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API size_t ck_context_host_alloc_bytes(const ck_context *ctx) {
+    return ctx ? ctx->host_live : 0;
+}
+
+/* ---- counted host allocations ----------------------------------------------------------------
+ * Each block carries a header with its size, so that free and realloc can give the bytes back to
+ * the context's count. The header is as large as the strictest fundamental alignment. */
+typedef union ck_host_hdr {
+    size_t bytes;
+    long double align_ld;
+    long long align_ll;
+    void *align_p;
+} ck_host_hdr;
+#define CK_HDR_SIZE (((sizeof(ck_host_hdr) + 15) / 16) * 16)
+
+static int host_fits(const ck_context *ctx, size_t add) {
+    if (!ctx || ctx->host_limit == 0)
+        return 1;
+    return ctx->host_live <= ctx->host_limit && add <= ctx->host_limit - ctx->host_live;
+}
+
+void *ck_host_alloc(ck_context *ctx, size_t bytes) {
+    if (bytes > SIZE_MAX - CK_HDR_SIZE || !host_fits(ctx, bytes))
+        return NULL;
+    unsigned char *b = (unsigned char *)malloc(CK_HDR_SIZE + bytes);
+    if (!b)
+        return NULL;
+    ((ck_host_hdr *)b)->bytes = bytes;
+    if (ctx)
+        ctx->host_live += bytes;
+    return b + CK_HDR_SIZE;
+}
+
+void *ck_host_calloc(ck_context *ctx, size_t count, size_t size) {
+    if (size && count > SIZE_MAX / size)
+        return NULL;
+    void *p = ck_host_alloc(ctx, count * size);
+    if (p)
+        memset(p, 0, count * size);
+    return p;
+}
+
+void *ck_host_realloc(ck_context *ctx, void *p, size_t bytes) {
+    if (!p)
+        return ck_host_alloc(ctx, bytes);
+    unsigned char *b = (unsigned char *)p - CK_HDR_SIZE;
+    const size_t old = ((ck_host_hdr *)b)->bytes;
+    if (bytes > SIZE_MAX - CK_HDR_SIZE || (bytes > old && !host_fits(ctx, bytes - old)))
+        return NULL;
+    unsigned char *nb = (unsigned char *)realloc(b, CK_HDR_SIZE + bytes);
+    if (!nb)
+        return NULL;
+    ((ck_host_hdr *)nb)->bytes = bytes;
+    if (ctx)
+        ctx->host_live = ctx->host_live - old + bytes;
+    return nb + CK_HDR_SIZE;
+}
+
+void ck_host_free(ck_context *ctx, void *p) {
+    if (!p)
+        return;
+    unsigned char *b = (unsigned char *)p - CK_HDR_SIZE;
+    if (ctx)
+        ctx->host_live -= ((ck_host_hdr *)b)->bytes;
+    free(b);
+}
+
+char *ck_host_strdup(ck_context *ctx, const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)ck_host_alloc(ctx, n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+ck_status ck_host_oom(ck_context *ctx, const char *what, size_t bytes) {
+    if (ctx && ctx->host_limit)
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                       "%s: out of host memory allocating %zu bytes (host allocation limit %zu "
+                       "bytes, %zu in use)",
+                       what, bytes, ctx->host_limit, ctx->host_live);
+    return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "%s: out of host memory allocating %zu bytes", what,
+                   bytes);
 }
 
 /* ---- argument checks ------------------------------------------------------------------------ */

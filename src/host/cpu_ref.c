@@ -10,8 +10,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #define CK_NT(t) ((t) > 0 ? (t) : omp_get_max_threads())
+#define CK_TID() omp_get_thread_num()
 #else
 #define CK_NT(t) 1
+#define CK_TID() 0
 #endif
 
 /* Element (n, c, p) with p = h * W + w lives at n * sn + c * sc + p * sp in either layout. */
@@ -41,7 +43,8 @@ void ck_cpu_convert_layout(const ck_tensor *src, ck_tensor *dst) {
     for (int n = 0; n < a.n; ++n)
         for (int c = 0; c < a.c; ++c)
             for (int p = 0; p < a.hw; ++p)
-                dst->data[n * b.sn + c * b.sc + p * b.sp] = src->data[n * a.sn + c * a.sc + p * a.sp];
+                dst->data[n * b.sn + c * b.sc + p * b.sp] =
+                    src->data[n * a.sn + c * a.sc + p * a.sp];
 }
 
 /* ---- dropout ------------------------------------------------------------------------------- */
@@ -59,9 +62,13 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
 
     if (kind == CK_DROPOUT_SPATIAL) {
         /* per sample: the C factors first (into a per-thread row), then the elements */
-#pragma omp parallel num_threads(CK_NT(threads))
+        /* one row of factors per thread, allocated before the parallel region (the context's
+         * allocation count is not thread-safe); NULL: recompute the factor per element */
+        const int nt = CK_NT(threads);
+        float *facs = (float *)ck_host_calloc(x->ctx, (size_t)nt, sizeof(float) * (size_t)s.c);
+#pragma omp parallel num_threads(nt)
         {
-            float *fac = malloc(sizeof(float) * (size_t)s.c); /* NULL: recompute per element */
+            float *fac = facs ? facs + (size_t)CK_TID() * (size_t)s.c : NULL;
 #pragma omp for schedule(static)
             for (int n = 0; n < s.n; ++n) {
                 for (int c = 0; c < s.c; ++c) {
@@ -94,8 +101,8 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
                         ys[base + p * s.sp] = xs[base + p * s.sp] * m;
                 }
             }
-            free(fac);
         }
+        ck_host_free(x->ctx, facs);
         return;
     }
 
@@ -157,6 +164,7 @@ enum bn_pass {
 
 typedef struct bn_job {
     enum bn_pass pass;
+    ck_context *ctx; /* scratch allocations are counted here */
     strides s;
     const float *x, *dy;
     float *out;
@@ -191,8 +199,8 @@ CK_ALWAYS_INLINE void bn_elem(const bn_job *j, enum bn_pass pass, size_t i, int 
         break;
     }
     case PASS_BWD_SUM: {
-        const float g = ck_act_backward(j->dy[i] * sc, ck_bn_preact(xi, k->mean, k->a, k->beta),
-                                        j->act);
+        const float g =
+            ck_act_backward(j->dy[i] * sc, ck_bn_preact(xi, k->mean, k->a, k->beta), j->act);
         acc[0] += g;
         acc[1] += (double)g * (double)((xi - k->mean) * k->invstd);
         break;
@@ -201,8 +209,8 @@ CK_ALWAYS_INLINE void bn_elem(const bn_job *j, enum bn_pass pass, size_t i, int 
         j->out[i] = ck_act_forward(ck_bn_preact(xi, k->mean, k->a, k->beta), j->act) * sc;
         break;
     case PASS_BWD: {
-        const float g = ck_act_backward(j->dy[i] * sc, ck_bn_preact(xi, k->mean, k->a, k->beta),
-                                        j->act);
+        const float g =
+            ck_act_backward(j->dy[i] * sc, ck_bn_preact(xi, k->mean, k->a, k->beta), j->act);
         j->out[i] = ck_bn_backward_dx(g, (xi - k->mean) * k->invstd, k->a, k->mean_g, k->mean_gx);
         break;
     }
@@ -239,14 +247,17 @@ CK_ALWAYS_INLINE void bn_run_pass(const bn_job *j, const enum bn_pass pass, doub
         return;
     }
     const int chunks = s.n < CK_BN_CHUNKS ? s.n : CK_BN_CHUNKS;
-    double *part = reduce ? calloc((size_t)chunks * 2 * (size_t)s.c, sizeof(double)) : NULL;
-    float *scs = malloc(sizeof(float) * (size_t)chunks * (size_t)s.c);
+    ck_context *ctx = j->ctx;
+    double *part =
+        reduce ? (double *)ck_host_calloc(ctx, (size_t)chunks * 2 * (size_t)s.c, sizeof(double))
+               : NULL;
+    float *scs = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)chunks * (size_t)s.c);
     const int serial = (reduce && !part) || !scs; /* out of memory: one chunk, no scratch */
 #pragma omp parallel for num_threads(serial ? 1 : CK_NT(threads)) schedule(static)
     for (int k = 0; k < (serial ? 1 : chunks); ++k) {
         const int n0 = serial ? 0 : (int)((long)s.n * k / chunks);
         const int n1 = serial ? s.n : (int)((long)s.n * (k + 1) / chunks);
-        double *pa = serial ? acc : part + (size_t)k * 2 * s.c;
+        double *pa = !reduce ? NULL : serial ? acc : part + (size_t)k * 2 * s.c;
         for (int n = n0; n < n1; ++n) {
             float *sc = scs ? scs + (size_t)k * s.c : NULL;
             if (sc)
@@ -258,7 +269,7 @@ CK_ALWAYS_INLINE void bn_run_pass(const bn_job *j, const enum bn_pass pass, doub
                     bn_elem(j, pass, base + c, c,
                             sc ? sc[c]
                                : spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c),
-                            pa + 2 * c);
+                            pa ? pa + 2 * c : NULL);
             }
         }
     }
@@ -266,8 +277,8 @@ CK_ALWAYS_INLINE void bn_run_pass(const bn_job *j, const enum bn_pass pass, doub
         for (int k = 0; k < chunks; ++k)
             for (int i = 0; i < 2 * s.c; ++i)
                 acc[i] += part[(size_t)k * 2 * s.c + i];
-    free(part);
-    free(scs);
+    ck_host_free(ctx, part);
+    ck_host_free(ctx, scs);
 }
 
 /* One specialized copy of the loops per pass. */
@@ -293,28 +304,30 @@ static void bn_run(const bn_job *j, double *acc, int threads) {
 
 /* Scratch for one call: per-channel constants and accumulators. */
 typedef struct bn_scratch {
+    ck_context *ctx;
     bn_chan *ch;
     double *acc, *mu;
 } bn_scratch;
 
-static int bn_scratch_alloc(bn_scratch *b, int c) {
-    b->ch = calloc((size_t)c, sizeof *b->ch);
-    b->acc = calloc((size_t)c * 2, sizeof *b->acc);
-    b->mu = calloc((size_t)c, sizeof *b->mu);
+static int bn_scratch_alloc(bn_scratch *b, ck_context *ctx, int c) {
+    b->ctx = ctx;
+    b->ch = (bn_chan *)ck_host_calloc(ctx, (size_t)c, sizeof *b->ch);
+    b->acc = (double *)ck_host_calloc(ctx, (size_t)c * 2, sizeof *b->acc);
+    b->mu = (double *)ck_host_calloc(ctx, (size_t)c, sizeof *b->mu);
     return b->ch && b->acc && b->mu;
 }
 
 static void bn_scratch_free(bn_scratch *b) {
-    free(b->ch);
-    free(b->acc);
-    free(b->mu);
+    ck_host_free(b->ctx, b->ch);
+    ck_host_free(b->ctx, b->acc);
+    ck_host_free(b->ctx, b->mu);
 }
 
 static bn_job bn_job_make(enum bn_pass pass, const ck_tensor *x, const ck_tensor *dy, float *out,
-                          const bn_scratch *b, int act, uint64_t seed,
-                          const ck_dropout_desc *sd) {
+                          const bn_scratch *b, int act, uint64_t seed, const ck_dropout_desc *sd) {
     bn_job j;
     j.pass = pass;
+    j.ctx = x->ctx;
     j.s = strides_of(x);
     j.x = x->data;
     j.dy = dy ? dy->data : NULL;
@@ -336,7 +349,7 @@ int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uin
     const int C = x->c;
     const double m = (double)x->n * (double)x->h * (double)x->w;
     bn_scratch b;
-    if (!bn_scratch_alloc(&b, C)) {
+    if (!bn_scratch_alloc(&b, x->ctx, C)) {
         bn_scratch_free(&b);
         return -1;
     }
@@ -378,7 +391,7 @@ int ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tenso
                                 const float *gamma, const float *beta, const float *running_mean,
                                 const float *running_var, ck_tensor *y) {
     bn_scratch b;
-    if (!bn_scratch_alloc(&b, x->c)) {
+    if (!bn_scratch_alloc(&b, x->ctx, x->c)) {
         bn_scratch_free(&b);
         return -1;
     }
@@ -401,7 +414,7 @@ int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t se
     const int C = x->c;
     const double m = (double)x->n * (double)x->h * (double)x->w;
     bn_scratch b;
-    if (!bn_scratch_alloc(&b, C)) {
+    if (!bn_scratch_alloc(&b, x->ctx, C)) {
         bn_scratch_free(&b);
         return -1;
     }

@@ -27,6 +27,8 @@ struct ck_context {
     void *cudnn;  /* cudnnHandle_t, owned */
     void *cublas; /* cublasHandle_t, owned */
     int cpu_threads;
+    size_t host_limit; /* ck_context_set_host_alloc_limit: 0 = unlimited */
+    size_t host_live;  /* bytes of live ck_host_alloc allocations of this context */
     char err[CK_ERR_LEN];
 };
 
@@ -58,6 +60,23 @@ ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) CK_PR
 static inline void ck_clear_error(ck_context *ctx) {
     ctx->err[0] = '\0';
 }
+
+/* ---- host allocations, counted against the context's limit (context.c) ----------------------
+ * Every host allocation of the library that has a context goes through these, so that
+ * ck_context_set_host_alloc_limit can simulate running out of memory. ctx may be NULL (counted
+ * nowhere). A block must be freed (and reallocated) with the context it was allocated with, and
+ * never with free(). They return NULL when the limit would be exceeded or the system allocator
+ * fails; they record no message (the caller names the argument). Sizes are overflow-checked. */
+void *ck_host_alloc(ck_context *ctx, size_t bytes);
+void *ck_host_calloc(ck_context *ctx, size_t count, size_t size);
+/* realloc: on failure returns NULL and p is untouched (still allocated). */
+void *ck_host_realloc(ck_context *ctx, void *p, size_t bytes);
+void ck_host_free(ck_context *ctx, void *p);
+/* strdup through ck_host_alloc. */
+char *ck_host_strdup(ck_context *ctx, const char *s);
+/* Records "<what>: out of host memory allocating <bytes> bytes" (naming the context's limit when
+ * one is set) and returns CK_STATUS_ALLOC_FAILED. */
+ck_status ck_host_oom(ck_context *ctx, const char *what, size_t bytes);
 
 /* Returns from the calling function when expr is not CK_STATUS_SUCCESS. */
 #define CK_TRY(expr)                                                                               \
@@ -95,21 +114,23 @@ void ck_cudnn_destroy(ck_context *ctx);
 ck_status ck_cudnn_set_stream(ck_context *ctx);
 #endif
 
-/* ---- CPU reference (src/host/cpu_ref.c); BN functions return -1 when out of host memory ----------------------------------------------------- */
+/* ---- CPU reference (src/host/cpu_ref.c); BN functions return -1 when out of host memory
+ * ----------------------------------------------------- */
 /* threads: OpenMP threads (0 = default). Results never depend on it. */
-void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *d, ck_mode mode,
-                    const ck_tensor *x, ck_tensor *y, ck_mask *mask_out, const ck_mask *mask_in);
+void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *d,
+                    ck_mode mode, const ck_tensor *x, ck_tensor *y, ck_mask *mask_out,
+                    const ck_mask *mask_in);
 int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
-                                const ck_tensor *x, const float *gamma, const float *beta,
-                                float *running_mean, float *running_var, float *saved_mean,
-                                float *saved_invstd, const ck_dropout_desc *sd, ck_tensor *y);
-int ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tensor *x, const float *gamma,
-                                 const float *beta, const float *running_mean,
-                                 const float *running_var, ck_tensor *y);
-int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t seed, const ck_tensor *x,
-                        const ck_tensor *dy, const float *gamma, const float *beta,
-                        const float *saved_mean, const float *saved_invstd,
-                        const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta);
+                               const ck_tensor *x, const float *gamma, const float *beta,
+                               float *running_mean, float *running_var, float *saved_mean,
+                               float *saved_invstd, const ck_dropout_desc *sd, ck_tensor *y);
+int ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tensor *x,
+                                const float *gamma, const float *beta, const float *running_mean,
+                                const float *running_var, ck_tensor *y);
+int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
+                       const ck_tensor *x, const ck_tensor *dy, const float *gamma,
+                       const float *beta, const float *saved_mean, const float *saved_invstd,
+                       const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta);
 void ck_cpu_convert_layout(const ck_tensor *src, ck_tensor *dst);
 
 #endif /* CNNKIT_INTERNAL_H */

@@ -19,7 +19,7 @@ CK_API ck_status ck_model_create(ck_context *ctx, ck_model **out) {
     ck_clear_error(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: is NULL");
-    ck_model *m = (ck_model *)calloc(1, sizeof *m);
+    ck_model *m = (ck_model *)ck_host_calloc(ctx, 1, sizeof *m);
     if (!m)
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
     m->ctx = ctx;
@@ -30,23 +30,25 @@ CK_API ck_status ck_model_create(ck_context *ctx, ck_model **out) {
 
 static void free_buffers(ck_model *m) {
     ck_gpu_model_free(m);
-    free(m->nodes);
-    free(m->params);
-    free(m->grads);
-    free(m->opt_m);
-    free(m->opt_v);
-    free(m->fixed);
-    free(m->fixed_backup);
-    free(m->acts);
-    free(m->gbuf[0]);
-    free(m->gbuf[1]);
-    free(m->stats);
-    free(m->ws);
-    free(m->logits_grad);
+    ck_host_free(m->ctx, m->nodes);
+    ck_host_free(m->ctx, m->params);
+    ck_host_free(m->ctx, m->grads);
+    ck_host_free(m->ctx, m->opt_m);
+    ck_host_free(m->ctx, m->opt_v);
+    ck_host_free(m->ctx, m->fixed);
+    ck_host_free(m->ctx, m->fixed_backup);
+    ck_host_free(m->ctx, m->acts);
+    ck_host_free(m->ctx, m->gbuf[0]);
+    ck_host_free(m->ctx, m->gbuf[1]);
+    ck_host_free(m->ctx, m->stats);
+    ck_host_free(m->ctx, m->ws);
+    ck_host_free(m->ctx, m->logits_grad);
     m->nodes = NULL;
     m->params = m->grads = m->opt_m = m->opt_v = m->fixed = m->fixed_backup = m->acts = NULL;
     m->gbuf[0] = m->gbuf[1] = m->stats = m->ws = m->logits_grad = NULL;
     m->num_nodes = 0;
+    m->num_ops = 0;
+    m->planned = 0;
     m->built = 0;
 }
 
@@ -54,8 +56,8 @@ CK_API void ck_model_destroy(ck_model *m) {
     if (!m)
         return;
     free_buffers(m);
-    free(m->layers);
-    free(m);
+    ck_host_free(m->ctx, m->layers);
+    ck_host_free(m->ctx, m);
 }
 
 static int valid_activation(ck_activation a) {
@@ -128,7 +130,8 @@ CK_API ck_status ck_model_add(ck_model *m, const ck_layer_desc *layer) {
         return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "model: at most %d layers", CK_MAX_LAYERS);
     if (m->num_layers == m->cap_layers) {
         int cap = m->cap_layers ? 2 * m->cap_layers : 16;
-        ck_layer_desc *nl = (ck_layer_desc *)realloc(m->layers, sizeof *nl * (size_t)cap);
+        ck_layer_desc *nl =
+            (ck_layer_desc *)ck_host_realloc(ctx, m->layers, sizeof *nl * (size_t)cap);
         if (!nl)
             return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
         m->layers = nl;
@@ -177,6 +180,12 @@ static int push_node(ck_model *m, ck_node_type t, int layer, int h, int w, int c
     n->ih = h;
     n->iw = w;
     n->ic = c;
+    n->drop_layer = -1;
+    n->nops = 1;
+    n->ops[0] = m->num_ops;
+    m->op_layer[m->num_ops] = layer;
+    m->op_inline[m->num_ops] = 0;
+    m->num_ops++;
     return m->num_nodes++;
 }
 
@@ -208,7 +217,9 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "max_batch: must be >= 1, got %d", max_batch);
 
     const int cap = 2 * m->num_layers;
-    m->nodes = (ck_node *)calloc((size_t)cap, sizeof *m->nodes);
+    m->nodes = (ck_node *)ck_host_calloc(ctx, (size_t)cap, sizeof *m->nodes);
+    m->num_nodes = m->num_ops = 0;
+    m->planned = 0;
     if (!m->nodes)
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
     int ch = h, cw = w, cc = c, flat = 0; /* current per-sample shape; flat: after Flatten/Dense */
@@ -286,6 +297,12 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
             flat = 1;
             break;
         case CK_LAYER_FLATTEN:
+            if ((long long)ch * cw * cc > 0x7fffffffLL)
+                return free_buffers(m),
+                       ck_fail(ctx, CK_STATUS_OVERFLOW,
+                               "layer %d (Flatten '%s'): %d x %d x %d values per sample do not fit "
+                               "in 32 bits",
+                               li, d->name, ch, cw, cc);
             ni = push_node(m, CK_NODE_FLATTEN, li, ch, cw, cc);
             n = &m->nodes[ni];
             cc = ch * cw * cc;
@@ -360,6 +377,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
             d->activation != CK_ACT_NONE) {
             int ai = push_node(m, CK_NODE_ACT, li, ch, cw, cc);
             ck_node *a = &m->nodes[ai];
+            m->op_inline[a->ops[0]] = 1;
             a->oh = ch;
             a->ow = cw;
             a->oc = cc;
@@ -373,13 +391,21 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
         m->lshape_store[li][1] = cw;
         m->lshape_store[li][2] = cc;
     }
+    /* the execution plan (plan.c): CPU contexts only, the CUDA executor (gpu_exec.c) runs the
+     * one-op-per-node lowering */
+    if (!m->planning_off && ctx->device == CK_DEVICE_CPU)
+        ck_model_plan(m);
+    ck_model_plan_index(m);
     const ck_node *last = &m->nodes[m->num_nodes - 1];
-    if (last->oh != 1 || last->ow != 1 || last->oc < 2)
-        return free_buffers(m),
-               ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+    if (last->oh != 1 || last->ow != 1 || last->oc < 2) {
+        /* the shape is copied out before free_buffers releases the nodes */
+        const int oh = last->oh, ow = last->ow, oc = last->oc;
+        free_buffers(m);
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
                        "model: output (None, %d, %d, %d) is not a vector of >= 2 class scores; a "
                        "classifier ends with Dense(classes) (and softmax)",
-                       last->oh, last->ow, last->oc);
+                       oh, ow, oc);
+    }
     m->classes = last->oc;
     m->softmax_last = last->type == CK_NODE_ACT && last->act == CK_ACT_SOFTMAX;
 
@@ -399,18 +425,20 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     const int on_gpu = ctx->device == CK_DEVICE_CUDA;
     if (on_gpu)
         nact = maxact = ws = 0;
-    m->params = (float *)calloc(nparams ? nparams : 1, sizeof(float));
-    m->grads = (float *)calloc(nparams ? nparams : 1, sizeof(float));
-    m->opt_m = (float *)calloc(nparams ? nparams : 1, sizeof(float));
-    m->opt_v = (float *)calloc(nparams ? nparams : 1, sizeof(float));
-    m->fixed = (float *)calloc(nfixed ? nfixed : 1, sizeof(float));
-    m->fixed_backup = (float *)calloc(nfixed ? nfixed : 1, sizeof(float));
-    m->acts = (float *)malloc(sizeof(float) * (nact ? nact : 1));
-    m->gbuf[0] = (float *)malloc(sizeof(float) * (maxact ? maxact * (size_t)max_batch : 1));
-    m->gbuf[1] = (float *)malloc(sizeof(float) * (maxact ? maxact * (size_t)max_batch : 1));
-    m->stats = (float *)calloc(nstats ? nstats : 1, sizeof(float));
-    m->ws = (float *)malloc(sizeof(float) * (ws ? ws : 1));
-    m->logits_grad = (float *)malloc(sizeof(float) * (size_t)m->classes * max_batch);
+    m->params = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
+    m->grads = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
+    m->opt_m = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
+    m->opt_v = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
+    m->fixed = (float *)ck_host_calloc(ctx, nfixed ? nfixed : 1, sizeof(float));
+    m->fixed_backup = (float *)ck_host_calloc(ctx, nfixed ? nfixed : 1, sizeof(float));
+    m->acts = (float *)ck_host_alloc(ctx, sizeof(float) * (nact ? nact : 1));
+    m->gbuf[0] =
+        (float *)ck_host_alloc(ctx, sizeof(float) * (maxact ? maxact * (size_t)max_batch : 1));
+    m->gbuf[1] =
+        (float *)ck_host_alloc(ctx, sizeof(float) * (maxact ? maxact * (size_t)max_batch : 1));
+    m->stats = (float *)ck_host_calloc(ctx, nstats ? nstats : 1, sizeof(float));
+    m->ws = (float *)ck_host_alloc(ctx, sizeof(float) * (ws ? ws : 1));
+    m->logits_grad = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)m->classes * max_batch);
     if (!m->params || !m->grads || !m->opt_m || !m->opt_v || !m->fixed || !m->fixed_backup ||
         !m->acts || !m->gbuf[0] || !m->gbuf[1] || !m->stats || !m->ws || !m->logits_grad) {
         free_buffers(m);
@@ -577,12 +605,38 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     fmt_count(nt, sizeof nt, (long long)m->num_fixed);
     sb_printf(&b, "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: %s\n%s\n", dbl,
               tot, tr, nt, rule);
+    /* the execution plan (plan.c), after the Keras table */
+    const char *why = m->planned                        ? "planning on"
+                      : m->ctx->device != CK_DEVICE_CPU ? "planning is CPU-only: unplanned"
+                                                        : "planning off";
+    sb_printf(&b, "Execution plan: %d nodes for %d layers (%s)\n", m->num_nodes, m->num_layers,
+              why);
+    for (int i = 0; i < m->num_nodes; ++i) {
+        char line[512];
+        ck_model_plan_describe_node(m, i, line, sizeof line);
+        sb_printf(&b, " %3d  %s\n", i + 1, line);
+    }
     if (needed)
         *needed = b.used + 1;
     if (!buf || b.used + 1 > len)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "buf: %zu bytes needed, %zu given", b.used + 1,
                        buf ? len : 0);
     return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_set_planning(ck_model *m, int enable) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    if (m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "model: already built, planning is chosen before ck_model_build");
+    m->planning_off = !enable;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API int ck_model_num_nodes(const ck_model *m) {
+    return m && m->built ? m->num_nodes : 0;
 }
 
 CK_API int ck_model_num_layers(const ck_model *m) {

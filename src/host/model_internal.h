@@ -7,6 +7,9 @@
 #include "internal.h"
 
 #define CK_MAX_LAYERS 256
+/* A user layer lowers to one op, a Conv2D/Dense with an inline activation to two. */
+#define CK_MAX_OPS (2 * CK_MAX_LAYERS)
+#define CK_NODE_MAX_OPS 4
 
 typedef enum ck_node_type {
     CK_NODE_CONV,
@@ -37,6 +40,16 @@ typedef struct ck_node {
     float rate;
     size_t act_offset;
     float *out; /* max_batch * oh * ow * oc floats */
+    /* Set by the planner (plan.c); a node of the unplanned lowering has drop_layer -1, one op.
+     * BN: bn.activation may be CK_ACT_RELU (a fused ReLU layer) and drop_layer a SpatialDropout
+     * layer fused as a per-(n, c) channel scale after the activation (drop_type SDROPOUT).
+     * POOL: drop_layer a Dropout or SpatialDropout layer applied in place to the pooled output in
+     * the same node (drop_type DROPOUT or SDROPOUT). */
+    int drop_layer;         /* user layer of the fused dropout, -1 none */
+    ck_node_type drop_type; /* CK_NODE_DROPOUT or CK_NODE_SDROPOUT */
+    float drop_rate;
+    int nops;                 /* lowered ops this node runs, in execution order */
+    int ops[CK_NODE_MAX_OPS]; /* ids into ck_model.op_layer / op_inline */
 } ck_node;
 
 /* The device side of a model on a CUDA context (gpu_exec.c); NULL on the CPU. */
@@ -64,7 +77,28 @@ struct ck_model {
     float *logits_grad;
     ck_optimizer_desc opt;
     long long step;
+    /* execution plan (plan.c) */
+    int planning_off; /* ck_model_set_planning(m, 0) before build */
+    int planned;      /* the planner ran on this build (CPU contexts with planning on) */
+    /* How a BN node with a fused ReLU runs on the CPU. 1: ck_batchnorm_* with activation RELU,
+     * one kernel (the CPU twin of the device kernel). 0 (default): the BN kernel (with any fused
+     * SpatialDropout scale) and then the ReLU in place on the node's output (backward: dReLU in
+     * place on dy, then dBN), the same floats: the CPU twin's per-element activation branch is
+     * measured slower than the separate vectorized ReLU pass (plan.c). May be changed any time. */
+    int relu_in_bn_kernel;
+    int num_ops; /* lowered ops: op i is layer op_layer[i], its inline activation when
+                    op_inline[i] */
+    int op_layer[CK_MAX_OPS];
+    unsigned char op_inline[CK_MAX_OPS];
+    /* per user layer: the node whose output holds the layer's output, resp. its input;
+     * CK_PLAN_MODEL_INPUT for the model input x, CK_PLAN_NOT_MATERIALIZED when the plan never
+     * stores that tensor (fused into a later kernel or reordered past) */
+    int layer_out_node[CK_MAX_LAYERS];
+    int layer_in_node[CK_MAX_LAYERS];
 };
+
+#define CK_PLAN_MODEL_INPUT (-2)
+#define CK_PLAN_NOT_MATERIALIZED (-1)
 
 void ck_model_init_params(ck_model *m);
 /* Forward (training mode) + loss + backward into m->grads, without an optimizer step.
@@ -73,10 +107,40 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
                                   double *loss_sum, int *correct);
 /* Runs nodes [0, upto) forward on a batch of n <= max_batch samples (NHWC, host memory);
  * training != 0 uses batch statistics, updates the BN moving statistics and draws dropout masks.
- * Node i's output is then in m->nodes[i].out. No argument checks: internal callers only. */
+ * Node i's output is then in m->nodes[i].out. No argument checks: internal callers only.
+ * The nodes are the PLANNED list (plan.c): a node may run several user layers (BN+ReLU
+ * (+SpatialDropout), pooling+dropout) and ReLU/dropout nodes may be reordered. A BN node's input
+ * is always node i-1's output (or x for i = 0): the planner never moves anything across a BN and
+ * never fuses into a BN's input side. To find a user layer's tensors use the functions below. */
 ck_status ck_model_forward_nodes(ck_model *m, const float *x, int n, int training, int upto);
-/* The dropout RNG offset of node i at the current step (the same on CPU and GPU). */
+/* For user layer `layer` of a built model: the node whose output holds that layer's output
+ * (run ck_model_forward_nodes with upto > that index first), CK_PLAN_NOT_MATERIALIZED when the
+ * plan never stores it, or -3 for a bad layer index. */
+int ck_model_layer_output_node(const ck_model *m, int layer);
+/* The layer's output after a forward pass: NULL when not materialized (see above) or bad index.
+ * With planning off (ck_model_set_planning(m, 0)) every layer's output is materialized. */
+const float *ck_model_layer_output(const ck_model *m, int layer);
+/* The layer's input after a forward pass on x (x itself for the first layer); NULL when not
+ * materialized. For a BatchNormalization layer this is always available: the BN input. */
+const float *ck_model_layer_input(const ck_model *m, int layer, const float *x);
+/* The node that runs user layer `layer` (for a fused node, the node whose ops include it);
+ * -1 for a bad index. */
+int ck_model_layer_node(const ck_model *m, int layer);
+/* The dropout RNG offset of the dropout that node i runs at the current step (the same on CPU
+ * and GPU): keyed by the user layer (step * 4096 + layer), so planning (reordering, fusing)
+ * keeps every mask identical. For a node with a fused dropout, its drop_layer. */
 uint64_t ck_model_dropout_offset(const ck_model *m, int node);
+uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer);
+
+/* ---- planner (plan.c) ---- */
+/* Rewrites m->nodes (the lowering, one op per node) into the executed plan: exact
+ * canonicalizations, then fusions. Runs before buffers are assigned. Never fails. */
+void ck_model_plan(ck_model *m);
+/* Fills layer_out_node / layer_in_node from the node list (planned or not). */
+void ck_model_plan_index(ck_model *m);
+/* One line describing what node i runs as one kernel, e.g. "batch_normalization + activation
+ * (BN+ReLU fused)"; writes at most len bytes (NUL-terminated). */
+void ck_model_plan_describe_node(const ck_model *m, int i, char *buf, size_t len);
 
 /* ---- GPU backend (gpu_exec.c; CUDA contexts only). The host arrays params / fixed / opt_m /
  * opt_v stay the state of record for init, checkpoints and get/set_weights: _push copies them

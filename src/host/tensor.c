@@ -28,9 +28,9 @@ static ck_status dev_alloc(ck_context *ctx, void **p, size_t bytes, const char *
         return CK_STATUS_SUCCESS;
     }
 #endif
-    *p = malloc(bytes);
+    *p = ck_host_alloc(ctx, bytes);
     if (!*p)
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "%s: malloc of %zu bytes failed", what, bytes);
+        return ck_host_oom(ctx, what, bytes);
     return CK_STATUS_SUCCESS;
 }
 
@@ -43,7 +43,7 @@ static void dev_free(ck_context *ctx, void *p) {
         return;
     }
 #endif
-    free(p);
+    ck_host_free(ctx, p);
 }
 
 /* Copies between host memory and the context's device (kind: 0 host->dev, 1 dev->host,
@@ -51,8 +51,7 @@ static void dev_free(ck_context *ctx, void *p) {
 static ck_status dev_copy(ck_context *ctx, void *dst, const void *src, size_t bytes, int kind) {
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
-        static const enum cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice,
-                                                     cudaMemcpyDeviceToHost,
+        static const enum cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
                                                      cudaMemcpyDeviceToDevice};
         cudaStream_t s = (cudaStream_t)ctx->stream;
         cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kinds[kind], s);
@@ -84,8 +83,8 @@ static ck_status check_dims(ck_context *ctx, int n, int c, int h, int w, size_t 
     return CK_STATUS_SUCCESS;
 }
 
-CK_API ck_status ck_tensor_create(ck_context *ctx, ck_tensor **out, ck_layout layout, int n,
-                                  int c, int h, int w) {
+CK_API ck_status ck_tensor_create(ck_context *ctx, ck_tensor **out, ck_layout layout, int n, int c,
+                                  int h, int w) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
     ck_clear_error(ctx);
@@ -99,12 +98,12 @@ CK_API ck_status ck_tensor_create(ck_context *ctx, ck_tensor **out, ck_layout la
     ck_status st = check_dims(ctx, n, c, h, w, &count);
     if (st != CK_STATUS_SUCCESS)
         return st;
-    ck_tensor *t = (ck_tensor *)calloc(1, sizeof *t);
+    ck_tensor *t = (ck_tensor *)ck_host_calloc(ctx, 1, sizeof *t);
     if (!t)
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "t: out of host memory");
-    st = dev_alloc(ctx, (void **)&t->data, count * sizeof(float), "tensor data");
+        return ck_host_oom(ctx, "t", sizeof *t);
+    st = dev_alloc(ctx, (void **)&t->data, count * sizeof(float), "t");
     if (st != CK_STATUS_SUCCESS) {
-        free(t);
+        ck_host_free(ctx, t);
         return st;
     }
     t->ctx = ctx;
@@ -122,7 +121,7 @@ CK_API void ck_tensor_destroy(ck_tensor *t) {
     if (!t)
         return;
     dev_free(t->ctx, t->data);
-    free(t);
+    ck_host_free(t->ctx, t);
 }
 
 static ck_status check_host_transfer(ck_context *ctx, const ck_tensor *t, const void *host,
@@ -189,8 +188,8 @@ CK_API ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor
         return st;
     if (src->n != dst->n || src->c != dst->c || src->h != dst->h || src->w != dst->w)
         return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
-                       "dst: shape %dx%dx%dx%d differs from src shape %dx%dx%dx%d", dst->n,
-                       dst->c, dst->h, dst->w, src->n, src->c, src->h, src->w);
+                       "dst: shape %dx%dx%dx%d differs from src shape %dx%dx%dx%d", dst->n, dst->c,
+                       dst->h, dst->w, src->n, src->c, src->h, src->w);
     if (src == dst)
         return CK_STATUS_SUCCESS;
     if (src->layout == dst->layout)
@@ -242,12 +241,12 @@ CK_API ck_status ck_workspace_create(ck_context *ctx, ck_workspace **out, size_t
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "ws: is NULL");
     *out = NULL;
-    ck_workspace *ws = (ck_workspace *)calloc(1, sizeof *ws);
+    ck_workspace *ws = (ck_workspace *)ck_host_calloc(ctx, 1, sizeof *ws);
     if (!ws)
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "ws: out of host memory");
-    ck_status st = dev_alloc(ctx, &ws->data, bytes, "workspace");
+        return ck_host_oom(ctx, "ws", sizeof *ws);
+    ck_status st = dev_alloc(ctx, &ws->data, bytes, "ws");
     if (st != CK_STATUS_SUCCESS) {
-        free(ws);
+        ck_host_free(ctx, ws);
         return st;
     }
     ws->ctx = ctx;
@@ -260,7 +259,7 @@ CK_API void ck_workspace_destroy(ck_workspace *ws) {
     if (!ws)
         return;
     dev_free(ws->ctx, ws->data);
-    free(ws);
+    ck_host_free(ws->ctx, ws);
 }
 
 CK_API size_t ck_workspace_size(const ck_workspace *ws) {
@@ -269,8 +268,8 @@ CK_API size_t ck_workspace_size(const ck_workspace *ws) {
 
 /* ---- stored masks -------------------------------------------------------------------------- */
 
-CK_API ck_status ck_mask_create(ck_context *ctx, ck_mask **out, ck_dropout_kind kind, int n,
-                                int c, int h, int w) {
+CK_API ck_status ck_mask_create(ck_context *ctx, ck_mask **out, ck_dropout_kind kind, int n, int c,
+                                int h, int w) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
     ck_clear_error(ctx);
@@ -283,9 +282,9 @@ CK_API ck_status ck_mask_create(ck_context *ctx, ck_mask **out, ck_dropout_kind 
     ck_status st = check_dims(ctx, n, c, h, w, &count);
     if (st != CK_STATUS_SUCCESS)
         return st;
-    ck_mask *m = (ck_mask *)calloc(1, sizeof *m);
+    ck_mask *m = (ck_mask *)ck_host_calloc(ctx, 1, sizeof *m);
     if (!m)
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "mask: out of host memory");
+        return ck_host_oom(ctx, "mask", sizeof *m);
     m->ctx = ctx;
     m->kind = kind;
     m->n = n;
@@ -294,9 +293,9 @@ CK_API ck_status ck_mask_create(ck_context *ctx, ck_mask **out, ck_dropout_kind 
     m->w = w;
     m->units = kind == CK_DROPOUT_SPATIAL ? (size_t)n * (size_t)c : count;
     m->bytes = kind == CK_DROPOUT_SPATIAL ? m->units : ((m->units + 31) / 32) * 4;
-    st = dev_alloc(ctx, (void **)&m->data, m->bytes, "mask data");
+    st = dev_alloc(ctx, (void **)&m->data, m->bytes, "mask");
     if (st != CK_STATUS_SUCCESS) {
-        free(m);
+        ck_host_free(ctx, m);
         return st;
     }
     *out = m;
@@ -307,7 +306,7 @@ CK_API void ck_mask_destroy(ck_mask *m) {
     if (!m)
         return;
     dev_free(m->ctx, m->data);
-    free(m);
+    ck_host_free(m->ctx, m);
 }
 
 CK_API ck_status ck_mask_download(ck_context *ctx, const ck_mask *m, uint8_t *host, size_t count) {
@@ -325,15 +324,15 @@ CK_API ck_status ck_mask_download(ck_context *ctx, const ck_mask *m, uint8_t *ho
                        count, m->units);
     if (m->kind == CK_DROPOUT_SPATIAL)
         return dev_copy(ctx, host, m->data, m->bytes, 1);
-    uint8_t *bits = (uint8_t *)malloc(m->bytes);
+    uint8_t *bits = (uint8_t *)ck_host_alloc(ctx, m->bytes);
     if (!bits)
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "host: out of memory for %zu bytes", m->bytes);
+        return ck_host_oom(ctx, "mask", m->bytes);
     ck_status st = dev_copy(ctx, bits, m->data, m->bytes, 1);
     if (st == CK_STATUS_SUCCESS) {
         const uint32_t *words = (const uint32_t *)bits;
         for (size_t i = 0; i < m->units; ++i)
             host[i] = (uint8_t)((words[i >> 5] >> (i & 31)) & 1u);
     }
-    free(bits);
+    ck_host_free(ctx, bits);
     return st;
 }

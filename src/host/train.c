@@ -32,9 +32,38 @@ static ck_conv_geom geom_for(const ck_node *n, int batch) {
     return g;
 }
 
-/* The dropout RNG offset of node i at the current step: unique per (step, node). */
+/* The dropout RNG offset of user layer `layer` at the current step: unique per (step, layer)
+ * (layers < CK_MAX_LAYERS <= 4096). Keyed by the user's layer, not the node, so that the plan
+ * (reordered or fused nodes) and the unplanned lowering draw identical masks. */
+uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer) {
+    return (uint64_t)m->step * 4096u + (uint64_t)layer;
+}
+
+/* The offset of the dropout node i runs: its own layer, or the layer of a fused dropout. */
 uint64_t ck_model_dropout_offset(const ck_model *m, int i) {
-    return (uint64_t)m->step * 4096u + (uint64_t)i;
+    const ck_node *n = &m->nodes[i];
+    return ck_model_layer_dropout_offset(m, n->drop_layer >= 0 ? n->drop_layer : n->layer);
+}
+
+/* The dropout fused into node i (BN: spatial channel scale; pool: in place on the output), when
+ * it is active (training, rate > 0). */
+static int fused_dropout(const ck_model *m, int i, int training, ck_dropout_desc *d) {
+    const ck_node *n = &m->nodes[i];
+    if (!training || n->drop_layer < 0 || !(n->drop_rate > 0.0f))
+        return 0;
+    d->rate = n->drop_rate;
+    d->offset = ck_model_layer_dropout_offset(m, n->drop_layer);
+    return 1;
+}
+
+/* The BN desc node i's kernel runs with; *relu_after: the fused ReLU runs as an in-place pass
+ * after the kernel instead of inside it (m->relu_in_bn_kernel == 0). */
+static ck_bn_desc bn_kernel_desc(const ck_model *m, const ck_node *n, int *relu_after) {
+    ck_bn_desc d = n->bn;
+    *relu_after = d.activation == CK_ACT_RELU && !m->relu_in_bn_kernel;
+    if (*relu_after)
+        d.activation = CK_ACT_NONE;
+    return d;
 }
 
 static const float *node_input(const ck_model *m, int i, const float *x) {
@@ -63,6 +92,13 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
         case CK_NODE_POOL: {
             ck_conv_geom g = geom_for(n, batch);
             ck_cpu_pool_forward(&g, n->is_max, in, n->out);
+            ck_dropout_desc d;
+            if (fused_dropout(m, i, training, &d)) { /* F3: in place on the pooled output */
+                ck_tensor ty = view(ctx, n->out, batch, n->oh, n->ow, n->oc);
+                st = n->drop_type == CK_NODE_DROPOUT
+                         ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL)
+                         : ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL);
+            }
             break;
         }
         case CK_NODE_GAP:
@@ -82,14 +118,21 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
             ck_tensor b = pview(ctx, m->params + n->p_beta, n->oc);
             ck_tensor rm = pview(ctx, m->fixed + n->p_mm, n->oc);
             ck_tensor rv = pview(ctx, m->fixed + n->p_mv, n->oc);
+            int relu_after;
+            const ck_bn_desc bd = bn_kernel_desc(m, n, &relu_after);
             if (training) {
                 ck_tensor sm = pview(ctx, m->stats + n->p_stats, n->oc);
                 ck_tensor si = pview(ctx, m->stats + n->p_stats + n->oc, n->oc);
-                st = ck_batchnorm_forward_training(ctx, &n->bn, &tx, &g, &b, &rm, &rv, &sm, &si,
-                                                   NULL, &ty, NULL);
+                ck_dropout_desc sd; /* F2: a SpatialDropout as the kernel's channel scale */
+                const int has_sd = fused_dropout(m, i, training, &sd);
+                st = ck_batchnorm_forward_training(ctx, &bd, &tx, &g, &b, &rm, &rv, &sm, &si,
+                                                   has_sd ? &sd : NULL, &ty, NULL);
             } else {
-                st = ck_batchnorm_forward_inference(ctx, &n->bn, &tx, &g, &b, &rm, &rv, &ty);
+                st = ck_batchnorm_forward_inference(ctx, &bd, &tx, &g, &b, &rm, &rv, &ty);
             }
+            /* relu(s * pre) == s * relu(pre) bit for bit (s >= 0): the same as the kernel's */
+            if (st == CK_STATUS_SUCCESS && relu_after)
+                ck_cpu_activation_forward(CK_ACT_RELU, 0.0f, n->out, n->out, count_in, n->oc);
             break;
         }
         case CK_NODE_ACT:
@@ -115,10 +158,11 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
     return CK_STATUS_SUCCESS;
 }
 
-/* Backward from node `from` (inclusive) down to 0, with dy in m->gbuf-compatible memory. */
-static ck_status backward(ck_model *m, const float *x, int batch, int from, const float *dy0) {
+/* Backward from node `from` (inclusive) down to 0, with dy in model memory (m->logits_grad or a
+ * gradient buffer; a node may scale its dy in place: it is not read again). */
+static ck_status backward(ck_model *m, const float *x, int batch, int from, float *dy0) {
     ck_context *ctx = m->ctx;
-    const float *dy = dy0;
+    float *dy = dy0;
     int cur = 0; /* gbuf index the next dx goes to */
     for (int i = from; i >= 0; --i) {
         ck_node *n = &m->nodes[i];
@@ -135,8 +179,17 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, cons
         }
         case CK_NODE_POOL:
             if (dx) {
+                ck_dropout_desc d;
+                if (fused_dropout(m, i, 1, &d)) { /* F3: dy * mask, in place */
+                    ck_tensor tdy = view(ctx, dy, batch, n->oh, n->ow, n->oc);
+                    st = n->drop_type == CK_NODE_DROPOUT
+                             ? ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdy, NULL)
+                             : ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdy,
+                                                           NULL);
+                }
                 ck_conv_geom g = geom_for(n, batch);
-                ck_cpu_pool_backward(&g, n->is_max, in, dy, dx);
+                if (st == CK_STATUS_SUCCESS)
+                    ck_cpu_pool_backward(&g, n->is_max, in, dy, dx);
             }
             break;
         case CK_NODE_GAP:
@@ -159,8 +212,16 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, cons
             ck_tensor si = pview(ctx, m->stats + n->p_stats + n->oc, n->oc);
             ck_tensor dg = pview(ctx, m->grads + n->p_gamma, n->oc);
             ck_tensor db = pview(ctx, m->grads + n->p_beta, n->oc);
-            st = ck_batchnorm_backward(ctx, &n->bn, &tx, &tdy, &g, &b, &sm, &si, NULL, &tdx, &dg,
-                                       &db, NULL);
+            ck_dropout_desc sd; /* F2: dy * mask and dReLU folded into dBN */
+            const int has_sd = fused_dropout(m, i, 1, &sd);
+            int relu_after;
+            const ck_bn_desc bd = bn_kernel_desc(m, n, &relu_after);
+            if (relu_after) /* dReLU in place on dy, from the node's output (> 0 iff kept and
+                               pre > 0) */
+                ck_cpu_activation_backward(CK_ACT_RELU, 0.0f, NULL, n->out, dy, dy, count_in,
+                                           n->oc);
+            st = ck_batchnorm_backward(ctx, &bd, &tx, &tdy, &g, &b, &sm, &si, has_sd ? &sd : NULL,
+                                       &tdx, &dg, &db, NULL);
             break;
         }
         case CK_NODE_ACT:
@@ -245,6 +306,14 @@ static ck_status check_batch(ck_model *m, const float *x, const int32_t *labels,
                 return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                                "labels[%d]: %d is not a class of this model (0..%d)", i,
                                (int)labels[i], m->classes - 1);
+    /* A NaN or Inf input is refused up front: a ReLU can hide it from the loss (max(NaN, 0) may
+     * be 0) while the first layer's weight gradient still turns non-finite. */
+    const size_t count = (size_t)n * m->in_h * m->in_w * m->in_c;
+    for (size_t i = 0; i < count; ++i)
+        if (!isfinite(x[i]))
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "x[%zu] (sample %zu): %g is not finite; the model was not changed", i,
+                           i / ((size_t)m->in_h * m->in_w * m->in_c), (double)x[i]);
     return CK_STATUS_SUCCESS;
 }
 
@@ -281,6 +350,15 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
     }
     if (st == CK_STATUS_SUCCESS)
         st = backward(m, x, n, ln, m->logits_grad);
+    if (st == CK_STATUS_SUCCESS)
+        for (size_t i = 0; i < m->num_params; ++i)
+            if (!isfinite(m->grads[i])) {
+                st = ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                             "model: gradient %zu is not finite at step %lld (diverged "
+                             "training); the model was not changed",
+                             i, m->step);
+                break;
+            }
     if (st != CK_STATUS_SUCCESS) {
         memcpy(m->fixed, m->fixed_backup, sizeof(float) * m->num_fixed);
         return st;
