@@ -11,6 +11,7 @@
 #include "cnnkit/cnnkit.h"
 #include "cnnkit/data.h"
 #include "cnnkit/model.h"
+#include "cnnkit/study.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -27,6 +28,18 @@ static void usage(FILE *f) {
                "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
                "  check    MODEL [--json]   layer-order diagnostics; exit 0 clean, 1 warnings or\n"
                "           errors, 2 bad model file\n"
+               "           [--measure [--data ...] [--batches N] [--batch B] [--limit N]]: also\n"
+               "           train N batches (default 20) and measure each BN's variance shift and\n"
+               "           each dropout's zeroed fraction after the next pooling\n"
+               "  study    MODEL [--data ...] [--seeds 5] [--epochs N] [--batch B] [--limit N]\n"
+               "           [--test-limit N] [--variants a,b,...] [--csv FILE] [--svg FILE]\n"
+               "           [--measure-batches N] [--bn-momentum M] [--device ...] [--quick]\n"
+               "           the order study: each Conv-block order trained for several\n"
+               "           seeds (default 5 seeds, 3 epochs, batch 128, all data; --quick:\n"
+               "           3 seeds, 1 epoch, batch 16, 4000 train / 2000 test images, BN\n"
+               "           momentum 0.9, ~6 min on 2 CPU cores).\n"
+               "           Variants (default all): original, asker, bn-after-relu,\n"
+               "           dropout-before-pool, spatial-dropout, dropout-after-last-bn\n"
                "\n"
                "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py).\n"
                "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
@@ -37,6 +50,11 @@ typedef struct opts {
     const char *cmd, *model, *data, *save, *log, *plot, *weights, *device;
     int epochs, batch, limit, count, in_h, in_w, in_c;
     unsigned long long seed;
+    /* check / study */
+    int json, measure, quick, batches, seeds, test_limit, measure_batches;
+    int batch_given, seed_given;
+    const char *variants, *csv, *svg;
+    float bn_momentum;
 } opts;
 
 static int parse_int(const char *s, int *out, int min) {
@@ -49,6 +67,9 @@ static int parse_int(const char *s, int *out, int min) {
     return 0;
 }
 
+/* Options of the command line; the model path is the first argument that is not an option (so
+ * "check --measure MODEL" and "check MODEL --measure" both work). Options that belong to another
+ * command are usage errors. */
 static int parse_args(int argc, char **argv, opts *o) {
     memset(o, 0, sizeof *o);
     o->epochs = -1;
@@ -56,20 +77,45 @@ static int parse_args(int argc, char **argv, opts *o) {
     o->count = 5;
     o->device = "auto";
     o->seed = 1;
-    if (argc < 3)
+    o->batches = 20;
+    if (argc < 2)
         return -1;
     o->cmd = argv[1];
-    o->model = argv[2];
-    for (int i = 3; i < argc; ++i) {
+    const int is_check = !strcmp(o->cmd, "check"), is_study = !strcmp(o->cmd, "study");
+    for (int i = 2; i < argc; ++i) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (a[0] != '-' || !a[1]) {
+            if (o->model) {
+                fprintf(stderr, "cnnkit: %s: unexpected argument '%s'\n", o->cmd, a);
+                return -1;
+            }
+            o->model = a;
+            continue;
+        }
+        const int check_only =
+            !strcmp(a, "--json") || !strcmp(a, "--measure") || !strcmp(a, "--batches");
+        const int study_only = !strcmp(a, "--seeds") || !strcmp(a, "--variants") ||
+                               !strcmp(a, "--csv") || !strcmp(a, "--svg") ||
+                               !strcmp(a, "--quick") || !strcmp(a, "--test-limit") ||
+                               !strcmp(a, "--measure-batches") || !strcmp(a, "--bn-momentum");
+        if ((check_only && !is_check) || (study_only && !is_study)) {
+            fprintf(stderr, "cnnkit: %s: option '%s' is not one of this command's\n", o->cmd, a);
+            return -1;
+        }
 #define NEED_VALUE                                                                                 \
     if (!v) {                                                                                      \
         fprintf(stderr, "cnnkit: %s needs a value\n", a);                                          \
         return -1;                                                                                 \
     }                                                                                              \
     ++i
-        if (!strcmp(a, "--data")) {
+        if (!strcmp(a, "--json")) {
+            o->json = 1;
+        } else if (!strcmp(a, "--measure")) {
+            o->measure = 1;
+        } else if (!strcmp(a, "--quick")) {
+            o->quick = 1;
+        } else if (!strcmp(a, "--data")) {
             NEED_VALUE;
             o->data = v;
         } else if (!strcmp(a, "--save")) {
@@ -84,6 +130,15 @@ static int parse_args(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--weights")) {
             NEED_VALUE;
             o->weights = v;
+        } else if (!strcmp(a, "--variants")) {
+            NEED_VALUE;
+            o->variants = v;
+        } else if (!strcmp(a, "--csv")) {
+            NEED_VALUE;
+            o->csv = v;
+        } else if (!strcmp(a, "--svg")) {
+            NEED_VALUE;
+            o->svg = v;
         } else if (!strcmp(a, "--device")) {
             NEED_VALUE;
             o->device = v;
@@ -92,24 +147,41 @@ static int parse_args(int argc, char **argv, opts *o) {
                 return -1;
             }
         } else if (!strcmp(a, "--epochs") || !strcmp(a, "--batch") || !strcmp(a, "--limit") ||
-                   !strcmp(a, "--count")) {
+                   !strcmp(a, "--count") || !strcmp(a, "--batches") || !strcmp(a, "--seeds") ||
+                   !strcmp(a, "--test-limit") || !strcmp(a, "--measure-batches")) {
             NEED_VALUE;
-            int *dst = !strcmp(a, "--epochs")  ? &o->epochs
-                       : !strcmp(a, "--batch") ? &o->batch
-                       : !strcmp(a, "--limit") ? &o->limit
-                                               : &o->count;
+            int *dst = !strcmp(a, "--epochs")            ? &o->epochs
+                       : !strcmp(a, "--batch")           ? &o->batch
+                       : !strcmp(a, "--limit")           ? &o->limit
+                       : !strcmp(a, "--batches")         ? &o->batches
+                       : !strcmp(a, "--seeds")           ? &o->seeds
+                       : !strcmp(a, "--test-limit")      ? &o->test_limit
+                       : !strcmp(a, "--measure-batches") ? &o->measure_batches
+                                                         : &o->count;
             if (parse_int(v, dst, 1)) {
                 fprintf(stderr, "cnnkit: %s needs a positive integer, got '%s'\n", a, v);
                 return -1;
             }
+            if (dst == &o->batch)
+                o->batch_given = 1;
+        } else if (!strcmp(a, "--bn-momentum")) {
+            NEED_VALUE;
+            char *end;
+            const double mv = strtod(v, &end);
+            if (*end || !*v || !(mv > 0.0 && mv < 1.0)) {
+                fprintf(stderr, "cnnkit: --bn-momentum needs a number in (0, 1), got '%s'\n", v);
+                return -1;
+            }
+            o->bn_momentum = (float)mv;
         } else if (!strcmp(a, "--seed")) {
             NEED_VALUE;
             char *end;
             o->seed = strtoull(v, &end, 10);
-            if (*end) {
+            if (*end || !*v) {
                 fprintf(stderr, "cnnkit: --seed needs an integer, got '%s'\n", v);
                 return -1;
             }
+            o->seed_given = 1;
         } else if (!strcmp(a, "--input")) {
             NEED_VALUE;
             if (sscanf(v, "%dx%dx%d", &o->in_h, &o->in_w, &o->in_c) != 3 || o->in_h < 1 ||
@@ -122,6 +194,10 @@ static int parse_args(int argc, char **argv, opts *o) {
             return -1;
         }
 #undef NEED_VALUE
+    }
+    if (!o->model) {
+        fprintf(stderr, "cnnkit: %s: no MODEL given\n", o->cmd);
+        return -1;
     }
     return 0;
 }
@@ -492,25 +568,154 @@ static void json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-/* cnnkit check MODEL [--json]: exit 0 no warnings or errors, 1 some, 2 bad model file. */
-static int cmd_check(int argc, char **argv) {
-    const char *path = NULL;
-    int json = 0;
-    for (int i = 2; i < argc; ++i) {
-        if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (!path && argv[i][0] != '-') {
-            path = argv[i];
+/* Takes the first n training images (--limit) or test images (--test-limit). */
+static int limit_data(ck_dataset *ds, int n, const char *what) {
+    if (n <= 0 || n >= ds->count)
+        return 0;
+    ck_dataset sub = {0};
+    if (ck_dataset_subset(ds, 0, n, &sub) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: out of memory for %s\n", what);
+        return EXIT_RUNTIME;
+    }
+    ck_dataset_free(ds);
+    *ds = sub;
+    return 0;
+}
+
+/* A JSON number, null for NaN / infinity. */
+static void json_num(FILE *f, double v) {
+    if (isfinite(v))
+        fprintf(f, "%.6g", v);
+    else
+        fputs("null", f);
+}
+
+static void print_measurement_text(const ck_model *m, const ck_measurement *r, const char *dev) {
+    printf("measurement: after %d training step%s (model step %lld), %d batches x %d training "
+           "images, %s\n",
+           r->train_steps, r->train_steps == 1 ? "" : "s", r->model_step, r->batches, r->batch,
+           dev);
+    printf("BN variance shift Var_inference / Var_train of the BN input, mean [min, max] over "
+           "channels:\n  converged: moving statistics set to their converged values (momentum-"
+           "free: the shift dropout causes)\n  as stored: on the stored moving statistics, over "
+           "the stored moving variance (its init 1 still\n  weighs momentum^steps = 'init')\n");
+    for (int k = 0; k < r->n_bn && k < CK_MEASURE_MAX; ++k) {
+        const ck_bn_shift *s = &r->bn[k];
+        ck_layer_desc d;
+        ck_model_layer_desc(m, s->layer, &d);
+        printf("  layer %2d %-22s %4d ch  converged %.3f [%.3f, %.3f]  as stored %.3f "
+               "[%.3f, %.3f] (init %.3f)",
+               s->layer, d.name, s->channels, s->ratio, s->ratio_min, s->ratio_max, s->ratio_moving,
+               s->ratio_moving_min, s->ratio_moving_max, s->moving_init_weight);
+        if (s->dropout_layer >= 0 && s->direct)
+            printf("\n      expected %.3f (CK001: dropout layer %d feeds it, Li et al. Eq. 8)",
+                   s->expected, s->dropout_layer);
+        else if (s->dropout_layer >= 0)
+            printf("\n      expected between %.3f and 1 (CK002: dropout layer %d through weight "
+                   "layers)",
+                   s->expected, s->dropout_layer);
+        printf("\n");
+    }
+    if (r->n_bn == 0)
+        printf("  (no BatchNormalization layers)\n");
+    printf("Dropout: fraction of values zeroed where the tensor is consumed (after the next "
+           "pooling when only activations lie between)\n");
+    for (int k = 0; k < r->n_dropout && k < CK_MEASURE_MAX; ++k) {
+        const ck_dropout_effect *e = &r->dropout[k];
+        ck_layer_desc d;
+        ck_model_layer_desc(m, e->layer, &d);
+        char where[96];
+        if (e->pool_layer >= 0) {
+            ck_layer_desc pd;
+            ck_model_layer_desc(m, e->pool_layer, &pd);
+            snprintf(where, sizeof where, "after %s (layer %d)", pd.name, e->pool_layer);
         } else {
-            fprintf(stderr, "cnnkit: check: unexpected argument '%s'\n", argv[i]);
-            usage(stderr);
-            return EXIT_USAGE;
+            snprintf(where, sizeof where, "at its output");
+        }
+        printf("  layer %2d %-22s %s(%g)  zeroed %.4f %s  expected %.4f%s\n", e->layer, d.name,
+               e->spatial ? "SpatialDropout2D" : "Dropout", e->rate, e->zeroed, where, e->expected,
+               e->pool_layer >= 0 && !e->spatial ? " (rate^window, positive inputs)" : "");
+    }
+    if (r->n_dropout == 0)
+        printf("  (no dropout layers)\n");
+}
+
+static void print_measurement_json(const ck_model *m, const ck_measurement *r) {
+    printf(", \"measurement\": {\"train_steps\": %d, \"model_step\": %lld, \"batches\": %d, "
+           "\"batch\": %d, \"bn\": [",
+           r->train_steps, r->model_step, r->batches, r->batch);
+    for (int k = 0; k < r->n_bn && k < CK_MEASURE_MAX; ++k) {
+        const ck_bn_shift *s = &r->bn[k];
+        ck_layer_desc d;
+        ck_model_layer_desc(m, s->layer, &d);
+        printf("%s\n  {\"layer\": %d, \"name\": ", k ? "," : "", s->layer);
+        json_str(stdout, d.name);
+        printf(", \"channels\": %d, \"ratio\": ", s->channels);
+        json_num(stdout, s->ratio);
+        printf(", \"ratio_min\": ");
+        json_num(stdout, s->ratio_min);
+        printf(", \"ratio_max\": ");
+        json_num(stdout, s->ratio_max);
+        printf(", \"ratio_moving\": ");
+        json_num(stdout, s->ratio_moving);
+        printf(", \"moving_init_weight\": ");
+        json_num(stdout, s->moving_init_weight);
+        printf(", \"var_train\": ");
+        json_num(stdout, s->var_train);
+        printf(", \"var_inference\": ");
+        json_num(stdout, s->var_inference);
+        printf(", \"var_inference_stored\": ");
+        json_num(stdout, s->var_inference_stored);
+        printf(", \"var_moving\": ");
+        json_num(stdout, s->var_moving);
+        printf(", \"dropout_layer\": %d, \"direct\": %d, \"expected\": ", s->dropout_layer,
+               s->direct);
+        json_num(stdout, s->expected);
+        printf("}");
+    }
+    printf("], \"dropout\": [");
+    for (int k = 0; k < r->n_dropout && k < CK_MEASURE_MAX; ++k) {
+        const ck_dropout_effect *e = &r->dropout[k];
+        printf("%s\n  {\"layer\": %d, \"spatial\": %d, \"rate\": ", k ? "," : "", e->layer,
+               e->spatial);
+        json_num(stdout, e->rate);
+        printf(", \"pool_layer\": %d, \"pool_window\": %d, \"zeroed\": ", e->pool_layer,
+               e->pool_window);
+        json_num(stdout, e->zeroed);
+        printf(", \"expected\": ");
+        json_num(stdout, e->expected);
+        printf(", \"counted\": %lld}", e->counted);
+    }
+    printf("]}");
+}
+
+/* Runs the measurement of check --measure; returns an exit code, *out the model (to name its
+ * layers). */
+static int run_measure(const opts *o, ck_context **ctx, ck_model **m, ck_measurement *r) {
+    int rc = make_context(o, ctx);
+    if (rc)
+        return rc;
+    ck_dataset train = {0};
+    rc = load_model(*ctx, o, o->batch, m);
+    if (!rc)
+        rc = load_data(o, 1, &train);
+    if (!rc)
+        rc = limit_data(&train, o->limit, "--limit");
+    if (!rc) {
+        ck_measure_options mo = {o->batches, 4, o->batch, o->seed};
+        if (ck_model_measure(*m, &train, &mo, r) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: check --measure: %s\n", ck_context_last_error(*ctx));
+            rc = EXIT_RUNTIME;
         }
     }
-    if (!path) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+    ck_dataset_free(&train);
+    return rc;
+}
+
+/* cnnkit check MODEL [--json] [--measure ...]: exit 0 no warnings or errors, 1 some (or a
+ * runtime failure of the measurement), 2 bad model file. */
+static int cmd_check(const opts *o) {
+    const char *path = o->model;
     char *text = read_file(path);
     if (!text) {
         fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", path, strerror(errno));
@@ -524,7 +729,7 @@ static int cmd_check(int argc, char **argv) {
         fprintf(stderr, "cnnkit: %s: %s\n", path, err[0] ? err : ck_status_string(st));
         return EXIT_USAGE;
     }
-    if (km.warnings[0]) {
+    if (km.warnings[0] && !o->measure) { /* with --measure, loading the model prints them */
         char *line = strtok(km.warnings, "\n");
         while (line) {
             fprintf(stderr, "cnnkit: warning: %s: %s\n", path, line);
@@ -544,11 +749,25 @@ static int cmd_check(int argc, char **argv) {
         free(fs);
         return st == CK_STATUS_BAD_PARAM ? EXIT_USAGE : EXIT_RUNTIME;
     }
+    ck_context *ctx = NULL;
+    ck_model *m = NULL;
+    ck_measurement *meas = NULL;
+    if (o->measure) {
+        meas = (ck_measurement *)calloc(1, sizeof *meas);
+        int rc = meas ? run_measure(o, &ctx, &m, meas) : EXIT_RUNTIME;
+        if (rc) {
+            free(meas);
+            free(fs);
+            ck_model_destroy(m);
+            ck_context_destroy(ctx);
+            return rc;
+        }
+    }
     int count[3] = {0, 0, 0};
     for (int i = 0; i < total; ++i)
         if (fs[i].severity >= 0 && fs[i].severity <= 2)
             count[fs[i].severity]++;
-    if (json) {
+    if (o->json) {
         printf("{\"model\": ");
         json_str(stdout, path);
         printf(", \"findings\": [");
@@ -567,8 +786,11 @@ static int cmd_check(int argc, char **argv) {
             json_str(stdout, f->fix);
             printf(", \"value\": %.6g}", isfinite(f->value) ? f->value : 0.0);
         }
-        printf("%s], \"errors\": %d, \"warnings\": %d, \"infos\": %d}\n", total ? "\n" : "",
+        printf("%s], \"errors\": %d, \"warnings\": %d, \"infos\": %d", total ? "\n" : "",
                count[CK_SEVERITY_ERROR], count[CK_SEVERITY_WARNING], count[CK_SEVERITY_INFO]);
+        if (meas)
+            print_measurement_json(m, meas);
+        printf("}\n");
     } else {
         for (int i = 0; i < total; ++i) {
             const ck_finding *f = &fs[i];
@@ -578,13 +800,389 @@ static int cmd_check(int argc, char **argv) {
                 printf("%s%d", k ? ", " : " ", f->layers[k]);
             printf(": %s\n  reason: %s\n  fix:    %s\n\n", f->message, f->reason, f->fix);
         }
+        if (meas) {
+            print_measurement_text(m, meas,
+                                   ck_context_device(ctx) == CK_DEVICE_CUDA ? "cuda" : "cpu");
+            printf("\n");
+        }
         printf("%s: %d error%s, %d warning%s, %d info%s\n", path, count[CK_SEVERITY_ERROR],
                count[CK_SEVERITY_ERROR] == 1 ? "" : "s", count[CK_SEVERITY_WARNING],
                count[CK_SEVERITY_WARNING] == 1 ? "" : "s", count[CK_SEVERITY_INFO],
                count[CK_SEVERITY_INFO] == 1 ? "" : "s");
     }
     free(fs);
+    free(meas);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
     return count[CK_SEVERITY_ERROR] + count[CK_SEVERITY_WARNING] > 0 ? 1 : 0;
+}
+
+/* ---- study ------------------------------------------------------------------------------- */
+
+typedef struct study_ui {
+    int tty;
+    const ck_study_variant *v;
+} study_ui;
+
+static int on_study_progress(void *u, const ck_study_progress *p) {
+    study_ui *ui = (study_ui *)u;
+    const char *name = ui->v[p->variant].name;
+    if (p->fit && ui->tty) {
+        printf("\r[%d/%d] %-22s seed %llu  epoch %d/%d step %4d/%-4d loss %.4f  acc %.4f  "
+               "%5.0f img/s  ETA %4.0fs ",
+               p->run, p->runs, name, (unsigned long long)p->seed, p->fit->epoch, p->fit->epochs,
+               p->fit->step, p->fit->steps, p->fit->loss, p->fit->accuracy, p->fit->images_per_s,
+               p->fit->eta_s);
+        fflush(stdout);
+    } else if (p->finished) {
+        const ck_study_result *r = p->finished;
+        printf("%s[%d/%d] %-22s seed %llu  test %.4f  train %.4f  gap %+.4f  %.0f img/s  %.1fs"
+               "%s\n",
+               ui->tty ? "\r" : "", p->run, p->runs, name, (unsigned long long)r->seed,
+               r->test_accuracy, r->train_accuracy, r->gap, r->images_per_s, r->seconds,
+               ui->tty ? "                    " : "");
+        fflush(stdout);
+    }
+    return 0;
+}
+
+/* "a/b/c" of n numbers with `digits` decimals ("-" when n == 0). */
+static void join_nums(char *buf, size_t len, const double *x, int n, int digits) {
+    size_t pos = 0;
+    buf[0] = '\0';
+    if (n == 0)
+        snprintf(buf, len, "-");
+    for (int k = 0; k < n && pos + 1 < len; ++k) {
+        int w = snprintf(buf + pos, len - pos, "%s%.*f", k ? "/" : "", digits, x[k]);
+        pos += w > 0 ? (size_t)w : 0;
+    }
+}
+
+/* Test accuracy per variant: mean with its 95% interval as an error bar, each seed as a dot. */
+static int write_study_svg(const char *path, const ck_study_variant *v, int nv,
+                           const ck_study_summary *sm, const ck_study_result *res, int nres,
+                           int seeds) {
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    int shown = 0;
+    double lo = 1e30, hi = -1e30;
+    for (int i = 0; i < nv; ++i) {
+        if (sm[i].runs == 0)
+            continue;
+        ++shown;
+        const double ci = isfinite(sm[i].acc_ci95) ? sm[i].acc_ci95 : 0.0;
+        lo = fmin(lo, sm[i].acc_mean - ci);
+        hi = fmax(hi, sm[i].acc_mean + ci);
+    }
+    for (int i = 0; i < nres; ++i) {
+        lo = fmin(lo, res[i].test_accuracy);
+        hi = fmax(hi, res[i].test_accuracy);
+    }
+    if (shown == 0) {
+        lo = 0.0;
+        hi = 1.0;
+    }
+    if (hi - lo < 1e-3) {
+        hi += 0.005;
+        lo -= 0.005;
+    }
+    const double pad = 0.08 * (hi - lo);
+    lo -= pad;
+    hi += pad;
+    const int left = 70, top = 50, pw = 120 * (shown > 4 ? shown : 4), ph = 300;
+    const int W = left + pw + 30, H = top + ph + 80;
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
+            "height=\"100%%\" fill=\"white\"/>\n",
+            W, H);
+    fprintf(f,
+            "<text x=\"%d\" y=\"30\" font-size=\"15\">test accuracy per variant: mean and 95%% "
+            "interval (Student t) over %d seed%s</text>\n",
+            left, seeds, seeds == 1 ? "" : "s");
+    fprintf(f,
+            "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n",
+            left, top, pw, ph);
+    for (int k = 0; k <= 4; ++k) {
+        const double val = lo + (hi - lo) * k / 4.0;
+        const int y = top + ph - (int)(ph * k / 4.0);
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.4f</text>\n", left - 4, y + 4,
+                val);
+        fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#eee\"/>\n", left + 1, y,
+                left + pw - 1, y);
+    }
+#define YPOS(val) (top + ph - ph * ((val)-lo) / (hi - lo))
+    int slot = 0;
+    for (int i = 0; i < nv; ++i) {
+        if (sm[i].runs == 0)
+            continue;
+        const double x = left + pw * (slot + 0.5) / (shown > 0 ? shown : 1);
+        ++slot;
+        for (int r = 0; r < nres; ++r)
+            if (res[r].variant == i)
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#999\"/>\n", x + 14,
+                        YPOS(res[r].test_accuracy));
+        if (isfinite(sm[i].acc_ci95)) {
+            const double y0 = YPOS(sm[i].acc_mean - sm[i].acc_ci95),
+                         y1 = YPOS(sm[i].acc_mean + sm[i].acc_ci95);
+            fprintf(f,
+                    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f77b4\" "
+                    "stroke-width=\"2\"/>\n",
+                    x, y0, x, y1);
+            fprintf(f,
+                    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f77b4\" "
+                    "stroke-width=\"2\"/>\n<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+                    "stroke=\"#1f77b4\" stroke-width=\"2\"/>\n",
+                    x - 8, y0, x + 8, y0, x - 8, y1, x + 8, y1);
+        }
+        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#d62728\"/>\n", x,
+                YPOS(sm[i].acc_mean));
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", x, top + ph + 18,
+                v[i].name);
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" fill=\"#555\">%.4f</text>\n",
+                x, top + ph + 34, sm[i].acc_mean);
+    }
+#undef YPOS
+    fprintf(f,
+            "<text x=\"%d\" y=\"%d\" fill=\"#d62728\">mean</text><text x=\"%d\" y=\"%d\" "
+            "fill=\"#1f77b4\">95%% interval</text><text x=\"%d\" y=\"%d\" fill=\"#999\">one "
+            "seed</text>\n</svg>\n",
+            left, H - 12, left + 50, H - 12, left + 150, H - 12);
+    return fclose(f);
+}
+
+static int write_study_csv(const char *path, const ck_study_variant *v, const ck_study_result *res,
+                           int n) {
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "variant,order,seed,test_accuracy,test_loss,train_accuracy,gap,"
+               "train_running_accuracy,images_per_s,seconds,bn_layers,bn_shift,bn_shift_moving,"
+               "dropout_layers,dropout_zeroed\n");
+    for (int i = 0; i < n; ++i) {
+        const ck_study_result *r = &res[i];
+        char a[512], b[512], c[512], dl[256], bl[256];
+        double lay[CK_STUDY_MAX_MEASURE];
+        for (int k = 0; k < r->n_bn; ++k)
+            lay[k] = r->bn_layer[k];
+        join_nums(bl, sizeof bl, lay, r->n_bn, 0);
+        for (int k = 0; k < r->n_dropout; ++k)
+            lay[k] = r->dropout_layer[k];
+        join_nums(dl, sizeof dl, lay, r->n_dropout, 0);
+        join_nums(a, sizeof a, r->bn_shift, r->n_bn, 4);
+        join_nums(b, sizeof b, r->bn_shift_moving, r->n_bn, 4);
+        join_nums(c, sizeof c, r->dropout_zeroed, r->n_dropout, 4);
+        fprintf(f, "%s,\"%s\",%llu,%.4f,%.4f,%.4f,%.4f,%.4f,%.1f,%.1f,%s,%s,%s,%s,%s\n",
+                v[r->variant].name, v[r->variant].order, (unsigned long long)r->seed,
+                r->test_accuracy, r->test_loss, r->train_accuracy, r->gap,
+                r->train_running_accuracy, r->images_per_s, r->seconds, bl, a, b, dl, c);
+    }
+    return fclose(f);
+}
+
+/* cnnkit study MODEL [...]: 0 ok, 1 runtime failure, 2 usage or model file. */
+static int cmd_study(const opts *oin) {
+    opts o = *oin;
+    if (o.quick) { /* the CPU setting (docs/order-study.md); explicit options win */
+        if (!o.seeds)
+            o.seeds = 3;
+        if (o.epochs < 1)
+            o.epochs = 1;
+        if (!o.limit)
+            o.limit = 4000;
+        if (!o.test_limit)
+            o.test_limit = 2000;
+        if (!o.batch_given)
+            o.batch = 16; /* 250 steps: Keras' BN momentum 0.99 needs steps, not images */
+        if (!o.measure_batches)
+            o.measure_batches = 8;
+        if (!(o.bn_momentum > 0.0f))
+            o.bn_momentum = 0.9f; /* 250 steps: 0.99^250 = 0.08 of the init 1 would remain */
+    }
+    if (!o.seeds)
+        o.seeds = 5;
+    if (o.epochs < 1)
+        o.epochs = 3;
+    int kinds[CK_STUDY_KIND_COUNT], nk = 0;
+    if (o.variants) {
+        char list[512];
+        snprintf(list, sizeof list, "%s", o.variants);
+        for (char *t = strtok(list, ","); t; t = strtok(NULL, ",")) {
+            const int k = ck_study_kind_from_name(t);
+            if (k < 0 || nk == CK_STUDY_KIND_COUNT) {
+                fprintf(stderr,
+                        "cnnkit: study: --variants: unknown variant '%s' (original, asker, "
+                        "bn-after-relu, dropout-before-pool, spatial-dropout, "
+                        "dropout-after-last-bn)\n",
+                        t);
+                return EXIT_USAGE;
+            }
+            kinds[nk++] = k;
+        }
+    } else {
+        for (int k = 0; k < CK_STUDY_KIND_COUNT; ++k)
+            kinds[nk++] = k;
+    }
+    char *text = read_file(o.model);
+    if (!text) {
+        fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", o.model, strerror(errno));
+        return EXIT_USAGE;
+    }
+    char err[1024];
+    ck_keras_model km;
+    ck_status st = ck_keras_parse(text, &km, err, sizeof err);
+    free(text);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: %s: %s\n", o.model, err[0] ? err : ck_status_string(st));
+        return EXIT_USAGE;
+    }
+    if (km.warnings[0]) {
+        char *line = strtok(km.warnings, "\n");
+        while (line) {
+            fprintf(stderr, "cnnkit: warning: %s: %s\n", o.model, line);
+            line = strtok(NULL, "\n");
+        }
+    }
+    if (o.in_h && km.count > 0) {
+        km.layers[0].input_h = o.in_h;
+        km.layers[0].input_w = o.in_w;
+        km.layers[0].input_c = o.in_c;
+    }
+    ck_study_variant v[CK_STUDY_KIND_COUNT];
+    st = ck_study_variants(km.layers, km.count, kinds, nk, v, err, sizeof err);
+    ck_optimizer_desc opt = km.optimizer;
+    const int has_opt = km.has_compile;
+    ck_keras_model_free(&km);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: study: %s: %s\n", o.model, err);
+        return st == CK_STATUS_BAD_PARAM ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    ck_device dev = !strcmp(o.device, "cuda") ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
+    if (!strcmp(o.device, "auto"))
+        dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
+    if (dev == CK_DEVICE_CUDA && !ck_cuda_available()) {
+        fprintf(stderr, "cnnkit: --device cuda: no usable CUDA device in this build/machine\n");
+        ck_study_variants_free(v, nk);
+        return EXIT_RUNTIME;
+    }
+    ck_dataset train = {0}, test = {0};
+    int rc = load_data(&o, 1, &train);
+    if (!rc)
+        rc = load_data(&o, 0, &test);
+    if (!rc)
+        rc = limit_data(&train, o.limit, "--limit");
+    if (!rc)
+        rc = limit_data(&test, o.test_limit, "--test-limit");
+    /* the variants must build: a model-file error is a usage error, checked with the data shape */
+    for (int i = 0; !rc && i < nk; ++i) {
+        ck_context *c = NULL;
+        ck_model *m = NULL;
+        st = ck_context_create(&c, CK_DEVICE_CPU, 0, 1);
+        if (st == CK_STATUS_SUCCESS)
+            st = ck_model_create(c, &m);
+        for (int k = 0; st == CK_STATUS_SUCCESS && k < v[i].count; ++k)
+            st = ck_model_add(m, &v[i].layers[k]);
+        if (st == CK_STATUS_SUCCESS)
+            st = ck_model_build(m, train.h, train.w, train.c, 1);
+        if (st != CK_STATUS_SUCCESS)
+            fprintf(stderr, "cnnkit: study: %s: variant %s: %s\n", o.model, v[i].name,
+                    c ? ck_context_last_error(c) : ck_status_string(st));
+        ck_model_destroy(m);
+        ck_context_destroy(c);
+        if (st != CK_STATUS_SUCCESS)
+            rc = st == CK_STATUS_ALLOC_FAILED ? EXIT_RUNTIME : EXIT_USAGE;
+    }
+    ck_study_result *res = NULL;
+    ck_study_summary *sm = NULL;
+    int nres = 0;
+    if (!rc) {
+        printf("cnnkit study: %s, device %s, %d train / %d test images, batch %d, %d epoch%s, "
+               "seeds %llu..%llu\n",
+               o.model, dev == CK_DEVICE_CUDA ? "cuda" : "cpu", train.count, test.count, o.batch,
+               o.epochs, o.epochs > 1 ? "s" : "", o.seed, o.seed + (unsigned long long)o.seeds - 1);
+        if (o.bn_momentum > 0.0f)
+            printf("BN momentum %g in every variant (moving statistics only; training is the "
+                   "same)\n",
+                   (double)o.bn_momentum);
+        printf("variants (Conv blocks: C conv, B BN, R relu, P pool, D dropout, S spatial "
+               "dropout):\n");
+        for (int i = 0; i < nk; ++i) {
+            printf("  %-22s %s\n", v[i].name, v[i].order);
+            if (v[i].equivalent_to >= 0)
+                printf("  %-22s = %s exactly (%s): not trained\n", "", v[v[i].equivalent_to].name,
+                       v[i].equivalence);
+        }
+        fflush(stdout);
+        res = (ck_study_result *)calloc((size_t)nk * o.seeds, sizeof *res);
+        sm = (ck_study_summary *)calloc((size_t)nk, sizeof *sm);
+        if (!res || !sm) {
+            fprintf(stderr, "cnnkit: study: out of memory\n");
+            rc = EXIT_RUNTIME;
+        }
+    }
+    if (!rc) {
+        study_ui ui = {isatty(STDOUT_FILENO), v};
+        ck_study_options so;
+        memset(&so, 0, sizeof so);
+        so.device = dev;
+        so.seeds = o.seeds;
+        so.first_seed = o.seed;
+        so.epochs = o.epochs;
+        so.batch = o.batch;
+        so.optimizer = has_opt ? &opt : NULL;
+        so.measure_batches = o.measure_batches;
+        so.bn_momentum = o.bn_momentum;
+        so.on_progress = on_study_progress;
+        so.user = &ui;
+        st = ck_study_run(v, nk, &train, &test, &so, res, nk * o.seeds, &nres, err, sizeof err);
+        if (st != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: study: %s\n", err);
+            rc = EXIT_RUNTIME;
+        }
+    }
+    if (!rc) {
+        printf(
+            "\n| variant | Conv blocks | runs | test accuracy (mean +- 95%% CI) | train-test gap "
+            "| BN shift per BN (Var_inf/Var_train) | dropout zeroed | img/s |\n"
+            "|---|---|---|---|---|---|---|---|\n");
+        for (int i = 0; i < nk; ++i) {
+            ck_study_summarize(res, nres, i, &sm[i]);
+            if (v[i].equivalent_to >= 0) {
+                printf("| %s | %s | - | = %s (exactly equivalent, not trained) | | | | |\n",
+                       v[i].name, v[i].order, v[v[i].equivalent_to].name);
+                continue;
+            }
+            char bn[256], dz[256];
+            join_nums(bn, sizeof bn, sm[i].bn_shift, sm[i].n_bn, 2);
+            join_nums(dz, sizeof dz, sm[i].dropout_zeroed, sm[i].n_dropout, 3);
+            printf("| %s | %s | %d | %.4f +- %.4f | %+.4f +- %.4f | %s | %s | %.0f |\n", v[i].name,
+                   v[i].order, sm[i].runs, sm[i].acc_mean, sm[i].acc_ci95, sm[i].gap_mean,
+                   sm[i].gap_ci95, bn, dz, sm[i].images_per_s);
+        }
+        if (o.csv) {
+            if (write_study_csv(o.csv, v, res, nres) != 0) {
+                fprintf(stderr, "cnnkit: --csv %s: cannot write\n", o.csv);
+                rc = EXIT_RUNTIME;
+            } else {
+                printf("csv %s\n", o.csv);
+            }
+        }
+        if (o.svg) {
+            if (write_study_svg(o.svg, v, nk, sm, res, nres, o.seeds) != 0) {
+                fprintf(stderr, "cnnkit: --svg %s: cannot write\n", o.svg);
+                rc = EXIT_RUNTIME;
+            } else {
+                printf("svg %s\n", o.svg);
+            }
+        }
+    }
+    free(res);
+    free(sm);
+    ck_dataset_free(&train);
+    ck_dataset_free(&test);
+    ck_study_variants_free(v, nk);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -593,8 +1191,6 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    if (argc >= 2 && !strcmp(argv[1], "check"))
-        return cmd_check(argc, argv);
     opts o;
     if (parse_args(argc, argv, &o) != 0) {
         usage(stderr);
@@ -608,6 +1204,10 @@ int main(int argc, char **argv) {
         return cmd_eval_predict(&o, 0);
     if (!strcmp(o.cmd, "predict"))
         return cmd_eval_predict(&o, 1);
+    if (!strcmp(o.cmd, "check"))
+        return cmd_check(&o);
+    if (!strcmp(o.cmd, "study"))
+        return cmd_study(&o);
     fprintf(stderr, "cnnkit: unknown command '%s'\n", o.cmd);
     usage(stderr);
     return EXIT_USAGE;

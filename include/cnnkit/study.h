@@ -1,0 +1,170 @@
+/*
+ * cnnkit order study: the orders of Conv2D / BatchNormalization / Activation / MaxPooling2D /
+ * (Spatial)Dropout in each Conv block of a model, trained side by side over several seeds.
+ *
+ * Conv blocks: the layer list is cut before every Conv2D that follows a pooling layer (or starts
+ * the model); a block runs up to the next such Conv2D or to the first Flatten /
+ * GlobalAveragePooling2D / Dense. The dense head is never changed. Inline activations of the
+ * block's Conv2D layers are written as Activation layers (the same computation).
+ *
+ * Variant kinds (what each does to every Conv block; a block without the layers involved is left
+ * as it is):
+ *   original               the model as given
+ *   asker                  the block's dropouts become one SpatialDropout2D (the largest rate)
+ *                          right after the block's last Conv2D: Conv-SpatialDropout-BN-Act-Pool
+ *                          (Stack Overflow q/59634780)
+ *   bn-after-relu          every BatchNormalization directly before an Activation moves after it
+ *   dropout-before-pool    the block's dropouts move to just before its pooling layer
+ *   spatial-dropout        element Dropout becomes SpatialDropout2D (same place, same rate)
+ *   dropout-after-last-bn  every dropout followed (anywhere later) by a BatchNormalization is
+ *                          removed (Li et al. 2019 fix (i)); when none then remains after the
+ *                          last BN, one Dropout of the largest removed rate goes before the last
+ *                          weight layer
+ * Exact equivalences: two variants are equivalent when their canonical forms are equal: inline
+ * activations written as layers, dropouts of rate 0 and linear activations removed, then
+ * adjacent pairs swapped into one order until none applies: SpatialDropout2D before
+ * MaxPooling2D / AveragePooling2D -> after it (one scale per channel commutes with pooling),
+ * Dropout / SpatialDropout2D before ReLU -> after it (relu(m x) = m relu(x) for m >= 0).
+ *
+ * Conventions: statuses; err (err_len bytes, may be 0) gets a message naming the argument on
+ * failure and "" on success; nothing prints; progress through a callback.
+ */
+#ifndef CNNKIT_STUDY_H
+#define CNNKIT_STUDY_H
+
+#include "cnnkit/check.h"
+#include "cnnkit/data.h"
+#include "cnnkit/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ck_study_kind {
+    CK_STUDY_ORIGINAL = 0,
+    CK_STUDY_ASKER = 1,
+    CK_STUDY_BN_AFTER_RELU = 2,
+    CK_STUDY_DROPOUT_BEFORE_POOL = 3,
+    CK_STUDY_SPATIAL_DROPOUT = 4,
+    CK_STUDY_DROPOUT_AFTER_LAST_BN = 5,
+    CK_STUDY_KIND_COUNT = 6
+} ck_study_kind;
+
+/* "original", "asker", "bn-after-relu", "dropout-before-pool", "spatial-dropout",
+ * "dropout-after-last-bn"; NULL for anything else. */
+const char *ck_study_kind_name(int kind);
+/* The kind of a name above, -1 when unknown. */
+int ck_study_kind_from_name(const char *name);
+
+typedef struct ck_study_variant {
+    int kind;              /* ck_study_kind */
+    char name[32];         /* ck_study_kind_name */
+    char order[256];       /* the Conv blocks, e.g. "C-B-R-P-D ; C-S-B-R-P", or "2x C-B-R-P-D" when
+                              the blocks agree (C Conv2D,
+                              B BN, R/A activation, P pooling, D Dropout, S SpatialDropout2D) */
+    ck_layer_desc *layers; /* count layers, owned (ck_study_variants_free); names cleared */
+    int count;
+    int equivalent_to;     /* index of an earlier variant with the same canonical form, -1 none */
+    char equivalence[256]; /* how, when equivalent_to >= 0 */
+} ck_study_variant;
+
+/* Makes the variants of kinds[0..nkinds) (kinds NULL: all CK_STUDY_KIND_COUNT, in order) of the
+ * model `layers` into out (nkinds entries, or CK_STUDY_KIND_COUNT for kinds NULL), and marks
+ * each one that is exactly equivalent to an earlier one. CK_STATUS_BAD_PARAM: NULL layers or
+ * out, count < 1, an unknown kind or layer type, a kind listed twice. On failure out is left
+ * with no allocations. */
+ck_status ck_study_variants(const ck_layer_desc *layers, int count, const int *kinds, int nkinds,
+                            ck_study_variant *out, char *err, size_t err_len);
+void ck_study_variants_free(ck_study_variant *v, int n);
+
+/* *equal = 1 when the canonical forms of a and b are equal (see above); why (optional) names
+ * the rewrites used. */
+ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_layer_desc *b, int nb,
+                              int *equal, char *why, size_t why_len);
+
+/* ---- statistics --------------------------------------------------------------------------- */
+/* The 0.975 quantile of Student's t with dof degrees of freedom (dof >= 1; NaN otherwise). */
+double ck_student_t975(int dof);
+/* Mean and 95% interval half-width (t quantile with n-1 dof times sd/sqrt(n)) of x[0..n):
+ * n >= 1; half = NaN when n == 1. sd (optional): the sample standard deviation (NaN for n = 1). */
+ck_status ck_mean_ci95(const double *x, int n, double *mean, double *half, double *sd);
+
+/* ---- the runner -------------------------------------------------------------------------- */
+#define CK_STUDY_MAX_MEASURE 16
+
+typedef struct ck_study_result {
+    int variant;                     /* index into the variant list */
+    uint64_t seed;                   /* context and shuffling seed */
+    double test_accuracy, test_loss; /* inference mode, the whole test set */
+    double train_accuracy;           /* inference mode on the first train_eval training samples */
+    double gap;                      /* train_accuracy - test_accuracy */
+    double train_running_accuracy;   /* training mode (dropout on), the last epoch's running mean */
+    double images_per_s;             /* training throughput, over all epochs */
+    double seconds;                  /* fit, evaluations and measurement */
+    int n_bn;                        /* BN layers measured (at most CK_STUDY_MAX_MEASURE) */
+    int bn_layer[CK_STUDY_MAX_MEASURE];
+    double bn_shift[CK_STUDY_MAX_MEASURE];        /* ck_bn_shift.ratio */
+    double bn_shift_moving[CK_STUDY_MAX_MEASURE]; /* ck_bn_shift.ratio_moving */
+    int n_dropout;
+    int dropout_layer[CK_STUDY_MAX_MEASURE];
+    double dropout_zeroed[CK_STUDY_MAX_MEASURE]; /* ck_dropout_effect.zeroed */
+} ck_study_result;
+
+typedef struct ck_study_progress {
+    int variant; /* index into the variant list */
+    uint64_t seed;
+    int run, runs;                   /* 1-based run, runs in the study */
+    const ck_fit_progress *fit;      /* during training, else NULL */
+    const ck_study_result *finished; /* once the run is done, else NULL */
+} ck_study_progress;
+
+typedef struct ck_study_options {
+    ck_device device;                   /* CK_DEVICE_CPU or CK_DEVICE_CUDA */
+    int seeds;                          /* default 5 */
+    uint64_t first_seed;                /* seeds first_seed, first_seed + 1, ...; default 1 */
+    int epochs;                         /* default 1 */
+    int batch;                          /* default 128 */
+    const ck_optimizer_desc *optimizer; /* NULL: Adam, Keras defaults */
+    int measure_batches; /* ck_model_measure batches after training; 0 = 4, -1 = none */
+    float bn_momentum;   /* > 0: every BatchNormalization's momentum (Keras meaning) becomes this;
+                            0: as in the model. It changes only how fast the moving statistics
+                            follow the batch statistics (training itself is the same): short runs
+                            with Keras' 0.99 are evaluated on unconverged moving statistics */
+    int train_eval;      /* training samples evaluated for the gap; 0 = min(train, test count),
+                            -1 = none (gap NaN) */
+    /* optional; nonzero return stops the study after the current step (status success, fewer
+     * results) */
+    int (*on_progress)(void *user, const ck_study_progress *p);
+    void *user;
+} ck_study_options;
+
+/* Trains every variant that is not equivalent to an earlier one, for each seed, on train, and
+ * evaluates it on test: results[0..*n_results) in variant-major order (cap entries at most;
+ * nv * seeds suffice). opts NULL: defaults. */
+ck_status ck_study_run(const ck_study_variant *variants, int nv, const ck_dataset *train,
+                       const ck_dataset *test, const ck_study_options *opts,
+                       ck_study_result *results, int cap, int *n_results, char *err,
+                       size_t err_len);
+
+typedef struct ck_study_summary {
+    int variant, runs;
+    double acc_mean, acc_ci95, acc_sd; /* test accuracy over seeds (ci95: half-width) */
+    double gap_mean, gap_ci95;
+    double images_per_s;
+    int n_bn;
+    int bn_layer[CK_STUDY_MAX_MEASURE];
+    double bn_shift[CK_STUDY_MAX_MEASURE]; /* means over seeds */
+    double bn_shift_moving[CK_STUDY_MAX_MEASURE];
+    int n_dropout;
+    int dropout_layer[CK_STUDY_MAX_MEASURE];
+    double dropout_zeroed[CK_STUDY_MAX_MEASURE];
+} ck_study_summary;
+
+/* Summarizes the results of variant `variant` (runs = 0 and NaNs when it has none). */
+ck_status ck_study_summarize(const ck_study_result *results, int n, int variant,
+                             ck_study_summary *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CNNKIT_STUDY_H */

@@ -1,0 +1,485 @@
+/* ck_model_measure: the measured BN variance shift and the effective dropout rates of a model on
+ * data (see include/cnnkit/check.h for what is measured and how it is defined).
+ *
+ * The measurement runs on a twin: an unplanned CPU copy of the model (same layer list, weights,
+ * moving statistics and step), so every user layer's input and output is stored after a forward
+ * pass whatever the planner does with the model itself (the planner's rewrites are exact, so the
+ * numbers are the model's), the model is left untouched, and models on CUDA contexts can be
+ * measured too. Where the twin's tensors of a user layer live is looked up in one function,
+ * layer_tensor(), through the planner's accessors (ck_model_layer_input / _output). */
+#include "cnnkit/check.h"
+#include "cnnkit/data.h"
+#include "model_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the one place that maps a user layer to a stored tensor ------------------------------ */
+
+/* The input (want_input != 0) or the output of user layer `layer` after a forward pass of the
+ * twin on x; NULL when the model does not store it (never for the unplanned twin). */
+static const float *layer_tensor(const ck_model *twin, int layer, const float *x, int want_input) {
+    return want_input ? ck_model_layer_input(twin, layer, x) : ck_model_layer_output(twin, layer);
+}
+
+/* The BN layer's moving mean (var = 0) or variance (var = 1) in the twin (channels floats; the
+ * twin is ours: the measurement writes converged values into it). */
+static float *bn_moving(ck_model *twin, int layer, int var) {
+    const int k = ck_model_layer_node(twin, layer);
+    if (k < 0 || twin->nodes[k].type != CK_NODE_BN)
+        return NULL;
+    return twin->fixed + (var ? twin->nodes[k].p_mv : twin->nodes[k].p_mm);
+}
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static int zero_preserving(ck_activation a) {
+    return a != CK_ACT_SIGMOID && a != CK_ACT_SOFTMAX;
+}
+
+static double act_value(ck_activation a, double alpha, double x) {
+    switch (a) {
+    case CK_ACT_RELU:
+        return x > 0 ? x : 0;
+    case CK_ACT_LEAKY_RELU:
+        return x > 0 ? x : alpha * x;
+    case CK_ACT_TANH:
+        return tanh(x);
+    case CK_ACT_ELU:
+        return x > 0 ? x : alpha * (exp(x) - 1.0);
+    case CK_ACT_GELU:
+        return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case CK_ACT_SWISH:
+        return x / (1.0 + exp(-x));
+    default:
+        return x;
+    }
+}
+
+/* Per-channel biased variance of an NHWC tensor (n samples of hw x c), added to acc[c]; the
+ * per-channel mean added to mean_acc[c] (optional). */
+static void add_channel_var(const float *t, int n, int hw, int c, double *acc, double *mean_acc,
+                            double *tmp_mean) {
+    const size_t rows = (size_t)n * (size_t)hw;
+    for (int k = 0; k < c; ++k)
+        tmp_mean[k] = 0.0;
+    for (size_t r = 0; r < rows; ++r)
+        for (int k = 0; k < c; ++k)
+            tmp_mean[k] += t[r * (size_t)c + k];
+    for (int k = 0; k < c; ++k) {
+        tmp_mean[k] /= (double)rows;
+        if (mean_acc)
+            mean_acc[k] += tmp_mean[k];
+    }
+    double *ss = tmp_mean + c;
+    for (int k = 0; k < c; ++k)
+        ss[k] = 0.0;
+    for (size_t r = 0; r < rows; ++r)
+        for (int k = 0; k < c; ++k) {
+            const double d = t[r * (size_t)c + k] - tmp_mean[k];
+            ss[k] += d * d;
+        }
+    for (int k = 0; k < c; ++k)
+        acc[k] += ss[k] / (double)rows;
+}
+
+/* What consumes dropout layer dl: the pooling layer reached through zero-preserving activations
+ * (its index), or -1. acts/nacts: the activation layers in between. */
+static int consuming_pool(const ck_model *m, int dl, int *acts, int *nacts) {
+    *nacts = 0;
+    for (int i = dl + 1; i < m->num_layers; ++i) {
+        const ck_layer_desc *d = &m->layers[i];
+        if (d->type == CK_LAYER_MAXPOOL2D || d->type == CK_LAYER_AVGPOOL2D)
+            return i;
+        if (d->type == CK_LAYER_ACTIVATION && zero_preserving(d->activation) && *nacts < 8) {
+            acts[(*nacts)++] = i;
+            continue;
+        }
+        return -1;
+    }
+    return -1;
+}
+
+typedef struct drop_acc {
+    long long zeroed, counted;
+} drop_acc;
+
+/* One batch of dropout layer dl: in = the dropout input, out = its training-mode output. */
+static void count_dropout(const ck_model *m, int dl, int pool, const int *acts, int nacts,
+                          const float *in, const float *out, int n, drop_acc *acc) {
+    int h, w, c;
+    ck_model_layer_shape(m, dl, &h, &w, &c);
+    if (pool < 0) {
+        const size_t count = (size_t)n * h * w * c;
+        for (size_t i = 0; i < count; ++i)
+            if (in[i] != 0.0f) {
+                acc->counted++;
+                acc->zeroed += out[i] == 0.0f;
+            }
+        return;
+    }
+    const ck_layer_desc *pd = &m->layers[pool];
+    const int kh = pd->kernel_h, kw = pd->kernel_w;
+    const int sh = pd->stride_h > 0 ? pd->stride_h : kh, sw = pd->stride_w > 0 ? pd->stride_w : kw;
+    int oh, ow, oc;
+    ck_model_layer_shape(m, pool, &oh, &ow, &oc);
+    int pt = 0, pl = 0;
+    if (pd->padding == CK_PADDING_SAME) {
+        const int th = (oh - 1) * sh + kh - h, tw = (ow - 1) * sw + kw - w;
+        pt = th > 0 ? th / 2 : 0;
+        pl = tw > 0 ? tw / 2 : 0;
+    }
+    const int is_max = pd->type == CK_LAYER_MAXPOOL2D;
+    for (int s = 0; s < n; ++s)
+        for (int y = 0; y < oh; ++y)
+            for (int x = 0; x < ow; ++x)
+                for (int k = 0; k < c; ++k) {
+                    double with = is_max ? -INFINITY : 0.0, without = with;
+                    for (int dy = 0; dy < kh; ++dy)
+                        for (int dx = 0; dx < kw; ++dx) {
+                            const int iy = y * sh + dy - pt, ix = x * sw + dx - pl;
+                            if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                continue;
+                            const size_t at = (((size_t)s * h + iy) * w + ix) * c + k;
+                            double a = in[at], b = out[at];
+                            for (int j = 0; j < nacts; ++j) {
+                                const ck_layer_desc *ad = &m->layers[acts[j]];
+                                a = act_value(ad->activation, ad->alpha, a);
+                                b = act_value(ad->activation, ad->alpha, b);
+                            }
+                            if (is_max) {
+                                without = a > without ? a : without;
+                                with = b > with ? b : with;
+                            } else {
+                                without += a;
+                                with += b;
+                            }
+                        }
+                    if (without != 0.0) {
+                        acc->counted++;
+                        acc->zeroed += with == 0.0;
+                    }
+                }
+}
+
+/* The unplanned CPU twin of m with m's weights and step; returns a status with the message on
+ * m's context. */
+static ck_status make_twin(ck_model *m, int batch, ck_context **tctx, ck_model **twin) {
+    ck_context *ctx = m->ctx;
+    *tctx = NULL;
+    *twin = NULL;
+    ck_status st = ck_context_create(tctx, CK_DEVICE_CPU, 0, ctx->seed);
+    if (st != CK_STATUS_SUCCESS)
+        return ck_fail(ctx, st, "measure: cannot create a CPU context for the measurement copy");
+    size_t nw = 0;
+    float *w = NULL;
+    st = ck_model_create(*tctx, twin);
+    for (int i = 0; st == CK_STATUS_SUCCESS && i < m->num_layers; ++i)
+        st = ck_model_add(*twin, &m->layers[i]);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_set_planning(*twin, 0);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_build(*twin, m->in_h, m->in_w, m->in_c, batch);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_get_weights(m, NULL, 0, &nw);
+    if (st == CK_STATUS_SUCCESS) {
+        w = (float *)malloc(sizeof(float) * (nw ? nw : 1));
+        st = w ? ck_model_get_weights(m, w, nw, NULL) : CK_STATUS_ALLOC_FAILED;
+    }
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_set_weights(*twin, w, nw);
+    free(w);
+    if (st != CK_STATUS_SUCCESS) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s",
+                 ck_context_last_error(*tctx)[0] ? ck_context_last_error(*tctx)
+                                                 : ck_context_last_error(ctx));
+        ck_fail(ctx, st, "measure: cannot build the measurement copy: %s", msg);
+        ck_model_destroy(*twin);
+        ck_context_destroy(*tctx);
+        *twin = NULL;
+        *tctx = NULL;
+        return st;
+    }
+    (*twin)->step = m->step;
+    return CK_STATUS_SUCCESS;
+}
+
+/* Links BN layers to the dropout the static check says reaches them (CK001 / CK002). */
+static void link_findings(const ck_model *m, ck_measurement *r) {
+    int total = 0;
+    if (ck_model_check(m->layers, m->num_layers, NULL, 0, &total) != CK_STATUS_SUCCESS ||
+        total <= 0)
+        return;
+    ck_finding *fs = (ck_finding *)calloc((size_t)total, sizeof *fs);
+    if (!fs || ck_model_check(m->layers, m->num_layers, fs, total, &total) != CK_STATUS_SUCCESS) {
+        free(fs);
+        return;
+    }
+    for (int i = 0; i < total; ++i) {
+        const int direct = !strncmp(fs[i].code, "CK001", 5);
+        if (!direct && strncmp(fs[i].code, "CK002", 5))
+            continue;
+        for (int b = 0; b < r->n_bn && b < CK_MEASURE_MAX; ++b) {
+            ck_bn_shift *s = &r->bn[b];
+            if (s->layer != fs[i].layers[1] || (s->dropout_layer >= 0 && !(direct && !s->direct)))
+                continue;
+            s->dropout_layer = fs[i].layers[0];
+            s->direct = direct;
+            s->expected = fs[i].value;
+        }
+    }
+    free(fs);
+}
+
+CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
+                                  const ck_measure_options *opts, ck_measurement *out) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_context *ctx = m->ctx;
+    ck_clear_error(ctx);
+    if (!m->built)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    if (!data || !out)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", data ? "out" : "data");
+    if (data->count < 1 || !data->images || !data->labels)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "data: is empty");
+    if (data->h != m->in_h || data->w != m->in_w || data->c != m->in_c)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "data: images are %dx%dx%d, the model input is %dx%dx%d", data->h, data->w,
+                       data->c, m->in_h, m->in_w, m->in_c);
+    ck_measure_options o = {0, 0, 0, 0};
+    if (opts)
+        o = *opts;
+    if (o.train_batches < 0 || o.batches < 0 || o.batch < 0)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "opts: train_batches (%d), batches (%d) and batch (%d) must be >= 0",
+                       o.train_batches, o.batches, o.batch);
+    if (o.batch > m->max_batch)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "opts->batch: %d is larger than the model's max_batch %d", o.batch,
+                       m->max_batch);
+    if (o.train_batches > 0 && data->classes > m->classes)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH, "data: has %d classes, the model outputs %d",
+                       data->classes, m->classes);
+    const int batches = o.batches ? o.batches : 4;
+    int batch = o.batch ? o.batch : m->max_batch;
+    if (batch > data->count)
+        batch = data->count;
+    const uint64_t seed = o.seed ? o.seed : ctx->seed;
+    const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
+    int32_t *perm = (int32_t *)malloc(sizeof(int32_t) * (size_t)data->count);
+    float *xb = (float *)malloc(sizeof(float) * per * (size_t)batch);
+    int32_t *yb = (int32_t *)malloc(sizeof(int32_t) * (size_t)batch);
+    ck_measurement *r = (ck_measurement *)calloc(1, sizeof *r);
+    int maxc = 1;
+    for (int i = 0; i < m->num_layers; ++i)
+        if (m->lshape_store[i][2] > maxc)
+            maxc = m->lshape_store[i][2];
+    /* per BN layer: Var_train and Var_inference sums per channel */
+    double *vtr = NULL, *vin = NULL, *vins = NULL, *mtr = NULL,
+           *tmp = (double *)malloc(sizeof(double) * 2 * (size_t)maxc);
+    drop_acc *dacc = NULL;
+    int nbn = 0, ndrop = 0;
+    for (int i = 0; i < m->num_layers; ++i) {
+        nbn += m->layers[i].type == CK_LAYER_BATCHNORM;
+        ndrop += m->layers[i].type == CK_LAYER_DROPOUT ||
+                 m->layers[i].type == CK_LAYER_SPATIAL_DROPOUT2D;
+    }
+    vtr = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    vin = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    vins = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    mtr = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    dacc = (drop_acc *)calloc((size_t)(ndrop ? ndrop : 1), sizeof *dacc);
+    ck_context *tctx = NULL;
+    ck_model *twin = NULL;
+    ck_status st = CK_STATUS_SUCCESS;
+    if (!perm || !xb || !yb || !r || !tmp || !vtr || !vin || !vins || !mtr || !dacc)
+        st = ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "measure: out of host memory");
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_dataset_shuffle(data->count, seed, 0x6d65617375726500ull, perm);
+    int pos = 0; /* next sample in perm, wrapping */
+#define NEXT_BATCH()                                                                               \
+    do {                                                                                           \
+        if (pos + batch > data->count)                                                             \
+            pos = 0;                                                                               \
+        st = ck_dataset_gather(data, perm, pos, batch, xb, yb);                                    \
+        pos += batch;                                                                              \
+    } while (0)
+    for (int b = 0; b < o.train_batches && st == CK_STATUS_SUCCESS; ++b) {
+        NEXT_BATCH();
+        ck_step_result sr;
+        if (st == CK_STATUS_SUCCESS)
+            st = ck_model_train_step(m, xb, yb, batch, &sr);
+    }
+    if (st == CK_STATUS_SUCCESS)
+        st = make_twin(m, batch, &tctx, &twin);
+    if (st == CK_STATUS_SUCCESS) {
+        r->train_steps = o.train_batches;
+        r->model_step = m->step;
+        r->batches = batches;
+        r->batch = batch;
+        r->n_bn = nbn;
+        r->n_dropout = ndrop;
+        int ib = 0, id = 0;
+        for (int i = 0; i < m->num_layers; ++i) {
+            const ck_layer_desc *d = &m->layers[i];
+            if (d->type == CK_LAYER_BATCHNORM && ib < CK_MEASURE_MAX) {
+                ck_bn_shift *s = &r->bn[ib++];
+                s->layer = i;
+                s->channels = m->lshape_store[i][2];
+                s->dropout_layer = -1;
+                s->expected = NAN;
+                s->moving_init_weight = pow((double)d->momentum, (double)m->step);
+            } else if ((d->type == CK_LAYER_DROPOUT || d->type == CK_LAYER_SPATIAL_DROPOUT2D) &&
+                       id < CK_MEASURE_MAX) {
+                ck_dropout_effect *e = &r->dropout[id++];
+                e->layer = i;
+                e->spatial = d->type == CK_LAYER_SPATIAL_DROPOUT2D;
+                e->rate = d->rate;
+                int acts[8], na;
+                e->pool_layer = consuming_pool(m, i, acts, &na);
+                e->pool_window = 1;
+                if (e->pool_layer >= 0)
+                    e->pool_window =
+                        m->layers[e->pool_layer].kernel_h * m->layers[e->pool_layer].kernel_w;
+                e->expected = e->spatial ? e->rate : pow(e->rate, (double)e->pool_window);
+            }
+        }
+        /* the stored moving variances, before the twin's training-mode pass updates them */
+        float *mvs = (float *)malloc(sizeof(float) * (size_t)(nbn ? nbn : 1) * maxc);
+        if (!mvs)
+            st = ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "measure: out of host memory");
+        for (int b = 0; st == CK_STATUS_SUCCESS && b < nbn && b < CK_MEASURE_MAX; ++b) {
+            const float *mv = bn_moving(twin, r->bn[b].layer, 1);
+            if (!mv)
+                st = ck_fail(ctx, CK_STATUS_INTERNAL, "measure: no moving variance for layer %d",
+                             r->bn[b].layer);
+            else
+                memcpy(mvs + (size_t)b * maxc, mv, sizeof(float) * (size_t)r->bn[b].channels);
+        }
+        const int nb = nbn < CK_MEASURE_MAX ? nbn : CK_MEASURE_MAX;
+        const int nd = ndrop < CK_MEASURE_MAX ? ndrop : CK_MEASURE_MAX;
+        /* the same batches three times: 0 inference mode on the stored statistics, 1 training
+         * mode (BN input statistics, dropout counts), 2 inference mode after the moving
+         * statistics are set to what pass 1 measured (the converged values) */
+        for (int pass = 0; pass < 3 && st == CK_STATUS_SUCCESS; ++pass) {
+            double *acc = pass == 0 ? vins : pass == 1 ? vtr : vin;
+            if (pass == 2)
+                for (int k = 0; k < nb; ++k) {
+                    float *mm = bn_moving(twin, r->bn[k].layer, 0);
+                    float *mv = bn_moving(twin, r->bn[k].layer, 1);
+                    for (int ch = 0; ch < r->bn[k].channels; ++ch) {
+                        mm[ch] = (float)(mtr[(size_t)k * maxc + ch] / batches);
+                        mv[ch] = (float)(vtr[(size_t)k * maxc + ch] / batches);
+                    }
+                }
+            pos = o.train_batches * batch; /* the batches after the training ones */
+            for (int b = 0; b < batches && st == CK_STATUS_SUCCESS; ++b) {
+                NEXT_BATCH();
+                if (st != CK_STATUS_SUCCESS)
+                    break;
+                twin->step = m->step + b; /* a fresh dropout mask per batch */
+                st = ck_model_forward_nodes(twin, xb, batch, pass == 1, twin->num_nodes);
+                if (st != CK_STATUS_SUCCESS) {
+                    char msg[512];
+                    snprintf(msg, sizeof msg, "%s", ck_context_last_error(tctx));
+                    ck_fail(ctx, st, "measure: forward pass: %s", msg);
+                    break;
+                }
+                for (int k = 0; k < nb; ++k) {
+                    const int li = r->bn[k].layer;
+                    const float *in = layer_tensor(twin, li, xb, 1);
+                    if (!in) {
+                        st = ck_fail(ctx, CK_STATUS_INTERNAL,
+                                     "measure: the input of layer %d is not stored", li);
+                        break;
+                    }
+                    const int *sh = m->lshape_store[li];
+                    add_channel_var(in, batch, sh[0] * sh[1], sh[2], acc + (size_t)k * maxc,
+                                    pass == 1 ? mtr + (size_t)k * maxc : NULL, tmp);
+                }
+                for (int k = 0; pass == 1 && st == CK_STATUS_SUCCESS && k < nd; ++k) {
+                    const ck_dropout_effect *e = &r->dropout[k];
+                    const float *in = layer_tensor(twin, e->layer, xb, 1);
+                    const float *outp = layer_tensor(twin, e->layer, xb, 0);
+                    if (!in || !outp) {
+                        st = ck_fail(ctx, CK_STATUS_INTERNAL,
+                                     "measure: the tensors of layer %d are not stored", e->layer);
+                        break;
+                    }
+                    int acts[8], na;
+                    consuming_pool(m, e->layer, acts, &na);
+                    count_dropout(m, e->layer, e->pool_layer, acts, na, in, outp, batch, &dacc[k]);
+                }
+            }
+        }
+        for (int k = 0; st == CK_STATUS_SUCCESS && k < nb; ++k) {
+            ck_bn_shift *s = &r->bn[k];
+            const double *tr = vtr + (size_t)k * maxc, *inf = vin + (size_t)k * maxc;
+            const double *infs = vins + (size_t)k * maxc;
+            const float *mv = mvs + (size_t)k * maxc;
+            double sum = 0, lo = INFINITY, hi = -INFINITY, msum = 0, mlo = INFINITY,
+                   mhi = -INFINITY, str = 0, sin = 0, sins = 0, smv = 0;
+            int used = 0, mused = 0;
+            for (int ch = 0; ch < s->channels; ++ch) {
+                const double a = inf[ch] / batches, t = tr[ch] / batches;
+                const double as = infs[ch] / batches;
+                str += t;
+                sin += a;
+                sins += as;
+                smv += mv[ch];
+                if (mv[ch] > 0.0f) {
+                    const double qm = as / (double)mv[ch];
+                    msum += qm;
+                    mlo = fmin(mlo, qm);
+                    mhi = fmax(mhi, qm);
+                    ++mused;
+                }
+                if (!(t > 0.0))
+                    continue; /* a dead channel (constant input): no ratio */
+                const double q = a / t;
+                sum += q;
+                lo = fmin(lo, q);
+                hi = fmax(hi, q);
+                ++used;
+            }
+            s->var_train = str / s->channels;
+            s->var_inference = sin / s->channels;
+            s->var_inference_stored = sins / s->channels;
+            s->var_moving = smv / s->channels;
+            s->ratio = used ? sum / used : NAN;
+            s->ratio_min = used ? lo : NAN;
+            s->ratio_max = used ? hi : NAN;
+            s->ratio_moving = mused ? msum / mused : NAN;
+            s->ratio_moving_min = mused ? mlo : NAN;
+            s->ratio_moving_max = mused ? mhi : NAN;
+        }
+        for (int k = 0; k < nd; ++k) {
+            r->dropout[k].counted = dacc[k].counted;
+            r->dropout[k].zeroed =
+                dacc[k].counted ? (double)dacc[k].zeroed / (double)dacc[k].counted : NAN;
+        }
+        free(mvs);
+        if (st == CK_STATUS_SUCCESS)
+            link_findings(m, r);
+    }
+#undef NEXT_BATCH
+    if (st == CK_STATUS_SUCCESS)
+        *out = *r;
+    ck_model_destroy(twin);
+    ck_context_destroy(tctx);
+    free(perm);
+    free(xb);
+    free(yb);
+    free(r);
+    free(tmp);
+    free(vtr);
+    free(vin);
+    free(vins);
+    free(mtr);
+    free(dacc);
+    return st;
+}

@@ -1,0 +1,419 @@
+/* Measurements (ck_model_measure) and the order study (ck_study_*): variant generation and exact
+ * equivalences, the measured variance shift and zeroed fractions on tiny models where the answer
+ * is known, the t interval, and the CLI's exit codes for check --measure and study. */
+#include "common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cnnkit/check.h"
+#include "cnnkit/data.h"
+#include "cnnkit/model.h"
+#include "cnnkit/study.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static ck_keras_model parse(const char *text) {
+    ck_keras_model km;
+    char err[512];
+    ck_status st = ck_keras_parse(text, &km, err, sizeof err);
+    cr_assert_eq(st, CK_STATUS_SUCCESS, "parse: %s", err);
+    return km;
+}
+
+static ck_keras_model parse_layers(const char *layers) {
+    char text[4096];
+    snprintf(text, sizeof text, "model = Sequential([%s])\n", layers);
+    return parse(text);
+}
+
+/* n samples of h x w x c: N(0,1) (positive = 0) or uniform [0.5, 1) (positive = 1), 2 classes. */
+static ck_dataset synth(int n, int h, int w, int c, int positive, uint64_t seed) {
+    ck_dataset ds = {n, h, w, c, 2, NULL, NULL};
+    const size_t count = (size_t)n * h * w * c;
+    ds.images = (float *)malloc(sizeof(float) * count);
+    ds.labels = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
+    cr_assert(ds.images && ds.labels);
+    trng r = {seed};
+    for (size_t i = 0; i < count; ++i)
+        ds.images[i] = positive ? trng_uniform(&r, 0.5f, 1.0f) : trng_normal(&r);
+    for (int i = 0; i < n; ++i)
+        ds.labels[i] = (int32_t)(trng_u32(&r) & 1u);
+    return ds;
+}
+
+/* Builds `layers` (Keras syntax inside Sequential([...])) on ctx for h x w x c, max_batch. */
+static ck_model *build(ck_context *ctx, const char *layers, int h, int w, int c, int max_batch) {
+    ck_keras_model km = parse_layers(layers);
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    for (int i = 0; i < km.count; ++i)
+        CK_OK(ctx, ck_model_add(m, &km.layers[i]));
+    ck_keras_model_free(&km);
+    CK_OK(ctx, ck_model_build(m, h, w, c, max_batch));
+    return m;
+}
+
+/* ---- variants ------------------------------------------------------------------------------ */
+
+Test(study, variants_of_the_seed_model_are_distinct) {
+    ck_keras_model km = parse(t_seed_cnn_text);
+    ck_study_variant v[CK_STUDY_KIND_COUNT];
+    char err[256];
+    cr_assert_eq(ck_study_variants(km.layers, km.count, NULL, 0, v, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    static const char *const want[CK_STUDY_KIND_COUNT] = {
+        "2x C-B-R-C-B-R-P-D", "2x C-B-R-C-S-B-R-P", "2x C-R-B-C-R-B-P-D",
+        "2x C-B-R-C-B-R-D-P", "2x C-B-R-C-B-R-P-S", "2x C-B-R-C-B-R-P"};
+    for (int i = 0; i < CK_STUDY_KIND_COUNT; ++i) {
+        cr_assert_str_eq(v[i].name, ck_study_kind_name(i));
+        cr_assert_str_eq(v[i].order, want[i], "%s: %s", v[i].name, v[i].order);
+        cr_assert_eq(v[i].equivalent_to, -1, "%s marked equivalent to %d", v[i].name,
+                     v[i].equivalent_to);
+        /* the dense head is untouched: Dense(512) - BN - ReLU - Dropout(0.4) - Dense(10) - softmax
+         */
+        cr_assert_eq(v[i].layers[v[i].count - 1].type, CK_LAYER_ACTIVATION);
+        cr_assert_eq(v[i].layers[0].input_h, 28, "%s lost the input shape", v[i].name);
+    }
+    /* dropout-after-last-bn keeps only the head's dropout */
+    int drops = 0;
+    for (int k = 0; k < v[5].count; ++k)
+        drops += v[5].layers[k].type == CK_LAYER_DROPOUT;
+    cr_assert_eq(drops, 1);
+    ck_study_variants_free(v, CK_STUDY_KIND_COUNT);
+    ck_keras_model_free(&km);
+}
+
+Test(study, equivalent_variants_are_marked) {
+    /* the asker's model: asker and spatial-dropout are the original itself */
+    ck_keras_model km = parse_layers(
+        "Conv2D(32,(3,3),input_shape=(28,28,1)), SpatialDropout2D(0.2), BatchNormalization(), "
+        "Activation('relu'), MaxPooling2D((2,2)), Conv2D(64,(3,3)), SpatialDropout2D(0.2), "
+        "BatchNormalization(), Activation('relu'), MaxPooling2D((2,2)), Flatten(), Dense(10), "
+        "Activation('softmax')");
+    ck_study_variant v[CK_STUDY_KIND_COUNT];
+    char err[256];
+    cr_assert_eq(ck_study_variants(km.layers, km.count, NULL, 0, v, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(v[CK_STUDY_ASKER].equivalent_to, CK_STUDY_ORIGINAL);
+    cr_assert_eq(v[CK_STUDY_SPATIAL_DROPOUT].equivalent_to, CK_STUDY_ORIGINAL);
+    cr_assert_str_eq(v[CK_STUDY_ASKER].equivalence, "the same layer list");
+    cr_assert_eq(v[CK_STUDY_BN_AFTER_RELU].equivalent_to, -1);
+    cr_assert_str_eq(v[CK_STUDY_DROPOUT_BEFORE_POOL].order, "2x C-B-R-S-P");
+    /* dropout-after-last-bn: both spatial dropouts removed, one Dropout(0.2) before Dense(10) */
+    const ck_study_variant *d = &v[CK_STUDY_DROPOUT_AFTER_LAST_BN];
+    cr_assert_eq(d->equivalent_to, -1);
+    cr_assert_eq(d->layers[d->count - 3].type, CK_LAYER_DROPOUT);
+    cr_assert_float_eq(d->layers[d->count - 3].rate, 0.2f, 1e-6);
+    ck_study_variants_free(v, CK_STUDY_KIND_COUNT);
+
+    /* with spatial dropout after the pool, dropout-before-pool is an exact reordering */
+    int kinds[2] = {CK_STUDY_SPATIAL_DROPOUT, CK_STUDY_DROPOUT_BEFORE_POOL};
+    ck_keras_model k2 = parse_layers(
+        "Conv2D(8,(3,3),input_shape=(12,12,1)), BatchNormalization(), Activation('relu'), "
+        "MaxPooling2D((2,2)), Dropout(0.3), Flatten(), Dense(2), Activation('softmax')");
+    ck_study_variant w[2];
+    cr_assert_eq(ck_study_variants(k2.layers, k2.count, kinds, 2, w, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(w[1].equivalent_to, -1, "element Dropout before a max pool is not the same");
+    ck_study_variants_free(w, 2);
+    ck_keras_model_free(&k2);
+    ck_keras_model_free(&km);
+}
+
+Test(study, canonical_forms) {
+    const char *pairs[][3] = {
+        /* a, b, equal? */
+        {"Conv2D(4,(3,3)), SpatialDropout2D(0.2), MaxPooling2D((2,2)), Flatten(), Dense(2)",
+         "Conv2D(4,(3,3)), MaxPooling2D((2,2)), SpatialDropout2D(0.2), Flatten(), Dense(2)", "1"},
+        {"Conv2D(4,(3,3)), SpatialDropout2D(0.2), AveragePooling2D((2,2)), Flatten(), Dense(2)",
+         "Conv2D(4,(3,3)), AveragePooling2D((2,2)), SpatialDropout2D(0.2), Flatten(), Dense(2)",
+         "1"},
+        {"Conv2D(4,(3,3)), Dropout(0.2), MaxPooling2D((2,2)), Flatten(), Dense(2)",
+         "Conv2D(4,(3,3)), MaxPooling2D((2,2)), Dropout(0.2), Flatten(), Dense(2)", "0"},
+        {"Conv2D(4,(3,3)), Dropout(0.2), Activation('relu'), Flatten(), Dense(2)",
+         "Conv2D(4,(3,3),activation='relu'), Dropout(0.2), Flatten(), Dense(2)", "1"},
+        {"Conv2D(4,(3,3)), Dropout(0.2), Activation('tanh'), Flatten(), Dense(2)",
+         "Conv2D(4,(3,3)), Activation('tanh'), Dropout(0.2), Flatten(), Dense(2)", "0"},
+        {"Conv2D(4,(3,3)), Dropout(0.0), Flatten(), Dense(2)",
+         "Conv2D(4,(3,3)), Flatten(), "
+         "Dense(2)",
+         "1"},
+        {"Conv2D(4,(3,3)), Dropout(0.2), Flatten(), Dense(2)",
+         "Conv2D(4,(3,3)), Dropout(0.3), Flatten(), Dense(2)", "0"},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; ++i) {
+        ck_keras_model a = parse_layers(pairs[i][0]), b = parse_layers(pairs[i][1]);
+        int eq = -1;
+        char why[256];
+        cr_assert_eq(
+            ck_study_equivalent(a.layers, a.count, b.layers, b.count, &eq, why, sizeof why),
+            CK_STATUS_SUCCESS);
+        cr_assert_eq(eq, pairs[i][2][0] == '1', "pair %zu: %s vs %s", i, pairs[i][0], pairs[i][1]);
+        if (eq)
+            cr_assert(why[0], "pair %zu: no reason given", i);
+        ck_keras_model_free(&a);
+        ck_keras_model_free(&b);
+    }
+}
+
+Test(study, variant_errors) {
+    ck_keras_model km = parse_layers("Conv2D(4,(3,3)), Flatten(), Dense(2)");
+    ck_study_variant v[2];
+    char err[256];
+    int bad[2] = {0, 99}, twice[2] = {1, 1};
+    cr_assert_eq(ck_study_variants(km.layers, km.count, bad, 2, v, err, sizeof err),
+                 CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(err, "kinds[1]"), NULL, "%s", err);
+    cr_assert_eq(ck_study_variants(km.layers, km.count, twice, 2, v, err, sizeof err),
+                 CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(err, "twice"), NULL, "%s", err);
+    cr_assert_eq(ck_study_variants(NULL, 3, NULL, 0, v, err, sizeof err), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(err, "layers"), NULL, "%s", err);
+    cr_assert_eq(ck_study_kind_from_name("asker"), CK_STUDY_ASKER);
+    cr_assert_eq(ck_study_kind_from_name("nope"), -1);
+    cr_assert_null(ck_study_kind_name(CK_STUDY_KIND_COUNT));
+    ck_keras_model_free(&km);
+}
+
+/* ---- statistics ---------------------------------------------------------------------------- */
+
+Test(study, t_interval) {
+    cr_assert_float_eq(ck_student_t975(1), 12.7062, 1e-4);
+    cr_assert_float_eq(ck_student_t975(4), 2.7764, 1e-4);
+    cr_assert_float_eq(ck_student_t975(30), 2.0423, 1e-4);
+    cr_assert_float_eq(ck_student_t975(60), 2.0003, 1e-4);
+    cr_assert_float_eq(ck_student_t975(120), 1.9799, 1e-4);
+    cr_assert(isnan(ck_student_t975(0)));
+    const double x[5] = {1, 2, 3, 4, 5};
+    double mean, half, sd;
+    cr_assert_eq(ck_mean_ci95(x, 5, &mean, &half, &sd), CK_STATUS_SUCCESS);
+    cr_assert_float_eq(mean, 3.0, 1e-12);
+    cr_assert_float_eq(sd, sqrt(2.5), 1e-12);
+    cr_assert_float_eq(half, 2.7764451 * sqrt(2.5) / sqrt(5.0), 1e-6); /* 1.9632 */
+    cr_assert_eq(ck_mean_ci95(x, 1, &mean, &half, NULL), CK_STATUS_SUCCESS);
+    cr_assert(isnan(half));
+    cr_assert_eq(ck_mean_ci95(x, 0, &mean, &half, NULL), CK_STATUS_BAD_PARAM);
+
+    ck_study_result r[3];
+    memset(r, 0, sizeof r);
+    const double acc[3] = {0.90, 0.92, 0.91};
+    for (int i = 0; i < 3; ++i) {
+        r[i].variant = i < 2 ? 0 : 1;
+        r[i].test_accuracy = acc[i];
+        r[i].gap = 0.01;
+        r[i].images_per_s = 100;
+    }
+    ck_study_summary s;
+    cr_assert_eq(ck_study_summarize(r, 3, 0, &s), CK_STATUS_SUCCESS);
+    cr_assert_eq(s.runs, 2);
+    cr_assert_float_eq(s.acc_mean, 0.91, 1e-12);
+    cr_assert_float_eq(s.acc_ci95, 12.7062047 * sqrt(0.0002) / sqrt(2.0), 1e-9);
+    cr_assert_eq(ck_study_summarize(r, 3, 5, &s), CK_STATUS_SUCCESS);
+    cr_assert_eq(s.runs, 0);
+    cr_assert(isnan(s.acc_mean));
+}
+
+/* ---- measurements -------------------------------------------------------------------------- */
+
+Test(study, measured_shift_of_dropout_before_bn) {
+    /* Dropout(0.5) -> BN on N(0,1) data: Var_train = 2 Var_inference, ratio = p = 0.5 */
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = build(ctx,
+                        "Dropout(0.5), BatchNormalization(), Flatten(), Dense(2), "
+                        "Activation('softmax')",
+                        8, 8, 4, 64);
+    ck_dataset ds = synth(512, 8, 8, 4, 0, 7);
+    ck_measurement r;
+    ck_measure_options mo = {0, 4, 64, 3};
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    cr_assert_eq(r.n_bn, 1);
+    cr_assert_eq(r.bn[0].layer, 1);
+    cr_assert_eq(r.bn[0].channels, 4);
+    /* 4 batches x 4096 values per channel: the ratio's sampling error is ~2% */
+    cr_assert_float_eq(r.bn[0].ratio, 0.5, 0.05, "ratio %g", r.bn[0].ratio);
+    cr_assert_float_eq(r.bn[0].var_train, 2.0, 0.15, "Var_train %g", r.bn[0].var_train);
+    /* no training yet: the stored moving variance is its init 1 = Var_inference */
+    cr_assert_float_eq(r.bn[0].ratio_moving, 1.0, 0.05);
+    cr_assert_float_eq(r.bn[0].moving_init_weight, 1.0, 1e-12);
+    cr_assert_eq(r.bn[0].dropout_layer, 0);
+    cr_assert_eq(r.bn[0].direct, 1);
+    cr_assert_float_eq(r.bn[0].expected, 0.5, 1e-9); /* CK001, zero-mean input: p */
+    cr_assert_eq(r.n_dropout, 1);
+    cr_assert_eq(r.dropout[0].pool_layer, -1);
+    cr_assert_float_eq(r.dropout[0].zeroed, 0.5, 0.02);
+
+    /* 20 training steps: moving var = 0.99^20 * 1 + (1 - 0.99^20) * 2 = 1.182 -> as-stored
+     * ratio 1 / 1.182 = 0.846, while the converged ratio stays 0.5 */
+    ck_measure_options mt = {20, 4, 64, 3};
+    CK_OK(ctx, ck_model_measure(m, &ds, &mt, &r));
+    cr_assert_eq(r.train_steps, 20);
+    cr_assert_eq(ck_model_step(m), 20);
+    cr_assert_float_eq(r.bn[0].moving_init_weight, pow(0.99, 20), 1e-6);
+    cr_assert_float_eq(r.bn[0].ratio_moving, 1.0 / (pow(0.99, 20) + (1 - pow(0.99, 20)) * 2.0),
+                       0.03, "as stored %g", r.bn[0].ratio_moving);
+    cr_assert_float_eq(r.bn[0].ratio, 0.5, 0.05);
+    ck_dataset_free(&ds);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(study, measured_zeroed_fraction_after_pooling) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_dataset ds = synth(256, 8, 8, 8, 1, 11);
+    ck_measure_options mo = {0, 4, 64, 5};
+    ck_measurement r;
+    /* element Dropout(0.5) before a 2x2 max pool of positive values: 0.5^4 = 0.0625 */
+    ck_model *m = build(ctx, "Dropout(0.5), MaxPooling2D((2,2)), Flatten(), Dense(2)", 8, 8, 8, 64);
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    cr_assert_eq(r.n_dropout, 1);
+    cr_assert_eq(r.dropout[0].pool_layer, 1);
+    cr_assert_eq(r.dropout[0].pool_window, 4);
+    cr_assert_float_eq(r.dropout[0].expected, 0.0625, 1e-12);
+    cr_assert_eq(r.dropout[0].counted, 4LL * 64 * 4 * 4 * 8);
+    /* 32768 pooled outputs: binomial sd 0.0013 */
+    cr_assert_float_eq(r.dropout[0].zeroed, 0.0625, 0.01, "zeroed %g", r.dropout[0].zeroed);
+    ck_model_destroy(m);
+    /* SpatialDropout2D(0.5) through a ReLU: whole channels, 0.5 */
+    m = build(ctx,
+              "SpatialDropout2D(0.5), Activation('relu'), MaxPooling2D((2,2)), Flatten(), "
+              "Dense(2)",
+              8, 8, 8, 64);
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    cr_assert_eq(r.dropout[0].pool_layer, 2);
+    cr_assert_float_eq(r.dropout[0].expected, 0.5, 1e-12);
+    /* 2048 channel draws: sd 0.011 */
+    cr_assert_float_eq(r.dropout[0].zeroed, 0.5, 0.05, "zeroed %g", r.dropout[0].zeroed);
+    ck_model_destroy(m);
+    /* after the pool: counted at the dropout's output */
+    m = build(ctx, "MaxPooling2D((2,2)), Dropout(0.25), Flatten(), Dense(2)", 8, 8, 8, 64);
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    cr_assert_eq(r.dropout[0].pool_layer, -1);
+    cr_assert_float_eq(r.dropout[0].zeroed, 0.25, 0.02);
+    ck_model_destroy(m);
+    ck_dataset_free(&ds);
+    ck_context_destroy(ctx);
+}
+
+Test(study, measure_errors_name_the_argument) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m =
+        build(ctx, "Dropout(0.5), BatchNormalization(), Flatten(), Dense(2)", 4, 4, 2, 16);
+    ck_dataset ds = synth(32, 4, 4, 2, 0, 1), other = synth(32, 5, 4, 2, 0, 1);
+    ck_measurement r;
+    cr_assert_eq(ck_model_measure(m, NULL, NULL, &r), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "data"), NULL);
+    cr_assert_eq(ck_model_measure(m, &other, NULL, &r), CK_STATUS_SHAPE_MISMATCH);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "5x4x2"), NULL, "%s",
+                  ck_context_last_error(ctx));
+    ck_measure_options big = {0, 1, 17, 0};
+    cr_assert_eq(ck_model_measure(m, &ds, &big, &r), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "opts->batch"), NULL);
+    CK_OK(ctx, ck_model_measure(m, &ds, NULL, &r));
+    cr_assert_eq(r.batch, 16);
+    cr_assert_eq(r.batches, 4);
+    ck_dataset_free(&ds);
+    ck_dataset_free(&other);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* ---- CLI ------------------------------------------------------------------------------------ */
+
+static int run_cli(const char *args, char *out, size_t len) {
+    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_SOURCE_DIR "/examples", R_OK) != 0)
+        cr_skip("the cnnkit binary or the source tree is not here (a relocated test bundle)");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", CNNKIT_SOURCE_DIR, CNNKIT_CLI_PATH, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    cr_assert(WIFEXITED(st), "cnnkit %s did not exit normally", args);
+    return WEXITSTATUS(st);
+}
+
+static int have_fashion(void) {
+    return access(CK_FASHION_MNIST_DIR "/train-images-idx3-ubyte.gz", R_OK) == 0 ||
+           access(CK_FASHION_MNIST_DIR "/train-images-idx3-ubyte", R_OK) == 0;
+}
+
+static char out[1 << 16];
+
+Test(study, cli_usage_errors_exit_2) {
+    cr_assert_eq(run_cli("study examples/seed_cnn.py --variants bogus", out, sizeof out), 2, "%s",
+                 out);
+    cr_assert_neq(strstr(out, "bogus"), NULL, "%s", out);
+    cr_assert_eq(run_cli("study /nonexistent/model.py", out, sizeof out), 2, "%s", out);
+    cr_assert_eq(run_cli("study examples/seed_cnn.py --seeds 0", out, sizeof out), 2);
+    cr_assert_eq(run_cli("check examples/seed_cnn.py --seeds 3", out, sizeof out), 2, "%s", out);
+    cr_assert_eq(run_cli("train examples/seed_cnn.py --measure", out, sizeof out), 2, "%s", out);
+    cr_assert_eq(run_cli("study", out, sizeof out), 2);
+    cr_assert_eq(run_cli("check --measure /nonexistent/model.py", out, sizeof out), 2);
+}
+
+Test(study, cli_runtime_errors_exit_1) {
+    cr_assert_eq(
+        run_cli("check --measure examples/seed_cnn.py --data /nonexistent", out, sizeof out), 1,
+        "%s", out);
+    cr_assert_neq(strstr(out, "/nonexistent"), NULL, "%s", out);
+    cr_assert_eq(run_cli("study examples/seed_cnn.py --data /nonexistent", out, sizeof out), 1,
+                 "%s", out);
+}
+
+Test(study, cli_check_measure, .timeout = 120) {
+    if (!have_fashion())
+        cr_skip("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    cr_assert_eq(run_cli("check --measure examples/seed_cnn.py --batches 2 --batch 32 --limit 256",
+                         out, sizeof out),
+                 0, "%s", out);
+    cr_assert_neq(strstr(out, "converged"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "zeroed"), NULL, "%s", out);
+    cr_assert_eq(run_cli("check examples/asker_proposal.py --measure --json --batches 1 --batch 32 "
+                         "--limit 128",
+                         out, sizeof out),
+                 1, "%s", out);
+    cr_assert_neq(strstr(out, "\"measurement\": {"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "\"ratio_moving\""), NULL, "%s", out);
+}
+
+Test(study, cli_study_tiny, .timeout = 180) {
+    if (!have_fashion())
+        cr_skip("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    char csv[] = "/tmp/cnnkit-study-XXXXXX";
+    int fd = mkstemp(csv);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    char svg[64];
+    snprintf(svg, sizeof svg, "%s.svg", csv);
+    char args[512];
+    snprintf(args, sizeof args,
+             "study examples/asker_proposal.py --variants original,asker --seeds 2 --limit 128 "
+             "--test-limit 64 --batch 32 --epochs 1 --measure-batches 1 --device cpu --csv %s "
+             "--svg %s",
+             csv, svg);
+    cr_assert_eq(run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_neq(strstr(out, "= original exactly"), NULL, "equivalence not reported: %s", out);
+    cr_assert_neq(strstr(out, "| original |"), NULL, "%s", out);
+    FILE *f = fopen(csv, "r");
+    cr_assert_not_null(f);
+    char line[1024];
+    int lines = 0;
+    while (fgets(line, sizeof line, f))
+        ++lines;
+    fclose(f);
+    cr_assert_eq(lines, 3, "header + 2 seeds of one trained variant, got %d lines", lines);
+    f = fopen(svg, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    line[n] = '\0';
+    fclose(f);
+    cr_assert_neq(strstr(line, "<svg"), NULL);
+    unlink(csv);
+    unlink(svg);
+}
