@@ -40,7 +40,7 @@ LOG="$OUT/memcheck.log"
 set +e
 valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite,indirect \
   --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --track-origins=no \
-  --num-callers=30 --log-file="$LOG" \
+  --num-callers=30 --suppressions="$ROOT/.ci/valgrind.supp" --log-file="$LOG" \
   "$BUILD/cnnkit" train "$ROOT/examples/seed_cnn.py" --data "$OUT/data" --device cpu \
   --epochs 1 --batch 32 --seed 1 --save "$OUT/smoke.ckpt" >"$OUT/train.out" 2>&1
 rc=$?
