@@ -272,8 +272,13 @@ if [[ -x "$CLI_BIN" && -d "$HERE/share/fashion-mnist" ]]; then
   run_step train_fmnist train_fmnist.log plain "$CLI_BIN" train "$HERE/share/seed_cnn.py" \
     --data "$HERE/share/fashion-mnist" --device cuda --batch 128 --seed 1 \
     --epochs "${TRAIN_EPOCHS:-$( ((QUICK)) && echo 2 || echo 10)}" --log "$LOG_DIR/train_fmnist.csv"
+  # where a GPU training step spends its time: per planned node, forward and backward (issue 5)
+  run_step train_profile train_profile.log plain "$CLI_BIN" train "$HERE/share/seed_cnn.py" \
+    --data "$HERE/share/fashion-mnist" --device cuda --batch 512 --seed 1 --epochs 1 \
+    --limit 25600 --profile
 else
   skip_step train_fmnist train_fmnist.log "no bundled Fashion-MNIST (make gpu-bundle BUNDLE_DATA=1)"
+  skip_step train_profile train_profile.log "no bundled Fashion-MNIST (make gpu-bundle BUNDLE_DATA=1)"
 fi
 TOTAL_SECS="$(elapsed "$T_ALL" "$(now)")"
 

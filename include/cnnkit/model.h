@@ -141,6 +141,29 @@ ck_status ck_model_set_planning(ck_model *model, int enable);
 /* Number of executed nodes of a built model (a node runs one layer, or several fused ones;
  * 0 when not built). */
 int ck_model_num_nodes(const ck_model *model);
+
+/* Training-step profile. ck_model_set_profiling(m, 1) starts a new profile (figures reset):
+ * every later successful ck_model_train_step times each planned node's forward and backward
+ * pass, the optimizer update and the whole step (failed steps, evaluate and predict are not
+ * counted). On a CUDA context the stream is drained around every node, so a profiled step is
+ * slower than a plain one: the profile says where the time goes, bench_train how fast a step
+ * is. ck_model_set_profiling(m, 0) stops timing and keeps the figures. Any time, built or not;
+ * profiling changes no result. */
+ck_status ck_model_set_profiling(ck_model *model, int enable);
+typedef struct ck_profile_row {
+    char what[160];     /* the node as in the summary's plan ("batch_normalization + activation
+                           [BN+ReLU, ...]"), "optimizer (adam)" or "other (loss, input checks,
+                           copies)" */
+    int node;           /* plan index, -1 for the optimizer and other rows */
+    double forward_ms;  /* mean per profiled step (optimizer and other: their whole time) */
+    double backward_ms; /* mean per profiled step (0 for the optimizer and other rows) */
+} ck_profile_row;
+/* The profile of a built model: one row per planned node, then the optimizer row, then the
+ * other row (step time minus the rows above; >= 0 up to clock resolution). rows may be NULL
+ * with cap 0 to ask for *count (the number of rows). *steps (optional): profiled steps;
+ * *step_ms (optional): mean wall time of a profiled step (the sum of all rows). */
+ck_status ck_model_profile(const ck_model *model, ck_profile_row *rows, int cap, int *count,
+                           long long *steps, double *step_ms);
 /* Output shape of layer i (h, w, c; Dense/Flatten outputs have h = w = 1). */
 ck_status ck_model_layer_shape(const ck_model *model, int i, int *h, int *w, int *c);
 ck_status ck_model_layer_desc(const ck_model *model, int i, ck_layer_desc *desc);

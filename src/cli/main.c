@@ -23,7 +23,8 @@ static void usage(FILE *f) {
                "  summary  MODEL [--input HxWxC]\n"
                "  train    MODEL [--data fashion-mnist|DIR] [--epochs N] [--batch B] [--limit N]\n"
                "           [--device auto|cpu|cuda] [--seed S] [--save FILE] [--log FILE.csv]\n"
-               "           [--plot FILE.svg] [--input HxWxC]\n"
+               "           [--plot FILE.svg] [--input HxWxC] [--profile]\n"
+               "           --profile: time per planned node (forward, backward) and %% of step\n"
                "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
                "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
                "  check    MODEL [--json]   layer-order diagnostics; exit 0 clean, 1 warnings or\n"
@@ -52,6 +53,7 @@ typedef struct opts {
     unsigned long long seed;
     /* check / study */
     int json, measure, quick, batches, seeds, test_limit, measure_batches;
+    int profile; /* train */
     int batch_given, seed_given;
     const char *variants, *csv, *svg;
     float bn_momentum;
@@ -99,7 +101,9 @@ static int parse_args(int argc, char **argv, opts *o) {
                                !strcmp(a, "--csv") || !strcmp(a, "--svg") ||
                                !strcmp(a, "--quick") || !strcmp(a, "--test-limit") ||
                                !strcmp(a, "--measure-batches") || !strcmp(a, "--bn-momentum");
-        if ((check_only && !is_check) || (study_only && !is_study)) {
+        const int train_only = !strcmp(a, "--profile");
+        if ((check_only && !is_check) || (study_only && !is_study) ||
+            (train_only && strcmp(o->cmd, "train"))) {
             fprintf(stderr, "cnnkit: %s: option '%s' is not one of this command's\n", o->cmd, a);
             return -1;
         }
@@ -113,6 +117,8 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->json = 1;
         } else if (!strcmp(a, "--measure")) {
             o->measure = 1;
+        } else if (!strcmp(a, "--profile")) {
+            o->profile = 1;
         } else if (!strcmp(a, "--quick")) {
             o->quick = 1;
         } else if (!strcmp(a, "--data")) {
@@ -393,6 +399,39 @@ static int write_svg(const char *path, const ck_epoch_result *h, int n) {
     return fclose(f);
 }
 
+/* The training-step profile (--profile): one row per planned node, the optimizer and the rest. */
+static void print_profile(const ck_model *m, int cuda) {
+    int count = 0;
+    long long steps = 0;
+    double step_ms = 0.0;
+    if (ck_model_profile(m, NULL, 0, &count, NULL, NULL) != CK_STATUS_SUCCESS)
+        return;
+    ck_profile_row *rows = (ck_profile_row *)calloc((size_t)count, sizeof *rows);
+    if (!rows || ck_model_profile(m, rows, count, &count, &steps, &step_ms) != CK_STATUS_SUCCESS) {
+        free(rows);
+        return;
+    }
+    printf("profile: %lld training steps, %.3f ms per step%s\n", steps, step_ms,
+           cuda ? " (the stream drained around every node: slower than a plain step)" : "");
+    printf("%4s  %-58s %11s %11s %9s\n", "node", "layers", "forward ms", "backward ms",
+           "% of step");
+    for (int i = 0; i < count; ++i) {
+        const ck_profile_row *r = &rows[i];
+        char what[59];
+        snprintf(what, sizeof what, "%s", r->what); /* cut long plan notes */
+        char idx[16] = "";
+        if (r->node >= 0)
+            snprintf(idx, sizeof idx, "%d", r->node + 1);
+        const double pct = step_ms > 0.0 ? 100.0 * (r->forward_ms + r->backward_ms) / step_ms : 0.0;
+        if (r->node >= 0)
+            printf("%4s  %-58s %11.3f %11.3f %8.1f%%\n", idx, what, r->forward_ms, r->backward_ms,
+                   pct);
+        else
+            printf("%4s  %-58s %11.3f %11s %8.1f%%\n", idx, what, r->forward_ms, "", pct);
+    }
+    free(rows);
+}
+
 static int cmd_train(const opts *o) {
     ck_context *ctx = NULL;
     int rc = make_context(o, &ctx);
@@ -437,6 +476,8 @@ static int cmd_train(const opts *o) {
                ck_context_device(ctx) == CK_DEVICE_CUDA ? "cuda" : "cpu", train.count, test.count,
                o->batch, epochs, epochs > 1 ? "s" : "", o->seed);
         fflush(stdout);
+        if (o->profile)
+            ck_model_set_profiling(m, 1);
         train_ui ui = {isatty(STDOUT_FILENO), log};
         ck_fit_options fo = {epochs, o->batch, o->seed, on_step, on_epoch, &ui};
         ck_status st = ck_model_fit(m, &train, &test, &fo, hist);
@@ -448,6 +489,8 @@ static int cmd_train(const opts *o) {
             const ck_epoch_result *last = &hist[epochs - 1];
             printf("test accuracy: %.4f (%d/%d), test loss %.4f\n", last->val_accuracy,
                    (int)lround(last->val_accuracy * test.count), test.count, last->val_loss);
+            if (o->profile)
+                print_profile(m, ck_context_device(ctx) == CK_DEVICE_CUDA);
             if (o->save) {
                 st = ck_model_save(m, o->save);
                 if (st != CK_STATUS_SUCCESS) {

@@ -181,6 +181,15 @@ CK_API void *ck_context_stream(const ck_context *ctx) {
     return ctx ? ctx->stream : NULL;
 }
 
+void ck_stream_drain(ck_context *ctx) {
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA)
+        (void)cudaStreamSynchronize((cudaStream_t)ctx->stream);
+#else
+    (void)ctx;
+#endif
+}
+
 CK_API ck_status ck_context_synchronize(ck_context *ctx) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;

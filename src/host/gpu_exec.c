@@ -248,6 +248,7 @@ static ck_status gforward(ck_model *m, int batch, int training, int upto) {
         float *out = g->out[i];
         const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
         ck_status st = CK_STATUS_SUCCESS;
+        const double t0 = training ? ck_prof_begin(m) : 0.0;
         switch (n->type) {
         case CK_NODE_CONV:
             st = ck_gconv_forward(ctx, g->conv[i], batch, in, g->params + n->p_kernel,
@@ -310,6 +311,8 @@ static ck_status gforward(ck_model *m, int batch, int training, int upto) {
         default:
             return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "model: node %d has no GPU forward", i);
         }
+        if (training)
+            ck_prof_end(m, t0, &m->prof_cur_fwd[i]);
         if (st != CK_STATUS_SUCCESS)
             return st;
     }
@@ -328,6 +331,7 @@ static ck_status gbackward(ck_model *m, int batch, int from, const float *dy0) {
         const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
         float *dx = i > 0 ? g->gbuf[cur] : NULL;
         ck_status st = CK_STATUS_SUCCESS;
+        const double t0 = ck_prof_begin(m);
         switch (n->type) {
         case CK_NODE_CONV:
             st = ck_gconv_backward(ctx, g->conv[i], batch, in, g->params + n->p_kernel, dy, dx,
@@ -398,6 +402,7 @@ static ck_status gbackward(ck_model *m, int batch, int from, const float *dy0) {
         default:
             return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "model: node %d has no GPU backward", i);
         }
+        ck_prof_end(m, t0, &m->prof_cur_bwd[i]);
         if (st != CK_STATUS_SUCCESS)
             return st;
         if (!dx)

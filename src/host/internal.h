@@ -60,6 +60,9 @@ ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) CK_PR
 static inline void ck_clear_error(ck_context *ctx) {
     ctx->err[0] = '\0';
 }
+/* Waits for the context's stream (CUDA) without touching the error state; a no-op on the CPU.
+ * For measurements (profiling): a failed kernel reports itself at its own call. */
+void ck_stream_drain(ck_context *ctx);
 
 /* ---- host allocations, counted against the context's limit (context.c) ----------------------
  * Every host allocation of the library that has a context goes through these, so that

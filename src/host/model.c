@@ -220,6 +220,11 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->nodes = (ck_node *)ck_host_calloc(ctx, (size_t)cap, sizeof *m->nodes);
     m->num_nodes = m->num_ops = 0;
     m->planned = 0;
+    /* a new node list: the profile restarts (ck_model_set_profiling) */
+    memset(m->prof_fwd, 0, sizeof m->prof_fwd);
+    memset(m->prof_bwd, 0, sizeof m->prof_bwd);
+    m->prof_opt = m->prof_step = 0.0;
+    m->prof_steps = 0;
     if (!m->nodes)
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
     int ch = h, cw = w, cc = c, flat = 0; /* current per-sample shape; flat: after Flatten/Dense */

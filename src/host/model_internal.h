@@ -95,7 +95,19 @@ struct ck_model {
      * stores that tensor (fused into a later kernel or reordered past) */
     int layer_out_node[CK_MAX_LAYERS];
     int layer_in_node[CK_MAX_LAYERS];
+    /* training-step profile (ck_model_set_profiling): seconds per node of the step in progress
+     * (cur_*), added to the totals when the step succeeds */
+    int profiling;
+    long long prof_steps;
+    double prof_fwd[CK_MAX_OPS], prof_bwd[CK_MAX_OPS], prof_opt, prof_step;
+    double prof_cur_fwd[CK_MAX_OPS], prof_cur_bwd[CK_MAX_OPS];
 };
+
+/* Profiling of a training step (train.c): ck_prof_begin returns the time (s) after draining the
+ * device, or 0 when the model is not profiling; ck_prof_end adds the time since t0 (device
+ * drained) to *acc. Both cost nothing when profiling is off. */
+double ck_prof_begin(ck_model *m);
+void ck_prof_end(ck_model *m, double t0, double *acc);
 
 #define CK_PLAN_MODEL_INPUT (-2)
 #define CK_PLAN_NOT_MATERIALIZED (-1)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* A tensor header over model memory (NHWC activations or 1 x C x 1 x 1 parameters). */
 static ck_tensor view(ck_context *ctx, const float *p, int n, int h, int w, int c) {
@@ -24,6 +25,28 @@ static ck_tensor pview(ck_context *ctx, const float *p, int c) {
     ck_tensor t = view(ctx, p, 1, 1, 1, c);
     t.layout = CK_LAYOUT_NCHW;
     return t;
+}
+
+/* ---- training-step profile (ck_model_set_profiling) ------------------------------------------ */
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+double ck_prof_begin(ck_model *m) {
+    if (!m->profiling)
+        return 0.0;
+    ck_stream_drain(m->ctx);
+    return now_s();
+}
+
+void ck_prof_end(ck_model *m, double t0, double *acc) {
+    if (!m->profiling)
+        return;
+    ck_stream_drain(m->ctx);
+    *acc += now_s() - t0;
 }
 
 static ck_conv_geom geom_for(const ck_node *n, int batch) {
@@ -82,6 +105,7 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
         const float *in = node_input(m, i, x);
         const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
         ck_status st = CK_STATUS_SUCCESS;
+        const double t0 = training ? ck_prof_begin(m) : 0.0;
         switch (n->type) {
         case CK_NODE_CONV: {
             ck_conv_geom g = geom_for(n, batch);
@@ -152,6 +176,8 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
             }
             break;
         }
+        if (training)
+            ck_prof_end(m, t0, &m->prof_cur_fwd[i]);
         if (st != CK_STATUS_SUCCESS)
             return st;
     }
@@ -170,6 +196,7 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, floa
         const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
         float *dx = i > 0 ? m->gbuf[cur] : NULL; /* no gradient for the input */
         ck_status st = CK_STATUS_SUCCESS;
+        const double t0 = ck_prof_begin(m);
         switch (n->type) {
         case CK_NODE_CONV: {
             ck_conv_geom g = geom_for(n, batch);
@@ -245,6 +272,7 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, floa
             }
             break;
         }
+        ck_prof_end(m, t0, &m->prof_cur_bwd[i]);
         if (st != CK_STATUS_SUCCESS)
             return st;
         if (!dx)
@@ -370,6 +398,64 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
     return CK_STATUS_SUCCESS;
 }
 
+CK_API ck_status ck_model_set_profiling(ck_model *m, int enable) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    if (enable) {
+        memset(m->prof_fwd, 0, sizeof m->prof_fwd);
+        memset(m->prof_bwd, 0, sizeof m->prof_bwd);
+        m->prof_opt = m->prof_step = 0.0;
+        m->prof_steps = 0;
+    }
+    m->profiling = enable != 0;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int cap, int *count,
+                                  long long *steps, double *step_ms) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_context *ctx = m->ctx;
+    ck_clear_error(ctx);
+    if (!m->built)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    if (cap < 0 || (cap > 0 && !rows))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "rows: NULL with cap %d (cap must be >= 0)", cap);
+    const int total = m->num_nodes + 2;
+    const double per = m->prof_steps ? 1e3 / (double)m->prof_steps : 0.0;
+    double sum = 0.0;
+    for (int i = 0; i < m->num_nodes; ++i)
+        sum += m->prof_fwd[i] + m->prof_bwd[i];
+    for (int r = 0; r < total && r < cap; ++r) {
+        ck_profile_row *row = &rows[r];
+        memset(row, 0, sizeof *row);
+        if (r < m->num_nodes) {
+            row->node = r;
+            ck_model_plan_describe_node(m, r, row->what, sizeof row->what);
+            row->forward_ms = m->prof_fwd[r] * per;
+            row->backward_ms = m->prof_bwd[r] * per;
+        } else if (r == m->num_nodes) {
+            row->node = -1;
+            snprintf(row->what, sizeof row->what, "optimizer (%s)",
+                     m->opt.type == CK_OPT_ADAM ? "adam" : "sgd");
+            row->forward_ms = m->prof_opt * per;
+        } else {
+            row->node = -1;
+            snprintf(row->what, sizeof row->what, "other (loss, input checks, copies)");
+            const double other = m->prof_step - sum - m->prof_opt;
+            row->forward_ms = (other > 0.0 ? other : 0.0) * per;
+        }
+    }
+    if (count)
+        *count = total;
+    if (steps)
+        *steps = m->prof_steps;
+    if (step_ms)
+        *step_ms = m->prof_step * per;
+    return CK_STATUS_SUCCESS;
+}
+
 CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
                                      ck_step_result *result) {
     if (!m)
@@ -377,15 +463,32 @@ CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t 
     ck_clear_error(m->ctx);
     double loss_sum = 0.0;
     int correct = 0;
+    const double t_step = ck_prof_begin(m);
+    if (m->profiling)
+        for (int i = 0; i < m->num_nodes; ++i)
+            m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
     ck_status st = ck_model_loss_and_grads(m, x, labels, n, &loss_sum, &correct);
     if (st != CK_STATUS_SUCCESS)
         return st;
+    double t_opt = ck_prof_begin(m), opt = 0.0;
     if (m->gpu) {
         st = ck_gpu_optimizer_step(m);
         if (st != CK_STATUS_SUCCESS)
             return st;
     } else {
         optimizer_step(m);
+    }
+    ck_prof_end(m, t_opt, &opt);
+    if (m->profiling) { /* a failed step is not counted */
+        double step = 0.0;
+        ck_prof_end(m, t_step, &step);
+        for (int i = 0; i < m->num_nodes; ++i) {
+            m->prof_fwd[i] += m->prof_cur_fwd[i];
+            m->prof_bwd[i] += m->prof_cur_bwd[i];
+        }
+        m->prof_opt += opt;
+        m->prof_step += step;
+        m->prof_steps++;
     }
     m->step++;
     if (result) {
