@@ -14,15 +14,16 @@
 #define T_STEPS 6
 #define T_BATCH 16
 
-static const char MODEL[] = "model = Sequential()\n"
-                            "model.add(Conv2D(8, (3, 3), padding='same', input_shape=(12, 12, 1)))\n"
-                            "model.add(BatchNormalization())\n"
-                            "model.add(Activation('relu'))\n"
-                            "model.add(MaxPooling2D((2, 2)))\n"
-                            "model.add(Dropout(0.2))\n"
-                            "model.add(Flatten())\n"
-                            "model.add(Dense(32, activation='relu'))\n"
-                            "model.add(Dense(4, activation='softmax'))\n";
+static const char MODEL[] =
+    "model = Sequential()\n"
+    "model.add(Conv2D(8, (3, 3), padding='same', input_shape=(12, 12, 1)))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(MaxPooling2D((2, 2)))\n"
+    "model.add(Dropout(0.2))\n"
+    "model.add(Flatten())\n"
+    "model.add(Dense(32, activation='relu'))\n"
+    "model.add(Dense(4, activation='softmax'))\n";
 
 typedef struct job {
     uint64_t seed;
