@@ -76,9 +76,8 @@ static void free_out(bn_out *o) {
 /* Runs training forward (and backward when o->dx) on ctx with layout l. x_override replaces b->x
  * when given (for finite differences). */
 static void run_bn(ck_context *ctx, ck_layout l, const ck_bn_desc *d, const bn_case *b,
-                   const float *x_override, const float *gamma_override,
-                   const float *beta_override, const ck_dropout_desc *sd, bn_out *o,
-                   int backward) {
+                   const float *x_override, const float *gamma_override, const float *beta_override,
+                   const ck_dropout_desc *sd, bn_out *o, int backward) {
     const float *x = x_override ? x_override : b->x;
     ck_tensor *tx = t_tensor_from_nchw(ctx, l, b->N, b->C, b->H, b->W, x);
     ck_tensor *ty = t_tensor_from_nchw(ctx, l, b->N, b->C, b->H, b->W, NULL);
@@ -135,8 +134,8 @@ static void check_forward_vs_double(const ck_bn_desc *d, const bn_case *b, const
     const double M = (double)b->N * HW;
     uint8_t *keep = malloc((size_t)b->N * b->C);
     if (sd)
-        CK_OK(NULL, ck_dropout_mask_host(CK_DROPOUT_SPATIAL, seed, sd, b->N, b->C, b->H, b->W,
-                                         keep, (size_t)b->N * b->C));
+        CK_OK(NULL, ck_dropout_mask_host(CK_DROPOUT_SPATIAL, seed, sd, b->N, b->C, b->H, b->W, keep,
+                                         (size_t)b->N * b->C));
     for (int c = 0; c < b->C; ++c) {
         double s = 0, q = 0;
         for (int n = 0; n < b->N; ++n)
@@ -424,7 +423,8 @@ Test(batchnorm, single_value_batch) {
     ck_tensor *g = t_param(ctx, 4, b.gamma), *be = t_param(ctx, 4, b.beta);
     ck_tensor *rm = t_param(ctx, 4, b.rm), *rv = t_param(ctx, 4, b.rv);
     ck_tensor *sm = t_param(ctx, 4, NULL), *si = t_param(ctx, 4, NULL);
-    ck_status st = ck_batchnorm_forward_training(ctx, &d, tx, g, be, rm, rv, sm, si, NULL, ty, NULL);
+    ck_status st =
+        ck_batchnorm_forward_training(ctx, &d, tx, g, be, rm, rv, sm, si, NULL, ty, NULL);
     cr_assert_eq(st, CK_STATUS_SINGLE_VALUE_BATCH);
     cr_assert_neq(strstr(ck_context_last_error(ctx), "x:"), NULL, "message: %s",
                   ck_context_last_error(ctx));
@@ -477,4 +477,40 @@ Test(batchnorm, deterministic_across_thread_counts) {
     free_case(&b);
     ck_context_destroy(c1);
     ck_context_destroy(c2);
+}
+
+/* The CPU BN loops exist twice: baseline x86-64 and AVX2+FMA (picked at run time). Both must give
+ * the same bits in every layout, activation and dropout setting (fmaf is exactly rounded either
+ * way; the library is built with -ffp-contract=off). CNNKIT_CPU_ISA=generic forces the baseline;
+ * on a CPU without FMA both runs take it and the test compares the baseline with itself. */
+Test(batchnorm, instruction_set_paths_bit_identical) {
+    bn_case b = make_case(5, 11, 7, 6, 99);
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    const ck_dropout_desc sd = {0.3f, 17};
+    for (int l = 0; l < 2; ++l)
+        for (int act = 0; act < 2; ++act)
+            for (int drop = 0; drop < 2; ++drop) {
+                const ck_layout lay = l ? CK_LAYOUT_NHWC : CK_LAYOUT_NCHW;
+                ck_bn_desc d;
+                ck_bn_desc_init(&d, CK_BN_KERAS);
+                d.activation = act ? CK_ACT_RELU : CK_ACT_NONE;
+                bn_out a = alloc_out(&b), g = alloc_out(&b);
+                cr_assert_eq(unsetenv("CNNKIT_CPU_ISA"), 0);
+                run_bn(ctx, lay, &d, &b, NULL, NULL, NULL, drop ? &sd : NULL, &a, 1);
+                cr_assert_eq(setenv("CNNKIT_CPU_ISA", "generic", 1), 0);
+                run_bn(ctx, lay, &d, &b, NULL, NULL, NULL, drop ? &sd : NULL, &g, 1);
+                cr_assert_eq(unsetenv("CNNKIT_CPU_ISA"), 0);
+                const char *what = l ? "nhwc" : "nchw";
+                cr_assert_eq(memcmp(a.y, g.y, b.cnt * 4), 0, "%s act %d drop %d: y", what, act,
+                             drop);
+                cr_assert_eq(memcmp(a.dx, g.dx, b.cnt * 4), 0, "%s: dx", what);
+                cr_assert_eq(memcmp(a.dgamma, g.dgamma, b.C * 4), 0, "%s: dgamma", what);
+                cr_assert_eq(memcmp(a.dbeta, g.dbeta, b.C * 4), 0, "%s: dbeta", what);
+                cr_assert_eq(memcmp(a.rm, g.rm, b.C * 4), 0, "%s: moving mean", what);
+                cr_assert_eq(memcmp(a.rv, g.rv, b.C * 4), 0, "%s: moving variance", what);
+                free_out(&a);
+                free_out(&g);
+            }
+    free_case(&b);
+    ck_context_destroy(ctx);
 }

@@ -148,197 +148,265 @@ static float spatial_scale(uint64_t seed, const ck_dropout_desc *sd, uint32_t th
     return ck_spatial_keep(seed, sd->offset, thr, (uint64_t)g) ? scale : 0.0f;
 }
 
-/* Per-channel arithmetic of one BN call, filled once per call. */
+/* Per-channel arithmetic of one BN call, filled once per call (one array per quantity, so that
+ * the NHWC inner loop over channels reads each with unit stride). */
 typedef struct bn_chan {
-    float mean, invstd, a, beta, mean_g, mean_gx;
+    float *mean, *invstd, *a, *beta, *mean_g, *mean_gx;
 } bn_chan;
 
 /* The element passes of BN, written once for both layouts. */
 enum bn_pass {
     PASS_SUM,     /* acc0 += x */
-    PASS_SQ,      /* acc0 += (x - mean)^2, mean in acc_mu */
+    PASS_SQ,      /* acc0 += (x - mean)^2, mean in mu */
     PASS_BWD_SUM, /* acc0 += g, acc1 += g * xhat */
     PASS_FWD,     /* y = act(pre) * s */
     PASS_BWD      /* dx = ... */
 };
 
+#define CK_BN_CHUNKS 16
+
 typedef struct bn_job {
-    enum bn_pass pass;
-    ck_context *ctx; /* scratch allocations are counted here */
     strides s;
     const float *x, *dy;
     float *out;
-    const bn_chan *ch;
+    bn_chan ch;
     const double *mu; /* PASS_SQ */
     int act;
     uint64_t seed;
     const ck_dropout_desc *sd;
     uint32_t thr;
     float sdscale;
+    double *part; /* NHWC: CK_BN_CHUNKS rows of 2 x C partial sums (acc0 row, acc1 row) */
+    float *scs;   /* NHWC: CK_BN_CHUNKS rows of C channel scales */
 } bn_job;
 
-/* One element of a pass; acc points at the two accumulators of channel c. */
 #if defined(__GNUC__)
 #define CK_ALWAYS_INLINE static inline __attribute__((always_inline))
 #else
 #define CK_ALWAYS_INLINE static inline
 #endif
 
-/* pass is a compile-time constant at every call site (see bn_run), so the switch folds away. */
+/* One element of a pass: x index i, channel c, channel scale sc; a0 / a1: the two accumulators of
+ * channel c (reducing passes). pass is a literal at every call site, so the switch folds away. */
 CK_ALWAYS_INLINE void bn_elem(const bn_job *j, enum bn_pass pass, size_t i, int c, float sc,
-                              double *acc) {
+                              double *a0, double *a1) {
     const float xi = j->x[i];
-    const bn_chan *k = &j->ch[c];
     switch (pass) {
     case PASS_SUM:
-        acc[0] += xi;
+        *a0 += xi;
         break;
     case PASS_SQ: {
         const double dv = xi - j->mu[c];
-        acc[0] += dv * dv;
+        *a0 += dv * dv;
         break;
     }
     case PASS_BWD_SUM: {
-        const float g =
-            ck_act_backward(j->dy[i] * sc, ck_bn_preact(xi, k->mean, k->a, k->beta), j->act);
-        acc[0] += g;
-        acc[1] += (double)g * (double)((xi - k->mean) * k->invstd);
+        const float g = ck_act_backward(
+            j->dy[i] * sc, ck_bn_preact(xi, j->ch.mean[c], j->ch.a[c], j->ch.beta[c]), j->act);
+        *a0 += g;
+        *a1 += (double)g * (double)((xi - j->ch.mean[c]) * j->ch.invstd[c]);
         break;
     }
     case PASS_FWD:
-        j->out[i] = ck_act_forward(ck_bn_preact(xi, k->mean, k->a, k->beta), j->act) * sc;
+        j->out[i] =
+            ck_act_forward(ck_bn_preact(xi, j->ch.mean[c], j->ch.a[c], j->ch.beta[c]), j->act) * sc;
         break;
     case PASS_BWD: {
-        const float g =
-            ck_act_backward(j->dy[i] * sc, ck_bn_preact(xi, k->mean, k->a, k->beta), j->act);
-        j->out[i] = ck_bn_backward_dx(g, (xi - k->mean) * k->invstd, k->a, k->mean_g, k->mean_gx);
+        const float g = ck_act_backward(
+            j->dy[i] * sc, ck_bn_preact(xi, j->ch.mean[c], j->ch.a[c], j->ch.beta[c]), j->act);
+        j->out[i] = ck_bn_backward_dx(g, (xi - j->ch.mean[c]) * j->ch.invstd[c], j->ch.a[c],
+                                      j->ch.mean_g[c], j->ch.mean_gx[c]);
         break;
     }
     }
 }
 
-/* Runs a pass. acc (2 doubles per channel) receives per-channel sums for the reducing passes.
- * NCHW: parallel over channels, each channel summed in (n, p) order. NHWC: the samples are cut
- * into a fixed number of chunks (independent of the thread count), each chunk sums every channel
- * in (n, p) order into its own row of partials, and the rows are added in chunk order. Either way
- * the result does not depend on the number of threads. */
-#define CK_BN_CHUNKS 16
-CK_ALWAYS_INLINE void bn_run_pass(const bn_job *j, const enum bn_pass pass, double *acc,
-                                  int threads) {
+static int bn_reduces(enum bn_pass pass) {
+    return pass == PASS_SUM || pass == PASS_SQ || pass == PASS_BWD_SUM;
+}
+
+/* NCHW: channels [c0, c1), each summed in (n, p) order into acc[2c], acc[2c + 1]. */
+CK_ALWAYS_INLINE void bn_nchw_range(const bn_job *j, const enum bn_pass pass, double *acc, int c0,
+                                    int c1) {
     const strides s = j->s;
-    const int reduce = pass == PASS_SUM || pass == PASS_SQ || pass == PASS_BWD_SUM;
-    if (reduce)
-        memset(acc, 0, sizeof(double) * 2 * (size_t)s.c);
-    if (s.sp == 1) { /* NCHW */
-#pragma omp parallel for num_threads(CK_NT(threads)) schedule(static)
-        for (int c = 0; c < s.c; ++c) {
-            double a2[2] = {0.0, 0.0};
-            for (int n = 0; n < s.n; ++n) {
-                const float sc = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c);
-                const size_t base = n * s.sn + c * s.sc;
-                for (int p = 0; p < s.hw; ++p)
-                    bn_elem(j, pass, base + p, c, sc, a2);
-            }
-            if (reduce) {
-                acc[2 * c] = a2[0];
-                acc[2 * c + 1] = a2[1];
-            }
+    for (int c = c0; c < c1; ++c) {
+        double a0 = 0.0, a1 = 0.0;
+        for (int n = 0; n < s.n; ++n) {
+            const float sc = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c);
+            const size_t base = n * s.sn + c * s.sc;
+            for (int p = 0; p < s.hw; ++p)
+                bn_elem(j, pass, base + p, c, sc, &a0, &a1);
         }
-        return;
+        if (bn_reduces(pass)) {
+            acc[2 * c] = a0;
+            acc[2 * c + 1] = a1;
+        }
     }
-    const int chunks = s.n < CK_BN_CHUNKS ? s.n : CK_BN_CHUNKS;
-    ck_context *ctx = j->ctx;
-    double *part =
-        reduce ? (double *)ck_host_calloc(ctx, (size_t)chunks * 2 * (size_t)s.c, sizeof(double))
-               : NULL;
-    float *scs = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)chunks * (size_t)s.c);
-    const int serial = (reduce && !part) || !scs; /* out of memory: one chunk, no scratch */
-#pragma omp parallel for num_threads(serial ? 1 : CK_NT(threads)) schedule(static)
-    for (int k = 0; k < (serial ? 1 : chunks); ++k) {
-        const int n0 = serial ? 0 : (int)((long)s.n * k / chunks);
-        const int n1 = serial ? s.n : (int)((long)s.n * (k + 1) / chunks);
-        double *pa = !reduce ? NULL : serial ? acc : part + (size_t)k * 2 * s.c;
+}
+
+/* NHWC: sample chunks [k0, k1) of `chunks`; chunk k sums every channel in (n, p) order into its
+ * own rows of partials (j->part), with its channel scales in j->scs. */
+CK_ALWAYS_INLINE void bn_nhwc_range(const bn_job *j, const enum bn_pass pass, int chunks, int k0,
+                                    int k1) {
+    const strides s = j->s;
+    const int C = s.c;
+    for (int k = k0; k < k1; ++k) {
+        const int n0 = (int)((long)s.n * k / chunks), n1 = (int)((long)s.n * (k + 1) / chunks);
+        double *p0 = j->part + (size_t)k * 2 * C, *p1 = p0 + C;
+        float *sc = j->scs + (size_t)k * C;
+        if (bn_reduces(pass))
+            for (int c = 0; c < 2 * C; ++c)
+                p0[c] = 0.0;
         for (int n = n0; n < n1; ++n) {
-            float *sc = scs ? scs + (size_t)k * s.c : NULL;
-            if (sc)
-                for (int c = 0; c < s.c; ++c)
-                    sc[c] = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c);
+            for (int c = 0; c < C; ++c)
+                sc[c] = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * C + c);
             for (int p = 0; p < s.hw; ++p) {
                 const size_t base = n * s.sn + p * s.sp;
-                for (int c = 0; c < s.c; ++c)
-                    bn_elem(j, pass, base + c, c,
-                            sc ? sc[c]
-                               : spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c),
-                            pa ? pa + 2 * c : NULL);
+                for (int c = 0; c < C; ++c)
+                    bn_elem(j, pass, base + c, c, sc[c], &p0[c], &p1[c]);
             }
         }
     }
-    if (reduce && !serial)
-        for (int k = 0; k < chunks; ++k)
-            for (int i = 0; i < 2 * s.c; ++i)
-                acc[i] += part[(size_t)k * 2 * s.c + i];
-    ck_host_free(ctx, part);
-    ck_host_free(ctx, scs);
 }
 
-/* One specialized copy of the loops per pass. */
-static void bn_run(const bn_job *j, double *acc, int threads) {
-    switch (j->pass) {
-    case PASS_SUM:
-        bn_run_pass(j, PASS_SUM, acc, threads);
+/* The slice [*lo, *hi) of `count` items that thread t of nt runs (static partition). */
+static void bn_slice(int count, int t, int nt, int *lo, int *hi) {
+    *lo = (int)((long)count * t / nt);
+    *hi = (int)((long)count * (t + 1) / nt);
+}
+
+#define CK_BN_CASE(P)                                                                              \
+    case P:                                                                                        \
+        if (nchw)                                                                                  \
+            bn_nchw_range(j, P, acc, lo, hi);                                                      \
+        else                                                                                       \
+            bn_nhwc_range(j, P, chunks, lo, hi);                                                   \
         break;
-    case PASS_SQ:
-        bn_run_pass(j, PASS_SQ, acc, threads);
-        break;
-    case PASS_BWD_SUM:
-        bn_run_pass(j, PASS_BWD_SUM, acc, threads);
-        break;
-    case PASS_FWD:
-        bn_run_pass(j, PASS_FWD, acc, threads);
-        break;
-    case PASS_BWD:
-        bn_run_pass(j, PASS_BWD, acc, threads);
-        break;
+
+/* The body of bn_run, once per instruction set (below): the OpenMP region must be written inside
+ * each function so that its outlined threads are compiled for that function's target. */
+#ifdef _OPENMP
+#define CK_BN_THREAD_ID() const int t = omp_get_thread_num(), tn = omp_get_num_threads()
+#else
+#define CK_BN_THREAD_ID() const int t = 0, tn = 1
+#endif
+#define CK_BN_RUN_BODY                                                                             \
+    const strides s = j->s;                                                                        \
+    const int nchw = s.sp == 1;                                                                    \
+    const int chunks = s.n < CK_BN_CHUNKS ? s.n : CK_BN_CHUNKS;                                    \
+    const int items = nchw ? s.c : chunks;                                                         \
+    const int nt0 = CK_NT(threads);                                                                \
+    const int nt = nt0 < items ? nt0 : (items > 0 ? items : 1);                                    \
+    _Pragma("omp parallel num_threads(nt)") {                                                      \
+        CK_BN_THREAD_ID();                                                                         \
+        int lo, hi;                                                                                \
+        bn_slice(items, t, tn, &lo, &hi);                                                          \
+        switch (pass) {                                                                            \
+            CK_BN_CASE(PASS_SUM)                                                                   \
+            CK_BN_CASE(PASS_SQ)                                                                    \
+            CK_BN_CASE(PASS_BWD_SUM)                                                               \
+            CK_BN_CASE(PASS_FWD)                                                                   \
+            CK_BN_CASE(PASS_BWD)                                                                   \
+        }                                                                                          \
+    }
+
+static void bn_run_generic(const bn_job *j, enum bn_pass pass, double *acc, int threads) {
+    CK_BN_RUN_BODY
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__FMA__)
+#define CK_BN_FMA_CLONE 1
+/* The same loops for CPUs with FMA and AVX2: fmaf (ck_bn_preact) becomes one instruction instead
+ * of a libm call, and the NHWC channel loops vectorize. The floats are the same: fmaf is exactly
+ * rounded either way and vectorizing across channels reorders no sum. */
+__attribute__((target("avx2,fma"))) static void bn_run_fma(const bn_job *j, enum bn_pass pass,
+                                                           double *acc, int threads) {
+    CK_BN_RUN_BODY
+}
+#endif
+
+/* Runs a pass; acc (2 doubles per channel, interleaved) receives the per-channel sums of the
+ * reducing passes. NCHW: parallel over channels, each channel summed in (n, p) order. NHWC: the
+ * samples are cut into a fixed number of chunks (independent of the thread count), each chunk
+ * sums every channel in (n, p) order into its own partials, and the partials are added in chunk
+ * order. Either way the result does not depend on the number of threads. The OpenMP region is
+ * outlined before inlining, so the pass is dispatched once per thread (the switch in the body),
+ * not per element: every case runs loops specialized for its literal pass. */
+static void bn_run(const bn_job *j, enum bn_pass pass, double *acc, int threads) {
+#ifdef CK_BN_FMA_CLONE
+    /* CNNKIT_CPU_ISA=generic forces the baseline loops (the tests compare both paths bit for bit)
+     */
+    const char *isa = getenv("CNNKIT_CPU_ISA");
+    const int generic = isa && !strcmp(isa, "generic");
+    if (!generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        bn_run_fma(j, pass, acc, threads);
+    else
+        bn_run_generic(j, pass, acc, threads);
+#else
+    bn_run_generic(j, pass, acc, threads);
+#endif
+    const strides s = j->s;
+    if (s.sp != 1 && bn_reduces(pass)) {
+        memset(acc, 0, sizeof(double) * 2 * (size_t)s.c);
+        const int chunks = s.n < CK_BN_CHUNKS ? s.n : CK_BN_CHUNKS;
+        for (int k = 0; k < chunks; ++k) {
+            const double *p0 = j->part + (size_t)k * 2 * s.c, *p1 = p0 + s.c;
+            for (int c = 0; c < s.c; ++c) {
+                acc[2 * c] += p0[c];
+                acc[2 * c + 1] += p1[c];
+            }
+        }
     }
 }
 
-/* Scratch for one call: per-channel constants and accumulators. */
+/* Scratch for one call: per-channel constants, accumulators and the NHWC partials. */
 typedef struct bn_scratch {
     ck_context *ctx;
-    bn_chan *ch;
-    double *acc, *mu;
+    float *chan; /* 6 x C: the bn_chan arrays */
+    double *acc, *mu, *part;
+    float *scs;
 } bn_scratch;
 
 static int bn_scratch_alloc(bn_scratch *b, ck_context *ctx, int c) {
     b->ctx = ctx;
-    b->ch = (bn_chan *)ck_host_calloc(ctx, (size_t)c, sizeof *b->ch);
+    b->chan = (float *)ck_host_calloc(ctx, (size_t)c * 6, sizeof *b->chan);
     b->acc = (double *)ck_host_calloc(ctx, (size_t)c * 2, sizeof *b->acc);
     b->mu = (double *)ck_host_calloc(ctx, (size_t)c, sizeof *b->mu);
-    return b->ch && b->acc && b->mu;
+    b->part = (double *)ck_host_alloc(ctx, sizeof(double) * CK_BN_CHUNKS * 2 * (size_t)c);
+    b->scs = (float *)ck_host_alloc(ctx, sizeof(float) * CK_BN_CHUNKS * (size_t)c);
+    return b->chan && b->acc && b->mu && b->part && b->scs;
 }
 
 static void bn_scratch_free(bn_scratch *b) {
-    ck_host_free(b->ctx, b->ch);
+    ck_host_free(b->ctx, b->chan);
     ck_host_free(b->ctx, b->acc);
     ck_host_free(b->ctx, b->mu);
+    ck_host_free(b->ctx, b->part);
+    ck_host_free(b->ctx, b->scs);
 }
 
-static bn_job bn_job_make(enum bn_pass pass, const ck_tensor *x, const ck_tensor *dy, float *out,
-                          const bn_scratch *b, int act, uint64_t seed, const ck_dropout_desc *sd) {
+static bn_job bn_job_make(const ck_tensor *x, const ck_tensor *dy, float *out, const bn_scratch *b,
+                          int act, uint64_t seed, const ck_dropout_desc *sd) {
     bn_job j;
-    j.pass = pass;
-    j.ctx = x->ctx;
+    const size_t C = (size_t)x->c;
     j.s = strides_of(x);
     j.x = x->data;
     j.dy = dy ? dy->data : NULL;
     j.out = out;
-    j.ch = b->ch;
+    j.ch.mean = b->chan;
+    j.ch.invstd = b->chan + C;
+    j.ch.a = b->chan + 2 * C;
+    j.ch.beta = b->chan + 3 * C;
+    j.ch.mean_g = b->chan + 4 * C;
+    j.ch.mean_gx = b->chan + 5 * C;
     j.mu = b->mu;
     j.act = act;
     j.seed = seed;
     j.sd = sd;
     j.thr = sd ? ck_dropout_threshold(sd->rate) : 0;
     j.sdscale = sd ? ck_dropout_scale(sd->rate) : 1.0f;
+    j.part = b->part;
+    j.scs = b->scs;
     return j;
 }
 
@@ -353,13 +421,12 @@ int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uin
         bn_scratch_free(&b);
         return -1;
     }
+    bn_job j = bn_job_make(x, NULL, y->data, &b, (int)d->activation, seed, sd);
     if (!frozen) {
-        bn_job j = bn_job_make(PASS_SUM, x, NULL, NULL, &b, 0, seed, NULL);
-        bn_run(&j, b.acc, threads);
+        bn_run(&j, PASS_SUM, b.acc, threads);
         for (int c = 0; c < C; ++c)
             b.mu[c] = b.acc[2 * c] / m;
-        j.pass = PASS_SQ;
-        bn_run(&j, b.acc, threads);
+        bn_run(&j, PASS_SQ, b.acc, threads);
     }
     for (int c = 0; c < C; ++c) {
         float mean, invstd;
@@ -376,13 +443,12 @@ int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uin
         }
         saved_mean[c] = mean;
         saved_invstd[c] = invstd;
-        b.ch[c].mean = mean;
-        b.ch[c].invstd = invstd;
-        b.ch[c].a = ck_bn_scale(gamma[c], invstd);
-        b.ch[c].beta = beta[c];
+        j.ch.mean[c] = mean;
+        j.ch.invstd[c] = invstd;
+        j.ch.a[c] = ck_bn_scale(gamma[c], invstd);
+        j.ch.beta[c] = beta[c];
     }
-    bn_job j = bn_job_make(PASS_FWD, x, NULL, y->data, &b, (int)d->activation, seed, sd);
-    bn_run(&j, NULL, threads);
+    bn_run(&j, PASS_FWD, NULL, threads);
     bn_scratch_free(&b);
     return 0;
 }
@@ -395,14 +461,14 @@ int ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tenso
         bn_scratch_free(&b);
         return -1;
     }
+    bn_job j = bn_job_make(x, NULL, y->data, &b, (int)d->activation, 0, NULL);
     for (int c = 0; c < x->c; ++c) {
-        b.ch[c].mean = running_mean[c];
-        b.ch[c].invstd = ck_bn_invstd(running_var[c], d->epsilon);
-        b.ch[c].a = ck_bn_scale(gamma[c], b.ch[c].invstd);
-        b.ch[c].beta = beta[c];
+        j.ch.mean[c] = running_mean[c];
+        j.ch.invstd[c] = ck_bn_invstd(running_var[c], d->epsilon);
+        j.ch.a[c] = ck_bn_scale(gamma[c], j.ch.invstd[c]);
+        j.ch.beta[c] = beta[c];
     }
-    bn_job j = bn_job_make(PASS_FWD, x, NULL, y->data, &b, (int)d->activation, 0, NULL);
-    bn_run(&j, NULL, threads);
+    bn_run(&j, PASS_FWD, NULL, threads);
     bn_scratch_free(&b);
     return 0;
 }
@@ -418,24 +484,22 @@ int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t se
         bn_scratch_free(&b);
         return -1;
     }
+    bn_job j = bn_job_make(x, dy, dx->data, &b, (int)d->activation, seed, sd);
     for (int c = 0; c < C; ++c) {
-        b.ch[c].mean = saved_mean[c];
-        b.ch[c].invstd = saved_invstd[c];
-        b.ch[c].a = ck_bn_scale(gamma[c], saved_invstd[c]);
-        b.ch[c].beta = beta[c];
+        j.ch.mean[c] = saved_mean[c];
+        j.ch.invstd[c] = saved_invstd[c];
+        j.ch.a[c] = ck_bn_scale(gamma[c], saved_invstd[c]);
+        j.ch.beta[c] = beta[c];
     }
-    bn_job j = bn_job_make(PASS_BWD_SUM, x, dy, NULL, &b, (int)d->activation, seed, sd);
-    bn_run(&j, b.acc, threads);
+    bn_run(&j, PASS_BWD_SUM, b.acc, threads);
     for (int c = 0; c < C; ++c) {
         const double sg = b.acc[2 * c], sgx = b.acc[2 * c + 1];
-        b.ch[c].mean_g = frozen ? 0.0f : (float)(sg / m);
-        b.ch[c].mean_gx = frozen ? 0.0f : (float)(sgx / m);
+        j.ch.mean_g[c] = frozen ? 0.0f : (float)(sg / m);
+        j.ch.mean_gx[c] = frozen ? 0.0f : (float)(sgx / m);
         dgamma[c] = (float)sgx;
         dbeta[c] = (float)sg;
     }
-    j.pass = PASS_BWD;
-    j.out = dx->data;
-    bn_run(&j, NULL, threads);
+    bn_run(&j, PASS_BWD, NULL, threads);
     bn_scratch_free(&b);
     return 0;
 }
