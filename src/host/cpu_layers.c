@@ -433,6 +433,12 @@ void ck_cpu_activation_forward(ck_activation act, float alpha, const float *x, f
         return;
     }
     const int a = (int)act;
+    if (a == CK_ACT_RELU) { /* the common case in its own loop: the literal folds the switch */
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+        for (idx i = 0; i < (idx)count; ++i)
+            y[i] = ck_act_fwd_any(x[i], CK_ACT_RELU, alpha);
+        return;
+    }
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
     for (idx i = 0; i < (idx)count; ++i)
         y[i] = ck_act_fwd_any(x[i], a, alpha);
@@ -462,6 +468,12 @@ void ck_cpu_activation_backward(ck_activation act, float alpha, const float *x, 
     }
     const int a = (int)act;
     const int ux = ck_act_bwd_uses_x(a), uy = ck_act_bwd_uses_y(a);
+    if (a == CK_ACT_RELU) { /* as in the forward pass; ReLU's derivative reads y */
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+        for (idx i = 0; i < (idx)count; ++i)
+            dx[i] = ck_act_bwd_any(dy[i], 0.0f, y[i], CK_ACT_RELU, alpha);
+        return;
+    }
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
     for (idx i = 0; i < (idx)count; ++i)
         dx[i] = ck_act_bwd_any(dy[i], ux ? x[i] : 0.0f, uy ? y[i] : 0.0f, a, alpha);
