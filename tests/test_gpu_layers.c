@@ -60,9 +60,15 @@ typedef struct cshape {
 /* The seed's first conv, 'same' paddings cuDNN can express, and asymmetric ones it cannot
  * (3x3 stride 2 on an even size, 2x2 stride 1: the odd padding row goes to the bottom). */
 static const cshape CONVS[] = {
-    {5, 28, 28, 1, 32, 3, 3, 1, 1, 0}, {3, 9, 7, 3, 8, 3, 3, 1, 1, 1},
-    {4, 8, 8, 5, 6, 3, 3, 2, 2, 1},    {2, 5, 6, 4, 3, 2, 2, 1, 1, 1},
-    {3, 6, 6, 7, 5, 1, 1, 1, 1, 0},    {2, 11, 9, 3, 4, 5, 5, 2, 2, 0},
+    {5, 28, 28, 1, 32, 3, 3, 1, 1, 0},
+    {3, 9, 7, 3, 8, 3, 3, 1, 1, 1},
+    {4, 8, 8, 5, 6, 3, 3, 2, 2, 1},
+    {2, 5, 6, 4, 3, 2, 2, 1, 1, 1},
+    {3, 6, 6, 7, 5, 1, 1, 1, 1, 0},
+    {2, 11, 9, 3, 4, 5, 5, 2, 2, 0},
+    /* kernel < stride on one axis, asymmetric 'same' on the other: the explicitly padded copy
+     * must still cover the whole input (review of 2026-11-29) */
+    {3, 10, 10, 2, 4, 1, 3, 2, 2, 1},
 };
 
 Test(gpu_layers, conv_matches_cpu) {
@@ -289,7 +295,9 @@ Test(gpu_layers, optimizers_bit_identical) {
     for (long step = 1; step <= 3; ++step) {
         ck_cpu_adam_update(p, gr, m, v, cnt, 1e-3f, 0.9f, 0.999f, 1e-7f, 0.01f, step);
         const double t = (double)step;
-        const float alpha = (float)(1e-3 * sqrt(1.0 - pow(0.999, t)) / (1.0 - pow(0.9, t)));
+        /* the step size exactly as ck_cpu_adam_update forms it: from the float arguments */
+        const float alpha = (float)((double)1e-3f * sqrt(1.0 - pow((double)0.999f, t)) /
+                                    (1.0 - pow((double)0.9f, t)));
         cr_assert_eq(ck_cuda_adam(D(tp), D(tg), D(tm), D(tv), cnt, alpha, 0.9f, 0.999f, 1e-7f,
                                   1e-3f * 0.01f, g->stream),
                      0);

@@ -1,7 +1,7 @@
 /* The model on the GPU against the same model on the CPU (the oracle). Skipped without a device.
- * Bars: the losses of the first 10 training steps of the question's model agree to 1e-3
- * relative (issue 3); weights after those steps agree to 1e-3 of their scale; GPU training is
- * bit-reproducible (two runs, same seed: identical weights); checkpoints move between devices. */
+ * Bars: the first 10 training steps of the question's model agree with the CPU (issue 3; see
+ * first_10_losses_match_cpu for what is compared and why); GPU training is bit-reproducible (two
+ * runs, same seed: identical weights); checkpoints move between devices. */
 #include "common.h"
 
 #include <math.h>
@@ -40,36 +40,105 @@ static float *weights_of(ck_context *ctx, ck_model *m, size_t *count) {
     return w;
 }
 
+/* Copies the whole state of `from` (weights, optimizer moments, BN statistics, step) into `to`
+ * through a checkpoint file. */
+static void sync_state(ck_context *cf, ck_model *from, ck_context *ct, ck_model *to,
+                       const char *path) {
+    CK_OK(cf, ck_model_save(from, path));
+    CK_OK(ct, ck_model_load(to, path));
+}
+
+/* Issue 3's bar, "the losses of the first 10 steps agree to 1e-3", in three parts.
+ * (1) Lockstep, Adam: before every step the CPU model's whole state is copied into the GPU model,
+ *     so each step compares one computation from identical state: losses to 1e-4 relative, and
+ *     inference probabilities after the 10 steps to 1e-4.
+ * (2) Lockstep, plain SGD: one step from identical weights; the weight change is lr * gradient,
+ *     so this compares every gradient: GPU and CPU changes agree to 1e-3 of the largest change.
+ * (3) Free-running, Adam (the literal bar): each device trains on its own. Adam's first updates
+ *     are about lr * sign(g), and the biases of convs that feed a BN get gradients of pure
+ *     rounding noise, so rounding differences grow: on the CPU alone, inputs perturbed by one
+ *     ulp moved the loss by 5e-8, 1.8e-5, 3e-4, then 3.5e-3 at step 4 and 2.6e-2 at step 9
+ *     (review of 2026-11-29). Steps 0 and 1 must agree to 1e-3; all 10 are logged. */
 Test(gpu_model, first_10_losses_match_cpu) {
     ck_context *g = t_cuda_ctx_or_skip();
     ck_context *c = t_ctx(CK_DEVICE_CPU);
     const int B = 64;
-    ck_model *mg = seed_on(g, B), *mc = seed_on(c, B);
+    char path[] = "/tmp/cnnkit_gpu_lockstep_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
     float *x = malloc(sizeof(float) * 784 * B);
     int32_t y[64];
+
+    /* (1) lockstep, Adam */
+    ck_model *mg = seed_on(g, B), *mc = seed_on(c, B);
+    for (int step = 0; step < 10; ++step) {
+        make_batch(x, y, B, 100 + step);
+        sync_state(c, mc, g, mg, path);
+        ck_step_result rg, rc;
+        CK_OK(g, ck_model_train_step(mg, x, y, B, &rg));
+        CK_OK(c, ck_model_train_step(mc, x, y, B, &rc));
+        cr_expect_lt(fabs(rg.loss - rc.loss), 1e-4 * fabs(rc.loss),
+                     "lockstep step %d: GPU loss %.8f, CPU loss %.8f", step, rg.loss, rc.loss);
+    }
+    sync_state(c, mc, g, mg, path);
+    float *pg = malloc(sizeof(float) * 10 * B), *pc = malloc(sizeof(float) * 10 * B);
+    CK_OK(g, ck_model_predict(mg, x, B, pg));
+    CK_OK(c, ck_model_predict(mc, x, B, pc));
+    cr_expect_lt(t_max_rel_err(pg, pc, (size_t)10 * B), 1e-4, "inference probabilities");
+    ck_model_destroy(mg), ck_model_destroy(mc);
+
+    /* (2) lockstep, SGD: the gradients */
+    mg = seed_on(g, B), mc = seed_on(c, B);
+    ck_optimizer_desc sgd;
+    CK_OK(c, ck_optimizer_desc_init(&sgd, CK_OPT_SGD));
+    sgd.learning_rate = 0.1f;
+    CK_OK(g, ck_model_set_optimizer(mg, &sgd));
+    CK_OK(c, ck_model_set_optimizer(mc, &sgd));
+    make_batch(x, y, B, 300);
+    CK_OK(c, ck_model_train_step(mc, x, y, B, NULL)); /* away from the initial weights */
+    sync_state(c, mc, g, mg, path);
+    size_t n0 = 0, ng = 0, nc = 0;
+    float *w0 = weights_of(c, mc, &n0);
+    make_batch(x, y, B, 301);
+    CK_OK(g, ck_model_train_step(mg, x, y, B, NULL));
+    CK_OK(c, ck_model_train_step(mc, x, y, B, NULL));
+    float *wg = weights_of(g, mg, &ng), *wc = weights_of(c, mc, &nc);
+    cr_assert(ng == n0 && nc == n0);
+    double dmax = 0.0, err = 0.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < n0; ++i) {
+        const double dc = (double)wc[i] - w0[i], dg = (double)wg[i] - w0[i];
+        dmax = fmax(dmax, fabs(dc));
+        if (fabs(dg - dc) > err) {
+            err = fabs(dg - dc);
+            worst = i;
+        }
+    }
+    cr_assert_gt(dmax, 0.0);
+    cr_expect_lt(err, 1e-3 * dmax,
+                 "SGD step from identical weights: weight change differs by %g at %zu (largest "
+                 "change %g)",
+                 err, worst, dmax);
+    free(w0), free(wg), free(wc);
+    ck_model_destroy(mg), ck_model_destroy(mc);
+
+    /* (3) free-running, Adam, same seed */
+    mg = seed_on(g, B), mc = seed_on(c, B);
     for (int step = 0; step < 10; ++step) {
         make_batch(x, y, B, 100 + step);
         ck_step_result rg, rc;
         CK_OK(g, ck_model_train_step(mg, x, y, B, &rg));
         CK_OK(c, ck_model_train_step(mc, x, y, B, &rc));
-        cr_expect_lt(fabs(rg.loss - rc.loss), 1e-3 * fabs(rc.loss),
-                     "step %d: GPU loss %.7f, CPU loss %.7f", step, rg.loss, rc.loss);
+        const double rel = fabs(rg.loss - rc.loss) / fabs(rc.loss);
+        cr_log_info("free-running step %d: GPU loss %.7f, CPU loss %.7f, relative %.2e", step,
+                    rg.loss, rc.loss, rel);
+        if (step < 2)
+            cr_expect_lt(rel, 1e-3, "free-running step %d: GPU %.7f, CPU %.7f", step, rg.loss,
+                         rc.loss);
     }
-    size_t ng = 0, nc = 0;
-    float *wg = weights_of(g, mg, &ng), *wc = weights_of(c, mc, &nc);
-    cr_assert_eq(ng, nc);
-    double scale = 1e-3, err = 0.0;
-    for (size_t i = 0; i < nc; ++i) {
-        scale = fmax(scale, fabs(wc[i]));
-        err = fmax(err, fabs((double)wg[i] - wc[i]));
-    }
-    cr_expect_lt(err / scale, 1e-3, "weights after 10 steps: max diff %g (scale %g)", err, scale);
-    /* inference on both: probabilities agree */
-    float *pg = malloc(sizeof(float) * 10 * B), *pc = malloc(sizeof(float) * 10 * B);
-    CK_OK(g, ck_model_predict(mg, x, B, pg));
-    CK_OK(c, ck_model_predict(mc, x, B, pc));
-    cr_expect_lt(t_max_rel_err(pg, pc, (size_t)10 * B), 1e-2, "inference probabilities");
-    free(wg), free(wc), free(pg), free(pc), free(x);
+    unlink(path);
+    free(pg), free(pc), free(x);
     ck_model_destroy(mg), ck_model_destroy(mc);
     ck_context_destroy(g), ck_context_destroy(c);
 }

@@ -36,7 +36,10 @@ ck_status ck_cudnn_create(ck_context *ctx) {
     }
     ctx->cudnn = dnn;
     ctx->cublas = blas;
-    return ck_cudnn_set_stream(ctx);
+    ck_status st = ck_cudnn_set_stream(ctx);
+    if (st != CK_STATUS_SUCCESS)
+        ck_cudnn_destroy(ctx); /* the caller frees only the context */
+    return st;
 }
 
 void ck_cudnn_destroy(ck_context *ctx) {
@@ -72,6 +75,7 @@ struct ck_gconv {
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
     size_t algo_bytes; /* cuDNN workspace: the largest of the three algorithms at the largest n */
     int cur_n;         /* batch the tensor descriptors are set for */
+    int algo_ready;    /* algorithms chosen (gconv_pick_algos): later batch changes check sizes */
 };
 
 #define CK_CONV_ALGO_MAX_BYTES ((size_t)1 << 30)
@@ -95,6 +99,26 @@ static ck_status gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
     DNN_TRY(ctx, cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, n,
                                             c->g.cout, c->g.oh, c->g.ow));
     c->cur_n = n;
+    /* the algorithms were chosen, and the workspace sized, at the build batch: a smaller batch
+     * must fit in that workspace too (checked once per batch size, not per call) */
+    if (c->algo_ready) {
+        cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
+        size_t b[3] = {0, 0, 0};
+        DNN_TRY(ctx, cudnnGetConvolutionForwardWorkspaceSize(h, c->xd, c->wd, c->cd, c->yd, c->fwd,
+                                                             &b[0]));
+        DNN_TRY(ctx, cudnnGetConvolutionBackwardDataWorkspaceSize(h, c->wd, c->yd, c->cd, c->xd,
+                                                                  c->bwd_data, &b[1]));
+        DNN_TRY(ctx, cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c->xd, c->yd, c->cd, c->wd,
+                                                                    c->bwd_filter, &b[2]));
+        for (int i = 0; i < 3; ++i)
+            if (b[i] > c->algo_bytes) {
+                c->cur_n = 0; /* query again next time */
+                return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                               "conv: batch %d needs %zu workspace bytes, the plan for batch %d "
+                               "has %zu",
+                               n, b[i], c->g.n, c->algo_bytes);
+            }
+    }
     return CK_STATUS_SUCCESS;
 }
 
@@ -156,6 +180,7 @@ static ck_status gconv_pick_algos(ck_context *ctx, ck_gconv *c) {
                                                                 c->bwd_filter, &b));
     if (b > c->algo_bytes)
         c->algo_bytes = b;
+    c->algo_ready = 1;
     return CK_STATUS_SUCCESS;
 }
 
@@ -179,8 +204,10 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c) {
                 : (g->w + 2 * pl - g->kw) / g->sw + 1 == g->ow && need_w - pl - g->w == pl;
     c->explicit_pad = !(sym_h && sym_w);
     if (c->explicit_pad) {
-        c->hp = need_h;
-        c->wp = need_w;
+        /* at least the input itself: on an axis without padding the windows may end before the
+         * input does (kernel < stride), and the backward crop reads rows pt .. pt + h - 1 */
+        c->hp = need_h > pt + g->h ? need_h : pt + g->h;
+        c->wp = need_w > pl + g->w ? need_w : pl + g->w;
         pt = pl = 0;
     } else {
         c->hp = g->h;

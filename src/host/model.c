@@ -699,10 +699,19 @@ CK_API ck_status ck_model_set_optimizer(ck_model *m, const ck_optimizer_desc *op
                        "opt: Adam needs beta1, beta2 in [0, 1) and epsilon > 0");
     if (opt->type == CK_OPT_SGD && !(opt->momentum >= 0.0f && opt->momentum < 1.0f))
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt->momentum: must be in [0, 1)");
+    /* on a CUDA context the device holds the live state: bring it back first, so that the push
+     * below (zeroed moments) does not overwrite trained weights with stale host copies */
+    if (m->built && m->gpu) {
+        ck_status st = ck_gpu_model_pull(m);
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+    }
     m->opt = *opt;
     if (m->built) {
         memset(m->opt_m, 0, sizeof(float) * m->num_params);
         memset(m->opt_v, 0, sizeof(float) * m->num_params);
+        if (m->gpu)
+            return ck_gpu_model_push(m);
     }
     return CK_STATUS_SUCCESS;
 }
