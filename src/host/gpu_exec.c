@@ -458,6 +458,15 @@ ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labe
     }
     if (st == CK_STATUS_SUCCESS && ln >= 0)
         st = gbackward(m, n, ln, g->logits_grad);
+    /* as the CPU step: a non-finite gradient fails the step before any parameter changes */
+    if (st == CK_STATUS_SUCCESS) {
+        cudaError_t e = cudaMemsetAsync(&g->loss->nonfinite, 0, sizeof(int), s);
+        if (e != cudaSuccess)
+            st = ck_cuda_fail(ctx, e, "model: gradient check");
+        else if ((e = (cudaError_t)ck_cuda_flag_nonfinite(g->grads, m->num_params,
+                                                          &g->loss->nonfinite, s)) != cudaSuccess)
+            st = ck_cuda_fail(ctx, e, "model: gradient check");
+    }
     ck_kloss l = {0.0, 0, 0};
     if (st == CK_STATUS_SUCCESS) {
         cudaError_t e = cudaMemcpyAsync(&l, g->loss, sizeof l, cudaMemcpyDeviceToHost, s);
@@ -470,6 +479,11 @@ ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labe
         st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
                      "x: the loss is not finite at step %lld (NaN/Inf in the inputs or diverged "
                      "training); the model was not changed",
+                     m->step);
+    if (st == CK_STATUS_SUCCESS && l.nonfinite)
+        st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                     "model: a gradient is not finite at step %lld (diverged training); the model "
+                     "was not changed",
                      m->step);
     if (st != CK_STATUS_SUCCESS) {
         if (fb) { /* best effort: the BN state of before the step */

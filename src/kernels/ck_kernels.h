@@ -69,7 +69,7 @@ typedef struct ck_kgeom {
 typedef struct ck_kloss {
     double loss_sum;
     int correct;
-    int pad_;
+    int nonfinite; /* set by ck_cuda_flag_nonfinite (the gradients), not by the loss kernel */
 } ck_kloss;
 
 /* act: ck_activation values (CK_ACTV_*); softmax over rows of c. y may alias x. */
@@ -97,6 +97,9 @@ int ck_cuda_softmax_xent(int n, int classes, const float *logits, const int32_t 
  * decay = lr * weight_decay; vel may be NULL (plain SGD). */
 int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
                  float beta1, float beta2, float eps, float decay, void *stream);
+/* Sets *flag = 1 when any of p[0 .. count) is NaN or Inf; leaves it alone otherwise (clear it
+ * first). Every writer stores the same value: the result does not depend on the order. */
+int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, void *stream);
 int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
                 int nesterov, float decay, void *stream);
 /* Conv kernel HWIO (khw = kh*kw positions) -> KRSC (to_krsc = 1) or back (0). */

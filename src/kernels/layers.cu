@@ -394,6 +394,21 @@ extern "C" int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, f
     return ck_launch_status();
 }
 
+__global__ void k_flag_nonfinite(const float *p, long long count, int *flag) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x)
+        if (!isfinite(p[i]))
+            *flag = 1;
+}
+
+extern "C" int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, void *stream) {
+    if (count == 0)
+        return 0;
+    k_flag_nonfinite<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0,
+                       (cudaStream_t)stream>>>(p, (long long)count, flag);
+    return ck_launch_status();
+}
+
 /* ---- conv kernel layouts: Keras HWIO (kh, kw, cin, cout) <-> cuDNN NHWC filter KRSC
  *      (cout, kh, kw, cin) ------------------------------------------------------------------- */
 
