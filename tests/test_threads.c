@@ -91,6 +91,8 @@ Test(threads, contexts_train_concurrently_with_sequential_bits, .timeout = 120) 
         /* different seeds gave different models: the runs were not all the same one */
         if (t > 0)
             cr_assert_neq(memcmp(par[t].weights, par[0].weights, seq[t].count * sizeof(float)), 0);
+    }
+    for (int t = 0; t < T_THREADS; ++t) {
         free(seq[t].weights);
         free(par[t].weights);
     }
