@@ -1,7 +1,10 @@
 #include "common.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 uint32_t trng_u32(trng *r) {
     r->s ^= r->s >> 12;
@@ -147,3 +150,17 @@ const char t_seed_cnn_text[] =
     "\n"
     "model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', "
     "metrics=['accuracy'])\n";
+
+int t_run_cli(const char *args, char *out, size_t len) {
+    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_SOURCE_DIR "/examples", R_OK) != 0)
+        cr_skip("the cnnkit binary or the source tree is not here (a relocated test bundle)");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", CNNKIT_SOURCE_DIR, CNNKIT_CLI_PATH, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    cr_assert(WIFEXITED(st), "cnnkit %s did not exit normally", args);
+    return WEXITSTATUS(st);
+}

@@ -25,8 +25,8 @@ float trng_uniform(trng *r, float lo, float hi); /* [lo, hi) */
 float trng_normal(trng *r);                      /* N(0, 1) */
 void trng_fill(trng *r, float *p, size_t n, float lo, float hi);
 
-ck_context *t_ctx(ck_device dev);           /* creates or fails the test */
-ck_context *t_cuda_ctx_or_skip(void);       /* CUDA context, or cr_skip when no device */
+ck_context *t_ctx(ck_device dev);     /* creates or fails the test */
+ck_context *t_cuda_ctx_or_skip(void); /* CUDA context, or cr_skip when no device */
 /* Index of logical (n, c, h, w) in a buffer of the given layout. */
 size_t t_index(ck_layout l, int N, int C, int H, int W, int n, int c, int h, int w);
 /* Creates a tensor and uploads `nchw` (logical NCHW order) converted to its layout. */
@@ -42,5 +42,9 @@ double t_max_abs(const float *a, size_t n);
 
 /* examples/seed_cnn.py verbatim (tests/common.c). */
 extern const char t_seed_cnn_text[];
+
+/* Runs the cnnkit CLI from the source tree with args; returns its exit code, its stdout+stderr
+ * in out (cr_skip when the binary or the tree is not here). */
+int t_run_cli(const char *args, char *out, size_t len);
 
 #endif

@@ -7,25 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Runs the CLI with args; returns its exit code and its stdout+stderr in out. */
-static int run_cli(const char *args, char *out, size_t len) {
-    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_SOURCE_DIR "/examples", R_OK) != 0)
-        cr_skip("the cnnkit binary or the source tree is not here (a relocated test bundle)");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", CNNKIT_SOURCE_DIR, CNNKIT_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, len - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    cr_assert(WIFEXITED(st), "cnnkit %s did not exit normally", args);
-    return WEXITSTATUS(st);
-}
-
 static char out[65536];
 
 Test(cli, summary_of_the_seed_model) {
-    int rc = run_cli("summary examples/seed_cnn.py", out, sizeof out);
+    int rc = t_run_cli("summary examples/seed_cnn.py", out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert_neq(strstr(out, "Total params: 597,738"), NULL, "%s", out);
     cr_assert_neq(strstr(out, "Non-trainable params: 1,408"), NULL);
@@ -34,11 +19,11 @@ Test(cli, summary_of_the_seed_model) {
 }
 
 Test(cli, usage_and_model_errors_exit_2) {
-    cr_assert_eq(run_cli("", out, sizeof out), 2);
-    cr_assert_eq(run_cli("frobnicate examples/seed_cnn.py", out, sizeof out), 2);
-    cr_assert_eq(run_cli("train examples/seed_cnn.py --epochs zero", out, sizeof out), 2);
-    cr_assert_eq(run_cli("summary /nonexistent/model.py", out, sizeof out), 2);
-    cr_assert_eq(run_cli("evaluate examples/seed_cnn.py", out, sizeof out), 2, "%s", out);
+    cr_assert_eq(t_run_cli("", out, sizeof out), 2);
+    cr_assert_eq(t_run_cli("frobnicate examples/seed_cnn.py", out, sizeof out), 2);
+    cr_assert_eq(t_run_cli("train examples/seed_cnn.py --epochs zero", out, sizeof out), 2);
+    cr_assert_eq(t_run_cli("summary /nonexistent/model.py", out, sizeof out), 2);
+    cr_assert_eq(t_run_cli("evaluate examples/seed_cnn.py", out, sizeof out), 2, "%s", out);
     cr_assert_neq(strstr(out, "--weights"), NULL, "%s", out);
     char tmp[] = "/tmp/cnnkit-cli-XXXXXX";
     int fd = mkstemp(tmp);
@@ -49,18 +34,18 @@ Test(cli, usage_and_model_errors_exit_2) {
     close(fd);
     char args[256];
     snprintf(args, sizeof args, "summary %s", tmp);
-    cr_assert_eq(run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
     cr_assert_neq(strstr(out, "line 3"), NULL, "error does not name the line: %s", out);
     unlink(tmp);
-    cr_assert_eq(run_cli("--help", out, sizeof out), 0);
+    cr_assert_eq(t_run_cli("--help", out, sizeof out), 0);
 }
 
 Test(cli, runtime_errors_exit_1) {
-    cr_assert_eq(run_cli("train examples/seed_cnn.py --data /nonexistent --epochs 1", out,
-                         sizeof out),
-                 1, "%s", out);
+    cr_assert_eq(
+        t_run_cli("train examples/seed_cnn.py --data /nonexistent --epochs 1", out, sizeof out), 1,
+        "%s", out);
     cr_assert_neq(strstr(out, "/nonexistent"), NULL, "%s", out);
     cr_assert_eq(
-        run_cli("evaluate examples/seed_cnn.py --weights /nonexistent.ckpt", out, sizeof out), 1,
+        t_run_cli("evaluate examples/seed_cnn.py --weights /nonexistent.ckpt", out, sizeof out), 1,
         "%s", out);
 }

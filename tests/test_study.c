@@ -324,20 +324,6 @@ Test(study, measure_errors_name_the_argument) {
 
 /* ---- CLI ------------------------------------------------------------------------------------ */
 
-static int run_cli(const char *args, char *out, size_t len) {
-    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_SOURCE_DIR "/examples", R_OK) != 0)
-        cr_skip("the cnnkit binary or the source tree is not here (a relocated test bundle)");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", CNNKIT_SOURCE_DIR, CNNKIT_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, len - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    cr_assert(WIFEXITED(st), "cnnkit %s did not exit normally", args);
-    return WEXITSTATUS(st);
-}
-
 static int have_fashion(void) {
     return access(CK_FASHION_MNIST_DIR "/train-images-idx3-ubyte.gz", R_OK) == 0 ||
            access(CK_FASHION_MNIST_DIR "/train-images-idx3-ubyte", R_OK) == 0;
@@ -346,38 +332,40 @@ static int have_fashion(void) {
 static char out[1 << 16];
 
 Test(study, cli_usage_errors_exit_2) {
-    cr_assert_eq(run_cli("study examples/seed_cnn.py --variants bogus", out, sizeof out), 2, "%s",
+    cr_assert_eq(t_run_cli("study examples/seed_cnn.py --variants bogus", out, sizeof out), 2, "%s",
                  out);
     cr_assert_neq(strstr(out, "bogus"), NULL, "%s", out);
-    cr_assert_eq(run_cli("study /nonexistent/model.py", out, sizeof out), 2, "%s", out);
-    cr_assert_eq(run_cli("study examples/seed_cnn.py --seeds 0", out, sizeof out), 2);
-    cr_assert_eq(run_cli("check examples/seed_cnn.py --seeds 3", out, sizeof out), 2, "%s", out);
-    cr_assert_eq(run_cli("train examples/seed_cnn.py --measure", out, sizeof out), 2, "%s", out);
-    cr_assert_eq(run_cli("study", out, sizeof out), 2);
-    cr_assert_eq(run_cli("check --measure /nonexistent/model.py", out, sizeof out), 2);
+    cr_assert_eq(t_run_cli("study /nonexistent/model.py", out, sizeof out), 2, "%s", out);
+    cr_assert_eq(t_run_cli("study examples/seed_cnn.py --seeds 0", out, sizeof out), 2);
+    cr_assert_eq(t_run_cli("check examples/seed_cnn.py --seeds 3", out, sizeof out), 2, "%s", out);
+    cr_assert_eq(t_run_cli("train examples/seed_cnn.py --measure", out, sizeof out), 2, "%s", out);
+    cr_assert_eq(t_run_cli("study", out, sizeof out), 2);
+    cr_assert_eq(t_run_cli("check --measure /nonexistent/model.py", out, sizeof out), 2);
 }
 
 Test(study, cli_runtime_errors_exit_1) {
     cr_assert_eq(
-        run_cli("check --measure examples/seed_cnn.py --data /nonexistent", out, sizeof out), 1,
+        t_run_cli("check --measure examples/seed_cnn.py --data /nonexistent", out, sizeof out), 1,
         "%s", out);
     cr_assert_neq(strstr(out, "/nonexistent"), NULL, "%s", out);
-    cr_assert_eq(run_cli("study examples/seed_cnn.py --data /nonexistent", out, sizeof out), 1,
+    cr_assert_eq(t_run_cli("study examples/seed_cnn.py --data /nonexistent", out, sizeof out), 1,
                  "%s", out);
 }
 
 Test(study, cli_check_measure, .timeout = 120) {
     if (!have_fashion())
         cr_skip("Fashion-MNIST is not installed (dataset-fashion-mnist)");
-    cr_assert_eq(run_cli("check --measure examples/seed_cnn.py --batches 2 --batch 32 --limit 256",
-                         out, sizeof out),
-                 0, "%s", out);
+    cr_assert_eq(
+        t_run_cli("check --measure examples/seed_cnn.py --batches 2 --batch 32 --limit 256", out,
+                  sizeof out),
+        0, "%s", out);
     cr_assert_neq(strstr(out, "converged"), NULL, "%s", out);
     cr_assert_neq(strstr(out, "zeroed"), NULL, "%s", out);
-    cr_assert_eq(run_cli("check examples/asker_proposal.py --measure --json --batches 1 --batch 32 "
-                         "--limit 128",
-                         out, sizeof out),
-                 1, "%s", out);
+    cr_assert_eq(
+        t_run_cli("check examples/asker_proposal.py --measure --json --batches 1 --batch 32 "
+                  "--limit 128",
+                  out, sizeof out),
+        1, "%s", out);
     cr_assert_neq(strstr(out, "\"measurement\": {"), NULL, "%s", out);
     cr_assert_neq(strstr(out, "\"ratio_moving\""), NULL, "%s", out);
 }
@@ -397,7 +385,7 @@ Test(study, cli_study_tiny, .timeout = 180) {
              "--test-limit 64 --batch 32 --epochs 1 --measure-batches 1 --device cpu --csv %s "
              "--svg %s",
              csv, svg);
-    cr_assert_eq(run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
     cr_assert_neq(strstr(out, "= original exactly"), NULL, "equivalence not reported: %s", out);
     cr_assert_neq(strstr(out, "| original |"), NULL, "%s", out);
     FILE *f = fopen(csv, "r");

@@ -217,7 +217,7 @@ static double variance_ratio(const chk *c, int di, double p, char *what, size_t 
     return p;
 }
 
-static double act_eval(ck_activation a, double x, double alpha) {
+double ck_act_eval_ref(ck_activation a, double x, double alpha) {
     switch (a) {
     case CK_ACT_RELU:
         return x > 0 ? x : 0;
@@ -421,7 +421,7 @@ static void rule_dropout_act(chk *c, int i) {
             const double x = a->act == CK_ACT_ELU ? -1.0 : 1.0;
             const double alpha_e = a->act == CK_ACT_ELU ? 1.0 : alpha;
             const double ratio =
-                p * act_eval(a->act, x / p, alpha_e) / act_eval(a->act, x, alpha_e);
+                p * ck_act_eval_ref(a->act, x / p, alpha_e) / ck_act_eval_ref(a->act, x, alpha_e);
             f = emit(c, "CK007-dropout-before-nonlinear", CK_SEVERITY_WARNING, ratio, 2, dl, al,
                      -1);
             snprintf(f->message, sizeof f->message,
@@ -533,7 +533,7 @@ static void rule_double_act(chk *c, int i) {
         break;
     case CK_ACT_SIGMOID:
     case CK_ACT_TANH:
-        v = act_eval(a->act, 1.0, alpha);
+        v = ck_act_eval_ref(a->act, 1.0, alpha);
         snprintf(why, sizeof why, "the output is squashed into (%g, %.3f)",
                  a->act == CK_ACT_SIGMOID ? 0.5 : -v, v);
         break;
@@ -544,9 +544,9 @@ static void rule_double_act(chk *c, int i) {
                  "probability is at most e/(e+K-1) (0.232 for K = 10)");
         break;
     default:
-        v = act_eval(a->act, act_eval(a->act, 1.0, alpha), alpha);
+        v = ck_act_eval_ref(a->act, ck_act_eval_ref(a->act, 1.0, alpha), alpha);
         snprintf(why, sizeof why, "f(f(x)) != f(x): f(f(1)) = %.4g vs f(1) = %.4g", v,
-                 act_eval(a->act, 1.0, alpha));
+                 ck_act_eval_ref(a->act, 1.0, alpha));
         break;
     }
     ck_finding *f =

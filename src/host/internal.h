@@ -63,6 +63,9 @@ static inline void ck_clear_error(ck_context *ctx) {
 /* Waits for the context's stream (CUDA) without touching the error state; a no-op on the CPU.
  * For measurements (profiling): a failed kernel reports itself at its own call. */
 void ck_stream_drain(ck_context *ctx);
+/* An activation in double precision (check.c), for the diagnostics and the measurements:
+ * softmax and unknown values give x. */
+double ck_act_eval_ref(ck_activation a, double x, double alpha);
 
 /* ---- host allocations, counted against the context's limit (context.c) ----------------------
  * Every host allocation of the library that has a context goes through these, so that

@@ -39,25 +39,6 @@ static int zero_preserving(ck_activation a) {
     return a != CK_ACT_SIGMOID && a != CK_ACT_SOFTMAX;
 }
 
-static double act_value(ck_activation a, double alpha, double x) {
-    switch (a) {
-    case CK_ACT_RELU:
-        return x > 0 ? x : 0;
-    case CK_ACT_LEAKY_RELU:
-        return x > 0 ? x : alpha * x;
-    case CK_ACT_TANH:
-        return tanh(x);
-    case CK_ACT_ELU:
-        return x > 0 ? x : alpha * (exp(x) - 1.0);
-    case CK_ACT_GELU:
-        return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case CK_ACT_SWISH:
-        return x / (1.0 + exp(-x));
-    default:
-        return x;
-    }
-}
-
 /* Per-channel biased variance of an NHWC tensor (n samples of hw x c), added to acc[c]; the
  * per-channel mean added to mean_acc[c] (optional). */
 static void add_channel_var(const float *t, int n, int hw, int c, double *acc, double *mean_acc,
@@ -146,8 +127,8 @@ static void count_dropout(const ck_model *m, int dl, int pool, const int *acts, 
                             double a = in[at], b = out[at];
                             for (int j = 0; j < nacts; ++j) {
                                 const ck_layer_desc *ad = &m->layers[acts[j]];
-                                a = act_value(ad->activation, ad->alpha, a);
-                                b = act_value(ad->activation, ad->alpha, b);
+                                a = ck_act_eval_ref(ad->activation, a, ad->alpha);
+                                b = ck_act_eval_ref(ad->activation, b, ad->alpha);
                             }
                             if (is_max) {
                                 without = a > without ? a : without;
