@@ -1,7 +1,9 @@
 /* CPU reference of the Keras layers (see cpu_layers.h for the contracts).
  * Element-wise math comes from ck_math.h, shared with the CUDA kernels. Every output element is
  * written by one thread in a fixed order, reductions run in double in a fixed order, and the
- * GEMMs are called from the calling thread: results do not depend on the thread count. */
+ * GEMMs are cut by shape only (Conv2D: single-threaded GEMMs on cache-sized tiles inside the
+ * OpenMP region; Dense: one GEMM from the calling thread): see cpu_layers.h for what that
+ * guarantees. */
 #include "cpu_layers.h"
 
 #include "ck_math.h"
@@ -111,29 +113,78 @@ static size_t conv_k(const ck_conv_geom *g) {
     return (size_t)g->kh * (size_t)g->kw * (size_t)g->cin;
 }
 
-/* Samples per im2col chunk. */
-static int conv_chunk(const ck_conv_geom *g) {
+/* How a convolution is cut (a pure function of the geometry, never of the thread count).
+ *  - tiled (one sample's im2col fits CK_CONV_SAMPLE_MAX_FLOATS): the batch is cut into tiles of
+ *    ts whole samples whose im2col (about CK_CONV_TILE_FLOATS, cache-sized) is built, multiplied
+ *    and, backward, scattered back while it is still in cache. The tiles are dealt out in order to
+ *    `groups` fixed groups; a group runs on one thread with single-threaded GEMMs (OpenBLAS runs
+ *    one thread inside an OpenMP region) in its own workspace slot and sums its kernel gradient in
+ *    tile order; the group sums are added in group order. A single group (a one-sample batch)
+ *    runs on the calling thread with multi-threaded im2col and GEMMs instead.
+ *  - chunked (larger samples): chunks of whole samples under CK_CONV_WS_MAX_FLOATS, one
+ *    multi-threaded GEMM each, on the calling thread. */
+typedef struct conv_plan {
+    int tiled;
+    int ts;        /* samples per tile (tiled) or per chunk (chunked) */
+    int tiles;     /* tiles (tiled) */
+    int groups;    /* workspace slots and kernel-gradient partial sums (tiled) */
+    size_t slot;   /* floats of one im2col slot: ts samples */
+    size_t dkpart; /* floats of one kernel-gradient partial: K * cout */
+} conv_plan;
+
+static conv_plan conv_plan_of(const ck_conv_geom *g) {
+    conv_plan p = {0, g->n, 1, 1, 0, 0};
     const size_t per = (size_t)g->oh * (size_t)g->ow * conv_k(g);
-    size_t c = per > 0 ? CK_CONV_WS_MAX_FLOATS / per : (size_t)g->n;
-    if (c < 1)
-        c = 1;
-    if (c > (size_t)g->n)
-        c = (size_t)g->n;
-    return (int)c;
+    if (per <= CK_CONV_SAMPLE_MAX_FLOATS) {
+        /* cache-sized, and at least min(n, CK_CONV_GROUPS) tiles so that every group has work */
+        const size_t most = ((size_t)g->n + CK_CONV_GROUPS - 1) / CK_CONV_GROUPS;
+        size_t ts = CK_CONV_TILE_FLOATS / per;
+        ts = ts < 1 ? 1 : ts > most ? most : ts;
+        p.tiled = 1;
+        p.ts = (int)ts;
+        p.tiles = (g->n + p.ts - 1) / p.ts;
+        p.groups = p.tiles < CK_CONV_GROUPS ? p.tiles : CK_CONV_GROUPS;
+        p.dkpart = conv_k(g) * (size_t)g->cout;
+    } else {
+        size_t c = CK_CONV_WS_MAX_FLOATS / per;
+        c = c < 1 ? 1 : c > (size_t)g->n ? (size_t)g->n : c;
+        p.ts = (int)c;
+    }
+    p.slot = (size_t)p.ts * per;
+    return p;
 }
 
 size_t ck_cpu_conv2d_workspace_floats(const ck_conv_geom *g) {
     if (conv_is_pointwise(g))
         return 0;
-    return (size_t)conv_chunk(g) * (size_t)g->oh * (size_t)g->ow * conv_k(g);
+    const conv_plan p = conv_plan_of(g);
+    return (size_t)p.groups * (p.slot + p.dkpart);
 }
 
-/* col rows (s, i, j) for samples [0, ns) of x (already offset to the first sample). */
-static void im2col(const ck_conv_geom *g, int ns, const float *x, float *col) {
+/* Threads for the groups of a tiled convolution: the default team, at most one per group. */
+static int conv_threads(const conv_plan *p) {
+#ifdef _OPENMP
+    const int t = omp_get_max_threads();
+    return t < p->groups ? t : p->groups;
+#else
+    (void)p;
+    return 1;
+#endif
+}
+
+/* Tiles [*t0, *t1) of group gi: the tiles dealt out in order, as evenly as possible. */
+static void conv_group_tiles(const conv_plan *p, int gi, int *t0, int *t1) {
+    *t0 = (int)((long long)p->tiles * gi / p->groups);
+    *t1 = (int)((long long)p->tiles * (gi + 1) / p->groups);
+}
+
+/* col rows (s, i, j) for samples [0, ns) of x (already offset to the first sample); on the
+ * calling thread's team when par (else serially). */
+static void im2col(const ck_conv_geom *g, int ns, const float *x, float *col, int par) {
     const int H = g->h, W = g->w, C = g->cin, OH = g->oh, OW = g->ow;
     const size_t K = conv_k(g), bc = (size_t)C * sizeof(float);
     const idx lines = (idx)ns * OH;
-#pragma omp parallel for schedule(static) if (lines * OW * (idx)K >= CK_PAR_MIN)
+#pragma omp parallel for schedule(static) if (par && lines * OW * (idx)K >= CK_PAR_MIN)
     for (idx t = 0; t < lines; ++t) {
         const idx s = t / OH;
         const int i = (int)(t % OH);
@@ -161,11 +212,12 @@ static void im2col(const ck_conv_geom *g, int ns, const float *x, float *col) {
 
 /* dx of samples [0, ns) from dcol, as a gather: every dx row (s, ih) is written by one thread,
  * each element summing its (a, b) contributions in lexicographic order. */
-static void col2im(const ck_conv_geom *g, int ns, const float *dcol, float *dx) {
+static void col2im(const ck_conv_geom *g, int ns, const float *dcol, float *dx, int par) {
     const int H = g->h, W = g->w, C = g->cin, OH = g->oh, OW = g->ow;
     const size_t K = conv_k(g);
     const idx lines = (idx)ns * H;
-#pragma omp parallel for schedule(static) if (lines * W * (idx)C * g->kh * g->kw >= CK_PAR_MIN)
+#pragma omp parallel for schedule(static) if (par &&                                               \
+                                              lines * W * (idx)C * g->kh * g->kw >= CK_PAR_MIN)
     for (idx t = 0; t < lines; ++t) {
         const idx s = t / H;
         const int ih = (int)(t % H);
@@ -194,60 +246,111 @@ static void col2im(const ck_conv_geom *g, int ns, const float *dcol, float *dx) 
     }
 }
 
+/* y rows of samples [n0, n0 + ns) from their im2col (or x itself for 1x1 stride-1 kernels). */
+static void conv_fwd_rows(const ck_conv_geom *g, const float *col, const float *k,
+                          const float *bias, float *y, int ns, int par) {
+    const int K = (int)conv_k(g), CO = g->cout, rows = ns * g->oh * g->ow;
+    if (bias) {
+        if (par) {
+            fill_rows(rows, CO, bias, y);
+        } else {
+            for (int r = 0; r < rows; ++r)
+                memcpy(y + (size_t)r * CO, bias, (size_t)CO * sizeof *y);
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, CO, K, 1.0f, col, K, k, CO,
+                bias ? 1.0f : 0.0f, y, CO);
+}
+
 void ck_cpu_conv2d_forward(const ck_conv_geom *g, const float *x, const float *k, const float *bias,
                            float *y, float *ws) {
-    const int pw = conv_is_pointwise(g);
-    const int chunk = pw ? g->n : conv_chunk(g);
-    const int K = (int)conv_k(g), CO = g->cout;
-    const size_t xs = (size_t)g->h * g->w * g->cin, ys = (size_t)g->oh * g->ow * CO;
-    for (int n0 = 0; n0 < g->n; n0 += chunk) {
-        const int ns = g->n - n0 < chunk ? g->n - n0 : chunk;
-        const float *xc = x + (size_t)n0 * xs;
-        float *yc = y + (size_t)n0 * ys;
-        const int rows = ns * g->oh * g->ow;
-        const float *col = xc;
-        if (!pw) {
-            im2col(g, ns, xc, ws);
-            col = ws;
+    const size_t xs = (size_t)g->h * g->w * g->cin, ys = (size_t)g->oh * g->ow * g->cout;
+    if (conv_is_pointwise(g)) {
+        conv_fwd_rows(g, x, k, bias, y, g->n, 1);
+        return;
+    }
+    const conv_plan p = conv_plan_of(g);
+    if (!p.tiled) {
+        for (int n0 = 0; n0 < g->n; n0 += p.ts) {
+            const int ns = g->n - n0 < p.ts ? g->n - n0 : p.ts;
+            im2col(g, ns, x + (size_t)n0 * xs, ws, 1);
+            conv_fwd_rows(g, ws, k, bias, y + (size_t)n0 * ys, ns, 1);
         }
-        if (bias)
-            fill_rows(rows, CO, bias, yc);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, CO, K, 1.0f, col, K, k, CO,
-                    bias ? 1.0f : 0.0f, yc, CO);
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(conv_threads(&p)) if (p.groups > 1)
+    for (int gi = 0; gi < p.groups; ++gi) {
+        float *col = ws + (size_t)gi * p.slot;
+        int t0, t1;
+        conv_group_tiles(&p, gi, &t0, &t1);
+        for (int t = t0; t < t1; ++t) {
+            const int n0 = t * p.ts, ns = g->n - n0 < p.ts ? g->n - n0 : p.ts;
+            im2col(g, ns, x + (size_t)n0 * xs, col, p.groups == 1);
+            conv_fwd_rows(g, col, k, bias, y + (size_t)n0 * ys, ns, p.groups == 1);
+        }
+    }
+}
+
+/* For ns samples: dk (+)= col^T dy and, when dx, dcol = dy k^T scattered into dx. col is the
+ * im2col (then dcol may be the same buffer: col is not read again) or, for 1x1 stride-1 kernels,
+ * x itself (then dcol is dx and there is nothing to scatter). */
+static void conv_bwd_rows(const ck_conv_geom *g, const float *col, float *dcol, const float *k,
+                          const float *dy, float *dx, float *dk, int accumulate, int ns, int par) {
+    const int K = (int)conv_k(g), CO = g->cout, rows = ns * g->oh * g->ow;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, CO, rows, 1.0f, col, K, dy, CO,
+                accumulate ? 1.0f : 0.0f, dk, CO);
+    if (dx) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, K, CO, 1.0f, dy, CO, k, CO, 0.0f,
+                    dcol, K);
+        if (dcol != dx)
+            col2im(g, ns, dcol, dx, par);
     }
 }
 
 void ck_cpu_conv2d_backward(const ck_conv_geom *g, const float *x, const float *k, const float *dy,
                             float *dx, float *dk, float *dbias, float *ws) {
-    const int pw = conv_is_pointwise(g);
-    const int chunk = pw ? g->n : conv_chunk(g);
-    const int K = (int)conv_k(g), CO = g->cout;
-    const size_t xs = (size_t)g->h * g->w * g->cin, ys = (size_t)g->oh * g->ow * CO;
-    for (int n0 = 0; n0 < g->n; n0 += chunk) {
-        const int ns = g->n - n0 < chunk ? g->n - n0 : chunk;
-        const float *xc = x + (size_t)n0 * xs;
-        const float *dyc = dy + (size_t)n0 * ys;
-        const int rows = ns * g->oh * g->ow;
-        const float *col = xc;
-        if (!pw) {
-            im2col(g, ns, xc, ws);
-            col = ws;
-        }
-        /* dk (K x CO) (+)= col^T dy */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, CO, rows, 1.0f, col, K, dyc, CO,
-                    n0 == 0 ? 0.0f : 1.0f, dk, CO);
-        if (dx) {
-            /* dcol (rows x K) = dy k^T, then scattered back (the im2col buffer is reused) */
-            float *dxc = dx + (size_t)n0 * xs;
-            float *dcol = pw ? dxc : ws;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, K, CO, 1.0f, dyc, CO, k, CO,
-                        0.0f, dcol, K);
-            if (!pw)
-                col2im(g, ns, dcol, dxc);
+    const size_t xs = (size_t)g->h * g->w * g->cin, ys = (size_t)g->oh * g->ow * g->cout;
+    if (conv_is_pointwise(g)) {
+        conv_bwd_rows(g, x, dx, k, dy, dx, dk, 0, g->n, 1);
+    } else {
+        const conv_plan p = conv_plan_of(g);
+        if (!p.tiled) {
+            for (int n0 = 0; n0 < g->n; n0 += p.ts) {
+                const int ns = g->n - n0 < p.ts ? g->n - n0 : p.ts;
+                im2col(g, ns, x + (size_t)n0 * xs, ws, 1);
+                conv_bwd_rows(g, ws, ws, k, dy + (size_t)n0 * ys, dx ? dx + (size_t)n0 * xs : NULL,
+                              dk, n0 > 0, ns, 1);
+            }
+        } else {
+            float *parts = ws + (size_t)p.groups * p.slot;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(conv_threads(&p)) if (p.groups > 1)
+            for (int gi = 0; gi < p.groups; ++gi) {
+                float *col = ws + (size_t)gi * p.slot;
+                float *part = p.groups > 1 ? parts + (size_t)gi * p.dkpart : dk;
+                int t0, t1;
+                conv_group_tiles(&p, gi, &t0, &t1);
+                for (int t = t0; t < t1; ++t) {
+                    const int n0 = t * p.ts, ns = g->n - n0 < p.ts ? g->n - n0 : p.ts;
+                    im2col(g, ns, x + (size_t)n0 * xs, col, p.groups == 1);
+                    conv_bwd_rows(g, col, col, k, dy + (size_t)n0 * ys,
+                                  dx ? dx + (size_t)n0 * xs : NULL, part, t > t0, ns,
+                                  p.groups == 1);
+                }
+            }
+            if (p.groups > 1) { /* dk = sum of the group partials, in group order */
+                const idx e = (idx)p.dkpart;
+#pragma omp parallel for schedule(static) if (e * p.groups >= CK_PAR_MIN)
+                for (idx i = 0; i < e; ++i) {
+                    float s = parts[i];
+                    for (int gi = 1; gi < p.groups; ++gi)
+                        s += parts[(size_t)gi * p.dkpart + i];
+                    dk[i] = s;
+                }
+            }
         }
     }
     if (dbias)
-        colsum((idx)g->n * g->oh * g->ow, CO, dy, dbias);
+        colsum((idx)g->n * g->oh * g->ow, g->cout, dy, dbias);
 }
 
 /* ---- pooling ------------------------------------------------------------------------------- */

@@ -17,11 +17,17 @@
  *    OMP_NUM_THREADS). Work is split so that every output element is computed by one thread in a
  *    fixed order and every reduction (bias gradients, GAP, losses) runs in a fixed order in
  *    double: results are bit-identical for any OpenMP thread count.
- *  - Conv2D and Dense use OpenBLAS cblas_sgemm, always called from the calling thread (never from
- *    inside an OpenMP region), with a call sequence that depends only on the shapes. For a fixed
- *    OpenBLAS thread count the results are bit-identical run to run. The pthreads OpenBLAS splits
- *    a GEMM differently for different thread counts, so y / dx / dk of Conv2D and Dense can
- *    differ in the last bits between OpenBLAS thread counts (measured: ~1e-7 relative). The
+ *  - Conv2D cuts the batch into cache-sized tiles of whole samples dealt to a fixed number of
+ *    groups (a function of the shapes only); each group runs on one thread of the OpenMP team and
+ *    calls cblas_sgemm from inside the region, where the OpenMP build of OpenBLAS (the one the
+ *    build links) runs single-threaded; the kernel gradient is summed per group in tile order,
+ *    then over groups in group order. Conv2D results of batches of two or more samples are
+ *    therefore bit-identical for any OpenMP and OpenBLAS thread count. (One-sample batches and
+ *    samples whose im2col exceeds CK_CONV_SAMPLE_MAX_FLOATS call multi-threaded GEMMs from the
+ *    calling thread instead, like Dense.)
+ *  - Dense uses one cblas_sgemm from the calling thread, with a call sequence that depends only
+ *    on the shapes: bit-identical run to run for a fixed OpenBLAS thread count. A GEMM split over
+ *    a different number of threads can differ in the last bits (measured: ~1e-7 relative). The
  *    library never changes the OpenBLAS thread count (process-wide state): an application that
  *    needs bit-identical results across machines/thread counts sets OPENBLAS_NUM_THREADS (or
  *    calls openblas_set_num_threads) itself; 1 is the portable choice.
@@ -61,16 +67,23 @@ int ck_conv_geom_make(ck_conv_geom *g, int n, int h, int w, int cin, int cout, i
  * Conv2D: x (n, h, w, cin), kernel k (kh, kw, cin, cout) HWIO, bias (cout), y (n, oh, ow, cout).
  *   y[n, i, j, o] = bias[o] + sum_{a, b, c} x[n, i*sh - pad_top + a, j*sw - pad_left + b, c]
  *                                          * k[a, b, c, o]        (padded cells read as 0)
- * Implementation: im2col into ws ((samples, oh*ow) x (kh*kw*cin) rows) + one cblas_sgemm per
- * chunk of samples. The batch is processed in chunks so that the im2col buffer stays below
- * CK_CONV_WS_MAX_FLOATS floats when one sample fits (a chunk is never smaller than one sample).
+ * Implementation: im2col + cblas_sgemm. Samples whose im2col has at most
+ * CK_CONV_SAMPLE_MAX_FLOATS floats run tiled: tiles of whole samples with an im2col of about
+ * CK_CONV_TILE_FLOATS floats (cache-sized; at least one sample, and at least
+ * min(n, CK_CONV_GROUPS) tiles), built, multiplied and (backward)
+ * scattered back while in cache, in up to CK_CONV_GROUPS groups run in parallel (see "Threads and
+ * determinism" above). Larger samples run in chunks of whole samples under CK_CONV_WS_MAX_FLOATS
+ * floats (never less than one sample), one multi-threaded GEMM per chunk.
+ * 1x1 stride-1 kernels use x as the im2col: one GEMM, no workspace.
  * ------------------------------------------------------------------------------------------- */
-#define CK_CONV_WS_MAX_FLOATS ((size_t)1 << 24) /* 64 MiB */
+#define CK_CONV_WS_MAX_FLOATS ((size_t)1 << 24)     /* 64 MiB: chunk cap of large samples */
+#define CK_CONV_SAMPLE_MAX_FLOATS ((size_t)1 << 20) /* 4 MiB: largest im2col sample tiled */
+#define CK_CONV_TILE_FLOATS ((size_t)1 << 16)       /* 256 KiB: target im2col tile */
+#define CK_CONV_GROUPS 16                           /* parallel groups (and slots) at most */
 
-/* Floats of workspace needed by forward and backward (the same buffer size serves both).
- * 0 for 1x1 kernels with stride 1 (x is used in place; ws may then be NULL). Never more than
- * max(CK_CONV_WS_MAX_FLOATS, one sample's im2col) and never more than
- * n * ck_cpu_conv2d_workspace_floats(geometry with n = 1). */
+/* Floats of workspace needed by forward and backward (the same buffer size serves both):
+ * tiled: groups * (tile im2col + kh*kw*cin*cout kernel-gradient partial); chunked: one chunk's
+ * im2col. 0 for 1x1 kernels with stride 1 (x is used in place; ws may then be NULL). */
 size_t ck_cpu_conv2d_workspace_floats(const ck_conv_geom *g);
 
 /* bias may be NULL (use_bias=False). */
