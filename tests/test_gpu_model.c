@@ -197,3 +197,74 @@ Test(gpu_model, checkpoint_moves_between_devices) {
     ck_model_destroy(mg), ck_model_destroy(mc);
     ck_context_destroy(g), ck_context_destroy(c);
 }
+
+/* The execution plan on the GPU (issue 5): the planned model (BN+ReLU and BN+ReLU+SpatialDropout
+ * as one BN kernel, dropout in place in the pooling node, ReLU moved across a dropout) trains
+ * exactly like the unplanned one on the same device: equal losses, equal weight values after
+ * every step (a dropped unit's gradient may be -0 in one order and +0 in the other, plan.c),
+ * bit-identical inference. */
+static const char *const plan_gpu_text =
+    "model = Sequential()\n"
+    "model.add(Conv2D(8, (3,3), padding='same', input_shape=(12,12,3)))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(SpatialDropout2D(0.3))\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+    "model.add(Dropout(0.25))\n"
+    "model.add(Conv2D(6, (3,3), activation='relu'))\n"
+    "model.add(Flatten())\n"
+    "model.add(Dense(5, activation='softmax'))\n";
+
+static void planned_vs_unplanned_gpu(const char *text, int h, int w, int c, int classes,
+                                     int want_nodes) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_model *m[2] = {NULL, NULL};
+    char msg[1024];
+    const int B = 16;
+    for (int k = 0; k < 2; ++k) {
+        CK_OK(g, ck_model_from_keras_text(g, text, &m[k], msg, sizeof msg));
+        CK_OK(g, ck_model_set_planning(m[k], k == 0));
+        CK_OK(g, ck_model_build(m[k], 0, 0, 0, B));
+    }
+    cr_assert_eq(ck_model_num_nodes(m[0]), want_nodes, "planned: %d nodes",
+                 ck_model_num_nodes(m[0]));
+    cr_assert_lt(ck_model_num_nodes(m[0]), ck_model_num_nodes(m[1]));
+    const size_t per = (size_t)h * w * c;
+    float *x = malloc(sizeof(float) * per * B);
+    int32_t y[16];
+    for (int step = 0; step < 3; ++step) {
+        trng r = {500 + (uint64_t)step};
+        for (size_t i = 0; i < per * B; ++i)
+            x[i] = trng_uniform(&r, 0.0f, 1.0f);
+        for (int i = 0; i < B; ++i)
+            y[i] = (int32_t)(trng_u32(&r) % (uint32_t)classes);
+        ck_step_result ra, rb;
+        CK_OK(g, ck_model_train_step(m[0], x, y, B, &ra));
+        CK_OK(g, ck_model_train_step(m[1], x, y, B, &rb));
+        cr_assert(ra.loss == rb.loss, "step %d: loss %.17g planned vs %.17g unplanned", step,
+                  ra.loss, rb.loss);
+        size_t na = 0, nb = 0;
+        float *wa = weights_of(g, m[0], &na), *wb = weights_of(g, m[1], &nb);
+        cr_assert_eq(na, nb);
+        for (size_t i = 0; i < na; ++i)
+            cr_assert(wa[i] == wb[i], "step %d: weight %zu: %.9g planned vs %.9g unplanned", step,
+                      i, wa[i], wb[i]);
+        free(wa), free(wb);
+    }
+    float *pa = malloc(sizeof(float) * B * classes), *pb = malloc(sizeof(float) * B * classes);
+    CK_OK(g, ck_model_predict(m[0], x, B, pa));
+    CK_OK(g, ck_model_predict(m[1], x, B, pb));
+    cr_assert_eq(memcmp(pa, pb, sizeof(float) * B * classes), 0, "inference probabilities");
+    free(pa), free(pb), free(x);
+    ck_model_destroy(m[0]), ck_model_destroy(m[1]);
+    ck_context_destroy(g);
+}
+
+Test(gpu_model, planned_equals_unplanned_seed_model) {
+    planned_vs_unplanned_gpu(t_seed_cnn_text, 28, 28, 1, 10, 16);
+}
+
+Test(gpu_model, planned_equals_unplanned_fused_spatial_dropout) {
+    /* conv, BN+ReLU+SpatialDropout, pool+dropout, conv, relu, flatten, dense, softmax */
+    planned_vs_unplanned_gpu(plan_gpu_text, 12, 12, 3, 5, 8);
+}

@@ -258,6 +258,13 @@ static ck_status gforward(ck_model *m, int batch, int training, int upto) {
             ck_conv_geom geo = n->geom;
             geo.n = batch;
             GTRY(ctx, ck_cuda_pool_forward(ck_kgeom_of(&geo), n->is_max, in, out, s), "pool");
+            ck_dropout_desc d;
+            if (ck_model_fused_dropout(m, i, training, &d)) { /* F3: in place on the output */
+                ck_tensor ty = dview(ctx, out, batch, n->oh, n->ow, n->oc);
+                st = n->drop_type == CK_NODE_DROPOUT
+                         ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL)
+                         : ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL);
+            }
             break;
         }
         case CK_NODE_GAP:
@@ -280,8 +287,11 @@ static ck_status gforward(ck_model *m, int batch, int training, int upto) {
                 ck_tensor sm = dpview(ctx, g->stats + n->p_stats, n->oc);
                 ck_tensor si = dpview(ctx, g->stats + n->p_stats + n->oc, n->oc);
                 ck_workspace w = ws_view(m);
+                ck_dropout_desc sd; /* F2: a SpatialDropout as the kernel's channel scale */
+                const int has_sd = ck_model_fused_dropout(m, i, 1, &sd);
+                /* F1: n->bn.activation is RELU when the planner fused a ReLU: in the kernel */
                 st = ck_batchnorm_forward_training(ctx, &n->bn, &tx, &tg, &tb, &rm, &rv, &sm, &si,
-                                                   NULL, &ty, &w);
+                                                   has_sd ? &sd : NULL, &ty, &w);
             } else {
                 st = ck_batchnorm_forward_inference(ctx, &n->bn, &tx, &tg, &tb, &rm, &rv, &ty);
             }
@@ -340,10 +350,20 @@ static ck_status gbackward(ck_model *m, int batch, int from, const float *dy0) {
             break;
         case CK_NODE_POOL:
             if (dx) {
+                ck_dropout_desc d;
+                if (ck_model_fused_dropout(m, i, 1, &d)) {
+                    /* F3: dy * mask in place (dy is a gradient buffer, not read again) */
+                    ck_tensor tdy = dview(ctx, dy, batch, n->oh, n->ow, n->oc);
+                    st = n->drop_type == CK_NODE_DROPOUT
+                             ? ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdy, NULL)
+                             : ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdy,
+                                                           NULL);
+                }
                 ck_conv_geom geo = n->geom;
                 geo.n = batch;
-                GTRY(ctx, ck_cuda_pool_backward(ck_kgeom_of(&geo), n->is_max, in, dy, dx, s),
-                     "pool backward");
+                if (st == CK_STATUS_SUCCESS)
+                    GTRY(ctx, ck_cuda_pool_backward(ck_kgeom_of(&geo), n->is_max, in, dy, dx, s),
+                         "pool backward");
             }
             break;
         case CK_NODE_GAP:
@@ -369,8 +389,10 @@ static ck_status gbackward(ck_model *m, int batch, int from, const float *dy0) {
             ck_tensor dg = dpview(ctx, g->grads + n->p_gamma, n->oc);
             ck_tensor db = dpview(ctx, g->grads + n->p_beta, n->oc);
             ck_workspace w = ws_view(m);
-            st = ck_batchnorm_backward(ctx, &n->bn, &tx, &tdy, &tg, &tb, &sm, &si, NULL, &tdx, &dg,
-                                       &db, &w);
+            ck_dropout_desc sd; /* F2: dy * mask and (F1) dReLU folded into dBN by the kernel */
+            const int has_sd = ck_model_fused_dropout(m, i, 1, &sd);
+            st = ck_batchnorm_backward(ctx, &n->bn, &tx, &tdy, &tg, &tb, &sm, &si,
+                                       has_sd ? &sd : NULL, &tdx, &dg, &db, &w);
             break;
         }
         case CK_NODE_ACT:

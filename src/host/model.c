@@ -396,9 +396,8 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
         m->lshape_store[li][1] = cw;
         m->lshape_store[li][2] = cc;
     }
-    /* the execution plan (plan.c): CPU contexts only, the CUDA executor (gpu_exec.c) runs the
-     * one-op-per-node lowering */
-    if (!m->planning_off && ctx->device == CK_DEVICE_CPU)
+    /* the execution plan (plan.c), run by train.c on the CPU and gpu_exec.c on CUDA */
+    if (!m->planning_off)
         ck_model_plan(m);
     ck_model_plan_index(m);
     const ck_node *last = &m->nodes[m->num_nodes - 1];
@@ -611,9 +610,7 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     sb_printf(&b, "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: %s\n%s\n", dbl,
               tot, tr, nt, rule);
     /* the execution plan (plan.c), after the Keras table */
-    const char *why = m->planned                        ? "planning on"
-                      : m->ctx->device != CK_DEVICE_CPU ? "planning is CPU-only: unplanned"
-                                                        : "planning off";
+    const char *why = m->planned ? "planning on" : "planning off";
     sb_printf(&b, "Execution plan: %d nodes for %d layers (%s)\n", m->num_nodes, m->num_layers,
               why);
     for (int i = 0; i < m->num_nodes; ++i) {

@@ -143,6 +143,10 @@ int ck_model_layer_node(const ck_model *m, int layer);
  * keeps every mask identical. For a node with a fused dropout, its drop_layer. */
 uint64_t ck_model_dropout_offset(const ck_model *m, int node);
 uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer);
+/* The dropout fused into node i by the planner (BN: SpatialDropout as the kernel's channel scale;
+ * pooling: a dropout in place on the pooled output), when it is active (training, rate > 0):
+ * fills *d and returns 1, else 0. */
+int ck_model_fused_dropout(const ck_model *m, int i, int training, ck_dropout_desc *d);
 
 /* ---- planner (plan.c) ---- */
 /* Rewrites m->nodes (the lowering, one op per node) into the executed plan: exact

@@ -1,8 +1,8 @@
 /* Execution planner: maps the lowered layer list of a model onto fewer passes.
  *
  * ck_model_build lowers every user layer to one node (a Conv2D/Dense with an inline activation to
- * two) and, on CPU contexts with planning on (ck_model_set_planning), calls ck_model_plan before
- * any buffer is assigned. The planner only applies rewrites whose forward AND backward give the
+ * two) and, with planning on (ck_model_set_planning; CPU and CUDA contexts), calls ck_model_plan
+ * before any buffer is assigned. The planner only applies rewrites whose forward AND backward give the
  * same floats as the unplanned model, with the same dropout masks (masks are keyed by the user
  * layer, ck_model_layer_dropout_offset, so moving a dropout node does not change its mask).
  * "Same floats": equal values everywhere; the bits can differ only in the sign of a zero
@@ -282,7 +282,8 @@ void ck_model_plan_describe_node(const ck_model *m, int i, char *buf, size_t len
     }
     (void)prev_op;
     const char *note = NULL;
-    const int one = m->relu_in_bn_kernel;
+    /* the device kernel always runs the ReLU itself; the CPU by default in a separate pass */
+    const int one = m->relu_in_bn_kernel || m->ctx->device != CK_DEVICE_CPU;
     if (n->type == CK_NODE_BN && n->bn.activation == CK_ACT_RELU && n->drop_layer >= 0)
         note = one ? "BN+ReLU+SpatialDropout, one kernel"
                    : "BN+ReLU+SpatialDropout, one node: BN kernel with the channel scale, "

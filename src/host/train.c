@@ -68,9 +68,7 @@ uint64_t ck_model_dropout_offset(const ck_model *m, int i) {
     return ck_model_layer_dropout_offset(m, n->drop_layer >= 0 ? n->drop_layer : n->layer);
 }
 
-/* The dropout fused into node i (BN: spatial channel scale; pool: in place on the output), when
- * it is active (training, rate > 0). */
-static int fused_dropout(const ck_model *m, int i, int training, ck_dropout_desc *d) {
+int ck_model_fused_dropout(const ck_model *m, int i, int training, ck_dropout_desc *d) {
     const ck_node *n = &m->nodes[i];
     if (!training || n->drop_layer < 0 || !(n->drop_rate > 0.0f))
         return 0;
@@ -117,7 +115,7 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
             ck_conv_geom g = geom_for(n, batch);
             ck_cpu_pool_forward(&g, n->is_max, in, n->out);
             ck_dropout_desc d;
-            if (fused_dropout(m, i, training, &d)) { /* F3: in place on the pooled output */
+            if (ck_model_fused_dropout(m, i, training, &d)) { /* F3: in place on the pooled output */
                 ck_tensor ty = view(ctx, n->out, batch, n->oh, n->ow, n->oc);
                 st = n->drop_type == CK_NODE_DROPOUT
                          ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL)
@@ -148,7 +146,7 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
                 ck_tensor sm = pview(ctx, m->stats + n->p_stats, n->oc);
                 ck_tensor si = pview(ctx, m->stats + n->p_stats + n->oc, n->oc);
                 ck_dropout_desc sd; /* F2: a SpatialDropout as the kernel's channel scale */
-                const int has_sd = fused_dropout(m, i, training, &sd);
+                const int has_sd = ck_model_fused_dropout(m, i, training, &sd);
                 st = ck_batchnorm_forward_training(ctx, &bd, &tx, &g, &b, &rm, &rv, &sm, &si,
                                                    has_sd ? &sd : NULL, &ty, NULL);
             } else {
@@ -207,7 +205,7 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, floa
         case CK_NODE_POOL:
             if (dx) {
                 ck_dropout_desc d;
-                if (fused_dropout(m, i, 1, &d)) { /* F3: dy * mask, in place */
+                if (ck_model_fused_dropout(m, i, 1, &d)) { /* F3: dy * mask, in place */
                     ck_tensor tdy = view(ctx, dy, batch, n->oh, n->ow, n->oc);
                     st = n->drop_type == CK_NODE_DROPOUT
                              ? ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdy, NULL)
@@ -240,7 +238,7 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, floa
             ck_tensor dg = pview(ctx, m->grads + n->p_gamma, n->oc);
             ck_tensor db = pview(ctx, m->grads + n->p_beta, n->oc);
             ck_dropout_desc sd; /* F2: dy * mask and dReLU folded into dBN */
-            const int has_sd = fused_dropout(m, i, 1, &sd);
+            const int has_sd = ck_model_fused_dropout(m, i, 1, &sd);
             int relu_after;
             const ck_bn_desc bd = bn_kernel_desc(m, n, &relu_after);
             if (relu_after) /* dReLU in place on dy, from the node's output (> 0 iff kept and
