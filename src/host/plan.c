@@ -2,8 +2,8 @@
  *
  * ck_model_build lowers every user layer to one node (a Conv2D/Dense with an inline activation to
  * two) and, with planning on (ck_model_set_planning; CPU and CUDA contexts), calls ck_model_plan
- * before any buffer is assigned. The planner only applies rewrites whose forward AND backward give the
- * same floats as the unplanned model, with the same dropout masks (masks are keyed by the user
+ * before any buffer is assigned. The planner only applies rewrites whose forward AND backward give
+ * the same floats as the unplanned model, with the same dropout masks (masks are keyed by the user
  * layer, ck_model_layer_dropout_offset, so moving a dropout node does not change its mask).
  * "Same floats": equal values everywhere; the bits can differ only in the sign of a zero
  * gradient of a dropped unit (+0 vs -0, see below), which compares equal and vanishes in the

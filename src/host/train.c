@@ -115,7 +115,8 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
             ck_conv_geom g = geom_for(n, batch);
             ck_cpu_pool_forward(&g, n->is_max, in, n->out);
             ck_dropout_desc d;
-            if (ck_model_fused_dropout(m, i, training, &d)) { /* F3: in place on the pooled output */
+            /* F3: the dropout in place on the pooled output */
+            if (ck_model_fused_dropout(m, i, training, &d)) {
                 ck_tensor ty = view(ctx, n->out, batch, n->oh, n->ow, n->oc);
                 st = n->drop_type == CK_NODE_DROPOUT
                          ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL)
