@@ -60,8 +60,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--model FILE] [--batches 128,512] [--steps N] "
-                            "[--device auto|cpu|cuda] [--json FILE]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--model FILE] [--batches 128,512] [--steps N] "
+                    "[--device auto|cpu|cuda] [--json FILE]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -83,16 +85,17 @@ int main(int argc, char **argv) {
         batches = dev == CK_DEVICE_CUDA ? "128,512,2048" : "128,512";
     char *text = read_file(model_path);
     if (!text) {
-        fprintf(stderr, "bench_train: cannot read %s (run from the repository root)\n",
-                model_path);
+        fprintf(stderr, "bench_train: cannot read %s (run from the repository root)\n", model_path);
         return 2;
     }
     FILE *js = json ? fopen(json, "w") : NULL;
     if (js)
-        fprintf(js, "{\"model\": \"%s\", \"device\": \"%s\", \"results\": [", model_path,
-                dev_name);
+        fprintf(js, "{\"model\": \"%s\", \"device\": \"%s\", \"results\": [", model_path, dev_name);
     printf("bench_train: %s, device %s, median of %d steps\n", model_path, dev_name, steps);
-    printf("%8s %12s %12s\n", "batch", "ms/step", "images/s");
+    /* model MiB: what the model holds, planned at build (ck_model_memory_usage): the device arena
+     * on CUDA (compare with PyTorch's torch.cuda.max_memory_allocated), host buffers on the CPU;
+     * act MiB: the activations kept for the backward pass, within it */
+    printf("%8s %12s %12s %10s %10s\n", "batch", "ms/step", "images/s", "model MiB", "act MiB");
     char list[256];
     snprintf(list, sizeof list, "%s", batches);
     int first = 1, rc = 0;
@@ -132,29 +135,42 @@ int main(int argc, char **argv) {
             y[i] = i % classes;
         double *t = (double *)malloc(sizeof(double) * steps);
         ck_step_result r;
-        for (int k = 0; k < 2; ++k) /* warm-up */
-            ck_model_train_step(m, x, y, b, &r);
-        for (int k = 0; k < steps; ++k) {
-            double t0 = now_s();
+        int ok = 1;
+        for (int k = 0; k < 2 + steps && ok; ++k) { /* 2 warm-up steps, then timed */
+            const double t0 = now_s();
             if (ck_model_train_step(m, x, y, b, &r) != CK_STATUS_SUCCESS) {
-                fprintf(stderr, "bench_train: %s\n", ck_context_last_error(ctx));
-                rc = 1;
-                break;
+                fprintf(stderr, "bench_train: batch %d: %s\n", b, ck_context_last_error(ctx));
+                ok = 0;
+            } else if (k >= 2) {
+                t[k - 2] = now_s() - t0;
             }
-            t[k] = now_s() - t0;
         }
-        qsort(t, (size_t)steps, sizeof *t, cmp_double);
-        const double med = t[steps / 2];
-        printf("%8d %12.1f %12.0f\n", b, med * 1e3, b / med);
-        if (js)
-            fprintf(js, "%s{\"batch\": %d, \"ms_per_step\": %.3f, \"images_per_s\": %.1f}",
-                    first ? "" : ", ", b, med * 1e3, b / med);
-        first = 0;
+        ck_model_memory mem = {0, 0, 0};
+        if (ok && ck_model_memory_usage(m, &mem) != CK_STATUS_SUCCESS)
+            ok = 0;
+        if (ok) {
+            qsort(t, (size_t)steps, sizeof *t, cmp_double);
+            const double med = t[steps / 2];
+            const size_t model_bytes = dev == CK_DEVICE_CUDA ? mem.device_bytes : mem.host_bytes;
+            printf("%8d %12.1f %12.0f %10.1f %10.1f\n", b, med * 1e3, b / med,
+                   model_bytes / 1048576.0, mem.activation_bytes / 1048576.0);
+            if (js)
+                fprintf(js,
+                        "%s{\"batch\": %d, \"ms_per_step\": %.3f, \"images_per_s\": %.1f, "
+                        "\"model_bytes\": %zu, \"activation_bytes\": %zu}",
+                        first ? "" : ", ", b, med * 1e3, b / med, model_bytes,
+                        mem.activation_bytes);
+            first = 0;
+        }
         free(t);
         free(x);
         free(y);
         ck_model_destroy(m);
         ck_context_destroy(ctx);
+        if (!ok) {
+            rc = 1;
+            break;
+        }
     }
     if (js) {
         fprintf(js, "]}\n");

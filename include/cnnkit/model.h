@@ -135,12 +135,29 @@ int ck_model_num_layers(const ck_model *model);
  * it fuse (or run on the pooled tensor). The fused layers' own outputs are not stored (less
  * activation memory). Parameters, checkpoints, get/set_weights, dropout masks and the summary
  * table do not depend on it. enable = 0 runs one node per layer (per inline activation), e.g.
- * to compare. Applies to CPU contexts; a CUDA context runs unplanned. After build:
- * CK_STATUS_BAD_PARAM. */
+ * to compare. CPU and CUDA contexts run the same plan (on CUDA the BN+ReLU(+SpatialDropout)
+ * node is one device kernel). After build: CK_STATUS_BAD_PARAM. */
 ck_status ck_model_set_planning(ck_model *model, int enable);
 /* Number of executed nodes of a built model (a node runs one layer, or several fused ones;
  * 0 when not built). */
 int ck_model_num_nodes(const ck_model *model);
+
+/* Memory a built model holds, planned once at ck_model_build for max_batch samples (a training
+ * step allocates nothing). */
+typedef struct ck_model_memory {
+    size_t activation_bytes; /* node outputs kept for the backward pass (the plan's nodes; a
+                                fused layer's own output is not stored): on the device for a
+                                CUDA model, else on the host */
+    size_t host_bytes;       /* host buffers: parameters, gradients, optimizer moments, BN
+                                statistics, and on the CPU activations, gradient buffers and the
+                                convolution workspace */
+    size_t device_bytes;     /* the device arena of a CUDA model (parameters, gradients,
+                                optimizer state, activations, gradient buffers, batch staging,
+                                workspace: everything a step touches), 0 on the CPU; cuDNN and
+                                cuBLAS handles hold a little more of their own */
+} ck_model_memory;
+/* Fills *mem; CK_STATUS_BAD_PARAM when the model is not built or mem is NULL. */
+ck_status ck_model_memory_usage(const ck_model *model, ck_model_memory *mem);
 
 /* Training-step profile. ck_model_set_profiling(m, 1) starts a new profile (figures reset):
  * every later successful ck_model_train_step times each planned node's forward and backward

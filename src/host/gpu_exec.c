@@ -57,6 +57,10 @@ void ck_gpu_model_free(ck_model *m) {
     m->gpu = NULL;
 }
 
+size_t ck_gpu_model_arena_bytes(const ck_model *m) {
+    return m->gpu ? m->gpu->arena_bytes : 0;
+}
+
 static ck_tensor dview(ck_context *ctx, const float *p, int n, int h, int w, int c) {
     ck_tensor t;
     t.ctx = ctx;
@@ -581,6 +585,10 @@ ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host) {
 /* CPU-only build: a model never has a device side (ck_model_build refuses CUDA contexts). */
 void ck_gpu_model_free(ck_model *m) {
     (void)m;
+}
+size_t ck_gpu_model_arena_bytes(const ck_model *m) {
+    (void)m;
+    return 0;
 }
 static ck_status no_cuda(ck_model *m) {
     return ck_fail(m->ctx, CK_STATUS_NOT_SUPPORTED, "model: this build has no CUDA backend");

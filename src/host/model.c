@@ -427,8 +427,16 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     /* on a CUDA context the activations, gradients and workspace live on the device
      * (gpu_exec.c): the host keeps the parameters, optimizer state and a logits buffer only */
     const int on_gpu = ctx->device == CK_DEVICE_CUDA;
+    m->mem_act_bytes = sizeof(float) * nact;
     if (on_gpu)
         nact = maxact = ws = 0;
+    {
+        const size_t P = nparams ? nparams : 1, F = nfixed ? nfixed : 1;
+        const size_t G = maxact ? maxact * (size_t)max_batch : 1;
+        m->mem_host_bytes =
+            sizeof(float) * (4 * P + 2 * F + (nact ? nact : 1) + 2 * G + (nstats ? nstats : 1) +
+                             (ws ? ws : 1) + (size_t)m->classes * max_batch);
+    }
     m->params = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
     m->grads = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
     m->opt_m = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
@@ -618,11 +626,31 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
         ck_model_plan_describe_node(m, i, line, sizeof line);
         sb_printf(&b, " %3d  %s\n", i + 1, line);
     }
+    const size_t dev_bytes = ck_gpu_model_arena_bytes(m);
+    sb_printf(&b, "Memory for batches of up to %d: activations %.1f MiB, host %.1f MiB",
+              m->max_batch, m->mem_act_bytes / 1048576.0, m->mem_host_bytes / 1048576.0);
+    if (dev_bytes)
+        sb_printf(&b, ", device arena %.1f MiB", dev_bytes / 1048576.0);
+    sb_printf(&b, "\n");
     if (needed)
         *needed = b.used + 1;
     if (!buf || b.used + 1 > len)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "buf: %zu bytes needed, %zu given", b.used + 1,
                        buf ? len : 0);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_memory_usage(const ck_model *m, ck_model_memory *mem) {
+    if (!m)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(m->ctx);
+    if (!mem)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "mem: NULL");
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (call ck_model_build)");
+    mem->activation_bytes = m->mem_act_bytes;
+    mem->host_bytes = m->mem_host_bytes;
+    mem->device_bytes = ck_gpu_model_arena_bytes(m);
     return CK_STATUS_SUCCESS;
 }
 

@@ -75,6 +75,7 @@ struct ck_model {
     float *stats;                          /* BN saved mean / invstd */
     float *ws;                             /* conv im2col workspace */
     float *logits_grad;
+    size_t mem_act_bytes, mem_host_bytes; /* ck_model_memory_usage, set by ck_model_build */
     ck_optimizer_desc opt;
     long long step;
     /* execution plan (plan.c) */
@@ -163,6 +164,7 @@ void ck_model_plan_describe_node(const ck_model *m, int i, char *buf, size_t len
  * to the device, _pull back. ------------------------------------------------------------------ */
 ck_status ck_gpu_model_build(ck_model *m);
 void ck_gpu_model_free(ck_model *m);
+size_t ck_gpu_model_arena_bytes(const ck_model *m); /* 0 without a device side */
 ck_status ck_gpu_model_push(ck_model *m);
 ck_status ck_gpu_model_pull(ck_model *m);
 ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
