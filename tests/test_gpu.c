@@ -236,6 +236,42 @@ Test(gpu, batchnorm_relu_spatial_dropout_matches_cpu) {
     gpu_bn_matches_cpu(CK_BN_KERAS, 1);
 }
 
+/* Large offset, small spread, many values per thread (batch 256 x 28 x 28): the device's
+ * per-thread Welford sums run in double, so the statistics match the CPU's double two-pass ones
+ * (a float Welford stops moving its mean once |x - mean| / n < ulp(mean) / 2, here after a few
+ * hundred values: m2 then sums squares around a stale mean). mean to 1e-7 of 1000 (< 1 float
+ * ulp), invstd (~150 with eps 1e-5) to 1e-4 relative. */
+Test(gpu, batchnorm_statistics_with_large_mean) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    const shape s = {256, 8, 28, 28};
+    const size_t cnt = (size_t)s.n * s.c * s.h * s.w;
+    float *x = random_buf(cnt, 901, -1.0f, 1.0f), *dy = random_buf(cnt, 902, -1.0f, 1.0f);
+    for (size_t i = 0; i < cnt; ++i)
+        x[i] = 1000.0f + 0.01f * x[i];
+    float gm[8], bt[8], rm[8], rv[8];
+    for (int k = 0; k < 8; ++k)
+        gm[k] = 1.0f, bt[k] = 0.0f, rm[k] = 0.0f, rv[k] = 1.0f;
+    ck_bn_desc d;
+    ck_bn_desc_init(&d, CK_BN_PYTORCH);
+    bn_res rg, rc;
+    rg.y = malloc(cnt * 4), rg.dx = malloc(cnt * 4), rg.yi = malloc(cnt * 4);
+    rc.y = malloc(cnt * 4), rc.dx = malloc(cnt * 4), rc.yi = malloc(cnt * 4);
+    for (int li = 0; li < 2; ++li) {
+        bn_on(g, LAYOUTS[li], s, &d, NULL, x, dy, gm, bt, rm, rv, &rg);
+        bn_on(c, LAYOUTS[li], s, &d, NULL, x, dy, gm, bt, rm, rv, &rc);
+        expect_close(rg.p[2], rc.p[2], 8, 1e-7, "saved_mean", s, li);
+        for (int k = 0; k < 8; ++k) {
+            cr_assert(fabs(rg.p[3][k] - rc.p[3][k]) <= 1e-4 * fabs(rc.p[3][k]),
+                      "layout %d channel %d: saved_invstd %.9g vs %.9g", li, k, rg.p[3][k],
+                      rc.p[3][k]);
+        }
+    }
+    free(rg.y), free(rg.dx), free(rg.yi), free(rc.y), free(rc.dx), free(rc.yi), free(x), free(dy);
+    ck_context_destroy(g);
+    ck_context_destroy(c);
+}
+
 /* Same inputs twice on the GPU: bit-identical results (no order-dependent atomics). */
 Test(gpu, batchnorm_deterministic) {
     ck_context *g = t_cuda_ctx_or_skip();

@@ -122,6 +122,13 @@ static ck_status gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
     return CK_STATUS_SUCCESS;
 }
 
+/* An algorithm result usable under strict fp32: not a Tensor Core (TF32 / conversion) entry.
+ * The convolution descriptor is set to CUDNN_FMA_MATH, which restricts the kernels that run; a
+ * result that reports Tensor Core math is skipped rather than trusted to be restricted. */
+static int strict_fp32(cudnnMathType_t t) {
+    return t != CUDNN_TENSOR_OP_MATH && t != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+}
+
 static ck_status gconv_pick_algos(ck_context *ctx, ck_gconv *c) {
     cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
     int got = 0;
@@ -132,7 +139,7 @@ static ck_status gconv_pick_algos(ck_context *ctx, ck_gconv *c) {
     int found = 0;
     for (int i = 0; i < got && !found; ++i)
         if (fp[i].status == CUDNN_STATUS_SUCCESS && fp[i].memory <= CK_CONV_ALGO_MAX_BYTES &&
-            fp[i].determinism == CUDNN_DETERMINISTIC) {
+            fp[i].determinism == CUDNN_DETERMINISTIC && strict_fp32(fp[i].mathType)) {
             c->fwd = fp[i].algo;
             found = 1;
         }
@@ -150,7 +157,7 @@ static ck_status gconv_pick_algos(ck_context *ctx, ck_gconv *c) {
     found = 0;
     for (int i = 0; i < got && !found; ++i)
         if (dp[i].status == CUDNN_STATUS_SUCCESS && dp[i].memory <= CK_CONV_ALGO_MAX_BYTES &&
-            dp[i].determinism == CUDNN_DETERMINISTIC) {
+            dp[i].determinism == CUDNN_DETERMINISTIC && strict_fp32(dp[i].mathType)) {
             c->bwd_data = dp[i].algo;
             found = 1;
         }
@@ -169,7 +176,7 @@ static ck_status gconv_pick_algos(ck_context *ctx, ck_gconv *c) {
     found = 0;
     for (int i = 0; i < got && !found; ++i)
         if (wp[i].status == CUDNN_STATUS_SUCCESS && wp[i].memory <= CK_CONV_ALGO_MAX_BYTES &&
-            wp[i].determinism == CUDNN_DETERMINISTIC) {
+            wp[i].determinism == CUDNN_DETERMINISTIC && strict_fp32(wp[i].mathType)) {
             c->bwd_filter = wp[i].algo;
             found = 1;
         }

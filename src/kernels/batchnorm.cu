@@ -28,11 +28,15 @@ __device__ __forceinline__ void ck_warp_sum2(float &a, float &b) {
     }
 }
 
-__device__ __forceinline__ void ck_welford_add(float &n, float &mean, float &m2, float v) {
-    n += 1.0f;
-    const float d = v - mean;
+/* A thread's own values accumulate in double: in float, once |v - mean| / n drops below half an
+ * ulp of mean the mean stops moving (|mean| / std above ~2^23 / values per thread, e.g. ~2e4 at
+ * batch 2048 x 28 x 28), and m2 then sums squares around a stale mean. The per-thread results
+ * are rounded to float for the (Chan) merges, which stay accurate. */
+__device__ __forceinline__ void ck_welford_add(double &n, double &mean, double &m2, float v) {
+    n += 1.0;
+    const double d = (double)v - mean;
     mean += d / n;
-    m2 += d * (v - mean);
+    m2 += d * ((double)v - mean);
 }
 
 /* ---- per-(n, c) SpatialDropout scales (fused path) ------------------------------------------ */
@@ -47,33 +51,35 @@ __global__ void ck_sd_scales_kernel(float *scales, long long units, uint64_t see
 /* ---- statistics partials --------------------------------------------------------------------- */
 
 /* NCHW: block (split s, channel c) takes samples [n0, n1) of channel c. */
-__global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, float *partials) {
+__global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, int vec,
+                                 float *partials) {
     const int c = blockIdx.y, sp = blockIdx.x;
     const int per = (s.n + splits - 1) / splits;
     const int n0 = sp * per, n1 = min(s.n, n0 + per);
     const int hw = s.h * s.w;
-    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    double nd = 0.0, md = 0.0, m2d = 0.0;
     if (n0 < n1) {
-        if ((hw & 3) == 0) {
+        if (vec && (hw & 3) == 0) { /* vec: x 16-byte aligned */
             const int hw4 = hw >> 2;
             const long long total = (long long)(n1 - n0) * hw4;
             for (long long j = threadIdx.x; j < total; j += blockDim.x) {
                 const int ns = n0 + (int)(j / hw4), p4 = (int)(j % hw4);
                 const float4 v =
                     reinterpret_cast<const float4 *>(x + ((long long)ns * s.c + c) * hw)[p4];
-                ck_welford_add(n, mean, m2, v.x);
-                ck_welford_add(n, mean, m2, v.y);
-                ck_welford_add(n, mean, m2, v.z);
-                ck_welford_add(n, mean, m2, v.w);
+                ck_welford_add(nd, md, m2d, v.x);
+                ck_welford_add(nd, md, m2d, v.y);
+                ck_welford_add(nd, md, m2d, v.z);
+                ck_welford_add(nd, md, m2d, v.w);
             }
         } else {
             const long long total = (long long)(n1 - n0) * hw;
             for (long long j = threadIdx.x; j < total; j += blockDim.x) {
                 const int ns = n0 + (int)(j / hw), p = (int)(j % hw);
-                ck_welford_add(n, mean, m2, x[((long long)ns * s.c + c) * hw + p]);
+                ck_welford_add(nd, md, m2d, x[((long long)ns * s.c + c) * hw + p]);
             }
         }
     }
+    float n = (float)nd, mean = (float)md, m2 = (float)m2d;
     __shared__ float sh[3][CK_WARPS];
     ck_warp_welford(n, mean, m2);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -101,10 +107,11 @@ __global__ void ck_bn_stats_nhwc(const float *x, ck_kshape s, int splits, float 
     const long long rows = (long long)s.n * s.h * s.w;
     const long long per = (rows + splits - 1) / splits;
     const long long r0 = sp * per, r1 = min(rows, r0 + per);
-    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    double nd = 0.0, md = 0.0, m2d = 0.0;
     if (c < s.c)
         for (long long r = r0 + ty; r < r1; r += blockDim.y)
-            ck_welford_add(n, mean, m2, x[r * s.c + c]);
+            ck_welford_add(nd, md, m2d, x[r * s.c + c]);
+    float n = (float)nd, mean = (float)md, m2 = (float)m2d;
     __shared__ float sh[3][8][33];
     sh[0][ty][tx] = n;
     sh[1][ty][tx] = mean;
@@ -239,7 +246,8 @@ static void ck_bn_launch_apply(const float *x, float *y, ck_kshape s, const floa
 static void ck_bn_launch_stats(const ck_kbn *p, const float *x, cudaStream_t st) {
     if (!p->s.nhwc) {
         dim3 grid(p->splits, p->s.c);
-        ck_bn_stats_nchw<<<grid, CK_BLOCK, 0, st>>>(x, p->s, p->splits, p->partials);
+        const int vec = ck_aligned16(x, x);
+        ck_bn_stats_nchw<<<grid, CK_BLOCK, 0, st>>>(x, p->s, p->splits, vec, p->partials);
     } else {
         dim3 grid((p->s.c + 31) / 32, p->splits);
         ck_bn_stats_nhwc<<<grid, dim3(32, 8), 0, st>>>(x, p->s, p->splits, p->partials);

@@ -13,8 +13,8 @@
 
 /* ---- activations ------------------------------------------------------------------------- */
 
-__global__ void k_act_fwd(const float *__restrict__ x, float *__restrict__ y, long long count,
-                          int act, float alpha) {
+/* no __restrict__: y may alias x (ck_kernels.h) */
+__global__ void k_act_fwd(const float *x, float *y, long long count, int act, float alpha) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x)
         y[i] = ck_act_fwd_any(x[i], act, alpha);
