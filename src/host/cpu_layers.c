@@ -198,6 +198,11 @@ static void im2col(const ck_conv_geom *g, int ns, const float *x, float *col, in
                     memset(dst, 0, bc * (size_t)g->kw);
                     continue;
                 }
+                const int iw0 = j * g->sw - g->pad_left;
+                if (iw0 >= 0 && iw0 + g->kw <= W) { /* the kw cells are one contiguous run */
+                    memcpy(dst, xs + ((size_t)ih * W + iw0) * C, bc * (size_t)g->kw);
+                    continue;
+                }
                 for (int b = 0; b < g->kw; ++b) {
                     const int iw = j * g->sw - g->pad_left + b;
                     if (iw < 0 || iw >= W)
