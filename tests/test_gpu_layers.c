@@ -299,7 +299,7 @@ Test(gpu_layers, optimizers_bit_identical) {
         const float alpha = (float)((double)1e-3f * sqrt(1.0 - pow((double)0.999f, t)) /
                                     (1.0 - pow((double)0.9f, t)));
         cr_assert_eq(ck_cuda_adam(D(tp), D(tg), D(tm), D(tv), cnt, alpha, 0.9f, 0.999f, 1e-7f,
-                                  1e-3f * 0.01f, g->stream),
+                                  1e-3f * 0.01f, NULL, g->stream),
                      0);
     }
     down(g, tp, r_g, cnt);
@@ -307,12 +307,51 @@ Test(gpu_layers, optimizers_bit_identical) {
     /* SGD with nesterov momentum */
     for (int step = 0; step < 3; ++step) {
         ck_cpu_sgd_update(p, gr, v, cnt, 0.01f, 0.9f, 1, 0.0f);
-        cr_assert_eq(ck_cuda_sgd(D(tp), D(tg), D(tv), cnt, 0.01f, 0.9f, 1, 0.0f, g->stream), 0);
+        cr_assert_eq(ck_cuda_sgd(D(tp), D(tg), D(tv), cnt, 0.01f, 0.9f, 1, 0.0f, NULL, g->stream),
+                     0);
     }
     down(g, tp, r_g, cnt);
     cr_expect_eq(memcmp(r_g, p, cnt * 4), 0, "sgd parameters differ from the CPU's");
     ck_tensor_destroy(tp), ck_tensor_destroy(tg), ck_tensor_destroy(tm), ck_tensor_destroy(tv);
     free(p), free(gr), free(m), free(v), free(r_g);
+    ck_context_destroy(g);
+}
+
+/* The optimizer kernels' guard: a failed step (the non-finite-gradient flag, or a non-finite
+ * loss) changes neither the parameters nor the optimizer state; a good step updates them. */
+Test(gpu_layers, optimizer_guard_skips_failed_steps) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const size_t cnt = 300;
+    float *p = rnd(cnt, 21, -1, 1), *gr = rnd(cnt, 22, -0.1f, 0.1f), *r = malloc(cnt * 4);
+    float *zeros = calloc(cnt, 4);
+    const ck_kloss cases[3] = {{1.0, 0, 1}, {NAN, 0, 0}, {2.5, 3, 0}};
+    _Static_assert(sizeof(ck_kloss) == 4 * sizeof(float), "ck_kloss in a 4-float buffer");
+    for (int k = 0; k < 3; ++k)
+        for (int opt = 0; opt < 2; ++opt) {
+            float host[4];
+            memcpy(host, &cases[k], sizeof host);
+            ck_tensor *tl = dbuf(g, 4, host), *tp = dbuf(g, cnt, p), *tg = dbuf(g, cnt, gr);
+            ck_tensor *tm = dbuf(g, cnt, NULL), *tv = dbuf(g, cnt, NULL);
+            const ck_kloss *guard = (const ck_kloss *)(void *)D(tl);
+            const int e = opt == 0 ? ck_cuda_adam(D(tp), D(tg), D(tm), D(tv), cnt, 1e-3f, 0.9f,
+                                                  0.999f, 1e-7f, 0.0f, guard, g->stream)
+                                   : ck_cuda_sgd(D(tp), D(tg), D(tv), cnt, 0.01f, 0.9f, 0, 0.0f,
+                                                 guard, g->stream);
+            cr_assert_eq(e, 0);
+            down(g, tp, r, cnt);
+            const int same = memcmp(r, p, cnt * 4) == 0;
+            down(g, tv, r, cnt);
+            const int state_same = memcmp(r, zeros, cnt * 4) == 0;
+            if (k < 2)
+                cr_expect(same && state_same, "case %d, %s: a failed step changed the model", k,
+                          opt ? "sgd" : "adam");
+            else
+                cr_expect(!same && !state_same, "%s: a good step must update",
+                          opt ? "sgd" : "adam");
+            ck_tensor_destroy(tl), ck_tensor_destroy(tp), ck_tensor_destroy(tg);
+            ck_tensor_destroy(tm), ck_tensor_destroy(tv);
+        }
+    free(p), free(gr), free(r), free(zeros);
     ck_context_destroy(g);
 }
 

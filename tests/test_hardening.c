@@ -654,6 +654,50 @@ Test(hardening, same_seed_bit_identical_weights_gpu) {
     same_seed_same_bits(CK_DEVICE_CUDA);
 }
 
+/* A diverged step (finite inputs, non-finite loss: every weight 1e30, so the logits overflow)
+ * fails with a status and changes nothing: weights, BN moving statistics and the step count are
+ * the same bits afterwards (on CUDA the optimizer update is enqueued before the host sees the
+ * loss and skips itself on the device), and the model still trains once repaired. */
+static void diverged_step_changes_nothing(ck_device dev) {
+    ck_context *ctx = dev == CK_DEVICE_CUDA ? t_cuda_ctx_or_skip() : t_ctx(CK_DEVICE_CPU);
+    ck_model *m = from_text(ctx, t_seed_cnn_text);
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 16));
+    float *x = malloc(sizeof(float) * 16 * 784);
+    int32_t y[16];
+    make_batch(x, y, 16, 784, 10, 7);
+    CK_OK(ctx, ck_model_train_step(m, x, y, 16, NULL)); /* optimizer state in use */
+    size_t n = 0;
+    float *good = weights_of(ctx, m, &n), *bad = malloc(n * sizeof *bad);
+    for (size_t i = 0; i < n; ++i)
+        bad[i] = 1e30f;
+    CK_OK(ctx, ck_model_set_weights(m, bad, n));
+    const long long step = ck_model_step(m);
+    ck_step_result r;
+    cr_assert_eq(ck_model_train_step(m, x, y, 16, &r), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "not finite"), NULL, "%s",
+                  ck_context_last_error(ctx));
+    cr_assert_eq(ck_model_step(m), step);
+    size_t n2 = 0;
+    float *after = weights_of(ctx, m, &n2);
+    cr_assert_eq(n2, n);
+    cr_assert_eq(memcmp(after, bad, n * sizeof *bad), 0, "a failed step changed the weights");
+    CK_OK(ctx, ck_model_set_weights(m, good, n));
+    CK_OK(ctx, ck_model_train_step(m, x, y, 16, &r));
+    cr_assert(isfinite(r.loss));
+    cr_assert_eq(ck_model_step(m), step + 1);
+    free(x), free(good), free(bad), free(after);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(hardening, diverged_step_changes_nothing_cpu) {
+    diverged_step_changes_nothing(CK_DEVICE_CPU);
+}
+
+Test(hardening, diverged_step_changes_nothing_gpu) {
+    diverged_step_changes_nothing(CK_DEVICE_CUDA);
+}
+
 /* ---- checkpoints and SIGKILL ---------------------------------------------------------------- */
 
 /* The child: resumes from the checkpoint when there is one, then trains and saves forever. */

@@ -463,8 +463,9 @@ static ck_status stage(ck_model *m, const float *x, const int32_t *labels, int n
     return CK_STATUS_SUCCESS;
 }
 
-ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
-                                double *loss_sum, int *correct) {
+/* Enqueues a training step's forward, loss, backward and gradient check on the stream (after a
+ * copy of the BN state); nothing waits. */
+static ck_status genqueue_grads(ck_model *m, const float *x, const int32_t *labels, int n) {
     ck_gpu_model *g = m->gpu;
     ck_context *ctx = m->ctx;
     cudaStream_t s = (cudaStream_t)ctx->stream;
@@ -472,27 +473,29 @@ ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labe
     if (fb)
         GTRY(ctx, cudaMemcpyAsync(g->fixed_backup, g->fixed, fb, cudaMemcpyDeviceToDevice, s),
              "model: BN state backup");
-    ck_status st = stage(m, x, labels, n);
+    CK_TRY(stage(m, x, labels, n));
     const int ln = glogits_node(m);
-    if (st == CK_STATUS_SUCCESS)
-        st = gforward(m, n, 1, ln + 1);
-    if (st == CK_STATUS_SUCCESS) {
-        int e = ck_cuda_softmax_xent(n, m->classes, glogits(m), g->labels, g->logits_grad, g->loss,
-                                     g->ws, s);
-        if (e)
-            st = ck_cuda_fail(ctx, e, "softmax cross-entropy");
-    }
-    if (st == CK_STATUS_SUCCESS && ln >= 0)
-        st = gbackward(m, n, ln, g->logits_grad);
+    CK_TRY(gforward(m, n, 1, ln + 1));
+    GTRY(ctx,
+         ck_cuda_softmax_xent(n, m->classes, glogits(m), g->labels, g->logits_grad, g->loss, g->ws,
+                              s),
+         "softmax cross-entropy");
+    if (ln >= 0)
+        CK_TRY(gbackward(m, n, ln, g->logits_grad));
     /* as the CPU step: a non-finite gradient fails the step before any parameter changes */
-    if (st == CK_STATUS_SUCCESS) {
-        cudaError_t e = cudaMemsetAsync(&g->loss->nonfinite, 0, sizeof(int), s);
-        if (e != cudaSuccess)
-            st = ck_cuda_fail(ctx, e, "model: gradient check");
-        else if ((e = (cudaError_t)ck_cuda_flag_nonfinite(g->grads, m->num_params,
-                                                          &g->loss->nonfinite, s)) != cudaSuccess)
-            st = ck_cuda_fail(ctx, e, "model: gradient check");
-    }
+    GTRY(ctx, cudaMemsetAsync(&g->loss->nonfinite, 0, sizeof(int), s), "model: gradient check");
+    GTRY(ctx, ck_cuda_flag_nonfinite(g->grads, m->num_params, &g->loss->nonfinite, s),
+         "model: gradient check");
+    return CK_STATUS_SUCCESS;
+}
+
+/* Waits for the step enqueued before (st: how enqueuing went), reads the loss and judges the
+ * step; a failed step gets its BN state back. */
+static ck_status gfinish_step(ck_model *m, ck_status st, double *loss_sum, int *correct) {
+    ck_gpu_model *g = m->gpu;
+    ck_context *ctx = m->ctx;
+    cudaStream_t s = (cudaStream_t)ctx->stream;
+    const size_t fb = sizeof(float) * m->num_fixed;
     ck_kloss l = {0.0, 0, 0};
     if (st == CK_STATUS_SUCCESS) {
         cudaError_t e = cudaMemcpyAsync(&l, g->loss, sizeof l, cudaMemcpyDeviceToHost, s);
@@ -525,8 +528,27 @@ ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labe
     return CK_STATUS_SUCCESS;
 }
 
-/* One optimizer update of every parameter group, as the CPU's optimizer_step (train.c). */
-ck_status ck_gpu_optimizer_step(ck_model *m) {
+ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
+                                double *loss_sum, int *correct) {
+    return gfinish_step(m, genqueue_grads(m, x, labels, n), loss_sum, correct);
+}
+
+static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard);
+
+/* A whole training step with one wait: forward, loss, backward, gradient check and the optimizer
+ * update are enqueued together; the update kernels read the step's verdict on the device (a
+ * non-finite loss or gradient: they change nothing), then the host waits once for the loss. */
+ck_status ck_gpu_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+                            double *loss_sum, int *correct) {
+    ck_status st = genqueue_grads(m, x, labels, n);
+    if (st == CK_STATUS_SUCCESS)
+        st = genqueue_optimizer(m, m->gpu->loss);
+    return gfinish_step(m, st, loss_sum, correct);
+}
+
+/* One optimizer update of every parameter group, as the CPU's optimizer_step (train.c); guard:
+ * see ck_cuda_adam (NULL: unconditional). */
+static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard) {
     ck_gpu_model *g = m->gpu;
     const ck_optimizer_desc *o = &m->opt;
     void *s = m->ctx->stream;
@@ -557,14 +579,18 @@ ck_status ck_gpu_optimizer_step(ck_model *m) {
             int e =
                 o->type == CK_OPT_ADAM
                     ? ck_cuda_adam(g->params + off, g->grads + off, g->opt_m + off, g->opt_v + off,
-                                   cnt, alpha, o->beta1, o->beta2, o->epsilon, decay, s)
+                                   cnt, alpha, o->beta1, o->beta2, o->epsilon, decay, guard, s)
                     : ck_cuda_sgd(g->params + off, g->grads + off, g->opt_m + off, cnt,
-                                  o->learning_rate, o->momentum, o->nesterov, decay, s);
+                                  o->learning_rate, o->momentum, o->nesterov, decay, guard, s);
             if (e)
                 return ck_cuda_fail(m->ctx, e, "optimizer update");
         }
     }
     return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_gpu_optimizer_step(ck_model *m) {
+    return genqueue_optimizer(m, NULL);
 }
 
 /* Inference-mode logits of n samples into host memory (n x classes). */
@@ -608,6 +634,11 @@ ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labe
     return no_cuda(m);
 }
 ck_status ck_gpu_optimizer_step(ck_model *m) {
+    return no_cuda(m);
+}
+ck_status ck_gpu_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+                            double *loss_sum, int *correct) {
+    (void)x, (void)labels, (void)n, (void)loss_sum, (void)correct;
     return no_cuda(m);
 }
 ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host) {

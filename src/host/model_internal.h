@@ -170,6 +170,10 @@ ck_status ck_gpu_model_pull(ck_model *m);
 ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
                                 double *loss_sum, int *correct);
 ck_status ck_gpu_optimizer_step(ck_model *m);
+/* loss_and_grads + optimizer_step enqueued together, one wait (the update kernels skip a failed
+ * step on the device); on failure the model is unchanged. */
+ck_status ck_gpu_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+                            double *loss_sum, int *correct);
 /* Inference-mode logits of n samples into host memory (n x classes). */
 ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host);
 

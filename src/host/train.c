@@ -466,28 +466,37 @@ CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t 
     if (m->profiling)
         for (int i = 0; i < m->num_nodes; ++i)
             m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
-    ck_status st = ck_model_loss_and_grads(m, x, labels, n, &loss_sum, &correct);
-    if (st != CK_STATUS_SUCCESS)
-        return st;
-    double t_opt = ck_prof_begin(m), opt = 0.0;
-    if (m->gpu) {
-        st = ck_gpu_optimizer_step(m);
+    ck_status st;
+    if (m->gpu && !m->profiling) { /* the whole step enqueued at once, one wait */
+        st = check_batch(m, x, labels, n, 1);
+        if (st == CK_STATUS_SUCCESS)
+            st = ck_gpu_train_step(m, x, labels, n, &loss_sum, &correct);
         if (st != CK_STATUS_SUCCESS)
             return st;
     } else {
-        optimizer_step(m);
-    }
-    ck_prof_end(m, t_opt, &opt);
-    if (m->profiling) { /* a failed step is not counted */
-        double step = 0.0;
-        ck_prof_end(m, t_step, &step);
-        for (int i = 0; i < m->num_nodes; ++i) {
-            m->prof_fwd[i] += m->prof_cur_fwd[i];
-            m->prof_bwd[i] += m->prof_cur_bwd[i];
+        st = ck_model_loss_and_grads(m, x, labels, n, &loss_sum, &correct);
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+        double t_opt = ck_prof_begin(m), opt = 0.0;
+        if (m->gpu) { /* profiling: the update timed on its own */
+            st = ck_gpu_optimizer_step(m);
+            if (st != CK_STATUS_SUCCESS)
+                return st;
+        } else {
+            optimizer_step(m);
         }
-        m->prof_opt += opt;
-        m->prof_step += step;
-        m->prof_steps++;
+        ck_prof_end(m, t_opt, &opt);
+        if (m->profiling) { /* a failed step is not counted */
+            double step = 0.0;
+            ck_prof_end(m, t_step, &step);
+            for (int i = 0; i < m->num_nodes; ++i) {
+                m->prof_fwd[i] += m->prof_cur_fwd[i];
+                m->prof_bwd[i] += m->prof_cur_bwd[i];
+            }
+            m->prof_opt += opt;
+            m->prof_step += step;
+            m->prof_steps++;
+        }
     }
     m->step++;
     if (result) {

@@ -94,14 +94,18 @@ size_t ck_cuda_xent_workspace_bytes(int n);
 int ck_cuda_softmax_xent(int n, int classes, const float *logits, const int32_t *labels,
                          float *dlogits, ck_kloss *out, void *ws, void *stream);
 /* Optimizer updates (ck_adam_elem / ck_sgd_elem); alpha: Adam's bias-corrected step;
- * decay = lr * weight_decay; vel may be NULL (plain SGD). */
+ * decay = lr * weight_decay; vel may be NULL (plain SGD). guard (device memory, may be NULL):
+ * when guard->nonfinite is set or guard->loss_sum is not finite the kernel changes nothing, so a
+ * training step can enqueue its update before the host has looked at the loss (one wait per
+ * step, and a failed step still leaves parameters and optimizer state as they were). */
 int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
-                 float beta1, float beta2, float eps, float decay, void *stream);
+                 float beta1, float beta2, float eps, float decay, const ck_kloss *guard,
+                 void *stream);
 /* Sets *flag = 1 when any of p[0 .. count) is NaN or Inf; leaves it alone otherwise (clear it
  * first). Every writer stores the same value: the result does not depend on the order. */
 int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, void *stream);
 int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
-                int nesterov, float decay, void *stream);
+                int nesterov, float decay, const ck_kloss *guard, void *stream);
 /* Conv kernel HWIO (khw = kh*kw positions) -> KRSC (to_krsc = 1) or back (0). */
 int ck_cuda_conv_kernel_layout(const float *src, float *dst, int khw, int cin, int cout,
                                int to_krsc, void *stream);

@@ -355,8 +355,16 @@ extern "C" int ck_cuda_softmax_xent(int n, int classes, const float *logits, con
 
 /* ---- optimizers ------------------------------------------------------------------------------ */
 
+/* A failed step (non-finite gradients or loss, see ck_kernels.h) updates nothing. */
+__device__ __forceinline__ bool ck_step_failed(const ck_kloss *guard) {
+    return guard && (guard->nonfinite || !isfinite(guard->loss_sum));
+}
+
 __global__ void k_adam(float *p, const float *g, float *m, float *v, long long count, float alpha,
-                       float b1, float b2, float c1, float c2, float eps, float decay) {
+                       float b1, float b2, float c1, float c2, float eps, float decay,
+                       const ck_kloss *guard) {
+    if (ck_step_failed(guard))
+        return;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x) {
         float mi = m[i], vi = v[i];
@@ -367,7 +375,9 @@ __global__ void k_adam(float *p, const float *g, float *m, float *v, long long c
 }
 
 __global__ void k_sgd(float *p, const float *g, float *vel, long long count, float lr,
-                      float momentum, int nesterov, float decay) {
+                      float momentum, int nesterov, float decay, const ck_kloss *guard) {
+    if (ck_step_failed(guard))
+        return;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x) {
         if (vel) {
@@ -381,16 +391,19 @@ __global__ void k_sgd(float *p, const float *g, float *vel, long long count, flo
 }
 
 extern "C" int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
-                            float beta1, float beta2, float eps, float decay, void *stream) {
+                            float beta1, float beta2, float eps, float decay, const ck_kloss *guard,
+                            void *stream) {
     k_adam<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        p, g, m, v, (long long)count, alpha, beta1, beta2, 1.0f - beta1, 1.0f - beta2, eps, decay);
+        p, g, m, v, (long long)count, alpha, beta1, beta2, 1.0f - beta1, 1.0f - beta2, eps, decay,
+        guard);
     return ck_launch_status();
 }
 
 extern "C" int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, float lr,
-                           float momentum, int nesterov, float decay, void *stream) {
+                           float momentum, int nesterov, float decay, const ck_kloss *guard,
+                           void *stream) {
     k_sgd<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        p, g, vel, (long long)count, lr, momentum, nesterov, decay);
+        p, g, vel, (long long)count, lr, momentum, nesterov, decay, guard);
     return ck_launch_status();
 }
 
