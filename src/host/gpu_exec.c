@@ -555,6 +555,16 @@ static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard) {
     const double t = (double)(m->step + 1);
     const float alpha = (float)((double)o->learning_rate * sqrt(1.0 - pow((double)o->beta2, t)) /
                                 (1.0 - pow((double)o->beta1, t)));
+    if (!(o->weight_decay > 0.0f) && m->num_params) {
+        /* no weight decay: every parameter gets the same element-wise update and the parameters
+         * are one array, so one launch does what the per-group launches below do */
+        const int e = o->type == CK_OPT_ADAM
+                          ? ck_cuda_adam(g->params, g->grads, g->opt_m, g->opt_v, m->num_params,
+                                         alpha, o->beta1, o->beta2, o->epsilon, 0.0f, guard, s)
+                          : ck_cuda_sgd(g->params, g->grads, g->opt_m, m->num_params,
+                                        o->learning_rate, o->momentum, o->nesterov, 0.0f, guard, s);
+        return e ? ck_cuda_fail(m->ctx, e, "optimizer update") : CK_STATUS_SUCCESS;
+    }
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
         size_t groups[2][2] = {{0, 0}, {0, 0}};

@@ -285,6 +285,15 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, floa
 static void optimizer_step(ck_model *m) {
     const ck_optimizer_desc *o = &m->opt;
     const long step = (long)m->step + 1;
+    if (!(o->weight_decay > 0.0f)) { /* one element-wise update over the one parameter array */
+        if (o->type == CK_OPT_ADAM)
+            ck_cpu_adam_update(m->params, m->grads, m->opt_m, m->opt_v, m->num_params,
+                               o->learning_rate, o->beta1, o->beta2, o->epsilon, 0.0f, step);
+        else
+            ck_cpu_sgd_update(m->params, m->grads, m->opt_m, m->num_params, o->learning_rate,
+                              o->momentum, o->nesterov, 0.0f);
+        return;
+    }
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
         size_t groups[3][2] = {{0, 0}, {0, 0}, {0, 0}}; /* offset, count */
