@@ -112,10 +112,26 @@ extern "C" int ck_cuda_bias_add(float *y, const float *bias, long long rows, int
     return ck_launch_status();
 }
 
-/* Stage 1: partial column sums in double over row chunk y of CK_COLSUM_SPLITS chunks; block
- * (32, 8): x indexes 32 consecutive columns (coalesced), the 8 row phases are merged in a fixed
- * order in shared memory. Stage 2: one thread per column sums the chunk partials in order. */
-#define CK_COLSUM_SPLITS 64
+/* Stage 1: partial column sums in double over row chunk y of `splits` chunks; block (32, 8): x
+ * indexes 32 consecutive columns (coalesced), the 8 row phases are merged in a fixed order in
+ * shared memory. Stage 2: one thread per column sums the chunk partials in order.
+ * splits: about CK_COLSUM_BLOCKS blocks in all (enough loads in flight to stream a large
+ * activation, e.g. batch 2048 x 26 x 26 x 32, at memory speed), at least 64 rows per chunk; a
+ * function of (rows, c) only, so the sums are reproducible. */
+#define CK_COLSUM_BLOCKS 1024
+
+static long long colsum_max_splits(int c) {
+    const long long tiles = (c + 31) / 32, s = CK_COLSUM_BLOCKS / tiles;
+    return s < 1 ? 1 : s;
+}
+
+static int colsum_splits(long long rows, int c) {
+    long long s = rows / 64;
+    const long long most = colsum_max_splits(c);
+    if (s > most)
+        s = most;
+    return (int)(s < 1 ? 1 : s);
+}
 
 __global__ void k_colsum_partial(const float *a, long long rows, int c, double *partials) {
     __shared__ double sh[8][32];
@@ -150,16 +166,16 @@ __global__ void k_colsum_final(const double *partials, int splits, int c, float 
 }
 
 extern "C" size_t ck_cuda_colsum_workspace_bytes(int c) {
-    return (size_t)CK_COLSUM_SPLITS * (size_t)c * sizeof(double);
+    return (size_t)colsum_max_splits(c) * (size_t)c * sizeof(double);
 }
 
 extern "C" int ck_cuda_colsum(const float *a, long long rows, int c, float *out, void *ws,
                               void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    dim3 block(32, 8), grid((unsigned)((c + 31) / 32), CK_COLSUM_SPLITS);
+    const int splits = colsum_splits(rows, c);
+    dim3 block(32, 8), grid((unsigned)((c + 31) / 32), (unsigned)splits);
     k_colsum_partial<<<grid, block, 0, s>>>(a, rows, c, (double *)ws);
-    k_colsum_final<<<(unsigned)((c + 127) / 128), 128, 0, s>>>((const double *)ws, CK_COLSUM_SPLITS,
-                                                               c, out);
+    k_colsum_final<<<(unsigned)((c + 127) / 128), 128, 0, s>>>((const double *)ws, splits, c, out);
     return ck_launch_status();
 }
 
