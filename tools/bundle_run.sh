@@ -3,14 +3,25 @@
 #
 #   ./run.sh OUT_LOG_DIR [--quick]
 #
-# Runs, in order, each with its own log in OUT_LOG_DIR, carrying on after failures:
-#   tests       bin/cnnkit_tests --jobs 1 --verbose                                   tests.log
-#   memcheck    compute-sanitizer --tool memcheck --leak-check full on the GPU tests  memcheck.log
-#   racecheck   compute-sanitizer --tool racecheck on the GPU tests                   racecheck.log
-#   initcheck   compute-sanitizer --tool initcheck on the GPU tests                   initcheck.log
-#   bench       bin/bench_kernels --json OUT_LOG_DIR/bench_kernels.json [--quick]     bench_kernels.log
+# Runs, in order of what a short GPU session most needs, each with its own log in OUT_LOG_DIR,
+# carrying on after failures:
+#   gpu_tests     bin/cnnkit_tests --filter 'gpu*/*' (every GPU test)                gpu_tests.log
+#   train_bench   bin/bench_train --device cuda (batch 128, 512, 2048)               bench_train.log
+#   train_fmnist  cnnkit train on the bundled Fashion-MNIST (2 epochs quick, else 10) train_fmnist.log
+#   train_profile cnnkit train --profile, batch 512                                  train_profile.log
+#   peer_torch    share/peer_torch.py --device cuda (PyTorch eager/channels_last/compile)
+#   bench         bin/bench_kernels --json OUT_LOG_DIR/bench_kernels.json [--quick]   bench_kernels.log
+#   memcheck      compute-sanitizer --tool memcheck --leak-check full on GPU tests   memcheck.log
+#   racecheck     compute-sanitizer --tool racecheck on GPU tests                    racecheck.log
+#   initcheck     compute-sanitizer --tool initcheck on GPU tests                    initcheck.log
+#   tests         bin/cnnkit_tests --jobs 1 --verbose (the whole suite, CPU too)     tests.log
 # then writes OUT_LOG_DIR/summary.json and prints a table. Exit status: 0 when no step failed or
 # timed out, 1 otherwise, 2 on bad usage.
+#
+# Time: with --quick the steps share a DEADLINE (default 470 s from the first step): each step's
+# timeout is cut to what is left, a step with under 15 s left is skipped ("out of time"), and the
+# sanitizer steps get at most SANITIZER_CAP seconds each (default 90 with --quick), so the summary
+# is always written inside a 10-minute device call.
 #
 # A step's status is one of
 #   ok           exit status 0
@@ -24,7 +35,10 @@
 #
 # Environment:
 #   STEP_TIMEOUT      seconds per step (default 300)
-#   SANITIZER_FILTER  Criterion --filter for the sanitizer runs (default 'gpu*/*')
+#   DEADLINE          seconds for all steps (default 470 with --quick, none otherwise)
+#   SANITIZER_CAP     seconds per sanitizer step at most (default 90 with --quick, else STEP_TIMEOUT)
+#   SANITIZER_FILTER  Criterion --filter for the sanitizer runs (default 'gpu/*', the kernel
+#                     tests, with --quick; 'gpu*/*' otherwise)
 #   TEST_ARGS         extra arguments for the tests step, split at blanks (no shell quoting),
 #                     e.g. TEST_ARGS="--filter gpu/*"
 #   BENCH_ARGS        extra arguments for bench_kernels, split the same way
@@ -50,7 +64,15 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$1" || { echo "run.sh: cannot create $1" >&2; exit 2; }
 LOG_DIR="$(cd "$1" && pwd)"
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
-SANITIZER_FILTER="${SANITIZER_FILTER:-gpu*/*}"
+if ((QUICK)); then
+  DEADLINE="${DEADLINE:-470}"
+  SANITIZER_CAP="${SANITIZER_CAP:-90}"
+  SANITIZER_FILTER="${SANITIZER_FILTER:-gpu/*}"
+else
+  DEADLINE="${DEADLINE:-0}"
+  SANITIZER_CAP="${SANITIZER_CAP:-$STEP_TIMEOUT}"
+  SANITIZER_FILTER="${SANITIZER_FILTER:-gpu*/*}"
+fi
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
 TESTS_BIN="$HERE/bin/cnnkit_tests"
@@ -146,18 +168,36 @@ log_note() {
   printf '%s' "$note"
 }
 
+# This step's timeout: STEP_TIMEOUT, at most SANITIZER_CAP for sanitizer steps, at most what is
+# left before DEADLINE (minus 5 s); prints 0 when under 15 s are left.
+step_timeout() { # step_timeout KIND
+  local t="$STEP_TIMEOUT" left
+  if [[ "$1" == sanitizer ]] && ((SANITIZER_CAP < t)); then t="$SANITIZER_CAP"; fi
+  if ((DEADLINE > 0)); then
+    left="$(awk -v a="$T_ALL" -v b="$(now)" -v d="$DEADLINE" 'BEGIN { printf "%d", d - (b - a) - 5 }')"
+    if ((left < 10)); then echo 0; return; fi
+    ((left < t)) && t="$left"
+  fi
+  echo "$t"
+}
+
 run_step() { # run_step NAME LOGNAME KIND CMD...   (KIND: plain | sanitizer)
   local name="$1" logname="$2" kind="$3"
   shift 3
-  local logf="$LOG_DIR/$logname" t0 t1 rc status secs note
+  local logf="$LOG_DIR/$logname" t0 t1 rc status secs note tmo
+  tmo="$(step_timeout "$kind")"
+  if ((tmo == 0)); then
+    skip_step "$name" "$logname" "out of time (DEADLINE $DEADLINE s)"
+    return
+  fi
   echo "run.sh: [$name] $*"
   {
     printf '# command:'
     printf ' %q' "$@"
-    printf '\n# started %s, timeout %s s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$STEP_TIMEOUT"
+    printf '\n# started %s, timeout %s s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$tmo"
   } >"$logf"
   t0="$(now)"
-  timeout --kill-after=30 "$STEP_TIMEOUT" "$@" >>"$logf" 2>&1 </dev/null
+  timeout --kill-after=10 "$tmo" "$@" >>"$logf" 2>&1 </dev/null
   rc=$?
   t1="$(now)"
   secs="$(elapsed "$t0" "$t1")"
@@ -175,7 +215,7 @@ run_step() { # run_step NAME LOGNAME KIND CMD...   (KIND: plain | sanitizer)
     note="${note:+$note; }compute-sanitizer cannot run on this machine (see log)"
     [[ "${STRICT_SANITIZER:-0}" == 1 ]] && status=failed
   fi
-  [[ "$status" == timeout ]] && note="${note:+$note; }killed after ${STEP_TIMEOUT} s"
+  [[ "$status" == timeout ]] && note="${note:+$note; }killed after ${tmo} s"
   printf '# exit status %s (%s) after %s s\n' "$rc" "$status" "$secs" >>"$logf"
   echo "run.sh: [$name] $status (rc $rc, ${secs} s)${note:+: $note}"
   record "$name" "$status" "$rc" "$secs" "$logname" "$note"
@@ -203,7 +243,7 @@ GPU_LINE=""
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(uname -a)"
   echo "bundle: $HERE (commit $COMMIT)"
-  echo "quick: $QUICK   STEP_TIMEOUT: $STEP_TIMEOUT   SANITIZER_FILTER: $SANITIZER_FILTER"
+  echo "quick: $QUICK   STEP_TIMEOUT: $STEP_TIMEOUT   DEADLINE: $DEADLINE   SANITIZER_CAP: $SANITIZER_CAP   SANITIZER_FILTER: $SANITIZER_FILTER"
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   echo
   if command -v nvidia-smi >/dev/null 2>&1; then
@@ -234,8 +274,45 @@ fi
 
 # ---- steps --------------------------------------------------------------------------------------
 T_ALL="$(now)"
-run_step tests tests.log plain "$TESTS_BIN" --jobs 1 --verbose "${EXTRA_TEST_ARGS[@]}"
+# 1. every GPU test (kernels vs CPU twins, the model on the device, planned vs unplanned, ...)
+run_step gpu_tests gpu_tests.log plain "$TESTS_BIN" --jobs 1 --verbose --filter 'gpu*/*' \
+  "${EXTRA_TEST_ARGS[@]}"
 
+# 2. training throughput of the question's model on the GPU
+if [[ -x "$TRAIN_BENCH_BIN" ]]; then
+  run_step train_bench bench_train.log plain "$TRAIN_BENCH_BIN" --device cuda \
+    --model "$HERE/share/seed_cnn.py" --json "$LOG_DIR/bench_train.json" \
+    $( ((QUICK)) && echo "--steps 5" || echo "--steps 20")
+fi
+
+# 3. accuracy on the GPU: the question's model on Fashion-MNIST (bundled with BUNDLE_DATA=1), and
+#    where a GPU training step spends its time: per planned node, forward and backward (issue 5)
+if [[ -x "$CLI_BIN" && -d "$HERE/share/fashion-mnist" ]]; then
+  run_step train_fmnist train_fmnist.log plain "$CLI_BIN" train "$HERE/share/seed_cnn.py" \
+    --data "$HERE/share/fashion-mnist" --device cuda --batch 128 --seed 1 \
+    --epochs "${TRAIN_EPOCHS:-$( ((QUICK)) && echo 2 || echo 10)}" --log "$LOG_DIR/train_fmnist.csv"
+  run_step train_profile train_profile.log plain "$CLI_BIN" train "$HERE/share/seed_cnn.py" \
+    --data "$HERE/share/fashion-mnist" --device cuda --batch 512 --seed 1 --epochs 1 \
+    --limit 25600 --profile
+else
+  skip_step train_fmnist train_fmnist.log "no bundled Fashion-MNIST (make gpu-bundle BUNDLE_DATA=1)"
+  skip_step train_profile train_profile.log "no bundled Fashion-MNIST (make gpu-bundle BUNDLE_DATA=1)"
+fi
+
+# 4. the PyTorch peer on the same GPU (the ratio comes from this run)
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  run_step peer_torch peer_torch.log plain python3 "$HERE/share/peer_torch.py" --device cuda \
+    --json "$LOG_DIR/peer_torch.json"
+else
+  skip_step peer_torch peer_torch.log "python3 with CUDA-enabled torch not found"
+fi
+
+# 5. kernel benches (cnnkit vs cuDNN vs a device copy)
+BENCH_CMD=("$BENCH_BIN" --json "$LOG_DIR/bench_kernels.json")
+((QUICK)) && BENCH_CMD+=(--quick)
+run_step bench bench_kernels.log plain "${BENCH_CMD[@]}" "${EXTRA_BENCH_ARGS[@]}"
+
+# 6. compute-sanitizer on the GPU tests
 if CS="$(find_sanitizer)"; then
   echo "run.sh: compute-sanitizer: $CS"
   "$CS" --version >>"$LOG_DIR/env.log" 2>&1 || true
@@ -251,35 +328,8 @@ else
   done
 fi
 
-BENCH_CMD=("$BENCH_BIN" --json "$LOG_DIR/bench_kernels.json")
-((QUICK)) && BENCH_CMD+=(--quick)
-run_step bench bench_kernels.log plain "${BENCH_CMD[@]}" "${EXTRA_BENCH_ARGS[@]}"
-
-# training throughput of the question's model on the GPU, and the PyTorch peer in the same run
-if [[ -x "$TRAIN_BENCH_BIN" ]]; then
-  run_step train_bench bench_train.log plain "$TRAIN_BENCH_BIN" --device cuda \
-    --model "$HERE/share/seed_cnn.py" --json "$LOG_DIR/bench_train.json" \
-    $( ((QUICK)) && echo "--steps 5" || echo "--steps 20")
-fi
-if command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  run_step peer_torch peer_torch.log plain python3 "$HERE/share/peer_torch.py" --device cuda \
-    --json "$LOG_DIR/peer_torch.json"
-else
-  skip_step peer_torch peer_torch.log "python3 with CUDA-enabled torch not found"
-fi
-# accuracy on the GPU: the question's model on Fashion-MNIST (bundled with BUNDLE_DATA=1)
-if [[ -x "$CLI_BIN" && -d "$HERE/share/fashion-mnist" ]]; then
-  run_step train_fmnist train_fmnist.log plain "$CLI_BIN" train "$HERE/share/seed_cnn.py" \
-    --data "$HERE/share/fashion-mnist" --device cuda --batch 128 --seed 1 \
-    --epochs "${TRAIN_EPOCHS:-$( ((QUICK)) && echo 2 || echo 10)}" --log "$LOG_DIR/train_fmnist.csv"
-  # where a GPU training step spends its time: per planned node, forward and backward (issue 5)
-  run_step train_profile train_profile.log plain "$CLI_BIN" train "$HERE/share/seed_cnn.py" \
-    --data "$HERE/share/fashion-mnist" --device cuda --batch 512 --seed 1 --epochs 1 \
-    --limit 25600 --profile
-else
-  skip_step train_fmnist train_fmnist.log "no bundled Fashion-MNIST (make gpu-bundle BUNDLE_DATA=1)"
-  skip_step train_profile train_profile.log "no bundled Fashion-MNIST (make gpu-bundle BUNDLE_DATA=1)"
-fi
+# 7. the whole suite (the CPU tests also run in CI on every change)
+run_step tests tests.log plain "$TESTS_BIN" --jobs 1 --verbose "${EXTRA_TEST_ARGS[@]}"
 TOTAL_SECS="$(elapsed "$T_ALL" "$(now)")"
 
 # ---- summary ------------------------------------------------------------------------------------
