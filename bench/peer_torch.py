@@ -47,10 +47,12 @@ def main():
            "results": []}
     print(f"peer_torch: torch {torch.__version__}, device {a.device}, "
           f"{torch.get_num_threads()} threads, median of {a.steps} steps")
-    print(f"{'batch':>8} {'mode':>16} {'ms/step':>10} {'images/s':>10} {'peak MiB':>9}")
-    for b in [int(s) for s in a.batches.split(",") if s]:
-        modes = ["eager", "channels_last", "reduce-overhead"] if a.device == "cuda" else ["eager"]
-        for mode in modes:
+    print(f"{'batch':>8} {'mode':>16} {'ms/step':>10} {'images/s':>10} {'peak MiB':>9}", flush=True)
+    # modes outer, batches inner: the eager figures of every batch size come before the slow
+    # torch.compile ones (a time-limited run keeps what it printed: flush=True)
+    modes = ["eager", "channels_last", "reduce-overhead"] if a.device == "cuda" else ["eager"]
+    for mode in modes:
+        for b in [int(s) for s in a.batches.split(",") if s]:
             torch.manual_seed(0)
             m = seed_cnn().to(dev)
             x = torch.rand(b, 1, 28, 28, device=dev)
@@ -77,7 +79,7 @@ def main():
                 for _ in range(3 if mode == "reduce-overhead" else 2):
                     step()
             except Exception as e:  # torch.compile needs a working compiler toolchain
-                print(f"{b:>8} {mode:>16}  unavailable: {type(e).__name__}: {e}"[:200])
+                print(f"{b:>8} {mode:>16}  unavailable: {type(e).__name__}: {e}"[:200], flush=True)
                 continue
             if dev.type == "cuda":
                 torch.cuda.synchronize()
@@ -94,7 +96,7 @@ def main():
             med = statistics.median(times)
             peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
             print(f"{b:>8} {mode:>16} {med * 1e3:>10.1f} {b / med:>10.0f} "
-                  f"{peak if peak is not None else float('nan'):>9.1f}")
+                  f"{peak if peak is not None else float('nan'):>9.1f}", flush=True)
             out["results"].append({"batch": b, "mode": mode, "ms_per_step": med * 1e3,
                                    "images_per_s": b / med, "peak_mib": peak})
     if a.json:

@@ -37,6 +37,8 @@
 #   STEP_TIMEOUT      seconds per step (default 300)
 #   DEADLINE          seconds for all steps (default 470 with --quick, none otherwise)
 #   SANITIZER_CAP     seconds per sanitizer step at most (default 90 with --quick, else STEP_TIMEOUT)
+#   PEER_CAP          seconds for the PyTorch peer at most (default 150 with --quick: its
+#                     torch.compile modes take minutes; else STEP_TIMEOUT)
 #   SANITIZER_FILTER  Criterion --filter for the sanitizer runs (default 'gpu/*', the kernel
 #                     tests, with --quick; 'gpu*/*' otherwise)
 #   TEST_ARGS         extra arguments for the tests step, split at blanks (no shell quoting),
@@ -67,10 +69,12 @@ STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
 if ((QUICK)); then
   DEADLINE="${DEADLINE:-470}"
   SANITIZER_CAP="${SANITIZER_CAP:-90}"
+  PEER_CAP="${PEER_CAP:-150}"
   SANITIZER_FILTER="${SANITIZER_FILTER:-gpu/*}"
 else
   DEADLINE="${DEADLINE:-0}"
   SANITIZER_CAP="${SANITIZER_CAP:-$STEP_TIMEOUT}"
+  PEER_CAP="${PEER_CAP:-$STEP_TIMEOUT}"
   SANITIZER_FILTER="${SANITIZER_FILTER:-gpu*/*}"
 fi
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
@@ -168,11 +172,13 @@ log_note() {
   printf '%s' "$note"
 }
 
-# This step's timeout: STEP_TIMEOUT, at most SANITIZER_CAP for sanitizer steps, at most what is
-# left before DEADLINE (minus 5 s); prints 0 when under 15 s are left.
+# This step's timeout: STEP_TIMEOUT, at most SANITIZER_CAP for sanitizer steps and STEP_CAP when
+# the caller sets it, at most what is left before DEADLINE (minus 5 s); prints 0 when under 15 s
+# are left.
 step_timeout() { # step_timeout KIND
   local t="$STEP_TIMEOUT" left
   if [[ "$1" == sanitizer ]] && ((SANITIZER_CAP < t)); then t="$SANITIZER_CAP"; fi
+  if [[ -n "${STEP_CAP:-}" ]] && ((STEP_CAP < t)); then t="$STEP_CAP"; fi
   if ((DEADLINE > 0)); then
     left="$(awk -v a="$T_ALL" -v b="$(now)" -v d="$DEADLINE" 'BEGIN { printf "%d", d - (b - a) - 5 }')"
     if ((left < 10)); then echo 0; return; fi
@@ -301,8 +307,8 @@ fi
 
 # 4. the PyTorch peer on the same GPU (the ratio comes from this run)
 if command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  run_step peer_torch peer_torch.log plain python3 "$HERE/share/peer_torch.py" --device cuda \
-    --json "$LOG_DIR/peer_torch.json"
+  STEP_CAP="$PEER_CAP" run_step peer_torch peer_torch.log plain python3 -u "$HERE/share/peer_torch.py" \
+    --device cuda --json "$LOG_DIR/peer_torch.json"
 else
   skip_step peer_torch peer_torch.log "python3 with CUDA-enabled torch not found"
 fi
