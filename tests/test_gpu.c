@@ -239,8 +239,8 @@ Test(gpu, batchnorm_relu_spatial_dropout_matches_cpu) {
 /* Large offset, small spread, many values per thread (batch 256 x 28 x 28): the device's
  * per-thread Welford sums run in double, so the statistics match the CPU's double two-pass ones
  * (a float Welford stops moving its mean once |x - mean| / n < ulp(mean) / 2, here after a few
- * hundred values: m2 then sums squares around a stale mean). mean to 1e-7 of 1000 (< 1 float
- * ulp), invstd (~150 with eps 1e-5) to 1e-4 relative. */
+ * hundred values: m2 then sums squares around a stale mean). mean to 1e-7 of 1000 (two float
+ * ulps), invstd (~150 with eps 1e-5) to 1e-4 relative. */
 Test(gpu, batchnorm_statistics_with_large_mean) {
     ck_context *g = t_cuda_ctx_or_skip();
     ck_context *c = t_ctx(CK_DEVICE_CPU);

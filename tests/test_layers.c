@@ -119,8 +119,8 @@ Test(layers, geometry) {
     cr_assert_eq(ck_cpu_conv2d_workspace_floats(&g), 0u);
     cr_assert_eq(ck_conv_geom_make(&g, 3, 5, 5, 4, 2, 3, 3, 1, 1, 1), 0); /* 3 tiles of 1 */
     cr_assert_eq(ck_cpu_conv2d_workspace_floats(&g), (size_t)3 * (25 * 36 + 36 * 2));
-    cr_assert_eq(ck_conv_geom_make(&g, 40, 5, 5, 4, 2, 3, 3, 1, 1, 1), 0); /* 14 tiles of 3 */
-    cr_assert_eq(ck_cpu_conv2d_workspace_floats(&g), (size_t)14 * (3 * 25 * 36 + 36 * 2));
+    cr_assert_eq(ck_conv_geom_make(&g, 40, 5, 5, 4, 2, 3, 3, 1, 1, 1), 0); /* 20 tiles of 2 */
+    cr_assert_eq(ck_cpu_conv2d_workspace_floats(&g), (size_t)16 * (2 * 25 * 36 + 36 * 2));
     cr_assert_eq(ck_conv_geom_make(&g, 400, 5, 5, 4, 2, 3, 3, 1, 1, 1), 0); /* 16 groups */
     cr_assert_eq(ck_cpu_conv2d_workspace_floats(&g), (size_t)16 * (25 * 25 * 36 + 36 * 2));
     cr_assert_eq(ck_conv_geom_make(&g, 3, 64, 64, 32, 2, 3, 3, 1, 1, 1), 0); /* chunked */
@@ -409,11 +409,50 @@ static void conv_paths_case(int n, int h, int w, int cin, int cout, int kh, int 
 
 Test(layers, conv2d_tiled_and_chunked_paths) {
     conv_paths_case(20, 16, 16, 16, 4, 3, 3, 1, 1, 11); /* 20 tiles of 1, 16 groups (uneven) */
-    conv_paths_case(40, 10, 10, 8, 3, 3, 3, 2, 1, 12);  /* 14 tiles of 3, the last of 1 */
-    conv_paths_case(37, 6, 6, 1, 5, 3, 3, 1, 1, 13);    /* C = 1: 13 tiles of 3, the last of 1 */
+    conv_paths_case(40, 10, 10, 8, 3, 3, 3, 2, 1, 12);  /* 20 tiles of 2, 16 groups */
+    conv_paths_case(37, 6, 6, 1, 5, 3, 3, 1, 1, 13);    /* C = 1: 19 tiles of 2, the last of 1 */
     conv_paths_case(1, 12, 9, 4, 3, 3, 2, 1, 1, 14);    /* one sample: one group */
     conv_paths_case(2, 64, 64, 32, 2, 3, 3, 1, 1, 15);  /* im2col 1.18 M floats: chunked */
     conv_paths_case(3, 9, 9, 5, 4, 1, 1, 1, 0, 16);     /* 1x1: the input is the im2col */
+}
+
+/* The model plans one conv workspace for max_batch and runs smaller batches in it (the last
+ * batch of an epoch, evaluation): the workspace must never shrink as n grows. Checked for every
+ * n <= 300 on shapes of early and late layers (a tile of one sample, of several, the cap of 16
+ * groups), then a batch of 16 run in the workspace of 20 for a late-layer shape that needed more
+ * at 16 than at 20 before this was fixed (ASan in CI sees any overrun). */
+Test(layers, conv2d_workspace_never_shrinks) {
+    const int geos[5][6] = {/* h, w, cin, cout, k, same */
+                            {7, 7, 64, 128, 3, 0},
+                            {5, 5, 64, 64, 3, 0},
+                            {28, 28, 1, 32, 3, 0},
+                            {26, 26, 32, 32, 3, 0},
+                            {9, 9, 5, 4, 3, 1}};
+    for (int gi = 0; gi < 5; ++gi) {
+        size_t prev = 0;
+        for (int n = 1; n <= 300; ++n) {
+            ck_conv_geom g;
+            cr_assert_eq(ck_conv_geom_make(&g, n, geos[gi][0], geos[gi][1], geos[gi][2],
+                                           geos[gi][3], geos[gi][4], geos[gi][4], 1, 1,
+                                           geos[gi][5]),
+                         0);
+            const size_t ws = ck_cpu_conv2d_workspace_floats(&g);
+            cr_assert_geq(ws, prev, "geometry %d: workspace %zu at n = %d < %zu at n = %d", gi, ws,
+                          n, prev, n - 1);
+            prev = ws;
+        }
+    }
+    ck_conv_geom big, small;
+    cr_assert_eq(ck_conv_geom_make(&big, 20, 7, 7, 64, 128, 3, 3, 1, 1, 0), 0);
+    cr_assert_eq(ck_conv_geom_make(&small, 16, 7, 7, 64, 128, 3, 3, 1, 1, 0), 0);
+    trng r = {77};
+    const size_t nx = (size_t)16 * 7 * 7 * 64, ny = (size_t)16 * 5 * 5 * 128, nk = 9 * 64 * 128;
+    float *x = frand(&r, nx, -1, 1), *k = frand(&r, nk, -0.1f, 0.1f), *dy = frand(&r, ny, -1, 1);
+    float *y = falloc(ny), *dx = falloc(nx), *dk = falloc(nk), *db = falloc(128);
+    float *ws = falloc(ck_cpu_conv2d_workspace_floats(&big));
+    ck_cpu_conv2d_forward(&small, x, k, NULL, y, ws);
+    ck_cpu_conv2d_backward(&small, x, k, dy, dx, dk, db, ws);
+    free(x), free(k), free(dy), free(y), free(dx), free(dk), free(db), free(ws);
 }
 
 typedef struct pool_ud {

@@ -136,10 +136,16 @@ static conv_plan conv_plan_of(const ck_conv_geom *g) {
     conv_plan p = {0, g->n, 1, 1, 0, 0};
     const size_t per = (size_t)g->oh * (size_t)g->ow * conv_k(g);
     if (per <= CK_CONV_SAMPLE_MAX_FLOATS) {
-        /* cache-sized, and at least min(n, CK_CONV_GROUPS) tiles so that every group has work */
-        const size_t most = ((size_t)g->n + CK_CONV_GROUPS - 1) / CK_CONV_GROUPS;
+        /* cache-sized, and at least min(n, CK_CONV_GROUPS) tiles so that every group has work.
+         * floor(n / groups), not the ceiling: then the workspace never shrinks as n grows (n <
+         * 16: n groups of one sample; n >= 16: 16 groups of a tile that only grows), so the
+         * workspace planned for max_batch serves every smaller batch. */
+        const size_t most = (size_t)g->n / CK_CONV_GROUPS;
         size_t ts = CK_CONV_TILE_FLOATS / per;
-        ts = ts < 1 ? 1 : ts > most ? most : ts;
+        if (ts > most)
+            ts = most;
+        if (ts < 1)
+            ts = 1;
         p.tiled = 1;
         p.ts = (int)ts;
         p.tiles = (g->n + p.ts - 1) / p.ts;

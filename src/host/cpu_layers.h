@@ -22,9 +22,9 @@
  *    calls cblas_sgemm from inside the region, where the OpenMP build of OpenBLAS (the one the
  *    build links) runs single-threaded; the kernel gradient is summed per group in tile order,
  *    then over groups in group order. Conv2D results of batches of two or more samples are
- *    therefore bit-identical for any OpenMP and OpenBLAS thread count. (One-sample batches and
- *    samples whose im2col exceeds CK_CONV_SAMPLE_MAX_FLOATS call multi-threaded GEMMs from the
- *    calling thread instead, like Dense.)
+ *    therefore bit-identical for any OpenMP and OpenBLAS thread count. (One-sample batches, 1x1
+ *    stride-1 kernels and samples whose im2col exceeds CK_CONV_SAMPLE_MAX_FLOATS call
+ *    multi-threaded GEMMs from the calling thread instead, like Dense.)
  *  - Dense uses one cblas_sgemm from the calling thread, with a call sequence that depends only
  *    on the shapes: bit-identical run to run for a fixed OpenBLAS thread count. A GEMM split over
  *    a different number of threads can differ in the last bits (measured: ~1e-7 relative). The
@@ -83,7 +83,8 @@ int ck_conv_geom_make(ck_conv_geom *g, int n, int h, int w, int cin, int cout, i
 
 /* Floats of workspace needed by forward and backward (the same buffer size serves both):
  * tiled: groups * (tile im2col + kh*kw*cin*cout kernel-gradient partial); chunked: one chunk's
- * im2col. 0 for 1x1 kernels with stride 1 (x is used in place; ws may then be NULL). */
+ * im2col. 0 for 1x1 kernels with stride 1 (x is used in place; ws may then be NULL).
+ * Non-decreasing in g->n: the size for the largest batch serves every smaller one. */
 size_t ck_cpu_conv2d_workspace_floats(const ck_conv_geom *g);
 
 /* bias may be NULL (use_bias=False). */

@@ -171,7 +171,8 @@ ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labe
                                 double *loss_sum, int *correct);
 ck_status ck_gpu_optimizer_step(ck_model *m);
 /* loss_and_grads + optimizer_step enqueued together, one wait (the update kernels skip a failed
- * step on the device); on failure the model is unchanged. */
+ * step on the device); on failure the model is unchanged (but for a CUDA launch error part-way
+ * through the per-group updates with weight decay, which leaves the earlier groups updated). */
 ck_status ck_gpu_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
                             double *loss_sum, int *correct);
 /* Inference-mode logits of n samples into host memory (n x classes). */
