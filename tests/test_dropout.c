@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../src/host/internal.h" /* ck_cpu_philox_block */
 #include "ck_math.h"
 
 /* Known-answer vectors of Philox4x32-10 from the Random123 distribution (kat_vectors). */
@@ -149,6 +150,77 @@ Test(dropout, element_rate_and_values) {
     free(x);
     free(y);
     free(mask);
+    ck_context_destroy(ctx);
+}
+
+/* The CPU's batched Philox (eight calls side by side, vectorized with AVX2) gives the words of
+ * ck_dropout_call bit for bit, on both instruction-set paths, for counters that cross a 32-bit
+ * boundary, 64-bit offsets and seeds, and counts that are not a multiple of 8. */
+Test(philox, batched_equals_ck_dropout_call) {
+    const uint64_t seeds[3] = {0, 42, 0xDEADBEEFCAFEF00Dull};
+    const uint64_t offsets[3] = {0, 4096 * 7 + 3, 0xFFFFFFFF00000001ull};
+    const uint64_t call0s[3] = {0, 1000, 0xFFFFFFFFull - 5};
+    uint32_t w[4 * 37];
+    for (int isa = 0; isa < 2; ++isa) {
+        if (isa)
+            cr_assert_eq(setenv("CNNKIT_CPU_ISA", "generic", 1), 0);
+        for (int a = 0; a < 3; ++a)
+            for (int b = 0; b < 3; ++b)
+                for (int c = 0; c < 3; ++c) {
+                    ck_cpu_philox_block(seeds[a], offsets[b], call0s[c], 37, w);
+                    for (int i = 0; i < 37; ++i) {
+                        const ck_u32x4 e = ck_dropout_call(seeds[a], offsets[b], call0s[c] + i);
+                        for (int k = 0; k < 4; ++k)
+                            cr_assert_eq(w[4 * i + k], e.v[k],
+                                         "isa %d seed %d offset %d call0 %d: "
+                                         "call %d word %d",
+                                         isa, a, b, c, i, k);
+                    }
+                }
+    }
+    cr_assert_eq(unsetenv("CNNKIT_CPU_ISA"), 0);
+}
+
+/* Training-mode element dropout without a stored mask (the model's path: blocks of calls drawn at
+ * once) equals the definition, x * (ck_element_keep ? 1 / (1 - rate) : 0), element by element, in
+ * both layouts and on both instruction-set paths, for row widths that are and are not multiples
+ * of 4 (the dense layers' W = 1 included) and tensors spanning many blocks. */
+Test(dropout, regenerated_equals_definition) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    const int shapes[5][4] = {
+        {4, 37, 9, 11}, {64, 512, 1, 1}, {3, 5, 12, 12}, {2, 3, 7, 4}, {1, 1, 1, 3}};
+    const ck_dropout_desc d = {0.3f, 4096 * 5 + 17};
+    const uint32_t thr = ck_dropout_threshold(d.rate);
+    const float scale = ck_dropout_scale(d.rate);
+    for (int si = 0; si < 5; ++si) {
+        const int N = shapes[si][0], C = shapes[si][1], H = shapes[si][2], W = shapes[si][3];
+        const size_t cnt = (size_t)N * C * H * W;
+        float *x = malloc(cnt * sizeof *x), *y = malloc(cnt * sizeof *y);
+        trng r = {31 + (uint64_t)si};
+        trng_fill(&r, x, cnt, -2.0f, 2.0f);
+        for (int l = 0; l < 2; ++l)
+            for (int isa = 0; isa < 2; ++isa) {
+                if (isa)
+                    cr_assert_eq(setenv("CNNKIT_CPU_ISA", "generic", 1), 0);
+                run_fwd(ctx, CK_DROPOUT_ELEMENT, l ? CK_LAYOUT_NHWC : CK_LAYOUT_NCHW, N, C, H, W, x,
+                        &d, CK_MODE_TRAINING, y, NULL);
+                cr_assert_eq(unsetenv("CNNKIT_CPU_ISA"), 0);
+                size_t i = 0;
+                for (int n = 0; n < N; ++n)
+                    for (int c = 0; c < C; ++c)
+                        for (int h = 0; h < H; ++h)
+                            for (int w = 0; w < W; ++w, ++i) {
+                                const int keep = ck_element_keep(ck_context_seed(ctx), d.offset,
+                                                                 thr, n, c, h, w, C, H, W);
+                                const float e = x[i] * (keep ? scale : 0.0f);
+                                cr_assert(memcmp(&y[i], &e, sizeof e) == 0,
+                                          "shape %d layout %d isa %d: (%d,%d,%d,%d) %g vs %g", si,
+                                          l, isa, n, c, h, w, y[i], e);
+                            }
+            }
+        free(x);
+        free(y);
+    }
     ck_context_destroy(ctx);
 }
 

@@ -66,6 +66,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$1" || { echo "run.sh: cannot create $1" >&2; exit 2; }
 LOG_DIR="$(cd "$1" && pwd)"
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
+KILL_AFTER=10 # seconds between a step's SIGTERM and SIGKILL
 if ((QUICK)); then
   DEADLINE="${DEADLINE:-470}"
   SANITIZER_CAP="${SANITIZER_CAP:-90}"
@@ -77,6 +78,9 @@ else
   PEER_CAP="${PEER_CAP:-$STEP_TIMEOUT}"
   SANITIZER_FILTER="${SANITIZER_FILTER:-gpu*/*}"
 fi
+for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP; do # whole seconds; 0: no limit
+  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number of seconds, got '${!v}'" >&2; exit 2; }
+done
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
 TESTS_BIN="$HERE/bin/cnnkit_tests"
@@ -173,14 +177,16 @@ log_note() {
 }
 
 # This step's timeout: STEP_TIMEOUT, at most SANITIZER_CAP for sanitizer steps and STEP_CAP when
-# the caller sets it, at most what is left before DEADLINE (minus 5 s); prints 0 when under 15 s
-# are left.
-step_timeout() { # step_timeout KIND
+# the caller sets it, at most what is left before DEADLINE (minus the SIGKILL grace period);
+# prints 0 when under 10 s would be left.
+step_timeout() { # step_timeout KIND   (0 for a limit means none)
   local t="$STEP_TIMEOUT" left
-  if [[ "$1" == sanitizer ]] && ((SANITIZER_CAP < t)); then t="$SANITIZER_CAP"; fi
-  if [[ -n "${STEP_CAP:-}" ]] && ((STEP_CAP < t)); then t="$STEP_CAP"; fi
-  if ((DEADLINE > 0)); then
-    left="$(awk -v a="$T_ALL" -v b="$(now)" -v d="$DEADLINE" 'BEGIN { printf "%d", d - (b - a) - 5 }')"
+  ((t > 0)) || t=86400
+  if [[ "$1" == sanitizer ]] && ((SANITIZER_CAP > 0 && SANITIZER_CAP < t)); then t="$SANITIZER_CAP"; fi
+  if [[ -n "${STEP_CAP:-}" ]] && ((STEP_CAP > 0 && STEP_CAP < t)); then t="$STEP_CAP"; fi
+  if ((DEADLINE > 0)); then # leave room for the SIGKILL grace period
+    left="$(awk -v a="$T_ALL" -v b="$(now)" -v d="$DEADLINE" -v k="$KILL_AFTER" \
+      'BEGIN { printf "%d", d - (b - a) - k - 2 }')"
     if ((left < 10)); then echo 0; return; fi
     ((left < t)) && t="$left"
   fi
@@ -203,7 +209,7 @@ run_step() { # run_step NAME LOGNAME KIND CMD...   (KIND: plain | sanitizer)
     printf '\n# started %s, timeout %s s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$tmo"
   } >"$logf"
   t0="$(now)"
-  timeout --kill-after=10 "$tmo" "$@" >>"$logf" 2>&1 </dev/null
+  timeout --kill-after="$KILL_AFTER" "$tmo" "$@" >>"$logf" 2>&1 </dev/null
   rc=$?
   t1="$(now)"
   secs="$(elapsed "$t0" "$t1")"

@@ -49,6 +49,127 @@ void ck_cpu_convert_layout(const ck_tensor *src, ck_tensor *dst) {
 
 /* ---- dropout ------------------------------------------------------------------------------- */
 
+/* Element dropout draws one Philox call per four units of a row, and the calls of consecutive
+ * rows are consecutive (ck_element_call: row r = (n * C + c) * H + h takes calls r * ceil(W/4) +
+ * q). Without a stored mask the CPU therefore draws blocks of consecutive calls with a batched
+ * Philox4x32-10: eight calls side by side, one array per counter word, so that the rounds
+ * vectorize (32x32->64-bit multiplies, four per AVX2 instruction). The words are those of
+ * ck_dropout_call bit for bit (same rounds, same key schedule; tests/test_dropout.c compares them
+ * with ck_dropout_call and the outputs with ck_element_keep). */
+#define CK_PHILOX_LANES 8
+#define CK_DROP_BLOCK 256 /* calls per block: 1024 words on the stack */
+
+#define CK_PHILOX_BLOCK_BODY                                                                       \
+    const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);                               \
+    const uint32_t o0 = (uint32_t)offset, o1 = (uint32_t)(offset >> 32);                           \
+    for (int base = 0; base < count; base += CK_PHILOX_LANES) {                                    \
+        uint32_t a[CK_PHILOX_LANES], b[CK_PHILOX_LANES], c[CK_PHILOX_LANES], d[CK_PHILOX_LANES];   \
+        for (int l = 0; l < CK_PHILOX_LANES; ++l) {                                                \
+            const uint64_t call = call0 + (uint64_t)(base + l);                                    \
+            a[l] = (uint32_t)call;                                                                 \
+            b[l] = (uint32_t)(call >> 32);                                                         \
+            c[l] = o0;                                                                             \
+            d[l] = o1;                                                                             \
+        }                                                                                          \
+        uint32_t kk0 = k0, kk1 = k1;                                                               \
+        for (int r = 0; r < 10; ++r) {                                                             \
+            _Pragma("omp simd") for (int l = 0; l < CK_PHILOX_LANES; ++l) {                        \
+                const uint64_t p0 = (uint64_t)CK_PHILOX_M0 * a[l];                                 \
+                const uint64_t p1 = (uint64_t)CK_PHILOX_M1 * c[l];                                 \
+                const uint32_t na = (uint32_t)(p1 >> 32) ^ b[l] ^ kk0;                             \
+                const uint32_t nc = (uint32_t)(p0 >> 32) ^ d[l] ^ kk1;                             \
+                b[l] = (uint32_t)p1;                                                               \
+                d[l] = (uint32_t)p0;                                                               \
+                a[l] = na;                                                                         \
+                c[l] = nc;                                                                         \
+            }                                                                                      \
+            kk0 += CK_PHILOX_W0;                                                                   \
+            kk1 += CK_PHILOX_W1;                                                                   \
+        }                                                                                          \
+        const int nl = count - base < CK_PHILOX_LANES ? count - base : CK_PHILOX_LANES;            \
+        for (int l = 0; l < nl; ++l) {                                                             \
+            uint32_t *w = words + 4 * (size_t)(base + l);                                          \
+            w[0] = a[l];                                                                           \
+            w[1] = b[l];                                                                           \
+            w[2] = c[l];                                                                           \
+            w[3] = d[l];                                                                           \
+        }                                                                                          \
+    }
+
+/* words[4 i .. 4 i + 3] = ck_dropout_call(seed, offset, call0 + i), i < count. (The key bump
+ * after the tenth round is never used.) */
+static void philox_block_generic(uint64_t seed, uint64_t offset, uint64_t call0, int count,
+                                 uint32_t *words) {
+    CK_PHILOX_BLOCK_BODY
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__AVX2__)
+#define CK_PHILOX_AVX2_CLONE 1
+__attribute__((target("avx2"))) static void
+philox_block_avx2(uint64_t seed, uint64_t offset, uint64_t call0, int count, uint32_t *words) {
+    CK_PHILOX_BLOCK_BODY
+}
+#endif
+
+typedef void (*philox_block_fn)(uint64_t, uint64_t, uint64_t, int, uint32_t *);
+
+/* The batched Philox for this CPU (CNNKIT_CPU_ISA=generic: the baseline, as for BN). */
+static philox_block_fn philox_block_pick(void) {
+#ifdef CK_PHILOX_AVX2_CLONE
+    const char *isa = getenv("CNNKIT_CPU_ISA");
+    if (!(isa && !strcmp(isa, "generic")) && __builtin_cpu_supports("avx2"))
+        return philox_block_avx2;
+#endif
+    return philox_block_generic;
+}
+
+void ck_cpu_philox_block(uint64_t seed, uint64_t offset, uint64_t call0, int count,
+                         uint32_t *words) {
+    philox_block_pick()(seed, offset, call0, count, words);
+}
+
+/* Element dropout without masks in or out: blocks of consecutive calls, each drawn at once and
+ * applied to its units; every element is written by one thread. */
+static void element_dropout_blocks(int threads, uint64_t seed, const ck_dropout_desc *d,
+                                   const strides s, int H, int W, const float *xs, float *ys) {
+    const uint32_t thr = ck_dropout_threshold(d->rate);
+    const float scale = ck_dropout_scale(d->rate);
+    const uint64_t wq = (uint64_t)((W + 3) >> 2);
+    const uint64_t calls = (uint64_t)s.n * (uint64_t)s.c * (uint64_t)H * wq;
+    const long long blocks = (long long)((calls + CK_DROP_BLOCK - 1) / CK_DROP_BLOCK);
+    const philox_block_fn draw = philox_block_pick();
+    const int C = s.c;
+#pragma omp parallel for num_threads(CK_NT(threads)) schedule(static) if (blocks > 1)
+    for (long long bi = 0; bi < blocks; ++bi) {
+        uint32_t words[4 * CK_DROP_BLOCK];
+        const uint64_t c0 = (uint64_t)bi * CK_DROP_BLOCK;
+        const int count = (int)(calls - c0 < CK_DROP_BLOCK ? calls - c0 : CK_DROP_BLOCK);
+        draw(seed, d->offset, c0, count, words);
+        /* (n, c, h, q) of the block's first call, then stepped call by call */
+        const uint64_t r0 = c0 / wq, g0 = r0 / (uint64_t)H; /* row, n * C + c */
+        int q = (int)(c0 % wq), h = (int)(r0 % (uint64_t)H);
+        int c = (int)(g0 % (uint64_t)C), n = (int)(g0 / (uint64_t)C);
+        for (int i = 0; i < count; ++i) {
+            const size_t base = (size_t)n * s.sn + (size_t)c * s.sc + (size_t)h * W * s.sp;
+            const int w1 = 4 * q + 4 < W ? 4 * q + 4 : W;
+            for (int w = 4 * q; w < w1; ++w) {
+                const size_t e = base + (size_t)w * s.sp;
+                ys[e] = xs[e] * (words[4 * i + (w & 3)] >= thr ? scale : 0.0f);
+            }
+            if (++q == (int)wq) {
+                q = 0;
+                if (++h == H) {
+                    h = 0;
+                    if (++c == C) {
+                        c = 0;
+                        ++n;
+                    }
+                }
+            }
+        }
+    }
+}
+
 void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *d,
                     ck_mode mode, const ck_tensor *x, ck_tensor *y, ck_mask *mask_out,
                     const ck_mask *mask_in) {
@@ -108,6 +229,10 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
 
     /* element dropout: one Philox call per four neighbours along W of a row */
     const int H = x->h, W = x->w, C = x->c;
+    if (!mask_in && !mask_out) {
+        element_dropout_blocks(threads, seed, d, s, H, W, xs, ys);
+        return;
+    }
     const uint32_t *bits_in = mask_in ? (const uint32_t *)mask_in->data : NULL;
     uint32_t *bits_out = mask_out ? (uint32_t *)mask_out->data : NULL;
     if (bits_out)

@@ -126,6 +126,11 @@ ck_status ck_cudnn_set_stream(ck_context *ctx);
 void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *d,
                     ck_mode mode, const ck_tensor *x, ck_tensor *y, ck_mask *mask_out,
                     const ck_mask *mask_in);
+/* words[4 i .. 4 i + 3] = ck_dropout_call(seed, offset, call0 + i) for i < count: the batched
+ * Philox of the CPU element dropout (vectorized where the CPU has AVX2; CNNKIT_CPU_ISA=generic
+ * forces the baseline). */
+void ck_cpu_philox_block(uint64_t seed, uint64_t offset, uint64_t call0, int count,
+                         uint32_t *words);
 int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
                                const ck_tensor *x, const float *gamma, const float *beta,
                                float *running_mean, float *running_var, float *saved_mean,
