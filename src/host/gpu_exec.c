@@ -464,15 +464,18 @@ static ck_status stage(ck_model *m, const float *x, const int32_t *labels, int n
 }
 
 /* Enqueues a training step's forward, loss, backward and gradient check on the stream (after a
- * copy of the BN state); nothing waits. */
-static ck_status genqueue_grads(ck_model *m, const float *x, const int32_t *labels, int n) {
+ * copy of the BN state; *backed_up says whether that copy was enqueued); nothing waits. */
+static ck_status genqueue_grads(ck_model *m, const float *x, const int32_t *labels, int n,
+                                int *backed_up) {
     ck_gpu_model *g = m->gpu;
     ck_context *ctx = m->ctx;
     cudaStream_t s = (cudaStream_t)ctx->stream;
     const size_t fb = sizeof(float) * m->num_fixed;
+    *backed_up = 0;
     if (fb)
         GTRY(ctx, cudaMemcpyAsync(g->fixed_backup, g->fixed, fb, cudaMemcpyDeviceToDevice, s),
              "model: BN state backup");
+    *backed_up = 1;
     CK_TRY(stage(m, x, labels, n));
     const int ln = glogits_node(m);
     CK_TRY(gforward(m, n, 1, ln + 1));
@@ -490,8 +493,9 @@ static ck_status genqueue_grads(ck_model *m, const float *x, const int32_t *labe
 }
 
 /* Waits for the step enqueued before (st: how enqueuing went), reads the loss and judges the
- * step; a failed step gets its BN state back. */
-static ck_status gfinish_step(ck_model *m, ck_status st, double *loss_sum, int *correct) {
+ * step; a failed step gets its BN state back (when the backup was taken). */
+static ck_status gfinish_step(ck_model *m, ck_status st, int backed_up, double *loss_sum,
+                              int *correct) {
     ck_gpu_model *g = m->gpu;
     ck_context *ctx = m->ctx;
     cudaStream_t s = (cudaStream_t)ctx->stream;
@@ -515,7 +519,7 @@ static ck_status gfinish_step(ck_model *m, ck_status st, double *loss_sum, int *
                      "was not changed",
                      m->step);
     if (st != CK_STATUS_SUCCESS) {
-        if (fb) { /* best effort: the BN state of before the step */
+        if (fb && backed_up) { /* best effort: the BN state of before the step */
             (void)cudaMemcpyAsync(g->fixed, g->fixed_backup, fb, cudaMemcpyDeviceToDevice, s);
             (void)cudaStreamSynchronize(s);
         }
@@ -530,7 +534,9 @@ static ck_status gfinish_step(ck_model *m, ck_status st, double *loss_sum, int *
 
 ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
                                 double *loss_sum, int *correct) {
-    return gfinish_step(m, genqueue_grads(m, x, labels, n), loss_sum, correct);
+    int backed_up = 0;
+    const ck_status st = genqueue_grads(m, x, labels, n, &backed_up);
+    return gfinish_step(m, st, backed_up, loss_sum, correct);
 }
 
 static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard);
@@ -540,10 +546,11 @@ static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard);
  * non-finite loss or gradient: they change nothing), then the host waits once for the loss. */
 ck_status ck_gpu_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
                             double *loss_sum, int *correct) {
-    ck_status st = genqueue_grads(m, x, labels, n);
+    int backed_up = 0;
+    ck_status st = genqueue_grads(m, x, labels, n, &backed_up);
     if (st == CK_STATUS_SUCCESS)
         st = genqueue_optimizer(m, m->gpu->loss);
-    return gfinish_step(m, st, loss_sum, correct);
+    return gfinish_step(m, st, backed_up, loss_sum, correct);
 }
 
 /* One optimizer update of every parameter group, as the CPU's optimizer_step (train.c); guard:
