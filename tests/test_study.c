@@ -218,6 +218,33 @@ Test(study, t_interval) {
     cr_assert(isnan(s.acc_mean));
 }
 
+/* Paired differences, by hand: baseline 0 and variant 1 on seeds 1..3 (listed out of order, and
+ * a seed 4 only the variant ran): differences +0.01, +0.02, +0.03 -> mean 0.02, sd 0.01, half
+ * t(2) * 0.01 / sqrt(3) = 4.3027 * 0.005774 = 0.02484; variant 2 ran no common seed. */
+Test(study, paired_differences) {
+    ck_study_result r[8];
+    memset(r, 0, sizeof r);
+    const int var[8] = {0, 0, 0, 1, 1, 1, 1, 2};
+    const uint64_t seed[8] = {1, 2, 3, 3, 1, 2, 4, 9};
+    const double acc[8] = {0.80, 0.85, 0.90, 0.93, 0.81, 0.87, 0.50, 0.7};
+    for (int i = 0; i < 8; ++i) {
+        r[i].variant = var[i];
+        r[i].seed = seed[i];
+        r[i].test_accuracy = acc[i];
+    }
+    double m, h;
+    int np;
+    cr_assert_eq(ck_study_paired_diff(r, 8, 1, 0, &m, &h, &np), CK_STATUS_SUCCESS);
+    cr_assert_eq(np, 3);
+    cr_assert_float_eq(m, 0.02, 1e-12);
+    cr_assert_float_eq(h, 4.3026527 * 0.01 / sqrt(3.0), 1e-6);
+    cr_assert_eq(ck_study_paired_diff(r, 8, 2, 0, &m, &h, &np), CK_STATUS_SUCCESS);
+    cr_assert_eq(np, 0);
+    cr_assert(isnan(m) && isnan(h));
+    cr_assert_eq(ck_study_paired_diff(r, 8, 1, 0, NULL, &h, &np), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_study_paired_diff(NULL, 8, 1, 0, &m, &h, &np), CK_STATUS_BAD_PARAM);
+}
+
 /* ---- measurements -------------------------------------------------------------------------- */
 
 Test(study, measured_shift_of_dropout_before_bn) {
@@ -388,6 +415,8 @@ Test(study, cli_study_tiny, .timeout = 180) {
     cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
     cr_assert_neq(strstr(out, "= original exactly"), NULL, "equivalence not reported: %s", out);
     cr_assert_neq(strstr(out, "| original |"), NULL, "%s", out);
+    /* one trained variant: nothing to pair it with, so no paired table */
+    cr_assert_eq(strstr(out, "Paired with"), NULL, "%s", out);
     FILE *f = fopen(csv, "r");
     cr_assert_not_null(f);
     char line[1024];
@@ -404,4 +433,19 @@ Test(study, cli_study_tiny, .timeout = 180) {
     cr_assert_neq(strstr(line, "<svg"), NULL);
     unlink(csv);
     unlink(svg);
+}
+
+/* Two trained variants over two seeds: the paired table follows the summary, one row for the
+ * second variant with its two pairs. */
+Test(study, cli_study_paired_table, .timeout = 180) {
+    if (!have_fashion())
+        cr_skip("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    cr_assert_eq(t_run_cli("study examples/seed_cnn.py --variants original,spatial-dropout "
+                           "--seeds 2 --limit 64 --test-limit 32 --batch 32 --epochs 1 "
+                           "--measure-batches 1 --device cpu",
+                           out, sizeof out),
+                 0, "%s", out);
+    const char *p = strstr(out, "Paired with original (same seed");
+    cr_assert_not_null(p, "%s", out);
+    cr_assert_neq(strstr(p, "| spatial-dropout | 2 | "), NULL, "%s", out);
 }

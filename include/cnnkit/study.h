@@ -164,6 +164,14 @@ typedef struct ck_study_summary {
 ck_status ck_study_summarize(const ck_study_result *results, int n, int variant,
                              ck_study_summary *out);
 
+/* Paired comparison of two variants: runs with the same seed start from the same initial weights
+ * and see the data in the same order, so the per-seed differences of test accuracy (variant minus
+ * baseline) remove most of the seed-to-seed spread that the per-variant intervals carry. *mean:
+ * their mean; *half: the 95% Student-t half-width (NaN with fewer than 2 pairs); *pairs: the
+ * seeds both variants ran (0: mean and half NaN). CK_STATUS_BAD_PARAM for NULL outputs. */
+ck_status ck_study_paired_diff(const ck_study_result *results, int n, int variant, int baseline,
+                               double *mean, double *half, int *pairs);
+
 #ifdef __cplusplus
 }
 #endif

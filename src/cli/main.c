@@ -1203,6 +1203,26 @@ static int cmd_study(const opts *oin) {
                    v[i].order, sm[i].runs, sm[i].acc_mean, sm[i].acc_ci95, sm[i].gap_mean,
                    sm[i].gap_ci95, bn, dz, sm[i].images_per_s);
         }
+        /* the same seeds pair the runs: differences against the first trained variant */
+        int base = -1;
+        for (int i = 0; i < nk && base < 0; ++i)
+            if (v[i].equivalent_to < 0 && sm[i].runs > 0)
+                base = i;
+        for (int i = 0, shown = 0; base >= 0 && o.seeds > 1 && i < nk; ++i) {
+            double dm, dh;
+            int np = 0;
+            if (i == base || v[i].equivalent_to >= 0 ||
+                ck_study_paired_diff(res, nres, i, base, &dm, &dh, &np) != CK_STATUS_SUCCESS ||
+                np == 0)
+                continue;
+            if (!shown++)
+                printf("\nPaired with %s (same seed: same initial weights and data order): test "
+                       "accuracy difference, mean +- 95%% CI over seeds; * the interval excludes "
+                       "0\n| variant | pairs | difference |\n|---|---|---|\n",
+                       v[base].name);
+            const int sig = np > 1 && (dm - dh > 0.0 || dm + dh < 0.0);
+            printf("| %s | %d | %+.4f +- %.4f%s |\n", v[i].name, np, dm, dh, sig ? " *" : "");
+        }
         if (o.csv) {
             if (write_study_csv(o.csv, v, res, nres) != 0) {
                 fprintf(stderr, "cnnkit: --csv %s: cannot write\n", o.csv);

@@ -853,3 +853,29 @@ CK_API ck_status ck_study_summarize(const ck_study_result *results, int n, int v
     *out = s;
     return CK_STATUS_SUCCESS;
 }
+
+CK_API ck_status ck_study_paired_diff(const ck_study_result *results, int n, int variant,
+                                      int baseline, double *mean, double *half, int *pairs) {
+    if ((!results && n > 0) || n < 0 || !mean || !half || !pairs)
+        return CK_STATUS_BAD_PARAM;
+    *mean = *half = NAN;
+    *pairs = 0;
+    double *d = (double *)malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!d)
+        return CK_STATUS_ALLOC_FAILED;
+    int k = 0;
+    for (int i = 0; i < n; ++i) {
+        if (results[i].variant != variant)
+            continue;
+        for (int j = 0; j < n; ++j) /* the baseline's run with the same seed */
+            if (results[j].variant == baseline && results[j].seed == results[i].seed) {
+                d[k++] = results[i].test_accuracy - results[j].test_accuracy;
+                break;
+            }
+    }
+    *pairs = k;
+    if (k > 0)
+        ck_mean_ci95(d, k, mean, half, NULL);
+    free(d);
+    return CK_STATUS_SUCCESS;
+}
