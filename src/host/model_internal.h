@@ -80,7 +80,7 @@ struct ck_model {
     long long step;
     /* execution plan (plan.c) */
     int planning_off; /* ck_model_set_planning(m, 0) before build */
-    int planned;      /* the planner ran on this build (CPU contexts with planning on) */
+    int planned;      /* the planner ran on this build (planning on; CPU and CUDA) */
     /* How a BN node with a fused ReLU runs on the CPU. 1: ck_batchnorm_* with activation RELU,
      * one kernel (the CPU twin of the device kernel). 0 (default): the BN kernel (with any fused
      * SpatialDropout scale) and then the ReLU in place on the node's output (backward: dReLU in
