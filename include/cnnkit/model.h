@@ -142,8 +142,8 @@ ck_status ck_model_set_planning(ck_model *model, int enable);
  * 0 when not built). */
 int ck_model_num_nodes(const ck_model *model);
 
-/* Memory a built model holds, planned once at ck_model_build for max_batch samples (a training
- * step allocates nothing). */
+/* Memory a built model holds, planned once at ck_model_build for max_batch samples (a CPU
+ * training step adds only small per-channel scratch in its BatchNorm and SpatialDropout calls). */
 typedef struct ck_model_memory {
     size_t activation_bytes; /* node outputs kept for the backward pass (the plan's nodes; a
                                 fused layer's own output is not stored): on the device for a
