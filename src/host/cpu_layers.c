@@ -96,9 +96,9 @@ static void colsum(idx rows, int cols, const float *a, float *out) {
     }
 }
 
-/* Each of rows rows of y (cols wide) := bias. */
-static void fill_rows(idx rows, int cols, const float *bias, float *y) {
-#pragma omp parallel for schedule(static) if (rows * (idx)cols >= CK_PAR_MIN)
+/* Each of rows rows of y (cols wide) := bias; on the calling thread's team when par. */
+static void fill_rows(idx rows, int cols, const float *bias, float *y, int par) {
+#pragma omp parallel for schedule(static) if (par && rows * (idx)cols >= CK_PAR_MIN)
     for (idx i = 0; i < rows; ++i)
         memcpy(y + i * cols, bias, (size_t)cols * sizeof *y);
 }
@@ -113,27 +113,27 @@ static size_t conv_k(const ck_conv_geom *g) {
     return (size_t)g->kh * (size_t)g->kw * (size_t)g->cin;
 }
 
-/* How a convolution is cut (a pure function of the geometry, never of the thread count).
- *  - tiled (one sample's im2col fits CK_CONV_SAMPLE_MAX_FLOATS): the batch is cut into tiles of
- *    ts whole samples whose im2col (about CK_CONV_TILE_FLOATS, cache-sized) is built, multiplied
- *    and, backward, scattered back while it is still in cache. The tiles are dealt out in order to
- *    `groups` fixed groups; a group runs on one thread with single-threaded GEMMs (OpenBLAS runs
- *    one thread inside an OpenMP region) in its own workspace slot and sums its kernel gradient in
- *    tile order; the group sums are added in group order. A single group (a one-sample batch)
- *    runs on the calling thread with multi-threaded im2col and GEMMs instead.
- *  - chunked (larger samples): chunks of whole samples under CK_CONV_WS_MAX_FLOATS, one
- *    multi-threaded GEMM each, on the calling thread. */
+/* How a convolution is cut (a pure function of the geometry, never of the thread count): the
+ * batch is cut into tiles of ts whole samples, dealt out in order to `groups` groups. A group
+ * builds each tile's im2col in its own workspace slot, multiplies it and (backward) scatters it
+ * back while it is in cache, and sums its kernel gradient in tile order; the group sums are added
+ * in group order.
+ *  - Samples whose im2col fits CK_CONV_SAMPLE_MAX_FLOATS: cache-sized tiles (about
+ *    CK_CONV_TILE_FLOATS) in up to CK_CONV_GROUPS groups, each on one thread of the OpenMP team
+ *    with single-threaded GEMMs (OpenBLAS runs one thread inside an OpenMP region).
+ *  - Larger samples: tiles (chunks) under CK_CONV_WS_MAX_FLOATS in one group.
+ * One group (also a one-sample batch) runs on the calling thread with multi-threaded im2col,
+ * GEMMs and scatter, and sums straight into dk (no partial). */
 typedef struct conv_plan {
-    int tiled;
-    int ts;        /* samples per tile (tiled) or per chunk (chunked) */
-    int tiles;     /* tiles (tiled) */
-    int groups;    /* workspace slots and kernel-gradient partial sums (tiled) */
+    int ts;        /* samples per tile */
+    int tiles;     /* ceil(n / ts) */
+    int groups;    /* workspace slots; kernel-gradient partials when > 1 */
     size_t slot;   /* floats of one im2col slot: ts samples */
-    size_t dkpart; /* floats of one kernel-gradient partial: K * cout */
+    size_t dkpart; /* floats of one kernel-gradient partial: K * cout, 0 for one group */
 } conv_plan;
 
 static conv_plan conv_plan_of(const ck_conv_geom *g) {
-    conv_plan p = {0, g->n, 1, 1, 0, 0};
+    conv_plan p = {g->n, 1, 1, 0, 0};
     const size_t per = (size_t)g->oh * (size_t)g->ow * conv_k(g);
     if (per <= CK_CONV_SAMPLE_MAX_FLOATS) {
         /* cache-sized, and at least min(n, CK_CONV_GROUPS) tiles so that every group has work.
@@ -146,18 +146,23 @@ static conv_plan conv_plan_of(const ck_conv_geom *g) {
             ts = most;
         if (ts < 1)
             ts = 1;
-        p.tiled = 1;
         p.ts = (int)ts;
         p.tiles = (g->n + p.ts - 1) / p.ts;
         p.groups = p.tiles < CK_CONV_GROUPS ? p.tiles : CK_CONV_GROUPS;
-        p.dkpart = conv_k(g) * (size_t)g->cout;
     } else {
         size_t c = CK_CONV_WS_MAX_FLOATS / per;
         c = c < 1 ? 1 : c > (size_t)g->n ? (size_t)g->n : c;
         p.ts = (int)c;
+        p.tiles = (g->n + p.ts - 1) / p.ts;
     }
     p.slot = (size_t)p.ts * per;
+    p.dkpart = p.groups > 1 ? conv_k(g) * (size_t)g->cout : 0;
     return p;
+}
+
+/* Samples of the tile that starts at sample n0. */
+static int tile_samples(const ck_conv_geom *g, const conv_plan *p, int n0) {
+    return g->n - n0 < p->ts ? g->n - n0 : p->ts;
 }
 
 size_t ck_cpu_conv2d_workspace_floats(const ck_conv_geom *g) {
@@ -261,14 +266,8 @@ static void col2im(const ck_conv_geom *g, int ns, const float *dcol, float *dx, 
 static void conv_fwd_rows(const ck_conv_geom *g, const float *col, const float *k,
                           const float *bias, float *y, int ns, int par) {
     const int K = (int)conv_k(g), CO = g->cout, rows = ns * g->oh * g->ow;
-    if (bias) {
-        if (par) {
-            fill_rows(rows, CO, bias, y);
-        } else {
-            for (int r = 0; r < rows; ++r)
-                memcpy(y + (size_t)r * CO, bias, (size_t)CO * sizeof *y);
-        }
-    }
+    if (bias)
+        fill_rows(rows, CO, bias, y, par);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, CO, K, 1.0f, col, K, k, CO,
                 bias ? 1.0f : 0.0f, y, CO);
 }
@@ -281,23 +280,16 @@ void ck_cpu_conv2d_forward(const ck_conv_geom *g, const float *x, const float *k
         return;
     }
     const conv_plan p = conv_plan_of(g);
-    if (!p.tiled) {
-        for (int n0 = 0; n0 < g->n; n0 += p.ts) {
-            const int ns = g->n - n0 < p.ts ? g->n - n0 : p.ts;
-            im2col(g, ns, x + (size_t)n0 * xs, ws, 1);
-            conv_fwd_rows(g, ws, k, bias, y + (size_t)n0 * ys, ns, 1);
-        }
-        return;
-    }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(conv_threads(&p)) if (p.groups > 1)
+    const int par = p.groups == 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(conv_threads(&p)) if (!par)
     for (int gi = 0; gi < p.groups; ++gi) {
         float *col = ws + (size_t)gi * p.slot;
         int t0, t1;
         conv_group_tiles(&p, gi, &t0, &t1);
         for (int t = t0; t < t1; ++t) {
-            const int n0 = t * p.ts, ns = g->n - n0 < p.ts ? g->n - n0 : p.ts;
-            im2col(g, ns, x + (size_t)n0 * xs, col, p.groups == 1);
-            conv_fwd_rows(g, col, k, bias, y + (size_t)n0 * ys, ns, p.groups == 1);
+            const int n0 = t * p.ts, ns = tile_samples(g, &p, n0);
+            im2col(g, ns, x + (size_t)n0 * xs, col, par);
+            conv_fwd_rows(g, col, k, bias, y + (size_t)n0 * ys, ns, par);
         }
     }
 }
@@ -325,38 +317,29 @@ void ck_cpu_conv2d_backward(const ck_conv_geom *g, const float *x, const float *
         conv_bwd_rows(g, x, dx, k, dy, dx, dk, 0, g->n, 1);
     } else {
         const conv_plan p = conv_plan_of(g);
-        if (!p.tiled) {
-            for (int n0 = 0; n0 < g->n; n0 += p.ts) {
-                const int ns = g->n - n0 < p.ts ? g->n - n0 : p.ts;
-                im2col(g, ns, x + (size_t)n0 * xs, ws, 1);
-                conv_bwd_rows(g, ws, ws, k, dy + (size_t)n0 * ys, dx ? dx + (size_t)n0 * xs : NULL,
-                              dk, n0 > 0, ns, 1);
+        const int par = p.groups == 1;
+        float *parts = ws + (size_t)p.groups * p.slot;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(conv_threads(&p)) if (!par)
+        for (int gi = 0; gi < p.groups; ++gi) {
+            float *col = ws + (size_t)gi * p.slot;
+            float *part = par ? dk : parts + (size_t)gi * p.dkpart;
+            int t0, t1;
+            conv_group_tiles(&p, gi, &t0, &t1);
+            for (int t = t0; t < t1; ++t) {
+                const int n0 = t * p.ts, ns = tile_samples(g, &p, n0);
+                im2col(g, ns, x + (size_t)n0 * xs, col, par);
+                conv_bwd_rows(g, col, col, k, dy + (size_t)n0 * ys,
+                              dx ? dx + (size_t)n0 * xs : NULL, part, t > t0, ns, par);
             }
-        } else {
-            float *parts = ws + (size_t)p.groups * p.slot;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(conv_threads(&p)) if (p.groups > 1)
-            for (int gi = 0; gi < p.groups; ++gi) {
-                float *col = ws + (size_t)gi * p.slot;
-                float *part = p.groups > 1 ? parts + (size_t)gi * p.dkpart : dk;
-                int t0, t1;
-                conv_group_tiles(&p, gi, &t0, &t1);
-                for (int t = t0; t < t1; ++t) {
-                    const int n0 = t * p.ts, ns = g->n - n0 < p.ts ? g->n - n0 : p.ts;
-                    im2col(g, ns, x + (size_t)n0 * xs, col, p.groups == 1);
-                    conv_bwd_rows(g, col, col, k, dy + (size_t)n0 * ys,
-                                  dx ? dx + (size_t)n0 * xs : NULL, part, t > t0, ns,
-                                  p.groups == 1);
-                }
-            }
-            if (p.groups > 1) { /* dk = sum of the group partials, in group order */
-                const idx e = (idx)p.dkpart;
+        }
+        if (!par) { /* dk = sum of the group partials, in group order */
+            const idx e = (idx)p.dkpart;
 #pragma omp parallel for schedule(static) if (e * p.groups >= CK_PAR_MIN)
-                for (idx i = 0; i < e; ++i) {
-                    float s = parts[i];
-                    for (int gi = 1; gi < p.groups; ++gi)
-                        s += parts[(size_t)gi * p.dkpart + i];
-                    dk[i] = s;
-                }
+            for (idx i = 0; i < e; ++i) {
+                float s = parts[i];
+                for (int gi = 1; gi < p.groups; ++gi)
+                    s += parts[(size_t)gi * p.dkpart + i];
+                dk[i] = s;
             }
         }
     }
@@ -501,7 +484,7 @@ void ck_cpu_gap_backward(int n, int hw, int c, const float *dy, float *dx) {
 void ck_cpu_dense_forward(int n, int in, int out, const float *x, const float *k, const float *bias,
                           float *y) {
     if (bias)
-        fill_rows(n, out, bias, y);
+        fill_rows(n, out, bias, y, 1);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, in, 1.0f, x, in, k, out,
                 bias ? 1.0f : 0.0f, y, out);
 }

@@ -82,8 +82,9 @@ int ck_conv_geom_make(ck_conv_geom *g, int n, int h, int w, int cin, int cout, i
 #define CK_CONV_GROUPS 16                           /* parallel groups (and slots) at most */
 
 /* Floats of workspace needed by forward and backward (the same buffer size serves both):
- * tiled: groups * (tile im2col + kh*kw*cin*cout kernel-gradient partial); chunked: one chunk's
- * im2col. 0 for 1x1 kernels with stride 1 (x is used in place; ws may then be NULL).
+ * groups * (tile im2col + kh*kw*cin*cout kernel-gradient partial), without the partial when there
+ * is one group (a one-sample batch, or samples larger than CK_CONV_SAMPLE_MAX_FLOATS: one chunk's
+ * im2col). 0 for 1x1 kernels with stride 1 (x is used in place; ws may then be NULL).
  * Non-decreasing in g->n: the size for the largest batch serves every smaller one. */
 size_t ck_cpu_conv2d_workspace_floats(const ck_conv_geom *g);
 

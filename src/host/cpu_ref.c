@@ -47,6 +47,16 @@ void ck_cpu_convert_layout(const ck_tensor *src, ck_tensor *dst) {
                     src->data[n * a.sn + c * a.sc + p * a.sp];
 }
 
+/* Whether to run the clones compiled for CPU features this CPU has (feature_present, from
+ * __builtin_cpu_supports): never when CNNKIT_CPU_ISA=generic, which forces the baseline loops
+ * (the tests compare both paths bit for bit). */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+static inline int cpu_has(int feature_present) {
+    const char *isa = getenv("CNNKIT_CPU_ISA");
+    return feature_present && !(isa && !strcmp(isa, "generic"));
+}
+#endif
+
 /* ---- dropout ------------------------------------------------------------------------------- */
 
 /* Element dropout draws one Philox call per four units of a row, and the calls of consecutive
@@ -116,8 +126,7 @@ typedef void (*philox_block_fn)(uint64_t, uint64_t, uint64_t, int, uint32_t *);
 /* The batched Philox for this CPU (CNNKIT_CPU_ISA=generic: the baseline, as for BN). */
 static philox_block_fn philox_block_pick(void) {
 #ifdef CK_PHILOX_AVX2_CLONE
-    const char *isa = getenv("CNNKIT_CPU_ISA");
-    if (!(isa && !strcmp(isa, "generic")) && __builtin_cpu_supports("avx2"))
+    if (cpu_has(__builtin_cpu_supports("avx2")))
         return philox_block_avx2;
 #endif
     return philox_block_generic;
@@ -459,11 +468,7 @@ __attribute__((target("avx2,fma"))) static void bn_run_fma(const bn_job *j, enum
  * not per element: every case runs loops specialized for its literal pass. */
 static void bn_run(const bn_job *j, enum bn_pass pass, double *acc, int threads) {
 #ifdef CK_BN_FMA_CLONE
-    /* CNNKIT_CPU_ISA=generic forces the baseline loops (the tests compare both paths bit for bit)
-     */
-    const char *isa = getenv("CNNKIT_CPU_ISA");
-    const int generic = isa && !strcmp(isa, "generic");
-    if (!generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    if (cpu_has(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
         bn_run_fma(j, pass, acc, threads);
     else
         bn_run_generic(j, pass, acc, threads);
