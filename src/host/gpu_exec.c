@@ -562,46 +562,18 @@ static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard) {
     const double t = (double)(m->step + 1);
     const float alpha = (float)((double)o->learning_rate * sqrt(1.0 - pow((double)o->beta2, t)) /
                                 (1.0 - pow((double)o->beta1, t)));
-    if (!(o->weight_decay > 0.0f) && m->num_params) {
-        /* no weight decay: every parameter gets the same element-wise update and the parameters
-         * are one array, so one launch does what the per-group launches below do */
-        const int e = o->type == CK_OPT_ADAM
-                          ? ck_cuda_adam(g->params, g->grads, g->opt_m, g->opt_v, m->num_params,
-                                         alpha, o->beta1, o->beta2, o->epsilon, 0.0f, guard, s)
-                          : ck_cuda_sgd(g->params, g->grads, g->opt_m, m->num_params,
-                                        o->learning_rate, o->momentum, o->nesterov, 0.0f, guard, s);
-        return e ? ck_cuda_fail(m->ctx, e, "optimizer update") : CK_STATUS_SUCCESS;
-    }
-    for (int i = 0; i < m->num_nodes; ++i) {
-        const ck_node *n = &m->nodes[i];
-        size_t groups[2][2] = {{0, 0}, {0, 0}};
-        int ng = 0;
-        float wd_first = 0.0f;
-        if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE) {
-            groups[ng][0] = n->p_kernel;
-            groups[ng++][1] = n->n_kernel;
-            wd_first = o->weight_decay;
-            if (n->n_bias) {
-                groups[ng][0] = n->p_bias;
-                groups[ng++][1] = n->n_bias;
-            }
-        } else if (n->type == CK_NODE_BN) {
-            groups[ng][0] = n->p_gamma;
-            groups[ng++][1] = 2 * (size_t)n->oc;
-        }
-        for (int k = 0; k < ng; ++k) {
-            const size_t off = groups[k][0], cnt = groups[k][1];
-            const float wd = k == 0 ? wd_first : 0.0f;
-            const float decay = wd > 0.0f ? o->learning_rate * wd : 0.0f;
-            int e =
-                o->type == CK_OPT_ADAM
-                    ? ck_cuda_adam(g->params + off, g->grads + off, g->opt_m + off, g->opt_v + off,
-                                   cnt, alpha, o->beta1, o->beta2, o->epsilon, decay, guard, s)
-                    : ck_cuda_sgd(g->params + off, g->grads + off, g->opt_m + off, cnt,
-                                  o->learning_rate, o->momentum, o->nesterov, decay, guard, s);
-            if (e)
-                return ck_cuda_fail(m->ctx, e, "optimizer update");
-        }
+    size_t off, cnt;
+    float wd;
+    for (int cur = 0; ck_model_next_update_range(m, &cur, &off, &cnt, &wd);) {
+        const float decay = wd > 0.0f ? o->learning_rate * wd : 0.0f;
+        const int e =
+            o->type == CK_OPT_ADAM
+                ? ck_cuda_adam(g->params + off, g->grads + off, g->opt_m + off, g->opt_v + off, cnt,
+                               alpha, o->beta1, o->beta2, o->epsilon, decay, guard, s)
+                : ck_cuda_sgd(g->params + off, g->grads + off, g->opt_m + off, cnt,
+                              o->learning_rate, o->momentum, o->nesterov, decay, guard, s);
+        if (e)
+            return ck_cuda_fail(m->ctx, e, "optimizer update");
     }
     return CK_STATUS_SUCCESS;
 }

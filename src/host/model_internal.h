@@ -144,6 +144,11 @@ int ck_model_layer_node(const ck_model *m, int layer);
  * keeps every mask identical. For a node with a fused dropout, its drop_layer. */
 uint64_t ck_model_dropout_offset(const ck_model *m, int node);
 uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer);
+/* The parameter ranges the optimizer updates, in order, for the CPU and GPU steps alike: each
+ * Conv2D/Dense kernel (weight decay m->opt.weight_decay), bias and BN gamma+beta (no decay), with
+ * contiguous neighbours of the same decay merged (without weight decay: one range, the whole
+ * parameter array). Start with *cursor = 0; returns 0 after the last range. */
+int ck_model_next_update_range(const ck_model *m, int *cursor, size_t *off, size_t *cnt, float *wd);
 /* The dropout fused into node i by the planner (BN: SpatialDropout as the kernel's channel scale;
  * pooling: a dropout in place on the pooled output), when it is active (training, rate > 0):
  * fills *d and returns 1, else 0. */

@@ -282,45 +282,61 @@ static ck_status backward(ck_model *m, const float *x, int batch, int from, floa
     return CK_STATUS_SUCCESS;
 }
 
+/* Raw optimizer range r of the model: part r % 2 of node r / 2 (a Conv2D/Dense kernel with the
+ * weight decay, its bias; a BN's gamma and beta, adjacent). 0 when that part has no parameters. */
+static int raw_update_range(const ck_model *m, int r, size_t *off, size_t *cnt, float *wd) {
+    const ck_node *n = &m->nodes[r / 2];
+    const int part = r % 2;
+    if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE) {
+        *off = part ? n->p_bias : n->p_kernel;
+        *cnt = part ? n->n_bias : n->n_kernel;
+        *wd = part ? 0.0f : m->opt.weight_decay;
+        return *cnt > 0;
+    }
+    if (n->type == CK_NODE_BN && part == 0) {
+        *off = n->p_gamma;
+        *cnt = 2 * (size_t)n->oc;
+        *wd = 0.0f;
+        return 1;
+    }
+    return 0;
+}
+
+int ck_model_next_update_range(const ck_model *m, int *cursor, size_t *off, size_t *cnt,
+                               float *wd) {
+    const int end = 2 * m->num_nodes;
+    int r = *cursor;
+    while (r < end && !raw_update_range(m, r, off, cnt, wd))
+        ++r;
+    if (r >= end) {
+        *cursor = end;
+        return 0;
+    }
+    for (++r; r < end; ++r) { /* merge the next ranges while contiguous with the same decay */
+        size_t o2, c2;
+        float w2;
+        if (!raw_update_range(m, r, &o2, &c2, &w2))
+            continue;
+        if (o2 != *off + *cnt || w2 != *wd)
+            break;
+        *cnt += c2;
+    }
+    *cursor = r;
+    return 1;
+}
+
 static void optimizer_step(ck_model *m) {
     const ck_optimizer_desc *o = &m->opt;
     const long step = (long)m->step + 1;
-    if (!(o->weight_decay > 0.0f)) { /* one element-wise update over the one parameter array */
+    size_t off, cnt;
+    float wd;
+    for (int cur = 0; ck_model_next_update_range(m, &cur, &off, &cnt, &wd);) {
         if (o->type == CK_OPT_ADAM)
-            ck_cpu_adam_update(m->params, m->grads, m->opt_m, m->opt_v, m->num_params,
-                               o->learning_rate, o->beta1, o->beta2, o->epsilon, 0.0f, step);
+            ck_cpu_adam_update(m->params + off, m->grads + off, m->opt_m + off, m->opt_v + off, cnt,
+                               o->learning_rate, o->beta1, o->beta2, o->epsilon, wd, step);
         else
-            ck_cpu_sgd_update(m->params, m->grads, m->opt_m, m->num_params, o->learning_rate,
-                              o->momentum, o->nesterov, 0.0f);
-        return;
-    }
-    for (int i = 0; i < m->num_nodes; ++i) {
-        const ck_node *n = &m->nodes[i];
-        size_t groups[3][2] = {{0, 0}, {0, 0}, {0, 0}}; /* offset, count */
-        int ng = 0;
-        float wd_first = 0.0f;
-        if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE) {
-            groups[ng][0] = n->p_kernel;
-            groups[ng++][1] = n->n_kernel;
-            wd_first = o->weight_decay;
-            if (n->n_bias) {
-                groups[ng][0] = n->p_bias;
-                groups[ng++][1] = n->n_bias;
-            }
-        } else if (n->type == CK_NODE_BN) {
-            groups[ng][0] = n->p_gamma;
-            groups[ng++][1] = 2 * (size_t)n->oc; /* gamma and beta are adjacent */
-        }
-        for (int k = 0; k < ng; ++k) {
-            const size_t off = groups[k][0], cnt = groups[k][1];
-            const float wd = k == 0 ? wd_first : 0.0f;
-            if (o->type == CK_OPT_ADAM)
-                ck_cpu_adam_update(m->params + off, m->grads + off, m->opt_m + off, m->opt_v + off,
-                                   cnt, o->learning_rate, o->beta1, o->beta2, o->epsilon, wd, step);
-            else
-                ck_cpu_sgd_update(m->params + off, m->grads + off, m->opt_m + off, cnt,
-                                  o->learning_rate, o->momentum, o->nesterov, wd);
-        }
+            ck_cpu_sgd_update(m->params + off, m->grads + off, m->opt_m + off, cnt,
+                              o->learning_rate, o->momentum, o->nesterov, wd);
     }
 }
 
