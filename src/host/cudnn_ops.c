@@ -10,11 +10,25 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* The legacy convolution API is marked deprecated in cuDNN 9 (the graph API replaces it); it is
  * used here on purpose, in this file only. */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+void ck_cudnn_versions(char *buf, size_t len) {
+    /* the device may load an older cuDNN 9.x (a pip wheel) than the headers of the build */
+    const size_t v = cudnnGetVersion();
+    int maj = 0, min = 0, pat = 0;
+    const int ok = cublasGetProperty(MAJOR_VERSION, &maj) == CUBLAS_STATUS_SUCCESS &&
+                   cublasGetProperty(MINOR_VERSION, &min) == CUBLAS_STATUS_SUCCESS &&
+                   cublasGetProperty(PATCH_LEVEL, &pat) == CUBLAS_STATUS_SUCCESS;
+    snprintf(buf, len,
+             "cuDNN %zu.%zu.%zu loaded (built with %d.%d.%d, cudart %zu), cuBLAS %d.%d.%d",
+             v / 10000, v / 100 % 100, v % 100, CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL,
+             cudnnGetCudartVersion(), ok ? maj : 0, ok ? min : 0, ok ? pat : 0);
+}
 
 ck_status ck_cudnn_create(ck_context *ctx) {
     cudnnHandle_t dnn = NULL;

@@ -16,7 +16,7 @@
 #define CK_PRINTF(a, b)
 #endif
 
-#define CK_ERR_LEN 512
+#define CK_ERR_LEN 1024 /* room for a cuDNN algorithm choice that failed (cudnn_ops.c) */
 
 struct ck_context {
     ck_device device; /* CPU or CUDA */
@@ -118,6 +118,8 @@ ck_status ck_cuda_fail(ck_context *ctx, int cuda_err, const char *what);
 ck_status ck_cudnn_create(ck_context *ctx);
 void ck_cudnn_destroy(ck_context *ctx);
 ck_status ck_cudnn_set_stream(ck_context *ctx);
+/* Writes "cuDNN a.b.c loaded (built with x.y.z), cuBLAS ..." into buf (ck_cuda_describe). */
+void ck_cudnn_versions(char *buf, size_t len);
 #endif
 
 /* ---- CPU reference (src/host/cpu_ref.c); BN functions return -1 when out of host memory
