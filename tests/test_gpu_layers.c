@@ -399,6 +399,6 @@ Test(gpu_layers, pool_matches_cudnn) {
 
 #else
 Test(gpu_layers, skipped_without_cuda_build) {
-    cr_skip("built without the CUDA backend");
+    t_gpu_unavailable("built without the CUDA backend");
 }
 #endif
