@@ -438,10 +438,11 @@ extern "C" int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, v
     return ck_launch_status();
 }
 
-/* ---- conv kernel layouts: Keras HWIO (kh, kw, cin, cout) <-> cuDNN NHWC filter KRSC
- *      (cout, kh, kw, cin) ------------------------------------------------------------------- */
+/* ---- conv kernel layouts: Keras HWIO (kh, kw, cin, cout) <-> cuDNN's filter layouts: KRSC
+ *      (cout, kh, kw, cin; NHWC convolutions) or KCRS (cout, cin, kh, kw; the NCHW fallback) -- */
 
-__global__ void k_hwio_krsc(const float *src, float *dst, int khw, int cin, int cout, int to_krsc) {
+__global__ void k_hwio_filter(const float *src, float *dst, int khw, int cin, int cout,
+                              int to_cudnn, int kcrs) {
     const long long total = (long long)khw * cin * cout;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x) {
@@ -450,19 +451,20 @@ __global__ void k_hwio_krsc(const float *src, float *dst, int khw, int cin, int 
         const long long q = t / cout;
         const int ci = (int)(q % cin);
         const int r = (int)(q / cin);
-        const long long krsc = ((long long)co * khw + r) * cin + ci;
-        if (to_krsc)
-            dst[krsc] = src[t];
+        const long long f =
+            kcrs ? ((long long)co * cin + ci) * khw + r : ((long long)co * khw + r) * cin + ci;
+        if (to_cudnn)
+            dst[f] = src[t];
         else
-            dst[t] = src[krsc];
+            dst[t] = src[f];
     }
 }
 
 extern "C" int ck_cuda_conv_kernel_layout(const float *src, float *dst, int khw, int cin, int cout,
-                                          int to_krsc, void *stream) {
+                                          int to_cudnn, int kcrs, void *stream) {
     const long long total = (long long)khw * cin * cout;
-    k_hwio_krsc<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        src, dst, khw, cin, cout, to_krsc);
+    k_hwio_filter<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
+        src, dst, khw, cin, cout, to_cudnn, kcrs);
     return ck_launch_status();
 }
 
