@@ -299,6 +299,50 @@ Test(gpu_layers, softmax_xent_matches_cpu) {
     ck_context_destroy(g);
 }
 
+/* The batch totals of the loss kernel (a one-block tree reduction): the CPU's sums within double
+ * rounding, the exact count of correct samples, and the same bits on every run, for batches
+ * around the block size and far above it. */
+Test(gpu_layers, xent_totals_deterministic_and_match_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const int sizes[] = {1, 255, 256, 257, 5003};
+    const int classes = 7;
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; ++k) {
+        const int n = sizes[k];
+        const size_t nz = (size_t)n * classes;
+        float *z = rnd(nz, 90 + k, -6, 6), *lab_bits = malloc((size_t)n * 4);
+        int32_t *lab = malloc((size_t)n * sizeof *lab);
+        trng r = {77 + k};
+        for (int i = 0; i < n; ++i)
+            lab[i] = (int32_t)(trng_u32(&r) % classes);
+        memcpy(lab_bits, lab, (size_t)n * 4);
+        double loss_c = 0.0;
+        int ok_c = 0;
+        ck_cpu_softmax_xent(n, classes, z, lab, NULL, &loss_c, &ok_c);
+        ck_tensor *tz = dbuf(g, nz, z), *tlab = dbuf(g, (size_t)n, lab_bits);
+        ck_tensor *tout = dbuf(g, sizeof(ck_kloss) / 4, NULL);
+        ck_workspace *ws = NULL;
+        CK_OK(g, ck_workspace_create(g, &ws, ck_cuda_xent_workspace_bytes(n)));
+        ck_kloss out[2];
+        for (int run = 0; run < 2; ++run) {
+            float bits[sizeof(ck_kloss) / 4];
+            cr_assert_eq(ck_cuda_softmax_xent(n, classes, D(tz), (const int32_t *)D(tlab), NULL,
+                                              (ck_kloss *)D(tout), ws->data, g->stream),
+                         0);
+            down(g, tout, bits, sizeof(ck_kloss) / 4);
+            memcpy(&out[run], bits, sizeof out[run]);
+        }
+        cr_expect_eq(memcmp(&out[0].loss_sum, &out[1].loss_sum, sizeof(double)), 0,
+                     "n %d: loss sum differs between runs", n);
+        cr_expect_lt(fabs(out[0].loss_sum - loss_c), 1e-12 * fabs(loss_c) + 1e-300,
+                     "n %d: loss %.17g vs CPU %.17g", n, out[0].loss_sum, loss_c);
+        cr_expect_eq(out[0].correct, ok_c, "n %d: correct %d vs CPU %d", n, out[0].correct, ok_c);
+        ck_tensor_destroy(tz), ck_tensor_destroy(tlab), ck_tensor_destroy(tout);
+        ck_workspace_destroy(ws);
+        free(z), free(lab_bits), free(lab);
+    }
+    ck_context_destroy(g);
+}
+
 /* The optimizers compute each element with the same float operations (ck_math.h): bit-exact. */
 Test(gpu_layers, optimizers_bit_identical) {
     ck_context *g = t_cuda_ctx_or_skip();
