@@ -97,17 +97,15 @@ static ck_status create_fail_ctx(ck_context *ctx, ck_status status) {
     return status;
 }
 
-/* Appends to buf (at offset *at, capacity len) like snprintf; never overflows. */
-static void describe_add(char *buf, size_t len, size_t *at, const char *fmt, ...) CK_PRINTF(4, 5);
-static void describe_add(char *buf, size_t len, size_t *at, const char *fmt, ...) {
-    if (*at >= len)
+void ck_appendf(char *buf, size_t len, size_t *at, const char *fmt, ...) {
+    if (*at + 1 >= len)
         return;
     va_list ap;
     va_start(ap, fmt);
     const int n = vsnprintf(buf + *at, len - *at, fmt, ap);
     va_end(ap);
     if (n > 0)
-        *at = *at + (size_t)n < len ? *at + (size_t)n : len;
+        *at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
 }
 
 CK_API ck_status ck_cuda_describe(int cuda_ordinal, char *buf, size_t len) {
@@ -122,12 +120,12 @@ CK_API ck_status ck_cuda_describe(int cuda_ordinal, char *buf, size_t len) {
         rt = 0;
     if (cudaDriverGetVersion(&drv) != cudaSuccess)
         drv = 0;
-    describe_add(buf, len, &at, "CUDA runtime %d.%d (built with %d.%d), ", rt / 1000,
-                 rt % 1000 / 10, CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+    ck_appendf(buf, len, &at, "CUDA runtime %d.%d (built with %d.%d), ", rt / 1000, rt % 1000 / 10,
+               CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
     if (drv > 0)
-        describe_add(buf, len, &at, "driver supports CUDA %d.%d; ", drv / 1000, drv % 1000 / 10);
+        ck_appendf(buf, len, &at, "driver supports CUDA %d.%d; ", drv / 1000, drv % 1000 / 10);
     else
-        describe_add(buf, len, &at, "no CUDA driver; ");
+        ck_appendf(buf, len, &at, "no CUDA driver; ");
     ck_cudnn_versions(buf + at, len - at);
     at += strlen(buf + at);
     int count = 0;
@@ -138,19 +136,19 @@ CK_API ck_status ck_cuda_describe(int cuda_ordinal, char *buf, size_t len) {
     if (e == cudaSuccess)
         e = cudaGetDeviceProperties(&p, cuda_ordinal);
     if (e == cudaSuccess) {
-        describe_add(buf, len, &at, "; device %d of %d: %s, sm_%d%d, %d SMs, %.1f GiB",
-                     cuda_ordinal, count, p.name, p.major, p.minor, p.multiProcessorCount,
-                     (double)p.totalGlobalMem / 1073741824.0);
+        ck_appendf(buf, len, &at, "; device %d of %d: %s, sm_%d%d, %d SMs, %.1f GiB", cuda_ordinal,
+                   count, p.name, p.major, p.minor, p.multiProcessorCount,
+                   (double)p.totalGlobalMem / 1073741824.0);
     } else {
         (void)cudaGetLastError();
-        describe_add(buf, len, &at, "; device %d: %s (%s)", cuda_ordinal, cudaGetErrorString(e),
-                     cudaGetErrorName(e));
+        ck_appendf(buf, len, &at, "; device %d: %s (%s)", cuda_ordinal, cudaGetErrorString(e),
+                   cudaGetErrorName(e));
         st = CK_STATUS_NOT_SUPPORTED;
     }
     return st;
 #else
     (void)cuda_ordinal;
-    describe_add(buf, len, &at, "CPU only: built without the CUDA backend");
+    ck_appendf(buf, len, &at, "CPU only: built without the CUDA backend");
     return CK_STATUS_NOT_SUPPORTED;
 #endif
 }

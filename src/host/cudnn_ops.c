@@ -10,7 +10,6 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +170,14 @@ typedef struct algo_cand {
 
 #define CK_ALGO_CANDS 16
 
+/* The results of one direction's heuristics as algo_cand entries. */
+#define CK_TAKE_CANDS(p)                                                                           \
+    for (int i = 0; s == CUDNN_STATUS_SUCCESS && i < got && i < CK_ALGO_CANDS; ++i) {              \
+        const algo_cand a = {(int)p[i].algo, p[i].status, p[i].determinism, p[i].mathType,         \
+                             p[i].memory};                                                         \
+        out[(*count)++] = a;                                                                       \
+    }
+
 static cudnnStatus_t gconv_candidates(cudnnHandle_t h, const ck_gconv *c, int dir, algo_cand *out,
                                       int *count) {
     int got = 0;
@@ -180,29 +187,17 @@ static cudnnStatus_t gconv_candidates(cudnnHandle_t h, const ck_gconv *c, int di
         cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
         s = cudnnGetConvolutionForwardAlgorithm_v7(h, c->xd, c->wd, c->cd, c->yd,
                                                    CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p);
-        for (int i = 0; s == CUDNN_STATUS_SUCCESS && i < got && i < CK_ALGO_CANDS; ++i) {
-            algo_cand a = {(int)p[i].algo, p[i].status, p[i].determinism, p[i].mathType,
-                           p[i].memory};
-            out[(*count)++] = a;
-        }
+        CK_TAKE_CANDS(p)
     } else if (dir == CK_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         s = cudnnGetConvolutionBackwardDataAlgorithm_v7(
             h, c->wd, c->yd, c->cd, c->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, p);
-        for (int i = 0; s == CUDNN_STATUS_SUCCESS && i < got && i < CK_ALGO_CANDS; ++i) {
-            algo_cand a = {(int)p[i].algo, p[i].status, p[i].determinism, p[i].mathType,
-                           p[i].memory};
-            out[(*count)++] = a;
-        }
+        CK_TAKE_CANDS(p)
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         s = cudnnGetConvolutionBackwardFilterAlgorithm_v7(
             h, c->xd, c->yd, c->cd, c->wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, p);
-        for (int i = 0; s == CUDNN_STATUS_SUCCESS && i < got && i < CK_ALGO_CANDS; ++i) {
-            algo_cand a = {(int)p[i].algo, p[i].status, p[i].determinism, p[i].mathType,
-                           p[i].memory};
-            out[(*count)++] = a;
-        }
+        CK_TAKE_CANDS(p)
     }
     return s;
 }
@@ -219,19 +214,6 @@ static const char *math_name(cudnnMathType_t m) {
         return "fma";
     }
     return "?";
-}
-
-/* Appends like snprintf at *at of buf (len bytes); never overflows. */
-static void log_add(char *buf, size_t len, size_t *at, const char *fmt, ...) CK_PRINTF(4, 5);
-static void log_add(char *buf, size_t len, size_t *at, const char *fmt, ...) {
-    if (*at + 1 >= len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    const int n = vsnprintf(buf + *at, len - *at, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        *at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
 }
 
 /* The deterministic algorithms PyTorch uses when asked for determinism (no heuristics): tried
@@ -268,18 +250,18 @@ static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, int *algo, size_t *
         *algo = k_default_algo[dir];
         return 0;
     }
-    log_add(log, loglen, at, " %s %s:", c->nchw ? "NCHW" : "NHWC", k_dir_name[dir]);
+    ck_appendf(log, loglen, at, " %s %s:", c->nchw ? "NCHW" : "NHWC", k_dir_name[dir]);
     if (hs != CUDNN_STATUS_SUCCESS)
-        log_add(log, loglen, at, " heuristics failed (%s)", cudnnGetErrorString(hs));
+        ck_appendf(log, loglen, at, " heuristics failed (%s)", cudnnGetErrorString(hs));
     for (int i = 0; i < n; ++i) {
         const char *st = cudnnGetErrorString(cand[i].status);
         if (!strncmp(st, "CUDNN_STATUS_", 13))
             st += 13;
-        log_add(log, loglen, at, " [%d %s %s %s %zuB]", cand[i].algo, st,
-                cand[i].det == CUDNN_DETERMINISTIC ? "det" : "nondet", math_name(cand[i].math),
-                cand[i].memory);
+        ck_appendf(log, loglen, at, " [%d %s %s %s %zuB]", cand[i].algo, st,
+                   cand[i].det == CUDNN_DETERMINISTIC ? "det" : "nondet", math_name(cand[i].math),
+                   cand[i].memory);
     }
-    log_add(log, loglen, at, " default %d refused;", k_default_algo[dir]);
+    ck_appendf(log, loglen, at, " default %d refused;", k_default_algo[dir]);
     return -1;
 }
 

@@ -55,6 +55,8 @@ struct ck_mask {
     uint8_t *data;
 };
 
+/* snprintf at buf + *at (buf holds len bytes), advancing *at; never overflows, stops at len - 1. */
+void ck_appendf(char *buf, size_t len, size_t *at, const char *fmt, ...) CK_PRINTF(4, 5);
 /* Records a formatted message in ctx (when ctx != NULL) and returns status. */
 ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) CK_PRINTF(3, 4);
 static inline void ck_clear_error(ck_context *ctx) {
