@@ -44,7 +44,7 @@
 #
 # Environment:
 #   STEPS             the steps to run, comma-separated, in that order
-#   STEP_TIMEOUT      seconds per step (default 300)       DEADLINE  see above
+#   STEP_TIMEOUT      seconds per step (default 300; --ci 1200)       DEADLINE  see above
 #   SANITIZER_CAP     seconds per sanitizer step at most (with a deadline: 120, triage 90)
 #   PEER_CAP          seconds for the PyTorch peer at most (default 100: torch.compile is slow)
 #   TRAIN_EPOCHS      epochs of train_fmnist (default 10)
@@ -126,6 +126,7 @@ case "$MODE" in
   ci)
     DEFAULT_STEPS="versions suite+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train"
     DEADLINE="${DEADLINE:-0}"
+    STEP_TIMEOUT="${STEP_TIMEOUT:-1200}" # CI: a slow GPU under a sanitizer, not a lease
     ;;
 esac
 read -r -a STEP_LIST <<<"$(tr ',' ' ' <<<"${STEPS:-$DEFAULT_STEPS}")"
