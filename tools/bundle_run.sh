@@ -325,6 +325,9 @@ finish_steps() {
       [[ "${STRICT_SANITIZER:-0}" == 1 ]] && status=failed
     fi
     [[ "$status" == timeout ]] && note="${note:+$note; }killed after ${P_TMO[$i]} s"
+    if [[ "$status" != ok && -z "$LAST_NOTE" ]]; then # the command's last words say why
+      note="${note:+$note; }$(grep -a -v '^# ' "$logf" | grep -a . | tail -n 1 | cut -c1-240)"
+    fi
     printf '# exit status %s (%s) after %s s\n' "$rc" "$status" "$secs" >>"$logf"
     echo "run.sh: [$name] $status (rc $rc, ${secs} s)${note:+: $note}"
     record "$name" "$status" "$rc" "$secs" "$name.log" "$note" "$LAST_FIELDS"
