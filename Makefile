@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CNNKIT_CUDA ?= AUTO
 
-.PHONY: all configure build test test-asan run bench bench-train gpu-bundle install clean deps format fuzz valgrind
+.PHONY: all configure build test test-asan test-gpu run bench bench-train gpu-bundle install clean deps format fuzz valgrind
 
 all: build
 
@@ -31,6 +31,13 @@ test-asan:
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(ASAN_BUILD)/tests/cnnkit_tests --jobs $(JOBS) $(TEST_ARGS)
+
+# On a GPU host with the CUDA toolkit (GPU CI: .github/workflows/gpu.yml): the suite with
+# CNNKIT_REQUIRE_GPU=1 (a GPU test that cannot run fails instead of skipping), then
+# compute-sanitizer memcheck, racecheck, initcheck and synccheck on the GPU kernel tests and on a
+# 20-step GPU training of the seed model. Logs and summary.json in $(BUILD)/test-gpu.
+test-gpu: build
+	@bash tools/bundle_run.sh $(BUILD)/test-gpu --ci --build $(BUILD)
 
 # libFuzzer targets for the parsers (Keras text, IDX, CIFAR-10, checkpoints): clang, ASan+UBSan,
 # a standalone CMake project in fuzz/ (the normal build is untouched). FUZZ_SECONDS per target.
@@ -63,6 +70,8 @@ bench-train: build
 	@$(BUILD)/bench/bench_train $(BENCH_ARGS)
 	@/usr/bin/python3 bench/peer_torch.py --threads $(JOBS) || echo "(peer_torch needs python3-torch)"
 
+# The binaries, the .so files they need and run.sh for a GPU host without cnnkit's build
+# dependencies (BUNDLE_DATA=1: with Fashion-MNIST); docs/gpu-runbook.md runs it.
 gpu-bundle: build
 	@bash tools/gpu_bundle.sh $(BUILD) gpu-bundle
 
@@ -73,4 +82,5 @@ format:
 	@clang-format -i include/cnnkit/*.h src/host/*.[ch] src/kernels/*.cu src/kernels/*.h tests/*.[ch] bench/*.c
 
 clean:
-	@rm -rf $(BUILD) $(BUILD).configure.log $(ASAN_BUILD) $(ASAN_BUILD).configure.log gpu-bundle
+	@rm -rf $(BUILD) $(BUILD).configure.log $(ASAN_BUILD) $(ASAN_BUILD).configure.log gpu-bundle \
+	  gpu-bundle.tar.xz

@@ -1367,8 +1367,10 @@ int main(int argc, char **argv) {
     }
 #else
     if (opt.device == CK_DEVICE_CUDA && !ck_cuda_available()) {
-        fprintf(stderr, "bench_kernels: --device cuda requested, but no usable CUDA device was "
-                        "found\n");
+        char info[640];
+        (void)ck_cuda_describe(0, info, sizeof info);
+        fprintf(stderr, "bench_kernels: --device cuda requested, but no usable CUDA device: %s\n",
+                info);
         return 2;
     }
 #endif
@@ -1395,7 +1397,8 @@ int main(int argc, char **argv) {
     ck_context *ctx = NULL, *cpu_ctx = NULL;
     ck_status st = ck_context_create(&ctx, opt.device, 0, BENCH_SEED);
     if (st != CK_STATUS_SUCCESS) {
-        fprintf(stderr, "bench_kernels: ck_context_create failed: %s\n", ck_status_string(st));
+        fprintf(stderr, "bench_kernels: ck_context_create failed: %s: %s\n", ck_status_string(st),
+                ck_context_last_error(NULL));
         return 1;
     }
     char device_name[320];
@@ -1415,8 +1418,8 @@ int main(int argc, char **argv) {
         /* the oracle of the checks: the CPU backend, same seed */
         st = ck_context_create(&cpu_ctx, CK_DEVICE_CPU, 0, BENCH_SEED);
         if (st != CK_STATUS_SUCCESS) {
-            fprintf(stderr, "bench_kernels: ck_context_create(CPU) failed: %s\n",
-                    ck_status_string(st));
+            fprintf(stderr, "bench_kernels: ck_context_create(CPU) failed: %s: %s\n",
+                    ck_status_string(st), ck_context_last_error(NULL));
             return 1;
         }
     }
@@ -1429,6 +1432,11 @@ int main(int argc, char **argv) {
     if (cudnn_version > 0)
         printf(", cuDNN %ld.%ld.%ld (%ld)", cudnn_version / 10000, cudnn_version / 100 % 100,
                cudnn_version % 100, cudnn_version);
+    if (gpu) {
+        char info[640];
+        (void)ck_cuda_describe(0, info, sizeof info);
+        printf("\nbench_kernels: %s", info);
+    }
     printf("\n%s timing: %d warm-up, median of %d%s\n", gpu ? "GPU" : "CPU", tm.warmup, tm.repeats,
            gpu ? ", cudaEvent per call, L2 flushed before each repeat" : "");
 #ifdef CNNKIT_HAVE_CUDA

@@ -92,6 +92,11 @@ int main(int argc, char **argv) {
     if (js)
         fprintf(js, "{\"model\": \"%s\", \"device\": \"%s\", \"results\": [", model_path, dev_name);
     printf("bench_train: %s, device %s, median of %d steps\n", model_path, dev_name, steps);
+    if (dev == CK_DEVICE_CUDA) {
+        char info[640];
+        (void)ck_cuda_describe(0, info, sizeof info);
+        printf("bench_train: %s\n", info);
+    }
     /* model MiB: what the model holds, planned at build (ck_model_memory_usage): the device arena
      * on CUDA (compare with PyTorch's torch.cuda.max_memory_allocated), host buffers on the CPU;
      * act MiB: the activations kept for the backward pass, within it */
@@ -106,10 +111,18 @@ int main(int argc, char **argv) {
         ck_context *ctx = NULL;
         ck_model *m = NULL;
         char err[1024];
-        if (ck_context_create(&ctx, dev, 0, 1) != CK_STATUS_SUCCESS ||
-            ck_model_from_keras_text(ctx, text, &m, err, sizeof err) != CK_STATUS_SUCCESS ||
+        const ck_status cst = ck_context_create(&ctx, dev, 0, 1);
+        if (cst != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "bench_train: context: %s: %s\n", ck_status_string(cst),
+                    ck_context_last_error(NULL));
+            rc = 1;
+            break;
+        }
+        err[0] = '\0';
+        if (ck_model_from_keras_text(ctx, text, &m, err, sizeof err) != CK_STATUS_SUCCESS ||
             ck_model_build(m, 0, 0, 0, b) != CK_STATUS_SUCCESS) {
-            fprintf(stderr, "bench_train: %s\n", ctx ? ck_context_last_error(ctx) : "context");
+            fprintf(stderr, "bench_train: batch %d: %s\n", b,
+                    err[0] ? err : ck_context_last_error(ctx));
             rc = 1;
             ck_model_destroy(m);
             ck_context_destroy(ctx);

@@ -8,7 +8,7 @@ the peak device memory of the timed steps (torch.cuda.max_memory_allocated).
     /usr/bin/python3 bench/peer_torch.py [--batches 128,512[,2048]] [--steps 10]
                                          [--device cpu|cuda] [--threads N] [--json FILE]
 """
-import argparse, json, statistics, time
+import argparse, json, os, statistics, time
 
 import torch
 import torch.nn as nn
@@ -99,9 +99,15 @@ def main():
                   f"{peak if peak is not None else float('nan'):>9.1f}", flush=True)
             out["results"].append({"batch": b, "mode": mode, "ms_per_step": med * 1e3,
                                    "images_per_s": b / med, "peak_mib": peak})
-    if a.json:
-        with open(a.json, "w") as f:
+            write_json(a.json, out)  # after every result: a run cut at its time limit keeps them
+    write_json(a.json, out)
+
+
+def write_json(path, out):
+    if path:
+        with open(path + ".tmp", "w") as f:
             json.dump(out, f, indent=1)
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

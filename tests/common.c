@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,14 +32,53 @@ void trng_fill(trng *r, float *p, size_t n, float lo, float hi) {
 ck_context *t_ctx(ck_device dev) {
     ck_context *ctx = NULL;
     ck_status st = ck_context_create(&ctx, dev, 0, 1234);
-    cr_assert_eq(st, CK_STATUS_SUCCESS, "ck_context_create: %s", ck_status_string(st));
+    cr_assert_eq(st, CK_STATUS_SUCCESS, "ck_context_create: %s: %s", ck_status_string(st),
+                 ck_context_last_error(NULL));
     return ctx;
 }
 
+static int require_gpu(void) {
+    const char *v = getenv("CNNKIT_REQUIRE_GPU");
+    return v && v[0] && strcmp(v, "0") != 0;
+}
+
+void t_gpu_unavailable(const char *why) {
+    if (require_gpu())
+        cr_assert_fail("CNNKIT_REQUIRE_GPU=1 and this GPU test cannot run: %s", why);
+    cr_skip(T_GPU_SKIP "%s", why);
+}
+
 ck_context *t_cuda_ctx_or_skip(void) {
-    if (!ck_cuda_available())
-        cr_skip("no CUDA device on this machine (or a CPU-only build): GPU test skipped");
-    return t_ctx(CK_DEVICE_CUDA);
+    ck_context *ctx = NULL;
+    const ck_status st = ck_context_create(&ctx, CK_DEVICE_CUDA, 0, 1234);
+    if (st == CK_STATUS_SUCCESS)
+        return ctx;
+    if (ck_cuda_available()) /* a device is there: failing to use it is a failure */
+        cr_assert_fail("ck_context_create(CUDA): %s: %s", ck_status_string(st),
+                       ck_context_last_error(NULL));
+    t_gpu_unavailable(ck_context_last_error(NULL));
+    return NULL;
+}
+
+/* ---- the suite's one line on skipped GPU tests ----------------------------------------------
+ * Report hooks run in Criterion's runner process: count the tests skipped with T_GPU_SKIP and
+ * print how many and why at the end, so `make test` never skips GPU tests silently. */
+static size_t g_gpu_skips;
+static char g_gpu_skip_why[512];
+
+ReportHook(POST_TEST)(struct criterion_test_stats *stats) {
+    const char *m = stats->message;
+    if (stats->test_status != CR_STATUS_SKIPPED || !m || strncmp(m, T_GPU_SKIP, strlen(T_GPU_SKIP)))
+        return;
+    if (g_gpu_skips++ == 0)
+        snprintf(g_gpu_skip_why, sizeof g_gpu_skip_why, "%s", m + strlen(T_GPU_SKIP));
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
+    (void)stats;
+    if (g_gpu_skips)
+        fprintf(stderr, "[====] %zu GPU test%s skipped: %s\n", g_gpu_skips,
+                g_gpu_skips == 1 ? "" : "s", g_gpu_skip_why);
 }
 
 size_t t_index(ck_layout l, int N, int C, int H, int W, int n, int c, int h, int w) {

@@ -25,8 +25,15 @@ float trng_uniform(trng *r, float lo, float hi); /* [lo, hi) */
 float trng_normal(trng *r);                      /* N(0, 1) */
 void trng_fill(trng *r, float *p, size_t n, float lo, float hi);
 
-ck_context *t_ctx(ck_device dev);     /* creates or fails the test */
-ck_context *t_cuda_ctx_or_skip(void); /* CUDA context, or cr_skip when no device */
+ck_context *t_ctx(ck_device dev); /* creates or fails the test */
+/* A CUDA context. Without a usable device (or in a CPU-only build) the test is skipped with the
+ * reason, or fails with it when CNNKIT_REQUIRE_GPU=1 (GPU runners: a broken CUDA setup must not
+ * pass as "all skipped"). A device that is present but cannot be set up fails the test. */
+ck_context *t_cuda_ctx_or_skip(void);
+/* Skips a GPU test that cannot run here (the skip message starts with T_GPU_SKIP, which the
+ * suite's summary counts), or fails it when CNNKIT_REQUIRE_GPU=1. Does not return. */
+#define T_GPU_SKIP "GPU test skipped: "
+void t_gpu_unavailable(const char *why);
 /* Index of logical (n, c, h, w) in a buffer of the given layout. */
 size_t t_index(ck_layout l, int N, int C, int H, int W, int n, int c, int h, int w);
 /* Creates a tensor and uploads `nchw` (logical NCHW order) converted to its layout. */

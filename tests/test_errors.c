@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #define EXPECT_ERR(ctx, expr, status, needle)                                                      \
@@ -54,18 +55,29 @@ static ck_status fwd(bn_args *a) {
 }
 
 Test(errors, context_and_tensor_creation) {
-    cr_assert_eq(ck_context_create(NULL, CK_DEVICE_CPU, 0, 0), CK_STATUS_BAD_PARAM);
+    /* a failed creation leaves no context: ck_context_last_error(NULL) holds the reason */
+    EXPECT_ERR(NULL, ck_context_create(NULL, CK_DEVICE_CPU, 0, 0), CK_STATUS_BAD_PARAM, "ctx:");
     ck_context *ctx = NULL;
-    cr_assert_eq(ck_context_create(&ctx, (ck_device)9, 0, 0), CK_STATUS_BAD_PARAM);
+    EXPECT_ERR(NULL, ck_context_create(&ctx, (ck_device)9, 0, 0), CK_STATUS_BAD_PARAM,
+               "device: must be");
     cr_assert_null(ctx);
+    EXPECT_ERR(NULL, ck_context_create(&ctx, CK_DEVICE_CPU, -2, 0), CK_STATUS_BAD_PARAM,
+               "cuda_ordinal: must be >= 0, got -2");
     if (!ck_cuda_available()) {
-        cr_assert_eq(ck_context_create(&ctx, CK_DEVICE_CUDA, 0, 0), CK_STATUS_NOT_SUPPORTED);
+        /* why CUDA is unusable: cudaGetDeviceCount's error, or a CPU-only build */
+        EXPECT_ERR(NULL, ck_context_create(&ctx, CK_DEVICE_CUDA, 0, 0), CK_STATUS_NOT_SUPPORTED,
+                   "CUDA");
         cr_assert_null(ctx);
+        cr_assert(strstr(ck_context_last_error(NULL), "cudaGetDeviceCount") ||
+                      strstr(ck_context_last_error(NULL), "no CUDA backend"),
+                  "%s", ck_context_last_error(NULL));
         CK_OK(NULL, ck_context_create(&ctx, CK_DEVICE_AUTO, 0, 0));
         cr_assert_eq(ck_context_device(ctx), CK_DEVICE_CPU, "AUTO without a GPU must pick CPU");
         ck_context_destroy(ctx);
     }
     ctx = t_ctx(CK_DEVICE_CPU);
+    cr_assert_str_eq(ck_context_last_error(NULL), "ctx is NULL",
+                     "a successful creation clears the creation error");
     ck_tensor *t = (ck_tensor *)0x1;
     EXPECT_ERR(ctx, ck_tensor_create(ctx, &t, CK_LAYOUT_NCHW, 0, 3, 4, 4), CK_STATUS_BAD_PARAM,
                "shape");
@@ -245,6 +257,48 @@ Test(errors, batchnorm_arguments) {
     cr_assert_eq(bytes, 0, "the CPU path needs no workspace");
     EXPECT_ERR(a.ctx, ck_batchnorm_workspace_size(a.ctx, a.x, NULL), CK_STATUS_BAD_PARAM, "bytes");
     free_args(&a);
+}
+
+/* The creation error belongs to the thread whose creation failed. */
+static void *fail_create_on_thread(void *arg) {
+    ck_context *c = NULL;
+    (void)ck_context_create(&c, (ck_device)7, 0, 0);
+    *(int *)arg = strstr(ck_context_last_error(NULL), "device: must be") != NULL;
+    return NULL;
+}
+
+Test(errors, creation_error_is_per_thread) {
+    EXPECT_ERR(NULL, ck_context_create(NULL, CK_DEVICE_CPU, 0, 0), CK_STATUS_BAD_PARAM, "ctx:");
+    int seen = 0;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, fail_create_on_thread, &seen), 0);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    cr_assert(seen, "the other thread did not see its own creation error");
+    cr_assert_neq(strstr(ck_context_last_error(NULL), "ctx:"), NULL,
+                  "this thread's creation error was changed by another thread: %s",
+                  ck_context_last_error(NULL));
+}
+
+/* The one line of versions for logs: filled without a context or a device, never overflowing. */
+Test(errors, cuda_describe) {
+    char line[640];
+    const ck_status st = ck_cuda_describe(0, line, sizeof line);
+    cr_assert(st == CK_STATUS_SUCCESS || st == CK_STATUS_NOT_SUPPORTED, "%s", ck_status_string(st));
+    cr_assert_eq(st == CK_STATUS_SUCCESS, ck_cuda_available() != 0, "%s", line);
+#ifdef CNNKIT_HAVE_CUDA
+    cr_assert_neq(strstr(line, "cuDNN "), NULL, "%s", line);
+    cr_assert_neq(strstr(line, "CUDA runtime "), NULL, "%s", line);
+    cr_assert_neq(strstr(line, "device 0"), NULL, "%s", line);
+#else
+    cr_assert_neq(strstr(line, "without the CUDA backend"), NULL, "%s", line);
+#endif
+    char small[12];
+    memset(small, 'x', sizeof small);
+    (void)ck_cuda_describe(0, small, 8);
+    cr_assert_lt(strlen(small), 8);
+    cr_assert_eq(small[8], 'x', "wrote past len");
+    cr_assert_eq(ck_cuda_describe(0, NULL, 8), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_cuda_describe(0, line, 0), CK_STATUS_BAD_PARAM);
 }
 
 Test(errors, workspace_too_small_on_gpu) {

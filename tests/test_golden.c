@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "cnnkit/cnnkit.h"
+#include "common.h"
 #include "golden/bn_golden.h"
 
 #define GN BN_GOLDEN_N
@@ -80,8 +81,8 @@ static size_t g_index(ck_layout l, int n, int c, int h, int w) {
 }
 
 static ck_context *g_context(ck_device dev) {
-    if (dev == CK_DEVICE_CUDA && !ck_cuda_available())
-        cr_skip("no CUDA device: CPU-only build or no usable GPU, CUDA golden test skipped");
+    if (dev == CK_DEVICE_CUDA) /* skipped without a device (failed under CNNKIT_REQUIRE_GPU=1) */
+        return t_cuda_ctx_or_skip();
     ck_context *ctx = NULL;
     ck_status st = ck_context_create(&ctx, dev, 0, 1234);
     cr_assert_eq(st, CK_STATUS_SUCCESS, "ck_context_create: %s", ck_status_string(st));

@@ -71,63 +71,78 @@ static const cshape CONVS[] = {
     {3, 10, 10, 2, 4, 1, 3, 2, 2, 1},
 };
 
+/* One convolution on the GPU (cuDNN in NHWC, or forced to the NCHW fallback) against the CPU. */
+static void conv_case(ck_context *g, size_t ci, int force_nchw) {
+    const cshape s = CONVS[ci];
+    ck_conv_geom geo;
+    cr_assert_eq(
+        ck_conv_geom_make(&geo, s.n, s.h, s.w, s.cin, s.cout, s.kh, s.kw, s.sh, s.sw, s.same), 0);
+    const size_t nx = (size_t)s.n * s.h * s.w * s.cin, nk = (size_t)s.kh * s.kw * s.cin * s.cout;
+    const size_t ny = (size_t)s.n * geo.oh * geo.ow * s.cout;
+    float *x = rnd(nx, 10 + ci, -1, 1), *k = rnd(nk, 20 + ci, -0.5f, 0.5f);
+    float *b = rnd(s.cout, 30 + ci, -0.2f, 0.2f), *dy = rnd(ny, 40 + ci, -1, 1);
+    float *y_c = malloc(ny * 4), *dx_c = malloc(nx * 4), *dk_c = malloc(nk * 4),
+          *db_c = malloc(s.cout * 4);
+    float *y_g = malloc(ny * 4), *dx_g = malloc(nx * 4), *dk_g = malloc(nk * 4),
+          *db_g = malloc(s.cout * 4);
+    size_t wsf = ck_cpu_conv2d_workspace_floats(&geo);
+    float *ws = malloc((wsf ? wsf : 1) * 4);
+    ck_cpu_conv2d_forward(&geo, x, k, b, y_c, ws);
+    ck_cpu_conv2d_backward(&geo, x, k, dy, dx_c, dk_c, db_c, ws);
+
+    ck_gconv *cv = NULL;
+    CK_OK(g, ck_gconv_create_layout(g, &geo, force_nchw, &cv));
+    char plan[256];
+    ck_gconv_describe(cv, plan, sizeof plan);
+    cr_log_info("conv %zu%s: %s", ci, force_nchw ? " (NCHW forced)" : "", plan);
+    cr_assert_eq(strncmp(plan, "NCHW", 4) == 0 || !force_nchw, 1, "%s", plan);
+    ck_workspace *gw = NULL;
+    CK_OK(g, ck_workspace_create(g, &gw, ck_gconv_workspace_bytes(cv)));
+    ck_tensor *tx = dbuf(g, nx, x), *tk = dbuf(g, nk, k), *tb = dbuf(g, s.cout, b);
+    ck_tensor *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL), *tdx = dbuf(g, nx, NULL);
+    ck_tensor *tdk = dbuf(g, nk, NULL), *tdb = dbuf(g, s.cout, NULL);
+    CK_OK(g, ck_gconv_forward(g, cv, s.n, D(tx), D(tk), D(tb), D(ty), gw->data));
+    CK_OK(g, ck_gconv_backward(g, cv, s.n, D(tx), D(tk), D(tdy), D(tdx), D(tdk), D(tdb), gw->data));
+    down(g, ty, y_g, ny);
+    down(g, tdx, dx_g, nx);
+    down(g, tdk, dk_g, nk);
+    down(g, tdb, db_g, s.cout);
+    cr_expect_lt(scaled_err(y_g, y_c, ny), 1e-4, "conv %zu nchw %d: y", ci, force_nchw);
+    cr_expect_lt(scaled_err(dx_g, dx_c, nx), 1e-4, "conv %zu nchw %d: dx", ci, force_nchw);
+    cr_expect_lt(scaled_err(dk_g, dk_c, nk), 1e-4, "conv %zu nchw %d: dk", ci, force_nchw);
+    cr_expect_lt(scaled_err(db_g, db_c, s.cout), 1e-6, "conv %zu nchw %d: dbias", ci, force_nchw);
+    /* a smaller batch through the same plan */
+    if (s.n > 1) {
+        ck_conv_geom g1 = geo;
+        g1.n = 1;
+        ck_cpu_conv2d_forward(&g1, x, k, NULL, y_c, ws);
+        CK_OK(g, ck_gconv_forward(g, cv, 1, D(tx), D(tk), NULL, D(ty), gw->data));
+        down(g, ty, y_g, ny / s.n);
+        cr_expect_lt(scaled_err(y_g, y_c, ny / s.n), 1e-4, "conv %zu nchw %d: batch 1", ci,
+                     force_nchw);
+    }
+    ck_tensor *all[] = {tx, tk, tb, tdy, ty, tdx, tdk, tdb};
+    for (size_t i = 0; i < 8; ++i)
+        ck_tensor_destroy(all[i]);
+    ck_workspace_destroy(gw);
+    ck_gconv_destroy(cv);
+    free(x), free(k), free(b), free(dy), free(y_c), free(dx_c), free(dk_c), free(db_c);
+    free(y_g), free(dx_g), free(dk_g), free(db_g), free(ws);
+}
+
 Test(gpu_layers, conv_matches_cpu) {
     ck_context *g = t_cuda_ctx_or_skip();
-    for (size_t ci = 0; ci < sizeof CONVS / sizeof *CONVS; ++ci) {
-        const cshape s = CONVS[ci];
-        ck_conv_geom geo;
-        cr_assert_eq(
-            ck_conv_geom_make(&geo, s.n, s.h, s.w, s.cin, s.cout, s.kh, s.kw, s.sh, s.sw, s.same),
-            0);
-        const size_t nx = (size_t)s.n * s.h * s.w * s.cin,
-                     nk = (size_t)s.kh * s.kw * s.cin * s.cout;
-        const size_t ny = (size_t)s.n * geo.oh * geo.ow * s.cout;
-        float *x = rnd(nx, 10 + ci, -1, 1), *k = rnd(nk, 20 + ci, -0.5f, 0.5f);
-        float *b = rnd(s.cout, 30 + ci, -0.2f, 0.2f), *dy = rnd(ny, 40 + ci, -1, 1);
-        float *y_c = malloc(ny * 4), *dx_c = malloc(nx * 4), *dk_c = malloc(nk * 4),
-              *db_c = malloc(s.cout * 4);
-        float *y_g = malloc(ny * 4), *dx_g = malloc(nx * 4), *dk_g = malloc(nk * 4),
-              *db_g = malloc(s.cout * 4);
-        size_t wsf = ck_cpu_conv2d_workspace_floats(&geo);
-        float *ws = malloc((wsf ? wsf : 1) * 4);
-        ck_cpu_conv2d_forward(&geo, x, k, b, y_c, ws);
-        ck_cpu_conv2d_backward(&geo, x, k, dy, dx_c, dk_c, db_c, ws);
+    for (size_t ci = 0; ci < sizeof CONVS / sizeof *CONVS; ++ci)
+        conv_case(g, ci, 0);
+    ck_context_destroy(g);
+}
 
-        ck_gconv *cv = NULL;
-        CK_OK(g, ck_gconv_create(g, &geo, &cv));
-        ck_workspace *gw = NULL;
-        CK_OK(g, ck_workspace_create(g, &gw, ck_gconv_workspace_bytes(cv)));
-        ck_tensor *tx = dbuf(g, nx, x), *tk = dbuf(g, nk, k), *tb = dbuf(g, s.cout, b);
-        ck_tensor *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL), *tdx = dbuf(g, nx, NULL);
-        ck_tensor *tdk = dbuf(g, nk, NULL), *tdb = dbuf(g, s.cout, NULL);
-        CK_OK(g, ck_gconv_forward(g, cv, s.n, D(tx), D(tk), D(tb), D(ty), gw->data));
-        CK_OK(g, ck_gconv_backward(g, cv, s.n, D(tx), D(tk), D(tdy), D(tdx), D(tdk), D(tdb),
-                                   gw->data));
-        down(g, ty, y_g, ny);
-        down(g, tdx, dx_g, nx);
-        down(g, tdk, dk_g, nk);
-        down(g, tdb, db_g, s.cout);
-        cr_expect_lt(scaled_err(y_g, y_c, ny), 1e-4, "conv %zu: y", ci);
-        cr_expect_lt(scaled_err(dx_g, dx_c, nx), 1e-4, "conv %zu: dx", ci);
-        cr_expect_lt(scaled_err(dk_g, dk_c, nk), 1e-4, "conv %zu: dk", ci);
-        cr_expect_lt(scaled_err(db_g, db_c, s.cout), 1e-6, "conv %zu: dbias", ci);
-        /* a smaller batch through the same plan */
-        if (s.n > 1) {
-            ck_conv_geom g1 = geo;
-            g1.n = 1;
-            ck_cpu_conv2d_forward(&g1, x, k, NULL, y_c, ws);
-            CK_OK(g, ck_gconv_forward(g, cv, 1, D(tx), D(tk), NULL, D(ty), gw->data));
-            down(g, ty, y_g, ny / s.n);
-            cr_expect_lt(scaled_err(y_g, y_c, ny / s.n), 1e-4, "conv %zu: batch 1", ci);
-        }
-        ck_tensor *all[] = {tx, tk, tb, tdy, ty, tdx, tdk, tdb};
-        for (size_t i = 0; i < 8; ++i)
-            ck_tensor_destroy(all[i]);
-        ck_workspace_destroy(gw);
-        ck_gconv_destroy(cv);
-        free(x), free(k), free(b), free(dy), free(y_c), free(dx_c), free(dk_c), free(db_c);
-        free(y_g), free(dx_g), free(dk_g), free(db_g), free(ws);
-    }
+/* The NCHW fallback (taken when cuDNN offers no deterministic FMA-math NHWC algorithm): the same
+ * results through the transposes in the workspace. */
+Test(gpu_layers, conv_nchw_fallback_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    for (size_t ci = 0; ci < sizeof CONVS / sizeof *CONVS; ++ci)
+        conv_case(g, ci, 1);
     ck_context_destroy(g);
 }
 
@@ -284,6 +299,50 @@ Test(gpu_layers, softmax_xent_matches_cpu) {
     ck_context_destroy(g);
 }
 
+/* The batch totals of the loss kernel (a one-block tree reduction): the CPU's sums within double
+ * rounding, the exact count of correct samples, and the same bits on every run, for batches
+ * around the block size and far above it. */
+Test(gpu_layers, xent_totals_deterministic_and_match_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const int sizes[] = {1, 255, 256, 257, 5003};
+    const int classes = 7;
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; ++k) {
+        const int n = sizes[k];
+        const size_t nz = (size_t)n * classes;
+        float *z = rnd(nz, 90 + k, -6, 6), *lab_bits = malloc((size_t)n * 4);
+        int32_t *lab = malloc((size_t)n * sizeof *lab);
+        trng r = {77 + k};
+        for (int i = 0; i < n; ++i)
+            lab[i] = (int32_t)(trng_u32(&r) % classes);
+        memcpy(lab_bits, lab, (size_t)n * 4);
+        double loss_c = 0.0;
+        int ok_c = 0;
+        ck_cpu_softmax_xent(n, classes, z, lab, NULL, &loss_c, &ok_c);
+        ck_tensor *tz = dbuf(g, nz, z), *tlab = dbuf(g, (size_t)n, lab_bits);
+        ck_tensor *tout = dbuf(g, sizeof(ck_kloss) / 4, NULL);
+        ck_workspace *ws = NULL;
+        CK_OK(g, ck_workspace_create(g, &ws, ck_cuda_xent_workspace_bytes(n)));
+        ck_kloss out[2];
+        for (int run = 0; run < 2; ++run) {
+            float bits[sizeof(ck_kloss) / 4];
+            cr_assert_eq(ck_cuda_softmax_xent(n, classes, D(tz), (const int32_t *)D(tlab), NULL,
+                                              (ck_kloss *)D(tout), ws->data, g->stream),
+                         0);
+            down(g, tout, bits, sizeof(ck_kloss) / 4);
+            memcpy(&out[run], bits, sizeof out[run]);
+        }
+        cr_expect_eq(memcmp(&out[0].loss_sum, &out[1].loss_sum, sizeof(double)), 0,
+                     "n %d: loss sum differs between runs", n);
+        cr_expect_lt(fabs(out[0].loss_sum - loss_c), 1e-12 * fabs(loss_c) + 1e-300,
+                     "n %d: loss %.17g vs CPU %.17g", n, out[0].loss_sum, loss_c);
+        cr_expect_eq(out[0].correct, ok_c, "n %d: correct %d vs CPU %d", n, out[0].correct, ok_c);
+        ck_tensor_destroy(tz), ck_tensor_destroy(tlab), ck_tensor_destroy(tout);
+        ck_workspace_destroy(ws);
+        free(z), free(lab_bits), free(lab);
+    }
+    ck_context_destroy(g);
+}
+
 /* The optimizers compute each element with the same float operations (ck_math.h): bit-exact. */
 Test(gpu_layers, optimizers_bit_identical) {
     ck_context *g = t_cuda_ctx_or_skip();
@@ -399,6 +458,6 @@ Test(gpu_layers, pool_matches_cudnn) {
 
 #else
 Test(gpu_layers, skipped_without_cuda_build) {
-    cr_skip("built without the CUDA backend");
+    t_gpu_unavailable("built without the CUDA backend");
 }
 #endif

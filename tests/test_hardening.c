@@ -632,6 +632,8 @@ static void same_seed_same_bits(ck_device dev) {
     size_t n1 = 0, n2 = 0;
     const char *why = NULL;
     float *a = seed_run(dev, &n1, &why);
+    if (!a && dev == CK_DEVICE_CUDA)
+        t_gpu_unavailable(why);
     if (!a)
         cr_skip("%s", why);
     float *b = seed_run(dev, &n2, &why);

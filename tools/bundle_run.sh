@@ -1,120 +1,172 @@
 #!/usr/bin/env bash
-# run.sh of a cnnkit GPU bundle (made by tools/gpu_bundle.sh from tools/bundle_run.sh).
+# run.sh of a cnnkit GPU bundle (tools/gpu_bundle.sh copies this file), and the engine of
+# `make test-gpu` on a GPU host that has a build tree.
 #
-#   ./run.sh OUT_LOG_DIR [--quick]
+#   ./run.sh LOG_DIR [--triage | --ci] [--build BUILD_DIR]
 #
-# Runs, in order of what a short GPU session most needs, each with its own log in OUT_LOG_DIR,
-# carrying on after failures:
-#   gpu_tests     bin/cnnkit_tests --filter 'gpu*/*' (every GPU test)                gpu_tests.log
-#   train_bench   bin/bench_train --device cuda (batch 128, 512, 2048)               bench_train.log
-#   train_fmnist  cnnkit train on the bundled Fashion-MNIST (2 epochs quick, else 10) train_fmnist.log
-#   train_profile cnnkit train --profile, batch 512                                  train_profile.log
-#   peer_torch    share/peer_torch.py --device cuda (PyTorch eager/channels_last/compile)
-#   bench         bin/bench_kernels --json OUT_LOG_DIR/bench_kernels.json [--quick]   bench_kernels.log
-#   memcheck      compute-sanitizer --tool memcheck --leak-check full on GPU tests   memcheck.log
-#   racecheck     compute-sanitizer --tool racecheck on GPU tests                    racecheck.log
-#   initcheck     compute-sanitizer --tool initcheck on GPU tests                    initcheck.log
-#   tests         bin/cnnkit_tests --jobs 1 --verbose (the whole suite, CPU too)     tests.log
-# then writes OUT_LOG_DIR/summary.json and prints a table. Exit status: 0 when no step failed or
-# timed out, 1 otherwise, 2 on bad usage.
+# Modes: the steps they run, in order (STEPS="a,b,..." runs those instead, in that order; a+b+c
+# runs those steps at the same time: correctness runs only, never a timing), and the DEADLINE
+# (seconds for all steps; each step's timeout is cut to what is left, a step with under 10 s left
+# is not run and is listed under "out_of_time"; 0 = none):
+#   (default) full  versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+
+#                   racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train
+#                   bench_kernels peer_torch train_profile tests                  DEADLINE 400
+#   --triage        versions gpu_tests+train_short+memcheck+initcheck            DEADLINE 150
+#   --ci            versions suite+memcheck+racecheck+initcheck+synccheck+memcheck_train+
+#                   racecheck_train+initcheck_train+synccheck_train             DEADLINE 0
+# --build BUILD_DIR: run the binaries of a build tree (make test-gpu) instead of the bundle's bin/.
 #
-# Time: with --quick the steps share a DEADLINE (default 470 s from the first step): each step's
-# timeout is cut to what is left, a step with under 15 s left is skipped ("out of time"), and the
-# sanitizer steps get at most SANITIZER_CAP seconds each (default 90 with --quick), so the summary
-# is always written inside a 10-minute device call.
+# Steps (each writes LOG_DIR/NAME.log):
+#   versions         cnnkit version (CUDA runtime and driver, the cuDNN loaded vs the one built
+#                    against, cuBLAS, the GPU), nvidia-smi, the CUDA libraries the binaries
+#                    resolve, compute-sanitizer, python3/torch
+#   gpu_tests        the GPU tests (GPU_FILTER) with CNNKIT_REQUIRE_GPU=1: a GPU test that
+#                    cannot run fails; a run of zero tests is a failed step
+#   suite            the whole suite with CNNKIT_REQUIRE_GPU=1
+#   train_short      cnnkit train: the seed model, 1 epoch of 12,800 Fashion-MNIST images
+#                    (without the data: bench_train, 20 steps at batch 128)
+#   train_fmnist     cnnkit train: the seed model, TRAIN_EPOCHS (10) epochs, seed 1, batch 128
+#   bench_train      bench_train --device cuda, batches 128, 512 and 2048 (bench_train.json)
+#   bench_kernels    bench_kernels: cnnkit vs cuDNN vs a device copy (bench_kernels.json)
+#   peer_torch       share/peer_torch.py --device cuda: PyTorch, the caller's environment
+#   memcheck, racecheck, initcheck, synccheck   compute-sanitizer on the kernel tests
+#                    (SANITIZER_FILTER)
+#   memcheck_train ... synccheck_train   compute-sanitizer on a 20-step GPU training of the seed
+#                    model (bench_train: 2 warm-up + 18 steps at batch 128, synthetic data)
+#   train_profile    cnnkit train --profile: time per planned node, batch 512, 25,600 images
+#   tests            the whole suite as CI runs it (GPU tests may skip)
+# then LOG_DIR/summary.json (rewritten after every step, so it exists whatever stops the run) and
+# a table. Exit status 0 when no step failed or timed out, 1 otherwise, 2 on bad usage.
 #
-# A step's status is one of
-#   ok           exit status 0
-#   failed       non-zero exit status
-#   timeout      killed after STEP_TIMEOUT seconds (rc 124/137)
-#   skipped      the tool is absent (compute-sanitizer not found)
-#   unsupported  compute-sanitizer exited non-zero and its own output (lines "========= ...")
-#                says it cannot work on this machine or GPU (e.g. "Device not supported" under
-#                gVisor, "no CUDA-capable device"); not counted as a failure unless
-#                STRICT_SANITIZER=1
+# A step's status: ok; failed (non-zero exit, or a test run of zero tests); timeout (killed at its
+# limit); skipped (a tool or the data is absent, or out of time); unsupported (compute-sanitizer
+# says it cannot work on this machine; a failure with STRICT_SANITIZER=1).
 #
 # Environment:
-#   STEP_TIMEOUT      seconds per step (default 300)
-#   DEADLINE          seconds for all steps (default 470 with --quick, none otherwise)
-#   SANITIZER_CAP     seconds per sanitizer step at most (default 90 with --quick, else STEP_TIMEOUT)
-#   PEER_CAP          seconds for the PyTorch peer at most (default 150 with --quick: its
-#                     torch.compile modes take minutes; else STEP_TIMEOUT)
-#   SANITIZER_FILTER  Criterion --filter for the sanitizer runs (default 'gpu/*', the kernel
-#                     tests, with --quick; 'gpu*/*' otherwise)
-#   TEST_ARGS         extra arguments for the tests step, split at blanks (no shell quoting),
-#                     e.g. TEST_ARGS="--filter gpu/*"
-#   BENCH_ARGS        extra arguments for bench_kernels, split the same way
-#   CNNKIT_EXTRA_LIB_DIRS  colon-separated folders searched for the CUDA libraries
+#   STEPS             the steps to run, comma-separated, in that order
+#   STEP_TIMEOUT      seconds per step (default 300; --ci 1200)       DEADLINE  see above
+#   SANITIZER_CAP     seconds per sanitizer step at most (with a deadline: 120, triage 90)
+#   PEER_CAP          seconds for the PyTorch peer at most (default 100: torch.compile is slow)
+#   TRAIN_EPOCHS      epochs of train_fmnist (default 10)
+#   GPU_TEST_JOBS     Criterion --jobs of gpu_tests and suite (default 4)
+#   GPU_FILTER        Criterion filter of gpu_tests; SANITIZER_FILTER that of the sanitizer runs
+#   TEST_ARGS, BENCH_ARGS  extra arguments of the test runs and of bench_kernels (split at blanks)
+#   CNNKIT_EXTRA_LIB_DIRS  colon-separated folders searched for the CUDA libraries (cuDNN...)
+#   COMPUTE_SANITIZER where compute-sanitizer is, when not on PATH or in /usr/local/cuda
 #   STRICT_SANITIZER  1: an "unsupported" sanitizer step counts as a failure
 #
-# Libraries: LD_LIBRARY_PATH = bundle/lib : /usr/local/cuda/lib64 : /usr/lib/x86_64-linux-gnu
-# [: folders found holding a CUDA library still unresolved] [: the caller's LD_LIBRARY_PATH]
-# : bundle/lib/fallback (libstdc++, used only where the machine has none). The binaries are
-# not patched.
+# Libraries (bundle only; the binaries are not patched): our binaries run with
+# LD_LIBRARY_PATH = the caller's LD_LIBRARY_PATH : CNNKIT_EXTRA_LIB_DIRS : bundle/lib
+#   : /usr/local/cuda/lib64 : folders found holding a CUDA library still unresolved (e.g. the
+#   nvidia-cudnn-cu13 wheel of a Python install) : bundle/lib/fallback (libstdc++, libcudart:
+#   used only where the machine has none). Everything else (python3, nvidia-smi) runs with the
+#   caller's environment unchanged.
 set -uo pipefail
 
-usage() { echo "usage: $0 OUT_LOG_DIR [--quick]" >&2; exit 2; }
-[[ $# -ge 1 && $# -le 2 ]] || usage
-[[ "$1" != -* ]] || usage
-QUICK=0
-if [[ $# -eq 2 ]]; then
-  [[ "$2" == "--quick" ]] || usage
-  QUICK=1
-fi
+usage() {
+  echo "usage: $0 LOG_DIR [--triage | --ci] [--build BUILD_DIR]" >&2
+  exit 2
+}
+[[ $# -ge 1 && "$1" != -* ]] || usage
+LOG_ARG="$1"
+shift
+MODE=full
+BUILD_DIR=""
+while (($#)); do
+  case "$1" in
+    --triage) MODE=triage ;;
+    --ci) MODE=ci ;;
+    --build)
+      [[ $# -ge 2 ]] || usage
+      BUILD_DIR="$2"
+      shift
+      ;;
+    *) usage ;;
+  esac
+  shift
+done
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-mkdir -p "$1" || { echo "run.sh: cannot create $1" >&2; exit 2; }
-LOG_DIR="$(cd "$1" && pwd)"
-STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
-KILL_AFTER=10 # seconds between a step's SIGTERM and SIGKILL
-if ((QUICK)); then
-  DEADLINE="${DEADLINE:-470}"
-  SANITIZER_CAP="${SANITIZER_CAP:-90}"
-  PEER_CAP="${PEER_CAP:-150}"
-  SANITIZER_FILTER="${SANITIZER_FILTER:-gpu/*}"
+mkdir -p "$LOG_ARG" || { echo "run.sh: cannot create $LOG_ARG" >&2; exit 2; }
+LOG_DIR="$(cd "$LOG_ARG" && pwd)"
+if [[ -n "$BUILD_DIR" ]]; then # a build tree: this file is tools/bundle_run.sh of the repository
+  [[ -d "$BUILD_DIR" ]] || { echo "run.sh: no build folder $BUILD_DIR" >&2; exit 2; }
+  BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
+  REPO="$(cd "$HERE/.." && pwd)"
+  TESTS_BIN="$BUILD_DIR/tests/cnnkit_tests"
+  BENCH_BIN="$BUILD_DIR/bench/bench_kernels"
+  TRAIN_BENCH_BIN="$BUILD_DIR/bench/bench_train"
+  CLI_BIN="$BUILD_DIR/cnnkit"
+  MODEL="$REPO/examples/seed_cnn.py"
+  PEER="$REPO/bench/peer_torch.py"
+  DATA="${CNNKIT_DATA:-/usr/share/datasets/fashion-mnist}"
+  COMMIT="$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
 else
-  DEADLINE="${DEADLINE:-0}"
-  SANITIZER_CAP="${SANITIZER_CAP:-$STEP_TIMEOUT}"
-  PEER_CAP="${PEER_CAP:-$STEP_TIMEOUT}"
-  SANITIZER_FILTER="${SANITIZER_FILTER:-gpu*/*}"
+  TESTS_BIN="$HERE/bin/cnnkit_tests"
+  BENCH_BIN="$HERE/bin/bench_kernels"
+  TRAIN_BENCH_BIN="$HERE/bin/bench_train"
+  CLI_BIN="$HERE/bin/cnnkit"
+  MODEL="$HERE/share/seed_cnn.py"
+  PEER="$HERE/share/peer_torch.py"
+  DATA="$HERE/share/fashion-mnist"
+  COMMIT="$(sed -n 's/^describe: *//p' "$HERE/MANIFEST.txt" 2>/dev/null | head -n 1)"
 fi
-for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP; do # whole seconds; 0: no limit
-  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number of seconds, got '${!v}'" >&2; exit 2; }
+COMMIT="${COMMIT:-unknown}"
+
+case "$MODE" in
+  full)
+    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_kernels peer_torch train_profile tests"
+    DEADLINE="${DEADLINE:-400}"
+    ;;
+  triage)
+    DEFAULT_STEPS="versions gpu_tests+train_short+memcheck+initcheck"
+    DEADLINE="${DEADLINE:-150}"
+    SANITIZER_CAP="${SANITIZER_CAP:-90}"
+    ;;
+  ci)
+    DEFAULT_STEPS="versions suite+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train"
+    DEADLINE="${DEADLINE:-0}"
+    STEP_TIMEOUT="${STEP_TIMEOUT:-1200}" # CI: a slow GPU under a sanitizer, not a lease
+    ;;
+esac
+read -r -a STEP_LIST <<<"$(tr ',' ' ' <<<"${STEPS:-$DEFAULT_STEPS}")"
+STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
+if ((DEADLINE > 0)); then SANITIZER_CAP="${SANITIZER_CAP:-120}"; else SANITIZER_CAP="${SANITIZER_CAP:-0}"; fi
+PEER_CAP="${PEER_CAP:-100}"
+TRAIN_EPOCHS="${TRAIN_EPOCHS:-10}"
+GPU_TEST_JOBS="${GPU_TEST_JOBS:-4}"
+for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP TRAIN_EPOCHS GPU_TEST_JOBS; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
+# The GPU tests: every gpu* suite, the golden values on CUDA, the workspace check on the device and
+# the GPU determinism tests. The sanitizers take the tests that run kernels directly (the model
+# tests train through the same kernels: the *_train steps cover them).
+GPU_FILTER="${GPU_FILTER:-@(gpu*/*|golden/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)}"
+SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-TESTS_BIN="$HERE/bin/cnnkit_tests"
-BENCH_BIN="$HERE/bin/bench_kernels"
-TRAIN_BENCH_BIN="$HERE/bin/bench_train"
-CLI_BIN="$HERE/bin/cnnkit"
-
-COMMIT="unknown"
-if [[ -f "$HERE/MANIFEST.txt" ]]; then
-  COMMIT="$(sed -n 's/^commit: *//p' "$HERE/MANIFEST.txt" | head -n 1)"
-  COMMIT="${COMMIT:-unknown}"
-fi
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_kernels peer_torch memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile tests "
+for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
+  [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
+done
 
 # ---- libraries ------------------------------------------------------------------------------------
 ORIG_LDP="${LD_LIBRARY_PATH:-}"
-LDP="$HERE/lib:/usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu"
-export LD_LIBRARY_PATH="$LDP${ORIG_LDP:+:$ORIG_LDP}:$HERE/lib/fallback"
-
-# Folders that may hold libcudart / libcublas / libcudnn on a runner (CUDA images keep cuDNN in
-# different places; Python images carry it in the pip wheels nvidia-cudnn-cu*, nvidia-cublas...).
+LDP=""
+# Folders that may hold the CUDA libraries on a GPU host: CUDA images keep cuDNN in different
+# places, Python images in the pip wheels (nvidia-cudnn-cu13: site-packages/nvidia/cudnn/lib).
 candidate_lib_dirs() {
   local d
   if [[ -n "${CNNKIT_EXTRA_LIB_DIRS:-}" ]]; then tr ':' '\n' <<<"$CNNKIT_EXTRA_LIB_DIRS"; fi
-  for d in /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64 \
-    /usr/local/cuda-*/lib /usr/local/cuda-*/targets/x86_64-linux/lib /usr/local/lib \
-    /usr/local/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu /usr/local/nvidia/lib64 \
-    /usr/local/nvidia/lib /opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib \
-    /opt/*/lib/python3*/site-packages/nvidia/*/lib /usr/local/lib/python3*/dist-packages/nvidia/*/lib \
-    /usr/local/lib/python3*/site-packages/nvidia/*/lib /usr/lib/python3/dist-packages/nvidia/*/lib \
-    "$HOME"/.local/lib/python3*/site-packages/nvidia/*/lib; do
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
+    /usr/local/cuda-*/lib64 /usr/local/cuda-*/lib /usr/local/cuda-*/targets/x86_64-linux/lib \
+    /usr/local/lib /usr/local/lib/x86_64-linux-gnu /usr/local/nvidia/lib64 /usr/local/nvidia/lib \
+    /opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib /opt/*/lib/python3*/site-packages/nvidia/*/lib \
+    /usr/local/lib/python3*/dist-packages/nvidia/*/lib /usr/local/lib/python3*/site-packages/nvidia/*/lib \
+    /usr/lib/python3/dist-packages/nvidia/*/lib "$HOME"/.local/lib/python3*/site-packages/nvidia/*/lib; do
     [[ -d "$d" ]] && echo "$d"
   done
-  # the nvidia wheels of whatever python3 is on PATH
-  if command -v python3 >/dev/null 2>&1; then
+  if command -v python3 >/dev/null 2>&1; then # the wheels of the python3 on PATH
     python3 - 2>/dev/null <<'EOF' || true
 import glob, os
 try:
@@ -128,15 +180,23 @@ EOF
   fi
 }
 
-unresolved() { # sonames that ldd cannot resolve for the two binaries, one a line
-  local b
+# sonames our binaries need that cannot be found: ldd's "not found", and libraries cuDNN opens
+# itself (DLOPENED: nvrtc for its runtime-compiled engines) that no folder of the path holds
+DLOPENED=(libnvrtc.so.13)
+unresolved() {
+  local b so d found
   for b in "$TESTS_BIN" "$BENCH_BIN" "$TRAIN_BENCH_BIN" "$CLI_BIN"; do
-    [[ -x "$b" ]] && ldd "$b" 2>/dev/null | awk '/=> not found/ {print $1}'
+    [[ -x "$b" ]] && env ${LDP:+LD_LIBRARY_PATH="$LDP"} ldd "$b" 2>/dev/null | awk '/=> not found/ {print $1}'
   done | sort -u
+  for so in "${DLOPENED[@]}"; do
+    found=no
+    while IFS= read -r d; do [[ -n "$d" && -e "$d/$so" ]] && found=yes; done < <(tr ':' '\n' <<<"$LDP")
+    [[ $found == no ]] && ! ldconfig -p 2>/dev/null | grep -q " $so " && echo "$so"
+  done
 }
 
-missing="$(unresolved)"
-if [[ -n "$missing" ]]; then
+if [[ -z "$BUILD_DIR" ]]; then
+  LDP="${ORIG_LDP:+$ORIG_LDP:}${CNNKIT_EXTRA_LIB_DIRS:+$CNNKIT_EXTRA_LIB_DIRS:}$HERE/lib:/usr/local/cuda/lib64"
   extra=""
   while IFS= read -r so; do
     [[ -n "$so" ]] || continue
@@ -146,10 +206,12 @@ if [[ -n "$missing" ]]; then
         break
       fi
     done < <(candidate_lib_dirs)
-  done <<<"$missing"
-  LDP="$LDP$extra"
+  done < <(unresolved)
+  LDP="$LDP$extra:$HERE/lib/fallback"
 fi
-export LD_LIBRARY_PATH="$LDP${ORIG_LDP:+:$ORIG_LDP}:$HERE/lib/fallback"
+# the prefix of every step that runs our binaries (steps run under `timeout`: no functions)
+LIBENV=(env)
+[[ -n "$LDP" ]] && LIBENV+=("LD_LIBRARY_PATH=$LDP")
 
 # ---- helpers ------------------------------------------------------------------------------------
 now() { date +%s.%N; }
@@ -160,31 +222,53 @@ json_str() { # JSON string literal of $1 (quotes, backslashes escaped; control c
   s="$(printf '%s' "$s" | tr -d '\000-\037')"
   printf '"%s"' "$s"
 }
+json_num() { if [[ "$1" =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; then printf '%s' "$1"; else printf null; fi; }
 
-S_NAME=() S_STATUS=() S_RC=() S_SECS=() S_LOG=() S_NOTE=()
-record() { # record NAME STATUS RC SECONDS LOG NOTE
-  S_NAME+=("$1") S_STATUS+=("$2") S_RC+=("$3") S_SECS+=("$4") S_LOG+=("$5") S_NOTE+=("$6")
+S_NAME=() S_STATUS=() S_RC=() S_SECS=() S_LOG=() S_NOTE=() S_EXTRA=()
+NOT_RUN=()
+record() { # record NAME STATUS RC SECONDS LOG NOTE EXTRA_JSON_FIELDS
+  S_NAME+=("$1") S_STATUS+=("$2") S_RC+=("$3") S_SECS+=("$4") S_LOG+=("$5") S_NOTE+=("$6") S_EXTRA+=("$7")
+  write_summary
 }
 
-# Short note from a log: Criterion's synthesis line, compute-sanitizer's error count.
-log_note() {
-  local f="$1" note="" errs
-  note="$(grep -a -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$f" |
-    tail -n 1 | sed 's/ | /, /g')"
+# Criterion's synthesis, the suite's GPU-skip line, compute-sanitizer's error counts, the test
+# accuracy of a training run: a short note and JSON fields
+LAST_NOTE="" LAST_FIELDS="" LAST_TESTED=""
+parse_log() {
+  local f="$1" syn skip errs acc n
+  LAST_NOTE="" LAST_FIELDS="" LAST_TESTED=""
+  syn="$(grep -a -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$f" | tail -n 1)"
+  if [[ -n "$syn" ]]; then
+    read -r -a n <<<"$(tr -cs '0-9' ' ' <<<"$syn")"
+    LAST_TESTED="${n[0]}"
+    LAST_NOTE="$(sed 's/ | /, /g' <<<"$syn")"
+    LAST_FIELDS=", \"tested\": ${n[0]}, \"passing\": ${n[1]}, \"failing\": ${n[2]}, \"crashing\": ${n[3]}"
+  fi
+  skip="$(grep -a -o '[0-9]* GPU tests\{0,1\} skipped: .*' "$f" | tail -n 1)"
+  if [[ -n "$skip" ]]; then
+    LAST_NOTE="${LAST_NOTE:+$LAST_NOTE; }$skip"
+    LAST_FIELDS="$LAST_FIELDS, \"gpu_skipped\": ${skip%% *}"
+  fi
   errs="$(grep -a -o 'ERROR SUMMARY: [0-9]* error' "$f" | awk '{ n += $3; c++ } END { if (c) print n }')"
-  if [[ -n "$errs" ]]; then note="${note:+$note; }sanitizer errors: $errs"; fi
-  printf '%s' "$note"
+  if [[ -n "$errs" ]]; then
+    LAST_NOTE="${LAST_NOTE:+$LAST_NOTE; }sanitizer errors: $errs"
+    LAST_FIELDS="$LAST_FIELDS, \"sanitizer_errors\": $errs"
+  fi
+  acc="$(grep -a -o 'test accuracy: [0-9.]*' "$f" | tail -n 1 | awk '{print $3}')"
+  if [[ -n "$acc" ]]; then
+    LAST_NOTE="${LAST_NOTE:+$LAST_NOTE; }test accuracy $acc"
+    LAST_FIELDS="$LAST_FIELDS, \"test_accuracy\": $(json_num "$acc")"
+  fi
 }
 
-# This step's timeout: STEP_TIMEOUT, at most SANITIZER_CAP for sanitizer steps and STEP_CAP when
-# the caller sets it, at most what is left before DEADLINE (minus the SIGKILL grace period);
-# prints 0 when under 10 s would be left.
-step_timeout() { # step_timeout KIND   (0 for a limit means none)
+# This step's timeout: STEP_TIMEOUT, at most the cap given (0: none), at most what is left before
+# DEADLINE minus the SIGKILL grace; 0 when under 10 s would be left.
+KILL_AFTER=10
+step_timeout() { # step_timeout CAP
   local t="$STEP_TIMEOUT" left
   ((t > 0)) || t=86400
-  if [[ "$1" == sanitizer ]] && ((SANITIZER_CAP > 0 && SANITIZER_CAP < t)); then t="$SANITIZER_CAP"; fi
-  if [[ -n "${STEP_CAP:-}" ]] && ((STEP_CAP > 0 && STEP_CAP < t)); then t="$STEP_CAP"; fi
-  if ((DEADLINE > 0)); then # leave room for the SIGKILL grace period
+  if (($1 > 0 && $1 < t)); then t="$1"; fi
+  if ((DEADLINE > 0)); then
     left="$(awk -v a="$T_ALL" -v b="$(now)" -v d="$DEADLINE" -v k="$KILL_AFTER" \
       'BEGIN { printf "%d", d - (b - a) - k - 2 }')"
     if ((left < 10)); then echo 0; return; fi
@@ -193,13 +277,18 @@ step_timeout() { # step_timeout KIND   (0 for a limit means none)
   echo "$t"
 }
 
-run_step() { # run_step NAME LOGNAME KIND CMD...   (KIND: plain | sanitizer)
-  local name="$1" logname="$2" kind="$3"
+# run_step NAME KIND CAP CMD...   KIND: plain | tests (a run of zero tests fails) | san (a
+# compute-sanitizer run) | san_tests (both). Inside a group (IN_GROUP=1) the command starts in the
+# background and finish_steps waits for it; otherwise run_step waits itself.
+P_NAME=() P_KIND=() P_PID=() P_T0=() P_TMO=()
+run_step() {
+  local name="$1" kind="$2" cap="$3"
   shift 3
-  local logf="$LOG_DIR/$logname" t0 t1 rc status secs note tmo
-  tmo="$(step_timeout "$kind")"
+  local logf="$LOG_DIR/$name.log" tmo
+  tmo="$(step_timeout "$cap")"
   if ((tmo == 0)); then
-    skip_step "$name" "$logname" "out of time (DEADLINE $DEADLINE s)"
+    NOT_RUN+=("$name")
+    skip_step "$name" "out of time (DEADLINE $DEADLINE s)"
     return
   fi
   echo "run.sh: [$name] $*"
@@ -208,69 +297,201 @@ run_step() { # run_step NAME LOGNAME KIND CMD...   (KIND: plain | sanitizer)
     printf ' %q' "$@"
     printf '\n# started %s, timeout %s s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$tmo"
   } >"$logf"
-  t0="$(now)"
-  timeout --kill-after="$KILL_AFTER" "$tmo" "$@" >>"$logf" 2>&1 </dev/null
-  rc=$?
-  t1="$(now)"
-  secs="$(elapsed "$t0" "$t1")"
-  if ((rc == 0)); then
-    status=ok
-  elif ((rc == 124 || rc == 137)); then
-    status=timeout
-  else
-    status=failed
-  fi
-  note="$(log_note "$logf")"
-  if [[ "$kind" == sanitizer && "$status" == failed ]] &&
-    grep -a -q -i -E '^=+ .*(device not supported|device is not supported|not supported on this (platform|device)|unable to (find|load) injection library|no CUDA-capable device)' "$logf"; then
-    status=unsupported
-    note="${note:+$note; }compute-sanitizer cannot run on this machine (see log)"
-    [[ "${STRICT_SANITIZER:-0}" == 1 ]] && status=failed
-  fi
-  [[ "$status" == timeout ]] && note="${note:+$note; }killed after ${tmo} s"
-  printf '# exit status %s (%s) after %s s\n' "$rc" "$status" "$secs" >>"$logf"
-  echo "run.sh: [$name] $status (rc $rc, ${secs} s)${note:+: $note}"
-  record "$name" "$status" "$rc" "$secs" "$logname" "$note"
+  P_NAME+=("$name") P_KIND+=("$kind") P_T0+=("$(now)") P_TMO+=("$tmo")
+  timeout --kill-after="$KILL_AFTER" "$tmo" "$@" >>"$logf" 2>&1 </dev/null &
+  P_PID+=("$!")
+  ((IN_GROUP)) || finish_steps
 }
 
-skip_step() { # skip_step NAME LOGNAME REASON
-  echo "skipped: $3" >"$LOG_DIR/$2"
-  echo "run.sh: [$1] skipped: $3"
-  record "$1" skipped null 0 "$2" "$3"
+# Waits for the started steps, in start order, and records each.
+finish_steps() {
+  local i rc status secs note name kind logf
+  for i in "${!P_PID[@]}"; do
+    wait "${P_PID[$i]}"
+    rc=$?
+    name="${P_NAME[$i]}" kind="${P_KIND[$i]}" logf="$LOG_DIR/${P_NAME[$i]}.log"
+    secs="$(elapsed "${P_T0[$i]}" "$(now)")"
+    if ((rc == 0)); then status=ok; elif ((rc == 124 || rc == 137)); then status=timeout; else status=failed; fi
+    parse_log "$logf"
+    note="$LAST_NOTE"
+    if [[ "$kind" == *tests && "$status" == ok && "${LAST_TESTED:-0}" == 0 ]]; then
+      status=failed # a broken setup must not pass as "nothing to test"
+      note="${note:+$note; }ran zero tests"
+    fi
+    if [[ "$kind" == san* && "$status" == failed ]] &&
+      grep -a -q -i -E '^=+ .*(device not supported|device is not supported|not supported on this (platform|device)|unable to (find|load) injection library|no CUDA-capable device)' "$logf"; then
+      status=unsupported
+      note="${note:+$note; }compute-sanitizer cannot run on this machine (see log)"
+      [[ "${STRICT_SANITIZER:-0}" == 1 ]] && status=failed
+    fi
+    [[ "$status" == timeout ]] && note="${note:+$note; }killed after ${P_TMO[$i]} s"
+    if [[ "$status" != ok && -z "$LAST_NOTE" ]]; then # the command's last words say why
+      note="${note:+$note; }$(grep -a -v '^# ' "$logf" | grep -a . | tail -n 1 | cut -c1-240)"
+    fi
+    printf '# exit status %s (%s) after %s s\n' "$rc" "$status" "$secs" >>"$logf"
+    echo "run.sh: [$name] $status (rc $rc, ${secs} s)${note:+: $note}"
+    record "$name" "$status" "$rc" "$secs" "$name.log" "$note" "$LAST_FIELDS"
+  done
+  P_NAME=() P_KIND=() P_PID=() P_T0=() P_TMO=()
+}
+
+skip_step() { # skip_step NAME REASON
+  echo "skipped: $2" >"$LOG_DIR/$1.log"
+  echo "run.sh: [$1] skipped: $2"
+  record "$1" skipped null 0 "$1.log" "$2" ""
 }
 
 find_sanitizer() {
   local c
-  if c="$(command -v compute-sanitizer 2>/dev/null)"; then echo "$c"; return 0; fi
-  for c in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
+  for c in "${COMPUTE_SANITIZER:-}" "$(command -v compute-sanitizer 2>/dev/null)" \
+    /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
     /usr/local/cuda-*/bin/compute-sanitizer /usr/local/cuda-*/compute-sanitizer/compute-sanitizer; do
-    if [[ -x "$c" ]]; then echo "$c"; return 0; fi
+    if [[ -n "$c" && -x "$c" ]]; then echo "$c"; return 0; fi
   done
   return 1
 }
 
-# ---- environment --------------------------------------------------------------------------------
-GPU_LINE=""
-{
+write_summary() {
+  local i n_failed=0 tmp="$LOG_DIR/summary.json.tmp"
+  for i in "${!S_NAME[@]}"; do
+    case "${S_STATUS[$i]}" in failed | timeout) n_failed=$((n_failed + 1)) ;; esac
+  done
+  {
+    printf '{\n  "mode": %s,\n  "commit": %s,\n' "$(json_str "$MODE")" "$(json_str "$COMMIT")"
+    printf '  "gpu": %s,\n' "$(if [[ -n "$GPU_LINE" ]]; then json_str "$GPU_LINE"; else echo null; fi)"
+    printf '  "versions": %s,\n' "$(if [[ -n "$VERSIONS_LINE" ]]; then json_str "$VERSIONS_LINE"; else echo null; fi)"
+    printf '  "date": %s,\n  "deadline": %s,\n' "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" "$DEADLINE"
+    printf '  "total_seconds": %s,\n' "$(elapsed "$T_ALL" "$(now)")"
+    printf '  "steps": ['
+    for i in "${!S_NAME[@]}"; do
+      ((i > 0)) && printf ','
+      printf '\n    {"name": %s, "status": %s, "rc": %s, "seconds": %s, "log": %s, "note": %s%s}' \
+        "$(json_str "${S_NAME[$i]}")" "$(json_str "${S_STATUS[$i]}")" "${S_RC[$i]}" \
+        "${S_SECS[$i]}" "$(json_str "${S_LOG[$i]}")" "$(json_str "${S_NOTE[$i]}")" "${S_EXTRA[$i]}"
+    done
+    printf '\n  ],\n  "out_of_time": ['
+    for i in "${!NOT_RUN[@]}"; do
+      ((i > 0)) && printf ', '
+      json_str "${NOT_RUN[$i]}"
+    done
+    printf '],\n  "failed": %d\n}\n' "$n_failed"
+  } >"$tmp" && mv -f "$tmp" "$LOG_DIR/summary.json"
+  N_FAILED=$n_failed
+}
+
+# ---- the steps ----------------------------------------------------------------------------------
+versions_report() { # the versions step: what this run actually loads
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(uname -a)"
-  echo "bundle: $HERE (commit $COMMIT)"
-  echo "quick: $QUICK   STEP_TIMEOUT: $STEP_TIMEOUT   DEADLINE: $DEADLINE   SANITIZER_CAP: $SANITIZER_CAP   SANITIZER_FILTER: $SANITIZER_FILTER"
-  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  echo "cnnkit: $COMMIT, mode $MODE, DEADLINE $DEADLINE, logs $LOG_DIR"
+  echo "caller's LD_LIBRARY_PATH=$ORIG_LDP"
+  echo "binaries' LD_LIBRARY_PATH=${LDP:-(unchanged: build tree)}"
   echo
-  if command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi 2>&1 || true
-  else
-    echo "nvidia-smi: not found"
-  fi
-  for b in "$TESTS_BIN" "$BENCH_BIN"; do
-    echo
-    echo "ldd $b:"
-    ldd "$b" 2>&1 || true
-  done
-} >"$LOG_DIR/env.log" 2>&1
+  timeout 60 "${LIBENV[@]}" "$CLI_BIN" version
+  local rc=$? cs
+  echo
+  if command -v nvidia-smi >/dev/null 2>&1; then timeout 30 nvidia-smi 2>&1; else echo "nvidia-smi: not found"; fi
+  echo
+  echo "CUDA libraries as the binaries resolve them:"
+  "${LIBENV[@]}" ldd "$TESTS_BIN" 2>&1 | grep -E 'cud|cublas|nvrtc|not found'
+  if cs="$(find_sanitizer)"; then timeout 30 "$cs" --version 2>&1 | tail -n 2; else echo "compute-sanitizer: not found"; fi
+  timeout 60 python3 -c 'import torch; print("python3 torch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version(), "GPU", torch.cuda.is_available())' 2>&1 | tail -n 1
+  return $rc
+}
 
-echo "run.sh: bundle commit $COMMIT, logs in $LOG_DIR"
+have_data() { [[ -f "$DATA/train-images-idx3-ubyte.gz" || -f "$DATA/train-images-idx3-ubyte" ]]; }
+
+train_20_steps=("$TRAIN_BENCH_BIN" --device cuda --model "$MODEL" --batches 128 --steps 18)
+
+run_named() {
+  local s="$1" cs t0 rc
+  local gpu_env=("${LIBENV[@]}" CNNKIT_REQUIRE_GPU=1)
+  case "$s" in
+    versions) # a function (not under one timeout: each command in it has its own)
+      echo "run.sh: [versions]"
+      t0="$(now)"
+      versions_report >"$LOG_DIR/versions.log" 2>&1
+      rc=$?
+      VERSIONS_LINE="$(sed -n '/^cnnkit [0-9]/{n;p;q}' "$LOG_DIR/versions.log")"
+      echo "run.sh: [versions] rc $rc: ${VERSIONS_LINE:-no version line}"
+      record versions "$([[ $rc == 0 ]] && echo ok || echo failed)" "$rc" "$(elapsed "$t0" "$(now)")" \
+        versions.log "$VERSIONS_LINE" ""
+      ;;
+    gpu_tests)
+      run_step gpu_tests tests 0 "${gpu_env[@]}" "$TESTS_BIN" --jobs "$GPU_TEST_JOBS" --verbose \
+        --filter "$GPU_FILTER" "${EXTRA_TEST_ARGS[@]}"
+      ;;
+    suite)
+      run_step suite tests 0 "${gpu_env[@]}" "$TESTS_BIN" --jobs "$GPU_TEST_JOBS" "${EXTRA_TEST_ARGS[@]}"
+      ;;
+    train_short)
+      if have_data; then
+        run_step train_short plain 0 "${LIBENV[@]}" "$CLI_BIN" train "$MODEL" --data "$DATA" \
+          --device cuda --batch 128 --seed 1 --epochs 1 --limit 12800 --log "$LOG_DIR/train_short.csv"
+      else
+        run_step train_short plain 0 "${LIBENV[@]}" "${train_20_steps[@]}"
+      fi
+      ;;
+    train_fmnist)
+      if have_data; then
+        run_step train_fmnist plain 0 "${LIBENV[@]}" "$CLI_BIN" train "$MODEL" --data "$DATA" \
+          --device cuda --batch 128 --seed 1 --epochs "$TRAIN_EPOCHS" --log "$LOG_DIR/train_fmnist.csv"
+      else
+        skip_step train_fmnist "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
+      fi
+      ;;
+    train_profile)
+      if have_data; then
+        run_step train_profile plain 0 "${LIBENV[@]}" "$CLI_BIN" train "$MODEL" --data "$DATA" \
+          --device cuda --batch 512 --seed 1 --epochs 1 --limit 25600 --profile
+      else
+        skip_step train_profile "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
+      fi
+      ;;
+    bench_train)
+      run_step bench_train plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda --model "$MODEL" \
+        --steps 20 --json "$LOG_DIR/bench_train.json"
+      ;;
+    bench_kernels)
+      run_step bench_kernels plain 0 "${LIBENV[@]}" "$BENCH_BIN" --json "$LOG_DIR/bench_kernels.json" \
+        "${EXTRA_BENCH_ARGS[@]}"
+      ;;
+    peer_torch) # python3 as the caller has it: the bundle's libraries stay out of its way
+      if command -v python3 >/dev/null 2>&1 &&
+        python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+        run_step peer_torch plain "$PEER_CAP" env PYTHONUNBUFFERED=1 python3 "$PEER" --device cuda \
+          --json "$LOG_DIR/peer_torch.json"
+      else
+        skip_step peer_torch "python3 with CUDA-enabled torch not found"
+      fi
+      ;;
+    memcheck | racecheck | initcheck | synccheck | *_train)
+      local tool="${s%_train}" kind=san target
+      if ! cs="$(find_sanitizer)"; then
+        skip_step "$s" "compute-sanitizer not found"
+        return
+      fi
+      local flags=(--tool "$tool" --target-processes all --error-exitcode 1)
+      [[ "$tool" == memcheck ]] && flags+=(--leak-check full)
+      # Criterion forks a process per test: --target-processes all follows them
+      if [[ "$s" == *_train ]]; then
+        target=("${train_20_steps[@]}")
+      else
+        kind=san_tests
+        target=("$TESTS_BIN" --jobs 1 --filter "$SANITIZER_FILTER")
+      fi
+      run_step "$s" "$kind" "$SANITIZER_CAP" "${gpu_env[@]}" "$cs" "${flags[@]}" "${target[@]}"
+      ;;
+    tests)
+      run_step tests tests 0 "${LIBENV[@]}" "$TESTS_BIN" --jobs "$(nproc)" "${EXTRA_TEST_ARGS[@]}"
+      ;;
+  esac
+}
+
+# ---- run ----------------------------------------------------------------------------------------
+GPU_LINE="" VERSIONS_LINE="" N_FAILED=0
+T_ALL="$(now)"
+echo "run.sh: cnnkit $COMMIT, mode $MODE (${STEP_LIST[*]}), DEADLINE ${DEADLINE} s, logs in $LOG_DIR"
 if command -v nvidia-smi >/dev/null 2>&1; then
   smi="$(nvidia-smi -L 2>&1)" || true
   echo "$smi"
@@ -278,100 +499,28 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 else
   echo "run.sh: nvidia-smi not found"
 fi
-still_missing="$(unresolved | tr '\n' ' ')"
-if [[ -n "${still_missing// /}" ]]; then
-  echo "run.sh: WARNING: unresolved libraries (the binaries will not start): $still_missing"
-  echo "run.sh: set CNNKIT_EXTRA_LIB_DIRS to the folders that hold them; details in env.log"
+if [[ -z "$BUILD_DIR" ]]; then
+  still="$(unresolved | tr '\n' ' ')"
+  if [[ -n "${still// /}" ]]; then
+    echo "run.sh: WARNING: unresolved libraries: $still"
+    echo "run.sh: set CNNKIT_EXTRA_LIB_DIRS to the folders that hold them (versions.log lists the rest)"
+  fi
 fi
-
-# ---- steps --------------------------------------------------------------------------------------
-T_ALL="$(now)"
-# 1. every GPU test (kernels vs CPU twins, the model on the device, planned vs unplanned, ...)
-run_step gpu_tests gpu_tests.log plain "$TESTS_BIN" --jobs 1 --verbose --filter 'gpu*/*' \
-  "${EXTRA_TEST_ARGS[@]}"
-
-# 2. training throughput of the question's model on the GPU
-if [[ -x "$TRAIN_BENCH_BIN" ]]; then
-  run_step train_bench bench_train.log plain "$TRAIN_BENCH_BIN" --device cuda \
-    --model "$HERE/share/seed_cnn.py" --json "$LOG_DIR/bench_train.json" \
-    $( ((QUICK)) && echo "--steps 5" || echo "--steps 20")
-fi
-
-# 3. accuracy on the GPU: the question's model on Fashion-MNIST (bundled with BUNDLE_DATA=1), and
-#    where a GPU training step spends its time: per planned node, forward and backward (issue 5)
-if [[ -x "$CLI_BIN" && -d "$HERE/share/fashion-mnist" ]]; then
-  run_step train_fmnist train_fmnist.log plain "$CLI_BIN" train "$HERE/share/seed_cnn.py" \
-    --data "$HERE/share/fashion-mnist" --device cuda --batch 128 --seed 1 \
-    --epochs "${TRAIN_EPOCHS:-$( ((QUICK)) && echo 2 || echo 10)}" --log "$LOG_DIR/train_fmnist.csv"
-  run_step train_profile train_profile.log plain "$CLI_BIN" train "$HERE/share/seed_cnn.py" \
-    --data "$HERE/share/fashion-mnist" --device cuda --batch 512 --seed 1 --epochs 1 \
-    --limit 25600 --profile
-else
-  skip_step train_fmnist train_fmnist.log "no bundled Fashion-MNIST (make gpu-bundle BUNDLE_DATA=1)"
-  skip_step train_profile train_profile.log "no bundled Fashion-MNIST (make gpu-bundle BUNDLE_DATA=1)"
-fi
-
-# 4. the PyTorch peer on the same GPU (the ratio comes from this run)
-if command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  STEP_CAP="$PEER_CAP" run_step peer_torch peer_torch.log plain python3 -u "$HERE/share/peer_torch.py" \
-    --device cuda --json "$LOG_DIR/peer_torch.json"
-else
-  skip_step peer_torch peer_torch.log "python3 with CUDA-enabled torch not found"
-fi
-
-# 5. kernel benches (cnnkit vs cuDNN vs a device copy)
-BENCH_CMD=("$BENCH_BIN" --json "$LOG_DIR/bench_kernels.json")
-((QUICK)) && BENCH_CMD+=(--quick)
-run_step bench bench_kernels.log plain "${BENCH_CMD[@]}" "${EXTRA_BENCH_ARGS[@]}"
-
-# 6. compute-sanitizer on the GPU tests
-if CS="$(find_sanitizer)"; then
-  echo "run.sh: compute-sanitizer: $CS"
-  "$CS" --version >>"$LOG_DIR/env.log" 2>&1 || true
-  run_step memcheck memcheck.log sanitizer "$CS" --tool memcheck --leak-check full \
-    --target-processes all --error-exitcode 1 "$TESTS_BIN" --jobs 1 --verbose --filter "$SANITIZER_FILTER"
-  run_step racecheck racecheck.log sanitizer "$CS" --tool racecheck \
-    --target-processes all --error-exitcode 1 "$TESTS_BIN" --jobs 1 --verbose --filter "$SANITIZER_FILTER"
-  run_step initcheck initcheck.log sanitizer "$CS" --tool initcheck \
-    --target-processes all --error-exitcode 1 "$TESTS_BIN" --jobs 1 --verbose --filter "$SANITIZER_FILTER"
-else
-  for t in memcheck racecheck initcheck; do
-    skip_step "$t" "$t.log" "compute-sanitizer not found"
-  done
-fi
-
-# 7. the whole suite (the CPU tests also run in CI on every change)
-run_step tests tests.log plain "$TESTS_BIN" --jobs 1 --verbose "${EXTRA_TEST_ARGS[@]}"
-TOTAL_SECS="$(elapsed "$T_ALL" "$(now)")"
-
-# ---- summary ------------------------------------------------------------------------------------
-n_failed=0
-for i in "${!S_NAME[@]}"; do
-  case "${S_STATUS[$i]}" in failed | timeout) n_failed=$((n_failed + 1)) ;; esac
+write_summary
+IN_GROUP=0
+for entry in "${STEP_LIST[@]}"; do # a+b+c: those steps at the same time (correctness runs only)
+  IFS=+ read -r -a group <<<"$entry"
+  ((${#group[@]} > 1)) && IN_GROUP=1
+  for s in "${group[@]}"; do run_named "$s"; done
+  IN_GROUP=0
+  finish_steps
 done
-{
-  printf '{\n  "steps": [\n'
-  for i in "${!S_NAME[@]}"; do
-    ((i > 0)) && printf ',\n'
-    printf '    {"name": %s, "status": %s, "rc": %s, "seconds": %s, "log": %s, "note": %s}' \
-      "$(json_str "${S_NAME[$i]}")" "$(json_str "${S_STATUS[$i]}")" "${S_RC[$i]}" \
-      "${S_SECS[$i]}" "$(json_str "${S_LOG[$i]}")" "$(json_str "${S_NOTE[$i]}")"
-  done
-  printf '\n  ],\n'
-  printf '  "commit": %s,\n' "$(json_str "$COMMIT")"
-  printf '  "quick": %s,\n' "$( ((QUICK)) && echo true || echo false)"
-  printf '  "gpu": %s,\n' "$(if [[ -n "$GPU_LINE" ]]; then json_str "$GPU_LINE"; else echo null; fi)"
-  printf '  "date": %s,\n' "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")"
-  printf '  "total_seconds": %s,\n' "$TOTAL_SECS"
-  printf '  "failed": %d\n}\n' "$n_failed"
-} >"$LOG_DIR/summary.json"
 
 echo
-printf '%-10s %-11s %5s %9s  %s\n' step status rc seconds note
-printf '%-10s %-11s %5s %9s  %s\n' ---------- ----------- ----- --------- ----
+printf '%-16s %-11s %5s %8s  %s\n' step status rc seconds note
 for i in "${!S_NAME[@]}"; do
-  printf '%-10s %-11s %5s %9s  %s\n' "${S_NAME[$i]}" "${S_STATUS[$i]}" \
+  printf '%-16s %-11s %5s %8s  %s\n' "${S_NAME[$i]}" "${S_STATUS[$i]}" \
     "$([[ "${S_RC[$i]}" == null ]] && echo - || echo "${S_RC[$i]}")" "${S_SECS[$i]}" "${S_NOTE[$i]}"
 done
-echo "run.sh: $n_failed step(s) failed; commit $COMMIT; ${TOTAL_SECS} s; summary in $LOG_DIR/summary.json"
-((n_failed == 0))
+echo "run.sh: $N_FAILED step(s) failed${NOT_RUN[*]:+; out of time: ${NOT_RUN[*]}}; $COMMIT; $(elapsed "$T_ALL" "$(now)") s; $LOG_DIR/summary.json"
+((N_FAILED == 0))

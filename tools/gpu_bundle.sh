@@ -3,12 +3,13 @@
 # NVIDIA driver and the CUDA runtime, cuBLAS and cuDNN, but not cnnkit's build dependencies.
 #
 #   bash tools/gpu_bundle.sh BUILD_DIR OUT_DIR      (`make gpu-bundle` does: build -> gpu-bundle)
-#   OUT_DIR/run.sh LOG_DIR [--quick]                 (on the GPU machine)
+#   OUT_DIR/run.sh LOG_DIR [--triage]                (on the GPU machine; docs/gpu-runbook.md)
 #
 # Layout of OUT_DIR:
 #   bin/cnnkit_tests, bin/bench_kernels   the binaries, unmodified (nothing is patched)
 #   lib/                                  shared libraries they need that a GPU runner may lack
-#   lib/fallback/                         libstdc++: used only when the runner has none (below)
+#   lib/fallback/                         libstdc++, libcudart: used only when the runner has
+#                                         none (below)
 #   run.sh                                copied from tools/bundle_run.sh; sets LD_LIBRARY_PATH
 #   MANIFEST.txt                          files, sizes, sha256, git commit, date, libraries
 #
@@ -18,10 +19,14 @@
 #   * the glibc family (libc, libm, libmvec, libpthread, libdl, librt, libresolv, libutil, libnsl,
 #     libanl, ld-linux) and libgcc_s: they must match the runner's own dynamic loader, and any
 #     runner newer than the build machine has compatible versions;
-#   * the NVIDIA driver (libcuda, libnvidia-*) and the CUDA libraries (libcudart, libcublas,
-#     libcublasLt, libcudnn*, libnvrtc, libnvJitLink, ...): the GPU runner provides them, matched
-#     to its driver; run.sh looks for them in /usr/local/cuda and, failing that, in the usual places
-#     (including the pip "nvidia-*" wheels of a Python install).
+#   * the NVIDIA driver (libcuda, libnvidia-*) and the CUDA libraries (libcublas, libcublasLt,
+#     libcudnn*, libnvrtc, libnvJitLink, ...): the GPU runner provides them, matched to its driver;
+#     run.sh looks for them in /usr/local/cuda and, failing that, in the usual places, including
+#     the pip "nvidia-*" wheels of a Python install (site-packages/nvidia/cudnn/lib of
+#     nvidia-cudnn-cu13). They cannot travel: cuDNN 9 alone is ~500 MB (its precompiled engines
+#     245 MB), cuBLASLt 540 MB, against the device tool's 64 MiB.
+# libcudart (0.7 MB) goes into lib/fallback/: it matches the headers of the build, and the
+# runner's own copy wins when it has one.
 # libgomp (OpenMP runtime of the compiler that built cnnkit) goes into lib/: cnnkit's own code is
 # its only user, and a minimal runner may lack it. libstdc++ is also kept, but in lib/fallback/,
 # which run.sh puts at the END of LD_LIBRARY_PATH: its users are the runner's CUDA libraries
@@ -77,7 +82,9 @@ classify() { # prints: skip-system | skip-cuda | lib | fallback
       libresolv.so.* | libutil.so.* | libnsl.so.* | libanl.so.* | libBrokenLocale.so.* | \
       libthread_db.so.* | libgcc_s.so.*)
       echo skip-system ;;
-    libcuda.so* | libnvidia-*.so* | libcudart.so* | libcublas.so* | libcublasLt.so* | \
+    libcudart.so.*)
+      echo fallback ;;
+    libcuda.so* | libnvidia-*.so* | libcublas.so* | libcublasLt.so* | \
       libcudnn*.so* | libnvrtc*.so* | libnvJitLink.so* | libcufft*.so* | libcurand.so* | \
       libcusparse*.so* | libcusolver*.so* | libnccl.so* | libnvToolsExt.so* | libcupti.so*)
       echo skip-cuda ;;
@@ -191,9 +198,15 @@ fi
 } >"$OUT_DIR/MANIFEST.txt"
 
 total="$(du -sh "$OUT_DIR" | cut -f1)"
-# a compressed copy next to the folder: the device tool carries at most 64 MiB
+# a compressed copy next to the folder: the device tool carries at most 64 MiB in all (the
+# archive and the rest of the working tree), so the archive must stay well under it
 tar -C "$(dirname "$OUT_DIR")" -cJf "$OUT_DIR.tar.xz" "$(basename "$OUT_DIR")"
-log "archive $OUT_DIR.tar.xz ($(du -sh "$OUT_DIR.tar.xz" | cut -f1)); on the GPU machine: tar xJf it, then run.sh"
+archive_bytes="$(stat -c %s "$OUT_DIR.tar.xz")"
+limit_bytes=$((60 * 1024 * 1024))
+if ((archive_bytes > limit_bytes)); then
+  die "$OUT_DIR.tar.xz is $archive_bytes bytes, over the 60 MiB this bundle may take of the device tool's 64 MiB"
+fi
+log "archive $OUT_DIR.tar.xz ($archive_bytes bytes, $((archive_bytes / 1048576)) MiB); on the GPU machine: tar xJf it, then run.sh (docs/gpu-runbook.md)"
 log "bundle in $OUT_DIR ($total): ${#BIN_NAMES[@]} binaries, ${#COPIED[@]} libraries, commit ${commit:0:12}, CUDA backend $cuda_backend"
 if [[ "$cuda_backend" == OFF ]]; then
   log "WARNING: the binaries were built without the CUDA backend; GPU tests will all skip"

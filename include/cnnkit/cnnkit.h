@@ -73,8 +73,17 @@ void ck_context_destroy(ck_context *ctx);
 ck_device ck_context_device(const ck_context *ctx);
 /* 1 when this build and machine can run CUDA, else 0. Cheap after the first call. */
 int ck_cuda_available(void);
-/* Last error message of this context ("" when none). Valid until the next call on ctx. */
+/* Last error message of this context ("" when none). Valid until the next call on ctx.
+ * ctx NULL: why the calling thread's last ck_context_create failed (a failed creation leaves no
+ * context to ask), or "ctx is NULL" when it did not fail. */
 const char *ck_context_last_error(const ck_context *ctx);
+/* One line on the CUDA setup, for logs: the CUDA runtime and driver versions, the cuDNN library
+ * actually loaded (cudnnGetVersion) and the one this build was compiled against, cuBLAS, and
+ * device cuda_ordinal (name, compute capability, multiprocessors, memory). Needs no context and
+ * works without a GPU (the line then says why the device is unusable). Returns SUCCESS when the
+ * device could be queried, NOT_SUPPORTED otherwise (no device, CPU-only build); buf (len bytes,
+ * 512 is enough) holds the line either way. */
+ck_status ck_cuda_describe(int cuda_ordinal, char *buf, size_t len);
 
 ck_status ck_context_set_seed(ck_context *ctx, uint64_t seed);
 uint64_t ck_context_seed(const ck_context *ctx);

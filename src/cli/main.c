@@ -20,6 +20,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: cnnkit <command> MODEL [options]\n"
                "\n"
                "commands:\n"
+               "  version  cnnkit's version; CUDA runtime, driver, cuDNN, cuBLAS and GPU 0\n"
+               "           (exit 1 when no GPU is usable)\n"
                "  summary  MODEL [--input HxWxC]\n"
                "  train    MODEL [--data fashion-mnist|DIR] [--epochs N] [--batch B] [--limit N]\n"
                "           [--device auto|cpu|cuda] [--seed S] [--save FILE] [--log FILE.csv]\n"
@@ -270,14 +272,16 @@ static int make_context(const opts *o, ck_context **ctx) {
     ck_device dev = !strcmp(o->device, "cuda") ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
     if (!strcmp(o->device, "auto"))
         dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
-    if (dev == CK_DEVICE_CUDA && !ck_cuda_available()) {
-        fprintf(stderr, "cnnkit: --device cuda: no usable CUDA device in this build/machine\n");
-        return EXIT_RUNTIME;
-    }
     ck_status st = ck_context_create(ctx, dev, 0, (uint64_t)o->seed);
     if (st != CK_STATUS_SUCCESS) {
-        fprintf(stderr, "cnnkit: cannot create a context: %s\n", ck_status_string(st));
+        fprintf(stderr, "cnnkit: --device %s: cannot create a context: %s: %s\n", o->device,
+                ck_status_string(st), ck_context_last_error(NULL));
         return EXIT_RUNTIME;
+    }
+    if (dev == CK_DEVICE_CUDA) { /* the versions actually loaded, once per run */
+        char info[640];
+        (void)ck_cuda_describe(0, info, sizeof info);
+        printf("cnnkit: %s\n", info);
     }
     return 0;
 }
@@ -1105,7 +1109,11 @@ static int cmd_study(const opts *oin) {
     if (!strcmp(o.device, "auto"))
         dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
     if (dev == CK_DEVICE_CUDA && !ck_cuda_available()) {
-        fprintf(stderr, "cnnkit: --device cuda: no usable CUDA device in this build/machine\n");
+        ck_context *probe = NULL; /* its failure says why */
+        (void)ck_context_create(&probe, CK_DEVICE_CUDA, 0, 1);
+        fprintf(stderr, "cnnkit: --device cuda: no usable CUDA device: %s\n",
+                probe ? "(device lost)" : ck_context_last_error(NULL));
+        ck_context_destroy(probe);
         ck_study_variants_free(v, nk);
         return EXIT_RUNTIME;
     }
@@ -1253,6 +1261,13 @@ int main(int argc, char **argv) {
         (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))) {
         usage(stdout);
         return 0;
+    }
+    if (argc == 2 && (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version"))) {
+        char info[640];
+        const ck_status st = ck_cuda_describe(0, info, sizeof info);
+        printf("cnnkit %d.%d.%d\n%s\n", ck_version() / 10000, ck_version() / 100 % 100,
+               ck_version() % 100, info);
+        return st == CK_STATUS_SUCCESS ? 0 : EXIT_RUNTIME;
     }
     opts o;
     if (parse_args(argc, argv, &o) != 0) {

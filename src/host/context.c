@@ -76,18 +76,97 @@ CK_API int ck_cuda_available(void) {
 #endif
 }
 
+/* Why the calling thread's last ck_context_create failed: a failed creation has no context to
+ * hold its message, so it is kept per thread (never shared between threads) and read with
+ * ck_context_last_error(NULL). Cleared by every ck_context_create. */
+static __thread char create_err[CK_ERR_LEN];
+
+static ck_status create_fail(ck_status status, const char *fmt, ...) CK_PRINTF(2, 3);
+static ck_status create_fail(ck_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(create_err, sizeof create_err, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* A creation that failed after the context was allocated: its message outlives it. */
+static ck_status create_fail_ctx(ck_context *ctx, ck_status status) {
+    (void)create_fail(status, "%s", ctx->err[0] ? ctx->err : ck_status_string(status));
+    free(ctx);
+    return status;
+}
+
+void ck_appendf(char *buf, size_t len, size_t *at, const char *fmt, ...) {
+    if (*at + 1 >= len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = vsnprintf(buf + *at, len - *at, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
+}
+
+CK_API ck_status ck_cuda_describe(int cuda_ordinal, char *buf, size_t len) {
+    if (!buf || len == 0)
+        return CK_STATUS_BAD_PARAM;
+    buf[0] = '\0';
+    size_t at = 0;
+#ifdef CNNKIT_HAVE_CUDA
+    ck_status st = CK_STATUS_SUCCESS;
+    int rt = 0, drv = 0;
+    if (cudaRuntimeGetVersion(&rt) != cudaSuccess)
+        rt = 0;
+    if (cudaDriverGetVersion(&drv) != cudaSuccess)
+        drv = 0;
+    ck_appendf(buf, len, &at, "CUDA runtime %d.%d (built with %d.%d), ", rt / 1000, rt % 1000 / 10,
+               CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+    if (drv > 0)
+        ck_appendf(buf, len, &at, "driver supports CUDA %d.%d; ", drv / 1000, drv % 1000 / 10);
+    else
+        ck_appendf(buf, len, &at, "no CUDA driver; ");
+    ck_cudnn_versions(buf + at, len - at);
+    at += strlen(buf + at);
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    struct cudaDeviceProp p;
+    if (e == cudaSuccess && (cuda_ordinal < 0 || cuda_ordinal >= count))
+        e = cudaErrorInvalidDevice;
+    if (e == cudaSuccess)
+        e = cudaGetDeviceProperties(&p, cuda_ordinal);
+    if (e == cudaSuccess) {
+        ck_appendf(buf, len, &at, "; device %d of %d: %s, sm_%d%d, %d SMs, %.1f GiB", cuda_ordinal,
+                   count, p.name, p.major, p.minor, p.multiProcessorCount,
+                   (double)p.totalGlobalMem / 1073741824.0);
+    } else {
+        (void)cudaGetLastError();
+        ck_appendf(buf, len, &at, "; device %d: %s (%s)", cuda_ordinal, cudaGetErrorString(e),
+                   cudaGetErrorName(e));
+        st = CK_STATUS_NOT_SUPPORTED;
+    }
+    return st;
+#else
+    (void)cuda_ordinal;
+    ck_appendf(buf, len, &at, "CPU only: built without the CUDA backend");
+    return CK_STATUS_NOT_SUPPORTED;
+#endif
+}
+
 CK_API ck_status ck_context_create(ck_context **out, ck_device device, int cuda_ordinal,
                                    uint64_t seed) {
+    create_err[0] = '\0';
     if (!out)
-        return CK_STATUS_BAD_PARAM;
+        return create_fail(CK_STATUS_BAD_PARAM, "ctx: is NULL (where the context goes)");
     *out = NULL;
     if (device != CK_DEVICE_AUTO && device != CK_DEVICE_CPU && device != CK_DEVICE_CUDA)
-        return CK_STATUS_BAD_PARAM;
+        return create_fail(CK_STATUS_BAD_PARAM,
+                           "device: must be CK_DEVICE_AUTO, _CPU or _CUDA, got %d", (int)device);
     if (cuda_ordinal < 0)
-        return CK_STATUS_BAD_PARAM;
+        return create_fail(CK_STATUS_BAD_PARAM, "cuda_ordinal: must be >= 0, got %d", cuda_ordinal);
     ck_context *ctx = (ck_context *)calloc(1, sizeof *ctx);
     if (!ctx)
-        return CK_STATUS_ALLOC_FAILED;
+        return create_fail(CK_STATUS_ALLOC_FAILED, "ctx: out of host memory");
     ctx->seed = seed;
     ctx->ordinal = cuda_ordinal;
     ctx->device = CK_DEVICE_CPU;
@@ -97,29 +176,39 @@ CK_API ck_status ck_context_create(ck_context **out, ck_device device, int cuda_
     }
 #ifdef CNNKIT_HAVE_CUDA
     int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || cuda_ordinal >= count) {
-        (void)cudaGetLastError();
-        free(ctx);
-        return CK_STATUS_NOT_SUPPORTED;
-    }
-    cudaError_t e = cudaSetDevice(cuda_ordinal);
-    if (e == cudaSuccess)
-        e = cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, cuda_ordinal);
+    cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
-        free(ctx);
-        return CK_STATUS_CUDA_ERROR;
+        (void)cudaGetLastError();
+        (void)ck_cuda_fail(ctx, e, "no CUDA device: cudaGetDeviceCount");
+        return create_fail_ctx(ctx, CK_STATUS_NOT_SUPPORTED);
+    }
+    if (cuda_ordinal >= count) {
+        (void)ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                      "cuda_ordinal: %d, but this machine has %d CUDA device(s)", cuda_ordinal,
+                      count);
+        return create_fail_ctx(ctx, CK_STATUS_NOT_SUPPORTED);
+    }
+    e = cudaSetDevice(cuda_ordinal);
+    if (e != cudaSuccess) {
+        (void)ck_cuda_fail(ctx, e, "cudaSetDevice");
+        return create_fail_ctx(ctx, CK_STATUS_CUDA_ERROR);
+    }
+    e = cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, cuda_ordinal);
+    if (e != cudaSuccess) {
+        (void)ck_cuda_fail(ctx, e, "cudaDeviceGetAttribute(multiprocessor count)");
+        return create_fail_ctx(ctx, CK_STATUS_CUDA_ERROR);
     }
     ctx->device = CK_DEVICE_CUDA;
     ck_status st = ck_cudnn_create(ctx);
-    if (st != CK_STATUS_SUCCESS) {
-        free(ctx);
-        return st;
-    }
+    if (st != CK_STATUS_SUCCESS)
+        return create_fail_ctx(ctx, st);
     *out = ctx;
     return CK_STATUS_SUCCESS;
 #else
-    free(ctx);
-    return CK_STATUS_NOT_SUPPORTED;
+    (void)ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                  "device: CK_DEVICE_CUDA, but this build has no CUDA backend (built with "
+                  "CNNKIT_CUDA=OFF or without the CUDA toolkit and cuDNN)");
+    return create_fail_ctx(ctx, CK_STATUS_NOT_SUPPORTED);
 #endif
 }
 
@@ -138,7 +227,9 @@ CK_API ck_device ck_context_device(const ck_context *ctx) {
 }
 
 CK_API const char *ck_context_last_error(const ck_context *ctx) {
-    return ctx ? ctx->err : "ctx is NULL";
+    if (ctx)
+        return ctx->err;
+    return create_err[0] ? create_err : "ctx is NULL";
 }
 
 CK_API ck_status ck_context_set_seed(ck_context *ctx, uint64_t seed) {

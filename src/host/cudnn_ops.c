@@ -10,11 +10,26 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The legacy convolution API is marked deprecated in cuDNN 9 (the graph API replaces it); it is
  * used here on purpose, in this file only. */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+void ck_cudnn_versions(char *buf, size_t len) {
+    /* the device may load an older cuDNN 9.x (a pip wheel) than the headers of the build */
+    const size_t v = cudnnGetVersion();
+    int maj = 0, min = 0, pat = 0;
+    const int ok = cublasGetProperty(MAJOR_VERSION, &maj) == CUBLAS_STATUS_SUCCESS &&
+                   cublasGetProperty(MINOR_VERSION, &min) == CUBLAS_STATUS_SUCCESS &&
+                   cublasGetProperty(PATCH_LEVEL, &pat) == CUBLAS_STATUS_SUCCESS;
+    snprintf(buf, len,
+             "cuDNN %zu.%zu.%zu loaded (built with %d.%d.%d, cudart %zu), cuBLAS %d.%d.%d",
+             v / 10000, v / 100 % 100, v % 100, CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL,
+             cudnnGetCudartVersion(), ok ? maj : 0, ok ? min : 0, ok ? pat : 0);
+}
 
 ck_status ck_cudnn_create(ck_context *ctx) {
     cudnnHandle_t dnn = NULL;
@@ -61,20 +76,21 @@ ck_status ck_cudnn_set_stream(ck_context *ctx) {
         return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasSetStream: status %d", (int)bs);
     return CK_STATUS_SUCCESS;
 }
-/* ---- Conv2D (cuDNN, NHWC activations, KRSC filters, strict fp32) ---------------------------- */
+/* ---- Conv2D (cuDNN, NHWC activations, KRSC filters, strict fp32) ----------------------------
+ * cuDNN runs the convolution in NHWC when it offers deterministic FMA-math algorithms for it;
+ * otherwise in NCHW (the fallback: activations and filters are transposed in the workspace). */
 
 struct ck_gconv {
     ck_conv_geom g;   /* n = the largest batch */
     int explicit_pad; /* asymmetric 'same' padding: x is zero-padded into the workspace first */
     int hp, wp;       /* input extent cuDNN sees */
+    int nchw;         /* cuDNN runs in NCHW / KCRS (the fallback), else NHWC / KRSC */
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;
-    cudnnConvolutionFwdAlgo_t fwd;
-    cudnnConvolutionBwdDataAlgo_t bwd_data;
-    cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+    int algo[3];       /* forward, backward data, backward filter */
     size_t algo_bytes; /* cuDNN workspace: the largest of the three algorithms at the largest n */
-    int cur_n;         /* batch the tensor descriptors are set for */
+    int cur_n;         /* batch the tensor descriptors are set for (0: none, query again) */
     int algo_ready;    /* algorithms chosen (gconv_pick_algos): later batch changes check sizes */
 };
 
@@ -91,114 +107,219 @@ static ck_status dnn_fail(ck_context *ctx, cudnnStatus_t st, const char *what) {
             return dnn_fail((ctx), s_, #call);                                                     \
     } while (0)
 
+enum { CK_FWD = 0, CK_BWD_DATA = 1, CK_BWD_FILTER = 2 };
+static const char *const k_dir_name[3] = {"forward", "backward-data", "backward-filter"};
+
+/* cuDNN's workspace bytes for algorithm `algo` of direction `dir` at the descriptors' batch. */
+static cudnnStatus_t gconv_ws_query(cudnnHandle_t h, const ck_gconv *c, int dir, int algo,
+                                    size_t *bytes) {
+    *bytes = 0;
+    switch (dir) {
+    case CK_FWD:
+        return cudnnGetConvolutionForwardWorkspaceSize(h, c->xd, c->wd, c->cd, c->yd,
+                                                       (cudnnConvolutionFwdAlgo_t)algo, bytes);
+    case CK_BWD_DATA:
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(
+            h, c->wd, c->yd, c->cd, c->xd, (cudnnConvolutionBwdDataAlgo_t)algo, bytes);
+    default:
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            h, c->xd, c->yd, c->cd, c->wd, (cudnnConvolutionBwdFilterAlgo_t)algo, bytes);
+    }
+}
+
 static ck_status gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
     if (c->cur_n == n)
         return CK_STATUS_SUCCESS;
-    DNN_TRY(ctx, cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, n, c->g.cin,
-                                            c->hp, c->wp));
-    DNN_TRY(ctx, cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, n,
-                                            c->g.cout, c->g.oh, c->g.ow));
-    c->cur_n = n;
+    /* the descriptors change below: cur_n names a batch only once every step has succeeded, so a
+     * failed query is repeated on the next call instead of being taken for checked */
+    c->cur_n = 0;
+    const cudnnTensorFormat_t f = c->nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC;
+    DNN_TRY(ctx, cudnnSetTensor4dDescriptor(c->xd, f, CUDNN_DATA_FLOAT, n, c->g.cin, c->hp, c->wp));
+    DNN_TRY(ctx,
+            cudnnSetTensor4dDescriptor(c->yd, f, CUDNN_DATA_FLOAT, n, c->g.cout, c->g.oh, c->g.ow));
     /* the algorithms were chosen, and the workspace sized, at the build batch: a smaller batch
      * must fit in that workspace too (checked once per batch size, not per call) */
     if (c->algo_ready) {
         cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
-        size_t b[3] = {0, 0, 0};
-        DNN_TRY(ctx, cudnnGetConvolutionForwardWorkspaceSize(h, c->xd, c->wd, c->cd, c->yd, c->fwd,
-                                                             &b[0]));
-        DNN_TRY(ctx, cudnnGetConvolutionBackwardDataWorkspaceSize(h, c->wd, c->yd, c->cd, c->xd,
-                                                                  c->bwd_data, &b[1]));
-        DNN_TRY(ctx, cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c->xd, c->yd, c->cd, c->wd,
-                                                                    c->bwd_filter, &b[2]));
-        for (int i = 0; i < 3; ++i)
-            if (b[i] > c->algo_bytes) {
-                c->cur_n = 0; /* query again next time */
+        for (int d = 0; d < 3; ++d) {
+            size_t b = 0;
+            const cudnnStatus_t qs = gconv_ws_query(h, c, d, c->algo[d], &b);
+            if (qs != CUDNN_STATUS_SUCCESS)
+                return ck_fail(ctx, CK_STATUS_CUDA_ERROR,
+                               "conv: batch %d: %s workspace size of algorithm %d: %s", n,
+                               k_dir_name[d], c->algo[d], cudnnGetErrorString(qs));
+            if (b > c->algo_bytes)
                 return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                               "conv: batch %d needs %zu workspace bytes, the plan for batch %d "
-                               "has %zu",
-                               n, b[i], c->g.n, c->algo_bytes);
-            }
+                               "conv: batch %d needs %zu workspace bytes (%s), the plan for batch "
+                               "%d has %zu",
+                               n, b, k_dir_name[d], c->g.n, c->algo_bytes);
+        }
     }
+    c->cur_n = n;
     return CK_STATUS_SUCCESS;
 }
 
-/* An algorithm result usable under strict fp32: not a Tensor Core (TF32 / conversion) entry.
- * The convolution descriptor is set to CUDNN_FMA_MATH, which restricts the kernels that run; a
- * result that reports Tensor Core math is skipped rather than trusted to be restricted. */
-static int strict_fp32(cudnnMathType_t t) {
-    return t != CUDNN_TENSOR_OP_MATH && t != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
-}
+/* One result of cuDNN's algorithm heuristics, whichever the direction. */
+typedef struct algo_cand {
+    int algo;
+    cudnnStatus_t status;
+    cudnnDeterminism_t det;
+    cudnnMathType_t math;
+    size_t memory;
+} algo_cand;
 
-static ck_status gconv_pick_algos(ck_context *ctx, ck_gconv *c) {
-    cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
+#define CK_ALGO_CANDS 16
+
+/* The results of one direction's heuristics as algo_cand entries. */
+#define CK_TAKE_CANDS(p)                                                                           \
+    for (int i = 0; s == CUDNN_STATUS_SUCCESS && i < got && i < CK_ALGO_CANDS; ++i) {              \
+        const algo_cand a = {(int)p[i].algo, p[i].status, p[i].determinism, p[i].mathType,         \
+                             p[i].memory};                                                         \
+        out[(*count)++] = a;                                                                       \
+    }
+
+static cudnnStatus_t gconv_candidates(cudnnHandle_t h, const ck_gconv *c, int dir, algo_cand *out,
+                                      int *count) {
     int got = 0;
-    size_t b = 0;
-    cudnnConvolutionFwdAlgoPerf_t fp[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    DNN_TRY(ctx, cudnnGetConvolutionForwardAlgorithm_v7(
-                     h, c->xd, c->wd, c->cd, c->yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, fp));
-    int found = 0;
-    for (int i = 0; i < got && !found; ++i)
-        if (fp[i].status == CUDNN_STATUS_SUCCESS && fp[i].memory <= CK_CONV_ALGO_MAX_BYTES &&
-            fp[i].determinism == CUDNN_DETERMINISTIC && strict_fp32(fp[i].mathType)) {
-            c->fwd = fp[i].algo;
-            found = 1;
-        }
-    if (!found)
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "conv: cuDNN offers no deterministic forward algorithm for this shape");
-    DNN_TRY(ctx,
-            cudnnGetConvolutionForwardWorkspaceSize(h, c->xd, c->wd, c->cd, c->yd, c->fwd, &b));
-    c->algo_bytes = b;
-
-    cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    DNN_TRY(ctx, cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->wd, c->yd, c->cd, c->xd,
-                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                             &got, dp));
-    found = 0;
-    for (int i = 0; i < got && !found; ++i)
-        if (dp[i].status == CUDNN_STATUS_SUCCESS && dp[i].memory <= CK_CONV_ALGO_MAX_BYTES &&
-            dp[i].determinism == CUDNN_DETERMINISTIC && strict_fp32(dp[i].mathType)) {
-            c->bwd_data = dp[i].algo;
-            found = 1;
-        }
-    if (!found)
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "conv: cuDNN offers no deterministic backward-data algorithm");
-    DNN_TRY(ctx, cudnnGetConvolutionBackwardDataWorkspaceSize(h, c->wd, c->yd, c->cd, c->xd,
-                                                              c->bwd_data, &b));
-    if (b > c->algo_bytes)
-        c->algo_bytes = b;
-
-    cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    DNN_TRY(ctx,
-            cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                h, c->xd, c->yd, c->cd, c->wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, wp));
-    found = 0;
-    for (int i = 0; i < got && !found; ++i)
-        if (wp[i].status == CUDNN_STATUS_SUCCESS && wp[i].memory <= CK_CONV_ALGO_MAX_BYTES &&
-            wp[i].determinism == CUDNN_DETERMINISTIC && strict_fp32(wp[i].mathType)) {
-            c->bwd_filter = wp[i].algo;
-            found = 1;
-        }
-    if (!found)
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "conv: cuDNN offers no deterministic backward-filter algorithm");
-    DNN_TRY(ctx, cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c->xd, c->yd, c->cd, c->wd,
-                                                                c->bwd_filter, &b));
-    if (b > c->algo_bytes)
-        c->algo_bytes = b;
-    c->algo_ready = 1;
-    return CK_STATUS_SUCCESS;
+    cudnnStatus_t s;
+    *count = 0;
+    if (dir == CK_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        s = cudnnGetConvolutionForwardAlgorithm_v7(h, c->xd, c->wd, c->cd, c->yd,
+                                                   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p);
+        CK_TAKE_CANDS(p)
+    } else if (dir == CK_BWD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        s = cudnnGetConvolutionBackwardDataAlgorithm_v7(
+            h, c->wd, c->yd, c->cd, c->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, p);
+        CK_TAKE_CANDS(p)
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        s = cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+            h, c->xd, c->yd, c->cd, c->wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, p);
+        CK_TAKE_CANDS(p)
+    }
+    return s;
 }
 
-static ck_status gconv_init(ck_context *ctx, ck_gconv *c) {
+static const char *math_name(cudnnMathType_t m) {
+    switch (m) {
+    case CUDNN_DEFAULT_MATH:
+        return "default";
+    case CUDNN_TENSOR_OP_MATH:
+        return "tensor-op";
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+        return "tensor-op-conv";
+    case CUDNN_FMA_MATH:
+        return "fma";
+    }
+    return "?";
+}
+
+/* The deterministic algorithms PyTorch uses when asked for determinism (no heuristics): tried
+ * when no heuristic result qualifies. */
+static const int k_default_algo[3] = {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+                                      CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+                                      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1};
+
+/* Chooses direction dir's algorithm: the first heuristic result that succeeded, is
+ * deterministic, uses CUDNN_FMA_MATH (strict fp32: CUDNN_DEFAULT_MATH lets Ampere and later run
+ * TF32 on tensor cores) and needs at most CK_CONV_ALGO_MAX_BYTES; else the fixed default above.
+ * The descriptor's math type is set to the chosen result's (FMA). Returns 0 with *algo and
+ * *bytes, or -1 with every candidate (status, determinism, math type, memory) logged. */
+static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, int *algo, size_t *bytes, char *log,
+                      size_t loglen, size_t *at) {
+    algo_cand cand[CK_ALGO_CANDS];
+    int n = 0;
+    const cudnnStatus_t hs = gconv_candidates(h, c, dir, cand, &n);
+    for (int i = 0; hs == CUDNN_STATUS_SUCCESS && i < n; ++i) {
+        const algo_cand *a = &cand[i];
+        if (a->status != CUDNN_STATUS_SUCCESS || a->det != CUDNN_DETERMINISTIC ||
+            a->math != CUDNN_FMA_MATH || a->memory > CK_CONV_ALGO_MAX_BYTES)
+            continue;
+        if (cudnnSetConvolutionMathType(c->cd, a->math) != CUDNN_STATUS_SUCCESS ||
+            gconv_ws_query(h, c, dir, a->algo, bytes) != CUDNN_STATUS_SUCCESS ||
+            *bytes > CK_CONV_ALGO_MAX_BYTES)
+            continue;
+        *algo = a->algo;
+        return 0;
+    }
+    if (cudnnSetConvolutionMathType(c->cd, CUDNN_FMA_MATH) == CUDNN_STATUS_SUCCESS &&
+        gconv_ws_query(h, c, dir, k_default_algo[dir], bytes) == CUDNN_STATUS_SUCCESS &&
+        *bytes <= CK_CONV_ALGO_MAX_BYTES) {
+        *algo = k_default_algo[dir];
+        return 0;
+    }
+    ck_appendf(log, loglen, at, " %s %s:", c->nchw ? "NCHW" : "NHWC", k_dir_name[dir]);
+    if (hs != CUDNN_STATUS_SUCCESS)
+        ck_appendf(log, loglen, at, " heuristics failed (%s)", cudnnGetErrorString(hs));
+    for (int i = 0; i < n; ++i) {
+        const char *st = cudnnGetErrorString(cand[i].status);
+        if (!strncmp(st, "CUDNN_STATUS_", 13))
+            st += 13;
+        ck_appendf(log, loglen, at, " [%d %s %s %s %zuB]", cand[i].algo, st,
+                   cand[i].det == CUDNN_DETERMINISTIC ? "det" : "nondet", math_name(cand[i].math),
+                   cand[i].memory);
+    }
+    ck_appendf(log, loglen, at, " default %d refused;", k_default_algo[dir]);
+    return -1;
+}
+
+/* Describes the tensors and filter in the current layout (c->nchw) and picks the three
+ * algorithms; -1 (with the log) when a direction has none. */
+static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t loglen, size_t *at,
+                            ck_status *err) {
+    const ck_conv_geom *g = &c->g;
+    cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
+    *err = CK_STATUS_SUCCESS;
+    c->algo_ready = 0;
+    cudnnStatus_t s = cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT,
+                                                 c->nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC,
+                                                 g->cout, g->cin, g->kh, g->kw);
+    if (s != CUDNN_STATUS_SUCCESS) {
+        *err = dnn_fail(ctx, s, "cudnnSetFilter4dDescriptor");
+        return -1;
+    }
+    c->cur_n = 0;
+    *err = gconv_set_n(ctx, c, g->n);
+    if (*err != CK_STATUS_SUCCESS)
+        return -1;
+    int on = 0, oc = 0, oh = 0, ow = 0;
+    s = cudnnGetConvolution2dForwardOutputDim(c->cd, c->xd, c->wd, &on, &oc, &oh, &ow);
+    if (s != CUDNN_STATUS_SUCCESS) {
+        *err = dnn_fail(ctx, s, "cudnnGetConvolution2dForwardOutputDim");
+        return -1;
+    }
+    if (oh != g->oh || ow != g->ow || oc != g->cout) {
+        *err = ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "conv: cuDNN output %dx%dx%d differs from the layer's %dx%dx%d", oh, ow, oc,
+                       g->oh, g->ow, g->cout);
+        return -1;
+    }
+    c->algo_bytes = 0;
+    for (int d = 0; d < 3; ++d) {
+        size_t b = 0;
+        if (gconv_pick(h, c, d, &c->algo[d], &b, log, loglen, at) != 0)
+            return -1;
+        if (b > c->algo_bytes)
+            c->algo_bytes = b;
+    }
+    /* every algorithm was chosen with CUDNN_FMA_MATH; the descriptor keeps it */
+    s = cudnnSetConvolutionMathType(c->cd, CUDNN_FMA_MATH);
+    if (s != CUDNN_STATUS_SUCCESS) {
+        *err = dnn_fail(ctx, s, "cudnnSetConvolutionMathType");
+        return -1;
+    }
+    c->algo_ready = 1;
+    return 0;
+}
+
+static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
     const ck_conv_geom *g = &c->g;
     DNN_TRY(ctx, cudnnCreateTensorDescriptor(&c->xd));
     DNN_TRY(ctx, cudnnCreateTensorDescriptor(&c->yd));
     DNN_TRY(ctx, cudnnCreateFilterDescriptor(&c->wd));
     DNN_TRY(ctx, cudnnCreateConvolutionDescriptor(&c->cd));
-    DNN_TRY(ctx, cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, g->cout,
-                                            g->cin, g->kh, g->kw));
     /* cuDNN pads symmetrically: when that reproduces Keras's geometry use it, else pad x
      * explicitly to the extent the windows cover ((oh - 1) * sh + kh rows) and convolve with 0 */
     int pt = g->pad_top, pl = g->pad_left;
@@ -223,15 +344,23 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c) {
     DNN_TRY(ctx, cudnnSetConvolution2dDescriptor(c->cd, pt, pl, g->sh, g->sw, 1, 1,
                                                  CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     DNN_TRY(ctx, cudnnSetConvolutionMathType(c->cd, CUDNN_FMA_MATH));
-    c->cur_n = 0;
-    CK_TRY(gconv_set_n(ctx, c, g->n));
-    int on = 0, oc = 0, oh = 0, ow = 0;
-    DNN_TRY(ctx, cudnnGetConvolution2dForwardOutputDim(c->cd, c->xd, c->wd, &on, &oc, &oh, &ow));
-    if (oh != g->oh || ow != g->ow || oc != g->cout)
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "conv: cuDNN output %dx%dx%d differs from the layer's %dx%dx%d", oh, ow, oc,
-                       g->oh, g->ow, g->cout);
-    return gconv_pick_algos(ctx, c);
+    char log[640];
+    size_t at = 0;
+    log[0] = '\0';
+    ck_status err = CK_STATUS_SUCCESS;
+    for (c->nchw = force_nchw ? 1 : 0; c->nchw <= 1; ++c->nchw) {
+        if (gconv_try_layout(ctx, c, log, sizeof log, &at, &err) == 0)
+            return CK_STATUS_SUCCESS;
+        if (err != CK_STATUS_SUCCESS)
+            return err;
+    }
+    c->nchw = 1;
+    return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                   "conv %dx%dx%d -> %d, kernel %dx%d, stride %dx%d, batch %d: cuDNN %zu offers "
+                   "no deterministic FMA-math algorithm within %zu bytes; candidates [algo status "
+                   "determinism math memory]:%s",
+                   g->h, g->w, g->cin, g->cout, g->kh, g->kw, g->sh, g->sw, g->n, cudnnGetVersion(),
+                   CK_CONV_ALGO_MAX_BYTES, log);
 }
 
 void ck_gconv_destroy(ck_gconv *c) {
@@ -248,13 +377,14 @@ void ck_gconv_destroy(ck_gconv *c) {
     free(c);
 }
 
-ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out) {
+ck_status ck_gconv_create_layout(ck_context *ctx, const ck_conv_geom *g, int force_nchw,
+                                 ck_gconv **out) {
     *out = NULL;
     ck_gconv *c = (ck_gconv *)calloc(1, sizeof *c);
     if (!c)
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "conv: out of host memory");
     c->g = *g;
-    ck_status st = gconv_init(ctx, c);
+    ck_status st = gconv_init(ctx, c, force_nchw);
     if (st != CK_STATUS_SUCCESS) {
         ck_gconv_destroy(c);
         return st;
@@ -263,10 +393,23 @@ ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out
     return CK_STATUS_SUCCESS;
 }
 
-/* Workspace layout (each part 256-byte aligned): KRSC kernel, KRSC kernel gradient, padded x,
- * padded dx (explicit padding only), cuDNN algorithm workspace, bias column-sum partials. */
+ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out) {
+    return ck_gconv_create_layout(ctx, g, 0, out);
+}
+
+void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
+    snprintf(buf, len,
+             "%s, algorithms forward %d, backward-data %d, backward-filter %d, fma math, "
+             "%zu workspace bytes%s",
+             c->nchw ? "NCHW (fallback)" : "NHWC", c->algo[CK_FWD], c->algo[CK_BWD_DATA],
+             c->algo[CK_BWD_FILTER], c->algo_bytes, c->explicit_pad ? ", explicit padding" : "");
+}
+
+/* Workspace layout (each part 256-byte aligned): cuDNN filter, filter gradient, padded x, padded
+ * dx (explicit padding only), cuDNN algorithm workspace, bias column-sum partials, and for the
+ * NCHW fallback x, y (or dy) and dx in NCHW. */
 typedef struct gconv_ws {
-    float *k, *dk, *xp, *dxp;
+    float *k, *dk, *xp, *dxp, *xt, *yt, *dxt;
     void *algo, *colsum;
 } gconv_ws;
 
@@ -276,20 +419,34 @@ static size_t al256(size_t b) {
 
 static size_t gconv_ws_layout(const ck_gconv *c, void *base, gconv_ws *w) {
     const ck_conv_geom *g = &c->g;
-    const size_t kb = al256((size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float));
-    const size_t pb =
-        c->explicit_pad ? al256((size_t)g->n * c->hp * c->wp * g->cin * sizeof(float)) : 0;
-    const size_t ab = al256(c->algo_bytes), cb = al256(ck_cuda_colsum_workspace_bytes(g->cout));
-    char *p = (char *)base;
-    if (w) {
-        w->k = (float *)p;
-        w->dk = (float *)(p + kb);
-        w->xp = c->explicit_pad ? (float *)(p + 2 * kb) : NULL;
-        w->dxp = c->explicit_pad ? (float *)(p + 2 * kb + pb) : NULL;
-        w->algo = p + 2 * kb + 2 * pb;
-        w->colsum = p + 2 * kb + 2 * pb + ab;
+    const size_t xpad = (size_t)g->n * c->hp * c->wp * g->cin * sizeof(float);
+    const size_t sizes[9] = {(size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float),
+                             (size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float),
+                             c->explicit_pad ? xpad : 0,
+                             c->explicit_pad ? xpad : 0,
+                             c->nchw ? xpad : 0,
+                             c->nchw ? (size_t)g->n * g->oh * g->ow * g->cout * sizeof(float) : 0,
+                             c->nchw ? xpad : 0,
+                             c->algo_bytes,
+                             ck_cuda_colsum_workspace_bytes(g->cout)};
+    size_t off[9], total = 0;
+    for (int i = 0; i < 9; ++i) {
+        off[i] = total;
+        total += al256(sizes[i]);
     }
-    return 2 * kb + 2 * pb + ab + cb;
+    if (w) {
+        char *p = (char *)base;
+        w->k = (float *)(p + off[0]);
+        w->dk = (float *)(p + off[1]);
+        w->xp = c->explicit_pad ? (float *)(p + off[2]) : NULL;
+        w->dxp = c->explicit_pad ? (float *)(p + off[3]) : NULL;
+        w->xt = c->nchw ? (float *)(p + off[4]) : NULL;
+        w->yt = c->nchw ? (float *)(p + off[5]) : NULL;
+        w->dxt = c->nchw ? (float *)(p + off[6]) : NULL;
+        w->algo = p + off[7];
+        w->colsum = p + off[8];
+    }
+    return total;
 }
 
 size_t ck_gconv_workspace_bytes(const ck_gconv *c) {
@@ -320,6 +477,27 @@ static ck_status gconv_check_ws(ck_context *ctx, ck_gconv *c, int n) {
     return gconv_set_n(ctx, c, n);
 }
 
+/* x as cuDNN reads it: zero-padded (explicit padding) and/or transposed to NCHW (fallback). */
+static ck_status gconv_input(ck_context *ctx, const ck_gconv *c, int n, const float *x,
+                             const gconv_ws *w, const float **xin) {
+    const ck_conv_geom *g = &c->g;
+    void *s = ctx->stream;
+    *xin = x;
+    if (c->explicit_pad) {
+        CUDA_TRY(ctx,
+                 ck_cuda_pad_nhwc(x, w->xp, n, g->h, g->w, g->cin, g->pad_top, g->pad_left, c->hp,
+                                  c->wp, 0, s),
+                 "conv: pad");
+        *xin = w->xp;
+    }
+    if (c->nchw) {
+        const ck_kshape sh = {n, g->cin, c->hp, c->wp, 1};
+        CUDA_TRY(ctx, ck_cuda_convert_layout(*xin, w->xt, sh, s), "conv: x to NCHW");
+        *xin = w->xt;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
 ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const float *x, const float *k,
                            const float *bias, float *y, void *ws) {
     CK_TRY(gconv_check_ws(ctx, c, n));
@@ -327,19 +505,18 @@ ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const float *x, 
     gconv_ws w;
     gconv_ws_layout(c, ws, &w);
     void *s = ctx->stream;
-    CUDA_TRY(ctx, ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, s),
+    CUDA_TRY(ctx, ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, c->nchw, s),
              "conv: kernel layout");
-    const float *xin = x;
-    if (c->explicit_pad) {
-        CUDA_TRY(ctx,
-                 ck_cuda_pad_nhwc(x, w.xp, n, g->h, g->w, g->cin, g->pad_top, g->pad_left, c->hp,
-                                  c->wp, 0, s),
-                 "conv: pad");
-        xin = w.xp;
-    }
+    const float *xin = NULL;
+    CK_TRY(gconv_input(ctx, c, n, x, &w, &xin));
     const float one = 1.0f, zero = 0.0f;
     DNN_TRY(ctx, cudnnConvolutionForward((cudnnHandle_t)ctx->cudnn, &one, c->xd, xin, c->wd, w.k,
-                                         c->cd, c->fwd, w.algo, c->algo_bytes, &zero, c->yd, y));
+                                         c->cd, (cudnnConvolutionFwdAlgo_t)c->algo[CK_FWD], w.algo,
+                                         c->algo_bytes, &zero, c->yd, c->nchw ? w.yt : y));
+    if (c->nchw) {
+        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 0};
+        CUDA_TRY(ctx, ck_cuda_convert_layout(w.yt, y, sh, s), "conv: y to NHWC");
+    }
     if (bias)
         CUDA_TRY(ctx, ck_cuda_bias_add(y, bias, (long long)n * g->oh * g->ow, g->cout, s),
                  "conv: bias add");
@@ -355,29 +532,37 @@ ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x,
     void *s = ctx->stream;
     cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
     const float one = 1.0f, zero = 0.0f;
-    const float *xin = x;
-    if (c->explicit_pad) {
-        CUDA_TRY(ctx,
-                 ck_cuda_pad_nhwc(x, w.xp, n, g->h, g->w, g->cin, g->pad_top, g->pad_left, c->hp,
-                                  c->wp, 0, s),
-                 "conv: pad");
-        xin = w.xp;
+    const float *xin = NULL, *dyin = dy;
+    CK_TRY(gconv_input(ctx, c, n, x, &w, &xin));
+    if (c->nchw) {
+        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 1};
+        CUDA_TRY(ctx, ck_cuda_convert_layout(dy, w.yt, sh, s), "conv: dy to NCHW");
+        dyin = w.yt;
     }
     DNN_TRY(ctx,
-            cudnnConvolutionBackwardFilter(h, &one, c->xd, xin, c->yd, dy, c->cd, c->bwd_filter,
+            cudnnConvolutionBackwardFilter(h, &one, c->xd, xin, c->yd, dyin, c->cd,
+                                           (cudnnConvolutionBwdFilterAlgo_t)c->algo[CK_BWD_FILTER],
                                            w.algo, c->algo_bytes, &zero, c->wd, w.dk));
-    CUDA_TRY(ctx, ck_cuda_conv_kernel_layout(w.dk, dk, g->kh * g->kw, g->cin, g->cout, 0, s),
+    CUDA_TRY(ctx,
+             ck_cuda_conv_kernel_layout(w.dk, dk, g->kh * g->kw, g->cin, g->cout, 0, c->nchw, s),
              "conv: kernel gradient layout");
     if (dbias)
         CUDA_TRY(ctx, ck_cuda_colsum(dy, (long long)n * g->oh * g->ow, g->cout, dbias, w.colsum, s),
                  "conv: bias gradient");
     if (dx) {
-        CUDA_TRY(ctx, ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, s),
+        CUDA_TRY(ctx,
+                 ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, c->nchw, s),
                  "conv: kernel layout");
-        float *dxo = c->explicit_pad ? w.dxp : dx;
-        DNN_TRY(ctx,
-                cudnnConvolutionBackwardData(h, &one, c->wd, w.k, c->yd, dy, c->cd, c->bwd_data,
-                                             w.algo, c->algo_bytes, &zero, c->xd, dxo));
+        /* cuDNN's dx: padded extent (explicit padding), NCHW (fallback); then back to dx */
+        float *dxpad = c->explicit_pad ? w.dxp : dx;
+        DNN_TRY(ctx, cudnnConvolutionBackwardData(
+                         h, &one, c->wd, w.k, c->yd, dyin, c->cd,
+                         (cudnnConvolutionBwdDataAlgo_t)c->algo[CK_BWD_DATA], w.algo, c->algo_bytes,
+                         &zero, c->xd, c->nchw ? w.dxt : dxpad));
+        if (c->nchw) {
+            const ck_kshape sh = {n, g->cin, c->hp, c->wp, 0};
+            CUDA_TRY(ctx, ck_cuda_convert_layout(w.dxt, dxpad, sh, s), "conv: dx to NHWC");
+        }
         if (c->explicit_pad)
             CUDA_TRY(ctx,
                      ck_cuda_pad_nhwc(w.dxp, dx, n, g->h, g->w, g->cin, g->pad_top, g->pad_left,

@@ -94,13 +94,21 @@ ck_status ck_gpu_model_build(ck_model *m) {
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
     }
     const int B = m->max_batch;
+    /* activation buffers: each starts on a 256-byte boundary (the host plan's act_offset packs
+     * them): cuDNN and the float4 paths of the kernels want aligned pointers */
+    size_t *act_at = (size_t *)calloc((size_t)m->num_nodes, sizeof *act_at);
+    if (!act_at) {
+        ck_gpu_model_free(m);
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+    }
     size_t ws = ck_cuda_xent_workspace_bytes(B), nact = 0,
            maxact = (size_t)m->in_h * m->in_w * m->in_c;
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
         size_t need = 0;
+        act_at[i] = nact;
         if (n->type != CK_NODE_FLATTEN)
-            nact += (size_t)n->oh * n->ow * n->oc * (size_t)B;
+            nact += al256(sizeof(float) * n->oh * n->ow * n->oc * (size_t)B);
         const size_t o = (size_t)n->oh * n->ow * n->oc;
         if (o > maxact)
             maxact = o;
@@ -109,6 +117,7 @@ ck_status ck_gpu_model_build(ck_model *m) {
             geo.n = B;
             ck_status st = ck_gconv_create(ctx, &geo, &g->conv[i]);
             if (st != CK_STATUS_SUCCESS) {
+                free(act_at);
                 ck_gpu_model_free(m);
                 return st;
             }
@@ -121,6 +130,7 @@ ck_status ck_gpu_model_build(ck_model *m) {
         } else if (n->type != CK_NODE_POOL && n->type != CK_NODE_GAP &&
                    n->type != CK_NODE_FLATTEN && n->type != CK_NODE_ACT &&
                    n->type != CK_NODE_DROPOUT && n->type != CK_NODE_SDROPOUT) {
+            free(act_at);
             ck_gpu_model_free(m);
             return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
                            "model: node %d (layer %d) has no GPU implementation yet", i, n->layer);
@@ -129,9 +139,10 @@ ck_status ck_gpu_model_build(ck_model *m) {
             ws = need;
     }
     const size_t P = m->num_params ? m->num_params : 1, F = m->num_fixed ? m->num_fixed : 1;
-    size_t nstats = 0;
+    size_t nstats = 0; /* the end of the last BN's saved statistics, whatever the node order */
     for (int i = 0; i < m->num_nodes; ++i)
-        if (m->nodes[i].type == CK_NODE_BN)
+        if (m->nodes[i].type == CK_NODE_BN &&
+            m->nodes[i].p_stats + 2 * (size_t)m->nodes[i].oc > nstats)
             nstats = m->nodes[i].p_stats + 2 * (size_t)m->nodes[i].oc;
     const size_t sizes[] = {4 * P,
                             4 * P,
@@ -140,7 +151,7 @@ ck_status ck_gpu_model_build(ck_model *m) {
                             4 * F,
                             4 * F,
                             4 * (nstats ? nstats : 1),
-                            4 * (nact ? nact : 1),
+                            nact ? nact : 4,
                             4 * maxact * B,
                             4 * maxact * B,
                             4 * (size_t)m->classes * B,
@@ -156,6 +167,7 @@ ck_status ck_gpu_model_build(ck_model *m) {
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         g->arena = NULL;
+        free(act_at);
         ck_gpu_model_free(m);
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
                        "model: cudaMalloc of %zu bytes for max_batch %d failed: %s", total, B,
@@ -186,9 +198,10 @@ ck_status ck_gpu_model_build(ck_model *m) {
     g->ws_bytes = ws;
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
-        g->out[i] =
-            n->type == CK_NODE_FLATTEN ? (i ? g->out[i - 1] : g->x) : g->acts + n->act_offset;
+        g->out[i] = n->type == CK_NODE_FLATTEN ? (i ? g->out[i - 1] : g->x)
+                                               : (float *)((char *)g->acts + act_at[i]);
     }
+    free(act_at);
     e = cudaMemsetAsync(g->arena, 0, total, (cudaStream_t)ctx->stream);
     if (e != cudaSuccess) {
         ck_gpu_model_free(m);

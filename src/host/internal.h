@@ -16,7 +16,7 @@
 #define CK_PRINTF(a, b)
 #endif
 
-#define CK_ERR_LEN 512
+#define CK_ERR_LEN 1024 /* room for a cuDNN algorithm choice that failed (cudnn_ops.c) */
 
 struct ck_context {
     ck_device device; /* CPU or CUDA */
@@ -55,6 +55,8 @@ struct ck_mask {
     uint8_t *data;
 };
 
+/* snprintf at buf + *at (buf holds len bytes), advancing *at; never overflows, stops at len - 1. */
+void ck_appendf(char *buf, size_t len, size_t *at, const char *fmt, ...) CK_PRINTF(4, 5);
 /* Records a formatted message in ctx (when ctx != NULL) and returns status. */
 ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) CK_PRINTF(3, 4);
 static inline void ck_clear_error(ck_context *ctx) {
@@ -118,6 +120,8 @@ ck_status ck_cuda_fail(ck_context *ctx, int cuda_err, const char *what);
 ck_status ck_cudnn_create(ck_context *ctx);
 void ck_cudnn_destroy(ck_context *ctx);
 ck_status ck_cudnn_set_stream(ck_context *ctx);
+/* Writes "cuDNN a.b.c loaded (built with x.y.z), cuBLAS ..." into buf (ck_cuda_describe). */
+void ck_cudnn_versions(char *buf, size_t len);
 #endif
 
 /* ---- CPU reference (src/host/cpu_ref.c); BN functions return -1 when out of host memory

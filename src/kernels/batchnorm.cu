@@ -162,13 +162,16 @@ __global__ void ck_bn_finalize_forward(ck_kbn p, const float *gamma, const float
         p.coef[4 * c + 0] = a;
         p.coef[4 * c + 1] = mean_f;
         p.coef[4 * c + 2] = beta[c];
+        /* unused, but the apply kernels load the four as one float4: an unwritten lane is an
+         * uninitialized read (compute-sanitizer initcheck) */
+        p.coef[4 * c + 3] = 0.0f;
     }
 }
 
 /* ---- element-wise forward ------------------------------------------------------------------ */
 
 /* y = act((x - mean[c]) * a[c] + beta[c]) * sd[n, c]; coef: 4 floats per channel
- * (a, mean, beta, unused);
+ * (a, mean, beta, 0);
  * sd may be NULL. Vector path when 4 consecutive elements share (n, c) (NCHW, HW % 4 == 0) or
  * are 4 consecutive channels of one pixel (NHWC, C % 4 == 0). */
 __global__ void ck_bn_apply_vec(const float4 *x, float4 *y, long long quads, ck_kshape s,

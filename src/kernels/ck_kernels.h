@@ -106,9 +106,10 @@ int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, flo
 int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, void *stream);
 int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
                 int nesterov, float decay, const ck_kloss *guard, void *stream);
-/* Conv kernel HWIO (khw = kh*kw positions) -> KRSC (to_krsc = 1) or back (0). */
+/* Conv kernel HWIO (khw = kh*kw positions) -> cuDNN's filter layout (to_cudnn = 1) or back (0):
+ * KRSC for NHWC convolutions (kcrs = 0), KCRS for NCHW ones (kcrs = 1). */
 int ck_cuda_conv_kernel_layout(const float *src, float *dst, int khw, int cin, int cout,
-                               int to_krsc, void *stream);
+                               int to_cudnn, int kcrs, void *stream);
 /* Zero padding of NHWC images to (hp, wp) with the image at (pt, pl); crop = 1: the inverse
  * (dst (n, h, w, c) from src (n, hp, wp, c)). */
 int ck_cuda_pad_nhwc(const float *src, float *dst, int n, int h, int w, int c, int pt, int pl,

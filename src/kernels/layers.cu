@@ -340,18 +340,37 @@ __global__ void k_softmax_xent(int n, int classes, const float *logits, const in
     }
 }
 
-/* One thread sums the per-sample values in sample order (the CPU's order). */
-__global__ void k_xent_total(int n, const double *loss, const int *hit, ck_kloss *out) {
-    if (blockIdx.x != 0 || threadIdx.x != 0)
-        return;
+/* The batch totals in one block: thread t sums samples t, t + T, t + 2T, ... in order, then a
+ * fixed binary tree in shared memory merges the T partials. The order depends on n alone, so
+ * every run gives the same bits (no atomics); it differs from the CPU's sample-order sum only by
+ * double rounding. */
+#define CK_XENT_THREADS 256
+
+__global__ void __launch_bounds__(CK_XENT_THREADS)
+    k_xent_total(int n, const double *loss, const int *hit, ck_kloss *out) {
+    __shared__ double sl[CK_XENT_THREADS];
+    __shared__ int sh[CK_XENT_THREADS];
+    const int t = threadIdx.x;
     double l = 0.0;
     int h = 0;
-    for (int s = 0; s < n; ++s) {
+    for (int s = t; s < n; s += CK_XENT_THREADS) {
         l += loss[s];
         h += hit[s];
     }
-    out->loss_sum = l;
-    out->correct = h;
+    sl[t] = l;
+    sh[t] = h;
+    __syncthreads();
+    for (int w = CK_XENT_THREADS / 2; w > 0; w >>= 1) {
+        if (t < w) {
+            sl[t] += sl[t + w];
+            sh[t] += sh[t + w];
+        }
+        __syncthreads();
+    }
+    if (t == 0) {
+        out->loss_sum = sl[0];
+        out->correct = sh[0];
+    }
 }
 
 extern "C" size_t ck_cuda_xent_workspace_bytes(int n) {
@@ -365,7 +384,7 @@ extern "C" int ck_cuda_softmax_xent(int n, int classes, const float *logits, con
     int *hit = (int *)(loss + n);
     k_softmax_xent<<<ck_grid_for(n, 128), 128, 0, s>>>(n, classes, logits, labels, dlogits, loss,
                                                        hit);
-    k_xent_total<<<1, 1, 0, s>>>(n, loss, hit, out);
+    k_xent_total<<<1, CK_XENT_THREADS, 0, s>>>(n, loss, hit, out);
     return ck_launch_status();
 }
 
@@ -438,10 +457,11 @@ extern "C" int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, v
     return ck_launch_status();
 }
 
-/* ---- conv kernel layouts: Keras HWIO (kh, kw, cin, cout) <-> cuDNN NHWC filter KRSC
- *      (cout, kh, kw, cin) ------------------------------------------------------------------- */
+/* ---- conv kernel layouts: Keras HWIO (kh, kw, cin, cout) <-> cuDNN's filter layouts: KRSC
+ *      (cout, kh, kw, cin; NHWC convolutions) or KCRS (cout, cin, kh, kw; the NCHW fallback) -- */
 
-__global__ void k_hwio_krsc(const float *src, float *dst, int khw, int cin, int cout, int to_krsc) {
+__global__ void k_hwio_filter(const float *src, float *dst, int khw, int cin, int cout,
+                              int to_cudnn, int kcrs) {
     const long long total = (long long)khw * cin * cout;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x) {
@@ -450,19 +470,20 @@ __global__ void k_hwio_krsc(const float *src, float *dst, int khw, int cin, int 
         const long long q = t / cout;
         const int ci = (int)(q % cin);
         const int r = (int)(q / cin);
-        const long long krsc = ((long long)co * khw + r) * cin + ci;
-        if (to_krsc)
-            dst[krsc] = src[t];
+        const long long f =
+            kcrs ? ((long long)co * cin + ci) * khw + r : ((long long)co * khw + r) * cin + ci;
+        if (to_cudnn)
+            dst[f] = src[t];
         else
-            dst[t] = src[krsc];
+            dst[t] = src[f];
     }
 }
 
 extern "C" int ck_cuda_conv_kernel_layout(const float *src, float *dst, int khw, int cin, int cout,
-                                          int to_krsc, void *stream) {
+                                          int to_cudnn, int kcrs, void *stream) {
     const long long total = (long long)khw * cin * cout;
-    k_hwio_krsc<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        src, dst, khw, cin, cout, to_krsc);
+    k_hwio_filter<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
+        src, dst, khw, cin, cout, to_cudnn, kcrs);
     return ck_launch_status();
 }
 
