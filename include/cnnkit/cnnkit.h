@@ -66,7 +66,10 @@ typedef struct ck_context ck_context;
  * CK_DEVICE_CUDA when no GPU is usable (or the build has no CUDA) gives CK_STATUS_NOT_SUPPORTED.
  * seed: the RNG seed for dropout masks (see ck_context_set_seed). */
 ck_status ck_context_create(ck_context **ctx, ck_device device, int cuda_ordinal, uint64_t seed);
-/* Destroys the context; NULL is accepted. Tensors and workspaces of it must be destroyed first. */
+/* Destroys the context; NULL is accepted. Tensors, workspaces, masks and models of it that are
+ * still alive are orphaned: their memory is freed with the context, every later call on them
+ * fails with CK_STATUS_BAD_PARAM (a call that takes a live context names the orphan in its
+ * message), and their destroy call is still needed and safe. */
 void ck_context_destroy(ck_context *ctx);
 
 /* The device the context actually runs on (CPU or CUDA, never AUTO). */
@@ -111,7 +114,8 @@ ck_status ck_tensor_create(ck_context *ctx, ck_tensor **t, ck_layout layout, int
                            int w);
 void ck_tensor_destroy(ck_tensor *t);
 
-/* Copies host memory (count floats, in the tensor's own layout) into the tensor. */
+/* Copies host memory (count floats, in the tensor's own layout) into the tensor. The values are
+ * not checked (NaN and Inf are copied as they are): see ck_tensor_check_finite. */
 ck_status ck_tensor_upload(ck_context *ctx, ck_tensor *t, const float *host, size_t count);
 /* Copies the tensor into host memory (count floats, the tensor's layout). Synchronizes. */
 ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *host, size_t count);
@@ -119,6 +123,13 @@ ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *host, s
 ck_status ck_tensor_fill(ck_context *ctx, ck_tensor *t, float value);
 /* Copies src into dst; same logical shape; layouts may differ (converts). */
 ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor *dst);
+
+/* CK_STATUS_SUCCESS when every element is finite, else CK_STATUS_BAD_PARAM with the index of the
+ * first NaN or Inf (in the tensor's layout) in *index (optional) and the message. The layer calls
+ * do not check their tensor inputs (README, Guarantees); this is the check to run where data
+ * may be bad. On a CUDA context it reads the tensor through a bounded host buffer
+ * (synchronizes). */
+ck_status ck_tensor_check_finite(ck_context *ctx, const ck_tensor *t, size_t *index);
 
 ck_layout ck_tensor_layout(const ck_tensor *t);
 /* Logical shape; any output pointer may be NULL. */

@@ -239,18 +239,48 @@ typedef struct ck_epoch_result {
 } ck_epoch_result;
 
 typedef struct ck_fit_options {
-    int epochs;    /* default 1 */
+    int epochs;    /* default 1; with resume, the total (Keras: epochs with initial_epoch) */
     int batch;     /* default: the model's max_batch */
     uint64_t seed; /* shuffling seed (default 0: the context seed) */
-    /* Optional callbacks (return nonzero to stop training after this step / epoch). */
+    /* Optional callbacks. on_step returning nonzero stops the fit after this step: the model's
+     * fit state (ck_model_fit_state) then records the position, and an epoch stopped before its
+     * last step gets no validation, no history entry and no on_epoch call. on_epoch returning
+     * nonzero stops after that epoch. Either way ck_model_fit returns CK_STATUS_SUCCESS. */
     int (*on_step)(void *user, const ck_fit_progress *p);
     int (*on_epoch)(void *user, const ck_epoch_result *r);
     void *user;
+    /* 1: continue from the model's fit state (see ck_fit_state) instead of starting at epoch 1 */
+    int resume;
 } ck_fit_options;
 
+/* Where a fit stands. ck_model_fit updates it after every training step and at the end of every
+ * epoch (after validation, before on_epoch), ck_model_save writes it into the checkpoint and
+ * ck_model_load restores it; a direct ck_model_train_step clears it (valid = 0). Resuming from it
+ * (opts->resume) continues with the next batch of the same data order and gives the same bits
+ * as a fit that was never stopped. */
+typedef struct ck_fit_state {
+    int valid;             /* 0: the model's state does not come from ck_model_fit */
+    int epoch;             /* epochs finished */
+    int epoch_step;        /* steps done in epoch `epoch + 1` (0 at an epoch boundary) */
+    int batch;             /* the fit's batch size */
+    int count;             /* training samples */
+    uint32_t data_crc;     /* CRC-32 (zlib) of the training images and labels */
+    uint64_t shuffle_seed; /* the fit's shuffling seed (after the default was applied) */
+    uint64_t context_seed; /* the context seed of the run (dropout masks) */
+    double loss_sum;       /* the unfinished epoch's summed loss, correct predictions and */
+    long long correct;     /* samples so far (its running means continue from them) */
+    long long seen;
+} ck_fit_state;
+ck_status ck_model_fit_state(const ck_model *model, ck_fit_state *state);
+
 /* Trains on train (images h x w x c must match the model input) and evaluates val (optional)
- * after each epoch. history (optional) receives one entry per finished epoch (capacity
- * opts->epochs). */
+ * after each epoch. history (optional) receives one entry per finished epoch at its index
+ * (epoch - 1; capacity opts->epochs); with resume, entries of the epochs finished before are not
+ * written. A model without trainable parameters is refused (CK_STATUS_BAD_PARAM).
+ * With opts->resume: the fit state must be valid, and the batch, the training set (count and
+ * CRC-32), the shuffling seed (opts->seed 0: the saved one) and the context seed must be the
+ * saved ones, else CK_STATUS_BAD_PARAM naming the difference; a state already at epochs
+ * finished epochs trains nothing and returns CK_STATUS_SUCCESS. */
 ck_status ck_model_fit(ck_model *model, const struct ck_dataset *train,
                        const struct ck_dataset *val, const ck_fit_options *opts,
                        ck_epoch_result *history);

@@ -123,9 +123,34 @@ CK_API ck_status ck_context_create(ck_context **out, ck_device device, int cuda_
 #endif
 }
 
+void ck_handle_link(ck_context *ctx, ck_handle *h, void (*orphan)(ck_handle *h)) {
+    h->orphan = orphan;
+    h->prev = NULL;
+    h->next = ctx->handles;
+    if (ctx->handles)
+        ctx->handles->prev = h;
+    ctx->handles = h;
+}
+
+void ck_handle_unlink(ck_context *ctx, ck_handle *h) {
+    if (h->prev)
+        h->prev->next = h->next;
+    else if (ctx->handles == h)
+        ctx->handles = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+}
+
 CK_API void ck_context_destroy(ck_context *ctx) {
     if (!ctx)
         return;
+    /* objects still alive are orphaned, not freed: their owner destroys them later */
+    while (ctx->handles) {
+        ck_handle *h = ctx->handles;
+        ck_handle_unlink(ctx, h);
+        h->orphan(h);
+    }
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA)
         ck_cudnn_destroy(ctx);
@@ -316,6 +341,8 @@ static const char *layout_name(ck_layout l) {
 ck_status ck_check_tensor(ck_context *ctx, const ck_tensor *t, const char *name) {
     if (!t)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", name);
+    if (!t->ctx)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: its context was destroyed", name);
     if (t->ctx != ctx)
         return ck_fail(ctx, CK_STATUS_DEVICE_MISMATCH,
                        "%s: belongs to another context (%s), not this one (%s)", name,
