@@ -104,24 +104,9 @@ static int train(const fixture *fx, const char *args) {
     return t_run_cli(cmd, out, sizeof out);
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = (char *)malloc((size_t)n + 1);
-    cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = '\0';
-    fclose(f);
-    if (len)
-        *len = (size_t)n;
-    return b;
-}
-
 static void assert_same_file(const char *a, const char *b) {
     size_t na, nb;
-    char *pa = slurp(a, &na), *pb = slurp(b, &nb);
+    char *pa = t_read_file(a, &na), *pb = t_read_file(b, &nb);
     cr_assert(na == nb && memcmp(pa, pb, na) == 0, "%s (%zu bytes) and %s (%zu bytes) differ", a,
               na, b, nb);
     free(pa);
@@ -130,7 +115,7 @@ static void assert_same_file(const char *a, const char *b) {
 
 /* The CSV rows without their two timing columns (seconds, images/s). */
 static void csv_figures(const char *path, char *buf, size_t len) {
-    char *s = slurp(path, NULL);
+    char *s = t_read_file(path, NULL);
     size_t o = 0;
     for (char *line = strtok(s, "\n"); line && o + 1 < len; line = strtok(NULL, "\n")) {
         int commas = 0;
@@ -318,7 +303,7 @@ Test(cli_train, log_errors_and_locks) {
     cr_assert_eq(train(&fx, args), 1, "%s", out);
     cr_assert_neq(strstr(out, "in use by another cnnkit run"), NULL, "%s", out);
     close(fd);
-    char *kept = slurp(log, NULL);
+    char *kept = t_read_file(log, NULL);
     cr_assert_str_eq(kept, "x\n", "the refused run touched the log");
     free(kept);
     snprintf(lock, sizeof lock, "%s.lock", ck);
@@ -344,7 +329,7 @@ Test(cli_train, validation_columns_are_validation_data) {
     cr_assert_eq(train(&fx, args), 0, "%s", out);
     cr_assert_neq(strstr(out, "36 train / 12 test images, 12 validation (the last 25%"), NULL, "%s",
                   out);
-    char *csv = slurp(log, NULL);
+    char *csv = t_read_file(log, NULL);
     const char header[] = "epoch,loss,accuracy,val_loss,val_accuracy,test_loss,test_accuracy,"
                           "seconds,images_per_s\n";
     const size_t hl = strlen(header);
@@ -369,7 +354,7 @@ Test(cli_train, validation_columns_are_validation_data) {
     snprintf(args, sizeof args, "--epochs 1 --log %s", log);
     cr_assert_eq(train(&fx, args), 0, "%s", out);
     cr_assert_eq(strstr(out, "val_loss"), NULL, "%s", out);
-    csv = slurp(log, NULL);
+    csv = t_read_file(log, NULL);
     cr_assert_neq(strstr(csv, "\n1,"), NULL);
     cr_assert_neq(strstr(strstr(csv, "\n1,"), ",,,"), NULL, "val columns filled: %s", csv);
     free(csv);
@@ -448,7 +433,7 @@ Test(cli_train, options_help_and_small_things) {
     char want[200];
     snprintf(want, sizeof want, "log %s\n", log);
     cr_assert_neq(strstr(out, want), NULL, "%s", out);
-    char *svg = slurp(plot, NULL);
+    char *svg = t_read_file(plot, NULL);
     int width = 0, x = 0, w = 0, maxright = 0;
     cr_assert_eq(sscanf(svg, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\"", &width), 1);
     for (const char *r = strstr(svg, "<rect x="); r; r = strstr(r + 1, "<rect x=")) {

@@ -28,11 +28,7 @@ static const char DENSE_MODEL[] = "model = Sequential()\n"
                                   "model.add(Dense(3, activation='softmax'))\n";
 
 static ck_model *dense_model(ck_context *ctx) {
-    ck_model *m = NULL;
-    char err[256];
-    CK_OK(ctx, ck_model_from_keras_text(ctx, DENSE_MODEL, &m, err, sizeof err));
-    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 4));
-    return m;
+    return t_model(ctx, DENSE_MODEL, 4);
 }
 
 static float *weights(ck_context *ctx, ck_model *m, size_t *n) {

@@ -50,29 +50,12 @@ static void make_data(ck_dataset *d, int count, uint64_t seed) {
 static ck_model *new_model(ck_context **ctx) {
     *ctx = t_ctx(CK_DEVICE_CPU);
     CK_OK(*ctx, ck_context_set_seed(*ctx, 5));
-    ck_model *m = NULL;
-    char err[512];
-    CK_OK(*ctx, ck_model_from_keras_text(*ctx, MODEL, &m, err, sizeof err));
-    CK_OK(*ctx, ck_model_build(m, 0, 0, 0, BATCH));
-    return m;
-}
-
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = (char *)malloc((size_t)n + 1);
-    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
+    return t_model(*ctx, MODEL, BATCH);
 }
 
 static void assert_same_file(const char *a, const char *b) {
     size_t na, nb;
-    char *pa = read_all(a, &na), *pb = read_all(b, &nb);
+    char *pa = t_read_file(a, &na), *pb = t_read_file(b, &nb);
     cr_assert_eq(na, nb, "%s is %zu bytes, %s %zu", a, na, b, nb);
     cr_assert_eq(memcmp(pa, pb, na), 0, "%s and %s differ", a, b);
     free(pa);
@@ -231,14 +214,11 @@ Test(resume, refuses_what_would_change_the_run) {
 
 Test(resume, fit_refuses_a_model_without_trainable_parameters) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = NULL;
-    char err[256];
-    CK_OK(ctx, ck_model_from_keras_text(ctx,
-                                        "model = Sequential()\n"
-                                        "model.add(MaxPooling2D((4, 4), input_shape=(8, 8, 1)))\n"
-                                        "model.add(Flatten())\n",
-                                        &m, err, sizeof err));
-    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 4));
+    ck_model *m = t_model(ctx,
+                          "model = Sequential()\n"
+                          "model.add(MaxPooling2D((4, 4), input_shape=(8, 8, 1)))\n"
+                          "model.add(Flatten())\n",
+                          4);
     ck_dataset train;
     make_data(&train, 8, 1);
     cr_assert_eq(ck_model_fit(m, &train, NULL, NULL, NULL), CK_STATUS_BAD_PARAM);
@@ -263,16 +243,13 @@ Test(resume, version_1_checkpoints_still_load) {
     if (access(v1, R_OK) != 0)
         cr_skip("%s is not here (a relocated test bundle)", v1);
     size_t n;
-    char *bytes = read_all(v1, &n);
+    char *bytes = t_read_file(v1, &n);
     uint32_t ver;
     memcpy(&ver, bytes + 8, 4);
     cr_assert_eq(ver, 1u, "the corpus file is not a version-1 checkpoint");
     free(bytes);
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = NULL;
-    char err[256];
-    CK_OK(ctx, ck_model_from_keras_text(ctx, FUZZ_MODEL, &m, err, sizeof err));
-    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    ck_model *m = t_model(ctx, FUZZ_MODEL, 2);
     CK_OK(ctx, ck_model_load(m, v1));
     cr_assert_eq(ck_model_step(m), 1);
     ck_fit_state st;
@@ -286,7 +263,7 @@ Test(resume, version_1_checkpoints_still_load) {
     struct stat sb;
     cr_assert_eq(stat(path, &sb), 0);
     cr_assert_eq((size_t)sb.st_size, n + 56);
-    bytes = read_all(path, &n);
+    bytes = t_read_file(path, &n);
     memcpy(&ver, bytes + 8, 4);
     cr_assert_eq(ver, 2u);
     free(bytes);

@@ -88,7 +88,10 @@ ck_status ck_context_set_stream(ck_context *ctx, void *cuda_stream);
 void *ck_context_stream(const ck_context *ctx);
 /* Waits until all work queued on the context's stream is finished (no-op on CPU). */
 ck_status ck_context_synchronize(ck_context *ctx);
-/* Number of CPU threads used by the CPU backend (OpenMP); 0 = library default. */
+/* Number of CPU threads of every call of this context (the layer calls, and the model calls'
+ * loops and OpenBLAS GEMMs: the calling thread's OpenMP team size is set for the call and
+ * restored on return); 0 = the OpenMP default (OMP_NUM_THREADS, else every core). On a machine
+ * other work keeps busy see README, "Busy machines". */
 ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads);
 /* Caps the host memory the library keeps allocated through this context (tensors and masks of a
  * CPU context, model buffers, per-call scratch, checkpoint buffers), in bytes; 0 = unlimited

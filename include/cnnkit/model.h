@@ -199,23 +199,29 @@ typedef struct ck_step_result {
  * memory; labels in [0, classes). Dropout masks use the context seed and the step counter. */
 ck_status ck_model_train_step(ck_model *model, const float *x, const int32_t *labels, int n,
                               ck_step_result *result);
-/* Inference-mode loss and accuracy over count samples, in batches of max_batch. */
+/* Inference-mode loss and accuracy over count samples, in batches of max_batch. Non-finite
+ * inputs, and outputs that overflow, are refused (CK_STATUS_BAD_PARAM naming the sample). */
 ck_status ck_model_evaluate(ck_model *model, const float *x, const int32_t *labels, int count,
                             ck_step_result *result);
-/* Inference-mode class probabilities: probs gets count * classes floats. */
+/* Inference-mode class probabilities: probs gets count * classes floats. Non-finite inputs or
+ * outputs: CK_STATUS_BAD_PARAM, as evaluate. */
 ck_status ck_model_predict(ck_model *model, const float *x, int count, float *probs);
 /* Training steps taken so far. */
 long long ck_model_step(const ck_model *model);
 
-/* Checkpoints: parameters, BN moving statistics, optimizer state and step, with the layer list,
- * in a versioned file with a CRC-32, written atomically (temp file, fsync, rename). Loading
- * checks that the file matches this model's layers and shapes; on any error the model is left
- * unchanged. */
+/* Checkpoints: parameters, BN moving statistics, optimizer state, step and fit position
+ * (ck_fit_state), with the layer list, in a versioned file with a CRC-32 (version 2; version 1
+ * files still load, without a fit position), written atomically (temp file, fsync, rename; the
+ * temp files of a killed save are removed by the next save). save refuses a non-finite state and
+ * a path that is not a regular file (a device, directory, FIFO, dangling link); a symlink to a
+ * regular file replaces that file. Loading checks that the file matches this model's layers and
+ * shapes and holds finite values; on any error the model is left unchanged. */
 ck_status ck_model_save(ck_model *model, const char *path);
 ck_status ck_model_load(ck_model *model, const char *path);
 
 /* Parameter access, in Keras get_weights() order (kernel, bias; gamma, beta, moving mean,
- * moving variance): count queries, then copies. */
+ * moving variance): count queries, then copies. set_weights refuses a NaN or Inf (naming its
+ * index) and then changes nothing. */
 ck_status ck_model_get_weights(ck_model *model, float *host, size_t count, size_t *needed);
 ck_status ck_model_set_weights(ck_model *model, const float *host, size_t count);
 

@@ -26,6 +26,7 @@ typedef struct opts {
     const char *resume, *val_data;
     int checkpoint_every; /* epochs; -1: not given (each epoch when --save is given) */
     double val_split;     /* 0: none */
+    int threads;          /* --threads: ck_context_set_cpu_threads (0: the OpenMP default) */
 } opts;
 
 /* main.c */

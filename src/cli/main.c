@@ -23,7 +23,7 @@ static const char *const USAGE_CMD[][2] = {
      "           [--device auto|cpu|cuda] [--seed S] [--save FILE] [--log FILE.csv]\n"
      "           [--plot FILE.svg] [--input HxWxC] [--profile]\n"
      "           [--checkpoint-every N] [--resume FILE]\n"
-     "           [--validation-split F | --validation-data DIR]\n"
+     "           [--validation-split F | --validation-data DIR] [--threads N]\n"
      "           --epochs N: the total, also with --resume (default 1)\n"
      "           --save: the checkpoint, written each epoch (--checkpoint-every N: every N\n"
      "           epochs, 0: only at the end) and on SIGINT/SIGTERM (exit 130/143)\n"
@@ -32,11 +32,13 @@ static const char *const USAGE_CMD[][2] = {
      "           --validation-split F: hold out the last F of the training data (Keras);\n"
      "           --validation-data DIR: DIR's t10k-* files; val_* columns come from them,\n"
      "           test_* from the test set, once at the end\n"
-     "           --profile: time per planned node (forward, backward) and % of step\n"},
+     "           --profile: time per planned node (forward, backward) and % of step\n"
+     "           --threads N: CPU threads (default: all cores; on a busy machine see the\n"
+     "           README, 'Busy machines')\n"},
     {"evaluate", "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
-                 "           [--batch B] [--device ...]\n"},
+                 "           [--batch B] [--device ...] [--threads N]\n"},
     {"predict", "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
-                "           [--batch B] [--device ...]\n"},
+                "           [--batch B] [--device ...] [--threads N]\n"},
     {"check", "  check    MODEL [--json]   layer-order diagnostics; exit 0 clean, 1 warnings or\n"
               "           errors, 2 bad model file\n"
               "           [--measure [--data ...] [--batches N] [--batch B] [--limit N]]: also\n"
@@ -97,6 +99,7 @@ static const opt_spec OPTS[] = {
     {"--checkpoint-every", TRAIN, 1},
     {"--validation-split", TRAIN, 1},
     {"--validation-data", TRAIN, 1},
+    {"--threads", TRAIN | EVALUATE | PREDICT, 1},
     {"--weights", EVALUATE | PREDICT, 1},
     {"--count", PREDICT, 1},
     {"--json", CHECK, 0},
@@ -224,7 +227,8 @@ static int parse_args(int argc, char **argv, opts *o) {
             }
         } else if (!strcmp(a, "--epochs") || !strcmp(a, "--batch") || !strcmp(a, "--limit") ||
                    !strcmp(a, "--count") || !strcmp(a, "--batches") || !strcmp(a, "--seeds") ||
-                   !strcmp(a, "--test-limit") || !strcmp(a, "--measure-batches")) {
+                   !strcmp(a, "--test-limit") || !strcmp(a, "--measure-batches") ||
+                   !strcmp(a, "--threads")) {
             int *dst = !strcmp(a, "--epochs")            ? &o->epochs
                        : !strcmp(a, "--batch")           ? &o->batch
                        : !strcmp(a, "--limit")           ? &o->limit
@@ -232,6 +236,7 @@ static int parse_args(int argc, char **argv, opts *o) {
                        : !strcmp(a, "--seeds")           ? &o->seeds
                        : !strcmp(a, "--test-limit")      ? &o->test_limit
                        : !strcmp(a, "--measure-batches") ? &o->measure_batches
+                       : !strcmp(a, "--threads")         ? &o->threads
                                                          : &o->count;
             if (parse_int(v, dst, 1)) {
                 fprintf(stderr, "cnnkit: %s needs a positive integer, got '%s'\n", a, v);
@@ -368,6 +373,7 @@ int make_context(const opts *o, ck_context **ctx) {
         fprintf(stderr, "cnnkit: cannot create a context: %s\n", ck_status_string(st));
         return EXIT_RUNTIME;
     }
+    ck_context_set_cpu_threads(*ctx, o->threads);
     return 0;
 }
 

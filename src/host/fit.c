@@ -79,9 +79,20 @@ CK_API ck_status ck_model_fit_state(const ck_model *m, ck_fit_state *state) {
     return CK_STATUS_SUCCESS;
 }
 
+static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
+                     const ck_fit_options *opts, ck_epoch_result *history);
+
 CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
                               const ck_fit_options *opts, ck_epoch_result *history) {
     CK_MODEL_ENTRY(m);
+    const int t = ck_threads_enter(m->ctx); /* the callbacks run with it too */
+    const ck_status st = fit(m, train, val, opts, history);
+    ck_threads_leave(t);
+    return st;
+}
+
+static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
+                     const ck_fit_options *opts, ck_epoch_result *history) {
     ck_context *ctx = m->ctx;
     ck_clear_error(ctx);
     if (!m->built)

@@ -117,6 +117,13 @@ ck_status ck_model_orphaned(void);
             return ck_model_orphaned();                                                            \
     } while (0)
 
+/* The context's CPU thread count (ck_context_set_cpu_threads) for the duration of one model
+ * call (train.c): the calling thread's OpenMP team size, which every loop of cpu_layers.c and
+ * the OpenMP OpenBLAS follow, is set on entry and restored on return, so no state outlives the
+ * call. enter returns what leave restores (0: nothing was changed). */
+int ck_threads_enter(const ck_context *ctx);
+void ck_threads_leave(int old);
+
 /* CRC-32 (zlib) of n more bytes after crc (start with 0), any n (checkpoint.c). */
 uint32_t ck_crc32(uint32_t crc, const void *p, size_t n);
 

@@ -7,6 +7,10 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* A tensor header over model memory (NHWC activations or 1 x C x 1 x 1 parameters). */
 static ck_tensor view(ck_context *ctx, const float *p, int n, int h, int w, int c) {
     ck_tensor t;
@@ -478,9 +482,30 @@ CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int c
     return CK_STATUS_SUCCESS;
 }
 
-CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
-                                     ck_step_result *result) {
-    CK_MODEL_ENTRY(m);
+int ck_threads_enter(const ck_context *ctx) {
+#ifdef _OPENMP
+    if (ctx->device == CK_DEVICE_CPU && ctx->cpu_threads > 0) {
+        const int old = omp_get_max_threads();
+        omp_set_num_threads(ctx->cpu_threads);
+        return old;
+    }
+#else
+    (void)ctx;
+#endif
+    return 0;
+}
+
+void ck_threads_leave(int old) {
+#ifdef _OPENMP
+    if (old > 0)
+        omp_set_num_threads(old);
+#else
+    (void)old;
+#endif
+}
+
+static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+                            ck_step_result *result) {
     ck_clear_error(m->ctx);
     double loss_sum = 0.0;
     int correct = 0;
@@ -559,9 +584,8 @@ static ck_status check_logits(ck_model *m, const float *logits, int s, int n) {
     return CK_STATUS_SUCCESS;
 }
 
-CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
-                                   ck_step_result *result) {
-    CK_MODEL_ENTRY(m);
+static ck_status evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
+                          ck_step_result *result) {
     ck_clear_error(m->ctx);
     if (count < 1 || !x || !labels)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "count, x, labels: need count >= 1 and data");
@@ -589,8 +613,7 @@ CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *l
     return CK_STATUS_SUCCESS;
 }
 
-CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float *probs) {
-    CK_MODEL_ENTRY(m);
+static ck_status predict(ck_model *m, const float *x, int count, float *probs) {
     ck_clear_error(m->ctx);
     if (count < 1 || !x || !probs)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
@@ -608,6 +631,32 @@ CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float 
                                   (size_t)n * m->classes, m->classes);
     }
     return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+                                     ck_step_result *result) {
+    CK_MODEL_ENTRY(m);
+    const int t = ck_threads_enter(m->ctx);
+    const ck_status st = train_step(m, x, labels, n, result);
+    ck_threads_leave(t);
+    return st;
+}
+
+CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
+                                   ck_step_result *result) {
+    CK_MODEL_ENTRY(m);
+    const int t = ck_threads_enter(m->ctx);
+    const ck_status st = evaluate(m, x, labels, count, result);
+    ck_threads_leave(t);
+    return st;
+}
+
+CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float *probs) {
+    CK_MODEL_ENTRY(m);
+    const int t = ck_threads_enter(m->ctx);
+    const ck_status st = predict(m, x, count, probs);
+    ck_threads_leave(t);
+    return st;
 }
 
 /* ---- weights in Keras get_weights() order ---------------------------------------------------- */
