@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +152,31 @@ double t_max_abs(const float *a, size_t n) {
     double m = 0.0;
     for (size_t i = 0; i < n; ++i)
         m = fmax(m, fabs((double)a[i]));
+    return m;
+}
+
+char *t_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    const long n = ftell(f);
+    cr_assert_geq(n, 0);
+    cr_assert_eq(fseek(f, 0, SEEK_SET), 0);
+    char *buf = (char *)malloc((size_t)n + 1);
+    cr_assert_not_null(buf);
+    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n, "%s: short read", path);
+    buf[n] = '\0';
+    fclose(f);
+    if (len)
+        *len = (size_t)n;
+    return buf;
+}
+
+ck_model *t_model(ck_context *ctx, const char *text, int max_batch) {
+    ck_model *m = NULL;
+    char msg[1024];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, max_batch));
     return m;
 }
 

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "cnnkit/cnnkit.h"
+#include "cnnkit/model.h"
 
 /* Asserts a call succeeded, printing the context's message otherwise. */
 #define CK_OK(ctx, expr)                                                                           \
@@ -46,6 +47,11 @@ void t_param_get(ck_context *ctx, const ck_tensor *t, float *values);
 /* max |a - b| / max(1, |b|) */
 double t_max_rel_err(const float *a, const float *b, size_t n);
 double t_max_abs(const float *a, size_t n);
+/* A whole file, NUL-terminated (malloc'd; *len, optional, without the NUL); fails the test when
+ * it cannot be read. */
+char *t_read_file(const char *path, size_t *len);
+/* A model from Keras text, built for its input_shape and batches of up to max_batch. */
+ck_model *t_model(ck_context *ctx, const char *text, int max_batch);
 
 /* examples/seed_cnn.py verbatim (tests/common.c). */
 extern const char t_seed_cnn_text[];

@@ -6,6 +6,9 @@
 
 #include "cnnkit/model.h"
 
+#include "cnnkit/data.h"
+
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,7 @@ typedef struct job {
     float *weights;
     size_t count;
     ck_status status;
+    int threads; /* ck_context_set_cpu_threads, 0: the default */
 } job;
 
 /* No Criterion asserts here: they are not meant to run off the test's own thread. */
@@ -39,6 +43,8 @@ static void *run_job(void *arg) {
     ck_model *m = NULL;
     char msg[256];
     j->status = ck_context_create(&ctx, CK_DEVICE_CPU, 0, j->seed);
+    if (j->status == CK_STATUS_SUCCESS)
+        j->status = ck_context_set_cpu_threads(ctx, j->threads);
     if (j->status == CK_STATUS_SUCCESS)
         j->status = ck_model_from_keras_text(ctx, MODEL, &m, msg, sizeof msg);
     if (j->status == CK_STATUS_SUCCESS)
@@ -96,4 +102,48 @@ Test(threads, contexts_train_concurrently_with_sequential_bits, .timeout = 120) 
         free(seq[t].weights);
         free(par[t].weights);
     }
+}
+
+/* ck_context_set_cpu_threads governs a model call for the call only: inside a fit (its step
+ * callback) the calling thread's OpenMP team size is the context's, after it the caller's again;
+ * one thread trains to the same weights as the default (cnnkit's loops and the tiled
+ * convolutions do not depend on the thread count; these Dense GEMMs are small). */
+static int team_size(void *u, const ck_fit_progress *p) {
+    (void)p;
+    *(int *)u = omp_get_max_threads();
+    return 0;
+}
+
+Test(threads, context_thread_count_is_scoped_to_the_call) {
+    job a = {11, NULL, 0, CK_STATUS_SUCCESS, 0}, b = {11, NULL, 0, CK_STATUS_SUCCESS, 1};
+    run_job(&a);
+    const int before = omp_get_max_threads();
+    run_job(&b);
+    cr_assert_eq(a.status, CK_STATUS_SUCCESS);
+    cr_assert_eq(b.status, CK_STATUS_SUCCESS);
+    cr_assert_eq(omp_get_max_threads(), before, "the caller's OpenMP team size was changed");
+    cr_assert_eq(a.count, b.count);
+    cr_assert_eq(memcmp(a.weights, b.weights, a.count * sizeof(float)), 0,
+                 "one thread gives other weights");
+    free(a.weights);
+    free(b.weights);
+    /* inside a fit: the context's count */
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    CK_OK(ctx, ck_context_set_cpu_threads(ctx, 1));
+    ck_model *m = NULL;
+    char msg[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, MODEL, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, T_BATCH));
+    ck_dataset d = {T_BATCH, 12, 12, 1, 4, NULL, NULL};
+    d.images = (float *)calloc(T_BATCH * 144, sizeof(float));
+    d.labels = (int32_t *)calloc(T_BATCH, sizeof(int32_t));
+    int inside = -1;
+    ck_fit_options fo = {1, T_BATCH, 1, team_size, NULL, &inside, 0};
+    CK_OK(ctx, ck_model_fit(m, &d, NULL, &fo, NULL));
+    cr_assert_eq(inside, 1, "team size inside the fit: %d", inside);
+    cr_assert_eq(omp_get_max_threads(), before);
+    free(d.images);
+    free(d.labels);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
 }

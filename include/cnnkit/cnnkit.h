@@ -66,7 +66,10 @@ typedef struct ck_context ck_context;
  * CK_DEVICE_CUDA when no GPU is usable (or the build has no CUDA) gives CK_STATUS_NOT_SUPPORTED.
  * seed: the RNG seed for dropout masks (see ck_context_set_seed). */
 ck_status ck_context_create(ck_context **ctx, ck_device device, int cuda_ordinal, uint64_t seed);
-/* Destroys the context; NULL is accepted. Tensors and workspaces of it must be destroyed first. */
+/* Destroys the context; NULL is accepted. Tensors, workspaces, masks and models of it that are
+ * still alive are orphaned: their memory is freed with the context, every later call on them
+ * fails with CK_STATUS_BAD_PARAM (a call that takes a live context names the orphan in its
+ * message), and their destroy call is still needed and safe. */
 void ck_context_destroy(ck_context *ctx);
 
 /* The device the context actually runs on (CPU or CUDA, never AUTO). */
@@ -74,8 +77,9 @@ ck_device ck_context_device(const ck_context *ctx);
 /* 1 when this build and machine can run CUDA, else 0. Cheap after the first call. */
 int ck_cuda_available(void);
 /* Last error message of this context ("" when none). Valid until the next call on ctx.
- * ctx NULL: why the calling thread's last ck_context_create failed (a failed creation leaves no
- * context to ask), or "ctx is NULL" when it did not fail. */
+ * ctx NULL: the calling thread's last error that had no context to hold it: why its last
+ * ck_context_create failed (a failed creation leaves no context to ask) or why a call on an
+ * orphaned handle (its context destroyed) was refused; "ctx is NULL" when there is none. */
 const char *ck_context_last_error(const ck_context *ctx);
 /* One line on the CUDA setup, for logs: the CUDA runtime and driver versions, the cuDNN library
  * actually loaded (cudnnGetVersion) and the one this build was compiled against, cuBLAS, and
@@ -94,7 +98,10 @@ ck_status ck_context_set_stream(ck_context *ctx, void *cuda_stream);
 void *ck_context_stream(const ck_context *ctx);
 /* Waits until all work queued on the context's stream is finished (no-op on CPU). */
 ck_status ck_context_synchronize(ck_context *ctx);
-/* Number of CPU threads used by the CPU backend (OpenMP); 0 = library default. */
+/* Number of CPU threads of every call of this context (the layer calls, and the model calls'
+ * loops and OpenBLAS GEMMs: the calling thread's OpenMP team size is set for the call and
+ * restored on return); 0 = the OpenMP default (OMP_NUM_THREADS, else every core). On a machine
+ * other work keeps busy see README, "Busy machines". */
 ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads);
 /* Caps the host memory the library keeps allocated through this context (tensors and masks of a
  * CPU context, model buffers, per-call scratch, checkpoint buffers), in bytes; 0 = unlimited
@@ -120,7 +127,8 @@ ck_status ck_tensor_create(ck_context *ctx, ck_tensor **t, ck_layout layout, int
                            int w);
 void ck_tensor_destroy(ck_tensor *t);
 
-/* Copies host memory (count floats, in the tensor's own layout) into the tensor. */
+/* Copies host memory (count floats, in the tensor's own layout) into the tensor. The values are
+ * not checked (NaN and Inf are copied as they are): see ck_tensor_check_finite. */
 ck_status ck_tensor_upload(ck_context *ctx, ck_tensor *t, const float *host, size_t count);
 /* Copies the tensor into host memory (count floats, the tensor's layout). Synchronizes. */
 ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *host, size_t count);
@@ -128,6 +136,13 @@ ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *host, s
 ck_status ck_tensor_fill(ck_context *ctx, ck_tensor *t, float value);
 /* Copies src into dst; same logical shape; layouts may differ (converts). */
 ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor *dst);
+
+/* CK_STATUS_SUCCESS when every element is finite, else CK_STATUS_BAD_PARAM with the index of the
+ * first NaN or Inf (in the tensor's layout) in *index (optional) and the message. The layer calls
+ * do not check their tensor inputs (README, Guarantees); this is the check to run where data
+ * may be bad. On a CUDA context it reads the tensor through a bounded host buffer
+ * (synchronizes). */
+ck_status ck_tensor_check_finite(ck_context *ctx, const ck_tensor *t, size_t *index);
 
 ck_layout ck_tensor_layout(const ck_tensor *t);
 /* Logical shape; any output pointer may be NULL. */

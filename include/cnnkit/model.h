@@ -199,23 +199,29 @@ typedef struct ck_step_result {
  * memory; labels in [0, classes). Dropout masks use the context seed and the step counter. */
 ck_status ck_model_train_step(ck_model *model, const float *x, const int32_t *labels, int n,
                               ck_step_result *result);
-/* Inference-mode loss and accuracy over count samples, in batches of max_batch. */
+/* Inference-mode loss and accuracy over count samples, in batches of max_batch. Non-finite
+ * inputs, and outputs that overflow, are refused (CK_STATUS_BAD_PARAM naming the sample). */
 ck_status ck_model_evaluate(ck_model *model, const float *x, const int32_t *labels, int count,
                             ck_step_result *result);
-/* Inference-mode class probabilities: probs gets count * classes floats. */
+/* Inference-mode class probabilities: probs gets count * classes floats. Non-finite inputs or
+ * outputs: CK_STATUS_BAD_PARAM, as evaluate. */
 ck_status ck_model_predict(ck_model *model, const float *x, int count, float *probs);
 /* Training steps taken so far. */
 long long ck_model_step(const ck_model *model);
 
-/* Checkpoints: parameters, BN moving statistics, optimizer state and step, with the layer list,
- * in a versioned file with a CRC-32, written atomically (temp file, fsync, rename). Loading
- * checks that the file matches this model's layers and shapes; on any error the model is left
- * unchanged. */
+/* Checkpoints: parameters, BN moving statistics, optimizer state, step and fit position
+ * (ck_fit_state), with the layer list, in a versioned file with a CRC-32 (version 2; version 1
+ * files still load, without a fit position), written atomically (temp file, fsync, rename; the
+ * temp files of a killed save are removed by the next save). save refuses a non-finite state and
+ * a path that is not a regular file (a device, directory, FIFO, dangling link); a symlink to a
+ * regular file replaces that file. Loading checks that the file matches this model's layers and
+ * shapes and holds finite values; on any error the model is left unchanged. */
 ck_status ck_model_save(ck_model *model, const char *path);
 ck_status ck_model_load(ck_model *model, const char *path);
 
 /* Parameter access, in Keras get_weights() order (kernel, bias; gamma, beta, moving mean,
- * moving variance): count queries, then copies. */
+ * moving variance): count queries, then copies. set_weights refuses a NaN or Inf (naming its
+ * index) and then changes nothing. */
 ck_status ck_model_get_weights(ck_model *model, float *host, size_t count, size_t *needed);
 ck_status ck_model_set_weights(ck_model *model, const float *host, size_t count);
 
@@ -239,18 +245,48 @@ typedef struct ck_epoch_result {
 } ck_epoch_result;
 
 typedef struct ck_fit_options {
-    int epochs;    /* default 1 */
+    int epochs;    /* default 1; with resume, the total (Keras: epochs with initial_epoch) */
     int batch;     /* default: the model's max_batch */
     uint64_t seed; /* shuffling seed (default 0: the context seed) */
-    /* Optional callbacks (return nonzero to stop training after this step / epoch). */
+    /* Optional callbacks. on_step returning nonzero stops the fit after this step: the model's
+     * fit state (ck_model_fit_state) then records the position, and an epoch stopped before its
+     * last step gets no validation, no history entry and no on_epoch call. on_epoch returning
+     * nonzero stops after that epoch. Either way ck_model_fit returns CK_STATUS_SUCCESS. */
     int (*on_step)(void *user, const ck_fit_progress *p);
     int (*on_epoch)(void *user, const ck_epoch_result *r);
     void *user;
+    /* 1: continue from the model's fit state (see ck_fit_state) instead of starting at epoch 1 */
+    int resume;
 } ck_fit_options;
 
+/* Where a fit stands. ck_model_fit updates it after every training step and at the end of every
+ * epoch (after validation, before on_epoch), ck_model_save writes it into the checkpoint and
+ * ck_model_load restores it; a direct ck_model_train_step clears it (valid = 0). Resuming from it
+ * (opts->resume) continues with the next batch of the same data order and gives the same bits
+ * as a fit that was never stopped. */
+typedef struct ck_fit_state {
+    int valid;             /* 0: the model's state does not come from ck_model_fit */
+    int epoch;             /* epochs finished */
+    int epoch_step;        /* steps done in epoch `epoch + 1` (0 at an epoch boundary) */
+    int batch;             /* the fit's batch size */
+    int count;             /* training samples */
+    uint32_t data_crc;     /* CRC-32 (zlib) of the training images and labels */
+    uint64_t shuffle_seed; /* the fit's shuffling seed (after the default was applied) */
+    uint64_t context_seed; /* the context seed of the run (dropout masks) */
+    double loss_sum;       /* the unfinished epoch's summed loss, correct predictions and */
+    long long correct;     /* samples so far (its running means continue from them) */
+    long long seen;
+} ck_fit_state;
+ck_status ck_model_fit_state(const ck_model *model, ck_fit_state *state);
+
 /* Trains on train (images h x w x c must match the model input) and evaluates val (optional)
- * after each epoch. history (optional) receives one entry per finished epoch (capacity
- * opts->epochs). */
+ * after each epoch. history (optional) receives one entry per finished epoch at its index
+ * (epoch - 1; capacity opts->epochs); with resume, entries of the epochs finished before are not
+ * written. A model without trainable parameters is refused (CK_STATUS_BAD_PARAM).
+ * With opts->resume: the fit state must be valid, and the batch, the training set (count and
+ * CRC-32), the shuffling seed (opts->seed 0: the saved one) and the context seed must be the
+ * saved ones, else CK_STATUS_BAD_PARAM naming the difference; a state already at epochs
+ * finished epochs trains nothing and returns CK_STATUS_SUCCESS. */
 ck_status ck_model_fit(ck_model *model, const struct ck_dataset *train,
                        const struct ck_dataset *val, const ck_fit_options *opts,
                        ck_epoch_result *history);

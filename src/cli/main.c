@@ -1,5 +1,7 @@
-/* cnnkit: command-line front end. Exit codes: 0 ok, 1 runtime failure, 2 usage or model file. */
+/* cnnkit: command-line front end. Exit codes: 0 ok, 1 runtime failure, 2 usage or model file,
+ * 128 + signal when cnnkit train is interrupted (it saves a checkpoint first). */
 #define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -7,61 +9,119 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "cnnkit/check.h"
-#include "cnnkit/cnnkit.h"
-#include "cnnkit/data.h"
-#include "cnnkit/model.h"
 #include "cnnkit/study.h"
 
-#define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+/* One usage block per command: `cnnkit --help` prints them all, `cnnkit CMD --help` its own. */
+static const char *const USAGE_CMD[][2] = {
+    {"summary", "  summary  MODEL [--input HxWxC] [--batch B]\n"
+                "           the Keras table, the execution plan and the memory for batches of\n"
+                "           B (default 128, train's default)\n"},
+    {"train",
+     "  train    MODEL [--data fashion-mnist|DIR] [--epochs N] [--batch B] [--limit N]\n"
+     "           [--device auto|cpu|cuda] [--seed S] [--save FILE] [--log FILE.csv]\n"
+     "           [--plot FILE.svg] [--input HxWxC] [--profile]\n"
+     "           [--checkpoint-every N] [--resume FILE]\n"
+     "           [--validation-split F | --validation-data DIR] [--threads N]\n"
+     "           --epochs N: the total, also with --resume (default 1)\n"
+     "           --save: the checkpoint, written each epoch (--checkpoint-every N: every N\n"
+     "           epochs, 0: only at the end) and on SIGINT/SIGTERM (exit 130/143)\n"
+     "           --resume FILE: continue the run that saved FILE (same --batch, --seed,\n"
+     "           --data, --limit, --validation-split): the same bits as never stopped\n"
+     "           --validation-split F: hold out the last F of the training data (Keras);\n"
+     "           --validation-data DIR: DIR's t10k-* files; val_* columns come from them,\n"
+     "           test_* from the test set, once at the end\n"
+     "           --profile: time per planned node (forward, backward) and % of step\n"
+     "           --threads N: CPU threads (default: all cores; on a busy machine see the\n"
+     "           README, 'Busy machines')\n"},
+    {"evaluate", "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
+                 "           [--batch B] [--device ...] [--threads N]\n"},
+    {"predict", "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
+                "           [--batch B] [--device ...] [--threads N]\n"},
+    {"check", "  check    MODEL [--json]   layer-order diagnostics; exit 0 clean, 1 warnings or\n"
+              "           errors, 2 bad model file\n"
+              "           [--measure [--data ...] [--batches N] [--batch B] [--limit N]]: also\n"
+              "           train N batches (default 20) and measure each BN's variance shift and\n"
+              "           each dropout's zeroed fraction after the next pooling\n"},
+    {"study", "  study    MODEL [--data ...] [--seeds 5] [--epochs N] [--batch B] [--limit N]\n"
+              "           [--test-limit N] [--variants a,b,...] [--csv FILE] [--svg FILE]\n"
+              "           [--measure-batches N] [--bn-momentum M] [--device ...] [--quick]\n"
+              "           the order study: each Conv-block order trained for several\n"
+              "           seeds (default 5 seeds, 3 epochs, batch 128, all data; --quick:\n"
+              "           3 seeds, 1 epoch, batch 16, 4000 train / 2000 test images, BN\n"
+              "           momentum 0.9, ~6 min on 2 CPU cores).\n"
+              "           Variants (default all): original, asker, bn-after-relu,\n"
+              "           dropout-before-pool, spatial-dropout, dropout-after-last-bn\n"},
+    {"version", "  version  cnnkit's version; CUDA runtime, driver, cuDNN, cuBLAS and GPU 0\n"
+                "           (exit 1 when no GPU is usable)\n"},
+};
+#define N_CMDS ((int)(sizeof USAGE_CMD / sizeof USAGE_CMD[0]))
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: cnnkit <command> MODEL [options]\n"
-               "\n"
-               "commands:\n"
-               "  version  cnnkit's version; CUDA runtime, driver, cuDNN, cuBLAS and GPU 0\n"
-               "           (exit 1 when no GPU is usable)\n"
-               "  summary  MODEL [--input HxWxC]\n"
-               "  train    MODEL [--data fashion-mnist|DIR] [--epochs N] [--batch B] [--limit N]\n"
-               "           [--device auto|cpu|cuda] [--seed S] [--save FILE] [--log FILE.csv]\n"
-               "           [--plot FILE.svg] [--input HxWxC] [--profile]\n"
-               "           --profile: time per planned node (forward, backward) and %% of step\n"
-               "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
-               "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
-               "  check    MODEL [--json]   layer-order diagnostics; exit 0 clean, 1 warnings or\n"
-               "           errors, 2 bad model file\n"
-               "           [--measure [--data ...] [--batches N] [--batch B] [--limit N]]: also\n"
-               "           train N batches (default 20) and measure each BN's variance shift and\n"
-               "           each dropout's zeroed fraction after the next pooling\n"
-               "  study    MODEL [--data ...] [--seeds 5] [--epochs N] [--batch B] [--limit N]\n"
-               "           [--test-limit N] [--variants a,b,...] [--csv FILE] [--svg FILE]\n"
-               "           [--measure-batches N] [--bn-momentum M] [--device ...] [--quick]\n"
-               "           the order study: each Conv-block order trained for several\n"
-               "           seeds (default 5 seeds, 3 epochs, batch 128, all data; --quick:\n"
-               "           3 seeds, 1 epoch, batch 16, 4000 train / 2000 test images, BN\n"
-               "           momentum 0.9, ~6 min on 2 CPU cores).\n"
-               "           Variants (default all): original, asker, bn-after-relu,\n"
-               "           dropout-before-pool, spatial-dropout, dropout-after-last-bn\n"
-               "\n"
+static int cmd_index(const char *cmd) {
+    for (int i = 0; i < N_CMDS; ++i)
+        if (cmd && !strcmp(cmd, USAGE_CMD[i][0]))
+            return i;
+    return -1;
+}
+
+static void usage(FILE *f, const char *cmd) {
+    const int only = cmd_index(cmd);
+    fprintf(f, "usage: cnnkit <command> MODEL [options]   (cnnkit <command> --help, "
+               "cnnkit --version)\n\ncommands:\n");
+    for (int i = 0; i < N_CMDS; ++i)
+        if (only < 0 || i == only)
+            fputs(USAGE_CMD[i][1], f);
+    fprintf(f, "\n"
                "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py).\n"
                "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
                "is $CNNKIT_DATA or /usr/share/datasets/fashion-mnist.\n");
 }
 
-typedef struct opts {
-    const char *cmd, *model, *data, *save, *log, *plot, *weights, *device;
-    int epochs, batch, limit, count, in_h, in_w, in_c;
-    unsigned long long seed;
-    /* check / study */
-    int json, measure, quick, batches, seeds, test_limit, measure_batches;
-    int profile; /* train */
-    int batch_given, seed_given;
-    const char *variants, *csv, *svg;
-    float bn_momentum;
-} opts;
+/* Which commands take which option: anything else is an error, never ignored. */
+/* bit i: USAGE_CMD[i] (version, last, takes no option) */
+enum { SUMMARY = 1, TRAIN = 2, EVALUATE = 4, PREDICT = 8, CHECK = 16, STUDY = 32 };
+typedef struct opt_spec {
+    const char *name;
+    int cmds;
+    int has_value;
+} opt_spec;
+static const opt_spec OPTS[] = {
+    {"--data", TRAIN | EVALUATE | PREDICT | CHECK | STUDY, 1},
+    {"--epochs", TRAIN | STUDY, 1},
+    {"--batch", SUMMARY | TRAIN | EVALUATE | PREDICT | CHECK | STUDY, 1},
+    {"--limit", TRAIN | CHECK | STUDY, 1},
+    {"--device", TRAIN | EVALUATE | PREDICT | CHECK | STUDY, 1},
+    {"--seed", TRAIN | CHECK | STUDY, 1},
+    {"--input", SUMMARY | TRAIN | EVALUATE | PREDICT | CHECK | STUDY, 1},
+    {"--save", TRAIN, 1},
+    {"--log", TRAIN, 1},
+    {"--plot", TRAIN, 1},
+    {"--profile", TRAIN, 0},
+    {"--resume", TRAIN, 1},
+    {"--checkpoint-every", TRAIN, 1},
+    {"--validation-split", TRAIN, 1},
+    {"--validation-data", TRAIN, 1},
+    {"--threads", TRAIN | EVALUATE | PREDICT, 1},
+    {"--weights", EVALUATE | PREDICT, 1},
+    {"--count", PREDICT, 1},
+    {"--json", CHECK, 0},
+    {"--measure", CHECK, 0},
+    {"--batches", CHECK, 1},
+    {"--seeds", STUDY, 1},
+    {"--variants", STUDY, 1},
+    {"--csv", STUDY, 1},
+    {"--svg", STUDY, 1},
+    {"--quick", STUDY, 0},
+    {"--test-limit", STUDY, 1},
+    {"--measure-batches", STUDY, 1},
+    {"--bn-momentum", STUDY, 1},
+};
 
+/* A decimal integer in [min, 1e9], digits only (no sign, no spaces, nothing after). */
 static int parse_int(const char *s, int *out, int min) {
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -72,8 +132,8 @@ static int parse_int(const char *s, int *out, int min) {
 }
 
 /* Options of the command line; the model path is the first argument that is not an option (so
- * "check --measure MODEL" and "check MODEL --measure" both work). Options that belong to another
- * command are usage errors. */
+ * "check --measure MODEL" and "check MODEL --measure" both work). Options of another command,
+ * unknown options and bad values are usage errors. */
 static int parse_args(int argc, char **argv, opts *o) {
     memset(o, 0, sizeof *o);
     o->epochs = -1;
@@ -82,10 +142,16 @@ static int parse_args(int argc, char **argv, opts *o) {
     o->device = "auto";
     o->seed = 1;
     o->batches = 20;
+    o->checkpoint_every = -1;
     if (argc < 2)
         return -1;
     o->cmd = argv[1];
-    const int is_check = !strcmp(o->cmd, "check"), is_study = !strcmp(o->cmd, "study");
+    const int ci = cmd_index(o->cmd);
+    if (ci < 0) {
+        fprintf(stderr, "cnnkit: unknown command '%s'\n", o->cmd);
+        return -1;
+    }
+    const int bit = 1 << ci;
     for (int i = 2; i < argc; ++i) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -97,24 +163,32 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->model = a;
             continue;
         }
-        const int check_only =
-            !strcmp(a, "--json") || !strcmp(a, "--measure") || !strcmp(a, "--batches");
-        const int study_only = !strcmp(a, "--seeds") || !strcmp(a, "--variants") ||
-                               !strcmp(a, "--csv") || !strcmp(a, "--svg") ||
-                               !strcmp(a, "--quick") || !strcmp(a, "--test-limit") ||
-                               !strcmp(a, "--measure-batches") || !strcmp(a, "--bn-momentum");
-        const int train_only = !strcmp(a, "--profile");
-        if ((check_only && !is_check) || (study_only && !is_study) ||
-            (train_only && strcmp(o->cmd, "train"))) {
-            fprintf(stderr, "cnnkit: %s: option '%s' is not one of this command's\n", o->cmd, a);
+        const opt_spec *spec = NULL;
+        for (size_t k = 0; k < sizeof OPTS / sizeof OPTS[0]; ++k)
+            if (!strcmp(a, OPTS[k].name))
+                spec = &OPTS[k];
+        if (!spec) {
+            fprintf(stderr, "cnnkit: %s: unknown option '%s'\n", o->cmd, a);
             return -1;
         }
-#define NEED_VALUE                                                                                 \
-    if (!v) {                                                                                      \
-        fprintf(stderr, "cnnkit: %s needs a value\n", a);                                          \
-        return -1;                                                                                 \
-    }                                                                                              \
-    ++i
+        if (!(spec->cmds & bit)) {
+            if (!strcmp(a, "--weights") && bit == TRAIN)
+                fprintf(stderr, "cnnkit: train: --weights is for evaluate and predict; to "
+                                "continue a run from its checkpoint use --resume FILE\n");
+            else
+                fprintf(stderr,
+                        "cnnkit: %s: option '%s' is not one of this command's (cnnkit %s "
+                        "--help)\n",
+                        o->cmd, a, o->cmd);
+            return -1;
+        }
+        if (spec->has_value) {
+            if (!v) {
+                fprintf(stderr, "cnnkit: %s needs a value\n", a);
+                return -1;
+            }
+            ++i;
+        }
         if (!strcmp(a, "--json")) {
             o->json = 1;
         } else if (!strcmp(a, "--measure")) {
@@ -124,40 +198,40 @@ static int parse_args(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--quick")) {
             o->quick = 1;
         } else if (!strcmp(a, "--data")) {
-            NEED_VALUE;
             o->data = v;
         } else if (!strcmp(a, "--save")) {
-            NEED_VALUE;
             o->save = v;
         } else if (!strcmp(a, "--log")) {
-            NEED_VALUE;
             o->log = v;
         } else if (!strcmp(a, "--plot")) {
-            NEED_VALUE;
             o->plot = v;
         } else if (!strcmp(a, "--weights")) {
-            NEED_VALUE;
             o->weights = v;
+        } else if (!strcmp(a, "--resume")) {
+            o->resume = v;
+        } else if (!strcmp(a, "--validation-data")) {
+            o->val_data = v;
         } else if (!strcmp(a, "--variants")) {
-            NEED_VALUE;
             o->variants = v;
         } else if (!strcmp(a, "--csv")) {
-            NEED_VALUE;
             o->csv = v;
         } else if (!strcmp(a, "--svg")) {
-            NEED_VALUE;
             o->svg = v;
         } else if (!strcmp(a, "--device")) {
-            NEED_VALUE;
             o->device = v;
             if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda")) {
                 fprintf(stderr, "cnnkit: --device must be auto, cpu or cuda, got '%s'\n", v);
                 return -1;
             }
+        } else if (!strcmp(a, "--checkpoint-every")) {
+            if (parse_int(v, &o->checkpoint_every, 0)) {
+                fprintf(stderr, "cnnkit: %s needs an integer >= 0 (epochs), got '%s'\n", a, v);
+                return -1;
+            }
         } else if (!strcmp(a, "--epochs") || !strcmp(a, "--batch") || !strcmp(a, "--limit") ||
                    !strcmp(a, "--count") || !strcmp(a, "--batches") || !strcmp(a, "--seeds") ||
-                   !strcmp(a, "--test-limit") || !strcmp(a, "--measure-batches")) {
-            NEED_VALUE;
+                   !strcmp(a, "--test-limit") || !strcmp(a, "--measure-batches") ||
+                   !strcmp(a, "--threads")) {
             int *dst = !strcmp(a, "--epochs")            ? &o->epochs
                        : !strcmp(a, "--batch")           ? &o->batch
                        : !strcmp(a, "--limit")           ? &o->limit
@@ -165,6 +239,7 @@ static int parse_args(int argc, char **argv, opts *o) {
                        : !strcmp(a, "--seeds")           ? &o->seeds
                        : !strcmp(a, "--test-limit")      ? &o->test_limit
                        : !strcmp(a, "--measure-batches") ? &o->measure_batches
+                       : !strcmp(a, "--threads")         ? &o->threads
                                                          : &o->count;
             if (parse_int(v, dst, 1)) {
                 fprintf(stderr, "cnnkit: %s needs a positive integer, got '%s'\n", a, v);
@@ -172,36 +247,35 @@ static int parse_args(int argc, char **argv, opts *o) {
             }
             if (dst == &o->batch)
                 o->batch_given = 1;
-        } else if (!strcmp(a, "--bn-momentum")) {
-            NEED_VALUE;
+        } else if (!strcmp(a, "--bn-momentum") || !strcmp(a, "--validation-split")) {
             char *end;
             const double mv = strtod(v, &end);
             if (*end || !*v || !(mv > 0.0 && mv < 1.0)) {
-                fprintf(stderr, "cnnkit: --bn-momentum needs a number in (0, 1), got '%s'\n", v);
+                fprintf(stderr, "cnnkit: %s needs a number in (0, 1), got '%s'\n", a, v);
                 return -1;
             }
-            o->bn_momentum = (float)mv;
+            if (!strcmp(a, "--bn-momentum"))
+                o->bn_momentum = (float)mv;
+            else
+                o->val_split = mv;
         } else if (!strcmp(a, "--seed")) {
-            NEED_VALUE;
             char *end;
+            errno = 0;
             o->seed = strtoull(v, &end, 10);
-            if (*end || !*v) {
-                fprintf(stderr, "cnnkit: --seed needs an integer, got '%s'\n", v);
+            if (!isdigit((unsigned char)v[0]) || *end || errno) {
+                fprintf(stderr, "cnnkit: --seed needs an integer in [0, 2^64 - 1], got '%s'\n", v);
                 return -1;
             }
             o->seed_given = 1;
         } else if (!strcmp(a, "--input")) {
-            NEED_VALUE;
-            if (sscanf(v, "%dx%dx%d", &o->in_h, &o->in_w, &o->in_c) != 3 || o->in_h < 1 ||
-                o->in_w < 1 || o->in_c < 1) {
+            int used = 0;
+            if (sscanf(v, "%dx%dx%d%n", &o->in_h, &o->in_w, &o->in_c, &used) != 3 ||
+                v[used] != '\0' || !isdigit((unsigned char)v[0]) || o->in_h < 1 || o->in_w < 1 ||
+                o->in_c < 1) {
                 fprintf(stderr, "cnnkit: --input needs HxWxC (e.g. 28x28x1), got '%s'\n", v);
                 return -1;
             }
-        } else {
-            fprintf(stderr, "cnnkit: unknown option '%s'\n", a);
-            return -1;
         }
-#undef NEED_VALUE
     }
     if (!o->model) {
         fprintf(stderr, "cnnkit: %s: no MODEL given\n", o->cmd);
@@ -210,10 +284,14 @@ static int parse_args(int argc, char **argv, opts *o) {
     return 0;
 }
 
-static char *read_file(const char *path) {
+/* Reads a model file into a NUL-terminated string; NULL after printing why (unreadable, or a
+ * NUL byte, which would silently end the text there: its line and column are named). */
+static char *read_model(const char *path) {
     FILE *f = fopen(path, "rb");
-    if (!f)
+    if (!f) {
+        fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", path, strerror(errno));
         return NULL;
+    }
     size_t cap = 1 << 16, len = 0;
     char *buf = (char *)malloc(cap);
     while (buf) {
@@ -223,25 +301,42 @@ static char *read_file(const char *path) {
             break;
         cap *= 2;
         char *nb = (char *)realloc(buf, cap);
-        if (!nb) {
+        if (!nb)
             free(buf);
-            buf = NULL;
-        }
         buf = nb;
     }
+    const int err = ferror(f);
     fclose(f);
-    if (buf)
-        buf[len] = '\0';
+    if (!buf || err) {
+        fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", path,
+                buf ? "read error" : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    const char *nul = (const char *)memchr(buf, '\0', len);
+    if (nul) {
+        int line = 1, col = 1;
+        for (const char *p = buf; p < nul; ++p, ++col)
+            if (*p == '\n') {
+                ++line;
+                col = 0;
+            }
+        fprintf(stderr,
+                "cnnkit: %s: line %d, column %d: a NUL byte (a model file is text; nothing "
+                "after it would be read)\n",
+                path, line, col);
+        free(buf);
+        return NULL;
+    }
     return buf;
 }
 
 /* Loads the model text and builds it; returns an exit code (0 ok). */
-static int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
-    char *text = read_file(o->model);
-    if (!text) {
-        fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", o->model, strerror(errno));
+int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
+    char *text = read_model(o->model);
+    if (!text)
         return EXIT_USAGE;
-    }
     char msg[2048];
     ck_model *m = NULL;
     ck_status st = ck_model_from_keras_text(ctx, text, &m, msg, sizeof msg);
@@ -268,7 +363,7 @@ static int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **
 }
 
 /* auto: the GPU when this build has the CUDA backend and a device is present, else the CPU. */
-static int make_context(const opts *o, ck_context **ctx) {
+int make_context(const opts *o, ck_context **ctx) {
     ck_device dev = !strcmp(o->device, "cuda") ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
     if (!strcmp(o->device, "auto"))
         dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
@@ -283,12 +378,15 @@ static int make_context(const opts *o, ck_context **ctx) {
         (void)ck_cuda_describe(0, info, sizeof info);
         printf("cnnkit: %s\n", info);
     }
+    ck_context_set_cpu_threads(*ctx, o->threads);
     return 0;
 }
 
-static int load_data(const opts *o, int train, ck_dataset *ds) {
+/* dir NULL: --data (or the default); train: the train-* files, else t10k-*. */
+int load_data(const opts *o, const char *dir, int train, ck_dataset *ds) {
     char err[512];
-    const char *dir = o->data && strcmp(o->data, "fashion-mnist") ? o->data : NULL;
+    if (!dir)
+        dir = o->data && strcmp(o->data, "fashion-mnist") ? o->data : NULL;
     ck_status st = ck_fashion_mnist_load(dir, train, ds, err, sizeof err);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: data: %s\n", err);
@@ -299,229 +397,24 @@ static int load_data(const opts *o, int train, ck_dataset *ds) {
     return 0;
 }
 
-/* ---- train ------------------------------------------------------------------------------- */
-
-typedef struct train_ui {
-    int tty;
-    FILE *log;
-} train_ui;
-
-static int on_step(void *u, const ck_fit_progress *p) {
-    train_ui *ui = (train_ui *)u;
-    if (!ui->tty)
+/* Takes the first n training images (--limit) or test images (--test-limit); more than there
+ * are takes them all, and says so. */
+int limit_data(ck_dataset *ds, int n, const char *what) {
+    if (n <= 0 || n == ds->count)
         return 0;
-    const int width = 24;
-    int done = (int)((double)p->step / p->steps * width);
-    char bar[32];
-    for (int i = 0; i < width; ++i)
-        bar[i] = i < done ? '=' : (i == done ? '>' : '.');
-    bar[width] = '\0';
-    printf("\rEpoch %d/%d %5d/%-5d [%s] loss %.4f  accuracy %.4f  %7.0f img/s  ETA %4.0fs ",
-           p->epoch, p->epochs, p->step, p->steps, bar, p->loss, p->accuracy, p->images_per_s,
-           p->eta_s);
-    fflush(stdout);
+    if (n > ds->count) {
+        fprintf(stderr, "cnnkit: note: %s %d: the data set has %d images, all of them are used\n",
+                what, n, ds->count);
+        return 0;
+    }
+    ck_dataset sub = {0};
+    if (ck_dataset_subset(ds, 0, n, &sub) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: out of memory for %s\n", what);
+        return EXIT_RUNTIME;
+    }
+    ck_dataset_free(ds);
+    *ds = sub;
     return 0;
-}
-
-static int on_epoch(void *u, const ck_epoch_result *r) {
-    train_ui *ui = (train_ui *)u;
-    if (ui->tty)
-        printf("\r");
-    printf("epoch %d: loss %.4f  accuracy %.4f  val_loss %.4f  val_accuracy %.4f  %.1fs  %.0f "
-           "img/s%s\n",
-           r->epoch, r->loss, r->accuracy, r->val_loss, r->val_accuracy, r->seconds,
-           r->images_per_s, ui->tty ? "                    " : "");
-    fflush(stdout);
-    if (ui->log) {
-        fprintf(ui->log, "%d,%.6f,%.6f,%.6f,%.6f,%.3f,%.1f\n", r->epoch, r->loss, r->accuracy,
-                r->val_loss, r->val_accuracy, r->seconds, r->images_per_s);
-        fflush(ui->log);
-    }
-    return 0;
-}
-
-/* Two panels (loss, accuracy), train and validation per epoch. */
-static int write_svg(const char *path, const ck_epoch_result *h, int n) {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    const int W = 900, H = 360, pw = 400, ph = 260, top = 50, left[2] = {60, 510};
-    fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
-            "height=\"100%%\" fill=\"white\"/>\n",
-            W, H);
-    for (int panel = 0; panel < 2; ++panel) {
-        double lo = 1e30, hi = -1e30;
-        for (int i = 0; i < n; ++i) {
-            double a = panel ? h[i].accuracy : h[i].loss;
-            double b = panel ? h[i].val_accuracy : h[i].val_loss;
-            lo = fmin(lo, fmin(a, isnan(b) ? a : b));
-            hi = fmax(hi, fmax(a, isnan(b) ? a : b));
-        }
-        if (hi - lo < 1e-9) {
-            hi += 0.5;
-            lo -= 0.5;
-        }
-        double pad = 0.05 * (hi - lo);
-        lo -= pad;
-        hi += pad;
-        const int x0 = left[panel];
-        fprintf(f, "<text x=\"%d\" y=\"30\" font-size=\"15\">%s</text>\n", x0,
-                panel ? "accuracy" : "loss");
-        fprintf(f,
-                "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
-                "stroke=\"#888\"/>\n",
-                x0, top, pw, ph);
-        for (int k = 0; k <= 4; ++k) {
-            double v = lo + (hi - lo) * k / 4.0;
-            int y = top + ph - (int)(ph * k / 4.0);
-            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3f</text>\n", x0 - 4, y + 4,
-                    v);
-        }
-        for (int s = 0; s < 2; ++s) {
-            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
-                    s ? "#d62728" : "#1f77b4");
-            for (int i = 0; i < n; ++i) {
-                double v = s ? (panel ? h[i].val_accuracy : h[i].val_loss)
-                             : (panel ? h[i].accuracy : h[i].loss);
-                if (isnan(v))
-                    continue;
-                double x = x0 + (n > 1 ? (double)pw * i / (n - 1) : pw / 2.0);
-                double y = top + ph - ph * (v - lo) / (hi - lo);
-                fprintf(f, "%.1f,%.1f ", x, y);
-            }
-            fprintf(f, "\"/>\n");
-        }
-        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">epoch (1..%d)</text>\n",
-                x0 + pw / 2, top + ph + 20, n);
-    }
-    fprintf(f,
-            "<text x=\"60\" y=\"%d\" fill=\"#1f77b4\">train</text><text x=\"110\" y=\"%d\" "
-            "fill=\"#d62728\">validation</text>\n</svg>\n",
-            H - 15, H - 15);
-    return fclose(f);
-}
-
-/* The training-step profile (--profile): one row per planned node, the optimizer and the rest. */
-static void print_profile(const ck_model *m, int cuda) {
-    int count = 0;
-    long long steps = 0;
-    double step_ms = 0.0;
-    if (ck_model_profile(m, NULL, 0, &count, NULL, NULL) != CK_STATUS_SUCCESS)
-        return;
-    ck_profile_row *rows = (ck_profile_row *)calloc((size_t)count, sizeof *rows);
-    if (!rows || ck_model_profile(m, rows, count, &count, &steps, &step_ms) != CK_STATUS_SUCCESS) {
-        free(rows);
-        return;
-    }
-    printf("profile: %lld training steps, %.3f ms per step%s\n", steps, step_ms,
-           cuda ? " (the stream drained around every node: slower than a plain step)" : "");
-    printf("%4s  %-58s %11s %11s %9s\n", "node", "layers", "forward ms", "backward ms",
-           "% of step");
-    for (int i = 0; i < count; ++i) {
-        const ck_profile_row *r = &rows[i];
-        char what[59];
-        snprintf(what, sizeof what, "%s", r->what); /* cut long plan notes */
-        char idx[16] = "";
-        if (r->node >= 0)
-            snprintf(idx, sizeof idx, "%d", r->node + 1);
-        const double pct = step_ms > 0.0 ? 100.0 * (r->forward_ms + r->backward_ms) / step_ms : 0.0;
-        if (r->node >= 0)
-            printf("%4s  %-58s %11.3f %11.3f %8.1f%%\n", idx, what, r->forward_ms, r->backward_ms,
-                   pct);
-        else
-            printf("%4s  %-58s %11.3f %11s %8.1f%%\n", idx, what, r->forward_ms, "", pct);
-    }
-    free(rows);
-}
-
-static int cmd_train(const opts *o) {
-    ck_context *ctx = NULL;
-    int rc = make_context(o, &ctx);
-    if (rc)
-        return rc;
-    ck_model *m = NULL;
-    ck_dataset train = {0}, test = {0};
-    ck_epoch_result *hist = NULL;
-    FILE *log = NULL;
-    rc = load_model(ctx, o, o->batch, &m);
-    if (!rc)
-        rc = load_data(o, 1, &train);
-    if (!rc)
-        rc = load_data(o, 0, &test);
-    if (!rc && o->limit && o->limit < train.count) {
-        ck_dataset sub = {0};
-        if (ck_dataset_subset(&train, 0, o->limit, &sub) != CK_STATUS_SUCCESS) {
-            fprintf(stderr, "cnnkit: out of memory for --limit\n");
-            rc = EXIT_RUNTIME;
-        } else {
-            ck_dataset_free(&train);
-            train = sub;
-        }
-    }
-    const int epochs = o->epochs > 0 ? o->epochs : 1;
-    if (!rc && o->log) {
-        log = fopen(o->log, "w");
-        if (!log) {
-            fprintf(stderr, "cnnkit: --log %s: %s\n", o->log, strerror(errno));
-            rc = EXIT_RUNTIME;
-        } else {
-            fprintf(log, "epoch,loss,accuracy,val_loss,val_accuracy,seconds,images_per_s\n");
-        }
-    }
-    if (!rc) {
-        hist = (ck_epoch_result *)calloc((size_t)epochs, sizeof *hist);
-        ck_param_counts pc;
-        ck_model_param_counts(m, &pc);
-        printf("cnnkit %d.%d.%d: %s, %lld params, device %s, %d train / %d test images, "
-               "batch %d, %d epoch%s, seed %llu\n",
-               CNNKIT_VERSION_MAJOR, CNNKIT_VERSION_MINOR, CNNKIT_VERSION_PATCH, o->model, pc.total,
-               ck_context_device(ctx) == CK_DEVICE_CUDA ? "cuda" : "cpu", train.count, test.count,
-               o->batch, epochs, epochs > 1 ? "s" : "", o->seed);
-        fflush(stdout);
-        if (o->profile)
-            ck_model_set_profiling(m, 1);
-        train_ui ui = {isatty(STDOUT_FILENO), log};
-        ck_fit_options fo = {epochs, o->batch, o->seed, on_step, on_epoch, &ui};
-        ck_status st = ck_model_fit(m, &train, &test, &fo, hist);
-        if (st != CK_STATUS_SUCCESS) {
-            fprintf(stderr, "cnnkit: training failed: %s\n", ck_context_last_error(ctx));
-            rc = EXIT_RUNTIME;
-        } else {
-            /* the last epoch's validation ran on the test set: that is the final figure */
-            const ck_epoch_result *last = &hist[epochs - 1];
-            printf("test accuracy: %.4f (%d/%d), test loss %.4f\n", last->val_accuracy,
-                   (int)lround(last->val_accuracy * test.count), test.count, last->val_loss);
-            if (o->profile)
-                print_profile(m, ck_context_device(ctx) == CK_DEVICE_CUDA);
-            if (o->save) {
-                st = ck_model_save(m, o->save);
-                if (st != CK_STATUS_SUCCESS) {
-                    fprintf(stderr, "cnnkit: --save: %s\n", ck_context_last_error(ctx));
-                    rc = EXIT_RUNTIME;
-                } else {
-                    printf("saved %s\n", o->save);
-                }
-            }
-            if (o->plot) {
-                if (write_svg(o->plot, hist, epochs) != 0) {
-                    fprintf(stderr, "cnnkit: --plot %s: cannot write\n", o->plot);
-                    rc = EXIT_RUNTIME;
-                } else {
-                    printf("plot %s\n", o->plot);
-                }
-            }
-        }
-    }
-    if (log)
-        fclose(log);
-    free(hist);
-    ck_dataset_free(&train);
-    ck_dataset_free(&test);
-    ck_model_destroy(m);
-    ck_context_destroy(ctx);
-    return rc;
 }
 
 static int cmd_summary(const opts *o) {
@@ -529,7 +422,7 @@ static int cmd_summary(const opts *o) {
     if (ck_context_create(&ctx, CK_DEVICE_CPU, 0, o->seed) != CK_STATUS_SUCCESS)
         return EXIT_RUNTIME;
     ck_model *m = NULL;
-    int rc = load_model(ctx, o, 1, &m);
+    int rc = load_model(ctx, o, o->batch, &m); /* the memory line is for batches of --batch */
     if (!rc) {
         size_t need = 0;
         ck_model_summary(m, NULL, 0, &need);
@@ -562,7 +455,7 @@ static int cmd_eval_predict(const opts *o, int predict) {
         rc = EXIT_RUNTIME;
     }
     if (!rc)
-        rc = load_data(o, 0, &test);
+        rc = load_data(o, NULL, 0, &test);
     if (!rc && !predict) {
         ck_step_result r;
         if (ck_model_evaluate(m, test.images, test.labels, test.count, &r) != CK_STATUS_SUCCESS) {
@@ -613,20 +506,6 @@ static void json_str(FILE *f, const char *s) {
             fputc(ch, f);
     }
     fputc('"', f);
-}
-
-/* Takes the first n training images (--limit) or test images (--test-limit). */
-static int limit_data(ck_dataset *ds, int n, const char *what) {
-    if (n <= 0 || n >= ds->count)
-        return 0;
-    ck_dataset sub = {0};
-    if (ck_dataset_subset(ds, 0, n, &sub) != CK_STATUS_SUCCESS) {
-        fprintf(stderr, "cnnkit: out of memory for %s\n", what);
-        return EXIT_RUNTIME;
-    }
-    ck_dataset_free(ds);
-    *ds = sub;
-    return 0;
 }
 
 /* A JSON number, null for NaN / infinity. */
@@ -745,7 +624,7 @@ static int run_measure(const opts *o, ck_context **ctx, ck_model **m, ck_measure
     ck_dataset train = {0};
     rc = load_model(*ctx, o, o->batch, m);
     if (!rc)
-        rc = load_data(o, 1, &train);
+        rc = load_data(o, NULL, 1, &train);
     if (!rc)
         rc = limit_data(&train, o->limit, "--limit");
     if (!rc) {
@@ -763,11 +642,9 @@ static int run_measure(const opts *o, ck_context **ctx, ck_model **m, ck_measure
  * runtime failure of the measurement), 2 bad model file. */
 static int cmd_check(const opts *o) {
     const char *path = o->model;
-    char *text = read_file(path);
-    if (!text) {
-        fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", path, strerror(errno));
+    char *text = read_model(path);
+    if (!text)
         return EXIT_USAGE;
-    }
     char err[512];
     ck_keras_model km;
     ck_status st = ck_keras_parse(text, &km, err, sizeof err);
@@ -1071,11 +948,9 @@ static int cmd_study(const opts *oin) {
         for (int k = 0; k < CK_STUDY_KIND_COUNT; ++k)
             kinds[nk++] = k;
     }
-    char *text = read_file(o.model);
-    if (!text) {
-        fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", o.model, strerror(errno));
+    char *text = read_model(o.model);
+    if (!text)
         return EXIT_USAGE;
-    }
     char err[1024];
     ck_keras_model km;
     ck_status st = ck_keras_parse(text, &km, err, sizeof err);
@@ -1118,9 +993,9 @@ static int cmd_study(const opts *oin) {
         return EXIT_RUNTIME;
     }
     ck_dataset train = {0}, test = {0};
-    int rc = load_data(&o, 1, &train);
+    int rc = load_data(&o, NULL, 1, &train);
     if (!rc)
-        rc = load_data(&o, 0, &test);
+        rc = load_data(&o, NULL, 0, &test);
     if (!rc)
         rc = limit_data(&train, o.limit, "--limit");
     if (!rc)
@@ -1257,21 +1132,28 @@ static int cmd_study(const opts *oin) {
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 2 &&
-        (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))) {
-        usage(stdout);
+    if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
+        printf("cnnkit %d.%d.%d\n", CNNKIT_VERSION_MAJOR, CNNKIT_VERSION_MINOR,
+               CNNKIT_VERSION_PATCH);
         return 0;
     }
-    if (argc == 2 && (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version"))) {
+    if (argc == 2 && (!strcmp(argv[1], "version"))) {
         char info[640];
         const ck_status st = ck_cuda_describe(0, info, sizeof info);
         printf("cnnkit %d.%d.%d\n%s\n", ck_version() / 10000, ck_version() / 100 % 100,
                ck_version() % 100, info);
         return st == CK_STATUS_SUCCESS ? 0 : EXIT_RUNTIME;
     }
+    /* -h / --help anywhere: the usage of the command named first (all commands without one) */
+    for (int i = 1; i < argc; ++i)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") ||
+            (i == 1 && !strcmp(argv[i], "help"))) {
+            usage(stdout, i > 1 ? argv[1] : NULL);
+            return 0;
+        }
     opts o;
     if (parse_args(argc, argv, &o) != 0) {
-        usage(stderr);
+        usage(stderr, argc >= 2 ? argv[1] : NULL);
         return EXIT_USAGE;
     }
     if (!strcmp(o.cmd, "summary"))
@@ -1284,9 +1166,5 @@ int main(int argc, char **argv) {
         return cmd_eval_predict(&o, 1);
     if (!strcmp(o.cmd, "check"))
         return cmd_check(&o);
-    if (!strcmp(o.cmd, "study"))
-        return cmd_study(&o);
-    fprintf(stderr, "cnnkit: unknown command '%s'\n", o.cmd);
-    usage(stderr);
-    return EXIT_USAGE;
+    return cmd_study(&o);
 }

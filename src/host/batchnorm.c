@@ -125,6 +125,8 @@ static ck_status check_ws(ck_context *ctx, const ck_tensor *x, ck_workspace *ws,
     if (!ws)
         return ck_fail(ctx, CK_STATUS_WORKSPACE_TOO_SMALL,
                        "ws: is NULL, %zu bytes needed (ck_batchnorm_workspace_size)", p->ws_bytes);
+    if (!ws->ctx)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "ws: its context was destroyed");
     if (ws->ctx != ctx)
         return ck_fail(ctx, CK_STATUS_DEVICE_MISMATCH, "ws: belongs to another context");
     if (ws->bytes < p->ws_bytes)
@@ -197,9 +199,15 @@ CK_API ck_status ck_batchnorm_forward_training(ck_context *ctx, const ck_bn_desc
         return e ? ck_cuda_fail(ctx, e, "batchnorm forward training kernels") : CK_STATUS_SUCCESS;
     }
 #endif
-    if (ck_cpu_bn_forward_training(ctx->cpu_threads, desc, frozen, ctx->seed, x, gamma->data,
-                                   beta->data, running_mean->data, running_var->data,
-                                   saved_mean->data, saved_invstd->data, spatial_dropout, y))
+    const int r = ck_cpu_bn_forward_training(
+        ctx->cpu_threads, desc, frozen, ctx->seed, x, gamma->data, beta->data, running_mean->data,
+        running_var->data, saved_mean->data, saved_invstd->data, spatial_dropout, y);
+    if (r > 0)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "x: channel %d holds NaN or Inf (its batch mean or variance is not "
+                       "finite); nothing was written, the running statistics are unchanged",
+                       r - 1);
+    if (r < 0)
         return scratch_oom(ctx, x);
     return CK_STATUS_SUCCESS;
 }

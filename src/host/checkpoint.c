@@ -1,26 +1,33 @@
 /* Checkpoints: a versioned little-endian file with a CRC-32, written atomically.
  *
- * Layout (version 1):
+ * Layout (version 2; version 1, still read, lacks the fit block):
  *   "CNNKITCK" | u32 version | u32 num_layers | per layer: 9 x i32 (type, units, kernel_h,
  *   kernel_w, stride_h, stride_w, padding, use_bias, activation) + 4 x f32 (rate, momentum,
  *   epsilon, alpha) | 3 x i32 input h, w, c | i32 bn convention (0 = Keras) | u64 num_params |
  *   u64 num_fixed | i32 optimizer type, i32 nesterov | 6 x f32 (lr, beta1, beta2, epsilon,
- *   momentum, weight_decay) | i64 step | u64 seed | params | fixed | optimizer m | optimizer v |
- *   u32 CRC-32 (zlib) of every byte before it. */
+ *   momentum, weight_decay) | i64 step | u64 seed (the context's) |
+ *   fit block (v2): i32 valid, i32 epoch, i32 epoch_step, i32 batch, i32 count, u32 data CRC,
+ *   u64 shuffle seed, f64 loss sum, i64 correct, i64 seen (all 0 when not valid) |
+ *   params | fixed | optimizer m | optimizer v | u32 CRC-32 (zlib) of every byte before it. */
 #include "model_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #define CK_CKPT_MAGIC "CNNKITCK"
-#define CK_CKPT_VERSION 1u
+#define CK_CKPT_VERSION 2u
+#define CK_CKPT_FIT_BYTES 56
 
 typedef struct wbuf {
     ck_context *ctx; /* allocations are counted against its limit */
@@ -52,14 +59,15 @@ static void put(wbuf *b, const void *src, size_t n) {
     b->len += n;
 }
 
-/* CRC-32 (zlib) of n bytes; crc32 takes uInt lengths, so large buffers go in pieces. */
-static uint32_t crc_of(const unsigned char *p, size_t n) {
-    uLong crc = crc32(0L, Z_NULL, 0);
+/* crc32 takes uInt lengths, so large buffers go in pieces. */
+uint32_t ck_crc32(uint32_t crc, const void *data, size_t n) {
+    const unsigned char *p = (const unsigned char *)data;
+    uLong c = crc;
     for (size_t off = 0; off < n; off += (size_t)1 << 30) {
         size_t k = n - off < ((size_t)1 << 30) ? n - off : ((size_t)1 << 30);
-        crc = crc32(crc, p + off, (uInt)k);
+        c = crc32(c, p + off, (uInt)k);
     }
-    return (uint32_t)crc;
+    return (uint32_t)c;
 }
 
 static void put_i32(wbuf *b, int32_t v) {
@@ -73,9 +81,9 @@ static void put_u64(wbuf *b, uint64_t v) {
 }
 
 /* Everything that must match between a file and a model, serialized the same way. */
-static void put_structure(wbuf *b, const ck_model *m) {
+static void put_structure(wbuf *b, const ck_model *m, uint32_t version) {
     put(b, CK_CKPT_MAGIC, 8);
-    put_i32(b, (int32_t)CK_CKPT_VERSION);
+    put_i32(b, (int32_t)version);
     put_i32(b, m->num_layers);
     for (int i = 0; i < m->num_layers; ++i) {
         const ck_layer_desc *d = &m->layers[i];
@@ -96,9 +104,130 @@ static void put_structure(wbuf *b, const ck_model *m) {
     put_u64(b, (uint64_t)m->num_fixed);
 }
 
+static void put_fit(wbuf *b, const ck_fit_state *f) {
+    ck_fit_state z;
+    memset(&z, 0, sizeof z);
+    if (!f->valid)
+        f = &z;
+    const int32_t iv[5] = {f->valid, f->epoch, f->epoch_step, f->batch, f->count};
+    for (int k = 0; k < 5; ++k)
+        put_i32(b, iv[k]);
+    put(b, &f->data_crc, 4);
+    put_u64(b, f->shuffle_seed);
+    put(b, &f->loss_sum, 8);
+    const int64_t c[2] = {f->correct, f->seen};
+    put(b, c, 16);
+}
+
+static void get_fit(const unsigned char *p, uint64_t context_seed, ck_fit_state *f) {
+    int32_t iv[5];
+    int64_t c[2];
+    memcpy(iv, p, 20);
+    memset(f, 0, sizeof *f);
+    f->valid = iv[0] != 0;
+    f->epoch = iv[1];
+    f->epoch_step = iv[2];
+    f->batch = iv[3];
+    f->count = iv[4];
+    memcpy(&f->data_crc, p + 20, 4);
+    memcpy(&f->shuffle_seed, p + 24, 8);
+    memcpy(&f->loss_sum, p + 32, 8);
+    memcpy(c, p + 40, 16);
+    f->correct = c[0];
+    f->seen = c[1];
+    f->context_seed = context_seed;
+    if (!f->valid)
+        memset(f, 0, sizeof *f);
+}
+
+/* Index of the first non-finite value of n floats, or n. */
+static size_t first_non_finite(const float *p, size_t n) {
+    for (size_t i = 0; i < n; ++i)
+        if (!isfinite(p[i]))
+            return i;
+    return n;
+}
+
+/* Names the first NaN/Inf of the four state arrays (params, fixed, m, v as laid out in a
+ * checkpoint) in *what and *index; returns 0 when all are finite. */
+static const char *const state_names[4] = {"parameter", "BN moving statistic",
+                                           "optimizer first moment", "optimizer second moment"};
+
+static int find_non_finite(const float *const arrays[4], const size_t counts[4], const char **what,
+                           size_t *index) {
+    for (int k = 0; k < 4; ++k) {
+        const size_t i = first_non_finite(arrays[k], counts[k]);
+        if (i < counts[k]) {
+            *what = state_names[k];
+            *index = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The file a save replaces: path itself, or where a symlink at path leads when that is a regular
+ * file (resolved into buf, PATH_MAX bytes). Anything else that is not a regular file (a device,
+ * a directory, a FIFO, a dangling link) is refused rather than replaced by a regular file. */
+static ck_status save_target(ck_context *ctx, const char *path, char *buf, const char **target) {
+    struct stat st;
+    *target = path;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT
+                   ? CK_STATUS_SUCCESS
+                   : ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s: %s", path, strerror(errno));
+    if (S_ISLNK(st.st_mode)) {
+        if (stat(path, &st) != 0)
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "path: %s is a symbolic link to a missing or unreachable file (%s)",
+                           path, strerror(errno));
+        if (S_ISREG(st.st_mode)) {
+            if (!realpath(path, buf))
+                return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot resolve the link %s: %s",
+                               path, strerror(errno));
+            *target = buf;
+            return CK_STATUS_SUCCESS;
+        }
+    }
+    if (!S_ISREG(st.st_mode))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "path: %s is not a regular file (%s): refusing to replace it", path,
+                       S_ISDIR(st.st_mode)    ? "a directory"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "of another kind");
+    return CK_STATUS_SUCCESS;
+}
+
+/* Removes "<base>.tmp.XXXXXX" files of dir left by a save that was killed. A save holds an
+ * exclusive flock on its temp file from creation to rename, so a temp file that can be locked
+ * belongs to no live save. Best effort: failures are ignored. */
+static void remove_stale_temps(const char *dir, const char *base) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    const size_t blen = strlen(base);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp.", 5) != 0 ||
+            strlen(n + blen + 5) != 6)
+            continue;
+        int fd = openat(dirfd(d), n, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0)
+            (void)unlinkat(dirfd(d), n, 0);
+        close(fd);
+    }
+    closedir(d);
+}
+
 CK_API ck_status ck_model_save(ck_model *m, const char *path) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
     ck_clear_error(ctx);
     if (!path || !*path)
@@ -107,8 +236,21 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
         CK_TRY(ck_gpu_model_pull(m));
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    {
+        const float *const arrays[4] = {m->params, m->fixed, m->opt_m, m->opt_v};
+        const size_t counts[4] = {m->num_params, m->num_fixed, m->num_params, m->num_params};
+        const char *what;
+        size_t index;
+        if (find_non_finite(arrays, counts, &what, &index))
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "model: %s %zu is not finite; nothing was saved to %s", what, index,
+                           path);
+    }
+    char resolved[PATH_MAX];
+    const char *target;
+    CK_TRY(save_target(ctx, path, resolved, &target));
     wbuf b = {ctx, NULL, 0, 0, 0};
-    put_structure(&b, m);
+    put_structure(&b, m, CK_CKPT_VERSION);
     put_i32(&b, (int32_t)m->opt.type);
     put_i32(&b, m->opt.nesterov);
     const float of[6] = {m->opt.learning_rate, m->opt.beta1,    m->opt.beta2,
@@ -117,26 +259,38 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
         put_f32(&b, of[k]);
     put_u64(&b, (uint64_t)m->step);
     put_u64(&b, m->ctx->seed);
+    put_fit(&b, &m->fit);
     put(&b, m->params, m->num_params * sizeof(float));
     put(&b, m->fixed, m->num_fixed * sizeof(float));
     put(&b, m->opt_m, m->num_params * sizeof(float));
     put(&b, m->opt_v, m->num_params * sizeof(float));
     if (!b.oom) {
-        uint32_t crc = crc_of(b.p, b.len);
+        uint32_t crc = ck_crc32(0, b.p, b.len);
         put(&b, &crc, 4);
     }
     if (b.oom) {
         ck_host_free(ctx, b.p);
         return ck_host_oom(ctx, "model (serializing the checkpoint)", b.len);
     }
-    /* temp file in the same directory, then fsync and rename over the target */
-    size_t plen = strlen(path);
-    char *tmp = (char *)ck_host_alloc(ctx, plen + 16);
+    /* temp file in the same directory, then fsync and rename over the target; the directory's
+     * name and the target's base name share one buffer: dir '\0' base */
+    size_t plen = strlen(target);
+    char *tmp = (char *)ck_host_alloc(ctx, 2 * plen + 16);
     if (!tmp) {
         ck_host_free(ctx, b.p);
-        return ck_host_oom(ctx, "path", plen + 16);
+        return ck_host_oom(ctx, "path", 2 * plen + 16);
     }
-    memcpy(tmp, path, plen);
+    char *dname = tmp + plen + 13;
+    memcpy(dname, target, plen + 1);
+    char *slash = strrchr(dname, '/');
+    const char *dir = ".", *base = dname;
+    if (slash) {
+        *slash = '\0';
+        dir = dname[0] ? dname : "/";
+        base = slash + 1;
+    }
+    remove_stale_temps(dir, base);
+    memcpy(tmp, target, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
     int fd = mkstemp(tmp);
     if (fd < 0) {
@@ -147,6 +301,7 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
         ck_host_free(ctx, tmp);
         return st;
     }
+    (void)flock(fd, LOCK_EX | LOCK_NB); /* marks it live for remove_stale_temps */
     size_t done = 0;
     int err = 0;
     while (done < b.len) {
@@ -161,31 +316,24 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
     }
     if (!err && fsync(fd) != 0)
         err = errno;
-    if (close(fd) != 0 && !err)
-        err = errno;
     if (!err)
-        (void)chmod(tmp, 0644);
-    if (!err && rename(tmp, path) != 0)
+        (void)fchmod(fd, 0644);
+    /* renamed while still open and locked: the temp name never exists unlocked */
+    if (!err && rename(tmp, target) != 0)
+        err = errno;
+    if (close(fd) != 0 && !err)
         err = errno;
     ck_host_free(ctx, b.p);
     if (err) {
         unlink(tmp);
         ck_status st =
-            ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: writing %s failed: %s", path, strerror(err));
+            ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: writing %s failed: %s", target, strerror(err));
         ck_host_free(ctx, tmp);
         return st;
     }
-    /* make the rename durable: fsync the directory (its name reuses the temp name's buffer, so
-     * this step needs no allocation). A file system that cannot fsync a directory (EINVAL) is
-     * not an error: the file itself is complete either way. */
-    memcpy(tmp, path, plen + 1);
-    char *slash = strrchr(tmp, '/');
-    const char *dname = ".";
-    if (slash) {
-        *slash = '\0';
-        dname = tmp[0] ? tmp : "/";
-    }
-    int dfd = open(dname, O_RDONLY | O_DIRECTORY);
+    /* make the rename durable: fsync the directory. A file system that cannot fsync a directory
+     * (EINVAL) is not an error: the file itself is complete either way. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
     if (dfd >= 0) {
         (void)fsync(dfd);
         close(dfd);
@@ -195,8 +343,7 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
 }
 
 CK_API ck_status ck_model_load(ck_model *m, const char *path) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
     ck_clear_error(ctx);
     if (!path || !*path)
@@ -206,80 +353,120 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot open %s: %s", path, strerror(errno));
+    struct stat fst;
+    if (fstat(fileno(f), &fst) != 0 || !S_ISREG(fst.st_mode)) {
+        fclose(f);
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s is not a regular file", path);
+    }
+    /* the header tells the version; the structure and sizes follow from the model */
+    unsigned char hdr[12];
+    const size_t hgot = fread(hdr, 1, sizeof hdr, f);
+    uint32_t ver = 0;
+    if (hgot == sizeof hdr)
+        memcpy(&ver, hdr + 8, 4);
+    if (hgot < sizeof hdr || memcmp(hdr, CK_CKPT_MAGIC, 8) != 0) {
+        fclose(f);
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s is not a cnnkit checkpoint (bad magic)",
+                       path);
+    }
+    if (ver != 1u && ver != CK_CKPT_VERSION) {
+        fclose(f);
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "path: %s has checkpoint version %u, this library reads versions 1 and %u",
+                       path, ver, CK_CKPT_VERSION);
+    }
     wbuf want = {ctx, NULL, 0, 0, 0};
-    put_structure(&want, m);
+    put_structure(&want, m, ver);
+    const size_t fit_bytes = ver >= 2 ? CK_CKPT_FIT_BYTES : 0;
     const size_t tail = 8 + 4 * 6 + 8 + 8; /* optimizer ints, floats, step, seed */
     const size_t arrays = (2 * m->num_params + m->num_fixed + m->num_params) * sizeof(float);
-    const size_t expect = want.len + tail + arrays + 4;
-    unsigned char *buf = want.oom ? NULL : (unsigned char *)ck_host_alloc(ctx, expect + 1);
+    const size_t expect = want.len + tail + fit_bytes + arrays + 4;
+    const size_t fsize = (size_t)fst.st_size;
+    unsigned char *buf = want.oom ? NULL : (unsigned char *)ck_host_alloc(ctx, expect);
     if (!buf) {
         fclose(f);
         ck_host_free(ctx, want.p);
-        return ck_host_oom(ctx, "path (reading the checkpoint)", expect + 1);
+        return ck_host_oom(ctx, "path (reading the checkpoint)", expect);
     }
-    size_t got = fread(buf, 1, expect + 1, f);
+    memcpy(buf, hdr, sizeof hdr);
+    size_t got = sizeof hdr;
+    if (fsize >= got)
+        got += fread(buf + got, 1, (fsize < expect ? fsize : expect) - got, f);
     fclose(f);
     ck_status st = CK_STATUS_SUCCESS;
-    if (got < 12 || memcmp(buf, CK_CKPT_MAGIC, 8) != 0) {
-        st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s is not a cnnkit checkpoint (bad magic)",
+    if (got < want.len || memcmp(buf, want.p, want.len) != 0) {
+        st = ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                     "path: %s was saved from a different model (layers, input shape or "
+                     "parameter counts differ)",
                      path);
+    } else if (fsize != expect || got != expect) {
+        st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                     "path: %s is %s (%zu bytes, %zu expected for this model)", path,
+                     fsize < expect || got < expect ? "truncated" : "too long", fsize, expect);
     } else {
-        uint32_t ver;
-        memcpy(&ver, buf + 8, 4);
-        if (ver != CK_CKPT_VERSION) {
-            st = ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                         "path: %s has checkpoint version %u, this library reads version %u", path,
-                         ver, CK_CKPT_VERSION);
-        } else if (got < want.len || memcmp(buf, want.p, want.len) != 0) {
-            st = ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
-                         "path: %s was saved from a different model (layers, input shape or "
-                         "parameter counts differ)",
-                         path);
-        } else if (got != expect) {
-            st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                         "path: %s is %s (%zu bytes, %zu expected for this model)", path,
-                         got < expect ? "truncated" : "too long", got, expect);
-        } else {
-            uint32_t crc = crc_of(buf, expect - 4), stored;
-            memcpy(&stored, buf + expect - 4, 4);
-            if (crc != stored)
-                st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                             "path: %s is corrupt (CRC-32 %08x, stored %08x)", path, crc, stored);
-        }
+        uint32_t crc = ck_crc32(0, buf, expect - 4), stored;
+        memcpy(&stored, buf + expect - 4, 4);
+        if (crc != stored)
+            st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s is corrupt (CRC-32 %08x, stored %08x)",
+                         path, crc, stored);
     }
+    const unsigned char *p = buf + want.len;
+    int32_t type = 0, nesterov = 0;
+    float of[6];
+    int64_t step = 0;
+    uint64_t seed = 0;
     if (st == CK_STATUS_SUCCESS) {
-        /* every check passed: only now is the model changed */
-        const unsigned char *p = buf + want.len;
-        int32_t type, nesterov;
-        float of[6];
-        int64_t step;
         memcpy(&type, p, 4);
         memcpy(&nesterov, p + 4, 4);
         memcpy(of, p + 8, 24);
         memcpy(&step, p + 32, 8);
+        memcpy(&seed, p + 40, 8);
         p += tail;
-        if (type != CK_OPT_ADAM && type != CK_OPT_SGD) {
+        if (type != CK_OPT_ADAM && type != CK_OPT_SGD)
             st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s names optimizer %d", path, type);
-        } else {
-            m->opt.type = (ck_optimizer_type)type;
-            m->opt.nesterov = nesterov;
-            m->opt.learning_rate = of[0];
-            m->opt.beta1 = of[1];
-            m->opt.beta2 = of[2];
-            m->opt.epsilon = of[3];
-            m->opt.momentum = of[4];
-            m->opt.weight_decay = of[5];
-            m->step = step;
-            memcpy(m->params, p, m->num_params * sizeof(float));
-            p += m->num_params * sizeof(float);
-            memcpy(m->fixed, p, m->num_fixed * sizeof(float));
-            p += m->num_fixed * sizeof(float);
-            memcpy(m->opt_m, p, m->num_params * sizeof(float));
-            p += m->num_params * sizeof(float);
-            memcpy(m->opt_v, p, m->num_params * sizeof(float));
-            if (m->gpu)
-                st = ck_gpu_model_push(m);
-        }
+    }
+    const unsigned char *arr = p + fit_bytes;
+    if (st == CK_STATUS_SUCCESS) {
+        /* a file can hold NaN with a valid CRC (written by hand or by another tool) */
+        const size_t counts[4] = {m->num_params, m->num_fixed, m->num_params, m->num_params};
+        const unsigned char *q = arr;
+        for (int k = 0; k < 4 && st == CK_STATUS_SUCCESS; ++k)
+            for (size_t i = 0; i < counts[k]; ++i, q += 4) {
+                float v;
+                memcpy(&v, q, 4);
+                if (!isfinite(v)) {
+                    st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                                 "path: %s holds a non-finite %s (index %zu): not loaded", path,
+                                 state_names[k], i);
+                    break;
+                }
+            }
+    }
+    if (st == CK_STATUS_SUCCESS) {
+        /* every check passed: only now is the model changed */
+        m->opt.type = (ck_optimizer_type)type;
+        m->opt.nesterov = nesterov;
+        m->opt.learning_rate = of[0];
+        m->opt.beta1 = of[1];
+        m->opt.beta2 = of[2];
+        m->opt.epsilon = of[3];
+        m->opt.momentum = of[4];
+        m->opt.weight_decay = of[5];
+        m->step = step;
+        if (fit_bytes)
+            get_fit(p, seed, &m->fit);
+        else
+            memset(&m->fit, 0, sizeof m->fit);
+        p = arr;
+        memcpy(m->params, p, m->num_params * sizeof(float));
+        p += m->num_params * sizeof(float);
+        memcpy(m->fixed, p, m->num_fixed * sizeof(float));
+        p += m->num_fixed * sizeof(float);
+        memcpy(m->opt_m, p, m->num_params * sizeof(float));
+        p += m->num_params * sizeof(float);
+        memcpy(m->opt_v, p, m->num_params * sizeof(float));
+        if (m->gpu)
+            st = ck_gpu_model_push(m);
     }
     ck_host_free(ctx, buf);
     ck_host_free(ctx, want.p);

@@ -44,13 +44,16 @@ CK_API int ck_version(void) {
     return CNNKIT_VERSION;
 }
 
+/* Errors with no context to hold them (a failed ck_context_create, a handle whose context was
+ * destroyed) are kept per thread (never shared between threads) and read with
+ * ck_context_last_error(NULL). Cleared by every ck_context_create. */
+static __thread char create_err[CK_ERR_LEN];
+
 ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) {
-    if (ctx) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx ? ctx->err : create_err, ctx ? sizeof ctx->err : sizeof create_err, fmt, ap);
+    va_end(ap);
     return status;
 }
 
@@ -75,11 +78,6 @@ CK_API int ck_cuda_available(void) {
     return 0;
 #endif
 }
-
-/* Why the calling thread's last ck_context_create failed: a failed creation has no context to
- * hold its message, so it is kept per thread (never shared between threads) and read with
- * ck_context_last_error(NULL). Cleared by every ck_context_create. */
-static __thread char create_err[CK_ERR_LEN];
 
 static ck_status create_fail(ck_status status, const char *fmt, ...) CK_PRINTF(2, 3);
 static ck_status create_fail(ck_status status, const char *fmt, ...) {
@@ -212,9 +210,34 @@ CK_API ck_status ck_context_create(ck_context **out, ck_device device, int cuda_
 #endif
 }
 
+void ck_handle_link(ck_context *ctx, ck_handle *h, void (*orphan)(ck_handle *h)) {
+    h->orphan = orphan;
+    h->prev = NULL;
+    h->next = ctx->handles;
+    if (ctx->handles)
+        ctx->handles->prev = h;
+    ctx->handles = h;
+}
+
+void ck_handle_unlink(ck_context *ctx, ck_handle *h) {
+    if (h->prev)
+        h->prev->next = h->next;
+    else if (ctx->handles == h)
+        ctx->handles = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+}
+
 CK_API void ck_context_destroy(ck_context *ctx) {
     if (!ctx)
         return;
+    /* objects still alive are orphaned, not freed: their owner destroys them later */
+    while (ctx->handles) {
+        ck_handle *h = ctx->handles;
+        ck_handle_unlink(ctx, h);
+        h->orphan(h);
+    }
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA)
         ck_cudnn_destroy(ctx);
@@ -407,6 +430,8 @@ static const char *layout_name(ck_layout l) {
 ck_status ck_check_tensor(ck_context *ctx, const ck_tensor *t, const char *name) {
     if (!t)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", name);
+    if (!t->ctx)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: its context was destroyed", name);
     if (t->ctx != ctx)
         return ck_fail(ctx, CK_STATUS_DEVICE_MISMATCH,
                        "%s: belongs to another context (%s), not this one (%s)", name,

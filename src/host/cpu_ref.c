@@ -557,6 +557,12 @@ int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uin
         for (int c = 0; c < C; ++c)
             b.mu[c] = b.acc[2 * c] / m;
         bn_run(&j, PASS_SQ, b.acc, threads);
+        /* NaN/Inf in x: refused before the running statistics (or anything) are written */
+        for (int c = 0; c < C; ++c)
+            if (!isfinite(b.mu[c]) || !isfinite(b.acc[2 * c])) {
+                bn_scratch_free(&b);
+                return 1 + c;
+            }
     }
     for (int c = 0; c < C; ++c) {
         float mean, invstd;

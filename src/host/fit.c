@@ -1,4 +1,5 @@
-/* ck_model_fit: shuffled mini-batches, epochs, validation (Keras model.fit). */
+/* ck_model_fit: shuffled mini-batches, epochs, validation (Keras model.fit), and resuming a fit
+ * from the position a checkpoint recorded. */
 #include "cnnkit/data.h"
 #include "model_internal.h"
 
@@ -21,19 +22,85 @@ static ck_status check_ds(ck_model *m, const ck_dataset *d, const char *name) {
     if (d->count < 1 || !d->images || !d->labels)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "%s: is empty", name);
     if (d->classes > m->classes)
-        return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH,
-                       "%s: has %d classes, the model outputs %d", name, d->classes, m->classes);
+        return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH, "%s: has %d classes, the model outputs %d",
+                       name, d->classes, m->classes);
     return CK_STATUS_SUCCESS;
 }
 
+/* The fingerprint a resumed fit compares: CRC-32 of the images and the labels. */
+static uint32_t data_crc(const ck_dataset *d) {
+    const size_t per = (size_t)d->h * d->w * d->c;
+    uint32_t crc = ck_crc32(0, d->images, sizeof(float) * per * (size_t)d->count);
+    return ck_crc32(crc, d->labels, sizeof(int32_t) * (size_t)d->count);
+}
+
+/* A resumed fit continues the saved run only when everything that decides the data order and
+ * the dropout masks is the same. */
+static ck_status check_resume(ck_model *m, const ck_fit_state *f, int batch, uint64_t seed,
+                              int count, uint32_t crc) {
+    ck_context *ctx = m->ctx;
+    if (!f->valid)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "opts->resume: the model has no fit position (load a checkpoint saved "
+                       "by ck_model_save during or after ck_model_fit; version 1 files have "
+                       "none)");
+    if (f->batch != batch)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "opts->batch: %d, the saved run used batches of %d", batch, f->batch);
+    if (f->shuffle_seed != seed)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "opts->seed: shuffling seed %llu, the saved run used %llu",
+                       (unsigned long long)seed, (unsigned long long)f->shuffle_seed);
+    if (f->context_seed != ctx->seed)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "model: the context seed is %llu, the saved run's was %llu (its dropout "
+                       "masks; ck_context_set_seed)",
+                       (unsigned long long)ctx->seed, (unsigned long long)f->context_seed);
+    if (f->count != count || f->data_crc != crc)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "train: %d samples (CRC-32 %08x), the saved run trained on %d (CRC-32 "
+                       "%08x): not the same training set",
+                       count, crc, f->count, f->data_crc);
+    const int steps = (count + batch - 1) / batch;
+    if (f->epoch < 0 || f->epoch_step < 0 || f->epoch_step > steps || f->seen < 0 ||
+        f->correct < 0 || f->correct > f->seen)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "model: fit state epoch %d, step %d of %d is out of range", f->epoch,
+                       f->epoch_step, steps);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_fit_state(const ck_model *m, ck_fit_state *state) {
+    CK_MODEL_ENTRY(m);
+    ck_clear_error(m->ctx);
+    if (!state)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "state: is NULL");
+    *state = m->fit;
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
+                     const ck_fit_options *opts, ck_epoch_result *history);
+
 CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
                               const ck_fit_options *opts, ck_epoch_result *history) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
+    const int t = ck_threads_enter(m->ctx); /* the callbacks run with it too */
+    const ck_status st = fit(m, train, val, opts, history);
+    ck_threads_leave(t);
+    return st;
+}
+
+static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
+                     const ck_fit_options *opts, ck_epoch_result *history) {
     ck_context *ctx = m->ctx;
     ck_clear_error(ctx);
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    if (m->num_params == 0)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "model: has no trainable parameters (no Conv2D, Dense or "
+                       "BatchNormalization layer): nothing to train");
     if (!train)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "train: is NULL");
     ck_status st = check_ds(m, train, "train");
@@ -41,7 +108,7 @@ CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dat
         st = check_ds(m, val, "val");
     if (st != CK_STATUS_SUCCESS)
         return st;
-    ck_fit_options o = {1, m->max_batch, 0, NULL, NULL, NULL};
+    ck_fit_options o = {1, m->max_batch, 0, NULL, NULL, NULL, 0};
     if (opts)
         o = *opts;
     if (o.epochs < 1)
@@ -51,7 +118,15 @@ CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dat
                        "opts->batch: %d must be in [1, max_batch = %d] (build with a larger "
                        "max_batch)",
                        o.batch, m->max_batch);
-    const uint64_t seed = o.seed ? o.seed : ctx->seed;
+    const uint32_t crc = data_crc(train);
+    uint64_t seed = o.seed ? o.seed : ctx->seed;
+    ck_fit_state f = {1, 0, 0, o.batch, train->count, crc, seed, ctx->seed, 0.0, 0, 0};
+    if (o.resume) {
+        if (!o.seed && m->fit.valid)
+            seed = f.shuffle_seed = m->fit.shuffle_seed;
+        CK_TRY(check_resume(m, &m->fit, o.batch, seed, train->count, crc));
+        f = m->fit;
+    }
     const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
     int32_t *perm = (int32_t *)malloc(sizeof(int32_t) * (size_t)train->count);
     float *xb = (float *)malloc(sizeof(float) * per * (size_t)o.batch);
@@ -62,38 +137,68 @@ CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dat
         free(yb);
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "fit: out of host memory for batch buffers");
     }
+    if (!o.resume)
+        m->fit = f; /* a new fit starts at epoch 0, step 0 */
     const int steps = (train->count + o.batch - 1) / o.batch;
     int stop = 0;
-    for (int e = 0; e < o.epochs && !stop && st == CK_STATUS_SUCCESS; ++e) {
+    for (int e = f.epoch; e < o.epochs && !stop && st == CK_STATUS_SUCCESS; ++e) {
         const double t0 = now_s();
+        const int first = e == f.epoch ? f.epoch_step : 0;
         st = ck_dataset_shuffle(train->count, seed, (uint64_t)e, perm);
-        double loss = 0.0;
-        long long correct = 0, seen = 0;
-        for (int s = 0; s < steps && st == CK_STATUS_SUCCESS && !stop; ++s) {
+        /* the running sums continue from the saved ones in a resumed epoch */
+        double loss = first ? f.loss_sum : 0.0;
+        long long correct = first ? f.correct : 0, seen = first ? f.seen : 0, seen_now = 0;
+        int s = first;
+        for (; s < steps && st == CK_STATUS_SUCCESS && !stop; ++s) {
             const int start = s * o.batch;
             const int n = train->count - start < o.batch ? train->count - start : o.batch;
             st = ck_dataset_gather(train, perm, start, n, xb, yb);
             ck_step_result r;
             if (st == CK_STATUS_SUCCESS)
                 st = ck_model_train_step(m, xb, yb, n, &r);
-            if (st != CK_STATUS_SUCCESS)
+            if (st != CK_STATUS_SUCCESS) {
+                /* the failed step changed nothing: the state still names the step before */
+                m->fit = f;
+                m->fit.epoch = e;
+                m->fit.epoch_step = s;
+                m->fit.loss_sum = loss;
+                m->fit.correct = correct;
+                m->fit.seen = seen;
                 break;
+            }
             loss += r.loss * n;
             correct += r.correct;
             seen += n;
+            seen_now += n;
+            m->fit = f;
+            m->fit.epoch = e;
+            m->fit.epoch_step = s + 1;
+            m->fit.loss_sum = loss;
+            m->fit.correct = correct;
+            m->fit.seen = seen;
             if (o.on_step) {
                 const double dt = now_s() - t0;
-                ck_fit_progress p = {e + 1, o.epochs, s + 1, steps, loss / (double)seen,
-                                     (double)correct / (double)seen, (double)seen / dt,
-                                     dt / (s + 1) * (steps - s - 1)};
+                ck_fit_progress p = {e + 1,
+                                     o.epochs,
+                                     s + 1,
+                                     steps,
+                                     loss / (double)seen,
+                                     (double)correct / (double)seen,
+                                     (double)seen_now / dt,
+                                     dt / (s + 1 - first) * (steps - s - 1)};
                 stop = o.on_step(o.user, &p);
             }
         }
-        if (st != CK_STATUS_SUCCESS)
-            break;
+        if (st != CK_STATUS_SUCCESS || (stop && s < steps))
+            break; /* an unfinished epoch: no validation, no history entry */
         const double dt = now_s() - t0;
-        ck_epoch_result er = {e + 1, loss / (double)seen, (double)correct / (double)seen,
-                              NAN, NAN, dt, (double)seen / dt};
+        ck_epoch_result er = {e + 1,
+                              seen ? loss / (double)seen : NAN,
+                              seen ? (double)correct / (double)seen : NAN,
+                              NAN,
+                              NAN,
+                              dt,
+                              (double)seen_now / dt};
         if (val) {
             ck_step_result vr;
             st = ck_model_evaluate(m, val->images, val->labels, val->count, &vr);
@@ -102,6 +207,12 @@ CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dat
             er.val_loss = vr.loss;
             er.val_accuracy = (double)vr.correct / (double)vr.count;
         }
+        /* the epoch is done: the position moves to the next epoch's start */
+        m->fit = f;
+        m->fit.epoch = e + 1;
+        m->fit.epoch_step = 0;
+        m->fit.loss_sum = 0.0;
+        m->fit.correct = m->fit.seen = 0;
         if (history)
             history[e] = er;
         if (o.on_epoch && o.on_epoch(o.user, &er))

@@ -18,6 +18,16 @@
 
 #define CK_ERR_LEN 1024 /* room for a cuDNN algorithm choice that failed (cudnn_ops.c) */
 
+/* Every object made from a context (tensor, workspace, mask, model) starts with a link in its
+ * context's list, so that ck_context_destroy can orphan the ones still alive: orphan() frees
+ * what needs the context (device memory, counted host buffers) and sets the object's ctx to
+ * NULL; later calls on the object then fail with CK_STATUS_BAD_PARAM instead of reading the
+ * freed context, and its destroy call still frees it. */
+typedef struct ck_handle {
+    struct ck_handle *prev, *next;
+    void (*orphan)(struct ck_handle *h);
+} ck_handle;
+
 struct ck_context {
     ck_device device; /* CPU or CUDA */
     int ordinal;
@@ -27,12 +37,18 @@ struct ck_context {
     void *cudnn;  /* cudnnHandle_t, owned */
     void *cublas; /* cublasHandle_t, owned */
     int cpu_threads;
-    size_t host_limit; /* ck_context_set_host_alloc_limit: 0 = unlimited */
-    size_t host_live;  /* bytes of live ck_host_alloc allocations of this context */
+    size_t host_limit;  /* ck_context_set_host_alloc_limit: 0 = unlimited */
+    size_t host_live;   /* bytes of live ck_host_alloc allocations of this context */
+    ck_handle *handles; /* objects made from this context, most recent first */
     char err[CK_ERR_LEN];
 };
 
+/* Links h (the first member of an object) into ctx's list / takes it out (context.c). */
+void ck_handle_link(ck_context *ctx, ck_handle *h, void (*orphan)(ck_handle *h));
+void ck_handle_unlink(ck_context *ctx, ck_handle *h);
+
 struct ck_tensor {
+    ck_handle link;
     ck_context *ctx;
     ck_layout layout;
     int n, c, h, w;
@@ -41,12 +57,14 @@ struct ck_tensor {
 };
 
 struct ck_workspace {
+    ck_handle link;
     ck_context *ctx;
     size_t bytes;
     void *data;
 };
 
 struct ck_mask {
+    ck_handle link;
     ck_context *ctx;
     ck_dropout_kind kind;
     int n, c, h, w;
@@ -124,7 +142,8 @@ ck_status ck_cudnn_set_stream(ck_context *ctx);
 void ck_cudnn_versions(char *buf, size_t len);
 #endif
 
-/* ---- CPU reference (src/host/cpu_ref.c); BN functions return -1 when out of host memory
+/* ---- CPU reference (src/host/cpu_ref.c); BN functions return -1 when out of host memory,
+ * training forward 1 + c when channel c's batch statistics are not finite (nothing written)
  * ----------------------------------------------------- */
 /* threads: OpenMP threads (0 = default). Results never depend on it. */
 void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *d,

@@ -217,8 +217,7 @@ static void link_findings(const ck_model *m, ck_measurement *r) {
 
 CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                                   const ck_measure_options *opts, ck_measurement *out) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
     ck_clear_error(ctx);
     if (!m->built)

@@ -13,6 +13,8 @@
 
 /* ---- creation ------------------------------------------------------------------------------ */
 
+static void model_orphan(ck_handle *h);
+
 CK_API ck_status ck_model_create(ck_context *ctx, ck_model **out) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
@@ -21,11 +23,18 @@ CK_API ck_status ck_model_create(ck_context *ctx, ck_model **out) {
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: is NULL");
     ck_model *m = (ck_model *)ck_host_calloc(ctx, 1, sizeof *m);
     if (!m)
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+        return ck_host_oom(ctx, "model", sizeof *m);
     m->ctx = ctx;
+    ck_handle_link(ctx, &m->link, model_orphan);
     ck_optimizer_desc_init(&m->opt, CK_OPT_ADAM);
     *out = m;
     return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_model_orphaned(void) {
+    return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                   "model: its context was destroyed (ck_context_destroy before "
+                   "ck_model_destroy)");
 }
 
 static void free_buffers(ck_model *m) {
@@ -52,9 +61,21 @@ static void free_buffers(ck_model *m) {
     m->built = 0;
 }
 
+/* ck_context_destroy with the model alive: its buffers go with the context (internal.h) */
+static void model_orphan(ck_handle *h) {
+    ck_model *m = (ck_model *)h;
+    free_buffers(m);
+    ck_host_free(m->ctx, m->layers);
+    m->layers = NULL;
+    m->num_layers = m->cap_layers = 0;
+    m->ctx = NULL;
+}
+
 CK_API void ck_model_destroy(ck_model *m) {
     if (!m)
         return;
+    if (m->ctx)
+        ck_handle_unlink(m->ctx, &m->link);
     free_buffers(m);
     ck_host_free(m->ctx, m->layers);
     ck_host_free(m->ctx, m);
@@ -117,8 +138,7 @@ static ck_status check_layer(ck_context *ctx, const ck_layer_desc *d, int index)
 }
 
 CK_API ck_status ck_model_add(ck_model *m, const ck_layer_desc *layer) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
     ck_clear_error(ctx);
     if (!layer)
@@ -133,7 +153,7 @@ CK_API ck_status ck_model_add(ck_model *m, const ck_layer_desc *layer) {
         ck_layer_desc *nl =
             (ck_layer_desc *)ck_host_realloc(ctx, m->layers, sizeof *nl * (size_t)cap);
         if (!nl)
-            return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+            return ck_host_oom(ctx, "model (its layer table)", sizeof *nl * (size_t)cap);
         m->layers = nl;
         m->cap_layers = cap;
     }
@@ -190,8 +210,7 @@ static int push_node(ck_model *m, ck_node_type t, int layer, int h, int w, int c
 }
 
 CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
     ck_clear_error(ctx);
     if (m->built)
@@ -226,9 +245,10 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->prof_opt = m->prof_step = 0.0;
     m->prof_steps = 0;
     if (!m->nodes)
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+        return ck_host_oom(ctx, "model (its node table)", (size_t)cap * sizeof *m->nodes);
     int ch = h, cw = w, cc = c, flat = 0; /* current per-sample shape; flat: after Flatten/Dense */
     size_t nparams = 0, nfixed = 0, maxact = (size_t)h * w * c, nstats = 0, ws = 0;
+    double nparams_d = 0.0; /* nparams in double: a model too large for size_t is refused below */
     int counters[CK_LAYER_TYPE_COUNT] = {0};
     m->in_h = h;
     m->in_w = w;
@@ -275,6 +295,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
                 n->p_kernel = nparams;
                 n->n_kernel = (size_t)d->kernel_h * d->kernel_w * n->ic * cout;
                 nparams += n->n_kernel;
+                nparams_d += (double)d->kernel_h * d->kernel_w * n->ic * cout;
                 if (d->use_bias) {
                     n->p_bias = nparams;
                     n->n_bias = (size_t)cout;
@@ -326,6 +347,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
             n->p_kernel = nparams;
             n->n_kernel = (size_t)cc * d->units;
             nparams += n->n_kernel;
+            nparams_d += (double)cc * d->units;
             if (d->use_bias) {
                 n->p_bias = nparams;
                 n->n_bias = (size_t)d->units;
@@ -415,11 +437,25 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
 
     /* activation buffers: one per node (Flatten aliases its input) */
     size_t nact = 0;
+    double nact_d = 0.0;
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
         n->act_offset = nact;
-        if (n->type != CK_NODE_FLATTEN)
+        if (n->type != CK_NODE_FLATTEN) {
             nact += (size_t)n->oh * n->ow * n->oc * (size_t)max_batch;
+            nact_d += (double)n->oh * n->ow * n->oc * max_batch;
+        }
+    }
+    /* the same total in double: sizes past what size_t holds would wrap in the sums below */
+    const double host_d =
+        4.0 * (4.0 * nparams_d + 2.0 * (double)nfixed + nact_d + 2.0 * (double)maxact * max_batch +
+               (double)nstats + (double)ws + (double)m->classes * max_batch);
+    if (!(host_d < 0x1p62)) {
+        free_buffers(m);
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                       "model: needs %.3g bytes of host memory for batches of %d, more than this "
+                       "machine can address",
+                       host_d, max_batch);
     }
     m->num_params = nparams;
     m->num_fixed = nfixed;
@@ -453,10 +489,9 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->logits_grad = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)m->classes * max_batch);
     if (!m->params || !m->grads || !m->opt_m || !m->opt_v || !m->fixed || !m->fixed_backup ||
         !m->acts || !m->gbuf[0] || !m->gbuf[1] || !m->stats || !m->ws || !m->logits_grad) {
+        const size_t need = m->mem_host_bytes;
         free_buffers(m);
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
-                       "model: out of host memory for %zu activation floats (max_batch %d)", nact,
-                       max_batch);
+        return ck_host_oom(ctx, "model (parameters, optimizer state and activations)", need);
     }
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
@@ -508,8 +543,9 @@ void ck_model_init_params(ck_model *m) {
  */
 
 CK_API ck_status ck_model_param_counts(const ck_model *m, ck_param_counts *counts) {
-    if (!m || !counts)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
+    if (!counts)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "counts: is NULL");
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     counts->trainable = (long long)m->num_params;
@@ -583,8 +619,7 @@ int ck_model_layer_is_flat(const ck_model *m, int li) {
 }
 
 CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size_t *needed) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
@@ -641,8 +676,7 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
 }
 
 CK_API ck_status ck_model_memory_usage(const ck_model *m, ck_model_memory *mem) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
     if (!mem)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "mem: NULL");
@@ -655,8 +689,7 @@ CK_API ck_status ck_model_memory_usage(const ck_model *m, ck_model_memory *mem) 
 }
 
 CK_API ck_status ck_model_set_planning(ck_model *m, int enable) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
     if (m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
@@ -666,24 +699,23 @@ CK_API ck_status ck_model_set_planning(ck_model *m, int enable) {
 }
 
 CK_API int ck_model_num_nodes(const ck_model *m) {
-    return m && m->built ? m->num_nodes : 0;
+    return m && m->ctx && m->built ? m->num_nodes : 0;
 }
 
 CK_API int ck_model_num_layers(const ck_model *m) {
-    return m ? m->num_layers : 0;
+    return m && m->ctx ? m->num_layers : 0;
 }
 
 CK_API int ck_model_num_classes(const ck_model *m) {
-    return m && m->built ? m->classes : 0;
+    return m && m->ctx && m->built ? m->classes : 0;
 }
 
 CK_API long long ck_model_step(const ck_model *m) {
-    return m ? m->step : 0;
+    return m && m->ctx ? m->step : 0;
 }
 
 CK_API ck_status ck_model_layer_shape(const ck_model *m, int i, int *h, int *w, int *c) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     if (!m->built || i < 0 || i >= m->num_layers)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "i: layer %d of %d (model built: %d)", i,
                        m->num_layers, m->built);
@@ -697,8 +729,9 @@ CK_API ck_status ck_model_layer_shape(const ck_model *m, int i, int *h, int *w, 
 }
 
 CK_API ck_status ck_model_layer_desc(const ck_model *m, int i, ck_layer_desc *desc) {
-    if (!m || !desc)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
+    if (!desc)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "desc: is NULL");
     if (i < 0 || i >= m->num_layers)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "i: layer %d of %d", i, m->num_layers);
     *desc = m->layers[i];
@@ -706,8 +739,7 @@ CK_API ck_status ck_model_layer_desc(const ck_model *m, int i, ck_layer_desc *de
 }
 
 CK_API ck_status ck_model_set_optimizer(ck_model *m, const ck_optimizer_desc *opt) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
     if (!opt)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt: is NULL");

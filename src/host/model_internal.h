@@ -56,6 +56,7 @@ typedef struct ck_node {
 typedef struct ck_gpu_model ck_gpu_model;
 
 struct ck_model {
+    ck_handle link; /* in the context's list (internal.h) */
     ck_context *ctx;
     ck_gpu_model *gpu;
     ck_layer_desc *layers;
@@ -78,6 +79,7 @@ struct ck_model {
     size_t mem_act_bytes, mem_host_bytes; /* ck_model_memory_usage, set by ck_model_build */
     ck_optimizer_desc opt;
     long long step;
+    ck_fit_state fit; /* where ck_model_fit stands (fit.c); saved in checkpoints */
     /* execution plan (plan.c) */
     int planning_off; /* ck_model_set_planning(m, 0) before build */
     int planned;      /* the planner ran on this build (planning on; CPU and CUDA) */
@@ -103,6 +105,27 @@ struct ck_model {
     double prof_fwd[CK_MAX_OPS], prof_bwd[CK_MAX_OPS], prof_opt, prof_step;
     double prof_cur_fwd[CK_MAX_OPS], prof_cur_bwd[CK_MAX_OPS];
 };
+
+/* The entry check of every public call on a model: NULL, or a model whose context was destroyed
+ * (ck_context_destroy orphans its models: their calls fail instead of reading freed memory). */
+ck_status ck_model_orphaned(void);
+#define CK_MODEL_ENTRY(m)                                                                          \
+    do {                                                                                           \
+        if (!(m))                                                                                  \
+            return CK_STATUS_BAD_PARAM;                                                            \
+        if (!(m)->ctx)                                                                             \
+            return ck_model_orphaned();                                                            \
+    } while (0)
+
+/* The context's CPU thread count (ck_context_set_cpu_threads) for the duration of one model
+ * call (train.c): the calling thread's OpenMP team size, which every loop of cpu_layers.c and
+ * the OpenMP OpenBLAS follow, is set on entry and restored on return, so no state outlives the
+ * call. enter returns what leave restores (0: nothing was changed). */
+int ck_threads_enter(const ck_context *ctx);
+void ck_threads_leave(int old);
+
+/* CRC-32 (zlib) of n more bytes after crc (start with 0), any n (checkpoint.c). */
+uint32_t ck_crc32(uint32_t crc, const void *p, size_t n);
 
 /* Profiling of a training step (train.c): ck_prof_begin returns the time (s) after draining the
  * device, or 0 when the model is not profiling; ck_prof_end adds the time since t0 (device

@@ -633,7 +633,7 @@ static ck_status one_run(const ck_study_variant *v, const ck_dataset *train, con
         what = "model";
     }
     if (st == CK_STATUS_SUCCESS) {
-        ck_fit_options fo = {o->epochs, o->batch, r->seed, fit_step, NULL, rc};
+        ck_fit_options fo = {o->epochs, o->batch, r->seed, fit_step, NULL, rc, 0};
         st = ck_model_fit(m, train, NULL, &fo, hist);
         what = "training";
     }

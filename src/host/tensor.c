@@ -1,6 +1,7 @@
 /* Tensors, workspaces and stored dropout masks: memory on the context's device. */
 #include "internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,6 +84,29 @@ static ck_status check_dims(ck_context *ctx, int n, int c, int h, int w, size_t 
     return CK_STATUS_SUCCESS;
 }
 
+/* ck_context_destroy on a context whose tensors, workspaces or masks are alive: their memory
+ * goes with the context, the headers stay for their destroy calls (internal.h). */
+static void tensor_orphan(ck_handle *h) {
+    ck_tensor *t = (ck_tensor *)h;
+    dev_free(t->ctx, t->data);
+    t->data = NULL;
+    t->ctx = NULL;
+}
+
+static void workspace_orphan(ck_handle *h) {
+    ck_workspace *ws = (ck_workspace *)h;
+    dev_free(ws->ctx, ws->data);
+    ws->data = NULL;
+    ws->ctx = NULL;
+}
+
+static void mask_orphan(ck_handle *h) {
+    ck_mask *m = (ck_mask *)h;
+    dev_free(m->ctx, m->data);
+    m->data = NULL;
+    m->ctx = NULL;
+}
+
 CK_API ck_status ck_tensor_create(ck_context *ctx, ck_tensor **out, ck_layout layout, int n, int c,
                                   int h, int w) {
     if (!ctx)
@@ -107,6 +131,7 @@ CK_API ck_status ck_tensor_create(ck_context *ctx, ck_tensor **out, ck_layout la
         return st;
     }
     t->ctx = ctx;
+    ck_handle_link(ctx, &t->link, tensor_orphan);
     t->layout = layout;
     t->n = n;
     t->c = c;
@@ -120,7 +145,10 @@ CK_API ck_status ck_tensor_create(ck_context *ctx, ck_tensor **out, ck_layout la
 CK_API void ck_tensor_destroy(ck_tensor *t) {
     if (!t)
         return;
-    dev_free(t->ctx, t->data);
+    if (t->ctx) {
+        ck_handle_unlink(t->ctx, &t->link);
+        dev_free(t->ctx, t->data);
+    }
     ck_host_free(t->ctx, t);
 }
 
@@ -205,6 +233,42 @@ CK_API ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor
     return CK_STATUS_SUCCESS;
 }
 
+CK_API ck_status ck_tensor_check_finite(ck_context *ctx, const ck_tensor *t, size_t *index) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    CK_TRY(ck_check_tensor(ctx, t, "t"));
+    float *buf = NULL;
+    size_t chunk = t->count;
+    if (ctx->device != CK_DEVICE_CPU) { /* device data comes through a bounded host buffer */
+        chunk = t->count < ((size_t)1 << 20) ? t->count : ((size_t)1 << 20);
+        buf = (float *)ck_host_alloc(ctx, chunk * sizeof(float));
+        if (!buf)
+            return ck_host_oom(ctx, "t (checking its values)", chunk * sizeof(float));
+    }
+    ck_status st = CK_STATUS_SUCCESS;
+    for (size_t off = 0; off < t->count && st == CK_STATUS_SUCCESS; off += chunk) {
+        const size_t n = t->count - off < chunk ? t->count - off : chunk;
+        const float *p = t->data + off;
+        if (buf) {
+            st = dev_copy(ctx, buf, p, n * sizeof(float), 1);
+            p = buf;
+        }
+        for (size_t i = 0; st == CK_STATUS_SUCCESS && i < n; ++i)
+            if (!isfinite(p[i])) {
+                if (index)
+                    *index = off + i;
+                st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                             "t[%zu]: %g is not finite (of %zu elements, in the tensor's %s "
+                             "layout)",
+                             off + i, (double)p[i], t->count,
+                             t->layout == CK_LAYOUT_NHWC ? "NHWC" : "NCHW");
+            }
+    }
+    ck_host_free(ctx, buf);
+    return st;
+}
+
 CK_API ck_layout ck_tensor_layout(const ck_tensor *t) {
     return t ? t->layout : CK_LAYOUT_NCHW;
 }
@@ -250,6 +314,7 @@ CK_API ck_status ck_workspace_create(ck_context *ctx, ck_workspace **out, size_t
         return st;
     }
     ws->ctx = ctx;
+    ck_handle_link(ctx, &ws->link, workspace_orphan);
     ws->bytes = bytes;
     *out = ws;
     return CK_STATUS_SUCCESS;
@@ -258,7 +323,10 @@ CK_API ck_status ck_workspace_create(ck_context *ctx, ck_workspace **out, size_t
 CK_API void ck_workspace_destroy(ck_workspace *ws) {
     if (!ws)
         return;
-    dev_free(ws->ctx, ws->data);
+    if (ws->ctx) {
+        ck_handle_unlink(ws->ctx, &ws->link);
+        dev_free(ws->ctx, ws->data);
+    }
     ck_host_free(ws->ctx, ws);
 }
 
@@ -298,6 +366,7 @@ CK_API ck_status ck_mask_create(ck_context *ctx, ck_mask **out, ck_dropout_kind 
         ck_host_free(ctx, m);
         return st;
     }
+    ck_handle_link(ctx, &m->link, mask_orphan);
     *out = m;
     return CK_STATUS_SUCCESS;
 }
@@ -305,7 +374,10 @@ CK_API ck_status ck_mask_create(ck_context *ctx, ck_mask **out, ck_dropout_kind 
 CK_API void ck_mask_destroy(ck_mask *m) {
     if (!m)
         return;
-    dev_free(m->ctx, m->data);
+    if (m->ctx) {
+        ck_handle_unlink(m->ctx, &m->link);
+        dev_free(m->ctx, m->data);
+    }
     ck_host_free(m->ctx, m);
 }
 
@@ -315,6 +387,8 @@ CK_API ck_status ck_mask_download(ck_context *ctx, const ck_mask *m, uint8_t *ho
     ck_clear_error(ctx);
     if (!m)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "mask: is NULL");
+    if (!m->ctx)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "mask: its context was destroyed");
     if (m->ctx != ctx)
         return ck_fail(ctx, CK_STATUS_DEVICE_MISMATCH, "mask: belongs to another context");
     if (!host)

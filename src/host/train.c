@@ -7,6 +7,10 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* A tensor header over model memory (NHWC activations or 1 x C x 1 x 1 parameters). */
 static ck_tensor view(ck_context *ctx, const float *p, int n, int h, int w, int c) {
     ck_tensor t;
@@ -423,8 +427,7 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
 }
 
 CK_API ck_status ck_model_set_profiling(ck_model *m, int enable) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
     if (enable) {
         memset(m->prof_fwd, 0, sizeof m->prof_fwd);
@@ -438,8 +441,7 @@ CK_API ck_status ck_model_set_profiling(ck_model *m, int enable) {
 
 CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int cap, int *count,
                                   long long *steps, double *step_ms) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
     ck_clear_error(ctx);
     if (!m->built)
@@ -480,10 +482,30 @@ CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int c
     return CK_STATUS_SUCCESS;
 }
 
-CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
-                                     ck_step_result *result) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+int ck_threads_enter(const ck_context *ctx) {
+#ifdef _OPENMP
+    if (ctx->device == CK_DEVICE_CPU && ctx->cpu_threads > 0) {
+        const int old = omp_get_max_threads();
+        omp_set_num_threads(ctx->cpu_threads);
+        return old;
+    }
+#else
+    (void)ctx;
+#endif
+    return 0;
+}
+
+void ck_threads_leave(int old) {
+#ifdef _OPENMP
+    if (old > 0)
+        omp_set_num_threads(old);
+#else
+    (void)old;
+#endif
+}
+
+static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+                            ck_step_result *result) {
     ck_clear_error(m->ctx);
     double loss_sum = 0.0;
     int correct = 0;
@@ -524,6 +546,7 @@ CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t 
         }
     }
     m->step++;
+    m->fit.valid = 0; /* ck_model_fit sets its position again after its own steps */
     if (result) {
         result->loss = loss_sum / n;
         result->correct = correct;
@@ -548,10 +571,21 @@ static ck_status infer_batch(ck_model *m, const float *x, const int32_t *labels,
     return st;
 }
 
-CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
-                                   ck_step_result *result) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+/* Inputs are checked, weights are finite (set_weights and load refuse others), but a forward
+ * pass can still overflow: no NaN/Inf result leaves with a success status. */
+static ck_status check_logits(ck_model *m, const float *logits, int s, int n) {
+    const size_t k = (size_t)m->classes;
+    for (size_t i = 0; i < (size_t)n * k; ++i)
+        if (!isfinite(logits[i]))
+            return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                           "model: the output of sample %zu (class %zu) is not finite (%g): the "
+                           "forward pass overflowed",
+                           (size_t)s + i / k, i % k, (double)logits[i]);
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
+                          ck_step_result *result) {
     ck_clear_error(m->ctx);
     if (count < 1 || !x || !labels)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "count, x, labels: need count >= 1 and data");
@@ -561,6 +595,8 @@ CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *l
         const int n = count - s < m->max_batch ? count - s : m->max_batch;
         const float *logits;
         ck_status st = infer_batch(m, x, labels, s, n, &logits);
+        if (st == CK_STATUS_SUCCESS)
+            st = check_logits(m, logits, s, n);
         if (st != CK_STATUS_SUCCESS)
             return st;
         double l = 0.0;
@@ -577,9 +613,7 @@ CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *l
     return CK_STATUS_SUCCESS;
 }
 
-CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float *probs) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+static ck_status predict(ck_model *m, const float *x, int count, float *probs) {
     ck_clear_error(m->ctx);
     if (count < 1 || !x || !probs)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
@@ -588,6 +622,8 @@ CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float 
         const int n = count - s < m->max_batch ? count - s : m->max_batch;
         const float *logits;
         ck_status st = infer_batch(m, x, NULL, s, n, &logits);
+        if (st == CK_STATUS_SUCCESS)
+            st = check_logits(m, logits, s, n);
         if (st != CK_STATUS_SUCCESS)
             return st;
         /* probabilities: softmax of the logits (what the softmax layer computes) */
@@ -595,6 +631,32 @@ CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float 
                                   (size_t)n * m->classes, m->classes);
     }
     return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+                                     ck_step_result *result) {
+    CK_MODEL_ENTRY(m);
+    const int t = ck_threads_enter(m->ctx);
+    const ck_status st = train_step(m, x, labels, n, result);
+    ck_threads_leave(t);
+    return st;
+}
+
+CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
+                                   ck_step_result *result) {
+    CK_MODEL_ENTRY(m);
+    const int t = ck_threads_enter(m->ctx);
+    const ck_status st = evaluate(m, x, labels, count, result);
+    ck_threads_leave(t);
+    return st;
+}
+
+CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float *probs) {
+    CK_MODEL_ENTRY(m);
+    const int t = ck_threads_enter(m->ctx);
+    const ck_status st = predict(m, x, count, probs);
+    ck_threads_leave(t);
+    return st;
 }
 
 /* ---- weights in Keras get_weights() order ---------------------------------------------------- */
@@ -649,8 +711,7 @@ static void copy_in(void *u, float *p, size_t n) {
 }
 
 CK_API ck_status ck_model_get_weights(ck_model *m, float *host, size_t count, size_t *needed) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
@@ -670,8 +731,7 @@ CK_API ck_status ck_model_get_weights(ck_model *m, float *host, size_t count, si
 }
 
 CK_API ck_status ck_model_set_weights(ck_model *m, const float *host, size_t count) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
@@ -679,6 +739,11 @@ CK_API ck_status ck_model_set_weights(ck_model *m, const float *host, size_t cou
     if (!host || count != total)
         return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH, "count: %zu given, the model has %zu",
                        count, total);
+    for (size_t i = 0; i < total; ++i)
+        if (!isfinite(host[i]))
+            return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                           "host[%zu]: %g is not finite; no weight was changed", i,
+                           (double)host[i]);
     if (m->gpu) /* the optimizer state of record is the device's */
         CK_TRY(ck_gpu_model_pull(m));
     copy_cursor c = {NULL, host, 0};

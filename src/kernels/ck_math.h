@@ -126,9 +126,11 @@ CK_HD float ck_act_backward(float dy, float pre, int act) {
 CK_HD float ck_bn_invstd(float var, float eps) {
     return 1.0f / sqrtf(var + eps);
 }
-/* Running statistic update: r + f * (batch - r). */
+/* Running statistic update: r + f * (batch - r). A non-finite batch statistic (NaN/Inf in x)
+ * leaves r as it is: the CPU refuses such a batch, the device kernel cannot report it without a
+ * synchronization but must not poison the moving statistics either. */
 CK_HD float ck_running_update(float running, float batch, float factor) {
-    return running + factor * (batch - running);
+    return isfinite(batch) ? running + factor * (batch - running) : running;
 }
 
 /* Backward, per element: dx = k * (g - mean_g - xhat * mean_gx), where g = dL/d(pre) and

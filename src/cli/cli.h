@@ -1,0 +1,73 @@
+/* cnnkit command-line tool: what main.c (parsing, the commands) and train.c (cnnkit train) share.
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or model file, 128 + signal when interrupted. */
+#ifndef CNNKIT_CLI_H
+#define CNNKIT_CLI_H
+
+#include <stdio.h>
+
+#include "cnnkit/cnnkit.h"
+#include "cnnkit/data.h"
+#include "cnnkit/model.h"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+
+typedef struct opts {
+    const char *cmd, *model, *data, *save, *log, *plot, *weights, *device;
+    int epochs, batch, limit, count, in_h, in_w, in_c;
+    unsigned long long seed;
+    /* check / study */
+    int json, measure, quick, batches, seeds, test_limit, measure_batches;
+    int profile; /* train */
+    int batch_given, seed_given;
+    const char *variants, *csv, *svg;
+    float bn_momentum;
+    /* train: resuming, checkpoints, validation */
+    const char *resume, *val_data;
+    int checkpoint_every; /* epochs; -1: not given (each epoch when --save is given) */
+    double val_split;     /* 0: none */
+    int threads;          /* --threads: ck_context_set_cpu_threads (0: the OpenMP default) */
+} opts;
+
+/* main.c */
+int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out);
+int make_context(const opts *o, ck_context **ctx);
+int load_data(const opts *o, const char *dir, int train, ck_dataset *ds);
+int limit_data(ck_dataset *ds, int n, const char *what);
+
+/* train.c */
+int cmd_train(const opts *o);
+
+/* files.c: output files of a run */
+/* Checks before the first step that path can be written: an existing target must be a regular
+ * file (replace: it is renamed over; a symlink to one is followed, and said so on stdout) or
+ * writable, and its directory must take a new file (a probe file is made and removed). Prints
+ * the reason and returns nonzero when it cannot. */
+int check_output_path(const char *opt, const char *path, int replace);
+/* An advisory lock for the run on "<path>.lock" (created; removed by unlock_path). Returns the
+ * descriptor, or -1 after printing why (another run holds it, or it cannot be made). */
+int lock_path(const char *opt, const char *path);
+void unlock_path(const char *path, int fd);
+
+/* The training log (--log): a CSV file locked for the run; every write is checked. */
+typedef struct csv_log {
+    FILE *f;
+    const char *path;
+    int err; /* first failed write (errno), reported once */
+} csv_log;
+extern const char CSV_HEADER[];
+/* Opens and locks path. resume_epoch < 0: a new log (truncated, header written); else the rows
+ * of epochs after resume_epoch are cut off (a resumed run writes them again), the others kept
+ * and their train/validation figures put into hist[epoch - 1] (hist_cap entries). Returns 0 or
+ * an exit code after printing why. */
+int csv_open(csv_log *l, const char *path, int resume_epoch, ck_epoch_result *hist, int hist_cap);
+/* One epoch row; test figures NaN when not measured (empty fields). */
+void csv_row(csv_log *l, const ck_epoch_result *r, double test_loss, double test_accuracy);
+/* Closes; returns 0 or EXIT_RUNTIME after printing a write or close error. */
+int csv_close(csv_log *l);
+
+/* Loss and accuracy per epoch, train and validation (when there is one): two panels. Epochs
+ * [first, first + n) of hist (1-based epoch numbers). Returns 0 or -1. */
+int write_svg(const char *path, const ck_epoch_result *hist, int first, int n);
+
+#endif

@@ -1,0 +1,321 @@
+/* cnnkit train's output files: checks before the first step, run locks, the CSV log, the plot. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* The directory part of path (".", "/" or "a/b") into buf. */
+static void dir_of(const char *path, char *buf, size_t len) {
+    snprintf(buf, len, "%s", path);
+    char *slash = strrchr(buf, '/');
+    if (!slash)
+        snprintf(buf, len, ".");
+    else if (slash == buf)
+        buf[1] = '\0';
+    else
+        *slash = '\0';
+}
+
+int check_output_path(const char *opt, const char *path, int replace) {
+    struct stat st, lst;
+    char target[PATH_MAX];
+    snprintf(target, sizeof target, "%s", path);
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "cnnkit: %s %s is a directory\n", opt, path);
+            return -1;
+        }
+        if (replace && !S_ISREG(st.st_mode)) {
+            fprintf(stderr, "cnnkit: %s %s is not a regular file: refusing to replace it\n", opt,
+                    path);
+            return -1;
+        }
+        if (!replace && access(path, W_OK) != 0) {
+            fprintf(stderr, "cnnkit: %s %s: %s\n", opt, path, strerror(errno));
+            return -1;
+        }
+        if (replace && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode) && realpath(path, target)) {
+            printf("%s %s is a symbolic link: the file it points to, %s, will be replaced\n", opt,
+                   path, target);
+        }
+    } else if (errno != ENOENT) {
+        fprintf(stderr, "cnnkit: %s %s: %s\n", opt, path, strerror(errno));
+        return -1;
+    } else if (lstat(path, &lst) == 0) {
+        fprintf(stderr, "cnnkit: %s %s is a symbolic link to a missing file\n", opt, path);
+        return -1;
+    }
+    if (!replace && stat(path, &st) == 0)
+        return 0; /* written in place: writable, checked above */
+    /* a new file (or a rename target) needs its directory: make and remove a probe file */
+    char dir[PATH_MAX], probe[PATH_MAX + 32];
+    dir_of(target, dir, sizeof dir);
+    snprintf(probe, sizeof probe, "%s/.cnnkit-probe-XXXXXX", dir);
+    int fd = mkstemp(probe);
+    if (fd < 0) {
+        fprintf(stderr, "cnnkit: %s %s: cannot create a file in %s: %s\n", opt, path, dir,
+                strerror(errno));
+        return -1;
+    }
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
+int lock_path(const char *opt, const char *path) {
+    char name[PATH_MAX];
+    if (snprintf(name, sizeof name, "%s.lock", path) >= (int)sizeof name) {
+        fprintf(stderr, "cnnkit: %s %s: path too long\n", opt, path);
+        return -1;
+    }
+    /* lock files are removed at the end of a run: a lock taken on a file that was removed (or
+     * replaced) meanwhile is no lock, so check that the name still leads to the locked file */
+    for (int tries = 0; tries < 8; ++tries) {
+        int fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "cnnkit: %s %s: cannot create the lock file %s: %s\n", opt, path, name,
+                    strerror(errno));
+            return -1;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            const int e = errno;
+            close(fd);
+            if (e == EWOULDBLOCK)
+                fprintf(stderr,
+                        "cnnkit: %s %s is in use by another cnnkit run (it holds %s): wait for "
+                        "it to finish or choose another path\n",
+                        opt, path, name);
+            else
+                fprintf(stderr, "cnnkit: %s %s: cannot lock %s: %s\n", opt, path, name,
+                        strerror(e));
+            return -1;
+        }
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(name, &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino)
+            return fd;
+        close(fd);
+    }
+    fprintf(stderr, "cnnkit: %s %s: the lock file %s keeps changing\n", opt, path, name);
+    return -1;
+}
+
+void unlock_path(const char *path, int fd) {
+    if (fd < 0)
+        return;
+    char name[PATH_MAX];
+    snprintf(name, sizeof name, "%s.lock", path);
+    unlink(name); /* while still locked: a run waiting on it then sees a new file */
+    close(fd);
+}
+
+/* ---- CSV log --------------------------------------------------------------------------------- */
+
+const char CSV_HEADER[] =
+    "epoch,loss,accuracy,val_loss,val_accuracy,test_loss,test_accuracy,seconds,images_per_s\n";
+
+static void csv_failed(csv_log *l, int e) {
+    if (!l->err) {
+        l->err = e ? e : EIO;
+        fprintf(stderr,
+                "cnnkit: --log %s: write failed: %s (training goes on; the log is "
+                "incomplete)\n",
+                l->path, strerror(l->err));
+    }
+}
+
+/* Field k (0-based) of a CSV row as a number; NaN when empty or absent. */
+static double csv_field(const char *row, int k) {
+    const char *p = row;
+    for (int i = 0; i < k && p; ++i) {
+        p = strchr(p, ',');
+        if (p)
+            ++p;
+    }
+    if (!p || *p == ',' || *p == '\n' || !*p)
+        return NAN;
+    return strtod(p, NULL);
+}
+
+int csv_open(csv_log *l, const char *path, int resume_epoch, ck_epoch_result *hist, int hist_cap) {
+    memset(l, 0, sizeof *l);
+    l->path = path;
+    /* a regular file is read back on resume; a device or pipe (/dev/stdout) is only written */
+    struct stat st;
+    const int other = stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+    int fd = open(path, (other ? O_WRONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "cnnkit: --log %s: %s\n", path, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    const int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    /* a regular file is locked for the run (a second run would interleave its rows); a device
+     * or pipe (/dev/stdout) is written as it is */
+    if (regular && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr,
+                "cnnkit: --log %s is in use by another cnnkit run (locked): wait for it to "
+                "finish or choose another file\n",
+                path);
+        close(fd);
+        return EXIT_RUNTIME;
+    }
+    l->f = fdopen(fd, regular ? "r+" : "w");
+    if (!l->f) {
+        fprintf(stderr, "cnnkit: --log %s: %s\n", path, strerror(errno));
+        close(fd);
+        return EXIT_RUNTIME;
+    }
+    long keep = 0; /* bytes of the existing file kept */
+    if (regular && resume_epoch >= 0 && st.st_size > 0) {
+        char line[1024];
+        if (!fgets(line, sizeof line, l->f) || strcmp(line, CSV_HEADER) != 0) {
+            fprintf(stderr,
+                    "cnnkit: --log %s: its first line is not this version's header (%.*s): "
+                    "choose another file to resume into\n",
+                    path, (int)strcspn(line, "\n"), line);
+            fclose(l->f);
+            l->f = NULL;
+            return EXIT_RUNTIME;
+        }
+        keep = ftell(l->f);
+        while (fgets(line, sizeof line, l->f)) {
+            const int epoch = atoi(line);
+            if (epoch < 1 || epoch > resume_epoch)
+                break;
+            if (epoch <= hist_cap) {
+                ck_epoch_result *r = &hist[epoch - 1];
+                r->epoch = epoch;
+                r->loss = csv_field(line, 1);
+                r->accuracy = csv_field(line, 2);
+                r->val_loss = csv_field(line, 3);
+                r->val_accuracy = csv_field(line, 4);
+                r->seconds = csv_field(line, 7);
+                r->images_per_s = csv_field(line, 8);
+            }
+            keep = ftell(l->f);
+        }
+    }
+    if (regular && ftruncate(fd, keep) != 0) {
+        fprintf(stderr, "cnnkit: --log %s: %s\n", path, strerror(errno));
+        fclose(l->f);
+        l->f = NULL;
+        return EXIT_RUNTIME;
+    }
+    if (regular)
+        fseek(l->f, keep, SEEK_SET);
+    if (keep == 0 && (fputs(CSV_HEADER, l->f) < 0 || fflush(l->f) != 0))
+        csv_failed(l, errno);
+    return 0;
+}
+
+static void csv_num(FILE *f, double v, int digits) {
+    if (isfinite(v))
+        fprintf(f, "%.*f", digits, v);
+}
+
+void csv_row(csv_log *l, const ck_epoch_result *r, double test_loss, double test_accuracy) {
+    if (!l->f)
+        return;
+    FILE *f = l->f;
+    errno = 0;
+    fprintf(f, "%d,%.6f,%.6f,", r->epoch, r->loss, r->accuracy);
+    csv_num(f, r->val_loss, 6);
+    fputc(',', f);
+    csv_num(f, r->val_accuracy, 6);
+    fputc(',', f);
+    csv_num(f, test_loss, 6);
+    fputc(',', f);
+    csv_num(f, test_accuracy, 6);
+    fprintf(f, ",%.3f,%.1f\n", r->seconds, r->images_per_s);
+    if (ferror(f) || fflush(f) != 0)
+        csv_failed(l, errno);
+}
+
+int csv_close(csv_log *l) {
+    if (!l->f)
+        return 0;
+    errno = 0;
+    const int bad = ferror(l->f);
+    if (fclose(l->f) != 0 || bad)
+        csv_failed(l, errno);
+    l->f = NULL;
+    return l->err ? EXIT_RUNTIME : 0;
+}
+
+/* ---- plot ------------------------------------------------------------------------------------ */
+
+int write_svg(const char *path, const ck_epoch_result *h, int first, int n) {
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    h += first - 1;
+    /* the right panel ends at 510 + 400: 30 px of margin after it */
+    const int pw = 400, ph = 260, top = 50, left[2] = {60, 510}, W = left[1] + pw + 30, H = 360;
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
+            "height=\"100%%\" fill=\"white\"/>\n",
+            W, H);
+    int has_val = 0;
+    for (int i = 0; i < n; ++i)
+        has_val |= !isnan(h[i].val_loss);
+    for (int panel = 0; panel < 2; ++panel) {
+        double lo = 1e30, hi = -1e30;
+        for (int i = 0; i < n; ++i) {
+            double a = panel ? h[i].accuracy : h[i].loss;
+            double b = panel ? h[i].val_accuracy : h[i].val_loss;
+            lo = fmin(lo, fmin(a, isnan(b) ? a : b));
+            hi = fmax(hi, fmax(a, isnan(b) ? a : b));
+        }
+        if (hi - lo < 1e-9) {
+            hi += 0.5;
+            lo -= 0.5;
+        }
+        double pad = 0.05 * (hi - lo);
+        lo -= pad;
+        hi += pad;
+        const int x0 = left[panel];
+        fprintf(f, "<text x=\"%d\" y=\"30\" font-size=\"15\">%s</text>\n", x0,
+                panel ? "accuracy" : "loss");
+        fprintf(f,
+                "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
+                "stroke=\"#888\"/>\n",
+                x0, top, pw, ph);
+        for (int k = 0; k <= 4; ++k) {
+            double v = lo + (hi - lo) * k / 4.0;
+            int y = top + ph - (int)(ph * k / 4.0);
+            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3f</text>\n", x0 - 4, y + 4,
+                    v);
+        }
+        for (int s = 0; s < 1 + has_val; ++s) {
+            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
+                    s ? "#d62728" : "#1f77b4");
+            for (int i = 0; i < n; ++i) {
+                double v = s ? (panel ? h[i].val_accuracy : h[i].val_loss)
+                             : (panel ? h[i].accuracy : h[i].loss);
+                if (isnan(v))
+                    continue;
+                double x = x0 + (n > 1 ? (double)pw * i / (n - 1) : pw / 2.0);
+                double y = top + ph - ph * (v - lo) / (hi - lo);
+                fprintf(f, "%.1f,%.1f ", x, y);
+            }
+            fprintf(f, "\"/>\n");
+        }
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">epoch (%d..%d)</text>\n",
+                x0 + pw / 2, top + ph + 20, first, first + n - 1);
+    }
+    fprintf(f, "<text x=\"60\" y=\"%d\" fill=\"#1f77b4\">train</text>", H - 15);
+    if (has_val)
+        fprintf(f, "<text x=\"110\" y=\"%d\" fill=\"#d62728\">validation</text>", H - 15);
+    fprintf(f, "\n</svg>\n");
+    const int bad = ferror(f);
+    return fclose(f) != 0 || bad ? -1 : 0;
+}

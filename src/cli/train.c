@@ -1,0 +1,400 @@
+/* cnnkit train: checks every output before the first step, locks the checkpoint and the log for
+ * the run, checkpoints each epoch, resumes (--resume), holds out validation data, and on SIGINT
+ * or SIGTERM finishes the step, saves a checkpoint and exits 128 + signal (a second signal exits
+ * at once). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* The signal that asked the run to stop, 0 while none did. Set by the handler, read by the fit's
+ * step callback: the library knows nothing of signals. */
+static volatile sig_atomic_t stop_signal;
+/* the run's lock file, removed by an exit from the handler too (unlink is async-signal-safe) */
+static char lock_file[4096];
+
+static void on_signal(int sig) {
+    if (stop_signal) {
+        static const char again[] = "\ncnnkit: interrupted again: exiting now, nothing saved\n";
+        (void)!write(STDERR_FILENO, again, sizeof again - 1);
+        if (lock_file[0])
+            unlink(lock_file);
+        _exit(128 + sig);
+    }
+    stop_signal = sig;
+    static const char msg[] = "\ncnnkit: interrupted: finishing this step, then saving a "
+                              "checkpoint (interrupt again to exit at once)\n";
+    (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+}
+
+static void catch_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+typedef struct train_ui {
+    int tty;
+    ck_context *ctx;
+    ck_model *m;
+    const opts *o;
+    csv_log *log;
+    int epochs, every;
+    ck_epoch_result last; /* the final epoch's row waits for the test figures */
+    int has_last;
+    int save_failed;
+    /* test hook (CNNKIT_TEST_INTERRUPT, README): raise SIGINT after these model steps */
+    long long raise_at[8];
+    int n_raise;
+} train_ui;
+
+static int on_step(void *u, const ck_fit_progress *p) {
+    train_ui *ui = (train_ui *)u;
+    const long long step = ck_model_step(ui->m);
+    for (int i = 0; i < ui->n_raise; ++i)
+        if (ui->raise_at[i] == step)
+            raise(SIGINT);
+    if (ui->tty) {
+        const int width = 24;
+        int done = (int)((double)p->step / p->steps * width);
+        char bar[32];
+        for (int i = 0; i < width; ++i)
+            bar[i] = i < done ? '=' : (i == done ? '>' : '.');
+        bar[width] = '\0';
+        printf("\rEpoch %d/%d %5d/%-5d [%s] loss %.4f  accuracy %.4f  %7.0f img/s  ETA %4.0fs ",
+               p->epoch, p->epochs, p->step, p->steps, bar, p->loss, p->accuracy, p->images_per_s,
+               p->eta_s);
+        fflush(stdout);
+    }
+    return stop_signal != 0;
+}
+
+static int on_epoch(void *u, const ck_epoch_result *r) {
+    train_ui *ui = (train_ui *)u;
+    if (ui->tty)
+        printf("\r");
+    printf("epoch %d/%d: loss %.4f  accuracy %.4f", r->epoch, ui->epochs, r->loss, r->accuracy);
+    if (!isnan(r->val_loss))
+        printf("  val_loss %.4f  val_accuracy %.4f", r->val_loss, r->val_accuracy);
+    printf("  %.1fs  %.0f img/s%s\n", r->seconds, r->images_per_s,
+           ui->tty ? "                    " : "");
+    fflush(stdout);
+    if (r->epoch == ui->epochs) {
+        ui->last = *r;
+        ui->has_last = 1;
+    } else if (ui->log) {
+        csv_row(ui->log, r, NAN, NAN);
+    }
+    const opts *o = ui->o;
+    if (o->save && ui->every > 0 && r->epoch % ui->every == 0 && r->epoch < ui->epochs) {
+        if (ck_model_save(ui->m, o->save) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: --save: checkpoint after epoch %d: %s\n", r->epoch,
+                    ck_context_last_error(ui->ctx));
+            ui->save_failed = 1;
+            return 1;
+        }
+        printf("checkpoint %s (epoch %d)\n", o->save, r->epoch);
+        fflush(stdout);
+    }
+    return stop_signal != 0;
+}
+
+/* The training-step profile (--profile): one row per planned node, the optimizer and the rest. */
+static void print_profile(const ck_model *m, int cuda) {
+    int count = 0;
+    long long steps = 0;
+    double step_ms = 0.0;
+    if (ck_model_profile(m, NULL, 0, &count, NULL, NULL) != CK_STATUS_SUCCESS)
+        return;
+    ck_profile_row *rows = (ck_profile_row *)calloc((size_t)count, sizeof *rows);
+    if (!rows || ck_model_profile(m, rows, count, &count, &steps, &step_ms) != CK_STATUS_SUCCESS) {
+        free(rows);
+        return;
+    }
+    printf("profile: %lld training steps, %.3f ms per step%s\n", steps, step_ms,
+           cuda ? " (the stream drained around every node: slower than a plain step)" : "");
+    printf("%4s  %-58s %11s %11s %9s\n", "node", "layers", "forward ms", "backward ms",
+           "% of step");
+    for (int i = 0; i < count; ++i) {
+        const ck_profile_row *r = &rows[i];
+        char what[59];
+        snprintf(what, sizeof what, "%s", r->what); /* cut long plan notes */
+        char idx[16] = "";
+        if (r->node >= 0)
+            snprintf(idx, sizeof idx, "%d", r->node + 1);
+        const double pct = step_ms > 0.0 ? 100.0 * (r->forward_ms + r->backward_ms) / step_ms : 0.0;
+        if (r->node >= 0)
+            printf("%4s  %-58s %11.3f %11.3f %8.1f%%\n", idx, what, r->forward_ms, r->backward_ms,
+                   pct);
+        else
+            printf("%4s  %-58s %11.3f %11s %8.1f%%\n", idx, what, r->forward_ms, "", pct);
+    }
+    free(rows);
+}
+
+/* The held-out data: --validation-split F takes the last F of the training data (Keras:
+ * split_at = int(count * (1 - F)), before any shuffling); --validation-data DIR its t10k-*
+ * files. */
+static int make_validation(const opts *o, ck_dataset *train, ck_dataset *val) {
+    if (o->val_data)
+        return load_data(o, o->val_data, 0, val);
+    if (!(o->val_split > 0.0))
+        return 0;
+    const int split_at = (int)((double)train->count * (1.0 - o->val_split));
+    if (split_at < 1 || split_at >= train->count) {
+        fprintf(stderr,
+                "cnnkit: --validation-split %g of %d training images leaves %d for training and "
+                "%d for validation: both need at least one\n",
+                o->val_split, train->count, split_at, train->count - split_at);
+        return EXIT_USAGE;
+    }
+    ck_dataset head = {0};
+    if (ck_dataset_subset(train, split_at, train->count - split_at, val) != CK_STATUS_SUCCESS ||
+        ck_dataset_subset(train, 0, split_at, &head) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: out of memory for --validation-split\n");
+        return EXIT_RUNTIME;
+    }
+    ck_dataset_free(train);
+    *train = head;
+    return 0;
+}
+
+/* Loads --resume into m and checks that it continues this command line's run. */
+static int resume_from(const opts *o, ck_context *ctx, ck_model *m, const ck_dataset *train,
+                       int epochs, ck_fit_state *fs) {
+    if (ck_model_load(m, o->resume) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: --resume: %s\n", ck_context_last_error(ctx));
+        return EXIT_RUNTIME;
+    }
+    ck_model_fit_state(m, fs);
+    if (!fs->valid) {
+        fprintf(stderr,
+                "cnnkit: --resume %s holds weights but no training position (an older "
+                "checkpoint, or one not saved by cnnkit train): use it with evaluate or "
+                "predict --weights\n",
+                o->resume);
+        return EXIT_USAGE;
+    }
+    if (fs->batch != o->batch) {
+        fprintf(stderr, "cnnkit: --resume %s was trained with --batch %d: give --batch %d\n",
+                o->resume, fs->batch, fs->batch);
+        return EXIT_USAGE;
+    }
+    if (fs->shuffle_seed != o->seed || fs->context_seed != o->seed) {
+        fprintf(stderr, "cnnkit: --resume %s was trained with --seed %llu: give --seed %llu\n",
+                o->resume, (unsigned long long)fs->shuffle_seed,
+                (unsigned long long)fs->shuffle_seed);
+        return EXIT_USAGE;
+    }
+    if (fs->count != train->count) {
+        fprintf(stderr,
+                "cnnkit: --resume %s was trained on %d images, this command line gives %d: use "
+                "the same --data, --limit and --validation-split\n",
+                o->resume, fs->count, train->count);
+        return EXIT_USAGE;
+    }
+    if (fs->epoch >= epochs) {
+        fprintf(stderr,
+                "cnnkit: --resume %s has finished %d epoch%s and --epochs is the total: give "
+                "--epochs %d or more to train on\n",
+                o->resume, fs->epoch, fs->epoch == 1 ? "" : "s", fs->epoch + 1);
+        return EXIT_USAGE;
+    }
+    const int steps = (train->count + o->batch - 1) / o->batch;
+    if (fs->epoch_step)
+        printf("resuming %s: epoch %d, after step %d of %d (model step %lld)\n", o->resume,
+               fs->epoch + 1, fs->epoch_step, steps, ck_model_step(m));
+    else
+        printf("resuming %s: after epoch %d (model step %lld)\n", o->resume, fs->epoch,
+               ck_model_step(m));
+    return 0;
+}
+
+/* CNNKIT_TEST_INTERRUPT="k[,k...]": raise SIGINT after model step k (twice when k is listed
+ * twice), to test the interrupt path deterministically (README). */
+static void test_hook(train_ui *ui) {
+    const char *s = getenv("CNNKIT_TEST_INTERRUPT");
+    while (s && *s && ui->n_raise < 8) {
+        char *end;
+        const long long k = strtoll(s, &end, 10);
+        if (end == s)
+            break;
+        ui->raise_at[ui->n_raise++] = k;
+        s = *end == ',' ? end + 1 : end;
+    }
+}
+
+int cmd_train(const opts *o) {
+    if (o->checkpoint_every >= 0 && !o->save) {
+        fprintf(stderr, "cnnkit: train: --checkpoint-every needs --save FILE\n");
+        return EXIT_USAGE;
+    }
+    if (o->val_split > 0.0 && o->val_data) {
+        fprintf(stderr, "cnnkit: train: give --validation-split or --validation-data, not both\n");
+        return EXIT_USAGE;
+    }
+    const int epochs = o->epochs > 0 ? o->epochs : 1;
+    /* every output is checked before the first step, not found unwritable after the last */
+    if ((o->save && check_output_path("--save", o->save, 1)) ||
+        (o->log && check_output_path("--log", o->log, 0)) ||
+        (o->plot && check_output_path("--plot", o->plot, 0)))
+        return EXIT_RUNTIME;
+    if (o->resume && access(o->resume, R_OK) != 0) {
+        fprintf(stderr, "cnnkit: --resume %s: %s\n", o->resume, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    const int save_lock = o->save ? lock_path("--save", o->save) : -1;
+    if (o->save && save_lock < 0)
+        return EXIT_RUNTIME;
+    if (o->save)
+        snprintf(lock_file, sizeof lock_file, "%s.lock", o->save);
+    ck_context *ctx = NULL;
+    ck_model *m = NULL;
+    ck_dataset train = {0}, val = {0}, test = {0};
+    ck_epoch_result *hist = (ck_epoch_result *)calloc((size_t)epochs, sizeof *hist);
+    csv_log log = {0};
+    ck_fit_state fs = {0};
+    int rc = hist ? make_context(o, &ctx) : EXIT_RUNTIME;
+    if (!rc)
+        rc = load_model(ctx, o, o->batch, &m);
+    ck_param_counts pc = {0, 0, 0};
+    if (!rc) {
+        ck_model_param_counts(m, &pc);
+        if (pc.trainable == 0) {
+            fprintf(stderr,
+                    "cnnkit: %s: the model has no trainable parameters (no Conv2D, Dense or "
+                    "BatchNormalization layer): nothing to train\n",
+                    o->model);
+            rc = EXIT_USAGE;
+        }
+    }
+    if (!rc)
+        rc = load_data(o, NULL, 1, &train);
+    if (!rc)
+        rc = load_data(o, NULL, 0, &test);
+    if (!rc)
+        rc = limit_data(&train, o->limit, "--limit");
+    if (!rc)
+        rc = make_validation(o, &train, &val);
+    if (!rc && o->resume)
+        rc = resume_from(o, ctx, m, &train, epochs, &fs);
+    if (!rc && o->log)
+        rc = csv_open(&log, o->log, o->resume ? fs.epoch : -1, hist, epochs);
+    if (rc)
+        goto done;
+    printf("cnnkit %d.%d.%d: %s, %lld params, device %s, %d train / %d test images",
+           CNNKIT_VERSION_MAJOR, CNNKIT_VERSION_MINOR, CNNKIT_VERSION_PATCH, o->model, pc.total,
+           ck_context_device(ctx) == CK_DEVICE_CUDA ? "cuda" : "cpu", train.count, test.count);
+    if (val.count && o->val_data)
+        printf(", %d validation (%s)", val.count, o->val_data);
+    else if (val.count)
+        printf(", %d validation (the last %g%% of the training data)", val.count,
+               100.0 * o->val_split);
+    printf(", batch %d, %d epoch%s, seed %llu\n", o->batch, epochs, epochs > 1 ? "s" : "", o->seed);
+    fflush(stdout);
+    if (o->profile)
+        ck_model_set_profiling(m, 1);
+    train_ui ui = {.tty = isatty(STDOUT_FILENO),
+                   .ctx = ctx,
+                   .m = m,
+                   .o = o,
+                   .log = o->log ? &log : NULL,
+                   .epochs = epochs,
+                   .every = o->checkpoint_every >= 0 ? o->checkpoint_every : 1};
+    test_hook(&ui);
+    catch_signals();
+    ck_fit_options fo = {epochs, o->batch, o->seed, on_step, on_epoch, &ui, o->resume != NULL};
+    ck_status st = ck_model_fit(m, &train, val.count ? &val : NULL, &fo, hist);
+    ck_model_fit_state(m, &fs);
+    /* the plot: every finished epoch this run or the kept rows of a resumed log know */
+    int first = 1;
+    while (first <= fs.epoch && hist[first - 1].epoch != first)
+        ++first;
+    const int shown = fs.epoch - first + 1;
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: training failed: %s\n", ck_context_last_error(ctx));
+        rc = EXIT_RUNTIME;
+    } else if (ui.save_failed) {
+        rc = EXIT_RUNTIME;
+    } else if (stop_signal) {
+        /* interrupted: the fit stopped after a whole step; keep everything it did */
+        char fallback[64];
+        snprintf(fallback, sizeof fallback, "cnnkit-interrupted-%ld.ckpt", (long)getpid());
+        const char *path = o->save ? o->save : fallback;
+        if (ui.has_last && ui.log)
+            csv_row(ui.log, &ui.last, NAN, NAN);
+        const int steps = (train.count + o->batch - 1) / o->batch;
+        if (ck_model_save(m, path) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: interrupted (%s), and the checkpoint was not saved: %s\n",
+                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM", ck_context_last_error(ctx));
+        } else {
+            printf("interrupted (%s) at epoch %d, step %d of %d (model step %lld): checkpoint "
+                   "%s\ncontinue with: cnnkit train %s --resume %s --epochs %d (and the same "
+                   "--batch, --seed, --data, --limit, --validation-split)\n",
+                   stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                   fs.epoch_step ? fs.epoch + 1 : fs.epoch, fs.epoch_step ? fs.epoch_step : steps,
+                   steps, ck_model_step(m), path, o->model, path, epochs);
+        }
+        if (o->plot && shown > 0 && write_svg(o->plot, hist, first, shown) == 0)
+            printf("plot %s\n", o->plot);
+        rc = 128 + stop_signal;
+    } else {
+        ck_step_result tr;
+        double tl = NAN, ta = NAN;
+        if (ck_model_evaluate(m, test.images, test.labels, test.count, &tr) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: test evaluation failed: %s\n", ck_context_last_error(ctx));
+            rc = EXIT_RUNTIME;
+        } else {
+            tl = tr.loss;
+            ta = (double)tr.correct / tr.count;
+            printf("test accuracy: %.4f (%d/%d), test loss %.4f\n", ta, tr.correct, tr.count, tl);
+        }
+        if (ui.has_last && ui.log)
+            csv_row(ui.log, &ui.last, tl, ta);
+        if (o->profile)
+            print_profile(m, ck_context_device(ctx) == CK_DEVICE_CUDA);
+        if (o->save) {
+            if (ck_model_save(m, o->save) != CK_STATUS_SUCCESS) {
+                fprintf(stderr, "cnnkit: --save: %s\n", ck_context_last_error(ctx));
+                rc = EXIT_RUNTIME;
+            } else {
+                printf("saved %s\n", o->save);
+            }
+        }
+        if (o->plot) {
+            if (write_svg(o->plot, hist, first, shown) != 0) {
+                fprintf(stderr, "cnnkit: --plot %s: cannot write\n", o->plot);
+                rc = EXIT_RUNTIME;
+            } else {
+                printf("plot %s\n", o->plot);
+            }
+        }
+    }
+done:
+    if (o->log && log.f) {
+        if (csv_close(&log) != 0) {
+            if (rc == 0)
+                rc = EXIT_RUNTIME;
+        } else {
+            printf("log %s\n", o->log);
+        }
+    }
+    unlock_path(o->save, save_lock);
+    lock_file[0] = '\0';
+    free(hist);
+    ck_dataset_free(&train);
+    ck_dataset_free(&val);
+    ck_dataset_free(&test);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return rc;
+}

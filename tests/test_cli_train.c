@@ -1,0 +1,448 @@
+/* cnnkit train through the binary (issue 12): outputs checked before the first step, SIGINT /
+ * SIGTERM save a checkpoint, --resume gives the same bits as an uninterrupted run, save targets,
+ * log errors and locks, validation data, model-file and option errors, summary --batch. Tiny
+ * IDX data (8x8 images, 3 classes) and a tiny model written here keep every run short. */
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char out[65536];
+
+static const char MODEL[] = "model = Sequential()\n"
+                            "model.add(Conv2D(3, (3, 3), input_shape=(8, 8, 1)))\n"
+                            "model.add(BatchNormalization())\n"
+                            "model.add(Activation('relu'))\n"
+                            "model.add(SpatialDropout2D(0.2))\n"
+                            "model.add(Flatten())\n"
+                            "model.add(Dropout(0.2))\n"
+                            "model.add(Dense(3, activation='softmax'))\n";
+
+typedef struct fixture {
+    char dir[64];
+    char model[128];
+    char data[128];
+} fixture;
+
+static void write_file(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    cr_assert_eq(fwrite(p, 1, n, f), n);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* IDX image and label files of n 8x8 images; labels from the image pattern so there is
+ * something to learn. */
+static void write_idx(const char *dir, const char *split, int n, const unsigned char *pix,
+                      const unsigned char *labels) {
+    char path[256];
+    unsigned char *buf = (unsigned char *)malloc(16 + (size_t)n * 64);
+    put_be32(buf, 0x803);
+    put_be32(buf + 4, (uint32_t)n);
+    put_be32(buf + 8, 8);
+    put_be32(buf + 12, 8);
+    memcpy(buf + 16, pix, (size_t)n * 64);
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, split);
+    write_file(path, buf, 16 + (size_t)n * 64);
+    put_be32(buf, 0x801);
+    memcpy(buf + 8, labels, (size_t)n);
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, split);
+    write_file(path, buf, 8 + (size_t)n);
+    free(buf);
+}
+
+static void make_images(int n, unsigned char *pix, unsigned char *labels, uint64_t seed) {
+    trng r = {seed};
+    for (int i = 0; i < n; ++i) {
+        labels[i] = (unsigned char)(trng_u32(&r) % 3);
+        for (int p = 0; p < 64; ++p)
+            pix[i * 64 + p] =
+                (unsigned char)(((p % 8) * (labels[i] + 1) * 13 + trng_u32(&r) % 40) % 256);
+    }
+}
+
+/* 48 training images whose last 12 are the 12 test images (so a validation split of 0.25 is the
+ * test set exactly: Keras takes the last F of the data, before shuffling). */
+static void setup(fixture *fx) {
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/cnnkit-clitrain-XXXXXX");
+    cr_assert_not_null(mkdtemp(fx->dir));
+    snprintf(fx->model, sizeof fx->model, "%s/tiny.py", fx->dir);
+    snprintf(fx->data, sizeof fx->data, "%s/data", fx->dir);
+    write_file(fx->model, MODEL, strlen(MODEL));
+    cr_assert_eq(mkdir(fx->data, 0755), 0);
+    unsigned char pix[48 * 64], lab[48];
+    make_images(48, pix, lab, 7);
+    write_idx(fx->data, "train", 48, pix, lab);
+    write_idx(fx->data, "t10k", 12, pix + 36 * 64, lab + 36);
+}
+
+static void teardown(fixture *fx) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static int train(const fixture *fx, const char *args) {
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "train %s --data %s --batch 8 --device cpu %s", fx->model, fx->data,
+             args);
+    return t_run_cli(cmd, out, sizeof out);
+}
+
+static void assert_same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *pa = t_read_file(a, &na), *pb = t_read_file(b, &nb);
+    cr_assert(na == nb && memcmp(pa, pb, na) == 0, "%s (%zu bytes) and %s (%zu bytes) differ", a,
+              na, b, nb);
+    free(pa);
+    free(pb);
+}
+
+/* The CSV rows without their two timing columns (seconds, images/s). */
+static void csv_figures(const char *path, char *buf, size_t len) {
+    char *s = t_read_file(path, NULL);
+    size_t o = 0;
+    for (char *line = strtok(s, "\n"); line && o + 1 < len; line = strtok(NULL, "\n")) {
+        int commas = 0;
+        for (char *p = line; *p && o + 1 < len; ++p) {
+            if (*p == ',' && ++commas == 7)
+                break;
+            buf[o++] = *p;
+        }
+        buf[o++] = '\n';
+    }
+    buf[o] = '\0';
+    free(s);
+}
+
+static void path_in(const fixture *fx, char *buf, size_t len, const char *name) {
+    snprintf(buf, len, "%s/%s", fx->dir, name);
+}
+
+/* Item 3: --epochs 2 --save a and --epochs 1 --save b, then --epochs 2 --resume b --save b,
+ * leave byte-identical checkpoints; so does a run interrupted mid-epoch by SIGINT (a test hook
+ * raises it after model step 9 of 12) and resumed. */
+Test(cli_train, resume_gives_the_same_bits_as_an_uninterrupted_run, .timeout = 120) {
+    fixture fx;
+    setup(&fx);
+    char a[160], b[160], c[160], la[160], lc[160], args[1024];
+    path_in(&fx, a, sizeof a, "a.ckpt");
+    path_in(&fx, b, sizeof b, "b.ckpt");
+    path_in(&fx, c, sizeof c, "c.ckpt");
+    path_in(&fx, la, sizeof la, "a.csv");
+    path_in(&fx, lc, sizeof lc, "c.csv");
+    snprintf(args, sizeof args, "--epochs 2 --validation-split 0.25 --save %s --log %s", a, la);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    snprintf(args, sizeof args, "--epochs 1 --validation-split 0.25 --save %s", b);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    snprintf(args, sizeof args, "--epochs 2 --validation-split 0.25 --resume %s --save %s", b, b);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_neq(strstr(out, "after epoch 1"), NULL, "%s", out);
+    assert_same_file(a, b);
+
+    setenv("CNNKIT_TEST_INTERRUPT", "7", 1); /* epoch 2 (5 steps each), after its step 2 */
+    snprintf(args, sizeof args, "--epochs 2 --validation-split 0.25 --save %s --log %s", c, lc);
+    const int rc = train(&fx, args);
+    unsetenv("CNNKIT_TEST_INTERRUPT");
+    cr_assert_eq(rc, 130, "%s", out);
+    cr_assert_neq(strstr(out, "interrupted (SIGINT) at epoch 2, step 2 of 5"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "--resume"), NULL, "%s", out);
+    snprintf(args, sizeof args, "--epochs 2 --validation-split 0.25 --resume %s --save %s --log %s",
+             c, c, lc);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_neq(strstr(out, "epoch 2, after step 2 of 5"), NULL, "%s", out);
+    assert_same_file(a, c);
+    /* and the resumed log holds the same figures (the timings differ) */
+    char fa[4096], fc[4096];
+    csv_figures(la, fa, sizeof fa);
+    csv_figures(lc, fc, sizeof fc);
+    cr_assert_str_eq(fa, fc);
+    /* the run's lock files are gone */
+    char lock[200];
+    snprintf(lock, sizeof lock, "%s.lock", c);
+    cr_assert_eq(access(lock, F_OK), -1);
+    teardown(&fx);
+}
+
+/* Item 2: a second SIGINT exits at once without saving; SIGTERM from outside, mid-run, saves a
+ * checkpoint that resumes. */
+Test(cli_train, second_interrupt_exits_at_once_and_sigterm_saves, .timeout = 120) {
+    fixture fx;
+    setup(&fx);
+    char a[160], args[1024];
+    path_in(&fx, a, sizeof a, "a.ckpt");
+    setenv("CNNKIT_TEST_INTERRUPT", "3,3", 1);
+    snprintf(args, sizeof args, "--epochs 2 --save %s", a);
+    const int rc = train(&fx, args);
+    unsetenv("CNNKIT_TEST_INTERRUPT");
+    cr_assert_eq(rc, 130, "%s", out);
+    cr_assert_neq(strstr(out, "interrupted again"), NULL, "%s", out);
+    cr_assert_eq(access(a, F_OK), -1, "a second interrupt saved a checkpoint");
+    char lock[200];
+    snprintf(lock, sizeof lock, "%s.lock", a);
+    cr_assert_eq(access(lock, F_OK), -1, "the lock file stayed");
+
+    /* SIGTERM sent by another process while it trains (5000 epochs: it cannot finish first) */
+    if (access(CNNKIT_CLI_PATH, X_OK) != 0)
+        cr_skip("no cnnkit binary");
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(pfd[1], STDOUT_FILENO);
+        dup2(pfd[1], STDERR_FILENO);
+        close(pfd[0]);
+        execl(CNNKIT_CLI_PATH, "cnnkit", "train", fx.model, "--data", fx.data, "--batch", "8",
+              "--device", "cpu", "--epochs", "5000", "--save", a, (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    FILE *p = fdopen(pfd[0], "r");
+    char line[512];
+    int seen = 0;
+    while (fgets(line, sizeof line, p))
+        if (strstr(line, "epoch 1/5000")) {
+            seen = 1;
+            kill(pid, SIGTERM);
+            break;
+        }
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    fclose(p);
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(seen, "no epoch line");
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 143, "status %d: %s", status, out);
+    const char *at = strstr(out, "interrupted (SIGTERM)");
+    cr_assert_neq(at, NULL, "%s", out);
+    long long step = 0;
+    cr_assert_neq(strstr(at, "(model step "), NULL, "%s", out);
+    cr_assert_eq(sscanf(strstr(at, "(model step ") + 12, "%lld", &step), 1);
+    /* it resumes from there: stopped again by the hook two steps later */
+    char hook[48];
+    snprintf(hook, sizeof hook, "%lld", step + 2);
+    setenv("CNNKIT_TEST_INTERRUPT", hook, 1);
+    snprintf(args, sizeof args, "--epochs 5000 --resume %s --save %s", a, a);
+    const int rc2 = train(&fx, args);
+    unsetenv("CNNKIT_TEST_INTERRUPT");
+    cr_assert_eq(rc2, 130, "%s", out);
+    cr_assert_neq(strstr(out, "resuming"), NULL, "%s", out);
+    snprintf(hook, sizeof hook, "(model step %lld)", step + 2);
+    cr_assert_neq(strstr(out, hook), NULL, "%s", out);
+    teardown(&fx);
+}
+
+/* Items 1 and 4: outputs are checked before the first step; a save never replaces what is not
+ * a regular file; a symlink's file is replaced (said so); stale temp files go. */
+Test(cli_train, outputs_checked_before_training_and_save_targets) {
+    fixture fx;
+    setup(&fx);
+    char args[1024], p[160], link[160], stale[200];
+    const char *bad[][2] = {{"--save", "/nonexistent-dir/x.ckpt"},
+                            {"--save", "/dev/null"},
+                            {"--log", "/proc/cnnkit.csv"},
+                            {"--plot", "/nonexistent-dir/x.svg"}};
+    for (int i = 0; i < 4; ++i) {
+        snprintf(args, sizeof args, "--epochs 1 %s %s", bad[i][0], bad[i][1]);
+        cr_assert_eq(train(&fx, args), 1, "%s %s: %s", bad[i][0], bad[i][1], out);
+        cr_assert_neq(strstr(out, bad[i][1]), NULL, "%s", out);
+        cr_assert_eq(strstr(out, "epoch 1"), NULL, "%s %s: trained before failing: %s", bad[i][0],
+                     bad[i][1], out);
+    }
+    struct stat sb;
+    cr_assert_eq(stat("/dev/null", &sb), 0);
+    cr_assert(S_ISCHR(sb.st_mode));
+    /* a symlink to a regular file: that file is replaced, the link stays */
+    path_in(&fx, p, sizeof p, "real.ckpt");
+    path_in(&fx, link, sizeof link, "link.ckpt");
+    write_file(p, "old", 3);
+    cr_assert_eq(symlink(p, link), 0);
+    snprintf(stale, sizeof stale, "%s.tmp.Xy12Zq", p);
+    write_file(stale, "torn", 4);
+    snprintf(args, sizeof args, "--epochs 1 --save %s", link);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_neq(strstr(out, "is a symbolic link"), NULL, "%s", out);
+    cr_assert_eq(lstat(link, &sb), 0);
+    cr_assert(S_ISLNK(sb.st_mode));
+    cr_assert_eq(stat(p, &sb), 0);
+    cr_assert_gt(sb.st_size, 100, "the checkpoint did not go to the link's file");
+    cr_assert_eq(access(stale, F_OK), -1, "the stale temp file %s is still there", stale);
+    teardown(&fx);
+}
+
+/* Item 5: a log write error is reported (exit 1); a second run on the same log or checkpoint
+ * path is refused while the first holds it. */
+Test(cli_train, log_errors_and_locks) {
+    fixture fx;
+    setup(&fx);
+    char args[1024], log[160], ck[160], lock[200];
+    cr_assert_eq(train(&fx, "--epochs 1 --log /dev/full"), 1, "%s", out);
+    cr_assert_neq(strstr(out, "No space left on device"), NULL, "%s", out);
+    path_in(&fx, log, sizeof log, "run.csv");
+    path_in(&fx, ck, sizeof ck, "run.ckpt");
+    write_file(log, "x\n", 2);
+    int fd = open(log, O_RDWR);
+    cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+    snprintf(args, sizeof args, "--epochs 1 --log %s", log);
+    cr_assert_eq(train(&fx, args), 1, "%s", out);
+    cr_assert_neq(strstr(out, "in use by another cnnkit run"), NULL, "%s", out);
+    close(fd);
+    char *kept = t_read_file(log, NULL);
+    cr_assert_str_eq(kept, "x\n", "the refused run touched the log");
+    free(kept);
+    snprintf(lock, sizeof lock, "%s.lock", ck);
+    fd = open(lock, O_RDWR | O_CREAT, 0644);
+    cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+    snprintf(args, sizeof args, "--epochs 1 --save %s", ck);
+    cr_assert_eq(train(&fx, args), 1, "%s", out);
+    cr_assert_neq(strstr(out, "in use by another cnnkit run"), NULL, "%s", out);
+    close(fd);
+    cr_assert_eq(train(&fx, args), 0, "%s", out); /* released: it runs */
+    teardown(&fx);
+}
+
+/* Item 6: val_* only with validation data (the last F of the training data, before shuffling:
+ * here exactly the test images, so the final val and test figures agree), test_* once at the
+ * end. */
+Test(cli_train, validation_columns_are_validation_data) {
+    fixture fx;
+    setup(&fx);
+    char args[1024], log[160];
+    path_in(&fx, log, sizeof log, "v.csv");
+    snprintf(args, sizeof args, "--epochs 2 --validation-split 0.25 --log %s", log);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_neq(strstr(out, "36 train / 12 test images, 12 validation (the last 25%"), NULL, "%s",
+                  out);
+    char *csv = t_read_file(log, NULL);
+    const char header[] = "epoch,loss,accuracy,val_loss,val_accuracy,test_loss,test_accuracy,"
+                          "seconds,images_per_s\n";
+    const size_t hl = strlen(header);
+    cr_assert_eq(strncmp(csv, header, hl), 0, "%s", csv);
+    char r1[256], r2[256];
+    cr_assert_eq(sscanf(csv + hl, "%255[^\n]\n%255[^\n]", r1, r2), 2, "%s", csv);
+    /* row 1: validation figures, no test figures; row 2: both, equal (same images) */
+    double v[9];
+    char *q = r2;
+    for (int k = 0; k < 9; ++k) {
+        v[k] = strtod(q, &q);
+        if (*q == ',')
+            ++q;
+    }
+    cr_assert_eq(v[0], 2.0);
+    cr_assert_eq(v[3], v[5], "val_loss %g != test_loss %g: not the last 25%% of the data", v[3],
+                 v[5]);
+    cr_assert_eq(v[4], v[6]);
+    cr_assert_neq(strstr(r1, ",,,"), NULL, "row 1 has test figures: %s", r1);
+    free(csv);
+    /* without validation data no val_* figures; --validation-data reads DIR's t10k files */
+    snprintf(args, sizeof args, "--epochs 1 --log %s", log);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_eq(strstr(out, "val_loss"), NULL, "%s", out);
+    csv = t_read_file(log, NULL);
+    cr_assert_neq(strstr(csv, "\n1,"), NULL);
+    cr_assert_neq(strstr(strstr(csv, "\n1,"), ",,,"), NULL, "val columns filled: %s", csv);
+    free(csv);
+    snprintf(args, sizeof args, "--epochs 1 --validation-data %s", fx.data);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_neq(strstr(out, "12 validation"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "val_loss"), NULL, "%s", out);
+    snprintf(args, sizeof args, "--validation-data %s --validation-split 0.2", fx.data);
+    cr_assert_eq(train(&fx, args), 2, "%s", out);
+    teardown(&fx);
+}
+
+/* Item 8: a NUL byte is an error naming its line and column; a model without trainable layers
+ * is not trained. Item 9: summary honours --batch. */
+Test(cli_train, model_file_errors_and_summary_batch) {
+    fixture fx;
+    setup(&fx);
+    char path[160], args[512];
+    path_in(&fx, path, sizeof path, "nul.py");
+    const char nul[] = "model = Sequential()\nmodel.add(Conv2D(3, (3, 3), "
+                       "input_shape=(8, 8, 1)))\0\nmodel.add(Flatten())\n";
+    write_file(path, nul, sizeof nul - 1);
+    snprintf(args, sizeof args, "summary %s", path);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert_neq(strstr(out, "line 2, column 52: a NUL byte"), NULL, "%s", out);
+    path_in(&fx, path, sizeof path, "zero.py");
+    const char zero[] = "model = Sequential()\nmodel.add(MaxPooling2D((2, 2), input_shape=(8, 8, "
+                        "1)))\nmodel.add(Flatten())\n";
+    write_file(path, zero, strlen(zero));
+    snprintf(args, sizeof args, "train %s --data %s", path, fx.data);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert_neq(strstr(out, "no trainable parameters"), NULL, "%s", out);
+    snprintf(args, sizeof args, "summary %s --batch 64", fx.model);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_neq(strstr(out, "Memory for batches of up to 64:"), NULL, "%s", out);
+    teardown(&fx);
+}
+
+/* The small things: --help for every command, --version, bad values, inapplicable options,
+ * --limit above the data, the log path printed, the plot's right panel inside the picture. */
+Test(cli_train, options_help_and_small_things) {
+    const char *cmds[] = {"summary", "train", "evaluate", "predict", "check", "study"};
+    char args[512];
+    for (int i = 0; i < 6; ++i) {
+        snprintf(args, sizeof args, "%s --help", cmds[i]);
+        cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s: %s", args, out);
+        cr_assert_neq(strstr(out, cmds[i]), NULL);
+    }
+    cr_assert_eq(t_run_cli("train examples/seed_cnn.py --epochs 2 -h", out, sizeof out), 0, "%s",
+                 out);
+    cr_assert_neq(strstr(out, "--resume"), NULL, "%s", out);
+    cr_assert_eq(t_run_cli("--version", out, sizeof out), 0);
+    cr_assert_eq(strncmp(out, "cnnkit 0.", 9), 0, "%s", out);
+    const char *bad[] = {"train examples/seed_cnn.py --seed -1",
+                         "train examples/seed_cnn.py --seed 18446744073709551616",
+                         "train examples/seed_cnn.py --input 28x28x1junk",
+                         "train examples/seed_cnn.py --epochs +3",
+                         "train examples/seed_cnn.py --weights x.ckpt",
+                         "summary examples/seed_cnn.py --epochs 2",
+                         "evaluate examples/seed_cnn.py --weights x --save y",
+                         "train examples/seed_cnn.py --validation-split 1.5",
+                         "train examples/seed_cnn.py --checkpoint-every 2"};
+    for (int i = 0; i < 9; ++i)
+        cr_assert_eq(t_run_cli(bad[i], out, sizeof out), 2, "%s: %s", bad[i], out);
+    cr_assert_eq(t_run_cli("train examples/seed_cnn.py --weights x.ckpt", out, sizeof out), 2);
+    cr_assert_neq(strstr(out, "--resume"), NULL, "%s", out);
+
+    fixture fx;
+    setup(&fx);
+    char log[160], plot[160];
+    path_in(&fx, log, sizeof log, "s.csv");
+    path_in(&fx, plot, sizeof plot, "s.svg");
+    snprintf(args, sizeof args, "--epochs 2 --limit 1000 --log %s --plot %s", log, plot);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_neq(strstr(out, "--limit 1000: the data set has 48 images"), NULL, "%s", out);
+    char want[200];
+    snprintf(want, sizeof want, "log %s\n", log);
+    cr_assert_neq(strstr(out, want), NULL, "%s", out);
+    char *svg = t_read_file(plot, NULL);
+    int width = 0, x = 0, w = 0, maxright = 0;
+    cr_assert_eq(sscanf(svg, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\"", &width), 1);
+    for (const char *r = strstr(svg, "<rect x="); r; r = strstr(r + 1, "<rect x=")) {
+        cr_assert_eq(sscanf(r, "<rect x=\"%d\" y=\"%*d\" width=\"%d\"", &x, &w), 2);
+        if (x + w > maxright)
+            maxright = x + w;
+    }
+    cr_assert_gt(maxright, 0);
+    cr_assert_lt(maxright + 10, width, "a panel ends at %d of %d px", maxright, width);
+    free(svg);
+    teardown(&fx);
+}
