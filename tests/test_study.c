@@ -180,6 +180,90 @@ Test(study, variant_errors) {
     ck_keras_model_free(&km);
 }
 
+/* The kernels of the weighted layers (Conv2D, Dense) of a model built on ctx, in layer order:
+ * pointers into w (get_weights, Keras order), their lengths in len; returns how many. */
+static int weighted_kernels(ck_context *ctx, ck_model *m, float **w, const float **k, size_t *len,
+                            int max) {
+    size_t nw = 0;
+    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, &nw));
+    *w = (float *)malloc(sizeof(float) * nw);
+    cr_assert_not_null(*w);
+    CK_OK(ctx, ck_model_get_weights(m, *w, nw, NULL));
+    size_t at = 0;
+    int nk = 0, cin = 0;
+    for (int i = 0; i < ck_model_num_layers(m); ++i) {
+        ck_layer_desc d;
+        int h, wd, c;
+        CK_OK(ctx, ck_model_layer_desc(m, i, &d));
+        CK_OK(ctx, ck_model_layer_shape(m, i, &h, &wd, &c));
+        if (i == 0)
+            cin = d.input_c;
+        if (d.type == CK_LAYER_CONV2D || d.type == CK_LAYER_DENSE) {
+            const size_t n = (size_t)(d.type == CK_LAYER_CONV2D ? d.kernel_h * d.kernel_w : 1) *
+                             (size_t)cin * (size_t)d.units;
+            cr_assert_lt(nk, max);
+            k[nk] = *w + at;
+            len[nk++] = n;
+            at += n + (d.use_bias ? (size_t)d.units : 0);
+        } else if (d.type == CK_LAYER_BATCHNORM) {
+            at += 4 * (size_t)c;
+        }
+        cin = c;
+    }
+    cr_assert_eq(at, nw, "layout: %zu of %zu weights accounted for", at, nw);
+    return nk;
+}
+
+/* Same seed, same initial weights: every variant's k-th weighted layer starts from the bits of
+ * the original's k-th (the kernels are keyed by the weighted layer's ordinal, not by the layer
+ * index, which dropout-after-last-bn shifts by removing the block dropouts). */
+Test(study, variants_start_from_the_same_weights) {
+    char asker[1024];
+    snprintf(asker, sizeof asker, "model = Sequential([%s])\n",
+             "Conv2D(32,(3,3),input_shape=(28,28,1)), SpatialDropout2D(0.2), "
+             "BatchNormalization(), Activation('relu'), MaxPooling2D((2,2)), Conv2D(64,(3,3)), "
+             "SpatialDropout2D(0.2), BatchNormalization(), Activation('relu'), "
+             "MaxPooling2D((2,2)), Flatten(), Dense(10), Activation('softmax')");
+    const char *models[2] = {t_seed_cnn_text, asker};
+    for (int mi = 0; mi < 2; ++mi) {
+        ck_keras_model km = parse(models[mi]);
+        ck_study_variant v[CK_STUDY_KIND_COUNT];
+        char err[256];
+        cr_assert_eq(ck_study_variants(km.layers, km.count, NULL, 0, v, err, sizeof err),
+                     CK_STATUS_SUCCESS, "%s", err);
+        float *w[CK_STUDY_KIND_COUNT];
+        const float *k[CK_STUDY_KIND_COUNT][16];
+        size_t len[CK_STUDY_KIND_COUNT][16];
+        int nk[CK_STUDY_KIND_COUNT];
+        for (int i = 0; i < CK_STUDY_KIND_COUNT; ++i) {
+            ck_context *ctx = NULL;
+            cr_assert_eq(ck_context_create(&ctx, CK_DEVICE_CPU, 0, 7), CK_STATUS_SUCCESS);
+            ck_model *m = NULL;
+            CK_OK(ctx, ck_model_create(ctx, &m));
+            for (int j = 0; j < v[i].count; ++j)
+                CK_OK(ctx, ck_model_add(m, &v[i].layers[j]));
+            CK_OK(ctx, ck_model_build(m, 0, 0, 0, 1));
+            nk[i] = weighted_kernels(ctx, m, &w[i], k[i], len[i], 16);
+            ck_model_destroy(m);
+            ck_context_destroy(ctx);
+        }
+        cr_assert_geq(nk[0], 3);
+        for (int i = 1; i < CK_STUDY_KIND_COUNT; ++i) {
+            cr_assert_eq(nk[i], nk[0], "%s: %d weighted layers, not %d", v[i].name, nk[i], nk[0]);
+            for (int j = 0; j < nk[0]; ++j) {
+                cr_assert_eq(len[i][j], len[0][j], "%s: weighted layer %d has %zu weights, not %zu",
+                             v[i].name, j, len[i][j], len[0][j]);
+                cr_assert_eq(memcmp(k[i][j], k[0][j], sizeof(float) * len[0][j]), 0,
+                             "%s: weighted layer %d starts from other weights", v[i].name, j);
+            }
+        }
+        for (int i = 0; i < CK_STUDY_KIND_COUNT; ++i)
+            free(w[i]);
+        ck_study_variants_free(v, CK_STUDY_KIND_COUNT);
+        ck_keras_model_free(&km);
+    }
+}
+
 /* ---- statistics ---------------------------------------------------------------------------- */
 
 Test(study, t_interval) {
