@@ -329,6 +329,116 @@ Test(study, paired_differences) {
     cr_assert_eq(ck_study_paired_diff(NULL, 8, 1, 0, &m, &h, &np), CK_STATUS_BAD_PARAM);
 }
 
+/* Tail probabilities by hand: t with 1 dof is Cauchy, P(|T| >= t) = 1 - (2/pi) atan(t); with 2
+ * dof P(|T| >= t) = 1 - t / sqrt(2 + t^2); the tabled 0.975 quantiles give 0.05. */
+Test(study, t_test_p_values) {
+    cr_assert_float_eq(ck_student_t_p(1.0, 1), 0.5, 1e-12);
+    cr_assert_float_eq(ck_student_t_p(-3.0, 1), 1.0 - 2.0 / M_PI * atan(3.0), 1e-12);
+    cr_assert_float_eq(ck_student_t_p(2.0, 2), 1.0 - 2.0 / sqrt(6.0), 1e-12);
+    cr_assert_float_eq(ck_student_t_p(12.7062047, 1), 0.05, 1e-8);
+    cr_assert_float_eq(ck_student_t_p(2.7764451, 4), 0.05, 1e-8);
+    cr_assert_float_eq(ck_student_t_p(2.0422725, 30), 0.05, 1e-8);
+    cr_assert_float_eq(ck_student_t_p(0.0, 5), 1.0, 1e-12);
+    cr_assert_float_eq(ck_student_t_p(INFINITY, 5), 0.0, 0.0);
+    cr_assert(isnan(ck_student_t_p(1.0, 0)));
+}
+
+/* Exact tests by counting sign patterns. Sign test: 3 of 3 positive 2/8; 5 of 5 2/32; 4 of 5
+ * 2 (1 + 5) / 32; zeros dropped. Wilcoxon, ranks 1..5: W+ = 10 for {1,2,3,4,-5}; of the 32
+ * subsets of {1..5}, 10 have sum <= 5 and 10 sum >= 10, so P(|W+ - 7.5| >= 2.5) = 20/32. Ties
+ * {1,1,1}: mid-rank 2 each, W+ in {0,2,4,6} with 1,3,3,1 patterns: all positive 2/8. */
+Test(study, exact_sign_and_wilcoxon_tests) {
+    const double three[3] = {0.1, 0.2, 0.3}, five[5] = {1, 2, 3, 4, 5};
+    const double four_of_five[5] = {1, 2, 3, 4, -5}, zeros[3] = {0, 1, 2}, none[2] = {0, 0};
+    const double tied[3] = {1, 1, 1}, tied_mixed[3] = {1, 1, -2};
+    cr_assert_float_eq(ck_sign_test_p(three, 3), 0.25, 1e-15);
+    cr_assert_float_eq(ck_sign_test_p(five, 5), 0.0625, 1e-15);
+    cr_assert_float_eq(ck_sign_test_p(four_of_five, 5), 12.0 / 32.0, 1e-15);
+    cr_assert_float_eq(ck_sign_test_p(zeros, 3), 0.5, 1e-15);
+    cr_assert_float_eq(ck_sign_test_p(none, 2), 1.0, 1e-15);
+    cr_assert_float_eq(ck_wilcoxon_p(three, 3), 0.25, 1e-15);
+    cr_assert_float_eq(ck_wilcoxon_p(five, 5), 0.0625, 1e-15);
+    cr_assert_float_eq(ck_wilcoxon_p(four_of_five, 5), 20.0 / 32.0, 1e-15);
+    cr_assert_float_eq(ck_wilcoxon_p(tied, 3), 0.25, 1e-15);
+    cr_assert_float_eq(ck_wilcoxon_p(tied_mixed, 3), 1.0, 1e-15, "W+ at its mean");
+    cr_assert_float_eq(ck_wilcoxon_p(none, 2), 1.0, 1e-15);
+    /* six of six positive: 2/64, the fewest seeds for which p < 0.05 is possible */
+    const double six[6] = {6, 5, 4, 3, 2, 1};
+    cr_assert_float_eq(ck_wilcoxon_p(six, 6), 2.0 / 64.0, 1e-15);
+    cr_assert(isnan(ck_sign_test_p(NULL, 2)));
+}
+
+/* Holm by hand: p (0.01, 0.04, 0.03, NaN), m = 3: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, then
+ * max(0.06, 1 x 0.04) = 0.06. */
+Test(study, holm_adjustment) {
+    const double p[4] = {0.01, 0.04, 0.03, NAN};
+    double a[4];
+    cr_assert_eq(ck_holm(p, 4, a), CK_STATUS_SUCCESS);
+    cr_assert_float_eq(a[0], 0.03, 1e-15);
+    cr_assert_float_eq(a[1], 0.06, 1e-15);
+    cr_assert_float_eq(a[2], 0.06, 1e-15);
+    cr_assert(isnan(a[3]));
+    const double big[2] = {0.6, 0.7};
+    cr_assert_eq(ck_holm(big, 2, a), CK_STATUS_SUCCESS);
+    cr_assert_float_eq(a[0], 1.0, 0.0, "capped at 1");
+    cr_assert_float_eq(a[1], 1.0, 0.0);
+    cr_assert_eq(ck_holm(NULL, 2, a), CK_STATUS_BAD_PARAM);
+}
+
+/* Two variants against a baseline on seeds 1..3 (t with 2 dof, by hand):
+ *   variant 1: differences .01 .02 .03: t = .02 / (.01 / sqrt 3) = 3.4641, p = 1 - t / sqrt(2 +
+ *     t^2) = 0.074180; interval .02 +- .02484 includes 0: no verdict;
+ *   variant 2: .010 .011 .012: t = 19.053, p = 0.0027434; Holm over the two: 0.0054868 and
+ *     max(0.0054868, 0.074180); the exact tests cannot go below 2/8 with three pairs (Holm:
+ *     0.5): the interval excludes 0 but the result is fragile.
+ * Six seeds all in favour: Wilcoxon 2/64 = 0.031 and a tiny t p: different. */
+Test(study, paired_tests_holm_and_verdicts) {
+    ck_study_result r[9];
+    memset(r, 0, sizeof r);
+    const double base[3] = {0.80, 0.85, 0.90}, d1[3] = {0.01, 0.02, 0.03},
+                 d2[3] = {0.010, 0.011, 0.012};
+    for (int s = 0; s < 3; ++s) {
+        r[s] = (ck_study_result){.variant = 0, .seed = (uint64_t)s + 1, .test_accuracy = base[s]};
+        r[3 + s] = (ck_study_result){
+            .variant = 1, .seed = (uint64_t)s + 1, .test_accuracy = base[s] + d1[s]};
+        r[6 + s] = (ck_study_result){
+            .variant = 2, .seed = (uint64_t)s + 1, .test_accuracy = base[s] + d2[s]};
+    }
+    const int vars[2] = {1, 2};
+    ck_paired_test t[2];
+    cr_assert_eq(ck_study_paired_tests(r, 9, vars, 2, 0, t), CK_STATUS_SUCCESS);
+    const double t1 = 0.02 / (0.01 / sqrt(3.0)), p1 = 1.0 - t1 / sqrt(2.0 + t1 * t1);
+    const double t2 = 0.011 / (0.001 / sqrt(3.0)), p2 = 1.0 - t2 / sqrt(2.0 + t2 * t2);
+    cr_assert_eq(t[0].pairs, 3);
+    cr_assert_float_eq(t[0].mean, 0.02, 1e-12);
+    cr_assert_float_eq(t[0].p_t, p1, 1e-6, "%g", t[0].p_t);
+    cr_assert_float_eq(t[1].p_t, p2, 1e-6, "%g", t[1].p_t);
+    cr_assert_float_eq(t[1].p_t_holm, 2.0 * p2, 1e-6);
+    cr_assert_float_eq(t[0].p_t_holm, p1, 1e-6);
+    cr_assert_float_eq(t[0].p_sign, 0.25, 1e-15);
+    cr_assert_float_eq(t[1].p_wilcoxon, 0.25, 1e-15);
+    cr_assert_float_eq(t[1].p_wilcoxon_holm, 0.5, 1e-15);
+    cr_assert_eq(t[0].verdict, CK_PAIRED_NONE);
+    cr_assert_eq(t[1].verdict, CK_PAIRED_FRAGILE);
+
+    ck_study_result six[12];
+    for (int s = 0; s < 6; ++s) {
+        six[s] = (ck_study_result){.variant = 0, .seed = (uint64_t)s + 1, .test_accuracy = 0.8};
+        six[6 + s] = (ck_study_result){
+            .variant = 1, .seed = (uint64_t)s + 1, .test_accuracy = 0.81 + 0.001 * s};
+    }
+    cr_assert_eq(ck_study_paired_tests(six, 12, vars, 1, 0, t), CK_STATUS_SUCCESS);
+    cr_assert_float_eq(t[0].p_wilcoxon_holm, 2.0 / 64.0, 1e-12);
+    cr_assert_lt(t[0].p_t_holm, 1e-4);
+    cr_assert_eq(t[0].verdict, CK_PAIRED_DIFFERENT);
+    /* one pair: no test */
+    cr_assert_eq(ck_study_paired_tests(six, 7, vars, 1, 0, t), CK_STATUS_SUCCESS);
+    cr_assert_eq(t[0].pairs, 1);
+    cr_assert(isnan(t[0].p_t) && isnan(t[0].p_t_holm));
+    cr_assert_eq(t[0].verdict, CK_PAIRED_NONE);
+    cr_assert_eq(ck_study_paired_tests(six, 12, NULL, 1, 0, t), CK_STATUS_BAD_PARAM);
+}
+
 /* ---- measurements -------------------------------------------------------------------------- */
 
 Test(study, measured_shift_of_dropout_before_bn) {
@@ -519,8 +629,8 @@ Test(study, cli_study_tiny, .timeout = 180) {
     unlink(svg);
 }
 
-/* Two trained variants over two seeds: the paired table follows the summary, one row for the
- * second variant with its two pairs. */
+/* Two trained variants over two seeds: the paired table (with Holm-adjusted and exact p-values)
+ * follows the summary, one row for the second variant with its two pairs. */
 Test(study, cli_study_paired_table, .timeout = 180) {
     if (!have_fashion())
         cr_skip("Fashion-MNIST is not installed (dataset-fashion-mnist)");
@@ -532,4 +642,7 @@ Test(study, cli_study_paired_table, .timeout = 180) {
     const char *p = strstr(out, "Paired with original (same seed");
     cr_assert_not_null(p, "%s", out);
     cr_assert_neq(strstr(p, "| spatial-dropout | 2 | "), NULL, "%s", out);
+    cr_assert_neq(strstr(p, "| Holm t p |"), NULL, "%s", out);
+    /* two seeds: the exact tests cannot go below 2^(1-2) = 0.5, so no verdict is "different" */
+    cr_assert_eq(strstr(p, "| different |"), NULL, "%s", out);
 }

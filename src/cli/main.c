@@ -1203,25 +1203,38 @@ static int cmd_study(const opts *oin) {
                    v[i].order, sm[i].runs, sm[i].acc_mean, sm[i].acc_ci95, sm[i].gap_mean,
                    sm[i].gap_ci95, bn, dz, sm[i].images_per_s);
         }
-        /* the same seeds pair the runs: differences against the first trained variant */
-        int base = -1;
+        /* the same seeds pair the runs: differences against the first trained variant, with
+         * Holm's correction over the comparisons and the exact tests (few seeds) */
+        int base = -1, vars[CK_STUDY_KIND_COUNT], nvars = 0;
         for (int i = 0; i < nk && base < 0; ++i)
             if (v[i].equivalent_to < 0 && sm[i].runs > 0)
                 base = i;
-        for (int i = 0, shown = 0; base >= 0 && o.seeds > 1 && i < nk; ++i) {
-            double dm, dh;
-            int np = 0;
-            if (i == base || v[i].equivalent_to >= 0 ||
-                ck_study_paired_diff(res, nres, i, base, &dm, &dh, &np) != CK_STATUS_SUCCESS ||
-                np == 0)
-                continue;
-            if (!shown++)
-                printf("\nPaired with %s (same seed: same initial weights and data order): test "
-                       "accuracy difference, mean +- 95%% CI over seeds; * the interval excludes "
-                       "0\n| variant | pairs | difference |\n|---|---|---|\n",
-                       v[base].name);
-            const int sig = np > 1 && (dm - dh > 0.0 || dm + dh < 0.0);
-            printf("| %s | %d | %+.4f +- %.4f%s |\n", v[i].name, np, dm, dh, sig ? " *" : "");
+        for (int i = 0; base >= 0 && o.seeds > 1 && i < nk; ++i)
+            if (i != base && v[i].equivalent_to < 0 && sm[i].runs > 0)
+                vars[nvars++] = i;
+        ck_paired_test pt[CK_STUDY_KIND_COUNT];
+        if (nvars > 0 &&
+            ck_study_paired_tests(res, nres, vars, nvars, base, pt) == CK_STATUS_SUCCESS) {
+            printf("\nPaired with %s (same seed: same initial weights and data order): test "
+                   "accuracy difference per seed, mean +- 95%% t interval; p: two-sided paired t "
+                   "test, Holm-adjusted over the %d comparisons, exact sign and Wilcoxon "
+                   "signed-rank tests (with n seeds neither can go below 2^(1-n)). different: "
+                   "both Holm-adjusted p < 0.05; fragile: the interval excludes 0 but that does "
+                   "not survive\n| variant | pairs | difference | t p | Holm t p | sign p | "
+                   "Wilcoxon p | Holm Wilcoxon p | verdict |\n|---|---|---|---|---|---|---|---|---|"
+                   "\n",
+                   v[base].name, nvars);
+            for (int k = 0; k < nvars; ++k) {
+                const ck_paired_test *t = &pt[k];
+                if (t->pairs == 0)
+                    continue;
+                printf("| %s | %d | %+.4f +- %.4f | %.3g | %.3g | %.3g | %.3g | %.3g | %s |\n",
+                       v[t->variant].name, t->pairs, t->mean, t->half, t->p_t, t->p_t_holm,
+                       t->p_sign, t->p_wilcoxon, t->p_wilcoxon_holm,
+                       t->verdict == CK_PAIRED_DIFFERENT ? "different"
+                       : t->verdict == CK_PAIRED_FRAGILE ? "fragile"
+                                                         : "-");
+            }
         }
         if (o.csv) {
             if (write_study_csv(o.csv, v, res, nres) != 0) {
