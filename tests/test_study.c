@@ -463,7 +463,11 @@ Test(study, measured_shift_of_dropout_before_bn) {
     cr_assert_float_eq(r.bn[0].moving_init_weight, 1.0, 1e-12);
     cr_assert_eq(r.bn[0].dropout_layer, 0);
     cr_assert_eq(r.bn[0].direct, 1);
-    cr_assert_float_eq(r.bn[0].expected, 0.5, 1e-9); /* CK001, zero-mean input: p */
+    /* CK001 through nothing: the ceiling p, and Eq. 8 on the measured moments (c ~ 0) ~ p */
+    cr_assert_float_eq(r.bn[0].ceiling, 0.5, 1e-6);
+    cr_assert_eq(r.bn[0].path, 0);
+    cr_assert_eq(r.bn[0].compounded, 0);
+    cr_assert_float_eq(r.bn[0].predicted, 0.5, 0.01, "predicted %g", r.bn[0].predicted);
     cr_assert_eq(r.n_dropout, 1);
     cr_assert_eq(r.dropout[0].pool_layer, -1);
     cr_assert_float_eq(r.dropout[0].zeroed, 0.5, 0.02);
@@ -517,6 +521,178 @@ Test(study, measured_zeroed_fraction_after_pooling) {
     cr_assert_float_eq(r.dropout[0].zeroed, 0.25, 0.02);
     ck_model_destroy(m);
     ck_dataset_free(&ds);
+    ck_context_destroy(ctx);
+}
+
+/* ---- the check's statements against measurements (docs/derivations.md §1, §2, §4) --------- */
+
+/* n samples of h x w x c, two classes: x = mean + shared * z + own * e with z ~ N(0,1) per sample
+ * (shared by all its values: positively correlated inputs) and e ~ N(0,1) per value. */
+static ck_dataset synth_corr(int n, int h, int w, int c, float mean, float shared, float own,
+                             uint64_t seed) {
+    ck_dataset ds = synth(n, h, w, c, 0, seed);
+    trng r = {seed ^ 0x5eedull};
+    const size_t per = (size_t)h * w * c;
+    for (int s = 0; s < n; ++s) {
+        const float z = trng_normal(&r);
+        for (size_t i = 0; i < per; ++i)
+            ds.images[(size_t)s * per + i] = mean + shared * z + own * trng_normal(&r);
+    }
+    return ds;
+}
+
+/* CK001 through commuting layers (§1): Eq. 8 from the BN input's inference-mode moments predicts
+ * the measured Var_inference/Var_train, and 1 - rate bounds it. Conv -> ReLU -> Dropout(0.3) ->
+ * BN: ReLU outputs have c > 0, so the shift lies clearly below the ceiling 0.7. Tolerances: the
+ * measured ratio divides two variances estimated from 16 x 64 samples x 64 positions per channel
+ * with random masks; over 8 channels its sampling error is well under 1% (10 draws of data, weights
+ * and masks: |ratio - predicted| <= 0.0031), so 0.02 absolute. */
+Test(study, ck001_ceiling_and_eq8_against_measurement) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = build(ctx,
+                        "Conv2D(8,(3,3)), Activation('relu'), Dropout(0.3), BatchNormalization(), "
+                        "Flatten(), Dense(2)",
+                        10, 10, 1, 64);
+    ck_dataset ds = synth(1024, 10, 10, 1, 0, 21);
+    ck_measurement r;
+    ck_measure_options mo = {0, 16, 64, 5};
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    const ck_bn_shift *b = &r.bn[0];
+    cr_log_info("ReLU -> Dropout(0.3) -> BN: measured %.4f [%.4f, %.4f], predicted %.4f", b->ratio,
+                b->ratio_min, b->ratio_max, b->predicted);
+    cr_assert_eq(b->dropout_layer, 2);
+    cr_assert_eq(b->path, 0);
+    cr_assert_float_eq(b->ceiling, 0.7, 1e-6);
+    cr_assert_float_eq(b->ratio, b->predicted, 0.02, "measured %g, Eq. 8 %g", b->ratio,
+                       b->predicted);
+    cr_assert_leq(b->ratio_max, b->ceiling + 0.02, "a channel above the ceiling: %g", b->ratio_max);
+    cr_assert_lt(b->predicted, 0.7 - 0.05, "c > 0 after a ReLU: below the ceiling");
+    ck_dataset_free(&ds);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* A missed order (§1): SpatialDropout2D -> GlobalAveragePooling2D -> BN is Eq. 8 on the channel
+ * means, whose c^2/v is large, so the shift is far below 1 - rate = 0.8. One mask per sample and
+ * channel: 16 x 64 = 1024 draws per channel, a relative sampling error of about 5% per channel
+ * and 2% over 8 (10 draws: |ratio - predicted| <= 0.0045): tolerance 0.02. */
+Test(study, spatial_dropout_gap_bn_against_measurement) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = build(ctx,
+                        "Conv2D(8,(3,3)), Activation('relu'), SpatialDropout2D(0.2), "
+                        "GlobalAveragePooling2D(), BatchNormalization(), Dense(2)",
+                        10, 10, 1, 64);
+    ck_dataset ds = synth(1024, 10, 10, 1, 0, 22);
+    ck_measurement r;
+    ck_measure_options mo = {0, 16, 64, 5};
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    const ck_bn_shift *b = &r.bn[0];
+    cr_log_info("SpatialDropout -> GAP -> BN: measured %.4f [%.4f, %.4f], predicted %.4f", b->ratio,
+                b->ratio_min, b->ratio_max, b->predicted);
+    cr_assert_eq(b->dropout_layer, 2);
+    cr_assert_eq(b->direct, 1);
+    cr_assert_eq(b->path, 0);
+    cr_assert_float_eq(b->ratio, b->predicted, 0.02, "measured %g, Eq. 8 %g", b->ratio,
+                       b->predicted);
+    cr_assert_lt(b->ratio, 0.6, "channel means: far below 0.8, measured %g", b->ratio);
+    ck_dataset_free(&ds);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* §2 on a Dense without bias between Dropout(0.5) and BN: per unit j, with W its weights and x
+ * the 16 inputs, Var_inference/Var_train = V_j / (V_j + (1/p - 1) E[sum_i W_ij^2 x_i^2]), V_j =
+ * Var(sum_i W_ij x_i); computed here from the data and the weights, measured by ck_model_measure
+ * (the 1024 samples once). The inputs are positively correlated (shared z) with mean 1, so units
+ * whose weights mix signs have negative cross-covariance and a shift below the direct value
+ * r = p v / (v + (1 - p) c^2) of a single input (v = 1.25, c = 1: 0.357): the old "between the
+ * direct value and 1" is false, and CK002 no longer claims it. Tolerance: 16 x 64 samples per
+ * unit, about 4% per unit and 1-2% over 16 (10 draws: |measured - §2| <= 0.013): 0.04. */
+Test(study, dense_without_bias_against_measurement) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = build(ctx,
+                        "Flatten(), Dropout(0.5), Dense(16,use_bias=False), BatchNormalization(), "
+                        "Dense(2)",
+                        4, 4, 1, 64);
+    ck_dataset ds = synth_corr(1024, 4, 4, 1, 1.0f, 1.0f, 0.5f, 23);
+    ck_measurement r;
+    ck_measure_options mo = {0, 16, 64, 5};
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    const ck_bn_shift *b = &r.bn[0];
+    cr_assert_eq(b->dropout_layer, 1);
+    cr_assert_eq(b->direct, 0);
+    cr_assert_eq(b->path, 1);
+    cr_assert(isnan(b->ceiling) && isnan(b->predicted), "no Eq. 8 prediction through a Dense");
+    size_t nw = 0;
+    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, &nw));
+    float *w = (float *)malloc(sizeof(float) * nw);
+    cr_assert_not_null(w);
+    CK_OK(ctx, ck_model_get_weights(m, w, nw, NULL)); /* Dense kernel first: 16 x 16, [in][out] */
+    const double p = 0.5, direct = p * 1.25 / (1.25 + (1 - p) * 1.0);
+    double pred_mean = 0.0, pred_min = 1.0;
+    for (int j = 0; j < 16; ++j) {
+        double sum = 0.0, sum2 = 0.0, extra = 0.0;
+        for (int s = 0; s < ds.count; ++s) {
+            const float *x = ds.images + (size_t)s * 16;
+            double y = 0.0;
+            for (int i = 0; i < 16; ++i) {
+                y += (double)w[i * 16 + j] * x[i];
+                extra += (double)w[i * 16 + j] * w[i * 16 + j] * x[i] * x[i];
+            }
+            sum += y;
+            sum2 += y * y;
+        }
+        const double V = sum2 / ds.count - (sum / ds.count) * (sum / ds.count);
+        const double pj = V / (V + (1.0 / p - 1.0) * extra / ds.count);
+        pred_mean += pj / 16;
+        pred_min = fmin(pred_min, pj);
+    }
+    cr_log_info("Dropout -> Dense(no bias) -> BN: measured %.4f [%.4f, %.4f], predicted %.4f "
+                "(min %.4f), direct %.4f",
+                b->ratio, b->ratio_min, b->ratio_max, pred_mean, pred_min, direct);
+    cr_assert_float_eq(b->ratio, pred_mean, 0.04, "measured %g, §2 %g", b->ratio, pred_mean);
+    cr_assert_lt(b->ratio_max, 1.0);
+    cr_assert_lt(pred_min, direct - 0.1, "a unit below the direct value: %g vs %g", pred_min,
+                 direct);
+    cr_assert_lt(b->ratio_min, direct - 0.1, "measured: %g vs %g", b->ratio_min, direct);
+    free(w);
+    ck_dataset_free(&ds);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* §4: the zeroed fraction after a max pool follows the window signs, not rate^n. After a ReLU
+ * (Dropout -> ReLU -> MaxPooling2D, the missed order) windows hold zeros, so it is far above
+ * 0.2^4 = 0.0016; on signed input (BN -> Dropout -> MaxPooling2D) whose neighbours share their
+ * sign, the all-negative windows (zeroed with 1 - 0.8^4 = 0.59) lift it above the rate 0.2. The
+ * measured fraction (real masks) must match the expectation from the inputs within 5 standard
+ * deviations of the binomial bound sqrt(P(1-P)/N) (non-overlapping windows: independent masks). */
+Test(study, zeroed_fraction_follows_window_signs) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_measure_options mo = {0, 4, 64, 5};
+    const char *models[2] = {"Conv2D(8,(3,3)), Dropout(0.2), Activation('relu'), "
+                             "MaxPooling2D((2,2)), Flatten(), Dense(2)",
+                             "BatchNormalization(), Dropout(0.2), MaxPooling2D((2,2)), Flatten(), "
+                             "Dense(2)"};
+    for (int k = 0; k < 2; ++k) {
+        /* k = 1: x = 0.3 e + z, z shared by the sample: windows mostly of one sign */
+        ck_dataset ds =
+            k == 0 ? synth(256, 10, 10, 1, 0, 24) : synth_corr(256, 8, 8, 1, 0.0f, 1.0f, 0.3f, 25);
+        ck_model *m = build(ctx, models[k], k == 0 ? 10 : 8, k == 0 ? 10 : 8, 1, 64);
+        ck_measurement r;
+        CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+        const ck_dropout_effect *e = &r.dropout[0];
+        const double P = e->expected, sd = sqrt(P * (1.0 - P) / (double)e->counted);
+        cr_log_info("%s: zeroed %.4f, expected %.4f (sd %.4f, %lld windows), rate^4 = 0.0016",
+                    models[k], e->zeroed, P, sd, e->counted);
+        cr_assert_eq(e->pool_layer, k == 0 ? 3 : 2);
+        cr_assert_float_eq(e->zeroed, P, 5.0 * sd, "zeroed %g, expected %g", e->zeroed, P);
+        cr_assert_gt(P, 10.0 * pow(0.2, 4), "rate^4 would be 0.0016: %g", P);
+        if (k == 1)
+            cr_assert_gt(P, 0.2, "signed input: more than the rate, %g", P);
+        ck_model_destroy(m);
+        ck_dataset_free(&ds);
+    }
     ck_context_destroy(ctx);
 }
 
