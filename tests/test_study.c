@@ -567,6 +567,29 @@ Test(study, ck001_ceiling_and_eq8_against_measurement) {
                        b->predicted);
     cr_assert_leq(b->ratio_max, b->ceiling + 0.02, "a channel above the ceiling: %g", b->ratio_max);
     cr_assert_lt(b->predicted, 0.7 - 0.05, "c > 0 after a ReLU: below the ceiling");
+    ck_model_destroy(m);
+    /* Flatten between only renames the units: the same prediction holds, per unit */
+    m = build(ctx,
+              "Conv2D(8,(3,3)), Activation('relu'), Dropout(0.3), Flatten(), "
+              "BatchNormalization(), Dense(2)",
+              10, 10, 1, 64);
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    cr_log_info("ReLU -> Dropout(0.3) -> Flatten -> BN: measured %.4f, predicted %.4f", b->ratio,
+                b->predicted);
+    cr_assert_eq(b->path, 0);
+    cr_assert_float_eq(b->ratio, b->predicted, 0.02, "measured %g, Eq. 8 %g", b->ratio,
+                       b->predicted);
+    ck_model_destroy(m);
+    /* element Dropout averaged by a pool: linear (§2), no prediction, below 1 */
+    m = build(ctx,
+              "Conv2D(8,(3,3)), Activation('relu'), Dropout(0.3), AveragePooling2D((2,2)), "
+              "BatchNormalization(), Flatten(), Dense(2)",
+              10, 10, 1, 64);
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    cr_log_info("ReLU -> Dropout(0.3) -> AveragePooling -> BN: measured %.4f", b->ratio);
+    cr_assert_eq(b->path, 1);
+    cr_assert(isnan(b->predicted) && isnan(b->ceiling));
+    cr_assert(b->ratio > 0.0 && b->ratio_max < 1.0, "§2: 0 < ratio < 1, %g", b->ratio_max);
     ck_dataset_free(&ds);
     ck_model_destroy(m);
     ck_context_destroy(ctx);

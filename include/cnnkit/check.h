@@ -13,10 +13,11 @@
  *                                            GlobalAveragePooling2D between, any number): variance
  *                                            shift. value = 1 - rate, the ceiling of
  *                                            Var_inference/Var_train (Li et al. 2019 Eq. 8, §1)
- *                                            when the mask commutes with every layer between (and
- *                                            no earlier dropout shifts the dropout's input); NaN
- *                                            when it does not (element dropout averaged or
- *                                            max-pooled, non-homogeneous activations: §2, §3)
+ *                                            when the mask commutes with every layer between and
+ *                                            no earlier dropout shifts the dropout's input; NaN
+ *                                            otherwise (element dropout averaged or max-pooled,
+ *                                            non-homogeneous activations: §2, §3; compounding:
+ *                                            §1)
  *   CK002-dropout-weight-bn         info     the same through Conv2D/Dense layers: the shift stays
  *                                            below 1 through linear layers and has no bound
  *                                            towards the direct value (§2, §3); value = the weight
@@ -49,7 +50,8 @@
  *                                            (no-op), LeakyReLU alpha^2, sigmoid/tanh the new
  *                                            output bound f(1), others f(f(1)) (§7)
  *   CK014-shape-error               error    (ck_model_check_shapes only) the model does not build
- *                                            for its input shape: ck_model_build's own message
+ *                                            for its input shape: ck_model_build's own message,
+ *                                            value = build's ck_status
  * Dropout layers with rate <= 0 are no-ops and are ignored.
  */
 #ifndef CNNKIT_CHECK_H
