@@ -818,19 +818,28 @@ static node *make_nodes(const ck_layer_desc *layers, int count, int *nn, int *la
     return nd;
 }
 
-int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind,
-                           int *weights) {
-    int nn = 0, last_weight = -1, bn = -1;
-    node *nd = make_nodes(layers, count, &nn, &last_weight);
+/* A checker over the nodes of layers (c->nd malloc'ed; free it), nothing to write to. */
+static int chk_open(chk *c, const ck_layer_desc *layers, int count, int *last_weight) {
+    memset(c, 0, sizeof *c);
+    int nn = 0;
+    node *nd = make_nodes(layers, count, &nn, last_weight);
     if (!nd)
         return -1;
+    c->L = layers;
+    c->count = count;
+    c->nd = nd;
+    c->nn = nn;
+    return 0;
+}
+
+int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind,
+                           int *weights) {
+    int last_weight = -1, bn = -1;
     chk c;
-    memset(&c, 0, sizeof c);
-    c.L = layers;
-    c.count = count;
-    c.nd = nd;
-    c.nn = nn;
-    for (int i = 0; i < nn; ++i)
+    if (chk_open(&c, layers, count, &last_weight))
+        return -1;
+    const node *nd = c.nd;
+    for (int i = 0; i < c.nn; ++i)
         if (nd[i].layer == dl && is_drop(&nd[i]) && drop_rate(&c, &nd[i]) > 0.0f) {
             const bn_path p = walk_to_bn(&c, i);
             if (p.bn >= 0) {
@@ -840,7 +849,7 @@ int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *
             }
             break;
         }
-    free(nd);
+    free((void *)c.nd);
     return bn;
 }
 
@@ -912,16 +921,12 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
     *n_found = 0;
     if (count == 0)
         return CK_STATUS_SUCCESS;
-    int nn = 0, last_weight = -1;
-    node *nd = make_nodes(layers, count, &nn, &last_weight);
-    if (!nd)
-        return CK_STATUS_ALLOC_FAILED;
+    int last_weight = -1;
     chk c;
-    memset(&c, 0, sizeof c);
-    c.L = layers;
-    c.count = count;
-    c.nd = nd;
-    c.nn = nn;
+    if (chk_open(&c, layers, count, &last_weight))
+        return CK_STATUS_ALLOC_FAILED;
+    const node *nd = c.nd;
+    const int nn = c.nn;
     c.out = out;
     c.cap = cap;
     int seen_flat = -1, softmax_layer = -1;
@@ -945,7 +950,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         if (is_softmax(n))
             softmax_layer = n->layer;
     }
-    free(nd);
+    free((void *)nd);
     *n_found = c.total;
     return CK_STATUS_SUCCESS;
 }
