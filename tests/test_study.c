@@ -557,8 +557,8 @@ static ck_model *measured(ck_context *ctx, const char *layers, int hw, const ck_
  *    the ceiling 0.7. 16 x 64 samples x 64 positions per channel: over 8 channels the sampling
  *    error is well under 1% (10 draws of data, weights and masks: |ratio - predicted| <= 0.0031).
  *  - the same with Flatten before the BN: per unit, 1024 samples each, 512 units; a unit's ratio
- * *    has a sampling sd of about 0.025 here and the largest of 512 lies about 3 sd above the mean,
- *    so the per-unit ceiling check gets 0.1 instead of 0.02.
+ *    has a sampling sd of about 0.025 here and the largest of 512 lies about 3 sd above the
+ *    mean, so the per-unit ceiling check gets 0.1 instead of 0.02.
  *  - SpatialDropout2D -> GlobalAveragePooling2D -> BN (a missed order): Eq. 8 on the channel
  *    means, whose c^2/v is large, so the shift is far below 1 - rate = 0.8; 1024 mask draws per
  *    channel, about 5% per channel and 2% over 8 (10 draws: |ratio - predicted| <= 0.0045).
