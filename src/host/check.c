@@ -249,7 +249,7 @@ double ck_act_eval_ref(ck_activation a, double x, double alpha) {
 typedef struct bn_path {
     int bn;      /* node of the BN reached, -1 none */
     int weights; /* Conv2D / Dense layers between */
-    int kind;    /* CK_DROP_PATH_* (internal.h) */
+    int kind;    /* CK_DROP_PATH_* (model_internal.h) */
     int layer;   /* the first layer that makes the path linear (mixing) or nonlinear, -1 */
 } bn_path;
 
