@@ -22,6 +22,12 @@ typedef struct result {
     int count[3];
 } result;
 
+/* A reason cites the derivation in the repository or a paper. */
+static int cites_source(const char *reason) {
+    return strstr(reason, "docs/derivations.md §") || strstr(reason, "arXiv:") ||
+           strstr(reason, "Ioffe & Szegedy");
+}
+
 /* Parses `layers` (the inside of Sequential([...])) and checks it. */
 static void check_layers(const char *layers, result *r) {
     char text[4096], err[512];
@@ -39,6 +45,10 @@ static void check_layers(const char *layers, result *r) {
         r->count[r->f[i].severity]++;
         cr_assert(r->f[i].message[0] && r->f[i].reason[0] && r->f[i].fix[0], "%s empty text",
                   r->f[i].code);
+        cr_assert(cites_source(r->f[i].reason), "%s: the reason cites no source: %s", r->f[i].code,
+                  r->f[i].reason);
+        cr_assert_lt(strlen(r->f[i].reason), sizeof r->f[i].reason - 1, "%s: reason cut: %s",
+                     r->f[i].code, r->f[i].reason);
     }
 }
 
@@ -90,46 +100,195 @@ Test(check, bad_params) {
     cr_assert_null(ck_severity_name(-1));
 }
 
+/* CK001's value is the ceiling 1 - rate of Eq. 8 (docs/derivations.md §1), not the expected
+ * shift: the reason gives the formula, and after a ReLU the lower Eq. 8 value of ReLU(N(0,1)). */
 Test(check, dropout_before_bn_variance_shift) {
-    /* ReLU(N(0,1)) moments: 0.7317 at rate 0.2 (Li et al. Eq. 8) */
     ck_finding f = fires("CK001", CK_SEVERITY_WARNING,
                          "Conv2D(8,(3,3)), Activation('relu'), Dropout(0.2), BatchNormalization(),"
                          "Flatten(), Dense(10)",
                          "Conv2D(8,(3,3)), BatchNormalization(), Activation('relu'), Dropout(0.2),"
                          "Flatten(), Dense(10)");
-    cr_assert_float_eq(f.value, 0.7317, 0.005, "%f", f.value);
+    cr_assert_float_eq(f.value, 0.8, 1e-6, "%f", f.value);
     cr_assert_eq(f.nlayers, 2);
     cr_assert_eq(f.layers[0], 2);
     cr_assert_eq(f.layers[1], 3);
-    cr_assert_neq(strstr(f.reason, "ReLU"), NULL, "%s", f.reason);
+    cr_assert_neq(strstr(f.reason, "<= 1-rate = 0.800"), NULL, "%s", f.reason);
+    /* ReLU(N(0,1)): c = 0.3989, v = 0.3408: 0.8 v / (v + 0.2 c^2) = 0.7317 */
+    cr_assert_neq(strstr(f.reason, "0.732 for ReLU(N(0,1))"), NULL, "%s", f.reason);
     cr_assert_neq(strstr(f.fix, "BatchNormalization() -> Dropout(0.2)"), NULL, "%s", f.fix);
-    /* zero-mean input: Delta = p; inline activation of the Conv2D counts as the ReLU too */
     f = fires("CK001", CK_SEVERITY_WARNING,
               "Conv2D(8,(3,3)), SpatialDropout2D(0.3), BatchNormalization(), Flatten(), Dense(10)",
               NULL);
     cr_assert_float_eq(f.value, 0.7, 1e-6);
-    cr_assert_neq(strstr(f.reason, "zero-mean"), NULL, "%s", f.reason);
+    cr_assert_eq(strstr(f.reason, "ReLU(N(0,1))"), NULL, "no ReLU before it: %s", f.reason);
+    /* the Conv2D's inline ReLU counts as the ReLU */
     f = fires("CK001", CK_SEVERITY_WARNING,
               "Conv2D(8,(3,3),activation='relu'), Dropout(0.2), BatchNormalization(), Flatten(),"
               "Dense(10)",
               NULL);
-    cr_assert_float_eq(f.value, 0.7317, 0.005);
-    /* through pooling and Flatten */
-    fires("CK001", CK_SEVERITY_WARNING,
-          "Conv2D(8,(3,3)), Dropout(0.2), MaxPooling2D((2,2)), Flatten(), BatchNormalization(),"
-          "Dense(10)",
-          NULL);
+    cr_assert_neq(strstr(f.reason, "ReLU(N(0,1))"), NULL, "%s", f.reason);
 }
 
+/* Every layer without weights between a dropout and a BN is followed (§1-3): the orders the
+ * check used to miss or misjudge, each with the kind of path it is. */
+Test(check, dropout_reaches_bn_through_any_layer_without_weights) {
+    /* SpatialDropout2D -> GlobalAveragePooling2D -> BN: one scale per channel commutes with the
+     * average, so Eq. 8 holds on the channel means and 1 - rate is its ceiling */
+    ck_finding f = fires("CK001", CK_SEVERITY_WARNING,
+                         "Conv2D(8,(3,3)), SpatialDropout2D(0.2), GlobalAveragePooling2D(), "
+                         "BatchNormalization(), Dense(10)",
+                         "Conv2D(8,(3,3)), GlobalAveragePooling2D(), BatchNormalization(), "
+                         "Dropout(0.2), Dense(10)");
+    cr_assert_eq(f.layers[0], 1);
+    cr_assert_eq(f.layers[1], 3);
+    cr_assert_float_eq(f.value, 0.8, 1e-6);
+    /* Flatten only renames units: Eq. 8 */
+    f = fires("CK001", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3)), Dropout(0.2), Flatten(), BatchNormalization(), Dense(10)", NULL);
+    cr_assert_float_eq(f.value, 0.8, 1e-6);
+    /* SpatialDropout2D through ReLU, max and average pooling: still Eq. 8 */
+    f = fires("CK001", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3)), SpatialDropout2D(0.25), Activation('relu'), MaxPooling2D((2,2)), "
+              "AveragePooling2D((2,2)), BatchNormalization(), Flatten(), Dense(10)",
+              NULL);
+    cr_assert_float_eq(f.value, 0.75, 1e-6);
+    /* element Dropout averaged by a pool or GAP: linear (§2), no ceiling */
+    const char *linear[] = {
+        "Conv2D(8,(3,3)), Dropout(0.2), AveragePooling2D((2,2)), BatchNormalization(), Flatten(), "
+        "Dense(10)",
+        "Conv2D(8,(3,3)), Dropout(0.2), GlobalAveragePooling2D(), BatchNormalization(), Dense(10)"};
+    for (int i = 0; i < 2; ++i) {
+        f = fires("CK001", CK_SEVERITY_WARNING, linear[i], NULL);
+        cr_assert(isnan(f.value), "%s: value %g", linear[i], f.value);
+        cr_assert_neq(strstr(f.reason, "§2"), NULL, "%s", f.reason);
+        cr_assert_neq(strstr(f.reason, "do not apply"), NULL, "%s", f.reason);
+    }
+    /* element Dropout max-pooled, or a non-homogeneous activation: nonlinear (§3) */
+    const char *nonlinear[] = {"Conv2D(8,(3,3)), Dropout(0.2), MaxPooling2D((2,2)), Flatten(), "
+                               "BatchNormalization(), Dense(10)",
+                               "Dense(8), Dropout(0.2), Activation('tanh'), BatchNormalization(), "
+                               "Dense(10)"};
+    for (int i = 0; i < 2; ++i) {
+        f = fires("CK001", CK_SEVERITY_WARNING, nonlinear[i], NULL);
+        cr_assert(isnan(f.value), "%s: value %g", nonlinear[i], f.value);
+        cr_assert_neq(strstr(f.reason, "§3"), NULL, "%s", f.reason);
+    }
+    /* a softmax or another dropout ends the walk; a rate-0 dropout does not */
+    result r;
+    check_layers("Dense(8), Dropout(0.2), Activation('softmax'), BatchNormalization(), Dense(10)",
+                 &r);
+    cr_assert_eq(find(&r, "CK001"), -1);
+    f = fires("CK001", CK_SEVERITY_WARNING,
+              "Dense(8), Dropout(0.2), Dropout(0.0), BatchNormalization(), Dense(10)", NULL);
+    cr_assert_eq(f.layers[0], 1);
+}
+
+/* An earlier dropout shifts the next dropout's input: the ceiling does not hold (§1), so the
+ * asker's second block gets no value. */
+Test(check, compounding_dropouts_have_no_ceiling) {
+    result r;
+    check_layers("Conv2D(8,(3,3)), SpatialDropout2D(0.2), BatchNormalization(), Activation('relu'),"
+                 "Conv2D(8,(3,3)), SpatialDropout2D(0.2), BatchNormalization(), Flatten(), "
+                 "Dense(10)",
+                 &r);
+    int n = 0;
+    for (int i = 0; i < r.n; ++i) {
+        if (strncmp(r.f[i].code, "CK001", 5))
+            continue;
+        ++n;
+        if (r.f[i].layers[0] == 1) {
+            cr_assert_float_eq(r.f[i].value, 0.8, 1e-6);
+        } else {
+            cr_assert(isnan(r.f[i].value), "value %g", r.f[i].value);
+            cr_assert_neq(strstr(r.f[i].reason, "the dropout at layer 1 already shifts"), NULL,
+                          "%s", r.f[i].reason);
+        }
+    }
+    cr_assert_eq(n, 2);
+}
+
+/* CK002 states no bound: through linear layers the formula of §2 (a Dense without bias, too),
+ * through a nonlinear layer none. Its value is the number of weight layers between. */
 Test(check, dropout_weight_bn_is_info) {
     const char *m = "Conv2D(8,(3,3)), Activation('relu'), Dropout(0.2), Conv2D(8,(3,3)),"
                     "BatchNormalization(), Activation('relu'), Flatten(), Dense(10)";
     ck_finding f = fires("CK002", CK_SEVERITY_INFO, m, NULL);
-    cr_assert_float_eq(f.value, 0.7317, 0.005);
+    cr_assert_float_eq(f.value, 1.0, 0.0);
+    cr_assert_eq(strstr(f.message, "small"), NULL, "%s", f.message);
+    cr_assert_neq(strstr(f.reason, "no bound"), NULL, "%s", f.reason);
+    cr_assert_neq(strstr(f.reason, "§2"), NULL, "%s", f.reason);
     result r;
     check_layers(m, &r);
     cr_assert_eq(find(&r, "CK001"), -1);
     cr_assert_eq(r.count[CK_SEVERITY_WARNING] + r.count[CK_SEVERITY_ERROR], 0);
+    f = fires("CK002", CK_SEVERITY_INFO,
+              "Flatten(), Dropout(0.2), Dense(16,use_bias=False), BatchNormalization(), Dense(10)",
+              NULL);
+    cr_assert_neq(strstr(f.reason, "through linear layers only"), NULL, "%s", f.reason);
+    f = fires("CK002", CK_SEVERITY_INFO,
+              "Flatten(), Dropout(0.2), Dense(16), Activation('relu'), Dense(16), "
+              "BatchNormalization(), Dense(10)",
+              NULL);
+    cr_assert_float_eq(f.value, 2.0, 0.0);
+    cr_assert_neq(strstr(f.reason, "Activation (layer 3) between is nonlinear"), NULL, "%s",
+                  f.reason);
+}
+
+/* Applies a CK001/CK002 fix of the form "remove layer D" or "move layer D (...) after ...
+ * (layer A)" to the layer list (in place); returns 0 when the text has neither form. */
+static int apply_fix(const char *fix, ck_layer_desc *L, int *count) {
+    const char *p = strstr(fix, "remove layer ");
+    int d = -1, a = -1;
+    if (p && sscanf(p, "remove layer %d", &d) == 1) {
+        memmove(&L[d], &L[d + 1], sizeof *L * (size_t)(*count - d - 1));
+        --*count;
+        return 1;
+    }
+    p = strstr(fix, "move layer ");
+    const char *q = p ? strrchr(fix, '(') : NULL;
+    if (!p || !q || sscanf(p, "move layer %d", &d) != 1 || sscanf(q, "(layer %d)", &a) != 1)
+        return 0;
+    ck_layer_desc moved = L[d];
+    memmove(&L[d], &L[d + 1], sizeof *L * (size_t)(a - d));
+    L[a] = moved;
+    return 1;
+}
+
+/* Li et al.'s fix (i), as CK002 words it, removes every CK001/CK002 when applied and re-checked:
+ * on the seed model (a dropout already follows the last BN: remove the block dropouts) and on a
+ * model without one (move the dropout after the last BN and its activation). */
+Test(check, ck002_fix_removes_the_shift) {
+    char err[512];
+    const char *texts[2] = {t_seed_cnn_text,
+                            "model = Sequential([Conv2D(8,(3,3),input_shape=(12,12,1)), "
+                            "Activation('relu'), Dropout(0.2), Conv2D(8,(3,3)), "
+                            "BatchNormalization(), Activation('relu'), Flatten(), Dense(10)])\n"};
+    for (int t = 0; t < 2; ++t) {
+        ck_keras_model km;
+        cr_assert_eq(ck_keras_parse(texts[t], &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+        ck_layer_desc L[64];
+        int n = km.count, fixes = 0;
+        memcpy(L, km.layers, sizeof *L * (size_t)n);
+        ck_keras_model_free(&km);
+        for (int round = 0; round < 8; ++round) {
+            ck_finding f[MAXF];
+            int nf = 0, applied = 0;
+            cr_assert_eq(ck_model_check(L, n, f, MAXF, &nf), CK_STATUS_SUCCESS);
+            for (int i = 0; i < nf && !applied; ++i)
+                if (!strncmp(f[i].code, "CK002", 5)) {
+                    cr_assert(apply_fix(f[i].fix, L, &n), "fix not applicable: %s", f[i].fix);
+                    applied = 1;
+                    ++fixes;
+                }
+            if (!applied) {
+                for (int i = 0; i < nf; ++i)
+                    cr_assert(strncmp(f[i].code, "CK001", 5) && strncmp(f[i].code, "CK002", 5),
+                              "model %d after %d fixes: %s %s", t, fixes, f[i].code, f[i].message);
+                break;
+            }
+        }
+        cr_assert_eq(fixes, t == 0 ? 2 : 1, "model %d: %d fixes", t, fixes);
+    }
 }
 
 Test(check, dropout_before_maxpool) {
@@ -144,6 +303,43 @@ Test(check, dropout_before_maxpool) {
     f = fires("CK003", CK_SEVERITY_WARNING,
               "Conv2D(8,(3,3)), Dropout(0.5), MaxPooling2D((3,3)), Flatten(), Dense(10)", NULL);
     cr_assert_float_eq(f.value, 1.99609375, 1e-6);
+}
+
+/* The orders of the same kind the check used to miss: Dropout -> ReLU -> MaxPooling2D is
+ * Dropout -> MaxPooling2D (CK005: the two commute); on signed input the reason names the
+ * all-negative windows (1 - 0.8^4 = 0.590 at rate 0.2, §4). */
+Test(check, dropout_before_maxpool_through_activations) {
+    ck_finding f = fires("CK003", CK_SEVERITY_WARNING,
+                         "Conv2D(8,(3,3)), Dropout(0.2), Activation('relu'), MaxPooling2D((2,2)),"
+                         "Flatten(), Dense(10)",
+                         "Conv2D(8,(3,3)), Activation('relu'), MaxPooling2D((2,2)), Dropout(0.2),"
+                         "Flatten(), Dense(10)");
+    cr_assert_float_eq(f.value, 1.248, 0.001);
+    cr_assert_eq(f.layers[1], 3);
+    cr_assert_neq(strstr(f.message, "through relu (layer 2)"), NULL, "%s", f.message);
+    cr_assert_neq(strstr(f.reason, "rate^4 = 0.0016 only when all 4 are"), NULL, "%s", f.reason);
+    f = fires("CK003", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3)), Dropout(0.2), Activation('tanh'), MaxPooling2D((2,2)), Flatten(), "
+              "Dense(10)",
+              NULL);
+    f = fires("CK003", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3)), BatchNormalization(), Dropout(0.2), MaxPooling2D((2,2)), "
+              "Flatten(), Dense(10)",
+              NULL);
+    cr_assert_neq(strstr(f.reason, "all negative"), NULL, "%s", f.reason);
+    cr_assert_neq(strstr(f.reason, "1-(1-rate)^4 = 0.590"), NULL, "%s", f.reason);
+    /* sigmoid(0) = 0.5: a dropped unit is not 0 after it, so it is not this rule */
+    result r;
+    check_layers("Conv2D(8,(3,3)), Dropout(0.2), Activation('sigmoid'), MaxPooling2D((2,2)), "
+                 "Flatten(), Dense(10)",
+                 &r);
+    cr_assert_eq(find(&r, "CK003"), -1);
+    /* SpatialDropout2D through a ReLU commutes with the pool too */
+    f = fires("CK004", CK_SEVERITY_INFO,
+              "Conv2D(8,(3,3)), SpatialDropout2D(0.2), Activation('relu'), MaxPooling2D((2,2)), "
+              "Flatten(), Dense(10)",
+              NULL);
+    cr_assert_eq(f.layers[1], 3);
 }
 
 Test(check, spatial_dropout_before_pool_is_info) {
@@ -244,8 +440,10 @@ static void check_text(const char *text, result *r) {
     memset(r, 0, sizeof *r);
     cr_assert_eq(ck_model_check(km.layers, km.count, r->f, MAXF, &r->n), CK_STATUS_SUCCESS);
     ck_keras_model_free(&km);
-    for (int i = 0; i < r->n; ++i)
+    for (int i = 0; i < r->n; ++i) {
         r->count[r->f[i].severity]++;
+        cr_assert(cites_source(r->f[i].reason), "%s: no source: %s", r->f[i].code, r->f[i].reason);
+    }
 }
 
 Test(check, seed_model_is_clean) {
@@ -303,6 +501,67 @@ Test(check, cap_smaller_than_findings) {
     ck_keras_model_free(&km);
 }
 
+/* ---- shapes (CK014) ------------------------------------------------------------------------- */
+
+static int shapes_of(const char *layers, int h, int w, int c, ck_finding *f) {
+    char text[2048], err[512];
+    snprintf(text, sizeof text, "model = Sequential([%s])\n", layers);
+    ck_keras_model km;
+    cr_assert_eq(ck_keras_parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    int n = -1;
+    cr_assert_eq(ck_model_check_shapes(km.layers, km.count, h, w, c, f, &n), CK_STATUS_SUCCESS);
+    ck_keras_model_free(&km);
+    return n;
+}
+
+/* The shape inference of ck_model_build itself: the models summary and train reject get one
+ * error with build's message and layer; a right one none, without allocating its buffers (a
+ * Conv2D of 10^9 filters with valid shapes would need tens of GB). */
+Test(check, shapes_are_build_s) {
+    ck_finding f;
+    cr_assert_eq(
+        shapes_of("Conv2D(8,(30,30),input_shape=(28,28,1)), Flatten(), Dense(10)", 0, 0, 0, &f), 1);
+    cr_assert_str_eq(f.code, "CK014-shape-error");
+    cr_assert_eq(f.severity, CK_SEVERITY_ERROR);
+    cr_assert_eq(f.layers[0], 0);
+    cr_assert_neq(strstr(f.message, "window 30x30 does not fit the input 28x28"), NULL, "%s",
+                  f.message);
+    cr_assert_eq(shapes_of("Conv2D(8,(3,3),input_shape=(28,28,1)), MaxPooling2D((27,27)), "
+                           "Flatten(), Dense(10)",
+                           0, 0, 0, &f),
+                 1);
+    cr_assert_eq(f.layers[0], 1);
+    cr_assert_eq(
+        shapes_of("Conv2D(10**9,(3,3),input_shape=(28,28,1)), Flatten(), Dense(10)", 0, 0, 0, &f),
+        1);
+    cr_assert_eq(f.layers[0], 1);
+    cr_assert_neq(strstr(f.message, "do not fit in 32 bits"), NULL, "%s", f.message);
+    cr_assert_eq(shapes_of("Conv2D(10**9,(3,3),input_shape=(28,28,1)), "
+                           "GlobalAveragePooling2D(), Dense(10)",
+                           0, 0, 0, &f),
+                 0, "valid shapes: no finding, and nothing allocated");
+    /* the model output must be class scores, as build requires */
+    cr_assert_eq(shapes_of("Conv2D(8,(3,3),input_shape=(28,28,1))", 0, 0, 0, &f), 1);
+    cr_assert_neq(strstr(f.message, "class scores"), NULL, "%s", f.message);
+    /* an explicit input shape wins over input_shape */
+    cr_assert_eq(
+        shapes_of("Conv2D(8,(3,3),input_shape=(28,28,1)), Flatten(), Dense(10)", 2, 2, 1, &f), 1);
+    char err[512];
+    ck_keras_model km;
+    cr_assert_eq(ck_keras_parse(t_seed_cnn_text, &km, err, sizeof err), CK_STATUS_SUCCESS);
+    int n = -1;
+    cr_assert_eq(ck_model_check_shapes(km.layers, km.count, 0, 0, 0, &f, &n), CK_STATUS_SUCCESS);
+    cr_assert_eq(n, 0);
+    cr_assert_eq(ck_model_check_shapes(km.layers, km.count, 28, 0, 1, &f, &n), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_check_shapes(NULL, 2, 0, 0, 0, &f, &n), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_check_shapes(km.layers, km.count, 0, 0, 0, NULL, &n),
+                 CK_STATUS_BAD_PARAM);
+    km.layers[0].input_h = km.layers[0].input_w = km.layers[0].input_c = 0;
+    cr_assert_eq(ck_model_check_shapes(km.layers, km.count, 0, 0, 0, &f, &n), CK_STATUS_BAD_PARAM,
+                 "no shape at all");
+    ck_keras_model_free(&km);
+}
+
 /* ---- CLI ---------------------------------------------------------------------------------- */
 static int run_cli(const char *args, char *out, size_t len) {
 #if defined(CNNKIT_CLI_PATH) && defined(CNNKIT_SOURCE_DIR)
@@ -338,7 +597,66 @@ Test(check, cli_exit_codes_and_json) {
                   NULL, "%s", out);
     cr_assert_neq(strstr(out, "\"value\": 0.8}"), NULL, "%s", out);
     cr_assert_neq(strstr(out, "\"errors\": 0, \"warnings\": 2, \"infos\": 0}"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "\"shapes_checked\": true"), NULL, "%s", out);
     cr_assert_eq(run_cli("check /nonexistent/model.py", out, sizeof out), 2);
     cr_assert_eq(run_cli("check", out, sizeof out), 2);
     cr_assert_eq(run_cli("check examples/seed_cnn.py --bogus", out, sizeof out), 2);
+}
+
+/* A model file in a temporary directory; returns its path (static storage). */
+static const char *model_file(const char *layers) {
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/cnnkit-check-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "model = Sequential()\n");
+    for (const char *p = layers; *p;) {
+        const char *e = strchr(p, ';');
+        const size_t n = e ? (size_t)(e - p) : strlen(p);
+        fprintf(f, "model.add(%.*s)\n", (int)n, p);
+        p += n + (e ? 1 : 0);
+    }
+    fclose(f);
+    return path;
+}
+
+/* The three models summary and train reject, through the binary: each an error (exit 1) with
+ * build's message, and the same shape error from summary (exit 2). */
+Test(check, cli_shape_errors) {
+    static const char *models[3][2] = {
+        {"Conv2D(8,(30,30),input_shape=(28,28,1));Flatten();Dense(10)",
+         "layer 0 (Conv2D 'conv2d'): window 30x30 does not fit the input 28x28"},
+        {"Conv2D(8,(3,3),input_shape=(28,28,1));MaxPooling2D(pool_size=(27,27));Flatten();"
+         "Dense(10)",
+         "layer 1 (MaxPooling2D 'max_pooling2d'): window 27x27 does not fit the input 26x26"},
+        {"Conv2D(10**9,(3,3),input_shape=(28,28,1));Flatten();Dense(10)",
+         "layer 1 (Flatten 'flatten'): 26 x 26 x 1000000000 values per sample do not fit"}};
+    for (int i = 0; i < 3; ++i) {
+        const char *path = model_file(models[i][0]);
+        char args[128];
+        snprintf(args, sizeof args, "check %s", path);
+        cr_assert_eq(run_cli(args, out, sizeof out), 1, "%s: %s", models[i][0], out);
+        cr_assert_neq(strstr(out, "error CK014-shape-error"), NULL, "%s", out);
+        cr_assert_neq(strstr(out, models[i][1]), NULL, "%s", out);
+        cr_assert_neq(strstr(out, "1 error,"), NULL, "%s", out);
+        snprintf(args, sizeof args, "check %s --json", path);
+        cr_assert_eq(run_cli(args, out, sizeof out), 1, "%s", out);
+        cr_assert_neq(strstr(out, "\"code\": \"CK014-shape-error\", \"severity\": \"error\""), NULL,
+                      "%s", out);
+        snprintf(args, sizeof args, "summary %s", path);
+        cr_assert_neq(run_cli(args, out, sizeof out), 0, "summary rejects it too: %s", out);
+        unlink(path);
+    }
+    /* no input shape: not checked, said so */
+    const char *path = model_file("Conv2D(8,(3,3));Flatten();Dense(10)");
+    char args[128];
+    snprintf(args, sizeof args, "check %s", path);
+    cr_assert_eq(run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_neq(strstr(out, "shapes not checked"), NULL, "%s", out);
+    snprintf(args, sizeof args, "check %s --input 2x2x1", path);
+    cr_assert_eq(run_cli(args, out, sizeof out), 1, "%s", out);
+    cr_assert_neq(strstr(out, "CK014"), NULL, "%s", out);
+    unlink(path);
 }

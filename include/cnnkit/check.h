@@ -6,33 +6,52 @@
  * indices of the layers involved, a one-line message, the reason with the number behind it
  * (value) and a concrete fix: the reordered layer sequence, in Keras syntax.
  *
- * Codes (the number part never changes meaning):
- *   CK001-dropout-before-bn         warning  (Spatial)Dropout feeds BatchNormalization directly or
- *                                            through Activation / pooling / Flatten: variance
- *                                            shift, value = Li et al. 2019 Eq. 8 ratio
- *   CK002-dropout-weight-bn         info     the same with Conv2D/Dense in between (Eq. 14:
- *                                            smaller shift, not zero), value = the direct ratio
- *   CK003-dropout-before-maxpool    warning  element-wise Dropout right before MaxPooling2D,
- *                                            value = training mean inflation (1-q^n)/(1-q)
- *   CK004-spatialdrop-before-pool   info     SpatialDropout2D before pooling: equivalent after,
- *                                            value = how many times fewer elements after
+ * Codes (the number part never changes meaning). Every reason cites its source: a paper, or the
+ * derivation in docs/derivations.md by section (§).
+ *   CK001-dropout-before-bn         warning  (Spatial)Dropout reaches BatchNormalization through no
+ *                                            weight layer (activations, pooling, Flatten,
+ *                                            GlobalAveragePooling2D between, any number): variance
+ *                                            shift. value = 1 - rate, the ceiling of
+ *                                            Var_inference/Var_train (Li et al. 2019 Eq. 8, §1)
+ *                                            when the mask commutes with every layer between and
+ *                                            no earlier dropout shifts the dropout's input; NaN
+ *                                            otherwise (element dropout averaged or max-pooled,
+ *                                            non-homogeneous activations: §2, §3; compounding:
+ *                                            §1)
+ *   CK002-dropout-weight-bn         info     the same through Conv2D/Dense layers: the shift stays
+ *                                            below 1 through linear layers and has no bound
+ *                                            towards the direct value (§2, §3); value = the weight
+ *                                            layers between. The fix moves the dropout after the
+ *                                            model's last BN (Li et al. fix (i))
+ *   CK003-dropout-before-maxpool    warning  element Dropout before MaxPooling2D, directly or
+ *                                            through activations with f(0) = 0: zeroed fraction
+ *                                            rate^J per window with J positive inputs, all-negative
+ *                                            windows zeroed with 1-(1-rate)^n (§4); value = the
+ *                                            largest training-mean inflation (1-q^n)/(1-q) of a
+ *                                            window of non-negative inputs
+ *   CK004-spatialdrop-before-pool   info     SpatialDropout2D before pooling (directly or through
+ *                                            ReLU/LeakyReLU): equivalent after (§5), value = how
+ *                                            many times fewer elements after
  *   CK005-dropout-relu-order        info     Dropout next to ReLU / LeakyReLU: order does not
- *                                            matter, value = max difference (ReLU) or 1/p
- *   CK006-dropout-before-sigmoid    warning  dropped units become sigmoid(0) = 0.5 (value)
+ *                                            matter, value = max difference (ReLU) or 1/p (§6)
+ *   CK006-dropout-before-sigmoid    warning  dropped units become sigmoid(0) = 0.5 (value; §6)
  *   CK007-dropout-before-nonlinear  warning  tanh / ELU / GELU / swish after Dropout: the 1/p
  *                                            scaling is distorted, value = train/eval mean ratio
- *                                            p*f(x/p)/f(x) at x = 1 (x = -1 for ELU)
+ *                                            p*f(x/p)/f(x) at x = 1 (x = -1 for ELU; §6)
  *   CK008-bias-before-bn            info     Conv2D/Dense bias followed by BN is redundant,
- *                                            value = wasted parameters
+ *                                            value = wasted parameters (Ioffe & Szegedy 2015)
  *   CK009-bn-after-output           error    BatchNormalization after the softmax / as the output
  *   CK010-dropout-on-output         error    Dropout after the last Conv2D/Dense (on logits or
- *                                            probabilities), value = rate
+ *                                            probabilities), value = rate (§7)
  *   CK011-spatial-dropout-flat      error    SpatialDropout2D on a non-spatial tensor (after
  *                                            Flatten / Dense / GlobalAveragePooling2D)
- *   CK012-double-dropout            warning  two dropouts in a row, value = combined rate
+ *   CK012-double-dropout            warning  two dropouts in a row, value = combined rate (§7)
  *   CK013-double-activation         warning  the same activation twice in a row, value = ReLU 0
  *                                            (no-op), LeakyReLU alpha^2, sigmoid/tanh the new
- *                                            output bound f(1), others f(f(1))
+ *                                            output bound f(1), others f(f(1)) (§7)
+ *   CK014-shape-error               error    (ck_model_check_shapes only) the model does not build
+ *                                            for its input shape: ck_model_build's own message,
+ *                                            value = build's ck_status
  * Dropout layers with rate <= 0 are no-ops and are ignored.
  */
 #ifndef CNNKIT_CHECK_H
@@ -56,7 +75,7 @@ typedef struct ck_finding {
     int layers[4]; /* 0-based layer indices involved, nlayers of them */
     int nlayers;
     char message[256]; /* one line */
-    char reason[512];  /* why, with the number behind it */
+    char reason[768];  /* why, with the number behind it and its source */
     char fix[512];     /* the reordered sequence, Keras syntax */
     double value;      /* the number behind the finding (see the code list above) */
 } ck_finding;
@@ -67,6 +86,15 @@ typedef struct ck_finding {
  * with cap > 0, or a layer with an unknown type. CK_STATUS_ALLOC_FAILED when out of memory. */
 ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_finding *out, int cap,
                          int *n_found);
+
+/* The shape inference of ck_model_build (the one `cnnkit summary` and `train` run), without
+ * allocating the model's buffers: for input h x w x c (all 0: the first layer's input_shape),
+ * *n_found = 1 and one CK014-shape-error finding in *out (its message is build's, layers[0] the
+ * layer named in it) when the model does not build for that shape, else *n_found = 0.
+ * CK_STATUS_BAD_PARAM: NULL arguments, count < 1, a negative or partly zero shape, or no shape
+ * at all (0 x 0 x 0 and no input_shape). CK_STATUS_ALLOC_FAILED when out of memory. */
+ck_status ck_model_check_shapes(const ck_layer_desc *layers, int count, int h, int w, int c,
+                                ck_finding *out, int *n_found);
 
 /* "info", "warning", "error"; NULL for anything else. */
 const char *ck_severity_name(int severity);
@@ -89,6 +117,13 @@ const char *ck_severity_name(int severity);
  *                  to), the copy's moving statistics are set to them, and Var_inference is
  *                  measured again: ratio = Var_inference / Var_train. This is the shift dropout
  *                  (and nothing else) causes; 1 for a BN no dropout reaches.
+ *   predicted    = where a dropout reaches the BN through layers that commute with its mask and
+ *                  no earlier dropout shifts the dropout's input (CK001 with a value): Li et al.'s
+ *                  Eq. 8 per channel, v / ((c^2 + v)/p - c^2), from the inference-mode mean c
+ *                  and variance v of the BN input (the converged pass) and p = 1 - rate; the
+ *                  expected ratio (docs/derivations.md §1). NaN elsewhere: through averaging or
+ *                  weight layers (§2), nonlinear layers (§3) or after an earlier dropout (§1) no
+ *                  prediction is made and only the measurement holds.
  * Variances are biased (population) variances over N*H*W values per channel and batch, averaged
  * over the batches; the report gives the mean, min and max over channels (channels whose
  * training-mode variance is 0 are skipped).
@@ -97,9 +132,11 @@ const char *ck_severity_name(int severity);
  * values the mask actually zeroes where the tensor is consumed. When the dropout reaches a
  * MaxPooling2D / AveragePooling2D through nothing but activations with f(0) = 0, it is counted
  * after that pooling: pooled outputs that are 0 with the mask and nonzero without it, over the
- * pooled outputs that are nonzero without it (element Dropout before a k x k max pool on
- * positive inputs: rate^(k*k); SpatialDropout2D: rate). Otherwise at the dropout's output: values
- * zeroed over nonzero inputs (rate).
+ * pooled outputs that are nonzero without it. Otherwise at the dropout's output: values zeroed
+ * over nonzero inputs. Next to it, the expected fraction from the same inputs without the mask
+ * (docs/derivations.md §4, §5): SpatialDropout2D and the no-pool case rate; element Dropout
+ * before a max pool rate^J for a window with J > 0 positive inputs and 1 - (1-rate)^n for a
+ * window of n negative ones; before an average pool rate^J for J nonzero inputs.
  * ------------------------------------------------------------------------------------------- */
 struct ck_dataset; /* cnnkit/data.h */
 
@@ -118,10 +155,14 @@ typedef struct ck_bn_shift {
      * same on the stored statistics, the stored moving variance */
     double var_train, var_inference, var_inference_stored, var_moving;
     int dropout_layer; /* the dropout ck_model_check links to this BN (CK001/CK002), -1 none */
-    int direct;        /* 1: CK001 (dropout feeds the BN directly), 0: CK002 or none */
-    double expected;   /* the check's value: CK001 the predicted ratio (Li et al. Eq. 8); CK002
-                          the direct ratio, a lower bound (the real one lies between it and 1);
-                          NaN when no dropout reaches this BN */
+    int direct;        /* 1: CK001 (no weight layer between), 0: CK002 or none */
+    int path;          /* how the mask reaches the BN: 0 commutes with every layer between, 1
+                          linear layers (§2), 2 nonlinear (§3); -1 no dropout */
+    int compounded;    /* an earlier dropout shifts the linked dropout's input (§1) */
+    double ceiling;    /* 1 - rate for path 0 without compounding (Eq. 8: ratio <= ceiling up to
+                          sampling error), else NaN */
+    double predicted;  /* Eq. 8 from this BN input's inference-mode moments (see above), NaN
+                          where no prediction is made */
 } ck_bn_shift;
 
 typedef struct ck_dropout_effect {
@@ -131,7 +172,7 @@ typedef struct ck_dropout_effect {
     int pool_layer;  /* the pooling layer it is counted after, -1: counted at the dropout output */
     int pool_window; /* kh * kw of that pooling (1 when none) */
     double zeroed;   /* measured fraction (see above) */
-    double expected; /* rate^(kh*kw) for element Dropout before a pool, else rate */
+    double expected; /* the expected zeroed fraction given the inputs (see above) */
     long long counted; /* the denominator: values nonzero without the mask */
 } ck_dropout_effect;
 

@@ -172,6 +172,43 @@ ck_status ck_study_summarize(const ck_study_result *results, int n, int variant,
 ck_status ck_study_paired_diff(const ck_study_result *results, int n, int variant, int baseline,
                                double *mean, double *half, int *pairs);
 
+/* ---- tests on paired differences ---------------------------------------------------------- */
+/* Two-sided p of Student's t statistic t with dof degrees of freedom (dof >= 1; NaN otherwise). */
+double ck_student_t_p(double t, int dof);
+/* Exact two-sided sign test of d[0..n): zero differences are dropped; p = min(1, 2 P(X <= k))
+ * with X ~ Binomial(n', 1/2), k the smaller count of positive and negative signs (1 when n' = 0).
+ * With n' nonzero differences p is at least 2^(1-n'): 0.25 for 3, 0.0625 for 5. */
+double ck_sign_test_p(const double *d, int n);
+/* Exact two-sided Wilcoxon signed-rank test of d[0..n): zeros dropped, tied |d| get their mean
+ * rank; p = P(|W+ - E W+| >= |observed - E W+|) under the 2^n' equally likely sign patterns
+ * (computed by convolution, exact for any n'). Same floor as the sign test: 2^(1-n'). */
+double ck_wilcoxon_p(const double *d, int n);
+/* Holm's step-down adjustment of m p-values (NaN stays NaN and is not counted in m). */
+ck_status ck_holm(const double *p, int m, double *adjusted);
+
+typedef enum ck_paired_verdict {
+    CK_PAIRED_NONE = 0,     /* the 95% t interval of the differences includes 0 */
+    CK_PAIRED_FRAGILE = 1,  /* the interval excludes 0, but the Holm-adjusted t test or the
+                               Holm-adjusted exact Wilcoxon test does not reach 0.05 */
+    CK_PAIRED_DIFFERENT = 2 /* both Holm-adjusted p < 0.05 */
+} ck_paired_verdict;
+
+typedef struct ck_paired_test {
+    int variant, pairs;   /* pairs: seeds both variants ran */
+    double mean, half;    /* ck_study_paired_diff */
+    double p_t, p_t_holm; /* paired t test, raw and Holm-adjusted over the comparisons */
+    double p_sign;        /* exact sign test (not adjusted) */
+    double p_wilcoxon, p_wilcoxon_holm;
+    int verdict; /* ck_paired_verdict */
+} ck_paired_test;
+
+/* Paired comparisons of variants[0..nv) with baseline (runs paired by seed, test accuracy,
+ * variant minus baseline), the family for Holm's adjustment being these nv comparisons (those
+ * with fewer than 2 pairs get NaN p-values and are left out of it). out: nv entries.
+ * CK_STATUS_BAD_PARAM for NULL arguments or nv < 1; CK_STATUS_ALLOC_FAILED. */
+ck_status ck_study_paired_tests(const ck_study_result *results, int n, const int *variants, int nv,
+                                int baseline, ck_paired_test *out);
+
 #ifdef __cplusplus
 }
 #endif

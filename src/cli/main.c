@@ -39,8 +39,9 @@ static const char *const USAGE_CMD[][2] = {
                  "           [--batch B] [--device ...] [--threads N]\n"},
     {"predict", "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
                 "           [--batch B] [--device ...] [--threads N]\n"},
-    {"check", "  check    MODEL [--json]   layer-order diagnostics; exit 0 clean, 1 warnings or\n"
-              "           errors, 2 bad model file\n"
+    {"check", "  check    MODEL [--json] [--input HxWxC]   the shape inference of build and the\n"
+              "           layer-order diagnostics; exit 0 clean, 1 warnings or errors, 2 bad\n"
+              "           model file\n"
               "           [--measure [--data ...] [--batches N] [--batch B] [--limit N]]: also\n"
               "           train N batches (default 20) and measure each BN's variance shift and\n"
               "           each dropout's zeroed fraction after the next pooling\n"},
@@ -533,13 +534,21 @@ static void print_measurement_text(const ck_model *m, const ck_measurement *r, c
                "[%.3f, %.3f] (init %.3f)",
                s->layer, d.name, s->channels, s->ratio, s->ratio_min, s->ratio_max, s->ratio_moving,
                s->ratio_moving_min, s->ratio_moving_max, s->moving_init_weight);
-        if (s->dropout_layer >= 0 && s->direct)
-            printf("\n      expected %.3f (CK001: dropout layer %d feeds it, Li et al. Eq. 8)",
-                   s->expected, s->dropout_layer);
-        else if (s->dropout_layer >= 0)
-            printf("\n      expected between %.3f and 1 (CK002: dropout layer %d through weight "
-                   "layers)",
-                   s->expected, s->dropout_layer);
+        if (s->dropout_layer >= 0) {
+            printf("\n      %s: dropout layer %d reaches it", s->direct ? "CK001" : "CK002",
+                   s->dropout_layer);
+            if (isfinite(s->predicted))
+                printf("; Eq. 8 from its inference mean and variance predicts %.3f, ceiling %.3f "
+                       "(docs/derivations.md §1)",
+                       s->predicted, s->ceiling);
+            else if (s->compounded && s->path == 0)
+                printf(" after an earlier dropout, whose shift multiplies in: no prediction, no "
+                       "ceiling (docs/derivations.md §1)");
+            else
+                printf(" through %s layers: no prediction, no bound; measured only "
+                       "(docs/derivations.md §%d)",
+                       s->path == 1 ? "linear" : "nonlinear", s->path == 1 ? 2 : 3);
+        }
         printf("\n");
     }
     if (r->n_bn == 0)
@@ -558,9 +567,11 @@ static void print_measurement_text(const ck_model *m, const ck_measurement *r, c
         } else {
             snprintf(where, sizeof where, "at its output");
         }
-        printf("  layer %2d %-22s %s(%g)  zeroed %.4f %s  expected %.4f%s\n", e->layer, d.name,
+        const int windows = e->pool_layer >= 0 && !e->spatial;
+        printf("  layer %2d %-22s %s(%g)  zeroed %.4f %s  expected %.4f %s\n", e->layer, d.name,
                e->spatial ? "SpatialDropout2D" : "Dropout", e->rate, e->zeroed, where, e->expected,
-               e->pool_layer >= 0 && !e->spatial ? " (rate^window, positive inputs)" : "");
+               windows ? "from the signs of each window's inputs (docs/derivations.md §4)"
+                       : "(the rate; docs/derivations.md §5)");
     }
     if (r->n_dropout == 0)
         printf("  (no dropout layers)\n");
@@ -594,9 +605,12 @@ static void print_measurement_json(const ck_model *m, const ck_measurement *r) {
         json_num(stdout, s->var_inference_stored);
         printf(", \"var_moving\": ");
         json_num(stdout, s->var_moving);
-        printf(", \"dropout_layer\": %d, \"direct\": %d, \"expected\": ", s->dropout_layer,
-               s->direct);
-        json_num(stdout, s->expected);
+        printf(", \"dropout_layer\": %d, \"direct\": %d, \"path\": %d, \"compounded\": %d, "
+               "\"ceiling\": ",
+               s->dropout_layer, s->direct, s->path, s->compounded);
+        json_num(stdout, s->ceiling);
+        printf(", \"predicted\": ");
+        json_num(stdout, s->predicted);
         printf("}");
     }
     printf("], \"dropout\": [");
@@ -660,13 +674,23 @@ static int cmd_check(const opts *o) {
             line = strtok(NULL, "\n");
         }
     }
-    int total = 0;
-    ck_finding *fs = NULL;
-    st = ck_model_check(km.layers, km.count, NULL, 0, &total);
-    if (st == CK_STATUS_SUCCESS && total > 0) {
-        fs = (ck_finding *)calloc((size_t)total, sizeof *fs);
-        st = fs ? ck_model_check(km.layers, km.count, fs, total, &total) : CK_STATUS_ALLOC_FAILED;
-    }
+    /* the shape inference of build first (CK014, one finding at most), then the static rules */
+    int total = 0, nshape = 0;
+    ck_finding shape;
+    const int shapes = km.count > 0 && (o->in_h > 0 || km.layers[0].input_h > 0);
+    st = shapes ? ck_model_check_shapes(km.layers, km.count, o->in_h, o->in_w, o->in_c, &shape,
+                                        &nshape)
+                : CK_STATUS_SUCCESS;
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_check(km.layers, km.count, NULL, 0, &total);
+    ck_finding *fs = (ck_finding *)calloc((size_t)total + 1, sizeof *fs);
+    if (st == CK_STATUS_SUCCESS && !fs)
+        st = CK_STATUS_ALLOC_FAILED;
+    if (st == CK_STATUS_SUCCESS && total > 0)
+        st = ck_model_check(km.layers, km.count, fs + nshape, total, &total);
+    if (nshape)
+        fs[0] = shape;
+    total += nshape;
     ck_keras_model_free(&km);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: check: %s\n", ck_status_string(st));
@@ -676,7 +700,9 @@ static int cmd_check(const opts *o) {
     ck_context *ctx = NULL;
     ck_model *m = NULL;
     ck_measurement *meas = NULL;
-    if (o->measure) {
+    if (o->measure && nshape)
+        fprintf(stderr, "cnnkit: check: --measure skipped: the model does not build\n");
+    if (o->measure && !nshape) {
         meas = (ck_measurement *)calloc(1, sizeof *meas);
         int rc = meas ? run_measure(o, &ctx, &m, meas) : EXIT_RUNTIME;
         if (rc) {
@@ -708,10 +734,13 @@ static int cmd_check(const opts *o) {
             json_str(stdout, f->reason);
             printf(", \"fix\": ");
             json_str(stdout, f->fix);
-            printf(", \"value\": %.6g}", isfinite(f->value) ? f->value : 0.0);
+            printf(", \"value\": ");
+            json_num(stdout, f->value);
+            printf("}");
         }
-        printf("%s], \"errors\": %d, \"warnings\": %d, \"infos\": %d", total ? "\n" : "",
-               count[CK_SEVERITY_ERROR], count[CK_SEVERITY_WARNING], count[CK_SEVERITY_INFO]);
+        printf("%s], \"shapes_checked\": %s, \"errors\": %d, \"warnings\": %d, \"infos\": %d",
+               total ? "\n" : "", shapes ? "true" : "false", count[CK_SEVERITY_ERROR],
+               count[CK_SEVERITY_WARNING], count[CK_SEVERITY_INFO]);
         if (meas)
             print_measurement_json(m, meas);
         printf("}\n");
@@ -724,6 +753,9 @@ static int cmd_check(const opts *o) {
                 printf("%s%d", k ? ", " : " ", f->layers[k]);
             printf(": %s\n  reason: %s\n  fix:    %s\n\n", f->message, f->reason, f->fix);
         }
+        if (!shapes)
+            printf("shapes not checked: the first layer has no input_shape (give --input "
+                   "HxWxC)\n\n");
         if (meas) {
             print_measurement_text(m, meas,
                                    ck_context_device(ctx) == CK_DEVICE_CUDA ? "cuda" : "cpu");
@@ -1086,25 +1118,38 @@ static int cmd_study(const opts *oin) {
                    v[i].order, sm[i].runs, sm[i].acc_mean, sm[i].acc_ci95, sm[i].gap_mean,
                    sm[i].gap_ci95, bn, dz, sm[i].images_per_s);
         }
-        /* the same seeds pair the runs: differences against the first trained variant */
-        int base = -1;
+        /* the same seeds pair the runs: differences against the first trained variant, with
+         * Holm's correction over the comparisons and the exact tests (few seeds) */
+        int base = -1, vars[CK_STUDY_KIND_COUNT], nvars = 0;
         for (int i = 0; i < nk && base < 0; ++i)
             if (v[i].equivalent_to < 0 && sm[i].runs > 0)
                 base = i;
-        for (int i = 0, shown = 0; base >= 0 && o.seeds > 1 && i < nk; ++i) {
-            double dm, dh;
-            int np = 0;
-            if (i == base || v[i].equivalent_to >= 0 ||
-                ck_study_paired_diff(res, nres, i, base, &dm, &dh, &np) != CK_STATUS_SUCCESS ||
-                np == 0)
-                continue;
-            if (!shown++)
-                printf("\nPaired with %s (same seed: same initial weights and data order): test "
-                       "accuracy difference, mean +- 95%% CI over seeds; * the interval excludes "
-                       "0\n| variant | pairs | difference |\n|---|---|---|\n",
-                       v[base].name);
-            const int sig = np > 1 && (dm - dh > 0.0 || dm + dh < 0.0);
-            printf("| %s | %d | %+.4f +- %.4f%s |\n", v[i].name, np, dm, dh, sig ? " *" : "");
+        for (int i = 0; base >= 0 && o.seeds > 1 && i < nk; ++i)
+            if (i != base && v[i].equivalent_to < 0 && sm[i].runs > 0)
+                vars[nvars++] = i;
+        ck_paired_test pt[CK_STUDY_KIND_COUNT];
+        if (nvars > 0 &&
+            ck_study_paired_tests(res, nres, vars, nvars, base, pt) == CK_STATUS_SUCCESS) {
+            printf("\nPaired with %s (same seed: same initial weights and data order): test "
+                   "accuracy difference per seed, mean +- 95%% t interval; p: two-sided paired t "
+                   "test, Holm-adjusted over the %d comparisons, exact sign and Wilcoxon "
+                   "signed-rank tests (with n seeds neither can go below 2^(1-n)). different: "
+                   "both Holm-adjusted p < 0.05; fragile: the interval excludes 0 but that does "
+                   "not survive\n| variant | pairs | difference | t p | Holm t p | sign p | "
+                   "Wilcoxon p | Holm Wilcoxon p | verdict |\n|---|---|---|---|---|---|---|---|---|"
+                   "\n",
+                   v[base].name, nvars);
+            for (int k = 0; k < nvars; ++k) {
+                const ck_paired_test *t = &pt[k];
+                if (t->pairs == 0)
+                    continue;
+                printf("| %s | %d | %+.4f +- %.4f | %.3g | %.3g | %.3g | %.3g | %.3g | %s |\n",
+                       v[t->variant].name, t->pairs, t->mean, t->half, t->p_t, t->p_t_holm,
+                       t->p_sign, t->p_wilcoxon, t->p_wilcoxon_holm,
+                       t->verdict == CK_PAIRED_DIFFERENT ? "different"
+                       : t->verdict == CK_PAIRED_FRAGILE ? "fragile"
+                                                         : "-");
+            }
         }
         if (o.csv) {
             if (write_study_csv(o.csv, v, res, nres) != 0) {

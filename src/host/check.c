@@ -2,9 +2,11 @@
  *
  * The layer list is expanded into nodes: every layer is a node, and a Conv2D/Dense with an inline
  * activation is followed by an activation node that belongs to the same layer index. The rules
- * then look at neighbouring nodes. Numbers and sources: the project's research notes
- * (Li et al. 2019, arXiv:1801.05134, Eq. 8 and 14; derivations G.17-G.19). */
-#include "internal.h"
+ * then look at neighbouring nodes, or walk from a dropout to the next BN or pooling layer. Every
+ * number and claim in a finding is derived in docs/derivations.md (cited by section) or cited
+ * from its paper (Li et al. 2019, arXiv:1801.05134; Ioffe & Szegedy 2015, arXiv:1502.03167;
+ * Tompson et al. 2015, arXiv:1411.4280). */
+#include "model_internal.h"
 
 #include "cnnkit/check.h"
 
@@ -182,39 +184,44 @@ static int is_pool(const node *n) {
 static int is_softmax(const node *n) {
     return n->is_act && n->act == CK_ACT_SOFTMAX;
 }
-/* Layers that keep every channel separate (the variance shift passes through them). */
-static int keeps_channels(const node *n) {
-    if (n->is_act)
-        return n->act != CK_ACT_SOFTMAX;
-    return is_pool(n) || n->type == CK_LAYER_FLATTEN || is_drop(n);
-}
-
 static float drop_rate(const chk *c, const node *n) {
     return c->L[n->layer].rate;
 }
 
 /* ---- numbers ------------------------------------------------------------------------------- */
-/* Li et al. 2019 Eq. 8: Var_test / Var_train for dropout (retain p) fed straight into BN. */
+/* Li et al. 2019 Eq. 8: Var_test / Var_train for dropout (retain p) fed straight into BN
+ * (docs/derivations.md §1). */
 static double li_delta(double p, double mean, double var) {
     return var / ((mean * mean + var) / p - mean * mean);
 }
 
-/* Moments of the dropout input: ReLU(N(0,1)) when a ReLU comes right before the dropout (through
- * pooling or other dropouts), else zero mean. Writes which one into `what`. */
-static double variance_ratio(const chk *c, int di, double p, char *what, size_t len) {
+/* Activations that commute with a mask value m >= 0: f(m x) = m f(x). */
+static int homogeneous(ck_activation a) {
+    return a == CK_ACT_NONE || a == CK_ACT_RELU || a == CK_ACT_LEAKY_RELU;
+}
+/* Activations with f(0) = 0 that keep the sign (a dropped unit stays 0, a kept one stays signed
+ * as before): every one but sigmoid and softmax. */
+static int zero_keeping(ck_activation a) {
+    return a != CK_ACT_SIGMOID && a != CK_ACT_SOFTMAX;
+}
+
+/* Whether the dropout at node di sees a ReLU output (non-negative input): a ReLU (sigmoid,
+ * softmax) right before it, through pooling or no-op dropouts. */
+static int relu_input(const chk *c, int di) {
     int j = di - 1;
     while (j >= 0 && (is_pool(&c->nd[j]) || is_drop(&c->nd[j])))
         --j;
-    if (j >= 0 && c->nd[j].is_act && c->nd[j].act == CK_ACT_RELU) {
-        double m = 1.0 / sqrt(2.0 * K_PI), v = 0.5 - 1.0 / (2.0 * K_PI);
-        snprintf(what, len,
-                 "the dropout input is a ReLU output, moments of ReLU(N(0,1)): c = %.4f, "
-                 "v = %.4f, Delta = v/((c^2+v)/p - c^2)",
-                 m, v);
-        return li_delta(p, m, v);
-    }
-    snprintf(what, len, "zero-mean dropout input assumed (no ReLU before it): Delta = p");
-    return p;
+    return j >= 0 && c->nd[j].is_act &&
+           (c->nd[j].act == CK_ACT_RELU || c->nd[j].act == CK_ACT_SIGMOID ||
+            c->nd[j].act == CK_ACT_SOFTMAX);
+}
+
+/* The first earlier dropout (rate > 0) before node di, its layer index or -1. */
+static int earlier_dropout(const chk *c, int di) {
+    for (int j = 0; j < di; ++j)
+        if (is_drop(&c->nd[j]) && drop_rate(c, &c->nd[j]) > 0.0f)
+            return c->nd[j].layer;
+    return -1;
 }
 
 double ck_act_eval_ref(ck_activation a, double x, double alpha) {
@@ -238,6 +245,60 @@ double ck_act_eval_ref(ck_activation a, double x, double alpha) {
     }
 }
 
+/* ---- the path from a dropout to the BatchNormalization it reaches -------------------------- */
+typedef struct bn_path {
+    int bn;      /* node of the BN reached, -1 none */
+    int weights; /* Conv2D / Dense layers between */
+    int kind;    /* CK_DROP_PATH_* (model_internal.h) */
+    int layer;   /* the first layer that makes the path linear (mixing) or nonlinear, -1 */
+} bn_path;
+
+/* Follows every layer after the dropout at node i up to the next BN: activations, pooling,
+ * Flatten, GlobalAveragePooling2D, Conv2D, Dense and no-op dropouts; stops at another dropout, a
+ * softmax or the end. The mask (element: one per unit; SpatialDropout2D: one per channel and
+ * sample) commutes with ReLU/LeakyReLU and Flatten, and a channel's mask with its pooling; a
+ * layer that sums differently masked values (Conv2D, Dense, element-wise pooling by averaging)
+ * makes the path linear (§2), a max pool of differently masked values, a ReLU after such a sum
+ * or a non-homogeneous activation makes it nonlinear (§3). */
+static bn_path walk_to_bn(const chk *c, int i) {
+    const int spatial = c->nd[i].type == CK_LAYER_SPATIAL_DROPOUT2D;
+    bn_path r = {-1, 0, CK_DROP_PATH_COMMUTES, -1};
+    int mixed = 0, closed = 1, mix_layer = -1, open_layer = -1;
+    for (int k = i + 1; k < c->nn; ++k) {
+        const node *n = &c->nd[k];
+        if (is_bn(n)) {
+            r.bn = k;
+            break;
+        }
+        if (is_softmax(n) || (is_drop(n) && drop_rate(c, n) > 0.0f))
+            return r;
+        int mixes = 0, breaks = 0;
+        if (n->is_act)
+            breaks = !(homogeneous(n->act) && (!mixed || n->act == CK_ACT_NONE));
+        else if (n->type == CK_LAYER_MAXPOOL2D)
+            breaks = !(spatial && !mixed);
+        else if (n->type == CK_LAYER_AVGPOOL2D || n->type == CK_LAYER_GLOBALAVGPOOL2D)
+            mixes = !(spatial && !mixed);
+        else if (is_weight(n))
+            mixes = 1, r.weights++;
+        else if (n->type != CK_LAYER_FLATTEN && !is_drop(n))
+            breaks = 1;
+        if (mixes && !mixed) {
+            mixed = 1;
+            mix_layer = n->layer;
+        }
+        if (breaks && closed) {
+            closed = 0;
+            open_layer = n->layer;
+        }
+    }
+    if (r.bn < 0)
+        return r;
+    r.kind = !closed ? CK_DROP_PATH_NONLINEAR : mixed ? CK_DROP_PATH_LINEAR : CK_DROP_PATH_COMMUTES;
+    r.layer = !closed ? open_layer : mixed ? mix_layer : -1;
+    return r;
+}
+
 /* ---- rules --------------------------------------------------------------------------------- */
 
 /* Where a dropout moved after BN at layer `bn` goes: after the BN, then after any following
@@ -255,91 +316,192 @@ static int insertion_after(const chk *c, int bn) {
     return t;
 }
 
-/* CK001 / CK002: dropout feeding BN. */
+static int last_bn_layer(const chk *c) {
+    int last = -1;
+    for (int i = 0; i < c->count; ++i)
+        if (c->L[i].type == CK_LAYER_BATCHNORM)
+            last = i;
+    return last;
+}
+
+/* The first dropout (rate > 0) after layer `after`, -1 none. */
+static int dropout_after(const chk *c, int after) {
+    for (int i = after + 1; i < c->count; ++i)
+        if ((c->L[i].type == CK_LAYER_DROPOUT || c->L[i].type == CK_LAYER_SPATIAL_DROPOUT2D) &&
+            c->L[i].rate > 0.0f)
+            return i;
+    return -1;
+}
+
+/* "Activation('relu') (layer 5)" */
+static void name_layer(sbuf *s, const chk *c, int l) {
+    render_layer(s, &c->L[l]);
+    sb_printf(s, " (layer %d)", l);
+}
+
+/* The fix that removes the shift for every BN (Li et al. 2019 fix (i)): no dropout before the
+ * last BatchNormalization of the model. */
+static void fix_after_last_bn(sbuf *s, const chk *c, int dl) {
+    const int last = last_bn_layer(c), after = insertion_after(c, last),
+              kept = dropout_after(c, after);
+    sb_printf(s,
+              "only a dropout after the last BatchNormalization (layer %d) causes no shift (Li "
+              "et al. 2019, fix (i)): ",
+              last);
+    if (kept >= 0) {
+        sb_printf(s, "remove layer %d (", dl);
+        render_layer(s, &c->L[dl]);
+        sb_printf(s, "); layer %d already drops after it", kept);
+    } else {
+        sb_printf(s, "move layer %d (", dl);
+        render_layer(s, &c->L[dl]);
+        sb_printf(s, ") after ");
+        name_layer(s, c, after);
+    }
+}
+
+/* CK001 / CK002: dropout reaching BN. */
 static void rule_dropout_bn(chk *c, int i) {
     const node *d = &c->nd[i];
     const double q = drop_rate(c, d), p = 1.0 - q;
-    int weights = 0, k = i + 1;
-    for (; k < c->nn; ++k) {
-        const node *n = &c->nd[k];
-        if (is_bn(n) || is_drop(n) || is_softmax(n))
-            break;
-        if (is_weight(n))
-            ++weights;
-        else if (!keeps_channels(n) && weights == 0)
-            break; /* GlobalAveragePooling2D etc. before any weight layer: stop */
-    }
-    if (k >= c->nn || !is_bn(&c->nd[k]))
+    const bn_path path = walk_to_bn(c, i);
+    if (path.bn < 0)
         return;
-    const int dl = d->layer, bl = c->nd[k].layer;
-    char what[200];
-    const double delta = variance_ratio(c, i, p, what, sizeof what);
-    const int after = insertion_after(c, bl);
-    const int lo = dl > 0 ? dl - 1 : 0;
+    const int dl = d->layer, bl = c->nd[path.bn].layer, weights = path.weights;
+    const int earlier = earlier_dropout(c, i);
     const char *dname = ck_layer_type_name(c->L[dl].type);
+    const char *via = path.layer >= 0 ? ck_layer_type_name(c->L[path.layer].type) : "";
     ck_finding *f;
     sbuf s;
     if (weights == 0) {
-        f = emit(c, "CK001-dropout-before-bn", CK_SEVERITY_WARNING, delta, 2, dl, bl, -1);
+        const int commutes = path.kind == CK_DROP_PATH_COMMUTES;
+        f = emit(c, "CK001-dropout-before-bn", CK_SEVERITY_WARNING,
+                 commutes && earlier < 0 ? p : NAN, 2, dl, bl, -1);
         snprintf(f->message, sizeof f->message,
                  "%s(%g) feeds BatchNormalization (layer %d): variance shift between training "
                  "and inference",
                  dname, q, bl);
-        snprintf(f->reason, sizeof f->reason,
-                 "BN learns the variance of dropout-scaled activations in training but sees "
-                 "unscaled ones at inference: Var_inference/Var_train = %.3f at rate %g (Li et "
-                 "al. 2019, arXiv:1801.05134, Eq. 8; %s); dropped positions also become one "
-                 "batch-dependent constant, not 0",
-                 delta, q, what);
+        sb_init(&s, f->reason, sizeof f->reason);
+        if (commutes) {
+            sb_printf(&s,
+                      "BN learns the variance of dropped and rescaled values in training and sees "
+                      "undropped ones at inference: Var_inference/Var_train = "
+                      "(1-rate)*v/(v + rate*c^2) <= 1-rate = %.3f for any mean c and variance v "
+                      "of its input without dropout, equal only for c = 0",
+                      p);
+            if (relu_input(c, i))
+                sb_printf(&s, " (after a ReLU c > 0: %.3f for ReLU(N(0,1)))",
+                          li_delta(p, 1.0 / sqrt(2.0 * K_PI), 0.5 - 1.0 / (2.0 * K_PI)));
+            sb_printf(&s, " (Li et al. 2019, arXiv:1801.05134, Eq. 8; docs/derivations.md §1)");
+            if (earlier >= 0)
+                sb_printf(&s,
+                          "; the dropout at layer %d already shifts this dropout's input, which "
+                          "multiplies in: the ceiling does not hold (§1)",
+                          earlier);
+            sb_printf(&s, "; dropped positions become one batch-dependent constant, not 0 (§1)");
+        } else if (path.kind == CK_DROP_PATH_LINEAR) {
+            sb_printf(&s,
+                      "%s (layer %d) between averages independently dropped values, so Eq. 8 "
+                      "and its ceiling 1-rate do not apply: Var_inference/Var_train = "
+                      "V/(V + (1/p-1)*sum_g E[u_g^2]) < 1 (V: variance without dropout, u_g: the "
+                      "part of the BN input from mask group g; docs/derivations.md §2); measure "
+                      "it with --measure",
+                      via, path.layer);
+        } else {
+            sb_printf(&s,
+                      "%s (layer %d) between is nonlinear in the dropped values, so Eq. 8 and "
+                      "its ceiling 1-rate do not apply and there is no closed form: the ratio "
+                      "can even exceed 1 (docs/derivations.md §3); measure it with --measure",
+                      via, path.layer);
+        }
+        const int after = insertion_after(c, bl), lo = dl > 0 ? dl - 1 : 0;
         sb_init(&s, f->fix, sizeof f->fix);
         sb_printf(&s, "move the dropout after the BatchNormalization (and its activation): ");
+        fix_move(&s, c, lo, after, dl, after);
+        const int last = last_bn_layer(c);
+        if (last > after)
+            sb_printf(&s,
+                      "; it then still reaches a later BatchNormalization through weight layers "
+                      "(CK002): no shift only after the last one (layer %d)",
+                      last);
     } else {
-        f = emit(c, "CK002-dropout-weight-bn", CK_SEVERITY_INFO, delta, 2, dl, bl, -1);
+        f = emit(c, "CK002-dropout-weight-bn", CK_SEVERITY_INFO, (double)weights, 2, dl, bl, -1);
         snprintf(f->message, sizeof f->message,
-                 "%s(%g) reaches BatchNormalization (layer %d) through %d weight layer%s: small "
-                 "variance shift",
+                 "%s(%g) reaches BatchNormalization (layer %d) through %d weight layer%s: a "
+                 "variance shift remains",
                  dname, q, bl, weights, weights > 1 ? "s" : "");
-        snprintf(f->reason, sizeof f->reason,
-                 "with a weight layer of width d between, the ratio lies between the direct "
-                 "%.3f and 1 and tends to 1 as d*cos^2(theta) grows (Li et al. 2019 Eq. 14; "
-                 "measured d*cos^2 = 2.6-53): smaller but not zero (%s)",
-                 delta, what);
+        sb_init(&s, f->reason, sizeof f->reason);
+        if (path.kind == CK_DROP_PATH_LINEAR)
+            sb_printf(&s,
+                      "through linear layers only, Var_inference/Var_train = "
+                      "V/(V + (1/p-1)*sum_g E[u_g^2]) (V: variance without dropout, u_g: the part "
+                      "of the BN input from mask group g): below 1 for any width, and closer to 1 "
+                      "than the direct value only when the parts are non-negatively correlated; "
+                      "no bound follows (docs/derivations.md §2; Li et al. 2019 Eq. 14 is a "
+                      "special case); measure it with --measure");
+        else
+            sb_printf(&s,
+                      "%s (layer %d) between is nonlinear in the dropped values: no closed form, "
+                      "no bound (the ratio is not between the direct value and 1 in general and "
+                      "can exceed 1; docs/derivations.md §2-3); measure it with --measure",
+                      via, path.layer);
         sb_init(&s, f->fix, sizeof f->fix);
-        if (after + 1 < c->count && (c->L[after + 1].type == CK_LAYER_DROPOUT ||
-                                     c->L[after + 1].type == CK_LAYER_SPATIAL_DROPOUT2D)) {
-            sb_printf(&s, "optional: remove layer %d (layer %d already drops after the BN)", dl,
-                      after + 1);
-            return;
-        }
-        sb_printf(&s, "optional (Li et al. fix (i), dropout after the last BN): ");
+        sb_printf(&s, "optional: ");
+        fix_after_last_bn(&s, c, dl);
     }
-    fix_move(&s, c, lo, after, dl, after);
 }
 
-/* CK003 / CK004: dropout right before pooling. */
+/* CK003 / CK004: dropout before pooling, directly or through activations that keep a dropped
+ * unit at 0 (CK003) or commute with the mask (CK004). */
 static void rule_dropout_pool(chk *c, int i) {
-    if (i + 1 >= c->nn || !is_pool(&c->nd[i + 1]))
-        return;
     const node *d = &c->nd[i];
-    const int dl = d->layer, pl = c->nd[i + 1].layer;
+    const int spatial = d->type == CK_LAYER_SPATIAL_DROPOUT2D;
+    int k = i + 1, relu_between = 0, act_layer = -1;
+    while (k < c->nn && c->nd[k].is_act &&
+           (spatial ? homogeneous(c->nd[k].act) : zero_keeping(c->nd[k].act))) {
+        relu_between |= c->nd[k].act == CK_ACT_RELU;
+        if (act_layer < 0)
+            act_layer = c->nd[k].layer;
+        ++k;
+    }
+    if (k >= c->nn || !is_pool(&c->nd[k]))
+        return;
+    const int dl = d->layer, pl = c->nd[k].layer;
     const ck_layer_desc *pd = &c->L[pl];
     const double q = drop_rate(c, d);
+    char through[96] = "";
+    if (act_layer >= 0)
+        snprintf(through, sizeof through, " through %s (layer %d)", act_name(c->nd[i + 1].act),
+                 act_layer);
     ck_finding *f;
     sbuf s;
-    if (d->type == CK_LAYER_DROPOUT && pd->type == CK_LAYER_MAXPOOL2D) {
+    if (!spatial && pd->type == CK_LAYER_MAXPOOL2D) {
         const int n = pd->kernel_h * pd->kernel_w;
         const double pz = pow(q, n), infl = (1.0 - pz) / (1.0 - q);
+        const int nonneg = relu_between || relu_input(c, i);
         f = emit(c, "CK003-dropout-before-maxpool", CK_SEVERITY_WARNING, infl, 2, dl, pl, -1);
-        snprintf(f->message, sizeof f->message,
-                 "Dropout(%g) right before MaxPooling2D((%d,%d)): pooled outputs are almost never "
-                 "dropped",
-                 q, pd->kernel_h, pd->kernel_w);
-        snprintf(f->reason, sizeof f->reason,
-                 "a pooled output is zeroed only when all %d inputs are: probability "
-                 "rate^%d = %.4g instead of %g; the max of the survivors scaled by 1/(1-rate) "
-                 "inflates the training mean up to (1-rate^%d)/(1-rate) = %.3f times the "
-                 "inference output",
-                 n, n, pz, q, n, infl);
+        snprintf(f->message, sizeof f->message, "Dropout(%g) before MaxPooling2D((%d,%d))%s: %s", q,
+                 pd->kernel_h, pd->kernel_w, through,
+                 nonneg ? "pooled outputs are rarely dropped"
+                        : "on signed input a dropped unit's 0 becomes the max");
+        sb_init(&s, f->reason, sizeof f->reason);
+        if (nonneg)
+            sb_printf(&s,
+                      "a pooled output is zeroed only when every positive input of its window is "
+                      "dropped: rate^J for J positive inputs, rate^%d = %.4g only when all %d are; "
+                      "after a ReLU windows hold zeros, so the zeroed fraction lies between that "
+                      "and rate; the max of the survivors scaled by 1/(1-rate) inflates the "
+                      "training mean up to (1-rate^%d)/(1-rate) = %.3f times the inference output "
+                      "(docs/derivations.md §4)",
+                      n, pz, n, n, infl);
+        else
+            sb_printf(&s,
+                      "the input can be negative: a window whose %d inputs are all negative "
+                      "becomes 0 whenever one of them is dropped (probability 1-(1-rate)^%d = "
+                      "%.3f), one with J positive inputs when all J are (rate^J; rate^%d = %.4g "
+                      "only for all-positive windows): the pool raises outputs to 0 more often "
+                      "than it drops them (docs/derivations.md §4)",
+                      n, n, 1.0 - pow(1.0 - q, n), n, pz);
         sb_init(&s, f->fix, sizeof f->fix);
         sb_printf(&s, "pool first: ");
         ck_layer_desc seq[2] = {*pd, c->L[dl]};
@@ -350,23 +512,24 @@ static void rule_dropout_pool(chk *c, int i) {
         seq[1] = *pd;
         render_seq(&s, seq, 2);
         sb_printf(&s, " (layers %d-%d)", dl, pl);
-    } else if (d->type == CK_LAYER_SPATIAL_DROPOUT2D) {
+    } else if (spatial) {
         const int sh = pd->stride_h > 0 ? pd->stride_h : pd->kernel_h;
         const int sw = pd->stride_w > 0 ? pd->stride_w : pd->kernel_w;
         const double fewer = (double)sh * sw;
         f = emit(c, "CK004-spatialdrop-before-pool", CK_SEVERITY_INFO, fewer, 2, dl, pl, -1);
         snprintf(f->message, sizeof f->message,
-                 "SpatialDropout2D(%g) before %s: the same result after the pool, cheaper", q,
-                 ck_layer_type_name(pd->type));
+                 "SpatialDropout2D(%g) before %s%s: the same result after the pool, cheaper", q,
+                 ck_layer_type_name(pd->type), through);
         snprintf(f->reason, sizeof f->reason,
-                 "one scale s in {0, 1/(1-rate)} per channel commutes with pooling: max(s*x) = "
-                 "s*max(x) bit-exactly, average equal up to float rounding; after the pool the "
-                 "mask touches %g times fewer elements",
+                 "one scale s in {0, 1/(1-rate)} per channel commutes with ReLU and pooling: "
+                 "max(s*x) = s*max(x) bit-exactly, average equal up to float rounding; after the "
+                 "pool the mask touches %g times fewer elements (docs/derivations.md §5)",
                  fewer);
         sb_init(&s, f->fix, sizeof f->fix);
-        ck_layer_desc seq[2] = {*pd, c->L[dl]};
-        render_seq(&s, seq, 2);
-        sb_printf(&s, " (layers %d-%d)", dl, pl);
+        sb_printf(&s, "move layer %d (", dl);
+        render_layer(&s, &c->L[dl]);
+        sb_printf(&s, ") after ");
+        name_layer(&s, c, pl);
     }
 }
 
@@ -395,12 +558,13 @@ static void rule_dropout_act(chk *c, int i) {
             if (relu)
                 snprintf(f->reason, sizeof f->reason,
                          "relu(m*x) = m*relu(x) for any mask value m >= 0, and float rounding "
-                         "of a product does not depend on the sign test: maximum difference 0");
+                         "of a product does not depend on the sign test: maximum difference 0 "
+                         "(docs/derivations.md §6)");
             else
                 snprintf(f->reason, sizeof f->reason,
                          "leaky_relu(m*x) = m*leaky_relu(x) mathematically, but the negative "
                          "branch rounds alpha*x*(1/p) in another order: last-bit differences "
-                         "unless 1/p = %.4g is a power of two",
+                         "unless 1/p = %.4g is a power of two (docs/derivations.md §6)",
                          1.0 / p);
             sb_init(&s, f->fix, sizeof f->fix);
             sb_printf(&s, "none needed; either order is fine");
@@ -412,7 +576,7 @@ static void rule_dropout_act(chk *c, int i) {
             snprintf(f->reason, sizeof f->reason,
                      "a dropped pre-activation is 0 and sigmoid(0) = 0.5, so %g of the units "
                      "carry 0.5 in training and the kept ones sigmoid(x/%g), which is not the "
-                     "inference output rescaled",
+                     "inference output rescaled (docs/derivations.md §6)",
                      q, p);
             sb_init(&s, f->fix, sizeof f->fix);
             fix_move(&s, c, dl, al, dl, al);
@@ -430,7 +594,7 @@ static void rule_dropout_act(chk *c, int i) {
             snprintf(f->reason, sizeof f->reason,
                      "%s is not positively homogeneous, so %s(x/p) != %s(x)/p: at x = %g the "
                      "training-time expected output p*f(x/p) is %.3f times the inference output "
-                     "f(x) (rate %g)",
+                     "f(x) (rate %g; docs/derivations.md §6)",
                      act_name(a->act), act_name(a->act), act_name(a->act), x, ratio, q);
             sb_init(&s, f->fix, sizeof f->fix);
             fix_move(&s, c, dl, al, dl, al);
@@ -454,7 +618,8 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
                      ck_layer_type_name(d->type), q);
             snprintf(f->reason, sizeof f->reason,
                      "in training %g of the class probabilities are set to 0 (log 0 in the "
-                     "loss) and the rest scaled by %.4g, so outputs no longer sum to 1",
+                     "loss) and the rest scaled by %.4g, so outputs no longer sum to 1 "
+                     "(docs/derivations.md §7)",
                      q, 1.0 / (1.0 - q));
         } else {
             snprintf(f->message, sizeof f->message,
@@ -463,7 +628,7 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
             snprintf(f->reason, sizeof f->reason,
                      "%g of the logits are set to 0 (softmax still gives them exp(0) of the "
                      "mass) and the rest are scaled by %.4g, i.e. a softmax temperature of %g: "
-                     "the prediction itself is perturbed",
+                     "the prediction itself is perturbed (docs/derivations.md §7)",
                      q, 1.0 / (1.0 - q), 1.0 - q);
         }
         sb_init(&s, f->fix, sizeof f->fix);
@@ -480,8 +645,9 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
                  "SpatialDropout2D(%g) on a non-spatial tensor (after %s, layer %d)", q,
                  ck_layer_type_name(c->L[seen_flat].type), seen_flat);
         snprintf(f->reason, sizeof f->reason,
-                 "SpatialDropout2D drops whole feature maps of an N x H x W x C tensor; after "
-                 "%s there are no feature maps (Keras requires ndim = 4)",
+                 "SpatialDropout2D drops whole feature maps of an N x H x W x C tensor (Tompson "
+                 "et al. 2015, arXiv:1411.4280); after %s there are no feature maps (Keras' "
+                 "SpatialDropout2D takes 4-D input only)",
                  ck_layer_type_name(c->L[seen_flat].type));
         sb_init(&s, f->fix, sizeof f->fix);
         ck_layer_desc rep = c->L[dl];
@@ -497,7 +663,7 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
         snprintf(f->message, sizeof f->message, "two dropouts in a row (rates %g and %g)", q, q2);
         snprintf(f->reason, sizeof f->reason,
                  "two independent masks act as one with rate 1-(1-%g)(1-%g) = %.4g; the second "
-                 "layer only hides the real rate and costs a pass",
+                 "layer only hides the real rate and costs a pass (docs/derivations.md §7)",
                  q, q2, comb);
         sb_init(&s, f->fix, sizeof f->fix);
         ck_layer_desc one = c->L[dl];
@@ -553,7 +719,7 @@ static void rule_double_act(chk *c, int i) {
         emit(c, "CK013-double-activation", CK_SEVERITY_WARNING, v, 2, a->layer, b->layer, -1);
     snprintf(f->message, sizeof f->message, "activation '%s' applied twice in a row",
              act_name(a->act));
-    snprintf(f->reason, sizeof f->reason, "%s", why);
+    snprintf(f->reason, sizeof f->reason, "%s (docs/derivations.md §7)", why);
     sbuf s;
     sb_init(&s, f->fix, sizeof f->fix);
     if (b->layer != a->layer && c->L[b->layer].type == CK_LAYER_ACTIVATION) {
@@ -601,12 +767,13 @@ static void rule_bn_output(chk *c, int i, int softmax_layer) {
                  softmax_layer);
         snprintf(f->reason, sizeof f->reason,
                  "BN shifts and rescales the class probabilities: the outputs no longer sum to "
-                 "1 and can be negative (mean 0 per class in training)");
+                 "1 and can be negative (mean 0 per class in training; docs/derivations.md §7)");
     } else {
         snprintf(f->message, sizeof f->message, "BatchNormalization is the model output");
         snprintf(f->reason, sizeof f->reason,
                  "the output is normalized to mean 0 / variance 1 per unit over each batch "
-                 "(then beta/gamma), so predictions depend on the batch in training");
+                 "(then beta/gamma), so predictions depend on the batch in training "
+                 "(docs/derivations.md §7)");
     }
     sbuf s;
     sb_init(&s, f->fix, sizeof f->fix);
@@ -626,6 +793,124 @@ CK_API const char *ck_severity_name(int severity) {
     }
 }
 
+/* The nodes of layers (malloc'ed, at most 2 per layer): *nn of them; *last_weight the last
+ * Conv2D/Dense layer (-1 none). NULL when out of memory. */
+static node *make_nodes(const ck_layer_desc *layers, int count, int *nn, int *last_weight) {
+    node *nd = (node *)malloc(sizeof *nd * (size_t)(count > 0 ? count : 1) * 2);
+    if (!nd)
+        return NULL;
+    *nn = 0;
+    *last_weight = -1;
+    for (int i = 0; i < count; ++i) {
+        const ck_layer_desc *d = &layers[i];
+        node n = {i, d->type, d->type == CK_LAYER_ACTIVATION, d->activation};
+        if (!n.is_act)
+            n.act = CK_ACT_NONE;
+        nd[(*nn)++] = n;
+        if (d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE) {
+            *last_weight = i;
+            if (d->activation != CK_ACT_NONE) {
+                node a = {i, CK_LAYER_ACTIVATION, 1, d->activation};
+                nd[(*nn)++] = a;
+            }
+        }
+    }
+    return nd;
+}
+
+/* A checker over the nodes of layers (c->nd malloc'ed; free it), nothing to write to. */
+static int chk_open(chk *c, const ck_layer_desc *layers, int count, int *last_weight) {
+    memset(c, 0, sizeof *c);
+    int nn = 0;
+    node *nd = make_nodes(layers, count, &nn, last_weight);
+    if (!nd)
+        return -1;
+    c->L = layers;
+    c->count = count;
+    c->nd = nd;
+    c->nn = nn;
+    return 0;
+}
+
+int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind,
+                           int *weights) {
+    int last_weight = -1, bn = -1;
+    chk c;
+    if (chk_open(&c, layers, count, &last_weight))
+        return -1;
+    const node *nd = c.nd;
+    for (int i = 0; i < c.nn; ++i)
+        if (nd[i].layer == dl && is_drop(&nd[i]) && drop_rate(&c, &nd[i]) > 0.0f) {
+            const bn_path p = walk_to_bn(&c, i);
+            if (p.bn >= 0) {
+                bn = nd[p.bn].layer;
+                *kind = p.kind;
+                *weights = p.weights;
+            }
+            break;
+        }
+    free((void *)c.nd);
+    return bn;
+}
+
+/* CK014: the shape inference of ck_model_build, run by ck_model_build itself on a CPU model whose
+ * context may allocate the node table and nothing more: build checks every shape before it
+ * allocates the model's buffers, so a model whose shapes are right fails with ALLOC_FAILED (no
+ * finding) and one whose shapes are wrong with build's own error. */
+CK_API ck_status ck_model_check_shapes(const ck_layer_desc *layers, int count, int h, int w, int c,
+                                       ck_finding *out, int *n_found) {
+    if (!layers || count < 1 || !out || !n_found || h < 0 || w < 0 || c < 0 ||
+        (h == 0) != (w == 0) || (h == 0) != (c == 0) || (h == 0 && layers[0].input_h < 1))
+        return CK_STATUS_BAD_PARAM;
+    ck_context *ctx = NULL;
+    ck_model *m = NULL;
+    ck_status st = ck_context_create(&ctx, CK_DEVICE_CPU, 0, 1);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_create(ctx, &m);
+    for (int i = 0; st == CK_STATUS_SUCCESS && i < count; ++i)
+        st = ck_model_add(m, &layers[i]);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_set_planning(m, 0);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_context_set_host_alloc_limit(ctx, ck_context_host_alloc_bytes(ctx) +
+                                                      sizeof(ck_node) * 2 * (size_t)count);
+    int building = 0;
+    if (st == CK_STATUS_SUCCESS) {
+        building = 1;
+        st = ck_model_build(m, h, w, c, 1);
+    }
+    *n_found = 0;
+    if (st == CK_STATUS_ALLOC_FAILED && building) { /* past the shape checks */
+        st = CK_STATUS_SUCCESS;
+    } else if (st != CK_STATUS_SUCCESS && st != CK_STATUS_ALLOC_FAILED && m) {
+        const char *msg = ck_context_last_error(ctx);
+        int layer = count - 1;
+        if (sscanf(msg, "layer %d", &layer) != 1 || layer < 0 || layer >= count)
+            layer = count - 1;
+        memset(out, 0, sizeof *out);
+        snprintf(out->code, sizeof out->code, "CK014-shape-error");
+        out->severity = CK_SEVERITY_ERROR;
+        out->nlayers = 1;
+        out->layers[0] = layer;
+        out->layers[1] = out->layers[2] = out->layers[3] = -1;
+        out->value = (double)st;
+        snprintf(out->message, sizeof out->message, "the model does not build: %s", msg);
+        snprintf(out->reason, sizeof out->reason,
+                 "the shape inference of ck_model_build (the one summary and train run) rejects "
+                 "it with status %s",
+                 ck_status_string(st));
+        snprintf(out->fix, sizeof out->fix,
+                 "change layer %d (or the input shape) so that every window fits its input and "
+                 "the model ends in a vector of class scores",
+                 layer);
+        *n_found = 1;
+        st = CK_STATUS_SUCCESS;
+    }
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return st;
+}
+
 CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_finding *out, int cap,
                                 int *n_found) {
     if (!n_found || count < 0 || (count > 0 && !layers) || cap < 0 || (cap > 0 && !out))
@@ -636,30 +921,12 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
     *n_found = 0;
     if (count == 0)
         return CK_STATUS_SUCCESS;
-    node *nd = (node *)malloc(sizeof *nd * (size_t)count * 2);
-    if (!nd)
-        return CK_STATUS_ALLOC_FAILED;
-    int nn = 0, last_weight = -1;
-    for (int i = 0; i < count; ++i) {
-        const ck_layer_desc *d = &layers[i];
-        node n = {i, d->type, d->type == CK_LAYER_ACTIVATION, d->activation};
-        if (!n.is_act)
-            n.act = CK_ACT_NONE;
-        nd[nn++] = n;
-        if (d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE) {
-            last_weight = i;
-            if (d->activation != CK_ACT_NONE) {
-                node a = {i, CK_LAYER_ACTIVATION, 1, d->activation};
-                nd[nn++] = a;
-            }
-        }
-    }
+    int last_weight = -1;
     chk c;
-    memset(&c, 0, sizeof c);
-    c.L = layers;
-    c.count = count;
-    c.nd = nd;
-    c.nn = nn;
+    if (chk_open(&c, layers, count, &last_weight))
+        return CK_STATUS_ALLOC_FAILED;
+    const node *nd = c.nd;
+    const int nn = c.nn;
     c.out = out;
     c.cap = cap;
     int seen_flat = -1, softmax_layer = -1;
@@ -683,7 +950,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         if (is_softmax(n))
             softmax_layer = n->layer;
     }
-    free(nd);
+    free((void *)nd);
     *n_found = c.total;
     return CK_STATUS_SUCCESS;
 }

@@ -85,19 +85,28 @@ static int consuming_pool(const ck_model *m, int dl, int *acts, int *nacts) {
 
 typedef struct drop_acc {
     long long zeroed, counted;
+    double expected; /* sum over the counted values of their probability to be zeroed */
 } drop_acc;
 
-/* One batch of dropout layer dl: in = the dropout input, out = its training-mode output. */
+/* One batch of dropout layer dl: in = the dropout input, out = its training-mode output. The
+ * probability that a counted value is zeroed follows from the signs of its window's inputs
+ * (docs/derivations.md §4, §5): a dropped unit is 0 after the activations (f(0) = 0) and a kept
+ * one keeps its sign, so a max is 0 exactly when every positive input is dropped (rate^J), or,
+ * with none positive, when any of the n negative ones is (1 - (1-rate)^n); an average when every
+ * nonzero input is dropped; a channel of SpatialDropout2D with probability rate. */
 static void count_dropout(const ck_model *m, int dl, int pool, const int *acts, int nacts,
                           const float *in, const float *out, int n, drop_acc *acc) {
     int h, w, c;
     ck_model_layer_shape(m, dl, &h, &w, &c);
+    const double q = m->layers[dl].rate;
+    const int spatial = m->layers[dl].type == CK_LAYER_SPATIAL_DROPOUT2D;
     if (pool < 0) {
         const size_t count = (size_t)n * h * w * c;
         for (size_t i = 0; i < count; ++i)
             if (in[i] != 0.0f) {
                 acc->counted++;
                 acc->zeroed += out[i] == 0.0f;
+                acc->expected += q;
             }
         return;
     }
@@ -118,6 +127,7 @@ static void count_dropout(const ck_model *m, int dl, int pool, const int *acts, 
             for (int x = 0; x < ow; ++x)
                 for (int k = 0; k < c; ++k) {
                     double with = is_max ? -INFINITY : 0.0, without = with;
+                    int inputs = 0, positive = 0, nonzero = 0;
                     for (int dy = 0; dy < kh; ++dy)
                         for (int dx = 0; dx < kw; ++dx) {
                             const int iy = y * sh + dy - pt, ix = x * sw + dx - pl;
@@ -130,6 +140,9 @@ static void count_dropout(const ck_model *m, int dl, int pool, const int *acts, 
                                 a = ck_act_eval_ref(ad->activation, a, ad->alpha);
                                 b = ck_act_eval_ref(ad->activation, b, ad->alpha);
                             }
+                            ++inputs;
+                            positive += a > 0.0;
+                            nonzero += a != 0.0;
                             if (is_max) {
                                 without = a > without ? a : without;
                                 with = b > with ? b : with;
@@ -141,6 +154,10 @@ static void count_dropout(const ck_model *m, int dl, int pool, const int *acts, 
                     if (without != 0.0) {
                         acc->counted++;
                         acc->zeroed += with == 0.0;
+                        acc->expected += spatial    ? q
+                                         : !is_max  ? pow(q, nonzero)
+                                         : positive ? pow(q, positive)
+                                                    : 1.0 - pow(1.0 - q, inputs);
                     }
                 }
 }
@@ -188,31 +205,30 @@ static ck_status make_twin(ck_model *m, int batch, ck_context **tctx, ck_model *
     return CK_STATUS_SUCCESS;
 }
 
-/* Links BN layers to the dropout the static check says reaches them (CK001 / CK002). */
-static void link_findings(const ck_model *m, ck_measurement *r) {
-    int total = 0;
-    if (ck_model_check(m->layers, m->num_layers, NULL, 0, &total) != CK_STATUS_SUCCESS ||
-        total <= 0)
-        return;
-    ck_finding *fs = (ck_finding *)calloc((size_t)total, sizeof *fs);
-    if (!fs || ck_model_check(m->layers, m->num_layers, fs, total, &total) != CK_STATUS_SUCCESS) {
-        free(fs);
-        return;
-    }
-    for (int i = 0; i < total; ++i) {
-        const int direct = !strncmp(fs[i].code, "CK001", 5);
-        if (!direct && strncmp(fs[i].code, "CK002", 5))
+/* Links BN layers to the dropout the static check says reaches them (CK001 / CK002) and how. */
+static void link_dropouts(const ck_model *m, ck_measurement *r) {
+    int first_dropout = -1;
+    for (int dl = 0; dl < m->num_layers; ++dl) {
+        const ck_layer_desc *d = &m->layers[dl];
+        if ((d->type != CK_LAYER_DROPOUT && d->type != CK_LAYER_SPATIAL_DROPOUT2D) ||
+            !(d->rate > 0.0f))
             continue;
-        for (int b = 0; b < r->n_bn && b < CK_MEASURE_MAX; ++b) {
+        int kind = 0, weights = 0;
+        const int bn = ck_check_dropout_reach(m->layers, m->num_layers, dl, &kind, &weights);
+        for (int b = 0; bn >= 0 && b < r->n_bn && b < CK_MEASURE_MAX; ++b) {
             ck_bn_shift *s = &r->bn[b];
-            if (s->layer != fs[i].layers[1] || (s->dropout_layer >= 0 && !(direct && !s->direct)))
+            if (s->layer != bn)
                 continue;
-            s->dropout_layer = fs[i].layers[0];
-            s->direct = direct;
-            s->expected = fs[i].value;
+            s->dropout_layer = dl;
+            s->direct = weights == 0;
+            s->path = kind;
+            s->compounded = first_dropout >= 0;
+            if (kind == CK_DROP_PATH_COMMUTES && !s->compounded)
+                s->ceiling = 1.0 - d->rate;
         }
+        if (first_dropout < 0)
+            first_dropout = dl;
     }
-    free(fs);
 }
 
 CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
@@ -259,7 +275,7 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
         if (m->lshape_store[i][2] > maxc)
             maxc = m->lshape_store[i][2];
     /* per BN layer: Var_train and Var_inference sums per channel */
-    double *vtr = NULL, *vin = NULL, *vins = NULL, *mtr = NULL,
+    double *vtr = NULL, *vin = NULL, *vins = NULL, *mtr = NULL, *min = NULL,
            *tmp = (double *)malloc(sizeof(double) * 2 * (size_t)maxc);
     drop_acc *dacc = NULL;
     int nbn = 0, ndrop = 0;
@@ -272,11 +288,12 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
     vin = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
     vins = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
     mtr = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    min = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
     dacc = (drop_acc *)calloc((size_t)(ndrop ? ndrop : 1), sizeof *dacc);
     ck_context *tctx = NULL;
     ck_model *twin = NULL;
     ck_status st = CK_STATUS_SUCCESS;
-    if (!perm || !xb || !yb || !r || !tmp || !vtr || !vin || !vins || !mtr || !dacc)
+    if (!perm || !xb || !yb || !r || !tmp || !vtr || !vin || !vins || !mtr || !min || !dacc)
         st = ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "measure: out of host memory");
     if (st == CK_STATUS_SUCCESS)
         st = ck_dataset_shuffle(data->count, seed, 0x6d65617375726500ull, perm);
@@ -311,7 +328,8 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                 s->layer = i;
                 s->channels = m->lshape_store[i][2];
                 s->dropout_layer = -1;
-                s->expected = NAN;
+                s->path = -1;
+                s->ceiling = s->predicted = NAN;
                 s->moving_init_weight = pow((double)d->momentum, (double)m->step);
             } else if ((d->type == CK_LAYER_DROPOUT || d->type == CK_LAYER_SPATIAL_DROPOUT2D) &&
                        id < CK_MEASURE_MAX) {
@@ -325,9 +343,9 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                 if (e->pool_layer >= 0)
                     e->pool_window =
                         m->layers[e->pool_layer].kernel_h * m->layers[e->pool_layer].kernel_w;
-                e->expected = e->spatial ? e->rate : pow(e->rate, (double)e->pool_window);
             }
         }
+        link_dropouts(m, r);
         /* the stored moving variances, before the twin's training-mode pass updates them */
         float *mvs = (float *)malloc(sizeof(float) * (size_t)(nbn ? nbn : 1) * maxc);
         if (!mvs)
@@ -379,7 +397,10 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                     }
                     const int *sh = m->lshape_store[li];
                     add_channel_var(in, batch, sh[0] * sh[1], sh[2], acc + (size_t)k * maxc,
-                                    pass == 1 ? mtr + (size_t)k * maxc : NULL, tmp);
+                                    pass == 1   ? mtr + (size_t)k * maxc
+                                    : pass == 2 ? min + (size_t)k * maxc
+                                                : NULL,
+                                    tmp);
                 }
                 for (int k = 0; pass == 1 && st == CK_STATUS_SUCCESS && k < nd; ++k) {
                     const ck_dropout_effect *e = &r->dropout[k];
@@ -404,6 +425,9 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
             double sum = 0, lo = INFINITY, hi = -INFINITY, msum = 0, mlo = INFINITY,
                    mhi = -INFINITY, str = 0, sin = 0, sins = 0, smv = 0;
             int used = 0, mused = 0;
+            const int predict = isfinite(s->ceiling); /* Eq. 8 holds (§1) */
+            const double p = s->ceiling;
+            double psum = 0.0;
             for (int ch = 0; ch < s->channels; ++ch) {
                 const double a = inf[ch] / batches, t = tr[ch] / batches;
                 const double as = infs[ch] / batches;
@@ -421,6 +445,10 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                 if (!(t > 0.0))
                     continue; /* a dead channel (constant input): no ratio */
                 const double q = a / t;
+                if (predict) {
+                    const double cm = min[(size_t)k * maxc + ch] / batches;
+                    psum += a / ((cm * cm + a) / p - cm * cm);
+                }
                 sum += q;
                 lo = fmin(lo, q);
                 hi = fmax(hi, q);
@@ -436,15 +464,16 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
             s->ratio_moving = mused ? msum / mused : NAN;
             s->ratio_moving_min = mused ? mlo : NAN;
             s->ratio_moving_max = mused ? mhi : NAN;
+            s->predicted = predict && used ? psum / used : NAN;
         }
         for (int k = 0; k < nd; ++k) {
             r->dropout[k].counted = dacc[k].counted;
             r->dropout[k].zeroed =
                 dacc[k].counted ? (double)dacc[k].zeroed / (double)dacc[k].counted : NAN;
+            r->dropout[k].expected =
+                dacc[k].counted ? dacc[k].expected / (double)dacc[k].counted : NAN;
         }
         free(mvs);
-        if (st == CK_STATUS_SUCCESS)
-            link_findings(m, r);
     }
 #undef NEXT_BATCH
     if (st == CK_STATUS_SUCCESS)
@@ -460,6 +489,7 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
     free(vin);
     free(vins);
     free(mtr);
+    free(min);
     free(dacc);
     return st;
 }

@@ -513,20 +513,25 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     return CK_STATUS_SUCCESS;
 }
 
-/* glorot_uniform kernels, zero biases, BN gamma 1, beta 0, moving mean 0, variance 1; kernels
- * drawn from the context seed with the layer index as the stream, so a model is reproducible. */
+/* glorot_uniform kernels, zero biases, BN gamma 1, beta 0, moving mean 0, variance 1. Kernels are
+ * drawn from the context seed with the weighted layer's ordinal (0 for the first Conv2D/Dense, 1
+ * for the next, ...) as the stream, not its layer index: models that differ only in the order or
+ * number of their other layers (the order study's variants) start from the same weights. */
 void ck_model_init_params(ck_model *m) {
     memset(m->params, 0, sizeof(float) * m->num_params);
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
         const ck_layer_desc *d = &m->layers[n->layer];
+        uint64_t ordinal = 0; /* from the layer list: the planner may merge or move nodes */
+        for (int k = 0; k < n->layer; ++k)
+            ordinal += m->layers[k].type == CK_LAYER_CONV2D || m->layers[k].type == CK_LAYER_DENSE;
         if (n->type == CK_NODE_CONV) {
             int rf = d->kernel_h * d->kernel_w;
             ck_glorot_uniform(m->params + n->p_kernel, n->n_kernel, rf * n->ic, rf * n->oc,
-                              m->ctx->seed, (uint64_t)n->layer);
+                              m->ctx->seed, ordinal);
         } else if (n->type == CK_NODE_DENSE) {
             ck_glorot_uniform(m->params + n->p_kernel, n->n_kernel, n->ic, n->oc, m->ctx->seed,
-                              (uint64_t)n->layer);
+                              ordinal);
         } else if (n->type == CK_NODE_BN) {
             for (int c = 0; c < n->oc; ++c) {
                 m->params[n->p_gamma + c] = 1.0f;

@@ -159,6 +159,17 @@ const float *ck_model_layer_output(const ck_model *m, int layer);
 /* The layer's input after a forward pass on x (x itself for the first layer); NULL when not
  * materialized. For a BatchNormalization layer this is always available: the BN input. */
 const float *ck_model_layer_input(const ck_model *m, int layer, const float *x);
+/* How a dropout's mask reaches a BatchNormalization (check.c, docs/derivations.md §1-3). */
+enum {
+    CK_DROP_PATH_COMMUTES = 0, /* the mask commutes with every layer between: Eq. 8 exactly */
+    CK_DROP_PATH_LINEAR = 1,   /* only linear layers after the last commuting one (§2) */
+    CK_DROP_PATH_NONLINEAR = 2 /* a layer nonlinear in the dropped values (§3) */
+};
+/* The BatchNormalization layer that the dropout at layer dl reaches (the walk of CK001/CK002), or
+ * -1 (none, rate 0, not a dropout, out of memory); then *kind is a CK_DROP_PATH_* and *weights
+ * the Conv2D/Dense layers between. */
+int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind, int *weights);
+
 /* The node that runs user layer `layer` (for a fused node, the node whose ops include it);
  * -1 for a bad index. */
 int ck_model_layer_node(const ck_model *m, int layer);
