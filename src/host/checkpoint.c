@@ -129,69 +129,9 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
         ck_host_free(ctx, b.p);
         return ck_host_oom(ctx, "model (serializing the checkpoint)", b.len);
     }
-    /* temp file in the same directory, then fsync and rename over the target */
-    size_t plen = strlen(path);
-    char *tmp = (char *)ck_host_alloc(ctx, plen + 16);
-    if (!tmp) {
-        ck_host_free(ctx, b.p);
-        return ck_host_oom(ctx, "path", plen + 16);
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        ck_host_free(ctx, b.p);
-        ck_status st =
-            ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot create %s: %s", tmp, strerror(e));
-        ck_host_free(ctx, tmp);
-        return st;
-    }
-    size_t done = 0;
-    int err = 0;
-    while (done < b.len) {
-        ssize_t w = write(fd, b.p + done, b.len - done);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            err = errno;
-            break;
-        }
-        done += (size_t)w;
-    }
-    if (!err && fsync(fd) != 0)
-        err = errno;
-    if (close(fd) != 0 && !err)
-        err = errno;
-    if (!err)
-        (void)chmod(tmp, 0644);
-    if (!err && rename(tmp, path) != 0)
-        err = errno;
+    ck_status st = ck_write_file_atomic(ctx, path, b.p, b.len);
     ck_host_free(ctx, b.p);
-    if (err) {
-        unlink(tmp);
-        ck_status st =
-            ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: writing %s failed: %s", path, strerror(err));
-        ck_host_free(ctx, tmp);
-        return st;
-    }
-    /* make the rename durable: fsync the directory (its name reuses the temp name's buffer, so
-     * this step needs no allocation). A file system that cannot fsync a directory (EINVAL) is
-     * not an error: the file itself is complete either way. */
-    memcpy(tmp, path, plen + 1);
-    char *slash = strrchr(tmp, '/');
-    const char *dname = ".";
-    if (slash) {
-        *slash = '\0';
-        dname = tmp[0] ? tmp : "/";
-    }
-    int dfd = open(dname, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    ck_host_free(ctx, tmp);
-    return CK_STATUS_SUCCESS;
+    return st;
 }
 
 CK_API ck_status ck_model_load(ck_model *m, const char *path) {

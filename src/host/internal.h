@@ -84,6 +84,10 @@ char *ck_host_strdup(ck_context *ctx, const char *s);
  * one is set) and returns CK_STATUS_ALLOC_FAILED. */
 ck_status ck_host_oom(ck_context *ctx, const char *what, size_t bytes);
 
+/* Writes len bytes to path atomically: a temp file beside it, fsync, rename, fsync of the
+ * directory (file_atomic.c). Messages name the argument "path". */
+ck_status ck_write_file_atomic(ck_context *ctx, const char *path, const void *buf, size_t len);
+
 /* Returns from the calling function when expr is not CK_STATUS_SUCCESS. */
 #define CK_TRY(expr)                                                                               \
     do {                                                                                           \
