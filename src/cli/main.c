@@ -41,8 +41,13 @@ static void usage(FILE *f) {
                "           momentum 0.9, ~6 min on 2 CPU cores).\n"
                "           Variants (default all): original, asker, bn-after-relu,\n"
                "           dropout-before-pool, spatial-dropout, dropout-after-last-bn\n"
+               "  convert  A B [--model MODEL]   between .keras, .weights.h5 and cnnkit\n"
+               "           checkpoints; A without its own architecture (a checkpoint or a\n"
+               "           .weights.h5) needs --model\n"
                "\n"
-               "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py).\n"
+               "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py), or\n"
+               "a Keras file: a .keras archive or a legacy .h5 model (its weights included).\n"
+               "--save and --weights take a cnnkit checkpoint, a .keras or a .weights.h5 file.\n"
                "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
                "is $CNNKIT_DATA or /usr/share/datasets/fashion-mnist.\n");
 }
@@ -57,6 +62,7 @@ typedef struct opts {
     int batch_given, seed_given;
     const char *variants, *csv, *svg;
     float bn_momentum;
+    const char *output, *arch; /* convert: B and --model */
 } opts;
 
 static int parse_int(const char *s, int *out, int min) {
@@ -88,6 +94,10 @@ static int parse_args(int argc, char **argv, opts *o) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (a[0] != '-' || !a[1]) {
+            if (o->model && !strcmp(o->cmd, "convert") && !o->output) {
+                o->output = a;
+                continue;
+            }
             if (o->model) {
                 fprintf(stderr, "cnnkit: %s: unexpected argument '%s'\n", o->cmd, a);
                 return -1;
@@ -133,6 +143,9 @@ static int parse_args(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--plot")) {
             NEED_VALUE;
             o->plot = v;
+        } else if (!strcmp(a, "--model") && !strcmp(o->cmd, "convert")) {
+            NEED_VALUE;
+            o->arch = v;
         } else if (!strcmp(a, "--weights")) {
             NEED_VALUE;
             o->weights = v;
@@ -233,8 +246,25 @@ static char *read_file(const char *path) {
     return buf;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* A Keras file (.keras, .h5, .weights.h5) rather than model text or a cnnkit checkpoint. */
+static int is_keras_file(const char *path) {
+    return ends_with(path, ".keras") || ends_with(path, ".h5");
+}
+
 /* Loads the model text and builds it; returns an exit code (0 ok). */
 static int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
+    if (is_keras_file(o->model)) { /* architecture and weights from the file */
+        if (ck_model_load_keras(ctx, o->model, max_batch, out) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: %s\n", ck_context_last_error(ctx));
+            return EXIT_USAGE;
+        }
+        return 0;
+    }
     char *text = read_file(o->model);
     if (!text) {
         fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", o->model, strerror(errno));
@@ -492,7 +522,8 @@ static int cmd_train(const opts *o) {
             if (o->profile)
                 print_profile(m, ck_context_device(ctx) == CK_DEVICE_CUDA);
             if (o->save) {
-                st = ck_model_save(m, o->save);
+                st = is_keras_file(o->save) ? ck_model_save_keras(m, o->save)
+                                            : ck_model_save(m, o->save);
                 if (st != CK_STATUS_SUCCESS) {
                     fprintf(stderr, "cnnkit: --save: %s\n", ck_context_last_error(ctx));
                     rc = EXIT_RUNTIME;
@@ -542,7 +573,7 @@ static int cmd_summary(const opts *o) {
 }
 
 static int cmd_eval_predict(const opts *o, int predict) {
-    if (!o->weights) {
+    if (!o->weights && !is_keras_file(o->model)) {
         fprintf(stderr, "cnnkit: %s needs --weights FILE (from cnnkit train --save)\n", o->cmd);
         return EXIT_USAGE;
     }
@@ -553,7 +584,9 @@ static int cmd_eval_predict(const opts *o, int predict) {
     ck_model *m = NULL;
     ck_dataset test = {0};
     rc = load_model(ctx, o, o->batch, &m);
-    if (!rc && ck_model_load(m, o->weights) != CK_STATUS_SUCCESS) {
+    if (!rc && o->weights &&
+        (is_keras_file(o->weights) ? ck_model_load_keras_weights(m, o->weights)
+                                   : ck_model_load(m, o->weights)) != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: --weights: %s\n", ck_context_last_error(ctx));
         rc = EXIT_RUNTIME;
     }
@@ -755,6 +788,28 @@ static int run_measure(const opts *o, ck_context **ctx, ck_model **m, ck_measure
     return rc;
 }
 
+/* The layers of a Keras file, as ck_keras_parse gives them for model text. */
+static ck_status keras_file_layers(const char *path, ck_keras_model *km, char *err, size_t len) {
+    memset(km, 0, sizeof *km);
+    err[0] = '\0';
+    ck_context *ctx = NULL;
+    ck_model *m = NULL;
+    ck_status st = ck_context_create(&ctx, CK_DEVICE_CPU, 0, 1);
+    if (st == CK_STATUS_SUCCESS &&
+        (st = ck_model_load_keras(ctx, path, 1, &m)) != CK_STATUS_SUCCESS)
+        snprintf(err, len, "%s", ck_context_last_error(ctx));
+    if (st == CK_STATUS_SUCCESS) {
+        km->count = ck_model_num_layers(m);
+        km->layers = (ck_layer_desc *)calloc((size_t)km->count, sizeof *km->layers);
+        st = km->layers ? CK_STATUS_SUCCESS : CK_STATUS_ALLOC_FAILED;
+        for (int i = 0; km->layers && i < km->count; ++i)
+            ck_model_layer_desc(m, i, &km->layers[i]);
+    }
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return st;
+}
+
 /* cnnkit check MODEL [--json] [--measure ...]: exit 0 no warnings or errors, 1 some (or a
  * runtime failure of the measurement), 2 bad model file. */
 static int cmd_check(const opts *o) {
@@ -766,7 +821,8 @@ static int cmd_check(const opts *o) {
     }
     char err[512];
     ck_keras_model km;
-    ck_status st = ck_keras_parse(text, &km, err, sizeof err);
+    ck_status st = is_keras_file(path) ? keras_file_layers(path, &km, err, sizeof err)
+                                       : ck_keras_parse(text, &km, err, sizeof err);
     free(text);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: %s: %s\n", path, err[0] ? err : ck_status_string(st));
@@ -1248,6 +1304,50 @@ static int cmd_study(const opts *oin) {
     return rc;
 }
 
+/* ---- convert ------------------------------------------------------------------------------ */
+
+/* cnnkit convert A B [--model MODEL]: A is a .keras / legacy .h5 (its own architecture), or a
+ * checkpoint / .weights.h5 read into MODEL's architecture; B is written by its extension. */
+static int cmd_convert(const opts *oin) {
+    if (!oin->output) {
+        fprintf(stderr, "cnnkit: convert needs A and B (cnnkit convert A B [--model MODEL])\n");
+        return EXIT_USAGE;
+    }
+    const int self_describing =
+        ends_with(oin->model, ".keras") ||
+        (ends_with(oin->model, ".h5") && !ends_with(oin->model, ".weights.h5"));
+    if (!self_describing && !oin->arch) {
+        fprintf(stderr,
+                "cnnkit: convert: %s holds weights only: give its architecture with "
+                "--model MODEL (model text or .keras)\n",
+                oin->model);
+        return EXIT_USAGE;
+    }
+    opts o = *oin;
+    o.model = self_describing ? oin->model : oin->arch;
+    ck_context *ctx = NULL;
+    if (ck_context_create(&ctx, CK_DEVICE_CPU, 0, o.seed) != CK_STATUS_SUCCESS)
+        return EXIT_RUNTIME;
+    ck_model *m = NULL;
+    int rc = load_model(ctx, &o, 1, &m);
+    if (!rc && !self_describing &&
+        (is_keras_file(oin->model) ? ck_model_load_keras_weights(m, oin->model)
+                                   : ck_model_load(m, oin->model)) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: convert: %s\n", ck_context_last_error(ctx));
+        rc = EXIT_RUNTIME;
+    }
+    if (!rc && (is_keras_file(oin->output) ? ck_model_save_keras(m, oin->output)
+                                           : ck_model_save(m, oin->output)) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: convert: %s\n", ck_context_last_error(ctx));
+        rc = EXIT_RUNTIME;
+    }
+    if (!rc)
+        printf("wrote %s\n", oin->output);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 &&
         (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))) {
@@ -1271,6 +1371,8 @@ int main(int argc, char **argv) {
         return cmd_check(&o);
     if (!strcmp(o.cmd, "study"))
         return cmd_study(&o);
+    if (!strcmp(o.cmd, "convert"))
+        return cmd_convert(&o);
     fprintf(stderr, "cnnkit: unknown command '%s'\n", o.cmd);
     usage(stderr);
     return EXIT_USAGE;
