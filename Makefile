@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CNNKIT_CUDA ?= AUTO
 
-.PHONY: all configure build test test-asan run bench bench-train gpu-bundle install clean deps format fuzz valgrind
+.PHONY: all configure build test test-asan run bench bench-train gpu-bundle install clean deps format fuzz valgrind keras-check
 
 all: build
 
@@ -46,6 +46,10 @@ fuzz:
 # valgrind memcheck on a short `cnnkit train` of the seed model (no errors, no definite leaks).
 valgrind: build
 	@bash .ci/valgrind-smoke.sh $(BUILD)
+
+# The live cross-check against real Keras (a venv from PyPI in build/keras-venv; skips without).
+keras-check: build
+	@bash tools/keras_crosscheck.sh $(BUILD)
 
 bench: build
 	@$(BUILD)/bench/bench_kernels $(BENCH_ARGS)

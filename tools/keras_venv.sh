@@ -19,7 +19,7 @@ if ! "$PY3" -m venv "$VENV" >"$VENV.log" 2>&1; then
   echo "keras_venv: python3 -m venv failed (Debian: apt-get install python3-venv); see $VENV.log" >&2
   exit 1
 fi
-if ! "$PY" -m pip install -q --disable-pip-version-check "${PKGS[@]}" >>"$VENV.log" 2>&1; then
+if ! timeout 180 "$PY" -m pip install -q --disable-pip-version-check --timeout 30 "${PKGS[@]}" >>"$VENV.log" 2>&1; then
   echo "keras_venv: pip install ${PKGS[*]} failed; see $VENV.log" >&2
   tail -n 3 "$VENV.log" >&2
   exit 1
