@@ -333,3 +333,32 @@ Test(keras_io, cli_summary_check_and_convert) {
     unlink(p);
     rmdir(dir);
 }
+
+/* The same file on a CUDA context: the weights and optimizer state reach the device (skips
+ * without a GPU), and a save from the device writes what was loaded. */
+Test(keras_io, cuda_model_from_keras_predicts_what_keras_predicted) {
+    ck_context *ctx = t_cuda_ctx_or_skip();
+    ck_model *m = load(ctx, KDIR "small.keras");
+    expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
+    cr_assert_eq(ck_model_step(m), kg_small_iterations);
+    char dir[] = "/tmp/cnnkit-keras-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char p[128];
+    snprintf(p, sizeof p, "%s/gpu.keras", dir);
+    CK_OK(ctx, ck_model_save_keras(m, p));
+    ck_context *cpu = t_ctx(CK_DEVICE_CPU);
+    ck_model *a = load(cpu, KDIR "small.keras"), *b = load(cpu, p);
+    size_t n;
+    float *wa = weights_of(a, &n), *wb = weights_of(b, &n);
+    cr_assert_eq(memcmp(wa, wb, n * sizeof *wa), 0, "the device changed the weights");
+    cr_assert_eq(memcmp(a->opt_v, b->opt_v, a->num_params * sizeof(float)), 0);
+    free(wa);
+    free(wb);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_context_destroy(cpu);
+    unlink(p);
+    rmdir(dir);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
