@@ -200,6 +200,9 @@ Test(keras_io, unsupported_layers_and_options_are_named) {
                    "layer 'flatten' (Lambda)", "not supported");
     expect_refused("\"data_format\": \"channels_last\"", "\"data_format\": \"channels_first\"",
                    "(Conv2D)", "data_format");
+    expect_refused("\"module\": \"keras.layers\", \"class_name\": \"Dense\"",
+                   "\"module\": \"mypkg\", \"class_name\": \"Dense\"", "layer 'dense' (Dense)",
+                   "mypkg");
     expect_refused("\"center\": true", "\"center\": false", "(BatchNormalization)", "center");
     expect_refused("\"float32\", \"trainable\": true", "\"float32\", \"trainable\": false",
                    "(Conv2D)", "trainable");
@@ -361,4 +364,44 @@ Test(keras_io, cuda_model_from_keras_predicts_what_keras_predicted) {
     rmdir(dir);
     ck_model_destroy(m);
     ck_context_destroy(ctx);
+}
+
+/* Keras 2 / tf.keras configs (legacy .h5 model_config): batch_input_shape on the first layer,
+ * dtype strings, BN axis as a list, the optimizer in training_config's optimizer_config. */
+Test(keras_io, keras2_style_config) {
+    const char *cfg =
+        "{\"class_name\": \"Sequential\", \"config\": {\"name\": \"sequential\", \"layers\": ["
+        "{\"class_name\": \"Conv2D\", \"config\": {\"name\": \"c\", \"trainable\": true, "
+        "\"batch_input_shape\": [null, 12, 12, 3], \"dtype\": \"float32\", \"filters\": 4, "
+        "\"kernel_size\": [3, 3], \"strides\": [1, 1], \"padding\": \"valid\", "
+        "\"data_format\": \"channels_last\", \"dilation_rate\": [1, 1], \"activation\": "
+        "\"relu\", \"use_bias\": true, \"kernel_initializer\": {\"class_name\": "
+        "\"GlorotUniform\", \"config\": {\"seed\": null}}, \"kernel_regularizer\": null}},"
+        "{\"class_name\": \"BatchNormalization\", \"config\": {\"name\": \"bn\", \"axis\": [3], "
+        "\"momentum\": 0.9, \"epsilon\": 1e-5, \"center\": true, \"scale\": true}},"
+        "{\"class_name\": \"LeakyReLU\", \"config\": {\"name\": \"lr\", \"alpha\": 0.25}},"
+        "{\"class_name\": \"Flatten\", \"config\": {\"name\": \"f\"}},"
+        "{\"class_name\": \"Dense\", \"config\": {\"name\": \"d\", \"units\": 2, "
+        "\"activation\": \"softmax\"}}]}}";
+    const char *training = "{\"loss\": \"sparse_categorical_crossentropy\", "
+                           "\"optimizer_config\": {\"class_name\": \"SGD\", \"config\": "
+                           "{\"name\": \"SGD\", \"learning_rate\": 0.05, \"momentum\": 0.5, "
+                           "\"nesterov\": true}}}";
+    ck_keras_model km;
+    char err[512];
+    cr_assert_eq(ck_kio_parse_config(cfg, strlen(cfg), training, &km, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(km.count, 5);
+    cr_assert_eq(km.layers[0].input_h, 12);
+    cr_assert_eq(km.layers[0].input_c, 3);
+    cr_assert_eq(km.layers[0].activation, CK_ACT_RELU);
+    cr_assert_float_eq(km.layers[1].epsilon, 1e-5f, 1e-12);
+    cr_assert_eq(km.layers[2].type, CK_LAYER_ACTIVATION);
+    cr_assert_eq(km.layers[2].activation, CK_ACT_LEAKY_RELU);
+    cr_assert_float_eq(km.layers[2].alpha, 0.25f, 1e-7);
+    cr_assert_str_eq(km.layers[4].name, "d");
+    cr_assert_eq(km.optimizer.type, CK_OPT_SGD);
+    cr_assert_float_eq(km.optimizer.momentum, 0.5f, 1e-7);
+    cr_assert_eq(km.optimizer.nesterov, 1);
+    ck_keras_model_free(&km);
 }

@@ -243,6 +243,11 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
     C->lname = json_is_string(nm) ? json_string_value(nm) : "?";
     if (json_is_string(nm) && strlen(json_string_value(nm)) >= sizeof d->name)
         return fail(C, "name is longer than %d characters", (int)sizeof d->name - 1);
+    json_t *mod = json_object_get(entry, "module");
+    if (mod && !json_is_null(mod) &&
+        !(json_is_string(mod) && !strncmp(json_string_value(mod), "keras", 5)))
+        return fail(C, "a layer from module %.60s is not supported (Keras's own layers only)",
+                    json_is_string(mod) ? json_string_value(mod) : "?");
     json_t *reg = json_object_get(entry, "registered_name");
     if (reg && !json_is_null(reg) && !str_is(reg, cls))
         return fail(C, "custom layer '%s' is not supported",
@@ -263,6 +268,7 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
         if (check_keys(C, o, k_in) || get_batch_shape(C, bs, pending))
             return -1;
         *skip = 1;
+        C->cls = NULL;
         return 0;
     }
     const char *const *known = NULL;
