@@ -33,11 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (km.count < 1 || !km.layers)
         __builtin_trap();
     ck_model *m = NULL;
-    st = ck_model_create(ctx, &m);
-    for (int i = 0; st == CK_STATUS_SUCCESS && i < km.count; ++i)
-        st = ck_model_add(m, &km.layers[i]);
-    if (st == CK_STATUS_SUCCESS && km.has_compile)
-        st = ck_model_set_optimizer(m, &km.optimizer);
+    st = ck_kio_model_from_config(ctx, &km, &m);
     if (st == CK_STATUS_SUCCESS && km.layers[0].input_h > 0)
         st = ck_model_build(m, 0, 0, 0, 2);
     else

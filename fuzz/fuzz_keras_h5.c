@@ -1,68 +1,8 @@
-/* libFuzzer target: the HDF5 weights reader (ck_model_load_keras_weights, libhdf5 underneath) on
- * a small built model. A failed load must leave the weights, the optimizer state and the step
- * unchanged; a successful one must give a model that still trains. CNNKIT_FUZZ_SAVE_SEED=path
- * writes the model's .weights.h5 (how fuzz/corpus/keras_h5/ was made) and exits. */
-#include "cnnkit/model.h"
-#include "fuzz_util.h"
-
-static const char MODEL[] = "model = Sequential()\n"
-                            "model.add(Conv2D(2, (3, 3), input_shape=(5, 5, 1)))\n"
-                            "model.add(BatchNormalization())\n"
-                            "model.add(Activation('relu'))\n"
-                            "model.add(Flatten())\n"
-                            "model.add(Dense(3, activation='softmax'))\n";
-
-static ck_context *ctx;
-static ck_model *model;
-static float *w0, *w1;
-static size_t nw;
-static float x[2 * 25];
-static const int32_t y[2] = {0, 2};
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    char err[256];
-    if (ck_context_create(&ctx, CK_DEVICE_CPU, 0, 7) != CK_STATUS_SUCCESS ||
-        ck_model_from_keras_text(ctx, MODEL, &model, err, sizeof err) != CK_STATUS_SUCCESS ||
-        ck_model_build(model, 0, 0, 0, 2) != CK_STATUS_SUCCESS)
-        abort();
-    ck_context_set_cpu_threads(ctx, 1);
-    for (int i = 0; i < 50; ++i)
-        x[i] = (float)(i % 7) / 7.0f;
-    ck_step_result r;
-    if (ck_model_train_step(model, x, y, 2, &r) != CK_STATUS_SUCCESS)
-        abort();
-    const char *seed = getenv("CNNKIT_FUZZ_SAVE_SEED");
-    if (seed && *seed) {
-        if (ck_model_save_keras(model, seed) != CK_STATUS_SUCCESS)
-            abort();
-        exit(0);
-    }
-    if (ck_model_get_weights(model, NULL, 0, &nw) != CK_STATUS_SUCCESS)
-        abort();
-    w0 = (float *)malloc(nw * sizeof *w0);
-    w1 = (float *)malloc(nw * sizeof *w1);
-    if (!w0 || !w1 || ck_model_get_weights(model, w0, nw, NULL) != CK_STATUS_SUCCESS)
-        abort();
-    return 0;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    const char *path = fuzz_write(0, "weights.h5", data, size, 0);
-    if (!path)
-        return 0;
-    const long long step = ck_model_step(model);
-    ck_status st = ck_model_load_keras_weights(model, path);
-    if (ck_model_get_weights(model, w1, nw, NULL) != CK_STATUS_SUCCESS)
-        __builtin_trap();
-    if (st != CK_STATUS_SUCCESS) {
-        if (memcmp(w0, w1, nw * sizeof *w0) != 0 || ck_model_step(model) != step)
-            __builtin_trap(); /* a failed load changed the model */
-        return 0;
-    }
-    ck_step_result r;
-    (void)ck_model_train_step(model, x, y, 2, &r);
-    ck_model_get_weights(model, w0, nw, NULL);
-    return 0;
-}
+/* libFuzzer target: the HDF5 weights reader (ck_model_load_keras_weights, libhdf5 underneath)
+ * with fuzz_checkpoint.c's model and contract: a failed load changes nothing, a successful one
+ * leaves a model that trains. CNNKIT_FUZZ_SAVE_SEED=path writes the model's .weights.h5 (how
+ * fuzz/corpus/keras_h5/ was made). */
+#define FUZZ_LOAD ck_model_load_keras_weights
+#define FUZZ_SAVE ck_model_save_keras
+#define FUZZ_TAG "weights.h5"
+#include "fuzz_checkpoint.c"

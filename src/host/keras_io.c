@@ -215,43 +215,70 @@ static file_kind sniff(const char *path) {
 /* ---- reading -------------------------------------------------------------------------------- */
 /* Reads the weights (and the optimizer state when the file has the model's) from an HDF5 image
  * or file into m; m changes only when everything was read. */
+/* The weights plan and one buffer for the flat weights and the optimizer state (m, v), filled
+ * from the model's current state. Free with state_free. */
+typedef struct kio_state {
+    ck_kio_plan plan;
+    float *w;
+    ck_kio_opt opt;
+} kio_state;
+
+static void state_free(ck_context *ctx, kio_state *S) {
+    ck_host_free(ctx, S->w);
+    ck_host_free(ctx, S->plan.layers);
+}
+
+static ck_status state_of(ck_model *m, kio_state *S) {
+    ck_context *ctx = m->ctx;
+    memset(S, 0, sizeof *S);
+    CK_TRY(ck_kio_plan_make(m, &S->plan));
+    const size_t np = m->num_params, total = S->plan.total;
+    S->w = (float *)ck_host_calloc(ctx, total + 2 * np + 1, sizeof(float));
+    if (!S->w) {
+        state_free(ctx, S);
+        return ck_host_oom(ctx, "model (the weights)", (total + 2 * np) * sizeof(float));
+    }
+    S->opt.m = S->w + total;
+    S->opt.v = S->opt.m + np;
+    ck_status st = ck_model_get_weights(m, S->w, total, NULL);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_kio_opt_get(m, &S->opt);
+    if (st != CK_STATUS_SUCCESS)
+        state_free(ctx, S);
+    return st;
+}
+
+/* Reads the weights (and the optimizer state when the file has the model's) from an HDF5 image
+ * or file into m; m changes only when everything was read. */
 static ck_status load_weights(ck_model *m, const void *image, size_t len, const char *path,
                               const char *what) {
-    ck_context *ctx = m->ctx;
-    ck_kio_plan P;
-    CK_TRY(ck_kio_plan_make(m, &P));
-    const size_t np = m->num_params;
-    float *w = (float *)ck_host_calloc(ctx, P.total + 2 * np + 1, sizeof(float));
-    if (!w) {
-        ck_host_free(ctx, P.layers);
-        return ck_host_oom(ctx, "model (reading weights)", (P.total + 2 * np) * sizeof(float));
-    }
-    ck_kio_opt o;
-    memset(&o, 0, sizeof o);
-    o.m = w + P.total;
-    o.v = o.m + np;
-    ck_status st = ck_kio_opt_get(m, &o);
+    kio_state S;
+    CK_TRY(state_of(m, &S));
     int found = 0;
+    ck_status st = ck_kio_h5_read(m->ctx, image, len, path, what, &S.plan, S.w, &S.opt, &found);
     if (st == CK_STATUS_SUCCESS)
-        st = ck_kio_h5_read(ctx, image, len, path, what, &P, w, &o, &found);
-    if (st == CK_STATUS_SUCCESS)
-        st = ck_model_set_weights(m, w, P.total);
+        st = ck_model_set_weights(m, S.w, S.plan.total);
     if (st == CK_STATUS_SUCCESS && found)
-        st = ck_kio_opt_set(m, &o);
-    ck_host_free(ctx, w);
-    ck_host_free(ctx, P.layers);
+        st = ck_kio_opt_set(m, &S.opt);
+    state_free(m->ctx, &S);
     return st;
+}
+
+/* The common checks of the entry points that take a built model and a path. */
+static ck_status check_model_path(ck_model *m, const char *path) {
+    ck_clear_error(m->ctx);
+    if (!path || !*path)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "path: is NULL or empty");
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    return CK_STATUS_SUCCESS;
 }
 
 CK_API ck_status ck_model_load_keras_weights(ck_model *m, const char *path) {
     if (!m)
         return CK_STATUS_BAD_PARAM;
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
-    if (!path || !*path)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: is NULL or empty");
-    if (!m->built)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    CK_TRY(check_model_path(m, path));
     const file_kind k = sniff(path);
     if (k == KIND_HDF5)
         return load_weights(m, NULL, 0, path, path);
@@ -265,6 +292,15 @@ CK_API ck_status ck_model_load_keras_weights(ck_model *m, const char *path) {
     return st;
 }
 
+ck_status ck_kio_model_from_config(ck_context *ctx, const ck_keras_model *km, ck_model **out) {
+    ck_status st = ck_model_create(ctx, out);
+    for (int i = 0; st == CK_STATUS_SUCCESS && i < km->count; ++i)
+        st = ck_model_add(*out, &km->layers[i]);
+    if (st == CK_STATUS_SUCCESS && km->has_compile)
+        st = ck_model_set_optimizer(*out, &km->optimizer);
+    return st;
+}
+
 /* Builds the model of a config (text of config.json or model_config). */
 static ck_status model_from_config(ck_context *ctx, const char *path, const char *json, size_t len,
                                    const char *training, int max_batch, ck_model **out) {
@@ -274,11 +310,7 @@ static ck_status model_from_config(ck_context *ctx, const char *path, const char
     if (st != CK_STATUS_SUCCESS)
         return ck_fail(ctx, st, "path: %s: %s", path, err);
     ck_model *m = NULL;
-    st = ck_model_create(ctx, &m);
-    for (int i = 0; st == CK_STATUS_SUCCESS && i < km.count; ++i)
-        st = ck_model_add(m, &km.layers[i]);
-    if (st == CK_STATUS_SUCCESS && km.has_compile)
-        st = ck_model_set_optimizer(m, &km.optimizer);
+    st = ck_kio_model_from_config(ctx, &km, &m);
     const int no_input = km.count > 0 && km.layers[0].input_h == 0;
     ck_keras_model_free(&km);
     if (st == CK_STATUS_SUCCESS && no_input)
@@ -351,26 +383,10 @@ static int ends_with(const char *s, const char *suffix) {
 
 /* The model's weights file image (Keras 3 layout, with the optimizer state). */
 static ck_status weights_image(ck_model *m, void **image, size_t *len) {
-    ck_context *ctx = m->ctx;
-    ck_kio_plan P;
-    CK_TRY(ck_kio_plan_make(m, &P));
-    const size_t np = m->num_params;
-    float *w = (float *)ck_host_calloc(ctx, P.total + 2 * np + 1, sizeof(float));
-    if (!w) {
-        ck_host_free(ctx, P.layers);
-        return ck_host_oom(ctx, "model (writing weights)", (P.total + 2 * np) * sizeof(float));
-    }
-    ck_kio_opt o;
-    memset(&o, 0, sizeof o);
-    o.m = w + P.total;
-    o.v = o.m + np;
-    ck_status st = ck_model_get_weights(m, w, P.total, NULL);
-    if (st == CK_STATUS_SUCCESS)
-        st = ck_kio_opt_get(m, &o);
-    if (st == CK_STATUS_SUCCESS)
-        st = ck_kio_h5_write(ctx, &P, w, &o, "sequential", image, len);
-    ck_host_free(ctx, w);
-    ck_host_free(ctx, P.layers);
+    kio_state S;
+    CK_TRY(state_of(m, &S));
+    ck_status st = ck_kio_h5_write(m->ctx, &S.plan, S.w, &S.opt, "sequential", image, len);
+    state_free(m->ctx, &S);
     return st;
 }
 
@@ -436,11 +452,7 @@ CK_API ck_status ck_model_save_keras(ck_model *m, const char *path) {
     if (!m)
         return CK_STATUS_BAD_PARAM;
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
-    if (!path || !*path)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: is NULL or empty");
-    if (!m->built)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    CK_TRY(check_model_path(m, path));
     const int weights_only = ends_with(path, ".weights.h5");
     if (!weights_only && !ends_with(path, ".keras"))
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
