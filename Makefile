@@ -66,6 +66,8 @@ run: deps build
 bench-train: build
 	@$(BUILD)/bench/bench_train $(BENCH_ARGS)
 	@/usr/bin/python3 bench/peer_torch.py --threads $(JOBS) || echo "(peer_torch needs python3-torch)"
+	@PY=$$(bash tools/keras_venv.sh) && $$PY bench/peer_keras.py --threads $(JOBS) \
+	  || echo "(peer_keras needs the Keras venv of tools/keras_venv.sh)"
 
 gpu-bundle: build
 	@bash tools/gpu_bundle.sh $(BUILD) gpu-bundle
