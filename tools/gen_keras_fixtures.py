@@ -74,9 +74,9 @@ for name, make in (("small", small), ("small2", small2)):
     x = rng.random((4,) + shape, dtype=np.float32)
     p = m.predict(x, verbose=0)
     m.save(os.path.join(DATA, name + ".keras"))
-    m.save_weights(os.path.join(DATA, name + ".weights.h5"))
-    if name == "small":
-        m.save(os.path.join(DATA, name + "_legacy.h5"))  # the legacy whole-model HDF5 format
+    if name == "small":  # the weights alone, and the legacy whole-model HDF5 format
+        m.save_weights(os.path.join(DATA, name + ".weights.h5"))
+        m.save(os.path.join(DATA, name + "_legacy.h5"))
     opt = m.optimizer.variables
     it = int(np.asarray(opt[0]))
     slot = np.asarray(opt[2]).ravel()[:8]
