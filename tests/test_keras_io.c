@@ -405,3 +405,58 @@ Test(keras_io, keras2_style_config) {
     cr_assert_eq(km.optimizer.nesterov, 1);
     ck_keras_model_free(&km);
 }
+
+/* evaluate / predict take a Keras file as MODEL (no --weights) and a .weights.h5 as --weights: on
+ * a tiny 16x16 IDX test set, the .keras, the legacy .h5 and model text + .weights.h5 print the
+ * same predictions. */
+static void write_idx(const char *path, const unsigned char *hdr, size_t hn, const unsigned char *p,
+                      size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(hdr, 1, hn, f), hn);
+    cr_assert_eq(fwrite(p, 1, n, f), n);
+    fclose(f);
+}
+
+Test(keras_io, cli_evaluate_and_predict_keras_files) {
+    static char out[65536], ref[65536];
+    char dir[] = "/tmp/cnnkit-keras-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    unsigned char img[6 * 256], lab[6];
+    for (int i = 0; i < 6 * 256; ++i)
+        img[i] = (unsigned char)((i * 37 + i / 256 * 11) % 256);
+    for (int i = 0; i < 6; ++i)
+        lab[i] = (unsigned char)(i % 5);
+    const unsigned char ih[16] = {0, 0, 8, 3, 0, 0, 0, 6, 0, 0, 0, 16, 0, 0, 0, 16};
+    const unsigned char lh[8] = {0, 0, 8, 1, 0, 0, 0, 6};
+    char p[160], tp[160], args[512];
+    snprintf(p, sizeof p, "%s/t10k-images-idx3-ubyte", dir);
+    write_idx(p, ih, 16, img, sizeof img);
+    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte", dir);
+    write_idx(p, lh, 8, lab, sizeof lab);
+    snprintf(tp, sizeof tp, "%s/small.py", dir);
+    FILE *f = fopen(tp, "w");
+    cr_assert_not_null(f);
+    fputs(small_text, f);
+    fclose(f);
+    snprintf(args, sizeof args, "predict tests/data/keras/small.keras --data %s --count 6", dir);
+    cr_assert_eq(t_run_cli(args, ref, sizeof ref), 0, "%s", ref);
+    cr_assert_not_null(strstr(ref, "image 5: predicted"), "%s", ref);
+    snprintf(args, sizeof args, "predict tests/data/keras/small_legacy.h5 --data %s --count 6",
+             dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_str_eq(out, ref);
+    snprintf(args, sizeof args,
+             "predict %s --weights tests/data/keras/small.weights.h5 --data %s --count 6", tp, dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_str_eq(out, ref);
+    snprintf(args, sizeof args, "evaluate tests/data/keras/small.keras --data %s", dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_not_null(strstr(out, "test accuracy:"), "%s", out);
+    const char *names[3] = {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "small.py"};
+    for (int i = 0; i < 3; ++i) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
