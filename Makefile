@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CNNKIT_CUDA ?= AUTO
 
-.PHONY: all configure build test test-asan test-gpu run bench bench-train gpu-bundle install clean deps format fuzz valgrind
+.PHONY: all configure build test test-asan test-gpu run bench bench-train gpu-bundle install clean deps format fuzz valgrind keras-check
 
 all: build
 
@@ -54,6 +54,10 @@ fuzz:
 valgrind: build
 	@bash .ci/valgrind-smoke.sh $(BUILD)
 
+# The live cross-check against real Keras (a venv from PyPI in build/keras-venv; skips without).
+keras-check: build
+	@bash tools/keras_crosscheck.sh $(BUILD)
+
 bench: build
 	@$(BUILD)/bench/bench_kernels $(BENCH_ARGS)
 
@@ -69,6 +73,8 @@ run: deps build
 bench-train: build
 	@$(BUILD)/bench/bench_train $(BENCH_ARGS)
 	@/usr/bin/python3 bench/peer_torch.py --threads $(JOBS) || echo "(peer_torch needs python3-torch)"
+	@PY=$$(bash tools/keras_venv.sh) && $$PY bench/peer_keras.py --threads $(JOBS) \
+	  || echo "(peer_keras needs the Keras venv of tools/keras_venv.sh)"
 
 # The binaries, the .so files they need and run.sh for a GPU host without cnnkit's build
 # dependencies (BUNDLE_DATA=1: with Fashion-MNIST); docs/gpu-runbook.md runs it.

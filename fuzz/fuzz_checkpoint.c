@@ -1,9 +1,16 @@
 /* libFuzzer target: the checkpoint loader (ck_model_load) on a small built model. A failed load
  * must leave the weights, the optimizer state and the step unchanged; a successful one must give
  * a model that still trains (one step). CNNKIT_FUZZ_SAVE_SEED=path writes a valid checkpoint of
- * the model (how fuzz/corpus/checkpoint/ was made) and exits. */
+ * the model (how fuzz/corpus/checkpoint/ was made) and exits. fuzz_keras_h5.c compiles this file
+ * with FUZZ_LOAD / FUZZ_SAVE set to the .weights.h5 reader and writer. */
 #include "cnnkit/model.h"
 #include "fuzz_util.h"
+
+#ifndef FUZZ_LOAD
+#define FUZZ_LOAD ck_model_load
+#define FUZZ_SAVE ck_model_save
+#define FUZZ_TAG "ckpt"
+#endif
 
 static const char MODEL[] = "model = Sequential()\n"
                             "model.add(Conv2D(2, (3, 3), input_shape=(5, 5, 1)))\n"
@@ -36,7 +43,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         abort();
     const char *seed = getenv("CNNKIT_FUZZ_SAVE_SEED");
     if (seed && *seed) {
-        if (ck_model_save(model, seed) != CK_STATUS_SUCCESS)
+        if (FUZZ_SAVE(model, seed) != CK_STATUS_SUCCESS)
             abort();
         exit(0);
     }
@@ -50,11 +57,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    const char *path = fuzz_write(0, "ckpt", data, size, 0);
+    const char *path = fuzz_write(0, FUZZ_TAG, data, size, 0);
     if (!path)
         return 0;
     const long long step = ck_model_step(model);
-    ck_status st = ck_model_load(model, path);
+    ck_status st = FUZZ_LOAD(model, path);
     if (ck_model_get_weights(model, w1, nw, NULL) != CK_STATUS_SUCCESS)
         __builtin_trap();
     if (st != CK_STATUS_SUCCESS) {

@@ -219,6 +219,21 @@ long long ck_model_step(const ck_model *model);
 ck_status ck_model_save(ck_model *model, const char *path);
 ck_status ck_model_load(ck_model *model, const char *path);
 
+/* Keras files (Keras 3 .keras archives, .weights.h5, and legacy whole-model .h5 to read).
+ * ck_model_load_keras builds a new model from a .keras or legacy .h5 file (the Sequential model
+ * of its config, its weights, BN moving statistics, its compile optimizer and, when present, the
+ * optimizer state) for batches of up to max_batch samples. Unsupported layers or options fail
+ * with CK_STATUS_NOT_SUPPORTED and a message naming the layer, its class and the option; a
+ * missing or misshaped weight names the layer and both shapes; *model is set only on success.
+ * ck_model_load_keras_weights reads a .weights.h5 (or the weights of a .keras) into a built
+ * model whose layers match (Keras names the weights by layer class and order); the optimizer
+ * state is read when the file holds one for the model's optimizer. On failure the model is
+ * unchanged. ck_model_save_keras writes path ending in .keras (config, weights, optimizer state)
+ * or .weights.h5 (weights and optimizer state), atomically like ck_model_save. */
+ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_batch, ck_model **model);
+ck_status ck_model_load_keras_weights(ck_model *model, const char *path);
+ck_status ck_model_save_keras(ck_model *model, const char *path);
+
 /* Parameter access, in Keras get_weights() order (kernel, bias; gamma, beta, moving mean,
  * moving variance): count queries, then copies. set_weights refuses a NaN or Inf (naming its
  * index) and then changes nothing. */

@@ -24,12 +24,19 @@ typedef struct opts {
     float bn_momentum;
     /* train: resuming, checkpoints, validation */
     const char *resume, *val_data;
-    int checkpoint_every; /* epochs; -1: not given (each epoch when --save is given) */
-    double val_split;     /* 0: none */
-    int threads;          /* --threads: ck_context_set_cpu_threads (0: the OpenMP default) */
+    int checkpoint_every;      /* epochs; -1: not given (each epoch when --save is given) */
+    double val_split;          /* 0: none */
+    int threads;               /* --threads: ck_context_set_cpu_threads (0: the OpenMP default) */
+    const char *output, *arch; /* convert: B and --model */
 } opts;
 
 /* main.c */
+/* A Keras file (.keras, .h5, .weights.h5) rather than model text or a cnnkit checkpoint. */
+int is_keras_file(const char *path);
+/* Saves / loads weights in the format the path's extension names (a cnnkit checkpoint unless
+ * .keras / .h5). */
+ck_status save_model_file(ck_model *m, const char *path);
+ck_status load_weights_file(ck_model *m, const char *path);
 int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out);
 int make_context(const opts *o, ck_context **ctx);
 int load_data(const opts *o, const char *dir, int train, ck_dataset *ds);

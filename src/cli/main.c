@@ -54,6 +54,9 @@ static const char *const USAGE_CMD[][2] = {
               "           momentum 0.9, ~6 min on 2 CPU cores).\n"
               "           Variants (default all): original, asker, bn-after-relu,\n"
               "           dropout-before-pool, spatial-dropout, dropout-after-last-bn\n"},
+    {"convert", "  convert  A B [--model MODEL]   between .keras, .weights.h5 and cnnkit\n"
+                "           checkpoints; A without its own architecture (a checkpoint or a\n"
+                "           .weights.h5) needs --model\n"},
     {"version", "  version  cnnkit's version; CUDA runtime, driver, cuDNN, cuBLAS and GPU 0\n"
                 "           (exit 1 when no GPU is usable)\n"},
 };
@@ -74,14 +77,16 @@ static void usage(FILE *f, const char *cmd) {
         if (only < 0 || i == only)
             fputs(USAGE_CMD[i][1], f);
     fprintf(f, "\n"
-               "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py).\n"
+               "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py), or\n"
+               "a Keras file: a .keras archive or a legacy .h5 model (its weights included).\n"
+               "--save and --weights take a cnnkit checkpoint, a .keras or a .weights.h5 file.\n"
                "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
                "is $CNNKIT_DATA or /usr/share/datasets/fashion-mnist.\n");
 }
 
 /* Which commands take which option: anything else is an error, never ignored. */
-/* bit i: USAGE_CMD[i] (version, last, takes no option) */
-enum { SUMMARY = 1, TRAIN = 2, EVALUATE = 4, PREDICT = 8, CHECK = 16, STUDY = 32 };
+/* bit i: USAGE_CMD[i] (version takes no option) */
+enum { SUMMARY = 1, TRAIN = 2, EVALUATE = 4, PREDICT = 8, CHECK = 16, STUDY = 32, CONVERT = 64 };
 typedef struct opt_spec {
     const char *name;
     int cmds;
@@ -117,6 +122,7 @@ static const opt_spec OPTS[] = {
     {"--test-limit", STUDY, 1},
     {"--measure-batches", STUDY, 1},
     {"--bn-momentum", STUDY, 1},
+    {"--model", CONVERT, 1},
 };
 
 /* A decimal integer in [min, 1e9], digits only (no sign, no spaces, nothing after). */
@@ -157,6 +163,10 @@ static int parse_args(int argc, char **argv, opts *o) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (a[0] != '-' || !a[1]) {
+            if (o->model && bit == CONVERT && !o->output) {
+                o->output = a;
+                continue;
+            }
             if (o->model) {
                 fprintf(stderr, "cnnkit: %s: unexpected argument '%s'\n", o->cmd, a);
                 return -1;
@@ -208,6 +218,8 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->plot = v;
         } else if (!strcmp(a, "--weights")) {
             o->weights = v;
+        } else if (!strcmp(a, "--model")) {
+            o->arch = v;
         } else if (!strcmp(a, "--resume")) {
             o->resume = v;
         } else if (!strcmp(a, "--validation-data")) {
@@ -333,8 +345,33 @@ static char *read_model(const char *path) {
     return buf;
 }
 
-/* Loads the model text and builds it; returns an exit code (0 ok). */
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+int is_keras_file(const char *path) {
+    return ends_with(path, ".keras") || ends_with(path, ".h5");
+}
+
+ck_status save_model_file(ck_model *m, const char *path) {
+    return is_keras_file(path) ? ck_model_save_keras(m, path) : ck_model_save(m, path);
+}
+
+ck_status load_weights_file(ck_model *m, const char *path) {
+    return is_keras_file(path) ? ck_model_load_keras_weights(m, path) : ck_model_load(m, path);
+}
+
+/* Loads the model (text, or a Keras file with its weights) and builds it; returns an exit code
+ * (0 ok). */
 int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
+    if (is_keras_file(o->model)) { /* architecture and weights from the file */
+        if (ck_model_load_keras(ctx, o->model, max_batch, out) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: %s\n", ck_context_last_error(ctx));
+            return EXIT_USAGE;
+        }
+        return 0;
+    }
     char *text = read_model(o->model);
     if (!text)
         return EXIT_USAGE;
@@ -440,7 +477,7 @@ static int cmd_summary(const opts *o) {
 }
 
 static int cmd_eval_predict(const opts *o, int predict) {
-    if (!o->weights) {
+    if (!o->weights && !is_keras_file(o->model)) {
         fprintf(stderr, "cnnkit: %s needs --weights FILE (from cnnkit train --save)\n", o->cmd);
         return EXIT_USAGE;
     }
@@ -451,7 +488,7 @@ static int cmd_eval_predict(const opts *o, int predict) {
     ck_model *m = NULL;
     ck_dataset test = {0};
     rc = load_model(ctx, o, o->batch, &m);
-    if (!rc && ck_model_load(m, o->weights) != CK_STATUS_SUCCESS) {
+    if (!rc && o->weights && load_weights_file(m, o->weights) != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: --weights: %s\n", ck_context_last_error(ctx));
         rc = EXIT_RUNTIME;
     }
@@ -652,17 +689,44 @@ static int run_measure(const opts *o, ck_context **ctx, ck_model **m, ck_measure
     return rc;
 }
 
+/* The layers of a Keras file, as ck_keras_parse gives them for model text. */
+static ck_status keras_file_layers(const char *path, ck_keras_model *km, char *err, size_t len) {
+    memset(km, 0, sizeof *km);
+    err[0] = '\0';
+    ck_context *ctx = NULL;
+    ck_model *m = NULL;
+    ck_status st = ck_context_create(&ctx, CK_DEVICE_CPU, 0, 1);
+    if (st == CK_STATUS_SUCCESS &&
+        (st = ck_model_load_keras(ctx, path, 1, &m)) != CK_STATUS_SUCCESS)
+        snprintf(err, len, "%s", ck_context_last_error(ctx));
+    if (st == CK_STATUS_SUCCESS) {
+        km->count = ck_model_num_layers(m);
+        km->layers = (ck_layer_desc *)calloc((size_t)km->count, sizeof *km->layers);
+        st = km->layers ? CK_STATUS_SUCCESS : CK_STATUS_ALLOC_FAILED;
+        for (int i = 0; km->layers && i < km->count; ++i)
+            ck_model_layer_desc(m, i, &km->layers[i]);
+    }
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return st;
+}
+
 /* cnnkit check MODEL [--json] [--measure ...]: exit 0 no warnings or errors, 1 some (or a
  * runtime failure of the measurement), 2 bad model file. */
 static int cmd_check(const opts *o) {
     const char *path = o->model;
-    char *text = read_model(path);
-    if (!text)
-        return EXIT_USAGE;
     char err[512];
     ck_keras_model km;
-    ck_status st = ck_keras_parse(text, &km, err, sizeof err);
-    free(text);
+    ck_status st;
+    if (is_keras_file(path)) {
+        st = keras_file_layers(path, &km, err, sizeof err);
+    } else {
+        char *text = read_model(path);
+        if (!text)
+            return EXIT_USAGE;
+        st = ck_keras_parse(text, &km, err, sizeof err);
+        free(text);
+    }
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: %s: %s\n", path, err[0] ? err : ck_status_string(st));
         return EXIT_USAGE;
@@ -1176,6 +1240,49 @@ static int cmd_study(const opts *oin) {
     return rc;
 }
 
+/* ---- convert ------------------------------------------------------------------------------ */
+
+/* cnnkit convert A B [--model MODEL]: A is a .keras / legacy .h5 (its own architecture), or a
+ * checkpoint / .weights.h5 read into MODEL's architecture; B is written by its extension. */
+static int cmd_convert(const opts *oin) {
+    if (!oin->output) {
+        fprintf(stderr, "cnnkit: convert needs A and B (cnnkit convert A B [--model MODEL])\n");
+        return EXIT_USAGE;
+    }
+    const int self_describing =
+        ends_with(oin->model, ".keras") ||
+        (ends_with(oin->model, ".h5") && !ends_with(oin->model, ".weights.h5"));
+    if (!self_describing && !oin->arch) {
+        fprintf(stderr,
+                "cnnkit: convert: %s holds weights only: give its architecture with "
+                "--model MODEL (model text or .keras)\n",
+                oin->model);
+        return EXIT_USAGE;
+    }
+    opts o = *oin;
+    o.model = self_describing ? oin->model : oin->arch;
+    ck_context *ctx = NULL;
+    if (ck_context_create(&ctx, CK_DEVICE_CPU, 0, o.seed) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: convert: %s\n", ck_context_last_error(NULL));
+        return EXIT_RUNTIME;
+    }
+    ck_model *m = NULL;
+    int rc = load_model(ctx, &o, 1, &m);
+    if (!rc && !self_describing && load_weights_file(m, oin->model) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: convert: %s\n", ck_context_last_error(ctx));
+        rc = EXIT_RUNTIME;
+    }
+    if (!rc && save_model_file(m, oin->output) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: convert: %s\n", ck_context_last_error(ctx));
+        rc = EXIT_RUNTIME;
+    }
+    if (!rc)
+        printf("wrote %s\n", oin->output);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
         printf("cnnkit %d.%d.%d\n", CNNKIT_VERSION_MAJOR, CNNKIT_VERSION_MINOR,
@@ -1211,5 +1318,7 @@ int main(int argc, char **argv) {
         return cmd_eval_predict(&o, 1);
     if (!strcmp(o.cmd, "check"))
         return cmd_check(&o);
+    if (!strcmp(o.cmd, "convert"))
+        return cmd_convert(&o);
     return cmd_study(&o);
 }

@@ -96,7 +96,7 @@ static int on_epoch(void *u, const ck_epoch_result *r) {
     }
     const opts *o = ui->o;
     if (o->save && ui->every > 0 && r->epoch % ui->every == 0 && r->epoch < ui->epochs) {
-        if (ck_model_save(ui->m, o->save) != CK_STATUS_SUCCESS) {
+        if (save_model_file(ui->m, o->save) != CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: --save: checkpoint after epoch %d: %s\n", r->epoch,
                     ck_context_last_error(ui->ctx));
             ui->save_failed = 1;
@@ -248,6 +248,13 @@ int cmd_train(const opts *o) {
         (o->log && check_output_path("--log", o->log, 0)) ||
         (o->plot && check_output_path("--plot", o->plot, 0)))
         return EXIT_RUNTIME;
+    if (o->resume && is_keras_file(o->resume)) {
+        fprintf(stderr,
+                "cnnkit: --resume %s: a Keras file holds no training position; resume "
+                "from a cnnkit checkpoint (--save FILE.ckpt)\n",
+                o->resume);
+        return EXIT_USAGE;
+    }
     if (o->resume && access(o->resume, R_OK) != 0) {
         fprintf(stderr, "cnnkit: --resume %s: %s\n", o->resume, strerror(errno));
         return EXIT_RUNTIME;
@@ -329,11 +336,12 @@ int cmd_train(const opts *o) {
         /* interrupted: the fit stopped after a whole step; keep everything it did */
         char fallback[64];
         snprintf(fallback, sizeof fallback, "cnnkit-interrupted-%ld.ckpt", (long)getpid());
-        const char *path = o->save ? o->save : fallback;
+        /* a resumable checkpoint: a .keras file holds no training position */
+        const char *path = o->save && !is_keras_file(o->save) ? o->save : fallback;
         if (ui.has_last && ui.log)
             csv_row(ui.log, &ui.last, NAN, NAN);
         const int steps = (train.count + o->batch - 1) / o->batch;
-        if (ck_model_save(m, path) != CK_STATUS_SUCCESS) {
+        if (save_model_file(m, path) != CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: interrupted (%s), and the checkpoint was not saved: %s\n",
                     stop_signal == SIGINT ? "SIGINT" : "SIGTERM", ck_context_last_error(ctx));
         } else {
@@ -363,7 +371,7 @@ int cmd_train(const opts *o) {
         if (o->profile)
             print_profile(m, ck_context_device(ctx) == CK_DEVICE_CUDA);
         if (o->save) {
-            if (ck_model_save(m, o->save) != CK_STATUS_SUCCESS) {
+            if (save_model_file(m, o->save) != CK_STATUS_SUCCESS) {
                 fprintf(stderr, "cnnkit: --save: %s\n", ck_context_last_error(ctx));
                 rc = EXIT_RUNTIME;
             } else {

@@ -104,6 +104,15 @@ char *ck_host_strdup(ck_context *ctx, const char *s);
  * one is set) and returns CK_STATUS_ALLOC_FAILED. */
 ck_status ck_host_oom(ck_context *ctx, const char *what, size_t bytes);
 
+/* The file a save to path replaces (file_atomic.c): path itself, or the regular file a symlink
+ * at path leads to (resolved into buf, PATH_MAX bytes); anything else that exists and is not a
+ * regular file is refused. */
+ck_status ck_save_target(ck_context *ctx, const char *path, char *buf, const char **target);
+/* Writes len bytes to path atomically: a temp file beside the target (ck_save_target), locked
+ * while it lives, fsync, rename, fsync of the directory; stale temp files of the target left by
+ * a killed save are removed first (file_atomic.c). Messages name the argument "path". */
+ck_status ck_write_file_atomic(ck_context *ctx, const char *path, const void *buf, size_t len);
+
 /* Returns from the calling function when expr is not CK_STATUS_SUCCESS. */
 #define CK_TRY(expr)                                                                               \
     do {                                                                                           \

@@ -1,0 +1,476 @@
+/* Keras weights in HDF5, with libhdf5: the Keras 3 layout (layers/<group>/vars/<i>,
+ * optimizer/vars/<i>) of .weights.h5 and of the model.weights.h5 inside a .keras archive, and the
+ * legacy layout (model_weights/<layer>/ with a weight_names attribute) of whole-model .h5 files.
+ * libhdf5 prints its error stack by default: every entry point turns that off and restores it. */
+#include "keras_io.h"
+
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct h5s {
+    ck_context *ctx;
+    const char *what;
+    H5E_auto2_t old_fn;
+    void *old_data;
+} h5s;
+
+static void quiet_begin(h5s *S) {
+    H5Eget_auto2(H5E_DEFAULT, &S->old_fn, &S->old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+static void quiet_end(h5s *S) {
+    H5Eset_auto2(H5E_DEFAULT, S->old_fn, S->old_data);
+}
+
+/* A file from memory (image) or disk (path); -1 when HDF5 can't open it. */
+static hid_t open_file(const void *image, size_t len, const char *path) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0)
+        return -1;
+    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG); /* closing the file closes everything in it */
+    hid_t f = -1;
+    if (image) {
+        if (H5Pset_fapl_core(fapl, 1 << 16, 0) >= 0 &&
+            H5Pset_file_image(fapl, (void *)image, len) >= 0)
+            f = H5Fopen("keras-weights-image", H5F_ACC_RDONLY, fapl);
+    } else {
+        f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    }
+    H5Pclose(fapl);
+    return f;
+}
+
+/* Whether every component of a path exists (H5Lexists needs the parents to exist). */
+static int path_exists(hid_t loc, const char *path) {
+    char buf[256];
+    if (strlen(path) >= sizeof buf)
+        return 0;
+    strcpy(buf, path);
+    for (char *p = buf;; ++p) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (H5Lexists(loc, buf, H5P_DEFAULT) <= 0)
+                return 0;
+            if (!c)
+                return 1;
+            *p = c;
+        }
+    }
+}
+
+static void shape_str(char *buf, size_t len, int rank, const long long *dims) {
+    size_t k = (size_t)snprintf(buf, len, "(");
+    for (int i = 0; i < rank && k < len; ++i)
+        k += (size_t)snprintf(buf + k, len - k, "%s%lld", i ? ", " : "", dims[i]);
+    if (k < len)
+        snprintf(buf + k, len - k, rank == 1 ? ",)" : ")");
+}
+
+/* Reads dataset `path` (float, shape as v) into dst; a message names the layer and both shapes. */
+static ck_status read_var(h5s *S, hid_t f, const char *path, const ck_kio_layer *L,
+                          const ck_kio_var *v, int idx, float *dst) {
+    char want[96], got[96];
+    shape_str(want, sizeof want, v->rank, v->dims);
+    if (!path_exists(f, path))
+        return ck_fail(S->ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "%s: layer '%s' (%s): weight %d (%s, shape %s) is missing (no %s)", S->what,
+                       L->name, L->cls, idx, v->role, want, path);
+    hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
+    hid_t sp = ds >= 0 ? H5Dget_space(ds) : -1;
+    hid_t ty = ds >= 0 ? H5Dget_type(ds) : -1;
+    ck_status st = CK_STATUS_SUCCESS;
+    int rank = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+    hsize_t dims[8];
+    if (ds < 0 || sp < 0 || ty < 0 || rank < 0 || rank > 8 ||
+        H5Sget_simple_extent_dims(sp, dims, NULL) < 0) {
+        st = ck_fail(S->ctx, CK_STATUS_BAD_PARAM,
+                     "%s: layer '%s' (%s): %s is not a readable dataset", S->what, L->name, L->cls,
+                     path);
+    } else if (H5Tget_class(ty) != H5T_FLOAT) {
+        st = ck_fail(S->ctx, CK_STATUS_BAD_PARAM,
+                     "%s: layer '%s' (%s): weight %d (%s) is not floating point", S->what, L->name,
+                     L->cls, idx, v->role);
+    } else {
+        long long fd[8];
+        int same = rank == v->rank;
+        for (int k = 0; k < rank; ++k) {
+            fd[k] = (long long)dims[k];
+            same = same && fd[k] == v->dims[k];
+        }
+        if (!same) {
+            shape_str(got, sizeof got, rank, fd);
+            st = ck_fail(S->ctx, CK_STATUS_SHAPE_MISMATCH,
+                         "%s: layer '%s' (%s): weight %d (%s) has shape %s in the file, the model "
+                         "needs %s",
+                         S->what, L->name, L->cls, idx, v->role, got, want);
+        } else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
+            st = ck_fail(S->ctx, CK_STATUS_BAD_PARAM,
+                         "%s: layer '%s' (%s): reading weight %d (%s) failed (corrupt file?)",
+                         S->what, L->name, L->cls, idx, v->role);
+        }
+    }
+    if (ty >= 0)
+        H5Tclose(ty);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (ds >= 0)
+        H5Dclose(ds);
+    return st;
+}
+
+/* Number of links in group path; -1 when it is not a group. */
+static long long group_size(hid_t f, const char *path) {
+    if (!path_exists(f, path))
+        return -1;
+    hid_t g = H5Gopen2(f, path, H5P_DEFAULT);
+    if (g < 0)
+        return -1;
+    H5G_info_t info;
+    long long n = H5Gget_info(g, &info) < 0 ? -1 : (long long)info.nlinks;
+    H5Gclose(g);
+    return n;
+}
+
+/* A string array attribute (fixed or variable length) as malloc'd NUL-separated strings. */
+static char **read_str_attr(hid_t obj, const char *name, int *count) {
+    *count = 0;
+    if (H5Aexists(obj, name) <= 0)
+        return NULL;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    hid_t ty = a >= 0 ? H5Aget_type(a) : -1;
+    hid_t sp = a >= 0 ? H5Aget_space(a) : -1;
+    char **out = NULL;
+    hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    if (ty >= 0 && H5Tget_class(ty) == H5T_STRING && n >= 0 && n <= 100000) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        out = (char **)calloc((size_t)n + 1, sizeof *out);
+        if (H5Tis_variable_str(ty) > 0) {
+            char **tmp = (char **)calloc((size_t)n + 1, sizeof *tmp);
+            H5Tset_size(mt, H5T_VARIABLE);
+            if (tmp && out && H5Aread(a, mt, tmp) >= 0) {
+                for (hssize_t i = 0; i < n; ++i)
+                    out[i] = strdup(tmp[i] ? tmp[i] : "");
+                H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, tmp);
+                *count = (int)n;
+            }
+            free(tmp);
+        } else {
+            size_t sz = H5Tget_size(ty);
+            char *buf = sz && sz < 65536 ? (char *)calloc((size_t)n, sz) : NULL;
+            H5Tset_size(mt, sz);
+            if (buf && out && H5Aread(a, mt, buf) >= 0) {
+                for (hssize_t i = 0; i < n; ++i)
+                    out[i] = strndup(buf + (size_t)i * sz, sz);
+                *count = (int)n;
+            }
+            free(buf);
+        }
+        H5Tclose(mt);
+    }
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (ty >= 0)
+        H5Tclose(ty);
+    if (a >= 0)
+        H5Aclose(a);
+    for (int i = 0; out && i < *count; ++i)
+        if (!out[i])
+            *count = 0;
+    if (out && *count == 0) {
+        for (int i = 0; out[i]; ++i)
+            free(out[i]);
+        free(out);
+        out = NULL;
+    }
+    return out;
+}
+
+static void free_strs(char **s) {
+    for (int i = 0; s && s[i]; ++i)
+        free(s[i]);
+    free(s);
+}
+
+/* Legacy layout under base ("" or "model_weights"): the layer's group by name, its datasets in
+ * the weight_names attribute's order. */
+static ck_status read_legacy(h5s *S, hid_t f, const char *base, const ck_kio_plan *P, float *w) {
+    for (int i = 0; i < P->count; ++i) {
+        const ck_kio_layer *L = &P->layers[i];
+        if (!L->nvars)
+            continue;
+        char g[192];
+        snprintf(g, sizeof g, "%s%s%s", base, *base ? "/" : "", L->name);
+        if (!path_exists(f, g))
+            return ck_fail(S->ctx, CK_STATUS_SHAPE_MISMATCH,
+                           "%s: layer '%s' (%s): no weights for it in the file (no group %s)",
+                           S->what, L->name, L->cls, g);
+        hid_t grp = H5Gopen2(f, g, H5P_DEFAULT);
+        int nn = 0;
+        char **names = grp >= 0 ? read_str_attr(grp, "weight_names", &nn) : NULL;
+        if (grp >= 0)
+            H5Gclose(grp);
+        if (nn != L->nvars) {
+            free_strs(names);
+            return ck_fail(S->ctx, CK_STATUS_SHAPE_MISMATCH,
+                           "%s: layer '%s' (%s): the file has %d weights for it, the model %d",
+                           S->what, L->name, L->cls, nn, L->nvars);
+        }
+        ck_status st = CK_STATUS_SUCCESS;
+        for (int k = 0; k < L->nvars && st == CK_STATUS_SUCCESS; ++k) {
+            char p[512];
+            snprintf(p, sizeof p, "%s/%s", g, names[k]);
+            st = read_var(S, f, p, L, &L->vars[k], k, w + L->vars[k].offset);
+        }
+        free_strs(names);
+        CK_TRY(st);
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+/* Keras 3's optimizer/vars: 0 iterations, 1 learning rate, then per trainable variable the
+ * Adam momentum and velocity (SGD: its momentum when momentum > 0). */
+static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, int *found) {
+    *found = 0;
+    long long n = group_size(f, "optimizer/vars");
+    int ntrain = 0;
+    for (int i = 0; i < P->count; ++i)
+        for (int k = 0; k < P->layers[i].nvars; ++k)
+            ntrain += P->layers[i].vars[k].param_off >= 0;
+    const int per = o->type == CK_OPT_ADAM ? 2 : (o->has_m ? 1 : 0);
+    if (n != 2 + (long long)per * ntrain)
+        return CK_STATUS_SUCCESS; /* none, or another optimizer's: the model's stays */
+    hid_t ds = H5Dopen2(f, "optimizer/vars/0", H5P_DEFAULT);
+    long long it = -1;
+    herr_t e = ds >= 0 ? H5Dread(ds, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, &it) : -1;
+    if (ds >= 0)
+        H5Dclose(ds);
+    if (e < 0 || it < 0)
+        return ck_fail(S->ctx, CK_STATUS_BAD_PARAM,
+                       "%s: optimizer/vars/0 (iterations) is not a non-negative integer", S->what);
+    int j = 0;
+    ck_kio_layer opt_layer = {.name = "optimizer", .cls = "optimizer"};
+    for (int i = 0; i < P->count; ++i)
+        for (int k = 0; k < P->layers[i].nvars; ++k) {
+            const ck_kio_var *v = &P->layers[i].vars[k];
+            if (v->param_off < 0)
+                continue;
+            for (int r = 0; r < per; ++r) {
+                char p[64];
+                snprintf(p, sizeof p, "optimizer/vars/%d", 2 + per * j + r);
+                snprintf(opt_layer.name, sizeof opt_layer.name, "%s", P->layers[i].name);
+                CK_TRY(read_var(S, f, p, &opt_layer, v, 2 + per * j + r,
+                                (r ? o->v : o->m) + v->param_off));
+            }
+            ++j;
+        }
+    o->step = it;
+    *found = 1;
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_kio_h5_read(ck_context *ctx, const void *image, size_t len, const char *path,
+                         const char *what, const ck_kio_plan *plan, float *w, ck_kio_opt *opt,
+                         int *found) {
+    h5s S = {ctx, what, NULL, NULL};
+    quiet_begin(&S);
+    if (found)
+        *found = 0;
+    hid_t f = open_file(image, len, path);
+    ck_status st = CK_STATUS_SUCCESS;
+    if (f < 0) {
+        st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: not an HDF5 file, or a corrupt one", what);
+    } else if (H5Aexists(f, "layer_names") > 0) {
+        st = read_legacy(&S, f, "", plan, w);
+    } else if (path_exists(f, "model_weights")) {
+        st = read_legacy(&S, f, "model_weights", plan, w);
+    } else {
+        for (int i = 0; i < plan->count && st == CK_STATUS_SUCCESS; ++i) {
+            const ck_kio_layer *L = &plan->layers[i];
+            char g[160];
+            snprintf(g, sizeof g, "layers/%s/vars", L->group);
+            long long n = group_size(f, g);
+            if (L->nvars && n < 0) {
+                st = ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                             "%s: layer '%s' (%s): no weights for it in the file (no group %s)",
+                             what, L->name, L->cls, g);
+            } else if (n >= 0 && n != L->nvars) {
+                st = ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                             "%s: layer '%s' (%s): the file has %lld weights for it (%s), the "
+                             "model %d",
+                             what, L->name, L->cls, n, g, L->nvars);
+            }
+            for (int k = 0; k < L->nvars && st == CK_STATUS_SUCCESS; ++k) {
+                char p[192];
+                snprintf(p, sizeof p, "%s/%d", g, k);
+                st = read_var(&S, f, p, L, &L->vars[k], k, w + L->vars[k].offset);
+            }
+        }
+        if (st == CK_STATUS_SUCCESS && opt)
+            st = read_opt(&S, f, plan, opt, found);
+    }
+    if (f >= 0)
+        H5Fclose(f);
+    quiet_end(&S);
+    return st;
+}
+
+static char *read_scalar_str_attr(hid_t f, const char *name) {
+    int n = 0;
+    char **s = read_str_attr(f, name, &n);
+    char *r = n == 1 ? s[0] : NULL;
+    if (r)
+        s[0] = NULL;
+    for (int i = 1; s && i < n; ++i)
+        free(s[i]);
+    free(s);
+    return r;
+}
+
+ck_status ck_kio_h5_model_config(ck_context *ctx, const char *path, char **config,
+                                 char **training_config) {
+    h5s S = {ctx, path, NULL, NULL};
+    quiet_begin(&S);
+    *config = *training_config = NULL;
+    hid_t f = open_file(NULL, 0, path);
+    ck_status st = CK_STATUS_SUCCESS;
+    if (f < 0) {
+        st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s is not an HDF5 file, or a corrupt one",
+                     path);
+    } else if (!(*config = read_scalar_str_attr(f, "model_config"))) {
+        st = ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                     "path: %s has no model_config: a weights-only file (load it into a model "
+                     "with ck_model_load_keras_weights / --weights)",
+                     path);
+    } else {
+        *training_config = read_scalar_str_attr(f, "training_config");
+    }
+    if (f >= 0)
+        H5Fclose(f);
+    quiet_end(&S);
+    return st;
+}
+
+/* ---- writing ------------------------------------------------------------------------------- */
+static int write_ds(hid_t loc, const char *name, hid_t mtype, int rank, const long long *dims,
+                    const void *data) {
+    hsize_t d[4];
+    for (int k = 0; k < rank; ++k)
+        d[k] = (hsize_t)dims[k];
+    hid_t sp = rank ? H5Screate_simple(rank, d, NULL) : H5Screate(H5S_SCALAR);
+    hid_t ftype = mtype == H5T_NATIVE_FLOAT ? H5T_IEEE_F32LE : H5T_STD_I64LE;
+    hid_t ds =
+        sp >= 0 ? H5Dcreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    int ok = ds >= 0 && H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+    if (ds >= 0)
+        H5Dclose(ds);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return ok ? 0 : -1;
+}
+
+/* Group path/vars (path NULL: vars in parent) with Keras's "name" attribute. */
+static hid_t make_vars(hid_t parent, const char *path, const char *name) {
+    hid_t g = path ? H5Gcreate2(parent, path, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : parent;
+    if (g < 0)
+        return -1;
+    hid_t v = H5Gcreate2(g, "vars", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (path)
+        H5Gclose(g);
+    if (v < 0)
+        return -1;
+    hid_t ty = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+    H5Tset_size(ty, H5T_VARIABLE);
+    H5Tset_cset(ty, H5T_CSET_UTF8);
+    hid_t a = H5Acreate2(v, "name", ty, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int ok = a >= 0 && H5Awrite(a, ty, &name) >= 0;
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(ty);
+    if (!ok) {
+        H5Gclose(v);
+        return -1;
+    }
+    return v;
+}
+
+ck_status ck_kio_h5_write(ck_context *ctx, const ck_kio_plan *plan, const float *w,
+                          const ck_kio_opt *opt, const char *model_name, void **image,
+                          size_t *len) {
+    h5s S = {ctx, "weights", NULL, NULL};
+    quiet_begin(&S);
+    *image = NULL;
+    *len = 0;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t f = -1;
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, 1 << 20, 0) >= 0 &&
+        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0)
+        f = H5Fcreate("keras-weights-out", H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    int bad = f < 0;
+    hid_t layers = bad ? -1 : H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    bad = bad || layers < 0;
+    for (int i = 0; !bad && i < plan->count; ++i) {
+        const ck_kio_layer *L = &plan->layers[i];
+        hid_t v = make_vars(layers, L->group, L->name);
+        bad = v < 0;
+        for (int k = 0; !bad && k < L->nvars; ++k) {
+            char nm[16];
+            snprintf(nm, sizeof nm, "%d", k);
+            bad = write_ds(v, nm, H5T_NATIVE_FLOAT, L->vars[k].rank, L->vars[k].dims,
+                           w + L->vars[k].offset) != 0;
+        }
+        if (v >= 0)
+            H5Gclose(v);
+    }
+    if (layers >= 0)
+        H5Gclose(layers);
+    if (!bad && opt) {
+        hid_t v = make_vars(f, "optimizer", opt->type == CK_OPT_ADAM ? "adam" : "sgd");
+        const int per = opt->type == CK_OPT_ADAM ? 2 : (opt->has_m ? 1 : 0);
+        bad = v < 0;
+        int j = 2;
+        if (!bad)
+            bad = write_ds(v, "0", H5T_NATIVE_LLONG, 0, NULL, &opt->step) != 0;
+        if (!bad)
+            bad = write_ds(v, "1", H5T_NATIVE_FLOAT, 0, NULL, &opt->lr) != 0;
+        for (int i = 0; !bad && i < plan->count; ++i)
+            for (int k = 0; !bad && k < plan->layers[i].nvars; ++k) {
+                const ck_kio_var *x = &plan->layers[i].vars[k];
+                for (int r = 0; !bad && x->param_off >= 0 && r < per; ++r) {
+                    char nm[16];
+                    snprintf(nm, sizeof nm, "%d", j++);
+                    bad = write_ds(v, nm, H5T_NATIVE_FLOAT, x->rank, x->dims,
+                                   (r ? opt->v : opt->m) + x->param_off) != 0;
+                }
+            }
+        if (v >= 0)
+            H5Gclose(v);
+    }
+    if (!bad) {
+        hid_t v = make_vars(f, NULL, model_name);
+        bad = v < 0;
+        if (v >= 0)
+            H5Gclose(v);
+    }
+    ssize_t n = -1;
+    if (!bad && H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0)
+        n = H5Fget_file_image(f, NULL, 0);
+    void *buf = n > 0 ? malloc((size_t)n) : NULL;
+    if (buf && H5Fget_file_image(f, buf, (size_t)n) != n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (f >= 0)
+        H5Fclose(f);
+    quiet_end(&S);
+    if (!buf)
+        return ck_fail(ctx, CK_STATUS_INTERNAL, "weights: HDF5 could not write the weights");
+    *image = buf;
+    *len = (size_t)n;
+    return CK_STATUS_SUCCESS;
+}

@@ -1,0 +1,90 @@
+/* Keras file formats (.keras archives, .weights.h5, legacy .h5): the internal interface between
+ * the archive front end (keras_io.c), the config.json reader/writer (keras_config.c, jansson) and
+ * the HDF5 weights reader/writer (keras_h5.c, libhdf5). The model is built through the public
+ * ck_model_* API; weights travel as one flat array in ck_model_get_weights order. */
+#ifndef CNNKIT_KERAS_IO_H
+#define CNNKIT_KERAS_IO_H
+
+#include "cnnkit/model.h"
+#include "internal.h"
+
+/* ---- config.json (keras_config.c) ------------------------------------------------------------
+ * Parses a Keras Sequential config (Keras 3 config.json, or a legacy model_config / Keras 2
+ * config) into *out: layers (names from the file, input shape on layer 0), the optimizer and loss
+ * of compile_config (training_config: the legacy JSON of the same, may be NULL). Unsupported
+ * layers or options fail with "layer 'NAME' (CLASS): option ..." in err; out is untouched on
+ * failure and freed with ck_keras_model_free on success. */
+ck_status ck_kio_parse_config(const char *json, size_t len, const char *training_config,
+                              ck_keras_model *out, char *err, size_t err_len);
+/* A new model (not built) with km's layers and compile optimizer; *out is set (to be destroyed by
+ * the caller) even on failure, when the model could be created. */
+ck_status ck_kio_model_from_config(ck_context *ctx, const ck_keras_model *km, ck_model **out);
+/* The Keras class a layer is written as (an Activation with a slope is a LeakyReLU layer...). */
+const char *ck_kio_keras_class(const ck_layer_desc *d);
+/* Keras's snake_case of a class name ("LeakyReLU" -> "leaky_re_lu"), as keras.src.utils.naming. */
+void ck_kio_snake_case(const char *cls, char *out, size_t len);
+/* config.json of a built model (Keras 3 layout, with compile_config); malloc'd, NULL when out of
+ * memory or an activation cannot be written (message in err). */
+char *ck_kio_write_config(ck_model *m, char *err, size_t err_len);
+
+/* ---- the model's weights, as the files lay them out --------------------------------------- */
+#define CK_KIO_MAX_VARS 4
+typedef struct ck_kio_var {
+    int rank;
+    long long dims[4];
+    size_t count;
+    size_t offset;       /* into the flat ck_model_get_weights array */
+    long long param_off; /* into the trainable parameters (optimizer state), -1 non-trainable */
+    const char *role;    /* "kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance" */
+} ck_kio_var;
+typedef struct ck_kio_layer {
+    char name[48];  /* the model's layer name */
+    char group[64]; /* the Keras 3 weights group: snake_case(class) + _k per class */
+    const char *cls;
+    int nvars;
+    ck_kio_var vars[CK_KIO_MAX_VARS];
+} ck_kio_layer;
+typedef struct ck_kio_plan {
+    ck_kio_layer *layers; /* one per model layer, malloc'd */
+    int count;
+    size_t total;     /* floats of ck_model_get_weights */
+    size_t trainable; /* floats of the trainable parameters (optimizer state) */
+} ck_kio_plan;
+/* plan->layers is allocated with the model's context: ck_host_free(ctx, plan->layers). */
+ck_status ck_kio_plan_make(ck_model *m, ck_kio_plan *plan);
+
+/* Optimizer state in the order of the trainable parameters: the Adam moments (SGD: velocity in
+ * m, v unused), the step. ck_kio_opt_get fills caller arrays of plan->trainable floats;
+ * ck_kio_opt_set replaces the state (after every check passed). */
+typedef struct ck_kio_opt {
+    ck_optimizer_type type;
+    int has_m, has_v;
+    float *m, *v;
+    long long step;
+    float lr; /* the learning rate (Keras keeps it as a variable too) */
+} ck_kio_opt;
+ck_status ck_kio_opt_get(ck_model *m, ck_kio_opt *o);
+ck_status ck_kio_opt_set(ck_model *m, const ck_kio_opt *o);
+
+/* The model's input shape and optimizer (keras_io.c: the model internals this code reads). */
+void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c);
+void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o);
+
+/* ---- HDF5 (keras_h5.c) -----------------------------------------------------------------------
+ * An HDF5 file in memory (image, len) or on disk (path, image NULL). what names it in messages.
+ * Reads every weight of plan into w (plan->total floats): the Keras 3 layout (layers/<group>/vars/
+ * <i>), or the legacy one (model_weights/<layer name>/weight_names, or the same at the root).
+ * opt (may be NULL): the optimizer state when the file holds one for the model's optimizer type
+ * (*found = 1), else left alone (*found = 0). Messages name the layer and both shapes. */
+ck_status ck_kio_h5_read(ck_context *ctx, const void *image, size_t len, const char *path,
+                         const char *what, const ck_kio_plan *plan, float *w, ck_kio_opt *opt,
+                         int *found);
+/* Legacy whole-model .h5: its model_config and training_config root attributes (malloc'd; the
+ * latter NULL when absent). CK_STATUS_NOT_SUPPORTED when the file has no model_config. */
+ck_status ck_kio_h5_model_config(ck_context *ctx, const char *path, char **config,
+                                 char **training_config);
+/* Writes the Keras 3 weights layout into a new HDF5 image (malloc'd *image, *len). */
+ck_status ck_kio_h5_write(ck_context *ctx, const ck_kio_plan *plan, const float *w,
+                          const ck_kio_opt *opt, const char *model_name, void **image, size_t *len);
+
+#endif

@@ -1,0 +1,462 @@
+/* Keras files: .keras archives, .weights.h5 and legacy .h5 written by real Keras (fixtures in
+ * tests/data/keras, golden values in tests/golden/keras_golden.h, both from
+ * tools/gen_keras_fixtures.py) are read into models that predict what Keras predicted; cnnkit's
+ * own files read back bit for bit; unsupported layers and options, misshaped weights and corrupt
+ * files are refused with messages that name them, leaving everything unchanged. */
+#include "common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cnnkit/model.h"
+#include "golden/keras_golden.h"
+#include "keras_io.h"
+#include "model_internal.h"
+
+#define KDIR CNNKIT_SOURCE_DIR "/tests/data/keras/"
+
+static const char small_text[] = "model = Sequential()\n"
+                                 "model.add(Conv2D(4, (3, 3), padding='same', "
+                                 "input_shape=(16, 16, 1)))\n"
+                                 "model.add(BatchNormalization())\n"
+                                 "model.add(Activation('relu'))\n"
+                                 "model.add(AveragePooling2D((2, 2)))\n"
+                                 "model.add(SpatialDropout2D(0.2))\n"
+                                 "model.add(Conv2D(6, (3, 3), activation='relu'))\n"
+                                 "model.add(BatchNormalization(momentum=0.9, epsilon=1e-4))\n"
+                                 "model.add(MaxPooling2D((2, 2)))\n"
+                                 "model.add(Dropout(0.3))\n"
+                                 "model.add(Flatten())\n"
+                                 "model.add(Dense(12))\n"
+                                 "model.add(BatchNormalization())\n"
+                                 "model.add(Activation('relu'))\n"
+                                 "model.add(Dense(5, activation='softmax'))\n";
+
+static ck_model *load(ck_context *ctx, const char *path) {
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_load_keras(ctx, path, 8, &m));
+    cr_assert_not_null(m);
+    return m;
+}
+
+static void expect_probs(ck_model *m, const float *x, const float *want, int n, int classes) {
+    float p[64];
+    cr_assert_eq(ck_model_num_classes(m), classes);
+    CK_OK(m->ctx, ck_model_predict(m, x, n, p));
+    for (int i = 0; i < n * classes; ++i)
+        cr_assert(fabsf(p[i] - want[i]) <= 1e-5f, "prob %d: cnnkit %.8f, Keras %.8f", i,
+                  (double)p[i], (double)want[i]);
+}
+
+static float *weights_of(ck_model *m, size_t *n) {
+    CK_OK(m->ctx, ck_model_get_weights(m, NULL, 0, n));
+    float *w = (float *)malloc(*n * sizeof *w);
+    CK_OK(m->ctx, ck_model_get_weights(m, w, *n, NULL));
+    return w;
+}
+
+Test(keras_io, keras_archive_predicts_what_keras_predicted) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = load(ctx, KDIR "small.keras");
+    expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
+    /* BN options from the config, the optimizer from compile_config, its state from the file */
+    ck_layer_desc d;
+    CK_OK(ctx, ck_model_layer_desc(m, 6, &d));
+    cr_assert_eq(d.type, CK_LAYER_BATCHNORM);
+    cr_assert_float_eq(d.momentum, 0.9f, 1e-7);
+    cr_assert_float_eq(d.epsilon, 1e-4f, 1e-10);
+    cr_assert_float_eq(m->opt.learning_rate, 0.01f, 1e-9);
+    cr_assert_eq(ck_model_step(m), kg_small_iterations);
+    for (int i = 0; i < 8; ++i)
+        cr_assert_float_eq(m->opt_m[i], kg_small_slot0[i], 1e-9, "Adam momentum %d", i);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(keras_io, every_layer_class_and_sgd_state) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = load(ctx, KDIR "small2.keras");
+    expect_probs(m, kg_small2_x, kg_small2_probs, 4, 3);
+    cr_assert_eq(m->opt.type, CK_OPT_SGD);
+    cr_assert_float_eq(m->opt.momentum, 0.9f, 1e-7);
+    cr_assert_eq(ck_model_step(m), kg_small2_iterations);
+    for (int i = 0; i < 8; ++i)
+        cr_assert_float_eq(m->opt_m[i], kg_small2_slot0[i], 1e-9, "SGD momentum %d", i);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(keras_io, legacy_h5_and_weights_h5) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = load(ctx, KDIR "small_legacy.h5");
+    expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
+    ck_model_destroy(m);
+    /* a .weights.h5 into the same architecture typed as model text */
+    char err[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, small_text, &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
+    CK_OK(ctx, ck_model_load_keras_weights(m, KDIR "small.weights.h5"));
+    expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
+    cr_assert_eq(ck_model_step(m), kg_small_iterations);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(keras_io, cnnkit_files_read_back_exactly) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = load(ctx, KDIR "small.keras");
+    /* one training step of cnnkit's own, so nothing is still Keras's bytes */
+    int32_t y[4] = {0, 1, 2, 3};
+    ck_step_result r;
+    CK_OK(ctx, ck_model_train_step(m, kg_small_x, y, 4, &r));
+    char dir[] = "/tmp/cnnkit-keras-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char pk[128], pw[128];
+    snprintf(pk, sizeof pk, "%s/m.keras", dir);
+    snprintf(pw, sizeof pw, "%s/m.weights.h5", dir);
+    CK_OK(ctx, ck_model_save_keras(m, pk));
+    CK_OK(ctx, ck_model_save_keras(m, pw));
+    size_t n0, n1;
+    float *w0 = weights_of(m, &n0);
+    ck_model *m2 = load(ctx, pk);
+    float *w1 = weights_of(m2, &n1);
+    cr_assert_eq(n0, n1);
+    cr_assert_eq(memcmp(w0, w1, n0 * sizeof *w0), 0, "weights differ after .keras round trip");
+    cr_assert_eq(memcmp(m->opt_m, m2->opt_m, m->num_params * sizeof(float)), 0);
+    cr_assert_eq(memcmp(m->opt_v, m2->opt_v, m->num_params * sizeof(float)), 0);
+    cr_assert_eq(ck_model_step(m2), ck_model_step(m));
+    cr_assert_eq(memcmp(&m->opt, &m2->opt, sizeof m->opt), 0, "optimizer settings differ");
+    for (int i = 0; i < ck_model_num_layers(m); ++i) {
+        ck_layer_desc a, b;
+        ck_model_layer_desc(m, i, &a);
+        ck_model_layer_desc(m2, i, &b);
+        cr_assert_eq(memcmp(&a, &b, sizeof a), 0, "layer %d differs after the round trip", i);
+    }
+    ck_model_destroy(m2);
+    /* .weights.h5 into a model built from text */
+    char err[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, small_text, &m2, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m2, 0, 0, 0, 8));
+    CK_OK(ctx, ck_model_load_keras_weights(m2, pw));
+    free(w1);
+    w1 = weights_of(m2, &n1);
+    cr_assert_eq(memcmp(w0, w1, n0 * sizeof *w0), 0, "weights differ after .weights.h5");
+    cr_assert_eq(memcmp(m->opt_v, m2->opt_v, m->num_params * sizeof(float)), 0);
+    ck_model_destroy(m2);
+    unlink(pk);
+    unlink(pw);
+    rmdir(dir);
+    free(w0);
+    free(w1);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* config.json of small.keras with one edit: from -> to (first occurrence). */
+static ck_status parse_edited(const char *from, const char *to, char *err, size_t len) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = load(ctx, KDIR "small.keras");
+    char e2[256];
+    char *cfg = ck_kio_write_config(m, e2, sizeof e2);
+    cr_assert_not_null(cfg, "%s", e2);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    char *at = strstr(cfg, from);
+    cr_assert_not_null(at, "%s not in the config", from);
+    size_t n = strlen(cfg) + strlen(to) + 1;
+    char *ed = (char *)malloc(n);
+    snprintf(ed, n, "%.*s%s%s", (int)(at - cfg), cfg, to, at + strlen(from));
+    ck_keras_model km;
+    memset(&km, 0, sizeof km);
+    ck_status st = ck_kio_parse_config(ed, strlen(ed), NULL, &km, err, len);
+    if (st == CK_STATUS_SUCCESS)
+        ck_keras_model_free(&km);
+    free(ed);
+    free(cfg);
+    return st;
+}
+
+static void expect_refused(const char *from, const char *to, const char *must1, const char *must2) {
+    char err[512];
+    ck_status st = parse_edited(from, to, err, sizeof err);
+    cr_assert_neq(st, CK_STATUS_SUCCESS, "%s was accepted", to);
+    cr_assert_not_null(strstr(err, must1), "'%s' not in: %s", must1, err);
+    cr_assert_not_null(strstr(err, must2), "'%s' not in: %s", must2, err);
+}
+
+Test(keras_io, unsupported_layers_and_options_are_named) {
+    char err[512];
+    cr_assert_eq(parse_edited("\"groups\": 1", "\"groups\": 1", err, sizeof err), CK_STATUS_SUCCESS,
+                 "%s", err);
+    expect_refused("\"dilation_rate\": [1, 1]", "\"dilation_rate\": [2, 2]",
+                   "layer 'conv2d' (Conv2D)", "dilation_rate");
+    expect_refused("\"groups\": 1",
+                   "\"groups\": 1, \"kernel_regularizer\": {\"class_name\": \"L2\"}",
+                   "layer 'conv2d' (Conv2D)", "kernel_regularizer");
+    expect_refused("\"class_name\": \"Flatten\"", "\"class_name\": \"Lambda\"",
+                   "layer 'flatten' (Lambda)", "not supported");
+    expect_refused("\"data_format\": \"channels_last\"", "\"data_format\": \"channels_first\"",
+                   "(Conv2D)", "data_format");
+    expect_refused("\"module\": \"keras.layers\", \"class_name\": \"Dense\"",
+                   "\"module\": \"mypkg\", \"class_name\": \"Dense\"", "layer 'dense' (Dense)",
+                   "mypkg");
+    expect_refused("\"center\": true", "\"center\": false", "(BatchNormalization)", "center");
+    expect_refused("\"float32\", \"trainable\": true", "\"float32\", \"trainable\": false",
+                   "(Conv2D)", "trainable");
+    expect_refused("\"class_name\": \"Sequential\"", "\"class_name\": \"Functional\"", "Functional",
+                   "Sequential");
+    expect_refused("\"amsgrad\": false", "\"amsgrad\": true", "(Adam)", "amsgrad");
+    expect_refused("\"epsilon\": 0.001", "\"epsilon\": \"small\"", "(BatchNormalization)",
+                   "epsilon");
+    /* not JSON: line and column */
+    ck_keras_model km;
+    cr_assert_eq(ck_kio_parse_config("{\"class_name\": ", 15, NULL, &km, err, sizeof err),
+                 CK_STATUS_BAD_PARAM);
+    cr_assert_not_null(strstr(err, "line 1"), "%s", err);
+}
+
+Test(keras_io, misshaped_weights_name_the_layer_and_both_shapes) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char text[sizeof small_text + 8];
+    snprintf(text, sizeof text, "%s", small_text);
+    char *at = strstr(text, "Conv2D(6,");
+    at[7] = '7'; /* 7 filters where the file has 6 */
+    ck_model *m = NULL;
+    char err[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
+    size_t n;
+    float *w0 = weights_of(m, &n);
+    cr_assert_eq(ck_model_load_keras_weights(m, KDIR "small.weights.h5"), CK_STATUS_SHAPE_MISMATCH);
+    const char *msg = ck_context_last_error(ctx);
+    cr_assert_not_null(strstr(msg, "layer 'conv2d_1' (Conv2D)"), "%s", msg);
+    cr_assert_not_null(strstr(msg, "(3, 3, 4, 6)"), "%s", msg);
+    cr_assert_not_null(strstr(msg, "(3, 3, 4, 7)"), "%s", msg);
+    float *w1 = weights_of(m, &n);
+    cr_assert_eq(memcmp(w0, w1, n * sizeof *w0), 0, "a failed load changed the weights");
+    cr_assert_eq(ck_model_step(m), 0);
+    free(w0);
+    free(w1);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+static void copy_file(const char *from, const char *to, long flip_at, long truncate_to) {
+    FILE *f = fopen(from, "rb");
+    cr_assert_not_null(f);
+    static unsigned char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    if (flip_at >= 0)
+        buf[(size_t)flip_at % n] ^= 0x5a;
+    if (truncate_to >= 0 && (size_t)truncate_to < n)
+        n = (size_t)truncate_to;
+    f = fopen(to, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(buf, 1, n, f), n);
+    fclose(f);
+}
+
+Test(keras_io, corrupt_files_are_errors_and_change_nothing) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char dir[] = "/tmp/cnnkit-keras-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char p[128];
+    snprintf(p, sizeof p, "%s/bad.keras", dir);
+    ck_model *good = load(ctx, KDIR "small.keras");
+    size_t n;
+    float *w0 = weights_of(good, &n);
+    /* a flipped byte inside the stored weights (CRC), then truncations, then garbage */
+    const long flips[3] = {30000, 60000, 5};
+    for (int k = 0; k < 5; ++k) {
+        if (k < 3)
+            copy_file(KDIR "small.keras", p, flips[k], -1);
+        else
+            copy_file(KDIR "small.keras", p, -1, k == 3 ? 40000 : 3);
+        ck_model *m = (ck_model *)0x1;
+        cr_assert_neq(ck_model_load_keras(ctx, p, 8, &m), CK_STATUS_SUCCESS, "case %d loaded", k);
+        cr_assert_eq(m, (ck_model *)0x1, "case %d: *model written on failure", k);
+        cr_assert_neq(ck_context_last_error(ctx)[0], '\0');
+        cr_assert_neq(ck_model_load_keras_weights(good, p), CK_STATUS_SUCCESS);
+        float *w1 = weights_of(good, &n);
+        cr_assert_eq(memcmp(w0, w1, n * sizeof *w0), 0, "case %d changed the weights", k);
+        free(w1);
+    }
+    /* a corrupt .weights.h5 */
+    snprintf(p, sizeof p, "%s/bad.weights.h5", dir);
+    copy_file(KDIR "small.weights.h5", p, -1, 2000);
+    cr_assert_neq(ck_model_load_keras_weights(good, p), CK_STATUS_SUCCESS);
+    /* bad save paths: nothing written, the message names the path */
+    cr_assert_eq(ck_model_save_keras(good, "/tmp/x.ckpt"), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(ck_model_save_keras(good, "/nonexistent-dir/m.keras"), CK_STATUS_SUCCESS);
+    cr_assert_not_null(strstr(ck_context_last_error(ctx), "path"));
+    unlink(p);
+    snprintf(p, sizeof p, "%s/bad.keras", dir);
+    unlink(p);
+    rmdir(dir);
+    free(w0);
+    ck_model_destroy(good);
+    ck_context_destroy(ctx);
+}
+
+Test(keras_io, cli_summary_check_and_convert) {
+    static char out[65536];
+    cr_assert_eq(t_run_cli("summary tests/data/keras/small.keras", out, sizeof out), 0, "%s", out);
+    cr_assert_not_null(strstr(out, "spatial_dropout2d (SpatialDropout2D)"), "%s", out);
+    cr_assert_eq(t_run_cli("check tests/data/keras/small2.keras", out, sizeof out) == 2, 0, "%s",
+                 out);
+    char dir[] = "/tmp/cnnkit-keras-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char args[512];
+    snprintf(args, sizeof args, "convert tests/data/keras/small.keras %s/a.ckpt", dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    snprintf(args, sizeof args, "convert %s/a.ckpt %s/b.keras", dir, dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "a checkpoint needs --model: %s", out);
+    cr_assert_not_null(strstr(out, "--model"), "%s", out);
+    snprintf(args, sizeof args,
+             "convert %s/a.ckpt %s/b.weights.h5 --model tests/data/keras/small.keras", dir, dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = load(ctx, KDIR "small.keras");
+    char p[128];
+    snprintf(p, sizeof p, "%s/b.weights.h5", dir);
+    CK_OK(ctx, ck_model_load_keras_weights(m, p));
+    expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    snprintf(args, sizeof args, "summary tests/data/keras/small.weights.h5");
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert_not_null(strstr(out, "weights-only"), "%s", out);
+    snprintf(p, sizeof p, "%s/a.ckpt", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/b.weights.h5", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
+/* The same file on a CUDA context: the weights and optimizer state reach the device (skips
+ * without a GPU), and a save from the device writes what was loaded. */
+Test(keras_io, cuda_model_from_keras_predicts_what_keras_predicted) {
+    ck_context *ctx = t_cuda_ctx_or_skip();
+    ck_model *m = load(ctx, KDIR "small.keras");
+    expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
+    cr_assert_eq(ck_model_step(m), kg_small_iterations);
+    char dir[] = "/tmp/cnnkit-keras-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char p[128];
+    snprintf(p, sizeof p, "%s/gpu.keras", dir);
+    CK_OK(ctx, ck_model_save_keras(m, p));
+    ck_context *cpu = t_ctx(CK_DEVICE_CPU);
+    ck_model *a = load(cpu, KDIR "small.keras"), *b = load(cpu, p);
+    size_t n;
+    float *wa = weights_of(a, &n), *wb = weights_of(b, &n);
+    cr_assert_eq(memcmp(wa, wb, n * sizeof *wa), 0, "the device changed the weights");
+    cr_assert_eq(memcmp(a->opt_v, b->opt_v, a->num_params * sizeof(float)), 0);
+    free(wa);
+    free(wb);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_context_destroy(cpu);
+    unlink(p);
+    rmdir(dir);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* Keras 2 / tf.keras configs (legacy .h5 model_config): batch_input_shape on the first layer,
+ * dtype strings, BN axis as a list, the optimizer in training_config's optimizer_config. */
+Test(keras_io, keras2_style_config) {
+    const char *cfg =
+        "{\"class_name\": \"Sequential\", \"config\": {\"name\": \"sequential\", \"layers\": ["
+        "{\"class_name\": \"Conv2D\", \"config\": {\"name\": \"c\", \"trainable\": true, "
+        "\"batch_input_shape\": [null, 12, 12, 3], \"dtype\": \"float32\", \"filters\": 4, "
+        "\"kernel_size\": [3, 3], \"strides\": [1, 1], \"padding\": \"valid\", "
+        "\"data_format\": \"channels_last\", \"dilation_rate\": [1, 1], \"activation\": "
+        "\"relu\", \"use_bias\": true, \"kernel_initializer\": {\"class_name\": "
+        "\"GlorotUniform\", \"config\": {\"seed\": null}}, \"kernel_regularizer\": null}},"
+        "{\"class_name\": \"BatchNormalization\", \"config\": {\"name\": \"bn\", \"axis\": [3], "
+        "\"momentum\": 0.9, \"epsilon\": 1e-5, \"center\": true, \"scale\": true}},"
+        "{\"class_name\": \"LeakyReLU\", \"config\": {\"name\": \"lr\", \"alpha\": 0.25}},"
+        "{\"class_name\": \"Flatten\", \"config\": {\"name\": \"f\"}},"
+        "{\"class_name\": \"Dense\", \"config\": {\"name\": \"d\", \"units\": 2, "
+        "\"activation\": \"softmax\"}}]}}";
+    const char *training = "{\"loss\": \"sparse_categorical_crossentropy\", "
+                           "\"optimizer_config\": {\"class_name\": \"SGD\", \"config\": "
+                           "{\"name\": \"SGD\", \"learning_rate\": 0.05, \"momentum\": 0.5, "
+                           "\"nesterov\": true}}}";
+    ck_keras_model km;
+    char err[512];
+    cr_assert_eq(ck_kio_parse_config(cfg, strlen(cfg), training, &km, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(km.count, 5);
+    cr_assert_eq(km.layers[0].input_h, 12);
+    cr_assert_eq(km.layers[0].input_c, 3);
+    cr_assert_eq(km.layers[0].activation, CK_ACT_RELU);
+    cr_assert_float_eq(km.layers[1].epsilon, 1e-5f, 1e-12);
+    cr_assert_eq(km.layers[2].type, CK_LAYER_ACTIVATION);
+    cr_assert_eq(km.layers[2].activation, CK_ACT_LEAKY_RELU);
+    cr_assert_float_eq(km.layers[2].alpha, 0.25f, 1e-7);
+    cr_assert_str_eq(km.layers[4].name, "d");
+    cr_assert_eq(km.optimizer.type, CK_OPT_SGD);
+    cr_assert_float_eq(km.optimizer.momentum, 0.5f, 1e-7);
+    cr_assert_eq(km.optimizer.nesterov, 1);
+    ck_keras_model_free(&km);
+}
+
+/* evaluate / predict take a Keras file as MODEL (no --weights) and a .weights.h5 as --weights: on
+ * a tiny 16x16 IDX test set, the .keras, the legacy .h5 and model text + .weights.h5 print the
+ * same predictions. */
+static void write_idx(const char *path, const unsigned char *hdr, size_t hn, const unsigned char *p,
+                      size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(hdr, 1, hn, f), hn);
+    cr_assert_eq(fwrite(p, 1, n, f), n);
+    fclose(f);
+}
+
+Test(keras_io, cli_evaluate_and_predict_keras_files) {
+    static char out[65536], ref[65536];
+    char dir[] = "/tmp/cnnkit-keras-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    unsigned char img[6 * 256], lab[6];
+    for (int i = 0; i < 6 * 256; ++i)
+        img[i] = (unsigned char)((i * 37 + i / 256 * 11) % 256);
+    for (int i = 0; i < 6; ++i)
+        lab[i] = (unsigned char)(i % 5);
+    const unsigned char ih[16] = {0, 0, 8, 3, 0, 0, 0, 6, 0, 0, 0, 16, 0, 0, 0, 16};
+    const unsigned char lh[8] = {0, 0, 8, 1, 0, 0, 0, 6};
+    char p[160], tp[160], args[512];
+    snprintf(p, sizeof p, "%s/t10k-images-idx3-ubyte", dir);
+    write_idx(p, ih, 16, img, sizeof img);
+    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte", dir);
+    write_idx(p, lh, 8, lab, sizeof lab);
+    snprintf(tp, sizeof tp, "%s/small.py", dir);
+    FILE *f = fopen(tp, "w");
+    cr_assert_not_null(f);
+    fputs(small_text, f);
+    fclose(f);
+    snprintf(args, sizeof args, "predict tests/data/keras/small.keras --data %s --count 6", dir);
+    cr_assert_eq(t_run_cli(args, ref, sizeof ref), 0, "%s", ref);
+    cr_assert_not_null(strstr(ref, "image 5: predicted"), "%s", ref);
+    snprintf(args, sizeof args, "predict tests/data/keras/small_legacy.h5 --data %s --count 6",
+             dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_str_eq(out, ref);
+    snprintf(args, sizeof args,
+             "predict %s --weights tests/data/keras/small.weights.h5 --data %s --count 6", tp, dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_str_eq(out, ref);
+    snprintf(args, sizeof args, "evaluate tests/data/keras/small.keras --data %s", dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_not_null(strstr(out, "test accuracy:"), "%s", out);
+    const char *names[3] = {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "small.py"};
+    for (int i = 0; i < 3; ++i) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}

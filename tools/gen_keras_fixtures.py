@@ -1,0 +1,91 @@
+"""Writes the Keras fixtures that `make test` reads (no Python needed there):
+tests/data/keras/*.keras, *.weights.h5, *.h5 and tests/golden/keras_golden.h.
+
+Run with real Keras (the venv of tools/keras_venv.sh):
+    $(bash tools/keras_venv.sh) tools/gen_keras_fixtures.py
+
+Two small models that cover every layer class cnnkit reads, each trained a few steps in Keras
+(so BatchNormalization's moving statistics and the optimizer state are not their initial values):
+  small:  16x16x1, Conv2D 'same' + BN + ReLU + AveragePooling2D + SpatialDropout2D, Conv2D
+          (relu) + BN + MaxPooling2D + Dropout, Flatten, Dense + BN + ReLU, Dense softmax; Adam.
+  small2: 8x8x2, Conv2D strides 2 + LeakyReLU(0.1), Conv2D no bias tanh 'same' + ELU(0.5),
+          ReLU, GlobalAveragePooling2D, Dense gelu, Dense sigmoid, Dense swish, Dense, Softmax;
+          SGD with momentum 0.9.
+The golden header holds each model's inputs, Keras's inference probabilities, the optimizer's
+iteration count and the first values of the first optimizer slot (momentum) arrays."""
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "tests", "data", "keras")
+os.makedirs(DATA, exist_ok=True)
+keras.utils.set_random_seed(13)
+rng = np.random.default_rng(13)
+
+
+def small():
+    m = keras.Sequential([
+        keras.Input((16, 16, 1)),
+        layers.Conv2D(4, 3, padding="same"), layers.BatchNormalization(), layers.Activation("relu"),
+        layers.AveragePooling2D(2), layers.SpatialDropout2D(0.2),
+        layers.Conv2D(6, (3, 3), activation="relu"), layers.BatchNormalization(momentum=0.9, epsilon=1e-4),
+        layers.MaxPooling2D((2, 2)), layers.Dropout(0.3),
+        layers.Flatten(), layers.Dense(12), layers.BatchNormalization(), layers.Activation("relu"),
+        layers.Dense(5, activation="softmax")])
+    m.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+    return m, (16, 16, 1), 5
+
+
+def small2():
+    m = keras.Sequential([
+        keras.Input((8, 8, 2)),
+        layers.Conv2D(3, (2, 2), strides=2), layers.LeakyReLU(negative_slope=0.1),
+        layers.Conv2D(4, 3, padding="same", use_bias=False, activation="tanh"), layers.ELU(alpha=0.5),
+        layers.ReLU(), layers.GlobalAveragePooling2D(),
+        layers.Dense(7, activation="gelu"), layers.Dense(6, activation="sigmoid"),
+        layers.Dense(5, activation="swish"), layers.Dense(3), layers.Softmax()])
+    m.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
+              loss="sparse_categorical_crossentropy")
+    return m, (8, 8, 2), 3
+
+
+def carray(name, a, ctype="float"):
+    a = np.asarray(a).ravel()
+    body = ",\n    ".join(", ".join(f"{float(v):.9g}f" if ctype == "float" else str(int(v))
+                                    for v in a[i:i + 6]) for i in range(0, len(a), 6))
+    return f"static const {ctype} {name}[{len(a)}] = {{\n    {body}}};\n"
+
+
+out = ["/* Written by tools/gen_keras_fixtures.py with Keras %s (%s backend): do not edit. */\n"
+       % (keras.__version__, keras.backend.backend()),
+       "#ifndef CNNKIT_KERAS_GOLDEN_H\n#define CNNKIT_KERAS_GOLDEN_H\n"]
+for name, make in (("small", small), ("small2", small2)):
+    m, shape, classes = make()
+    xt = rng.random((32,) + shape, dtype=np.float32)
+    yt = rng.integers(0, classes, 32)
+    for _ in range(3):  # three steps: BN moving statistics and optimizer state move
+        m.train_on_batch(xt, yt)
+    x = rng.random((4,) + shape, dtype=np.float32)
+    p = m.predict(x, verbose=0)
+    m.save(os.path.join(DATA, name + ".keras"))
+    if name == "small":  # the weights alone, and the legacy whole-model HDF5 format
+        m.save_weights(os.path.join(DATA, name + ".weights.h5"))
+        m.save(os.path.join(DATA, name + "_legacy.h5"))
+    opt = m.optimizer.variables
+    it = int(np.asarray(opt[0]))
+    slot = np.asarray(opt[2]).ravel()[:8]
+    out.append(f"/* {name}: {m.count_params()} parameters */\n")
+    out.append(carray(f"kg_{name}_x", x))
+    out.append(carray(f"kg_{name}_probs", p))
+    out.append(f"static const int kg_{name}_iterations = {it};\n")
+    out.append(carray(f"kg_{name}_slot0", slot))
+out.append("#endif\n")
+with open(os.path.join(ROOT, "tests", "golden", "keras_golden.h"), "w") as f:
+    f.write("\n".join(out))
+print("fixtures:", sorted(os.listdir(DATA)), file=sys.stderr)
