@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "cnnkit/cnnkit.h"
 #include "cnnkit/model.h"
 
@@ -24,24 +25,6 @@ static double now_s(void) {
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
-}
-
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = n >= 0 ? (char *)malloc((size_t)n + 1) : NULL;
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s)
-        s[n] = '\0';
-    fclose(f);
-    return s;
 }
 
 int main(int argc, char **argv) {
@@ -83,7 +66,7 @@ int main(int argc, char **argv) {
     const char *dev_name = dev == CK_DEVICE_CUDA ? "cuda" : "cpu";
     if (!batches) /* the batch sizes: 2048 only where it takes seconds, on a GPU */
         batches = dev == CK_DEVICE_CUDA ? "128,512,2048" : "128,512";
-    char *text = read_file(model_path);
+    char *text = bench_read_file(model_path);
     if (!text) {
         fprintf(stderr, "bench_train: cannot read %s (run from the repository root)\n", model_path);
         return 2;

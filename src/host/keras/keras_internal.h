@@ -1,0 +1,270 @@
+/*
+ * Keras Sequential model text -> layer descriptors (ck_keras_parse).
+ *
+ * What is read
+ *  The subset of Python that people paste for a Keras Sequential CNN:
+ *    model = Sequential() / keras.Sequential([...]) / Sequential(layers=[...], name='x')
+ *    model.add(Conv2D(32, (3, 3), activation='relu', input_shape=(28, 28, 1)))
+ *    model.compile(optimizer='adam' | Adam(learning_rate=1e-3) | SGD(...), loss='...', ...)
+ *    model.pop()
+ *  Layer classes may carry any module prefix (layers., keras.layers., tf.keras.layers., ...).
+ *  Simple assignments (`num_classes = 10`, `input_shape = (28, 28, 1)`, `a, b = 28, 28`,
+ *  `opt = Adam(1e-3)`) are remembered and their names may be used in model statements; number
+ *  arithmetic (+ - * / // % **) is evaluated. Everything else (imports, comments, prints,
+ *  model.fit/summary/evaluate/..., data loading) is skipped.
+ *
+ * What is never silently dropped
+ *  Unknown layer classes, unknown arguments and arguments whose value changes the math in a way
+ *  cnnkit does not implement (regularizers, constraints, other initializers, channels_first,
+ *  dilation, groups, trainable=False, center/scale=False, ...) are errors naming them. Model
+ *  statements inside loops or conditionals (Python control flow is not run) are errors.
+ *
+ * Recovery
+ *  A statement whose brackets are still open at the end of a line is closed there, with a
+ *  warning ("line 5: unbalanced parentheses, statement closed at end of line"), when the line
+ *  ends in something that can end an expression (a name, number, string or closing bracket) and
+ *  the next line starts a new statement: a name at the same or a smaller indentation whose own
+ *  brackets never close more than they open (or, for a statement of one line, the text ends).
+ *  Everything else gets "line L, column C: ...".
+ *
+ * Results
+ *  Pooling strides are stored resolved (strides=None -> the pool size); conv strides always set.
+ *  LeakyReLU layers default to alpha 0.3, the string activation 'leaky_relu' to 0.2 (the
+ *  default of keras.activations.leaky_relu), ELU to 1.0. A LeakyReLU/ELU/ReLU whose slope is 0
+ *  becomes a plain relu. input_shape (h, w, c) goes into layers[0]; a 1-D shape (n,) or
+ *  Dense(input_dim=n) is stored as 1 x 1 x n, a 2-D shape (h, w) (only before Flatten) as
+ *  h x w x 1.
+ *
+ * Implementation: a tokenizer for Python's lexical syntax, a statement splitter (brackets,
+ * newlines, ';'), and a recursive-descent parser for call expressions. All parse-time memory
+ * comes from an arena freed at the end; the only allocation that outlives the call is the
+ * layers array.
+ *
+ * Files (this header holds the types they share and the functions one calls in another)
+ *  keras_lex.c     errors, warnings, the arena; the tokenizer
+ *  keras_expr.c    the known layer classes; expressions
+ *  keras_bind.c    arguments bound to parameter names, their readers; model.compile
+ *  keras_layers.c  the layer classes' parameters and descriptors (ck_kp_add_layer)
+ *  keras_stmt.c    statements and ck_keras_parse
+ *  keras_model.c   ck_model_from_keras_text
+ */
+#ifndef CNNKIT_KERAS_INTERNAL_H
+#define CNNKIT_KERAS_INTERNAL_H
+
+#include "internal.h"
+
+#include "cnnkit/model.h"
+
+#include <stddef.h>
+
+#define KP_MAX_DEPTH 64  /* nested brackets / expressions */
+#define KP_MAX_BLOCKS 64 /* nested compound statements tracked */
+#define KP_MAX_PARAMS 40 /* parameters of one class */
+#define KP_MSG_LEN 512
+
+/* ---------------------------------------------------------------------------------------------
+ * Tokens
+ * ------------------------------------------------------------------------------------------- */
+typedef enum tk_kind { TK_NAME, TK_NUMBER, TK_STRING, TK_OP, TK_NEWLINE, TK_EOF, TK_END } tk_kind;
+
+typedef struct tok {
+    tk_kind kind;
+    int line, col;   /* 1-based; columns count characters (UTF-8 code points) */
+    const char *src; /* source text of the token (NAME, NUMBER, OP) */
+    int len;
+    /* NUMBER */
+    int is_float, bad_number, int_overflow;
+    long long ival;
+    double fval;
+    /* STRING: decoded, NUL-terminated (arena) */
+    char *str;
+    int fstring;
+    /* TK_END (end of the statement being parsed): what ends it */
+    const char *what;
+} tok;
+
+/* ---------------------------------------------------------------------------------------------
+ * Values of expressions
+ * ------------------------------------------------------------------------------------------- */
+typedef enum vkind {
+    V_NONE,
+    V_BOOL,
+    V_INT,
+    V_FLOAT,
+    V_STR,
+    V_NAME, /* a name that is not a known variable: tf.nn.relu, relu, x_train */
+    V_TUPLE,
+    V_LIST,
+    V_CALL,
+    V_UNKNOWN /* an expression that is not evaluated; s describes it */
+} vkind;
+
+typedef struct value value;
+typedef struct karg {
+    const char *kw; /* NULL: positional */
+    int line, col;  /* keyword (or value) position */
+    value *v;
+} karg;
+
+struct value {
+    vkind kind;
+    int line, col;
+    long long i;   /* V_INT, V_BOOL */
+    double f;      /* V_INT and V_FLOAT */
+    const char *s; /* V_STR text, V_NAME and V_CALL dotted name, V_UNKNOWN description */
+    int n;         /* items (tuple, list) or args (call) */
+    value **items;
+    karg *args;
+};
+
+typedef struct sym {
+    struct sym *next;
+    const char *name;
+    value *v; /* NULL: not known, see why */
+    const char *why;
+    int line;
+} sym;
+
+typedef struct arena_blk {
+    struct arena_blk *next;
+    size_t used, cap;
+} arena_blk;
+#define ARENA_HDR ((sizeof(arena_blk) + 15) & ~(size_t)15)
+
+typedef struct block {
+    int indent, opaque, line;
+    char kw[12];
+} block;
+
+typedef struct kp {
+    const char *text;
+    size_t len;
+    /* tokenizer state */
+    int line;
+    size_t line_start;
+    size_t cc_idx, cc_ls; /* column cache */
+    int cc_col;
+    int last_line, last_col; /* end of the last token */
+    tok *toks;
+    size_t ntok, tcap;
+    tok *cur; /* the statement being read, without line breaks, then its terminator */
+    size_t ncur, curcap;
+    /* statement being parsed: tokens cur[pos, end) */
+    size_t pos, end;
+    int recovered;
+    int depth;
+    tok endtok;
+    arena_blk *arena;
+    /* errors */
+    int failed;
+    ck_status st;
+    char msg[KP_MSG_LEN];
+    /* variables and blocks */
+    sym *syms;
+    block blocks[KP_MAX_BLOCKS];
+    int nblocks;
+    /* the model */
+    int have_model, model_line, model_col;
+    char model_var[64];
+    ck_layer_desc *layers;
+    int count, cap;
+    int rank; /* rank of the current output with batch: 4 (images) or 2 (vectors) */
+    int pending_input, in_h, in_w, in_c, in_line, in_col;
+    int shape2d, shape2d_line, shape2d_col; /* a 2-D input shape (h, w) was read as h x w x 1 */
+    int has_compile;
+    ck_optimizer_desc opt;
+    char loss[64];
+    char warn[2048];
+    size_t wlen;
+    int warn_full;
+} kp;
+
+/* The classes listed by the "unknown layer class" error (keras_expr.c's k_layer_classes without
+ * the aliases). */
+#define K_SUPPORTED_LIST                                                                           \
+    "Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense, "             \
+    "BatchNormalization, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, SpatialDropout2D, "   \
+    "Input"
+
+/* ---------------------------------------------------------------------------------------------
+ * Arguments of a class: positional and keyword arguments bound to parameter names
+ * ------------------------------------------------------------------------------------------- */
+typedef struct kargs {
+    const char *cls;
+    const char *const *names;
+    int n;
+    value *v[KP_MAX_PARAMS];
+    int line[KP_MAX_PARAMS], col[KP_MAX_PARAMS]; /* where each argument was given */
+    int cl, cc;                                  /* the call */
+} kargs;
+
+/* Accepted by every layer (Keras base Layer keyword arguments). */
+#define LAYER_COMMON "name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size"
+
+/* keras_lex.c */
+int ck_kp_fail(kp *P, int line, int col, const char *fmt, ...) CK_PRINTF(4, 5);
+int ck_kp_oom(kp *P);
+void ck_kp_warn(kp *P, const char *fmt, ...) CK_PRINTF(2, 3);
+void *ck_kp_alloc(kp *P, size_t n);
+char *ck_kp_strndup(kp *P, const char *s, size_t n);
+char *ck_kp_printf(kp *P, const char *fmt, ...) CK_PRINTF(2, 3);
+void ck_kp_free(kp *P);
+int ck_kp_loose_eq(const char *a, const char *b);
+int ck_kp_ieq(const char *a, const char *b);
+const char *ck_kp_last_component(const char *dotted);
+int ck_kp_tokenize(kp *P);
+int ck_kp_is_op(const tok *t, const char *op);
+int ck_kp_is_name(const tok *t, const char *nm);
+int ck_kp_is_open(const tok *t);
+int ck_kp_is_close(const tok *t);
+char ck_kp_closer_of(char open);
+int ck_kp_is_keyword(const tok *t);
+const char *ck_kp_tok_desc(kp *P, const tok *t, char *buf, size_t n);
+
+/* keras_expr.c */
+const tok *ck_kp_peek(kp *P);
+int ck_kp_at_end(kp *P);
+const tok *ck_kp_advance(kp *P);
+value *ck_kp_new_value(kp *P, vkind k, int line, int col);
+const char *ck_kp_vdesc(const value *v, char *buf, size_t n);
+value *ck_kp_p_expr(kp *P);
+void *ck_kp_grow(kp *P, void *old, int n, int *cap, size_t elem);
+int ck_kp_is_num(const value *v);
+int ck_kp_expect_end(kp *P);
+value *ck_kp_p_full_expr(kp *P);
+
+/* keras_bind.c */
+int ck_kp_bind(kp *P, const value *call, const char *cls, const char *const *names, int npos,
+               kargs *a);
+int ck_kp_aidx(const kargs *a, const char *name);
+value *ck_kp_aval(const kargs *a, const char *name);
+int ck_kp_type_err(kp *P, const kargs *a, const value *v, const char *param, const char *exp);
+int ck_kp_unsupported(kp *P, const kargs *a, const char *param, const char *exp);
+int ck_kp_need(kp *P, const kargs *a, const char *param);
+int ck_kp_get_int(kp *P, const kargs *a, const char *param, int lo, int *out);
+int ck_kp_get_pair(kp *P, const kargs *a, const char *param, int *h, int *w);
+int ck_kp_get_num(kp *P, const kargs *a, const char *param, double lo, int lo_open, double hi,
+                  int hi_open, double *out);
+int ck_kp_get_bool(kp *P, const kargs *a, const char *param, int *out);
+int ck_kp_only_none(kp *P, const kargs *a, const char *param);
+int ck_kp_only_bool(kp *P, const kargs *a, const char *param, int want);
+int ck_kp_only_falsy(kp *P, const kargs *a, const char *param);
+int ck_kp_only_int(kp *P, const kargs *a, const char *param, int want);
+int ck_kp_only_ones(kp *P, const kargs *a, const char *param);
+int ck_kp_check_data_format(kp *P, const kargs *a);
+int ck_kp_check_init(kp *P, const kargs *a, const char *param, const char *want);
+int ck_kp_check_dtype(kp *P, const kargs *a);
+int ck_kp_get_padding(kp *P, const kargs *a, ck_padding *out);
+int ck_kp_shape_of(kp *P, const kargs *a, const char *param, int skip_batch, int *h, int *w,
+                   int *c);
+int ck_kp_is_act_class(const char *cls);
+int ck_kp_act_class(kp *P, const value *call, const char *cls, ck_activation *act, float *alpha,
+                    kargs *a);
+int ck_kp_get_activation(kp *P, const kargs *a, const char *param, ck_activation *act,
+                         float *alpha);
+int ck_kp_do_compile(kp *P, const value *call);
+
+/* keras_layers.c */
+int ck_kp_add_layer(kp *P, const value *v);
+
+#endif

@@ -1,0 +1,576 @@
+/* Keras text front end: the statement splitter (brackets, newlines, ';', recovery), the
+ * statements (Sequential, add, pop, compile, assignments) and the API, ck_keras_parse. See
+ * keras_internal.h. */
+#include "keras_internal.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------------
+ * Statements
+ * ------------------------------------------------------------------------------------------- */
+typedef struct stmt {
+    size_t b, e; /* tokens [b, e) */
+    int recovered;
+    int err, el, ec; /* a bracket error found while splitting, raised after the statement */
+    char emsg[256];
+} stmt;
+
+static void opener_desc(kp *P, size_t i, char *buf, size_t n) {
+    const tok *o = &P->toks[i];
+    if (o->src[0] == '(' && i > 0 && P->toks[i - 1].kind == TK_NAME &&
+        !ck_kp_is_keyword(&P->toks[i - 1]))
+        snprintf(buf, n, "'%.*s('", P->toks[i - 1].len > 60 ? 60 : P->toks[i - 1].len,
+                 P->toks[i - 1].src);
+    else
+        snprintf(buf, n, "'%c'", o->src[0]);
+}
+
+/* May the statement [b, ...) that is open at the NEWLINE token nl be closed there? */
+static int recoverable(kp *P, size_t b, size_t nl) {
+    const tok *last = &P->toks[nl - 1];
+    int ends_value =
+        last->kind == TK_NUMBER || last->kind == TK_STRING || ck_kp_is_close(last) ||
+        (last->kind == TK_NAME && (!ck_kp_is_keyword(last) || ck_kp_is_name(last, "True") ||
+                                   ck_kp_is_name(last, "False") || ck_kp_is_name(last, "None")));
+    if (!ends_value)
+        return 0;
+    const tok *nx = &P->toks[nl + 1];
+    if (nx->kind == TK_EOF) /* at the end of the text: only a statement of one line */
+        return P->toks[b].line == last->line;
+    if (nx->kind != TK_NAME || nx->col > P->toks[b].col || ck_kp_is_name(nx, "and") ||
+        ck_kp_is_name(nx, "or") || ck_kp_is_name(nx, "in") || ck_kp_is_name(nx, "is") ||
+        ck_kp_is_name(nx, "not") || ck_kp_is_name(nx, "lambda"))
+        return 0;
+    int d = 0;
+    for (size_t k = nl + 1; P->toks[k].kind != TK_NEWLINE && P->toks[k].kind != TK_EOF; ++k) {
+        if (ck_kp_is_open(&P->toks[k]))
+            d++;
+        else if (ck_kp_is_close(&P->toks[k]) && --d < 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* The next statement from token *pi. Returns 1 at the end of the text, -1 on error. */
+static int split(kp *P, size_t *pi, stmt *S) {
+    size_t i = *pi;
+    while (P->toks[i].kind == TK_NEWLINE || ck_kp_is_op(&P->toks[i], ";"))
+        i++;
+    memset(S, 0, sizeof *S);
+    if (P->toks[i].kind == TK_EOF) {
+        *pi = i;
+        return 1;
+    }
+    S->b = i;
+    size_t stack[KP_MAX_DEPTH];
+    int depth = 0, broken = 0;
+    char od[80];
+    for (;; ++i) {
+        const tok *t = &P->toks[i];
+        if (t->kind == TK_EOF) {
+            if (depth > 0 && !broken) {
+                const tok *o = &P->toks[stack[depth - 1]];
+                opener_desc(P, stack[depth - 1], od, sizeof od);
+                S->err = 1;
+                S->el = t->line;
+                S->ec = t->col;
+                snprintf(S->emsg, sizeof S->emsg,
+                         "expected '%c' to close %s opened at line %d, column %d, found the end "
+                         "of the text",
+                         ck_kp_closer_of(o->src[0]), od, o->line, o->col);
+            }
+            S->e = i;
+            *pi = i;
+            return 0;
+        }
+        if (t->kind == TK_NEWLINE) {
+            if (depth == 0 || broken) {
+                S->e = i;
+                *pi = i + 1;
+                return 0;
+            }
+            if (recoverable(P, S->b, i)) {
+                S->recovered = 1;
+                S->e = i;
+                *pi = i + 1;
+                ck_kp_warn(P, "line %d: unbalanced parentheses, statement closed at end of line",
+                           t->line);
+                return 0;
+            }
+            continue;
+        }
+        if (depth == 0 && ck_kp_is_op(t, ";")) {
+            S->e = i;
+            *pi = i + 1;
+            return 0;
+        }
+        if (broken)
+            continue;
+        if (ck_kp_is_open(t)) {
+            if (depth == KP_MAX_DEPTH)
+                return ck_kp_fail(P, t->line, t->col, "expected brackets nested at most %d deep",
+                                  KP_MAX_DEPTH);
+            stack[depth++] = i;
+        } else if (ck_kp_is_close(t)) {
+            S->el = t->line;
+            S->ec = t->col;
+            if (depth == 0) {
+                S->err = broken = 1;
+                snprintf(S->emsg, sizeof S->emsg,
+                         "expected the end of the statement, found an unmatched '%c'", t->src[0]);
+            } else if (ck_kp_closer_of(P->toks[stack[depth - 1]].src[0]) != t->src[0]) {
+                const tok *o = &P->toks[stack[depth - 1]];
+                opener_desc(P, stack[depth - 1], od, sizeof od);
+                S->err = broken = 1;
+                snprintf(S->emsg, sizeof S->emsg,
+                         "expected '%c' to close %s opened at line %d, column %d, found '%c'",
+                         ck_kp_closer_of(o->src[0]), od, o->line, o->col, t->src[0]);
+            } else
+                depth--;
+        }
+    }
+}
+
+static int tok_is(const tok *t, const char *name) {
+    return t->kind == TK_NAME && ck_kp_is_name(t, name);
+}
+
+/* Tokens from k: `[a.b.]Sequential(` inside the current statement? */
+static int sequential_at(kp *P, size_t k) {
+    if (k >= P->end || P->cur[k].kind != TK_NAME)
+        return 0;
+    while (k + 2 < P->end && ck_kp_is_op(&P->cur[k + 1], ".") && P->cur[k + 2].kind == TK_NAME)
+        k += 2;
+    return k + 1 < P->end && tok_is(&P->cur[k], "Sequential") && ck_kp_is_op(&P->cur[k + 1], "(");
+}
+
+static int check_opaque(kp *P, const tok *t) {
+    for (int i = P->nblocks - 1; i >= 0; --i)
+        if (P->blocks[i].opaque)
+            return ck_kp_fail(P, t->line, t->col,
+                              "expected model statements outside loops and conditionals (cnnkit "
+                              "reads the text, it does not run it), found one inside the '%s' at "
+                              "line %d",
+                              P->blocks[i].kw, P->blocks[i].line);
+    return 0;
+}
+
+static const char *const seq_p[] = {"layers", "name", "trainable", NULL};
+
+/* var = [prefix.]Sequential(...) (var may be NULL: `return Sequential(...)`) */
+static int model_create(kp *P, const tok *var, size_t rhs) {
+    if (check_opaque(P, &P->cur[rhs]))
+        return -1;
+    P->pos = rhs;
+    value *v = ck_kp_p_full_expr(P);
+    if (!v)
+        return -1;
+    if (P->have_model)
+        return ck_kp_fail(P, v->line, v->col,
+                          "expected one Sequential model, found a second one (the first is at line "
+                          "%d)",
+                          P->model_line);
+    kargs a;
+    if (ck_kp_bind(P, v, "Sequential", seq_p, 1, &a) || ck_kp_only_bool(P, &a, "trainable", 1))
+        return -1;
+    value *nm = ck_kp_aval(&a, "name");
+    if (nm && nm->kind != V_STR && nm->kind != V_NONE)
+        return ck_kp_type_err(P, &a, nm, "name", "a string");
+    if (var) {
+        if ((size_t)var->len >= sizeof P->model_var)
+            return ck_kp_fail(P, var->line, var->col,
+                              "expected a model variable name of at most "
+                              "%d characters",
+                              (int)sizeof P->model_var - 1);
+        memcpy(P->model_var, var->src, (size_t)var->len);
+        P->model_var[var->len] = '\0';
+    }
+    P->have_model = 1;
+    P->model_line = v->line;
+    P->model_col = v->col;
+    value *ls = ck_kp_aval(&a, "layers");
+    if (!ls || ls->kind == V_NONE)
+        return 0;
+    if (ls->kind != V_LIST && ls->kind != V_TUPLE)
+        return ck_kp_type_err(P, &a, ls, "layers", "a list of layers");
+    for (int i = 0; i < ls->n; ++i)
+        if (ck_kp_add_layer(P, ls->items[i]))
+            return -1;
+    return 0;
+}
+
+/* NAME = expr and a, b = x, y: remembered when the value can be read, else marked unknown. */
+static int add_sym(kp *P, const tok *name, value *v, const char *why) {
+    sym *s = (sym *)ck_kp_alloc(P, sizeof *s);
+    if (!s || !(s->name = ck_kp_strndup(P, name->src, (size_t)name->len)))
+        return -1;
+    if (v && v->kind == V_UNKNOWN) {
+        why = v->s;
+        v = NULL;
+    }
+    s->v = v;
+    s->why = why;
+    s->line = name->line;
+    s->next = P->syms;
+    P->syms = s;
+    return 0;
+}
+
+/* expr or a bare tuple `a, b` up to the end of the statement (right side of an assignment) */
+static value *p_expr_list(kp *P) {
+    const tok *t0 = ck_kp_peek(P);
+    value *v = ck_kp_p_expr(P);
+    if (!v || !ck_kp_is_op(ck_kp_peek(P), ","))
+        return v && !ck_kp_expect_end(P) ? v : NULL;
+    value **items = NULL;
+    int n = 0, cap = 0;
+    for (;;) {
+        items = (value **)ck_kp_grow(P, items, n, &cap, sizeof *items);
+        if (!items)
+            return NULL;
+        items[n++] = v;
+        if (!ck_kp_is_op(ck_kp_peek(P), ","))
+            break;
+        ck_kp_advance(P);
+        if (ck_kp_at_end(P))
+            break;
+        if (!(v = ck_kp_p_expr(P)))
+            return NULL;
+    }
+    if (ck_kp_expect_end(P))
+        return NULL;
+    value *t = ck_kp_new_value(P, V_TUPLE, t0->line, t0->col);
+    if (t) {
+        t->n = n;
+        t->items = items;
+    }
+    return t;
+}
+
+static int assign(kp *P, const tok *const *targets, int nt, size_t rhs) {
+    P->pos = rhs;
+    value *v = p_expr_list(P);
+    const char *why = NULL;
+    if (!v) {
+        if (P->st == CK_STATUS_ALLOC_FAILED)
+            return -1;
+        why = ck_kp_printf(P, "an expression that cnnkit cannot read (%s)", P->msg);
+        P->failed = 0;
+        P->st = CK_STATUS_SUCCESS;
+        P->msg[0] = '\0';
+        if (!why)
+            return -1;
+    }
+    if (nt == 1)
+        return add_sym(P, targets[0], v, why);
+    int spread = v && (v->kind == V_TUPLE || v->kind == V_LIST) && v->n == nt;
+    if (v && !spread)
+        why = "a value that cnnkit cannot unpack";
+    for (int i = 0; i < nt; ++i)
+        if (add_sym(P, targets[i], spread ? v->items[i] : NULL, why))
+            return -1;
+    return 0;
+}
+
+static const char *const k_skipped_methods[] = {"summary",
+                                                "fit",
+                                                "fit_generator",
+                                                "evaluate",
+                                                "evaluate_generator",
+                                                "predict",
+                                                "predict_generator",
+                                                "predict_classes",
+                                                "predict_proba",
+                                                "predict_on_batch",
+                                                "train_on_batch",
+                                                "test_on_batch",
+                                                "save",
+                                                "save_weights",
+                                                "load_weights",
+                                                "build",
+                                                "count_params",
+                                                "get_config",
+                                                "to_json",
+                                                "to_yaml",
+                                                "get_weights",
+                                                "get_layer",
+                                                "reset_states",
+                                                "reset_metrics",
+                                                "export",
+                                                NULL};
+
+static int model_method(kp *P, size_t b) {
+    const tok *t0 = &P->cur[b], *m = &P->cur[b + 2];
+    int add = tok_is(m, "add"), compile = tok_is(m, "compile"), pop = tok_is(m, "pop");
+    if (!add && !compile && !pop) {
+        for (int i = 0; k_skipped_methods[i]; ++i)
+            if (tok_is(m, k_skipped_methods[i]))
+                return 0;
+        return ck_kp_fail(P, m->line, m->col,
+                          "unsupported model method '%.*s': expected add, compile or pop (summary, "
+                          "fit, evaluate, predict, save, ... are skipped)",
+                          m->len, m->src);
+    }
+    if (check_opaque(P, t0))
+        return -1;
+    if (!P->model_var[0] && (size_t)t0->len < sizeof P->model_var) {
+        memcpy(P->model_var, t0->src, (size_t)t0->len);
+        P->model_var[t0->len] = '\0';
+    }
+    P->pos = b;
+    value *v = ck_kp_p_full_expr(P);
+    if (!v)
+        return -1;
+    if (v->kind != V_CALL)
+        return ck_kp_fail(P, t0->line, t0->col, "expected %s.%.*s(...)", P->model_var, m->len,
+                          m->src);
+    const value *layer = NULL;
+    for (int i = 0; i < v->n; ++i) {
+        const karg *g = &v->args[i];
+        if (g->kw && strcmp(g->kw, "rebuild") == 0)
+            continue; /* Keras 3: rebuild=True/False, no effect on the layers */
+        if (add && !layer && (!g->kw || strcmp(g->kw, "layer") == 0)) {
+            layer = g->v;
+            continue;
+        }
+        if (compile)
+            continue;
+        return ck_kp_fail(P, g->line, g->col, "expected %s for %s.%.*s, found another argument",
+                          add ? "one layer" : "no arguments", P->model_var, m->len, m->src);
+    }
+    if (compile)
+        return ck_kp_do_compile(P, v);
+    if (add) {
+        if (!layer)
+            return ck_kp_fail(P, v->line, v->col, "expected a layer in %s.add(...)", P->model_var);
+        return ck_kp_add_layer(P, layer);
+    }
+    if (P->count == 0)
+        return ck_kp_fail(P, v->line, v->col, "expected a layer for pop() to remove, found none");
+    P->count--;
+    if (P->count == 0 && !P->pending_input)
+        P->rank = 4;
+    return 0;
+}
+
+/* A statement that is skipped may not contain model.add/compile/pop (a one-line loop, ...). */
+static int check_skipped(kp *P, size_t b, size_t e) {
+    if (!P->model_var[0])
+        return 0;
+    for (size_t k = b; k + 2 < e; ++k) {
+        const tok *t = &P->cur[k], *m = &P->cur[k + 2];
+        if (tok_is(t, P->model_var) && ck_kp_is_op(&P->cur[k + 1], ".") &&
+            (tok_is(m, "add") || tok_is(m, "compile") || tok_is(m, "pop")))
+            return ck_kp_fail(P, t->line, t->col,
+                              "expected %s.%.*s(...) as a statement of its own, found it inside "
+                              "another statement (cnnkit reads the text, it does not run it)",
+                              P->model_var, m->len, m->src);
+    }
+    return 0;
+}
+
+static const char *const k_compound[] = {"if",    "elif",   "else",    "for",  "while",
+                                         "try",   "except", "finally", "with", "def",
+                                         "class", "async",  NULL};
+static const char *const k_transparent[] = {"try",   "finally", "with", "def",
+                                            "class", "async",   NULL};
+
+static int process(kp *P, const stmt *S) {
+    /* copy the statement without its line breaks, then the token that ends it */
+    size_t need = S->e - S->b + 1;
+    if (need > P->curcap) {
+        size_t cap = need > 2 * P->curcap ? need : 2 * P->curcap;
+        tok *c = (tok *)realloc(P->cur, cap * sizeof *c);
+        if (!c)
+            return ck_kp_oom(P);
+        P->cur = c;
+        P->curcap = cap;
+    }
+    P->ncur = 0;
+    for (size_t i = S->b; i < S->e; ++i)
+        if (P->toks[i].kind != TK_NEWLINE)
+            P->cur[P->ncur++] = P->toks[i];
+    P->cur[P->ncur] = P->toks[S->e];
+    size_t b = 0, e = P->ncur;
+    const tok *t0 = &P->cur[b], *te = &P->cur[e];
+    P->pos = b;
+    P->end = e;
+    P->recovered = S->recovered;
+    P->depth = 0;
+    memset(&P->endtok, 0, sizeof P->endtok);
+    P->endtok.kind = TK_END;
+    P->endtok.line = te->line;
+    P->endtok.col = te->col;
+    P->endtok.what = te->kind == TK_EOF       ? "the end of the text"
+                     : te->kind == TK_NEWLINE ? "the end of the line"
+                                              : "';'";
+    while (P->nblocks > 0 && P->blocks[P->nblocks - 1].indent >= t0->col)
+        P->nblocks--;
+    if (tok_is(t0, "import") || tok_is(t0, "from"))
+        return 0;
+    if (ck_kp_is_keyword(t0) && !tok_is(t0, "True") && !tok_is(t0, "False") &&
+        !tok_is(t0, "None")) {
+        int compound = 0;
+        for (int i = 0; k_compound[i]; ++i)
+            compound |= tok_is(t0, k_compound[i]);
+        if (compound && ck_kp_is_op(&P->cur[e - 1], ":") && P->nblocks < KP_MAX_BLOCKS) {
+            block *bl = &P->blocks[P->nblocks++];
+            bl->indent = t0->col;
+            bl->line = t0->line;
+            snprintf(bl->kw, sizeof bl->kw, "%.*s", t0->len, t0->src);
+            bl->opaque = 1;
+            for (int i = 0; k_transparent[i]; ++i)
+                if (tok_is(t0, k_transparent[i]))
+                    bl->opaque = 0;
+            if (tok_is(t0, "if") && b + 1 < e && tok_is(&P->cur[b + 1], "__name__"))
+                bl->opaque = 0;
+        }
+        if (tok_is(t0, "return") && sequential_at(P, b + 1))
+            return model_create(P, NULL, b + 1);
+        return check_skipped(P, b, e);
+    }
+    if (t0->kind == TK_NAME && b + 1 < e && ck_kp_is_op(&P->cur[b + 1], "=")) {
+        if (sequential_at(P, b + 2))
+            return model_create(P, t0, b + 2);
+        if (check_skipped(P, b, e))
+            return -1;
+        return assign(P, &t0, 1, b + 2);
+    }
+    if (t0->kind == TK_NAME) {
+        /* a, b = ... */
+        const tok *targets[16];
+        int nt = 0;
+        size_t k = b;
+        while (k < e && P->cur[k].kind == TK_NAME && !ck_kp_is_keyword(&P->cur[k]) && nt < 16) {
+            targets[nt++] = &P->cur[k++];
+            if (k < e && ck_kp_is_op(&P->cur[k], ","))
+                k++;
+            else
+                break;
+        }
+        if (nt >= 2 && k < e && ck_kp_is_op(&P->cur[k], "=")) {
+            if (check_skipped(P, b, e))
+                return -1;
+            return assign(P, targets, nt, k + 1);
+        }
+    }
+    if (t0->kind == TK_NAME && b + 3 < e && ck_kp_is_op(&P->cur[b + 1], ".") &&
+        P->cur[b + 2].kind == TK_NAME && ck_kp_is_op(&P->cur[b + 3], "(")) {
+        int mine;
+        if (P->model_var[0])
+            mine = tok_is(t0, P->model_var);
+        else {
+            /* no model variable yet: adopt NAME on NAME.add(Class(...)) / NAME.compile(...),
+             * or on any model method after `return Sequential(...)` */
+            const tok *m = &P->cur[b + 2];
+            size_t k = b + 4;
+            while (k + 2 < e && ck_kp_is_op(&P->cur[k + 1], ".") && P->cur[k + 2].kind == TK_NAME)
+                k += 2;
+            int layer_arg = k + 1 < e && P->cur[k].kind == TK_NAME &&
+                            ck_kp_is_op(&P->cur[k + 1], "(") && P->cur[k].src[0] >= 'A' &&
+                            P->cur[k].src[0] <= 'Z'; /* a class: Conv2D(...), Conv3D(...) */
+            mine = P->have_model ? (tok_is(m, "add") || tok_is(m, "compile") || tok_is(m, "pop"))
+                                 : ((tok_is(m, "add") && layer_arg) || tok_is(m, "compile"));
+        }
+        if (mine)
+            return model_method(P, b);
+    }
+    if (P->model_var[0] && tok_is(t0, P->model_var)) {
+        char d[96];
+        const tok *t1 = b + 1 < e ? &P->cur[b + 1] : &P->endtok;
+        if (ck_kp_is_op(t1, ".") && b + 2 < e && P->cur[b + 2].kind == TK_NAME)
+            snprintf(d, sizeof d, "'%s.%.*s'", P->model_var,
+                     P->cur[b + 2].len > 40 ? 40 : P->cur[b + 2].len, P->cur[b + 2].src);
+        else
+            ck_kp_tok_desc(P, t1, d, sizeof d);
+        return ck_kp_fail(P, t0->line, t0->col,
+                          "unsupported use of the model: expected %s.add(...), %s.compile(...) or "
+                          "a skipped call such as %s.summary(), found %s",
+                          P->model_var, P->model_var, P->model_var, d);
+    }
+    return check_skipped(P, b, e);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * API
+ * ------------------------------------------------------------------------------------------- */
+static void put_err(char *err, size_t err_len, const char *msg) {
+    if (err && err_len)
+        snprintf(err, err_len, "%s", msg);
+}
+
+CK_API ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err, size_t err_len) {
+    if (err && err_len)
+        err[0] = '\0';
+    if (!text || !out) {
+        put_err(err, err_len, !text ? "text: NULL" : "out: NULL");
+        return CK_STATUS_BAD_PARAM;
+    }
+    kp *P = (kp *)calloc(1, sizeof *P);
+    if (!P) {
+        put_err(err, err_len, "out of host memory while parsing the model text");
+        return CK_STATUS_ALLOC_FAILED;
+    }
+    P->text = text;
+    P->len = strlen(text);
+    P->rank = 4;
+    ck_optimizer_desc_init(&P->opt, CK_OPT_ADAM);
+    int rc = 0;
+    if (P->len > (size_t)INT_MAX / 2)
+        rc = ck_kp_fail(P, 1, 1, "expected a model text of less than 1 GiB");
+    if (!rc)
+        rc = ck_kp_tokenize(P);
+    size_t i = 0;
+    while (!rc) {
+        stmt S;
+        int r = split(P, &i, &S);
+        if (r < 0)
+            rc = -1;
+        if (r != 0)
+            break;
+        rc = process(P, &S);
+        if (!rc && S.err)
+            rc = ck_kp_fail(P, S.el, S.ec, "%s", S.emsg);
+    }
+    if (!rc && P->count == 0) {
+        if (P->have_model)
+            rc = ck_kp_fail(P, P->model_line, P->model_col,
+                            "expected at least one layer in the Sequential model, found none");
+        else
+            rc = ck_kp_fail(P, 1, 1,
+                            "expected a Keras Sequential model (model = Sequential(...) or "
+                            "model.add(...)), found no layers");
+    }
+    if (rc) {
+        ck_status st = P->st == CK_STATUS_SUCCESS ? CK_STATUS_INTERNAL : P->st;
+        put_err(err, err_len, P->msg);
+        ck_kp_free(P);
+        free(P);
+        return st;
+    }
+    ck_keras_model m;
+    memset(&m, 0, sizeof m);
+    m.layers = P->layers;
+    m.count = P->count;
+    P->layers = NULL;
+    m.has_compile = P->has_compile;
+    m.optimizer = P->opt;
+    memcpy(m.loss, P->loss, sizeof m.loss);
+    memcpy(m.warnings, P->warn, sizeof m.warnings);
+    m.warnings[sizeof m.warnings - 1] = '\0';
+    ck_kp_free(P);
+    free(P);
+    *out = m;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API void ck_keras_model_free(ck_keras_model *m) {
+    if (!m)
+        return;
+    free(m->layers);
+    m->layers = NULL;
+    m->count = 0;
+}
