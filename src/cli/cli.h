@@ -8,6 +8,7 @@
 #include "cnnkit/cnnkit.h"
 #include "cnnkit/data.h"
 #include "cnnkit/model.h"
+#include "cnnkit/study.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -73,8 +74,13 @@ void csv_row(csv_log *l, const ck_epoch_result *r, double test_loss, double test
 /* Closes; returns 0 or EXIT_RUNTIME after printing a write or close error. */
 int csv_close(csv_log *l);
 
+/* plot_svg.c */
 /* Loss and accuracy per epoch, train and validation (when there is one): two panels. Epochs
  * [first, first + n) of hist (1-based epoch numbers). Returns 0 or -1. */
-int write_svg(const char *path, const ck_epoch_result *hist, int first, int n);
+int write_train_svg(const char *path, const ck_epoch_result *hist, int first, int n);
+/* Test accuracy per variant: mean with its 95% interval as an error bar, each seed as a dot.
+ * Returns 0 or nonzero (fclose's result). */
+int write_study_svg(const char *path, const ck_study_variant *v, int nv, const ck_study_summary *sm,
+                    const ck_study_result *res, int nres, int seeds);
 
 #endif
