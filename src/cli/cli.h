@@ -31,16 +31,27 @@ typedef struct opts {
     const char *output, *arch; /* convert: B and --model */
 } opts;
 
-/* main.c */
+/* common.c */
+/* Reads a model file into a NUL-terminated string (free it); NULL after printing why. */
+char *read_model(const char *path);
+int ends_with(const char *s, const char *suffix);
+/* Prints the parser's warnings, one per line of warnings (which it cuts up), naming path. */
+void print_warnings(const char *path, char *warnings);
 /* A Keras file (.keras, .h5, .weights.h5) rather than model text or a cnnkit checkpoint. */
 int is_keras_file(const char *path);
 /* Saves / loads weights in the format the path's extension names (a cnnkit checkpoint unless
  * .keras / .h5). */
 ck_status save_model_file(ck_model *m, const char *path);
 ck_status load_weights_file(ck_model *m, const char *path);
+/* load_model, make_context, load_data and limit_data return an exit code: 0 ok, else after
+ * printing why. */
+/* Loads o->model (text, or a Keras file with its weights) and builds it for max_batch. */
 int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out);
+/* The context of --device (auto: the GPU when one is usable) and --threads. */
 int make_context(const opts *o, ck_context **ctx);
+/* dir NULL: --data (or the default); train: the train-* files, else t10k-*. */
 int load_data(const opts *o, const char *dir, int train, ck_dataset *ds);
+/* The first n images (n <= 0: all); what names the option in messages. */
 int limit_data(ck_dataset *ds, int n, const char *what);
 
 /* train.c */
