@@ -54,8 +54,9 @@ int load_data(const opts *o, const char *dir, int train, ck_dataset *ds);
 /* The first n images (n <= 0: all); what names the option in messages. */
 int limit_data(ck_dataset *ds, int n, const char *what);
 
-/* train.c */
+/* The commands, one file each (cmd_NAME.c; train.c): each returns the exit code. */
 int cmd_train(const opts *o);
+int cmd_check(const opts *o);
 
 /* files.c: output files of a run */
 /* Checks before the first step that path can be written: an existing target must be a regular
