@@ -57,6 +57,7 @@ int limit_data(ck_dataset *ds, int n, const char *what);
 /* The commands, one file each (cmd_NAME.c; train.c): each returns the exit code. */
 int cmd_train(const opts *o);
 int cmd_check(const opts *o);
+int cmd_study(const opts *o);
 
 /* files.c: output files of a run */
 /* Checks before the first step that path can be written: an existing target must be a regular
