@@ -58,6 +58,10 @@ int limit_data(ck_dataset *ds, int n, const char *what);
 int cmd_train(const opts *o);
 int cmd_check(const opts *o);
 int cmd_study(const opts *o);
+int cmd_summary(const opts *o);
+/* evaluate (predict 0) or predict */
+int cmd_eval_predict(const opts *o, int predict);
+int cmd_convert(const opts *o);
 
 /* files.c: output files of a run */
 /* Checks before the first step that path can be written: an existing target must be a regular
