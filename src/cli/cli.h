@@ -1,4 +1,5 @@
-/* cnnkit command-line tool: what main.c (parsing, the commands) and train.c (cnnkit train) share.
+/* cnnkit command-line tool: what its files share. main.c parses the options and dispatches to
+ * the commands (cmd_NAME.c), which load through common.c; files.c and plot_svg.c write outputs.
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or model file, 128 + signal when interrupted. */
 #ifndef CNNKIT_CLI_H
 #define CNNKIT_CLI_H
@@ -54,7 +55,7 @@ int load_data(const opts *o, const char *dir, int train, ck_dataset *ds);
 /* The first n images (n <= 0: all); what names the option in messages. */
 int limit_data(ck_dataset *ds, int n, const char *what);
 
-/* The commands, one file each (cmd_NAME.c; train.c): each returns the exit code. */
+/* The commands, one file each (cmd_NAME.c): each returns the exit code. */
 int cmd_train(const opts *o);
 int cmd_check(const opts *o);
 int cmd_study(const opts *o);

@@ -1,17 +1,12 @@
 /* cnnkit: command-line front end. Exit codes: 0 ok, 1 runtime failure, 2 usage or model file,
  * 128 + signal when cnnkit train is interrupted (it saves a checkpoint first). */
-#define _POSIX_C_SOURCE 200809L
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
-#include "cnnkit/check.h"
-#include "cnnkit/study.h"
 
 /* One usage block per command: `cnnkit --help` prints them all, `cnnkit CMD --help` its own. */
 static const char *const USAGE_CMD[][2] = {
