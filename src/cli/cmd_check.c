@@ -32,6 +32,12 @@ static void json_num(FILE *f, double v) {
         fputs("null", f);
 }
 
+/* Appends , "key": value (null unless finite) to the JSON object on stdout. */
+static void json_field(const char *key, double v) {
+    printf(", \"%s\": ", key);
+    json_num(stdout, v);
+}
+
 static void print_measurement_text(const ck_model *m, const ck_measurement *r, const char *dev) {
     printf("measurement: after %d training step%s (model step %lld), %d batches x %d training "
            "images, %s\n",
@@ -102,43 +108,30 @@ static void print_measurement_json(const ck_model *m, const ck_measurement *r) {
         ck_model_layer_desc(m, s->layer, &d);
         printf("%s\n  {\"layer\": %d, \"name\": ", k ? "," : "", s->layer);
         json_str(stdout, d.name);
-        printf(", \"channels\": %d, \"ratio\": ", s->channels);
-        json_num(stdout, s->ratio);
-        printf(", \"ratio_min\": ");
-        json_num(stdout, s->ratio_min);
-        printf(", \"ratio_max\": ");
-        json_num(stdout, s->ratio_max);
-        printf(", \"ratio_moving\": ");
-        json_num(stdout, s->ratio_moving);
-        printf(", \"moving_init_weight\": ");
-        json_num(stdout, s->moving_init_weight);
-        printf(", \"var_train\": ");
-        json_num(stdout, s->var_train);
-        printf(", \"var_inference\": ");
-        json_num(stdout, s->var_inference);
-        printf(", \"var_inference_stored\": ");
-        json_num(stdout, s->var_inference_stored);
-        printf(", \"var_moving\": ");
-        json_num(stdout, s->var_moving);
-        printf(", \"dropout_layer\": %d, \"direct\": %d, \"path\": %d, \"compounded\": %d, "
-               "\"ceiling\": ",
+        printf(", \"channels\": %d", s->channels);
+        json_field("ratio", s->ratio);
+        json_field("ratio_min", s->ratio_min);
+        json_field("ratio_max", s->ratio_max);
+        json_field("ratio_moving", s->ratio_moving);
+        json_field("moving_init_weight", s->moving_init_weight);
+        json_field("var_train", s->var_train);
+        json_field("var_inference", s->var_inference);
+        json_field("var_inference_stored", s->var_inference_stored);
+        json_field("var_moving", s->var_moving);
+        printf(", \"dropout_layer\": %d, \"direct\": %d, \"path\": %d, \"compounded\": %d",
                s->dropout_layer, s->direct, s->path, s->compounded);
-        json_num(stdout, s->ceiling);
-        printf(", \"predicted\": ");
-        json_num(stdout, s->predicted);
+        json_field("ceiling", s->ceiling);
+        json_field("predicted", s->predicted);
         printf("}");
     }
     printf("], \"dropout\": [");
     for (int k = 0; k < r->n_dropout && k < CK_MEASURE_MAX; ++k) {
         const ck_dropout_effect *e = &r->dropout[k];
-        printf("%s\n  {\"layer\": %d, \"spatial\": %d, \"rate\": ", k ? "," : "", e->layer,
-               e->spatial);
-        json_num(stdout, e->rate);
-        printf(", \"pool_layer\": %d, \"pool_window\": %d, \"zeroed\": ", e->pool_layer,
-               e->pool_window);
-        json_num(stdout, e->zeroed);
-        printf(", \"expected\": ");
-        json_num(stdout, e->expected);
+        printf("%s\n  {\"layer\": %d, \"spatial\": %d", k ? "," : "", e->layer, e->spatial);
+        json_field("rate", e->rate);
+        printf(", \"pool_layer\": %d, \"pool_window\": %d", e->pool_layer, e->pool_window);
+        json_field("zeroed", e->zeroed);
+        json_field("expected", e->expected);
         printf(", \"counted\": %lld}", e->counted);
     }
     printf("]}");
@@ -272,8 +265,7 @@ int cmd_check(const opts *o) {
             json_str(stdout, f->reason);
             printf(", \"fix\": ");
             json_str(stdout, f->fix);
-            printf(", \"value\": ");
-            json_num(stdout, f->value);
+            json_field("value", f->value);
             printf("}");
         }
         printf("%s], \"shapes_checked\": %s, \"errors\": %d, \"warnings\": %d, \"infos\": %d",
