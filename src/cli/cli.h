@@ -1,4 +1,5 @@
-/* cnnkit command-line tool: what main.c (parsing, the commands) and train.c (cnnkit train) share.
+/* cnnkit command-line tool: what its files share. main.c parses the options and dispatches to
+ * the commands (cmd_NAME.c), which load through common.c; files.c and plot_svg.c write outputs.
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or model file, 128 + signal when interrupted. */
 #ifndef CNNKIT_CLI_H
 #define CNNKIT_CLI_H
@@ -8,6 +9,7 @@
 #include "cnnkit/cnnkit.h"
 #include "cnnkit/data.h"
 #include "cnnkit/model.h"
+#include "cnnkit/study.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -30,20 +32,37 @@ typedef struct opts {
     const char *output, *arch; /* convert: B and --model */
 } opts;
 
-/* main.c */
+/* common.c */
+/* Reads a model file into a NUL-terminated string (free it); NULL after printing why. */
+char *read_model(const char *path);
+int ends_with(const char *s, const char *suffix);
+/* Prints the parser's warnings, one per line of warnings (which it cuts up), naming path. */
+void print_warnings(const char *path, char *warnings);
 /* A Keras file (.keras, .h5, .weights.h5) rather than model text or a cnnkit checkpoint. */
 int is_keras_file(const char *path);
 /* Saves / loads weights in the format the path's extension names (a cnnkit checkpoint unless
  * .keras / .h5). */
 ck_status save_model_file(ck_model *m, const char *path);
 ck_status load_weights_file(ck_model *m, const char *path);
+/* load_model, make_context, load_data and limit_data return an exit code: 0 ok, else after
+ * printing why. */
+/* Loads o->model (text, or a Keras file with its weights) and builds it for max_batch. */
 int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out);
+/* The context of --device (auto: the GPU when one is usable) and --threads. */
 int make_context(const opts *o, ck_context **ctx);
+/* dir NULL: --data (or the default); train: the train-* files, else t10k-*. */
 int load_data(const opts *o, const char *dir, int train, ck_dataset *ds);
+/* The first n images (n <= 0: all); what names the option in messages. */
 int limit_data(ck_dataset *ds, int n, const char *what);
 
-/* train.c */
+/* The commands, one file each (cmd_NAME.c): each returns the exit code. */
 int cmd_train(const opts *o);
+int cmd_check(const opts *o);
+int cmd_study(const opts *o);
+int cmd_summary(const opts *o);
+/* evaluate (predict 0) or predict */
+int cmd_eval_predict(const opts *o, int predict);
+int cmd_convert(const opts *o);
 
 /* files.c: output files of a run */
 /* Checks before the first step that path can be written: an existing target must be a regular
@@ -73,8 +92,13 @@ void csv_row(csv_log *l, const ck_epoch_result *r, double test_loss, double test
 /* Closes; returns 0 or EXIT_RUNTIME after printing a write or close error. */
 int csv_close(csv_log *l);
 
+/* plot_svg.c */
 /* Loss and accuracy per epoch, train and validation (when there is one): two panels. Epochs
  * [first, first + n) of hist (1-based epoch numbers). Returns 0 or -1. */
-int write_svg(const char *path, const ck_epoch_result *hist, int first, int n);
+int write_train_svg(const char *path, const ck_epoch_result *hist, int first, int n);
+/* Test accuracy per variant: mean with its 95% interval as an error bar, each seed as a dot.
+ * Returns 0 or nonzero (fclose's result). */
+int write_study_svg(const char *path, const ck_study_variant *v, int nv, const ck_study_summary *sm,
+                    const ck_study_result *res, int nres, int seeds);
 
 #endif

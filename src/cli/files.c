@@ -1,4 +1,4 @@
-/* cnnkit train's output files: checks before the first step, run locks, the CSV log, the plot. */
+/* cnnkit train's output files: checks before the first step, run locks, the CSV log. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -248,74 +248,4 @@ int csv_close(csv_log *l) {
         csv_failed(l, errno);
     l->f = NULL;
     return l->err ? EXIT_RUNTIME : 0;
-}
-
-/* ---- plot ------------------------------------------------------------------------------------ */
-
-int write_svg(const char *path, const ck_epoch_result *h, int first, int n) {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    h += first - 1;
-    /* the right panel ends at 510 + 400: 30 px of margin after it */
-    const int pw = 400, ph = 260, top = 50, left[2] = {60, 510}, W = left[1] + pw + 30, H = 360;
-    fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
-            "height=\"100%%\" fill=\"white\"/>\n",
-            W, H);
-    int has_val = 0;
-    for (int i = 0; i < n; ++i)
-        has_val |= !isnan(h[i].val_loss);
-    for (int panel = 0; panel < 2; ++panel) {
-        double lo = 1e30, hi = -1e30;
-        for (int i = 0; i < n; ++i) {
-            double a = panel ? h[i].accuracy : h[i].loss;
-            double b = panel ? h[i].val_accuracy : h[i].val_loss;
-            lo = fmin(lo, fmin(a, isnan(b) ? a : b));
-            hi = fmax(hi, fmax(a, isnan(b) ? a : b));
-        }
-        if (hi - lo < 1e-9) {
-            hi += 0.5;
-            lo -= 0.5;
-        }
-        double pad = 0.05 * (hi - lo);
-        lo -= pad;
-        hi += pad;
-        const int x0 = left[panel];
-        fprintf(f, "<text x=\"%d\" y=\"30\" font-size=\"15\">%s</text>\n", x0,
-                panel ? "accuracy" : "loss");
-        fprintf(f,
-                "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
-                "stroke=\"#888\"/>\n",
-                x0, top, pw, ph);
-        for (int k = 0; k <= 4; ++k) {
-            double v = lo + (hi - lo) * k / 4.0;
-            int y = top + ph - (int)(ph * k / 4.0);
-            fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3f</text>\n", x0 - 4, y + 4,
-                    v);
-        }
-        for (int s = 0; s < 1 + has_val; ++s) {
-            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
-                    s ? "#d62728" : "#1f77b4");
-            for (int i = 0; i < n; ++i) {
-                double v = s ? (panel ? h[i].val_accuracy : h[i].val_loss)
-                             : (panel ? h[i].accuracy : h[i].loss);
-                if (isnan(v))
-                    continue;
-                double x = x0 + (n > 1 ? (double)pw * i / (n - 1) : pw / 2.0);
-                double y = top + ph - ph * (v - lo) / (hi - lo);
-                fprintf(f, "%.1f,%.1f ", x, y);
-            }
-            fprintf(f, "\"/>\n");
-        }
-        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">epoch (%d..%d)</text>\n",
-                x0 + pw / 2, top + ph + 20, first, first + n - 1);
-    }
-    fprintf(f, "<text x=\"60\" y=\"%d\" fill=\"#1f77b4\">train</text>", H - 15);
-    if (has_val)
-        fprintf(f, "<text x=\"110\" y=\"%d\" fill=\"#d62728\">validation</text>", H - 15);
-    fprintf(f, "\n</svg>\n");
-    const int bad = ferror(f);
-    return fclose(f) != 0 || bad ? -1 : 0;
 }

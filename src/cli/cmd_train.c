@@ -352,7 +352,7 @@ int cmd_train(const opts *o) {
                    fs.epoch_step ? fs.epoch + 1 : fs.epoch, fs.epoch_step ? fs.epoch_step : steps,
                    steps, ck_model_step(m), path, o->model, path, epochs);
         }
-        if (o->plot && shown > 0 && write_svg(o->plot, hist, first, shown) == 0)
+        if (o->plot && shown > 0 && write_train_svg(o->plot, hist, first, shown) == 0)
             printf("plot %s\n", o->plot);
         rc = 128 + stop_signal;
     } else {
@@ -379,7 +379,7 @@ int cmd_train(const opts *o) {
             }
         }
         if (o->plot) {
-            if (write_svg(o->plot, hist, first, shown) != 0) {
+            if (write_train_svg(o->plot, hist, first, shown) != 0) {
                 fprintf(stderr, "cnnkit: --plot %s: cannot write\n", o->plot);
                 rc = EXIT_RUNTIME;
             } else {

@@ -1,0 +1,45 @@
+/* cnnkit convert: weights between .keras, .weights.h5 and cnnkit checkpoints. */
+#include <stdio.h>
+
+#include "cli.h"
+
+/* cnnkit convert A B [--model MODEL]: A is a .keras / legacy .h5 (its own architecture), or a
+ * checkpoint / .weights.h5 read into MODEL's architecture; B is written by its extension. */
+int cmd_convert(const opts *oin) {
+    if (!oin->output) {
+        fprintf(stderr, "cnnkit: convert needs A and B (cnnkit convert A B [--model MODEL])\n");
+        return EXIT_USAGE;
+    }
+    const int self_describing =
+        ends_with(oin->model, ".keras") ||
+        (ends_with(oin->model, ".h5") && !ends_with(oin->model, ".weights.h5"));
+    if (!self_describing && !oin->arch) {
+        fprintf(stderr,
+                "cnnkit: convert: %s holds weights only: give its architecture with "
+                "--model MODEL (model text or .keras)\n",
+                oin->model);
+        return EXIT_USAGE;
+    }
+    opts o = *oin;
+    o.model = self_describing ? oin->model : oin->arch;
+    ck_context *ctx = NULL;
+    if (ck_context_create(&ctx, CK_DEVICE_CPU, 0, o.seed) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: convert: %s\n", ck_context_last_error(NULL));
+        return EXIT_RUNTIME;
+    }
+    ck_model *m = NULL;
+    int rc = load_model(ctx, &o, 1, &m);
+    if (!rc && !self_describing && load_weights_file(m, oin->model) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: convert: %s\n", ck_context_last_error(ctx));
+        rc = EXIT_RUNTIME;
+    }
+    if (!rc && save_model_file(m, oin->output) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: convert: %s\n", ck_context_last_error(ctx));
+        rc = EXIT_RUNTIME;
+    }
+    if (!rc)
+        printf("wrote %s\n", oin->output);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return rc;
+}

@@ -1,0 +1,166 @@
+/* What the commands share: reading the model file, the Keras-file helpers, the context and the
+ * data. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* Reads a model file into a NUL-terminated string; NULL after printing why (unreadable, or a
+ * NUL byte, which would silently end the text there: its line and column are named). */
+char *read_model(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = (char *)malloc(cap);
+    while (buf) {
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (len + 1 < cap)
+            break;
+        cap *= 2;
+        char *nb = (char *)realloc(buf, cap);
+        if (!nb)
+            free(buf);
+        buf = nb;
+    }
+    const int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        fprintf(stderr, "cnnkit: cannot read model file %s: %s\n", path,
+                buf ? "read error" : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    const char *nul = (const char *)memchr(buf, '\0', len);
+    if (nul) {
+        int line = 1, col = 1;
+        for (const char *p = buf; p < nul; ++p, ++col)
+            if (*p == '\n') {
+                ++line;
+                col = 0;
+            }
+        fprintf(stderr,
+                "cnnkit: %s: line %d, column %d: a NUL byte (a model file is text; nothing "
+                "after it would be read)\n",
+                path, line, col);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+int is_keras_file(const char *path) {
+    return ends_with(path, ".keras") || ends_with(path, ".h5");
+}
+
+ck_status save_model_file(ck_model *m, const char *path) {
+    return is_keras_file(path) ? ck_model_save_keras(m, path) : ck_model_save(m, path);
+}
+
+ck_status load_weights_file(ck_model *m, const char *path) {
+    return is_keras_file(path) ? ck_model_load_keras_weights(m, path) : ck_model_load(m, path);
+}
+
+void print_warnings(const char *path, char *warnings) {
+    for (char *line = strtok(warnings, "\n"); line; line = strtok(NULL, "\n"))
+        fprintf(stderr, "cnnkit: warning: %s: %s\n", path, line);
+}
+
+/* Loads the model (text, or a Keras file with its weights) and builds it; returns an exit code
+ * (0 ok). */
+int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
+    if (is_keras_file(o->model)) { /* architecture and weights from the file */
+        if (ck_model_load_keras(ctx, o->model, max_batch, out) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: %s\n", ck_context_last_error(ctx));
+            return EXIT_USAGE;
+        }
+        return 0;
+    }
+    char *text = read_model(o->model);
+    if (!text)
+        return EXIT_USAGE;
+    char msg[2048];
+    ck_model *m = NULL;
+    ck_status st = ck_model_from_keras_text(ctx, text, &m, msg, sizeof msg);
+    free(text);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: %s: %s\n", o->model, msg[0] ? msg : ck_context_last_error(ctx));
+        return EXIT_USAGE;
+    }
+    print_warnings(o->model, msg);
+    st = ck_model_build(m, o->in_h, o->in_w, o->in_c, max_batch);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: %s: %s\n", o->model, ck_context_last_error(ctx));
+        ck_model_destroy(m);
+        return st == CK_STATUS_ALLOC_FAILED ? EXIT_RUNTIME : EXIT_USAGE;
+    }
+    *out = m;
+    return 0;
+}
+
+/* auto: the GPU when this build has the CUDA backend and a device is present, else the CPU. */
+int make_context(const opts *o, ck_context **ctx) {
+    ck_device dev = !strcmp(o->device, "cuda") ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
+    if (!strcmp(o->device, "auto"))
+        dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
+    ck_status st = ck_context_create(ctx, dev, 0, (uint64_t)o->seed);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: --device %s: cannot create a context: %s: %s\n", o->device,
+                ck_status_string(st), ck_context_last_error(NULL));
+        return EXIT_RUNTIME;
+    }
+    if (dev == CK_DEVICE_CUDA) { /* the versions actually loaded, once per run */
+        char info[640];
+        (void)ck_cuda_describe(0, info, sizeof info);
+        printf("cnnkit: %s\n", info);
+    }
+    ck_context_set_cpu_threads(*ctx, o->threads);
+    return 0;
+}
+
+/* dir NULL: --data (or the default); train: the train-* files, else t10k-*. */
+int load_data(const opts *o, const char *dir, int train, ck_dataset *ds) {
+    char err[512];
+    if (!dir)
+        dir = o->data && strcmp(o->data, "fashion-mnist") ? o->data : NULL;
+    ck_status st = ck_fashion_mnist_load(dir, train, ds, err, sizeof err);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: data: %s\n", err);
+        if (!dir)
+            fprintf(stderr, "cnnkit: install it with: apt-get install dataset-fashion-mnist\n");
+        return EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* Takes the first n training images (--limit) or test images (--test-limit); more than there
+ * are takes them all, and says so. */
+int limit_data(ck_dataset *ds, int n, const char *what) {
+    if (n <= 0 || n == ds->count)
+        return 0;
+    if (n > ds->count) {
+        fprintf(stderr, "cnnkit: note: %s %d: the data set has %d images, all of them are used\n",
+                what, n, ds->count);
+        return 0;
+    }
+    ck_dataset sub = {0};
+    if (ck_dataset_subset(ds, 0, n, &sub) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: out of memory for %s\n", what);
+        return EXIT_RUNTIME;
+    }
+    ck_dataset_free(ds);
+    *ds = sub;
+    return 0;
+}
