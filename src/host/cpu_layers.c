@@ -649,44 +649,20 @@ void ck_cpu_xent_from_probs(int n, int classes, const float *probs, const int32_
 
 void ck_cpu_adam_update(float *p, const float *g, float *m, float *v, size_t count, float lr,
                         float beta1, float beta2, float eps, float weight_decay, long step) {
-    const double t = (double)(step < 1 ? 1 : step);
-    const float alpha =
-        (float)((double)lr * sqrt(1.0 - pow((double)beta2, t)) / (1.0 - pow((double)beta1, t)));
+    const float alpha = ck_adam_alpha(lr, beta1, beta2, step);
     const float b1 = beta1, b2 = beta2, c1 = 1.0f - beta1, c2 = 1.0f - beta2;
     const float decay = weight_decay > 0.0f ? lr * weight_decay : 0.0f;
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
-    for (idx i = 0; i < (idx)count; ++i) {
-        float pi = p[i];
-        if (decay > 0.0f)
-            pi -= decay * pi;
-        const float gi = g[i];
-        const float mi = b1 * m[i] + c1 * gi;
-        const float vi = b2 * v[i] + c2 * (gi * gi);
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi - alpha * mi / (sqrtf(vi) + eps);
-    }
+    for (idx i = 0; i < (idx)count; ++i)
+        p[i] = ck_adam_elem(p[i], g[i], &m[i], &v[i], alpha, b1, b2, c1, c2, eps, decay);
 }
 
 void ck_cpu_sgd_update(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
                        int nesterov, float weight_decay) {
     const float decay = weight_decay > 0.0f ? lr * weight_decay : 0.0f;
-    const int use_vel = vel != NULL;
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
-    for (idx i = 0; i < (idx)count; ++i) {
-        float pi = p[i];
-        if (decay > 0.0f)
-            pi -= decay * pi;
-        const float step = lr * g[i];
-        if (use_vel) {
-            const float vi = momentum * vel[i] - step;
-            vel[i] = vi;
-            pi += nesterov ? momentum * vi - step : vi;
-        } else {
-            pi -= step;
-        }
-        p[i] = pi;
-    }
+    for (idx i = 0; i < (idx)count; ++i)
+        p[i] = ck_sgd_elem(p[i], g[i], vel ? &vel[i] : NULL, lr, momentum, nesterov, decay);
 }
 
 /* ---- initialization ------------------------------------------------------------------------ */

@@ -11,6 +11,7 @@
 
 #ifdef CNNKIT_HAVE_CUDA
 #include "ck_kernels.h"
+#include "ck_math.h"
 #include "gpu_layers.h"
 
 #include <cuda_runtime_api.h>
@@ -572,9 +573,7 @@ static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard) {
     ck_gpu_model *g = m->gpu;
     const ck_optimizer_desc *o = &m->opt;
     void *s = m->ctx->stream;
-    const double t = (double)(m->step + 1);
-    const float alpha = (float)((double)o->learning_rate * sqrt(1.0 - pow((double)o->beta2, t)) /
-                                (1.0 - pow((double)o->beta1, t)));
+    const float alpha = ck_adam_alpha(o->learning_rate, o->beta1, o->beta2, m->step + 1);
     size_t off, cnt;
     float wd;
     for (int cur = 0; ck_model_next_update_range(m, &cur, &off, &cnt, &wd);) {

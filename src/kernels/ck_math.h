@@ -262,6 +262,13 @@ CK_HD float ck_mul_rn(float a, float b) {
 #endif
 }
 
+/* Adam's bias-corrected step size of update number step (>= 1; less counts as 1), in double:
+ * lr * sqrt(1 - beta2^t) / (1 - beta1^t). Computed once per update on the host. */
+CK_HD float ck_adam_alpha(float lr, float beta1, float beta2, long long step) {
+    const double t = (double)(step < 1 ? 1 : step);
+    return (float)((double)lr * sqrt(1.0 - pow((double)beta2, t)) / (1.0 - pow((double)beta1, t)));
+}
+
 CK_HD float ck_adam_elem(float p, float g, float *m, float *v, float alpha, float b1, float b2,
                          float c1, float c2, float eps, float decay) {
     if (decay > 0.0f)
