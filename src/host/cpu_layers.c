@@ -356,18 +356,8 @@ typedef struct win {
 
 static win window_of(const ck_conv_geom *g, int i, int j) {
     win r;
-    r.a0 = i * g->sh - g->pad_top;
-    r.a1 = r.a0 + g->kh;
-    r.b0 = j * g->sw - g->pad_left;
-    r.b1 = r.b0 + g->kw;
-    if (r.a0 < 0)
-        r.a0 = 0;
-    if (r.a1 > g->h)
-        r.a1 = g->h;
-    if (r.b0 < 0)
-        r.b0 = 0;
-    if (r.b1 > g->w)
-        r.b1 = g->w;
+    ck_pool_range(i, g->sh, g->kh, g->pad_top, g->h, &r.a0, &r.a1);
+    ck_pool_range(j, g->sw, g->kw, g->pad_left, g->w, &r.b0, &r.b1);
     return r;
 }
 
@@ -396,7 +386,7 @@ void ck_cpu_pool_forward(const ck_conv_geom *g, int is_max, const float *x, floa
                     }
                 }
             if (!is_max) {
-                const float cnt = (float)((r.a1 - r.a0) * (r.b1 - r.b0));
+                const float cnt = ck_pool_cells(r.a0, r.a1, r.b0, r.b1);
                 for (int c = 0; c < C; ++c)
                     yo[c] /= cnt;
             }
@@ -433,7 +423,7 @@ void ck_cpu_pool_backward(const ck_conv_geom *g, int is_max, const float *x, con
                         dxs[best] += d[c];
                     }
                 } else {
-                    const float cnt = (float)((r.a1 - r.a0) * (r.b1 - r.b0));
+                    const float cnt = ck_pool_cells(r.a0, r.a1, r.b0, r.b1);
                     for (int a = r.a0; a < r.a1; ++a)
                         for (int b = r.b0; b < r.b1; ++b) {
                             float *dc = dxs + ((size_t)a * W + b) * C;

@@ -302,4 +302,9 @@ CK_HD void ck_pool_range(int i, int s, int k, int pad, int n, int *a0, int *a1) 
     *a1 = hi > n ? n : hi;
 }
 
+/* The divisor of average pooling: the real cells of the window [a0, a1) x [b0, b1). */
+CK_HD float ck_pool_cells(int a0, int a1, int b0, int b1) {
+    return (float)((a1 - a0) * (b1 - b0));
+}
+
 #endif /* CNNKIT_CK_MATH_H */

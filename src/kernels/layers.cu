@@ -202,7 +202,7 @@ __global__ void k_pool_fwd(ck_kgeom g, int is_max, const float *x, float *y) {
                 acc = is_max ? (v > acc ? v : acc) : acc + v;
             }
         if (!is_max)
-            acc /= (float)((a1 - a0) * (b1 - b0));
+            acc /= ck_pool_cells(a0, a1, b0, b1);
         y[t] = acc;
     }
 }
@@ -253,7 +253,7 @@ __global__ void k_pool_bwd(ck_kgeom g, int is_max, const float *x, const float *
                     if (ba == a && bb == b)
                         acc += d;
                 } else {
-                    acc += d / (float)((a1 - a0) * (b1 - b0));
+                    acc += d / ck_pool_cells(a0, a1, b0, b1);
                 }
             }
         dx[t] = acc;
