@@ -497,21 +497,8 @@ void ck_cpu_activation_forward(ck_activation act, float alpha, const float *x, f
     if (act == CK_ACT_SOFTMAX) {
         const idx rows = (idx)(count / (size_t)c);
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
-        for (idx r = 0; r < rows; ++r) {
-            const float *xr = x + r * c;
-            float *yr = y + r * c;
-            float m = xr[0];
-            for (int j = 1; j < c; ++j)
-                m = xr[j] > m ? xr[j] : m;
-            double sum = 0.0;
-            for (int j = 0; j < c; ++j) {
-                yr[j] = expf(xr[j] - m);
-                sum += yr[j];
-            }
-            const float inv = (float)(1.0 / sum);
-            for (int j = 0; j < c; ++j)
-                yr[j] *= inv;
-        }
+        for (idx r = 0; r < rows; ++r)
+            ck_softmax_row_fwd(x + r * c, y + r * c, c);
         return;
     }
     if (act == CK_ACT_NONE) {
@@ -536,16 +523,8 @@ void ck_cpu_activation_backward(ck_activation act, float alpha, const float *x, 
     if (act == CK_ACT_SOFTMAX) {
         const idx rows = (idx)(count / (size_t)c);
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
-        for (idx r = 0; r < rows; ++r) {
-            const float *yr = y + r * c, *dr = dy + r * c;
-            float *o = dx + r * c;
-            double dot = 0.0;
-            for (int j = 0; j < c; ++j)
-                dot += (double)dr[j] * yr[j];
-            const float d = (float)dot;
-            for (int j = 0; j < c; ++j)
-                o[j] = yr[j] * (dr[j] - d);
-        }
+        for (idx r = 0; r < rows; ++r)
+            ck_softmax_row_bwd(y + r * c, dy + r * c, dx + r * c, c);
         return;
     }
     if (act == CK_ACT_NONE) {
@@ -568,35 +547,16 @@ void ck_cpu_activation_backward(ck_activation act, float alpha, const float *x, 
 
 /* ---- losses -------------------------------------------------------------------------------- */
 
-static int argmax_first(const float *r, int n) {
-    int best = 0;
-    for (int j = 1; j < n; ++j)
-        if (r[j] > r[best])
-            best = j;
-    return best;
-}
-
 void ck_cpu_softmax_xent(int n, int classes, const float *logits, const int32_t *labels,
                          float *dlogits, double *loss_sum, int *correct) {
     double loss = 0.0;
     int ok = 0;
     const double invn = 1.0 / n;
     for (int s = 0; s < n; ++s) {
-        const float *xr = logits + (size_t)s * classes;
-        const int lab = labels[s];
-        const int am = argmax_first(xr, classes);
-        const double m = xr[am];
-        double sum = 0.0;
-        for (int j = 0; j < classes; ++j)
-            sum += exp(xr[j] - m);
-        const double lse = m + log(sum);
-        loss += lse - xr[lab];
-        ok += am == lab;
-        if (dlogits) {
-            float *d = dlogits + (size_t)s * classes;
-            for (int j = 0; j < classes; ++j)
-                d[j] = (float)((exp(xr[j] - lse) - (j == lab ? 1.0 : 0.0)) * invn);
-        }
+        int hit;
+        loss += ck_xent_row(logits + (size_t)s * classes, classes, labels[s], invn,
+                            dlogits ? dlogits + (size_t)s * classes : NULL, &hit);
+        ok += hit;
     }
     if (loss_sum)
         *loss_sum = loss;
@@ -619,7 +579,7 @@ void ck_cpu_xent_from_probs(int n, int classes, const float *probs, const int32_
         const float pl = pr[lab];
         const double ql = pl < lo ? lo : (pl > hi ? hi : pl);
         loss += log(sum) - log(ql);
-        ok += argmax_first(pr, classes) == lab;
+        ok += ck_argmax_first(pr, classes) == lab;
         if (dprobs) {
             float *d = dprobs + (size_t)s * classes;
             for (int j = 0; j < classes; ++j) {

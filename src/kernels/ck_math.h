@@ -16,6 +16,16 @@
 #define CK_HD static inline
 #endif
 
+/* a * b rounded once: nvcc would otherwise fuse it with a following add (the C files build with
+ * -ffp-contract=off). */
+CK_HD float ck_mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fmul_rn(a, b); /* never contracted into an FMA */
+#else
+    return a * b;
+#endif
+}
+
 /* ------------------------------------------------------------------------------------------
  * Philox4x32-10 (Salmon et al., SC'11): counter-based, 128-bit counter, 64-bit key.
  * ---------------------------------------------------------------------------------------- */
@@ -241,6 +251,62 @@ CK_HD float ck_act_bwd_any(float dy, float x, float y, int act, float alpha) {
     }
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Softmax and sparse categorical cross-entropy, one row of c values at a time (the CPU loops and
+ * the CUDA kernels run one row per thread). Sums run in double in index order.
+ * ---------------------------------------------------------------------------------------- */
+
+/* y = softmax(x) over c values; y may alias x. */
+CK_HD void ck_softmax_row_fwd(const float *x, float *y, int c) {
+    float m = x[0];
+    for (int j = 1; j < c; ++j)
+        m = x[j] > m ? x[j] : m;
+    double sum = 0.0;
+    for (int j = 0; j < c; ++j) {
+        y[j] = expf(x[j] - m);
+        sum += y[j];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int j = 0; j < c; ++j)
+        y[j] = ck_mul_rn(y[j], inv);
+}
+
+/* dx = y * (dy - <dy, y>) over c values. */
+CK_HD void ck_softmax_row_bwd(const float *y, const float *dy, float *dx, int c) {
+    double dot = 0.0;
+    for (int j = 0; j < c; ++j)
+        dot += (double)dy[j] * y[j];
+    const float d = (float)dot;
+    for (int j = 0; j < c; ++j)
+        dx[j] = ck_mul_rn(y[j], dy[j] - d);
+}
+
+/* Index of the first largest of r[0 .. n). */
+CK_HD int ck_argmax_first(const float *r, int n) {
+    int best = 0;
+    for (int j = 1; j < n; ++j)
+        if (r[j] > r[best])
+            best = j;
+    return best;
+}
+
+/* Cross-entropy of softmax(x) against label lab, from the logits x (classes values): returns the
+ * loss lse(x) - x[lab], sets *hit = (argmax == lab) and, when d is not NULL, writes
+ * d = (softmax(x) - onehot(lab)) * invn (invn = 1 / batch size). */
+CK_HD double ck_xent_row(const float *x, int classes, int lab, double invn, float *d, int *hit) {
+    const int am = ck_argmax_first(x, classes);
+    const double m = x[am];
+    double sum = 0.0;
+    for (int j = 0; j < classes; ++j)
+        sum += exp(x[j] - m);
+    const double lse = m + log(sum);
+    *hit = am == lab;
+    if (d)
+        for (int j = 0; j < classes; ++j)
+            d[j] = (float)((exp(x[j] - lse) - (j == lab ? 1.0 : 0.0)) * invn);
+    return lse - x[lab];
+}
+
 /* Keras-style initializer value: 24 high bits of a Philox word -> limit * (2u - 1), u in [0,1). */
 CK_HD float ck_uniform_sym(uint32_t word, float limit) {
     const float u = (float)(word >> 8) * (1.0f / 16777216.0f);
@@ -254,14 +320,6 @@ CK_HD float ck_uniform_sym(uint32_t word, float limit) {
  * and the GPU compute the same bits. decay = lr * weight_decay (0 = none); alpha is the
  * bias-corrected step of Adam, computed once per update in double by the caller.
  * ---------------------------------------------------------------------------------------- */
-CK_HD float ck_mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-    return __fmul_rn(a, b); /* never contracted into an FMA */
-#else
-    return a * b;
-#endif
-}
-
 /* Adam's bias-corrected step size of update number step (>= 1; less counts as 1), in double:
  * lr * sqrt(1 - beta2^t) / (1 - beta1^t). Computed once per update on the host. */
 CK_HD float ck_adam_alpha(float lr, float beta1, float beta2, long long step) {

@@ -32,33 +32,14 @@ __global__ void k_act_bwd(const float *x, const float *y, const float *dy, float
 __global__ void k_softmax_fwd(const float *x, float *y, long long rows, int c) {
     for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows;
          r += (long long)gridDim.x * blockDim.x) {
-        const float *xr = x + r * c;
-        float *yr = y + r * c;
-        float m = xr[0];
-        for (int j = 1; j < c; ++j)
-            m = xr[j] > m ? xr[j] : m;
-        double sum = 0.0;
-        for (int j = 0; j < c; ++j) {
-            yr[j] = expf(xr[j] - m);
-            sum += yr[j];
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int j = 0; j < c; ++j)
-            yr[j] = ck_mul_rn(yr[j], inv);
+        ck_softmax_row_fwd(x + r * c, y + r * c, c);
     }
 }
 
 __global__ void k_softmax_bwd(const float *y, const float *dy, float *dx, long long rows, int c) {
     for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows;
          r += (long long)gridDim.x * blockDim.x) {
-        const float *yr = y + r * c, *dr = dy + r * c;
-        float *o = dx + r * c;
-        double dot = 0.0;
-        for (int j = 0; j < c; ++j)
-            dot += (double)dr[j] * yr[j];
-        const float d = (float)dot;
-        for (int j = 0; j < c; ++j)
-            o[j] = ck_mul_rn(yr[j], dr[j] - d);
+        ck_softmax_row_bwd(y + r * c, dy + r * c, dx + r * c, c);
     }
 }
 
@@ -319,24 +300,10 @@ __global__ void k_softmax_xent(int n, int classes, const float *logits, const in
                                float *dlogits, double *loss, int *hit) {
     const double invn = 1.0 / n;
     for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < n; s += gridDim.x * blockDim.x) {
-        const float *xr = logits + (long long)s * classes;
-        const int lab = labels[s];
-        int am = 0;
-        for (int j = 1; j < classes; ++j)
-            if (xr[j] > xr[am])
-                am = j;
-        const double m = xr[am];
-        double sum = 0.0;
-        for (int j = 0; j < classes; ++j)
-            sum += exp(xr[j] - m);
-        const double lse = m + log(sum);
-        loss[s] = lse - xr[lab];
-        hit[s] = am == lab;
-        if (dlogits) {
-            float *d = dlogits + (long long)s * classes;
-            for (int j = 0; j < classes; ++j)
-                d[j] = (float)((exp(xr[j] - lse) - (j == lab ? 1.0 : 0.0)) * invn);
-        }
+        int h;
+        loss[s] = ck_xent_row(logits + (long long)s * classes, classes, labels[s], invn,
+                              dlogits ? dlogits + (long long)s * classes : NULL, &h);
+        hit[s] = h;
     }
 }
 
