@@ -23,16 +23,6 @@
 
 typedef ptrdiff_t idx;
 
-/* ck_math.h mirrors the ck_activation values as CK_ACTV_* (it does not include the API header). */
-typedef char ck_actv_values_match
-    [(CK_ACTV_NONE == (int)CK_ACT_NONE && CK_ACTV_RELU == (int)CK_ACT_RELU &&
-      CK_ACTV_SIGMOID == (int)CK_ACT_SIGMOID && CK_ACTV_TANH == (int)CK_ACT_TANH &&
-      CK_ACTV_SOFTMAX == (int)CK_ACT_SOFTMAX && CK_ACTV_ELU == (int)CK_ACT_ELU &&
-      CK_ACTV_LEAKY_RELU == (int)CK_ACT_LEAKY_RELU && CK_ACTV_GELU == (int)CK_ACT_GELU &&
-      CK_ACTV_SWISH == (int)CK_ACT_SWISH)
-         ? 1
-         : -1];
-
 /* ---- geometry ------------------------------------------------------------------------------ */
 
 static int out_size(int in, int k, int s, int same, int *pad_before) {

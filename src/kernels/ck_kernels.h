@@ -72,7 +72,7 @@ typedef struct ck_kloss {
     int nonfinite; /* set by ck_cuda_flag_nonfinite (the gradients), not by the loss kernel */
 } ck_kloss;
 
-/* act: ck_activation values (CK_ACTV_*); softmax over rows of c. y may alias x. */
+/* act: ck_activation values (CK_ACT_*); softmax over rows of c. y may alias x. */
 int ck_cuda_activation_forward(int act, float alpha, const float *x, float *y, size_t count, int c,
                                void *stream);
 int ck_cuda_activation_backward(int act, float alpha, const float *x, const float *y,

@@ -10,6 +10,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "cnnkit/cnnkit.h" /* ck_activation */
+
 #if defined(__CUDACC__)
 #define CK_HD __host__ __device__ __forceinline__
 #else
@@ -125,13 +127,13 @@ CK_HD float ck_bn_scale(float gamma, float invstd) {
 CK_HD float ck_bn_preact(float x, float mean, float a, float beta) {
     return fmaf(x - mean, a, beta);
 }
-/* act: 0 none, 1 relu (ck_activation) */
+/* act: CK_ACT_NONE or CK_ACT_RELU */
 CK_HD float ck_act_forward(float pre, int act) {
-    return (act == 1 && !(pre > 0.0f)) ? 0.0f : pre;
+    return (act == CK_ACT_RELU && !(pre > 0.0f)) ? 0.0f : pre;
 }
 /* Gradient through the activation given the pre-activation. */
 CK_HD float ck_act_backward(float dy, float pre, int act) {
-    return (act == 1 && !(pre > 0.0f)) ? 0.0f : dy;
+    return (act == CK_ACT_RELU && !(pre > 0.0f)) ? 0.0f : dy;
 }
 CK_HD float ck_bn_invstd(float var, float eps) {
     return 1.0f / sqrtf(var + eps);
@@ -173,15 +175,6 @@ CK_HD void ck_welford_merge(float *n, float *mean, float *m2, float nb, float me
  * Layer activations (act: ck_activation values). Softmax is not per element: callers handle it
  * over the channel axis; here it is treated like NONE by the forward and needs y in backward.
  * ---------------------------------------------------------------------------------------- */
-#define CK_ACTV_NONE 0
-#define CK_ACTV_RELU 1
-#define CK_ACTV_SIGMOID 2
-#define CK_ACTV_TANH 3
-#define CK_ACTV_SOFTMAX 4
-#define CK_ACTV_ELU 5
-#define CK_ACTV_LEAKY_RELU 6
-#define CK_ACTV_GELU 7
-#define CK_ACTV_SWISH 8
 
 /* Logistic function without overflow for large |x|. */
 CK_HD float ck_sigmoidf(float x) {
@@ -194,19 +187,19 @@ CK_HD float ck_sigmoidf(float x) {
 /* y = act(x); alpha: ELU alpha, LeakyReLU slope. */
 CK_HD float ck_act_fwd_any(float x, int act, float alpha) {
     switch (act) {
-    case CK_ACTV_RELU:
+    case CK_ACT_RELU:
         return x > 0.0f ? x : 0.0f;
-    case CK_ACTV_SIGMOID:
+    case CK_ACT_SIGMOID:
         return ck_sigmoidf(x);
-    case CK_ACTV_TANH:
+    case CK_ACT_TANH:
         return tanhf(x);
-    case CK_ACTV_ELU:
+    case CK_ACT_ELU:
         return x > 0.0f ? x : alpha * expm1f(x);
-    case CK_ACTV_LEAKY_RELU:
+    case CK_ACT_LEAKY_RELU:
         return x > 0.0f ? x : alpha * x;
-    case CK_ACTV_GELU:
+    case CK_ACT_GELU:
         return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case CK_ACTV_SWISH:
+    case CK_ACT_SWISH:
         return x * ck_sigmoidf(x);
     default:
         return x;
@@ -216,33 +209,33 @@ CK_HD float ck_act_fwd_any(float x, int act, float alpha) {
 /* Whether ck_act_bwd_any reads x (LeakyReLU, GELU, swish) resp. y (ReLU, sigmoid, tanh, ELU,
  * softmax). An unused argument may be anything. */
 CK_HD int ck_act_bwd_uses_x(int act) {
-    return act == CK_ACTV_LEAKY_RELU || act == CK_ACTV_GELU || act == CK_ACTV_SWISH;
+    return act == CK_ACT_LEAKY_RELU || act == CK_ACT_GELU || act == CK_ACT_SWISH;
 }
 CK_HD int ck_act_bwd_uses_y(int act) {
-    return act == CK_ACTV_RELU || act == CK_ACTV_SIGMOID || act == CK_ACTV_TANH ||
-           act == CK_ACTV_ELU || act == CK_ACTV_SOFTMAX;
+    return act == CK_ACT_RELU || act == CK_ACT_SIGMOID || act == CK_ACT_TANH || act == CK_ACT_ELU ||
+           act == CK_ACT_SOFTMAX;
 }
 
 /* dx = dy * act'(x), from x or y = act(x) as ck_act_bwd_uses_x/y say. ELU uses y (alpha > 0):
  * y > 0 ? 1 : y + alpha. Softmax is not handled here (returns dy). */
 CK_HD float ck_act_bwd_any(float dy, float x, float y, int act, float alpha) {
     switch (act) {
-    case CK_ACTV_RELU:
+    case CK_ACT_RELU:
         return y > 0.0f ? dy : 0.0f;
-    case CK_ACTV_SIGMOID:
+    case CK_ACT_SIGMOID:
         return dy * (y * (1.0f - y));
-    case CK_ACTV_TANH:
+    case CK_ACT_TANH:
         return dy * (1.0f - y * y);
-    case CK_ACTV_ELU:
+    case CK_ACT_ELU:
         return y > 0.0f ? dy : dy * (y + alpha);
-    case CK_ACTV_LEAKY_RELU:
+    case CK_ACT_LEAKY_RELU:
         return x > 0.0f ? dy : dy * alpha;
-    case CK_ACTV_GELU: {
+    case CK_ACT_GELU: {
         const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
         const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
         return dy * (cdf + x * pdf);
     }
-    case CK_ACTV_SWISH: {
+    case CK_ACT_SWISH: {
         const float s = ck_sigmoidf(x);
         return dy * (s * (1.0f + x * (1.0f - s)));
     }

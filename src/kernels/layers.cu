@@ -46,10 +46,10 @@ __global__ void k_softmax_bwd(const float *y, const float *dy, float *dx, long l
 extern "C" int ck_cuda_activation_forward(int act, float alpha, const float *x, float *y,
                                           size_t count, int c, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (act == CK_ACTV_SOFTMAX) {
+    if (act == CK_ACT_SOFTMAX) {
         const long long rows = (long long)(count / (size_t)c);
         k_softmax_fwd<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>(x, y, rows, c);
-    } else if (act == CK_ACTV_NONE) {
+    } else if (act == CK_ACT_NONE) {
         if (x != y)
             return (int)cudaMemcpyAsync(y, x, count * sizeof(float), cudaMemcpyDeviceToDevice, s);
         return 0;
@@ -64,10 +64,10 @@ extern "C" int ck_cuda_activation_backward(int act, float alpha, const float *x,
                                            const float *dy, float *dx, size_t count, int c,
                                            void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (act == CK_ACTV_SOFTMAX) {
+    if (act == CK_ACT_SOFTMAX) {
         const long long rows = (long long)(count / (size_t)c);
         k_softmax_bwd<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>(y, dy, dx, rows, c);
-    } else if (act == CK_ACTV_NONE) {
+    } else if (act == CK_ACT_NONE) {
         if (dx != dy)
             return (int)cudaMemcpyAsync(dx, dy, count * sizeof(float), cudaMemcpyDeviceToDevice, s);
         return 0;
