@@ -275,7 +275,7 @@ static ck_status gforward(ck_model *m, int batch, int training, int upto) {
         case CK_NODE_POOL: {
             ck_conv_geom geo = n->geom;
             geo.n = batch;
-            GTRY(ctx, ck_cuda_pool_forward(ck_kgeom_of(&geo), n->is_max, in, out, s), "pool");
+            GTRY(ctx, ck_cuda_pool_forward(geo, n->is_max, in, out, s), "pool");
             ck_dropout_desc d;
             if (ck_model_fused_dropout(m, i, training, &d)) { /* F3: in place on the output */
                 ck_tensor ty = dview(ctx, out, batch, n->oh, n->ow, n->oc);
@@ -380,7 +380,7 @@ static ck_status gbackward(ck_model *m, int batch, int from, const float *dy0) {
                 ck_conv_geom geo = n->geom;
                 geo.n = batch;
                 if (st == CK_STATUS_SUCCESS)
-                    GTRY(ctx, ck_cuda_pool_backward(ck_kgeom_of(&geo), n->is_max, in, dy, dx, s),
+                    GTRY(ctx, ck_cuda_pool_backward(geo, n->is_max, in, dy, dx, s),
                          "pool backward");
             }
             break;

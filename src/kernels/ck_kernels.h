@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ck_geom.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -57,14 +59,6 @@ int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float *dy, const 
 
 /* ---- layers of the model's GPU backend (layers.cu); NHWC activations --------------------- */
 
-/* Conv / pooling geometry: the fields of ck_conv_geom (src/host/cpu_layers.h). */
-typedef struct ck_kgeom {
-    int n, h, w, cin, cout;
-    int kh, kw, sh, sw;
-    int pad_top, pad_left;
-    int oh, ow;
-} ck_kgeom;
-
 /* Loss of a batch, summed on the device in sample order. */
 typedef struct ck_kloss {
     double loss_sum;
@@ -83,8 +77,8 @@ int ck_cuda_bias_add(float *y, const float *bias, long long rows, int c, void *s
 size_t ck_cuda_colsum_workspace_bytes(int c);
 int ck_cuda_colsum(const float *a, long long rows, int c, float *out, void *ws, void *stream);
 /* Max / average pooling, padded cells excluded: the CPU twin's results bit for bit. */
-int ck_cuda_pool_forward(ck_kgeom g, int is_max, const float *x, float *y, void *stream);
-int ck_cuda_pool_backward(ck_kgeom g, int is_max, const float *x, const float *dy, float *dx,
+int ck_cuda_pool_forward(ck_conv_geom g, int is_max, const float *x, float *y, void *stream);
+int ck_cuda_pool_backward(ck_conv_geom g, int is_max, const float *x, const float *dy, float *dx,
                           void *stream);
 int ck_cuda_gap_forward(int n, int hw, int c, const float *x, float *y, void *stream);
 int ck_cuda_gap_backward(int n, int hw, int c, const float *dy, float *dx, void *stream);

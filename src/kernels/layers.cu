@@ -162,7 +162,7 @@ extern "C" int ck_cuda_colsum(const float *a, long long rows, int c, float *out,
 
 /* ---- pooling: the exact twin of ck_cpu_pool_forward / ck_cpu_pool_backward (NHWC) ---------- */
 
-__global__ void k_pool_fwd(ck_kgeom g, int is_max, const float *x, float *y) {
+__global__ void k_pool_fwd(ck_conv_geom g, int is_max, const float *x, float *y) {
     const long long total = (long long)g.n * g.oh * g.ow * g.cin;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x) {
@@ -189,7 +189,7 @@ __global__ void k_pool_fwd(ck_kgeom g, int is_max, const float *x, float *y) {
 }
 
 /* One thread per input cell gathers the windows that contain it, in the CPU's (i, j) order. */
-__global__ void k_pool_bwd(ck_kgeom g, int is_max, const float *x, const float *dy, float *dx) {
+__global__ void k_pool_bwd(ck_conv_geom g, int is_max, const float *x, const float *dy, float *dx) {
     const long long total = (long long)g.n * g.h * g.w * g.cin;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x) {
@@ -241,7 +241,7 @@ __global__ void k_pool_bwd(ck_kgeom g, int is_max, const float *x, const float *
     }
 }
 
-extern "C" int ck_cuda_pool_forward(ck_kgeom g, int is_max, const float *x, float *y,
+extern "C" int ck_cuda_pool_forward(ck_conv_geom g, int is_max, const float *x, float *y,
                                     void *stream) {
     const long long total = (long long)g.n * g.oh * g.ow * g.cin;
     k_pool_fwd<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(g, is_max, x,
@@ -249,7 +249,7 @@ extern "C" int ck_cuda_pool_forward(ck_kgeom g, int is_max, const float *x, floa
     return ck_launch_status();
 }
 
-extern "C" int ck_cuda_pool_backward(ck_kgeom g, int is_max, const float *x, const float *dy,
+extern "C" int ck_cuda_pool_backward(ck_conv_geom g, int is_max, const float *x, const float *dy,
                                      float *dx, void *stream) {
     const long long total = (long long)g.n * g.h * g.w * g.cin;
     k_pool_bwd<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(g, is_max, x,
