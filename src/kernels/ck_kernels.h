@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "ck_geom.h"
+#include "cnnkit/cnnkit.h" /* ck_bn_desc */
 
 #ifdef __cplusplus
 extern "C" {
@@ -36,8 +37,8 @@ int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t se
 typedef struct ck_kbn {
     ck_kshape s;
     int splits;
-    float eps, factor;
-    int unbiased, act, frozen;
+    ck_bn_desc bn; /* the caller's descriptor (single_value_use_running is the host's business) */
+    int frozen;
     int sd_enabled;
     uint64_t seed, sd_offset;
     uint32_t sd_threshold;
