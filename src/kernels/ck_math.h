@@ -18,11 +18,18 @@
 #define CK_HD static inline
 #endif
 
-/* a * b rounded once: nvcc would otherwise fuse it with a following add (the C files build with
- * -ffp-contract=off). */
+/* a * b rounded on its own: nvcc would otherwise fuse it with a following add (the C files build
+ * with -ffp-contract=off). */
 CK_HD float ck_mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
     return __fmul_rn(a, b); /* never contracted into an FMA */
+#else
+    return a * b;
+#endif
+}
+CK_HD double ck_dmul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+    return __dmul_rn(a, b);
 #else
     return a * b;
 #endif
@@ -268,7 +275,7 @@ CK_HD void ck_softmax_row_fwd(const float *x, float *y, int c) {
 CK_HD void ck_softmax_row_bwd(const float *y, const float *dy, float *dx, int c) {
     double dot = 0.0;
     for (int j = 0; j < c; ++j)
-        dot += (double)dy[j] * y[j];
+        dot += ck_dmul_rn(dy[j], y[j]);
     const float d = (float)dot;
     for (int j = 0; j < c; ++j)
         dx[j] = ck_mul_rn(y[j], dy[j] - d);
