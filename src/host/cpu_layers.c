@@ -367,12 +367,12 @@ void ck_cpu_pool_forward(const ck_conv_geom *g, int is_max, const float *x, floa
             for (int a = r.a0; a < r.a1; ++a)
                 for (int b = (a == r.a0 ? r.b0 + 1 : r.b0); b < r.b1; ++b) {
                     const float *xc = xs + ((size_t)a * W + b) * C;
-                    if (is_max) {
+                    if (is_max) { /* the literal folds the select out of the loop */
                         for (int c = 0; c < C; ++c)
-                            yo[c] = xc[c] > yo[c] ? xc[c] : yo[c];
+                            yo[c] = ck_pool_acc(yo[c], xc[c], 1);
                     } else {
                         for (int c = 0; c < C; ++c)
-                            yo[c] += xc[c];
+                            yo[c] = ck_pool_acc(yo[c], xc[c], 0);
                     }
                 }
             if (!is_max) {
@@ -400,17 +400,9 @@ void ck_cpu_pool_backward(const ck_conv_geom *g, int is_max, const float *x, con
                 const win r = window_of(g, i, j);
                 if (is_max) {
                     for (int c = 0; c < C; ++c) {
-                        size_t best = ((size_t)r.a0 * W + r.b0) * C + c;
-                        float bv = xsmp[best];
-                        for (int a = r.a0; a < r.a1; ++a)
-                            for (int b = r.b0; b < r.b1; ++b) {
-                                const size_t q = ((size_t)a * W + b) * C + c;
-                                if (xsmp[q] > bv) {
-                                    bv = xsmp[q];
-                                    best = q;
-                                }
-                            }
-                        dxs[best] += d[c];
+                        int ba, bb;
+                        ck_pool_argmax(xsmp + c, W, C, r.a0, r.a1, r.b0, r.b1, &ba, &bb);
+                        dxs[((size_t)ba * W + bb) * C + c] += d[c];
                     }
                 } else {
                     const float cnt = ck_pool_cells(r.a0, r.a1, r.b0, r.b1);

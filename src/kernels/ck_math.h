@@ -360,6 +360,31 @@ CK_HD void ck_pool_range(int i, int s, int k, int pad, int n, int *a0, int *a1) 
     *a1 = hi > n ? n : hi;
 }
 
+/* One more real cell v into a pooling accumulator (max, or the sum of average pooling). */
+CK_HD float ck_pool_acc(float acc, float v, int is_max) {
+    return is_max ? (v > acc ? v : acc) : acc + v;
+}
+
+/* The first largest cell (*ba, *bb) of the window [a0, a1) x [b0, b1), scanned row-major, of one
+ * channel of an NHWC image: x points at the channel's value of cell (0, 0); w: image width,
+ * c: channels. Max pooling's backward sends the gradient there. */
+CK_HD void ck_pool_argmax(const float *x, int w, int c, int a0, int a1, int b0, int b1, int *ba,
+                          int *bb) {
+    int ra = a0, rb = b0;
+    float bv = x[((long long)a0 * w + b0) * c];
+    for (int u = a0; u < a1; ++u)
+        for (int v = b0; v < b1; ++v) {
+            const float xv = x[((long long)u * w + v) * c];
+            if (xv > bv) {
+                bv = xv;
+                ra = u;
+                rb = v;
+            }
+        }
+    *ba = ra;
+    *bb = rb;
+}
+
 /* The divisor of average pooling: the real cells of the window [a0, a1) x [b0, b1). */
 CK_HD float ck_pool_cells(int a0, int a1, int b0, int b1) {
     return (float)((a1 - a0) * (b1 - b0));

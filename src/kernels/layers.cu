@@ -180,7 +180,7 @@ __global__ void k_pool_fwd(ck_conv_geom g, int is_max, const float *x, float *y)
         for (int a = a0; a < a1; ++a)
             for (int b = (a == a0 ? b0 + 1 : b0); b < b1; ++b) {
                 const float v = xs[((long long)a * g.w + b) * g.cin];
-                acc = is_max ? (v > acc ? v : acc) : acc + v;
+                acc = ck_pool_acc(acc, v, is_max);
             }
         if (!is_max)
             acc /= ck_pool_cells(a0, a1, b0, b1);
@@ -220,17 +220,8 @@ __global__ void k_pool_bwd(ck_conv_geom g, int is_max, const float *x, const flo
                 ck_pool_range(j, g.sw, g.kw, g.pad_left, g.w, &b0, &b1);
                 const float d = ds[((long long)i * g.ow + j) * g.cin];
                 if (is_max) {
-                    int ba = a0, bb = b0;
-                    float bv = xs[((long long)a0 * g.w + b0) * g.cin];
-                    for (int u = a0; u < a1; ++u)
-                        for (int v = b0; v < b1; ++v) {
-                            const float xv = xs[((long long)u * g.w + v) * g.cin];
-                            if (xv > bv) {
-                                bv = xv;
-                                ba = u;
-                                bb = v;
-                            }
-                        }
+                    int ba, bb;
+                    ck_pool_argmax(xs, g.w, g.cin, a0, a1, b0, b1, &ba, &bb);
                     if (ba == a && bb == b)
                         acc += d;
                 } else {
