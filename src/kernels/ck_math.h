@@ -149,7 +149,7 @@ CK_HD float ck_bn_invstd(float var, float eps) {
  * leaves r as it is: the CPU refuses such a batch, the device kernel cannot report it without a
  * synchronization but must not poison the moving statistics either. */
 CK_HD float ck_running_update(float running, float batch, float factor) {
-    return isfinite(batch) ? running + factor * (batch - running) : running;
+    return isfinite(batch) ? running + ck_mul_rn(factor, batch - running) : running;
 }
 
 /* Backward, per element: dx = k * (g - mean_g - xhat * mean_gx), where g = dL/d(pre) and
