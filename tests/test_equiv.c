@@ -230,8 +230,8 @@ Test(equiv, dropout_commutes_with_relu) {
     const float v[6] = {-1, -2, -3, 4, 5, 6}, m[6] = {2, 0, 2, 0, 2, 0},
                 want[6] = {0, 0, 0, 0, 10, 0};
     for (int i = 0; i < 6; ++i) {
-        const float r1 = ck_act_fwd_any(v[i] * m[i], CK_ACTV_RELU, 0);
-        const float r2 = ck_act_fwd_any(v[i], CK_ACTV_RELU, 0) * m[i];
+        const float r1 = ck_act_fwd_any(v[i] * m[i], CK_ACT_RELU, 0);
+        const float r2 = ck_act_fwd_any(v[i], CK_ACT_RELU, 0) * m[i];
         cr_assert(r1 == want[i] && r2 == want[i], "unit %d: %g %g", i, r1, r2);
     }
     ck_tensor_destroy(x);

@@ -205,9 +205,8 @@ Test(gpu_layers, pool_and_gap_bit_identical) {
             ck_cpu_pool_backward(&geo, is_max, x, dy, dx_c);
             ck_tensor *tx = dbuf(g, nx, x), *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL),
                       *tdx = dbuf(g, nx, NULL);
-            ck_kgeom kg = ck_kgeom_of(&geo);
-            cr_assert_eq(ck_cuda_pool_forward(kg, is_max, D(tx), D(ty), g->stream), 0);
-            cr_assert_eq(ck_cuda_pool_backward(kg, is_max, D(tx), D(tdy), D(tdx), g->stream), 0);
+            cr_assert_eq(ck_cuda_pool_forward(geo, is_max, D(tx), D(ty), g->stream), 0);
+            cr_assert_eq(ck_cuda_pool_backward(geo, is_max, D(tx), D(tdy), D(tdx), g->stream), 0);
             down(g, ty, y_g, ny);
             down(g, tdx, dx_g, nx);
             cr_expect_eq(memcmp(y_g, y_c, ny * 4), 0, "pool %zu max %d: y", pi, is_max);
@@ -435,10 +434,9 @@ Test(gpu_layers, pool_matches_cudnn) {
             float *a = malloc(nx * 4), *b = malloc(nx * 4);
             ck_tensor *tx = dbuf(g, nx, x), *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL),
                       *ty2 = dbuf(g, ny, NULL), *tdx = dbuf(g, nx, NULL), *tdx2 = dbuf(g, nx, NULL);
-            ck_kgeom kg = ck_kgeom_of(&geo);
-            cr_assert_eq(ck_cuda_pool_forward(kg, is_max, D(tx), D(ty), g->stream), 0);
+            cr_assert_eq(ck_cuda_pool_forward(geo, is_max, D(tx), D(ty), g->stream), 0);
             CK_OK(g, ck_gpool_cudnn(g, &geo, is_max, 0, D(tx), NULL, NULL, D(ty2)));
-            cr_assert_eq(ck_cuda_pool_backward(kg, is_max, D(tx), D(tdy), D(tdx), g->stream), 0);
+            cr_assert_eq(ck_cuda_pool_backward(geo, is_max, D(tx), D(tdy), D(tdx), g->stream), 0);
             CK_OK(g, ck_gpool_cudnn(g, &geo, is_max, 1, D(tx), D(ty2), D(tdy), D(tdx2)));
             down(g, ty, a, ny);
             down(g, ty2, b, ny);

@@ -146,10 +146,7 @@ static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tens
     k.s.w = x->w;
     k.s.nhwc = x->layout == CK_LAYOUT_NHWC;
     k.splits = p->splits;
-    k.eps = d->epsilon;
-    k.factor = d->average_factor;
-    k.unbiased = d->unbiased_running_var != 0;
-    k.act = (int)d->activation;
+    k.bn = *d;
     k.frozen = frozen;
     k.sd_enabled = sd != NULL;
     k.seed = ctx->seed;

@@ -23,16 +23,6 @@
 
 typedef ptrdiff_t idx;
 
-/* ck_math.h mirrors the ck_activation values as CK_ACTV_* (it does not include the API header). */
-typedef char ck_actv_values_match
-    [(CK_ACTV_NONE == (int)CK_ACT_NONE && CK_ACTV_RELU == (int)CK_ACT_RELU &&
-      CK_ACTV_SIGMOID == (int)CK_ACT_SIGMOID && CK_ACTV_TANH == (int)CK_ACT_TANH &&
-      CK_ACTV_SOFTMAX == (int)CK_ACT_SOFTMAX && CK_ACTV_ELU == (int)CK_ACT_ELU &&
-      CK_ACTV_LEAKY_RELU == (int)CK_ACT_LEAKY_RELU && CK_ACTV_GELU == (int)CK_ACT_GELU &&
-      CK_ACTV_SWISH == (int)CK_ACT_SWISH)
-         ? 1
-         : -1];
-
 /* ---- geometry ------------------------------------------------------------------------------ */
 
 static int out_size(int in, int k, int s, int same, int *pad_before) {
@@ -356,18 +346,8 @@ typedef struct win {
 
 static win window_of(const ck_conv_geom *g, int i, int j) {
     win r;
-    r.a0 = i * g->sh - g->pad_top;
-    r.a1 = r.a0 + g->kh;
-    r.b0 = j * g->sw - g->pad_left;
-    r.b1 = r.b0 + g->kw;
-    if (r.a0 < 0)
-        r.a0 = 0;
-    if (r.a1 > g->h)
-        r.a1 = g->h;
-    if (r.b0 < 0)
-        r.b0 = 0;
-    if (r.b1 > g->w)
-        r.b1 = g->w;
+    ck_pool_range(i, g->sh, g->kh, g->pad_top, g->h, &r.a0, &r.a1);
+    ck_pool_range(j, g->sw, g->kw, g->pad_left, g->w, &r.b0, &r.b1);
     return r;
 }
 
@@ -387,16 +367,16 @@ void ck_cpu_pool_forward(const ck_conv_geom *g, int is_max, const float *x, floa
             for (int a = r.a0; a < r.a1; ++a)
                 for (int b = (a == r.a0 ? r.b0 + 1 : r.b0); b < r.b1; ++b) {
                     const float *xc = xs + ((size_t)a * W + b) * C;
-                    if (is_max) {
+                    if (is_max) { /* the literal folds the select out of the loop */
                         for (int c = 0; c < C; ++c)
-                            yo[c] = xc[c] > yo[c] ? xc[c] : yo[c];
+                            yo[c] = ck_pool_acc(yo[c], xc[c], 1);
                     } else {
                         for (int c = 0; c < C; ++c)
-                            yo[c] += xc[c];
+                            yo[c] = ck_pool_acc(yo[c], xc[c], 0);
                     }
                 }
             if (!is_max) {
-                const float cnt = (float)((r.a1 - r.a0) * (r.b1 - r.b0));
+                const float cnt = ck_pool_cells(r.a0, r.a1, r.b0, r.b1);
                 for (int c = 0; c < C; ++c)
                     yo[c] /= cnt;
             }
@@ -420,20 +400,12 @@ void ck_cpu_pool_backward(const ck_conv_geom *g, int is_max, const float *x, con
                 const win r = window_of(g, i, j);
                 if (is_max) {
                     for (int c = 0; c < C; ++c) {
-                        size_t best = ((size_t)r.a0 * W + r.b0) * C + c;
-                        float bv = xsmp[best];
-                        for (int a = r.a0; a < r.a1; ++a)
-                            for (int b = r.b0; b < r.b1; ++b) {
-                                const size_t q = ((size_t)a * W + b) * C + c;
-                                if (xsmp[q] > bv) {
-                                    bv = xsmp[q];
-                                    best = q;
-                                }
-                            }
-                        dxs[best] += d[c];
+                        int ba, bb;
+                        ck_pool_argmax(xsmp + c, W, C, r.a0, r.a1, r.b0, r.b1, &ba, &bb);
+                        dxs[((size_t)ba * W + bb) * C + c] += d[c];
                     }
                 } else {
-                    const float cnt = (float)((r.a1 - r.a0) * (r.b1 - r.b0));
+                    const float cnt = ck_pool_cells(r.a0, r.a1, r.b0, r.b1);
                     for (int a = r.a0; a < r.a1; ++a)
                         for (int b = r.b0; b < r.b1; ++b) {
                             float *dc = dxs + ((size_t)a * W + b) * C;
@@ -507,21 +479,8 @@ void ck_cpu_activation_forward(ck_activation act, float alpha, const float *x, f
     if (act == CK_ACT_SOFTMAX) {
         const idx rows = (idx)(count / (size_t)c);
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
-        for (idx r = 0; r < rows; ++r) {
-            const float *xr = x + r * c;
-            float *yr = y + r * c;
-            float m = xr[0];
-            for (int j = 1; j < c; ++j)
-                m = xr[j] > m ? xr[j] : m;
-            double sum = 0.0;
-            for (int j = 0; j < c; ++j) {
-                yr[j] = expf(xr[j] - m);
-                sum += yr[j];
-            }
-            const float inv = (float)(1.0 / sum);
-            for (int j = 0; j < c; ++j)
-                yr[j] *= inv;
-        }
+        for (idx r = 0; r < rows; ++r)
+            ck_softmax_row_fwd(x + r * c, y + r * c, c);
         return;
     }
     if (act == CK_ACT_NONE) {
@@ -546,16 +505,8 @@ void ck_cpu_activation_backward(ck_activation act, float alpha, const float *x, 
     if (act == CK_ACT_SOFTMAX) {
         const idx rows = (idx)(count / (size_t)c);
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
-        for (idx r = 0; r < rows; ++r) {
-            const float *yr = y + r * c, *dr = dy + r * c;
-            float *o = dx + r * c;
-            double dot = 0.0;
-            for (int j = 0; j < c; ++j)
-                dot += (double)dr[j] * yr[j];
-            const float d = (float)dot;
-            for (int j = 0; j < c; ++j)
-                o[j] = yr[j] * (dr[j] - d);
-        }
+        for (idx r = 0; r < rows; ++r)
+            ck_softmax_row_bwd(y + r * c, dy + r * c, dx + r * c, c);
         return;
     }
     if (act == CK_ACT_NONE) {
@@ -578,35 +529,16 @@ void ck_cpu_activation_backward(ck_activation act, float alpha, const float *x, 
 
 /* ---- losses -------------------------------------------------------------------------------- */
 
-static int argmax_first(const float *r, int n) {
-    int best = 0;
-    for (int j = 1; j < n; ++j)
-        if (r[j] > r[best])
-            best = j;
-    return best;
-}
-
 void ck_cpu_softmax_xent(int n, int classes, const float *logits, const int32_t *labels,
                          float *dlogits, double *loss_sum, int *correct) {
     double loss = 0.0;
     int ok = 0;
     const double invn = 1.0 / n;
     for (int s = 0; s < n; ++s) {
-        const float *xr = logits + (size_t)s * classes;
-        const int lab = labels[s];
-        const int am = argmax_first(xr, classes);
-        const double m = xr[am];
-        double sum = 0.0;
-        for (int j = 0; j < classes; ++j)
-            sum += exp(xr[j] - m);
-        const double lse = m + log(sum);
-        loss += lse - xr[lab];
-        ok += am == lab;
-        if (dlogits) {
-            float *d = dlogits + (size_t)s * classes;
-            for (int j = 0; j < classes; ++j)
-                d[j] = (float)((exp(xr[j] - lse) - (j == lab ? 1.0 : 0.0)) * invn);
-        }
+        int hit;
+        loss += ck_xent_row(logits + (size_t)s * classes, classes, labels[s], invn,
+                            dlogits ? dlogits + (size_t)s * classes : NULL, &hit);
+        ok += hit;
     }
     if (loss_sum)
         *loss_sum = loss;
@@ -629,7 +561,7 @@ void ck_cpu_xent_from_probs(int n, int classes, const float *probs, const int32_
         const float pl = pr[lab];
         const double ql = pl < lo ? lo : (pl > hi ? hi : pl);
         loss += log(sum) - log(ql);
-        ok += argmax_first(pr, classes) == lab;
+        ok += ck_argmax_first(pr, classes) == lab;
         if (dprobs) {
             float *d = dprobs + (size_t)s * classes;
             for (int j = 0; j < classes; ++j) {
@@ -649,44 +581,20 @@ void ck_cpu_xent_from_probs(int n, int classes, const float *probs, const int32_
 
 void ck_cpu_adam_update(float *p, const float *g, float *m, float *v, size_t count, float lr,
                         float beta1, float beta2, float eps, float weight_decay, long step) {
-    const double t = (double)(step < 1 ? 1 : step);
-    const float alpha =
-        (float)((double)lr * sqrt(1.0 - pow((double)beta2, t)) / (1.0 - pow((double)beta1, t)));
+    const float alpha = ck_adam_alpha(lr, beta1, beta2, step);
     const float b1 = beta1, b2 = beta2, c1 = 1.0f - beta1, c2 = 1.0f - beta2;
     const float decay = weight_decay > 0.0f ? lr * weight_decay : 0.0f;
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
-    for (idx i = 0; i < (idx)count; ++i) {
-        float pi = p[i];
-        if (decay > 0.0f)
-            pi -= decay * pi;
-        const float gi = g[i];
-        const float mi = b1 * m[i] + c1 * gi;
-        const float vi = b2 * v[i] + c2 * (gi * gi);
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi - alpha * mi / (sqrtf(vi) + eps);
-    }
+    for (idx i = 0; i < (idx)count; ++i)
+        p[i] = ck_adam_elem(p[i], g[i], &m[i], &v[i], alpha, b1, b2, c1, c2, eps, decay);
 }
 
 void ck_cpu_sgd_update(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
                        int nesterov, float weight_decay) {
     const float decay = weight_decay > 0.0f ? lr * weight_decay : 0.0f;
-    const int use_vel = vel != NULL;
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
-    for (idx i = 0; i < (idx)count; ++i) {
-        float pi = p[i];
-        if (decay > 0.0f)
-            pi -= decay * pi;
-        const float step = lr * g[i];
-        if (use_vel) {
-            const float vi = momentum * vel[i] - step;
-            vel[i] = vi;
-            pi += nesterov ? momentum * vi - step : vi;
-        } else {
-            pi -= step;
-        }
-        p[i] = pi;
-    }
+    for (idx i = 0; i < (idx)count; ++i)
+        p[i] = ck_sgd_elem(p[i], g[i], vel ? &vel[i] : NULL, lr, momentum, nesterov, decay);
 }
 
 /* ---- initialization ------------------------------------------------------------------------ */

@@ -38,6 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ck_geom.h"
 #include "cnnkit/cnnkit.h" /* ck_activation */
 
 #ifdef __cplusplus
@@ -45,15 +46,8 @@ extern "C" {
 #endif
 
 /* ---------------------------------------------------------------------------------------------
- * Geometry of a Conv2D or a pooling layer (pooling: cout = cin, kh x kw = pool size).
+ * Geometry of a Conv2D or a pooling layer: ck_conv_geom (ck_geom.h, shared with the kernels).
  * ------------------------------------------------------------------------------------------- */
-typedef struct ck_conv_geom {
-    int n, h, w, cin, cout; /* batch, input height/width, input/output channels */
-    int kh, kw, sh, sw;     /* kernel (pool) size and strides */
-    int pad_top, pad_left;  /* implicit padding before the first row / column */
-    int oh, ow;             /* output height/width */
-} ck_conv_geom;
-
 /* Fills g with the Keras/TensorFlow geometry:
  *   valid: oh = floor((h - kh) / sh) + 1 (empty when h < kh), no padding;
  *   same:  oh = ceil(h / sh), pad_total = max((oh - 1) * sh + kh - h, 0),

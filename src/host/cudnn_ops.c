@@ -460,16 +460,6 @@ size_t ck_gconv_workspace_bytes(const ck_gconv *c) {
             return ck_cuda_fail((ctx), e_, (what));                                                \
     } while (0)
 
-static ck_kgeom to_kgeom(const ck_conv_geom *g) {
-    ck_kgeom k = {g->n,  g->h,  g->w,       g->cin,      g->cout, g->kh, g->kw,
-                  g->sh, g->sw, g->pad_top, g->pad_left, g->oh,   g->ow};
-    return k;
-}
-
-ck_kgeom ck_kgeom_of(const ck_conv_geom *g) {
-    return to_kgeom(g);
-}
-
 static ck_status gconv_check_ws(ck_context *ctx, ck_gconv *c, int n) {
     if (n < 1 || n > c->g.n)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "n: batch %d outside [1, %d] planned for conv", n,

@@ -11,6 +11,7 @@
 
 #ifdef CNNKIT_HAVE_CUDA
 #include "ck_kernels.h"
+#include "ck_math.h"
 #include "gpu_layers.h"
 
 #include <cuda_runtime_api.h>
@@ -274,7 +275,7 @@ static ck_status gforward(ck_model *m, int batch, int training, int upto) {
         case CK_NODE_POOL: {
             ck_conv_geom geo = n->geom;
             geo.n = batch;
-            GTRY(ctx, ck_cuda_pool_forward(ck_kgeom_of(&geo), n->is_max, in, out, s), "pool");
+            GTRY(ctx, ck_cuda_pool_forward(geo, n->is_max, in, out, s), "pool");
             ck_dropout_desc d;
             if (ck_model_fused_dropout(m, i, training, &d)) { /* F3: in place on the output */
                 ck_tensor ty = dview(ctx, out, batch, n->oh, n->ow, n->oc);
@@ -379,7 +380,7 @@ static ck_status gbackward(ck_model *m, int batch, int from, const float *dy0) {
                 ck_conv_geom geo = n->geom;
                 geo.n = batch;
                 if (st == CK_STATUS_SUCCESS)
-                    GTRY(ctx, ck_cuda_pool_backward(ck_kgeom_of(&geo), n->is_max, in, dy, dx, s),
+                    GTRY(ctx, ck_cuda_pool_backward(geo, n->is_max, in, dy, dx, s),
                          "pool backward");
             }
             break;
@@ -572,9 +573,7 @@ static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard) {
     ck_gpu_model *g = m->gpu;
     const ck_optimizer_desc *o = &m->opt;
     void *s = m->ctx->stream;
-    const double t = (double)(m->step + 1);
-    const float alpha = (float)((double)o->learning_rate * sqrt(1.0 - pow((double)o->beta2, t)) /
-                                (1.0 - pow((double)o->beta1, t)));
+    const float alpha = ck_adam_alpha(o->learning_rate, o->beta1, o->beta2, m->step + 1);
     size_t off, cnt;
     float wd;
     for (int cur = 0; ck_model_next_update_range(m, &cur, &off, &cnt, &wd);) {

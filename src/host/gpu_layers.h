@@ -45,9 +45,6 @@ ck_status ck_gdense_backward(ck_context *ctx, int n, int in, int out, const floa
  * pooling kernels of layers.cu. NOT_SUPPORTED for asymmetric padding. */
 ck_status ck_gpool_cudnn(ck_context *ctx, const ck_conv_geom *g, int is_max, int backward,
                          const float *x, const float *y, const float *dy, float *out);
-
-/* Geometry for the pooling kernels of layers.cu. */
-ck_kgeom ck_kgeom_of(const ck_conv_geom *g);
 #endif
 
 #endif

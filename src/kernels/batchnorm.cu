@@ -136,7 +136,7 @@ __global__ void ck_bn_finalize_forward(ck_kbn p, const float *gamma, const float
     float mean_f, invstd;
     if (p.frozen) {
         mean_f = running_mean[c];
-        invstd = ck_bn_invstd(running_var[c], p.eps);
+        invstd = ck_bn_invstd(running_var[c], p.bn.epsilon);
     } else {
         float n = 0.0f, mean = 0.0f, m2 = 0.0f;
         const float *part = p.partials + 3 * (long long)c * p.splits;
@@ -148,11 +148,11 @@ __global__ void ck_bn_finalize_forward(ck_kbn p, const float *gamma, const float
         m2 = __shfl_sync(0xffffffffu, m2, 0);
         const float var = m2 / n;
         mean_f = mean;
-        invstd = ck_bn_invstd(var, p.eps);
+        invstd = ck_bn_invstd(var, p.bn.epsilon);
         if (lane == 0) {
-            const float vrun = p.unbiased ? m2 / (n - 1.0f) : var;
-            running_mean[c] = ck_running_update(running_mean[c], mean, p.factor);
-            running_var[c] = ck_running_update(running_var[c], vrun, p.factor);
+            const float vrun = p.bn.unbiased_running_var ? m2 / (n - 1.0f) : var;
+            running_mean[c] = ck_running_update(running_mean[c], mean, p.bn.average_factor);
+            running_var[c] = ck_running_update(running_var[c], vrun, p.bn.average_factor);
         }
     }
     if (lane == 0) {
@@ -242,7 +242,7 @@ static void ck_bn_launch_apply(const float *x, float *y, ck_kshape s, const floa
             (const float4 *)x, (float4 *)y, count / 4, s, coef, sd, act);
     } else {
         ck_bn_apply_scalar<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(x, y, count, s, coef,
-                                                                             sd, act);
+                                                                              sd, act);
     }
 }
 
@@ -276,7 +276,8 @@ extern "C" int ck_cuda_bn_forward_training(const ck_kbn *p, const float *x, cons
                                                   saved_mean, saved_invstd);
     if (p->sd_enabled)
         ck_bn_launch_sd_scales(p, st);
-    ck_bn_launch_apply(x, y, p->s, p->coef, p->sd_enabled ? p->sd_scales : NULL, p->act, st);
+    ck_bn_launch_apply(x, y, p->s, p->coef, p->sd_enabled ? p->sd_scales : NULL, p->bn.activation,
+                       st);
     return ck_launch_status();
 }
 
@@ -328,9 +329,9 @@ __device__ __forceinline__ void ck_bn_bwd_acc(float xv, float dyv, float m, cons
     sgx += g * ((xv - k.mean) * k.invstd);
 }
 
-__global__ void ck_bn_bwd_reduce_nchw(const float *x, const float *dy, ck_kbn p,
-                                      const float *gamma, const float *beta, const float *smean,
-                                      const float *sinvstd, const float *sd) {
+__global__ void ck_bn_bwd_reduce_nchw(const float *x, const float *dy, ck_kbn p, const float *gamma,
+                                      const float *beta, const float *smean, const float *sinvstd,
+                                      const float *sd) {
     const ck_kshape s = p.s;
     const int c = blockIdx.y, sp = blockIdx.x;
     const int per = (s.n + p.splits - 1) / p.splits;
@@ -344,7 +345,7 @@ __global__ void ck_bn_bwd_reduce_nchw(const float *x, const float *dy, ck_kbn p,
             const int ns = n0 + (int)(j / hw), pp = (int)(j % hw);
             const long long i = ((long long)ns * s.c + c) * hw + pp;
             const float m = sd ? sd[(long long)ns * s.c + c] : 1.0f;
-            ck_bn_bwd_acc(x[i], dy[i], m, k, p.act, sg, sgx);
+            ck_bn_bwd_acc(x[i], dy[i], m, k, p.bn.activation, sg, sgx);
         }
     }
     __shared__ float sh[2][CK_WARPS];
@@ -367,9 +368,9 @@ __global__ void ck_bn_bwd_reduce_nchw(const float *x, const float *dy, ck_kbn p,
     }
 }
 
-__global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p,
-                                      const float *gamma, const float *beta, const float *smean,
-                                      const float *sinvstd, const float *sd) {
+__global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p, const float *gamma,
+                                      const float *beta, const float *smean, const float *sinvstd,
+                                      const float *sd) {
     const ck_kshape s = p.s;
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int c = blockIdx.x * 32 + tx, sp = blockIdx.y;
@@ -383,7 +384,7 @@ __global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p,
         for (long long r = r0 + ty; r < r1; r += blockDim.y) {
             const long long i = r * s.c + c;
             const float m = sd ? sd[(r / hw) * s.c + c] : 1.0f;
-            ck_bn_bwd_acc(x[i], dy[i], m, k, p.act, sg, sgx);
+            ck_bn_bwd_acc(x[i], dy[i], m, k, p.bn.activation, sg, sgx);
         }
     }
     __shared__ float sh[2][8][33];
@@ -421,8 +422,8 @@ __global__ void ck_bn_finalize_backward(ck_kbn p, float *dgamma, float *dbeta) {
 }
 
 __global__ void ck_bn_bwd_apply(const float *x, const float *dy, float *dx, long long count,
-                                ck_kbn p, const float *gamma, const float *beta,
-                                const float *smean, const float *sinvstd, const float *sd) {
+                                ck_kbn p, const float *gamma, const float *beta, const float *smean,
+                                const float *sinvstd, const float *sd) {
     const ck_kshape s = p.s;
     const long long hw = (long long)s.h * s.w;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
@@ -439,7 +440,8 @@ __global__ void ck_bn_bwd_apply(const float *x, const float *dy, float *dx, long
         const ck_bn_chan k = ck_bn_chan_of(c, gamma, beta, smean, sinvstd);
         const float m = sd ? sd[g] : 1.0f;
         const float xv = x[e];
-        const float gr = ck_act_backward(dy[e] * m, ck_bn_preact(xv, k.mean, k.a, k.beta), p.act);
+        const float gr =
+            ck_act_backward(dy[e] * m, ck_bn_preact(xv, k.mean, k.a, k.beta), p.bn.activation);
         dx[e] = ck_bn_backward_dx(gr, (xv - k.mean) * k.invstd, k.a, p.coef[4 * c + 2],
                                   p.coef[4 * c + 3]);
     }

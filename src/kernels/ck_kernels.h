@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ck_geom.h"
+#include "cnnkit/cnnkit.h" /* ck_bn_desc */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -34,8 +37,8 @@ int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t se
 typedef struct ck_kbn {
     ck_kshape s;
     int splits;
-    float eps, factor;
-    int unbiased, act, frozen;
+    ck_bn_desc bn; /* the caller's descriptor (single_value_use_running is the host's business) */
+    int frozen;
     int sd_enabled;
     uint64_t seed, sd_offset;
     uint32_t sd_threshold;
@@ -57,14 +60,6 @@ int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float *dy, const 
 
 /* ---- layers of the model's GPU backend (layers.cu); NHWC activations --------------------- */
 
-/* Conv / pooling geometry: the fields of ck_conv_geom (src/host/cpu_layers.h). */
-typedef struct ck_kgeom {
-    int n, h, w, cin, cout;
-    int kh, kw, sh, sw;
-    int pad_top, pad_left;
-    int oh, ow;
-} ck_kgeom;
-
 /* Loss of a batch, summed on the device in sample order. */
 typedef struct ck_kloss {
     double loss_sum;
@@ -72,7 +67,7 @@ typedef struct ck_kloss {
     int nonfinite; /* set by ck_cuda_flag_nonfinite (the gradients), not by the loss kernel */
 } ck_kloss;
 
-/* act: ck_activation values (CK_ACTV_*); softmax over rows of c. y may alias x. */
+/* act: ck_activation values (CK_ACT_*); softmax over rows of c. y may alias x. */
 int ck_cuda_activation_forward(int act, float alpha, const float *x, float *y, size_t count, int c,
                                void *stream);
 int ck_cuda_activation_backward(int act, float alpha, const float *x, const float *y,
@@ -83,8 +78,8 @@ int ck_cuda_bias_add(float *y, const float *bias, long long rows, int c, void *s
 size_t ck_cuda_colsum_workspace_bytes(int c);
 int ck_cuda_colsum(const float *a, long long rows, int c, float *out, void *ws, void *stream);
 /* Max / average pooling, padded cells excluded: the CPU twin's results bit for bit. */
-int ck_cuda_pool_forward(ck_kgeom g, int is_max, const float *x, float *y, void *stream);
-int ck_cuda_pool_backward(ck_kgeom g, int is_max, const float *x, const float *dy, float *dx,
+int ck_cuda_pool_forward(ck_conv_geom g, int is_max, const float *x, float *y, void *stream);
+int ck_cuda_pool_backward(ck_conv_geom g, int is_max, const float *x, const float *dy, float *dx,
                           void *stream);
 int ck_cuda_gap_forward(int n, int hw, int c, const float *x, float *y, void *stream);
 int ck_cuda_gap_backward(int n, int hw, int c, const float *dy, float *dx, void *stream);

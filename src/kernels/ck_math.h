@@ -10,11 +10,30 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "cnnkit/cnnkit.h" /* ck_activation */
+
 #if defined(__CUDACC__)
 #define CK_HD __host__ __device__ __forceinline__
 #else
 #define CK_HD static inline
 #endif
+
+/* a * b rounded on its own: nvcc would otherwise fuse it with a following add (the C files build
+ * with -ffp-contract=off). */
+CK_HD float ck_mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fmul_rn(a, b); /* never contracted into an FMA */
+#else
+    return a * b;
+#endif
+}
+CK_HD double ck_dmul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+    return __dmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
 
 /* ------------------------------------------------------------------------------------------
  * Philox4x32-10 (Salmon et al., SC'11): counter-based, 128-bit counter, 64-bit key.
@@ -115,13 +134,13 @@ CK_HD float ck_bn_scale(float gamma, float invstd) {
 CK_HD float ck_bn_preact(float x, float mean, float a, float beta) {
     return fmaf(x - mean, a, beta);
 }
-/* act: 0 none, 1 relu (ck_activation) */
+/* act: CK_ACT_NONE or CK_ACT_RELU */
 CK_HD float ck_act_forward(float pre, int act) {
-    return (act == 1 && !(pre > 0.0f)) ? 0.0f : pre;
+    return (act == CK_ACT_RELU && !(pre > 0.0f)) ? 0.0f : pre;
 }
 /* Gradient through the activation given the pre-activation. */
 CK_HD float ck_act_backward(float dy, float pre, int act) {
-    return (act == 1 && !(pre > 0.0f)) ? 0.0f : dy;
+    return (act == CK_ACT_RELU && !(pre > 0.0f)) ? 0.0f : dy;
 }
 CK_HD float ck_bn_invstd(float var, float eps) {
     return 1.0f / sqrtf(var + eps);
@@ -130,7 +149,7 @@ CK_HD float ck_bn_invstd(float var, float eps) {
  * leaves r as it is: the CPU refuses such a batch, the device kernel cannot report it without a
  * synchronization but must not poison the moving statistics either. */
 CK_HD float ck_running_update(float running, float batch, float factor) {
-    return isfinite(batch) ? running + factor * (batch - running) : running;
+    return isfinite(batch) ? running + ck_mul_rn(factor, batch - running) : running;
 }
 
 /* Backward, per element: dx = k * (g - mean_g - xhat * mean_gx), where g = dL/d(pre) and
@@ -163,15 +182,6 @@ CK_HD void ck_welford_merge(float *n, float *mean, float *m2, float nb, float me
  * Layer activations (act: ck_activation values). Softmax is not per element: callers handle it
  * over the channel axis; here it is treated like NONE by the forward and needs y in backward.
  * ---------------------------------------------------------------------------------------- */
-#define CK_ACTV_NONE 0
-#define CK_ACTV_RELU 1
-#define CK_ACTV_SIGMOID 2
-#define CK_ACTV_TANH 3
-#define CK_ACTV_SOFTMAX 4
-#define CK_ACTV_ELU 5
-#define CK_ACTV_LEAKY_RELU 6
-#define CK_ACTV_GELU 7
-#define CK_ACTV_SWISH 8
 
 /* Logistic function without overflow for large |x|. */
 CK_HD float ck_sigmoidf(float x) {
@@ -184,19 +194,19 @@ CK_HD float ck_sigmoidf(float x) {
 /* y = act(x); alpha: ELU alpha, LeakyReLU slope. */
 CK_HD float ck_act_fwd_any(float x, int act, float alpha) {
     switch (act) {
-    case CK_ACTV_RELU:
+    case CK_ACT_RELU:
         return x > 0.0f ? x : 0.0f;
-    case CK_ACTV_SIGMOID:
+    case CK_ACT_SIGMOID:
         return ck_sigmoidf(x);
-    case CK_ACTV_TANH:
+    case CK_ACT_TANH:
         return tanhf(x);
-    case CK_ACTV_ELU:
+    case CK_ACT_ELU:
         return x > 0.0f ? x : alpha * expm1f(x);
-    case CK_ACTV_LEAKY_RELU:
+    case CK_ACT_LEAKY_RELU:
         return x > 0.0f ? x : alpha * x;
-    case CK_ACTV_GELU:
+    case CK_ACT_GELU:
         return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case CK_ACTV_SWISH:
+    case CK_ACT_SWISH:
         return x * ck_sigmoidf(x);
     default:
         return x;
@@ -206,39 +216,95 @@ CK_HD float ck_act_fwd_any(float x, int act, float alpha) {
 /* Whether ck_act_bwd_any reads x (LeakyReLU, GELU, swish) resp. y (ReLU, sigmoid, tanh, ELU,
  * softmax). An unused argument may be anything. */
 CK_HD int ck_act_bwd_uses_x(int act) {
-    return act == CK_ACTV_LEAKY_RELU || act == CK_ACTV_GELU || act == CK_ACTV_SWISH;
+    return act == CK_ACT_LEAKY_RELU || act == CK_ACT_GELU || act == CK_ACT_SWISH;
 }
 CK_HD int ck_act_bwd_uses_y(int act) {
-    return act == CK_ACTV_RELU || act == CK_ACTV_SIGMOID || act == CK_ACTV_TANH ||
-           act == CK_ACTV_ELU || act == CK_ACTV_SOFTMAX;
+    return act == CK_ACT_RELU || act == CK_ACT_SIGMOID || act == CK_ACT_TANH || act == CK_ACT_ELU ||
+           act == CK_ACT_SOFTMAX;
 }
 
 /* dx = dy * act'(x), from x or y = act(x) as ck_act_bwd_uses_x/y say. ELU uses y (alpha > 0):
  * y > 0 ? 1 : y + alpha. Softmax is not handled here (returns dy). */
 CK_HD float ck_act_bwd_any(float dy, float x, float y, int act, float alpha) {
     switch (act) {
-    case CK_ACTV_RELU:
+    case CK_ACT_RELU:
         return y > 0.0f ? dy : 0.0f;
-    case CK_ACTV_SIGMOID:
+    case CK_ACT_SIGMOID:
         return dy * (y * (1.0f - y));
-    case CK_ACTV_TANH:
+    case CK_ACT_TANH:
         return dy * (1.0f - y * y);
-    case CK_ACTV_ELU:
+    case CK_ACT_ELU:
         return y > 0.0f ? dy : dy * (y + alpha);
-    case CK_ACTV_LEAKY_RELU:
+    case CK_ACT_LEAKY_RELU:
         return x > 0.0f ? dy : dy * alpha;
-    case CK_ACTV_GELU: {
+    case CK_ACT_GELU: {
         const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
         const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
         return dy * (cdf + x * pdf);
     }
-    case CK_ACTV_SWISH: {
+    case CK_ACT_SWISH: {
         const float s = ck_sigmoidf(x);
         return dy * (s * (1.0f + x * (1.0f - s)));
     }
     default:
         return dy;
     }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Softmax and sparse categorical cross-entropy, one row of c values at a time (the CPU loops and
+ * the CUDA kernels run one row per thread). Sums run in double in index order.
+ * ---------------------------------------------------------------------------------------- */
+
+/* y = softmax(x) over c values; y may alias x. */
+CK_HD void ck_softmax_row_fwd(const float *x, float *y, int c) {
+    float m = x[0];
+    for (int j = 1; j < c; ++j)
+        m = x[j] > m ? x[j] : m;
+    double sum = 0.0;
+    for (int j = 0; j < c; ++j) {
+        y[j] = expf(x[j] - m);
+        sum += y[j];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int j = 0; j < c; ++j)
+        y[j] = ck_mul_rn(y[j], inv);
+}
+
+/* dx = y * (dy - <dy, y>) over c values. */
+CK_HD void ck_softmax_row_bwd(const float *y, const float *dy, float *dx, int c) {
+    double dot = 0.0;
+    for (int j = 0; j < c; ++j)
+        dot += ck_dmul_rn(dy[j], y[j]);
+    const float d = (float)dot;
+    for (int j = 0; j < c; ++j)
+        dx[j] = ck_mul_rn(y[j], dy[j] - d);
+}
+
+/* Index of the first largest of r[0 .. n). */
+CK_HD int ck_argmax_first(const float *r, int n) {
+    int best = 0;
+    for (int j = 1; j < n; ++j)
+        if (r[j] > r[best])
+            best = j;
+    return best;
+}
+
+/* Cross-entropy of softmax(x) against label lab, from the logits x (classes values): returns the
+ * loss lse(x) - x[lab], sets *hit = (argmax == lab) and, when d is not NULL, writes
+ * d = (softmax(x) - onehot(lab)) * invn (invn = 1 / batch size). */
+CK_HD double ck_xent_row(const float *x, int classes, int lab, double invn, float *d, int *hit) {
+    const int am = ck_argmax_first(x, classes);
+    const double m = x[am];
+    double sum = 0.0;
+    for (int j = 0; j < classes; ++j)
+        sum += exp(x[j] - m);
+    const double lse = m + log(sum);
+    *hit = am == lab;
+    if (d)
+        for (int j = 0; j < classes; ++j)
+            d[j] = (float)((exp(x[j] - lse) - (j == lab ? 1.0 : 0.0)) * invn);
+    return lse - x[lab];
 }
 
 /* Keras-style initializer value: 24 high bits of a Philox word -> limit * (2u - 1), u in [0,1). */
@@ -254,12 +320,11 @@ CK_HD float ck_uniform_sym(uint32_t word, float limit) {
  * and the GPU compute the same bits. decay = lr * weight_decay (0 = none); alpha is the
  * bias-corrected step of Adam, computed once per update in double by the caller.
  * ---------------------------------------------------------------------------------------- */
-CK_HD float ck_mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-    return __fmul_rn(a, b); /* never contracted into an FMA */
-#else
-    return a * b;
-#endif
+/* Adam's bias-corrected step size of update number step (>= 1; less counts as 1), in double:
+ * lr * sqrt(1 - beta2^t) / (1 - beta1^t). Computed once per update on the host. */
+CK_HD float ck_adam_alpha(float lr, float beta1, float beta2, long long step) {
+    const double t = (double)(step < 1 ? 1 : step);
+    return (float)((double)lr * sqrt(1.0 - pow((double)beta2, t)) / (1.0 - pow((double)beta1, t)));
 }
 
 CK_HD float ck_adam_elem(float p, float g, float *m, float *v, float alpha, float b1, float b2,
@@ -293,6 +358,36 @@ CK_HD void ck_pool_range(int i, int s, int k, int pad, int n, int *a0, int *a1) 
     int lo = i * s - pad, hi = i * s - pad + k;
     *a0 = lo < 0 ? 0 : lo;
     *a1 = hi > n ? n : hi;
+}
+
+/* One more real cell v into a pooling accumulator (max, or the sum of average pooling). */
+CK_HD float ck_pool_acc(float acc, float v, int is_max) {
+    return is_max ? (v > acc ? v : acc) : acc + v;
+}
+
+/* The first largest cell (*ba, *bb) of the window [a0, a1) x [b0, b1), scanned row-major, of one
+ * channel of an NHWC image: x points at the channel's value of cell (0, 0); w: image width,
+ * c: channels. Max pooling's backward sends the gradient there. */
+CK_HD void ck_pool_argmax(const float *x, int w, int c, int a0, int a1, int b0, int b1, int *ba,
+                          int *bb) {
+    int ra = a0, rb = b0;
+    float bv = x[((long long)a0 * w + b0) * c];
+    for (int u = a0; u < a1; ++u)
+        for (int v = b0; v < b1; ++v) {
+            const float xv = x[((long long)u * w + v) * c];
+            if (xv > bv) {
+                bv = xv;
+                ra = u;
+                rb = v;
+            }
+        }
+    *ba = ra;
+    *bb = rb;
+}
+
+/* The divisor of average pooling: the real cells of the window [a0, a1) x [b0, b1). */
+CK_HD float ck_pool_cells(int a0, int a1, int b0, int b1) {
+    return (float)((a1 - a0) * (b1 - b0));
 }
 
 #endif /* CNNKIT_CK_MATH_H */

@@ -32,43 +32,24 @@ __global__ void k_act_bwd(const float *x, const float *y, const float *dy, float
 __global__ void k_softmax_fwd(const float *x, float *y, long long rows, int c) {
     for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows;
          r += (long long)gridDim.x * blockDim.x) {
-        const float *xr = x + r * c;
-        float *yr = y + r * c;
-        float m = xr[0];
-        for (int j = 1; j < c; ++j)
-            m = xr[j] > m ? xr[j] : m;
-        double sum = 0.0;
-        for (int j = 0; j < c; ++j) {
-            yr[j] = expf(xr[j] - m);
-            sum += yr[j];
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int j = 0; j < c; ++j)
-            yr[j] = ck_mul_rn(yr[j], inv);
+        ck_softmax_row_fwd(x + r * c, y + r * c, c);
     }
 }
 
 __global__ void k_softmax_bwd(const float *y, const float *dy, float *dx, long long rows, int c) {
     for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows;
          r += (long long)gridDim.x * blockDim.x) {
-        const float *yr = y + r * c, *dr = dy + r * c;
-        float *o = dx + r * c;
-        double dot = 0.0;
-        for (int j = 0; j < c; ++j)
-            dot += (double)dr[j] * yr[j];
-        const float d = (float)dot;
-        for (int j = 0; j < c; ++j)
-            o[j] = ck_mul_rn(yr[j], dr[j] - d);
+        ck_softmax_row_bwd(y + r * c, dy + r * c, dx + r * c, c);
     }
 }
 
 extern "C" int ck_cuda_activation_forward(int act, float alpha, const float *x, float *y,
                                           size_t count, int c, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (act == CK_ACTV_SOFTMAX) {
+    if (act == CK_ACT_SOFTMAX) {
         const long long rows = (long long)(count / (size_t)c);
         k_softmax_fwd<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>(x, y, rows, c);
-    } else if (act == CK_ACTV_NONE) {
+    } else if (act == CK_ACT_NONE) {
         if (x != y)
             return (int)cudaMemcpyAsync(y, x, count * sizeof(float), cudaMemcpyDeviceToDevice, s);
         return 0;
@@ -83,10 +64,10 @@ extern "C" int ck_cuda_activation_backward(int act, float alpha, const float *x,
                                            const float *dy, float *dx, size_t count, int c,
                                            void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (act == CK_ACTV_SOFTMAX) {
+    if (act == CK_ACT_SOFTMAX) {
         const long long rows = (long long)(count / (size_t)c);
         k_softmax_bwd<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>(y, dy, dx, rows, c);
-    } else if (act == CK_ACTV_NONE) {
+    } else if (act == CK_ACT_NONE) {
         if (dx != dy)
             return (int)cudaMemcpyAsync(dx, dy, count * sizeof(float), cudaMemcpyDeviceToDevice, s);
         return 0;
@@ -181,7 +162,7 @@ extern "C" int ck_cuda_colsum(const float *a, long long rows, int c, float *out,
 
 /* ---- pooling: the exact twin of ck_cpu_pool_forward / ck_cpu_pool_backward (NHWC) ---------- */
 
-__global__ void k_pool_fwd(ck_kgeom g, int is_max, const float *x, float *y) {
+__global__ void k_pool_fwd(ck_conv_geom g, int is_max, const float *x, float *y) {
     const long long total = (long long)g.n * g.oh * g.ow * g.cin;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x) {
@@ -199,16 +180,16 @@ __global__ void k_pool_fwd(ck_kgeom g, int is_max, const float *x, float *y) {
         for (int a = a0; a < a1; ++a)
             for (int b = (a == a0 ? b0 + 1 : b0); b < b1; ++b) {
                 const float v = xs[((long long)a * g.w + b) * g.cin];
-                acc = is_max ? (v > acc ? v : acc) : acc + v;
+                acc = ck_pool_acc(acc, v, is_max);
             }
         if (!is_max)
-            acc /= (float)((a1 - a0) * (b1 - b0));
+            acc /= ck_pool_cells(a0, a1, b0, b1);
         y[t] = acc;
     }
 }
 
 /* One thread per input cell gathers the windows that contain it, in the CPU's (i, j) order. */
-__global__ void k_pool_bwd(ck_kgeom g, int is_max, const float *x, const float *dy, float *dx) {
+__global__ void k_pool_bwd(ck_conv_geom g, int is_max, const float *x, const float *dy, float *dx) {
     const long long total = (long long)g.n * g.h * g.w * g.cin;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x) {
@@ -239,28 +220,19 @@ __global__ void k_pool_bwd(ck_kgeom g, int is_max, const float *x, const float *
                 ck_pool_range(j, g.sw, g.kw, g.pad_left, g.w, &b0, &b1);
                 const float d = ds[((long long)i * g.ow + j) * g.cin];
                 if (is_max) {
-                    int ba = a0, bb = b0;
-                    float bv = xs[((long long)a0 * g.w + b0) * g.cin];
-                    for (int u = a0; u < a1; ++u)
-                        for (int v = b0; v < b1; ++v) {
-                            const float xv = xs[((long long)u * g.w + v) * g.cin];
-                            if (xv > bv) {
-                                bv = xv;
-                                ba = u;
-                                bb = v;
-                            }
-                        }
+                    int ba, bb;
+                    ck_pool_argmax(xs, g.w, g.cin, a0, a1, b0, b1, &ba, &bb);
                     if (ba == a && bb == b)
                         acc += d;
                 } else {
-                    acc += d / (float)((a1 - a0) * (b1 - b0));
+                    acc += d / ck_pool_cells(a0, a1, b0, b1);
                 }
             }
         dx[t] = acc;
     }
 }
 
-extern "C" int ck_cuda_pool_forward(ck_kgeom g, int is_max, const float *x, float *y,
+extern "C" int ck_cuda_pool_forward(ck_conv_geom g, int is_max, const float *x, float *y,
                                     void *stream) {
     const long long total = (long long)g.n * g.oh * g.ow * g.cin;
     k_pool_fwd<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(g, is_max, x,
@@ -268,7 +240,7 @@ extern "C" int ck_cuda_pool_forward(ck_kgeom g, int is_max, const float *x, floa
     return ck_launch_status();
 }
 
-extern "C" int ck_cuda_pool_backward(ck_kgeom g, int is_max, const float *x, const float *dy,
+extern "C" int ck_cuda_pool_backward(ck_conv_geom g, int is_max, const float *x, const float *dy,
                                      float *dx, void *stream) {
     const long long total = (long long)g.n * g.h * g.w * g.cin;
     k_pool_bwd<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(g, is_max, x,
@@ -319,24 +291,10 @@ __global__ void k_softmax_xent(int n, int classes, const float *logits, const in
                                float *dlogits, double *loss, int *hit) {
     const double invn = 1.0 / n;
     for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < n; s += gridDim.x * blockDim.x) {
-        const float *xr = logits + (long long)s * classes;
-        const int lab = labels[s];
-        int am = 0;
-        for (int j = 1; j < classes; ++j)
-            if (xr[j] > xr[am])
-                am = j;
-        const double m = xr[am];
-        double sum = 0.0;
-        for (int j = 0; j < classes; ++j)
-            sum += exp(xr[j] - m);
-        const double lse = m + log(sum);
-        loss[s] = lse - xr[lab];
-        hit[s] = am == lab;
-        if (dlogits) {
-            float *d = dlogits + (long long)s * classes;
-            for (int j = 0; j < classes; ++j)
-                d[j] = (float)((exp(xr[j] - lse) - (j == lab ? 1.0 : 0.0)) * invn);
-        }
+        int h;
+        loss[s] = ck_xent_row(logits + (long long)s * classes, classes, labels[s], invn,
+                              dlogits ? dlogits + (long long)s * classes : NULL, &h);
+        hit[s] = h;
     }
 }
 
