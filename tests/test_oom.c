@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cnnkit/check.h"
 #include "cnnkit/data.h"
@@ -209,4 +210,104 @@ Test(oom, measure_under_host_limit_sweep) {
     ck_model_destroy(ref);
     sweep(ctx, measure_call, measure_judge, sizeof(ck_measurement));
     ck_context_destroy(ctx);
+}
+
+/* ---- Keras text and files -------------------------------------------------------------------- */
+
+/* Runs call under limits live + extra (doubling from 1 until it succeeds, then linear below; a
+ * limit of 0 would mean none):
+ * each failure is ALLOC_FAILED naming the memory and keeps no counted byte. Returns failures. */
+typedef ck_status (*ctx_call_fn)(ck_context *ctx, void *user);
+static int ctx_sweep(ck_context *ctx, ctx_call_fn call, void *user) {
+    size_t first_ok = 0;
+    int failures = 0;
+    for (int phase = 0; phase < 2; ++phase) {
+        for (int k = 0; k < (phase == 0 ? 40 : 16); ++k) {
+            const size_t extra =
+                phase == 0 ? (size_t)1 << k : first_ok / 16 * (size_t)k + (size_t)k;
+            const size_t base = ck_context_host_alloc_bytes(ctx);
+            CK_OK(ctx, ck_context_set_host_alloc_limit(ctx, base + extra));
+            const ck_status st = call(ctx, user);
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", ck_context_last_error(ctx));
+            CK_OK(ctx, ck_context_set_host_alloc_limit(ctx, 0));
+            if (st != CK_STATUS_SUCCESS) {
+                ++failures;
+                cr_assert_eq(st, CK_STATUS_ALLOC_FAILED, "extra %zu: %s (%s)", extra,
+                             ck_status_string(st), msg);
+                cr_assert_neq(strstr(msg, "memory"), NULL, "extra %zu: message '%s'", extra, msg);
+            }
+            cr_assert_eq(ck_context_host_alloc_bytes(ctx), base, "extra %zu: %s kept %zu bytes",
+                         extra, st == CK_STATUS_SUCCESS ? "the call" : "the failed call",
+                         ck_context_host_alloc_bytes(ctx) - base);
+            if (phase == 0 && st == CK_STATUS_SUCCESS) {
+                first_ok = extra;
+                break;
+            }
+        }
+        if (phase == 0)
+            cr_assert_gt(first_ok, 0, "the call never succeeded");
+    }
+    return failures;
+}
+
+/* a text parse that builds, then frees what it made (the count must come back to base) */
+static ck_status text_call(ck_context *ctx, void *user) {
+    (void)user;
+    ck_model *m = NULL;
+    char msg[512];
+    const ck_status st = ck_model_from_keras_text(ctx, MODEL, &m, msg, sizeof msg);
+    cr_assert((st == CK_STATUS_SUCCESS) == (m != NULL), "a model without success or vice versa");
+    ck_model_destroy(m);
+    return st;
+}
+
+Test(oom, keras_text_under_host_limit_sweep) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    cr_assert_geq(ctx_sweep(ctx, text_call, NULL), 10);
+    ck_context_destroy(ctx);
+}
+
+typedef struct file_job {
+    const char *path;
+    ck_model *src;
+} file_job;
+
+static ck_status load_call(ck_context *ctx, void *user) {
+    const file_job *j = (const file_job *)user;
+    ck_model *m = NULL;
+    const ck_status st = ck_model_load_keras(ctx, j->path, 4, &m);
+    if (st == CK_STATUS_SUCCESS) { /* the weights made it: the same as the saved model's */
+        size_t n0, n1;
+        float *w0 = weights(ctx, j->src, &n0), *w1 = weights(ctx, m, &n1);
+        cr_assert_eq(n0, n1);
+        cr_assert_eq(memcmp(w0, w1, n0 * sizeof *w0), 0, "the loaded weights differ");
+        free(w0);
+        free(w1);
+    }
+    ck_model_destroy(m);
+    return st;
+}
+
+static ck_status save_call(ck_context *ctx, void *user) {
+    (void)ctx;
+    const file_job *j = (const file_job *)user;
+    return ck_model_save_keras(j->src, j->path);
+}
+
+Test(oom, keras_file_save_and_load_under_host_limit_sweep) {
+    char dir[] = "/tmp/cnnkit-oom-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[300];
+    snprintf(path, sizeof path, "%s/m.keras", dir);
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *src = fresh(ctx);
+    file_job j = {path, src};
+    /* a failed save leaves no file behind; the first success writes it */
+    cr_assert_geq(ctx_sweep(ctx, save_call, &j), 5);
+    cr_assert_geq(ctx_sweep(ctx, load_call, &j), 10);
+    ck_model_destroy(src);
+    ck_context_destroy(ctx);
+    unlink(path);
+    cr_assert_eq(rmdir(dir), 0, "a failed save left a file behind");
 }
