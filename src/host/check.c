@@ -796,7 +796,7 @@ CK_API const char *ck_severity_name(int severity) {
 /* The nodes of layers (malloc'ed, at most 2 per layer): *nn of them; *last_weight the last
  * Conv2D/Dense layer (-1 none). NULL when out of memory. */
 static node *make_nodes(const ck_layer_desc *layers, int count, int *nn, int *last_weight) {
-    node *nd = (node *)malloc(sizeof *nd * (size_t)(count > 0 ? count : 1) * 2);
+    node *nd = (node *)ck_host_alloc(NULL, sizeof *nd * (size_t)(count > 0 ? count : 1) * 2);
     if (!nd)
         return NULL;
     *nn = 0;
@@ -849,7 +849,7 @@ int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *
             }
             break;
         }
-    free((void *)c.nd);
+    ck_host_free(NULL, (void *)c.nd);
     return bn;
 }
 
@@ -950,7 +950,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         if (is_softmax(n))
             softmax_layer = n->layer;
     }
-    free((void *)nd);
+    ck_host_free(NULL, (void *)nd);
     *n_found = c.total;
     return CK_STATUS_SUCCESS;
 }

@@ -162,6 +162,7 @@ CK_API ck_status ck_context_create(ck_context **out, ck_device device, int cuda_
                            "device: must be CK_DEVICE_AUTO, _CPU or _CUDA, got %d", (int)device);
     if (cuda_ordinal < 0)
         return create_fail(CK_STATUS_BAD_PARAM, "cuda_ordinal: must be >= 0, got %d", cuda_ordinal);
+    /* the one host allocation outside the counted allocator: a context cannot count itself */
     ck_context *ctx = (ck_context *)calloc(1, sizeof *ctx);
     if (!ctx)
         return create_fail(CK_STATUS_ALLOC_FAILED, "ctx: out of host memory");

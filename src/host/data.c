@@ -28,6 +28,8 @@ static ck_status succeed(char *err, size_t len) {
     return CK_STATUS_SUCCESS;
 }
 
+/* A dataset's arrays are plain malloc blocks, outside the context allocator: the struct is public
+ * and callers fill it with their own malloc'd arrays and release it here. */
 CK_API void ck_dataset_free(ck_dataset *ds) {
     if (!ds)
         return;
@@ -42,7 +44,8 @@ static size_t slurp_limit(void) {
     return (uint64_t)(SIZE_MAX / 2) < lim ? SIZE_MAX / 2 : (size_t)lim;
 }
 
-/* Reads a whole (possibly gzip-compressed) file into memory: *len bytes in *data (malloc'd). */
+/* Reads a whole (possibly gzip-compressed) file into memory: *len bytes in *data (ck_host_alloc, no
+ * context). */
 static ck_status slurp(const char *path, unsigned char **data, size_t *len, char *err,
                        size_t elen) {
     *data = NULL;
@@ -54,7 +57,7 @@ static ck_status slurp(const char *path, unsigned char **data, size_t *len, char
                     errno ? strerror(errno) : "gzopen failed");
     (void)gzbuffer(f, 1u << 17);
     size_t cap = (size_t)1 << 20, n = 0;
-    unsigned char *buf = (unsigned char *)malloc(cap);
+    unsigned char *buf = (unsigned char *)ck_host_alloc(NULL, cap);
     if (!buf) {
         gzclose(f);
         return fail(err, elen, CK_STATUS_ALLOC_FAILED, "%s: out of memory", path);
@@ -62,14 +65,14 @@ static ck_status slurp(const char *path, unsigned char **data, size_t *len, char
     for (;;) {
         if (n == cap) {
             if (cap >= slurp_limit()) {
-                free(buf);
+                ck_host_free(NULL, buf);
                 gzclose(f);
                 return fail(err, elen, CK_STATUS_BAD_PARAM, "%s: larger than %zu bytes", path,
                             slurp_limit());
             }
-            unsigned char *nb = (unsigned char *)realloc(buf, cap * 2);
+            unsigned char *nb = (unsigned char *)ck_host_realloc(NULL, buf, cap * 2);
             if (!nb) {
-                free(buf);
+                ck_host_free(NULL, buf);
                 gzclose(f);
                 return fail(err, elen, CK_STATUS_ALLOC_FAILED, "%s: out of memory (%zu bytes)",
                             path, cap * 2);
@@ -84,7 +87,7 @@ static ck_status slurp(const char *path, unsigned char **data, size_t *len, char
             const char *msg = gzerror(f, &zerr);
             ck_status st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: read error: %s", path,
                                 zerr == Z_ERRNO && errno ? strerror(errno) : msg);
-            free(buf);
+            ck_host_free(NULL, buf);
             gzclose(f);
             return st;
         }
@@ -97,7 +100,7 @@ static ck_status slurp(const char *path, unsigned char **data, size_t *len, char
     (void)gzerror(f, &zerr);
     gzclose(f);
     if (zerr != Z_OK) {
-        free(buf);
+        ck_host_free(NULL, buf);
         return fail(err, elen, CK_STATUS_BAD_PARAM,
                     "%s: truncated or corrupt gzip stream (%zu bytes decompressed)", path, n);
     }
@@ -114,7 +117,9 @@ CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, c
                              char *err, size_t elen) {
     if (!images_path || !labels_path || !out)
         return fail(err, elen, CK_STATUS_BAD_PARAM, "%s: is NULL",
-                    !images_path ? "images_path" : !labels_path ? "labels_path" : "out");
+                    !images_path   ? "images_path"
+                    : !labels_path ? "labels_path"
+                                   : "out");
     unsigned char *im = NULL, *lb = NULL;
     size_t ilen = 0, llen = 0;
     ck_status st = slurp(images_path, &im, &ilen, err, elen);
@@ -150,8 +155,8 @@ CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, c
                       "at most 2^36 pixels)",
                       images_path, count, rows, cols);
         else if (pixels > SIZE_MAX / sizeof(float))
-            st = fail(err, elen, CK_STATUS_OVERFLOW, "%s: %llu pixels overflow size_t",
-                      images_path, (unsigned long long)pixels);
+            st = fail(err, elen, CK_STATUS_OVERFLOW, "%s: %llu pixels overflow size_t", images_path,
+                      (unsigned long long)pixels);
         else if ((uint64_t)ilen != 16 + pixels)
             st = fail(err, elen, CK_STATUS_BAD_PARAM,
                       "%s: %s: %zu bytes, header says %u images of %u x %u (%llu bytes)",
@@ -190,8 +195,8 @@ CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, c
             ds.classes = maxl + 1; /* <= 256: labels are bytes */
         }
     }
-    free(im);
-    free(lb);
+    ck_host_free(NULL, im);
+    ck_host_free(NULL, lb);
     if (st != CK_STATUS_SUCCESS) {
         ck_dataset_free(&ds);
         return st;
@@ -207,8 +212,8 @@ CK_API ck_status ck_cifar10_load(const char *const *paths, int npaths, ck_datase
     if (npaths < 1)
         return fail(err, elen, CK_STATUS_BAD_PARAM, "npaths: %d, need >= 1 file", npaths);
     enum { REC = 3073, PIX = 3072, PLANE = 1024 };
-    unsigned char **files = (unsigned char **)calloc((size_t)npaths, sizeof *files);
-    size_t *lens = (size_t *)calloc((size_t)npaths, sizeof *lens);
+    unsigned char **files = (unsigned char **)ck_host_calloc(NULL, (size_t)npaths, sizeof *files);
+    size_t *lens = (size_t *)ck_host_calloc(NULL, (size_t)npaths, sizeof *lens);
     ck_status st = files && lens ? CK_STATUS_SUCCESS
                                  : fail(err, elen, CK_STATUS_ALLOC_FAILED, "out of memory");
     uint64_t total = 0;
@@ -258,9 +263,9 @@ CK_API ck_status ck_cifar10_load(const char *const *paths, int npaths, ck_datase
         }
     }
     for (int i = 0; files && i < npaths; ++i)
-        free(files[i]);
-    free(files);
-    free(lens);
+        ck_host_free(NULL, files[i]);
+    ck_host_free(NULL, files);
+    ck_host_free(NULL, lens);
     if (st != CK_STATUS_SUCCESS) {
         ck_dataset_free(&ds);
         return st;

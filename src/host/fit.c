@@ -128,13 +128,13 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
         f = m->fit;
     }
     const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
-    int32_t *perm = (int32_t *)malloc(sizeof(int32_t) * (size_t)train->count);
-    float *xb = (float *)malloc(sizeof(float) * per * (size_t)o.batch);
-    int32_t *yb = (int32_t *)malloc(sizeof(int32_t) * (size_t)o.batch);
+    int32_t *perm = (int32_t *)ck_host_alloc(ctx, sizeof(int32_t) * (size_t)train->count);
+    float *xb = (float *)ck_host_alloc(ctx, sizeof(float) * per * (size_t)o.batch);
+    int32_t *yb = (int32_t *)ck_host_alloc(ctx, sizeof(int32_t) * (size_t)o.batch);
     if (!perm || !xb || !yb) {
-        free(perm);
-        free(xb);
-        free(yb);
+        ck_host_free(ctx, perm);
+        ck_host_free(ctx, xb);
+        ck_host_free(ctx, yb);
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "fit: out of host memory for batch buffers");
     }
     if (!o.resume)
@@ -218,8 +218,8 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
         if (o.on_epoch && o.on_epoch(o.user, &er))
             stop = 1;
     }
-    free(perm);
-    free(xb);
-    free(yb);
+    ck_host_free(ctx, perm);
+    ck_host_free(ctx, xb);
+    ck_host_free(ctx, yb);
     return st;
 }

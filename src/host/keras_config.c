@@ -41,7 +41,7 @@ static int unsupported(cfg *C, const char *key, const json_t *v, const char *wan
                  want ? " (supported: " : "", want ? want : "");
     if (want && C->err && strlen(C->err) + 2 < C->err_len)
         strcat(C->err, ")");
-    free(s);
+    free(s); /* jansson's json_dumps: its allocator, not ours */
     return r;
 }
 
@@ -537,7 +537,8 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
     } else if (json_array_size(layers) > 256) {
         fail(&C, "config.json: %zu layers, cnnkit takes at most 256", json_array_size(layers));
         st = CK_STATUS_NOT_SUPPORTED;
-    } else if (!(km.layers = (ck_layer_desc *)calloc(json_array_size(layers), sizeof *km.layers))) {
+    } else if (!(km.layers = (ck_layer_desc *)ck_host_calloc(NULL, json_array_size(layers),
+                                                             sizeof *km.layers))) {
         fail(&C, "config.json: out of memory");
         st = CK_STATUS_ALLOC_FAILED;
     } else {
@@ -582,7 +583,7 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
     json_decref(tc_root);
     json_decref(root);
     if (st != CK_STATUS_SUCCESS) {
-        free(km.layers);
+        ck_host_free(NULL, km.layers);
         return st;
     }
     *out = km;

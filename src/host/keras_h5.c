@@ -134,9 +134,28 @@ static long long group_size(hid_t f, const char *path) {
     return n;
 }
 
-/* A string array attribute (fixed or variable length) as malloc'd NUL-separated strings. */
-static char **read_str_attr(hid_t obj, const char *name, int *count) {
+/* A copy of s[0..n) (up to its first NUL) on ctx. */
+static char *strndup_ctx(ck_context *ctx, const char *s, size_t n) {
+    const size_t k = strnlen(s, n);
+    char *d = (char *)ck_host_alloc(ctx, k + 1);
+    if (d) {
+        memcpy(d, s, k);
+        d[k] = '\0';
+    }
+    return d;
+}
+
+static void free_strs(ck_context *ctx, char **s) {
+    for (int i = 0; s && s[i]; ++i)
+        ck_host_free(ctx, s[i]);
+    ck_host_free(ctx, s);
+}
+
+/* A string array attribute (fixed or variable length) as NULL-terminated strings on ctx (free with
+ * free_strs); NULL with *count 0 when absent or unreadable, and *oom set when out of memory. */
+static char **read_str_attr(ck_context *ctx, hid_t obj, const char *name, int *count, int *oom) {
     *count = 0;
+    *oom = 0;
     if (H5Aexists(obj, name) <= 0)
         return NULL;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
@@ -146,27 +165,31 @@ static char **read_str_attr(hid_t obj, const char *name, int *count) {
     hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
     if (ty >= 0 && H5Tget_class(ty) == H5T_STRING && n >= 0 && n <= 100000) {
         hid_t mt = H5Tcopy(H5T_C_S1);
-        out = (char **)calloc((size_t)n + 1, sizeof *out);
+        out = (char **)ck_host_calloc(ctx, (size_t)n + 1, sizeof *out);
+        *oom = !out;
         if (H5Tis_variable_str(ty) > 0) {
-            char **tmp = (char **)calloc((size_t)n + 1, sizeof *tmp);
+            /* HDF5 allocates the strings themselves; H5Dvlen_reclaim gives them back */
+            char **tmp = (char **)ck_host_calloc(ctx, (size_t)n + 1, sizeof *tmp);
+            *oom |= !tmp;
             H5Tset_size(mt, H5T_VARIABLE);
             if (tmp && out && H5Aread(a, mt, tmp) >= 0) {
                 for (hssize_t i = 0; i < n; ++i)
-                    out[i] = strdup(tmp[i] ? tmp[i] : "");
+                    out[i] = ck_host_strdup(ctx, tmp[i] ? tmp[i] : "");
                 H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, tmp);
                 *count = (int)n;
             }
-            free(tmp);
+            ck_host_free(ctx, tmp);
         } else {
             size_t sz = H5Tget_size(ty);
-            char *buf = sz && sz < 65536 ? (char *)calloc((size_t)n, sz) : NULL;
+            char *buf = sz && sz < 65536 ? (char *)ck_host_calloc(ctx, (size_t)n, sz) : NULL;
+            *oom |= sz && sz < 65536 && !buf;
             H5Tset_size(mt, sz);
             if (buf && out && H5Aread(a, mt, buf) >= 0) {
                 for (hssize_t i = 0; i < n; ++i)
-                    out[i] = strndup(buf + (size_t)i * sz, sz);
+                    out[i] = strndup_ctx(ctx, buf + (size_t)i * sz, sz);
                 *count = (int)n;
             }
-            free(buf);
+            ck_host_free(ctx, buf);
         }
         H5Tclose(mt);
     }
@@ -178,20 +201,15 @@ static char **read_str_attr(hid_t obj, const char *name, int *count) {
         H5Aclose(a);
     for (int i = 0; out && i < *count; ++i)
         if (!out[i])
-            *count = 0;
+            *count = 0, *oom = 1;
     if (out && *count == 0) {
-        for (int i = 0; out[i]; ++i)
-            free(out[i]);
-        free(out);
+        /* a failed copy leaves a gap: free every slot, not only up to the first NULL */
+        for (hssize_t i = 0; i < n; ++i)
+            ck_host_free(ctx, out[i]);
+        ck_host_free(ctx, out);
         out = NULL;
     }
     return out;
-}
-
-static void free_strs(char **s) {
-    for (int i = 0; s && s[i]; ++i)
-        free(s[i]);
-    free(s);
 }
 
 /* Legacy layout under base ("" or "model_weights"): the layer's group by name, its datasets in
@@ -208,12 +226,16 @@ static ck_status read_legacy(h5s *S, hid_t f, const char *base, const ck_kio_pla
                            "%s: layer '%s' (%s): no weights for it in the file (no group %s)",
                            S->what, L->name, L->cls, g);
         hid_t grp = H5Gopen2(f, g, H5P_DEFAULT);
-        int nn = 0;
-        char **names = grp >= 0 ? read_str_attr(grp, "weight_names", &nn) : NULL;
+        int nn = 0, oom = 0;
+        char **names = grp >= 0 ? read_str_attr(S->ctx, grp, "weight_names", &nn, &oom) : NULL;
         if (grp >= 0)
             H5Gclose(grp);
+        if (oom)
+            return ck_fail(S->ctx, CK_STATUS_ALLOC_FAILED,
+                           "%s: layer '%s': out of host memory reading its weight_names", S->what,
+                           L->name);
         if (nn != L->nvars) {
-            free_strs(names);
+            free_strs(S->ctx, names);
             return ck_fail(S->ctx, CK_STATUS_SHAPE_MISMATCH,
                            "%s: layer '%s' (%s): the file has %d weights for it, the model %d",
                            S->what, L->name, L->cls, nn, L->nvars);
@@ -224,7 +246,7 @@ static ck_status read_legacy(h5s *S, hid_t f, const char *base, const ck_kio_pla
             snprintf(p, sizeof p, "%s/%s", g, names[k]);
             st = read_var(S, f, p, L, &L->vars[k], k, w + L->vars[k].offset);
         }
-        free_strs(names);
+        free_strs(S->ctx, names);
         CK_TRY(st);
     }
     return CK_STATUS_SUCCESS;
@@ -317,15 +339,15 @@ ck_status ck_kio_h5_read(ck_context *ctx, const void *image, size_t len, const c
     return st;
 }
 
-static char *read_scalar_str_attr(hid_t f, const char *name) {
+static char *read_scalar_str_attr(ck_context *ctx, hid_t f, const char *name, int *oom) {
     int n = 0;
-    char **s = read_str_attr(f, name, &n);
+    char **s = read_str_attr(ctx, f, name, &n, oom);
     char *r = n == 1 ? s[0] : NULL;
     if (r)
         s[0] = NULL;
     for (int i = 1; s && i < n; ++i)
-        free(s[i]);
-    free(s);
+        ck_host_free(ctx, s[i]);
+    ck_host_free(ctx, s);
     return r;
 }
 
@@ -336,16 +358,26 @@ ck_status ck_kio_h5_model_config(ck_context *ctx, const char *path, char **confi
     *config = *training_config = NULL;
     hid_t f = open_file(NULL, 0, path);
     ck_status st = CK_STATUS_SUCCESS;
+    int oom = 0;
     if (f < 0) {
         st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s is not an HDF5 file, or a corrupt one",
                      path);
-    } else if (!(*config = read_scalar_str_attr(f, "model_config"))) {
+    } else if (!(*config = read_scalar_str_attr(ctx, f, "model_config", &oom)) && oom) {
+        st = ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                     "path: %s: out of host memory reading its model_config", path);
+    } else if (!*config) {
         st = ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
                      "path: %s has no model_config: a weights-only file (load it into a model "
                      "with ck_model_load_keras_weights / --weights)",
                      path);
     } else {
-        *training_config = read_scalar_str_attr(f, "training_config");
+        *training_config = read_scalar_str_attr(ctx, f, "training_config", &oom);
+        if (oom) {
+            ck_host_free(ctx, *config);
+            *config = NULL;
+            st = ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                         "path: %s: out of host memory reading its training_config", path);
+        }
     }
     if (f >= 0)
         H5Fclose(f);
@@ -460,14 +492,17 @@ ck_status ck_kio_h5_write(ck_context *ctx, const ck_kio_plan *plan, const float 
     ssize_t n = -1;
     if (!bad && H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0)
         n = H5Fget_file_image(f, NULL, 0);
-    void *buf = n > 0 ? malloc((size_t)n) : NULL;
+    void *buf = n > 0 ? ck_host_alloc(ctx, (size_t)n) : NULL;
+    const int oom = n > 0 && !buf;
     if (buf && H5Fget_file_image(f, buf, (size_t)n) != n) {
-        free(buf);
+        ck_host_free(ctx, buf);
         buf = NULL;
     }
     if (f >= 0)
         H5Fclose(f);
     quiet_end(&S);
+    if (oom)
+        return ck_host_oom(ctx, "weights: the HDF5 file image", (size_t)n);
     if (!buf)
         return ck_fail(ctx, CK_STATUS_INTERNAL, "weights: HDF5 could not write the weights");
     *image = buf;

@@ -355,8 +355,8 @@ CK_API ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_
         st = ck_kio_h5_model_config(ctx, path, &config, &training);
         if (st == CK_STATUS_SUCCESS)
             st = model_from_config(ctx, path, config, strlen(config), training, max_batch, &m);
-        free(config);
-        free(training);
+        ck_host_free(ctx, config);
+        ck_host_free(ctx, training);
         if (st == CK_STATUS_SUCCESS)
             st = load_weights(m, NULL, 0, path, path);
     } else {
@@ -429,9 +429,11 @@ static ck_status archive_image(ck_context *ctx, const char *config, const void *
     }
     void *buf = NULL;
     zip_int64_t n = -1;
+    int oom = 0;
     if (!bad && zip_source_open(src) == 0) {
         if (zip_source_seek(src, 0, SEEK_END) == 0 && (n = zip_source_tell(src)) > 0 &&
-            zip_source_seek(src, 0, SEEK_SET) == 0 && (buf = ck_host_alloc(ctx, (size_t)n)) &&
+            zip_source_seek(src, 0, SEEK_SET) == 0 &&
+            !(oom = !(buf = ck_host_alloc(ctx, (size_t)n))) &&
             zip_source_read(src, buf, (zip_uint64_t)n) != n) {
             ck_host_free(ctx, buf);
             buf = NULL;
@@ -441,6 +443,8 @@ static ck_status archive_image(ck_context *ctx, const char *config, const void *
     if (src)
         zip_source_free(src);
     zip_error_fini(&ze);
+    if (oom)
+        return ck_host_oom(ctx, "path: the zip archive", (size_t)n);
     if (!buf)
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "path: could not assemble the zip archive");
     *out = buf;
@@ -478,7 +482,7 @@ CK_API ck_status ck_model_save_keras(ck_model *m, const char *path) {
             st = ck_write_file_atomic(ctx, path, zbuf, zlen);
         ck_host_free(ctx, zbuf);
     }
-    free(img);
-    free(config);
+    ck_host_free(ctx, img);
+    free(config); /* jansson's json_dumps: its allocator, not ours */
     return st;
 }

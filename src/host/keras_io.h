@@ -79,11 +79,12 @@ void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o);
 ck_status ck_kio_h5_read(ck_context *ctx, const void *image, size_t len, const char *path,
                          const char *what, const ck_kio_plan *plan, float *w, ck_kio_opt *opt,
                          int *found);
-/* Legacy whole-model .h5: its model_config and training_config root attributes (malloc'd; the
- * latter NULL when absent). CK_STATUS_NOT_SUPPORTED when the file has no model_config. */
+/* Legacy whole-model .h5: its model_config and training_config root attributes (on ctx:
+ * ck_host_free(ctx, ...); the latter NULL when absent). CK_STATUS_NOT_SUPPORTED when the file has no model_config. */
 ck_status ck_kio_h5_model_config(ck_context *ctx, const char *path, char **config,
                                  char **training_config);
-/* Writes the Keras 3 weights layout into a new HDF5 image (malloc'd *image, *len). */
+/* Writes the Keras 3 weights layout into a new HDF5 image (*image, *len; on ctx:
+ * ck_host_free(ctx, *image)). */
 ck_status ck_kio_h5_write(ck_context *ctx, const ck_kio_plan *plan, const float *w,
                           const ck_kio_opt *opt, const char *model_name, void **image, size_t *len);
 

@@ -171,6 +171,12 @@ static ck_status make_twin(ck_model *m, int batch, ck_context **tctx, ck_model *
     ck_status st = ck_context_create(tctx, CK_DEVICE_CPU, 0, ctx->seed);
     if (st != CK_STATUS_SUCCESS)
         return ck_fail(ctx, st, "measure: cannot create a CPU context for the measurement copy");
+    /* The copy lives on its own context: it runs with the caller's threads and gets the caller's
+     * host headroom, so the cap still holds. */
+    (*tctx)->cpu_threads = ctx->cpu_threads;
+    if (ctx->host_limit)
+        (*tctx)->host_limit =
+            ctx->host_live < ctx->host_limit ? ctx->host_limit - ctx->host_live : 1;
     size_t nw = 0;
     float *w = NULL;
     st = ck_model_create(*tctx, twin);
@@ -183,12 +189,13 @@ static ck_status make_twin(ck_model *m, int batch, ck_context **tctx, ck_model *
     if (st == CK_STATUS_SUCCESS)
         st = ck_model_get_weights(m, NULL, 0, &nw);
     if (st == CK_STATUS_SUCCESS) {
-        w = (float *)malloc(sizeof(float) * (nw ? nw : 1));
-        st = w ? ck_model_get_weights(m, w, nw, NULL) : CK_STATUS_ALLOC_FAILED;
+        const size_t bytes = sizeof(float) * (nw ? nw : 1);
+        w = (float *)ck_host_alloc(ctx, bytes);
+        st = w ? ck_model_get_weights(m, w, nw, NULL) : ck_host_oom(ctx, "measure: weights", bytes);
     }
     if (st == CK_STATUS_SUCCESS)
         st = ck_model_set_weights(*twin, w, nw);
-    free(w);
+    ck_host_free(ctx, w);
     if (st != CK_STATUS_SUCCESS) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s",
@@ -266,17 +273,17 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
         batch = data->count;
     const uint64_t seed = o.seed ? o.seed : ctx->seed;
     const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
-    int32_t *perm = (int32_t *)malloc(sizeof(int32_t) * (size_t)data->count);
-    float *xb = (float *)malloc(sizeof(float) * per * (size_t)batch);
-    int32_t *yb = (int32_t *)malloc(sizeof(int32_t) * (size_t)batch);
-    ck_measurement *r = (ck_measurement *)calloc(1, sizeof *r);
+    int32_t *perm = (int32_t *)ck_host_alloc(ctx, sizeof(int32_t) * (size_t)data->count);
+    float *xb = (float *)ck_host_alloc(ctx, sizeof(float) * per * (size_t)batch);
+    int32_t *yb = (int32_t *)ck_host_alloc(ctx, sizeof(int32_t) * (size_t)batch);
+    ck_measurement *r = (ck_measurement *)ck_host_calloc(ctx, 1, sizeof *r);
     int maxc = 1;
     for (int i = 0; i < m->num_layers; ++i)
         if (m->lshape_store[i][2] > maxc)
             maxc = m->lshape_store[i][2];
     /* per BN layer: Var_train and Var_inference sums per channel */
     double *vtr = NULL, *vin = NULL, *vins = NULL, *mtr = NULL, *min = NULL,
-           *tmp = (double *)malloc(sizeof(double) * 2 * (size_t)maxc);
+           *tmp = (double *)ck_host_alloc(ctx, sizeof(double) * 2 * (size_t)maxc);
     drop_acc *dacc = NULL;
     int nbn = 0, ndrop = 0;
     for (int i = 0; i < m->num_layers; ++i) {
@@ -284,12 +291,12 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
         ndrop += m->layers[i].type == CK_LAYER_DROPOUT ||
                  m->layers[i].type == CK_LAYER_SPATIAL_DROPOUT2D;
     }
-    vtr = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
-    vin = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
-    vins = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
-    mtr = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
-    min = (double *)calloc((size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
-    dacc = (drop_acc *)calloc((size_t)(ndrop ? ndrop : 1), sizeof *dacc);
+    vtr = (double *)ck_host_calloc(ctx, (size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    vin = (double *)ck_host_calloc(ctx, (size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    vins = (double *)ck_host_calloc(ctx, (size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    mtr = (double *)ck_host_calloc(ctx, (size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    min = (double *)ck_host_calloc(ctx, (size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
+    dacc = (drop_acc *)ck_host_calloc(ctx, (size_t)(ndrop ? ndrop : 1), sizeof *dacc);
     ck_context *tctx = NULL;
     ck_model *twin = NULL;
     ck_status st = CK_STATUS_SUCCESS;
@@ -347,7 +354,7 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
         }
         link_dropouts(m, r);
         /* the stored moving variances, before the twin's training-mode pass updates them */
-        float *mvs = (float *)malloc(sizeof(float) * (size_t)(nbn ? nbn : 1) * maxc);
+        float *mvs = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)(nbn ? nbn : 1) * maxc);
         if (!mvs)
             st = ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "measure: out of host memory");
         for (int b = 0; st == CK_STATUS_SUCCESS && b < nbn && b < CK_MEASURE_MAX; ++b) {
@@ -473,23 +480,23 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
             r->dropout[k].expected =
                 dacc[k].counted ? dacc[k].expected / (double)dacc[k].counted : NAN;
         }
-        free(mvs);
+        ck_host_free(ctx, mvs);
     }
 #undef NEXT_BATCH
     if (st == CK_STATUS_SUCCESS)
         *out = *r;
     ck_model_destroy(twin);
     ck_context_destroy(tctx);
-    free(perm);
-    free(xb);
-    free(yb);
-    free(r);
-    free(tmp);
-    free(vtr);
-    free(vin);
-    free(vins);
-    free(mtr);
-    free(min);
-    free(dacc);
+    ck_host_free(ctx, perm);
+    ck_host_free(ctx, xb);
+    ck_host_free(ctx, yb);
+    ck_host_free(ctx, r);
+    ck_host_free(ctx, tmp);
+    ck_host_free(ctx, vtr);
+    ck_host_free(ctx, vin);
+    ck_host_free(ctx, vins);
+    ck_host_free(ctx, mtr);
+    ck_host_free(ctx, min);
+    ck_host_free(ctx, dacc);
     return st;
 }

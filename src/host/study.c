@@ -47,7 +47,7 @@ typedef struct llist {
 static int ll_reserve(llist *l, int cap) {
     if (cap <= l->cap)
         return 0;
-    ck_layer_desc *p = (ck_layer_desc *)realloc(l->d, sizeof *p * (size_t)cap);
+    ck_layer_desc *p = (ck_layer_desc *)ck_host_realloc(NULL, l->d, sizeof *p * (size_t)cap);
     if (!p)
         return -1;
     l->d = p;
@@ -202,7 +202,7 @@ static int tf_block(int kind, const ck_layer_desc *b, int n, llist *dst) {
     }
     for (int i = 0; i < t.n && !rc; ++i)
         rc |= ll_push(dst, &t.d[i]);
-    free(t.d);
+    ck_host_free(NULL, t.d);
     return rc ? -1 : 0;
 }
 
@@ -323,7 +323,7 @@ static int canonical(const ck_layer_desc *L, int n, llist *out, int *flags) {
             (L[i].type == CK_LAYER_CONV2D || L[i].type == CK_LAYER_DENSE))
             *flags |= EQ_INLINE;
     if (expand(L, n, 1, &e)) {
-        free(e.d);
+        ck_host_free(NULL, e.d);
         return -1;
     }
     for (int i = 0; i < e.n; ++i) {
@@ -343,11 +343,11 @@ static int canonical(const ck_layer_desc *L, int n, llist *out, int *flags) {
                 d.stride_w = d.type == CK_LAYER_CONV2D ? 1 : d.kernel_w;
         }
         if (ll_push(out, &d)) {
-            free(e.d);
+            ck_host_free(NULL, e.d);
             return -1;
         }
     }
-    free(e.d);
+    ck_host_free(NULL, e.d);
     for (int changed = 1, guard = 0; changed && guard < 4 * out->n * out->n + 4; ++guard) {
         changed = 0;
         for (int i = 0; i + 1 < out->n; ++i) {
@@ -434,8 +434,8 @@ CK_API ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_la
     llist ca = {0}, cb = {0};
     int fa, fb;
     if (canonical(a, na, &ca, &fa) || canonical(b, nb, &cb, &fb)) {
-        free(ca.d);
-        free(cb.d);
+        ck_host_free(NULL, ca.d);
+        ck_host_free(NULL, cb.d);
         return CK_STATUS_ALLOC_FAILED;
     }
     int eq = ca.n == cb.n && input_shape_equal(a, na, b, nb);
@@ -449,14 +449,14 @@ CK_API ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_la
     *equal = eq;
     if (eq)
         why_text(fa | fb, identical, why, why_len);
-    free(ca.d);
-    free(cb.d);
+    ck_host_free(NULL, ca.d);
+    ck_host_free(NULL, cb.d);
     return CK_STATUS_SUCCESS;
 }
 
 CK_API void ck_study_variants_free(ck_study_variant *v, int n) {
     for (int i = 0; v && i < n; ++i) {
-        free(v[i].layers);
+        ck_host_free(NULL, v[i].layers);
         v[i].layers = NULL;
         v[i].count = 0;
     }
@@ -512,7 +512,7 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
         v->equivalent_to = -1;
         snprintf(v->name, sizeof v->name, "%s", ck_study_kind_name(kinds[i]));
         if (make_variant(kinds[i], &base, &l)) {
-            free(l.d);
+            ck_host_free(NULL, l.d);
             st = CK_STATUS_ALLOC_FAILED;
             break;
         }
@@ -532,7 +532,7 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
             }
         }
     }
-    free(base.d);
+    ck_host_free(NULL, base.d);
     if (st != CK_STATUS_SUCCESS) {
         ck_study_variants_free(out, nkinds);
         set_err(err, err_len, "out of memory for the variants");
@@ -610,8 +610,9 @@ static ck_status one_run(const ck_study_variant *v, const ck_dataset *train, con
     const double t0 = now_s();
     ck_context *ctx = NULL;
     ck_model *m = NULL;
-    ck_epoch_result *hist = (ck_epoch_result *)calloc((size_t)o->epochs, sizeof *hist);
-    ck_measurement *ms = (ck_measurement *)calloc(1, sizeof *ms);
+    ck_epoch_result *hist =
+        (ck_epoch_result *)ck_host_calloc(NULL, (size_t)o->epochs, sizeof *hist);
+    ck_measurement *ms = (ck_measurement *)ck_host_calloc(NULL, 1, sizeof *ms);
     ck_status st = hist && ms ? CK_STATUS_SUCCESS : CK_STATUS_ALLOC_FAILED;
     const char *what = "out of memory";
     if (st == CK_STATUS_SUCCESS) {
@@ -698,8 +699,8 @@ static ck_status one_run(const ck_study_variant *v, const ck_dataset *train, con
     r->seconds = now_s() - t0;
     ck_model_destroy(m);
     ck_context_destroy(ctx);
-    free(hist);
-    free(ms);
+    ck_host_free(NULL, hist);
+    ck_host_free(NULL, ms);
     return st;
 }
 
@@ -801,11 +802,11 @@ CK_API ck_status ck_study_summarize(const ck_study_result *results, int n, int v
     ck_study_summary s;
     memset(&s, 0, sizeof s);
     s.variant = variant;
-    double *acc = (double *)malloc(sizeof(double) * (size_t)(n ? n : 1));
-    double *gap = (double *)malloc(sizeof(double) * (size_t)(n ? n : 1));
+    double *acc = (double *)ck_host_alloc(NULL, sizeof(double) * (size_t)(n ? n : 1));
+    double *gap = (double *)ck_host_alloc(NULL, sizeof(double) * (size_t)(n ? n : 1));
     if (!acc || !gap) {
-        free(acc);
-        free(gap);
+        ck_host_free(NULL, acc);
+        ck_host_free(NULL, gap);
         return CK_STATUS_ALLOC_FAILED;
     }
     double ips = 0.0;
@@ -848,8 +849,8 @@ CK_API ck_status ck_study_summarize(const ck_study_result *results, int n, int v
         for (int k = 0; k < s.n_dropout; ++k)
             s.dropout_zeroed[k] /= s.runs;
     }
-    free(acc);
-    free(gap);
+    ck_host_free(NULL, acc);
+    ck_host_free(NULL, gap);
     *out = s;
     return CK_STATUS_SUCCESS;
 }
@@ -877,14 +878,14 @@ CK_API ck_status ck_study_paired_diff(const ck_study_result *results, int n, int
         return CK_STATUS_BAD_PARAM;
     *mean = *half = NAN;
     *pairs = 0;
-    double *d = (double *)malloc(sizeof(double) * (size_t)(n ? n : 1));
+    double *d = (double *)ck_host_alloc(NULL, sizeof(double) * (size_t)(n ? n : 1));
     if (!d)
         return CK_STATUS_ALLOC_FAILED;
     const int k = paired_diffs(results, n, variant, baseline, d);
     *pairs = k;
     if (k > 0)
         ck_mean_ci95(d, k, mean, half, NULL);
-    free(d);
+    ck_host_free(NULL, d);
     return CK_STATUS_SUCCESS;
 }
 
@@ -974,7 +975,7 @@ static int cmp_abs(const void *a, const void *b) {
 CK_API double ck_wilcoxon_p(const double *d, int n) {
     if (!d || n < 0)
         return NAN;
-    double *a = (double *)malloc(sizeof(double) * (size_t)(n ? n : 1));
+    double *a = (double *)ck_host_alloc(NULL, sizeof(double) * (size_t)(n ? n : 1));
     if (!a)
         return NAN;
     int m = 0;
@@ -982,18 +983,18 @@ CK_API double ck_wilcoxon_p(const double *d, int n) {
         if (d[i] != 0.0)
             a[m++] = d[i];
     if (m == 0) {
-        free(a);
+        ck_host_free(NULL, a);
         return 1.0;
     }
     qsort(a, (size_t)m, sizeof *a, cmp_abs);
     /* twice the mid-ranks: integers (first + last position of a tie group, 1-based) */
     const int total = m * (m + 1); /* sum of the doubled ranks */
-    double *dist = (double *)calloc((size_t)total + 1, sizeof(double));
-    double *next = (double *)calloc((size_t)total + 1, sizeof(double));
+    double *dist = (double *)ck_host_calloc(NULL, (size_t)total + 1, sizeof(double));
+    double *next = (double *)ck_host_calloc(NULL, (size_t)total + 1, sizeof(double));
     if (!dist || !next) {
-        free(a);
-        free(dist);
-        free(next);
+        ck_host_free(NULL, a);
+        ck_host_free(NULL, dist);
+        ck_host_free(NULL, next);
         return NAN;
     }
     int observed = 0, top = 0;
@@ -1021,16 +1022,16 @@ CK_API double ck_wilcoxon_p(const double *d, int n) {
     for (int s = 0; s <= total; ++s)
         if (abs(2 * s - total) >= dev)
             p += dist[s];
-    free(a);
-    free(dist);
-    free(next);
+    ck_host_free(NULL, a);
+    ck_host_free(NULL, dist);
+    ck_host_free(NULL, next);
     return fmin(1.0, p);
 }
 
 CK_API ck_status ck_holm(const double *p, int m, double *adjusted) {
     if (!p || !adjusted || m < 0)
         return CK_STATUS_BAD_PARAM;
-    int *idx = (int *)malloc(sizeof(int) * (size_t)(m ? m : 1));
+    int *idx = (int *)ck_host_alloc(NULL, sizeof(int) * (size_t)(m ? m : 1));
     if (!idx)
         return CK_STATUS_ALLOC_FAILED;
     int k = 0;
@@ -1050,7 +1051,7 @@ CK_API ck_status ck_holm(const double *p, int m, double *adjusted) {
         run = fmax(run, fmin(1.0, (double)(k - j) * p[idx[j]]));
         adjusted[idx[j]] = run;
     }
-    free(idx);
+    ck_host_free(NULL, idx);
     return CK_STATUS_SUCCESS;
 }
 
@@ -1058,11 +1059,11 @@ CK_API ck_status ck_study_paired_tests(const ck_study_result *results, int n, co
                                        int nv, int baseline, ck_paired_test *out) {
     if ((!results && n > 0) || n < 0 || !variants || nv < 1 || !out)
         return CK_STATUS_BAD_PARAM;
-    double *d = (double *)malloc(sizeof(double) * (size_t)(n ? n : 1));
-    double *pt = (double *)malloc(sizeof(double) * 4 * (size_t)nv);
+    double *d = (double *)ck_host_alloc(NULL, sizeof(double) * (size_t)(n ? n : 1));
+    double *pt = (double *)ck_host_alloc(NULL, sizeof(double) * 4 * (size_t)nv);
     if (!d || !pt) {
-        free(d);
-        free(pt);
+        ck_host_free(NULL, d);
+        ck_host_free(NULL, pt);
         return CK_STATUS_ALLOC_FAILED;
     }
     double *pw = pt + nv, *ht = pt + 2 * nv, *hw = pt + 3 * nv;
@@ -1098,7 +1099,7 @@ CK_API ck_status ck_study_paired_tests(const ck_study_result *results, int n, co
                      : excludes                               ? CK_PAIRED_FRAGILE
                                                               : CK_PAIRED_NONE;
     }
-    free(d);
-    free(pt);
+    ck_host_free(NULL, d);
+    ck_host_free(NULL, pt);
     return st;
 }

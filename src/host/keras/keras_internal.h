@@ -137,6 +137,7 @@ typedef struct block {
 } block;
 
 typedef struct kp {
+    ck_context *ctx; /* every allocation of the parse is counted on it (NULL: nowhere) */
     const char *text;
     size_t len;
     /* tokenizer state */
@@ -209,6 +210,11 @@ void *ck_kp_alloc(kp *P, size_t n);
 char *ck_kp_strndup(kp *P, const char *s, size_t n);
 char *ck_kp_printf(kp *P, const char *fmt, ...) CK_PRINTF(2, 3);
 void ck_kp_free(kp *P);
+/* ck_keras_parse with its allocations (out->layers too) on ctx (may be NULL); the result is freed
+ * with ck_kp_model_free on the same ctx. ck_model_from_keras_text parses on its context. */
+ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, char *err,
+                      size_t err_len);
+void ck_kp_model_free(ck_context *ctx, ck_keras_model *m);
 int ck_kp_loose_eq(const char *a, const char *b);
 int ck_kp_ieq(const char *a, const char *b);
 const char *ck_kp_last_component(const char *dotted);

@@ -116,7 +116,8 @@ static int append_layer(kp *P, ck_layer_desc *d, const value *v) {
                                   d->name, i + 1);
     if (P->count == P->cap) {
         int cap = P->cap ? P->cap * 2 : 16;
-        ck_layer_desc *l = (ck_layer_desc *)realloc(P->layers, (size_t)cap * sizeof *l);
+        ck_layer_desc *l =
+            (ck_layer_desc *)ck_host_realloc(P->ctx, P->layers, (size_t)cap * sizeof *l);
         if (!l)
             return ck_kp_oom(P);
         P->layers = l;

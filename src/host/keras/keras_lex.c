@@ -62,7 +62,7 @@ void *ck_kp_alloc(kp *P, size_t n) {
     arena_blk *b = P->arena;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > 65536 ? n : 65536;
-        b = (arena_blk *)malloc(ARENA_HDR + cap);
+        b = (arena_blk *)ck_host_alloc(P->ctx, ARENA_HDR + cap);
         if (!b) {
             ck_kp_oom(P);
             return NULL;
@@ -99,12 +99,12 @@ char *ck_kp_printf(kp *P, const char *fmt, ...) {
 void ck_kp_free(kp *P) {
     while (P->arena) {
         arena_blk *n = P->arena->next;
-        free(P->arena);
+        ck_host_free(P->ctx, P->arena);
         P->arena = n;
     }
-    free(P->toks);
-    free(P->cur);
-    free(P->layers);
+    ck_host_free(P->ctx, P->toks);
+    ck_host_free(P->ctx, P->cur);
+    ck_host_free(P->ctx, P->layers);
     P->toks = NULL;
     P->cur = NULL;
     P->layers = NULL;
@@ -171,7 +171,7 @@ static void new_line(kp *P, size_t next) {
 static tok *push_tok(kp *P, tk_kind kind, int line, int col) {
     if (P->ntok == P->tcap) {
         size_t cap = P->tcap ? P->tcap * 2 : 256;
-        tok *t = (tok *)realloc(P->toks, cap * sizeof *t);
+        tok *t = (tok *)ck_host_realloc(P->ctx, P->toks, cap * sizeof *t);
         if (!t) {
             ck_kp_oom(P);
             return NULL;

@@ -1,6 +1,6 @@
 /* ck_model_from_keras_text: the Keras text front end builds a model through the public API, so
  * the model core never calls the parser. */
-#include "internal.h"
+#include "keras_internal.h"
 
 #include "cnnkit/model.h"
 
@@ -18,7 +18,7 @@ CK_API ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_
         err[0] = '\0';
     ck_keras_model km;
     char perr[512];
-    ck_status st = ck_keras_parse(text, &km, perr, sizeof perr);
+    ck_status st = ck_kp_parse(ctx, text, &km, perr, sizeof perr);
     if (st != CK_STATUS_SUCCESS) {
         if (err && err_len)
             snprintf(err, err_len, "%s", perr);
@@ -26,7 +26,7 @@ CK_API ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_
     }
     if (km.loss[0] && strcmp(km.loss, "sparse_categorical_crossentropy") != 0 &&
         strcmp(km.loss, "categorical_crossentropy") != 0) {
-        ck_keras_model_free(&km);
+        ck_kp_model_free(ctx, &km);
         if (err && err_len)
             snprintf(err, err_len,
                      "compile: loss '%s' is not supported (sparse_categorical_"
@@ -44,12 +44,12 @@ CK_API ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_
         if (err && err_len)
             snprintf(err, err_len, "%s", ck_context_last_error(ctx));
         ck_model_destroy(m);
-        ck_keras_model_free(&km);
+        ck_kp_model_free(ctx, &km);
         return st;
     }
     if (err && err_len)
         snprintf(err, err_len, "%s", km.warnings);
-    ck_keras_model_free(&km);
+    ck_kp_model_free(ctx, &km);
     *out = m;
     return CK_STATUS_SUCCESS;
 }

@@ -383,7 +383,7 @@ static int process(kp *P, const stmt *S) {
     size_t need = S->e - S->b + 1;
     if (need > P->curcap) {
         size_t cap = need > 2 * P->curcap ? need : 2 * P->curcap;
-        tok *c = (tok *)realloc(P->cur, cap * sizeof *c);
+        tok *c = (tok *)ck_host_realloc(P->ctx, P->cur, cap * sizeof *c);
         if (!c)
             return ck_kp_oom(P);
         P->cur = c;
@@ -502,18 +502,20 @@ static void put_err(char *err, size_t err_len, const char *msg) {
         snprintf(err, err_len, "%s", msg);
 }
 
-CK_API ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err, size_t err_len) {
+ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, char *err,
+                      size_t err_len) {
     if (err && err_len)
         err[0] = '\0';
     if (!text || !out) {
         put_err(err, err_len, !text ? "text: NULL" : "out: NULL");
         return CK_STATUS_BAD_PARAM;
     }
-    kp *P = (kp *)calloc(1, sizeof *P);
+    kp *P = (kp *)ck_host_calloc(ctx, 1, sizeof *P);
     if (!P) {
         put_err(err, err_len, "out of host memory while parsing the model text");
         return CK_STATUS_ALLOC_FAILED;
     }
+    P->ctx = ctx;
     P->text = text;
     P->len = strlen(text);
     P->rank = 4;
@@ -548,7 +550,7 @@ CK_API ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err
         ck_status st = P->st == CK_STATUS_SUCCESS ? CK_STATUS_INTERNAL : P->st;
         put_err(err, err_len, P->msg);
         ck_kp_free(P);
-        free(P);
+        ck_host_free(ctx, P);
         return st;
     }
     ck_keras_model m;
@@ -562,15 +564,24 @@ CK_API ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err
     memcpy(m.warnings, P->warn, sizeof m.warnings);
     m.warnings[sizeof m.warnings - 1] = '\0';
     ck_kp_free(P);
-    free(P);
+    ck_host_free(ctx, P);
     *out = m;
     return CK_STATUS_SUCCESS;
 }
 
-CK_API void ck_keras_model_free(ck_keras_model *m) {
+void ck_kp_model_free(ck_context *ctx, ck_keras_model *m) {
     if (!m)
         return;
-    free(m->layers);
+    ck_host_free(ctx, m->layers);
     m->layers = NULL;
     m->count = 0;
+}
+
+/* The public parser has no context: its memory is counted nowhere. */
+CK_API ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err, size_t err_len) {
+    return ck_kp_parse(NULL, text, out, err, err_len);
+}
+
+CK_API void ck_keras_model_free(ck_keras_model *m) {
+    ck_kp_model_free(NULL, m);
 }
