@@ -460,3 +460,32 @@ Test(keras_io, cli_evaluate_and_predict_keras_files) {
     }
     rmdir(dir);
 }
+
+/* A .weights.h5 (from fuzz_keras_h5) whose object header describes a contiguous dataset with more
+ * elements than it stores: libhdf5 1.10 read it through a NULL buffer (SEGV). Refused now, and
+ * the model keeps its weights. The model is fuzz_checkpoint.c's. */
+Test(keras_io, dataset_storing_fewer_elements_than_its_shape_is_refused) {
+    static const char text[] = "model = Sequential()\n"
+                               "model.add(Conv2D(2, (3, 3), input_shape=(5, 5, 1)))\n"
+                               "model.add(BatchNormalization())\n"
+                               "model.add(Activation('relu'))\n"
+                               "model.add(SpatialDropout2D(0.5))\n"
+                               "model.add(Flatten())\n"
+                               "model.add(Dense(3, activation='softmax'))\n";
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = t_model(ctx, text, 2);
+    size_t n;
+    float *before = weights_of(m, &n);
+    const ck_status st = ck_model_load_keras_weights(m, KDIR "corrupt_storage.weights.h5");
+    cr_assert_neq(st, CK_STATUS_SUCCESS);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "failed (corrupt file?)"), NULL, "%s",
+                  ck_context_last_error(ctx));
+    size_t n2;
+    float *after = weights_of(m, &n2);
+    cr_assert_eq(n, n2);
+    cr_assert_eq(memcmp(before, after, n * sizeof *before), 0);
+    free(before);
+    free(after);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}

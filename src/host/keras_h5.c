@@ -69,6 +69,21 @@ static void shape_str(char *buf, size_t len, int rank, const long long *dims) {
         snprintf(buf + k, len - k, rank == 1 ? ",)" : ")");
 }
 
+/* 1 when dataset ds stores exactly `bytes` bytes. A corrupt object header can describe more
+ * elements than its storage holds (libhdf5 1.10 then reads through a NULL buffer, found by
+ * fuzz_keras_h5); Keras writes contiguous datasets with every element, so a contiguous or compact
+ * dataset must store exactly its elements. */
+static int storage_holds(hid_t ds, size_t bytes) {
+    hid_t pl = H5Dget_create_plist(ds);
+    const H5D_layout_t lay = pl >= 0 ? H5Pget_layout(pl) : H5D_LAYOUT_ERROR;
+    if (pl >= 0)
+        H5Pclose(pl);
+    if (lay == H5D_CHUNKED) /* missing chunks read as fill values; compressed ones are smaller */
+        return 1;
+    return (lay == H5D_CONTIGUOUS || lay == H5D_COMPACT) &&
+           (size_t)H5Dget_storage_size(ds) == bytes;
+}
+
 /* Reads dataset `path` (float, shape as v) into dst; a message names the layer and both shapes. */
 static ck_status read_var(h5s *S, hid_t f, const char *path, const ck_kio_layer *L,
                           const ck_kio_var *v, int idx, float *dst) {
@@ -106,7 +121,8 @@ static ck_status read_var(h5s *S, hid_t f, const char *path, const ck_kio_layer 
                          "%s: layer '%s' (%s): weight %d (%s) has shape %s in the file, the model "
                          "needs %s",
                          S->what, L->name, L->cls, idx, v->role, got, want);
-        } else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
+        } else if (!storage_holds(ds, (size_t)H5Sget_simple_extent_npoints(sp) * H5Tget_size(ty)) ||
+                   H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
             st = ck_fail(S->ctx, CK_STATUS_BAD_PARAM,
                          "%s: layer '%s' (%s): reading weight %d (%s) failed (corrupt file?)",
                          S->what, L->name, L->cls, idx, v->role);
@@ -265,8 +281,18 @@ static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, 
     if (n != 2 + (long long)per * ntrain)
         return CK_STATUS_SUCCESS; /* none, or another optimizer's: the model's stays */
     hid_t ds = H5Dopen2(f, "optimizer/vars/0", H5P_DEFAULT);
+    hid_t sp = ds >= 0 ? H5Dget_space(ds) : -1;
+    hid_t ty = ds >= 0 ? H5Dget_type(ds) : -1;
     long long it = -1;
-    herr_t e = ds >= 0 ? H5Dread(ds, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, &it) : -1;
+    /* one integer element, read into one long long: never more than &it holds */
+    herr_t e = sp >= 0 && ty >= 0 && H5Tget_class(ty) == H5T_INTEGER &&
+                       H5Sget_simple_extent_npoints(sp) == 1 && storage_holds(ds, H5Tget_size(ty))
+                   ? H5Dread(ds, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, &it)
+                   : -1;
+    if (ty >= 0)
+        H5Tclose(ty);
+    if (sp >= 0)
+        H5Sclose(sp);
     if (ds >= 0)
         H5Dclose(ds);
     if (e < 0 || it < 0)
