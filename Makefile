@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CNNKIT_CUDA ?= AUTO
 
-.PHONY: all configure build test test-asan test-gpu run bench bench-train gpu-bundle install clean deps format fuzz valgrind keras-check
+.PHONY: all configure build test test-asan test-gpu run bench bench-train gpu-bundle install clean deps deps-check format fuzz valgrind keras-check
 
 all: build
 
@@ -18,6 +18,10 @@ configure:
 
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
+
+# The file call graph of src/host (nm on the objects) must have no circle: tools/deps.py.
+deps-check: build
+	@python3 tools/deps.py -q $(BUILD)
 
 test: build
 	@$(BUILD)/tests/cnnkit_tests --jobs $(JOBS) $(TEST_ARGS)

@@ -1,4 +1,4 @@
-/* Context, status strings, error recording and argument checks. */
+/* Context, host allocator and argument checks (status strings and errors: errors.c). */
 #include "internal.h"
 
 #include <stdint.h>
@@ -10,60 +10,9 @@
 #include <cuda_runtime_api.h>
 #endif
 
-CK_API const char *ck_status_string(ck_status status) {
-    switch (status) {
-    case CK_STATUS_SUCCESS:
-        return "success";
-    case CK_STATUS_BAD_PARAM:
-        return "bad parameter";
-    case CK_STATUS_SHAPE_MISMATCH:
-        return "shape mismatch";
-    case CK_STATUS_LAYOUT_MISMATCH:
-        return "layout mismatch";
-    case CK_STATUS_DEVICE_MISMATCH:
-        return "device or context mismatch";
-    case CK_STATUS_OVERFLOW:
-        return "size overflows the supported index range";
-    case CK_STATUS_ALLOC_FAILED:
-        return "allocation failed";
-    case CK_STATUS_NOT_SUPPORTED:
-        return "not supported";
-    case CK_STATUS_CUDA_ERROR:
-        return "CUDA error";
-    case CK_STATUS_SINGLE_VALUE_BATCH:
-        return "batch statistics need more than one value per channel";
-    case CK_STATUS_WORKSPACE_TOO_SMALL:
-        return "workspace too small";
-    case CK_STATUS_INTERNAL:
-        return "internal error";
-    }
-    return "unknown status";
-}
-
 CK_API int ck_version(void) {
     return CNNKIT_VERSION;
 }
-
-/* Errors with no context to hold them (a failed ck_context_create, a handle whose context was
- * destroyed) are kept per thread (never shared between threads) and read with
- * ck_context_last_error(NULL). Cleared by every ck_context_create. */
-static __thread char create_err[CK_ERR_LEN];
-
-ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(ctx ? ctx->err : create_err, ctx ? sizeof ctx->err : sizeof create_err, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
-#ifdef CNNKIT_HAVE_CUDA
-ck_status ck_cuda_fail(ck_context *ctx, int cuda_err, const char *what) {
-    return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "%s: %s (%s)", what,
-                   cudaGetErrorString((cudaError_t)cuda_err),
-                   cudaGetErrorName((cudaError_t)cuda_err));
-}
-#endif
 
 CK_API int ck_cuda_available(void) {
 #ifdef CNNKIT_HAVE_CUDA
@@ -79,31 +28,11 @@ CK_API int ck_cuda_available(void) {
 #endif
 }
 
-static ck_status create_fail(ck_status status, const char *fmt, ...) CK_PRINTF(2, 3);
-static ck_status create_fail(ck_status status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(create_err, sizeof create_err, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
 /* A creation that failed after the context was allocated: its message outlives it. */
 static ck_status create_fail_ctx(ck_context *ctx, ck_status status) {
-    (void)create_fail(status, "%s", ctx->err[0] ? ctx->err : ck_status_string(status));
+    (void)ck_fail(NULL, status, "%s", ctx->err[0] ? ctx->err : ck_status_string(status));
     free(ctx);
     return status;
-}
-
-void ck_appendf(char *buf, size_t len, size_t *at, const char *fmt, ...) {
-    if (*at + 1 >= len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    const int n = vsnprintf(buf + *at, len - *at, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        *at = *at + (size_t)n < len ? *at + (size_t)n : len - 1;
 }
 
 CK_API ck_status ck_cuda_describe(int cuda_ordinal, char *buf, size_t len) {
@@ -153,19 +82,20 @@ CK_API ck_status ck_cuda_describe(int cuda_ordinal, char *buf, size_t len) {
 
 CK_API ck_status ck_context_create(ck_context **out, ck_device device, int cuda_ordinal,
                                    uint64_t seed) {
-    create_err[0] = '\0';
+    ck_create_error_clear();
     if (!out)
-        return create_fail(CK_STATUS_BAD_PARAM, "ctx: is NULL (where the context goes)");
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL (where the context goes)");
     *out = NULL;
     if (device != CK_DEVICE_AUTO && device != CK_DEVICE_CPU && device != CK_DEVICE_CUDA)
-        return create_fail(CK_STATUS_BAD_PARAM,
-                           "device: must be CK_DEVICE_AUTO, _CPU or _CUDA, got %d", (int)device);
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                       "device: must be CK_DEVICE_AUTO, _CPU or _CUDA, got %d", (int)device);
     if (cuda_ordinal < 0)
-        return create_fail(CK_STATUS_BAD_PARAM, "cuda_ordinal: must be >= 0, got %d", cuda_ordinal);
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "cuda_ordinal: must be >= 0, got %d",
+                       cuda_ordinal);
     /* the one host allocation outside the counted allocator: a context cannot count itself */
     ck_context *ctx = (ck_context *)calloc(1, sizeof *ctx);
     if (!ctx)
-        return create_fail(CK_STATUS_ALLOC_FAILED, "ctx: out of host memory");
+        return ck_fail(NULL, CK_STATUS_ALLOC_FAILED, "ctx: out of host memory");
     ctx->seed = seed;
     ctx->ordinal = cuda_ordinal;
     ctx->device = CK_DEVICE_CPU;
@@ -253,7 +183,8 @@ CK_API ck_device ck_context_device(const ck_context *ctx) {
 CK_API const char *ck_context_last_error(const ck_context *ctx) {
     if (ctx)
         return ctx->err;
-    return create_err[0] ? create_err : "ctx is NULL";
+    const char *e = ck_create_error();
+    return e ? e : "ctx is NULL";
 }
 
 CK_API ck_status ck_context_set_seed(ck_context *ctx, uint64_t seed) {

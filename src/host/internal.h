@@ -75,8 +75,13 @@ struct ck_mask {
 
 /* snprintf at buf + *at (buf holds len bytes), advancing *at; never overflows, stops at len - 1. */
 void ck_appendf(char *buf, size_t len, size_t *at, const char *fmt, ...) CK_PRINTF(4, 5);
-/* Records a formatted message in ctx (when ctx != NULL) and returns status. */
+/* Records a formatted message in ctx (the per-thread creation message when ctx is NULL) and
+ * returns status (errors.c). */
 ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) CK_PRINTF(3, 4);
+/* The per-thread message of a failure with no context (ck_fail(NULL, ...)), read by
+ * ck_context_last_error(NULL): NULL when none; cleared by every ck_context_create (errors.c). */
+void ck_create_error_clear(void);
+const char *ck_create_error(void);
 static inline void ck_clear_error(ck_context *ctx) {
     ctx->err[0] = '\0';
 }

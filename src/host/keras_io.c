@@ -13,17 +13,7 @@
 
 #define CK_KIO_CONFIG_MAX ((zip_uint64_t)64 << 20)
 
-/* ---- the model internals this file reads: input shape, optimizer, its state -------------- */
-void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c) {
-    *h = m->in_h;
-    *w = m->in_w;
-    *c = m->in_c;
-}
-
-void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o) {
-    *o = m->opt;
-}
-
+/* ---- the model internals this file reads: its optimizer and the optimizer state ---------- */
 static void opt_shape(const ck_model *m, ck_kio_opt *o) {
     o->type = m->opt.type;
     o->has_v = m->opt.type == CK_OPT_ADAM;

@@ -66,7 +66,8 @@ typedef struct ck_kio_opt {
 ck_status ck_kio_opt_get(ck_model *m, ck_kio_opt *o);
 ck_status ck_kio_opt_set(ck_model *m, const ck_kio_opt *o);
 
-/* The model's input shape and optimizer (keras_io.c: the model internals this code reads). */
+/* The model's input shape and optimizer (keras_model_view.c: the model internals this code reads).
+ */
 void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c);
 void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o);
 
@@ -80,7 +81,8 @@ ck_status ck_kio_h5_read(ck_context *ctx, const void *image, size_t len, const c
                          const char *what, const ck_kio_plan *plan, float *w, ck_kio_opt *opt,
                          int *found);
 /* Legacy whole-model .h5: its model_config and training_config root attributes (on ctx:
- * ck_host_free(ctx, ...); the latter NULL when absent). CK_STATUS_NOT_SUPPORTED when the file has no model_config. */
+ * ck_host_free(ctx, ...); the latter NULL when absent). CK_STATUS_NOT_SUPPORTED when the file has
+ * no model_config. */
 ck_status ck_kio_h5_model_config(ck_context *ctx, const char *path, char **config,
                                  char **training_config);
 /* Writes the Keras 3 weights layout into a new HDF5 image (*image, *len; on ctx:

@@ -127,7 +127,7 @@ void ck_threads_leave(int old);
 /* CRC-32 (zlib) of n more bytes after crc (start with 0), any n (checkpoint.c). */
 uint32_t ck_crc32(uint32_t crc, const void *p, size_t n);
 
-/* Profiling of a training step (train.c): ck_prof_begin returns the time (s) after draining the
+/* Profiling of a training step (profile.c): ck_prof_begin returns the time (s) after draining the
  * device, or 0 when the model is not profiling; ck_prof_end adds the time since t0 (device
  * drained) to *acc. Both cost nothing when profiling is off. */
 double ck_prof_begin(ck_model *m);

@@ -1,0 +1,69 @@
+/* Queries on a built model that both executors (train.c, gpu_exec.c) ask: dropout RNG offsets,
+ * fused dropouts and the optimizer's parameter ranges. Kept apart so neither executor calls the
+ * other for them. */
+#include "model_internal.h"
+
+/* The dropout RNG offset of user layer `layer` at the current step: unique per (step, layer)
+ * (layers < CK_MAX_LAYERS <= 4096). Keyed by the user's layer, not the node, so that the plan
+ * (reordered or fused nodes) and the unplanned lowering draw identical masks. */
+uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer) {
+    return (uint64_t)m->step * 4096u + (uint64_t)layer;
+}
+
+/* The offset of the dropout node i runs: its own layer, or the layer of a fused dropout. */
+uint64_t ck_model_dropout_offset(const ck_model *m, int i) {
+    const ck_node *n = &m->nodes[i];
+    return ck_model_layer_dropout_offset(m, n->drop_layer >= 0 ? n->drop_layer : n->layer);
+}
+
+int ck_model_fused_dropout(const ck_model *m, int i, int training, ck_dropout_desc *d) {
+    const ck_node *n = &m->nodes[i];
+    if (!training || n->drop_layer < 0 || !(n->drop_rate > 0.0f))
+        return 0;
+    d->rate = n->drop_rate;
+    d->offset = ck_model_layer_dropout_offset(m, n->drop_layer);
+    return 1;
+}
+
+/* Raw optimizer range r of the model: part r % 2 of node r / 2 (a Conv2D/Dense kernel with the
+ * weight decay, its bias; a BN's gamma and beta, adjacent). 0 when that part has no parameters. */
+static int raw_update_range(const ck_model *m, int r, size_t *off, size_t *cnt, float *wd) {
+    const ck_node *n = &m->nodes[r / 2];
+    const int part = r % 2;
+    if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE) {
+        *off = part ? n->p_bias : n->p_kernel;
+        *cnt = part ? n->n_bias : n->n_kernel;
+        *wd = part ? 0.0f : m->opt.weight_decay;
+        return *cnt > 0;
+    }
+    if (n->type == CK_NODE_BN && part == 0) {
+        *off = n->p_gamma;
+        *cnt = 2 * (size_t)n->oc;
+        *wd = 0.0f;
+        return 1;
+    }
+    return 0;
+}
+
+int ck_model_next_update_range(const ck_model *m, int *cursor, size_t *off, size_t *cnt,
+                               float *wd) {
+    const int end = 2 * m->num_nodes;
+    int r = *cursor;
+    while (r < end && !raw_update_range(m, r, off, cnt, wd))
+        ++r;
+    if (r >= end) {
+        *cursor = end;
+        return 0;
+    }
+    for (++r; r < end; ++r) { /* merge the next ranges while contiguous with the same decay */
+        size_t o2, c2;
+        float w2;
+        if (!raw_update_range(m, r, &o2, &c2, &w2))
+            continue;
+        if (o2 != *off + *cnt || w2 != *wd)
+            break;
+        *cnt += c2;
+    }
+    *cursor = r;
+    return 1;
+}
