@@ -230,3 +230,12 @@ int t_run_cli(const char *args, char *out, size_t len) {
     cr_assert(WIFEXITED(st), "cnnkit %s did not exit normally", args);
     return WEXITSTATUS(st);
 }
+
+/* fuzz/fuzz_checkpoint.c's model: the one the fuzz corpora's checkpoints and weights fit. */
+const char T_FUZZ_MODEL[] = "model = Sequential()\n"
+                            "model.add(Conv2D(2, (3, 3), input_shape=(5, 5, 1)))\n"
+                            "model.add(BatchNormalization())\n"
+                            "model.add(Activation('relu'))\n"
+                            "model.add(SpatialDropout2D(0.5))\n"
+                            "model.add(Flatten())\n"
+                            "model.add(Dense(3, activation='softmax'))\n";

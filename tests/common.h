@@ -60,4 +60,7 @@ extern const char t_seed_cnn_text[];
  * in out (cr_skip when the binary or the tree is not here). */
 int t_run_cli(const char *args, char *out, size_t len);
 
+/* fuzz/fuzz_checkpoint.c's model text (the fuzz corpora fit it). */
+extern const char T_FUZZ_MODEL[];
+
 #endif

@@ -465,15 +465,8 @@ Test(keras_io, cli_evaluate_and_predict_keras_files) {
  * elements than it stores: libhdf5 1.10 read it through a NULL buffer (SEGV). Refused now, and
  * the model keeps its weights. The model is fuzz_checkpoint.c's. */
 Test(keras_io, dataset_storing_fewer_elements_than_its_shape_is_refused) {
-    static const char text[] = "model = Sequential()\n"
-                               "model.add(Conv2D(2, (3, 3), input_shape=(5, 5, 1)))\n"
-                               "model.add(BatchNormalization())\n"
-                               "model.add(Activation('relu'))\n"
-                               "model.add(SpatialDropout2D(0.5))\n"
-                               "model.add(Flatten())\n"
-                               "model.add(Dense(3, activation='softmax'))\n";
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = t_model(ctx, text, 2);
+    ck_model *m = t_model(ctx, T_FUZZ_MODEL, 2);
     size_t n;
     float *before = weights_of(m, &n);
     const ck_status st = ck_model_load_keras_weights(m, KDIR "corrupt_storage.weights.h5");

@@ -230,13 +230,6 @@ Test(resume, fit_refuses_a_model_without_trainable_parameters) {
 
 /* fuzz/corpus/checkpoint/valid.ckpt was written by the version-1 code: it still loads, without a
  * fit position. */
-static const char FUZZ_MODEL[] = "model = Sequential()\n"
-                                 "model.add(Conv2D(2, (3, 3), input_shape=(5, 5, 1)))\n"
-                                 "model.add(BatchNormalization())\n"
-                                 "model.add(Activation('relu'))\n"
-                                 "model.add(SpatialDropout2D(0.5))\n"
-                                 "model.add(Flatten())\n"
-                                 "model.add(Dense(3, activation='softmax'))\n";
 
 Test(resume, version_1_checkpoints_still_load) {
     const char *v1 = CNNKIT_SOURCE_DIR "/fuzz/corpus/checkpoint/valid.ckpt";
@@ -249,7 +242,7 @@ Test(resume, version_1_checkpoints_still_load) {
     cr_assert_eq(ver, 1u, "the corpus file is not a version-1 checkpoint");
     free(bytes);
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = t_model(ctx, FUZZ_MODEL, 2);
+    ck_model *m = t_model(ctx, T_FUZZ_MODEL, 2);
     CK_OK(ctx, ck_model_load(m, v1));
     cr_assert_eq(ck_model_step(m), 1);
     ck_fit_state st;
