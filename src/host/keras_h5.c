@@ -61,6 +61,15 @@ static int path_exists(hid_t loc, const char *path) {
     }
 }
 
+/* Releases up to three HDF5 identifiers of any kind (dataset, attribute, space, type); -1 skipped.
+ */
+static void h5_close3(hid_t a, hid_t b, hid_t c) {
+    const hid_t ids[3] = {a, b, c};
+    for (int i = 0; i < 3; ++i)
+        if (ids[i] >= 0)
+            H5Idec_ref(ids[i]);
+}
+
 static void shape_str(char *buf, size_t len, int rank, const long long *dims) {
     size_t k = (size_t)snprintf(buf, len, "(");
     for (int i = 0; i < rank && k < len; ++i)
@@ -128,12 +137,7 @@ static ck_status read_var(h5s *S, hid_t f, const char *path, const ck_kio_layer 
                          S->what, L->name, L->cls, idx, v->role);
         }
     }
-    if (ty >= 0)
-        H5Tclose(ty);
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (ds >= 0)
-        H5Dclose(ds);
+    h5_close3(ty, sp, ds);
     return st;
 }
 
@@ -209,12 +213,7 @@ static char **read_str_attr(ck_context *ctx, hid_t obj, const char *name, int *c
         }
         H5Tclose(mt);
     }
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (ty >= 0)
-        H5Tclose(ty);
-    if (a >= 0)
-        H5Aclose(a);
+    h5_close3(sp, ty, a);
     for (int i = 0; out && i < *count; ++i)
         if (!out[i])
             *count = 0, *oom = 1;
@@ -289,12 +288,7 @@ static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, 
                        H5Sget_simple_extent_npoints(sp) == 1 && storage_holds(ds, H5Tget_size(ty))
                    ? H5Dread(ds, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, &it)
                    : -1;
-    if (ty >= 0)
-        H5Tclose(ty);
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (ds >= 0)
-        H5Dclose(ds);
+    h5_close3(ty, sp, ds);
     if (e < 0 || it < 0)
         return ck_fail(S->ctx, CK_STATUS_BAD_PARAM,
                        "%s: optimizer/vars/0 (iterations) is not a non-negative integer", S->what);
