@@ -245,6 +245,10 @@ Test(guarantees, use_after_context_destroy_is_refused) {
     cr_assert_eq(ck_model_predict(m, x, 1, probs), CK_STATUS_BAD_PARAM);
     cr_assert_eq(ck_model_save(m, "/tmp/cnnkit-orphan.ckpt"), CK_STATUS_BAD_PARAM);
     cr_assert_eq(access("/tmp/cnnkit-orphan.ckpt", F_OK), -1);
+    cr_assert_eq(ck_model_save_keras(m, "/tmp/cnnkit-orphan.keras"), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(access("/tmp/cnnkit-orphan.keras", F_OK), -1);
+    cr_assert_eq(ck_model_load_keras_weights(m, "/tmp/cnnkit-orphan.weights.h5"),
+                 CK_STATUS_BAD_PARAM);
     cr_assert_eq(ck_model_get_weights(m, NULL, 0, &n), CK_STATUS_BAD_PARAM);
     cr_assert_eq(ck_model_summary(m, NULL, 0, &n), CK_STATUS_BAD_PARAM);
     cr_assert_eq(ck_model_num_layers(m), 0);

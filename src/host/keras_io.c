@@ -265,8 +265,7 @@ static ck_status check_model_path(ck_model *m, const char *path) {
 }
 
 CK_API ck_status ck_model_load_keras_weights(ck_model *m, const char *path) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m); /* also refuses a model orphaned by ck_context_destroy */
     ck_context *ctx = m->ctx;
     CK_TRY(check_model_path(m, path));
     const file_kind k = sniff(path);
@@ -443,8 +442,7 @@ static ck_status archive_image(ck_context *ctx, const char *config, const void *
 }
 
 CK_API ck_status ck_model_save_keras(ck_model *m, const char *path) {
-    if (!m)
-        return CK_STATUS_BAD_PARAM;
+    CK_MODEL_ENTRY(m); /* also refuses a model orphaned by ck_context_destroy */
     ck_context *ctx = m->ctx;
     CK_TRY(check_model_path(m, path));
     const int weights_only = ends_with(path, ".weights.h5");
