@@ -55,7 +55,7 @@ ck_bn_plan ck_bn_make_plan(const ck_context *ctx, const ck_tensor *x) {
     p.splits = (int)splits;
     p.part_offset = 0;
     p.coef_offset =
-        ((size_t)3 * (size_t)x->c * (size_t)splits * sizeof(float) + 255) & ~(size_t)255;
+        ((size_t)3 * (size_t)x->c * (size_t)splits * sizeof(double) + 255) & ~(size_t)255;
     p.sd_offset = (p.coef_offset + (size_t)4 * (size_t)x->c * sizeof(float) + 255) & ~(size_t)255;
     p.ws_bytes = p.sd_offset + (size_t)x->n * (size_t)x->c * sizeof(float);
     return p;
@@ -153,7 +153,7 @@ static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tens
     k.sd_offset = sd ? sd->offset : 0;
     k.sd_threshold = sd ? ck_dropout_threshold(sd->rate) : 0;
     k.sd_scale = sd ? ck_dropout_scale(sd->rate) : 1.0f;
-    k.partials = (float *)((char *)ws->data + p->part_offset);
+    k.partials = (double *)((char *)ws->data + p->part_offset);
     k.coef = (float *)((char *)ws->data + p->coef_offset);
     k.sd_scales = (float *)((char *)ws->data + p->sd_offset);
     return k;

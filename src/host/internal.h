@@ -139,7 +139,7 @@ ck_status ck_check_dropout_desc(ck_context *ctx, const ck_dropout_desc *d, const
 typedef struct ck_bn_plan {
     int splits;         /* partials per channel */
     size_t ws_bytes;    /* workspace bytes */
-    size_t part_offset; /* byte offset of the partials: 3 floats per (c, split) */
+    size_t part_offset; /* byte offset of the partials: 3 doubles per (c, split) */
     size_t coef_offset; /* byte offset of per-channel coefficients: 4 floats per channel */
     size_t sd_offset;   /* byte offset of the fused SpatialDropout scales: N*C floats */
 } ck_bn_plan;

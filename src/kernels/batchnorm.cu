@@ -12,16 +12,32 @@
 
 /* ---- block-level reductions in a fixed order ------------------------------------------------- */
 
-__device__ __forceinline__ void ck_warp_welford(float &n, float &mean, float &m2) {
+/* Chan's merge in double: partial means rounded to float would lose the spread when
+ * |mean| / std is large (1000 + 0.01 * U: 1e-4 relative error in invstd). */
+__device__ __forceinline__ void ck_welford_merge_d(double &n, double &mean, double &m2, double nb,
+                                                   double meanb, double m2b) {
+    if (nb == 0.0)
+        return;
+    if (n == 0.0) {
+        n = nb, mean = meanb, m2 = m2b;
+        return;
+    }
+    const double nt = n + nb, delta = meanb - mean, fb = nb / nt;
+    mean += delta * fb;
+    m2 += m2b + delta * delta * n * fb;
+    n = nt;
+}
+
+__device__ __forceinline__ void ck_warp_welford(double &n, double &mean, double &m2) {
     for (int o = 16; o > 0; o >>= 1) {
-        float nb = __shfl_down_sync(0xffffffffu, n, o);
-        float mb = __shfl_down_sync(0xffffffffu, mean, o);
-        float m2b = __shfl_down_sync(0xffffffffu, m2, o);
-        ck_welford_merge(&n, &mean, &m2, nb, mb, m2b);
+        double nb = __shfl_down_sync(0xffffffffu, n, o);
+        double mb = __shfl_down_sync(0xffffffffu, mean, o);
+        double m2b = __shfl_down_sync(0xffffffffu, m2, o);
+        ck_welford_merge_d(n, mean, m2, nb, mb, m2b);
     }
 }
 
-__device__ __forceinline__ void ck_warp_sum2(float &a, float &b) {
+template <typename T> __device__ __forceinline__ void ck_warp_sum2(T &a, T &b) {
     for (int o = 16; o > 0; o >>= 1) {
         a += __shfl_down_sync(0xffffffffu, a, o);
         b += __shfl_down_sync(0xffffffffu, b, o);
@@ -30,8 +46,8 @@ __device__ __forceinline__ void ck_warp_sum2(float &a, float &b) {
 
 /* A thread's own values accumulate in double: in float, once |v - mean| / n drops below half an
  * ulp of mean the mean stops moving (|mean| / std above ~2^23 / values per thread, e.g. ~2e4 at
- * batch 2048 x 28 x 28), and m2 then sums squares around a stale mean. The per-thread results
- * are rounded to float for the (Chan) merges, which stay accurate. */
+ * batch 2048 x 28 x 28), and m2 then sums squares around a stale mean. The merges stay in double
+ * too (see ck_welford_merge_d). */
 __device__ __forceinline__ void ck_welford_add(double &n, double &mean, double &m2, float v) {
     n += 1.0;
     const double d = (double)v - mean;
@@ -52,7 +68,7 @@ __global__ void ck_sd_scales_kernel(float *scales, long long units, uint64_t see
 
 /* NCHW: block (split s, channel c) takes samples [n0, n1) of channel c. */
 __global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, int vec,
-                                 float *partials) {
+                                 double *partials) {
     const int c = blockIdx.y, sp = blockIdx.x;
     const int per = (s.n + splits - 1) / splits;
     const int n0 = sp * per, n1 = min(s.n, n0 + per);
@@ -79,8 +95,8 @@ __global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, int ve
             }
         }
     }
-    float n = (float)nd, mean = (float)md, m2 = (float)m2d;
-    __shared__ float sh[3][CK_WARPS];
+    double n = nd, mean = md, m2 = m2d;
+    __shared__ double sh[3][CK_WARPS];
     ck_warp_welford(n, mean, m2);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) {
@@ -90,10 +106,10 @@ __global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, int ve
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-        float bn = sh[0][0], bm = sh[1][0], bm2 = sh[2][0];
+        double bn = sh[0][0], bm = sh[1][0], bm2 = sh[2][0];
         for (int wi = 1; wi < CK_WARPS; ++wi)
-            ck_welford_merge(&bn, &bm, &bm2, sh[0][wi], sh[1][wi], sh[2][wi]);
-        float *p = partials + 3 * ((long long)c * splits + sp);
+            ck_welford_merge_d(bn, bm, bm2, sh[0][wi], sh[1][wi], sh[2][wi]);
+        double *p = partials + 3 * ((long long)c * splits + sp);
         p[0] = bn;
         p[1] = bm;
         p[2] = bm2;
@@ -101,7 +117,7 @@ __global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, int ve
 }
 
 /* NHWC: block (channel tile, split) with threads (32 channels) x (8 rows); rows = pixels. */
-__global__ void ck_bn_stats_nhwc(const float *x, ck_kshape s, int splits, float *partials) {
+__global__ void ck_bn_stats_nhwc(const float *x, ck_kshape s, int splits, double *partials) {
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int c = blockIdx.x * 32 + tx, sp = blockIdx.y;
     const long long rows = (long long)s.n * s.h * s.w;
@@ -111,16 +127,16 @@ __global__ void ck_bn_stats_nhwc(const float *x, ck_kshape s, int splits, float 
     if (c < s.c)
         for (long long r = r0 + ty; r < r1; r += blockDim.y)
             ck_welford_add(nd, md, m2d, x[r * s.c + c]);
-    float n = (float)nd, mean = (float)md, m2 = (float)m2d;
-    __shared__ float sh[3][8][33];
+    double n = nd, mean = md, m2 = m2d;
+    __shared__ double sh[3][8][33];
     sh[0][ty][tx] = n;
     sh[1][ty][tx] = mean;
     sh[2][ty][tx] = m2;
     __syncthreads();
     if (ty == 0 && c < s.c) {
         for (int k = 1; k < (int)blockDim.y; ++k)
-            ck_welford_merge(&n, &mean, &m2, sh[0][k][tx], sh[1][k][tx], sh[2][k][tx]);
-        float *p = partials + 3 * ((long long)c * splits + sp);
+            ck_welford_merge_d(n, mean, m2, sh[0][k][tx], sh[1][k][tx], sh[2][k][tx]);
+        double *p = partials + 3 * ((long long)c * splits + sp);
         p[0] = n;
         p[1] = mean;
         p[2] = m2;
@@ -138,20 +154,20 @@ __global__ void ck_bn_finalize_forward(ck_kbn p, const float *gamma, const float
         mean_f = running_mean[c];
         invstd = ck_bn_invstd(running_var[c], p.bn.epsilon);
     } else {
-        float n = 0.0f, mean = 0.0f, m2 = 0.0f;
-        const float *part = p.partials + 3 * (long long)c * p.splits;
+        double n = 0.0, mean = 0.0, m2 = 0.0;
+        const double *part = p.partials + 3 * (long long)c * p.splits;
         for (int k = lane; k < p.splits; k += 32)
-            ck_welford_merge(&n, &mean, &m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
+            ck_welford_merge_d(n, mean, m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
         ck_warp_welford(n, mean, m2);
         n = __shfl_sync(0xffffffffu, n, 0);
         mean = __shfl_sync(0xffffffffu, mean, 0);
         m2 = __shfl_sync(0xffffffffu, m2, 0);
-        const float var = m2 / n;
-        mean_f = mean;
+        const float var = (float)(m2 / n);
+        mean_f = (float)mean;
         invstd = ck_bn_invstd(var, p.bn.epsilon);
         if (lane == 0) {
-            const float vrun = p.bn.unbiased_running_var ? m2 / (n - 1.0f) : var;
-            running_mean[c] = ck_running_update(running_mean[c], mean, p.bn.average_factor);
+            const float vrun = p.bn.unbiased_running_var ? (float)(m2 / (n - 1.0)) : var;
+            running_mean[c] = ck_running_update(running_mean[c], mean_f, p.bn.average_factor);
             running_var[c] = ck_running_update(running_var[c], vrun, p.bn.average_factor);
         }
     }
@@ -362,7 +378,7 @@ __global__ void ck_bn_bwd_reduce_nchw(const float *x, const float *dy, ck_kbn p,
             a += sh[0][wi];
             b += sh[1][wi];
         }
-        float *out = p.partials + 3 * ((long long)c * p.splits + sp);
+        double *out = p.partials + 3 * ((long long)c * p.splits + sp);
         out[0] = a;
         out[1] = b;
     }
@@ -396,7 +412,7 @@ __global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p,
             sg += sh[0][k2][tx];
             sgx += sh[1][k2][tx];
         }
-        float *out = p.partials + 3 * ((long long)c * p.splits + sp);
+        double *out = p.partials + 3 * ((long long)c * p.splits + sp);
         out[0] = sg;
         out[1] = sgx;
     }
@@ -405,19 +421,19 @@ __global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p,
 /* One warp per channel: dbeta = sum g, dgamma = sum g*xhat, and the dx coefficients. */
 __global__ void ck_bn_finalize_backward(ck_kbn p, float *dgamma, float *dbeta) {
     const int c = blockIdx.x, lane = threadIdx.x;
-    const float *part = p.partials + 3 * (long long)c * p.splits;
-    float sg = 0.0f, sgx = 0.0f;
+    const double *part = p.partials + 3 * (long long)c * p.splits;
+    double sg = 0.0, sgx = 0.0;
     for (int k = lane; k < p.splits; k += 32) {
         sg += part[3 * k];
         sgx += part[3 * k + 1];
     }
     ck_warp_sum2(sg, sgx);
     if (lane == 0) {
-        const float m = (float)p.s.n * (float)p.s.h * (float)p.s.w;
-        dbeta[c] = sg;
-        dgamma[c] = sgx;
-        p.coef[4 * c + 2] = p.frozen ? 0.0f : sg / m;
-        p.coef[4 * c + 3] = p.frozen ? 0.0f : sgx / m;
+        const double m = (double)p.s.n * p.s.h * p.s.w;
+        dbeta[c] = (float)sg;
+        dgamma[c] = (float)sgx;
+        p.coef[4 * c + 2] = p.frozen ? 0.0f : (float)(sg / m);
+        p.coef[4 * c + 3] = p.frozen ? 0.0f : (float)(sgx / m);
     }
 }
 

@@ -43,7 +43,7 @@ typedef struct ck_kbn {
     uint64_t seed, sd_offset;
     uint32_t sd_threshold;
     float sd_scale;
-    float *partials;  /* 3 * C * splits floats */
+    double *partials; /* 3 * C * splits doubles: fixed-order merges in double */
     float *coef;      /* 4 * C floats */
     float *sd_scales; /* N * C floats: the fused SpatialDropout scale per (n, c) */
 } ck_kbn;
