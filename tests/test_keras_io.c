@@ -339,7 +339,7 @@ Test(keras_io, cli_summary_check_and_convert) {
 
 /* The same file on a CUDA context: the weights and optimizer state reach the device (skips
  * without a GPU), and a save from the device writes what was loaded. */
-Test(keras_io, cuda_model_from_keras_predicts_what_keras_predicted) {
+Test(keras_io, model_from_keras_predicts_what_keras_predicted_cuda) {
     ck_context *ctx = t_cuda_ctx_or_skip();
     ck_model *m = load(ctx, KDIR "small.keras");
     expect_probs(m, kg_small_x, kg_small_probs, 4, 5);

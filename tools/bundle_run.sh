@@ -32,7 +32,8 @@
 #   memcheck, racecheck, initcheck, synccheck   compute-sanitizer on the kernel tests
 #                    (SANITIZER_FILTER)
 #   memcheck_train ... synccheck_train   compute-sanitizer on a 20-step GPU training of the seed
-#                    model (bench_train: 2 warm-up + 18 steps at batch 128, synthetic data)
+#                    model (bench_train: 2 warm-up + 18 steps at batch 128, synthetic data;
+#                    racecheck_train: 2 + 2 steps at batch 32, the same kernels)
 #   train_profile    cnnkit train --profile: time per planned node, batch 512, 25,600 images
 #   tests            the whole suite as CI runs it (GPU tests may skip)
 # then LOG_DIR/summary.json (rewritten after every step, so it exists whatever stops the run) and
@@ -141,7 +142,7 @@ done
 # The GPU tests: every gpu* suite, the golden values on CUDA, the workspace check on the device and
 # the GPU determinism tests. The sanitizers take the tests that run kernels directly (the model
 # tests train through the same kernels: the *_train steps cover them).
-GPU_FILTER="${GPU_FILTER:-@(gpu*/*|golden/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)}"
+GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)}"
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
@@ -402,6 +403,9 @@ versions_report() { # the versions step: what this run actually loads
 have_data() { [[ -f "$DATA/train-images-idx3-ubyte.gz" || -f "$DATA/train-images-idx3-ubyte" ]]; }
 
 train_20_steps=("$TRAIN_BENCH_BIN" --device cuda --model "$MODEL" --batches 128 --steps 18)
+# racecheck checks shared memory within each launch, the same kernels every step: 20 steps at
+# batch 128 ran past 120 s on the H200 (2026-12-04); 4 steps at batch 32 took about 70 s
+train_race_steps=("$TRAIN_BENCH_BIN" --device cuda --model "$MODEL" --batches 32 --steps 2)
 
 run_named() {
   local s="$1" cs t0 rc
@@ -474,7 +478,9 @@ run_named() {
       local flags=(--tool "$tool" --target-processes all --error-exitcode 1)
       [[ "$tool" == memcheck ]] && flags+=(--leak-check full)
       # Criterion forks a process per test: --target-processes all follows them
-      if [[ "$s" == *_train ]]; then
+      if [[ "$s" == racecheck_train ]]; then
+        target=("${train_race_steps[@]}")
+      elif [[ "$s" == *_train ]]; then
         target=("${train_20_steps[@]}")
       else
         kind=san_tests
