@@ -6,9 +6,8 @@
  * number and claim in a finding is derived in docs/derivations.md (cited by section) or cited
  * from its paper (Li et al. 2019, arXiv:1801.05134; Ioffe & Szegedy 2015, arXiv:1502.03167;
  * Tompson et al. 2015, arXiv:1411.4280). */
+#include "check_internal.h"
 #include "model_internal.h"
-
-#include "cnnkit/check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -16,139 +15,6 @@
 #include <string.h>
 
 #define K_PI 3.14159265358979323846
-#define K_MAX_WINDOW 24
-
-typedef struct node {
-    int layer; /* index into the layer list */
-    ck_layer_type type;
-    int is_act;        /* an Activation layer or an inline activation */
-    ck_activation act; /* when is_act */
-} node;
-
-typedef struct chk {
-    const ck_layer_desc *L;
-    int count;
-    const node *nd;
-    int nn;
-    ck_finding *out;
-    int cap;
-    int total;
-    ck_finding scratch; /* findings past cap are built here and dropped */
-} chk;
-
-/* ---- small string builder (truncates, always NUL-terminated) ------------------------------ */
-typedef struct sbuf {
-    char *p;
-    size_t len, pos;
-} sbuf;
-
-static void sb_init(sbuf *s, char *p, size_t len) {
-    s->p = p;
-    s->len = len;
-    s->pos = 0;
-    if (len)
-        p[0] = '\0';
-}
-
-static void sb_printf(sbuf *s, const char *fmt, ...) CK_PRINTF(2, 3);
-static void sb_printf(sbuf *s, const char *fmt, ...) {
-    if (s->pos + 1 >= s->len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(s->p + s->pos, s->len - s->pos, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    s->pos += (size_t)n;
-    if (s->pos >= s->len) { /* truncated: mark it */
-        s->pos = s->len - 1;
-        if (s->len > 4)
-            memcpy(s->p + s->len - 4, "...", 4);
-    }
-}
-
-/* ---- layer rendering in Keras syntax ---------------------------------------------------- */
-static const char *act_name(ck_activation a) {
-    const char *n = ck_activation_name(a);
-    return n ? n : "?";
-}
-
-static void render_layer(sbuf *s, const ck_layer_desc *d) {
-    const char *name = ck_layer_type_name(d->type);
-    switch (d->type) {
-    case CK_LAYER_CONV2D:
-    case CK_LAYER_DENSE:
-        if (d->type == CK_LAYER_CONV2D)
-            sb_printf(s, "Conv2D(%d,(%d,%d)", d->units, d->kernel_h, d->kernel_w);
-        else
-            sb_printf(s, "Dense(%d", d->units);
-        if (d->padding == CK_PADDING_SAME)
-            sb_printf(s, ",padding='same'");
-        if (d->activation != CK_ACT_NONE)
-            sb_printf(s, ",activation='%s'", act_name(d->activation));
-        if (!d->use_bias)
-            sb_printf(s, ",use_bias=False");
-        sb_printf(s, ")");
-        break;
-    case CK_LAYER_MAXPOOL2D:
-    case CK_LAYER_AVGPOOL2D:
-        sb_printf(s, "%s((%d,%d))", name, d->kernel_h, d->kernel_w);
-        break;
-    case CK_LAYER_ACTIVATION:
-        sb_printf(s, "Activation('%s')", act_name(d->activation));
-        break;
-    case CK_LAYER_DROPOUT:
-    case CK_LAYER_SPATIAL_DROPOUT2D:
-        sb_printf(s, "%s(%g)", name, (double)d->rate);
-        break;
-    default:
-        sb_printf(s, "%s()", name ? name : "?");
-        break;
-    }
-}
-
-static void render_seq(sbuf *s, const ck_layer_desc *seq, int n) {
-    for (int i = 0; i < n; ++i) {
-        if (i)
-            sb_printf(s, " -> ");
-        render_layer(s, &seq[i]);
-    }
-}
-
-/* Writes "A -> B -> C (layers lo-hi)" for layers [lo, hi] with layer `from` moved to just after
- * layer `after` (from < after). */
-static void fix_move(sbuf *s, const chk *c, int lo, int hi, int from, int after) {
-    ck_layer_desc seq[K_MAX_WINDOW];
-    int n = 0;
-    if (hi - lo + 1 > K_MAX_WINDOW)
-        hi = lo + K_MAX_WINDOW - 2;
-    for (int i = lo; i <= hi; ++i) {
-        if (i == from)
-            continue;
-        seq[n++] = c->L[i];
-        if (i == after)
-            seq[n++] = c->L[from];
-    }
-    render_seq(s, seq, n);
-    sb_printf(s, " (layers %d-%d)", lo, hi);
-}
-
-/* Moves layer `from` to just before layer `before` (before < from). */
-static void fix_move_before(sbuf *s, const chk *c, int lo, int hi, int from, int before) {
-    ck_layer_desc seq[K_MAX_WINDOW];
-    int n = 0;
-    if (hi - lo + 1 > K_MAX_WINDOW)
-        hi = lo + K_MAX_WINDOW - 1;
-    for (int i = lo; i <= hi; ++i) {
-        if (i == before)
-            seq[n++] = c->L[from];
-        if (i != from)
-            seq[n++] = c->L[i];
-    }
-    render_seq(s, seq, n);
-    sb_printf(s, " (layers %d-%d)", lo, hi);
-}
 
 /* ---- findings ------------------------------------------------------------------------------ */
 static ck_finding *emit(chk *c, const char *code, ck_severity sev, double value, int nl, int l0,
@@ -301,65 +167,6 @@ static bn_path walk_to_bn(const chk *c, int i) {
 
 /* ---- rules --------------------------------------------------------------------------------- */
 
-/* Where a dropout moved after BN at layer `bn` goes: after the BN, then after any following
- * non-softmax Activation and pooling layers. */
-static int insertion_after(const chk *c, int bn) {
-    int t = bn;
-    while (t + 1 < c->count) {
-        const ck_layer_desc *d = &c->L[t + 1];
-        if ((d->type == CK_LAYER_ACTIVATION && d->activation != CK_ACT_SOFTMAX) ||
-            d->type == CK_LAYER_MAXPOOL2D || d->type == CK_LAYER_AVGPOOL2D)
-            ++t;
-        else
-            break;
-    }
-    return t;
-}
-
-static int last_bn_layer(const chk *c) {
-    int last = -1;
-    for (int i = 0; i < c->count; ++i)
-        if (c->L[i].type == CK_LAYER_BATCHNORM)
-            last = i;
-    return last;
-}
-
-/* The first dropout (rate > 0) after layer `after`, -1 none. */
-static int dropout_after(const chk *c, int after) {
-    for (int i = after + 1; i < c->count; ++i)
-        if ((c->L[i].type == CK_LAYER_DROPOUT || c->L[i].type == CK_LAYER_SPATIAL_DROPOUT2D) &&
-            c->L[i].rate > 0.0f)
-            return i;
-    return -1;
-}
-
-/* "Activation('relu') (layer 5)" */
-static void name_layer(sbuf *s, const chk *c, int l) {
-    render_layer(s, &c->L[l]);
-    sb_printf(s, " (layer %d)", l);
-}
-
-/* The fix that removes the shift for every BN (Li et al. 2019 fix (i)): no dropout before the
- * last BatchNormalization of the model. */
-static void fix_after_last_bn(sbuf *s, const chk *c, int dl) {
-    const int last = last_bn_layer(c), after = insertion_after(c, last),
-              kept = dropout_after(c, after);
-    sb_printf(s,
-              "only a dropout after the last BatchNormalization (layer %d) causes no shift (Li "
-              "et al. 2019, fix (i)): ",
-              last);
-    if (kept >= 0) {
-        sb_printf(s, "remove layer %d (", dl);
-        render_layer(s, &c->L[dl]);
-        sb_printf(s, "); layer %d already drops after it", kept);
-    } else {
-        sb_printf(s, "move layer %d (", dl);
-        render_layer(s, &c->L[dl]);
-        sb_printf(s, ") after ");
-        name_layer(s, c, after);
-    }
-}
-
 /* CK001 / CK002: dropout reaching BN. */
 static void rule_dropout_bn(chk *c, int i) {
     const node *d = &c->nd[i];
@@ -372,7 +179,7 @@ static void rule_dropout_bn(chk *c, int i) {
     const char *dname = ck_layer_type_name(c->L[dl].type);
     const char *via = path.layer >= 0 ? ck_layer_type_name(c->L[path.layer].type) : "";
     ck_finding *f;
-    sbuf s;
+    ck_sbuf s;
     if (weights == 0) {
         const int commutes = path.kind == CK_DROP_PATH_COMMUTES;
         f = emit(c, "CK001-dropout-before-bn", CK_SEVERITY_WARNING,
@@ -381,73 +188,80 @@ static void rule_dropout_bn(chk *c, int i) {
                  "%s(%g) feeds BatchNormalization (layer %d): variance shift between training "
                  "and inference",
                  dname, q, bl);
-        sb_init(&s, f->reason, sizeof f->reason);
+        ck_sbuf_init(&s, f->reason, sizeof f->reason);
         if (commutes) {
-            sb_printf(&s,
-                      "BN learns the variance of dropped and rescaled values in training and sees "
-                      "undropped ones at inference: Var_inference/Var_train = "
-                      "(1-rate)*v/(v + rate*c^2) <= 1-rate = %.3f for any mean c and variance v "
-                      "of its input without dropout, equal only for c = 0",
-                      p);
+            ck_sbuf_printf(
+                &s,
+                "BN learns the variance of dropped and rescaled values in training and sees "
+                "undropped ones at inference: Var_inference/Var_train = "
+                "(1-rate)*v/(v + rate*c^2) <= 1-rate = %.3f for any mean c and variance v "
+                "of its input without dropout, equal only for c = 0",
+                p);
             if (relu_input(c, i))
-                sb_printf(&s, " (after a ReLU c > 0: %.3f for ReLU(N(0,1)))",
-                          li_delta(p, 1.0 / sqrt(2.0 * K_PI), 0.5 - 1.0 / (2.0 * K_PI)));
-            sb_printf(&s, " (Li et al. 2019, arXiv:1801.05134, Eq. 8; docs/derivations.md §1)");
+                ck_sbuf_printf(&s, " (after a ReLU c > 0: %.3f for ReLU(N(0,1)))",
+                               li_delta(p, 1.0 / sqrt(2.0 * K_PI), 0.5 - 1.0 / (2.0 * K_PI)));
+            ck_sbuf_printf(&s,
+                           " (Li et al. 2019, arXiv:1801.05134, Eq. 8; docs/derivations.md §1)");
             if (earlier >= 0)
-                sb_printf(&s,
-                          "; the dropout at layer %d already shifts this dropout's input, which "
-                          "multiplies in: the ceiling does not hold (§1)",
-                          earlier);
-            sb_printf(&s, "; dropped positions become one batch-dependent constant, not 0 (§1)");
+                ck_sbuf_printf(
+                    &s,
+                    "; the dropout at layer %d already shifts this dropout's input, which "
+                    "multiplies in: the ceiling does not hold (§1)",
+                    earlier);
+            ck_sbuf_printf(&s,
+                           "; dropped positions become one batch-dependent constant, not 0 (§1)");
         } else if (path.kind == CK_DROP_PATH_LINEAR) {
-            sb_printf(&s,
-                      "%s (layer %d) between averages independently dropped values, so Eq. 8 "
-                      "and its ceiling 1-rate do not apply: Var_inference/Var_train = "
-                      "V/(V + (1/p-1)*sum_g E[u_g^2]) < 1 (V: variance without dropout, u_g: the "
-                      "part of the BN input from mask group g; docs/derivations.md §2); measure "
-                      "it with --measure",
-                      via, path.layer);
+            ck_sbuf_printf(
+                &s,
+                "%s (layer %d) between averages independently dropped values, so Eq. 8 "
+                "and its ceiling 1-rate do not apply: Var_inference/Var_train = "
+                "V/(V + (1/p-1)*sum_g E[u_g^2]) < 1 (V: variance without dropout, u_g: the "
+                "part of the BN input from mask group g; docs/derivations.md §2); measure "
+                "it with --measure",
+                via, path.layer);
         } else {
-            sb_printf(&s,
-                      "%s (layer %d) between is nonlinear in the dropped values, so Eq. 8 and "
-                      "its ceiling 1-rate do not apply and there is no closed form: the ratio "
-                      "can even exceed 1 (docs/derivations.md §3); measure it with --measure",
-                      via, path.layer);
+            ck_sbuf_printf(&s,
+                           "%s (layer %d) between is nonlinear in the dropped values, so Eq. 8 and "
+                           "its ceiling 1-rate do not apply and there is no closed form: the ratio "
+                           "can even exceed 1 (docs/derivations.md §3); measure it with --measure",
+                           via, path.layer);
         }
-        const int after = insertion_after(c, bl), lo = dl > 0 ? dl - 1 : 0;
-        sb_init(&s, f->fix, sizeof f->fix);
-        sb_printf(&s, "move the dropout after the BatchNormalization (and its activation): ");
-        fix_move(&s, c, lo, after, dl, after);
-        const int last = last_bn_layer(c);
+        const int after = ck_chk_insertion_after(c, bl), lo = dl > 0 ? dl - 1 : 0;
+        ck_sbuf_init(&s, f->fix, sizeof f->fix);
+        ck_sbuf_printf(&s, "move the dropout after the BatchNormalization (and its activation): ");
+        ck_chk_fix_move(&s, c, lo, after, dl, after);
+        const int last = ck_chk_last_bn_layer(c);
         if (last > after)
-            sb_printf(&s,
-                      "; it then still reaches a later BatchNormalization through weight layers "
-                      "(CK002): no shift only after the last one (layer %d)",
-                      last);
+            ck_sbuf_printf(
+                &s,
+                "; it then still reaches a later BatchNormalization through weight layers "
+                "(CK002): no shift only after the last one (layer %d)",
+                last);
     } else {
         f = emit(c, "CK002-dropout-weight-bn", CK_SEVERITY_INFO, (double)weights, 2, dl, bl, -1);
         snprintf(f->message, sizeof f->message,
                  "%s(%g) reaches BatchNormalization (layer %d) through %d weight layer%s: a "
                  "variance shift remains",
                  dname, q, bl, weights, weights > 1 ? "s" : "");
-        sb_init(&s, f->reason, sizeof f->reason);
+        ck_sbuf_init(&s, f->reason, sizeof f->reason);
         if (path.kind == CK_DROP_PATH_LINEAR)
-            sb_printf(&s,
-                      "through linear layers only, Var_inference/Var_train = "
-                      "V/(V + (1/p-1)*sum_g E[u_g^2]) (V: variance without dropout, u_g: the part "
-                      "of the BN input from mask group g): below 1 for any width, and closer to 1 "
-                      "than the direct value only when the parts are non-negatively correlated; "
-                      "no bound follows (docs/derivations.md §2; Li et al. 2019 Eq. 14 is a "
-                      "special case); measure it with --measure");
+            ck_sbuf_printf(
+                &s, "through linear layers only, Var_inference/Var_train = "
+                    "V/(V + (1/p-1)*sum_g E[u_g^2]) (V: variance without dropout, u_g: the part "
+                    "of the BN input from mask group g): below 1 for any width, and closer to 1 "
+                    "than the direct value only when the parts are non-negatively correlated; "
+                    "no bound follows (docs/derivations.md §2; Li et al. 2019 Eq. 14 is a "
+                    "special case); measure it with --measure");
         else
-            sb_printf(&s,
-                      "%s (layer %d) between is nonlinear in the dropped values: no closed form, "
-                      "no bound (the ratio is not between the direct value and 1 in general and "
-                      "can exceed 1; docs/derivations.md §2-3); measure it with --measure",
-                      via, path.layer);
-        sb_init(&s, f->fix, sizeof f->fix);
-        sb_printf(&s, "optional: ");
-        fix_after_last_bn(&s, c, dl);
+            ck_sbuf_printf(
+                &s,
+                "%s (layer %d) between is nonlinear in the dropped values: no closed form, "
+                "no bound (the ratio is not between the direct value and 1 in general and "
+                "can exceed 1; docs/derivations.md §2-3); measure it with --measure",
+                via, path.layer);
+        ck_sbuf_init(&s, f->fix, sizeof f->fix);
+        ck_sbuf_printf(&s, "optional: ");
+        ck_chk_fix_after_last_bn(&s, c, dl);
     }
 }
 
@@ -471,10 +285,10 @@ static void rule_dropout_pool(chk *c, int i) {
     const double q = drop_rate(c, d);
     char through[96] = "";
     if (act_layer >= 0)
-        snprintf(through, sizeof through, " through %s (layer %d)", act_name(c->nd[i + 1].act),
-                 act_layer);
+        snprintf(through, sizeof through, " through %s (layer %d)",
+                 ck_chk_act_name(c->nd[i + 1].act), act_layer);
     ck_finding *f;
-    sbuf s;
+    ck_sbuf s;
     if (!spatial && pd->type == CK_LAYER_MAXPOOL2D) {
         const int n = pd->kernel_h * pd->kernel_w;
         const double pz = pow(q, n), infl = (1.0 - pz) / (1.0 - q);
@@ -484,34 +298,36 @@ static void rule_dropout_pool(chk *c, int i) {
                  pd->kernel_h, pd->kernel_w, through,
                  nonneg ? "pooled outputs are rarely dropped"
                         : "on signed input a dropped unit's 0 becomes the max");
-        sb_init(&s, f->reason, sizeof f->reason);
+        ck_sbuf_init(&s, f->reason, sizeof f->reason);
         if (nonneg)
-            sb_printf(&s,
-                      "a pooled output is zeroed only when every positive input of its window is "
-                      "dropped: rate^J for J positive inputs, rate^%d = %.4g only when all %d are; "
-                      "after a ReLU windows hold zeros, so the zeroed fraction lies between that "
-                      "and rate; the max of the survivors scaled by 1/(1-rate) inflates the "
-                      "training mean up to (1-rate^%d)/(1-rate) = %.3f times the inference output "
-                      "(docs/derivations.md §4)",
-                      n, pz, n, n, infl);
+            ck_sbuf_printf(
+                &s,
+                "a pooled output is zeroed only when every positive input of its window is "
+                "dropped: rate^J for J positive inputs, rate^%d = %.4g only when all %d are; "
+                "after a ReLU windows hold zeros, so the zeroed fraction lies between that "
+                "and rate; the max of the survivors scaled by 1/(1-rate) inflates the "
+                "training mean up to (1-rate^%d)/(1-rate) = %.3f times the inference output "
+                "(docs/derivations.md §4)",
+                n, pz, n, n, infl);
         else
-            sb_printf(&s,
-                      "the input can be negative: a window whose %d inputs are all negative "
-                      "becomes 0 whenever one of them is dropped (probability 1-(1-rate)^%d = "
-                      "%.3f), one with J positive inputs when all J are (rate^J; rate^%d = %.4g "
-                      "only for all-positive windows): the pool raises outputs to 0 more often "
-                      "than it drops them (docs/derivations.md §4)",
-                      n, n, 1.0 - pow(1.0 - q, n), n, pz);
-        sb_init(&s, f->fix, sizeof f->fix);
-        sb_printf(&s, "pool first: ");
+            ck_sbuf_printf(
+                &s,
+                "the input can be negative: a window whose %d inputs are all negative "
+                "becomes 0 whenever one of them is dropped (probability 1-(1-rate)^%d = "
+                "%.3f), one with J positive inputs when all J are (rate^J; rate^%d = %.4g "
+                "only for all-positive windows): the pool raises outputs to 0 more often "
+                "than it drops them (docs/derivations.md §4)",
+                n, n, 1.0 - pow(1.0 - q, n), n, pz);
+        ck_sbuf_init(&s, f->fix, sizeof f->fix);
+        ck_sbuf_printf(&s, "pool first: ");
         ck_layer_desc seq[2] = {*pd, c->L[dl]};
-        render_seq(&s, seq, 2);
-        sb_printf(&s, "; or drop whole channels: ");
+        ck_chk_render_seq(&s, seq, 2);
+        ck_sbuf_printf(&s, "; or drop whole channels: ");
         seq[0] = c->L[dl];
         seq[0].type = CK_LAYER_SPATIAL_DROPOUT2D;
         seq[1] = *pd;
-        render_seq(&s, seq, 2);
-        sb_printf(&s, " (layers %d-%d)", dl, pl);
+        ck_chk_render_seq(&s, seq, 2);
+        ck_sbuf_printf(&s, " (layers %d-%d)", dl, pl);
     } else if (spatial) {
         const int sh = pd->stride_h > 0 ? pd->stride_h : pd->kernel_h;
         const int sw = pd->stride_w > 0 ? pd->stride_w : pd->kernel_w;
@@ -525,11 +341,11 @@ static void rule_dropout_pool(chk *c, int i) {
                  "max(s*x) = s*max(x) bit-exactly, average equal up to float rounding; after the "
                  "pool the mask touches %g times fewer elements (docs/derivations.md §5)",
                  fewer);
-        sb_init(&s, f->fix, sizeof f->fix);
-        sb_printf(&s, "move layer %d (", dl);
-        render_layer(&s, &c->L[dl]);
-        sb_printf(&s, ") after ");
-        name_layer(&s, c, pl);
+        ck_sbuf_init(&s, f->fix, sizeof f->fix);
+        ck_sbuf_printf(&s, "move layer %d (", dl);
+        ck_chk_render_layer(&s, &c->L[dl]);
+        ck_sbuf_printf(&s, ") after ");
+        ck_chk_name_layer(&s, c, pl);
     }
 }
 
@@ -539,7 +355,7 @@ static void rule_dropout_act(chk *c, int i) {
     const int dl = d->layer;
     const double q = drop_rate(c, d), p = 1.0 - q;
     ck_finding *f;
-    sbuf s;
+    ck_sbuf s;
     for (int side = -1; side <= 1; side += 2) {
         const int j = i + side;
         if (j < 0 || j >= c->nn || !c->nd[j].is_act)
@@ -566,8 +382,8 @@ static void rule_dropout_act(chk *c, int i) {
                          "branch rounds alpha*x*(1/p) in another order: last-bit differences "
                          "unless 1/p = %.4g is a power of two (docs/derivations.md §6)",
                          1.0 / p);
-            sb_init(&s, f->fix, sizeof f->fix);
-            sb_printf(&s, "none needed; either order is fine");
+            ck_sbuf_init(&s, f->fix, sizeof f->fix);
+            ck_sbuf_printf(&s, "none needed; either order is fine");
         } else if (side > 0 && a->act == CK_ACT_SIGMOID) {
             f = emit(c, "CK006-dropout-before-sigmoid", CK_SEVERITY_WARNING, 0.5, 2, dl, al, -1);
             snprintf(f->message, sizeof f->message,
@@ -578,8 +394,8 @@ static void rule_dropout_act(chk *c, int i) {
                      "carry 0.5 in training and the kept ones sigmoid(x/%g), which is not the "
                      "inference output rescaled (docs/derivations.md §6)",
                      q, p);
-            sb_init(&s, f->fix, sizeof f->fix);
-            fix_move(&s, c, dl, al, dl, al);
+            ck_sbuf_init(&s, f->fix, sizeof f->fix);
+            ck_chk_fix_move(&s, c, dl, al, dl, al);
         } else if (side > 0 && (a->act == CK_ACT_TANH || a->act == CK_ACT_ELU ||
                                 a->act == CK_ACT_GELU || a->act == CK_ACT_SWISH)) {
             const double x = a->act == CK_ACT_ELU ? -1.0 : 1.0;
@@ -590,14 +406,15 @@ static void rule_dropout_act(chk *c, int i) {
                      -1);
             snprintf(f->message, sizeof f->message,
                      "%s(%g) right before %s: the 1/(1-rate) scaling is distorted",
-                     ck_layer_type_name(d->type), q, act_name(a->act));
+                     ck_layer_type_name(d->type), q, ck_chk_act_name(a->act));
             snprintf(f->reason, sizeof f->reason,
                      "%s is not positively homogeneous, so %s(x/p) != %s(x)/p: at x = %g the "
                      "training-time expected output p*f(x/p) is %.3f times the inference output "
                      "f(x) (rate %g; docs/derivations.md §6)",
-                     act_name(a->act), act_name(a->act), act_name(a->act), x, ratio, q);
-            sb_init(&s, f->fix, sizeof f->fix);
-            fix_move(&s, c, dl, al, dl, al);
+                     ck_chk_act_name(a->act), ck_chk_act_name(a->act), ck_chk_act_name(a->act), x,
+                     ratio, q);
+            ck_sbuf_init(&s, f->fix, sizeof f->fix);
+            ck_chk_fix_move(&s, c, dl, al, dl, al);
         }
     }
 }
@@ -608,7 +425,7 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
     const int dl = d->layer;
     const double q = drop_rate(c, d);
     ck_finding *f;
-    sbuf s;
+    ck_sbuf s;
     int fired = 0;
     if (last_weight < dl) { /* no weight layer after the dropout */
         fired = 1;
@@ -631,12 +448,13 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
                      "the prediction itself is perturbed (docs/derivations.md §7)",
                      q, 1.0 / (1.0 - q), 1.0 - q);
         }
-        sb_init(&s, f->fix, sizeof f->fix);
+        ck_sbuf_init(&s, f->fix, sizeof f->fix);
         if (last_weight >= 0) {
-            sb_printf(&s, "drop before the last weight layer: ");
-            fix_move_before(&s, c, last_weight > 0 ? last_weight - 1 : 0, dl, dl, last_weight);
+            ck_sbuf_printf(&s, "drop before the last weight layer: ");
+            ck_chk_fix_move_before(&s, c, last_weight > 0 ? last_weight - 1 : 0, dl, dl,
+                                   last_weight);
         } else {
-            sb_printf(&s, "remove layer %d", dl);
+            ck_sbuf_printf(&s, "remove layer %d", dl);
         }
     }
     if (d->type == CK_LAYER_SPATIAL_DROPOUT2D && seen_flat >= 0) {
@@ -649,11 +467,11 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
                  "et al. 2015, arXiv:1411.4280); after %s there are no feature maps (Keras' "
                  "SpatialDropout2D takes 4-D input only)",
                  ck_layer_type_name(c->L[seen_flat].type));
-        sb_init(&s, f->fix, sizeof f->fix);
+        ck_sbuf_init(&s, f->fix, sizeof f->fix);
         ck_layer_desc rep = c->L[dl];
         rep.type = CK_LAYER_DROPOUT;
-        render_layer(&s, &rep);
-        sb_printf(&s, " (layer %d)", dl);
+        ck_chk_render_layer(&s, &rep);
+        ck_sbuf_printf(&s, " (layer %d)", dl);
     }
     if (i + 1 < c->nn && is_drop(&c->nd[i + 1]) && drop_rate(c, &c->nd[i + 1]) > 0.0f) {
         const int el = c->nd[i + 1].layer;
@@ -665,16 +483,16 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
                  "two independent masks act as one with rate 1-(1-%g)(1-%g) = %.4g; the second "
                  "layer only hides the real rate and costs a pass (docs/derivations.md §7)",
                  q, q2, comb);
-        sb_init(&s, f->fix, sizeof f->fix);
+        ck_sbuf_init(&s, f->fix, sizeof f->fix);
         ck_layer_desc one = c->L[dl];
         if (c->L[el].type == one.type) {
             one.rate = (float)comb;
-            sb_printf(&s, "one layer: ");
+            ck_sbuf_printf(&s, "one layer: ");
         } else {
-            sb_printf(&s, "keep one: ");
+            ck_sbuf_printf(&s, "keep one: ");
         }
-        render_layer(&s, &one);
-        sb_printf(&s, " (layers %d-%d)", dl, el);
+        ck_chk_render_layer(&s, &one);
+        ck_sbuf_printf(&s, " (layers %d-%d)", dl, el);
     }
     return fired;
 }
@@ -718,15 +536,15 @@ static void rule_double_act(chk *c, int i) {
     ck_finding *f =
         emit(c, "CK013-double-activation", CK_SEVERITY_WARNING, v, 2, a->layer, b->layer, -1);
     snprintf(f->message, sizeof f->message, "activation '%s' applied twice in a row",
-             act_name(a->act));
+             ck_chk_act_name(a->act));
     snprintf(f->reason, sizeof f->reason, "%s (docs/derivations.md §7)", why);
-    sbuf s;
-    sb_init(&s, f->fix, sizeof f->fix);
+    ck_sbuf s;
+    ck_sbuf_init(&s, f->fix, sizeof f->fix);
     if (b->layer != a->layer && c->L[b->layer].type == CK_LAYER_ACTIVATION) {
-        sb_printf(&s, "remove layer %d: ", b->layer);
-        render_layer(&s, &c->L[a->layer]);
+        ck_sbuf_printf(&s, "remove layer %d: ", b->layer);
+        ck_chk_render_layer(&s, &c->L[a->layer]);
     } else {
-        sb_printf(&s, "remove one of layers %d and %d", a->layer, b->layer);
+        ck_sbuf_printf(&s, "remove one of layers %d and %d", a->layer, b->layer);
     }
 }
 
@@ -745,12 +563,12 @@ static void rule_bias_bn(chk *c, int i) {
              "BN subtracts the per-channel batch mean, which removes any constant bias; its "
              "beta plays that role (Ioffe & Szegedy 2015, Sec. 3.2): %d wasted parameters",
              d->units);
-    sbuf s;
-    sb_init(&s, f->fix, sizeof f->fix);
+    ck_sbuf s;
+    ck_sbuf_init(&s, f->fix, sizeof f->fix);
     ck_layer_desc seq[2] = {*d, c->L[bl]};
     seq[0].use_bias = 0;
-    render_seq(&s, seq, 2);
-    sb_printf(&s, " (layers %d-%d)", w->layer, bl);
+    ck_chk_render_seq(&s, seq, 2);
+    ck_sbuf_printf(&s, " (layers %d-%d)", w->layer, bl);
 }
 
 /* CK009: BN after the softmax, or as the model output. */
@@ -775,9 +593,9 @@ static void rule_bn_output(chk *c, int i, int softmax_layer) {
                  "(then beta/gamma), so predictions depend on the batch in training "
                  "(docs/derivations.md §7)");
     }
-    sbuf s;
-    sb_init(&s, f->fix, sizeof f->fix);
-    sb_printf(&s, "remove layer %d (BatchNormalization)", bl);
+    ck_sbuf s;
+    ck_sbuf_init(&s, f->fix, sizeof f->fix);
+    ck_sbuf_printf(&s, "remove layer %d (BatchNormalization)", bl);
 }
 
 CK_API const char *ck_severity_name(int severity) {

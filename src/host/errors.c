@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #ifdef CNNKIT_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -65,6 +66,28 @@ void ck_create_error_clear(void) {
 
 const char *ck_create_error(void) {
     return create_err[0] ? create_err : NULL;
+}
+
+void ck_sbuf_printf(ck_sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *dst = b->p && b->used + 1 < b->len ? b->p + b->used : NULL;
+    const int n = vsnprintf(dst, dst ? b->len - b->used : 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    b->used += (size_t)n;
+    if (dst && b->used >= b->len && b->len > 4) /* cut short: say so */
+        memcpy(b->p + b->len - 4, "...", 4);
+}
+
+void ck_errbuf_printf(char *err, size_t len, const char *fmt, ...) {
+    if (!err || !len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, len, fmt, ap);
+    va_end(ap);
 }
 
 void ck_appendf(char *buf, size_t len, size_t *at, const char *fmt, ...) {

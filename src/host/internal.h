@@ -75,6 +75,22 @@ struct ck_mask {
 
 /* snprintf at buf + *at (buf holds len bytes), advancing *at; never overflows, stops at len - 1. */
 void ck_appendf(char *buf, size_t len, size_t *at, const char *fmt, ...) CK_PRINTF(4, 5);
+/* Bounded text builder: used counts every byte asked for (what the whole text needs); a text cut
+ * short ends in "..." (errors.c). p may be NULL with len 0 to measure. */
+typedef struct ck_sbuf {
+    char *p;
+    size_t len, used;
+} ck_sbuf;
+void ck_sbuf_printf(ck_sbuf *b, const char *fmt, ...) CK_PRINTF(2, 3);
+static inline void ck_sbuf_init(ck_sbuf *b, char *p, size_t len) {
+    b->p = p;
+    b->len = p ? len : 0;
+    b->used = 0;
+    if (b->len)
+        p[0] = '\0';
+}
+/* The message of a call that reports into a caller's buffer (err may be NULL or len 0). */
+void ck_errbuf_printf(char *err, size_t len, const char *fmt, ...) CK_PRINTF(3, 4);
 /* Records a formatted message in ctx (the per-thread creation message when ctx is NULL) and
  * returns status (errors.c). */
 ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) CK_PRINTF(3, 4);

@@ -596,24 +596,6 @@ static void shape_str(char *buf, size_t len, int h, int w, int c, int is_flat) {
         snprintf(buf, len, "(None, %d, %d, %d)", h, w, c);
 }
 
-/* Appends to a bounded buffer, counting what would be needed. */
-typedef struct sbuf {
-    char *p;
-    size_t len, used;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) CK_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *dst = b->p && b->used < b->len ? b->p + b->used : NULL;
-    size_t room = dst ? b->len - b->used : 0;
-    int n = vsnprintf(dst, room, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        b->used += (size_t)n;
-}
-
 int ck_model_layer_is_flat(const ck_model *m, int li) {
     for (int i = 0; i <= li; ++i) {
         ck_layer_type t = m->layers[i].type;
@@ -628,7 +610,8 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     ck_clear_error(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
-    sbuf b = {buf, buf ? len : 0, 0};
+    ck_sbuf b;
+    ck_sbuf_init(&b, buf, len);
     /* Keras 2 layout, with a first column wide enough for the longest Keras layer names */
     const char *rule =
         "_____________________________________________________________________________"
@@ -636,8 +619,8 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     const char *dbl =
         "============================================================================="
         "===";
-    sb_printf(&b, "Model: \"sequential\"\n%s\n", rule);
-    sb_printf(&b, " %-45s%-24s%-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
+    ck_sbuf_printf(&b, "Model: \"sequential\"\n%s\n", rule);
+    ck_sbuf_printf(&b, " %-45s%-24s%-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
     for (int li = 0; li < m->num_layers; ++li) {
         const ck_layer_desc *d = &m->layers[li];
         char name[96], shape[64], cnt[32];
@@ -647,31 +630,31 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
         shape_str(shape, sizeof shape, m->lshape_store[li][0], m->lshape_store[li][1],
                   m->lshape_store[li][2], ck_model_layer_is_flat(m, li));
         fmt_count(cnt, sizeof cnt, t + f);
-        sb_printf(&b, " %-45s%-24s%-10s\n", name, shape, cnt);
+        ck_sbuf_printf(&b, " %-45s%-24s%-10s\n", name, shape, cnt);
         if (li + 1 < m->num_layers)
-            sb_printf(&b, "\n");
+            ck_sbuf_printf(&b, "\n");
     }
     char tot[32], tr[32], nt[32];
     fmt_count(tot, sizeof tot, (long long)(m->num_params + m->num_fixed));
     fmt_count(tr, sizeof tr, (long long)m->num_params);
     fmt_count(nt, sizeof nt, (long long)m->num_fixed);
-    sb_printf(&b, "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: %s\n%s\n", dbl,
-              tot, tr, nt, rule);
+    ck_sbuf_printf(&b, "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: %s\n%s\n",
+                   dbl, tot, tr, nt, rule);
     /* the execution plan (plan.c), after the Keras table */
     const char *why = m->planned ? "planning on" : "planning off";
-    sb_printf(&b, "Execution plan: %d nodes for %d layers (%s)\n", m->num_nodes, m->num_layers,
-              why);
+    ck_sbuf_printf(&b, "Execution plan: %d nodes for %d layers (%s)\n", m->num_nodes, m->num_layers,
+                   why);
     for (int i = 0; i < m->num_nodes; ++i) {
         char line[512];
         ck_model_plan_describe_node(m, i, line, sizeof line);
-        sb_printf(&b, " %3d  %s\n", i + 1, line);
+        ck_sbuf_printf(&b, " %3d  %s\n", i + 1, line);
     }
     const size_t dev_bytes = ck_gpu_model_arena_bytes(m);
-    sb_printf(&b, "Memory for batches of up to %d: activations %.1f MiB, host %.1f MiB",
-              m->max_batch, m->mem_act_bytes / 1048576.0, m->mem_host_bytes / 1048576.0);
+    ck_sbuf_printf(&b, "Memory for batches of up to %d: activations %.1f MiB, host %.1f MiB",
+                   m->max_batch, m->mem_act_bytes / 1048576.0, m->mem_host_bytes / 1048576.0);
     if (dev_bytes)
-        sb_printf(&b, ", device arena %.1f MiB", dev_bytes / 1048576.0);
-    sb_printf(&b, "\n");
+        ck_sbuf_printf(&b, ", device arena %.1f MiB", dev_bytes / 1048576.0);
+    ck_sbuf_printf(&b, "\n");
     if (needed)
         *needed = b.used + 1;
     if (!buf || b.used + 1 > len)

@@ -1,0 +1,40 @@
+/* Shared by check.c (the rules) and check_render.c (layers and fixes in Keras syntax). */
+#ifndef CK_CHECK_INTERNAL_H
+#define CK_CHECK_INTERNAL_H
+
+#include "internal.h"
+
+#include "cnnkit/check.h"
+
+#define K_MAX_WINDOW 24 /* layers a suggested reordering shows at most */
+
+typedef struct node {
+    int layer; /* index into the layer list */
+    ck_layer_type type;
+    int is_act;        /* an Activation layer or an inline activation */
+    ck_activation act; /* when is_act */
+} node;
+
+typedef struct chk {
+    const ck_layer_desc *L;
+    int count;
+    const node *nd;
+    int nn;
+    ck_finding *out;
+    int cap;
+    int total;
+    ck_finding scratch; /* findings past cap are built here and dropped */
+} chk;
+
+const char *ck_chk_act_name(ck_activation a); /* "?" when unknown */
+void ck_chk_render_layer(ck_sbuf *s, const ck_layer_desc *d);
+void ck_chk_render_seq(ck_sbuf *s, const ck_layer_desc *seq, int n);
+void ck_chk_fix_move(ck_sbuf *s, const chk *c, int lo, int hi, int from, int after);
+void ck_chk_fix_move_before(ck_sbuf *s, const chk *c, int lo, int hi, int from, int before);
+int ck_chk_insertion_after(const chk *c, int bn);
+int ck_chk_last_bn_layer(const chk *c);
+int ck_chk_dropout_after(const chk *c, int after);
+void ck_chk_name_layer(ck_sbuf *s, const chk *c, int l);
+void ck_chk_fix_after_last_bn(ck_sbuf *s, const chk *c, int dl);
+
+#endif

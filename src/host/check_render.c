@@ -1,0 +1,146 @@
+/* ck_model_check's text: layers rendered in Keras syntax and the suggested reorderings. */
+#include "check_internal.h"
+
+#include <stdio.h>
+
+/* ---- layer rendering in Keras syntax ---------------------------------------------------- */
+const char *ck_chk_act_name(ck_activation a) {
+    const char *n = ck_activation_name(a);
+    return n ? n : "?";
+}
+
+void ck_chk_render_layer(ck_sbuf *s, const ck_layer_desc *d) {
+    const char *name = ck_layer_type_name(d->type);
+    switch (d->type) {
+    case CK_LAYER_CONV2D:
+    case CK_LAYER_DENSE:
+        if (d->type == CK_LAYER_CONV2D)
+            ck_sbuf_printf(s, "Conv2D(%d,(%d,%d)", d->units, d->kernel_h, d->kernel_w);
+        else
+            ck_sbuf_printf(s, "Dense(%d", d->units);
+        if (d->padding == CK_PADDING_SAME)
+            ck_sbuf_printf(s, ",padding='same'");
+        if (d->activation != CK_ACT_NONE)
+            ck_sbuf_printf(s, ",activation='%s'", ck_chk_act_name(d->activation));
+        if (!d->use_bias)
+            ck_sbuf_printf(s, ",use_bias=False");
+        ck_sbuf_printf(s, ")");
+        break;
+    case CK_LAYER_MAXPOOL2D:
+    case CK_LAYER_AVGPOOL2D:
+        ck_sbuf_printf(s, "%s((%d,%d))", name, d->kernel_h, d->kernel_w);
+        break;
+    case CK_LAYER_ACTIVATION:
+        ck_sbuf_printf(s, "Activation('%s')", ck_chk_act_name(d->activation));
+        break;
+    case CK_LAYER_DROPOUT:
+    case CK_LAYER_SPATIAL_DROPOUT2D:
+        ck_sbuf_printf(s, "%s(%g)", name, (double)d->rate);
+        break;
+    default:
+        ck_sbuf_printf(s, "%s()", name ? name : "?");
+        break;
+    }
+}
+
+void ck_chk_render_seq(ck_sbuf *s, const ck_layer_desc *seq, int n) {
+    for (int i = 0; i < n; ++i) {
+        if (i)
+            ck_sbuf_printf(s, " -> ");
+        ck_chk_render_layer(s, &seq[i]);
+    }
+}
+
+/* Writes "A -> B -> C (layers lo-hi)" for layers [lo, hi] with layer `from` moved to just after
+ * layer `after` (from < after). */
+void ck_chk_fix_move(ck_sbuf *s, const chk *c, int lo, int hi, int from, int after) {
+    ck_layer_desc seq[K_MAX_WINDOW];
+    int n = 0;
+    if (hi - lo + 1 > K_MAX_WINDOW)
+        hi = lo + K_MAX_WINDOW - 2;
+    for (int i = lo; i <= hi; ++i) {
+        if (i == from)
+            continue;
+        seq[n++] = c->L[i];
+        if (i == after)
+            seq[n++] = c->L[from];
+    }
+    ck_chk_render_seq(s, seq, n);
+    ck_sbuf_printf(s, " (layers %d-%d)", lo, hi);
+}
+
+/* Moves layer `from` to just before layer `before` (before < from). */
+void ck_chk_fix_move_before(ck_sbuf *s, const chk *c, int lo, int hi, int from, int before) {
+    ck_layer_desc seq[K_MAX_WINDOW];
+    int n = 0;
+    if (hi - lo + 1 > K_MAX_WINDOW)
+        hi = lo + K_MAX_WINDOW - 1;
+    for (int i = lo; i <= hi; ++i) {
+        if (i == before)
+            seq[n++] = c->L[from];
+        if (i != from)
+            seq[n++] = c->L[i];
+    }
+    ck_chk_render_seq(s, seq, n);
+    ck_sbuf_printf(s, " (layers %d-%d)", lo, hi);
+}
+
+/* Where a dropout moved after BN at layer `bn` goes: after the BN, then after any following
+ * non-softmax Activation and pooling layers. */
+int ck_chk_insertion_after(const chk *c, int bn) {
+    int t = bn;
+    while (t + 1 < c->count) {
+        const ck_layer_desc *d = &c->L[t + 1];
+        if ((d->type == CK_LAYER_ACTIVATION && d->activation != CK_ACT_SOFTMAX) ||
+            d->type == CK_LAYER_MAXPOOL2D || d->type == CK_LAYER_AVGPOOL2D)
+            ++t;
+        else
+            break;
+    }
+    return t;
+}
+
+int ck_chk_last_bn_layer(const chk *c) {
+    int last = -1;
+    for (int i = 0; i < c->count; ++i)
+        if (c->L[i].type == CK_LAYER_BATCHNORM)
+            last = i;
+    return last;
+}
+
+/* The first dropout (rate > 0) after layer `after`, -1 none. */
+int ck_chk_dropout_after(const chk *c, int after) {
+    for (int i = after + 1; i < c->count; ++i)
+        if ((c->L[i].type == CK_LAYER_DROPOUT || c->L[i].type == CK_LAYER_SPATIAL_DROPOUT2D) &&
+            c->L[i].rate > 0.0f)
+            return i;
+    return -1;
+}
+
+/* "Activation('relu') (layer 5)" */
+void ck_chk_name_layer(ck_sbuf *s, const chk *c, int l) {
+    ck_chk_render_layer(s, &c->L[l]);
+    ck_sbuf_printf(s, " (layer %d)", l);
+}
+
+/* The fix that removes the shift for every BN (Li et al. 2019 fix (i)): no dropout before the
+ * last BatchNormalization of the model. */
+void ck_chk_fix_after_last_bn(ck_sbuf *s, const chk *c, int dl) {
+    const int last = ck_chk_last_bn_layer(c), after = ck_chk_insertion_after(c, last),
+              kept = ck_chk_dropout_after(c, after);
+    ck_sbuf_printf(
+        s,
+        "only a dropout after the last BatchNormalization (layer %d) causes no shift (Li "
+        "et al. 2019, fix (i)): ",
+        last);
+    if (kept >= 0) {
+        ck_sbuf_printf(s, "remove layer %d (", dl);
+        ck_chk_render_layer(s, &c->L[dl]);
+        ck_sbuf_printf(s, "); layer %d already drops after it", kept);
+    } else {
+        ck_sbuf_printf(s, "move layer %d (", dl);
+        ck_chk_render_layer(s, &c->L[dl]);
+        ck_sbuf_printf(s, ") after ");
+        ck_chk_name_layer(s, c, after);
+    }
+}
