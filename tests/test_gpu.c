@@ -15,6 +15,8 @@ static const shape SHAPES[] = {
     {1, 1, 1, 2},    {1, 3, 1, 2},   {2, 1, 64, 64},  {257, 5, 3, 3}, {7, 130, 5, 5},
     {3, 32, 26, 26}, {16, 64, 8, 8}, {257, 13, 1, 1}, {5, 4, 7, 9},   {2, 130, 1, 3},
     {33, 8, 4, 4},   {4, 3, 2, 1},
+    /* enough rows per block (> 64 per split) for the NHWC kernels' batched loads, with tails */
+    {67, 8, 23, 23}, {40, 40, 30, 30},
 };
 #define NSHAPES (sizeof SHAPES / sizeof *SHAPES)
 

@@ -124,9 +124,23 @@ __global__ void ck_bn_stats_nhwc(const float *x, ck_kshape s, int splits, double
     const long long per = (rows + splits - 1) / splits;
     const long long r0 = sp * per, r1 = min(rows, r0 + per);
     double nd = 0.0, md = 0.0, m2d = 0.0;
-    if (c < s.c)
-        for (long long r = r0 + ty; r < r1; r += blockDim.y)
-            ck_welford_add(nd, md, m2d, x[r * s.c + c]);
+    if (c < s.c) {
+        const long long step = blockDim.y;
+        long long r = r0 + ty;
+        /* 8 loads in flight before the serial updates (one 4-byte load per thread at a time
+         * cannot keep HBM busy); the values are taken in the same order as one by one */
+        for (; r + 7 * step < r1; r += 8 * step) {
+            float v[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u)
+                v[u] = __ldg(x + (r + u * step) * s.c + c);
+#pragma unroll
+            for (int u = 0; u < 8; ++u)
+                ck_welford_add(nd, md, m2d, v[u]);
+        }
+        for (; r < r1; r += step)
+            ck_welford_add(nd, md, m2d, __ldg(x + r * s.c + c));
+    }
     double n = nd, mean = md, m2 = m2d;
     __shared__ double sh[3][8][33];
     sh[0][ty][tx] = n;
@@ -397,7 +411,23 @@ __global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p,
     float sg = 0.0f, sgx = 0.0f;
     if (c < s.c) {
         const ck_bn_chan k = ck_bn_chan_of(c, gamma, beta, smean, sinvstd);
-        for (long long r = r0 + ty; r < r1; r += blockDim.y) {
+        const long long step = blockDim.y;
+        long long r = r0 + ty;
+        /* loads of 4 rows first, then the sums in the same order (see ck_bn_stats_nhwc) */
+        for (; r + 3 * step < r1; r += 4 * step) {
+            float xv[4], dv[4], mv[4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const long long ru = r + u * step, i = ru * s.c + c;
+                xv[u] = __ldg(x + i);
+                dv[u] = __ldg(dy + i);
+                mv[u] = sd ? __ldg(sd + (ru / hw) * s.c + c) : 1.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+                ck_bn_bwd_acc(xv[u], dv[u], mv[u], k, p.bn.activation, sg, sgx);
+        }
+        for (; r < r1; r += step) {
             const long long i = r * s.c + c;
             const float m = sd ? sd[(r / hw) * s.c + c] : 1.0f;
             ck_bn_bwd_acc(x[i], dy[i], m, k, p.bn.activation, sg, sgx);
