@@ -10,7 +10,7 @@
 # is not run and is listed under "out_of_time"; 0 = none):
 #   (default) full  versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train
-#                   bench_kernels peer_torch train_profile tests                  DEADLINE 400
+#                   bench_kernels peer_torch peer_keras train_profile tests       DEADLINE 400
 #   --triage        versions gpu_tests+train_short+memcheck+initcheck            DEADLINE 150
 #   --ci            versions suite+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train             DEADLINE 0
@@ -29,6 +29,9 @@
 #   bench_train      bench_train --device cuda, batches 128, 512 and 2048 (bench_train.json)
 #   bench_kernels    bench_kernels: cnnkit vs cuDNN vs a device copy (bench_kernels.json)
 #   peer_torch       share/peer_torch.py --device cuda: PyTorch, the caller's environment
+#   peer_keras       share/peer_keras.py: Keras 3 on the host's JAX (CUDA), batch 128/512/2048,
+#                    from the wheels in share/wheels (keras, namex, optree; installed into a
+#                    temporary folder, nothing fetched); skipped without them or without JAX
 #   memcheck, racecheck, initcheck, synccheck   compute-sanitizer on the kernel tests
 #                    (SANITIZER_FILTER)
 #   memcheck_train ... synccheck_train   compute-sanitizer on a 20-step GPU training of the seed
@@ -100,6 +103,8 @@ if [[ -n "$BUILD_DIR" ]]; then # a build tree: this file is tools/bundle_run.sh 
   CLI_BIN="$BUILD_DIR/cnnkit"
   MODEL="$REPO/examples/seed_cnn.py"
   PEER="$REPO/bench/peer_torch.py"
+  PEER_KERAS="$REPO/bench/peer_keras.py"
+  WHEELS="${CNNKIT_WHEELS:-$BUILD_DIR/wheels}"
   DATA="${CNNKIT_DATA:-/usr/share/datasets/fashion-mnist}"
   COMMIT="$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
 else
@@ -109,6 +114,8 @@ else
   CLI_BIN="$HERE/bin/cnnkit"
   MODEL="$HERE/share/seed_cnn.py"
   PEER="$HERE/share/peer_torch.py"
+  PEER_KERAS="$HERE/share/peer_keras.py"
+  WHEELS="$HERE/share/wheels"
   DATA="$HERE/share/fashion-mnist"
   COMMIT="$(sed -n 's/^describe: *//p' "$HERE/MANIFEST.txt" 2>/dev/null | head -n 1)"
 fi
@@ -116,7 +123,7 @@ COMMIT="${COMMIT:-unknown}"
 
 case "$MODE" in
   full)
-    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_kernels peer_torch train_profile tests"
+    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_kernels peer_torch peer_keras train_profile tests"
     DEADLINE="${DEADLINE:-400}"
     ;;
   triage)
@@ -146,7 +153,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/*_cuda|errors/workspace_too_small_on_gpu|ha
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_kernels peer_torch memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_kernels peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -467,6 +474,20 @@ run_named() {
           --json "$LOG_DIR/peer_torch.json"
       else
         skip_step peer_torch "python3 with CUDA-enabled torch not found"
+      fi
+      ;;
+    peer_keras) # the caller's python3 and JAX; keras from the bundle's wheels, into a temp folder
+      if [[ -f "$PEER_KERAS" ]] && compgen -G "$WHEELS/keras-*.whl" >/dev/null &&
+        command -v python3 >/dev/null 2>&1 && python3 -c 'import jax' 2>/dev/null; then
+        # JAX would otherwise take 75% of the GPU up front; one JSON line per batch size
+        run_step peer_keras plain "$PEER_CAP" env PYTHONUNBUFFERED=1 \
+          XLA_PYTHON_CLIENT_PREALLOCATE=false bash -c 'site="$(mktemp -d)" &&
+            python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$1"/*.whl &&
+            for b in 128 512 2048; do
+              PYTHONPATH="$site" python3 "$2" --backend jax --batch "$b" --steps 20 --warmup 3 >>"$3" || exit 1
+            done' _ "$WHEELS" "$PEER_KERAS" "$LOG_DIR/peer_keras.jsonl"
+      else
+        skip_step peer_keras "no keras wheels in $WHEELS or no python3 with JAX"
       fi
       ;;
     memcheck | racecheck | initcheck | synccheck | *_train)

@@ -147,7 +147,17 @@ install -m 0755 "$RUN_TEMPLATE" "$OUT_DIR/run.sh"
 # the model the benches and the training run use, the PyTorch peer script, and (when
 # BUNDLE_DATA=1 and the Debian package is installed) Fashion-MNIST for a training run on the GPU
 mkdir -p "$OUT_DIR/share"
-cp "$REPO_DIR/examples/seed_cnn.py" "$REPO_DIR/bench/peer_torch.py" "$OUT_DIR/share/"
+cp "$REPO_DIR/examples/seed_cnn.py" "$REPO_DIR/bench/peer_torch.py" "$REPO_DIR/bench/peer_keras.py" \
+  "$OUT_DIR/share/"
+# Keras for the Keras peer on the GPU host (which has JAX but no keras and no network): the wheels
+# for its Python 3.12, fetched here at bundle time; without network the peer step skips there
+KERAS_WHEELS=(keras==3.15.1 namex==0.1.0 optree==0.20.0)
+if ! timeout 120 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 -d "$OUT_DIR/share/wheels" "${KERAS_WHEELS[@]}" >/dev/null 2>&1; then
+  echo "gpu_bundle: warning: could not download ${KERAS_WHEELS[*]}: the Keras peer will skip" >&2
+  rm -rf "$OUT_DIR/share/wheels"
+fi
 FMNIST=/usr/share/datasets/fashion-mnist
 if [[ "${BUNDLE_DATA:-0}" == 1 && -d "$FMNIST" ]]; then
   mkdir -p "$OUT_DIR/share/fashion-mnist"
