@@ -29,6 +29,8 @@
 #   bench_train      bench_train --device cuda, batches 128, 512 and 2048 (bench_train.json)
 #   bench_kernels    bench_kernels: cnnkit vs cuDNN vs a device copy (bench_kernels.json)
 #   peer_torch       share/peer_torch.py --device cuda: PyTorch, the caller's environment
+#   study_gpu        cnnkit study on the device (STUDY_SEEDS=20, STUDY_EPOCHS=3): only when named
+#                    in STEPS, e.g. a third call: STEPS=study_gpu DEADLINE=0 STEP_TIMEOUT=540
 #   peer_keras       share/peer_keras.py: Keras 3 on the host's JAX (CUDA), batch 128/512/2048,
 #                    from the wheels in share/wheels (keras, namex, optree; installed into a
 #                    temporary folder, nothing fetched); skipped without them or without JAX
@@ -51,6 +53,7 @@
 #   STEP_TIMEOUT      seconds per step (default 300; --ci 1200)       DEADLINE  see above
 #   SANITIZER_CAP     seconds per sanitizer step at most (with a deadline: 120, triage 90)
 #   PEER_CAP          seconds for the PyTorch peer at most (default 100: torch.compile is slow)
+#   STUDY_SEEDS, STUDY_EPOCHS   the study_gpu step (default 20 seeds, 3 epochs)
 #   TRAIN_EPOCHS      epochs of train_fmnist (default 10)
 #   GPU_TEST_JOBS     Criterion --jobs of gpu_tests and suite (default 4)
 #   GPU_FILTER        Criterion filter of gpu_tests; SANITIZER_FILTER that of the sanitizer runs
@@ -141,9 +144,11 @@ read -r -a STEP_LIST <<<"$(tr ',' ' ' <<<"${STEPS:-$DEFAULT_STEPS}")"
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
 if ((DEADLINE > 0)); then SANITIZER_CAP="${SANITIZER_CAP:-120}"; else SANITIZER_CAP="${SANITIZER_CAP:-0}"; fi
 PEER_CAP="${PEER_CAP:-100}"
+STUDY_SEEDS="${STUDY_SEEDS:-20}"
+STUDY_EPOCHS="${STUDY_EPOCHS:-3}"
 TRAIN_EPOCHS="${TRAIN_EPOCHS:-10}"
 GPU_TEST_JOBS="${GPU_TEST_JOBS:-4}"
-for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP TRAIN_EPOCHS GPU_TEST_JOBS; do
+for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP TRAIN_EPOCHS GPU_TEST_JOBS STUDY_SEEDS STUDY_EPOCHS; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
 # The GPU tests: every gpu* suite, the golden values on CUDA, the workspace check on the device and
@@ -153,7 +158,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/*_cuda|errors/workspace_too_small_on_gpu|ha
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_kernels peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_kernels peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile study_gpu tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -449,6 +454,15 @@ run_named() {
           --device cuda --batch 128 --seed 1 --epochs "$TRAIN_EPOCHS" --log "$LOG_DIR/train_fmnist.csv"
       else
         skip_step train_fmnist "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
+      fi
+      ;;
+    study_gpu) # issue 19's study on the device; not in any default list (a call of its own)
+      if have_data; then
+        run_step study_gpu plain 0 "${LIBENV[@]}" "$CLI_BIN" study "$MODEL" --data "$DATA" \
+          --device cuda --seeds "$STUDY_SEEDS" --epochs "$STUDY_EPOCHS" --batch 128 \
+          --csv "$LOG_DIR/study_gpu.csv" --svg "$LOG_DIR/study_gpu.svg"
+      else
+        skip_step study_gpu "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
       fi
       ;;
     train_profile)
