@@ -3,7 +3,9 @@ Fashion-MNIST batch of 128. A float64 JAX re-computation of the model gives the 
 gradients; float32 Keras and cnnkit gradients come from one SGD step with lr 1e4
 (g = (w0 - w1) / 1e4). Prints max |g - g64| / max |g64| per weight array (biases before a BN have
 a true gradient of 0, so theirs is noise over ~0), the float32-vs-float64 error of each node's dy
-in the float32 JAX re-computation, and the max-pool windows whose top two inputs are near-ties.
+in the float32 JAX re-computation, the max-pool windows whose top two inputs are near-ties, and
+the same per-array errors against Keras's own float64 gradient (keras.config.set_floatx), and
+the first 10 Adam-default training losses of the float64 re-computation (batches 0-9).
     $(bash tools/keras_venv.sh) tools/keras_grad_probe.py BUILD_DIR OUT_DIR"""
 import ctypes as C, gzip, os, struct, sys
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -197,3 +199,37 @@ for k, v in pi.items():
     for o in order:
         i = np.unravel_index(o, rel.shape)
         print(f"   {i} top {top[i]:.9g} gap {top[i]-sec[i]:.3g} rel {rel[i]:.3g}")
+
+# ---- Keras's own float64 gradient as the reference ----
+keras.config.set_floatx("float64")
+m64 = seed_model()
+m64.set_weights([w.astype(np.float64) for w in W])
+m64.compile(optimizer=keras.optimizers.SGD(1e4), loss="sparse_categorical_crossentropy")
+m64.train_on_batch(xb.astype(np.float64), yb)
+gK = [(a.astype(np.float64) - b) / 1e4 for a, b in zip(W, m64.get_weights())]
+print(f"{'array':40s} {'kf64-jf64':>9s} {'kerasf32':>9s} {'cnnkit':>9s}  (vs Keras float64)")
+for nm, a64, aK, ak, ac in zip(names, g64, gK, gk, gc):
+    if "moving" in nm or "bias" in nm:
+        continue
+    sK = np.abs(aK).max()
+    print(f"{nm:40s} {np.abs(aK - a64).max() / sK:9.2e} {np.abs(ak - aK).max() / sK:9.2e} "
+          f"{np.abs(ac - aK).max() / sK:9.2e}")
+
+# ---- 10 Adam steps of the float64 re-computation (compare with Keras's and cnnkit's losses) ----
+params = [jnp.asarray(w, np.float64) for w in W]
+train = [i for i, nm in enumerate(names) if "moving" not in nm]
+dz = {k: jnp.zeros((128,) + v.shape, np.float64) for k, v in zero_deltas(params, xb, yb, np.float64).items()}
+vg = jax.jit(jax.value_and_grad(lambda p, x, y: forward(p, x, y, dz, np.float64)[0]))
+mo = [jnp.zeros_like(p) for p in params]
+ve = [jnp.zeros_like(p) for p in params]
+losses = []
+for b in range(10):
+    lb, g = vg(params, jnp.asarray(xtr[b * 128:(b + 1) * 128], np.float64), jnp.asarray(ytr[b * 128:(b + 1) * 128]))
+    t = b + 1
+    alpha = 1e-3 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+    for i in train:
+        mo[i] = 0.9 * mo[i] + 0.1 * g[i]
+        ve[i] = 0.999 * ve[i] + 0.001 * g[i] ** 2
+        params[i] = params[i] - alpha * mo[i] / (jnp.sqrt(ve[i]) + 1e-7)
+    losses.append(f"{float(lb):.6f}")
+print("float64 re-computation, Adam defaults, losses of steps 1-10:", " ".join(losses))
