@@ -4,7 +4,7 @@ gradients; float32 Keras and cnnkit gradients come from one SGD step with lr 1e4
 (g = (w0 - w1) / 1e4). Prints max |g - g64| / max |g64| per weight array (biases before a BN have
 a true gradient of 0, so theirs is noise over ~0), the float32-vs-float64 error of each node's dy
 in the float32 JAX re-computation, the max-pool windows whose top two inputs are near-ties, and
-the same per-array errors against Keras's own float64 gradient (keras.config.set_floatx), and
+the same per-array errors against Keras's own float64 gradient (dtype policy float64), and
 the first 10 Adam-default training losses of the float64 re-computation (batches 0-9).
     $(bash tools/keras_venv.sh) tools/keras_grad_probe.py BUILD_DIR OUT_DIR"""
 import ctypes as C, gzip, os, struct, sys
@@ -201,7 +201,7 @@ for k, v in pi.items():
         print(f"   {i} top {top[i]:.9g} gap {top[i]-sec[i]:.3g} rel {rel[i]:.3g}")
 
 # ---- Keras's own float64 gradient as the reference ----
-keras.config.set_floatx("float64")
+keras.config.set_dtype_policy("float64")  # set_floatx alone leaves layers float32
 m64 = seed_model()
 m64.set_weights([w.astype(np.float64) for w in W])
 m64.compile(optimizer=keras.optimizers.SGD(1e4), loss="sparse_categorical_crossentropy")
