@@ -272,7 +272,8 @@ static void find_bufs_free(find_bufs *b) {
 }
 
 /* 0 with the buffers, -1 when the device has no room for them (timing is then skipped). */
-static int find_bufs_alloc(cudnnHandle_t h, ck_gconv *c, cudnnMathType_t m, find_bufs *b) {
+static int find_bufs_alloc(cudnnHandle_t h, cudaStream_t stream, ck_gconv *c, cudnnMathType_t m,
+                           find_bufs *b) {
     const ck_conv_geom *g = &c->g;
     memset(b, 0, sizeof *b);
     const size_t nx = (size_t)g->n * c->hp * c->wp * g->cin * sizeof(float);
@@ -293,9 +294,11 @@ static int find_bufs_alloc(cudnnHandle_t h, ck_gconv *c, cudnnMathType_t m, find
         find_bufs_free(b);
         return -1;
     }
-    /* zeros: uninitialized memory could hold NaN patterns that no real step sees */
-    if (cudaMemset(b->x, 0, nx) != cudaSuccess || cudaMemset(b->w, 0, nw) != cudaSuccess ||
-        cudaMemset(b->y, 0, ny) != cudaSuccess) {
+    /* zeros: uninitialized memory could hold NaN patterns that no real step sees; on the
+     * handle's stream, which cudnnFind runs on (it may not synchronize with the default one) */
+    if (cudaMemsetAsync(b->x, 0, nx, stream) != cudaSuccess ||
+        cudaMemsetAsync(b->w, 0, nw, stream) != cudaSuccess ||
+        cudaMemsetAsync(b->y, 0, ny, stream) != cudaSuccess) {
         (void)cudaGetLastError();
         find_bufs_free(b);
         return -1;
@@ -482,7 +485,8 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t logl
     find_bufs fb;
     const int timed =
         c->policy == CK_CONV_ALGO_FASTEST &&
-        find_bufs_alloc(h, c, c->mathset == CK_MATH_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH,
+        find_bufs_alloc(h, (cudaStream_t)ctx->stream, c,
+                        c->mathset == CK_MATH_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH,
                         &fb) == 0;
     c->algo_bytes = 0;
     int rc = 0;
