@@ -1,6 +1,9 @@
 /*
  * bench_kernels — times cnnkit's dropout and batch-norm kernels and, on CUDA, their cuDNN peers
  * and a plain device-to-device copy of the same tensor; then re-checks every op for correctness.
+ * On CUDA also the dense probe: the model's Dense layers (ck_gdense_forward / _backward) at the
+ * seed model's shapes against a raw cublasSgemm on the same buffers, the bias add alone, the
+ * first call, the host-synchronized time (as a profiled step sees it) and TF32.
  *
  *   bench_kernels [--device cpu|cuda|auto] [--quick] [--repeats R] [--json FILE]
  *                 [--layout nchw|nhwc|both]
@@ -28,7 +31,10 @@
 #include <time.h>
 
 #ifdef CNNKIT_HAVE_CUDA
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
+
+#include "gpu_layers.h" /* ck_gdense_* and ck_cuda_bias_add: the dense probe */
 /* The legacy BN/dropout API used for the cuDNN peers is deprecated in cuDNN 9: with
  * CUDNN_WARN_DEPRECATED even the header warns, so the warning is off for it and for the peers. */
 #pragma GCC diagnostic push
@@ -870,6 +876,201 @@ static void gpu_env_destroy(gpu_env *g) {
 #endif /* CNNKIT_HAVE_CUDA */
 
 /* ---------------------------------------------------------------------------------------------
+ * Dense probe: the model's Dense layers (ck_gdense_forward / _backward: cuBLAS GEMM + bias
+ * kernel) against a raw cublasSgemm on the same buffers, to tell the GEMM, the bias add, the
+ * first-call cost and the host-synchronized (profiler-style) time apart.
+ * ------------------------------------------------------------------------------------------- */
+#ifdef CNNKIT_HAVE_CUDA
+typedef struct dense_shape {
+    int n, in, out;
+} dense_shape;
+
+/* the seed model's Dense layers (1024 -> 512, 512 -> 10) at the bench_train batch sizes */
+static const dense_shape k_dense_shapes[] = {{128, 1024, 512}, {512, 1024, 512}, {2048, 1024, 512},
+                                             {128, 512, 10},   {512, 512, 10},   {2048, 512, 10}};
+static const dense_shape k_dense_quick_shapes[] = {{512, 1024, 512}, {512, 512, 10}};
+
+typedef enum dense_col {
+    DC_GEMM_FWD,    /* raw cublasSgemm, the forward's product */
+    DC_BIAS,        /* the bias-add kernel alone */
+    DC_CK_FWD,      /* ck_gdense_forward: GEMM + bias */
+    DC_CK_FWD_WALL, /* the same on the host clock, stream drained before and after (as --profile) */
+    DC_CK_FWD_FIRST, /* its first call for the shape in this process, host clock, drained */
+    DC_GEMM_BWD,     /* raw: the kernel-gradient and input-gradient GEMMs */
+    DC_CK_BWD,       /* ck_gdense_backward: both GEMMs + bias gradient */
+    DC_TF32_FWD,     /* ck_gdense_forward with ck_context_set_math(CK_MATH_TF32) */
+    DC_TF32_BWD,
+    DC_COUNT
+} dense_col;
+
+static const char *const k_dense_col[DC_COUNT] = {
+    "gemm_fwd_us", "bias_us",   "ck_fwd_us",   "ck_fwd_wall_us", "ck_fwd_first_us",
+    "gemm_bwd_us", "ck_bwd_us", "tf32_fwd_us", "tf32_bwd_us"};
+
+typedef struct dense_row {
+    dense_shape s;
+    double us[DC_COUNT];
+} dense_row;
+
+typedef struct dense_call {
+    ck_context *ctx;
+    cublasHandle_t blas;
+    dense_shape s;
+    float *x, *k, *b, *y, *dy, *dx, *dk, *db;
+    void *ws;
+    dense_col what;
+} dense_call;
+
+static void blas_check(cublasStatus_t st, const char *what) {
+    if (st == CUBLAS_STATUS_SUCCESS)
+        return;
+    fprintf(stderr, "bench_kernels: %s failed: cuBLAS status %d\n", what, (int)st);
+    exit(1);
+}
+
+static int dense_call_fn(void *user, int call) {
+    (void)call;
+    dense_call *d = (dense_call *)user;
+    const dense_shape s = d->s;
+    const float one = 1.0f, zero = 0.0f;
+    switch (d->what) {
+    case DC_GEMM_FWD: /* the same product ck_gdense_forward asks for */
+        blas_check(cublasSgemm(d->blas, CUBLAS_OP_N, CUBLAS_OP_N, s.out, s.n, s.in, &one, d->k,
+                               s.out, d->x, s.in, &zero, d->y, s.out),
+                   "cublasSgemm (forward)");
+        break;
+    case DC_BIAS:
+        CUDA_CHECK(
+            (cudaError_t)ck_cuda_bias_add(d->y, d->b, s.n, s.out, ck_context_stream(d->ctx)));
+        break;
+    case DC_GEMM_BWD:
+        blas_check(cublasSgemm(d->blas, CUBLAS_OP_N, CUBLAS_OP_T, s.out, s.in, s.n, &one, d->dy,
+                               s.out, d->x, s.in, &zero, d->dk, s.out),
+                   "cublasSgemm (kernel gradient)");
+        blas_check(cublasSgemm(d->blas, CUBLAS_OP_T, CUBLAS_OP_N, s.in, s.n, s.out, &one, d->k,
+                               s.out, d->dy, s.out, &zero, d->dx, s.in),
+                   "cublasSgemm (input gradient)");
+        break;
+    case DC_CK_BWD:
+    case DC_TF32_BWD:
+        CK_CHECK(d->ctx, ck_gdense_backward(d->ctx, s.n, s.in, s.out, d->x, d->k, d->dy, d->dx,
+                                            d->dk, d->db, d->ws));
+        break;
+    default:
+        CK_CHECK(d->ctx, ck_gdense_forward(d->ctx, s.n, s.in, s.out, d->x, d->k, d->b, d->y));
+        break;
+    }
+    return 0;
+}
+
+/* Median host time of fn with the stream drained before and after each call (what a profiled
+ * step measures per node). */
+static double wall_us(const timer *t, dense_call *d) {
+    cudaStream_t st = t->g->stream;
+    for (int i = 0; i < t->warmup; ++i)
+        dense_call_fn(d, i);
+    for (int r = 0; r < t->repeats; ++r) {
+        CUDA_CHECK(cudaStreamSynchronize(st));
+        const double t0 = now_us();
+        dense_call_fn(d, r);
+        CUDA_CHECK(cudaStreamSynchronize(st));
+        t->samples[r] = now_us() - t0;
+    }
+    return median_of(t->samples, t->repeats);
+}
+
+static float *dev_floats(size_t n, uint64_t seed) {
+    float *h = (float *)xmalloc(n * sizeof(float)), *d = NULL;
+    uint64_t st = seed;
+    for (size_t i = 0; i < n; ++i)
+        h[i] = lcg_uniform(&st, -1.0f, 1.0f);
+    CUDA_CHECK(cudaMalloc((void **)&d, n * sizeof(float)));
+    CUDA_CHECK(cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+/* Times every column for each shape; returns the rows (nrows of them). */
+static dense_row *dense_probe(const timer *t, ck_context *ctx, int quick, size_t *nrows) {
+    const dense_shape *shapes = quick ? k_dense_quick_shapes : k_dense_shapes;
+    const size_t ns = quick ? sizeof k_dense_quick_shapes / sizeof *shapes
+                            : sizeof k_dense_shapes / sizeof *shapes;
+    dense_row *rows = (dense_row *)xmalloc(ns * sizeof *rows);
+    cublasHandle_t blas = NULL;
+    /* a handle of its own, set up as the context's (strict fp32, the same stream) */
+    blas_check(cublasCreate(&blas), "cublasCreate");
+    blas_check(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    blas_check(cublasSetStream(blas, t->g->stream), "cublasSetStream");
+    for (size_t i = 0; i < ns; ++i) {
+        const dense_shape s = shapes[i];
+        dense_call d;
+        memset(&d, 0, sizeof d);
+        d.ctx = ctx;
+        d.blas = blas;
+        d.s = s;
+        d.x = dev_floats((size_t)s.n * s.in, 1 + i);
+        d.k = dev_floats((size_t)s.in * s.out, 2 + i);
+        d.b = dev_floats((size_t)s.out, 3 + i);
+        d.dy = dev_floats((size_t)s.n * s.out, 4 + i);
+        CUDA_CHECK(cudaMalloc((void **)&d.y, (size_t)s.n * s.out * sizeof(float)));
+        CUDA_CHECK(cudaMalloc((void **)&d.dx, (size_t)s.n * s.in * sizeof(float)));
+        CUDA_CHECK(cudaMalloc((void **)&d.dk, (size_t)s.in * s.out * sizeof(float)));
+        CUDA_CHECK(cudaMalloc((void **)&d.db, (size_t)s.out * sizeof(float)));
+        CUDA_CHECK(cudaMalloc(&d.ws, ck_gdense_workspace_bytes(s.out)));
+        dense_row *r = &rows[i];
+        r->s = s;
+        /* first: nothing has run this shape through ck_gdense_forward in this process */
+        CUDA_CHECK(cudaStreamSynchronize(t->g->stream));
+        double t0 = now_us();
+        d.what = DC_CK_FWD;
+        dense_call_fn(&d, 0);
+        CUDA_CHECK(cudaStreamSynchronize(t->g->stream));
+        r->us[DC_CK_FWD_FIRST] = now_us() - t0;
+        r->us[DC_CK_FWD_WALL] = wall_us(t, &d);
+        const dense_col timed[] = {DC_GEMM_FWD, DC_BIAS, DC_CK_FWD, DC_GEMM_BWD, DC_CK_BWD};
+        for (size_t c = 0; c < sizeof timed / sizeof *timed; ++c) {
+            d.what = timed[c];
+            time_fn(t, dense_call_fn, &d, &r->us[timed[c]]);
+        }
+        CK_CHECK(ctx, ck_context_set_math(ctx, CK_MATH_TF32));
+        d.what = DC_TF32_FWD;
+        time_fn(t, dense_call_fn, &d, &r->us[DC_TF32_FWD]);
+        d.what = DC_TF32_BWD;
+        time_fn(t, dense_call_fn, &d, &r->us[DC_TF32_BWD]);
+        CK_CHECK(ctx, ck_context_set_math(ctx, CK_MATH_STRICT_FP32));
+        CUDA_CHECK(cudaStreamSynchronize(t->g->stream));
+        float *all[] = {d.x, d.k, d.b, d.dy, d.y, d.dx, d.dk, d.db};
+        for (size_t k = 0; k < sizeof all / sizeof *all; ++k)
+            cudaFree(all[k]);
+        cudaFree(d.ws);
+    }
+    cublasDestroy(blas);
+    *nrows = ns;
+    return rows;
+}
+
+static void print_dense(const dense_row *rows, size_t n, int repeats) {
+    printf("\n== dense probe: ck_gdense_* vs raw cublasSgemm, same buffers, median of %d ==\n",
+           repeats);
+    printf("(us; GPU columns cudaEvent per call with L2 flushed; wall: host clock with the stream "
+           "drained around each call, as --profile; first: the shape's first call)\n");
+    printf("%-16s %8s %8s %8s %8s %9s %8s %8s %8s %8s %8s\n", "n x in -> out", "gemm", "bias",
+           "ck fwd", "fwd wall", "fwd first", "TFLOP/s", "gemm bwd", "ck bwd", "tf32 fwd",
+           "tf32 bwd");
+    for (size_t i = 0; i < n; ++i) {
+        const dense_row *r = &rows[i];
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%d->%d", r->s.n, r->s.in, r->s.out);
+        const double flop = 2.0 * r->s.n * r->s.in * r->s.out;
+        printf("%-16s %8.1f %8.1f %8.1f %8.1f %9.1f %8.2f %8.1f %8.1f %8.1f %8.1f\n", shape,
+               r->us[DC_GEMM_FWD], r->us[DC_BIAS], r->us[DC_CK_FWD], r->us[DC_CK_FWD_WALL],
+               r->us[DC_CK_FWD_FIRST], flop / (r->us[DC_CK_FWD] * 1e6), r->us[DC_GEMM_BWD],
+               r->us[DC_CK_BWD], r->us[DC_TF32_FWD], r->us[DC_TF32_BWD]);
+    }
+}
+#endif
+
+/* ---------------------------------------------------------------------------------------------
  * Correctness checks
  * ------------------------------------------------------------------------------------------- */
 
@@ -1214,7 +1415,10 @@ static void json_string(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-static int write_json(const char *path, const report *rep, const char *device, long cudnn_version) {
+typedef struct dense_row dense_row; /* the dense probe's rows (CUDA builds) */
+
+static int write_json(const char *path, const report *rep, const char *device, long cudnn_version,
+                      const dense_row *dense, size_t ndense) {
     FILE *f = fopen(path, "w");
     if (!f) {
         fprintf(stderr, "bench_kernels: cannot open %s for writing\n", path);
@@ -1261,6 +1465,18 @@ static int write_json(const char *path, const report *rep, const char *device, l
                 k->mask_equal < 0 ? "null" : (k->mask_equal ? "true" : "false"),
                 k->pass ? "true" : "false");
     }
+    fprintf(f, "\n  ],\n  \"dense_probe\": [");
+#ifdef CNNKIT_HAVE_CUDA
+    for (size_t i = 0; i < ndense; ++i) {
+        fprintf(f, "%s\n    {\"n\": %d, \"in\": %d, \"out\": %d", i ? "," : "", dense[i].s.n,
+                dense[i].s.in, dense[i].s.out);
+        for (int c = 0; c < DC_COUNT; ++c)
+            fprintf(f, ", \"%s\": %.3f", k_dense_col[c], dense[i].us[c]);
+        fprintf(f, "}");
+    }
+#else
+    (void)dense, (void)ndense;
+#endif
     fprintf(f, "\n  ]\n}\n");
     int ok = !ferror(f);
     if (fclose(f) != 0)
@@ -1505,10 +1721,19 @@ int main(int argc, char **argv) {
         }
     }
 
+    dense_row *dense = NULL;
+    size_t ndense = 0;
+#ifdef CNNKIT_HAVE_CUDA
+    if (gpu) {
+        dense = dense_probe(&tm, ctx, opt.quick, &ndense);
+        print_dense(dense, ndense, tm.repeats);
+    }
+#endif
+
     printf("\n%zu checks, %d failed: %s\n", rep.nchk, failures, failures ? "FAIL" : "PASS");
     int json_ok = 1;
     if (opt.json) {
-        json_ok = write_json(opt.json, &rep, device_name, cudnn_version);
+        json_ok = write_json(opt.json, &rep, device_name, cudnn_version, dense, ndense);
         if (json_ok)
             printf("results written to %s\n", opt.json);
     }
@@ -1523,6 +1748,7 @@ int main(int argc, char **argv) {
     if (gpu)
         gpu_env_destroy(&genv);
 #endif
+    free(dense);
     free(rep.res);
     free(rep.chk);
     free(tm.samples);

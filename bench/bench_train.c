@@ -3,8 +3,10 @@
  * warm-up. Run bench/peer_torch.py on the same machine for the PyTorch figure of the same model.
  *
  *   bench_train [--model FILE] [--batches 128,512] [--steps N] [--device auto|cpu|cuda]
- *               [--json FILE]
- * auto: the GPU when one is present, else the CPU.
+ *               [--conv-algo deterministic|fastest] [--math fp32|tf32] [--json FILE]
+ * auto: the GPU when one is present, else the CPU. --conv-algo / --math: the context settings
+ * (ck_context_set_conv_algo / _set_math; no effect on the CPU); the cuDNN plan of each conv
+ * (ck_model_conv_algorithms) is printed and written to the JSON per batch size.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -22,6 +24,18 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* s as a JSON string (quotes and backslashes escaped, control characters dropped). */
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; ++s) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f);
+        if ((unsigned char)*s >= 0x20)
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -29,7 +43,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     const char *model_path = "examples/seed_cnn.py", *json = NULL, *batches = NULL;
-    const char *device = "auto";
+    const char *device = "auto", *conv_algo = "deterministic", *math = "fp32";
     int steps = 10;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
@@ -42,14 +56,31 @@ int main(int argc, char **argv) {
             device = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json = argv[++i];
+        else if (!strcmp(argv[i], "--conv-algo") && i + 1 < argc)
+            conv_algo = argv[++i];
+        else if (!strcmp(argv[i], "--math") && i + 1 < argc)
+            math = argv[++i];
         else {
             fprintf(stderr,
                     "usage: %s [--model FILE] [--batches 128,512] [--steps N] "
-                    "[--device auto|cpu|cuda] [--json FILE]\n",
+                    "[--device auto|cpu|cuda] [--conv-algo deterministic|fastest] "
+                    "[--math fp32|tf32] [--json FILE]\n",
                     argv[0]);
             return 2;
         }
     }
+    if (strcmp(conv_algo, "deterministic") && strcmp(conv_algo, "fastest")) {
+        fprintf(stderr, "bench_train: --conv-algo must be deterministic or fastest, got '%s'\n",
+                conv_algo);
+        return 2;
+    }
+    if (strcmp(math, "fp32") && strcmp(math, "tf32")) {
+        fprintf(stderr, "bench_train: --math must be fp32 or tf32, got '%s'\n", math);
+        return 2;
+    }
+    const ck_conv_algo algo_set =
+        !strcmp(conv_algo, "fastest") ? CK_CONV_ALGO_FASTEST : CK_CONV_ALGO_DETERMINISTIC;
+    const ck_math math_set = !strcmp(math, "tf32") ? CK_MATH_TF32 : CK_MATH_STRICT_FP32;
     if (steps < 1)
         steps = 1;
     ck_device dev;
@@ -73,8 +104,13 @@ int main(int argc, char **argv) {
     }
     FILE *js = json ? fopen(json, "w") : NULL;
     if (js)
-        fprintf(js, "{\"model\": \"%s\", \"device\": \"%s\", \"results\": [", model_path, dev_name);
-    printf("bench_train: %s, device %s, median of %d steps\n", model_path, dev_name, steps);
+        fprintf(js,
+                "{\"model\": \"%s\", \"device\": \"%s\", \"conv_algo\": \"%s\", \"math\": \"%s\", "
+                "\"results\": [",
+                model_path, dev_name, conv_algo, math);
+    printf("bench_train: %s, device %s, median of %d steps, conv algorithms %s, math %s%s\n",
+           model_path, dev_name, steps, conv_algo, math,
+           dev == CK_DEVICE_CUDA ? "" : " (no effect on the CPU)");
     if (dev == CK_DEVICE_CUDA) {
         char info[640];
         (void)ck_cuda_describe(0, info, sizeof info);
@@ -101,7 +137,16 @@ int main(int argc, char **argv) {
             rc = 1;
             break;
         }
+        if (ck_context_set_conv_algo(ctx, algo_set) != CK_STATUS_SUCCESS ||
+            ck_context_set_math(ctx, math_set) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "bench_train: settings: %s\n", ck_context_last_error(ctx));
+            rc = 1;
+            ck_context_destroy(ctx);
+            break;
+        }
         err[0] = '\0';
+        /* the build times the convolutions under fastest: reported, not part of ms/step */
+        const double tb = now_s();
         if (ck_model_from_keras_text(ctx, text, &m, err, sizeof err) != CK_STATUS_SUCCESS ||
             ck_model_build(m, 0, 0, 0, b) != CK_STATUS_SUCCESS) {
             fprintf(stderr, "bench_train: batch %d: %s\n", b,
@@ -111,6 +156,12 @@ int main(int argc, char **argv) {
             ck_context_destroy(ctx);
             break;
         }
+        const double build_s = now_s() - tb;
+        /* each conv's cuDNN plan at this batch size (the algorithms depend on it) */
+        char plans[4096];
+        plans[0] = '\0';
+        if (ck_model_conv_algorithms(m, plans, sizeof plans, NULL) != CK_STATUS_SUCCESS)
+            snprintf(plans, sizeof plans, "(%s)\n", ck_context_last_error(ctx));
         int h, w, c;
         ck_model_layer_shape(m, 0, NULL, NULL, NULL);
         ck_layer_desc d0;
@@ -150,12 +201,30 @@ int main(int argc, char **argv) {
             const size_t model_bytes = dev == CK_DEVICE_CUDA ? mem.device_bytes : mem.host_bytes;
             printf("%8d %12.1f %12.0f %10.1f %10.1f\n", b, med * 1e3, b / med,
                    model_bytes / 1048576.0, mem.activation_bytes / 1048576.0);
-            if (js)
+            printf("%8s build %.3f s; conv plans:\n", "", build_s);
+            for (const char *line = plans; *line;) {
+                const size_t l = strcspn(line, "\n");
+                printf("%8s   %.*s\n", "", (int)l, line);
+                line += l + (line[l] == '\n');
+            }
+            if (js) {
                 fprintf(js,
                         "%s{\"batch\": %d, \"ms_per_step\": %.3f, \"images_per_s\": %.1f, "
-                        "\"model_bytes\": %zu, \"activation_bytes\": %zu}",
-                        first ? "" : ", ", b, med * 1e3, b / med, model_bytes,
-                        mem.activation_bytes);
+                        "\"model_bytes\": %zu, \"activation_bytes\": %zu, \"build_s\": %.3f, "
+                        "\"conv_plans\": [",
+                        first ? "" : ", ", b, med * 1e3, b / med, model_bytes, mem.activation_bytes,
+                        build_s);
+                int k = 0;
+                for (char *line = plans; *line;) { /* not strtok: the batch loop uses it */
+                    const size_t l = strcspn(line, "\n");
+                    const char keep = line[l];
+                    line[l] = '\0';
+                    fprintf(js, "%s", k++ ? ", " : "");
+                    json_str(js, line);
+                    line += l + (keep == '\n');
+                }
+                fprintf(js, "]}");
+            }
             first = 0;
         }
         free(t);

@@ -446,3 +446,27 @@ Test(cli_train, options_help_and_small_things) {
     free(svg);
     teardown(&fx);
 }
+
+/* --conv-algo and --math: bad values are usage errors naming the option; on the CPU they are
+ * accepted, said to have no effect, and train the same bits as without them. */
+Test(cli_train, conv_algo_and_math_options) {
+    fixture fx;
+    setup(&fx);
+    cr_assert_eq(train(&fx, "--conv-algo fast"), 2, "%s", out);
+    cr_assert_neq(strstr(out, "--conv-algo must be deterministic or fastest"), NULL, "%s", out);
+    cr_assert_eq(train(&fx, "--math fp16"), 2, "%s", out);
+    cr_assert_neq(strstr(out, "--math must be fp32 or tf32"), NULL, "%s", out);
+    cr_assert_eq(t_run_cli("summary examples/seed_cnn.py --math tf32", out, sizeof out), 2);
+    char a[256], b[256], args[600];
+    snprintf(a, sizeof a, "%s/a.ckpt", fx.dir);
+    snprintf(b, sizeof b, "%s/b.ckpt", fx.dir);
+    snprintf(args, sizeof args, "--epochs 1 --save %s", a);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_null(strstr(out, "conv algorithms"), "default settings print nothing: %s", out);
+    snprintf(args, sizeof args, "--epochs 1 --save %s --conv-algo fastest --math tf32", b);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_neq(strstr(out, "conv algorithms fastest, math tf32 (no effect on the CPU"), NULL,
+                  "%s", out);
+    assert_same_file(a, b);
+    teardown(&fx);
+}

@@ -71,8 +71,9 @@ static const cshape CONVS[] = {
     {3, 10, 10, 2, 4, 1, 3, 2, 2, 1},
 };
 
-/* One convolution on the GPU (cuDNN in NHWC, or forced to the NCHW fallback) against the CPU. */
-static void conv_case(ck_context *g, size_t ci, int force_nchw) {
+/* One convolution on the GPU (cuDNN in NHWC, or forced to the NCHW fallback) against the CPU,
+ * within tol of the output's scale (dbias, a plain column sum, within 1e-6). */
+static void conv_case_tol(ck_context *g, size_t ci, int force_nchw, double tol) {
     const cshape s = CONVS[ci];
     ck_conv_geom geo;
     cr_assert_eq(
@@ -92,7 +93,7 @@ static void conv_case(ck_context *g, size_t ci, int force_nchw) {
 
     ck_gconv *cv = NULL;
     CK_OK(g, ck_gconv_create_layout(g, &geo, force_nchw, &cv));
-    char plan[256];
+    char plan[512];
     ck_gconv_describe(cv, plan, sizeof plan);
     cr_log_info("conv %zu%s: %s", ci, force_nchw ? " (NCHW forced)" : "", plan);
     cr_assert_eq(strncmp(plan, "NCHW", 4) == 0 || !force_nchw, 1, "%s", plan);
@@ -107,9 +108,9 @@ static void conv_case(ck_context *g, size_t ci, int force_nchw) {
     down(g, tdx, dx_g, nx);
     down(g, tdk, dk_g, nk);
     down(g, tdb, db_g, s.cout);
-    cr_expect_lt(scaled_err(y_g, y_c, ny), 1e-4, "conv %zu nchw %d: y", ci, force_nchw);
-    cr_expect_lt(scaled_err(dx_g, dx_c, nx), 1e-4, "conv %zu nchw %d: dx", ci, force_nchw);
-    cr_expect_lt(scaled_err(dk_g, dk_c, nk), 1e-4, "conv %zu nchw %d: dk", ci, force_nchw);
+    cr_expect_lt(scaled_err(y_g, y_c, ny), tol, "conv %zu nchw %d: y", ci, force_nchw);
+    cr_expect_lt(scaled_err(dx_g, dx_c, nx), tol, "conv %zu nchw %d: dx", ci, force_nchw);
+    cr_expect_lt(scaled_err(dk_g, dk_c, nk), tol, "conv %zu nchw %d: dk", ci, force_nchw);
     cr_expect_lt(scaled_err(db_g, db_c, s.cout), 1e-6, "conv %zu nchw %d: dbias", ci, force_nchw);
     /* a smaller batch through the same plan */
     if (s.n > 1) {
@@ -118,7 +119,7 @@ static void conv_case(ck_context *g, size_t ci, int force_nchw) {
         ck_cpu_conv2d_forward(&g1, x, k, NULL, y_c, ws);
         CK_OK(g, ck_gconv_forward(g, cv, 1, D(tx), D(tk), NULL, D(ty), gw->data));
         down(g, ty, y_g, ny); /* the whole tensor; sample 0 is compared */
-        cr_expect_lt(scaled_err(y_g, y_c, ny / s.n), 1e-4, "conv %zu nchw %d: batch 1", ci,
+        cr_expect_lt(scaled_err(y_g, y_c, ny / s.n), tol, "conv %zu nchw %d: batch 1", ci,
                      force_nchw);
     }
     ck_tensor *all[] = {tx, tk, tb, tdy, ty, tdx, tdk, tdb};
@@ -128,6 +129,10 @@ static void conv_case(ck_context *g, size_t ci, int force_nchw) {
     ck_gconv_destroy(cv);
     free(x), free(k), free(b), free(dy), free(y_c), free(dx_c), free(dk_c), free(db_c);
     free(y_g), free(dx_g), free(dk_g), free(db_g), free(ws);
+}
+
+static void conv_case(ck_context *g, size_t ci, int force_nchw) {
+    conv_case_tol(g, ci, force_nchw, 1e-4);
 }
 
 Test(gpu_layers, conv_matches_cpu) {
@@ -143,6 +148,117 @@ Test(gpu_layers, conv_nchw_fallback_matches_cpu) {
     ck_context *g = t_cuda_ctx_or_skip();
     for (size_t ci = 0; ci < sizeof CONVS / sizeof *CONVS; ++ci)
         conv_case(g, ci, 1);
+    ck_context_destroy(g);
+}
+
+/* The cases the speed settings run (the seed's first conv, a stride-2 and a 2x2 asymmetric
+ * 'same'): cudnnFind runs every algorithm, slow under the sanitizers (SANITIZER_FILTER). */
+static const size_t SPEED_CONVS[] = {0, 2, 3};
+
+/* CK_CONV_ALGO_FASTEST, strict fp32: algorithms timed by cudnnFind (non-deterministic ones
+ * allowed), still fp32 FMA math: the same 1e-4 as the deterministic plans; a shape planned again
+ * on the context comes from its cache. */
+Test(gpu_layers, conv_fastest_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    CK_OK(g, ck_context_set_conv_algo(g, CK_CONV_ALGO_FASTEST));
+    for (size_t i = 0; i < sizeof SPEED_CONVS / sizeof *SPEED_CONVS; ++i) {
+        conv_case_tol(g, SPEED_CONVS[i], 0, 1e-4);
+        conv_case_tol(g, SPEED_CONVS[i], 1, 1e-4);
+    }
+    ck_conv_geom geo;
+    const cshape s = CONVS[0];
+    cr_assert_eq(
+        ck_conv_geom_make(&geo, s.n, s.h, s.w, s.cin, s.cout, s.kh, s.kw, s.sh, s.sw, s.same), 0);
+    ck_gconv *a = NULL, *b = NULL;
+    CK_OK(g, ck_gconv_create(g, &geo, &a));
+    CK_OK(g, ck_gconv_create(g, &geo, &b));
+    char pa[512], pb[512];
+    ck_gconv_describe(a, pa, sizeof pa);
+    ck_gconv_describe(b, pb, sizeof pb);
+    cr_log_info("fastest: %s | again: %s", pa, pb);
+    cr_expect_neq(strstr(pa, "fastest"), NULL, "%s", pa);
+    cr_expect_neq(strstr(pa, "fma math"), NULL, "strict fp32 keeps FMA math: %s", pa);
+    cr_expect_neq(strstr(pb, ", cached)"), NULL, "the second plan is the cached one: %s", pb);
+    cr_expect_eq(strncmp(pa, pb, (size_t)(strstr(pa, "fastest") - pa)), 0, "%s | %s", pa, pb);
+    cr_expect_eq(ck_gconv_workspace_bytes(a), ck_gconv_workspace_bytes(b));
+    ck_gconv_destroy(a);
+    ck_gconv_destroy(b);
+    ck_context_destroy(g);
+}
+
+/* CK_MATH_TF32 (fastest and deterministic): inputs rounded to TF32's 10-bit mantissa, fp32
+ * accumulation: within 5e-3 of the output's scale (about 10x the expected 2^-11). */
+Test(gpu_layers, conv_tf32_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    CK_OK(g, ck_context_set_math(g, CK_MATH_TF32));
+    for (int fastest = 0; fastest < 2; ++fastest) {
+        CK_OK(g, ck_context_set_conv_algo(g, fastest ? CK_CONV_ALGO_FASTEST
+                                                     : CK_CONV_ALGO_DETERMINISTIC));
+        for (size_t i = 0; i < sizeof SPEED_CONVS / sizeof *SPEED_CONVS; ++i) {
+            conv_case_tol(g, SPEED_CONVS[i], 0, 5e-3);
+            conv_case_tol(g, SPEED_CONVS[i], 1, 5e-3);
+        }
+    }
+    ck_context_destroy(g);
+}
+
+/* The setters on a CUDA context: bad values refused naming the argument, the cuBLAS math mode
+ * follows. */
+Test(gpu_layers, settings_on_cuda_context) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    cr_expect_eq(ck_context_set_conv_algo(g, (ck_conv_algo)5), CK_STATUS_BAD_PARAM);
+    cr_expect_neq(strstr(ck_context_last_error(g), "algo:"), NULL, "%s", ck_context_last_error(g));
+    cr_expect_eq(ck_context_set_math(g, (ck_math)5), CK_STATUS_BAD_PARAM);
+    cr_expect_neq(strstr(ck_context_last_error(g), "math:"), NULL, "%s", ck_context_last_error(g));
+    CK_OK(g, ck_context_set_math(g, CK_MATH_TF32));
+    cr_expect_eq(ck_context_math(g), CK_MATH_TF32);
+    CK_OK(g, ck_context_set_math(g, CK_MATH_STRICT_FP32));
+    cr_expect_eq(ck_context_math(g), CK_MATH_STRICT_FP32);
+    ck_context_destroy(g);
+}
+
+/* Dense under CK_MATH_TF32 (cuBLAS CUBLAS_TF32_TENSOR_OP_MATH), at a size where cuBLAS uses
+ * tensor cores: within 5e-3 of the output's scale; back to strict fp32: 1e-5 again. */
+Test(gpu_layers, dense_tf32_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const int n = 64, in = 256, out = 128;
+    const size_t nx = (size_t)n * in, nk = (size_t)in * out, ny = (size_t)n * out;
+    float *x = rnd(nx, 5, -1, 1), *k = rnd(nk, 6, -0.3f, 0.3f), *b = rnd(out, 7, -0.1f, 0.1f);
+    float *dy = rnd(ny, 8, -1, 1);
+    float *y_c = malloc(ny * 4), *dx_c = malloc(nx * 4), *dk_c = malloc(nk * 4),
+          *db_c = malloc(out * 4);
+    float *y_g = malloc(ny * 4), *dx_g = malloc(nx * 4), *dk_g = malloc(nk * 4),
+          *db_g = malloc(out * 4);
+    ck_cpu_dense_forward(n, in, out, x, k, b, y_c);
+    ck_cpu_dense_backward(n, in, out, x, k, dy, dx_c, dk_c, db_c);
+    ck_workspace *gw = NULL;
+    CK_OK(g, ck_workspace_create(g, &gw, ck_gdense_workspace_bytes(out)));
+    ck_tensor *tx = dbuf(g, nx, x), *tk = dbuf(g, nk, k), *tb = dbuf(g, out, b);
+    ck_tensor *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL), *tdx = dbuf(g, nx, NULL);
+    ck_tensor *tdk = dbuf(g, nk, NULL), *tdb = dbuf(g, out, NULL);
+    for (int tf32 = 1; tf32 >= 0; --tf32) {
+        const double tol = tf32 ? 5e-3 : 1e-5;
+        CK_OK(g, ck_context_set_math(g, tf32 ? CK_MATH_TF32 : CK_MATH_STRICT_FP32));
+        CK_OK(g, ck_gdense_forward(g, n, in, out, D(tx), D(tk), D(tb), D(ty)));
+        CK_OK(g, ck_gdense_backward(g, n, in, out, D(tx), D(tk), D(tdy), D(tdx), D(tdk), D(tdb),
+                                    gw->data));
+        down(g, ty, y_g, ny);
+        down(g, tdx, dx_g, nx);
+        down(g, tdk, dk_g, nk);
+        down(g, tdb, db_g, out);
+        cr_log_info("dense tf32 %d: y %.2e dx %.2e dk %.2e", tf32, scaled_err(y_g, y_c, ny),
+                    scaled_err(dx_g, dx_c, nx), scaled_err(dk_g, dk_c, nk));
+        cr_expect_lt(scaled_err(y_g, y_c, ny), tol, "dense tf32 %d: y", tf32);
+        cr_expect_lt(scaled_err(dx_g, dx_c, nx), tol, "dense tf32 %d: dx", tf32);
+        cr_expect_lt(scaled_err(dk_g, dk_c, nk), tol, "dense tf32 %d: dk", tf32);
+        cr_expect_lt(scaled_err(db_g, db_c, out), 1e-6, "dense tf32 %d: dbias", tf32);
+    }
+    ck_tensor *all[] = {tx, tk, tb, tdy, ty, tdx, tdk, tdb};
+    for (size_t i = 0; i < 8; ++i)
+        ck_tensor_destroy(all[i]);
+    ck_workspace_destroy(gw);
+    free(x), free(k), free(b), free(dy), free(y_c), free(dx_c), free(dk_c), free(db_c);
+    free(y_g), free(dx_g), free(dk_g), free(db_g);
     ck_context_destroy(g);
 }
 

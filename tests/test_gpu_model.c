@@ -166,6 +166,102 @@ Test(gpu_model, training_is_bit_reproducible) {
     ck_context_destroy(g);
 }
 
+/* The weights after 5 steps of the seed model at batch 32 on g (its settings). */
+static float *train_5(ck_context *g, size_t *n) {
+    const int B = 32;
+    float *x = malloc(sizeof(float) * 784 * B);
+    int32_t y[32];
+    ck_model *m = seed_on(g, B);
+    for (int step = 0; step < 5; ++step) {
+        make_batch(x, y, B, 7 + step);
+        CK_OK(g, ck_model_train_step(m, x, y, B, NULL));
+    }
+    float *w = weights_of(g, m, n);
+    ck_model_destroy(m);
+    free(x);
+    return w;
+}
+
+/* Deterministic algorithms with TF32 math are still bit-reproducible (TF32 rounds, it does not
+ * reorder); the default settings are what training_is_bit_reproducible checks. */
+Test(gpu_model, deterministic_tf32_is_bit_reproducible) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    CK_OK(g, ck_context_set_math(g, CK_MATH_TF32));
+    size_t n0 = 0, n1 = 0;
+    float *w0 = train_5(g, &n0), *w1 = train_5(g, &n1);
+    cr_assert_eq(n0, n1);
+    cr_expect_eq(memcmp(w0, w1, n0 * sizeof(float)), 0,
+                 "two deterministic TF32 runs with the same seed give different weights");
+    free(w0), free(w1);
+    ck_context_destroy(g);
+}
+
+/* The seed model under the speed settings against the CPU: each step from the CPU model's state
+ * (lockstep, as first_10_losses_match_cpu part 1), losses within 1e-4 relative for fastest fp32
+ * and 5e-3 for fastest TF32; inference probabilities after the steps likewise. The plans name
+ * the settings; a second model on the same context reuses the timed choices. */
+static void speed_settings_case(ck_math math, double tol) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    CK_OK(g, ck_context_set_conv_algo(g, CK_CONV_ALGO_FASTEST));
+    CK_OK(g, ck_context_set_math(g, math));
+    const int B = 64;
+    char path[] = "/tmp/cnnkit_gpu_speed_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    float *x = malloc(sizeof(float) * 784 * B);
+    int32_t y[64];
+    ck_model *mg = seed_on(g, B), *mc = seed_on(c, B);
+    char plans[4096];
+    CK_OK(g, ck_model_conv_algorithms(mg, plans, sizeof plans, NULL));
+    cr_log_info("fastest, math %s:\n%s", math == CK_MATH_TF32 ? "tf32" : "fp32", plans);
+    for (const char *p = plans; *p; p = strchr(p, '\n') + 1) {
+        const size_t len = strcspn(p, "\n");
+        char line[600];
+        snprintf(line, sizeof line, "%.*s", (int)len, p);
+        cr_expect_neq(strstr(line, "fastest"), NULL, "%s", line);
+        if (math == CK_MATH_TF32)
+            cr_expect_neq(strstr(line, "tf32 allowed"), NULL, "%s", line);
+        else
+            cr_expect_neq(strstr(line, "fma math"), NULL, "%s", line);
+        if (!p[len])
+            break;
+    }
+    for (int step = 0; step < 5; ++step) {
+        make_batch(x, y, B, 100 + step);
+        sync_state(c, mc, g, mg, path);
+        ck_step_result rg, rc;
+        CK_OK(g, ck_model_train_step(mg, x, y, B, &rg));
+        CK_OK(c, ck_model_train_step(mc, x, y, B, &rc));
+        cr_expect_lt(fabs(rg.loss - rc.loss), tol * fabs(rc.loss),
+                     "lockstep step %d: GPU loss %.8f, CPU loss %.8f", step, rg.loss, rc.loss);
+    }
+    sync_state(c, mc, g, mg, path);
+    float *pg = malloc(sizeof(float) * 10 * B), *pc = malloc(sizeof(float) * 10 * B);
+    CK_OK(g, ck_model_predict(mg, x, B, pg));
+    CK_OK(c, ck_model_predict(mc, x, B, pc));
+    cr_expect_lt(t_max_rel_err(pg, pc, (size_t)10 * B), tol, "inference probabilities");
+    /* the same shapes again on this context: no new timing */
+    ck_model *m2 = seed_on(g, B);
+    char plans2[4096];
+    CK_OK(g, ck_model_conv_algorithms(m2, plans2, sizeof plans2, NULL));
+    cr_expect_neq(strstr(plans2, ", cached)"), NULL, "%s", plans2);
+    ck_model_destroy(m2);
+    unlink(path);
+    free(pg), free(pc), free(x);
+    ck_model_destroy(mg), ck_model_destroy(mc);
+    ck_context_destroy(g), ck_context_destroy(c);
+}
+
+Test(gpu_model, fastest_fp32_matches_cpu) {
+    speed_settings_case(CK_MATH_STRICT_FP32, 1e-4);
+}
+
+Test(gpu_model, fastest_tf32_matches_cpu) {
+    speed_settings_case(CK_MATH_TF32, 5e-3);
+}
+
 /* Saved on the GPU, loaded on the CPU and back: the same weights, and a smaller last batch. */
 Test(gpu_model, checkpoint_moves_between_devices) {
     ck_context *g = t_cuda_ctx_or_skip();

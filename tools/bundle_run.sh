@@ -10,7 +10,8 @@
 # is not run and is listed under "out_of_time"; 0 = none):
 #   (default) full  versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train
-#                   bench_kernels peer_torch peer_keras train_profile tests       DEADLINE 400
+#                   bench_train_fastest bench_train_tf32 bench_kernels peer_torch peer_keras
+#                   train_profile tests train_profile_tf32                        DEADLINE 400
 #   --triage        versions gpu_tests+train_short+memcheck+initcheck            DEADLINE 150
 #   --ci            versions suite+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train             DEADLINE 0
@@ -26,7 +27,11 @@
 #   train_short      cnnkit train: the seed model, 1 epoch of 12,800 Fashion-MNIST images
 #                    (without the data: bench_train, 20 steps at batch 128)
 #   train_fmnist     cnnkit train: the seed model, TRAIN_EPOCHS (10) epochs, seed 1, batch 128
-#   bench_train      bench_train --device cuda, batches 128, 512 and 2048 (bench_train.json)
+#   bench_train      bench_train --device cuda, batches 128, 512 and 2048 (bench_train.json):
+#                    the default settings (deterministic algorithms, strict fp32)
+#   bench_train_fastest  the same with --conv-algo fastest (cuDNN algorithms timed at build,
+#                    non-deterministic allowed; bench_train_fastest.json)
+#   bench_train_tf32 the same with --conv-algo fastest --math tf32 (bench_train_tf32.json)
 #   bench_kernels    bench_kernels: cnnkit vs cuDNN vs a device copy (bench_kernels.json)
 #   peer_torch       share/peer_torch.py --device cuda: PyTorch, the caller's environment
 #   study_gpu        cnnkit study on the device (STUDY_SEEDS=20, STUDY_EPOCHS=3): only when named
@@ -40,6 +45,8 @@
 #                    model (bench_train: 2 warm-up + 18 steps at batch 128, synthetic data;
 #                    racecheck_train: 2 + 2 steps at batch 32, the same kernels)
 #   train_profile    cnnkit train --profile: time per planned node, batch 512, 25,600 images
+#   train_profile_tf32  the same with --conv-algo fastest --math tf32 (last: runs when time is
+#                    left)
 #   tests            the whole suite as CI runs it (GPU tests may skip)
 # then LOG_DIR/summary.json (rewritten after every step, so it exists whatever stops the run) and
 # a table. Exit status 0 when no step failed or timed out, 1 otherwise, 2 on bad usage.
@@ -126,7 +133,7 @@ COMMIT="${COMMIT:-unknown}"
 
 case "$MODE" in
   full)
-    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_kernels peer_torch peer_keras train_profile tests"
+    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_kernels peer_torch peer_keras train_profile tests train_profile_tf32"
     DEADLINE="${DEADLINE:-400}"
     ;;
   triage)
@@ -158,7 +165,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/*_cuda|errors/workspace_too_small_on_gpu|ha
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_kernels peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile study_gpu tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_kernels peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -473,9 +480,27 @@ run_named() {
         skip_step train_profile "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
       fi
       ;;
+    train_profile_tf32)
+      if have_data; then
+        run_step train_profile_tf32 plain 0 "${LIBENV[@]}" "$CLI_BIN" train "$MODEL" --data "$DATA" \
+          --device cuda --batch 512 --seed 1 --epochs 1 --limit 25600 --profile \
+          --conv-algo fastest --math tf32
+      else
+        skip_step train_profile_tf32 "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
+      fi
+      ;;
     bench_train)
       run_step bench_train plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda --model "$MODEL" \
         --steps 20 --json "$LOG_DIR/bench_train.json"
+      ;;
+    bench_train_fastest)
+      run_step bench_train_fastest plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
+        --model "$MODEL" --steps 20 --conv-algo fastest --json "$LOG_DIR/bench_train_fastest.json"
+      ;;
+    bench_train_tf32)
+      run_step bench_train_tf32 plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
+        --model "$MODEL" --steps 20 --conv-algo fastest --math tf32 \
+        --json "$LOG_DIR/bench_train_tf32.json"
       ;;
     bench_kernels)
       run_step bench_kernels plain 0 "${LIBENV[@]}" "$BENCH_BIN" --json "$LOG_DIR/bench_kernels.json" \

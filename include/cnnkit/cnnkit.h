@@ -114,6 +114,37 @@ ck_status ck_context_set_host_alloc_limit(ck_context *ctx, size_t bytes);
 /* Bytes of host memory the library currently holds through this context (0 for NULL). */
 size_t ck_context_host_alloc_bytes(const ck_context *ctx);
 
+/* How a CUDA context picks its cuDNN convolution algorithms (README, "Speed settings"):
+ *  - CK_CONV_ALGO_DETERMINISTIC (the default): cuDNN's heuristics, the first deterministic
+ *    algorithm of the allowed math; two runs with the same seed give the same bits.
+ *  - CK_CONV_ALGO_FASTEST: each direction of each convolution shape is timed once
+ *    (cudnnFind*AlgorithmEx, at the largest batch) when the convolution is planned, i.e. at
+ *    ck_model_build, and the fastest allowed algorithm is kept, deterministic or not (atomics:
+ *    two runs may differ in the last bits). The choice is cached in the context: a second model
+ *    with the same shapes reuses it without timing again.
+ * Takes effect for the convolutions planned after the call: a built model keeps its algorithms.
+ * Either way the algorithm's workspace (at most 1 GiB) is part of the model's device arena. A
+ * CPU context accepts and stores the setting; it has no effect there (the CPU path is always
+ * deterministic). A value outside the enum: CK_STATUS_BAD_PARAM naming "algo". */
+typedef enum ck_conv_algo { CK_CONV_ALGO_DETERMINISTIC = 0, CK_CONV_ALGO_FASTEST = 1 } ck_conv_algo;
+ck_status ck_context_set_conv_algo(ck_context *ctx, ck_conv_algo algo);
+/* The setting (CK_CONV_ALGO_DETERMINISTIC for NULL). */
+ck_conv_algo ck_context_conv_algo(const ck_context *ctx);
+
+/* The floating-point math of a CUDA context's convolutions and dense layers:
+ *  - CK_MATH_STRICT_FP32 (the default): fp32 FMA only (cuDNN CUDNN_FMA_MATH, cuBLAS
+ *    CUBLAS_DEFAULT_MATH): results agree with the CPU within fp32 rounding.
+ *  - CK_MATH_TF32: tensor-core TF32 allowed (inputs rounded to a 10-bit mantissa, fp32
+ *    accumulation): cuDNN CUDNN_TENSOR_OP_MATH algorithms for the convolutions planned after the
+ *    call, cuBLAS CUBLAS_TF32_TENSOR_OP_MATH for every dense GEMM from the next call on.
+ *    Expect differences of about 1e-3 relative to strict fp32.
+ * A CPU context accepts and stores the setting; it has no effect there (always strict fp32). A
+ * value outside the enum: CK_STATUS_BAD_PARAM naming "math". */
+typedef enum ck_math { CK_MATH_STRICT_FP32 = 0, CK_MATH_TF32 = 1 } ck_math;
+ck_status ck_context_set_math(ck_context *ctx, ck_math math);
+/* The setting (CK_MATH_STRICT_FP32 for NULL). */
+ck_math ck_context_math(const ck_context *ctx);
+
 /* ---------------------------------------------------------------------------------------------
  * Tensors: 4-D fp32, logical shape (N, C, H, W), memory layout NCHW or NHWC.
  * ------------------------------------------------------------------------------------------- */

@@ -142,6 +142,16 @@ ck_status ck_model_set_planning(ck_model *model, int enable);
  * 0 when not built). */
 int ck_model_num_nodes(const ck_model *model);
 
+/* How each Conv2D of a built model runs, one line per convolution node: "<layer name>: <plan>".
+ * On a CUDA context the plan names cuDNN's layout (NHWC, or NCHW as the fallback), the
+ * algorithm number of each direction (forward, backward-data, backward-filter; cuDNN's enum
+ * values), their math type (fma: strict fp32; tensor-op / default: TF32 allowed), the algorithm
+ * workspace, and under CK_CONV_ALGO_FASTEST the timed milliseconds of each; the settings are the
+ * context's at ck_model_build (ck_context_set_conv_algo, ck_context_set_math). On the CPU:
+ * "CPU im2col + OpenBLAS GEMM, strict fp32, deterministic". buf, len and *needed as in
+ * ck_model_summary (a model without convolutions gives ""). */
+ck_status ck_model_conv_algorithms(const ck_model *model, char *buf, size_t len, size_t *needed);
+
 /* Memory a built model holds, planned once at ck_model_build for max_batch samples (a CPU
  * training step adds only small per-channel scratch in its BatchNorm and SpatialDropout calls). */
 typedef struct ck_model_memory {

@@ -29,6 +29,8 @@ typedef struct opts {
     int checkpoint_every;      /* epochs; -1: not given (each epoch when --save is given) */
     double val_split;          /* 0: none */
     int threads;               /* --threads: ck_context_set_cpu_threads (0: the OpenMP default) */
+    int conv_algo;             /* --conv-algo: ck_conv_algo (train) */
+    int math;                  /* --math: ck_math (train) */
     const char *output, *arch; /* convert: B and --model */
 } opts;
 
@@ -48,7 +50,8 @@ ck_status load_weights_file(ck_model *m, const char *path);
  * printing why. */
 /* Loads o->model (text, or a Keras file with its weights) and builds it for max_batch. */
 int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out);
-/* The context of --device (auto: the GPU when one is usable) and --threads. */
+/* The context of --device (auto: the GPU when one is usable), --threads, --conv-algo and
+ * --math. */
 int make_context(const opts *o, ck_context **ctx);
 /* dir NULL: --data (or the default); train: the train-* files, else t10k-*. */
 int load_data(const opts *o, const char *dir, int train, ck_dataset *ds);

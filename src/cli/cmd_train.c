@@ -108,6 +108,24 @@ static int on_epoch(void *u, const ck_epoch_result *r) {
     return stop_signal != 0;
 }
 
+/* The convolution settings and, on a GPU, each conv's algorithms: printed when a setting is not
+ * the default or with --profile (the profile's conv rows depend on them). */
+static void print_conv_plans(const opts *o, ck_context *ctx, const ck_model *m) {
+    const int cuda = ck_context_device(ctx) == CK_DEVICE_CUDA;
+    if (!o->conv_algo && !o->math && !(cuda && o->profile))
+        return;
+    printf("conv algorithms %s, math %s%s\n", o->conv_algo ? "fastest" : "deterministic",
+           o->math ? "tf32" : "fp32",
+           cuda ? "" : " (no effect on the CPU: always deterministic, strict fp32)");
+    size_t need = 0;
+    if (!cuda || ck_model_conv_algorithms(m, NULL, 0, &need) != CK_STATUS_BAD_PARAM || need < 2)
+        return;
+    char *buf = (char *)malloc(need);
+    if (buf && ck_model_conv_algorithms(m, buf, need, NULL) == CK_STATUS_SUCCESS)
+        printf("%s", buf);
+    free(buf);
+}
+
 /* The training-step profile (--profile): one row per planned node, the optimizer and the rest. */
 static void print_profile(const ck_model *m, int cuda) {
     int count = 0;
@@ -307,6 +325,7 @@ int cmd_train(const opts *o) {
         printf(", %d validation (the last %g%% of the training data)", val.count,
                100.0 * o->val_split);
     printf(", batch %d, %d epoch%s, seed %llu\n", o->batch, epochs, epochs > 1 ? "s" : "", o->seed);
+    print_conv_plans(o, ctx, m);
     fflush(stdout);
     if (o->profile)
         ck_model_set_profiling(m, 1);

@@ -127,6 +127,16 @@ int make_context(const opts *o, ck_context **ctx) {
         printf("cnnkit: %s\n", info);
     }
     ck_context_set_cpu_threads(*ctx, o->threads);
+    st = ck_context_set_conv_algo(*ctx, (ck_conv_algo)o->conv_algo);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_context_set_math(*ctx, (ck_math)o->math);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: --conv-algo / --math: %s: %s\n", ck_status_string(st),
+                ck_context_last_error(*ctx));
+        ck_context_destroy(*ctx);
+        *ctx = NULL;
+        return EXIT_RUNTIME;
+    }
     return 0;
 }
 

@@ -19,6 +19,7 @@ static const char *const USAGE_CMD[][2] = {
      "           [--plot FILE.svg] [--input HxWxC] [--profile]\n"
      "           [--checkpoint-every N] [--resume FILE]\n"
      "           [--validation-split F | --validation-data DIR] [--threads N]\n"
+     "           [--conv-algo deterministic|fastest] [--math fp32|tf32]\n"
      "           --epochs N: the total, also with --resume (default 1)\n"
      "           --save: the checkpoint, written each epoch (--checkpoint-every N: every N\n"
      "           epochs, 0: only at the end) and on SIGINT/SIGTERM (exit 130/143)\n"
@@ -29,7 +30,10 @@ static const char *const USAGE_CMD[][2] = {
      "           test_* from the test set, once at the end\n"
      "           --profile: time per planned node (forward, backward) and % of step\n"
      "           --threads N: CPU threads (default: all cores; on a busy machine see the\n"
-     "           README, 'Busy machines')\n"},
+     "           README, 'Busy machines')\n"
+     "           --conv-algo fastest: on a GPU, cuDNN algorithms timed at build, not\n"
+     "           bit-reproducible (default deterministic); --math tf32: TF32 tensor cores\n"
+     "           for conv and dense (default fp32); both no-ops on the CPU\n"},
     {"evaluate", "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
                  "           [--batch B] [--device ...] [--threads N]\n"},
     {"predict", "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
@@ -104,6 +108,8 @@ static const opt_spec OPTS[] = {
     {"--validation-split", TRAIN, 1},
     {"--validation-data", TRAIN, 1},
     {"--threads", TRAIN | EVALUATE | PREDICT, 1},
+    {"--conv-algo", TRAIN, 1},
+    {"--math", TRAIN, 1},
     {"--weights", EVALUATE | PREDICT, 1},
     {"--count", PREDICT, 1},
     {"--json", CHECK, 0},
@@ -229,6 +235,22 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->device = v;
             if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda")) {
                 fprintf(stderr, "cnnkit: --device must be auto, cpu or cuda, got '%s'\n", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--conv-algo")) {
+            if (!strcmp(v, "deterministic") || !strcmp(v, "fastest")) {
+                o->conv_algo =
+                    !strcmp(v, "fastest") ? CK_CONV_ALGO_FASTEST : CK_CONV_ALGO_DETERMINISTIC;
+            } else {
+                fprintf(stderr, "cnnkit: --conv-algo must be deterministic or fastest, got '%s'\n",
+                        v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--math")) {
+            if (!strcmp(v, "fp32") || !strcmp(v, "tf32")) {
+                o->math = !strcmp(v, "tf32") ? CK_MATH_TF32 : CK_MATH_STRICT_FP32;
+            } else {
+                fprintf(stderr, "cnnkit: --math must be fp32 or tf32, got '%s'\n", v);
                 return -1;
             }
         } else if (!strcmp(a, "--checkpoint-every")) {

@@ -272,6 +272,48 @@ CK_API size_t ck_context_host_alloc_bytes(const ck_context *ctx) {
     return ctx ? ctx->host_live : 0;
 }
 
+CK_API ck_status ck_context_set_conv_algo(ck_context *ctx, ck_conv_algo algo) {
+    if (!ctx)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
+    ck_clear_error(ctx);
+    if (algo != CK_CONV_ALGO_DETERMINISTIC && algo != CK_CONV_ALGO_FASTEST)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "algo: must be CK_CONV_ALGO_DETERMINISTIC or CK_CONV_ALGO_FASTEST, got %d",
+                       (int)algo);
+    /* read when a convolution is planned (cudnn_ops.c): nothing to redo now */
+    ctx->conv_algo = algo;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_conv_algo ck_context_conv_algo(const ck_context *ctx) {
+    return ctx ? ctx->conv_algo : CK_CONV_ALGO_DETERMINISTIC;
+}
+
+CK_API ck_status ck_context_set_math(ck_context *ctx, ck_math math) {
+    if (!ctx)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
+    ck_clear_error(ctx);
+    if (math != CK_MATH_STRICT_FP32 && math != CK_MATH_TF32)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "math: must be CK_MATH_STRICT_FP32 or CK_MATH_TF32, got %d", (int)math);
+#ifdef CNNKIT_HAVE_CUDA
+    if (ctx->device == CK_DEVICE_CUDA) {
+        const ck_math old = ctx->math;
+        ctx->math = math;
+        const ck_status st = ck_cublas_set_math(ctx);
+        if (st != CK_STATUS_SUCCESS)
+            ctx->math = old; /* the handle keeps the old mode: so does the setting */
+        return st;
+    }
+#endif
+    ctx->math = math; /* a CPU context: stored, no effect (always strict fp32) */
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_math ck_context_math(const ck_context *ctx) {
+    return ctx ? ctx->math : CK_MATH_STRICT_FP32;
+}
+
 /* ---- counted host allocations ----------------------------------------------------------------
  * Each block carries a header with its size, so that free and realloc can give the bytes back to
  * the context's count. The header is as large as the strictest fundamental alignment. */

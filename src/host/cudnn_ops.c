@@ -42,19 +42,27 @@ ck_status ck_cudnn_create(ck_context *ctx) {
         cudnnDestroy(dnn);
         return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasCreate: status %d", (int)bs);
     }
-    /* strict fp32: no TF32 tensor-core math in the GEMMs (cuDNN convs: CUDNN_FMA_MATH below) */
-    bs = cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH);
-    if (bs != CUBLAS_STATUS_SUCCESS) {
-        cublasDestroy(blas);
-        cudnnDestroy(dnn);
-        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasSetMathMode: status %d", (int)bs);
-    }
     ctx->cudnn = dnn;
     ctx->cublas = blas;
-    ck_status st = ck_cudnn_set_stream(ctx);
+    /* strict fp32 unless the context asks for TF32 (cuDNN convs: the math of gconv_pick) */
+    ck_status st = ck_cublas_set_math(ctx);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_cudnn_set_stream(ctx);
     if (st != CK_STATUS_SUCCESS)
         ck_cudnn_destroy(ctx); /* the caller frees only the context */
     return st;
+}
+
+ck_status ck_cublas_set_math(ck_context *ctx) {
+    const cublasMath_t m =
+        ctx->math == CK_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+    const cublasStatus_t bs = cublasSetMathMode((cublasHandle_t)ctx->cublas, m);
+    if (bs != CUBLAS_STATUS_SUCCESS)
+        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "math: cublasSetMathMode(%s): status %d",
+                       ctx->math == CK_MATH_TF32 ? "CUBLAS_TF32_TENSOR_OP_MATH"
+                                                 : "CUBLAS_DEFAULT_MATH",
+                       (int)bs);
+    return CK_STATUS_SUCCESS;
 }
 
 void ck_cudnn_destroy(ck_context *ctx) {
@@ -76,9 +84,10 @@ ck_status ck_cudnn_set_stream(ck_context *ctx) {
         return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasSetStream: status %d", (int)bs);
     return CK_STATUS_SUCCESS;
 }
-/* ---- Conv2D (cuDNN, NHWC activations, KRSC filters, strict fp32) ----------------------------
- * cuDNN runs the convolution in NHWC when it offers deterministic FMA-math algorithms for it;
- * otherwise in NCHW (the fallback: activations and filters are transposed in the workspace). */
+/* ---- Conv2D (cuDNN, NHWC activations, KRSC filters) ------------------------------------------
+ * cuDNN runs the convolution in NHWC when it offers algorithms of the context's settings for it
+ * (deterministic or fastest by timing, strict FMA or TF32 math); otherwise in NCHW (the
+ * fallback: activations and filters are transposed in the workspace). */
 
 struct ck_gconv {
     ck_conv_geom g;   /* n = the largest batch */
@@ -88,10 +97,16 @@ struct ck_gconv {
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;
-    int algo[3];       /* forward, backward data, backward filter */
-    size_t algo_bytes; /* cuDNN workspace: the largest of the three algorithms at the largest n */
-    int cur_n;         /* batch the tensor descriptors are set for (0: none, query again) */
-    int algo_ready;    /* algorithms chosen (gconv_pick_algos): later batch changes check sizes */
+    int algo[3];         /* forward, backward data, backward filter */
+    int math[3];         /* cudnnMathType_t of each direction's algorithm */
+    float time_ms[3];    /* cudnnFind* time of each (CK_CONV_ALGO_FASTEST), < 0: not timed */
+    int cur_math;        /* the math type the descriptor holds (-1: unknown) */
+    size_t algo_bytes;   /* cuDNN workspace: the largest of the three algorithms at the largest n */
+    int cur_n;           /* batch the tensor descriptors are set for (0: none, query again) */
+    int algo_ready;      /* algorithms chosen (gconv_pick_algos): later batch changes check sizes */
+    ck_conv_algo policy; /* the context's settings when planned */
+    ck_math mathset;
+    int cached; /* the plan came from the context's cache (no timing this time) */
 };
 
 #define CK_CONV_ALGO_MAX_BYTES ((size_t)1 << 30)
@@ -109,8 +124,21 @@ static ck_status dnn_fail(ck_context *ctx, cudnnStatus_t st, const char *what) {
 
 enum { CK_FWD = 0, CK_BWD_DATA = 1, CK_BWD_FILTER = 2 };
 static const char *const k_dir_name[3] = {"forward", "backward-data", "backward-filter"};
+static const int k_algo_count[3] = {CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                    CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT};
 
-/* cuDNN's workspace bytes for algorithm `algo` of direction `dir` at the descriptors' batch. */
+/* The descriptor's math type, set only when it changes: strict fp32 plans never change it. */
+static cudnnStatus_t gconv_math(ck_gconv *c, cudnnMathType_t m) {
+    if (c->cur_math == (int)m)
+        return CUDNN_STATUS_SUCCESS;
+    const cudnnStatus_t s = cudnnSetConvolutionMathType(c->cd, m);
+    c->cur_math = s == CUDNN_STATUS_SUCCESS ? (int)m : -1;
+    return s;
+}
+
+/* cuDNN's workspace bytes for algorithm `algo` of direction `dir` at the descriptors' batch
+ * (and the descriptor's current math type). */
 static cudnnStatus_t gconv_ws_query(cudnnHandle_t h, const ck_gconv *c, int dir, int algo,
                                     size_t *bytes) {
     *bytes = 0;
@@ -143,6 +171,7 @@ static ck_status gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
         cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
         for (int d = 0; d < 3; ++d) {
             size_t b = 0;
+            DNN_TRY(ctx, gconv_math(c, (cudnnMathType_t)c->math[d]));
             const cudnnStatus_t qs = gconv_ws_query(h, c, d, c->algo[d], &b);
             if (qs != CUDNN_STATUS_SUCCESS)
                 return ck_fail(ctx, CK_STATUS_CUDA_ERROR,
@@ -159,27 +188,52 @@ static ck_status gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
     return CK_STATUS_SUCCESS;
 }
 
-/* One result of cuDNN's algorithm heuristics, whichever the direction. */
-typedef struct algo_cand {
-    int algo;
-    cudnnStatus_t status;
-    cudnnDeterminism_t det;
-    cudnnMathType_t math;
-    size_t memory;
-} algo_cand;
-
 #define CK_ALGO_CANDS 16
 
-/* The results of one direction's heuristics as algo_cand entries. */
-#define CK_TAKE_CANDS(p)                                                                           \
+static ck_cand_math cand_math(cudnnMathType_t m) {
+    switch (m) {
+    case CUDNN_DEFAULT_MATH:
+        return CK_CAND_MATH_DEFAULT;
+    case CUDNN_TENSOR_OP_MATH:
+        return CK_CAND_MATH_TENSOR_OP;
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+        return CK_CAND_MATH_TENSOR_OP_CONV;
+    case CUDNN_FMA_MATH:
+        return CK_CAND_MATH_FMA;
+    }
+    return CK_CAND_MATH_TENSOR_OP_CONV; /* unknown: never allowed */
+}
+
+static cudnnMathType_t dnn_math(ck_cand_math m) {
+    switch (m) {
+    case CK_CAND_MATH_DEFAULT:
+        return CUDNN_DEFAULT_MATH;
+    case CK_CAND_MATH_TENSOR_OP:
+        return CUDNN_TENSOR_OP_MATH;
+    case CK_CAND_MATH_TENSOR_OP_CONV:
+        return CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+    case CK_CAND_MATH_FMA:
+        break;
+    }
+    return CUDNN_FMA_MATH;
+}
+
+/* The results of one direction's heuristics or timing as ck_algo_cand entries (and cuDNN's
+ * status of each, for the log). */
+#define CK_TAKE_CANDS(p, timed)                                                                    \
     for (int i = 0; s == CUDNN_STATUS_SUCCESS && i < got && i < CK_ALGO_CANDS; ++i) {              \
-        const algo_cand a = {(int)p[i].algo, p[i].status, p[i].determinism, p[i].mathType,         \
-                             p[i].memory};                                                         \
+        const ck_algo_cand a = {(int)p[i].algo,                                                    \
+                                p[i].status == CUDNN_STATUS_SUCCESS,                               \
+                                p[i].determinism == CUDNN_DETERMINISTIC,                           \
+                                cand_math(p[i].mathType),                                          \
+                                p[i].memory,                                                       \
+                                (timed) ? p[i].time : -1.0f};                                      \
+        st[*count] = p[i].status;                                                                  \
         out[(*count)++] = a;                                                                       \
     }
 
-static cudnnStatus_t gconv_candidates(cudnnHandle_t h, const ck_gconv *c, int dir, algo_cand *out,
-                                      int *count) {
+static cudnnStatus_t gconv_candidates(cudnnHandle_t h, const ck_gconv *c, int dir,
+                                      ck_algo_cand *out, cudnnStatus_t *st, int *count) {
     int got = 0;
     cudnnStatus_t s;
     *count = 0;
@@ -187,23 +241,111 @@ static cudnnStatus_t gconv_candidates(cudnnHandle_t h, const ck_gconv *c, int di
         cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
         s = cudnnGetConvolutionForwardAlgorithm_v7(h, c->xd, c->wd, c->cd, c->yd,
                                                    CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p);
-        CK_TAKE_CANDS(p)
+        CK_TAKE_CANDS(p, 0)
     } else if (dir == CK_BWD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         s = cudnnGetConvolutionBackwardDataAlgorithm_v7(
             h, c->wd, c->yd, c->cd, c->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, p);
-        CK_TAKE_CANDS(p)
+        CK_TAKE_CANDS(p, 0)
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         s = cudnnGetConvolutionBackwardFilterAlgorithm_v7(
             h, c->xd, c->yd, c->cd, c->wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, p);
-        CK_TAKE_CANDS(p)
+        CK_TAKE_CANDS(p, 0)
     }
     return s;
 }
 
-static const char *math_name(cudnnMathType_t m) {
-    switch (m) {
+/* Scratch device buffers for cudnnFind*AlgorithmEx: x (also dx), w (also dw), y (also dy) at
+ * the largest batch, and a workspace as large as the largest algorithm wants (<= the cap). */
+typedef struct find_bufs {
+    void *x, *w, *y, *ws;
+    size_t ws_bytes;
+} find_bufs;
+
+static void find_bufs_free(find_bufs *b) {
+    cudaFree(b->x);
+    cudaFree(b->w);
+    cudaFree(b->y);
+    cudaFree(b->ws);
+    memset(b, 0, sizeof *b);
+}
+
+/* 0 with the buffers, -1 when the device has no room for them (timing is then skipped). */
+static int find_bufs_alloc(cudnnHandle_t h, cudaStream_t stream, ck_gconv *c, cudnnMathType_t m,
+                           find_bufs *b) {
+    const ck_conv_geom *g = &c->g;
+    memset(b, 0, sizeof *b);
+    const size_t nx = (size_t)g->n * c->hp * c->wp * g->cin * sizeof(float);
+    const size_t ny = (size_t)g->n * g->oh * g->ow * g->cout * sizeof(float);
+    const size_t nw = (size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float);
+    size_t want = 0;
+    if (gconv_math(c, m) == CUDNN_STATUS_SUCCESS)
+        for (int d = 0; d < 3; ++d)
+            for (int a = 0; a < k_algo_count[d]; ++a) {
+                size_t bytes = 0;
+                if (gconv_ws_query(h, c, d, a, &bytes) == CUDNN_STATUS_SUCCESS &&
+                    bytes <= CK_CONV_ALGO_MAX_BYTES && bytes > want)
+                    want = bytes;
+            }
+    if (cudaMalloc(&b->x, nx) != cudaSuccess || cudaMalloc(&b->w, nw) != cudaSuccess ||
+        cudaMalloc(&b->y, ny) != cudaSuccess) {
+        (void)cudaGetLastError();
+        find_bufs_free(b);
+        return -1;
+    }
+    /* zeros: uninitialized memory could hold NaN patterns that no real step sees; on the
+     * handle's stream, which cudnnFind runs on (it may not synchronize with the default one) */
+    if (cudaMemsetAsync(b->x, 0, nx, stream) != cudaSuccess ||
+        cudaMemsetAsync(b->w, 0, nw, stream) != cudaSuccess ||
+        cudaMemsetAsync(b->y, 0, ny, stream) != cudaSuccess) {
+        (void)cudaGetLastError();
+        find_bufs_free(b);
+        return -1;
+    }
+    /* a smaller workspace when the largest does not fit: the algorithms needing more are then
+     * reported as failed by cudnnFind and not chosen */
+    for (size_t ws = want; ws > 0; ws /= 4) {
+        if (cudaMalloc(&b->ws, ws) == cudaSuccess) {
+            b->ws_bytes = ws;
+            break;
+        }
+        (void)cudaGetLastError();
+        b->ws = NULL;
+    }
+    return 0;
+}
+
+/* cudnnFind*AlgorithmEx of direction dir: every algorithm timed on the buffers, fastest first. */
+static cudnnStatus_t gconv_find(cudnnHandle_t h, const ck_gconv *c, int dir, const find_bufs *b,
+                                ck_algo_cand *out, cudnnStatus_t *st, int *count) {
+    int got = 0;
+    cudnnStatus_t s;
+    *count = 0;
+    if (dir == CK_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        s = cudnnFindConvolutionForwardAlgorithmEx(h, c->xd, b->x, c->wd, b->w, c->cd, c->yd, b->y,
+                                                   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p, b->ws,
+                                                   b->ws_bytes);
+        CK_TAKE_CANDS(p, 1)
+    } else if (dir == CK_BWD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        s = cudnnFindConvolutionBackwardDataAlgorithmEx(h, c->wd, b->w, c->yd, b->y, c->cd, c->xd,
+                                                        b->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                        &got, p, b->ws, b->ws_bytes);
+        CK_TAKE_CANDS(p, 1)
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        s = cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            h, c->xd, b->x, c->yd, b->y, c->cd, c->wd, b->w,
+            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, p, b->ws, b->ws_bytes);
+        CK_TAKE_CANDS(p, 1)
+    }
+    return s;
+}
+
+static const char *math_name(int m) {
+    switch ((cudnnMathType_t)m) {
     case CUDNN_DEFAULT_MATH:
         return "default";
     case CUDNN_TENSOR_OP_MATH:
@@ -222,45 +364,88 @@ static const int k_default_algo[3] = {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOM
                                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
                                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1};
 
-/* Chooses direction dir's algorithm: the first heuristic result that succeeded, is
- * deterministic, uses CUDNN_FMA_MATH (strict fp32: CUDNN_DEFAULT_MATH lets Ampere and later run
- * TF32 on tensor cores) and needs at most CK_CONV_ALGO_MAX_BYTES; else the fixed default above.
- * The descriptor's math type is set to the chosen result's (FMA). Returns 0 with *algo and
- * *bytes, or -1 with every candidate (status, determinism, math type, memory) logged. */
-static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, int *algo, size_t *bytes, char *log,
-                      size_t loglen, size_t *at) {
-    algo_cand cand[CK_ALGO_CANDS];
-    int n = 0;
-    const cudnnStatus_t hs = gconv_candidates(h, c, dir, cand, &n);
-    for (int i = 0; hs == CUDNN_STATUS_SUCCESS && i < n; ++i) {
-        const algo_cand *a = &cand[i];
-        if (a->status != CUDNN_STATUS_SUCCESS || a->det != CUDNN_DETERMINISTIC ||
-            a->math != CUDNN_FMA_MATH || a->memory > CK_CONV_ALGO_MAX_BYTES)
-            continue;
-        if (cudnnSetConvolutionMathType(c->cd, a->math) != CUDNN_STATUS_SUCCESS ||
-            gconv_ws_query(h, c, dir, a->algo, bytes) != CUDNN_STATUS_SUCCESS ||
-            *bytes > CK_CONV_ALGO_MAX_BYTES)
-            continue;
-        *algo = a->algo;
-        return 0;
+/* The candidate ck_conv_algo_choose allows whose workspace query (at its math type) succeeds
+ * within CK_CONV_ALGO_MAX_BYTES; one refused by the query is passed over. 0 with the choice in
+ * c->algo / math / time_ms[dir] and *bytes, else -1. */
+static int gconv_take(cudnnHandle_t h, ck_gconv *c, int dir, ck_algo_cand *cand, int n,
+                      size_t *bytes) {
+    for (;;) {
+        const int i = ck_conv_algo_choose(cand, n, c->policy, c->mathset, CK_CONV_ALGO_MAX_BYTES);
+        if (i < 0)
+            return -1;
+        const cudnnMathType_t m = dnn_math(cand[i].math);
+        if (gconv_math(c, m) == CUDNN_STATUS_SUCCESS &&
+            gconv_ws_query(h, c, dir, cand[i].algo, bytes) == CUDNN_STATUS_SUCCESS &&
+            *bytes <= CK_CONV_ALGO_MAX_BYTES) {
+            c->algo[dir] = cand[i].algo;
+            c->math[dir] = (int)m;
+            c->time_ms[dir] = cand[i].time_ms;
+            return 0;
+        }
+        cand[i].ok = 0;
     }
-    if (cudnnSetConvolutionMathType(c->cd, CUDNN_FMA_MATH) == CUDNN_STATUS_SUCCESS &&
+}
+
+static void log_cands(char *log, size_t loglen, size_t *at, const ck_algo_cand *cand,
+                      const cudnnStatus_t *cst, int n) {
+    for (int i = 0; i < n; ++i) {
+        const char *st = cudnnGetErrorString(cst[i]);
+        if (!strncmp(st, "CUDNN_STATUS_", 13))
+            st += 13;
+        ck_appendf(log, loglen, at, " [%d %s %s %s %zuB", cand[i].algo, st,
+                   cand[i].deterministic ? "det" : "nondet", math_name((int)dnn_math(cand[i].math)),
+                   cand[i].memory);
+        if (cand[i].time_ms >= 0.0f)
+            ck_appendf(log, loglen, at, " %.3fms", (double)cand[i].time_ms);
+        ck_appendf(log, loglen, at, "]");
+    }
+}
+
+/* Chooses direction dir's algorithm under the context's settings (c->policy, c->mathset).
+ * CK_CONV_ALGO_FASTEST with find buffers: the fastest allowed of cudnnFind's timings first.
+ * Then cuDNN's heuristics (asked with CUDNN_FMA_MATH for strict fp32, CUDNN_TENSOR_OP_MATH for
+ * TF32): the first allowed result (strict: deterministic and CUDNN_FMA_MATH, as CUDNN_DEFAULT_MATH
+ * lets Ampere and later run TF32 on tensor cores) within CK_CONV_ALGO_MAX_BYTES; else the fixed
+ * default above in FMA math. Returns 0 with c->algo[dir] and *bytes, or -1 with every candidate
+ * (status, determinism, math type, memory, time) logged. */
+static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, const find_bufs *fb, size_t *bytes,
+                      char *log, size_t loglen, size_t *at) {
+    const cudnnMathType_t search =
+        c->mathset == CK_MATH_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    ck_algo_cand fcand[CK_ALGO_CANDS], cand[CK_ALGO_CANDS];
+    cudnnStatus_t fst[CK_ALGO_CANDS], cst[CK_ALGO_CANDS];
+    int fn = 0, n = 0;
+    cudnnStatus_t fs = CUDNN_STATUS_SUCCESS;
+    c->time_ms[dir] = -1.0f;
+    if (fb) {
+        fs = gconv_math(c, search);
+        if (fs == CUDNN_STATUS_SUCCESS)
+            fs = gconv_find(h, c, dir, fb, fcand, fst, &fn);
+        if (fs == CUDNN_STATUS_SUCCESS && gconv_take(h, c, dir, fcand, fn, bytes) == 0)
+            return 0;
+    }
+    cudnnStatus_t hs = gconv_math(c, search);
+    if (hs == CUDNN_STATUS_SUCCESS)
+        hs = gconv_candidates(h, c, dir, cand, cst, &n);
+    if (hs == CUDNN_STATUS_SUCCESS && gconv_take(h, c, dir, cand, n, bytes) == 0)
+        return 0;
+    if (gconv_math(c, CUDNN_FMA_MATH) == CUDNN_STATUS_SUCCESS &&
         gconv_ws_query(h, c, dir, k_default_algo[dir], bytes) == CUDNN_STATUS_SUCCESS &&
         *bytes <= CK_CONV_ALGO_MAX_BYTES) {
-        *algo = k_default_algo[dir];
+        c->algo[dir] = k_default_algo[dir];
+        c->math[dir] = CUDNN_FMA_MATH;
         return 0;
     }
     ck_appendf(log, loglen, at, " %s %s:", c->nchw ? "NCHW" : "NHWC", k_dir_name[dir]);
+    if (fb) {
+        if (fs != CUDNN_STATUS_SUCCESS)
+            ck_appendf(log, loglen, at, " timing failed (%s)", cudnnGetErrorString(fs));
+        log_cands(log, loglen, at, fcand, fst, fn);
+        ck_appendf(log, loglen, at, ", heuristics:");
+    }
     if (hs != CUDNN_STATUS_SUCCESS)
         ck_appendf(log, loglen, at, " heuristics failed (%s)", cudnnGetErrorString(hs));
-    for (int i = 0; i < n; ++i) {
-        const char *st = cudnnGetErrorString(cand[i].status);
-        if (!strncmp(st, "CUDNN_STATUS_", 13))
-            st += 13;
-        ck_appendf(log, loglen, at, " [%d %s %s %s %zuB]", cand[i].algo, st,
-                   cand[i].det == CUDNN_DETERMINISTIC ? "det" : "nondet", math_name(cand[i].math),
-                   cand[i].memory);
-    }
+    log_cands(log, loglen, at, cand, cst, n);
     ck_appendf(log, loglen, at, " default %d refused;", k_default_algo[dir]);
     return -1;
 }
@@ -296,16 +481,27 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t logl
                        g->oh, g->ow, g->cout);
         return -1;
     }
+    /* fastest: timed on scratch buffers freed before the model's arena is allocated */
+    find_bufs fb;
+    const int timed =
+        c->policy == CK_CONV_ALGO_FASTEST &&
+        find_bufs_alloc(h, (cudaStream_t)ctx->stream, c,
+                        c->mathset == CK_MATH_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH,
+                        &fb) == 0;
     c->algo_bytes = 0;
-    for (int d = 0; d < 3; ++d) {
+    int rc = 0;
+    for (int d = 0; d < 3 && rc == 0; ++d) {
         size_t b = 0;
-        if (gconv_pick(h, c, d, &c->algo[d], &b, log, loglen, at) != 0)
-            return -1;
+        rc = gconv_pick(h, c, d, timed ? &fb : NULL, &b, log, loglen, at);
         if (b > c->algo_bytes)
             c->algo_bytes = b;
     }
-    /* every algorithm was chosen with CUDNN_FMA_MATH; the descriptor keeps it */
-    s = cudnnSetConvolutionMathType(c->cd, CUDNN_FMA_MATH);
+    if (timed)
+        find_bufs_free(&fb);
+    if (rc != 0)
+        return -1;
+    /* the forward's math stays on the descriptor; each call sets its own direction's */
+    s = gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]);
     if (s != CUDNN_STATUS_SUCCESS) {
         *err = dnn_fail(ctx, s, "cudnnSetConvolutionMathType");
         return -1;
@@ -314,8 +510,56 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t logl
     return 0;
 }
 
+static ck_conv_algo_key gconv_key(const ck_gconv *c, int force_nchw) {
+    ck_conv_algo_key k;
+    memset(&k, 0, sizeof k);
+    const ck_conv_geom *g = &c->g;
+    const int v[13] = {g->n,  g->h,  g->w,       g->cin,      g->cout, g->kh, g->kw,
+                       g->sh, g->sw, g->pad_top, g->pad_left, g->oh,   g->ow};
+    memcpy(k.geom, v, sizeof v);
+    k.force_nchw = force_nchw;
+    k.policy = (int)c->policy;
+    k.math = (int)c->mathset;
+    return k;
+}
+
+/* A plan of the context's cache for this shape and setting: descriptors for its layout, its
+ * algorithms checked again by the workspace query (a stale entry is dropped, 0 = not used). */
+static int gconv_from_cache(ck_context *ctx, ck_gconv *c, const ck_conv_algo_plan *p) {
+    cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
+    c->nchw = p->nchw;
+    if (cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT,
+                                   c->nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC, c->g.cout,
+                                   c->g.cin, c->g.kh, c->g.kw) != CUDNN_STATUS_SUCCESS)
+        return 0;
+    c->cur_n = 0;
+    c->algo_ready = 0;
+    if (gconv_set_n(ctx, c, c->g.n) != CK_STATUS_SUCCESS) {
+        ck_clear_error(ctx);
+        return 0;
+    }
+    for (int d = 0; d < 3; ++d) {
+        size_t b = 0;
+        if (gconv_math(c, (cudnnMathType_t)p->math[d]) != CUDNN_STATUS_SUCCESS ||
+            gconv_ws_query(h, c, d, p->algo[d], &b) != CUDNN_STATUS_SUCCESS || b > p->bytes)
+            return 0;
+        c->algo[d] = p->algo[d];
+        c->math[d] = p->math[d];
+        c->time_ms[d] = p->time_ms[d];
+    }
+    c->algo_bytes = p->bytes;
+    if (gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]) != CUDNN_STATUS_SUCCESS)
+        return 0;
+    c->algo_ready = 1;
+    c->cached = 1;
+    return 1;
+}
+
 static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
     const ck_conv_geom *g = &c->g;
+    c->cur_math = -1;
+    c->policy = ctx->conv_algo;
+    c->mathset = ctx->math;
     DNN_TRY(ctx, cudnnCreateTensorDescriptor(&c->xd));
     DNN_TRY(ctx, cudnnCreateTensorDescriptor(&c->yd));
     DNN_TRY(ctx, cudnnCreateFilterDescriptor(&c->wd));
@@ -343,23 +587,44 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
     }
     DNN_TRY(ctx, cudnnSetConvolution2dDescriptor(c->cd, pt, pl, g->sh, g->sw, 1, 1,
                                                  CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    DNN_TRY(ctx, cudnnSetConvolutionMathType(c->cd, CUDNN_FMA_MATH));
+    DNN_TRY(ctx, gconv_math(c, CUDNN_FMA_MATH));
+    /* fastest: a shape timed before on this context is not timed again */
+    const ck_conv_algo_key key = gconv_key(c, force_nchw);
+    const ck_conv_algo_plan *hit =
+        c->policy == CK_CONV_ALGO_FASTEST ? ck_conv_algo_cache_find(&ctx->algo_cache, &key) : NULL;
+    if (hit && gconv_from_cache(ctx, c, hit))
+        return CK_STATUS_SUCCESS;
     char log[640];
     size_t at = 0;
     log[0] = '\0';
     ck_status err = CK_STATUS_SUCCESS;
     for (c->nchw = force_nchw ? 1 : 0; c->nchw <= 1; ++c->nchw) {
-        if (gconv_try_layout(ctx, c, log, sizeof log, &at, &err) == 0)
+        if (gconv_try_layout(ctx, c, log, sizeof log, &at, &err) == 0) {
+            if (c->policy == CK_CONV_ALGO_FASTEST) {
+                ck_conv_algo_plan p;
+                memset(&p, 0, sizeof p);
+                p.nchw = c->nchw;
+                p.bytes = c->algo_bytes;
+                for (int d = 0; d < 3; ++d) {
+                    p.algo[d] = c->algo[d];
+                    p.math[d] = c->math[d];
+                    p.time_ms[d] = c->time_ms[d];
+                }
+                ck_conv_algo_cache_put(&ctx->algo_cache, &key, &p);
+            }
             return CK_STATUS_SUCCESS;
+        }
         if (err != CK_STATUS_SUCCESS)
             return err;
     }
     c->nchw = 1;
     return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
                    "conv %dx%dx%d -> %d, kernel %dx%d, stride %dx%d, batch %d: cuDNN %zu offers "
-                   "no deterministic FMA-math algorithm within %zu bytes; candidates [algo status "
-                   "determinism math memory]:%s",
+                   "no %s %s algorithm within %zu bytes; candidates [algo status determinism "
+                   "math memory time]:%s",
                    g->h, g->w, g->cin, g->cout, g->kh, g->kw, g->sh, g->sw, g->n, cudnnGetVersion(),
+                   c->policy == CK_CONV_ALGO_FASTEST ? "usable" : "deterministic",
+                   c->mathset == CK_MATH_TF32 ? "FMA/TF32-math" : "FMA-math",
                    CK_CONV_ALGO_MAX_BYTES, log);
 }
 
@@ -398,11 +663,31 @@ ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out
 }
 
 void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
-    snprintf(buf, len,
-             "%s, algorithms forward %d, backward-data %d, backward-filter %d, fma math, "
-             "%zu workspace bytes%s",
-             c->nchw ? "NCHW (fallback)" : "NHWC", c->algo[CK_FWD], c->algo[CK_BWD_DATA],
-             c->algo[CK_BWD_FILTER], c->algo_bytes, c->explicit_pad ? ", explicit padding" : "");
+    if (!buf || len == 0)
+        return;
+    size_t at = 0;
+    buf[0] = '\0';
+    ck_appendf(buf, len, &at, "%s, algorithms forward %d, backward-data %d, backward-filter %d, ",
+               c->nchw ? "NCHW (fallback)" : "NHWC", c->algo[CK_FWD], c->algo[CK_BWD_DATA],
+               c->algo[CK_BWD_FILTER]);
+    /* the default plan's line is unchanged: "fma math" */
+    if (c->math[0] == c->math[1] && c->math[1] == c->math[2])
+        ck_appendf(buf, len, &at, "%s math", math_name(c->math[0]));
+    else
+        ck_appendf(buf, len, &at, "math %s/%s/%s", math_name(c->math[0]), math_name(c->math[1]),
+                   math_name(c->math[2]));
+    ck_appendf(buf, len, &at, ", %zu workspace bytes%s", c->algo_bytes,
+               c->explicit_pad ? ", explicit padding" : "");
+    if (c->policy == CK_CONV_ALGO_FASTEST) {
+        ck_appendf(buf, len, &at, ", fastest");
+        if (c->time_ms[0] >= 0.0f || c->time_ms[1] >= 0.0f || c->time_ms[2] >= 0.0f)
+            ck_appendf(buf, len, &at, " (timed %.3f/%.3f/%.3f ms%s)", (double)c->time_ms[0],
+                       (double)c->time_ms[1], (double)c->time_ms[2], c->cached ? ", cached" : "");
+        else
+            ck_appendf(buf, len, &at, " (not timed: heuristics)");
+    }
+    if (c->mathset == CK_MATH_TF32)
+        ck_appendf(buf, len, &at, ", tf32 allowed");
 }
 
 /* Workspace layout (each part 256-byte aligned): cuDNN filter, filter gradient, padded x, padded
@@ -500,6 +785,7 @@ ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const float *x, 
     const float *xin = NULL;
     CK_TRY(gconv_input(ctx, c, n, x, &w, &xin));
     const float one = 1.0f, zero = 0.0f;
+    DNN_TRY(ctx, gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]));
     DNN_TRY(ctx, cudnnConvolutionForward((cudnnHandle_t)ctx->cudnn, &one, c->xd, xin, c->wd, w.k,
                                          c->cd, (cudnnConvolutionFwdAlgo_t)c->algo[CK_FWD], w.algo,
                                          c->algo_bytes, &zero, c->yd, c->nchw ? w.yt : y));
@@ -529,6 +815,7 @@ ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x,
         CUDA_TRY(ctx, ck_cuda_convert_layout(dy, w.yt, sh, s), "conv: dy to NCHW");
         dyin = w.yt;
     }
+    DNN_TRY(ctx, gconv_math(c, (cudnnMathType_t)c->math[CK_BWD_FILTER]));
     DNN_TRY(ctx,
             cudnnConvolutionBackwardFilter(h, &one, c->xd, xin, c->yd, dyin, c->cd,
                                            (cudnnConvolutionBwdFilterAlgo_t)c->algo[CK_BWD_FILTER],
@@ -545,6 +832,7 @@ ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x,
                  "conv: kernel layout");
         /* cuDNN's dx: padded extent (explicit padding), NCHW (fallback); then back to dx */
         float *dxpad = c->explicit_pad ? w.dxp : dx;
+        DNN_TRY(ctx, gconv_math(c, (cudnnMathType_t)c->math[CK_BWD_DATA]));
         DNN_TRY(ctx, cudnnConvolutionBackwardData(
                          h, &one, c->wd, w.k, c->yd, dyin, c->cd,
                          (cudnnConvolutionBwdDataAlgo_t)c->algo[CK_BWD_DATA], w.algo, c->algo_bytes,
@@ -562,8 +850,9 @@ ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x,
     return CK_STATUS_SUCCESS;
 }
 
-/* ---- Dense (cuBLAS, strict fp32). Row-major x (n, in), k (in, out), y (n, out) are the
- *      column-major transposes cuBLAS sees: y^T = k^T x^T. ------------------------------------ */
+/* ---- Dense (cuBLAS; strict fp32, or TF32 under CK_MATH_TF32: ck_cublas_set_math). Row-major
+ *      x (n, in), k (in, out), y (n, out) are the column-major transposes cuBLAS sees:
+ *      y^T = k^T x^T. ------------------------------------------------------------------------- */
 
 static ck_status blas_fail(ck_context *ctx, cublasStatus_t st, const char *what) {
     return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "%s: cuBLAS status %d", what, (int)st);

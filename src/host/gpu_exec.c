@@ -62,6 +62,13 @@ size_t ck_gpu_model_arena_bytes(const ck_model *m) {
     return m->gpu ? m->gpu->arena_bytes : 0;
 }
 
+int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len) {
+    if (!m->gpu || !m->gpu->conv || i < 0 || i >= m->num_nodes || !m->gpu->conv[i])
+        return -1;
+    ck_gconv_describe(m->gpu->conv[i], buf, len);
+    return 0;
+}
+
 static ck_tensor dview(ck_context *ctx, const float *p, int n, int h, int w, int c) {
     ck_tensor t;
     t.ctx = ctx;
@@ -616,6 +623,10 @@ void ck_gpu_model_free(ck_model *m) {
 size_t ck_gpu_model_arena_bytes(const ck_model *m) {
     (void)m;
     return 0;
+}
+int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len) {
+    (void)m, (void)i, (void)buf, (void)len;
+    return -1;
 }
 static ck_status no_cuda(ck_model *m) {
     return ck_fail(m->ctx, CK_STATUS_NOT_SUPPORTED, "model: this build has no CUDA backend");

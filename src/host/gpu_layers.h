@@ -15,16 +15,19 @@
 
 typedef struct ck_gconv ck_gconv;
 
-/* Plans a convolution for batches up to g->n: descriptors and deterministic strict-fp32
- * (CUDNN_FMA_MATH) cuDNN algorithms, NHWC when cuDNN offers them, else NCHW (asymmetric 'same'
- * padding is done by an explicit zero-padded copy). On failure the message lists every candidate
- * cuDNN offered. */
+/* Plans a convolution for batches up to g->n: descriptors and cuDNN algorithms of the context's
+ * settings (default: deterministic, strict fp32 CUDNN_FMA_MATH, from cuDNN's heuristics;
+ * CK_CONV_ALGO_FASTEST: timed by cudnnFind*AlgorithmEx, cached in the context per shape;
+ * CK_MATH_TF32: tensor-op math allowed), NHWC when cuDNN offers them, else NCHW (asymmetric
+ * 'same' padding is done by an explicit zero-padded copy). On failure the message lists every
+ * candidate cuDNN offered. */
 ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out);
 /* The same with force_nchw = 1: cuDNN runs in NCHW (the fallback when it offers no NHWC
  * algorithm), for the tests of that path. */
 ck_status ck_gconv_create_layout(ck_context *ctx, const ck_conv_geom *g, int force_nchw,
                                  ck_gconv **out);
-/* Layout, algorithms and workspace chosen, for logs. */
+/* Layout, algorithms, math, workspace and (fastest) the timings chosen, for logs: 512 bytes are
+ * enough. */
 void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len);
 void ck_gconv_destroy(ck_gconv *c);
 /* Device workspace bytes both directions need for any batch n <= g->n. */

@@ -28,6 +28,62 @@ typedef struct ck_handle {
     void (*orphan)(struct ck_handle *h);
 } ck_handle;
 
+/* ---- convolution algorithm choice (conv_algo.c: plain C, no CUDA, tested on the CPU) ---------
+ * cudnn_ops.c turns cuDNN's heuristic or timing results into ck_algo_cand entries and lets
+ * ck_conv_algo_choose pick; the choices of CK_CONV_ALGO_FASTEST are cached in the context. */
+typedef enum ck_cand_math {
+    CK_CAND_MATH_DEFAULT = 0,        /* CUDNN_DEFAULT_MATH: TF32 allowed on Ampere and later */
+    CK_CAND_MATH_TENSOR_OP = 1,      /* CUDNN_TENSOR_OP_MATH: TF32 tensor cores for fp32 data */
+    CK_CAND_MATH_TENSOR_OP_CONV = 2, /* may convert to fp16/bf16: never allowed */
+    CK_CAND_MATH_FMA = 3             /* CUDNN_FMA_MATH: strict fp32 */
+} ck_cand_math;
+
+typedef struct ck_algo_cand {
+    int algo;
+    int ok;            /* cuDNN's status for it was success */
+    int deterministic; /* CUDNN_DETERMINISTIC */
+    ck_cand_math math;
+    size_t memory; /* workspace bytes */
+    float time_ms; /* measured (cudnnFind*), or < 0 from the heuristics */
+} ck_algo_cand;
+
+/* The candidate to use, -1 when none is allowed: ok, memory <= max_bytes, a math the setting
+ * allows (strict fp32: FMA only; TF32: FMA, default or tensor-op, never down-conversion) and,
+ * under CK_CONV_ALGO_DETERMINISTIC, deterministic. Deterministic: the first allowed in list
+ * order (cuDNN's heuristic order); fastest: the least time_ms among the timed allowed ones
+ * (ties: the first), else the first allowed. */
+int ck_conv_algo_choose(const ck_algo_cand *cands, int count, ck_conv_algo policy, ck_math math,
+                        size_t max_bytes);
+
+/* One cached choice: the convolution's geometry (batch included), the planning request and the
+ * plan cuDNN got. */
+typedef struct ck_conv_algo_key {
+    int geom[13]; /* n, h, w, cin, cout, kh, kw, sh, sw, pad_top, pad_left, oh, ow */
+    int force_nchw, policy, math;
+} ck_conv_algo_key;
+
+typedef struct ck_conv_algo_plan {
+    int nchw;
+    int algo[3]; /* forward, backward data, backward filter */
+    int math[3]; /* ck_cand_math of each */
+    float time_ms[3];
+    size_t bytes;
+} ck_conv_algo_plan;
+
+#define CK_CONV_ALGO_CACHE 32 /* shapes per context; more replace the oldest */
+typedef struct ck_conv_algo_cache {
+    ck_conv_algo_key key[CK_CONV_ALGO_CACHE];
+    ck_conv_algo_plan plan[CK_CONV_ALGO_CACHE];
+    int count, next; /* entries used; the slot the next insertion takes when full */
+} ck_conv_algo_cache;
+
+/* The cached plan of key, or NULL. */
+const ck_conv_algo_plan *ck_conv_algo_cache_find(const ck_conv_algo_cache *c,
+                                                 const ck_conv_algo_key *key);
+/* Stores (or replaces) key's plan; when full the oldest entry goes. */
+void ck_conv_algo_cache_put(ck_conv_algo_cache *c, const ck_conv_algo_key *key,
+                            const ck_conv_algo_plan *plan);
+
 struct ck_context {
     ck_device device; /* CPU or CUDA */
     int ordinal;
@@ -37,9 +93,12 @@ struct ck_context {
     void *cudnn;  /* cudnnHandle_t, owned */
     void *cublas; /* cublasHandle_t, owned */
     int cpu_threads;
-    size_t host_limit;  /* ck_context_set_host_alloc_limit: 0 = unlimited */
-    size_t host_live;   /* bytes of live ck_host_alloc allocations of this context */
-    ck_handle *handles; /* objects made from this context, most recent first */
+    ck_conv_algo conv_algo;        /* ck_context_set_conv_algo */
+    ck_math math;                  /* ck_context_set_math */
+    ck_conv_algo_cache algo_cache; /* CK_CONV_ALGO_FASTEST's timed choices, per shape */
+    size_t host_limit;             /* ck_context_set_host_alloc_limit: 0 = unlimited */
+    size_t host_live;              /* bytes of live ck_host_alloc allocations of this context */
+    ck_handle *handles;            /* objects made from this context, most recent first */
     char err[CK_ERR_LEN];
 };
 
@@ -168,6 +227,8 @@ ck_status ck_cuda_fail(ck_context *ctx, int cuda_err, const char *what);
 ck_status ck_cudnn_create(ck_context *ctx);
 void ck_cudnn_destroy(ck_context *ctx);
 ck_status ck_cudnn_set_stream(ck_context *ctx);
+/* Sets the cuBLAS math mode of ctx->math (strict fp32 or TF32 tensor ops). */
+ck_status ck_cublas_set_math(ck_context *ctx);
 /* Writes "cuDNN a.b.c loaded (built with x.y.z), cuBLAS ..." into buf (ck_cuda_describe). */
 void ck_cudnn_versions(char *buf, size_t len);
 #endif

@@ -663,6 +663,32 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     return CK_STATUS_SUCCESS;
 }
 
+CK_API ck_status ck_model_conv_algorithms(const ck_model *m, char *buf, size_t len,
+                                          size_t *needed) {
+    CK_MODEL_ENTRY(m);
+    ck_clear_error(m->ctx);
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    sbuf b = {buf, buf ? len : 0, 0};
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const ck_node *n = &m->nodes[i];
+        if (n->type != CK_NODE_CONV)
+            continue;
+        char line[512];
+        if (!m->gpu || ck_gpu_model_conv_describe(m, i, line, sizeof line) != 0)
+            snprintf(line, sizeof line, "CPU im2col + OpenBLAS GEMM, strict fp32, deterministic");
+        sb_printf(&b, "%s: %s\n", m->layers[n->layer].name, line);
+    }
+    if (needed)
+        *needed = b.used + 1;
+    if (!buf || b.used + 1 > len)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "buf: %zu bytes needed, %zu given", b.used + 1,
+                       buf ? len : 0);
+    if (b.used == 0)
+        buf[0] = '\0';
+    return CK_STATUS_SUCCESS;
+}
+
 CK_API ck_status ck_model_memory_usage(const ck_model *m, ck_model_memory *mem) {
     CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);

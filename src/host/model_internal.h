@@ -204,6 +204,8 @@ void ck_model_plan_describe_node(const ck_model *m, int i, char *buf, size_t len
 ck_status ck_gpu_model_build(ck_model *m);
 void ck_gpu_model_free(ck_model *m);
 size_t ck_gpu_model_arena_bytes(const ck_model *m); /* 0 without a device side */
+/* ck_gconv_describe of conv node i (0), or -1 when it has no device plan. */
+int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len);
 ck_status ck_gpu_model_push(ck_model *m);
 ck_status ck_gpu_model_pull(ck_model *m);
 ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
