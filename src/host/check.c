@@ -734,7 +734,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
     if (!n_found || count < 0 || (count > 0 && !layers) || cap < 0 || (cap > 0 && !out))
         return CK_STATUS_BAD_PARAM;
     for (int i = 0; i < count; ++i)
-        if ((int)layers[i].type < 0 || layers[i].type >= CK_LAYER_TYPE_COUNT)
+        if (!ck_layer_kind_of(layers[i].type))
             return CK_STATUS_BAD_PARAM;
     *n_found = 0;
     if (count == 0)

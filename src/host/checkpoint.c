@@ -86,15 +86,13 @@ static void put_structure(wbuf *b, const ck_model *m, uint32_t version) {
     put_i32(b, (int32_t)version);
     put_i32(b, m->num_layers);
     for (int i = 0; i < m->num_layers; ++i) {
-        const ck_layer_desc *d = &m->layers[i];
-        const int32_t iv[9] = {d->type,     d->units,   d->kernel_h, d->kernel_w,  d->stride_h,
-                               d->stride_w, d->padding, d->use_bias, d->activation};
+        int32_t iv[9];
+        float fv[4];
+        ck_layer_ckpt_record(&m->layers[i], iv, fv);
         for (int k = 0; k < 9; ++k)
             put_i32(b, iv[k]);
-        put_f32(b, d->rate);
-        put_f32(b, d->momentum);
-        put_f32(b, d->epsilon);
-        put_f32(b, d->alpha);
+        for (int k = 0; k < 4; ++k)
+            put_f32(b, fv[k]);
     }
     put_i32(b, m->in_h);
     put_i32(b, m->in_w);

@@ -25,29 +25,25 @@ int ck_model_fused_dropout(const ck_model *m, int i, int training, ck_dropout_de
     return 1;
 }
 
-/* Raw optimizer range r of the model: part r % 2 of node r / 2 (a Conv2D/Dense kernel with the
- * weight decay, its bias; a BN's gamma and beta, adjacent). 0 when that part has no parameters. */
+/* Raw optimizer range r of the model: trainable array r % CK_LAYER_MAX_PARAMS of user layer
+ * r / CK_LAYER_MAX_PARAMS (model_params.c), with the weight decay where its spec says so. 0 when
+ * there is no such array or it is not trainable. */
 static int raw_update_range(const ck_model *m, int r, size_t *off, size_t *cnt, float *wd) {
-    const ck_node *n = &m->nodes[r / 2];
-    const int part = r % 2;
-    if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE) {
-        *off = part ? n->p_bias : n->p_kernel;
-        *cnt = part ? n->n_bias : n->n_kernel;
-        *wd = part ? 0.0f : m->opt.weight_decay;
-        return *cnt > 0;
-    }
-    if (n->type == CK_NODE_BN && part == 0) {
-        *off = n->p_gamma;
-        *cnt = 2 * (size_t)n->oc;
-        *wd = 0.0f;
-        return 1;
-    }
-    return 0;
+    ck_param_spec spec[CK_LAYER_MAX_PARAMS];
+    size_t offs[CK_LAYER_MAX_PARAMS];
+    const int k = r % CK_LAYER_MAX_PARAMS;
+    if (k >= ck_model_layer_specs(m, r / CK_LAYER_MAX_PARAMS, spec, offs) || !spec[k].trainable ||
+        spec[k].count == 0)
+        return 0;
+    *off = offs[k];
+    *cnt = spec[k].count;
+    *wd = spec[k].decay ? m->opt.weight_decay : 0.0f;
+    return 1;
 }
 
 int ck_model_next_update_range(const ck_model *m, int *cursor, size_t *off, size_t *cnt,
                                float *wd) {
-    const int end = 2 * m->num_nodes;
+    const int end = CK_LAYER_MAX_PARAMS * m->num_layers;
     int r = *cursor;
     while (r < end && !raw_update_range(m, r, off, cnt, wd))
         ++r;

@@ -1,77 +1,9 @@
-/* Layer and optimizer descriptors: Keras defaults, type and activation names. */
+/* Activation names and optimizer defaults (the layer defaults and type names: layer_registry.c). */
 #include "internal.h"
 
 #include "cnnkit/model.h"
 
 #include <string.h>
-
-/*
- * Defaults by type (Keras 2/3):
- *  - every type: name "" (automatic), use_bias 1, padding valid, activation linear, alpha 0.3
- *    (the LeakyReLU default; a caller that sets CK_ACT_ELU by hand sets alpha = 1 itself),
- *    input_h/w/c 0 (no input_shape), rate 0.
- *  - Conv2D: stride 1 x 1; filters (units) and kernel_size are 0 and must be set.
- *  - Dense: units 0, must be set.
- *  - MaxPooling2D / AveragePooling2D: pool_size 2 x 2 and stride 0 x 0, which means
- *    "strides=None", i.e. the pool size (so it follows a pool size changed later).
- *    ck_keras_parse always stores the resolved strides, never 0.
- *  - BatchNormalization: momentum 0.99, epsilon 1e-3.
- *  - Dropout / SpatialDropout2D: rate 0 (Keras has no default: set it).
- */
-CK_API ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type) {
-    if (!desc || (int)type < 0 || type >= CK_LAYER_TYPE_COUNT)
-        return CK_STATUS_BAD_PARAM;
-    memset(desc, 0, sizeof *desc);
-    desc->type = type;
-    desc->padding = CK_PADDING_VALID;
-    desc->use_bias = 1;
-    desc->activation = CK_ACT_NONE;
-    desc->alpha = 0.3f;
-    switch (type) {
-    case CK_LAYER_CONV2D:
-        desc->stride_h = desc->stride_w = 1;
-        break;
-    case CK_LAYER_MAXPOOL2D:
-    case CK_LAYER_AVGPOOL2D:
-        desc->kernel_h = desc->kernel_w = 2;
-        desc->stride_h = desc->stride_w = 0; /* strides=None: the pool size */
-        break;
-    case CK_LAYER_BATCHNORM:
-        desc->momentum = 0.99f;
-        desc->epsilon = 1e-3f;
-        break;
-    default:
-        break;
-    }
-    return CK_STATUS_SUCCESS;
-}
-
-CK_API const char *ck_layer_type_name(ck_layer_type type) {
-    switch (type) {
-    case CK_LAYER_CONV2D:
-        return "Conv2D";
-    case CK_LAYER_MAXPOOL2D:
-        return "MaxPooling2D";
-    case CK_LAYER_AVGPOOL2D:
-        return "AveragePooling2D";
-    case CK_LAYER_GLOBALAVGPOOL2D:
-        return "GlobalAveragePooling2D";
-    case CK_LAYER_DENSE:
-        return "Dense";
-    case CK_LAYER_FLATTEN:
-        return "Flatten";
-    case CK_LAYER_BATCHNORM:
-        return "BatchNormalization";
-    case CK_LAYER_ACTIVATION:
-        return "Activation";
-    case CK_LAYER_DROPOUT:
-        return "Dropout";
-    case CK_LAYER_SPATIAL_DROPOUT2D:
-        return "SpatialDropout2D";
-    default:
-        return NULL;
-    }
-}
 
 static const char *const k_act_names[] = {"linear", "relu",       "sigmoid", "tanh", "softmax",
                                           "elu",    "leaky_relu", "gelu",    "swish"};

@@ -279,8 +279,8 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
     ck_measurement *r = (ck_measurement *)ck_host_calloc(ctx, 1, sizeof *r);
     int maxc = 1;
     for (int i = 0; i < m->num_layers; ++i)
-        if (m->lshape_store[i][2] > maxc)
-            maxc = m->lshape_store[i][2];
+        if (m->lshape[i].c > maxc)
+            maxc = m->lshape[i].c;
     /* per BN layer: Var_train and Var_inference sums per channel */
     double *vtr = NULL, *vin = NULL, *vins = NULL, *mtr = NULL, *min = NULL,
            *tmp = (double *)ck_host_alloc(ctx, sizeof(double) * 2 * (size_t)maxc);
@@ -333,7 +333,7 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
             if (d->type == CK_LAYER_BATCHNORM && ib < CK_MEASURE_MAX) {
                 ck_bn_shift *s = &r->bn[ib++];
                 s->layer = i;
-                s->channels = m->lshape_store[i][2];
+                s->channels = m->lshape[i].c;
                 s->dropout_layer = -1;
                 s->path = -1;
                 s->ceiling = s->predicted = NAN;
@@ -402,8 +402,8 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                                      "measure: the input of layer %d is not stored", li);
                         break;
                     }
-                    const int *sh = m->lshape_store[li];
-                    add_channel_var(in, batch, sh[0] * sh[1], sh[2], acc + (size_t)k * maxc,
+                    const ck_shape3 *sh = &m->lshape[li];
+                    add_channel_var(in, batch, sh->h * sh->w, sh->c, acc + (size_t)k * maxc,
                                     pass == 1   ? mtr + (size_t)k * maxc
                                     : pass == 2 ? min + (size_t)k * maxc
                                                 : NULL,

@@ -81,60 +81,12 @@ CK_API void ck_model_destroy(ck_model *m) {
     ck_host_free(m->ctx, m);
 }
 
-static int valid_activation(ck_activation a) {
-    return a >= CK_ACT_NONE && a <= CK_ACT_SWISH;
-}
-
+/* The checks every layer gets at ck_model_add, then its kind's (layer.h). */
 static ck_status check_layer(ck_context *ctx, const ck_layer_desc *d, int index) {
-    if (d->type < 0 || d->type >= CK_LAYER_TYPE_COUNT)
+    const ck_layer_kind *k = ck_layer_kind_of(d->type);
+    if (!k)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d: unknown type %d", index, (int)d->type);
-    const char *tn = ck_layer_type_name(d->type);
-    switch (d->type) {
-    case CK_LAYER_CONV2D:
-    case CK_LAYER_DENSE:
-        if (d->units < 1)
-            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): units/filters must be >= 1",
-                           index, tn);
-        if (!valid_activation(d->activation))
-            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): unknown activation %d", index,
-                           tn, (int)d->activation);
-        if (d->type == CK_LAYER_DENSE)
-            break;
-        /* fall through: conv checks its kernel like pooling */
-        __attribute__((fallthrough));
-    case CK_LAYER_MAXPOOL2D:
-    case CK_LAYER_AVGPOOL2D:
-        if (d->kernel_h < 1 || d->kernel_w < 1 || d->stride_h < 0 || d->stride_w < 0)
-            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                           "layer %d (%s): kernel/pool size must be >= 1 and strides >= 0", index,
-                           tn);
-        if (d->padding != CK_PADDING_VALID && d->padding != CK_PADDING_SAME)
-            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): padding must be valid or same",
-                           index, tn);
-        break;
-    case CK_LAYER_ACTIVATION:
-        if (!valid_activation(d->activation))
-            return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (Activation): unknown activation %d",
-                           index, (int)d->activation);
-        break;
-    case CK_LAYER_DROPOUT:
-    case CK_LAYER_SPATIAL_DROPOUT2D:
-        if (!(d->rate >= 0.0f && d->rate < 1.0f))
-            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                           "layer %d (%s): rate must be in [0, 1), got %g", index, tn,
-                           (double)d->rate);
-        break;
-    case CK_LAYER_BATCHNORM:
-        if (!(d->momentum >= 0.0f && d->momentum <= 1.0f) || !(d->epsilon > 0.0f))
-            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                           "layer %d (BatchNormalization): momentum must be in [0, 1] and epsilon "
-                           "> 0",
-                           index);
-        break;
-    default:
-        break;
-    }
-    return CK_STATUS_SUCCESS;
+    return k->check ? k->check(ctx, d, index) : CK_STATUS_SUCCESS;
 }
 
 CK_API ck_status ck_model_add(ck_model *m, const ck_layer_desc *layer) {
@@ -163,50 +115,21 @@ CK_API ck_status ck_model_add(ck_model *m, const ck_layer_desc *layer) {
 
 /* ---- build ----------------------------------------------------------------------------------- */
 
-static const char *keras_base_name(ck_layer_type t) {
-    switch (t) {
-    case CK_LAYER_CONV2D:
-        return "conv2d";
-    case CK_LAYER_MAXPOOL2D:
-        return "max_pooling2d";
-    case CK_LAYER_AVGPOOL2D:
-        return "average_pooling2d";
-    case CK_LAYER_GLOBALAVGPOOL2D:
-        return "global_average_pooling2d";
-    case CK_LAYER_DENSE:
-        return "dense";
-    case CK_LAYER_FLATTEN:
-        return "flatten";
-    case CK_LAYER_BATCHNORM:
-        return "batch_normalization";
-    case CK_LAYER_ACTIVATION:
-        return "activation";
-    case CK_LAYER_DROPOUT:
-        return "dropout";
-    case CK_LAYER_SPATIAL_DROPOUT2D:
-        return "spatial_dropout2d";
-    default:
-        return "layer";
+/* Appends the nodes a layer lowered to (the first runs the layer, the others its inline
+ * activation), each as one op of that layer. The table holds two nodes per layer, so it never
+ * fills. */
+static void push_nodes(ck_model *m, int layer, const ck_node *nodes, int count) {
+    for (int j = 0; j < count; ++j) {
+        ck_node *n = &m->nodes[m->num_nodes++];
+        *n = nodes[j];
+        n->layer = layer;
+        n->drop_layer = -1;
+        n->nops = 1;
+        n->ops[0] = m->num_ops;
+        m->op_layer[m->num_ops] = layer;
+        m->op_inline[m->num_ops] = (unsigned char)(j > 0);
+        m->num_ops++;
     }
-}
-
-/* Adds a node whose per-sample input is h x w x c; returns its index. The table holds two nodes
- * per layer (a layer and its inline activation), so it never fills. */
-static int push_node(ck_model *m, ck_node_type t, int layer, int h, int w, int c) {
-    ck_node *n = &m->nodes[m->num_nodes];
-    memset(n, 0, sizeof *n);
-    n->type = t;
-    n->layer = layer;
-    n->ih = h;
-    n->iw = w;
-    n->ic = c;
-    n->drop_layer = -1;
-    n->nops = 1;
-    n->ops[0] = m->num_ops;
-    m->op_layer[m->num_ops] = layer;
-    m->op_inline[m->num_ops] = 0;
-    m->num_ops++;
-    return m->num_nodes++;
 }
 
 CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch) {
@@ -246,7 +169,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->prof_steps = 0;
     if (!m->nodes)
         return ck_host_oom(ctx, "model (its node table)", (size_t)cap * sizeof *m->nodes);
-    int ch = h, cw = w, cc = c, flat = 0; /* current per-sample shape; flat: after Flatten/Dense */
+    ck_shape3 cur = {h, w, c, 0}; /* the per-sample shape between layers */
     size_t nparams = 0, nfixed = 0, maxact = (size_t)h * w * c, nstats = 0, ws = 0;
     double nparams_d = 0.0; /* nparams in double: a model too large for size_t is refused below */
     int counters[CK_LAYER_TYPE_COUNT] = {0};
@@ -255,168 +178,53 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->in_c = c;
     for (int li = 0; li < m->num_layers; ++li) {
         ck_layer_desc *d = &m->layers[li];
+        const ck_layer_kind *k = ck_layer_kind_of(d->type); /* ck_model_add checked the type */
         if (d->name[0] == '\0') {
-            int k = counters[d->type]++;
-            if (k == 0)
-                snprintf(d->name, sizeof d->name, "%s", keras_base_name(d->type));
+            int cnt = counters[d->type]++;
+            if (cnt == 0)
+                snprintf(d->name, sizeof d->name, "%s", k->base_name);
             else
-                snprintf(d->name, sizeof d->name, "%s_%d", keras_base_name(d->type), k);
+                snprintf(d->name, sizeof d->name, "%s_%d", k->base_name, cnt);
         }
-        const char *tn = ck_layer_type_name(d->type);
-        int ni = -1;
-        ck_node *n = NULL;
-        switch (d->type) {
-        case CK_LAYER_CONV2D:
-        case CK_LAYER_MAXPOOL2D:
-        case CK_LAYER_AVGPOOL2D: {
-            if (flat)
-                return free_buffers(m),
-                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
-                               "layer %d (%s '%s'): needs a 4-D input (N, H, W, C), got (None, %d)",
-                               li, tn, d->name, cc);
-            int conv = d->type == CK_LAYER_CONV2D;
-            ni = push_node(m, conv ? CK_NODE_CONV : CK_NODE_POOL, li, ch, cw, cc);
-            n = &m->nodes[ni];
-            int sh = d->stride_h > 0 ? d->stride_h : (conv ? 1 : d->kernel_h);
-            int sw = d->stride_w > 0 ? d->stride_w : (conv ? 1 : d->kernel_w);
-            int cout = conv ? d->units : cc;
-            if (ck_conv_geom_make(&n->geom, 1, ch, cw, cc, cout, d->kernel_h, d->kernel_w, sh, sw,
-                                  d->padding == CK_PADDING_SAME) != 0)
-                return free_buffers(m),
-                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
-                               "layer %d (%s '%s'): window %dx%d does not fit the input %dx%d "
-                               "with '%s' padding",
-                               li, tn, d->name, d->kernel_h, d->kernel_w, ch, cw,
-                               d->padding == CK_PADDING_SAME ? "same" : "valid");
-            ch = n->geom.oh;
-            cw = n->geom.ow;
-            cc = cout;
-            if (conv) {
-                n->p_kernel = nparams;
-                n->n_kernel = (size_t)d->kernel_h * d->kernel_w * n->ic * cout;
-                nparams += n->n_kernel;
-                nparams_d += (double)d->kernel_h * d->kernel_w * n->ic * cout;
-                if (d->use_bias) {
-                    n->p_bias = nparams;
-                    n->n_bias = (size_t)cout;
-                    nparams += n->n_bias;
-                }
-                ck_conv_geom gb = n->geom;
+        ck_shape3 out;
+        ck_status st = k->infer(ctx, d, li, &cur, &out);
+        if (st != CK_STATUS_SUCCESS) {
+            free_buffers(m);
+            return st;
+        }
+        m->lshape[li] = out;
+        m->lparam_off[li] = nparams;
+        m->lfixed_off[li] = nfixed;
+        ck_param_spec spec[CK_LAYER_MAX_PARAMS];
+        ck_layer_place at = {{0}, nstats};
+        const int np = ck_model_layer_specs(m, li, spec, at.off);
+        for (int i = 0; i < np; ++i) {
+            if (spec[i].trainable) {
+                nparams += spec[i].count;
+                nparams_d += spec[i].dcount;
+            } else {
+                nfixed += spec[i].count;
+            }
+        }
+        nstats += (size_t)k->stats_per_channel * (size_t)out.c;
+        ck_node nodes[2];
+        memset(nodes, 0, sizeof nodes);
+        const int first = m->num_nodes;
+        push_nodes(m, li, nodes, k->lower(d, &cur, &out, spec, &at, nodes));
+        for (int i = first; i < m->num_nodes; ++i) {
+            /* the CPU conv's im2col workspace, for the largest batch (the memory table in S4) */
+            if (m->nodes[i].type == CK_NODE_CONV) {
+                ck_conv_geom gb = m->nodes[i].geom;
                 gb.n = max_batch;
                 size_t wsf = ck_cpu_conv2d_workspace_floats(&gb);
                 if (wsf > ws)
                     ws = wsf;
-            } else {
-                n->is_max = d->type == CK_LAYER_MAXPOOL2D;
             }
-            break;
         }
-        case CK_LAYER_GLOBALAVGPOOL2D:
-            if (flat)
-                return free_buffers(m),
-                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
-                               "layer %d (%s '%s'): needs a 4-D input, got (None, %d)", li, tn,
-                               d->name, cc);
-            ni = push_node(m, CK_NODE_GAP, li, ch, cw, cc);
-            n = &m->nodes[ni];
-            ch = cw = 1;
-            flat = 1;
-            break;
-        case CK_LAYER_FLATTEN:
-            if ((long long)ch * cw * cc > 0x7fffffffLL)
-                return free_buffers(m),
-                       ck_fail(ctx, CK_STATUS_OVERFLOW,
-                               "layer %d (Flatten '%s'): %d x %d x %d values per sample do not fit "
-                               "in 32 bits",
-                               li, d->name, ch, cw, cc);
-            ni = push_node(m, CK_NODE_FLATTEN, li, ch, cw, cc);
-            n = &m->nodes[ni];
-            cc = ch * cw * cc;
-            ch = cw = 1;
-            flat = 1;
-            break;
-        case CK_LAYER_DENSE:
-            if (!flat && (ch != 1 || cw != 1))
-                return free_buffers(m),
-                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
-                               "layer %d (Dense '%s'): input (None, %d, %d, %d) is not flat; add "
-                               "Flatten() or GlobalAveragePooling2D() before it",
-                               li, d->name, ch, cw, cc);
-            ni = push_node(m, CK_NODE_DENSE, li, ch, cw, cc);
-            n = &m->nodes[ni];
-            n->p_kernel = nparams;
-            n->n_kernel = (size_t)cc * d->units;
-            nparams += n->n_kernel;
-            nparams_d += (double)cc * d->units;
-            if (d->use_bias) {
-                n->p_bias = nparams;
-                n->n_bias = (size_t)d->units;
-                nparams += n->n_bias;
-            }
-            cc = d->units;
-            ch = cw = 1;
-            flat = 1;
-            break;
-        case CK_LAYER_BATCHNORM:
-            ni = push_node(m, CK_NODE_BN, li, ch, cw, cc);
-            n = &m->nodes[ni];
-            ck_bn_desc_init(&n->bn, CK_BN_KERAS);
-            n->bn.epsilon = d->epsilon;
-            n->bn.average_factor = 1.0f - d->momentum;
-            n->bn.single_value_use_running = 1; /* a batch of one sample on a Dense output */
-            n->p_gamma = nparams;
-            n->p_beta = nparams + (size_t)cc;
-            nparams += 2 * (size_t)cc;
-            n->p_mm = nfixed;
-            n->p_mv = nfixed + (size_t)cc;
-            nfixed += 2 * (size_t)cc;
-            n->p_stats = nstats;
-            nstats += 2 * (size_t)cc;
-            break;
-        case CK_LAYER_ACTIVATION:
-            ni = push_node(m, CK_NODE_ACT, li, ch, cw, cc);
-            n = &m->nodes[ni];
-            n->act = d->activation;
-            n->alpha = d->alpha;
-            break;
-        case CK_LAYER_DROPOUT:
-        case CK_LAYER_SPATIAL_DROPOUT2D:
-            if (d->type == CK_LAYER_SPATIAL_DROPOUT2D && flat)
-                return free_buffers(m),
-                       ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
-                               "layer %d (SpatialDropout2D '%s'): needs a 4-D input (N, H, W, C), "
-                               "got (None, %d)",
-                               li, d->name, cc);
-            ni = push_node(m, d->type == CK_LAYER_DROPOUT ? CK_NODE_DROPOUT : CK_NODE_SDROPOUT, li,
-                           ch, cw, cc);
-            n = &m->nodes[ni];
-            n->rate = d->rate;
-            break;
-        default:
-            break;
-        }
-        n = &m->nodes[ni];
-        n->oh = ch;
-        n->ow = cw;
-        n->oc = cc;
-        /* inline activation of Conv2D / Dense: a node of its own */
-        if ((d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE) &&
-            d->activation != CK_ACT_NONE) {
-            int ai = push_node(m, CK_NODE_ACT, li, ch, cw, cc);
-            ck_node *a = &m->nodes[ai];
-            m->op_inline[a->ops[0]] = 1;
-            a->oh = ch;
-            a->ow = cw;
-            a->oc = cc;
-            a->act = d->activation;
-            a->alpha = d->alpha;
-        }
-        size_t o = (size_t)ch * cw * cc;
+        size_t o = (size_t)out.h * out.w * out.c;
         if (o > maxact)
             maxact = o;
-        m->lshape_store[li][0] = ch;
-        m->lshape_store[li][1] = cw;
-        m->lshape_store[li][2] = cc;
+        cur = out;
     }
     /* the execution plan (plan.c), run by train.c on the CPU and gpu_exec.c on CUDA */
     if (!m->planning_off)
@@ -513,37 +321,6 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     return CK_STATUS_SUCCESS;
 }
 
-/* glorot_uniform kernels, zero biases, BN gamma 1, beta 0, moving mean 0, variance 1. Kernels are
- * drawn from the context seed with the weighted layer's ordinal (0 for the first Conv2D/Dense, 1
- * for the next, ...) as the stream, not its layer index: models that differ only in the order or
- * number of their other layers (the order study's variants) start from the same weights. */
-void ck_model_init_params(ck_model *m) {
-    memset(m->params, 0, sizeof(float) * m->num_params);
-    for (int i = 0; i < m->num_nodes; ++i) {
-        ck_node *n = &m->nodes[i];
-        const ck_layer_desc *d = &m->layers[n->layer];
-        uint64_t ordinal = 0; /* from the layer list: the planner may merge or move nodes */
-        for (int k = 0; k < n->layer; ++k)
-            ordinal += m->layers[k].type == CK_LAYER_CONV2D || m->layers[k].type == CK_LAYER_DENSE;
-        if (n->type == CK_NODE_CONV) {
-            int rf = d->kernel_h * d->kernel_w;
-            ck_glorot_uniform(m->params + n->p_kernel, n->n_kernel, rf * n->ic, rf * n->oc,
-                              m->ctx->seed, ordinal);
-        } else if (n->type == CK_NODE_DENSE) {
-            ck_glorot_uniform(m->params + n->p_kernel, n->n_kernel, n->ic, n->oc, m->ctx->seed,
-                              ordinal);
-        } else if (n->type == CK_NODE_BN) {
-            for (int c = 0; c < n->oc; ++c) {
-                m->params[n->p_gamma + c] = 1.0f;
-                m->fixed[n->p_mv + c] = 1.0f;
-            }
-        }
-    }
-    memset(m->opt_m, 0, sizeof(float) * m->num_params);
-    memset(m->opt_v, 0, sizeof(float) * m->num_params);
-    m->step = 0;
-}
-
 /* ---- queries and summary -----------------------------------------------------------------------
  */
 
@@ -557,24 +334,6 @@ CK_API ck_status ck_model_param_counts(const ck_model *m, ck_param_counts *count
     counts->non_trainable = (long long)m->num_fixed;
     counts->total = counts->trainable + counts->non_trainable;
     return CK_STATUS_SUCCESS;
-}
-
-int ck_model_layer_params(const ck_model *m, int li, long long *trainable, long long *fixed) {
-    long long t = 0, f = 0;
-    for (int i = 0; i < m->num_nodes; ++i) {
-        const ck_node *n = &m->nodes[i];
-        if (n->layer != li)
-            continue;
-        if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE)
-            t += (long long)(n->n_kernel + n->n_bias);
-        if (n->type == CK_NODE_BN) {
-            t += 2LL * n->oc;
-            f += 2LL * n->oc;
-        }
-    }
-    *trainable = t;
-    *fixed = f;
-    return 0;
 }
 
 static void fmt_count(char *buf, size_t len, long long v) {
@@ -594,15 +353,6 @@ static void shape_str(char *buf, size_t len, int h, int w, int c, int is_flat) {
         snprintf(buf, len, "(None, %d)", c);
     else
         snprintf(buf, len, "(None, %d, %d, %d)", h, w, c);
-}
-
-int ck_model_layer_is_flat(const ck_model *m, int li) {
-    for (int i = 0; i <= li; ++i) {
-        ck_layer_type t = m->layers[i].type;
-        if (t == CK_LAYER_FLATTEN || t == CK_LAYER_DENSE || t == CK_LAYER_GLOBALAVGPOOL2D)
-            return 1;
-    }
-    return 0;
 }
 
 CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size_t *needed) {
@@ -627,8 +377,8 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
         long long t, f;
         ck_model_layer_params(m, li, &t, &f);
         snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
-        shape_str(shape, sizeof shape, m->lshape_store[li][0], m->lshape_store[li][1],
-                  m->lshape_store[li][2], ck_model_layer_is_flat(m, li));
+        shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
+                  ck_model_layer_is_flat(m, li));
         fmt_count(cnt, sizeof cnt, t + f);
         ck_sbuf_printf(&b, " %-45s%-24s%-10s\n", name, shape, cnt);
         if (li + 1 < m->num_layers)
@@ -734,11 +484,11 @@ CK_API ck_status ck_model_layer_shape(const ck_model *m, int i, int *h, int *w, 
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "i: layer %d of %d (model built: %d)", i,
                        m->num_layers, m->built);
     if (h)
-        *h = m->lshape_store[i][0];
+        *h = m->lshape[i].h;
     if (w)
-        *w = m->lshape_store[i][1];
+        *w = m->lshape[i].w;
     if (c)
-        *c = m->lshape_store[i][2];
+        *c = m->lshape[i].c;
     return CK_STATUS_SUCCESS;
 }
 

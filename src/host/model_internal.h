@@ -5,6 +5,7 @@
 #include "cnnkit/model.h"
 #include "cpu_layers.h"
 #include "internal.h"
+#include "layer.h"
 
 #define CK_MAX_LAYERS 256
 /* A user layer lowers to one op, a Conv2D/Dense with an inline activation to two. */
@@ -24,7 +25,7 @@ typedef enum ck_node_type {
 } ck_node_type;
 
 /* One executable step of the model; per-sample shapes ih x iw x ic -> oh x ow x oc (NHWC). */
-typedef struct ck_node {
+struct ck_node {
     ck_node_type type;
     int layer; /* index of the user's layer */
     int ih, iw, ic, oh, ow, oc;
@@ -50,7 +51,7 @@ typedef struct ck_node {
     float drop_rate;
     int nops;                 /* lowered ops this node runs, in execution order */
     int ops[CK_NODE_MAX_OPS]; /* ids into ck_model.op_layer / op_inline */
-} ck_node;
+};
 
 /* The device side of a model on a CUDA context (gpu_exec.c); NULL on the CPU. */
 typedef struct ck_gpu_model ck_gpu_model;
@@ -61,7 +62,10 @@ struct ck_model {
     ck_gpu_model *gpu;
     ck_layer_desc *layers;
     int num_layers, cap_layers;
-    int lshape_store[CK_MAX_LAYERS][3];
+    ck_shape3 lshape[CK_MAX_LAYERS]; /* per user layer: its output shape (ck_model_build) */
+    /* per user layer: where its first trainable / fixed array starts in params / fixed; the
+     * kind's specs give the rest (ck_model_layer_specs) */
+    size_t lparam_off[CK_MAX_LAYERS], lfixed_off[CK_MAX_LAYERS];
     int built;
     int in_h, in_w, in_c;
     int max_batch, classes, softmax_last;
@@ -179,9 +183,10 @@ int ck_model_layer_node(const ck_model *m, int layer);
 uint64_t ck_model_dropout_offset(const ck_model *m, int node);
 uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer);
 /* The parameter ranges the optimizer updates, in order, for the CPU and GPU steps alike: each
- * Conv2D/Dense kernel (weight decay m->opt.weight_decay), bias and BN gamma+beta (no decay), with
- * contiguous neighbours of the same decay merged (without weight decay: one range, the whole
- * parameter array). Start with *cursor = 0; returns 0 after the last range. */
+ * trainable array of the layers' specs (model_params.c), with m->opt.weight_decay where the spec
+ * decays (the Conv2D/Dense kernels) and none elsewhere, contiguous neighbours of the same decay
+ * merged (without weight decay: one range, the whole parameter array). Start with *cursor = 0;
+ * returns 0 after the last range. */
 int ck_model_next_update_range(const ck_model *m, int *cursor, size_t *off, size_t *cnt, float *wd);
 /* The dropout fused into node i by the planner (BN: SpatialDropout as the kernel's channel scale;
  * pooling: a dropout in place on the pooled output), when it is active (training, rate > 0):
@@ -219,6 +224,11 @@ ck_status ck_gpu_train_step(ck_model *m, const float *x, const int32_t *labels, 
 /* Inference-mode logits of n samples into host memory (n x classes). */
 ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host);
 
+/* ---- parameters by layer (model_params.c), from the layer kinds' specs ---- */
+/* The weight arrays of user layer li of a built model (or of the layers before li, during the
+ * build), in Keras get_weights() order: fills spec and off (into params when trainable, else into
+ * fixed) and returns their count (at most CK_LAYER_MAX_PARAMS). */
+int ck_model_layer_specs(const ck_model *m, int li, ck_param_spec *spec, size_t *off);
 int ck_model_layer_params(const ck_model *m, int li, long long *trainable, long long *fixed);
 int ck_model_layer_is_flat(const ck_model *m, int li);
 

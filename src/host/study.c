@@ -3,6 +3,7 @@
 #include "cnnkit/study.h"
 
 #include "internal.h"
+#include "layer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -471,7 +472,7 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
         return CK_STATUS_BAD_PARAM;
     }
     for (int i = 0; i < count; ++i)
-        if ((int)layers[i].type < 0 || layers[i].type >= CK_LAYER_TYPE_COUNT) {
+        if (!ck_layer_kind_of(layers[i].type)) {
             ck_errbuf_printf(err, err_len, "layers[%d]: unknown type %d", i, (int)layers[i].type);
             return CK_STATUS_BAD_PARAM;
         }

@@ -576,29 +576,15 @@ CK_API ck_status ck_model_predict(ck_model *m, const float *x, int count, float 
 /* Calls fn(ptr, count) for each weight array in Keras order; returns the total count. */
 static size_t for_each_weight(ck_model *m, void (*fn)(void *, float *, size_t), void *u) {
     size_t total = 0;
-    for (int i = 0; i < m->num_nodes; ++i) {
-        ck_node *n = &m->nodes[i];
-        float *arrs[4] = {NULL, NULL, NULL, NULL};
-        size_t cnts[4] = {0, 0, 0, 0};
-        if (n->type == CK_NODE_CONV || n->type == CK_NODE_DENSE) {
-            arrs[0] = m->params + n->p_kernel;
-            cnts[0] = n->n_kernel;
-            if (n->n_bias) {
-                arrs[1] = m->params + n->p_bias;
-                cnts[1] = n->n_bias;
-            }
-        } else if (n->type == CK_NODE_BN) {
-            arrs[0] = m->params + n->p_gamma;
-            arrs[1] = m->params + n->p_beta;
-            arrs[2] = m->fixed + n->p_mm;
-            arrs[3] = m->fixed + n->p_mv;
-            cnts[0] = cnts[1] = cnts[2] = cnts[3] = (size_t)n->oc;
-        }
-        for (int k = 0; k < 4; ++k)
-            if (cnts[k]) {
+    for (int li = 0; li < m->num_layers; ++li) {
+        ck_param_spec spec[CK_LAYER_MAX_PARAMS];
+        size_t off[CK_LAYER_MAX_PARAMS];
+        const int n = ck_model_layer_specs(m, li, spec, off);
+        for (int k = 0; k < n; ++k)
+            if (spec[k].count) {
                 if (fn)
-                    fn(u, arrs[k], cnts[k]);
-                total += cnts[k];
+                    fn(u, (spec[k].trainable ? m->params : m->fixed) + off[k], spec[k].count);
+                total += spec[k].count;
             }
     }
     return total;

@@ -1,0 +1,108 @@
+/* Layer kinds: one const descriptor per ck_layer_type (layer_registry.c, layer_*.c) holding what
+ * the core needs to know about a layer: its defaults, argument check, shape inference, weight
+ * arrays and lowering to executor nodes. The model build (model.c), parameter layout
+ * (model_params.c) and checkpoints ask the descriptor instead of switching on the type.
+ * The front-end hooks (Keras binding, rendering, the study's comparison) come in S6b. */
+#ifndef CNNKIT_LAYER_H
+#define CNNKIT_LAYER_H
+
+#include "ck_geom.h"
+#include "cnnkit/model.h"
+#include "internal.h"
+
+/* Per-sample shape, NHWC; flat: the Keras shape is (None, c) (after Flatten, Dense, GAP). */
+typedef struct ck_shape3 {
+    int h, w, c, flat;
+} ck_shape3;
+
+enum { CK_PARAM_INIT_ZERO, CK_PARAM_INIT_ONE, CK_PARAM_INIT_GLOROT };
+#define CK_LAYER_MAX_PARAMS 4
+
+/* One weight array of a layer, in Keras get_weights() order. Trainable arrays live in the
+ * model's params (and get gradients and optimizer state), the others in its fixed array. */
+typedef struct ck_param_spec {
+    const char *name; /* "kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance" */
+    size_t count;
+    double dcount; /* count in double: a product too large for size_t is refused, not wrapped */
+    unsigned char trainable, decay, init; /* decay: the optimizer's weight decay applies */
+    long long fan_in,
+        fan_out; /* CK_PARAM_INIT_GLOROT; long long: no int overflow in a refused model */
+} ck_param_spec;
+
+/* Where the build put a layer's arrays: spec k at off[k] in params (trainable) or fixed; the
+ * statistics saved from forward for backward at stats in the model's stats array. */
+typedef struct ck_layer_place {
+    size_t off[CK_LAYER_MAX_PARAMS];
+    size_t stats;
+} ck_layer_place;
+
+/* What a kind is, for rules that do not care which kind it is (algebra, checks). */
+enum {
+    CK_LK_NEEDS_4D = 1,      /* refuses a flat input */
+    CK_LK_FLATTENS = 2,      /* its output is flat */
+    CK_LK_ELEMENTWISE = 4,   /* output shape = input shape, one value from one value */
+    CK_LK_KEEPS_CHANNELS = 8 /* output channels = input channels */
+};
+
+typedef struct ck_node ck_node; /* model_internal.h */
+
+typedef struct ck_layer_kind {
+    ck_layer_type type;
+    const char *keras_name;          /* "Conv2D": ck_layer_type_name, messages, summary */
+    const char *base_name;           /* "conv2d": automatic names conv2d, conv2d_1, ... */
+    unsigned flags;                  /* CK_LK_* */
+    unsigned char stats_per_channel; /* floats per output channel kept from forward to backward */
+    /* Type-specific defaults over the common ones of ck_layer_desc_init; NULL: none. */
+    void (*defaults)(ck_layer_desc *d);
+    /* The arguments of a layer given to ck_model_add (layer `index`); a message names the bad
+     * one. NULL: nothing to check. */
+    ck_status (*check)(ck_context *ctx, const ck_layer_desc *d, int index);
+    /* The output shape for input `in`, or a status and message (d->name is set). */
+    ck_status (*infer)(ck_context *ctx, const ck_layer_desc *d, int index, const ck_shape3 *in,
+                       ck_shape3 *out);
+    /* Fills the layer's weight arrays (at most CK_LAYER_MAX_PARAMS); returns how many. NULL: 0. */
+    int (*params)(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
+                  ck_param_spec *spec);
+    /* The 9 integer and 4 float fields a checkpoint records for the layer; NULL: the v1 fields
+     * (ck_layer_ckpt_record). */
+    void (*ckpt_record)(const ck_layer_desc *d, int32_t iv[9], float fv[4]);
+    /* Writes the layer's nodes into nodes[0..1] (zeroed by the caller) and returns how many;
+     * nodes after the first run the layer's inline activation. */
+    int (*lower)(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
+                 const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes);
+} ck_layer_kind;
+
+/* The descriptor of type t; NULL for a value outside ck_layer_type (layer_registry.c). */
+const ck_layer_kind *ck_layer_kind_of(ck_layer_type t);
+/* The checkpoint record of a layer (the kind's, or the v1 fields). */
+void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]);
+
+/* The descriptors (layer_*.c). */
+extern const ck_layer_kind ck_lk_conv2d, ck_lk_maxpool2d, ck_lk_avgpool2d, ck_lk_gap2d, ck_lk_dense,
+    ck_lk_flatten, ck_lk_batchnorm, ck_lk_activation, ck_lk_dropout, ck_lk_spatial_dropout2d;
+
+/* ---- helpers the kinds share (layer_util.c) ---- */
+int ck_lk_valid_activation(ck_activation a);
+/* Conv2D/Dense: units >= 1 and a known activation. */
+ck_status ck_lk_check_units(ck_context *ctx, const ck_layer_desc *d, int index, const char *tn);
+/* Conv2D and pooling: window >= 1, strides >= 0 (0: the pool size), padding valid or same. */
+ck_status ck_lk_check_window(ck_context *ctx, const ck_layer_desc *d, int index, const char *tn);
+/* The window geometry of a Conv2D (cout filters, default stride 1) or a pooling layer (cout = the
+ * input channels, default stride the pool size) for one sample; 0, or -1 when it does not fit. */
+int ck_lk_window_geom(const ck_layer_desc *d, const ck_shape3 *in, int cout, int is_conv,
+                      ck_conv_geom *g);
+/* Conv2D and pooling infer: a 4-D input the window fits; out gets the window's output shape. */
+ck_status ck_lk_infer_window(ck_context *ctx, const ck_layer_desc *d, int index, const char *tn,
+                             const ck_shape3 *in, int cout, int is_conv, ck_shape3 *out);
+/* infer's shared refusal: the layer needs an (N, H, W, C) input. */
+ck_status ck_lk_fail_flat(ck_context *ctx, const ck_layer_desc *d, int index, const char *tn,
+                          const ck_shape3 *in);
+/* infer of the kinds whose output shape is their input's. */
+ck_status ck_lk_infer_same(ck_context *ctx, const ck_layer_desc *d, int index, const ck_shape3 *in,
+                           ck_shape3 *out);
+/* A node of type t (a ck_node_type) from in to out. */
+void ck_lk_node(ck_node *n, int t, const ck_shape3 *in, const ck_shape3 *out);
+/* The inline activation of a Conv2D/Dense as a node of its own: 1, or 0 for linear. */
+int ck_lk_inline_act(const ck_layer_desc *d, const ck_shape3 *out, ck_node *n);
+
+#endif

@@ -1,0 +1,72 @@
+/* The layer kinds, one const descriptor per ck_layer_type (layer.h), and the public calls that
+ * read them: ck_layer_desc_init, ck_layer_type_name. */
+#include "layer.h"
+
+#include <string.h>
+
+static const ck_layer_kind *const k_kinds[CK_LAYER_TYPE_COUNT] = {
+    [CK_LAYER_CONV2D] = &ck_lk_conv2d,
+    [CK_LAYER_MAXPOOL2D] = &ck_lk_maxpool2d,
+    [CK_LAYER_AVGPOOL2D] = &ck_lk_avgpool2d,
+    [CK_LAYER_GLOBALAVGPOOL2D] = &ck_lk_gap2d,
+    [CK_LAYER_DENSE] = &ck_lk_dense,
+    [CK_LAYER_FLATTEN] = &ck_lk_flatten,
+    [CK_LAYER_BATCHNORM] = &ck_lk_batchnorm,
+    [CK_LAYER_ACTIVATION] = &ck_lk_activation,
+    [CK_LAYER_DROPOUT] = &ck_lk_dropout,
+    [CK_LAYER_SPATIAL_DROPOUT2D] = &ck_lk_spatial_dropout2d,
+};
+
+const ck_layer_kind *ck_layer_kind_of(ck_layer_type t) {
+    /* unsigned: a negative value from a cast int is out of range too */
+    return (unsigned)t < (unsigned)CK_LAYER_TYPE_COUNT ? k_kinds[t] : NULL;
+}
+
+/* The fields checkpoint version 1 records for every layer; a new kind whose arguments do not
+ * fit them sets its own ckpt_record. */
+void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]) {
+    const ck_layer_kind *k = ck_layer_kind_of(d->type);
+    if (k && k->ckpt_record) {
+        k->ckpt_record(d, iv, fv);
+        return;
+    }
+    const int32_t v[9] = {d->type,     d->units,   d->kernel_h, d->kernel_w,  d->stride_h,
+                          d->stride_w, d->padding, d->use_bias, d->activation};
+    memcpy(iv, v, sizeof v);
+    fv[0] = d->rate;
+    fv[1] = d->momentum;
+    fv[2] = d->epsilon;
+    fv[3] = d->alpha;
+}
+
+/*
+ * Defaults (Keras 2/3): every type has name "" (automatic), use_bias 1, padding valid, activation
+ * linear, alpha 0.3 (the LeakyReLU default; a caller that sets CK_ACT_ELU by hand sets alpha = 1
+ * itself), input_h/w/c 0 (no input_shape), rate 0; then the kind's own (defaults in layer_*.c):
+ *  - Conv2D: stride 1 x 1; filters (units) and kernel_size are 0 and must be set.
+ *  - Dense: units 0, must be set.
+ *  - MaxPooling2D / AveragePooling2D: pool_size 2 x 2 and stride 0 x 0, which means
+ *    "strides=None", i.e. the pool size (so it follows a pool size changed later).
+ *    ck_keras_parse always stores the resolved strides, never 0.
+ *  - BatchNormalization: momentum 0.99, epsilon 1e-3.
+ *  - Dropout / SpatialDropout2D: rate 0 (Keras has no default: set it).
+ */
+CK_API ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type) {
+    const ck_layer_kind *k = ck_layer_kind_of(type);
+    if (!desc || !k)
+        return CK_STATUS_BAD_PARAM;
+    memset(desc, 0, sizeof *desc);
+    desc->type = type;
+    desc->padding = CK_PADDING_VALID;
+    desc->use_bias = 1;
+    desc->activation = CK_ACT_NONE;
+    desc->alpha = 0.3f;
+    if (k->defaults)
+        k->defaults(desc);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API const char *ck_layer_type_name(ck_layer_type type) {
+    const ck_layer_kind *k = ck_layer_kind_of(type);
+    return k ? k->keras_name : NULL;
+}

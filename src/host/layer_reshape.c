@@ -1,0 +1,61 @@
+/* GlobalAveragePooling2D and Flatten: the two layers that turn (H, W, C) into a vector. */
+#include "layer.h"
+#include "model_internal.h"
+
+static ck_status gap2d_infer(ck_context *ctx, const ck_layer_desc *d, int index,
+                             const ck_shape3 *in, ck_shape3 *out) {
+    if (in->flat)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "layer %d (%s '%s'): needs a 4-D input, got (None, %d)", index,
+                       ck_lk_gap2d.keras_name, d->name, in->c);
+    *out = (ck_shape3){1, 1, in->c, 1};
+    return CK_STATUS_SUCCESS;
+}
+
+static int gap2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
+                       const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes) {
+    (void)d;
+    (void)spec;
+    (void)at;
+    ck_lk_node(&nodes[0], CK_NODE_GAP, in, out);
+    return 1;
+}
+
+const ck_layer_kind ck_lk_gap2d = {
+    .type = CK_LAYER_GLOBALAVGPOOL2D,
+    .keras_name = "GlobalAveragePooling2D",
+    .base_name = "global_average_pooling2d",
+    .flags = CK_LK_NEEDS_4D | CK_LK_FLATTENS | CK_LK_KEEPS_CHANNELS,
+    .infer = gap2d_infer,
+    .lower = gap2d_lower,
+};
+
+/* A flat input passes (Keras allows Flatten on a vector); the count must fit the int shapes. */
+static ck_status flatten_infer(ck_context *ctx, const ck_layer_desc *d, int index,
+                               const ck_shape3 *in, ck_shape3 *out) {
+    if ((long long)in->h * in->w * in->c > 0x7fffffffLL)
+        return ck_fail(ctx, CK_STATUS_OVERFLOW,
+                       "layer %d (Flatten '%s'): %d x %d x %d values per sample do not fit in 32 "
+                       "bits",
+                       index, d->name, in->h, in->w, in->c);
+    *out = (ck_shape3){1, 1, in->h * in->w * in->c, 1};
+    return CK_STATUS_SUCCESS;
+}
+
+static int flatten_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
+                         const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes) {
+    (void)d;
+    (void)spec;
+    (void)at;
+    ck_lk_node(&nodes[0], CK_NODE_FLATTEN, in, out);
+    return 1;
+}
+
+const ck_layer_kind ck_lk_flatten = {
+    .type = CK_LAYER_FLATTEN,
+    .keras_name = "Flatten",
+    .base_name = "flatten",
+    .flags = CK_LK_FLATTENS,
+    .infer = flatten_infer,
+    .lower = flatten_lower,
+};

@@ -1,0 +1,92 @@
+/* Helpers the layer kinds share (layer.h): argument checks, window geometry, node setup. */
+#include "layer.h"
+#include "model_internal.h"
+
+#include <string.h>
+
+int ck_lk_valid_activation(ck_activation a) {
+    return a >= CK_ACT_NONE && a <= CK_ACT_SWISH;
+}
+
+ck_status ck_lk_check_units(ck_context *ctx, const ck_layer_desc *d, int index, const char *tn) {
+    if (d->units < 1)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): units/filters must be >= 1", index,
+                       tn);
+    if (!ck_lk_valid_activation(d->activation))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): unknown activation %d", index, tn,
+                       (int)d->activation);
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_lk_check_window(ck_context *ctx, const ck_layer_desc *d, int index, const char *tn) {
+    if (d->kernel_h < 1 || d->kernel_w < 1 || d->stride_h < 0 || d->stride_w < 0)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "layer %d (%s): kernel/pool size must be >= 1 and strides >= 0", index, tn);
+    if (d->padding != CK_PADDING_VALID && d->padding != CK_PADDING_SAME)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): padding must be valid or same",
+                       index, tn);
+    return CK_STATUS_SUCCESS;
+}
+
+int ck_lk_window_geom(const ck_layer_desc *d, const ck_shape3 *in, int cout, int is_conv,
+                      ck_conv_geom *g) {
+    const int sh = d->stride_h > 0 ? d->stride_h : (is_conv ? 1 : d->kernel_h);
+    const int sw = d->stride_w > 0 ? d->stride_w : (is_conv ? 1 : d->kernel_w);
+    return ck_conv_geom_make(g, 1, in->h, in->w, in->c, cout, d->kernel_h, d->kernel_w, sh, sw,
+                             d->padding == CK_PADDING_SAME) != 0
+               ? -1
+               : 0;
+}
+
+ck_status ck_lk_fail_flat(ck_context *ctx, const ck_layer_desc *d, int index, const char *tn,
+                          const ck_shape3 *in) {
+    return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                   "layer %d (%s '%s'): needs a 4-D input (N, H, W, C), got (None, %d)", index, tn,
+                   d->name, in->c);
+}
+
+ck_status ck_lk_infer_window(ck_context *ctx, const ck_layer_desc *d, int index, const char *tn,
+                             const ck_shape3 *in, int cout, int is_conv, ck_shape3 *out) {
+    if (in->flat)
+        return ck_lk_fail_flat(ctx, d, index, tn, in);
+    ck_conv_geom g;
+    if (ck_lk_window_geom(d, in, cout, is_conv, &g) != 0)
+        return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "layer %d (%s '%s'): window %dx%d does not fit the input %dx%d with '%s' "
+                       "padding",
+                       index, tn, d->name, d->kernel_h, d->kernel_w, in->h, in->w,
+                       d->padding == CK_PADDING_SAME ? "same" : "valid");
+    out->h = g.oh;
+    out->w = g.ow;
+    out->c = cout;
+    out->flat = 0;
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_lk_infer_same(ck_context *ctx, const ck_layer_desc *d, int index, const ck_shape3 *in,
+                           ck_shape3 *out) {
+    (void)ctx;
+    (void)d;
+    (void)index;
+    *out = *in;
+    return CK_STATUS_SUCCESS;
+}
+
+void ck_lk_node(ck_node *n, int t, const ck_shape3 *in, const ck_shape3 *out) {
+    n->type = (ck_node_type)t;
+    n->ih = in->h;
+    n->iw = in->w;
+    n->ic = in->c;
+    n->oh = out->h;
+    n->ow = out->w;
+    n->oc = out->c;
+}
+
+int ck_lk_inline_act(const ck_layer_desc *d, const ck_shape3 *out, ck_node *n) {
+    if (d->activation == CK_ACT_NONE)
+        return 0;
+    ck_lk_node(n, CK_NODE_ACT, out, out);
+    n->act = d->activation;
+    n->alpha = d->alpha;
+    return 1;
+}

@@ -1,0 +1,104 @@
+/* The layer kinds (src/host/layer.h): one descriptor per type, and the parameter layout the
+ * build, the initializer, get_weights and the optimizer read from their specs. */
+#include "common.h"
+
+#include <string.h>
+
+#include "cnnkit/model.h"
+#include "model_internal.h"
+
+Test(layer_kinds, one_descriptor_per_type) {
+    for (int t = 0; t < CK_LAYER_TYPE_COUNT; ++t) {
+        const ck_layer_kind *k = ck_layer_kind_of((ck_layer_type)t);
+        cr_assert_not_null(k, "type %d has no kind", t);
+        cr_assert_eq((int)k->type, t);
+        cr_assert_str_eq(k->keras_name, ck_layer_type_name((ck_layer_type)t));
+        cr_assert(k->base_name && k->base_name[0], "type %d: no base name", t);
+        cr_assert(k->infer && k->lower, "type %d: no infer or lower", t);
+        /* an element-wise kind keeps the shape, so it cannot flatten */
+        cr_assert(!((k->flags & CK_LK_ELEMENTWISE) && (k->flags & CK_LK_FLATTENS)));
+    }
+    cr_assert_null(ck_layer_kind_of(CK_LAYER_TYPE_COUNT));
+    cr_assert_null(ck_layer_kind_of((ck_layer_type)-1));
+}
+
+/* The specs of the seed model: Keras names and order, counts that add up to the model's, arrays
+ * laid out back to back in params and fixed, glorot only on kernels. */
+Test(layer_kinds, specs_lay_out_the_parameters) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char msg[1024];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, t_seed_cnn_text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    size_t p = 0, f = 0;
+    for (int li = 0; li < m->num_layers; ++li) {
+        ck_param_spec spec[CK_LAYER_MAX_PARAMS];
+        size_t off[CK_LAYER_MAX_PARAMS];
+        const int n = ck_model_layer_specs(m, li, spec, off);
+        const ck_layer_type t = m->layers[li].type;
+        if (t == CK_LAYER_CONV2D || t == CK_LAYER_DENSE) {
+            cr_assert_eq(n, m->layers[li].use_bias ? 2 : 1);
+            cr_assert_str_eq(spec[0].name, "kernel");
+            cr_assert(spec[0].decay && spec[0].init == CK_PARAM_INIT_GLOROT);
+        } else if (t == CK_LAYER_BATCHNORM) {
+            const char *names[] = {"gamma", "beta", "moving_mean", "moving_variance"};
+            cr_assert_eq(n, 4);
+            for (int i = 0; i < 4; ++i)
+                cr_assert_str_eq(spec[i].name, names[i]);
+        } else {
+            cr_assert_eq(n, 0, "layer %d has weights", li);
+        }
+        for (int i = 0; i < n; ++i) {
+            size_t *at = spec[i].trainable ? &p : &f;
+            cr_assert_eq(off[i], *at, "layer %d array %d", li, i);
+            *at += spec[i].count;
+        }
+    }
+    cr_assert_eq(p, m->num_params);
+    cr_assert_eq(f, m->num_fixed);
+    size_t total = 0;
+    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, &total));
+    cr_assert_eq(total, p + f);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* The optimizer's ranges: the whole trainable array in order, the decay on kernels only, and
+ * one range without weight decay. */
+Test(layer_kinds, update_ranges_follow_the_specs) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char msg[1024];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, t_seed_cnn_text, &m, msg, sizeof msg));
+    ck_optimizer_desc o;
+    ck_optimizer_desc_init(&o, CK_OPT_SGD);
+    o.weight_decay = 1e-4f;
+    CK_OK(ctx, ck_model_set_optimizer(m, &o));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    size_t off, cnt, next = 0, decayed = 0;
+    float wd;
+    int ranges = 0;
+    for (int cur = 0; ck_model_next_update_range(m, &cur, &off, &cnt, &wd); ++ranges) {
+        cr_assert_eq(off, next, "range %d starts at %zu, not %zu", ranges, off, next);
+        next = off + cnt;
+        if (wd != 0.0f)
+            decayed += cnt;
+    }
+    cr_assert_eq(next, m->num_params);
+    size_t kernels = 0;
+    for (int i = 0; i < m->num_nodes; ++i)
+        if (m->nodes[i].type == CK_NODE_CONV || m->nodes[i].type == CK_NODE_DENSE)
+            kernels += m->nodes[i].n_kernel;
+    cr_assert_eq(decayed, kernels);
+    cr_assert_gt(ranges, 1);
+    ck_model_destroy(m);
+
+    CK_OK(ctx, ck_model_from_keras_text(ctx, t_seed_cnn_text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    int cur = 0;
+    cr_assert(ck_model_next_update_range(m, &cur, &off, &cnt, &wd));
+    cr_assert(off == 0 && cnt == m->num_params && wd == 0.0f);
+    cr_assert(!ck_model_next_update_range(m, &cur, &off, &cnt, &wd));
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
