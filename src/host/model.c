@@ -419,7 +419,8 @@ CK_API ck_status ck_model_conv_algorithms(const ck_model *m, char *buf, size_t l
     ck_clear_error(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
-    sbuf b = {buf, buf ? len : 0, 0};
+    ck_sbuf b;
+    ck_sbuf_init(&b, buf, len);
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
         if (n->type != CK_NODE_CONV)
@@ -427,7 +428,7 @@ CK_API ck_status ck_model_conv_algorithms(const ck_model *m, char *buf, size_t l
         char line[512];
         if (!m->gpu || ck_gpu_model_conv_describe(m, i, line, sizeof line) != 0)
             snprintf(line, sizeof line, "CPU im2col + OpenBLAS GEMM, strict fp32, deterministic");
-        sb_printf(&b, "%s: %s\n", m->layers[n->layer].name, line);
+        ck_sbuf_printf(&b, "%s: %s\n", m->layers[n->layer].name, line);
     }
     if (needed)
         *needed = b.used + 1;
