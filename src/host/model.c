@@ -355,6 +355,17 @@ static void shape_str(char *buf, size_t len, int h, int w, int c, int is_flat) {
         snprintf(buf, len, "(None, %d, %d, %d)", h, w, c);
 }
 
+/* The end of a call that writes text into the caller's buf: the size it needs, and BAD_PARAM
+ * when buf was NULL or too small. */
+static ck_status text_done(const ck_model *m, const ck_sbuf *b, size_t *needed) {
+    if (needed)
+        *needed = b->used + 1;
+    if (!b->p || b->used + 1 > b->len)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "buf: %zu bytes needed, %zu given", b->used + 1,
+                       b->len);
+    return CK_STATUS_SUCCESS;
+}
+
 CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size_t *needed) {
     CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
@@ -405,12 +416,7 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     if (dev_bytes)
         ck_sbuf_printf(&b, ", device arena %.1f MiB", dev_bytes / 1048576.0);
     ck_sbuf_printf(&b, "\n");
-    if (needed)
-        *needed = b.used + 1;
-    if (!buf || b.used + 1 > len)
-        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "buf: %zu bytes needed, %zu given", b.used + 1,
-                       buf ? len : 0);
-    return CK_STATUS_SUCCESS;
+    return text_done(m, &b, needed);
 }
 
 CK_API ck_status ck_model_conv_algorithms(const ck_model *m, char *buf, size_t len,
@@ -430,14 +436,7 @@ CK_API ck_status ck_model_conv_algorithms(const ck_model *m, char *buf, size_t l
             snprintf(line, sizeof line, "CPU im2col + OpenBLAS GEMM, strict fp32, deterministic");
         ck_sbuf_printf(&b, "%s: %s\n", m->layers[n->layer].name, line);
     }
-    if (needed)
-        *needed = b.used + 1;
-    if (!buf || b.used + 1 > len)
-        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "buf: %zu bytes needed, %zu given", b.used + 1,
-                       buf ? len : 0);
-    if (b.used == 0)
-        buf[0] = '\0';
-    return CK_STATUS_SUCCESS;
+    return text_done(m, &b, needed);
 }
 
 CK_API ck_status ck_model_memory_usage(const ck_model *m, ck_model_memory *mem) {
