@@ -102,6 +102,9 @@ ck_status ck_lk_infer_same(ck_context *ctx, const ck_layer_desc *d, int index, c
                            ck_shape3 *out);
 /* A node of type t (a ck_node_type) from in to out. */
 void ck_lk_node(ck_node *n, int t, const ck_shape3 *in, const ck_shape3 *out);
+/* Points a Conv2D/Dense node at its kernel (spec 0) and, with use_bias, its bias (spec 1). */
+void ck_lk_place_weights(const ck_layer_desc *d, const ck_param_spec *spec,
+                         const ck_layer_place *at, ck_node *n);
 /* The inline activation of a Conv2D/Dense as a node of its own: 1, or 0 for linear. */
 int ck_lk_inline_act(const ck_layer_desc *d, const ck_shape3 *out, ck_node *n);
 

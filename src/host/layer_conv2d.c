@@ -40,12 +40,7 @@ static int conv2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
     ck_node *n = &nodes[0];
     ck_lk_node(n, CK_NODE_CONV, in, out);
     ck_lk_window_geom(d, in, out->c, 1, &n->geom); /* fits: infer checked it */
-    n->p_kernel = at->off[0];
-    n->n_kernel = spec[0].count;
-    if (d->use_bias) {
-        n->p_bias = at->off[1];
-        n->n_bias = spec[1].count;
-    }
+    ck_lk_place_weights(d, spec, at, n);
     return 1 + ck_lk_inline_act(d, out, &nodes[1]);
 }
 

@@ -34,12 +34,7 @@ static int dense_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sha
                        const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes) {
     ck_node *n = &nodes[0];
     ck_lk_node(n, CK_NODE_DENSE, in, out);
-    n->p_kernel = at->off[0];
-    n->n_kernel = spec[0].count;
-    if (d->use_bias) {
-        n->p_bias = at->off[1];
-        n->n_bias = spec[1].count;
-    }
+    ck_lk_place_weights(d, spec, at, n);
     return 1 + ck_lk_inline_act(d, out, &nodes[1]);
 }
 

@@ -82,6 +82,16 @@ void ck_lk_node(ck_node *n, int t, const ck_shape3 *in, const ck_shape3 *out) {
     n->oc = out->c;
 }
 
+void ck_lk_place_weights(const ck_layer_desc *d, const ck_param_spec *spec,
+                         const ck_layer_place *at, ck_node *n) {
+    n->p_kernel = at->off[0];
+    n->n_kernel = spec[0].count;
+    if (d->use_bias) {
+        n->p_bias = at->off[1];
+        n->n_bias = spec[1].count;
+    }
+}
+
 int ck_lk_inline_act(const ck_layer_desc *d, const ck_shape3 *out, ck_node *n) {
     if (d->activation == CK_ACT_NONE)
         return 0;
