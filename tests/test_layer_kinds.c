@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cnnkit/model.h"
+#include "exec.h"
 #include "model_internal.h"
 
 Test(layer_kinds, one_descriptor_per_type) {
@@ -100,5 +101,58 @@ Test(layer_kinds, update_ranges_follow_the_specs) {
     cr_assert(off == 0 && cnt == m->num_params && wd == 0.0f);
     cr_assert(!ck_model_next_update_range(m, &cur, &off, &cnt, &wd));
     ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* Every node of a plan, planned or not, runs through its kind's ops (exec.h): one executor for
+ * the CPU and CUDA, no node type it does not know. Each layer type appears; CUDA ops exist for
+ * every kind in a CUDA build (the GPU tests run them against the CPU). */
+static const char all_kinds_text[] =
+    "from keras.models import Sequential\n"
+    "from keras.layers import Conv2D, MaxPooling2D, AveragePooling2D, Dense, Flatten, Dropout, "
+    "BatchNormalization, Activation, SpatialDropout2D, GlobalAveragePooling2D\n"
+    "model = Sequential()\n"
+    "model.add(Conv2D(4, (3,3), activation='relu', input_shape=(12,12,2)))\n"
+    "model.add(BatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(SpatialDropout2D(0.2))\n"
+    "model.add(MaxPooling2D())\n"
+    "model.add(Dropout(0.1))\n"
+    "model.add(Conv2D(4, (3,3), padding='same'))\n"
+    "model.add(AveragePooling2D())\n"
+    "model.add(GlobalAveragePooling2D())\n"
+    "model.add(Flatten())\n"
+    "model.add(Dense(3, activation='softmax'))\n";
+
+Test(layer_kinds, every_node_runs_through_its_kind) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    for (int planned = 0; planned < 2; ++planned) {
+        ck_model *m = NULL;
+        char msg[1024];
+        CK_OK(ctx, ck_model_from_keras_text(ctx, all_kinds_text, &m, msg, sizeof msg));
+        CK_OK(ctx, ck_model_set_planning(m, planned));
+        CK_OK(ctx, ck_model_build(m, 0, 0, 0, 4));
+        int seen[CK_NODE_SDROPOUT + 1] = {0};
+        for (int i = 0; i < m->num_nodes; ++i) {
+            const ck_node *n = &m->nodes[i];
+            cr_assert_not_null(n->kind, "node %d has no kind", i);
+            cr_assert_eq(n->kind->type, n->type, "node %d: kind %s", i, n->kind->name);
+            seen[n->type] = 1;
+            if (n->kind->alias)
+                continue;
+            for (int be = 0; be < CK_BE_COUNT; ++be) {
+#ifndef CNNKIT_HAVE_CUDA
+                if (be == CK_BE_CUDA)
+                    continue;
+#endif
+                cr_assert(n->kind->ops[be].fwd && n->kind->ops[be].bwd, "node %d (%s): backend %d",
+                          i, n->kind->name, be);
+            }
+        }
+        if (!planned) /* the unplanned lowering has one node of every type */
+            for (int t = 0; t <= CK_NODE_SDROPOUT; ++t)
+                cr_assert(seen[t], "node type %d missing from the lowering", t);
+        ck_model_destroy(m);
+    }
     ck_context_destroy(ctx);
 }

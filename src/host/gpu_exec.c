@@ -1,5 +1,6 @@
-/* The model's GPU backend: the node list of model.c executed on the device (cuDNN conv, cuBLAS
- * dense, the BN / dropout kernels through the public API, the small kernels of layers.cu).
+/* The model's CUDA backend: the device arena, the batch staging, the loss and the optimizer
+ * update around the one executor (exec.c), whose node ops run cuDNN conv, cuBLAS dense, the BN /
+ * dropout kernels through the public API and the small kernels of layers.cu.
  *
  * The host arrays of the model (params, fixed, opt_m, opt_v) stay the model's state of record
  * for initialization, checkpoints and get/set_weights: ck_gpu_model_pull / _push move them.
@@ -7,6 +8,7 @@
  * gradients, optimizer state, activations, gradient ping-pong buffers, BN statistics, the batch
  * staging area and one shared workspace. A step allocates nothing; it uploads the batch, runs on
  * the context's stream and waits once, for the loss. */
+#include "exec.h"
 #include "model_internal.h"
 
 #ifdef CNNKIT_HAVE_CUDA
@@ -28,16 +30,9 @@ struct ck_gpu_model {
     ck_kloss *loss;
     void *ws; /* shared workspace: conv, dense bias gradients, BN, loss partials */
     size_t ws_bytes;
-    float **out;     /* device output of each node (Flatten aliases its input) */
-    ck_gconv **conv; /* per node, NULL but for conv nodes */
+    float **out;  /* device output of each node (Flatten aliases its input) */
+    void **state; /* per node: its CUDA ops' prepared state (a cuDNN plan), or NULL */
 };
-
-#define GTRY(ctx, err, what)                                                                       \
-    do {                                                                                           \
-        int e_ = (err);                                                                            \
-        if (e_ != 0)                                                                               \
-            return ck_cuda_fail((ctx), e_, (what));                                                \
-    } while (0)
 
 static size_t al256(size_t b) {
     return (b + 255u) & ~(size_t)255u;
@@ -47,12 +42,13 @@ void ck_gpu_model_free(ck_model *m) {
     ck_gpu_model *g = m->gpu;
     if (!g)
         return;
-    if (g->conv)
+    if (g->state)
         for (int i = 0; i < m->num_nodes; ++i)
-            ck_gconv_destroy(g->conv[i]);
+            if (g->state[i])
+                m->nodes[i].kind->ops[CK_BE_CUDA].release(g->state[i]);
     if (g->arena)
         cudaFree(g->arena);
-    free(g->conv);
+    free(g->state);
     free(g->out);
     free(g);
     m->gpu = NULL;
@@ -63,30 +59,22 @@ size_t ck_gpu_model_arena_bytes(const ck_model *m) {
 }
 
 int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len) {
-    if (!m->gpu || !m->gpu->conv || i < 0 || i >= m->num_nodes || !m->gpu->conv[i])
+    if (!m->gpu || !m->gpu->state || i < 0 || i >= m->num_nodes ||
+        m->nodes[i].type != CK_NODE_CONV || !m->gpu->state[i])
         return -1;
-    ck_gconv_describe(m->gpu->conv[i], buf, len);
+    ck_gconv_describe((const ck_gconv *)m->gpu->state[i], buf, len);
     return 0;
 }
 
-static ck_tensor dview(ck_context *ctx, const float *p, int n, int h, int w, int c) {
-    ck_tensor t;
-    t.ctx = ctx;
-    t.layout = CK_LAYOUT_NHWC;
-    t.n = n;
-    t.c = c;
-    t.h = h;
-    t.w = w;
-    t.count = (size_t)n * c * h * w;
-    t.data = (float *)p;
-    return t;
+static ck_status cuda_copy(ck_context *ctx, float *dst, const float *src, size_t count) {
+    CK_EXEC_CUDA(ctx,
+                 cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice,
+                                 (cudaStream_t)ctx->stream),
+                 "device copy");
+    return CK_STATUS_SUCCESS;
 }
 
-static ck_tensor dpview(ck_context *ctx, const float *p, int c) {
-    ck_tensor t = dview(ctx, p, 1, 1, 1, c);
-    t.layout = CK_LAYOUT_NCHW;
-    return t;
-}
+static const ck_backend backend_cuda = {CK_BE_CUDA, "cuda", cuda_copy};
 
 /* Plans the device arena for the model built on the host (m->nodes, sizes, max_batch). */
 ck_status ck_gpu_model_build(ck_model *m) {
@@ -96,8 +84,8 @@ ck_status ck_gpu_model_build(ck_model *m) {
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
     m->gpu = g;
     g->out = (float **)calloc((size_t)m->num_nodes, sizeof *g->out);
-    g->conv = (ck_gconv **)calloc((size_t)m->num_nodes, sizeof *g->conv);
-    if (!g->out || !g->conv) {
+    g->state = (void **)calloc((size_t)m->num_nodes, sizeof *g->state);
+    if (!g->out || !g->state) {
         ck_gpu_model_free(m);
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
     }
@@ -115,43 +103,33 @@ ck_status ck_gpu_model_build(ck_model *m) {
         const ck_node *n = &m->nodes[i];
         size_t need = 0;
         act_at[i] = nact;
-        if (n->type != CK_NODE_FLATTEN)
+        if (!n->kind->alias)
             nact += al256(sizeof(float) * n->oh * n->ow * n->oc * (size_t)B);
         const size_t o = (size_t)n->oh * n->ow * n->oc;
         if (o > maxact)
             maxact = o;
-        if (n->type == CK_NODE_CONV) {
-            ck_conv_geom geo = n->geom;
-            geo.n = B;
-            ck_status st = ck_gconv_create(ctx, &geo, &g->conv[i]);
-            if (st != CK_STATUS_SUCCESS) {
-                free(act_at);
-                ck_gpu_model_free(m);
-                return st;
-            }
-            need = ck_gconv_workspace_bytes(g->conv[i]);
-        } else if (n->type == CK_NODE_DENSE) {
-            need = ck_gdense_workspace_bytes(n->oc);
-        } else if (n->type == CK_NODE_BN) {
-            ck_tensor tx = dview(ctx, NULL, B, n->ih, n->iw, n->ic);
-            need = ck_bn_make_plan(ctx, &tx).ws_bytes;
-        } else if (n->type != CK_NODE_POOL && n->type != CK_NODE_GAP &&
-                   n->type != CK_NODE_FLATTEN && n->type != CK_NODE_ACT &&
-                   n->type != CK_NODE_DROPOUT && n->type != CK_NODE_SDROPOUT) {
+        const ck_node_ops *op = &n->kind->ops[CK_BE_CUDA];
+        if (!n->kind->alias && !op->fwd) {
             free(act_at);
             ck_gpu_model_free(m);
             return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
                            "model: node %d (layer %d) has no GPU implementation yet", i, n->layer);
         }
+        if (op->prepare) {
+            ck_status st = op->prepare(ctx, n, B, &g->state[i]);
+            if (st != CK_STATUS_SUCCESS) {
+                free(act_at);
+                ck_gpu_model_free(m);
+                return st;
+            }
+        }
+        if (op->ws_bytes)
+            need = op->ws_bytes(ctx, n, B, g->state[i]);
         if (need > ws)
             ws = need;
     }
     const size_t P = m->num_params ? m->num_params : 1, F = m->num_fixed ? m->num_fixed : 1;
-    size_t nstats = 0; /* the end of the last BN's saved statistics, whatever the node order */
-    for (int i = 0; i < m->num_nodes; ++i)
-        if (m->nodes[i].type == CK_NODE_BN &&
-            m->nodes[i].p_stats + 2 * (size_t)m->nodes[i].oc > nstats)
-            nstats = m->nodes[i].p_stats + 2 * (size_t)m->nodes[i].oc;
+    const size_t nstats = m->num_stats;
     const size_t sizes[] = {4 * P,
                             4 * P,
                             4 * P,
@@ -206,8 +184,8 @@ ck_status ck_gpu_model_build(ck_model *m) {
     g->ws_bytes = ws;
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
-        g->out[i] = n->type == CK_NODE_FLATTEN ? (i ? g->out[i - 1] : g->x)
-                                               : (float *)((char *)g->acts + act_at[i]);
+        g->out[i] =
+            n->kind->alias ? (i ? g->out[i - 1] : g->x) : (float *)((char *)g->acts + act_at[i]);
     }
     free(act_at);
     e = cudaMemsetAsync(g->arena, 0, total, (cudaStream_t)ctx->stream);
@@ -223,16 +201,16 @@ ck_status ck_gpu_model_push(ck_model *m) {
     ck_gpu_model *g = m->gpu;
     cudaStream_t s = (cudaStream_t)m->ctx->stream;
     const size_t pb = sizeof(float) * m->num_params, fb = sizeof(float) * m->num_fixed;
-    GTRY(m->ctx, cudaMemcpyAsync(g->params, m->params, pb, cudaMemcpyHostToDevice, s),
-         "model: upload");
-    GTRY(m->ctx, cudaMemcpyAsync(g->opt_m, m->opt_m, pb, cudaMemcpyHostToDevice, s),
-         "model: upload");
-    GTRY(m->ctx, cudaMemcpyAsync(g->opt_v, m->opt_v, pb, cudaMemcpyHostToDevice, s),
-         "model: upload");
+    CK_EXEC_CUDA(m->ctx, cudaMemcpyAsync(g->params, m->params, pb, cudaMemcpyHostToDevice, s),
+                 "model: upload");
+    CK_EXEC_CUDA(m->ctx, cudaMemcpyAsync(g->opt_m, m->opt_m, pb, cudaMemcpyHostToDevice, s),
+                 "model: upload");
+    CK_EXEC_CUDA(m->ctx, cudaMemcpyAsync(g->opt_v, m->opt_v, pb, cudaMemcpyHostToDevice, s),
+                 "model: upload");
     if (fb)
-        GTRY(m->ctx, cudaMemcpyAsync(g->fixed, m->fixed, fb, cudaMemcpyHostToDevice, s),
-             "model: upload");
-    GTRY(m->ctx, cudaStreamSynchronize(s), "model: upload");
+        CK_EXEC_CUDA(m->ctx, cudaMemcpyAsync(g->fixed, m->fixed, fb, cudaMemcpyHostToDevice, s),
+                     "model: upload");
+    CK_EXEC_CUDA(m->ctx, cudaStreamSynchronize(s), "model: upload");
     return CK_STATUS_SUCCESS;
 }
 
@@ -241,223 +219,50 @@ ck_status ck_gpu_model_pull(ck_model *m) {
     ck_gpu_model *g = m->gpu;
     cudaStream_t s = (cudaStream_t)m->ctx->stream;
     const size_t pb = sizeof(float) * m->num_params, fb = sizeof(float) * m->num_fixed;
-    GTRY(m->ctx, cudaMemcpyAsync(m->params, g->params, pb, cudaMemcpyDeviceToHost, s),
-         "model: download");
-    GTRY(m->ctx, cudaMemcpyAsync(m->opt_m, g->opt_m, pb, cudaMemcpyDeviceToHost, s),
-         "model: download");
-    GTRY(m->ctx, cudaMemcpyAsync(m->opt_v, g->opt_v, pb, cudaMemcpyDeviceToHost, s),
-         "model: download");
+    CK_EXEC_CUDA(m->ctx, cudaMemcpyAsync(m->params, g->params, pb, cudaMemcpyDeviceToHost, s),
+                 "model: download");
+    CK_EXEC_CUDA(m->ctx, cudaMemcpyAsync(m->opt_m, g->opt_m, pb, cudaMemcpyDeviceToHost, s),
+                 "model: download");
+    CK_EXEC_CUDA(m->ctx, cudaMemcpyAsync(m->opt_v, g->opt_v, pb, cudaMemcpyDeviceToHost, s),
+                 "model: download");
     if (fb)
-        GTRY(m->ctx, cudaMemcpyAsync(m->fixed, g->fixed, fb, cudaMemcpyDeviceToHost, s),
-             "model: download");
-    GTRY(m->ctx, cudaStreamSynchronize(s), "model: download");
+        CK_EXEC_CUDA(m->ctx, cudaMemcpyAsync(m->fixed, g->fixed, fb, cudaMemcpyDeviceToHost, s),
+                     "model: download");
+    CK_EXEC_CUDA(m->ctx, cudaStreamSynchronize(s), "model: download");
     return CK_STATUS_SUCCESS;
 }
 
-static ck_workspace ws_view(ck_model *m) {
-    ck_workspace w;
-    w.ctx = m->ctx;
-    w.bytes = m->gpu->ws_bytes;
-    w.data = m->gpu->ws;
-    return w;
+/* The executor over the device arena; the batch is the staged g->x. */
+static ck_exec cuda_exec(ck_model *m) {
+    ck_gpu_model *g = m->gpu;
+    ck_exec e;
+    memset(&e, 0, sizeof e);
+    e.m = m;
+    e.ctx = m->ctx;
+    e.be = &backend_cuda;
+    e.params = g->params;
+    e.grads = g->grads;
+    e.fixed = g->fixed;
+    e.stats = g->stats;
+    e.x = g->x;
+    e.outs = g->out;
+    e.state = g->state;
+    e.gbuf[0] = g->gbuf[0];
+    e.gbuf[1] = g->gbuf[1];
+    e.ws = g->ws;
+    e.ws_bytes = g->ws_bytes;
+    e.bn_relu_fused = 1; /* F1: the ReLU in the BN kernel, one pass */
+    return e;
 }
 
-/* Runs nodes [0, upto) forward on the staged batch g->x. */
 static ck_status gforward(ck_model *m, int batch, int training, int upto) {
-    ck_context *ctx = m->ctx;
-    ck_gpu_model *g = m->gpu;
-    void *s = ctx->stream;
-    for (int i = 0; i < upto; ++i) {
-        ck_node *n = &m->nodes[i];
-        const float *in = i == 0 ? g->x : g->out[i - 1];
-        float *out = g->out[i];
-        const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
-        ck_status st = CK_STATUS_SUCCESS;
-        const double t0 = training ? ck_prof_begin(m) : 0.0;
-        switch (n->type) {
-        case CK_NODE_CONV:
-            st = ck_gconv_forward(ctx, g->conv[i], batch, in, g->params + n->p_kernel,
-                                  n->n_bias ? g->params + n->p_bias : NULL, out, g->ws);
-            break;
-        case CK_NODE_POOL: {
-            ck_conv_geom geo = n->geom;
-            geo.n = batch;
-            GTRY(ctx, ck_cuda_pool_forward(geo, n->is_max, in, out, s), "pool");
-            ck_dropout_desc d;
-            if (ck_model_fused_dropout(m, i, training, &d)) { /* F3: in place on the output */
-                ck_tensor ty = dview(ctx, out, batch, n->oh, n->ow, n->oc);
-                st = n->drop_type == CK_NODE_DROPOUT
-                         ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL)
-                         : ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL);
-            }
-            break;
-        }
-        case CK_NODE_GAP:
-            GTRY(ctx, ck_cuda_gap_forward(batch, n->ih * n->iw, n->ic, in, out, s), "gap");
-            break;
-        case CK_NODE_FLATTEN:
-            break;
-        case CK_NODE_DENSE:
-            st = ck_gdense_forward(ctx, batch, n->ic, n->oc, in, g->params + n->p_kernel,
-                                   n->n_bias ? g->params + n->p_bias : NULL, out);
-            break;
-        case CK_NODE_BN: {
-            ck_tensor tx = dview(ctx, in, batch, n->ih, n->iw, n->ic);
-            ck_tensor ty = dview(ctx, out, batch, n->oh, n->ow, n->oc);
-            ck_tensor tg = dpview(ctx, g->params + n->p_gamma, n->oc);
-            ck_tensor tb = dpview(ctx, g->params + n->p_beta, n->oc);
-            ck_tensor rm = dpview(ctx, g->fixed + n->p_mm, n->oc);
-            ck_tensor rv = dpview(ctx, g->fixed + n->p_mv, n->oc);
-            if (training) {
-                ck_tensor sm = dpview(ctx, g->stats + n->p_stats, n->oc);
-                ck_tensor si = dpview(ctx, g->stats + n->p_stats + n->oc, n->oc);
-                ck_workspace w = ws_view(m);
-                ck_dropout_desc sd; /* F2: a SpatialDropout as the kernel's channel scale */
-                const int has_sd = ck_model_fused_dropout(m, i, 1, &sd);
-                /* F1: n->bn.activation is RELU when the planner fused a ReLU: in the kernel */
-                st = ck_batchnorm_forward_training(ctx, &n->bn, &tx, &tg, &tb, &rm, &rv, &sm, &si,
-                                                   has_sd ? &sd : NULL, &ty, &w);
-            } else {
-                st = ck_batchnorm_forward_inference(ctx, &n->bn, &tx, &tg, &tb, &rm, &rv, &ty);
-            }
-            break;
-        }
-        case CK_NODE_ACT:
-            GTRY(ctx,
-                 ck_cuda_activation_forward((int)n->act, n->alpha, in, out, count_in, n->oc, s),
-                 "activation");
-            break;
-        case CK_NODE_DROPOUT:
-        case CK_NODE_SDROPOUT:
-            if (training && n->rate > 0.0f) {
-                ck_dropout_desc d = {n->rate, ck_model_dropout_offset(m, i)};
-                ck_tensor tx = dview(ctx, in, batch, n->ih, n->iw, n->ic);
-                ck_tensor ty = dview(ctx, out, batch, n->oh, n->ow, n->oc);
-                st = n->type == CK_NODE_DROPOUT
-                         ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL)
-                         : ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL);
-            } else {
-                GTRY(ctx,
-                     cudaMemcpyAsync(out, in, count_in * sizeof(float), cudaMemcpyDeviceToDevice,
-                                     (cudaStream_t)s),
-                     "dropout copy");
-            }
-            break;
-        default:
-            return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "model: node %d has no GPU forward", i);
-        }
-        if (training)
-            ck_prof_end(m, t0, &m->prof_cur_fwd[i]);
-        if (st != CK_STATUS_SUCCESS)
-            return st;
-    }
-    return CK_STATUS_SUCCESS;
+    const ck_exec e = cuda_exec(m);
+    return ck_exec_forward(&e, batch, training, upto);
 }
 
-static ck_status gbackward(ck_model *m, int batch, int from, const float *dy0) {
-    ck_context *ctx = m->ctx;
-    ck_gpu_model *g = m->gpu;
-    void *s = ctx->stream;
-    const float *dy = dy0;
-    int cur = 0;
-    for (int i = from; i >= 0; --i) {
-        ck_node *n = &m->nodes[i];
-        const float *in = i == 0 ? g->x : g->out[i - 1];
-        const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
-        float *dx = i > 0 ? g->gbuf[cur] : NULL;
-        ck_status st = CK_STATUS_SUCCESS;
-        const double t0 = ck_prof_begin(m);
-        switch (n->type) {
-        case CK_NODE_CONV:
-            st = ck_gconv_backward(ctx, g->conv[i], batch, in, g->params + n->p_kernel, dy, dx,
-                                   g->grads + n->p_kernel, n->n_bias ? g->grads + n->p_bias : NULL,
-                                   g->ws);
-            break;
-        case CK_NODE_POOL:
-            if (dx) {
-                ck_dropout_desc d;
-                if (ck_model_fused_dropout(m, i, 1, &d)) {
-                    /* F3: dy * mask in place (dy is a gradient buffer, not read again) */
-                    ck_tensor tdy = dview(ctx, dy, batch, n->oh, n->ow, n->oc);
-                    st = n->drop_type == CK_NODE_DROPOUT
-                             ? ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdy, NULL)
-                             : ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdy,
-                                                           NULL);
-                }
-                ck_conv_geom geo = n->geom;
-                geo.n = batch;
-                if (st == CK_STATUS_SUCCESS)
-                    GTRY(ctx, ck_cuda_pool_backward(geo, n->is_max, in, dy, dx, s),
-                         "pool backward");
-            }
-            break;
-        case CK_NODE_GAP:
-            if (dx)
-                GTRY(ctx, ck_cuda_gap_backward(batch, n->ih * n->iw, n->ic, dy, dx, s),
-                     "gap backward");
-            break;
-        case CK_NODE_FLATTEN:
-            continue;
-        case CK_NODE_DENSE:
-            st = ck_gdense_backward(ctx, batch, n->ic, n->oc, in, g->params + n->p_kernel, dy, dx,
-                                    g->grads + n->p_kernel, n->n_bias ? g->grads + n->p_bias : NULL,
-                                    g->ws);
-            break;
-        case CK_NODE_BN: {
-            ck_tensor tx = dview(ctx, in, batch, n->ih, n->iw, n->ic);
-            ck_tensor tdy = dview(ctx, dy, batch, n->oh, n->ow, n->oc);
-            ck_tensor tdx = dview(ctx, dx ? dx : g->gbuf[cur], batch, n->ih, n->iw, n->ic);
-            ck_tensor tg = dpview(ctx, g->params + n->p_gamma, n->oc);
-            ck_tensor tb = dpview(ctx, g->params + n->p_beta, n->oc);
-            ck_tensor sm = dpview(ctx, g->stats + n->p_stats, n->oc);
-            ck_tensor si = dpview(ctx, g->stats + n->p_stats + n->oc, n->oc);
-            ck_tensor dg = dpview(ctx, g->grads + n->p_gamma, n->oc);
-            ck_tensor db = dpview(ctx, g->grads + n->p_beta, n->oc);
-            ck_workspace w = ws_view(m);
-            ck_dropout_desc sd; /* F2: dy * mask and (F1) dReLU folded into dBN by the kernel */
-            const int has_sd = ck_model_fused_dropout(m, i, 1, &sd);
-            st = ck_batchnorm_backward(ctx, &n->bn, &tx, &tdy, &tg, &tb, &sm, &si,
-                                       has_sd ? &sd : NULL, &tdx, &dg, &db, &w);
-            break;
-        }
-        case CK_NODE_ACT:
-            if (dx)
-                GTRY(ctx,
-                     ck_cuda_activation_backward((int)n->act, n->alpha, in, g->out[i], dy, dx,
-                                                 count_in, n->oc, s),
-                     "activation backward");
-            break;
-        case CK_NODE_DROPOUT:
-        case CK_NODE_SDROPOUT:
-            if (dx) {
-                if (n->rate > 0.0f) {
-                    ck_dropout_desc d = {n->rate, ck_model_dropout_offset(m, i)};
-                    ck_tensor tdy = dview(ctx, dy, batch, n->oh, n->ow, n->oc);
-                    ck_tensor tdx = dview(ctx, dx, batch, n->ih, n->iw, n->ic);
-                    st = n->type == CK_NODE_DROPOUT
-                             ? ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdx, NULL)
-                             : ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdx,
-                                                           NULL);
-                } else {
-                    GTRY(ctx,
-                         cudaMemcpyAsync(dx, dy, count_in * sizeof(float), cudaMemcpyDeviceToDevice,
-                                         (cudaStream_t)s),
-                         "dropout copy");
-                }
-            }
-            break;
-        default:
-            return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED, "model: node %d has no GPU backward", i);
-        }
-        ck_prof_end(m, t0, &m->prof_cur_bwd[i]);
-        if (st != CK_STATUS_SUCCESS)
-            return st;
-        if (!dx)
-            break;
-        dy = dx;
-        cur ^= 1;
-    }
-    return CK_STATUS_SUCCESS;
+static ck_status gbackward(ck_model *m, int batch, int from, float *dy0) {
+    const ck_exec e = cuda_exec(m);
+    return ck_exec_backward(&e, batch, from, dy0);
 }
 
 static int glogits_node(const ck_model *m) {
@@ -472,15 +277,15 @@ static const float *glogits(const ck_model *m) {
 static ck_status stage(ck_model *m, const float *x, const int32_t *labels, int n) {
     ck_gpu_model *g = m->gpu;
     cudaStream_t s = (cudaStream_t)m->ctx->stream;
-    GTRY(m->ctx,
-         cudaMemcpyAsync(g->x, x, sizeof(float) * (size_t)n * m->in_h * m->in_w * m->in_c,
-                         cudaMemcpyHostToDevice, s),
-         "model: batch upload");
+    CK_EXEC_CUDA(m->ctx,
+                 cudaMemcpyAsync(g->x, x, sizeof(float) * (size_t)n * m->in_h * m->in_w * m->in_c,
+                                 cudaMemcpyHostToDevice, s),
+                 "model: batch upload");
     if (labels)
-        GTRY(m->ctx,
-             cudaMemcpyAsync(g->labels, labels, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice,
-                             s),
-             "model: label upload");
+        CK_EXEC_CUDA(m->ctx,
+                     cudaMemcpyAsync(g->labels, labels, sizeof(int32_t) * (size_t)n,
+                                     cudaMemcpyHostToDevice, s),
+                     "model: label upload");
     return CK_STATUS_SUCCESS;
 }
 
@@ -494,22 +299,24 @@ static ck_status genqueue_grads(ck_model *m, const float *x, const int32_t *labe
     const size_t fb = sizeof(float) * m->num_fixed;
     *backed_up = 0;
     if (fb)
-        GTRY(ctx, cudaMemcpyAsync(g->fixed_backup, g->fixed, fb, cudaMemcpyDeviceToDevice, s),
-             "model: BN state backup");
+        CK_EXEC_CUDA(ctx,
+                     cudaMemcpyAsync(g->fixed_backup, g->fixed, fb, cudaMemcpyDeviceToDevice, s),
+                     "model: BN state backup");
     *backed_up = 1;
     CK_TRY(stage(m, x, labels, n));
     const int ln = glogits_node(m);
     CK_TRY(gforward(m, n, 1, ln + 1));
-    GTRY(ctx,
-         ck_cuda_softmax_xent(n, m->classes, glogits(m), g->labels, g->logits_grad, g->loss, g->ws,
-                              s),
-         "softmax cross-entropy");
+    CK_EXEC_CUDA(ctx,
+                 ck_cuda_softmax_xent(n, m->classes, glogits(m), g->labels, g->logits_grad, g->loss,
+                                      g->ws, s),
+                 "softmax cross-entropy");
     if (ln >= 0)
         CK_TRY(gbackward(m, n, ln, g->logits_grad));
     /* as the CPU step: a non-finite gradient fails the step before any parameter changes */
-    GTRY(ctx, cudaMemsetAsync(&g->loss->nonfinite, 0, sizeof(int), s), "model: gradient check");
-    GTRY(ctx, ck_cuda_flag_nonfinite(g->grads, m->num_params, &g->loss->nonfinite, s),
-         "model: gradient check");
+    CK_EXEC_CUDA(ctx, cudaMemsetAsync(&g->loss->nonfinite, 0, sizeof(int), s),
+                 "model: gradient check");
+    CK_EXEC_CUDA(ctx, ck_cuda_flag_nonfinite(g->grads, m->num_params, &g->loss->nonfinite, s),
+                 "model: gradient check");
     return CK_STATUS_SUCCESS;
 }
 
@@ -607,11 +414,11 @@ ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host) {
     cudaStream_t s = (cudaStream_t)ctx->stream;
     CK_TRY(stage(m, x, NULL, n));
     CK_TRY(gforward(m, n, 0, glogits_node(m) + 1));
-    GTRY(ctx,
-         cudaMemcpyAsync(logits_host, glogits(m), sizeof(float) * (size_t)n * m->classes,
-                         cudaMemcpyDeviceToHost, s),
-         "model: logits download");
-    GTRY(ctx, cudaStreamSynchronize(s), "model: inference");
+    CK_EXEC_CUDA(ctx,
+                 cudaMemcpyAsync(logits_host, glogits(m), sizeof(float) * (size_t)n * m->classes,
+                                 cudaMemcpyDeviceToHost, s),
+                 "model: logits download");
+    CK_EXEC_CUDA(ctx, cudaStreamSynchronize(s), "model: inference");
     return CK_STATUS_SUCCESS;
 }
 

@@ -44,7 +44,8 @@ enum {
     CK_LK_KEEPS_CHANNELS = 8 /* output channels = input channels */
 };
 
-typedef struct ck_node ck_node; /* model_internal.h */
+typedef struct ck_node ck_node;           /* model_internal.h */
+typedef struct ck_node_kind ck_node_kind; /* exec.h */
 
 typedef struct ck_layer_kind {
     ck_layer_type type;
@@ -100,8 +101,8 @@ ck_status ck_lk_fail_flat(ck_context *ctx, const ck_layer_desc *d, int index, co
 /* infer of the kinds whose output shape is their input's. */
 ck_status ck_lk_infer_same(ck_context *ctx, const ck_layer_desc *d, int index, const ck_shape3 *in,
                            ck_shape3 *out);
-/* A node of type t (a ck_node_type) from in to out. */
-void ck_lk_node(ck_node *n, int t, const ck_shape3 *in, const ck_shape3 *out);
+/* A node of kind k from in to out. */
+void ck_lk_node(ck_node *n, const ck_node_kind *k, const ck_shape3 *in, const ck_shape3 *out);
 /* Points a Conv2D/Dense node at its kernel (spec 0) and, with use_bias, its bias (spec 1). */
 void ck_lk_place_weights(const ck_layer_desc *d, const ck_param_spec *spec,
                          const ck_layer_place *at, ck_node *n);

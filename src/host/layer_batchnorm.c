@@ -1,4 +1,5 @@
 /* BatchNormalization over the channels (Keras: momentum 0.99, epsilon 1e-3). */
+#include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
 
@@ -32,7 +33,7 @@ static int bn_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3
                     const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes) {
     (void)spec;
     ck_node *n = &nodes[0];
-    ck_lk_node(n, CK_NODE_BN, in, out);
+    ck_lk_node(n, &ck_nk_bn, in, out);
     ck_bn_desc_init(&n->bn, CK_BN_KERAS);
     n->bn.epsilon = d->epsilon;
     n->bn.average_factor = 1.0f - d->momentum;
@@ -56,4 +57,114 @@ const ck_layer_kind ck_lk_batchnorm = {
     .infer = ck_lk_infer_same,
     .params = bn_params,
     .lower = bn_lower,
+};
+
+/* ---- node ops: the public BN calls run on the context's device; the backends differ in the
+ * workspace (the CPU call allocates its own) and in where a fused ReLU runs ---- */
+
+/* The BN desc the kernel runs with: a fused ReLU (F1, plan.c) stays in the kernel when the
+ * backend fuses it, else it runs as a pass after the kernel (*relu_after). */
+static ck_bn_desc bn_kernel_desc(const ck_exec *e, const ck_node *n, int *relu_after) {
+    ck_bn_desc d = n->bn;
+    *relu_after = d.activation == CK_ACT_RELU && !e->bn_relu_fused;
+    if (*relu_after)
+        d.activation = CK_ACT_NONE;
+    return d;
+}
+
+static ck_status bn_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_workspace *w,
+                        int *relu_after) {
+    ck_context *ctx = e->ctx;
+    ck_tensor tx = ck_exec_view(ctx, io->in, io->batch, n->ih, n->iw, n->ic);
+    ck_tensor ty = ck_exec_view(ctx, io->out, io->batch, n->oh, n->ow, n->oc);
+    ck_tensor g = ck_exec_pview(ctx, e->params + n->p_gamma, n->oc);
+    ck_tensor b = ck_exec_pview(ctx, e->params + n->p_beta, n->oc);
+    ck_tensor rm = ck_exec_pview(ctx, e->fixed + n->p_mm, n->oc);
+    ck_tensor rv = ck_exec_pview(ctx, e->fixed + n->p_mv, n->oc);
+    const ck_bn_desc bd = bn_kernel_desc(e, n, relu_after);
+    if (!io->training)
+        return ck_batchnorm_forward_inference(ctx, &bd, &tx, &g, &b, &rm, &rv, &ty);
+    ck_tensor sm = ck_exec_pview(ctx, e->stats + n->p_stats, n->oc);
+    ck_tensor si = ck_exec_pview(ctx, e->stats + n->p_stats + n->oc, n->oc);
+    ck_dropout_desc sd; /* F2: a SpatialDropout as the kernel's channel scale */
+    const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
+    return ck_batchnorm_forward_training(ctx, &bd, &tx, &g, &b, &rm, &rv, &sm, &si,
+                                         has_sd ? &sd : NULL, &ty, w);
+}
+
+static ck_status bn_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_workspace *w) {
+    ck_context *ctx = e->ctx;
+    ck_tensor tx = ck_exec_view(ctx, io->in, io->batch, n->ih, n->iw, n->ic);
+    ck_tensor tdy = ck_exec_view(ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
+    ck_tensor tdx = ck_exec_view(ctx, io->dx ? io->dx : io->dx_buf, io->batch, n->ih, n->iw, n->ic);
+    ck_tensor g = ck_exec_pview(ctx, e->params + n->p_gamma, n->oc);
+    ck_tensor b = ck_exec_pview(ctx, e->params + n->p_beta, n->oc);
+    ck_tensor sm = ck_exec_pview(ctx, e->stats + n->p_stats, n->oc);
+    ck_tensor si = ck_exec_pview(ctx, e->stats + n->p_stats + n->oc, n->oc);
+    ck_tensor dg = ck_exec_pview(ctx, e->grads + n->p_gamma, n->oc);
+    ck_tensor db = ck_exec_pview(ctx, e->grads + n->p_beta, n->oc);
+    ck_dropout_desc sd; /* F2: dy * mask (and a fused dReLU) folded into dBN */
+    const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
+    int relu_after;
+    const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
+    return ck_batchnorm_backward(ctx, &bd, &tx, &tdy, &g, &b, &sm, &si, has_sd ? &sd : NULL, &tdx,
+                                 &dg, &db, w);
+}
+
+static ck_status bn_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    int relu_after;
+    const ck_status st = bn_fwd(e, n, io, NULL, &relu_after);
+    /* relu(s * pre) == s * relu(pre) bit for bit (s >= 0): the same as the kernel's */
+    if (st == CK_STATUS_SUCCESS && relu_after)
+        ck_cpu_activation_forward(CK_ACT_RELU, 0.0f, io->out, io->out, io->count_in, n->oc);
+    return st;
+}
+
+static ck_status bn_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    int relu_after;
+    (void)bn_kernel_desc(e, n, &relu_after);
+    /* dReLU in place on dy, from the node's output (> 0 iff kept and pre > 0) */
+    if (relu_after)
+        ck_cpu_activation_backward(CK_ACT_RELU, 0.0f, NULL, io->out, io->dy, io->dy, io->count_in,
+                                   n->oc);
+    return bn_bwd(e, n, io, NULL);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static ck_workspace bn_ws(const ck_exec *e) {
+    ck_workspace w;
+    w.ctx = e->ctx;
+    w.bytes = e->ws_bytes;
+    w.data = e->ws;
+    return w;
+}
+
+static ck_status bn_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_workspace w = bn_ws(e);
+    int relu_after; /* never: the CUDA backend fuses the ReLU (ck_gpu_model_build) */
+    return bn_fwd(e, n, io, &w, &relu_after);
+}
+
+static ck_status bn_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_workspace w = bn_ws(e);
+    return bn_bwd(e, n, io, &w);
+}
+
+/* the statistics partials, coefficients and SpatialDropout scales of the largest batch */
+static size_t bn_ws_cuda(ck_context *ctx, const ck_node *n, int max_batch, const void *state) {
+    (void)state;
+    ck_tensor tx = ck_exec_view(ctx, NULL, max_batch, n->ih, n->iw, n->ic);
+    return ck_bn_make_plan(ctx, &tx).ws_bytes;
+}
+#define BN_CUDA                                                                                    \
+    { bn_fwd_cuda, bn_bwd_cuda, NULL, NULL, bn_ws_cuda }
+#else
+#define BN_CUDA                                                                                    \
+    { 0 }
+#endif
+
+const ck_node_kind ck_nk_bn = {
+    .type = CK_NODE_BN,
+    .name = "batch_normalization",
+    .ops = {{bn_fwd_cpu, bn_bwd_cpu, NULL, NULL, NULL}, BN_CUDA},
 };

@@ -1,6 +1,11 @@
 /* Conv2D: filters (units) of kernel_h x kernel_w over NHWC, stride 1 by default. */
+#include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "gpu_layers.h"
+#endif
 
 static void conv2d_defaults(ck_layer_desc *d) {
     d->stride_h = d->stride_w = 1;
@@ -38,7 +43,7 @@ static int conv2d_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
 static int conv2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
                         const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes) {
     ck_node *n = &nodes[0];
-    ck_lk_node(n, CK_NODE_CONV, in, out);
+    ck_lk_node(n, &ck_nk_conv, in, out);
     ck_lk_window_geom(d, in, out->c, 1, &n->geom); /* fits: infer checked it */
     ck_lk_place_weights(d, spec, at, n);
     return 1 + ck_lk_inline_act(d, out, &nodes[1]);
@@ -54,4 +59,71 @@ const ck_layer_kind ck_lk_conv2d = {
     .infer = conv2d_infer,
     .params = conv2d_params,
     .lower = conv2d_lower,
+};
+
+/* ---- node ops ---- */
+
+static ck_status conv_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_conv_geom g = ck_exec_geom(n, io->batch);
+    ck_cpu_conv2d_forward(&g, io->in, e->params + n->p_kernel,
+                          n->n_bias ? e->params + n->p_bias : NULL, io->out, (float *)e->ws);
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status conv_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_conv_geom g = ck_exec_geom(n, io->batch);
+    ck_cpu_conv2d_backward(&g, io->in, e->params + n->p_kernel, io->dy, io->dx,
+                           e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL,
+                           (float *)e->ws);
+    return CK_STATUS_SUCCESS;
+}
+
+/* the im2col workspace of the largest batch */
+static size_t conv_ws_cpu(ck_context *ctx, const ck_node *n, int max_batch, const void *state) {
+    (void)ctx;
+    (void)state;
+    ck_conv_geom g = ck_exec_geom(n, max_batch);
+    return sizeof(float) * ck_cpu_conv2d_workspace_floats(&g);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static ck_status conv_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    return ck_gconv_forward(e->ctx, (ck_gconv *)e->state[io->i], io->batch, io->in,
+                            e->params + n->p_kernel, n->n_bias ? e->params + n->p_bias : NULL,
+                            io->out, e->ws);
+}
+
+static ck_status conv_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    return ck_gconv_backward(e->ctx, (ck_gconv *)e->state[io->i], io->batch, io->in,
+                             e->params + n->p_kernel, io->dy, io->dx, e->grads + n->p_kernel,
+                             n->n_bias ? e->grads + n->p_bias : NULL, e->ws);
+}
+
+/* the cuDNN plan (algorithms, descriptors) for the largest batch */
+static ck_status conv_prepare_cuda(ck_context *ctx, const ck_node *n, int max_batch, void **state) {
+    ck_conv_geom g = ck_exec_geom(n, max_batch);
+    return ck_gconv_create(ctx, &g, (ck_gconv **)state);
+}
+
+static void conv_release_cuda(void *state) {
+    ck_gconv_destroy((ck_gconv *)state);
+}
+
+static size_t conv_ws_cuda(ck_context *ctx, const ck_node *n, int max_batch, const void *state) {
+    (void)ctx;
+    (void)n;
+    (void)max_batch;
+    return ck_gconv_workspace_bytes((const ck_gconv *)state);
+}
+#define CONV_CUDA                                                                                  \
+    { conv_fwd_cuda, conv_bwd_cuda, conv_prepare_cuda, conv_release_cuda, conv_ws_cuda }
+#else
+#define CONV_CUDA                                                                                  \
+    { 0 }
+#endif
+
+const ck_node_kind ck_nk_conv = {
+    .type = CK_NODE_CONV,
+    .name = "conv2d",
+    .ops = {{conv_fwd_cpu, conv_bwd_cpu, NULL, NULL, conv_ws_cpu}, CONV_CUDA},
 };

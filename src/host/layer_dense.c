@@ -1,6 +1,11 @@
 /* Dense: units outputs of a flat input (a 1 x 1 x c input counts as flat). */
+#include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "gpu_layers.h"
+#endif
 
 static ck_status dense_check(ck_context *ctx, const ck_layer_desc *d, int index) {
     return ck_lk_check_units(ctx, d, index, ck_lk_dense.keras_name);
@@ -33,7 +38,7 @@ static int dense_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
 static int dense_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
                        const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes) {
     ck_node *n = &nodes[0];
-    ck_lk_node(n, CK_NODE_DENSE, in, out);
+    ck_lk_node(n, &ck_nk_dense, in, out);
     ck_lk_place_weights(d, spec, at, n);
     return 1 + ck_lk_inline_act(d, out, &nodes[1]);
 }
@@ -47,4 +52,50 @@ const ck_layer_kind ck_lk_dense = {
     .infer = dense_infer,
     .params = dense_params,
     .lower = dense_lower,
+};
+
+/* ---- node ops ---- */
+
+static ck_status dense_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_cpu_dense_forward(io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel,
+                         n->n_bias ? e->params + n->p_bias : NULL, io->out);
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status dense_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_cpu_dense_backward(io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel, io->dy, io->dx,
+                          e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL);
+    return CK_STATUS_SUCCESS;
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static ck_status dense_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    return ck_gdense_forward(e->ctx, io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel,
+                             n->n_bias ? e->params + n->p_bias : NULL, io->out);
+}
+
+static ck_status dense_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    return ck_gdense_backward(e->ctx, io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel,
+                              io->dy, io->dx, e->grads + n->p_kernel,
+                              n->n_bias ? e->grads + n->p_bias : NULL, e->ws);
+}
+
+/* the bias gradient's column sums */
+static size_t dense_ws_cuda(ck_context *ctx, const ck_node *n, int max_batch, const void *state) {
+    (void)ctx;
+    (void)max_batch;
+    (void)state;
+    return ck_gdense_workspace_bytes(n->oc);
+}
+#define DENSE_CUDA                                                                                 \
+    { dense_fwd_cuda, dense_bwd_cuda, NULL, NULL, dense_ws_cuda }
+#else
+#define DENSE_CUDA                                                                                 \
+    { 0 }
+#endif
+
+const ck_node_kind ck_nk_dense = {
+    .type = CK_NODE_DENSE,
+    .name = "dense",
+    .ops = {{dense_fwd_cpu, dense_bwd_cpu, NULL, NULL, NULL}, DENSE_CUDA},
 };

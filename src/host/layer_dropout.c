@@ -1,6 +1,11 @@
 /* Dropout (one mask value per element) and SpatialDropout2D (one per sample and channel). */
+#include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+#endif
 
 static ck_status dropout_check(ck_context *ctx, const ck_layer_desc *d, int index) {
     if (!(d->rate >= 0.0f && d->rate < 1.0f))
@@ -24,8 +29,7 @@ static int dropout_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
                          const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes) {
     (void)spec;
     (void)at;
-    ck_lk_node(&nodes[0], d->type == CK_LAYER_DROPOUT ? CK_NODE_DROPOUT : CK_NODE_SDROPOUT, in,
-               out);
+    ck_lk_node(&nodes[0], d->type == CK_LAYER_DROPOUT ? &ck_nk_dropout : &ck_nk_sdropout, in, out);
     nodes[0].rate = d->rate;
     return 1;
 }
@@ -48,4 +52,46 @@ const ck_layer_kind ck_lk_spatial_dropout2d = {
     .check = dropout_check,
     .infer = sdropout_infer,
     .lower = dropout_lower,
+};
+
+/* ---- node ops: the public dropout calls run on the context's device, so both backends share
+ * them; only the copy of an inactive dropout is the backend's ---- */
+
+static ck_status drop_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    if (!io->training || !(n->rate > 0.0f))
+        return e->be->copy(e->ctx, io->out, io->in, io->count_in);
+    ck_dropout_desc d = {n->rate, ck_model_dropout_offset(e->m, io->i)};
+    ck_tensor tx = ck_exec_view(e->ctx, io->in, io->batch, n->ih, n->iw, n->ic);
+    ck_tensor ty = ck_exec_view(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc);
+    return n->type == CK_NODE_DROPOUT
+               ? ck_dropout_forward(e->ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL)
+               : ck_spatial_dropout_forward(e->ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL);
+}
+
+static ck_status drop_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    if (!io->dx)
+        return CK_STATUS_SUCCESS;
+    if (!(n->rate > 0.0f))
+        return e->be->copy(e->ctx, io->dx, io->dy, io->count_in);
+    ck_dropout_desc d = {n->rate, ck_model_dropout_offset(e->m, io->i)};
+    ck_tensor tdy = ck_exec_view(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
+    ck_tensor tdx = ck_exec_view(e->ctx, io->dx, io->batch, n->ih, n->iw, n->ic);
+    return n->type == CK_NODE_DROPOUT
+               ? ck_dropout_backward(e->ctx, &d, CK_MODE_TRAINING, &tdy, &tdx, NULL)
+               : ck_spatial_dropout_backward(e->ctx, &d, CK_MODE_TRAINING, &tdy, &tdx, NULL);
+}
+
+#define DROP_OPS                                                                                   \
+    { drop_fwd, drop_bwd, NULL, NULL, NULL }
+
+const ck_node_kind ck_nk_dropout = {
+    .type = CK_NODE_DROPOUT,
+    .name = "dropout",
+    .ops = {DROP_OPS, DROP_OPS},
+};
+
+const ck_node_kind ck_nk_sdropout = {
+    .type = CK_NODE_SDROPOUT,
+    .name = "spatial_dropout2d",
+    .ops = {DROP_OPS, DROP_OPS},
 };

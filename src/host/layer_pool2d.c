@@ -1,6 +1,11 @@
 /* MaxPooling2D and AveragePooling2D: pool_size 2 x 2, strides None (= the pool size). */
+#include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+#endif
 
 static void pool2d_defaults(ck_layer_desc *d) {
     d->kernel_h = d->kernel_w = 2;
@@ -24,7 +29,7 @@ static int pool2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
                         const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes) {
     (void)spec;
     (void)at;
-    ck_lk_node(&nodes[0], CK_NODE_POOL, in, out);
+    ck_lk_node(&nodes[0], &ck_nk_pool, in, out);
     ck_lk_window_geom(d, in, in->c, 0, &nodes[0].geom); /* fits: infer checked it */
     nodes[0].is_max = d->type == CK_LAYER_MAXPOOL2D;
     return 1;
@@ -50,4 +55,75 @@ const ck_layer_kind ck_lk_avgpool2d = {
     .check = pool2d_check,
     .infer = pool2d_infer,
     .lower = pool2d_lower,
+};
+
+/* ---- node ops ---- */
+
+/* F3 (plan.c): a dropout fused into the node runs in place on the pooled output */
+static ck_status pool_drop_fwd(const ck_exec *e, const ck_node *n, const ck_node_io *io) {
+    ck_dropout_desc d;
+    if (!ck_model_fused_dropout(e->m, io->i, io->training, &d))
+        return CK_STATUS_SUCCESS;
+    ck_tensor ty = ck_exec_view(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc);
+    return n->drop_type == CK_NODE_DROPOUT
+               ? ck_dropout_forward(e->ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL)
+               : ck_spatial_dropout_forward(e->ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL);
+}
+
+/* its backward: dy * mask in place (dy is a gradient buffer, not read again) */
+static ck_status pool_drop_bwd(const ck_exec *e, const ck_node *n, const ck_node_io *io) {
+    ck_dropout_desc d;
+    if (!ck_model_fused_dropout(e->m, io->i, 1, &d))
+        return CK_STATUS_SUCCESS;
+    ck_tensor tdy = ck_exec_view(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
+    return n->drop_type == CK_NODE_DROPOUT
+               ? ck_dropout_backward(e->ctx, &d, CK_MODE_TRAINING, &tdy, &tdy, NULL)
+               : ck_spatial_dropout_backward(e->ctx, &d, CK_MODE_TRAINING, &tdy, &tdy, NULL);
+}
+
+static ck_status pool_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_conv_geom g = ck_exec_geom(n, io->batch);
+    ck_cpu_pool_forward(&g, n->is_max, io->in, io->out);
+    return pool_drop_fwd(e, n, io);
+}
+
+static ck_status pool_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    if (!io->dx)
+        return CK_STATUS_SUCCESS;
+    CK_TRY(pool_drop_bwd(e, n, io));
+    ck_conv_geom g = ck_exec_geom(n, io->batch);
+    ck_cpu_pool_backward(&g, n->is_max, io->in, io->dy, io->dx);
+    return CK_STATUS_SUCCESS;
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static ck_status pool_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    CK_EXEC_CUDA(e->ctx,
+                 ck_cuda_pool_forward(ck_exec_geom(n, io->batch), n->is_max, io->in, io->out,
+                                      e->ctx->stream),
+                 "pool");
+    return pool_drop_fwd(e, n, io);
+}
+
+static ck_status pool_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    if (!io->dx)
+        return CK_STATUS_SUCCESS;
+    CK_TRY(pool_drop_bwd(e, n, io));
+    CK_EXEC_CUDA(e->ctx,
+                 ck_cuda_pool_backward(ck_exec_geom(n, io->batch), n->is_max, io->in, io->dy,
+                                       io->dx, e->ctx->stream),
+                 "pool backward");
+    return CK_STATUS_SUCCESS;
+}
+#define POOL_CUDA                                                                                  \
+    { pool_fwd_cuda, pool_bwd_cuda, NULL, NULL, NULL }
+#else
+#define POOL_CUDA                                                                                  \
+    { 0 }
+#endif
+
+const ck_node_kind ck_nk_pool = {
+    .type = CK_NODE_POOL,
+    .name = "pool2d",
+    .ops = {{pool_fwd_cpu, pool_bwd_cpu, NULL, NULL, NULL}, POOL_CUDA},
 };

@@ -1,6 +1,11 @@
 /* GlobalAveragePooling2D and Flatten: the two layers that turn (H, W, C) into a vector. */
+#include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+#endif
 
 static ck_status gap2d_infer(ck_context *ctx, const ck_layer_desc *d, int index,
                              const ck_shape3 *in, ck_shape3 *out) {
@@ -17,7 +22,7 @@ static int gap2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sha
     (void)d;
     (void)spec;
     (void)at;
-    ck_lk_node(&nodes[0], CK_NODE_GAP, in, out);
+    ck_lk_node(&nodes[0], &ck_nk_gap, in, out);
     return 1;
 }
 
@@ -47,7 +52,7 @@ static int flatten_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
     (void)d;
     (void)spec;
     (void)at;
-    ck_lk_node(&nodes[0], CK_NODE_FLATTEN, in, out);
+    ck_lk_node(&nodes[0], &ck_nk_flatten, in, out);
     return 1;
 }
 
@@ -58,4 +63,56 @@ const ck_layer_kind ck_lk_flatten = {
     .flags = CK_LK_FLATTENS,
     .infer = flatten_infer,
     .lower = flatten_lower,
+};
+
+/* ---- node ops ---- */
+
+static ck_status gap_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    (void)e;
+    ck_cpu_gap_forward(io->batch, n->ih * n->iw, n->ic, io->in, io->out);
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status gap_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    (void)e;
+    if (io->dx)
+        ck_cpu_gap_backward(io->batch, n->ih * n->iw, n->ic, io->dy, io->dx);
+    return CK_STATUS_SUCCESS;
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static ck_status gap_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    CK_EXEC_CUDA(
+        e->ctx,
+        ck_cuda_gap_forward(io->batch, n->ih * n->iw, n->ic, io->in, io->out, e->ctx->stream),
+        "gap");
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status gap_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    if (io->dx)
+        CK_EXEC_CUDA(
+            e->ctx,
+            ck_cuda_gap_backward(io->batch, n->ih * n->iw, n->ic, io->dy, io->dx, e->ctx->stream),
+            "gap backward");
+    return CK_STATUS_SUCCESS;
+}
+#define GAP_CUDA                                                                                   \
+    { gap_fwd_cuda, gap_bwd_cuda, NULL, NULL, NULL }
+#else
+#define GAP_CUDA                                                                                   \
+    { 0 }
+#endif
+
+const ck_node_kind ck_nk_gap = {
+    .type = CK_NODE_GAP,
+    .name = "global_average_pooling2d",
+    .ops = {{gap_fwd_cpu, gap_bwd_cpu, NULL, NULL, NULL}, GAP_CUDA},
+};
+
+/* Flatten of NHWC memory is the same memory: the executor aliases it on every backend. */
+const ck_node_kind ck_nk_flatten = {
+    .type = CK_NODE_FLATTEN,
+    .name = "flatten",
+    .alias = 1,
 };

@@ -1,4 +1,5 @@
 /* Helpers the layer kinds share (layer.h): argument checks, window geometry, node setup. */
+#include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
 
@@ -72,8 +73,9 @@ ck_status ck_lk_infer_same(ck_context *ctx, const ck_layer_desc *d, int index, c
     return CK_STATUS_SUCCESS;
 }
 
-void ck_lk_node(ck_node *n, int t, const ck_shape3 *in, const ck_shape3 *out) {
-    n->type = (ck_node_type)t;
+void ck_lk_node(ck_node *n, const ck_node_kind *k, const ck_shape3 *in, const ck_shape3 *out) {
+    n->type = k->type;
+    n->kind = k;
     n->ih = in->h;
     n->iw = in->w;
     n->ic = in->c;
@@ -90,13 +92,4 @@ void ck_lk_place_weights(const ck_layer_desc *d, const ck_param_spec *spec,
         n->p_bias = at->off[1];
         n->n_bias = spec[1].count;
     }
-}
-
-int ck_lk_inline_act(const ck_layer_desc *d, const ck_shape3 *out, ck_node *n) {
-    if (d->activation == CK_ACT_NONE)
-        return 0;
-    ck_lk_node(n, CK_NODE_ACT, out, out);
-    n->act = d->activation;
-    n->alpha = d->alpha;
-    return 1;
 }

@@ -4,6 +4,7 @@
  * becomes two nodes (the layer, then an activation), so every node has one simple forward and
  * backward. Activations are NHWC (channels last, Keras order; Flatten is then free). Buffers are
  * planned once at build for max_batch samples: nothing is allocated inside a training step. */
+#include "exec.h"
 #include "model_internal.h"
 
 #include <math.h>
@@ -212,14 +213,12 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
         const int first = m->num_nodes;
         push_nodes(m, li, nodes, k->lower(d, &cur, &out, spec, &at, nodes));
         for (int i = first; i < m->num_nodes; ++i) {
-            /* the CPU conv's im2col workspace, for the largest batch (the memory table in S4) */
-            if (m->nodes[i].type == CK_NODE_CONV) {
-                ck_conv_geom gb = m->nodes[i].geom;
-                gb.n = max_batch;
-                size_t wsf = ck_cpu_conv2d_workspace_floats(&gb);
-                if (wsf > ws)
-                    ws = wsf;
-            }
+            /* the shared CPU workspace: the largest any node needs (the conv's im2col) */
+            const ck_node_ops *op = &m->nodes[i].kind->ops[CK_BE_CPU];
+            const size_t wsf =
+                op->ws_bytes ? (op->ws_bytes(ctx, &m->nodes[i], max_batch, NULL) + 3) / 4 : 0;
+            if (wsf > ws)
+                ws = wsf;
         }
         size_t o = (size_t)out.h * out.w * out.c;
         if (o > maxact)
@@ -249,7 +248,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
         n->act_offset = nact;
-        if (n->type != CK_NODE_FLATTEN) {
+        if (!n->kind->alias) {
             nact += (size_t)n->oh * n->ow * n->oc * (size_t)max_batch;
             nact_d += (double)n->oh * n->ow * n->oc * max_batch;
         }
@@ -293,6 +292,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->gbuf[1] =
         (float *)ck_host_alloc(ctx, sizeof(float) * (maxact ? maxact * (size_t)max_batch : 1));
     m->stats = (float *)ck_host_calloc(ctx, nstats ? nstats : 1, sizeof(float));
+    m->num_stats = nstats;
     m->ws = (float *)ck_host_alloc(ctx, sizeof(float) * (ws ? ws : 1));
     m->logits_grad = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)m->classes * max_batch);
     if (!m->params || !m->grads || !m->opt_m || !m->opt_v || !m->fixed || !m->fixed_backup ||
@@ -303,9 +303,9 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     }
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
-        n->out = on_gpu                       ? NULL
-                 : n->type == CK_NODE_FLATTEN ? (i ? m->nodes[i - 1].out : NULL)
-                                              : m->acts + n->act_offset;
+        n->out = on_gpu           ? NULL
+                 : n->kind->alias ? (i ? m->nodes[i - 1].out : NULL)
+                                  : m->acts + n->act_offset;
     }
     ck_model_init_params(m);
     if (on_gpu) {

@@ -25,9 +25,12 @@ typedef enum ck_node_type {
 } ck_node_type;
 
 /* One executable step of the model; per-sample shapes ih x iw x ic -> oh x ow x oc (NHWC). */
+typedef struct ck_node_kind ck_node_kind; /* exec.h */
+
 struct ck_node {
     ck_node_type type;
-    int layer; /* index of the user's layer */
+    const ck_node_kind *kind; /* how each backend runs it (exec.h) */
+    int layer;                /* index of the user's layer */
     int ih, iw, ic, oh, ow, oc;
     ck_conv_geom geom;                         /* conv / pool, for n = 1 (n is set per batch) */
     size_t p_kernel, n_kernel, p_bias, n_bias; /* offsets into params (floats) */
@@ -71,14 +74,14 @@ struct ck_model {
     int max_batch, classes, softmax_last;
     ck_node *nodes;
     int num_nodes;
-    size_t num_params, num_fixed;
-    float *params, *grads, *opt_m, *opt_v; /* trainable parameters, their gradients, state */
-    float *fixed;                          /* BN moving mean / variance */
-    float *fixed_backup;                   /* copy taken at the start of a step */
-    float *acts;                           /* node outputs */
-    float *gbuf[2];                        /* gradient ping-pong buffers */
-    float *stats;                          /* BN saved mean / invstd */
-    float *ws;                             /* conv im2col workspace */
+    size_t num_params, num_fixed, num_stats; /* floats in params, fixed, stats */
+    float *params, *grads, *opt_m, *opt_v;   /* trainable parameters, their gradients, state */
+    float *fixed;                            /* BN moving mean / variance */
+    float *fixed_backup;                     /* copy taken at the start of a step */
+    float *acts;                             /* node outputs */
+    float *gbuf[2];                          /* gradient ping-pong buffers */
+    float *stats;                            /* BN saved mean / invstd */
+    float *ws;                               /* conv im2col workspace */
     float *logits_grad;
     size_t mem_act_bytes, mem_host_bytes; /* ck_model_memory_usage, set by ck_model_build */
     ck_optimizer_desc opt;

@@ -1,4 +1,5 @@
 /* Model execution: forward, softmax cross-entropy, backward, optimizer step, inference. */
+#include "exec.h"
 #include "model_internal.h"
 
 #include <math.h>
@@ -10,235 +11,14 @@
 #include <omp.h>
 #endif
 
-/* A tensor header over model memory (NHWC activations or 1 x C x 1 x 1 parameters). */
-static ck_tensor view(ck_context *ctx, const float *p, int n, int h, int w, int c) {
-    ck_tensor t;
-    t.ctx = ctx;
-    t.layout = CK_LAYOUT_NHWC;
-    t.n = n;
-    t.c = c;
-    t.h = h;
-    t.w = w;
-    t.count = (size_t)n * c * h * w;
-    t.data = (float *)p;
-    return t;
-}
-
-static ck_tensor pview(ck_context *ctx, const float *p, int c) {
-    ck_tensor t = view(ctx, p, 1, 1, 1, c);
-    t.layout = CK_LAYOUT_NCHW;
-    return t;
-}
-
-static ck_conv_geom geom_for(const ck_node *n, int batch) {
-    ck_conv_geom g = n->geom;
-    g.n = batch;
-    return g;
-}
-
-/* The BN desc node i's kernel runs with; *relu_after: the fused ReLU runs as an in-place pass
- * after the kernel instead of inside it (m->relu_in_bn_kernel == 0). */
-static ck_bn_desc bn_kernel_desc(const ck_model *m, const ck_node *n, int *relu_after) {
-    ck_bn_desc d = n->bn;
-    *relu_after = d.activation == CK_ACT_RELU && !m->relu_in_bn_kernel;
-    if (*relu_after)
-        d.activation = CK_ACT_NONE;
-    return d;
-}
-
-static const float *node_input(const ck_model *m, int i, const float *x) {
-    return i == 0 ? x : m->nodes[i - 1].out;
-}
-
 /* Runs nodes [0, upto) forward (declared in model_internal.h for measurement code). */
 ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int training, int upto) {
-    ck_context *ctx = m->ctx;
     if (m->gpu)
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+        return ck_fail(m->ctx, CK_STATUS_NOT_SUPPORTED,
                        "model: host-side node outputs are not available for a model on a CUDA "
                        "context");
-    for (int i = 0; i < upto; ++i) {
-        ck_node *n = &m->nodes[i];
-        const float *in = node_input(m, i, x);
-        const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
-        ck_status st = CK_STATUS_SUCCESS;
-        const double t0 = training ? ck_prof_begin(m) : 0.0;
-        switch (n->type) {
-        case CK_NODE_CONV: {
-            ck_conv_geom g = geom_for(n, batch);
-            ck_cpu_conv2d_forward(&g, in, m->params + n->p_kernel,
-                                  n->n_bias ? m->params + n->p_bias : NULL, n->out, m->ws);
-            break;
-        }
-        case CK_NODE_POOL: {
-            ck_conv_geom g = geom_for(n, batch);
-            ck_cpu_pool_forward(&g, n->is_max, in, n->out);
-            ck_dropout_desc d;
-            /* F3: the dropout in place on the pooled output */
-            if (ck_model_fused_dropout(m, i, training, &d)) {
-                ck_tensor ty = view(ctx, n->out, batch, n->oh, n->ow, n->oc);
-                st = n->drop_type == CK_NODE_DROPOUT
-                         ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL)
-                         : ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL);
-            }
-            break;
-        }
-        case CK_NODE_GAP:
-            ck_cpu_gap_forward(batch, n->ih * n->iw, n->ic, in, n->out);
-            break;
-        case CK_NODE_FLATTEN:
-            n->out = (float *)in;
-            break;
-        case CK_NODE_DENSE:
-            ck_cpu_dense_forward(batch, n->ic, n->oc, in, m->params + n->p_kernel,
-                                 n->n_bias ? m->params + n->p_bias : NULL, n->out);
-            break;
-        case CK_NODE_BN: {
-            ck_tensor tx = view(ctx, in, batch, n->ih, n->iw, n->ic);
-            ck_tensor ty = view(ctx, n->out, batch, n->oh, n->ow, n->oc);
-            ck_tensor g = pview(ctx, m->params + n->p_gamma, n->oc);
-            ck_tensor b = pview(ctx, m->params + n->p_beta, n->oc);
-            ck_tensor rm = pview(ctx, m->fixed + n->p_mm, n->oc);
-            ck_tensor rv = pview(ctx, m->fixed + n->p_mv, n->oc);
-            int relu_after;
-            const ck_bn_desc bd = bn_kernel_desc(m, n, &relu_after);
-            if (training) {
-                ck_tensor sm = pview(ctx, m->stats + n->p_stats, n->oc);
-                ck_tensor si = pview(ctx, m->stats + n->p_stats + n->oc, n->oc);
-                ck_dropout_desc sd; /* F2: a SpatialDropout as the kernel's channel scale */
-                const int has_sd = ck_model_fused_dropout(m, i, training, &sd);
-                st = ck_batchnorm_forward_training(ctx, &bd, &tx, &g, &b, &rm, &rv, &sm, &si,
-                                                   has_sd ? &sd : NULL, &ty, NULL);
-            } else {
-                st = ck_batchnorm_forward_inference(ctx, &bd, &tx, &g, &b, &rm, &rv, &ty);
-            }
-            /* relu(s * pre) == s * relu(pre) bit for bit (s >= 0): the same as the kernel's */
-            if (st == CK_STATUS_SUCCESS && relu_after)
-                ck_cpu_activation_forward(CK_ACT_RELU, 0.0f, n->out, n->out, count_in, n->oc);
-            break;
-        }
-        case CK_NODE_ACT:
-            ck_cpu_activation_forward(n->act, n->alpha, in, n->out, count_in, n->oc);
-            break;
-        case CK_NODE_DROPOUT:
-        case CK_NODE_SDROPOUT:
-            if (training && n->rate > 0.0f) {
-                ck_dropout_desc d = {n->rate, ck_model_dropout_offset(m, i)};
-                ck_tensor tx = view(ctx, in, batch, n->ih, n->iw, n->ic);
-                ck_tensor ty = view(ctx, n->out, batch, n->oh, n->ow, n->oc);
-                st = n->type == CK_NODE_DROPOUT
-                         ? ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL)
-                         : ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL);
-            } else {
-                memcpy(n->out, in, count_in * sizeof(float));
-            }
-            break;
-        }
-        if (training)
-            ck_prof_end(m, t0, &m->prof_cur_fwd[i]);
-        if (st != CK_STATUS_SUCCESS)
-            return st;
-    }
-    return CK_STATUS_SUCCESS;
-}
-
-/* Backward from node `from` (inclusive) down to 0, with dy in model memory (m->logits_grad or a
- * gradient buffer; a node may scale its dy in place: it is not read again). */
-static ck_status backward(ck_model *m, const float *x, int batch, int from, float *dy0) {
-    ck_context *ctx = m->ctx;
-    float *dy = dy0;
-    int cur = 0; /* gbuf index the next dx goes to */
-    for (int i = from; i >= 0; --i) {
-        ck_node *n = &m->nodes[i];
-        const float *in = node_input(m, i, x);
-        const size_t count_in = (size_t)batch * n->ih * n->iw * n->ic;
-        float *dx = i > 0 ? m->gbuf[cur] : NULL; /* no gradient for the input */
-        ck_status st = CK_STATUS_SUCCESS;
-        const double t0 = ck_prof_begin(m);
-        switch (n->type) {
-        case CK_NODE_CONV: {
-            ck_conv_geom g = geom_for(n, batch);
-            ck_cpu_conv2d_backward(&g, in, m->params + n->p_kernel, dy, dx, m->grads + n->p_kernel,
-                                   n->n_bias ? m->grads + n->p_bias : NULL, m->ws);
-            break;
-        }
-        case CK_NODE_POOL:
-            if (dx) {
-                ck_dropout_desc d;
-                if (ck_model_fused_dropout(m, i, 1, &d)) { /* F3: dy * mask, in place */
-                    ck_tensor tdy = view(ctx, dy, batch, n->oh, n->ow, n->oc);
-                    st = n->drop_type == CK_NODE_DROPOUT
-                             ? ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdy, NULL)
-                             : ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdy,
-                                                           NULL);
-                }
-                ck_conv_geom g = geom_for(n, batch);
-                if (st == CK_STATUS_SUCCESS)
-                    ck_cpu_pool_backward(&g, n->is_max, in, dy, dx);
-            }
-            break;
-        case CK_NODE_GAP:
-            if (dx)
-                ck_cpu_gap_backward(batch, n->ih * n->iw, n->ic, dy, dx);
-            break;
-        case CK_NODE_FLATTEN:
-            continue; /* same memory, same gradient */
-        case CK_NODE_DENSE:
-            ck_cpu_dense_backward(batch, n->ic, n->oc, in, m->params + n->p_kernel, dy, dx,
-                                  m->grads + n->p_kernel, n->n_bias ? m->grads + n->p_bias : NULL);
-            break;
-        case CK_NODE_BN: {
-            ck_tensor tx = view(ctx, in, batch, n->ih, n->iw, n->ic);
-            ck_tensor tdy = view(ctx, dy, batch, n->oh, n->ow, n->oc);
-            ck_tensor tdx = view(ctx, dx ? dx : m->gbuf[cur], batch, n->ih, n->iw, n->ic);
-            ck_tensor g = pview(ctx, m->params + n->p_gamma, n->oc);
-            ck_tensor b = pview(ctx, m->params + n->p_beta, n->oc);
-            ck_tensor sm = pview(ctx, m->stats + n->p_stats, n->oc);
-            ck_tensor si = pview(ctx, m->stats + n->p_stats + n->oc, n->oc);
-            ck_tensor dg = pview(ctx, m->grads + n->p_gamma, n->oc);
-            ck_tensor db = pview(ctx, m->grads + n->p_beta, n->oc);
-            ck_dropout_desc sd; /* F2: dy * mask and dReLU folded into dBN */
-            const int has_sd = ck_model_fused_dropout(m, i, 1, &sd);
-            int relu_after;
-            const ck_bn_desc bd = bn_kernel_desc(m, n, &relu_after);
-            if (relu_after) /* dReLU in place on dy, from the node's output (> 0 iff kept and
-                               pre > 0) */
-                ck_cpu_activation_backward(CK_ACT_RELU, 0.0f, NULL, n->out, dy, dy, count_in,
-                                           n->oc);
-            st = ck_batchnorm_backward(ctx, &bd, &tx, &tdy, &g, &b, &sm, &si, has_sd ? &sd : NULL,
-                                       &tdx, &dg, &db, NULL);
-            break;
-        }
-        case CK_NODE_ACT:
-            if (dx)
-                ck_cpu_activation_backward(n->act, n->alpha, in, n->out, dy, dx, count_in, n->oc);
-            break;
-        case CK_NODE_DROPOUT:
-        case CK_NODE_SDROPOUT:
-            if (dx) {
-                if (n->rate > 0.0f) {
-                    ck_dropout_desc d = {n->rate, ck_model_dropout_offset(m, i)};
-                    ck_tensor tdy = view(ctx, dy, batch, n->oh, n->ow, n->oc);
-                    ck_tensor tdx = view(ctx, dx, batch, n->ih, n->iw, n->ic);
-                    st = n->type == CK_NODE_DROPOUT
-                             ? ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdx, NULL)
-                             : ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, &tdy, &tdx,
-                                                           NULL);
-                } else {
-                    memcpy(dx, dy, count_in * sizeof(float));
-                }
-            }
-            break;
-        }
-        ck_prof_end(m, t0, &m->prof_cur_bwd[i]);
-        if (st != CK_STATUS_SUCCESS)
-            return st;
-        if (!dx)
-            break;
-        dy = dx;
-        cur ^= 1;
-    }
-    return CK_STATUS_SUCCESS;
+    const ck_exec e = ck_exec_cpu(m, x);
+    return ck_exec_forward(&e, batch, training, upto);
 }
 
 static void optimizer_step(ck_model *m) {
@@ -316,8 +96,10 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
                          "diverged training); the model was not changed",
                          m->step);
     }
-    if (st == CK_STATUS_SUCCESS)
-        st = backward(m, x, n, ln, m->logits_grad);
+    if (st == CK_STATUS_SUCCESS && ln >= 0) {
+        const ck_exec e = ck_exec_cpu(m, x);
+        st = ck_exec_backward(&e, n, ln, m->logits_grad);
+    }
     if (st == CK_STATUS_SUCCESS)
         for (size_t i = 0; i < m->num_params; ++i)
             if (!isfinite(m->grads[i])) {
