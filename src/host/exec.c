@@ -2,33 +2,8 @@
  * CPU and CUDA alike; each node runs through its kind's ops for the backend. */
 #include "exec.h"
 
+#include <math.h>
 #include <string.h>
-
-static ck_status cpu_copy(ck_context *ctx, float *dst, const float *src, size_t count) {
-    (void)ctx;
-    memcpy(dst, src, count * sizeof(float));
-    return CK_STATUS_SUCCESS;
-}
-
-const ck_backend ck_backend_cpu = {CK_BE_CPU, "cpu", cpu_copy};
-
-ck_exec ck_exec_cpu(ck_model *m, const float *x) {
-    ck_exec e;
-    memset(&e, 0, sizeof e);
-    e.m = m;
-    e.ctx = m->ctx;
-    e.be = &ck_backend_cpu;
-    e.params = m->params;
-    e.grads = m->grads;
-    e.fixed = m->fixed;
-    e.stats = m->stats;
-    e.x = x;
-    e.gbuf[0] = m->gbuf[0];
-    e.gbuf[1] = m->gbuf[1];
-    e.ws = m->ws;
-    e.bn_relu_fused = m->relu_in_bn_kernel;
-    return e;
-}
 
 float *ck_exec_out(const ck_exec *e, int i) {
     return e->outs ? e->outs[i] : e->m->nodes[i].out;
@@ -153,5 +128,89 @@ ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0) {
         dy = io.dx;
         cur ^= 1;
     }
+    return CK_STATUS_SUCCESS;
+}
+
+int ck_exec_logits_node(const ck_model *m) {
+    return m->num_nodes - 1 - (m->softmax_last ? 1 : 0);
+}
+
+static const float *logits_of(const ck_exec *e) {
+    const int li = ck_exec_logits_node(e->m);
+    return li < 0 ? e->x : ck_exec_out(e, li);
+}
+
+static ck_status loss_not_finite(const ck_model *m) {
+    return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                   "x: the loss is not finite at step %lld (NaN/Inf in the inputs or diverged "
+                   "training); the model was not changed",
+                   m->step);
+}
+
+ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n, int update,
+                        double *loss_sum, int *correct) {
+    ck_model *m = e->m;
+    const ck_backend *be = e->be;
+    ck_kloss own = {0.0, 0, 0}, hl = {0.0, 0, 0};
+    ck_kloss *kl = e->loss ? e->loss : &own; /* the backend's memory */
+    long long bad = -1;
+    /* the BN moving statistics are restored if the step fails: no half-changed model */
+    ck_status st = m->num_fixed ? be->copy(e->ctx, e->fixed_backup, e->fixed, m->num_fixed)
+                                : CK_STATUS_SUCCESS;
+    const int backed_up = st == CK_STATUS_SUCCESS;
+    const int ln = ck_exec_logits_node(m);
+    if (st == CK_STATUS_SUCCESS)
+        st = be->stage(e, x, labels, n);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_exec_forward(e, n, 1, ln + 1);
+    if (st == CK_STATUS_SUCCESS)
+        st = be->loss(e, n, logits_of(e), kl);
+    /* synchronous: a non-finite loss fails before backward */
+    if (st == CK_STATUS_SUCCESS && be->synchronous && !isfinite(kl->loss_sum))
+        st = loss_not_finite(m);
+    if (st == CK_STATUS_SUCCESS && ln >= 0)
+        st = ck_exec_backward(e, n, ln, e->logits_grad);
+    /* a non-finite gradient fails the step before any parameter changes */
+    if (st == CK_STATUS_SUCCESS)
+        st = be->flag_nonfinite(e, kl, &bad);
+    if (st == CK_STATUS_SUCCESS && update && !be->synchronous)
+        st = be->update(e, kl);
+    if (st == CK_STATUS_SUCCESS)
+        st = be->read_loss(e, kl, &hl);
+    if (st == CK_STATUS_SUCCESS && !isfinite(hl.loss_sum))
+        st = loss_not_finite(m);
+    if (st == CK_STATUS_SUCCESS && hl.nonfinite)
+        st = bad >= 0 ? ck_fail(e->ctx, CK_STATUS_BAD_PARAM,
+                                "model: gradient %lld is not finite at step %lld (diverged "
+                                "training); the model was not changed",
+                                bad, m->step)
+                      : ck_fail(e->ctx, CK_STATUS_BAD_PARAM,
+                                "model: a gradient is not finite at step %lld (diverged "
+                                "training); the model was not changed",
+                                m->step);
+    if (st != CK_STATUS_SUCCESS) {
+        if (backed_up && m->num_fixed)
+            be->restore(e);
+        return st;
+    }
+    if (update && be->synchronous)
+        CK_TRY(be->update(e, NULL));
+    if (loss_sum)
+        *loss_sum = hl.loss_sum;
+    if (correct)
+        *correct = hl.correct;
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_exec_infer(ck_exec *e, const float *x, int n, const float **logits) {
+    ck_model *m = e->m;
+    CK_TRY(e->be->stage(e, x, NULL, n));
+    CK_TRY(ck_exec_forward(e, n, 0, ck_exec_logits_node(m) + 1));
+    *logits = logits_of(e);
+    if (!e->be->download)
+        return CK_STATUS_SUCCESS;
+    /* the host buffer of the loss gradient holds a batch of logits */
+    CK_TRY(e->be->download(e, m->logits_grad, *logits, (size_t)n * m->classes));
+    *logits = m->logits_grad;
     return CK_STATUS_SUCCESS;
 }

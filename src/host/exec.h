@@ -5,6 +5,7 @@
 #ifndef CNNKIT_EXEC_H
 #define CNNKIT_EXEC_H
 
+#include "ck_kernels.h"
 #include "model_internal.h"
 
 enum { CK_BE_CPU, CK_BE_CUDA, CK_BE_COUNT };
@@ -43,11 +44,32 @@ struct ck_node_kind {
     ck_node_ops ops[CK_BE_COUNT];
 };
 
-/* What differs between devices below the nodes: where a device copy goes. */
+/* What differs between devices around the nodes: copies, the batch, the loss, the gradient check
+ * and the optimizer update. A synchronous backend (the CPU) judges the loss before backward and
+ * the step before the update; an asynchronous one (CUDA) enqueues the whole step, the update
+ * guarded on the device by the step's verdict, and waits once. */
 typedef struct ck_backend {
     int id; /* CK_BE_* */
     const char *name;
+    unsigned char synchronous;
     ck_status (*copy)(ck_context *ctx, float *dst, const float *src, size_t count);
+    /* Puts the batch where node 0 and the loss read it (e->x, e->labels). */
+    ck_status (*stage)(ck_exec *e, const float *x, const int32_t *labels, int n);
+    /* Softmax cross-entropy of the logits against e->labels into *out (the backend's memory);
+     * dlogits into e->logits_grad. */
+    ck_status (*loss)(const ck_exec *e, int n, const float *logits, ck_kloss *out);
+    /* Sets out->nonfinite when a gradient is NaN/Inf; *bad_index: the first such, or -1 when the
+     * backend cannot tell. */
+    ck_status (*flag_nonfinite)(const ck_exec *e, ck_kloss *out, long long *bad_index);
+    /* One optimizer update of every parameter range; guard (the backend's memory, may be NULL):
+     * a failed step's verdict, read by the device (see ck_cuda_adam). */
+    ck_status (*update)(const ck_exec *e, const ck_kloss *guard);
+    /* Waits for what was enqueued and copies the step's loss to the host. */
+    ck_status (*read_loss)(const ck_exec *e, const ck_kloss *src, ck_kloss *host);
+    /* Logits of n samples into host memory; NULL: the backend's memory is the host's. */
+    ck_status (*download)(const ck_exec *e, float *host, const float *src, size_t count);
+    /* Best effort: the BN moving statistics of before the step (a failed step). */
+    void (*restore)(const ck_exec *e);
 } ck_backend;
 
 extern const ck_backend ck_backend_cpu;
@@ -57,8 +79,11 @@ struct ck_exec {
     ck_model *m;
     ck_context *ctx;
     const ck_backend *be;
-    float *params, *grads, *fixed, *stats;
-    const float *x; /* the batch (host x on the CPU, its staged copy on CUDA) */
+    float *params, *grads, *opt_m, *opt_v, *fixed, *fixed_backup, *stats;
+    const float *x;        /* the batch (host x on the CPU, its staged copy on CUDA) */
+    const int32_t *labels; /* its labels, the same way */
+    float *logits_grad;    /* the loss gradient at the logits */
+    ck_kloss *loss;        /* where the loss goes (NULL on the CPU: the step's own) */
     float **outs;   /* per-node outputs when the backend keeps its own (CUDA); NULL: n->out */
     void **state;   /* per-node state from ops.prepare, or NULL */
     float *gbuf[2]; /* gradient ping-pong buffers */
@@ -67,7 +92,19 @@ struct ck_exec {
     int bn_relu_fused; /* a BN node's fused ReLU runs inside the BN kernel (else after it) */
 };
 
-/* The CPU executor of a built model. */
+/* The executor over a model's device buffers (gpu_exec.c; the model has a device side). */
+ck_exec ck_exec_cuda(ck_model *m);
+/* A training step's forward, loss and backward on a checked batch, and with update != 0 the
+ * optimizer update; on failure the model is as before (but for a CUDA launch error part-way
+ * through the per-range updates). */
+ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n, int update,
+                        double *loss_sum, int *correct);
+/* Inference-mode logits of n samples: *logits points at host memory. */
+ck_status ck_exec_infer(ck_exec *e, const float *x, int n, const float **logits);
+/* The node whose output holds the logits (-1: the input). */
+int ck_exec_logits_node(const ck_model *m);
+
+/* The CPU executor of a built model (backend_cpu.c). */
 ck_exec ck_exec_cpu(ck_model *m, const float *x);
 /* Node i's output buffer. */
 float *ck_exec_out(const ck_exec *e, int i);

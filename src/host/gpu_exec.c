@@ -66,16 +66,6 @@ int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len) 
     return 0;
 }
 
-static ck_status cuda_copy(ck_context *ctx, float *dst, const float *src, size_t count) {
-    CK_EXEC_CUDA(ctx,
-                 cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice,
-                                 (cudaStream_t)ctx->stream),
-                 "device copy");
-    return CK_STATUS_SUCCESS;
-}
-
-static const ck_backend backend_cuda = {CK_BE_CUDA, "cuda", cuda_copy};
-
 /* Plans the device arena for the model built on the host (m->nodes, sizes, max_batch). */
 ck_status ck_gpu_model_build(ck_model *m) {
     ck_context *ctx = m->ctx;
@@ -232,8 +222,117 @@ ck_status ck_gpu_model_pull(ck_model *m) {
     return CK_STATUS_SUCCESS;
 }
 
-/* The executor over the device arena; the batch is the staged g->x. */
-static ck_exec cuda_exec(ck_model *m) {
+/* ---- the CUDA backend of the executor (exec.h) ---- */
+
+static ck_status cuda_copy(ck_context *ctx, float *dst, const float *src, size_t count) {
+    CK_EXEC_CUDA(ctx,
+                 cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice,
+                                 (cudaStream_t)ctx->stream),
+                 "device copy");
+    return CK_STATUS_SUCCESS;
+}
+
+/* the batch to the staging area that e->x and e->labels point at */
+static ck_status cuda_stage(ck_exec *e, const float *x, const int32_t *labels, int n) {
+    const ck_model *m = e->m;
+    cudaStream_t s = (cudaStream_t)e->ctx->stream;
+    CK_EXEC_CUDA(e->ctx,
+                 cudaMemcpyAsync((float *)e->x, x,
+                                 sizeof(float) * (size_t)n * m->in_h * m->in_w * m->in_c,
+                                 cudaMemcpyHostToDevice, s),
+                 "model: batch upload");
+    if (labels)
+        CK_EXEC_CUDA(e->ctx,
+                     cudaMemcpyAsync((int32_t *)e->labels, labels, sizeof(int32_t) * (size_t)n,
+                                     cudaMemcpyHostToDevice, s),
+                     "model: label upload");
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status cuda_loss(const ck_exec *e, int n, const float *logits, ck_kloss *out) {
+    CK_EXEC_CUDA(e->ctx,
+                 ck_cuda_softmax_xent(n, e->m->classes, logits, e->labels, e->logits_grad, out,
+                                      e->ws, e->ctx->stream),
+                 "softmax cross-entropy");
+    return CK_STATUS_SUCCESS;
+}
+
+/* a flag on the device: the update kernels read it, the host after its one wait */
+static ck_status cuda_flag_nonfinite(const ck_exec *e, ck_kloss *out, long long *bad_index) {
+    *bad_index = -1;
+    CK_EXEC_CUDA(e->ctx, cudaMemsetAsync(&out->nonfinite, 0, sizeof(int), e->ctx->stream),
+                 "model: gradient check");
+    CK_EXEC_CUDA(
+        e->ctx, ck_cuda_flag_nonfinite(e->grads, e->m->num_params, &out->nonfinite, e->ctx->stream),
+        "model: gradient check");
+    return CK_STATUS_SUCCESS;
+}
+
+/* One optimizer update of every parameter range, as the CPU's; guard: see ck_cuda_adam. */
+static ck_status cuda_update(const ck_exec *e, const ck_kloss *guard) {
+    const ck_model *m = e->m;
+    const ck_optimizer_desc *o = &m->opt;
+    void *s = e->ctx->stream;
+    const float alpha = ck_adam_alpha(o->learning_rate, o->beta1, o->beta2, m->step + 1);
+    size_t off, cnt;
+    float wd;
+    for (int cur = 0; ck_model_next_update_range(m, &cur, &off, &cnt, &wd);) {
+        const float decay = wd > 0.0f ? o->learning_rate * wd : 0.0f;
+        const int err =
+            o->type == CK_OPT_ADAM
+                ? ck_cuda_adam(e->params + off, e->grads + off, e->opt_m + off, e->opt_v + off, cnt,
+                               alpha, o->beta1, o->beta2, o->epsilon, decay, guard, s)
+                : ck_cuda_sgd(e->params + off, e->grads + off, e->opt_m + off, cnt,
+                              o->learning_rate, o->momentum, o->nesterov, decay, guard, s);
+        if (err)
+            return ck_cuda_fail(e->ctx, err, "optimizer update");
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status cuda_read_loss(const ck_exec *e, const ck_kloss *src, ck_kloss *host) {
+    cudaStream_t s = (cudaStream_t)e->ctx->stream;
+    cudaError_t err = cudaMemcpyAsync(host, src, sizeof *host, cudaMemcpyDeviceToHost, s);
+    if (err == cudaSuccess)
+        err = cudaStreamSynchronize(s);
+    if (err != cudaSuccess)
+        return ck_cuda_fail(e->ctx, err, "model: training step");
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status cuda_download(const ck_exec *e, float *host, const float *src, size_t count) {
+    cudaStream_t s = (cudaStream_t)e->ctx->stream;
+    CK_EXEC_CUDA(e->ctx,
+                 cudaMemcpyAsync(host, src, sizeof(float) * count, cudaMemcpyDeviceToHost, s),
+                 "model: logits download");
+    CK_EXEC_CUDA(e->ctx, cudaStreamSynchronize(s), "model: inference");
+    return CK_STATUS_SUCCESS;
+}
+
+/* best effort: the step already failed */
+static void cuda_restore(const ck_exec *e) {
+    cudaStream_t s = (cudaStream_t)e->ctx->stream;
+    (void)cudaMemcpyAsync(e->fixed, e->fixed_backup, sizeof(float) * e->m->num_fixed,
+                          cudaMemcpyDeviceToDevice, s);
+    (void)cudaStreamSynchronize(s);
+}
+
+static const ck_backend backend_cuda = {
+    .id = CK_BE_CUDA,
+    .name = "cuda",
+    .synchronous = 0,
+    .copy = cuda_copy,
+    .stage = cuda_stage,
+    .loss = cuda_loss,
+    .flag_nonfinite = cuda_flag_nonfinite,
+    .update = cuda_update,
+    .read_loss = cuda_read_loss,
+    .download = cuda_download,
+    .restore = cuda_restore,
+};
+
+/* The executor over the device arena; the batch is staged into g->x. */
+ck_exec ck_exec_cuda(ck_model *m) {
     ck_gpu_model *g = m->gpu;
     ck_exec e;
     memset(&e, 0, sizeof e);
@@ -242,9 +341,15 @@ static ck_exec cuda_exec(ck_model *m) {
     e.be = &backend_cuda;
     e.params = g->params;
     e.grads = g->grads;
+    e.opt_m = g->opt_m;
+    e.opt_v = g->opt_v;
     e.fixed = g->fixed;
+    e.fixed_backup = g->fixed_backup;
     e.stats = g->stats;
     e.x = g->x;
+    e.labels = g->labels;
+    e.logits_grad = g->logits_grad;
+    e.loss = g->loss;
     e.outs = g->out;
     e.state = g->state;
     e.gbuf[0] = g->gbuf[0];
@@ -253,173 +358,6 @@ static ck_exec cuda_exec(ck_model *m) {
     e.ws_bytes = g->ws_bytes;
     e.bn_relu_fused = 1; /* F1: the ReLU in the BN kernel, one pass */
     return e;
-}
-
-static ck_status gforward(ck_model *m, int batch, int training, int upto) {
-    const ck_exec e = cuda_exec(m);
-    return ck_exec_forward(&e, batch, training, upto);
-}
-
-static ck_status gbackward(ck_model *m, int batch, int from, float *dy0) {
-    const ck_exec e = cuda_exec(m);
-    return ck_exec_backward(&e, batch, from, dy0);
-}
-
-static int glogits_node(const ck_model *m) {
-    return m->num_nodes - 1 - (m->softmax_last ? 1 : 0);
-}
-
-static const float *glogits(const ck_model *m) {
-    const int li = glogits_node(m);
-    return li < 0 ? m->gpu->x : m->gpu->out[li];
-}
-
-static ck_status stage(ck_model *m, const float *x, const int32_t *labels, int n) {
-    ck_gpu_model *g = m->gpu;
-    cudaStream_t s = (cudaStream_t)m->ctx->stream;
-    CK_EXEC_CUDA(m->ctx,
-                 cudaMemcpyAsync(g->x, x, sizeof(float) * (size_t)n * m->in_h * m->in_w * m->in_c,
-                                 cudaMemcpyHostToDevice, s),
-                 "model: batch upload");
-    if (labels)
-        CK_EXEC_CUDA(m->ctx,
-                     cudaMemcpyAsync(g->labels, labels, sizeof(int32_t) * (size_t)n,
-                                     cudaMemcpyHostToDevice, s),
-                     "model: label upload");
-    return CK_STATUS_SUCCESS;
-}
-
-/* Enqueues a training step's forward, loss, backward and gradient check on the stream (after a
- * copy of the BN state; *backed_up says whether that copy was enqueued); nothing waits. */
-static ck_status genqueue_grads(ck_model *m, const float *x, const int32_t *labels, int n,
-                                int *backed_up) {
-    ck_gpu_model *g = m->gpu;
-    ck_context *ctx = m->ctx;
-    cudaStream_t s = (cudaStream_t)ctx->stream;
-    const size_t fb = sizeof(float) * m->num_fixed;
-    *backed_up = 0;
-    if (fb)
-        CK_EXEC_CUDA(ctx,
-                     cudaMemcpyAsync(g->fixed_backup, g->fixed, fb, cudaMemcpyDeviceToDevice, s),
-                     "model: BN state backup");
-    *backed_up = 1;
-    CK_TRY(stage(m, x, labels, n));
-    const int ln = glogits_node(m);
-    CK_TRY(gforward(m, n, 1, ln + 1));
-    CK_EXEC_CUDA(ctx,
-                 ck_cuda_softmax_xent(n, m->classes, glogits(m), g->labels, g->logits_grad, g->loss,
-                                      g->ws, s),
-                 "softmax cross-entropy");
-    if (ln >= 0)
-        CK_TRY(gbackward(m, n, ln, g->logits_grad));
-    /* as the CPU step: a non-finite gradient fails the step before any parameter changes */
-    CK_EXEC_CUDA(ctx, cudaMemsetAsync(&g->loss->nonfinite, 0, sizeof(int), s),
-                 "model: gradient check");
-    CK_EXEC_CUDA(ctx, ck_cuda_flag_nonfinite(g->grads, m->num_params, &g->loss->nonfinite, s),
-                 "model: gradient check");
-    return CK_STATUS_SUCCESS;
-}
-
-/* Waits for the step enqueued before (st: how enqueuing went), reads the loss and judges the
- * step; a failed step gets its BN state back (when the backup was taken). */
-static ck_status gfinish_step(ck_model *m, ck_status st, int backed_up, double *loss_sum,
-                              int *correct) {
-    ck_gpu_model *g = m->gpu;
-    ck_context *ctx = m->ctx;
-    cudaStream_t s = (cudaStream_t)ctx->stream;
-    const size_t fb = sizeof(float) * m->num_fixed;
-    ck_kloss l = {0.0, 0, 0};
-    if (st == CK_STATUS_SUCCESS) {
-        cudaError_t e = cudaMemcpyAsync(&l, g->loss, sizeof l, cudaMemcpyDeviceToHost, s);
-        if (e == cudaSuccess)
-            e = cudaStreamSynchronize(s);
-        if (e != cudaSuccess)
-            st = ck_cuda_fail(ctx, e, "model: training step");
-    }
-    if (st == CK_STATUS_SUCCESS && !isfinite(l.loss_sum))
-        st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                     "x: the loss is not finite at step %lld (NaN/Inf in the inputs or diverged "
-                     "training); the model was not changed",
-                     m->step);
-    if (st == CK_STATUS_SUCCESS && l.nonfinite)
-        st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                     "model: a gradient is not finite at step %lld (diverged training); the model "
-                     "was not changed",
-                     m->step);
-    if (st != CK_STATUS_SUCCESS) {
-        if (fb && backed_up) { /* best effort: the BN state of before the step */
-            (void)cudaMemcpyAsync(g->fixed, g->fixed_backup, fb, cudaMemcpyDeviceToDevice, s);
-            (void)cudaStreamSynchronize(s);
-        }
-        return st;
-    }
-    if (loss_sum)
-        *loss_sum = l.loss_sum;
-    if (correct)
-        *correct = l.correct;
-    return CK_STATUS_SUCCESS;
-}
-
-ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
-                                double *loss_sum, int *correct) {
-    int backed_up = 0;
-    const ck_status st = genqueue_grads(m, x, labels, n, &backed_up);
-    return gfinish_step(m, st, backed_up, loss_sum, correct);
-}
-
-static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard);
-
-/* A whole training step with one wait: forward, loss, backward, gradient check and the optimizer
- * update are enqueued together; the update kernels read the step's verdict on the device (a
- * non-finite loss or gradient: they change nothing), then the host waits once for the loss. */
-ck_status ck_gpu_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
-                            double *loss_sum, int *correct) {
-    int backed_up = 0;
-    ck_status st = genqueue_grads(m, x, labels, n, &backed_up);
-    if (st == CK_STATUS_SUCCESS)
-        st = genqueue_optimizer(m, m->gpu->loss);
-    return gfinish_step(m, st, backed_up, loss_sum, correct);
-}
-
-/* One optimizer update of every parameter group, as the CPU's optimizer_step (train.c); guard:
- * see ck_cuda_adam (NULL: unconditional). */
-static ck_status genqueue_optimizer(ck_model *m, const ck_kloss *guard) {
-    ck_gpu_model *g = m->gpu;
-    const ck_optimizer_desc *o = &m->opt;
-    void *s = m->ctx->stream;
-    const float alpha = ck_adam_alpha(o->learning_rate, o->beta1, o->beta2, m->step + 1);
-    size_t off, cnt;
-    float wd;
-    for (int cur = 0; ck_model_next_update_range(m, &cur, &off, &cnt, &wd);) {
-        const float decay = wd > 0.0f ? o->learning_rate * wd : 0.0f;
-        const int e =
-            o->type == CK_OPT_ADAM
-                ? ck_cuda_adam(g->params + off, g->grads + off, g->opt_m + off, g->opt_v + off, cnt,
-                               alpha, o->beta1, o->beta2, o->epsilon, decay, guard, s)
-                : ck_cuda_sgd(g->params + off, g->grads + off, g->opt_m + off, cnt,
-                              o->learning_rate, o->momentum, o->nesterov, decay, guard, s);
-        if (e)
-            return ck_cuda_fail(m->ctx, e, "optimizer update");
-    }
-    return CK_STATUS_SUCCESS;
-}
-
-ck_status ck_gpu_optimizer_step(ck_model *m) {
-    return genqueue_optimizer(m, NULL);
-}
-
-/* Inference-mode logits of n samples into host memory (n x classes). */
-ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host) {
-    ck_context *ctx = m->ctx;
-    cudaStream_t s = (cudaStream_t)ctx->stream;
-    CK_TRY(stage(m, x, NULL, n));
-    CK_TRY(gforward(m, n, 0, glogits_node(m) + 1));
-    CK_EXEC_CUDA(ctx,
-                 cudaMemcpyAsync(logits_host, glogits(m), sizeof(float) * (size_t)n * m->classes,
-                                 cudaMemcpyDeviceToHost, s),
-                 "model: logits download");
-    CK_EXEC_CUDA(ctx, cudaStreamSynchronize(s), "model: inference");
-    return CK_STATUS_SUCCESS;
 }
 
 #else
@@ -447,21 +385,8 @@ ck_status ck_gpu_model_push(ck_model *m) {
 ck_status ck_gpu_model_pull(ck_model *m) {
     return no_cuda(m);
 }
-ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
-                                double *loss_sum, int *correct) {
-    (void)x, (void)labels, (void)n, (void)loss_sum, (void)correct;
-    return no_cuda(m);
-}
-ck_status ck_gpu_optimizer_step(ck_model *m) {
-    return no_cuda(m);
-}
-ck_status ck_gpu_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
-                            double *loss_sum, int *correct) {
-    (void)x, (void)labels, (void)n, (void)loss_sum, (void)correct;
-    return no_cuda(m);
-}
-ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host) {
-    (void)x, (void)n, (void)logits_host;
-    return no_cuda(m);
+/* never reached: without CUDA no model has a device side */
+ck_exec ck_exec_cuda(ck_model *m) {
+    return ck_exec_cpu(m, NULL);
 }
 #endif

@@ -216,16 +216,7 @@ size_t ck_gpu_model_arena_bytes(const ck_model *m); /* 0 without a device side *
 int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len);
 ck_status ck_gpu_model_push(ck_model *m);
 ck_status ck_gpu_model_pull(ck_model *m);
-ck_status ck_gpu_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
-                                double *loss_sum, int *correct);
-ck_status ck_gpu_optimizer_step(ck_model *m);
-/* loss_and_grads + optimizer_step enqueued together, one wait (the update kernels skip a failed
- * step on the device); on failure the model is unchanged (but for a CUDA launch error part-way
- * through the per-group updates with weight decay, which leaves the earlier groups updated). */
-ck_status ck_gpu_train_step(ck_model *m, const float *x, const int32_t *labels, int n,
-                            double *loss_sum, int *correct);
-/* Inference-mode logits of n samples into host memory (n x classes). */
-ck_status ck_gpu_infer(ck_model *m, const float *x, int n, float *logits_host);
+/* The executor over the device buffers: ck_exec_cuda (exec.h). */
 
 /* ---- parameters by layer (model_params.c), from the layer kinds' specs ---- */
 /* The weight arrays of user layer li of a built model (or of the layers before li, during the

@@ -21,19 +21,9 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int batch, int tra
     return ck_exec_forward(&e, batch, training, upto);
 }
 
-static void optimizer_step(ck_model *m) {
-    const ck_optimizer_desc *o = &m->opt;
-    const long step = (long)m->step + 1;
-    size_t off, cnt;
-    float wd;
-    for (int cur = 0; ck_model_next_update_range(m, &cur, &off, &cnt, &wd);) {
-        if (o->type == CK_OPT_ADAM)
-            ck_cpu_adam_update(m->params + off, m->grads + off, m->opt_m + off, m->opt_v + off, cnt,
-                               o->learning_rate, o->beta1, o->beta2, o->epsilon, wd, step);
-        else
-            ck_cpu_sgd_update(m->params + off, m->grads + off, m->opt_m + off, cnt,
-                              o->learning_rate, o->momentum, o->nesterov, wd);
-    }
+/* The executor of a built model on its backend (x: the CPU's batch). */
+static ck_exec exec_of(ck_model *m, const float *x) {
+    return m->gpu ? ck_exec_cuda(m) : ck_exec_cpu(m, x);
 }
 
 static ck_status check_batch(ck_model *m, const float *x, const int32_t *labels, int n,
@@ -65,59 +55,11 @@ static ck_status check_batch(ck_model *m, const float *x, const int32_t *labels,
     return CK_STATUS_SUCCESS;
 }
 
-/* Index of the node whose output holds the logits. */
-static int logits_node(const ck_model *m) {
-    return m->num_nodes - 1 - (m->softmax_last ? 1 : 0);
-}
-
-static const float *logits_of(const ck_model *m, const float *x) {
-    int li = logits_node(m);
-    return li < 0 ? x : m->nodes[li].out;
-}
-
 ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *labels, int n,
                                   double *loss_sum, int *correct) {
-    ck_status st = check_batch(m, x, labels, n, 1);
-    if (st != CK_STATUS_SUCCESS)
-        return st;
-    if (m->gpu)
-        return ck_gpu_loss_and_grads(m, x, labels, n, loss_sum, correct);
-    /* the BN moving statistics are restored if the step fails: no half-changed model */
-    memcpy(m->fixed_backup, m->fixed, sizeof(float) * m->num_fixed);
-    const int ln = logits_node(m);
-    st = ck_model_forward_nodes(m, x, n, 1, ln + 1);
-    double ls = 0.0;
-    int c = 0;
-    if (st == CK_STATUS_SUCCESS) {
-        ck_cpu_softmax_xent(n, m->classes, logits_of(m, x), labels, m->logits_grad, &ls, &c);
-        if (!isfinite(ls))
-            st = ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
-                         "x: the loss is not finite at step %lld (NaN/Inf in the inputs or "
-                         "diverged training); the model was not changed",
-                         m->step);
-    }
-    if (st == CK_STATUS_SUCCESS && ln >= 0) {
-        const ck_exec e = ck_exec_cpu(m, x);
-        st = ck_exec_backward(&e, n, ln, m->logits_grad);
-    }
-    if (st == CK_STATUS_SUCCESS)
-        for (size_t i = 0; i < m->num_params; ++i)
-            if (!isfinite(m->grads[i])) {
-                st = ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
-                             "model: gradient %zu is not finite at step %lld (diverged "
-                             "training); the model was not changed",
-                             i, m->step);
-                break;
-            }
-    if (st != CK_STATUS_SUCCESS) {
-        memcpy(m->fixed, m->fixed_backup, sizeof(float) * m->num_fixed);
-        return st;
-    }
-    if (loss_sum)
-        *loss_sum = ls;
-    if (correct)
-        *correct = c;
-    return CK_STATUS_SUCCESS;
+    CK_TRY(check_batch(m, x, labels, n, 1));
+    ck_exec e = exec_of(m, x);
+    return ck_exec_train(&e, x, labels, n, 0, loss_sum, correct);
 }
 
 CK_API ck_status ck_model_set_profiling(ck_model *m, int enable) {
@@ -198,47 +140,9 @@ void ck_threads_leave(int old) {
 #endif
 }
 
-static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n,
-                            ck_step_result *result) {
-    ck_clear_error(m->ctx);
-    double loss_sum = 0.0;
-    int correct = 0;
-    const double t_step = ck_prof_begin(m);
-    if (m->profiling)
-        for (int i = 0; i < m->num_nodes; ++i)
-            m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
-    ck_status st;
-    if (m->gpu && !m->profiling) { /* the whole step enqueued at once, one wait */
-        st = check_batch(m, x, labels, n, 1);
-        if (st == CK_STATUS_SUCCESS)
-            st = ck_gpu_train_step(m, x, labels, n, &loss_sum, &correct);
-        if (st != CK_STATUS_SUCCESS)
-            return st;
-    } else {
-        st = ck_model_loss_and_grads(m, x, labels, n, &loss_sum, &correct);
-        if (st != CK_STATUS_SUCCESS)
-            return st;
-        double t_opt = ck_prof_begin(m), opt = 0.0;
-        if (m->gpu) { /* profiling: the update timed on its own */
-            st = ck_gpu_optimizer_step(m);
-            if (st != CK_STATUS_SUCCESS)
-                return st;
-        } else {
-            optimizer_step(m);
-        }
-        ck_prof_end(m, t_opt, &opt);
-        if (m->profiling) { /* a failed step is not counted */
-            double step = 0.0;
-            ck_prof_end(m, t_step, &step);
-            for (int i = 0; i < m->num_nodes; ++i) {
-                m->prof_fwd[i] += m->prof_cur_fwd[i];
-                m->prof_bwd[i] += m->prof_cur_bwd[i];
-            }
-            m->prof_opt += opt;
-            m->prof_step += step;
-            m->prof_steps++;
-        }
-    }
+/* Counts a successful step and reports it. */
+static ck_status finish_step(ck_model *m, double loss_sum, int correct, int n,
+                             ck_step_result *result) {
     m->step++;
     m->fit.valid = 0; /* ck_model_fit sets its position again after its own steps */
     if (result) {
@@ -249,20 +153,47 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
     return CK_STATUS_SUCCESS;
 }
 
+static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+                            ck_step_result *result) {
+    ck_clear_error(m->ctx);
+    double loss_sum = 0.0;
+    int correct = 0;
+    const double t_step = ck_prof_begin(m);
+    if (m->profiling)
+        for (int i = 0; i < m->num_nodes; ++i)
+            m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
+    ck_status st = check_batch(m, x, labels, n, 1);
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    ck_exec e = exec_of(m, x);
+    if (!m->profiling) { /* the update enqueued with the step (CUDA: one wait) */
+        CK_TRY(ck_exec_train(&e, x, labels, n, 1, &loss_sum, &correct));
+        return finish_step(m, loss_sum, correct, n, result);
+    }
+    /* profiling: the update timed on its own */
+    CK_TRY(ck_exec_train(&e, x, labels, n, 0, &loss_sum, &correct));
+    double t_opt = ck_prof_begin(m), opt = 0.0;
+    CK_TRY(e.be->update(&e, NULL));
+    ck_prof_end(m, t_opt, &opt);
+    double step = 0.0; /* a failed step is not counted */
+    ck_prof_end(m, t_step, &step);
+    for (int i = 0; i < m->num_nodes; ++i) {
+        m->prof_fwd[i] += m->prof_cur_fwd[i];
+        m->prof_bwd[i] += m->prof_cur_bwd[i];
+    }
+    m->prof_opt += opt;
+    m->prof_step += step;
+    m->prof_steps++;
+    return finish_step(m, loss_sum, correct, n, result);
+}
+
 /* Inference-mode logits of samples [s, s + n) of x (labels checked when given). */
 static ck_status infer_batch(ck_model *m, const float *x, const int32_t *labels, int s, int n,
                              const float **logits) {
     const float *xb = x + (size_t)s * m->in_h * m->in_w * m->in_c;
-    ck_status st = check_batch(m, xb, labels ? labels + s : NULL, n, labels != NULL);
-    if (st == CK_STATUS_SUCCESS && m->gpu) { /* logits land in the host buffer logits_grad */
-        st = ck_gpu_infer(m, xb, n, m->logits_grad);
-        *logits = m->logits_grad;
-        return st;
-    }
-    if (st == CK_STATUS_SUCCESS)
-        st = ck_model_forward_nodes(m, xb, n, 0, logits_node(m) + 1);
-    *logits = logits_of(m, xb);
-    return st;
+    CK_TRY(check_batch(m, xb, labels ? labels + s : NULL, n, labels != NULL));
+    ck_exec e = exec_of(m, xb);
+    return ck_exec_infer(&e, xb, n, logits);
 }
 
 /* Inputs are checked, weights are finite (set_weights and load refuse others), but a forward
