@@ -9,6 +9,7 @@
  * staging area and one shared workspace. A step allocates nothing; it uploads the batch, runs on
  * the context's stream and waits once, for the loss. */
 #include "exec.h"
+#include "memtab.h"
 #include "model_internal.h"
 
 #ifdef CNNKIT_HAVE_CUDA
@@ -34,10 +35,6 @@ struct ck_gpu_model {
     void **state; /* per node: its CUDA ops' prepared state (a cuDNN plan), or NULL */
 };
 
-static size_t al256(size_t b) {
-    return (b + 255u) & ~(size_t)255u;
-}
-
 void ck_gpu_model_free(ck_model *m) {
     ck_gpu_model *g = m->gpu;
     if (!g)
@@ -48,9 +45,9 @@ void ck_gpu_model_free(ck_model *m) {
                 m->nodes[i].kind->ops[CK_BE_CUDA].release(g->state[i]);
     if (g->arena)
         cudaFree(g->arena);
-    free(g->state);
-    free(g->out);
-    free(g);
+    ck_host_free(m->ctx, g->state);
+    ck_host_free(m->ctx, g->out);
+    ck_host_free(m->ctx, g);
     m->gpu = NULL;
 }
 
@@ -66,119 +63,71 @@ int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len) 
     return 0;
 }
 
-/* Plans the device arena for the model built on the host (m->nodes, sizes, max_batch). */
+/* Plans the device arena for the model built on the host (m->nodes, sizes, max_batch): the
+ * nodes' CUDA ops prepare their state, then the memory table (memtab.c) places every part. */
 ck_status ck_gpu_model_build(ck_model *m) {
     ck_context *ctx = m->ctx;
-    ck_gpu_model *g = (ck_gpu_model *)calloc(1, sizeof *g);
+    ck_gpu_model *g = (ck_gpu_model *)ck_host_calloc(ctx, 1, sizeof *g);
     if (!g)
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+        return ck_host_oom(ctx, "model (its device plan)", sizeof *g);
     m->gpu = g;
-    g->out = (float **)calloc((size_t)m->num_nodes, sizeof *g->out);
-    g->state = (void **)calloc((size_t)m->num_nodes, sizeof *g->state);
+    g->out = (float **)ck_host_calloc(ctx, (size_t)m->num_nodes, sizeof *g->out);
+    g->state = (void **)ck_host_calloc(ctx, (size_t)m->num_nodes, sizeof *g->state);
     if (!g->out || !g->state) {
         ck_gpu_model_free(m);
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
+        return ck_host_oom(ctx, "model (its device plan)", 2 * sizeof(void *) * m->num_nodes);
     }
-    const int B = m->max_batch;
-    /* activation buffers: each starts on a 256-byte boundary (the host plan's act_offset packs
-     * them): cuDNN and the float4 paths of the kernels want aligned pointers */
-    size_t *act_at = (size_t *)calloc((size_t)m->num_nodes, sizeof *act_at);
-    if (!act_at) {
-        ck_gpu_model_free(m);
-        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "model: out of host memory");
-    }
-    size_t ws = ck_cuda_xent_workspace_bytes(B), nact = 0,
-           maxact = (size_t)m->in_h * m->in_w * m->in_c;
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
-        size_t need = 0;
-        act_at[i] = nact;
-        if (!n->kind->alias)
-            nact += al256(sizeof(float) * n->oh * n->ow * n->oc * (size_t)B);
-        const size_t o = (size_t)n->oh * n->ow * n->oc;
-        if (o > maxact)
-            maxact = o;
         const ck_node_ops *op = &n->kind->ops[CK_BE_CUDA];
         if (!n->kind->alias && !op->fwd) {
-            free(act_at);
             ck_gpu_model_free(m);
             return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
                            "model: node %d (layer %d) has no GPU implementation yet", i, n->layer);
         }
         if (op->prepare) {
-            ck_status st = op->prepare(ctx, n, B, &g->state[i]);
+            ck_status st = op->prepare(ctx, n, m->max_batch, &g->state[i]);
             if (st != CK_STATUS_SUCCESS) {
-                free(act_at);
                 ck_gpu_model_free(m);
                 return st;
             }
         }
-        if (op->ws_bytes)
-            need = op->ws_bytes(ctx, n, B, g->state[i]);
-        if (need > ws)
-            ws = need;
     }
-    const size_t P = m->num_params ? m->num_params : 1, F = m->num_fixed ? m->num_fixed : 1;
-    const size_t nstats = m->num_stats;
-    const size_t sizes[] = {4 * P,
-                            4 * P,
-                            4 * P,
-                            4 * P,
-                            4 * F,
-                            4 * F,
-                            4 * (nstats ? nstats : 1),
-                            nact ? nact : 4,
-                            4 * maxact * B,
-                            4 * maxact * B,
-                            4 * (size_t)m->classes * B,
-                            4 * (size_t)m->in_h * m->in_w * m->in_c * B,
-                            4 * (size_t)B,
-                            sizeof(ck_kloss),
-                            ws};
-    const int parts = (int)(sizeof sizes / sizeof *sizes);
-    size_t total = 0;
-    for (int k = 0; k < parts; ++k)
-        total += al256(sizes[k]);
-    cudaError_t e = cudaMalloc(&g->arena, total);
+    ck_memtab t;
+    ck_memtab_plan(m, CK_BE_CUDA, g->state, &t);
+    cudaError_t e = cudaMalloc(&g->arena, t.total);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         g->arena = NULL;
-        free(act_at);
         ck_gpu_model_free(m);
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
-                       "model: cudaMalloc of %zu bytes for max_batch %d failed: %s", total, B,
-                       cudaGetErrorString(e));
+                       "model: cudaMalloc of %zu bytes for max_batch %d failed: %s", t.total,
+                       m->max_batch, cudaGetErrorString(e));
     }
-    g->arena_bytes = total;
+    g->arena_bytes = t.total;
     char *p = (char *)g->arena;
-    void *ptrs[15];
-    for (int k = 0; k < parts; ++k) {
-        ptrs[k] = p;
-        p += al256(sizes[k]);
-    }
-    g->params = (float *)ptrs[0];
-    g->grads = (float *)ptrs[1];
-    g->opt_m = (float *)ptrs[2];
-    g->opt_v = (float *)ptrs[3];
-    g->fixed = (float *)ptrs[4];
-    g->fixed_backup = (float *)ptrs[5];
-    g->stats = (float *)ptrs[6];
-    g->acts = (float *)ptrs[7];
-    g->gbuf[0] = (float *)ptrs[8];
-    g->gbuf[1] = (float *)ptrs[9];
-    g->logits_grad = (float *)ptrs[10];
-    g->x = (float *)ptrs[11];
-    g->labels = (int32_t *)ptrs[12];
-    g->loss = (ck_kloss *)ptrs[13];
-    g->ws = ptrs[14];
-    g->ws_bytes = ws;
+    g->params = (float *)(p + t.off[CK_MEM_PARAMS]);
+    g->grads = (float *)(p + t.off[CK_MEM_GRADS]);
+    g->opt_m = (float *)(p + t.off[CK_MEM_OPT_M]);
+    g->opt_v = (float *)(p + t.off[CK_MEM_OPT_V]);
+    g->fixed = (float *)(p + t.off[CK_MEM_FIXED]);
+    g->fixed_backup = (float *)(p + t.off[CK_MEM_FIXED_BACKUP]);
+    g->stats = (float *)(p + t.off[CK_MEM_STATS]);
+    g->acts = (float *)(p + t.off[CK_MEM_ACTS]);
+    g->gbuf[0] = (float *)(p + t.off[CK_MEM_GBUF0]);
+    g->gbuf[1] = (float *)(p + t.off[CK_MEM_GBUF1]);
+    g->logits_grad = (float *)(p + t.off[CK_MEM_LOGITS_GRAD]);
+    g->x = (float *)(p + t.off[CK_MEM_X]);
+    g->labels = (int32_t *)(p + t.off[CK_MEM_LABELS]);
+    g->loss = (ck_kloss *)(p + t.off[CK_MEM_LOSS]);
+    g->ws = p + t.off[CK_MEM_WS];
+    g->ws_bytes = t.bytes[CK_MEM_WS];
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
-        g->out[i] =
-            n->kind->alias ? (i ? g->out[i - 1] : g->x) : (float *)((char *)g->acts + act_at[i]);
+        g->out[i] = n->kind->alias ? (i ? g->out[i - 1] : g->x)
+                                   : (float *)((char *)g->acts + n->act_offset);
     }
-    free(act_at);
-    e = cudaMemsetAsync(g->arena, 0, total, (cudaStream_t)ctx->stream);
+    e = cudaMemsetAsync(g->arena, 0, t.total, (cudaStream_t)ctx->stream);
     if (e != cudaSuccess) {
         ck_gpu_model_free(m);
         return ck_cuda_fail(ctx, e, "model: clearing the device arena");

@@ -113,7 +113,7 @@ static size_t conv_ws_cuda(ck_context *ctx, const ck_node *n, int max_batch, con
     (void)ctx;
     (void)n;
     (void)max_batch;
-    return ck_gconv_workspace_bytes((const ck_gconv *)state);
+    return state ? ck_gconv_workspace_bytes((const ck_gconv *)state) : 0; /* not prepared */
 }
 #define CONV_CUDA                                                                                  \
     { conv_fwd_cuda, conv_bwd_cuda, conv_prepare_cuda, conv_release_cuda, conv_ws_cuda }

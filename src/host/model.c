@@ -5,6 +5,7 @@
  * backward. Activations are NHWC (channels last, Keras order; Flatten is then free). Buffers are
  * planned once at build for max_batch samples: nothing is allocated inside a training step. */
 #include "exec.h"
+#include "memtab.h"
 #include "model_internal.h"
 
 #include <math.h>
@@ -242,18 +243,11 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->classes = last->oc;
     m->softmax_last = last->type == CK_NODE_ACT && last->act == CK_ACT_SOFTMAX;
 
-    /* activation buffers: one per node (Flatten aliases its input) */
-    size_t nact = 0;
-    double nact_d = 0.0;
-    for (int i = 0; i < m->num_nodes; ++i) {
-        ck_node *n = &m->nodes[i];
-        n->act_offset = nact;
-        if (!n->kind->alias) {
-            nact += (size_t)n->oh * n->ow * n->oc * (size_t)max_batch;
-            nact_d += (double)n->oh * n->ow * n->oc * max_batch;
-        }
-    }
     /* the same total in double: sizes past what size_t holds would wrap in the sums below */
+    double nact_d = 0.0;
+    for (int i = 0; i < m->num_nodes; ++i)
+        if (!m->nodes[i].kind->alias)
+            nact_d += (double)m->nodes[i].oh * m->nodes[i].ow * m->nodes[i].oc * max_batch;
     const double host_d =
         4.0 * (4.0 * nparams_d + 2.0 * (double)nfixed + nact_d + 2.0 * (double)maxact * max_batch +
                (double)nstats + (double)ws + (double)m->classes * max_batch);
@@ -266,46 +260,53 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     }
     m->num_params = nparams;
     m->num_fixed = nfixed;
+    m->num_stats = nstats;
     m->max_batch = max_batch;
+    ck_memtab host;
+    ck_memtab_plan(m, CK_BE_CPU, NULL, &host);
+    m->mem_act_bytes = host.bytes[CK_MEM_ACTS];
     /* on a CUDA context the activations, gradients and workspace live on the device
      * (gpu_exec.c): the host keeps the parameters, optimizer state and a logits buffer only */
     const int on_gpu = ctx->device == CK_DEVICE_CUDA;
-    m->mem_act_bytes = sizeof(float) * nact;
-    if (on_gpu)
-        nact = maxact = ws = 0;
-    {
-        const size_t P = nparams ? nparams : 1, F = nfixed ? nfixed : 1;
-        const size_t G = maxact ? maxact * (size_t)max_batch : 1;
-        m->mem_host_bytes =
-            sizeof(float) * (4 * P + 2 * F + (nact ? nact : 1) + 2 * G + (nstats ? nstats : 1) +
-                             (ws ? ws : 1) + (size_t)m->classes * max_batch);
+    if (on_gpu) {
+        ck_memtab_shrink(&host, CK_MEM_ACTS);
+        ck_memtab_shrink(&host, CK_MEM_GBUF0);
+        ck_memtab_shrink(&host, CK_MEM_GBUF1);
+        ck_memtab_shrink(&host, CK_MEM_WS);
     }
-    m->params = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
-    m->grads = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
-    m->opt_m = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
-    m->opt_v = (float *)ck_host_calloc(ctx, nparams ? nparams : 1, sizeof(float));
-    m->fixed = (float *)ck_host_calloc(ctx, nfixed ? nfixed : 1, sizeof(float));
-    m->fixed_backup = (float *)ck_host_calloc(ctx, nfixed ? nfixed : 1, sizeof(float));
-    m->acts = (float *)ck_host_alloc(ctx, sizeof(float) * (nact ? nact : 1));
-    m->gbuf[0] =
-        (float *)ck_host_alloc(ctx, sizeof(float) * (maxact ? maxact * (size_t)max_batch : 1));
-    m->gbuf[1] =
-        (float *)ck_host_alloc(ctx, sizeof(float) * (maxact ? maxact * (size_t)max_batch : 1));
-    m->stats = (float *)ck_host_calloc(ctx, nstats ? nstats : 1, sizeof(float));
-    m->num_stats = nstats;
-    m->ws = (float *)ck_host_alloc(ctx, sizeof(float) * (ws ? ws : 1));
-    m->logits_grad = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)m->classes * max_batch);
-    if (!m->params || !m->grads || !m->opt_m || !m->opt_v || !m->fixed || !m->fixed_backup ||
-        !m->acts || !m->gbuf[0] || !m->gbuf[1] || !m->stats || !m->ws || !m->logits_grad) {
-        const size_t need = m->mem_host_bytes;
-        free_buffers(m);
-        return ck_host_oom(ctx, "model (parameters, optimizer state and activations)", need);
+    m->mem_host_bytes = host.total;
+    float **slot[CK_MEM_COUNT] = {0};
+    slot[CK_MEM_PARAMS] = &m->params;
+    slot[CK_MEM_GRADS] = &m->grads;
+    slot[CK_MEM_OPT_M] = &m->opt_m;
+    slot[CK_MEM_OPT_V] = &m->opt_v;
+    slot[CK_MEM_FIXED] = &m->fixed;
+    slot[CK_MEM_FIXED_BACKUP] = &m->fixed_backup;
+    slot[CK_MEM_STATS] = &m->stats;
+    slot[CK_MEM_ACTS] = &m->acts;
+    slot[CK_MEM_GBUF0] = &m->gbuf[0];
+    slot[CK_MEM_GBUF1] = &m->gbuf[1];
+    slot[CK_MEM_LOGITS_GRAD] = &m->logits_grad;
+    slot[CK_MEM_WS] = &m->ws;
+    for (int k = 0; k < CK_MEM_COUNT; ++k) {
+        if (!host.bytes[k])
+            continue;
+        /* what a step reads before writing starts at zero (the optimizer state, the statistics) */
+        const int zero = k <= CK_MEM_STATS;
+        *slot[k] =
+            (float *)(zero ? ck_host_calloc(ctx, host.bytes[k] / sizeof(float), sizeof(float))
+                           : ck_host_alloc(ctx, host.bytes[k]));
+        if (!*slot[k]) {
+            free_buffers(m);
+            return ck_host_oom(ctx, "model (parameters, optimizer state and activations)",
+                               host.total);
+        }
     }
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
         n->out = on_gpu           ? NULL
                  : n->kind->alias ? (i ? m->nodes[i - 1].out : NULL)
-                                  : m->acts + n->act_offset;
+                                  : (float *)((char *)m->acts + n->act_offset);
     }
     ck_model_init_params(m);
     if (on_gpu) {

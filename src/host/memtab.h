@@ -1,0 +1,47 @@
+/* The memory of a built model, named and sized by one function for every backend (as llm.c's
+ * table of parameter sizes): the CPU allocates each part from the context's host allocator, the
+ * CUDA backend places them all in one device arena. */
+#ifndef CNNKIT_MEMTAB_H
+#define CNNKIT_MEMTAB_H
+
+#include "model_internal.h"
+
+/* In the arena's order. */
+typedef enum ck_mem_id {
+    CK_MEM_PARAMS,
+    CK_MEM_GRADS,
+    CK_MEM_OPT_M,
+    CK_MEM_OPT_V,
+    CK_MEM_FIXED,
+    CK_MEM_FIXED_BACKUP,
+    CK_MEM_STATS,
+    CK_MEM_ACTS,
+    CK_MEM_GBUF0,
+    CK_MEM_GBUF1,
+    CK_MEM_LOGITS_GRAD,
+    CK_MEM_X,      /* CUDA: the staged batch (the CPU reads the caller's) */
+    CK_MEM_LABELS, /* CUDA: its labels */
+    CK_MEM_LOSS,   /* CUDA: the step's ck_kloss */
+    CK_MEM_WS,
+    CK_MEM_COUNT
+} ck_mem_id;
+
+typedef struct ck_memtab {
+    size_t bytes[CK_MEM_COUNT]; /* 0: the backend has no such part */
+    size_t off[CK_MEM_COUNT];   /* placed back to back, each at a multiple of align */
+    size_t align;
+    size_t total;
+} ck_memtab;
+
+/* The name of part k ("params", "acts", ...). */
+const char *ck_mem_name(ck_mem_id k);
+/* Sizes the memory of m's node list (built: counts, max_batch, classes) on backend be: the
+ * activations one per non-aliasing node at n->act_offset (bytes into the activations), the
+ * shared workspace the largest the nodes' ops ask for (state: the nodes' prepared state, or
+ * NULL). Host parts hold at least one float. */
+void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t);
+/* Shrinks part k to one float (a CUDA model's host side keeps no activations) and places the
+ * parts again. */
+void ck_memtab_shrink(ck_memtab *t, ck_mem_id k);
+
+#endif

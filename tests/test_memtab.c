@@ -1,0 +1,73 @@
+/* The model's named memory table (src/host/memtab.h): one sizing for the CPU's host parts and the
+ * CUDA arena, checked against the model's reported memory and hand-counted sizes of the seed
+ * model. */
+#include "common.h"
+
+#include <string.h>
+
+#include "cnnkit/model.h"
+#include "exec.h"
+#include "memtab.h"
+
+static ck_model *seed(ck_context *ctx, int batch) {
+    ck_model *m = NULL;
+    char msg[1024];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, t_seed_cnn_text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, batch));
+    return m;
+}
+
+Test(memtab, cpu_table_is_what_the_model_reports) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = seed(ctx, 128);
+    ck_model_memory mem;
+    CK_OK(ctx, ck_model_memory_usage(m, &mem));
+    ck_memtab t;
+    ck_memtab_plan(m, CK_BE_CPU, NULL, &t);
+    cr_assert_eq(t.total, mem.host_bytes);
+    cr_assert_eq(t.bytes[CK_MEM_ACTS], mem.activation_bytes);
+    /* 596,330 trainable parameters: params, grads and both Adam moments */
+    for (int k = CK_MEM_PARAMS; k <= CK_MEM_OPT_V; ++k)
+        cr_assert_eq(t.bytes[k], (size_t)4 * 596330, "%s", ck_mem_name((ck_mem_id)k));
+    /* the largest activation is 26 x 26 x 32 per sample */
+    cr_assert_eq(t.bytes[CK_MEM_GBUF0], (size_t)4 * 26 * 26 * 32 * 128);
+    cr_assert_eq(t.bytes[CK_MEM_LOGITS_GRAD], (size_t)4 * 10 * 128);
+    /* the CPU reads the caller's batch: no staging */
+    cr_assert_eq(t.bytes[CK_MEM_X] + t.bytes[CK_MEM_LABELS] + t.bytes[CK_MEM_LOSS], 0);
+    /* the parts are back to back; each node's output inside the activations, in node order */
+    for (int k = 1; k < CK_MEM_COUNT; ++k)
+        cr_assert_eq(t.off[k], t.off[k - 1] + t.bytes[k - 1]);
+    for (int i = 1; i < m->num_nodes; ++i)
+        cr_assert_geq(m->nodes[i].act_offset, m->nodes[i - 1].act_offset);
+    cr_assert_str_eq(ck_mem_name(CK_MEM_FIXED_BACKUP), "fixed_backup");
+    cr_assert_str_eq(ck_mem_name(CK_MEM_COUNT), "?");
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* The device arena's plan (sized here on a CPU model; the GPU tests run it on a device): every
+ * part and every activation on a 256-byte boundary, the batch staged, one loss record. */
+Test(memtab, cuda_table_aligns_every_part) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = seed(ctx, 100);
+    ck_memtab t;
+    ck_memtab_plan(m, CK_BE_CUDA, NULL, &t);
+    cr_assert_eq(t.align, 256);
+    size_t end = 0;
+    for (int k = 0; k < CK_MEM_COUNT; ++k) {
+        cr_assert_eq(t.off[k] % 256, 0, "%s", ck_mem_name((ck_mem_id)k));
+        cr_assert_eq(t.off[k], end);
+        end += (t.bytes[k] + 255) / 256 * 256;
+    }
+    cr_assert_eq(t.total, end);
+    for (int i = 0; i < m->num_nodes; ++i)
+        cr_assert_eq(m->nodes[i].act_offset % 256, 0, "node %d", i);
+    cr_assert_eq(t.bytes[CK_MEM_X], (size_t)4 * 28 * 28 * 100);
+    cr_assert_eq(t.bytes[CK_MEM_LABELS], (size_t)4 * 100);
+#ifdef CNNKIT_HAVE_CUDA
+    cr_assert_eq(t.bytes[CK_MEM_LOSS], sizeof(ck_kloss));
+    cr_assert_gt(t.bytes[CK_MEM_WS], 0); /* the loss partials at least */
+#endif
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
