@@ -151,6 +151,35 @@ Test(gpu_layers, conv_nchw_fallback_matches_cpu) {
     ck_context_destroy(g);
 }
 
+/* A convolution plan's host memory comes from its context (ck_host_calloc): counted while it
+ * lives, returned by destroy, and refused under the context's limit with ALLOC_FAILED and no
+ * plan. */
+Test(gpu_layers, conv_plan_counts_host_memory) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    const cshape s = CONVS[1];
+    ck_conv_geom geo;
+    cr_assert_eq(
+        ck_conv_geom_make(&geo, s.n, s.h, s.w, s.cin, s.cout, s.kh, s.kw, s.sh, s.sw, s.same), 0);
+    const size_t live0 = ck_context_host_alloc_bytes(g);
+    ck_gconv *cv = NULL;
+    CK_OK(g, ck_gconv_create(g, &geo, &cv));
+    cr_expect_gt(ck_context_host_alloc_bytes(g), live0, "the plan is counted by its context");
+    ck_gconv_destroy(cv);
+    cr_expect_eq(ck_context_host_alloc_bytes(g), live0, "destroy returns the plan's bytes");
+    /* no room for one more byte: the plan is refused before any cuDNN descriptor is made */
+    CK_OK(g, ck_context_set_host_alloc_limit(g, live0 + 1));
+    cv = (ck_gconv *)&geo; /* overwritten with NULL on failure */
+    cr_expect_eq(ck_gconv_create(g, &geo, &cv), CK_STATUS_ALLOC_FAILED);
+    cr_expect_null(cv);
+    cr_expect_neq(strstr(ck_context_last_error(g), "conv: out of host memory"), NULL, "%s",
+                  ck_context_last_error(g));
+    cr_expect_eq(ck_context_host_alloc_bytes(g), live0);
+    CK_OK(g, ck_context_set_host_alloc_limit(g, 0));
+    CK_OK(g, ck_gconv_create(g, &geo, &cv));
+    ck_gconv_destroy(cv);
+    ck_context_destroy(g);
+}
+
 /* The cases the speed settings run (the seed's first conv, a stride-2 and a 2x2 asymmetric
  * 'same'): cudnnFind runs every algorithm, slow under the sanitizers (SANITIZER_FILTER). */
 static const size_t SPEED_CONVS[] = {0, 2, 3};

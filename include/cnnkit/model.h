@@ -138,6 +138,16 @@ int ck_model_num_layers(const ck_model *model);
  * to compare. CPU and CUDA contexts run the same plan (on CUDA the BN+ReLU(+SpatialDropout)
  * node is one device kernel). After build: CK_STATUS_BAD_PARAM. */
 ck_status ck_model_set_planning(ck_model *model, int enable);
+/* How exact a rewrite of a layer order is, weakest last (the rewrites and their levels are
+ * listed in src/host/algebra.c). The planner applies only CK_EXACT_VALUES or better; the order
+ * study names the level of the equivalences it finds (ck_study_variant.exactness). */
+typedef enum ck_exactness {
+    CK_EXACT_BITS = 0,    /* forward and backward give the same bits */
+    CK_EXACT_VALUES = 1,  /* the same values; a zero gradient may change its sign */
+    CK_EXACT_FORWARD = 2, /* the forward is equal; the backward may differ */
+    CK_EXACT_MATH = 3,    /* equal in exact arithmetic only: float rounding differs */
+    CK_EXACT_NONE = 4     /* not equal */
+} ck_exactness;
 /* Number of executed nodes of a built model (a node runs one layer, or several fused ones;
  * 0 when not built). */
 int ck_model_num_nodes(const ck_model *model);

@@ -23,8 +23,10 @@
  * Exact equivalences: two variants are equivalent when their canonical forms are equal: inline
  * activations written as layers, dropouts of rate 0 and linear activations removed, then
  * adjacent pairs swapped into one order until none applies: SpatialDropout2D before
- * MaxPooling2D / AveragePooling2D -> after it (one scale per channel commutes with pooling),
- * Dropout / SpatialDropout2D before ReLU -> after it (relu(m x) = m relu(x) for m >= 0).
+ * MaxPooling2D / AveragePooling2D -> after it (one scale per channel commutes with pooling:
+ * equal in exact arithmetic, not bit-exact), Dropout / SpatialDropout2D before ReLU -> after it
+ * (relu(m x) = m relu(x) for m >= 0: equal values). An equivalence is as exact as the weakest
+ * rule it needs (ck_study_variant.exactness).
  *
  * Conventions: statuses; err (err_len bytes, may be 0) gets a message naming the argument on
  * failure and "" on success; nothing prints; progress through a callback.
@@ -64,8 +66,10 @@ typedef struct ck_study_variant {
                               B BN, R/A activation, P pooling, D Dropout, S SpatialDropout2D) */
     ck_layer_desc *layers; /* count layers, owned (ck_study_variants_free); names cleared */
     int count;
-    int equivalent_to;     /* index of an earlier variant with the same canonical form, -1 none */
-    char equivalence[256]; /* how, when equivalent_to >= 0 */
+    int equivalent_to;      /* index of an earlier variant with the same canonical form, -1 none */
+    char equivalence[256];  /* how, when equivalent_to >= 0 */
+    ck_exactness exactness; /* of that equivalence: the weakest rule it needs (CK_EXACT_BITS for
+                               the same list); CK_EXACT_NONE when equivalent_to < 0 */
 } ck_study_variant;
 
 /* Makes the variants of kinds[0..nkinds) (kinds NULL: all CK_STUDY_KIND_COUNT, in order) of the

@@ -203,8 +203,10 @@ int cmd_study(const opts *oin) {
                "dropout):\n");
         for (int i = 0; i < nk; ++i) {
             printf("  %-22s %s\n", v[i].name, v[i].order);
+            /* "exactly" only where the floats agree too (CK_EXACT_VALUES or better) */
             if (v[i].equivalent_to >= 0)
-                printf("  %-22s = %s exactly (%s): not trained\n", "", v[v[i].equivalent_to].name,
+                printf("  %-22s = %s %s (%s): not trained\n", "", v[v[i].equivalent_to].name,
+                       v[i].exactness <= CK_EXACT_VALUES ? "exactly" : "in exact arithmetic",
                        v[i].equivalence);
         }
         fflush(stdout);
@@ -243,8 +245,10 @@ int cmd_study(const opts *oin) {
         for (int i = 0; i < nk; ++i) {
             ck_study_summarize(res, nres, i, &sm[i]);
             if (v[i].equivalent_to >= 0) {
-                printf("| %s | %s | - | = %s (exactly equivalent, not trained) | | | | |\n",
-                       v[i].name, v[i].order, v[v[i].equivalent_to].name);
+                printf("| %s | %s | - | = %s (%s, not trained) | | | | |\n", v[i].name, v[i].order,
+                       v[v[i].equivalent_to].name,
+                       v[i].exactness <= CK_EXACT_VALUES ? "exactly equivalent"
+                                                         : "equivalent in exact arithmetic");
                 continue;
             }
             char bn[256], dz[256];

@@ -6,6 +6,7 @@
  * number and claim in a finding is derived in docs/derivations.md (cited by section) or cited
  * from its paper (Li et al. 2019, arXiv:1801.05134; Ioffe & Szegedy 2015, arXiv:1502.03167;
  * Tompson et al. 2015, arXiv:1411.4280). */
+#include "algebra.h"
 #include "check_internal.h"
 #include "model_internal.h"
 
@@ -611,28 +612,27 @@ CK_API const char *ck_severity_name(int severity) {
     }
 }
 
-/* The nodes of layers (malloc'ed, at most 2 per layer): *nn of them; *last_weight the last
- * Conv2D/Dense layer (-1 none). NULL when out of memory. */
+/* The nodes of layers (the algebra's lowering, ck_alg_expand; allocated, at most 2 per layer):
+ * *nn of them; *last_weight the last Conv2D/Dense layer (-1 none). NULL when out of memory. */
 static node *make_nodes(const ck_layer_desc *layers, int count, int *nn, int *last_weight) {
-    node *nd = (node *)ck_host_alloc(NULL, sizeof *nd * (size_t)(count > 0 ? count : 1) * 2);
-    if (!nd)
+    const size_t cap = (size_t)(count > 0 ? count : 1) * 2;
+    node *nd = (node *)ck_host_alloc(NULL, sizeof *nd * cap);
+    ck_alg_op *ops = (ck_alg_op *)ck_host_alloc(NULL, sizeof *ops * cap);
+    if (!nd || !ops) {
+        ck_host_free(NULL, nd);
+        ck_host_free(NULL, ops);
         return NULL;
-    *nn = 0;
-    *last_weight = -1;
-    for (int i = 0; i < count; ++i) {
-        const ck_layer_desc *d = &layers[i];
-        node n = {i, d->type, d->type == CK_LAYER_ACTIVATION, d->activation};
-        if (!n.is_act)
-            n.act = CK_ACT_NONE;
-        nd[(*nn)++] = n;
-        if (d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE) {
-            *last_weight = i;
-            if (d->activation != CK_ACT_NONE) {
-                node a = {i, CK_LAYER_ACTIVATION, 1, d->activation};
-                nd[(*nn)++] = a;
-            }
-        }
     }
+    *nn = ck_alg_expand(layers, count, 0, ops);
+    *last_weight = -1;
+    for (int i = 0; i < *nn; ++i) {
+        const node n = {ops[i].layer, ops[i].type, ops[i].type == CK_LAYER_ACTIVATION, ops[i].act};
+        nd[i] = n;
+    }
+    for (int i = 0; i < count; ++i)
+        if (layers[i].type == CK_LAYER_CONV2D || layers[i].type == CK_LAYER_DENSE)
+            *last_weight = i;
+    ck_host_free(NULL, ops);
     return nd;
 }
 

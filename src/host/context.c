@@ -280,7 +280,7 @@ CK_API ck_status ck_context_set_conv_algo(ck_context *ctx, ck_conv_algo algo) {
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "algo: must be CK_CONV_ALGO_DETERMINISTIC or CK_CONV_ALGO_FASTEST, got %d",
                        (int)algo);
-    /* read when a convolution is planned (cudnn_ops.c): nothing to redo now */
+    /* read when a convolution is planned (cudnn_conv_plan.c): nothing to redo now */
     ctx->conv_algo = algo;
     return CK_STATUS_SUCCESS;
 }

@@ -1,4 +1,4 @@
-/* The convolution algorithm choice of cudnn_ops.c as plain C: which cuDNN candidate a setting
+/* The convolution algorithm choice of cudnn_conv_plan.c as plain C: which cuDNN candidate a setting
  * allows and the per-context cache of timed choices. No CUDA here, so the CPU suite tests it. */
 #include "internal.h"
 

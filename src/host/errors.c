@@ -1,5 +1,6 @@
 /* Status strings and error recording. Everything in the library may call these; they call
- * nothing of the library, so the error path forms no circle (context.c -> cudnn_ops.c -> here). */
+ * nothing of the library, so the error path forms no circle (context.c -> cuda_handles.c -> here).
+ */
 #include "internal.h"
 
 #include <stdio.h>

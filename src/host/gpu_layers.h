@@ -1,5 +1,6 @@
-/* The cuDNN / cuBLAS layers of the model's GPU backend (implemented in cudnn_ops.c, the only file
- * that calls cuDNN and cuBLAS). Activations are NHWC device arrays on the context's stream; conv
+/* The cuDNN / cuBLAS layers of the model's GPU backend (implemented in cudnn_conv_plan.c,
+ * cudnn_conv.c, cublas_dense.c and cudnn_pool.c; cudnn_internal.h lists the files that call cuDNN
+ * and cuBLAS). Activations are NHWC device arrays on the context's stream; conv
  * kernels are Keras HWIO (the cuDNN KRSC copy lives in the workspace), dense kernels (in, out).
  * Results follow the CPU twins in cpu_layers.h (same conventions: gradients overwritten, bias /
  * dx NULL = skipped); the sums run in cuDNN/cuBLAS order, so they agree with the CPU within

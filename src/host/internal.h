@@ -16,7 +16,7 @@
 #define CK_PRINTF(a, b)
 #endif
 
-#define CK_ERR_LEN 1024 /* room for a cuDNN algorithm choice that failed (cudnn_ops.c) */
+#define CK_ERR_LEN 1024 /* room for a cuDNN algorithm choice that failed (cudnn_conv_plan.c) */
 
 /* Every object made from a context (tensor, workspace, mask, model) starts with a link in its
  * context's list, so that ck_context_destroy can orphan the ones still alive: orphan() frees
@@ -29,7 +29,7 @@ typedef struct ck_handle {
 } ck_handle;
 
 /* ---- convolution algorithm choice (conv_algo.c: plain C, no CUDA, tested on the CPU) ---------
- * cudnn_ops.c turns cuDNN's heuristic or timing results into ck_algo_cand entries and lets
+ * cudnn_conv_plan.c turns cuDNN's heuristic or timing results into ck_algo_cand entries and lets
  * ck_conv_algo_choose pick; the choices of CK_CONV_ALGO_FASTEST are cached in the context. */
 typedef enum ck_cand_math {
     CK_CAND_MATH_DEFAULT = 0,        /* CUDNN_DEFAULT_MATH: TF32 allowed on Ampere and later */
@@ -223,7 +223,8 @@ ck_bn_plan ck_bn_make_plan(const ck_context *ctx, const ck_tensor *x);
 #ifdef CNNKIT_HAVE_CUDA
 /* Converts a CUDA error code into a status with a message. */
 ck_status ck_cuda_fail(ck_context *ctx, int cuda_err, const char *what);
-/* cudnn_ops.c: the only file that calls cuDNN. */
+/* cuda_handles.c: the context's cuDNN and cuBLAS handles (cudnn_internal.h lists the files that
+ * call cuDNN). */
 ck_status ck_cudnn_create(ck_context *ctx);
 void ck_cudnn_destroy(ck_context *ctx);
 ck_status ck_cudnn_set_stream(ck_context *ctx);

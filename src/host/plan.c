@@ -10,6 +10,10 @@
  * sums that follow (tests/test_equiv.c trains planned and unplanned models and finds identical
  * weight bits):
  *
+ * The rules below are the planner's rows of the layer algebra (algebra.c: id, exactness level,
+ * why); the planner asks ck_alg_swap which reorder applies and takes only those of level
+ * CK_EXACT_VALUES or better. The derivations:
+ *
  * Canonicalizations (reorders of adjacent nodes; shapes of the moved element-wise node follow):
  *  C1  BN, MaxPool, ReLU   -> BN, ReLU, MaxPool      (the ReLU then fuses into the BN kernel)
  *  C2  BN, Dropout|SpatialDropout, ReLU -> BN, ReLU, Dropout|SpatialDropout   (idem)
@@ -67,6 +71,7 @@
  * and the moving mean (inference) absorbs the bias: removing it changes the trajectory. The bias
  * stays (it is a Keras parameter, and checkpoints keep it).
  */
+#include "algebra.h"
 #include "model_internal.h"
 
 #include <stdio.h>
@@ -80,16 +85,18 @@ static int is_drop(const ck_node *n) {
     return n->type == CK_NODE_DROPOUT || n->type == CK_NODE_SDROPOUT;
 }
 
-static int is_plain_bn(const ck_node *n) {
-    return n->type == CK_NODE_BN && n->bn.activation == CK_ACT_NONE && n->drop_layer < 0;
-}
-
-static int is_plain_pool(const ck_node *n) {
-    return n->type == CK_NODE_POOL && n->drop_layer < 0;
-}
-
-static int is_plain_maxpool(const ck_node *n) {
-    return is_plain_pool(n) && n->is_max;
+/* A node as the algebra sees it: its user layer's type (an activation node, inline or not, is an
+ * activation), fused when the planner already put an activation or a dropout into it. */
+static ck_alg_op node_op(const ck_model *m, const ck_node *n) {
+    ck_alg_op o;
+    memset(&o, 0, sizeof o);
+    o.type = n->type == CK_NODE_ACT ? CK_LAYER_ACTIVATION : m->layers[n->layer].type;
+    o.act = n->type == CK_NODE_ACT ? n->act : CK_ACT_NONE;
+    o.rate = is_drop(n) ? n->rate : 0.0f;
+    o.layer = n->layer;
+    o.is_inline = n->type == CK_NODE_ACT && m->layers[n->layer].type != CK_LAYER_ACTIVATION;
+    o.fused = n->drop_layer >= 0 || (n->type == CK_NODE_BN && n->bn.activation != CK_ACT_NONE);
+    return o;
 }
 
 /* Swaps nodes i and i+1, one of which is element-wise (ACT, DROPOUT, SDROPOUT: output shape =
@@ -119,28 +126,14 @@ static void swap_nodes(ck_model *m, int i) {
     m->nodes[i + 1] = a;
 }
 
-/* One canonicalization step (the first applicable rule in node order); 1 when it changed. */
+/* One canonicalization step (the first reorder of the algebra's planner rules, C1..C4, in node
+ * order); 1 when it changed. */
 static int canonicalize_once(ck_model *m) {
     for (int i = 0; i + 1 < m->num_nodes; ++i) {
-        const ck_node *prev = i > 0 ? &m->nodes[i - 1] : NULL;
-        const ck_node *a = &m->nodes[i], *b = &m->nodes[i + 1];
-        /* C1: BN, MaxPool, ReLU -> BN, ReLU, MaxPool */
-        if (prev && is_plain_bn(prev) && is_plain_maxpool(a) && is_relu(b)) {
-            swap_nodes(m, i);
-            return 1;
-        }
-        /* C2: BN, (Spatial)Dropout, ReLU -> BN, ReLU, (Spatial)Dropout */
-        if (prev && is_plain_bn(prev) && is_drop(a) && is_relu(b)) {
-            swap_nodes(m, i);
-            return 1;
-        }
-        /* C3: X, ReLU, MaxPool -> X, MaxPool, ReLU unless X is a BN (C1's fused form) */
-        if (is_relu(a) && is_plain_maxpool(b) && !(prev && prev->type == CK_NODE_BN)) {
-            swap_nodes(m, i);
-            return 1;
-        }
-        /* C4: Pool, ReLU, (Spatial)Dropout -> Pool, (Spatial)Dropout, ReLU */
-        if (prev && is_plain_pool(prev) && is_relu(a) && is_drop(b)) {
+        const ck_alg_op prev = i > 0 ? node_op(m, &m->nodes[i - 1]) : (ck_alg_op){0};
+        const ck_alg_op a = node_op(m, &m->nodes[i]), b = node_op(m, &m->nodes[i + 1]);
+        const ck_alg_rule *r = ck_alg_swap(CK_ALG_PLAN, i > 0 ? &prev : NULL, &a, &b);
+        if (r && r->level <= CK_ALG_PLANNER_MAX) {
             swap_nodes(m, i);
             return 1;
         }

@@ -2,6 +2,7 @@
  * equivalences. The runner is study_run.c, the statistics study_stats.c. */
 #include "cnnkit/study.h"
 
+#include "algebra.h"
 #include "internal.h"
 #include "layer.h"
 
@@ -58,30 +59,30 @@ static int is_pool_t(ck_layer_type t) {
 }
 
 /* Copy with names cleared and Conv2D inline activations written as Activation layers (Dense too
- * when all_inline). The first layer's input shape stays on whatever layer ends up first (fixed
- * by move_input_shape). */
+ * when all_inline): the algebra's lowering (ck_alg_expand). The first layer's input shape stays
+ * on whatever layer ends up first (fixed by move_input_shape). */
 static int expand(const ck_layer_desc *L, int n, int all_inline, llist *out) {
-    for (int i = 0; i < n; ++i) {
-        ck_layer_desc d = L[i];
-        d.name[0] = '\0';
-        const int split = d.activation != CK_ACT_NONE &&
-                          (d.type == CK_LAYER_CONV2D || (all_inline && d.type == CK_LAYER_DENSE));
-        ck_activation act = d.activation;
-        float alpha = d.alpha;
-        if (split)
-            d.activation = CK_ACT_NONE;
-        if (ll_push(out, &d))
-            return -1;
-        if (split) {
-            ck_layer_desc a;
-            ck_layer_desc_init(&a, CK_LAYER_ACTIVATION);
-            a.activation = act;
-            a.alpha = alpha;
-            if (ll_push(out, &a))
-                return -1;
+    ck_alg_op *ops = (ck_alg_op *)ck_host_alloc(NULL, sizeof *ops * (size_t)n * 2);
+    if (!ops)
+        return -1;
+    const int nops = ck_alg_expand(L, n, !all_inline, ops);
+    int rc = 0;
+    for (int k = 0; k < nops && !rc; ++k) {
+        ck_layer_desc d;
+        if (ops[k].is_inline) {
+            ck_layer_desc_init(&d, CK_LAYER_ACTIVATION);
+            d.activation = ops[k].act;
+            d.alpha = L[ops[k].layer].alpha;
+        } else {
+            d = L[ops[k].layer];
+            d.name[0] = '\0';
+            if (k + 1 < nops && ops[k + 1].is_inline)
+                d.activation = CK_ACT_NONE;
         }
+        rc = ll_push(out, &d);
     }
-    return 0;
+    ck_host_free(NULL, ops);
+    return rc;
 }
 
 /* The input shape given on the first layer of the original goes on the first layer of l. */
@@ -301,7 +302,23 @@ static int make_variant(int kind, const llist *src, llist *dst) {
 
 /* ---- canonical forms ------------------------------------------------------------------------ */
 
-enum { EQ_INLINE = 1, EQ_NOOP = 2, EQ_SD_POOL = 4, EQ_DROP_RELU = 8 };
+/* The algebra's rules a canonical form may use, as bits of *flags (in this order in the why
+ * text). */
+static const char *const k_eq_rules[] = {"INLINE", "NOOP", "SD-POOL", "DROP-RELU"};
+enum { EQ_INLINE = 1, EQ_NOOP = 2 };
+
+static int rule_flag(const ck_alg_rule *r) {
+    for (int k = 0; k < (int)(sizeof k_eq_rules / sizeof *k_eq_rules); ++k)
+        if (!strcmp(r->id, k_eq_rules[k]))
+            return 1 << k;
+    return 0;
+}
+
+static ck_alg_op desc_op(const ck_layer_desc *d) {
+    ck_alg_op o;
+    ck_alg_expand(d, 1, 1, &o); /* the layer itself: a Dense keeps its activation inline */
+    return o;
+}
 
 static int canonical(const ck_layer_desc *L, int n, llist *out, int *flags) {
     llist e = {0};
@@ -340,17 +357,13 @@ static int canonical(const ck_layer_desc *L, int n, llist *out, int *flags) {
         changed = 0;
         for (int i = 0; i + 1 < out->n; ++i) {
             ck_layer_desc *a = &out->d[i], *b = &out->d[i + 1];
-            int f = 0;
-            if (a->type == CK_LAYER_SPATIAL_DROPOUT2D && is_pool_t(b->type))
-                f = EQ_SD_POOL;
-            else if (is_drop_t(a->type) && b->type == CK_LAYER_ACTIVATION &&
-                     b->activation == CK_ACT_RELU)
-                f = EQ_DROP_RELU;
-            if (f) {
+            const ck_alg_op oa = desc_op(a), ob = desc_op(b);
+            const ck_alg_rule *r = ck_alg_swap(CK_ALG_CANON, NULL, &oa, &ob);
+            if (r && r->level <= CK_ALG_STUDY_MAX) {
                 ck_layer_desc t = *a;
                 *a = *b;
                 *b = t;
-                *flags |= f;
+                *flags |= rule_flag(r);
                 changed = 1;
             }
         }
@@ -386,6 +399,18 @@ static int same_layer(const ck_layer_desc *a, const ck_layer_desc *b) {
     }
 }
 
+/* The weakest level of the rules in flags (CK_EXACT_BITS for none). */
+static ck_exactness flags_level(int flags) {
+    ck_exactness level = CK_EXACT_BITS;
+    for (int k = 0; k < (int)(sizeof k_eq_rules / sizeof *k_eq_rules); ++k) {
+        const ck_alg_rule *r = ck_alg_rule_by_id(k_eq_rules[k]);
+        if ((flags & (1 << k)) && r->level > level)
+            level = r->level;
+    }
+    return level;
+}
+
+/* The rules used, each as "<what> (<why>)" from the algebra's table. */
 static void why_text(int flags, int identical, char *why, size_t len) {
     if (!why || !len)
         return;
@@ -395,15 +420,13 @@ static void why_text(int flags, int identical, char *why, size_t len) {
     }
     size_t pos = 0;
     why[0] = '\0';
-    const char *parts[4] = {
-        "inline activations written as layers", "no-op layers (rate 0, linear) removed",
-        "SpatialDropout2D moved across pooling (one scale per channel commutes with max/average "
-        "pooling)",
-        "dropout moved across ReLU (relu(m*x) = m*relu(x) for m >= 0, bit-exact)"};
-    for (int k = 0; k < 4; ++k)
+    for (int k = 0; k < (int)(sizeof k_eq_rules / sizeof *k_eq_rules); ++k)
         if (flags & (1 << k)) {
-            int w =
-                snprintf(why + pos, pos < len ? len - pos : 0, "%s%s", pos ? "; " : "", parts[k]);
+            const ck_alg_rule *r = ck_alg_rule_by_id(k_eq_rules[k]);
+            /* the inline and no-op rules need no reason in a one-line summary */
+            const int reason = r->level > CK_EXACT_BITS;
+            int w = snprintf(why + pos, pos < len ? len - pos : 0, "%s%s%s%s%s", pos ? "; " : "",
+                             r->what, reason ? " (" : "", reason ? r->why : "", reason ? ")" : "");
             pos += w > 0 ? (size_t)w : 0;
         }
 }
@@ -413,10 +436,10 @@ static int input_shape_equal(const ck_layer_desc *a, int na, const ck_layer_desc
            a[0].input_c == b[0].input_c && na > 0 && nb > 0;
 }
 
-CK_API ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_layer_desc *b, int nb,
-                                     int *equal, char *why, size_t why_len) {
-    if (!a || !b || !equal || na < 1 || nb < 1)
-        return CK_STATUS_BAD_PARAM;
+/* ck_study_equivalent, with the level of the equivalence (CK_EXACT_NONE when not equal). */
+static ck_status study_equivalent(const ck_layer_desc *a, int na, const ck_layer_desc *b, int nb,
+                                  int *equal, ck_exactness *level, char *why, size_t why_len) {
+    *level = CK_EXACT_NONE;
     if (why && why_len)
         why[0] = '\0';
     llist ca = {0}, cb = {0};
@@ -435,11 +458,21 @@ CK_API ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_la
         identical = same_layer(&x, &y) && x.activation == y.activation;
     }
     *equal = eq;
-    if (eq)
+    if (eq) {
         why_text(fa | fb, identical, why, why_len);
+        *level = identical ? CK_EXACT_BITS : flags_level(fa | fb);
+    }
     ck_host_free(NULL, ca.d);
     ck_host_free(NULL, cb.d);
     return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_layer_desc *b, int nb,
+                                     int *equal, char *why, size_t why_len) {
+    if (!a || !b || !equal || na < 1 || nb < 1)
+        return CK_STATUS_BAD_PARAM;
+    ck_exactness level;
+    return study_equivalent(a, na, b, nb, equal, &level, why, why_len);
 }
 
 CK_API void ck_study_variants_free(ck_study_variant *v, int n) {
@@ -498,6 +531,7 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
         llist l = {0};
         v->kind = kinds[i];
         v->equivalent_to = -1;
+        v->exactness = CK_EXACT_NONE;
         snprintf(v->name, sizeof v->name, "%s", ck_study_kind_name(kinds[i]));
         if (make_variant(kinds[i], &base, &l)) {
             ck_host_free(NULL, l.d);
@@ -510,11 +544,13 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
         render_order(&l, v->order, sizeof v->order);
         for (int j = 0; j < i && st == CK_STATUS_SUCCESS; ++j) {
             int eq = 0;
+            ck_exactness level = CK_EXACT_NONE;
             char why[sizeof v->equivalence];
-            st = ck_study_equivalent(out[j].layers, out[j].count, v->layers, v->count, &eq, why,
-                                     sizeof why);
+            st = study_equivalent(out[j].layers, out[j].count, v->layers, v->count, &eq, &level,
+                                  why, sizeof why);
             if (st == CK_STATUS_SUCCESS && eq) {
                 v->equivalent_to = j;
+                v->exactness = level;
                 snprintf(v->equivalence, sizeof v->equivalence, "%s", why);
                 break;
             }

@@ -2,7 +2,7 @@
  * The small kernels of the model's GPU backend: activations, bias add and bias gradients,
  * pooling (the exact twin of ck_cpu_pool_*), global average pooling, softmax cross-entropy,
  * optimizer updates, conv-kernel layout transposes and zero padding. Convolutions run in cuDNN
- * and dense GEMMs in cuBLAS (src/host/cudnn_ops.c).
+ * and dense GEMMs in cuBLAS (src/host/cudnn_conv*.c, cublas_dense.c).
  *
  * Every kernel writes each output element from one thread in a fixed order: no atomics, so every
  * result is bit-identical run to run. The per-element math comes from ck_math.h, shared with the

@@ -1,135 +1,27 @@
-/* The only file of the library that calls cuDNN and cuBLAS: handle lifetime and stream binding.
- * (cuDNN 9 deprecates the legacy conv/pool/BN calls; keeping every call here keeps a move to the
- * graph API local.) */
+/* Planning a cuDNN convolution (ck_gconv_create): descriptors, the layout (NHWC, else the NCHW
+ * fallback), explicit padding where cuDNN's symmetric padding differs from Keras's, and the three
+ * algorithms of the context's settings (heuristics, or cudnnFind timing cached per shape). */
 #include "internal.h"
 
 #ifdef CNNKIT_HAVE_CUDA
-#include "ck_kernels.h"
-#include "gpu_layers.h"
+#include "cudnn_internal.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
-#include <cudnn.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-/* The legacy convolution API is marked deprecated in cuDNN 9 (the graph API replaces it); it is
- * used here on purpose, in this file only. */
+/* The legacy convolution and pooling API is marked deprecated in cuDNN 9 (the graph API replaces
+ * it); it is used on purpose, in the cuDNN files only (cudnn_internal.h lists them). */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-
-void ck_cudnn_versions(char *buf, size_t len) {
-    /* the device may load an older cuDNN 9.x (a pip wheel) than the headers of the build */
-    const size_t v = cudnnGetVersion();
-    int maj = 0, min = 0, pat = 0;
-    const int ok = cublasGetProperty(MAJOR_VERSION, &maj) == CUBLAS_STATUS_SUCCESS &&
-                   cublasGetProperty(MINOR_VERSION, &min) == CUBLAS_STATUS_SUCCESS &&
-                   cublasGetProperty(PATCH_LEVEL, &pat) == CUBLAS_STATUS_SUCCESS;
-    snprintf(buf, len,
-             "cuDNN %zu.%zu.%zu loaded (built with %d.%d.%d, cudart %zu), cuBLAS %d.%d.%d",
-             v / 10000, v / 100 % 100, v % 100, CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL,
-             cudnnGetCudartVersion(), ok ? maj : 0, ok ? min : 0, ok ? pat : 0);
-}
-
-ck_status ck_cudnn_create(ck_context *ctx) {
-    cudnnHandle_t dnn = NULL;
-    cublasHandle_t blas = NULL;
-    cudnnStatus_t ds = cudnnCreate(&dnn);
-    if (ds != CUDNN_STATUS_SUCCESS)
-        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cudnnCreate: %s", cudnnGetErrorString(ds));
-    cublasStatus_t bs = cublasCreate(&blas);
-    if (bs != CUBLAS_STATUS_SUCCESS) {
-        cudnnDestroy(dnn);
-        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasCreate: status %d", (int)bs);
-    }
-    ctx->cudnn = dnn;
-    ctx->cublas = blas;
-    /* strict fp32 unless the context asks for TF32 (cuDNN convs: the math of gconv_pick) */
-    ck_status st = ck_cublas_set_math(ctx);
-    if (st == CK_STATUS_SUCCESS)
-        st = ck_cudnn_set_stream(ctx);
-    if (st != CK_STATUS_SUCCESS)
-        ck_cudnn_destroy(ctx); /* the caller frees only the context */
-    return st;
-}
-
-ck_status ck_cublas_set_math(ck_context *ctx) {
-    const cublasMath_t m =
-        ctx->math == CK_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
-    const cublasStatus_t bs = cublasSetMathMode((cublasHandle_t)ctx->cublas, m);
-    if (bs != CUBLAS_STATUS_SUCCESS)
-        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "math: cublasSetMathMode(%s): status %d",
-                       ctx->math == CK_MATH_TF32 ? "CUBLAS_TF32_TENSOR_OP_MATH"
-                                                 : "CUBLAS_DEFAULT_MATH",
-                       (int)bs);
-    return CK_STATUS_SUCCESS;
-}
-
-void ck_cudnn_destroy(ck_context *ctx) {
-    if (ctx->cublas)
-        cublasDestroy((cublasHandle_t)ctx->cublas);
-    if (ctx->cudnn)
-        cudnnDestroy((cudnnHandle_t)ctx->cudnn);
-    ctx->cublas = NULL;
-    ctx->cudnn = NULL;
-}
-
-ck_status ck_cudnn_set_stream(ck_context *ctx) {
-    cudaStream_t s = (cudaStream_t)ctx->stream;
-    cudnnStatus_t ds = cudnnSetStream((cudnnHandle_t)ctx->cudnn, s);
-    if (ds != CUDNN_STATUS_SUCCESS)
-        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cudnnSetStream: %s", cudnnGetErrorString(ds));
-    cublasStatus_t bs = cublasSetStream((cublasHandle_t)ctx->cublas, s);
-    if (bs != CUBLAS_STATUS_SUCCESS)
-        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasSetStream: status %d", (int)bs);
-    return CK_STATUS_SUCCESS;
-}
-/* ---- Conv2D (cuDNN, NHWC activations, KRSC filters) ------------------------------------------
- * cuDNN runs the convolution in NHWC when it offers algorithms of the context's settings for it
- * (deterministic or fastest by timing, strict FMA or TF32 math); otherwise in NCHW (the
- * fallback: activations and filters are transposed in the workspace). */
-
-struct ck_gconv {
-    ck_conv_geom g;   /* n = the largest batch */
-    int explicit_pad; /* asymmetric 'same' padding: x is zero-padded into the workspace first */
-    int hp, wp;       /* input extent cuDNN sees */
-    int nchw;         /* cuDNN runs in NCHW / KCRS (the fallback), else NHWC / KRSC */
-    cudnnTensorDescriptor_t xd, yd;
-    cudnnFilterDescriptor_t wd;
-    cudnnConvolutionDescriptor_t cd;
-    int algo[3];         /* forward, backward data, backward filter */
-    int math[3];         /* cudnnMathType_t of each direction's algorithm */
-    float time_ms[3];    /* cudnnFind* time of each (CK_CONV_ALGO_FASTEST), < 0: not timed */
-    int cur_math;        /* the math type the descriptor holds (-1: unknown) */
-    size_t algo_bytes;   /* cuDNN workspace: the largest of the three algorithms at the largest n */
-    int cur_n;           /* batch the tensor descriptors are set for (0: none, query again) */
-    int algo_ready;      /* algorithms chosen (gconv_pick_algos): later batch changes check sizes */
-    ck_conv_algo policy; /* the context's settings when planned */
-    ck_math mathset;
-    int cached; /* the plan came from the context's cache (no timing this time) */
-};
 
 #define CK_CONV_ALGO_MAX_BYTES ((size_t)1 << 30)
 
-static ck_status dnn_fail(ck_context *ctx, cudnnStatus_t st, const char *what) {
-    return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "%s: %s", what, cudnnGetErrorString(st));
-}
-
-#define DNN_TRY(ctx, call)                                                                         \
-    do {                                                                                           \
-        cudnnStatus_t s_ = (call);                                                                 \
-        if (s_ != CUDNN_STATUS_SUCCESS)                                                            \
-            return dnn_fail((ctx), s_, #call);                                                     \
-    } while (0)
-
-enum { CK_FWD = 0, CK_BWD_DATA = 1, CK_BWD_FILTER = 2 };
 static const char *const k_dir_name[3] = {"forward", "backward-data", "backward-filter"};
 static const int k_algo_count[3] = {CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                     CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
                                     CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT};
 
 /* The descriptor's math type, set only when it changes: strict fp32 plans never change it. */
-static cudnnStatus_t gconv_math(ck_gconv *c, cudnnMathType_t m) {
+cudnnStatus_t ck_gconv_math(ck_gconv *c, cudnnMathType_t m) {
     if (c->cur_math == (int)m)
         return CUDNN_STATUS_SUCCESS;
     const cudnnStatus_t s = cudnnSetConvolutionMathType(c->cd, m);
@@ -155,7 +47,7 @@ static cudnnStatus_t gconv_ws_query(cudnnHandle_t h, const ck_gconv *c, int dir,
     }
 }
 
-static ck_status gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
+ck_status ck_gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
     if (c->cur_n == n)
         return CK_STATUS_SUCCESS;
     /* the descriptors change below: cur_n names a batch only once every step has succeeded, so a
@@ -171,7 +63,7 @@ static ck_status gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
         cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
         for (int d = 0; d < 3; ++d) {
             size_t b = 0;
-            DNN_TRY(ctx, gconv_math(c, (cudnnMathType_t)c->math[d]));
+            DNN_TRY(ctx, ck_gconv_math(c, (cudnnMathType_t)c->math[d]));
             const cudnnStatus_t qs = gconv_ws_query(h, c, d, c->algo[d], &b);
             if (qs != CUDNN_STATUS_SUCCESS)
                 return ck_fail(ctx, CK_STATUS_CUDA_ERROR,
@@ -280,7 +172,7 @@ static int find_bufs_alloc(cudnnHandle_t h, cudaStream_t stream, ck_gconv *c, cu
     const size_t ny = (size_t)g->n * g->oh * g->ow * g->cout * sizeof(float);
     const size_t nw = (size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float);
     size_t want = 0;
-    if (gconv_math(c, m) == CUDNN_STATUS_SUCCESS)
+    if (ck_gconv_math(c, m) == CUDNN_STATUS_SUCCESS)
         for (int d = 0; d < 3; ++d)
             for (int a = 0; a < k_algo_count[d]; ++a) {
                 size_t bytes = 0;
@@ -374,7 +266,7 @@ static int gconv_take(cudnnHandle_t h, ck_gconv *c, int dir, ck_algo_cand *cand,
         if (i < 0)
             return -1;
         const cudnnMathType_t m = dnn_math(cand[i].math);
-        if (gconv_math(c, m) == CUDNN_STATUS_SUCCESS &&
+        if (ck_gconv_math(c, m) == CUDNN_STATUS_SUCCESS &&
             gconv_ws_query(h, c, dir, cand[i].algo, bytes) == CUDNN_STATUS_SUCCESS &&
             *bytes <= CK_CONV_ALGO_MAX_BYTES) {
             c->algo[dir] = cand[i].algo;
@@ -418,18 +310,18 @@ static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, const find_bufs *fb
     cudnnStatus_t fs = CUDNN_STATUS_SUCCESS;
     c->time_ms[dir] = -1.0f;
     if (fb) {
-        fs = gconv_math(c, search);
+        fs = ck_gconv_math(c, search);
         if (fs == CUDNN_STATUS_SUCCESS)
             fs = gconv_find(h, c, dir, fb, fcand, fst, &fn);
         if (fs == CUDNN_STATUS_SUCCESS && gconv_take(h, c, dir, fcand, fn, bytes) == 0)
             return 0;
     }
-    cudnnStatus_t hs = gconv_math(c, search);
+    cudnnStatus_t hs = ck_gconv_math(c, search);
     if (hs == CUDNN_STATUS_SUCCESS)
         hs = gconv_candidates(h, c, dir, cand, cst, &n);
     if (hs == CUDNN_STATUS_SUCCESS && gconv_take(h, c, dir, cand, n, bytes) == 0)
         return 0;
-    if (gconv_math(c, CUDNN_FMA_MATH) == CUDNN_STATUS_SUCCESS &&
+    if (ck_gconv_math(c, CUDNN_FMA_MATH) == CUDNN_STATUS_SUCCESS &&
         gconv_ws_query(h, c, dir, k_default_algo[dir], bytes) == CUDNN_STATUS_SUCCESS &&
         *bytes <= CK_CONV_ALGO_MAX_BYTES) {
         c->algo[dir] = k_default_algo[dir];
@@ -462,17 +354,17 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t logl
                                                  c->nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC,
                                                  g->cout, g->cin, g->kh, g->kw);
     if (s != CUDNN_STATUS_SUCCESS) {
-        *err = dnn_fail(ctx, s, "cudnnSetFilter4dDescriptor");
+        *err = ck_dnn_fail(ctx, s, "cudnnSetFilter4dDescriptor");
         return -1;
     }
     c->cur_n = 0;
-    *err = gconv_set_n(ctx, c, g->n);
+    *err = ck_gconv_set_n(ctx, c, g->n);
     if (*err != CK_STATUS_SUCCESS)
         return -1;
     int on = 0, oc = 0, oh = 0, ow = 0;
     s = cudnnGetConvolution2dForwardOutputDim(c->cd, c->xd, c->wd, &on, &oc, &oh, &ow);
     if (s != CUDNN_STATUS_SUCCESS) {
-        *err = dnn_fail(ctx, s, "cudnnGetConvolution2dForwardOutputDim");
+        *err = ck_dnn_fail(ctx, s, "cudnnGetConvolution2dForwardOutputDim");
         return -1;
     }
     if (oh != g->oh || ow != g->ow || oc != g->cout) {
@@ -501,9 +393,9 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t logl
     if (rc != 0)
         return -1;
     /* the forward's math stays on the descriptor; each call sets its own direction's */
-    s = gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]);
+    s = ck_gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]);
     if (s != CUDNN_STATUS_SUCCESS) {
-        *err = dnn_fail(ctx, s, "cudnnSetConvolutionMathType");
+        *err = ck_dnn_fail(ctx, s, "cudnnSetConvolutionMathType");
         return -1;
     }
     c->algo_ready = 1;
@@ -534,13 +426,13 @@ static int gconv_from_cache(ck_context *ctx, ck_gconv *c, const ck_conv_algo_pla
         return 0;
     c->cur_n = 0;
     c->algo_ready = 0;
-    if (gconv_set_n(ctx, c, c->g.n) != CK_STATUS_SUCCESS) {
+    if (ck_gconv_set_n(ctx, c, c->g.n) != CK_STATUS_SUCCESS) {
         ck_clear_error(ctx);
         return 0;
     }
     for (int d = 0; d < 3; ++d) {
         size_t b = 0;
-        if (gconv_math(c, (cudnnMathType_t)p->math[d]) != CUDNN_STATUS_SUCCESS ||
+        if (ck_gconv_math(c, (cudnnMathType_t)p->math[d]) != CUDNN_STATUS_SUCCESS ||
             gconv_ws_query(h, c, d, p->algo[d], &b) != CUDNN_STATUS_SUCCESS || b > p->bytes)
             return 0;
         c->algo[d] = p->algo[d];
@@ -548,7 +440,7 @@ static int gconv_from_cache(ck_context *ctx, ck_gconv *c, const ck_conv_algo_pla
         c->time_ms[d] = p->time_ms[d];
     }
     c->algo_bytes = p->bytes;
-    if (gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]) != CUDNN_STATUS_SUCCESS)
+    if (ck_gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]) != CUDNN_STATUS_SUCCESS)
         return 0;
     c->algo_ready = 1;
     c->cached = 1;
@@ -587,7 +479,7 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
     }
     DNN_TRY(ctx, cudnnSetConvolution2dDescriptor(c->cd, pt, pl, g->sh, g->sw, 1, 1,
                                                  CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    DNN_TRY(ctx, gconv_math(c, CUDNN_FMA_MATH));
+    DNN_TRY(ctx, ck_gconv_math(c, CUDNN_FMA_MATH));
     /* fastest: a shape timed before on this context is not timed again */
     const ck_conv_algo_key key = gconv_key(c, force_nchw);
     const ck_conv_algo_plan *hit =
@@ -639,15 +531,16 @@ void ck_gconv_destroy(ck_gconv *c) {
         cudnnDestroyFilterDescriptor(c->wd);
     if (c->cd)
         cudnnDestroyConvolutionDescriptor(c->cd);
-    free(c);
+    ck_host_free(c->ctx, c);
 }
 
 ck_status ck_gconv_create_layout(ck_context *ctx, const ck_conv_geom *g, int force_nchw,
                                  ck_gconv **out) {
     *out = NULL;
-    ck_gconv *c = (ck_gconv *)calloc(1, sizeof *c);
+    ck_gconv *c = (ck_gconv *)ck_host_calloc(ctx, 1, sizeof *c);
     if (!c)
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "conv: out of host memory");
+    c->ctx = ctx;
     c->g = *g;
     ck_status st = gconv_init(ctx, c, force_nchw);
     if (st != CK_STATUS_SUCCESS) {
@@ -689,257 +582,6 @@ void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
     if (c->mathset == CK_MATH_TF32)
         ck_appendf(buf, len, &at, ", tf32 allowed");
 }
-
-/* Workspace layout (each part 256-byte aligned): cuDNN filter, filter gradient, padded x, padded
- * dx (explicit padding only), cuDNN algorithm workspace, bias column-sum partials, and for the
- * NCHW fallback x, y (or dy) and dx in NCHW. */
-typedef struct gconv_ws {
-    float *k, *dk, *xp, *dxp, *xt, *yt, *dxt;
-    void *algo, *colsum;
-} gconv_ws;
-
-static size_t al256(size_t b) {
-    return (b + 255u) & ~(size_t)255u;
-}
-
-static size_t gconv_ws_layout(const ck_gconv *c, void *base, gconv_ws *w) {
-    const ck_conv_geom *g = &c->g;
-    const size_t xpad = (size_t)g->n * c->hp * c->wp * g->cin * sizeof(float);
-    const size_t sizes[9] = {(size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float),
-                             (size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float),
-                             c->explicit_pad ? xpad : 0,
-                             c->explicit_pad ? xpad : 0,
-                             c->nchw ? xpad : 0,
-                             c->nchw ? (size_t)g->n * g->oh * g->ow * g->cout * sizeof(float) : 0,
-                             c->nchw ? xpad : 0,
-                             c->algo_bytes,
-                             ck_cuda_colsum_workspace_bytes(g->cout)};
-    size_t off[9], total = 0;
-    for (int i = 0; i < 9; ++i) {
-        off[i] = total;
-        total += al256(sizes[i]);
-    }
-    if (w) {
-        char *p = (char *)base;
-        w->k = (float *)(p + off[0]);
-        w->dk = (float *)(p + off[1]);
-        w->xp = c->explicit_pad ? (float *)(p + off[2]) : NULL;
-        w->dxp = c->explicit_pad ? (float *)(p + off[3]) : NULL;
-        w->xt = c->nchw ? (float *)(p + off[4]) : NULL;
-        w->yt = c->nchw ? (float *)(p + off[5]) : NULL;
-        w->dxt = c->nchw ? (float *)(p + off[6]) : NULL;
-        w->algo = p + off[7];
-        w->colsum = p + off[8];
-    }
-    return total;
-}
-
-size_t ck_gconv_workspace_bytes(const ck_gconv *c) {
-    return gconv_ws_layout(c, NULL, NULL);
-}
-
-#define CUDA_TRY(ctx, err, what)                                                                   \
-    do {                                                                                           \
-        int e_ = (err);                                                                            \
-        if (e_ != 0)                                                                               \
-            return ck_cuda_fail((ctx), e_, (what));                                                \
-    } while (0)
-
-static ck_status gconv_check_ws(ck_context *ctx, ck_gconv *c, int n) {
-    if (n < 1 || n > c->g.n)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "n: batch %d outside [1, %d] planned for conv", n,
-                       c->g.n);
-    return gconv_set_n(ctx, c, n);
-}
-
-/* x as cuDNN reads it: zero-padded (explicit padding) and/or transposed to NCHW (fallback). */
-static ck_status gconv_input(ck_context *ctx, const ck_gconv *c, int n, const float *x,
-                             const gconv_ws *w, const float **xin) {
-    const ck_conv_geom *g = &c->g;
-    void *s = ctx->stream;
-    *xin = x;
-    if (c->explicit_pad) {
-        CUDA_TRY(ctx,
-                 ck_cuda_pad_nhwc(x, w->xp, n, g->h, g->w, g->cin, g->pad_top, g->pad_left, c->hp,
-                                  c->wp, 0, s),
-                 "conv: pad");
-        *xin = w->xp;
-    }
-    if (c->nchw) {
-        const ck_kshape sh = {n, g->cin, c->hp, c->wp, 1};
-        CUDA_TRY(ctx, ck_cuda_convert_layout(*xin, w->xt, sh, s), "conv: x to NCHW");
-        *xin = w->xt;
-    }
-    return CK_STATUS_SUCCESS;
-}
-
-ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const float *x, const float *k,
-                           const float *bias, float *y, void *ws) {
-    CK_TRY(gconv_check_ws(ctx, c, n));
-    const ck_conv_geom *g = &c->g;
-    gconv_ws w;
-    gconv_ws_layout(c, ws, &w);
-    void *s = ctx->stream;
-    CUDA_TRY(ctx, ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, c->nchw, s),
-             "conv: kernel layout");
-    const float *xin = NULL;
-    CK_TRY(gconv_input(ctx, c, n, x, &w, &xin));
-    const float one = 1.0f, zero = 0.0f;
-    DNN_TRY(ctx, gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]));
-    DNN_TRY(ctx, cudnnConvolutionForward((cudnnHandle_t)ctx->cudnn, &one, c->xd, xin, c->wd, w.k,
-                                         c->cd, (cudnnConvolutionFwdAlgo_t)c->algo[CK_FWD], w.algo,
-                                         c->algo_bytes, &zero, c->yd, c->nchw ? w.yt : y));
-    if (c->nchw) {
-        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 0};
-        CUDA_TRY(ctx, ck_cuda_convert_layout(w.yt, y, sh, s), "conv: y to NHWC");
-    }
-    if (bias)
-        CUDA_TRY(ctx, ck_cuda_bias_add(y, bias, (long long)n * g->oh * g->ow, g->cout, s),
-                 "conv: bias add");
-    return CK_STATUS_SUCCESS;
-}
-
-ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x, const float *k,
-                            const float *dy, float *dx, float *dk, float *dbias, void *ws) {
-    CK_TRY(gconv_check_ws(ctx, c, n));
-    const ck_conv_geom *g = &c->g;
-    gconv_ws w;
-    gconv_ws_layout(c, ws, &w);
-    void *s = ctx->stream;
-    cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
-    const float one = 1.0f, zero = 0.0f;
-    const float *xin = NULL, *dyin = dy;
-    CK_TRY(gconv_input(ctx, c, n, x, &w, &xin));
-    if (c->nchw) {
-        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 1};
-        CUDA_TRY(ctx, ck_cuda_convert_layout(dy, w.yt, sh, s), "conv: dy to NCHW");
-        dyin = w.yt;
-    }
-    DNN_TRY(ctx, gconv_math(c, (cudnnMathType_t)c->math[CK_BWD_FILTER]));
-    DNN_TRY(ctx,
-            cudnnConvolutionBackwardFilter(h, &one, c->xd, xin, c->yd, dyin, c->cd,
-                                           (cudnnConvolutionBwdFilterAlgo_t)c->algo[CK_BWD_FILTER],
-                                           w.algo, c->algo_bytes, &zero, c->wd, w.dk));
-    CUDA_TRY(ctx,
-             ck_cuda_conv_kernel_layout(w.dk, dk, g->kh * g->kw, g->cin, g->cout, 0, c->nchw, s),
-             "conv: kernel gradient layout");
-    if (dbias)
-        CUDA_TRY(ctx, ck_cuda_colsum(dy, (long long)n * g->oh * g->ow, g->cout, dbias, w.colsum, s),
-                 "conv: bias gradient");
-    if (dx) {
-        CUDA_TRY(ctx,
-                 ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, c->nchw, s),
-                 "conv: kernel layout");
-        /* cuDNN's dx: padded extent (explicit padding), NCHW (fallback); then back to dx */
-        float *dxpad = c->explicit_pad ? w.dxp : dx;
-        DNN_TRY(ctx, gconv_math(c, (cudnnMathType_t)c->math[CK_BWD_DATA]));
-        DNN_TRY(ctx, cudnnConvolutionBackwardData(
-                         h, &one, c->wd, w.k, c->yd, dyin, c->cd,
-                         (cudnnConvolutionBwdDataAlgo_t)c->algo[CK_BWD_DATA], w.algo, c->algo_bytes,
-                         &zero, c->xd, c->nchw ? w.dxt : dxpad));
-        if (c->nchw) {
-            const ck_kshape sh = {n, g->cin, c->hp, c->wp, 0};
-            CUDA_TRY(ctx, ck_cuda_convert_layout(w.dxt, dxpad, sh, s), "conv: dx to NHWC");
-        }
-        if (c->explicit_pad)
-            CUDA_TRY(ctx,
-                     ck_cuda_pad_nhwc(w.dxp, dx, n, g->h, g->w, g->cin, g->pad_top, g->pad_left,
-                                      c->hp, c->wp, 1, s),
-                     "conv: crop");
-    }
-    return CK_STATUS_SUCCESS;
-}
-
-/* ---- Dense (cuBLAS; strict fp32, or TF32 under CK_MATH_TF32: ck_cublas_set_math). Row-major
- *      x (n, in), k (in, out), y (n, out) are the column-major transposes cuBLAS sees:
- *      y^T = k^T x^T. ------------------------------------------------------------------------- */
-
-static ck_status blas_fail(ck_context *ctx, cublasStatus_t st, const char *what) {
-    return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "%s: cuBLAS status %d", what, (int)st);
-}
-
-size_t ck_gdense_workspace_bytes(int out) {
-    return ck_cuda_colsum_workspace_bytes(out);
-}
-
-ck_status ck_gdense_forward(ck_context *ctx, int n, int in, int out, const float *x, const float *k,
-                            const float *bias, float *y) {
-    const float one = 1.0f, zero = 0.0f;
-    cublasStatus_t st = cublasSgemm((cublasHandle_t)ctx->cublas, CUBLAS_OP_N, CUBLAS_OP_N, out, n,
-                                    in, &one, k, out, x, in, &zero, y, out);
-    if (st != CUBLAS_STATUS_SUCCESS)
-        return blas_fail(ctx, st, "dense: cublasSgemm (forward)");
-    if (bias)
-        CUDA_TRY(ctx, ck_cuda_bias_add(y, bias, n, out, ctx->stream), "dense: bias add");
-    return CK_STATUS_SUCCESS;
-}
-
-ck_status ck_gdense_backward(ck_context *ctx, int n, int in, int out, const float *x,
-                             const float *k, const float *dy, float *dx, float *dk, float *dbias,
-                             void *ws) {
-    const float one = 1.0f, zero = 0.0f;
-    cublasHandle_t h = (cublasHandle_t)ctx->cublas;
-    /* dk^T (out x in) = dy^T (out x n) * x (n x in) */
-    cublasStatus_t st =
-        cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, out, in, n, &one, dy, out, x, in, &zero, dk, out);
-    if (st != CUBLAS_STATUS_SUCCESS)
-        return blas_fail(ctx, st, "dense: cublasSgemm (kernel gradient)");
-    if (dx) {
-        /* dx^T (in x n) = k (in x out) * dy^T (out x n) */
-        st = cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, in, n, out, &one, k, out, dy, out, &zero, dx,
-                         in);
-        if (st != CUBLAS_STATUS_SUCCESS)
-            return blas_fail(ctx, st, "dense: cublasSgemm (input gradient)");
-    }
-    if (dbias)
-        CUDA_TRY(ctx, ck_cuda_colsum(dy, n, out, dbias, ws, ctx->stream), "dense: bias gradient");
-    return CK_STATUS_SUCCESS;
-}
-/* ---- pooling (cuDNN): the reference the pooling kernels of layers.cu are tested and benched
- *      against. cuDNN pads symmetrically, so windows with asymmetric 'same' padding are refused
- *      (the model uses the kernels of layers.cu, which handle them). Max pooling is
- *      CUDNN_POOLING_MAX_DETERMINISTIC; average excludes the padding, as TensorFlow does. ----- */
-
-ck_status ck_gpool_cudnn(ck_context *ctx, const ck_conv_geom *g, int is_max, int backward,
-                         const float *x, const float *y, const float *dy, float *out) {
-    const int need_h = (g->oh - 1) * g->sh + g->kh, need_w = (g->ow - 1) * g->sw + g->kw;
-    if (need_h - g->h - g->pad_top > g->pad_top || need_w - g->w - g->pad_left > g->pad_left)
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "pool: asymmetric padding (cuDNN pads both sides alike)");
-    cudnnPoolingDescriptor_t pd = NULL;
-    cudnnTensorDescriptor_t xd = NULL, yd = NULL;
-    cudnnStatus_t s = cudnnCreatePoolingDescriptor(&pd);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnCreateTensorDescriptor(&xd);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnCreateTensorDescriptor(&yd);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnSetPooling2dDescriptor(
-            pd,
-            is_max ? CUDNN_POOLING_MAX_DETERMINISTIC : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING,
-            CUDNN_NOT_PROPAGATE_NAN, g->kh, g->kw, g->pad_top, g->pad_left, g->sh, g->sw);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, g->n, g->cin, g->h,
-                                       g->w);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, g->n, g->cin, g->oh,
-                                       g->ow);
-    const float one = 1.0f, zero = 0.0f;
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = backward
-                ? cudnnPoolingBackward((cudnnHandle_t)ctx->cudnn, pd, &one, yd, y, yd, dy, xd, x,
-                                       &zero, xd, out)
-                : cudnnPoolingForward((cudnnHandle_t)ctx->cudnn, pd, &one, xd, x, &zero, yd, out);
-    if (pd)
-        cudnnDestroyPoolingDescriptor(pd);
-    if (xd)
-        cudnnDestroyTensorDescriptor(xd);
-    if (yd)
-        cudnnDestroyTensorDescriptor(yd);
-    return s == CUDNN_STATUS_SUCCESS
-               ? CK_STATUS_SUCCESS
-               : dnn_fail(ctx, s, backward ? "cudnnPoolingBackward" : "cudnnPoolingForward");
-}
 #else
-typedef int ck_cudnn_ops_unused; /* ISO C wants at least one declaration per file */
+typedef int ck_cudnn_conv_plan_unused; /* ISO C wants at least one declaration per file */
 #endif

@@ -1,0 +1,87 @@
+/* cuDNN and cuBLAS handles of a context: creation, stream binding, math mode, versions; and the
+ * mapping of their error codes to statuses, shared by the cuDNN / cuBLAS files. */
+#include "internal.h"
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "cudnn_internal.h"
+
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+
+ck_status ck_dnn_fail(ck_context *ctx, cudnnStatus_t st, const char *what) {
+    return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "%s: %s", what, cudnnGetErrorString(st));
+}
+
+ck_status ck_blas_fail(ck_context *ctx, cublasStatus_t st, const char *what) {
+    return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "%s: cuBLAS status %d", what, (int)st);
+}
+
+void ck_cudnn_versions(char *buf, size_t len) {
+    /* the device may load an older cuDNN 9.x (a pip wheel) than the headers of the build */
+    const size_t v = cudnnGetVersion();
+    int maj = 0, min = 0, pat = 0;
+    const int ok = cublasGetProperty(MAJOR_VERSION, &maj) == CUBLAS_STATUS_SUCCESS &&
+                   cublasGetProperty(MINOR_VERSION, &min) == CUBLAS_STATUS_SUCCESS &&
+                   cublasGetProperty(PATCH_LEVEL, &pat) == CUBLAS_STATUS_SUCCESS;
+    snprintf(buf, len,
+             "cuDNN %zu.%zu.%zu loaded (built with %d.%d.%d, cudart %zu), cuBLAS %d.%d.%d",
+             v / 10000, v / 100 % 100, v % 100, CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL,
+             cudnnGetCudartVersion(), ok ? maj : 0, ok ? min : 0, ok ? pat : 0);
+}
+
+ck_status ck_cudnn_create(ck_context *ctx) {
+    cudnnHandle_t dnn = NULL;
+    cublasHandle_t blas = NULL;
+    cudnnStatus_t ds = cudnnCreate(&dnn);
+    if (ds != CUDNN_STATUS_SUCCESS)
+        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cudnnCreate: %s", cudnnGetErrorString(ds));
+    cublasStatus_t bs = cublasCreate(&blas);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        cudnnDestroy(dnn);
+        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasCreate: status %d", (int)bs);
+    }
+    ctx->cudnn = dnn;
+    ctx->cublas = blas;
+    /* strict fp32 unless the context asks for TF32 (cuDNN convs: the math of gconv_pick) */
+    ck_status st = ck_cublas_set_math(ctx);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_cudnn_set_stream(ctx);
+    if (st != CK_STATUS_SUCCESS)
+        ck_cudnn_destroy(ctx); /* the caller frees only the context */
+    return st;
+}
+
+ck_status ck_cublas_set_math(ck_context *ctx) {
+    const cublasMath_t m =
+        ctx->math == CK_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+    const cublasStatus_t bs = cublasSetMathMode((cublasHandle_t)ctx->cublas, m);
+    if (bs != CUBLAS_STATUS_SUCCESS)
+        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "math: cublasSetMathMode(%s): status %d",
+                       ctx->math == CK_MATH_TF32 ? "CUBLAS_TF32_TENSOR_OP_MATH"
+                                                 : "CUBLAS_DEFAULT_MATH",
+                       (int)bs);
+    return CK_STATUS_SUCCESS;
+}
+
+void ck_cudnn_destroy(ck_context *ctx) {
+    if (ctx->cublas)
+        cublasDestroy((cublasHandle_t)ctx->cublas);
+    if (ctx->cudnn)
+        cudnnDestroy((cudnnHandle_t)ctx->cudnn);
+    ctx->cublas = NULL;
+    ctx->cudnn = NULL;
+}
+
+ck_status ck_cudnn_set_stream(ck_context *ctx) {
+    cudaStream_t s = (cudaStream_t)ctx->stream;
+    cudnnStatus_t ds = cudnnSetStream((cudnnHandle_t)ctx->cudnn, s);
+    if (ds != CUDNN_STATUS_SUCCESS)
+        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cudnnSetStream: %s", cudnnGetErrorString(ds));
+    cublasStatus_t bs = cublasSetStream((cublasHandle_t)ctx->cublas, s);
+    if (bs != CUBLAS_STATUS_SUCCESS)
+        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasSetStream: status %d", (int)bs);
+    return CK_STATUS_SUCCESS;
+}
+#else
+typedef int ck_cuda_handles_unused; /* ISO C wants at least one declaration per file */
+#endif
