@@ -1,0 +1,77 @@
+/*
+ * Optimizer updates (Adam, SGD) and the non-finite gradient flag.
+ *
+ * One family of the model's small GPU kernels (launchers declared in ck_kernels.h). Every kernel
+ * writes each output element from one thread in a fixed order: no atomics, so results are
+ * bit-identical run to run; per-element math comes from ck_math.h, shared with the CPU ops.
+ */
+#include "common.cuh"
+
+/* ---- optimizers ------------------------------------------------------------------------------ */
+
+/* A failed step (non-finite gradients or loss, see ck_kernels.h) updates nothing. */
+__device__ __forceinline__ bool ck_step_failed(const ck_kloss *guard) {
+    return guard && (guard->nonfinite || !isfinite(guard->loss_sum));
+}
+
+__global__ void k_adam(float *p, const float *g, float *m, float *v, long long count, float alpha,
+                       float b1, float b2, float c1, float c2, float eps, float decay,
+                       const ck_kloss *guard) {
+    if (ck_step_failed(guard))
+        return;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x) {
+        float mi = m[i], vi = v[i];
+        p[i] = ck_adam_elem(p[i], g[i], &mi, &vi, alpha, b1, b2, c1, c2, eps, decay);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+__global__ void k_sgd(float *p, const float *g, float *vel, long long count, float lr,
+                      float momentum, int nesterov, float decay, const ck_kloss *guard) {
+    if (ck_step_failed(guard))
+        return;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x) {
+        if (vel) {
+            float vi = vel[i];
+            p[i] = ck_sgd_elem(p[i], g[i], &vi, lr, momentum, nesterov, decay);
+            vel[i] = vi;
+        } else {
+            p[i] = ck_sgd_elem(p[i], g[i], NULL, lr, momentum, nesterov, decay);
+        }
+    }
+}
+
+extern "C" int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
+                            float beta1, float beta2, float eps, float decay, const ck_kloss *guard,
+                            void *stream) {
+    k_adam<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
+        p, g, m, v, (long long)count, alpha, beta1, beta2, 1.0f - beta1, 1.0f - beta2, eps, decay,
+        guard);
+    return ck_launch_status();
+}
+
+extern "C" int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, float lr,
+                           float momentum, int nesterov, float decay, const ck_kloss *guard,
+                           void *stream) {
+    k_sgd<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
+        p, g, vel, (long long)count, lr, momentum, nesterov, decay, guard);
+    return ck_launch_status();
+}
+
+__global__ void k_flag_nonfinite(const float *p, long long count, int *flag) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x)
+        if (!isfinite(p[i]))
+            *flag = 1;
+}
+
+extern "C" int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, void *stream) {
+    if (count == 0)
+        return 0;
+    k_flag_nonfinite<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0,
+                       (cudaStream_t)stream>>>(p, (long long)count, flag);
+    return ck_launch_status();
+}

@@ -1,0 +1,96 @@
+/*
+ * Max and average pooling: the exact twin of ck_cpu_pool_forward / ck_cpu_pool_backward.
+ *
+ * One family of the model's small GPU kernels (launchers declared in ck_kernels.h). Every kernel
+ * writes each output element from one thread in a fixed order: no atomics, so results are
+ * bit-identical run to run; per-element math comes from ck_math.h, shared with the CPU ops.
+ */
+#include "common.cuh"
+
+/* ---- pooling: the exact twin of ck_cpu_pool_forward / ck_cpu_pool_backward (NHWC) ---------- */
+
+__global__ void k_pool_fwd(ck_conv_geom g, int is_max, const float *x, float *y) {
+    const long long total = (long long)g.n * g.oh * g.ow * g.cin;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const int c = (int)(t % g.cin);
+        long long q = t / g.cin;
+        const int j = (int)(q % g.ow);
+        q /= g.ow;
+        const int i = (int)(q % g.oh);
+        const long long s = q / g.oh;
+        int a0, a1, b0, b1;
+        ck_pool_range(i, g.sh, g.kh, g.pad_top, g.h, &a0, &a1);
+        ck_pool_range(j, g.sw, g.kw, g.pad_left, g.w, &b0, &b1);
+        const float *xs = x + s * g.h * g.w * g.cin + c;
+        float acc = xs[((long long)a0 * g.w + b0) * g.cin];
+        for (int a = a0; a < a1; ++a)
+            for (int b = (a == a0 ? b0 + 1 : b0); b < b1; ++b) {
+                const float v = xs[((long long)a * g.w + b) * g.cin];
+                acc = ck_pool_acc(acc, v, is_max);
+            }
+        if (!is_max)
+            acc /= ck_pool_cells(a0, a1, b0, b1);
+        y[t] = acc;
+    }
+}
+
+/* One thread per input cell gathers the windows that contain it, in the CPU's (i, j) order. */
+__global__ void k_pool_bwd(ck_conv_geom g, int is_max, const float *x, const float *dy, float *dx) {
+    const long long total = (long long)g.n * g.h * g.w * g.cin;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const int c = (int)(t % g.cin);
+        long long q = t / g.cin;
+        const int b = (int)(q % g.w);
+        q /= g.w;
+        const int a = (int)(q % g.h);
+        const long long s = q / g.h;
+        /* windows i with i*sh - pad_top <= a < i*sh - pad_top + kh */
+        int i0 = a + g.pad_top - g.kh + 1;
+        i0 = i0 <= 0 ? 0 : (i0 + g.sh - 1) / g.sh;
+        int i1 = (a + g.pad_top) / g.sh;
+        if (i1 > g.oh - 1)
+            i1 = g.oh - 1;
+        int j0 = b + g.pad_left - g.kw + 1;
+        j0 = j0 <= 0 ? 0 : (j0 + g.sw - 1) / g.sw;
+        int j1 = (b + g.pad_left) / g.sw;
+        if (j1 > g.ow - 1)
+            j1 = g.ow - 1;
+        const float *xs = x + s * g.h * g.w * g.cin + c;
+        const float *ds = dy + s * g.oh * g.ow * g.cin + c;
+        float acc = 0.0f;
+        for (int i = i0; i <= i1; ++i)
+            for (int j = j0; j <= j1; ++j) {
+                int a0, a1, b0, b1;
+                ck_pool_range(i, g.sh, g.kh, g.pad_top, g.h, &a0, &a1);
+                ck_pool_range(j, g.sw, g.kw, g.pad_left, g.w, &b0, &b1);
+                const float d = ds[((long long)i * g.ow + j) * g.cin];
+                if (is_max) {
+                    int ba, bb;
+                    ck_pool_argmax(xs, g.w, g.cin, a0, a1, b0, b1, &ba, &bb);
+                    if (ba == a && bb == b)
+                        acc += d;
+                } else {
+                    acc += d / ck_pool_cells(a0, a1, b0, b1);
+                }
+            }
+        dx[t] = acc;
+    }
+}
+
+extern "C" int ck_cuda_pool_forward(ck_conv_geom g, int is_max, const float *x, float *y,
+                                    void *stream) {
+    const long long total = (long long)g.n * g.oh * g.ow * g.cin;
+    k_pool_fwd<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(g, is_max, x,
+                                                                                    y);
+    return ck_launch_status();
+}
+
+extern "C" int ck_cuda_pool_backward(ck_conv_geom g, int is_max, const float *x, const float *dy,
+                                     float *dx, void *stream) {
+    const long long total = (long long)g.n * g.h * g.w * g.cin;
+    k_pool_bwd<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(g, is_max, x,
+                                                                                    dy, dx);
+    return ck_launch_status();
+}
