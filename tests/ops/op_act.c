@@ -1,0 +1,72 @@
+/* Activations, forward and backward: iv = {act, rows, c}, fv = {alpha}.
+ * ref_tol 2e-6: the CPU evaluates each element in float (expf, tanhf, erff: <= 2 ulp, then a
+ * multiply or two), softmax sums c = 10 float exps: a few 6e-8 roundings, against a double
+ * reference. gpu_tol 1e-5: the device's expf / tanhf / erff differ from glibc's by a few ulp
+ * (test_gpu_layers bounds 4e-6 of max(1, |y|); the scale here can be ~0.3 for softmax rows). */
+#include "ops.h"
+
+#include "cpu_layers.h"
+#include "ref.h"
+#ifdef CNNKIT_HAVE_CUDA
+#include "gpu_layers.h"
+#endif
+
+#define ACT(nm, a, al)                                                                             \
+    {                                                                                              \
+        nm, {a, 6, 10}, {al}, 2, 2, {{"x", 60, OP_UNIFORM, -3, 3}, {"dy", 60, OP_UNIFORM, -1, 1}}, \
+        {                                                                                          \
+            {"y", 60, 0, 0, 0}, {                                                                  \
+                "dx", 60, 0, 0, 0                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+static const op_variant k_variants[] = {
+    ACT("linear", CK_ACT_NONE, 0),         ACT("relu", CK_ACT_RELU, 0),
+    ACT("sigmoid", CK_ACT_SIGMOID, 0),     ACT("tanh", CK_ACT_TANH, 0),
+    ACT("softmax", CK_ACT_SOFTMAX, 0),     ACT("elu", CK_ACT_ELU, 1.0f),
+    ACT("leaky", CK_ACT_LEAKY_RELU, 0.3f), ACT("gelu", CK_ACT_GELU, 0),
+    ACT("swish", CK_ACT_SWISH, 0),
+};
+
+static void cpu(const op_variant *v, float *const *in, float *const *out) {
+    const size_t n = (size_t)v->iv[1] * v->iv[2];
+    ck_cpu_activation_forward((ck_activation)v->iv[0], v->fv[0], in[0], out[0], n, v->iv[2]);
+    ck_cpu_activation_backward((ck_activation)v->iv[0], v->fv[0], in[0], out[0], in[1], out[1], n,
+                               v->iv[2]);
+}
+
+static void ref(const op_variant *v, float *const *in, float *const *out) {
+    const size_t n = (size_t)v->iv[1] * v->iv[2];
+    ref_activation_forward(v->iv[0], v->fv[0], in[0], out[0], n, v->iv[2]);
+    ref_activation_backward(v->iv[0], v->fv[0], in[0], in[1], out[1], n, v->iv[2]);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+    const size_t n = (size_t)v->iv[1] * v->iv[2];
+    return ck_cuda_activation_forward(v->iv[0], v->fv[0], OP_D(in[0]), OP_D(out[0]), n, v->iv[2],
+                                      g->stream) |
+           ck_cuda_activation_backward(v->iv[0], v->fv[0], OP_D(in[0]), OP_D(out[0]), OP_D(in[1]),
+                                       OP_D(out[1]), n, v->iv[2], g->stream);
+}
+#else
+#define gpu NULL
+#endif
+
+const op_case op_act = {
+    .name = "act",
+    .launchers = "ck_cuda_activation_forward ck_cuda_activation_backward",
+    .variants = k_variants,
+    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .cpu = cpu,
+    .ref = ref,
+    .ref_tol = 2e-6,
+    .gpu = gpu,
+    .gpu_tol = 1e-5,
+    .grad_y = 0,
+    .grad_dy = 1,
+    .ngrad = 1,
+    .grad = {{0, 1}},
+    .grad_tol = 1e-3,
+};

@@ -1,0 +1,99 @@
+/* BatchNorm (Keras convention) with fused NONE / ReLU, through the public API: training forward
+ * (y, running stats, saved stats), backward (dx, dgamma, dbeta) and inference on the running
+ * stats. iv = {n, c, h, w, act}; NHWC images, (1, C, 1, 1) parameters.
+ * ref_tol 1e-5: the CPU merges statistics in float Welford steps and applies the affine map in
+ * float (fmaf), ~10 roundings of 6e-8 relative each plus the cancellation in x - mean; the
+ * reference works in double. gpu_tol 1e-4: the device merges the same statistics in another
+ * fixed order (test_gpu's bounds: 2e-5 on y, 1e-4 on gradients). */
+#include "ops.h"
+
+#include <math.h>
+
+#include "ref.h"
+
+#define P(c)                                                                                       \
+    { 1, c, 1, 1 }
+#define I(n, c, h, w)                                                                              \
+    { n, c, h, w }
+#define BN(nm, n, c, h, w, act)                                                                    \
+    {                                                                                              \
+        nm, {n, c, h, w, act}, {0}, 6, 9,                                                          \
+            {{"x", n * c * h * w, OP_UNIFORM, -2, 3, 0, I(n, c, h, w)},                            \
+             {"gamma", c, OP_UNIFORM, 0.5f, 1.5f, 0, P(c)},                                        \
+             {"beta", c, OP_UNIFORM, -0.5f, 0.5f, 0, P(c)},                                        \
+             {"running_mean", c, OP_UNIFORM, -0.2f, 0.2f, 0, P(c)},                                \
+             {"running_var", c, OP_UNIFORM, 0.5f, 2, 0, P(c)},                                     \
+             {"dy", n * c * h * w, OP_UNIFORM, -1, 1, 0, I(n, c, h, w)}},                          \
+        {                                                                                          \
+            {"y", n * c * h * w, 0, 0, 0, 0, I(n, c, h, w)},                                       \
+                {"running_mean", c, 0, 0, 0, 4, P(c)}, {"running_var", c, 0, 0, 0, 5, P(c)},       \
+                {"saved_mean", c, 0, 0, 0, 0, P(c)}, {"saved_invstd", c, 0, 0, 0, 0, P(c)},        \
+                {"dx", n * c * h * w, 0, 0, 0, 0, I(n, c, h, w)}, {"dgamma", c, 0, 0, 0, 0, P(c)}, \
+                {"dbeta", c, 0, 0, 0, 0, P(c)}, {                                                  \
+                "y_inference", n *c *h *w, 0, 0, 0, 0, I(n, c, h, w)                               \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+static const op_variant k_variants[] = {BN("linear_3x4x3x5", 3, 4, 3, 5, CK_ACT_NONE),
+                                        BN("relu_2x3x4x4", 2, 3, 4, 4, CK_ACT_RELU),
+                                        BN("relu_5x7x1x2", 5, 7, 1, 2, CK_ACT_RELU)};
+
+static int api(ck_context *ctx, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+    ck_bn_desc d;
+    size_t bytes = 0;
+    ck_workspace *ws = NULL;
+    int e = ck_bn_desc_init(&d, CK_BN_KERAS);
+    d.activation = (ck_activation)v->iv[4];
+    if (!e)
+        e = ck_batchnorm_workspace_size(ctx, in[0], &bytes);
+    if (!e && bytes)
+        e = ck_workspace_create(ctx, &ws, bytes);
+    if (!e)
+        e = ck_batchnorm_forward_training(ctx, &d, in[0], in[1], in[2], out[1], out[2], out[3],
+                                          out[4], NULL, out[0], ws);
+    if (!e)
+        e = ck_batchnorm_backward(ctx, &d, in[0], in[5], in[1], in[2], out[3], out[4], NULL, out[5],
+                                  out[6], out[7], ws);
+    if (!e)
+        e = ck_batchnorm_forward_inference(ctx, &d, in[0], in[1], in[2], in[3], in[4], out[8]);
+    ck_workspace_destroy(ws);
+    return e;
+}
+
+/* A failed run leaves NaN in y, which every comparison reports. */
+static void cpu(const op_variant *v, float *const *in, float *const *out) {
+    if (op_run_cpu(api, v, in, out))
+        out[0][0] = NAN;
+}
+
+static void ref(const op_variant *v, float *const *in, float *const *out) {
+    const long rows = (long)v->iv[0] * v->iv[2] * v->iv[3];
+    const int c = v->iv[1], act = v->iv[4];
+    ck_bn_desc d;
+    ck_bn_desc_init(&d, CK_BN_KERAS);
+    ref_bn_forward_training(rows, c, in[0], in[1], in[2], d.epsilon, d.average_factor,
+                            d.unbiased_running_var, act, out[0], out[1], out[2], out[3], out[4]);
+    ref_bn_backward(rows, c, in[0], in[5], in[1], in[2], out[3], out[4], act, out[5], out[6],
+                    out[7]);
+    ref_bn_forward_inference(rows, c, in[0], in[1], in[2], in[3], in[4], d.epsilon, act, out[8]);
+}
+
+const op_case op_bn = {
+    .name = "bn",
+    .launchers = "ck_cuda_bn_forward_training ck_cuda_bn_backward ck_cuda_bn_forward_inference",
+    .variants = k_variants,
+    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .cpu = cpu,
+    .ref = ref,
+    .ref_tol = 1e-5,
+#ifdef CNNKIT_HAVE_CUDA
+    .gpu = api,
+#endif
+    .gpu_tol = 1e-4,
+    .grad_y = 0,
+    .grad_dy = 5,
+    .ngrad = 3,
+    .grad = {{0, 5}, {1, 6}, {2, 7}},
+    .grad_tol = 1e-3,
+};

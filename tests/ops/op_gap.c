@@ -1,0 +1,59 @@
+/* GlobalAveragePooling2D, forward and backward: iv = {n, hw, c}.
+ * ref_tol 1e-6: both sum in double; the CPU's single float division by hw may round apart from the
+ * reference's by an ulp. gpu_tol 0: the kernel repeats the CPU's operations in its order. */
+#include "ops.h"
+
+#include "cpu_layers.h"
+#include "ref.h"
+#ifdef CNNKIT_HAVE_CUDA
+#include "gpu_layers.h"
+#endif
+
+#define GAP(nm, n, hw, c)                                                                          \
+    {                                                                                              \
+        nm, {n, hw, c}, {0}, 2, 2,                                                                 \
+            {{"x", n * hw * c, OP_UNIFORM, -2, 2}, {"dy", n * c, OP_UNIFORM, -1, 1}}, {            \
+            {"y", n * c, 0, 0, 0}, {                                                               \
+                "dx", n *hw *c, 0, 0, 0                                                            \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+static const op_variant k_variants[] = {GAP("4x4x5", 3, 16, 5), GAP("7x7x3", 2, 49, 3),
+                                        GAP("1x1x8", 2, 1, 8)};
+
+static void cpu(const op_variant *v, float *const *in, float *const *out) {
+    ck_cpu_gap_forward(v->iv[0], v->iv[1], v->iv[2], in[0], out[0]);
+    ck_cpu_gap_backward(v->iv[0], v->iv[1], v->iv[2], in[1], out[1]);
+}
+
+static void ref(const op_variant *v, float *const *in, float *const *out) {
+    ref_gap_forward(v->iv[0], v->iv[1], v->iv[2], in[0], out[0]);
+    ref_gap_backward(v->iv[0], v->iv[1], v->iv[2], in[1], out[1]);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+    return ck_cuda_gap_forward(v->iv[0], v->iv[1], v->iv[2], OP_D(in[0]), OP_D(out[0]), g->stream) |
+           ck_cuda_gap_backward(v->iv[0], v->iv[1], v->iv[2], OP_D(in[1]), OP_D(out[1]), g->stream);
+}
+#else
+#define gpu NULL
+#endif
+
+const op_case op_gap = {
+    .name = "gap",
+    .launchers = "ck_cuda_gap_forward ck_cuda_gap_backward",
+    .variants = k_variants,
+    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .cpu = cpu,
+    .ref = ref,
+    .ref_tol = 1e-6,
+    .gpu = gpu,
+    .gpu_tol = 0,
+    .grad_y = 0,
+    .grad_dy = 1,
+    .ngrad = 1,
+    .grad = {{0, 1}},
+    .grad_tol = 1e-3,
+};

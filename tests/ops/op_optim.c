@@ -1,0 +1,121 @@
+/* Optimizer updates (Keras Adam and SGD, decoupled weight decay first), in place: the outputs
+ * start as the inputs p, m, v (vel). Adam: iv = {count, step}, fv = {lr, weight_decay};
+ * SGD: iv = {count, nesterov}, fv = {lr, weight_decay, momentum}.
+ * ref_tol 1e-6 of the parameters' scale: the CPU updates in float (ck_adam_elem / ck_sgd_elem, a
+ * handful of roundings of 6e-8 each, on a step much smaller than p), the reference in double.
+ * gpu_tol 0: the kernels run the same ck_math.h element functions. */
+#include "ops.h"
+
+#include "ck_math.h"
+#include "cpu_layers.h"
+#include "ref.h"
+#ifdef CNNKIT_HAVE_CUDA
+#include "gpu_layers.h"
+#endif
+
+#define B1 0.9f
+#define B2 0.999f
+#define EPS 1e-7f
+
+#define ADAM(nm, n, step, lr, wd)                                                                  \
+    {                                                                                              \
+        nm, {n, step}, {lr, wd}, 4, 3,                                                             \
+            {{"p", n, OP_UNIFORM, -1, 1},                                                          \
+             {"g", n, OP_UNIFORM, -1, 1},                                                          \
+             {"m", n, OP_UNIFORM, -0.1f, 0.1f},                                                    \
+             {"v", n, OP_UNIFORM, 0, 0.01f}},                                                      \
+        {                                                                                          \
+            {"p", n, 0, 0, 0, 1}, {"m", n, 0, 0, 0, 3}, {                                          \
+                "v", n, 0, 0, 0, 4                                                                 \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+static const op_variant k_adam[] = {ADAM("step1", 257, 1, 1e-3f, 0),
+                                    ADAM("step7_decay", 1000, 7, 1e-2f, 0.05f)};
+
+static void adam_cpu(const op_variant *v, float *const *in, float *const *out) {
+    ck_cpu_adam_update(out[0], in[1], out[1], out[2], (size_t)v->iv[0], v->fv[0], B1, B2, EPS,
+                       v->fv[1], v->iv[1]);
+}
+
+static void adam_ref(const op_variant *v, float *const *in, float *const *out) {
+    ref_adam(out[0], in[1], out[1], out[2], (size_t)v->iv[0], v->fv[0], B1, B2, EPS, v->fv[1],
+             v->iv[1]);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+/* The host's part of a step, as the GPU executor does it: alpha in double, decay = lr * wd. */
+static int adam_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                    ck_tensor *const *out) {
+    const float alpha = ck_adam_alpha(v->fv[0], B1, B2, v->iv[1]);
+    const float decay = v->fv[1] > 0.0f ? v->fv[0] * v->fv[1] : 0.0f;
+    return ck_cuda_adam(OP_D(out[0]), OP_D(in[1]), OP_D(out[1]), OP_D(out[2]), (size_t)v->iv[0],
+                        alpha, B1, B2, EPS, decay, NULL, g->stream);
+}
+#else
+#define adam_gpu NULL
+#endif
+
+const op_case op_adam = {
+    .name = "adam",
+    .launchers = "ck_cuda_adam",
+    .variants = k_adam,
+    .nvariants = sizeof k_adam / sizeof k_adam[0],
+    .cpu = adam_cpu,
+    .ref = adam_ref,
+    .ref_tol = 1e-6,
+    .gpu = adam_gpu,
+    .gpu_tol = 0,
+};
+
+#define SGD(nm, n, nest, lr, wd, mom)                                                              \
+    {                                                                                              \
+        nm, {n, nest}, {lr, wd, mom}, 3, 2,                                                        \
+            {{"p", n, OP_UNIFORM, -1, 1},                                                          \
+             {"g", n, OP_UNIFORM, -1, 1},                                                          \
+             {"vel", n, OP_UNIFORM, -0.1f, 0.1f}},                                                 \
+        {                                                                                          \
+            {"p", n, 0, 0, 0, 1}, {                                                                \
+                "vel", n, 0, 0, 0, 3                                                               \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+static const op_variant k_sgd[] = {SGD("plain", 300, 0, 0.05f, 0, 0),
+                                   SGD("momentum", 300, 0, 0.05f, 0, 0.9f),
+                                   SGD("nesterov_decay", 300, 1, 0.05f, 0.01f, 0.9f)};
+
+/* momentum 0: no velocity (the output keeps its start) */
+static void sgd_cpu(const op_variant *v, float *const *in, float *const *out) {
+    ck_cpu_sgd_update(out[0], in[1], v->fv[2] > 0 ? out[1] : NULL, (size_t)v->iv[0], v->fv[0],
+                      v->fv[2], v->iv[1], v->fv[1]);
+}
+
+static void sgd_ref(const op_variant *v, float *const *in, float *const *out) {
+    ref_sgd(out[0], in[1], v->fv[2] > 0 ? out[1] : NULL, (size_t)v->iv[0], v->fv[0], v->fv[2],
+            v->iv[1], v->fv[1]);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int sgd_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                   ck_tensor *const *out) {
+    const float decay = v->fv[1] > 0.0f ? v->fv[0] * v->fv[1] : 0.0f;
+    return ck_cuda_sgd(OP_D(out[0]), OP_D(in[1]), v->fv[2] > 0 ? OP_D(out[1]) : NULL,
+                       (size_t)v->iv[0], v->fv[0], v->fv[2], v->iv[1], decay, NULL, g->stream);
+}
+#else
+#define sgd_gpu NULL
+#endif
+
+const op_case op_sgd = {
+    .name = "sgd",
+    .launchers = "ck_cuda_sgd",
+    .variants = k_sgd,
+    .nvariants = sizeof k_sgd / sizeof k_sgd[0],
+    .cpu = sgd_cpu,
+    .ref = sgd_ref,
+    .ref_tol = 1e-6,
+    .gpu = sgd_gpu,
+    .gpu_tol = 0,
+};

@@ -1,0 +1,97 @@
+/*
+ * The op table: one case per op (tests/ops/op_*.c), driven by tests/test_ops.c for three checks
+ *   - CPU vs reference: the library's CPU op (cpu_layers.h or the public API) against the naive
+ *     loops of tests/reference within the case's ref_tol;
+ *   - gradcheck: the CPU backward against central differences of the reference forward (inputs
+ *     chosen away from kinks: ReLU and max pooling are not differentiable there);
+ *   - GPU vs CPU: the GPU runner (ck_cuda_* launchers, ck_g* layers or the public API on a CUDA
+ *     context) against the CPU op, bit for bit when gpu_tol is 0.
+ * A case runs forward and backward in one call: inputs (x, parameters, dy) in, every result out.
+ * Errors are max |a - b| / max(1e-3, max |b|), relative to the output's scale.
+ */
+#ifndef CNNKIT_TESTS_OPS_H
+#define CNNKIT_TESTS_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cnnkit/cnnkit.h"
+
+#define OP_MAX_IO 10
+
+typedef enum op_init {
+    OP_UNIFORM = 0, /* U[lo, hi) */
+    OP_DISTINCT,    /* a shuffle of lo + i * hi: no ties, so max pooling has no kinks */
+    OP_LABELS,      /* integers in [0, hi) stored as int32 bits (hi: the class count) */
+} op_init;
+
+typedef struct op_arr {
+    const char *name;
+    size_t count; /* floats */
+    op_init init;
+    float lo, hi;
+    int from;     /* outputs: 1 + the input it starts as (in-place ops); 0: starts as zeros */
+    int shape[4]; /* GPU tensor (n, c, h, w), NHWC unless nchw; all 0: (count, 1, 1, 1) NCHW */
+    int nchw;
+} op_arr;
+
+/* One shape of an op: op-specific integers and floats, and its arrays. */
+typedef struct op_variant {
+    const char *name;
+    int iv[12];
+    float fv[4];
+    int nin, nout;
+    op_arr in[OP_MAX_IO], out[OP_MAX_IO];
+} op_variant;
+
+/* Host runners (CPU op, reference): in / out are host arrays, out uninitialized. */
+typedef void (*op_host_fn)(const op_variant *v, float *const *in, float *const *out);
+/* GPU runner: in / out are tensors of a CUDA context holding the host arrays' bytes (out zero
+ * or its `from` input); returns 0 on success. */
+typedef int (*op_gpu_fn)(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                         ck_tensor *const *out);
+
+/* Gradient of <in[dy], out[y]> with respect to in[x] is out[dx]. */
+typedef struct op_grad {
+    int x, dx;
+} op_grad;
+
+typedef struct op_case {
+    const char *name;
+    /* The ck_cuda_* launchers the GPU runner reaches, space-separated (the coverage test reads
+     * these against ck_kernels.h). */
+    const char *launchers;
+    const op_variant *variants;
+    int nvariants;
+    op_host_fn cpu; /* NULL: the reference is the CPU side (a pure data move) */
+    op_host_fn ref;
+    double ref_tol; /* CPU vs reference; derived in the op's file */
+    op_gpu_fn gpu;
+    double gpu_tol; /* GPU vs CPU (or reference); 0 = bit-identical */
+    /* gradcheck: forward output y and input dy, and the pairs (x, dx) to check */
+    int grad_y, grad_dy, ngrad;
+    op_grad grad[3];
+    double grad_tol;
+    float grad_h; /* relative step of the central differences; 0: 1e-3 */
+} op_case;
+
+extern const op_case op_act, op_pool, op_gap, op_dense, op_conv, op_xent, op_adam, op_sgd, op_pad,
+    op_layout, op_flag, op_fill, op_dropout, op_bn;
+
+/* The contexts' seed (dropout masks): t_cuda_ctx_or_skip's. */
+#define OP_SEED 1234
+
+/* A tensor of ctx shaped as a says, holding host's a->count floats (zeros when host is NULL);
+ * NULL on failure. */
+ck_tensor *op_tensor(ck_context *ctx, const op_arr *a, const float *host);
+/* Runs a tensor runner on ctx over host arrays (outputs with `from` start as out[i]'s contents);
+ * returns 0 or the failing status. op_run_cpu does it on a fresh CPU context: the CPU side of
+ * the ops that exist only in the public API (BatchNorm, dropout). */
+int op_run_on(ck_context *ctx, op_gpu_fn run, const op_variant *v, float *const *in,
+              float *const *out);
+int op_run_cpu(op_gpu_fn run, const op_variant *v, float *const *in, float *const *out);
+
+/* Device array of a GPU runner's tensor. */
+#define OP_D(t) ck_tensor_data(t)
+
+#endif
