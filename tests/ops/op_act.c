@@ -45,10 +45,11 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 #ifdef CNNKIT_HAVE_CUDA
 static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
     const size_t n = (size_t)v->iv[1] * v->iv[2];
-    return ck_cuda_activation_forward(v->iv[0], v->fv[0], OP_D(in[0]), OP_D(out[0]), n, v->iv[2],
-                                      g->stream) |
-           ck_cuda_activation_backward(v->iv[0], v->fv[0], OP_D(in[0]), OP_D(out[0]), OP_D(in[1]),
-                                       OP_D(out[1]), n, v->iv[2], g->stream);
+    const int e_ = ck_cuda_activation_forward(v->iv[0], v->fv[0], OP_D(in[0]), OP_D(out[0]), n,
+                                              v->iv[2], g->stream);
+    return e_ ? e_
+              : ck_cuda_activation_backward(v->iv[0], v->fv[0], OP_D(in[0]), OP_D(out[0]),
+                                            OP_D(in[1]), OP_D(out[1]), n, v->iv[2], g->stream);
 }
 #else
 #define gpu NULL

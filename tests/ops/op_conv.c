@@ -67,8 +67,9 @@ static int gpu(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tens
     int e = ck_workspace_create(c, &ws, ck_gconv_workspace_bytes(cv) + 16);
     if (!e)
         e = ck_gconv_forward(c, cv, g.n, OP_D(in[0]), OP_D(in[1]), OP_D(in[2]), OP_D(out[0]),
-                             ws->data) |
-            ck_gconv_backward(c, cv, g.n, OP_D(in[0]), OP_D(in[1]), OP_D(in[3]), OP_D(out[1]),
+                             ws->data);
+    if (!e)
+        e = ck_gconv_backward(c, cv, g.n, OP_D(in[0]), OP_D(in[1]), OP_D(in[3]), OP_D(out[1]),
                               OP_D(out[2]), OP_D(out[3]), ws->data);
     ck_context_synchronize(c);
     ck_workspace_destroy(ws);

@@ -43,10 +43,11 @@ static void pad_ref(const op_variant *v, float *const *in, float *const *out) {
 static int pad_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
                    ck_tensor *const *out) {
     const int *p = v->iv;
-    return ck_cuda_pad_nhwc(OP_D(in[0]), OP_D(out[0]), p[0], p[1], p[2], p[3], p[4], p[5], p[6],
-                            p[7], 0, g->stream) |
-           ck_cuda_pad_nhwc(OP_D(out[0]), OP_D(out[1]), p[0], p[1], p[2], p[3], p[4], p[5], p[6],
-                            p[7], 1, g->stream);
+    const int e_ = ck_cuda_pad_nhwc(OP_D(in[0]), OP_D(out[0]), p[0], p[1], p[2], p[3], p[4], p[5],
+                                    p[6], p[7], 0, g->stream);
+    return e_ ? e_
+              : ck_cuda_pad_nhwc(OP_D(out[0]), OP_D(out[1]), p[0], p[1], p[2], p[3], p[4], p[5],
+                                 p[6], p[7], 1, g->stream);
 }
 #endif
 
@@ -81,10 +82,11 @@ static void layout_ref(const op_variant *v, float *const *in, float *const *out)
 static int layout_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
                       ck_tensor *const *out) {
     const int *p = v->iv;
-    return ck_cuda_conv_kernel_layout(OP_D(in[0]), OP_D(out[0]), p[0], p[1], p[2], 1, p[3],
-                                      g->stream) |
-           ck_cuda_conv_kernel_layout(OP_D(out[0]), OP_D(out[1]), p[0], p[1], p[2], 0, p[3],
-                                      g->stream);
+    const int e_ =
+        ck_cuda_conv_kernel_layout(OP_D(in[0]), OP_D(out[0]), p[0], p[1], p[2], 1, p[3], g->stream);
+    return e_ ? e_
+              : ck_cuda_conv_kernel_layout(OP_D(out[0]), OP_D(out[1]), p[0], p[1], p[2], 0, p[3],
+                                           g->stream);
 }
 #endif
 
@@ -124,8 +126,9 @@ static int flag_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
     int e = 0;
     if (v->iv[1] >= 0)
         e = ck_cuda_fill(OP_D(in[0]) + v->iv[1], 1, v->fv[0], g->stream);
-    return e |
-           ck_cuda_flag_nonfinite(OP_D(in[0]), (size_t)v->iv[0], (int *)OP_D(out[0]), g->stream);
+    return e ? e
+             : ck_cuda_flag_nonfinite(OP_D(in[0]), (size_t)v->iv[0], (int *)OP_D(out[0]),
+                                      g->stream);
 }
 #endif
 

@@ -45,9 +45,10 @@ static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tens
     ck_workspace *ws = NULL;
     if (ck_workspace_create(g, &ws, ck_gdense_workspace_bytes(p[2])) != CK_STATUS_SUCCESS)
         return -1;
-    int e = ck_gdense_forward(g, p[0], p[1], p[2], OP_D(in[0]), OP_D(in[1]), OP_D(in[2]),
-                              OP_D(out[0])) |
-            ck_gdense_backward(g, p[0], p[1], p[2], OP_D(in[0]), OP_D(in[1]), OP_D(in[3]),
+    int e =
+        ck_gdense_forward(g, p[0], p[1], p[2], OP_D(in[0]), OP_D(in[1]), OP_D(in[2]), OP_D(out[0]));
+    if (!e)
+        e = ck_gdense_backward(g, p[0], p[1], p[2], OP_D(in[0]), OP_D(in[1]), OP_D(in[3]),
                                OP_D(out[1]), OP_D(out[2]), OP_D(out[3]), ws->data);
     ck_context_synchronize(g);
     ck_workspace_destroy(ws);

@@ -30,11 +30,14 @@ static const op_variant k_variants[] = {
 
 static int api(ck_context *ctx, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
     const ck_dropout_desc d = {v->fv[0], (uint64_t)v->iv[5]};
-    if (v->iv[0])
-        return ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, in[0], out[0], NULL) |
-               ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, in[1], out[1], NULL);
-    return ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, in[0], out[0], NULL) |
-           ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, in[1], out[1], NULL);
+    /* sequenced: | would not order the forward before the backward */
+    const int e = v->iv[0]
+                      ? ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, in[0], out[0], NULL)
+                      : ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, in[0], out[0], NULL);
+    if (e)
+        return e;
+    return v->iv[0] ? ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, in[1], out[1], NULL)
+                    : ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, in[1], out[1], NULL);
 }
 
 static void cpu(const op_variant *v, float *const *in, float *const *out) {

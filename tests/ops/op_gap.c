@@ -34,8 +34,11 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 
 #ifdef CNNKIT_HAVE_CUDA
 static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
-    return ck_cuda_gap_forward(v->iv[0], v->iv[1], v->iv[2], OP_D(in[0]), OP_D(out[0]), g->stream) |
-           ck_cuda_gap_backward(v->iv[0], v->iv[1], v->iv[2], OP_D(in[1]), OP_D(out[1]), g->stream);
+    const int e_ =
+        ck_cuda_gap_forward(v->iv[0], v->iv[1], v->iv[2], OP_D(in[0]), OP_D(out[0]), g->stream);
+    return e_ ? e_
+              : ck_cuda_gap_backward(v->iv[0], v->iv[1], v->iv[2], OP_D(in[1]), OP_D(out[1]),
+                                     g->stream);
 }
 #else
 #define gpu NULL

@@ -54,8 +54,10 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 #ifdef CNNKIT_HAVE_CUDA
 static int gpu(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
     const ck_conv_geom g = geom(v);
-    return ck_cuda_pool_forward(g, v->iv[7], OP_D(in[0]), OP_D(out[0]), c->stream) |
-           ck_cuda_pool_backward(g, v->iv[7], OP_D(in[0]), OP_D(in[1]), OP_D(out[1]), c->stream);
+    const int e_ = ck_cuda_pool_forward(g, v->iv[7], OP_D(in[0]), OP_D(out[0]), c->stream);
+    return e_ ? e_
+              : ck_cuda_pool_backward(g, v->iv[7], OP_D(in[0]), OP_D(in[1]), OP_D(out[1]),
+                                      c->stream);
 }
 #else
 #define gpu NULL

@@ -57,17 +57,20 @@ static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tens
     ck_workspace *ws = NULL;
     ck_tensor *t = NULL;
     ck_kloss r;
-    int e = ck_workspace_create(g, &ws, ck_cuda_xent_workspace_bytes(n)) |
-            ck_tensor_create(g, &t, CK_LAYOUT_NCHW, (int)(sizeof r / sizeof(float)), 1, 1, 1);
+    int e = ck_workspace_create(g, &ws, ck_cuda_xent_workspace_bytes(n));
+    if (!e)
+        e = ck_tensor_create(g, &t, CK_LAYOUT_NCHW, (int)(sizeof r / sizeof(float)), 1, 1, 1);
     if (!e)
         e = ck_cuda_softmax_xent(n, v->iv[1], OP_D(in[0]), (const int32_t *)OP_D(in[1]),
                                  OP_D(out[0]), (ck_kloss *)ck_tensor_data(t), ws->data, g->stream);
     if (!e)
-        e = ck_context_synchronize(g) |
-            ck_tensor_download(g, t, (float *)&r, sizeof r / sizeof(float));
+        e = ck_context_synchronize(g);
     if (!e)
-        e = ck_cuda_fill(OP_D(out[1]), 1, (float)(r.loss_sum / n), g->stream) |
-            ck_cuda_fill(OP_D(out[2]), 1, (float)r.correct, g->stream);
+        e = ck_tensor_download(g, t, (float *)&r, sizeof r / sizeof(float));
+    if (!e)
+        e = ck_cuda_fill(OP_D(out[1]), 1, (float)(r.loss_sum / n), g->stream);
+    if (!e)
+        e = ck_cuda_fill(OP_D(out[2]), 1, (float)r.correct, g->stream);
     ck_tensor_destroy(t);
     ck_workspace_destroy(ws);
     return e;
