@@ -1,46 +1,21 @@
 /* ck_model_check's text: layers rendered in Keras syntax and the suggested reorderings. */
 #include "check_internal.h"
+#include "layer.h"
 
 #include <stdio.h>
 
 /* ---- layer rendering in Keras syntax ---------------------------------------------------- */
 const char *ck_chk_act_name(ck_activation a) {
-    const char *n = ck_activation_name(a);
-    return n ? n : "?";
+    return ck_lk_act_name(a);
 }
 
+/* The kind renders its own arguments (layer_*.c); a kind without them reads "Name()". */
 void ck_chk_render_layer(ck_sbuf *s, const ck_layer_desc *d) {
-    const char *name = ck_layer_type_name(d->type);
-    switch (d->type) {
-    case CK_LAYER_CONV2D:
-    case CK_LAYER_DENSE:
-        if (d->type == CK_LAYER_CONV2D)
-            ck_sbuf_printf(s, "Conv2D(%d,(%d,%d)", d->units, d->kernel_h, d->kernel_w);
-        else
-            ck_sbuf_printf(s, "Dense(%d", d->units);
-        if (d->padding == CK_PADDING_SAME)
-            ck_sbuf_printf(s, ",padding='same'");
-        if (d->activation != CK_ACT_NONE)
-            ck_sbuf_printf(s, ",activation='%s'", ck_chk_act_name(d->activation));
-        if (!d->use_bias)
-            ck_sbuf_printf(s, ",use_bias=False");
-        ck_sbuf_printf(s, ")");
-        break;
-    case CK_LAYER_MAXPOOL2D:
-    case CK_LAYER_AVGPOOL2D:
-        ck_sbuf_printf(s, "%s((%d,%d))", name, d->kernel_h, d->kernel_w);
-        break;
-    case CK_LAYER_ACTIVATION:
-        ck_sbuf_printf(s, "Activation('%s')", ck_chk_act_name(d->activation));
-        break;
-    case CK_LAYER_DROPOUT:
-    case CK_LAYER_SPATIAL_DROPOUT2D:
-        ck_sbuf_printf(s, "%s(%g)", name, (double)d->rate);
-        break;
-    default:
-        ck_sbuf_printf(s, "%s()", name ? name : "?");
-        break;
-    }
+    const ck_layer_kind *k = ck_layer_kind_of(d->type);
+    if (k && k->render)
+        k->render(s, d);
+    else
+        ck_sbuf_printf(s, "%s()", k ? k->keras_name : "?");
 }
 
 void ck_chk_render_seq(ck_sbuf *s, const ck_layer_desc *seq, int n) {

@@ -2,7 +2,8 @@
  * the core needs to know about a layer: its defaults, argument check, shape inference, weight
  * arrays and lowering to executor nodes. The model build (model.c), parameter layout
  * (model_params.c) and checkpoints ask the descriptor instead of switching on the type.
- * The front-end hooks (Keras binding, rendering, the study's comparison) come in S6b. */
+ * check's text (render) and the study (study_letter, same) ask it too; the Keras binder still
+ * switches (S6b). */
 #ifndef CNNKIT_LAYER_H
 #define CNNKIT_LAYER_H
 
@@ -71,6 +72,13 @@ typedef struct ck_layer_kind {
      * nodes after the first run the layer's inline activation. */
     int (*lower)(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
                  const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes);
+    /* ---- front ends (S6b): check's text and the study ask the kind, not the type ---- */
+    char
+        study_letter; /* the study's order letter ('C', 'B', ...; Activation: 'R' for relu); 0: ? */
+    /* Appends the layer in Keras syntax (check's text); NULL: "Name()". */
+    void (*render)(ck_sbuf *s, const ck_layer_desc *d);
+    /* Whether two layers of this kind compute the same function (the study); NULL: always. */
+    int (*same)(const ck_layer_desc *a, const ck_layer_desc *b);
 } ck_layer_kind;
 
 /* The descriptor of type t; NULL for a value outside ck_layer_type (layer_registry.c). */
@@ -108,5 +116,11 @@ void ck_lk_place_weights(const ck_layer_desc *d, const ck_param_spec *spec,
                          const ck_layer_place *at, ck_node *n);
 /* The inline activation of a Conv2D/Dense as a node of its own: 1, or 0 for linear. */
 int ck_lk_inline_act(const ck_layer_desc *d, const ck_shape3 *out, ck_node *n);
+/* The Keras name of an activation, "?" for an unknown value (rendering). */
+const char *ck_lk_act_name(ck_activation a);
+/* Conv2D/Dense render after "Conv2D(f,(kh,kw)" / "Dense(u": padding, activation, use_bias, ")". */
+void ck_lk_render_weighted_tail(ck_sbuf *s, const ck_layer_desc *d);
+/* Conv2D/Dense same: units, window, strides, padding, bias and inline activation. */
+int ck_lk_same_weighted(const ck_layer_desc *a, const ck_layer_desc *b);
 
 #endif

@@ -24,6 +24,17 @@ static int activation_lower(const ck_layer_desc *d, const ck_shape3 *in, const c
     return 1;
 }
 
+static void activation_render(ck_sbuf *s, const ck_layer_desc *d) {
+    ck_sbuf_printf(s, "Activation('%s')", ck_lk_act_name(d->activation));
+}
+
+/* alpha only matters to the functions that read it */
+static int activation_same(const ck_layer_desc *a, const ck_layer_desc *b) {
+    return a->activation == b->activation &&
+           ((a->activation != CK_ACT_LEAKY_RELU && a->activation != CK_ACT_ELU) ||
+            a->alpha == b->alpha);
+}
+
 const ck_layer_kind ck_lk_activation = {
     .type = CK_LAYER_ACTIVATION,
     .keras_name = "Activation",
@@ -32,6 +43,9 @@ const ck_layer_kind ck_lk_activation = {
     .check = activation_check,
     .infer = ck_lk_infer_same,
     .lower = activation_lower,
+    .study_letter = 'A',
+    .render = activation_render,
+    .same = activation_same,
 };
 
 int ck_lk_inline_act(const ck_layer_desc *d, const ck_shape3 *out, ck_node *n) {

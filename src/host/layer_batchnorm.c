@@ -46,6 +46,10 @@ static int bn_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3
     return 1;
 }
 
+static int bn_same(const ck_layer_desc *a, const ck_layer_desc *b) {
+    return a->momentum == b->momentum && a->epsilon == b->epsilon;
+}
+
 const ck_layer_kind ck_lk_batchnorm = {
     .type = CK_LAYER_BATCHNORM,
     .keras_name = "BatchNormalization",
@@ -57,6 +61,8 @@ const ck_layer_kind ck_lk_batchnorm = {
     .infer = ck_lk_infer_same,
     .params = bn_params,
     .lower = bn_lower,
+    .study_letter = 'B',
+    .same = bn_same,
 };
 
 /* ---- node ops: the public BN calls run on the context's device; the backends differ in the

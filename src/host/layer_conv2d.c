@@ -49,6 +49,11 @@ static int conv2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
     return 1 + ck_lk_inline_act(d, out, &nodes[1]);
 }
 
+static void conv2d_render(ck_sbuf *s, const ck_layer_desc *d) {
+    ck_sbuf_printf(s, "Conv2D(%d,(%d,%d)", d->units, d->kernel_h, d->kernel_w);
+    ck_lk_render_weighted_tail(s, d);
+}
+
 const ck_layer_kind ck_lk_conv2d = {
     .type = CK_LAYER_CONV2D,
     .keras_name = "Conv2D",
@@ -59,6 +64,9 @@ const ck_layer_kind ck_lk_conv2d = {
     .infer = conv2d_infer,
     .params = conv2d_params,
     .lower = conv2d_lower,
+    .study_letter = 'C',
+    .render = conv2d_render,
+    .same = ck_lk_same_weighted,
 };
 
 /* ---- node ops ---- */

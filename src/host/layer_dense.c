@@ -43,6 +43,11 @@ static int dense_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sha
     return 1 + ck_lk_inline_act(d, out, &nodes[1]);
 }
 
+static void dense_render(ck_sbuf *s, const ck_layer_desc *d) {
+    ck_sbuf_printf(s, "Dense(%d", d->units);
+    ck_lk_render_weighted_tail(s, d);
+}
+
 const ck_layer_kind ck_lk_dense = {
     .type = CK_LAYER_DENSE,
     .keras_name = "Dense",
@@ -52,6 +57,8 @@ const ck_layer_kind ck_lk_dense = {
     .infer = dense_infer,
     .params = dense_params,
     .lower = dense_lower,
+    .render = dense_render,
+    .same = ck_lk_same_weighted,
 };
 
 /* ---- node ops ---- */

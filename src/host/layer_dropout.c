@@ -34,6 +34,17 @@ static int dropout_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
     return 1;
 }
 
+static void dropout_render(ck_sbuf *s, const ck_layer_desc *d) {
+    ck_sbuf_printf(s, "%s(%g)",
+                   d->type == CK_LAYER_DROPOUT ? ck_lk_dropout.keras_name
+                                               : ck_lk_spatial_dropout2d.keras_name,
+                   (double)d->rate);
+}
+
+static int dropout_same(const ck_layer_desc *a, const ck_layer_desc *b) {
+    return a->rate == b->rate;
+}
+
 const ck_layer_kind ck_lk_dropout = {
     .type = CK_LAYER_DROPOUT,
     .keras_name = "Dropout",
@@ -42,6 +53,9 @@ const ck_layer_kind ck_lk_dropout = {
     .check = dropout_check,
     .infer = ck_lk_infer_same,
     .lower = dropout_lower,
+    .study_letter = 'D',
+    .render = dropout_render,
+    .same = dropout_same,
 };
 
 const ck_layer_kind ck_lk_spatial_dropout2d = {
@@ -52,6 +66,9 @@ const ck_layer_kind ck_lk_spatial_dropout2d = {
     .check = dropout_check,
     .infer = sdropout_infer,
     .lower = dropout_lower,
+    .study_letter = 'S',
+    .render = dropout_render,
+    .same = dropout_same,
 };
 
 /* ---- node ops: the public dropout calls run on the context's device, so both backends share

@@ -35,6 +35,15 @@ static int pool2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
     return 1;
 }
 
+static void pool2d_render(ck_sbuf *s, const ck_layer_desc *d) {
+    ck_sbuf_printf(s, "%s((%d,%d))", pool2d_name(d), d->kernel_h, d->kernel_w);
+}
+
+static int pool2d_same(const ck_layer_desc *a, const ck_layer_desc *b) {
+    return a->kernel_h == b->kernel_h && a->kernel_w == b->kernel_w && a->stride_h == b->stride_h &&
+           a->stride_w == b->stride_w && a->padding == b->padding;
+}
+
 const ck_layer_kind ck_lk_maxpool2d = {
     .type = CK_LAYER_MAXPOOL2D,
     .keras_name = "MaxPooling2D",
@@ -44,6 +53,9 @@ const ck_layer_kind ck_lk_maxpool2d = {
     .check = pool2d_check,
     .infer = pool2d_infer,
     .lower = pool2d_lower,
+    .study_letter = 'P',
+    .render = pool2d_render,
+    .same = pool2d_same,
 };
 
 const ck_layer_kind ck_lk_avgpool2d = {
@@ -55,6 +67,9 @@ const ck_layer_kind ck_lk_avgpool2d = {
     .check = pool2d_check,
     .infer = pool2d_infer,
     .lower = pool2d_lower,
+    .study_letter = 'P',
+    .render = pool2d_render,
+    .same = pool2d_same,
 };
 
 /* ---- node ops ---- */

@@ -93,3 +93,24 @@ void ck_lk_place_weights(const ck_layer_desc *d, const ck_param_spec *spec,
         n->n_bias = spec[1].count;
     }
 }
+
+const char *ck_lk_act_name(ck_activation a) {
+    const char *n = ck_activation_name(a);
+    return n ? n : "?";
+}
+
+void ck_lk_render_weighted_tail(ck_sbuf *s, const ck_layer_desc *d) {
+    if (d->padding == CK_PADDING_SAME)
+        ck_sbuf_printf(s, ",padding='same'");
+    if (d->activation != CK_ACT_NONE)
+        ck_sbuf_printf(s, ",activation='%s'", ck_lk_act_name(d->activation));
+    if (!d->use_bias)
+        ck_sbuf_printf(s, ",use_bias=False");
+    ck_sbuf_printf(s, ")");
+}
+
+int ck_lk_same_weighted(const ck_layer_desc *a, const ck_layer_desc *b) {
+    return a->units == b->units && a->kernel_h == b->kernel_h && a->kernel_w == b->kernel_w &&
+           a->stride_h == b->stride_h && a->stride_w == b->stride_w && a->padding == b->padding &&
+           a->use_bias == b->use_bias && a->activation == b->activation;
+}

@@ -230,24 +230,12 @@ static int tf_after_last_bn(const llist *src, llist *dst) {
     return 0;
 }
 
+/* The kind's letter; an Activation that is a ReLU reads 'R' (the C-B-R-P-D orders). */
 static char letter(const ck_layer_desc *d) {
-    switch (d->type) {
-    case CK_LAYER_CONV2D:
-        return 'C';
-    case CK_LAYER_BATCHNORM:
-        return 'B';
-    case CK_LAYER_ACTIVATION:
-        return d->activation == CK_ACT_RELU ? 'R' : 'A';
-    case CK_LAYER_MAXPOOL2D:
-    case CK_LAYER_AVGPOOL2D:
-        return 'P';
-    case CK_LAYER_DROPOUT:
-        return 'D';
-    case CK_LAYER_SPATIAL_DROPOUT2D:
-        return 'S';
-    default:
+    const ck_layer_kind *k = ck_layer_kind_of(d->type);
+    if (!k || !k->study_letter)
         return '?';
-    }
+    return k->study_letter == 'A' && d->activation == CK_ACT_RELU ? 'R' : k->study_letter;
 }
 
 /* "C-B-R-P-D ; C-B-R-P-D", or "2x C-B-R-P-D" when every block has the same order. */
@@ -371,32 +359,12 @@ static int canonical(const ck_layer_desc *L, int n, llist *out, int *flags) {
     return 0;
 }
 
+/* Same type and the same function: the kind compares its own arguments (layer_*.c). */
 static int same_layer(const ck_layer_desc *a, const ck_layer_desc *b) {
     if (a->type != b->type)
         return 0;
-    switch (a->type) {
-    case CK_LAYER_CONV2D:
-    case CK_LAYER_DENSE:
-        return a->units == b->units && a->kernel_h == b->kernel_h && a->kernel_w == b->kernel_w &&
-               a->stride_h == b->stride_h && a->stride_w == b->stride_w &&
-               a->padding == b->padding && a->use_bias == b->use_bias &&
-               a->activation == b->activation;
-    case CK_LAYER_MAXPOOL2D:
-    case CK_LAYER_AVGPOOL2D:
-        return a->kernel_h == b->kernel_h && a->kernel_w == b->kernel_w &&
-               a->stride_h == b->stride_h && a->stride_w == b->stride_w && a->padding == b->padding;
-    case CK_LAYER_ACTIVATION:
-        return a->activation == b->activation &&
-               ((a->activation != CK_ACT_LEAKY_RELU && a->activation != CK_ACT_ELU) ||
-                a->alpha == b->alpha);
-    case CK_LAYER_DROPOUT:
-    case CK_LAYER_SPATIAL_DROPOUT2D:
-        return a->rate == b->rate;
-    case CK_LAYER_BATCHNORM:
-        return a->momentum == b->momentum && a->epsilon == b->epsilon;
-    default:
-        return 1;
-    }
+    const ck_layer_kind *k = ck_layer_kind_of(a->type);
+    return !k || !k->same || k->same(a, b);
 }
 
 /* The weakest level of the rules in flags (CK_EXACT_BITS for none). */
