@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "ck_math.h"
 
 static float f_of(uint32_t u) {
@@ -103,3 +104,24 @@ Test(bf16, nearest_even_sweep) {
     cr_assert_gt(ties, 0u, "the sweep must reach some ties");
 }
 
+/* The host buffer twin of the kernels rounds every element as ck_bf16_round does, and packing
+ * then unpacking equals rounding. */
+Test(bf16, host_buffers) {
+    enum { N = 4099 };
+    float x[N], r[N], back[N];
+    uint16_t h[N];
+    trng g = {21};
+    trng_fill(&g, x, N, -3.0e38f, 3.0e38f);
+    for (int i = 0; i < 64; ++i)
+        x[i] = ldexpf(1.0f + (float)i / 64.0f, -140 + 4 * i); /* subnormals up to large */
+    memcpy(r, x, sizeof r);
+    ck_bf16_round_buffer(r, N);
+    ck_bf16_pack_buffer(x, h, N);
+    ck_bf16_unpack_buffer(h, back, N);
+    for (int i = 0; i < N; ++i) {
+        const float want = ck_bf16_round(x[i]);
+        cr_assert(memcmp(&r[i], &want, sizeof want) == 0, "element %d: %a, want %a", i, r[i], want);
+        cr_assert_eq(h[i], ck_bf16_bits(x[i]), "element %d", i);
+        cr_assert(memcmp(&back[i], &want, sizeof want) == 0, "element %d unpacked", i);
+    }
+}
