@@ -85,6 +85,9 @@ typedef struct ck_keras_model {
     ck_optimizer_desc optimizer; /* from compile, else Adam defaults */
     char loss[64];               /* loss name from compile, "" when none */
     char warnings[2048];         /* recoveries made (e.g. unbalanced parentheses), one per line */
+    /* mixed_precision.set_global_policy(...) was seen: precision is a ck_precision (FP32 for
+     * 'float32', BF16 for 'mixed_bfloat16') */
+    int has_precision, precision;
 } ck_keras_model;
 
 /* Parses text. On failure returns CK_STATUS_BAD_PARAM (or CK_STATUS_ALLOC_FAILED) and writes
@@ -138,6 +141,25 @@ int ck_model_num_layers(const ck_model *model);
  * to compare. CPU and CUDA contexts run the same plan (on CUDA the BN+ReLU(+SpatialDropout)
  * node is one device kernel). After build: CK_STATUS_BAD_PARAM. */
 ck_status ck_model_set_planning(ck_model *model, int enable);
+/* Numeric precision of training and inference (issue 16; docs/precision.md), chosen before
+ * ck_model_build (after it: CK_STATUS_BAD_PARAM):
+ *  - CK_PRECISION_FP32 (the default): fp32 everywhere.
+ *  - CK_PRECISION_TF32: fp32 storage, TF32 tensor-core convolutions and dense GEMMs. On a CUDA
+ *    context it sets the context's math (ck_context_set_math, CK_MATH_TF32; FP32 sets it back to
+ *    CK_MATH_STRICT_FP32), which every model of that context shares. A CPU context stores it
+ *    without effect, as ck_context_set_math does there.
+ *  - CK_PRECISION_BF16: activations and gradients stored rounded to bfloat16 (nearest even),
+ *    fp32 math, master weights, optimizer state, BN statistics and loss. CPU contexts only for
+ *    now: on a CUDA context CK_STATUS_NOT_SUPPORTED.
+ * A value outside the enum: CK_STATUS_BAD_PARAM naming "precision". */
+typedef enum ck_precision {
+    CK_PRECISION_FP32 = 0,
+    CK_PRECISION_TF32 = 1,
+    CK_PRECISION_BF16 = 2
+} ck_precision;
+ck_status ck_model_set_precision(ck_model *model, ck_precision precision);
+/* The setting (CK_PRECISION_FP32 for NULL). */
+ck_precision ck_model_precision(const ck_model *model);
 /* How exact a rewrite of a layer order is, weakest last (the rewrites and their levels are
  * listed in src/host/algebra.c). The planner applies only CK_EXACT_VALUES or better; the order
  * study names the level of the equivalences it finds (ck_study_variant.exactness). */

@@ -31,6 +31,7 @@ typedef struct opts {
     int threads;               /* --threads: ck_context_set_cpu_threads (0: the OpenMP default) */
     int conv_algo;             /* --conv-algo: ck_conv_algo (train) */
     int math;                  /* --math: ck_math (train) */
+    int precision;             /* --precision: 1 + ck_precision, 0 when not given */
     const char *output, *arch; /* convert: B and --model */
 } opts;
 

@@ -82,6 +82,11 @@ void print_warnings(const char *path, char *warnings) {
  * (0 ok). */
 int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
     if (is_keras_file(o->model)) { /* architecture and weights from the file */
+        if (o->precision && o->precision - 1 != CK_PRECISION_FP32) {
+            fprintf(stderr, "cnnkit: --precision: only fp32 for Keras files (%s) for now\n",
+                    o->model);
+            return EXIT_USAGE;
+        }
         if (ck_model_load_keras(ctx, o->model, max_batch, out) != CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: %s\n", ck_context_last_error(ctx));
             return EXIT_USAGE;
@@ -95,6 +100,14 @@ int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
     ck_model *m = NULL;
     ck_status st = ck_model_from_keras_text(ctx, text, &m, msg, sizeof msg);
     free(text);
+    if (st == CK_STATUS_SUCCESS && o->precision) { /* the option overrides the file's policy */
+        st = ck_model_set_precision(m, (ck_precision)(o->precision - 1));
+        if (st != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: --precision: %s\n", ck_context_last_error(ctx));
+            ck_model_destroy(m);
+            return st == CK_STATUS_NOT_SUPPORTED ? EXIT_RUNTIME : EXIT_USAGE;
+        }
+    }
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: %s: %s\n", o->model, msg[0] ? msg : ck_context_last_error(ctx));
         return EXIT_USAGE;

@@ -20,6 +20,7 @@ static const char *const USAGE_CMD[][2] = {
      "           [--checkpoint-every N] [--resume FILE]\n"
      "           [--validation-split F | --validation-data DIR] [--threads N]\n"
      "           [--conv-algo deterministic|fastest] [--math fp32|tf32]\n"
+     "           [--precision fp32|tf32|bf16] (docs/precision.md; bf16: CPU only for now)\n"
      "           --epochs N: the total, also with --resume (default 1)\n"
      "           --save: the checkpoint, written each epoch (--checkpoint-every N: every N\n"
      "           epochs, 0: only at the end) and on SIGINT/SIGTERM (exit 130/143)\n"
@@ -35,9 +36,9 @@ static const char *const USAGE_CMD[][2] = {
      "           bit-reproducible (default deterministic); --math tf32: TF32 tensor cores\n"
      "           for conv and dense (default fp32); both no-ops on the CPU\n"},
     {"evaluate", "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
-                 "           [--batch B] [--device ...] [--threads N]\n"},
+                 "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"},
     {"predict", "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
-                "           [--batch B] [--device ...] [--threads N]\n"},
+                "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"},
     {"check", "  check    MODEL [--json] [--input HxWxC]   the shape inference of build and the\n"
               "           layer-order diagnostics; exit 0 clean, 1 warnings or errors, 2 bad\n"
               "           model file\n"
@@ -110,6 +111,7 @@ static const opt_spec OPTS[] = {
     {"--threads", TRAIN | EVALUATE | PREDICT, 1},
     {"--conv-algo", TRAIN, 1},
     {"--math", TRAIN, 1},
+    {"--precision", TRAIN | EVALUATE | PREDICT, 1},
     {"--weights", EVALUATE | PREDICT, 1},
     {"--count", PREDICT, 1},
     {"--json", CHECK, 0},
@@ -244,6 +246,15 @@ static int parse_args(int argc, char **argv, opts *o) {
             } else {
                 fprintf(stderr, "cnnkit: --conv-algo must be deterministic or fastest, got '%s'\n",
                         v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--precision")) {
+            if (!strcmp(v, "fp32") || !strcmp(v, "tf32") || !strcmp(v, "bf16")) {
+                o->precision = 1 + (!strcmp(v, "fp32")   ? CK_PRECISION_FP32
+                                    : !strcmp(v, "tf32") ? CK_PRECISION_TF32
+                                                         : CK_PRECISION_BF16);
+            } else {
+                fprintf(stderr, "cnnkit: --precision must be fp32, tf32 or bf16, got '%s'\n", v);
                 return -1;
             }
         } else if (!strcmp(a, "--math")) {

@@ -463,6 +463,37 @@ CK_API ck_status ck_model_set_planning(ck_model *m, int enable) {
     return CK_STATUS_SUCCESS;
 }
 
+CK_API ck_status ck_model_set_precision(ck_model *m, ck_precision precision) {
+    CK_MODEL_ENTRY(m);
+    ck_clear_error(m->ctx);
+    if ((int)precision < CK_PRECISION_FP32 || (int)precision > CK_PRECISION_BF16)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "model: precision %d is not CK_PRECISION_FP32, _TF32 or _BF16",
+                       (int)precision);
+    if (m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "model: already built, precision is chosen before ck_model_build");
+    const int cuda = m->ctx->device == CK_DEVICE_CUDA;
+    if (precision == CK_PRECISION_BF16 && cuda)
+        return ck_fail(
+            m->ctx, CK_STATUS_NOT_SUPPORTED,
+            "model: precision bf16 on a CUDA context: bf16 GPU kernels not yet available");
+    /* TF32 is the context's cuDNN/cuBLAS math mode, read when the model's GPU plans are made;
+     * the CPU always computes strict fp32 and leaves the context's setting alone. */
+    if (cuda) {
+        const ck_status st = ck_context_set_math(
+            m->ctx, precision == CK_PRECISION_TF32 ? CK_MATH_TF32 : CK_MATH_STRICT_FP32);
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+    }
+    m->precision = precision;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_precision ck_model_precision(const ck_model *m) {
+    return m && m->ctx ? m->precision : CK_PRECISION_FP32;
+}
+
 CK_API int ck_model_num_nodes(const ck_model *m) {
     return m && m->ctx && m->built ? m->num_nodes : 0;
 }

@@ -111,6 +111,7 @@ struct ck_model {
     long long prof_steps;
     double prof_fwd[CK_MAX_OPS], prof_bwd[CK_MAX_OPS], prof_opt, prof_step;
     double prof_cur_fwd[CK_MAX_OPS], prof_cur_bwd[CK_MAX_OPS];
+    ck_precision precision;
 };
 
 /* The entry check of every public call on a model: NULL, or a model whose context was destroyed

@@ -21,6 +21,11 @@ typedef struct ck_kshape {
 } ck_kshape;
 
 int ck_cuda_fill(float *p, size_t count, float value, void *stream);
+/* bf16 storage (bf16.cu; the host twin is src/host/bf16.c): x rounded in place to nearest even
+ * bf16; src packed to 16-bit bf16 storage; 16-bit storage widened back to float (exact). */
+int ck_cuda_bf16_round(float *x, size_t count, void *stream);
+int ck_cuda_bf16_pack(const float *src, uint16_t *dst, size_t count, void *stream);
+int ck_cuda_bf16_unpack(const uint16_t *src, float *dst, size_t count, void *stream);
 /* dst = src converted between layouts (src_nhwc -> !src_nhwc). Same logical shape. */
 int ck_cuda_convert_layout(const float *src, float *dst, ck_kshape src_shape, void *stream);
 

@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h> /* memcpy: bit casts on the host */
 
 #include "cnnkit/cnnkit.h" /* ck_activation */
 
@@ -388,6 +389,47 @@ CK_HD void ck_pool_argmax(const float *x, int w, int c, int a0, int a1, int b0, 
 /* The divisor of average pooling: the real cells of the window [a0, a1) x [b0, b1). */
 CK_HD float ck_pool_cells(int a0, int a1, int b0, int b1) {
     return (float)((a1 - a0) * (b1 - b0));
+}
+
+/* ------------------------------------------------------------------------------------------
+ * bfloat16 storage (issue 16): the top 16 bits of an fp32, rounded to nearest even. Done in
+ * integers on both sides (no __float2bfloat16) so host and device agree by construction.
+ * ---------------------------------------------------------------------------------------- */
+CK_HD uint32_t ck_f32_bits(float x) {
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(x);
+#else
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+#endif
+}
+CK_HD float ck_f32_from_bits(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+#endif
+}
+
+/* x rounded to nearest even bf16, as its 16 bits. NaN becomes a quiet NaN of the same sign
+ * (plain rounding could carry a signalling NaN's payload into Inf); overflow rounds to Inf. */
+CK_HD uint16_t ck_bf16_bits(float x) {
+    const uint32_t u = ck_f32_bits(x);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u)
+        return (uint16_t)((u >> 16) | 0x0040u);
+    /* Adding 0x7FFF plus the kept lsb carries into the kept bits exactly when the dropped half
+     * is above a tie, or a tie with an odd lsb; a carry out of the mantissa bumps the exponent. */
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+CK_HD float ck_bf16_to_float(uint16_t h) {
+    return ck_f32_from_bits((uint32_t)h << 16);
+}
+/* The bf16 value nearest to x (ties to even), as a float: what a bf16 store keeps. */
+CK_HD float ck_bf16_round(float x) {
+    return ck_bf16_to_float(ck_bf16_bits(x));
 }
 
 #endif /* CNNKIT_CK_MATH_H */

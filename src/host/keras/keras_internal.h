@@ -173,6 +173,7 @@ typedef struct kp {
     int pending_input, in_h, in_w, in_c, in_line, in_col;
     int shape2d, shape2d_line, shape2d_col; /* a 2-D input shape (h, w) was read as h x w x 1 */
     int has_compile;
+    int has_precision, precision; /* mixed_precision.set_global_policy(...) */
     ck_optimizer_desc opt;
     char loss[64];
     char warn[2048];

@@ -138,6 +138,9 @@ static int tok_is(const tok *t, const char *name) {
     return t->kind == TK_NAME && ck_kp_is_name(t, name);
 }
 
+static int is_policy_call(kp *P, size_t b, size_t e);
+static int policy_call(kp *P, size_t b, size_t e);
+
 /* Tokens from k: `[a.b.]Sequential(` inside the current statement? */
 static int sequential_at(kp *P, size_t k) {
     if (k >= P->end || P->cur[k].kind != TK_NAME)
@@ -411,6 +414,8 @@ static int process(kp *P, const stmt *S) {
         P->nblocks--;
     if (tok_is(t0, "import") || tok_is(t0, "from"))
         return 0;
+    if (is_policy_call(P, b, e))
+        return policy_call(P, b, e);
     if (ck_kp_is_keyword(t0) && !tok_is(t0, "True") && !tok_is(t0, "False") &&
         !tok_is(t0, "None")) {
         int compound = 0;
@@ -494,6 +499,36 @@ static int process(kp *P, const stmt *S) {
     return check_skipped(P, b, e);
 }
 
+/* [keras.]mixed_precision.set_global_policy(...) at module level: the model's precision. */
+static int is_policy_call(kp *P, size_t b, size_t e) {
+    if (b + 2 < e && tok_is(&P->cur[b], "keras") && ck_kp_is_op(&P->cur[b + 1], "."))
+        b += 2;
+    return b + 3 < e && tok_is(&P->cur[b], "mixed_precision") && ck_kp_is_op(&P->cur[b + 1], ".") &&
+           tok_is(&P->cur[b + 2], "set_global_policy") && ck_kp_is_op(&P->cur[b + 3], "(");
+}
+
+static int policy_call(kp *P, size_t b, size_t e) {
+    size_t k = b;
+    while (!ck_kp_is_op(&P->cur[k], "("))
+        ++k;
+    const tok *a = &P->cur[k + 1];
+    if (k + 3 != e || a->kind != TK_STRING || !ck_kp_is_op(&P->cur[k + 2], ")"))
+        return ck_kp_fail(P, P->cur[b].line, P->cur[b].col,
+                          "set_global_policy: expected one policy name string, such as "
+                          "'mixed_bfloat16' or 'float32'");
+    if (strcmp(a->str, "float32") == 0)
+        P->precision = CK_PRECISION_FP32;
+    else if (strcmp(a->str, "mixed_bfloat16") == 0)
+        P->precision = CK_PRECISION_BF16;
+    else /* mixed_float16 would need loss scaling, which cnnkit does not do */
+        return ck_kp_fail(P, a->line, a->col,
+                          "set_global_policy: policy '%.40s' is not supported ('float32' or "
+                          "'mixed_bfloat16')",
+                          a->str);
+    P->has_precision = 1;
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * API
  * ------------------------------------------------------------------------------------------- */
@@ -559,6 +594,8 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
     m.count = P->count;
     P->layers = NULL;
     m.has_compile = P->has_compile;
+    m.has_precision = P->has_precision;
+    m.precision = P->precision;
     m.optimizer = P->opt;
     memcpy(m.loss, P->loss, sizeof m.loss);
     memcpy(m.warnings, P->warn, sizeof m.warnings);

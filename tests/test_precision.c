@@ -1,0 +1,110 @@
+/* ck_model_set_precision (issue 16): defaults, validation without half-changed state, and the
+ * CUDA mapping (TF32 to the context's math, bf16 refused until the GPU path exists). */
+#include "common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cnnkit/model.h"
+
+static ck_model *unbuilt(ck_context *ctx) {
+    ck_model *m = NULL;
+    char err[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, t_seed_cnn_text, &m, err, sizeof err));
+    return m;
+}
+
+Test(precision, default_set_and_bad_enum) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = unbuilt(ctx);
+    cr_assert_eq(ck_model_precision(m), CK_PRECISION_FP32);
+    cr_assert_eq(ck_model_precision(NULL), CK_PRECISION_FP32);
+    CK_OK(ctx, ck_model_set_precision(m, CK_PRECISION_BF16));
+    cr_assert_eq(ck_model_precision(m), CK_PRECISION_BF16);
+    /* TF32 on a CPU context is stored and leaves the context's math alone */
+    CK_OK(ctx, ck_model_set_precision(m, CK_PRECISION_TF32));
+    cr_assert_eq(ck_model_precision(m), CK_PRECISION_TF32);
+    cr_assert_eq(ck_context_math(ctx), CK_MATH_STRICT_FP32);
+    for (int bad = -1; bad <= 3; bad += 4) {
+        cr_assert_eq(ck_model_set_precision(m, (ck_precision)bad), CK_STATUS_BAD_PARAM);
+        cr_assert(strstr(ck_context_last_error(ctx), "precision"), "message: %s",
+                  ck_context_last_error(ctx));
+        cr_assert_eq(ck_model_precision(m), CK_PRECISION_TF32, "a refused value changed it");
+    }
+    cr_assert_eq(ck_model_set_precision(NULL, CK_PRECISION_BF16), CK_STATUS_BAD_PARAM);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(precision, chosen_before_build) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = t_model(ctx, t_seed_cnn_text, 2);
+    cr_assert_eq(ck_model_set_precision(m, CK_PRECISION_BF16), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "precision"), "message: %s",
+              ck_context_last_error(ctx));
+    cr_assert_eq(ck_model_precision(m), CK_PRECISION_FP32);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* On CUDA: bf16 is refused (nothing changes), TF32 and FP32 write the context's math. */
+Test(gpu_bf16, precision_on_cuda_context) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_model *m = unbuilt(g);
+    cr_assert_eq(ck_model_set_precision(m, CK_PRECISION_BF16), CK_STATUS_NOT_SUPPORTED);
+    cr_assert(strstr(ck_context_last_error(g), "bf16 GPU kernels not yet available"), "message: %s",
+              ck_context_last_error(g));
+    cr_assert_eq(ck_model_precision(m), CK_PRECISION_FP32);
+    cr_assert_eq(ck_context_math(g), CK_MATH_STRICT_FP32);
+    CK_OK(g, ck_model_set_precision(m, CK_PRECISION_TF32));
+    cr_assert_eq(ck_context_math(g), CK_MATH_TF32);
+    CK_OK(g, ck_model_set_precision(m, CK_PRECISION_FP32));
+    cr_assert_eq(ck_context_math(g), CK_MATH_STRICT_FP32);
+    ck_model_destroy(m);
+    ck_context_destroy(g);
+}
+
+/* The model file's Keras policy sets the precision; other policies are refused with a message. */
+static ck_status from_text(ck_context *ctx, const char *policy_line, ck_model **m, char *err,
+                           size_t len) {
+    static char text[8192];
+    snprintf(text, sizeof text, "import keras\n%s\n%s", policy_line, t_seed_cnn_text);
+    return ck_model_from_keras_text(ctx, text, m, err, len);
+}
+
+Test(precision, keras_global_policy) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char err[512];
+    ck_model *m = NULL;
+    CK_OK(ctx, from_text(ctx, "keras.mixed_precision.set_global_policy('mixed_bfloat16')", &m, err,
+                         sizeof err));
+    cr_assert_eq(ck_model_precision(m), CK_PRECISION_BF16);
+    ck_model_destroy(m);
+    m = NULL;
+    CK_OK(ctx,
+          from_text(ctx, "mixed_precision.set_global_policy(\"float32\")", &m, err, sizeof err));
+    cr_assert_eq(ck_model_precision(m), CK_PRECISION_FP32);
+    ck_model_destroy(m);
+    m = NULL;
+    cr_assert_neq(
+        from_text(ctx, "mixed_precision.set_global_policy('mixed_float16')", &m, err, sizeof err),
+        CK_STATUS_SUCCESS);
+    cr_assert_null(m);
+    cr_assert(strstr(err, "mixed_float16") && strstr(err, "not supported"), "err: %s", err);
+    cr_assert_neq(from_text(ctx, "mixed_precision.set_global_policy(policy)", &m, err, sizeof err),
+                  CK_STATUS_SUCCESS);
+    cr_assert(strstr(err, "set_global_policy"), "err: %s", err);
+    ck_context_destroy(ctx);
+}
+
+/* --precision: train/evaluate/predict only, and only the three names. */
+Test(precision, cli_option) {
+    char out[8192];
+    cr_assert_eq(t_run_cli("train examples/seed_cnn.py --precision fp16", out, sizeof out), 2, "%s",
+                 out);
+    cr_assert(strstr(out, "--precision must be fp32, tf32 or bf16, got 'fp16'"), "%s", out);
+    cr_assert_eq(t_run_cli("summary examples/seed_cnn.py --precision bf16", out, sizeof out), 2,
+                 "%s", out);
+    cr_assert_eq(t_run_cli("train --help", out, sizeof out), 0, "%s", out);
+    cr_assert(strstr(out, "--precision fp32|tf32|bf16"), "%s", out);
+}
