@@ -43,7 +43,7 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
     const size_t n = (size_t)v->iv[1] * v->iv[2];
     const int e_ = ck_cuda_activation_forward(v->iv[0], v->fv[0], OP_D(in[0]), OP_D(out[0]), n,
                                               v->iv[2], g->stream);
@@ -52,7 +52,7 @@ static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tens
                                             OP_D(in[1]), OP_D(out[1]), n, v->iv[2], g->stream);
 }
 #else
-#define gpu NULL
+#define gpu_run NULL
 #endif
 
 const op_case op_act = {
@@ -63,7 +63,7 @@ const op_case op_act = {
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 2e-6,
-    .gpu = gpu,
+    .gpu = gpu_run,
     .gpu_tol = 1e-5,
     .grad_y = 0,
     .grad_dy = 1,

@@ -58,7 +58,7 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
     const ck_conv_geom g = geom(v);
     ck_gconv *cv = NULL;
     ck_workspace *ws = NULL;
@@ -77,7 +77,7 @@ static int gpu(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tens
     return e;
 }
 #else
-#define gpu NULL
+#define gpu_run NULL
 #endif
 
 /* ck_gconv_* reach the kernel layout transposes, the pad copy (asymmetric variant), the layout
@@ -91,7 +91,7 @@ const op_case op_conv = {
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-5,
-    .gpu = gpu,
+    .gpu = gpu_run,
     .gpu_tol = 1e-4,
     .grad_y = 0,
     .grad_dy = 3,

@@ -40,7 +40,7 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
     const int *p = v->iv;
     ck_workspace *ws = NULL;
     if (ck_workspace_create(g, &ws, ck_gdense_workspace_bytes(p[2])) != CK_STATUS_SUCCESS)
@@ -55,7 +55,7 @@ static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tens
     return e;
 }
 #else
-#define gpu NULL
+#define gpu_run NULL
 #endif
 
 /* ck_gdense_* reach the bias kernels: bias add forward, column sums for the bias gradient. */
@@ -67,7 +67,7 @@ const op_case op_dense = {
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-5,
-    .gpu = gpu,
+    .gpu = gpu_run,
     .gpu_tol = 1e-4,
     .grad_y = 0,
     .grad_dy = 3,

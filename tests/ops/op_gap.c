@@ -33,7 +33,7 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
     const int e_ =
         ck_cuda_gap_forward(v->iv[0], v->iv[1], v->iv[2], OP_D(in[0]), OP_D(out[0]), g->stream);
     return e_ ? e_
@@ -41,7 +41,7 @@ static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tens
                                      g->stream);
 }
 #else
-#define gpu NULL
+#define gpu_run NULL
 #endif
 
 const op_case op_gap = {
@@ -52,7 +52,7 @@ const op_case op_gap = {
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-6,
-    .gpu = gpu,
+    .gpu = gpu_run,
     .gpu_tol = 0,
     .grad_y = 0,
     .grad_dy = 1,

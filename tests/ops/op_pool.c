@@ -52,7 +52,7 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
     const ck_conv_geom g = geom(v);
     const int e_ = ck_cuda_pool_forward(g, v->iv[7], OP_D(in[0]), OP_D(out[0]), c->stream);
     return e_ ? e_
@@ -60,7 +60,7 @@ static int gpu(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tens
                                       c->stream);
 }
 #else
-#define gpu NULL
+#define gpu_run NULL
 #endif
 
 const op_case op_pool = {
@@ -71,7 +71,7 @@ const op_case op_pool = {
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-6,
-    .gpu = gpu,
+    .gpu = gpu_run,
     .gpu_tol = 0,
     .grad_y = 0,
     .grad_dy = 1,

@@ -52,7 +52,7 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 
 #ifdef CNNKIT_HAVE_CUDA
 /* The ck_kloss result comes back to the host and is written out as the CPU's floats. */
-static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
     const int n = v->iv[0];
     ck_workspace *ws = NULL;
     ck_tensor *t = NULL;
@@ -76,7 +76,7 @@ static int gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tens
     return e;
 }
 #else
-#define gpu NULL
+#define gpu_run NULL
 #endif
 
 const op_case op_xent = {
@@ -87,7 +87,7 @@ const op_case op_xent = {
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-6,
-    .gpu = gpu,
+    .gpu = gpu_run,
     .gpu_tol = 3e-7,
     .grad_y = 1,
     .grad_dy = 2,
