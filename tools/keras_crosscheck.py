@@ -3,8 +3,10 @@ cnnkit is driven through its shared library (ctypes), Keras directly; the files 
 are .keras archives. Run by tools/keras_crosscheck.sh (CI phase `keras`):
     python tools/keras_crosscheck.py BUILD_DIR [--limit N]
 1. Models built in Keras (the seed model; one with 'same' padding, AveragePooling2D and
-   SpatialDropout2D), trained 5 batches there so BN's moving statistics move, saved as .keras:
-   cnnkit's inference probabilities on 1,000 test images equal Keras's to 1e-5.
+   SpatialDropout2D; one with ZeroPadding2D in its three argument forms), trained 5 batches there
+   so BN's moving statistics move, saved as .keras: cnnkit's inference probabilities on 1,000
+   test images equal Keras's to 1e-5. cnnkit saves each back as .keras and Keras's predictions
+   from that file equal its own to 1e-5 (config and weights written the way Keras reads them).
 2. The seed model trained 1 epoch by cnnkit (`cnnkit train --save x.keras`, batch 128, seed 1),
    loaded by Keras: Keras's evaluate gives cnnkit's test accuracy (+-1 image) and loss (1e-4).
 3. Training parity: the seed model with dropout rates 0, Keras's initial weights, the same 10
@@ -68,7 +70,8 @@ lib.ck_context_last_error.restype = C.c_char_p
 lib.ck_context_create.argtypes = [C.POINTER(C.c_void_p), C.c_int, C.c_int, C.c_uint64]
 lib.ck_model_load_keras.argtypes = [C.c_void_p, C.c_char_p, C.c_int, C.POINTER(C.c_void_p)]
 for f in ("ck_model_predict", "ck_model_evaluate", "ck_model_train_step", "ck_model_destroy",
-          "ck_context_destroy", "ck_context_last_error", "ck_context_set_cpu_threads"):
+          "ck_context_destroy", "ck_context_last_error", "ck_context_set_cpu_threads",
+          "ck_model_save_keras"):
     getattr(lib, f).argtypes = None
 
 
@@ -112,6 +115,9 @@ class Cnnkit:
         self.check(lib.ck_model_train_step(self.m, x.ctypes.data_as(FP), y.ctypes.data_as(IP), C.c_int(len(x)), C.byref(r)))
         return r.loss
 
+    def save_keras(self, path):
+        self.check(lib.ck_model_save_keras(self.m, C.c_char_p(path.encode())))
+
     def close(self):
         lib.ck_model_destroy(self.m)
         lib.ck_context_destroy(self.ctx)
@@ -139,6 +145,14 @@ def same_avg_model():
         layers.Flatten(), layers.Dense(64, activation="relu"), layers.Dense(10, activation="softmax")])
 
 
+def zeropad_model():
+    return keras.Sequential([keras.Input((28, 28, 1)),
+        layers.ZeroPadding2D(((1, 2), (0, 3))), layers.Conv2D(8, (3, 3), activation="relu"),
+        layers.ZeroPadding2D(2), layers.MaxPooling2D((2, 2)), layers.ZeroPadding2D((1, 0)),
+        layers.Conv2D(8, (3, 3)), layers.BatchNormalization(), layers.Activation("relu"),
+        layers.Flatten(), layers.Dense(10, activation="softmax")])
+
+
 def compiled(m, opt="adam"):
     m.compile(optimizer=keras.optimizers.Adam() if opt == "adam" else keras.optimizers.SGD(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return m
@@ -158,7 +172,8 @@ t0 = time.time()
 keras.utils.set_random_seed(1)
 
 # 1. Keras -> cnnkit, inference
-for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+avgpool+spatialdropout", same_avg_model)):
+for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+avgpool+spatialdropout", same_avg_model),
+                                                     ("zeropadding", zeropad_model)):
     m = compiled(make())
     for b in range(5):
         m.train_on_batch(xtr[b * 128:(b + 1) * 128], ytr[b * 128:(b + 1) * 128])
@@ -167,9 +182,14 @@ for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+
     pk = m.predict(xte[:1000], batch_size=250, verbose=0)
     ck = Cnnkit(path, 250)
     pc = ck.predict(xte[:1000], 10)
+    back = path.replace(".keras", "_back.keras")
+    ck.save_keras(back)
     ck.close()
     d = float(np.abs(pk - pc).max())
     report(f"1. {name}: max |p_cnnkit - p_keras| over 1,000 test images", f"{d:.2e}", "1e-5", d <= 1e-5)
+    pb = keras.models.load_model(back).predict(xte[:1000], batch_size=250, verbose=0)
+    d = float(np.abs(pk - pb).max())
+    report(f"1. {name}: saved back by cnnkit, max |p_keras(back) - p_keras|", f"{d:.2e}", "1e-5", d <= 1e-5)
 
 # 2. cnnkit -> Keras, a trained model
 path = os.path.join(tmp, "trained.keras")

@@ -26,7 +26,8 @@ typedef enum ck_layer_type {
     CK_LAYER_ACTIVATION = 7,
     CK_LAYER_DROPOUT = 8,
     CK_LAYER_SPATIAL_DROPOUT2D = 9,
-    CK_LAYER_TYPE_COUNT = 10
+    CK_LAYER_ZEROPADDING2D = 10,
+    CK_LAYER_TYPE_COUNT = 11
 } ck_layer_type;
 
 typedef enum ck_padding { CK_PADDING_VALID = 0, CK_PADDING_SAME = 1 } ck_padding;
@@ -48,6 +49,8 @@ typedef struct ck_layer_desc {
     float momentum;                /* BatchNormalization, Keras meaning (default 0.99) */
     float epsilon;                 /* BatchNormalization (default 1e-3) */
     int input_h, input_w, input_c; /* optional input_shape of the first layer (0 = none) */
+    int pad_top, pad_bottom;       /* ZeroPadding2D rows added above and below (default 1) */
+    int pad_left, pad_right;       /* ZeroPadding2D columns added left and right (default 1) */
 } ck_layer_desc;
 
 ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type);

@@ -1,9 +1,11 @@
-/* Keras config.json <-> cnnkit layer descriptors, with jansson. Reads Keras 3 configs and the
- * Keras 2 / legacy .h5 model_config of a Sequential model; writes Keras 3 configs. Every option of
+/* Keras config.json -> cnnkit layer descriptors, with jansson. Reads Keras 3 configs and the
+ * Keras 2 / legacy .h5 model_config of a Sequential model (keras_config_write.c writes Keras 3
+ * configs). Every option of
  * a layer is either understood, ignored because the weights come from the file (initializers,
  * seeds), or refused with the layer's name and class: an unknown option is accepted only when it
  * is null or false (an option a newer Keras added, switched off). */
 #include "keras_io.h"
+#include "layer.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -231,6 +233,65 @@ static int get_padding(cfg *C, json_t *o, ck_layer_desc *d) {
     return 0;
 }
 
+/* ---- the kinds that bind their own arguments (layer.h ck_kbind) ---- */
+typedef struct json_bind {
+    ck_kbind b;
+    cfg *C;
+    json_t *o;
+} json_bind;
+
+static int jb_int(json_t *v, int *out) {
+    if (!json_is_integer(v) || json_integer_value(v) < -0x7fffffffLL ||
+        json_integer_value(v) > 0x7fffffffLL)
+        return 0;
+    *out = (int)json_integer_value(v);
+    return 1;
+}
+
+static int jb_ints(ck_kbind *b, const char *key, const char *want, int out[4], int *rows,
+                   int *cols) {
+    json_bind *j = (json_bind *)b;
+    json_t *v = json_object_get(j->o, key);
+    *rows = -1;
+    *cols = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    int ok = 1, n = 0;
+    if (json_is_integer(v)) {
+        ok = jb_int(v, &out[n++]);
+        *rows = 0;
+    } else if (json_is_array(v) && json_array_size(v) >= 1 && json_array_size(v) <= 4) {
+        *rows = (int)json_array_size(v);
+        json_t *first = json_array_get(v, 0);
+        *cols = json_is_array(first) ? (int)json_array_size(first) : 0;
+        ok = *cols <= 4 && *rows * (*cols ? *cols : 1) <= 4;
+        for (int r = 0; ok && r < *rows; ++r) {
+            json_t *it = json_array_get(v, (size_t)r);
+            if (*cols == 0) {
+                ok = jb_int(it, &out[n++]);
+                continue;
+            }
+            ok = json_is_array(it) && (int)json_array_size(it) == *cols;
+            for (int c = 0; ok && c < *cols; ++c)
+                ok = jb_int(json_array_get(it, (size_t)c), &out[n++]);
+        }
+    } else {
+        ok = 0;
+    }
+    return ok ? 0 : unsupported(j->C, key, v, want);
+}
+
+static int jb_refuse(ck_kbind *b, const char *key, const char *want) {
+    json_bind *j = (json_bind *)b;
+    return unsupported(j->C, key, json_object_get(j->o, key), want);
+}
+
+static int check_format(cfg *C, json_t *o);
+static int jb_data_format(ck_kbind *b) {
+    json_bind *j = (json_bind *)b;
+    return check_format(j->C, j->o);
+}
+
 /* One layer's config into d; *skip = 1 for an InputLayer (its shape goes to *pending). */
 static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_layer_desc *pending) {
     json_t *cls_v = json_object_get(entry, "class_name");
@@ -272,6 +333,7 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
         return 0;
     }
     const char *const *known = NULL;
+    const ck_layer_kind *kind = NULL;
     ck_layer_type t;
     if (!strcmp(cls, "Conv2D") || !strcmp(cls, "Convolution2D"))
         t = CK_LAYER_CONV2D, known = k_conv;
@@ -301,11 +363,18 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
         t = CK_LAYER_DROPOUT, known = k_drop;
     else if (!strcmp(cls, "SpatialDropout2D"))
         t = CK_LAYER_SPATIAL_DROPOUT2D, known = k_sdrop;
-    else
-        return fail(C, "layer class is not supported by cnnkit (supported: Conv2D, Dense, "
-                       "MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, "
-                       "BatchNormalization, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, "
-                       "SpatialDropout2D, InputLayer)");
+    else if ((kind = ck_layer_kind_keras(cls)))
+        t = kind->type, known = kind->keras_args;
+    else {
+        char more[256];
+        ck_layer_kind_keras_names(more, sizeof more);
+        return fail(C,
+                    "layer class is not supported by cnnkit (supported: Conv2D, Dense, "
+                    "MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, "
+                    "BatchNormalization, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, "
+                    "SpatialDropout2D%s, InputLayer)",
+                    more);
+    }
     if (check_keys(C, o, known) || check_format(C, o))
         return -1;
     ck_layer_desc_init(d, t);
@@ -409,8 +478,12 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
         if (get_num(C, o, "rate", 0, 0.999999, &d->rate))
             return -1;
         break;
-    default:
+    default: {
+        json_bind j = {{jb_ints, jb_refuse, jb_data_format}, C, o};
+        if (kind && kind->keras_bind(&j.b, d))
+            return -1;
         break;
+    }
     }
     if (pending->input_h) { /* the shape of a preceding InputLayer */
         d->input_h = pending->input_h;
@@ -617,164 +690,4 @@ void ck_kio_snake_case(const char *cls, char *out, size_t len) {
     }
     if (len)
         out[k < len ? k : len - 1] = '\0';
-}
-
-/* The shortest decimal that reads back as the same float (0.1f is written 0.1, not 0.100000001). */
-static json_t *jfloat(float f) {
-    char buf[32];
-    for (int prec = 6; prec <= 9; ++prec) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
-        if (strtof(buf, NULL) == f)
-            break;
-    }
-    return json_real(strtod(buf, NULL));
-}
-
-static json_t *pair(int a, int b) {
-    return json_pack("[ii]", a, b);
-}
-
-static json_t *initializer(const char *cls) {
-    return json_pack("{s:s, s:s, s:{}, s:n}", "module", "keras.initializers", "class_name", cls,
-                     "config", "registered_name");
-}
-
-static json_t *shape4(int h, int w, int c) {
-    return json_pack("[niii]", h, w, c);
-}
-
-/* The activation as a Keras name; NULL when Keras has no name for it (a slope it can't say). */
-static const char *act_name(const ck_layer_desc *d) {
-    if (d->activation == CK_ACT_LEAKY_RELU && d->alpha != 0.2f)
-        return NULL;
-    if (d->activation == CK_ACT_ELU && d->alpha != 1.0f)
-        return NULL;
-    return ck_activation_name(d->activation);
-}
-
-char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
-    const int n = ck_model_num_layers(m);
-    json_t *layers = json_array();
-    int h, w, c;
-    int in_h = 0, in_w = 0, in_c = 0;
-    ck_kio_model_input(m, &in_h, &in_w, &in_c);
-    json_array_append_new(layers, json_pack("{s:s, s:s, s:{s:o, s:s, s:b, s:b, s:s}, s:n}",
-                                            "module", "keras.layers", "class_name", "InputLayer",
-                                            "config", "batch_shape", shape4(in_h, in_w, in_c),
-                                            "dtype", "float32", "sparse", 0, "ragged", 0, "name",
-                                            "input_layer", "registered_name"));
-    int ph = in_h, pw = in_w, pc = in_c, pflat = 0;
-    for (int i = 0; i < n && layers; ++i) {
-        ck_layer_desc d;
-        ck_model_layer_desc(m, i, &d);
-        const char *cls = ck_kio_keras_class(&d);
-        json_t *o = json_pack("{s:s, s:s}", "name", d.name, "dtype", "float32");
-        if (d.type != CK_LAYER_SPATIAL_DROPOUT2D) /* its from_config takes no trainable */
-            json_object_set_new(o, "trainable", json_true());
-        const char *an = act_name(&d);
-        if (!an && (d.type == CK_LAYER_CONV2D || d.type == CK_LAYER_DENSE)) {
-            snprintf(err, err_len,
-                     "layer '%s' (%s): activation %s with alpha %g has no Keras name (use a "
-                     "separate LeakyReLU/ELU layer)",
-                     d.name, cls, ck_activation_name(d.activation), (double)d.alpha);
-            json_decref(o);
-            json_decref(layers);
-            return NULL;
-        }
-        switch (d.type) {
-        case CK_LAYER_CONV2D:
-            json_object_set_new(o, "filters", json_integer(d.units));
-            json_object_set_new(o, "kernel_size", pair(d.kernel_h, d.kernel_w));
-            json_object_set_new(o, "strides", pair(d.stride_h, d.stride_w));
-            json_object_set_new(o, "padding",
-                                json_string(d.padding == CK_PADDING_SAME ? "same" : "valid"));
-            json_object_set_new(o, "data_format", json_string("channels_last"));
-            json_object_set_new(o, "dilation_rate", pair(1, 1));
-            json_object_set_new(o, "groups", json_integer(1));
-            /* fall through */
-            __attribute__((fallthrough));
-        case CK_LAYER_DENSE:
-            if (d.type == CK_LAYER_DENSE)
-                json_object_set_new(o, "units", json_integer(d.units));
-            json_object_set_new(o, "activation", json_string(an));
-            json_object_set_new(o, "use_bias", json_boolean(d.use_bias));
-            json_object_set_new(o, "kernel_initializer", initializer("GlorotUniform"));
-            json_object_set_new(o, "bias_initializer", initializer("Zeros"));
-            break;
-        case CK_LAYER_MAXPOOL2D:
-        case CK_LAYER_AVGPOOL2D:
-            json_object_set_new(o, "pool_size", pair(d.kernel_h, d.kernel_w));
-            json_object_set_new(o, "padding",
-                                json_string(d.padding == CK_PADDING_SAME ? "same" : "valid"));
-            json_object_set_new(
-                o, "strides",
-                pair(d.stride_h ? d.stride_h : d.kernel_h, d.stride_w ? d.stride_w : d.kernel_w));
-            json_object_set_new(o, "data_format", json_string("channels_last"));
-            break;
-        case CK_LAYER_GLOBALAVGPOOL2D:
-        case CK_LAYER_FLATTEN:
-            json_object_set_new(o, "data_format", json_string("channels_last"));
-            break;
-        case CK_LAYER_BATCHNORM:
-            json_object_set_new(o, "axis", json_integer(-1));
-            json_object_set_new(o, "momentum", jfloat(d.momentum));
-            json_object_set_new(o, "epsilon", jfloat(d.epsilon));
-            json_object_set_new(o, "center", json_true());
-            json_object_set_new(o, "scale", json_true());
-            break;
-        case CK_LAYER_ACTIVATION:
-            if (!strcmp(cls, "LeakyReLU"))
-                json_object_set_new(o, "negative_slope", jfloat(d.alpha));
-            else if (!strcmp(cls, "ELU"))
-                json_object_set_new(o, "alpha", jfloat(d.alpha));
-            else
-                json_object_set_new(o, "activation", json_string(an));
-            break;
-        case CK_LAYER_DROPOUT:
-        case CK_LAYER_SPATIAL_DROPOUT2D:
-            json_object_set_new(o, "rate", jfloat(d.rate));
-            if (d.type == CK_LAYER_SPATIAL_DROPOUT2D)
-                json_object_set_new(o, "data_format", json_string("channels_last"));
-            break;
-        default:
-            break;
-        }
-        json_t *e = json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.layers", "class_name", cls,
-                              "config", o, "registered_name");
-        json_t *bshape = pflat ? json_pack("[ni]", pc) : shape4(ph, pw, pc);
-        json_object_set_new(e, "build_config", json_pack("{s:o}", "input_shape", bshape));
-        json_array_append_new(layers, e);
-        ck_model_layer_shape(m, i, &h, &w, &c);
-        ph = h, pw = w, pc = c;
-        pflat = pflat || d.type == CK_LAYER_FLATTEN || d.type == CK_LAYER_DENSE ||
-                d.type == CK_LAYER_GLOBALAVGPOOL2D;
-    }
-    ck_optimizer_desc od;
-    ck_kio_model_optimizer(m, &od);
-    json_t *oc;
-    if (od.type == CK_OPT_ADAM)
-        oc = json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:b}", "name", "adam", "learning_rate",
-                       jfloat(od.learning_rate), "weight_decay",
-                       od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "beta_1",
-                       jfloat(od.beta1), "beta_2", jfloat(od.beta2), "epsilon", jfloat(od.epsilon),
-                       "amsgrad", 0);
-    else
-        oc = json_pack("{s:s, s:o, s:o, s:o, s:b}", "name", "sgd", "learning_rate",
-                       jfloat(od.learning_rate), "weight_decay",
-                       od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "momentum",
-                       jfloat(od.momentum), "nesterov", od.nesterov);
-    json_t *root = json_pack(
-        "{s:s, s:s, s:{s:s, s:b, s:s, s:o, s:o}, s:n, s:{s:o}, s:{s:{s:s, s:s, s:o, s:n}, s:s, "
-        "s:[s]}}",
-        "module", "keras", "class_name", "Sequential", "config", "name", "sequential", "trainable",
-        1, "dtype", "float32", "layers", layers, "build_input_shape", shape4(in_h, in_w, in_c),
-        "registered_name", "build_config", "input_shape", shape4(in_h, in_w, in_c),
-        "compile_config", "optimizer", "module", "keras.optimizers", "class_name",
-        od.type == CK_OPT_ADAM ? "Adam" : "SGD", "config", oc, "registered_name", "loss",
-        "sparse_categorical_crossentropy", "metrics", "accuracy");
-    char *s = root ? json_dumps(root, JSON_REAL_PRECISION(9)) : NULL;
-    json_decref(root);
-    if (!s)
-        snprintf(err, err_len, "config.json: out of memory");
-    return s;
 }

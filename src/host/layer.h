@@ -2,8 +2,8 @@
  * the core needs to know about a layer: its defaults, argument check, shape inference, weight
  * arrays and lowering to executor nodes. The model build (model.c), parameter layout
  * (model_params.c) and checkpoints ask the descriptor instead of switching on the type.
- * check's text (render) and the study (study_letter, same) ask it too; the Keras binder still
- * switches (S6b). */
+ * check's text (render) and the study (study_letter, same) ask it too, and so do the Keras
+ * front ends for a kind with keras_bind (the older kinds still have their branches there). */
 #ifndef CNNKIT_LAYER_H
 #define CNNKIT_LAYER_H
 
@@ -45,6 +45,30 @@ enum {
     CK_LK_KEEPS_CHANNELS = 8 /* output channels = input channels */
 };
 
+/* The Keras front ends' view of one layer call's arguments, so that a kind binds its Keras
+ * arguments once for the model text (keras/keras_layers.c) and a .keras config.json
+ * (keras_config.c). Each call returns 0, or -1 after the front end recorded a message that names
+ * the argument, the layer and where it was written. */
+typedef struct ck_kbind ck_kbind;
+struct ck_kbind {
+    /* Argument `key` as integers: *rows = -1 when absent (or None); 0 for a plain int in v[0];
+     * else a sequence of *rows items, which are ints (*cols = 0) or sequences of *cols ints,
+     * row-major in v (at most 4 ints). Anything else is a type error that names `want`. */
+    int (*ints)(ck_kbind *b, const char *key, const char *want, int v[4], int *rows, int *cols);
+    /* Refuses argument `key` with "expected `want`" (a value the kind cannot use). */
+    int (*refuse)(ck_kbind *b, const char *key, const char *want);
+    /* Refuses data_format='channels_first' (cnnkit is channels_last). */
+    int (*data_format)(ck_kbind *b);
+};
+
+/* The Keras writer's view (config.json): each call returns 0, or -1 when out of memory. */
+typedef struct ck_kput ck_kput;
+struct ck_kput {
+    /* Argument `key` as ints, in the shape ck_kbind.ints reads. */
+    int (*ints)(ck_kput *w, const char *key, const int *v, int rows, int cols);
+    int (*str)(ck_kput *w, const char *key, const char *v);
+};
+
 typedef struct ck_node ck_node;           /* model_internal.h */
 typedef struct ck_node_kind ck_node_kind; /* exec.h */
 
@@ -79,16 +103,30 @@ typedef struct ck_layer_kind {
     void (*render)(ck_sbuf *s, const ck_layer_desc *d);
     /* Whether two layers of this kind compute the same function (the study); NULL: always. */
     int (*same)(const ck_layer_desc *a, const ck_layer_desc *b);
+    /* Its own Keras arguments in Keras's positional order (the common ones, name, trainable,
+     * dtype, input_shape..., are the front ends'); how many may be given by position. */
+    const char *const *keras_args;
+    int keras_npos;
+    /* Fills d (already ck_layer_desc_init'ed) from the arguments; NULL: the front ends' own
+     * branch binds the kind. */
+    int (*keras_bind)(ck_kbind *b, ck_layer_desc *d);
+    /* Writes the kind's own arguments for config.json. */
+    int (*keras_put)(ck_kput *w, const ck_layer_desc *d);
 } ck_layer_kind;
 
 /* The descriptor of type t; NULL for a value outside ck_layer_type (layer_registry.c). */
 const ck_layer_kind *ck_layer_kind_of(ck_layer_type t);
+/* The kind with keras_bind whose keras_name is cls; NULL when none (layer_registry.c). */
+const ck_layer_kind *ck_layer_kind_keras(const char *cls);
+/* Writes ", Name" for each kind with keras_bind into buf (the "expected one of" lists). */
+void ck_layer_kind_keras_names(char *buf, size_t n);
 /* The checkpoint record of a layer (the kind's, or the v1 fields). */
 void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]);
 
 /* The descriptors (layer_*.c). */
 extern const ck_layer_kind ck_lk_conv2d, ck_lk_maxpool2d, ck_lk_avgpool2d, ck_lk_gap2d, ck_lk_dense,
-    ck_lk_flatten, ck_lk_batchnorm, ck_lk_activation, ck_lk_dropout, ck_lk_spatial_dropout2d;
+    ck_lk_flatten, ck_lk_batchnorm, ck_lk_activation, ck_lk_dropout, ck_lk_spatial_dropout2d,
+    ck_lk_zeropad2d;
 
 /* ---- helpers the kinds share (layer_util.c) ---- */
 int ck_lk_valid_activation(ck_activation a);

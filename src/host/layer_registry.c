@@ -2,6 +2,7 @@
  * read them: ck_layer_desc_init, ck_layer_type_name. */
 #include "layer.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const ck_layer_kind *const k_kinds[CK_LAYER_TYPE_COUNT] = {
@@ -15,11 +16,34 @@ static const ck_layer_kind *const k_kinds[CK_LAYER_TYPE_COUNT] = {
     [CK_LAYER_ACTIVATION] = &ck_lk_activation,
     [CK_LAYER_DROPOUT] = &ck_lk_dropout,
     [CK_LAYER_SPATIAL_DROPOUT2D] = &ck_lk_spatial_dropout2d,
+    [CK_LAYER_ZEROPADDING2D] = &ck_lk_zeropad2d,
 };
 
 const ck_layer_kind *ck_layer_kind_of(ck_layer_type t) {
     /* unsigned: a negative value from a cast int is out of range too */
     return (unsigned)t < (unsigned)CK_LAYER_TYPE_COUNT ? k_kinds[t] : NULL;
+}
+
+const ck_layer_kind *ck_layer_kind_keras(const char *cls) {
+    for (int t = 0; cls && t < CK_LAYER_TYPE_COUNT; ++t)
+        if (k_kinds[t]->keras_bind && strcmp(k_kinds[t]->keras_name, cls) == 0)
+            return k_kinds[t];
+    return NULL;
+}
+
+void ck_layer_kind_keras_names(char *buf, size_t n) {
+    size_t len = 0;
+    if (!n)
+        return;
+    buf[0] = 0;
+    for (int t = 0; t < CK_LAYER_TYPE_COUNT; ++t) {
+        if (!k_kinds[t]->keras_bind)
+            continue;
+        int w = snprintf(buf + len, n - len, ", %s", k_kinds[t]->keras_name);
+        if (w < 0 || (size_t)w >= n - len)
+            return;
+        len += (size_t)w;
+    }
 }
 
 /* The fields checkpoint version 1 records for every layer; a new kind whose arguments do not

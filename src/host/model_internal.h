@@ -21,7 +21,8 @@ typedef enum ck_node_type {
     CK_NODE_BN,
     CK_NODE_ACT,
     CK_NODE_DROPOUT,
-    CK_NODE_SDROPOUT
+    CK_NODE_SDROPOUT,
+    CK_NODE_OTHER /* a kind no planner rule or backend query names (ZeroPadding2D) */
 } ck_node_type;
 
 /* One executable step of the model; per-sample shapes ih x iw x ic -> oh x ow x oc (NHWC). */

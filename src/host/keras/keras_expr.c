@@ -1,6 +1,7 @@
 /* Keras text front end: the layer classes the parser knows and the recursive-descent
  * expression parser (calls, tuples, lists, names, number arithmetic). See keras_internal.h. */
 #include "keras_internal.h"
+#include "layer.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -36,7 +37,12 @@ static int layer_class_known(const char *s, int len) {
         if ((size_t)len == strlen(k_layer_classes[i]) &&
             memcmp(s, k_layer_classes[i], (size_t)len) == 0)
             return 1;
-    return 0;
+    char name[64]; /* the kinds that bind themselves (layer.h) */
+    if (len <= 0 || (size_t)len >= sizeof name)
+        return 0;
+    memcpy(name, s, (size_t)len);
+    name[len] = 0;
+    return ck_layer_kind_keras(name) != NULL;
 }
 
 /* ---------------------------------------------------------------------------------------------

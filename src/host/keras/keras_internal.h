@@ -185,8 +185,7 @@ typedef struct kp {
  * the aliases). */
 #define K_SUPPORTED_LIST                                                                           \
     "Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense, "             \
-    "BatchNormalization, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, SpatialDropout2D, "   \
-    "Input"
+    "BatchNormalization, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, SpatialDropout2D"
 
 /* ---------------------------------------------------------------------------------------------
  * Arguments of a class: positional and keyword arguments bound to parameter names

@@ -1,6 +1,7 @@
 /* Keras text front end: the parameters of each layer class and the layer descriptor a layer
  * call makes (ck_kp_add_layer). See keras_internal.h. */
 #include "keras_internal.h"
+#include "layer.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,82 @@ static int plain_weights(kp *P, const kargs *a) {
            ck_kp_only_none(P, a, "kernel_constraint") || ck_kp_only_none(P, a, "bias_constraint");
 }
 
+/* ---- the kinds that bind their own arguments (layer.h ck_kbind) ---- */
+typedef struct text_bind {
+    ck_kbind b;
+    kp *P;
+    const kargs *a;
+} text_bind;
+
+/* An int that fits in int (a Python int may not). */
+static int is_int(const value *v) {
+    return v->kind == V_INT && v->i >= -0x7fffffffLL && v->i <= 0x7fffffffLL;
+}
+static int is_seq(const value *v) {
+    return v->kind == V_TUPLE || v->kind == V_LIST;
+}
+
+static int tb_ints(ck_kbind *b, const char *key, const char *want, int out[4], int *rows,
+                   int *cols) {
+    text_bind *t = (text_bind *)b;
+    value *v = ck_kp_aval(t->a, key);
+    *rows = -1;
+    *cols = 0;
+    if (!v || v->kind == V_NONE)
+        return 0;
+    int ok = 1, n = 0;
+    if (is_int(v)) {
+        out[n++] = (int)v->i;
+        *rows = 0;
+    } else if (is_seq(v) && v->n >= 1 && v->n <= 4) {
+        *rows = v->n;
+        *cols = is_seq(v->items[0]) ? v->items[0]->n : 0;
+        ok = *cols <= 4 && *rows * (*cols ? *cols : 1) <= 4;
+        for (int r = 0; ok && r < v->n; ++r) {
+            const value *it = v->items[r];
+            if (*cols == 0) {
+                ok = is_int(it);
+                out[n++] = ok ? (int)it->i : 0;
+                continue;
+            }
+            ok = is_seq(it) && it->n == *cols;
+            for (int c = 0; ok && c < *cols; ++c)
+                if ((ok = is_int(it->items[c])))
+                    out[n++] = (int)it->items[c]->i;
+        }
+    } else {
+        ok = 0;
+    }
+    return ok ? 0 : ck_kp_type_err(t->P, t->a, v, key, want);
+}
+
+static int tb_refuse(ck_kbind *b, const char *key, const char *want) {
+    text_bind *t = (text_bind *)b;
+    return ck_kp_unsupported(t->P, t->a, key, want);
+}
+
+static int tb_data_format(ck_kbind *b) {
+    text_bind *t = (text_bind *)b;
+    return ck_kp_check_data_format(t->P, t->a);
+}
+
+/* Binds a kind's own arguments plus the common ones (names: room for both) and fills d. */
+static int bind_kind(kp *P, const value *v, const char *cls, const ck_layer_kind *k,
+                     const char **names, kargs *a, ck_layer_desc *d) {
+    static const char *const common[] = {LAYER_COMMON, NULL};
+    int n = 0;
+    for (int i = 0; k->keras_args[i] && n < KP_MAX_PARAMS - 8; ++i)
+        names[n++] = k->keras_args[i];
+    for (int i = 0; common[i]; ++i)
+        names[n++] = common[i];
+    names[n] = NULL;
+    ck_layer_desc_init(d, k->type);
+    if (ck_kp_bind(P, v, cls, names, k->keras_npos, a))
+        return -1;
+    text_bind t = {{tb_ints, tb_refuse, tb_data_format}, P, a};
+    return k->keras_bind(&t.b, d);
+}
+
 int ck_kp_add_layer(kp *P, const value *v) {
     char b[160];
     if (v->kind != V_CALL)
@@ -195,6 +272,8 @@ int ck_kp_add_layer(kp *P, const value *v) {
     ck_layer_desc d;
     kargs a;
     double x;
+    const char *names[KP_MAX_PARAMS + 1];
+    const ck_layer_kind *kind;
     if (!strcmp(cls, "Conv2D")) {
         ck_layer_desc_init(&d, CK_LAYER_CONV2D);
         if (ck_kp_bind(P, v, cls, conv_p, 16, &a) || ck_kp_need(P, &a, "filters") ||
@@ -312,9 +391,16 @@ int ck_kp_add_layer(kp *P, const value *v) {
                        "context seed)",
                        s->line, cls, s->i);
         }
+    } else if ((kind = ck_layer_kind_keras(cls))) {
+        if (bind_kind(P, v, cls, kind, names, &a, &d))
+            return -1;
     } else {
+        char more[256];
+        ck_layer_kind_keras_names(more, sizeof more);
         return ck_kp_fail(P, v->line, v->col,
-                          "unknown layer class '%.60s': expected one of " K_SUPPORTED_LIST, cls);
+                          "unknown layer class '%.60s': expected one of " K_SUPPORTED_LIST
+                          "%s, Input",
+                          cls, more);
     }
     if (layer_common(P, &a, &d))
         return -1;

@@ -1,0 +1,200 @@
+/* Cnnkit layer descriptors -> a Keras 3 config.json, with jansson (the reader is
+ * keras_config.c). */
+#include "keras_io.h"
+#include "layer.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The shortest decimal that reads back as the same float (0.1f is written 0.1, not 0.100000001). */
+static json_t *jfloat(float f) {
+    char buf[32];
+    for (int prec = 6; prec <= 9; ++prec) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        if (strtof(buf, NULL) == f)
+            break;
+    }
+    return json_real(strtod(buf, NULL));
+}
+
+static json_t *pair(int a, int b) {
+    return json_pack("[ii]", a, b);
+}
+
+static json_t *initializer(const char *cls) {
+    return json_pack("{s:s, s:s, s:{}, s:n}", "module", "keras.initializers", "class_name", cls,
+                     "config", "registered_name");
+}
+
+static json_t *shape4(int h, int w, int c) {
+    return json_pack("[niii]", h, w, c);
+}
+
+/* The activation as a Keras name; NULL when Keras has no name for it (a slope it can't say). */
+static const char *act_name(const ck_layer_desc *d) {
+    if (d->activation == CK_ACT_LEAKY_RELU && d->alpha != 0.2f)
+        return NULL;
+    if (d->activation == CK_ACT_ELU && d->alpha != 1.0f)
+        return NULL;
+    return ck_activation_name(d->activation);
+}
+
+/* A kind's own arguments (layer.h ck_kput). */
+typedef struct json_put {
+    ck_kput w;
+    json_t *o;
+} json_put;
+
+static int jp_ints(ck_kput *w, const char *key, const int *v, int rows, int cols) {
+    json_t *o = ((json_put *)w)->o, *a = rows ? json_array() : json_integer(v[0]);
+    for (int r = 0; a && r < rows; ++r) {
+        json_t *it = cols ? json_array() : json_integer(v[r]);
+        for (int c = 0; it && c < cols; ++c)
+            json_array_append_new(it, json_integer(v[r * cols + c]));
+        if (!it || json_array_append_new(a, it))
+            return json_decref(a), -1;
+    }
+    return a && !json_object_set_new(o, key, a) ? 0 : -1;
+}
+
+static int jp_str(ck_kput *w, const char *key, const char *v) {
+    return json_object_set_new(((json_put *)w)->o, key, json_string(v)) ? -1 : 0;
+}
+
+char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
+    const int n = ck_model_num_layers(m);
+    json_t *layers = json_array();
+    int h, w, c;
+    int in_h = 0, in_w = 0, in_c = 0;
+    ck_kio_model_input(m, &in_h, &in_w, &in_c);
+    json_array_append_new(layers, json_pack("{s:s, s:s, s:{s:o, s:s, s:b, s:b, s:s}, s:n}",
+                                            "module", "keras.layers", "class_name", "InputLayer",
+                                            "config", "batch_shape", shape4(in_h, in_w, in_c),
+                                            "dtype", "float32", "sparse", 0, "ragged", 0, "name",
+                                            "input_layer", "registered_name"));
+    int ph = in_h, pw = in_w, pc = in_c, pflat = 0;
+    for (int i = 0; i < n && layers; ++i) {
+        ck_layer_desc d;
+        ck_model_layer_desc(m, i, &d);
+        const char *cls = ck_kio_keras_class(&d);
+        json_t *o = json_pack("{s:s, s:s}", "name", d.name, "dtype", "float32");
+        if (d.type != CK_LAYER_SPATIAL_DROPOUT2D) /* its from_config takes no trainable */
+            json_object_set_new(o, "trainable", json_true());
+        const char *an = act_name(&d);
+        if (!an && (d.type == CK_LAYER_CONV2D || d.type == CK_LAYER_DENSE)) {
+            snprintf(err, err_len,
+                     "layer '%s' (%s): activation %s with alpha %g has no Keras name (use a "
+                     "separate LeakyReLU/ELU layer)",
+                     d.name, cls, ck_activation_name(d.activation), (double)d.alpha);
+            json_decref(o);
+            json_decref(layers);
+            return NULL;
+        }
+        switch (d.type) {
+        case CK_LAYER_CONV2D:
+            json_object_set_new(o, "filters", json_integer(d.units));
+            json_object_set_new(o, "kernel_size", pair(d.kernel_h, d.kernel_w));
+            json_object_set_new(o, "strides", pair(d.stride_h, d.stride_w));
+            json_object_set_new(o, "padding",
+                                json_string(d.padding == CK_PADDING_SAME ? "same" : "valid"));
+            json_object_set_new(o, "data_format", json_string("channels_last"));
+            json_object_set_new(o, "dilation_rate", pair(1, 1));
+            json_object_set_new(o, "groups", json_integer(1));
+            /* fall through */
+            __attribute__((fallthrough));
+        case CK_LAYER_DENSE:
+            if (d.type == CK_LAYER_DENSE)
+                json_object_set_new(o, "units", json_integer(d.units));
+            json_object_set_new(o, "activation", json_string(an));
+            json_object_set_new(o, "use_bias", json_boolean(d.use_bias));
+            json_object_set_new(o, "kernel_initializer", initializer("GlorotUniform"));
+            json_object_set_new(o, "bias_initializer", initializer("Zeros"));
+            break;
+        case CK_LAYER_MAXPOOL2D:
+        case CK_LAYER_AVGPOOL2D:
+            json_object_set_new(o, "pool_size", pair(d.kernel_h, d.kernel_w));
+            json_object_set_new(o, "padding",
+                                json_string(d.padding == CK_PADDING_SAME ? "same" : "valid"));
+            json_object_set_new(
+                o, "strides",
+                pair(d.stride_h ? d.stride_h : d.kernel_h, d.stride_w ? d.stride_w : d.kernel_w));
+            json_object_set_new(o, "data_format", json_string("channels_last"));
+            break;
+        case CK_LAYER_GLOBALAVGPOOL2D:
+        case CK_LAYER_FLATTEN:
+            json_object_set_new(o, "data_format", json_string("channels_last"));
+            break;
+        case CK_LAYER_BATCHNORM:
+            json_object_set_new(o, "axis", json_integer(-1));
+            json_object_set_new(o, "momentum", jfloat(d.momentum));
+            json_object_set_new(o, "epsilon", jfloat(d.epsilon));
+            json_object_set_new(o, "center", json_true());
+            json_object_set_new(o, "scale", json_true());
+            break;
+        case CK_LAYER_ACTIVATION:
+            if (!strcmp(cls, "LeakyReLU"))
+                json_object_set_new(o, "negative_slope", jfloat(d.alpha));
+            else if (!strcmp(cls, "ELU"))
+                json_object_set_new(o, "alpha", jfloat(d.alpha));
+            else
+                json_object_set_new(o, "activation", json_string(an));
+            break;
+        case CK_LAYER_DROPOUT:
+        case CK_LAYER_SPATIAL_DROPOUT2D:
+            json_object_set_new(o, "rate", jfloat(d.rate));
+            if (d.type == CK_LAYER_SPATIAL_DROPOUT2D)
+                json_object_set_new(o, "data_format", json_string("channels_last"));
+            break;
+        default: {
+            const ck_layer_kind *k = ck_layer_kind_of(d.type);
+            json_put jp = {{jp_ints, jp_str}, o};
+            if (k && k->keras_put && k->keras_put(&jp.w, &d)) {
+                snprintf(err, err_len, "config.json: out of memory");
+                json_decref(o);
+                json_decref(layers);
+                return NULL;
+            }
+            break;
+        }
+        }
+        json_t *e = json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.layers", "class_name", cls,
+                              "config", o, "registered_name");
+        json_t *bshape = pflat ? json_pack("[ni]", pc) : shape4(ph, pw, pc);
+        json_object_set_new(e, "build_config", json_pack("{s:o}", "input_shape", bshape));
+        json_array_append_new(layers, e);
+        ck_model_layer_shape(m, i, &h, &w, &c);
+        ph = h, pw = w, pc = c;
+        pflat = pflat || d.type == CK_LAYER_FLATTEN || d.type == CK_LAYER_DENSE ||
+                d.type == CK_LAYER_GLOBALAVGPOOL2D;
+    }
+    ck_optimizer_desc od;
+    ck_kio_model_optimizer(m, &od);
+    json_t *oc;
+    if (od.type == CK_OPT_ADAM)
+        oc = json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:b}", "name", "adam", "learning_rate",
+                       jfloat(od.learning_rate), "weight_decay",
+                       od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "beta_1",
+                       jfloat(od.beta1), "beta_2", jfloat(od.beta2), "epsilon", jfloat(od.epsilon),
+                       "amsgrad", 0);
+    else
+        oc = json_pack("{s:s, s:o, s:o, s:o, s:b}", "name", "sgd", "learning_rate",
+                       jfloat(od.learning_rate), "weight_decay",
+                       od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "momentum",
+                       jfloat(od.momentum), "nesterov", od.nesterov);
+    json_t *root = json_pack(
+        "{s:s, s:s, s:{s:s, s:b, s:s, s:o, s:o}, s:n, s:{s:o}, s:{s:{s:s, s:s, s:o, s:n}, s:s, "
+        "s:[s]}}",
+        "module", "keras", "class_name", "Sequential", "config", "name", "sequential", "trainable",
+        1, "dtype", "float32", "layers", layers, "build_input_shape", shape4(in_h, in_w, in_c),
+        "registered_name", "build_config", "input_shape", shape4(in_h, in_w, in_c),
+        "compile_config", "optimizer", "module", "keras.optimizers", "class_name",
+        od.type == CK_OPT_ADAM ? "Adam" : "SGD", "config", oc, "registered_name", "loss",
+        "sparse_categorical_crossentropy", "metrics", "accuracy");
+    char *s = root ? json_dumps(root, JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(root);
+    if (!s)
+        snprintf(err, err_len, "config.json: out of memory");
+    return s;
+}
