@@ -1,5 +1,5 @@
-/* The layer algebra (src/host/algebra.c): every rule's exactness level, that no text claims more
- * than its level, ck_alg_swap's answers for the pairs test_equiv.c measures, the one lowering,
+/* The layer algebra (src/host/algebra/algebra.c): every rule's exactness level, that no text claims
+ * more than its level, ck_alg_swap's answers for the pairs test_equiv.c measures, the one lowering,
  * and how the study labels what it merges. */
 #include "common.h"
 

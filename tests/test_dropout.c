@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/host/internal.h" /* ck_cpu_philox_block */
 #include "ck_math.h"
+#include "internal.h" /* ck_cpu_philox_block */
 
 /* Known-answer vectors of Philox4x32-10 from the Random123 distribution (kat_vectors). */
 Test(philox, known_answers) {

@@ -1,4 +1,5 @@
-/* Exact equivalences of layer orders, used by the planner (src/host/plan.c), and their limits.
+/* Exact equivalences of layer orders, used by the planner (src/host/model/plan.c), and their
+ * limits.
  *
  * Part 1 proves each equivalence numerically on the CPU functions with the SAME masks (a mask
  * depends on (seed, offset, rate, shape) only): bit-exact where the math is exact, within a

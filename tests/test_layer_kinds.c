@@ -1,4 +1,4 @@
-/* The layer kinds (src/host/layer.h): one descriptor per type, and the parameter layout the
+/* The layer kinds (src/host/layers/layer.h): one descriptor per type, and the parameter layout the
  * build, the initializer, get_weights and the optimizer read from their specs. */
 #include "common.h"
 

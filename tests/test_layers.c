@@ -1,6 +1,6 @@
-/* CPU layer reference (src/host/cpu_layers.c): finite-difference gradient checks, PyTorch golden
- * values (tools/gen_layer_golden.py -> tests/golden/layers_golden.h), optimizer formulas,
- * initializer statistics and thread-count independence.
+/* CPU layer reference (src/host/backend/cpu/cpu_layers.c): finite-difference gradient checks,
+ * PyTorch golden values (tools/gen_layer_golden.py -> tests/golden/layers_golden.h), optimizer
+ * formulas, initializer statistics and thread-count independence.
  *
  * Tolerances
  *  - Golden (float64 results rounded to float32; the library computes in float32):
@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/host/cpu_layers.h"
 #include "ck_math.h"
+#include "cpu_layers.h"
 #include "golden/layers_golden.h"
 
 #ifdef _OPENMP

@@ -1,5 +1,5 @@
-/* The model's named memory table (src/host/memtab.h): one sizing for the CPU's host parts and the
- * CUDA arena, checked against the model's reported memory and hand-counted sizes of the seed
+/* The model's named memory table (src/host/exec/memtab.h): one sizing for the CPU's host parts and
+ * the CUDA arena, checked against the model's reported memory and hand-counted sizes of the seed
  * model. */
 #include "common.h"
 

@@ -4,6 +4,7 @@ when the files call each other in a circle (issue 20: every layer calls only dow
 
   tools/deps.py [BUILD]        (default: build; run after `make build`)
   tools/deps.py -q [BUILD]     (print only the circles)
+  tools/deps.py --parts [BUILD] (the same graph between the folders of src/host, the parts)
 
 Prints one line per calling file: "caller -> callee: sym, sym", then any circle."""
 import os
@@ -25,7 +26,8 @@ def symbols(obj, which):
 
 def main(argv):
     quiet = "-q" in argv
-    args = [a for a in argv if a != "-q"]
+    parts = "--parts" in argv
+    args = [a for a in argv if a not in ("-q", "--parts")]
     build = args[0] if args else "build"
     root = os.path.join(build, "CMakeFiles", "cnnkit_obj.dir", "src", "host")
     if not os.path.isdir(root):
@@ -50,6 +52,17 @@ def main(argv):
             callee = owner.get(s)
             if callee and callee != name:
                 edges.setdefault(name, {}).setdefault(callee, []).append(s)
+    if parts:  # folder -> folder, with the files that make each edge
+        pe = {}
+        for a in edges:
+            for b in edges[a]:
+                pa, pb = os.path.dirname(a), os.path.dirname(b)
+                if pa != pb:
+                    pe.setdefault(pa, {}).setdefault(pb, set()).add(f"{os.path.basename(a)}>{os.path.basename(b)}")
+        for a in sorted(pe):
+            for b in sorted(pe[a]):
+                print(f"{a} -> {b}: {', '.join(sorted(pe[a][b]))}")
+        return 0
     if not quiet:
         for a in sorted(edges):
             for b in sorted(edges[a]):

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Generates tests/golden/layers_golden.h: golden vectors for the CPU layer reference
-(src/host/cpu_layers.c), computed once with PyTorch.
+(src/host/backend/cpu/cpu_layers.c), computed once with PyTorch.
 
 Usage (Debian's python with torch; /usr/bin/env python3 may lack it):
     /usr/bin/python3 tools/gen_layer_golden.py > tests/golden/layers_golden.h

@@ -164,8 +164,8 @@ ck_status ck_model_set_precision(ck_model *model, ck_precision precision);
 /* The setting (CK_PRECISION_FP32 for NULL). */
 ck_precision ck_model_precision(const ck_model *model);
 /* How exact a rewrite of a layer order is, weakest last (the rewrites and their levels are
- * listed in src/host/algebra.c). The planner applies only CK_EXACT_VALUES or better; the order
- * study names the level of the equivalences it finds (ck_study_variant.exactness). */
+ * listed in src/host/algebra/algebra.c). The planner applies only CK_EXACT_VALUES or better; the
+ * order study names the level of the equivalences it finds (ck_study_variant.exactness). */
 typedef enum ck_exactness {
     CK_EXACT_BITS = 0,    /* forward and backward give the same bits */
     CK_EXACT_VALUES = 1,  /* the same values; a zero gradient may change its sign */

@@ -1,5 +1,6 @@
-/* Geometry of a Conv2D or a pooling layer, shared by the host code (src/host/cpu_layers.h) and
- * the CUDA kernels (ck_kernels.h), which take it by value. Plain C. */
+/* Geometry of a Conv2D or a pooling layer, shared by the host code
+ * (src/host/backend/cpu/cpu_layers.h) and the CUDA kernels (ck_kernels.h), which take it by value.
+ * Plain C. */
 #ifndef CNNKIT_CK_GEOM_H
 #define CNNKIT_CK_GEOM_H
 

@@ -316,9 +316,9 @@ CK_HD float ck_uniform_sym(uint32_t word, float limit) {
 
 /* ------------------------------------------------------------------------------------------
  * Optimizer updates of one parameter (Keras semantics; see ck_cpu_adam_update /
- * ck_cpu_sgd_update in src/host/cpu_layers.h). The float operations are written out one by one
- * (fmaf nowhere, no expression nvcc could contract differently from the C compiler), so the CPU
- * and the GPU compute the same bits. decay = lr * weight_decay (0 = none); alpha is the
+ * ck_cpu_sgd_update in src/host/backend/cpu/cpu_layers.h). The float operations are written out one
+ * by one (fmaf nowhere, no expression nvcc could contract differently from the C compiler), so the
+ * CPU and the GPU compute the same bits. decay = lr * weight_decay (0 = none); alpha is the
  * bias-corrected step of Adam, computed once per update in double by the caller.
  * ---------------------------------------------------------------------------------------- */
 /* Adam's bias-corrected step size of update number step (>= 1; less counts as 1), in double:

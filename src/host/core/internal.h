@@ -234,7 +234,7 @@ ck_status ck_cublas_set_math(ck_context *ctx);
 void ck_cudnn_versions(char *buf, size_t len);
 #endif
 
-/* ---- CPU reference (src/host/cpu_ref.c); BN functions return -1 when out of host memory,
+/* ---- CPU reference (src/host/ops/cpu_ref.c); BN functions return -1 when out of host memory,
  * training forward 1 + c when channel c's batch statistics are not finite (nothing written)
  * ----------------------------------------------------- */
 /* threads: OpenMP threads (0 = default). Results never depend on it. */
@@ -257,6 +257,5 @@ int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t se
                        const ck_tensor *x, const ck_tensor *dy, const float *gamma,
                        const float *beta, const float *saved_mean, const float *saved_invstd,
                        const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta);
-void ck_cpu_convert_layout(const ck_tensor *src, ck_tensor *dst);
 
 #endif /* CNNKIT_INTERNAL_H */

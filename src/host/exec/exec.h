@@ -92,7 +92,7 @@ struct ck_exec {
     int bn_relu_fused; /* a BN node's fused ReLU runs inside the BN kernel (else after it) */
 };
 
-/* The executor over a model's device buffers (gpu_exec.c; the model has a device side). */
+/* The executor over a model's device buffers (backend_cuda.c; the model has a device side). */
 ck_exec ck_exec_cuda(ck_model *m);
 /* A training step's forward, loss and backward on a checked batch, and with update != 0 the
  * optimizer update; on failure the model is as before (but for a CUDA launch error part-way

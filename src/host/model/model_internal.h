@@ -57,7 +57,7 @@ struct ck_node {
     int ops[CK_NODE_MAX_OPS]; /* ids into ck_model.op_layer / op_inline */
 };
 
-/* The device side of a model on a CUDA context (gpu_exec.c); NULL on the CPU. */
+/* The device side of a model on a CUDA context (backend_cuda.c); NULL on the CPU. */
 typedef struct ck_gpu_model ck_gpu_model;
 
 struct ck_model {
@@ -208,7 +208,7 @@ void ck_model_plan_index(ck_model *m);
  * (BN+ReLU fused)"; writes at most len bytes (NUL-terminated). */
 void ck_model_plan_describe_node(const ck_model *m, int i, char *buf, size_t len);
 
-/* ---- GPU backend (gpu_exec.c; CUDA contexts only). The host arrays params / fixed / opt_m /
+/* ---- GPU backend (backend_cuda.c; CUDA contexts only). The host arrays params / fixed / opt_m /
  * opt_v stay the state of record for init, checkpoints and get/set_weights: _push copies them
  * to the device, _pull back. ------------------------------------------------------------------ */
 ck_status ck_gpu_model_build(ck_model *m);

@@ -38,15 +38,6 @@ static strides strides_of(const ck_tensor *t) {
     return s;
 }
 
-void ck_cpu_convert_layout(const ck_tensor *src, ck_tensor *dst) {
-    strides a = strides_of(src), b = strides_of(dst);
-    for (int n = 0; n < a.n; ++n)
-        for (int c = 0; c < a.c; ++c)
-            for (int p = 0; p < a.hw; ++p)
-                dst->data[n * b.sn + c * b.sc + p * b.sp] =
-                    src->data[n * a.sn + c * a.sc + p * a.sp];
-}
-
 /* Whether to run the clones compiled for CPU features this CPU has (feature_present, from
  * __builtin_cpu_supports): never when CNNKIT_CPU_ISA=generic, which forces the baseline loops
  * (the tests compare both paths bit for bit). */

@@ -226,7 +226,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
             maxact = o;
         cur = out;
     }
-    /* the execution plan (plan.c), run by train.c on the CPU and gpu_exec.c on CUDA */
+    /* the execution plan (plan.c), run by train.c on the CPU and backend_cuda.c on CUDA */
     if (!m->planning_off)
         ck_model_plan(m);
     ck_model_plan_index(m);
@@ -266,7 +266,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     ck_memtab_plan(m, CK_BE_CPU, NULL, &host);
     m->mem_act_bytes = host.bytes[CK_MEM_ACTS];
     /* on a CUDA context the activations, gradients and workspace live on the device
-     * (gpu_exec.c): the host keeps the parameters, optimizer state and a logits buffer only */
+     * (backend_cuda.c): the host keeps the parameters, optimizer state and a logits buffer only */
     const int on_gpu = ctx->device == CK_DEVICE_CUDA;
     if (on_gpu) {
         ck_memtab_shrink(&host, CK_MEM_ACTS);
