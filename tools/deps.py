@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The file-level call graph of src/host, read from the object files of a build with nm; exit 1
-when the files call each other in a circle (issue 20: every layer calls only down).
+when the files, or the parts (the folders of src/host), call each other in a circle (issue 20:
+every layer calls only down).
 
   tools/deps.py [BUILD]        (default: build; run after `make build`)
   tools/deps.py -q [BUILD]     (print only the circles)
@@ -67,7 +68,36 @@ def main(argv):
         for a in sorted(edges):
             for b in sorted(edges[a]):
                 print(f"{a} -> {b}: {', '.join(edges[a][b])}")
-    # Tarjan's strongly connected components: any with more than one file is a circle.
+    comps = circles(sorted(objs), edges)
+    for comp in comps:
+        print("deps: circle: " + " <-> ".join(comp), file=sys.stderr)
+        for a in comp:
+            for b in sorted(edges.get(a, {})):
+                if b in comp:
+                    print(f"  {a} -> {b}: {', '.join(edges[a][b])}", file=sys.stderr)
+    # the parts (folders of src/host) must call each other one way too
+    pedges = {}
+    for a in edges:
+        for b in edges[a]:
+            pa, pb = os.path.dirname(a), os.path.dirname(b)
+            if pa != pb:
+                pedges.setdefault(pa, {}).setdefault(pb, []).append(f"{a} -> {b}")
+    pcomps = circles(sorted({os.path.dirname(o) for o in objs}), pedges)
+    for comp in pcomps:
+        print("deps: circle between parts: " + " <-> ".join(comp), file=sys.stderr)
+        for a in comp:
+            for b in sorted(pedges.get(a, {})):
+                if b in comp:
+                    print(f"  {a} -> {b}: {', '.join(pedges[a][b])}", file=sys.stderr)
+    if comps or pcomps:
+        return 1
+    if not quiet:
+        print(f"deps: {len(objs)} files in {len({os.path.dirname(o) for o in objs})} parts, no circle")
+    return 0
+
+
+def circles(nodes, edges):
+    """Tarjan's strongly connected components: each one with more than one node is a circle."""
     index, low, stack, on, comps, counter = {}, {}, [], set(), [], [0]
 
     def visit(v):
@@ -93,20 +123,10 @@ def main(argv):
                 comps.append(sorted(comp))
 
     sys.setrecursionlimit(10000)
-    for v in sorted(objs):
+    for v in nodes:
         if v not in index:
             visit(v)
-    for comp in comps:
-        print("deps: circle: " + " <-> ".join(comp), file=sys.stderr)
-        for a in comp:
-            for b in sorted(edges.get(a, {})):
-                if b in comp:
-                    print(f"  {a} -> {b}: {', '.join(edges[a][b])}", file=sys.stderr)
-    if comps:
-        return 1
-    if not quiet:
-        print(f"deps: {len(objs)} files, no circle")
-    return 0
+    return comps
 
 
 if __name__ == "__main__":

@@ -309,6 +309,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
                                   : (float *)((char *)m->acts + n->act_offset);
     }
     ck_model_init_params(m);
+    ck_model_plan_updates(m);
     if (on_gpu) {
         ck_status st = ck_gpu_model_build(m);
         if (st == CK_STATUS_SUCCESS)

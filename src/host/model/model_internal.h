@@ -57,6 +57,12 @@ struct ck_node {
     int ops[CK_NODE_MAX_OPS]; /* ids into ck_model.op_layer / op_inline */
 };
 
+/* One trainable array: offset and count in params; decay: the optimizer's weight decay applies. */
+typedef struct ck_update_range {
+    size_t off, cnt;
+    int decay;
+} ck_update_range;
+
 /* The device side of a model on a CUDA context (backend_cuda.c); NULL on the CPU. */
 typedef struct ck_gpu_model ck_gpu_model;
 
@@ -70,6 +76,10 @@ struct ck_model {
     /* per user layer: where its first trainable / fixed array starts in params / fixed; the
      * kind's specs give the rest (ck_model_layer_specs) */
     size_t lparam_off[CK_MAX_LAYERS], lfixed_off[CK_MAX_LAYERS];
+    /* the trainable arrays in the layers' order (ck_model_build, from the specs), which the
+     * executors' updates read through ck_model_next_update_range */
+    ck_update_range upd[CK_MAX_LAYERS * CK_LAYER_MAX_PARAMS];
+    int num_upd;
     int built;
     int in_h, in_w, in_c;
     int max_batch, classes, softmax_last;
@@ -187,12 +197,30 @@ int ck_model_layer_node(const ck_model *m, int layer);
  * keeps every mask identical. For a node with a fused dropout, its drop_layer. */
 uint64_t ck_model_dropout_offset(const ck_model *m, int node);
 uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer);
+/* Fills m->upd from the layers' specs (ck_model_build). */
+void ck_model_plan_updates(ck_model *m);
 /* The parameter ranges the optimizer updates, in order, for the CPU and GPU steps alike: each
  * trainable array of the layers' specs (model_params.c), with m->opt.weight_decay where the spec
  * decays (the Conv2D/Dense kernels) and none elsewhere, contiguous neighbours of the same decay
  * merged (without weight decay: one range, the whole parameter array). Start with *cursor = 0;
  * returns 0 after the last range. */
-int ck_model_next_update_range(const ck_model *m, int *cursor, size_t *off, size_t *cnt, float *wd);
+static inline int ck_model_next_update_range(const ck_model *m, int *cursor, size_t *off,
+                                             size_t *cnt, float *wd) {
+    int r = *cursor;
+    if (r >= m->num_upd)
+        return 0;
+    *off = m->upd[r].off;
+    *cnt = m->upd[r].cnt;
+    *wd = m->upd[r].decay ? m->opt.weight_decay : 0.0f;
+    for (++r; r < m->num_upd; ++r) { /* merge the next ranges while contiguous, same decay */
+        const float w2 = m->upd[r].decay ? m->opt.weight_decay : 0.0f;
+        if (m->upd[r].off != *off + *cnt || w2 != *wd)
+            break;
+        *cnt += m->upd[r].cnt;
+    }
+    *cursor = r;
+    return 1;
+}
 /* The dropout fused into node i by the planner (BN: SpatialDropout as the kernel's channel scale;
  * pooling: a dropout in place on the pooled output), when it is active (training, rate > 0):
  * fills *d and returns 1, else 0. */

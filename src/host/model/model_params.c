@@ -23,6 +23,20 @@ int ck_model_layer_specs(const ck_model *m, int li, ck_param_spec *spec, size_t 
     return n;
 }
 
+/* Each trainable, non-empty array in layer order: what the optimizer updates (a static inline in
+ * model_internal.h reads it, so the executors' backends call nothing above them). */
+void ck_model_plan_updates(ck_model *m) {
+    m->num_upd = 0;
+    for (int li = 0; li < m->num_layers; ++li) {
+        ck_param_spec spec[CK_LAYER_MAX_PARAMS];
+        size_t offs[CK_LAYER_MAX_PARAMS];
+        const int n = ck_model_layer_specs(m, li, spec, offs);
+        for (int k = 0; k < n; ++k)
+            if (spec[k].trainable && spec[k].count)
+                m->upd[m->num_upd++] = (ck_update_range){offs[k], spec[k].count, spec[k].decay};
+    }
+}
+
 /* Keras initializers by spec: glorot_uniform kernels, zero biases, BN gamma 1, beta 0, moving mean
  * 0, variance 1. Kernels are drawn from the context seed with the weighted layer's ordinal (0 for
  * the first layer with a glorot array, 1 for the next, ...) as the stream, not its layer index:
