@@ -156,3 +156,94 @@ Test(layer_kinds, every_node_runs_through_its_kind) {
     }
     ck_context_destroy(ctx);
 }
+
+/* ---- the Keras classes: one binding serves the model text and config.json ---- */
+#include "keras_io.h"
+
+#include <stdio.h>
+
+/* Layer 1 of a parse (after a Conv2D that gives an image input). */
+static void bind_text(const char *layer, ck_layer_desc *d) {
+    char text[512], err[512];
+    snprintf(text, sizeof text,
+             "from keras import layers, models\nmodel = models.Sequential([layers.Conv2D(2, 1, "
+             "input_shape=(8, 8, 3)), layers.%s])\n",
+             layer);
+    ck_keras_model km;
+    cr_assert_eq(ck_keras_parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s: %s", layer,
+                 err);
+    cr_assert_eq(km.count, 2);
+    *d = km.layers[1];
+    ck_keras_model_free(&km);
+}
+
+static void bind_json(const char *cls, const char *config, ck_layer_desc *d) {
+    char json[1024], err[512];
+    snprintf(json, sizeof json,
+             "{\"class_name\": \"Sequential\", \"config\": {\"layers\": ["
+             "{\"class_name\": \"InputLayer\", \"config\": {\"batch_shape\": [null, 8, 8, 3]}},"
+             "{\"class_name\": \"Conv2D\", \"config\": {\"filters\": 2, \"kernel_size\": 1}},"
+             "{\"class_name\": \"%s\", \"config\": {%s}}]}}",
+             cls, config);
+    ck_keras_model km;
+    cr_assert_eq(ck_kio_parse_config(json, strlen(json), NULL, &km, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s {%s}: %s", cls, config, err);
+    cr_assert_eq(km.count, 2);
+    *d = km.layers[1];
+    ck_keras_model_free(&km);
+}
+
+/* The same arguments written as Python and as Keras's JSON give the same descriptor, for every
+ * kind's classes; the names (automatic vs the file's) are left out of the comparison. */
+Test(layer_kinds, keras_text_and_config_bind_alike) {
+    static const char *const cases[][3] = {
+        {"Conv2D(8, (3, 2), strides=2, padding='same', activation='relu', use_bias=False)",
+         "Conv2D",
+         "\"filters\": 8, \"kernel_size\": [3, 2], \"strides\": [2, 2], \"padding\": \"same\", "
+         "\"activation\": \"relu\", \"use_bias\": false"},
+        {"MaxPooling2D((3, 3), strides=(1, 2), padding='same')", "MaxPooling2D",
+         "\"pool_size\": [3, 3], \"strides\": [1, 2], \"padding\": \"same\""},
+        {"AvgPool2D(2)", "AveragePooling2D", "\"pool_size\": 2, \"strides\": null"},
+        {"GlobalAveragePooling2D()", "GlobalAveragePooling2D",
+         "\"data_format\": \"channels_last\""},
+        {"BatchNormalization(momentum=0.9, epsilon=1e-5)", "BatchNormalization",
+         "\"axis\": -1, \"momentum\": 0.9, \"epsilon\": 1e-5"},
+        {"Activation('swish')", "Activation", "\"activation\": \"swish\""},
+        {"ReLU(negative_slope=0.2)", "ReLU", "\"negative_slope\": 0.2"},
+        {"LeakyReLU(negative_slope=0.1)", "LeakyReLU", "\"negative_slope\": 0.1"},
+        {"ELU(alpha=0.5)", "ELU", "\"alpha\": 0.5"},
+        {"Softmax()", "Softmax", "\"axis\": -1"},
+        {"Dropout(0.3)", "Dropout", "\"rate\": 0.3, \"seed\": 7"},
+        {"SpatialDropout2D(0.25)", "SpatialDropout2D", "\"rate\": 0.25"},
+        {"ZeroPadding2D(((1, 2), (3, 4)))", "ZeroPadding2D", "\"padding\": [[1, 2], [3, 4]]"},
+        {"Flatten()", "Flatten", "\"data_format\": \"channels_last\""},
+        {"Dense(5, activation='tanh')", "Dense", "\"units\": 5, \"activation\": \"tanh\""},
+    };
+    int seen[CK_LAYER_TYPE_COUNT] = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        ck_layer_desc a, b;
+        bind_text(cases[i][0], &a);
+        bind_json(cases[i][1], cases[i][2], &b);
+        memset(a.name, 0, sizeof a.name);
+        memset(b.name, 0, sizeof b.name);
+        cr_assert_eq(memcmp(&a, &b, sizeof a), 0, "%s: text and config.json differ", cases[i][0]);
+        seen[a.type] = 1;
+    }
+    for (int t = 0; t < CK_LAYER_TYPE_COUNT; ++t)
+        cr_assert(seen[t], "type %d (%s) has no case", t, ck_layer_type_name((ck_layer_type)t));
+}
+
+/* Every class a kind lists is found by its name, and belongs to that kind. */
+Test(layer_kinds, keras_classes_are_found) {
+    for (int t = 0; t < CK_LAYER_TYPE_COUNT; ++t) {
+        const ck_layer_kind *k = ck_layer_kind_of((ck_layer_type)t);
+        cr_assert_not_null(k->keras_classes, "%s has no Keras class", k->keras_name);
+        cr_assert_str_eq(k->keras_classes[0].name, k->keras_name);
+        for (const ck_keras_class *c = k->keras_classes; c->name; ++c) {
+            const ck_layer_kind *found = NULL;
+            cr_assert_eq(ck_keras_class_find(c->name, &found), c);
+            cr_assert_eq(found, k);
+        }
+    }
+    cr_assert_null(ck_keras_class_find("Lambda", NULL));
+}

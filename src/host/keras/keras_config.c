@@ -166,36 +166,9 @@ static int get_batch_shape(cfg *C, json_t *v, ck_layer_desc *d) {
 }
 
 /* ---- per-class options -------------------------------------------------------------------- */
-/* Keys every layer may have, and keys read (or ignored: initializers, seeds) by each class. */
+/* Keys every layer may have; each class's own are its kind's (layer.h ck_keras_class). */
 static const char *const k_common[] = {"name",        "trainable",   "dtype", "batch_input_shape",
                                        "batch_shape", "input_shape", NULL};
-static const char *const k_conv[] = {
-    "filters",     "kernel_size",        "strides",          "padding",
-    "data_format", "dilation_rate",      "groups",           "activation",
-    "use_bias",    "kernel_initializer", "bias_initializer", NULL};
-static const char *const k_dense[] = {
-    "units", "activation", "use_bias", "kernel_initializer", "bias_initializer", NULL};
-static const char *const k_pool[] = {"pool_size", "strides", "padding", "data_format", NULL};
-static const char *const k_fmt[] = {"data_format", NULL};
-static const char *const k_bn[] = {"axis",
-                                   "momentum",
-                                   "epsilon",
-                                   "center",
-                                   "scale",
-                                   "beta_initializer",
-                                   "gamma_initializer",
-                                   "moving_mean_initializer",
-                                   "moving_variance_initializer",
-                                   "renorm_momentum",
-                                   NULL};
-static const char *const k_act[] = {"activation", NULL};
-static const char *const k_relu[] = {"max_value", "negative_slope", "threshold", NULL};
-static const char *const k_lrelu[] = {"negative_slope", "alpha", NULL};
-static const char *const k_elu[] = {"alpha", NULL};
-static const char *const k_softmax[] = {"axis", NULL};
-static const char *const k_drop[] = {"rate", "seed", "noise_shape", NULL};
-static const char *const k_sdrop[] = {"rate", "seed", "data_format", NULL};
-
 static int in_list(const char *const *l, const char *k) {
     for (; l && *l; ++l)
         if (!strcmp(*l, k))
@@ -233,12 +206,15 @@ static int get_padding(cfg *C, json_t *o, ck_layer_desc *d) {
     return 0;
 }
 
-/* ---- the kinds that bind their own arguments (layer.h ck_kbind) ---- */
+/* ---- the kinds' Keras classes (layer.h ck_kbind) over config.json ---- */
 typedef struct json_bind {
     ck_kbind b;
     cfg *C;
     json_t *o;
 } json_bind;
+
+#define JB(b) ((json_bind *)(b))
+#define JV(b, key) json_object_get(JB(b)->o, key)
 
 static int jb_int(json_t *v, int *out) {
     if (!json_is_integer(v) || json_integer_value(v) < -0x7fffffffLL ||
@@ -248,10 +224,17 @@ static int jb_int(json_t *v, int *out) {
     return 1;
 }
 
+static int jb_has(ck_kbind *b, const char *key) {
+    json_t *v = JV(b, key);
+    return v && !json_is_null(v);
+}
+static int jb_need(ck_kbind *b, const char *key) {
+    return jb_has(b, key) ? 0 : fail(JB(b)->C, "%s is required", key);
+}
+
 static int jb_ints(ck_kbind *b, const char *key, const char *want, int out[4], int *rows,
                    int *cols) {
-    json_bind *j = (json_bind *)b;
-    json_t *v = json_object_get(j->o, key);
+    json_t *v = JV(b, key);
     *rows = -1;
     *cols = 0;
     if (!v || json_is_null(v))
@@ -278,18 +261,110 @@ static int jb_ints(ck_kbind *b, const char *key, const char *want, int out[4], i
     } else {
         ok = 0;
     }
-    return ok ? 0 : unsupported(j->C, key, v, want);
+    return ok ? 0 : unsupported(JB(b)->C, key, v, want);
+}
+
+static int jb_get_int(ck_kbind *b, const char *key, int lo, int *out) {
+    return get_int(JB(b)->C, JB(b)->o, key, lo, 1 << 28, out);
+}
+static int jb_get_pair(ck_kbind *b, const char *key, int *h, int *w) {
+    return get_pair(JB(b)->C, JB(b)->o, key, h, w);
+}
+
+static int jb_get_num(ck_kbind *b, const char *key, double lo, int lo_open, double hi, int hi_open,
+                      double *out) {
+    json_t *v = JV(b, key);
+    if (!v)
+        return 0;
+    double x = json_is_number(v) ? json_number_value(v) : NAN;
+    if (!(x == x) || (lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi))
+        return fail(JB(b)->C, "option %s must be a number in %c%g, %g%c", key, lo_open ? '(' : '[',
+                    lo, hi, hi_open ? ')' : ']');
+    *out = x;
+    return 0;
+}
+
+static int jb_get_bool(ck_kbind *b, const char *key, int *out) {
+    return get_bool(JB(b)->C, JB(b)->o, key, out);
+}
+
+static int jb_get_padding(ck_kbind *b, ck_padding *out) {
+    ck_layer_desc d;
+    d.padding = *out;
+    if (get_padding(JB(b)->C, JB(b)->o, &d))
+        return -1;
+    *out = d.padding;
+    return 0;
+}
+
+static int jb_get_activation(ck_kbind *b, const char *key, ck_activation *act, float *alpha) {
+    return get_activation(JB(b)->C, JB(b)->o, key, act, alpha);
+}
+
+static int jb_only_none(ck_kbind *b, const char *key) {
+    json_t *v = JV(b, key);
+    return v && !json_is_null(v) ? unsupported(JB(b)->C, key, v, "null") : 0;
+}
+
+static int jb_only_bool(ck_kbind *b, const char *key, int want) {
+    int x = want;
+    if (get_bool(JB(b)->C, JB(b)->o, key, &x))
+        return -1;
+    return x != want ? unsupported(JB(b)->C, key, JV(b, key), want ? "true" : "false") : 0;
+}
+
+static int jb_only_int(ck_kbind *b, const char *key, int want) {
+    json_t *v = JV(b, key);
+    if (v && !(json_is_integer(v) && json_integer_value(v) == want)) {
+        char e[32];
+        snprintf(e, sizeof e, "%d", want);
+        return unsupported(JB(b)->C, key, v, e);
+    }
+    return 0;
+}
+
+static int jb_only_ones(ck_kbind *b, const char *key) {
+    json_t *v = JV(b, key);
+    return v && !is_one_pair(v) ? unsupported(JB(b)->C, key, v, "1") : 0;
+}
+
+/* The weights come from the file: initializers and seeds do not matter here. */
+static int jb_ignore(ck_kbind *b, const char *key, const char *want) {
+    (void)b;
+    (void)key;
+    (void)want;
+    return 0;
+}
+static int jb_seed(ck_kbind *b, const char *key) {
+    (void)b;
+    (void)key;
+    return 0;
 }
 
 static int jb_refuse(ck_kbind *b, const char *key, const char *want) {
-    json_bind *j = (json_bind *)b;
-    return unsupported(j->C, key, json_object_get(j->o, key), want);
+    return unsupported(JB(b)->C, key, JV(b, key), want);
+}
+
+static int jb_conflict(ck_kbind *b, const char *key1, const char *key2) {
+    return fail(JB(b)->C, "options %s and %s both given (one of them)", key1, key2);
 }
 
 static int check_format(cfg *C, json_t *o);
 static int jb_data_format(ck_kbind *b) {
-    json_bind *j = (json_bind *)b;
-    return check_format(j->C, j->o);
+    return check_format(JB(b)->C, JB(b)->o);
+}
+
+/* The class's own keys (and the common ones) only, then its binding. */
+static int bind_class(cfg *C, json_t *o, const char *cls, const ck_keras_class *kc,
+                      ck_layer_desc *d) {
+    json_bind j = {
+        {cls,          4,           jb_has,       jb_need,        jb_ints,           jb_get_int,
+         jb_get_pair,  jb_get_num,  jb_get_bool,  jb_get_padding, jb_get_activation, jb_only_none,
+         jb_only_bool, jb_only_int, jb_only_ones, jb_ignore,      jb_data_format,    jb_seed,
+         jb_refuse,    jb_conflict},
+        C,
+        o};
+    return kc->bind(&j.b, d);
 }
 
 /* One layer's config into d; *skip = 1 for an InputLayer (its shape goes to *pending). */
@@ -332,49 +407,15 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
         C->cls = NULL;
         return 0;
     }
-    const char *const *known = NULL;
     const ck_layer_kind *kind = NULL;
-    ck_layer_type t;
-    if (!strcmp(cls, "Conv2D") || !strcmp(cls, "Convolution2D"))
-        t = CK_LAYER_CONV2D, known = k_conv;
-    else if (!strcmp(cls, "Dense"))
-        t = CK_LAYER_DENSE, known = k_dense;
-    else if (!strcmp(cls, "MaxPooling2D") || !strcmp(cls, "MaxPool2D"))
-        t = CK_LAYER_MAXPOOL2D, known = k_pool;
-    else if (!strcmp(cls, "AveragePooling2D") || !strcmp(cls, "AvgPool2D"))
-        t = CK_LAYER_AVGPOOL2D, known = k_pool;
-    else if (!strcmp(cls, "GlobalAveragePooling2D") || !strcmp(cls, "GlobalAvgPool2D"))
-        t = CK_LAYER_GLOBALAVGPOOL2D, known = k_fmt;
-    else if (!strcmp(cls, "Flatten"))
-        t = CK_LAYER_FLATTEN, known = k_fmt;
-    else if (!strcmp(cls, "BatchNormalization"))
-        t = CK_LAYER_BATCHNORM, known = k_bn;
-    else if (!strcmp(cls, "Activation"))
-        t = CK_LAYER_ACTIVATION, known = k_act;
-    else if (!strcmp(cls, "ReLU"))
-        t = CK_LAYER_ACTIVATION, known = k_relu;
-    else if (!strcmp(cls, "LeakyReLU"))
-        t = CK_LAYER_ACTIVATION, known = k_lrelu;
-    else if (!strcmp(cls, "ELU"))
-        t = CK_LAYER_ACTIVATION, known = k_elu;
-    else if (!strcmp(cls, "Softmax"))
-        t = CK_LAYER_ACTIVATION, known = k_softmax;
-    else if (!strcmp(cls, "Dropout"))
-        t = CK_LAYER_DROPOUT, known = k_drop;
-    else if (!strcmp(cls, "SpatialDropout2D"))
-        t = CK_LAYER_SPATIAL_DROPOUT2D, known = k_sdrop;
-    else if ((kind = ck_layer_kind_keras(cls)))
-        t = kind->type, known = kind->keras_args;
-    else {
-        char more[256];
-        ck_layer_kind_keras_names(more, sizeof more);
-        return fail(C,
-                    "layer class is not supported by cnnkit (supported: Conv2D, Dense, "
-                    "MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, "
-                    "BatchNormalization, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, "
-                    "SpatialDropout2D%s, InputLayer)",
-                    more);
+    const ck_keras_class *kc = ck_keras_class_find(cls, &kind);
+    if (!kc) {
+        char known[512];
+        ck_keras_class_names(known, sizeof known, 0);
+        return fail(C, "layer class is not supported by cnnkit (supported: %s, InputLayer)", known);
     }
+    const char *const *known = kc->args;
+    const ck_layer_type t = kind->type;
     if (check_keys(C, o, known) || check_format(C, o))
         return -1;
     ck_layer_desc_init(d, t);
@@ -385,106 +426,8 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
         bs = json_object_get(o, "batch_input_shape");
     if (bs && !json_is_null(bs) && get_batch_shape(C, bs, d))
         return -1;
-    json_t *v;
-    switch (t) {
-    case CK_LAYER_CONV2D:
-        if (get_int(C, o, "filters", 1, 1 << 20, &d->units) ||
-            get_pair(C, o, "kernel_size", &d->kernel_h, &d->kernel_w) ||
-            get_pair(C, o, "strides", &d->stride_h, &d->stride_w) || get_padding(C, o, d))
-            return -1;
-        if (d->units < 1 || d->kernel_h < 1)
-            return fail(C, "filters and kernel_size are required");
-        if ((v = json_object_get(o, "dilation_rate")) && !is_one_pair(v))
-            return unsupported(C, "dilation_rate", v, "1");
-        if ((v = json_object_get(o, "groups")) &&
-            !(json_is_integer(v) && json_integer_value(v) == 1))
-            return unsupported(C, "groups", v, "1");
-        /* fall through */
-        __attribute__((fallthrough));
-    case CK_LAYER_DENSE:
-        if (t == CK_LAYER_DENSE && get_int(C, o, "units", 1, 1 << 28, &d->units))
-            return -1;
-        if (d->units < 1)
-            return fail(C, "units is required");
-        if (get_bool(C, o, "use_bias", &d->use_bias) ||
-            get_activation(C, o, "activation", &d->activation, &d->alpha))
-            return -1;
-        break;
-    case CK_LAYER_MAXPOOL2D:
-    case CK_LAYER_AVGPOOL2D:
-        if (get_pair(C, o, "pool_size", &d->kernel_h, &d->kernel_w) || get_padding(C, o, d))
-            return -1;
-        d->stride_h = d->kernel_h;
-        d->stride_w = d->kernel_w;
-        if (get_pair(C, o, "strides", &d->stride_h, &d->stride_w))
-            return -1;
-        break;
-    case CK_LAYER_BATCHNORM: {
-        v = json_object_get(o, "axis");
-        if (json_is_array(v) && json_array_size(v) == 1)
-            v = json_array_get(v, 0);
-        if (v &&
-            !(json_is_integer(v) && (json_integer_value(v) == -1 || json_integer_value(v) == 3)))
-            return unsupported(C, "axis", json_object_get(o, "axis"), "-1 (channels)");
-        int center = 1, scale = 1;
-        if (get_num(C, o, "momentum", 0, 1, &d->momentum) ||
-            get_num(C, o, "epsilon", 1e-30, 1e30, &d->epsilon) ||
-            get_bool(C, o, "center", &center) || get_bool(C, o, "scale", &scale))
-            return -1;
-        if (!center || !scale)
-            return unsupported(C, center ? "scale" : "center", json_false(), "true");
-        break;
-    }
-    case CK_LAYER_ACTIVATION:
-        if (!strcmp(cls, "Activation")) {
-            if (!json_object_get(o, "activation"))
-                return fail(C, "activation is required");
-            if (get_activation(C, o, "activation", &d->activation, &d->alpha))
-                return -1;
-        } else if (!strcmp(cls, "ReLU")) {
-            float slope = 0, th = 0;
-            if ((v = json_object_get(o, "max_value")) && !json_is_null(v))
-                return unsupported(C, "max_value", v, "null");
-            if (get_num(C, o, "negative_slope", 0, 1e30, &slope) ||
-                get_num(C, o, "threshold", -1e30, 1e30, &th))
-                return -1;
-            if (th != 0)
-                return unsupported(C, "threshold", json_object_get(o, "threshold"), "0");
-            d->activation = slope > 0 ? CK_ACT_LEAKY_RELU : CK_ACT_RELU;
-            if (slope > 0)
-                d->alpha = slope;
-        } else if (!strcmp(cls, "LeakyReLU")) {
-            d->alpha = 0.3f;
-            if (get_num(C, o, json_object_get(o, "negative_slope") ? "negative_slope" : "alpha",
-                        -1e30, 1e30, &d->alpha))
-                return -1;
-            d->activation = CK_ACT_LEAKY_RELU;
-        } else if (!strcmp(cls, "ELU")) {
-            d->alpha = 1.0f;
-            if (get_num(C, o, "alpha", -1e30, 1e30, &d->alpha))
-                return -1;
-            d->activation = CK_ACT_ELU;
-        } else {
-            v = json_object_get(o, "axis");
-            if (v && !(json_is_integer(v) && (json_integer_value(v) == -1)))
-                return unsupported(C, "axis", v, "-1");
-            d->activation = CK_ACT_SOFTMAX;
-        }
-        break;
-    case CK_LAYER_DROPOUT:
-    case CK_LAYER_SPATIAL_DROPOUT2D:
-        if (!json_object_get(o, "rate"))
-            return fail(C, "rate is required");
-        if (get_num(C, o, "rate", 0, 0.999999, &d->rate))
-            return -1;
-        break;
-    default: {
-        json_bind j = {{jb_ints, jb_refuse, jb_data_format}, C, o};
-        if (kind && kind->keras_bind(&j.b, d))
-            return -1;
-        break;
-    }
-    }
+    if (bind_class(C, o, cls, kc, d))
+        return -1;
     if (pending->input_h) { /* the shape of a preceding InputLayer */
         d->input_h = pending->input_h;
         d->input_w = pending->input_w;
@@ -665,11 +608,7 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
 
 /* ---- writing -------------------------------------------------------------------------------- */
 const char *ck_kio_keras_class(const ck_layer_desc *d) {
-    if (d->type == CK_LAYER_ACTIVATION && d->activation == CK_ACT_LEAKY_RELU && d->alpha != 0.2f)
-        return "LeakyReLU";
-    if (d->type == CK_LAYER_ACTIVATION && d->activation == CK_ACT_ELU && d->alpha != 1.0f)
-        return "ELU";
-    return ck_layer_type_name(d->type);
+    return ck_keras_class_of(d);
 }
 
 void ck_kio_snake_case(const char *cls, char *out, size_t len) {

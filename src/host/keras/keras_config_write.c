@@ -19,10 +19,6 @@ static json_t *jfloat(float f) {
     return json_real(strtod(buf, NULL));
 }
 
-static json_t *pair(int a, int b) {
-    return json_pack("[ii]", a, b);
-}
-
 static json_t *initializer(const char *cls) {
     return json_pack("{s:s, s:s, s:{}, s:n}", "module", "keras.initializers", "class_name", cls,
                      "config", "registered_name");
@@ -41,14 +37,24 @@ static const char *act_name(const ck_layer_desc *d) {
     return ck_activation_name(d->activation);
 }
 
-/* A kind's own arguments (layer.h ck_kput). */
+/* A kind's own arguments (layer.h ck_kput) into the layer's config object o. */
 typedef struct json_put {
     ck_kput w;
     json_t *o;
+    const char *cls;
+    char *err;
+    size_t err_len;
+    int said; /* err holds the message (else: out of memory) */
 } json_put;
 
+#define JP(w) ((json_put *)(w))
+
+static int jp_set(ck_kput *w, const char *key, json_t *v) {
+    return v && !json_object_set_new(JP(w)->o, key, v) ? 0 : -1;
+}
+
 static int jp_ints(ck_kput *w, const char *key, const int *v, int rows, int cols) {
-    json_t *o = ((json_put *)w)->o, *a = rows ? json_array() : json_integer(v[0]);
+    json_t *a = rows ? json_array() : json_integer(v[0]);
     for (int r = 0; a && r < rows; ++r) {
         json_t *it = cols ? json_array() : json_integer(v[r]);
         for (int c = 0; it && c < cols; ++c)
@@ -56,11 +62,37 @@ static int jp_ints(ck_kput *w, const char *key, const int *v, int rows, int cols
         if (!it || json_array_append_new(a, it))
             return json_decref(a), -1;
     }
-    return a && !json_object_set_new(o, key, a) ? 0 : -1;
+    return jp_set(w, key, a);
 }
 
 static int jp_str(ck_kput *w, const char *key, const char *v) {
-    return json_object_set_new(((json_put *)w)->o, key, json_string(v)) ? -1 : 0;
+    return jp_set(w, key, json_string(v));
+}
+static int jp_num(ck_kput *w, const char *key, float v) {
+    return jp_set(w, key, jfloat(v));
+}
+static int jp_bool(ck_kput *w, const char *key, int v) {
+    return jp_set(w, key, json_boolean(v));
+}
+static int jp_init(ck_kput *w, const char *key, const char *keras_class) {
+    return jp_set(w, key, initializer(keras_class));
+}
+
+static int jp_act(ck_kput *w, const char *key, const ck_layer_desc *d) {
+    const char *an = act_name(d);
+    if (an)
+        return jp_set(w, key, json_string(an));
+    snprintf(JP(w)->err, JP(w)->err_len,
+             "layer '%s' (%s): activation %s with alpha %g has no Keras name (use a separate "
+             "LeakyReLU/ELU layer)",
+             d->name, JP(w)->cls, ck_activation_name(d->activation), (double)d->alpha);
+    JP(w)->said = 1;
+    return -1;
+}
+
+static int jp_drop(ck_kput *w, const char *key) {
+    json_object_del(JP(w)->o, key);
+    return 0;
 }
 
 char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
@@ -79,85 +111,17 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
         ck_layer_desc d;
         ck_model_layer_desc(m, i, &d);
         const char *cls = ck_kio_keras_class(&d);
-        json_t *o = json_pack("{s:s, s:s}", "name", d.name, "dtype", "float32");
-        if (d.type != CK_LAYER_SPATIAL_DROPOUT2D) /* its from_config takes no trainable */
-            json_object_set_new(o, "trainable", json_true());
-        const char *an = act_name(&d);
-        if (!an && (d.type == CK_LAYER_CONV2D || d.type == CK_LAYER_DENSE)) {
-            snprintf(err, err_len,
-                     "layer '%s' (%s): activation %s with alpha %g has no Keras name (use a "
-                     "separate LeakyReLU/ELU layer)",
-                     d.name, cls, ck_activation_name(d.activation), (double)d.alpha);
+        json_t *o =
+            json_pack("{s:s, s:s, s:b}", "name", d.name, "dtype", "float32", "trainable", 1);
+        const ck_layer_kind *k = ck_layer_kind_of(d.type);
+        json_put jp = {
+            {jp_ints, jp_str, jp_num, jp_bool, jp_init, jp_act, jp_drop}, o, cls, err, err_len, 0};
+        if (!o || (k && k->keras_put && k->keras_put(&jp.w, &d))) {
+            if (!jp.said)
+                snprintf(err, err_len, "config.json: out of memory");
             json_decref(o);
             json_decref(layers);
             return NULL;
-        }
-        switch (d.type) {
-        case CK_LAYER_CONV2D:
-            json_object_set_new(o, "filters", json_integer(d.units));
-            json_object_set_new(o, "kernel_size", pair(d.kernel_h, d.kernel_w));
-            json_object_set_new(o, "strides", pair(d.stride_h, d.stride_w));
-            json_object_set_new(o, "padding",
-                                json_string(d.padding == CK_PADDING_SAME ? "same" : "valid"));
-            json_object_set_new(o, "data_format", json_string("channels_last"));
-            json_object_set_new(o, "dilation_rate", pair(1, 1));
-            json_object_set_new(o, "groups", json_integer(1));
-            /* fall through */
-            __attribute__((fallthrough));
-        case CK_LAYER_DENSE:
-            if (d.type == CK_LAYER_DENSE)
-                json_object_set_new(o, "units", json_integer(d.units));
-            json_object_set_new(o, "activation", json_string(an));
-            json_object_set_new(o, "use_bias", json_boolean(d.use_bias));
-            json_object_set_new(o, "kernel_initializer", initializer("GlorotUniform"));
-            json_object_set_new(o, "bias_initializer", initializer("Zeros"));
-            break;
-        case CK_LAYER_MAXPOOL2D:
-        case CK_LAYER_AVGPOOL2D:
-            json_object_set_new(o, "pool_size", pair(d.kernel_h, d.kernel_w));
-            json_object_set_new(o, "padding",
-                                json_string(d.padding == CK_PADDING_SAME ? "same" : "valid"));
-            json_object_set_new(
-                o, "strides",
-                pair(d.stride_h ? d.stride_h : d.kernel_h, d.stride_w ? d.stride_w : d.kernel_w));
-            json_object_set_new(o, "data_format", json_string("channels_last"));
-            break;
-        case CK_LAYER_GLOBALAVGPOOL2D:
-        case CK_LAYER_FLATTEN:
-            json_object_set_new(o, "data_format", json_string("channels_last"));
-            break;
-        case CK_LAYER_BATCHNORM:
-            json_object_set_new(o, "axis", json_integer(-1));
-            json_object_set_new(o, "momentum", jfloat(d.momentum));
-            json_object_set_new(o, "epsilon", jfloat(d.epsilon));
-            json_object_set_new(o, "center", json_true());
-            json_object_set_new(o, "scale", json_true());
-            break;
-        case CK_LAYER_ACTIVATION:
-            if (!strcmp(cls, "LeakyReLU"))
-                json_object_set_new(o, "negative_slope", jfloat(d.alpha));
-            else if (!strcmp(cls, "ELU"))
-                json_object_set_new(o, "alpha", jfloat(d.alpha));
-            else
-                json_object_set_new(o, "activation", json_string(an));
-            break;
-        case CK_LAYER_DROPOUT:
-        case CK_LAYER_SPATIAL_DROPOUT2D:
-            json_object_set_new(o, "rate", jfloat(d.rate));
-            if (d.type == CK_LAYER_SPATIAL_DROPOUT2D)
-                json_object_set_new(o, "data_format", json_string("channels_last"));
-            break;
-        default: {
-            const ck_layer_kind *k = ck_layer_kind_of(d.type);
-            json_put jp = {{jp_ints, jp_str}, o};
-            if (k && k->keras_put && k->keras_put(&jp.w, &d)) {
-                snprintf(err, err_len, "config.json: out of memory");
-                json_decref(o);
-                json_decref(layers);
-                return NULL;
-            }
-            break;
-        }
         }
         json_t *e = json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.layers", "class_name", cls,
                               "config", o, "registered_name");
@@ -166,8 +130,7 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
         json_array_append_new(layers, e);
         ck_model_layer_shape(m, i, &h, &w, &c);
         ph = h, pw = w, pc = c;
-        pflat = pflat || d.type == CK_LAYER_FLATTEN || d.type == CK_LAYER_DENSE ||
-                d.type == CK_LAYER_GLOBALAVGPOOL2D;
+        pflat = pflat || (k && (k->flags & CK_LK_FLATTENS));
     }
     ck_optimizer_desc od;
     ck_kio_model_optimizer(m, &od);

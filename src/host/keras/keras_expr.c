@@ -11,38 +11,15 @@
  * Layer classes known to the parser (for the "missing ')' before the next layer" diagnosis and
  * the list in error messages).
  * ------------------------------------------------------------------------------------------- */
-static const char *const k_layer_classes[] = {"Conv2D",
-                                              "Dense",
-                                              "MaxPooling2D",
-                                              "MaxPool2D",
-                                              "AveragePooling2D",
-                                              "AvgPool2D",
-                                              "GlobalAveragePooling2D",
-                                              "GlobalAvgPool2D",
-                                              "Flatten",
-                                              "BatchNormalization",
-                                              "Activation",
-                                              "Dropout",
-                                              "SpatialDropout2D",
-                                              "ReLU",
-                                              "LeakyReLU",
-                                              "ELU",
-                                              "Softmax",
-                                              "Input",
-                                              "InputLayer",
-                                              NULL};
-
+/* The kinds' Keras classes (layer.h) and the input items. */
 static int layer_class_known(const char *s, int len) {
-    for (int i = 0; k_layer_classes[i]; ++i)
-        if ((size_t)len == strlen(k_layer_classes[i]) &&
-            memcmp(s, k_layer_classes[i], (size_t)len) == 0)
-            return 1;
-    char name[64]; /* the kinds that bind themselves (layer.h) */
+    char name[64];
     if (len <= 0 || (size_t)len >= sizeof name)
         return 0;
     memcpy(name, s, (size_t)len);
     name[len] = 0;
-    return ck_layer_kind_keras(name) != NULL;
+    return !strcmp(name, "Input") || !strcmp(name, "InputLayer") ||
+           ck_keras_class_find(name, NULL) != NULL;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -42,9 +42,10 @@
  *
  * Files (this header holds the types they share and the functions one calls in another)
  *  keras_lex.c     errors, warnings, the arena; the tokenizer
- *  keras_expr.c    the known layer classes; expressions
+ *  keras_expr.c    expressions (the known layer classes are the kinds', layer.h)
  *  keras_bind.c    arguments bound to parameter names, their readers; model.compile
- *  keras_layers.c  the layer classes' parameters and descriptors (ck_kp_add_layer)
+ *  keras_layers.c  the layer calls (ck_kp_add_layer): each kind's Keras classes bound over this
+ *                  parser's readers (layer.h ck_kbind), Input, the arguments every layer takes
  *  keras_stmt.c    statements and ck_keras_parse
  *  keras_model.c   ck_model_from_keras_text
  */
@@ -181,12 +182,6 @@ typedef struct kp {
     int warn_full;
 } kp;
 
-/* The classes listed by the "unknown layer class" error (keras_expr.c's k_layer_classes without
- * the aliases). */
-#define K_SUPPORTED_LIST                                                                           \
-    "Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Dense, "             \
-    "BatchNormalization, Activation, ReLU, LeakyReLU, ELU, Softmax, Dropout, SpatialDropout2D"
-
 /* ---------------------------------------------------------------------------------------------
  * Arguments of a class: positional and keyword arguments bound to parameter names
  * ------------------------------------------------------------------------------------------- */
@@ -263,11 +258,6 @@ int ck_kp_check_dtype(kp *P, const kargs *a);
 int ck_kp_get_padding(kp *P, const kargs *a, ck_padding *out);
 int ck_kp_shape_of(kp *P, const kargs *a, const char *param, int skip_batch, int *h, int *w,
                    int *c);
-int ck_kp_is_act_class(const char *cls);
-int ck_kp_act_class(kp *P, const value *call, const char *cls, ck_activation *act, float *alpha,
-                    kargs *a);
-int ck_kp_get_activation(kp *P, const kargs *a, const char *param, ck_activation *act,
-                         float *alpha);
 int ck_kp_do_compile(kp *P, const value *call);
 
 /* keras_layers.c */

@@ -1,5 +1,5 @@
-/* Keras text front end: the parameters of each layer class and the layer descriptor a layer
- * call makes (ck_kp_add_layer). See keras_internal.h. */
+/* Keras text front end: a layer call (ck_kp_add_layer) bound through its kind's Keras class
+ * (layer.h), Input items and the arguments every layer takes. See keras_internal.h. */
 #include "keras_internal.h"
 #include "layer.h"
 
@@ -9,43 +9,6 @@
 /* ---------------------------------------------------------------------------------------------
  * Layers
  * ------------------------------------------------------------------------------------------- */
-/* Conv2D and Dense, in Keras' positional order: the activation and the weights' options. */
-#define WEIGHTED_P                                                                                 \
-    "activation", "use_bias", "kernel_initializer", "bias_initializer", "kernel_regularizer",      \
-        "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"
-static const char *const conv_p[] = {
-    "filters",       "kernel_size", "strides",  "padding",    "data_format",
-    "dilation_rate", "groups",      WEIGHTED_P, LAYER_COMMON, NULL};
-static const char *const dense_p[] = {"units", WEIGHTED_P, "input_dim", LAYER_COMMON, NULL};
-static const char *const pool_p[] = {"pool_size",   "strides",    "padding",
-                                     "data_format", LAYER_COMMON, NULL};
-static const char *const gap_p[] = {"data_format", "keepdims", LAYER_COMMON, NULL};
-static const char *const flatten_p[] = {"data_format", LAYER_COMMON, NULL};
-static const char *const bn_p[] = {"axis",
-                                   "momentum",
-                                   "epsilon",
-                                   "center",
-                                   "scale",
-                                   "beta_initializer",
-                                   "gamma_initializer",
-                                   "moving_mean_initializer",
-                                   "moving_variance_initializer",
-                                   "beta_regularizer",
-                                   "gamma_regularizer",
-                                   "beta_constraint",
-                                   "gamma_constraint",
-                                   "synchronized",
-                                   "renorm",
-                                   "renorm_clipping",
-                                   "renorm_momentum",
-                                   "fused",
-                                   "virtual_batch_size",
-                                   "adjustment",
-                                   LAYER_COMMON,
-                                   NULL};
-static const char *const act_p[] = {"activation", LAYER_COMMON, NULL};
-static const char *const dropout_p[] = {"rate", "noise_shape", "seed", LAYER_COMMON, NULL};
-static const char *const sdropout_p[] = {"rate", "data_format", "seed", LAYER_COMMON, NULL};
 static const char *const input_p[] = {"shape",     "batch_size",  "name",   "dtype",
                                       "sparse",    "batch_shape", "tensor", "ragged",
                                       "type_spec", "optional",    NULL};
@@ -174,23 +137,15 @@ static int input_item(kp *P, const value *v, const char *cls) {
     return 0;
 }
 
-/* Conv2D and Dense: the default initializers and no regularizer or constraint (in this order,
- * so the first offending argument is the one named). */
-static int plain_weights(kp *P, const kargs *a) {
-    return ck_kp_check_init(P, a, "kernel_initializer", "glorot_uniform") ||
-           ck_kp_check_init(P, a, "bias_initializer", "zeros") ||
-           ck_kp_only_none(P, a, "kernel_regularizer") ||
-           ck_kp_only_none(P, a, "bias_regularizer") ||
-           ck_kp_only_none(P, a, "activity_regularizer") ||
-           ck_kp_only_none(P, a, "kernel_constraint") || ck_kp_only_none(P, a, "bias_constraint");
-}
-
-/* ---- the kinds that bind their own arguments (layer.h ck_kbind) ---- */
+/* ---- the kinds' Keras classes (layer.h ck_kbind) over this parser's readers ---- */
 typedef struct text_bind {
     ck_kbind b;
     kp *P;
     const kargs *a;
 } text_bind;
+
+static int bind_class(kp *P, const value *call, const char *cls, const ck_layer_kind *k,
+                      const ck_keras_class *kc, const char **names, kargs *a, ck_layer_desc *d);
 
 /* An int that fits in int (a Python int may not). */
 static int is_int(const value *v) {
@@ -200,9 +155,19 @@ static int is_seq(const value *v) {
     return v->kind == V_TUPLE || v->kind == V_LIST;
 }
 
+#define TB(b) ((text_bind *)(b))
+
+static int tb_has(ck_kbind *b, const char *key) {
+    value *v = ck_kp_aval(TB(b)->a, key);
+    return v && v->kind != V_NONE;
+}
+static int tb_need(ck_kbind *b, const char *key) {
+    return ck_kp_need(TB(b)->P, TB(b)->a, key);
+}
+
 static int tb_ints(ck_kbind *b, const char *key, const char *want, int out[4], int *rows,
                    int *cols) {
-    text_bind *t = (text_bind *)b;
+    text_bind *t = TB(b);
     value *v = ck_kp_aval(t->a, key);
     *rows = -1;
     *cols = 0;
@@ -234,31 +199,152 @@ static int tb_ints(ck_kbind *b, const char *key, const char *want, int out[4], i
     return ok ? 0 : ck_kp_type_err(t->P, t->a, v, key, want);
 }
 
-static int tb_refuse(ck_kbind *b, const char *key, const char *want) {
-    text_bind *t = (text_bind *)b;
-    return ck_kp_unsupported(t->P, t->a, key, want);
+static int tb_get_int(ck_kbind *b, const char *key, int lo, int *out) {
+    return ck_kp_get_int(TB(b)->P, TB(b)->a, key, lo, out);
+}
+static int tb_get_pair(ck_kbind *b, const char *key, int *h, int *w) {
+    return ck_kp_get_pair(TB(b)->P, TB(b)->a, key, h, w);
+}
+static int tb_get_num(ck_kbind *b, const char *key, double lo, int lo_open, double hi, int hi_open,
+                      double *out) {
+    return ck_kp_get_num(TB(b)->P, TB(b)->a, key, lo, lo_open, hi, hi_open, out);
+}
+static int tb_get_bool(ck_kbind *b, const char *key, int *out) {
+    return ck_kp_get_bool(TB(b)->P, TB(b)->a, key, out);
+}
+static int tb_get_padding(ck_kbind *b, ck_padding *out) {
+    return ck_kp_get_padding(TB(b)->P, TB(b)->a, out);
 }
 
+#define K_ACT_LIST "relu, sigmoid, tanh, softmax, linear, elu, leaky_relu, gelu, swish, silu"
+
+/* activation= of Conv2D/Dense/Activation: a name string, None, a function name
+ * (tf.nn.relu, keras.activations.relu) or an activation layer (LeakyReLU(0.1)). */
+static int tb_get_activation(ck_kbind *b, const char *param, ck_activation *act, float *alpha) {
+    kp *P = TB(b)->P;
+    const kargs *a = TB(b)->a;
+    value *v = ck_kp_aval(a, param);
+    if (!v)
+        return 0;
+    if (v->kind == V_NONE) {
+        *act = CK_ACT_NONE;
+        return 0;
+    }
+    if (v->kind == V_STR || v->kind == V_NAME) {
+        const char *nm = v->kind == V_STR ? v->s : ck_kp_last_component(v->s);
+        int k = ck_activation_from_name(nm);
+        if (k < 0)
+            return ck_kp_fail(
+                P, v->line, v->col,
+                "unknown activation '%.60s' for %s of %s: expected one of " K_ACT_LIST,
+                v->kind == V_STR ? v->s : nm, param, a->cls);
+        *act = (ck_activation)k;
+        if (k == CK_ACT_LEAKY_RELU)
+            *alpha = 0.2f; /* keras.activations.leaky_relu / tf.nn.leaky_relu default */
+        else if (k == CK_ACT_ELU)
+            *alpha = 1.0f;
+        return 0;
+    }
+    if (v->kind == V_CALL) { /* an activation layer: the Activation kind's other classes */
+        const char *cls = ck_kp_last_component(v->s);
+        const ck_layer_kind *k = NULL;
+        const ck_keras_class *kc = ck_keras_class_find(cls, &k);
+        if (kc && k->type == CK_LAYER_ACTIVATION && strcmp(cls, "Activation") != 0) {
+            const char *names[KP_MAX_PARAMS + 1];
+            kargs inner;
+            ck_layer_desc d;
+            if (bind_class(P, v, cls, k, kc, names, &inner, &d))
+                return -1;
+            *act = d.activation;
+            *alpha = d.alpha;
+            return 0;
+        }
+    }
+    return ck_kp_type_err(P, a, v, param, "an activation name such as 'relu'");
+}
+
+static int tb_only_none(ck_kbind *b, const char *key) {
+    return ck_kp_only_none(TB(b)->P, TB(b)->a, key);
+}
+static int tb_only_bool(ck_kbind *b, const char *key, int want) {
+    return ck_kp_only_bool(TB(b)->P, TB(b)->a, key, want);
+}
+static int tb_only_int(ck_kbind *b, const char *key, int want) {
+    return ck_kp_only_int(TB(b)->P, TB(b)->a, key, want);
+}
+static int tb_only_ones(ck_kbind *b, const char *key) {
+    return ck_kp_only_ones(TB(b)->P, TB(b)->a, key);
+}
+static int tb_initializer(ck_kbind *b, const char *key, const char *want) {
+    return ck_kp_check_init(TB(b)->P, TB(b)->a, key, want);
+}
 static int tb_data_format(ck_kbind *b) {
-    text_bind *t = (text_bind *)b;
-    return ck_kp_check_data_format(t->P, t->a);
+    return ck_kp_check_data_format(TB(b)->P, TB(b)->a);
 }
 
-/* Binds a kind's own arguments plus the common ones (names: room for both) and fills d. */
-static int bind_kind(kp *P, const value *v, const char *cls, const ck_layer_kind *k,
-                     const char **names, kargs *a, ck_layer_desc *d) {
+static int tb_seed(ck_kbind *b, const char *key) {
+    value *s = ck_kp_aval(TB(b)->a, key);
+    if (!s || s->kind == V_NONE)
+        return 0;
+    if (s->kind != V_INT)
+        return ck_kp_type_err(TB(b)->P, TB(b)->a, s, key, "an integer or None");
+    ck_kp_warn(TB(b)->P,
+               "line %d: %s %s=%lld ignored (cnnkit draws dropout masks from the context seed)",
+               s->line, b->cls, key, s->i);
+    return 0;
+}
+
+static int tb_refuse(ck_kbind *b, const char *key, const char *want) {
+    return ck_kp_unsupported(TB(b)->P, TB(b)->a, key, want);
+}
+
+static int tb_conflict(ck_kbind *b, const char *key1, const char *key2) {
+    const kargs *a = TB(b)->a;
+    int i = ck_kp_aidx(a, key2);
+    return ck_kp_fail(TB(b)->P, a->line[i], a->col[i],
+                      "expected one of %s and %s for %s, found both", key1, key2, a->cls);
+}
+
+/* Binds a class's own arguments plus the common ones (names: room for both) and fills d. */
+static int bind_class(kp *P, const value *call, const char *cls, const ck_layer_kind *k,
+                      const ck_keras_class *kc, const char **names, kargs *a, ck_layer_desc *d) {
     static const char *const common[] = {LAYER_COMMON, NULL};
     int n = 0;
-    for (int i = 0; k->keras_args[i] && n < KP_MAX_PARAMS - 8; ++i)
-        names[n++] = k->keras_args[i];
+    for (int i = 0; kc->args[i] && n < KP_MAX_PARAMS - 8; ++i)
+        names[n++] = kc->args[i];
     for (int i = 0; common[i]; ++i)
         names[n++] = common[i];
     names[n] = NULL;
     ck_layer_desc_init(d, k->type);
-    if (ck_kp_bind(P, v, cls, names, k->keras_npos, a))
+    if (ck_kp_bind(P, call, cls, names, kc->npos, a))
         return -1;
-    text_bind t = {{tb_ints, tb_refuse, tb_data_format}, P, a};
-    return k->keras_bind(&t.b, d);
+    text_bind t = {
+        {cls,          P->rank,     tb_has,       tb_need,        tb_ints,           tb_get_int,
+         tb_get_pair,  tb_get_num,  tb_get_bool,  tb_get_padding, tb_get_activation, tb_only_none,
+         tb_only_bool, tb_only_int, tb_only_ones, tb_initializer, tb_data_format,    tb_seed,
+         tb_refuse,    tb_conflict},
+        P,
+        a};
+    return kc->bind(&t.b, d);
+}
+
+/* Keras 2's Dense(input_dim=n): the first layer's input shape 1 x 1 x n. */
+static int input_dim(kp *P, const kargs *a, ck_layer_desc *d) {
+    value *dim = ck_kp_aval(a, "input_dim");
+    if (!dim || dim->kind == V_NONE)
+        return 0;
+    int k = ck_kp_aidx(a, "input_dim");
+    if (ck_kp_aval(a, "input_shape") || ck_kp_aval(a, "batch_input_shape"))
+        return ck_kp_fail(P, a->line[k], a->col[k],
+                          "expected one of input_dim and input_shape for %s, found both", a->cls);
+    if (P->count > 0)
+        return ck_kp_fail(P, a->line[k], a->col[k],
+                          "expected input_dim only on the first layer, found it on layer %d",
+                          P->count + 1);
+    if (ck_kp_get_int(P, a, "input_dim", 1, &d->input_c))
+        return -1;
+    d->input_h = d->input_w = 1;
+    return 0;
 }
 
 int ck_kp_add_layer(kp *P, const value *v) {
@@ -269,140 +355,19 @@ int ck_kp_add_layer(kp *P, const value *v) {
     const char *cls = ck_kp_last_component(v->s);
     if (!strcmp(cls, "Input") || !strcmp(cls, "InputLayer"))
         return input_item(P, v, cls);
+    const ck_layer_kind *kind = NULL;
+    const ck_keras_class *kc = ck_keras_class_find(cls, &kind);
+    if (!kc) {
+        char known[512];
+        ck_keras_class_names(known, sizeof known, 0);
+        return ck_kp_fail(P, v->line, v->col,
+                          "unknown layer class '%.60s': expected one of %s, Input", cls, known);
+    }
+    const char *names[KP_MAX_PARAMS + 1];
     ck_layer_desc d;
     kargs a;
-    double x;
-    const char *names[KP_MAX_PARAMS + 1];
-    const ck_layer_kind *kind;
-    if (!strcmp(cls, "Conv2D")) {
-        ck_layer_desc_init(&d, CK_LAYER_CONV2D);
-        if (ck_kp_bind(P, v, cls, conv_p, 16, &a) || ck_kp_need(P, &a, "filters") ||
-            ck_kp_need(P, &a, "kernel_size") || ck_kp_get_int(P, &a, "filters", 1, &d.units) ||
-            ck_kp_get_pair(P, &a, "kernel_size", &d.kernel_h, &d.kernel_w) ||
-            ck_kp_get_pair(P, &a, "strides", &d.stride_h, &d.stride_w) ||
-            ck_kp_get_padding(P, &a, &d.padding) || ck_kp_check_data_format(P, &a) ||
-            ck_kp_only_ones(P, &a, "dilation_rate") || ck_kp_only_int(P, &a, "groups", 1) ||
-            ck_kp_get_activation(P, &a, "activation", &d.activation, &d.alpha) ||
-            ck_kp_get_bool(P, &a, "use_bias", &d.use_bias) || plain_weights(P, &a))
-            return -1;
-    } else if (!strcmp(cls, "Dense")) {
-        ck_layer_desc_init(&d, CK_LAYER_DENSE);
-        if (ck_kp_bind(P, v, cls, dense_p, 10, &a) || ck_kp_need(P, &a, "units") ||
-            ck_kp_get_int(P, &a, "units", 1, &d.units) ||
-            ck_kp_get_activation(P, &a, "activation", &d.activation, &d.alpha) ||
-            ck_kp_get_bool(P, &a, "use_bias", &d.use_bias) || plain_weights(P, &a))
-            return -1;
-        value *dim = ck_kp_aval(&a, "input_dim");
-        if (dim && dim->kind != V_NONE) {
-            int k = ck_kp_aidx(&a, "input_dim");
-            if (ck_kp_aval(&a, "input_shape") || ck_kp_aval(&a, "batch_input_shape"))
-                return ck_kp_fail(
-                    P, a.line[k], a.col[k],
-                    "expected one of input_dim and input_shape for Dense, found both");
-            if (P->count > 0)
-                return ck_kp_fail(
-                    P, a.line[k], a.col[k],
-                    "expected input_dim only on the first layer, found it on layer %d",
-                    P->count + 1);
-            if (ck_kp_get_int(P, &a, "input_dim", 1, &d.input_c))
-                return -1;
-            d.input_h = d.input_w = 1;
-        }
-    } else if (!strcmp(cls, "MaxPooling2D") || !strcmp(cls, "MaxPool2D") ||
-               !strcmp(cls, "AveragePooling2D") || !strcmp(cls, "AvgPool2D")) {
-        ck_layer_desc_init(&d, cls[0] == 'M' ? CK_LAYER_MAXPOOL2D : CK_LAYER_AVGPOOL2D);
-        if (ck_kp_bind(P, v, cls, pool_p, 4, &a) ||
-            ck_kp_get_pair(P, &a, "pool_size", &d.kernel_h, &d.kernel_w) ||
-            ck_kp_get_padding(P, &a, &d.padding) || ck_kp_check_data_format(P, &a))
-            return -1;
-        d.stride_h = d.kernel_h;
-        d.stride_w = d.kernel_w;
-        value *s = ck_kp_aval(&a, "strides");
-        if (s && s->kind != V_NONE && ck_kp_get_pair(P, &a, "strides", &d.stride_h, &d.stride_w))
-            return -1;
-    } else if (!strcmp(cls, "GlobalAveragePooling2D") || !strcmp(cls, "GlobalAvgPool2D")) {
-        ck_layer_desc_init(&d, CK_LAYER_GLOBALAVGPOOL2D);
-        if (ck_kp_bind(P, v, cls, gap_p, 2, &a) || ck_kp_check_data_format(P, &a) ||
-            ck_kp_only_bool(P, &a, "keepdims", 0))
-            return -1;
-    } else if (!strcmp(cls, "Flatten")) {
-        ck_layer_desc_init(&d, CK_LAYER_FLATTEN);
-        if (ck_kp_bind(P, v, cls, flatten_p, 1, &a) || ck_kp_check_data_format(P, &a))
-            return -1;
-    } else if (!strcmp(cls, "BatchNormalization")) {
-        ck_layer_desc_init(&d, CK_LAYER_BATCHNORM);
-        if (ck_kp_bind(P, v, cls, bn_p, 13, &a))
-            return -1;
-        value *ax = ck_kp_aval(&a, "axis");
-        if (ax && !(ax->kind == V_INT && (ax->i == -1 || ax->i == P->rank - 1)))
-            return ck_kp_unsupported(P, &a, "axis", "-1 (the channels axis)");
-        x = d.momentum;
-        if (ck_kp_get_num(P, &a, "momentum", 0, 0, 1, 0, &x))
-            return -1;
-        d.momentum = (float)x;
-        x = d.epsilon;
-        if (ck_kp_get_num(P, &a, "epsilon", 0, 1, 1e308, 0, &x))
-            return -1;
-        d.epsilon = (float)x;
-        if (ck_kp_only_bool(P, &a, "center", 1) || ck_kp_only_bool(P, &a, "scale", 1) ||
-            ck_kp_check_init(P, &a, "beta_initializer", "zeros") ||
-            ck_kp_check_init(P, &a, "gamma_initializer", "ones") ||
-            ck_kp_check_init(P, &a, "moving_mean_initializer", "zeros") ||
-            ck_kp_check_init(P, &a, "moving_variance_initializer", "ones") ||
-            ck_kp_only_none(P, &a, "beta_regularizer") ||
-            ck_kp_only_none(P, &a, "gamma_regularizer") ||
-            ck_kp_only_none(P, &a, "beta_constraint") ||
-            ck_kp_only_none(P, &a, "gamma_constraint") ||
-            ck_kp_only_bool(P, &a, "synchronized", 0) || ck_kp_only_bool(P, &a, "renorm", 0) ||
-            ck_kp_only_none(P, &a, "renorm_clipping") ||
-            ck_kp_only_none(P, &a, "virtual_batch_size") || ck_kp_only_none(P, &a, "adjustment"))
-            return -1;
-        x = 0; /* renorm_momentum only matters with renorm=True; fused is an implementation hint */
-        if (ck_kp_get_num(P, &a, "renorm_momentum", 0, 0, 1, 0, &x))
-            return -1;
-        value *f = ck_kp_aval(&a, "fused");
-        int fb;
-        if (f && f->kind != V_NONE && ck_kp_get_bool(P, &a, "fused", &fb))
-            return -1;
-    } else if (!strcmp(cls, "Activation")) {
-        ck_layer_desc_init(&d, CK_LAYER_ACTIVATION);
-        if (ck_kp_bind(P, v, cls, act_p, 1, &a) || ck_kp_need(P, &a, "activation") ||
-            ck_kp_get_activation(P, &a, "activation", &d.activation, &d.alpha))
-            return -1;
-    } else if (ck_kp_is_act_class(cls)) {
-        ck_layer_desc_init(&d, CK_LAYER_ACTIVATION);
-        if (ck_kp_act_class(P, v, cls, &d.activation, &d.alpha, &a))
-            return -1;
-    } else if (!strcmp(cls, "Dropout") || !strcmp(cls, "SpatialDropout2D")) {
-        int spatial = cls[0] == 'S';
-        ck_layer_desc_init(&d, spatial ? CK_LAYER_SPATIAL_DROPOUT2D : CK_LAYER_DROPOUT);
-        if (ck_kp_bind(P, v, cls, spatial ? sdropout_p : dropout_p, spatial ? 2 : 3, &a) ||
-            ck_kp_need(P, &a, "rate") || ck_kp_get_num(P, &a, "rate", 0, 0, 1, 1, &x))
-            return -1;
-        d.rate = (float)x;
-        if (spatial ? ck_kp_check_data_format(P, &a) : ck_kp_only_none(P, &a, "noise_shape"))
-            return -1;
-        value *s = ck_kp_aval(&a, "seed");
-        if (s && s->kind != V_NONE) {
-            if (s->kind != V_INT)
-                return ck_kp_type_err(P, &a, s, "seed", "an integer or None");
-            ck_kp_warn(P,
-                       "line %d: %s seed=%lld ignored (cnnkit draws dropout masks from the "
-                       "context seed)",
-                       s->line, cls, s->i);
-        }
-    } else if ((kind = ck_layer_kind_keras(cls))) {
-        if (bind_kind(P, v, cls, kind, names, &a, &d))
-            return -1;
-    } else {
-        char more[256];
-        ck_layer_kind_keras_names(more, sizeof more);
-        return ck_kp_fail(P, v->line, v->col,
-                          "unknown layer class '%.60s': expected one of " K_SUPPORTED_LIST
-                          "%s, Input",
-                          cls, more);
-    }
-    if (layer_common(P, &a, &d))
+    if (bind_class(P, v, cls, kind, kc, names, &a, &d) || input_dim(P, &a, &d) ||
+        layer_common(P, &a, &d))
         return -1;
     return append_layer(P, &d, v);
 }

@@ -2,8 +2,8 @@
  * the core needs to know about a layer: its defaults, argument check, shape inference, weight
  * arrays and lowering to executor nodes. The model build (model.c), parameter layout
  * (model_params.c) and checkpoints ask the descriptor instead of switching on the type.
- * check's text (render) and the study (study_letter, same) ask it too, and so do the Keras
- * front ends for a kind with keras_bind (the older kinds still have their branches there). */
+ * check's text (render), the study (study_letter, same) and the Keras front ends (keras_classes,
+ * keras_put) ask it too. */
 #ifndef CNNKIT_LAYER_H
 #define CNNKIT_LAYER_H
 
@@ -47,27 +47,71 @@ enum {
 
 /* The Keras front ends' view of one layer call's arguments, so that a kind binds its Keras
  * arguments once for the model text (keras/keras_layers.c) and a .keras config.json
- * (keras_config.c). Each call returns 0, or -1 after the front end recorded a message that names
- * the argument, the layer and where it was written. */
+ * (keras/keras_config.c). Each reader returns 0 (an absent argument leaves *out as it is), or -1
+ * after the front end recorded its message naming the argument, the class and where it was
+ * written. The text front end checks what the user wrote; the config reader accepts what only
+ * matters before the weights exist (initializers, seeds). */
 typedef struct ck_kbind ck_kbind;
 struct ck_kbind {
+    const char *cls; /* the Keras class being bound ("ReLU" for the Activation kind) */
+    int rank;        /* rank of the layer's input with the batch: 4 (images) or 2 (vectors) */
+    /* Whether the argument was given (None counts as given). */
+    int (*has)(ck_kbind *b, const char *key);
+    /* Refuses a missing required argument. */
+    int (*need)(ck_kbind *b, const char *key);
     /* Argument `key` as integers: *rows = -1 when absent (or None); 0 for a plain int in v[0];
      * else a sequence of *rows items, which are ints (*cols = 0) or sequences of *cols ints,
      * row-major in v (at most 4 ints). Anything else is a type error that names `want`. */
     int (*ints)(ck_kbind *b, const char *key, const char *want, int v[4], int *rows, int *cols);
+    int (*get_int)(ck_kbind *b, const char *key, int lo, int *out); /* an int >= lo */
+    int (*get_pair)(ck_kbind *b, const char *key, int *h, int *w);  /* n or (h, w), all >= 1 */
+    /* A number in [lo, hi] (lo_open: (lo, ...; hi_open: ..., hi)). */
+    int (*get_num)(ck_kbind *b, const char *key, double lo, int lo_open, double hi, int hi_open,
+                   double *out);
+    int (*get_bool)(ck_kbind *b, const char *key, int *out);
+    int (*get_padding)(ck_kbind *b, ck_padding *out); /* 'valid' or 'same' */
+    /* An activation (a name; in the text also a function or an activation layer). */
+    int (*get_activation)(ck_kbind *b, const char *key, ck_activation *act, float *alpha);
+    int (*only_none)(ck_kbind *b, const char *key);
+    int (*only_bool)(ck_kbind *b, const char *key, int want);
+    int (*only_int)(ck_kbind *b, const char *key, int want);
+    int (*only_ones)(ck_kbind *b, const char *key); /* 1 or (1, 1) */
+    int (*initializer)(ck_kbind *b, const char *key, const char *want);
+    int (*data_format)(ck_kbind *b); /* refuses channels_first (cnnkit is channels_last) */
+    int (*seed)(ck_kbind *b, const char *key); /* an int or None, ignored: masks use the context */
     /* Refuses argument `key` with "expected `want`" (a value the kind cannot use). */
     int (*refuse)(ck_kbind *b, const char *key, const char *want);
-    /* Refuses data_format='channels_first' (cnnkit is channels_last). */
-    int (*data_format)(ck_kbind *b);
+    /* Refuses two arguments that say the same thing (LeakyReLU's alpha and negative_slope). */
+    int (*conflict)(ck_kbind *b, const char *key1, const char *key2);
 };
 
-/* The Keras writer's view (config.json): each call returns 0, or -1 when out of memory. */
+/* The Keras writer's view (config.json): each call returns 0, or -1 after the writer recorded
+ * its message (out of memory, or a value Keras has no name for). */
 typedef struct ck_kput ck_kput;
 struct ck_kput {
     /* Argument `key` as ints, in the shape ck_kbind.ints reads. */
     int (*ints)(ck_kput *w, const char *key, const int *v, int rows, int cols);
     int (*str)(ck_kput *w, const char *key, const char *v);
+    int (*num)(ck_kput *w, const char *key, float v); /* the shortest decimal that reads back */
+    int (*boolean)(ck_kput *w, const char *key, int v);
+    int (*initializer)(ck_kput *w, const char *key, const char *keras_class);
+    /* The activation's Keras name, or the writer's message when Keras has none for it. */
+    int (*activation)(ck_kput *w, const char *key, const ck_layer_desc *d);
+    int (*drop)(ck_kput *w, const char *key); /* removes a common key the class does not take */
 };
+
+/* One Keras class of a kind: the Activation kind has Activation, ReLU, LeakyReLU, ELU and
+ * Softmax; a pooling kind its alias (MaxPool2D). A list ends with name NULL. */
+typedef struct ck_keras_class {
+    const char *name;
+    /* Its own arguments in Keras's positional order (the common ones, name, trainable, dtype,
+     * input_shape..., are the front ends'); how many may be given by position. */
+    const char *const *args;
+    int npos;
+    int alias; /* another name of the previous class (not listed in messages) */
+    /* Fills d (already ck_layer_desc_init'ed) from the arguments. */
+    int (*bind)(ck_kbind *b, ck_layer_desc *d);
+} ck_keras_class;
 
 typedef struct ck_node ck_node;           /* model_internal.h */
 typedef struct ck_node_kind ck_node_kind; /* exec.h */
@@ -103,23 +147,23 @@ typedef struct ck_layer_kind {
     void (*render)(ck_sbuf *s, const ck_layer_desc *d);
     /* Whether two layers of this kind compute the same function (the study); NULL: always. */
     int (*same)(const ck_layer_desc *a, const ck_layer_desc *b);
-    /* Its own Keras arguments in Keras's positional order (the common ones, name, trainable,
-     * dtype, input_shape..., are the front ends'); how many may be given by position. */
-    const char *const *keras_args;
-    int keras_npos;
-    /* Fills d (already ck_layer_desc_init'ed) from the arguments; NULL: the front ends' own
-     * branch binds the kind. */
-    int (*keras_bind)(ck_kbind *b, ck_layer_desc *d);
+    /* Its Keras classes; NULL: not in the Keras front ends. */
+    const ck_keras_class *keras_classes;
+    /* The class a layer is written as (LeakyReLU for a leaky Activation); NULL: keras_name. */
+    const char *(*keras_class_of)(const ck_layer_desc *d);
     /* Writes the kind's own arguments for config.json. */
     int (*keras_put)(ck_kput *w, const ck_layer_desc *d);
 } ck_layer_kind;
 
 /* The descriptor of type t; NULL for a value outside ck_layer_type (layer_registry.c). */
 const ck_layer_kind *ck_layer_kind_of(ck_layer_type t);
-/* The kind with keras_bind whose keras_name is cls; NULL when none (layer_registry.c). */
-const ck_layer_kind *ck_layer_kind_keras(const char *cls);
-/* Writes ", Name" for each kind with keras_bind into buf (the "expected one of" lists). */
-void ck_layer_kind_keras_names(char *buf, size_t n);
+/* The Keras class named cls (and its kind in *kind); NULL when no kind has it. */
+const ck_keras_class *ck_keras_class_find(const char *cls, const ck_layer_kind **kind);
+/* The Keras classes in registry order, ", "-separated, into buf (the "expected one of" lists);
+ * with_aliases 0: one class per kind and its activation classes, not MaxPool2D-style aliases. */
+void ck_keras_class_names(char *buf, size_t n, int with_aliases);
+/* The Keras class a layer is written as. */
+const char *ck_keras_class_of(const ck_layer_desc *d);
 /* The checkpoint record of a layer (the kind's, or the v1 fields). */
 void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]);
 
@@ -158,6 +202,15 @@ int ck_lk_inline_act(const ck_layer_desc *d, const ck_shape3 *out, ck_node *n);
 const char *ck_lk_act_name(ck_activation a);
 /* Conv2D/Dense render after "Conv2D(f,(kh,kw)" / "Dense(u": padding, activation, use_bias, ")". */
 void ck_lk_render_weighted_tail(ck_sbuf *s, const ck_layer_desc *d);
+/* Conv2D and Dense, in Keras' positional order: the activation and the weights' options. */
+#define CK_KERAS_WEIGHTED_ARGS                                                                     \
+    "activation", "use_bias", "kernel_initializer", "bias_initializer", "kernel_regularizer",      \
+        "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"
+/* Conv2D/Dense Keras binding after their own arguments: activation, use_bias, the default
+ * initializers and no regularizer or constraint (in this order: the first bad one is named). */
+int ck_lk_keras_bind_weighted(ck_kbind *b, ck_layer_desc *d);
+/* Their config.json: activation, use_bias, GlorotUniform and Zeros initializers. */
+int ck_lk_keras_put_weighted(ck_kput *w, const ck_layer_desc *d);
 /* Conv2D/Dense same: units, window, strides, padding, bias and inline activation. */
 int ck_lk_same_weighted(const ck_layer_desc *a, const ck_layer_desc *b);
 

@@ -35,6 +35,91 @@ static int activation_same(const ck_layer_desc *a, const ck_layer_desc *b) {
             a->alpha == b->alpha);
 }
 
+/* ---- Keras: Activation(name) and the activation layers ReLU, LeakyReLU, ELU, Softmax ---- */
+static const char *const activation_args[] = {"activation", NULL};
+static const char *const relu_args[] = {"max_value", "negative_slope", "threshold", NULL};
+static const char *const lrelu_args[] = {"alpha", "negative_slope", NULL};
+static const char *const elu_args[] = {"alpha", NULL};
+static const char *const softmax_args[] = {"axis", NULL};
+
+static int activation_bind(ck_kbind *b, ck_layer_desc *d) {
+    return b->need(b, "activation") ||
+           b->get_activation(b, "activation", &d->activation, &d->alpha);
+}
+
+/* ReLU(negative_slope > 0) is a leaky ReLU; a capped or shifted ReLU is refused. */
+static int relu_bind(ck_kbind *b, ck_layer_desc *d) {
+    double th = 0, x = 0;
+    if (b->only_none(b, "max_value") || b->get_num(b, "threshold", -1e308, 0, 1e308, 0, &th))
+        return -1;
+    if (th != 0)
+        return b->refuse(b, "threshold", "0");
+    if (b->get_num(b, "negative_slope", 0, 0, 1e308, 0, &x))
+        return -1;
+    d->activation = x > 0 ? CK_ACT_LEAKY_RELU : CK_ACT_RELU;
+    if (x > 0)
+        d->alpha = (float)x;
+    return 0;
+}
+
+/* Keras 2's alpha or Keras 3's negative_slope (default 0.3); a slope of 0 is a plain ReLU. */
+static int lrelu_bind(ck_kbind *b, ck_layer_desc *d) {
+    double x = 0.3;
+    if (b->has(b, "alpha") && b->has(b, "negative_slope"))
+        return b->conflict(b, "alpha", "negative_slope");
+    if (b->get_num(b, b->has(b, "alpha") ? "alpha" : "negative_slope", -1e308, 0, 1e308, 0, &x))
+        return -1;
+    d->activation = x == 0 ? CK_ACT_RELU : CK_ACT_LEAKY_RELU;
+    d->alpha = (float)x;
+    return 0;
+}
+
+static int elu_bind(ck_kbind *b, ck_layer_desc *d) {
+    double x = 1.0;
+    if (b->get_num(b, "alpha", -1e308, 0, 1e308, 0, &x))
+        return -1;
+    d->activation = x == 0 ? CK_ACT_RELU : CK_ACT_ELU;
+    d->alpha = (float)x;
+    return 0;
+}
+
+/* Over the channels only: -1 or the input's last axis. */
+static int softmax_bind(ck_kbind *b, ck_layer_desc *d) {
+    int ax[4], rows, cols;
+    if (b->ints(b, "axis", "-1 (the channels axis)", ax, &rows, &cols))
+        return -1;
+    if (rows != -1 && !(rows == 0 && (ax[0] == -1 || ax[0] == b->rank - 1)))
+        return b->refuse(b, "axis", "-1 (the channels axis)");
+    d->activation = CK_ACT_SOFTMAX;
+    return 0;
+}
+
+static const ck_keras_class activation_classes[] = {
+    {"Activation", activation_args, 1, 0, activation_bind},
+    {"ReLU", relu_args, 3, 0, relu_bind},
+    {"LeakyReLU", lrelu_args, 1, 0, lrelu_bind},
+    {"ELU", elu_args, 1, 0, elu_bind},
+    {"Softmax", softmax_args, 1, 0, softmax_bind},
+    {0}};
+
+/* A slope the activation names of Keras cannot say is written as its layer class. */
+static const char *activation_class_of(const ck_layer_desc *d) {
+    if (d->activation == CK_ACT_LEAKY_RELU && d->alpha != 0.2f)
+        return "LeakyReLU";
+    if (d->activation == CK_ACT_ELU && d->alpha != 1.0f)
+        return "ELU";
+    return "Activation";
+}
+
+static int activation_put(ck_kput *w, const ck_layer_desc *d) {
+    const char *cls = activation_class_of(d);
+    if (cls[0] == 'L')
+        return w->num(w, "negative_slope", d->alpha);
+    if (cls[0] == 'E')
+        return w->num(w, "alpha", d->alpha);
+    return w->activation(w, "activation", d);
+}
+
 const ck_layer_kind ck_lk_activation = {
     .type = CK_LAYER_ACTIVATION,
     .keras_name = "Activation",
@@ -46,6 +131,9 @@ const ck_layer_kind ck_lk_activation = {
     .study_letter = 'A',
     .render = activation_render,
     .same = activation_same,
+    .keras_classes = activation_classes,
+    .keras_class_of = activation_class_of,
+    .keras_put = activation_put,
 };
 
 int ck_lk_inline_act(const ck_layer_desc *d, const ck_shape3 *out, ck_node *n) {

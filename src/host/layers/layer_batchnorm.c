@@ -50,6 +50,73 @@ static int bn_same(const ck_layer_desc *a, const ck_layer_desc *b) {
     return a->momentum == b->momentum && a->epsilon == b->epsilon;
 }
 
+static const char *const bn_args[] = {"axis",
+                                      "momentum",
+                                      "epsilon",
+                                      "center",
+                                      "scale",
+                                      "beta_initializer",
+                                      "gamma_initializer",
+                                      "moving_mean_initializer",
+                                      "moving_variance_initializer",
+                                      "beta_regularizer",
+                                      "gamma_regularizer",
+                                      "beta_constraint",
+                                      "gamma_constraint",
+                                      "synchronized",
+                                      "renorm",
+                                      "renorm_clipping",
+                                      "renorm_momentum",
+                                      "fused",
+                                      "virtual_batch_size",
+                                      "adjustment",
+                                      NULL};
+
+#define BN_AXIS "-1 (the channels axis)"
+
+/* axis: -1 or the last axis of the input (3 for images), also as a list of one. */
+static int bn_bind(ck_kbind *b, ck_layer_desc *d) {
+    int ax[4], rows, cols;
+    if (b->ints(b, "axis", BN_AXIS, ax, &rows, &cols))
+        return -1;
+    if (rows != -1 &&
+        !((rows == 0 || (rows == 1 && cols == 0)) && (ax[0] == -1 || ax[0] == b->rank - 1)))
+        return b->refuse(b, "axis", BN_AXIS);
+    double x = d->momentum;
+    if (b->get_num(b, "momentum", 0, 0, 1, 0, &x))
+        return -1;
+    d->momentum = (float)x;
+    x = d->epsilon;
+    if (b->get_num(b, "epsilon", 0, 1, 1e308, 0, &x))
+        return -1;
+    d->epsilon = (float)x;
+    if (b->only_bool(b, "center", 1) || b->only_bool(b, "scale", 1) ||
+        b->initializer(b, "beta_initializer", "zeros") ||
+        b->initializer(b, "gamma_initializer", "ones") ||
+        b->initializer(b, "moving_mean_initializer", "zeros") ||
+        b->initializer(b, "moving_variance_initializer", "ones") ||
+        b->only_none(b, "beta_regularizer") || b->only_none(b, "gamma_regularizer") ||
+        b->only_none(b, "beta_constraint") || b->only_none(b, "gamma_constraint") ||
+        b->only_bool(b, "synchronized", 0) || b->only_bool(b, "renorm", 0) ||
+        b->only_none(b, "renorm_clipping") || b->only_none(b, "virtual_batch_size") ||
+        b->only_none(b, "adjustment"))
+        return -1;
+    x = 0; /* renorm_momentum only matters with renorm=True; fused is an implementation hint */
+    if (b->get_num(b, "renorm_momentum", 0, 0, 1, 0, &x))
+        return -1;
+    int fused;
+    return b->has(b, "fused") ? b->get_bool(b, "fused", &fused) : 0;
+}
+
+static const ck_keras_class bn_classes[] = {{"BatchNormalization", bn_args, 13, 0, bn_bind}, {0}};
+
+static int bn_put(ck_kput *w, const ck_layer_desc *d) {
+    const int axis = -1;
+    return w->ints(w, "axis", &axis, 0, 0) || w->num(w, "momentum", d->momentum) ||
+           w->num(w, "epsilon", d->epsilon) || w->boolean(w, "center", 1) ||
+           w->boolean(w, "scale", 1);
+}
+
 const ck_layer_kind ck_lk_batchnorm = {
     .type = CK_LAYER_BATCHNORM,
     .keras_name = "BatchNormalization",
@@ -63,6 +130,8 @@ const ck_layer_kind ck_lk_batchnorm = {
     .lower = bn_lower,
     .study_letter = 'B',
     .same = bn_same,
+    .keras_classes = bn_classes,
+    .keras_put = bn_put,
 };
 
 /* ---- node ops: the public BN calls run on the context's device; the backends differ in the

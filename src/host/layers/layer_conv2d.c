@@ -54,6 +54,34 @@ static void conv2d_render(ck_sbuf *s, const ck_layer_desc *d) {
     ck_lk_render_weighted_tail(s, d);
 }
 
+static const char *const conv2d_args[] = {"filters", "kernel_size",          "strides",
+                                          "padding", "data_format",          "dilation_rate",
+                                          "groups",  CK_KERAS_WEIGHTED_ARGS, NULL};
+
+static int conv2d_bind(ck_kbind *b, ck_layer_desc *d) {
+    return b->need(b, "filters") || b->need(b, "kernel_size") ||
+           b->get_int(b, "filters", 1, &d->units) ||
+           b->get_pair(b, "kernel_size", &d->kernel_h, &d->kernel_w) ||
+           b->get_pair(b, "strides", &d->stride_h, &d->stride_w) ||
+           b->get_padding(b, &d->padding) || b->data_format(b) ||
+           b->only_ones(b, "dilation_rate") || b->only_int(b, "groups", 1) ||
+           ck_lk_keras_bind_weighted(b, d);
+}
+
+static const ck_keras_class conv2d_classes[] = {{"Conv2D", conv2d_args, 16, 0, conv2d_bind},
+                                                {"Convolution2D", conv2d_args, 16, 1, conv2d_bind},
+                                                {0}};
+
+static int conv2d_put(ck_kput *w, const ck_layer_desc *d) {
+    const int ks[2] = {d->kernel_h, d->kernel_w}, st[2] = {d->stride_h, d->stride_w};
+    const int ones[2] = {1, 1}, one = 1;
+    return w->ints(w, "filters", &d->units, 0, 0) || w->ints(w, "kernel_size", ks, 2, 0) ||
+           w->ints(w, "strides", st, 2, 0) ||
+           w->str(w, "padding", d->padding == CK_PADDING_SAME ? "same" : "valid") ||
+           w->str(w, "data_format", "channels_last") || w->ints(w, "dilation_rate", ones, 2, 0) ||
+           w->ints(w, "groups", &one, 0, 0) || ck_lk_keras_put_weighted(w, d);
+}
+
 const ck_layer_kind ck_lk_conv2d = {
     .type = CK_LAYER_CONV2D,
     .keras_name = "Conv2D",
@@ -67,6 +95,8 @@ const ck_layer_kind ck_lk_conv2d = {
     .study_letter = 'C',
     .render = conv2d_render,
     .same = ck_lk_same_weighted,
+    .keras_classes = conv2d_classes,
+    .keras_put = conv2d_put,
 };
 
 /* ---- node ops ---- */

@@ -48,6 +48,20 @@ static void dense_render(ck_sbuf *s, const ck_layer_desc *d) {
     ck_lk_render_weighted_tail(s, d);
 }
 
+/* input_dim (Keras 2's first-layer shape) is the text front end's. */
+static const char *const dense_args[] = {"units", CK_KERAS_WEIGHTED_ARGS, "input_dim", NULL};
+
+static int dense_bind(ck_kbind *b, ck_layer_desc *d) {
+    return b->need(b, "units") || b->get_int(b, "units", 1, &d->units) ||
+           ck_lk_keras_bind_weighted(b, d);
+}
+
+static const ck_keras_class dense_classes[] = {{"Dense", dense_args, 10, 0, dense_bind}, {0}};
+
+static int dense_put(ck_kput *w, const ck_layer_desc *d) {
+    return w->ints(w, "units", &d->units, 0, 0) || ck_lk_keras_put_weighted(w, d);
+}
+
 const ck_layer_kind ck_lk_dense = {
     .type = CK_LAYER_DENSE,
     .keras_name = "Dense",
@@ -59,6 +73,8 @@ const ck_layer_kind ck_lk_dense = {
     .lower = dense_lower,
     .render = dense_render,
     .same = ck_lk_same_weighted,
+    .keras_classes = dense_classes,
+    .keras_put = dense_put,
 };
 
 /* ---- node ops ---- */

@@ -45,6 +45,41 @@ static int dropout_same(const ck_layer_desc *a, const ck_layer_desc *b) {
     return a->rate == b->rate;
 }
 
+static const char *const dropout_args[] = {"rate", "noise_shape", "seed", NULL};
+static const char *const sdropout_args[] = {"rate", "data_format", "seed", NULL};
+
+/* Keras has no default rate: it must be given. */
+static int dropout_rate(ck_kbind *b, ck_layer_desc *d) {
+    double x;
+    if (b->need(b, "rate") || b->get_num(b, "rate", 0, 0, 1, 1, &x))
+        return -1;
+    d->rate = (float)x;
+    return 0;
+}
+
+static int dropout_bind(ck_kbind *b, ck_layer_desc *d) {
+    return dropout_rate(b, d) || b->only_none(b, "noise_shape") || b->seed(b, "seed");
+}
+
+static int sdropout_bind(ck_kbind *b, ck_layer_desc *d) {
+    return dropout_rate(b, d) || b->data_format(b) || b->seed(b, "seed");
+}
+
+static const ck_keras_class dropout_classes[] = {{"Dropout", dropout_args, 3, 0, dropout_bind},
+                                                 {0}};
+static const ck_keras_class sdropout_classes[] = {
+    {"SpatialDropout2D", sdropout_args, 2, 0, sdropout_bind}, {0}};
+
+static int dropout_put(ck_kput *w, const ck_layer_desc *d) {
+    return w->num(w, "rate", d->rate);
+}
+
+/* Keras's SpatialDropout2D.from_config takes no trainable. */
+static int sdropout_put(ck_kput *w, const ck_layer_desc *d) {
+    return w->num(w, "rate", d->rate) || w->str(w, "data_format", "channels_last") ||
+           w->drop(w, "trainable");
+}
+
 const ck_layer_kind ck_lk_dropout = {
     .type = CK_LAYER_DROPOUT,
     .keras_name = "Dropout",
@@ -56,6 +91,8 @@ const ck_layer_kind ck_lk_dropout = {
     .study_letter = 'D',
     .render = dropout_render,
     .same = dropout_same,
+    .keras_classes = dropout_classes,
+    .keras_put = dropout_put,
 };
 
 const ck_layer_kind ck_lk_spatial_dropout2d = {
@@ -69,6 +106,8 @@ const ck_layer_kind ck_lk_spatial_dropout2d = {
     .study_letter = 'S',
     .render = dropout_render,
     .same = dropout_same,
+    .keras_classes = sdropout_classes,
+    .keras_put = sdropout_put,
 };
 
 /* ---- node ops: the public dropout calls run on the context's device, so both backends share

@@ -44,6 +44,35 @@ static int pool2d_same(const ck_layer_desc *a, const ck_layer_desc *b) {
            a->stride_w == b->stride_w && a->padding == b->padding;
 }
 
+static const char *const pool2d_args[] = {"pool_size", "strides", "padding", "data_format", NULL};
+
+/* strides=None (or absent) is the pool size. */
+static int pool2d_bind(ck_kbind *b, ck_layer_desc *d) {
+    if (b->get_pair(b, "pool_size", &d->kernel_h, &d->kernel_w) || b->get_padding(b, &d->padding) ||
+        b->data_format(b))
+        return -1;
+    d->stride_h = d->kernel_h;
+    d->stride_w = d->kernel_w;
+    return b->has(b, "strides") ? b->get_pair(b, "strides", &d->stride_h, &d->stride_w) : 0;
+}
+
+static const ck_keras_class maxpool2d_classes[] = {{"MaxPooling2D", pool2d_args, 4, 0, pool2d_bind},
+                                                   {"MaxPool2D", pool2d_args, 4, 1, pool2d_bind},
+                                                   {0}};
+static const ck_keras_class avgpool2d_classes[] = {
+    {"AveragePooling2D", pool2d_args, 4, 0, pool2d_bind},
+    {"AvgPool2D", pool2d_args, 4, 1, pool2d_bind},
+    {0}};
+
+static int pool2d_put(ck_kput *w, const ck_layer_desc *d) {
+    const int ps[2] = {d->kernel_h, d->kernel_w};
+    const int st[2] = {d->stride_h ? d->stride_h : d->kernel_h,
+                       d->stride_w ? d->stride_w : d->kernel_w};
+    return w->ints(w, "pool_size", ps, 2, 0) ||
+           w->str(w, "padding", d->padding == CK_PADDING_SAME ? "same" : "valid") ||
+           w->ints(w, "strides", st, 2, 0) || w->str(w, "data_format", "channels_last");
+}
+
 const ck_layer_kind ck_lk_maxpool2d = {
     .type = CK_LAYER_MAXPOOL2D,
     .keras_name = "MaxPooling2D",
@@ -56,6 +85,8 @@ const ck_layer_kind ck_lk_maxpool2d = {
     .study_letter = 'P',
     .render = pool2d_render,
     .same = pool2d_same,
+    .keras_classes = maxpool2d_classes,
+    .keras_put = pool2d_put,
 };
 
 const ck_layer_kind ck_lk_avgpool2d = {
@@ -70,6 +101,8 @@ const ck_layer_kind ck_lk_avgpool2d = {
     .study_letter = 'P',
     .render = pool2d_render,
     .same = pool2d_same,
+    .keras_classes = avgpool2d_classes,
+    .keras_put = pool2d_put,
 };
 
 /* ---- node ops ---- */

@@ -24,26 +24,38 @@ const ck_layer_kind *ck_layer_kind_of(ck_layer_type t) {
     return (unsigned)t < (unsigned)CK_LAYER_TYPE_COUNT ? k_kinds[t] : NULL;
 }
 
-const ck_layer_kind *ck_layer_kind_keras(const char *cls) {
+const ck_keras_class *ck_keras_class_find(const char *cls, const ck_layer_kind **kind) {
     for (int t = 0; cls && t < CK_LAYER_TYPE_COUNT; ++t)
-        if (k_kinds[t]->keras_bind && strcmp(k_kinds[t]->keras_name, cls) == 0)
-            return k_kinds[t];
+        for (const ck_keras_class *c = k_kinds[t]->keras_classes; c && c->name; ++c)
+            if (strcmp(c->name, cls) == 0) {
+                if (kind)
+                    *kind = k_kinds[t];
+                return c;
+            }
     return NULL;
 }
 
-void ck_layer_kind_keras_names(char *buf, size_t n) {
+void ck_keras_class_names(char *buf, size_t n, int with_aliases) {
     size_t len = 0;
     if (!n)
         return;
     buf[0] = 0;
-    for (int t = 0; t < CK_LAYER_TYPE_COUNT; ++t) {
-        if (!k_kinds[t]->keras_bind)
-            continue;
-        int w = snprintf(buf + len, n - len, ", %s", k_kinds[t]->keras_name);
-        if (w < 0 || (size_t)w >= n - len)
-            return;
-        len += (size_t)w;
-    }
+    for (int t = 0; t < CK_LAYER_TYPE_COUNT; ++t)
+        for (const ck_keras_class *c = k_kinds[t]->keras_classes; c && c->name; ++c) {
+            if (c->alias && !with_aliases)
+                continue;
+            int w = snprintf(buf + len, n - len, "%s%s", len ? ", " : "", c->name);
+            if (w < 0 || (size_t)w >= n - len)
+                return;
+            len += (size_t)w;
+        }
+}
+
+const char *ck_keras_class_of(const ck_layer_desc *d) {
+    const ck_layer_kind *k = ck_layer_kind_of(d->type);
+    if (!k)
+        return "?";
+    return k->keras_class_of ? k->keras_class_of(d) : k->keras_name;
 }
 
 /* The fields checkpoint version 1 records for every layer; a new kind whose arguments do not

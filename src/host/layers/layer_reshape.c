@@ -26,6 +26,24 @@ static int gap2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sha
     return 1;
 }
 
+static const char *const gap2d_args[] = {"data_format", "keepdims", NULL};
+
+static int gap2d_bind(ck_kbind *b, ck_layer_desc *d) {
+    (void)d;
+    return b->data_format(b) || b->only_bool(b, "keepdims", 0);
+}
+
+static const ck_keras_class gap2d_classes[] = {
+    {"GlobalAveragePooling2D", gap2d_args, 2, 0, gap2d_bind},
+    {"GlobalAvgPool2D", gap2d_args, 2, 1, gap2d_bind},
+    {0}};
+
+/* GlobalAveragePooling2D and Flatten write only their data format. */
+static int reshape_put(ck_kput *w, const ck_layer_desc *d) {
+    (void)d;
+    return w->str(w, "data_format", "channels_last");
+}
+
 const ck_layer_kind ck_lk_gap2d = {
     .type = CK_LAYER_GLOBALAVGPOOL2D,
     .keras_name = "GlobalAveragePooling2D",
@@ -33,6 +51,8 @@ const ck_layer_kind ck_lk_gap2d = {
     .flags = CK_LK_NEEDS_4D | CK_LK_FLATTENS | CK_LK_KEEPS_CHANNELS,
     .infer = gap2d_infer,
     .lower = gap2d_lower,
+    .keras_classes = gap2d_classes,
+    .keras_put = reshape_put,
 };
 
 /* A flat input passes (Keras allows Flatten on a vector); the count must fit the int shapes. */
@@ -56,6 +76,16 @@ static int flatten_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
     return 1;
 }
 
+static const char *const flatten_args[] = {"data_format", NULL};
+
+static int flatten_bind(ck_kbind *b, ck_layer_desc *d) {
+    (void)d;
+    return b->data_format(b);
+}
+
+static const ck_keras_class flatten_classes[] = {{"Flatten", flatten_args, 1, 0, flatten_bind},
+                                                 {0}};
+
 const ck_layer_kind ck_lk_flatten = {
     .type = CK_LAYER_FLATTEN,
     .keras_name = "Flatten",
@@ -63,6 +93,8 @@ const ck_layer_kind ck_lk_flatten = {
     .flags = CK_LK_FLATTENS,
     .infer = flatten_infer,
     .lower = flatten_lower,
+    .keras_classes = flatten_classes,
+    .keras_put = reshape_put,
 };
 
 /* ---- node ops ---- */

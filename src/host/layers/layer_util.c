@@ -114,3 +114,19 @@ int ck_lk_same_weighted(const ck_layer_desc *a, const ck_layer_desc *b) {
            a->stride_h == b->stride_h && a->stride_w == b->stride_w && a->padding == b->padding &&
            a->use_bias == b->use_bias && a->activation == b->activation;
 }
+
+int ck_lk_keras_bind_weighted(ck_kbind *b, ck_layer_desc *d) {
+    return b->get_activation(b, "activation", &d->activation, &d->alpha) ||
+           b->get_bool(b, "use_bias", &d->use_bias) ||
+           b->initializer(b, "kernel_initializer", "glorot_uniform") ||
+           b->initializer(b, "bias_initializer", "zeros") ||
+           b->only_none(b, "kernel_regularizer") || b->only_none(b, "bias_regularizer") ||
+           b->only_none(b, "activity_regularizer") || b->only_none(b, "kernel_constraint") ||
+           b->only_none(b, "bias_constraint");
+}
+
+int ck_lk_keras_put_weighted(ck_kput *w, const ck_layer_desc *d) {
+    return w->activation(w, "activation", d) || w->boolean(w, "use_bias", d->use_bias) ||
+           w->initializer(w, "kernel_initializer", "GlorotUniform") ||
+           w->initializer(w, "bias_initializer", "Zeros");
+}

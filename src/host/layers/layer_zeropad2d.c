@@ -107,6 +107,8 @@ static int zp_bind(ck_kbind *b, ck_layer_desc *d) {
     return 0;
 }
 
+static const ck_keras_class zp_classes[] = {{ZP_NAME, zp_args, 1, 0, zp_bind}, {0}};
+
 /* As Keras's get_config: padding as ((top, bottom), (left, right)). */
 static int zp_put(ck_kput *w, const ck_layer_desc *d) {
     const int v[4] = {d->pad_top, d->pad_bottom, d->pad_left, d->pad_right};
@@ -126,9 +128,7 @@ const ck_layer_kind ck_lk_zeropad2d = {
     .study_letter = 'Z',
     .render = zp_render,
     .same = zp_same,
-    .keras_args = zp_args,
-    .keras_npos = 1,
-    .keras_bind = zp_bind,
+    .keras_classes = zp_classes,
     .keras_put = zp_put,
 };
 
