@@ -88,26 +88,10 @@ ck_status ck_kio_plan_make(ck_model *m, ck_kio_plan *P) {
             snprintf(L->group, sizeof L->group, "%s", base);
         else
             snprintf(L->group, sizeof L->group, "%s_%d", base, seen_n[k] - 1);
-        long long tr = 0, fx = 0;
-        ck_model_layer_params(m, i, &tr, &fx);
-        const long long u = d.units, nb = d.use_bias ? u : 0;
-        if (d.type == CK_LAYER_CONV2D) {
-            const long long cin = (tr - nb) / ((long long)d.kernel_h * d.kernel_w * u);
-            const long long kd[4] = {d.kernel_h, d.kernel_w, cin, u};
-            add_var(L, "kernel", 4, kd, 1, &off, &toff);
-        } else if (d.type == CK_LAYER_DENSE) {
-            const long long kd[2] = {(tr - nb) / u, u};
-            add_var(L, "kernel", 2, kd, 1, &off, &toff);
-        }
-        if ((d.type == CK_LAYER_CONV2D || d.type == CK_LAYER_DENSE) && d.use_bias)
-            add_var(L, "bias", 1, &u, 1, &off, &toff);
-        if (d.type == CK_LAYER_BATCHNORM) {
-            const long long c = tr / 2;
-            add_var(L, "gamma", 1, &c, 1, &off, &toff);
-            add_var(L, "beta", 1, &c, 1, &off, &toff);
-            add_var(L, "moving_mean", 1, &c, 0, &off, &toff);
-            add_var(L, "moving_variance", 1, &c, 0, &off, &toff);
-        }
+        ck_param_spec spec[CK_LAYER_MAX_PARAMS];
+        const int np = ck_kio_layer_specs(m, i, spec);
+        for (int k = 0; k < np; ++k)
+            add_var(L, spec[k].name, spec[k].ndim, spec[k].dims, spec[k].trainable, &off, &toff);
     }
     P->total = off;
     P->trainable = toff;

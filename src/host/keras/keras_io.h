@@ -7,6 +7,7 @@
 
 #include "cnnkit/model.h"
 #include "internal.h"
+#include "layer.h"
 
 /* ---- config.json (keras_config.c) ------------------------------------------------------------
  * Parses a Keras Sequential config (Keras 3 config.json, or a legacy model_config / Keras 2
@@ -70,6 +71,8 @@ ck_status ck_kio_opt_set(ck_model *m, const ck_kio_opt *o);
  */
 void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c);
 void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o);
+/* Layer i's weight arrays in Keras order, with their Keras shapes (layer.h); returns how many. */
+int ck_kio_layer_specs(const ck_model *m, int i, ck_param_spec *spec);
 
 /* ---- HDF5 (keras_h5.c) -----------------------------------------------------------------------
  * An HDF5 file in memory (image, len) or on disk (path, image NULL). what names it in messages.

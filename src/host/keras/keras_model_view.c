@@ -12,3 +12,8 @@ void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c) {
 void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o) {
     *o = m->opt;
 }
+
+int ck_kio_layer_specs(const ck_model *m, int i, ck_param_spec *spec) {
+    size_t off[CK_LAYER_MAX_PARAMS];
+    return ck_model_layer_specs(m, i, spec, off);
+}

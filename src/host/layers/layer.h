@@ -28,6 +28,8 @@ typedef struct ck_param_spec {
     unsigned char trainable, decay, init; /* decay: the optimizer's weight decay applies */
     long long fan_in,
         fan_out; /* CK_PARAM_INIT_GLOROT; long long: no int overflow in a refused model */
+    int ndim;    /* its Keras shape: Conv2D kernel (kh, kw, in, out), Dense (in, out), ... */
+    long long dims[4];
 } ck_param_spec;
 
 /* Where the build put a layer's arrays: spec k at off[k] in params (trainable) or fixed; the

@@ -32,11 +32,13 @@ static int conv2d_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
                               1,
                               CK_PARAM_INIT_GLOROT,
                               rf * in->c,
-                              rf * out->c};
+                              rf * out->c,
+                              4,
+                              {d->kernel_h, d->kernel_w, in->c, out->c}};
     if (!d->use_bias)
         return 1;
-    spec[1] =
-        (ck_param_spec){"bias", (size_t)out->c, (double)out->c, 1, 0, CK_PARAM_INIT_ZERO, 0, 0};
+    spec[1] = (ck_param_spec){
+        "bias", (size_t)out->c, (double)out->c, 1, 0, CK_PARAM_INIT_ZERO, 0, 0, 1, {out->c}};
     return 2;
 }
 
