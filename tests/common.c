@@ -1,4 +1,5 @@
 #include "common.h"
+#include "model_internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -239,3 +240,34 @@ const char T_FUZZ_MODEL[] = "model = Sequential()\n"
                             "model.add(SpatialDropout2D(0.5))\n"
                             "model.add(Flatten())\n"
                             "model.add(Dense(3, activation='softmax'))\n";
+
+int t_gradcheck_model(ck_context *ctx, ck_model *m, const float *x, const int32_t *y, int n,
+                      size_t stride, size_t below, int *nonzero) {
+    double loss0;
+    CK_OK(ctx, ck_model_loss_and_grads(m, x, y, n, &loss0, NULL));
+    float *g = malloc(sizeof(float) * m->num_params);
+    cr_assert_not_null(g);
+    memcpy(g, m->grads, sizeof(float) * m->num_params);
+    const float h = 2e-3f;
+    int checked = 0;
+    if (nonzero)
+        *nonzero = 0;
+    for (size_t i = 0; i < m->num_params; i += stride) {
+        const float p0 = m->params[i];
+        double lp, lm;
+        m->params[i] = p0 + h;
+        CK_OK(ctx, ck_model_loss_and_grads(m, x, y, n, &lp, NULL));
+        m->params[i] = p0 - h;
+        CK_OK(ctx, ck_model_loss_and_grads(m, x, y, n, &lm, NULL));
+        m->params[i] = p0;
+        const double fd = (lp - lm) / (2.0 * h) / n; /* gradient of the mean loss */
+        cr_assert(fabs(fd - g[i]) <= 2e-3 * fmax(1.0, fabs(fd)) + 5e-4,
+                  "param %zu of %zu: backward %g, finite difference %g", i, m->num_params, g[i],
+                  fd);
+        if (nonzero && i < below && fabs(fd) > 1e-4)
+            ++*nonzero;
+        ++checked;
+    }
+    free(g);
+    return checked;
+}

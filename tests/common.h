@@ -53,6 +53,14 @@ char *t_read_file(const char *path, size_t *len);
 /* A model from Keras text, built for its input_shape and batches of up to max_batch. */
 ck_model *t_model(ck_context *ctx, const char *text, int max_batch);
 
+/* Whole-model gradient check (CPU): central differences of the mean loss w.r.t. every stride-th
+ * trainable parameter against the backward pass, h = 2e-3 on O(1) weights, tolerance
+ * 2e-3 * max(1, |fd|) + 5e-4 (float forward noise ~1e-6 / 2h, plus curvature); fails the test
+ * on a mismatch. Returns how many were checked; *nonzero (optional) counts the checked
+ * parameters with index < below whose finite difference exceeds 1e-4. */
+int t_gradcheck_model(ck_context *ctx, ck_model *m, const float *x, const int32_t *y, int n,
+                      size_t stride, size_t below, int *nonzero);
+
 /* examples/seed_cnn.py verbatim (tests/common.c). */
 extern const char t_seed_cnn_text[];
 

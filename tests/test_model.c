@@ -113,10 +113,8 @@ static void make_batch(int n, size_t per, float *x, int32_t *y, uint64_t seed) {
         y[i] = (int32_t)(trng_u32(&r) % 4);
 }
 
-/* Whole-model gradient: central differences of the mean loss w.r.t. every 7th trainable
- * parameter against the backward pass (dropout masks fixed: the step counter does not move).
- * Loss in double; h = 2e-3 on O(1) weights; tolerance 2e-3 * max(1, |g|) + 5e-4 (float forward
- * noise ~1e-6 / 2h, plus curvature). */
+/* Whole-model gradient: every 7th trainable parameter by t_gradcheck_model (dropout masks fixed:
+ * the step counter does not move). */
 static void gradcheck_model(int with_dropout) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *m = small_model(ctx, with_dropout);
@@ -125,28 +123,8 @@ static void gradcheck_model(int with_dropout) {
     float x[8 * 84];
     int32_t y[8];
     make_batch(n, per, x, y, 5);
-    double loss0;
-    CK_OK(ctx, ck_model_loss_and_grads(m, x, y, n, &loss0, NULL));
-    float *g = malloc(sizeof(float) * m->num_params);
-    memcpy(g, m->grads, sizeof(float) * m->num_params);
-    const float h = 2e-3f;
-    int checked = 0;
-    for (size_t i = 0; i < m->num_params; i += 7) {
-        const float p0 = m->params[i];
-        double lp, lm;
-        m->params[i] = p0 + h;
-        CK_OK(ctx, ck_model_loss_and_grads(m, x, y, n, &lp, NULL));
-        m->params[i] = p0 - h;
-        CK_OK(ctx, ck_model_loss_and_grads(m, x, y, n, &lm, NULL));
-        m->params[i] = p0;
-        const double fd = (lp - lm) / (2.0 * h) / n; /* gradient of the mean loss */
-        cr_assert(fabs(fd - g[i]) <= 2e-3 * fmax(1.0, fabs(fd)) + 5e-4,
-                  "param %zu of %zu: backward %g, finite difference %g", i, m->num_params, g[i],
-                  fd);
-        ++checked;
-    }
+    const int checked = t_gradcheck_model(ctx, m, x, y, n, 7, 0, NULL);
     cr_assert_gt(checked, 20);
-    free(g);
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }

@@ -178,7 +178,7 @@ Test(zeropad, forward_asymmetric_exact) {
 
 /* Conv2D -> ZeroPadding2D -> Conv2D -> Flatten -> Dense: central differences of the mean loss
  * against backward for every 5th parameter; the first conv's gradient passes through the crop.
- * Tolerance as test_model.c's gradcheck (h = 2e-3 on O(1) weights, float forward noise). */
+ * (t_gradcheck_model's step and tolerance). */
 Test(zeropad, gradcheck_through_the_padding) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *m = from_text(ctx,
@@ -194,29 +194,10 @@ Test(zeropad, gradcheck_through_the_padding) {
     trng_fill(&r, x, sizeof x / sizeof x[0], -1, 1);
     for (int i = 0; i < N; ++i)
         y[i] = (int32_t)(trng_u32(&r) % 4);
-    double loss0;
-    CK_OK(ctx, ck_model_loss_and_grads(m, x, y, N, &loss0, NULL));
-    float *g = malloc(sizeof(float) * m->num_params);
-    memcpy(g, m->grads, sizeof(float) * m->num_params);
-    const float h = 2e-3f;
-    int checked = 0, first_conv = 0;
-    for (size_t i = 0; i < m->num_params; i += 5) {
-        const float p0 = m->params[i];
-        double lp, lm;
-        m->params[i] = p0 + h;
-        CK_OK(ctx, ck_model_loss_and_grads(m, x, y, N, &lp, NULL));
-        m->params[i] = p0 - h;
-        CK_OK(ctx, ck_model_loss_and_grads(m, x, y, N, &lm, NULL));
-        m->params[i] = p0;
-        const double fd = (lp - lm) / (2.0 * h) / N;
-        cr_assert(fabs(fd - g[i]) <= 2e-3 * fmax(1.0, fabs(fd)) + 5e-4,
-                  "param %zu: backward %g, finite difference %g", i, g[i], fd);
-        first_conv += i < 2 * 2 * 2 * 3 + 3 && fabs(fd) > 1e-4;
-        ++checked;
-    }
+    int first_conv; /* its kernel and bias come first in params */
+    const int checked = t_gradcheck_model(ctx, m, x, y, N, 5, 2 * 2 * 2 * 3 + 3, &first_conv);
     cr_assert_gt(checked, 20);
     cr_assert_gt(first_conv, 2, "the first conv's gradients must be checked and non-zero");
-    free(g);
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }

@@ -195,12 +195,14 @@ static int check_format(cfg *C, json_t *o) {
     return 0;
 }
 
-static int get_padding(cfg *C, json_t *o, ck_layer_desc *d) {
+static int get_padding(cfg *C, json_t *o, ck_padding *out) {
     json_t *v = json_object_get(o, "padding");
-    if (!v || str_is(v, "valid"))
-        d->padding = CK_PADDING_VALID;
+    if (!v)
+        return 0;
+    if (str_is(v, "valid"))
+        *out = CK_PADDING_VALID;
     else if (str_is(v, "same"))
-        d->padding = CK_PADDING_SAME;
+        *out = CK_PADDING_SAME;
     else
         return unsupported(C, "padding", v, "valid, same");
     return 0;
@@ -289,12 +291,7 @@ static int jb_get_bool(ck_kbind *b, const char *key, int *out) {
 }
 
 static int jb_get_padding(ck_kbind *b, ck_padding *out) {
-    ck_layer_desc d;
-    d.padding = *out;
-    if (get_padding(JB(b)->C, JB(b)->o, &d))
-        return -1;
-    *out = d.padding;
-    return 0;
+    return get_padding(JB(b)->C, JB(b)->o, out);
 }
 
 static int jb_get_activation(ck_kbind *b, const char *key, ck_activation *act, float *alpha) {
@@ -607,10 +604,6 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
 }
 
 /* ---- writing -------------------------------------------------------------------------------- */
-const char *ck_kio_keras_class(const ck_layer_desc *d) {
-    return ck_keras_class_of(d);
-}
-
 void ck_kio_snake_case(const char *cls, char *out, size_t len) {
     /* re.sub("(.)([A-Z][a-z]+)", r"\1_\2") then re.sub("([a-z])([A-Z])", r"\1_\2"), lower */
     char a[128];

@@ -110,7 +110,7 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
     for (int i = 0; i < n && layers; ++i) {
         ck_layer_desc d;
         ck_model_layer_desc(m, i, &d);
-        const char *cls = ck_kio_keras_class(&d);
+        const char *cls = ck_keras_class_of(&d);
         json_t *o =
             json_pack("{s:s, s:s, s:b}", "name", d.name, "dtype", "float32", "trainable", 1);
         const ck_layer_kind *k = ck_layer_kind_of(d.type);

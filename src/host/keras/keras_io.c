@@ -73,7 +73,7 @@ ck_status ck_kio_plan_make(ck_model *m, ck_kio_plan *P) {
         ck_model_layer_desc(m, i, &d);
         ck_kio_layer *L = &P->layers[i];
         snprintf(L->name, sizeof L->name, "%s", d.name);
-        L->cls = ck_kio_keras_class(&d);
+        L->cls = ck_keras_class_of(&d);
         /* Keras names each layer's weights group after its class: conv2d, conv2d_1, ... */
         char base[48];
         ck_kio_snake_case(L->cls, base, sizeof base);

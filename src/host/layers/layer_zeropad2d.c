@@ -89,14 +89,14 @@ static int zp_bind(ck_kbind *b, ck_layer_desc *d) {
     int v[4], rows, cols;
     if (b->ints(b, "padding", ZP_WANT, v, &rows, &cols) || b->data_format(b))
         return -1;
+    if (rows == -1)
+        return 0; /* the default, ((1, 1), (1, 1)) */
     if (rows == 0)
         v[1] = v[2] = v[3] = v[0];
     else if (rows == 2 && cols == 0)
         v[3] = v[2] = v[1], v[1] = v[0];
-    else if (!(rows == 2 && cols == 2) && rows != -1)
+    else if (!(rows == 2 && cols == 2))
         return b->refuse(b, "padding", ZP_WANT);
-    if (rows == -1)
-        return 0; /* the default, ((1, 1), (1, 1)) */
     for (int k = 0; k < 4; ++k)
         if (v[k] < 0)
             return b->refuse(b, "padding", ZP_WANT);
