@@ -161,7 +161,7 @@ done
 # The GPU tests: every gpu* suite, the golden values on CUDA, the workspace check on the device and
 # the GPU determinism tests. The sanitizers take the tests that run kernels directly (the model
 # tests train through the same kernels: the *_train steps cover them).
-GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)}"
+GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)}"
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
