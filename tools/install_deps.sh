@@ -15,8 +15,9 @@ set -euo pipefail
 # libopenblas-openmp-dev: the OpenMP build of OpenBLAS shares libgomp's threads with cnnkit's own
 # OpenMP loops (the pthreads build and libgomp spin against each other: 1.7x slower on 2 cores)
 # libhdf5-dev, libzip-dev, libjansson-dev: the Keras file formats (.keras, .weights.h5, .h5)
+# libopenmpi-dev, openmpi-bin: the MPI communicator and its 2- and 3-rank tests (docs/distributed.md)
 REQUIRED=(cmake make gcc pkg-config libcriterion-dev zlib1g-dev libopenblas-dev libopenblas-openmp-dev
-  libhdf5-dev libzip-dev libjansson-dev)
+  libhdf5-dev libzip-dev libjansson-dev libopenmpi-dev openmpi-bin)
 OPTIONAL=(dataset-fashion-mnist)
 # PyTorch (large) is only needed to regenerate golden data and run bench/peer_torch.py:
 # CNNKIT_WITH_TORCH=1 bash tools/install_deps.sh

@@ -102,5 +102,6 @@ ck_exec ck_exec_cpu(ck_model *m, const float *x) {
     e.gbuf[1] = m->gbuf[1];
     e.ws = m->ws;
     e.bn_relu_fused = m->relu_in_bn_kernel;
+    e.comm = m->comm;
     return e;
 }

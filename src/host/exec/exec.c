@@ -148,12 +148,13 @@ static ck_status loss_not_finite(const ck_model *m) {
 }
 
 ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n, int update,
-                        double *loss_sum, int *correct) {
+                        double *loss_sum, int *correct, int *count) {
     ck_model *m = e->m;
     const ck_backend *be = e->be;
     ck_kloss own = {0.0, 0, 0}, hl = {0.0, 0, 0};
     ck_kloss *kl = e->loss ? e->loss : &own; /* the backend's memory */
     long long bad = -1;
+    int total = n; /* the global batch (data-parallel: the sum of the ranks' shards) */
     /* the BN moving statistics are restored if the step fails: no half-changed model */
     ck_status st = m->num_fixed ? be->copy(e->ctx, e->fixed_backup, e->fixed, m->num_fixed)
                                 : CK_STATUS_SUCCESS;
@@ -165,13 +166,18 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
         st = ck_exec_forward(e, n, 1, ln + 1);
     if (st == CK_STATUS_SUCCESS)
         st = be->loss(e, n, logits_of(e), kl);
+    if (e->comm) /* every rank joins, then all pass or all fail */
+        st = ck_exec_comm_loss(e, st, n, kl, &total);
     /* synchronous: a non-finite loss fails before backward */
     if (st == CK_STATUS_SUCCESS && be->synchronous && !isfinite(kl->loss_sum))
         st = loss_not_finite(m);
+    const int joined = st == CK_STATUS_SUCCESS; /* the same on every rank */
     if (st == CK_STATUS_SUCCESS && ln >= 0)
         st = ck_exec_backward(e, n, ln, e->logits_grad);
     /* a non-finite gradient fails the step before any parameter changes */
-    if (st == CK_STATUS_SUCCESS)
+    if (e->comm && joined)
+        st = ck_exec_comm_grads(e, st, kl, &bad);
+    else if (st == CK_STATUS_SUCCESS)
         st = be->flag_nonfinite(e, kl, &bad);
     if (st == CK_STATUS_SUCCESS && update && !be->synchronous)
         st = be->update(e, kl);
@@ -199,6 +205,8 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
         *loss_sum = hl.loss_sum;
     if (correct)
         *correct = hl.correct;
+    if (count)
+        *count = total;
     return CK_STATUS_SUCCESS;
 }
 

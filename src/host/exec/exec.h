@@ -90,15 +90,25 @@ struct ck_exec {
     void *ws;       /* shared workspace: the CPU conv's im2col; CUDA conv, dense, BN */
     size_t ws_bytes;
     int bn_relu_fused; /* a BN node's fused ReLU runs inside the BN kernel (else after it) */
+    const struct ck_comm *comm; /* data-parallel: the step sums over its ranks (exec_comm.c) */
 };
 
 /* The executor over a model's device buffers (backend_cuda.c; the model has a device side). */
 ck_exec ck_exec_cuda(ck_model *m);
 /* A training step's forward, loss and backward on a checked batch, and with update != 0 the
  * optimizer update; on failure the model is as before (but for a CUDA launch error part-way
- * through the per-range updates). */
+ * through the per-range updates). With e->comm, n is this rank's shard and *loss_sum, *correct
+ * and *count (may be NULL) are the global batch's; every rank fails or succeeds together. */
 ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n, int update,
-                        double *loss_sum, int *correct);
+                        double *loss_sum, int *correct, int *count);
+/* The data-parallel parts of the step (exec_comm.c, e->comm set, synchronous backends), joined by
+ * every rank whatever its own status st. _loss: after the loss, sums the loss, the correct count
+ * and the sample count (*total) over the ranks and scales this rank's loss gradient by n / total
+ * (the global mean's share); fails on every rank when any rank's st failed. _grads: after
+ * backward, sums the gradients over the ranks, flags a non-finite sum into kl->nonfinite (*bad:
+ * its index) and agrees on the verdict, so every rank updates or none does. */
+ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *total);
+ck_status ck_exec_comm_grads(ck_exec *e, ck_status st, ck_kloss *kl, long long *bad);
 /* Inference-mode logits of n samples: *logits points at host memory. */
 ck_status ck_exec_infer(ck_exec *e, const float *x, int n, const float **logits);
 /* The node whose output holds the logits (-1: the input). */

@@ -97,6 +97,10 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
     ck_clear_error(ctx);
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    if (m->comm) /* its batches would be whole on every rank, not sharded */
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "model: has a communicator (ck_model_set_comm); a data-parallel fit is not "
+                       "built yet: call ck_model_train_step with each rank's ck_comm_shard");
     if (m->num_params == 0)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "model: has no trainable parameters (no Conv2D, Dense or "

@@ -123,6 +123,7 @@ struct ck_model {
     double prof_fwd[CK_MAX_OPS], prof_bwd[CK_MAX_OPS], prof_opt, prof_step;
     double prof_cur_fwd[CK_MAX_OPS], prof_cur_bwd[CK_MAX_OPS];
     ck_precision precision;
+    struct ck_comm *comm; /* ck_model_set_comm (model_comm.c): data-parallel steps; NULL: alone */
 };
 
 /* The entry check of every public call on a model: NULL, or a model whose context was destroyed

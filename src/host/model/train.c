@@ -59,7 +59,7 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
                                   double *loss_sum, int *correct) {
     CK_TRY(check_batch(m, x, labels, n, 1));
     ck_exec e = exec_of(m, x);
-    return ck_exec_train(&e, x, labels, n, 0, loss_sum, correct);
+    return ck_exec_train(&e, x, labels, n, 0, loss_sum, correct, NULL);
 }
 
 CK_API ck_status ck_model_set_profiling(ck_model *m, int enable) {
@@ -157,21 +157,27 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
                             ck_step_result *result) {
     ck_clear_error(m->ctx);
     double loss_sum = 0.0;
-    int correct = 0;
+    int correct = 0, count = n; /* data-parallel: the global batch's */
     const double t_step = ck_prof_begin(m);
     if (m->profiling)
         for (int i = 0; i < m->num_nodes; ++i)
             m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
     ck_status st = check_batch(m, x, labels, n, 1);
-    if (st != CK_STATUS_SUCCESS)
-        return st;
     ck_exec e = exec_of(m, x);
+    if (st != CK_STATUS_SUCCESS) {
+        if (m->comm) { /* the other ranks wait in the step's first collective: fail it with them */
+            ck_kloss kl = {0.0, 0, 0};
+            int total = 0;
+            ck_exec_comm_loss(&e, st, 0, &kl, &total);
+        }
+        return st;
+    }
     if (!m->profiling) { /* the update enqueued with the step (CUDA: one wait) */
-        CK_TRY(ck_exec_train(&e, x, labels, n, 1, &loss_sum, &correct));
-        return finish_step(m, loss_sum, correct, n, result);
+        CK_TRY(ck_exec_train(&e, x, labels, n, 1, &loss_sum, &correct, &count));
+        return finish_step(m, loss_sum, correct, count, result);
     }
     /* profiling: the update timed on its own */
-    CK_TRY(ck_exec_train(&e, x, labels, n, 0, &loss_sum, &correct));
+    CK_TRY(ck_exec_train(&e, x, labels, n, 0, &loss_sum, &correct, &count));
     double t_opt = ck_prof_begin(m), opt = 0.0;
     CK_TRY(e.be->update(&e, NULL));
     ck_prof_end(m, t_opt, &opt);
@@ -184,7 +190,7 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
     m->prof_opt += opt;
     m->prof_step += step;
     m->prof_steps++;
-    return finish_step(m, loss_sum, correct, n, result);
+    return finish_step(m, loss_sum, correct, count, result);
 }
 
 /* Inference-mode logits of samples [s, s + n) of x (labels checked when given). */

@@ -1,0 +1,62 @@
+/*
+ * cnnkit communicator: data-parallel training over MPI (docs/distributed.md).
+ *
+ * A ck_comm wraps an MPI communicator for CPU contexts. A model with a communicator attached
+ * (ck_model_set_comm) trains data-parallel: every rank calls ck_model_train_step with its shard
+ * of the global batch (ck_comm_shard), the gradients are summed across the ranks, and every rank
+ * applies the same optimizer update (or, when any rank's step fails, none). The calls that say
+ * "collective" must be made by every rank of the communicator, in the same order.
+ *
+ * Builds without MPI (CNNKIT_MPI=OFF, or no MPI found) have the same calls: creating a
+ * communicator fails with CK_STATUS_NOT_SUPPORTED and a message saying so.
+ */
+#ifndef CNNKIT_COMM_H
+#define CNNKIT_COMM_H
+
+#include "cnnkit/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ck_comm ck_comm;
+
+/* 1 when this build of cnnkit has MPI, else 0. */
+int ck_comm_mpi_available(void);
+
+/* Collective. A communicator over the MPI communicator *mpi_comm (an MPI_Comm, passed by address
+ * so that this header needs no mpi.h), for a CPU context. cnnkit duplicates it (MPI_Comm_dup,
+ * its errors returned, not fatal), so the caller's communicator stays the caller's. MPI must be
+ * initialized and stay so until ck_comm_destroy. Errors: CK_STATUS_NOT_SUPPORTED (no MPI in this
+ * build; a CUDA context: the NCCL path is not built), CK_STATUS_BAD_PARAM (NULL argument, MPI
+ * not initialized). */
+ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_comm **comm);
+/* Collective. Frees the communicator (NULL accepted). Detach it from its models first. */
+void ck_comm_destroy(ck_comm *comm);
+/* This process's rank and the number of ranks; -1 for NULL (or an orphaned communicator). */
+int ck_comm_rank(const ck_comm *comm);
+int ck_comm_size(const ck_comm *comm);
+/* This rank's contiguous shard of a global batch of `total` samples: samples [*first, *first +
+ * *count) of it. The first total % size ranks take one sample more, so the shards cover the batch
+ * in rank order, as a single process would see it. A rank's count may be 0 when total < size;
+ * ck_model_train_step needs n >= 1, so give every rank at least one sample. */
+ck_status ck_comm_shard(const ck_comm *comm, int total, int *first, int *count);
+
+/* Collective over comm. Attaches comm to a built model on a CPU context (NULL detaches, not
+ * collective). Attaching checks that every rank built the same model (parameter counts, input
+ * shape, classes) and copies rank 0's parameters, BN statistics, optimizer state and step count
+ * to every rank, so all ranks start from one state. From then on ck_model_train_step is
+ * collective: n is this rank's shard, the step's loss, correct count and count in the result are
+ * those of the global batch, and the gradients are their mean over it. ck_model_evaluate and
+ * ck_model_predict stay local. ck_model_fit refuses a model with a communicator (not yet). The
+ * model keeps a pointer: destroy the communicator only after detaching it or destroying the
+ * model. Errors: CK_STATUS_NOT_SUPPORTED (a model on a CUDA context), CK_STATUS_BAD_PARAM (not
+ * built, a communicator of another context), CK_STATUS_SHAPE_MISMATCH (the ranks' models
+ * differ: nothing changed on any rank). */
+ck_status ck_model_set_comm(ck_model *model, ck_comm *comm);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

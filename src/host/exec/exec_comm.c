@@ -1,0 +1,57 @@
+/* The data-parallel parts of the training step (exec.h, docs/distributed.md): every rank runs
+ * forward, loss and backward on its shard; the loss packet and the gradients are summed over the
+ * ranks, and a verdict packet makes every rank update or fail together. Each rank joins every
+ * collective whatever its own status, so a failure on one rank never leaves the others waiting
+ * in a different call. */
+#include "comm_internal.h"
+#include "exec.h"
+
+#include <math.h>
+
+/* A failure elsewhere: this rank's own message when it failed itself, else one saying so. */
+static ck_status other_failed(const ck_exec *e, ck_status st, const char *where) {
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    return ck_fail(e->ctx, CK_STATUS_INTERNAL,
+                   "comm: another of the %d ranks failed step %lld %s (its message says why); "
+                   "the model was not changed",
+                   ck_comm_size(e->comm), e->m->step, where);
+}
+
+ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *total) {
+    const int ok = st == CK_STATUS_SUCCESS;
+    double pk[4] = {ok ? kl->loss_sum : 0.0, ok ? kl->correct : 0, n, ok ? 0.0 : 1.0};
+    CK_TRY(ck_comm_sum_f64(e->comm, pk, 4));
+    if (pk[3] > 0.0)
+        return other_failed(e, st, "before its loss");
+    kl->loss_sum = pk[0]; /* a NaN on any rank makes the sum NaN: every rank refuses the step */
+    kl->correct = (int)pk[1];
+    *total = (int)pk[2];
+    /* The loss gradient is d(mean over n)/d(logits); scaled by n / total it is this shard's part
+     * of the mean over the global batch, so the gradients of all layers (BN's backward included:
+     * it is linear in dy) sum over the ranks to the global batch's. With equal shards of a power
+     * of two ranks the scale is a power of two: exact. */
+    if (*total != n) {
+        const float s = (float)((double)n / (double)*total);
+        float *g = e->logits_grad;
+        const size_t count = (size_t)n * e->m->classes;
+        for (size_t i = 0; i < count; ++i)
+            g[i] *= s;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_exec_comm_grads(ck_exec *e, ck_status st, ck_kloss *kl, long long *bad) {
+    /* a rank that failed in backward still adds its buffer: the verdict below discards the sum */
+    CK_TRY(ck_comm_sum_f32(e->comm, e->grads, e->m->num_params));
+    if (st == CK_STATUS_SUCCESS)
+        st = e->be->flag_nonfinite(e, kl, bad);
+    /* The summed gradients are the same on every rank, and so is their check; the verdict packet
+     * makes that a guarantee rather than a property of the MPI library's reduction order. */
+    long long v[2] = {st != CK_STATUS_SUCCESS, st == CK_STATUS_SUCCESS && kl->nonfinite};
+    CK_TRY(ck_comm_max_i64(e->comm, v, 2));
+    if (v[0])
+        return other_failed(e, st, "in its backward pass");
+    kl->nonfinite = (int)v[1];
+    return CK_STATUS_SUCCESS;
+}

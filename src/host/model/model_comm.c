@@ -1,0 +1,73 @@
+/* A communicator attached to a model (cnnkit/comm.h): the ranks check that they built one model
+ * and start from rank 0's state; the executor's training step then sums over the ranks
+ * (exec_comm.c). */
+#include "comm_internal.h"
+#include "model_internal.h"
+
+#include <string.h>
+
+static long long float_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (long long)u;
+}
+
+/* What every rank's model must agree on; the names go into the message. */
+enum { SIG_PARAMS, SIG_FIXED, SIG_LAYERS, SIG_H, SIG_W, SIG_C, SIG_CLASSES, SIG_OPT, SIG_LR,
+       SIG_WD, SIG_COUNT };
+static const char *const sig_name[SIG_COUNT] = {
+    "trainable parameter count", "BN statistics count", "layer count", "input height",
+    "input width", "input channels", "classes", "optimizer", "learning rate", "weight decay"};
+
+static ck_status check_same_model(ck_model *m, const ck_comm *c) {
+    long long lo[SIG_COUNT] = {(long long)m->num_params, (long long)m->num_fixed, m->num_layers,
+                               m->in_h, m->in_w, m->in_c, m->classes, (long long)m->opt.type,
+                               float_bits(m->opt.learning_rate), float_bits(m->opt.weight_decay)};
+    long long hi[SIG_COUNT];
+    memcpy(hi, lo, sizeof hi);
+    CK_TRY(ck_comm_min_i64(c, lo, SIG_COUNT));
+    CK_TRY(ck_comm_max_i64(c, hi, SIG_COUNT));
+    for (int i = 0; i < SIG_COUNT; ++i)
+        if (lo[i] != hi[i])
+            return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH,
+                           "comm: the ranks built different models (%s differs: %lld to %lld "
+                           "across the %d ranks); nothing was changed",
+                           sig_name[i], lo[i], hi[i], ck_comm_size(c));
+    return CK_STATUS_SUCCESS;
+}
+
+/* Rank 0's state everywhere, as a single process would continue from it. */
+static ck_status share_state(ck_model *m, const ck_comm *c) {
+    CK_TRY(ck_comm_bcast_f32(c, m->params, m->num_params));
+    CK_TRY(ck_comm_bcast_f32(c, m->opt_m, m->num_params));
+    CK_TRY(ck_comm_bcast_f32(c, m->opt_v, m->num_params));
+    if (m->num_fixed)
+        CK_TRY(ck_comm_bcast_f32(c, m->fixed, m->num_fixed));
+    long long step = m->step;
+    CK_TRY(ck_comm_bcast_i64(c, &step, 1));
+    m->step = step;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_set_comm(ck_model *m, ck_comm *comm) {
+    CK_MODEL_ENTRY(m);
+    ck_context *ctx = m->ctx;
+    ck_clear_error(ctx);
+    if (!comm) {
+        m->comm = NULL;
+        return CK_STATUS_SUCCESS;
+    }
+    if (ck_comm_context(comm) != ctx)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "comm: made from another context (or its context was destroyed)");
+    if (m->gpu)
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "model: on a CUDA context; data-parallel training there needs the NCCL "
+                       "communicator, not built yet (docs/distributed.md)");
+    if (!m->built)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    CK_TRY(check_same_model(m, comm));
+    CK_TRY(share_state(m, comm));
+    m->comm = comm;
+    return CK_STATUS_SUCCESS;
+}

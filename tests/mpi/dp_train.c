@@ -1,0 +1,302 @@
+/* Data-parallel training on MPI against one process (docs/distributed.md), run by
+ * tests/test_comm.c as `mpiexec -np R cnnkit_mpi_dp [options]`.
+ *
+ * Every rank trains the same small CNN on its shard (ck_comm_shard) of each global batch of a
+ * seeded synthetic data set, in one global order (the permutation a single process would use).
+ * Rank 0 also trains a copy alone on the whole global batches from the same start, and compares:
+ * the loss of every step and the weights after the last, within --tol; the ranks' weights must
+ * be bit-identical to each other. Exit 0 on every rank when all holds, 1 otherwise.
+ *
+ *   --global G     samples per global batch (32)     --steps S   training steps (20)
+ *   --bn           the model has BatchNormalization (per-rank statistics: differs from one process)
+ *   --tol T        largest loss / weight difference allowed (1e-5)
+ *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
+ *   --bad-rank R   rank R gives a NaN input at step 3: every rank must fail that step, unchanged,
+ *                  and train on afterwards (the single process skips that batch too)
+ */
+#include <cnnkit/comm.h>
+#include <cnnkit/model.h>
+
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define H 8
+#define W 8
+#define CLASSES 4
+#define DATA 320 /* samples: 10 global batches of 32 per epoch */
+
+static const char *model_text(int bn, int wide) {
+    if (bn)
+        return "model = Sequential()\n"
+               "model.add(Conv2D(8, (3,3), input_shape=(8,8,1)))\n"
+               "model.add(BatchNormalization())\n"
+               "model.add(Activation('relu'))\n"
+               "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+               "model.add(Flatten())\n"
+               "model.add(Dense(16))\n"
+               "model.add(BatchNormalization())\n"
+               "model.add(Activation('relu'))\n"
+               "model.add(Dense(4))\n"
+               "model.add(Activation('softmax'))\n"
+               "model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate=0.01))\n";
+    return wide ? "model = Sequential()\n"
+                  "model.add(Conv2D(8, (3,3), activation='relu', input_shape=(8,8,1)))\n"
+                  "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+                  "model.add(Flatten())\n"
+                  "model.add(Dense(24, activation='relu'))\n"
+                  "model.add(Dense(4, activation='softmax'))\n"
+                  "model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate=0.01))\n"
+                : "model = Sequential()\n"
+                  "model.add(Conv2D(8, (3,3), activation='relu', input_shape=(8,8,1)))\n"
+                  "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+                  "model.add(Flatten())\n"
+                  "model.add(Dense(16, activation='relu'))\n"
+                  "model.add(Dense(4, activation='softmax'))\n"
+                  "model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate=0.01))\n";
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+/* Uniform pixels; the label is the brightest quadrant, something a small CNN learns. */
+static void make_data(float *x, int32_t *y) {
+    uint64_t s = 12345;
+    for (int i = 0; i < DATA; ++i) {
+        float *p = x + (size_t)i * H * W;
+        double q[4] = {0, 0, 0, 0};
+        for (int r = 0; r < H; ++r)
+            for (int c = 0; c < W; ++c) {
+                p[r * W + c] = (float)(rng_next(&s) % 1000) / 1000.0f;
+                q[(r >= H / 2) * 2 + (c >= W / 2)] += p[r * W + c];
+            }
+        int best = 0;
+        for (int k = 1; k < 4; ++k)
+            if (q[k] > q[best])
+                best = k;
+        y[i] = best;
+    }
+}
+
+/* The global order of epoch e: one seeded Fisher-Yates permutation, the same on every rank. */
+static void permute(int *perm, int epoch) {
+    uint64_t s = 777 + (uint64_t)epoch;
+    for (int i = 0; i < DATA; ++i)
+        perm[i] = i;
+    for (int i = DATA - 1; i > 0; --i) {
+        const int j = (int)(rng_next(&s) % (uint64_t)(i + 1));
+        const int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+static int fail(ck_context *ctx, const char *what, ck_status st) {
+    fprintf(stderr, "dp_train: %s: %s (%s)\n", what, ck_status_string(st),
+            ck_context_last_error(ctx));
+    return 1;
+}
+
+static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
+    ck_model *m = NULL;
+    char err[512];
+    ck_status st = ck_model_from_keras_text(ctx, model_text(bn, wide), &m, err, sizeof err);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_build(m, H, W, 1, max_batch);
+    if (st != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "dp_train: model: %s %s\n", err, ck_context_last_error(ctx));
+        ck_model_destroy(m);
+        return NULL;
+    }
+    return m;
+}
+
+int main(int argc, char **argv) {
+    int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1;
+    double tol = 1e-5;
+    for (int i = 1; i < argc; ++i) {
+        if (!strcmp(argv[i], "--global") && i + 1 < argc)
+            global = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
+            steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tol") && i + 1 < argc)
+            tol = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--bad-rank") && i + 1 < argc)
+            bad_rank = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--bn"))
+            bn = 1;
+        else if (!strcmp(argv[i], "--mismatch"))
+            mismatch = 1;
+        else {
+            fprintf(stderr, "dp_train: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    MPI_Init(&argc, &argv);
+    int rank = 0, size = 1, bad = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm world = MPI_COMM_WORLD;
+
+    ck_context *ctx = NULL;
+    ck_comm *comm = NULL;
+    ck_model *m = NULL, *ref = NULL;
+    float *x = malloc(sizeof(float) * DATA * H * W), *xb = malloc(sizeof(float) * global * H * W);
+    int32_t *y = malloc(sizeof(int32_t) * DATA), *yb = malloc(sizeof(int32_t) * global);
+    int *perm = malloc(sizeof(int) * DATA);
+    float *w = NULL, *wref = NULL, *wmin = NULL, *wmax = NULL;
+    if (!x || !xb || !y || !yb || !perm || global < size || global > DATA) {
+        fprintf(stderr, "dp_train: bad --global %d or out of memory\n", global);
+        bad = 1;
+        goto done;
+    }
+    make_data(x, y);
+    ck_status st = ck_context_create(&ctx, CK_DEVICE_CPU, 0, 42);
+    if (st != CK_STATUS_SUCCESS) {
+        bad = fail(ctx, "context", st);
+        goto done;
+    }
+    ck_context_set_cpu_threads(ctx, 1); /* the ranks share the cores */
+    if ((st = ck_comm_create_mpi(ctx, &world, &comm)) != CK_STATUS_SUCCESS) {
+        bad = fail(ctx, "ck_comm_create_mpi", st);
+        goto done;
+    }
+    int first = 0, count = 0;
+    ck_comm_shard(comm, global, &first, &count);
+    m = make_model(ctx, bn, mismatch && rank == 1, count);
+    if (!m) {
+        bad = 1;
+        goto done;
+    }
+    st = ck_model_set_comm(m, comm);
+    if (mismatch) { /* every rank must refuse, naming what differs */
+        const char *msg = ck_context_last_error(ctx);
+        bad = !(st == CK_STATUS_SHAPE_MISMATCH && strstr(msg, "different models"));
+        if (rank == 0 || bad)
+            printf("dp_train: rank %d: mismatch refused: %s (%s)\n", rank, bad ? "NO" : "yes",
+                   msg);
+        goto done;
+    }
+    if (st != CK_STATUS_SUCCESS) {
+        bad = fail(ctx, "ck_model_set_comm", st);
+        goto done;
+    }
+    size_t nw = 0;
+    ck_model_get_weights(m, NULL, 0, &nw);
+    w = malloc(sizeof(float) * nw);
+    wref = malloc(sizeof(float) * nw);
+    wmin = malloc(sizeof(float) * nw);
+    wmax = malloc(sizeof(float) * nw);
+    if (!w || !wref || !wmin || !wmax) {
+        bad = 1;
+        goto done;
+    }
+    if (rank == 0) { /* the single process starts from the same weights (rank 0's) */
+        ck_context *rctx = ctx; /* one context may hold both models */
+        ref = make_model(rctx, bn, 0, global);
+        if (!ref || ck_model_get_weights(m, w, nw, NULL) != CK_STATUS_SUCCESS ||
+            ck_model_set_weights(ref, w, nw) != CK_STATUS_SUCCESS) {
+            bad = 1;
+            goto done;
+        }
+    }
+    double max_dloss = 0.0;
+    int failed_steps = 0;
+    for (int s = 0, epoch = -1; s < steps; ++s) {
+        const int per_epoch = DATA / global, at = s % per_epoch;
+        if (s / per_epoch != epoch)
+            permute(perm, epoch = s / per_epoch);
+        /* this rank's shard of global batch s: samples [first, first + count) of it */
+        for (int i = 0; i < count; ++i) {
+            const int g = perm[at * global + first + i];
+            memcpy(xb + (size_t)i * H * W, x + (size_t)g * H * W, sizeof(float) * H * W);
+            yb[i] = y[g];
+        }
+        if (rank == bad_rank && s == 3)
+            xb[5] = NAN;
+        ck_step_result r;
+        st = ck_model_train_step(m, xb, yb, count, &r);
+        if (bad_rank >= 0 && s == 3) { /* every rank fails this step and changes nothing */
+            if (st == CK_STATUS_SUCCESS) {
+                fprintf(stderr, "dp_train: rank %d: step 3 succeeded despite rank %d's NaN\n",
+                        rank, bad_rank);
+                bad = 1;
+            } else if (rank == 0)
+                printf("dp_train: step 3 refused on rank 0: %s\n", ck_context_last_error(ctx));
+            failed_steps++;
+            continue;
+        }
+        if (st != CK_STATUS_SUCCESS) {
+            bad = fail(ctx, "ck_model_train_step", st);
+            goto done;
+        }
+        if (r.count != global) {
+            fprintf(stderr, "dp_train: step %d: count %d, not the global %d\n", s, r.count,
+                    global);
+            bad = 1;
+        }
+        if (rank == 0) {
+            for (int i = 0; i < global; ++i) {
+                const int g = perm[at * global + i];
+                memcpy(xb + (size_t)i * H * W, x + (size_t)g * H * W, sizeof(float) * H * W);
+                yb[i] = y[g];
+            }
+            ck_step_result rr;
+            if ((st = ck_model_train_step(ref, xb, yb, global, &rr)) != CK_STATUS_SUCCESS) {
+                bad = fail(ctx, "reference step", st);
+                goto done;
+            }
+            const double d = fabs(r.loss - rr.loss);
+            if (d > max_dloss)
+                max_dloss = d;
+            if (r.correct != rr.correct && !bn)
+                fprintf(stderr, "dp_train: step %d: %d correct, one process %d\n", s, r.correct,
+                        rr.correct);
+            if (s == 0 || s == steps - 1)
+                printf("dp_train: step %2d: loss %.9f (one process %.9f)\n", s, r.loss, rr.loss);
+        }
+    }
+    /* the ranks' weights: bit-identical to each other, and close to the single process's */
+    ck_model_get_weights(m, w, nw, NULL);
+    MPI_Allreduce(w, wmin, (int)nw, MPI_FLOAT, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(w, wmax, (int)nw, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
+    if (memcmp(wmin, wmax, sizeof(float) * nw) != 0) {
+        fprintf(stderr, "dp_train: rank %d: the ranks' weights differ\n", rank);
+        bad = 1;
+    }
+    if (ck_model_step(m) != steps - failed_steps) {
+        fprintf(stderr, "dp_train: rank %d: %lld steps counted, %d expected\n", rank,
+                ck_model_step(m), steps - failed_steps);
+        bad = 1;
+    }
+    if (rank == 0) {
+        ck_model_get_weights(ref, wref, nw, NULL);
+        double max_dw = 0.0;
+        for (size_t i = 0; i < nw; ++i) {
+            const double d = fabs((double)w[i] - (double)wref[i]);
+            if (!(d <= max_dw))
+                max_dw = d;
+        }
+        printf("dp_train: ranks %d, global batch %d, %d steps%s: max |loss - one process| %.3g, "
+               "max |weight - one process| %.3g, ranks identical: %s\n",
+               size, global, steps, bn ? " (BatchNormalization per rank)" : "", max_dloss, max_dw,
+               memcmp(wmin, wmax, sizeof(float) * nw) ? "no" : "yes");
+        if (!(max_dloss <= tol && max_dw <= tol)) {
+            fprintf(stderr, "dp_train: over the tolerance %g\n", tol);
+            bad = 1;
+        }
+    }
+done:
+    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    ck_model_destroy(ref);
+    ck_model_destroy(m);
+    ck_comm_destroy(comm);
+    ck_context_destroy(ctx);
+    free(x), free(xb), free(y), free(yb), free(perm), free(w), free(wref), free(wmin), free(wmax);
+    MPI_Finalize();
+    return bad ? 1 : 0;
+}
