@@ -51,6 +51,9 @@ typedef struct ck_layer_desc {
     int input_h, input_w, input_c; /* optional input_shape of the first layer (0 = none) */
     int pad_top, pad_bottom;       /* ZeroPadding2D rows added above and below (default 1) */
     int pad_left, pad_right;       /* ZeroPadding2D columns added left and right (default 1) */
+    int synchronized;              /* BatchNormalization: statistics over all ranks of a model
+                                      with a communicator (cnnkit/comm.h); Keras
+                                      SyncBatchNormalization or synchronized=True (default 0) */
 } ck_layer_desc;
 
 ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type);

@@ -246,16 +246,23 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
  * forces the baseline). */
 void ck_cpu_philox_block(uint64_t seed, uint64_t offset, uint64_t call0, int count,
                          uint32_t *words);
+/* sync (SyncBatchNormalization, NULL otherwise): the per-channel sums and the element count are
+ * summed over its ranks between the statistics and the apply phases, so every rank normalizes
+ * with the statistics of the global batch (frozen is then decided by the global count: 1 uses
+ * the running statistics); a failed collective returns -2 (its message in sync's context). */
+struct ck_comm;
 int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
                                const ck_tensor *x, const float *gamma, const float *beta,
                                float *running_mean, float *running_var, float *saved_mean,
-                               float *saved_invstd, const ck_dropout_desc *sd, ck_tensor *y);
+                               float *saved_invstd, const ck_dropout_desc *sd, ck_tensor *y,
+                               const struct ck_comm *sync);
 int ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tensor *x,
                                 const float *gamma, const float *beta, const float *running_mean,
                                 const float *running_var, ck_tensor *y);
 int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
                        const ck_tensor *x, const ck_tensor *dy, const float *gamma,
                        const float *beta, const float *saved_mean, const float *saved_invstd,
-                       const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta);
+                       const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta,
+                       const struct ck_comm *sync);
 
 #endif /* CNNKIT_INTERNAL_H */

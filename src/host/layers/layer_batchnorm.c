@@ -47,11 +47,13 @@ static int bn_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3
     n->p_mm = at->off[2];
     n->p_mv = at->off[3];
     n->p_stats = at->stats;
+    n->bn_sync = d->synchronized != 0;
     return 1;
 }
 
 static int bn_same(const ck_layer_desc *a, const ck_layer_desc *b) {
-    return a->momentum == b->momentum && a->epsilon == b->epsilon;
+    return a->momentum == b->momentum && a->epsilon == b->epsilon &&
+           a->synchronized == b->synchronized;
 }
 
 static const char *const bn_args[] = {"axis",
@@ -101,24 +103,35 @@ static int bn_bind(ck_kbind *b, ck_layer_desc *d) {
         b->initializer(b, "moving_variance_initializer", "ones") ||
         b->only_none(b, "beta_regularizer") || b->only_none(b, "gamma_regularizer") ||
         b->only_none(b, "beta_constraint") || b->only_none(b, "gamma_constraint") ||
-        b->only_bool(b, "synchronized", 0) || b->only_bool(b, "renorm", 0) ||
+        b->only_bool(b, "renorm", 0) ||
         b->only_none(b, "renorm_clipping") || b->only_none(b, "virtual_batch_size") ||
         b->only_none(b, "adjustment"))
         return -1;
     x = 0; /* renorm_momentum only matters with renorm=True; fused is an implementation hint */
     if (b->get_num(b, "renorm_momentum", 0, 0, 1, 0, &x))
         return -1;
+    if (b->has(b, "synchronized") && b->get_bool(b, "synchronized", &d->synchronized))
+        return -1;
     int fused;
     return b->has(b, "fused") ? b->get_bool(b, "fused", &fused) : 0;
 }
 
-static const ck_keras_class bn_classes[] = {{"BatchNormalization", bn_args, 13, 0, bn_bind}, {0}};
+/* tf.keras's SyncBatchNormalization: BatchNormalization(synchronized=True) of Keras 3 */
+static int sync_bn_bind(ck_kbind *b, ck_layer_desc *d) {
+    d->synchronized = 1;
+    return bn_bind(b, d);
+}
+
+static const ck_keras_class bn_classes[] = {{"BatchNormalization", bn_args, 13, 0, bn_bind},
+                                            {"SyncBatchNormalization", bn_args, 13, 1, sync_bn_bind},
+                                            {0}};
 
 static int bn_put(ck_kput *w, const ck_layer_desc *d) {
     const int axis = -1;
     return w->ints(w, "axis", &axis, 0, 0) || w->num(w, "momentum", d->momentum) ||
            w->num(w, "epsilon", d->epsilon) || w->boolean(w, "center", 1) ||
-           w->boolean(w, "scale", 1);
+           w->boolean(w, "scale", 1) ||
+           (d->synchronized && w->boolean(w, "synchronized", 1));
 }
 
 const ck_layer_kind ck_lk_batchnorm = {
@@ -190,9 +203,58 @@ static ck_status bn_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_w
                                  &dg, &db, w);
 }
 
+/* SyncBatchNormalization in a data-parallel step (a CPU model with a communicator): the CPU
+ * kernels with their per-channel sums summed over the ranks. No argument checks: the executor's
+ * buffers fit the node. */
+static ck_status bn_sync_status(const ck_exec *e, int r) {
+    if (r > 0)
+        return ck_fail(e->ctx, CK_STATUS_BAD_PARAM,
+                       "x: channel %d of a SyncBatchNormalization holds NaN or Inf on some rank; "
+                       "nothing was written",
+                       r - 1);
+    if (r == -1)
+        return ck_host_oom(e->ctx, "SyncBatchNormalization scratch", 0);
+    return r ? CK_STATUS_INTERNAL : CK_STATUS_SUCCESS; /* -2: the collective's message */
+}
+
+static ck_status bn_fwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io,
+                             int *relu_after) {
+    ck_context *ctx = e->ctx;
+    ck_tensor tx = ck_exec_view(ctx, io->in, io->batch, n->ih, n->iw, n->ic);
+    ck_tensor ty = ck_exec_view(ctx, io->out, io->batch, n->oh, n->ow, n->oc);
+    const ck_bn_desc bd = bn_kernel_desc(e, n, relu_after);
+    ck_dropout_desc sd;
+    const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
+    float *st = e->stats + n->p_stats;
+    return bn_sync_status(
+        e, ck_cpu_bn_forward_training(ctx->cpu_threads, &bd, 0, ctx->seed, &tx,
+                                      e->params + n->p_gamma, e->params + n->p_beta,
+                                      e->fixed + n->p_mm, e->fixed + n->p_mv, st, st + n->oc,
+                                      has_sd ? &sd : NULL, &ty, e->comm));
+}
+
+static ck_status bn_bwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_context *ctx = e->ctx;
+    ck_tensor tx = ck_exec_view(ctx, io->in, io->batch, n->ih, n->iw, n->ic);
+    ck_tensor tdy = ck_exec_view(ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
+    ck_tensor tdx = ck_exec_view(ctx, io->dx ? io->dx : io->dx_buf, io->batch, n->ih, n->iw, n->ic);
+    int relu_after;
+    const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
+    ck_dropout_desc sd;
+    const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
+    const float *st = e->stats + n->p_stats;
+    return bn_sync_status(
+        e, ck_cpu_bn_backward(ctx->cpu_threads, &bd, 0, ctx->seed, &tx, &tdy,
+                              e->params + n->p_gamma, e->params + n->p_beta, st, st + n->oc,
+                              has_sd ? &sd : NULL, &tdx, e->grads + n->p_gamma,
+                              e->grads + n->p_beta, e->comm));
+}
+
 static ck_status bn_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     int relu_after;
-    const ck_status st = bn_fwd(e, n, io, NULL, &relu_after);
+    const ck_status st = n->bn_sync && e->comm && io->training
+                             ? bn_fwd_sync(e, n, io, &relu_after)
+                             : bn_fwd(e, n, io, NULL, &relu_after);
     /* relu(s * pre) == s * relu(pre) bit for bit (s >= 0): the same as the kernel's */
     if (st == CK_STATUS_SUCCESS && relu_after)
         ck_cpu_activation_forward(CK_ACT_RELU, 0.0f, io->out, io->out, io->count_in, n->oc);
@@ -206,7 +268,7 @@ static ck_status bn_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) 
     if (relu_after)
         ck_cpu_activation_backward(CK_ACT_RELU, 0.0f, NULL, io->out, io->dy, io->dy, io->count_in,
                                    n->oc);
-    return bn_bwd(e, n, io, NULL);
+    return n->bn_sync && e->comm ? bn_bwd_sync(e, n, io) : bn_bwd(e, n, io, NULL);
 }
 
 #ifdef CNNKIT_HAVE_CUDA

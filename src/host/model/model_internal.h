@@ -39,6 +39,7 @@ struct ck_node {
     size_t p_mm, p_mv;                         /* BN moving statistics, into fixed */
     size_t p_stats;                            /* BN saved mean / invstd, into stats */
     ck_bn_desc bn;
+    int bn_sync; /* BN: SyncBatchNormalization (its sums over the comm's ranks, cpu_ref.c) */
     ck_activation act;
     float alpha;
     int is_max;

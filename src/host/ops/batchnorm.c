@@ -198,7 +198,7 @@ CK_API ck_status ck_batchnorm_forward_training(ck_context *ctx, const ck_bn_desc
 #endif
     const int r = ck_cpu_bn_forward_training(
         ctx->cpu_threads, desc, frozen, ctx->seed, x, gamma->data, beta->data, running_mean->data,
-        running_var->data, saved_mean->data, saved_invstd->data, spatial_dropout, y);
+        running_var->data, saved_mean->data, saved_invstd->data, spatial_dropout, y, NULL);
     if (r > 0)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "x: channel %d holds NaN or Inf (its batch mean or variance is not "
@@ -280,7 +280,7 @@ CK_API ck_status ck_batchnorm_backward(ck_context *ctx, const ck_bn_desc *desc, 
 #endif
     if (ck_cpu_bn_backward(ctx->cpu_threads, desc, frozen, ctx->seed, x, dy, gamma->data,
                            beta->data, saved_mean->data, saved_invstd->data, spatial_dropout, dx,
-                           dgamma->data, dbeta->data))
+                           dgamma->data, dbeta->data, NULL))
         return scratch_oom(ctx, x);
     return CK_STATUS_SUCCESS;
 }

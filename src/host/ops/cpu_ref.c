@@ -2,6 +2,7 @@
  * Per-element math comes from ck_math.h, shared with the kernels. Statistics are accumulated in
  * double, per channel, in a fixed order: results do not depend on the number of threads. */
 #include "ck_math.h"
+#include "comm_internal.h"
 #include "internal.h"
 
 #include <stdlib.h>
@@ -531,23 +532,69 @@ static bn_job bn_job_make(const ck_tensor *x, const ck_tensor *dy, float *out, c
     return j;
 }
 
+/* SyncBatchNormalization: the per-channel sums acc[2c] (and acc[2c + 1] when both) and the
+ * element count *m summed over the ranks, in place. */
+static int bn_sync_sum(const struct ck_comm *sync, ck_context *ctx, double *acc, int C, int both,
+                       double *m) {
+    const int k = both ? 2 * C : C;
+    double *t = (double *)ck_host_alloc(ctx, sizeof(double) * ((size_t)k + 1));
+    if (!t)
+        return -1;
+    for (int c = 0; c < C; ++c) {
+        t[c] = acc[2 * c];
+        if (both)
+            t[C + c] = acc[2 * c + 1];
+    }
+    t[k] = *m;
+    const int bad = ck_comm_sum_f64(sync, t, k + 1) != CK_STATUS_SUCCESS;
+    for (int c = 0; c < C && !bad; ++c) {
+        acc[2 * c] = t[c];
+        if (both)
+            acc[2 * c + 1] = t[C + c];
+    }
+    *m = t[k];
+    ck_host_free(ctx, t);
+    return bad ? -2 : 0;
+}
+
 int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
                                const ck_tensor *x, const float *gamma, const float *beta,
                                float *running_mean, float *running_var, float *saved_mean,
-                               float *saved_invstd, const ck_dropout_desc *sd, ck_tensor *y) {
+                               float *saved_invstd, const ck_dropout_desc *sd, ck_tensor *y,
+                               const struct ck_comm *sync) {
     const int C = x->c;
-    const double m = (double)x->n * (double)x->h * (double)x->w;
+    double m = (double)x->n * (double)x->h * (double)x->w;
     bn_scratch b;
     if (!bn_scratch_alloc(&b, x->ctx, C)) {
         bn_scratch_free(&b);
         return -1;
     }
     bn_job j = bn_job_make(x, NULL, y->data, &b, (int)d->activation, seed, sd);
+    if (sync)
+        frozen = 0; /* decided by the global count, the same on every rank */
     if (!frozen) {
         bn_run(&j, PASS_SUM, b.acc, threads);
+        if (sync) {
+            const int r = bn_sync_sum(sync, x->ctx, b.acc, C, 0, &m);
+            if (r) {
+                bn_scratch_free(&b);
+                return r;
+            }
+            frozen = m == 1.0; /* one value per channel in the whole batch */
+        }
+    }
+    if (!frozen) {
         for (int c = 0; c < C; ++c)
             b.mu[c] = b.acc[2 * c] / m;
         bn_run(&j, PASS_SQ, b.acc, threads);
+        if (sync) {
+            double mm = m;
+            const int r = bn_sync_sum(sync, x->ctx, b.acc, C, 0, &mm);
+            if (r) {
+                bn_scratch_free(&b);
+                return r;
+            }
+        }
         /* NaN/Inf in x: refused before the running statistics (or anything) are written */
         for (int c = 0; c < C; ++c)
             if (!isfinite(b.mu[c]) || !isfinite(b.acc[2 * c])) {
@@ -603,9 +650,10 @@ int ck_cpu_bn_forward_inference(int threads, const ck_bn_desc *d, const ck_tenso
 int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t seed,
                        const ck_tensor *x, const ck_tensor *dy, const float *gamma,
                        const float *beta, const float *saved_mean, const float *saved_invstd,
-                       const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta) {
+                       const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma, float *dbeta,
+                       const struct ck_comm *sync) {
     const int C = x->c;
-    const double m = (double)x->n * (double)x->h * (double)x->w;
+    double m = (double)x->n * (double)x->h * (double)x->w;
     bn_scratch b;
     if (!bn_scratch_alloc(&b, x->ctx, C)) {
         bn_scratch_free(&b);
@@ -619,12 +667,24 @@ int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t se
         j.ch.beta[c] = beta[c];
     }
     bn_run(&j, PASS_BWD_SUM, b.acc, threads);
+    /* this rank's sums are its part of dgamma and dbeta (the gradients are summed over the ranks
+     * after backward); the means of dx are the global batch's */
+    for (int c = 0; c < C; ++c) {
+        dgamma[c] = (float)b.acc[2 * c + 1];
+        dbeta[c] = (float)b.acc[2 * c];
+    }
+    if (sync) {
+        const int r = bn_sync_sum(sync, x->ctx, b.acc, C, 1, &m);
+        if (r) {
+            bn_scratch_free(&b);
+            return r;
+        }
+        frozen = m == 1.0;
+    }
     for (int c = 0; c < C; ++c) {
         const double sg = b.acc[2 * c], sgx = b.acc[2 * c + 1];
         j.ch.mean_g[c] = frozen ? 0.0f : (float)(sg / m);
         j.ch.mean_gx[c] = frozen ? 0.0f : (float)(sgx / m);
-        dgamma[c] = (float)sgx;
-        dbeta[c] = (float)sg;
     }
     bn_run(&j, PASS_BWD, NULL, threads);
     bn_scratch_free(&b);
