@@ -22,8 +22,7 @@ Test(comm, errors_name_the_argument) {
         cr_assert(strstr(ck_context_last_error(ctx), "no MPI"), "%s", ck_context_last_error(ctx));
     } else {
         cr_assert_eq(ck_comm_create_mpi(ctx, NULL, &c), CK_STATUS_BAD_PARAM);
-        cr_assert(strstr(ck_context_last_error(ctx), "mpi_comm"), "%s",
-                  ck_context_last_error(ctx));
+        cr_assert(strstr(ck_context_last_error(ctx), "mpi_comm"), "%s", ck_context_last_error(ctx));
         cr_assert_eq(ck_comm_create_mpi(ctx, &dummy, NULL), CK_STATUS_BAD_PARAM);
         /* this test process never calls MPI_Init: refused before the communicator is read */
         cr_assert_eq(ck_comm_create_mpi(ctx, &dummy, &c), CK_STATUS_BAD_PARAM);

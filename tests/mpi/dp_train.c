@@ -30,8 +30,9 @@
 #define DATA 640 /* samples: 20 global batches of 32 per epoch, 5 of 128 */
 
 static const char *model_text(int bn, int wide) {
-    if (bn == 2) /* a single process runs SyncBatchNormalization as BatchNormalization. No bias before a BN:
-                  * its gradient is 0 but for rounding, which Adam scales up to whole steps */
+    if (bn ==
+        2) /* a single process runs SyncBatchNormalization as BatchNormalization. No bias before a
+            * BN: its gradient is 0 but for rounding, which Adam scales up to whole steps */
         return "model = Sequential()\n"
                "model.add(Conv2D(8, (3,3), use_bias=False, input_shape=(8,8,1)))\n"
                "model.add(SyncBatchNormalization())\n"
@@ -43,7 +44,8 @@ static const char *model_text(int bn, int wide) {
                "model.add(Activation('relu'))\n"
                "model.add(Dense(4))\n"
                "model.add(Activation('softmax'))\n"
-               "model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate=0.01))\n";
+               "model.compile(loss='sparse_categorical_crossentropy', "
+               "optimizer=Adam(learning_rate=0.01))\n";
     if (bn)
         return "model = Sequential()\n"
                "model.add(Conv2D(8, (3,3), input_shape=(8,8,1)))\n"
@@ -56,21 +58,24 @@ static const char *model_text(int bn, int wide) {
                "model.add(Activation('relu'))\n"
                "model.add(Dense(4))\n"
                "model.add(Activation('softmax'))\n"
-               "model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate=0.01))\n";
+               "model.compile(loss='sparse_categorical_crossentropy', "
+               "optimizer=Adam(learning_rate=0.01))\n";
     return wide ? "model = Sequential()\n"
                   "model.add(Conv2D(8, (3,3), activation='relu', input_shape=(8,8,1)))\n"
                   "model.add(MaxPooling2D(pool_size=(2,2)))\n"
                   "model.add(Flatten())\n"
                   "model.add(Dense(24, activation='relu'))\n"
                   "model.add(Dense(4, activation='softmax'))\n"
-                  "model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate=0.01))\n"
+                  "model.compile(loss='sparse_categorical_crossentropy', "
+                  "optimizer=Adam(learning_rate=0.01))\n"
                 : "model = Sequential()\n"
                   "model.add(Conv2D(8, (3,3), activation='relu', input_shape=(8,8,1)))\n"
                   "model.add(MaxPooling2D(pool_size=(2,2)))\n"
                   "model.add(Flatten())\n"
                   "model.add(Dense(16, activation='relu'))\n"
                   "model.add(Dense(4, activation='softmax'))\n"
-                  "model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate=0.01))\n";
+                  "model.compile(loss='sparse_categorical_crossentropy', "
+                  "optimizer=Adam(learning_rate=0.01))\n";
 }
 
 static uint64_t rng_next(uint64_t *s) {
@@ -194,8 +199,7 @@ int main(int argc, char **argv) {
         const char *msg = ck_context_last_error(ctx);
         bad = !(st == CK_STATUS_SHAPE_MISMATCH && strstr(msg, "different models"));
         if (rank == 0 || bad)
-            printf("dp_train: rank %d: mismatch refused: %s (%s)\n", rank, bad ? "NO" : "yes",
-                   msg);
+            printf("dp_train: rank %d: mismatch refused: %s (%s)\n", rank, bad ? "NO" : "yes", msg);
         goto done;
     }
     if (st != CK_STATUS_SUCCESS) {
@@ -212,7 +216,7 @@ int main(int argc, char **argv) {
         bad = 1;
         goto done;
     }
-    if (rank == 0) { /* the single process starts from the same weights (rank 0's) */
+    if (rank == 0) {            /* the single process starts from the same weights (rank 0's) */
         ck_context *rctx = ctx; /* one context may hold both models */
         ref = make_model(rctx, bn, 0, global);
         if (!ref || ck_model_get_weights(m, w, nw, NULL) != CK_STATUS_SUCCESS ||
@@ -239,8 +243,8 @@ int main(int argc, char **argv) {
         st = ck_model_train_step(m, xb, yb, count, &r);
         if (bad_rank >= 0 && s == 3) { /* every rank fails this step and changes nothing */
             if (st == CK_STATUS_SUCCESS) {
-                fprintf(stderr, "dp_train: rank %d: step 3 succeeded despite rank %d's NaN\n",
-                        rank, bad_rank);
+                fprintf(stderr, "dp_train: rank %d: step 3 succeeded despite rank %d's NaN\n", rank,
+                        bad_rank);
                 bad = 1;
             } else if (rank == 0)
                 printf("dp_train: step 3 refused on rank 0: %s\n", ck_context_last_error(ctx));
@@ -252,8 +256,7 @@ int main(int argc, char **argv) {
             goto done;
         }
         if (r.count != global) {
-            fprintf(stderr, "dp_train: step %d: count %d, not the global %d\n", s, r.count,
-                    global);
+            fprintf(stderr, "dp_train: step %d: count %d, not the global %d\n", s, r.count, global);
             bad = 1;
         }
         if (rank == 0) {
@@ -305,10 +308,8 @@ int main(int argc, char **argv) {
         printf("dp_train: ranks %d, global batch %d, %d steps%s: max |loss - one process| %.3g, "
                "max |weight - one process| %.3g, ranks identical: %s\n",
                size, global, steps,
-               bn == 2 ? " (SyncBatchNormalization)"
-                       : (bn ? " (BatchNormalization per rank)" : ""),
-               max_dloss, max_dw,
-               memcmp(wmin, wmax, sizeof(float) * nw) ? "no" : "yes");
+               bn == 2 ? " (SyncBatchNormalization)" : (bn ? " (BatchNormalization per rank)" : ""),
+               max_dloss, max_dw, memcmp(wmin, wmax, sizeof(float) * nw) ? "no" : "yes");
         if (!(max_dloss <= tol && max_dw <= tol)) {
             fprintf(stderr, "dp_train: over the tolerance %g\n", tol);
             bad = 1;

@@ -103,9 +103,8 @@ static int bn_bind(ck_kbind *b, ck_layer_desc *d) {
         b->initializer(b, "moving_variance_initializer", "ones") ||
         b->only_none(b, "beta_regularizer") || b->only_none(b, "gamma_regularizer") ||
         b->only_none(b, "beta_constraint") || b->only_none(b, "gamma_constraint") ||
-        b->only_bool(b, "renorm", 0) ||
-        b->only_none(b, "renorm_clipping") || b->only_none(b, "virtual_batch_size") ||
-        b->only_none(b, "adjustment"))
+        b->only_bool(b, "renorm", 0) || b->only_none(b, "renorm_clipping") ||
+        b->only_none(b, "virtual_batch_size") || b->only_none(b, "adjustment"))
         return -1;
     x = 0; /* renorm_momentum only matters with renorm=True; fused is an implementation hint */
     if (b->get_num(b, "renorm_momentum", 0, 0, 1, 0, &x))
@@ -122,16 +121,16 @@ static int sync_bn_bind(ck_kbind *b, ck_layer_desc *d) {
     return bn_bind(b, d);
 }
 
-static const ck_keras_class bn_classes[] = {{"BatchNormalization", bn_args, 13, 0, bn_bind},
-                                            {"SyncBatchNormalization", bn_args, 13, 1, sync_bn_bind},
-                                            {0}};
+static const ck_keras_class bn_classes[] = {
+    {"BatchNormalization", bn_args, 13, 0, bn_bind},
+    {"SyncBatchNormalization", bn_args, 13, 1, sync_bn_bind},
+    {0}};
 
 static int bn_put(ck_kput *w, const ck_layer_desc *d) {
     const int axis = -1;
     return w->ints(w, "axis", &axis, 0, 0) || w->num(w, "momentum", d->momentum) ||
            w->num(w, "epsilon", d->epsilon) || w->boolean(w, "center", 1) ||
-           w->boolean(w, "scale", 1) ||
-           (d->synchronized && w->boolean(w, "synchronized", 1));
+           w->boolean(w, "scale", 1) || (d->synchronized && w->boolean(w, "synchronized", 1));
 }
 
 const ck_layer_kind ck_lk_batchnorm = {
@@ -217,8 +216,7 @@ static ck_status bn_sync_status(const ck_exec *e, int r) {
     return r ? CK_STATUS_INTERNAL : CK_STATUS_SUCCESS; /* -2: the collective's message */
 }
 
-static ck_status bn_fwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io,
-                             int *relu_after) {
+static ck_status bn_fwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io, int *relu_after) {
     ck_context *ctx = e->ctx;
     ck_tensor tx = ck_exec_view(ctx, io->in, io->batch, n->ih, n->iw, n->ic);
     ck_tensor ty = ck_exec_view(ctx, io->out, io->batch, n->oh, n->ow, n->oc);
@@ -226,11 +224,10 @@ static ck_status bn_fwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io,
     ck_dropout_desc sd;
     const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
     float *st = e->stats + n->p_stats;
-    return bn_sync_status(
-        e, ck_cpu_bn_forward_training(ctx->cpu_threads, &bd, 0, ctx->seed, &tx,
-                                      e->params + n->p_gamma, e->params + n->p_beta,
-                                      e->fixed + n->p_mm, e->fixed + n->p_mv, st, st + n->oc,
-                                      has_sd ? &sd : NULL, &ty, e->comm));
+    return bn_sync_status(e, ck_cpu_bn_forward_training(
+                                 ctx->cpu_threads, &bd, 0, ctx->seed, &tx, e->params + n->p_gamma,
+                                 e->params + n->p_beta, e->fixed + n->p_mm, e->fixed + n->p_mv, st,
+                                 st + n->oc, has_sd ? &sd : NULL, &ty, e->comm));
 }
 
 static ck_status bn_bwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io) {
@@ -243,11 +240,11 @@ static ck_status bn_bwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io)
     ck_dropout_desc sd;
     const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
     const float *st = e->stats + n->p_stats;
-    return bn_sync_status(
-        e, ck_cpu_bn_backward(ctx->cpu_threads, &bd, 0, ctx->seed, &tx, &tdy,
-                              e->params + n->p_gamma, e->params + n->p_beta, st, st + n->oc,
-                              has_sd ? &sd : NULL, &tdx, e->grads + n->p_gamma,
-                              e->grads + n->p_beta, e->comm));
+    return bn_sync_status(e,
+                          ck_cpu_bn_backward(ctx->cpu_threads, &bd, 0, ctx->seed, &tx, &tdy,
+                                             e->params + n->p_gamma, e->params + n->p_beta, st,
+                                             st + n->oc, has_sd ? &sd : NULL, &tdx,
+                                             e->grads + n->p_gamma, e->grads + n->p_beta, e->comm));
 }
 
 static ck_status bn_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {

@@ -13,16 +13,41 @@ static long long float_bits(float f) {
 }
 
 /* What every rank's model must agree on; the names go into the message. */
-enum { SIG_PARAMS, SIG_FIXED, SIG_LAYERS, SIG_H, SIG_W, SIG_C, SIG_CLASSES, SIG_OPT, SIG_LR,
-       SIG_WD, SIG_COUNT };
-static const char *const sig_name[SIG_COUNT] = {
-    "trainable parameter count", "BN statistics count", "layer count", "input height",
-    "input width", "input channels", "classes", "optimizer", "learning rate", "weight decay"};
+enum {
+    SIG_PARAMS,
+    SIG_FIXED,
+    SIG_LAYERS,
+    SIG_H,
+    SIG_W,
+    SIG_C,
+    SIG_CLASSES,
+    SIG_OPT,
+    SIG_LR,
+    SIG_WD,
+    SIG_COUNT
+};
+static const char *const sig_name[SIG_COUNT] = {"trainable parameter count",
+                                                "BN statistics count",
+                                                "layer count",
+                                                "input height",
+                                                "input width",
+                                                "input channels",
+                                                "classes",
+                                                "optimizer",
+                                                "learning rate",
+                                                "weight decay"};
 
 static ck_status check_same_model(ck_model *m, const ck_comm *c) {
-    long long lo[SIG_COUNT] = {(long long)m->num_params, (long long)m->num_fixed, m->num_layers,
-                               m->in_h, m->in_w, m->in_c, m->classes, (long long)m->opt.type,
-                               float_bits(m->opt.learning_rate), float_bits(m->opt.weight_decay)};
+    long long lo[SIG_COUNT] = {(long long)m->num_params,
+                               (long long)m->num_fixed,
+                               m->num_layers,
+                               m->in_h,
+                               m->in_w,
+                               m->in_c,
+                               m->classes,
+                               (long long)m->opt.type,
+                               float_bits(m->opt.learning_rate),
+                               float_bits(m->opt.weight_decay)};
     long long hi[SIG_COUNT];
     memcpy(hi, lo, sizeof hi);
     CK_TRY(ck_comm_min_i64(c, lo, SIG_COUNT));

@@ -163,15 +163,16 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
         for (int i = 0; i < m->num_nodes; ++i)
             m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
     ck_status st = check_batch(m, x, labels, n, 1);
-    ck_exec e = exec_of(m, x);
-    if (st != CK_STATUS_SUCCESS) {
-        if (m->comm) { /* the other ranks wait in the step's first collective: fail it with them */
-            ck_kloss kl = {0.0, 0, 0};
-            int total = 0;
-            ck_exec_comm_loss(&e, st, 0, &kl, &total);
-        }
-        return st;
+    if (st != CK_STATUS_SUCCESS && m->comm) {
+        /* the other ranks wait in the step's first collective: fail it with them */
+        ck_exec f = ck_exec_cpu(m, x);
+        ck_kloss kl = {0.0, 0, 0};
+        int total = 0;
+        ck_exec_comm_loss(&f, st, 0, &kl, &total);
     }
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    ck_exec e = exec_of(m, x);
     if (!m->profiling) { /* the update enqueued with the step (CUDA: one wait) */
         CK_TRY(ck_exec_train(&e, x, labels, n, 1, &loss_sum, &correct, &count));
         return finish_step(m, loss_sum, correct, count, result);
