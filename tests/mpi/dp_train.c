@@ -11,6 +11,9 @@
  *   --bn           the model has BatchNormalization (per-rank statistics: differs from one process)
  *   --sync         the model has SyncBatchNormalization (global statistics: matches one process)
  *   --tol T        largest loss / weight difference allowed (1e-5)
+ *   --save PATH    rank 0 saves the trained model (every rank's is the same) to PATH, loads it into
+ *                  a new single-process model and evaluates both on the whole data set: the loss
+ *                  and accuracy must be equal
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
  *   --bad-rank R   rank R gives a NaN input at step 3: every rank must fail that step, unchanged,
  *                  and train on afterwards (the single process skips that batch too)
@@ -137,6 +140,7 @@ static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
 
 int main(int argc, char **argv) {
     int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1;
+    const char *save = NULL;
     double tol = 1e-5;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--global") && i + 1 < argc)
@@ -145,6 +149,8 @@ int main(int argc, char **argv) {
             steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tol") && i + 1 < argc)
             tol = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--save") && i + 1 < argc)
+            save = argv[++i];
         else if (!strcmp(argv[i], "--bad-rank") && i + 1 < argc)
             bad_rank = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bn"))
@@ -313,6 +319,23 @@ int main(int argc, char **argv) {
         if (!(max_dloss <= tol && max_dw <= tol)) {
             fprintf(stderr, "dp_train: over the tolerance %g\n", tol);
             bad = 1;
+        }
+        if (save && !bad) { /* the 2-rank run's checkpoint in a 1-rank model */
+            ck_model *one = make_model(ctx, bn, 0, global);
+            ck_step_result a, b;
+            if (!one || (st = ck_model_save(m, save)) != CK_STATUS_SUCCESS ||
+                (st = ck_model_load(one, save)) != CK_STATUS_SUCCESS ||
+                (st = ck_model_evaluate(m, x, y, DATA, &a)) != CK_STATUS_SUCCESS ||
+                (st = ck_model_evaluate(one, x, y, DATA, &b)) != CK_STATUS_SUCCESS) {
+                bad = fail(ctx, "checkpoint", st);
+            } else {
+                printf("dp_train: checkpoint loaded in one process: accuracy %d/%d (data-parallel "
+                       "model %d/%d), loss %.9f (%.9f)\n",
+                       b.correct, DATA, a.correct, DATA, b.loss, a.loss);
+                if (a.correct != b.correct || a.loss != b.loss)
+                    bad = 1;
+            }
+            ck_model_destroy(one);
         }
     }
 done:
