@@ -321,7 +321,7 @@ int main(int argc, char **argv) {
             bad = 1;
         }
         if (save && !bad) { /* the 2-rank run's checkpoint in a 1-rank model */
-            ck_model *one = make_model(ctx, bn, 0, global);
+            ck_model *one = make_model(ctx, bn, 0, count); /* evaluated in the same batches */
             ck_step_result a, b;
             if (!one || (st = ck_model_save(m, save)) != CK_STATUS_SUCCESS ||
                 (st = ck_model_load(one, save)) != CK_STATUS_SUCCESS ||
