@@ -14,6 +14,9 @@
  *   --save PATH    rank 0 saves the trained model (every rank's is the same) to PATH, loads it into
  *                  a new single-process model and evaluates both on the whole data set: the loss
  *                  and accuracy must be equal
+ *   --kill-rank R  rank R kills itself (SIGKILL) at step 5, the others must be stopped by the
+ *                  launcher; with --save, rank 0 saves after every step before that
+ *   --load PATH    (one process) loads the checkpoint PATH into the model and prints its step
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
  *   --bad-rank R   rank R gives a NaN input at step 3: every rank must fail that step, unchanged,
  *                  and train on afterwards (the single process skips that batch too)
@@ -23,6 +26,7 @@
 
 #include <math.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,7 +144,8 @@ static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
 
 int main(int argc, char **argv) {
     int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1;
-    const char *save = NULL;
+    const char *save = NULL, *load = NULL;
+    int kill_rank = -1;
     double tol = 1e-5;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--global") && i + 1 < argc)
@@ -149,6 +154,10 @@ int main(int argc, char **argv) {
             steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tol") && i + 1 < argc)
             tol = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--kill-rank") && i + 1 < argc)
+            kill_rank = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--load") && i + 1 < argc)
+            load = argv[++i];
         else if (!strcmp(argv[i], "--save") && i + 1 < argc)
             save = argv[++i];
         else if (!strcmp(argv[i], "--bad-rank") && i + 1 < argc)
@@ -200,6 +209,14 @@ int main(int argc, char **argv) {
         bad = 1;
         goto done;
     }
+    if (load) { /* a checkpoint a data-parallel run left: whole, and this model's */
+        st = ck_model_load(m, load);
+        if (st != CK_STATUS_SUCCESS)
+            bad = fail(ctx, "ck_model_load", st);
+        else
+            printf("dp_train: loaded %s: step %lld\n", load, ck_model_step(m));
+        goto done;
+    }
     st = ck_model_set_comm(m, comm);
     if (mismatch) { /* every rank must refuse, naming what differs */
         const char *msg = ck_context_last_error(ctx);
@@ -245,6 +262,10 @@ int main(int argc, char **argv) {
         }
         if (rank == bad_rank && s == 3)
             xb[5] = NAN;
+        if (rank == kill_rank && s == 5) {
+            fflush(stdout);
+            raise(SIGKILL);
+        }
         ck_step_result r;
         st = ck_model_train_step(m, xb, yb, count, &r);
         if (bad_rank >= 0 && s == 3) { /* every rank fails this step and changes nothing */
@@ -259,6 +280,11 @@ int main(int argc, char **argv) {
         }
         if (st != CK_STATUS_SUCCESS) {
             bad = fail(ctx, "ck_model_train_step", st);
+            goto done;
+        }
+        if (kill_rank >= 0 && save && rank == 0 &&
+            (st = ck_model_save(m, save)) != CK_STATUS_SUCCESS) {
+            bad = fail(ctx, "ck_model_save", st);
             goto done;
         }
         if (r.count != global) {
