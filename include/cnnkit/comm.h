@@ -48,7 +48,11 @@ ck_status ck_comm_shard(const ck_comm *comm, int total, int *first, int *count);
  * to every rank, so all ranks start from one state. From then on ck_model_train_step is
  * collective: n is this rank's shard, the step's loss, correct count and count in the result are
  * those of the global batch, and the gradients are their mean over it. ck_model_evaluate and
- * ck_model_predict stay local. ck_model_fit refuses a model with a communicator (not yet). The
+ * ck_model_predict stay local. ck_model_fit is collective too: opts->batch is the global batch
+ * (default: max_batch x ranks), each rank trains on its ck_comm_shard of every shuffled batch,
+ * and before the first step the ranks must agree on the data (CRC-32), batch, seeds and epochs
+ * (else CK_STATUS_BAD_PARAM on every rank, nothing trained); a stop from a callback on any rank
+ * stops all; every rank needs max_batch >= ceil(batch / ranks). The
  * model keeps a pointer: destroy the communicator only after detaching it or destroying the
  * model. Errors: CK_STATUS_NOT_SUPPORTED (a model on a CUDA context), CK_STATUS_BAD_PARAM (not
  * built, a communicator of another context), CK_STATUS_SHAPE_MISMATCH (the ranks' models

@@ -309,7 +309,8 @@ typedef struct ck_epoch_result {
 
 typedef struct ck_fit_options {
     int epochs;    /* default 1; with resume, the total (Keras: epochs with initial_epoch) */
-    int batch;     /* default: the model's max_batch */
+    int batch;     /* default: the model's max_batch (data-parallel: the global batch, default
+                      max_batch x ranks; cnnkit/comm.h) */
     uint64_t seed; /* shuffling seed (default 0: the context seed) */
     /* Optional callbacks. on_step returning nonzero stops the fit after this step: the model's
      * fit state (ck_model_fit_state) then records the position, and an epoch stopped before its

@@ -17,11 +17,15 @@
  *   --kill-rank R  rank R kills itself (SIGKILL) at step 5, the others must be stopped by the
  *                  launcher; with --save, rank 0 saves after every step before that
  *   --load PATH    (one process) loads the checkpoint PATH into the model and prints its step
+ *   --fit          one epoch of ck_model_fit (batch --global, 640 / G steps) instead of the
+ *                  program's own loop, on the ranks and in the single process
+ *   --fit-other-data  rank 1's data set differs in one label: the fit must be refused everywhere
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
  *   --bad-rank R   rank R gives a NaN input at step 3: every rank must fail that step, unchanged,
  *                  and train on afterwards (the single process skips that batch too)
  */
 #include <cnnkit/comm.h>
+#include <cnnkit/data.h>
 #include <cnnkit/model.h>
 
 #include <math.h>
@@ -145,7 +149,7 @@ static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
 int main(int argc, char **argv) {
     int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1;
     const char *save = NULL, *load = NULL;
-    int kill_rank = -1;
+    int kill_rank = -1, use_fit = 0, fit_other = 0;
     double tol = 1e-5;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--global") && i + 1 < argc)
@@ -166,6 +170,10 @@ int main(int argc, char **argv) {
             bn = 1;
         else if (!strcmp(argv[i], "--sync"))
             bn = 2;
+        else if (!strcmp(argv[i], "--fit"))
+            use_fit = 1;
+        else if (!strcmp(argv[i], "--fit-other-data"))
+            use_fit = fit_other = 1;
         else if (!strcmp(argv[i], "--mismatch"))
             mismatch = 1;
         else {
@@ -204,7 +212,8 @@ int main(int argc, char **argv) {
     }
     int first = 0, count = 0;
     ck_comm_shard(comm, global, &first, &count);
-    m = make_model(ctx, bn, mismatch && rank == 1, count);
+    /* every rank's max_batch fits the largest shard (ck_model_fit asks for that) */
+    m = make_model(ctx, bn, mismatch && rank == 1, (global + size - 1) / size);
     if (!m) {
         bad = 1;
         goto done;
@@ -250,7 +259,36 @@ int main(int argc, char **argv) {
     }
     double max_dloss = 0.0;
     int failed_steps = 0;
-    for (int s = 0, epoch = -1; s < steps; ++s) {
+    if (use_fit) { /* ck_model_fit shards the batches itself */
+        if (fit_other && rank == 1)
+            y[7] = (y[7] + 1) % CLASSES;
+        ck_dataset ds = {DATA, H, W, 1, CLASSES, x, y};
+        ck_fit_options o = {1, global, 99, NULL, NULL, NULL, 0};
+        ck_epoch_result h, hr;
+        st = ck_model_fit(m, &ds, NULL, &o, &h);
+        if (fit_other) { /* refused on every rank, before any step */
+            bad = !(st == CK_STATUS_BAD_PARAM && ck_model_step(m) == 0);
+            if (rank == 0 || bad)
+                printf("dp_train: rank %d: fit on other data refused: %s (%s)\n", rank,
+                       bad ? "NO" : "yes", ck_context_last_error(ctx));
+            goto done;
+        }
+        if (st != CK_STATUS_SUCCESS) {
+            bad = fail(ctx, "ck_model_fit", st);
+            goto done;
+        }
+        if (rank == 0) {
+            if ((st = ck_model_fit(ref, &ds, NULL, &o, &hr)) != CK_STATUS_SUCCESS) {
+                bad = fail(ctx, "reference fit", st);
+                goto done;
+            }
+            max_dloss = fabs(h.loss - hr.loss);
+            printf("dp_train: fit, 1 epoch: loss %.9f accuracy %.6f (one process %.9f %.6f)\n",
+                   h.loss, h.accuracy, hr.loss, hr.accuracy);
+        }
+        steps = DATA / global;
+    }
+    for (int s = 0, epoch = -1; s < steps && !use_fit; ++s) {
         const int per_epoch = DATA / global, at = s % per_epoch;
         if (s / per_epoch != epoch)
             permute(perm, epoch = s / per_epoch);

@@ -1,6 +1,7 @@
 /* ck_model_fit: shuffled mini-batches, epochs, validation (Keras model.fit), and resuming a fit
  * from the position a checkpoint recorded. */
 #include "cnnkit/data.h"
+#include "comm_internal.h"
 #include "model_internal.h"
 
 #include <math.h>
@@ -82,6 +83,68 @@ CK_API ck_status ck_model_fit_state(const ck_model *m, ck_fit_state *state) {
 static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
                      const ck_fit_options *opts, ck_epoch_result *history);
 
+/* Data-parallel (a model with a communicator): every rank must fit the same data in the same
+ * order, with batches that leave no rank empty and fit its max_batch; checked before the first
+ * step, every rank joining the check whatever its own verdict, so all refuse or none does. */
+static ck_status check_ranks(ck_model *m, const ck_fit_options *o, uint64_t seed, int count,
+                             uint32_t crc) {
+    const ck_comm *c = m->comm;
+    const int size = ck_comm_size(c), last = count - (count - 1) / o->batch * o->batch;
+    const int shard = (o->batch + size - 1) / size, least = o->batch < last ? o->batch : last;
+    ck_status own = CK_STATUS_SUCCESS;
+    if (shard > m->max_batch)
+        own = ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                      "opts->batch: %d over %d ranks needs shards of %d, over this rank's "
+                      "max_batch = %d",
+                      o->batch, size, shard, m->max_batch);
+    else if (least < size)
+        own = ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                      "opts->batch: a batch of %d samples (of %d, batch %d) leaves a rank of %d "
+                      "without a sample",
+                      least, count, o->batch, size);
+    enum { N = 8 };
+    static const char *const what[N] = {"train: the data sets (CRC-32 of images and labels)",
+                                        "train: the sample counts",
+                                        "opts->batch",
+                                        "opts->seed (shuffling)",
+                                        "opts->epochs",
+                                        "opts->resume",
+                                        "the context seeds (dropout masks)",
+                                        "refused"};
+    long long lo[N] = {crc,
+                       count,
+                       o->batch,
+                       (long long)seed,
+                       o->epochs,
+                       o->resume,
+                       (long long)m->ctx->seed,
+                       own != CK_STATUS_SUCCESS};
+    long long hi[N];
+    memcpy(hi, lo, sizeof hi);
+    CK_TRY(ck_comm_min_i64(c, lo, N));
+    CK_TRY(ck_comm_max_i64(c, hi, N));
+    if (own != CK_STATUS_SUCCESS)
+        return own;
+    if (hi[N - 1])
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "opts: another of the %d ranks refused the fit (its message says why); "
+                       "nothing was trained",
+                       size);
+    for (int i = 0; i < N - 1; ++i)
+        if (lo[i] != hi[i])
+            return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                           "%s: differ between the %d ranks; nothing was trained", what[i], size);
+    return CK_STATUS_SUCCESS;
+}
+
+/* A callback's stop on any rank stops every rank (they stay in step). */
+static int agree_stop(const ck_model *m, int stop) {
+    long long v = stop != 0;
+    if (m->comm && ck_comm_max_i64(m->comm, &v, 1) != CK_STATUS_SUCCESS)
+        return 1;
+    return (int)v;
+}
+
 CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
                               const ck_fit_options *opts, ck_epoch_result *history) {
     CK_MODEL_ENTRY(m);
@@ -97,10 +160,6 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
     ck_clear_error(ctx);
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
-    if (m->comm) /* its batches would be whole on every rank, not sharded */
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "model: has a communicator (ck_model_set_comm); a data-parallel fit is not "
-                       "built yet: call ck_model_train_step with each rank's ck_comm_shard");
     if (m->num_params == 0)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "model: has no trainable parameters (no Conv2D, Dense or "
@@ -115,9 +174,11 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
     ck_fit_options o = {1, m->max_batch, 0, NULL, NULL, NULL, 0};
     if (opts)
         o = *opts;
+    else if (m->comm) /* the global batch: every rank's max_batch */
+        o.batch = m->max_batch * ck_comm_size(m->comm);
     if (o.epochs < 1)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "opts->epochs: must be >= 1, got %d", o.epochs);
-    if (o.batch < 1 || o.batch > m->max_batch)
+    if (o.batch < 1 || (o.batch > m->max_batch && !m->comm))
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "opts->batch: %d must be in [1, max_batch = %d] (build with a larger "
                        "max_batch)",
@@ -131,6 +192,8 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
         CK_TRY(check_resume(m, &m->fit, o.batch, seed, train->count, crc));
         f = m->fit;
     }
+    if (m->comm)
+        CK_TRY(check_ranks(m, &o, seed, train->count, crc));
     const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
     int32_t *perm = (int32_t *)ck_host_alloc(ctx, sizeof(int32_t) * (size_t)train->count);
     float *xb = (float *)ck_host_alloc(ctx, sizeof(float) * per * (size_t)o.batch);
@@ -156,10 +219,14 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
         for (; s < steps && st == CK_STATUS_SUCCESS && !stop; ++s) {
             const int start = s * o.batch;
             const int n = train->count - start < o.batch ? train->count - start : o.batch;
-            st = ck_dataset_gather(train, perm, start, n, xb, yb);
+            int at = 0, nr = n; /* data-parallel: this rank's shard of the batch */
+            if (m->comm)
+                st = ck_comm_shard(m->comm, n, &at, &nr);
+            if (st == CK_STATUS_SUCCESS)
+                st = ck_dataset_gather(train, perm, start + at, nr, xb, yb);
             ck_step_result r;
             if (st == CK_STATUS_SUCCESS)
-                st = ck_model_train_step(m, xb, yb, n, &r);
+                st = ck_model_train_step(m, xb, yb, nr, &r);
             if (st != CK_STATUS_SUCCESS) {
                 /* the failed step changed nothing: the state still names the step before */
                 m->fit = f;
@@ -192,6 +259,8 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
                                      dt / (s + 1 - first) * (steps - s - 1)};
                 stop = o.on_step(o.user, &p);
             }
+            if (m->comm)
+                stop = agree_stop(m, stop);
         }
         if (st != CK_STATUS_SUCCESS || (stop && s < steps))
             break; /* an unfinished epoch: no validation, no history entry */
@@ -221,6 +290,8 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
             history[e] = er;
         if (o.on_epoch && o.on_epoch(o.user, &er))
             stop = 1;
+        if (m->comm)
+            stop = agree_stop(m, stop);
     }
     ck_host_free(ctx, perm);
     ck_host_free(ctx, xb);
