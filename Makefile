@@ -89,7 +89,8 @@ install: build
 	@cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX),)
 
 format:
-	@clang-format -i include/cnnkit/*.h $$(find src/host -name '*.[ch]') src/cli/*.[ch] src/kernels/*.cu src/kernels/*.h tests/*.[ch] bench/*.[ch]
+	@clang-format -i include/cnnkit/*.h $$(find src/host -name '*.[ch]') src/cli/*.[ch] src/kernels/*.cu src/kernels/*.h tests/*.[ch] tests/ops/*.[ch] \
+	  tests/reference/*.[ch] bench/*.[ch]
 
 clean:
 	@rm -rf $(BUILD) $(BUILD).configure.log $(ASAN_BUILD) $(ASAN_BUILD).configure.log gpu-bundle \

@@ -30,6 +30,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
+
 #ifdef CNNKIT_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -102,22 +104,6 @@ static uint32_t lcg_next(uint64_t *s) {
 /* uniform in [lo, hi) with 24 random bits */
 static float lcg_uniform(uint64_t *s, float lo, float hi) {
     return lo + (hi - lo) * ((float)(lcg_next(s) >> 8) * (1.0f / 16777216.0f));
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median_of(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return (n % 2) ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -489,19 +475,19 @@ static int time_fn(const timer *t, bench_fn fn, void *user, double *median_us) {
             CUDA_CHECK(cudaEventElapsedTime(&ms, g->start, g->stop));
             t->samples[r] = (double)ms * 1e3;
         }
-        *median_us = median_of(t->samples, t->repeats);
+        *median_us = bench_median(t->samples, t->repeats);
         return 0;
     }
 #endif
     for (int r = 0; r < t->repeats; ++r) {
-        double t0 = now_us();
+        double t0 = bench_now_us();
         rc = fn(user, call++);
-        double t1 = now_us();
+        double t1 = bench_now_us();
         if (rc != 0)
             return rc;
         t->samples[r] = t1 - t0;
     }
-    *median_us = median_of(t->samples, t->repeats);
+    *median_us = bench_median(t->samples, t->repeats);
     return 0;
 }
 
@@ -971,12 +957,12 @@ static double wall_us(const timer *t, dense_call *d) {
         dense_call_fn(d, i);
     for (int r = 0; r < t->repeats; ++r) {
         CUDA_CHECK(cudaStreamSynchronize(st));
-        const double t0 = now_us();
+        const double t0 = bench_now_us();
         dense_call_fn(d, r);
         CUDA_CHECK(cudaStreamSynchronize(st));
-        t->samples[r] = now_us() - t0;
+        t->samples[r] = bench_now_us() - t0;
     }
-    return median_of(t->samples, t->repeats);
+    return bench_median(t->samples, t->repeats);
 }
 
 static float *dev_floats(size_t n, uint64_t seed) {
@@ -1021,11 +1007,11 @@ static dense_row *dense_probe(const timer *t, ck_context *ctx, int quick, size_t
         r->s = s;
         /* first: nothing has run this shape through ck_gdense_forward in this process */
         CUDA_CHECK(cudaStreamSynchronize(t->g->stream));
-        double t0 = now_us();
+        double t0 = bench_now_us();
         d.what = DC_CK_FWD;
         dense_call_fn(&d, 0);
         CUDA_CHECK(cudaStreamSynchronize(t->g->stream));
-        r->us[DC_CK_FWD_FIRST] = now_us() - t0;
+        r->us[DC_CK_FWD_FIRST] = bench_now_us() - t0;
         r->us[DC_CK_FWD_WALL] = wall_us(t, &d);
         const dense_col timed[] = {DC_GEMM_FWD, DC_BIAS, DC_CK_FWD, DC_GEMM_BWD, DC_CK_BWD};
         for (size_t c = 0; c < sizeof timed / sizeof *timed; ++c) {
