@@ -63,7 +63,7 @@ keras-check: build
 	@bash tools/keras_crosscheck.sh $(BUILD)
 
 bench: build
-	@$(BUILD)/bench/bench_kernels $(BENCH_ARGS)
+	@$(BUILD)/bench/bench_ops $(BENCH_ARGS)
 
 # Trains the question's model on Fashion-MNIST: on the GPU when one is present (10 epochs, the
 # issue's setting), else on the CPU: 2 epochs of the full data, a few minutes on 2 cores
