@@ -13,9 +13,9 @@
  *        reference within ref_tol.
  *   GPU: the case's GPU runner on tensors made once, a cudaEvent pair around each call with L2
  *        flushed before it; copy_us is a device-to-device copy moving the same bytes (bytes / 2
- *        read and written), ratio = median / copy_us. Runners that plan per call (conv: cuDNN
- *        descriptors and workspace) include that set-up. Checked: the GPU against the CPU op
- *        within gpu_tol (0: identical bits).
+ *        read and written), ratio = median / copy_us. A runner that sets up per call (the case's
+ *        gpu_setup: conv's cuDNN plan, workspaces) is timed with it, and the note says so.
+ *        Checked: the GPU against the CPU op within gpu_tol (0: identical bits).
  * Each check runs the op once more on fresh inputs after the timing (in-place updates have moved
  * their state by then). --bench-sizes uses each case's bench_variants instead of the test shapes.
  * --filter keeps the rows whose "op/variant" contains TEXT. Without a device (or a CUDA build) the
@@ -298,6 +298,8 @@ static int bench_gpu(const options *o, gpu_env *env, const op_case *c, const op_
         snprintf(r->note, sizeof r->note, "check run failed: %s", ck_context_last_error(env->g));
     } else {
         set_check(r, op_outputs_err(v, got.out, want.out, c->gpu_tol, NULL), c->gpu_tol);
+        if (!strcmp(r->status, "ok") && c->gpu_setup)
+            snprintf(r->note, sizeof r->note, "timed with its %s", c->gpu_setup);
     }
     op_bufs_free(v, &got);
     op_bufs_free(v, &want);

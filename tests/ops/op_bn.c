@@ -97,6 +97,7 @@ const op_case op_bn = {
     .gpu = api,
 #endif
     .gpu_tol = 1e-4,
+    .gpu_setup = "workspace per call",
     .grad_y = 0,
     .grad_dy = 5,
     .ngrad = 3,

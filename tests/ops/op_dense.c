@@ -76,6 +76,7 @@ const op_case op_dense = {
     .ref_tol = 1e-5,
     .gpu = gpu_run,
     .gpu_tol = 1e-4,
+    .gpu_setup = "workspace and a sync per call",
     .grad_y = 0,
     .grad_dy = 3,
     .ngrad = 3,

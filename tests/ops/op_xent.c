@@ -94,6 +94,7 @@ const op_case op_xent = {
     .ref_tol = 1e-6,
     .gpu = gpu_run,
     .gpu_tol = 3e-7,
+    .gpu_setup = "workspace, loss download and a sync per call",
     .grad_y = 1,
     .grad_dy = 2,
     .ngrad = 1,

@@ -76,6 +76,9 @@ typedef struct op_case {
     /* Public-API ops: the tensor runner on any context, which cpu wraps in a fresh CPU context;
      * the bench times it on one CPU context so the time is the op's, not the set-up's. */
     op_gpu_fn api;
+    /* What the GPU runner sets up on every call (a plan, a workspace, a synchronization), which
+     * bench_ops' GPU time then includes and its note says; NULL: nothing. */
+    const char *gpu_setup;
     /* gradcheck: forward output y and input dy, and the pairs (x, dx) to check */
     int grad_y, grad_dy, ngrad;
     op_grad grad[3];
