@@ -157,6 +157,28 @@ Test(ops, gpu_vs_cpu) {
     ck_context_destroy(g);
 }
 
+static const op_variant *variant_named(const op_case *c, const char *name) {
+    for (int k = 0; k < c->nvariants; k++)
+        if (!strcmp(c->variants[k].name, name))
+            return &c->variants[k];
+    cr_assert_fail("%s has no variant %s", c->name, name);
+    return NULL;
+}
+
+/* op_bytes by hand: inputs read once, outputs written once, in-place outputs read and written. */
+Test(ops, bytes_by_hand) {
+    /* conv 2x5x5x3 -> 4, 3x3 same: x 150, k 108, b 4, dy 200 in; y 200, dx 150, dk 108, db 4 */
+    cr_assert_eq(op_bytes(variant_named(&op_conv, "3x3_same_s1")), 924 * sizeof(float));
+    /* Adam on 257: g read; p, m, v read and written */
+    cr_assert_eq(op_bytes(variant_named(&op_adam, "step1")), 7 * 257 * sizeof(float));
+    /* fill 1001: written only */
+    cr_assert_eq(op_bytes(variant_named(&op_fill, "odd")), 1001 * sizeof(float));
+    /* BN 3x4x3x5 (180): x, dy, gamma, beta in; y, dx, y_inference, saved and gradient stats out;
+     * the running statistics (4 each) read and written */
+    cr_assert_eq(op_bytes(variant_named(&op_bn, "linear_3x4x3x5")),
+                 (2 * 180 + 2 * 4 + 3 * 180 + 4 * 4 + 2 * 2 * 4) * sizeof(float));
+}
+
 /* Every case has bench shapes (bench_ops --bench-sizes), each moving more bytes than any of its
  * test shapes. */
 Test(ops, bench_shapes_are_bigger) {
