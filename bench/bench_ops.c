@@ -103,8 +103,7 @@ static op_host_fn cpu_side(const op_case *c) {
     return c->cpu ? c->cpu : c->ref;
 }
 
-/* ---- CPU --------------------------------------------------------------------------------------
- */
+/* ---- CPU ---- */
 
 /* Times a tensor runner on a CPU context: tensors made once, each call then synchronized. */
 static int time_api_cpu(ck_context *ctx, const op_case *c, const op_variant *v, op_bufs *b,
@@ -167,7 +166,13 @@ static int bench_cpu(const options *o, const op_case *c, const op_variant *v, ui
         snprintf(r->note, sizeof r->note, "no CPU op: the reference timed");
         return 0;
     }
-    if (op_bufs_alloc(v, seed, &got) || op_bufs_alloc(v, seed, &want)) {
+    if (op_bufs_alloc(v, seed, &got)) {
+        r->status = "error";
+        snprintf(r->note, sizeof r->note, "out of host memory");
+        return 1;
+    }
+    if (op_bufs_alloc(v, seed, &want)) {
+        op_bufs_free(v, &got);
         r->status = "error";
         snprintf(r->note, sizeof r->note, "out of host memory");
         return 1;
@@ -180,8 +185,7 @@ static int bench_cpu(const options *o, const op_case *c, const op_variant *v, ui
     return strcmp(r->status, "ok") != 0;
 }
 
-/* ---- GPU --------------------------------------------------------------------------------------
- */
+/* ---- GPU ---- */
 
 #ifdef CNNKIT_HAVE_CUDA
 typedef struct gpu_env {
@@ -307,8 +311,7 @@ static int bench_gpu(const options *o, gpu_env *env, const op_case *c, const op_
 }
 #endif
 
-/* ---- main -------------------------------------------------------------------------------------
- */
+/* ---- main ---- */
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bench_ops [--repeats R] [--csv] [--filter TEXT] [--cpu-only] "
