@@ -57,7 +57,7 @@ typedef struct row {
     double median_us, copy_us; /* copy_us < 0: none */
     double err, tol;           /* err < 0: not checked */
     const char *status;
-    char note[160];
+    char note[320];
 } row;
 
 static void print_row(const options *o, const row *r) {
