@@ -98,6 +98,19 @@ static void set_check(row *r, double err, double tol) {
         snprintf(r->note, sizeof r->note, tol == 0 ? "bits differ" : "err above tol");
 }
 
+/* Fresh arrays for a check: the result (got) and what it must match (want). On failure the row
+ * says so and nothing stays allocated; returns 1 then. */
+static int check_bufs(const op_variant *v, uint64_t seed, op_bufs *got, op_bufs *want, row *r) {
+    if (op_bufs_alloc(v, seed, got) == 0) {
+        if (op_bufs_alloc(v, seed, want) == 0)
+            return 0;
+        op_bufs_free(v, got);
+    }
+    r->status = "error";
+    snprintf(r->note, sizeof r->note, "out of host memory");
+    return 1;
+}
+
 /* The CPU side of a check: the CPU op, or the reference for a data move without one. */
 static op_host_fn cpu_side(const op_case *c) {
     return c->cpu ? c->cpu : c->ref;
@@ -166,17 +179,8 @@ static int bench_cpu(const options *o, const op_case *c, const op_variant *v, ui
         snprintf(r->note, sizeof r->note, "no CPU op: the reference timed");
         return 0;
     }
-    if (op_bufs_alloc(v, seed, &got)) {
-        r->status = "error";
-        snprintf(r->note, sizeof r->note, "out of host memory");
+    if (check_bufs(v, seed, &got, &want, r))
         return 1;
-    }
-    if (op_bufs_alloc(v, seed, &want)) {
-        op_bufs_free(v, &got);
-        r->status = "error";
-        snprintf(r->note, sizeof r->note, "out of host memory");
-        return 1;
-    }
     c->cpu(v, got.in, got.out);
     c->ref(v, want.in, want.out);
     set_check(r, op_outputs_err(v, got.out, want.out, c->ref_tol, NULL), c->ref_tol);
@@ -285,17 +289,13 @@ static int bench_gpu(const options *o, gpu_env *env, const op_case *c, const op_
     }
     free(t);
     free(tc);
-    if (e || op_bufs_alloc(v, seed, &got)) {
+    if (e) {
         r->status = "error";
         snprintf(r->note, sizeof r->note, "run failed: %s", ck_context_last_error(env->g));
         return 1;
     }
-    if (op_bufs_alloc(v, seed, &want)) {
-        op_bufs_free(v, &got);
-        r->status = "error";
-        snprintf(r->note, sizeof r->note, "out of host memory");
+    if (check_bufs(v, seed, &got, &want, r))
         return 1;
-    }
     cpu_side(c)(v, want.in, want.out);
     if (op_run_on(env->g, c->gpu, v, got.in, got.out)) {
         r->status = "error";
