@@ -63,7 +63,7 @@ keras-check: build
 	@bash tools/keras_crosscheck.sh $(BUILD)
 
 bench: build
-	@$(BUILD)/bench/bench_kernels $(BENCH_ARGS)
+	@$(BUILD)/bench/bench_ops $(BENCH_ARGS)
 
 # Trains the question's model on Fashion-MNIST: on the GPU when one is present (10 epochs, the
 # issue's setting), else on the CPU: 2 epochs of the full data, a few minutes on 2 cores
@@ -89,7 +89,8 @@ install: build
 	@cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX),)
 
 format:
-	@clang-format -i include/cnnkit/*.h $$(find src/host -name '*.[ch]') src/cli/*.[ch] src/kernels/*.cu src/kernels/*.h tests/*.[ch] bench/*.[ch]
+	@clang-format -i include/cnnkit/*.h $$(find src/host -name '*.[ch]') src/cli/*.[ch] src/kernels/*.cu src/kernels/*.h tests/*.[ch] tests/ops/*.[ch] \
+	  tests/reference/*.[ch] bench/*.[ch]
 
 clean:
 	@rm -rf $(BUILD) $(BUILD).configure.log $(ASAN_BUILD) $(ASAN_BUILD).configure.log gpu-bundle \

@@ -9,28 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-uint32_t trng_u32(trng *r) {
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return (uint32_t)((r->s * 2685821657736338717ull) >> 32);
-}
-
-float trng_uniform(trng *r, float lo, float hi) {
-    return lo + (hi - lo) * (float)((trng_u32(r) >> 8) * (1.0 / 16777216.0));
-}
-
-float trng_normal(trng *r) {
-    double u1 = ((trng_u32(r) >> 8) + 0.5) / 16777216.0;
-    double u2 = (trng_u32(r) >> 8) / 16777216.0;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-void trng_fill(trng *r, float *p, size_t n, float lo, float hi) {
-    for (size_t i = 0; i < n; ++i)
-        p[i] = trng_uniform(r, lo, hi);
-}
-
 ck_context *t_ctx(ck_device dev) {
     ck_context *ctx = NULL;
     ck_status st = ck_context_create(&ctx, dev, 0, 1234);
@@ -218,18 +196,23 @@ const char t_seed_cnn_text[] =
     "model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', "
     "metrics=['accuracy'])\n";
 
-int t_run_cli(const char *args, char *out, size_t len) {
-    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_SOURCE_DIR "/examples", R_OK) != 0)
-        cr_skip("the cnnkit binary or the source tree is not here (a relocated test bundle)");
+int t_run_prog(const char *prog, const char *args, char *out, size_t len) {
+    if (access(prog, X_OK) != 0 || access(CNNKIT_SOURCE_DIR "/examples", R_OK) != 0)
+        cr_skip("%s or the source tree is not here (a relocated test bundle)", prog);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", CNNKIT_SOURCE_DIR, CNNKIT_CLI_PATH, args);
+    /* stderr joins stdout before args, so args may redirect it elsewhere */
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' 2>&1 %s", CNNKIT_SOURCE_DIR, prog, args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     size_t n = fread(out, 1, len - 1, p);
     out[n] = '\0';
     int st = pclose(p);
-    cr_assert(WIFEXITED(st), "cnnkit %s did not exit normally", args);
+    cr_assert(WIFEXITED(st), "%s %s did not exit normally", prog, args);
     return WEXITSTATUS(st);
+}
+
+int t_run_cli(const char *args, char *out, size_t len) {
+    return t_run_prog(CNNKIT_CLI_PATH, args, out, len);
 }
 
 /* fuzz/fuzz_checkpoint.c's model: the one the fuzz corpora's checkpoints and weights fit. */

@@ -8,6 +8,7 @@
 
 #include "cnnkit/cnnkit.h"
 #include "cnnkit/model.h"
+#include "trng.h"
 
 /* Asserts a call succeeded, printing the context's message otherwise. */
 #define CK_OK(ctx, expr)                                                                           \
@@ -16,15 +17,6 @@
         cr_assert_eq(st_, CK_STATUS_SUCCESS, "%s -> %s: %s", #expr, ck_status_string(st_),         \
                      ck_context_last_error(ctx));                                                  \
     } while (0)
-
-/* Deterministic generator for test data (xorshift64*), state owned by the caller. */
-typedef struct trng {
-    uint64_t s;
-} trng;
-uint32_t trng_u32(trng *r);
-float trng_uniform(trng *r, float lo, float hi); /* [lo, hi) */
-float trng_normal(trng *r);                      /* N(0, 1) */
-void trng_fill(trng *r, float *p, size_t n, float lo, float hi);
 
 ck_context *t_ctx(ck_device dev); /* creates or fails the test */
 /* A CUDA context. Without a usable device (or in a CPU-only build) the test is skipped with the
@@ -64,8 +56,10 @@ int t_gradcheck_model(ck_context *ctx, ck_model *m, const float *x, const int32_
 /* examples/seed_cnn.py verbatim (tests/common.c). */
 extern const char t_seed_cnn_text[];
 
-/* Runs the cnnkit CLI from the source tree with args; returns its exit code, its stdout+stderr
- * in out (cr_skip when the binary or the tree is not here). */
+/* Runs the program prog from the source tree with args (shell words; they may redirect stderr);
+ * returns its exit code, its stdout+stderr in out (cr_skip when the binary or the tree is not
+ * here). t_run_cli runs the cnnkit CLI. */
+int t_run_prog(const char *prog, const char *args, char *out, size_t len);
 int t_run_cli(const char *args, char *out, size_t len);
 
 /* fuzz/fuzz_checkpoint.c's model text (the fuzz corpora fit it). */

@@ -9,82 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const op_case *const k_cases[] = {
-    &op_act, &op_pool, &op_gap,    &op_dense, &op_conv, &op_xent,    &op_adam,
-    &op_sgd, &op_pad,  &op_layout, &op_flag,  &op_fill, &op_dropout, &op_bn,
-};
-#define NCASES (sizeof k_cases / sizeof k_cases[0])
-
-typedef struct bufs {
-    float *in[OP_MAX_IO], *out[OP_MAX_IO];
-} bufs;
-
-static uint64_t name_seed(const char *s, int k) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h ^ (uint64_t)(k + 1) * 0x9E3779B97F4A7C15ULL;
-}
-
-static void init_arr(const op_arr *a, float *p, trng *r) {
-    if (a->init == OP_LABELS) {
-        for (size_t i = 0; i < a->count; i++) {
-            const int32_t lab = (int32_t)(trng_u32(r) % (uint32_t)a->hi);
-            memcpy(p + i, &lab, sizeof lab);
-        }
-        return;
-    }
-    if (a->init == OP_DISTINCT) {
-        for (size_t i = 0; i < a->count; i++)
-            p[i] = a->lo + (float)i * a->hi;
-        for (size_t i = a->count; i > 1; i--) {
-            const size_t j = trng_u32(r) % i;
-            const float t = p[i - 1];
-            p[i - 1] = p[j];
-            p[j] = t;
-        }
-        return;
-    }
-    trng_fill(r, p, a->count, a->lo, a->hi);
-}
-
-static void alloc_in(const op_case *c, int k, bufs *b) {
-    const op_variant *v = &c->variants[k];
-    trng r = {name_seed(c->name, k)};
-    for (int i = 0; i < v->nin; i++) {
-        b->in[i] = calloc(v->in[i].count ? v->in[i].count : 1, sizeof(float));
-        init_arr(&v->in[i], b->in[i], &r);
-    }
-}
-
-static void alloc_out(const op_variant *v, bufs *b) {
-    for (int i = 0; i < v->nout; i++) {
-        b->out[i] = calloc(v->out[i].count ? v->out[i].count : 1, sizeof(float));
-        if (v->out[i].from)
-            memcpy(b->out[i], b->in[v->out[i].from - 1], v->out[i].count * sizeof(float));
-    }
-}
-
-static void free_bufs(const op_variant *v, bufs *b) {
-    for (int i = 0; i < v->nin; i++)
-        free(b->in[i]);
-    for (int i = 0; i < v->nout; i++)
-        free(b->out[i]);
-}
-
-/* max |a - b| / max(1e-3, max |b|); NaN anywhere counts as infinite error */
-static double scaled_err(const float *a, const float *b, size_t n) {
-    double m = 1e-3, e = 0.0;
-    for (size_t i = 0; i < n; ++i) {
-        const double d = fabs((double)a[i] - b[i]);
-        if (isnan(d))
-            return INFINITY;
-        if (fabs(b[i]) > m)
-            m = fabs(b[i]);
-        if (d > e)
-            e = d;
-    }
-    return e / m;
+/* A variant's host arrays from its test seed; fails the test out of memory. */
+static void alloc_bufs(const op_case *c, int k, op_bufs *b) {
+    cr_assert_eq(op_bufs_alloc(&c->variants[k], op_seed(c, k), b), 0, "%s: out of memory", c->name);
 }
 
 /* Compares outputs; tol 0 asks for identical bits. Returns the number of mismatching arrays. */
@@ -96,11 +23,11 @@ static int compare(const char *what, const op_case *c, const op_variant *v, floa
         if (tol == 0.0) {
             const int same = memcmp(got[i], want[i], n * sizeof(float)) == 0;
             cr_expect(same, "%s %s/%s: %s differs in its bits (err %.3g)", what, c->name, v->name,
-                      v->out[i].name, scaled_err(got[i], want[i], n));
+                      v->out[i].name, op_scaled_err(got[i], want[i], n));
             bad += !same;
             continue;
         }
-        const double e = scaled_err(got[i], want[i], n);
+        const double e = op_scaled_err(got[i], want[i], n);
         cr_expect(e <= tol, "%s %s/%s: %s err %.3g > %.3g", what, c->name, v->name, v->out[i].name,
                   e, tol);
         bad += !(e <= tol);
@@ -109,28 +36,26 @@ static int compare(const char *what, const op_case *c, const op_variant *v, floa
 }
 
 Test(ops, cpu_vs_reference) {
-    for (size_t ci = 0; ci < NCASES; ci++) {
-        const op_case *c = k_cases[ci];
+    for (int ci = 0; ci < op_ncases; ci++) {
+        const op_case *c = op_cases[ci];
         if (!c->cpu)
             continue;
         for (int k = 0; k < c->nvariants; k++) {
             const op_variant *v = &c->variants[k];
-            bufs got = {0}, want = {0};
-            alloc_in(c, k, &got);
-            alloc_in(c, k, &want);
-            alloc_out(v, &got);
-            alloc_out(v, &want);
+            op_bufs got, want;
+            alloc_bufs(c, k, &got);
+            alloc_bufs(c, k, &want);
             c->cpu(v, got.in, got.out);
             c->ref(v, want.in, want.out);
             compare("cpu vs ref", c, v, got.out, want.out, c->ref_tol);
-            free_bufs(v, &got);
-            free_bufs(v, &want);
+            op_bufs_free(v, &got);
+            op_bufs_free(v, &want);
         }
     }
 }
 
 /* <dy, y> of the reference forward, in double. */
-static double pairing(const op_case *c, const op_variant *v, bufs *b) {
+static double pairing(const op_case *c, const op_variant *v, op_bufs *b) {
     c->ref(v, b->in, b->out);
     const float *y = b->out[c->grad_y], *dy = b->in[c->grad_dy];
     double s = 0.0;
@@ -141,18 +66,16 @@ static double pairing(const op_case *c, const op_variant *v, bufs *b) {
 
 Test(ops, gradcheck) {
     int checked = 0;
-    for (size_t ci = 0; ci < NCASES; ci++) {
-        const op_case *c = k_cases[ci];
+    for (int ci = 0; ci < op_ncases; ci++) {
+        const op_case *c = op_cases[ci];
         if (!c->ngrad)
             continue;
         for (int k = 0; k < c->nvariants; k++) {
             const op_variant *v = &c->variants[k];
-            bufs an = {0}, fd = {0};
-            alloc_in(c, k, &an);
-            alloc_out(v, &an);
+            op_bufs an, fd;
+            alloc_bufs(c, k, &an);
             c->cpu(v, an.in, an.out);
-            alloc_in(c, k, &fd);
-            alloc_out(v, &fd);
+            alloc_bufs(c, k, &fd);
             for (int gi = 0; gi < c->ngrad; gi++) {
                 const op_grad gr = c->grad[gi];
                 const size_t n = v->in[gr.x].count;
@@ -186,8 +109,8 @@ Test(ops, gradcheck) {
                           g[worst]);
                 checked++;
             }
-            free_bufs(v, &an);
-            free_bufs(v, &fd);
+            op_bufs_free(v, &an);
+            op_bufs_free(v, &fd);
         }
     }
     cr_assert_gt(checked, 0);
@@ -201,18 +124,16 @@ static ck_tensor *dev_arr(ck_context *g, const op_arr *a, const float *host) {
 
 Test(ops, gpu_vs_cpu) {
     ck_context *g = t_cuda_ctx_or_skip();
-    for (size_t ci = 0; ci < NCASES; ci++) {
-        const op_case *c = k_cases[ci];
+    for (int ci = 0; ci < op_ncases; ci++) {
+        const op_case *c = op_cases[ci];
         if (!c->gpu)
             continue;
         for (int k = 0; k < c->nvariants; k++) {
             const op_variant *v = &c->variants[k];
-            bufs host = {0}, want = {0};
+            op_bufs host, want;
             ck_tensor *tin[OP_MAX_IO] = {0}, *tout[OP_MAX_IO] = {0};
-            alloc_in(c, k, &host);
-            alloc_out(v, &host);
-            alloc_in(c, k, &want);
-            alloc_out(v, &want);
+            alloc_bufs(c, k, &host);
+            alloc_bufs(c, k, &want);
             (c->cpu ? c->cpu : c->ref)(v, want.in, want.out);
             for (int i = 0; i < v->nin; i++)
                 tin[i] = dev_arr(g, &v->in[i], host.in[i]);
@@ -229,11 +150,49 @@ Test(ops, gpu_vs_cpu) {
                 ck_tensor_destroy(tin[i]);
             for (int i = 0; i < v->nout; i++)
                 ck_tensor_destroy(tout[i]);
-            free_bufs(v, &host);
-            free_bufs(v, &want);
+            op_bufs_free(v, &host);
+            op_bufs_free(v, &want);
         }
     }
     ck_context_destroy(g);
+}
+
+static const op_variant *variant_named(const op_case *c, const char *name) {
+    for (int k = 0; k < c->nvariants; k++)
+        if (!strcmp(c->variants[k].name, name))
+            return &c->variants[k];
+    cr_assert_fail("%s has no variant %s", c->name, name);
+    return NULL;
+}
+
+/* op_bytes by hand: inputs read once, outputs written once, in-place outputs read and written. */
+Test(ops, bytes_by_hand) {
+    /* conv 2x5x5x3 -> 4, 3x3 same: x 150, k 108, b 4, dy 200 in; y 200, dx 150, dk 108, db 4 */
+    cr_assert_eq(op_bytes(variant_named(&op_conv, "3x3_same_s1")), 924 * sizeof(float));
+    /* Adam on 257: g read; p, m, v read and written */
+    cr_assert_eq(op_bytes(variant_named(&op_adam, "step1")), 7 * 257 * sizeof(float));
+    /* fill 1001: written only */
+    cr_assert_eq(op_bytes(variant_named(&op_fill, "odd")), 1001 * sizeof(float));
+    /* BN 3x4x3x5 (180): x, dy, gamma, beta in; y, dx, y_inference, saved and gradient stats out;
+     * the running statistics (4 each) read and written */
+    cr_assert_eq(op_bytes(variant_named(&op_bn, "linear_3x4x3x5")),
+                 (2 * 180 + 2 * 4 + 3 * 180 + 4 * 4 + 2 * 2 * 4) * sizeof(float));
+}
+
+/* Every case has bench shapes (bench_ops --bench-sizes), each moving more bytes than any of its
+ * test shapes. */
+Test(ops, bench_shapes_are_bigger) {
+    for (int ci = 0; ci < op_ncases; ci++) {
+        const op_case *c = op_cases[ci];
+        cr_expect_gt(c->nbench, 0, "%s has no bench_variants", c->name);
+        size_t test_max = 0;
+        for (int k = 0; k < c->nvariants; k++)
+            if (op_bytes(&c->variants[k]) > test_max)
+                test_max = op_bytes(&c->variants[k]);
+        for (int k = 0; k < c->nbench; k++)
+            cr_expect_gt(op_bytes(&c->bench_variants[k]), test_max, "%s/%s", c->name,
+                         c->bench_variants[k].name);
+    }
 }
 
 /* Every ck_cuda_* declared in ck_kernels.h must be reached by some case's GPU runner. */
@@ -251,8 +210,8 @@ Test(ops, launcher_coverage) {
             /* the bf16 storage kernels are checked bit for bit against the CPU by
              * tests/test_gpu_bf16.c until the table gets a bf16 case (issue 16) */
             int found = strncmp(name, "ck_cuda_bf16_", 13) == 0;
-            for (size_t ci = 0; ci < NCASES && !found; ci++) {
-                const char *l = k_cases[ci]->launchers, *q = l;
+            for (int ci = 0; ci < op_ncases && !found; ci++) {
+                const char *l = op_cases[ci]->launchers, *q = l;
                 const size_t len = strlen(name);
                 while (l && (q = strstr(q, name)) != NULL && !found) {
                     found = (q == l || q[-1] == ' ') && (q[len] == ' ' || q[len] == '\0');

@@ -10,8 +10,8 @@
 # is not run and is listed under "out_of_time"; 0 = none):
 #   (default) full  versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train
-#                   bench_train_fastest bench_train_tf32 bench_kernels peer_torch peer_keras
-#                   train_profile tests train_profile_tf32                        DEADLINE 400
+#                   bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch
+#                   peer_keras train_profile tests train_profile_tf32            DEADLINE 400
 #   --triage        versions gpu_tests+train_short+memcheck+initcheck            DEADLINE 150
 #   --ci            versions suite+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train             DEADLINE 0
@@ -32,7 +32,10 @@
 #   bench_train_fastest  the same with --conv-algo fastest (cuDNN algorithms timed at build,
 #                    non-deterministic allowed; bench_train_fastest.json)
 #   bench_train_tf32 the same with --conv-algo fastest --math tf32 (bench_train_tf32.json)
-#   bench_kernels    bench_kernels: cnnkit vs cuDNN vs a device copy (bench_kernels.json)
+#   bench_cudnn      bench_cudnn: cnnkit's BN/dropout vs cuDNN vs a device copy, Dense vs cuBLAS
+#                    (bench_cudnn.json)
+#   bench_ops        bench_ops --bench-sizes: every op of the table (tests/ops) timed on the CPU
+#                    and the GPU, GB/s, ratio to a device copy, re-checked (bench_ops.csv)
 #   peer_torch       share/peer_torch.py --device cuda: PyTorch, the caller's environment
 #   study_gpu        cnnkit study on the device (STUDY_SEEDS=20, STUDY_EPOCHS=3): only when named
 #                    in STEPS, e.g. a third call: STEPS=study_gpu DEADLINE=0 STEP_TIMEOUT=540
@@ -64,7 +67,7 @@
 #   TRAIN_EPOCHS      epochs of train_fmnist (default 10)
 #   GPU_TEST_JOBS     Criterion --jobs of gpu_tests and suite (default 4)
 #   GPU_FILTER        Criterion filter of gpu_tests; SANITIZER_FILTER that of the sanitizer runs
-#   TEST_ARGS, BENCH_ARGS  extra arguments of the test runs and of bench_kernels (split at blanks)
+#   TEST_ARGS, BENCH_ARGS  extra arguments of the test runs and of bench_cudnn (split at blanks)
 #   CNNKIT_EXTRA_LIB_DIRS  colon-separated folders searched for the CUDA libraries (cuDNN...)
 #   COMPUTE_SANITIZER where compute-sanitizer is, when not on PATH or in /usr/local/cuda
 #   STRICT_SANITIZER  1: an "unsupported" sanitizer step counts as a failure
@@ -108,7 +111,8 @@ if [[ -n "$BUILD_DIR" ]]; then # a build tree: this file is tools/bundle_run.sh 
   BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
   REPO="$(cd "$HERE/.." && pwd)"
   TESTS_BIN="$BUILD_DIR/tests/cnnkit_tests"
-  BENCH_BIN="$BUILD_DIR/bench/bench_kernels"
+  BENCH_BIN="$BUILD_DIR/bench/bench_cudnn"
+  OPS_BENCH_BIN="$BUILD_DIR/bench/bench_ops"
   TRAIN_BENCH_BIN="$BUILD_DIR/bench/bench_train"
   CLI_BIN="$BUILD_DIR/cnnkit"
   MODEL="$REPO/examples/seed_cnn.py"
@@ -119,7 +123,8 @@ if [[ -n "$BUILD_DIR" ]]; then # a build tree: this file is tools/bundle_run.sh 
   COMMIT="$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
 else
   TESTS_BIN="$HERE/bin/cnnkit_tests"
-  BENCH_BIN="$HERE/bin/bench_kernels"
+  BENCH_BIN="$HERE/bin/bench_cudnn"
+  OPS_BENCH_BIN="$HERE/bin/bench_ops"
   TRAIN_BENCH_BIN="$HERE/bin/bench_train"
   CLI_BIN="$HERE/bin/cnnkit"
   MODEL="$HERE/share/seed_cnn.py"
@@ -133,7 +138,7 @@ COMMIT="${COMMIT:-unknown}"
 
 case "$MODE" in
   full)
-    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_kernels peer_torch peer_keras train_profile tests train_profile_tf32"
+    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras train_profile tests train_profile_tf32"
     DEADLINE="${DEADLINE:-400}"
     ;;
   triage)
@@ -165,7 +170,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_s
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_kernels peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -205,7 +210,7 @@ EOF
 DLOPENED=(libnvrtc.so.13)
 unresolved() {
   local b so d found
-  for b in "$TESTS_BIN" "$BENCH_BIN" "$TRAIN_BENCH_BIN" "$CLI_BIN"; do
+  for b in "$TESTS_BIN" "$BENCH_BIN" "$OPS_BENCH_BIN" "$TRAIN_BENCH_BIN" "$CLI_BIN"; do
     [[ -x "$b" ]] && env ${LDP:+LD_LIBRARY_PATH="$LDP"} ldd "$b" 2>/dev/null | awk '/=> not found/ {print $1}'
   done | sort -u
   for so in "${DLOPENED[@]}"; do
@@ -502,9 +507,13 @@ run_named() {
         --model "$MODEL" --steps 20 --conv-algo fastest --math tf32 \
         --json "$LOG_DIR/bench_train_tf32.json"
       ;;
-    bench_kernels)
-      run_step bench_kernels plain 0 "${LIBENV[@]}" "$BENCH_BIN" --json "$LOG_DIR/bench_kernels.json" \
+    bench_cudnn)
+      run_step bench_cudnn plain 0 "${LIBENV[@]}" "$BENCH_BIN" --json "$LOG_DIR/bench_cudnn.json" \
         "${EXTRA_BENCH_ARGS[@]}"
+      ;;
+    bench_ops) # the CSV on stdout; bench_ops.log keeps its stderr (the device, the failures)
+      run_step bench_ops plain 0 "${LIBENV[@]}" bash -c '"$0" --bench-sizes --csv >"$1"' \
+        "$OPS_BENCH_BIN" "$LOG_DIR/bench_ops.csv"
       ;;
     peer_torch) # python3 as the caller has it: the bundle's libraries stay out of its way
       if command -v python3 >/dev/null 2>&1 &&

@@ -6,7 +6,7 @@
 #   OUT_DIR/run.sh LOG_DIR [--triage]                (on the GPU machine; docs/gpu-runbook.md)
 #
 # Layout of OUT_DIR:
-#   bin/cnnkit_tests, bin/bench_kernels   the binaries, unmodified (nothing is patched)
+#   bin/cnnkit_tests, bin/bench_*, bin/cnnkit   the binaries, unmodified (nothing is patched)
 #   lib/                                  shared libraries they need that a GPU runner may lack
 #   lib/fallback/                         libstdc++, libcudart: used only when the runner has
 #                                         none (below)
@@ -53,11 +53,12 @@ command -v ldd >/dev/null 2>&1 || die "ldd not found"
 
 declare -A BIN_SRC=(
   [cnnkit_tests]="$BUILD_DIR/tests/cnnkit_tests"
-  [bench_kernels]="$BUILD_DIR/bench/bench_kernels"
+  [bench_cudnn]="$BUILD_DIR/bench/bench_cudnn"
+  [bench_ops]="$BUILD_DIR/bench/bench_ops"
   [bench_train]="$BUILD_DIR/bench/bench_train"
   [cnnkit]="$BUILD_DIR/cnnkit"
 )
-BIN_NAMES=(cnnkit_tests bench_kernels bench_train cnnkit)
+BIN_NAMES=(cnnkit_tests bench_cudnn bench_ops bench_train cnnkit)
 for b in "${BIN_NAMES[@]}"; do
   src="${BIN_SRC[$b]}"
   [[ -f "$src" && -x "$src" ]] ||

@@ -11,15 +11,16 @@
 #include "gpu_layers.h"
 #endif
 
-#define ACT(nm, a, al)                                                                             \
+#define ACT_RC(nm, a, al, rows, cols)                                                              \
     {                                                                                              \
-        nm, {a, 6, 10}, {al}, 2, 2, {{"x", 60, OP_UNIFORM, -3, 3}, {"dy", 60, OP_UNIFORM, -1, 1}}, \
-        {                                                                                          \
-            {"y", 60, 0, 0, 0}, {                                                                  \
-                "dx", 60, 0, 0, 0                                                                  \
+        nm, {a, rows, cols}, {al}, 2, 2,                                                           \
+            {{"x", rows * cols, OP_UNIFORM, -3, 3}, {"dy", rows * cols, OP_UNIFORM, -1, 1}}, {     \
+            {"y", rows * cols, 0, 0, 0}, {                                                         \
+                "dx", rows *cols, 0, 0, 0                                                          \
             }                                                                                      \
         }                                                                                          \
     }
+#define ACT(nm, a, al) ACT_RC(nm, a, al, 6, 10)
 
 static const op_variant k_variants[] = {
     ACT("linear", CK_ACT_NONE, 0),         ACT("relu", CK_ACT_RELU, 0),
@@ -43,7 +44,8 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                   ck_tensor *const *out) {
     const size_t n = (size_t)v->iv[1] * v->iv[2];
     const int e_ = ck_cuda_activation_forward(v->iv[0], v->fv[0], OP_D(in[0]), OP_D(out[0]), n,
                                               v->iv[2], g->stream);
@@ -55,11 +57,18 @@ static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_
 #define gpu_run NULL
 #endif
 
+/* 1M elements, rows of 64 (softmax: 10-class rows, as the seed model's output) */
+static const op_variant k_bench[] = {ACT_RC("relu_16384x64", CK_ACT_RELU, 0, 16384, 64),
+                                     ACT_RC("gelu_16384x64", CK_ACT_GELU, 0, 16384, 64),
+                                     ACT_RC("softmax_65536x10", CK_ACT_SOFTMAX, 0, 65536, 10)};
+
 const op_case op_act = {
     .name = "act",
     .launchers = "ck_cuda_activation_forward ck_cuda_activation_backward",
     .variants = k_variants,
     .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 2e-6,

@@ -79,11 +79,17 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
     ref_bn_forward_inference(rows, c, in[0], in[1], in[2], in[3], in[4], d.epsilon, act, out[8]);
 }
 
+/* the seed model's first BatchNorm+ReLU at batch 32 */
+static const op_variant k_bench[] = {BN("relu_32x32x26x26", 32, 32, 26, 26, CK_ACT_RELU)};
+
 const op_case op_bn = {
     .name = "bn",
     .launchers = "ck_cuda_bn_forward_training ck_cuda_bn_backward ck_cuda_bn_forward_inference",
     .variants = k_variants,
     .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
+    .api = api,
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-5,
@@ -91,6 +97,7 @@ const op_case op_bn = {
     .gpu = api,
 #endif
     .gpu_tol = 1e-4,
+    .gpu_setup = "workspace per call",
     .grad_y = 0,
     .grad_dy = 5,
     .ngrad = 3,

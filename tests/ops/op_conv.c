@@ -58,7 +58,8 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu_run(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *c, const op_variant *v, ck_tensor *const *in,
+                   ck_tensor *const *out) {
     const ck_conv_geom g = geom(v);
     ck_gconv *cv = NULL;
     ck_workspace *ws = NULL;
@@ -82,17 +83,25 @@ static int gpu_run(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_
 
 /* ck_gconv_* reach the kernel layout transposes, the pad copy (asymmetric variant), the layout
  * conversions (nchw variant), bias add and the bias gradient's column sums. */
+/* the seed model's second and third convolutions at batch 16 */
+static const op_variant k_bench[] = {
+    CONV("3x3_valid_16x26x26x32x32", 16, 26, 26, 32, 32, 3, 1, 0, 0, 24, 24),
+    CONV("3x3_valid_16x12x12x32x64", 16, 12, 12, 32, 64, 3, 1, 0, 0, 10, 10)};
+
 const op_case op_conv = {
     .name = "conv",
     .launchers = "ck_cuda_conv_kernel_layout ck_cuda_pad_nhwc ck_cuda_convert_layout "
                  "ck_cuda_bias_add ck_cuda_colsum ck_cuda_colsum_workspace_bytes",
     .variants = k_variants,
     .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-5,
     .gpu = gpu_run,
     .gpu_tol = 1e-4,
+    .gpu_setup = "cuDNN plan, workspace and a sync per call",
     .grad_y = 0,
     .grad_dy = 3,
     .ngrad = 3,

@@ -51,11 +51,15 @@ static int pad_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
 }
 #endif
 
+static const op_variant k_pad_bench[] = {PAD("same_3x3_32x26x26x32", 32, 26, 26, 32, 1, 1, 28, 28)};
+
 const op_case op_pad = {
     .name = "pad",
     .launchers = "ck_cuda_pad_nhwc",
     .variants = k_pad,
     .nvariants = sizeof k_pad / sizeof k_pad[0],
+    .bench_variants = k_pad_bench,
+    .nbench = sizeof k_pad_bench / sizeof k_pad_bench[0],
     .ref = pad_ref,
     .gpu = pad_gpu,
 };
@@ -90,11 +94,16 @@ static int layout_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
 }
 #endif
 
+static const op_variant k_layout_bench[] = {LAYOUT("krsc_3x3x64x64", 9, 64, 64, 0),
+                                            LAYOUT("kcrs_3x3x64x64", 9, 64, 64, 1)};
+
 const op_case op_layout = {
     .name = "layout",
     .launchers = "ck_cuda_conv_kernel_layout",
     .variants = k_layout,
     .nvariants = sizeof k_layout / sizeof k_layout[0],
+    .bench_variants = k_layout_bench,
+    .nbench = sizeof k_layout_bench / sizeof k_layout_bench[0],
     .ref = layout_ref,
     .gpu = layout_gpu,
 };
@@ -132,11 +141,15 @@ static int flag_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
 }
 #endif
 
+static const op_variant k_flag_bench[] = {FLAG("finite_1M", 1 << 20, -1, 0)};
+
 const op_case op_flag = {
     .name = "flag",
     .launchers = "ck_cuda_flag_nonfinite",
     .variants = k_flag,
     .nvariants = sizeof k_flag / sizeof k_flag[0],
+    .bench_variants = k_flag_bench,
+    .nbench = sizeof k_flag_bench / sizeof k_flag_bench[0],
     .ref = flag_ref,
     .gpu = flag_gpu,
 };
@@ -164,11 +177,15 @@ static int fill_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
 }
 #endif
 
+static const op_variant k_fill_bench[] = {FILL("1M", 1 << 20, 0.5f)};
+
 const op_case op_fill = {
     .name = "fill",
     .launchers = "ck_cuda_fill",
     .variants = k_fill,
     .nvariants = sizeof k_fill / sizeof k_fill[0],
+    .bench_variants = k_fill_bench,
+    .nbench = sizeof k_fill_bench / sizeof k_fill_bench[0],
     .ref = fill_ref,
     .gpu = fill_gpu,
 };

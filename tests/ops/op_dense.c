@@ -40,7 +40,8 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                   ck_tensor *const *out) {
     const int *p = v->iv;
     ck_workspace *ws = NULL;
     if (ck_workspace_create(g, &ws, ck_gdense_workspace_bytes(p[2])) != CK_STATUS_SUCCESS)
@@ -59,16 +60,23 @@ static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_
 #endif
 
 /* ck_gdense_* reach the bias kernels: bias add forward, column sums for the bias gradient. */
+/* the seed model's Dense layers at batch 128 */
+static const op_variant k_bench[] = {DENSE("128x1024x512", 128, 1024, 512),
+                                     DENSE("128x512x10", 128, 512, 10)};
+
 const op_case op_dense = {
     .name = "dense",
     .launchers = "ck_cuda_bias_add ck_cuda_colsum ck_cuda_colsum_workspace_bytes",
     .variants = k_variants,
     .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-5,
     .gpu = gpu_run,
     .gpu_tol = 1e-4,
+    .gpu_setup = "workspace and a sync per call",
     .grad_y = 0,
     .grad_dy = 3,
     .ngrad = 3,

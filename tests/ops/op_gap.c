@@ -33,7 +33,8 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                   ck_tensor *const *out) {
     const int e_ =
         ck_cuda_gap_forward(v->iv[0], v->iv[1], v->iv[2], OP_D(in[0]), OP_D(out[0]), g->stream);
     return e_ ? e_
@@ -44,11 +45,16 @@ static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_
 #define gpu_run NULL
 #endif
 
+static const op_variant k_bench[] = {GAP("7x7x256_b64", 64, 49, 256),
+                                     GAP("8x8x64_b128", 128, 64, 64)};
+
 const op_case op_gap = {
     .name = "gap",
     .launchers = "ck_cuda_gap_forward ck_cuda_gap_backward",
     .variants = k_variants,
     .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-6,

@@ -57,11 +57,16 @@ static int adam_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
 #define adam_gpu NULL
 #endif
 
+/* about the seed model's parameter count */
+static const op_variant k_adam_bench[] = {ADAM("1M", 1 << 20, 7, 1e-3f, 0)};
+
 const op_case op_adam = {
     .name = "adam",
     .launchers = "ck_cuda_adam",
     .variants = k_adam,
     .nvariants = sizeof k_adam / sizeof k_adam[0],
+    .bench_variants = k_adam_bench,
+    .nbench = sizeof k_adam_bench / sizeof k_adam_bench[0],
     .cpu = adam_cpu,
     .ref = adam_ref,
     .ref_tol = 1e-6,
@@ -108,11 +113,15 @@ static int sgd_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
 #define sgd_gpu NULL
 #endif
 
+static const op_variant k_sgd_bench[] = {SGD("nesterov_1M", 1 << 20, 1, 0.05f, 0.01f, 0.9f)};
+
 const op_case op_sgd = {
     .name = "sgd",
     .launchers = "ck_cuda_sgd",
     .variants = k_sgd,
     .nvariants = sizeof k_sgd / sizeof k_sgd[0],
+    .bench_variants = k_sgd_bench,
+    .nbench = sizeof k_sgd_bench / sizeof k_sgd_bench[0],
     .cpu = sgd_cpu,
     .ref = sgd_ref,
     .ref_tol = 1e-6,

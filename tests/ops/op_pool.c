@@ -52,7 +52,8 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 }
 
 #ifdef CNNKIT_HAVE_CUDA
-static int gpu_run(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *c, const op_variant *v, ck_tensor *const *in,
+                   ck_tensor *const *out) {
     const ck_conv_geom g = geom(v);
     const int e_ = ck_cuda_pool_forward(g, v->iv[7], OP_D(in[0]), OP_D(out[0]), c->stream);
     return e_ ? e_
@@ -63,11 +64,19 @@ static int gpu_run(ck_context *c, const op_variant *v, ck_tensor *const *in, ck_
 #define gpu_run NULL
 #endif
 
+/* the seed model's pooling inputs at batch 32 */
+static const op_variant k_bench[] = {
+    POOL("max_2s2_32x24x24x32", 32, 24, 24, 32, 2, 2, 0, 1, 12, 12),
+    POOL("avg_2s2_32x24x24x32", 32, 24, 24, 32, 2, 2, 0, 0, 12, 12),
+    POOL("max_same_3s2_32x24x24x32", 32, 24, 24, 32, 3, 2, 1, 1, 12, 12)};
+
 const op_case op_pool = {
     .name = "pool",
     .launchers = "ck_cuda_pool_forward ck_cuda_pool_backward",
     .variants = k_variants,
     .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-6,

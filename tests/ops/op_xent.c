@@ -52,7 +52,8 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 
 #ifdef CNNKIT_HAVE_CUDA
 /* The ck_kloss result comes back to the host and is written out as the CPU's floats. */
-static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                   ck_tensor *const *out) {
     const int n = v->iv[0];
     ck_workspace *ws = NULL;
     ck_tensor *t = NULL;
@@ -79,16 +80,21 @@ static int gpu_run(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_
 #define gpu_run NULL
 #endif
 
+static const op_variant k_bench[] = {XENT("65536x10", 65536, 10), XENT("1024x1000", 1024, 1000)};
+
 const op_case op_xent = {
     .name = "xent",
     .launchers = "ck_cuda_softmax_xent ck_cuda_xent_workspace_bytes",
     .variants = k_variants,
     .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 1e-6,
     .gpu = gpu_run,
     .gpu_tol = 3e-7,
+    .gpu_setup = "workspace, loss download and a sync per call",
     .grad_y = 1,
     .grad_dy = 2,
     .ngrad = 1,

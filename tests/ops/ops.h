@@ -8,6 +8,8 @@
  *     context) against the CPU op, bit for bit when gpu_tol is 0.
  * A case runs forward and backward in one call: inputs (x, parameters, dy) in, every result out.
  * Errors are max |a - b| / max(1e-3, max |b|), relative to the output's scale.
+ * bench/bench_ops times the same cases (op_run.c holds the list and the data both drivers use),
+ * on the test shapes or on each case's bench_variants (--bench-sizes).
  */
 #ifndef CNNKIT_TESTS_OPS_H
 #define CNNKIT_TESTS_OPS_H
@@ -63,11 +65,20 @@ typedef struct op_case {
     const char *launchers;
     const op_variant *variants;
     int nvariants;
+    /* bigger shapes for bench_ops --bench-sizes (timed and re-checked, not gradchecked) */
+    const op_variant *bench_variants;
+    int nbench;
     op_host_fn cpu; /* NULL: the reference is the CPU side (a pure data move) */
     op_host_fn ref;
     double ref_tol; /* CPU vs reference; derived in the op's file */
     op_gpu_fn gpu;
     double gpu_tol; /* GPU vs CPU (or reference); 0 = bit-identical */
+    /* Public-API ops: the tensor runner on any context, which cpu wraps in a fresh CPU context;
+     * the bench times it on one CPU context so the time is the op's, not the set-up's. */
+    op_gpu_fn api;
+    /* What the GPU runner sets up on every call (a plan, a workspace, a synchronization), which
+     * bench_ops' GPU time then includes and its note says; NULL: nothing. */
+    const char *gpu_setup;
     /* gradcheck: forward output y and input dy, and the pairs (x, dx) to check */
     int grad_y, grad_dy, ngrad;
     op_grad grad[3];
@@ -77,6 +88,33 @@ typedef struct op_case {
 
 extern const op_case op_act, op_pool, op_gap, op_dense, op_conv, op_xent, op_adam, op_sgd, op_pad,
     op_layout, op_flag, op_fill, op_dropout, op_bn;
+
+/* ---- op_run.c: what the suite (tests/test_ops.c) and the bench (bench/bench_ops.c) share ---- */
+
+/* Every case, in the order both run them. */
+extern const op_case *const op_cases[];
+extern const int op_ncases;
+
+/* The host arrays of one variant. */
+typedef struct op_bufs {
+    float *in[OP_MAX_IO], *out[OP_MAX_IO];
+} op_bufs;
+
+/* The data seed of a case's k-th variant (bench variants continue after the test ones). */
+uint64_t op_seed(const op_case *c, int k);
+/* Allocates and fills the arrays of v from seed: inputs by their init, outputs zero or a copy of
+ * their `from` input. Returns 0, or -1 out of memory (nothing left allocated). */
+int op_bufs_alloc(const op_variant *v, uint64_t seed, op_bufs *b);
+void op_bufs_free(const op_variant *v, op_bufs *b);
+/* max |a - b| / max(1e-3, max |b|); NaN anywhere counts as infinite error. */
+double op_scaled_err(const float *a, const float *b, size_t n);
+/* Worst error of v's outputs, got against want; with tol 0 an output whose bits differ counts as
+ * infinite. *worst (optional) gets the index of that output. */
+double op_outputs_err(const op_variant *v, float *const *got, float *const *want, double tol,
+                      int *worst);
+/* The bytes a run must move at least: every input read once (except those an in-place output
+ * starts as), every output written once, and an in-place output read as well. */
+size_t op_bytes(const op_variant *v);
 
 /* The contexts' seed (dropout masks): t_cuda_ctx_or_skip's. */
 #define OP_SEED 1234

@@ -1,0 +1,185 @@
+/* Suite `bench`: bench/bench_ops run as a program. Its CSV must parse, cover every variant of the
+ * op table once per device, carry the table's byte counts, a GB/s that follows from them, and
+ * checks within the cases' tolerances; GPU rows run or skip as the machine allows. */
+#include "common.h"
+#include "ops/ops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef CNNKIT_BENCH_OPS_PATH
+
+#define NF                                                                                         \
+    14 /* op,variant,device,impl,bytes,repeats,median_us,gbps,copy_us,ratio,err,tol,status,note */
+enum {
+    F_OP,
+    F_VAR,
+    F_DEV,
+    F_IMPL,
+    F_BYTES,
+    F_REP,
+    F_US,
+    F_GBPS,
+    F_COPY,
+    F_RATIO,
+    F_ERR,
+    F_TOL,
+    F_STATUS,
+    F_NOTE
+};
+
+static char g_out[1 << 17];
+
+/* Splits one CSV line (no quoting: bench_ops writes none) in place; returns the field count. */
+static int split(char *line, char **f) {
+    int n = 0;
+    f[n++] = line;
+    for (char *p = line; *p; p++)
+        if (*p == ',') {
+            *p = '\0';
+            if (n == NF + 1)
+                return n;
+            f[n++] = p + 1;
+        }
+    return n;
+}
+
+static const op_variant *find_variant(const char *op, const char *var, int bench,
+                                      const op_case **cp) {
+    for (int ci = 0; ci < op_ncases; ci++) {
+        const op_case *c = op_cases[ci];
+        if (strcmp(c->name, op))
+            continue;
+        const op_variant *vs = bench ? c->bench_variants : c->variants;
+        for (int k = 0; k < (bench ? c->nbench : c->nvariants); k++)
+            if (!strcmp(vs[k].name, var)) {
+                *cp = c;
+                return &vs[k];
+            }
+    }
+    return NULL;
+}
+
+static double num(const char *s, const char *what, const char *row) {
+    char *end = NULL;
+    const double v = strtod(s, &end);
+    cr_assert(end != s && *end == '\0', "%s: '%s' is not a number (row %s)", what, s, row);
+    return v;
+}
+
+/* Runs bench_ops with args and checks every row; counts[dev][case][variant] gets the rows seen.
+ * Returns the number of rows. */
+static int run_and_check(const char *args, int bench, int counts[2][32][16]) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --csv 2>/dev/null", args);
+    const int rc = t_run_prog(CNNKIT_BENCH_OPS_PATH, cmd, g_out, sizeof g_out);
+    cr_assert_eq(rc, 0, "bench_ops %s exited %d:\n%s", cmd, rc, g_out);
+    char *save = NULL, *line = strtok_r(g_out, "\n", &save);
+    cr_assert_not_null(line);
+    cr_assert_str_eq(line, "op,variant,device,impl,bytes,repeats,median_us,gbps,copy_us,ratio,err,"
+                           "tol,status,note");
+    int rows = 0;
+    while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
+        char copy[512], *f[NF + 1];
+        snprintf(copy, sizeof copy, "%s", line);
+        cr_assert_eq(split(line, f), NF, "row with the wrong field count: %s", copy);
+        const op_case *c = NULL;
+        const op_variant *v = find_variant(f[F_OP], f[F_VAR], bench, &c);
+        cr_assert_not_null(v, "row names no variant of the table: %s", copy);
+        const int gpu = !strcmp(f[F_DEV], "gpu");
+        cr_assert(gpu || !strcmp(f[F_DEV], "cpu"), "device: %s", copy);
+        int ci = 0;
+        while (op_cases[ci] != c)
+            ci++;
+        counts[gpu][ci][v - (bench ? c->bench_variants : c->variants)]++;
+        cr_assert_eq((size_t)num(f[F_BYTES], "bytes", copy), op_bytes(v), "%s", copy);
+        const char *st = f[F_STATUS];
+        if (!strcmp(st, "skip")) {
+            cr_assert(gpu, "only GPU rows may skip: %s", copy);
+            cr_assert(strlen(f[F_NOTE]) > 0, "a skip says why: %s", copy);
+            cr_assert_eq(strlen(f[F_US]), 0, "a skipped row has no time: %s", copy);
+            rows++;
+            continue;
+        }
+        cr_assert_str_eq(st, "ok", "%s", copy);
+        const double us = num(f[F_US], "median_us", copy), gbps = num(f[F_GBPS], "gbps", copy);
+        cr_assert(us > 0 && isfinite(us), "%s", copy);
+        /* GB/s = bytes / ns; both printed to 6 significant digits */
+        const double want = (double)op_bytes(v) / (us * 1e3);
+        cr_assert(fabs(gbps - want) <= 1e-4 * want, "gbps %g, bytes/time %g: %s", gbps, want, copy);
+        if (gpu) {
+            cr_assert(num(f[F_COPY], "copy_us", copy) > 0, "%s", copy);
+            cr_assert(num(f[F_TOL], "tol", copy) == c->gpu_tol, "%s", copy);
+        }
+        /* the CPU op is checked against the reference; a data move has no CPU op to check */
+        if (gpu || c->cpu) {
+            const double err = num(f[F_ERR], "err", copy), tol = num(f[F_TOL], "tol", copy);
+            cr_assert(err <= tol, "%s", copy);
+            if (!gpu)
+                cr_assert_eq(tol, c->ref_tol, "%s", copy);
+        } else {
+            cr_assert_eq(strlen(f[F_ERR]), 0, "%s", copy);
+            cr_assert_str_eq(f[F_IMPL], "ref", "%s", copy);
+        }
+        cr_assert_eq((int)num(f[F_REP], "repeats", copy) > 0, 1);
+        rows++;
+    }
+    return rows;
+}
+
+Test(bench, ops_cpu_csv_covers_the_table) {
+    static int counts[2][32][16];
+    cr_assert_leq(op_ncases, 32);
+    const int rows = run_and_check("--cpu-only --repeats 3", 0, counts);
+    int want = 0;
+    for (int ci = 0; ci < op_ncases; ci++)
+        for (int k = 0; k < op_cases[ci]->nvariants; k++) {
+            cr_expect_eq(counts[0][ci][k], 1, "%s/%s: %d CPU rows", op_cases[ci]->name,
+                         op_cases[ci]->variants[k].name, counts[0][ci][k]);
+            cr_expect_eq(counts[1][ci][k], 0, "--cpu-only printed a GPU row");
+            want++;
+        }
+    cr_assert_eq(rows, want);
+}
+
+/* Without --cpu-only every variant gets a GPU row too: run and checked on a device, a skip with
+ * its reason without one. */
+Test(bench, ops_filter_and_gpu_rows) {
+    static int counts[2][32][16];
+    run_and_check("--repeats 2 --filter fill/", 0, counts);
+    for (int ci = 0; ci < op_ncases; ci++)
+        for (int k = 0; k < op_cases[ci]->nvariants; k++) {
+            const int fill = !strcmp(op_cases[ci]->name, "fill");
+            cr_expect_eq(counts[0][ci][k], fill, "%s/%s", op_cases[ci]->name,
+                         op_cases[ci]->variants[k].name);
+            cr_expect_eq(counts[1][ci][k], fill, "%s/%s", op_cases[ci]->name,
+                         op_cases[ci]->variants[k].name);
+        }
+#ifdef CNNKIT_HAVE_CUDA
+    /* with a device the GPU rows must have run (run_and_check lets them skip) */
+    if (ck_cuda_available())
+        cr_assert_null(strstr(g_out, ",skip,"), "a device is here but GPU rows skipped");
+#endif
+}
+
+/* --bench-sizes runs the cases' bench_variants (tests/test_ops.c: bigger than the test shapes). */
+Test(bench, ops_bench_sizes) {
+    static int counts[2][32][16];
+    cr_assert_eq(run_and_check("--cpu-only --bench-sizes --repeats 1 --filter fill/", 1, counts),
+                 1);
+    for (int ci = 0; ci < op_ncases; ci++)
+        for (int k = 0; k < op_cases[ci]->nbench; k++)
+            cr_expect_eq(counts[0][ci][k], !strcmp(op_cases[ci]->name, "fill"), "%s/%s",
+                         op_cases[ci]->name, op_cases[ci]->bench_variants[k].name);
+}
+
+Test(bench, ops_bad_arguments) {
+    cr_assert_eq(t_run_prog(CNNKIT_BENCH_OPS_PATH, "--repeats 0", g_out, sizeof g_out), 2);
+    cr_assert_not_null(strstr(g_out, "--repeats"), "%s", g_out);
+    cr_assert_eq(t_run_prog(CNNKIT_BENCH_OPS_PATH, "--frobnicate", g_out, sizeof g_out), 2);
+    cr_assert_not_null(strstr(g_out, "--frobnicate"), "%s", g_out);
+}
+
+#endif
