@@ -10,8 +10,8 @@
 #include <string.h>
 
 static const op_case *const k_cases[] = {
-    &op_act, &op_pool, &op_gap,    &op_dense, &op_conv, &op_xent,    &op_adam,
-    &op_sgd, &op_pad,  &op_layout, &op_flag,  &op_fill, &op_dropout, &op_bn,
+    &op_act, &op_pool,   &op_gap,  &op_dense, &op_conv,    &op_xent, &op_adam, &op_sgd,
+    &op_pad, &op_layout, &op_flag, &op_fill,  &op_dropout, &op_bn,   &op_add,
 };
 #define NCASES (sizeof k_cases / sizeof k_cases[0])
 

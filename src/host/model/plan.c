@@ -64,6 +64,12 @@
  *  F3  Pool + Dropout|SpatialDropout -> the pooling node applies the dropout in place to its
  *                              output (no extra buffer); backward scales dy in place before the
  *                              pooling backward: same products, bit-exact.
+ * Graph models (ck_model.graph: a layer reads named inputs, a tensor may have several readers)
+ * are not planned: the rewrites above reorder and fuse neighbours of a chain, and a fusion that
+ * stops storing a tensor another layer also reads would be wrong. Their nodes are the lowering,
+ * one per layer (per inline activation). Fusions that hold on a graph (BN+ReLU where the BN's
+ * output has the ReLU as its only reader) are left for later.
+ *
  * Not applied: dropping the bias of a conv/dense followed by BN. In training the BN output is
  * mathematically independent of that bias, but not in floats ((x+b) - mean(x+b) rounds
  * differently from x - mean(x)), the bias still gets a gradient of rounding noise (0 in exact
@@ -212,6 +218,12 @@ void ck_model_plan_index(ck_model *m) {
         m->layer_in_node[li] = first == 0  ? CK_PLAN_MODEL_INPUT
                                : first > 0 ? prefix_node[first - 1]
                                            : none;
+    }
+    /* a graph model (unplanned): a layer's input is its first input layer's output */
+    for (int li = 0; m->graph && li < m->num_layers; ++li) {
+        const ck_layer_desc *d = &m->layers[li];
+        const int src = d->num_inputs > 0 ? d->inputs[0] : li - 1;
+        m->layer_in_node[li] = src < 0 ? CK_PLAN_MODEL_INPUT : m->layer_out_node[src];
     }
 }
 

@@ -1,0 +1,308 @@
+/* Graph models (ck_layer_desc.num_inputs, issue 15): the Add layer, the DAG executor against the
+ * Sequential one, finite-difference gradients through residual blocks (a tensor with two readers,
+ * strided projection shortcuts), the refusals of bad graphs, and the GPU against the CPU. */
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+/* A layer of a graph model: type, filters/units, kernel, stride, and its inputs (n of them;
+ * n = 0: the previous layer). */
+static ck_layer_desc L(ck_layer_type t, int units, int k, int s, int n, int a, int b) {
+    ck_layer_desc d;
+    ck_layer_desc_init(&d, t);
+    d.units = units;
+    d.kernel_h = d.kernel_w = k;
+    if (t == CK_LAYER_CONV2D) {
+        d.stride_h = d.stride_w = s;
+        d.padding = CK_PADDING_SAME;
+    }
+    d.num_inputs = n;
+    d.inputs[0] = a;
+    d.inputs[1] = b;
+    return d;
+}
+
+static ck_layer_desc act(ck_activation a, int n, int in) {
+    ck_layer_desc d = L(CK_LAYER_ACTIVATION, 0, 0, 0, n, in, 0);
+    d.activation = a;
+    return d;
+}
+
+static ck_model *graph_model(ck_context *ctx, const ck_layer_desc *ls, int count) {
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    for (int i = 0; i < count; ++i)
+        CK_OK(ctx, ck_model_add(m, &ls[i]));
+    return m;
+}
+
+/* Two residual blocks with tanh (smooth: no kinks for the finite differences): an identity
+ * shortcut (layer 1 is read by the conv of layer 2 and by the Add of layer 4: its gradient is a
+ * sum) and a strided block whose shortcut is a 1x1 projection with stride 2. */
+static int residual_layers(ck_layer_desc *ls, ck_activation a) {
+    int n = 0;
+    ls[n++] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);          /* 0 */
+    ls[n++] = act(a, 0, 0);                                  /* 1 */
+    ls[n++] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);          /* 2 */
+    ls[n++] = L(CK_LAYER_BATCHNORM, 0, 0, 0, 0, 0, 0);       /* 3 */
+    ls[n++] = L(CK_LAYER_ADD, 0, 0, 0, 2, 3, 1);             /* 4: bn + act */
+    ls[n++] = act(a, 0, 0);                                  /* 5 */
+    ls[n++] = L(CK_LAYER_CONV2D, 4, 3, 2, 0, 0, 0);          /* 6: strided branch */
+    ls[n++] = act(a, 0, 0);                                  /* 7 */
+    ls[n++] = L(CK_LAYER_CONV2D, 4, 1, 2, 1, 5, 0);          /* 8: projection of 5 */
+    ls[n++] = L(CK_LAYER_ADD, 0, 0, 0, 2, 7, 8);             /* 9 */
+    ls[n++] = L(CK_LAYER_GLOBALAVGPOOL2D, 0, 0, 0, 0, 0, 0); /* 10 */
+    ls[n++] = L(CK_LAYER_DENSE, 3, 0, 0, 0, 0, 0);           /* 11 */
+    ls[n - 1].activation = CK_ACT_SOFTMAX;
+    return n;
+}
+
+static void batch(float *x, int32_t *y, int n, int per, int classes, uint64_t seed) {
+    trng r = {seed};
+    trng_fill(&r, x, (size_t)n * per, -1, 1);
+    for (int i = 0; i < n; ++i)
+        y[i] = (int32_t)(trng_u32(&r) % (uint32_t)classes);
+}
+
+Test(graph, shapes_over_the_graph) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_TANH);
+    ck_model *m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 4));
+    cr_assert(m->graph);
+    int h, w, c;
+    CK_OK(ctx, ck_model_layer_shape(m, 4, &h, &w, &c));
+    cr_assert(h == 6 && w == 6 && c == 3);
+    CK_OK(ctx, ck_model_layer_shape(m, 8, &h, &w, &c)); /* the projection: 6 -> 3, 4 filters */
+    cr_assert(h == 3 && w == 3 && c == 4, "%dx%dx%d", h, w, c);
+    CK_OK(ctx, ck_model_layer_shape(m, 9, &h, &w, &c));
+    cr_assert(h == 3 && w == 3 && c == 4);
+    /* parameters: conv 2*9*3+3, conv 3*9*3+3, BN 4*3, conv 3*9*4+4, conv 3*4+4, dense 4*3+3 */
+    ck_param_counts pc;
+    CK_OK(ctx, ck_model_param_counts(m, &pc));
+    cr_assert_eq(pc.total, (2 * 9 * 3 + 3) + (3 * 9 * 3 + 3) + 12 + (3 * 9 * 4 + 4) + (3 * 4 + 4) +
+                               (4 * 3 + 3));
+    cr_assert_eq(pc.non_trainable, 6);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* Add's forward is a + b exactly, and its output feeds the next layer. */
+Test(graph, add_forward_is_the_sum) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_RELU);
+    ck_model *m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 4));
+    enum { N = 4, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 3, 5);
+    CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
+    const int adds[2][3] = {{4, 3, 1}, {9, 7, 8}};
+    for (int k = 0; k < 2; ++k) {
+        const float *s = ck_model_layer_output(m, adds[k][0]);
+        const float *a = ck_model_layer_output(m, adds[k][1]);
+        const float *b = ck_model_layer_output(m, adds[k][2]);
+        cr_assert(s && a && b);
+        cr_assert_eq(ck_model_layer_input(m, adds[k][0], x), a, "the Add's first input");
+        const size_t cnt =
+            (size_t)N * m->lshape[adds[k][0]].h * m->lshape[adds[k][0]].w * m->lshape[adds[k][0]].c;
+        double mag = 0.0;
+        for (size_t i = 0; i < cnt; ++i) {
+            cr_assert_eq(s[i], a[i] + b[i], "add %d element %zu", k, i);
+            mag += fabs(b[i]);
+        }
+        cr_assert_gt(mag, 0.0, "the shortcut is not all zeros");
+    }
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* Finite differences of the loss against the DAG backward, for every parameter: through both
+ * Adds, the gradient sum at layer 1 (two readers), BN and the strided 1x1 projection. */
+Test(graph, gradcheck_through_residual_blocks) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_TANH);
+    ck_model *m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 6));
+    enum { N = 6, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 3, 11);
+    int first_conv; /* layer 0's kernel and bias: reached through both paths of block 1 */
+    const int checked = t_gradcheck_model(ctx, m, x, y, N, 1, 2 * 9 * 3 + 3, &first_conv);
+    cr_assert_eq(checked, (int)m->num_params);
+    cr_assert_gt(first_conv, 20, "the first conv's gradients must be checked and non-zero");
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* A chain written as a graph (every layer names the one before) runs the DAG executor and gives
+ * the bits of the Sequential executor without planning: same nodes, same order. */
+Test(graph, chain_as_graph_equals_sequential_bits) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[8];
+    int n = 0;
+    ls[n++] = L(CK_LAYER_CONV2D, 4, 3, 1, 0, 0, 0);
+    ls[n - 1].activation = CK_ACT_RELU;
+    ls[n++] = L(CK_LAYER_BATCHNORM, 0, 0, 0, 0, 0, 0);
+    ls[n++] = L(CK_LAYER_MAXPOOL2D, 0, 2, 0, 0, 0, 0);
+    ls[n++] = L(CK_LAYER_FLATTEN, 0, 0, 0, 0, 0, 0);
+    ls[n++] = L(CK_LAYER_DENSE, 5, 0, 0, 0, 0, 0);
+    ls[n - 1].activation = CK_ACT_SOFTMAX;
+    ck_model *seq = graph_model(ctx, ls, n);
+    for (int i = 0; i < n; ++i) {
+        ls[i].num_inputs = 1;
+        ls[i].inputs[0] = i - 1;
+    }
+    ck_model *gr = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_set_planning(seq, 0));
+    CK_OK(ctx, ck_model_build(seq, 8, 8, 2, 8));
+    CK_OK(ctx, ck_model_build(gr, 8, 8, 2, 8));
+    cr_assert(!seq->graph && gr->graph);
+    enum { N = 8, PER = 8 * 8 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    for (int s = 0; s < 3; ++s) {
+        batch(x, y, N, PER, 5, 100 + (uint64_t)s);
+        ck_step_result a, b;
+        CK_OK(ctx, ck_model_train_step(seq, x, y, N, &a));
+        CK_OK(ctx, ck_model_train_step(gr, x, y, N, &b));
+        cr_assert_eq(a.loss, b.loss, "step %d", s);
+    }
+    cr_assert_eq(seq->num_params, gr->num_params);
+    cr_assert_eq(memcmp(seq->params, gr->params, sizeof(float) * seq->num_params), 0);
+    cr_assert_eq(memcmp(seq->fixed, gr->fixed, sizeof(float) * seq->num_fixed), 0);
+    ck_model_destroy(seq);
+    ck_model_destroy(gr);
+    ck_context_destroy(ctx);
+}
+
+static void refused(ck_context *ctx, const ck_layer_desc *ls, int count, int at_add,
+                    const char *const *want) {
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    ck_status st = CK_STATUS_SUCCESS;
+    for (int i = 0; i < count && st == CK_STATUS_SUCCESS; ++i)
+        st = ck_model_add(m, &ls[i]);
+    if (!at_add) {
+        cr_assert_eq(st, CK_STATUS_SUCCESS, "%s", ck_context_last_error(ctx));
+        st = ck_model_build(m, 6, 6, 2, 2);
+    }
+    cr_assert_neq(st, CK_STATUS_SUCCESS);
+    const char *msg = ck_context_last_error(ctx);
+    for (int k = 0; want[k]; ++k)
+        cr_assert(strstr(msg, want[k]), "'%s' not in: %s", want[k], msg);
+    cr_assert_eq(ck_model_num_nodes(m), 0);
+    ck_model_destroy(m);
+}
+
+Test(graph, bad_graphs_are_refused_naming_the_layer) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[8];
+    /* a layer reading a later layer (or itself): refused when it is added */
+    ls[0] = L(CK_LAYER_CONV2D, 3, 3, 1, 1, 1, 0);
+    refused(ctx, ls, 1, 1, (const char *const[]){"layer 0 (Conv2D", "input 1 is layer 1", NULL});
+    ls[0] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);
+    ls[1] = L(CK_LAYER_ADD, 0, 0, 0, 2, 0, 1);
+    refused(ctx, ls, 2, 1, (const char *const[]){"layer 1 (Add", "input 2 is layer 1", NULL});
+    ls[1] = L(CK_LAYER_ADD, 0, 0, 0, 2, 0, -2);
+    refused(ctx, ls, 2, 1, (const char *const[]){"input 2 is layer -2", NULL});
+    ls[1] = L(CK_LAYER_ADD, 0, 0, 0, 5, 0, 0);
+    refused(ctx, ls, 2, 1, (const char *const[]){"num_inputs 5", NULL});
+    /* Add of mismatched shapes names both */
+    ls[0] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);
+    ls[1] = L(CK_LAYER_CONV2D, 3, 3, 2, 0, 0, 0);
+    ls[2] = L(CK_LAYER_ADD, 0, 0, 0, 2, 0, 1);
+    ls[3] = L(CK_LAYER_FLATTEN, 0, 0, 0, 0, 0, 0);
+    ls[4] = L(CK_LAYER_DENSE, 2, 0, 0, 0, 0, 0);
+    refused(
+        ctx, ls, 5, 0,
+        (const char *const[]){"layer 2 (Add 'add')", "(None, 6, 6, 3)", "(None, 3, 3, 3)", NULL});
+    ls[2] = L(CK_LAYER_ADD, 0, 0, 0, 2, -1, 1);
+    refused(ctx, ls, 5, 0, (const char *const[]){"(None, 6, 6, 2)", "(None, 3, 3, 3)", NULL});
+    /* Add with one input; a Conv2D with two */
+    ls[1] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);
+    ls[2] = L(CK_LAYER_ADD, 0, 0, 0, 0, 0, 0);
+    refused(ctx, ls, 5, 0, (const char *const[]){"layer 2 (Add 'add')", "at least 2", NULL});
+    ls[2] = L(CK_LAYER_CONV2D, 3, 3, 1, 2, 0, 1);
+    refused(ctx, ls, 5, 0,
+            (const char *const[]){"layer 2 (Conv2D 'conv2d_2')", "reads 2 inputs", NULL});
+    /* a layer nothing reads (layer 0: the Add reads 1 and the input) */
+    ls[2] = L(CK_LAYER_ADD, 0, 0, 0, 2, 1, 1);
+    ls[1] = L(CK_LAYER_CONV2D, 2, 3, 1, 1, -1, 0);
+    refused(ctx, ls, 5, 0,
+            (const char *const[]){"layer 0 (Conv2D 'conv2d')", "no later layer reads", NULL});
+    ck_context_destroy(ctx);
+}
+
+/* One tensor read twice by the same Add: its gradient is twice the Add's. */
+Test(graph, same_tensor_twice_gets_both_gradients) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[4];
+    ls[0] = L(CK_LAYER_CONV2D, 2, 3, 1, 0, 0, 0);
+    ls[0].activation = CK_ACT_TANH;
+    ls[1] = L(CK_LAYER_ADD, 0, 0, 0, 2, 0, 0);
+    ls[2] = L(CK_LAYER_FLATTEN, 0, 0, 0, 0, 0, 0);
+    ls[3] = L(CK_LAYER_DENSE, 3, 0, 0, 0, 0, 0);
+    ck_model *m = graph_model(ctx, ls, 4);
+    CK_OK(ctx, ck_model_build(m, 4, 4, 1, 4));
+    enum { N = 4, PER = 16 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 3, 21);
+    const int checked = t_gradcheck_model(ctx, m, x, y, N, 1, 0, NULL);
+    cr_assert_eq(checked, (int)m->num_params);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* The GPU (ck_cuda_add forward, gradient sums with it) against the CPU: the weights after two
+ * SGD steps from the same start. Convolutions differ by cuDNN's summation order (~1e-6). */
+Test(graph, gpu_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_RELU);
+    ck_model *mg = graph_model(g, ls, n), *mc = graph_model(c, ls, n);
+    CK_OK(c, ck_model_build(mc, 6, 6, 2, 8));
+    CK_OK(g, ck_model_build(mg, 6, 6, 2, 8));
+    size_t cnt;
+    CK_OK(c, ck_model_get_weights(mc, NULL, 0, &cnt));
+    float *w = malloc(cnt * sizeof *w), *wg = malloc(cnt * sizeof *wg);
+    cr_assert(w && wg);
+    CK_OK(c, ck_model_get_weights(mc, w, cnt, NULL));
+    CK_OK(g, ck_model_set_weights(mg, w, cnt));
+    ck_optimizer_desc o;
+    ck_optimizer_desc_init(&o, CK_OPT_SGD);
+    o.learning_rate = 0.1f;
+    CK_OK(c, ck_model_set_optimizer(mc, &o));
+    CK_OK(g, ck_model_set_optimizer(mg, &o));
+    enum { N = 8, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    for (int s = 0; s < 2; ++s) {
+        batch(x, y, N, PER, 3, 40 + (uint64_t)s);
+        ck_step_result rc, rg;
+        CK_OK(c, ck_model_train_step(mc, x, y, N, &rc));
+        CK_OK(g, ck_model_train_step(mg, x, y, N, &rg));
+        cr_assert_leq(fabs(rc.loss - rg.loss), 1e-4 * fmax(1.0, fabs(rc.loss)), "step %d", s);
+    }
+    CK_OK(c, ck_model_get_weights(mc, w, cnt, NULL));
+    CK_OK(g, ck_model_get_weights(mg, wg, cnt, NULL));
+    const double err = t_max_rel_err(wg, w, cnt);
+    cr_assert_leq(err, 1e-4, "weights after two steps: max rel err %g", err);
+    free(w);
+    free(wg);
+    ck_model_destroy(mg);
+    ck_model_destroy(mc);
+    ck_context_destroy(g);
+    ck_context_destroy(c);
+}
