@@ -4,6 +4,7 @@
 #include "common.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -305,4 +306,147 @@ Test(graph, gpu_matches_cpu) {
     ck_model_destroy(mc);
     ck_context_destroy(g);
     ck_context_destroy(c);
+}
+
+/* ---- the functional model text (src/host/keras/keras_func.c) ---- */
+
+#define FN_HEAD                                                                                    \
+    "import keras\nfrom keras import layers\n\n"                                                   \
+    "inputs = keras.Input(shape=(8, 8, 1))\n"
+#define FN_BODY                                                                                    \
+    "x = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(inputs)\n"                     \
+    "y = layers.Conv2D(4, 3, padding=\"same\")(x)\n"                                               \
+    "y = layers.BatchNormalization()(y)\n"                                                         \
+    "y = layers.Add()([y, x])\n"                                                                   \
+    "y = layers.Activation(\"relu\")(y)\n"                                                         \
+    "y = layers.GlobalAveragePooling2D()(y)\n"                                                     \
+    "outputs = layers.Dense(10, activation=\"softmax\")(y)\n"
+
+static ck_status parse(const char *text, ck_keras_model *km, char *err, size_t len) {
+    return ck_keras_parse(text, km, err, len);
+}
+
+Test(graph, functional_text_reads_the_graph) {
+    const char *forms[] = {"model = keras.Model(inputs=inputs, outputs=outputs)\n",
+                           "model = keras.Model(inputs, outputs, name='res')\n",
+                           "model = keras.models.Model([inputs], [outputs])\n"};
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; ++f) {
+        char text[2048], err[512];
+        snprintf(text, sizeof text,
+                 "%s%s%smodel.compile(optimizer='sgd', loss="
+                 "'sparse_categorical_crossentropy')\nmodel.summary()\n",
+                 FN_HEAD, FN_BODY, forms[f]);
+        ck_keras_model km;
+        cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+        cr_assert_eq(km.count, 7);
+        cr_assert(km.has_compile && km.optimizer.type == CK_OPT_SGD);
+        /* the inputs of each layer: the Input (-1), then the tensors named */
+        const int want[7][3] = {{1, -1, 0}, {1, 0, 0}, {1, 1, 0}, {2, 2, 0},
+                                {1, 3, 0},  {1, 4, 0}, {1, 5, 0}};
+        for (int i = 0; i < 7; ++i) {
+            cr_assert_eq(km.layers[i].num_inputs, want[i][0], "layer %d", i);
+            for (int j = 0; j < want[i][0]; ++j)
+                cr_assert_eq(km.layers[i].inputs[j], want[i][1 + j], "layer %d input %d", i, j);
+        }
+        cr_assert_eq(km.layers[3].type, CK_LAYER_ADD);
+        cr_assert(km.layers[0].input_h == 8 && km.layers[0].input_c == 1);
+        ck_keras_model_free(&km);
+    }
+}
+
+/* Nested calls are layers too; a Sequential model given an Input tensor stays Sequential. */
+Test(graph, functional_nested_calls_and_sequential_input) {
+    char err[512];
+    ck_keras_model km;
+    const char *nested = FN_HEAD
+        "x = layers.Activation('relu')(layers.BatchNormalization()(layers.Conv2D(4, 3)(inputs)))\n"
+        "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+        "model = keras.Model(inputs, outputs)\n";
+    cr_assert_eq(parse(nested, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(km.count, 5);
+    for (int i = 1; i < 5; ++i)
+        cr_assert(km.layers[i].num_inputs == 1 && km.layers[i].inputs[0] == i - 1);
+    ck_keras_model_free(&km);
+    const char *seq = FN_HEAD "model = keras.Sequential([inputs, layers.Flatten(), "
+                              "layers.Dense(3)])\n";
+    cr_assert_eq(parse(seq, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert(km.count == 2 && km.layers[0].num_inputs == 0 && km.layers[0].input_h == 8);
+    ck_keras_model_free(&km);
+}
+
+/* The functional model text builds and trains: its loss goes down on a fixed batch. */
+Test(graph, functional_text_trains) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char err[512];
+    CK_OK(ctx, ck_model_from_keras_text(ctx,
+                                        FN_HEAD FN_BODY
+                                        "model = keras.Model(inputs, outputs)\n"
+                                        "model.compile(optimizer=keras.optimizers.Adam(0.02), "
+                                        "loss='sparse_categorical_crossentropy')\n",
+                                        &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 16));
+    enum { N = 16, PER = 64 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 10, 77);
+    ck_step_result first, r;
+    CK_OK(ctx, ck_model_train_step(m, x, y, N, &first));
+    for (int s = 0; s < 15; ++s)
+        CK_OK(ctx, ck_model_train_step(m, x, y, N, &r));
+    cr_assert_lt(r.loss, 0.85 * first.loss, "loss %g -> %g", first.loss, r.loss);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* Bad functional texts: each a message with the line and column of the culprit. */
+Test(graph, functional_errors_name_line_and_column) {
+    static const char *const cases[][3] = {
+        /* replace, by, expected message */
+        {"([y, x])", "([y, z])", "line 8, column 22: unknown tensor name 'z'"},
+        {"y = layers.Add()([y, x])", "y = layers.Add()([y, w])\nw = layers.Conv2D(4, 1)(x)",
+         "line 8, column 22: tensor 'w' is used before it is defined (at line 9)"},
+        /* a cycle can only be written as a use before the definition */
+        {"x = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(inputs)\n"
+         "y = layers.Conv2D(4, 3, padding=\"same\")(x)",
+         "x = layers.Conv2D(4, 3, padding=\"same\")(y)\ny = layers.Conv2D(4, 3, "
+         "padding=\"same\")(x)",
+         "line 5, column 41: tensor 'y' is used before it is defined (at line 6)"},
+        {"([y, x])", "([y, inputs])",
+         "line 8, column 5: layer 3 (Add 'add'): inputs of different shapes, (None, 8, 8, 4) "
+         "(input 1) and (None, 8, 8, 1) (input 2)"},
+        {"outputs = layers", "z = layers.Conv2D(2, 1)(x)\noutputs = layers",
+         "line 11, column 5: expected every layer to lead to the model's output (outputs at line "
+         "13), found Conv2D (layer 6)"},
+        {"Model(inputs, outputs)", "Model(inputs, inputs)",
+         "line 12, column 29: expected outputs computed from the input by at least one layer"},
+        {"Model(inputs, outputs)", "Model(x, outputs)",
+         "expected the keras.Input(...) tensor for inputs"},
+        {"([y, x])", "(y)", "line 8, column 18: expected a list of at least 2 tensors for Add"},
+        {"Activation(\"relu\")(y)", "Activation(\"relu\")([y, x])",
+         "line 9, column 31: expected one tensor for Activation, found a list of 2"},
+        {"model = keras.Model(inputs, outputs)", "",
+         "line 4, column 10: expected model = keras.Model(inputs, outputs)"},
+        {"model = keras.Model(inputs, outputs)",
+         "model = keras.Model(inputs, outputs)\nmodel.add(layers.Dense(2))",
+         "line 13, column 7: expected compile(...) on a functional model"},
+        {"inputs = keras.Input(shape=(8, 8, 1))\n",
+         "inputs = keras.Input(shape=(8, 8, 1))\nother = keras.Input(shape=(8, 8, 1))\n",
+         "line 5, column 9: expected one keras.Input(...)"},
+        {"x = layers.Conv2D", "for i in range(2):\n    x = layers.Conv2D",
+         "line 6, column 5: expected model statements outside loops and conditionals"},
+        {"y = layers.GlobalAveragePooling2D()(y)", "y = layers.Dense(3)(y)",
+         "line 10, column 5: layer 5 (Dense 'dense'): input (None, 8, 8, 4) is not flat"},
+    };
+    const char *good = FN_HEAD FN_BODY "model = keras.Model(inputs, outputs)\n";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        char text[2048], err[512] = "";
+        const char *at = strstr(good, cases[i][0]);
+        cr_assert(at, "case %zu: '%s' not in the text", i, cases[i][0]);
+        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - good), good, cases[i][1],
+                 at + strlen(cases[i][0]));
+        ck_keras_model km;
+        cr_assert_neq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "case %zu accepted", i);
+        cr_assert(strstr(err, cases[i][2]), "case %zu: '%s' not in: %s", i, cases[i][2], err);
+    }
 }
