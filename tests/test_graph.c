@@ -450,3 +450,70 @@ Test(graph, functional_errors_name_line_and_column) {
         cr_assert(strstr(err, cases[i][2]), "case %zu: '%s' not in: %s", i, cases[i][2], err);
     }
 }
+
+/* examples/resnet20_v1.py builds, with Keras's parameter totals, worked out here (Keras counts a
+ * Conv2D as kh*kw*cin*f + f with its bias, a BatchNormalization as 4 per channel of which the
+ * moving mean and variance, 2 per channel, are non-trainable, a Dense as in*out + out):
+ *   stem   Conv2D(16, 3) on 1 channel: 9*1*16 + 16 = 160; BN(16) = 64
+ *   stage 1, 3 blocks of Conv(16,3)+BN+Conv(16,3)+BN: 3 * (2*(9*16*16 + 16) + 2*64) = 14,304
+ *   stage 2, block 1: Conv 9*16*32+32 = 4,640, Conv 9*32*32+32 = 9,248, 2 BN(32) = 256,
+ *            projection Conv(32, 1): 16*32+32 = 544 -> 14,688; blocks 2-3: 2*(2*9,248+256)
+ *            = 37,504 -> 52,192
+ *   stage 3, block 1: 9*32*64+64 = 18,496, 9*64*64+64 = 36,928, 2 BN(64) = 512, projection
+ *            32*64+64 = 2,112 -> 58,048; blocks 2-3: 2*(2*36,928+512) = 148,736 -> 206,784
+ *   GAP 0; Dense(10): 64*10+10 = 650
+ *   total 160 + 64 + 14,304 + 52,192 + 206,784 + 650 = 274,154;
+ *   non-trainable 2 * (16 + 6*16 + 6*32 + 6*64) = 1,376 (19 BN layers); trainable 272,778.
+ * (With a 3-channel input the stem has 448 and the total is 274,442, the count of Keras's
+ * CIFAR-10 ResNet-20 v1 example, which has the same layers.) */
+Test(graph, resnet20_v1_builds_with_keras_counts) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char *text = t_read_file(CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py", NULL);
+    ck_model *m = NULL;
+    char err[512];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, err, sizeof err));
+    free(text);
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 4));
+    ck_param_counts pc;
+    CK_OK(ctx, ck_model_param_counts(m, &pc));
+    cr_assert_eq(pc.total, 274154);
+    cr_assert_eq(pc.trainable, 272778);
+    cr_assert_eq(pc.non_trainable, 1376);
+    /* 1 + 3 stages * 3 blocks * 7 layers + 2 projections + GAP + Dense */
+    cr_assert_eq(ck_model_num_layers(m), 1 * 3 + 9 * 7 + 2 + 2);
+    int counts[CK_LAYER_TYPE_COUNT] = {0};
+    for (int i = 0; i < m->num_layers; ++i)
+        counts[m->layers[i].type]++;
+    cr_assert(counts[CK_LAYER_ADD] == 9 && counts[CK_LAYER_CONV2D] == 21 &&
+              counts[CK_LAYER_BATCHNORM] == 19);
+    int h, w, c;
+    CK_OK(ctx, ck_model_layer_shape(m, m->num_layers - 2, &h, &w, &c));
+    cr_assert(h == 1 && w == 1 && c == 64, "GAP: %dx%dx%d", h, w, c);
+    /* the stage 3 output before pooling: 28 -> 14 -> 7 */
+    CK_OK(ctx, ck_model_layer_shape(m, m->num_layers - 3, &h, &w, &c));
+    cr_assert(h == 7 && w == 7 && c == 64, "%dx%dx%d", h, w, c);
+    /* the summary: Keras's functional table with "Connected to", the Add reading two */
+    size_t need;
+    cr_assert_eq(ck_model_summary(m, NULL, 0, &need), CK_STATUS_BAD_PARAM);
+    char *sum = malloc(need);
+    CK_OK(ctx, ck_model_summary(m, sum, need, NULL));
+    cr_assert(strstr(sum, "Connected to"), "%s", sum);
+    cr_assert(strstr(sum, " input_1 (InputLayer)                         [(None, 28, 28, 1)]     0"
+                          "           []\n"),
+              "%s", sum);
+    cr_assert(strstr(sum, "['batch_normalization_2[0][0]',\n"), "%s", sum);
+    cr_assert(strstr(sum, "   'activation[0][0]']\n"), "%s", sum);
+    cr_assert(strstr(sum, "Total params: 274,154\nTrainable params: 272,778\n"), "%s", sum);
+    free(sum);
+    /* one training step runs (the residual sums make the first logits large: ~5, not ln 10) */
+    enum { N = 4, PER = 28 * 28 };
+    float *x = malloc(sizeof(float) * N * PER);
+    int32_t y[N];
+    batch(x, y, N, PER, 10, 3);
+    ck_step_result r;
+    CK_OK(ctx, ck_model_train_step(m, x, y, N, &r));
+    cr_assert(isfinite(r.loss) && r.loss > 0.5 && r.loss < 50.0, "mean loss %g", r.loss);
+    free(x);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}

@@ -455,6 +455,43 @@ static ck_status text_done(const ck_model *m, const ck_sbuf *b, size_t *needed) 
     return CK_STATUS_SUCCESS;
 }
 
+/* The table of a graph model as Keras 2 prints a functional model: the input layer first, then
+ * each layer with the tensors it reads, one per line ("['conv2d[0][0]',", "'add[0][0]']"). */
+static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const char *dbl) {
+    const char *in_name = "input_1";
+    char shape[80], cell[80];
+    ck_sbuf_printf(b, "Model: \"model\"\n%s\n", rule);
+    ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n%s\n", "Layer (type)", "Output Shape", "Param #",
+                   "Connected to", dbl);
+    char in_shape[64];
+    shape_str(in_shape, sizeof in_shape, m->in_h, m->in_w, m->in_c, 0);
+    snprintf(shape, sizeof shape, "[%s]", in_shape);
+    snprintf(cell, sizeof cell, "%s (InputLayer)", in_name);
+    ck_sbuf_printf(b, " %-45s%-24s%-10s  []\n\n", cell, shape, "0");
+    for (int li = 0; li < m->num_layers; ++li) {
+        const ck_layer_desc *d = &m->layers[li];
+        char name[96], cnt[32];
+        long long t, f;
+        ck_model_layer_params(m, li, &t, &f);
+        snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
+        shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
+                  ck_model_layer_is_flat(m, li));
+        fmt_count(cnt, sizeof cnt, t + f);
+        const int nin = d->num_inputs > 0 ? d->num_inputs : 1;
+        for (int j = 0; j < nin; ++j) {
+            const int src = d->num_inputs > 0 ? d->inputs[j] : li - 1;
+            snprintf(cell, sizeof cell, "%s'%s[0][0]'%s", j == 0 ? "[" : "",
+                     src < 0 ? in_name : m->layers[src].name, j + 1 < nin ? "," : "]");
+            if (j == 0)
+                ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n", name, shape, cnt, cell);
+            else
+                ck_sbuf_printf(b, " %-45s%-24s%-10s   %s\n", "", "", "", cell);
+        }
+        if (li + 1 < m->num_layers)
+            ck_sbuf_printf(b, "\n");
+    }
+}
+
 CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size_t *needed) {
     CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
@@ -469,20 +506,31 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     const char *dbl =
         "============================================================================="
         "===";
-    ck_sbuf_printf(&b, "Model: \"sequential\"\n%s\n", rule);
-    ck_sbuf_printf(&b, " %-45s%-24s%-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
-    for (int li = 0; li < m->num_layers; ++li) {
-        const ck_layer_desc *d = &m->layers[li];
-        char name[96], shape[64], cnt[32];
-        long long t, f;
-        ck_model_layer_params(m, li, &t, &f);
-        snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
-        shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
-                  ck_model_layer_is_flat(m, li));
-        fmt_count(cnt, sizeof cnt, t + f);
-        ck_sbuf_printf(&b, " %-45s%-24s%-10s\n", name, shape, cnt);
-        if (li + 1 < m->num_layers)
-            ck_sbuf_printf(&b, "\n");
+    if (m->graph) { /* room for the "Connected to" column */
+        rule = "___________________________________________________________________________"
+               "_______________________________________";
+        dbl = "============================================================================"
+              "======================================";
+    }
+    if (m->graph) { /* Keras 2's functional table: an input row and "Connected to" */
+        summary_graph(m, &b, rule, dbl);
+    } else {
+        ck_sbuf_printf(&b, "Model: \"sequential\"\n%s\n", rule);
+        ck_sbuf_printf(&b, " %-45s%-24s%-10s\n%s\n", "Layer (type)", "Output Shape", "Param #",
+                       dbl);
+        for (int li = 0; li < m->num_layers; ++li) {
+            const ck_layer_desc *d = &m->layers[li];
+            char name[96], shape[64], cnt[32];
+            long long t, f;
+            ck_model_layer_params(m, li, &t, &f);
+            snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
+            shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
+                      ck_model_layer_is_flat(m, li));
+            fmt_count(cnt, sizeof cnt, t + f);
+            ck_sbuf_printf(&b, " %-45s%-24s%-10s\n", name, shape, cnt);
+            if (li + 1 < m->num_layers)
+                ck_sbuf_printf(&b, "\n");
+        }
     }
     char tot[32], tr[32], nt[32];
     fmt_count(tot, sizeof tot, (long long)(m->num_params + m->num_fixed));
@@ -491,7 +539,9 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     ck_sbuf_printf(&b, "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: %s\n%s\n",
                    dbl, tot, tr, nt, rule);
     /* the execution plan (plan.c), after the Keras table */
-    const char *why = m->planned ? "planning on" : "planning off";
+    const char *why = m->planned ? "planning on"
+                      : m->graph ? "graph model, not planned"
+                                 : "planning off";
     ck_sbuf_printf(&b, "Execution plan: %d nodes for %d layers (%s)\n", m->num_nodes, m->num_layers,
                    why);
     for (int i = 0; i < m->num_nodes; ++i) {
