@@ -517,3 +517,130 @@ Test(graph, resnet20_v1_builds_with_keras_counts) {
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }
+
+/* ---- Concatenate (channel axis) ---- */
+
+/* Two branches from the input (3x3 conv to 2 channels, 1x1 strided-free conv to 3) joined on
+ * channels, then a conv reading the 5 channels and a Concatenate of that with one branch again:
+ * branch 1 has two readers. */
+static int concat_layers(ck_layer_desc *ls) {
+    int n = 0;
+    ls[n++] = L(CK_LAYER_CONV2D, 2, 3, 1, 1, -1, 0); /* 0 */
+    ls[n - 1].activation = CK_ACT_TANH;
+    ls[n++] = L(CK_LAYER_CONV2D, 3, 1, 1, 1, -1, 0); /* 1 */
+    ls[n - 1].activation = CK_ACT_TANH;
+    ls[n++] = L(CK_LAYER_CONCATENATE, 0, 0, 0, 2, 0, 1); /* 2: 5 channels */
+    ls[n++] = L(CK_LAYER_CONV2D, 4, 3, 2, 0, 0, 0);      /* 3: strided, 4 channels */
+    ls[n - 1].activation = CK_ACT_TANH;
+    ls[n++] = L(CK_LAYER_CONV2D, 3, 1, 2, 1, 1, 0);          /* 4: branch 1 again, strided */
+    ls[n++] = L(CK_LAYER_CONCATENATE, 0, 0, 0, 2, 4, 3);     /* 5: 7 channels */
+    ls[n++] = L(CK_LAYER_GLOBALAVGPOOL2D, 0, 0, 0, 0, 0, 0); /* 6 */
+    ls[n++] = L(CK_LAYER_DENSE, 3, 0, 0, 0, 0, 0);           /* 7 */
+    return n;
+}
+
+Test(graph, concatenate_forward_and_gradients) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[8];
+    const int n = concat_layers(ls);
+    ck_model *m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 6));
+    int h, w, c;
+    CK_OK(ctx, ck_model_layer_shape(m, 2, &h, &w, &c));
+    cr_assert(h == 6 && w == 6 && c == 5);
+    CK_OK(ctx, ck_model_layer_shape(m, 5, &h, &w, &c));
+    cr_assert(h == 3 && w == 3 && c == 7);
+    enum { N = 6, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 3, 31);
+    /* forward: each pixel's channels are input 1's, then input 2's */
+    CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
+    const float *cat = ck_model_layer_output(m, 2), *a = ck_model_layer_output(m, 0),
+                *b = ck_model_layer_output(m, 1);
+    for (int p = 0; p < N * 36; ++p)
+        for (int k = 0; k < 5; ++k)
+            cr_assert_eq(cat[p * 5 + k], k < 2 ? a[p * 2 + k] : b[p * 3 + k - 2]);
+    const int checked = t_gradcheck_model(ctx, m, x, y, N, 1, 0, NULL);
+    cr_assert_eq(checked, (int)m->num_params);
+    ck_model_destroy(m);
+    /* channels may differ, height and width may not */
+    ls[5] = L(CK_LAYER_CONCATENATE, 0, 0, 0, 2, 1, 3);
+    m = graph_model(ctx, ls, n);
+    cr_assert_eq(ck_model_build(m, 6, 6, 2, 2), CK_STATUS_SHAPE_MISMATCH);
+    const char *msg = ck_context_last_error(ctx);
+    cr_assert(strstr(msg, "layer 5 (Concatenate 'concatenate_1')") &&
+                  strstr(msg, "(None, 6, 6, 3) (input 1) and (None, 3, 3, 4) (input 2)"),
+              "%s", msg);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(graph, concatenate_in_the_text) {
+    char err[512];
+    ck_keras_model km;
+    const char *text = FN_HEAD "a = layers.Conv2D(2, 3, padding='same')(inputs)\n"
+                               "b = layers.Conv2D(3, 1)(inputs)\n"
+                               "x = layers.Concatenate(axis=-1)([a, b, inputs])\n"
+                               "outputs = layers.Dense(3)(layers.GlobalAveragePooling2D()(x))\n"
+                               "model = keras.Model(inputs, outputs)\n";
+    cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert(km.layers[2].type == CK_LAYER_CONCATENATE && km.layers[2].num_inputs == 3 &&
+              km.layers[2].inputs[0] == 0 && km.layers[2].inputs[1] == 1 &&
+              km.layers[2].inputs[2] == -1);
+    ck_keras_model_free(&km);
+    const char *bad = FN_HEAD "a = layers.Conv2D(2, 3)(inputs)\n"
+                              "x = layers.Concatenate()([a, inputs])\n"
+                              "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+                              "model = keras.Model(inputs, outputs)\n";
+    cr_assert_neq(parse(bad, &km, err, sizeof err), CK_STATUS_SUCCESS);
+    cr_assert(strstr(err, "line 6, column 5: layer 1 (Concatenate 'concatenate')") &&
+                  strstr(err, "(None, 6, 6, 2) (input 1) and (None, 8, 8, 1) (input 2)"),
+              "%s", err);
+    const char *axis = FN_HEAD "x = layers.Concatenate(axis=1)([inputs, inputs])\n"
+                               "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+                               "model = keras.Model(inputs, outputs)\n";
+    cr_assert_neq(parse(axis, &km, err, sizeof err), CK_STATUS_SUCCESS);
+    cr_assert(strstr(err, "line 5") && strstr(err, "axis"), "%s", err);
+}
+
+/* The GPU's channel slices against the CPU's: two SGD steps from the same weights. */
+Test(graph, concatenate_gpu_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[8];
+    const int n = concat_layers(ls);
+    ck_model *mg = graph_model(g, ls, n), *mc = graph_model(c, ls, n);
+    CK_OK(c, ck_model_build(mc, 6, 6, 2, 8));
+    CK_OK(g, ck_model_build(mg, 6, 6, 2, 8));
+    size_t cnt;
+    CK_OK(c, ck_model_get_weights(mc, NULL, 0, &cnt));
+    float *w = malloc(cnt * sizeof *w), *wg = malloc(cnt * sizeof *wg);
+    cr_assert(w && wg);
+    CK_OK(c, ck_model_get_weights(mc, w, cnt, NULL));
+    CK_OK(g, ck_model_set_weights(mg, w, cnt));
+    ck_optimizer_desc o;
+    ck_optimizer_desc_init(&o, CK_OPT_SGD);
+    o.learning_rate = 0.1f;
+    CK_OK(c, ck_model_set_optimizer(mc, &o));
+    CK_OK(g, ck_model_set_optimizer(mg, &o));
+    enum { N = 8, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    for (int s = 0; s < 2; ++s) {
+        batch(x, y, N, PER, 3, 60 + (uint64_t)s);
+        ck_step_result rc, rg;
+        CK_OK(c, ck_model_train_step(mc, x, y, N, &rc));
+        CK_OK(g, ck_model_train_step(mg, x, y, N, &rg));
+    }
+    CK_OK(c, ck_model_get_weights(mc, w, cnt, NULL));
+    CK_OK(g, ck_model_get_weights(mg, wg, cnt, NULL));
+    const double err = t_max_rel_err(wg, w, cnt);
+    cr_assert_leq(err, 1e-4, "weights after two steps: max rel err %g", err);
+    free(w);
+    free(wg);
+    ck_model_destroy(mg);
+    ck_model_destroy(mc);
+    ck_context_destroy(g);
+    ck_context_destroy(c);
+}

@@ -11,7 +11,7 @@
 
 static const op_case *const k_cases[] = {
     &op_act, &op_pool,   &op_gap,  &op_dense, &op_conv,    &op_xent, &op_adam, &op_sgd,
-    &op_pad, &op_layout, &op_flag, &op_fill,  &op_dropout, &op_bn,   &op_add,
+    &op_pad, &op_layout, &op_flag, &op_fill,  &op_dropout, &op_bn,   &op_add,  &op_channel_slice,
 };
 #define NCASES (sizeof k_cases / sizeof k_cases[0])
 

@@ -28,7 +28,8 @@ typedef enum ck_layer_type {
     CK_LAYER_SPATIAL_DROPOUT2D = 9,
     CK_LAYER_ZEROPADDING2D = 10,
     CK_LAYER_ADD = 11,
-    CK_LAYER_TYPE_COUNT = 12
+    CK_LAYER_CONCATENATE = 12,
+    CK_LAYER_TYPE_COUNT = 13
 } ck_layer_type;
 
 typedef enum ck_padding { CK_PADDING_VALID = 0, CK_PADDING_SAME = 1 } ck_padding;
@@ -59,7 +60,7 @@ typedef struct ck_layer_desc {
     /* The layer graph (Keras functional models). num_inputs 0 (the default): the layer reads the
      * previous layer's output (layer 0: the model input), as in a Sequential model. Otherwise it
      * reads inputs[0 .. num_inputs), each the index of an EARLIER layer or CK_LAYER_INPUT_MODEL;
-     * Add reads two or more, every other type one. The model's output is its last layer, and
+     * Add and Concatenate (channel axis) read two or more, every other type one. The model's output is its last layer, and
      * every other layer must be read by a later one (ck_model_build says which is not). */
     int num_inputs;
     int inputs[CK_MAX_LAYER_INPUTS];
