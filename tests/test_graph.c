@@ -1,12 +1,14 @@
-/* Graph models (ck_layer_desc.num_inputs, issue 15): the Add layer, the DAG executor against the
- * Sequential one, finite-difference gradients through residual blocks (a tensor with two readers,
- * strided projection shortcuts), the refusals of bad graphs, and the GPU against the CPU. */
+/* Graph models (ck_layer_desc.num_inputs, issue 15): the Add and Concatenate layers, the DAG
+ * executor against the Sequential one, finite-difference gradients through residual blocks (a
+ * tensor with two readers, strided projection shortcuts), the refusals of bad graphs, the GPU
+ * against the CPU, checkpoints, the functional model text and its errors, ResNet-20 v1. */
 #include "common.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model_internal.h"
 
@@ -643,4 +645,35 @@ Test(graph, concatenate_gpu_matches_cpu) {
     ck_model_destroy(mc);
     ck_context_destroy(g);
     ck_context_destroy(c);
+}
+
+/* A checkpoint of a graph model records its wiring: the same layers connected otherwise are
+ * another model and are refused; the same graph loads its weights back. */
+Test(graph, checkpoint_records_the_wiring) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_RELU);
+    ck_model *a = graph_model(ctx, ls, n), *b = graph_model(ctx, ls, n);
+    ls[4].inputs[0] = 1, ls[4].inputs[1] = 3; /* Add(act, bn) instead of Add(bn, act) */
+    ck_model *c = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(a, 6, 6, 2, 4));
+    CK_OK(ctx, ck_model_build(b, 6, 6, 2, 4));
+    CK_OK(ctx, ck_model_build(c, 6, 6, 2, 4));
+    char path[] = "/tmp/cnnkit-graph-ckpt-XXXXXX";
+    const int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    for (size_t i = 0; i < a->num_params; ++i)
+        a->params[i] = 0.001f * (float)(i % 97);
+    CK_OK(ctx, ck_model_save(a, path));
+    CK_OK(ctx, ck_model_load(b, path));
+    cr_assert_eq(memcmp(a->params, b->params, sizeof(float) * a->num_params), 0);
+    cr_assert_eq(ck_model_load(c, path), CK_STATUS_SHAPE_MISMATCH);
+    cr_assert(strstr(ck_context_last_error(ctx), "different model"), "%s",
+              ck_context_last_error(ctx));
+    unlink(path);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_model_destroy(c);
+    ck_context_destroy(ctx);
 }
