@@ -183,6 +183,11 @@ Test(graph, chain_as_graph_equals_sequential_bits) {
     cr_assert_eq(seq->num_params, gr->num_params);
     cr_assert_eq(memcmp(seq->params, gr->params, sizeof(float) * seq->num_params), 0);
     cr_assert_eq(memcmp(seq->fixed, gr->fixed, sizeof(float) * seq->num_fixed), 0);
+    /* inference (moving statistics) too */
+    float pa[N * 5], pb[N * 5];
+    CK_OK(ctx, ck_model_predict(seq, x, N, pa));
+    CK_OK(ctx, ck_model_predict(gr, x, N, pb));
+    cr_assert_eq(memcmp(pa, pb, sizeof pa), 0);
     ck_model_destroy(seq);
     ck_model_destroy(gr);
     ck_context_destroy(ctx);
