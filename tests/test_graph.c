@@ -682,3 +682,70 @@ Test(graph, checkpoint_records_the_wiring) {
     ck_model_destroy(c);
     ck_context_destroy(ctx);
 }
+
+/* The graph planner (F1 only): ResNet-20's BN+ReLU pairs run as one node each, with the bits of
+ * the unplanned model (weights after two Adam steps, predictions); a BN read by two layers stays
+ * a node of its own. */
+static void planned_equals_unplanned(ck_context *ctx, ck_model *a, ck_model *b, int h, int w, int c,
+                                     int classes, int fused) {
+    CK_OK(ctx, ck_model_set_planning(b, 0));
+    CK_OK(ctx, ck_model_build(a, h, w, c, 4));
+    CK_OK(ctx, ck_model_build(b, h, w, c, 4));
+    cr_assert_eq(ck_model_num_nodes(a) + fused, ck_model_num_nodes(b));
+    enum { N = 4 };
+    const int per = h * w * c;
+    float *x = malloc(sizeof(float) * N * per), *pa = malloc(sizeof(float) * N * classes),
+          *pb = malloc(sizeof(float) * N * classes);
+    int32_t y[N];
+    for (int s = 0; s < 2; ++s) {
+        batch(x, y, N, per, classes, 90 + (uint64_t)s);
+        ck_step_result ra, rb;
+        CK_OK(ctx, ck_model_train_step(a, x, y, N, &ra));
+        CK_OK(ctx, ck_model_train_step(b, x, y, N, &rb));
+        cr_assert_eq(ra.loss, rb.loss, "step %d", s);
+    }
+    cr_assert_eq(memcmp(a->params, b->params, sizeof(float) * a->num_params), 0);
+    cr_assert_eq(memcmp(a->fixed, b->fixed, sizeof(float) * a->num_fixed), 0);
+    CK_OK(ctx, ck_model_predict(a, x, N, pa));
+    CK_OK(ctx, ck_model_predict(b, x, N, pb));
+    cr_assert_eq(memcmp(pa, pb, sizeof(float) * N * classes), 0);
+    free(x);
+    free(pa);
+    free(pb);
+}
+
+Test(graph, planner_fuses_bn_relu_with_the_same_bits) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char *text = t_read_file(CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py", NULL);
+    ck_model *a = NULL, *b = NULL;
+    char err[512];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &a, err, sizeof err));
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &b, err, sizeof err));
+    free(text);
+    /* the stem and the first half of each of the 9 blocks: BN then ReLU, the BN read once */
+    planned_equals_unplanned(ctx, a, b, 28, 28, 1, 10, 10);
+    size_t need;
+    ck_model_summary(a, NULL, 0, &need);
+    char *sum = malloc(need);
+    CK_OK(ctx, ck_model_summary(a, sum, need, NULL));
+    cr_assert(strstr(sum, "Execution plan: 61 nodes for 70 layers (planning on: BN+ReLU only"),
+              "%s", sum);
+    cr_assert(strstr(sum, "batch_normalization + activation  [BN+ReLU"), "%s", sum);
+    free(sum);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    /* a BN read by the ReLU and by the Add: not fused */
+    ck_layer_desc ls[6];
+    ls[0] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);
+    ls[1] = L(CK_LAYER_BATCHNORM, 0, 0, 0, 0, 0, 0);
+    ls[2] = act(CK_ACT_RELU, 0, 0);
+    ls[3] = L(CK_LAYER_ADD, 0, 0, 0, 2, 2, 1);
+    ls[4] = L(CK_LAYER_GLOBALAVGPOOL2D, 0, 0, 0, 0, 0, 0);
+    ls[5] = L(CK_LAYER_DENSE, 3, 0, 0, 0, 0, 0);
+    a = graph_model(ctx, ls, 6);
+    b = graph_model(ctx, ls, 6);
+    planned_equals_unplanned(ctx, a, b, 6, 6, 2, 3, 0);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_context_destroy(ctx);
+}

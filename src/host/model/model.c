@@ -292,8 +292,8 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
             return st;
         }
     /* the execution plan (plan.c), run by train.c on the CPU and backend_cuda.c on CUDA */
-    if (!m->planning_off && !m->graph)
-        ck_model_plan(m);
+    if (!m->planning_off)
+        (m->graph ? ck_model_plan_graph : ck_model_plan)(m);
     ck_model_plan_index(m);
     const ck_node *last = &m->nodes[m->num_nodes - 1];
     if (last->oh != 1 || last->ow != 1 || last->oc < 2) {
@@ -539,9 +539,9 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     ck_sbuf_printf(&b, "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: %s\n%s\n",
                    dbl, tot, tr, nt, rule);
     /* the execution plan (plan.c), after the Keras table */
-    const char *why = m->planned ? "planning on"
-                      : m->graph ? "graph model, not planned"
-                                 : "planning off";
+    const char *why = !m->planned ? "planning off"
+                      : m->graph  ? "planning on: BN+ReLU only in a graph model"
+                                  : "planning on";
     ck_sbuf_printf(&b, "Execution plan: %d nodes for %d layers (%s)\n", m->num_nodes, m->num_layers,
                    why);
     for (int i = 0; i < m->num_nodes; ++i) {

@@ -248,6 +248,8 @@ int ck_model_fused_dropout(const ck_model *m, int i, int training, ck_dropout_de
 /* Rewrites m->nodes (the lowering, one op per node) into the executed plan: exact
  * canonicalizations, then fusions. Runs before buffers are assigned. Never fails. */
 void ck_model_plan(ck_model *m);
+/* The planner of a graph model: BN + its only reader, a ReLU, as one node (F1); n->in follow. */
+void ck_model_plan_graph(ck_model *m);
 /* Fills layer_out_node / layer_in_node from the node list (planned or not). */
 void ck_model_plan_index(ck_model *m);
 /* One line describing what node i runs as one kernel, e.g. "batch_normalization + activation

@@ -65,10 +65,11 @@
  *                              output (no extra buffer); backward scales dy in place before the
  *                              pooling backward: same products, bit-exact.
  * Graph models (ck_model.graph: a layer reads named inputs, a tensor may have several readers)
- * are not planned: the rewrites above reorder and fuse neighbours of a chain, and a fusion that
- * stops storing a tensor another layer also reads would be wrong. Their nodes are the lowering,
- * one per layer (per inline activation). Fusions that hold on a graph (BN+ReLU where the BN's
- * output has the ReLU as its only reader) are left for later.
+ * get F1 only (ck_model_plan_graph): a BN node whose one reader is a ReLU node right after it
+ * runs that ReLU, as in a chain, the same floats. The reorders C1..C4 and the dropout fusions
+ * F2, F3 are not applied: they move or fuse neighbours of a chain, and a fusion that stops
+ * storing a tensor another layer also reads would be wrong; a BN read by two layers (its output
+ * and the ReLU's both needed) stays unfused.
  *
  * Not applied: dropping the bias of a conv/dense followed by BN. In training the BN output is
  * mathematically independent of that bias, but not in floats ((x+b) - mean(x+b) rounds
@@ -184,6 +185,32 @@ void ck_model_plan(ck_model *m) {
         }
         m->nodes[out++] = cur;
     }
+    m->num_nodes = out;
+    m->planned = 1;
+}
+
+void ck_model_plan_graph(ck_model *m) {
+    int readers[CK_MAX_OPS] = {0}, map[CK_MAX_OPS];
+    for (int i = 0; i < m->num_nodes; ++i)
+        for (int j = 0; j < m->nodes[i].nin; ++j)
+            if (m->nodes[i].in[j] >= 0)
+                readers[m->nodes[i].in[j]]++;
+    int out = 0;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        ck_node cur = m->nodes[i];
+        map[i] = out;
+        if (cur.type == CK_NODE_BN && readers[i] == 1 && i + 1 < m->num_nodes &&
+            is_relu(&m->nodes[i + 1]) && m->nodes[i + 1].nin == 1 && m->nodes[i + 1].in[0] == i) {
+            cur.bn.activation = CK_ACT_RELU;
+            add_ops(&cur, &m->nodes[++i]);
+            map[i] = out; /* the ReLU's readers read the fused node */
+        }
+        m->nodes[out++] = cur;
+    }
+    for (int i = 0; i < out; ++i)
+        for (int j = 0; j < m->nodes[i].nin; ++j)
+            if (m->nodes[i].in[j] >= 0)
+                m->nodes[i].in[j] = map[m->nodes[i].in[j]];
     m->num_nodes = out;
     m->planned = 1;
 }
