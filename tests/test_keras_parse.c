@@ -588,9 +588,10 @@ Test(keras_parse, names) {
     cr_assert_null(ck_activation_name((ck_activation)99));
 
     const char *types[] = {
-        "Conv2D",  "MaxPooling2D",     "AveragePooling2D",   "GlobalAveragePooling2D",
-        "Dense",   "Flatten",          "BatchNormalization", "Activation",
-        "Dropout", "SpatialDropout2D", "ZeroPadding2D"};
+        "Conv2D",     "MaxPooling2D",     "AveragePooling2D",   "GlobalAveragePooling2D",
+        "Dense",      "Flatten",          "BatchNormalization", "Activation",
+        "Dropout",    "SpatialDropout2D", "ZeroPadding2D",      "Add",
+        "Concatenate"};
     for (int t = 0; t < CK_LAYER_TYPE_COUNT; ++t)
         cr_assert_str_eq(ck_layer_type_name((ck_layer_type)t), types[t]);
     cr_assert_null(ck_layer_type_name(CK_LAYER_TYPE_COUNT));

@@ -217,6 +217,8 @@ Test(layer_kinds, keras_text_and_config_bind_alike) {
         {"SpatialDropout2D(0.25)", "SpatialDropout2D", "\"rate\": 0.25"},
         {"ZeroPadding2D(((1, 2), (3, 4)))", "ZeroPadding2D", "\"padding\": [[1, 2], [3, 4]]"},
         {"Flatten()", "Flatten", "\"data_format\": \"channels_last\""},
+        {"Add()", "Add", "\"trainable\": true"},
+        {"Concatenate(axis=-1)", "Concatenate", "\"axis\": -1"},
         {"Dense(5, activation='tanh')", "Dense", "\"units\": 5, \"activation\": \"tanh\""},
     };
     int seen[CK_LAYER_TYPE_COUNT] = {0};

@@ -27,10 +27,16 @@ typedef enum ck_layer_type {
     CK_LAYER_DROPOUT = 8,
     CK_LAYER_SPATIAL_DROPOUT2D = 9,
     CK_LAYER_ZEROPADDING2D = 10,
-    CK_LAYER_TYPE_COUNT = 11
+    CK_LAYER_ADD = 11,
+    CK_LAYER_CONCATENATE = 12,
+    CK_LAYER_TYPE_COUNT = 13
 } ck_layer_type;
 
 typedef enum ck_padding { CK_PADDING_VALID = 0, CK_PADDING_SAME = 1 } ck_padding;
+
+/* The most tensors one layer reads (Add, Concatenate), and the model input as a layer input. */
+#define CK_MAX_LAYER_INPUTS 4
+#define CK_LAYER_INPUT_MODEL (-1)
 
 /* One layer. ck_layer_desc_init fills Keras defaults for a type; set what differs.
  * Fields a type does not use are ignored. */
@@ -54,6 +60,13 @@ typedef struct ck_layer_desc {
     int synchronized;              /* BatchNormalization: statistics over all ranks of a model
                                       with a communicator (cnnkit/comm.h); Keras
                                       SyncBatchNormalization or synchronized=True (default 0) */
+    /* The layer graph (Keras functional models). num_inputs 0 (the default): the layer reads the
+     * previous layer's output (layer 0: the model input), as in a Sequential model. Otherwise it
+     * reads inputs[0 .. num_inputs), each the index of an EARLIER layer or CK_LAYER_INPUT_MODEL;
+     * Add and Concatenate (channel axis) read two or more, every other type one. The model's output is its last layer, and
+     * every other layer must be read by a later one (ck_model_build says which is not). */
+    int num_inputs;
+    int inputs[CK_MAX_LAYER_INPUTS];
 } ck_layer_desc;
 
 ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type);

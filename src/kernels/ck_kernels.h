@@ -114,6 +114,12 @@ int ck_cuda_conv_kernel_layout(const float *src, float *dst, int khw, int cin, i
  * (dst (n, h, w, c) from src (n, hp, wp, c)). */
 int ck_cuda_pad_nhwc(const float *src, float *dst, int n, int h, int w, int c, int pt, int pl,
                      int hp, int wp, int crop, void *stream);
+/* dst = a + b elementwise (dst may be a or b): the Add layer, gradient sums of graph models. */
+int ck_cuda_add(float *dst, const float *a, const float *b, size_t count, void *stream);
+/* Concatenate's channel slice of `pixels` NHWC pixels: to_wide = 1 copies narrow (nc channels)
+ * into channels [off, off + nc) of wide (wc channels); 0 copies them back. */
+int ck_cuda_channel_slice(float *wide, int wc, int off, float *narrow, int nc, size_t pixels,
+                          int to_wide, void *stream);
 
 #ifdef __cplusplus
 }

@@ -70,6 +70,14 @@ static void cpu_restore(const ck_exec *e) {
     memcpy(e->fixed, e->fixed_backup, sizeof(float) * e->m->num_fixed);
 }
 
+static ck_status cpu_add(const ck_exec *e, float *dst, const float *a, const float *b,
+                         size_t count) {
+    (void)e;
+    for (size_t i = 0; i < count; ++i)
+        dst[i] = a[i] + b[i];
+    return CK_STATUS_SUCCESS;
+}
+
 const ck_backend ck_backend_cpu = {
     .id = CK_BE_CPU,
     .name = "cpu",
@@ -81,6 +89,7 @@ const ck_backend ck_backend_cpu = {
     .update = cpu_update,
     .read_loss = cpu_read_loss,
     .restore = cpu_restore,
+    .add = cpu_add,
 };
 
 ck_exec ck_exec_cpu(ck_model *m, const float *x) {
@@ -103,5 +112,8 @@ ck_exec ck_exec_cpu(ck_model *m, const float *x) {
     e.ws = m->ws;
     e.bn_relu_fused = m->relu_in_bn_kernel;
     e.comm = m->comm;
+    e.gnode = (char *)m->gnode;
+    e.gscratch = (char *)m->gscratch;
+    e.gscratch_stride = m->gscratch_stride;
     return e;
 }

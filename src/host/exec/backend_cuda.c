@@ -31,6 +31,8 @@ struct ck_gpu_model {
     ck_kloss *loss;
     void *ws; /* shared workspace: conv, dense bias gradients, BN, loss partials */
     size_t ws_bytes;
+    char *gnode, *gscratch; /* graph models: per-node and scratch gradients (memtab.h) */
+    size_t gscratch_stride;
     float **out;  /* device output of each node (Flatten aliases its input) */
     void **state; /* per node: its CUDA ops' prepared state (a cuDNN plan), or NULL */
 };
@@ -122,9 +124,13 @@ ck_status ck_gpu_model_build(ck_model *m) {
     g->loss = (ck_kloss *)(p + t.off[CK_MEM_LOSS]);
     g->ws = p + t.off[CK_MEM_WS];
     g->ws_bytes = t.bytes[CK_MEM_WS];
+    g->gnode = t.bytes[CK_MEM_GNODE] ? p + t.off[CK_MEM_GNODE] : NULL;
+    g->gscratch = t.bytes[CK_MEM_GSCRATCH] ? p + t.off[CK_MEM_GSCRATCH] : NULL;
+    g->gscratch_stride = t.gscratch_stride;
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
-        g->out[i] = n->kind->alias ? (i ? g->out[i - 1] : g->x)
+        const int src = m->graph ? n->in[0] : i - 1; /* an alias is set again per call */
+        g->out[i] = n->kind->alias ? (src >= 0 ? g->out[src] : g->x)
                                    : (float *)((char *)g->acts + n->act_offset);
     }
     e = cudaMemsetAsync(g->arena, 0, t.total, (cudaStream_t)ctx->stream);
@@ -266,6 +272,12 @@ static void cuda_restore(const ck_exec *e) {
     (void)cudaStreamSynchronize(s);
 }
 
+static ck_status cuda_add(const ck_exec *e, float *dst, const float *a, const float *b,
+                          size_t count) {
+    CK_EXEC_CUDA(e->ctx, ck_cuda_add(dst, a, b, count, e->ctx->stream), "add");
+    return CK_STATUS_SUCCESS;
+}
+
 static const ck_backend backend_cuda = {
     .id = CK_BE_CUDA,
     .name = "cuda",
@@ -278,6 +290,7 @@ static const ck_backend backend_cuda = {
     .read_loss = cuda_read_loss,
     .download = cuda_download,
     .restore = cuda_restore,
+    .add = cuda_add,
 };
 
 /* The executor over the device arena; the batch is staged into g->x. */
@@ -306,6 +319,9 @@ ck_exec ck_exec_cuda(ck_model *m) {
     e.ws = g->ws;
     e.ws_bytes = g->ws_bytes;
     e.bn_relu_fused = 1; /* F1: the ReLU in the BN kernel, one pass */
+    e.gnode = g->gnode;
+    e.gscratch = g->gscratch;
+    e.gscratch_stride = g->gscratch_stride;
     return e;
 }
 

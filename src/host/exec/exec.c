@@ -62,6 +62,19 @@ static const float *node_input(const ck_exec *e, int i) {
     return i == 0 ? e->x : ck_exec_out(e, i - 1);
 }
 
+/* Input k of node i of a graph model. */
+static const float *graph_input(const ck_exec *e, const ck_node *n, int k) {
+    return n->in[k] < 0 ? e->x : ck_exec_out(e, n->in[k]);
+}
+
+/* A graph model's gradient buffer of node i, and scratch gradient k. */
+static float *node_grad(const ck_exec *e, int i) {
+    return (float *)(e->gnode + e->m->nodes[i].g_offset);
+}
+static float *scratch_grad(const ck_exec *e, int k) {
+    return (float *)(e->gscratch + (size_t)k * e->gscratch_stride);
+}
+
 /* An aliasing node (Flatten) shares its input's memory, decided per call: the input of node 0
  * is the caller's batch. */
 static void set_alias(const ck_exec *e, int i, const float *in) {
@@ -81,7 +94,15 @@ ck_status ck_exec_forward(const ck_exec *e, int batch, int training, int upto) {
         io.i = i;
         io.batch = batch;
         io.training = training;
-        io.in = node_input(e, i);
+        if (m->graph) {
+            io.nin = n->nin;
+            for (int j = 0; j < n->nin; ++j)
+                io.ins[j] = graph_input(e, n, j);
+            io.in = io.ins[0];
+        } else {
+            io.in = io.ins[0] = node_input(e, i);
+            io.nin = 1;
+        }
         io.count_in = (size_t)batch * n->ih * n->iw * n->ic;
         if (k->alias) {
             set_alias(e, i, io.in);
@@ -98,8 +119,59 @@ ck_status ck_exec_forward(const ck_exec *e, int batch, int training, int upto) {
     return CK_STATUS_SUCCESS;
 }
 
+/* Backward over a graph model's DAG, from node `from` down to 0: node i reads its gradient from
+ * its own buffer (dy0 for `from`) and writes the gradient of each input into that input's
+ * buffer, or, where a later reader of the same tensor already wrote it (n->in_acc), into a
+ * scratch buffer that is then added there: every node's gradient is complete before it runs,
+ * since all its readers have higher indices. */
+static ck_status graph_backward(const ck_exec *e, int batch, int from, float *dy0) {
+    ck_model *m = e->m;
+    for (int i = from; i >= 0; --i) {
+        ck_node *n = &m->nodes[i];
+        const ck_node_kind *k = n->kind;
+        ck_node_io io;
+        memset(&io, 0, sizeof io);
+        io.i = i;
+        io.batch = batch;
+        io.training = 1;
+        io.nin = n->nin;
+        for (int j = 0; j < n->nin; ++j) {
+            io.ins[j] = graph_input(e, n, j);
+            io.dxs[j] = n->in[j] < 0   ? NULL /* no gradient for the input */
+                        : n->in_acc[j] ? scratch_grad(e, j)
+                                       : node_grad(e, n->in[j]);
+        }
+        io.in = io.ins[0];
+        io.out = ck_exec_out(e, i);
+        io.count_in = (size_t)batch * n->ih * n->iw * n->ic;
+        io.dy = i == from ? dy0 : node_grad(e, i);
+        io.dx = io.dxs[0];
+        io.dx_buf = io.dx ? io.dx : scratch_grad(e, 0);
+        ck_status st = CK_STATUS_SUCCESS;
+        if (k->alias) { /* the same gradient, in the input's buffer */
+            if (io.dx)
+                st = e->be->copy(e->ctx, io.dx, io.dy, io.count_in);
+        } else {
+            const double t0 = ck_prof_begin(m);
+            st = k->ops[e->be->id].bwd(e, n, &io);
+            ck_prof_end(m, t0, &m->prof_cur_bwd[i]);
+        }
+        for (int j = 0; j < n->nin && st == CK_STATUS_SUCCESS; ++j)
+            if (n->in[j] >= 0 && n->in_acc[j]) {
+                const ck_node *src = &m->nodes[n->in[j]];
+                float *g = node_grad(e, n->in[j]);
+                st = e->be->add(e, g, g, io.dxs[j], (size_t)batch * src->oh * src->ow * src->oc);
+            }
+        if (st != CK_STATUS_SUCCESS)
+            return st;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
 ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0) {
     ck_model *m = e->m;
+    if (m->graph)
+        return graph_backward(e, batch, from, dy0);
     float *dy = dy0;
     int cur = 0; /* gbuf index the next dx goes to */
     for (int i = from; i >= 0; --i) {
@@ -112,12 +184,13 @@ ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0) {
         io.i = i;
         io.batch = batch;
         io.training = 1;
-        io.in = node_input(e, i);
+        io.in = io.ins[0] = node_input(e, i);
+        io.nin = 1;
         io.out = ck_exec_out(e, i);
         io.count_in = (size_t)batch * n->ih * n->iw * n->ic;
         io.dy = dy;
         io.dx_buf = e->gbuf[cur];
-        io.dx = i > 0 ? io.dx_buf : NULL; /* no gradient for the input */
+        io.dx = io.dxs[0] = i > 0 ? io.dx_buf : NULL; /* no gradient for the input */
         const double t0 = ck_prof_begin(m);
         const ck_status st = k->ops[e->be->id].bwd(e, n, &io);
         ck_prof_end(m, t0, &m->prof_cur_bwd[i]);

@@ -23,6 +23,11 @@ typedef struct ck_node_io {
     float *dx;       /* backward: gradient at the input, NULL for node 0 (not needed) */
     float *dx_buf;   /* backward: the buffer dx would use (BN needs one even for node 0) */
     size_t count_in; /* batch * ih * iw * ic */
+    /* Every input of the node (ins[0] = in, dxs[0] = dx): nin > 1 only for the nodes of a
+     * graph model's multi-input layers (Add). A dxs[k] of NULL: no gradient wanted there. */
+    int nin;
+    const float *ins[CK_MAX_LAYER_INPUTS];
+    float *dxs[CK_MAX_LAYER_INPUTS];
 } ck_node_io;
 
 typedef ck_status (*ck_node_fn)(const ck_exec *e, ck_node *n, const ck_node_io *io);
@@ -70,6 +75,9 @@ typedef struct ck_backend {
     ck_status (*download)(const ck_exec *e, float *host, const float *src, size_t count);
     /* Best effort: the BN moving statistics of before the step (a failed step). */
     void (*restore)(const ck_exec *e);
+    /* dst = a + b elementwise, count floats in the backend's memory (dst may be a or b): the
+     * Add layer and the gradient sums of graph models. */
+    ck_status (*add)(const ck_exec *e, float *dst, const float *a, const float *b, size_t count);
 } ck_backend;
 
 extern const ck_backend ck_backend_cpu;
@@ -89,6 +97,10 @@ struct ck_exec {
     float *gbuf[2]; /* gradient ping-pong buffers */
     void *ws;       /* shared workspace: the CPU conv's im2col; CUDA conv, dense, BN */
     size_t ws_bytes;
+    /* graph models (m->graph): the nodes' gradient buffers (n->g_offset bytes in) and the
+     * scratch gradients, gscratch_stride bytes apart; NULL for Sequential models */
+    char *gnode, *gscratch;
+    size_t gscratch_stride;
     int bn_relu_fused; /* a BN node's fused ReLU runs inside the BN kernel (else after it) */
     const struct ck_comm *comm; /* data-parallel: the step sums over its ranks (exec_comm.c) */
 };

@@ -9,9 +9,10 @@
 #include "ck_kernels.h"
 #endif
 
-static const char *const names[CK_MEM_COUNT] = {"params",       "grads", "opt_m",  "opt_v", "fixed",
-                                                "fixed_backup", "stats", "acts",   "gbuf0", "gbuf1",
-                                                "logits_grad",  "x",     "labels", "loss",  "ws"};
+static const char *const names[CK_MEM_COUNT] = {
+    "params", "grads", "opt_m", "opt_v", "fixed",       "fixed_backup",
+    "stats",  "acts",  "gbuf0", "gbuf1", "logits_grad", "x",
+    "labels", "loss",  "ws",    "gnode", "gscratch"};
 
 const char *ck_mem_name(ck_mem_id k) {
     return k >= 0 && k < CK_MEM_COUNT ? names[k] : "?";
@@ -38,13 +39,17 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
     /* the device wants every part and activation on a 256-byte boundary (cuDNN, the float4
      * paths of the kernels); the host packs them */
     const size_t align = be == CK_BE_CUDA ? 256 : F4;
-    size_t nact = 0, maxact = (size_t)m->in_h * m->in_w * m->in_c, ws = 0;
+    size_t nact = 0, maxact = (size_t)m->in_h * m->in_w * m->in_c, ws = 0, ngrad = 0;
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
         const size_t o = (size_t)n->oh * n->ow * n->oc;
         n->act_offset = nact;
         if (!n->kind->alias)
             nact += round_up(F4 * o * B, align);
+        /* an aliasing node too: its gradient is passed on by a copy (or an add) */
+        n->g_offset = ngrad;
+        if (m->graph)
+            ngrad += round_up(F4 * o * B, align);
         if (o > maxact)
             maxact = o;
         const ck_node_ops *op = &n->kind->ops[be];
@@ -75,6 +80,11 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
         t->bytes[CK_MEM_WS] = ws;
     } else {
         t->bytes[CK_MEM_WS] = round_up(at_least(ws, F4), F4);
+    }
+    if (m->graph) {
+        t->bytes[CK_MEM_GNODE] = ngrad;
+        t->gscratch_stride = round_up(F4 * maxact * B, align);
+        t->bytes[CK_MEM_GSCRATCH] = CK_MAX_LAYER_INPUTS * t->gscratch_stride;
     }
     place(t);
 }

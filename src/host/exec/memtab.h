@@ -23,6 +23,8 @@ typedef enum ck_mem_id {
     CK_MEM_LABELS, /* CUDA: its labels */
     CK_MEM_LOSS,   /* CUDA: the step's ck_kloss */
     CK_MEM_WS,
+    CK_MEM_GNODE,    /* graph models: one gradient buffer per node (n->g_offset) */
+    CK_MEM_GSCRATCH, /* graph models: CK_MAX_LAYER_INPUTS gradients of the largest tensor */
     CK_MEM_COUNT
 } ck_mem_id;
 
@@ -31,6 +33,7 @@ typedef struct ck_memtab {
     size_t off[CK_MEM_COUNT];   /* placed back to back, each at a multiple of align */
     size_t align;
     size_t total;
+    size_t gscratch_stride; /* bytes between the scratch gradients of CK_MEM_GSCRATCH */
 } ck_memtab;
 
 /* The name of part k ("params", "acts", ...). */

@@ -87,6 +87,9 @@ const char *ck_kp_vdesc(const value *v, char *buf, size_t n) {
     case V_CALL:
         snprintf(buf, n, "a call to %.60s(...)", v->s);
         break;
+    case V_APPLY:
+        snprintf(buf, n, "the layer %.60s(...) applied to a tensor", v->s);
+        break;
     case V_UNKNOWN:
         snprintf(buf, n, "%s", v->s);
         break;
@@ -272,6 +275,7 @@ static int skip_group(kp *P) {
 static value *p_primary(kp *P) {
     const tok *t = ck_kp_peek(P);
     value *v = NULL;
+    int layer_written = 0; /* v is a layer class call written here (not a variable's value) */
     char b[96];
     if (t->kind == TK_NUMBER) {
         ck_kp_advance(P);
@@ -345,6 +349,7 @@ static value *p_primary(kp *P) {
                     return NULL;
                 v->s = name;
                 const char *cls = ck_kp_last_component(name);
+                layer_written = ck_keras_class_find(cls, NULL) != NULL;
                 if (p_args(P, v, open, layer_class_known(cls, (int)strlen(cls))))
                     return NULL;
             } else {
@@ -389,11 +394,33 @@ static value *p_primary(kp *P) {
             ck_kp_advance(P);
             if (p_args(P, &tmp, tr, 0))
                 return NULL;
+            if (layer_written) { /* the functional API: a new layer called on its input(s) */
+                if (tmp.n != 1 || tmp.args[0].kw) {
+                    ck_kp_fail(P, tr->line, tr->col,
+                               "expected one argument for the layer %s(...): its input tensor, or "
+                               "a list of tensors",
+                               v->s);
+                    return NULL;
+                }
+                value *ap = ck_kp_new_value(P, V_APPLY, v->line, v->col);
+                value **it = (value **)ck_kp_alloc(P, 2 * sizeof *it);
+                if (!ap || !it)
+                    return NULL;
+                it[0] = v;
+                it[1] = tmp.args[0].v;
+                ap->s = v->s;
+                ap->n = 2;
+                ap->items = it;
+                v = ap;
+                layer_written = 0;
+                continue;
+            }
             v = unknown_value(P, v->line, v->col,
                               v->kind == V_CALL
                                   ? ck_kp_printf(P,
-                                                 "a call of the result of %s(...) (the "
-                                                 "functional API is not supported)",
+                                                 "a call of the result of %s(...) (a layer "
+                                                 "kept in a variable and called: shared "
+                                                 "layers are not supported)",
                                                  v->s)
                                   : "a call expression that cnnkit does not evaluate");
         } else if (ck_kp_is_op(tr, ".") && peek_at(P, 1)->kind == TK_NAME) {

@@ -47,6 +47,7 @@
  *  keras_layers.c  the layer calls (ck_kp_add_layer): each kind's Keras classes bound over this
  *                  parser's readers (layer.h ck_kbind), Input, the arguments every layer takes
  *  keras_stmt.c    statements and ck_keras_parse
+ *  keras_func.c    the functional model: Input, layers called on tensors, Model
  *  keras_model.c   ck_model_from_keras_text
  */
 #ifndef CNNKIT_KERAS_INTERNAL_H
@@ -62,6 +63,14 @@
 #define KP_MAX_BLOCKS 64 /* nested compound statements tracked */
 #define KP_MAX_PARAMS 40 /* parameters of one class */
 #define KP_MSG_LEN 512
+#define KP_MAX_FN_LAYERS 256 /* layers of a functional model */
+
+/* A tensor name of a functional model: the layer whose output it is (-1: the Input). */
+typedef struct ktensor {
+    struct ktensor *next;
+    const char *name;
+    int layer, rank, line, col;
+} ktensor;
 
 /* ---------------------------------------------------------------------------------------------
  * Tokens
@@ -97,6 +106,8 @@ typedef enum vkind {
     V_TUPLE,
     V_LIST,
     V_CALL,
+    V_APPLY,  /* a layer called on tensors, Conv2D(...)(x): items[0] the layer's V_CALL,
+                 items[1] the argument (a tensor name, a list of them, or another V_APPLY) */
     V_UNKNOWN /* an expression that is not evaluated; s describes it */
 } vkind;
 
@@ -175,6 +186,13 @@ typedef struct kp {
     int shape2d, shape2d_line, shape2d_col; /* a 2-D input shape (h, w) was read as h x w x 1 */
     int has_compile;
     int has_precision, precision; /* mixed_precision.set_global_policy(...) */
+    /* the functional model (keras_func.c): x = keras.Input(...), y = Layer(...)(x), ...,
+     * model = keras.Model(inputs, outputs) */
+    int functional;          /* an Input tensor was assigned */
+    struct ktensor *tensors; /* the tensor names, the latest definition first */
+    int fn_nin;              /* the inputs of the layer being appended (append_layer) */
+    int fn_inputs[CK_MAX_LAYER_INPUTS];
+    int fn_line[KP_MAX_FN_LAYERS], fn_col[KP_MAX_FN_LAYERS]; /* where each layer was applied */
     ck_optimizer_desc opt;
     char loss[64];
     char warn[2048];
@@ -262,5 +280,14 @@ int ck_kp_do_compile(kp *P, const value *call);
 
 /* keras_layers.c */
 int ck_kp_add_layer(kp *P, const value *v);
+
+/* keras_func.c: the functional model's statements. ck_kp_functional_at: is the right side of an
+ * assignment at token k `[prefix.]Input(`, `[prefix.]Model(` or a layer class call? (1, 2, 3;
+ * 0: none). ck_kp_functional: the statement `target = ...` (kind from ck_kp_functional_at);
+ * returns 1 when it was not functional after all (a layer object assigned to a name). */
+int ck_kp_functional_at(kp *P, size_t k);
+int ck_kp_functional(kp *P, const tok *target, size_t rhs, int kind);
+/* At the end of the text: a functional model must have reached Model(...). */
+int ck_kp_functional_end(kp *P);
 
 #endif

@@ -430,6 +430,11 @@ CK_API ck_status ck_model_save_keras(ck_model *m, const char *path) {
     ck_context *ctx = m->ctx;
     CK_TRY(check_model_path(m, path));
     const int weights_only = ends_with(path, ".weights.h5");
+    if (m->built && m->graph) /* a Functional config and its weight paths: not written yet */
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "model: a graph (functional) model cannot be written to %s yet; save a "
+                       "cnnkit checkpoint",
+                       path);
     if (!weights_only && !ends_with(path, ".keras"))
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "path: %s must end in .keras (the model) or .weights.h5 (its weights)",

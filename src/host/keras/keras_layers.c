@@ -89,6 +89,10 @@ static int append_layer(kp *P, ck_layer_desc *d, const value *v) {
     }
     if (P->count == 0 && d->input_c && d->input_h == 1 && d->input_w == 1)
         P->rank = 2;
+    if (P->functional) { /* the tensors it is called on (keras_func.c) */
+        d->num_inputs = P->fn_nin;
+        memcpy(d->inputs, P->fn_inputs, sizeof d->inputs);
+    }
     P->layers[P->count++] = *d;
     if (d->type == CK_LAYER_FLATTEN || d->type == CK_LAYER_GLOBALAVGPOOL2D)
         P->rank = 2;

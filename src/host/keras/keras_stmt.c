@@ -176,6 +176,14 @@ static int model_create(kp *P, const tok *var, size_t rhs) {
                           "expected one Sequential model, found a second one (the first is at line "
                           "%d)",
                           P->model_line);
+    if (P->functional && P->count > 0)
+        return ck_kp_fail(P, v->line, v->col,
+                          "expected one model, found a Sequential model after the layers of the "
+                          "functional model of keras.Input(...) at line %d",
+                          P->in_line);
+    /* inputs = keras.Input(...); Sequential([inputs, ...]): the Input of a Sequential model */
+    const int seq_input = P->functional;
+    P->functional = 0;
     kargs a;
     if (ck_kp_bind(P, v, "Sequential", seq_p, 1, &a) || ck_kp_only_bool(P, &a, "trainable", 1))
         return -1;
@@ -199,9 +207,14 @@ static int model_create(kp *P, const tok *var, size_t rhs) {
         return 0;
     if (ls->kind != V_LIST && ls->kind != V_TUPLE)
         return ck_kp_type_err(P, &a, ls, "layers", "a list of layers");
-    for (int i = 0; i < ls->n; ++i)
-        if (ck_kp_add_layer(P, ls->items[i]))
+    for (int i = 0; i < ls->n; ++i) {
+        const value *it = ls->items[i];
+        if (seq_input && i == 0 && it->kind == V_NAME && P->tensors &&
+            strcmp(it->s, P->tensors->name) == 0)
+            continue; /* the Input, read before */
+        if (ck_kp_add_layer(P, it))
             return -1;
+    }
     return 0;
 }
 
@@ -319,6 +332,11 @@ static int model_method(kp *P, size_t b) {
     }
     if (check_opaque(P, t0))
         return -1;
+    if (P->functional && !compile)
+        return ck_kp_fail(P, m->line, m->col,
+                          "expected compile(...) on a functional model, found %.*s (add and pop "
+                          "are for Sequential models)",
+                          m->len, m->src);
     if (!P->model_var[0] && (size_t)t0->len < sizeof P->model_var) {
         memcpy(P->model_var, t0->src, (size_t)t0->len);
         P->model_var[t0->len] = '\0';
@@ -440,6 +458,16 @@ static int process(kp *P, const stmt *S) {
     if (t0->kind == TK_NAME && b + 1 < e && ck_kp_is_op(&P->cur[b + 1], "=")) {
         if (sequential_at(P, b + 2))
             return model_create(P, t0, b + 2);
+        /* x = keras.Input(...), y = Layer(...)(x), model = keras.Model(...) (keras_func.c); a
+         * layer call without an Input before it is an ordinary assignment */
+        const int fk = ck_kp_functional_at(P, b + 2);
+        if (fk && (fk != 3 || P->functional)) {
+            if (check_opaque(P, t0))
+                return -1;
+            const int r = ck_kp_functional(P, t0, b + 2, fk);
+            if (r <= 0)
+                return r;
+        }
         if (check_skipped(P, b, e))
             return -1;
         return assign(P, &t0, 1, b + 2);
@@ -572,6 +600,8 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
         if (!rc && S.err)
             rc = ck_kp_fail(P, S.el, S.ec, "%s", S.emsg);
     }
+    if (!rc)
+        rc = ck_kp_functional_end(P);
     if (!rc && P->count == 0) {
         if (P->have_model)
             rc = ck_kp_fail(P, P->model_line, P->model_col,

@@ -132,6 +132,12 @@ typedef struct ck_layer_kind {
     /* The output shape for input `in`, or a status and message (d->name is set). */
     ck_status (*infer)(ck_context *ctx, const ck_layer_desc *d, int index, const ck_shape3 *in,
                        ck_shape3 *out);
+    /* Multi-input kinds (Add): the fewest inputs the layer reads (0: a single-input kind, which
+     * reads exactly one) and the output shape for in[0 .. nin), which the build calls instead of
+     * infer. */
+    unsigned char min_inputs;
+    ck_status (*infer_n)(ck_context *ctx, const ck_layer_desc *d, int index, const ck_shape3 *in,
+                         int nin, ck_shape3 *out);
     /* Fills the layer's weight arrays (at most CK_LAYER_MAX_PARAMS); returns how many. NULL: 0. */
     int (*params)(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
                   ck_param_spec *spec);
@@ -172,7 +178,7 @@ void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]);
 /* The descriptors (layer_*.c). */
 extern const ck_layer_kind ck_lk_conv2d, ck_lk_maxpool2d, ck_lk_avgpool2d, ck_lk_gap2d, ck_lk_dense,
     ck_lk_flatten, ck_lk_batchnorm, ck_lk_activation, ck_lk_dropout, ck_lk_spatial_dropout2d,
-    ck_lk_zeropad2d;
+    ck_lk_zeropad2d, ck_lk_add, ck_lk_concat;
 
 /* ---- helpers the kinds share (layer_util.c) ---- */
 int ck_lk_valid_activation(ck_activation a);
@@ -190,6 +196,8 @@ ck_status ck_lk_infer_window(ck_context *ctx, const ck_layer_desc *d, int index,
 /* infer's shared refusal: the layer needs an (N, H, W, C) input. */
 ck_status ck_lk_fail_flat(ck_context *ctx, const ck_layer_desc *d, int index, const char *tn,
                           const ck_shape3 *in);
+/* A shape as Keras prints it: "(None, 28, 28, 16)" or "(None, 10)". */
+void ck_lk_shape_str(char *buf, size_t n, const ck_shape3 *s);
 /* infer of the kinds whose output shape is their input's. */
 ck_status ck_lk_infer_same(ck_context *ctx, const ck_layer_desc *d, int index, const ck_shape3 *in,
                            ck_shape3 *out);

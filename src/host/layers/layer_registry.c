@@ -17,6 +17,8 @@ static const ck_layer_kind *const k_kinds[CK_LAYER_TYPE_COUNT] = {
     [CK_LAYER_DROPOUT] = &ck_lk_dropout,
     [CK_LAYER_SPATIAL_DROPOUT2D] = &ck_lk_spatial_dropout2d,
     [CK_LAYER_ZEROPADDING2D] = &ck_lk_zeropad2d,
+    [CK_LAYER_ADD] = &ck_lk_add,
+    [CK_LAYER_CONCATENATE] = &ck_lk_concat,
 };
 
 const ck_layer_kind *ck_layer_kind_of(ck_layer_type t) {

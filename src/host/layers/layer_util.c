@@ -3,6 +3,7 @@
 #include "layer.h"
 #include "model_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 int ck_lk_valid_activation(ck_activation a) {
@@ -71,6 +72,13 @@ ck_status ck_lk_infer_same(ck_context *ctx, const ck_layer_desc *d, int index, c
     (void)index;
     *out = *in;
     return CK_STATUS_SUCCESS;
+}
+
+void ck_lk_shape_str(char *buf, size_t n, const ck_shape3 *s) {
+    if (s->flat)
+        snprintf(buf, n, "(None, %d)", s->c);
+    else
+        snprintf(buf, n, "(None, %d, %d, %d)", s->h, s->w, s->c);
 }
 
 void ck_lk_node(ck_node *n, const ck_node_kind *k, const ck_shape3 *in, const ck_shape3 *out) {

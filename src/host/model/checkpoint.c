@@ -3,12 +3,13 @@
  * Layout (version 2; version 1, still read, lacks the fit block):
  *   "CNNKITCK" | u32 version | u32 num_layers | per layer: 9 x i32 (type, units, kernel_h,
  *   kernel_w, stride_h, stride_w, padding, use_bias, activation) + 4 x f32 (rate, momentum,
- *   epsilon, alpha) | 3 x i32 input h, w, c | i32 bn convention (0 = Keras) | u64 num_params |
- *   u64 num_fixed | i32 optimizer type, i32 nesterov | 6 x f32 (lr, beta1, beta2, epsilon,
- *   momentum, weight_decay) | i64 step | u64 seed (the context's) |
- *   fit block (v2): i32 valid, i32 epoch, i32 epoch_step, i32 batch, i32 count, u32 data CRC,
- *   u64 shuffle seed, f64 loss sum, i64 correct, i64 seen (all 0 when not valid) |
- *   params | fixed | optimizer m | optimizer v | u32 CRC-32 (zlib) of every byte before it. */
+ *   epsilon, alpha) | graph models only (ck_model.graph), per layer: i32 num_inputs +
+ *   CK_MAX_LAYER_INPUTS x i32 inputs | 3 x i32 input h, w, c | i32 bn convention (0 = Keras) | u64
+ * num_params | u64 num_fixed | i32 optimizer type, i32 nesterov | 6 x f32 (lr, beta1, beta2,
+ * epsilon, momentum, weight_decay) | i64 step | u64 seed (the context's) | fit block (v2): i32
+ * valid, i32 epoch, i32 epoch_step, i32 batch, i32 count, u32 data CRC, u64 shuffle seed, f64 loss
+ * sum, i64 correct, i64 seen (all 0 when not valid) | params | fixed | optimizer m | optimizer v |
+ * u32 CRC-32 (zlib) of every byte before it. */
 #include "model_internal.h"
 
 #include <dirent.h>
@@ -93,6 +94,12 @@ static void put_structure(wbuf *b, const ck_model *m, uint32_t version) {
             put_i32(b, iv[k]);
         for (int k = 0; k < 4; ++k)
             put_f32(b, fv[k]);
+    }
+    /* the wiring of a graph model: the same layers connected otherwise are another model */
+    for (int i = 0; m->graph && i < m->num_layers; ++i) {
+        put_i32(b, m->layers[i].num_inputs);
+        for (int k = 0; k < CK_MAX_LAYER_INPUTS; ++k)
+            put_i32(b, k < m->layers[i].num_inputs ? m->layers[i].inputs[k] : 0);
     }
     put_i32(b, m->in_h);
     put_i32(b, m->in_w);

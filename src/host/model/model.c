@@ -54,6 +54,9 @@ static void free_buffers(ck_model *m) {
     ck_host_free(m->ctx, m->stats);
     ck_host_free(m->ctx, m->ws);
     ck_host_free(m->ctx, m->logits_grad);
+    ck_host_free(m->ctx, m->gnode);
+    ck_host_free(m->ctx, m->gscratch);
+    m->gnode = m->gscratch = NULL;
     m->nodes = NULL;
     m->params = m->grads = m->opt_m = m->opt_v = m->fixed = m->fixed_backup = m->acts = NULL;
     m->gbuf[0] = m->gbuf[1] = m->stats = m->ws = m->logits_grad = NULL;
@@ -83,11 +86,25 @@ CK_API void ck_model_destroy(ck_model *m) {
     ck_host_free(m->ctx, m);
 }
 
-/* The checks every layer gets at ck_model_add, then its kind's (layer.h). */
+/* The checks every layer gets at ck_model_add, then its kind's (layer.h). A layer names its
+ * inputs by the index of an earlier layer (or the model input): the graph has no cycles by
+ * construction. */
 static ck_status check_layer(ck_context *ctx, const ck_layer_desc *d, int index) {
     const ck_layer_kind *k = ck_layer_kind_of(d->type);
     if (!k)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d: unknown type %d", index, (int)d->type);
+    if (d->num_inputs < 0 || d->num_inputs > CK_MAX_LAYER_INPUTS)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "layer %d (%s '%s'): num_inputs %d is not in [0, %d] (0: the previous "
+                       "layer)",
+                       index, k->keras_name, d->name, d->num_inputs, CK_MAX_LAYER_INPUTS);
+    for (int j = 0; j < d->num_inputs; ++j)
+        if (d->inputs[j] < CK_LAYER_INPUT_MODEL || d->inputs[j] >= index)
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "layer %d (%s '%s'): input %d is layer %d, not an earlier layer (a "
+                           "layer reads layers added before it, or the model input, %d)",
+                           index, k->keras_name, d->name, j + 1, d->inputs[j],
+                           CK_LAYER_INPUT_MODEL);
     return k->check ? k->check(ctx, d, index) : CK_STATUS_SUCCESS;
 }
 
@@ -171,13 +188,20 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->prof_steps = 0;
     if (!m->nodes)
         return ck_host_oom(ctx, "model (its node table)", (size_t)cap * sizeof *m->nodes);
-    ck_shape3 cur = {h, w, c, 0}; /* the per-sample shape between layers */
+    const ck_shape3 in0 = {h, w, c, 0};
     size_t nparams = 0, nfixed = 0, maxact = (size_t)h * w * c, nstats = 0, ws = 0;
     double nparams_d = 0.0; /* nparams in double: a model too large for size_t is refused below */
     int counters[CK_LAYER_TYPE_COUNT] = {0};
+    /* graph models: the node holding each layer's output, and whether a later layer reads it */
+    int last_node[CK_MAX_LAYERS];
+    unsigned char is_read[CK_MAX_LAYERS] = {0};
     m->in_h = h;
     m->in_w = w;
     m->in_c = c;
+    m->graph = 0;
+    for (int li = 0; li < m->num_layers; ++li)
+        if (m->layers[li].num_inputs > 0)
+            m->graph = 1;
     for (int li = 0; li < m->num_layers; ++li) {
         ck_layer_desc *d = &m->layers[li];
         const ck_layer_kind *k = ck_layer_kind_of(d->type); /* ck_model_add checked the type */
@@ -188,13 +212,37 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
             else
                 snprintf(d->name, sizeof d->name, "%s_%d", k->base_name, cnt);
         }
+        /* its inputs (ck_model_add checked they are earlier layers) and their shapes */
+        int nin = d->num_inputs > 0 ? d->num_inputs : 1, src[CK_MAX_LAYER_INPUTS];
+        ck_shape3 ins[CK_MAX_LAYER_INPUTS];
+        src[0] = li - 1;
+        for (int j = 0; j < d->num_inputs; ++j)
+            src[j] = d->inputs[j];
+        for (int j = 0; j < nin; ++j) {
+            ins[j] = src[j] < 0 ? in0 : m->lshape[src[j]];
+            if (src[j] >= 0)
+                is_read[src[j]] = 1;
+        }
+        ck_status st = CK_STATUS_SUCCESS;
+        if (!k->min_inputs && nin != 1)
+            st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                         "layer %d (%s '%s'): reads %d inputs; a %s layer reads one", li,
+                         k->keras_name, d->name, nin, k->keras_name);
+        else if (nin < k->min_inputs)
+            st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                         "layer %d (%s '%s'): reads %d input; %s needs at least %d (name them in "
+                         "num_inputs and inputs: a graph model)",
+                         li, k->keras_name, d->name, nin, k->keras_name, k->min_inputs);
         ck_shape3 out;
-        ck_status st = k->infer(ctx, d, li, &cur, &out);
+        if (st == CK_STATUS_SUCCESS)
+            st = k->infer_n ? k->infer_n(ctx, d, li, ins, nin, &out)
+                            : k->infer(ctx, d, li, &ins[0], &out);
         if (st != CK_STATUS_SUCCESS) {
             free_buffers(m);
             return st;
         }
         m->lshape[li] = out;
+        m->lin[li] = ins[0];
         m->lparam_off[li] = nparams;
         m->lfixed_off[li] = nfixed;
         ck_param_spec spec[CK_LAYER_MAX_PARAMS];
@@ -212,23 +260,40 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
         ck_node nodes[2];
         memset(nodes, 0, sizeof nodes);
         const int first = m->num_nodes;
-        push_nodes(m, li, nodes, k->lower(d, &cur, &out, spec, &at, nodes));
+        push_nodes(m, li, nodes, k->lower(d, &ins[0], &out, spec, &at, nodes));
         for (int i = first; i < m->num_nodes; ++i) {
+            /* graph models: the layer's first node reads its inputs' nodes, the inline
+             * activation the node before it */
+            ck_node *n = &m->nodes[i];
+            n->nin = i == first ? nin : 1;
+            for (int j = 0; j < n->nin; ++j)
+                n->in[j] = i > first ? i - 1 : src[j] < 0 ? -1 : last_node[src[j]];
             /* the shared CPU workspace: the largest any node needs (the conv's im2col) */
-            const ck_node_ops *op = &m->nodes[i].kind->ops[CK_BE_CPU];
-            const size_t wsf =
-                op->ws_bytes ? (op->ws_bytes(ctx, &m->nodes[i], max_batch, NULL) + 3) / 4 : 0;
+            const ck_node_ops *op = &n->kind->ops[CK_BE_CPU];
+            const size_t wsf = op->ws_bytes ? (op->ws_bytes(ctx, n, max_batch, NULL) + 3) / 4 : 0;
             if (wsf > ws)
                 ws = wsf;
         }
+        last_node[li] = m->num_nodes - 1;
         size_t o = (size_t)out.h * out.w * out.c;
         if (o > maxact)
             maxact = o;
-        cur = out;
     }
+    /* a graph's output is its last layer: a layer nothing reads would get no gradient */
+    for (int li = 0; m->graph && li + 1 < m->num_layers; ++li)
+        if (!is_read[li]) {
+            const ck_layer_desc *d = &m->layers[li];
+            const ck_status st = ck_fail(
+                ctx, CK_STATUS_BAD_PARAM,
+                "layer %d (%s '%s'): no later layer reads its output; a graph model's output is "
+                "its last layer, and every other layer must lead to it",
+                li, ck_layer_type_name(d->type), d->name);
+            free_buffers(m);
+            return st;
+        }
     /* the execution plan (plan.c), run by train.c on the CPU and backend_cuda.c on CUDA */
     if (!m->planning_off)
-        ck_model_plan(m);
+        (m->graph ? ck_model_plan_graph : ck_model_plan)(m);
     ck_model_plan_index(m);
     const ck_node *last = &m->nodes[m->num_nodes - 1];
     if (last->oh != 1 || last->ow != 1 || last->oc < 2) {
@@ -242,15 +307,29 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     }
     m->classes = last->oc;
     m->softmax_last = last->type == CK_NODE_ACT && last->act == CK_ACT_SOFTMAX;
+    if (m->graph) {
+        /* backward runs from the logits node down: the first reader of a tensor it meets writes
+         * the tensor's gradient, every later one adds to it */
+        unsigned char written[CK_MAX_OPS] = {0};
+        for (int i = ck_exec_logits_node(m); i >= 0; --i) {
+            ck_node *n = &m->nodes[i];
+            for (int j = 0; j < n->nin; ++j)
+                if (n->in[j] >= 0) {
+                    n->in_acc[j] = written[n->in[j]];
+                    written[n->in[j]] = 1;
+                }
+        }
+    }
 
     /* the same total in double: sizes past what size_t holds would wrap in the sums below */
     double nact_d = 0.0;
     for (int i = 0; i < m->num_nodes; ++i)
         if (!m->nodes[i].kind->alias)
             nact_d += (double)m->nodes[i].oh * m->nodes[i].ow * m->nodes[i].oc * max_batch;
+    const double graph_d = m->graph ? nact_d + (double)CK_MAX_LAYER_INPUTS * maxact * max_batch : 0;
     const double host_d =
         4.0 * (4.0 * nparams_d + 2.0 * (double)nfixed + nact_d + 2.0 * (double)maxact * max_batch +
-               (double)nstats + (double)ws + (double)m->classes * max_batch);
+               (double)nstats + (double)ws + (double)m->classes * max_batch + graph_d);
     if (!(host_d < 0x1p62)) {
         free_buffers(m);
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
@@ -273,7 +352,12 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
         ck_memtab_shrink(&host, CK_MEM_GBUF0);
         ck_memtab_shrink(&host, CK_MEM_GBUF1);
         ck_memtab_shrink(&host, CK_MEM_WS);
+        if (m->graph) {
+            ck_memtab_shrink(&host, CK_MEM_GNODE);
+            ck_memtab_shrink(&host, CK_MEM_GSCRATCH);
+        }
     }
+    m->gscratch_stride = host.gscratch_stride;
     m->mem_host_bytes = host.total;
     float **slot[CK_MEM_COUNT] = {0};
     slot[CK_MEM_PARAMS] = &m->params;
@@ -288,6 +372,8 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     slot[CK_MEM_GBUF1] = &m->gbuf[1];
     slot[CK_MEM_LOGITS_GRAD] = &m->logits_grad;
     slot[CK_MEM_WS] = &m->ws;
+    slot[CK_MEM_GNODE] = &m->gnode;
+    slot[CK_MEM_GSCRATCH] = &m->gscratch;
     for (int k = 0; k < CK_MEM_COUNT; ++k) {
         if (!host.bytes[k])
             continue;
@@ -304,8 +390,9 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     }
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
+        const int src = m->graph ? n->in[0] : i - 1; /* the planner keeps n->in of graphs only */
         n->out = on_gpu           ? NULL
-                 : n->kind->alias ? (i ? m->nodes[i - 1].out : NULL)
+                 : n->kind->alias ? (src >= 0 ? m->nodes[src].out : NULL)
                                   : (float *)((char *)m->acts + n->act_offset);
     }
     ck_model_init_params(m);
@@ -368,6 +455,43 @@ static ck_status text_done(const ck_model *m, const ck_sbuf *b, size_t *needed) 
     return CK_STATUS_SUCCESS;
 }
 
+/* The table of a graph model as Keras 2 prints a functional model: the input layer first, then
+ * each layer with the tensors it reads, one per line ("['conv2d[0][0]',", "'add[0][0]']"). */
+static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const char *dbl) {
+    const char *in_name = "input_1";
+    char shape[80], cell[80];
+    ck_sbuf_printf(b, "Model: \"model\"\n%s\n", rule);
+    ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n%s\n", "Layer (type)", "Output Shape", "Param #",
+                   "Connected to", dbl);
+    char in_shape[64];
+    shape_str(in_shape, sizeof in_shape, m->in_h, m->in_w, m->in_c, 0);
+    snprintf(shape, sizeof shape, "[%s]", in_shape);
+    snprintf(cell, sizeof cell, "%s (InputLayer)", in_name);
+    ck_sbuf_printf(b, " %-45s%-24s%-10s  []\n\n", cell, shape, "0");
+    for (int li = 0; li < m->num_layers; ++li) {
+        const ck_layer_desc *d = &m->layers[li];
+        char name[96], cnt[32];
+        long long t, f;
+        ck_model_layer_params(m, li, &t, &f);
+        snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
+        shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
+                  ck_model_layer_is_flat(m, li));
+        fmt_count(cnt, sizeof cnt, t + f);
+        const int nin = d->num_inputs > 0 ? d->num_inputs : 1;
+        for (int j = 0; j < nin; ++j) {
+            const int src = d->num_inputs > 0 ? d->inputs[j] : li - 1;
+            snprintf(cell, sizeof cell, "%s'%s[0][0]'%s", j == 0 ? "[" : "",
+                     src < 0 ? in_name : m->layers[src].name, j + 1 < nin ? "," : "]");
+            if (j == 0)
+                ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n", name, shape, cnt, cell);
+            else
+                ck_sbuf_printf(b, " %-45s%-24s%-10s   %s\n", "", "", "", cell);
+        }
+        if (li + 1 < m->num_layers)
+            ck_sbuf_printf(b, "\n");
+    }
+}
+
 CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size_t *needed) {
     CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
@@ -382,20 +506,31 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     const char *dbl =
         "============================================================================="
         "===";
-    ck_sbuf_printf(&b, "Model: \"sequential\"\n%s\n", rule);
-    ck_sbuf_printf(&b, " %-45s%-24s%-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", dbl);
-    for (int li = 0; li < m->num_layers; ++li) {
-        const ck_layer_desc *d = &m->layers[li];
-        char name[96], shape[64], cnt[32];
-        long long t, f;
-        ck_model_layer_params(m, li, &t, &f);
-        snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
-        shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
-                  ck_model_layer_is_flat(m, li));
-        fmt_count(cnt, sizeof cnt, t + f);
-        ck_sbuf_printf(&b, " %-45s%-24s%-10s\n", name, shape, cnt);
-        if (li + 1 < m->num_layers)
-            ck_sbuf_printf(&b, "\n");
+    if (m->graph) { /* room for the "Connected to" column */
+        rule = "___________________________________________________________________________"
+               "_______________________________________";
+        dbl = "============================================================================"
+              "======================================";
+    }
+    if (m->graph) { /* Keras 2's functional table: an input row and "Connected to" */
+        summary_graph(m, &b, rule, dbl);
+    } else {
+        ck_sbuf_printf(&b, "Model: \"sequential\"\n%s\n", rule);
+        ck_sbuf_printf(&b, " %-45s%-24s%-10s\n%s\n", "Layer (type)", "Output Shape", "Param #",
+                       dbl);
+        for (int li = 0; li < m->num_layers; ++li) {
+            const ck_layer_desc *d = &m->layers[li];
+            char name[96], shape[64], cnt[32];
+            long long t, f;
+            ck_model_layer_params(m, li, &t, &f);
+            snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
+            shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
+                      ck_model_layer_is_flat(m, li));
+            fmt_count(cnt, sizeof cnt, t + f);
+            ck_sbuf_printf(&b, " %-45s%-24s%-10s\n", name, shape, cnt);
+            if (li + 1 < m->num_layers)
+                ck_sbuf_printf(&b, "\n");
+        }
     }
     char tot[32], tr[32], nt[32];
     fmt_count(tot, sizeof tot, (long long)(m->num_params + m->num_fixed));
@@ -404,7 +539,9 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     ck_sbuf_printf(&b, "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: %s\n%s\n",
                    dbl, tot, tr, nt, rule);
     /* the execution plan (plan.c), after the Keras table */
-    const char *why = m->planned ? "planning on" : "planning off";
+    const char *why = !m->planned ? "planning off"
+                      : m->graph  ? "planning on: BN+ReLU only in a graph model"
+                                  : "planning on";
     ck_sbuf_printf(&b, "Execution plan: %d nodes for %d layers (%s)\n", m->num_nodes, m->num_layers,
                    why);
     for (int i = 0; i < m->num_nodes; ++i) {

@@ -56,6 +56,15 @@ struct ck_node {
     float drop_rate;
     int nops;                 /* lowered ops this node runs, in execution order */
     int ops[CK_NODE_MAX_OPS]; /* ids into ck_model.op_layer / op_inline */
+    /* Graph models only (ck_model.graph; a Sequential model's node i reads node i - 1): the
+     * nodes this node reads (-1: the model input), and per input whether its gradient is added
+     * to one an earlier backward step already wrote there (the tensor has several readers; the
+     * reader that runs backward first writes, the others add). g_offset: the node's own
+     * gradient buffer, bytes into the executor's gnode (memtab.c). */
+    int nin;
+    int in[CK_MAX_LAYER_INPUTS];
+    unsigned char in_acc[CK_MAX_LAYER_INPUTS];
+    size_t g_offset;
 };
 
 /* One trainable array: offset and count in params; decay: the optimizer's weight decay applies. */
@@ -74,6 +83,15 @@ struct ck_model {
     ck_layer_desc *layers;
     int num_layers, cap_layers;
     ck_shape3 lshape[CK_MAX_LAYERS]; /* per user layer: its output shape (ck_model_build) */
+    ck_shape3 lin[CK_MAX_LAYERS];    /* per user layer: the shape of its (first) input */
+    /* A graph model: some layer names its inputs (ck_layer_desc.num_inputs). Its nodes read the
+     * nodes in n->in, backward writes per-node gradient buffers (gnode) and adds where a tensor
+     * has several readers; the planner leaves it alone (plan.c). 0: the Sequential executor,
+     * node i reading node i - 1, gradients in the two ping-pong buffers. */
+    int graph;
+    float *gnode;           /* graph models on the CPU: the nodes' gradient buffers */
+    float *gscratch;        /* and CK_MAX_LAYER_INPUTS scratch gradients of the largest tensor */
+    size_t gscratch_stride; /* bytes between the scratch gradients (host) */
     /* per user layer: where its first trainable / fixed array starts in params / fixed; the
      * kind's specs give the rest (ck_model_layer_specs) */
     size_t lparam_off[CK_MAX_LAYERS], lfixed_off[CK_MAX_LAYERS];
@@ -232,6 +250,8 @@ int ck_model_fused_dropout(const ck_model *m, int i, int training, ck_dropout_de
 /* Rewrites m->nodes (the lowering, one op per node) into the executed plan: exact
  * canonicalizations, then fusions. Runs before buffers are assigned. Never fails. */
 void ck_model_plan(ck_model *m);
+/* The planner of a graph model: BN + its only reader, a ReLU, as one node (F1); n->in follow. */
+void ck_model_plan_graph(ck_model *m);
 /* Fills layer_out_node / layer_in_node from the node list (planned or not). */
 void ck_model_plan_index(ck_model *m);
 /* One line describing what node i runs as one kernel, e.g. "batch_normalization + activation

@@ -11,8 +11,7 @@ int ck_model_layer_specs(const ck_model *m, int li, ck_param_spec *spec, size_t 
     const ck_layer_kind *k = ck_layer_kind_of(d->type);
     if (!k || !k->params)
         return 0;
-    const ck_shape3 in = li > 0 ? m->lshape[li - 1] : (ck_shape3){m->in_h, m->in_w, m->in_c, 0};
-    const int n = k->params(d, &in, &m->lshape[li], spec);
+    const int n = k->params(d, &m->lin[li], &m->lshape[li], spec);
     size_t p = m->lparam_off[li], f = m->lfixed_off[li];
     for (int i = 0; i < n; ++i) {
         /* each array right after the previous one of its kind: the build's layout */

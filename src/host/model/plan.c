@@ -64,6 +64,13 @@
  *  F3  Pool + Dropout|SpatialDropout -> the pooling node applies the dropout in place to its
  *                              output (no extra buffer); backward scales dy in place before the
  *                              pooling backward: same products, bit-exact.
+ * Graph models (ck_model.graph: a layer reads named inputs, a tensor may have several readers)
+ * get F1 only (ck_model_plan_graph): a BN node whose one reader is a ReLU node right after it
+ * runs that ReLU, as in a chain, the same floats. The reorders C1..C4 and the dropout fusions
+ * F2, F3 are not applied: they move or fuse neighbours of a chain, and a fusion that stops
+ * storing a tensor another layer also reads would be wrong; a BN read by two layers (its output
+ * and the ReLU's both needed) stays unfused.
+ *
  * Not applied: dropping the bias of a conv/dense followed by BN. In training the BN output is
  * mathematically independent of that bias, but not in floats ((x+b) - mean(x+b) rounds
  * differently from x - mean(x)), the bias still gets a gradient of rounding noise (0 in exact
@@ -182,6 +189,32 @@ void ck_model_plan(ck_model *m) {
     m->planned = 1;
 }
 
+void ck_model_plan_graph(ck_model *m) {
+    int readers[CK_MAX_OPS] = {0}, map[CK_MAX_OPS];
+    for (int i = 0; i < m->num_nodes; ++i)
+        for (int j = 0; j < m->nodes[i].nin; ++j)
+            if (m->nodes[i].in[j] >= 0)
+                readers[m->nodes[i].in[j]]++;
+    int out = 0;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        ck_node cur = m->nodes[i];
+        map[i] = out;
+        if (cur.type == CK_NODE_BN && readers[i] == 1 && i + 1 < m->num_nodes &&
+            is_relu(&m->nodes[i + 1]) && m->nodes[i + 1].nin == 1 && m->nodes[i + 1].in[0] == i) {
+            cur.bn.activation = CK_ACT_RELU;
+            add_ops(&cur, &m->nodes[++i]);
+            map[i] = out; /* the ReLU's readers read the fused node */
+        }
+        m->nodes[out++] = cur;
+    }
+    for (int i = 0; i < out; ++i)
+        for (int j = 0; j < m->nodes[i].nin; ++j)
+            if (m->nodes[i].in[j] >= 0)
+                m->nodes[i].in[j] = map[m->nodes[i].in[j]];
+    m->num_nodes = out;
+    m->planned = 1;
+}
+
 void ck_model_plan_index(ck_model *m) {
     /* prefix_node[p]: the node after which exactly ops 0..p have run (-1: no such node). Planned
      * reorders only permute ops that commute exactly, so such a node holds the output of op p. */
@@ -212,6 +245,12 @@ void ck_model_plan_index(ck_model *m) {
         m->layer_in_node[li] = first == 0  ? CK_PLAN_MODEL_INPUT
                                : first > 0 ? prefix_node[first - 1]
                                            : none;
+    }
+    /* a graph model (unplanned): a layer's input is its first input layer's output */
+    for (int li = 0; m->graph && li < m->num_layers; ++li) {
+        const ck_layer_desc *d = &m->layers[li];
+        const int src = d->num_inputs > 0 ? d->inputs[0] : li - 1;
+        m->layer_in_node[li] = src < 0 ? CK_PLAN_MODEL_INPUT : m->layer_out_node[src];
     }
 }
 

@@ -1,0 +1,131 @@
+/* The merge ops of graph models (src/kernels/merge.cu). The elementwise sum of the Add layer and of
+ * graph models' gradient sums: the CPU backend's add (ck_backend_cpu.add) against the reference,
+ * dst[i] = a[i] + b[i] with one float rounding either way (ref_tol 0), and the GPU's (ck_cuda_add)
+ * against the CPU bit for bit (gpu_tol 0). Add's backward hands dy to every input (a backend copy):
+ * the gradient of <dy, a + b> with respect to a, checked by central differences through the
+ * reference forward. */
+#include "ops.h"
+
+#include "exec.h"
+
+#include <string.h>
+
+#ifdef CNNKIT_HAVE_CUDA
+#include "gpu_layers.h"
+#endif
+
+/* iv = {count}; in: a, b, dy; out: y = a + b, dx = the gradient at a (dy) */
+#define ADD(nm, n)                                                                                 \
+    {                                                                                              \
+        nm, {n}, {0}, 3, 2,                                                                        \
+            {{"a", n, OP_UNIFORM, -2, 2},                                                          \
+             {"b", n, OP_UNIFORM, -3, 3},                                                          \
+             {"dy", n, OP_UNIFORM, -1, 1}},                                                        \
+        {                                                                                          \
+            {"y", n, 0, 0, 0}, {                                                                   \
+                "dx", n, 0, 0, 0                                                                   \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+static const op_variant k_variants[] = {ADD("one", 1), ADD("odd_257", 257),
+                                        ADD("grid_stride_70001", 70001)};
+/* ResNet-20's stage-1 Add at batch 128: 128 x 28 x 28 x 16 */
+static const op_variant k_bench_add[] = {ADD("28x28x16_b128", 1605632)};
+
+static void add_ref(const op_variant *v, float *const *in, float *const *out) {
+    for (int i = 0; i < v->iv[0]; ++i)
+        out[0][i] = in[0][i] + in[1][i];
+    memcpy(out[1], in[2], sizeof(float) * (size_t)v->iv[0]);
+}
+
+static void add_cpu(const op_variant *v, float *const *in, float *const *out) {
+    const size_t n = (size_t)v->iv[0];
+    ck_backend_cpu.add(NULL, out[0], in[0], in[1], n);
+    ck_backend_cpu.copy(NULL, out[1], in[2], n);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int add_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                   ck_tensor *const *out) {
+    const int e_ = ck_cuda_add(OP_D(out[0]), OP_D(in[0]), OP_D(in[1]), (size_t)v->iv[0], g->stream);
+    /* the backward of Add is a copy of dy: dx = dy + 0 through the same kernel */
+    return e_ ? e_
+              : ck_cuda_add(OP_D(out[1]), OP_D(in[2]), OP_D(out[1]), (size_t)v->iv[0], g->stream);
+}
+#else
+#define add_gpu NULL
+#endif
+
+const op_case op_add = {
+    .name = "add",
+    .launchers = "ck_cuda_add",
+    .variants = k_variants,
+    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench_add,
+    .nbench = sizeof k_bench_add / sizeof k_bench_add[0],
+    .cpu = add_cpu,
+    .ref = add_ref,
+    .ref_tol = 0,
+    .gpu = add_gpu,
+    .gpu_tol = 0,
+    .grad_y = 0,
+    .grad_dy = 2,
+    .ngrad = 1,
+    .grad = {{0, 1}},
+    .grad_tol = 1e-3,
+};
+
+/* ---- Concatenate's channel slices (ck_cuda_channel_slice): iv = {pixels, wc, off, nc} ----
+ * in: the narrow tensor, the wide dy; out: the narrow one placed in a zero wide tensor, the slice
+ * of dy (Concatenate's backward). Pure copies: the reference is the CPU side, gpu_tol 0. */
+#define SLICE(nm, p, wc, off, nc)                                                                  \
+    {                                                                                              \
+        nm, {p, wc, off, nc}, {0}, 2, 2,                                                           \
+            {{"narrow", p * nc, OP_UNIFORM, -1, 1}, {"dy", p * wc, OP_UNIFORM, -1, 1}}, {          \
+            {"wide", p * wc, 0, 0, 0}, {                                                           \
+                "dx", p *nc, 0, 0, 0                                                               \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+static const op_variant k_slices[] = {SLICE("first_3_of_5", 7, 5, 0, 3),
+                                      SLICE("last_2_of_5", 7, 5, 3, 2),
+                                      SLICE("middle_16_of_48", 300, 48, 16, 16)};
+/* a 32 + 32 channel Concatenate at 14 x 14, batch 128 */
+static const op_variant k_bench_slices[] = {SLICE("14x14_32_of_64_b128", 25088, 64, 32, 32)};
+
+static void slice_ref(const op_variant *v, float *const *in, float *const *out) {
+    const int p = v->iv[0], wc = v->iv[1], off = v->iv[2], nc = v->iv[3];
+    memset(out[0], 0, sizeof(float) * (size_t)p * wc);
+    for (int i = 0; i < p; ++i)
+        for (int c = 0; c < nc; ++c) {
+            out[0][i * wc + off + c] = in[0][i * nc + c];
+            out[1][i * nc + c] = in[1][i * wc + off + c];
+        }
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int slice_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                     ck_tensor *const *out) {
+    const int *q = v->iv;
+    const int e_ = ck_cuda_channel_slice(OP_D(out[0]), q[1], q[2], OP_D(in[0]), q[3], (size_t)q[0],
+                                         1, g->stream);
+    return e_ ? e_
+              : ck_cuda_channel_slice(OP_D(in[1]), q[1], q[2], OP_D(out[1]), q[3], (size_t)q[0], 0,
+                                      g->stream);
+}
+#else
+#define slice_gpu NULL
+#endif
+
+const op_case op_channel_slice = {
+    .name = "channel_slice",
+    .launchers = "ck_cuda_channel_slice",
+    .variants = k_slices,
+    .nvariants = sizeof k_slices / sizeof k_slices[0],
+    .bench_variants = k_bench_slices,
+    .nbench = sizeof k_bench_slices / sizeof k_bench_slices[0],
+    .ref = slice_ref,
+    .gpu = slice_gpu,
+};

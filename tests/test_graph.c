@@ -1,0 +1,751 @@
+/* Graph models (ck_layer_desc.num_inputs, issue 15): the Add and Concatenate layers, the DAG
+ * executor against the Sequential one, finite-difference gradients through residual blocks (a
+ * tensor with two readers, strided projection shortcuts), the refusals of bad graphs, the GPU
+ * against the CPU, checkpoints, the functional model text and its errors, ResNet-20 v1. */
+#include "common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model_internal.h"
+
+/* A layer of a graph model: type, filters/units, kernel, stride, and its inputs (n of them;
+ * n = 0: the previous layer). */
+static ck_layer_desc L(ck_layer_type t, int units, int k, int s, int n, int a, int b) {
+    ck_layer_desc d;
+    ck_layer_desc_init(&d, t);
+    d.units = units;
+    d.kernel_h = d.kernel_w = k;
+    if (t == CK_LAYER_CONV2D) {
+        d.stride_h = d.stride_w = s;
+        d.padding = CK_PADDING_SAME;
+    }
+    d.num_inputs = n;
+    d.inputs[0] = a;
+    d.inputs[1] = b;
+    return d;
+}
+
+static ck_layer_desc act(ck_activation a, int n, int in) {
+    ck_layer_desc d = L(CK_LAYER_ACTIVATION, 0, 0, 0, n, in, 0);
+    d.activation = a;
+    return d;
+}
+
+static ck_model *graph_model(ck_context *ctx, const ck_layer_desc *ls, int count) {
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    for (int i = 0; i < count; ++i)
+        CK_OK(ctx, ck_model_add(m, &ls[i]));
+    return m;
+}
+
+/* Two residual blocks with tanh (smooth: no kinks for the finite differences): an identity
+ * shortcut (layer 1 is read by the conv of layer 2 and by the Add of layer 4: its gradient is a
+ * sum) and a strided block whose shortcut is a 1x1 projection with stride 2. */
+static int residual_layers(ck_layer_desc *ls, ck_activation a) {
+    int n = 0;
+    ls[n++] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);          /* 0 */
+    ls[n++] = act(a, 0, 0);                                  /* 1 */
+    ls[n++] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);          /* 2 */
+    ls[n++] = L(CK_LAYER_BATCHNORM, 0, 0, 0, 0, 0, 0);       /* 3 */
+    ls[n++] = L(CK_LAYER_ADD, 0, 0, 0, 2, 3, 1);             /* 4: bn + act */
+    ls[n++] = act(a, 0, 0);                                  /* 5 */
+    ls[n++] = L(CK_LAYER_CONV2D, 4, 3, 2, 0, 0, 0);          /* 6: strided branch */
+    ls[n++] = act(a, 0, 0);                                  /* 7 */
+    ls[n++] = L(CK_LAYER_CONV2D, 4, 1, 2, 1, 5, 0);          /* 8: projection of 5 */
+    ls[n++] = L(CK_LAYER_ADD, 0, 0, 0, 2, 7, 8);             /* 9 */
+    ls[n++] = L(CK_LAYER_GLOBALAVGPOOL2D, 0, 0, 0, 0, 0, 0); /* 10 */
+    ls[n++] = L(CK_LAYER_DENSE, 3, 0, 0, 0, 0, 0);           /* 11 */
+    ls[n - 1].activation = CK_ACT_SOFTMAX;
+    return n;
+}
+
+static void batch(float *x, int32_t *y, int n, int per, int classes, uint64_t seed) {
+    trng r = {seed};
+    trng_fill(&r, x, (size_t)n * per, -1, 1);
+    for (int i = 0; i < n; ++i)
+        y[i] = (int32_t)(trng_u32(&r) % (uint32_t)classes);
+}
+
+Test(graph, shapes_over_the_graph) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_TANH);
+    ck_model *m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 4));
+    cr_assert(m->graph);
+    int h, w, c;
+    CK_OK(ctx, ck_model_layer_shape(m, 4, &h, &w, &c));
+    cr_assert(h == 6 && w == 6 && c == 3);
+    CK_OK(ctx, ck_model_layer_shape(m, 8, &h, &w, &c)); /* the projection: 6 -> 3, 4 filters */
+    cr_assert(h == 3 && w == 3 && c == 4, "%dx%dx%d", h, w, c);
+    CK_OK(ctx, ck_model_layer_shape(m, 9, &h, &w, &c));
+    cr_assert(h == 3 && w == 3 && c == 4);
+    /* parameters: conv 2*9*3+3, conv 3*9*3+3, BN 4*3, conv 3*9*4+4, conv 3*4+4, dense 4*3+3 */
+    ck_param_counts pc;
+    CK_OK(ctx, ck_model_param_counts(m, &pc));
+    cr_assert_eq(pc.total, (2 * 9 * 3 + 3) + (3 * 9 * 3 + 3) + 12 + (3 * 9 * 4 + 4) + (3 * 4 + 4) +
+                               (4 * 3 + 3));
+    cr_assert_eq(pc.non_trainable, 6);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* Add's forward is a + b exactly, and its output feeds the next layer. */
+Test(graph, add_forward_is_the_sum) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_RELU);
+    ck_model *m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 4));
+    enum { N = 4, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 3, 5);
+    CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
+    const int adds[2][3] = {{4, 3, 1}, {9, 7, 8}};
+    for (int k = 0; k < 2; ++k) {
+        const float *s = ck_model_layer_output(m, adds[k][0]);
+        const float *a = ck_model_layer_output(m, adds[k][1]);
+        const float *b = ck_model_layer_output(m, adds[k][2]);
+        cr_assert(s && a && b);
+        cr_assert_eq(ck_model_layer_input(m, adds[k][0], x), a, "the Add's first input");
+        const size_t cnt =
+            (size_t)N * m->lshape[adds[k][0]].h * m->lshape[adds[k][0]].w * m->lshape[adds[k][0]].c;
+        double mag = 0.0;
+        for (size_t i = 0; i < cnt; ++i) {
+            cr_assert_eq(s[i], a[i] + b[i], "add %d element %zu", k, i);
+            mag += fabs(b[i]);
+        }
+        cr_assert_gt(mag, 0.0, "the shortcut is not all zeros");
+    }
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* Finite differences of the loss against the DAG backward, for every parameter: through both
+ * Adds, the gradient sum at layer 1 (two readers), BN and the strided 1x1 projection. */
+Test(graph, gradcheck_through_residual_blocks) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_TANH);
+    ck_model *m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 6));
+    enum { N = 6, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 3, 11);
+    int first_conv; /* layer 0's kernel and bias: reached through both paths of block 1 */
+    const int checked = t_gradcheck_model(ctx, m, x, y, N, 1, 2 * 9 * 3 + 3, &first_conv);
+    cr_assert_eq(checked, (int)m->num_params);
+    cr_assert_gt(first_conv, 20, "the first conv's gradients must be checked and non-zero");
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* A chain written as a graph (every layer names the one before) runs the DAG executor and gives
+ * the bits of the Sequential executor without planning: same nodes, same order. */
+Test(graph, chain_as_graph_equals_sequential_bits) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[8];
+    int n = 0;
+    ls[n++] = L(CK_LAYER_CONV2D, 4, 3, 1, 0, 0, 0);
+    ls[n - 1].activation = CK_ACT_RELU;
+    ls[n++] = L(CK_LAYER_BATCHNORM, 0, 0, 0, 0, 0, 0);
+    ls[n++] = L(CK_LAYER_MAXPOOL2D, 0, 2, 0, 0, 0, 0);
+    ls[n++] = L(CK_LAYER_FLATTEN, 0, 0, 0, 0, 0, 0);
+    ls[n++] = L(CK_LAYER_DENSE, 5, 0, 0, 0, 0, 0);
+    ls[n - 1].activation = CK_ACT_SOFTMAX;
+    ck_model *seq = graph_model(ctx, ls, n);
+    for (int i = 0; i < n; ++i) {
+        ls[i].num_inputs = 1;
+        ls[i].inputs[0] = i - 1;
+    }
+    ck_model *gr = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_set_planning(seq, 0));
+    CK_OK(ctx, ck_model_build(seq, 8, 8, 2, 8));
+    CK_OK(ctx, ck_model_build(gr, 8, 8, 2, 8));
+    cr_assert(!seq->graph && gr->graph);
+    enum { N = 8, PER = 8 * 8 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    for (int s = 0; s < 3; ++s) {
+        batch(x, y, N, PER, 5, 100 + (uint64_t)s);
+        ck_step_result a, b;
+        CK_OK(ctx, ck_model_train_step(seq, x, y, N, &a));
+        CK_OK(ctx, ck_model_train_step(gr, x, y, N, &b));
+        cr_assert_eq(a.loss, b.loss, "step %d", s);
+    }
+    cr_assert_eq(seq->num_params, gr->num_params);
+    cr_assert_eq(memcmp(seq->params, gr->params, sizeof(float) * seq->num_params), 0);
+    cr_assert_eq(memcmp(seq->fixed, gr->fixed, sizeof(float) * seq->num_fixed), 0);
+    /* inference (moving statistics) too */
+    float pa[N * 5], pb[N * 5];
+    CK_OK(ctx, ck_model_predict(seq, x, N, pa));
+    CK_OK(ctx, ck_model_predict(gr, x, N, pb));
+    cr_assert_eq(memcmp(pa, pb, sizeof pa), 0);
+    ck_model_destroy(seq);
+    ck_model_destroy(gr);
+    ck_context_destroy(ctx);
+}
+
+static void refused(ck_context *ctx, const ck_layer_desc *ls, int count, int at_add,
+                    const char *const *want) {
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    ck_status st = CK_STATUS_SUCCESS;
+    for (int i = 0; i < count && st == CK_STATUS_SUCCESS; ++i)
+        st = ck_model_add(m, &ls[i]);
+    if (!at_add) {
+        cr_assert_eq(st, CK_STATUS_SUCCESS, "%s", ck_context_last_error(ctx));
+        st = ck_model_build(m, 6, 6, 2, 2);
+    }
+    cr_assert_neq(st, CK_STATUS_SUCCESS);
+    const char *msg = ck_context_last_error(ctx);
+    for (int k = 0; want[k]; ++k)
+        cr_assert(strstr(msg, want[k]), "'%s' not in: %s", want[k], msg);
+    cr_assert_eq(ck_model_num_nodes(m), 0);
+    ck_model_destroy(m);
+}
+
+Test(graph, bad_graphs_are_refused_naming_the_layer) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[8];
+    /* a layer reading a later layer (or itself): refused when it is added */
+    ls[0] = L(CK_LAYER_CONV2D, 3, 3, 1, 1, 1, 0);
+    refused(ctx, ls, 1, 1, (const char *const[]){"layer 0 (Conv2D", "input 1 is layer 1", NULL});
+    ls[0] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);
+    ls[1] = L(CK_LAYER_ADD, 0, 0, 0, 2, 0, 1);
+    refused(ctx, ls, 2, 1, (const char *const[]){"layer 1 (Add", "input 2 is layer 1", NULL});
+    ls[1] = L(CK_LAYER_ADD, 0, 0, 0, 2, 0, -2);
+    refused(ctx, ls, 2, 1, (const char *const[]){"input 2 is layer -2", NULL});
+    ls[1] = L(CK_LAYER_ADD, 0, 0, 0, 5, 0, 0);
+    refused(ctx, ls, 2, 1, (const char *const[]){"num_inputs 5", NULL});
+    /* Add of mismatched shapes names both */
+    ls[0] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);
+    ls[1] = L(CK_LAYER_CONV2D, 3, 3, 2, 0, 0, 0);
+    ls[2] = L(CK_LAYER_ADD, 0, 0, 0, 2, 0, 1);
+    ls[3] = L(CK_LAYER_FLATTEN, 0, 0, 0, 0, 0, 0);
+    ls[4] = L(CK_LAYER_DENSE, 2, 0, 0, 0, 0, 0);
+    refused(
+        ctx, ls, 5, 0,
+        (const char *const[]){"layer 2 (Add 'add')", "(None, 6, 6, 3)", "(None, 3, 3, 3)", NULL});
+    ls[2] = L(CK_LAYER_ADD, 0, 0, 0, 2, -1, 1);
+    refused(ctx, ls, 5, 0, (const char *const[]){"(None, 6, 6, 2)", "(None, 3, 3, 3)", NULL});
+    /* Add with one input; a Conv2D with two */
+    ls[1] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);
+    ls[2] = L(CK_LAYER_ADD, 0, 0, 0, 0, 0, 0);
+    refused(ctx, ls, 5, 0, (const char *const[]){"layer 2 (Add 'add')", "at least 2", NULL});
+    ls[2] = L(CK_LAYER_CONV2D, 3, 3, 1, 2, 0, 1);
+    refused(ctx, ls, 5, 0,
+            (const char *const[]){"layer 2 (Conv2D 'conv2d_2')", "reads 2 inputs", NULL});
+    /* a layer nothing reads (layer 0: the Add reads 1 and the input) */
+    ls[2] = L(CK_LAYER_ADD, 0, 0, 0, 2, 1, 1);
+    ls[1] = L(CK_LAYER_CONV2D, 2, 3, 1, 1, -1, 0);
+    refused(ctx, ls, 5, 0,
+            (const char *const[]){"layer 0 (Conv2D 'conv2d')", "no later layer reads", NULL});
+    ck_context_destroy(ctx);
+}
+
+/* One tensor read twice by the same Add: its gradient is twice the Add's. */
+Test(graph, same_tensor_twice_gets_both_gradients) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[4];
+    ls[0] = L(CK_LAYER_CONV2D, 2, 3, 1, 0, 0, 0);
+    ls[0].activation = CK_ACT_TANH;
+    ls[1] = L(CK_LAYER_ADD, 0, 0, 0, 2, 0, 0);
+    ls[2] = L(CK_LAYER_FLATTEN, 0, 0, 0, 0, 0, 0);
+    ls[3] = L(CK_LAYER_DENSE, 3, 0, 0, 0, 0, 0);
+    ck_model *m = graph_model(ctx, ls, 4);
+    CK_OK(ctx, ck_model_build(m, 4, 4, 1, 4));
+    enum { N = 4, PER = 16 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 3, 21);
+    const int checked = t_gradcheck_model(ctx, m, x, y, N, 1, 0, NULL);
+    cr_assert_eq(checked, (int)m->num_params);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* The GPU (ck_cuda_add forward, gradient sums with it) against the CPU: the weights after two
+ * SGD steps from the same start. Convolutions differ by cuDNN's summation order (~1e-6). */
+Test(graph, gpu_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_RELU);
+    ck_model *mg = graph_model(g, ls, n), *mc = graph_model(c, ls, n);
+    CK_OK(c, ck_model_build(mc, 6, 6, 2, 8));
+    CK_OK(g, ck_model_build(mg, 6, 6, 2, 8));
+    size_t cnt;
+    CK_OK(c, ck_model_get_weights(mc, NULL, 0, &cnt));
+    float *w = malloc(cnt * sizeof *w), *wg = malloc(cnt * sizeof *wg);
+    cr_assert(w && wg);
+    CK_OK(c, ck_model_get_weights(mc, w, cnt, NULL));
+    CK_OK(g, ck_model_set_weights(mg, w, cnt));
+    ck_optimizer_desc o;
+    ck_optimizer_desc_init(&o, CK_OPT_SGD);
+    o.learning_rate = 0.1f;
+    CK_OK(c, ck_model_set_optimizer(mc, &o));
+    CK_OK(g, ck_model_set_optimizer(mg, &o));
+    enum { N = 8, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    for (int s = 0; s < 2; ++s) {
+        batch(x, y, N, PER, 3, 40 + (uint64_t)s);
+        ck_step_result rc, rg;
+        CK_OK(c, ck_model_train_step(mc, x, y, N, &rc));
+        CK_OK(g, ck_model_train_step(mg, x, y, N, &rg));
+        cr_assert_leq(fabs(rc.loss - rg.loss), 1e-4 * fmax(1.0, fabs(rc.loss)), "step %d", s);
+    }
+    CK_OK(c, ck_model_get_weights(mc, w, cnt, NULL));
+    CK_OK(g, ck_model_get_weights(mg, wg, cnt, NULL));
+    const double err = t_max_rel_err(wg, w, cnt);
+    cr_assert_leq(err, 1e-4, "weights after two steps: max rel err %g", err);
+    free(w);
+    free(wg);
+    ck_model_destroy(mg);
+    ck_model_destroy(mc);
+    ck_context_destroy(g);
+    ck_context_destroy(c);
+}
+
+/* ---- the functional model text (src/host/keras/keras_func.c) ---- */
+
+#define FN_HEAD                                                                                    \
+    "import keras\nfrom keras import layers\n\n"                                                   \
+    "inputs = keras.Input(shape=(8, 8, 1))\n"
+#define FN_BODY                                                                                    \
+    "x = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(inputs)\n"                     \
+    "y = layers.Conv2D(4, 3, padding=\"same\")(x)\n"                                               \
+    "y = layers.BatchNormalization()(y)\n"                                                         \
+    "y = layers.Add()([y, x])\n"                                                                   \
+    "y = layers.Activation(\"relu\")(y)\n"                                                         \
+    "y = layers.GlobalAveragePooling2D()(y)\n"                                                     \
+    "outputs = layers.Dense(10, activation=\"softmax\")(y)\n"
+
+static ck_status parse(const char *text, ck_keras_model *km, char *err, size_t len) {
+    return ck_keras_parse(text, km, err, len);
+}
+
+Test(graph, functional_text_reads_the_graph) {
+    const char *forms[] = {"model = keras.Model(inputs=inputs, outputs=outputs)\n",
+                           "model = keras.Model(inputs, outputs, name='res')\n",
+                           "model = keras.models.Model([inputs], [outputs])\n"};
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; ++f) {
+        char text[2048], err[512];
+        snprintf(text, sizeof text,
+                 "%s%s%smodel.compile(optimizer='sgd', loss="
+                 "'sparse_categorical_crossentropy')\nmodel.summary()\n",
+                 FN_HEAD, FN_BODY, forms[f]);
+        ck_keras_model km;
+        cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+        cr_assert_eq(km.count, 7);
+        cr_assert(km.has_compile && km.optimizer.type == CK_OPT_SGD);
+        /* the inputs of each layer: the Input (-1), then the tensors named */
+        const int want[7][3] = {{1, -1, 0}, {1, 0, 0}, {1, 1, 0}, {2, 2, 0},
+                                {1, 3, 0},  {1, 4, 0}, {1, 5, 0}};
+        for (int i = 0; i < 7; ++i) {
+            cr_assert_eq(km.layers[i].num_inputs, want[i][0], "layer %d", i);
+            for (int j = 0; j < want[i][0]; ++j)
+                cr_assert_eq(km.layers[i].inputs[j], want[i][1 + j], "layer %d input %d", i, j);
+        }
+        cr_assert_eq(km.layers[3].type, CK_LAYER_ADD);
+        cr_assert(km.layers[0].input_h == 8 && km.layers[0].input_c == 1);
+        ck_keras_model_free(&km);
+    }
+}
+
+/* Nested calls are layers too; a Sequential model given an Input tensor stays Sequential. */
+Test(graph, functional_nested_calls_and_sequential_input) {
+    char err[512];
+    ck_keras_model km;
+    const char *nested = FN_HEAD
+        "x = layers.Activation('relu')(layers.BatchNormalization()(layers.Conv2D(4, 3)(inputs)))\n"
+        "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+        "model = keras.Model(inputs, outputs)\n";
+    cr_assert_eq(parse(nested, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(km.count, 5);
+    for (int i = 1; i < 5; ++i)
+        cr_assert(km.layers[i].num_inputs == 1 && km.layers[i].inputs[0] == i - 1);
+    ck_keras_model_free(&km);
+    const char *seq = FN_HEAD "model = keras.Sequential([inputs, layers.Flatten(), "
+                              "layers.Dense(3)])\n";
+    cr_assert_eq(parse(seq, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert(km.count == 2 && km.layers[0].num_inputs == 0 && km.layers[0].input_h == 8);
+    ck_keras_model_free(&km);
+}
+
+/* The functional model text builds and trains: its loss goes down on a fixed batch. */
+Test(graph, functional_text_trains) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char err[512];
+    CK_OK(ctx, ck_model_from_keras_text(ctx,
+                                        FN_HEAD FN_BODY
+                                        "model = keras.Model(inputs, outputs)\n"
+                                        "model.compile(optimizer=keras.optimizers.Adam(0.02), "
+                                        "loss='sparse_categorical_crossentropy')\n",
+                                        &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 16));
+    enum { N = 16, PER = 64 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 10, 77);
+    ck_step_result first, r;
+    CK_OK(ctx, ck_model_train_step(m, x, y, N, &first));
+    for (int s = 0; s < 15; ++s)
+        CK_OK(ctx, ck_model_train_step(m, x, y, N, &r));
+    cr_assert_lt(r.loss, 0.85 * first.loss, "loss %g -> %g", first.loss, r.loss);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* Bad functional texts: each a message with the line and column of the culprit. */
+Test(graph, functional_errors_name_line_and_column) {
+    static const char *const cases[][3] = {
+        /* replace, by, expected message */
+        {"([y, x])", "([y, z])", "line 8, column 22: unknown tensor name 'z'"},
+        {"y = layers.Add()([y, x])", "y = layers.Add()([y, w])\nw = layers.Conv2D(4, 1)(x)",
+         "line 8, column 22: tensor 'w' is used before it is defined (at line 9)"},
+        /* a cycle can only be written as a use before the definition */
+        {"x = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(inputs)\n"
+         "y = layers.Conv2D(4, 3, padding=\"same\")(x)",
+         "x = layers.Conv2D(4, 3, padding=\"same\")(y)\ny = layers.Conv2D(4, 3, "
+         "padding=\"same\")(x)",
+         "line 5, column 41: tensor 'y' is used before it is defined (at line 6)"},
+        {"([y, x])", "([y, inputs])",
+         "line 8, column 5: layer 3 (Add 'add'): inputs of different shapes, (None, 8, 8, 4) "
+         "(input 1) and (None, 8, 8, 1) (input 2)"},
+        {"outputs = layers", "z = layers.Conv2D(2, 1)(x)\noutputs = layers",
+         "line 11, column 5: expected every layer to lead to the model's output (outputs at line "
+         "13), found Conv2D (layer 6)"},
+        {"Model(inputs, outputs)", "Model(inputs, inputs)",
+         "line 12, column 29: expected outputs computed from the input by at least one layer"},
+        {"Model(inputs, outputs)", "Model(x, outputs)",
+         "expected the keras.Input(...) tensor for inputs"},
+        {"([y, x])", "(y)", "line 8, column 18: expected a list of at least 2 tensors for Add"},
+        {"Activation(\"relu\")(y)", "Activation(\"relu\")([y, x])",
+         "line 9, column 31: expected one tensor for Activation, found a list of 2"},
+        {"model = keras.Model(inputs, outputs)", "",
+         "line 4, column 10: expected model = keras.Model(inputs, outputs)"},
+        {"model = keras.Model(inputs, outputs)",
+         "model = keras.Model(inputs, outputs)\nmodel.add(layers.Dense(2))",
+         "line 13, column 7: expected compile(...) on a functional model"},
+        {"inputs = keras.Input(shape=(8, 8, 1))\n",
+         "inputs = keras.Input(shape=(8, 8, 1))\nother = keras.Input(shape=(8, 8, 1))\n",
+         "line 5, column 9: expected one keras.Input(...)"},
+        {"x = layers.Conv2D", "for i in range(2):\n    x = layers.Conv2D",
+         "line 6, column 5: expected model statements outside loops and conditionals"},
+        {"y = layers.GlobalAveragePooling2D()(y)", "y = layers.Dense(3)(y)",
+         "line 10, column 5: layer 5 (Dense 'dense'): input (None, 8, 8, 4) is not flat"},
+    };
+    const char *good = FN_HEAD FN_BODY "model = keras.Model(inputs, outputs)\n";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        char text[2048], err[512] = "";
+        const char *at = strstr(good, cases[i][0]);
+        cr_assert(at, "case %zu: '%s' not in the text", i, cases[i][0]);
+        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - good), good, cases[i][1],
+                 at + strlen(cases[i][0]));
+        ck_keras_model km;
+        cr_assert_neq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "case %zu accepted", i);
+        cr_assert(strstr(err, cases[i][2]), "case %zu: '%s' not in: %s", i, cases[i][2], err);
+    }
+}
+
+/* examples/resnet20_v1.py builds, with Keras's parameter totals, worked out here (Keras counts a
+ * Conv2D as kh*kw*cin*f + f with its bias, a BatchNormalization as 4 per channel of which the
+ * moving mean and variance, 2 per channel, are non-trainable, a Dense as in*out + out):
+ *   stem   Conv2D(16, 3) on 1 channel: 9*1*16 + 16 = 160; BN(16) = 64
+ *   stage 1, 3 blocks of Conv(16,3)+BN+Conv(16,3)+BN: 3 * (2*(9*16*16 + 16) + 2*64) = 14,304
+ *   stage 2, block 1: Conv 9*16*32+32 = 4,640, Conv 9*32*32+32 = 9,248, 2 BN(32) = 256,
+ *            projection Conv(32, 1): 16*32+32 = 544 -> 14,688; blocks 2-3: 2*(2*9,248+256)
+ *            = 37,504 -> 52,192
+ *   stage 3, block 1: 9*32*64+64 = 18,496, 9*64*64+64 = 36,928, 2 BN(64) = 512, projection
+ *            32*64+64 = 2,112 -> 58,048; blocks 2-3: 2*(2*36,928+512) = 148,736 -> 206,784
+ *   GAP 0; Dense(10): 64*10+10 = 650
+ *   total 160 + 64 + 14,304 + 52,192 + 206,784 + 650 = 274,154;
+ *   non-trainable 2 * (16 + 6*16 + 6*32 + 6*64) = 1,376 (19 BN layers); trainable 272,778.
+ * (With a 3-channel input the stem has 448 and the total is 274,442, the count of Keras's
+ * CIFAR-10 ResNet-20 v1 example, which has the same layers.) */
+Test(graph, resnet20_v1_builds_with_keras_counts) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char *text = t_read_file(CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py", NULL);
+    ck_model *m = NULL;
+    char err[512];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, err, sizeof err));
+    free(text);
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 4));
+    ck_param_counts pc;
+    CK_OK(ctx, ck_model_param_counts(m, &pc));
+    cr_assert_eq(pc.total, 274154);
+    cr_assert_eq(pc.trainable, 272778);
+    cr_assert_eq(pc.non_trainable, 1376);
+    /* 1 + 3 stages * 3 blocks * 7 layers + 2 projections + GAP + Dense */
+    cr_assert_eq(ck_model_num_layers(m), 1 * 3 + 9 * 7 + 2 + 2);
+    int counts[CK_LAYER_TYPE_COUNT] = {0};
+    for (int i = 0; i < m->num_layers; ++i)
+        counts[m->layers[i].type]++;
+    cr_assert(counts[CK_LAYER_ADD] == 9 && counts[CK_LAYER_CONV2D] == 21 &&
+              counts[CK_LAYER_BATCHNORM] == 19);
+    int h, w, c;
+    CK_OK(ctx, ck_model_layer_shape(m, m->num_layers - 2, &h, &w, &c));
+    cr_assert(h == 1 && w == 1 && c == 64, "GAP: %dx%dx%d", h, w, c);
+    /* the stage 3 output before pooling: 28 -> 14 -> 7 */
+    CK_OK(ctx, ck_model_layer_shape(m, m->num_layers - 3, &h, &w, &c));
+    cr_assert(h == 7 && w == 7 && c == 64, "%dx%dx%d", h, w, c);
+    /* the summary: Keras's functional table with "Connected to", the Add reading two */
+    size_t need;
+    cr_assert_eq(ck_model_summary(m, NULL, 0, &need), CK_STATUS_BAD_PARAM);
+    char *sum = malloc(need);
+    CK_OK(ctx, ck_model_summary(m, sum, need, NULL));
+    cr_assert(strstr(sum, "Connected to"), "%s", sum);
+    cr_assert(strstr(sum, " input_1 (InputLayer)                         [(None, 28, 28, 1)]     0"
+                          "           []\n"),
+              "%s", sum);
+    cr_assert(strstr(sum, "['batch_normalization_2[0][0]',\n"), "%s", sum);
+    cr_assert(strstr(sum, "   'activation[0][0]']\n"), "%s", sum);
+    cr_assert(strstr(sum, "Total params: 274,154\nTrainable params: 272,778\n"), "%s", sum);
+    free(sum);
+    /* one training step runs (the residual sums make the first logits large: ~5, not ln 10) */
+    enum { N = 4, PER = 28 * 28 };
+    float *x = malloc(sizeof(float) * N * PER);
+    int32_t y[N];
+    batch(x, y, N, PER, 10, 3);
+    ck_step_result r;
+    CK_OK(ctx, ck_model_train_step(m, x, y, N, &r));
+    cr_assert(isfinite(r.loss) && r.loss > 0.5 && r.loss < 50.0, "mean loss %g", r.loss);
+    free(x);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* ---- Concatenate (channel axis) ---- */
+
+/* Two branches from the input (3x3 conv to 2 channels, 1x1 strided-free conv to 3) joined on
+ * channels, then a conv reading the 5 channels and a Concatenate of that with one branch again:
+ * branch 1 has two readers. */
+static int concat_layers(ck_layer_desc *ls) {
+    int n = 0;
+    ls[n++] = L(CK_LAYER_CONV2D, 2, 3, 1, 1, -1, 0); /* 0 */
+    ls[n - 1].activation = CK_ACT_TANH;
+    ls[n++] = L(CK_LAYER_CONV2D, 3, 1, 1, 1, -1, 0); /* 1 */
+    ls[n - 1].activation = CK_ACT_TANH;
+    ls[n++] = L(CK_LAYER_CONCATENATE, 0, 0, 0, 2, 0, 1); /* 2: 5 channels */
+    ls[n++] = L(CK_LAYER_CONV2D, 4, 3, 2, 0, 0, 0);      /* 3: strided, 4 channels */
+    ls[n - 1].activation = CK_ACT_TANH;
+    ls[n++] = L(CK_LAYER_CONV2D, 3, 1, 2, 1, 1, 0);          /* 4: branch 1 again, strided */
+    ls[n++] = L(CK_LAYER_CONCATENATE, 0, 0, 0, 2, 4, 3);     /* 5: 7 channels */
+    ls[n++] = L(CK_LAYER_GLOBALAVGPOOL2D, 0, 0, 0, 0, 0, 0); /* 6 */
+    ls[n++] = L(CK_LAYER_DENSE, 3, 0, 0, 0, 0, 0);           /* 7 */
+    return n;
+}
+
+Test(graph, concatenate_forward_and_gradients) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[8];
+    const int n = concat_layers(ls);
+    ck_model *m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 6));
+    int h, w, c;
+    CK_OK(ctx, ck_model_layer_shape(m, 2, &h, &w, &c));
+    cr_assert(h == 6 && w == 6 && c == 5);
+    CK_OK(ctx, ck_model_layer_shape(m, 5, &h, &w, &c));
+    cr_assert(h == 3 && w == 3 && c == 7);
+    enum { N = 6, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, 3, 31);
+    /* forward: each pixel's channels are input 1's, then input 2's */
+    CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
+    const float *cat = ck_model_layer_output(m, 2), *a = ck_model_layer_output(m, 0),
+                *b = ck_model_layer_output(m, 1);
+    for (int p = 0; p < N * 36; ++p)
+        for (int k = 0; k < 5; ++k)
+            cr_assert_eq(cat[p * 5 + k], k < 2 ? a[p * 2 + k] : b[p * 3 + k - 2]);
+    const int checked = t_gradcheck_model(ctx, m, x, y, N, 1, 0, NULL);
+    cr_assert_eq(checked, (int)m->num_params);
+    ck_model_destroy(m);
+    /* channels may differ, height and width may not */
+    ls[5] = L(CK_LAYER_CONCATENATE, 0, 0, 0, 2, 1, 3);
+    m = graph_model(ctx, ls, n);
+    cr_assert_eq(ck_model_build(m, 6, 6, 2, 2), CK_STATUS_SHAPE_MISMATCH);
+    const char *msg = ck_context_last_error(ctx);
+    cr_assert(strstr(msg, "layer 5 (Concatenate 'concatenate_1')") &&
+                  strstr(msg, "(None, 6, 6, 3) (input 1) and (None, 3, 3, 4) (input 2)"),
+              "%s", msg);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(graph, concatenate_in_the_text) {
+    char err[512];
+    ck_keras_model km;
+    const char *text = FN_HEAD "a = layers.Conv2D(2, 3, padding='same')(inputs)\n"
+                               "b = layers.Conv2D(3, 1)(inputs)\n"
+                               "x = layers.Concatenate(axis=-1)([a, b, inputs])\n"
+                               "outputs = layers.Dense(3)(layers.GlobalAveragePooling2D()(x))\n"
+                               "model = keras.Model(inputs, outputs)\n";
+    cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert(km.layers[2].type == CK_LAYER_CONCATENATE && km.layers[2].num_inputs == 3 &&
+              km.layers[2].inputs[0] == 0 && km.layers[2].inputs[1] == 1 &&
+              km.layers[2].inputs[2] == -1);
+    ck_keras_model_free(&km);
+    const char *bad = FN_HEAD "a = layers.Conv2D(2, 3)(inputs)\n"
+                              "x = layers.Concatenate()([a, inputs])\n"
+                              "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+                              "model = keras.Model(inputs, outputs)\n";
+    cr_assert_neq(parse(bad, &km, err, sizeof err), CK_STATUS_SUCCESS);
+    cr_assert(strstr(err, "line 6, column 5: layer 1 (Concatenate 'concatenate')") &&
+                  strstr(err, "(None, 6, 6, 2) (input 1) and (None, 8, 8, 1) (input 2)"),
+              "%s", err);
+    const char *axis = FN_HEAD "x = layers.Concatenate(axis=1)([inputs, inputs])\n"
+                               "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+                               "model = keras.Model(inputs, outputs)\n";
+    cr_assert_neq(parse(axis, &km, err, sizeof err), CK_STATUS_SUCCESS);
+    cr_assert(strstr(err, "line 5") && strstr(err, "axis"), "%s", err);
+}
+
+/* The GPU's channel slices against the CPU's: two SGD steps from the same weights. */
+Test(graph, concatenate_gpu_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[8];
+    const int n = concat_layers(ls);
+    ck_model *mg = graph_model(g, ls, n), *mc = graph_model(c, ls, n);
+    CK_OK(c, ck_model_build(mc, 6, 6, 2, 8));
+    CK_OK(g, ck_model_build(mg, 6, 6, 2, 8));
+    size_t cnt;
+    CK_OK(c, ck_model_get_weights(mc, NULL, 0, &cnt));
+    float *w = malloc(cnt * sizeof *w), *wg = malloc(cnt * sizeof *wg);
+    cr_assert(w && wg);
+    CK_OK(c, ck_model_get_weights(mc, w, cnt, NULL));
+    CK_OK(g, ck_model_set_weights(mg, w, cnt));
+    ck_optimizer_desc o;
+    ck_optimizer_desc_init(&o, CK_OPT_SGD);
+    o.learning_rate = 0.1f;
+    CK_OK(c, ck_model_set_optimizer(mc, &o));
+    CK_OK(g, ck_model_set_optimizer(mg, &o));
+    enum { N = 8, PER = 6 * 6 * 2 };
+    float x[N * PER];
+    int32_t y[N];
+    for (int s = 0; s < 2; ++s) {
+        batch(x, y, N, PER, 3, 60 + (uint64_t)s);
+        ck_step_result rc, rg;
+        CK_OK(c, ck_model_train_step(mc, x, y, N, &rc));
+        CK_OK(g, ck_model_train_step(mg, x, y, N, &rg));
+    }
+    CK_OK(c, ck_model_get_weights(mc, w, cnt, NULL));
+    CK_OK(g, ck_model_get_weights(mg, wg, cnt, NULL));
+    const double err = t_max_rel_err(wg, w, cnt);
+    cr_assert_leq(err, 1e-4, "weights after two steps: max rel err %g", err);
+    free(w);
+    free(wg);
+    ck_model_destroy(mg);
+    ck_model_destroy(mc);
+    ck_context_destroy(g);
+    ck_context_destroy(c);
+}
+
+/* A checkpoint of a graph model records its wiring: the same layers connected otherwise are
+ * another model and are refused; the same graph loads its weights back. */
+Test(graph, checkpoint_records_the_wiring) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_RELU);
+    ck_model *a = graph_model(ctx, ls, n), *b = graph_model(ctx, ls, n);
+    ls[4].inputs[0] = 1, ls[4].inputs[1] = 3; /* Add(act, bn) instead of Add(bn, act) */
+    ck_model *c = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(a, 6, 6, 2, 4));
+    CK_OK(ctx, ck_model_build(b, 6, 6, 2, 4));
+    CK_OK(ctx, ck_model_build(c, 6, 6, 2, 4));
+    char path[] = "/tmp/cnnkit-graph-ckpt-XXXXXX";
+    const int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    for (size_t i = 0; i < a->num_params; ++i)
+        a->params[i] = 0.001f * (float)(i % 97);
+    CK_OK(ctx, ck_model_save(a, path));
+    CK_OK(ctx, ck_model_load(b, path));
+    cr_assert_eq(memcmp(a->params, b->params, sizeof(float) * a->num_params), 0);
+    cr_assert_eq(ck_model_load(c, path), CK_STATUS_SHAPE_MISMATCH);
+    cr_assert(strstr(ck_context_last_error(ctx), "different model"), "%s",
+              ck_context_last_error(ctx));
+    unlink(path);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_model_destroy(c);
+    ck_context_destroy(ctx);
+}
+
+/* The graph planner (F1 only): ResNet-20's BN+ReLU pairs run as one node each, with the bits of
+ * the unplanned model (weights after two Adam steps, predictions); a BN read by two layers stays
+ * a node of its own. */
+static void planned_equals_unplanned(ck_context *ctx, ck_model *a, ck_model *b, int h, int w, int c,
+                                     int classes, int fused) {
+    CK_OK(ctx, ck_model_set_planning(b, 0));
+    CK_OK(ctx, ck_model_build(a, h, w, c, 4));
+    CK_OK(ctx, ck_model_build(b, h, w, c, 4));
+    cr_assert_eq(ck_model_num_nodes(a) + fused, ck_model_num_nodes(b));
+    enum { N = 4 };
+    const int per = h * w * c;
+    float *x = malloc(sizeof(float) * N * per), *pa = malloc(sizeof(float) * N * classes),
+          *pb = malloc(sizeof(float) * N * classes);
+    int32_t y[N];
+    for (int s = 0; s < 2; ++s) {
+        batch(x, y, N, per, classes, 90 + (uint64_t)s);
+        ck_step_result ra, rb;
+        CK_OK(ctx, ck_model_train_step(a, x, y, N, &ra));
+        CK_OK(ctx, ck_model_train_step(b, x, y, N, &rb));
+        cr_assert_eq(ra.loss, rb.loss, "step %d", s);
+    }
+    cr_assert_eq(memcmp(a->params, b->params, sizeof(float) * a->num_params), 0);
+    cr_assert_eq(memcmp(a->fixed, b->fixed, sizeof(float) * a->num_fixed), 0);
+    CK_OK(ctx, ck_model_predict(a, x, N, pa));
+    CK_OK(ctx, ck_model_predict(b, x, N, pb));
+    cr_assert_eq(memcmp(pa, pb, sizeof(float) * N * classes), 0);
+    free(x);
+    free(pa);
+    free(pb);
+}
+
+Test(graph, planner_fuses_bn_relu_with_the_same_bits) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char *text = t_read_file(CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py", NULL);
+    ck_model *a = NULL, *b = NULL;
+    char err[512];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &a, err, sizeof err));
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &b, err, sizeof err));
+    free(text);
+    /* the stem and the first half of each of the 9 blocks: BN then ReLU, the BN read once */
+    planned_equals_unplanned(ctx, a, b, 28, 28, 1, 10, 10);
+    size_t need;
+    ck_model_summary(a, NULL, 0, &need);
+    char *sum = malloc(need);
+    CK_OK(ctx, ck_model_summary(a, sum, need, NULL));
+    cr_assert(strstr(sum, "Execution plan: 61 nodes for 70 layers (planning on: BN+ReLU only"),
+              "%s", sum);
+    cr_assert(strstr(sum, "batch_normalization + activation  [BN+ReLU"), "%s", sum);
+    free(sum);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    /* a BN read by the ReLU and by the Add: not fused */
+    ck_layer_desc ls[6];
+    ls[0] = L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0);
+    ls[1] = L(CK_LAYER_BATCHNORM, 0, 0, 0, 0, 0, 0);
+    ls[2] = act(CK_ACT_RELU, 0, 0);
+    ls[3] = L(CK_LAYER_ADD, 0, 0, 0, 2, 2, 1);
+    ls[4] = L(CK_LAYER_GLOBALAVGPOOL2D, 0, 0, 0, 0, 0, 0);
+    ls[5] = L(CK_LAYER_DENSE, 3, 0, 0, 0, 0, 0);
+    a = graph_model(ctx, ls, 6);
+    b = graph_model(ctx, ls, 6);
+    planned_equals_unplanned(ctx, a, b, 6, 6, 2, 3, 0);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_context_destroy(ctx);
+}
