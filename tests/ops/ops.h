@@ -76,7 +76,7 @@ typedef struct op_case {
 } op_case;
 
 extern const op_case op_act, op_pool, op_gap, op_dense, op_conv, op_xent, op_adam, op_sgd, op_pad,
-    op_layout, op_flag, op_fill, op_dropout, op_bn;
+    op_layout, op_flag, op_fill, op_dropout, op_bn, op_bf16;
 
 /* The contexts' seed (dropout masks): t_cuda_ctx_or_skip's. */
 #define OP_SEED 1234
