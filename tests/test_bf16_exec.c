@@ -241,10 +241,10 @@ static grad_gap grad_vs_fp32(const char *text, int n, size_t per, int classes) {
 }
 
 /* Gradient sanity. Rounding the input alone (2^-8 relative at most) already moves the seed
- * model's fp32 gradient at initialization by ~6%: it is that sensitive to small changes (the
- * small conv-dense model: ~0.1%), also with average pooling. A bf16 step rounds S tensors; if each
- * perturbs the gradient about as much as the input's rounding and independently, the errors add
- * in quadrature: |g_bf16 - g_fp32| <= sqrt(S) * rel_in (measured: about 2 * rel_in, S = 7 and
+ * model's fp32 gradient at initialization by ~6%, with max or average pooling alike: it is that
+ * sensitive to small changes (the small conv-dense model: ~0.1%). A bf16 step rounds S tensors; if
+ * each perturbs the gradient about as much as the input's rounding and independently, the errors
+ * add in quadrature: |g_bf16 - g_fp32| <= sqrt(S) * rel_in (measured: about 2 * rel_in, S = 7 and
  * 27). The loss moves by at most the logits' error, S * 2^-8 relative. The rounding did happen
  * (the gradients differ) and the direction is kept (cosine > 0.99, measured 0.993). */
 Test(bf16_exec, gradients_close_to_fp32) {
