@@ -470,3 +470,28 @@ Test(cli_train, conv_algo_and_math_options) {
     assert_same_file(a, b);
     teardown(&fx);
 }
+
+/* --precision bf16 trains on the CPU and says so in the header (fp32 runs print as before); its
+ * checkpoint holds fp32 weights that an fp32 evaluate reads, and a different one from fp32's. */
+Test(cli_train, precision_bf16) {
+    fixture fx;
+    setup(&fx);
+    char a[256], b[256], args[600];
+    snprintf(a, sizeof a, "%s/a.ckpt", fx.dir);
+    snprintf(b, sizeof b, "%s/b.ckpt", fx.dir);
+    snprintf(args, sizeof args, "--epochs 1 --save %s", a);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_null(strstr(out, "precision"), "%s", out);
+    snprintf(args, sizeof args, "--epochs 1 --save %s --precision bf16", b);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_neq(strstr(out, ", seed 1, precision bf16\n"), NULL, "%s", out);
+    size_t na, nb;
+    char *pa = t_read_file(a, &na), *pb = t_read_file(b, &nb);
+    cr_assert(na == nb && memcmp(pa, pb, na) != 0, "bf16 training must change the weights' bits");
+    free(pa);
+    free(pb);
+    snprintf(args, sizeof args, "evaluate %s --data %s --weights %s --device cpu", fx.model,
+             fx.data, b);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    teardown(&fx);
+}

@@ -324,7 +324,11 @@ int cmd_train(const opts *o) {
     else if (val.count)
         printf(", %d validation (the last %g%% of the training data)", val.count,
                100.0 * o->val_split);
-    printf(", batch %d, %d epoch%s, seed %llu\n", o->batch, epochs, epochs > 1 ? "s" : "", o->seed);
+    printf(", batch %d, %d epoch%s, seed %llu", o->batch, epochs, epochs > 1 ? "s" : "", o->seed);
+    /* fp32 runs print what they always printed */
+    if (ck_model_precision(m) != CK_PRECISION_FP32)
+        printf(", precision %s", ck_model_precision(m) == CK_PRECISION_BF16 ? "bf16" : "tf32");
+    printf("\n");
     print_conv_plans(o, ctx, m);
     fflush(stdout);
     if (o->profile)

@@ -432,3 +432,25 @@ void ref_dropout_apply(int spatial, const uint8_t *keep, float rate, int n, int 
                     y[e] = x[e] * (k ? scale : 0.0f);
                 }
 }
+
+void ref_bf16_round(const float *x, float *y, size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+        if (isnan(x[i])) {
+            uint32_t u;
+            memcpy(&u, &x[i], sizeof u);
+            u = (u & 0xFFFF0000u) | 0x00400000u;
+            memcpy(&y[i], &u, sizeof u);
+            continue;
+        }
+        if (isinf(x[i]) || x[i] == 0.0f) {
+            y[i] = x[i];
+            continue;
+        }
+        int e;
+        (void)frexp((double)x[i], &e); /* |x| in [2^(e-1), 2^e) */
+        /* 8 significant bits: quantum 2^(e-8); below the normal range bf16's fixed 2^-133 */
+        const double q = ldexp(1.0, (e < -125 ? -125 : e) - 8);
+        const double r = nearbyint((double)x[i] / q) * q; /* x / q is exact: a 24-bit integer */
+        y[i] = fabs(r) >= ldexp(1.0, 128) ? copysignf(INFINITY, x[i]) : (float)r;
+    }
+}

@@ -66,5 +66,10 @@ void ref_dropout_mask(int spatial, uint64_t seed, uint64_t offset, float rate, i
                       int w, uint8_t *keep);
 void ref_dropout_apply(int spatial, const uint8_t *keep, float rate, int n, int c, int h, int w,
                        const float *x, float *y);
+/* y = x rounded to the nearest bfloat16 (8 significant bits, fp32's exponent range, subnormals
+ * down to 2^-133), ties to even, from the definition: a multiple of the bf16 quantum of x's
+ * binade chosen by nearbyint in double; beyond the largest bf16 plus half an ulp: Inf. A NaN
+ * becomes the quiet NaN with x's sign and top payload bits (ck_math.h's convention). */
+void ref_bf16_round(const float *x, float *y, size_t count);
 
 #endif

@@ -2,6 +2,8 @@
  * CPU and CUDA alike; each node runs through its kind's ops for the backend. */
 #include "exec.h"
 
+#include "bf16.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -58,13 +60,31 @@ int ck_model_fused_dropout(const ck_model *m, int i, int training, ck_dropout_de
     return 1;
 }
 
+/* bf16 (docs/precision.md): node 0 reads the batch rounded to bf16 (m->xbf), filled by the
+ * forward of the same step. */
+static const float *model_input(const ck_exec *e) {
+    return e->m->xbf ? e->m->xbf : e->x;
+}
 static const float *node_input(const ck_exec *e, int i) {
-    return i == 0 ? e->x : ck_exec_out(e, i - 1);
+    return i > 0 ? ck_exec_out(e, i - 1) : model_input(e);
+}
+
+/* bf16 emulation: what a node stores is rounded to nearest-even bf16 (the logits are not: the
+ * loss and softmax read them in fp32). Only the CPU has it until GPU bf16 node ops exist. */
+static ck_status bf16_store(const ck_exec *e, float *p, size_t count) {
+    if (e->m->precision != CK_PRECISION_BF16)
+        return CK_STATUS_SUCCESS;
+    if (e->be->id != CK_BE_CPU)
+        return ck_fail(e->ctx, CK_STATUS_NOT_SUPPORTED,
+                       "model: precision bf16 on backend %s: no bf16 node ops there yet",
+                       e->be->name);
+    ck_bf16_round_buffer(p, count);
+    return CK_STATUS_SUCCESS;
 }
 
 /* Input k of node i of a graph model. */
 static const float *graph_input(const ck_exec *e, const ck_node *n, int k) {
-    return n->in[k] < 0 ? e->x : ck_exec_out(e, n->in[k]);
+    return n->in[k] < 0 ? model_input(e) : ck_exec_out(e, n->in[k]);
 }
 
 /* A graph model's gradient buffer of node i, and scratch gradient k. */
@@ -86,6 +106,12 @@ static void set_alias(const ck_exec *e, int i, const float *in) {
 
 ck_status ck_exec_forward(const ck_exec *e, int batch, int training, int upto) {
     ck_model *m = e->m;
+    const int ln = ck_exec_logits_node(m);
+    if (upto > 0 && m->xbf) {
+        const size_t cx = (size_t)batch * m->in_h * m->in_w * m->in_c;
+        memcpy(m->xbf, e->x, sizeof(float) * cx);
+        CK_TRY(bf16_store(e, m->xbf, cx));
+    }
     for (int i = 0; i < upto; ++i) {
         ck_node *n = &m->nodes[i];
         const ck_node_kind *k = n->kind;
@@ -115,6 +141,8 @@ ck_status ck_exec_forward(const ck_exec *e, int batch, int training, int upto) {
             ck_prof_end(m, t0, &m->prof_cur_fwd[i]);
         if (st != CK_STATUS_SUCCESS)
             return st;
+        if (i < ln)
+            CK_TRY(bf16_store(e, io.out, (size_t)batch * n->oh * n->ow * n->oc));
     }
     return CK_STATUS_SUCCESS;
 }
@@ -198,6 +226,7 @@ ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0) {
             return st;
         if (!io.dx)
             break;
+        CK_TRY(bf16_store(e, io.dx, io.count_in));
         dy = io.dx;
         cur ^= 1;
     }

@@ -80,6 +80,9 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
         t->bytes[CK_MEM_WS] = ws;
     } else {
         t->bytes[CK_MEM_WS] = round_up(at_least(ws, F4), F4);
+        /* bf16: the batch rounded to bf16, which node 0 reads forward and backward */
+        if (m->precision == CK_PRECISION_BF16)
+            t->bytes[CK_MEM_X] = F4 * (size_t)m->in_h * m->in_w * m->in_c * B;
     }
     if (m->graph) {
         t->bytes[CK_MEM_GNODE] = ngrad;

@@ -19,7 +19,7 @@ typedef enum ck_mem_id {
     CK_MEM_GBUF0,
     CK_MEM_GBUF1,
     CK_MEM_LOGITS_GRAD,
-    CK_MEM_X,      /* CUDA: the staged batch (the CPU reads the caller's) */
+    CK_MEM_X,      /* CUDA: the staged batch; CPU: its bf16 copy (bf16 only, else none) */
     CK_MEM_LABELS, /* CUDA: its labels */
     CK_MEM_LOSS,   /* CUDA: the step's ck_kloss */
     CK_MEM_WS,

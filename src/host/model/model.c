@@ -57,9 +57,10 @@ static void free_buffers(ck_model *m) {
     ck_host_free(m->ctx, m->gnode);
     ck_host_free(m->ctx, m->gscratch);
     m->gnode = m->gscratch = NULL;
+    ck_host_free(m->ctx, m->xbf);
     m->nodes = NULL;
     m->params = m->grads = m->opt_m = m->opt_v = m->fixed = m->fixed_backup = m->acts = NULL;
-    m->gbuf[0] = m->gbuf[1] = m->stats = m->ws = m->logits_grad = NULL;
+    m->gbuf[0] = m->gbuf[1] = m->stats = m->ws = m->logits_grad = m->xbf = NULL;
     m->num_nodes = 0;
     m->num_ops = 0;
     m->planned = 0;
@@ -371,6 +372,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     slot[CK_MEM_GBUF0] = &m->gbuf[0];
     slot[CK_MEM_GBUF1] = &m->gbuf[1];
     slot[CK_MEM_LOGITS_GRAD] = &m->logits_grad;
+    slot[CK_MEM_X] = &m->xbf;
     slot[CK_MEM_WS] = &m->ws;
     slot[CK_MEM_GNODE] = &m->gnode;
     slot[CK_MEM_GSCRATCH] = &m->gscratch;

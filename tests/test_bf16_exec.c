@@ -1,0 +1,296 @@
+/* Suite `bf16_exec`: the CPU executor's bf16 emulation (docs/precision.md). Every stored node
+ * output but the logits, the model input and every input gradient are bf16 values; a bf16
+ * forward and backward equal, bit for bit, a reference that runs the CPU ops one by one and
+ * rounds after each; master weights stay fp32; fp32 models are untouched (no extra memory, the
+ * bit gate tools/bitcheck.sh for their numbers); bf16 gradients stay within the bound that the
+ * rounding allows of the fp32 ones, and bf16 training learns. */
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf16.h"
+#include "ck_math.h"
+#include "cpu_layers.h"
+#include "model_internal.h"
+
+/* conv -> relu -> max pool -> flatten -> dense: one node per layer with planning off */
+static const char k_small[] = "model = Sequential()\n"
+                              "model.add(Conv2D(4, (3, 3), input_shape=(6, 6, 2)))\n"
+                              "model.add(Activation('relu'))\n"
+                              "model.add(MaxPooling2D(pool_size=(2, 2)))\n"
+                              "model.add(Flatten())\n"
+                              "model.add(Dense(5))\n"
+                              "model.compile(loss='sparse_categorical_crossentropy', "
+                              "optimizer='adam')\n";
+
+static ck_model *model_at(ck_context *ctx, const char *text, ck_precision p, int planning,
+                          int max_batch) {
+    ck_model *m = NULL;
+    char msg[1024];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_set_precision(m, p));
+    CK_OK(ctx, ck_model_set_planning(m, planning));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, max_batch));
+    return m;
+}
+
+static int is_bf16(float v) {
+    const float r = ck_bf16_round(v);
+    return memcmp(&r, &v, sizeof v) == 0;
+}
+
+/* How many of the n values are not bf16 values. */
+static size_t not_bf16(const float *p, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; ++i)
+        k += !is_bf16(p[i]);
+    return k;
+}
+
+static void batch(float *x, int32_t *y, int n, size_t per, int classes, uint64_t seed) {
+    trng r = {seed};
+    trng_fill(&r, x, (size_t)n * per, -1.0f, 1.0f);
+    for (int i = 0; i < n; ++i)
+        y[i] = (int32_t)(trng_u32(&r) % (uint32_t)classes);
+}
+
+static size_t node_out_count(const ck_node *nd, int n) {
+    return (size_t)n * nd->oh * nd->ow * nd->oc;
+}
+
+/* The seed model (BN, fused BN+ReLU, dropout in the pooling nodes), planned: after a training
+ * forward every node output before the logits and the staged input are bf16 values, the logits
+ * are not rounded, and the master weights stay fp32. */
+Test(bf16_exec, stored_outputs_are_bf16) {
+    enum { N = 6 };
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = model_at(ctx, t_seed_cnn_text, CK_PRECISION_BF16, 1, N);
+    const size_t per = 28 * 28;
+    float *x = malloc(N * per * sizeof *x);
+    int32_t y[N];
+    batch(x, y, N, per, 10, 3);
+    CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
+    cr_assert(m->xbf, "a bf16 model keeps a bf16 copy of the batch");
+    cr_assert_eq(not_bf16(m->xbf, N * per), 0);
+    cr_assert_gt(not_bf16(x, N * per), N * per / 2, "the caller's batch is left as it was");
+    const int ln = m->num_nodes - 1 - m->softmax_last;
+    for (int i = 0; i < ln; ++i)
+        cr_assert_eq(not_bf16(m->nodes[i].out, node_out_count(&m->nodes[i], N)), 0,
+                     "node %d (type %d) stores non-bf16 values", i, (int)m->nodes[i].type);
+    cr_assert_gt(not_bf16(m->nodes[ln].out, node_out_count(&m->nodes[ln], N)), 0,
+                 "the logits stay fp32");
+    cr_assert_gt(not_bf16(m->params, m->num_params), m->num_params / 2, "weights stay fp32");
+    /* and a training step keeps the weights and the BN moving statistics fp32 */
+    CK_OK(ctx, ck_model_train_step(m, x, y, N, NULL));
+    cr_assert_gt(not_bf16(m->params, m->num_params), m->num_params / 2);
+    cr_assert_gt(not_bf16(m->fixed, m->num_fixed), 0, "BN moving statistics stay fp32");
+    free(x);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* An fp32 model allocates no bf16 batch and its outputs are not rounded; a bf16 one costs one
+ * batch of inputs more. */
+Test(bf16_exec, fp32_untouched) {
+    enum { N = 4 };
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *f = model_at(ctx, t_seed_cnn_text, CK_PRECISION_FP32, 1, N);
+    ck_model *b = model_at(ctx, t_seed_cnn_text, CK_PRECISION_BF16, 1, N);
+    cr_assert_null(f->xbf);
+    ck_model_memory mf, mb;
+    CK_OK(ctx, ck_model_memory_usage(f, &mf));
+    CK_OK(ctx, ck_model_memory_usage(b, &mb));
+    cr_assert_eq(mb.host_bytes, mf.host_bytes + N * 28 * 28 * sizeof(float), "%zu vs %zu",
+                 mb.host_bytes, mf.host_bytes);
+    float x[N * 28 * 28];
+    int32_t y[N];
+    batch(x, y, N, 28 * 28, 10, 5);
+    CK_OK(ctx, ck_model_forward_nodes(f, x, N, 1, f->num_nodes));
+    cr_assert_gt(not_bf16(f->nodes[0].out, node_out_count(&f->nodes[0], N)), 0);
+    ck_model_destroy(f);
+    ck_model_destroy(b);
+    ck_context_destroy(ctx);
+}
+
+/* The reference: the CPU ops of the small model one by one on the same weights, rounding the
+ * input and every stored output but the logits, then backward rounding every input gradient.
+ * The model must give the same bits: node outputs, logits, loss and every weight gradient. */
+Test(bf16_exec, equals_reference_rounding_after_each_op) {
+    enum { N = 3, H = 6, W = 6, C = 2, K = 4, P = 2, CLS = 5 };
+    const int OH = H - 2, OW = W - 2, FL = P * P * K;
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = model_at(ctx, k_small, CK_PRECISION_BF16, 0, N);
+    cr_assert_eq(m->num_nodes, 5);
+    float x[N * H * W * C];
+    int32_t y[N];
+    batch(x, y, N, H * W * C, CLS, 11);
+    double loss = 0.0;
+    int correct = 0;
+    CK_OK(ctx, ck_model_loss_and_grads(m, x, y, N, &loss, &correct));
+
+    const ck_node *cv = &m->nodes[0], *dn = &m->nodes[4];
+    const float *kc = m->params + cv->p_kernel, *bc = m->params + cv->p_bias;
+    const float *kd = m->params + dn->p_kernel, *bd = m->params + dn->p_bias;
+    ck_conv_geom gc, gp;
+    cr_assert_eq(ck_conv_geom_make(&gc, N, H, W, C, K, 3, 3, 1, 1, 0), 0);
+    cr_assert_eq(ck_conv_geom_make(&gp, N, OH, OW, K, K, 2, 2, 2, 2, 0), 0);
+    float *ws = malloc((ck_cpu_conv2d_workspace_floats(&gc) + 1) * sizeof *ws);
+    float xr[N * H * W * C], conv[N * 16 * K], relu[N * 16 * K], pool[N * FL], logits[N * CLS];
+    memcpy(xr, x, sizeof x);
+    ck_bf16_round_buffer(xr, N * H * W * C);
+    ck_cpu_conv2d_forward(&gc, xr, kc, bc, conv, ws);
+    ck_bf16_round_buffer(conv, N * OH * OW * K);
+    ck_cpu_activation_forward(CK_ACT_RELU, 0.0f, conv, relu, (size_t)N * OH * OW * K, K);
+    ck_bf16_round_buffer(relu, N * OH * OW * K);
+    ck_cpu_pool_forward(&gp, 1, relu, pool);
+    ck_bf16_round_buffer(pool, N * FL);
+    ck_cpu_dense_forward(N, FL, CLS, pool, kd, bd, logits); /* the logits: not rounded */
+    const float *want[5] = {conv, relu, pool, pool, logits};
+    for (int i = 0; i < 5; ++i)
+        cr_assert(memcmp(m->nodes[i].out, want[i], node_out_count(&m->nodes[i], N) * 4) == 0,
+                  "node %d differs from the reference", i);
+    cr_assert(memcmp(m->xbf, xr, sizeof xr) == 0);
+
+    float dl[N * CLS], dpool[N * FL], drelu[N * 16 * K], dconv[N * 16 * K];
+    float gkd[FL * CLS], gbd[CLS], gkc[9 * C * K], gbc[K];
+    double rl = 0.0;
+    int rc = 0;
+    ck_cpu_softmax_xent(N, CLS, logits, y, dl, &rl, &rc);
+    cr_assert_eq(loss, rl);
+    cr_assert_eq(correct, rc);
+    ck_cpu_dense_backward(N, FL, CLS, pool, kd, dl, dpool, gkd, gbd);
+    ck_bf16_round_buffer(dpool, N * FL);
+    ck_cpu_pool_backward(&gp, 1, relu, dpool, drelu);
+    ck_bf16_round_buffer(drelu, N * OH * OW * K);
+    ck_cpu_activation_backward(CK_ACT_RELU, 0.0f, conv, relu, drelu, dconv, (size_t)N * OH * OW * K,
+                               K);
+    ck_bf16_round_buffer(dconv, N * OH * OW * K);
+    ck_cpu_conv2d_backward(&gc, xr, kc, dconv, NULL, gkc, gbc, ws);
+    cr_assert_gt(not_bf16(gkd, FL * CLS) + not_bf16(gkc, 9 * C * K), 0,
+                 "weight gradients are fp32 sums, not rounded");
+    cr_assert(memcmp(m->grads + dn->p_kernel, gkd, sizeof gkd) == 0, "dense kernel gradient");
+    cr_assert(memcmp(m->grads + dn->p_bias, gbd, sizeof gbd) == 0, "dense bias gradient");
+    cr_assert(memcmp(m->grads + cv->p_kernel, gkc, sizeof gkc) == 0, "conv kernel gradient");
+    cr_assert(memcmp(m->grads + cv->p_bias, gbc, sizeof gbc) == 0, "conv bias gradient");
+    free(ws);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* How far the bf16 weight gradients are from the fp32 ones of the same weights and batch (BN in
+ * training mode; dropout masks do not depend on precision), against how far the fp32 gradients
+ * move when only the input is rounded to bf16: one store's worth of perturbation. */
+typedef struct grad_gap {
+    double rel;      /* |g_bf16 - g_fp32| / |g_fp32| */
+    double rel_in;   /* |g_fp32(round(x)) - g_fp32(x)| / |g_fp32(x)| */
+    double cosine;   /* of g_bf16 and g_fp32 */
+    double loss_rel; /* |loss_bf16 - loss_fp32| / loss_fp32 */
+    int stores;      /* rounded stores of a step: the input, node outputs, input gradients */
+} grad_gap;
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0.0, s = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        s += (double)b[i] * b[i];
+    }
+    return sqrt(d / s);
+}
+
+static grad_gap grad_vs_fp32(const char *text, int n, size_t per, int classes) {
+    grad_gap r;
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *f = model_at(ctx, text, CK_PRECISION_FP32, 1, n);
+    ck_model *b = model_at(ctx, text, CK_PRECISION_BF16, 1, n);
+    const size_t np = f->num_params, nx = (size_t)n * per;
+    cr_assert_eq(np, b->num_params);
+    memcpy(b->params, f->params, np * sizeof(float));
+    float *x = malloc(nx * sizeof *x), *xr = malloc(nx * sizeof *xr), *g = malloc(np * 4);
+    int32_t *y = malloc((size_t)n * sizeof *y);
+    batch(x, y, n, per, classes, 7);
+    memcpy(xr, x, nx * sizeof *x);
+    ck_bf16_round_buffer(xr, nx);
+    double lf = 0.0, lb = 0.0, l2 = 0.0;
+    CK_OK(ctx, ck_model_loss_and_grads(f, xr, y, n, &l2, NULL));
+    memcpy(g, f->grads, np * sizeof *g);
+    CK_OK(ctx, ck_model_loss_and_grads(f, x, y, n, &lf, NULL));
+    CK_OK(ctx, ck_model_loss_and_grads(b, x, y, n, &lb, NULL));
+    r.rel = rel_diff(b->grads, f->grads, np);
+    r.rel_in = rel_diff(g, f->grads, np);
+    double dot = 0.0, nf = 0.0, nb = 0.0;
+    for (size_t i = 0; i < np; ++i) {
+        dot += (double)f->grads[i] * b->grads[i];
+        nf += (double)f->grads[i] * f->grads[i];
+        nb += (double)b->grads[i] * b->grads[i];
+    }
+    r.cosine = dot / sqrt(nf * nb);
+    r.loss_rel = fabs(lf - lb) / lf;
+    const int ln = b->num_nodes - 1 - b->softmax_last;
+    r.stores = 1;
+    for (int i = 0; i < ln; ++i)
+        r.stores += b->nodes[i].type != CK_NODE_FLATTEN; /* its output, and its dx backward */
+    for (int i = 1; i <= ln; ++i)
+        r.stores += b->nodes[i].type != CK_NODE_FLATTEN;
+    free(x), free(xr), free(g), free(y);
+    ck_model_destroy(f);
+    ck_model_destroy(b);
+    ck_context_destroy(ctx);
+    return r;
+}
+
+/* Gradient sanity. Rounding the input alone (2^-8 relative at most) already moves the seed
+ * model's fp32 gradient at initialization by ~6%, with max or average pooling alike: it is that
+ * sensitive to small changes (the small conv-dense model: ~0.1%). A bf16 step rounds S tensors; if
+ * each perturbs the gradient about as much as the input's rounding and independently, the errors
+ * add in quadrature: |g_bf16 - g_fp32| <= sqrt(S) * rel_in (measured: about 2 * rel_in, S = 7 and
+ * 27). The loss moves by at most the logits' error, S * 2^-8 relative. The rounding did happen
+ * (the gradients differ) and the direction is kept (cosine > 0.99, measured 0.993). */
+Test(bf16_exec, gradients_close_to_fp32) {
+    const grad_gap small = grad_vs_fp32(k_small, 16, 72, 5);
+    const grad_gap seed = grad_vs_fp32(t_seed_cnn_text, 16, 28 * 28, 10);
+    const grad_gap *gg[2] = {&small, &seed};
+    for (int k = 0; k < 2; ++k) {
+        const grad_gap *r = gg[k];
+        cr_assert(r->rel > 0.0 && r->rel <= sqrt((double)r->stores) * r->rel_in,
+                  "model %d: gradient error %g, input rounding alone %g, %d stores", k, r->rel,
+                  r->rel_in, r->stores);
+        cr_assert(r->loss_rel <= r->stores * 0x1p-8, "model %d: loss error %g", k, r->loss_rel);
+        cr_assert(r->cosine > 0.99, "model %d: cosine %g", k, r->cosine);
+    }
+}
+
+/* bf16 training learns: on a toy problem (the class is the signs of two input means) the mean
+ * loss of the last steps falls as far as fp32's does. */
+Test(bf16_exec, trains_like_fp32) {
+    enum { N = 32, STEPS = 160, LAST = 10 };
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    double first[2] = {0.0, 0.0}, last[2] = {0.0, 0.0};
+    for (int p = 0; p < 2; ++p) {
+        ck_model *m = model_at(ctx, k_small, p ? CK_PRECISION_BF16 : CK_PRECISION_FP32, 1, N);
+        trng r = {99};
+        float x[N * 72];
+        int32_t y[N];
+        for (int s = 0; s < STEPS; ++s) {
+            for (int i = 0; i < N; ++i) {
+                const int cls = (int)(trng_u32(&r) % 4u);
+                y[i] = cls;
+                for (int j = 0; j < 72; ++j)
+                    x[i * 72 + j] =
+                        trng_normal(&r) * 0.5f + ((j % 2 ? cls & 1 : cls >> 1) ? 1.0f : -1.0f);
+            }
+            ck_step_result res = {0};
+            CK_OK(ctx, ck_model_train_step(m, x, y, N, &res));
+            if (s < LAST)
+                first[p] += res.loss / LAST;
+            if (s >= STEPS - LAST)
+                last[p] += res.loss / LAST;
+        }
+        ck_model_destroy(m);
+    }
+    cr_assert_lt(last[0], 0.5 * first[0], "fp32 learns the toy problem: %g -> %g", first[0],
+                 last[0]);
+    cr_assert_lt(fabs(last[1] - last[0]), 0.02 * last[0], "bf16 %g vs fp32 %g", last[1], last[0]);
+    ck_context_destroy(ctx);
+}
