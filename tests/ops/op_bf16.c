@@ -39,6 +39,8 @@ static const op_variant k_variants[] = {
     BF16("ties_1_2", 1024, 0, OP_DISTINCT, 1.0f, 0x1p-10f),
     BF16("subnormal", 1001, 0, OP_UNIFORM, -1.0e-38f, 1.0e-38f),
     BF16("one", 1, 0, OP_UNIFORM, -1.0f, 1.0f)};
+/* a 128 x 28 x 28 x 32 activation, the seed model's first conv output at batch 128 */
+static const op_variant k_bench[] = {BF16("act_b128", 3211264, 0, OP_UNIFORM, -4.0f, 4.0f)};
 
 /* The input with the specials written over its start (plant), by bits: no float load may quiet
  * a signalling NaN on the way. */
@@ -103,6 +105,8 @@ const op_case op_bf16 = {
     .launchers = "ck_cuda_bf16_round ck_cuda_bf16_pack ck_cuda_bf16_unpack",
     .variants = k_variants,
     .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu,
     .ref = ref,
     .ref_tol = 0,
