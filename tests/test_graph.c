@@ -619,7 +619,7 @@ Test(graph, concatenate_in_the_text) {
 }
 
 /* The GPU's channel slices against the CPU's: two SGD steps from the same weights. */
-Test(graph, concatenate_gpu_matches_cpu) {
+Test(graph, gpu_concatenate_matches_cpu) {
     ck_layer_desc ls[8];
     const int n = concat_layers(ls);
     gpu_matches_cpu_steps(ls, n, 60, 0);
