@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # valgrind memcheck on a short `cnnkit train` run: the seed model (parse, build, train, evaluate,
-# checkpoint save) on a mini IDX copy of Fashion-MNIST made here: VALGRIND_IMAGES (default 32)
-# training and as many test images, batch 32 (the full 10k test set would take an hour under
+# checkpoint save) on a mini IDX copy of Fashion-MNIST made here: VALGRIND_IMAGES (default 8)
+# training and as many test images, batch 8 (the full 10k test set would take an hour under
 # valgrind; 256 + 256 images took 14 min on 2 busy cores). Fails on any memcheck error or
 # a definite/indirect leak. Still-reachable / possibly-lost blocks of the OpenMP and OpenBLAS
 # thread pools (alive until exit, not the library's) are listed in the log but do not fail.
@@ -25,7 +25,7 @@ def read(name):
             return f.read()
     with open(p, "rb") as f:
         return f.read()
-N = int(os.environ.get("VALGRIND_IMAGES", "32"))
+N = int(os.environ.get("VALGRIND_IMAGES", "8"))
 for split in ("train", "t10k"):
     im = read(f"{split}-images-idx3-ubyte")
     lb = read(f"{split}-labels-idx1-ubyte")
@@ -42,7 +42,7 @@ valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite,indirect \
   --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --track-origins=no \
   --num-callers=30 --suppressions="$ROOT/.ci/valgrind.supp" --log-file="$LOG" \
   "$BUILD/cnnkit" train "$ROOT/examples/seed_cnn.py" --data "$OUT/data" --device cpu \
-  --epochs 1 --batch 32 --seed 1 --save "$OUT/smoke.ckpt" >"$OUT/train.out" 2>&1
+  --epochs 1 --batch 8 --seed 1 --save "$OUT/smoke.ckpt" >"$OUT/train.out" 2>&1
 rc=$?
 set -e
 tail -n 3 "$OUT/train.out" | sed 's/^/valgrind-smoke: cnnkit: /'

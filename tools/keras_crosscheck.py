@@ -234,6 +234,7 @@ lr = float(m.optimizer.learning_rate)
 # noise that Adam scales up to ~lr, and BN cancels them; 3b leaves them out.
 pre_bn = {id(v) for l, n in zip(m.layers, m.layers[1:]) if isinstance(n, layers.BatchNormalization)
           for v in l.weights if v.path.endswith("bias")}
+back = compiled(seed_model((0.0, 0.0, 0.0)), a.parity_optimizer)  # receives cnnkit's weights
 rows, loss_b, upd_b, rel_b, stat_b, own = [], 0.0, [0.0, ""], 0.0, 0.0, 0.0
 for b in range(10 if a.only in (0, 3) else 0):
     xb, yb = xtr[b * 128:(b + 1) * 128], ytr[b * 128:(b + 1) * 128]
@@ -247,7 +248,8 @@ for b in range(10 if a.only in (0, 3) else 0):
     cs.close()
     m.reset_metrics()
     kl = float(m.train_on_batch(xb, yb)[0])
-    wc = [v.numpy() for v in keras.models.load_model(sp.replace(".keras", "_ck.keras")).weights]
+    back.load_weights(sp.replace(".keras", "_ck.keras"))
+    wc = [v.numpy() for v in back.weights]
     loss_b = max(loss_b, abs(sl - kl))
     for v, a0, ac in zip(m.weights, w0, wc):
         if id(v) in pre_bn:
