@@ -2,6 +2,8 @@
  * executor against the Sequential one, finite-difference gradients through residual blocks (a
  * tensor with two readers, strided projection shortcuts), the refusals of bad graphs, the GPU
  * against the CPU, checkpoints, the functional model text and its errors, ResNet-20 v1. */
+#include "cnnkit/check.h"
+#include "cnnkit/study.h"
 #include "common.h"
 
 #include <math.h>
@@ -411,6 +413,81 @@ Test(graph, functional_text_trains) {
     cr_assert_lt(r.loss, 0.85 * first.loss, "loss %g -> %g", first.loss, r.loss);
     ck_model_destroy(m);
     ck_context_destroy(ctx);
+}
+
+/* `cnnkit check` on a graph follows its edges: branch a ends in a Dropout and the next layer in
+ * file order is branch b's BatchNormalization, which reads x, not the dropout (walked as one
+ * chain this was CK001, dropout before BN); a finding inside a chain keeps the file's indices. */
+Test(graph, check_follows_the_edges) {
+    const char *text =
+        FN_HEAD "x = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(inputs)\n" /* 0 */
+                "a = layers.Conv2D(4, 3, padding=\"same\")(x)\n"                           /* 1 */
+                "a = layers.Dropout(0.3)(a)\n"                                             /* 2 */
+                "b = layers.BatchNormalization()(x)\n"                                     /* 3 */
+                "y = layers.Add()([a, b])\n"                                               /* 4 */
+                "y = layers.Conv2D(4, 3, padding=\"same\")(y)\n"                           /* 5 */
+                "y = layers.BatchNormalization()(y)\n"                                     /* 6 */
+                "y = layers.Activation(\"relu\")(y)\n"
+                "y = layers.GlobalAveragePooling2D()(y)\n"
+                "outputs = layers.Dense(10, activation=\"softmax\")(y)\n"
+                "model = keras.Model(inputs, outputs)\n";
+    char err[512];
+    ck_keras_model km;
+    cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(km.layers[3].inputs[0], 0);
+    ck_finding f[16];
+    int n = 0;
+    cr_assert_eq(ck_model_check(km.layers, km.count, f, 16, &n), CK_STATUS_SUCCESS);
+    int bias_bn = 0;
+    for (int i = 0; i < n; ++i) {
+        cr_assert(strncmp(f[i].code, "CK001", 5) != 0, "false finding: %s", f[i].message);
+        if (strncmp(f[i].code, "CK008", 5) == 0) {
+            cr_assert(f[i].layers[0] == 5 && f[i].layers[1] == 6, "CK008 on layers %d, %d",
+                      f[i].layers[0], f[i].layers[1]);
+            cr_assert(strstr(f[i].fix, "(layers 5-6)"), "%s", f[i].fix);
+            ++bias_bn;
+        }
+    }
+    cr_assert_eq(bias_bn, 1);
+    /* the same layers as a Sequential chain: the dropout does sit before the BN there */
+    for (int i = 0; i < km.count; ++i)
+        km.layers[i].num_inputs = 0;
+    km.layers[4].type = CK_LAYER_ACTIVATION; /* Add has two inputs; a linear Activation stands in */
+    km.layers[4].activation = CK_ACT_NONE;
+    cr_assert_eq(ck_model_check(km.layers, km.count, f, 16, &n), CK_STATUS_SUCCESS);
+    int cd = 0;
+    for (int i = 0; i < n; ++i)
+        cd += strncmp(f[i].code, "CK001", 5) == 0;
+    cr_assert_eq(cd, 1, "the chain's CK001 did not fire");
+    ck_keras_model_free(&km);
+}
+
+/* The study's variants reorder stacks: on a graph only 'original' is made, and equivalence is
+ * not decided (both refuse with a message naming the layer that makes the graph). */
+Test(graph, study_refuses_reordering_a_graph) {
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_RELU);
+    ck_study_variant v[CK_STUDY_KIND_COUNT];
+    char err[256];
+    cr_assert_eq(ck_study_variants(ls, n, NULL, 0, v, err, sizeof err), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(err, "layer 4 (Add)") && strstr(err, "graph"), "%s", err);
+    const int orig = CK_STUDY_ORIGINAL;
+    cr_assert_eq(ck_study_variants(ls, n, &orig, 1, v, err, sizeof err), CK_STATUS_SUCCESS, "%s",
+                 err);
+    cr_assert_eq(v[0].count, n);
+    ck_study_variants_free(v, 1);
+    int equal = -1;
+    cr_assert_eq(ck_study_equivalent(ls, n, ls, n, &equal, err, sizeof err), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(err, "layer 4") && equal == -1, "%s", err);
+    /* a functional chain (each layer names the one before it) is a stack */
+    ck_layer_desc chain[3] = {L(CK_LAYER_CONV2D, 3, 3, 1, 0, 0, 0), act(CK_ACT_RELU, 1, 0),
+                              L(CK_LAYER_DENSE, 3, 0, 0, 1, 1, 0)};
+    chain[0].input_h = chain[0].input_w = 6;
+    chain[0].input_c = 1;
+    chain[2].activation = CK_ACT_SOFTMAX;
+    cr_assert_eq(ck_study_equivalent(chain, 3, chain, 3, &equal, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(equal, 1);
 }
 
 /* Bad functional texts: each a message with the line and column of the culprit. */

@@ -75,14 +75,15 @@ typedef struct ck_study_variant {
 /* Makes the variants of kinds[0..nkinds) (kinds NULL: all CK_STUDY_KIND_COUNT, in order) of the
  * model `layers` into out (nkinds entries, or CK_STUDY_KIND_COUNT for kinds NULL), and marks
  * each one that is exactly equivalent to an earlier one. CK_STATUS_BAD_PARAM: NULL layers or
- * out, count < 1, an unknown kind or layer type, a kind listed twice. On failure out is left
- * with no allocations. */
+ * out, count < 1, an unknown kind or layer type, a kind listed twice, or a kind other than
+ * CK_STUDY_ORIGINAL on a layer graph (a layer reading anything but the layer before it: the
+ * variants reorder stacks). On failure out is left with no allocations. */
 ck_status ck_study_variants(const ck_layer_desc *layers, int count, const int *kinds, int nkinds,
                             ck_study_variant *out, char *err, size_t err_len);
 void ck_study_variants_free(ck_study_variant *v, int n);
 
 /* *equal = 1 when the canonical forms of a and b are equal (see above); why (optional) names
- * the rewrites used. */
+ * the rewrites used. CK_STATUS_BAD_PARAM (why says which) when a or b is a layer graph. */
 ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_layer_desc *b, int nb,
                               int *equal, char *why, size_t why_len);
 

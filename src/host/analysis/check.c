@@ -636,13 +636,49 @@ static node *make_nodes(const ck_layer_desc *layers, int count, int *nn, int *la
     return nd;
 }
 
-/* A checker over the nodes of layers (c->nd malloc'ed; free it), nothing to write to. */
-static int chk_open(chk *c, const ck_layer_desc *layers, int count, int *last_weight) {
+/* The layer layers[i + 1] reads when it reads exactly one tensor (-2 otherwise): the rules walk
+ * chains, so a layer graph is checked chain by chain. */
+static int sole_input(const ck_layer_desc *layers, int i) {
+    const ck_layer_desc *d = &layers[i + 1];
+    return d->num_inputs == 0 ? i : d->num_inputs == 1 ? d->inputs[0] : -2;
+}
+
+/* The end of the chain that starts at layer s: the longest run s..e in which every layer reads the
+ * one before it and is that layer's only reader. Index order is the rules' order, so a link
+ * to a non-adjacent layer ends the chain (a Sequential model is one chain). */
+static int chain_end(const ck_layer_desc *layers, int count, int s) {
+    int e = s;
+    while (e + 1 < count && sole_input(layers, e) == e) {
+        int readers = 0;
+        for (int j = e + 1; j < count && readers < 2; ++j) {
+            const ck_layer_desc *d = &layers[j];
+            if (d->num_inputs == 0)
+                readers += j == e + 1;
+            for (int k = 0; k < d->num_inputs; ++k)
+                readers += d->inputs[k] == e;
+        }
+        if (readers != 1)
+            break;
+        ++e;
+    }
+    return e;
+}
+
+/* A checker over the nodes of layers first..last (one chain; c->nd malloc'ed, free it), nothing
+ * to write to. Nodes keep their layer's index in the whole list, and c->L is the whole list. */
+static int chk_open(chk *c, const ck_layer_desc *layers, int count, int first, int last,
+                    int *last_weight) {
     memset(c, 0, sizeof *c);
-    int nn = 0;
-    node *nd = make_nodes(layers, count, &nn, last_weight);
+    int nn = 0, lw = -1;
+    node *nd = make_nodes(layers + first, last - first + 1, &nn, &lw);
     if (!nd)
         return -1;
+    for (int i = 0; i < nn; ++i)
+        nd[i].layer += first;
+    *last_weight = -1;
+    for (int i = 0; i < count; ++i)
+        if (layers[i].type == CK_LAYER_CONV2D || layers[i].type == CK_LAYER_DENSE)
+            *last_weight = i;
     c->L = layers;
     c->count = count;
     c->nd = nd;
@@ -652,9 +688,13 @@ static int chk_open(chk *c, const ck_layer_desc *layers, int count, int *last_we
 
 int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind,
                            int *weights) {
-    int last_weight = -1, bn = -1;
+    int last_weight = -1, bn = -1, first = 0;
+    if (dl < 0 || dl >= count)
+        return -1;
+    while (chain_end(layers, count, first) < dl)
+        first = chain_end(layers, count, first) + 1;
     chk c;
-    if (chk_open(&c, layers, count, &last_weight))
+    if (chk_open(&c, layers, count, first, chain_end(layers, count, first), &last_weight))
         return -1;
     const node *nd = c.nd;
     for (int i = 0; i < c.nn; ++i)
@@ -729,6 +769,33 @@ CK_API ck_status ck_model_check_shapes(const ck_layer_desc *layers, int count, i
     return st;
 }
 
+/* The rules over one chain of nodes (c->nd); findings go on after c->total. */
+static void check_chain(chk *c, int last_weight) {
+    const node *nd = c->nd;
+    const int nn = c->nn;
+    int seen_flat = -1, softmax_layer = -1;
+    for (int i = 0; i < nn; ++i) {
+        const node *n = &nd[i];
+        if (is_drop(n) && drop_rate(c, n) > 0.0f) {
+            rule_dropout_misc(c, i, seen_flat, softmax_layer >= 0, last_weight);
+            rule_dropout_bn(c, i);
+            rule_dropout_pool(c, i);
+            rule_dropout_act(c, i);
+        } else if (is_weight(n)) {
+            rule_bias_bn(c, i);
+        } else if (is_bn(n)) {
+            rule_bn_output(c, i, softmax_layer);
+        }
+        if (n->is_act && i + 1 < nn && nd[i + 1].is_act)
+            rule_double_act(c, i);
+        if (!n->is_act && (n->type == CK_LAYER_FLATTEN || n->type == CK_LAYER_DENSE ||
+                           n->type == CK_LAYER_GLOBALAVGPOOL2D))
+            seen_flat = n->layer;
+        if (is_softmax(n))
+            softmax_layer = n->layer;
+    }
+}
+
 CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_finding *out, int cap,
                                 int *n_found) {
     if (!n_found || count < 0 || (count > 0 && !layers) || cap < 0 || (cap > 0 && !out))
@@ -739,36 +806,21 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
     *n_found = 0;
     if (count == 0)
         return CK_STATUS_SUCCESS;
-    int last_weight = -1;
-    chk c;
-    if (chk_open(&c, layers, count, &last_weight))
-        return CK_STATUS_ALLOC_FAILED;
-    const node *nd = c.nd;
-    const int nn = c.nn;
-    c.out = out;
-    c.cap = cap;
-    int seen_flat = -1, softmax_layer = -1;
-    for (int i = 0; i < nn; ++i) {
-        const node *n = &nd[i];
-        if (is_drop(n) && drop_rate(&c, n) > 0.0f) {
-            rule_dropout_misc(&c, i, seen_flat, softmax_layer >= 0, last_weight);
-            rule_dropout_bn(&c, i);
-            rule_dropout_pool(&c, i);
-            rule_dropout_act(&c, i);
-        } else if (is_weight(n)) {
-            rule_bias_bn(&c, i);
-        } else if (is_bn(n)) {
-            rule_bn_output(&c, i, softmax_layer);
-        }
-        if (n->is_act && i + 1 < nn && nd[i + 1].is_act)
-            rule_double_act(&c, i);
-        if (!n->is_act && (n->type == CK_LAYER_FLATTEN || n->type == CK_LAYER_DENSE ||
-                           n->type == CK_LAYER_GLOBALAVGPOOL2D))
-            seen_flat = n->layer;
-        if (is_softmax(n))
-            softmax_layer = n->layer;
+    int total = 0;
+    for (int first = 0; first < count;) {
+        const int last = chain_end(layers, count, first);
+        int last_weight = -1;
+        chk c;
+        if (chk_open(&c, layers, count, first, last, &last_weight))
+            return CK_STATUS_ALLOC_FAILED;
+        c.out = out;
+        c.cap = cap;
+        c.total = total;
+        check_chain(&c, last_weight);
+        total = c.total;
+        ck_host_free(NULL, (void *)c.nd);
+        first = last + 1;
     }
-    ck_host_free(NULL, (void *)nd);
-    *n_found = c.total;
+    *n_found = total;
     return CK_STATUS_SUCCESS;
 }
