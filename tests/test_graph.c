@@ -462,6 +462,102 @@ Test(graph, check_follows_the_edges) {
     ck_keras_model_free(&km);
 }
 
+/* Checks a functional text of FN_HEAD + body + Model(inputs, outputs): the number of findings
+ * with the code prefix, and the first one's layers in *f. */
+static int graph_findings(const char *body, const char *code, ck_finding *first) {
+    char text[4096], err[512];
+    snprintf(text, sizeof text, "%s%smodel = keras.Model(inputs, outputs)\n", FN_HEAD, body);
+    ck_keras_model km;
+    cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s\n%s", err, text);
+    ck_finding f[32];
+    int n = 0, hits = 0;
+    cr_assert_eq(ck_model_check(km.layers, km.count, f, 32, &n), CK_STATUS_SUCCESS);
+    ck_keras_model_free(&km);
+    for (int i = 0; i < n && i < 32; ++i)
+        if (strncmp(f[i].code, code, strlen(code)) == 0) {
+            cr_assert(strstr(f[i].reason, "arXiv:1603.05027") && f[i].message[0] && f[i].fix[0],
+                      "%s: %s", f[i].code, f[i].reason);
+            if (hits++ == 0 && first)
+                *first = f[i];
+        }
+    return hits;
+}
+
+#define RB_STEM "x = layers.Conv2D(4, 3, padding=\"same\")(inputs)\n" /* 0 */
+#define RB_TAIL                                                                                    \
+    "y = layers.GlobalAveragePooling2D()(x)\n"                                                     \
+    "outputs = layers.Dense(10, activation=\"softmax\")(y)\n"
+
+/* He et al. 2016's units (Fig. 4): (b) BN after addition, (c) ReLU before addition and Fig. 2's
+ * (f) dropout shortcut are found, naming their layers; (a) the original unit and (e) full
+ * pre-activation (with its final BN-ReLU after the last Add) are clean. */
+Test(graph, check_residual_placements) {
+    ck_finding f;
+    /* (b): Add -> BN -> ReLU is the next unit's shortcut */
+    const char *b = RB_STEM "y = layers.Conv2D(4, 3, padding=\"same\")(x)\n" /* 1 */
+                            "x = layers.Add()([y, x])\n"                     /* 2 */
+                            "x = layers.BatchNormalization()(x)\n"           /* 3 */
+                            "x = layers.Activation(\"relu\")(x)\n"           /* 4 */
+                            "y = layers.Conv2D(4, 3, padding=\"same\")(x)\n" /* 5 */
+                            "x = layers.Add()([y, x])\n" RB_TAIL;            /* 6 */
+    cr_assert_eq(graph_findings(b, "CK015", &f), 1);
+    cr_assert(f.layers[0] == 2 && f.layers[1] == 3 && f.layers[2] == 6, "%d %d %d", f.layers[0],
+              f.layers[1], f.layers[2]);
+    /* (c): the branch ends in a ReLU; the shortcut x is a ReLU too (read twice): not it */
+    const char *c = RB_STEM "x = layers.Activation(\"relu\")(x)\n"           /* 1 */
+                            "y = layers.Conv2D(4, 3, padding=\"same\")(x)\n" /* 2 */
+                            "y = layers.BatchNormalization()(y)\n"           /* 3 */
+                            "y = layers.Activation(\"relu\")(y)\n"           /* 4 */
+                            "x = layers.Add()([y, x])\n" RB_TAIL;            /* 5 */
+    cr_assert_eq(graph_findings(c, "CK016", &f), 1);
+    cr_assert(f.layers[0] == 4 && f.layers[1] == 5, "%d %d", f.layers[0], f.layers[1]);
+    /* inline activation='relu' on the branch's last Conv2D is the same */
+    const char *c2 = RB_STEM "y = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(x)\n"
+                             "x = layers.Add()([y, x])\n" RB_TAIL;
+    cr_assert_eq(graph_findings(c2, "CK016", NULL), 1);
+    /* (f): dropout on the shortcut; a dropout at the end of the branch is not */
+    const char *fsc = RB_STEM "y = layers.Conv2D(4, 3, padding=\"same\")(x)\n" /* 1 */
+                              "s = layers.Dropout(0.3)(x)\n"                   /* 2 */
+                              "x = layers.Add()([y, s])\n" RB_TAIL;            /* 3 */
+    cr_assert_eq(graph_findings(fsc, "CK017", &f), 1);
+    cr_assert(f.layers[0] == 2 && f.layers[1] == 3 && f.value > 0.29, "%d %d", f.layers[0],
+              f.layers[1]);
+    const char *fbr = RB_STEM "y = layers.Conv2D(4, 3, padding=\"same\")(x)\n"
+                              "y = layers.Dropout(0.3)(y)\n"
+                              "x = layers.Add()([y, x])\n" RB_TAIL;
+    cr_assert_eq(graph_findings(fbr, "CK017", NULL), 0);
+    /* (a) and (e): clean */
+    const char *a = RB_STEM "x = layers.BatchNormalization()(x)\n"
+                            "x = layers.Activation(\"relu\")(x)\n"
+                            "y = layers.Conv2D(4, 3, padding=\"same\")(x)\n"
+                            "y = layers.BatchNormalization()(y)\n"
+                            "y = layers.Activation(\"relu\")(y)\n"
+                            "y = layers.Conv2D(4, 3, padding=\"same\")(y)\n"
+                            "y = layers.BatchNormalization()(y)\n"
+                            "x = layers.Add()([y, x])\n"
+                            "x = layers.Activation(\"relu\")(x)\n" RB_TAIL;
+    const char *e = RB_STEM "y = layers.BatchNormalization()(x)\n"
+                            "y = layers.Activation(\"relu\")(y)\n"
+                            "y = layers.Conv2D(4, 3, padding=\"same\")(y)\n"
+                            "y = layers.BatchNormalization()(y)\n"
+                            "y = layers.Activation(\"relu\")(y)\n"
+                            "y = layers.Conv2D(4, 3, padding=\"same\")(y)\n"
+                            "x = layers.Add()([y, x])\n"
+                            "y = layers.BatchNormalization()(x)\n"
+                            "y = layers.Activation(\"relu\")(y)\n"
+                            "y = layers.Conv2D(4, 3, padding=\"same\")(y)\n"
+                            "x = layers.Add()([y, x])\n"
+                            "x = layers.BatchNormalization()(x)\n"
+                            "x = layers.Activation(\"relu\")(x)\n" RB_TAIL;
+    const char *clean[] = {a, e};
+    for (int i = 0; i < 2; ++i)
+        for (int r = 0; r < 3; ++r) {
+            const char *codes[] = {"CK015", "CK016", "CK017"};
+            cr_assert_eq(graph_findings(clean[i], codes[r], &f), 0, "%s on %s: %s", codes[r],
+                         i ? "(e)" : "(a)", f.message);
+        }
+}
+
 /* The study's variants reorder stacks: on a graph only 'original' is made, and equivalence is
  * not decided (both refuse with a message naming the layer that makes the graph). */
 Test(graph, study_refuses_reordering_a_graph) {

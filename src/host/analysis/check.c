@@ -35,6 +35,11 @@ static ck_finding *emit(chk *c, const char *code, ck_severity sev, double value,
     return f;
 }
 
+ck_finding *ck_chk_emit(chk *c, const char *code, ck_severity sev, double value, int nl, int l0,
+                        int l1, int l2) {
+    return emit(c, code, sev, value, nl, l0, l1, l2);
+}
+
 /* ---- node predicates ----------------------------------------------------------------------- */
 static int is_drop(const node *n) {
     return !n->is_act && (n->type == CK_LAYER_DROPOUT || n->type == CK_LAYER_SPATIAL_DROPOUT2D);
@@ -821,6 +826,8 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         ck_host_free(NULL, (void *)c.nd);
         first = last + 1;
     }
-    *n_found = total;
+    chk g = {.L = layers, .count = count, .out = out, .cap = cap, .total = total};
+    ck_chk_graph_rules(&g);
+    *n_found = g.total;
     return CK_STATUS_SUCCESS;
 }

@@ -36,5 +36,11 @@ int ck_chk_last_bn_layer(const chk *c);
 int ck_chk_dropout_after(const chk *c, int after);
 void ck_chk_name_layer(ck_sbuf *s, const chk *c, int l);
 void ck_chk_fix_after_last_bn(ck_sbuf *s, const chk *c, int dl);
+/* A new finding (c->out[c->total] or a scratch one past cap) with its code, severity, value and
+ * layers l0..l(nl-1); the caller writes message, reason and fix. */
+ck_finding *ck_chk_emit(chk *c, const char *code, ck_severity sev, double value, int nl, int l0,
+                        int l1, int l2);
+/* The residual-block rules (check_graph.c) over c->L; c->nd unused. */
+void ck_chk_graph_rules(chk *c);
 
 #endif
