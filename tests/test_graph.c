@@ -705,6 +705,127 @@ Test(graph, resnet20_v1_builds_with_keras_counts) {
     ck_context_destroy(ctx);
 }
 
+/* The layers reading layer i: those naming it, or the next one when that names none. */
+static int readers(const ck_model *m, int i, int *out, int cap) {
+    int n = 0;
+    for (int j = i + 1; j < m->num_layers; ++j) {
+        const ck_layer_desc *d = &m->layers[j];
+        int reads = d->num_inputs == 0 && j == i + 1;
+        for (int k = 0; k < d->num_inputs; ++k)
+            reads |= d->inputs[k] == i;
+        if (reads && n < cap)
+            out[n++] = j;
+    }
+    return n;
+}
+
+/* The layer a one-input layer reads. */
+static int source(const ck_model *m, int j) {
+    return m->layers[j].num_inputs == 0 ? j - 1 : m->layers[j].inputs[0];
+}
+
+/* examples/resnet20_v2.py (full pre-activation, He et al. 2016) builds, with Keras's parameter
+ * totals, worked out here as for v1 above:
+ *   stem   Conv2D(16, 3) on 1 channel: 9*1*16 + 16 = 160 (no BN: the first block's comes next)
+ *   stage 1, 3 blocks of BN(16)+Conv(16,3)+BN(16)+Conv(16,3): 3 * (2*64 + 2*2,320) = 14,304
+ *   stage 2, block 1: BN(16) 64, Conv 9*16*32+32 = 4,640, BN(32) 128, Conv 9*32*32+32 = 9,248,
+ *            projection Conv(32, 1) 16*32+32 = 544 -> 14,624; blocks 2-3: 2*(2*128 + 2*9,248)
+ *            = 37,504 -> 52,128
+ *   stage 3, block 1: BN(32) 128, 9*32*64+64 = 18,496, BN(64) 256, 9*64*64+64 = 36,928,
+ *            projection 32*64+64 = 2,112 -> 57,920; blocks 2-3: 2*(2*256 + 2*36,928) = 148,736
+ *            -> 206,656
+ *   final BN(64) 256; GAP 0; Dense(10): 64*10+10 = 650
+ *   total 160 + 14,304 + 52,128 + 206,656 + 256 + 650 = 274,154;
+ *   non-trainable 2 * (6*16 + (16 + 5*32) + (32 + 5*64) + 64) = 1,376 (19 BN layers);
+ *   trainable 272,778.
+ * The same totals as v1: the 19 BN layers move, and over them the channels sum to 688 in both.
+ * Real Keras 3.15.1 prints count_params 274,154, trainable 272,778, non-trainable 1,376 for the
+ * file itself. */
+Test(graph, resnet20_v2_builds_with_keras_counts) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char *text = t_read_file(CNNKIT_SOURCE_DIR "/examples/resnet20_v2.py", NULL);
+    ck_model *m = NULL;
+    char err[512];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, err, sizeof err));
+    free(text);
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 4));
+    ck_param_counts pc;
+    CK_OK(ctx, ck_model_param_counts(m, &pc));
+    cr_assert_eq(pc.total, 274154);
+    cr_assert_eq(pc.trainable, 272778);
+    cr_assert_eq(pc.non_trainable, 1376);
+    /* stem + 3 stages * 3 blocks * 7 layers + 2 projections + BN, ReLU, GAP, Dense */
+    cr_assert_eq(ck_model_num_layers(m), 1 + 9 * 7 + 2 + 4);
+    int counts[CK_LAYER_TYPE_COUNT] = {0};
+    for (int i = 0; i < m->num_layers; ++i)
+        counts[m->layers[i].type]++;
+    cr_assert(counts[CK_LAYER_ADD] == 9 && counts[CK_LAYER_CONV2D] == 21 &&
+              counts[CK_LAYER_BATCHNORM] == 19 && counts[CK_LAYER_ACTIVATION] == 19);
+    /* Pre-activation: every Add is read by BatchNormalization layers only, never by a ReLU (no
+     * activation after the addition); each projection reads the ReLU of a BN of the block's
+     * input, the tensor its 3x3 branch also reads. */
+    int adds = 0, projections = 0;
+    for (int i = 0; i < m->num_layers; ++i) {
+        const ck_layer_desc *d = &m->layers[i];
+        if (d->type == CK_LAYER_ADD) {
+            int r[4];
+            const int nr = readers(m, i, r, 4);
+            cr_assert(nr >= 1 && nr <= 2, "Add %d has %d readers", i, nr);
+            for (int k = 0; k < nr; ++k)
+                cr_assert(m->layers[r[k]].type == CK_LAYER_BATCHNORM ||
+                              (m->layers[r[k]].type == CK_LAYER_ADD && nr == 2),
+                          "Add %d read by layer %d (type %d)", i, r[k], m->layers[r[k]].type);
+            adds++;
+        } else if (d->type == CK_LAYER_CONV2D && d->kernel_h == 1) {
+            const int a = source(m, i);
+            cr_assert(d->stride_h == 2 && m->layers[a].type == CK_LAYER_ACTIVATION &&
+                          m->layers[a].activation == CK_ACT_RELU &&
+                          m->layers[source(m, a)].type == CK_LAYER_BATCHNORM,
+                      "projection %d reads layer %d", i, a);
+            int r[4];
+            cr_assert_eq(readers(m, a, r, 4), 2, "the pre-activation %d feeds both paths", a);
+            projections++;
+        }
+    }
+    cr_assert(adds == 9 && projections == 2);
+    int h, w, c;
+    CK_OK(ctx, ck_model_layer_shape(m, m->num_layers - 2, &h, &w, &c));
+    cr_assert(h == 1 && w == 1 && c == 64, "GAP: %dx%dx%d", h, w, c);
+    /* the final BN-ReLU before pooling, on stage 3's 7x7x64 */
+    cr_assert(m->layers[m->num_layers - 4].type == CK_LAYER_BATCHNORM &&
+              m->layers[m->num_layers - 3].type == CK_LAYER_ACTIVATION);
+    CK_OK(ctx, ck_model_layer_shape(m, m->num_layers - 3, &h, &w, &c));
+    cr_assert(h == 7 && w == 7 && c == 64, "%dx%dx%d", h, w, c);
+    size_t need;
+    cr_assert_eq(ck_model_summary(m, NULL, 0, &need), CK_STATUS_BAD_PARAM);
+    char *sum = malloc(need);
+    CK_OK(ctx, ck_model_summary(m, sum, need, NULL));
+    cr_assert(strstr(sum,
+                     " conv2d_9 (Conv2D)                            (None, 14, 14, 32)      544"
+                     "         ['activation_6[0][0]']\n"),
+              "%s", sum);
+    cr_assert(strstr(sum, "Total params: 274,154\nTrainable params: 272,778\n"), "%s", sum);
+    free(sum);
+    /* Training steps on one fixed batch: finite, and the loss falls (2.83 -> 0.63 here). The
+     * final BN-ReLU keeps the first logits small: the first loss is near ln 10, not v1's ~5. */
+    enum { N = 4, PER = 28 * 28, STEPS = 6 };
+    float *x = malloc(sizeof(float) * N * PER);
+    int32_t y[N];
+    batch(x, y, N, PER, 10, 3);
+    ck_step_result first, r;
+    CK_OK(ctx, ck_model_train_step(m, x, y, N, &first));
+    cr_assert(isfinite(first.loss) && first.loss > 1.5 && first.loss < 4.0, "mean loss %g",
+              first.loss);
+    for (int s = 1; s < STEPS; ++s) {
+        CK_OK(ctx, ck_model_train_step(m, x, y, N, &r));
+        cr_assert(isfinite(r.loss), "step %d: loss %g", s, r.loss);
+    }
+    cr_assert_lt(r.loss, 0.8 * first.loss, "loss %g -> %g", first.loss, r.loss);
+    free(x);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
 /* ---- Concatenate (channel axis) ---- */
 
 /* Two branches from the input (3x3 conv to 2 channels, 1x1 strided-free conv to 3) joined on
