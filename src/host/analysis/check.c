@@ -17,29 +17,6 @@
 
 #define K_PI 3.14159265358979323846
 
-/* ---- findings ------------------------------------------------------------------------------ */
-static ck_finding *emit(chk *c, const char *code, ck_severity sev, double value, int nl, int l0,
-                        int l1, int l2) {
-    ck_finding *f = c->total < c->cap ? &c->out[c->total] : &c->scratch;
-    c->total++;
-    memset(f, 0, sizeof *f);
-    snprintf(f->code, sizeof f->code, "%s", code);
-    f->severity = (int)sev;
-    f->value = value;
-    f->nlayers = nl;
-    f->layers[0] = l0;
-    f->layers[1] = l1;
-    f->layers[2] = l2;
-    for (int i = nl; i < 4; ++i)
-        f->layers[i] = -1;
-    return f;
-}
-
-ck_finding *ck_chk_emit(chk *c, const char *code, ck_severity sev, double value, int nl, int l0,
-                        int l1, int l2) {
-    return emit(c, code, sev, value, nl, l0, l1, l2);
-}
-
 /* ---- node predicates ----------------------------------------------------------------------- */
 static int is_drop(const node *n) {
     return !n->is_act && (n->type == CK_LAYER_DROPOUT || n->type == CK_LAYER_SPATIAL_DROPOUT2D);
@@ -188,8 +165,8 @@ static void rule_dropout_bn(chk *c, int i) {
     ck_sbuf s;
     if (weights == 0) {
         const int commutes = path.kind == CK_DROP_PATH_COMMUTES;
-        f = emit(c, "CK001-dropout-before-bn", CK_SEVERITY_WARNING,
-                 commutes && earlier < 0 ? p : NAN, 2, dl, bl, -1);
+        f = ck_chk_emit(c, "CK001-dropout-before-bn", CK_SEVERITY_WARNING,
+                        commutes && earlier < 0 ? p : NAN, 2, dl, bl, -1);
         snprintf(f->message, sizeof f->message,
                  "%s(%g) feeds BatchNormalization (layer %d): variance shift between training "
                  "and inference",
@@ -244,7 +221,8 @@ static void rule_dropout_bn(chk *c, int i) {
                 "(CK002): no shift only after the last one (layer %d)",
                 last);
     } else {
-        f = emit(c, "CK002-dropout-weight-bn", CK_SEVERITY_INFO, (double)weights, 2, dl, bl, -1);
+        f = ck_chk_emit(c, "CK002-dropout-weight-bn", CK_SEVERITY_INFO, (double)weights, 2, dl, bl,
+                        -1);
         snprintf(f->message, sizeof f->message,
                  "%s(%g) reaches BatchNormalization (layer %d) through %d weight layer%s: a "
                  "variance shift remains",
@@ -299,7 +277,8 @@ static void rule_dropout_pool(chk *c, int i) {
         const int n = pd->kernel_h * pd->kernel_w;
         const double pz = pow(q, n), infl = (1.0 - pz) / (1.0 - q);
         const int nonneg = relu_between || relu_input(c, i);
-        f = emit(c, "CK003-dropout-before-maxpool", CK_SEVERITY_WARNING, infl, 2, dl, pl, -1);
+        f = ck_chk_emit(c, "CK003-dropout-before-maxpool", CK_SEVERITY_WARNING, infl, 2, dl, pl,
+                        -1);
         snprintf(f->message, sizeof f->message, "Dropout(%g) before MaxPooling2D((%d,%d))%s: %s", q,
                  pd->kernel_h, pd->kernel_w, through,
                  nonneg ? "pooled outputs are rarely dropped"
@@ -338,7 +317,7 @@ static void rule_dropout_pool(chk *c, int i) {
         const int sh = pd->stride_h > 0 ? pd->stride_h : pd->kernel_h;
         const int sw = pd->stride_w > 0 ? pd->stride_w : pd->kernel_w;
         const double fewer = (double)sh * sw;
-        f = emit(c, "CK004-spatialdrop-before-pool", CK_SEVERITY_INFO, fewer, 2, dl, pl, -1);
+        f = ck_chk_emit(c, "CK004-spatialdrop-before-pool", CK_SEVERITY_INFO, fewer, 2, dl, pl, -1);
         snprintf(f->message, sizeof f->message,
                  "SpatialDropout2D(%g) before %s%s: the same result after the pool, cheaper", q,
                  ck_layer_type_name(pd->type), through);
@@ -372,8 +351,8 @@ static void rule_dropout_act(chk *c, int i) {
         const double alpha = c->L[al].alpha;
         if (a->act == CK_ACT_RELU || a->act == CK_ACT_LEAKY_RELU) {
             const int relu = a->act == CK_ACT_RELU;
-            f = emit(c, "CK005-dropout-relu-order", CK_SEVERITY_INFO, relu ? 0.0 : 1.0 / p, 2, l0,
-                     l1, -1);
+            f = ck_chk_emit(c, "CK005-dropout-relu-order", CK_SEVERITY_INFO, relu ? 0.0 : 1.0 / p,
+                            2, l0, l1, -1);
             snprintf(f->message, sizeof f->message, "%s next to %s: the order does not matter%s",
                      ck_layer_type_name(d->type), relu ? "ReLU" : "LeakyReLU",
                      relu ? " (bit-exact)" : " (up to rounding)");
@@ -391,7 +370,8 @@ static void rule_dropout_act(chk *c, int i) {
             ck_sbuf_init(&s, f->fix, sizeof f->fix);
             ck_sbuf_printf(&s, "none needed; either order is fine");
         } else if (side > 0 && a->act == CK_ACT_SIGMOID) {
-            f = emit(c, "CK006-dropout-before-sigmoid", CK_SEVERITY_WARNING, 0.5, 2, dl, al, -1);
+            f = ck_chk_emit(c, "CK006-dropout-before-sigmoid", CK_SEVERITY_WARNING, 0.5, 2, dl, al,
+                            -1);
             snprintf(f->message, sizeof f->message,
                      "%s(%g) right before sigmoid: dropped units become 0.5, not 0",
                      ck_layer_type_name(d->type), q);
@@ -408,8 +388,8 @@ static void rule_dropout_act(chk *c, int i) {
             const double alpha_e = a->act == CK_ACT_ELU ? 1.0 : alpha;
             const double ratio =
                 p * ck_act_eval_ref(a->act, x / p, alpha_e) / ck_act_eval_ref(a->act, x, alpha_e);
-            f = emit(c, "CK007-dropout-before-nonlinear", CK_SEVERITY_WARNING, ratio, 2, dl, al,
-                     -1);
+            f = ck_chk_emit(c, "CK007-dropout-before-nonlinear", CK_SEVERITY_WARNING, ratio, 2, dl,
+                            al, -1);
             snprintf(f->message, sizeof f->message,
                      "%s(%g) right before %s: the 1/(1-rate) scaling is distorted",
                      ck_layer_type_name(d->type), q, ck_chk_act_name(a->act));
@@ -435,7 +415,7 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
     int fired = 0;
     if (last_weight < dl) { /* no weight layer after the dropout */
         fired = 1;
-        f = emit(c, "CK010-dropout-on-output", CK_SEVERITY_ERROR, q, 1, dl, -1, -1);
+        f = ck_chk_emit(c, "CK010-dropout-on-output", CK_SEVERITY_ERROR, q, 1, dl, -1, -1);
         if (seen_softmax) {
             snprintf(f->message, sizeof f->message, "%s(%g) after the output softmax",
                      ck_layer_type_name(d->type), q);
@@ -464,7 +444,8 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
         }
     }
     if (d->type == CK_LAYER_SPATIAL_DROPOUT2D && seen_flat >= 0) {
-        f = emit(c, "CK011-spatial-dropout-flat", CK_SEVERITY_ERROR, q, 2, seen_flat, dl, -1);
+        f = ck_chk_emit(c, "CK011-spatial-dropout-flat", CK_SEVERITY_ERROR, q, 2, seen_flat, dl,
+                        -1);
         snprintf(f->message, sizeof f->message,
                  "SpatialDropout2D(%g) on a non-spatial tensor (after %s, layer %d)", q,
                  ck_layer_type_name(c->L[seen_flat].type), seen_flat);
@@ -483,7 +464,7 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
         const int el = c->nd[i + 1].layer;
         const double q2 = drop_rate(c, &c->nd[i + 1]);
         const double comb = 1.0 - (1.0 - q) * (1.0 - q2);
-        f = emit(c, "CK012-double-dropout", CK_SEVERITY_WARNING, comb, 2, dl, el, -1);
+        f = ck_chk_emit(c, "CK012-double-dropout", CK_SEVERITY_WARNING, comb, 2, dl, el, -1);
         snprintf(f->message, sizeof f->message, "two dropouts in a row (rates %g and %g)", q, q2);
         snprintf(f->reason, sizeof f->reason,
                  "two independent masks act as one with rate 1-(1-%g)(1-%g) = %.4g; the second "
@@ -539,8 +520,8 @@ static void rule_double_act(chk *c, int i) {
                  ck_act_eval_ref(a->act, 1.0, alpha));
         break;
     }
-    ck_finding *f =
-        emit(c, "CK013-double-activation", CK_SEVERITY_WARNING, v, 2, a->layer, b->layer, -1);
+    ck_finding *f = ck_chk_emit(c, "CK013-double-activation", CK_SEVERITY_WARNING, v, 2, a->layer,
+                                b->layer, -1);
     snprintf(f->message, sizeof f->message, "activation '%s' applied twice in a row",
              ck_chk_act_name(a->act));
     snprintf(f->reason, sizeof f->reason, "%s (docs/derivations.md §7)", why);
@@ -561,8 +542,8 @@ static void rule_bias_bn(chk *c, int i) {
     if (!d->use_bias || d->activation != CK_ACT_NONE || i + 1 >= c->nn || !is_bn(&c->nd[i + 1]))
         return;
     const int bl = c->nd[i + 1].layer;
-    ck_finding *f =
-        emit(c, "CK008-bias-before-bn", CK_SEVERITY_INFO, (double)d->units, 2, w->layer, bl, -1);
+    ck_finding *f = ck_chk_emit(c, "CK008-bias-before-bn", CK_SEVERITY_INFO, (double)d->units, 2,
+                                w->layer, bl, -1);
     snprintf(f->message, sizeof f->message, "%s bias before BatchNormalization is redundant",
              ck_layer_type_name(d->type));
     snprintf(f->reason, sizeof f->reason,
@@ -584,8 +565,8 @@ static void rule_bn_output(chk *c, int i, int softmax_layer) {
     if (softmax_layer < 0 && !last)
         return;
     ck_finding *f =
-        emit(c, "CK009-bn-after-output", CK_SEVERITY_ERROR, 0.0, softmax_layer >= 0 ? 2 : 1,
-             softmax_layer >= 0 ? softmax_layer : bl, bl, -1);
+        ck_chk_emit(c, "CK009-bn-after-output", CK_SEVERITY_ERROR, 0.0, softmax_layer >= 0 ? 2 : 1,
+                    softmax_layer >= 0 ? softmax_layer : bl, bl, -1);
     if (softmax_layer >= 0) {
         snprintf(f->message, sizeof f->message, "BatchNormalization after the softmax (layer %d)",
                  softmax_layer);
@@ -654,15 +635,8 @@ static int sole_input(const ck_layer_desc *layers, int i) {
 static int chain_end(const ck_layer_desc *layers, int count, int s) {
     int e = s;
     while (e + 1 < count && sole_input(layers, e) == e) {
-        int readers = 0;
-        for (int j = e + 1; j < count && readers < 2; ++j) {
-            const ck_layer_desc *d = &layers[j];
-            if (d->num_inputs == 0)
-                readers += j == e + 1;
-            for (int k = 0; k < d->num_inputs; ++k)
-                readers += d->inputs[k] == e;
-        }
-        if (readers != 1)
+        int next;
+        if (ck_chk_readers(layers, count, e, &next) != 1)
             break;
         ++e;
     }

@@ -12,18 +12,20 @@ static int n_inputs(const ck_layer_desc *L, int j) {
     return L[j].num_inputs == 0 ? 1 : L[j].num_inputs;
 }
 
-/* How many later layers read layer i; *one the first of them. */
-static int readers(const chk *c, int i, int *one) {
+int ck_chk_readers(const ck_layer_desc *L, int count, int i, int *one) {
     int n = 0;
     *one = -1;
-    for (int j = i + 1; j < c->count; ++j)
-        for (int k = 0; k < n_inputs(c->L, j); ++k)
-            if (input_of(c->L, j, k) == i) {
+    for (int j = i + 1; j < count; ++j)
+        for (int k = 0; k < n_inputs(L, j); ++k)
+            if (input_of(L, j, k) == i) {
                 if (n++ == 0)
                     *one = j;
                 break;
             }
     return n;
+}
+static int readers(const chk *c, int i, int *one) {
+    return ck_chk_readers(c->L, c->count, i, one);
 }
 
 static int ends_in_relu(const ck_layer_desc *d) {

@@ -1,8 +1,10 @@
-/* ck_model_check's text: layers rendered in Keras syntax and the suggested reorderings. */
+/* ck_model_check's findings and text: layers rendered in Keras syntax and the suggested
+ * reorderings. */
 #include "check_internal.h"
 #include "layer.h"
 
 #include <stdio.h>
+#include <string.h>
 
 /* ---- layer rendering in Keras syntax ---------------------------------------------------- */
 const char *ck_chk_act_name(ck_activation a) {
@@ -118,4 +120,22 @@ void ck_chk_fix_after_last_bn(ck_sbuf *s, const chk *c, int dl) {
         ck_sbuf_printf(s, ") after ");
         ck_chk_name_layer(s, c, after);
     }
+}
+
+/* Kept here, not in check.c, so that check.c and check_graph.c both use it without a circle. */
+ck_finding *ck_chk_emit(chk *c, const char *code, ck_severity sev, double value, int nl, int l0,
+                        int l1, int l2) {
+    ck_finding *f = c->total < c->cap ? &c->out[c->total] : &c->scratch;
+    c->total++;
+    memset(f, 0, sizeof *f);
+    snprintf(f->code, sizeof f->code, "%s", code);
+    f->severity = (int)sev;
+    f->value = value;
+    f->nlayers = nl;
+    f->layers[0] = l0;
+    f->layers[1] = l1;
+    f->layers[2] = l2;
+    for (int i = nl; i < 4; ++i)
+        f->layers[i] = -1;
+    return f;
 }
