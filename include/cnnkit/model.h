@@ -63,13 +63,17 @@ typedef struct ck_layer_desc {
     /* The layer graph (Keras functional models). num_inputs 0 (the default): the layer reads the
      * previous layer's output (layer 0: the model input), as in a Sequential model. Otherwise it
      * reads inputs[0 .. num_inputs), each the index of an EARLIER layer or CK_LAYER_INPUT_MODEL;
-     * Add and Concatenate (channel axis) read two or more, every other type one. The model's output is its last layer, and
-     * every other layer must be read by a later one (ck_model_build says which is not). */
+     * Add and Concatenate (channel axis) read two or more, every other type one. The model's output
+     * is its last layer, and every other layer must be read by a later one (ck_model_build says
+     * which is not). */
     int num_inputs;
     int inputs[CK_MAX_LAYER_INPUTS];
 } ck_layer_desc;
 
 ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type);
+/* The first of layers[0 .. count) that reads anything but the layer before it (the list is a
+ * layer graph, not a Sequential stack), or -1; -1 also for a NULL list. */
+int ck_layers_graph_layer(const ck_layer_desc *layers, int count);
 /* Keras class name of a type ("Conv2D", "MaxPooling2D", ...); NULL when unknown. */
 const char *ck_layer_type_name(ck_layer_type type);
 /* Keras activation name ("relu", "linear", ...) and the reverse; NULL / -1 when unknown. */

@@ -139,17 +139,14 @@ int cmd_study(const opts *oin) {
         km.layers[0].input_w = o.in_w;
         km.layers[0].input_c = o.in_c;
     }
-    for (int i = 0; !o.variants && i < km.count; ++i) {
-        const ck_layer_desc *d = &km.layers[i];
-        if (d->num_inputs > 1 || (d->num_inputs == 1 && d->inputs[0] != i - 1)) {
-            fprintf(stderr,
-                    "cnnkit: study: %s is a layer graph (layer %d): only the 'original' variant "
-                    "is run; the others reorder Sequential stacks\n",
-                    o.model, i);
-            kinds[0] = CK_STUDY_ORIGINAL;
-            nk = 1;
-            break;
-        }
+    const int gl = o.variants ? -1 : ck_layers_graph_layer(km.layers, km.count);
+    if (gl >= 0) {
+        fprintf(stderr,
+                "cnnkit: study: %s is a layer graph (layer %d): only the 'original' variant "
+                "is run; the others reorder Sequential stacks\n",
+                o.model, gl);
+        kinds[0] = CK_STUDY_ORIGINAL;
+        nk = 1;
     }
     ck_study_variant v[CK_STUDY_KIND_COUNT];
     st = ck_study_variants(km.layers, km.count, kinds, nk, v, err, sizeof err);

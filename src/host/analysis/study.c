@@ -435,22 +435,12 @@ static ck_status study_equivalent(const ck_layer_desc *a, int na, const ck_layer
     return CK_STATUS_SUCCESS;
 }
 
-/* The first layer that reads anything but the layer before it (a layer graph), or -1. */
-static int graph_layer(const ck_layer_desc *layers, int count) {
-    for (int i = 0; i < count; ++i) {
-        const ck_layer_desc *d = &layers[i];
-        if (d->num_inputs > 1 || (d->num_inputs == 1 && d->inputs[0] != i - 1))
-            return i;
-    }
-    return -1;
-}
-
 CK_API ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_layer_desc *b, int nb,
                                      int *equal, char *why, size_t why_len) {
     if (!a || !b || !equal || na < 1 || nb < 1)
         return CK_STATUS_BAD_PARAM;
     /* The canonical forms are those of stacks: a graph's edges are not in them. */
-    const int ga = graph_layer(a, na), gb = ga >= 0 ? ga : graph_layer(b, nb);
+    const int ga = ck_layers_graph_layer(a, na), gb = ga >= 0 ? ga : ck_layers_graph_layer(b, nb);
     if (gb >= 0) {
         ck_errbuf_printf(why, why_len,
                          "%s: layer %d makes it a graph; equivalence is decided for "
@@ -509,7 +499,7 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
             }
     }
     /* The variants move layers within a stack; in a layer graph that would rewire its edges. */
-    const int gl = graph_layer(layers, count);
+    const int gl = ck_layers_graph_layer(layers, count);
     if (gl >= 0) {
         const ck_layer_desc *d = &layers[gl];
         const int i = gl;

@@ -89,6 +89,15 @@ void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]) {
  *  - BatchNormalization: momentum 0.99, epsilon 1e-3.
  *  - Dropout / SpatialDropout2D: rate 0 (Keras has no default: set it).
  */
+CK_API int ck_layers_graph_layer(const ck_layer_desc *layers, int count) {
+    for (int i = 0; layers && i < count; ++i) {
+        const ck_layer_desc *d = &layers[i];
+        if (d->num_inputs > 1 || (d->num_inputs == 1 && d->inputs[0] != i - 1))
+            return i;
+    }
+    return -1;
+}
+
 CK_API ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type) {
     const ck_layer_kind *k = ck_layer_kind_of(type);
     if (!desc || !k)
