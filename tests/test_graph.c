@@ -736,6 +736,50 @@ static int source(const ck_model *m, int j) {
     return m->layers[j].num_inputs == 0 ? j - 1 : m->layers[j].inputs[0];
 }
 
+/* The gradient buffers of a graph model are shared by liveness (memtab.c): node j's gradient is
+ * live from its last reader's backward step down to j's own, so any two nodes whose live
+ * intervals meet must own disjoint bytes, and the buffers take a fraction of the activations
+ * (ResNet-20: about 3 tensors' worth at once, not one per node). */
+static void check_grad_liveness(const char *file) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    int counts[CK_LAYER_TYPE_COUNT];
+    ck_model *m = resnet20_example(ctx, file, counts);
+    const int nn = m->num_nodes;
+    int hi[CK_MAX_OPS];
+    for (int j = 0; j < nn; ++j)
+        hi[j] = j;
+    for (int i = 0; i < nn; ++i)
+        for (int k = 0; k < m->nodes[i].nin; ++k)
+            if (m->nodes[i].in[k] >= 0 && hi[m->nodes[i].in[k]] < i)
+                hi[m->nodes[i].in[k]] = i;
+    size_t end = 0, largest = 0;
+    for (int a = 0; a < nn; ++a) {
+        const ck_node *na = &m->nodes[a];
+        const size_t sa = sizeof(float) * na->oh * na->ow * na->oc * m->max_batch;
+        end = sa + na->g_offset > end ? sa + na->g_offset : end;
+        largest = sa > largest ? sa : largest;
+        for (int b = a + 1; b < nn; ++b) {
+            const ck_node *nb = &m->nodes[b];
+            const size_t sb = sizeof(float) * nb->oh * nb->ow * nb->oc * m->max_batch;
+            if (hi[a] < b) /* a's gradient is dead before b's is written */
+                continue;
+            cr_assert(na->g_offset + sa <= nb->g_offset || nb->g_offset + sb <= na->g_offset,
+                      "%s: nodes %d [%d, %d] and %d [%d, %d] share gradient bytes", file, a, a,
+                      hi[a], b, b, hi[b]);
+        }
+    }
+    cr_assert(end <= 4 * largest && end * 8 < m->mem_act_bytes,
+              "%s: gradients %zu bytes, largest tensor %zu, activations %zu", file, end, largest,
+              m->mem_act_bytes);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(graph, gradient_buffers_shared_by_liveness) {
+    check_grad_liveness("resnet20_v1.py");
+    check_grad_liveness("resnet20_v2.py");
+}
+
 /* examples/resnet20_v2.py (full pre-activation, He et al. 2016) builds, with Keras's parameter
  * totals, worked out here as for v1 above:
  *   stem   Conv2D(16, 3) on 1 channel: 9*1*16 + 16 = 160 (no BN: the first block's comes next)

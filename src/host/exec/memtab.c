@@ -34,22 +34,73 @@ static size_t at_least(size_t b, size_t min) {
     return b > min ? b : min;
 }
 
+/* A graph model's gradient buffers, placed by liveness: node j's gradient is written when its
+ * last reader (highest index) runs backward and read when j itself runs, so buffers whose
+ * index intervals do not overlap share memory. Returns the bytes of all buffers. */
+static size_t plan_node_grads(ck_model *m, size_t B, size_t align) {
+    enum { NONE = -1 };
+    int last_reader[CK_MAX_OPS];
+    for (int j = 0; j < m->num_nodes; ++j)
+        last_reader[j] = NONE;
+    for (int i = 0; i < m->num_nodes; ++i)
+        for (int k = 0; k < m->nodes[i].nin; ++k)
+            if (m->nodes[i].in[k] >= 0)
+                last_reader[m->nodes[i].in[k]] = i; /* i rises: the last write wins */
+    size_t slot_size[CK_MAX_OPS];
+    unsigned char slot_free[CK_MAX_OPS];
+    int slot_of[CK_MAX_OPS], nslots = 0;
+    for (int t = m->num_nodes - 1; t >= 0; --t) {
+        /* the buffers node t's backward writes (its inputs' gradients), and t's own when no node
+         * reads it (the logits and what follows them: written by the loss or never) */
+        for (int j = t; j >= 0; --j) {
+            if (last_reader[j] != t && !(j == t && last_reader[j] == NONE))
+                continue;
+            const ck_node *n = &m->nodes[j];
+            const size_t need = round_up(sizeof(float) * n->oh * n->ow * n->oc * B, align);
+            int best = -1;
+            for (int s = 0; s < nslots; ++s) {
+                if (!slot_free[s])
+                    continue;
+                /* the smallest that fits, else the largest (grown): the fewest bytes added */
+                const int fits = slot_size[s] >= need,
+                          best_fits = best >= 0 && slot_size[best] >= need;
+                if (best < 0 || (fits && (!best_fits || slot_size[s] < slot_size[best])) ||
+                    (!fits && !best_fits && slot_size[s] > slot_size[best]))
+                    best = s;
+            }
+            if (best < 0) {
+                best = nslots++;
+                slot_size[best] = 0;
+            }
+            if (slot_size[best] < need)
+                slot_size[best] = need;
+            slot_free[best] = 0;
+            slot_of[j] = best;
+        }
+        slot_free[slot_of[t]] = 1; /* node t has read its gradient */
+    }
+    size_t slot_off[CK_MAX_OPS], total = 0;
+    for (int s = 0; s < nslots; ++s) {
+        slot_off[s] = total;
+        total += slot_size[s];
+    }
+    for (int j = 0; j < m->num_nodes; ++j)
+        m->nodes[j].g_offset = slot_off[slot_of[j]];
+    return total;
+}
+
 void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
     const size_t B = (size_t)m->max_batch, F4 = sizeof(float);
     /* the device wants every part and activation on a 256-byte boundary (cuDNN, the float4
      * paths of the kernels); the host packs them */
     const size_t align = be == CK_BE_CUDA ? 256 : F4;
-    size_t nact = 0, maxact = (size_t)m->in_h * m->in_w * m->in_c, ws = 0, ngrad = 0;
+    size_t nact = 0, maxact = (size_t)m->in_h * m->in_w * m->in_c, ws = 0;
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node *n = &m->nodes[i];
         const size_t o = (size_t)n->oh * n->ow * n->oc;
         n->act_offset = nact;
         if (!n->kind->alias)
             nact += round_up(F4 * o * B, align);
-        /* an aliasing node too: its gradient is passed on by a copy (or an add) */
-        n->g_offset = ngrad;
-        if (m->graph)
-            ngrad += round_up(F4 * o * B, align);
         if (o > maxact)
             maxact = o;
         const ck_node_ops *op = &n->kind->ops[be];
@@ -85,7 +136,10 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
             t->bytes[CK_MEM_X] = F4 * (size_t)m->in_h * m->in_w * m->in_c * B;
     }
     if (m->graph) {
-        t->bytes[CK_MEM_GNODE] = ngrad;
+        /* graph backward passes gradients in gnode, not in the ping-pong buffers */
+        t->bytes[CK_MEM_GBUF0] = t->bytes[CK_MEM_GBUF1] = F4;
+        /* an aliasing node too has a gradient buffer: its gradient is passed on by a copy */
+        t->bytes[CK_MEM_GNODE] = plan_node_grads(m, B, align);
         t->gscratch_stride = round_up(F4 * maxact * B, align);
         t->bytes[CK_MEM_GSCRATCH] = CK_MAX_LAYER_INPUTS * t->gscratch_stride;
     }

@@ -23,7 +23,7 @@ typedef enum ck_mem_id {
     CK_MEM_LABELS, /* CUDA: its labels */
     CK_MEM_LOSS,   /* CUDA: the step's ck_kloss */
     CK_MEM_WS,
-    CK_MEM_GNODE,    /* graph models: one gradient buffer per node (n->g_offset) */
+    CK_MEM_GNODE,    /* graph models: the nodes' gradients, shared by liveness (n->g_offset) */
     CK_MEM_GSCRATCH, /* graph models: CK_MAX_LAYER_INPUTS gradients of the largest tensor */
     CK_MEM_COUNT
 } ck_mem_id;

@@ -59,8 +59,9 @@ struct ck_node {
     /* Graph models only (ck_model.graph; a Sequential model's node i reads node i - 1): the
      * nodes this node reads (-1: the model input), and per input whether its gradient is added
      * to one an earlier backward step already wrote there (the tensor has several readers; the
-     * reader that runs backward first writes, the others add). g_offset: the node's own
-     * gradient buffer, bytes into the executor's gnode (memtab.c). */
+     * reader that runs backward first writes, the others add). g_offset: the node's
+     * gradient buffer, bytes into the executor's gnode, shared with nodes whose gradients are
+     * never live at the same time (memtab.c). */
     int nin;
     int in[CK_MAX_LAYER_INPUTS];
     unsigned char in_acc[CK_MAX_LAYER_INPUTS];
