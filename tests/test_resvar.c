@@ -195,3 +195,51 @@ Test(resvar, refuses_other_graphs) {
     cr_assert_eq(ck_study_residual_variant(L, 4, 99, &o, &n, err, sizeof err), CK_STATUS_BAD_PARAM);
     cr_assert(strstr(err, "placement"), "%s", err);
 }
+
+/* (d) ReLU-only pre-activation: the ReLU after each Add goes before the branch's first Conv2D,
+ * so the counts (19 ReLU: 9 removed, 9 added) and totals stay; no Add is read by a ReLU, every
+ * unit's first Conv2D reads a ReLU, and the model ends Add -> GAP. */
+Test(resvar, relu_preact) {
+    ck_keras_model km = v1_layers();
+    ck_layer_desc *o = NULL;
+    int n = 0, who[16];
+    char err[256];
+    cr_assert_eq(ck_study_residual_variant(km.layers, km.count, CK_RESID_RELU_PREACT, &o, &n, err,
+                                           sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    int conv, bn, act, add;
+    type_counts(o, n, &conv, &bn, &act, &add);
+    cr_assert(conv == 21 && bn == 19 && act == 19 && add == 9, "%d %d %d %d", conv, bn, act, add);
+    int relu_after_add = 0;
+    for (int i = 0; i < n; i++) {
+        if (o[i].type != CK_LAYER_ADD)
+            continue;
+        int c = readers(o, n, i, who);
+        /* a ReLU reading an Add is the next unit's branch pre-activation: one Conv2D reads it */
+        for (int k = 0; k < c; k++)
+            if (is_relu(&o[who[k]])) {
+                int w2[16];
+                cr_assert_eq(readers(o, n, who[k], w2), 1);
+                cr_assert_eq(o[w2[0]].type, CK_LAYER_CONV2D, "ReLU %d", who[k]);
+                relu_after_add++;
+            }
+        /* branch: Add <- BN <- Conv <- ReLU <- BN <- Conv <- ReLU */
+        int b = -1;
+        for (int k = 0; k < o[i].num_inputs; k++)
+            if (o[o[i].inputs[k]].type == CK_LAYER_BATCHNORM)
+                b = o[i].inputs[k];
+        cr_assert(b >= 0, "Add %d", i);
+        int c2 = o[b].inputs[0], r1 = o[c2].inputs[0], b1 = o[r1].inputs[0];
+        int c1 = o[b1].inputs[0], r0 = o[c1].inputs[0];
+        cr_assert(o[c2].type == CK_LAYER_CONV2D && is_relu(&o[r1]) &&
+                      o[b1].type == CK_LAYER_BATCHNORM && o[c1].type == CK_LAYER_CONV2D &&
+                      is_relu(&o[r0]),
+                  "Add %d", i);
+    }
+    cr_assert_eq(relu_after_add, 8); /* units 2..9 pre-activate the previous unit's sum */
+    cr_assert_eq(o[n - 2].type, CK_LAYER_GLOBALAVGPOOL2D);
+    cr_assert_eq(o[o[n - 2].inputs[0]].type, CK_LAYER_ADD);
+    build_and_step(o, n, 274154, 1376);
+    ck_study_residual_free(o);
+    ck_keras_model_free(&km);
+}

@@ -88,11 +88,15 @@ void ck_study_variants_free(ck_study_variant *v, int n);
  *   CK_RESID_ORIGINAL         (a) y = relu(bn(conv(..)) + s(x)): the model as given
  *   CK_RESID_BN_AFTER_ADD     (b) the branch's last BN moves after the Add: relu(bn(.. + s(x)))
  *   CK_RESID_RELU_BEFORE_ADD  (c) the ReLU after the Add moves onto the branch: relu(bn(..)) + s(x)
+ *   CK_RESID_RELU_PREACT      (d) the ReLU after the Add is removed and a ReLU goes before the
+ *                             branch's first Conv2D: bn(conv(relu(bn(conv(relu(x)))))) + s(x)
+ *                             (the shortcut, identity or projection, reads x itself)
  * These change the model (they are not equivalences). */
 typedef enum ck_resid_placement {
     CK_RESID_ORIGINAL = 0,
     CK_RESID_BN_AFTER_ADD = 1,
-    CK_RESID_RELU_BEFORE_ADD = 2
+    CK_RESID_RELU_BEFORE_ADD = 2,
+    CK_RESID_RELU_PREACT = 3
 } ck_resid_placement;
 
 /* *out (*out_count layers, free with ck_study_residual_free) gets the placement of `layers`,

@@ -597,6 +597,17 @@ static int v1_unit(const ck_layer_desc *L, int n, int a, int *bn, int *relu) {
     return 0;
 }
 
+/* The branch's first Conv2D of the unit whose branch ends in BN bn: Conv-BN-ReLU-Conv-BN walked
+ * back; -1 when the branch is not that. */
+static int branch_conv1(const ck_layer_desc *L, int bn) {
+    int c2 = in0(L, bn), r1 = c2 >= 0 ? in0(L, c2) : -1, b1 = r1 >= 0 ? in0(L, r1) : -1;
+    int c1 = b1 >= 0 ? in0(L, b1) : -1;
+    if (c1 < 0 || !(L[r1].type == CK_LAYER_ACTIVATION && L[r1].activation == CK_ACT_RELU) ||
+        L[b1].type != CK_LAYER_BATCHNORM || L[c1].type != CK_LAYER_CONV2D)
+        return -1;
+    return c1;
+}
+
 ck_status ck_study_residual_variant(const ck_layer_desc *layers, int count, int placement,
                                     ck_layer_desc **out, int *out_count, char *err,
                                     size_t err_len) {
@@ -608,7 +619,7 @@ ck_status ck_study_residual_variant(const ck_layer_desc *layers, int count, int 
     *out = NULL;
     *out_count = 0;
     if (placement != CK_RESID_ORIGINAL && placement != CK_RESID_BN_AFTER_ADD &&
-        placement != CK_RESID_RELU_BEFORE_ADD) {
+        placement != CK_RESID_RELU_BEFORE_ADD && placement != CK_RESID_RELU_PREACT) {
         ck_errbuf_printf(err, err_len, "placement: %d is not supported", placement);
         return CK_STATUS_BAD_PARAM;
     }
@@ -617,7 +628,8 @@ ck_status ck_study_residual_variant(const ck_layer_desc *layers, int count, int 
         int bn, r;
         if (layers[a].type != CK_LAYER_ADD)
             continue;
-        if (!v1_unit(layers, count, a, &bn, &r)) {
+        if (!v1_unit(layers, count, a, &bn, &r) ||
+            (placement == CK_RESID_RELU_PREACT && branch_conv1(layers, bn) < 0)) {
             ck_errbuf_printf(err, err_len,
                              "layers[%d] (%s): an Add that does not end a post-activation "
                              "residual unit (branch ending Conv2D->BatchNormalization, read by "
@@ -656,7 +668,8 @@ ck_status ck_study_residual_variant(const ck_layer_desc *layers, int count, int 
                 map[i] = map[in0(layers, i)];
                 continue;
             }
-            if (placement == CK_RESID_RELU_BEFORE_ADD && d.type == CK_LAYER_ACTIVATION) {
+            if ((placement == CK_RESID_RELU_BEFORE_ADD || placement == CK_RESID_RELU_PREACT) &&
+                d.type == CK_LAYER_ACTIVATION) {
                 int is_unit_relu = 0;
                 for (int a = 0; a < i; a++) {
                     int b2, r2;
@@ -677,6 +690,26 @@ ck_status ck_study_residual_variant(const ck_layer_desc *layers, int count, int 
         d.num_inputs = ni;
         for (int k = 0; k < ni; k++)
             d.inputs[k] = src[k] < 0 ? src[k] : map[src[k]];
+        if (placement == CK_RESID_RELU_PREACT && d.type == CK_LAYER_CONV2D) {
+            int starts = 0; /* the first Conv2D of some unit's branch: a ReLU goes before it */
+            for (int a = i + 1; a < count && !starts; a++) {
+                int b2, r2;
+                if (v1_unit(layers, count, a, &b2, &r2) && branch_conv1(layers, b2) == i)
+                    starts = 1;
+            }
+            if (starts) {
+                ck_layer_desc rl;
+                ck_layer_desc_init(&rl, CK_LAYER_ACTIVATION);
+                rl.activation = CK_ACT_RELU;
+                rl.num_inputs = 1;
+                rl.inputs[0] = d.inputs[0];
+                if (ll_push(&o, &rl)) {
+                    ok = 0;
+                    break;
+                }
+                d.inputs[0] = o.n - 1;
+            }
+        }
         if (unit && placement == CK_RESID_RELU_BEFORE_ADD) {
             ck_layer_desc rl = layers[r];
             rl.name[0] = 0;
