@@ -82,6 +82,30 @@ ck_status ck_study_variants(const ck_layer_desc *layers, int count, const int *k
                             ck_study_variant *out, char *err, size_t err_len);
 void ck_study_variants_free(ck_study_variant *v, int n);
 
+/* Residual placements of He et al. 2016 ("Identity Mappings in Deep Residual Networks", Fig. 4)
+ * for a post-activation (v1) ResNet in graph form, whose every Add reads a branch ending
+ * Conv2D->BatchNormalization and a shortcut and is read by exactly one ReLU Activation:
+ *   CK_RESID_ORIGINAL         (a) y = relu(bn(conv(..)) + s(x)): the model as given
+ *   CK_RESID_BN_AFTER_ADD     (b) the branch's last BN moves after the Add: relu(bn(.. + s(x)))
+ *   CK_RESID_RELU_BEFORE_ADD  (c) the ReLU after the Add moves onto the branch: relu(bn(..)) + s(x)
+ *   CK_RESID_RELU_PREACT      (d) the ReLU after the Add is removed and a ReLU goes before the
+ *                             branch's first Conv2D: bn(conv(relu(bn(conv(relu(x)))))) + s(x)
+ *                             (the shortcut, identity or projection, reads x itself)
+ * These change the model (they are not equivalences). */
+typedef enum ck_resid_placement {
+    CK_RESID_ORIGINAL = 0,
+    CK_RESID_BN_AFTER_ADD = 1,
+    CK_RESID_RELU_BEFORE_ADD = 2,
+    CK_RESID_RELU_PREACT = 3
+} ck_resid_placement;
+
+/* *out (*out_count layers, free with ck_study_residual_free) gets the placement of `layers`,
+ * every layer in explicit graph form (num_inputs >= 1), names cleared. CK_STATUS_BAD_PARAM (err
+ * names the layer) when an Add is not such a unit or there is none; *out NULL on failure. */
+ck_status ck_study_residual_variant(const ck_layer_desc *layers, int count, int placement,
+                                    ck_layer_desc **out, int *out_count, char *err, size_t err_len);
+void ck_study_residual_free(ck_layer_desc *layers);
+
 /* *equal = 1 when the canonical forms of a and b are equal (see above); why (optional) names
  * the rewrites used. CK_STATUS_BAD_PARAM (why says which) when a or b is a layer graph. */
 ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_layer_desc *b, int nb,

@@ -556,3 +556,200 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
     }
     return st;
 }
+
+/* ---- residual placements (He et al. 2016, Fig. 4) ------------------------------------------ */
+
+static int reads(const ck_layer_desc *L, int i, int j) {
+    if (L[i].num_inputs == 0)
+        return j == i - 1;
+    for (int k = 0; k < L[i].num_inputs; k++)
+        if (L[i].inputs[k] == j)
+            return 1;
+    return 0;
+}
+
+static int in0(const ck_layer_desc *L, int i) {
+    return L[i].num_inputs ? L[i].inputs[0] : i - 1;
+}
+
+/* Add a is a v1 unit end: two inputs, one (the branch) a BN reading a Conv2D, and one reader, a
+ * ReLU Activation. *bn gets the branch BN, *relu the ReLU; 0 when not such a unit. */
+static int v1_unit(const ck_layer_desc *L, int n, int a, int *bn, int *relu) {
+    if (L[a].type != CK_LAYER_ADD || L[a].num_inputs != 2)
+        return 0;
+    int r = -1, nr = 0;
+    for (int i = a + 1; i < n; i++)
+        if (reads(L, i, a)) {
+            r = i;
+            nr++;
+        }
+    if (nr != 1 || L[r].type != CK_LAYER_ACTIVATION || L[r].activation != CK_ACT_RELU)
+        return 0;
+    for (int k = 0; k < 2; k++) {
+        int b = L[a].inputs[k];
+        if (b >= 0 && L[b].type == CK_LAYER_BATCHNORM && in0(L, b) >= 0 &&
+            L[in0(L, b)].type == CK_LAYER_CONV2D) {
+            *bn = b;
+            *relu = r;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The branch's first Conv2D of the unit whose branch ends in BN bn: Conv-BN-ReLU-Conv-BN walked
+ * back; -1 when the branch is not that. */
+static int branch_conv1(const ck_layer_desc *L, int bn) {
+    int c2 = in0(L, bn), r1 = c2 >= 0 ? in0(L, c2) : -1, b1 = r1 >= 0 ? in0(L, r1) : -1;
+    int c1 = b1 >= 0 ? in0(L, b1) : -1;
+    if (c1 < 0 || !(L[r1].type == CK_LAYER_ACTIVATION && L[r1].activation == CK_ACT_RELU) ||
+        L[b1].type != CK_LAYER_BATCHNORM || L[c1].type != CK_LAYER_CONV2D)
+        return -1;
+    return c1;
+}
+
+ck_status ck_study_residual_variant(const ck_layer_desc *layers, int count, int placement,
+                                    ck_layer_desc **out, int *out_count, char *err,
+                                    size_t err_len) {
+    ck_errbuf_printf(err, err_len, "%s", "");
+    if (!layers || count < 1 || !out || !out_count) {
+        ck_errbuf_printf(err, err_len, "%s", "layers/out: NULL or count < 1");
+        return CK_STATUS_BAD_PARAM;
+    }
+    *out = NULL;
+    *out_count = 0;
+    if (placement != CK_RESID_ORIGINAL && placement != CK_RESID_BN_AFTER_ADD &&
+        placement != CK_RESID_RELU_BEFORE_ADD && placement != CK_RESID_RELU_PREACT) {
+        ck_errbuf_printf(err, err_len, "placement: %d is not supported", placement);
+        return CK_STATUS_BAD_PARAM;
+    }
+    int nunits = 0;
+    for (int a = 0; a < count; a++) {
+        int bn, r;
+        if (layers[a].type != CK_LAYER_ADD)
+            continue;
+        if (!v1_unit(layers, count, a, &bn, &r) ||
+            (placement == CK_RESID_RELU_PREACT && branch_conv1(layers, bn) < 0)) {
+            ck_errbuf_printf(err, err_len,
+                             "layers[%d] (%s): an Add that does not end a post-activation "
+                             "residual unit (branch ending Conv2D->BatchNormalization, read by "
+                             "one ReLU)",
+                             a, layers[a].name[0] ? layers[a].name : "Add");
+            return CK_STATUS_BAD_PARAM;
+        }
+        nunits++;
+    }
+    if (nunits == 0) {
+        ck_errbuf_printf(err, err_len, "%s", "layers: no residual unit (Add) found");
+        return CK_STATUS_BAD_PARAM;
+    }
+    int *map = (int *)ck_host_realloc(NULL, NULL, sizeof(int) * (size_t)count);
+    llist o = {0};
+    if (!map)
+        return CK_STATUS_ALLOC_FAILED;
+    /* skip[i]: layer i is moved (emitted elsewhere). map[i]: the new layer whose output plays
+     * old layer i's part for its readers. */
+    for (int i = 0; i < count; i++)
+        map[i] = -2;
+    int ok = 1;
+    for (int i = 0; i < count && ok; i++) {
+        ck_layer_desc d = layers[i];
+        d.name[0] = 0;
+        int bn = -1, r = -1, unit = v1_unit(layers, count, i, &bn, &r);
+        if (placement != CK_RESID_ORIGINAL) {
+            int moved = 0;
+            for (int a = i + 1; a < count && !moved; a++) {
+                int b2, r2;
+                if (v1_unit(layers, count, a, &b2, &r2) &&
+                    ((placement == CK_RESID_BN_AFTER_ADD && b2 == i)))
+                    moved = 1;
+            }
+            if (moved) { /* the branch BN: its readers (the Add) read its Conv */
+                map[i] = map[in0(layers, i)];
+                continue;
+            }
+            if ((placement == CK_RESID_RELU_BEFORE_ADD || placement == CK_RESID_RELU_PREACT) &&
+                d.type == CK_LAYER_ACTIVATION) {
+                int is_unit_relu = 0;
+                for (int a = 0; a < i; a++) {
+                    int b2, r2;
+                    if (v1_unit(layers, count, a, &b2, &r2) && r2 == i)
+                        is_unit_relu = 1;
+                }
+                if (is_unit_relu) { /* emitted before its Add */
+                    map[i] = map[in0(layers, i)];
+                    continue;
+                }
+            }
+        }
+        /* remap inputs (explicit form) */
+        int ni = d.num_inputs ? d.num_inputs : 1;
+        int src[CK_MAX_LAYER_INPUTS];
+        for (int k = 0; k < ni; k++)
+            src[k] = d.num_inputs ? d.inputs[k] : i - 1;
+        d.num_inputs = ni;
+        for (int k = 0; k < ni; k++)
+            d.inputs[k] = src[k] < 0 ? src[k] : map[src[k]];
+        if (placement == CK_RESID_RELU_PREACT && d.type == CK_LAYER_CONV2D) {
+            int starts = 0; /* the first Conv2D of some unit's branch: a ReLU goes before it */
+            for (int a = i + 1; a < count && !starts; a++) {
+                int b2, r2;
+                if (v1_unit(layers, count, a, &b2, &r2) && branch_conv1(layers, b2) == i)
+                    starts = 1;
+            }
+            if (starts) {
+                ck_layer_desc rl;
+                ck_layer_desc_init(&rl, CK_LAYER_ACTIVATION);
+                rl.activation = CK_ACT_RELU;
+                rl.num_inputs = 1;
+                rl.inputs[0] = d.inputs[0];
+                if (ll_push(&o, &rl)) {
+                    ok = 0;
+                    break;
+                }
+                d.inputs[0] = o.n - 1;
+            }
+        }
+        if (unit && placement == CK_RESID_RELU_BEFORE_ADD) {
+            ck_layer_desc rl = layers[r];
+            rl.name[0] = 0;
+            rl.num_inputs = 1;
+            rl.inputs[0] = map[bn];
+            if (ll_push(&o, &rl)) {
+                ok = 0;
+                break;
+            }
+            for (int k = 0; k < ni; k++)
+                if (src[k] == bn)
+                    d.inputs[k] = o.n - 1;
+        }
+        if (ll_push(&o, &d)) {
+            ok = 0;
+            break;
+        }
+        map[i] = o.n - 1;
+        if (unit && placement == CK_RESID_BN_AFTER_ADD) {
+            ck_layer_desc b = layers[bn];
+            b.name[0] = 0;
+            b.num_inputs = 1;
+            b.inputs[0] = o.n - 1;
+            if (ll_push(&o, &b)) {
+                ok = 0;
+                break;
+            }
+            map[i] = o.n - 1;
+        }
+    }
+    ck_host_free(NULL, map);
+    if (!ok) {
+        ck_host_free(NULL, o.d);
+        return CK_STATUS_ALLOC_FAILED;
+    }
+    *out = o.d;
+    *out_count = o.n;
+    return CK_STATUS_SUCCESS;
+}
+
+void ck_study_residual_free(ck_layer_desc *layers) {
+    ck_host_free(NULL, layers);
+}
