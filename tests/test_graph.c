@@ -558,15 +558,27 @@ Test(graph, check_residual_placements) {
         }
 }
 
-/* The study's variants reorder stacks: on a graph only 'original' is made, and equivalence is
- * not decided (both refuse with a message naming the layer that makes the graph). */
+/* The study's stack variants reorder stacks: on a graph they are refused and equivalence is not
+ * decided (both with a message naming the layer that makes the graph); a graph that is not a
+ * post-activation ResNet gets 'original' only by default and no residual placement. */
 Test(graph, study_refuses_reordering_a_graph) {
     ck_layer_desc ls[16];
     const int n = residual_layers(ls, CK_ACT_RELU);
     ck_study_variant v[CK_STUDY_KIND_COUNT];
     char err[256];
-    cr_assert_eq(ck_study_variants(ls, n, NULL, 0, v, err, sizeof err), CK_STATUS_BAD_PARAM);
+    const int asker[2] = {CK_STUDY_ORIGINAL, CK_STUDY_ASKER};
+    cr_assert_eq(ck_study_variants(ls, n, asker, 2, v, err, sizeof err), CK_STATUS_BAD_PARAM);
     cr_assert(strstr(err, "layer 4 (Add)") && strstr(err, "graph"), "%s", err);
+    int kinds[CK_STUDY_KIND_COUNT];
+    cr_assert_eq(ck_study_default_kinds(ls, n, kinds), 1);
+    cr_assert_eq(kinds[0], CK_STUDY_ORIGINAL);
+    cr_assert_eq(ck_study_variants(ls, n, NULL, 0, v, err, sizeof err), CK_STATUS_SUCCESS, "%s",
+                 err);
+    cr_assert(v[0].count == n && !v[1].layers);
+    ck_study_variants_free(v, 1);
+    const int full = CK_STUDY_FULL_PREACT; /* Add 4 reads no Conv-BN-ReLU-Conv-BN branch */
+    cr_assert_eq(ck_study_variants(ls, n, &full, 1, v, err, sizeof err), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(err, "layers[4]") && strstr(err, "post-activation"), "%s", err);
     const int orig = CK_STUDY_ORIGINAL;
     cr_assert_eq(ck_study_variants(ls, n, &orig, 1, v, err, sizeof err), CK_STATUS_SUCCESS, "%s",
                  err);

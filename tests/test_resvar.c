@@ -243,3 +243,77 @@ Test(resvar, relu_preact) {
     ck_study_residual_free(o);
     ck_keras_model_free(&km);
 }
+
+/* (e) full pre-activation of examples/resnet20_v1.py is examples/resnet20_v2.py layer for layer:
+ * each unit's last BN and the ReLU after its Add become one BN-ReLU before its first Conv2D
+ * (read by the projection too), and the stem's BN-ReLU goes after the last Add. */
+Test(resvar, full_preact_of_v1_is_v2) {
+    ck_keras_model km = v1_layers();
+    char *text = t_read_file(CNNKIT_SOURCE_DIR "/examples/resnet20_v2.py", NULL);
+    ck_keras_model k2;
+    char err[512];
+    cr_assert_eq(ck_keras_parse(text, &k2, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    free(text);
+    ck_layer_desc *o = NULL, *w = NULL;
+    int n = 0, nw = 0;
+    cr_assert_eq(ck_study_residual_variant(km.layers, km.count, CK_RESID_FULL_PREACT, &o, &n, err,
+                                           sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    /* v2 in the same explicit form */
+    cr_assert_eq(
+        ck_study_residual_variant(k2.layers, k2.count, CK_RESID_ORIGINAL, &w, &nw, err, sizeof err),
+        CK_STATUS_BAD_PARAM, "v2's Adds are not post-activation units");
+    cr_assert_eq(n, k2.count);
+    for (int i = 0; i < n; i++) {
+        /* explicit inputs, the unused input slots and names cleared */
+        ck_layer_desc ab[2] = {k2.layers[i], o[i]};
+        for (int s = 0; s < 2; s++) {
+            if (ab[s].num_inputs == 0) {
+                ab[s].num_inputs = 1;
+                ab[s].inputs[0] = i - 1;
+            }
+            for (int k = ab[s].num_inputs; k < CK_MAX_LAYER_INPUTS; k++)
+                ab[s].inputs[k] = 0;
+            memset(ab[s].name, 0, sizeof ab[s].name);
+        }
+        cr_assert(memcmp(&ab[0], &ab[1], sizeof ab[0]) == 0, "layer %d (%s) differs", i,
+                  ck_layer_type_name(ab[0].type));
+    }
+    build_and_step(o, n, 274154, 1376);
+    ck_study_residual_free(o);
+    ck_keras_model_free(&k2);
+    ck_keras_model_free(&km);
+}
+
+/* the study's default for a v1 ResNet: 'original' and the four placements, none equivalent,
+ * each order one unit; every list builds with Keras's totals */
+Test(resvar, study_variants_of_v1) {
+    ck_keras_model km = v1_layers();
+    int kinds[CK_STUDY_KIND_COUNT];
+    cr_assert_eq(ck_study_default_kinds(km.layers, km.count, kinds), 5);
+    ck_study_variant v[CK_STUDY_KIND_COUNT];
+    char err[256];
+    cr_assert_eq(ck_study_variants(km.layers, km.count, NULL, 0, v, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    static const char *const want[5][2] = {{"original", "9x C-B-R-C-B + x, R"},
+                                           {"bn-after-add", "9x C-B-R-C + x, B-R"},
+                                           {"relu-before-add", "9x C-B-R-C-B-R + x"},
+                                           {"relu-preact", "9x R-C-B-R-C-B + x"},
+                                           {"full-preact", "9x B-R-C-B-R-C + x"}};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_str_eq(v[i].name, want[i][0]);
+        cr_assert_str_eq(v[i].order, want[i][1], "%s", v[i].name);
+        cr_assert_eq(v[i].equivalent_to, -1, "%s", v[i].name);
+        cr_assert_eq(v[i].layers[0].input_h, 28, "%s lost the input shape", v[i].name);
+    }
+    cr_assert_null(v[5].layers);
+    for (int i = 1; i < 5; i++)
+        build_and_step(v[i].layers, v[i].count, 274154, 1376);
+    ck_study_variants_free(v, 5);
+    /* a stack variant is refused on the graph, naming the layer that makes it one */
+    const int mixed[2] = {CK_STUDY_FULL_PREACT, CK_STUDY_BN_AFTER_RELU};
+    cr_assert_eq(ck_study_variants(km.layers, km.count, mixed, 2, v, err, sizeof err),
+                 CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(err, "kinds[1]") && strstr(err, "graph"), "%s", err);
+    ck_keras_model_free(&km);
+}

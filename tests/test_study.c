@@ -66,10 +66,10 @@ Test(study, variants_of_the_seed_model_are_distinct) {
     char err[256];
     cr_assert_eq(ck_study_variants(km.layers, km.count, NULL, 0, v, err, sizeof err),
                  CK_STATUS_SUCCESS, "%s", err);
-    static const char *const want[CK_STUDY_KIND_COUNT] = {
+    static const char *const want[CK_STUDY_STACK_KIND_COUNT] = {
         "2x C-B-R-C-B-R-P-D", "2x C-B-R-C-S-B-R-P", "2x C-R-B-C-R-B-P-D",
         "2x C-B-R-C-B-R-D-P", "2x C-B-R-C-B-R-P-S", "2x C-B-R-C-B-R-P"};
-    for (int i = 0; i < CK_STUDY_KIND_COUNT; ++i) {
+    for (int i = 0; i < CK_STUDY_STACK_KIND_COUNT; ++i) {
         cr_assert_str_eq(v[i].name, ck_study_kind_name(i));
         cr_assert_str_eq(v[i].order, want[i], "%s: %s", v[i].name, v[i].order);
         cr_assert_eq(v[i].equivalent_to, -1, "%s marked equivalent to %d", v[i].name,
@@ -84,7 +84,7 @@ Test(study, variants_of_the_seed_model_are_distinct) {
     for (int k = 0; k < v[5].count; ++k)
         drops += v[5].layers[k].type == CK_LAYER_DROPOUT;
     cr_assert_eq(drops, 1);
-    ck_study_variants_free(v, CK_STUDY_KIND_COUNT);
+    ck_study_variants_free(v, CK_STUDY_STACK_KIND_COUNT);
     ck_keras_model_free(&km);
 }
 
@@ -109,7 +109,7 @@ Test(study, equivalent_variants_are_marked) {
     cr_assert_eq(d->equivalent_to, -1);
     cr_assert_eq(d->layers[d->count - 3].type, CK_LAYER_DROPOUT);
     cr_assert_float_eq(d->layers[d->count - 3].rate, 0.2f, 1e-6);
-    ck_study_variants_free(v, CK_STUDY_KIND_COUNT);
+    ck_study_variants_free(v, CK_STUDY_STACK_KIND_COUNT);
 
     /* with spatial dropout after the pool, dropout-before-pool is an exact reordering */
     int kinds[2] = {CK_STUDY_SPATIAL_DROPOUT, CK_STUDY_DROPOUT_BEFORE_POOL};
@@ -177,6 +177,12 @@ Test(study, variant_errors) {
     cr_assert_eq(ck_study_kind_from_name("asker"), CK_STUDY_ASKER);
     cr_assert_eq(ck_study_kind_from_name("nope"), -1);
     cr_assert_null(ck_study_kind_name(CK_STUDY_KIND_COUNT));
+    cr_assert_eq(ck_study_kind_from_name("full-preact"), CK_STUDY_FULL_PREACT);
+    /* a residual placement needs Adds to move around */
+    const int place = CK_STUDY_BN_AFTER_ADD;
+    cr_assert_eq(ck_study_variants(km.layers, km.count, &place, 1, v, err, sizeof err),
+                 CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(err, "no residual unit"), NULL, "%s", err);
     ck_keras_model_free(&km);
 }
 
@@ -235,7 +241,7 @@ Test(study, variants_start_from_the_same_weights) {
         const float *k[CK_STUDY_KIND_COUNT][16];
         size_t len[CK_STUDY_KIND_COUNT][16];
         int nk[CK_STUDY_KIND_COUNT];
-        for (int i = 0; i < CK_STUDY_KIND_COUNT; ++i) {
+        for (int i = 0; i < CK_STUDY_STACK_KIND_COUNT; ++i) {
             ck_context *ctx = NULL;
             cr_assert_eq(ck_context_create(&ctx, CK_DEVICE_CPU, 0, 7), CK_STATUS_SUCCESS);
             ck_model *m = NULL;
@@ -248,7 +254,7 @@ Test(study, variants_start_from_the_same_weights) {
             ck_context_destroy(ctx);
         }
         cr_assert_geq(nk[0], 3);
-        for (int i = 1; i < CK_STUDY_KIND_COUNT; ++i) {
+        for (int i = 1; i < CK_STUDY_STACK_KIND_COUNT; ++i) {
             cr_assert_eq(nk[i], nk[0], "%s: %d weighted layers, not %d", v[i].name, nk[i], nk[0]);
             for (int j = 0; j < nk[0]; ++j) {
                 cr_assert_eq(len[i][j], len[0][j], "%s: weighted layer %d has %zu weights, not %zu",
@@ -257,9 +263,9 @@ Test(study, variants_start_from_the_same_weights) {
                              "%s: weighted layer %d starts from other weights", v[i].name, j);
             }
         }
-        for (int i = 0; i < CK_STUDY_KIND_COUNT; ++i)
+        for (int i = 0; i < CK_STUDY_STACK_KIND_COUNT; ++i)
             free(w[i]);
-        ck_study_variants_free(v, CK_STUDY_KIND_COUNT);
+        ck_study_variants_free(v, CK_STUDY_STACK_KIND_COUNT);
         ck_keras_model_free(&km);
     }
 }
@@ -830,4 +836,25 @@ Test(study, cli_study_paired_table, .timeout = 180) {
     cr_assert_neq(strstr(p, "| Holm t p |"), NULL, "%s", out);
     /* two seeds: the exact tests cannot go below 2^(1-2) = 0.5, so no verdict is "different" */
     cr_assert_eq(strstr(p, "| different |"), NULL, "%s", out);
+}
+
+/* A post-activation ResNet is studied by its residual placements: named ones run with their
+ * unit written out; a stack variant is a usage error naming the graph. */
+Test(study, cli_study_residual_placements, .timeout = 180) {
+    if (!have_fashion())
+        cr_skip("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    cr_assert_eq(t_run_cli("study examples/resnet20_v1.py --variants original,full-preact "
+                           "--seeds 1 --limit 32 --test-limit 16 --batch 16 --epochs 1 "
+                           "--measure-batches 1 --device cpu",
+                           out, sizeof out),
+                 0, "%s", out);
+    cr_assert_neq(strstr(out, "| full-preact | 9x B-R-C-B-R-C + x | 1 |"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "| original | 9x C-B-R-C-B + x, R | 1 |"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "residual units"), NULL, "%s", out);
+    cr_assert_eq(t_run_cli("study examples/resnet20_v1.py --variants original,asker --seeds 1 "
+                           "--limit 32 --test-limit 16",
+                           out, sizeof out),
+                 2, "%s", out);
+    cr_assert_neq(strstr(out, "'asker'"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "graph"), NULL, "%s", out);
 }

@@ -49,21 +49,35 @@ typedef enum ck_study_kind {
     CK_STUDY_DROPOUT_BEFORE_POOL = 3,
     CK_STUDY_SPATIAL_DROPOUT = 4,
     CK_STUDY_DROPOUT_AFTER_LAST_BN = 5,
-    CK_STUDY_KIND_COUNT = 6
+    CK_STUDY_STACK_KIND_COUNT = 6, /* kinds 0 .. 5 reorder the Conv blocks of a stack */
+    /* the residual placements (ck_resid_placement, below) of a post-activation ResNet graph:
+     * kind CK_STUDY_BN_AFTER_ADD + p - 1 is placement p */
+    CK_STUDY_BN_AFTER_ADD = 6,
+    CK_STUDY_RELU_BEFORE_ADD = 7,
+    CK_STUDY_RELU_PREACT = 8,
+    CK_STUDY_FULL_PREACT = 9,
+    CK_STUDY_KIND_COUNT = 10
 } ck_study_kind;
 
 /* "original", "asker", "bn-after-relu", "dropout-before-pool", "spatial-dropout",
- * "dropout-after-last-bn"; NULL for anything else. */
+ * "dropout-after-last-bn", "bn-after-add", "relu-before-add", "relu-preact", "full-preact";
+ * NULL for anything else. */
 const char *ck_study_kind_name(int kind);
 /* The kind of a name above, -1 when unknown. */
 int ck_study_kind_from_name(const char *name);
+/* The kinds studied when none are named (kinds[], CK_STUDY_KIND_COUNT entries; returns how many):
+ * a stack gets the six stack kinds; a layer graph whose every Add ends a post-activation
+ * residual unit gets 'original' and the four placements; any other graph 'original' only. */
+int ck_study_default_kinds(const ck_layer_desc *layers, int count, int *kinds);
 
 typedef struct ck_study_variant {
     int kind;              /* ck_study_kind */
     char name[32];         /* ck_study_kind_name */
     char order[256];       /* the Conv blocks, e.g. "C-B-R-P-D ; C-S-B-R-P", or "2x C-B-R-P-D" when
                               the blocks agree (C Conv2D,
-                              B BN, R/A activation, P pooling, D Dropout, S SpatialDropout2D) */
+                              B BN, R/A activation, P pooling, D Dropout, S SpatialDropout2D);
+                              on a residual graph one unit, e.g. "9x B-R-C-B-R-C + x" (x: the
+                              shortcut) */
     ck_layer_desc *layers; /* count layers, owned (ck_study_variants_free); names cleared */
     int count;
     int equivalent_to;      /* index of an earlier variant with the same canonical form, -1 none */
@@ -72,31 +86,44 @@ typedef struct ck_study_variant {
                                the same list); CK_EXACT_NONE when equivalent_to < 0 */
 } ck_study_variant;
 
-/* Makes the variants of kinds[0..nkinds) (kinds NULL: all CK_STUDY_KIND_COUNT, in order) of the
- * model `layers` into out (nkinds entries, or CK_STUDY_KIND_COUNT for kinds NULL), and marks
- * each one that is exactly equivalent to an earlier one. CK_STATUS_BAD_PARAM: NULL layers or
- * out, count < 1, an unknown kind or layer type, a kind listed twice, or a kind other than
- * CK_STUDY_ORIGINAL on a layer graph (a layer reading anything but the layer before it: the
- * variants reorder stacks). On failure out is left with no allocations. */
+/* Makes the variants of kinds[0..nkinds) (kinds NULL: ck_study_default_kinds, out then needs
+ * CK_STUDY_KIND_COUNT entries and the unused ones are zeroed) of the model `layers` into out,
+ * and marks each one that is exactly equivalent to an earlier one (on a graph: only the same
+ * list). CK_STATUS_BAD_PARAM: NULL layers or out, count < 1, an unknown kind or layer type, a
+ * kind listed twice, a stack kind other than CK_STUDY_ORIGINAL on a layer graph (a layer
+ * reading anything but the layer before it: those variants reorder stacks), or a residual
+ * placement on a model whose Adds are not all post-activation units (err names the layer). On
+ * failure out is left with no allocations. */
 ck_status ck_study_variants(const ck_layer_desc *layers, int count, const int *kinds, int nkinds,
                             ck_study_variant *out, char *err, size_t err_len);
 void ck_study_variants_free(ck_study_variant *v, int n);
 
 /* Residual placements of He et al. 2016 ("Identity Mappings in Deep Residual Networks", Fig. 4)
- * for a post-activation (v1) ResNet in graph form, whose every Add reads a branch ending
- * Conv2D->BatchNormalization and a shortcut and is read by exactly one ReLU Activation:
+ * for a post-activation (v1) ResNet in graph form, whose every Add reads a branch
+ * Conv2D-BN-ReLU-Conv2D-BN and a shortcut and is read by exactly one ReLU Activation:
  *   CK_RESID_ORIGINAL         (a) y = relu(bn(conv(..)) + s(x)): the model as given
  *   CK_RESID_BN_AFTER_ADD     (b) the branch's last BN moves after the Add: relu(bn(.. + s(x)))
  *   CK_RESID_RELU_BEFORE_ADD  (c) the ReLU after the Add moves onto the branch: relu(bn(..)) + s(x)
  *   CK_RESID_RELU_PREACT      (d) the ReLU after the Add is removed and a ReLU goes before the
  *                             branch's first Conv2D: bn(conv(relu(bn(conv(relu(x)))))) + s(x)
  *                             (the shortcut, identity or projection, reads x itself)
- * These change the model (they are not equivalences). */
+ *   CK_RESID_FULL_PREACT      (e) the branch's last BN and the ReLU after the Add become one
+ *                             BN-ReLU before the branch's first Conv2D: conv(relu(bn(conv(
+ *                             relu(bn(x)))))) + s(x); a 1x1 projection shortcut reads that
+ *                             BN-ReLU too, an identity one x. A stem BN-ReLU right before the
+ *                             first unit moves after the last Add (He et al. Sec. 4.1: the
+ *                             extra activation after the last unit); without one, a copy of the
+ *                             last unit's BN and ReLU goes there. On examples/resnet20_v1.py
+ *                             this gives examples/resnet20_v2.py layer for layer.
+ * (b)-(d) keep every layer's parameter count (a moved BN keeps its channel count); (e) moves BNs
+ * across channel changes, which on ResNets like resnet20_v1 nets out (274,154 either way). These
+ * change the model (they are not equivalences). */
 typedef enum ck_resid_placement {
     CK_RESID_ORIGINAL = 0,
     CK_RESID_BN_AFTER_ADD = 1,
     CK_RESID_RELU_BEFORE_ADD = 2,
-    CK_RESID_RELU_PREACT = 3
+    CK_RESID_RELU_PREACT = 3,
+    CK_RESID_FULL_PREACT = 4
 } ck_resid_placement;
 
 /* *out (*out_count layers, free with ck_study_residual_free) gets the placement of `layers`,

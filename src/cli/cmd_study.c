@@ -108,17 +108,15 @@ int cmd_study(const opts *oin) {
             const int k = ck_study_kind_from_name(t);
             if (k < 0 || nk == CK_STUDY_KIND_COUNT) {
                 fprintf(stderr,
-                        "cnnkit: study: --variants: unknown variant '%s' (original, asker, "
-                        "bn-after-relu, dropout-before-pool, spatial-dropout, "
-                        "dropout-after-last-bn)\n",
+                        "cnnkit: study: --variants: unknown variant '%s' (stacks: original, "
+                        "asker, bn-after-relu, dropout-before-pool, spatial-dropout, "
+                        "dropout-after-last-bn; residual graphs: original, bn-after-add, "
+                        "relu-before-add, relu-preact, full-preact)\n",
                         t);
                 return EXIT_USAGE;
             }
             kinds[nk++] = k;
         }
-    } else {
-        for (int k = 0; k < CK_STUDY_KIND_COUNT; ++k)
-            kinds[nk++] = k;
     }
     char *text = read_model(o.model);
     if (!text)
@@ -139,14 +137,14 @@ int cmd_study(const opts *oin) {
         km.layers[0].input_w = o.in_w;
         km.layers[0].input_c = o.in_c;
     }
-    const int gl = o.variants ? -1 : ck_layers_graph_layer(km.layers, km.count);
-    if (gl >= 0) {
-        fprintf(stderr,
-                "cnnkit: study: %s is a layer graph (layer %d): only the 'original' variant "
-                "is run; the others reorder Sequential stacks\n",
-                o.model, gl);
-        kinds[0] = CK_STUDY_ORIGINAL;
-        nk = 1;
+    if (!nk) {
+        nk = ck_study_default_kinds(km.layers, km.count, kinds);
+        const int gl = ck_layers_graph_layer(km.layers, km.count);
+        if (gl >= 0 && nk == 1)
+            fprintf(stderr,
+                    "cnnkit: study: %s is a layer graph (layer %d) without post-activation "
+                    "residual units: only the 'original' variant is run\n",
+                    o.model, gl);
     }
     ck_study_variant v[CK_STUDY_KIND_COUNT];
     st = ck_study_variants(km.layers, km.count, kinds, nk, v, err, sizeof err);
@@ -196,6 +194,8 @@ int cmd_study(const opts *oin) {
         if (st != CK_STATUS_SUCCESS)
             rc = st == CK_STATUS_ALLOC_FAILED ? EXIT_RUNTIME : EXIT_USAGE;
     }
+    /* the orders of a residual graph are its units' (study.h) */
+    const int residual = !rc && strstr(v[0].order, "+ x") != NULL;
     ck_study_result *res = NULL;
     ck_study_summary *sm = NULL;
     int nres = 0;
@@ -208,8 +208,12 @@ int cmd_study(const opts *oin) {
             printf("BN momentum %g in every variant (moving statistics only; training is the "
                    "same)\n",
                    (double)o.bn_momentum);
-        printf("variants (Conv blocks: C conv, B BN, R relu, P pool, D dropout, S spatial "
-               "dropout):\n");
+        if (residual)
+            printf("variants (residual units, He et al. 2016 Fig. 4: C conv, B BN, R relu, "
+                   "+ x the shortcut's addition):\n");
+        else
+            printf("variants (Conv blocks: C conv, B BN, R relu, P pool, D dropout, S spatial "
+                   "dropout):\n");
         for (int i = 0; i < nk; ++i) {
             printf("  %-22s %s\n", v[i].name, v[i].order);
             /* "exactly" only where the floats agree too (CK_EXACT_VALUES or better) */
@@ -247,10 +251,10 @@ int cmd_study(const opts *oin) {
         }
     }
     if (!rc) {
-        printf(
-            "\n| variant | Conv blocks | runs | test accuracy (mean +- 95%% CI) | train-test gap "
-            "| BN shift per BN (Var_inf/Var_train) | dropout zeroed | img/s |\n"
-            "|---|---|---|---|---|---|---|---|\n");
+        printf("\n| variant | %s | runs | test accuracy (mean +- 95%% CI) | train-test gap "
+               "| BN shift per BN (Var_inf/Var_train) | dropout zeroed | img/s |\n"
+               "|---|---|---|---|---|---|---|---|\n",
+               residual ? "residual units" : "Conv blocks");
         for (int i = 0; i < nk; ++i) {
             ck_study_summarize(res, nres, i, &sm[i]);
             if (v[i].equivalent_to >= 0) {

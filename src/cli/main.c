@@ -52,8 +52,11 @@ static const char *const USAGE_CMD[][2] = {
               "           seeds (default 5 seeds, 3 epochs, batch 128, all data; --quick:\n"
               "           3 seeds, 1 epoch, batch 16, 4000 train / 2000 test images, BN\n"
               "           momentum 0.9, ~6 min on 2 CPU cores).\n"
-              "           Variants (default all): original, asker, bn-after-relu,\n"
-              "           dropout-before-pool, spatial-dropout, dropout-after-last-bn\n"},
+              "           Variants of a stack (default all): original, asker,\n"
+              "           bn-after-relu, dropout-before-pool, spatial-dropout,\n"
+              "           dropout-after-last-bn. Of a post-activation ResNet graph (default\n"
+              "           all; He et al. 2016 Fig. 4): original, bn-after-add,\n"
+              "           relu-before-add, relu-preact, full-preact\n"},
     {"convert", "  convert  A B [--model MODEL]   between .keras, .weights.h5 and cnnkit\n"
                 "           checkpoints; A without its own architecture (a checkpoint or a\n"
                 "           .weights.h5) needs --model\n"},

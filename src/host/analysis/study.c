@@ -5,6 +5,7 @@
 #include "algebra.h"
 #include "internal.h"
 #include "layer.h"
+#include "study_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,9 @@
 static const char *const kind_names[CK_STUDY_KIND_COUNT] = {
     "original",        "asker",
     "bn-after-relu",   "dropout-before-pool",
-    "spatial-dropout", "dropout-after-last-bn"};
+    "spatial-dropout", "dropout-after-last-bn",
+    "bn-after-add",    "relu-before-add",
+    "relu-preact",     "full-preact"};
 
 CK_API const char *ck_study_kind_name(int kind) {
     return kind >= 0 && kind < CK_STUDY_KIND_COUNT ? kind_names[kind] : NULL;
@@ -24,6 +27,22 @@ CK_API int ck_study_kind_from_name(const char *name) {
         if (!strcmp(name, kind_names[k]))
             return k;
     return -1;
+}
+
+CK_API int ck_study_default_kinds(const ck_layer_desc *layers, int count, int *kinds) {
+    int n = 0;
+    if (!kinds)
+        return 0;
+    const int graph = ck_layers_graph_layer(layers, count) >= 0;
+    if (!graph)
+        for (int k = 0; k < CK_STUDY_STACK_KIND_COUNT; ++k)
+            kinds[n++] = k;
+    else if (ck_study_resid_units(layers, count) > 0)
+        for (int k = CK_STUDY_STACK_KIND_COUNT - 1; k < CK_STUDY_KIND_COUNT; ++k)
+            kinds[n++] = k == CK_STUDY_STACK_KIND_COUNT - 1 ? CK_STUDY_ORIGINAL : k;
+    else
+        kinds[n++] = CK_STUDY_ORIGINAL;
+    return n;
 }
 
 /* ---- layer lists ---------------------------------------------------------------------------- */
@@ -49,6 +68,37 @@ static int ll_push(llist *l, const ck_layer_desc *d) {
         return -1;
     l->d[l->n++] = *d;
     return 0;
+}
+
+static int is_resid_kind(int kind) {
+    return kind >= CK_STUDY_BN_AFTER_ADD && kind < CK_STUDY_KIND_COUNT;
+}
+
+/* The residual variant of a graph (kind original or a placement) into l. */
+static ck_status resid_variant(const ck_layer_desc *layers, int count, int kind, llist *l,
+                               char *err, size_t err_len) {
+    const int placement =
+        kind == CK_STUDY_ORIGINAL ? CK_RESID_ORIGINAL : kind - CK_STUDY_BN_AFTER_ADD + 1;
+    ck_layer_desc *d = NULL;
+    int n = 0;
+    const ck_status st = ck_study_residual_variant(layers, count, placement, &d, &n, err, err_len);
+    l->d = d;
+    l->n = l->cap = n;
+    return st;
+}
+
+/* Same layers, same edges (names aside; both in explicit graph form). */
+static int same_list(const llist *a, const llist *b) {
+    if (a->n != b->n)
+        return 0;
+    for (int i = 0; i < a->n; ++i) {
+        ck_layer_desc x = a->d[i], y = b->d[i];
+        memset(x.name, 0, sizeof x.name);
+        memset(y.name, 0, sizeof y.name);
+        if (memcmp(&x, &y, sizeof x))
+            return 0;
+    }
+    return 1;
 }
 
 static int is_drop_t(ck_layer_type t) {
@@ -472,10 +522,9 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
     }
     int all[CK_STUDY_KIND_COUNT];
     if (!kinds) {
-        for (int k = 0; k < CK_STUDY_KIND_COUNT; ++k)
-            all[k] = k;
+        nkinds = ck_study_default_kinds(layers, count, all);
         kinds = all;
-        nkinds = CK_STUDY_KIND_COUNT;
+        memset(out, 0, sizeof *out * CK_STUDY_KIND_COUNT);
     }
     if (nkinds < 1) {
         ck_errbuf_printf(err, err_len, "nkinds: must be >= 1, got %d", nkinds);
@@ -486,6 +535,7 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
             ck_errbuf_printf(err, err_len, "layers[%d]: unknown type %d", i, (int)layers[i].type);
             return CK_STATUS_BAD_PARAM;
         }
+    int any_resid = 0;
     for (int i = 0; i < nkinds; ++i) {
         if (!ck_study_kind_name(kinds[i])) {
             ck_errbuf_printf(err, err_len, "kinds[%d]: unknown variant kind %d", i, kinds[i]);
@@ -497,28 +547,34 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
                                  ck_study_kind_name(kinds[i]));
                 return CK_STATUS_BAD_PARAM;
             }
+        any_resid |= is_resid_kind(kinds[i]);
     }
-    /* The variants move layers within a stack; in a layer graph that would rewire its edges. */
+    /* The stack variants move layers within a stack; in a layer graph that would rewire its
+     * edges. */
     const int gl = ck_layers_graph_layer(layers, count);
     if (gl >= 0) {
         const ck_layer_desc *d = &layers[gl];
         const int i = gl;
         for (int k = 0; k < nkinds; ++k)
-            if (kinds[k] != CK_STUDY_ORIGINAL) {
+            if (kinds[k] != CK_STUDY_ORIGINAL && !is_resid_kind(kinds[k])) {
                 ck_errbuf_printf(
                     err, err_len,
                     "kinds[%d]: the '%s' variant reorders a Sequential stack, and layer "
-                    "%d (%s) makes this model a graph: only 'original' is studied on "
-                    "graphs",
+                    "%d (%s) makes this model a graph: only 'original' and the residual "
+                    "placements are studied on graphs",
                     k, ck_study_kind_name(kinds[k]), i, ck_layer_type_name(d->type));
                 return CK_STATUS_BAD_PARAM;
             }
     }
+    /* a residual graph: every variant (original too) is a placement of its units */
+    const int units = gl >= 0 ? ck_study_resid_units(layers, count) : 0;
+    const int resid = any_resid || units > 0;
     llist base = {0};
     ck_status st = CK_STATUS_SUCCESS;
-    if (expand(layers, count, 0, &base))
+    if (!resid && expand(layers, count, 0, &base))
         st = CK_STATUS_ALLOC_FAILED;
     memset(out, 0, sizeof *out * (size_t)nkinds);
+    int said = 0; /* err already names the failure */
     for (int i = 0; i < nkinds && st == CK_STATUS_SUCCESS; ++i) {
         ck_study_variant *v = &out[i];
         llist l = {0};
@@ -526,21 +582,39 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
         v->equivalent_to = -1;
         v->exactness = CK_EXACT_NONE;
         snprintf(v->name, sizeof v->name, "%s", ck_study_kind_name(kinds[i]));
-        if (make_variant(kinds[i], &base, &l)) {
+        if (resid) {
+            st = resid_variant(layers, count, kinds[i], &l, err, err_len);
+            said = st != CK_STATUS_SUCCESS;
+            if (st != CK_STATUS_SUCCESS)
+                break;
+            const int placement = kinds[i] == CK_STUDY_ORIGINAL
+                                      ? CK_RESID_ORIGINAL
+                                      : kinds[i] - CK_STUDY_BN_AFTER_ADD + 1;
+            snprintf(v->order, sizeof v->order, "%dx %s", units,
+                     ck_study_resid_unit_text(placement));
+        } else if (make_variant(kinds[i], &base, &l)) {
             ck_host_free(NULL, l.d);
             st = CK_STATUS_ALLOC_FAILED;
             break;
+        } else {
+            move_input_shape(&l, layers[0].input_h, layers[0].input_w, layers[0].input_c);
+            render_order(&l, v->order, sizeof v->order);
         }
-        move_input_shape(&l, layers[0].input_h, layers[0].input_w, layers[0].input_c);
         v->layers = l.d;
         v->count = l.n;
-        render_order(&l, v->order, sizeof v->order);
         for (int j = 0; j < i && st == CK_STATUS_SUCCESS; ++j) {
             int eq = 0;
             ck_exactness level = CK_EXACT_NONE;
             char why[sizeof v->equivalence];
-            st = study_equivalent(out[j].layers, out[j].count, v->layers, v->count, &eq, &level,
-                                  why, sizeof why);
+            if (resid) { /* no rewrite rules for graphs: only the same list */
+                const llist lj = {out[j].layers, out[j].count, out[j].count};
+                eq = same_list(&lj, &l);
+                level = CK_EXACT_BITS;
+                snprintf(why, sizeof why, "%s", "the same layers");
+            } else {
+                st = study_equivalent(out[j].layers, out[j].count, v->layers, v->count, &eq, &level,
+                                      why, sizeof why);
+            }
             if (st == CK_STATUS_SUCCESS && eq) {
                 v->equivalent_to = j;
                 v->exactness = level;
@@ -552,204 +626,8 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
     ck_host_free(NULL, base.d);
     if (st != CK_STATUS_SUCCESS) {
         ck_study_variants_free(out, nkinds);
-        ck_errbuf_printf(err, err_len, "out of memory for the variants");
+        if (!said)
+            ck_errbuf_printf(err, err_len, "out of memory for the variants");
     }
     return st;
-}
-
-/* ---- residual placements (He et al. 2016, Fig. 4) ------------------------------------------ */
-
-static int reads(const ck_layer_desc *L, int i, int j) {
-    if (L[i].num_inputs == 0)
-        return j == i - 1;
-    for (int k = 0; k < L[i].num_inputs; k++)
-        if (L[i].inputs[k] == j)
-            return 1;
-    return 0;
-}
-
-static int in0(const ck_layer_desc *L, int i) {
-    return L[i].num_inputs ? L[i].inputs[0] : i - 1;
-}
-
-/* Add a is a v1 unit end: two inputs, one (the branch) a BN reading a Conv2D, and one reader, a
- * ReLU Activation. *bn gets the branch BN, *relu the ReLU; 0 when not such a unit. */
-static int v1_unit(const ck_layer_desc *L, int n, int a, int *bn, int *relu) {
-    if (L[a].type != CK_LAYER_ADD || L[a].num_inputs != 2)
-        return 0;
-    int r = -1, nr = 0;
-    for (int i = a + 1; i < n; i++)
-        if (reads(L, i, a)) {
-            r = i;
-            nr++;
-        }
-    if (nr != 1 || L[r].type != CK_LAYER_ACTIVATION || L[r].activation != CK_ACT_RELU)
-        return 0;
-    for (int k = 0; k < 2; k++) {
-        int b = L[a].inputs[k];
-        if (b >= 0 && L[b].type == CK_LAYER_BATCHNORM && in0(L, b) >= 0 &&
-            L[in0(L, b)].type == CK_LAYER_CONV2D) {
-            *bn = b;
-            *relu = r;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* The branch's first Conv2D of the unit whose branch ends in BN bn: Conv-BN-ReLU-Conv-BN walked
- * back; -1 when the branch is not that. */
-static int branch_conv1(const ck_layer_desc *L, int bn) {
-    int c2 = in0(L, bn), r1 = c2 >= 0 ? in0(L, c2) : -1, b1 = r1 >= 0 ? in0(L, r1) : -1;
-    int c1 = b1 >= 0 ? in0(L, b1) : -1;
-    if (c1 < 0 || !(L[r1].type == CK_LAYER_ACTIVATION && L[r1].activation == CK_ACT_RELU) ||
-        L[b1].type != CK_LAYER_BATCHNORM || L[c1].type != CK_LAYER_CONV2D)
-        return -1;
-    return c1;
-}
-
-ck_status ck_study_residual_variant(const ck_layer_desc *layers, int count, int placement,
-                                    ck_layer_desc **out, int *out_count, char *err,
-                                    size_t err_len) {
-    ck_errbuf_printf(err, err_len, "%s", "");
-    if (!layers || count < 1 || !out || !out_count) {
-        ck_errbuf_printf(err, err_len, "%s", "layers/out: NULL or count < 1");
-        return CK_STATUS_BAD_PARAM;
-    }
-    *out = NULL;
-    *out_count = 0;
-    if (placement != CK_RESID_ORIGINAL && placement != CK_RESID_BN_AFTER_ADD &&
-        placement != CK_RESID_RELU_BEFORE_ADD && placement != CK_RESID_RELU_PREACT) {
-        ck_errbuf_printf(err, err_len, "placement: %d is not supported", placement);
-        return CK_STATUS_BAD_PARAM;
-    }
-    int nunits = 0;
-    for (int a = 0; a < count; a++) {
-        int bn, r;
-        if (layers[a].type != CK_LAYER_ADD)
-            continue;
-        if (!v1_unit(layers, count, a, &bn, &r) ||
-            (placement == CK_RESID_RELU_PREACT && branch_conv1(layers, bn) < 0)) {
-            ck_errbuf_printf(err, err_len,
-                             "layers[%d] (%s): an Add that does not end a post-activation "
-                             "residual unit (branch ending Conv2D->BatchNormalization, read by "
-                             "one ReLU)",
-                             a, layers[a].name[0] ? layers[a].name : "Add");
-            return CK_STATUS_BAD_PARAM;
-        }
-        nunits++;
-    }
-    if (nunits == 0) {
-        ck_errbuf_printf(err, err_len, "%s", "layers: no residual unit (Add) found");
-        return CK_STATUS_BAD_PARAM;
-    }
-    int *map = (int *)ck_host_realloc(NULL, NULL, sizeof(int) * (size_t)count);
-    llist o = {0};
-    if (!map)
-        return CK_STATUS_ALLOC_FAILED;
-    /* skip[i]: layer i is moved (emitted elsewhere). map[i]: the new layer whose output plays
-     * old layer i's part for its readers. */
-    for (int i = 0; i < count; i++)
-        map[i] = -2;
-    int ok = 1;
-    for (int i = 0; i < count && ok; i++) {
-        ck_layer_desc d = layers[i];
-        d.name[0] = 0;
-        int bn = -1, r = -1, unit = v1_unit(layers, count, i, &bn, &r);
-        if (placement != CK_RESID_ORIGINAL) {
-            int moved = 0;
-            for (int a = i + 1; a < count && !moved; a++) {
-                int b2, r2;
-                if (v1_unit(layers, count, a, &b2, &r2) &&
-                    ((placement == CK_RESID_BN_AFTER_ADD && b2 == i)))
-                    moved = 1;
-            }
-            if (moved) { /* the branch BN: its readers (the Add) read its Conv */
-                map[i] = map[in0(layers, i)];
-                continue;
-            }
-            if ((placement == CK_RESID_RELU_BEFORE_ADD || placement == CK_RESID_RELU_PREACT) &&
-                d.type == CK_LAYER_ACTIVATION) {
-                int is_unit_relu = 0;
-                for (int a = 0; a < i; a++) {
-                    int b2, r2;
-                    if (v1_unit(layers, count, a, &b2, &r2) && r2 == i)
-                        is_unit_relu = 1;
-                }
-                if (is_unit_relu) { /* emitted before its Add */
-                    map[i] = map[in0(layers, i)];
-                    continue;
-                }
-            }
-        }
-        /* remap inputs (explicit form) */
-        int ni = d.num_inputs ? d.num_inputs : 1;
-        int src[CK_MAX_LAYER_INPUTS];
-        for (int k = 0; k < ni; k++)
-            src[k] = d.num_inputs ? d.inputs[k] : i - 1;
-        d.num_inputs = ni;
-        for (int k = 0; k < ni; k++)
-            d.inputs[k] = src[k] < 0 ? src[k] : map[src[k]];
-        if (placement == CK_RESID_RELU_PREACT && d.type == CK_LAYER_CONV2D) {
-            int starts = 0; /* the first Conv2D of some unit's branch: a ReLU goes before it */
-            for (int a = i + 1; a < count && !starts; a++) {
-                int b2, r2;
-                if (v1_unit(layers, count, a, &b2, &r2) && branch_conv1(layers, b2) == i)
-                    starts = 1;
-            }
-            if (starts) {
-                ck_layer_desc rl;
-                ck_layer_desc_init(&rl, CK_LAYER_ACTIVATION);
-                rl.activation = CK_ACT_RELU;
-                rl.num_inputs = 1;
-                rl.inputs[0] = d.inputs[0];
-                if (ll_push(&o, &rl)) {
-                    ok = 0;
-                    break;
-                }
-                d.inputs[0] = o.n - 1;
-            }
-        }
-        if (unit && placement == CK_RESID_RELU_BEFORE_ADD) {
-            ck_layer_desc rl = layers[r];
-            rl.name[0] = 0;
-            rl.num_inputs = 1;
-            rl.inputs[0] = map[bn];
-            if (ll_push(&o, &rl)) {
-                ok = 0;
-                break;
-            }
-            for (int k = 0; k < ni; k++)
-                if (src[k] == bn)
-                    d.inputs[k] = o.n - 1;
-        }
-        if (ll_push(&o, &d)) {
-            ok = 0;
-            break;
-        }
-        map[i] = o.n - 1;
-        if (unit && placement == CK_RESID_BN_AFTER_ADD) {
-            ck_layer_desc b = layers[bn];
-            b.name[0] = 0;
-            b.num_inputs = 1;
-            b.inputs[0] = o.n - 1;
-            if (ll_push(&o, &b)) {
-                ok = 0;
-                break;
-            }
-            map[i] = o.n - 1;
-        }
-    }
-    ck_host_free(NULL, map);
-    if (!ok) {
-        ck_host_free(NULL, o.d);
-        return CK_STATUS_ALLOC_FAILED;
-    }
-    *out = o.d;
-    *out_count = o.n;
-    return CK_STATUS_SUCCESS;
-}
-
-void ck_study_residual_free(ck_layer_desc *layers) {
-    ck_host_free(NULL, layers);
 }
