@@ -97,12 +97,14 @@ Test(graph, shapes_over_the_graph) {
     ck_context_destroy(ctx);
 }
 
-/* Add's forward is a + b exactly, and its output feeds the next layer. */
+/* Add's forward is a + b exactly, and its output feeds the next layer (unplanned: planned, the
+ * first Add runs its ReLU in the same node, checked below). */
 Test(graph, add_forward_is_the_sum) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_layer_desc ls[16];
     const int n = residual_layers(ls, CK_ACT_RELU);
     ck_model *m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_set_planning(m, 0));
     CK_OK(ctx, ck_model_build(m, 6, 6, 2, 4));
     enum { N = 4, PER = 6 * 6 * 2 };
     float x[N * PER];
@@ -125,6 +127,23 @@ Test(graph, add_forward_is_the_sum) {
         }
         cr_assert_gt(mag, 0.0, "the shortcut is not all zeros");
     }
+    ck_model_destroy(m);
+    /* planned: Add 4 and ReLU 5 are one node whose output is relu(a + b); the sum is not kept */
+    m = graph_model(ctx, ls, n);
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 4));
+    CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
+    cr_assert_null(ck_model_layer_output(m, 4));
+    const float *r = ck_model_layer_output(m, 5), *a = ck_model_layer_output(m, 3),
+                *b = ck_model_layer_output(m, 1);
+    cr_assert(r && a && b);
+    int pos = 0, zero = 0;
+    for (size_t i = 0; i < (size_t)N * 6 * 6 * 2; ++i) {
+        const float s = a[i] + b[i];
+        cr_assert_eq(r[i], s > 0.0f ? s : 0.0f, "element %zu", i);
+        pos += r[i] > 0.0f;
+        zero += r[i] == 0.0f;
+    }
+    cr_assert(pos > 0 && zero > 0, "%d positive, %d zero", pos, zero);
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }
@@ -1044,15 +1063,18 @@ Test(graph, planner_fuses_bn_relu_with_the_same_bits) {
     CK_OK(ctx, ck_model_from_keras_text(ctx, text, &a, err, sizeof err));
     CK_OK(ctx, ck_model_from_keras_text(ctx, text, &b, err, sizeof err));
     free(text);
-    /* the stem and the first half of each of the 9 blocks: BN then ReLU, the BN read once */
-    planned_equals_unplanned(ctx, a, b, 28, 28, 1, 10, 10);
+    /* the stem and the first half of each of the 9 blocks: BN then ReLU, the BN read once (10);
+     * each block's Add then its ReLU (9) */
+    planned_equals_unplanned(ctx, a, b, 28, 28, 1, 10, 19);
     size_t need;
     ck_model_summary(a, NULL, 0, &need);
     char *sum = malloc(need);
     CK_OK(ctx, ck_model_summary(a, sum, need, NULL));
-    cr_assert(strstr(sum, "Execution plan: 61 nodes for 70 layers (planning on: BN+ReLU only"),
+    cr_assert(strstr(sum, "Execution plan: 52 nodes for 70 layers (planning on: BN+ReLU and "
+                          "Add+ReLU only"),
               "%s", sum);
     cr_assert(strstr(sum, "batch_normalization + activation  [BN+ReLU"), "%s", sum);
+    cr_assert(strstr(sum, "add + activation_2  [Add+ReLU, one node"), "%s", sum);
     free(sum);
     ck_model_destroy(a);
     ck_model_destroy(b);

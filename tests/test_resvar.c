@@ -19,6 +19,15 @@ static ck_keras_model v1_layers(void) {
     return km;
 }
 
+/* the placement p of km's layers; the test fails when it is refused */
+static ck_layer_desc *placed(const ck_keras_model *km, int p, int *n) {
+    ck_layer_desc *o = NULL;
+    char err[256];
+    cr_assert_eq(ck_study_residual_variant(km->layers, km->count, p, &o, n, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    return o;
+}
+
 /* the readers of layer j in L[0..n) (explicit or implicit inputs) */
 static int readers(const ck_layer_desc *L, int n, int j, int *who) {
     int c = 0;
@@ -73,15 +82,26 @@ static void type_counts(const ck_layer_desc *L, int n, int *conv, int *bn, int *
     }
 }
 
+/* 21 Conv2D, 19 BN, 19 ReLU and 9 Add, as resnet20_v1 itself */
+static void same_layer_counts(const ck_layer_desc *L, int n) {
+    int conv, bn, act, add;
+    type_counts(L, n, &conv, &bn, &act, &add);
+    cr_assert(conv == 21 && bn == 19 && act == 19 && add == 9, "%d %d %d %d", conv, bn, act, add);
+}
+
+/* Keras's totals of resnet20_v1 (tests/test_graph.c works them out: 274,154, 1,376 BN moving)
+ * and one training step; frees o and km */
+static void builds_and_steps(ck_layer_desc *o, int n, ck_keras_model *km) {
+    build_and_step(o, n, 274154, 1376);
+    ck_study_residual_free(o);
+    ck_keras_model_free(km);
+}
+
 /* (a) the list is the input's, layer for layer (inputs written explicitly, names cleared) */
 Test(resvar, original_is_the_input) {
     ck_keras_model km = v1_layers();
-    ck_layer_desc *o = NULL;
     int n = 0;
-    char err[256];
-    cr_assert_eq(
-        ck_study_residual_variant(km.layers, km.count, CK_RESID_ORIGINAL, &o, &n, err, sizeof err),
-        CK_STATUS_SUCCESS, "%s", err);
+    ck_layer_desc *o = placed(&km, CK_RESID_ORIGINAL, &n);
     cr_assert_eq(n, km.count);
     for (int i = 0; i < n; i++) {
         ck_layer_desc a = km.layers[i], b = o[i];
@@ -92,10 +112,7 @@ Test(resvar, original_is_the_input) {
         a.name[0] = b.name[0] = 0;
         cr_assert(memcmp(&a, &b, sizeof a) == 0, "layer %d differs", i);
     }
-    /* Keras totals of the model (tests/test_graph.c works them out): 274,154, 1,376 BN moving */
-    build_and_step(o, n, 274154, 1376);
-    ck_study_residual_free(o);
-    ck_keras_model_free(&km);
+    builds_and_steps(o, n, &km);
 }
 
 /* (b) the branch's last BN moves after the Add: the same layers (21 Conv2D, 19 BN, 19 ReLU, 9
@@ -103,15 +120,9 @@ Test(resvar, original_is_the_input) {
  * the branch's channels); every Add is read by exactly one BN, which one ReLU reads. */
 Test(resvar, bn_after_add) {
     ck_keras_model km = v1_layers();
-    ck_layer_desc *o = NULL;
     int n = 0, who[16];
-    char err[256];
-    cr_assert_eq(ck_study_residual_variant(km.layers, km.count, CK_RESID_BN_AFTER_ADD, &o, &n, err,
-                                           sizeof err),
-                 CK_STATUS_SUCCESS, "%s", err);
-    int conv, bn, act, add;
-    type_counts(o, n, &conv, &bn, &act, &add);
-    cr_assert(conv == 21 && bn == 19 && act == 19 && add == 9, "%d %d %d %d", conv, bn, act, add);
+    ck_layer_desc *o = placed(&km, CK_RESID_BN_AFTER_ADD, &n);
+    same_layer_counts(o, n);
     for (int i = 0; i < n; i++) {
         if (o[i].type != CK_LAYER_ADD)
             continue;
@@ -126,24 +137,16 @@ Test(resvar, bn_after_add) {
             branch |= o[o[i].inputs[k]].type == CK_LAYER_CONV2D;
         cr_assert(branch, "Add %d", i);
     }
-    build_and_step(o, n, 274154, 1376);
-    ck_study_residual_free(o);
-    ck_keras_model_free(&km);
+    builds_and_steps(o, n, &km);
 }
 
 /* (c) the ReLU after the Add moves onto the branch: same counts and totals; no Add is read by a
  * ReLU and every Add reads one ReLU that reads a BN. */
 Test(resvar, relu_before_add) {
     ck_keras_model km = v1_layers();
-    ck_layer_desc *o = NULL;
     int n = 0, who[16];
-    char err[256];
-    cr_assert_eq(ck_study_residual_variant(km.layers, km.count, CK_RESID_RELU_BEFORE_ADD, &o, &n,
-                                           err, sizeof err),
-                 CK_STATUS_SUCCESS, "%s", err);
-    int conv, bn, act, add;
-    type_counts(o, n, &conv, &bn, &act, &add);
-    cr_assert(conv == 21 && bn == 19 && act == 19 && add == 9, "%d %d %d %d", conv, bn, act, add);
+    ck_layer_desc *o = placed(&km, CK_RESID_RELU_BEFORE_ADD, &n);
+    same_layer_counts(o, n);
     int first = 1;
     for (int i = 0; i < n; i++) {
         if (o[i].type != CK_LAYER_ADD)
@@ -161,9 +164,7 @@ Test(resvar, relu_before_add) {
         cr_assert(relus == 1 || (relus == 2 && first), "Add %d: %d", i, relus);
         first = 0;
     }
-    build_and_step(o, n, 274154, 1376);
-    ck_study_residual_free(o);
-    ck_keras_model_free(&km);
+    builds_and_steps(o, n, &km);
 }
 
 /* a graph that is not a v1 ResNet (an Add not read by a ReLU) is refused, naming the layer */
@@ -201,15 +202,9 @@ Test(resvar, refuses_other_graphs) {
  * unit's first Conv2D reads a ReLU, and the model ends Add -> GAP. */
 Test(resvar, relu_preact) {
     ck_keras_model km = v1_layers();
-    ck_layer_desc *o = NULL;
     int n = 0, who[16];
-    char err[256];
-    cr_assert_eq(ck_study_residual_variant(km.layers, km.count, CK_RESID_RELU_PREACT, &o, &n, err,
-                                           sizeof err),
-                 CK_STATUS_SUCCESS, "%s", err);
-    int conv, bn, act, add;
-    type_counts(o, n, &conv, &bn, &act, &add);
-    cr_assert(conv == 21 && bn == 19 && act == 19 && add == 9, "%d %d %d %d", conv, bn, act, add);
+    ck_layer_desc *o = placed(&km, CK_RESID_RELU_PREACT, &n);
+    same_layer_counts(o, n);
     int relu_after_add = 0;
     for (int i = 0; i < n; i++) {
         if (o[i].type != CK_LAYER_ADD)
@@ -239,9 +234,7 @@ Test(resvar, relu_preact) {
     cr_assert_eq(relu_after_add, 8); /* units 2..9 pre-activate the previous unit's sum */
     cr_assert_eq(o[n - 2].type, CK_LAYER_GLOBALAVGPOOL2D);
     cr_assert_eq(o[o[n - 2].inputs[0]].type, CK_LAYER_ADD);
-    build_and_step(o, n, 274154, 1376);
-    ck_study_residual_free(o);
-    ck_keras_model_free(&km);
+    builds_and_steps(o, n, &km);
 }
 
 /* (e) full pre-activation of examples/resnet20_v1.py is examples/resnet20_v2.py layer for layer:
@@ -254,15 +247,13 @@ Test(resvar, full_preact_of_v1_is_v2) {
     char err[512];
     cr_assert_eq(ck_keras_parse(text, &k2, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
     free(text);
-    ck_layer_desc *o = NULL, *w = NULL;
     int n = 0, nw = 0;
-    cr_assert_eq(ck_study_residual_variant(km.layers, km.count, CK_RESID_FULL_PREACT, &o, &n, err,
-                                           sizeof err),
-                 CK_STATUS_SUCCESS, "%s", err);
-    /* v2 in the same explicit form */
+    ck_layer_desc *o = placed(&km, CK_RESID_FULL_PREACT, &n), *w = NULL;
+    /* v2 itself is not a post-activation ResNet: no placement of it is made */
     cr_assert_eq(
         ck_study_residual_variant(k2.layers, k2.count, CK_RESID_ORIGINAL, &w, &nw, err, sizeof err),
-        CK_STATUS_BAD_PARAM, "v2's Adds are not post-activation units");
+        CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(err, "post-activation"), "%s", err);
     cr_assert_eq(n, k2.count);
     for (int i = 0; i < n; i++) {
         /* explicit inputs, the unused input slots and names cleared */

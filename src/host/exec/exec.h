@@ -47,6 +47,9 @@ struct ck_node_kind {
     const char *name;
     unsigned char alias; /* output = input (Flatten): nothing runs, the gradient passes */
     ck_node_ops ops[CK_BE_COUNT];
+    /* The kind that runs this one and then a ReLU in place (the planner fuses a ReLU that is the
+     * node's only reader into it), or NULL. Its output is the ReLU's. */
+    const struct ck_node_kind *with_relu;
 };
 
 /* What differs between devices around the nodes: copies, the batch, the loss, the gradient check

@@ -9,7 +9,7 @@
 
 #define ADD_NAME "Add"
 
-static const ck_node_kind add_node; /* its ops, at the end */
+static const ck_node_kind add_node, add_relu_node; /* their ops, at the end */
 
 static ck_status add_infer(ck_context *ctx, const ck_layer_desc *d, int index, const ck_shape3 *in,
                            ck_shape3 *out) {
@@ -90,8 +90,48 @@ static ck_status add_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     return CK_STATUS_SUCCESS;
 }
 
+/* Add then ReLU in place (plan.c fuses the ReLU that is an Add's only reader): the sum and the
+ * ReLU round as the two nodes did, and ReLU's derivative reads y only, so the fusion is
+ * bit-exact; the sum is not stored. The ReLU runs as the activation node's own op. */
+static ck_node_io relu_io(const ck_node_io *io, float *dx) {
+    ck_node_io a = *io;
+    a.in = a.ins[0] = a.out;
+    a.nin = 1;
+    a.dx = a.dxs[0] = dx;
+    return a;
+}
+
+static ck_status add_relu_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    CK_TRY(add_fwd(e, n, io));
+    const ck_node_io a = relu_io(io, NULL);
+    return ck_nk_act.ops[e->be->id].fwd(e, n, &a);
+}
+
+static ck_status add_relu_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    int first = -1;
+    for (int k = 0; k < io->nin && first < 0; ++k)
+        if (io->dxs[k])
+            first = k;
+    if (first < 0)
+        return CK_STATUS_SUCCESS;
+    const ck_node_io a = relu_io(io, io->dxs[first]);
+    CK_TRY(ck_nk_act.ops[e->be->id].bwd(e, n, &a));
+    for (int k = first + 1; k < io->nin; ++k)
+        if (io->dxs[k])
+            CK_TRY(e->be->copy(e->ctx, io->dxs[k], io->dxs[first], io->count_in));
+    return CK_STATUS_SUCCESS;
+}
+
 static const ck_node_kind add_node = {
     .type = CK_NODE_OTHER,
     .name = "add",
     .ops = {{add_fwd, add_bwd, NULL, NULL, NULL}, {add_fwd, add_bwd, NULL, NULL, NULL}},
+    .with_relu = &add_relu_node,
+};
+
+static const ck_node_kind add_relu_node = {
+    .type = CK_NODE_OTHER,
+    .name = "add+relu",
+    .ops = {{add_relu_fwd, add_relu_bwd, NULL, NULL, NULL},
+            {add_relu_fwd, add_relu_bwd, NULL, NULL, NULL}},
 };

@@ -542,7 +542,7 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
                    dbl, tot, tr, nt, rule);
     /* the execution plan (plan.c), after the Keras table */
     const char *why = !m->planned ? "planning off"
-                      : m->graph  ? "planning on: BN+ReLU only in a graph model"
+                      : m->graph  ? "planning on: BN+ReLU and Add+ReLU only in a graph model"
                                   : "planning on";
     ck_sbuf_printf(&b, "Execution plan: %d nodes for %d layers (%s)\n", m->num_nodes, m->num_layers,
                    why);

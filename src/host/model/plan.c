@@ -66,7 +66,9 @@
  *                              pooling backward: same products, bit-exact.
  * Graph models (ck_model.graph: a layer reads named inputs, a tensor may have several readers)
  * get F1 only (ck_model_plan_graph): a BN node whose one reader is a ReLU node right after it
- * runs that ReLU, as in a chain, the same floats. The reorders C1..C4 and the dropout fusions
+ * runs that ReLU, as in a chain, the same floats; so does an Add (its kind's with_relu: the
+ * post-activation residual unit's relu(branch + shortcut)), bit-exact since ReLU's derivative
+ * reads only y. The reorders C1..C4 and the dropout fusions
  * F2, F3 are not applied: they move or fuse neighbours of a chain, and a fusion that stops
  * storing a tensor another layer also reads would be wrong; a BN read by two layers (its output
  * and the ReLU's both needed) stays unfused.
@@ -79,6 +81,7 @@
  * stays (it is a Keras parameter, and checkpoints keep it).
  */
 #include "algebra.h"
+#include "exec.h"
 #include "model_internal.h"
 
 #include <stdio.h>
@@ -199,9 +202,16 @@ void ck_model_plan_graph(ck_model *m) {
     for (int i = 0; i < m->num_nodes; ++i) {
         ck_node cur = m->nodes[i];
         map[i] = out;
-        if (cur.type == CK_NODE_BN && readers[i] == 1 && i + 1 < m->num_nodes &&
-            is_relu(&m->nodes[i + 1]) && m->nodes[i + 1].nin == 1 && m->nodes[i + 1].in[0] == i) {
-            cur.bn.activation = CK_ACT_RELU;
+        const int relu_next = readers[i] == 1 && i + 1 < m->num_nodes &&
+                              is_relu(&m->nodes[i + 1]) && m->nodes[i + 1].nin == 1 &&
+                              m->nodes[i + 1].in[0] == i;
+        if (relu_next && (cur.type == CK_NODE_BN || cur.kind->with_relu)) {
+            if (cur.type == CK_NODE_BN) {
+                cur.bn.activation = CK_ACT_RELU;
+            } else {
+                cur.kind = cur.kind->with_relu;
+                cur.act = CK_ACT_RELU; /* what the fused kind's ReLU reads */
+            }
             add_ops(&cur, &m->nodes[++i]);
             map[i] = out; /* the ReLU's readers read the fused node */
         }
@@ -326,6 +336,8 @@ void ck_model_plan_describe_node(const ck_model *m, int i, char *buf, size_t len
         note = "BN+SpatialDropout, one kernel";
     else if (n->type == CK_NODE_POOL && n->drop_layer >= 0)
         note = "dropout in place on the pooled output";
+    else if (!strcmp(n->kind->name, "add+relu"))
+        note = "Add+ReLU, one node: ReLU in place";
     if (note && used < len)
         snprintf(buf + used, len - used, "  [%s]", note);
 }
