@@ -622,27 +622,6 @@ static node *make_nodes(const ck_layer_desc *layers, int count, int *nn, int *la
     return nd;
 }
 
-/* The layer layers[i + 1] reads when it reads exactly one tensor (-2 otherwise): the rules walk
- * chains, so a layer graph is checked chain by chain. */
-static int sole_input(const ck_layer_desc *layers, int i) {
-    const ck_layer_desc *d = &layers[i + 1];
-    return d->num_inputs == 0 ? i : d->num_inputs == 1 ? d->inputs[0] : -2;
-}
-
-/* The end of the chain that starts at layer s: the longest run s..e in which every layer reads the
- * one before it and is that layer's only reader. Index order is the rules' order, so a link
- * to a non-adjacent layer ends the chain (a Sequential model is one chain). */
-static int chain_end(const ck_layer_desc *layers, int count, int s) {
-    int e = s;
-    while (e + 1 < count && sole_input(layers, e) == e) {
-        int next;
-        if (ck_chk_readers(layers, count, e, &next) != 1)
-            break;
-        ++e;
-    }
-    return e;
-}
-
 /* A checker over the nodes of layers first..last (one chain; c->nd malloc'ed, free it), nothing
  * to write to. Nodes keep their layer's index in the whole list, and c->L is the whole list. */
 static int chk_open(chk *c, const ck_layer_desc *layers, int count, int first, int last,
@@ -670,10 +649,10 @@ int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *
     int last_weight = -1, bn = -1, first = 0;
     if (dl < 0 || dl >= count)
         return -1;
-    while (chain_end(layers, count, first) < dl)
-        first = chain_end(layers, count, first) + 1;
+    while (ck_chk_chain_end(layers, count, first) < dl)
+        first = ck_chk_chain_end(layers, count, first) + 1;
     chk c;
-    if (chk_open(&c, layers, count, first, chain_end(layers, count, first), &last_weight))
+    if (chk_open(&c, layers, count, first, ck_chk_chain_end(layers, count, first), &last_weight))
         return -1;
     const node *nd = c.nd;
     for (int i = 0; i < c.nn; ++i)
@@ -787,7 +766,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         return CK_STATUS_SUCCESS;
     int total = 0;
     for (int first = 0; first < count;) {
-        const int last = chain_end(layers, count, first);
+        const int last = ck_chk_chain_end(layers, count, first);
         int last_weight = -1;
         chk c;
         if (chk_open(&c, layers, count, first, last, &last_weight))

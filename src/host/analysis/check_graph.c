@@ -1,6 +1,7 @@
-/* `cnnkit check` rules for residual blocks (layer graphs): where BN, ReLU and dropout sit around
- * an Add, after He et al. 2016, "Identity Mappings in Deep Residual Networks" (arXiv:1603.05027):
- * Table 1 for the shortcut, Table 2 (ResNet-110 on CIFAR-10) for the activations. */
+/* `cnnkit check` on layer graphs: the chains the Sequential rules walk, and the rules for
+ * residual blocks: where BN, ReLU and dropout sit around an Add, after He et al. 2016, "Identity
+ * Mappings in Deep Residual Networks" (arXiv:1603.05027): Table 1 for the shortcut, Table 2
+ * (ResNet-110 on CIFAR-10) for the activations. */
 #include "check_internal.h"
 #include <stdio.h>
 
@@ -12,7 +13,8 @@ static int n_inputs(const ck_layer_desc *L, int j) {
     return L[j].num_inputs == 0 ? 1 : L[j].num_inputs;
 }
 
-int ck_chk_readers(const ck_layer_desc *L, int count, int i, int *one) {
+/* How many of layers i+1..count-1 read layer i (each reader once); *one the first (-1: none). */
+static int layer_readers(const ck_layer_desc *L, int count, int i, int *one) {
     int n = 0;
     *one = -1;
     for (int j = i + 1; j < count; ++j)
@@ -25,7 +27,28 @@ int ck_chk_readers(const ck_layer_desc *L, int count, int i, int *one) {
     return n;
 }
 static int readers(const chk *c, int i, int *one) {
-    return ck_chk_readers(c->L, c->count, i, one);
+    return layer_readers(c->L, c->count, i, one);
+}
+
+/* The layer layers[i + 1] reads when it reads exactly one tensor (-2 otherwise): the rules walk
+ * chains, so a layer graph is checked chain by chain. */
+static int sole_input(const ck_layer_desc *layers, int i) {
+    const ck_layer_desc *d = &layers[i + 1];
+    return d->num_inputs == 0 ? i : d->num_inputs == 1 ? d->inputs[0] : -2;
+}
+
+/* The end of the chain that starts at layer s: the longest run s..e in which every layer reads the
+ * one before it and is that layer's only reader. Index order is the rules' order, so a link
+ * to a non-adjacent layer ends the chain (a Sequential model is one chain). */
+int ck_chk_chain_end(const ck_layer_desc *layers, int count, int s) {
+    int e = s;
+    while (e + 1 < count && sole_input(layers, e) == e) {
+        int next;
+        if (layer_readers(layers, count, e, &next) != 1)
+            break;
+        ++e;
+    }
+    return e;
 }
 
 static int ends_in_relu(const ck_layer_desc *d) {

@@ -41,8 +41,9 @@ void ck_chk_fix_after_last_bn(ck_sbuf *s, const chk *c, int dl);
  * layers l0..l(nl-1); the caller writes message, reason and fix. */
 ck_finding *ck_chk_emit(chk *c, const char *code, ck_severity sev, double value, int nl, int l0,
                         int l1, int l2);
-/* How many of layers i+1..count-1 read layer i (each reader once); *one the first (-1: none). */
-int ck_chk_readers(const ck_layer_desc *L, int count, int i, int *one);
+/* The end of the chain that starts at layer s: the rules walk chains, so a layer graph is checked
+ * chain by chain (check_graph.c). */
+int ck_chk_chain_end(const ck_layer_desc *layers, int count, int s);
 /* The residual-block rules (check_graph.c) over c->L; c->nd unused. */
 void ck_chk_graph_rules(chk *c);
 
