@@ -308,3 +308,60 @@ Test(resvar, study_variants_of_v1) {
     cr_assert(strstr(err, "kinds[1]") && strstr(err, "graph"), "%s", err);
     ck_keras_model_free(&km);
 }
+
+/* A unit right after a stem BN-ReLU that reads the model input: full pre-activation moves the
+ * stem after the Add, so the unit's BN-ReLU reads the model input and the input shape moves to
+ * it; the list builds and trains. */
+Test(resvar, full_preact_of_a_stem_on_the_input) {
+    ck_layer_desc L[10];
+    for (int i = 0; i < 10; i++)
+        ck_layer_desc_init(&L[i], CK_LAYER_BATCHNORM);
+    ck_layer_desc_init(&L[1], CK_LAYER_ACTIVATION);
+    ck_layer_desc_init(&L[2], CK_LAYER_CONV2D);
+    ck_layer_desc_init(&L[4], CK_LAYER_ACTIVATION);
+    ck_layer_desc_init(&L[5], CK_LAYER_CONV2D);
+    ck_layer_desc_init(&L[7], CK_LAYER_ADD);
+    ck_layer_desc_init(&L[8], CK_LAYER_ACTIVATION);
+    ck_layer_desc_init(&L[9], CK_LAYER_GLOBALAVGPOOL2D);
+    L[0].input_h = L[0].input_w = 6;
+    L[0].input_c = 4;
+    L[1].activation = L[4].activation = L[8].activation = CK_ACT_RELU;
+    L[2].units = L[5].units = 4;
+    L[2].kernel_h = L[2].kernel_w = L[5].kernel_h = L[5].kernel_w = 3;
+    L[2].padding = L[5].padding = CK_PADDING_SAME;
+    L[7].num_inputs = 2;
+    L[7].inputs[0] = 6; /* the branch BN */
+    L[7].inputs[1] = 1; /* the stem ReLU */
+    ck_layer_desc last;
+    ck_layer_desc_init(&last, CK_LAYER_DENSE);
+    last.units = 3;
+    ck_layer_desc M[11];
+    memcpy(M, L, sizeof L);
+    M[10] = last;
+    ck_layer_desc *o = NULL;
+    int n = 0;
+    char err[256];
+    cr_assert_eq(ck_study_residual_variant(M, 11, CK_RESID_FULL_PREACT, &o, &n, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    /* BN ReLU Conv BN ReLU Conv Add(conv, input) BN ReLU GAP Dense */
+    static const ck_layer_type want[11] = {
+        CK_LAYER_BATCHNORM,  CK_LAYER_ACTIVATION,      CK_LAYER_CONV2D, CK_LAYER_BATCHNORM,
+        CK_LAYER_ACTIVATION, CK_LAYER_CONV2D,          CK_LAYER_ADD,    CK_LAYER_BATCHNORM,
+        CK_LAYER_ACTIVATION, CK_LAYER_GLOBALAVGPOOL2D, CK_LAYER_DENSE};
+    cr_assert_eq(n, 11);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(o[i].type, want[i], "layer %d", i);
+    cr_assert_eq(o[0].inputs[0], CK_LAYER_INPUT_MODEL);
+    cr_assert(o[6].inputs[0] == 5 && o[6].inputs[1] == CK_LAYER_INPUT_MODEL, "Add reads %d, %d",
+              o[6].inputs[0], o[6].inputs[1]);
+    cr_assert(o[0].input_h == 6 && o[0].input_c == 4 && o[7].input_h == 0);
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    for (int i = 0; i < n; i++)
+        CK_OK(ctx, ck_model_add(m, &o[i]));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    ck_study_residual_free(o);
+}

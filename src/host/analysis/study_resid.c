@@ -193,7 +193,8 @@ CK_API ck_status ck_study_residual_variant(const ck_layer_desc *layers, int coun
         const unit *u = role[i] == OTHER || role[i] == STEM ? NULL : &units[unit_of[i]];
         /* a layer that moves (or goes): its readers read what it read */
         if (role[i] == STEM || (role[i] == BN && moves_bn) || (role[i] == RELU && moves_relu)) {
-            map[i] = map[role[i] == RELU ? u->add : in0(layers, i)];
+            const int src = role[i] == RELU ? u->add : in0(layers, i);
+            map[i] = src < 0 ? src : map[src]; /* a stem BN may read the model input */
             continue;
         }
         ck_layer_desc e = *d;
@@ -223,6 +224,12 @@ CK_API ck_status ck_study_residual_variant(const ck_layer_desc *layers, int coun
         if (role[i] == ADD && placement == CK_RESID_FULL_PREACT && unit_of[i] == nu - 1)
             map[i] = emit(&o, last_relu, emit(&o, last_bn, map[i]));
     }
+    /* the model's input shape stays on its first layer, whichever layer that now is */
+    for (int i = 1; i < o.n; i++)
+        o.d[i].input_h = o.d[i].input_w = o.d[i].input_c = 0;
+    o.d[0].input_h = layers[0].input_h;
+    o.d[0].input_w = layers[0].input_w;
+    o.d[0].input_c = layers[0].input_c;
     *out = o.d;
     *out_count = o.n;
     o.d = NULL;
