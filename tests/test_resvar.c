@@ -45,14 +45,21 @@ static int is_relu(const ck_layer_desc *d) {
     return d->type == CK_LAYER_ACTIVATION && d->activation == CK_ACT_RELU;
 }
 
-/* builds the list, checks layer-type counts and the Keras totals, runs one training step */
-static void build_and_step(const ck_layer_desc *L, int n, long long total, long long nontrain) {
-    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+/* a CPU model of L[0..n) built for batches of max_batch (h, w, c 0: the first layer's shape) */
+static ck_model *built(ck_context *ctx, const ck_layer_desc *L, int n, int h, int w, int c,
+                       int max_batch) {
     ck_model *m = NULL;
     CK_OK(ctx, ck_model_create(ctx, &m));
     for (int i = 0; i < n; i++)
         CK_OK(ctx, ck_model_add(m, &L[i]));
-    CK_OK(ctx, ck_model_build(m, 28, 28, 1, 4));
+    CK_OK(ctx, ck_model_build(m, h, w, c, max_batch));
+    return m;
+}
+
+/* builds the list, checks layer-type counts and the Keras totals, runs one training step */
+static void build_and_step(const ck_layer_desc *L, int n, long long total, long long nontrain) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = built(ctx, L, n, 28, 28, 1, 4);
     ck_param_counts pc;
     CK_OK(ctx, ck_model_param_counts(m, &pc));
     cr_assert_eq(pc.total, total);
@@ -356,12 +363,7 @@ Test(resvar, full_preact_of_a_stem_on_the_input) {
               o[6].inputs[0], o[6].inputs[1]);
     cr_assert(o[0].input_h == 6 && o[0].input_c == 4 && o[7].input_h == 0);
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = NULL;
-    CK_OK(ctx, ck_model_create(ctx, &m));
-    for (int i = 0; i < n; i++)
-        CK_OK(ctx, ck_model_add(m, &o[i]));
-    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
-    ck_model_destroy(m);
+    ck_model_destroy(built(ctx, o, n, 0, 0, 0, 2));
     ck_context_destroy(ctx);
     ck_study_residual_free(o);
 }

@@ -49,11 +49,16 @@ static size_t plan_node_grads(ck_model *m, size_t B, size_t align) {
     size_t slot_size[CK_MAX_OPS];
     unsigned char slot_free[CK_MAX_OPS];
     int slot_of[CK_MAX_OPS], nslots = 0;
+    for (int j = 0; j < m->num_nodes; ++j)
+        slot_of[j] = NONE;
     for (int t = m->num_nodes - 1; t >= 0; --t) {
-        /* the buffers node t's backward writes (its inputs' gradients), and t's own when no node
-         * reads it (the logits and what follows them: written by the loss or never) */
-        for (int j = t; j >= 0; --j) {
-            if (last_reader[j] != t && !(j == t && last_reader[j] == NONE))
+        /* the buffers node t's backward writes first (its inputs' gradients, each once), and t's
+         * own when no node reads it (the logits and what follows them: written by the loss) */
+        const ck_node *nt = &m->nodes[t];
+        for (int k = -1; k < nt->nin; ++k) {
+            const int j = k < 0 ? t : nt->in[k];
+            if (j < 0 || slot_of[j] != NONE ||
+                (k < 0 ? last_reader[j] != NONE : last_reader[j] != t))
                 continue;
             const ck_node *n = &m->nodes[j];
             const size_t need = round_up(sizeof(float) * n->oh * n->ow * n->oc * B, align);
