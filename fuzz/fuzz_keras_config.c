@@ -1,6 +1,7 @@
 /* libFuzzer target: the Keras config.json reader (ck_kio_parse_config). Whatever parses is built
  * as a model (under a 64 MiB host allocation limit: absurd sizes must fail with a status), and a
- * built model's config is written back and read again: it must parse, with the same layers. */
+ * built model's config is written back and read again: it must parse, with the same layers (a
+ * functional model's in Keras's order). */
 #include "cnnkit/model.h"
 #include "keras_io.h"
 
@@ -47,9 +48,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 __builtin_trap(); /* cnnkit cannot read its own config */
             if (again.count != km.count)
                 __builtin_trap();
+            int order[256]; /* a graph is written in Keras's layer order */
+            ck_kio_keras_order(m, order);
             for (int i = 0; i < km.count; ++i) {
                 ck_layer_desc built;
-                ck_model_layer_desc(m, i, &built);
+                ck_model_layer_desc(m, order[i], &built);
                 if (again.layers[i].type != built.type || again.layers[i].units != built.units ||
                     again.layers[i].activation != built.activation ||
                     strcmp(again.layers[i].name, built.name))

@@ -155,10 +155,11 @@ Test(keras_io, cnnkit_files_read_back_exactly) {
     ck_context_destroy(ctx);
 }
 
-/* config.json of small.keras with one edit: from -> to (first occurrence). */
-static ck_status parse_edited(const char *from, const char *to, char *err, size_t len) {
+/* config.json of a fixture, as cnnkit writes it, with one edit: from -> to (first occurrence). */
+static ck_status parse_edited_of(const char *path, const char *from, const char *to, char *err,
+                                 size_t len) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = load(ctx, KDIR "small.keras");
+    ck_model *m = load(ctx, path);
     char e2[256];
     char *cfg = ck_kio_write_config(m, e2, sizeof e2);
     cr_assert_not_null(cfg, "%s", e2);
@@ -177,6 +178,10 @@ static ck_status parse_edited(const char *from, const char *to, char *err, size_
     free(ed);
     free(cfg);
     return st;
+}
+
+static ck_status parse_edited(const char *from, const char *to, char *err, size_t len) {
+    return parse_edited_of(KDIR "small.keras", from, to, err, len);
 }
 
 static void expect_refused(const char *from, const char *to, const char *must1, const char *must2) {
@@ -206,8 +211,8 @@ Test(keras_io, unsupported_layers_and_options_are_named) {
     expect_refused("\"center\": true", "\"center\": false", "(BatchNormalization)", "center");
     expect_refused("\"float32\", \"trainable\": true", "\"float32\", \"trainable\": false",
                    "(Conv2D)", "trainable");
-    expect_refused("\"class_name\": \"Sequential\"", "\"class_name\": \"Functional\"", "Functional",
-                   "Sequential");
+    expect_refused("\"class_name\": \"Sequential\"", "\"class_name\": \"MyModel\"", "MyModel",
+                   "Sequential and Functional");
     expect_refused("\"amsgrad\": false", "\"amsgrad\": true", "(Adam)", "amsgrad");
     expect_refused("\"epsilon\": 0.001", "\"epsilon\": \"small\"", "(BatchNormalization)",
                    "epsilon");
@@ -337,32 +342,38 @@ Test(keras_io, cli_summary_check_and_convert) {
     rmdir(dir);
 }
 
-/* The same file on a CUDA context: the weights and optimizer state reach the device (skips
- * without a GPU), and a save from the device writes what was loaded. */
+/* The same files on a CUDA context (Sequential and functional): the weights and optimizer state
+ * reach the device (skips without a GPU), and a save from the device writes what was loaded. */
 Test(keras_io, model_from_keras_predicts_what_keras_predicted_cuda) {
     ck_context *ctx = t_cuda_ctx_or_skip();
-    ck_model *m = load(ctx, KDIR "small.keras");
-    expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
-    cr_assert_eq(ck_model_step(m), kg_small_iterations);
-    char dir[] = "/tmp/cnnkit-keras-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
-    char p[128];
-    snprintf(p, sizeof p, "%s/gpu.keras", dir);
-    CK_OK(ctx, ck_model_save_keras(m, p));
-    ck_context *cpu = t_ctx(CK_DEVICE_CPU);
-    ck_model *a = load(cpu, KDIR "small.keras"), *b = load(cpu, p);
-    size_t n;
-    float *wa = weights_of(a, &n), *wb = weights_of(b, &n);
-    cr_assert_eq(memcmp(wa, wb, n * sizeof *wa), 0, "the device changed the weights");
-    cr_assert_eq(memcmp(a->opt_v, b->opt_v, a->num_params * sizeof(float)), 0);
-    free(wa);
-    free(wb);
-    ck_model_destroy(a);
-    ck_model_destroy(b);
-    ck_context_destroy(cpu);
-    unlink(p);
-    rmdir(dir);
-    ck_model_destroy(m);
+    const char *files[2] = {KDIR "small.keras", KDIR "func.keras"};
+    const float *xs[2] = {kg_small_x, kg_func_x}, *ps[2] = {kg_small_probs, kg_func_probs};
+    const int classes[2] = {5, 3}, steps[2] = {kg_small_iterations, kg_func_iterations};
+    for (int f = 0; f < 2; ++f) {
+        ck_model *m = load(ctx, files[f]);
+        expect_probs(m, xs[f], ps[f], 4, classes[f]);
+        cr_assert_eq(ck_model_step(m), steps[f]);
+        char dir[] = "/tmp/cnnkit-keras-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        char p[128];
+        snprintf(p, sizeof p, "%s/gpu.keras", dir);
+        CK_OK(ctx, ck_model_save_keras(m, p));
+        ck_context *cpu = t_ctx(CK_DEVICE_CPU);
+        ck_model *a = load(cpu, files[f]), *b = load(cpu, p);
+        size_t n;
+        float *wa = weights_of(a, &n), *wb = weights_of(b, &n);
+        cr_assert_eq(memcmp(wa, wb, n * sizeof *wa), 0, "%s: the device changed the weights",
+                     files[f]);
+        cr_assert_eq(memcmp(a->opt_v, b->opt_v, a->num_params * sizeof(float)), 0);
+        free(wa);
+        free(wb);
+        ck_model_destroy(a);
+        ck_model_destroy(b);
+        ck_context_destroy(cpu);
+        unlink(p);
+        rmdir(dir);
+        ck_model_destroy(m);
+    }
     ck_context_destroy(ctx);
 }
 
@@ -403,6 +414,60 @@ Test(keras_io, keras2_style_config) {
     cr_assert_eq(km.optimizer.type, CK_OPT_SGD);
     cr_assert_float_eq(km.optimizer.momentum, 0.5f, 1e-7);
     cr_assert_eq(km.optimizer.nesterov, 1);
+    ck_keras_model_free(&km);
+}
+
+/* A Keras 2 / tf.keras functional config (class Model, inbound_nodes as [[[name, node, tensor,
+ * kwargs], ...]], input_layers as a list of lists). */
+Test(keras_io, keras2_style_functional_config) {
+    const char *cfg = "{\"class_name\": \"Model\", \"config\": {\"name\": \"model\", \"layers\": "
+                      "[{\"class_name\": \"InputLaye"
+                      "r\", \"config\": {\"batch_input_shape\": [null, 6, 6, 1], \"dtype\": "
+                      "\"float32\", \"sparse\": false"
+                      ", \"ragged\": false, \"name\": \"input_1\"}, \"name\": \"input_1\", "
+                      "\"inbound_nodes\": []}, {\"class_"
+                      "name\": \"Conv2D\", \"config\": {\"name\": \"c\", \"trainable\": true, "
+                      "\"dtype\": \"float32\", \"filters"
+                      "\": 1, \"kernel_size\": [3, 3], \"strides\": [1, 1], \"padding\": \"same\", "
+                      "\"data_format\": \"chann"
+                      "els_last\", \"dilation_rate\": [1, 1], \"activation\": \"relu\", "
+                      "\"use_bias\": true}, \"name\": \"c\""
+                      ", \"inbound_nodes\": [[[\"input_1\", 0, 0, {}]]]}, {\"class_name\": "
+                      "\"Add\", \"config\": {\"name\": "
+                      "\"add\", \"trainable\": true, \"dtype\": \"float32\"}, \"name\": \"add\", "
+                      "\"inbound_nodes\": [[[\"c\", 0"
+                      ", 0, {}], [\"input_1\", 0, 0, {}]]]}, {\"class_name\": \"Flatten\", "
+                      "\"config\": {\"name\": \"flatte"
+                      "n\", \"trainable\": true, \"dtype\": \"float32\", \"data_format\": "
+                      "\"channels_last\"}, \"name\": \"fla"
+                      "tten\", \"inbound_nodes\": [[[\"add\", 0, 0, {}]]]}, {\"class_name\": "
+                      "\"Dense\", \"config\": {\"name"
+                      "\": \"d\", \"trainable\": true, \"dtype\": \"float32\", \"units\": 2, "
+                      "\"activation\": \"softmax\"}, \"na"
+                      "me\": \"d\", \"inbound_nodes\": [[[\"flatten\", 0, 0, {}]]]}], "
+                      "\"input_layers\": [[\"input_1\", 0, "
+                      "0]], \"output_layers\": [[\"d\", 0, 0]]}, \"keras_version\": \"2.15.0\", "
+                      "\"backend\": \"tensorflow\""
+                      "}";
+    ck_keras_model km;
+    char err[512];
+    cr_assert_eq(ck_kio_parse_config(cfg, strlen(cfg), NULL, &km, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(km.count, 4);
+    cr_assert_eq(km.layers[0].input_h, 6);
+    cr_assert_eq(km.layers[0].num_inputs, 1);
+    cr_assert_eq(km.layers[0].inputs[0], CK_LAYER_INPUT_MODEL);
+    cr_assert_eq(km.layers[1].type, CK_LAYER_ADD);
+    cr_assert_eq(km.layers[1].num_inputs, 2);
+    cr_assert(km.layers[1].inputs[0] == 0 && km.layers[1].inputs[1] == CK_LAYER_INPUT_MODEL);
+    cr_assert_eq(km.layers[3].inputs[0], 2);
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_kio_model_from_config(ctx, &km, &m));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    cr_assert_eq(m->num_params, 10 + 74); /* conv 9 + 1, dense 36 x 2 + 2 */
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
     ck_keras_model_free(&km);
 }
 
@@ -481,4 +546,157 @@ Test(keras_io, dataset_storing_fewer_elements_than_its_shape_is_refused) {
     free(after);
     ck_model_destroy(m);
     ck_context_destroy(ctx);
+}
+
+/* ---- functional models ---------------------------------------------------------------------- */
+/* tools/gen_keras_fixtures.py's func model in creation order: the projection comes first, so
+ * cnnkit's layer order is not Keras's (conv2d_4, batch_normalization_3, activation_2, proj, ...).
+ */
+static const char func_text[] =
+    "import keras\n"
+    "from keras import layers\n"
+    "inp = keras.Input((8, 8, 2))\n"
+    "proj = layers.Conv2D(4, 3, strides=2, padding='same', name='proj')(inp)\n"
+    "x = layers.Conv2D(4, 3, strides=2, padding='same')(inp)\n"
+    "x = layers.BatchNormalization()(x)\n"
+    "y = layers.Activation('relu')(x)\n"
+    "y = layers.Conv2D(4, 3, padding='same')(y)\n"
+    "s = layers.Add()([proj, y, x])\n"
+    "b = layers.MaxPooling2D(2, padding='same')(layers.Conv2D(3, 2, padding='same')(inp))\n"
+    "c = layers.Concatenate()([s, b])\n"
+    "c = layers.BatchNormalization(momentum=0.9)(c)\n"
+    "c = layers.Activation('relu')(c)\n"
+    "out = layers.Dense(3, activation='softmax')(layers.GlobalAveragePooling2D()(c))\n"
+    "model = keras.Model(inp, out)\n"
+    "model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.02), "
+    "loss='sparse_categorical_crossentropy')\n";
+
+static ck_model *func_model(ck_context *ctx) {
+    ck_model *m = NULL;
+    char err[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, func_text, &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
+    return m;
+}
+
+static const char *layer_name(ck_model *m, int i) {
+    static ck_layer_desc d;
+    CK_OK(m->ctx, ck_model_layer_desc(m, i, &d));
+    return d.name;
+}
+
+Test(keras_io, functional_archive_and_legacy_h5_predict_what_keras_predicted) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    const char *files[] = {KDIR "func.keras", KDIR "func_legacy.h5"};
+    for (int f = 0; f < 2; ++f) {
+        ck_model *m = load(ctx, files[f]);
+        cr_assert(m->graph, "%s: read as a graph", files[f]);
+        cr_assert_eq(ck_model_num_layers(m), 13);
+        /* Keras's order: the branch conv, its BN and ReLU, then the projection */
+        cr_assert_str_eq(layer_name(m, 3), "proj");
+        ck_layer_desc d;
+        CK_OK(ctx, ck_model_layer_desc(m, 6, &d));
+        cr_assert_eq(d.type, CK_LAYER_ADD);
+        cr_assert_eq(d.num_inputs, 3);
+        cr_assert(d.inputs[0] == 3 && d.inputs[1] == 4 && d.inputs[2] == 1, "Add reads %d %d %d",
+                  d.inputs[0], d.inputs[1], d.inputs[2]);
+        CK_OK(ctx, ck_model_layer_desc(m, 9, &d));
+        cr_assert_float_eq(d.momentum, 0.9f, 1e-7);
+        expect_probs(m, kg_func_x, kg_func_probs, 4, 3);
+        if (f == 0) { /* the archive holds Adam's state: the first variable is conv2d_4's kernel */
+            cr_assert_eq(ck_model_step(m), kg_func_iterations);
+            for (int i = 0; i < 8; ++i)
+                cr_assert_float_eq(m->opt_m[i], kg_func_slot0[i], 1e-9, "Adam momentum %d", i);
+        }
+        ck_model_destroy(m);
+    }
+    ck_context_destroy(ctx);
+}
+
+Test(keras_io, functional_weights_and_optimizer_go_by_keras_order) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = func_model(ctx);
+    cr_assert_str_eq(layer_name(m, 0), "proj");
+    int order[16];
+    ck_kio_keras_order(m, order);
+    const int want[13] = {1, 2, 3, 0, 4, 6, 5, 7, 8, 9, 10, 11, 12};
+    for (int j = 0; j < 13; ++j)
+        cr_assert_eq(order[j], want[j], "Keras's layer %d is cnnkit's %d, want %d", j, order[j],
+                     want[j]);
+    /* Keras's groups (conv2d = the branch conv, conv2d_1 = proj, ...) into cnnkit's layers */
+    CK_OK(ctx, ck_model_load_keras_weights(m, KDIR "func.keras"));
+    expect_probs(m, kg_func_x, kg_func_probs, 4, 3);
+    /* Adam's first variable is the branch conv's kernel: cnnkit's parameters 76.. (after proj's
+     * 3x3x2x4 kernel and 4 biases) */
+    cr_assert_eq(ck_model_step(m), kg_func_iterations);
+    for (int i = 0; i < 8; ++i)
+        cr_assert_float_eq(m->opt_m[76 + i], kg_func_slot0[i], 1e-9, "Adam momentum %d", i);
+    /* written in Keras's order and read back into either order: the same bits */
+    char dir[] = "/tmp/cnnkit_kfunc_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char pk[64], pw[64];
+    snprintf(pk, sizeof pk, "%s/f.keras", dir);
+    snprintf(pw, sizeof pw, "%s/f.weights.h5", dir);
+    CK_OK(ctx, ck_model_save_keras(m, pk));
+    ck_model *back = load(ctx, pk);
+    cr_assert_str_eq(layer_name(back, 3), "proj");
+    expect_probs(back, kg_func_x, kg_func_probs, 4, 3);
+    CK_OK(ctx, ck_model_save_keras(back, pw));
+    ck_model *m2 = func_model(ctx);
+    CK_OK(ctx, ck_model_load_keras_weights(m2, pw));
+    size_t n0, n1;
+    float *w0 = weights_of(m, &n0), *w1 = weights_of(m2, &n1);
+    cr_assert_eq(n0, n1);
+    cr_assert_eq(memcmp(w0, w1, n0 * sizeof *w0), 0, "weights differ after two trips");
+    cr_assert_eq(memcmp(m->opt_m, m2->opt_m, m->num_params * sizeof(float)), 0);
+    cr_assert_eq(memcmp(m->opt_v, m2->opt_v, m->num_params * sizeof(float)), 0);
+    cr_assert_eq(ck_model_step(m2), ck_model_step(m));
+    free(w0);
+    free(w1);
+    ck_model_destroy(m2);
+    ck_model_destroy(back);
+    ck_model_destroy(m);
+    unlink(pk);
+    unlink(pw);
+    rmdir(dir);
+    ck_context_destroy(ctx);
+}
+
+static void expect_func_refused(const char *from, const char *to, const char *must1,
+                                const char *must2) {
+    char err[512];
+    ck_status st = parse_edited_of(KDIR "func.keras", from, to, err, sizeof err);
+    cr_assert_neq(st, CK_STATUS_SUCCESS, "%s was accepted", to);
+    cr_assert_not_null(strstr(err, must1), "'%s' not in: %s", must1, err);
+    cr_assert_not_null(strstr(err, must2), "'%s' not in: %s", must2, err);
+}
+
+Test(keras_io, functional_configs_refused_with_the_layer_named) {
+    char err[512];
+    cr_assert_eq(parse_edited_of(KDIR "func.keras", "\"kwargs\": {}",
+                                 "\"kwargs\": {\"mask\": null}", err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    expect_func_refused("\"keras_history\": [\"proj\", 0, 0]",
+                        "\"keras_history\": [\"proj\", 1, 0]", "layer 'add' (Add)",
+                        "shared layers");
+    expect_func_refused("\"keras_history\": [\"proj\", 0, 0]",
+                        "\"keras_history\": [\"nosuch\", 0, 0]", "layer 'add' (Add)",
+                        "'nosuch', which the model does not have");
+    expect_func_refused("\"keras_history\": [\"input_layer\", 0, 0]",
+                        "\"keras_history\": [\"dense_6\", 0, 0]", "layer 'conv2d_4' (Conv2D)",
+                        "lists after it");
+    expect_func_refused("\"inbound_nodes\": [{", "\"inbound_nodes\": [{}, {",
+                        "layer 'conv2d_4' (Conv2D)", "called 2 times");
+    expect_func_refused("\"kwargs\": {}", "\"kwargs\": {\"training\": true}",
+                        "layer 'conv2d_4' (Conv2D)", "training");
+    expect_func_refused("\"output_layers\": [\"dense_6\", 0, 0]",
+                        "\"output_layers\": [\"proj\", 0, 0]", "output_layers names 'proj'",
+                        "last layer is 'dense_6'");
+    expect_func_refused("\"output_layers\": [\"dense_6\", 0, 0]",
+                        "\"output_layers\": [[\"dense_6\", 0, 0], [\"proj\", 0, 0]]",
+                        "2 output_layers", "one input and one output");
+    expect_func_refused("\"name\": \"dense_6\"", "\"name\": \"proj\"", "layer 'proj' (Dense)",
+                        "unique");
+    expect_func_refused("\"class_name\": \"Concatenate\"", "\"class_name\": \"Lambda\"", "(Lambda)",
+                        "not supported");
 }

@@ -11,6 +11,10 @@ Two small models that cover every layer class cnnkit reads, each trained a few s
   small2: 8x8x2, Conv2D strides 2 + LeakyReLU(0.1), Conv2D no bias tanh 'same' + ELU(0.5),
           ReLU, GlobalAveragePooling2D, Dense gelu, Dense sigmoid, Dense swish, Dense, Softmax;
           SGD with momentum 0.9.
+  func:   8x8x2 functional: a projection Conv2D made before the branch it meets (Keras lists
+          layers by depth, not by creation: the weights groups follow Keras's order), Add of
+          three, Concatenate with a MaxPooling2D 'same' branch, BN after the merge; Adam. Also
+          written as a legacy whole-model .h5 (Keras 2's inbound_nodes).
 The golden header holds each model's inputs, Keras's inference probabilities, the optimizer's
 iteration count and the first values of the first optimizer slot (momentum) arrays."""
 import os
@@ -55,6 +59,24 @@ def small2():
     return m, (8, 8, 2), 3
 
 
+def func():
+    inp = keras.Input((8, 8, 2))
+    proj = layers.Conv2D(4, 3, strides=2, padding="same", name="proj")(inp)
+    x = layers.Conv2D(4, 3, strides=2, padding="same")(inp)
+    x = layers.BatchNormalization()(x)
+    y = layers.Activation("relu")(x)
+    y = layers.Conv2D(4, 3, padding="same")(y)
+    s = layers.Add()([proj, y, x])
+    b = layers.MaxPooling2D(2, padding="same")(layers.Conv2D(3, 2, padding="same")(inp))
+    c = layers.Concatenate()([s, b])
+    c = layers.BatchNormalization(momentum=0.9)(c)
+    c = layers.Activation("relu")(c)
+    out = layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling2D()(c))
+    m = keras.Model(inp, out)
+    m.compile(optimizer=keras.optimizers.Adam(learning_rate=0.02), loss="sparse_categorical_crossentropy")
+    return m, (8, 8, 2), 3
+
+
 def carray(name, a, ctype="float"):
     a = np.asarray(a).ravel()
     body = ",\n    ".join(", ".join(f"{float(v):.9g}f" if ctype == "float" else str(int(v))
@@ -65,7 +87,7 @@ def carray(name, a, ctype="float"):
 out = ["/* Written by tools/gen_keras_fixtures.py with Keras %s (%s backend): do not edit. */\n"
        % (keras.__version__, keras.backend.backend()),
        "#ifndef CNNKIT_KERAS_GOLDEN_H\n#define CNNKIT_KERAS_GOLDEN_H\n"]
-for name, make in (("small", small), ("small2", small2)):
+for name, make in (("small", small), ("small2", small2), ("func", func)):
     m, shape, classes = make()
     xt = rng.random((32,) + shape, dtype=np.float32)
     yt = rng.integers(0, classes, 32)
@@ -76,6 +98,7 @@ for name, make in (("small", small), ("small2", small2)):
     m.save(os.path.join(DATA, name + ".keras"))
     if name == "small":  # the weights alone, and the legacy whole-model HDF5 format
         m.save_weights(os.path.join(DATA, name + ".weights.h5"))
+    if name in ("small", "func"):
         m.save(os.path.join(DATA, name + "_legacy.h5"))
     opt = m.optimizer.variables
     it = int(np.asarray(opt[0]))

@@ -3,12 +3,14 @@ cnnkit is driven through its shared library (ctypes), Keras directly; the files 
 are .keras archives. Run by tools/keras_crosscheck.sh (CI phase `keras`):
     python tools/keras_crosscheck.py BUILD_DIR [--limit N]
 1. Models built in Keras (the seed model; one with 'same' padding, AveragePooling2D and
-   SpatialDropout2D; one with ZeroPadding2D in its three argument forms), trained 5 batches there
+   SpatialDropout2D; one with ZeroPadding2D in its three argument forms; two functional ones: Add
+   of three, Concatenate and a projection made before the branch it meets, and
+   examples/resnet20_v1.py run as Python), trained 5 batches there
    so BN's moving statistics move, saved as .keras: cnnkit's inference probabilities on 1,000
    test images equal Keras's to 1e-5. cnnkit saves each back as .keras and Keras's predictions
    from that file equal its own to 1e-5 (config and weights written the way Keras reads them).
 2. The seed model trained 1 epoch by cnnkit (`cnnkit train --save x.keras`, batch 128, seed 1),
-   loaded by Keras: Keras's evaluate gives cnnkit's test accuracy (+-1 image) and loss (1e-4).
+   and ResNet-20 v1 on 2,048 images (tested on 2,000), loaded by Keras: Keras's evaluate gives cnnkit's test accuracy (+-1 image) and loss (1e-4).
 3. Training parity: the seed model with dropout rates 0, Keras's initial weights, the same 10
    batches of 128 in order, Adam defaults.
    3b. Each step from Keras's exact state (the .keras file Keras saves before the step: weights,
@@ -162,6 +164,34 @@ def zeropad_model():
         layers.Flatten(), layers.Dense(10, activation="softmax")])
 
 
+def example_model(name):
+    """A model file of examples/ run as the Python it is (it defines `model`)."""
+    env = {}
+    exec(compile(open(os.path.join("examples", name)).read(), name, "exec"), env)
+    return env["model"]
+
+
+def resnet20_v1():
+    return example_model("resnet20_v1.py")
+
+
+def branches_model():
+    """Functional: a projection created before the branch it meets (Keras lists layers by depth,
+    not by creation), Add of three, Concatenate, BN after the merge."""
+    inp = keras.Input((28, 28, 1))
+    proj = layers.Conv2D(8, 1, strides=2, name="proj")(inp)
+    x = layers.Conv2D(8, 3, strides=2, padding="same")(inp)
+    x = layers.BatchNormalization()(x)
+    y = layers.Activation("relu")(x)
+    y = layers.Conv2D(8, 3, padding="same")(y)
+    s = layers.Add()([y, proj, x])
+    c = layers.Concatenate()([s, layers.MaxPooling2D(2, padding="same")(layers.Conv2D(8, 2, padding="same")(inp))])
+    c = layers.BatchNormalization()(c)
+    c = layers.Activation("relu")(c)
+    g = layers.GlobalAveragePooling2D()(c)
+    return keras.Model(inp, layers.Dense(10, activation="softmax")(g))
+
+
 def compiled(m, opt="adam"):
     m.compile(optimizer=keras.optimizers.Adam() if opt == "adam" else keras.optimizers.SGD(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return m
@@ -182,11 +212,13 @@ keras.utils.set_random_seed(1)
 
 # 1. Keras -> cnnkit, inference
 for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+avgpool+spatialdropout", same_avg_model),
-                                                     ("zeropadding", zeropad_model)):
+                                                     ("zeropadding", zeropad_model),
+                                                     ("functional branches", branches_model),
+                                                     ("resnet20_v1 (functional)", resnet20_v1)):
     m = compiled(make())
     for b in range(5):
         m.train_on_batch(xtr[b * 128:(b + 1) * 128], ytr[b * 128:(b + 1) * 128])
-    path = os.path.join(tmp, name.replace("+", "_") + ".keras")
+    path = os.path.join(tmp, name.split(" ")[0].replace("+", "_") + ".keras")
     m.save(path)
     pk = m.predict(xte[:1000], batch_size=250, verbose=0)
     ck = Cnnkit(path, 250)
@@ -200,28 +232,51 @@ for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+
     d = float(np.abs(pk - pb).max())
     report(f"1. {name}: saved back by cnnkit, max |p_keras(back) - p_keras|", f"{d:.2e}", "1e-5", d <= 1e-5)
 
-# 2. cnnkit -> Keras, a trained model
-path = os.path.join(tmp, "trained.keras")
-cmd = [os.path.join(a.build, "cnnkit"), "train", "examples/seed_cnn.py", "--epochs", "1", "--batch", "128",
-       "--seed", "1", "--save", path, "--data", a.data]
-if a.limit:
-    cmd += ["--limit", str(a.limit)]
-r = subprocess.run(cmd if a.only in (0, 2) else ["true"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-if a.only not in (0, 2):
-    pass
-elif r.returncode != 0:
-    print(r.stdout[-2000:])
-    report("2. cnnkit train --save .keras", f"exit {r.returncode}", "0", False)
-else:
+# 2. cnnkit -> Keras, a trained model: the seed model (all images unless --limit) and ResNet-20 v1
+# (functional; 2,048 images, tested on 2,000: a CPU minute)
+# and a functional model whose projection is written before the branch it meets, so cnnkit's
+# layer order (the file's) is not Keras's (by depth): the weights must land in Keras's groups
+PROJ_FIRST = """import keras
+from keras import layers
+inputs = keras.Input(shape=(28, 28, 1))
+shortcut = layers.Conv2D(16, 3, strides=2, padding="same", name="proj")(inputs)
+x = layers.Conv2D(16, 3, strides=2, padding="same")(inputs)
+x = layers.BatchNormalization()(x)
+x = layers.Activation("relu")(x)
+x = layers.Conv2D(16, 3, padding="same")(x)
+x = layers.Add()([shortcut, x])
+x = layers.Activation("relu")(x)
+x = layers.GlobalAveragePooling2D()(x)
+model = keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+"""
+with open(os.path.join(tmp, "proj_first.py"), "w") as f:
+    f.write(PROJ_FIRST)
+for model, limit, ntest in (("examples/seed_cnn.py", a.limit, len(xte)), ("examples/resnet20_v1.py", 2048, 2000),
+                            (os.path.join(tmp, "proj_first.py"), 2048, 2000)):
+    path = os.path.join(tmp, "trained_" + os.path.basename(model).replace(".py", ".keras"))
+    model = os.path.basename(model) if model.startswith("examples/") else model
+    cmd = [os.path.join(a.build, "cnnkit"), "train", model if os.path.isabs(model) else "examples/" + model,
+           "--epochs", "1", "--batch", "128",
+           "--seed", "1", "--save", path, "--data", a.data]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    if a.only not in (0, 2):
+        continue
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        print(r.stdout[-2000:])
+        report(f"2. {os.path.basename(model)}: cnnkit train --save .keras", f"exit {r.returncode}", "0", False)
+        continue
     ck = Cnnkit(path, 1000)
-    closs, ccorrect = ck.evaluate(xte, yte)
+    closs, ccorrect = ck.evaluate(xte[:ntest], yte[:ntest])
     ck.close()
     km = keras.models.load_model(path)
-    kloss, kacc = km.evaluate(xte, yte, batch_size=1000, verbose=0)
-    kcorrect = int(round(kacc * len(xte)))
-    report("2. test accuracy, cnnkit vs Keras (images)", f"{ccorrect} vs {kcorrect}", "1 image",
-           abs(ccorrect - kcorrect) <= 1)
-    report("2. test loss, cnnkit vs Keras", f"{closs:.6f} vs {kloss:.6f}", "1e-4", abs(closs - kloss) <= 1e-4)
+    kloss, kacc = km.evaluate(xte[:ntest], yte[:ntest], batch_size=1000, verbose=0)
+    kcorrect = int(round(kacc * ntest))
+    model = os.path.basename(model)
+    report(f"2. {model}: test accuracy on {ntest:,} images, cnnkit vs Keras (images)", f"{ccorrect} vs {kcorrect}",
+           "1 image", abs(ccorrect - kcorrect) <= 1)
+    report(f"2. {model}: test loss, cnnkit vs Keras", f"{closs:.6f} vs {kloss:.6f}", "1e-4", abs(closs - kloss) <= 1e-4)
 
 # 3. training parity, dropout 0, same initial weights and batches
 keras.utils.set_random_seed(1)

@@ -80,8 +80,9 @@ static void usage(FILE *f, const char *cmd) {
         if (only < 0 || i == only)
             fputs(USAGE_CMD[i][1], f);
     fprintf(f, "\n"
-               "MODEL is a Keras Sequential model in Python syntax (see examples/seed_cnn.py), or\n"
-               "a Keras file: a .keras archive or a legacy .h5 model (its weights included).\n"
+               "MODEL is a Keras model in Python syntax, Sequential (examples/seed_cnn.py) or\n"
+               "functional (examples/resnet20_v1.py), or a Keras file: a .keras archive or a\n"
+               "legacy .h5 model (its weights included).\n"
                "--save and --weights take a cnnkit checkpoint, a .keras or a .weights.h5 file.\n"
                "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
                "is $CNNKIT_DATA or /usr/share/datasets/fashion-mnist.\n");

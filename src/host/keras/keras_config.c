@@ -435,6 +435,174 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
     return 0;
 }
 
+/* ---- functional models: who reads whom ------------------------------------------------------ */
+/* The layer a tensor comes from: index of km->layers[0 .. self), CK_LAYER_INPUT_MODEL for the
+ * InputLayer in_name. hist is Keras's [layer name, node index, tensor index]. */
+static int resolve(cfg *C, json_t *hist, const ck_keras_model *km, int self, const char *in_name,
+                   json_t *layers, int *out) {
+    json_t *nm = json_array_get(hist, 0), *ni = json_array_get(hist, 1),
+           *ti = json_array_get(hist, 2);
+    if (!json_is_array(hist) || json_array_size(hist) < 3 || !json_is_string(nm) ||
+        !json_is_integer(ni) || !json_is_integer(ti))
+        return fail(C, "an input tensor has no keras_history [layer name, node, tensor]");
+    const char *name = json_string_value(nm);
+    if (json_integer_value(ni) != 0 || json_integer_value(ti) != 0)
+        return fail(C,
+                    "reads output %lld of call %lld of layer '%.60s': shared layers and layers "
+                    "with several outputs are not supported by cnnkit",
+                    (long long)json_integer_value(ti), (long long)json_integer_value(ni), name);
+    if (in_name[0] && !strcmp(name, in_name)) {
+        *out = CK_LAYER_INPUT_MODEL;
+        return 0;
+    }
+    for (int k = 0; k < self; ++k)
+        if (!strcmp(km->layers[k].name, name)) {
+            *out = k;
+            return 0;
+        }
+    size_t i;
+    json_t *e;
+    json_array_foreach(layers, i, e) {
+        json_t *o = json_object_get(e, "config");
+        if (str_is(json_object_get(o, "name"), name))
+            return fail(C,
+                        "reads layer '%.60s', which config.json lists after it (layers must come "
+                        "after the layers they read)",
+                        name);
+    }
+    return fail(C, "reads layer '%.60s', which the model does not have", name);
+}
+
+/* An inbound node's keyword arguments: none, or only nulls (a mask not given). */
+static int check_call_kwargs(cfg *C, json_t *kw) {
+    const char *k;
+    json_t *v;
+    if (kw && !json_is_null(kw) && !json_is_object(kw))
+        return fail(C, "the call's kwargs are not an object");
+    json_object_foreach(kw, k, v) {
+        if (!json_is_null(v))
+            return unsupported(C, k, v, "none: a layer is called on its inputs only");
+    }
+    return 0;
+}
+
+/* d's inputs from the entry's inbound_nodes: Keras 3's [{"args": [tensor or [tensors]],
+ * "kwargs": {}}] or Keras 2's [[[name, node, tensor, kwargs], ...]]. */
+static int read_inbound(cfg *C, json_t *entry, const ck_keras_model *km, int self,
+                        const char *in_name, json_t *layers, ck_layer_desc *d) {
+    json_t *nodes = json_object_get(entry, "inbound_nodes");
+    if (!json_is_array(nodes))
+        return fail(C, "no inbound_nodes list (a functional model's layers say what they read)");
+    if (json_array_size(nodes) == 0)
+        return fail(C, "the layer is never called on a tensor (inbound_nodes is empty)");
+    if (json_array_size(nodes) > 1)
+        return fail(C, "the layer is called %zu times: shared layers are not supported by cnnkit",
+                    json_array_size(nodes));
+    json_t *node = json_array_get(nodes, 0), *ts[CK_MAX_LAYER_INPUTS];
+    size_t nt = 0;
+    int keras2 = 0;
+    if (json_is_object(node)) {
+        json_t *args = json_object_get(node, "args");
+        if (!json_is_array(args) || json_array_size(args) != 1)
+            return fail(C, "inbound node: expected one argument, a tensor or a list of tensors");
+        if (check_call_kwargs(C, json_object_get(node, "kwargs")))
+            return -1;
+        json_t *a = json_array_get(args, 0);
+        nt = json_is_array(a) ? json_array_size(a) : 1;
+        for (size_t j = 0; j < nt && j < CK_MAX_LAYER_INPUTS; ++j)
+            ts[j] = json_is_array(a) ? json_array_get(a, j) : a;
+    } else if (json_is_array(node)) {
+        keras2 = 1;
+        nt = json_array_size(node);
+        for (size_t j = 0; j < nt && j < CK_MAX_LAYER_INPUTS; ++j)
+            ts[j] = json_array_get(node, j);
+    } else {
+        return fail(C, "inbound node: expected an object or a list");
+    }
+    if (nt == 0 || nt > CK_MAX_LAYER_INPUTS)
+        return fail(C, "reads %zu tensors (cnnkit: 1 to %d)", nt, CK_MAX_LAYER_INPUTS);
+    d->num_inputs = (int)nt;
+    for (size_t j = 0; j < nt; ++j) {
+        json_t *hist = ts[j];
+        if (keras2) {
+            if (json_array_size(hist) == 4 && check_call_kwargs(C, json_array_get(hist, 3)))
+                return -1;
+        } else {
+            json_t *tc = json_object_get(ts[j], "config");
+            if (!str_is(json_object_get(ts[j], "class_name"), "__keras_tensor__"))
+                return fail(C, "inbound node: argument %zu is not a Keras tensor", j + 1);
+            hist = json_object_get(tc, "keras_history");
+        }
+        if (resolve(C, hist, km, self, in_name, layers, &d->inputs[j]))
+            return -1;
+    }
+    return 0;
+}
+
+/* input_layers / output_layers: Keras 3's [name, 0, 0] or a list of those; one only. */
+static int endpoint(cfg *C, json_t *conf, const char *key, const char **name) {
+    json_t *v = json_object_get(conf, key);
+    if (json_is_array(v) && json_array_size(v) == 1 && json_is_array(json_array_get(v, 0)))
+        v = json_array_get(v, 0);
+    else if (json_is_array(v) && json_array_size(v) > 1 && json_is_array(json_array_get(v, 0)))
+        return fail(C,
+                    "config.json: the model has %zu %s; cnnkit models have one input and one "
+                    "output",
+                    json_array_size(v), key);
+    json_t *nm = json_array_get(v, 0);
+    if (!json_is_array(v) || !json_is_string(nm))
+        return fail(C, "config.json: %s is missing or not [layer name, 0, 0]", key);
+    *name = json_string_value(nm);
+    return 0;
+}
+
+/* A functional model's layer entry: the InputLayer's name into in_name (one only), or d's
+ * inputs. Layer names must be unique: Keras's tensors name the layer that made them. */
+static int connect_layer(cfg *C, json_t *e, const ck_keras_model *km, int is_input, char *in_name,
+                         json_t *layers, ck_layer_desc *d) {
+    json_t *o = json_object_get(e, "config");
+    const char *name = json_string_value(json_object_get(o, "name"));
+    C->cls = json_string_value(json_object_get(e, "class_name"));
+    C->lname = name ? name : "?";
+    if (!name)
+        return fail(C, "the layer has no name (a functional model's tensors name their layer)");
+    for (int k = 0; k < km->count; ++k)
+        if (!strcmp(km->layers[k].name, name))
+            return fail(C, "a second layer with this name (layer names must be unique)");
+    if (is_input) {
+        if (in_name[0])
+            return fail(C,
+                        "a second InputLayer (the first is '%s'): cnnkit models have one input, "
+                        "not supported",
+                        in_name);
+        if (strlen(name) >= sizeof km->layers->name)
+            return fail(C, "name is longer than %d characters", (int)sizeof km->layers->name - 1);
+        snprintf(in_name, sizeof km->layers->name, "%s", name);
+        return 0;
+    }
+    return read_inbound(C, e, km, km->count, in_name, layers, d);
+}
+
+/* One input, the InputLayer; one output, the last layer (every other one leads to it). */
+static int check_endpoints(cfg *C, json_t *conf, const ck_keras_model *km, const char *in_name) {
+    const char *iname, *oname;
+    C->cls = NULL;
+    if (endpoint(C, conf, "input_layers", &iname) || endpoint(C, conf, "output_layers", &oname))
+        return -1;
+    if (!in_name[0] || strcmp(iname, in_name))
+        return fail(C,
+                    "config.json: input_layers names '%.60s', which is not the model's "
+                    "InputLayer",
+                    iname);
+    const char *last = km->layers[km->count - 1].name;
+    if (strcmp(oname, last))
+        return fail(C,
+                    "config.json: output_layers names '%.60s', but the last layer is '%s' (the "
+                    "output must be the last layer, every other one leading to it)",
+                    oname, last);
+    return 0;
+}
+
 /* compile_config's optimizer (Adam, AdamW, SGD) and loss into km. */
 static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
     if (!json_is_object(cc))
@@ -539,15 +707,19 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
     json_t *cls = json_object_get(root, "class_name");
     json_t *conf = json_object_get(root, "config");
     json_t *layers = json_is_array(conf) ? conf : json_object_get(conf, "layers");
+    /* Keras 3 says Functional, Keras 2 Functional or Model */
+    const int functional = str_is(cls, "Functional") || str_is(cls, "Model");
     if (!json_is_string(cls)) {
         fail(&C, "config.json: no class_name at the top level");
-    } else if (strcmp(json_string_value(cls), "Sequential")) {
-        fail(&C, "config.json: a %.40s model is not supported (cnnkit reads Sequential models)",
+    } else if (strcmp(json_string_value(cls), "Sequential") && !functional) {
+        fail(&C,
+             "config.json: a %.40s model is not supported (cnnkit reads Sequential and "
+             "Functional models)",
              json_string_value(cls));
         st = CK_STATUS_NOT_SUPPORTED;
     } else if (!json_is_array(layers) || json_array_size(layers) == 0) {
-        fail(&C, "config.json: the Sequential model has no layers list");
-    } else if (json_array_size(layers) > 256) {
+        fail(&C, "config.json: the %s model has no layers list", json_string_value(cls));
+    } else if (json_array_size(layers) > 256 + (size_t)functional) {
         fail(&C, "config.json: %zu layers, cnnkit takes at most 256", json_array_size(layers));
         st = CK_STATUS_NOT_SUPPORTED;
     } else if (!(km.layers = (ck_layer_desc *)ck_host_calloc(NULL, json_array_size(layers),
@@ -560,9 +732,15 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
         size_t i;
         json_t *e;
         int bad = 0;
+        char in_name[sizeof km.layers->name] = "";
         json_array_foreach(layers, i, e) {
             int skip = 0;
-            if (read_layer(&C, e, &km.layers[km.count], &skip, &pending)) {
+            ck_layer_desc *d = &km.layers[km.count];
+            int r = read_layer(&C, e, d, &skip, &pending);
+            if (!r && functional)
+                r = connect_layer(&C, e, &km, skip, in_name, layers, d);
+            C.cls = NULL;
+            if (r) {
                 bad = 1;
                 st = strstr(err ? err : "", "not supported") ? CK_STATUS_NOT_SUPPORTED
                                                              : CK_STATUS_BAD_PARAM;
@@ -570,6 +748,8 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
             }
             km.count += !skip;
         }
+        if (!bad && functional && km.count > 0 && check_endpoints(&C, conf, &km, in_name))
+            bad = 1;
         json_t *cc = json_object_get(root, "compile_config");
         if (!bad && !cc && training_config) {
             tc_root = json_loads(training_config, JSON_REJECT_DUPLICATES, &je);

@@ -2,6 +2,7 @@
  * keras_config.c). */
 #include "keras_io.h"
 #include "layer.h"
+#include "model_internal.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -95,43 +96,170 @@ static int jp_drop(ck_kput *w, const char *key) {
     return 0;
 }
 
-char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
+/* Layer i's entry without its build_config: module, class_name, config, registered_name. */
+static json_t *layer_entry(ck_model *m, int i, char *err, size_t err_len) {
+    ck_layer_desc d;
+    ck_model_layer_desc(m, i, &d);
+    const char *cls = ck_keras_class_of(&d);
+    json_t *o = json_pack("{s:s, s:s, s:b}", "name", d.name, "dtype", "float32", "trainable", 1);
+    const ck_layer_kind *k = ck_layer_kind_of(d.type);
+    json_put jp = {
+        {jp_ints, jp_str, jp_num, jp_bool, jp_init, jp_act, jp_drop}, o, cls, err, err_len, 0};
+    if (!o || (k && k->keras_put && k->keras_put(&jp.w, &d))) {
+        if (!jp.said)
+            snprintf(err, err_len, "config.json: out of memory");
+        json_decref(o);
+        return NULL;
+    }
+    return json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.layers", "class_name", cls, "config",
+                     o, "registered_name");
+}
+
+/* A tensor's shape as Keras writes it: [null, h, w, c], or [null, c] once flattened. */
+static json_t *tensor_shape(int flat, int h, int w, int c) {
+    return flat ? json_pack("[ni]", c) : shape4(h, w, c);
+}
+
+static json_t *input_layer(const char *name, int h, int w, int c) {
+    return json_pack("{s:s, s:s, s:{s:o, s:s, s:b, s:b, s:s}, s:n}", "module", "keras.layers",
+                     "class_name", "InputLayer", "config", "batch_shape", shape4(h, w, c), "dtype",
+                     "float32", "sparse", 0, "ragged", 0, "name", name, "registered_name");
+}
+
+/* Sequential: the layers in order, each built on the previous one's shape. */
+static json_t *sequential_layers(ck_model *m, char *err, size_t err_len) {
     const int n = ck_model_num_layers(m);
-    json_t *layers = json_array();
-    int h, w, c;
-    int in_h = 0, in_w = 0, in_c = 0;
+    int h, w, c, in_h = 0, in_w = 0, in_c = 0;
     ck_kio_model_input(m, &in_h, &in_w, &in_c);
-    json_array_append_new(layers, json_pack("{s:s, s:s, s:{s:o, s:s, s:b, s:b, s:s}, s:n}",
-                                            "module", "keras.layers", "class_name", "InputLayer",
-                                            "config", "batch_shape", shape4(in_h, in_w, in_c),
-                                            "dtype", "float32", "sparse", 0, "ragged", 0, "name",
-                                            "input_layer", "registered_name"));
+    json_t *layers = json_array();
+    if (layers)
+        json_array_append_new(layers, input_layer("input_layer", in_h, in_w, in_c));
     int ph = in_h, pw = in_w, pc = in_c, pflat = 0;
     for (int i = 0; i < n && layers; ++i) {
-        ck_layer_desc d;
-        ck_model_layer_desc(m, i, &d);
-        const char *cls = ck_keras_class_of(&d);
-        json_t *o =
-            json_pack("{s:s, s:s, s:b}", "name", d.name, "dtype", "float32", "trainable", 1);
-        const ck_layer_kind *k = ck_layer_kind_of(d.type);
-        json_put jp = {
-            {jp_ints, jp_str, jp_num, jp_bool, jp_init, jp_act, jp_drop}, o, cls, err, err_len, 0};
-        if (!o || (k && k->keras_put && k->keras_put(&jp.w, &d))) {
-            if (!jp.said)
-                snprintf(err, err_len, "config.json: out of memory");
-            json_decref(o);
+        json_t *e = layer_entry(m, i, err, err_len);
+        if (!e) {
             json_decref(layers);
             return NULL;
         }
-        json_t *e = json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.layers", "class_name", cls,
-                              "config", o, "registered_name");
-        json_t *bshape = pflat ? json_pack("[ni]", pc) : shape4(ph, pw, pc);
-        json_object_set_new(e, "build_config", json_pack("{s:o}", "input_shape", bshape));
+        json_object_set_new(e, "build_config",
+                            json_pack("{s:o}", "input_shape", tensor_shape(pflat, ph, pw, pc)));
         json_array_append_new(layers, e);
+        ck_layer_desc d;
+        ck_model_layer_desc(m, i, &d);
+        const ck_layer_kind *k = ck_layer_kind_of(d.type);
         ck_model_layer_shape(m, i, &h, &w, &c);
         ph = h, pw = w, pc = c;
         pflat = pflat || (k && (k->flags & CK_LK_FLATTENS));
     }
+    return layers;
+}
+
+/* Functional: the layers in Keras's order (ck_kio_keras_order: the weights groups follow it),
+ * each with the tensors it is called on (inbound_nodes) and their shapes (build_config). */
+static json_t *functional_layers(ck_model *m, const char *in_name, char *err, size_t err_len) {
+    const int n = ck_model_num_layers(m);
+    int in_h = 0, in_w = 0, in_c = 0;
+    ck_kio_model_input(m, &in_h, &in_w, &in_c);
+    int order[CK_MAX_LAYERS], flat[CK_MAX_LAYERS] = {0};
+    ck_kio_keras_order(m, order);
+    json_t *layers = json_array();
+    json_t *in = input_layer(in_name, in_h, in_w, in_c);
+    if (in) {
+        json_object_set_new(in, "name", json_string(in_name));
+        json_object_set_new(in, "inbound_nodes", json_array());
+    }
+    if (layers)
+        json_array_append_new(layers, in);
+    for (int j = 0; j < n && layers; ++j) {
+        const int i = order[j];
+        ck_layer_desc d;
+        ck_model_layer_desc(m, i, &d);
+        const ck_layer_kind *k = ck_layer_kind_of(d.type);
+        int ins[CK_MAX_LAYER_INPUTS];
+        const int nin = ck_kio_layer_inputs(&d, i, ins);
+        json_t *e = layer_entry(m, i, err, err_len);
+        json_t *args = k && k->min_inputs >= 2 ? json_array() : NULL; /* Add([a, b]) */
+        json_t *shapes = args ? json_array() : NULL;
+        json_t *one = NULL, *one_shape = NULL;
+        for (int t = 0; e && t < nin; ++t) {
+            int h = in_h, w = in_w, c = in_c, fl = 0;
+            char src[64];
+            snprintf(src, sizeof src, "%s", in_name);
+            if (ins[t] >= 0) {
+                ck_layer_desc s;
+                ck_model_layer_desc(m, ins[t], &s);
+                snprintf(src, sizeof src, "%s", s.name);
+                ck_model_layer_shape(m, ins[t], &h, &w, &c);
+                fl = flat[ins[t]];
+                flat[i] |= fl;
+            }
+            json_t *ten = json_pack(
+                "{s:s, s:{s:o, s:s, s:[sii]}}", "class_name", "__keras_tensor__", "config", "shape",
+                tensor_shape(fl, h, w, c), "dtype", "float32", "keras_history", src, 0, 0);
+            if (args) {
+                json_array_append_new(args, ten);
+                json_array_append_new(shapes, tensor_shape(fl, h, w, c));
+            } else {
+                one = ten;
+                one_shape = tensor_shape(fl, h, w, c);
+            }
+        }
+        flat[i] |= k && (k->flags & CK_LK_FLATTENS);
+        if (!e) {
+            json_decref(args), json_decref(shapes), json_decref(one), json_decref(one_shape);
+            json_decref(layers);
+            return NULL;
+        }
+        json_object_set_new(e, "build_config",
+                            json_pack("{s:o}", "input_shape", args ? shapes : one_shape));
+        json_object_set_new(e, "name", json_string(d.name));
+        json_object_set_new(e, "inbound_nodes",
+                            json_pack("[{s:[o], s:{}}]", "args", args ? args : one, "kwargs"));
+        json_array_append_new(layers, e);
+    }
+    return layers;
+}
+
+/* The InputLayer's name: Keras's "input_layer", unless a layer has it already. */
+static void input_name(ck_model *m, char *name, size_t len) {
+    const int n = ck_model_num_layers(m);
+    for (int k = 0;; ++k) {
+        if (k)
+            snprintf(name, len, "input_layer_%d", k);
+        else
+            snprintf(name, len, "input_layer");
+        int taken = 0;
+        for (int i = 0; i < n && !taken; ++i) {
+            ck_layer_desc d;
+            ck_model_layer_desc(m, i, &d);
+            taken = !strcmp(d.name, name);
+        }
+        if (!taken)
+            return;
+    }
+}
+
+char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
+    const int n = ck_model_num_layers(m);
+    int in_h = 0, in_w = 0, in_c = 0;
+    ck_kio_model_input(m, &in_h, &in_w, &in_c);
+    int graph = 0;
+    for (int i = 0; i < n; ++i) {
+        ck_layer_desc d;
+        ck_model_layer_desc(m, i, &d);
+        graph |= d.num_inputs > 0;
+    }
+    char in_name[64], out_name[64] = "";
+    input_name(m, in_name, sizeof in_name);
+    if (n > 0) {
+        ck_layer_desc d;
+        ck_model_layer_desc(m, n - 1, &d);
+        snprintf(out_name, sizeof out_name, "%s", d.name);
+    }
+    json_t *layers =
+        graph ? functional_layers(m, in_name, err, err_len) : sequential_layers(m, err, err_len);
+    if (!layers)
+        return NULL;
     ck_optimizer_desc od;
     ck_kio_model_optimizer(m, &od);
     json_t *oc;
@@ -146,15 +274,22 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
                        jfloat(od.learning_rate), "weight_decay",
                        od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "momentum",
                        jfloat(od.momentum), "nesterov", od.nesterov);
-    json_t *root = json_pack(
-        "{s:s, s:s, s:{s:s, s:b, s:s, s:o, s:o}, s:n, s:{s:o}, s:{s:{s:s, s:s, s:o, s:n}, s:s, "
-        "s:[s]}}",
-        "module", "keras", "class_name", "Sequential", "config", "name", "sequential", "trainable",
-        1, "dtype", "float32", "layers", layers, "build_input_shape", shape4(in_h, in_w, in_c),
-        "registered_name", "build_config", "input_shape", shape4(in_h, in_w, in_c),
-        "compile_config", "optimizer", "module", "keras.optimizers", "class_name",
-        od.type == CK_OPT_ADAM ? "Adam" : "SGD", "config", oc, "registered_name", "loss",
-        "sparse_categorical_crossentropy", "metrics", "accuracy");
+    json_t *cc = json_pack("{s:{s:s, s:s, s:o, s:n}, s:s, s:[s]}", "optimizer", "module",
+                           "keras.optimizers", "class_name",
+                           od.type == CK_OPT_ADAM ? "Adam" : "SGD", "config", oc, "registered_name",
+                           "loss", "sparse_categorical_crossentropy", "metrics", "accuracy");
+    json_t *root =
+        graph ? json_pack("{s:s, s:s, s:{s:s, s:b, s:o, s:[sii], s:[sii]}, s:s, s:{s:n}, s:o}",
+                          "module", "keras.src.models.functional", "class_name", "Functional",
+                          "config", "name", "functional", "trainable", 1, "layers", layers,
+                          "input_layers", in_name, 0, 0, "output_layers", out_name, 0, 0,
+                          "registered_name", "Functional", "build_config", "input_shape",
+                          "compile_config", cc)
+              : json_pack("{s:s, s:s, s:{s:s, s:b, s:s, s:o, s:o}, s:n, s:{s:o}, s:o}", "module",
+                          "keras", "class_name", "Sequential", "config", "name", "sequential",
+                          "trainable", 1, "dtype", "float32", "layers", layers, "build_input_shape",
+                          shape4(in_h, in_w, in_c), "registered_name", "build_config",
+                          "input_shape", shape4(in_h, in_w, in_c), "compile_config", cc);
     char *s = root ? json_dumps(root, JSON_REAL_PRECISION(9)) : NULL;
     json_decref(root);
     if (!s)

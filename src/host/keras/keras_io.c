@@ -68,10 +68,32 @@ ck_status ck_kio_plan_make(ck_model *m, ck_kio_plan *P) {
     char seen[CK_MAX_LAYERS][48];
     int seen_n[CK_MAX_LAYERS], nseen = 0;
     size_t off = 0, toff = 0;
+    int order[CK_MAX_LAYERS];
+    ck_kio_keras_order(m, order);
+    size_t offs[CK_MAX_LAYERS + 1], toffs[CK_MAX_LAYERS + 1]; /* each layer's first weight */
     for (int i = 0; i < n; ++i) {
+        offs[i] = off;
+        toffs[i] = toff;
+        ck_param_spec spec[CK_LAYER_MAX_PARAMS];
+        const int np = ck_kio_layer_specs(m, i, spec);
+        for (int k = 0; k < np; ++k) {
+            size_t cnt = 1;
+            for (int r = 0; r < spec[k].ndim; ++r)
+                cnt *= (size_t)spec[k].dims[r];
+            off += cnt;
+            toff += spec[k].trainable ? cnt : 0;
+        }
+    }
+    P->total = off;
+    P->trainable = toff;
+    for (int j = 0; j < n; ++j) {
+        const int i = order[j]; /* Keras numbers the groups, and the optimizer its variables, so */
         ck_layer_desc d;
         ck_model_layer_desc(m, i, &d);
-        ck_kio_layer *L = &P->layers[i];
+        ck_kio_layer *L = &P->layers[j];
+        L->layer = i;
+        off = offs[i];
+        toff = toffs[i];
         snprintf(L->name, sizeof L->name, "%s", d.name);
         L->cls = ck_keras_class_of(&d);
         /* Keras names each layer's weights group after its class: conv2d, conv2d_1, ... */
@@ -93,8 +115,6 @@ ck_status ck_kio_plan_make(ck_model *m, ck_kio_plan *P) {
         for (int k = 0; k < np; ++k)
             add_var(L, spec[k].name, spec[k].ndim, spec[k].dims, spec[k].trainable, &off, &toff);
     }
-    P->total = off;
-    P->trainable = toff;
     return CK_STATUS_SUCCESS;
 }
 
@@ -358,7 +378,8 @@ static int ends_with(const char *s, const char *suffix) {
 static ck_status weights_image(ck_model *m, void **image, size_t *len) {
     kio_state S;
     CK_TRY(state_of(m, &S));
-    ck_status st = ck_kio_h5_write(m->ctx, &S.plan, S.w, &S.opt, "sequential", image, len);
+    ck_status st = ck_kio_h5_write(m->ctx, &S.plan, S.w, &S.opt,
+                                   m->graph ? "functional" : "sequential", image, len);
     state_free(m->ctx, &S);
     return st;
 }
@@ -430,11 +451,6 @@ CK_API ck_status ck_model_save_keras(ck_model *m, const char *path) {
     ck_context *ctx = m->ctx;
     CK_TRY(check_model_path(m, path));
     const int weights_only = ends_with(path, ".weights.h5");
-    if (m->built && m->graph) /* a Functional config and its weight paths: not written yet */
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "model: a graph (functional) model cannot be written to %s yet; save a "
-                       "cnnkit checkpoint",
-                       path);
     if (!weights_only && !ends_with(path, ".keras"))
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "path: %s must end in .keras (the model) or .weights.h5 (its weights)",

@@ -37,6 +37,7 @@ typedef struct ck_kio_var {
     const char *role;    /* "kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance" */
 } ck_kio_var;
 typedef struct ck_kio_layer {
+    int layer;      /* the model's layer index */
     char name[48];  /* the model's layer name */
     char group[64]; /* the Keras 3 weights group: snake_case(class) + _k per class */
     const char *cls;
@@ -44,7 +45,7 @@ typedef struct ck_kio_layer {
     ck_kio_var vars[CK_KIO_MAX_VARS];
 } ck_kio_layer;
 typedef struct ck_kio_plan {
-    ck_kio_layer *layers; /* one per model layer, malloc'd */
+    ck_kio_layer *layers; /* one per model layer, in Keras's order (ck_kio_keras_order), malloc'd */
     int count;
     size_t total;     /* floats of ck_model_get_weights */
     size_t trainable; /* floats of the trainable parameters (optimizer state) */
@@ -71,6 +72,15 @@ void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c);
 void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o);
 /* Layer i's weight arrays in Keras order, with their Keras shapes (layer.h); returns how many. */
 int ck_kio_layer_specs(const ck_model *m, int i, ck_param_spec *spec);
+
+/* ---- functional models (keras_graph.c) ----------------------------------------------------
+ * Layer i's inputs (layer indices, CK_LAYER_INPUT_MODEL for the model input) into ins; returns
+ * how many (num_inputs 0: the previous layer). */
+int ck_kio_layer_inputs(const ck_layer_desc *d, int i, int *ins);
+/* The model's layer indices in the order Keras lists them (model.layers): the order added for a
+ * Sequential model, keras.src.ops.function.map_graph's for a graph. order holds
+ * ck_model_num_layers(m) ints. */
+void ck_kio_keras_order(const ck_model *m, int *order);
 
 /* ---- HDF5 (keras_h5.c) -----------------------------------------------------------------------
  * An HDF5 file in memory (image, len) or on disk (path, image NULL). what names it in messages.
