@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "exec.h"
 #include "model_internal.h"
 
 /* A layer of a graph model: type, filters/units, kernel, stride, and its inputs (n of them;
@@ -128,11 +129,19 @@ Test(graph, add_forward_is_the_sum) {
         cr_assert_gt(mag, 0.0, "the shortcut is not all zeros");
     }
     ck_model_destroy(m);
-    /* planned: Add 4 and ReLU 5 are one node whose output is relu(a + b); the sum is not kept */
+    /* planned: Add 4 and ReLU 5 are one node whose output is relu(a + b); the sum is not kept,
+     * nor is the BN output 3 (no backward reads it: a later node takes its buffer) */
     m = graph_model(ctx, ls, n);
     CK_OK(ctx, ck_model_build(m, 6, 6, 2, 4));
     CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
     cr_assert_null(ck_model_layer_output(m, 4));
+    cr_assert_null(ck_model_layer_output(m, 3));
+    cr_assert_not_null(ck_model_layer_output(m, 1), "the shortcut: ReLU 5's backward reads it");
+    ck_model_destroy(m);
+    m = graph_model(ctx, ls, n);
+    m->acts_private = 1; /* every node's output kept, to check the fused node's values */
+    CK_OK(ctx, ck_model_build(m, 6, 6, 2, 4));
+    CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
     const float *r = ck_model_layer_output(m, 5), *a = ck_model_layer_output(m, 3),
                 *b = ck_model_layer_output(m, 1);
     cr_assert(r && a && b);
@@ -1117,5 +1126,167 @@ Test(graph, planner_fuses_bn_relu_with_the_same_bits) {
     planned_equals_unplanned(ctx, a, b, 6, 6, 2, 3, 0);
     ck_model_destroy(a);
     ck_model_destroy(b);
+    ck_context_destroy(ctx);
+}
+
+/* ---- activations shared by liveness (memtab.c) --------------------------------------------- */
+/* One forward + loss + backward of a built CPU model on x, y; poison: every tensor the plan says
+ * no backward reads (act_end before the backward starts) is set to NaN between forward and
+ * backward. The parameter gradients go to g. */
+static int grads_of_step(ck_model *m, const float *x, const int32_t *y, int n, int poison,
+                         float *g) {
+    ck_exec e = ck_exec_cpu(m, x);
+    const int ln = ck_exec_logits_node(m);
+    ck_kloss kl = {0.0, 0, 0};
+    CK_OK(m->ctx, e.be->stage(&e, x, y, n));
+    CK_OK(m->ctx, ck_exec_forward(&e, n, 1, ln + 1));
+    CK_OK(m->ctx, e.be->loss(&e, n, ck_exec_out(&e, ln), &kl));
+    int poisoned = 0;
+    for (int j = 0; poison && j < m->num_nodes; ++j) {
+        const ck_node *nd = &m->nodes[j];
+        if (nd->kind->alias || nd->act_end >= m->num_nodes)
+            continue;
+        float *o = ck_exec_out(&e, j);
+        for (size_t i = 0; i < (size_t)n * nd->oh * nd->ow * nd->oc; ++i)
+            o[i] = NAN;
+        ++poisoned;
+    }
+    CK_OK(m->ctx, ck_exec_backward(&e, n, ln, e.logits_grad));
+    memcpy(g, m->grads, m->num_params * sizeof *g);
+    return poisoned;
+}
+
+/* What the plan calls dead after the forward pass is read by no backward: with every such tensor
+ * NaN (each node keeping its own buffer), the gradients are the same bits. */
+static void dead_tensors_are_not_read(ck_context *ctx, ck_model *a, ck_model *b, int h, int w,
+                                      int c, int want_dead) {
+    a->acts_private = b->acts_private = 1;
+    CK_OK(ctx, ck_model_build(a, h, w, c, 4));
+    CK_OK(ctx, ck_model_build(b, h, w, c, 4));
+    enum { N = 4 };
+    const int per = h * w * c;
+    float *x = malloc(sizeof(float) * N * per);
+    int32_t y[N];
+    batch(x, y, N, per, ck_model_num_classes(a), 21);
+    float *ga = malloc(a->num_params * sizeof *ga), *gb = malloc(b->num_params * sizeof *gb);
+    const int dead = grads_of_step(a, x, y, N, 1, ga);
+    cr_assert_eq(dead, want_dead, "tensors dead after the forward pass: %d", dead);
+    grads_of_step(b, x, y, N, 0, gb);
+    cr_assert_eq(a->num_params, b->num_params);
+    for (size_t i = 0; i < a->num_params; ++i)
+        cr_assert(memcmp(&ga[i], &gb[i], sizeof *ga) == 0, "gradient %zu: %g poisoned, %g", i,
+                  (double)ga[i], (double)gb[i]);
+    free(x);
+    free(ga);
+    free(gb);
+}
+
+static void text_pair(ck_context *ctx, const char *text, ck_model **a, ck_model **b) {
+    char err[512];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, a, err, sizeof err));
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, b, err, sizeof err));
+}
+
+Test(graph, tensors_no_backward_reads_are_dead_after_forward) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *a, *b;
+    const char *files[2] = {CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py",
+                            CNNKIT_SOURCE_DIR "/examples/resnet20_v2.py"};
+    for (int f = 0; f < 2; ++f) {
+        char *text = t_read_file(files[f], NULL);
+        text_pair(ctx, text, &a, &b);
+        free(text);
+        /* v1: the BN before each of the 9 Adds; v2 (pre-activation): none */
+        dead_tensors_are_not_read(ctx, a, b, 28, 28, 1, f == 0 ? 9 : 0);
+        ck_model_destroy(a);
+        ck_model_destroy(b);
+    }
+    /* Concatenate, an Add of three, a BN after the merge (BN+ReLU), a Flatten (an alias of its
+     * input's buffer) before the Dense */
+    static const char cat[] =
+        "inp = keras.Input((8, 8, 2))\n"
+        "p = layers.Conv2D(4, 3, strides=2, padding='same')(inp)\n"
+        "x = layers.Conv2D(4, 3, strides=2, padding='same')(inp)\n"
+        "x = layers.BatchNormalization()(x)\n"
+        "y = layers.Activation('relu')(x)\n"
+        "y = layers.Conv2D(4, 3, padding='same')(y)\n"
+        "s = layers.Add()([p, y, x])\n"
+        "b = layers.MaxPooling2D(2)(layers.Conv2D(3, 2, padding='same')(inp))\n"
+        "c = layers.Concatenate()([s, b])\n"
+        "c = layers.BatchNormalization()(c)\n"
+        "c = layers.Activation('relu')(c)\n"
+        "out = layers.Dense(3, activation='softmax')(layers.Flatten()(c))\n"
+        "model = keras.Model(inp, out)\n";
+    text_pair(ctx, cat, &a, &b);
+    dead_tensors_are_not_read(ctx, a, b, 8, 8, 2, 1); /* the sum: only Concatenate reads it */
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    /* each fused node read only by nodes whose backward skips their inputs, so that each kind's
+     * claim about its own output decides: BN+ReLU and Add+ReLU read theirs (kept), a plain BN
+     * and a Concatenate do not (dead) */
+    static const char skippers[] =
+        "inp = keras.Input((8, 8, 2))\n"
+        "a = layers.Conv2D(4, 3, padding='same')(inp)\n"
+        "a = layers.BatchNormalization()(a)\n"
+        "a = layers.Activation('relu')(a)\n"
+        "s = layers.Add()([a, layers.Conv2D(4, 1)(inp)])\n"
+        "s = layers.Activation('relu')(s)\n"
+        "c = layers.BatchNormalization()(layers.Conv2D(4, 1)(inp))\n"
+        "m = layers.Concatenate()([s, c])\n"
+        "t = layers.Add()([m, layers.Conv2D(8, 1)(inp)])\n"
+        "t = layers.BatchNormalization()(t)\n"
+        "out = layers.Dense(3, activation='softmax')(layers.GlobalAveragePooling2D()(t))\n"
+        "model = keras.Model(inp, out)\n";
+    text_pair(ctx, skippers, &a, &b);
+    dead_tensors_are_not_read(ctx, a, b, 8, 8, 2, 2);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_layer_desc ls[16];
+    const int n = residual_layers(ls, CK_ACT_RELU);
+    a = graph_model(ctx, ls, n);
+    b = graph_model(ctx, ls, n);
+    dead_tensors_are_not_read(ctx, a, b, 6, 6, 2, 1); /* BN 3, read by Add 4 only */
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_context_destroy(ctx);
+}
+
+/* Shared buffers never hold two live tensors: the intervals [i, act_end] of nodes whose bytes
+ * overlap are disjoint, and ResNet-20 v1 (whose BN outputs before each Add die in the forward
+ * pass) needs less than one buffer per node. */
+Test(graph, shared_activation_buffers_hold_one_live_tensor) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    const char *files[2] = {CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py",
+                            CNNKIT_SOURCE_DIR "/examples/resnet20_v2.py"};
+    for (int f = 0; f < 2; ++f) {
+        char *text = t_read_file(files[f], NULL);
+        ck_model *m, *own;
+        text_pair(ctx, text, &m, &own);
+        free(text);
+        own->acts_private = 1;
+        CK_OK(ctx, ck_model_build(m, 0, 0, 0, 16));
+        CK_OK(ctx, ck_model_build(own, 0, 0, 0, 16));
+        int shared = 0;
+        for (int i = 0; i < m->num_nodes; ++i)
+            for (int j = i + 1; j < m->num_nodes; ++j) {
+                const ck_node *p = &m->nodes[i], *q = &m->nodes[j];
+                if (p->kind->alias || q->kind->alias)
+                    continue;
+                const size_t pe = p->act_offset + sizeof(float) * 16 * p->oh * p->ow * p->oc,
+                             qe = q->act_offset + sizeof(float) * 16 * q->oh * q->ow * q->oc;
+                if (p->act_offset >= qe || q->act_offset >= pe)
+                    continue;
+                ++shared;
+                cr_assert(p->act_end < j, "%s: nodes %d (live to %d) and %d share bytes", files[f],
+                          i, p->act_end, j);
+            }
+        if (f == 0) {
+            cr_assert_gt(shared, 0);
+            cr_assert_lt(m->mem_act_bytes, own->mem_act_bytes * 0.9, "%zu vs %zu bytes",
+                         m->mem_act_bytes, own->mem_act_bytes);
+        }
+        ck_model_destroy(m);
+        ck_model_destroy(own);
+    }
     ck_context_destroy(ctx);
 }

@@ -50,7 +50,12 @@ struct ck_node_kind {
     /* The kind that runs this one and then a ReLU in place (the planner fuses a ReLU that is the
      * node's only reader into it), or NULL. Its output is the ReLU's. */
     const struct ck_node_kind *with_relu;
+    /* What node n's backward never reads on any backend (CK_BWD_SKIPS_*), so that memtab.c can
+     * give a tensor no backward reads to a later one; NULL: it may read its inputs and output. */
+    unsigned (*bwd_skips)(const ck_node *n);
 };
+
+enum { CK_BWD_SKIPS_IN = 1, CK_BWD_SKIPS_OUT = 2 };
 
 /* What differs between devices around the nodes: copies, the batch, the loss, the gradient check
  * and the optimizer update. A synchronous backend (the CPU) judges the loss before backward and

@@ -94,6 +94,74 @@ static size_t plan_node_grads(ck_model *m, size_t B, size_t align) {
     return total;
 }
 
+/* A planned graph model's activations, placed by liveness over the step's timeline: node i runs
+ * forward at time i and backward at T - i (T = 2 * nodes). Its output lives from time i to its
+ * last read: a reader's forward, a reader's backward unless the reader's kind never reads its
+ * inputs there, its own backward unless its kind never reads its output there (ck_node_kind
+ * bwd_skips); the logits and what follows them to T (the loss and predict read them). A Flatten
+ * (alias) is its input's buffer, so its readers count as that buffer's. Buffers whose lives do
+ * not overlap share bytes; inference, a prefix of the timeline, fits the same layout. Returns the
+ * bytes of all buffers. */
+static size_t plan_acts_graph(ck_model *m, size_t B, size_t align, int share) {
+    enum { NONE = -1 };
+    const int N = m->num_nodes, T = 2 * N, ln = ck_exec_logits_node(m);
+    int root[CK_MAX_OPS];
+    for (int j = 0; j < N; ++j) {
+        ck_node *n = &m->nodes[j];
+        root[j] = !n->kind->alias ? j : n->in[0] >= 0 ? root[n->in[0]] : NONE;
+        n->act_end = j;
+    }
+    for (int r = 0; r < N; ++r) {
+        const ck_node *n = &m->nodes[r];
+        const unsigned skips = n->kind->alias       ? CK_BWD_SKIPS_IN | CK_BWD_SKIPS_OUT
+                               : n->kind->bwd_skips ? n->kind->bwd_skips(n)
+                                                    : 0;
+        int *own = root[r] >= 0 ? &m->nodes[root[r]].act_end : NULL;
+        if (own && (r >= ln || !(skips & CK_BWD_SKIPS_OUT)))
+            *own = r >= ln ? T : (*own > T - r ? *own : T - r);
+        for (int k = 0; k < n->nin; ++k) {
+            const int s = n->in[k] >= 0 ? root[n->in[k]] : NONE;
+            const int last = skips & CK_BWD_SKIPS_IN ? r : T - r;
+            if (s >= 0 && m->nodes[s].act_end < last)
+                m->nodes[s].act_end = last;
+        }
+    }
+    size_t slot_size[CK_MAX_OPS], total = 0;
+    int slot_end[CK_MAX_OPS], slot_of[CK_MAX_OPS], nslots = 0;
+    for (int j = 0; j < N; ++j) {
+        ck_node *n = &m->nodes[j];
+        slot_of[j] = NONE;
+        if (n->kind->alias)
+            continue;
+        const size_t need = round_up(sizeof(float) * n->oh * n->ow * n->oc * B, align);
+        int best = -1;
+        for (int s = 0; share && s < nslots; ++s) {
+            if (slot_end[s] >= j)
+                continue; /* its tensor is still read at or after j's forward */
+            const int fits = slot_size[s] >= need, best_fits = best >= 0 && slot_size[best] >= need;
+            if (best < 0 || (fits && (!best_fits || slot_size[s] < slot_size[best])) ||
+                (!fits && !best_fits && slot_size[s] > slot_size[best]))
+                best = s;
+        }
+        if (best < 0) {
+            best = nslots++;
+            slot_size[best] = 0;
+        }
+        if (slot_size[best] < need)
+            slot_size[best] = need;
+        slot_end[best] = n->act_end;
+        slot_of[j] = best;
+    }
+    size_t slot_off[CK_MAX_OPS];
+    for (int s = 0; s < nslots; ++s) {
+        slot_off[s] = total;
+        total += slot_size[s];
+    }
+    for (int j = 0; j < N; ++j)
+        m->nodes[j].act_offset = slot_of[j] == NONE ? 0 : slot_off[slot_of[j]];
+    return total;
+}
+
 void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
     const size_t B = (size_t)m->max_batch, F4 = sizeof(float);
     /* the device wants every part and activation on a 256-byte boundary (cuDNN, the float4
@@ -115,6 +183,8 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
                 ws = need;
         }
     }
+    if (m->graph && m->planned) /* the planner's own: one buffer per node above */
+        nact = plan_acts_graph(m, B, align, !m->acts_private);
     memset(t, 0, sizeof *t);
     t->align = align;
     t->bytes[CK_MEM_PARAMS] = t->bytes[CK_MEM_GRADS] = t->bytes[CK_MEM_OPT_M] =

@@ -122,11 +122,23 @@ static ck_status add_relu_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io
     return CK_STATUS_SUCCESS;
 }
 
+/* The sum's gradient is dy for every input: neither the inputs nor the sum are read; the fused
+ * ReLU's derivative reads the output. */
+static unsigned add_skips(const ck_node *n) {
+    (void)n;
+    return CK_BWD_SKIPS_IN | CK_BWD_SKIPS_OUT;
+}
+static unsigned add_relu_skips(const ck_node *n) {
+    (void)n;
+    return CK_BWD_SKIPS_IN;
+}
+
 static const ck_node_kind add_node = {
     .type = CK_NODE_OTHER,
     .name = "add",
     .ops = {{add_fwd, add_bwd, NULL, NULL, NULL}, {add_fwd, add_bwd, NULL, NULL, NULL}},
     .with_relu = &add_relu_node,
+    .bwd_skips = add_skips,
 };
 
 static const ck_node_kind add_relu_node = {
@@ -134,4 +146,5 @@ static const ck_node_kind add_relu_node = {
     .name = "add+relu",
     .ops = {{add_relu_fwd, add_relu_bwd, NULL, NULL, NULL},
             {add_relu_fwd, add_relu_bwd, NULL, NULL, NULL}},
+    .bwd_skips = add_relu_skips,
 };

@@ -301,8 +301,15 @@ static size_t bn_ws_cuda(ck_context *ctx, const ck_node *n, int max_batch, const
     { 0 }
 #endif
 
+/* The kernels' backward reads x (x-hat from the saved statistics), never y; a fused ReLU run
+ * after the kernel (the CPU's) takes its mask from y. */
+static unsigned bn_skips(const ck_node *n) {
+    return n->bn.activation == CK_ACT_NONE ? CK_BWD_SKIPS_OUT : 0;
+}
+
 const ck_node_kind ck_nk_bn = {
     .type = CK_NODE_BN,
     .name = "batch_normalization",
     .ops = {{bn_fwd_cpu, bn_bwd_cpu, NULL, NULL, NULL}, BN_CUDA},
+    .bwd_skips = bn_skips,
 };

@@ -150,8 +150,15 @@ static ck_status cat_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io
     { 0 }
 #endif
 
+/* Backward slices dy: neither the inputs nor the output are read. */
+static unsigned cat_skips(const ck_node *n) {
+    (void)n;
+    return CK_BWD_SKIPS_IN | CK_BWD_SKIPS_OUT;
+}
+
 static const ck_node_kind cat_node = {
     .type = CK_NODE_OTHER,
     .name = "concatenate",
     .ops = {{cat_fwd_cpu, cat_bwd_cpu, NULL, NULL, NULL}, CAT_CUDA},
+    .bwd_skips = cat_skips,
 };

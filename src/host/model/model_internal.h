@@ -66,6 +66,10 @@ struct ck_node {
     int in[CK_MAX_LAYER_INPUTS];
     unsigned char in_acc[CK_MAX_LAYER_INPUTS];
     size_t g_offset;
+    /* Planned graph models: the last time of the step (memtab.c's timeline: forward of node i at
+     * i, its backward at 2 * num_nodes - i) at which the node's output is read; the buffer at
+     * act_offset is another node's after that. */
+    int act_end;
 };
 
 /* One trainable array: offset and count in params; decay: the optimizer's weight decay applies. */
@@ -122,6 +126,7 @@ struct ck_model {
     /* execution plan (plan.c) */
     int planning_off; /* ck_model_set_planning(m, 0) before build */
     int planned;      /* the planner ran on this build (planning on; CPU and CUDA) */
+    int acts_private; /* tests: a planned graph keeps one activation buffer per node */
     /* How a BN node with a fused ReLU runs on the CPU. 1: ck_batchnorm_* with activation RELU,
      * one kernel (the CPU twin of the device kernel). 0 (default): the BN kernel (with any fused
      * SpatialDropout scale) and then the ReLU in place on the node's output (backward: dReLU in
@@ -192,7 +197,8 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
 ck_status ck_model_forward_nodes(ck_model *m, const float *x, int n, int training, int upto);
 /* For user layer `layer` of a built model: the node whose output holds that layer's output
  * (run ck_model_forward_nodes with upto > that index first), CK_PLAN_NOT_MATERIALIZED when the
- * plan never stores it, or -3 for a bad layer index. */
+ * plan never stores it or (a planned graph) gives its buffer to a later node in the forward pass
+ * because no backward reads it, or -3 for a bad layer index. */
 int ck_model_layer_output_node(const ck_model *m, int layer);
 /* The layer's output after a forward pass: NULL when not materialized (see above) or bad index.
  * With planning off (ck_model_set_planning(m, 0)) every layer's output is materialized. */

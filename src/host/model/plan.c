@@ -264,10 +264,21 @@ void ck_model_plan_index(ck_model *m) {
     }
 }
 
+/* Node k, or CK_PLAN_NOT_MATERIALIZED when a planned graph gives its buffer to a later node
+ * during the forward pass (no backward reads it: memtab.c). */
+static int kept(const ck_model *m, int k) {
+    int r = k;
+    while (r >= 0 && m->nodes[r].kind->alias)
+        r = m->nodes[r].in[0];
+    if (r >= 0 && m->graph && m->planned && !m->acts_private && m->nodes[r].act_end < m->num_nodes)
+        return CK_PLAN_NOT_MATERIALIZED;
+    return k;
+}
+
 int ck_model_layer_output_node(const ck_model *m, int layer) {
     if (!m || !m->built || layer < 0 || layer >= m->num_layers)
         return -3;
-    return m->layer_out_node[layer];
+    return kept(m, m->layer_out_node[layer]);
 }
 
 const float *ck_model_layer_output(const ck_model *m, int layer) {
@@ -279,7 +290,7 @@ const float *ck_model_layer_input(const ck_model *m, int layer, const float *x) 
     if (!m || !m->built || layer < 0 || layer >= m->num_layers)
         return NULL;
     const int k = m->layer_in_node[layer];
-    return k == CK_PLAN_MODEL_INPUT ? x : k >= 0 ? m->nodes[k].out : NULL;
+    return k == CK_PLAN_MODEL_INPUT ? x : k >= 0 && kept(m, k) >= 0 ? m->nodes[k].out : NULL;
 }
 
 int ck_model_layer_node(const ck_model *m, int layer) {
