@@ -39,6 +39,11 @@
 #   peer_torch       share/peer_torch.py --device cuda: PyTorch, the caller's environment
 #   study_gpu        cnnkit study on the device (STUDY_SEEDS=20, STUDY_EPOCHS=3): only when named
 #                    in STEPS, e.g. a third call: STEPS=study_gpu DEADLINE=0 STEP_TIMEOUT=540
+#   train_resnet     issue 15: cnnkit train of ResNet-20 v1 and v2 (share/resnet20_v1.py, _v2.py),
+#                    RESNET_EPOCHS (20) epochs each, seed 1, batch 128, logs
+#                    train_resnet20_v1.csv / _v2.csv: only when named in STEPS
+#   study_resnet     issue 15: cnnkit study of ResNet-20 v1, the five placements of He et al.
+#                    2016 (RESNET_STUDY_SEEDS=5, RESNET_STUDY_EPOCHS=3): only when named in STEPS
 #   peer_keras       share/peer_keras.py: Keras 3 on the host's JAX (CUDA), batch 128/512/2048,
 #                    from the wheels in share/wheels (keras, namex, optree; installed into a
 #                    temporary folder, nothing fetched); skipped without them or without JAX
@@ -64,6 +69,7 @@
 #   SANITIZER_CAP     seconds per sanitizer step at most (with a deadline: 120, triage 90)
 #   PEER_CAP          seconds for the PyTorch peer at most (default 100: torch.compile is slow)
 #   STUDY_SEEDS, STUDY_EPOCHS   the study_gpu step (default 20 seeds, 3 epochs)
+#   RESNET_EPOCHS, RESNET_STUDY_SEEDS, RESNET_STUDY_EPOCHS   train_resnet, study_resnet
 #   TRAIN_EPOCHS      epochs of train_fmnist (default 10)
 #   GPU_TEST_JOBS     Criterion --jobs of gpu_tests and suite (default 4)
 #   GPU_FILTER        Criterion filter of gpu_tests; SANITIZER_FILTER that of the sanitizer runs
@@ -116,6 +122,7 @@ if [[ -n "$BUILD_DIR" ]]; then # a build tree: this file is tools/bundle_run.sh 
   TRAIN_BENCH_BIN="$BUILD_DIR/bench/bench_train"
   CLI_BIN="$BUILD_DIR/cnnkit"
   MODEL="$REPO/examples/seed_cnn.py"
+  RESNETS="$REPO/examples"
   PEER="$REPO/bench/peer_torch.py"
   PEER_KERAS="$REPO/bench/peer_keras.py"
   WHEELS="${CNNKIT_WHEELS:-$BUILD_DIR/wheels}"
@@ -128,6 +135,7 @@ else
   TRAIN_BENCH_BIN="$HERE/bin/bench_train"
   CLI_BIN="$HERE/bin/cnnkit"
   MODEL="$HERE/share/seed_cnn.py"
+  RESNETS="$HERE/share"
   PEER="$HERE/share/peer_torch.py"
   PEER_KERAS="$HERE/share/peer_keras.py"
   WHEELS="$HERE/share/wheels"
@@ -159,8 +167,12 @@ PEER_CAP="${PEER_CAP:-100}"
 STUDY_SEEDS="${STUDY_SEEDS:-20}"
 STUDY_EPOCHS="${STUDY_EPOCHS:-3}"
 TRAIN_EPOCHS="${TRAIN_EPOCHS:-10}"
+RESNET_EPOCHS="${RESNET_EPOCHS:-20}"
+RESNET_STUDY_SEEDS="${RESNET_STUDY_SEEDS:-5}"
+RESNET_STUDY_EPOCHS="${RESNET_STUDY_EPOCHS:-3}"
 GPU_TEST_JOBS="${GPU_TEST_JOBS:-4}"
-for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP TRAIN_EPOCHS GPU_TEST_JOBS STUDY_SEEDS STUDY_EPOCHS; do
+for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP TRAIN_EPOCHS GPU_TEST_JOBS STUDY_SEEDS STUDY_EPOCHS \
+  RESNET_EPOCHS RESNET_STUDY_SEEDS RESNET_STUDY_EPOCHS; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
 # The GPU tests: every gpu* suite, the golden values on CUDA, the workspace check on the device and
@@ -170,7 +182,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_s
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -475,6 +487,25 @@ run_named() {
           --csv "$LOG_DIR/study_gpu.csv" --svg "$LOG_DIR/study_gpu.svg"
       else
         skip_step study_gpu "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
+      fi
+      ;;
+    train_resnet) # issue 15: v1 then v2, one after the other (timed: alone on the GPU)
+      if have_data; then
+        run_step train_resnet plain 0 env R="$RESNETS" D="$DATA" E="$RESNET_EPOCHS" L="$LOG_DIR" \
+          bash -c 'set -e; for v in 1 2; do "$@" train "$R/resnet20_v$v.py" --data "$D" --device cuda \
+            --batch 128 --seed 1 --epochs "$E" --log "$L/train_resnet20_v$v.csv"; done' \
+          _ "${LIBENV[@]}" "$CLI_BIN"
+      else
+        skip_step train_resnet "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
+      fi
+      ;;
+    study_resnet) # issue 15: the five placements around the addition
+      if have_data; then
+        run_step study_resnet plain 0 "${LIBENV[@]}" "$CLI_BIN" study "$RESNETS/resnet20_v1.py" --data "$DATA" \
+          --device cuda --seeds "$RESNET_STUDY_SEEDS" --epochs "$RESNET_STUDY_EPOCHS" --batch 128 \
+          --csv "$LOG_DIR/study_resnet.csv" --svg "$LOG_DIR/study_resnet.svg"
+      else
+        skip_step study_resnet "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
       fi
       ;;
     train_profile)

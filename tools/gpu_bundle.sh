@@ -148,7 +148,8 @@ install -m 0755 "$RUN_TEMPLATE" "$OUT_DIR/run.sh"
 # the model the benches and the training run use, the PyTorch peer script, and (when
 # BUNDLE_DATA=1 and the Debian package is installed) Fashion-MNIST for a training run on the GPU
 mkdir -p "$OUT_DIR/share"
-cp "$REPO_DIR/examples/seed_cnn.py" "$REPO_DIR/bench/peer_torch.py" "$REPO_DIR/bench/peer_keras.py" \
+cp "$REPO_DIR/examples/seed_cnn.py" "$REPO_DIR/examples/resnet20_v1.py" \
+  "$REPO_DIR/examples/resnet20_v2.py" "$REPO_DIR/bench/peer_torch.py" "$REPO_DIR/bench/peer_keras.py" \
   "$OUT_DIR/share/"
 # Keras for the Keras peer on the GPU host (which has JAX but no keras and no network): the wheels
 # for its Python 3.12, fetched here at bundle time; without network the peer step skips there
