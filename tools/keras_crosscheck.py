@@ -10,7 +10,7 @@ are .keras archives. Run by tools/keras_crosscheck.sh (CI phase `keras`):
    test images equal Keras's to 1e-5. cnnkit saves each back as .keras and Keras's predictions
    from that file equal its own to 1e-5 (config and weights written the way Keras reads them).
 2. The seed model trained 1 epoch by cnnkit (`cnnkit train --save x.keras`, batch 128, seed 1),
-   and ResNet-20 v1 on 2,048 images (tested on 2,000), loaded by Keras: Keras's evaluate gives cnnkit's test accuracy (+-1 image) and loss (1e-4).
+   and ResNet-20 v1 and a projection-first functional model on 1,024 images (tested on 1,000), loaded by Keras: Keras's evaluate gives cnnkit's test accuracy (+-1 image) and loss (1e-4).
 3. Training parity: the seed model with dropout rates 0, Keras's initial weights, the same 10
    batches of 128 in order, Adam defaults.
    3b. Each step from Keras's exact state (the .keras file Keras saves before the step: weights,
@@ -233,7 +233,7 @@ for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+
     report(f"1. {name}: saved back by cnnkit, max |p_keras(back) - p_keras|", f"{d:.2e}", "1e-5", d <= 1e-5)
 
 # 2. cnnkit -> Keras, a trained model: the seed model (all images unless --limit) and ResNet-20 v1
-# (functional; 2,048 images, tested on 2,000: a CPU minute)
+# (functional; 1,024 images, tested on 1,000: half a CPU minute)
 # and a functional model whose projection is written before the branch it meets, so cnnkit's
 # layer order (the file's) is not Keras's (by depth): the weights must land in Keras's groups
 PROJ_FIRST = """import keras
@@ -251,8 +251,8 @@ model = keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
 """
 with open(os.path.join(tmp, "proj_first.py"), "w") as f:
     f.write(PROJ_FIRST)
-for model, limit, ntest in (("examples/seed_cnn.py", a.limit, len(xte)), ("examples/resnet20_v1.py", 2048, 2000),
-                            (os.path.join(tmp, "proj_first.py"), 2048, 2000)):
+for model, limit, ntest in (("examples/seed_cnn.py", a.limit, len(xte)), ("examples/resnet20_v1.py", 1024, 1000),
+                            (os.path.join(tmp, "proj_first.py"), 1024, 1000)):
     path = os.path.join(tmp, "trained_" + os.path.basename(model).replace(".py", ".keras"))
     model = os.path.basename(model) if model.startswith("examples/") else model
     cmd = [os.path.join(a.build, "cnnkit"), "train", model if os.path.isabs(model) else "examples/" + model,
