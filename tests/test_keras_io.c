@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cnnkit/data.h"
 #include "cnnkit/model.h"
 #include "golden/keras_golden.h"
 #include "keras_io.h"
@@ -699,4 +700,76 @@ Test(keras_io, functional_configs_refused_with_the_layer_named) {
                         "unique");
     expect_func_refused("\"class_name\": \"Concatenate\"", "\"class_name\": \"Lambda\"", "(Lambda)",
                         "not supported");
+}
+
+/* The architecture of a Keras file as the model-text parser gives it, without building it; the
+ * CLI's check and study read Keras files through it (memory the library frees). */
+Test(keras_io, keras_file_parse_gives_the_layer_list) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_keras_model km;
+    CK_OK(ctx, ck_keras_file_parse(ctx, KDIR "func.keras", &km));
+    cr_assert_eq(km.count, 13);
+    cr_assert_eq(km.layers[0].input_h, 8);
+    cr_assert_eq(km.layers[0].input_c, 2);
+    cr_assert_str_eq(km.layers[3].name, "proj");
+    cr_assert_eq(km.layers[6].num_inputs, 3);
+    cr_assert(km.has_compile && km.optimizer.type == CK_OPT_ADAM);
+    cr_assert_float_eq(km.optimizer.learning_rate, 0.02f, 1e-9);
+    ck_keras_model_free(&km);
+    CK_OK(ctx, ck_keras_file_parse(ctx, KDIR "small_legacy.h5", &km));
+    cr_assert_eq(km.count, 14);
+    cr_assert_eq(km.layers[0].input_h, 16);
+    ck_keras_model_free(&km);
+    memset(&km, 0x5a, sizeof km);
+    cr_assert_eq(ck_keras_file_parse(ctx, KDIR "small.weights.h5", &km), CK_STATUS_NOT_SUPPORTED);
+    cr_assert_not_null(strstr(ck_context_last_error(ctx), "weights-only"), "%s",
+                       ck_context_last_error(ctx));
+    cr_assert_eq(ck_keras_file_parse(ctx, "/nonexistent.keras", &km), CK_STATUS_BAD_PARAM);
+    cr_assert_not_null(strstr(ck_context_last_error(ctx), "/nonexistent.keras"));
+    cr_assert_eq(ck_keras_file_parse(ctx, KDIR "func.keras", NULL), CK_STATUS_BAD_PARAM);
+    unsigned char poison[sizeof km];
+    memset(poison, 0x5a, sizeof poison);
+    cr_assert_eq(memcmp(&km, poison, sizeof km), 0, "a failed parse wrote into out");
+    ck_context_destroy(ctx);
+}
+
+/* cnnkit check and study on Keras files (check once freed the layer list with the wrong
+ * allocator: an abort at exit on every .keras); study trains the file's architecture. */
+Test(keras_io, cli_check_and_study_take_keras_files, .timeout = 120) {
+    static char out[1 << 16];
+    cr_assert_eq(t_run_cli("check tests/data/keras/func.keras", out, sizeof out), 0, "%s", out);
+    cr_assert_not_null(strstr(out, "func.keras: 0 errors"), "%s", out);
+    cr_assert_eq(t_run_cli("check tests/data/keras/small_legacy.h5", out, sizeof out), 0, "%s",
+                 out);
+    if (access(CK_FASHION_MNIST_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0 &&
+        access(CK_FASHION_MNIST_DIR "/train-images-idx3-ubyte", R_OK) != 0)
+        cr_skip("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    /* a 28x28x1 functional model saved as .keras, studied */
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char err[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx,
+                                        "inp = keras.Input((28, 28, 1))\n"
+                                        "x = layers.Conv2D(4, 3, padding='same')(inp)\n"
+                                        "x = layers.BatchNormalization()(x)\n"
+                                        "x = layers.Activation('relu')(x)\n"
+                                        "y = layers.Add()([x, layers.Conv2D(4, 1)(inp)])\n"
+                                        "out = layers.Dense(10, activation='softmax')("
+                                        "layers.GlobalAveragePooling2D()(y))\n"
+                                        "model = keras.Model(inp, out)\n",
+                                        &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
+    char dir[] = "/tmp/cnnkit-kstudy-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char p[128], args[512];
+    snprintf(p, sizeof p, "%s/m.keras", dir);
+    CK_OK(ctx, ck_model_save_keras(m, p));
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    snprintf(args, sizeof args,
+             "study %s --seeds 1 --epochs 1 --limit 32 --test-limit 32 --batch 16 --device cpu", p);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_not_null(strstr(out, "original"), "%s", out);
+    unlink(p);
+    rmdir(dir);
 }

@@ -119,6 +119,11 @@ typedef struct ck_keras_model {
  * per recovery, '\n'-separated, ending in "..." when it fills up. */
 ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err, size_t err_len);
 void ck_keras_model_free(ck_keras_model *m);
+/* The same from a Keras file's architecture (a .keras archive's config.json, a legacy .h5's
+ * model_config; weights are not read): the layers, the input shape on layer 0, the optimizer and
+ * loss of its compile config. Errors go to ctx's last error (naming the layer and option as
+ * ck_model_load_keras does); out is untouched on failure, freed with ck_keras_model_free. */
+ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras_model *out);
 
 /* ---------------------------------------------------------------------------------------------
  * Sequential model

@@ -43,6 +43,9 @@ int ends_with(const char *s, const char *suffix);
 void print_warnings(const char *path, char *warnings);
 /* A Keras file (.keras, .h5, .weights.h5) rather than model text or a cnnkit checkpoint. */
 int is_keras_file(const char *path);
+/* A Keras file's layers and compile options (ck_keras_file_parse; free with
+ * ck_keras_model_free); the message in err on failure. */
+ck_status keras_file_model(const char *path, ck_keras_model *km, char *err, size_t len);
 /* Saves / loads weights in the format the path's extension names (a cnnkit checkpoint unless
  * .keras / .h5). */
 ck_status save_model_file(ck_model *m, const char *path);

@@ -160,28 +160,6 @@ static int run_measure(const opts *o, ck_context **ctx, ck_model **m, ck_measure
     return rc;
 }
 
-/* The layers of a Keras file, as ck_keras_parse gives them for model text. */
-static ck_status keras_file_layers(const char *path, ck_keras_model *km, char *err, size_t len) {
-    memset(km, 0, sizeof *km);
-    err[0] = '\0';
-    ck_context *ctx = NULL;
-    ck_model *m = NULL;
-    ck_status st = ck_context_create(&ctx, CK_DEVICE_CPU, 0, 1);
-    if (st == CK_STATUS_SUCCESS &&
-        (st = ck_model_load_keras(ctx, path, 1, &m)) != CK_STATUS_SUCCESS)
-        snprintf(err, len, "%s", ck_context_last_error(ctx));
-    if (st == CK_STATUS_SUCCESS) {
-        km->count = ck_model_num_layers(m);
-        km->layers = (ck_layer_desc *)calloc((size_t)km->count, sizeof *km->layers);
-        st = km->layers ? CK_STATUS_SUCCESS : CK_STATUS_ALLOC_FAILED;
-        for (int i = 0; km->layers && i < km->count; ++i)
-            ck_model_layer_desc(m, i, &km->layers[i]);
-    }
-    ck_model_destroy(m);
-    ck_context_destroy(ctx);
-    return st;
-}
-
 /* cnnkit check MODEL [--json] [--measure ...]: exit 0 no warnings or errors, 1 some (or a
  * runtime failure of the measurement), 2 bad model file. */
 int cmd_check(const opts *o) {
@@ -190,7 +168,7 @@ int cmd_check(const opts *o) {
     ck_keras_model km;
     ck_status st;
     if (is_keras_file(path)) {
-        st = keras_file_layers(path, &km, err, sizeof err);
+        st = keras_file_model(path, &km, err, sizeof err);
     } else {
         char *text = read_model(path);
         if (!text)

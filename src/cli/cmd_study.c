@@ -118,13 +118,18 @@ int cmd_study(const opts *oin) {
             kinds[nk++] = k;
         }
     }
-    char *text = read_model(o.model);
-    if (!text)
-        return EXIT_USAGE;
     char err[1024];
     ck_keras_model km;
-    ck_status st = ck_keras_parse(text, &km, err, sizeof err);
-    free(text);
+    ck_status st;
+    if (is_keras_file(o.model)) {
+        st = keras_file_model(o.model, &km, err, sizeof err);
+    } else {
+        char *text = read_model(o.model);
+        if (!text)
+            return EXIT_USAGE;
+        st = ck_keras_parse(text, &km, err, sizeof err);
+        free(text);
+    }
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: %s: %s\n", o.model, err[0] ? err : ck_status_string(st));
         return EXIT_USAGE;

@@ -65,6 +65,17 @@ int is_keras_file(const char *path) {
     return ends_with(path, ".keras") || ends_with(path, ".h5");
 }
 
+ck_status keras_file_model(const char *path, ck_keras_model *km, char *err, size_t len) {
+    memset(km, 0, sizeof *km);
+    err[0] = '\0';
+    ck_context *ctx = NULL;
+    ck_status st = ck_context_create(&ctx, CK_DEVICE_CPU, 0, 1);
+    if (st == CK_STATUS_SUCCESS && (st = ck_keras_file_parse(ctx, path, km)) != CK_STATUS_SUCCESS)
+        snprintf(err, len, "%s", ck_context_last_error(ctx));
+    ck_context_destroy(ctx);
+    return st;
+}
+
 ck_status save_model_file(ck_model *m, const char *path) {
     return is_keras_file(path) ? ck_model_save_keras(m, path) : ck_model_save(m, path);
 }

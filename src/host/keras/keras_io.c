@@ -324,6 +324,48 @@ static ck_status model_from_config(ck_context *ctx, const char *path, const char
     return CK_STATUS_SUCCESS;
 }
 
+CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras_model *out) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (!path || !*path || !out)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL or empty", out ? "path" : "out");
+    const file_kind k = sniff(path);
+    char *config = NULL, *training = NULL;
+    size_t len = 0;
+    archive a;
+    memset(&a, 0, sizeof a);
+    ck_status st;
+    if (k == KIND_ZIP) {
+        st = archive_read(ctx, path, 1, &a);
+        config = a.config;
+        len = a.config_len;
+    } else if (k == KIND_HDF5) {
+        st = ck_kio_h5_model_config(ctx, path, &config, &training);
+        len = config ? strlen(config) : 0;
+    } else {
+        FILE *f = fopen(path, "rb");
+        if (f)
+            fclose(f);
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s %s", path,
+                       f ? "is neither a .keras archive (zip) nor a Keras .h5 (HDF5) file"
+                         : "cannot be opened");
+    }
+    if (st == CK_STATUS_SUCCESS) {
+        char err[512];
+        st = ck_kio_parse_config(config, len, training, out, err, sizeof err);
+        if (st != CK_STATUS_SUCCESS)
+            ck_fail(ctx, st, "path: %s: %s", path, err);
+    }
+    if (k == KIND_ZIP) {
+        archive_free(ctx, &a);
+    } else {
+        ck_host_free(ctx, config);
+        ck_host_free(ctx, training);
+    }
+    return st;
+}
+
 CK_API ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_batch,
                                      ck_model **out) {
     if (!ctx)
