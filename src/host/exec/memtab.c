@@ -34,6 +34,27 @@ static size_t at_least(size_t b, size_t min) {
     return b > min ? b : min;
 }
 
+/* The slot a buffer of need bytes goes to: of the free ones (free[s]), the smallest that fits,
+ * else the largest, grown (the fewest bytes added); a new one when none is free. */
+static int take_slot(size_t *slot_size, const unsigned char *free, int *nslots, size_t need) {
+    int best = -1;
+    for (int s = 0; s < *nslots; ++s) {
+        if (!free[s])
+            continue;
+        const int fits = slot_size[s] >= need, best_fits = best >= 0 && slot_size[best] >= need;
+        if (best < 0 || (fits && (!best_fits || slot_size[s] < slot_size[best])) ||
+            (!fits && !best_fits && slot_size[s] > slot_size[best]))
+            best = s;
+    }
+    if (best < 0) {
+        best = (*nslots)++;
+        slot_size[best] = 0;
+    }
+    if (slot_size[best] < need)
+        slot_size[best] = need;
+    return best;
+}
+
 /* A graph model's gradient buffers, placed by liveness: node j's gradient is written when its
  * last reader (highest index) runs backward and read when j itself runs, so buffers whose
  * index intervals do not overlap share memory. Returns the bytes of all buffers. */
@@ -62,23 +83,7 @@ static size_t plan_node_grads(ck_model *m, size_t B, size_t align) {
                 continue;
             const ck_node *n = &m->nodes[j];
             const size_t need = round_up(sizeof(float) * n->oh * n->ow * n->oc * B, align);
-            int best = -1;
-            for (int s = 0; s < nslots; ++s) {
-                if (!slot_free[s])
-                    continue;
-                /* the smallest that fits, else the largest (grown): the fewest bytes added */
-                const int fits = slot_size[s] >= need,
-                          best_fits = best >= 0 && slot_size[best] >= need;
-                if (best < 0 || (fits && (!best_fits || slot_size[s] < slot_size[best])) ||
-                    (!fits && !best_fits && slot_size[s] > slot_size[best]))
-                    best = s;
-            }
-            if (best < 0) {
-                best = nslots++;
-                slot_size[best] = 0;
-            }
-            if (slot_size[best] < need)
-                slot_size[best] = need;
+            const int best = take_slot(slot_size, slot_free, &nslots, need);
             slot_free[best] = 0;
             slot_of[j] = best;
         }
@@ -128,27 +133,16 @@ static size_t plan_acts_graph(ck_model *m, size_t B, size_t align, int share) {
     }
     size_t slot_size[CK_MAX_OPS], total = 0;
     int slot_end[CK_MAX_OPS], slot_of[CK_MAX_OPS], nslots = 0;
+    unsigned char slot_free[CK_MAX_OPS];
     for (int j = 0; j < N; ++j) {
         ck_node *n = &m->nodes[j];
         slot_of[j] = NONE;
         if (n->kind->alias)
             continue;
+        for (int s = 0; s < nslots; ++s) /* its tensor is read no more from j's forward on */
+            slot_free[s] = share && slot_end[s] < j;
         const size_t need = round_up(sizeof(float) * n->oh * n->ow * n->oc * B, align);
-        int best = -1;
-        for (int s = 0; share && s < nslots; ++s) {
-            if (slot_end[s] >= j)
-                continue; /* its tensor is still read at or after j's forward */
-            const int fits = slot_size[s] >= need, best_fits = best >= 0 && slot_size[best] >= need;
-            if (best < 0 || (fits && (!best_fits || slot_size[s] < slot_size[best])) ||
-                (!fits && !best_fits && slot_size[s] > slot_size[best]))
-                best = s;
-        }
-        if (best < 0) {
-            best = nslots++;
-            slot_size[best] = 0;
-        }
-        if (slot_size[best] < need)
-            slot_size[best] = need;
+        const int best = take_slot(slot_size, slot_free, &nslots, need);
         slot_end[best] = n->act_end;
         slot_of[j] = best;
     }

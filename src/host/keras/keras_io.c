@@ -324,6 +324,15 @@ static ck_status model_from_config(ck_context *ctx, const char *path, const char
     return CK_STATUS_SUCCESS;
 }
 
+static ck_status not_keras_file(ck_context *ctx, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f)
+        fclose(f);
+    return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s %s", path,
+                   f ? "is neither a .keras archive (zip) nor a Keras .h5 (HDF5) file"
+                     : "cannot be opened");
+}
+
 CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras_model *out) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
@@ -344,12 +353,7 @@ CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras
         st = ck_kio_h5_model_config(ctx, path, &config, &training);
         len = config ? strlen(config) : 0;
     } else {
-        FILE *f = fopen(path, "rb");
-        if (f)
-            fclose(f);
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s %s", path,
-                       f ? "is neither a .keras archive (zip) nor a Keras .h5 (HDF5) file"
-                         : "cannot be opened");
+        return not_keras_file(ctx, path);
     }
     if (st == CK_STATUS_SUCCESS) {
         char err[512];
@@ -395,12 +399,7 @@ CK_API ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_
         if (st == CK_STATUS_SUCCESS)
             st = load_weights(m, NULL, 0, path, path);
     } else {
-        FILE *f = fopen(path, "rb");
-        if (f)
-            fclose(f);
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s %s", path,
-                       f ? "is neither a .keras archive (zip) nor a Keras .h5 (HDF5) file"
-                         : "cannot be opened");
+        return not_keras_file(ctx, path);
     }
     if (st != CK_STATUS_SUCCESS) {
         ck_model_destroy(m);
