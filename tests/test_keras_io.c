@@ -701,6 +701,44 @@ Test(keras_io, functional_configs_refused_with_the_layer_named) {
                         "unique");
     expect_func_refused("\"class_name\": \"Concatenate\"", "\"class_name\": \"Lambda\"", "(Lambda)",
                         "not supported");
+    expect_func_refused("\"name\": \"conv2d_4\"", "\"name\": \"input_layer\"",
+                        "layer 'input_layer' (Conv2D)", "unique");
+    expect_func_refused("\"name\": \"input_layer\"", "\"name\": \"\"", "(InputLayer)", "no name");
+}
+
+/* Unnamed layers are named as Keras does (conv2d, conv2d_1, ...) but never with a name another
+ * layer already has: a functional file names each tensor's layer. */
+Test(keras_io, functional_names_stay_unique_through_a_save) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char err[256];
+    CK_OK(ctx,
+          ck_model_from_keras_text(ctx,
+                                   "inp = keras.Input((6, 6, 1))\n"
+                                   "a = layers.Conv2D(2, 3, padding='same', name='conv2d_1')(inp)\n"
+                                   "b = layers.Conv2D(2, 3, padding='same')(inp)\n"
+                                   "c = layers.Conv2D(2, 3, padding='same')(inp)\n"
+                                   "s = layers.Add()([a, b, c])\n"
+                                   "out = layers.Dense(2, activation='softmax')("
+                                   "layers.GlobalAveragePooling2D()(s))\n"
+                                   "model = keras.Model(inp, out)\n",
+                                   &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    cr_assert_str_eq(layer_name(m, 0), "conv2d_1");
+    cr_assert_str_eq(layer_name(m, 1), "conv2d");
+    cr_assert_str_eq(layer_name(m, 2), "conv2d_2");
+    char dir[] = "/tmp/cnnkit-knames-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char p[128];
+    snprintf(p, sizeof p, "%s/n.keras", dir);
+    CK_OK(ctx, ck_model_save_keras(m, p));
+    ck_model *back = load(ctx, p);
+    cr_assert_eq(ck_model_num_layers(back), 6);
+    ck_model_destroy(back);
+    ck_model_destroy(m);
+    unlink(p);
+    rmdir(dir);
+    ck_context_destroy(ctx);
 }
 
 /* The architecture of a Keras file as the model-text parser gives it, without building it; the

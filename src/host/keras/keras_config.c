@@ -564,11 +564,13 @@ static int connect_layer(cfg *C, json_t *e, const ck_keras_model *km, int is_inp
     const char *name = json_string_value(json_object_get(o, "name"));
     C->cls = json_string_value(json_object_get(e, "class_name"));
     C->lname = name ? name : "?";
-    if (!name)
+    if (!name || !name[0])
         return fail(C, "the layer has no name (a functional model's tensors name their layer)");
+    int taken = in_name[0] && !strcmp(in_name, name);
     for (int k = 0; k < km->count; ++k)
-        if (!strcmp(km->layers[k].name, name))
-            return fail(C, "a second layer with this name (layer names must be unique)");
+        taken |= !strcmp(km->layers[k].name, name);
+    if (taken)
+        return fail(C, "a second layer with this name (layer names must be unique)");
     if (is_input) {
         if (in_name[0])
             return fail(C,

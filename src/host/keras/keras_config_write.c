@@ -127,13 +127,13 @@ static json_t *input_layer(const char *name, int h, int w, int c) {
 }
 
 /* Sequential: the layers in order, each built on the previous one's shape. */
-static json_t *sequential_layers(ck_model *m, char *err, size_t err_len) {
+static json_t *sequential_layers(ck_model *m, const char *in_name, char *err, size_t err_len) {
     const int n = ck_model_num_layers(m);
     int h, w, c, in_h = 0, in_w = 0, in_c = 0;
     ck_kio_model_input(m, &in_h, &in_w, &in_c);
     json_t *layers = json_array();
     if (layers)
-        json_array_append_new(layers, input_layer("input_layer", in_h, in_w, in_c));
+        json_array_append_new(layers, input_layer(in_name, in_h, in_w, in_c));
     int ph = in_h, pw = in_w, pc = in_c, pflat = 0;
     for (int i = 0; i < n && layers; ++i) {
         json_t *e = layer_entry(m, i, err, err_len);
@@ -256,8 +256,8 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
         ck_model_layer_desc(m, n - 1, &d);
         snprintf(out_name, sizeof out_name, "%s", d.name);
     }
-    json_t *layers =
-        graph ? functional_layers(m, in_name, err, err_len) : sequential_layers(m, err, err_len);
+    json_t *layers = graph ? functional_layers(m, in_name, err, err_len)
+                           : sequential_layers(m, in_name, err, err_len);
     if (!layers)
         return NULL;
     ck_optimizer_desc od;

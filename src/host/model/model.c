@@ -206,12 +206,17 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     for (int li = 0; li < m->num_layers; ++li) {
         ck_layer_desc *d = &m->layers[li];
         const ck_layer_kind *k = ck_layer_kind_of(d->type); /* ck_model_add checked the type */
-        if (d->name[0] == '\0') {
+        /* Keras's naming (conv2d, conv2d_1, ...), skipping names a layer already has: a
+         * functional model's tensors name their layers, so names must be unique */
+        while (d->name[0] == '\0') {
             int cnt = counters[d->type]++;
             if (cnt == 0)
                 snprintf(d->name, sizeof d->name, "%s", k->base_name);
             else
                 snprintf(d->name, sizeof d->name, "%s_%d", k->base_name, cnt);
+            for (int j = 0; j < m->num_layers && d->name[0]; ++j)
+                if (j != li && !strcmp(m->layers[j].name, d->name))
+                    d->name[0] = '\0';
         }
         /* its inputs (ck_model_add checked they are earlier layers) and their shapes */
         int nin = d->num_inputs > 0 ? d->num_inputs : 1, src[CK_MAX_LAYER_INPUTS];
