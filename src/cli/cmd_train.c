@@ -398,12 +398,16 @@ int cmd_train(const opts *o) {
             fprintf(stderr, "cnnkit: interrupted (%s), and the checkpoint was not saved: %s\n",
                     stop_signal == SIGINT ? "SIGINT" : "SIGTERM", ck_context_last_error(ctx));
         } else {
+            char launch[64] = "";
+            if (o->distributed)
+                snprintf(launch, sizeof launch, "mpirun -np %d ", o->ranks);
             printf("interrupted (%s) at epoch %d, step %d of %d (model step %lld): checkpoint "
-                   "%s\ncontinue with: cnnkit train %s --resume %s --epochs %d (and the same "
+                   "%s\ncontinue with: %scnnkit train %s --resume %s --epochs %d%s (and the same "
                    "--batch, --seed, --data, --limit, --validation-split)\n",
                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
                    fs.epoch_step ? fs.epoch + 1 : fs.epoch, fs.epoch_step ? fs.epoch_step : steps,
-                   steps, ck_model_step(m), path, o->model, path, epochs);
+                   steps, ck_model_step(m), path, launch, o->model, path, epochs,
+                   o->distributed ? " --distributed" : "");
         }
         if (o->plot && shown > 0 && write_train_svg(o->plot, hist, first, shown) == 0)
             printf("plot %s\n", o->plot);
