@@ -193,6 +193,23 @@ Test(cli_dist, two_ranks_train_like_one_process, .timeout = 300) {
     cr_assert_str_eq(a, b, "the checkpoint in one process: %s", sout);
     dist_teardown(&fx);
 }
+
+/* A set-up failure on one rank (rank 0's --save directory does not exist) stops every rank
+ * before the fit's first collective: a non-zero exit, not a hang (run_mpi's timeout). */
+Test(cli_dist, one_rank_failing_to_start_stops_all, .timeout = 150) {
+    dist_fx fx;
+    dist_setup(&fx);
+    char args[1024];
+    snprintf(args, sizeof args,
+             "train %s --data %s --batch 32 --threads 1 --distributed --save %s/no/such/d.ckpt",
+             fx.model, fx.data, fx.dir);
+    const int rc = run_mpi(2, args, dout, sizeof dout);
+    dist_teardown(&fx);
+    cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, dout);
+    cr_assert(strstr(dout, "cannot create a file in") &&
+                  strstr(dout, "rank 1: another rank failed to start"),
+              "%s", dout);
+}
 #else
 Test(cli_dist, no_mpi_build_refuses_the_option) {
     dist_fx fx;
