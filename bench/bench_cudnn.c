@@ -282,6 +282,7 @@ static void run_ck_op(bench_tensors *bt, op_id op, uint64_t offset) {
     ck_dropout_desc dd;
     dd.rate = BENCH_RATE;
     dd.offset = offset;
+    dd.sample0 = 0;
     switch (op) {
     case OP_SDROP_FWD:
         CK_CHECK(ctx, ck_spatial_dropout_forward(ctx, &dd, CK_MODE_TRAINING, bt->x, bt->y, NULL));

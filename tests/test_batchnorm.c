@@ -248,7 +248,7 @@ Test(batchnorm, gradcheck_relu_spatial_dropout_nchw) {
     ck_bn_desc d;
     ck_bn_desc_init(&d, CK_BN_KERAS);
     d.activation = CK_ACT_RELU;
-    ck_dropout_desc sd = {0.4f, 9};
+    ck_dropout_desc sd = {0.4f, 9, 0};
     check_gradients(CK_LAYOUT_NCHW, &d, &b, &sd);
     free_case(&b);
 }
@@ -332,7 +332,7 @@ Test(batchnorm, fused_spatial_dropout_equals_separate_ops) {
         ck_bn_desc d;
         ck_bn_desc_init(&d, CK_BN_KERAS);
         d.activation = CK_ACT_RELU;
-        ck_dropout_desc sd = {0.3f, 1234};
+        ck_dropout_desc sd = {0.3f, 1234, 0};
         bn_out fused = alloc_out(&b), plain = alloc_out(&b);
         run_bn(ctx, l, &d, &b, NULL, NULL, NULL, &sd, &fused, 1);
         /* separate: BN+ReLU, then dropout forward on y; dropout backward on dy, then BN bwd */
@@ -466,7 +466,7 @@ Test(batchnorm, deterministic_across_thread_counts) {
     ck_context *c1 = t_ctx(CK_DEVICE_CPU), *c2 = t_ctx(CK_DEVICE_CPU);
     CK_OK(c2, ck_context_set_cpu_threads(c2, 1));
     bn_out a = alloc_out(&b), o = alloc_out(&b);
-    ck_dropout_desc sd = {0.2f, 5};
+    ck_dropout_desc sd = {0.2f, 5, 0};
     run_bn(c1, CK_LAYOUT_NHWC, &d, &b, NULL, NULL, NULL, &sd, &a, 1);
     run_bn(c2, CK_LAYOUT_NHWC, &d, &b, NULL, NULL, NULL, &sd, &o, 1);
     cr_assert_eq(memcmp(a.y, o.y, b.cnt * 4), 0);
@@ -486,7 +486,7 @@ Test(batchnorm, deterministic_across_thread_counts) {
 Test(batchnorm, instruction_set_paths_bit_identical) {
     bn_case b = make_case(5, 11, 7, 6, 99);
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    const ck_dropout_desc sd = {0.3f, 17};
+    const ck_dropout_desc sd = {0.3f, 17, 0};
     for (int l = 0; l < 2; ++l)
         for (int act = 0; act < 2; ++act)
             for (int drop = 0; drop < 2; ++drop) {

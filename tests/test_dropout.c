@@ -74,7 +74,7 @@ Test(spatial_dropout, rate_and_whole_maps) {
     trng_fill(&r, x, cnt, 0.5f, 2.0f);
     const float rates[3] = {0.1f, 0.2f, 0.5f};
     for (int ri = 0; ri < 3; ++ri) {
-        ck_dropout_desc d = {rates[ri], 100 + (uint64_t)ri};
+        ck_dropout_desc d = {rates[ri], 100 + (uint64_t)ri, 0};
         uint8_t *mask = malloc((size_t)N * C);
         run_fwd(ctx, CK_DROPOUT_SPATIAL, CK_LAYOUT_NCHW, N, C, H, W, x, &d, CK_MODE_TRAINING, y,
                 mask);
@@ -113,7 +113,7 @@ Test(spatial_dropout, unbiased_in_expectation) {
     double *acc = calloc(cnt, sizeof *acc);
     const float q = 0.3f;
     for (int t = 0; t < T; ++t) {
-        ck_dropout_desc d = {q, (uint64_t)t};
+        ck_dropout_desc d = {q, (uint64_t)t, 0};
         run_fwd(ctx, CK_DROPOUT_SPATIAL, CK_LAYOUT_NHWC, N, C, H, W, x, &d, CK_MODE_TRAINING, y,
                 NULL);
         for (size_t i = 0; i < cnt; ++i)
@@ -137,7 +137,7 @@ Test(dropout, element_rate_and_values) {
     uint8_t *mask = malloc(cnt);
     trng r = {9};
     trng_fill(&r, x, cnt, -2.0f, 2.0f);
-    ck_dropout_desc d = {0.2f, 5};
+    ck_dropout_desc d = {0.2f, 5, 0};
     run_fwd(ctx, CK_DROPOUT_ELEMENT, CK_LAYOUT_NCHW, N, C, H, W, x, &d, CK_MODE_TRAINING, y, mask);
     const float scale = 1.0f / 0.8f;
     size_t kept = 0;
@@ -189,7 +189,7 @@ Test(dropout, regenerated_equals_definition) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     const int shapes[5][4] = {
         {4, 37, 9, 11}, {64, 512, 1, 1}, {3, 5, 12, 12}, {2, 3, 7, 4}, {1, 1, 1, 3}};
-    const ck_dropout_desc d = {0.3f, 4096 * 5 + 17};
+    const ck_dropout_desc d = {0.3f, 4096 * 5 + 17, 0};
     const uint32_t thr = ck_dropout_threshold(d.rate);
     const float scale = ck_dropout_scale(d.rate);
     for (int si = 0; si < 5; ++si) {
@@ -235,14 +235,14 @@ static void check_layout_independence(ck_dropout_kind kind) {
     uint8_t *ma = malloc(units), *mb = malloc(units), *mh = malloc(units), *mo = malloc(units);
     trng r = {11};
     trng_fill(&r, x, cnt, -1.0f, 1.0f);
-    ck_dropout_desc d = {0.4f, 42};
+    ck_dropout_desc d = {0.4f, 42, 0};
     run_fwd(ctx, kind, CK_LAYOUT_NCHW, N, C, H, W, x, &d, CK_MODE_TRAINING, a, ma);
     run_fwd(ctx, kind, CK_LAYOUT_NHWC, N, C, H, W, x, &d, CK_MODE_TRAINING, b, mb);
     cr_assert_eq(memcmp(a, b, cnt * sizeof *a), 0, "NCHW and NHWC outputs differ");
     cr_assert_eq(memcmp(ma, mb, units), 0, "NCHW and NHWC masks differ");
     CK_OK(ctx, ck_dropout_mask_host(kind, ck_context_seed(ctx), &d, N, C, H, W, mh, units));
     cr_assert_eq(memcmp(ma, mh, units), 0, "stored mask differs from ck_dropout_mask_host");
-    ck_dropout_desc d2 = {0.4f, 43};
+    ck_dropout_desc d2 = {0.4f, 43, 0};
     CK_OK(ctx, ck_dropout_mask_host(kind, ck_context_seed(ctx), &d2, N, C, H, W, mo, units));
     cr_assert_neq(memcmp(mh, mo, units), 0, "offsets 42 and 43 gave the same mask");
     free(x);
@@ -274,7 +274,7 @@ static void check_backward(ck_dropout_kind kind, ck_layout l) {
     trng r = {13};
     trng_fill(&r, x, cnt, -1.0f, 1.0f);
     trng_fill(&r, dy, cnt, -1.0f, 1.0f);
-    ck_dropout_desc d = {0.35f, 77};
+    ck_dropout_desc d = {0.35f, 77, 0};
     ck_tensor *tx = t_tensor_from_nchw(ctx, l, N, C, H, W, x);
     ck_tensor *ty = t_tensor_from_nchw(ctx, l, N, C, H, W, NULL);
     ck_tensor *tdy = t_tensor_from_nchw(ctx, l, N, C, H, W, dy);
@@ -362,13 +362,13 @@ Test(dropout, inference_is_identity) {
     float *x = malloc(cnt * 4), *y = malloc(cnt * 4);
     trng r = {17};
     trng_fill(&r, x, cnt, -3.0f, 3.0f);
-    ck_dropout_desc d = {0.5f, 1};
+    ck_dropout_desc d = {0.5f, 1, 0};
     for (int k = 0; k < 2; ++k) {
         run_fwd(ctx, k ? CK_DROPOUT_ELEMENT : CK_DROPOUT_SPATIAL, CK_LAYOUT_NHWC, N, C, H, W, x, &d,
                 CK_MODE_INFERENCE, y, NULL);
         cr_assert_eq(memcmp(x, y, cnt * 4), 0, "inference changed values");
     }
-    ck_dropout_desc z = {0.0f, 1};
+    ck_dropout_desc z = {0.0f, 1, 0};
     run_fwd(ctx, CK_DROPOUT_ELEMENT, CK_LAYOUT_NCHW, N, C, H, W, x, &z, CK_MODE_TRAINING, y, NULL);
     cr_assert_eq(memcmp(x, y, cnt * 4), 0, "rate 0 changed values");
     /* in place */
@@ -389,7 +389,7 @@ Test(dropout, deterministic_across_contexts_and_threads) {
     float *x = malloc(cnt * 4), *a = malloc(cnt * 4), *b = malloc(cnt * 4);
     trng r = {19};
     trng_fill(&r, x, cnt, -1.0f, 1.0f);
-    ck_dropout_desc d = {0.25f, 3};
+    ck_dropout_desc d = {0.25f, 3, 0};
     ck_context *c1 = t_ctx(CK_DEVICE_CPU), *c2 = t_ctx(CK_DEVICE_CPU);
     CK_OK(c2, ck_context_set_cpu_threads(c2, 1));
     for (int k = 0; k < 2; ++k) {
@@ -403,4 +403,47 @@ Test(dropout, deterministic_across_contexts_and_threads) {
     free(x);
     free(a);
     free(b);
+}
+
+/* A shard of a batch (a data-parallel rank's samples [s0, s0 + n)) with desc.sample0 = s0 draws
+ * exactly the masks of those samples in the whole batch: the same outputs, stored masks and host
+ * masks, both kinds, both layouts, with and without a stored mask, and shard starts whose spatial
+ * units (s0 * C) do not fall on a Philox call boundary. */
+Test(dropout, shard_with_sample0_draws_the_whole_batch_masks) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    enum { N = 7, C = 3, H = 4, W = 5 };
+    const size_t per = (size_t)C * H * W, cnt = N * per;
+    float x[N * C * H * W], whole[N * C * H * W], part[N * C * H * W];
+    uint8_t mwhole[N * C * H * W], mpart[N * C * H * W], hwhole[N * C * H * W],
+        hpart[N * C * H * W];
+    trng r = {31};
+    trng_fill(&r, x, cnt, -1.0f, 1.0f);
+    const int starts[3] = {1, 3, 6};
+    for (int k = 0; k < 2; ++k) {
+        const ck_dropout_kind kind = k ? CK_DROPOUT_ELEMENT : CK_DROPOUT_SPATIAL;
+        const size_t upers = k ? per : (size_t)C; /* mask units per sample */
+        for (int li = 0; li < 2; ++li) {
+            const ck_layout l = li ? CK_LAYOUT_NHWC : CK_LAYOUT_NCHW;
+            const ck_dropout_desc d = {0.4f, 4096 * 3 + 2, 0};
+            run_fwd(ctx, kind, l, N, C, H, W, x, &d, CK_MODE_TRAINING, whole, mwhole);
+            CK_OK(NULL, ck_dropout_mask_host(kind, 7, &d, N, C, H, W, hwhole, N * upers));
+            for (int si = 0; si < 3; ++si) {
+                const int s0 = starts[si], n = N - s0;
+                const ck_dropout_desc ds = {0.4f, 4096 * 3 + 2, (uint64_t)s0};
+                for (int stored = 0; stored < 2; ++stored) {
+                    run_fwd(ctx, kind, l, n, C, H, W, x + s0 * per, &ds, CK_MODE_TRAINING, part,
+                            stored ? mpart : NULL);
+                    cr_assert_eq(memcmp(part, whole + s0 * per, n * per * sizeof(float)), 0,
+                                 "kind %d layout %d start %d stored %d", k, li, s0, stored);
+                    if (stored)
+                        cr_assert_eq(memcmp(mpart, mwhole + s0 * upers, n * upers), 0,
+                                     "mask: kind %d layout %d start %d", k, li, s0);
+                }
+                CK_OK(NULL, ck_dropout_mask_host(kind, 7, &ds, n, C, H, W, hpart, n * upers));
+                cr_assert_eq(memcmp(hpart, hwhole + s0 * upers, n * upers), 0,
+                             "host mask: kind %d start %d", k, s0);
+            }
+        }
+    }
+    ck_context_destroy(ctx);
 }

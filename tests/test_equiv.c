@@ -57,19 +57,19 @@ static size_t value_diffs(const float *a, const float *b, size_t n) {
 
 /* Spatial dropout / element dropout through the public API on NHWC host tensors (CPU). */
 static void sdrop(ck_context *ctx, float rate, uint64_t offset, ck_tensor *x, ck_tensor *y) {
-    ck_dropout_desc d = {rate, offset};
+    ck_dropout_desc d = {rate, offset, 0};
     CK_OK(ctx, ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, x, y, NULL));
 }
 static void sdrop_bwd(ck_context *ctx, float rate, uint64_t offset, ck_tensor *dy, ck_tensor *dx) {
-    ck_dropout_desc d = {rate, offset};
+    ck_dropout_desc d = {rate, offset, 0};
     CK_OK(ctx, ck_spatial_dropout_backward(ctx, &d, CK_MODE_TRAINING, dy, dx, NULL));
 }
 static void edrop(ck_context *ctx, float rate, uint64_t offset, ck_tensor *x, ck_tensor *y) {
-    ck_dropout_desc d = {rate, offset};
+    ck_dropout_desc d = {rate, offset, 0};
     CK_OK(ctx, ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, x, y, NULL));
 }
 static void edrop_bwd(ck_context *ctx, float rate, uint64_t offset, ck_tensor *dy, ck_tensor *dx) {
-    ck_dropout_desc d = {rate, offset};
+    ck_dropout_desc d = {rate, offset, 0};
     CK_OK(ctx, ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, dy, dx, NULL));
 }
 
@@ -401,7 +401,7 @@ Test(equiv, fused_bn_relu_sdropout_covers_keras_block) {
               *si = t_param(ctx, C, NULL);
     ck_bn_desc bn;
     ck_bn_desc_init(&bn, CK_BN_KERAS);
-    ck_dropout_desc sd = {0.25f, 77};
+    ck_dropout_desc sd = {0.25f, 77, 0};
     bn.activation = CK_ACT_RELU; /* fused: BN+ReLU+SD, then pool */
     CK_OK(ctx, ck_batchnorm_forward_training(ctx, &bn, x, tg, tb, rm, rv, sm, si, &sd, y1, NULL));
     ck_cpu_pool_forward(&g, 1, D(y1), D(pa));
@@ -563,7 +563,7 @@ Test(equiv, dropout_then_bn_dropped_positions_share_a_batch_constant) {
         fill_normal(D(x), cnt, 80 + batch);
         for (size_t i = 0; i < cnt; ++i)
             D(x)[i] += 2.0f; /* mean far from 0: the constant is far from beta */
-        ck_dropout_desc dd = {0.3f, (uint64_t)batch};
+        ck_dropout_desc dd = {0.3f, (uint64_t)batch, 0};
         CK_OK(ctx, ck_dropout_forward(ctx, &dd, CK_MODE_TRAINING, x, d, mask));
         CK_OK(ctx, ck_mask_download(ctx, mask, keep, cnt));
         CK_OK(ctx, ck_batchnorm_forward_training(ctx, &bn, d, g, b, rm, rv, sm, si, NULL, y, NULL));

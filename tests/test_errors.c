@@ -128,13 +128,13 @@ Test(errors, dropout_arguments) {
     CK_OK(ctx, ck_tensor_upload(ctx, y, ref, 96));
     const float bad_rates[4] = {-0.1f, 1.0f, 1.5f, NAN};
     for (int i = 0; i < 4; ++i) {
-        ck_dropout_desc d = {bad_rates[i], 0};
+        ck_dropout_desc d = {bad_rates[i], 0, 0};
         EXPECT_ERR(ctx, ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, x, y, NULL),
                    CK_STATUS_BAD_PARAM, "desc->rate");
         EXPECT_ERR(ctx, ck_dropout_backward(ctx, &d, CK_MODE_TRAINING, x, y, NULL),
                    CK_STATUS_BAD_PARAM, "desc->rate");
     }
-    ck_dropout_desc d = {0.5f, 0};
+    ck_dropout_desc d = {0.5f, 0, 0};
     EXPECT_ERR(ctx, ck_spatial_dropout_forward(ctx, NULL, CK_MODE_TRAINING, x, y, NULL),
                CK_STATUS_BAD_PARAM, "desc");
     EXPECT_ERR(ctx, ck_spatial_dropout_forward(ctx, &d, (ck_mode)3, x, y, NULL),
@@ -217,7 +217,7 @@ Test(errors, batchnorm_arguments) {
                ck_batchnorm_forward_training(a.ctx, NULL, a.x, a.g, a.b, a.rm, a.rv, a.sm, a.si,
                                              NULL, a.y, NULL),
                CK_STATUS_BAD_PARAM, "desc");
-    ck_dropout_desc bad = {1.0f, 0};
+    ck_dropout_desc bad = {1.0f, 0, 0};
     EXPECT_ERR(a.ctx,
                ck_batchnorm_forward_training(a.ctx, &a.d, a.x, a.g, a.b, a.rm, a.rv, a.sm, a.si,
                                              &bad, a.y, NULL),

@@ -66,7 +66,8 @@ static void gpu_dropout_matches_cpu(ck_dropout_kind kind) {
         float *yg = malloc(cnt * 4), *yc = malloc(cnt * 4);
         uint8_t *mg = malloc(units), *mc = malloc(units);
         for (int li = 0; li < 2; ++li) {
-            ck_dropout_desc d = {0.3f, 1000 + si};
+            /* sample0 > 0: a shard keyed by its samples' places in the whole batch */
+            ck_dropout_desc d = {0.3f, 1000 + si, (uint64_t)(si % 3) * 5};
             for (int bwd = 0; bwd < 2; ++bwd) {
                 dropout_on(g, kind, bwd, LAYOUTS[li], s, x, &d, yg, bwd ? NULL : mg);
                 dropout_on(c, kind, bwd, LAYOUTS[li], s, x, &d, yc, bwd ? NULL : mc);
@@ -197,7 +198,7 @@ static void gpu_bn_matches_cpu(ck_bn_convention conv, int with_sd) {
         rc.y = malloc(cnt * 4);
         rc.dx = malloc(cnt * 4);
         rc.yi = malloc(cnt * 4);
-        ck_dropout_desc sd = {0.25f, 77 + si};
+        ck_dropout_desc sd = {0.25f, 77 + si, (uint64_t)(si % 2) * 3};
         for (int li = 0; li < 2; ++li) {
             bn_on(g, LAYOUTS[li], s, &d, with_sd ? &sd : NULL, x, dy, gm, bt, rm, rv, &rg);
             bn_on(c, LAYOUTS[li], s, &d, with_sd ? &sd : NULL, x, dy, gm, bt, rm, rv, &rc);

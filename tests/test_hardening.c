@@ -104,7 +104,7 @@ Test(hardening, alloc_limit_tensors_masks_workspaces) {
     /* element-mask download needs a host scratch: fails cleanly and writes nothing */
     CK_OK(ctx, ck_context_set_host_alloc_limit(ctx, 0));
     CK_OK(ctx, ck_mask_create(ctx, &m, CK_DROPOUT_ELEMENT, 2, 3, 4, 4));
-    ck_dropout_desc d = {0.5f, 3};
+    ck_dropout_desc d = {0.5f, 3, 0};
     CK_OK(ctx, ck_dropout_forward(ctx, &d, CK_MODE_TRAINING, a, a, m));
     CK_OK(ctx, ck_context_set_host_alloc_limit(ctx, ck_context_host_alloc_bytes(ctx)));
     uint8_t keep[96];
@@ -139,7 +139,7 @@ Test(hardening, alloc_limit_batchnorm_and_dropout) {
     ck_bn_desc bn;
     CK_OK(ctx, ck_bn_desc_init(&bn, CK_BN_KERAS));
     bn.activation = CK_ACT_RELU;
-    ck_dropout_desc sd = {0.4f, 9};
+    ck_dropout_desc sd = {0.4f, 9, 0};
 
     /* no room for the per-channel scratch: a status, and y / running stats untouched */
     CK_OK(ctx, ck_context_set_host_alloc_limit(ctx, ck_context_host_alloc_bytes(ctx)));
@@ -363,7 +363,7 @@ Test(hardening, null_and_foreign_arguments) {
     EXPECT_ST(other, ck_mask_download(other, m, NULL, 2), CK_STATUS_BAD_PARAM, "host");
     EXPECT_ST(other, ck_mask_download(other, m, keep, 3), CK_STATUS_SHAPE_MISMATCH, "count");
     EXPECT_ST(other, ck_mask_download(other, NULL, keep, 2), CK_STATUS_BAD_PARAM, "mask");
-    ck_dropout_desc d = {0.5f, 0};
+    ck_dropout_desc d = {0.5f, 0, 0};
     EXPECT_ST(ctx, ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, t, t, m),
               CK_STATUS_DEVICE_MISMATCH, "mask_out");
     ck_mask_destroy(m);
@@ -390,7 +390,7 @@ Test(hardening, sizes_zero_negative_and_overflowing) {
               CK_STATUS_BAD_PARAM, "shape");
     /* 2^31 - 1 elements exactly is allowed by the check (not allocated here: a 1-element probe) */
     uint8_t keep[4];
-    ck_dropout_desc d = {0.5f, 0};
+    ck_dropout_desc d = {0.5f, 0, 0};
     cr_assert_eq(ck_dropout_mask_host(CK_DROPOUT_SPATIAL, 0, &d, -1, 2, 1, 1, keep, 4),
                  CK_STATUS_BAD_PARAM);
     cr_assert_eq(

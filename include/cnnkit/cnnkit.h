@@ -204,12 +204,15 @@ size_t ck_workspace_size(const ck_workspace *ws);
  * mask depends on neither layout, device nor launch shape: it is bit-identical on CPU and GPU, NCHW
  * and NHWC. The caller picks offset (e.g. the training step); backward with the same (seed, offset,
  * rate) regenerates the forward mask, or reads a stored ck_mask.
+ * sample0: the tensor's first sample is sample sample0 of a larger batch (a data-parallel rank's
+ * shard), and its sample n draws the mask of that batch's sample sample0 + n (0: a whole batch).
  * ------------------------------------------------------------------------------------------- */
 typedef enum ck_dropout_kind { CK_DROPOUT_SPATIAL = 0, CK_DROPOUT_ELEMENT = 1 } ck_dropout_kind;
 
 typedef struct ck_dropout_desc {
     float rate;      /* probability of dropping, in [0, 1) */
     uint64_t offset; /* RNG counter offset: use a new one for every training step */
+    uint64_t sample0; /* the first sample's index in the whole batch (0 unless sharded) */
 } ck_dropout_desc;
 
 typedef enum ck_mode { CK_MODE_INFERENCE = 0, CK_MODE_TRAINING = 1 } ck_mode;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "cnnkit/cnnkit.h"
+#include "cnnkit/comm.h"
 #include "cnnkit/data.h"
 #include "cnnkit/model.h"
 #include "cnnkit/study.h"
@@ -33,6 +34,8 @@ typedef struct opts {
     int math;                  /* --math: ck_math (train) */
     int precision;             /* --precision: 1 + ck_precision, 0 when not given */
     const char *output, *arch; /* convert: B and --model */
+    int distributed;           /* train --distributed: data-parallel over MPI ranks */
+    int rank, ranks;           /* this process's MPI rank and their number (0 and 1 without) */
 } opts;
 
 /* common.c */
@@ -70,6 +73,17 @@ int cmd_summary(const opts *o);
 /* evaluate (predict 0) or predict */
 int cmd_eval_predict(const opts *o, int predict);
 int cmd_convert(const opts *o);
+
+/* distributed.c: MPI for train --distributed (each returns an exit code, 0 ok, after printing
+ * why; a build without MPI refuses dist_start with EXIT_USAGE, naming the build option). */
+/* MPI_Init; o->rank and o->ranks from MPI_COMM_WORLD. */
+int dist_start(int *argc, char ***argv, opts *o);
+/* A communicator over MPI_COMM_WORLD for ctx. */
+int dist_comm(ck_context *ctx, ck_comm **comm);
+/* Collective: the largest of the ranks' exit codes, so that a rank that failed to start stops
+ * them all before the first collective of the fit rather than leaving the others waiting. */
+int dist_agree(const opts *o, int rc);
+void dist_stop(void); /* MPI_Finalize */
 
 /* files.c: output files of a run */
 /* Checks before the first step that path can be written: an existing target must be a regular

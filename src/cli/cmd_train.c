@@ -261,36 +261,49 @@ int cmd_train(const opts *o) {
         return EXIT_USAGE;
     }
     const int epochs = o->epochs > 0 ? o->epochs : 1;
-    /* every output is checked before the first step, not found unwritable after the last */
+    /* --distributed: rank 0 prints and writes the files; the other ranks train in silence */
+    opts mine = *o;
+    if (o->rank > 0) {
+        mine.save = mine.log = mine.plot = NULL;
+        if (!freopen("/dev/null", "w", stdout))
+            return EXIT_RUNTIME;
+    }
+    o = &mine;
+    /* every output is checked before the first step, not found unwritable after the last; a
+     * failure here goes through the ranks' agreement below, so no rank is left waiting */
+    int rc = 0;
     if ((o->save && check_output_path("--save", o->save, 1)) ||
         (o->log && check_output_path("--log", o->log, 0)) ||
         (o->plot && check_output_path("--plot", o->plot, 0)))
-        return EXIT_RUNTIME;
-    if (o->resume && is_keras_file(o->resume)) {
+        rc = EXIT_RUNTIME;
+    if (!rc && o->resume && is_keras_file(o->resume)) {
         fprintf(stderr,
                 "cnnkit: --resume %s: a Keras file holds no training position; resume "
                 "from a cnnkit checkpoint (--save FILE.ckpt)\n",
                 o->resume);
-        return EXIT_USAGE;
+        rc = EXIT_USAGE;
     }
-    if (o->resume && access(o->resume, R_OK) != 0) {
+    if (!rc && o->resume && access(o->resume, R_OK) != 0) {
         fprintf(stderr, "cnnkit: --resume %s: %s\n", o->resume, strerror(errno));
-        return EXIT_RUNTIME;
+        rc = EXIT_RUNTIME;
     }
-    const int save_lock = o->save ? lock_path("--save", o->save) : -1;
-    if (o->save && save_lock < 0)
-        return EXIT_RUNTIME;
-    if (o->save)
+    const int save_lock = !rc && o->save ? lock_path("--save", o->save) : -1;
+    if (!rc && o->save && save_lock < 0)
+        rc = EXIT_RUNTIME;
+    if (!rc && o->save)
         snprintf(lock_file, sizeof lock_file, "%s.lock", o->save);
     ck_context *ctx = NULL;
     ck_model *m = NULL;
+    ck_comm *comm = NULL;
     ck_dataset train = {0}, val = {0}, test = {0};
     ck_epoch_result *hist = (ck_epoch_result *)calloc((size_t)epochs, sizeof *hist);
     csv_log log = {0};
     ck_fit_state fs = {0};
-    int rc = hist ? make_context(o, &ctx) : EXIT_RUNTIME;
     if (!rc)
-        rc = load_model(ctx, o, o->batch, &m);
+        rc = hist ? make_context(o, &ctx) : EXIT_RUNTIME;
+    /* --distributed: each rank holds its share of the global batch at most */
+    if (!rc)
+        rc = load_model(ctx, o, (o->batch + o->ranks - 1) / o->ranks, &m);
     ck_param_counts pc = {0, 0, 0};
     if (!rc) {
         ck_model_param_counts(m, &pc);
@@ -314,6 +327,16 @@ int cmd_train(const opts *o) {
         rc = resume_from(o, ctx, m, &train, epochs, &fs);
     if (!rc && o->log)
         rc = csv_open(&log, o->log, o->resume ? fs.epoch : -1, hist, epochs);
+    if (o->distributed) { /* every rank gets here; then all go on or all stop */
+        rc = dist_agree(o, rc);
+        if (!rc)
+            rc = dist_comm(ctx, &comm);
+        /* after --resume: every rank loaded the same file, and attaching copies rank 0's state */
+        if (!rc && ck_model_set_comm(m, comm) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "cnnkit: --distributed: %s\n", ck_context_last_error(ctx));
+            rc = EXIT_RUNTIME;
+        }
+    }
     if (rc)
         goto done;
     printf("cnnkit %d.%d.%d: %s, %lld params, device %s, %d train / %d test images",
@@ -325,6 +348,9 @@ int cmd_train(const opts *o) {
         printf(", %d validation (the last %g%% of the training data)", val.count,
                100.0 * o->val_split);
     printf(", batch %d, %d epoch%s, seed %llu", o->batch, epochs, epochs > 1 ? "s" : "", o->seed);
+    if (o->distributed)
+        printf(", distributed over %d rank%s (MPI; --batch is the global batch)", o->ranks,
+               o->ranks > 1 ? "s" : "");
     /* fp32 runs print what they always printed */
     if (ck_model_precision(m) != CK_PRECISION_FP32)
         printf(", precision %s", ck_model_precision(m) == CK_PRECISION_BF16 ? "bf16" : "tf32");
@@ -333,7 +359,9 @@ int cmd_train(const opts *o) {
     fflush(stdout);
     if (o->profile)
         ck_model_set_profiling(m, 1);
-    train_ui ui = {.tty = isatty(STDOUT_FILENO),
+    /* --distributed: epoch lines only (OpenMPI hands a rank a pseudo-terminal even when
+     * mpirun's own output goes to a file) */
+    train_ui ui = {.tty = isatty(STDOUT_FILENO) && !o->distributed,
                    .ctx = ctx,
                    .m = m,
                    .o = o,
@@ -364,16 +392,22 @@ int cmd_train(const opts *o) {
         if (ui.has_last && ui.log)
             csv_row(ui.log, &ui.last, NAN, NAN);
         const int steps = (train.count + o->batch - 1) / o->batch;
-        if (save_model_file(m, path) != CK_STATUS_SUCCESS) {
+        if (o->rank > 0) {
+            /* rank 0 saves the run's checkpoint (every rank holds the same model) */
+        } else if (save_model_file(m, path) != CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: interrupted (%s), and the checkpoint was not saved: %s\n",
                     stop_signal == SIGINT ? "SIGINT" : "SIGTERM", ck_context_last_error(ctx));
         } else {
+            char launch[64] = "";
+            if (o->distributed)
+                snprintf(launch, sizeof launch, "mpirun -np %d ", o->ranks);
             printf("interrupted (%s) at epoch %d, step %d of %d (model step %lld): checkpoint "
-                   "%s\ncontinue with: cnnkit train %s --resume %s --epochs %d (and the same "
+                   "%s\ncontinue with: %scnnkit train %s --resume %s --epochs %d%s (and the same "
                    "--batch, --seed, --data, --limit, --validation-split)\n",
                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
                    fs.epoch_step ? fs.epoch + 1 : fs.epoch, fs.epoch_step ? fs.epoch_step : steps,
-                   steps, ck_model_step(m), path, o->model, path, epochs);
+                   steps, ck_model_step(m), path, launch, o->model, path, epochs,
+                   o->distributed ? " --distributed" : "");
         }
         if (o->plot && shown > 0 && write_train_svg(o->plot, hist, first, shown) == 0)
             printf("plot %s\n", o->plot);
@@ -381,7 +415,10 @@ int cmd_train(const opts *o) {
     } else {
         ck_step_result tr;
         double tl = NAN, ta = NAN;
-        if (ck_model_evaluate(m, test.images, test.labels, test.count, &tr) != CK_STATUS_SUCCESS) {
+        if (o->rank > 0) {
+            /* the test set is rank 0's to evaluate and print: the ranks' models are the same */
+        } else if (ck_model_evaluate(m, test.images, test.labels, test.count, &tr) !=
+                   CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: test evaluation failed: %s\n", ck_context_last_error(ctx));
             rc = EXIT_RUNTIME;
         } else {
@@ -426,6 +463,7 @@ done:
     ck_dataset_free(&val);
     ck_dataset_free(&test);
     ck_model_destroy(m);
+    ck_comm_destroy(comm); /* collective: every rank gets here */
     ck_context_destroy(ctx);
     return rc;
 }

@@ -123,7 +123,8 @@ int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
         fprintf(stderr, "cnnkit: %s: %s\n", o->model, msg[0] ? msg : ck_context_last_error(ctx));
         return EXIT_USAGE;
     }
-    print_warnings(o->model, msg);
+    if (o->rank == 0) /* --distributed: once, not once per rank */
+        print_warnings(o->model, msg);
     st = ck_model_build(m, o->in_h, o->in_w, o->in_c, max_batch);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: %s: %s\n", o->model, ck_context_last_error(ctx));

@@ -21,6 +21,7 @@ static const char *const USAGE_CMD[][2] = {
      "           [--validation-split F | --validation-data DIR] [--threads N]\n"
      "           [--conv-algo deterministic|fastest] [--math fp32|tf32]\n"
      "           [--precision fp32|tf32|bf16] (docs/precision.md; bf16: CPU only for now)\n"
+     "           [--distributed]\n"
      "           --epochs N: the total, also with --resume (default 1)\n"
      "           --save: the checkpoint, written each epoch (--checkpoint-every N: every N\n"
      "           epochs, 0: only at the end) and on SIGINT/SIGTERM (exit 130/143)\n"
@@ -34,7 +35,10 @@ static const char *const USAGE_CMD[][2] = {
      "           README, 'Busy machines')\n"
      "           --conv-algo fastest: on a GPU, cuDNN algorithms timed at build, not\n"
      "           bit-reproducible (default deterministic); --math tf32: TF32 tensor cores\n"
-     "           for conv and dense (default fp32); both no-ops on the CPU\n"},
+     "           for conv and dense (default fp32); both no-ops on the CPU\n"
+     "           --distributed: under `mpirun -np N`, data-parallel on N CPU ranks (a build\n"
+     "           with MPI; docs/distributed.md): --batch is the global batch, each rank\n"
+     "           trains on its share; rank 0 prints and writes --save, --log, --plot\n"},
     {"evaluate", "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
                  "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"},
     {"predict", "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
@@ -116,6 +120,7 @@ static const opt_spec OPTS[] = {
     {"--conv-algo", TRAIN, 1},
     {"--math", TRAIN, 1},
     {"--precision", TRAIN | EVALUATE | PREDICT, 1},
+    {"--distributed", TRAIN, 0},
     {"--weights", EVALUATE | PREDICT, 1},
     {"--count", PREDICT, 1},
     {"--json", CHECK, 0},
@@ -157,6 +162,7 @@ static int parse_args(int argc, char **argv, opts *o) {
     o->seed = 1;
     o->batches = 20;
     o->checkpoint_every = -1;
+    o->ranks = 1;
     if (argc < 2)
         return -1;
     o->cmd = argv[1];
@@ -213,6 +219,8 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->measure = 1;
         } else if (!strcmp(a, "--profile")) {
             o->profile = 1;
+        } else if (!strcmp(a, "--distributed")) {
+            o->distributed = 1;
         } else if (!strcmp(a, "--quick")) {
             o->quick = 1;
         } else if (!strcmp(a, "--data")) {
@@ -356,6 +364,22 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(o.cmd, "summary"))
         return cmd_summary(&o);
+    if (!strcmp(o.cmd, "train") && o.distributed) {
+        /* the data-parallel step is the CPU's; auto means the CPU here */
+        if (!strcmp(o.device, "cuda")) {
+            fprintf(stderr, "cnnkit: train: --distributed runs on the CPU only for now: "
+                            "data-parallel training on CUDA devices needs NCCL, which is not "
+                            "built yet (docs/distributed.md); give --device cpu\n");
+            return EXIT_USAGE;
+        }
+        o.device = "cpu";
+        int rc = dist_start(&argc, &argv, &o);
+        if (rc)
+            return rc;
+        rc = cmd_train(&o);
+        dist_stop();
+        return rc;
+    }
     if (!strcmp(o.cmd, "train"))
         return cmd_train(&o);
     if (!strcmp(o.cmd, "evaluate"))

@@ -33,8 +33,8 @@ int ck_cuda_convert_layout(const float *src, float *dst, ck_kshape src_shape, vo
  * kind: 0 spatial, 1 element. mask_in: stored mask to use instead of regenerating (may be NULL);
  * mask_out: where to store the mask (may be NULL; element masks are bit-packed, NCHW order). */
 int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t seed, uint64_t offset,
-                    uint32_t threshold, float scale, const uint8_t *mask_in, uint8_t *mask_out,
-                    void *stream);
+                    uint64_t sample0, uint32_t threshold, float scale, const uint8_t *mask_in,
+                    uint8_t *mask_out, void *stream);
 
 /* BN training forward. ws: workspace laid out as in ck_bn_plan (partials then coefficients).
  * frozen: normalize with the running statistics and leave them unchanged.
@@ -45,7 +45,7 @@ typedef struct ck_kbn {
     ck_bn_desc bn; /* the caller's descriptor (single_value_use_running is the host's business) */
     int frozen;
     int sd_enabled;
-    uint64_t seed, sd_offset;
+    uint64_t seed, sd_offset, sd_sample0;
     uint32_t sd_threshold;
     float sd_scale;
     double *partials; /* 3 * C * splits doubles: fixed-order merges in double */

@@ -122,6 +122,16 @@ CK_HD int ck_element_keep(uint64_t seed, uint64_t offset, uint32_t threshold, in
     return r.v[w & 3] >= threshold;
 }
 
+/* A shard of a larger batch whose sample 0 is the batch's sample sample0 (ck_dropout_desc):
+ * its sample n draws sample0 + n's mask, so its spatial units g and its element calls are the
+ * whole batch's shifted by these bases (element rows never share a call, so whole calls shift). */
+CK_HD uint64_t ck_spatial_unit0(uint64_t sample0, int C) {
+    return sample0 * (uint64_t)C;
+}
+CK_HD uint64_t ck_element_call0(uint64_t sample0, int C, int H, int W) {
+    return sample0 * (uint64_t)C * (uint64_t)H * (uint64_t)((W + 3) >> 2);
+}
+
 /* ------------------------------------------------------------------------------------------
  * BatchNorm + activation.
  * Forward applies y = act(fma(x - mean, a, beta)) with a = gamma * invstd, and the backward pass

@@ -7,15 +7,16 @@
 /* ---- stored masks -------------------------------------------------------------------------- */
 
 __global__ void ck_spatial_mask_kernel(uint8_t *mask, long long units, uint64_t seed,
-                                       uint64_t offset, uint32_t thr) {
+                                       uint64_t offset, uint64_t u0, uint32_t thr) {
     for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g < units;
          g += (long long)gridDim.x * blockDim.x)
-        mask[g] = (uint8_t)ck_spatial_keep(seed, offset, thr, (uint64_t)g);
+        mask[g] = (uint8_t)ck_spatial_keep(seed, offset, thr, u0 + (uint64_t)g);
 }
 
 /* One thread per 32-bit word of the bit mask (NCHW flat order): race-free, no atomics. */
 __global__ void ck_element_mask_kernel(uint32_t *bits, long long words, long long count,
-                                       ck_kshape s, uint64_t seed, uint64_t offset, uint32_t thr) {
+                                       ck_kshape s, uint64_t seed, uint64_t offset, uint64_t call0,
+                                       uint32_t thr) {
     for (long long wd = blockIdx.x * (long long)blockDim.x + threadIdx.x; wd < words;
          wd += (long long)gridDim.x * blockDim.x) {
         uint32_t out = 0;
@@ -29,7 +30,7 @@ __global__ void ck_element_mask_kernel(uint32_t *bits, long long words, long lon
             int w = (int)(i - row * s.w);
             uint64_t call = (uint64_t)row * (uint64_t)((s.w + 3) >> 2) + (uint64_t)(w >> 2);
             if (call != last_call) {
-                r = ck_dropout_call(seed, offset, call);
+                r = ck_dropout_call(seed, offset, call0 + call);
                 last_call = call;
             }
             out |= (uint32_t)(r.v[w & 3] >= thr) << b;
@@ -41,8 +42,9 @@ __global__ void ck_element_mask_kernel(uint32_t *bits, long long words, long lon
 /* ---- SpatialDropout apply ------------------------------------------------------------------ */
 
 __device__ __forceinline__ float ck_spatial_factor(long long g, const uint8_t *mask, uint64_t seed,
-                                                   uint64_t offset, uint32_t thr, float scale) {
-    int keep = mask ? mask[g] != 0 : ck_spatial_keep(seed, offset, thr, (uint64_t)g);
+                                                   uint64_t offset, uint64_t u0, uint32_t thr,
+                                                   float scale) {
+    int keep = mask ? mask[g] != 0 : ck_spatial_keep(seed, offset, thr, u0 + (uint64_t)g);
     return keep ? scale : 0.0f;
 }
 
@@ -50,14 +52,14 @@ __device__ __forceinline__ float ck_spatial_factor(long long g, const uint8_t *m
  * channels of one pixel in NHWC (C % 4 == 0), whose four draws are the four words of one call. */
 __global__ void ck_spatial_apply_vec(const float4 *x, float4 *y, long long quads, ck_kshape s,
                                      const uint8_t *mask, uint64_t seed, uint64_t offset,
-                                     uint32_t thr, float scale) {
+                                     uint64_t u0, uint32_t thr, float scale) {
     const long long hw = (long long)s.h * s.w;
     for (long long q = blockIdx.x * (long long)blockDim.x + threadIdx.x; q < quads;
          q += (long long)gridDim.x * blockDim.x) {
         const long long e = q * 4;
         float4 v = x[q];
         if (!s.nhwc) {
-            const float m = ck_spatial_factor(e / hw, mask, seed, offset, thr, scale);
+            const float m = ck_spatial_factor(e / hw, mask, seed, offset, u0, thr, scale);
             v.x *= m;
             v.y *= m;
             v.z *= m;
@@ -71,12 +73,17 @@ __global__ void ck_spatial_apply_vec(const float4 *x, float4 *y, long long quads
                 m1 = mask[g + 1] ? scale : 0.0f;
                 m2 = mask[g + 2] ? scale : 0.0f;
                 m3 = mask[g + 3] ? scale : 0.0f;
-            } else {
-                ck_u32x4 r = ck_dropout_call(seed, offset, (uint64_t)g >> 2);
+            } else if ((u0 & 3u) == 0) {
+                ck_u32x4 r = ck_dropout_call(seed, offset, (u0 + (uint64_t)g) >> 2);
                 m0 = r.v[0] >= thr ? scale : 0.0f;
                 m1 = r.v[1] >= thr ? scale : 0.0f;
                 m2 = r.v[2] >= thr ? scale : 0.0f;
                 m3 = r.v[3] >= thr ? scale : 0.0f;
+            } else { /* a shard whose units do not start on a call: one draw per unit */
+                m0 = ck_spatial_factor(g, NULL, seed, offset, u0, thr, scale);
+                m1 = ck_spatial_factor(g + 1, NULL, seed, offset, u0, thr, scale);
+                m2 = ck_spatial_factor(g + 2, NULL, seed, offset, u0, thr, scale);
+                m3 = ck_spatial_factor(g + 3, NULL, seed, offset, u0, thr, scale);
             }
             v.x *= m0;
             v.y *= m1;
@@ -89,12 +96,12 @@ __global__ void ck_spatial_apply_vec(const float4 *x, float4 *y, long long quads
 
 __global__ void ck_spatial_apply_scalar(const float *x, float *y, long long count, ck_kshape s,
                                         const uint8_t *mask, uint64_t seed, uint64_t offset,
-                                        uint32_t thr, float scale) {
+                                        uint64_t u0, uint32_t thr, float scale) {
     const long long hw = (long long)s.h * s.w;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
          e += (long long)gridDim.x * blockDim.x) {
         const long long g = s.nhwc ? (e / (hw * s.c)) * s.c + e % s.c : e / hw;
-        y[e] = x[e] * ck_spatial_factor(g, mask, seed, offset, thr, scale);
+        y[e] = x[e] * ck_spatial_factor(g, mask, seed, offset, u0, thr, scale);
     }
 }
 
@@ -105,7 +112,7 @@ __global__ void ck_spatial_apply_scalar(const float *x, float *y, long long coun
  * neighbouring channels, so each of the four accesses is coalesced across the warp. */
 __global__ void ck_element_apply(const float *x, float *y, long long groups, ck_kshape s,
                                  const uint32_t *bits, uint64_t seed, uint64_t offset,
-                                 uint32_t thr, float scale) {
+                                 uint64_t call0, uint32_t thr, float scale) {
     const int wq = (s.w + 3) >> 2;
     for (long long u = blockIdx.x * (long long)blockDim.x + threadIdx.x; u < groups;
          u += (long long)gridDim.x * blockDim.x) {
@@ -129,7 +136,7 @@ __global__ void ck_element_apply(const float *x, float *y, long long groups, ck_
         const long long row = ((long long)n * s.c + c) * s.h + h; /* NCHW row index */
         ck_u32x4 r = {{0, 0, 0, 0}};
         if (!bits)
-            r = ck_dropout_call(seed, offset, (uint64_t)row * (uint64_t)wq + (uint64_t)q);
+            r = ck_dropout_call(seed, offset, call0 + (uint64_t)row * (uint64_t)wq + (uint64_t)q);
         const int w0 = q * 4;
         const int cnt = s.w - w0 < 4 ? s.w - w0 : 4;
         for (int j = 0; j < cnt; ++j) {
@@ -148,38 +155,40 @@ __global__ void ck_element_apply(const float *x, float *y, long long groups, ck_
 }
 
 extern "C" int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t seed,
-                               uint64_t offset, uint32_t thr, float scale, const uint8_t *mask_in,
-                               uint8_t *mask_out, void *stream) {
+                               uint64_t offset, uint64_t sample0, uint32_t thr, float scale,
+                               const uint8_t *mask_in, uint8_t *mask_out, void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
     const long long count = (long long)s.n * s.c * s.h * s.w;
     const long long hw = (long long)s.h * s.w;
     if (kind == 0) {
         const long long units = (long long)s.n * s.c;
+        const uint64_t u0 = ck_spatial_unit0(sample0, s.c);
         if (mask_out) {
             ck_spatial_mask_kernel<<<ck_grid_for(units, CK_BLOCK), CK_BLOCK, 0, st>>>(
-                mask_out, units, seed, offset, thr);
+                mask_out, units, seed, offset, u0, thr);
             mask_in = mask_out; /* apply from the stored mask: no second generation */
         }
         const bool vec = ck_aligned16(x, y) && (s.nhwc ? (s.c % 4 == 0) : (hw % 4 == 0));
         if (vec) {
             const long long quads = count / 4;
             ck_spatial_apply_vec<<<ck_grid_for(quads, CK_BLOCK), CK_BLOCK, 0, st>>>(
-                (const float4 *)x, (float4 *)y, quads, s, mask_in, seed, offset, thr, scale);
+                (const float4 *)x, (float4 *)y, quads, s, mask_in, seed, offset, u0, thr, scale);
         } else {
             ck_spatial_apply_scalar<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
-                x, y, count, s, mask_in, seed, offset, thr, scale);
+                x, y, count, s, mask_in, seed, offset, u0, thr, scale);
         }
         return ck_launch_status();
     }
     const uint32_t *bits = (const uint32_t *)mask_in;
+    const uint64_t call0 = ck_element_call0(sample0, s.c, s.h, s.w);
     if (mask_out) {
         const long long words = (count + 31) / 32;
         ck_element_mask_kernel<<<ck_grid_for(words, CK_BLOCK), CK_BLOCK, 0, st>>>(
-            (uint32_t *)mask_out, words, count, s, seed, offset, thr);
+            (uint32_t *)mask_out, words, count, s, seed, offset, call0, thr);
         bits = (const uint32_t *)mask_out;
     }
     const long long groups = (long long)s.n * s.c * s.h * ((s.w + 3) >> 2);
-    ck_element_apply<<<ck_grid_for(groups, CK_BLOCK), CK_BLOCK, 0, st>>>(x, y, groups, s, bits,
-                                                                         seed, offset, thr, scale);
+    ck_element_apply<<<ck_grid_for(groups, CK_BLOCK), CK_BLOCK, 0, st>>>(
+        x, y, groups, s, bits, seed, offset, call0, thr, scale);
     return ck_launch_status();
 }

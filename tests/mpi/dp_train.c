@@ -10,6 +10,8 @@
  *   --global G     samples per global batch (32)     --steps S   training steps (20)
  *   --bn           the model has BatchNormalization (per-rank statistics: differs from one process)
  *   --sync         the model has SyncBatchNormalization (global statistics: matches one process)
+ *   --dropout      --sync's model with a SpatialDropout2D and a Dropout: the ranks' shards draw the
+ *                  masks of their samples' places in the global batch, as one process does
  *   --tol T        largest loss / weight difference allowed (1e-5)
  *   --save PATH    rank 0 saves the trained model (every rank's is the same) to PATH, loads it into
  *                  a new single-process model and evaluates both on the whole data set: the loss
@@ -41,6 +43,22 @@
 #define DATA 640 /* samples: 20 global batches of 32 per epoch, 5 of 128 */
 
 static const char *model_text(int bn, int wide) {
+    if (bn == 3) /* dropout keyed by the global sample index; SyncBN so that statistics match */
+        return "model = Sequential()\n"
+               "model.add(Conv2D(8, (3,3), use_bias=False, input_shape=(8,8,1)))\n"
+               "model.add(SyncBatchNormalization())\n"
+               "model.add(Activation('relu'))\n"
+               "model.add(SpatialDropout2D(0.25))\n"
+               "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+               "model.add(Flatten())\n"
+               "model.add(Dense(16, use_bias=False))\n"
+               "model.add(BatchNormalization(synchronized=True))\n"
+               "model.add(Activation('relu'))\n"
+               "model.add(Dropout(0.3))\n"
+               "model.add(Dense(4))\n"
+               "model.add(Activation('softmax'))\n"
+               "model.compile(loss='sparse_categorical_crossentropy', "
+               "optimizer=Adam(learning_rate=0.01))\n";
     if (bn ==
         2) /* a single process runs SyncBatchNormalization as BatchNormalization. No bias before a
             * BN: its gradient is 0 but for rounding, which Adam scales up to whole steps */
@@ -170,6 +188,8 @@ int main(int argc, char **argv) {
             bn = 1;
         else if (!strcmp(argv[i], "--sync"))
             bn = 2;
+        else if (!strcmp(argv[i], "--dropout"))
+            bn = 3;
         else if (!strcmp(argv[i], "--fit"))
             use_fit = 1;
         else if (!strcmp(argv[i], "--fit-other-data"))
@@ -378,7 +398,9 @@ int main(int argc, char **argv) {
         printf("dp_train: ranks %d, global batch %d, %d steps%s: max |loss - one process| %.3g, "
                "max |weight - one process| %.3g, ranks identical: %s\n",
                size, global, steps,
-               bn == 2 ? " (SyncBatchNormalization)" : (bn ? " (BatchNormalization per rank)" : ""),
+               bn == 3   ? " (SyncBatchNormalization, SpatialDropout2D, Dropout)"
+               : bn == 2 ? " (SyncBatchNormalization)"
+                         : (bn ? " (BatchNormalization per rank)" : ""),
                max_dloss, max_dw, memcmp(wmin, wmax, sizeof(float) * nw) ? "no" : "yes");
         if (!(max_dloss <= tol && max_dw <= tol)) {
             fprintf(stderr, "dp_train: over the tolerance %g\n", tol);

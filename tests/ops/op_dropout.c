@@ -30,7 +30,7 @@ static const op_variant k_variants[] = {
 };
 
 static int api(ck_context *ctx, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
-    const ck_dropout_desc d = {v->fv[0], (uint64_t)v->iv[5]};
+    const ck_dropout_desc d = {v->fv[0], (uint64_t)v->iv[5], 0};
     /* sequenced: | would not order the forward before the backward */
     const int e = v->iv[0]
                       ? ck_spatial_dropout_forward(ctx, &d, CK_MODE_TRAINING, in[0], out[0], NULL)

@@ -160,6 +160,15 @@ ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count) {
     return CK_STATUS_SUCCESS;
 }
 
+ck_status ck_comm_exscan_i64(const ck_comm *c, long long v, long long *before) {
+    *before = 0; /* MPI leaves rank 0's result undefined */
+    long long r = 0;
+    CK_MPI(c, MPI_Exscan(&v, &r, 1, MPI_LONG_LONG, MPI_SUM, c->mpi), "MPI_Exscan");
+    if (ck_comm_rank(c) > 0)
+        *before = r;
+    return CK_STATUS_SUCCESS;
+}
+
 ck_status ck_comm_max_i64(const ck_comm *c, long long *buf, int count) {
     CK_MPI(c, MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_LONG_LONG, MPI_MAX, c->mpi),
            "MPI_Allreduce (max)");
@@ -211,6 +220,12 @@ ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count) {
 
 ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count) {
     (void)buf, (void)count;
+    return no_mpi(c);
+}
+
+ck_status ck_comm_exscan_i64(const ck_comm *c, long long v, long long *before) {
+    (void)v;
+    *before = 0;
     return no_mpi(c);
 }
 

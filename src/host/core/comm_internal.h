@@ -18,6 +18,8 @@ ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count);
 /* In place, element-wise minimum / maximum over the ranks. */
 ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count);
 ck_status ck_comm_max_i64(const ck_comm *c, long long *buf, int count);
+/* *before = the sum of v over the ranks below this one (0 on rank 0). */
+ck_status ck_comm_exscan_i64(const ck_comm *c, long long v, long long *before);
 /* Rank 0's floats into every rank's buf (in buckets, as above). */
 ck_status ck_comm_bcast_f32(const ck_comm *c, float *buf, size_t count);
 ck_status ck_comm_bcast_i64(const ck_comm *c, long long *buf, int count);

@@ -51,12 +51,13 @@ uint64_t ck_model_dropout_offset(const ck_model *m, int i) {
     return ck_model_layer_dropout_offset(m, n->drop_layer >= 0 ? n->drop_layer : n->layer);
 }
 
-int ck_model_fused_dropout(const ck_model *m, int i, int training, ck_dropout_desc *d) {
-    const ck_node *n = &m->nodes[i];
+int ck_exec_fused_dropout(const ck_exec *e, int i, int training, ck_dropout_desc *d) {
+    const ck_node *n = &e->m->nodes[i];
     if (!training || n->drop_layer < 0 || !(n->drop_rate > 0.0f))
         return 0;
     d->rate = n->drop_rate;
-    d->offset = ck_model_layer_dropout_offset(m, n->drop_layer);
+    d->offset = ck_model_layer_dropout_offset(e->m, n->drop_layer);
+    d->sample0 = e->sample0;
     return 1;
 }
 
@@ -262,6 +263,11 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
                                 : CK_STATUS_SUCCESS;
     const int backed_up = st == CK_STATUS_SUCCESS;
     const int ln = ck_exec_logits_node(m);
+    if (e->comm) { /* every rank joins, whatever its status */
+        const ck_status sst = ck_exec_comm_sample0(e, n);
+        if (st == CK_STATUS_SUCCESS)
+            st = sst;
+    }
     if (st == CK_STATUS_SUCCESS)
         st = be->stage(e, x, labels, n);
     if (st == CK_STATUS_SUCCESS)

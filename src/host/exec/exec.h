@@ -111,7 +111,15 @@ struct ck_exec {
     size_t gscratch_stride;
     int bn_relu_fused; /* a BN node's fused ReLU runs inside the BN kernel (else after it) */
     const struct ck_comm *comm; /* data-parallel: the step sums over its ranks (exec_comm.c) */
+    /* the batch's first sample in the global batch (data-parallel: the shard's offset), which
+     * keys the dropout masks so that N ranks draw the masks of one process; 0 otherwise */
+    uint64_t sample0;
 };
+
+/* The dropout fused into node i by the planner (BN: SpatialDropout as the kernel's channel scale;
+ * pooling: a dropout in place on the pooled output), when it is active (training, rate > 0):
+ * fills *d (keyed by e->sample0) and returns 1, else 0. */
+int ck_exec_fused_dropout(const ck_exec *e, int i, int training, ck_dropout_desc *d);
 
 /* The executor over a model's device buffers (backend_cuda.c; the model has a device side). */
 ck_exec ck_exec_cuda(ck_model *m);
@@ -128,6 +136,11 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
  * backward, sums the gradients over the ranks, flags a non-finite sum into kl->nonfinite (*bad:
  * its index) and agrees on the verdict, so every rank updates or none does. */
 ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *total);
+/* Before forward, when the model draws dropout masks: e->sample0 = the shards of the ranks below
+ * this one (shards are contiguous in rank order, ck_comm_shard), so the ranks' samples draw the
+ * masks of the same samples of one process's global batch. Every rank joins (a rank whose batch
+ * was refused with n = 0). */
+ck_status ck_exec_comm_sample0(ck_exec *e, int n);
 ck_status ck_exec_comm_grads(ck_exec *e, ck_status st, ck_kloss *kl, long long *bad);
 /* Inference-mode logits of n samples: *logits points at host memory. */
 ck_status ck_exec_infer(ck_exec *e, const float *x, int n, const float **logits);

@@ -18,6 +18,29 @@ static ck_status other_failed(const ck_exec *e, ck_status st, const char *where)
                    ck_comm_size(e->comm), e->m->step, where);
 }
 
+/* Whether the step draws dropout masks: a Dropout or SpatialDropout node, or one fused into a
+ * BN or pooling node, with a rate above 0. The ranks' models are the same (ck_model_set_comm), so
+ * every rank gives the same answer and joins the same collectives. */
+static int draws_masks(const ck_model *m) {
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const ck_node *n = &m->nodes[i];
+        if (((n->type == CK_NODE_DROPOUT || n->type == CK_NODE_SDROPOUT) && n->rate > 0.0f) ||
+            (n->drop_layer >= 0 && n->drop_rate > 0.0f))
+            return 1;
+    }
+    return 0;
+}
+
+ck_status ck_exec_comm_sample0(ck_exec *e, int n) {
+    e->sample0 = 0;
+    if (!draws_masks(e->m))
+        return CK_STATUS_SUCCESS;
+    long long before = 0;
+    CK_TRY(ck_comm_exscan_i64(e->comm, n > 0 ? n : 0, &before));
+    e->sample0 = (uint64_t)before;
+    return CK_STATUS_SUCCESS;
+}
+
 ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *total) {
     const int ok = st == CK_STATUS_SUCCESS;
     double pk[4] = {ok ? kl->loss_sum : 0.0, ok ? kl->correct : 0, n, ok ? 0.0 : 1.0};

@@ -178,7 +178,7 @@ static ck_status bn_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_w
     ck_tensor sm = ck_exec_pview(ctx, e->stats + n->p_stats, n->oc);
     ck_tensor si = ck_exec_pview(ctx, e->stats + n->p_stats + n->oc, n->oc);
     ck_dropout_desc sd; /* F2: a SpatialDropout as the kernel's channel scale */
-    const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
     return ck_batchnorm_forward_training(ctx, &bd, &tx, &g, &b, &rm, &rv, &sm, &si,
                                          has_sd ? &sd : NULL, &ty, w);
 }
@@ -195,7 +195,7 @@ static ck_status bn_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_w
     ck_tensor dg = ck_exec_pview(ctx, e->grads + n->p_gamma, n->oc);
     ck_tensor db = ck_exec_pview(ctx, e->grads + n->p_beta, n->oc);
     ck_dropout_desc sd; /* F2: dy * mask (and a fused dReLU) folded into dBN */
-    const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
     int relu_after;
     const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
     return ck_batchnorm_backward(ctx, &bd, &tx, &tdy, &g, &b, &sm, &si, has_sd ? &sd : NULL, &tdx,
@@ -222,7 +222,7 @@ static ck_status bn_fwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io,
     ck_tensor ty = ck_exec_view(ctx, io->out, io->batch, n->oh, n->ow, n->oc);
     const ck_bn_desc bd = bn_kernel_desc(e, n, relu_after);
     ck_dropout_desc sd;
-    const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
     float *st = e->stats + n->p_stats;
     return bn_sync_status(e, ck_cpu_bn_forward_training(
                                  ctx->cpu_threads, &bd, 0, ctx->seed, &tx, e->params + n->p_gamma,
@@ -238,7 +238,7 @@ static ck_status bn_bwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io)
     int relu_after;
     const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
     ck_dropout_desc sd;
-    const int has_sd = ck_model_fused_dropout(e->m, io->i, 1, &sd);
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
     const float *st = e->stats + n->p_stats;
     return bn_sync_status(e,
                           ck_cpu_bn_backward(ctx->cpu_threads, &bd, 0, ctx->seed, &tx, &tdy,

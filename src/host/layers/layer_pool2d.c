@@ -110,7 +110,7 @@ const ck_layer_kind ck_lk_avgpool2d = {
 /* F3 (plan.c): a dropout fused into the node runs in place on the pooled output */
 static ck_status pool_drop_fwd(const ck_exec *e, const ck_node *n, const ck_node_io *io) {
     ck_dropout_desc d;
-    if (!ck_model_fused_dropout(e->m, io->i, io->training, &d))
+    if (!ck_exec_fused_dropout(e, io->i, io->training, &d))
         return CK_STATUS_SUCCESS;
     ck_tensor ty = ck_exec_view(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc);
     return n->drop_type == CK_NODE_DROPOUT
@@ -121,7 +121,7 @@ static ck_status pool_drop_fwd(const ck_exec *e, const ck_node *n, const ck_node
 /* its backward: dy * mask in place (dy is a gradient buffer, not read again) */
 static ck_status pool_drop_bwd(const ck_exec *e, const ck_node *n, const ck_node_io *io) {
     ck_dropout_desc d;
-    if (!ck_model_fused_dropout(e->m, io->i, 1, &d))
+    if (!ck_exec_fused_dropout(e, io->i, 1, &d))
         return CK_STATUS_SUCCESS;
     ck_tensor tdy = ck_exec_view(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
     return n->drop_type == CK_NODE_DROPOUT

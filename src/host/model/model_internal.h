@@ -249,10 +249,6 @@ static inline int ck_model_next_update_range(const ck_model *m, int *cursor, siz
     *cursor = r;
     return 1;
 }
-/* The dropout fused into node i by the planner (BN: SpatialDropout as the kernel's channel scale;
- * pooling: a dropout in place on the pooled output), when it is active (training, rate > 0):
- * fills *d and returns 1, else 0. */
-int ck_model_fused_dropout(const ck_model *m, int i, int training, ck_dropout_desc *d);
 
 /* ---- planner (plan.c) ---- */
 /* Rewrites m->nodes (the lowering, one op per node) into the executed plan: exact

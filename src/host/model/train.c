@@ -168,6 +168,7 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
         ck_exec f = ck_exec_cpu(m, x);
         ck_kloss kl = {0.0, 0, 0};
         int total = 0;
+        ck_exec_comm_sample0(&f, 0);
         ck_exec_comm_loss(&f, st, 0, &kl, &total);
     }
     if (st != CK_STATUS_SUCCESS)

@@ -151,6 +151,7 @@ static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tens
     k.sd_enabled = sd != NULL;
     k.seed = ctx->seed;
     k.sd_offset = sd ? sd->offset : 0;
+    k.sd_sample0 = sd ? sd->sample0 : 0;
     k.sd_threshold = sd ? ck_dropout_threshold(sd->rate) : 0;
     k.sd_scale = sd ? ck_dropout_scale(sd->rate) : 1.0f;
     k.partials = (double *)((char *)ws->data + p->part_offset);

@@ -137,6 +137,7 @@ static void element_dropout_blocks(int threads, uint64_t seed, const ck_dropout_
     const float scale = ck_dropout_scale(d->rate);
     const uint64_t wq = (uint64_t)((W + 3) >> 2);
     const uint64_t calls = (uint64_t)s.n * (uint64_t)s.c * (uint64_t)H * wq;
+    const uint64_t call0 = ck_element_call0(d->sample0, s.c, H, W);
     const long long blocks = (long long)((calls + CK_DROP_BLOCK - 1) / CK_DROP_BLOCK);
     const philox_block_fn draw = philox_block_pick();
     const int C = s.c;
@@ -145,7 +146,7 @@ static void element_dropout_blocks(int threads, uint64_t seed, const ck_dropout_
         uint32_t words[4 * CK_DROP_BLOCK];
         const uint64_t c0 = (uint64_t)bi * CK_DROP_BLOCK;
         const int count = (int)(calls - c0 < CK_DROP_BLOCK ? calls - c0 : CK_DROP_BLOCK);
-        draw(seed, d->offset, c0, count, words);
+        draw(seed, d->offset, call0 + c0, count, words);
         /* (n, c, h, q) of the block's first call, then stepped call by call */
         const uint64_t r0 = c0 / wq, g0 = r0 / (uint64_t)H; /* row, n * C + c */
         int q = (int)(c0 % wq), h = (int)(r0 % (uint64_t)H);
@@ -183,6 +184,7 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
     const int planes = s.n * s.c;
 
     if (kind == CK_DROPOUT_SPATIAL) {
+        const uint64_t u0 = ck_spatial_unit0(d->sample0, s.c);
         /* per sample: the C factors first (into a per-thread row), then the elements */
         /* one row of factors per thread, allocated before the parallel region (the context's
          * allocation count is not thread-safe); NULL: recompute the factor per element */
@@ -195,8 +197,9 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
             for (int n = 0; n < s.n; ++n) {
                 for (int c = 0; c < s.c; ++c) {
                     const int g = n * s.c + c;
-                    const int keep = mask_in ? mask_in->data[g] != 0
-                                             : ck_spatial_keep(seed, d->offset, thr, (uint64_t)g);
+                    const int keep = mask_in
+                                         ? mask_in->data[g] != 0
+                                         : ck_spatial_keep(seed, d->offset, thr, u0 + (uint64_t)g);
                     if (mask_out)
                         mask_out->data[g] = (uint8_t)keep;
                     if (fac)
@@ -215,7 +218,7 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
                     const float m =
                         fac ? fac[c]
                             : ((mask_in ? mask_in->data[g] != 0
-                                        : ck_spatial_keep(seed, d->offset, thr, (uint64_t)g))
+                                        : ck_spatial_keep(seed, d->offset, thr, u0 + (uint64_t)g))
                                    ? scale
                                    : 0.0f);
                     const size_t base = (size_t)n * s.sn + (size_t)c * s.sc;
@@ -239,6 +242,7 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
     if (bits_out)
         memset(bits_out, 0, mask_out->bytes);
     const int rows = planes * H;
+    const uint64_t call0 = ck_element_call0(d->sample0, C, H, W);
     /* bit writes of neighbouring rows may share a word: write masks from one thread */
     const int nt = bits_out ? 1 : CK_NT(threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -255,7 +259,8 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
                 keep = (bits_in[flat >> 5] >> (flat & 31)) & 1u;
             } else {
                 if ((w & 3) == 0)
-                    words = ck_dropout_call(seed, d->offset, ck_element_call(n, c, h, w, C, H, W));
+                    words = ck_dropout_call(seed, d->offset,
+                                            call0 + ck_element_call(n, c, h, w, C, H, W));
                 keep = words.v[w & 3] >= thr;
             }
             if (bits_out && keep)
@@ -268,10 +273,11 @@ void ck_cpu_dropout(int threads, ck_dropout_kind kind, uint64_t seed, const ck_d
 /* ---- batch norm ---------------------------------------------------------------------------- */
 
 static float spatial_scale(uint64_t seed, const ck_dropout_desc *sd, uint32_t thr, float scale,
-                           int g) {
+                           int n, int C, int c) {
     if (!sd)
         return 1.0f;
-    return ck_spatial_keep(seed, sd->offset, thr, (uint64_t)g) ? scale : 0.0f;
+    const uint64_t g = ck_spatial_unit0(sd->sample0, C) + (uint64_t)n * (uint64_t)C + (uint64_t)c;
+    return ck_spatial_keep(seed, sd->offset, thr, g) ? scale : 0.0f;
 }
 
 /* Per-channel arithmetic of one BN call, filled once per call (one array per quantity, so that
@@ -358,7 +364,7 @@ CK_ALWAYS_INLINE void bn_nchw_range(const bn_job *j, const enum bn_pass pass, do
     for (int c = c0; c < c1; ++c) {
         double a0 = 0.0, a1 = 0.0;
         for (int n = 0; n < s.n; ++n) {
-            const float sc = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * s.c + c);
+            const float sc = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n, s.c, c);
             const size_t base = n * s.sn + c * s.sc;
             for (int p = 0; p < s.hw; ++p)
                 bn_elem(j, pass, base + p, c, sc, &a0, &a1);
@@ -385,7 +391,7 @@ CK_ALWAYS_INLINE void bn_nhwc_range(const bn_job *j, const enum bn_pass pass, in
                 p0[c] = 0.0;
         for (int n = n0; n < n1; ++n) {
             for (int c = 0; c < C; ++c)
-                sc[c] = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n * C + c);
+                sc[c] = spatial_scale(j->seed, j->sd, j->thr, j->sdscale, n, C, c);
             for (int p = 0; p < s.hw; ++p) {
                 const size_t base = n * s.sn + p * s.sp;
                 for (int c = 0; c < C; ++c)

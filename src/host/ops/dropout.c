@@ -50,7 +50,7 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
     if (mode == CK_MODE_INFERENCE) {
         /* identity; a requested mask records "all kept" */
         if (mask_out) {
-            ck_dropout_desc keep_all = {0.0f, desc->offset};
+            ck_dropout_desc keep_all = {0.0f, desc->offset, desc->sample0};
             desc = &keep_all;
             mode = CK_MODE_TRAINING; /* rate 0 keeps every unit with scale 1: y = x exactly */
             return dropout_apply(ctx, kind, desc, mode, x, xn, y, yn, mask_out, NULL);
@@ -61,7 +61,7 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
     if (ctx->device == CK_DEVICE_CUDA) {
         ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC};
         int e = ck_cuda_dropout(kind == CK_DROPOUT_ELEMENT, x->data, y->data, s, ctx->seed,
-                                desc->offset, ck_dropout_threshold(desc->rate),
+                                desc->offset, desc->sample0, ck_dropout_threshold(desc->rate),
                                 ck_dropout_scale(desc->rate), mask_in ? mask_in->data : NULL,
                                 mask_out ? mask_out->data : NULL, ctx->stream);
         return e ? ck_cuda_fail(ctx, e, "dropout kernel") : CK_STATUS_SUCCESS;
@@ -109,16 +109,20 @@ CK_API ck_status ck_dropout_mask_host(ck_dropout_kind kind, uint64_t seed,
         return CK_STATUS_SHAPE_MISMATCH;
     uint32_t thr = ck_dropout_threshold(desc->rate);
     if (kind == CK_DROPOUT_SPATIAL) {
+        const uint64_t u0 = ck_spatial_unit0(desc->sample0, c);
         for (size_t g = 0; g < units; ++g)
-            keep[g] = (uint8_t)ck_spatial_keep(seed, desc->offset, thr, g);
+            keep[g] = (uint8_t)ck_spatial_keep(seed, desc->offset, thr, u0 + g);
         return CK_STATUS_SUCCESS;
     }
+    const uint64_t call0 = ck_element_call0(desc->sample0, c, h, w);
     size_t i = 0;
     for (int in = 0; in < n; ++in)
         for (int ic = 0; ic < c; ++ic)
             for (int ih = 0; ih < h; ++ih)
-                for (int iw = 0; iw < w; ++iw)
+                for (int iw = 0; iw < w; ++iw) {
+                    const uint64_t call = call0 + ck_element_call(in, ic, ih, iw, c, h, w);
                     keep[i++] =
-                        (uint8_t)ck_element_keep(seed, desc->offset, thr, in, ic, ih, iw, c, h, w);
+                        (uint8_t)(ck_dropout_call(seed, desc->offset, call).v[iw & 3] >= thr);
+                }
     return CK_STATUS_SUCCESS;
 }

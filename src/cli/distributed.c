@@ -1,0 +1,65 @@
+/* cnnkit train --distributed: MPI for the command line (docs/distributed.md). Only this file
+ * knows MPI; in a build without it every call says so. */
+#include <stdio.h>
+
+#include "cli.h"
+
+#ifdef CNNKIT_HAVE_MPI
+#include <mpi.h>
+
+int dist_start(int *argc, char ***argv, opts *o) {
+    int provided = 0;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "cnnkit: train: --distributed: MPI_Init failed\n");
+        return EXIT_RUNTIME;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &o->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &o->ranks);
+    return 0;
+}
+
+int dist_comm(ck_context *ctx, ck_comm **comm) {
+    MPI_Comm world = MPI_COMM_WORLD;
+    if (ck_comm_create_mpi(ctx, &world, comm) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: --distributed: %s\n", ck_context_last_error(ctx));
+        return EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+int dist_agree(const opts *o, int rc) {
+    int all = rc;
+    if (MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return EXIT_RUNTIME;
+    if (all && !rc)
+        fprintf(stderr, "cnnkit: rank %d: another rank failed to start (its message says why)\n",
+                o->rank);
+    return all;
+}
+
+void dist_stop(void) {
+    MPI_Finalize();
+}
+
+#else /* a build without MPI */
+
+int dist_start(int *argc, char ***argv, opts *o) {
+    (void)argc, (void)argv, (void)o;
+    fprintf(stderr, "cnnkit: train: --distributed needs a build of cnnkit with MPI (install "
+                    "libopenmpi-dev, `make deps`, and configure with -DCNNKIT_MPI=ON or AUTO)\n");
+    return EXIT_USAGE;
+}
+
+int dist_comm(ck_context *ctx, ck_comm **comm) {
+    (void)ctx, (void)comm;
+    return EXIT_USAGE;
+}
+
+int dist_agree(const opts *o, int rc) {
+    (void)o;
+    return rc;
+}
+
+void dist_stop(void) {}
+
+#endif

@@ -1,0 +1,239 @@
+/* cnnkit train --distributed (docs/distributed.md): the CLI under `mpiexec -np 2` on a tiny IDX
+ * data set, against the same command line in one process; and what a build without MPI, a CUDA
+ * device and the other commands say to the option. */
+#include "common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* SyncBN so that 2 ranks' statistics are one process's, and both dropouts so that the masks of
+ * the global sample index are exercised through the CLI too. */
+static const char DIST_MODEL[] =
+    "model = Sequential()\n"
+    "model.add(Conv2D(4, (3, 3), use_bias=False, input_shape=(8, 8, 1)))\n"
+    "model.add(SyncBatchNormalization())\n"
+    "model.add(Activation('relu'))\n"
+    "model.add(SpatialDropout2D(0.2))\n"
+    "model.add(Flatten())\n"
+    "model.add(Dropout(0.2))\n"
+    "model.add(Dense(3, activation='softmax'))\n"
+    "model.compile(loss='sparse_categorical_crossentropy', optimizer=Adam(learning_rate=0.01))\n";
+
+static void put_file(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    cr_assert_eq(fwrite(p, 1, n, f), n);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* n 8x8 IDX images whose label shows in a column pattern (something to learn). */
+static void put_idx(const char *dir, const char *split, int n, uint64_t seed) {
+    unsigned char *img = malloc(16 + (size_t)n * 64), *lab = malloc(8 + (size_t)n);
+    cr_assert(img && lab);
+    be32(img, 0x803);
+    be32(img + 4, (uint32_t)n);
+    be32(img + 8, 8);
+    be32(img + 12, 8);
+    be32(lab, 0x801);
+    be32(lab + 4, (uint32_t)n);
+    trng r = {seed};
+    for (int i = 0; i < n; ++i) {
+        const unsigned l = trng_u32(&r) % 3;
+        lab[8 + i] = (unsigned char)l;
+        for (int p = 0; p < 64; ++p)
+            img[16 + i * 64 + p] =
+                (unsigned char)(((p % 8) * (l + 1) * 13 + trng_u32(&r) % 40) % 256);
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, split);
+    put_file(path, img, 16 + (size_t)n * 64);
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, split);
+    put_file(path, lab, 8 + (size_t)n);
+    free(img);
+    free(lab);
+}
+
+typedef struct dist_fx {
+    char dir[64], model[128], data[128];
+} dist_fx;
+
+static void dist_setup(dist_fx *fx) {
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/cnnkit-clidist-XXXXXX");
+    cr_assert_not_null(mkdtemp(fx->dir));
+    snprintf(fx->model, sizeof fx->model, "%s/m.py", fx->dir);
+    snprintf(fx->data, sizeof fx->data, "%s/data", fx->dir);
+    put_file(fx->model, DIST_MODEL, strlen(DIST_MODEL));
+    cr_assert_eq(mkdir(fx->data, 0755), 0);
+    put_idx(fx->data, "train", 256, 5);
+    put_idx(fx->data, "t10k", 64, 6);
+}
+
+static void dist_teardown(dist_fx *fx) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* Occurrences of s in text. */
+static int count_of(const char *text, const char *s) {
+    int n = 0;
+    for (const char *p = strstr(text, s); p; p = strstr(p + 1, s))
+        ++n;
+    return n;
+}
+
+/* The line of text that starts with prefix, copied into line. */
+static void line_of(const char *text, const char *prefix, char *line, size_t len) {
+    const char *p = strstr(text, prefix);
+    cr_assert_not_null(p, "no '%s' in:\n%s", prefix, text);
+    size_t n = strcspn(p, "\n");
+    if (n >= len)
+        n = len - 1;
+    memcpy(line, p, n);
+    line[n] = '\0';
+}
+
+static char dout[32768], sout[32768];
+
+#ifdef CNNKIT_HAVE_MPI
+/* mpiexec -np ranks cnnkit ARGS, bounded (a hang fails), with the settings CI's root containers
+ * need (as tests/test_comm.c's run_dp). */
+static int run_mpi(int ranks, const char *args, char *out, size_t len) {
+    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_MPIEXEC, X_OK) != 0)
+        cr_skip("cnnkit or mpiexec is not here (a relocated test bundle)");
+    char cmd[2048], asan[512] = "";
+    const char *ao = getenv("ASAN_OPTIONS");
+    if (ao)
+        snprintf(asan, sizeof asan,
+                 "ASAN_OPTIONS='%s:fast_unwind_on_malloc=0' "
+                 "OMPI_MCA_mca_base_component_disable_dlclose=1 "
+                 "PMIX_MCA_mca_base_component_disable_dlclose=1 ",
+                 ao);
+    snprintf(cmd, sizeof cmd,
+             "%sOMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+             "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 "
+             "timeout -k 5 120 '%s' --oversubscribe -np %d '%s' %s 2>&1",
+             asan, CNNKIT_MPIEXEC, ranks, CNNKIT_CLI_PATH, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    const int st = pclose(p);
+    cr_assert(WIFEXITED(st), "mpiexec did not exit normally:\n%s", out);
+    return WEXITSTATUS(st);
+}
+
+/* 2 ranks x 16 of a global batch of 32, 3 epochs, against one process with --batch 32: exit 0,
+ * one header, one set of epoch lines, the checkpoint, log and plot written once (rank 0's), and
+ * the same epoch figures and test accuracy and loss to the printed digits (the runs differ by
+ * the rounding of the gradient sums only: ~1e-7 in the weights, docs/distributed.md). The
+ * checkpoint evaluates in one process as the run printed. */
+Test(cli_dist, two_ranks_train_like_one_process, .timeout = 300) {
+    dist_fx fx;
+    dist_setup(&fx);
+    char args[1024];
+    snprintf(args, sizeof args,
+             "train %s --data %s --batch 32 --epochs 3 --threads 1 --distributed --save %s/d.ckpt "
+             "--log %s/d.csv --plot %s/d.svg",
+             fx.model, fx.data, fx.dir, fx.dir, fx.dir);
+    int rc = run_mpi(2, args, dout, sizeof dout);
+    cr_assert_eq(rc, 0, "%s", dout);
+    cr_assert_eq(count_of(dout, "distributed over 2 ranks"), 1, "%s", dout);
+    cr_assert_eq(count_of(dout, "epoch 1/3:"), 1, "%s", dout);
+    cr_assert_eq(count_of(dout, "epoch 3/3:"), 1, "%s", dout);
+    cr_assert_eq(count_of(dout, "test accuracy:"), 1, "%s", dout);
+    cr_assert_eq(count_of(dout, "checkpoint "), 2, "epochs 1 and 2, rank 0 only:\n%s", dout);
+    cr_assert_eq(count_of(dout, "saved "), 1, "%s", dout);
+    cr_assert_eq(count_of(dout, "plot "), 1, "%s", dout);
+    cr_assert_eq(count_of(dout, "\rEpoch"), 0, "no live bar under mpiexec:\n%s", dout);
+    char path[256];
+    snprintf(path, sizeof path, "%s/d.csv", fx.dir);
+    char *csv = t_read_file(path, NULL);
+    cr_assert_eq(count_of(csv, "\n"), 4, "a header and 3 rows, once:\n%s", csv);
+    free(csv);
+    snprintf(path, sizeof path, "%s/d.ckpt.lock", fx.dir);
+    cr_assert_neq(access(path, F_OK), 0, "the lock is removed");
+
+    snprintf(args, sizeof args,
+             "train %s --data %s --batch 32 --epochs 3 --threads 1 --save %s/s.ckpt", fx.model,
+             fx.data, fx.dir);
+    rc = t_run_cli(args, sout, sizeof sout);
+    cr_assert_eq(rc, 0, "%s", sout);
+    char a[256], b[256];
+    for (int e = 1; e <= 3; ++e) {
+        char pre[32];
+        snprintf(pre, sizeof pre, "epoch %d/3: ", e);
+        line_of(dout, pre, a, sizeof a);
+        line_of(sout, pre, b, sizeof b);
+        /* loss and accuracy; the seconds and images/s after them are timings */
+        cr_assert_eq(strncmp(a, b, strlen("epoch 1/3: loss 1.0762  accuracy 0.4258")), 0,
+                     "2 ranks: %s\n1 process: %s", a, b);
+    }
+    line_of(dout, "test accuracy:", a, sizeof a);
+    line_of(sout, "test accuracy:", b, sizeof b);
+    cr_assert_str_eq(a, b, "2 ranks:\n%s\n1 process:\n%s", dout, sout);
+
+    snprintf(args, sizeof args, "evaluate %s --weights %s/d.ckpt --data %s", fx.model, fx.dir,
+             fx.data);
+    rc = t_run_cli(args, sout, sizeof sout);
+    cr_assert_eq(rc, 0, "%s", sout);
+    line_of(sout, "test accuracy:", b, sizeof b);
+    cr_assert_str_eq(a, b, "the checkpoint in one process: %s", sout);
+    dist_teardown(&fx);
+}
+
+/* A set-up failure on one rank (rank 0's --save directory does not exist) stops every rank
+ * before the fit's first collective: a non-zero exit, not a hang (run_mpi's timeout). */
+Test(cli_dist, one_rank_failing_to_start_stops_all, .timeout = 150) {
+    dist_fx fx;
+    dist_setup(&fx);
+    char args[1024];
+    snprintf(args, sizeof args,
+             "train %s --data %s --batch 32 --threads 1 --distributed --save %s/no/such/d.ckpt",
+             fx.model, fx.data, fx.dir);
+    const int rc = run_mpi(2, args, dout, sizeof dout);
+    dist_teardown(&fx);
+    cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, dout);
+    cr_assert(strstr(dout, "cannot create a file in") &&
+                  strstr(dout, "rank 1: another rank failed to start"),
+              "%s", dout);
+}
+#else
+Test(cli_dist, no_mpi_build_refuses_the_option) {
+    dist_fx fx;
+    dist_setup(&fx);
+    char args[512];
+    snprintf(args, sizeof args, "train %s --data %s --distributed", fx.model, fx.data);
+    const int rc = t_run_cli(args, dout, sizeof dout);
+    dist_teardown(&fx);
+    cr_assert_eq(rc, 2, "%s", dout);
+    cr_assert(strstr(dout, "--distributed needs a build of cnnkit with MPI") &&
+                  strstr(dout, "CNNKIT_MPI"),
+              "%s", dout);
+}
+#endif
+
+/* A CUDA device is refused (no NCCL yet) before MPI starts, whatever the build; an option a
+ * command does not take is an error. */
+Test(cli_dist, cuda_and_other_commands_refuse_the_option) {
+    int rc = t_run_cli("train examples/seed_cnn.py --device cuda --distributed", dout, sizeof dout);
+    cr_assert_eq(rc, 2, "%s", dout);
+    cr_assert(strstr(dout, "--distributed runs on the CPU only") && strstr(dout, "NCCL"), "%s",
+              dout);
+    rc = t_run_cli("evaluate examples/seed_cnn.py --weights x.ckpt --distributed", dout,
+                   sizeof dout);
+    cr_assert_eq(rc, 2, "%s", dout);
+    cr_assert(strstr(dout, "option '--distributed' is not one of this command's"), "%s", dout);
+}
