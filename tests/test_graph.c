@@ -1110,6 +1110,10 @@ Test(graph, planner_fuses_bn_relu_with_the_same_bits) {
               "%s", sum);
     cr_assert(strstr(sum, "batch_normalization + activation  [BN+ReLU"), "%s", sum);
     cr_assert(strstr(sum, "add + activation_2  [Add+ReLU, one node"), "%s", sum);
+    /* a name wider than its column on a line of its own, the columns under their heads */
+    cr_assert(strstr(sum, " global_average_pooling2d (GlobalAveragePooling2D)\n"
+                          "                                              (None, 64)   "),
+              "%s", sum);
     free(sum);
     ck_model_destroy(a);
     ck_model_destroy(b);

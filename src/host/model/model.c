@@ -462,6 +462,17 @@ static ck_status text_done(const ck_model *m, const ck_sbuf *b, size_t *needed) 
     return CK_STATUS_SUCCESS;
 }
 
+/* A table row; a "name (Class)" wider than its column goes on a line of its own, so the columns
+ * stay apart ("global_average_pooling2d (GlobalAveragePooling2D)" is 48 characters). */
+static void summary_row(ck_sbuf *b, const char *name, const char *shape, const char *cnt,
+                        const char *tail) {
+    if (strlen(name) >= 45) {
+        ck_sbuf_printf(b, " %s\n", name);
+        name = "";
+    }
+    ck_sbuf_printf(b, " %-45s%-24s%-10s%s%s\n", name, shape, cnt, tail[0] ? "  " : "", tail);
+}
+
 /* The table of a graph model as Keras 2 prints a functional model: the input layer first, then
  * each layer with the tensors it reads, one per line ("['conv2d[0][0]',", "'add[0][0]']"). */
 static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const char *dbl) {
@@ -490,7 +501,7 @@ static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const
             snprintf(cell, sizeof cell, "%s'%s[0][0]'%s", j == 0 ? "[" : "",
                      src < 0 ? in_name : m->layers[src].name, j + 1 < nin ? "," : "]");
             if (j == 0)
-                ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n", name, shape, cnt, cell);
+                summary_row(b, name, shape, cnt, cell);
             else
                 ck_sbuf_printf(b, " %-45s%-24s%-10s   %s\n", "", "", "", cell);
         }
@@ -534,7 +545,7 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
             shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
                       ck_model_layer_is_flat(m, li));
             fmt_count(cnt, sizeof cnt, t + f);
-            ck_sbuf_printf(&b, " %-45s%-24s%-10s\n", name, shape, cnt);
+            summary_row(&b, name, shape, cnt, "");
             if (li + 1 < m->num_layers)
                 ck_sbuf_printf(&b, "\n");
         }
