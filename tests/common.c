@@ -196,12 +196,38 @@ const char t_seed_cnn_text[] =
     "model.compile(loss='sparse_categorical_crossentropy', optimizer='adam', "
     "metrics=['accuracy'])\n";
 
+static int has_examples(const char *dir) {
+    char p[1024];
+    snprintf(p, sizeof p, "%.1000s/examples", dir);
+    return access(p, R_OK) == 0;
+}
+
+const char *t_source_dir(void) {
+    static char cwd[1024];
+    const char *env = getenv("CNNKIT_SOURCE_DIR");
+    if (env && *env)
+        return env;
+    if (has_examples(CNNKIT_SOURCE_DIR))
+        return CNNKIT_SOURCE_DIR;
+    if (getcwd(cwd, sizeof cwd) && has_examples(cwd))
+        return cwd;
+    return CNNKIT_SOURCE_DIR; /* missing: the messages name where it was looked for */
+}
+
+const char *t_src(const char *rel) {
+    static char buf[16][1024];
+    static int next;
+    char *b = buf[next++ % 16];
+    snprintf(b, sizeof buf[0], "%.600s/%.400s", t_source_dir(), rel);
+    return b;
+}
+
 int t_run_prog(const char *prog, const char *args, char *out, size_t len) {
-    if (access(prog, X_OK) != 0 || access(CNNKIT_SOURCE_DIR "/examples", R_OK) != 0)
+    if (access(prog, X_OK) != 0 || !has_examples(t_source_dir()))
         cr_skip("%s or the source tree is not here (a relocated test bundle)", prog);
     char cmd[2048];
     /* stderr joins stdout before args, so args may redirect it elsewhere */
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' 2>&1 %s", CNNKIT_SOURCE_DIR, prog, args);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' 2>&1 %s", t_source_dir(), prog, args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     size_t n = fread(out, 1, len - 1, p);

@@ -42,6 +42,12 @@ double t_max_abs(const float *a, size_t n);
 /* A whole file, NUL-terminated (malloc'd; *len, optional, without the NUL); fails the test when
  * it cannot be read. */
 char *t_read_file(const char *path, size_t *len);
+/* The source tree: $CNNKIT_SOURCE_DIR, else the one the tests were built from, else the current
+ * folder when it holds examples/ (a relocated test binary run from a copy of the checkout, as
+ * on the GPU machine). t_src: rel (e.g. "examples/seed_cnn.py") in it, in one of 16 buffers
+ * used in turn. */
+const char *t_source_dir(void);
+const char *t_src(const char *rel);
 /* A model from Keras text, built for its input_shape and batches of up to max_batch. */
 ck_model *t_model(ck_context *ctx, const char *text, int max_batch);
 

@@ -565,10 +565,10 @@ Test(check, shapes_are_build_s) {
 /* ---- CLI ---------------------------------------------------------------------------------- */
 static int run_cli(const char *args, char *out, size_t len) {
 #if defined(CNNKIT_CLI_PATH) && defined(CNNKIT_SOURCE_DIR)
-    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_SOURCE_DIR "/examples", R_OK) != 0)
+    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(t_src("examples"), R_OK) != 0)
         cr_skip("the cnnkit binary or the source tree is not here (a relocated test bundle)");
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>/dev/null", CNNKIT_SOURCE_DIR, CNNKIT_CLI_PATH,
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>/dev/null", t_source_dir(), CNNKIT_CLI_PATH,
              args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);

@@ -367,7 +367,7 @@ Test(graph, gpu_resnet20_matches_cpu, .timeout = 120) {
     ck_context_destroy(t_cuda_ctx_or_skip()); /* skip before anything is allocated */
     for (int v = 0; v < 2; ++v) {
         char path[256];
-        snprintf(path, sizeof path, CNNKIT_SOURCE_DIR "/examples/resnet20_v%d.py", v + 1);
+        snprintf(path, sizeof path, "%s/examples/resnet20_v%d.py", t_source_dir(), v + 1);
         char *text = t_read_file(path, NULL);
         ck_keras_model km;
         char err[512];
@@ -709,7 +709,7 @@ Test(graph, functional_errors_name_line_and_column) {
 static ck_model *resnet20_example(ck_context *ctx, const char *file,
                                   int counts[CK_LAYER_TYPE_COUNT]) {
     char path[512];
-    snprintf(path, sizeof path, "%s/examples/%s", CNNKIT_SOURCE_DIR, file);
+    snprintf(path, sizeof path, "%s/examples/%s", t_source_dir(), file);
     char *text = t_read_file(path, NULL);
     ck_model *m = NULL;
     char err[512];
@@ -1092,7 +1092,7 @@ static void planned_equals_unplanned(ck_context *ctx, ck_model *a, ck_model *b, 
 
 Test(graph, planner_fuses_bn_relu_with_the_same_bits) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    char *text = t_read_file(CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py", NULL);
+    char *text = t_read_file(t_src("examples/resnet20_v1.py"), NULL);
     ck_model *a = NULL, *b = NULL;
     char err[512];
     CK_OK(ctx, ck_model_from_keras_text(ctx, text, &a, err, sizeof err));
@@ -1194,8 +1194,7 @@ static void text_pair(ck_context *ctx, const char *text, ck_model **a, ck_model 
 Test(graph, tensors_no_backward_reads_are_dead_after_forward) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *a, *b;
-    const char *files[2] = {CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py",
-                            CNNKIT_SOURCE_DIR "/examples/resnet20_v2.py"};
+    const char *files[2] = {t_src("examples/resnet20_v1.py"), t_src("examples/resnet20_v2.py")};
     for (int f = 0; f < 2; ++f) {
         char *text = t_read_file(files[f], NULL);
         text_pair(ctx, text, &a, &b);
@@ -1260,8 +1259,7 @@ Test(graph, tensors_no_backward_reads_are_dead_after_forward) {
  * pass) needs less than one buffer per node. */
 Test(graph, shared_activation_buffers_hold_one_live_tensor) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    const char *files[2] = {CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py",
-                            CNNKIT_SOURCE_DIR "/examples/resnet20_v2.py"};
+    const char *files[2] = {t_src("examples/resnet20_v1.py"), t_src("examples/resnet20_v2.py")};
     for (int f = 0; f < 2; ++f) {
         char *text = t_read_file(files[f], NULL);
         ck_model *m, *own;

@@ -17,8 +17,6 @@
 #include "keras_io.h"
 #include "model_internal.h"
 
-#define KDIR CNNKIT_SOURCE_DIR "/tests/data/keras/"
-
 static const char small_text[] = "model = Sequential()\n"
                                  "model.add(Conv2D(4, (3, 3), padding='same', "
                                  "input_shape=(16, 16, 1)))\n"
@@ -61,7 +59,7 @@ static float *weights_of(ck_model *m, size_t *n) {
 
 Test(keras_io, keras_archive_predicts_what_keras_predicted) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = load(ctx, KDIR "small.keras");
+    ck_model *m = load(ctx, t_src("tests/data/keras/small.keras"));
     expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
     /* BN options from the config, the optimizer from compile_config, its state from the file */
     ck_layer_desc d;
@@ -79,7 +77,7 @@ Test(keras_io, keras_archive_predicts_what_keras_predicted) {
 
 Test(keras_io, every_layer_class_and_sgd_state) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = load(ctx, KDIR "small2.keras");
+    ck_model *m = load(ctx, t_src("tests/data/keras/small2.keras"));
     expect_probs(m, kg_small2_x, kg_small2_probs, 4, 3);
     cr_assert_eq(m->opt.type, CK_OPT_SGD);
     cr_assert_float_eq(m->opt.momentum, 0.9f, 1e-7);
@@ -92,14 +90,14 @@ Test(keras_io, every_layer_class_and_sgd_state) {
 
 Test(keras_io, legacy_h5_and_weights_h5) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = load(ctx, KDIR "small_legacy.h5");
+    ck_model *m = load(ctx, t_src("tests/data/keras/small_legacy.h5"));
     expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
     ck_model_destroy(m);
     /* a .weights.h5 into the same architecture typed as model text */
     char err[256];
     CK_OK(ctx, ck_model_from_keras_text(ctx, small_text, &m, err, sizeof err));
     CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
-    CK_OK(ctx, ck_model_load_keras_weights(m, KDIR "small.weights.h5"));
+    CK_OK(ctx, ck_model_load_keras_weights(m, t_src("tests/data/keras/small.weights.h5")));
     expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
     cr_assert_eq(ck_model_step(m), kg_small_iterations);
     ck_model_destroy(m);
@@ -108,7 +106,7 @@ Test(keras_io, legacy_h5_and_weights_h5) {
 
 Test(keras_io, cnnkit_files_read_back_exactly) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = load(ctx, KDIR "small.keras");
+    ck_model *m = load(ctx, t_src("tests/data/keras/small.keras"));
     /* one training step of cnnkit's own, so nothing is still Keras's bytes */
     int32_t y[4] = {0, 1, 2, 3};
     ck_step_result r;
@@ -182,7 +180,7 @@ static ck_status parse_edited_of(const char *path, const char *from, const char 
 }
 
 static ck_status parse_edited(const char *from, const char *to, char *err, size_t len) {
-    return parse_edited_of(KDIR "small.keras", from, to, err, len);
+    return parse_edited_of(t_src("tests/data/keras/small.keras"), from, to, err, len);
 }
 
 static void expect_refused(const char *from, const char *to, const char *must1, const char *must2) {
@@ -236,7 +234,8 @@ Test(keras_io, misshaped_weights_name_the_layer_and_both_shapes) {
     CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
     size_t n;
     float *w0 = weights_of(m, &n);
-    cr_assert_eq(ck_model_load_keras_weights(m, KDIR "small.weights.h5"), CK_STATUS_SHAPE_MISMATCH);
+    cr_assert_eq(ck_model_load_keras_weights(m, t_src("tests/data/keras/small.weights.h5")),
+                 CK_STATUS_SHAPE_MISMATCH);
     const char *msg = ck_context_last_error(ctx);
     cr_assert_not_null(strstr(msg, "layer 'conv2d_1' (Conv2D)"), "%s", msg);
     cr_assert_not_null(strstr(msg, "(3, 3, 4, 6)"), "%s", msg);
@@ -272,16 +271,16 @@ Test(keras_io, corrupt_files_are_errors_and_change_nothing) {
     cr_assert_not_null(mkdtemp(dir));
     char p[128];
     snprintf(p, sizeof p, "%s/bad.keras", dir);
-    ck_model *good = load(ctx, KDIR "small.keras");
+    ck_model *good = load(ctx, t_src("tests/data/keras/small.keras"));
     size_t n;
     float *w0 = weights_of(good, &n);
     /* a flipped byte inside the stored weights (CRC), then truncations, then garbage */
     const long flips[3] = {30000, 60000, 5};
     for (int k = 0; k < 5; ++k) {
         if (k < 3)
-            copy_file(KDIR "small.keras", p, flips[k], -1);
+            copy_file(t_src("tests/data/keras/small.keras"), p, flips[k], -1);
         else
-            copy_file(KDIR "small.keras", p, -1, k == 3 ? 40000 : 3);
+            copy_file(t_src("tests/data/keras/small.keras"), p, -1, k == 3 ? 40000 : 3);
         ck_model *m = (ck_model *)0x1;
         cr_assert_neq(ck_model_load_keras(ctx, p, 8, &m), CK_STATUS_SUCCESS, "case %d loaded", k);
         cr_assert_eq(m, (ck_model *)0x1, "case %d: *model written on failure", k);
@@ -293,7 +292,7 @@ Test(keras_io, corrupt_files_are_errors_and_change_nothing) {
     }
     /* a corrupt .weights.h5 */
     snprintf(p, sizeof p, "%s/bad.weights.h5", dir);
-    copy_file(KDIR "small.weights.h5", p, -1, 2000);
+    copy_file(t_src("tests/data/keras/small.weights.h5"), p, -1, 2000);
     cr_assert_neq(ck_model_load_keras_weights(good, p), CK_STATUS_SUCCESS);
     /* bad save paths: nothing written, the message names the path */
     cr_assert_eq(ck_model_save_keras(good, "/tmp/x.ckpt"), CK_STATUS_BAD_PARAM);
@@ -327,7 +326,7 @@ Test(keras_io, cli_summary_check_and_convert) {
              "convert %s/a.ckpt %s/b.weights.h5 --model tests/data/keras/small.keras", dir, dir);
     cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    ck_model *m = load(ctx, KDIR "small.keras");
+    ck_model *m = load(ctx, t_src("tests/data/keras/small.keras"));
     char p[128];
     snprintf(p, sizeof p, "%s/b.weights.h5", dir);
     CK_OK(ctx, ck_model_load_keras_weights(m, p));
@@ -348,7 +347,8 @@ Test(keras_io, cli_summary_check_and_convert) {
  * reach the device (skips without a GPU), and a save from the device writes what was loaded. */
 Test(keras_io, model_from_keras_predicts_what_keras_predicted_cuda) {
     ck_context *ctx = t_cuda_ctx_or_skip();
-    const char *files[2] = {KDIR "small.keras", KDIR "func.keras"};
+    const char *files[2] = {t_src("tests/data/keras/small.keras"),
+                            t_src("tests/data/keras/func.keras")};
     const float *xs[2] = {kg_small_x, kg_func_x}, *ps[2] = {kg_small_probs, kg_func_probs};
     const int classes[2] = {5, 3}, steps[2] = {kg_small_iterations, kg_func_iterations};
     for (int f = 0; f < 2; ++f) {
@@ -536,7 +536,8 @@ Test(keras_io, dataset_storing_fewer_elements_than_its_shape_is_refused) {
     ck_model *m = t_model(ctx, T_FUZZ_MODEL, 2);
     size_t n;
     float *before = weights_of(m, &n);
-    const ck_status st = ck_model_load_keras_weights(m, KDIR "corrupt_storage.weights.h5");
+    const ck_status st =
+        ck_model_load_keras_weights(m, t_src("tests/data/keras/corrupt_storage.weights.h5"));
     cr_assert_neq(st, CK_STATUS_SUCCESS);
     cr_assert_neq(strstr(ck_context_last_error(ctx), "failed (corrupt file?)"), NULL, "%s",
                   ck_context_last_error(ctx));
@@ -589,7 +590,8 @@ static const char *layer_name(ck_model *m, int i) {
 
 Test(keras_io, functional_archive_and_legacy_h5_predict_what_keras_predicted) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    const char *files[] = {KDIR "func.keras", KDIR "func_legacy.h5"};
+    const char *files[] = {t_src("tests/data/keras/func.keras"),
+                           t_src("tests/data/keras/func_legacy.h5")};
     for (int f = 0; f < 2; ++f) {
         ck_model *m = load(ctx, files[f]);
         cr_assert(m->graph, "%s: read as a graph", files[f]);
@@ -626,7 +628,7 @@ Test(keras_io, functional_weights_and_optimizer_go_by_keras_order) {
         cr_assert_eq(order[j], want[j], "Keras's layer %d is cnnkit's %d, want %d", j, order[j],
                      want[j]);
     /* Keras's groups (conv2d = the branch conv, conv2d_1 = proj, ...) into cnnkit's layers */
-    CK_OK(ctx, ck_model_load_keras_weights(m, KDIR "func.keras"));
+    CK_OK(ctx, ck_model_load_keras_weights(m, t_src("tests/data/keras/func.keras")));
     expect_probs(m, kg_func_x, kg_func_probs, 4, 3);
     /* Adam's first variable is the branch conv's kernel: cnnkit's parameters 76.. (after proj's
      * 3x3x2x4 kernel and 4 biases) */
@@ -667,7 +669,7 @@ Test(keras_io, functional_weights_and_optimizer_go_by_keras_order) {
 static void expect_func_refused(const char *from, const char *to, const char *must1,
                                 const char *must2) {
     char err[512];
-    ck_status st = parse_edited_of(KDIR "func.keras", from, to, err, sizeof err);
+    ck_status st = parse_edited_of(t_src("tests/data/keras/func.keras"), from, to, err, sizeof err);
     cr_assert_neq(st, CK_STATUS_SUCCESS, "%s was accepted", to);
     cr_assert_not_null(strstr(err, must1), "'%s' not in: %s", must1, err);
     cr_assert_not_null(strstr(err, must2), "'%s' not in: %s", must2, err);
@@ -675,7 +677,7 @@ static void expect_func_refused(const char *from, const char *to, const char *mu
 
 Test(keras_io, functional_configs_refused_with_the_layer_named) {
     char err[512];
-    cr_assert_eq(parse_edited_of(KDIR "func.keras", "\"kwargs\": {}",
+    cr_assert_eq(parse_edited_of(t_src("tests/data/keras/func.keras"), "\"kwargs\": {}",
                                  "\"kwargs\": {\"mask\": null}", err, sizeof err),
                  CK_STATUS_SUCCESS, "%s", err);
     expect_func_refused("\"keras_history\": [\"proj\", 0, 0]",
@@ -746,7 +748,7 @@ Test(keras_io, functional_names_stay_unique_through_a_save) {
 Test(keras_io, keras_file_parse_gives_the_layer_list) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_keras_model km;
-    CK_OK(ctx, ck_keras_file_parse(ctx, KDIR "func.keras", &km));
+    CK_OK(ctx, ck_keras_file_parse(ctx, t_src("tests/data/keras/func.keras"), &km));
     cr_assert_eq(km.count, 13);
     cr_assert_eq(km.layers[0].input_h, 8);
     cr_assert_eq(km.layers[0].input_c, 2);
@@ -755,17 +757,19 @@ Test(keras_io, keras_file_parse_gives_the_layer_list) {
     cr_assert(km.has_compile && km.optimizer.type == CK_OPT_ADAM);
     cr_assert_float_eq(km.optimizer.learning_rate, 0.02f, 1e-9);
     ck_keras_model_free(&km);
-    CK_OK(ctx, ck_keras_file_parse(ctx, KDIR "small_legacy.h5", &km));
+    CK_OK(ctx, ck_keras_file_parse(ctx, t_src("tests/data/keras/small_legacy.h5"), &km));
     cr_assert_eq(km.count, 14);
     cr_assert_eq(km.layers[0].input_h, 16);
     ck_keras_model_free(&km);
     memset(&km, 0x5a, sizeof km);
-    cr_assert_eq(ck_keras_file_parse(ctx, KDIR "small.weights.h5", &km), CK_STATUS_NOT_SUPPORTED);
+    cr_assert_eq(ck_keras_file_parse(ctx, t_src("tests/data/keras/small.weights.h5"), &km),
+                 CK_STATUS_NOT_SUPPORTED);
     cr_assert_not_null(strstr(ck_context_last_error(ctx), "weights-only"), "%s",
                        ck_context_last_error(ctx));
     cr_assert_eq(ck_keras_file_parse(ctx, "/nonexistent.keras", &km), CK_STATUS_BAD_PARAM);
     cr_assert_not_null(strstr(ck_context_last_error(ctx), "/nonexistent.keras"));
-    cr_assert_eq(ck_keras_file_parse(ctx, KDIR "func.keras", NULL), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_keras_file_parse(ctx, t_src("tests/data/keras/func.keras"), NULL),
+                 CK_STATUS_BAD_PARAM);
     unsigned char poison[sizeof km];
     memset(poison, 0x5a, sizeof poison);
     cr_assert_eq(memcmp(&km, poison, sizeof km), 0, "a failed parse wrote into out");

@@ -293,7 +293,7 @@ static ck_status load_legacy_call(ck_context *ctx, ck_model *unused, void *out) 
 
 /* a legacy whole-model .h5: model_config, training_config and weight_names attributes */
 Test(oom, keras_legacy_h5_load_under_host_limit_sweep) {
-    g_path = CNNKIT_SOURCE_DIR "/tests/data/keras/small_legacy.h5";
+    g_path = t_src("tests/data/keras/small_legacy.h5");
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     const sweep_job load = {load_legacy_call, NULL, 0, 0};
     sweep(ctx, &load, 10);

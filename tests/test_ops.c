@@ -197,7 +197,7 @@ Test(ops, bench_shapes_are_bigger) {
 
 /* Every ck_cuda_* declared in ck_kernels.h must be reached by some case's GPU runner. */
 Test(ops, launcher_coverage) {
-    char *text = t_read_file(CNNKIT_SOURCE_DIR "/src/kernels/ck_kernels.h", NULL);
+    char *text = t_read_file(t_src("src/kernels/ck_kernels.h"), NULL);
     int declared = 0, missing = 0;
     for (const char *p = text; (p = strstr(p, "ck_cuda_")) != NULL;) {
         const char *e = p;

@@ -231,7 +231,7 @@ Test(resume, fit_refuses_a_model_without_trainable_parameters) {
 /* fuzz/corpus/checkpoint/valid.ckpt was written by the version-1 code: it still loads, without a
  * fit position (T_FUZZ_MODEL is the model it was saved from). */
 Test(resume, version_1_checkpoints_still_load) {
-    const char *v1 = CNNKIT_SOURCE_DIR "/fuzz/corpus/checkpoint/valid.ckpt";
+    const char *v1 = t_src("fuzz/corpus/checkpoint/valid.ckpt");
     if (access(v1, R_OK) != 0)
         cr_skip("%s is not here (a relocated test bundle)", v1);
     size_t n;

@@ -11,7 +11,7 @@
 #include "cnnkit/study.h"
 
 static ck_keras_model v1_layers(void) {
-    char *text = t_read_file(CNNKIT_SOURCE_DIR "/examples/resnet20_v1.py", NULL);
+    char *text = t_read_file(t_src("examples/resnet20_v1.py"), NULL);
     ck_keras_model km;
     char err[512];
     cr_assert_eq(ck_keras_parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
@@ -249,7 +249,7 @@ Test(resvar, relu_preact) {
  * (read by the projection too), and the stem's BN-ReLU goes after the last Add. */
 Test(resvar, full_preact_of_v1_is_v2) {
     ck_keras_model km = v1_layers();
-    char *text = t_read_file(CNNKIT_SOURCE_DIR "/examples/resnet20_v2.py", NULL);
+    char *text = t_read_file(t_src("examples/resnet20_v2.py"), NULL);
     ck_keras_model k2;
     char err[512];
     cr_assert_eq(ck_keras_parse(text, &k2, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
