@@ -294,3 +294,110 @@ Test(bf16_exec, trains_like_fp32) {
     cr_assert_lt(fabs(last[1] - last[0]), 0.02 * last[0], "bf16 %g vs fp32 %g", last[1], last[0]);
     ck_context_destroy(ctx);
 }
+
+/* A graph model rounds its gradient stores as the Sequential loop does: the same layers written
+ * as a functional chain give the Sequential model's bits (outputs, loss, every weight gradient)
+ * in bf16, unplanned (one node per layer in both). */
+Test(bf16_exec, graph_executor_rounds_like_the_sequential_one) {
+    enum { N = 3, PER = 6 * 6 * 2, CLS = 5 };
+    static const char chain[] = "inp = keras.Input((6, 6, 2))\n"
+                                "x = layers.Conv2D(4, (3, 3))(inp)\n"
+                                "x = layers.Activation('relu')(x)\n"
+                                "x = layers.MaxPooling2D(pool_size=(2, 2))(x)\n"
+                                "x = layers.Flatten()(x)\n"
+                                "out = layers.Dense(5)(x)\n"
+                                "model = keras.Model(inp, out)\n";
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *s = model_at(ctx, k_small, CK_PRECISION_BF16, 0, N);
+    ck_model *g = model_at(ctx, chain, CK_PRECISION_BF16, 0, N);
+    cr_assert(g->graph && !s->graph);
+    float x[N * PER];
+    int32_t y[N];
+    batch(x, y, N, PER, CLS, 17);
+    double ls = 0.0, lg = 0.0;
+    int cs = 0, cg = 0;
+    CK_OK(ctx, ck_model_loss_and_grads(s, x, y, N, &ls, &cs));
+    CK_OK(ctx, ck_model_loss_and_grads(g, x, y, N, &lg, &cg));
+    cr_assert_eq(ls, lg);
+    cr_assert_eq(s->num_params, g->num_params);
+    cr_assert(memcmp(s->grads, g->grads, s->num_params * sizeof(float)) == 0,
+              "bf16 weight gradients differ between the executors");
+    ck_model_destroy(s);
+    ck_model_destroy(g);
+    ck_context_destroy(ctx);
+}
+
+/* A tensor with two readers: its gradient is the rounded sum of the rounded contributions.
+ * conv -> a; b = relu(a); s = Add(a, b); GAP; Dense. By hand with the CPU ops: ds from the
+ * Dense and GAP, rounded; Add passes ds to both inputs (rounded copies); dReLU(ds) through b,
+ * rounded; da = round(ds + dReLU(ds)); the conv's weight gradient from da. */
+Test(bf16_exec, graph_gradient_sum_rounded) {
+    enum { N = 2, H = 5, W = 5, C = 1, K = 3, CLS = 4 };
+    static const char text[] = "inp = keras.Input((5, 5, 1))\n"
+                               "a = layers.Conv2D(3, (3, 3), padding='same')(inp)\n"
+                               "b = layers.Activation('relu')(a)\n"
+                               "s = layers.Add()([a, b])\n"
+                               "g = layers.GlobalAveragePooling2D()(s)\n"
+                               "out = layers.Dense(4)(g)\n"
+                               "model = keras.Model(inp, out)\n";
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = model_at(ctx, text, CK_PRECISION_BF16, 0, N);
+    cr_assert_eq(m->num_nodes, 5);
+    float x[N * H * W * C];
+    int32_t y[N];
+    batch(x, y, N, H * W * C, CLS, 23);
+    double loss = 0.0;
+    int correct = 0;
+    CK_OK(ctx, ck_model_loss_and_grads(m, x, y, N, &loss, &correct));
+    const ck_node *cv = &m->nodes[0], *dn = &m->nodes[4];
+    const size_t T = (size_t)N * H * W * K;
+    ck_conv_geom gc;
+    cr_assert_eq(ck_conv_geom_make(&gc, N, H, W, C, K, 3, 3, 1, 1, 1), 0);
+    float *ws = malloc((ck_cpu_conv2d_workspace_floats(&gc) + 1) * sizeof *ws);
+    float xr[N * H * W * C], a[N * H * W * K], b[N * H * W * K], sm[N * H * W * K], gp[N * K],
+        lg[N * CLS];
+    memcpy(xr, x, sizeof x);
+    ck_bf16_round_buffer(xr, N * H * W * C);
+    ck_cpu_conv2d_forward(&gc, xr, m->params + cv->p_kernel, m->params + cv->p_bias, a, ws);
+    ck_bf16_round_buffer(a, T);
+    ck_cpu_activation_forward(CK_ACT_RELU, 0.0f, a, b, T, K);
+    ck_bf16_round_buffer(b, T);
+    for (size_t i = 0; i < T; ++i)
+        sm[i] = a[i] + b[i];
+    ck_bf16_round_buffer(sm, T);
+    for (int n = 0; n < N; ++n) /* GAP */
+        for (int k = 0; k < K; ++k) {
+            float acc = 0.0f;
+            for (int p = 0; p < H * W; ++p)
+                acc += sm[((size_t)n * H * W + p) * K + k];
+            gp[n * K + k] = acc / (float)(H * W);
+        }
+    ck_bf16_round_buffer(gp, N * K);
+    cr_assert(memcmp(m->nodes[3].out, gp, sizeof gp) == 0, "the pooled tensor differs");
+    ck_cpu_dense_forward(N, K, CLS, gp, m->params + dn->p_kernel, m->params + dn->p_bias, lg);
+    float dl[N * CLS], dgp[N * K], gkd[K * CLS], gbd[CLS];
+    double rl = 0.0;
+    int rc = 0;
+    ck_cpu_softmax_xent(N, CLS, lg, y, dl, &rl, &rc);
+    cr_assert_eq(loss, rl);
+    ck_cpu_dense_backward(N, K, CLS, gp, m->params + dn->p_kernel, dl, dgp, gkd, gbd);
+    ck_bf16_round_buffer(dgp, N * K);
+    float ds[N * H * W * K], db[N * H * W * K], da[N * H * W * K], gkc[9 * C * K], gbc[K];
+    for (int n = 0; n < N; ++n) /* GAP backward */
+        for (int p = 0; p < H * W; ++p)
+            for (int k = 0; k < K; ++k)
+                ds[((size_t)n * H * W + p) * K + k] = dgp[n * K + k] / (float)(H * W);
+    ck_bf16_round_buffer(ds, T);
+    ck_cpu_activation_backward(CK_ACT_RELU, 0.0f, a, b, ds, db, T, K);
+    ck_bf16_round_buffer(db, T);
+    for (size_t i = 0; i < T; ++i)
+        da[i] = ds[i] + db[i];
+    ck_bf16_round_buffer(da, T);
+    ck_cpu_conv2d_backward(&gc, xr, m->params + cv->p_kernel, da, NULL, gkc, gbc, ws);
+    cr_assert(memcmp(m->grads + dn->p_kernel, gkd, sizeof gkd) == 0, "dense kernel gradient");
+    cr_assert(memcmp(m->grads + cv->p_kernel, gkc, sizeof gkc) == 0, "conv kernel gradient");
+    cr_assert(memcmp(m->grads + cv->p_bias, gbc, sizeof gbc) == 0, "conv bias gradient");
+    free(ws);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}

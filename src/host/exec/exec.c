@@ -185,12 +185,21 @@ static ck_status graph_backward(const ck_exec *e, int batch, int from, float *dy
             st = k->ops[e->be->id].bwd(e, n, &io);
             ck_prof_end(m, t0, &m->prof_cur_bwd[i]);
         }
-        for (int j = 0; j < n->nin && st == CK_STATUS_SUCCESS; ++j)
-            if (n->in[j] >= 0 && n->in_acc[j]) {
-                const ck_node *src = &m->nodes[n->in[j]];
+        /* bf16: every gradient store is rounded, as in the Sequential loop: each input's gradient
+         * as written and, where a tensor has several readers, the sum */
+        for (int j = 0; j < n->nin && st == CK_STATUS_SUCCESS; ++j) {
+            if (n->in[j] < 0)
+                continue;
+            const ck_node *src = &m->nodes[n->in[j]];
+            const size_t cnt = (size_t)batch * src->oh * src->ow * src->oc;
+            st = bf16_store(e, io.dxs[j], cnt);
+            if (st == CK_STATUS_SUCCESS && n->in_acc[j]) {
                 float *g = node_grad(e, n->in[j]);
-                st = e->be->add(e, g, g, io.dxs[j], (size_t)batch * src->oh * src->ow * src->oc);
+                st = e->be->add(e, g, g, io.dxs[j], cnt);
+                if (st == CK_STATUS_SUCCESS)
+                    st = bf16_store(e, g, cnt);
             }
+        }
         if (st != CK_STATUS_SUCCESS)
             return st;
     }
