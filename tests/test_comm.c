@@ -34,6 +34,11 @@ Test(comm, errors_name_the_argument) {
     cr_assert_eq(ck_comm_rank(NULL), -1);
     cr_assert_eq(ck_comm_size(NULL), -1);
     cr_assert_eq(ck_comm_shard(NULL, 10, &dummy, &dummy), CK_STATUS_BAD_PARAM);
+    /* the timeout's checks on a live communicator (a negative or NaN value: "seconds") run in
+     * every cnnkit_mpi_dp run, which has MPI initialized */
+    cr_assert_eq(ck_comm_set_timeout(NULL, 1.0), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_comm_timeout(NULL), -1.0);
+    cr_assert_eq(ck_comm_broken(NULL), 0);
     ck_comm_destroy(NULL);
     /* detaching needs no communicator; a NULL model is refused */
     ck_model *m = NULL;
@@ -221,8 +226,8 @@ Test(comm, batchnorm_per_rank_differs_from_one_process, .timeout = 150) {
 
 /* A rank killed mid-epoch (SIGKILL at step 5, rank 0 in the step's all-reduce): the launcher
  * stops the job with a non-zero status well inside the timeout, and the checkpoint rank 0 saved
- * after every step loads whole, at step 5. The bound here is OpenMPI's (cnnkit has no
- * collective timeout of its own yet, docs/distributed.md). */
+ * after every step loads whole, at step 5. The stop here is OpenMPI's launcher's (it sees the
+ * process die); a rank that hangs alive is caught by the collectives' timeout (below). */
 Test(comm, killed_rank_stops_the_others_checkpoint_intact, .timeout = 150) {
     char dir[] = "/tmp/cnnkit-comm-XXXXXX", path[64], args[256], out[8192];
     cr_assert_not_null(mkdtemp(dir));
@@ -243,6 +248,26 @@ Test(comm, killed_rank_stops_the_others_checkpoint_intact, .timeout = 150) {
                  secs, out);
     cr_assert_eq(rc2, 0, "%s", out2);
     cr_assert(strstr(out2, "step 5"), "%s", out2);
+}
+
+/* A rank that stops answering (rank 1 sleeps before step 3; it is alive, so the launcher sees
+ * nothing wrong): with ck_comm_set_timeout 2 s, rank 0's step 3 fails after about 2 s naming the
+ * collective and the timeout, the model unchanged; the communicator is broken, so the next step
+ * fails at once with the same message; rank 0 then ends the job (MPI_Abort), which ends the
+ * sleeping rank too. Without the timeout this run would wait until run_dp's 120 s bound. */
+Test(comm, hung_rank_times_out_naming_the_collective, .timeout = 150) {
+    char out[8192];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const int rc = run_dp(2, "--global 32 --steps 8 --hang-rank 1 --timeout 2", out, sizeof out);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, out);
+    cr_assert(strstr(out, "rank 0: step 3 failed after") &&
+                  strstr(out, "timed out after 2 s waiting for the other ranks") &&
+                  strstr(out, "as expected: yes"),
+              "%s", out);
+    cr_assert_lt(secs, 30.0, "%.1f s:\n%s", secs, out);
 }
 
 /* ck_model_fit on a model with a communicator shards each shuffled global batch itself: one

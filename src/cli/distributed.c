@@ -18,9 +18,11 @@ int dist_start(int *argc, char ***argv, opts *o) {
     return 0;
 }
 
-int dist_comm(ck_context *ctx, ck_comm **comm) {
+int dist_comm(const opts *o, ck_context *ctx, ck_comm **comm) {
     MPI_Comm world = MPI_COMM_WORLD;
-    if (ck_comm_create_mpi(ctx, &world, comm) != CK_STATUS_SUCCESS) {
+    if (ck_comm_create_mpi(ctx, &world, comm) != CK_STATUS_SUCCESS ||
+        (o->comm_timeout >= 0.0 &&
+         ck_comm_set_timeout(*comm, o->comm_timeout) != CK_STATUS_SUCCESS)) {
         fprintf(stderr, "cnnkit: --distributed: %s\n", ck_context_last_error(ctx));
         return EXIT_RUNTIME;
     }
@@ -41,6 +43,12 @@ void dist_stop(void) {
     MPI_Finalize();
 }
 
+void dist_abort(int rc) {
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, rc);
+}
+
 #else /* a build without MPI */
 
 int dist_start(int *argc, char ***argv, opts *o) {
@@ -50,8 +58,8 @@ int dist_start(int *argc, char ***argv, opts *o) {
     return EXIT_USAGE;
 }
 
-int dist_comm(ck_context *ctx, ck_comm **comm) {
-    (void)ctx, (void)comm;
+int dist_comm(const opts *o, ck_context *ctx, ck_comm **comm) {
+    (void)o, (void)ctx, (void)comm;
     return EXIT_USAGE;
 }
 
@@ -61,5 +69,9 @@ int dist_agree(const opts *o, int rc) {
 }
 
 void dist_stop(void) {}
+
+void dist_abort(int rc) {
+    (void)rc;
+}
 
 #endif
