@@ -193,7 +193,7 @@ Test(comm, sync_batchnorm_two_ranks_match_one_process, .timeout = 150) {
  * global batch (the step's first sample, an exclusive scan of the shards), so 2 ranks x 64 with
  * SpatialDropout2D, Dropout and SyncBN match 1 process x 128 (measured 6.0e-8 in the loss and
  * 3.9e-7 in the weights; with every rank keyed from 0, as before, 0.11 and 0.15), and 3 uneven
- * ranks of 43, 43, 42 (7.5e-8, 2.5e-7). */
+ * ranks of 43, 43, 42 (5.2e-8, 2.8e-7). */
 Test(comm, dropout_masks_keyed_by_global_sample, .timeout = 150) {
     char out[8192];
     int rc = run_dp(2, "--dropout --global 128 --steps 20 --tol 1e-5", out, sizeof out);
@@ -206,7 +206,7 @@ Test(comm, dropout_masks_keyed_by_global_sample, .timeout = 150) {
     cr_assert_eq(rc, 0, "%s", out);
 }
 
-/* 3 ranks of 43, 43 and 42: the statistics' counts are summed too (measured 6.9e-8, 5.7e-7). */
+/* 3 ranks of 43, 43 and 42: the statistics' counts are summed too (measured 8.9e-8, 5.7e-7). */
 Test(comm, sync_batchnorm_three_uneven_ranks_match, .timeout = 150) {
     char out[8192];
     const int rc = run_dp(3, "--sync --global 128 --steps 20 --tol 1e-5", out, sizeof out);
@@ -272,7 +272,7 @@ Test(comm, hung_rank_times_out_naming_the_collective, .timeout = 150) {
 
 /* ck_model_fit on a model with a communicator shards each shuffled global batch itself: one
  * epoch on 2 ranks (SyncBN, batch 128) and on 3 ranks (batch 32, 11/11/10) against the same fit
- * in one process (measured: loss 2.7e-8 and 1.3e-9, weights 8.9e-7 and 1.6e-7). */
+ * in one process (measured: loss 2.7e-8 and 1.2e-9, weights 8.9e-7 and 1.4e-7). */
 Test(comm, fit_shards_the_batches, .timeout = 150) {
     char out[8192];
     int rc = run_dp(2, "--fit --sync --global 128 --tol 1e-5", out, sizeof out);
