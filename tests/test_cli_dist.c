@@ -247,6 +247,19 @@ Test(cli_dist, hung_rank_times_out, .timeout = 150) {
               "%s", dout);
     cr_assert_lt(secs, 30.0, "%.1f s:\n%s", secs, dout);
     cr_assert(!saved, "a run that failed wrote its final checkpoint:\n%s", dout);
+    /* a rank that hangs before the ranks' start agreement (the CLI's, before the communicator) */
+    dist_setup(&fx);
+    snprintf(args, sizeof args,
+             "train %s --data %s --batch 32 --threads 1 --distributed --comm-timeout 2", fx.model,
+             fx.data);
+    const double t1 = now_s();
+    const int rc1 = run_mpi_env("CNNKIT_TEST_HANG_AT_STEP=0", 2, args, dout, sizeof dout);
+    const double secs1 = now_s() - t1;
+    dist_teardown(&fx);
+    cr_assert(rc1 != 0 && rc1 != 124 && rc1 != 137, "rc %d:\n%s", rc1, dout);
+    cr_assert(strstr(dout, "rank 0: --distributed: the ranks' start agreement timed out after 2 s"),
+              "%s", dout);
+    cr_assert_lt(secs1, 30.0, "%.1f s:\n%s", secs1, dout);
 }
 
 /* The issue's "kill one rank mid-epoch": rank 1 raises SIGKILL after model step 11 (epoch 2, step

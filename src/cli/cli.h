@@ -82,7 +82,8 @@ int dist_start(int *argc, char ***argv, opts *o);
 /* A communicator over MPI_COMM_WORLD for ctx, with --comm-timeout's deadline when given. */
 int dist_comm(const opts *o, ck_context *ctx, ck_comm **comm);
 /* Collective: the largest of the ranks' exit codes, so that a rank that failed to start stops
- * them all before the first collective of the fit rather than leaving the others waiting. */
+ * them all before the first collective of the fit rather than leaving the others waiting. A rank
+ * that does not come within --comm-timeout (default 300 s) ends the job (dist_abort). */
 int dist_agree(const opts *o, int rc);
 void dist_stop(void); /* MPI_Finalize */
 /* MPI_Abort(MPI_COMM_WORLD, rc): after a collective timed out (the communicator is broken),

@@ -245,6 +245,21 @@ static int resume_from(const opts *o, ck_context *ctx, ck_model *m, const ck_dat
     return 0;
 }
 
+/* Whether the fault test hooks below are this rank's: rank CNNKIT_TEST_FAULT_RANK (default 1)
+ * of a --distributed run. */
+static int fault_rank(const opts *o) {
+    const char *r = getenv("CNNKIT_TEST_FAULT_RANK");
+    return o->distributed && o->rank == (r ? atoi(r) : 1);
+}
+
+/* CNNKIT_TEST_HANG_AT_STEP=0: the rank hangs before the ranks' start agreement. */
+static void hang_at_start(const opts *o) {
+    const char *h = getenv("CNNKIT_TEST_HANG_AT_STEP");
+    if (fault_rank(o) && h && atoll(h) == 0)
+        for (;;)
+            pause();
+}
+
 /* CNNKIT_TEST_INTERRUPT="k[,k...]": raise SIGINT after model step k (twice when k is listed
  * twice), to test the interrupt path deterministically (README). */
 static void test_hook(train_ui *ui) {
@@ -260,8 +275,7 @@ static void test_hook(train_ui *ui) {
     /* CNNKIT_TEST_HANG_AT_STEP=k / CNNKIT_TEST_KILL_AT_STEP=k: rank CNNKIT_TEST_FAULT_RANK (default
      * 1) sleeps for ever / raises SIGKILL after model step k, for the fault tests of --distributed
      * (docs/distributed.md) */
-    const char *r = getenv("CNNKIT_TEST_FAULT_RANK");
-    if (!ui->o->distributed || ui->o->rank != (r ? atoi(r) : 1))
+    if (!fault_rank(ui->o))
         return;
     const char *h = getenv("CNNKIT_TEST_HANG_AT_STEP"), *k = getenv("CNNKIT_TEST_KILL_AT_STEP");
     ui->hang_at = h ? atoll(h) : 0;
@@ -345,6 +359,7 @@ int cmd_train(const opts *o) {
     if (!rc && o->log)
         rc = csv_open(&log, o->log, o->resume ? fs.epoch : -1, hist, epochs);
     if (o->distributed) { /* every rank gets here; then all go on or all stop */
+        hang_at_start(o);
         rc = dist_agree(o, rc);
         if (!rc)
             rc = dist_comm(o, ctx, &comm);
