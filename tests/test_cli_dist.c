@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* SyncBN so that 2 ranks' statistics are one process's, and both dropouts so that the masks of
@@ -110,7 +111,7 @@ static char dout[32768], sout[32768];
 #ifdef CNNKIT_HAVE_MPI
 /* mpiexec -np ranks cnnkit ARGS, bounded (a hang fails), with the settings CI's root containers
  * need (as tests/test_comm.c's run_dp). */
-static int run_mpi(int ranks, const char *args, char *out, size_t len) {
+static int run_mpi_env(const char *env, int ranks, const char *args, char *out, size_t len) {
     if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_MPIEXEC, X_OK) != 0)
         cr_skip("cnnkit or mpiexec is not here (a relocated test bundle)");
     char cmd[2048], asan[512] = "";
@@ -122,10 +123,10 @@ static int run_mpi(int ranks, const char *args, char *out, size_t len) {
                  "PMIX_MCA_mca_base_component_disable_dlclose=1 ",
                  ao);
     snprintf(cmd, sizeof cmd,
-             "%sOMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+             "%s%s OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
              "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 "
              "timeout -k 5 120 '%s' --oversubscribe -np %d '%s' %s 2>&1",
-             asan, CNNKIT_MPIEXEC, ranks, CNNKIT_CLI_PATH, args);
+             asan, env, CNNKIT_MPIEXEC, ranks, CNNKIT_CLI_PATH, args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     size_t n = fread(out, 1, len - 1, p);
@@ -133,6 +134,16 @@ static int run_mpi(int ranks, const char *args, char *out, size_t len) {
     const int st = pclose(p);
     cr_assert(WIFEXITED(st), "mpiexec did not exit normally:\n%s", out);
     return WEXITSTATUS(st);
+}
+
+static int run_mpi(int ranks, const char *args, char *out, size_t len) {
+    return run_mpi_env("", ranks, args, out, len);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* 2 ranks x 16 of a global batch of 32, 3 epochs, against one process with --batch 32: exit 0,
@@ -210,6 +221,89 @@ Test(cli_dist, one_rank_failing_to_start_stops_all, .timeout = 150) {
                   strstr(dout, "rank 1: another rank failed to start"),
               "%s", dout);
 }
+/* A rank that hangs alive (rank 1 sleeps for ever after model step 3: the launcher sees nothing
+ * wrong) with --comm-timeout 2: rank 0 fails within seconds, naming the collective and the
+ * timeout, and ends the job (MPI_Abort), so mpiexec exits non-zero well inside its 120 s bound.
+ * No checkpoint of a broken run is written. */
+Test(cli_dist, hung_rank_times_out, .timeout = 150) {
+    dist_fx fx;
+    dist_setup(&fx);
+    char args[1024];
+    snprintf(args, sizeof args,
+             "train %s --data %s --batch 32 --epochs 2 --threads 1 --distributed --comm-timeout 2 "
+             "--save %s/h.ckpt --checkpoint-every 0",
+             fx.model, fx.data, fx.dir);
+    const double t0 = now_s();
+    const int rc = run_mpi_env("CNNKIT_TEST_HANG_AT_STEP=3 CNNKIT_TEST_FAULT_RANK=1", 2, args, dout,
+                               sizeof dout);
+    const double secs = now_s() - t0;
+    char path[256];
+    snprintf(path, sizeof path, "%s/h.ckpt", fx.dir);
+    const int saved = access(path, F_OK) == 0;
+    dist_teardown(&fx);
+    cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, dout);
+    cr_assert(strstr(dout, "cnnkit: rank 0: training failed: comm: MPI_Allreduce") &&
+                  strstr(dout, "timed out after 2 s waiting for the other ranks"),
+              "%s", dout);
+    cr_assert_lt(secs, 30.0, "%.1f s:\n%s", secs, dout);
+    cr_assert(!saved, "a run that failed wrote its final checkpoint:\n%s", dout);
+    /* a rank that hangs before the ranks' start agreement (the CLI's, before the communicator) */
+    dist_setup(&fx);
+    snprintf(args, sizeof args,
+             "train %s --data %s --batch 32 --threads 1 --distributed --comm-timeout 2", fx.model,
+             fx.data);
+    const double t1 = now_s();
+    const int rc1 = run_mpi_env("CNNKIT_TEST_HANG_AT_STEP=0", 2, args, dout, sizeof dout);
+    const double secs1 = now_s() - t1;
+    dist_teardown(&fx);
+    cr_assert(rc1 != 0 && rc1 != 124 && rc1 != 137, "rc %d:\n%s", rc1, dout);
+    cr_assert(strstr(dout, "rank 0: --distributed: the ranks' start agreement timed out after 2 s"),
+              "%s", dout);
+    cr_assert_lt(secs1, 30.0, "%.1f s:\n%s", secs1, dout);
+}
+
+/* The issue's "kill one rank mid-epoch": rank 1 raises SIGKILL after model step 11 (epoch 2, step
+ * 3 of 8) of a run checkpointing each epoch: mpiexec exits non-zero naming the rank (OpenMPI's
+ * "process rank 1 ... exited on signal 9"), and the checkpoint of epoch 1 is whole: it evaluates
+ * to the validation figures epoch 1 printed (--validation-data is the test set, so evaluate
+ * computes the same thing from the checkpoint). */
+Test(cli_dist, killed_rank_ends_the_job_checkpoint_intact, .timeout = 150) {
+    dist_fx fx;
+    dist_setup(&fx);
+    char args[1024];
+    snprintf(args, sizeof args,
+             "train %s --data %s --validation-data %s --batch 32 --epochs 3 --threads 1 "
+             "--distributed --comm-timeout 20 --save %s/k.ckpt",
+             fx.model, fx.data, fx.data, fx.dir);
+    const double t0 = now_s();
+    int rc = run_mpi_env("CNNKIT_TEST_KILL_AT_STEP=11 CNNKIT_TEST_FAULT_RANK=1", 2, args, dout,
+                         sizeof dout);
+    const double secs = now_s() - t0;
+    /* mpiexec exits 137 (128 + the rank's signal): the time tells it from run_mpi's timeout */
+    cr_assert_neq(rc, 0, "%s", dout);
+    cr_assert_lt(secs, 60.0, "%.1f s (run_mpi's bound is 120 s):\n%s", secs, dout);
+    cr_assert(strstr(dout, "rank 1") && strstr(dout, "signal 9"), "%s", dout);
+    cr_assert(count_of(dout, ".ckpt (epoch ") == 1 && strstr(dout, "k.ckpt (epoch 1)"),
+              "epoch 1's checkpoint only:\n%s", dout);
+    cr_assert_eq(count_of(dout, "epoch 2/3:"), 0, "%s", dout);
+    char e1[256], ev[256], want[128], got[128];
+    line_of(dout, "epoch 1/3: ", e1, sizeof e1);
+    const char *v = strstr(e1, "val_loss ");
+    cr_assert_not_null(v, "%s", e1);
+    double vl = 0.0, va = 0.0;
+    cr_assert_eq(sscanf(v, "val_loss %lf  val_accuracy %lf", &vl, &va), 2, "%s", e1);
+    snprintf(want, sizeof want, "%.4f %.4f", va, vl);
+    snprintf(args, sizeof args, "evaluate %s --weights %s/k.ckpt --data %s", fx.model, fx.dir,
+             fx.data);
+    rc = t_run_cli(args, sout, sizeof sout);
+    dist_teardown(&fx);
+    cr_assert_eq(rc, 0, "the checkpoint does not load:\n%s", sout);
+    line_of(sout, "test accuracy: ", ev, sizeof ev);
+    double ta = 0.0, tl = 0.0;
+    cr_assert_eq(sscanf(ev, "test accuracy: %lf (%*d/%*d), test loss %lf", &ta, &tl), 2, "%s", ev);
+    snprintf(got, sizeof got, "%.4f %.4f", ta, tl);
+    cr_assert_str_eq(got, want, "epoch 1: %s\ncheckpoint: %s", e1, ev);
+}
 #else
 Test(cli_dist, no_mpi_build_refuses_the_option) {
     dist_fx fx;
@@ -236,4 +330,11 @@ Test(cli_dist, cuda_and_other_commands_refuse_the_option) {
                    sizeof dout);
     cr_assert_eq(rc, 2, "%s", dout);
     cr_assert(strstr(dout, "option '--distributed' is not one of this command's"), "%s", dout);
+    /* --comm-timeout: seconds >= 0, and only with --distributed */
+    rc = t_run_cli("train examples/seed_cnn.py --distributed --comm-timeout -1", dout, sizeof dout);
+    cr_assert_eq(rc, 2, "%s", dout);
+    cr_assert(strstr(dout, "--comm-timeout needs seconds >= 0"), "%s", dout);
+    rc = t_run_cli("train examples/seed_cnn.py --comm-timeout 5", dout, sizeof dout);
+    cr_assert_eq(rc, 2, "%s", dout);
+    cr_assert(strstr(dout, "--comm-timeout is for --distributed runs"), "%s", dout);
 }

@@ -34,6 +34,11 @@ Test(comm, errors_name_the_argument) {
     cr_assert_eq(ck_comm_rank(NULL), -1);
     cr_assert_eq(ck_comm_size(NULL), -1);
     cr_assert_eq(ck_comm_shard(NULL, 10, &dummy, &dummy), CK_STATUS_BAD_PARAM);
+    /* the timeout's checks on a live communicator (a negative or NaN value: "seconds") run in
+     * every cnnkit_mpi_dp run, which has MPI initialized */
+    cr_assert_eq(ck_comm_set_timeout(NULL, 1.0), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_comm_timeout(NULL), -1.0);
+    cr_assert_eq(ck_comm_broken(NULL), 0);
     ck_comm_destroy(NULL);
     /* detaching needs no communicator; a NULL model is refused */
     ck_model *m = NULL;
@@ -188,7 +193,7 @@ Test(comm, sync_batchnorm_two_ranks_match_one_process, .timeout = 150) {
  * global batch (the step's first sample, an exclusive scan of the shards), so 2 ranks x 64 with
  * SpatialDropout2D, Dropout and SyncBN match 1 process x 128 (measured 6.0e-8 in the loss and
  * 3.9e-7 in the weights; with every rank keyed from 0, as before, 0.11 and 0.15), and 3 uneven
- * ranks of 43, 43, 42 (7.5e-8, 2.5e-7). */
+ * ranks of 43, 43, 42 (5.2e-8, 2.8e-7). */
 Test(comm, dropout_masks_keyed_by_global_sample, .timeout = 150) {
     char out[8192];
     int rc = run_dp(2, "--dropout --global 128 --steps 20 --tol 1e-5", out, sizeof out);
@@ -201,7 +206,7 @@ Test(comm, dropout_masks_keyed_by_global_sample, .timeout = 150) {
     cr_assert_eq(rc, 0, "%s", out);
 }
 
-/* 3 ranks of 43, 43 and 42: the statistics' counts are summed too (measured 6.9e-8, 5.7e-7). */
+/* 3 ranks of 43, 43 and 42: the statistics' counts are summed too (measured 8.9e-8, 5.7e-7). */
 Test(comm, sync_batchnorm_three_uneven_ranks_match, .timeout = 150) {
     char out[8192];
     const int rc = run_dp(3, "--sync --global 128 --steps 20 --tol 1e-5", out, sizeof out);
@@ -221,8 +226,8 @@ Test(comm, batchnorm_per_rank_differs_from_one_process, .timeout = 150) {
 
 /* A rank killed mid-epoch (SIGKILL at step 5, rank 0 in the step's all-reduce): the launcher
  * stops the job with a non-zero status well inside the timeout, and the checkpoint rank 0 saved
- * after every step loads whole, at step 5. The bound here is OpenMPI's (cnnkit has no
- * collective timeout of its own yet, docs/distributed.md). */
+ * after every step loads whole, at step 5. The stop here is OpenMPI's launcher's (it sees the
+ * process die); a rank that hangs alive is caught by the collectives' timeout (below). */
 Test(comm, killed_rank_stops_the_others_checkpoint_intact, .timeout = 150) {
     char dir[] = "/tmp/cnnkit-comm-XXXXXX", path[64], args[256], out[8192];
     cr_assert_not_null(mkdtemp(dir));
@@ -245,9 +250,29 @@ Test(comm, killed_rank_stops_the_others_checkpoint_intact, .timeout = 150) {
     cr_assert(strstr(out2, "step 5"), "%s", out2);
 }
 
+/* A rank that stops answering (rank 1 sleeps before step 3; it is alive, so the launcher sees
+ * nothing wrong): with ck_comm_set_timeout 2 s, rank 0's step 3 fails after about 2 s naming the
+ * collective and the timeout, the model unchanged; the communicator is broken, so the next step
+ * fails at once with the same message; rank 0 then ends the job (MPI_Abort), which ends the
+ * sleeping rank too. Without the timeout this run would wait until run_dp's 120 s bound. */
+Test(comm, hung_rank_times_out_naming_the_collective, .timeout = 150) {
+    char out[8192];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const int rc = run_dp(2, "--global 32 --steps 8 --hang-rank 1 --timeout 2", out, sizeof out);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, out);
+    cr_assert(strstr(out, "rank 0: step 3 failed after") &&
+                  strstr(out, "timed out after 2 s waiting for the other ranks") &&
+                  strstr(out, "as expected: yes"),
+              "%s", out);
+    cr_assert_lt(secs, 30.0, "%.1f s:\n%s", secs, out);
+}
+
 /* ck_model_fit on a model with a communicator shards each shuffled global batch itself: one
  * epoch on 2 ranks (SyncBN, batch 128) and on 3 ranks (batch 32, 11/11/10) against the same fit
- * in one process (measured: loss 2.7e-8 and 1.3e-9, weights 8.9e-7 and 1.6e-7). */
+ * in one process (measured: loss 2.7e-8 and 1.2e-9, weights 8.9e-7 and 1.4e-7). */
 Test(comm, fit_shards_the_batches, .timeout = 150) {
     char out[8192];
     int rc = run_dp(2, "--fit --sync --global 128 --tol 1e-5", out, sizeof out);

@@ -42,6 +42,25 @@ int ck_comm_size(const ck_comm *comm);
  * ck_model_train_step needs n >= 1, so give every rank at least one sample. */
 ck_status ck_comm_shard(const ck_comm *comm, int total, int *first, int *count);
 
+/* How long each of cnnkit's collectives on comm (the training step's all-reduces, the SyncBN
+ * sums, the checks of ck_model_set_comm and ck_model_fit) waits for the other ranks: a rank that
+ * hangs, or dies where the launcher does not notice, makes the others fail within this time
+ * instead of waiting for ever. The collectives are non-blocking MPI calls polled against the
+ * deadline. A call that times out fails with CK_STATUS_INTERNAL and "comm: MPI_Allreduce (...)
+ * timed out after S s waiting for the other ranks ..."; the communicator is then broken: every
+ * later collective on it fails at once with the same message, ck_comm_broken says 1, and the
+ * timed-out operation may still complete and write its result (into the model's gradients, for
+ * the gradient sum), so end the job (MPI_Abort): cnnkit never aborts by itself. Local, per rank
+ * (give every rank the same value). seconds: >= 0, 0 waits for ever; the default is
+ * CK_COMM_DEFAULT_TIMEOUT_S. Errors: CK_STATUS_BAD_PARAM (NULL, orphaned, seconds < 0 or NaN:
+ * nothing changed). */
+#define CK_COMM_DEFAULT_TIMEOUT_S 300.0
+ck_status ck_comm_set_timeout(ck_comm *comm, double seconds);
+/* The collectives' timeout in seconds (0: none); -1 for NULL or an orphaned communicator. */
+double ck_comm_timeout(const ck_comm *comm);
+/* 1 once a collective on comm timed out (the communicator is broken), else 0 (also for NULL). */
+int ck_comm_broken(const ck_comm *comm);
+
 /* Collective over comm. Attaches comm to a built model on a CPU context (NULL detaches, not
  * collective). Attaching checks that every rank built the same model (parameter counts, input
  * shape, classes) and copies rank 0's parameters, BN statistics, optimizer state and step count

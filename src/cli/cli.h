@@ -36,6 +36,7 @@ typedef struct opts {
     const char *output, *arch; /* convert: B and --model */
     int distributed;           /* train --distributed: data-parallel over MPI ranks */
     int rank, ranks;           /* this process's MPI rank and their number (0 and 1 without) */
+    double comm_timeout;       /* --comm-timeout: seconds (0: none); < 0 when not given */
 } opts;
 
 /* common.c */
@@ -78,12 +79,16 @@ int cmd_convert(const opts *o);
  * why; a build without MPI refuses dist_start with EXIT_USAGE, naming the build option). */
 /* MPI_Init; o->rank and o->ranks from MPI_COMM_WORLD. */
 int dist_start(int *argc, char ***argv, opts *o);
-/* A communicator over MPI_COMM_WORLD for ctx. */
-int dist_comm(ck_context *ctx, ck_comm **comm);
+/* A communicator over MPI_COMM_WORLD for ctx, with --comm-timeout's deadline when given. */
+int dist_comm(const opts *o, ck_context *ctx, ck_comm **comm);
 /* Collective: the largest of the ranks' exit codes, so that a rank that failed to start stops
- * them all before the first collective of the fit rather than leaving the others waiting. */
+ * them all before the first collective of the fit rather than leaving the others waiting. A rank
+ * that does not come within --comm-timeout (default 300 s) ends the job (dist_abort). */
 int dist_agree(const opts *o, int rc);
 void dist_stop(void); /* MPI_Finalize */
+/* MPI_Abort(MPI_COMM_WORLD, rc): after a collective timed out (the communicator is broken),
+ * MPI_Finalize would wait for the rank that stopped answering; this ends the whole job. */
+void dist_abort(int rc);
 
 /* files.c: output files of a run */
 /* Checks before the first step that path can be written: an existing target must be a regular

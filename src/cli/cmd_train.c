@@ -55,6 +55,9 @@ typedef struct train_ui {
     /* test hook (CNNKIT_TEST_INTERRUPT, README): raise SIGINT after these model steps */
     long long raise_at[8];
     int n_raise;
+    /* test hooks of --distributed faults (CNNKIT_TEST_HANG_AT_STEP, CNNKIT_TEST_KILL_AT_STEP):
+     * this rank hangs, or kills itself, after that model step; 0: never */
+    long long hang_at, kill_at;
 } train_ui;
 
 static int on_step(void *u, const ck_fit_progress *p) {
@@ -63,6 +66,11 @@ static int on_step(void *u, const ck_fit_progress *p) {
     for (int i = 0; i < ui->n_raise; ++i)
         if (ui->raise_at[i] == step)
             raise(SIGINT);
+    if (ui->kill_at == step)
+        raise(SIGKILL);
+    if (ui->hang_at == step)
+        for (;;) /* a rank that stops answering, until the job is ended around it */
+            pause();
     if (ui->tty) {
         const int width = 24;
         int done = (int)((double)p->step / p->steps * width);
@@ -237,6 +245,21 @@ static int resume_from(const opts *o, ck_context *ctx, ck_model *m, const ck_dat
     return 0;
 }
 
+/* Whether the fault test hooks below are this rank's: rank CNNKIT_TEST_FAULT_RANK (default 1)
+ * of a --distributed run. */
+static int fault_rank(const opts *o) {
+    const char *r = getenv("CNNKIT_TEST_FAULT_RANK");
+    return o->distributed && o->rank == (r ? atoi(r) : 1);
+}
+
+/* CNNKIT_TEST_HANG_AT_STEP=0: the rank hangs before the ranks' start agreement. */
+static void hang_at_start(const opts *o) {
+    const char *h = getenv("CNNKIT_TEST_HANG_AT_STEP");
+    if (fault_rank(o) && h && atoll(h) == 0)
+        for (;;)
+            pause();
+}
+
 /* CNNKIT_TEST_INTERRUPT="k[,k...]": raise SIGINT after model step k (twice when k is listed
  * twice), to test the interrupt path deterministically (README). */
 static void test_hook(train_ui *ui) {
@@ -249,6 +272,14 @@ static void test_hook(train_ui *ui) {
         ui->raise_at[ui->n_raise++] = k;
         s = *end == ',' ? end + 1 : end;
     }
+    /* CNNKIT_TEST_HANG_AT_STEP=k / CNNKIT_TEST_KILL_AT_STEP=k: rank CNNKIT_TEST_FAULT_RANK (default
+     * 1) sleeps for ever / raises SIGKILL after model step k, for the fault tests of --distributed
+     * (docs/distributed.md) */
+    if (!fault_rank(ui->o))
+        return;
+    const char *h = getenv("CNNKIT_TEST_HANG_AT_STEP"), *k = getenv("CNNKIT_TEST_KILL_AT_STEP");
+    ui->hang_at = h ? atoll(h) : 0;
+    ui->kill_at = k ? atoll(k) : 0;
 }
 
 int cmd_train(const opts *o) {
@@ -328,9 +359,10 @@ int cmd_train(const opts *o) {
     if (!rc && o->log)
         rc = csv_open(&log, o->log, o->resume ? fs.epoch : -1, hist, epochs);
     if (o->distributed) { /* every rank gets here; then all go on or all stop */
+        hang_at_start(o);
         rc = dist_agree(o, rc);
         if (!rc)
-            rc = dist_comm(ctx, &comm);
+            rc = dist_comm(o, ctx, &comm);
         /* after --resume: every rank loaded the same file, and attaching copies rank 0's state */
         if (!rc && ck_model_set_comm(m, comm) != CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: --distributed: %s\n", ck_context_last_error(ctx));
@@ -372,6 +404,8 @@ int cmd_train(const opts *o) {
     catch_signals();
     ck_fit_options fo = {epochs, o->batch, o->seed, on_step, on_epoch, &ui, o->resume != NULL};
     ck_status st = ck_model_fit(m, &train, val.count ? &val : NULL, &fo, hist);
+    char why[1024]; /* the fit's message: the calls below clear the context's */
+    snprintf(why, sizeof why, "%s", ck_context_last_error(ctx));
     ck_model_fit_state(m, &fs);
     /* the plot: every finished epoch this run or the kept rows of a resumed log know */
     int first = 1;
@@ -379,7 +413,10 @@ int cmd_train(const opts *o) {
         ++first;
     const int shown = fs.epoch - first + 1;
     if (st != CK_STATUS_SUCCESS) {
-        fprintf(stderr, "cnnkit: training failed: %s\n", ck_context_last_error(ctx));
+        if (o->distributed)
+            fprintf(stderr, "cnnkit: rank %d: training failed: %s\n", o->rank, why);
+        else
+            fprintf(stderr, "cnnkit: training failed: %s\n", why);
         rc = EXIT_RUNTIME;
     } else if (ui.save_failed) {
         rc = EXIT_RUNTIME;
@@ -458,6 +495,10 @@ done:
     }
     unlock_path(o->save, save_lock);
     lock_file[0] = '\0';
+    /* a collective timed out: the rank that stopped answering would never join MPI_Finalize (nor
+     * the communicator's free), so the job ends here, the launcher stopping every rank */
+    if (ck_comm_broken(comm))
+        dist_abort(rc ? rc : EXIT_RUNTIME);
     free(hist);
     ck_dataset_free(&train);
     ck_dataset_free(&val);

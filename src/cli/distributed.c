@@ -1,6 +1,7 @@
 /* cnnkit train --distributed: MPI for the command line (docs/distributed.md). Only this file
  * knows MPI; in a build without it every call says so. */
 #include <stdio.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -18,19 +19,45 @@ int dist_start(int *argc, char ***argv, opts *o) {
     return 0;
 }
 
-int dist_comm(ck_context *ctx, ck_comm **comm) {
+int dist_comm(const opts *o, ck_context *ctx, ck_comm **comm) {
     MPI_Comm world = MPI_COMM_WORLD;
-    if (ck_comm_create_mpi(ctx, &world, comm) != CK_STATUS_SUCCESS) {
+    if (ck_comm_create_mpi(ctx, &world, comm) != CK_STATUS_SUCCESS ||
+        (o->comm_timeout >= 0.0 &&
+         ck_comm_set_timeout(*comm, o->comm_timeout) != CK_STATUS_SUCCESS)) {
         fprintf(stderr, "cnnkit: --distributed: %s\n", ck_context_last_error(ctx));
         return EXIT_RUNTIME;
     }
     return 0;
 }
 
+void dist_abort(int rc) {
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, rc);
+}
+
 int dist_agree(const opts *o, int rc) {
-    int all = rc;
-    if (MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+    int all = rc, done = 0;
+    MPI_Request req;
+    if (MPI_Iallreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
         return EXIT_RUNTIME;
+    /* under the deadline of --comm-timeout too: the communicator does not exist yet */
+    const double limit = o->comm_timeout >= 0.0 ? o->comm_timeout : CK_COMM_DEFAULT_TIMEOUT_S;
+    for (const double t0 = MPI_Wtime(); !done;) {
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return EXIT_RUNTIME;
+        if (done)
+            break;
+        if (limit > 0.0 && MPI_Wtime() - t0 >= limit) {
+            fprintf(stderr,
+                    "cnnkit: rank %d: --distributed: the ranks' start agreement timed out after "
+                    "%g s waiting for the other ranks (--comm-timeout)\n",
+                    o->rank, limit);
+            dist_abort(EXIT_RUNTIME);
+        }
+        const struct timespec nap = {0, 200000}; /* set-up: 0.2 ms is nothing */
+        nanosleep(&nap, NULL);
+    }
     if (all && !rc)
         fprintf(stderr, "cnnkit: rank %d: another rank failed to start (its message says why)\n",
                 o->rank);
@@ -50,8 +77,8 @@ int dist_start(int *argc, char ***argv, opts *o) {
     return EXIT_USAGE;
 }
 
-int dist_comm(ck_context *ctx, ck_comm **comm) {
-    (void)ctx, (void)comm;
+int dist_comm(const opts *o, ck_context *ctx, ck_comm **comm) {
+    (void)o, (void)ctx, (void)comm;
     return EXIT_USAGE;
 }
 
@@ -61,5 +88,9 @@ int dist_agree(const opts *o, int rc) {
 }
 
 void dist_stop(void) {}
+
+void dist_abort(int rc) {
+    (void)rc;
+}
 
 #endif

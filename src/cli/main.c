@@ -21,7 +21,7 @@ static const char *const USAGE_CMD[][2] = {
      "           [--validation-split F | --validation-data DIR] [--threads N]\n"
      "           [--conv-algo deterministic|fastest] [--math fp32|tf32]\n"
      "           [--precision fp32|tf32|bf16] (docs/precision.md; bf16: CPU only for now)\n"
-     "           [--distributed]\n"
+     "           [--distributed [--comm-timeout S]]\n"
      "           --epochs N: the total, also with --resume (default 1)\n"
      "           --save: the checkpoint, written each epoch (--checkpoint-every N: every N\n"
      "           epochs, 0: only at the end) and on SIGINT/SIGTERM (exit 130/143)\n"
@@ -38,7 +38,9 @@ static const char *const USAGE_CMD[][2] = {
      "           for conv and dense (default fp32); both no-ops on the CPU\n"
      "           --distributed: under `mpirun -np N`, data-parallel on N CPU ranks (a build\n"
      "           with MPI; docs/distributed.md): --batch is the global batch, each rank\n"
-     "           trains on its share; rank 0 prints and writes --save, --log, --plot\n"},
+     "           trains on its share; rank 0 prints and writes --save, --log, --plot\n"
+     "           --comm-timeout S: a rank waits S seconds at most for the others in a\n"
+     "           collective (default 300, 0: for ever), then the job ends, exit non-zero\n"},
     {"evaluate", "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
                  "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"},
     {"predict", "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
@@ -121,6 +123,7 @@ static const opt_spec OPTS[] = {
     {"--math", TRAIN, 1},
     {"--precision", TRAIN | EVALUATE | PREDICT, 1},
     {"--distributed", TRAIN, 0},
+    {"--comm-timeout", TRAIN, 1},
     {"--weights", EVALUATE | PREDICT, 1},
     {"--count", PREDICT, 1},
     {"--json", CHECK, 0},
@@ -163,6 +166,7 @@ static int parse_args(int argc, char **argv, opts *o) {
     o->batches = 20;
     o->checkpoint_every = -1;
     o->ranks = 1;
+    o->comm_timeout = -1.0;
     if (argc < 2)
         return -1;
     o->cmd = argv[1];
@@ -311,6 +315,15 @@ static int parse_args(int argc, char **argv, opts *o) {
                 o->bn_momentum = (float)mv;
             else
                 o->val_split = mv;
+        } else if (!strcmp(a, "--comm-timeout")) {
+            char *end;
+            const double t = strtod(v, &end);
+            if (*end || !*v || !(t >= 0.0 && t <= 1e9)) {
+                fprintf(stderr,
+                        "cnnkit: --comm-timeout needs seconds >= 0 (0: no timeout), got '%s'\n", v);
+                return -1;
+            }
+            o->comm_timeout = t;
         } else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
@@ -332,6 +345,10 @@ static int parse_args(int argc, char **argv, opts *o) {
     }
     if (!o->model) {
         fprintf(stderr, "cnnkit: %s: no MODEL given\n", o->cmd);
+        return -1;
+    }
+    if (o->comm_timeout >= 0.0 && !o->distributed) {
+        fprintf(stderr, "cnnkit: %s: --comm-timeout is for --distributed runs\n", o->cmd);
         return -1;
     }
     return 0;

@@ -25,6 +25,12 @@
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
  *   --bad-rank R   rank R gives a NaN input at step 3: every rank must fail that step, unchanged,
  *                  and train on afterwards (the single process skips that batch too)
+ *   --hang-rank R  rank R stops answering before step 3 (sleeps for ever); with --timeout S the
+ *                  others' step 3 must fail within about S seconds naming the timeout, the
+ *                  communicator be broken, and a step after it fail at once with the same
+ *                  message; they then end the job with MPI_Abort (exit 3)
+ *   --timeout S    ck_comm_set_timeout(comm, S) on every rank
+ * Every run also checks ck_comm_set_timeout's arguments on its communicator.
  */
 #include <cnnkit/comm.h>
 #include <cnnkit/data.h>
@@ -36,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define H 8
 #define W 8
@@ -167,8 +174,8 @@ static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
 int main(int argc, char **argv) {
     int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1;
     const char *save = NULL, *load = NULL;
-    int kill_rank = -1, use_fit = 0, fit_other = 0;
-    double tol = 1e-5;
+    int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1;
+    double tol = 1e-5, timeout = -1.0;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--global") && i + 1 < argc)
             global = atoi(argv[++i]);
@@ -184,6 +191,10 @@ int main(int argc, char **argv) {
             save = argv[++i];
         else if (!strcmp(argv[i], "--bad-rank") && i + 1 < argc)
             bad_rank = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--hang-rank") && i + 1 < argc)
+            hang_rank = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
+            timeout = atof(argv[++i]);
         else if (!strcmp(argv[i], "--bn"))
             bn = 1;
         else if (!strcmp(argv[i], "--sync"))
@@ -228,6 +239,26 @@ int main(int argc, char **argv) {
     ck_context_set_cpu_threads(ctx, 1); /* the ranks share the cores */
     if ((st = ck_comm_create_mpi(ctx, &world, &comm)) != CK_STATUS_SUCCESS) {
         bad = fail(ctx, "ck_comm_create_mpi", st);
+        goto done;
+    }
+    /* the timeout's arguments: the default, a negative or NaN value refused naming the argument
+     * and changing nothing, 0 (no timeout) taken */
+    if (ck_comm_timeout(comm) != CK_COMM_DEFAULT_TIMEOUT_S ||
+        ck_comm_set_timeout(comm, -1.0) != CK_STATUS_BAD_PARAM ||
+        !strstr(ck_context_last_error(ctx), "seconds: -1 (must be >= 0") ||
+        ck_comm_set_timeout(comm, NAN) != CK_STATUS_BAD_PARAM ||
+        !strstr(ck_context_last_error(ctx), "seconds:") ||
+        ck_comm_timeout(comm) != CK_COMM_DEFAULT_TIMEOUT_S ||
+        ck_comm_set_timeout(comm, 0.0) != CK_STATUS_SUCCESS || ck_comm_timeout(comm) != 0.0 ||
+        ck_comm_set_timeout(comm, CK_COMM_DEFAULT_TIMEOUT_S) != CK_STATUS_SUCCESS ||
+        ck_comm_broken(comm)) {
+        fprintf(stderr, "dp_train: rank %d: ck_comm_set_timeout's checks failed: %s\n", rank,
+                ck_context_last_error(ctx));
+        bad = 1;
+        goto done;
+    }
+    if (timeout >= 0.0 && (st = ck_comm_set_timeout(comm, timeout)) != CK_STATUS_SUCCESS) {
+        bad = fail(ctx, "ck_comm_set_timeout", st);
         goto done;
     }
     int first = 0, count = 0;
@@ -324,8 +355,35 @@ int main(int argc, char **argv) {
             fflush(stdout);
             raise(SIGKILL);
         }
+        if (rank == hang_rank && s == 3) {
+            fflush(stdout);
+            for (;;) /* a rank that stops answering; the others end the job */
+                sleep(1);
+        }
         ck_step_result r;
+        const long long before = ck_model_step(m);
+        const double t0 = MPI_Wtime();
         st = ck_model_train_step(m, xb, yb, count, &r);
+        if (hang_rank >= 0 && s == 3) { /* timed out, broken, and the next call fails at once */
+            const double waited = MPI_Wtime() - t0;
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", ck_context_last_error(ctx));
+            const int unchanged = ck_model_step(m) == before;
+            const double t1 = MPI_Wtime();
+            const ck_status again = ck_model_train_step(m, xb, yb, count, &r);
+            const double waited2 = MPI_Wtime() - t1;
+            const int ok = st == CK_STATUS_INTERNAL && strstr(msg, "timed out after") &&
+                           ck_comm_broken(comm) && again == CK_STATUS_INTERNAL &&
+                           strstr(ck_context_last_error(ctx), msg) && unchanged &&
+                           ck_model_step(m) == before;
+            printf("dp_train: rank %d: step 3 failed after %.2f s: %s\n"
+                   "dp_train: rank %d: broken %d; the next step failed after %.4f s: %s; "
+                   "as expected: %s\n",
+                   rank, waited, msg, rank, ck_comm_broken(comm), waited2,
+                   ck_context_last_error(ctx), ok ? "yes" : "NO");
+            fflush(stdout);
+            MPI_Abort(MPI_COMM_WORLD, ok ? 3 : 4);
+        }
         if (bad_rank >= 0 && s == 3) { /* every rank fails this step and changes nothing */
             if (st == CK_STATUS_SUCCESS) {
                 fprintf(stderr, "dp_train: rank %d: step 3 succeeded despite rank %d's NaN\n", rank,

@@ -3,16 +3,30 @@
  * creating a communicator fails with a message. */
 #include "comm_internal.h"
 
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
 #ifdef CNNKIT_HAVE_MPI
 #include <mpi.h>
+#include <sched.h>
+#include <time.h>
 #endif
 
 struct ck_comm {
     ck_handle link; /* in the context's list (internal.h) */
     ck_context *ctx;
     int rank, size;
+    double timeout_s; /* how long a collective waits for the other ranks; 0: for ever */
+    int broken;       /* a collective timed out: every later one fails at once, with why */
+    char why[CK_ERR_LEN];
 #ifdef CNNKIT_HAVE_MPI
     MPI_Comm mpi; /* cnnkit's duplicate, MPI_COMM_NULL once freed */
+    /* The small packets (sums, minima, the scan, the step count) go through this buffer of the
+     * communicator rather than the caller's (often its stack): a timed-out operation may still
+     * complete later and write its result, and then it writes here. */
+    void *stage; /* never freed once broken: an operation that failed may still write it */
+    size_t stage_cap;
 #endif
 };
 
@@ -36,6 +50,25 @@ ck_context *ck_comm_context(const ck_comm *c) {
     return c ? c->ctx : NULL;
 }
 
+CK_API ck_status ck_comm_set_timeout(ck_comm *c, double seconds) {
+    if (!c || !c->ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(c->ctx);
+    if (!(seconds >= 0.0))
+        return ck_fail(c->ctx, CK_STATUS_BAD_PARAM, "seconds: %g (must be >= 0; 0 waits for ever)",
+                       seconds);
+    c->timeout_s = seconds;
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API double ck_comm_timeout(const ck_comm *c) {
+    return c && c->ctx ? c->timeout_s : -1.0;
+}
+
+CK_API int ck_comm_broken(const ck_comm *c) {
+    return c ? c->broken : 0;
+}
+
 CK_API ck_status ck_comm_shard(const ck_comm *c, int total, int *first, int *count) {
     if (!c || !c->ctx)
         return CK_STATUS_BAD_PARAM;
@@ -57,9 +90,15 @@ CK_API ck_status ck_comm_shard(const ck_comm *c, int total, int *first, int *cou
 static void free_mpi(ck_comm *c) {
     int fin = 0;
     MPI_Finalized(&fin);
-    if (!fin && c->mpi != MPI_COMM_NULL)
+    /* a broken communicator is only forgotten: freeing it is collective in spirit, and a rank
+     * that stopped answering would not take part */
+    if (!fin && c->mpi != MPI_COMM_NULL && !c->broken)
         MPI_Comm_free(&c->mpi);
     c->mpi = MPI_COMM_NULL;
+    if (!c->broken)
+        ck_host_free(c->ctx, c->stage);
+    c->stage = NULL;
+    c->stage_cap = 0;
 }
 
 static ck_status mpi_fail(const ck_comm *c, int err, const char *what) {
@@ -72,12 +111,94 @@ static ck_status mpi_fail(const ck_comm *c, int err, const char *what) {
                    c->rank, c->size, msg);
 }
 
+/* A failed collective leaves the ranks out of step (some may have finished it, some not), so
+ * the communicator is broken by any failure, not only a timeout: later collectives repeat its
+ * message at once instead of waiting on ranks that are elsewhere. */
+static ck_status broken_by(const ck_comm *cc, ck_status st) {
+    ck_comm *c = (ck_comm *)cc;
+    c->broken = 1;
+    snprintf(c->why, sizeof c->why, "%s", c->ctx->err);
+    return st;
+}
+
+/* Polling: MPI_Test this many times back to back, then yield the core between tries (a cheap
+ * system call when nothing else wants the core; when the ranks share the cores, as blocking
+ * MPI does when oversubscribed, it lets the rank being waited for run), and sleep a millisecond
+ * per try once a wait has lasted a second (a rank that late makes 1 ms nothing to notice). */
+#define CK_COMM_SPIN 64
+#define CK_COMM_NAP_AFTER_S 1.0
+
+/* Completes the started operation *req against the communicator's deadline. On a timeout the
+ * communicator is broken: the operation stays started (MPI cannot cancel a collective) and every
+ * later collective fails at once with the same message. The library never aborts: ending the
+ * job (MPI_Abort) is the caller's choice. */
+static ck_status comm_wait(const ck_comm *cc, MPI_Request *req, const char *what) {
+    ck_comm *c = (ck_comm *)cc; /* the collectives take a const communicator; its health is not
+                                 * part of what they read */
+    int done = 0, e = MPI_SUCCESS;
+    if (!(c->timeout_s > 0.0) || isinf(c->timeout_s)) {
+        e = MPI_Wait(req, MPI_STATUS_IGNORE);
+        return e == MPI_SUCCESS ? CK_STATUS_SUCCESS : broken_by(c, mpi_fail(c, e, what));
+    }
+    const double t0 = MPI_Wtime();
+    for (long tries = 0;; ++tries) {
+        e = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (e != MPI_SUCCESS)
+            return broken_by(c, mpi_fail(c, e, what));
+        if (done)
+            return CK_STATUS_SUCCESS;
+        if (tries < CK_COMM_SPIN)
+            continue;
+        const double waited = MPI_Wtime() - t0;
+        if (waited >= c->timeout_s)
+            break;
+        if (waited < CK_COMM_NAP_AFTER_S) {
+            sched_yield();
+        } else {
+            const struct timespec nap = {0, 1000000};
+            nanosleep(&nap, NULL);
+        }
+    }
+    snprintf(c->why, sizeof c->why,
+             "comm: %s timed out after %g s waiting for the other ranks (rank %d of %d waited; "
+             "another rank hung, died or stopped calling the collectives); the communicator is "
+             "broken: end the job (MPI_Abort)",
+             what, c->timeout_s, c->rank, c->size);
+    c->broken = 1;
+    return ck_fail(c->ctx, CK_STATUS_INTERNAL, "%s", c->why);
+}
+
+/* A broken communicator fails every collective at once, saying why. */
+#define CK_COMM_LIVE(c)                                                                            \
+    do {                                                                                           \
+        if ((c)->broken)                                                                           \
+            return ck_fail((c)->ctx, CK_STATUS_INTERNAL, "%s", (c)->why);                          \
+    } while (0)
+
+/* Starts a non-blocking operation (call, with &req_ in it) and waits for it against the
+ * deadline. */
 #define CK_MPI(c, call, what)                                                                      \
     do {                                                                                           \
+        MPI_Request req_ = MPI_REQUEST_NULL;                                                       \
         const int e_ = (call);                                                                     \
         if (e_ != MPI_SUCCESS)                                                                     \
-            return mpi_fail((c), e_, (what));                                                      \
+            return broken_by((c), mpi_fail((c), e_, (what)));                                      \
+        CK_TRY(comm_wait((c), &req_, (what)));                                                     \
     } while (0)
+
+/* The communicator's stage, at least bytes long. */
+static ck_status stage(const ck_comm *cc, size_t bytes, void **out) {
+    ck_comm *c = (ck_comm *)cc;
+    if (bytes > c->stage_cap) {
+        void *p = ck_host_realloc(c->ctx, c->stage, bytes);
+        if (!p)
+            return ck_host_oom(c->ctx, "comm: packet buffer", bytes);
+        c->stage = p;
+        c->stage_cap = bytes;
+    }
+    *out = c->stage;
+    return CK_STATUS_SUCCESS;
+}
 
 static void comm_orphan(ck_handle *h) {
     ck_comm *c = (ck_comm *)h;
@@ -108,6 +229,7 @@ CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_co
     if (!c)
         return ck_host_oom(ctx, "comm", sizeof *c);
     c->ctx = ctx;
+    c->timeout_s = CK_COMM_DEFAULT_TIMEOUT_S;
     c->mpi = MPI_COMM_NULL;
     int e = MPI_Comm_dup(*(const MPI_Comm *)mpi_comm, &c->mpi);
     if (e == MPI_SUCCESS)
@@ -138,53 +260,74 @@ CK_API void ck_comm_destroy(ck_comm *c) {
 }
 
 /* The float collectives go in buckets: MPI counts are ints, and a bucket bounds the temporary
- * memory some MPI algorithms take. */
+ * memory some MPI algorithms take. They work in place in the caller's buffer (the gradients:
+ * too large to stage). */
 ck_status ck_comm_sum_f32(const ck_comm *c, float *buf, size_t count) {
+    CK_COMM_LIVE(c);
     for (size_t at = 0; at < count; at += CK_COMM_BUCKET) {
         const size_t k = count - at < CK_COMM_BUCKET ? count - at : CK_COMM_BUCKET;
-        CK_MPI(c, MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)k, MPI_FLOAT, MPI_SUM, c->mpi),
+        CK_MPI(c, MPI_Iallreduce(MPI_IN_PLACE, buf + at, (int)k, MPI_FLOAT, MPI_SUM, c->mpi, &req_),
                "MPI_Allreduce (gradients)");
     }
     return CK_STATUS_SUCCESS;
 }
 
-ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count) {
-    CK_MPI(c, MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_DOUBLE, MPI_SUM, c->mpi),
-           "MPI_Allreduce (sum)");
+/* An all-reduce of a small packet through the stage. */
+static ck_status allreduce_staged(const ck_comm *c, void *buf, int count, size_t size,
+                                  MPI_Datatype type, MPI_Op op, const char *what) {
+    CK_COMM_LIVE(c);
+    void *s = NULL;
+    CK_TRY(stage(c, (size_t)count * size, &s));
+    memcpy(s, buf, (size_t)count * size);
+    CK_MPI(c, MPI_Iallreduce(MPI_IN_PLACE, s, count, type, op, c->mpi, &req_), what);
+    memcpy(buf, s, (size_t)count * size);
     return CK_STATUS_SUCCESS;
 }
 
+ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count) {
+    return allreduce_staged(c, buf, count, sizeof *buf, MPI_DOUBLE, MPI_SUM, "MPI_Allreduce (sum)");
+}
+
 ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count) {
-    CK_MPI(c, MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_LONG_LONG, MPI_MIN, c->mpi),
-           "MPI_Allreduce (min)");
-    return CK_STATUS_SUCCESS;
+    return allreduce_staged(c, buf, count, sizeof *buf, MPI_LONG_LONG, MPI_MIN,
+                            "MPI_Allreduce (min)");
+}
+
+ck_status ck_comm_max_i64(const ck_comm *c, long long *buf, int count) {
+    return allreduce_staged(c, buf, count, sizeof *buf, MPI_LONG_LONG, MPI_MAX,
+                            "MPI_Allreduce (max)");
 }
 
 ck_status ck_comm_exscan_i64(const ck_comm *c, long long v, long long *before) {
     *before = 0; /* MPI leaves rank 0's result undefined */
-    long long r = 0;
-    CK_MPI(c, MPI_Exscan(&v, &r, 1, MPI_LONG_LONG, MPI_SUM, c->mpi), "MPI_Exscan");
+    CK_COMM_LIVE(c);
+    void *p = NULL;
+    CK_TRY(stage(c, 2 * sizeof(long long), &p));
+    long long *s = (long long *)p;
+    s[0] = v;
+    s[1] = 0;
+    CK_MPI(c, MPI_Iexscan(s, s + 1, 1, MPI_LONG_LONG, MPI_SUM, c->mpi, &req_), "MPI_Exscan");
     if (ck_comm_rank(c) > 0)
-        *before = r;
-    return CK_STATUS_SUCCESS;
-}
-
-ck_status ck_comm_max_i64(const ck_comm *c, long long *buf, int count) {
-    CK_MPI(c, MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_LONG_LONG, MPI_MAX, c->mpi),
-           "MPI_Allreduce (max)");
+        *before = s[1];
     return CK_STATUS_SUCCESS;
 }
 
 ck_status ck_comm_bcast_f32(const ck_comm *c, float *buf, size_t count) {
+    CK_COMM_LIVE(c);
     for (size_t at = 0; at < count; at += CK_COMM_BUCKET) {
         const size_t k = count - at < CK_COMM_BUCKET ? count - at : CK_COMM_BUCKET;
-        CK_MPI(c, MPI_Bcast(buf + at, (int)k, MPI_FLOAT, 0, c->mpi), "MPI_Bcast");
+        CK_MPI(c, MPI_Ibcast(buf + at, (int)k, MPI_FLOAT, 0, c->mpi, &req_), "MPI_Bcast");
     }
     return CK_STATUS_SUCCESS;
 }
 
 ck_status ck_comm_bcast_i64(const ck_comm *c, long long *buf, int count) {
-    CK_MPI(c, MPI_Bcast(buf, count, MPI_LONG_LONG, 0, c->mpi), "MPI_Bcast");
+    CK_COMM_LIVE(c);
+    void *s = NULL;
+    CK_TRY(stage(c, (size_t)count * sizeof *buf, &s));
+    memcpy(s, buf, (size_t)count * sizeof *buf);
+    CK_MPI(c, MPI_Ibcast(s, count, MPI_LONG_LONG, 0, c->mpi, &req_), "MPI_Bcast");
+    memcpy(buf, s, (size_t)count * sizeof *buf);
     return CK_STATUS_SUCCESS;
 }
 

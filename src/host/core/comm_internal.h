@@ -1,7 +1,9 @@
 /* The communicator's collectives for the layers above core (comm.c): the executor's training
  * step and the model's attach. Each is collective over the communicator; every one returns a
  * status, with a message naming the MPI call in the communicator's context on failure (MPI's
- * errors are returned on cnnkit's duplicate, never fatal). */
+ * errors are returned on cnnkit's duplicate, never fatal). Each waits for the other ranks at most
+ * the communicator's timeout (ck_comm_set_timeout); after a timeout or an MPI error the
+ * communicator is broken and every one fails at once with that message. */
 #ifndef CNNKIT_COMM_INTERNAL_H
 #define CNNKIT_COMM_INTERNAL_H
 

@@ -137,12 +137,13 @@ static ck_status check_ranks(ck_model *m, const ck_fit_options *o, uint64_t seed
     return CK_STATUS_SUCCESS;
 }
 
-/* A callback's stop on any rank stops every rank (they stay in step). */
-static int agree_stop(const ck_model *m, int stop) {
-    long long v = stop != 0;
-    if (m->comm && ck_comm_max_i64(m->comm, &v, 1) != CK_STATUS_SUCCESS)
-        return 1;
-    return (int)v;
+/* A callback's stop on any rank stops every rank (they stay in step). A failed agreement (a
+ * timed-out collective) fails the fit: it is no stop a caller asked for. */
+static ck_status agree_stop(const ck_model *m, int *stop) {
+    long long v = *stop != 0;
+    CK_TRY(ck_comm_max_i64(m->comm, &v, 1));
+    *stop = (int)v;
+    return CK_STATUS_SUCCESS;
 }
 
 CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
@@ -260,7 +261,7 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
                 stop = o.on_step(o.user, &p);
             }
             if (m->comm)
-                stop = agree_stop(m, stop);
+                st = agree_stop(m, &stop);
         }
         if (st != CK_STATUS_SUCCESS || (stop && s < steps))
             break; /* an unfinished epoch: no validation, no history entry */
@@ -291,7 +292,7 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
         if (o.on_epoch && o.on_epoch(o.user, &er))
             stop = 1;
         if (m->comm)
-            stop = agree_stop(m, stop);
+            st = agree_stop(m, &stop);
     }
     ck_host_free(ctx, perm);
     ck_host_free(ctx, xb);
