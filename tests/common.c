@@ -237,6 +237,38 @@ int t_run_prog(const char *prog, const char *args, char *out, size_t len) {
     return WEXITSTATUS(st);
 }
 
+#ifdef CNNKIT_HAVE_MPI
+int t_run_mpiexec(const char *env, int ranks, const char *prog, const char *args, char *out,
+                  size_t len) {
+    if (access(prog, X_OK) != 0 || access(CNNKIT_MPIEXEC, X_OK) != 0)
+        cr_skip("%s or mpiexec is not here (a relocated test bundle)", prog);
+    char cmd[2048], asan[512] = "";
+    /* Under `make test-asan` OpenMPI's own allocations are suppressed (.ci/lsan.supp): its
+     * components stay loaded and the stacks are unwound in full, so that they match. */
+    const char *ao = getenv("ASAN_OPTIONS");
+    if (ao)
+        snprintf(asan, sizeof asan,
+                 "ASAN_OPTIONS='%s:fast_unwind_on_malloc=0' "
+                 "OMPI_MCA_mca_base_component_disable_dlclose=1 "
+                 "PMIX_MCA_mca_base_component_disable_dlclose=1 ",
+                 ao);
+    /* root in CI containers: OpenMPI refuses root without the two variables; the single-copy
+     * mechanism (CMA) is often not permitted in containers */
+    snprintf(cmd, sizeof cmd,
+             "%s%s OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+             "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 "
+             "timeout -k 5 120 '%s' --oversubscribe -np %d '%s' %s 2>&1",
+             asan, env, CNNKIT_MPIEXEC, ranks, prog, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    const int st = pclose(p);
+    cr_assert(WIFEXITED(st), "mpiexec did not exit normally:\n%s", out);
+    return WEXITSTATUS(st);
+}
+#endif
+
 int t_run_cli(const char *args, char *out, size_t len) {
     return t_run_prog(CNNKIT_CLI_PATH, args, out, len);
 }

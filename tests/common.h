@@ -67,6 +67,14 @@ extern const char t_seed_cnn_text[];
  * here). t_run_cli runs the cnnkit CLI. */
 int t_run_prog(const char *prog, const char *args, char *out, size_t len);
 int t_run_cli(const char *args, char *out, size_t len);
+#ifdef CNNKIT_HAVE_MPI
+/* env mpiexec -np ranks prog args (env: "VAR=value " words, may be ""), bounded by a 120 s
+ * timeout so that a hang fails, with the settings CI's root containers and `make test-asan`
+ * need; returns the exit status, stdout+stderr in out (cr_skip when prog or mpiexec is not
+ * here). */
+int t_run_mpiexec(const char *env, int ranks, const char *prog, const char *args, char *out,
+                  size_t len);
+#endif
 
 /* fuzz/fuzz_checkpoint.c's model text (the fuzz corpora fit it). */
 extern const char T_FUZZ_MODEL[];

@@ -110,30 +110,9 @@ static char dout[32768], sout[32768];
 
 #ifdef CNNKIT_HAVE_MPI
 /* mpiexec -np ranks cnnkit ARGS, bounded (a hang fails), with the settings CI's root containers
- * need (as tests/test_comm.c's run_dp). */
+ * need (t_run_mpiexec). */
 static int run_mpi_env(const char *env, int ranks, const char *args, char *out, size_t len) {
-    if (access(CNNKIT_CLI_PATH, X_OK) != 0 || access(CNNKIT_MPIEXEC, X_OK) != 0)
-        cr_skip("cnnkit or mpiexec is not here (a relocated test bundle)");
-    char cmd[2048], asan[512] = "";
-    const char *ao = getenv("ASAN_OPTIONS");
-    if (ao)
-        snprintf(asan, sizeof asan,
-                 "ASAN_OPTIONS='%s:fast_unwind_on_malloc=0' "
-                 "OMPI_MCA_mca_base_component_disable_dlclose=1 "
-                 "PMIX_MCA_mca_base_component_disable_dlclose=1 ",
-                 ao);
-    snprintf(cmd, sizeof cmd,
-             "%s%s OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-             "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 "
-             "timeout -k 5 120 '%s' --oversubscribe -np %d '%s' %s 2>&1",
-             asan, env, CNNKIT_MPIEXEC, ranks, CNNKIT_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, len - 1, p);
-    out[n] = '\0';
-    const int st = pclose(p);
-    cr_assert(WIFEXITED(st), "mpiexec did not exit normally:\n%s", out);
-    return WEXITSTATUS(st);
+    return t_run_mpiexec(env, ranks, CNNKIT_CLI_PATH, args, out, len);
 }
 
 static int run_mpi(int ranks, const char *args, char *out, size_t len) {

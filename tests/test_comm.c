@@ -115,32 +115,7 @@ Test(comm, sync_batchnorm_alone_is_batchnorm) {
 /* Runs dp_train on `ranks` processes (oversubscribed: CI has 2 cores), bounded by a timeout so
  * that a hang fails instead of stalling the suite; returns its exit status, output in out. */
 static int run_dp(int ranks, const char *args, char *out, size_t len) {
-    if (access(CNNKIT_MPI_DP_PATH, X_OK) != 0 || access(CNNKIT_MPIEXEC, X_OK) != 0)
-        cr_skip("cnnkit_mpi_dp or mpiexec is not here (a relocated test bundle)");
-    char cmd[2048], asan[512] = "";
-    /* Under `make test-asan` OpenMPI's own allocations are suppressed (.ci/lsan.supp): its
-     * components stay loaded and the stacks are unwound in full, so that they match. */
-    const char *ao = getenv("ASAN_OPTIONS");
-    if (ao)
-        snprintf(asan, sizeof asan,
-                 "ASAN_OPTIONS='%s:fast_unwind_on_malloc=0' "
-                 "OMPI_MCA_mca_base_component_disable_dlclose=1 "
-                 "PMIX_MCA_mca_base_component_disable_dlclose=1 ",
-                 ao);
-    /* root in CI containers: OpenMPI refuses root without the two variables; the single-copy
-     * mechanism (CMA) is often not permitted in containers */
-    snprintf(cmd, sizeof cmd,
-             "%sOMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-             "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 "
-             "timeout -k 5 120 '%s' --oversubscribe -np %d '%s' %s 2>&1",
-             asan, CNNKIT_MPIEXEC, ranks, CNNKIT_MPI_DP_PATH, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, len - 1, p);
-    out[n] = '\0';
-    const int st = pclose(p);
-    cr_assert(WIFEXITED(st), "mpiexec did not exit normally:\n%s", out);
-    return WEXITSTATUS(st);
+    return t_run_mpiexec("", ranks, CNNKIT_MPI_DP_PATH, args, out, len);
 }
 
 /* 2 ranks x 16 == 1 process x 32, for 20 steps: the losses and weights to 1e-5 (measured about

@@ -160,7 +160,7 @@ static json_t *functional_layers(ck_model *m, const char *in_name, char *err, si
     const int n = ck_model_num_layers(m);
     int in_h = 0, in_w = 0, in_c = 0;
     ck_kio_model_input(m, &in_h, &in_w, &in_c);
-    int order[CK_MAX_LAYERS], flat[CK_MAX_LAYERS] = {0};
+    int order[CK_MAX_LAYERS];
     ck_kio_keras_order(m, order);
     json_t *layers = json_array();
     json_t *in = input_layer(in_name, in_h, in_w, in_c);
@@ -190,8 +190,7 @@ static json_t *functional_layers(ck_model *m, const char *in_name, char *err, si
                 ck_model_layer_desc(m, ins[t], &s);
                 snprintf(src, sizeof src, "%s", s.name);
                 ck_model_layer_shape(m, ins[t], &h, &w, &c);
-                fl = flat[ins[t]];
-                flat[i] |= fl;
+                fl = ck_model_layer_is_flat(m, ins[t]);
             }
             json_t *ten = json_pack(
                 "{s:s, s:{s:o, s:s, s:[sii]}}", "class_name", "__keras_tensor__", "config", "shape",
@@ -204,7 +203,6 @@ static json_t *functional_layers(ck_model *m, const char *in_name, char *err, si
                 one_shape = tensor_shape(fl, h, w, c);
             }
         }
-        flat[i] |= k && (k->flags & CK_LK_FLATTENS);
         if (!e) {
             json_decref(args), json_decref(shapes), json_decref(one), json_decref(one_shape);
             json_decref(layers);
@@ -243,12 +241,7 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
     const int n = ck_model_num_layers(m);
     int in_h = 0, in_w = 0, in_c = 0;
     ck_kio_model_input(m, &in_h, &in_w, &in_c);
-    int graph = 0;
-    for (int i = 0; i < n; ++i) {
-        ck_layer_desc d;
-        ck_model_layer_desc(m, i, &d);
-        graph |= d.num_inputs > 0;
-    }
+    const int graph = ck_kio_model_is_graph(m);
     char in_name[64], out_name[64] = "";
     input_name(m, in_name, sizeof in_name);
     if (n > 0) {

@@ -47,17 +47,15 @@ void ck_kio_keras_order(const ck_model *m, int *order) {
     static const walk zero;
     walk W = zero;
     W.n = ck_model_num_layers(m);
-    int graph = 0;
+    for (int i = 0; i < W.n; ++i)
+        order[i] = i;
+    if (!ck_kio_model_is_graph(m) || W.n == 0)
+        return; /* Sequential: the layers as added */
     for (int i = 0; i < W.n; ++i) {
         ck_layer_desc d;
         ck_model_layer_desc(m, i, &d);
-        graph |= d.num_inputs > 0;
         W.nin[i] = ck_kio_layer_inputs(&d, i, W.in[i]);
     }
-    for (int i = 0; i < W.n; ++i)
-        order[i] = i;
-    if (!graph || W.n == 0)
-        return; /* Sequential: the layers as added */
     for (int v = 0; v <= W.n; ++v)
         W.seen[v] = -1;
     visit(&W, W.n - 1);

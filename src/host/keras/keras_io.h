@@ -70,6 +70,8 @@ ck_status ck_kio_opt_set(ck_model *m, const ck_kio_opt *o);
  */
 void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c);
 void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o);
+/* A built model whose layers name their inputs (a Functional config), not a Sequential stack. */
+int ck_kio_model_is_graph(const ck_model *m);
 /* Layer i's weight arrays in Keras order, with their Keras shapes (layer.h); returns how many. */
 int ck_kio_layer_specs(const ck_model *m, int i, ck_param_spec *spec);
 

@@ -9,6 +9,10 @@ void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c) {
     *c = m->in_c;
 }
 
+int ck_kio_model_is_graph(const ck_model *m) {
+    return m->graph;
+}
+
 void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o) {
     *o = m->opt;
 }
