@@ -218,8 +218,9 @@ EOF
 }
 
 # sonames our binaries need that cannot be found: ldd's "not found", and libraries cuDNN opens
-# itself (DLOPENED: nvrtc for its runtime-compiled engines) that no folder of the path holds
-DLOPENED=(libnvrtc.so.13)
+# itself (DLOPENED: nvrtc for its runtime-compiled engines; NCCL, which cnnkit opens for its
+# GPU communicator: nvidia-nccl-cu13 in a torch install) that no folder of the path holds
+DLOPENED=(libnvrtc.so.13 libnccl.so.2)
 unresolved() {
   local b so d found
   for b in "$TESTS_BIN" "$BENCH_BIN" "$OPS_BENCH_BIN" "$TRAIN_BENCH_BIN" "$CLI_BIN"; do

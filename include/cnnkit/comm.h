@@ -1,11 +1,13 @@
 /*
  * cnnkit communicator: data-parallel training over MPI (docs/distributed.md).
  *
- * A ck_comm wraps an MPI communicator for CPU contexts. A model with a communicator attached
- * (ck_model_set_comm) trains data-parallel: every rank calls ck_model_train_step with its shard
- * of the global batch (ck_comm_shard), the gradients are summed across the ranks, and every rank
- * applies the same optimizer update (or, when any rank's step fails, none). The calls that say
- * "collective" must be made by every rank of the communicator, in the same order.
+ * A ck_comm wraps an MPI communicator for CPU contexts, and an NCCL communicator for CUDA contexts
+ * (its id sent over MPI by ck_comm_create_mpi, or by the caller: ck_comm_create_nccl). A model with
+ * a communicator attached (ck_model_set_comm) trains data-parallel: every rank calls
+ * ck_model_train_step with its shard of the global batch (ck_comm_shard), the gradients are summed
+ * across the ranks, and every rank applies the same optimizer update (or, when any rank's step
+ * fails, none). The calls that say "collective" must be made by every rank of the communicator, in
+ * the same order.
  *
  * Builds without MPI (CNNKIT_MPI=OFF, or no MPI found) have the same calls: creating a
  * communicator fails with CK_STATUS_NOT_SUPPORTED and a message saying so.
@@ -25,12 +27,34 @@ typedef struct ck_comm ck_comm;
 int ck_comm_mpi_available(void);
 
 /* Collective. A communicator over the MPI communicator *mpi_comm (an MPI_Comm, passed by address
- * so that this header needs no mpi.h), for a CPU context. cnnkit duplicates it (MPI_Comm_dup,
- * its errors returned, not fatal), so the caller's communicator stays the caller's. MPI must be
- * initialized and stay so until ck_comm_destroy. Errors: CK_STATUS_NOT_SUPPORTED (no MPI in this
- * build; a CUDA context: the NCCL path is not built), CK_STATUS_BAD_PARAM (NULL argument, MPI
- * not initialized). */
+ * so that this header needs no mpi.h). For a CPU context cnnkit duplicates it (MPI_Comm_dup, its
+ * errors returned, not fatal), so the caller's communicator stays the caller's; MPI must be
+ * initialized and stay so until ck_comm_destroy. For a CUDA context the communicator is NCCL's:
+ * rank 0 makes the NCCL id and sends it over MPI (under the default timeout), each rank joins
+ * with its context's device (one device per rank: give each rank its own cuda_ordinal, e.g. its
+ * local rank), and MPI is not used after. Errors: CK_STATUS_NOT_SUPPORTED (no MPI in this build;
+ * a CUDA context without NCCL in the build or libnccl on the machine), CK_STATUS_BAD_PARAM (NULL
+ * argument, MPI not initialized), CK_STATUS_INTERNAL (an MPI or NCCL call failed or timed
+ * out: the message names it). */
 ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_comm **comm);
+
+/* 1 when this build of cnnkit has the NCCL communicator (CUDA contexts), else 0. libnccl.so.2 is
+ * opened when a communicator is made, not at load: a machine without it trains on one device. */
+int ck_comm_nccl_available(void);
+#define CK_COMM_NCCL_ID_BYTES 128
+/* On one rank: a new NCCL id (ncclGetUniqueId) into id[0, CK_COMM_NCCL_ID_BYTES); send it to the
+ * others as the job likes (MPI, a file, a socket). ctx: a CUDA context. Errors:
+ * CK_STATUS_NOT_SUPPORTED (no NCCL in the build or on the machine, a CPU context),
+ * CK_STATUS_BAD_PARAM (NULL). */
+ck_status ck_comm_nccl_id(ck_context *ctx, void *id);
+/* Collective over the `size` processes that hold the same id, each with its own rank in [0,
+ * size) and its own device (the context's). Every collective of the communicator then runs on
+ * the GPU with NCCL, on the context's stream, and waits at most the communicator's timeout (the
+ * initialization waits the default, CK_COMM_DEFAULT_TIMEOUT_S). size 1 is a valid
+ * communicator: its training is the single-device training, bit for bit. Errors:
+ * CK_STATUS_NOT_SUPPORTED (as ck_comm_nccl_id), CK_STATUS_BAD_PARAM (NULL, rank or size out of
+ * range), CK_STATUS_INTERNAL (NCCL failed or timed out: the message says which call). */
+ck_status ck_comm_create_nccl(ck_context *ctx, const void *id, int rank, int size, ck_comm **comm);
 /* Collective. Frees the communicator (NULL accepted). Detach it from its models first. */
 void ck_comm_destroy(ck_comm *comm);
 /* This process's rank and the number of ranks; -1 for NULL (or an orphaned communicator). */
@@ -73,7 +97,13 @@ int ck_comm_broken(const ck_comm *comm);
  * (else CK_STATUS_BAD_PARAM on every rank, nothing trained); a stop from a callback on any rank
  * stops all; every rank needs max_batch >= ceil(batch / ranks). The
  * model keeps a pointer: destroy the communicator only after detaching it or destroying the
- * model. Errors: CK_STATUS_NOT_SUPPORTED (a model on a CUDA context), CK_STATUS_BAD_PARAM (not
+ * model. On a CUDA context (an NCCL communicator) the loss, the gradients and the step's verdict
+ * are reduced on the device and the step keeps its one wait for the host (plus a packet or two
+ * at its start: the global batch and, with dropout, the shard's offset); SyncBatchNormalization
+ * gathers every rank's per-channel moments between its kernels' phases. A rank whose batch is
+ * refused there joins the step's collectives and the others fail with it, except in a model with
+ * SyncBatchNormalization, whose exchanges it cannot join: the others then time out.
+ * Errors: CK_STATUS_NOT_SUPPORTED (a CUDA model with an MPI communicator), CK_STATUS_BAD_PARAM (not
  * built, a communicator of another context), CK_STATUS_SHAPE_MISMATCH (the ranks' models
  * differ: nothing changed on any rank). */
 ck_status ck_model_set_comm(ck_model *model, ck_comm *comm);

@@ -36,6 +36,7 @@ typedef struct opts {
     const char *output, *arch; /* convert: B and --model */
     int distributed;           /* train --distributed: data-parallel over MPI ranks */
     int rank, ranks;           /* this process's MPI rank and their number (0 and 1 without) */
+    int local_rank;            /* --distributed: the rank among this host's ranks: its GPU */
     double comm_timeout;       /* --comm-timeout: seconds (0: none); < 0 when not given */
 } opts;
 

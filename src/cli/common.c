@@ -140,9 +140,14 @@ int make_context(const opts *o, ck_context **ctx) {
     ck_device dev = !strcmp(o->device, "cuda") ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
     if (!strcmp(o->device, "auto"))
         dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
-    ck_status st = ck_context_create(ctx, dev, 0, (uint64_t)o->seed);
+    /* --distributed on GPUs: device i for the host's i-th rank */
+    const int ordinal = o->distributed && dev == CK_DEVICE_CUDA ? o->local_rank : 0;
+    ck_status st = ck_context_create(ctx, dev, ordinal, (uint64_t)o->seed);
     if (st != CK_STATUS_SUCCESS) {
-        fprintf(stderr, "cnnkit: --device %s: cannot create a context: %s: %s\n", o->device,
+        fprintf(stderr, "cnnkit: --device %s: cannot create a context%s: %s: %s\n", o->device,
+                ordinal ? " (--distributed: one GPU per rank of a host, this rank's is its local "
+                          "rank)"
+                        : "",
                 ck_status_string(st), ck_context_last_error(NULL));
         return EXIT_RUNTIME;
     }

@@ -16,6 +16,14 @@ int dist_start(int *argc, char ***argv, opts *o) {
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &o->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &o->ranks);
+    /* one GPU per rank: the rank among those sharing this host picks the device */
+    MPI_Comm local;
+    o->local_rank = 0;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, o->rank, MPI_INFO_NULL, &local) ==
+        MPI_SUCCESS) {
+        MPI_Comm_rank(local, &o->local_rank);
+        MPI_Comm_free(&local);
+    }
     return 0;
 }
 

@@ -382,14 +382,16 @@ int main(int argc, char **argv) {
     if (!strcmp(o.cmd, "summary"))
         return cmd_summary(&o);
     if (!strcmp(o.cmd, "train") && o.distributed) {
-        /* the data-parallel step is the CPU's; auto means the CPU here */
-        if (!strcmp(o.device, "cuda")) {
-            fprintf(stderr, "cnnkit: train: --distributed runs on the CPU only for now: "
-                            "data-parallel training on CUDA devices needs NCCL, which is not "
-                            "built yet (docs/distributed.md); give --device cpu\n");
+        /* CPU ranks over MPI; GPU ranks over NCCL (auto: GPUs when there are and NCCL is
+         * built) */
+        if (!strcmp(o.device, "cuda") && !ck_comm_nccl_available()) {
+            fprintf(stderr, "cnnkit: train: --distributed --device cuda needs NCCL, and this "
+                            "build of cnnkit has none (configure with -DCNNKIT_NCCL=ON or AUTO "
+                            "with the CUDA toolkit); give --device cpu\n");
             return EXIT_USAGE;
         }
-        o.device = "cpu";
+        if (!strcmp(o.device, "auto"))
+            o.device = ck_cuda_available() && ck_comm_nccl_available() ? "cuda" : "cpu";
         int rc = dist_start(&argc, &argv, &o);
         if (rc)
             return rc;

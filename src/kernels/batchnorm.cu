@@ -157,45 +157,90 @@ __global__ void ck_bn_stats_nhwc(const float *x, ck_kshape s, int splits, double
     }
 }
 
+/* Channel c's saved statistics, running statistics (unless frozen) and the coefficients a, b of
+ * y = act(x * a + b), from its moments (n, mean, m2). One thread. */
+__device__ __forceinline__ void ck_bn_finalize_channel(const ck_kbn &p, int c, bool frozen,
+                                                       double n, double mean, double m2,
+                                                       const float *gamma, const float *beta,
+                                                       float *running_mean, float *running_var,
+                                                       float *saved_mean, float *saved_invstd) {
+    float mean_f, invstd;
+    if (frozen) {
+        mean_f = running_mean[c];
+        invstd = ck_bn_invstd(running_var[c], p.bn.epsilon);
+    } else {
+        const float var = (float)(m2 / n);
+        mean_f = (float)mean;
+        invstd = ck_bn_invstd(var, p.bn.epsilon);
+        const float vrun = p.bn.unbiased_running_var ? (float)(m2 / (n - 1.0)) : var;
+        running_mean[c] = ck_running_update(running_mean[c], mean_f, p.bn.average_factor);
+        running_var[c] = ck_running_update(running_var[c], vrun, p.bn.average_factor);
+    }
+    saved_mean[c] = mean_f;
+    saved_invstd[c] = invstd;
+    const float a = ck_bn_scale(gamma[c], invstd);
+    p.coef[4 * c + 0] = a;
+    p.coef[4 * c + 1] = mean_f;
+    p.coef[4 * c + 2] = beta[c];
+    /* unused, but the apply kernels load the four as one float4: an unwritten lane is an
+     * uninitialized read (compute-sanitizer initcheck) */
+    p.coef[4 * c + 3] = 0.0f;
+}
+
+/* One warp: channel c's partials merged in a fixed order (lanes, then the warp). */
+__device__ __forceinline__ void ck_bn_merge_partials(const ck_kbn &p, int c, int lane, double &n,
+                                                     double &mean, double &m2) {
+    n = 0.0, mean = 0.0, m2 = 0.0;
+    const double *part = p.partials + 3 * (long long)c * p.splits;
+    for (int k = lane; k < p.splits; k += 32)
+        ck_welford_merge_d(n, mean, m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
+    ck_warp_welford(n, mean, m2);
+}
+
 /* One warp per channel: merge the partials in a fixed order, update running stats, write the
- * saved statistics and the coefficients a, b of y = act(x * a + b). */
+ * saved statistics and the coefficients. */
 __global__ void ck_bn_finalize_forward(ck_kbn p, const float *gamma, const float *beta,
                                        float *running_mean, float *running_var, float *saved_mean,
                                        float *saved_invstd) {
     const int c = blockIdx.x, lane = threadIdx.x;
-    float mean_f, invstd;
-    if (p.frozen) {
-        mean_f = running_mean[c];
-        invstd = ck_bn_invstd(running_var[c], p.bn.epsilon);
-    } else {
-        double n = 0.0, mean = 0.0, m2 = 0.0;
-        const double *part = p.partials + 3 * (long long)c * p.splits;
-        for (int k = lane; k < p.splits; k += 32)
-            ck_welford_merge_d(n, mean, m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
-        ck_warp_welford(n, mean, m2);
-        n = __shfl_sync(0xffffffffu, n, 0);
-        mean = __shfl_sync(0xffffffffu, mean, 0);
-        m2 = __shfl_sync(0xffffffffu, m2, 0);
-        const float var = (float)(m2 / n);
-        mean_f = (float)mean;
-        invstd = ck_bn_invstd(var, p.bn.epsilon);
-        if (lane == 0) {
-            const float vrun = p.bn.unbiased_running_var ? (float)(m2 / (n - 1.0)) : var;
-            running_mean[c] = ck_running_update(running_mean[c], mean_f, p.bn.average_factor);
-            running_var[c] = ck_running_update(running_var[c], vrun, p.bn.average_factor);
-        }
-    }
+    double n = 0.0, mean = 0.0, m2 = 0.0;
+    if (!p.frozen)
+        ck_bn_merge_partials(p, c, lane, n, mean, m2);
+    if (lane == 0)
+        ck_bn_finalize_channel(p, c, p.frozen != 0, n, mean, m2, gamma, beta, running_mean,
+                               running_var, saved_mean, saved_invstd);
+}
+
+/* SyncBatchNormalization, forward: this rank's moments per channel (n, mean, m2), merged as the
+ * finalize above merges them, for the exchange between the ranks. */
+__global__ void ck_bn_local_moments(ck_kbn p, double *local) {
+    const int c = blockIdx.x, lane = threadIdx.x;
+    double n, mean, m2;
+    ck_bn_merge_partials(p, c, lane, n, mean, m2);
     if (lane == 0) {
-        saved_mean[c] = mean_f;
-        saved_invstd[c] = invstd;
-        const float a = ck_bn_scale(gamma[c], invstd);
-        p.coef[4 * c + 0] = a;
-        p.coef[4 * c + 1] = mean_f;
-        p.coef[4 * c + 2] = beta[c];
-        /* unused, but the apply kernels load the four as one float4: an unwritten lane is an
-         * uninitialized read (compute-sanitizer initcheck) */
-        p.coef[4 * c + 3] = 0.0f;
+        local[3 * c + 0] = n;
+        local[3 * c + 1] = mean;
+        local[3 * c + 2] = m2;
     }
+}
+
+/* ... then every rank's moments merged in rank order (Chan's formula: the same bits on every
+ * rank; one rank gives its own moments unchanged, so the finalize equals the local one). A
+ * global batch of one value per channel normalizes with the running statistics, as the CPU's. */
+__global__ void ck_bn_finalize_forward_sync(ck_kbn p, const double *all, const float *gamma,
+                                            const float *beta, float *running_mean,
+                                            float *running_var, float *saved_mean,
+                                            float *saved_invstd) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= p.s.c)
+        return;
+    double n = 0.0, mean = 0.0, m2 = 0.0;
+    for (int r = 0; r < p.ranks; ++r) {
+        const double *m = all + 3 * ((long long)r * p.s.c + c);
+        ck_welford_merge_d(n, mean, m2, m[0], m[1], m[2]);
+    }
+    ck_bn_finalize_channel(p, c, p.frozen != 0 || n == 1.0, n, mean, m2, gamma, beta, running_mean,
+                           running_var, saved_mean, saved_invstd);
 }
 
 /* ---- element-wise forward ------------------------------------------------------------------ */
@@ -303,8 +348,19 @@ extern "C" int ck_cuda_bn_forward_training(const ck_kbn *p, const float *x, cons
         return (int)cudaErrorInvalidConfiguration;
     if (!p->frozen)
         ck_bn_launch_stats(p, x, st);
-    ck_bn_finalize_forward<<<p->s.c, 32, 0, st>>>(*p, gamma, beta, running_mean, running_var,
-                                                  saved_mean, saved_invstd);
+    if (p->exchange) { /* SyncBatchNormalization: every rank's moments before the finalize */
+        ck_bn_local_moments<<<p->s.c, 32, 0, st>>>(*p, p->sync_local);
+        const int e = ck_launch_status();
+        if (e)
+            return e;
+        if (p->exchange(p->exchange_user, p->sync_local, p->sync_all, (size_t)3 * p->s.c))
+            return CK_KBN_EXCHANGE_FAILED;
+        ck_bn_finalize_forward_sync<<<(p->s.c + 127) / 128, 128, 0, st>>>(
+            *p, p->sync_all, gamma, beta, running_mean, running_var, saved_mean, saved_invstd);
+    } else {
+        ck_bn_finalize_forward<<<p->s.c, 32, 0, st>>>(*p, gamma, beta, running_mean, running_var,
+                                                      saved_mean, saved_invstd);
+    }
     if (p->sd_enabled)
         ck_bn_launch_sd_scales(p, st);
     ck_bn_launch_apply(x, y, p->s, p->coef, p->sd_enabled ? p->sd_scales : NULL, p->bn.activation,
@@ -449,6 +505,44 @@ __global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p,
     }
 }
 
+/* SyncBatchNormalization, backward: this rank's sums per channel (sum g, sum g*xhat, its count)
+ * for the exchange, and its dgamma, dbeta (the gradients are summed over the ranks after
+ * backward, as every parameter's). */
+__global__ void ck_bn_bwd_local_sums(ck_kbn p, double *local, float *dgamma, float *dbeta) {
+    const int c = blockIdx.x, lane = threadIdx.x;
+    const double *part = p.partials + 3 * (long long)c * p.splits;
+    double sg = 0.0, sgx = 0.0;
+    for (int k = lane; k < p.splits; k += 32) {
+        sg += part[3 * k];
+        sgx += part[3 * k + 1];
+    }
+    ck_warp_sum2(sg, sgx);
+    if (lane == 0) {
+        dbeta[c] = (float)sg;
+        dgamma[c] = (float)sgx;
+        local[3 * c + 0] = sg;
+        local[3 * c + 1] = sgx;
+        local[3 * c + 2] = (double)p.s.n * p.s.h * p.s.w;
+    }
+}
+
+/* ... then the dx coefficients from the sums of every rank, added in rank order. */
+__global__ void ck_bn_bwd_finalize_sync(ck_kbn p, const double *all) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= p.s.c)
+        return;
+    double sg = 0.0, sgx = 0.0, m = 0.0;
+    for (int r = 0; r < p.ranks; ++r) {
+        const double *v = all + 3 * ((long long)r * p.s.c + c);
+        sg += v[0];
+        sgx += v[1];
+        m += v[2];
+    }
+    const bool frozen = p.frozen || m == 1.0;
+    p.coef[4 * c + 2] = frozen ? 0.0f : (float)(sg / m);
+    p.coef[4 * c + 3] = frozen ? 0.0f : (float)(sgx / m);
+}
+
 /* One warp per channel: dbeta = sum g, dgamma = sum g*xhat, and the dx coefficients. */
 __global__ void ck_bn_finalize_backward(ck_kbn p, float *dgamma, float *dbeta) {
     const int c = blockIdx.x, lane = threadIdx.x;
@@ -515,7 +609,17 @@ extern "C" int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float 
         ck_bn_bwd_reduce_nhwc<<<grid, dim3(32, 8), 0, st>>>(x, dy, *p, gamma, beta, saved_mean,
                                                             saved_invstd, sd);
     }
-    ck_bn_finalize_backward<<<p->s.c, 32, 0, st>>>(*p, dgamma, dbeta);
+    if (p->exchange) { /* SyncBatchNormalization: the means of dx are the global batch's */
+        ck_bn_bwd_local_sums<<<p->s.c, 32, 0, st>>>(*p, p->sync_local, dgamma, dbeta);
+        const int e = ck_launch_status();
+        if (e)
+            return e;
+        if (p->exchange(p->exchange_user, p->sync_local, p->sync_all, (size_t)3 * p->s.c))
+            return CK_KBN_EXCHANGE_FAILED;
+        ck_bn_bwd_finalize_sync<<<(p->s.c + 127) / 128, 128, 0, st>>>(*p, p->sync_all);
+    } else {
+        ck_bn_finalize_backward<<<p->s.c, 32, 0, st>>>(*p, dgamma, dbeta);
+    }
     const long long count = (long long)p->s.n * p->s.c * p->s.h * p->s.w;
     ck_bn_bwd_apply<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
         x, dy, dx, count, *p, gamma, beta, saved_mean, saved_invstd, sd);

@@ -21,6 +21,8 @@ typedef struct ck_kshape {
 } ck_kshape;
 
 int ck_cuda_fill(float *p, size_t count, float value, void *stream);
+/* x *= s elementwise (fp32, rounded as the CPU's multiply) */
+int ck_cuda_scale(float *x, size_t count, float s, void *stream);
 /* bf16 storage (bf16.cu; the host twin is src/host/bf16.c): x rounded in place to nearest even
  * bf16; src packed to 16-bit bf16 storage; 16-bit storage widened back to float (exact). */
 int ck_cuda_bf16_round(float *x, size_t count, void *stream);
@@ -51,7 +53,18 @@ typedef struct ck_kbn {
     double *partials; /* 3 * C * splits doubles: fixed-order merges in double */
     float *coef;      /* 4 * C floats */
     float *sd_scales; /* N * C floats: the fused SpatialDropout scale per (n, c) */
+    /* SyncBatchNormalization (exchange NULL: the statistics of this batch alone). Between the
+     * statistics and the finalize (forward: each channel's n, mean, m2; backward: sum g,
+     * sum g*xhat, n) the launcher calls exchange(user, sync_local, sync_all, 3 * C), which
+     * enqueues on the stream the gathering of every rank's 3 * C doubles into sync_all in rank
+     * order (ranks * 3 * C doubles, device memory) and returns nonzero on failure (the
+     * launcher then returns CK_KBN_EXCHANGE_FAILED: the caller's context has the message). */
+    int (*exchange)(void *user, const double *local, double *all, size_t count);
+    void *exchange_user;
+    int ranks;
+    double *sync_local, *sync_all;
 } ck_kbn;
+#define CK_KBN_EXCHANGE_FAILED (-1)
 
 int ck_cuda_bn_forward_training(const ck_kbn *p, const float *x, const float *gamma,
                                 const float *beta, float *running_mean, float *running_var,

@@ -35,6 +35,21 @@ extern "C" int ck_cuda_fill(float *p, size_t count, float value, void *stream) {
     return ck_launch_status();
 }
 
+/* x *= s: one fp32 multiply per element, as the CPU's loop (no FMA to contract) */
+__global__ void ck_scale_kernel(float *x, long long count, float s) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x)
+        x[i] = __fmul_rn(x[i], s);
+}
+
+extern "C" int ck_cuda_scale(float *x, size_t count, float s, void *stream) {
+    if (!count)
+        return 0;
+    ck_scale_kernel<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
+        x, (long long)count, s);
+    return ck_launch_status();
+}
+
 extern "C" int ck_cuda_convert_layout(const float *src, float *dst, ck_kshape s, void *stream) {
     const int hw = s.h * s.w;
     /* source viewed per sample as a rows x cols matrix */

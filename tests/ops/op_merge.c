@@ -129,3 +129,58 @@ const op_case op_channel_slice = {
     .ref = slice_ref,
     .gpu = slice_gpu,
 };
+
+/* ---- a data-parallel rank's share of the loss gradient (ck_backend.scale, ck_cuda_scale):
+ * y = x * s, one fp32 multiply: the reference, the CPU backend and the GPU agree bit for bit.
+ * iv = {count}, fv = {s}; in: x; out: y ---- */
+#define SCALE(nm, n, s)                                                                            \
+    {                                                                                              \
+        nm, {n}, {s}, 1, 1, {{"x", n, OP_UNIFORM, -4, 4}}, {                                       \
+            { "y", n, 0, 0, 0 }                                                                    \
+        }                                                                                          \
+    }
+
+/* 0.5: equal shards of two ranks; 1/3 and 0.6: uneven shards (inexact scales) */
+static const op_variant k_scale[] = {SCALE("half_odd_1001", 1001, 0.5f),
+                                     SCALE("third_70001", 70001, 1.0f / 3.0f),
+                                     SCALE("one", 1, 0.6f)};
+static const op_variant k_scale_bench[] = {SCALE("1M", 1 << 20, 0.25f)};
+
+static void scale_ref(const op_variant *v, float *const *in, float *const *out) {
+    for (int i = 0; i < v->iv[0]; ++i)
+        out[0][i] = in[0][i] * v->fv[0];
+}
+
+static void scale_cpu(const op_variant *v, float *const *in, float *const *out) {
+    const size_t n = (size_t)v->iv[0];
+    memcpy(out[0], in[0], sizeof(float) * n);
+    ck_backend_cpu.scale(NULL, out[0], n, v->fv[0]);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int scale_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                     ck_tensor *const *out) {
+    const size_t n = (size_t)v->iv[0];
+    /* y = x + 0 (exact: no input is -0), then scaled in place */
+    int e_ = ck_cuda_fill(OP_D(out[0]), n, 0.0f, g->stream);
+    if (!e_)
+        e_ = ck_cuda_add(OP_D(out[0]), OP_D(in[0]), OP_D(out[0]), n, g->stream);
+    return e_ ? e_ : ck_cuda_scale(OP_D(out[0]), n, v->fv[0], g->stream);
+}
+#else
+#define scale_gpu NULL
+#endif
+
+const op_case op_scale = {
+    .name = "scale",
+    .launchers = "ck_cuda_scale",
+    .variants = k_scale,
+    .nvariants = sizeof k_scale / sizeof k_scale[0],
+    .bench_variants = k_scale_bench,
+    .nbench = sizeof k_scale_bench / sizeof k_scale_bench[0],
+    .cpu = scale_cpu,
+    .ref = scale_ref,
+    .ref_tol = 0,
+    .gpu = scale_gpu,
+    .gpu_tol = 0,
+};

@@ -20,6 +20,9 @@ struct ck_comm {
     double timeout_s; /* how long a collective waits for the other ranks; 0: for ever */
     int broken;       /* a collective timed out: every later one fails at once, with why */
     char why[CK_ERR_LEN];
+#ifdef CNNKIT_HAVE_NCCL
+    ck_nccl *nccl; /* a CUDA context's communicator: every collective goes through NCCL */
+#endif
 #ifdef CNNKIT_HAVE_MPI
     MPI_Comm mpi; /* cnnkit's duplicate, MPI_COMM_NULL once freed */
     /* The small packets (sums, minima, the scan, the step count) go through this buffer of the
@@ -58,6 +61,10 @@ CK_API ck_status ck_comm_set_timeout(ck_comm *c, double seconds) {
         return ck_fail(c->ctx, CK_STATUS_BAD_PARAM, "seconds: %g (must be >= 0; 0 waits for ever)",
                        seconds);
     c->timeout_s = seconds;
+#ifdef CNNKIT_HAVE_NCCL
+    if (c->nccl)
+        ck_nccl_set_timeout(c->nccl, seconds);
+#endif
     return CK_STATUS_SUCCESS;
 }
 
@@ -82,6 +89,32 @@ CK_API ck_status ck_comm_shard(const ck_comm *c, int total, int *first, int *cou
     *first = c->rank * q + (c->rank < r ? c->rank : r);
     return CK_STATUS_SUCCESS;
 }
+
+/* A failed collective leaves the ranks out of step (some may have finished it, some not), so
+ * the communicator is broken by any failure, not only a timeout: later collectives repeat its
+ * message at once instead of waiting on ranks that are elsewhere. */
+#if defined(CNNKIT_HAVE_MPI) || defined(CNNKIT_HAVE_NCCL)
+static ck_status broken_by(const ck_comm *cc, ck_status st) {
+    ck_comm *c = (ck_comm *)cc;
+    c->broken = 1;
+    snprintf(c->why, sizeof c->why, "%s", c->ctx->err);
+    return st;
+}
+#endif
+
+/* A broken communicator fails every collective at once, saying why. */
+#define CK_COMM_LIVE(c)                                                                            \
+    do {                                                                                           \
+        if ((c)->broken)                                                                           \
+            return ck_fail((c)->ctx, CK_STATUS_INTERNAL, "%s", (c)->why);                          \
+    } while (0)
+
+#if defined(CNNKIT_HAVE_MPI) || defined(CNNKIT_HAVE_NCCL)
+static void comm_orphan(ck_handle *h);
+#endif
+#if defined(CNNKIT_HAVE_NCCL) && defined(CNNKIT_HAVE_MPI)
+static ck_status nccl_from_mpi(ck_comm *c);
+#endif
 
 #ifdef CNNKIT_HAVE_MPI
 
@@ -109,16 +142,6 @@ static ck_status mpi_fail(const ck_comm *c, int err, const char *what) {
     msg[len] = '\0';
     return ck_fail(c->ctx, CK_STATUS_INTERNAL, "comm: %s failed on rank %d of %d: %s", what,
                    c->rank, c->size, msg);
-}
-
-/* A failed collective leaves the ranks out of step (some may have finished it, some not), so
- * the communicator is broken by any failure, not only a timeout: later collectives repeat its
- * message at once instead of waiting on ranks that are elsewhere. */
-static ck_status broken_by(const ck_comm *cc, ck_status st) {
-    ck_comm *c = (ck_comm *)cc;
-    c->broken = 1;
-    snprintf(c->why, sizeof c->why, "%s", c->ctx->err);
-    return st;
 }
 
 /* Polling: MPI_Test this many times back to back, then yield the core between tries (a cheap
@@ -168,13 +191,6 @@ static ck_status comm_wait(const ck_comm *cc, MPI_Request *req, const char *what
     return ck_fail(c->ctx, CK_STATUS_INTERNAL, "%s", c->why);
 }
 
-/* A broken communicator fails every collective at once, saying why. */
-#define CK_COMM_LIVE(c)                                                                            \
-    do {                                                                                           \
-        if ((c)->broken)                                                                           \
-            return ck_fail((c)->ctx, CK_STATUS_INTERNAL, "%s", (c)->why);                          \
-    } while (0)
-
 /* Starts a non-blocking operation (call, with &req_ in it) and waits for it against the
  * deadline. */
 #define CK_MPI(c, call, what)                                                                      \
@@ -200,11 +216,29 @@ static ck_status stage(const ck_comm *cc, size_t bytes, void **out) {
     return CK_STATUS_SUCCESS;
 }
 
-static void comm_orphan(ck_handle *h) {
-    ck_comm *c = (ck_comm *)h;
-    free_mpi(c);
-    c->ctx = NULL;
+#ifdef CNNKIT_HAVE_NCCL
+/* Rank 0 makes the NCCL id and sends it to every rank over MPI, with a flag: a rank 0 that could
+ * not make one (no libnccl) sends 0, so every rank fails at once instead of waiting in NCCL. */
+static ck_status nccl_from_mpi(ck_comm *c) {
+    const int bytes = 8 + CK_COMM_NCCL_ID_BYTES;
+    void *p = NULL;
+    CK_TRY(stage(c, (size_t)bytes, &p));
+    unsigned char *pk = (unsigned char *)p;
+    memset(pk, 0, (size_t)bytes);
+    ck_status st = CK_STATUS_SUCCESS;
+    if (c->rank == 0) {
+        st = ck_nccl_unique_id(c->ctx, pk + 8, CK_COMM_NCCL_ID_BYTES);
+        pk[0] = st == CK_STATUS_SUCCESS;
+    }
+    CK_MPI(c, MPI_Ibcast(pk, bytes, MPI_BYTE, 0, c->mpi, &req_), "MPI_Bcast (the NCCL id)");
+    if (!pk[0])
+        return st != CK_STATUS_SUCCESS
+                   ? st
+                   : ck_fail(c->ctx, CK_STATUS_NOT_SUPPORTED,
+                             "comm: rank 0 could not make the NCCL id (its message says why)");
+    return ck_nccl_create(c->ctx, pk + 8, c->rank, c->size, c->timeout_s, &c->nccl);
 }
+#endif
 
 CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_comm **out) {
     if (!ctx)
@@ -214,10 +248,12 @@ CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_co
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "comm: is NULL");
     if (!mpi_comm)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "mpi_comm: is NULL (the address of an MPI_Comm)");
+#ifndef CNNKIT_HAVE_NCCL
     if (ctx->device != CK_DEVICE_CPU)
         return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "ctx: a CUDA context needs the NCCL communicator, which is not built yet "
-                       "(docs/distributed.md); MPI communicators serve CPU contexts");
+                       "ctx: a CUDA context's communicator is NCCL's, and this build of cnnkit "
+                       "has no NCCL (configure with -DCNNKIT_NCCL=ON or AUTO)");
+#endif
     int init = 0, fin = 0;
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
@@ -244,25 +280,28 @@ CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_co
         ck_host_free(ctx, c);
         return st;
     }
+#ifdef CNNKIT_HAVE_NCCL
+    if (ctx->device != CK_DEVICE_CPU) { /* NCCL from an id that rank 0 sends over MPI */
+        const ck_status st = nccl_from_mpi(c);
+        /* a timed-out exchange may still write into c's stage: c is forgotten, not freed */
+        if (c->broken)
+            return st;
+        free_mpi(c); /* MPI has done its part: every collective now goes through NCCL */
+        if (st != CK_STATUS_SUCCESS) {
+            ck_host_free(ctx, c);
+            return st;
+        }
+    }
+#endif
     ck_handle_link(ctx, &c->link, comm_orphan);
     *out = c;
     return CK_STATUS_SUCCESS;
 }
 
-CK_API void ck_comm_destroy(ck_comm *c) {
-    if (!c)
-        return;
-    if (c->ctx) {
-        ck_handle_unlink(c->ctx, &c->link);
-        free_mpi(c);
-    }
-    ck_host_free(c->ctx, c);
-}
-
 /* The float collectives go in buckets: MPI counts are ints, and a bucket bounds the temporary
  * memory some MPI algorithms take. They work in place in the caller's buffer (the gradients:
  * too large to stage). */
-ck_status ck_comm_sum_f32(const ck_comm *c, float *buf, size_t count) {
+static ck_status mpi_sum_f32(const ck_comm *c, float *buf, size_t count) {
     CK_COMM_LIVE(c);
     for (size_t at = 0; at < count; at += CK_COMM_BUCKET) {
         const size_t k = count - at < CK_COMM_BUCKET ? count - at : CK_COMM_BUCKET;
@@ -284,21 +323,21 @@ static ck_status allreduce_staged(const ck_comm *c, void *buf, int count, size_t
     return CK_STATUS_SUCCESS;
 }
 
-ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count) {
+static ck_status mpi_sum_f64(const ck_comm *c, double *buf, int count) {
     return allreduce_staged(c, buf, count, sizeof *buf, MPI_DOUBLE, MPI_SUM, "MPI_Allreduce (sum)");
 }
 
-ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count) {
+static ck_status mpi_min_i64(const ck_comm *c, long long *buf, int count) {
     return allreduce_staged(c, buf, count, sizeof *buf, MPI_LONG_LONG, MPI_MIN,
                             "MPI_Allreduce (min)");
 }
 
-ck_status ck_comm_max_i64(const ck_comm *c, long long *buf, int count) {
+static ck_status mpi_max_i64(const ck_comm *c, long long *buf, int count) {
     return allreduce_staged(c, buf, count, sizeof *buf, MPI_LONG_LONG, MPI_MAX,
                             "MPI_Allreduce (max)");
 }
 
-ck_status ck_comm_exscan_i64(const ck_comm *c, long long v, long long *before) {
+static ck_status mpi_exscan_i64(const ck_comm *c, long long v, long long *before) {
     *before = 0; /* MPI leaves rank 0's result undefined */
     CK_COMM_LIVE(c);
     void *p = NULL;
@@ -312,7 +351,7 @@ ck_status ck_comm_exscan_i64(const ck_comm *c, long long v, long long *before) {
     return CK_STATUS_SUCCESS;
 }
 
-ck_status ck_comm_bcast_f32(const ck_comm *c, float *buf, size_t count) {
+static ck_status mpi_bcast_f32(const ck_comm *c, float *buf, size_t count) {
     CK_COMM_LIVE(c);
     for (size_t at = 0; at < count; at += CK_COMM_BUCKET) {
         const size_t k = count - at < CK_COMM_BUCKET ? count - at : CK_COMM_BUCKET;
@@ -321,7 +360,7 @@ ck_status ck_comm_bcast_f32(const ck_comm *c, float *buf, size_t count) {
     return CK_STATUS_SUCCESS;
 }
 
-ck_status ck_comm_bcast_i64(const ck_comm *c, long long *buf, int count) {
+static ck_status mpi_bcast_i64(const ck_comm *c, long long *buf, int count) {
     CK_COMM_LIVE(c);
     void *s = NULL;
     CK_TRY(stage(c, (size_t)count * sizeof *buf, &s));
@@ -343,48 +382,275 @@ CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_co
                    "with -DCNNKIT_MPI=ON or AUTO)");
 }
 
-CK_API void ck_comm_destroy(ck_comm *c) {
-    (void)c;
-}
-
 static ck_status no_mpi(const ck_comm *c) {
     return ck_fail(c ? c->ctx : NULL, CK_STATUS_NOT_SUPPORTED, "comm: no MPI in this build");
 }
 
-ck_status ck_comm_sum_f32(const ck_comm *c, float *buf, size_t count) {
+static ck_status mpi_sum_f32(const ck_comm *c, float *buf, size_t count) {
     (void)buf, (void)count;
     return no_mpi(c);
 }
 
-ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count) {
+static ck_status mpi_sum_f64(const ck_comm *c, double *buf, int count) {
     (void)buf, (void)count;
     return no_mpi(c);
 }
 
-ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count) {
+static ck_status mpi_min_i64(const ck_comm *c, long long *buf, int count) {
     (void)buf, (void)count;
     return no_mpi(c);
 }
 
-ck_status ck_comm_exscan_i64(const ck_comm *c, long long v, long long *before) {
+static ck_status mpi_exscan_i64(const ck_comm *c, long long v, long long *before) {
     (void)v;
     *before = 0;
     return no_mpi(c);
 }
 
-ck_status ck_comm_max_i64(const ck_comm *c, long long *buf, int count) {
+static ck_status mpi_max_i64(const ck_comm *c, long long *buf, int count) {
     (void)buf, (void)count;
     return no_mpi(c);
 }
 
-ck_status ck_comm_bcast_f32(const ck_comm *c, float *buf, size_t count) {
+static ck_status mpi_bcast_f32(const ck_comm *c, float *buf, size_t count) {
     (void)buf, (void)count;
     return no_mpi(c);
 }
 
-ck_status ck_comm_bcast_i64(const ck_comm *c, long long *buf, int count) {
+static ck_status mpi_bcast_i64(const ck_comm *c, long long *buf, int count) {
     (void)buf, (void)count;
     return no_mpi(c);
 }
 
 #endif
+
+/* ---- what every build has: the communicator's life and the collectives' dispatch ---- */
+
+static void free_parts(ck_comm *c) {
+#ifdef CNNKIT_HAVE_MPI
+    free_mpi(c);
+#endif
+#ifdef CNNKIT_HAVE_NCCL
+    ck_nccl_free(c->nccl, c->broken);
+    c->nccl = NULL;
+#endif
+}
+
+#if defined(CNNKIT_HAVE_MPI) || defined(CNNKIT_HAVE_NCCL) /* else nothing makes a comm */
+static void comm_orphan(ck_handle *h) {
+    ck_comm *c = (ck_comm *)h;
+    free_parts(c);
+    c->ctx = NULL;
+}
+#endif
+
+CK_API void ck_comm_destroy(ck_comm *c) {
+    if (!c)
+        return;
+    if (c->ctx) {
+        ck_handle_unlink(c->ctx, &c->link);
+        free_parts(c);
+    }
+    ck_host_free(c->ctx, c);
+}
+
+CK_API int ck_comm_nccl_available(void) {
+#ifdef CNNKIT_HAVE_NCCL
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static ck_status nccl_ctx_ok(ck_context *ctx) {
+    if (!ck_comm_nccl_available())
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "comm: this build of cnnkit has no NCCL (configure with -DCNNKIT_NCCL=ON "
+                       "or AUTO, with the CUDA backend)");
+    if (ctx->device != CK_DEVICE_CUDA)
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "ctx: a CPU context; NCCL communicators serve CUDA contexts (CPU contexts "
+                       "take ck_comm_create_mpi)");
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_comm_nccl_id(ck_context *ctx, void *id) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (!id)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "id: is NULL (CK_COMM_NCCL_ID_BYTES bytes)");
+    CK_TRY(nccl_ctx_ok(ctx));
+#ifdef CNNKIT_HAVE_NCCL
+    return ck_nccl_unique_id(ctx, id, CK_COMM_NCCL_ID_BYTES);
+#else
+    return CK_STATUS_NOT_SUPPORTED;
+#endif
+}
+
+CK_API ck_status ck_comm_create_nccl(ck_context *ctx, const void *id, int rank, int size,
+                                     ck_comm **out) {
+    if (!ctx)
+        return CK_STATUS_BAD_PARAM;
+    ck_clear_error(ctx);
+    if (!out)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "comm: is NULL");
+    if (!id)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "id: is NULL (from ck_comm_nccl_id on one rank)");
+    if (size < 1)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "size: %d ranks (must be >= 1)", size);
+    if (rank < 0 || rank >= size)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "rank: %d (must be in [0, %d))", rank, size);
+    CK_TRY(nccl_ctx_ok(ctx));
+#ifdef CNNKIT_HAVE_NCCL
+    ck_comm *c = (ck_comm *)ck_host_calloc(ctx, 1, sizeof *c);
+    if (!c)
+        return ck_host_oom(ctx, "comm", sizeof *c);
+    c->ctx = ctx;
+    c->rank = rank;
+    c->size = size;
+    c->timeout_s = CK_COMM_DEFAULT_TIMEOUT_S;
+#ifdef CNNKIT_HAVE_MPI
+    c->mpi = MPI_COMM_NULL;
+#endif
+    const ck_status st = ck_nccl_create(ctx, id, rank, size, c->timeout_s, &c->nccl);
+    if (st != CK_STATUS_SUCCESS) {
+        ck_host_free(ctx, c);
+        return st;
+    }
+    ck_handle_link(ctx, &c->link, comm_orphan);
+    *out = c;
+    return CK_STATUS_SUCCESS;
+#else
+    return CK_STATUS_NOT_SUPPORTED;
+#endif
+}
+
+int ck_comm_on_device(const ck_comm *c) {
+#ifdef CNNKIT_HAVE_NCCL
+    return c && c->nccl != NULL;
+#else
+    (void)c;
+    return 0;
+#endif
+}
+
+#ifdef CNNKIT_HAVE_NCCL
+/* An NCCL operation's status; any failure breaks the communicator, as an MPI one does. */
+static ck_status nccl_done(const ck_comm *c, ck_status st) {
+    return st == CK_STATUS_SUCCESS ? st : broken_by(c, st);
+}
+#define CK_NCCL_ROUTE(c, expr)                                                                     \
+    do {                                                                                           \
+        if ((c)->nccl)                                                                             \
+            return nccl_done((c), (expr));                                                         \
+    } while (0)
+#else
+#define CK_NCCL_ROUTE(c, expr) ((void)0)
+#endif
+
+ck_status ck_comm_sum_f32(const ck_comm *c, float *buf, size_t count) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_allreduce(c->nccl, buf, count, CK_NCCL_F32, CK_NCCL_SUM,
+                                       "ncclAllReduce (gradients)"));
+    return mpi_sum_f32(c, buf, count);
+}
+
+ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_host(c->nccl, buf, (size_t)count, CK_NCCL_F64, CK_NCCL_SUM, 0,
+                                  "ncclAllReduce (sum)"));
+    return mpi_sum_f64(c, buf, count);
+}
+
+ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_host(c->nccl, buf, (size_t)count, CK_NCCL_I64, CK_NCCL_MIN, 0,
+                                  "ncclAllReduce (min)"));
+    return mpi_min_i64(c, buf, count);
+}
+
+ck_status ck_comm_max_i64(const ck_comm *c, long long *buf, int count) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_host(c->nccl, buf, (size_t)count, CK_NCCL_I64, CK_NCCL_MAX, 0,
+                                  "ncclAllReduce (max)"));
+    return mpi_max_i64(c, buf, count);
+}
+
+#ifdef CNNKIT_HAVE_NCCL
+/* NCCL has no scan: every rank's value, then the sum of those below this rank. */
+static ck_status nccl_exscan(const ck_comm *c, long long v, long long *before) {
+    long long *all = (long long *)ck_host_alloc(c->ctx, sizeof *all * (size_t)c->size);
+    if (!all)
+        return ck_host_oom(c->ctx, "comm: scan buffer", sizeof *all * (size_t)c->size);
+    const ck_status st = ck_nccl_allgather_i64(c->nccl, v, all, "ncclAllGather (scan)");
+    long long s = 0;
+    for (int r = 0; r < c->rank && st == CK_STATUS_SUCCESS; ++r)
+        s += all[r];
+    if (st == CK_STATUS_SUCCESS)
+        *before = s;
+    /* a timed-out gather may still write: its buffer is then forgotten */
+    if (st == CK_STATUS_SUCCESS)
+        ck_host_free(c->ctx, all);
+    return st;
+}
+#endif
+
+ck_status ck_comm_exscan_i64(const ck_comm *c, long long v, long long *before) {
+    *before = 0;
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, nccl_exscan(c, v, before));
+    return mpi_exscan_i64(c, v, before);
+}
+
+#ifdef CNNKIT_HAVE_NCCL
+static ck_status nccl_bcast_wait(const ck_comm *c, float *buf, size_t count) {
+    CK_TRY(ck_nccl_bcast(c->nccl, buf, count, CK_NCCL_F32, "ncclBroadcast"));
+    return ck_nccl_sync(c->nccl, "ncclBroadcast");
+}
+#endif
+
+ck_status ck_comm_bcast_f32(const ck_comm *c, float *buf, size_t count) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, nccl_bcast_wait(c, buf, count));
+    return mpi_bcast_f32(c, buf, count);
+}
+
+ck_status ck_comm_bcast_i64(const ck_comm *c, long long *buf, int count) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(
+        c, ck_nccl_host(c->nccl, buf, (size_t)count, CK_NCCL_I64, CK_NCCL_SUM, 1, "ncclBroadcast"));
+    return mpi_bcast_i64(c, buf, count);
+}
+
+ck_status ck_comm_device_allreduce(const ck_comm *c, void *dbuf, size_t count, ck_nccl_type t,
+                                   ck_nccl_op op, const char *what) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_allreduce(c->nccl, dbuf, count, t, op, what));
+    (void)dbuf, (void)count, (void)t, (void)op;
+    return ck_fail(c->ctx, CK_STATUS_INTERNAL, "comm: %s: device memory needs an NCCL communicator",
+                   what);
+}
+
+ck_status ck_comm_device_allgather_f64(const ck_comm *c, const double *local, double *all,
+                                       size_t count, const char *what) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_allgather(c->nccl, local, all, count, CK_NCCL_F64, what));
+    (void)local, (void)all, (void)count;
+    return ck_fail(c->ctx, CK_STATUS_INTERNAL, "comm: %s: device memory needs an NCCL communicator",
+                   what);
+}
+
+ck_status ck_comm_device_scratch(const ck_comm *c, size_t bytes, void **out) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_scratch(c->nccl, bytes, out));
+    (void)bytes, (void)out;
+    return ck_fail(c->ctx, CK_STATUS_INTERNAL, "comm: device scratch needs an NCCL communicator");
+}
+
+ck_status ck_comm_sync(const ck_comm *c, const char *what) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_sync(c->nccl, what));
+    (void)what;
+    return CK_STATUS_SUCCESS;
+}

@@ -219,6 +219,22 @@ typedef struct ck_bn_plan {
     size_t sd_offset;   /* byte offset of the fused SpatialDropout scales: N*C floats */
 } ck_bn_plan;
 ck_bn_plan ck_bn_make_plan(const ck_context *ctx, const ck_tensor *x);
+/* SyncBatchNormalization on a CUDA context (ops/batchnorm.c): the training kernels of the public
+ * calls with each channel's moments (forward) and sums (backward) gathered from every rank of
+ * comm between their phases (docs/distributed.md). The executor's buffers fit the node: no
+ * argument checks; a batch of one value per channel on every rank together normalizes with the
+ * running statistics. Device scratch: the communicator's (ck_comm_device_scratch). */
+struct ck_comm;
+ck_status ck_bn_cuda_forward_sync(ck_context *ctx, const ck_bn_desc *d, const ck_tensor *x,
+                                  const float *gamma, const float *beta, float *running_mean,
+                                  float *running_var, float *saved_mean, float *saved_invstd,
+                                  const ck_dropout_desc *sd, ck_tensor *y, ck_workspace *ws,
+                                  const struct ck_comm *comm);
+ck_status ck_bn_cuda_backward_sync(ck_context *ctx, const ck_bn_desc *d, const ck_tensor *x,
+                                   const ck_tensor *dy, const float *gamma, const float *beta,
+                                   const float *saved_mean, const float *saved_invstd,
+                                   const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma,
+                                   float *dbeta, ck_workspace *ws, const struct ck_comm *comm);
 
 #ifdef CNNKIT_HAVE_CUDA
 /* Converts a CUDA error code into a status with a message. */

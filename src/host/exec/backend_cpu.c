@@ -78,6 +78,13 @@ static ck_status cpu_add(const ck_exec *e, float *dst, const float *a, const flo
     return CK_STATUS_SUCCESS;
 }
 
+static ck_status cpu_scale(const ck_exec *e, float *x, size_t count, float s) {
+    (void)e;
+    for (size_t i = 0; i < count; ++i)
+        x[i] *= s;
+    return CK_STATUS_SUCCESS;
+}
+
 const ck_backend ck_backend_cpu = {
     .id = CK_BE_CPU,
     .name = "cpu",
@@ -90,6 +97,7 @@ const ck_backend ck_backend_cpu = {
     .read_loss = cpu_read_loss,
     .restore = cpu_restore,
     .add = cpu_add,
+    .scale = cpu_scale,
 };
 
 ck_exec ck_exec_cpu(ck_model *m, const float *x) {

@@ -8,6 +8,7 @@
  * gradients, optimizer state, activations, gradient ping-pong buffers, BN statistics, the batch
  * staging area and one shared workspace. A step allocates nothing; it uploads the batch, runs on
  * the context's stream and waits once, for the loss. */
+#include "comm_internal.h"
 #include "exec.h"
 #include "memtab.h"
 #include "model_internal.h"
@@ -247,6 +248,9 @@ static ck_status cuda_update(const ck_exec *e, const ck_kloss *guard) {
 
 static ck_status cuda_read_loss(const ck_exec *e, const ck_kloss *src, ck_kloss *host) {
     cudaStream_t s = (cudaStream_t)e->ctx->stream;
+    /* a data-parallel step waits on the other ranks' collectives under the deadline */
+    if (e->comm)
+        CK_TRY(ck_comm_sync(e->comm, "training step"));
     cudaError_t err = cudaMemcpyAsync(host, src, sizeof *host, cudaMemcpyDeviceToHost, s);
     if (err == cudaSuccess)
         err = cudaStreamSynchronize(s);
@@ -278,6 +282,20 @@ static ck_status cuda_add(const ck_exec *e, float *dst, const float *a, const fl
     return CK_STATUS_SUCCESS;
 }
 
+static ck_status cuda_scale(const ck_exec *e, float *x, size_t count, float sc) {
+    CK_EXEC_CUDA(e->ctx, ck_cuda_scale(x, count, sc, e->ctx->stream), "scale");
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status cuda_mark_failed(const ck_exec *e, ck_kloss *out) {
+    const int v = CK_KLOSS_RANK_FAILED; /* pageable source: copied before the call returns */
+    CK_EXEC_CUDA(e->ctx,
+                 cudaMemcpyAsync(&out->nonfinite, &v, sizeof v, cudaMemcpyHostToDevice,
+                                 (cudaStream_t)e->ctx->stream),
+                 "model: step verdict");
+    return CK_STATUS_SUCCESS;
+}
+
 static const ck_backend backend_cuda = {
     .id = CK_BE_CUDA,
     .name = "cuda",
@@ -291,6 +309,8 @@ static const ck_backend backend_cuda = {
     .download = cuda_download,
     .restore = cuda_restore,
     .add = cuda_add,
+    .scale = cuda_scale,
+    .mark_failed = cuda_mark_failed,
 };
 
 /* The executor over the device arena; the batch is staged into g->x. */

@@ -273,7 +273,7 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
     const int backed_up = st == CK_STATUS_SUCCESS;
     const int ln = ck_exec_logits_node(m);
     if (e->comm) { /* every rank joins, whatever its status */
-        const ck_status sst = ck_exec_comm_sample0(e, n);
+        const ck_status sst = ck_exec_comm_begin(e, n, &total);
         if (st == CK_STATUS_SUCCESS)
             st = sst;
     }
@@ -288,7 +288,9 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
     /* synchronous: a non-finite loss fails before backward */
     if (st == CK_STATUS_SUCCESS && be->synchronous && !isfinite(kl->loss_sum))
         st = loss_not_finite(m);
-    const int joined = st == CK_STATUS_SUCCESS; /* the same on every rank */
+    /* the same on every rank: synchronous backends agreed above; a device step's ranks all join
+     * the gradients' collectives and agree on the device */
+    const int joined = st == CK_STATUS_SUCCESS || (e->comm && !be->synchronous);
     if (st == CK_STATUS_SUCCESS && ln >= 0)
         st = ck_exec_backward(e, n, ln, e->logits_grad);
     /* a non-finite gradient fails the step before any parameter changes */
@@ -300,6 +302,8 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
         st = be->update(e, kl);
     if (st == CK_STATUS_SUCCESS)
         st = be->read_loss(e, kl, &hl);
+    if (st == CK_STATUS_SUCCESS && e->comm && !be->synchronous)
+        st = ck_exec_comm_verdict(e, &hl);
     if (st == CK_STATUS_SUCCESS && !isfinite(hl.loss_sum))
         st = loss_not_finite(m);
     if (st == CK_STATUS_SUCCESS && hl.nonfinite)

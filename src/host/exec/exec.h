@@ -86,7 +86,17 @@ typedef struct ck_backend {
     /* dst = a + b elementwise, count floats in the backend's memory (dst may be a or b): the
      * Add layer and the gradient sums of graph models. */
     ck_status (*add)(const ck_exec *e, float *dst, const float *a, const float *b, size_t count);
+    /* x *= s elementwise, count floats in the backend's memory (a data-parallel rank's share of
+     * the loss gradient). */
+    ck_status (*scale)(const ck_exec *e, float *x, size_t count, float s);
+    /* Asynchronous backends: this rank's step failed; says so in the backend's loss packet
+     * (out->nonfinite = CK_KLOSS_RANK_FAILED), which the ranks reduce by maximum before the
+     * guarded update (exec_comm.c). NULL on synchronous ones. */
+    ck_status (*mark_failed)(const ck_exec *e, ck_kloss *out);
 } ck_backend;
+
+/* ck_kloss.nonfinite of a data-parallel device step that some rank could not finish. */
+#define CK_KLOSS_RANK_FAILED 2
 
 extern const ck_backend ck_backend_cpu;
 
@@ -129,19 +139,27 @@ ck_exec ck_exec_cuda(ck_model *m);
  * and *count (may be NULL) are the global batch's; every rank fails or succeeds together. */
 ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n, int update,
                         double *loss_sum, int *correct, int *count);
-/* The data-parallel parts of the step (exec_comm.c, e->comm set, synchronous backends), joined by
- * every rank whatever its own status st. _loss: after the loss, sums the loss, the correct count
- * and the sample count (*total) over the ranks and scales this rank's loss gradient by n / total
- * (the global mean's share); fails on every rank when any rank's st failed. _grads: after
- * backward, sums the gradients over the ranks, flags a non-finite sum into kl->nonfinite (*bad:
- * its index) and agrees on the verdict, so every rank updates or none does. */
+/* The data-parallel parts of the step (exec_comm.c, e->comm set), joined by every rank whatever
+ * its own status st.
+ * Synchronous backends (the CPU, an MPI communicator): _loss, after the loss, sums the loss, the
+ * correct count and the sample count (*total) over the ranks and scales this rank's loss
+ * gradient by n / total (the global mean's share); fails on every rank when any rank's st
+ * failed. _grads, after backward, sums the gradients over the ranks, flags a non-finite sum into
+ * kl->nonfinite (*bad: its index) and agrees on the verdict, so every rank updates or none does.
+ * Asynchronous backends (CUDA, an NCCL communicator) keep the step's one wait: *total comes from
+ * _begin (a packet before forward); _loss and _grads only enqueue device all-reduces (the loss
+ * packet, the gradients, and the verdict by maximum of kl->nonfinite, where a rank that failed
+ * puts CK_KLOSS_RANK_FAILED), return this rank's own status, and the update the device guards
+ * makes every rank update or none; _verdict, after the wait, turns another rank's failure into
+ * this rank's error. */
 ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *total);
-/* Before forward, when the model draws dropout masks: e->sample0 = the shards of the ranks below
+/* Before forward. When the model draws dropout masks: e->sample0 = the shards of the ranks below
  * this one (shards are contiguous in rank order, ck_comm_shard), so the ranks' samples draw the
- * masks of the same samples of one process's global batch. Every rank joins (a rank whose batch
- * was refused with n = 0). */
-ck_status ck_exec_comm_sample0(ck_exec *e, int n);
+ * masks of the same samples of one process's global batch. Asynchronous backends: *total = the
+ * global batch too. Every rank joins (a rank whose batch was refused with n = 0). */
+ck_status ck_exec_comm_begin(ck_exec *e, int n, int *total);
 ck_status ck_exec_comm_grads(ck_exec *e, ck_status st, ck_kloss *kl, long long *bad);
+ck_status ck_exec_comm_verdict(const ck_exec *e, const ck_kloss *host);
 /* Inference-mode logits of n samples: *logits points at host memory. */
 ck_status ck_exec_infer(ck_exec *e, const float *x, int n, const float **logits);
 /* The node whose output holds the logits (-1: the input). */

@@ -31,8 +31,13 @@ static int draws_masks(const ck_model *m) {
     return 0;
 }
 
-ck_status ck_exec_comm_sample0(ck_exec *e, int n) {
+ck_status ck_exec_comm_begin(ck_exec *e, int n, int *total) {
     e->sample0 = 0;
+    if (!e->be->synchronous) { /* the scale of the loss gradient is enqueued before any wait */
+        double t = n > 0 ? n : 0;
+        CK_TRY(ck_comm_sum_f64(e->comm, &t, 1));
+        *total = (int)t;
+    }
     if (!draws_masks(e->m))
         return CK_STATUS_SUCCESS;
     long long before = 0;
@@ -41,7 +46,29 @@ ck_status ck_exec_comm_sample0(ck_exec *e, int n) {
     return CK_STATUS_SUCCESS;
 }
 
+/* This rank's share of the global mean: its loss gradient times n / total. */
+static ck_status scale_share(ck_exec *e, int n, int total) {
+    if (total == n)
+        return CK_STATUS_SUCCESS;
+    return e->be->scale(e, e->logits_grad, (size_t)n * e->m->classes,
+                        (float)((double)n / (double)total));
+}
+
+/* The device step: the loss packet summed in place on the device, nothing waited for. */
+static ck_status comm_loss_device(ck_exec *e, ck_status st, int n, ck_kloss *kl, int total) {
+    const ck_comm *c = e->comm;
+    CK_TRY(ck_comm_device_allreduce(c, &kl->loss_sum, 1, CK_NCCL_F64, CK_NCCL_SUM,
+                                    "ncclAllReduce (loss)"));
+    CK_TRY(ck_comm_device_allreduce(c, &kl->correct, 1, CK_NCCL_I32, CK_NCCL_SUM,
+                                    "ncclAllReduce (correct)"));
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    return scale_share(e, n, total);
+}
+
 ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *total) {
+    if (!e->be->synchronous)
+        return comm_loss_device(e, st, n, kl, *total);
     const int ok = st == CK_STATUS_SUCCESS;
     double pk[4] = {ok ? kl->loss_sum : 0.0, ok ? kl->correct : 0, n, ok ? 0.0 : 1.0};
     CK_TRY(ck_comm_sum_f64(e->comm, pk, 4));
@@ -54,17 +81,33 @@ ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *
      * of the mean over the global batch, so the gradients of all layers (BN's backward included:
      * it is linear in dy) sum over the ranks to the global batch's. With equal shards of a power
      * of two ranks the scale is a power of two: exact. */
-    if (*total != n) {
-        const float s = (float)((double)n / (double)*total);
-        float *g = e->logits_grad;
-        const size_t count = (size_t)n * e->m->classes;
-        for (size_t i = 0; i < count; ++i)
-            g[i] *= s;
-    }
+    return scale_share(e, n, *total);
+}
+
+/* The device step: the gradients and the verdict reduced on the device; the update is guarded
+ * there by the verdict, which is the same on every rank. */
+static ck_status comm_grads_device(ck_exec *e, ck_status st, ck_kloss *kl, long long *bad) {
+    *bad = -1;
+    /* a rank that failed still adds its buffer: the verdict discards the sum */
+    CK_TRY(ck_comm_sum_f32(e->comm, e->grads, e->m->num_params));
+    if (st == CK_STATUS_SUCCESS)
+        st = e->be->flag_nonfinite(e, kl, bad);
+    if (st != CK_STATUS_SUCCESS)
+        CK_TRY(e->be->mark_failed(e, kl));
+    CK_TRY(ck_comm_device_allreduce(e->comm, &kl->nonfinite, 1, CK_NCCL_I32, CK_NCCL_MAX,
+                                    "ncclAllReduce (verdict)"));
+    return st;
+}
+
+ck_status ck_exec_comm_verdict(const ck_exec *e, const ck_kloss *host) {
+    if (host->nonfinite >= CK_KLOSS_RANK_FAILED)
+        return other_failed(e, CK_STATUS_SUCCESS, "on its device");
     return CK_STATUS_SUCCESS;
 }
 
 ck_status ck_exec_comm_grads(ck_exec *e, ck_status st, ck_kloss *kl, long long *bad) {
+    if (!e->be->synchronous)
+        return comm_grads_device(e, st, kl, bad);
     /* a rank that failed in backward still adds its buffer: the verdict below discards the sum */
     CK_TRY(ck_comm_sum_f32(e->comm, e->grads, e->m->num_params));
     if (st == CK_STATUS_SUCCESS)

@@ -277,13 +277,50 @@ static ck_workspace bn_ws(const ck_exec *e) {
     return w;
 }
 
+/* SyncBatchNormalization in a data-parallel step on GPUs (an NCCL communicator): the CUDA
+ * kernels with each channel's moments and sums gathered from every rank between their phases. */
+static ck_status bn_fwd_sync_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_context *ctx = e->ctx;
+    ck_workspace w = bn_ws(e);
+    ck_tensor tx = ck_exec_view(ctx, io->in, io->batch, n->ih, n->iw, n->ic);
+    ck_tensor ty = ck_exec_view(ctx, io->out, io->batch, n->oh, n->ow, n->oc);
+    int relu_after; /* never: the CUDA backend fuses the ReLU (ck_gpu_model_build) */
+    const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
+    ck_dropout_desc sd;
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
+    float *st = e->stats + n->p_stats;
+    return ck_bn_cuda_forward_sync(ctx, &bd, &tx, e->params + n->p_gamma, e->params + n->p_beta,
+                                   e->fixed + n->p_mm, e->fixed + n->p_mv, st, st + n->oc,
+                                   has_sd ? &sd : NULL, &ty, &w, e->comm);
+}
+
+static ck_status bn_bwd_sync_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    ck_context *ctx = e->ctx;
+    ck_workspace w = bn_ws(e);
+    ck_tensor tx = ck_exec_view(ctx, io->in, io->batch, n->ih, n->iw, n->ic);
+    ck_tensor tdy = ck_exec_view(ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
+    ck_tensor tdx = ck_exec_view(ctx, io->dx ? io->dx : io->dx_buf, io->batch, n->ih, n->iw, n->ic);
+    int relu_after;
+    const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
+    ck_dropout_desc sd;
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
+    const float *st = e->stats + n->p_stats;
+    return ck_bn_cuda_backward_sync(ctx, &bd, &tx, &tdy, e->params + n->p_gamma,
+                                    e->params + n->p_beta, st, st + n->oc, has_sd ? &sd : NULL,
+                                    &tdx, e->grads + n->p_gamma, e->grads + n->p_beta, &w, e->comm);
+}
+
 static ck_status bn_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    if (n->bn_sync && e->comm && io->training)
+        return bn_fwd_sync_cuda(e, n, io);
     ck_workspace w = bn_ws(e);
     int relu_after; /* never: the CUDA backend fuses the ReLU (ck_gpu_model_build) */
     return bn_fwd(e, n, io, &w, &relu_after);
 }
 
 static ck_status bn_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
+    if (n->bn_sync && e->comm)
+        return bn_bwd_sync_cuda(e, n, io);
     ck_workspace w = bn_ws(e);
     return bn_bwd(e, n, io, &w);
 }

@@ -2,6 +2,7 @@
  * and start from rank 0's state; the executor's training step then sums over the ranks
  * (exec_comm.c). */
 #include "comm_internal.h"
+#include "exec.h"
 #include "model_internal.h"
 
 #include <string.h>
@@ -63,6 +64,18 @@ static ck_status check_same_model(ck_model *m, const ck_comm *c) {
 
 /* Rank 0's state everywhere, as a single process would continue from it. */
 static ck_status share_state(ck_model *m, const ck_comm *c) {
+    if (m->gpu) { /* the device holds the state of record while a model trains there */
+        ck_exec e = ck_exec_cuda(m);
+        CK_TRY(ck_comm_bcast_f32(c, e.params, m->num_params));
+        CK_TRY(ck_comm_bcast_f32(c, e.opt_m, m->num_params));
+        CK_TRY(ck_comm_bcast_f32(c, e.opt_v, m->num_params));
+        if (m->num_fixed)
+            CK_TRY(ck_comm_bcast_f32(c, e.fixed, m->num_fixed));
+        long long step = m->step;
+        CK_TRY(ck_comm_bcast_i64(c, &step, 1));
+        m->step = step;
+        return ck_gpu_model_pull(m);
+    }
     CK_TRY(ck_comm_bcast_f32(c, m->params, m->num_params));
     CK_TRY(ck_comm_bcast_f32(c, m->opt_m, m->num_params));
     CK_TRY(ck_comm_bcast_f32(c, m->opt_v, m->num_params));
@@ -85,12 +98,24 @@ CK_API ck_status ck_model_set_comm(ck_model *m, ck_comm *comm) {
     if (ck_comm_context(comm) != ctx)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "comm: made from another context (or its context was destroyed)");
-    if (m->gpu)
-        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "model: on a CUDA context; data-parallel training there needs the NCCL "
-                       "communicator, not built yet (docs/distributed.md)");
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    if (m->gpu && !ck_comm_on_device(comm))
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "comm: an MPI communicator, and the model is on a CUDA context: "
+                       "data-parallel training there needs an NCCL communicator "
+                       "(ck_comm_create_mpi or ck_comm_create_nccl on the CUDA context)");
+    if (m->gpu) { /* the SyncBN exchanges' device scratch, reserved before any step */
+        size_t most = 0;
+        for (int i = 0; i < m->num_nodes; ++i)
+            if (m->nodes[i].bn_sync) {
+                const size_t b = ck_bn_sync_scratch_bytes(m->nodes[i].oc, ck_comm_size(comm));
+                most = b > most ? b : most;
+            }
+        void *scratch = NULL;
+        if (most)
+            CK_TRY(ck_comm_device_scratch(comm, most, &scratch));
+    }
     CK_TRY(check_same_model(m, comm));
     CK_TRY(share_state(m, comm));
     m->comm = comm;

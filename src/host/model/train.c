@@ -164,12 +164,17 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
             m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
     ck_status st = check_batch(m, x, labels, n, 1);
     if (st != CK_STATUS_SUCCESS && m->comm) {
-        /* the other ranks wait in the step's first collective: fail it with them */
-        ck_exec f = ck_exec_cpu(m, x);
-        ck_kloss kl = {0.0, 0, 0};
+        /* the other ranks wait in the step's collectives: fail them with them (synchronous:
+         * the loss packet says so; a device step: its verdict, after the ones before it) */
+        ck_exec f = m->gpu ? ck_exec_cuda(m) : ck_exec_cpu(m, x);
+        ck_kloss own = {0.0, 0, 0};
+        ck_kloss *kl = f.loss ? f.loss : &own;
         int total = 0;
-        ck_exec_comm_sample0(&f, 0);
-        ck_exec_comm_loss(&f, st, 0, &kl, &total);
+        long long bad = -1;
+        ck_exec_comm_begin(&f, 0, &total);
+        ck_exec_comm_loss(&f, st, 0, kl, &total);
+        if (!f.be->synchronous)
+            ck_exec_comm_grads(&f, st, kl, &bad);
     }
     if (st != CK_STATUS_SUCCESS)
         return st;

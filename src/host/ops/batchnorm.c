@@ -3,9 +3,11 @@
 #include "internal.h"
 
 #include <math.h>
+#include <string.h>
 
 #ifdef CNNKIT_HAVE_CUDA
 #include "ck_kernels.h"
+#include "comm_internal.h"
 #endif
 
 CK_API ck_status ck_bn_desc_init(ck_bn_desc *d, ck_bn_convention convention) {
@@ -140,6 +142,7 @@ static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tens
                        const ck_bn_plan *p, int frozen, const ck_dropout_desc *sd,
                        ck_workspace *ws) {
     ck_kbn k;
+    memset(&k, 0, sizeof k);
     k.s.n = x->n;
     k.s.c = x->c;
     k.s.h = x->h;
@@ -285,3 +288,63 @@ CK_API ck_status ck_batchnorm_backward(ck_context *ctx, const ck_bn_desc *desc, 
         return scratch_oom(ctx, x);
     return CK_STATUS_SUCCESS;
 }
+
+#ifdef CNNKIT_HAVE_CUDA
+/* The kernels' exchange (ck_kbn.exchange): every rank's 3 * C doubles, gathered on the stream. */
+static int bn_gather(void *user, const double *local, double *all, size_t count) {
+    return ck_comm_device_allgather_f64((const ck_comm *)user, local, all, count,
+                                        "ncclAllGather (SyncBatchNormalization)") !=
+           CK_STATUS_SUCCESS;
+}
+
+/* The kernel parameters of a synchronized BN: the plan's, the communicator's scratch for this
+ * rank's 3 * C doubles and every rank's after them. */
+static ck_status sync_kbn(ck_context *ctx, const ck_bn_desc *d, const ck_tensor *x,
+                          const ck_dropout_desc *sd, ck_workspace *ws, const ck_comm *comm,
+                          ck_kbn *k) {
+    const ck_bn_plan plan = ck_bn_make_plan(ctx, x);
+    *k = make_kbn(ctx, d, x, &plan, 0, sd, ws);
+    const int ranks = ck_comm_size(comm);
+    void *scratch = NULL;
+    CK_TRY(ck_comm_device_scratch(comm, ck_bn_sync_scratch_bytes(x->c, ranks), &scratch));
+    k->exchange = bn_gather;
+    k->exchange_user = (void *)comm;
+    k->ranks = ranks;
+    k->sync_local = (double *)scratch;
+    k->sync_all = k->sync_local + (size_t)3 * x->c;
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status sync_status(ck_context *ctx, int e, const char *what) {
+    if (e == CK_KBN_EXCHANGE_FAILED)
+        return CK_STATUS_INTERNAL; /* the communicator's message is the context's */
+    return e ? ck_cuda_fail(ctx, e, what) : CK_STATUS_SUCCESS;
+}
+
+ck_status ck_bn_cuda_forward_sync(ck_context *ctx, const ck_bn_desc *d, const ck_tensor *x,
+                                  const float *gamma, const float *beta, float *running_mean,
+                                  float *running_var, float *saved_mean, float *saved_invstd,
+                                  const ck_dropout_desc *sd, ck_tensor *y, ck_workspace *ws,
+                                  const ck_comm *comm) {
+    ck_kbn k;
+    CK_TRY(sync_kbn(ctx, d, x, sd, ws, comm, &k));
+    return sync_status(ctx,
+                       ck_cuda_bn_forward_training(&k, x->data, gamma, beta, running_mean,
+                                                   running_var, saved_mean, saved_invstd, y->data,
+                                                   ctx->stream),
+                       "SyncBatchNormalization forward kernels");
+}
+
+ck_status ck_bn_cuda_backward_sync(ck_context *ctx, const ck_bn_desc *d, const ck_tensor *x,
+                                   const ck_tensor *dy, const float *gamma, const float *beta,
+                                   const float *saved_mean, const float *saved_invstd,
+                                   const ck_dropout_desc *sd, ck_tensor *dx, float *dgamma,
+                                   float *dbeta, ck_workspace *ws, const ck_comm *comm) {
+    ck_kbn k;
+    CK_TRY(sync_kbn(ctx, d, x, sd, ws, comm, &k));
+    return sync_status(ctx,
+                       ck_cuda_bn_backward(&k, x->data, dy->data, gamma, beta, saved_mean,
+                                           saved_invstd, dx->data, dgamma, dbeta, ctx->stream),
+                       "SyncBatchNormalization backward kernels");
+}
+#endif
