@@ -97,8 +97,9 @@ int ck_comm_broken(const ck_comm *comm);
  * (else CK_STATUS_BAD_PARAM on every rank, nothing trained); a stop from a callback on any rank
  * stops all; every rank needs max_batch >= ceil(batch / ranks). The
  * model keeps a pointer: destroy the communicator only after detaching it or destroying the
- * model. On a CUDA context (an NCCL communicator) the loss, the gradients and the step's verdict
- * are reduced on the device and the step keeps its one wait for the host (plus a packet or two
+ * model. On a CUDA context (an NCCL communicator) the loss, the gradients (in 1 MiB buckets on a
+ * second stream, overlapping the backward pass) and the step's verdict are reduced on the
+ * device and the step keeps its one wait for the host (plus a packet or two
  * at its start: the global batch and, with dropout, the shard's offset); SyncBatchNormalization
  * gathers every rank's per-channel moments between its kernels' phases. A rank whose batch is
  * refused there joins the step's collectives and the others fail with it, except in a model with

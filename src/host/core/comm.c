@@ -632,6 +632,19 @@ ck_status ck_comm_device_allreduce(const ck_comm *c, void *dbuf, size_t count, c
                    what);
 }
 
+ck_status ck_comm_device_sum_side(const ck_comm *c, float *dbuf, size_t count) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_allreduce_side(c->nccl, dbuf, count, "ncclAllReduce (gradients)"));
+    (void)dbuf, (void)count;
+    return ck_fail(c->ctx, CK_STATUS_INTERNAL, "comm: device buckets need an NCCL communicator");
+}
+
+ck_status ck_comm_device_join(const ck_comm *c) {
+    CK_COMM_LIVE(c);
+    CK_NCCL_ROUTE(c, ck_nccl_join(c->nccl));
+    return CK_STATUS_SUCCESS;
+}
+
 ck_status ck_comm_device_allgather_f64(const ck_comm *c, const double *local, double *all,
                                        size_t count, const char *what) {
     CK_COMM_LIVE(c);

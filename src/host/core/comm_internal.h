@@ -37,6 +37,13 @@ int ck_comm_on_device(const ck_comm *c);
 /* In place over the ranks, count elements of device memory, enqueued on the context's stream. */
 ck_status ck_comm_device_allreduce(const ck_comm *c, void *dbuf, size_t count, ck_nccl_type t,
                                    ck_nccl_op op, const char *what);
+/* The gradient sum in buckets that overlap the backward pass (NCCL): each call all-reduces
+ * count floats of device memory in place on the communicator's second stream, after everything
+ * the context's stream enqueued before the call; ck_comm_device_join makes the context's stream
+ * wait for every such bucket. Every rank must launch the same buckets in the same order. */
+#define CK_COMM_DEVICE_BUCKET ((size_t)1 << 18) /* floats: 1 MiB, so small models overlap too */
+ck_status ck_comm_device_sum_side(const ck_comm *c, float *dbuf, size_t count);
+ck_status ck_comm_device_join(const ck_comm *c);
 /* Every rank's count doubles of device memory gathered into all (ranks * count, rank order),
  * enqueued on the context's stream (NCCL). */
 ck_status ck_comm_device_allgather_f64(const ck_comm *c, const double *local, double *all,
@@ -72,6 +79,8 @@ ck_status ck_nccl_allgather_i64(ck_nccl *n, long long v, long long *all, const c
 ck_status ck_nccl_allgather(ck_nccl *n, const void *local, void *all, size_t count, ck_nccl_type t,
                             const char *what);
 ck_status ck_nccl_scratch(ck_nccl *n, size_t bytes, void **out);
+ck_status ck_nccl_allreduce_side(ck_nccl *n, float *dbuf, size_t count, const char *what);
+ck_status ck_nccl_join(ck_nccl *n);
 int ck_nccl_version(const ck_nccl *n);
 #endif
 

@@ -48,6 +48,10 @@ struct ck_nccl {
     void *dstage;     /* device packet buffer; never freed once aborted (see ck_nccl_free) */
     size_t dstage_cap;
     int aborted;
+    /* the gradient buckets' stream, overlapping the backward pass, and the events between it
+     * and the context's stream (made at first use) */
+    cudaStream_t side;
+    cudaEvent_t ready, done;
 };
 
 static const char *const nccl_sonames[] = {"libnccl.so.2", "libnccl.so"};
@@ -264,6 +268,12 @@ void ck_nccl_free(ck_nccl *n, int broken) {
     /* an operation that was aborted may still have been writing the stage */
     if (n->dstage && !n->aborted)
         (void)cudaFree(n->dstage);
+    if (n->ready)
+        (void)cudaEventDestroy(n->ready);
+    if (n->done)
+        (void)cudaEventDestroy(n->done);
+    if (n->side) /* returns at once; the stream goes when its work is done */
+        (void)cudaStreamDestroy(n->side);
     if (n->lib)
         dlclose(n->lib);
     ck_host_free(n->ctx, n);
@@ -383,6 +393,43 @@ ck_status ck_nccl_scratch(ck_nccl *n, size_t bytes, void **out) {
     if (bytes > n->dstage_cap) /* a reallocation must not free memory a kernel still reads */
         CK_TRY(ck_nccl_sync(n, "comm: growing its device scratch"));
     return dstage(n, bytes, out);
+}
+
+static ck_status side_stream(ck_nccl *n) {
+    if (n->side)
+        return CK_STATUS_SUCCESS;
+    cudaError_t e = cudaStreamCreateWithFlags(&n->side, cudaStreamNonBlocking);
+    if (e == cudaSuccess)
+        e = cudaEventCreateWithFlags(&n->ready, cudaEventDisableTiming);
+    if (e == cudaSuccess)
+        e = cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming);
+    if (e != cudaSuccess) /* what was made is freed with the communicator */
+        return ck_cuda_fail(n->ctx, e, "comm: the gradient stream");
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_nccl_allreduce_side(ck_nccl *n, float *dbuf, size_t count, const char *what) {
+    if (!count)
+        return CK_STATUS_SUCCESS;
+    CK_TRY(side_stream(n));
+    /* after what the context's stream has enqueued so far (the gradients of this bucket) */
+    cudaError_t e = cudaEventRecord(n->ready, (cudaStream_t)n->ctx->stream);
+    if (e == cudaSuccess)
+        e = cudaStreamWaitEvent(n->side, n->ready, 0);
+    if (e != cudaSuccess)
+        return ck_cuda_fail(n->ctx, e, what);
+    return nccl_call(n, n->f.all_reduce(dbuf, dbuf, count, ncclFloat32, ncclSum, n->comm, n->side),
+                     what);
+}
+
+ck_status ck_nccl_join(ck_nccl *n) {
+    if (!n->side)
+        return CK_STATUS_SUCCESS;
+    cudaError_t e = cudaEventRecord(n->done, n->side);
+    if (e == cudaSuccess)
+        e = cudaStreamWaitEvent((cudaStream_t)n->ctx->stream, n->done, 0);
+    return e == cudaSuccess ? CK_STATUS_SUCCESS
+                            : ck_cuda_fail(n->ctx, e, "comm: the gradient stream");
 }
 
 int ck_nccl_version(const ck_nccl *n) {

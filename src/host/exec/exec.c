@@ -200,6 +200,8 @@ static ck_status graph_backward(const ck_exec *e, int batch, int from, float *dy
                     st = bf16_store(e, g, cnt);
             }
         }
+        if (st == CK_STATUS_SUCCESS && e->overlap) /* data-parallel: buckets now complete */
+            st = ck_exec_comm_grads_ready(e, i);
         if (st != CK_STATUS_SUCCESS)
             return st;
     }
@@ -234,6 +236,8 @@ ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0) {
         ck_prof_end(m, t0, &m->prof_cur_bwd[i]);
         if (st != CK_STATUS_SUCCESS)
             return st;
+        if (e->overlap) /* data-parallel: buckets now complete */
+            CK_TRY(ck_exec_comm_grads_ready(e, i));
         if (!io.dx)
             break;
         CK_TRY(bf16_store(e, io.dx, io.count_in));

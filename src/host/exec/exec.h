@@ -124,6 +124,11 @@ struct ck_exec {
     /* the batch's first sample in the global batch (data-parallel: the shard's offset), which
      * keys the dropout masks so that N ranks draw the masks of one process; 0 otherwise */
     uint64_t sample0;
+    /* data-parallel device step whose gradient sum overlaps the backward pass (exec_comm.c):
+     * &ov while a step's buckets are being launched, else NULL */
+    struct ck_exec_overlap {
+        int next; /* buckets [0, next) of the gradients are not launched yet */
+    } ov, *overlap;
 };
 
 /* The dropout fused into node i by the planner (BN: SpatialDropout as the kernel's channel scale;
@@ -160,6 +165,9 @@ ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *
 ck_status ck_exec_comm_begin(ck_exec *e, int n, int *total);
 ck_status ck_exec_comm_grads(ck_exec *e, ck_status st, ck_kloss *kl, long long *bad);
 ck_status ck_exec_comm_verdict(const ck_exec *e, const ck_kloss *host);
+/* After node i's backward (e->overlap set): launches the gradient buckets that no node below i
+ * writes, on the communicator's second stream, highest first (every rank the same order). */
+ck_status ck_exec_comm_grads_ready(const ck_exec *e, int i);
 /* Inference-mode logits of n samples: *logits points at host memory. */
 ck_status ck_exec_infer(ck_exec *e, const float *x, int n, const float **logits);
 /* The node whose output holds the logits (-1: the input). */

@@ -31,12 +31,74 @@ static int draws_masks(const ck_model *m) {
     return 0;
 }
 
+/* The device step overlaps its gradient sum with the backward pass when the gradients span
+ * more than one bucket and no SyncBatchNormalization exchanges inside the backward pass (NCCL
+ * runs one communicator's operations in call order: an exchange would wait behind the buckets
+ * launched before it, and the backward with it). */
+static int overlaps(const ck_exec *e) {
+    const ck_model *m = e->m;
+    if (e->be->synchronous || !ck_comm_on_device(e->comm) || m->num_params <= CK_COMM_DEVICE_BUCKET)
+        return 0;
+    for (int i = 0; i < m->num_nodes; ++i)
+        if (m->nodes[i].bn_sync)
+            return 0;
+    return 1;
+}
+
+static int bucket_count(const ck_model *m) {
+    return (int)((m->num_params + CK_COMM_DEVICE_BUCKET - 1) / CK_COMM_DEVICE_BUCKET);
+}
+
+static ck_status launch_bucket(const ck_exec *e, int b) {
+    const size_t lo = (size_t)b * CK_COMM_DEVICE_BUCKET, left = e->m->num_params - lo;
+    return ck_comm_device_sum_side(e->comm, e->grads + lo,
+                                   left < CK_COMM_DEVICE_BUCKET ? left : CK_COMM_DEVICE_BUCKET);
+}
+
+/* One past node n's last trainable parameter (0: it has none). */
+static size_t param_end(const ck_node *n) {
+    size_t end = 0;
+    if (n->n_kernel && n->p_kernel + n->n_kernel > end)
+        end = n->p_kernel + n->n_kernel;
+    if (n->n_bias && n->p_bias + n->n_bias > end)
+        end = n->p_bias + n->n_bias;
+    if (n->type == CK_NODE_BN) {
+        const size_t g = n->p_gamma + (size_t)n->oc, b = n->p_beta + (size_t)n->oc;
+        end = g > end ? g : end;
+        end = b > end ? b : end;
+    }
+    return end;
+}
+
+ck_status ck_exec_comm_grads_ready(const ck_exec *e, int i) {
+    struct ck_exec_overlap *o = e->overlap;
+    if (!o)
+        return CK_STATUS_SUCCESS;
+    /* backward runs from the last node down: the nodes below i have not written yet, and every
+     * parameter past the last one of theirs is final */
+    size_t ready = 0;
+    for (int j = 0; j < i; ++j) {
+        const size_t end = param_end(&e->m->nodes[j]);
+        ready = end > ready ? end : ready;
+    }
+    while (o->next > 0 && (size_t)(o->next - 1) * CK_COMM_DEVICE_BUCKET >= ready) {
+        CK_TRY(launch_bucket(e, o->next - 1));
+        o->next--;
+    }
+    return CK_STATUS_SUCCESS;
+}
+
 ck_status ck_exec_comm_begin(ck_exec *e, int n, int *total) {
     e->sample0 = 0;
+    e->overlap = NULL;
     if (!e->be->synchronous) { /* the scale of the loss gradient is enqueued before any wait */
         double t = n > 0 ? n : 0;
         CK_TRY(ck_comm_sum_f64(e->comm, &t, 1));
         *total = (int)t;
+        if (overlaps(e)) {
+            e->ov.next = bucket_count(e->m);
+            e->overlap = &e->ov;
+        }
     }
     if (!draws_masks(e->m))
         return CK_STATUS_SUCCESS;
@@ -88,8 +150,17 @@ ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *
  * there by the verdict, which is the same on every rank. */
 static ck_status comm_grads_device(ck_exec *e, ck_status st, ck_kloss *kl, long long *bad) {
     *bad = -1;
-    /* a rank that failed still adds its buffer: the verdict discards the sum */
-    CK_TRY(ck_comm_sum_f32(e->comm, e->grads, e->m->num_params));
+    /* a rank that failed still adds its buffer (every bucket, in the same order as the
+     * others): the verdict discards the sum */
+    if (e->overlap) {
+        struct ck_exec_overlap *o = e->overlap;
+        e->overlap = NULL;
+        for (; o->next > 0; o->next--)
+            CK_TRY(launch_bucket(e, o->next - 1));
+        CK_TRY(ck_comm_device_join(e->comm));
+    } else {
+        CK_TRY(ck_comm_sum_f32(e->comm, e->grads, e->m->num_params));
+    }
     if (st == CK_STATUS_SUCCESS)
         st = e->be->flag_nonfinite(e, kl, bad);
     if (st != CK_STATUS_SUCCESS)
