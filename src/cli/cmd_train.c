@@ -381,8 +381,9 @@ int cmd_train(const opts *o) {
                100.0 * o->val_split);
     printf(", batch %d, %d epoch%s, seed %llu", o->batch, epochs, epochs > 1 ? "s" : "", o->seed);
     if (o->distributed)
-        printf(", distributed over %d rank%s (MPI; --batch is the global batch)", o->ranks,
-               o->ranks > 1 ? "s" : "");
+        printf(", distributed over %d rank%s (%s; --batch is the global batch)", o->ranks,
+               o->ranks > 1 ? "s" : "",
+               ck_context_device(ctx) == CK_DEVICE_CUDA ? "NCCL, one GPU per rank" : "MPI");
     /* fp32 runs print what they always printed */
     if (ck_model_precision(m) != CK_PRECISION_FP32)
         printf(", precision %s", ck_model_precision(m) == CK_PRECISION_BF16 ? "bf16" : "tf32");

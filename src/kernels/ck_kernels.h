@@ -21,6 +21,10 @@ typedef struct ck_kshape {
 } ck_kshape;
 
 int ck_cuda_fill(float *p, size_t count, float value, void *stream);
+/* Rows perm[start .. start + n) of src (per floats each) into x, their labels into labels (may be
+ * NULL): ck_dataset_gather on the device (a device-resident dataset's batch). */
+int ck_cuda_gather_rows(const float *src, const int32_t *src_labels, const int32_t *perm, int start,
+                        int n, size_t per, float *x, int32_t *labels, void *stream);
 /* x *= s elementwise (fp32, rounded as the CPU's multiply) */
 int ck_cuda_scale(float *x, size_t count, float s, void *stream);
 /* bf16 storage (bf16.cu; the host twin is src/host/bf16.c): x rounded in place to nearest even

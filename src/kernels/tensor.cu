@@ -50,6 +50,32 @@ extern "C" int ck_cuda_scale(float *x, size_t count, float s, void *stream) {
     return ck_launch_status();
 }
 
+/* x[i] = src[perm[start + i]] row by row (per floats a row), labels the same way: the batch of
+ * a device-resident dataset, as ck_dataset_gather builds it on the host (a copy: same bits) */
+__global__ void ck_gather_rows_kernel(const float *src, const int32_t *src_labels,
+                                      const int32_t *perm, int start, int n, long long per,
+                                      float *x, int32_t *labels) {
+    const long long total = (long long)n * per;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long row = i / per, k = perm[start + row];
+        x[i] = src[k * per + (i - row * per)];
+        if (labels && i - row * per == 0)
+            labels[row] = src_labels[k];
+    }
+}
+
+extern "C" int ck_cuda_gather_rows(const float *src, const int32_t *src_labels, const int32_t *perm,
+                                   int start, int n, size_t per, float *x, int32_t *labels,
+                                   void *stream) {
+    const long long total = (long long)n * (long long)per;
+    if (total <= 0)
+        return 0;
+    ck_gather_rows_kernel<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
+        src, src_labels, perm, start, n, (long long)per, x, labels);
+    return ck_launch_status();
+}
+
 extern "C" int ck_cuda_convert_layout(const float *src, float *dst, ck_kshape s, void *stream) {
     const int hw = s.h * s.w;
     /* source viewed per sample as a rows x cols matrix */

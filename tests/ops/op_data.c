@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cnnkit/data.h"
 #include "ref.h"
 #ifdef CNNKIT_HAVE_CUDA
 #include "gpu_layers.h"
@@ -188,4 +189,68 @@ const op_case op_fill = {
     .nbench = sizeof k_fill_bench / sizeof k_fill_bench[0],
     .ref = fill_ref,
     .gpu = fill_gpu,
+};
+
+/* ---- a device-resident training set's batch (ck_cuda_gather_rows) against the host's
+ * ck_dataset_gather: rows perm[start ..] of the images and their labels, copied (exact).
+ * iv = {rows, per, start, n}; in: images, labels, perm (int32 bits); out: x, labels ---- */
+#define GATHER(nm, rows, per, start, n)                                                            \
+    {                                                                                              \
+        nm, {rows, per, start, n}, {0}, 3, 2,                                                      \
+            {{"images", (rows) * (per), OP_UNIFORM, -1, 1},                                        \
+             {"labels", rows, OP_LABELS, 0, 10},                                                   \
+             {"perm", (start) + (n), OP_LABELS, 0, rows}},                                         \
+        {                                                                                          \
+            {"x", (n) * (per), 0, 0, 0}, {                                                         \
+                "y", n, 0, 0, 0                                                                    \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+static const op_variant k_gather[] = {GATHER("mnist_rows", 50, 784, 7, 16),
+                                      GATHER("one_row", 3, 5, 0, 1),
+                                      GATHER("odd_rows", 97, 33, 40, 57)};
+static const op_variant k_gather_bench[] = {GATHER("batch512_of_4096", 4096, 784, 1024, 512)};
+
+static void gather_ref(const op_variant *v, float *const *in, float *const *out) {
+    const int per = v->iv[1], start = v->iv[2], n = v->iv[3];
+    const int32_t *labels = (const int32_t *)in[1], *perm = (const int32_t *)in[2];
+    for (int i = 0; i < n; i++) {
+        const int32_t k = perm[start + i];
+        for (int j = 0; j < per; j++)
+            out[0][(size_t)i * per + j] = in[0][(size_t)k * per + j];
+        ((int32_t *)out[1])[i] = labels[k];
+    }
+}
+
+/* the host twin the fit used before the data stayed on the device */
+static void gather_cpu(const op_variant *v, float *const *in, float *const *out) {
+    ck_dataset ds = {v->iv[0], v->iv[1], 1, 1, 10, in[0], (int32_t *)in[1]};
+    (void)ck_dataset_gather(&ds, (const int32_t *)in[2], v->iv[2], v->iv[3], out[0],
+                            (int32_t *)out[1]);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int gather_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                      ck_tensor *const *out) {
+    return ck_cuda_gather_rows(OP_D(in[0]), (const int32_t *)OP_D(in[1]),
+                               (const int32_t *)OP_D(in[2]), v->iv[2], v->iv[3], (size_t)v->iv[1],
+                               OP_D(out[0]), (int32_t *)OP_D(out[1]), g->stream);
+}
+#else
+#define gather_gpu NULL
+#endif
+
+const op_case op_gather = {
+    .name = "gather_rows",
+    .launchers = "ck_cuda_gather_rows",
+    .variants = k_gather,
+    .nvariants = sizeof k_gather / sizeof k_gather[0],
+    .bench_variants = k_gather_bench,
+    .nbench = sizeof k_gather_bench / sizeof k_gather_bench[0],
+    .cpu = gather_cpu,
+    .ref = gather_ref,
+    .ref_tol = 0,
+    .gpu = gather_gpu,
+    .gpu_tol = 0,
 };

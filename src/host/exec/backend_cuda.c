@@ -345,6 +345,80 @@ ck_exec ck_exec_cuda(ck_model *m) {
     return e;
 }
 
+/* ---- a device-resident training set (model_internal.h) ---- */
+
+struct ck_gpu_data {
+    ck_context *ctx;
+    float *images;
+    int32_t *labels, *perm;
+    int count;
+    size_t per;
+};
+
+void ck_gpu_data_free(ck_gpu_data *d) {
+    if (!d)
+        return;
+    /* cudaFree waits for the kernels that still read the data */
+    (void)cudaFree(d->images);
+    (void)cudaFree(d->labels);
+    (void)cudaFree(d->perm);
+    ck_host_free(d->ctx, d);
+}
+
+ck_status ck_gpu_data_create(ck_model *m, const float *images, const int32_t *labels, int count,
+                             ck_gpu_data **out) {
+    ck_context *ctx = m->ctx;
+    ck_gpu_data *d = (ck_gpu_data *)ck_host_calloc(ctx, 1, sizeof *d);
+    if (!d)
+        return ck_host_oom(ctx, "fit: device data", sizeof *d);
+    d->ctx = ctx;
+    d->count = count;
+    d->per = (size_t)m->in_h * m->in_w * m->in_c;
+    const size_t xb = sizeof(float) * d->per * (size_t)count, yb = sizeof(int32_t) * count;
+    cudaError_t e = cudaMalloc((void **)&d->images, xb);
+    if (e == cudaSuccess)
+        e = cudaMalloc((void **)&d->labels, yb);
+    if (e == cudaSuccess)
+        e = cudaMalloc((void **)&d->perm, yb);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        ck_gpu_data_free(d);
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                       "fit: cudaMalloc of %zu bytes for the training set failed: %s", xb + 2 * yb,
+                       cudaGetErrorString(e));
+    }
+    cudaStream_t s = (cudaStream_t)ctx->stream;
+    e = cudaMemcpyAsync(d->images, images, xb, cudaMemcpyHostToDevice, s);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(d->labels, labels, yb, cudaMemcpyHostToDevice, s);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(s);
+    if (e != cudaSuccess) {
+        ck_gpu_data_free(d);
+        return ck_cuda_fail(ctx, e, "fit: training set upload");
+    }
+    *out = d;
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_gpu_data_order(ck_model *m, ck_gpu_data *d, const int32_t *perm) {
+    /* in stream order: after the previous epoch's last gather */
+    CK_EXEC_CUDA(m->ctx,
+                 cudaMemcpyAsync(d->perm, perm, sizeof(int32_t) * d->count, cudaMemcpyHostToDevice,
+                                 (cudaStream_t)m->ctx->stream),
+                 "fit: epoch order upload");
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_gpu_data_stage(ck_model *m, const ck_gpu_data *d, int start, int n) {
+    ck_gpu_model *g = m->gpu;
+    CK_EXEC_CUDA(m->ctx,
+                 ck_cuda_gather_rows(d->images, d->labels, d->perm, start, n, d->per, g->x,
+                                     g->labels, m->ctx->stream),
+                 "fit: batch gather");
+    return CK_STATUS_SUCCESS;
+}
+
 #else
 /* CPU-only build: a model never has a device side (ck_model_build refuses CUDA contexts). */
 void ck_gpu_model_free(ck_model *m) {
@@ -373,5 +447,21 @@ ck_status ck_gpu_model_pull(ck_model *m) {
 /* never reached: without CUDA no model has a device side */
 ck_exec ck_exec_cuda(ck_model *m) {
     return ck_exec_cpu(m, NULL);
+}
+ck_status ck_gpu_data_create(ck_model *m, const float *images, const int32_t *labels, int count,
+                             ck_gpu_data **out) {
+    (void)images, (void)labels, (void)count, (void)out;
+    return no_cuda(m);
+}
+ck_status ck_gpu_data_order(ck_model *m, ck_gpu_data *d, const int32_t *perm) {
+    (void)d, (void)perm;
+    return no_cuda(m);
+}
+ck_status ck_gpu_data_stage(ck_model *m, const ck_gpu_data *d, int start, int n) {
+    (void)d, (void)start, (void)n;
+    return no_cuda(m);
+}
+void ck_gpu_data_free(ck_gpu_data *d) {
+    (void)d;
 }
 #endif

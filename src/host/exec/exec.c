@@ -281,7 +281,7 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
         if (st == CK_STATUS_SUCCESS)
             st = sst;
     }
-    if (st == CK_STATUS_SUCCESS)
+    if (st == CK_STATUS_SUCCESS && !e->staged)
         st = be->stage(e, x, labels, n);
     if (st == CK_STATUS_SUCCESS)
         st = ck_exec_forward(e, n, 1, ln + 1);

@@ -110,6 +110,7 @@ struct ck_exec {
     const int32_t *labels; /* its labels, the same way */
     float *logits_grad;    /* the loss gradient at the logits */
     ck_kloss *loss;        /* where the loss goes (NULL on the CPU: the step's own) */
+    int staged;     /* the batch is in e->x, e->labels already (fit's device-resident data) */
     float **outs;   /* per-node outputs when the backend keeps its own (CUDA); NULL: n->out */
     void **state;   /* per-node state from ops.prepare, or NULL */
     float *gbuf[2]; /* gradient ping-pong buffers */

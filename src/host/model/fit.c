@@ -28,6 +28,19 @@ static ck_status check_ds(ck_model *m, const ck_dataset *d, const char *name) {
     return CK_STATUS_SUCCESS;
 }
 
+/* Whether every sample passes ck_model_train_step's checks (labels are classes of the model,
+ * images finite), so that a device-resident training set needs no check per step. */
+static int samples_ok(const ck_model *m, const ck_dataset *d) {
+    for (int i = 0; i < d->count; ++i)
+        if (d->labels[i] < 0 || d->labels[i] >= m->classes)
+            return 0;
+    const size_t count = (size_t)d->count * d->h * d->w * d->c;
+    for (size_t i = 0; i < count; ++i)
+        if (!isfinite(d->images[i]))
+            return 0;
+    return 1;
+}
+
 /* The fingerprint a resumed fit compares: CRC-32 of the images and the labels. */
 static uint32_t data_crc(const ck_dataset *d) {
     const size_t per = (size_t)d->h * d->w * d->c;
@@ -207,12 +220,24 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
     }
     if (!o.resume)
         m->fit = f; /* a new fit starts at epoch 0, step 0 */
+    /* On a GPU the training set stays on the device and each batch is gathered there, when the
+     * device has the memory and every sample passes the step's checks (else the host stages
+     * each batch, and a bad sample fails its step as it always did). */
+    ck_gpu_data *dd = NULL;
+    if (m->gpu && !m->fit_host_data && samples_ok(m, train) &&
+        ck_gpu_data_create(m, train->images, train->labels, train->count, &dd) !=
+            CK_STATUS_SUCCESS) {
+        dd = NULL;
+        ck_clear_error(ctx);
+    }
     const int steps = (train->count + o.batch - 1) / o.batch;
     int stop = 0;
     for (int e = f.epoch; e < o.epochs && !stop && st == CK_STATUS_SUCCESS; ++e) {
         const double t0 = now_s();
         const int first = e == f.epoch ? f.epoch_step : 0;
         st = ck_dataset_shuffle(train->count, seed, (uint64_t)e, perm);
+        if (st == CK_STATUS_SUCCESS && dd)
+            st = ck_gpu_data_order(m, dd, perm);
         /* the running sums continue from the saved ones in a resumed epoch */
         double loss = first ? f.loss_sum : 0.0;
         long long correct = first ? f.correct : 0, seen = first ? f.seen : 0, seen_now = 0;
@@ -223,11 +248,18 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
             int at = 0, nr = n; /* data-parallel: this rank's shard of the batch */
             if (m->comm)
                 st = ck_comm_shard(m->comm, n, &at, &nr);
-            if (st == CK_STATUS_SUCCESS)
-                st = ck_dataset_gather(train, perm, start + at, nr, xb, yb);
             ck_step_result r;
-            if (st == CK_STATUS_SUCCESS)
-                st = ck_model_train_step(m, xb, yb, nr, &r);
+            if (dd) {
+                if (st == CK_STATUS_SUCCESS)
+                    st = ck_gpu_data_stage(m, dd, start + at, nr);
+                if (st == CK_STATUS_SUCCESS)
+                    st = ck_model_train_step_staged(m, nr, &r);
+            } else {
+                if (st == CK_STATUS_SUCCESS)
+                    st = ck_dataset_gather(train, perm, start + at, nr, xb, yb);
+                if (st == CK_STATUS_SUCCESS)
+                    st = ck_model_train_step(m, xb, yb, nr, &r);
+            }
             if (st != CK_STATUS_SUCCESS) {
                 /* the failed step changed nothing: the state still names the step before */
                 m->fit = f;
@@ -294,6 +326,7 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
         if (m->comm)
             st = agree_stop(m, &stop);
     }
+    ck_gpu_data_free(dd);
     ck_host_free(ctx, perm);
     ck_host_free(ctx, xb);
     ck_host_free(ctx, yb);

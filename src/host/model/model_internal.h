@@ -124,9 +124,10 @@ struct ck_model {
     long long step;
     ck_fit_state fit; /* where ck_model_fit stands (fit.c); saved in checkpoints */
     /* execution plan (plan.c) */
-    int planning_off; /* ck_model_set_planning(m, 0) before build */
-    int planned;      /* the planner ran on this build (planning on; CPU and CUDA) */
-    int acts_private; /* tests: a planned graph keeps one activation buffer per node */
+    int planning_off;  /* ck_model_set_planning(m, 0) before build */
+    int planned;       /* the planner ran on this build (planning on; CPU and CUDA) */
+    int acts_private;  /* tests: a planned graph keeps one activation buffer per node */
+    int fit_host_data; /* tests: ck_model_fit stages every batch from the host on a GPU too */
     /* How a BN node with a fused ReLU runs on the CPU. 1: ck_batchnorm_* with activation RELU,
      * one kernel (the CPU twin of the device kernel). 0 (default): the BN kernel (with any fused
      * SpatialDropout scale) and then the ReLU in place on the node's output (backward: dReLU in
@@ -273,6 +274,20 @@ int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len);
 ck_status ck_gpu_model_push(ck_model *m);
 ck_status ck_gpu_model_pull(ck_model *m);
 /* The executor over the device buffers: ck_exec_cuda (exec.h). */
+/* A training set resident on the model's device for ck_model_fit (issue 14): images and labels
+ * uploaded once, the epoch's order once per epoch, each batch gathered on the device into the
+ * executor's batch buffers (a copy of what the host would stage: the same bits). create fails
+ * with CK_STATUS_ALLOC_FAILED when the device lacks the memory (fit then stages from the host)
+ * or CK_STATUS_NOT_SUPPORTED without a device side. */
+typedef struct ck_gpu_data ck_gpu_data;
+ck_status ck_gpu_data_create(ck_model *m, const float *images, const int32_t *labels, int count,
+                             ck_gpu_data **out);
+ck_status ck_gpu_data_order(ck_model *m, ck_gpu_data *d, const int32_t *perm);
+ck_status ck_gpu_data_stage(ck_model *m, const ck_gpu_data *d, int start, int n);
+void ck_gpu_data_free(ck_gpu_data *d);
+/* One training step on the batch ck_gpu_data_stage put on the device (n samples, checked when the
+ * data were uploaded), as ck_model_train_step otherwise. */
+ck_status ck_model_train_step_staged(ck_model *m, int n, ck_step_result *result);
 
 /* ---- parameters by layer (model_params.c), from the layer kinds' specs ---- */
 /* The weight arrays of user layer li of a built model (or of the layers before li, during the

@@ -153,7 +153,8 @@ static ck_status finish_step(ck_model *m, double loss_sum, int correct, int n,
     return CK_STATUS_SUCCESS;
 }
 
-static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n,
+/* staged: the batch is on the device already (fit's device-resident data, checked there) */
+static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n, int staged,
                             ck_step_result *result) {
     ck_clear_error(m->ctx);
     double loss_sum = 0.0;
@@ -162,7 +163,7 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
     if (m->profiling)
         for (int i = 0; i < m->num_nodes; ++i)
             m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
-    ck_status st = check_batch(m, x, labels, n, 1);
+    ck_status st = staged ? CK_STATUS_SUCCESS : check_batch(m, x, labels, n, 1);
     if (st != CK_STATUS_SUCCESS && m->comm) {
         /* the other ranks wait in the step's collectives: fail them with them (synchronous:
          * the loss packet says so; a device step: its verdict, after the ones before it) */
@@ -179,6 +180,7 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
     if (st != CK_STATUS_SUCCESS)
         return st;
     ck_exec e = exec_of(m, x);
+    e.staged = staged;
     if (!m->profiling) { /* the update enqueued with the step (CUDA: one wait) */
         CK_TRY(ck_exec_train(&e, x, labels, n, 1, &loss_sum, &correct, &count));
         return finish_step(m, loss_sum, correct, count, result);
@@ -275,9 +277,13 @@ CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t 
                                      ck_step_result *result) {
     CK_MODEL_ENTRY(m);
     const int t = ck_threads_enter(m->ctx);
-    const ck_status st = train_step(m, x, labels, n, result);
+    const ck_status st = train_step(m, x, labels, n, 0, result);
     ck_threads_leave(t);
     return st;
+}
+
+ck_status ck_model_train_step_staged(ck_model *m, int n, ck_step_result *result) {
+    return train_step(m, NULL, NULL, n, 1, result);
 }
 
 CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
