@@ -3,7 +3,8 @@
  * Keras's float32 arithmetic (a product, then a sum), raw pixels through Rescaling(1./255) equal
  * to the loaders' x / 255 bit for bit (the model and training too), the whole-model gradient
  * through it, planned = unplanned, checkpoints, .keras round trips, bf16 stores, functional and
- * 2-D inputs, and the GPU against the CPU. */
+ * 2-D inputs, CK018 (a Rescaling(1./255) on data already in [0, 1]) and how the order rules read
+ * the layer, and the GPU against the CPU. Keras's own predictions: test_keras_io.c. */
 #include "common.h"
 
 #include <float.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "ck_math.h"
+#include "cnnkit/check.h"
 #include "exec.h"
 #include "keras_io.h"
 #include "model_internal.h"
@@ -492,6 +494,123 @@ Test(rescale, functional_and_2d_inputs) {
     ck_model_destroy(f);
     ck_model_destroy(s);
     ck_context_destroy(ctx);
+}
+
+/* ---- CK018: a Rescaling(1./255) on data already in [0, 1] ---------------------------------- */
+
+static int check_data(const char *text, float lo, float hi, ck_finding *f, int cap) {
+    char err[512];
+    ck_keras_model km;
+    cr_assert_eq(ck_keras_parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    int n = -1;
+    CK_OK(NULL, ck_model_check_data(km.layers, km.count, lo, hi, f, cap, &n));
+    ck_keras_model_free(&km);
+    for (int i = 0; i < n && i < cap; ++i) {
+        cr_assert_str_eq(f[i].code, "CK018-rescale-on-scaled-data");
+        cr_assert_eq(f[i].severity, CK_SEVERITY_WARNING);
+        cr_assert(strstr(f[i].reason, "docs/derivations.md §8"), "%s", f[i].reason);
+        cr_assert_lt(strlen(f[i].reason), sizeof f[i].reason - 1, "reason cut: %s", f[i].reason);
+    }
+    return n;
+}
+
+#define SEQ(first) "model = Sequential([" first ", Conv2D(4, 3), Flatten(), Dense(10)])\n"
+
+Test(rescale, ck018_fires_on_scaled_data_only) {
+    ck_finding f[4];
+    /* Keras's two documented pixel scales, on the loaders' [0, 1] */
+    cr_assert_eq(check_data(SEQ("Rescaling(1./255, input_shape=(28, 28, 1))"), 0, 1, f, 4), 1);
+    cr_assert_eq(f[0].layers[0], 0);
+    cr_assert_float_eq(f[0].value, 1.0 / 255, 1e-9);
+    cr_assert(strstr(f[0].message, "Rescaling(1./255) (layer 0) expects 0..255 pixels"), "%s",
+              f[0].message);
+    cr_assert(strstr(f[0].message, "spans 0.00392 instead of 1"), "%s", f[0].message);
+    cr_assert(strstr(f[0].fix, "--pixels raw") && strstr(f[0].fix, "remove layer 0"), "%s",
+              f[0].fix);
+    cr_assert_eq(check_data(SEQ("Rescaling(scale=1/127.5, offset=-1)"), 0, 1, f, 4), 1);
+    cr_assert_float_eq(f[0].value, 2.0 / 255, 1e-9);
+    cr_assert(strstr(f[0].fix, "replace layer 0 by Rescaling(2.0, offset=-1.0)"), "%s", f[0].fix);
+    cr_assert_eq(check_data(SEQ("Rescaling(0.00392)"), 0, 1, f, 4), 1, "within 5%% of 1/255");
+    /* data in [-1, 1]: the rewrite maps them as the bytes would have been */
+    cr_assert_eq(check_data(SEQ("Rescaling(1./255)"), -1, 1, f, 4), 1);
+    cr_assert(strstr(f[0].fix, "replace layer 0 by Rescaling(0.5, offset=0.5)"), "%s", f[0].fix);
+    /* not: raw pixels, other scales, a Rescaling that does not read the input */
+    cr_assert_eq(check_data(SEQ("Rescaling(1./255)"), 0, 255, f, 4), 0);
+    cr_assert_eq(check_data(SEQ("Rescaling(0.5)"), 0, 1, f, 4), 0);
+    cr_assert_eq(check_data(SEQ("Rescaling(1./1000)"), 0, 1, f, 4), 0);
+    cr_assert_eq(check_data("model = Sequential([Conv2D(4, 3, input_shape=(8, 8, 1)), "
+                            "Rescaling(1./255), Flatten(), Dense(10)])\n",
+                            0, 1, f, 4),
+                 0);
+    /* a graph: every layer that reads the Input */
+    cr_assert_eq(check_data("inp = keras.Input((8, 8, 1))\n"
+                            "a = layers.Conv2D(2, 1)(inp)\n"
+                            "b = layers.Rescaling(1./255)(inp)\n"
+                            "b = layers.Conv2D(2, 1)(b)\n"
+                            "out = layers.Dense(3)(layers.Flatten()(layers.Add()([a, b])))\n"
+                            "model = keras.Model(inp, out)\n",
+                            0, 1, f, 4),
+                 1);
+    cr_assert_eq(f[0].layers[0], 1);
+    /* counting with cap 0, and the refusals */
+    char err[256];
+    ck_keras_model km;
+    cr_assert_eq(ck_keras_parse(SEQ("Rescaling(1./255)"), &km, err, sizeof err), CK_STATUS_SUCCESS);
+    int n = -1;
+    CK_OK(NULL, ck_model_check_data(km.layers, km.count, 0, 1, NULL, 0, &n));
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ck_model_check_data(km.layers, km.count, 1, 1, f, 4, &n), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_check_data(km.layers, km.count, NAN, 1, f, 4, &n), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_check_data(km.layers, km.count, 0, 1, NULL, 4, &n), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_check_data(km.layers, km.count, 0, 1, f, 4, NULL), CK_STATUS_BAD_PARAM);
+    ck_keras_model_free(&km);
+}
+
+/* How the order rules read a Rescaling (docs/derivations.md §8): without offset it commutes with
+ * a dropout's mask on the way to a BN (Eq. 8's value unchanged) and, for a positive scale, on the
+ * way to a max pool; an offset or a negative scale stops them. */
+static int finding(const char *layers, const char *code, ck_finding *out) {
+    char text[1024], err[512];
+    snprintf(text, sizeof text, "model = Sequential([%s])\n", layers);
+    ck_keras_model km;
+    cr_assert_eq(ck_keras_parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    ck_finding f[16];
+    int n = 0;
+    CK_OK(NULL, ck_model_check(km.layers, km.count, f, 16, &n));
+    ck_keras_model_free(&km);
+    for (int i = 0; i < n && i < 16; ++i)
+        if (!strncmp(f[i].code, code, strlen(code))) {
+            *out = f[i];
+            return 1;
+        }
+    return 0;
+}
+
+Test(rescale, order_rules_read_through_it) {
+    ck_finding f;
+    cr_assert(finding("Conv2D(8,(3,3)), Dropout(0.2), Rescaling(-3.0), Flatten(), "
+                      "BatchNormalization(), Dense(10)",
+                      "CK001", &f));
+    cr_assert_float_eq(f.value, 0.8, 1e-6);
+    cr_assert(!finding("Conv2D(8,(3,3)), Dropout(0.2), Rescaling(2.0, offset=1.0), Flatten(), "
+                       "BatchNormalization(), Dense(10)",
+                       "CK001", &f),
+              "an offset: no claim");
+    cr_assert(finding("Conv2D(8,(3,3)), Activation('relu'), Dropout(0.2), Rescaling(0.5), "
+                      "MaxPooling2D((2,2)), Flatten(), Dense(10)",
+                      "CK003", &f));
+    cr_assert_float_eq(f.value, 1.248, 0.001);
+    cr_assert(strstr(f.message, "through Rescaling (layer 3)"), "%s", f.message);
+    cr_assert(strstr(f.reason, "rarely dropped") || strstr(f.message, "rarely dropped"), "%s",
+              f.message);
+    cr_assert(!finding("Conv2D(8,(3,3)), Dropout(0.2), Rescaling(-0.5), MaxPooling2D((2,2)), "
+                       "Flatten(), Dense(10)",
+                       "CK003", &f),
+              "a negative scale turns the max into a min");
+    cr_assert(finding("Conv2D(8,(3,3)), SpatialDropout2D(0.2), Rescaling(4.0), "
+                      "Activation('relu'), MaxPooling2D((2,2)), Flatten(), Dense(10)",
+                      "CK004", &f));
+    cr_assert_eq(f.layers[1], 4);
 }
 
 /* The GPU (ck_cuda_rescale forward and backward) against the CPU: predictions and weights after
