@@ -3,8 +3,8 @@
  * Keras's float32 arithmetic (a product, then a sum), raw pixels through Rescaling(1./255) equal
  * to the loaders' x / 255 bit for bit (the model and training too), the whole-model gradient
  * through it, planned = unplanned, checkpoints, .keras round trips, bf16 stores, functional and
- * 2-D inputs, CK018 (a Rescaling(1./255) on data already in [0, 1]) and how the order rules read
- * the layer, and the GPU against the CPU. Keras's own predictions: test_keras_io.c. */
+ * 2-D inputs, CK018 (a Rescaling(1./255) on data already in [0, 1]) in the API and the CLI's
+ * --pixels, and the GPU against the CPU. Keras's own predictions: test_keras_io.c. */
 #include "common.h"
 
 #include <float.h>
@@ -611,6 +611,162 @@ Test(rescale, order_rules_read_through_it) {
                       "Activation('relu'), MaxPooling2D((2,2)), Flatten(), Dense(10)",
                       "CK004", &f));
     cr_assert_eq(f.layers[1], 4);
+}
+
+/* ---- the CLI: --pixels ------------------------------------------------------------------- */
+
+static void write_file(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s", path);
+    cr_assert_eq(fwrite(p, 1, n, f), n);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* IDX files of n 6x6 images, split "train" or "t10k", in dir. */
+static void write_split(const char *dir, const char *split, int n, uint64_t seed) {
+    unsigned char buf[16 + 64 * 36];
+    char path[256];
+    trng r = {seed};
+    put_be32(buf, 0x803);
+    put_be32(buf + 4, (uint32_t)n);
+    put_be32(buf + 8, 6);
+    put_be32(buf + 12, 6);
+    for (int i = 0; i < n * 36; ++i)
+        buf[16 + i] = (unsigned char)(trng_u32(&r) % 256);
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, split);
+    write_file(path, buf, 16 + (size_t)n * 36);
+    put_be32(buf, 0x801);
+    for (int i = 0; i < n; ++i)
+        buf[8 + i] = (unsigned char)(trng_u32(&r) % 3);
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, split);
+    write_file(path, buf, 8 + (size_t)n);
+}
+
+/* The weights of a checkpoint, loaded into a model of the text in file. */
+static float *ckpt_weights(ck_context *ctx, const char *file, const char *ckpt, size_t *n) {
+    char *t = t_read_file(file, NULL);
+    ck_model *m = t_model(ctx, t, 8);
+    free(t);
+    CK_OK(ctx, ck_model_load(m, ckpt));
+    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, n));
+    float *w = malloc(*n * sizeof *w);
+    CK_OK(ctx, ck_model_get_weights(m, w, *n, NULL));
+    ck_model_destroy(m);
+    return w;
+}
+
+/* The line of out that starts with prefix, into line. */
+static void line_of(const char *out, const char *prefix, char *line, size_t len) {
+    const char *p = strstr(out, prefix);
+    cr_assert_not_null(p, "no '%s' in: %s", prefix, out);
+    const char *e = strchr(p, '\n');
+    snprintf(line, len, "%.*s", (int)(e ? e - p : (ptrdiff_t)strlen(p)), p);
+}
+
+/* A model that starts with Rescaling(1./255), given the stored bytes (--pixels raw), trains to
+ * the same weights bit for bit as the model without it on the default images (the bytes must be
+ * exactly the stored ones: x / 255 * 255 is off by an ulp for half of them), and evaluates to the
+ * same accuracy and loss; without --pixels raw evaluate warns (CK018) and differs. cnnkit check
+ * reports CK018 (exit 1) unless --pixels raw; a bad --pixels value is a usage error. */
+Test(rescale, cli_pixels_raw, .timeout = 60) {
+    char dir[] = "/tmp/cnnkit-rscli-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    write_split(dir, "train", 32, 29);
+    write_split(dir, "t10k", 40, 23);
+    char with[300], without[300], ca[300], cb[300];
+    snprintf(with, sizeof with, "%s/with.py", dir);
+    snprintf(without, sizeof without, "%s/without.py", dir);
+    snprintf(ca, sizeof ca, "%s/with.ckpt", dir);
+    snprintf(cb, sizeof cb, "%s/without.ckpt", dir);
+    const char *body = "Conv2D(4, (3, 3), activation='relu'), Flatten(), Dense(3, "
+                       "activation='softmax')])\n";
+    char text[512];
+    snprintf(text, sizeof text, "model = Sequential([Rescaling(1./255, input_shape=(6, 6, 1)), %s",
+             body);
+    write_file(with, text, strlen(text));
+    snprintf(text, sizeof text, "model = Sequential([InputLayer(input_shape=(6, 6, 1)), %s", body);
+    write_file(without, text, strlen(text));
+    /* the same weights in both checkpoints */
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char *ta = t_read_file(with, NULL), *tb = t_read_file(without, NULL);
+    ck_model *a = t_model(ctx, ta, 8);
+    ck_model *b = t_model(ctx, tb, 8);
+    free(ta);
+    free(tb);
+    size_t n;
+    CK_OK(ctx, ck_model_get_weights(b, NULL, 0, &n));
+    float *w = malloc(n * sizeof *w);
+    CK_OK(ctx, ck_model_get_weights(b, w, n, NULL));
+    for (size_t i = 0; i < n; ++i)
+        w[i] *= 8.0f; /* large enough for the loss to show the 255-fold difference */
+    CK_OK(ctx, ck_model_set_weights(a, w, n));
+    CK_OK(ctx, ck_model_set_weights(b, w, n));
+    CK_OK(ctx, ck_model_save(a, ca));
+    CK_OK(ctx, ck_model_save(b, cb));
+    char args[1200], ra[512], rb[512], rc[512];
+    static char out[65536];
+    snprintf(args, sizeof args, "evaluate %s --weights %s --data %s --pixels raw 2>&1", with, ca,
+             dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert_null(strstr(out, "CK018"), "%s", out);
+    line_of(out, "test accuracy", ra, sizeof ra);
+    snprintf(args, sizeof args, "evaluate %s --weights %s --data %s 2>&1", without, cb, dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    line_of(out, "test accuracy", rb, sizeof rb);
+    cr_assert_str_eq(ra, rb);
+    snprintf(args, sizeof args, "evaluate %s --weights %s --data %s 2>&1", with, ca, dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_assert(strstr(out, "warning: CK018-rescale-on-scaled-data") && strstr(out, "--pixels raw"),
+              "%s", out);
+    line_of(out, "test accuracy", rc, sizeof rc);
+    cr_assert_str_neq(rc, rb);
+    /* training: the same weights, bit for bit */
+    char ka[300], kb[300];
+    snprintf(ka, sizeof ka, "%s/ta.ckpt", dir);
+    snprintf(kb, sizeof kb, "%s/tb.ckpt", dir);
+    snprintf(args, sizeof args,
+             "train %s --data %s --pixels raw --epochs 2 --batch 8 --save %s --threads 1 2>&1",
+             with, dir, ka);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    snprintf(args, sizeof args,
+             "train %s --data %s --epochs 2 --batch 8 --save %s --threads 1 2>&1", without, dir,
+             kb);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    size_t na, nb;
+    float *wa = ckpt_weights(ctx, with, ka, &na), *wb = ckpt_weights(ctx, without, kb, &nb);
+    cr_assert_eq(na, nb);
+    cr_assert_eq(memcmp(wa, wb, na * sizeof *wa), 0, "trained weights differ");
+    free(wa);
+    free(wb);
+    /* check: a finding unless the data are raw pixels */
+    snprintf(args, sizeof args, "check %s 2>&1", with);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 1, "%s", out);
+    cr_assert(strstr(out, "warning CK018-rescale-on-scaled-data, layer 0"), "%s", out);
+    snprintf(args, sizeof args, "check %s --json 2>&1", with);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 1, "%s", out);
+    cr_assert(strstr(out, "\"code\": \"CK018-rescale-on-scaled-data\", \"severity\": \"warning\", "
+                          "\"layers\": [0]"),
+              "%s", out);
+    snprintf(args, sizeof args, "check %s --pixels raw 2>&1", with);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    snprintf(args, sizeof args, "check %s --pixels bytes 2>&1", with);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert(strstr(out, "--pixels must be unit or raw"), "%s", out);
+    snprintf(args, sizeof args, "summary %s --pixels raw 2>&1", with);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "summary feeds no data: %s", out);
+    free(w);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_context_destroy(ctx);
+    snprintf(args, sizeof args, "rm -rf '%s'", dir);
+    cr_assert_eq(system(args), 0);
 }
 
 /* The GPU (ck_cuda_rescale forward and backward) against the CPU: predictions and weights after
