@@ -1244,6 +1244,19 @@ Test(graph, tensors_no_backward_reads_are_dead_after_forward) {
     dead_tensors_are_not_read(ctx, a, b, 8, 8, 2, 2);
     ck_model_destroy(a);
     ck_model_destroy(b);
+    /* a Rescaling's backward (dx = dy * scale) reads neither side: the BN output it alone reads
+     * and its own output, which only an Add reads, are both dead */
+    static const char rescale[] =
+        "inp = keras.Input((8, 8, 2))\n"
+        "a = layers.BatchNormalization()(layers.Conv2D(4, 3, padding='same')(inp))\n"
+        "r = layers.Rescaling(0.5, offset=0.1)(a)\n"
+        "s = layers.Add()([r, layers.Conv2D(4, 1)(inp)])\n"
+        "out = layers.Dense(3, activation='softmax')(layers.GlobalAveragePooling2D()(s))\n"
+        "model = keras.Model(inp, out)\n";
+    text_pair(ctx, rescale, &a, &b);
+    dead_tensors_are_not_read(ctx, a, b, 8, 8, 2, 2);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
     ck_layer_desc ls[16];
     const int n = residual_layers(ls, CK_ACT_RELU);
     a = graph_model(ctx, ls, n);

@@ -617,6 +617,45 @@ Test(keras_io, functional_archive_and_legacy_h5_predict_what_keras_predicted) {
     ck_context_destroy(ctx);
 }
 
+/* Rescaling in real Keras (tools/gen_keras_fixtures.py), fed raw 0..255 pixels: a Sequential
+ * Rescaling(1./255) first and Rescaling(2, offset=-0.5) after a pool; a functional
+ * Rescaling(1./127.5, offset=-1) on the input and a negative Rescaling(-0.5) before a ReLU and an
+ * Add, also as a legacy .h5. Keras's probabilities, step and first optimizer slot. */
+Test(keras_io, rescaling_models_predict_what_keras_predicted) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = load(ctx, t_src("tests/data/keras/rescale.keras"));
+    ck_layer_desc d;
+    CK_OK(ctx, ck_model_layer_desc(m, 0, &d));
+    cr_assert(d.type == CK_LAYER_RESCALING && d.scale == (float)(1.0 / 255) && d.offset == 0.0f);
+    CK_OK(ctx, ck_model_layer_desc(m, 3, &d));
+    cr_assert(d.type == CK_LAYER_RESCALING && d.scale == 2.0f && d.offset == -0.5f);
+    expect_probs(m, kg_rescale_x, kg_rescale_probs, 4, 3);
+    cr_assert_eq(ck_model_step(m), kg_rescale_iterations);
+    for (int i = 0; i < 8; ++i)
+        cr_assert_float_eq(m->opt_m[i], kg_rescale_slot0[i], 1e-9, "Adam momentum %d", i);
+    ck_model_destroy(m);
+    const char *files[] = {t_src("tests/data/keras/rescale_func.keras"),
+                           t_src("tests/data/keras/rescale_func_legacy.h5")};
+    for (int f = 0; f < 2; ++f) {
+        m = load(ctx, files[f]);
+        cr_assert(m->graph, "%s: read as a graph", files[f]);
+        CK_OK(ctx, ck_model_layer_desc(m, 0, &d));
+        cr_assert(d.type == CK_LAYER_RESCALING && d.scale == (float)(1 / 127.5) &&
+                      d.offset == -1.0f,
+                  "%s: %.9g %.9g", files[f], (double)d.scale, (double)d.offset);
+        CK_OK(ctx, ck_model_layer_desc(m, 2, &d));
+        cr_assert(d.type == CK_LAYER_RESCALING && d.scale == -0.5f && d.offset == 0.0f);
+        expect_probs(m, kg_rescale_func_x, kg_rescale_func_probs, 4, 3);
+        if (f == 0) { /* SGD's momentum: the first variable is the conv's kernel */
+            cr_assert_eq(ck_model_step(m), kg_rescale_func_iterations);
+            for (int i = 0; i < 8; ++i)
+                cr_assert_float_eq(m->opt_m[i], kg_rescale_func_slot0[i], 1e-9, "momentum %d", i);
+        }
+        ck_model_destroy(m);
+    }
+    ck_context_destroy(ctx);
+}
+
 Test(keras_io, functional_weights_and_optimizer_go_by_keras_order) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *m = func_model(ctx);

@@ -219,6 +219,8 @@ Test(layer_kinds, keras_text_and_config_bind_alike) {
         {"Flatten()", "Flatten", "\"data_format\": \"channels_last\""},
         {"Add()", "Add", "\"trainable\": true"},
         {"Concatenate(axis=-1)", "Concatenate", "\"axis\": -1"},
+        {"Rescaling(1./255, offset=-1)", "Rescaling",
+         "\"scale\": 0.00392156862745098, \"offset\": -1.0"},
         {"Dense(5, activation='tanh')", "Dense", "\"units\": 5, \"activation\": \"tanh\""},
     };
     int seen[CK_LAYER_TYPE_COUNT] = {0};

@@ -520,6 +520,20 @@ Test(study, measured_zeroed_fraction_after_pooling) {
     /* 2048 channel draws: sd 0.011 */
     cr_assert_float_eq(r.dropout[0].zeroed, 0.5, 0.05, "zeroed %g", r.dropout[0].zeroed);
     ck_model_destroy(m);
+    /* through a positive Rescaling without offset (docs/derivations.md §8): counted after the
+     * pool, with the same expectation; a negative one turns the max into a min: at its output */
+    m = build(ctx, "Dropout(0.5), Rescaling(3.0), MaxPooling2D((2,2)), Flatten(), Dense(2)", 8, 8,
+              8, 64);
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    cr_assert_eq(r.dropout[0].pool_layer, 2);
+    cr_assert_float_eq(r.dropout[0].expected, 0.0625, 1e-12);
+    cr_assert_float_eq(r.dropout[0].zeroed, 0.0625, 0.01, "zeroed %g", r.dropout[0].zeroed);
+    ck_model_destroy(m);
+    m = build(ctx, "Dropout(0.5), Rescaling(-3.0), MaxPooling2D((2,2)), Flatten(), Dense(2)", 8, 8,
+              8, 64);
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    cr_assert_eq(r.dropout[0].pool_layer, -1);
+    ck_model_destroy(m);
     /* after the pool: counted at the dropout's output */
     m = build(ctx, "MaxPooling2D((2,2)), Dropout(0.25), Flatten(), Dense(2)", 8, 8, 8, 64);
     CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));

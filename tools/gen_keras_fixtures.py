@@ -15,6 +15,10 @@ Two small models that cover every layer class cnnkit reads, each trained a few s
           layers by depth, not by creation: the weights groups follow Keras's order), Add of
           three, Concatenate with a MaxPooling2D 'same' branch, BN after the merge; Adam. Also
           written as a legacy whole-model .h5 (Keras 2's inbound_nodes).
+  rescale: 8x8x1 Sequential fed raw 0..255 pixels: Rescaling(1./255) first, a Rescaling(2,
+          offset=-0.5) after the pooling; Adam.
+  rescale_func: 8x8x2 functional fed raw pixels: Rescaling(1./127.5, offset=-1) on the input, a
+          negative Rescaling(-0.5) in a branch before a ReLU and an Add; SGD. Also legacy .h5.
 The golden header holds each model's inputs, Keras's inference probabilities, the optimizer's
 iteration count and the first values of the first optimizer slot (momentum) arrays."""
 import os
@@ -77,9 +81,42 @@ def func():
     return m, (8, 8, 2), 3
 
 
+def rescale():
+    m = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Rescaling(1. / 255),
+        layers.Conv2D(4, 3, padding="same", activation="relu"), layers.MaxPooling2D(2),
+        layers.Rescaling(2.0, offset=-0.5),
+        layers.Flatten(), layers.Dense(3, activation="softmax")])
+    m.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy")
+    return m, (8, 8, 1), 3
+
+
+def rescale_func():
+    inp = keras.Input((8, 8, 2))
+    x = layers.Rescaling(1. / 127.5, offset=-1)(inp)
+    a = layers.Conv2D(4, 3, padding="same")(x)
+    b = layers.Activation("relu")(layers.Rescaling(-0.5)(a))
+    s = layers.Add()([a, b])
+    out = layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling2D()(s))
+    m = keras.Model(inp, out)
+    m.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
+              loss="sparse_categorical_crossentropy")
+    return m, (8, 8, 2), 3
+
+
+# models fed raw 0..255 pixels (integers as float32), as Keras users feed a Rescaling(1./255)
+PIXELS = ("rescale", "rescale_func")
+
+
+def cfloat(v):
+    t = f"{float(v):.9g}"
+    return t + ("f" if any(ch in t for ch in ".en") else ".0f")  # 110 -> 110.0f, valid C
+
+
 def carray(name, a, ctype="float"):
     a = np.asarray(a).ravel()
-    body = ",\n    ".join(", ".join(f"{float(v):.9g}f" if ctype == "float" else str(int(v))
+    body = ",\n    ".join(", ".join(cfloat(v) if ctype == "float" else str(int(v))
                                     for v in a[i:i + 6]) for i in range(0, len(a), 6))
     return f"static const {ctype} {name}[{len(a)}] = {{\n    {body}}};\n"
 
@@ -87,18 +124,25 @@ def carray(name, a, ctype="float"):
 out = ["/* Written by tools/gen_keras_fixtures.py with Keras %s (%s backend): do not edit. */\n"
        % (keras.__version__, keras.backend.backend()),
        "#ifndef CNNKIT_KERAS_GOLDEN_H\n#define CNNKIT_KERAS_GOLDEN_H\n"]
-for name, make in (("small", small), ("small2", small2), ("func", func)):
+MODELS = (("small", small), ("small2", small2), ("func", func), ("rescale", rescale),
+          ("rescale_func", rescale_func))
+for name, make in MODELS:
     m, shape, classes = make()
-    xt = rng.random((32,) + shape, dtype=np.float32)
+
+    def draw(n):
+        if name in PIXELS:
+            return rng.integers(0, 256, (n,) + shape).astype(np.float32)
+        return rng.random((n,) + shape, dtype=np.float32)
+    xt = draw(32)
     yt = rng.integers(0, classes, 32)
     for _ in range(3):  # three steps: BN moving statistics and optimizer state move
         m.train_on_batch(xt, yt)
-    x = rng.random((4,) + shape, dtype=np.float32)
+    x = draw(4)
     p = m.predict(x, verbose=0)
     m.save(os.path.join(DATA, name + ".keras"))
     if name == "small":  # the weights alone, and the legacy whole-model HDF5 format
         m.save_weights(os.path.join(DATA, name + ".weights.h5"))
-    if name in ("small", "func"):
+    if name in ("small", "func", "rescale_func"):
         m.save(os.path.join(DATA, name + "_legacy.h5"))
     opt = m.optimizer.variables
     it = int(np.asarray(opt[0]))

@@ -3,14 +3,17 @@ cnnkit is driven through its shared library (ctypes), Keras directly; the files 
 are .keras archives. Run by tools/keras_crosscheck.sh (CI phase `keras`):
     python tools/keras_crosscheck.py BUILD_DIR [--limit N]
 1. Models built in Keras (the seed model; one with 'same' padding, AveragePooling2D and
-   SpatialDropout2D; one with ZeroPadding2D in its three argument forms; two functional ones: Add
+   SpatialDropout2D; one with ZeroPadding2D in its three argument forms; one that starts with
+   Rescaling(1./255), trained and tested on the raw 0..255 pixels; two functional ones: Add
    of three, Concatenate and a projection made before the branch it meets, and
    examples/resnet20_v1.py run as Python), trained 5 batches there
    so BN's moving statistics move, saved as .keras: cnnkit's inference probabilities on 1,000
    test images equal Keras's to 1e-5. cnnkit saves each back as .keras and Keras's predictions
    from that file equal its own to 1e-5 (config and weights written the way Keras reads them).
 2. The seed model trained 1 epoch by cnnkit (`cnnkit train --save x.keras`, batch 128, seed 1),
-   and ResNet-20 v1 and a projection-first functional model on 1,024 images (tested on 1,000), loaded by Keras: Keras's evaluate gives cnnkit's test accuracy (+-1 image) and loss (1e-4).
+   and ResNet-20 v1, a projection-first functional model and the Rescaling(1./255) model (with
+   `--pixels raw`; Keras evaluates it on the raw pixels) on 1,024 images (tested on 1,000), loaded
+   by Keras: Keras's evaluate gives cnnkit's test accuracy (+-1 image) and loss (1e-4).
 3. Training parity: the seed model with dropout rates 0, Keras's initial weights, the same 10
    batches of 128 in order, Adam defaults.
    3b. Each step from Keras's exact state (the .keras file Keras saves before the step: weights,
@@ -67,9 +70,10 @@ def idx(name):
     sys.exit(77)
 
 
-xtr = idx("train-images-idx3-ubyte")[..., None].astype("float32") / 255
+xtr_raw = idx("train-images-idx3-ubyte")[..., None].astype("float32")  # 0..255, as stored
+xte_raw = idx("t10k-images-idx3-ubyte")[..., None].astype("float32")
+xtr, xte = xtr_raw / 255, xte_raw / 255  # cnnkit's loaders' [0, 1]
 ytr = idx("train-labels-idx1-ubyte").astype("int32")
-xte = idx("t10k-images-idx3-ubyte")[..., None].astype("float32") / 255
 yte = idx("t10k-labels-idx1-ubyte").astype("int32")
 
 import keras  # noqa: E402
@@ -164,6 +168,18 @@ def zeropad_model():
         layers.Flatten(), layers.Dense(10, activation="softmax")])
 
 
+def rescaling_model():
+    """Keras's image-classification tutorials: Rescaling(1./255) first, fed raw pixels; and a
+    Rescaling with an offset inside."""
+    return keras.Sequential([keras.Input((28, 28, 1)), layers.Rescaling(1. / 255),
+        layers.Conv2D(16, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Rescaling(2.0, offset=-1.0), layers.Conv2D(16, 3, activation="relu"),
+        layers.MaxPooling2D(), layers.Flatten(), layers.Dense(10, activation="softmax")])
+
+
+RAW = ("rescaling",)  # models of test 1 trained and tested on raw pixels
+
+
 def example_model(name):
     """A model file of examples/ run as the Python it is (it defines `model`)."""
     env = {}
@@ -213,22 +229,24 @@ keras.utils.set_random_seed(1)
 # 1. Keras -> cnnkit, inference
 for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+avgpool+spatialdropout", same_avg_model),
                                                      ("zeropadding", zeropad_model),
+                                                     ("rescaling", rescaling_model),
                                                      ("functional branches", branches_model),
                                                      ("resnet20_v1 (functional)", resnet20_v1)):
     m = compiled(make())
+    xa, xb = (xtr_raw, xte_raw) if name in RAW else (xtr, xte)
     for b in range(5):
-        m.train_on_batch(xtr[b * 128:(b + 1) * 128], ytr[b * 128:(b + 1) * 128])
+        m.train_on_batch(xa[b * 128:(b + 1) * 128], ytr[b * 128:(b + 1) * 128])
     path = os.path.join(tmp, name.split(" ")[0].replace("+", "_") + ".keras")
     m.save(path)
-    pk = m.predict(xte[:1000], batch_size=250, verbose=0)
+    pk = m.predict(xb[:1000], batch_size=250, verbose=0)
     ck = Cnnkit(path, 250)
-    pc = ck.predict(xte[:1000], 10)
+    pc = ck.predict(xb[:1000], 10)
     back = path.replace(".keras", "_back.keras")
     ck.save_keras(back)
     ck.close()
     d = float(np.abs(pk - pc).max())
     report(f"1. {name}: max |p_cnnkit - p_keras| over 1,000 test images", f"{d:.2e}", "1e-5", d <= 1e-5)
-    pb = keras.models.load_model(back).predict(xte[:1000], batch_size=250, verbose=0)
+    pb = keras.models.load_model(back).predict(xb[:1000], batch_size=250, verbose=0)
     d = float(np.abs(pk - pb).max())
     report(f"1. {name}: saved back by cnnkit, max |p_keras(back) - p_keras|", f"{d:.2e}", "1e-5", d <= 1e-5)
 
@@ -251,8 +269,17 @@ model = keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
 """
 with open(os.path.join(tmp, "proj_first.py"), "w") as f:
     f.write(PROJ_FIRST)
+# a Keras tutorial's model, Rescaling(1./255) first: trained by cnnkit on the raw pixels
+RESCALING_FIRST = """model = keras.Sequential([keras.Input((28, 28, 1)), layers.Rescaling(1./255),
+    layers.Conv2D(16, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+    layers.Flatten(), layers.Dense(10, activation="softmax")])
+"""
+with open(os.path.join(tmp, "rescaling_first.py"), "w") as f:
+    f.write(RESCALING_FIRST)
 for model, limit, ntest in (("examples/seed_cnn.py", a.limit, len(xte)), ("examples/resnet20_v1.py", 1024, 1000),
-                            (os.path.join(tmp, "proj_first.py"), 1024, 1000)):
+                            (os.path.join(tmp, "proj_first.py"), 1024, 1000),
+                            (os.path.join(tmp, "rescaling_first.py"), 1024, 1000)):
+    raw = model.endswith("rescaling_first.py")
     path = os.path.join(tmp, "trained_" + os.path.basename(model).replace(".py", ".keras"))
     model = os.path.basename(model) if model.startswith("examples/") else model
     cmd = [os.path.join(a.build, "cnnkit"), "train", model if os.path.isabs(model) else "examples/" + model,
@@ -260,6 +287,8 @@ for model, limit, ntest in (("examples/seed_cnn.py", a.limit, len(xte)), ("examp
            "--seed", "1", "--save", path, "--data", a.data]
     if limit:
         cmd += ["--limit", str(limit)]
+    if raw:
+        cmd += ["--pixels", "raw"]
     if a.only not in (0, 2):
         continue
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -267,11 +296,12 @@ for model, limit, ntest in (("examples/seed_cnn.py", a.limit, len(xte)), ("examp
         print(r.stdout[-2000:])
         report(f"2. {os.path.basename(model)}: cnnkit train --save .keras", f"exit {r.returncode}", "0", False)
         continue
+    xt = xte_raw if raw else xte
     ck = Cnnkit(path, 1000)
-    closs, ccorrect = ck.evaluate(xte[:ntest], yte[:ntest])
+    closs, ccorrect = ck.evaluate(xt[:ntest], yte[:ntest])
     ck.close()
     km = keras.models.load_model(path)
-    kloss, kacc = km.evaluate(xte[:ntest], yte[:ntest], batch_size=1000, verbose=0)
+    kloss, kacc = km.evaluate(xt[:ntest], yte[:ntest], batch_size=1000, verbose=0)
     kcorrect = int(round(kacc * ntest))
     model = os.path.basename(model)
     report(f"2. {model}: test accuracy on {ntest:,} images, cnnkit vs Keras (images)", f"{ccorrect} vs {kcorrect}",

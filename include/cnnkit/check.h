@@ -10,7 +10,8 @@
  * derivation in docs/derivations.md by section (§).
  *   CK001-dropout-before-bn         warning  (Spatial)Dropout reaches BatchNormalization through no
  *                                            weight layer (activations, pooling, Flatten,
- *                                            GlobalAveragePooling2D between, any number): variance
+ *                                            GlobalAveragePooling2D, Rescaling without offset
+ *                                            between, any number; §8): variance
  *                                            shift. value = 1 - rate, the ceiling of
  *                                            Var_inference/Var_train (Li et al. 2019 Eq. 8, §1)
  *                                            when the mask commutes with every layer between and
@@ -24,7 +25,8 @@
  *                                            layers between. The fix moves the dropout after the
  *                                            model's last BN (Li et al. fix (i))
  *   CK003-dropout-before-maxpool    warning  element Dropout before MaxPooling2D, directly or
- *                                            through activations with f(0) = 0: zeroed fraction
+ *                                            through activations with f(0) = 0 (and Rescalings by
+ *                                            a positive scale, no offset: §8): zeroed fraction
  *                                            rate^J per window with J positive inputs, all-negative
  *                                            windows zeroed with 1-(1-rate)^n (§4); value = the
  *                                            largest training-mean inflation (1-q^n)/(1-q) of a
@@ -95,6 +97,23 @@ ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_finding *out
  * at all (0 x 0 x 0 and no input_shape). CK_STATUS_ALLOC_FAILED when out of memory. */
 ck_status ck_model_check_shapes(const ck_layer_desc *layers, int count, int h, int w, int c,
                                 ck_finding *out, int *n_found);
+
+/* The rule that needs the data the model will be given, values in [lo, hi] (cnnkit's loaders:
+ * [0, 1]; 0..255 pixels as stored: [0, 255]):
+ *   CK018-rescale-on-scaled-data    warning  a Rescaling that reads the model input with scale
+ *                                            about 1/255 or 2/255 (Keras's documented scales for
+ *                                            0..255 pixels: 1./255 to [0, 1], 1./127.5 with
+ *                                            offset -1 to [-1, 1]; within 5%) while the data are
+ *                                            already in a unit range (lo >= -1, hi <= 1): the
+ *                                            values are scaled twice. value = |scale| * (hi - lo),
+ *                                            the span of the layer's output on these data (1 or 2
+ *                                            intended). The fix: 0..255 pixels (the CLI's --pixels
+ *                                            raw), or the layer rewritten (or removed) for the data
+ * Writes the first min(cap, total) findings to out and the total into *n_found, as
+ * ck_model_check. CK_STATUS_BAD_PARAM as ck_model_check, and for lo or hi not finite or
+ * lo >= hi. */
+ck_status ck_model_check_data(const ck_layer_desc *layers, int count, float lo, float hi,
+                              ck_finding *out, int cap, int *n_found);
 
 /* "info", "warning", "error"; NULL for anything else. */
 const char *ck_severity_name(int severity);

@@ -29,7 +29,8 @@ typedef enum ck_layer_type {
     CK_LAYER_ZEROPADDING2D = 10,
     CK_LAYER_ADD = 11,
     CK_LAYER_CONCATENATE = 12,
-    CK_LAYER_TYPE_COUNT = 13
+    CK_LAYER_RESCALING = 13,
+    CK_LAYER_TYPE_COUNT = 14
 } ck_layer_type;
 
 typedef enum ck_padding { CK_PADDING_VALID = 0, CK_PADDING_SAME = 1 } ck_padding;
@@ -68,6 +69,7 @@ typedef struct ck_layer_desc {
      * which is not). */
     int num_inputs;
     int inputs[CK_MAX_LAYER_INPUTS];
+    float scale, offset; /* Rescaling: y = x * scale + offset (default 1 and 0), Keras's float32 */
 } ck_layer_desc;
 
 ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type);

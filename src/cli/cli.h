@@ -38,6 +38,7 @@ typedef struct opts {
     int rank, ranks;           /* this process's MPI rank and their number (0 and 1 without) */
     int local_rank;            /* --distributed: the rank among this host's ranks: its GPU */
     double comm_timeout;       /* --comm-timeout: seconds (0: none); < 0 when not given */
+    int raw_pixels;            /* --pixels raw: images 0..255 as stored (default: x / 255) */
 } opts;
 
 /* common.c */
@@ -62,8 +63,14 @@ int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out);
 /* The context of --device (auto: the GPU when one is usable), --threads, --conv-algo and
  * --math. */
 int make_context(const opts *o, ck_context **ctx);
-/* dir NULL: --data (or the default); train: the train-* files, else t10k-*. */
+/* dir NULL: --data (or the default); train: the train-* files, else t10k-*. With --pixels raw
+ * the values are the stored bytes 0..255, else the loaders' x / 255. */
 int load_data(const opts *o, const char *dir, int train, ck_dataset *ds);
+/* The data range the commands feed ([0, 1], or [0, 255] with --pixels raw). */
+void data_range(const opts *o, float *lo, float *hi);
+/* CK018 (ck_model_check_data) on layers for the data the command feeds: prints each finding
+ * as a warning on stderr (train, evaluate, predict, study; check reports it as a finding). */
+void warn_data_range(const opts *o, const ck_layer_desc *layers, int count);
 /* The first n images (n <= 0: all); what names the option in messages. */
 int limit_data(ck_dataset *ds, int n, const char *what);
 

@@ -192,14 +192,22 @@ int cmd_check(const opts *o) {
                 : CK_STATUS_SUCCESS;
     if (st == CK_STATUS_SUCCESS)
         st = ck_model_check(km.layers, km.count, NULL, 0, &total);
-    ck_finding *fs = (ck_finding *)calloc((size_t)total + 1, sizeof *fs);
+    /* and the rule on the data the commands feed (CK018: --pixels) */
+    float lo, hi;
+    int ndata = 0;
+    data_range(o, &lo, &hi);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_check_data(km.layers, km.count, lo, hi, NULL, 0, &ndata);
+    ck_finding *fs = (ck_finding *)calloc((size_t)total + ndata + 1, sizeof *fs);
     if (st == CK_STATUS_SUCCESS && !fs)
         st = CK_STATUS_ALLOC_FAILED;
     if (st == CK_STATUS_SUCCESS && total > 0)
         st = ck_model_check(km.layers, km.count, fs + nshape, total, &total);
+    if (st == CK_STATUS_SUCCESS && ndata > 0)
+        st = ck_model_check_data(km.layers, km.count, lo, hi, fs + nshape + total, ndata, &ndata);
     if (nshape)
         fs[0] = shape;
-    total += nshape;
+    total += nshape + ndata;
     ck_keras_model_free(&km);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: check: %s\n", ck_status_string(st));

@@ -151,6 +151,7 @@ int cmd_study(const opts *oin) {
                     "residual units: only the 'original' variant is run\n",
                     o.model, gl);
     }
+    warn_data_range(&o, km.layers, km.count);
     ck_study_variant v[CK_STUDY_KIND_COUNT];
     st = ck_study_variants(km.layers, km.count, kinds, nk, v, err, sizeof err);
     ck_optimizer_desc opt = km.optimizer;

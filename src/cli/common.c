@@ -2,11 +2,13 @@
  * data. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "cnnkit/check.h"
 
 /* Reads a model file into a NUL-terminated string; NULL after printing why (unreadable, or a
  * NUL byte, which would silently end the text there: its line and column are named). */
@@ -91,7 +93,7 @@ void print_warnings(const char *path, char *warnings) {
 
 /* Loads the model (text, or a Keras file with its weights) and builds it; returns an exit code
  * (0 ok). */
-int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
+static int load_built(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
     if (is_keras_file(o->model)) { /* architecture and weights from the file */
         if (o->precision && o->precision - 1 != CK_PRECISION_FP32) {
             fprintf(stderr, "cnnkit: --precision: only fp32 for Keras files (%s) for now\n",
@@ -133,6 +135,21 @@ int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
     }
     *out = m;
     return 0;
+}
+
+int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
+    const int rc = load_built(ctx, o, max_batch, out);
+    const int n = rc ? 0 : ck_model_num_layers(*out);
+    ck_layer_desc *layers = n > 0 ? (ck_layer_desc *)calloc((size_t)n, sizeof *layers) : NULL;
+    for (int i = 0; layers && i < n; ++i)
+        ck_model_layer_desc(*out, i, &layers[i]);
+    /* the commands that feed the model data (check reports it as a finding) */
+    const int feeds =
+        !strcmp(o->cmd, "train") || !strcmp(o->cmd, "evaluate") || !strcmp(o->cmd, "predict");
+    if (layers && feeds)
+        warn_data_range(o, layers, n);
+    free(layers);
+    return rc;
 }
 
 /* auto: the GPU when this build has the CUDA backend and a device is present, else the CPU. */
@@ -182,7 +199,28 @@ int load_data(const opts *o, const char *dir, int train, ck_dataset *ds) {
             fprintf(stderr, "cnnkit: install it with: apt-get install dataset-fashion-mnist\n");
         return EXIT_RUNTIME;
     }
+    /* --pixels raw: the loaders' x / 255 undone, rounded back to the stored byte (x / 255 * 255
+     * in float is within an ulp of it, and off by one for half of the 256 values) */
+    const size_t count = (size_t)ds->count * ds->h * ds->w * ds->c;
+    for (size_t i = 0; o->raw_pixels && i < count; ++i)
+        ds->images[i] = nearbyintf(ds->images[i] * 255.0f);
     return 0;
+}
+
+void data_range(const opts *o, float *lo, float *hi) {
+    *lo = 0.0f;
+    *hi = o->raw_pixels ? 255.0f : 1.0f;
+}
+
+void warn_data_range(const opts *o, const ck_layer_desc *layers, int count) {
+    float lo, hi;
+    data_range(o, &lo, &hi);
+    ck_finding f[4];
+    int n = 0;
+    if (o->rank != 0 || ck_model_check_data(layers, count, lo, hi, f, 4, &n) != CK_STATUS_SUCCESS)
+        return;
+    for (int i = 0; i < n && i < 4; ++i)
+        fprintf(stderr, "cnnkit: warning: %s: %s\n  fix: %s\n", f[i].code, f[i].message, f[i].fix);
 }
 
 /* Takes the first n training images (--limit) or test images (--test-limit); more than there

@@ -21,7 +21,7 @@ static const char *const USAGE_CMD[][2] = {
      "           [--validation-split F | --validation-data DIR] [--threads N]\n"
      "           [--conv-algo deterministic|fastest] [--math fp32|tf32]\n"
      "           [--precision fp32|tf32|bf16] (docs/precision.md; bf16: CPU only for now)\n"
-     "           [--distributed [--comm-timeout S]]\n"
+     "           [--distributed [--comm-timeout S]] [--pixels unit|raw]\n"
      "           --epochs N: the total, also with --resume (default 1)\n"
      "           --save: the checkpoint, written each epoch (--checkpoint-every N: every N\n"
      "           epochs, 0: only at the end) and on SIGINT/SIGTERM (exit 130/143)\n"
@@ -42,18 +42,22 @@ static const char *const USAGE_CMD[][2] = {
      "           --comm-timeout S: a rank waits S seconds at most for the others in a\n"
      "           collective (default 300, 0: for ever), then the job ends, exit non-zero\n"},
     {"evaluate", "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
-                 "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"},
+                 "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"
+                 "           [--pixels unit|raw]\n"},
     {"predict", "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
-                "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"},
+                "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"
+                "           [--pixels unit|raw]\n"},
     {"check", "  check    MODEL [--json] [--input HxWxC]   the shape inference of build and the\n"
               "           layer-order diagnostics; exit 0 clean, 1 warnings or errors, 2 bad\n"
-              "           model file\n"
+              "           model file; [--pixels unit|raw]: the data the model will get\n"
+              "           (CK018: a Rescaling(1./255) on data already in [0, 1])\n"
               "           [--measure [--data ...] [--batches N] [--batch B] [--limit N]]: also\n"
               "           train N batches (default 20) and measure each BN's variance shift and\n"
               "           each dropout's zeroed fraction after the next pooling\n"},
     {"study", "  study    MODEL [--data ...] [--seeds 5] [--epochs N] [--batch B] [--limit N]\n"
               "           [--test-limit N] [--variants a,b,...] [--csv FILE] [--svg FILE]\n"
               "           [--measure-batches N] [--bn-momentum M] [--device ...] [--quick]\n"
+              "           [--pixels unit|raw]\n"
               "           the order study: each Conv-block order trained for several\n"
               "           seeds (default 5 seeds, 3 epochs, batch 128, all data; --quick:\n"
               "           3 seeds, 1 epoch, batch 16, 4000 train / 2000 test images, BN\n"
@@ -91,7 +95,10 @@ static void usage(FILE *f, const char *cmd) {
                "legacy .h5 model (its weights included).\n"
                "--save and --weights take a cnnkit checkpoint, a .keras or a .weights.h5 file.\n"
                "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
-               "is $CNNKIT_DATA or /usr/share/datasets/fashion-mnist.\n");
+               "is $CNNKIT_DATA or /usr/share/datasets/fashion-mnist.\n"
+               "--pixels: the images as the model gets them: unit (the default) divides the pixel\n"
+               "bytes by 255, into [0, 1]; raw gives them as stored, 0..255 (for a Keras model\n"
+               "that starts with Rescaling(1./255) and so divides by 255 itself).\n");
 }
 
 /* Which commands take which option: anything else is an error, never ignored. */
@@ -138,6 +145,7 @@ static const opt_spec OPTS[] = {
     {"--measure-batches", STUDY, 1},
     {"--bn-momentum", STUDY, 1},
     {"--model", CONVERT, 1},
+    {"--pixels", TRAIN | EVALUATE | PREDICT | CHECK | STUDY, 1},
 };
 
 /* A decimal integer in [min, 1e9], digits only (no sign, no spaces, nothing after). */
@@ -271,6 +279,13 @@ static int parse_args(int argc, char **argv, opts *o) {
                                                          : CK_PRECISION_BF16);
             } else {
                 fprintf(stderr, "cnnkit: --precision must be fp32, tf32 or bf16, got '%s'\n", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--pixels")) {
+            if (!strcmp(v, "unit") || !strcmp(v, "raw")) {
+                o->raw_pixels = !strcmp(v, "raw");
+            } else {
+                fprintf(stderr, "cnnkit: --pixels must be unit or raw, got '%s'\n", v);
                 return -1;
             }
         } else if (!strcmp(a, "--math")) {

@@ -133,6 +133,10 @@ int ck_cuda_pad_nhwc(const float *src, float *dst, int n, int h, int w, int c, i
                      int hp, int wp, int crop, void *stream);
 /* dst = a + b elementwise (dst may be a or b): the Add layer, gradient sums of graph models. */
 int ck_cuda_add(float *dst, const float *a, const float *b, size_t count, void *stream);
+/* Rescaling: y = x * scale + offset (ck_rescale_fwd), or with backward = 1 the gradient
+ * y = x * scale (ck_rescale_bwd; offset unused). y may alias x. */
+int ck_cuda_rescale(const float *x, float *y, size_t count, float scale, float offset, int backward,
+                    void *stream);
 /* Concatenate's channel slice of `pixels` NHWC pixels: to_wide = 1 copies narrow (nc channels)
  * into channels [off, off + nc) of wide (wc channels); 0 copies them back. */
 int ck_cuda_channel_slice(float *wide, int wc, int off, float *narrow, int nc, size_t pixels,

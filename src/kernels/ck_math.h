@@ -262,6 +262,16 @@ CK_HD float ck_act_bwd_any(float dy, float x, float y, int act, float alpha) {
     }
 }
 
+/* Rescaling (keras.layers.Rescaling): Keras computes inputs * scale + offset in float32, so the
+ * product and the sum round separately (ck_mul_rn: nvcc may not fuse them into one FMA). The
+ * backward is dy * scale, with no sum: its zeros keep their sign. */
+CK_HD float ck_rescale_fwd(float x, float scale, float offset) {
+    return ck_mul_rn(x, scale) + offset;
+}
+CK_HD float ck_rescale_bwd(float dy, float scale) {
+    return ck_mul_rn(dy, scale);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Softmax and sparse categorical cross-entropy, one row of c values at a time (the CPU loops and
  * the CUDA kernels run one row per thread). Sums run in double in index order.

@@ -320,6 +320,14 @@ void ref_sgd(float *p, const float *g, float *vel, size_t count, float lr, float
     }
 }
 
+void ref_rescale(const float *x, const float *dy, float *y, float *dx, size_t count, float scale,
+                 float offset) {
+    for (size_t i = 0; i < count; i++) {
+        y[i] = (float)((double)x[i] * scale + offset);
+        dx[i] = (float)((double)dy[i] * scale);
+    }
+}
+
 void ref_pad(const float *src, float *dst, int n, int h, int w, int c, int pt, int pl, int hp,
              int wp) {
     for (int s = 0; s < n; s++)

@@ -45,6 +45,9 @@ void ref_sgd(float *p, const float *g, float *vel, size_t count, float lr, float
 /* dst (n, h + pt + pb, w + pl + pr, c): src at (pt, pl), zeros around. */
 void ref_pad(const float *src, float *dst, int n, int h, int w, int c, int pt, int pl, int hp,
              int wp);
+/* Rescaling: y = x * scale + offset and dx = dy * scale, each in double, rounded once. */
+void ref_rescale(const float *x, const float *dy, float *y, float *dx, size_t count, float scale,
+                 float offset);
 /* BatchNorm over rows = N*H*W rows of c channels (NHWC), act NONE or RELU after the affine map.
  * Training: batch mean and biased variance, invstd = 1 / sqrt(var + eps), running stats move by
  * factor toward the batch's (unbiased variance when unbiased); inference uses the running ones. */

@@ -33,6 +33,15 @@ static int is_pool(const node *n) {
 static int is_softmax(const node *n) {
     return n->is_act && n->act == CK_ACT_SOFTMAX;
 }
+static int is_rescale(const node *n) {
+    return !n->is_act && n->type == CK_LAYER_RESCALING;
+}
+/* A Rescaling by s > 0 without offset keeps zeros, signs and order (max(s x) = s max(x)): a
+ * dropout mask and the pooling rules read through it (docs/derivations.md §8). */
+static int is_pos_scale(const chk *c, const node *n) {
+    const ck_layer_desc *d = &c->L[n->layer];
+    return is_rescale(n) && d->scale > 0.0f && d->offset == 0.0f;
+}
 static float drop_rate(const chk *c, const node *n) {
     return c->L[n->layer].rate;
 }
@@ -58,7 +67,7 @@ static int zero_keeping(ck_activation a) {
  * softmax) right before it, through pooling or no-op dropouts. */
 static int relu_input(const chk *c, int di) {
     int j = di - 1;
-    while (j >= 0 && (is_pool(&c->nd[j]) || is_drop(&c->nd[j])))
+    while (j >= 0 && (is_pool(&c->nd[j]) || is_drop(&c->nd[j]) || is_pos_scale(c, &c->nd[j])))
         --j;
     return j >= 0 && c->nd[j].is_act &&
            (c->nd[j].act == CK_ACT_RELU || c->nd[j].act == CK_ACT_SIGMOID ||
@@ -108,7 +117,9 @@ typedef struct bn_path {
  * sample) commutes with ReLU/LeakyReLU and Flatten, and a channel's mask with its pooling; a
  * layer that sums differently masked values (Conv2D, Dense, element-wise pooling by averaging)
  * makes the path linear (§2), a max pool of differently masked values, a ReLU after such a sum
- * or a non-homogeneous activation makes it nonlinear (§3). */
+ * or a non-homogeneous activation makes it nonlinear (§3). A Rescaling without offset commutes
+ * with the mask (s m x = m s x) and leaves Eq. 8 as it is; one with an offset moves the dropped
+ * values off 0, which no rule here models: the walk stops (§8). */
 static bn_path walk_to_bn(const chk *c, int i) {
     const int spatial = c->nd[i].type == CK_LAYER_SPATIAL_DROPOUT2D;
     bn_path r = {-1, 0, CK_DROP_PATH_COMMUTES, -1};
@@ -119,7 +130,8 @@ static bn_path walk_to_bn(const chk *c, int i) {
             r.bn = k;
             break;
         }
-        if (is_softmax(n) || (is_drop(n) && drop_rate(c, n) > 0.0f))
+        if (is_softmax(n) || (is_drop(n) && drop_rate(c, n) > 0.0f) ||
+            (is_rescale(n) && c->L[n->layer].offset != 0.0f))
             return r;
         int mixes = 0, breaks = 0;
         if (n->is_act)
@@ -130,7 +142,7 @@ static bn_path walk_to_bn(const chk *c, int i) {
             mixes = !(spatial && !mixed);
         else if (is_weight(n))
             mixes = 1, r.weights++;
-        else if (n->type != CK_LAYER_FLATTEN && !is_drop(n))
+        else if (n->type != CK_LAYER_FLATTEN && !is_drop(n) && !is_rescale(n))
             breaks = 1;
         if (mixes && !mixed) {
             mixed = 1;
@@ -250,16 +262,17 @@ static void rule_dropout_bn(chk *c, int i) {
 }
 
 /* CK003 / CK004: dropout before pooling, directly or through activations that keep a dropped
- * unit at 0 (CK003) or commute with the mask (CK004). */
+ * unit at 0 (CK003) or commute with the mask (CK004), and positive Rescalings (§8). */
 static void rule_dropout_pool(chk *c, int i) {
     const node *d = &c->nd[i];
     const int spatial = d->type == CK_LAYER_SPATIAL_DROPOUT2D;
-    int k = i + 1, relu_between = 0, act_layer = -1;
-    while (k < c->nn && c->nd[k].is_act &&
-           (spatial ? homogeneous(c->nd[k].act) : zero_keeping(c->nd[k].act))) {
-        relu_between |= c->nd[k].act == CK_ACT_RELU;
-        if (act_layer < 0)
-            act_layer = c->nd[k].layer;
+    int k = i + 1, relu_between = 0, via = -1;
+    while (k < c->nn &&
+           (c->nd[k].is_act ? (spatial ? homogeneous(c->nd[k].act) : zero_keeping(c->nd[k].act))
+                            : is_pos_scale(c, &c->nd[k]))) {
+        relu_between |= c->nd[k].is_act && c->nd[k].act == CK_ACT_RELU;
+        if (via < 0)
+            via = k;
         ++k;
     }
     if (k >= c->nn || !is_pool(&c->nd[k]))
@@ -268,9 +281,11 @@ static void rule_dropout_pool(chk *c, int i) {
     const ck_layer_desc *pd = &c->L[pl];
     const double q = drop_rate(c, d);
     char through[96] = "";
-    if (act_layer >= 0)
+    if (via >= 0)
         snprintf(through, sizeof through, " through %s (layer %d)",
-                 ck_chk_act_name(c->nd[i + 1].act), act_layer);
+                 c->nd[via].is_act ? ck_chk_act_name(c->nd[via].act)
+                                   : ck_layer_type_name(c->nd[via].type),
+                 c->nd[via].layer);
     ck_finding *f;
     ck_sbuf s;
     if (!spatial && pd->type == CK_LAYER_MAXPOOL2D) {

@@ -67,7 +67,9 @@ static void add_channel_var(const float *t, int n, int hw, int c, double *acc, d
 }
 
 /* What consumes dropout layer dl: the pooling layer reached through zero-preserving activations
- * (its index), or -1. acts/nacts: the activation layers in between. */
+ * (its index), or -1. acts/nacts: the activation layers in between. A Rescaling by s > 0 without
+ * offset between keeps every zero, sign and maximum (check.c's CK003 reads through it too), so
+ * the count is the same without it (docs/derivations.md §8). */
 static int consuming_pool(const ck_model *m, int dl, int *acts, int *nacts) {
     *nacts = 0;
     for (int i = dl + 1; i < m->num_layers; ++i) {
@@ -78,6 +80,8 @@ static int consuming_pool(const ck_model *m, int dl, int *acts, int *nacts) {
             acts[(*nacts)++] = i;
             continue;
         }
+        if (d->type == CK_LAYER_RESCALING && d->scale > 0.0f && d->offset == 0.0f)
+            continue;
         return -1;
     }
     return -1;

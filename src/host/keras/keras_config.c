@@ -278,7 +278,9 @@ static int jb_get_num(ck_kbind *b, const char *key, double lo, int lo_open, doub
     json_t *v = JV(b, key);
     if (!v)
         return 0;
-    double x = json_is_number(v) ? json_number_value(v) : NAN;
+    if (!json_is_number(v)) /* a list, an array ({"class_name": "__numpy__", ...}), a string */
+        return unsupported(JB(b)->C, key, v, "a number");
+    double x = json_number_value(v);
     if (!(x == x) || (lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi))
         return fail(JB(b)->C, "option %s must be a number in %c%g, %g%c", key, lo_open ? '(' : '[',
                     lo, hi, hi_open ? ')' : ']');

@@ -184,6 +184,7 @@ typedef struct kp {
     int rank; /* rank of the current output with batch: 4 (images) or 2 (vectors) */
     int pending_input, in_h, in_w, in_c, in_line, in_col;
     int shape2d, shape2d_line, shape2d_col; /* a 2-D input shape (h, w) was read as h x w x 1 */
+    int shape2d_flat;                       /* and a Flatten came */
     int has_compile;
     int has_precision, precision; /* mixed_precision.set_global_policy(...) */
     /* the functional model (keras_func.c): x = keras.Input(...), y = Layer(...)(x), ...,

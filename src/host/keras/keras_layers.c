@@ -67,11 +67,21 @@ static int append_layer(kp *P, ck_layer_desc *d, const value *v) {
         d->input_w = P->in_w;
         d->input_c = P->in_c;
     }
-    if (P->count == 0 && P->shape2d && d->type != CK_LAYER_FLATTEN)
-        return ck_kp_fail(P, P->shape2d_line, P->shape2d_col,
-                          "expected an input shape (height, width, channels): a 2-D shape is only "
-                          "read when the first layer is Flatten, found %s",
-                          ck_layer_type_name(d->type));
+    /* (h, w) is read as h x w x 1, which only layers that map value to value cannot tell from
+     * Keras's (None, h, w) before the Flatten (a softmax would normalize over w in Keras) */
+    if (P->shape2d && !P->shape2d_flat) {
+        const ck_layer_kind *k = ck_layer_kind_of(d->type);
+        const int by_value = k && (k->flags & CK_LK_ELEMENTWISE) && !(k->flags & CK_LK_NEEDS_4D) &&
+                             !(d->type == CK_LAYER_ACTIVATION && d->activation == CK_ACT_SOFTMAX);
+        if (d->type == CK_LAYER_FLATTEN)
+            P->shape2d_flat = 1;
+        else if (!by_value)
+            return ck_kp_fail(P, P->shape2d_line, P->shape2d_col,
+                              "expected an input shape (height, width, channels): a 2-D shape is "
+                              "only read when Flatten comes first or after value-by-value layers "
+                              "(Rescaling, Dropout, Activation), found %s",
+                              ck_layer_type_name(d->type));
+    }
     if (d->name[0])
         for (int i = 0; i < P->count; ++i)
             if (strcmp(P->layers[i].name, d->name) == 0)

@@ -178,7 +178,7 @@ void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]);
 /* The descriptors (layer_*.c). */
 extern const ck_layer_kind ck_lk_conv2d, ck_lk_maxpool2d, ck_lk_avgpool2d, ck_lk_gap2d, ck_lk_dense,
     ck_lk_flatten, ck_lk_batchnorm, ck_lk_activation, ck_lk_dropout, ck_lk_spatial_dropout2d,
-    ck_lk_zeropad2d, ck_lk_add, ck_lk_concat;
+    ck_lk_zeropad2d, ck_lk_add, ck_lk_concat, ck_lk_rescaling;
 
 /* ---- helpers the kinds share (layer_util.c) ---- */
 int ck_lk_valid_activation(ck_activation a);

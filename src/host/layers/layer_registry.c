@@ -19,6 +19,7 @@ static const ck_layer_kind *const k_kinds[CK_LAYER_TYPE_COUNT] = {
     [CK_LAYER_ZEROPADDING2D] = &ck_lk_zeropad2d,
     [CK_LAYER_ADD] = &ck_lk_add,
     [CK_LAYER_CONCATENATE] = &ck_lk_concat,
+    [CK_LAYER_RESCALING] = &ck_lk_rescaling,
 };
 
 const ck_layer_kind *ck_layer_kind_of(ck_layer_type t) {
@@ -88,6 +89,7 @@ void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]) {
  *    ck_keras_parse always stores the resolved strides, never 0.
  *  - BatchNormalization: momentum 0.99, epsilon 1e-3.
  *  - Dropout / SpatialDropout2D: rate 0 (Keras has no default: set it).
+ *  - Rescaling: scale 1, offset 0 (Keras has no default scale: its front ends require one).
  */
 CK_API int ck_layers_graph_layer(const ck_layer_desc *layers, int count) {
     for (int i = 0; layers && i < count; ++i) {

@@ -22,7 +22,7 @@ typedef enum ck_node_type {
     CK_NODE_ACT,
     CK_NODE_DROPOUT,
     CK_NODE_SDROPOUT,
-    CK_NODE_OTHER /* a kind no planner rule or backend query names (ZeroPadding2D) */
+    CK_NODE_OTHER /* a kind no planner rule or backend query names (ZeroPadding2D, Rescaling) */
 } ck_node_type;
 
 /* One executable step of the model; per-sample shapes ih x iw x ic -> oh x ow x oc (NHWC). */
@@ -44,6 +44,7 @@ struct ck_node {
     float alpha;
     int is_max;
     float rate;
+    float scale, offset; /* Rescaling: y = x * scale + offset */
     size_t act_offset;
     float *out; /* max_batch * oh * ow * oc floats */
     /* Set by the planner (plan.c); a node of the unplanned lowering has drop_layer -1, one op.
