@@ -186,6 +186,48 @@ Test(cli_dist, two_ranks_train_like_one_process, .timeout = 300) {
     dist_teardown(&fx);
 }
 
+/* evaluate and predict --distributed: 3 ranks take 22, 21 and 21 of the 64 test images; rank 0
+ * prints the accuracy line and the 64 predictions of one process, once and in order. A rank whose
+ * weights cannot be read stops them all. */
+Test(cli_dist, evaluate_and_predict_sharded_like_one_process, .timeout = 300) {
+    dist_fx fx;
+    dist_setup(&fx);
+    char args[1024];
+    snprintf(args, sizeof args, "train %s --data %s --batch 32 --threads 1 --save %s/s.ckpt",
+             fx.model, fx.data, fx.dir);
+    int rc = t_run_cli(args, sout, sizeof sout);
+    cr_assert_eq(rc, 0, "%s", sout);
+    for (int predict = 0; predict < 2; ++predict) {
+        snprintf(args, sizeof args, "%s %s --weights %s/s.ckpt --data %s --threads 1%s",
+                 predict ? "predict" : "evaluate", fx.model, fx.dir, fx.data,
+                 predict ? " --count 64" : "");
+        rc = t_run_cli(args, sout, sizeof sout);
+        cr_assert_eq(rc, 0, "%s", sout);
+        char dargs[1100];
+        snprintf(dargs, sizeof dargs, "%s --distributed", args);
+        rc = run_mpi(3, dargs, dout, sizeof dout);
+        cr_assert_eq(rc, 0, "%s", dout);
+        const char *key = predict ? "image " : "test accuracy:";
+        cr_assert_eq(count_of(dout, key), predict ? 64 : 1, "%s", dout);
+        /* the same lines, in the same order */
+        const char *p = strstr(sout, key), *q = strstr(dout, key);
+        cr_assert(p && q, "1 process:\n%s\n3 ranks:\n%s", sout, dout);
+        for (int i = 0; i < (predict ? 64 : 1); ++i) {
+            const size_t lp = strcspn(p, "\n"), lq = strcspn(q, "\n");
+            cr_assert(lp == lq && !strncmp(p, q, lp), "line %d: %.*s vs %.*s", i, (int)lp, p,
+                      (int)lq, q);
+            p = strstr(p + lp, key);
+            q = strstr(q + lq, key);
+        }
+    }
+    snprintf(args, sizeof args, "evaluate %s --weights %s/none.ckpt --data %s --distributed",
+             fx.model, fx.dir, fx.data);
+    rc = run_mpi(2, args, dout, sizeof dout);
+    dist_teardown(&fx);
+    cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, dout);
+    cr_assert_eq(count_of(dout, "test accuracy:"), 0, "%s", dout);
+}
+
 /* A set-up failure on one rank (rank 0's --save directory does not exist) stops every rank
  * before the fit's first collective: a non-zero exit, not a hang (run_mpi's timeout). */
 Test(cli_dist, one_rank_failing_to_start_stops_all, .timeout = 150) {
@@ -313,8 +355,7 @@ Test(cli_dist, cuda_and_other_commands_refuse_the_option) {
         cr_assert_eq(rc, 1, "%s", dout);
         cr_assert(strstr(dout, "--device cuda: cannot create a context"), "%s", dout);
     }
-    rc = t_run_cli("evaluate examples/seed_cnn.py --weights x.ckpt --distributed", dout,
-                   sizeof dout);
+    rc = t_run_cli("check examples/seed_cnn.py --distributed", dout, sizeof dout);
     cr_assert_eq(rc, 2, "%s", dout);
     cr_assert(strstr(dout, "option '--distributed' is not one of this command's"), "%s", dout);
     /* --comm-timeout: seconds >= 0, and only with --distributed */

@@ -94,6 +94,12 @@ int dist_comm(const opts *o, ck_context *ctx, ck_comm **comm);
  * that does not come within --comm-timeout (default 300 s) ends the job (dist_abort). */
 int dist_agree(const opts *o, int rc);
 void dist_stop(void); /* MPI_Finalize */
+/* Collective: v[0..n) summed over the ranks in place (evaluate --distributed), under
+ * --comm-timeout (a rank that does not come ends the job). 0, or EXIT_RUNTIME. */
+int dist_sum(const opts *o, double *v, int n);
+/* Collective: every rank's count floats into rank 0's all, in rank order (counts[r]: rank r's;
+ * all and counts are read on rank 0 only), under --comm-timeout. 0, or EXIT_RUNTIME. */
+int dist_gather(const opts *o, const float *mine, int count, float *all, const int *counts);
 /* MPI_Abort(MPI_COMM_WORLD, rc): after a collective timed out (the communicator is broken),
  * MPI_Finalize would wait for the rank that stopped answering; this ends the whole job. */
 void dist_abort(int rc);

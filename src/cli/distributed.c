@@ -1,6 +1,8 @@
 /* cnnkit train --distributed: MPI for the command line (docs/distributed.md). Only this file
  * knows MPI; in a build without it every call says so. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "cli.h"
@@ -72,6 +74,53 @@ int dist_agree(const opts *o, int rc) {
     return all;
 }
 
+/* Waits for req under --comm-timeout; a rank that does not come ends the job, as dist_agree. */
+static int dist_wait(const opts *o, MPI_Request *req, const char *what) {
+    const double limit = o->comm_timeout >= 0.0 ? o->comm_timeout : CK_COMM_DEFAULT_TIMEOUT_S;
+    for (const double t0 = MPI_Wtime();;) {
+        int done = 0;
+        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return EXIT_RUNTIME;
+        if (done)
+            return 0;
+        if (limit > 0.0 && MPI_Wtime() - t0 >= limit) {
+            fprintf(stderr,
+                    "cnnkit: rank %d: --distributed: %s timed out after %g s waiting for the "
+                    "other ranks (--comm-timeout)\n",
+                    o->rank, what, limit);
+            dist_abort(EXIT_RUNTIME);
+        }
+        const struct timespec nap = {0, 200000};
+        nanosleep(&nap, NULL);
+    }
+}
+
+int dist_sum(const opts *o, double *v, int n) {
+    MPI_Request req;
+    if (MPI_Iallreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &req) !=
+        MPI_SUCCESS)
+        return EXIT_RUNTIME;
+    return dist_wait(o, &req, "the sum of the ranks' results");
+}
+
+int dist_gather(const opts *o, const float *mine, int count, float *all, const int *counts) {
+    int *displs = NULL;
+    if (o->rank == 0) {
+        displs = (int *)malloc(sizeof(int) * (size_t)o->ranks);
+        if (!displs)
+            return EXIT_RUNTIME;
+        for (int r = 0, at = 0; r < o->ranks; at += counts[r++])
+            displs[r] = at;
+    }
+    MPI_Request req;
+    int rc = MPI_Igatherv(mine, count, MPI_FLOAT, all, counts, displs, MPI_FLOAT, 0, MPI_COMM_WORLD,
+                          &req) == MPI_SUCCESS
+                 ? dist_wait(o, &req, "the gathering of the ranks' predictions")
+                 : EXIT_RUNTIME;
+    free(displs);
+    return rc;
+}
+
 void dist_stop(void) {
     MPI_Finalize();
 }
@@ -96,6 +145,18 @@ int dist_agree(const opts *o, int rc) {
 }
 
 void dist_stop(void) {}
+
+int dist_sum(const opts *o, double *v, int n) {
+    (void)o, (void)v, (void)n;
+    return 0; /* one process: its own sums */
+}
+
+int dist_gather(const opts *o, const float *mine, int count, float *all, const int *counts) {
+    (void)o, (void)counts;
+    if (all != mine)
+        memcpy(all, mine, sizeof(float) * (size_t)count);
+    return 0;
+}
 
 void dist_abort(int rc) {
     (void)rc;

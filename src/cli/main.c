@@ -36,17 +36,22 @@ static const char *const USAGE_CMD[][2] = {
      "           --conv-algo fastest: on a GPU, cuDNN algorithms timed at build, not\n"
      "           bit-reproducible (default deterministic); --math tf32: TF32 tensor cores\n"
      "           for conv and dense (default fp32); both no-ops on the CPU\n"
-     "           --distributed: under `mpirun -np N`, data-parallel on N CPU ranks (a build\n"
-     "           with MPI; docs/distributed.md): --batch is the global batch, each rank\n"
-     "           trains on its share; rank 0 prints and writes --save, --log, --plot\n"
+     "           --distributed: under `mpirun -np N`, data-parallel on N ranks, CPUs over\n"
+     "           MPI or one GPU each over NCCL (docs/distributed.md): --batch is the global\n"
+     "           batch, each rank trains on its share; rank 0 prints and writes --save,\n"
+     "           --log, --plot\n"
      "           --comm-timeout S: a rank waits S seconds at most for the others in a\n"
      "           collective (default 300, 0: for ever), then the job ends, exit non-zero\n"},
-    {"evaluate", "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
-                 "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"
-                 "           [--pixels unit|raw]\n"},
+    {"evaluate",
+     "  evaluate MODEL --weights FILE [--data fashion-mnist|DIR] [--input HxWxC]\n"
+     "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"
+     "           [--pixels unit|raw] [--distributed [--comm-timeout S]]\n"
+     "           --distributed: under `mpirun -np N`, each rank evaluates its share of\n"
+     "           the test set; rank 0 prints the whole set's figures\n"},
     {"predict", "  predict  MODEL --weights FILE [--data ...] [--count N] [--input HxWxC]\n"
                 "           [--batch B] [--device ...] [--threads N] [--precision ...]\n"
-                "           [--pixels unit|raw]\n"},
+                "           [--pixels unit|raw] [--distributed [--comm-timeout S]]: each rank\n"
+                "           predicts its share, rank 0 prints them all in order\n"},
     {"check", "  check    MODEL [--json] [--input HxWxC]   the shape inference of build and the\n"
               "           layer-order diagnostics; exit 0 clean, 1 warnings or errors, 2 bad\n"
               "           model file; [--pixels unit|raw]: the data the model will get\n"
@@ -129,8 +134,8 @@ static const opt_spec OPTS[] = {
     {"--conv-algo", TRAIN, 1},
     {"--math", TRAIN, 1},
     {"--precision", TRAIN | EVALUATE | PREDICT, 1},
-    {"--distributed", TRAIN, 0},
-    {"--comm-timeout", TRAIN, 1},
+    {"--distributed", TRAIN | EVALUATE | PREDICT, 0},
+    {"--comm-timeout", TRAIN | EVALUATE | PREDICT, 1},
     {"--weights", EVALUATE | PREDICT, 1},
     {"--count", PREDICT, 1},
     {"--json", CHECK, 0},
@@ -396,21 +401,24 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(o.cmd, "summary"))
         return cmd_summary(&o);
-    if (!strcmp(o.cmd, "train") && o.distributed) {
+    if (o.distributed) { /* train, evaluate, predict */
         /* CPU ranks over MPI; GPU ranks over NCCL (auto: GPUs when there are and NCCL is
          * built) */
-        if (!strcmp(o.device, "cuda") && !ck_comm_nccl_available()) {
-            fprintf(stderr, "cnnkit: train: --distributed --device cuda needs NCCL, and this "
-                            "build of cnnkit has none (configure with -DCNNKIT_NCCL=ON or AUTO "
-                            "with the CUDA toolkit); give --device cpu\n");
+        const int train = !strcmp(o.cmd, "train"); /* evaluate and predict sum over MPI */
+        if (train && !strcmp(o.device, "cuda") && !ck_comm_nccl_available()) {
+            fprintf(stderr,
+                    "cnnkit: %s: --distributed --device cuda needs NCCL, and this build of "
+                    "cnnkit has none (configure with -DCNNKIT_NCCL=ON or AUTO with the CUDA "
+                    "toolkit); give --device cpu\n",
+                    o.cmd);
             return EXIT_USAGE;
         }
         if (!strcmp(o.device, "auto"))
-            o.device = ck_cuda_available() && ck_comm_nccl_available() ? "cuda" : "cpu";
+            o.device = ck_cuda_available() && (!train || ck_comm_nccl_available()) ? "cuda" : "cpu";
         int rc = dist_start(&argc, &argv, &o);
         if (rc)
             return rc;
-        rc = cmd_train(&o);
+        rc = train ? cmd_train(&o) : cmd_eval_predict(&o, !strcmp(o.cmd, "predict"));
         dist_stop();
         return rc;
     }
