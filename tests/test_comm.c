@@ -146,6 +146,19 @@ Test(comm, one_rank_failing_fails_the_step_everywhere, .timeout = 150) {
               out);
 }
 
+/* The same with SyncBatchNormalization and dropout: the refused rank is not in the forward
+ * pass's statistics exchange, so the begin packet fails every rank before it (once a mismatched
+ * collective: MPI_ERR_TRUNCATE aborted the job). */
+Test(comm, one_rank_failing_with_sync_batchnorm, .timeout = 150) {
+    char out[8192];
+    const int rc = run_dp(2, "--sync --dropout --global 32 --steps 8 --bad-rank 1 --tol 1e-5", out,
+                          sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "step 3 refused on rank 0: comm: another of the 2 ranks failed step 3 "
+                          "before its forward pass"),
+              "%s", out);
+}
+
 /* The issue's must-show: 2 ranks x 64 with SyncBatchNormalization == 1 process x 128 with
  * BatchNormalization, 20 steps, losses and weights to 1e-5 (measured 5.7e-8 and 2.4e-7); the
  * checkpoint rank 0 writes loads in a single-process model and evaluates the same. */

@@ -3,6 +3,7 @@
  * communicator of size 1 runs every collective of the data-parallel step (the packets, the
  * device all-reduces of the loss, the gradients and the verdict), and its training must equal
  * the single-device training bit for bit. The argument checks run everywhere. */
+#include "comm_internal.h"
 #include "common.h"
 
 #include <cnnkit/comm.h>
@@ -141,7 +142,13 @@ Test(gpu_comm, nccl_one_rank_matches_single_gpu) {
         const int n = s == 5 ? 19 : N; /* a short batch too */
         make_batch(x, y, n, 100 + (uint64_t)s);
         ck_step_result ra, rb;
+        const unsigned long long calls = ck_comm_calls(c);
         CK_OK(ctx, ck_model_train_step(a, x, y, n, &ra));
+        /* the step went through the communicator (a one-rank sum is the identity: without this
+         * a step that never communicated would match too): the begin packet, the loss and
+         * correct sums, the gradients, the verdict, and the two BN exchanges each way */
+        cr_assert_geq(ck_comm_calls(c) - calls, 5, "step %d: %llu collectives", s,
+                      ck_comm_calls(c) - calls);
         CK_OK(ctx, ck_model_train_step(b, x, y, n, &rb));
         cr_assert(memcmp(&ra.loss, &rb.loss, sizeof ra.loss) == 0, "step %d: loss %.9g vs %.9g", s,
                   ra.loss, rb.loss);
@@ -149,7 +156,11 @@ Test(gpu_comm, nccl_one_rank_matches_single_gpu) {
         cr_assert_eq(ra.count, n, "step %d", s);
         if (s == 7) { /* refused on this rank: both refuse, neither changes */
             y[3] = 9;
+            const unsigned long long before = ck_comm_calls(c);
             cr_assert_eq(ck_model_train_step(a, x, y, n, NULL), CK_STATUS_BAD_PARAM);
+            /* the refused rank joins the begin packet only, which fails every rank there */
+            cr_assert_eq(ck_comm_calls(c) - before, 1, "%llu collectives",
+                         ck_comm_calls(c) - before);
             cr_assert_eq(ck_model_train_step(b, x, y, n, NULL), CK_STATUS_BAD_PARAM);
             cr_assert_eq(ck_comm_broken(c), 0, "a refused batch does not break the comm");
         }
@@ -219,7 +230,9 @@ Test(gpu_comm, nccl_one_rank_overlapped_buckets_match) {
                 x[i * 784 + p] = 0.05f * (float)y[i] + trng_uniform(&r, 0.0f, 1.0f);
         }
         ck_step_result ra, rb;
+        const unsigned long long calls = ck_comm_calls(c);
         CK_OK(ctx, ck_model_train_step(a, x, y, N, &ra));
+        cr_assert_geq(ck_comm_calls(c) - calls, 6, "step %d: three buckets and the packets", s);
         CK_OK(ctx, ck_model_train_step(b, x, y, N, &rb));
         cr_assert(memcmp(&ra.loss, &rb.loss, sizeof ra.loss) == 0, "step %d: loss %.9g vs %.9g", s,
                   ra.loss, rb.loss);

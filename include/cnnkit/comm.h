@@ -102,8 +102,8 @@ int ck_comm_broken(const ck_comm *comm);
  * device and the step keeps its one wait for the host (plus a packet or two
  * at its start: the global batch and, with dropout, the shard's offset); SyncBatchNormalization
  * gathers every rank's per-channel moments between its kernels' phases. A rank whose batch is
- * refused there joins the step's collectives and the others fail with it, except in a model with
- * SyncBatchNormalization, whose exchanges it cannot join: the others then time out.
+ * refused says so in the step's first collective and every rank fails the step with it (on a
+ * GPU, and with SyncBatchNormalization on the CPU, before the forward pass).
  * Errors: CK_STATUS_NOT_SUPPORTED (a CUDA model with an MPI communicator), CK_STATUS_BAD_PARAM (not
  * built, a communicator of another context), CK_STATUS_SHAPE_MISMATCH (the ranks' models
  * differ: nothing changed on any rank). */

@@ -17,8 +17,9 @@ struct ck_comm {
     ck_handle link; /* in the context's list (internal.h) */
     ck_context *ctx;
     int rank, size;
-    double timeout_s; /* how long a collective waits for the other ranks; 0: for ever */
-    int broken;       /* a collective timed out: every later one fails at once, with why */
+    double timeout_s;         /* how long a collective waits for the other ranks; 0: for ever */
+    int broken;               /* a collective timed out: every later one fails at once, with why */
+    unsigned long long calls; /* collectives entered: tests see that a step communicated */
     char why[CK_ERR_LEN];
 #ifdef CNNKIT_HAVE_NCCL
     ck_nccl *nccl; /* a CUDA context's communicator: every collective goes through NCCL */
@@ -107,6 +108,13 @@ static ck_status broken_by(const ck_comm *cc, ck_status st) {
     do {                                                                                           \
         if ((c)->broken)                                                                           \
             return ck_fail((c)->ctx, CK_STATUS_INTERNAL, "%s", (c)->why);                          \
+    } while (0)
+
+/* A collective's entry: live, and counted (ck_comm_calls). */
+#define CK_COMM_CALL(c)                                                                            \
+    do {                                                                                           \
+        CK_COMM_LIVE(c);                                                                           \
+        ((ck_comm *)(c))->calls++;                                                                 \
     } while (0)
 
 #if defined(CNNKIT_HAVE_MPI) || defined(CNNKIT_HAVE_NCCL)
@@ -526,6 +534,10 @@ CK_API ck_status ck_comm_create_nccl(ck_context *ctx, const void *id, int rank, 
 #endif
 }
 
+unsigned long long ck_comm_calls(const ck_comm *c) {
+    return c ? c->calls : 0;
+}
+
 int ck_comm_on_device(const ck_comm *c) {
 #ifdef CNNKIT_HAVE_NCCL
     return c && c->nccl != NULL;
@@ -550,28 +562,28 @@ static ck_status nccl_done(const ck_comm *c, ck_status st) {
 #endif
 
 ck_status ck_comm_sum_f32(const ck_comm *c, float *buf, size_t count) {
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(c, ck_nccl_allreduce(c->nccl, buf, count, CK_NCCL_F32, CK_NCCL_SUM,
                                        "ncclAllReduce (gradients)"));
     return mpi_sum_f32(c, buf, count);
 }
 
 ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count) {
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(c, ck_nccl_host(c->nccl, buf, (size_t)count, CK_NCCL_F64, CK_NCCL_SUM, 0,
                                   "ncclAllReduce (sum)"));
     return mpi_sum_f64(c, buf, count);
 }
 
 ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count) {
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(c, ck_nccl_host(c->nccl, buf, (size_t)count, CK_NCCL_I64, CK_NCCL_MIN, 0,
                                   "ncclAllReduce (min)"));
     return mpi_min_i64(c, buf, count);
 }
 
 ck_status ck_comm_max_i64(const ck_comm *c, long long *buf, int count) {
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(c, ck_nccl_host(c->nccl, buf, (size_t)count, CK_NCCL_I64, CK_NCCL_MAX, 0,
                                   "ncclAllReduce (max)"));
     return mpi_max_i64(c, buf, count);
@@ -589,16 +601,14 @@ static ck_status nccl_exscan(const ck_comm *c, long long v, long long *before) {
         s += all[r];
     if (st == CK_STATUS_SUCCESS)
         *before = s;
-    /* a timed-out gather may still write: its buffer is then forgotten */
-    if (st == CK_STATUS_SUCCESS)
-        ck_host_free(c->ctx, all);
+    ck_host_free(c->ctx, all); /* filled from the pinned stage after the wait, never by NCCL */
     return st;
 }
 #endif
 
 ck_status ck_comm_exscan_i64(const ck_comm *c, long long v, long long *before) {
     *before = 0;
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(c, nccl_exscan(c, v, before));
     return mpi_exscan_i64(c, v, before);
 }
@@ -611,13 +621,13 @@ static ck_status nccl_bcast_wait(const ck_comm *c, float *buf, size_t count) {
 #endif
 
 ck_status ck_comm_bcast_f32(const ck_comm *c, float *buf, size_t count) {
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(c, nccl_bcast_wait(c, buf, count));
     return mpi_bcast_f32(c, buf, count);
 }
 
 ck_status ck_comm_bcast_i64(const ck_comm *c, long long *buf, int count) {
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(
         c, ck_nccl_host(c->nccl, buf, (size_t)count, CK_NCCL_I64, CK_NCCL_SUM, 1, "ncclBroadcast"));
     return mpi_bcast_i64(c, buf, count);
@@ -625,7 +635,7 @@ ck_status ck_comm_bcast_i64(const ck_comm *c, long long *buf, int count) {
 
 ck_status ck_comm_device_allreduce(const ck_comm *c, void *dbuf, size_t count, ck_nccl_type t,
                                    ck_nccl_op op, const char *what) {
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(c, ck_nccl_allreduce(c->nccl, dbuf, count, t, op, what));
     (void)dbuf, (void)count, (void)t, (void)op;
     return ck_fail(c->ctx, CK_STATUS_INTERNAL, "comm: %s: device memory needs an NCCL communicator",
@@ -633,7 +643,7 @@ ck_status ck_comm_device_allreduce(const ck_comm *c, void *dbuf, size_t count, c
 }
 
 ck_status ck_comm_device_sum_side(const ck_comm *c, float *dbuf, size_t count) {
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(c, ck_nccl_allreduce_side(c->nccl, dbuf, count, "ncclAllReduce (gradients)"));
     (void)dbuf, (void)count;
     return ck_fail(c->ctx, CK_STATUS_INTERNAL, "comm: device buckets need an NCCL communicator");
@@ -647,7 +657,7 @@ ck_status ck_comm_device_join(const ck_comm *c) {
 
 ck_status ck_comm_device_allgather_f64(const ck_comm *c, const double *local, double *all,
                                        size_t count, const char *what) {
-    CK_COMM_LIVE(c);
+    CK_COMM_CALL(c);
     CK_NCCL_ROUTE(c, ck_nccl_allgather(c->nccl, local, all, count, CK_NCCL_F64, what));
     (void)local, (void)all, (void)count;
     return ck_fail(c->ctx, CK_STATUS_INTERNAL, "comm: %s: device memory needs an NCCL communicator",

@@ -32,6 +32,8 @@ ck_status ck_comm_bcast_i64(const ck_comm *c, long long *buf, int count);
  * bcast_f32 waits. The packets (f64, i64) stay host memory and each waits. */
 typedef enum { CK_NCCL_F32, CK_NCCL_F64, CK_NCCL_I32, CK_NCCL_I64 } ck_nccl_type;
 typedef enum { CK_NCCL_SUM, CK_NCCL_MIN, CK_NCCL_MAX } ck_nccl_op;
+/* How many collectives were entered on c (tests: a step that should communicate did). */
+unsigned long long ck_comm_calls(const ck_comm *c);
 /* 1 when the communicator's buffers are device memory (NCCL), else 0. */
 int ck_comm_on_device(const ck_comm *c);
 /* In place over the ranks, count elements of device memory, enqueued on the context's stream. */

@@ -46,6 +46,7 @@ struct ck_nccl {
     int rank, size;
     double timeout_s; /* the communicator's, kept in step by ck_nccl_set_timeout */
     void *dstage;     /* device packet buffer; never freed once aborted (see ck_nccl_free) */
+    void *hstage;     /* its pinned host twin: the packets' copies never wait on the stream */
     size_t dstage_cap;
     int aborted;
     /* the gradient buckets' stream, overlapping the backward pass, and the events between it
@@ -59,7 +60,9 @@ static const char *const nccl_sonames[] = {"libnccl.so.2", "libnccl.so"};
 static ck_status open_lib(ck_context *ctx, void **lib, nccl_api *f) {
     *lib = NULL;
     for (size_t i = 0; i < sizeof nccl_sonames / sizeof *nccl_sonames && !*lib; ++i)
-        *lib = dlopen(nccl_sonames[i], RTLD_NOW | RTLD_LOCAL);
+        /* NODELETE: NCCL's bootstrap threads outlive the handle (ncclGetUniqueId starts one),
+         * so dlclose must never unmap the library under them */
+        *lib = dlopen(nccl_sonames[i], RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!*lib) {
         const char *why = dlerror();
         return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
@@ -268,6 +271,8 @@ void ck_nccl_free(ck_nccl *n, int broken) {
     /* an operation that was aborted may still have been writing the stage */
     if (n->dstage && !n->aborted)
         (void)cudaFree(n->dstage);
+    if (n->hstage && !n->aborted)
+        (void)cudaFreeHost(n->hstage);
     if (n->ready)
         (void)cudaEventDestroy(n->ready);
     if (n->done)
@@ -279,20 +284,31 @@ void ck_nccl_free(ck_nccl *n, int broken) {
     ck_host_free(n->ctx, n);
 }
 
-/* The device stage, at least bytes long (the small host packets go through it). */
+/* The device stage and its pinned host twin, at least bytes long (the small host packets go
+ * through them; SyncBatchNormalization's scratch is the device one). */
 static ck_status dstage(ck_nccl *n, size_t bytes, void **out) {
     if (bytes > n->dstage_cap) {
-        /* nothing is in flight on it: every packet waits for its copy back */
+        /* cudaFree waits for the whole device, with no deadline, and a kernel may still read
+         * the stage: wait under the communicator's deadline first */
+        if (n->dstage)
+            CK_TRY(ck_nccl_sync(n, "comm: growing its packet buffer"));
         if (n->dstage)
             (void)cudaFree(n->dstage);
-        n->dstage = NULL;
+        if (n->hstage)
+            (void)cudaFreeHost(n->hstage);
+        n->dstage = n->hstage = NULL;
         n->dstage_cap = 0;
         const size_t cap = bytes < 4096 ? 4096 : bytes;
-        const cudaError_t e = cudaMalloc(&n->dstage, cap);
+        cudaError_t e = cudaMalloc(&n->dstage, cap);
+        if (e == cudaSuccess)
+            e = cudaHostAlloc(&n->hstage, cap, cudaHostAllocDefault);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
+            if (n->dstage)
+                (void)cudaFree(n->dstage);
+            n->dstage = n->hstage = NULL;
             return ck_fail(n->ctx, CK_STATUS_ALLOC_FAILED,
-                           "comm: cudaMalloc of its %zu-byte packet buffer failed: %s", cap,
+                           "comm: allocating its %zu-byte packet buffers failed: %s", cap,
                            cudaGetErrorString(e));
         }
         n->dstage_cap = cap;
@@ -341,43 +357,47 @@ static size_t type_size(ck_nccl_type t) {
     return t == CK_NCCL_I32 || t == CK_NCCL_F32 ? 4 : 8;
 }
 
-/* A host packet through the device stage: up, the operation, down, and one wait. */
+/* A host packet through the stages: up, the operation, down, and one wait under the deadline
+ * (the copies are from and to pinned memory, so none of them blocks the host). */
 ck_status ck_nccl_host(ck_nccl *n, void *buf, size_t count, ck_nccl_type t, ck_nccl_op op,
                        int bcast, const char *what) {
     const size_t bytes = count * type_size(t);
     void *d = NULL;
     CK_TRY(dstage(n, bytes, &d));
     cudaStream_t s = (cudaStream_t)n->ctx->stream;
-    cudaError_t e = cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, s);
+    memcpy(n->hstage, buf, bytes); /* the stages are idle: every packet waited for its own */
+    cudaError_t e = cudaMemcpyAsync(d, n->hstage, bytes, cudaMemcpyHostToDevice, s);
     if (e != cudaSuccess)
         return ck_cuda_fail(n->ctx, e, what);
     CK_TRY(bcast ? ck_nccl_bcast(n, d, count, t, what)
                  : ck_nccl_allreduce(n, d, count, t, op, what));
-    /* waited for first: a copy into pageable memory blocks the host until the stream gets
-     * there, which would be for ever if a rank never arrives */
-    CK_TRY(ck_nccl_sync(n, what));
-    e = cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, s);
+    e = cudaMemcpyAsync(n->hstage, d, bytes, cudaMemcpyDeviceToHost, s);
     if (e != cudaSuccess)
         return ck_cuda_fail(n->ctx, e, what);
-    return ck_nccl_sync(n, what);
+    CK_TRY(ck_nccl_sync(n, what));
+    memcpy(buf, n->hstage, bytes);
+    return CK_STATUS_SUCCESS;
 }
 
-/* Every rank's value (count 1, int64) into all[0..size): an all-gather through the stage. */
+/* Every rank's value (count 1, int64) into all[0..size): an all-gather through the stages. */
 ck_status ck_nccl_allgather_i64(ck_nccl *n, long long v, long long *all, const char *what) {
     const size_t bytes = sizeof(long long) * ((size_t)n->size + 1);
     void *d = NULL;
     CK_TRY(dstage(n, bytes, &d));
     cudaStream_t s = (cudaStream_t)n->ctx->stream;
-    long long *dv = (long long *)d, *dall = dv + 1;
-    cudaError_t e = cudaMemcpyAsync(dv, &v, sizeof v, cudaMemcpyHostToDevice, s);
+    long long *dv = (long long *)d, *dall = dv + 1, *hv = (long long *)n->hstage;
+    hv[0] = v;
+    cudaError_t e = cudaMemcpyAsync(dv, hv, sizeof v, cudaMemcpyHostToDevice, s);
     if (e != cudaSuccess)
         return ck_cuda_fail(n->ctx, e, what);
     CK_TRY(nccl_call(n, n->f.all_gather(dv, dall, 1, ncclInt64, n->comm, s), what));
-    CK_TRY(ck_nccl_sync(n, what)); /* before the copy into pageable memory, as above */
-    e = cudaMemcpyAsync(all, dall, sizeof(long long) * (size_t)n->size, cudaMemcpyDeviceToHost, s);
+    e = cudaMemcpyAsync(hv + 1, dall, sizeof(long long) * (size_t)n->size, cudaMemcpyDeviceToHost,
+                        s);
     if (e != cudaSuccess)
         return ck_cuda_fail(n->ctx, e, what);
-    return ck_nccl_sync(n, what);
+    CK_TRY(ck_nccl_sync(n, what));
+    memcpy(all, hv + 1, sizeof(long long) * (size_t)n->size);
+    return CK_STATUS_SUCCESS;
 }
 
 ck_status ck_nccl_allgather(ck_nccl *n, const void *local, void *all, size_t count, ck_nccl_type t,
@@ -390,9 +410,7 @@ ck_status ck_nccl_allgather(ck_nccl *n, const void *local, void *all, size_t cou
 }
 
 ck_status ck_nccl_scratch(ck_nccl *n, size_t bytes, void **out) {
-    if (bytes > n->dstage_cap) /* a reallocation must not free memory a kernel still reads */
-        CK_TRY(ck_nccl_sync(n, "comm: growing its device scratch"));
-    return dstage(n, bytes, out);
+    return dstage(n, bytes, out); /* growing waits for the kernels that read it */
 }
 
 static ck_status side_stream(ck_nccl *n) {

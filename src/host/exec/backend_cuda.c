@@ -288,9 +288,10 @@ static ck_status cuda_scale(const ck_exec *e, float *x, size_t count, float sc) 
 }
 
 static ck_status cuda_mark_failed(const ck_exec *e, ck_kloss *out) {
-    const int v = CK_KLOSS_RANK_FAILED; /* pageable source: copied before the call returns */
+    /* every byte 0x02: CK_KLOSS_RANK_FAILED or more, and no pageable copy that could wait for
+     * the stream (and so for the other ranks) without a deadline */
     CK_EXEC_CUDA(e->ctx,
-                 cudaMemcpyAsync(&out->nonfinite, &v, sizeof v, cudaMemcpyHostToDevice,
+                 cudaMemsetAsync(&out->nonfinite, CK_KLOSS_RANK_FAILED, sizeof out->nonfinite,
                                  (cudaStream_t)e->ctx->stream),
                  "model: step verdict");
     return CK_STATUS_SUCCESS;
@@ -339,6 +340,7 @@ ck_exec ck_exec_cuda(ck_model *m) {
     e.ws = g->ws;
     e.ws_bytes = g->ws_bytes;
     e.bn_relu_fused = 1; /* F1: the ReLU in the BN kernel, one pass */
+    e.comm = m->comm;
     e.gnode = g->gnode;
     e.gscratch = g->gscratch;
     e.gscratch_stride = g->gscratch_stride;

@@ -3,6 +3,7 @@
 #include "exec.h"
 
 #include "bf16.h"
+#include "comm_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -277,9 +278,12 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
     const int backed_up = st == CK_STATUS_SUCCESS;
     const int ln = ck_exec_logits_node(m);
     if (e->comm) { /* every rank joins, whatever its status */
-        const ck_status sst = ck_exec_comm_begin(e, n, &total);
-        if (st == CK_STATUS_SUCCESS)
-            st = sst;
+        st = ck_exec_comm_begin(e, st, n, &total);
+        if (st != CK_STATUS_SUCCESS && ck_exec_comm_agrees_at_begin(e)) {
+            if (backed_up && m->num_fixed)
+                be->restore(e);
+            return st;
+        }
     }
     if (st == CK_STATUS_SUCCESS && !e->staged)
         st = be->stage(e, x, labels, n);
@@ -320,6 +324,12 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
                                 "training); the model was not changed",
                                 m->step);
     if (st != CK_STATUS_SUCCESS) {
+        /* a device step's collectives may still be in flight: they end (or time out) under the
+         * deadline here, not in a later call that would wait for them without one */
+        if (e->comm && !be->synchronous) {
+            const ck_status sst = ck_comm_sync(e->comm, "the failed step's collectives");
+            st = sst != CK_STATUS_SUCCESS ? sst : st;
+        }
         if (backed_up && m->num_fixed)
             be->restore(e);
         return st;

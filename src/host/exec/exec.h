@@ -90,7 +90,7 @@ typedef struct ck_backend {
      * the loss gradient). */
     ck_status (*scale)(const ck_exec *e, float *x, size_t count, float s);
     /* Asynchronous backends: this rank's step failed; says so in the backend's loss packet
-     * (out->nonfinite = CK_KLOSS_RANK_FAILED), which the ranks reduce by maximum before the
+     * (out->nonfinite >= CK_KLOSS_RANK_FAILED), which the ranks reduce by maximum before the
      * guarded update (exec_comm.c). NULL on synchronous ones. */
     ck_status (*mark_failed)(const ck_exec *e, ck_kloss *out);
 } ck_backend;
@@ -159,11 +159,16 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
  * makes every rank update or none; _verdict, after the wait, turns another rank's failure into
  * this rank's error. */
 ck_status ck_exec_comm_loss(ck_exec *e, ck_status st, int n, ck_kloss *kl, int *total);
-/* Before forward. When the model draws dropout masks: e->sample0 = the shards of the ranks below
- * this one (shards are contiguous in rank order, ck_comm_shard), so the ranks' samples draw the
- * masks of the same samples of one process's global batch. Asynchronous backends: *total = the
- * global batch too. Every rank joins (a rank whose batch was refused with n = 0). */
-ck_status ck_exec_comm_begin(ck_exec *e, int n, int *total);
+/* Before forward; every rank joins, st its own status so far (a rank whose batch was refused
+ * joins with that failure). When the model draws dropout masks: e->sample0 = the shards of the
+ * ranks below this one (shards are contiguous in rank order, ck_comm_shard), so the ranks'
+ * samples draw the masks of the same samples of one process's global batch. Asynchronous
+ * backends, and any model with SyncBatchNormalization: a packet sums the batch (*total) and the
+ * failures, and when any rank failed every rank returns a failure here, before the forward
+ * pass's collectives, and must join no more of the step's. Otherwise returns st. */
+ck_status ck_exec_comm_begin(ck_exec *e, ck_status st, int n, int *total);
+/* Whether ck_exec_comm_begin agrees on failures (asynchronous backends, SyncBatchNormalization). */
+int ck_exec_comm_agrees_at_begin(const ck_exec *e);
 ck_status ck_exec_comm_grads(ck_exec *e, ck_status st, ck_kloss *kl, long long *bad);
 ck_status ck_exec_comm_verdict(const ck_exec *e, const ck_kloss *host);
 /* After node i's backward (e->overlap set): launches the gradient buckets that no node below i

@@ -88,24 +88,41 @@ ck_status ck_exec_comm_grads_ready(const ck_exec *e, int i) {
     return CK_STATUS_SUCCESS;
 }
 
-ck_status ck_exec_comm_begin(ck_exec *e, int n, int *total) {
+int ck_exec_comm_agrees_at_begin(const ck_exec *e) {
+    if (!e->be->synchronous)
+        return 1;
+    for (int i = 0; i < e->m->num_nodes; ++i)
+        if (e->m->nodes[i].bn_sync)
+            return 1;
+    return 0;
+}
+
+ck_status ck_exec_comm_begin(ck_exec *e, ck_status st, int n, int *total) {
     e->sample0 = 0;
     e->overlap = NULL;
-    if (!e->be->synchronous) { /* the scale of the loss gradient is enqueued before any wait */
-        double t = n > 0 ? n : 0;
-        CK_TRY(ck_comm_sum_f64(e->comm, &t, 1));
-        *total = (int)t;
+    const int failed = st != CK_STATUS_SUCCESS;
+    /* A device step needs the global batch before any wait; a SyncBatchNormalization exchanges
+     * inside forward, where a rank that failed would not be: both agree here first. */
+    if (ck_exec_comm_agrees_at_begin(e)) {
+        double t[2] = {failed ? 0.0 : (double)(n > 0 ? n : 0), failed ? 1.0 : 0.0};
+        CK_TRY(ck_comm_sum_f64(e->comm, t, 2));
+        if (t[1] > 0.0)
+            return other_failed(e, st, "before its forward pass");
+        *total = (int)t[0];
         if (overlaps(e)) {
             e->ov.next = bucket_count(e->m);
             e->overlap = &e->ov;
         }
+    } else if (failed) {
+        /* the loss packet tells the others; the masks' offsets below are joined all the same */
+        n = 0;
     }
     if (!draws_masks(e->m))
-        return CK_STATUS_SUCCESS;
+        return st;
     long long before = 0;
     CK_TRY(ck_comm_exscan_i64(e->comm, n > 0 ? n : 0, &before));
     e->sample0 = (uint64_t)before;
-    return CK_STATUS_SUCCESS;
+    return st;
 }
 
 /* This rank's share of the global mean: its loss gradient times n / total. */

@@ -25,7 +25,9 @@ enum {
     SIG_OPT,
     SIG_LR,
     SIG_WD,
-    SIG_COUNT
+    SIG_COUNT,
+    SIG_FAILED = SIG_COUNT, /* not a signature: whether the rank failed its own preparation */
+    SIG_SLOTS
 };
 static const char *const sig_name[SIG_COUNT] = {"trainable parameter count",
                                                 "BN statistics count",
@@ -38,8 +40,10 @@ static const char *const sig_name[SIG_COUNT] = {"trainable parameter count",
                                                 "learning rate",
                                                 "weight decay"};
 
-static ck_status check_same_model(ck_model *m, const ck_comm *c) {
-    long long lo[SIG_COUNT] = {(long long)m->num_params,
+/* Collective: every rank joins, own its status so far, so a rank that failed to prepare fails
+ * them all here rather than leaving them in the next collective. */
+static ck_status check_same_model(ck_model *m, const ck_comm *c, ck_status own) {
+    long long lo[SIG_SLOTS] = {(long long)m->num_params,
                                (long long)m->num_fixed,
                                m->num_layers,
                                m->in_h,
@@ -48,11 +52,19 @@ static ck_status check_same_model(ck_model *m, const ck_comm *c) {
                                m->classes,
                                (long long)m->opt.type,
                                float_bits(m->opt.learning_rate),
-                               float_bits(m->opt.weight_decay)};
-    long long hi[SIG_COUNT];
+                               float_bits(m->opt.weight_decay),
+                               own != CK_STATUS_SUCCESS};
+    long long hi[SIG_SLOTS];
     memcpy(hi, lo, sizeof hi);
-    CK_TRY(ck_comm_min_i64(c, lo, SIG_COUNT));
-    CK_TRY(ck_comm_max_i64(c, hi, SIG_COUNT));
+    CK_TRY(ck_comm_min_i64(c, lo, SIG_SLOTS));
+    CK_TRY(ck_comm_max_i64(c, hi, SIG_SLOTS));
+    if (own != CK_STATUS_SUCCESS)
+        return own;
+    if (hi[SIG_FAILED])
+        return ck_fail(m->ctx, CK_STATUS_INTERNAL,
+                       "comm: another of the %d ranks could not attach its model (its message "
+                       "says why); nothing was changed",
+                       ck_comm_size(c));
     for (int i = 0; i < SIG_COUNT; ++i)
         if (lo[i] != hi[i])
             return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH,
@@ -105,6 +117,7 @@ CK_API ck_status ck_model_set_comm(ck_model *m, ck_comm *comm) {
                        "comm: an MPI communicator, and the model is on a CUDA context: "
                        "data-parallel training there needs an NCCL communicator "
                        "(ck_comm_create_mpi or ck_comm_create_nccl on the CUDA context)");
+    ck_status st = CK_STATUS_SUCCESS;
     if (m->gpu) { /* the SyncBN exchanges' device scratch, reserved before any step */
         size_t most = 0;
         for (int i = 0; i < m->num_nodes; ++i)
@@ -114,9 +127,9 @@ CK_API ck_status ck_model_set_comm(ck_model *m, ck_comm *comm) {
             }
         void *scratch = NULL;
         if (most)
-            CK_TRY(ck_comm_device_scratch(comm, most, &scratch));
+            st = ck_comm_device_scratch(comm, most, &scratch);
     }
-    CK_TRY(check_same_model(m, comm));
+    CK_TRY(check_same_model(m, comm, st));
     CK_TRY(share_state(m, comm));
     m->comm = comm;
     return CK_STATUS_SUCCESS;

@@ -165,17 +165,14 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
             m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
     ck_status st = staged ? CK_STATUS_SUCCESS : check_batch(m, x, labels, n, 1);
     if (st != CK_STATUS_SUCCESS && m->comm) {
-        /* the other ranks wait in the step's collectives: fail them with them (synchronous:
-         * the loss packet says so; a device step: its verdict, after the ones before it) */
+        /* the other ranks wait in the step's collectives: fail them with them (the begin packet
+         * says so where it agrees on failures, else the loss packet) */
         ck_exec f = m->gpu ? ck_exec_cuda(m) : ck_exec_cpu(m, x);
         ck_kloss own = {0.0, 0, 0};
-        ck_kloss *kl = f.loss ? f.loss : &own;
         int total = 0;
-        long long bad = -1;
-        ck_exec_comm_begin(&f, 0, &total);
-        ck_exec_comm_loss(&f, st, 0, kl, &total);
-        if (!f.be->synchronous)
-            ck_exec_comm_grads(&f, st, kl, &bad);
+        (void)ck_exec_comm_begin(&f, st, 0, &total);
+        if (!ck_exec_comm_agrees_at_begin(&f))
+            (void)ck_exec_comm_loss(&f, st, 0, &own, &total);
     }
     if (st != CK_STATUS_SUCCESS)
         return st;
