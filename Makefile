@@ -74,11 +74,12 @@ run: deps build
 	@$(BUILD)/cnnkit train examples/seed_cnn.py --batch 128 --seed 1 $(RUN_ARGS) \
 	  --save $(BUILD)/seed_cnn.ckpt --log $(BUILD)/seed_cnn.csv --plot $(BUILD)/seed_cnn.svg
 
+# cnnkit, PyTorch (python3-torch) and Keras (the venv of tools/keras_venv.sh) one after the other,
+# then the ratios (bench/compare.py); a peer that cannot run is named and left out
 bench-train: build
-	@$(BUILD)/bench/bench_train $(BENCH_ARGS)
-	@/usr/bin/python3 bench/peer_torch.py --threads $(JOBS) || echo "(peer_torch needs python3-torch)"
-	@PY=$$(bash tools/keras_venv.sh) && $$PY bench/peer_keras.py --threads $(JOBS) \
-	  || echo "(peer_keras needs the Keras venv of tools/keras_venv.sh)"
+	@KPY=$$(bash tools/keras_venv.sh 2>/dev/null) || KPY=python3; \
+	  python3 bench/compare.py --run --bench-train $(BUILD)/bench/bench_train --python /usr/bin/python3 \
+	  --keras-python "$$KPY" $(BENCH_ARGS)
 
 # The binaries, the .so files they need and run.sh for a GPU host without cnnkit's build
 # dependencies (BUNDLE_DATA=1: with Fashion-MNIST); docs/gpu-runbook.md runs it.

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifdef CNNKIT_BENCH_OPS_PATH
 
@@ -182,4 +183,116 @@ Test(bench, ops_bad_arguments) {
     cr_assert_not_null(strstr(g_out, "--frobnicate"), "%s", g_out);
 }
 
+#endif
+
+#ifdef CNNKIT_PYTHON3_PATH
+/* bench/compare.py: cnnkit's figures against the peers' from one run. The ratios follow from the
+ * figures (64,000 / 80,000 images/s = 0.80x), the target verdicts from the ratios. */
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static char g_dir[64];
+
+static void fixtures(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/cnnkit-compare-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+    char p[128];
+    snprintf(p, sizeof p, "%s/bt.json", g_dir);
+    write_text(p, "{\"device\": \"cuda\", \"conv_algo\": \"deterministic\", \"results\": ["
+                  "{\"batch\": 128, \"ms_per_step\": 2.0, \"images_per_s\": 64000.0, "
+                  "\"model_bytes\": 104857600},"
+                  "{\"batch\": 512, \"ms_per_step\": 4.0, \"images_per_s\": 128000.0, "
+                  "\"model_bytes\": 209715200}]}\n");
+    snprintf(p, sizeof p, "%s/pt.json", g_dir);
+    write_text(p, "{\"device\": \"cuda\", \"results\": ["
+                  "{\"batch\": 128, \"mode\": \"eager\", \"images_per_s\": 32000.0, "
+                  "\"peak_mib\": 50.0},"
+                  "{\"batch\": 128, \"mode\": \"reduce-overhead\", \"images_per_s\": 80000.0, "
+                  "\"peak_mib\": 80.0},"
+                  "{\"batch\": 512, \"mode\": \"eager\", \"images_per_s\": 100000.0, "
+                  "\"peak_mib\": 300.0}]}\n");
+    snprintf(p, sizeof p, "%s/pk.jsonl", g_dir);
+    write_text(p, "{\"backend\": \"jax\", \"batch\": 512, \"images_per_s\": 160000.0, "
+                  "\"device\": \"gpu\"}\n");
+}
+
+static void remove_fixtures(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static int compare(const char *args) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "bench/compare.py %s", args);
+    return t_run_prog(CNNKIT_PYTHON3_PATH, cmd, g_out, sizeof g_out);
+}
+
+Test(bench, compare_gives_the_ratios_and_verdicts) {
+    fixtures();
+    char args[512];
+    snprintf(args, sizeof args,
+             "--cnnkit %s/bt.json --torch %s/pt.json --keras %s/pk.jsonl "
+             "--json %s/out.json --markdown %s/out.md",
+             g_dir, g_dir, g_dir, g_dir, g_dir);
+    cr_assert_eq(compare(args), 0, "%s", g_out);
+    /* batch 128: the best PyTorch mode is the compiled one; memory against the smaller peak */
+    cr_assert_not_null(strstr(g_out, "batch 128, cnnkit deterministic: 0.80x the best PyTorch "
+                                     "mode (reduce-overhead) - target >= 1.0x: NOT met; memory "
+                                     "100 MiB vs PyTorch's smallest peak 50 MiB - target <=: NOT "
+                                     "met"),
+                       "%s", g_out);
+    /* batch 512: 1.28x PyTorch, 0.80x Keras (the best peer), memory 200 <= 300 MiB */
+    cr_assert_not_null(strstr(g_out, "batch 512, cnnkit deterministic: 1.28x the best PyTorch "
+                                     "mode (eager) - target >= 1.0x: met; memory 200 MiB vs "
+                                     "PyTorch's smallest peak 300 MiB - target <=: met"),
+                       "%s", g_out);
+    cr_assert_null(strstr(g_out, "different devices"), "JAX's gpu is cuda: %s", g_out);
+    char p[128];
+    snprintf(p, sizeof p, "%s/out.md", g_dir);
+    char *md = t_read_file(p, NULL);
+    cr_assert_not_null(md);
+    cr_assert_not_null(strstr(md, "| 512 | deterministic | 128000 | 100000 (eager) | 1.28x | "
+                                  "160000 (keras jax) | 0.80x | 200 / 300 |"),
+                       "%s", md);
+    free(md);
+    remove_fixtures();
+}
+
+Test(bench, compare_refuses_bad_input) {
+    fixtures();
+    char args[512], p[128];
+    snprintf(args, sizeof args, "--cnnkit %s/none.json", g_dir);
+    cr_assert_eq(compare(args), 2, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "none.json: No such file"), "%s", g_out);
+    snprintf(p, sizeof p, "%s/bad.json", g_dir);
+    write_text(p, "{\"results\": [{\"batch\": 128, \"images_per_s\": -5}]}");
+    snprintf(args, sizeof args, "--cnnkit %s", p);
+    cr_assert_eq(compare(args), 2, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "'images_per_s' is -5"), "%s", g_out);
+    write_text(p, "{\"results\": [");
+    cr_assert_eq(compare(args), 2, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "bad.json: not JSON"), "%s", g_out);
+    snprintf(args, sizeof args, "--torch %s/pt.json", g_dir);
+    cr_assert_eq(compare(args), 1, "no cnnkit figure: %s", g_out);
+    cr_assert_eq(compare("--frobnicate"), 2, "%s", g_out);
+    remove_fixtures();
+}
+
+/* --run measures on this machine (the CPU here) and compares what it has: peers it cannot run
+ * are named and left out. */
+Test(bench, compare_runs_bench_train, .timeout = 120) {
+    if (access(CNNKIT_BENCH_TRAIN_PATH, X_OK) != 0)
+        cr_skip("%s is not here (a relocated test bundle)", CNNKIT_BENCH_TRAIN_PATH);
+    cr_assert_eq(compare("--run --bench-train " CNNKIT_BENCH_TRAIN_PATH
+                         " --batches 16 --steps 1 --device cpu --python /bin/false"),
+                 0, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "PyTorch skipped"), "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "Keras skipped"), "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "    16  cnnkit      deterministic"), "%s", g_out);
+}
 #endif

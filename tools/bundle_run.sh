@@ -47,6 +47,9 @@
 #   peer_keras       share/peer_keras.py: Keras 3 on the host's JAX (CUDA), batch 128/512/2048,
 #                    from the wheels in share/wheels (keras, namex, optree; installed into a
 #                    temporary folder, nothing fetched); skipped without them or without JAX
+#   compare          share/compare.py over bench_train*.json, peer_torch.json, peer_keras.jsonl:
+#                    cnnkit's ratio to the best PyTorch mode and best peer per batch size, and
+#                    memory against PyTorch's peak (compare.json, compare.md; CPU only, seconds)
 #   memcheck, racecheck, initcheck, synccheck   compute-sanitizer on the kernel tests
 #                    (SANITIZER_FILTER)
 #   memcheck_train ... synccheck_train   compute-sanitizer on a 20-step GPU training of the seed
@@ -125,6 +128,7 @@ if [[ -n "$BUILD_DIR" ]]; then # a build tree: this file is tools/bundle_run.sh 
   RESNETS="$REPO/examples"
   PEER="$REPO/bench/peer_torch.py"
   PEER_KERAS="$REPO/bench/peer_keras.py"
+  COMPARE="$REPO/bench/compare.py"
   WHEELS="${CNNKIT_WHEELS:-$BUILD_DIR/wheels}"
   DATA="${CNNKIT_DATA:-/usr/share/datasets/fashion-mnist}"
   COMMIT="$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
@@ -138,6 +142,7 @@ else
   RESNETS="$HERE/share"
   PEER="$HERE/share/peer_torch.py"
   PEER_KERAS="$HERE/share/peer_keras.py"
+  COMPARE="$HERE/share/compare.py"
   WHEELS="$HERE/share/wheels"
   DATA="$HERE/share/fashion-mnist"
   COMMIT="$(sed -n 's/^describe: *//p' "$HERE/MANIFEST.txt" 2>/dev/null | head -n 1)"
@@ -146,7 +151,7 @@ COMMIT="${COMMIT:-unknown}"
 
 case "$MODE" in
   full)
-    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras train_profile tests train_profile_tf32"
+    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras compare train_profile tests train_profile_tf32"
     DEADLINE="${DEADLINE:-400}"
     ;;
   triage)
@@ -182,7 +187,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_s
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -568,6 +573,20 @@ run_named() {
             done' _ "$WHEELS" "$PEER_KERAS" "$LOG_DIR/peer_keras.jsonl"
       else
         skip_step peer_keras "no keras wheels in $WHEELS or no python3 with JAX"
+      fi
+      ;;
+    compare) # what the timed steps before it wrote: each file that exists
+      local cargs=()
+      for f in bench_train:deterministic bench_train_fastest:fastest bench_train_tf32:fastest+tf32; do
+        [[ -s "$LOG_DIR/${f%%:*}.json" ]] && cargs+=(--cnnkit "${f#*:}=$LOG_DIR/${f%%:*}.json")
+      done
+      [[ -s "$LOG_DIR/peer_torch.json" ]] && cargs+=(--torch "$LOG_DIR/peer_torch.json")
+      [[ -s "$LOG_DIR/peer_keras.jsonl" ]] && cargs+=(--keras "$LOG_DIR/peer_keras.jsonl")
+      if ((${#cargs[@]} == 0)) || ! command -v python3 >/dev/null 2>&1; then
+        skip_step compare "no bench_train figures in $LOG_DIR or no python3"
+      else
+        run_step compare plain 60 python3 "$COMPARE" "${cargs[@]}" --json "$LOG_DIR/compare.json" \
+          --markdown "$LOG_DIR/compare.md"
       fi
       ;;
     memcheck | racecheck | initcheck | synccheck | *_train)

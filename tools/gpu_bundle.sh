@@ -150,7 +150,7 @@ install -m 0755 "$RUN_TEMPLATE" "$OUT_DIR/run.sh"
 mkdir -p "$OUT_DIR/share"
 cp "$REPO_DIR/examples/seed_cnn.py" "$REPO_DIR/examples/resnet20_v1.py" \
   "$REPO_DIR/examples/resnet20_v2.py" "$REPO_DIR/bench/peer_torch.py" "$REPO_DIR/bench/peer_keras.py" \
-  "$OUT_DIR/share/"
+  "$REPO_DIR/bench/compare.py" "$OUT_DIR/share/"
 # Keras for the Keras peer on the GPU host (which has JAX but no keras and no network): the wheels
 # for its Python 3.12, fetched here at bundle time; without network the peer step skips there
 KERAS_WHEELS=(keras==3.15.1 namex==0.1.0 optree==0.20.0)

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""cnnkit against its peers, from one run's figures: images/s of every cnnkit setting and every
+peer mode at each batch size, cnnkit's ratio to the best PyTorch mode and to the best peer of
+all, and device memory against PyTorch's peak (issue 14's targets: >= 1.0x the best PyTorch mode
+at every batch size, memory <= PyTorch's).
+
+Inputs are the JSON files the benches write (bench_train --json, bench/peer_torch.py --json,
+bench/peer_keras.py: one JSON line per batch size):
+
+    compare.py [--cnnkit [LABEL=]FILE]... [--torch FILE] [--keras FILE] [--json OUT]
+               [--markdown OUT]
+    compare.py --run [--bench-train BIN] [--batches 128,512] [--steps N] [--device auto|cpu|cuda]
+               [--model FILE] [--python PY] [--keras-python PY] [--json OUT] [--markdown OUT]
+
+--run runs them itself, one after the other in this process tree (bench_train, then on the
+device it chose and at its batch sizes PyTorch
+where `PY -c "import torch"` works, then Keras where KERAS-PY imports keras), into a temporary
+folder, then compares. Peers that are missing are named and skipped: the figures that exist are
+still compared. Exit 0 when at least one cnnkit figure was read, 1 when none, 2 on bad input
+(an unreadable or malformed file, an unknown option).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+
+class Bad(Exception):
+    """A file or an argument that cannot be used: exit 2 with its message."""
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise Bad(f"{path}: {e.strerror}")
+    except ValueError as e:
+        raise Bad(f"{path}: not JSON ({e})")
+
+
+def need(obj, key, path, kind):
+    if not isinstance(obj, dict) or key not in obj or not isinstance(obj[key], kind):
+        raise Bad(f"{path}: an entry lacks '{key}' ({kind.__name__})")
+    return obj[key]
+
+
+def positive(v, key, path):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise Bad(f"{path}: '{key}' is {v!r} (a positive number expected)")
+    return float(v)
+
+
+def read_cnnkit(label, path):
+    """bench_train --json: {"results": [{"batch", "images_per_s", "ms_per_step", "model_bytes"}]}"""
+    d = load_json(path)
+    rows = []
+    for r in need(d, "results", path, list):
+        b = need(r, "batch", path, int)
+        rows.append({"who": "cnnkit", "mode": label or d.get("conv_algo", "cnnkit"), "batch": b,
+                     "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
+                     "ms_per_step": r.get("ms_per_step"),
+                     "mib": r["model_bytes"] / 2**20 if isinstance(r.get("model_bytes"), int)
+                     else None,
+                     "device": d.get("device")})
+    return rows
+
+
+def read_torch(path):
+    """peer_torch.py --json: {"results": [{"batch", "mode", "images_per_s", "peak_mib"}]}"""
+    d = load_json(path)
+    rows = []
+    for r in need(d, "results", path, list):
+        rows.append({"who": "torch", "mode": need(r, "mode", path, str),
+                     "batch": need(r, "batch", path, int),
+                     "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
+                     "ms_per_step": r.get("ms_per_step"), "mib": r.get("peak_mib"),
+                     "device": d.get("device")})
+    return rows
+
+
+def read_keras(path):
+    """peer_keras.py: one JSON object per line."""
+    rows = []
+    try:
+        lines = open(path).read().splitlines()
+    except OSError as e:
+        raise Bad(f"{path}: {e.strerror}")
+    for k, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError as e:
+            raise Bad(f"{path}:{k}: not JSON ({e})")
+        peak = r.get("peak_device_bytes")
+        rows.append({"who": "keras", "mode": r.get("backend", "keras"),
+                     "batch": need(r, "batch", path, int),
+                     "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
+                     "ms_per_step": r.get("median_step_ms"),
+                     "mib": peak / 2**20 if isinstance(peak, (int, float)) else None,
+                     "device": r.get("device")})
+    return rows
+
+
+def compare(rows):
+    """Per batch size: every row, and for each cnnkit row its ratios to the best torch mode and
+    to the best peer, and its memory against torch's smallest peak."""
+    out = []
+    for b in sorted({r["batch"] for r in rows}):
+        at = [r for r in rows if r["batch"] == b]
+        torch_rows = [r for r in at if r["who"] == "torch"]
+        peers = [r for r in at if r["who"] != "cnnkit"]
+        best_torch = max(torch_rows, key=lambda r: r["images_per_s"], default=None)
+        best_peer = max(peers, key=lambda r: r["images_per_s"], default=None)
+        torch_mib = [r["mib"] for r in torch_rows if isinstance(r["mib"], (int, float))]
+        entry = {"batch": b, "rows": at, "best_torch": best_torch, "best_peer": best_peer,
+                 "cnnkit": []}
+        for r in (r for r in at if r["who"] == "cnnkit"):
+            c = {"mode": r["mode"], "images_per_s": r["images_per_s"],
+                 "vs_best_torch": r["images_per_s"] / best_torch["images_per_s"]
+                 if best_torch else None,
+                 "vs_best_peer": r["images_per_s"] / best_peer["images_per_s"]
+                 if best_peer else None,
+                 "mib": r["mib"],
+                 "mib_vs_torch": r["mib"] / min(torch_mib)
+                 if torch_mib and isinstance(r["mib"], (int, float)) and min(torch_mib) > 0
+                 else None}
+            c["meets_speed_target"] = (c["vs_best_torch"] >= 1.0
+                                       if c["vs_best_torch"] is not None else None)
+            entry["cnnkit"].append(c)
+        out.append(entry)
+    return out
+
+
+def fmt(v, spec):
+    """v in spec, or a dash as wide (spec's leading digits)."""
+    if isinstance(v, (int, float)):
+        return format(v, spec)
+    width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 0)
+    return "-".rjust(width)
+
+
+def text_table(table):
+    lines = [f"{'batch':>6} {'who':>7} {'mode':>18} {'images/s':>10} {'ms/step':>9} {'MiB':>8}"
+             f" {'vs torch':>9} {'vs best':>8}"]
+    for e in table:
+        for r in sorted(e["rows"], key=lambda r: (r["who"] != "cnnkit", r["who"], r["mode"])):
+            c = next((c for c in e["cnnkit"] if r["who"] == "cnnkit" and c["mode"] == r["mode"]),
+                     None)
+            lines.append(f"{e['batch']:>6} {r['who']:>7} {r['mode'][:18]:>18} "
+                         f"{r['images_per_s']:>10.0f} {fmt(r['ms_per_step'], '9.2f')} "
+                         f"{fmt(r['mib'], '8.1f')} "
+                         f"{fmt(c and c['vs_best_torch'], '8.2f') + ('x' if c and c['vs_best_torch'] else ' '):>9} "
+                         f"{fmt(c and c['vs_best_peer'], '7.2f') + ('x' if c and c['vs_best_peer'] else ' '):>8}")
+    return "\n".join(lines)
+
+
+def markdown_table(table):
+    lines = ["| batch | cnnkit setting | images/s | best PyTorch (mode) | ratio | best peer | ratio |"
+             " MiB (cnnkit / PyTorch) |", "|---|---|---|---|---|---|---|---|"]
+    for e in table:
+        bt, bp = e["best_torch"], e["best_peer"]
+        for c in e["cnnkit"]:
+            tmib = [r["mib"] for r in e["rows"] if r["who"] == "torch"
+                    and isinstance(r["mib"], (int, float))]
+            lines.append(
+                f"| {e['batch']} | {c['mode']} | {c['images_per_s']:.0f} | "
+                + (f"{bt['images_per_s']:.0f} ({bt['mode']})" if bt else "-") + " | "
+                + (f"{c['vs_best_torch']:.2f}x" if c["vs_best_torch"] else "-") + " | "
+                + (f"{bp['images_per_s']:.0f} ({bp['who']} {bp['mode']})" if bp else "-") + " | "
+                + (f"{c['vs_best_peer']:.2f}x" if c["vs_best_peer"] else "-") + " | "
+                + (f"{c['mib']:.0f} / {min(tmib):.0f}" if tmib and c["mib"] else "-") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path, text):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".compare-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def run_all(a, tmp):
+    """Runs the benches into tmp; returns (cnnkit files, torch file or None, keras file or None)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    bt = os.path.join(tmp, "bench_train.json")
+    cmd = [a.bench_train, "--device", a.device, "--steps", str(a.steps), "--json", bt]
+    cmd += (["--batches", a.batches] if a.batches else []) + (["--model", a.model] if a.model else [])
+    print("compare: " + " ".join(cmd), flush=True)
+    if subprocess.call(cmd) != 0:
+        raise Bad(f"{a.bench_train} failed")
+    # the peers run where bench_train ran (auto: its choice), at its batch sizes
+    ran = load_json(bt)
+    device = "cuda" if ran.get("device") == "cuda" else "cpu"
+    batches = ",".join(str(r["batch"]) for r in ran.get("results", []) if "batch" in r)
+    if not batches:
+        raise Bad(f"{a.bench_train} wrote no figures")
+    torch_json = None
+    if subprocess.call([a.python, "-c", "import torch"], stderr=subprocess.DEVNULL) == 0:
+        torch_json = os.path.join(tmp, "peer_torch.json")
+        cmd = [a.python, os.path.join(here, "peer_torch.py"), "--device", device, "--batches",
+               batches, "--steps", str(a.steps), "--json", torch_json]
+        print("compare: " + " ".join(cmd), flush=True)
+        if subprocess.call(cmd) != 0:
+            print("compare: peer_torch failed: its figures are left out", flush=True)
+            torch_json = torch_json if os.path.exists(torch_json) else None
+    else:
+        print(f"compare: PyTorch skipped ({a.python} cannot import torch)", flush=True)
+    keras_json = None
+    kpy = a.keras_python or a.python
+    if subprocess.call([kpy, "-c", "import keras"], stderr=subprocess.DEVNULL) == 0:
+        keras_json = os.path.join(tmp, "peer_keras.jsonl")
+        with open(keras_json, "w") as out:
+            for b in batches.split(","):
+                cmd = [kpy, os.path.join(here, "peer_keras.py"), "--batch", b, "--steps",
+                       str(a.steps)]
+                print("compare: " + " ".join(cmd), flush=True)
+                r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+                lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
+                if r.returncode != 0 or not lines:
+                    print(f"compare: peer_keras at batch {b} failed: left out", flush=True)
+                    continue
+                out.write(lines[-1] + "\n")
+    else:
+        print(f"compare: Keras skipped ({kpy} cannot import keras)", flush=True)
+    return [("", bt)], torch_json, keras_json
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cnnkit", action="append", default=[], metavar="[LABEL=]FILE")
+    ap.add_argument("--torch")
+    ap.add_argument("--keras")
+    ap.add_argument("--json")
+    ap.add_argument("--markdown")
+    ap.add_argument("--run", action="store_true")
+    ap.add_argument("--bench-train", default="build/bench/bench_train")
+    ap.add_argument("--batches", help="bench_train's default: 128,512 (and 2048 on a GPU)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--model")
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--keras-python")
+    try:
+        a = ap.parse_args(argv)
+    except SystemExit as e:
+        return 2 if e.code else 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="cnnkit-compare-") as tmp:
+            cnnkit, torch_json, keras_json = [], a.torch, a.keras
+            for spec in a.cnnkit:
+                label, _, path = spec.rpartition("=")
+                cnnkit.append((label, path))
+            if a.run:
+                if a.cnnkit or a.torch or a.keras:
+                    raise Bad("--run measures its own figures: no --cnnkit, --torch or --keras")
+                if a.steps < 1:
+                    raise Bad(f"--steps: {a.steps} (must be >= 1)")
+                cnnkit, torch_json, keras_json = run_all(a, tmp)
+            rows = []
+            for label, path in cnnkit:
+                rows += read_cnnkit(label, path)
+            if torch_json:
+                rows += read_torch(torch_json)
+            if keras_json:
+                rows += read_keras(keras_json)
+    except Bad as e:
+        print(f"compare: error: {e}", file=sys.stderr)
+        return 2
+    if not any(r["who"] == "cnnkit" for r in rows):
+        print("compare: no cnnkit figures to compare (give --cnnkit FILE or --run)",
+              file=sys.stderr)
+        return 1
+    # the same GPU is "cuda" to cnnkit and PyTorch and "gpu" to JAX
+    devices = sorted({"cuda" if r["device"] == "gpu" else str(r["device"])
+                      for r in rows if r["device"]})
+    if len(devices) > 1:
+        print(f"compare: warning: the figures come from different devices: {', '.join(devices)}")
+    table = compare(rows)
+    print(text_table(table))
+    for e in table:
+        for c in e["cnnkit"]:
+            if c["vs_best_torch"] is not None:
+                print(f"compare: batch {e['batch']}, cnnkit {c['mode']}: "
+                      f"{c['vs_best_torch']:.2f}x the best PyTorch mode "
+                      f"({e['best_torch']['mode']}) - target >= 1.0x: "
+                      f"{'met' if c['meets_speed_target'] else 'NOT met'}"
+                      + (f"; memory {c['mib']:.0f} MiB vs PyTorch's smallest peak "
+                         f"{c['mib'] / c['mib_vs_torch']:.0f} MiB - target <=: "
+                         f"{'met' if c['mib_vs_torch'] <= 1.0 else 'NOT met'}"
+                         if c["mib_vs_torch"] is not None else ""))
+    if a.json:
+        write_atomic(a.json, json.dumps({"devices": devices, "table": table}, indent=1) + "\n")
+    if a.markdown:
+        write_atomic(a.markdown, markdown_table(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
