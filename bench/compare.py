@@ -212,7 +212,9 @@ def run_all(a, tmp):
         print(f"compare: PyTorch skipped ({a.python} cannot import torch)", flush=True)
     keras_json = None
     kpy = a.keras_python or a.python
-    if subprocess.call([kpy, "-c", "import keras"], stderr=subprocess.DEVNULL) == 0:
+    # peer_keras.py runs Keras on JAX (its default backend); without it keras imports TensorFlow
+    probe_env = dict(os.environ, KERAS_BACKEND="jax")
+    if subprocess.call([kpy, "-c", "import keras"], stderr=subprocess.DEVNULL, env=probe_env) == 0:
         keras_json = os.path.join(tmp, "peer_keras.jsonl")
         with open(keras_json, "w") as out:
             for b in batches.split(","):
