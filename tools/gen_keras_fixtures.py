@@ -19,6 +19,9 @@ Two small models that cover every layer class cnnkit reads, each trained a few s
           offset=-0.5) after the pooling; Adam.
   rescale_func: 8x8x2 functional fed raw pixels: Rescaling(1./127.5, offset=-1) on the input, a
           negative Rescaling(-0.5) in a branch before a ReLU and an Add; SGD. Also legacy .h5.
+  mixed_bf16: 8x8x1 Sequential under the mixed_bfloat16 policy (Conv2D + BN + ReLU + MaxPooling2D,
+          Flatten, Dense), its softmax Activation kept float32 as Keras's guide advises; Adam.
+          Last, so the models before it draw the same numbers as before it existed.
 The golden header holds each model's inputs, Keras's inference probabilities, the optimizer's
 iteration count and the first values of the first optimizer slot (momentum) arrays."""
 import os
@@ -105,6 +108,18 @@ def rescale_func():
     return m, (8, 8, 2), 3
 
 
+def mixed_bf16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    m = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Conv2D(3, 3, padding="same"), layers.BatchNormalization(), layers.Activation("relu"),
+        layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(4),
+        layers.Activation("softmax", dtype="float32")])
+    keras.mixed_precision.set_global_policy("float32")  # the layers keep theirs
+    m.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy")
+    return m, (8, 8, 1), 4
+
+
 # models fed raw 0..255 pixels (integers as float32), as Keras users feed a Rescaling(1./255)
 PIXELS = ("rescale", "rescale_func")
 
@@ -125,7 +140,7 @@ out = ["/* Written by tools/gen_keras_fixtures.py with Keras %s (%s backend): do
        % (keras.__version__, keras.backend.backend()),
        "#ifndef CNNKIT_KERAS_GOLDEN_H\n#define CNNKIT_KERAS_GOLDEN_H\n"]
 MODELS = (("small", small), ("small2", small2), ("func", func), ("rescale", rescale),
-          ("rescale_func", rescale_func))
+          ("rescale_func", rescale_func), ("mixed_bf16", mixed_bf16))
 for name, make in MODELS:
     m, shape, classes = make()
 

@@ -95,14 +95,14 @@ void print_warnings(const char *path, char *warnings) {
  * (0 ok). */
 static int load_built(ck_context *ctx, const opts *o, int max_batch, ck_model **out) {
     if (is_keras_file(o->model)) { /* architecture and weights from the file */
-        if (o->precision && o->precision - 1 != CK_PRECISION_FP32) {
-            fprintf(stderr, "cnnkit: --precision: only fp32 for Keras files (%s) for now\n",
-                    o->model);
-            return EXIT_USAGE;
-        }
-        if (ck_model_load_keras(ctx, o->model, max_batch, out) != CK_STATUS_SUCCESS) {
+        /* the option overrides the file's dtype policy, as it does a model file's */
+        const ck_status st = o->precision
+                                 ? ck_model_load_keras_as(ctx, o->model, max_batch,
+                                                          (ck_precision)(o->precision - 1), out)
+                                 : ck_model_load_keras(ctx, o->model, max_batch, out);
+        if (st != CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: %s\n", ck_context_last_error(ctx));
-            return EXIT_USAGE;
+            return st == CK_STATUS_NOT_SUPPORTED && o->precision ? EXIT_RUNTIME : EXIT_USAGE;
         }
         return 0;
     }

@@ -18,6 +18,7 @@ typedef struct cfg {
     char *err;
     size_t err_len;
     const char *lname, *cls; /* the layer being read, for messages */
+    int bf16;                /* a layer's dtype policy was mixed_bfloat16 */
 } cfg;
 
 static int fail(cfg *C, const char *fmt, ...) CK_PRINTF(2, 3);
@@ -136,16 +137,26 @@ static int get_activation(cfg *C, json_t *o, const char *key, ck_activation *act
     return 0;
 }
 
-/* "float32" or a DTypePolicy dict naming float32; other dtypes (mixed precision) are refused. */
+/* A layer's dtype: "float32", "mixed_bfloat16", or a DTypePolicy dict naming one (Keras 3 saves
+ * the dict). mixed_bfloat16 on any layer makes the model bf16 (docs/precision.md): cnnkit's
+ * precision is the model's, and layers a Keras user keeps in float32 under that policy (the final
+ * softmax, as Keras's guide advises) are computed in fp32 by cnnkit anyway. mixed_float16 would
+ * need loss scaling, which cnnkit does not do; other dtypes are refused too. */
 static int check_dtype(cfg *C, json_t *v) {
-    if (!v || json_is_null(v) || str_is(v, "float32"))
+    if (!v || json_is_null(v))
         return 0;
-    if (json_is_object(v)) {
-        json_t *c = json_object_get(v, "config");
-        if (str_is(json_object_get(c, "name"), "float32"))
-            return 0;
+    json_t *name = json_is_object(v) ? json_object_get(json_object_get(v, "config"), "name") : v;
+    if (str_is(name, "float32"))
+        return 0;
+    if (str_is(name, "mixed_bfloat16")) {
+        C->bf16 = 1;
+        return 0;
     }
-    return unsupported(C, "dtype", v, "float32");
+    if (str_is(name, "mixed_float16"))
+        return unsupported(C, "dtype", v,
+                           "float32, mixed_bfloat16; mixed_float16 needs loss scaling, which "
+                           "cnnkit does not do");
+    return unsupported(C, "dtype", v, "float32, mixed_bfloat16");
 }
 
 /* A batch shape [null, h, w, c] (or [null, features] is refused: cnnkit's inputs are images). */
@@ -694,7 +705,7 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
 
 ck_status ck_kio_parse_config(const char *json, size_t len, const char *training_config,
                               ck_keras_model *out, char *err, size_t err_len) {
-    cfg C = {err, err_len, NULL, NULL};
+    cfg C = {err, err_len, NULL, NULL, 0};
     if (err && err_len)
         err[0] = '\0';
     json_error_t je;
@@ -737,7 +748,19 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
         json_t *e;
         int bad = 0;
         char in_name[sizeof km.layers->name] = "";
+        /* a Sequential's own dtype is its policy too (Keras 3 saves it; a Functional's is null) */
+        if (json_is_object(conf) && check_dtype(&C, json_object_get(conf, "dtype"))) {
+            bad = 1;
+            st = CK_STATUS_NOT_SUPPORTED;
+            if (err && err_len) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "%s", err);
+                snprintf(err, err_len, "the %s model: %s", json_string_value(cls), msg);
+            }
+        }
         json_array_foreach(layers, i, e) {
+            if (bad)
+                break;
             int skip = 0;
             ck_layer_desc *d = &km.layers[km.count];
             int r = read_layer(&C, e, d, &skip, &pending);
@@ -776,6 +799,10 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
         }
         if (!bad)
             st = CK_STATUS_SUCCESS;
+        if (C.bf16) { /* the policy, as set_global_policy('mixed_bfloat16') in a model file */
+            km.has_precision = 1;
+            km.precision = CK_PRECISION_BF16;
+        }
     }
     json_decref(tc_root);
     json_decref(root);

@@ -96,12 +96,37 @@ static int jp_drop(ck_kput *w, const char *key) {
     return 0;
 }
 
+/* Whether layer i computes the logits or the softmax after them: cnnkit keeps those in fp32 under
+ * bf16 (docs/precision.md), which Keras says with a float32 policy on those layers (as its guide
+ * advises for the output). */
+static int fp32_output_layer(const ck_model *m, int i) {
+    const int last = ck_model_num_layers(m) - 1;
+    if (i == last)
+        return 1;
+    ck_layer_desc d;
+    if (ck_model_layer_desc(m, last, &d) != CK_STATUS_SUCCESS || d.type != CK_LAYER_ACTIVATION ||
+        d.activation != CK_ACT_SOFTMAX)
+        return 0;
+    return d.num_inputs > 0 ? d.inputs[0] == i : i == last - 1;
+}
+
+/* A layer's (i >= 0) or a Sequential's (i = -1) dtype as Keras 3 saves it: "float32", or under
+ * bf16 the mixed_bfloat16 policy (cnnkit's bf16 is Keras's mixed_bfloat16: bf16 activations,
+ * fp32 variables; docs/precision.md). */
+static json_t *dtype_of(const ck_model *m, int i) {
+    if (ck_model_precision(m) != CK_PRECISION_BF16 || (i >= 0 && fp32_output_layer(m, i)))
+        return json_string("float32");
+    return json_pack("{s:s, s:s, s:{s:s}, s:n}", "module", "keras", "class_name", "DTypePolicy",
+                     "config", "name", "mixed_bfloat16", "registered_name");
+}
+
 /* Layer i's entry without its build_config: module, class_name, config, registered_name. */
 static json_t *layer_entry(ck_model *m, int i, char *err, size_t err_len) {
     ck_layer_desc d;
     ck_model_layer_desc(m, i, &d);
     const char *cls = ck_keras_class_of(&d);
-    json_t *o = json_pack("{s:s, s:s, s:b}", "name", d.name, "dtype", "float32", "trainable", 1);
+    json_t *o =
+        json_pack("{s:s, s:o, s:b}", "name", d.name, "dtype", dtype_of(m, i), "trainable", 1);
     const ck_layer_kind *k = ck_layer_kind_of(d.type);
     json_put jp = {
         {jp_ints, jp_str, jp_num, jp_bool, jp_init, jp_act, jp_drop}, o, cls, err, err_len, 0};
@@ -192,9 +217,14 @@ static json_t *functional_layers(ck_model *m, const char *in_name, char *err, si
                 ck_model_layer_shape(m, ins[t], &h, &w, &c);
                 fl = ck_model_layer_is_flat(m, ins[t]);
             }
-            json_t *ten = json_pack(
-                "{s:s, s:{s:o, s:s, s:[sii]}}", "class_name", "__keras_tensor__", "config", "shape",
-                tensor_shape(fl, h, w, c), "dtype", "float32", "keras_history", src, 0, 0);
+            /* a layer's output is bf16 under mixed_bfloat16; the model's input and the output
+             * layers' stay float32 */
+            const int bf = ins[t] >= 0 && ck_model_precision(m) == CK_PRECISION_BF16 &&
+                           !fp32_output_layer(m, ins[t]);
+            json_t *ten =
+                json_pack("{s:s, s:{s:o, s:s, s:[sii]}}", "class_name", "__keras_tensor__",
+                          "config", "shape", tensor_shape(fl, h, w, c), "dtype",
+                          bf ? "bfloat16" : "float32", "keras_history", src, 0, 0);
             if (args) {
                 json_array_append_new(args, ten);
                 json_array_append_new(shapes, tensor_shape(fl, h, w, c));
@@ -278,11 +308,12 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
                           "input_layers", in_name, 0, 0, "output_layers", out_name, 0, 0,
                           "registered_name", "Functional", "build_config", "input_shape",
                           "compile_config", cc)
-              : json_pack("{s:s, s:s, s:{s:s, s:b, s:s, s:o, s:o}, s:n, s:{s:o}, s:o}", "module",
+              : json_pack("{s:s, s:s, s:{s:s, s:b, s:o, s:o, s:o}, s:n, s:{s:o}, s:o}", "module",
                           "keras", "class_name", "Sequential", "config", "name", "sequential",
-                          "trainable", 1, "dtype", "float32", "layers", layers, "build_input_shape",
-                          shape4(in_h, in_w, in_c), "registered_name", "build_config",
-                          "input_shape", shape4(in_h, in_w, in_c), "compile_config", cc);
+                          "trainable", 1, "dtype", dtype_of(m, -1), "layers", layers,
+                          "build_input_shape", shape4(in_h, in_w, in_c), "registered_name",
+                          "build_config", "input_shape", shape4(in_h, in_w, in_c), "compile_config",
+                          cc);
     char *s = root ? json_dumps(root, JSON_REAL_PRECISION(9)) : NULL;
     json_decref(root);
     if (!s)

@@ -285,25 +285,31 @@ CK_API ck_status ck_model_load_keras_weights(ck_model *m, const char *path) {
     return st;
 }
 
-ck_status ck_kio_model_from_config(ck_context *ctx, const ck_keras_model *km, ck_model **out) {
+ck_status ck_kio_model_from_config(ck_context *ctx, const ck_keras_model *km, int precision,
+                                   ck_model **out) {
     ck_status st = ck_model_create(ctx, out);
     for (int i = 0; st == CK_STATUS_SUCCESS && i < km->count; ++i)
         st = ck_model_add(*out, &km->layers[i]);
     if (st == CK_STATUS_SUCCESS && km->has_compile)
         st = ck_model_set_optimizer(*out, &km->optimizer);
+    if (precision < 0 && km->has_precision)
+        precision = km->precision;
+    if (st == CK_STATUS_SUCCESS && precision >= 0)
+        st = ck_model_set_precision(*out, (ck_precision)precision);
     return st;
 }
 
 /* Builds the model of a config (text of config.json or model_config). */
 static ck_status model_from_config(ck_context *ctx, const char *path, const char *json, size_t len,
-                                   const char *training, int max_batch, ck_model **out) {
+                                   const char *training, int max_batch, int precision,
+                                   ck_model **out) {
     ck_keras_model km;
     char err[512];
     ck_status st = ck_kio_parse_config(json, len, training, &km, err, sizeof err);
     if (st != CK_STATUS_SUCCESS)
         return ck_fail(ctx, st, "path: %s: %s", path, err);
     ck_model *m = NULL;
-    st = ck_kio_model_from_config(ctx, &km, &m);
+    st = ck_kio_model_from_config(ctx, &km, precision, &m);
     const int no_input = km.count > 0 && km.layers[0].input_h == 0;
     ck_keras_model_free(&km);
     if (st == CK_STATUS_SUCCESS && no_input)
@@ -370,8 +376,9 @@ CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras
     return st;
 }
 
-CK_API ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_batch,
-                                     ck_model **out) {
+/* precision: a ck_precision, or -1 for the file's dtype policy */
+static ck_status load_keras(ck_context *ctx, const char *path, int max_batch, int precision,
+                            ck_model **out) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
     ck_clear_error(ctx);
@@ -379,13 +386,17 @@ CK_API ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL or empty", out ? "path" : "model");
     if (max_batch < 1)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "max_batch: must be >= 1, got %d", max_batch);
+    if (precision != -1 && precision != CK_PRECISION_FP32 && precision != CK_PRECISION_TF32 &&
+        precision != CK_PRECISION_BF16)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "precision: %d (CK_PRECISION_FP32, _TF32 or _BF16)", precision);
     const file_kind k = sniff(path);
     ck_model *m = NULL;
     ck_status st;
     if (k == KIND_ZIP) {
         archive a;
         CK_TRY(archive_read(ctx, path, 1, &a));
-        st = model_from_config(ctx, path, a.config, a.config_len, NULL, max_batch, &m);
+        st = model_from_config(ctx, path, a.config, a.config_len, NULL, max_batch, precision, &m);
         if (st == CK_STATUS_SUCCESS)
             st = load_weights(m, a.weights, a.weights_len, NULL, path);
         archive_free(ctx, &a);
@@ -393,7 +404,8 @@ CK_API ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_
         char *config = NULL, *training = NULL;
         st = ck_kio_h5_model_config(ctx, path, &config, &training);
         if (st == CK_STATUS_SUCCESS)
-            st = model_from_config(ctx, path, config, strlen(config), training, max_batch, &m);
+            st = model_from_config(ctx, path, config, strlen(config), training, max_batch,
+                                   precision, &m);
         ck_host_free(ctx, config);
         ck_host_free(ctx, training);
         if (st == CK_STATUS_SUCCESS)
@@ -407,6 +419,16 @@ CK_API ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_
     }
     *out = m;
     return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_batch,
+                                     ck_model **out) {
+    return load_keras(ctx, path, max_batch, -1, out);
+}
+
+CK_API ck_status ck_model_load_keras_as(ck_context *ctx, const char *path, int max_batch,
+                                        ck_precision precision, ck_model **out) {
+    return load_keras(ctx, path, max_batch, (int)precision, out);
 }
 
 /* ---- writing -------------------------------------------------------------------------------- */

@@ -19,7 +19,9 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
                               ck_keras_model *out, char *err, size_t err_len);
 /* A new model (not built) with km's layers and compile optimizer; *out is set (to be destroyed by
  * the caller) even on failure, when the model could be created. */
-ck_status ck_kio_model_from_config(ck_context *ctx, const ck_keras_model *km, ck_model **out);
+/* precision: a ck_precision for the model, or -1 for km's (the file's dtype policy) */
+ck_status ck_kio_model_from_config(ck_context *ctx, const ck_keras_model *km, int precision,
+                                   ck_model **out);
 /* Keras's snake_case of a class name ("LeakyReLU" -> "leaky_re_lu"), as keras.src.utils.naming. */
 void ck_kio_snake_case(const char *cls, char *out, size_t len);
 /* config.json of a built model (Keras 3 layout, with compile_config); malloc'd, NULL when out of
