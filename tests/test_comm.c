@@ -1,7 +1,10 @@
 /* The communicator (cnnkit/comm.h) and data-parallel training (docs/distributed.md). The MPI runs
  * are tests/mpi/dp_train.c under mpiexec; without MPI in the build they skip, and what a build
  * without MPI says is checked instead. */
+#include "comm_internal.h"
 #include "common.h"
+#include "exec.h"
+#include "model_internal.h"
 
 #include <cnnkit/comm.h>
 
@@ -290,3 +293,68 @@ Test(comm, two_ranks_match_one_process) {
     cr_skip("this build has no MPI (libopenmpi-dev; CNNKIT_MPI=AUTO or ON)");
 }
 #endif
+
+/* The GPU step's gradient buckets are launched as the backward pass passes below them
+ * (ck_exec_comm_grads_ready): a bucket launched while a node below still writes into it would sum
+ * half-made gradients on every rank, and one-rank GPU tests cannot see it (a one-rank all-reduce
+ * is a no-op). Checked here on the plan, for a Sequential model (3 buckets), ResNet-20 v1 (a
+ * graph, 2 buckets) and a tiny one: the nodes' parameter ranges (kernel, bias, BN gamma and beta)
+ * cover every trainable parameter exactly once (a node kind keeping parameters elsewhere fails
+ * this), no bucket counted final after node i holds a parameter of a node below i, the count
+ * never falls as backward goes down, and every bucket is final after node 0. */
+static void check_bucket_schedule(ck_model *m, const char *what) {
+    const size_t P = m->num_params, B = CK_COMM_DEVICE_BUCKET;
+    const int buckets = (int)((P + B - 1) / B);
+    unsigned char *owner = calloc(P, 1);
+    int *lowest = malloc(sizeof(int) * (size_t)buckets); /* the lowest node writing bucket b */
+    for (int b = 0; b < buckets; ++b)
+        lowest[b] = m->num_nodes;
+    for (int j = 0; j < m->num_nodes; ++j) {
+        const ck_node *n = &m->nodes[j];
+        size_t lo[4] = {n->p_kernel, n->p_bias, 0, 0}, len[4] = {n->n_kernel, n->n_bias, 0, 0};
+        if (n->type == CK_NODE_BN) {
+            lo[2] = n->p_gamma;
+            lo[3] = n->p_beta;
+            len[2] = len[3] = (size_t)n->oc;
+        }
+        for (int r = 0; r < 4; ++r)
+            for (size_t p = lo[r]; p < lo[r] + len[r]; ++p) {
+                cr_assert_lt(p, P, "%s: node %d's parameter %zu past the end", what, j, p);
+                cr_assert_eq(owner[p]++, 0, "%s: parameter %zu has two nodes", what, p);
+                if (j < lowest[p / B])
+                    lowest[p / B] = j;
+            }
+    }
+    for (size_t p = 0; p < P; ++p)
+        cr_assert_eq(owner[p], 1, "%s: parameter %zu of %zu has no node", what, p, P);
+    int prev = 0;
+    for (int i = m->num_nodes - 1; i >= 0; --i) {
+        const int final = ck_exec_comm_buckets_final(m, i);
+        cr_assert_geq(final, prev, "%s: fewer buckets final after node %d", what, i);
+        for (int b = buckets - final; b < buckets; ++b)
+            cr_assert_geq(lowest[b], i, "%s: bucket %d launched after node %d, node %d writes it",
+                          what, b, i, lowest[b]);
+        prev = final;
+    }
+    cr_assert_eq(ck_exec_comm_buckets_final(m, 0), buckets, "%s: all buckets by node 0", what);
+    free(owner);
+    free(lowest);
+}
+
+Test(comm, gradient_buckets_launch_only_final_gradients) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *seed = t_model(ctx, t_seed_cnn_text, 4);
+    cr_assert_gt(seed->num_params, 2 * CK_COMM_DEVICE_BUCKET, "several buckets");
+    check_bucket_schedule(seed, "seed model");
+    ck_model_destroy(seed);
+    char *text = t_read_file(t_src("examples/resnet20_v1.py"), NULL);
+    ck_model *res = t_model(ctx, text, 4);
+    free(text);
+    cr_assert_gt(res->num_params, CK_COMM_DEVICE_BUCKET, "two buckets");
+    check_bucket_schedule(res, "resnet20_v1");
+    ck_model_destroy(res);
+    ck_model *tiny = t_model(ctx, T_FUZZ_MODEL, 4);
+    check_bucket_schedule(tiny, "one bucket");
+    ck_model_destroy(tiny);
+    ck_context_destroy(ctx);
+}

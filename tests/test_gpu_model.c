@@ -386,6 +386,10 @@ Test(gpu_model, fit_with_device_data_matches_host_staging) {
     ck_epoch_result ha[2], hb[2];
     CK_OK(ctx, ck_model_fit(a, &d, &d, &o, ha));
     CK_OK(ctx, ck_model_fit(b, &d, &d, &o, hb));
+    /* a took the device path (a fallback to host staging would compare the oracle with itself):
+     * 300 samples at batch 64 are 5 steps an epoch */
+    cr_assert_eq(a->staged_steps, 10, "%lld steps on device-gathered batches", a->staged_steps);
+    cr_assert_eq(b->staged_steps, 0);
     for (int e = 0; e < 2; ++e) {
         const double va[3] = {ha[e].loss, ha[e].accuracy, ha[e].val_loss};
         const double vb[3] = {hb[e].loss, hb[e].accuracy, hb[e].val_loss};

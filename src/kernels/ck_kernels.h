@@ -86,7 +86,9 @@ int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float *dy, const 
 typedef struct ck_kloss {
     double loss_sum;
     int correct;
-    int nonfinite; /* set by ck_cuda_flag_nonfinite (the gradients), not by the loss kernel */
+    /* set by ck_cuda_flag_nonfinite (the gradients), not by the loss kernel; a data-parallel
+     * step whose rank failed puts CK_KLOSS_RANK_FAILED or more (exec.h); non-zero: no update */
+    int nonfinite;
 } ck_kloss;
 
 /* act: ck_activation values (CK_ACT_*); softmax over rows of c. y may alias x. */

@@ -671,6 +671,18 @@ ck_status ck_comm_device_scratch(const ck_comm *c, size_t bytes, void **out) {
     return ck_fail(c->ctx, CK_STATUS_INTERNAL, "comm: device scratch needs an NCCL communicator");
 }
 
+ck_status ck_comm_device_prepare(const ck_comm *c, size_t scratch_bytes) {
+    CK_COMM_LIVE(c);
+#ifdef CNNKIT_HAVE_NCCL
+    if (c->nccl) {
+        const ck_status st = ck_nccl_prepare(c->nccl, scratch_bytes);
+        return st == CK_STATUS_SUCCESS || !ck_nccl_aborted(c->nccl) ? st : broken_by(c, st);
+    }
+#endif
+    (void)scratch_bytes;
+    return CK_STATUS_SUCCESS;
+}
+
 ck_status ck_comm_sync(const ck_comm *c, const char *what) {
     CK_COMM_LIVE(c);
     CK_NCCL_ROUTE(c, ck_nccl_sync(c->nccl, what));

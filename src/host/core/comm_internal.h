@@ -54,6 +54,11 @@ ck_status ck_comm_device_allgather_f64(const ck_comm *c, const double *local, do
  * least bytes, used in stream order. Growing it waits for the device: reserve the most a step
  * needs before it (ck_model_set_comm does, with ck_bn_sync_scratch_bytes). */
 ck_status ck_comm_device_scratch(const ck_comm *c, size_t bytes, void **out);
+/* Before any step (ck_model_set_comm, on every rank): the SyncBN scratch of scratch_bytes and
+ * the gradient buckets' stream and events (NCCL; nothing for MPI). A failure to allocate them
+ * leaves the communicator usable, so the ranks can agree on it in their next collective; a wait
+ * that timed out breaks it as usual. */
+ck_status ck_comm_device_prepare(const ck_comm *c, size_t scratch_bytes);
 /* The scratch a synchronized BN of c channels takes over `ranks` ranks: this rank's moments and
  * every rank's. */
 #define ck_bn_sync_scratch_bytes(c, ranks) ((size_t)3 * (size_t)(c) * ((size_t)(ranks) + 1) * 8)
@@ -70,6 +75,9 @@ void ck_nccl_set_timeout(ck_nccl *n, double timeout_s);
 /* broken: abort instead of finalize (a rank may be missing) */
 void ck_nccl_free(ck_nccl *n, int broken);
 ck_status ck_nccl_sync(ck_nccl *n, const char *what);
+ck_status ck_nccl_prepare(ck_nccl *n, size_t scratch_bytes);
+/* 1 once the NCCL communicator was aborted (a timeout or an NCCL error) */
+int ck_nccl_aborted(const ck_nccl *n);
 ck_status ck_nccl_allreduce(ck_nccl *n, void *dbuf, size_t count, ck_nccl_type t, ck_nccl_op op,
                             const char *what);
 ck_status ck_nccl_bcast(ck_nccl *n, void *dbuf, size_t count, ck_nccl_type t, const char *what);

@@ -115,11 +115,19 @@ static void pause_after(long tries, double waited) {
     }
 }
 
-static ck_status nccl_fail(const ck_nccl *n, ncclResult_t r, const char *what) {
-    const char *last = n->comm && n->f.last_error ? n->f.last_error(n->comm) : NULL;
-    return ck_fail(n->ctx, CK_STATUS_INTERNAL, "comm: %s failed on rank %d of %d: %s%s%s", what,
-                   n->rank, n->size, n->f.error_string ? n->f.error_string(r) : "NCCL error",
-                   last && *last ? ": " : "", last && *last ? last : "");
+/* An NCCL error: the message, then the communicator aborted. The cnnkit communicator is broken
+ * by it anyway (comm.c), and an operation already enqueued may wait for ever for a rank that
+ * failed: aborting ends those kernels, so later waits on the stream (a restore, a free) return. */
+static ck_status nccl_fail(ck_nccl *n, ncclResult_t r, const char *what) {
+    const char *last = n->comm && !n->aborted && n->f.last_error ? n->f.last_error(n->comm) : NULL;
+    const ck_status st =
+        ck_fail(n->ctx, CK_STATUS_INTERNAL, "comm: %s failed on rank %d of %d: %s%s%s", what,
+                n->rank, n->size, n->f.error_string ? n->f.error_string(r) : "NCCL error",
+                last && *last ? ": " : "", last && *last ? last : "");
+    if (n->comm && !n->aborted) /* after the message: abort frees what last_error points into */
+        (void)n->f.abort(n->comm);
+    n->aborted = n->comm != NULL;
+    return st;
 }
 
 static ck_status timed_out(ck_nccl *n, const char *what) {
@@ -413,17 +421,41 @@ ck_status ck_nccl_scratch(ck_nccl *n, size_t bytes, void **out) {
     return dstage(n, bytes, out); /* growing waits for the kernels that read it */
 }
 
+/* The buckets' stream and its events, all or none (made by ck_nccl_prepare before any step). */
 static ck_status side_stream(ck_nccl *n) {
     if (n->side)
         return CK_STATUS_SUCCESS;
-    cudaError_t e = cudaStreamCreateWithFlags(&n->side, cudaStreamNonBlocking);
+    cudaStream_t side = NULL;
+    cudaEvent_t ready = NULL, done = NULL;
+    cudaError_t e = cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking);
     if (e == cudaSuccess)
-        e = cudaEventCreateWithFlags(&n->ready, cudaEventDisableTiming);
+        e = cudaEventCreateWithFlags(&ready, cudaEventDisableTiming);
     if (e == cudaSuccess)
-        e = cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming);
-    if (e != cudaSuccess) /* what was made is freed with the communicator */
+        e = cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (done)
+            (void)cudaEventDestroy(done);
+        if (ready)
+            (void)cudaEventDestroy(ready);
+        if (side)
+            (void)cudaStreamDestroy(side);
         return ck_cuda_fail(n->ctx, e, "comm: the gradient stream");
+    }
+    n->side = side;
+    n->ready = ready;
+    n->done = done;
     return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_nccl_prepare(ck_nccl *n, size_t scratch_bytes) {
+    void *scratch = NULL;
+    CK_TRY(ck_nccl_scratch(n, scratch_bytes ? scratch_bytes : 1, &scratch));
+    return side_stream(n);
+}
+
+int ck_nccl_aborted(const ck_nccl *n) {
+    return n->aborted;
 }
 
 ck_status ck_nccl_allreduce_side(ck_nccl *n, float *dbuf, size_t count, const char *what) {

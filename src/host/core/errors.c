@@ -6,6 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
+ck_status ck_fail_after(ck_context *ctx, ck_status status, const char *earlier) {
+    char now[CK_ERR_LEN];
+    snprintf(now, sizeof now, "%s", ctx->err);
+    return ck_fail(ctx, status, "%s (before that: %s)", now, earlier);
+}
+
 #ifdef CNNKIT_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #endif

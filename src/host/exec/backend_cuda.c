@@ -287,6 +287,9 @@ static ck_status cuda_scale(const ck_exec *e, float *x, size_t count, float sc) 
     return CK_STATUS_SUCCESS;
 }
 
+_Static_assert(CK_KLOSS_RANK_FAILED > 0 && CK_KLOSS_RANK_FAILED < 0x80,
+               "the verdict's memset byte must give a positive int >= CK_KLOSS_RANK_FAILED");
+
 static ck_status cuda_mark_failed(const ck_exec *e, ck_kloss *out) {
     /* every byte 0x02: CK_KLOSS_RANK_FAILED or more, and no pageable copy that could wait for
      * the stream (and so for the other ranks) without a deadline */

@@ -6,6 +6,7 @@
 #include "comm_internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 float *ck_exec_out(const ck_exec *e, int i) {
@@ -277,6 +278,9 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
                                 : CK_STATUS_SUCCESS;
     const int backed_up = st == CK_STATUS_SUCCESS;
     const int ln = ck_exec_logits_node(m);
+    /* staged before the begin packet: a rank whose upload failed says so there */
+    if (st == CK_STATUS_SUCCESS && !e->staged)
+        st = be->stage(e, x, labels, n);
     if (e->comm) { /* every rank joins, whatever its status */
         st = ck_exec_comm_begin(e, st, n, &total);
         if (st != CK_STATUS_SUCCESS && ck_exec_comm_agrees_at_begin(e)) {
@@ -285,8 +289,6 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
             return st;
         }
     }
-    if (st == CK_STATUS_SUCCESS && !e->staged)
-        st = be->stage(e, x, labels, n);
     if (st == CK_STATUS_SUCCESS)
         st = ck_exec_forward(e, n, 1, ln + 1);
     if (st == CK_STATUS_SUCCESS)
@@ -327,8 +329,11 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
         /* a device step's collectives may still be in flight: they end (or time out) under the
          * deadline here, not in a later call that would wait for them without one */
         if (e->comm && !be->synchronous) {
+            char own[CK_ERR_LEN];
+            snprintf(own, sizeof own, "%s", e->ctx->err);
             const ck_status sst = ck_comm_sync(e->comm, "the failed step's collectives");
-            st = sst != CK_STATUS_SUCCESS ? sst : st;
+            if (sst != CK_STATUS_SUCCESS) /* both: the wait's failure, and why the step failed */
+                st = ck_fail_after(e->ctx, sst, own);
         }
         if (backed_up && m->num_fixed)
             be->restore(e);

@@ -174,6 +174,10 @@ ck_status ck_exec_comm_verdict(const ck_exec *e, const ck_kloss *host);
 /* After node i's backward (e->overlap set): launches the gradient buckets that no node below i
  * writes, on the communicator's second stream, highest first (every rank the same order). */
 ck_status ck_exec_comm_grads_ready(const ck_exec *e, int i);
+/* How many gradient buckets (CK_COMM_DEVICE_BUCKET floats, counted from the top) no node below
+ * node i writes: those are final once node i's backward has run. From the nodes' kernel, bias
+ * and BN gamma/beta ranges, which cover every trainable parameter (tests/test_comm.c checks). */
+int ck_exec_comm_buckets_final(const ck_model *m, int i);
 /* Inference-mode logits of n samples: *logits points at host memory. */
 ck_status ck_exec_infer(ck_exec *e, const float *x, int n, const float **logits);
 /* The node whose output holds the logits (-1: the input). */

@@ -70,18 +70,27 @@ static size_t param_end(const ck_node *n) {
     return end;
 }
 
-ck_status ck_exec_comm_grads_ready(const ck_exec *e, int i) {
-    struct ck_exec_overlap *o = e->overlap;
-    if (!o)
-        return CK_STATUS_SUCCESS;
+int ck_exec_comm_buckets_final(const ck_model *m, int i) {
     /* backward runs from the last node down: the nodes below i have not written yet, and every
      * parameter past the last one of theirs is final */
     size_t ready = 0;
     for (int j = 0; j < i; ++j) {
-        const size_t end = param_end(&e->m->nodes[j]);
+        const size_t end = param_end(&m->nodes[j]);
         ready = end > ready ? end : ready;
     }
-    while (o->next > 0 && (size_t)(o->next - 1) * CK_COMM_DEVICE_BUCKET >= ready) {
+    const int all = bucket_count(m);
+    int final = 0;
+    while (final < all && (size_t)(all - 1 - final) * CK_COMM_DEVICE_BUCKET >= ready)
+        final++;
+    return final;
+}
+
+ck_status ck_exec_comm_grads_ready(const ck_exec *e, int i) {
+    struct ck_exec_overlap *o = e->overlap;
+    if (!o)
+        return CK_STATUS_SUCCESS;
+    const int launch_below = bucket_count(e->m) - ck_exec_comm_buckets_final(e->m, i);
+    while (o->next > launch_below) {
         CK_TRY(launch_bucket(e, o->next - 1));
         o->next--;
     }

@@ -224,11 +224,19 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
      * device has the memory and every sample passes the step's checks (else the host stages
      * each batch, and a bad sample fails its step as it always did). */
     ck_gpu_data *dd = NULL;
-    if (m->gpu && !m->fit_host_data && samples_ok(m, train) &&
-        ck_gpu_data_create(m, train->images, train->labels, train->count, &dd) !=
-            CK_STATUS_SUCCESS) {
-        dd = NULL;
-        ck_clear_error(ctx);
+    if (m->gpu && !m->fit_host_data && samples_ok(m, train)) {
+        const ck_status dst =
+            ck_gpu_data_create(m, train->images, train->labels, train->count, &dd);
+        /* short of device memory: the host stages. Another failure (a CUDA error) is the fit's,
+         * except with other ranks: those are in step with this one, and its next step fails
+         * through the step's agreement instead of leaving them waiting */
+        if (dst != CK_STATUS_SUCCESS) {
+            dd = NULL;
+            if (dst == CK_STATUS_ALLOC_FAILED || m->comm)
+                ck_clear_error(ctx);
+            else
+                st = dst;
+        }
     }
     const int steps = (train->count + o.batch - 1) / o.batch;
     int stop = 0;

@@ -118,16 +118,14 @@ CK_API ck_status ck_model_set_comm(ck_model *m, ck_comm *comm) {
                        "data-parallel training there needs an NCCL communicator "
                        "(ck_comm_create_mpi or ck_comm_create_nccl on the CUDA context)");
     ck_status st = CK_STATUS_SUCCESS;
-    if (m->gpu) { /* the SyncBN exchanges' device scratch, reserved before any step */
+    if (m->gpu) { /* the SyncBN exchanges' scratch and the buckets' stream, before any step */
         size_t most = 0;
         for (int i = 0; i < m->num_nodes; ++i)
             if (m->nodes[i].bn_sync) {
                 const size_t b = ck_bn_sync_scratch_bytes(m->nodes[i].oc, ck_comm_size(comm));
                 most = b > most ? b : most;
             }
-        void *scratch = NULL;
-        if (most)
-            st = ck_comm_device_scratch(comm, most, &scratch);
+        st = ck_comm_device_prepare(comm, most);
     }
     CK_TRY(check_same_model(m, comm, st));
     CK_TRY(share_state(m, comm));

@@ -125,10 +125,11 @@ struct ck_model {
     long long step;
     ck_fit_state fit; /* where ck_model_fit stands (fit.c); saved in checkpoints */
     /* execution plan (plan.c) */
-    int planning_off;  /* ck_model_set_planning(m, 0) before build */
-    int planned;       /* the planner ran on this build (planning on; CPU and CUDA) */
-    int acts_private;  /* tests: a planned graph keeps one activation buffer per node */
-    int fit_host_data; /* tests: ck_model_fit stages every batch from the host on a GPU too */
+    int planning_off;       /* ck_model_set_planning(m, 0) before build */
+    int planned;            /* the planner ran on this build (planning on; CPU and CUDA) */
+    int acts_private;       /* tests: a planned graph keeps one activation buffer per node */
+    int fit_host_data;      /* tests: ck_model_fit stages every batch from the host on a GPU too */
+    long long staged_steps; /* tests: steps run on batches gathered on the device (fit) */
     /* How a BN node with a fused ReLU runs on the CPU. 1: ck_batchnorm_* with activation RELU,
      * one kernel (the CPU twin of the device kernel). 0 (default): the BN kernel (with any fused
      * SpatialDropout scale) and then the ReLU in place on the node's output (backward: dReLU in

@@ -170,9 +170,13 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
         ck_exec f = m->gpu ? ck_exec_cuda(m) : ck_exec_cpu(m, x);
         ck_kloss own = {0.0, 0, 0};
         int total = 0;
-        (void)ck_exec_comm_begin(&f, st, 0, &total);
+        char why[CK_ERR_LEN];
+        snprintf(why, sizeof why, "%s", m->ctx->err);
+        ck_status cst = ck_exec_comm_begin(&f, st, 0, &total);
         if (!ck_exec_comm_agrees_at_begin(&f))
-            (void)ck_exec_comm_loss(&f, st, 0, &own, &total);
+            cst = ck_exec_comm_loss(&f, st, 0, &own, &total);
+        if (cst != st) /* the collective itself failed: say so, and why this batch was refused */
+            return ck_fail_after(m->ctx, cst, why);
     }
     if (st != CK_STATUS_SUCCESS)
         return st;
@@ -280,7 +284,9 @@ CK_API ck_status ck_model_train_step(ck_model *m, const float *x, const int32_t 
 }
 
 ck_status ck_model_train_step_staged(ck_model *m, int n, ck_step_result *result) {
-    return train_step(m, NULL, NULL, n, 1, result);
+    const ck_status st = train_step(m, NULL, NULL, n, 1, result);
+    m->staged_steps += st == CK_STATUS_SUCCESS;
+    return st;
 }
 
 CK_API ck_status ck_model_evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
