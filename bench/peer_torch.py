@@ -7,6 +7,11 @@ the peak device memory of the timed steps (torch.cuda.max_memory_allocated).
 
     /usr/bin/python3 bench/peer_torch.py [--batches 128,512[,2048]] [--steps 10]
                                          [--device cpu|cuda] [--threads N] [--json FILE]
+                                         [--precision fp32|bf16]
+
+--precision bf16: mixed precision as PyTorch users run it (issue 16's peer): forward and loss
+under torch.autocast(dtype=torch.bfloat16), channels_last, fp32 master weights and Adam state;
+modes "bf16 channels_last" and "bf16 reduce-overhead" on CUDA, "bf16 eager" on the CPU.
 """
 import argparse, json, os, statistics, time
 
@@ -37,6 +42,7 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -44,13 +50,16 @@ def main():
     if a.batches is None:
         a.batches = "128,512,2048" if a.device == "cuda" else "128,512"
     out = {"torch": torch.__version__, "device": a.device, "threads": torch.get_num_threads(),
-           "results": []}
+           "precision": a.precision, "results": []}
     print(f"peer_torch: torch {torch.__version__}, device {a.device}, "
           f"{torch.get_num_threads()} threads, median of {a.steps} steps")
     print(f"{'batch':>8} {'mode':>16} {'ms/step':>10} {'images/s':>10} {'peak MiB':>9}", flush=True)
     # modes outer, batches inner: the eager figures of every batch size come before the slow
     # torch.compile ones (a time-limited run keeps what it printed: flush=True)
     modes = ["eager", "channels_last", "reduce-overhead"] if a.device == "cuda" else ["eager"]
+    bf16 = a.precision == "bf16"
+    if bf16:  # autocast with channels_last is how bf16 is run; NCHW eager adds nothing
+        modes = ["channels_last", "reduce-overhead"] if a.device == "cuda" else ["eager"]
     for mode in modes:
         for b in [int(s) for s in a.batches.split(",") if s]:
             torch.manual_seed(0)
@@ -71,7 +80,8 @@ def main():
                 if mode == "reduce-overhead":
                     torch.compiler.cudagraph_mark_step_begin()
                 opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(fwd(x), y)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = F.cross_entropy(fwd(x), y)
                 loss.backward()
                 opt.step()
 
@@ -95,9 +105,10 @@ def main():
                 times.append(time.perf_counter() - t0)
             med = statistics.median(times)
             peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
-            print(f"{b:>8} {mode:>16} {med * 1e3:>10.1f} {b / med:>10.0f} "
+            name = ("bf16 " if bf16 else "") + mode
+            print(f"{b:>8} {name:>16} {med * 1e3:>10.1f} {b / med:>10.0f} "
                   f"{peak if peak is not None else float('nan'):>9.1f}", flush=True)
-            out["results"].append({"batch": b, "mode": mode, "ms_per_step": med * 1e3,
+            out["results"].append({"batch": b, "mode": name, "ms_per_step": med * 1e3,
                                    "images_per_s": b / med, "peak_mib": peak})
             write_json(a.json, out)  # after every result: a run cut at its time limit keeps them
     write_json(a.json, out)

@@ -47,6 +47,9 @@
 #   peer_keras       share/peer_keras.py: Keras 3 on the host's JAX (CUDA), batch 128/512/2048,
 #                    from the wheels in share/wheels (keras, namex, optree; installed into a
 #                    temporary folder, nothing fetched); skipped without them or without JAX
+#   peer_torch_bf16  share/peer_torch.py --precision bf16: PyTorch autocast bf16, channels_last
+#                    eager and torch.compile (issue 16's peer; peer_torch_bf16.json): only when
+#                    named in STEPS, e.g. STEPS=peer_torch_bf16
 #   compare          share/compare.py over bench_train*.json, peer_torch.json, peer_keras.jsonl:
 #                    cnnkit's ratio to the best PyTorch mode and best peer per batch size, and
 #                    memory against PyTorch's peak (compare.json, compare.md; CPU only, seconds)
@@ -187,7 +190,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_s
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_torch_bf16 peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -559,6 +562,15 @@ run_named() {
           --json "$LOG_DIR/peer_torch.json"
       else
         skip_step peer_torch "python3 with CUDA-enabled torch not found"
+      fi
+      ;;
+    peer_torch_bf16)
+      if command -v python3 >/dev/null 2>&1 &&
+        python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+        run_step peer_torch_bf16 plain "$PEER_CAP" env PYTHONUNBUFFERED=1 python3 "$PEER" --device cuda \
+          --precision bf16 --json "$LOG_DIR/peer_torch_bf16.json"
+      else
+        skip_step peer_torch_bf16 "python3 with CUDA-enabled torch not found"
       fi
       ;;
     peer_keras) # the caller's python3 and JAX; keras from the bundle's wheels, into a temp folder
