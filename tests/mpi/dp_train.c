@@ -30,7 +30,8 @@
  *   --hang-rank R  rank R stops answering before step 3 (sleeps for ever); with --timeout S the
  *                  others' step 3 must fail within about S seconds naming the timeout and rank R
  *                  as not answering, the communicator be broken, and a step after it fail at
- *                  once with the same message; rank 0 then ends the job with MPI_Abort (exit 3)
+ *                  once with the same message; the first other rank then ends the job
+ *                  with MPI_Abort (exit 3)
  *   --timeout S    ck_comm_set_timeout(comm, S) on every rank
  * Every run also checks ck_comm_set_timeout's arguments on its communicator.
  */
@@ -398,7 +399,7 @@ int main(int argc, char **argv) {
                    rank, waited, msg, rank, ck_comm_broken(comm), waited2,
                    ck_context_last_error(ctx), ok ? "yes" : "NO");
             fflush(stdout);
-            if (rank != 0) /* rank 0 ends the job once it has said what it saw */
+            if (rank != (hang_rank == 0)) /* the first other rank ends the job once it spoke */
                 for (;;)
                     sleep(1);
             MPI_Abort(MPI_COMM_WORLD, ok ? 3 : 4);
