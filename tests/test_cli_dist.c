@@ -245,9 +245,9 @@ Test(cli_dist, one_rank_failing_to_start_stops_all, .timeout = 150) {
               "%s", dout);
 }
 /* A rank that hangs alive (rank 1 sleeps for ever after model step 3: the launcher sees nothing
- * wrong) with --comm-timeout 2: rank 0 fails within seconds, naming the collective and the
- * timeout, and ends the job (MPI_Abort), so mpiexec exits non-zero well inside its 120 s bound.
- * No checkpoint of a broken run is written. */
+ * wrong) with --comm-timeout 2: rank 0 fails within seconds, naming the collective, the timeout
+ * and rank 1 as the rank that did not answer, and ends the job (MPI_Abort), so mpiexec exits
+ * non-zero well inside its 120 s bound. No checkpoint of a broken run is written. */
 Test(cli_dist, hung_rank_times_out, .timeout = 150) {
     dist_fx fx;
     dist_setup(&fx);
@@ -266,7 +266,9 @@ Test(cli_dist, hung_rank_times_out, .timeout = 150) {
     dist_teardown(&fx);
     cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, dout);
     cr_assert(strstr(dout, "cnnkit: rank 0: training failed: comm: MPI_Allreduce") &&
-                  strstr(dout, "timed out after 2 s waiting for the other ranks"),
+                  strstr(dout, "timed out after 2 s waiting for the other ranks") &&
+                  strstr(dout, "; rank 1 did not answer: hung, dead or busy outside cnnkit's "
+                               "collectives)"),
               "%s", dout);
     cr_assert_lt(secs, 30.0, "%.1f s:\n%s", secs, dout);
     cr_assert(!saved, "a run that failed wrote its final checkpoint:\n%s", dout);

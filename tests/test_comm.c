@@ -242,10 +242,12 @@ Test(comm, killed_rank_stops_the_others_checkpoint_intact, .timeout = 150) {
 }
 
 /* A rank that stops answering (rank 1 sleeps before step 3; it is alive, so the launcher sees
- * nothing wrong): with ck_comm_set_timeout 2 s, rank 0's step 3 fails after about 2 s naming the
- * collective and the timeout, the model unchanged; the communicator is broken, so the next step
- * fails at once with the same message; rank 0 then ends the job (MPI_Abort), which ends the
- * sleeping rank too. Without the timeout this run would wait until run_dp's 120 s bound. */
+ * nothing wrong): with ck_comm_set_timeout 2 s, rank 0's step 3 fails after about 2.5 s (the
+ * timeout, then 0.5 s for the others' answers on the side channel) naming the collective, the
+ * timeout and rank 1 as the rank that did not answer, the model unchanged; the communicator is
+ * broken, so the next step fails at once with the same message; rank 0 then ends the job
+ * (MPI_Abort), which ends the sleeping rank too. Without the timeout this run would wait until
+ * run_dp's 120 s bound. */
 Test(comm, hung_rank_times_out_naming_the_collective, .timeout = 150) {
     char out[8192];
     struct timespec t0, t1;
@@ -255,10 +257,44 @@ Test(comm, hung_rank_times_out_naming_the_collective, .timeout = 150) {
     const double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, out);
     cr_assert(strstr(out, "rank 0: step 3 failed after") &&
-                  strstr(out, "timed out after 2 s waiting for the other ranks") &&
+                  strstr(out, "timed out after 2 s waiting for the other ranks (rank 0 of 2 "
+                              "waited, at collective #") &&
+                  strstr(out, "; rank 1 did not answer: hung, dead or busy outside cnnkit's "
+                              "collectives); the communicator is broken: end the job") &&
                   strstr(out, "as expected: yes"),
               "%s", out);
     cr_assert_lt(secs, 30.0, "%.1f s:\n%s", secs, out);
+}
+
+/* The number of collective n in a message, after "at collective #" (0 if none). */
+static unsigned long long collective_no(const char *msg) {
+    const char *p = msg ? strstr(msg, "at collective #") : NULL;
+    return p ? strtoull(p + strlen("at collective #"), NULL, 10) : 0;
+}
+
+/* Three ranks, rank 1 hung before step 3 of a model whose step begins with the dropout masks'
+ * MPI_Exscan: rank 0 needs nothing for its exscan (its result is defined as 0; OpenMPI sends its
+ * value on and is done), so it waits in the next collective, the loss packet; rank 2 waits in
+ * the exscan for rank 1's value. Both time out; rank 0 names rank 1 as not answering and rank 2
+ * as one collective behind it, from rank 2's own answer. */
+Test(comm, timeout_names_a_rank_at_another_collective, .timeout = 150) {
+    char out[16384];
+    const int rc = run_dp(3, "--dropout-only --global 30 --steps 8 --hang-rank 1 --timeout 2", out,
+                          sizeof out);
+    cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, out);
+    const char *r0 = strstr(out, "dp_train: rank 0: step 3 failed after");
+    cr_assert_not_null(r0, "%s", out);
+    char line[1024];
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(r0, "\n"), r0);
+    const unsigned long long k = collective_no(line);
+    char want[256];
+    snprintf(want, sizeof want, "; rank 2 is at collective #%llu, this rank at #%llu", k - 1, k);
+    cr_assert(k > 1 && strstr(line, "MPI_Allreduce (sum) timed out after 2 s") &&
+                  strstr(line, "(rank 0 of 3 waited, at collective #") &&
+                  strstr(line, "; rank 1 did not answer: hung, dead or busy outside cnnkit's "
+                               "collectives; rank 2 is at collective #") &&
+                  strstr(line, want),
+              "expected '%s' in:\n%s", want, out);
 }
 
 /* ck_model_fit on a model with a communicator shards each shuffled global batch itself: one

@@ -71,13 +71,15 @@ ck_status ck_comm_shard(const ck_comm *comm, int total, int *first, int *count);
  * hangs, or dies where the launcher does not notice, makes the others fail within this time
  * instead of waiting for ever. The collectives are non-blocking MPI calls polled against the
  * deadline. A call that times out fails with CK_STATUS_INTERNAL and "comm: MPI_Allreduce (...)
- * timed out after S s waiting for the other ranks ..."; the communicator is then broken: every
- * later collective on it fails at once with the same message, ck_comm_broken says 1, and the
- * timed-out operation may still complete and write its result (into the model's gradients, for
- * the gradient sum), so end the job (MPI_Abort): cnnkit never aborts by itself. Local, per rank
- * (give every rank the same value). seconds: >= 0, 0 waits for ever; the default is
- * CK_COMM_DEFAULT_TIMEOUT_S. Errors: CK_STATUS_BAD_PARAM (NULL, orphaned, seconds < 0 or NaN:
- * nothing changed). */
+ * timed out after S s waiting for the other ranks ..." naming, from a side channel the waiting
+ * ranks answer on (asked for at most min(2 s, S / 4) more), the ranks that did not answer and
+ * those at another collective (an NCCL communicator names only the waiting rank); the
+ * communicator is then broken: every later collective on it fails at once with the same
+ * message, ck_comm_broken says 1, and the timed-out operation may still complete and write its
+ * result (into the model's gradients, for the gradient sum), so end the job (MPI_Abort): cnnkit
+ * never aborts by itself. Local, per rank (give every rank the same value). seconds: >= 0, 0
+ * waits for ever (and then neither asks nor answers); the default is CK_COMM_DEFAULT_TIMEOUT_S.
+ * Errors: CK_STATUS_BAD_PARAM (NULL, orphaned, seconds < 0 or NaN: nothing changed). */
 #define CK_COMM_DEFAULT_TIMEOUT_S 300.0
 ck_status ck_comm_set_timeout(ck_comm *comm, double seconds);
 /* The collectives' timeout in seconds (0: none); -1 for NULL or an orphaned communicator. */

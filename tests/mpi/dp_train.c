@@ -25,10 +25,13 @@
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
  *   --bad-rank R   rank R gives a NaN input at step 3: every rank must fail that step, unchanged,
  *                  and train on afterwards (the single process skips that batch too)
+ *   --dropout-only the default model with a Dropout and no SyncBN: a step's first collective
+ *                  is the masks' MPI_Exscan
  *   --hang-rank R  rank R stops answering before step 3 (sleeps for ever); with --timeout S the
- *                  others' step 3 must fail within about S seconds naming the timeout, the
- *                  communicator be broken, and a step after it fail at once with the same
- *                  message; they then end the job with MPI_Abort (exit 3)
+ *                  others' step 3 must fail within about S seconds naming the timeout and rank R
+ *                  as not answering, the communicator be broken, and a step after it fail at
+ *                  once with the same message; the first other rank then ends the job
+ *                  with MPI_Abort (exit 3)
  *   --timeout S    ck_comm_set_timeout(comm, S) on every rank
  * Every run also checks ck_comm_set_timeout's arguments on its communicator.
  */
@@ -50,6 +53,16 @@
 #define DATA 640 /* samples: 20 global batches of 32 per epoch, 5 of 128 */
 
 static const char *model_text(int bn, int wide) {
+    if (bn == 4) /* dropout without SyncBN: a step's first collective is the masks' MPI_Exscan */
+        return "model = Sequential()\n"
+               "model.add(Conv2D(8, (3,3), activation='relu', input_shape=(8,8,1)))\n"
+               "model.add(MaxPooling2D(pool_size=(2,2)))\n"
+               "model.add(Flatten())\n"
+               "model.add(Dense(16, activation='relu'))\n"
+               "model.add(Dropout(0.3))\n"
+               "model.add(Dense(4, activation='softmax'))\n"
+               "model.compile(loss='sparse_categorical_crossentropy', "
+               "optimizer=Adam(learning_rate=0.01))\n";
     if (bn == 3) /* dropout keyed by the global sample index; SyncBN so that statistics match */
         return "model = Sequential()\n"
                "model.add(Conv2D(8, (3,3), use_bias=False, input_shape=(8,8,1)))\n"
@@ -201,6 +214,8 @@ int main(int argc, char **argv) {
             bn = 2;
         else if (!strcmp(argv[i], "--dropout"))
             bn = 3;
+        else if (!strcmp(argv[i], "--dropout-only"))
+            bn = 4;
         else if (!strcmp(argv[i], "--fit"))
             use_fit = 1;
         else if (!strcmp(argv[i], "--fit-other-data"))
@@ -372,16 +387,21 @@ int main(int argc, char **argv) {
             const double t1 = MPI_Wtime();
             const ck_status again = ck_model_train_step(m, xb, yb, count, &r);
             const double waited2 = MPI_Wtime() - t1;
+            char named[64]; /* the side channel's answer: the hung rank never gives one */
+            snprintf(named, sizeof named, "; rank %d did not answer", hang_rank);
             const int ok = st == CK_STATUS_INTERNAL && strstr(msg, "timed out after") &&
-                           ck_comm_broken(comm) && again == CK_STATUS_INTERNAL &&
-                           strstr(ck_context_last_error(ctx), msg) && unchanged &&
-                           ck_model_step(m) == before;
+                           strstr(msg, named) && ck_comm_broken(comm) &&
+                           again == CK_STATUS_INTERNAL && strstr(ck_context_last_error(ctx), msg) &&
+                           unchanged && ck_model_step(m) == before;
             printf("dp_train: rank %d: step 3 failed after %.2f s: %s\n"
                    "dp_train: rank %d: broken %d; the next step failed after %.4f s: %s; "
                    "as expected: %s\n",
                    rank, waited, msg, rank, ck_comm_broken(comm), waited2,
                    ck_context_last_error(ctx), ok ? "yes" : "NO");
             fflush(stdout);
+            if (rank != (hang_rank == 0)) /* the first other rank ends the job once it spoke */
+                for (;;)
+                    sleep(1);
             MPI_Abort(MPI_COMM_WORLD, ok ? 3 : 4);
         }
         if (bad_rank >= 0 && s == 3) { /* every rank fails this step and changes nothing */

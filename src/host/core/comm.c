@@ -4,6 +4,7 @@
 #include "comm_internal.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,14 @@ struct ck_comm {
 #endif
 #ifdef CNNKIT_HAVE_MPI
     MPI_Comm mpi; /* cnnkit's duplicate, MPI_COMM_NULL once freed */
+    /* A second duplicate, the side channel: a wait that timed out asks the other ranks there
+     * which collective they are in, and a rank that waits answers (comm_wait). */
+    MPI_Comm side;
+    /* MPI operations started on mpi. MPI matches collectives by their order, so this, not the
+     * dispatch count `calls` (which counts NCCL calls and not the buckets), is what the ranks
+     * of a correct job agree on; the side channel's answers carry it. */
+    unsigned long long seq;
+    struct ck_comm_reply *reply; /* this rank's answer in flight; never freed once broken */
     /* The small packets (sums, minima, the scan, the step count) go through this buffer of the
      * communicator rather than the caller's (often its stack): a timed-out operation may still
      * complete later and write its result, and then it writes here. */
@@ -126,11 +135,55 @@ static ck_status nccl_from_mpi(ck_comm *c);
 
 #ifdef CNNKIT_HAVE_MPI
 
+/* The side channel's tags (a query, its answer), and what an answer says: {collective number,
+ * state}. Each rank asks at most once per communicator (the timeout breaks it). */
+#define CK_SIDE_QUERY 1
+#define CK_SIDE_REPLY 2
+#define CK_SIDE_WAITING 1   /* waiting in that collective */
+#define CK_SIDE_TIMED_OUT 2 /* timed out in it, and asking the others too */
+#define CK_SIDE_ELSEWHERE 3 /* (side_ask's own mark: answered from another collective) */
+
+struct ck_comm_reply {
+    unsigned long long query[2], answer[2];
+    MPI_Request req; /* the answer's send; MPI_REQUEST_NULL when none is in flight */
+};
+
+/* The side channel's end: queries that came too late for a wait are received and dropped; an
+ * answer still in flight keeps its buffer (forgotten, as is everything of a broken
+ * communicator). */
+static void free_side(ck_comm *c, int fin) {
+    struct ck_comm_reply *r = c->reply;
+    int keep = c->broken;
+    if (!fin && !c->broken && c->side != MPI_COMM_NULL) {
+        for (int k = 0; k < c->size && r; ++k) {
+            int flag = 0;
+            MPI_Status s;
+            if (MPI_Iprobe(MPI_ANY_SOURCE, CK_SIDE_QUERY, c->side, &flag, &s) != MPI_SUCCESS ||
+                !flag ||
+                MPI_Recv(r->query, 2, MPI_UNSIGNED_LONG_LONG, s.MPI_SOURCE, CK_SIDE_QUERY, c->side,
+                         MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                break;
+        }
+        int done = 1;
+        if (r && r->req != MPI_REQUEST_NULL &&
+            (MPI_Test(&r->req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done)) {
+            MPI_Request_free(&r->req);
+            keep = 1;
+        }
+        MPI_Comm_free(&c->side);
+    }
+    c->side = MPI_COMM_NULL;
+    if (!keep)
+        ck_host_free(c->ctx, r);
+    c->reply = NULL;
+}
+
 /* MPI_Comm_free after MPI_Finalize is erroneous: a communicator outliving MPI only loses its
  * memory. */
 static void free_mpi(ck_comm *c) {
     int fin = 0;
     MPI_Finalized(&fin);
+    free_side(c, fin);
     /* a broken communicator is only forgotten: freeing it is collective in spirit, and a rank
      * that stopped answering would not take part */
     if (!fin && c->mpi != MPI_COMM_NULL && !c->broken)
@@ -158,6 +211,154 @@ static ck_status mpi_fail(const ck_comm *c, int err, const char *what) {
  * per try once a wait has lasted a second (a rank that late makes 1 ms nothing to notice). */
 #define CK_COMM_SPIN 64
 #define CK_COMM_NAP_AFTER_S 1.0
+/* A wait answers the side channel's queries once it has lasted this long, and as often after:
+ * a collective that completes sooner (the fast path) never looks. */
+#define CK_COMM_ANSWER_EVERY_S 1e-3
+/* How long a timed-out wait waits for the others' answers: min(this, the timeout / 4). */
+#define CK_COMM_GRACE_S 2.0
+
+/* Answers the queries that have come on the side channel with this rank's collective number
+ * and state. One answer is in flight at a time; a query behind it waits for the next look. */
+static void side_answer(ck_comm *c, int state) {
+    struct ck_comm_reply *r = c->reply;
+    if (!r || c->side == MPI_COMM_NULL)
+        return;
+    for (int k = 0; k < c->size; ++k) {
+        int flag = 0;
+        MPI_Status s;
+        if (r->req != MPI_REQUEST_NULL &&
+            (MPI_Test(&r->req, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag))
+            return;
+        flag = 0;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, CK_SIDE_QUERY, c->side, &flag, &s) != MPI_SUCCESS || !flag)
+            return;
+        if (MPI_Recv(r->query, 2, MPI_UNSIGNED_LONG_LONG, s.MPI_SOURCE, CK_SIDE_QUERY, c->side,
+                     MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return;
+        r->answer[0] = c->seq;
+        r->answer[1] = (unsigned long long)state;
+        if (MPI_Isend(r->answer, 2, MPI_UNSIGNED_LONG_LONG, s.MPI_SOURCE, CK_SIDE_REPLY, c->side,
+                      &r->req) != MPI_SUCCESS) {
+            r->req = MPI_REQUEST_NULL;
+            return;
+        }
+    }
+}
+
+/* Appends to text at *at (bounded by len) as snprintf would. */
+static void put(char *text, size_t len, size_t *at, const char *fmt, ...) {
+    if (*at >= len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    const int k = vsnprintf(text + *at, len - *at, fmt, ap);
+    va_end(ap);
+    *at = k < 0 ? len : *at + (size_t)k;
+}
+
+/* "; rank 1" or "; ranks 1, 4" for the ranks p with kind[p] == want, then the tail; nothing when
+ * there is none. */
+static void put_ranks(char *text, size_t len, size_t *at, const int *kind, int n, int want,
+                      const char *one, const char *many) {
+    int count = 0;
+    for (int p = 0; p < n; ++p)
+        count += kind[p] == want;
+    if (!count)
+        return;
+    put(text, len, at, "; rank%s", count > 1 ? "s" : "");
+    for (int p = 0, k = 0; p < n; ++p)
+        if (kind[p] == want)
+            put(text, len, at, "%s %d", k++ ? "," : "", p);
+    put(text, len, at, " %s", count > 1 ? many : one);
+}
+
+/* After a timeout: asks every other rank on the side channel which collective it is in, waits
+ * for the answers at most the grace period (answering the others that time out with it), and
+ * says in text who did not answer and who is elsewhere. What was posted is cancelled or let go;
+ * its memory is never freed (the communicator is broken: a late answer may still arrive). */
+static void side_ask(ck_comm *c, char *text, size_t len) {
+    const int n = c->size, me = c->rank;
+    const size_t bytes = sizeof(unsigned long long) * (2 * (size_t)n + 2) +
+                         sizeof(MPI_Request) * 2 * (size_t)n + sizeof(int) * (size_t)n;
+    unsigned long long *ans =
+        c->side != MPI_COMM_NULL ? (unsigned long long *)ck_host_alloc(c->ctx, bytes) : NULL;
+    size_t at = 0;
+    if (!ans) {
+        put(text, len, &at,
+            "; the other ranks could not be asked where they are: one of them hung, died or "
+            "stopped calling the collectives");
+        return;
+    }
+    unsigned long long *q = ans + 2 * (size_t)n;
+    MPI_Request *rr = (MPI_Request *)(q + 2), *sr = rr + n;
+    int *kind = (int *)(sr + n); /* 0: no answer; else the answer's state */
+    q[0] = c->seq;
+    q[1] = CK_SIDE_TIMED_OUT;
+    for (int p = 0; p < n; ++p) {
+        rr[p] = sr[p] = MPI_REQUEST_NULL;
+        kind[p] = -1; /* this rank */
+        if (p == me)
+            continue;
+        kind[p] = 0;
+        /* the receive first: an answer always finds it posted */
+        if (MPI_Irecv(ans + 2 * p, 2, MPI_UNSIGNED_LONG_LONG, p, CK_SIDE_REPLY, c->side, &rr[p]) !=
+            MPI_SUCCESS)
+            rr[p] = MPI_REQUEST_NULL;
+        else if (MPI_Isend(q, 2, MPI_UNSIGNED_LONG_LONG, p, CK_SIDE_QUERY, c->side, &sr[p]) !=
+                 MPI_SUCCESS)
+            sr[p] = MPI_REQUEST_NULL;
+    }
+    const double grace =
+        c->timeout_s / 4.0 < CK_COMM_GRACE_S ? c->timeout_s / 4.0 : CK_COMM_GRACE_S;
+    const double t0 = MPI_Wtime();
+    for (long tries = 0;; ++tries) {
+        int left = 0;
+        for (int p = 0; p < n; ++p) {
+            int done = 0;
+            if (rr[p] == MPI_REQUEST_NULL)
+                continue;
+            if (MPI_Test(&rr[p], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                done = 0, rr[p] = MPI_REQUEST_NULL;
+            else if (done)
+                kind[p] = ans[2 * p + 1] == CK_SIDE_TIMED_OUT ? CK_SIDE_TIMED_OUT : CK_SIDE_WAITING;
+            else
+                left++;
+        }
+        side_answer(c, CK_SIDE_TIMED_OUT);
+        if (!left || MPI_Wtime() - t0 >= grace)
+            break;
+        if (tries >= CK_COMM_SPIN) {
+            const struct timespec nap = {0, 1000000};
+            nanosleep(&nap, NULL);
+        }
+    }
+    for (int p = 0; p < n; ++p) {
+        int done = 0;
+        if (rr[p] != MPI_REQUEST_NULL) {
+            MPI_Cancel(&rr[p]);
+            MPI_Request_free(&rr[p]);
+        }
+        if (sr[p] != MPI_REQUEST_NULL &&
+            (MPI_Test(&sr[p], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done))
+            MPI_Request_free(&sr[p]);
+    }
+    /* who did not answer, who is elsewhere (by number), who is at this collective too */
+    put_ranks(text, len, &at, kind, n, 0,
+              "did not answer: hung, dead or busy outside cnnkit's collectives",
+              "did not answer: hung, dead or busy outside cnnkit's collectives");
+    for (int p = 0; p < n; ++p)
+        if (kind[p] > 0 && ans[2 * p] != q[0]) {
+            put(text, len, &at, "; rank %d is at collective #%llu, this rank at #%llu", p,
+                ans[2 * p], q[0]);
+            kind[p] = CK_SIDE_ELSEWHERE;
+        }
+    put_ranks(text, len, &at, kind, n, CK_SIDE_WAITING, "is waiting in this collective too",
+              "are waiting in this collective too");
+    put_ranks(text, len, &at, kind, n, CK_SIDE_TIMED_OUT, "timed out in this collective too",
+              "timed out in this collective too");
+    if (at >= len && len > 4)
+        memcpy(text + len - 4, "...", 4);
+}
 
 /* Completes the started operation *req against the communicator's deadline. On a timeout the
  * communicator is broken: the operation stays started (MPI cannot cancel a collective) and every
@@ -172,6 +373,7 @@ static ck_status comm_wait(const ck_comm *cc, MPI_Request *req, const char *what
         return e == MPI_SUCCESS ? CK_STATUS_SUCCESS : broken_by(c, mpi_fail(c, e, what));
     }
     const double t0 = MPI_Wtime();
+    double answer_at = CK_COMM_ANSWER_EVERY_S;
     for (long tries = 0;; ++tries) {
         e = MPI_Test(req, &done, MPI_STATUS_IGNORE);
         if (e != MPI_SUCCESS)
@@ -183,6 +385,10 @@ static ck_status comm_wait(const ck_comm *cc, MPI_Request *req, const char *what
         const double waited = MPI_Wtime() - t0;
         if (waited >= c->timeout_s)
             break;
+        if (waited >= answer_at) { /* another rank that timed out may be asking */
+            side_answer(c, CK_SIDE_WAITING);
+            answer_at = waited + CK_COMM_ANSWER_EVERY_S;
+        }
         if (waited < CK_COMM_NAP_AFTER_S) {
             sched_yield();
         } else {
@@ -190,12 +396,15 @@ static ck_status comm_wait(const ck_comm *cc, MPI_Request *req, const char *what
             nanosleep(&nap, NULL);
         }
     }
-    snprintf(c->why, sizeof c->why,
-             "comm: %s timed out after %g s waiting for the other ranks (rank %d of %d waited; "
-             "another rank hung, died or stopped calling the collectives); the communicator is "
-             "broken: end the job (MPI_Abort)",
-             what, c->timeout_s, c->rank, c->size);
     c->broken = 1;
+    /* a collective does not say whose contribution is missing: the others are asked */
+    char who[CK_ERR_LEN - 256];
+    who[0] = '\0';
+    side_ask(c, who, sizeof who);
+    snprintf(c->why, sizeof c->why,
+             "comm: %s timed out after %g s waiting for the other ranks (rank %d of %d waited, at "
+             "collective #%llu%s); the communicator is broken: end the job (MPI_Abort)",
+             what, c->timeout_s, c->rank, c->size, c->seq, who);
     return ck_fail(c->ctx, CK_STATUS_INTERNAL, "%s", c->why);
 }
 
@@ -204,6 +413,7 @@ static ck_status comm_wait(const ck_comm *cc, MPI_Request *req, const char *what
 #define CK_MPI(c, call, what)                                                                      \
     do {                                                                                           \
         MPI_Request req_ = MPI_REQUEST_NULL;                                                       \
+        ((ck_comm *)(c))->seq++;                                                                   \
         const int e_ = (call);                                                                     \
         if (e_ != MPI_SUCCESS)                                                                     \
             return broken_by((c), mpi_fail((c), e_, (what)));                                      \
@@ -274,7 +484,7 @@ CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_co
         return ck_host_oom(ctx, "comm", sizeof *c);
     c->ctx = ctx;
     c->timeout_s = CK_COMM_DEFAULT_TIMEOUT_S;
-    c->mpi = MPI_COMM_NULL;
+    c->mpi = c->side = MPI_COMM_NULL;
     int e = MPI_Comm_dup(*(const MPI_Comm *)mpi_comm, &c->mpi);
     if (e == MPI_SUCCESS)
         e = MPI_Comm_set_errhandler(c->mpi, MPI_ERRORS_RETURN);
@@ -282,12 +492,23 @@ CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_co
         e = MPI_Comm_rank(c->mpi, &c->rank);
     if (e == MPI_SUCCESS)
         e = MPI_Comm_size(c->mpi, &c->size);
+    if (e == MPI_SUCCESS) /* before the NCCL id's broadcast: a timeout there asks too */
+        e = MPI_Comm_dup(c->mpi, &c->side);
+    if (e == MPI_SUCCESS)
+        e = MPI_Comm_set_errhandler(c->side, MPI_ERRORS_RETURN);
     if (e != MPI_SUCCESS) {
         const ck_status st = mpi_fail(c, e, "MPI_Comm_dup");
         free_mpi(c);
         ck_host_free(ctx, c);
         return st;
     }
+    c->reply = (struct ck_comm_reply *)ck_host_calloc(ctx, 1, sizeof *c->reply);
+    if (!c->reply) {
+        free_mpi(c);
+        ck_host_free(ctx, c);
+        return ck_host_oom(ctx, "comm", sizeof *c->reply);
+    }
+    c->reply->req = MPI_REQUEST_NULL;
 #ifdef CNNKIT_HAVE_NCCL
     if (ctx->device != CK_DEVICE_CPU) { /* NCCL from an id that rank 0 sends over MPI */
         const ck_status st = nccl_from_mpi(c);
@@ -519,7 +740,7 @@ CK_API ck_status ck_comm_create_nccl(ck_context *ctx, const void *id, int rank, 
     c->size = size;
     c->timeout_s = CK_COMM_DEFAULT_TIMEOUT_S;
 #ifdef CNNKIT_HAVE_MPI
-    c->mpi = MPI_COMM_NULL;
+    c->mpi = c->side = MPI_COMM_NULL;
 #endif
     const ck_status st = ck_nccl_create(ctx, id, rank, size, c->timeout_s, &c->nccl);
     if (st != CK_STATUS_SUCCESS) {
