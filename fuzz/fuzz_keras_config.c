@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (km.count < 1 || !km.layers)
         __builtin_trap();
     ck_model *m = NULL;
-    st = ck_kio_model_from_config(ctx, &km, &m);
+    st = ck_kio_model_from_config(ctx, &km, -1, &m);
     if (st == CK_STATUS_SUCCESS && km.layers[0].input_h > 0)
         st = ck_model_build(m, 0, 0, 0, 2);
     else
