@@ -61,6 +61,39 @@ static void same_checkpoints(ck_context *ctx, ck_model *a, ck_model *b, const ch
     free(cb);
 }
 
+/* The two models' weights (Keras order: each layer's arrays, BN moving statistics included) are
+ * the same bits; else the first difference names its user layer, so that a failure on the GPU
+ * says where graph and eager part (a dense layer: look at cuBLAS's workspace first). */
+static void same_weights(ck_context *ctx, ck_model *a, ck_model *b, int step) {
+    size_t n = 0, nb = 0;
+    CK_OK(ctx, ck_model_get_weights(a, NULL, 0, &n));
+    CK_OK(ctx, ck_model_get_weights(b, NULL, 0, &nb));
+    cr_assert_eq(n, nb);
+    float *wa = malloc(n * sizeof *wa), *wb = malloc(n * sizeof *wb);
+    CK_OK(ctx, ck_model_get_weights(a, wa, n, NULL));
+    CK_OK(ctx, ck_model_get_weights(b, wb, n, NULL));
+    size_t i = 0;
+    while (i < n && memcmp(&wa[i], &wb[i], sizeof *wa) == 0)
+        ++i;
+    if (i < n) {
+        int layer = 0;
+        long long end = 0;
+        for (; layer < ck_model_num_layers(a); ++layer) {
+            long long tr = 0, fx = 0;
+            ck_model_layer_params(a, layer, &tr, &fx);
+            end += tr + fx;
+            if ((long long)i < end)
+                break;
+        }
+        ck_layer_desc d;
+        ck_model_layer_desc(a, layer, &d);
+        cr_assert_fail("after step %d: weight %zu of %zu (layer %d, type %d '%s') differs: graph "
+                       "%.9g, eager %.9g",
+                       step, i, n, layer, (int)d.type, d.name, (double)wa[i], (double)wb[i]);
+    }
+    free(wa), free(wb);
+}
+
 /* One step of both models on the same batch: the same loss and correct count, bit for bit. */
 static void step_both(ck_context *ctx, ck_model *a, ck_model *b, const float *x, const int32_t *y,
                       int n, int step) {
@@ -90,6 +123,7 @@ Test(gpu_graph, graph_matches_eager_with_short_batch) {
         step_both(g, a, b, x, y, n, s);
         const ck_cuda_graph_info gi = info_of(g, a);
         cr_log_info("step %d batch %d: graph %d, note '%s'", s, n, gi.last_step_graph, gi.note);
+        same_weights(g, a, b, s);
         /* the first step of each size is the warm-up, every later one a replay */
         const int want = !(s == 0 || s == 4);
         cr_assert_eq(gi.last_step_graph, want, "step %d (batch %d): %s", s, n, gi.note);
