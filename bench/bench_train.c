@@ -41,9 +41,158 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* What every run of one batch size shares. */
+typedef struct bench_cfg {
+    const char *text;
+    ck_device dev;
+    ck_conv_algo algo;
+    ck_math math;
+    int steps;
+    FILE *js;
+    int first; /* no JSON result written yet */
+} bench_cfg;
+
+/* One batch size with one graph mode: a fresh context and model, 2 warm-up steps (with graphs:
+ * the eager warm-up and the capture), then the median of the timed steps. Fills *ips (images/s);
+ * eager_ips > 0: the same size's eager figure, for the ratio. Returns 0, or 1 after printing why.
+ */
+static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_ips, double *ips) {
+    ck_context *ctx = NULL;
+    ck_model *m = NULL;
+    char err[1024];
+    const ck_status cst = ck_context_create(&ctx, c->dev, 0, 1);
+    if (cst != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "bench_train: context: %s: %s\n", ck_status_string(cst),
+                ck_context_last_error(NULL));
+        return 1;
+    }
+    if (ck_context_set_conv_algo(ctx, c->algo) != CK_STATUS_SUCCESS ||
+        ck_context_set_math(ctx, c->math) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "bench_train: settings: %s\n", ck_context_last_error(ctx));
+        ck_context_destroy(ctx);
+        return 1;
+    }
+    err[0] = '\0';
+    /* the build times the convolutions under fastest: reported, not part of ms/step */
+    const double tb = now_s();
+    if (ck_model_from_keras_text(ctx, c->text, &m, err, sizeof err) != CK_STATUS_SUCCESS ||
+        ck_model_build(m, 0, 0, 0, b) != CK_STATUS_SUCCESS ||
+        ck_model_set_cuda_graph(m, mode) != CK_STATUS_SUCCESS) {
+        fprintf(stderr, "bench_train: batch %d: %s\n", b,
+                err[0] ? err : ck_context_last_error(ctx));
+        ck_model_destroy(m);
+        ck_context_destroy(ctx);
+        return 1;
+    }
+    const double build_s = now_s() - tb;
+    /* each conv's cuDNN plan at this batch size (the algorithms depend on it) */
+    char plans[4096];
+    plans[0] = '\0';
+    if (ck_model_conv_algorithms(m, plans, sizeof plans, NULL) != CK_STATUS_SUCCESS)
+        snprintf(plans, sizeof plans, "(%s)\n", ck_context_last_error(ctx));
+    ck_layer_desc d0;
+    ck_model_layer_desc(m, 0, &d0);
+    const size_t per = (size_t)d0.input_h * d0.input_w * d0.input_c;
+    float *x = (float *)malloc(sizeof(float) * per * b);
+    int32_t *y = (int32_t *)malloc(sizeof(int32_t) * b);
+    double *t = (double *)malloc(sizeof(double) * c->steps);
+    int ok = x && y && t;
+    const int classes = ck_model_num_classes(m);
+    unsigned s = 12345;
+    for (size_t i = 0; ok && i < per * (size_t)b; ++i) {
+        s = s * 1664525u + 1013904223u;
+        x[i] = (float)(s >> 8) / 16777216.0f;
+    }
+    for (int i = 0; ok && i < b; ++i)
+        y[i] = i % classes;
+    ck_step_result r;
+    long long replays0 = 0;
+    ck_cuda_graph_info gi;
+    memset(&gi, 0, sizeof gi);
+    for (int k = 0; k < 2 + c->steps && ok; ++k) { /* 2 warm-up steps, then timed */
+        if (k == 2 && ck_model_cuda_graph_info(m, &gi) == CK_STATUS_SUCCESS)
+            replays0 = gi.replays;
+        const double t0 = now_s();
+        if (ck_model_train_step(m, x, y, b, &r) != CK_STATUS_SUCCESS) {
+            fprintf(stderr, "bench_train: batch %d: %s\n", b, ck_context_last_error(ctx));
+            ok = 0;
+        } else if (k >= 2) {
+            t[k - 2] = now_s() - t0;
+        }
+    }
+    ck_model_memory mem = {0, 0, 0};
+    if (ok && (ck_model_memory_usage(m, &mem) != CK_STATUS_SUCCESS ||
+               ck_model_cuda_graph_info(m, &gi) != CK_STATUS_SUCCESS))
+        ok = 0;
+    if (ok) {
+        qsort(t, (size_t)c->steps, sizeof *t, cmp_double);
+        const double med = t[c->steps / 2];
+        *ips = b / med;
+        const size_t model_bytes = c->dev == CK_DEVICE_CUDA ? mem.device_bytes : mem.host_bytes;
+        /* graph: how many of the timed steps were replays (on: all of them, unless the note says
+         * why not) */
+        const long long timed_replays = gi.replays - replays0;
+        char graph[32];
+        if (c->dev != CK_DEVICE_CUDA)
+            snprintf(graph, sizeof graph, "-");
+        else if (mode == CK_CUDA_GRAPH_OFF)
+            snprintf(graph, sizeof graph, "off");
+        else
+            snprintf(graph, sizeof graph, "on %lld/%d", timed_replays, c->steps);
+        printf("%8d %12.1f %12.0f %10.1f %10.1f %10s", b, med * 1e3, *ips, model_bytes / 1048576.0,
+               mem.activation_bytes / 1048576.0, graph);
+        if (eager_ips > 0.0)
+            printf("  x%.2f vs eager", *ips / eager_ips);
+        printf("\n");
+        if (gi.note[0] && c->dev == CK_DEVICE_CUDA && mode != CK_CUDA_GRAPH_OFF)
+            printf("%8s cuda graph: %s\n", "", gi.note);
+        printf("%8s build %.3f s; conv plans:\n", "", build_s);
+        for (const char *line = plans; *line;) {
+            const size_t l = strcspn(line, "\n");
+            printf("%8s   %.*s\n", "", (int)l, line);
+            line += l + (line[l] == '\n');
+        }
+        if (c->js) {
+            fprintf(c->js,
+                    "%s{\"batch\": %d, \"cuda_graph\": \"%s\", \"graph_replays\": %lld, "
+                    "\"timed_steps\": %d, \"ms_per_step\": %.3f, \"images_per_s\": %.1f, ",
+                    c->first ? "" : ", ", b,
+                    c->dev != CK_DEVICE_CUDA    ? "n/a"
+                    : mode == CK_CUDA_GRAPH_OFF ? "off"
+                                                : "on",
+                    timed_replays, c->steps, med * 1e3, *ips);
+            if (eager_ips > 0.0)
+                fprintf(c->js, "\"speedup_vs_eager\": %.3f, ", *ips / eager_ips);
+            fprintf(c->js, "\"graph_note\": ");
+            json_str(c->js, gi.note);
+            fprintf(c->js,
+                    ", \"model_bytes\": %zu, \"activation_bytes\": %zu, \"build_s\": %.3f, "
+                    "\"conv_plans\": [",
+                    model_bytes, mem.activation_bytes, build_s);
+            int k = 0;
+            for (char *line = plans; *line;) {
+                const size_t l = strcspn(line, "\n");
+                const char keep = line[l];
+                line[l] = '\0';
+                fprintf(c->js, "%s", k++ ? ", " : "");
+                json_str(c->js, line);
+                line += l + (keep == '\n');
+            }
+            fprintf(c->js, "]}");
+        }
+        c->first = 0;
+    }
+    free(t);
+    free(x);
+    free(y);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return !ok;
+}
+
 int main(int argc, char **argv) {
     const char *model_path = "examples/seed_cnn.py", *json = NULL, *batches = NULL;
-    const char *device = "auto", *conv_algo = "deterministic", *math = "fp32";
+    const char *device = "auto", *conv_algo = "deterministic", *math = "fp32", *graph = "on";
     int steps = 10;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
@@ -60,11 +209,13 @@ int main(int argc, char **argv) {
             conv_algo = argv[++i];
         else if (!strcmp(argv[i], "--math") && i + 1 < argc)
             math = argv[++i];
+        else if (!strcmp(argv[i], "--cuda-graph") && i + 1 < argc)
+            graph = argv[++i];
         else {
             fprintf(stderr,
                     "usage: %s [--model FILE] [--batches 128,512] [--steps N] "
                     "[--device auto|cpu|cuda] [--conv-algo deterministic|fastest] "
-                    "[--math fp32|tf32] [--json FILE]\n",
+                    "[--math fp32|tf32] [--cuda-graph on|off|both] [--json FILE]\n",
                     argv[0]);
             return 2;
         }
@@ -78,168 +229,76 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: --math must be fp32 or tf32, got '%s'\n", math);
         return 2;
     }
-    const ck_conv_algo algo_set =
-        !strcmp(conv_algo, "fastest") ? CK_CONV_ALGO_FASTEST : CK_CONV_ALGO_DETERMINISTIC;
-    const ck_math math_set = !strcmp(math, "tf32") ? CK_MATH_TF32 : CK_MATH_STRICT_FP32;
-    if (steps < 1)
-        steps = 1;
-    ck_device dev;
+    if (strcmp(graph, "on") && strcmp(graph, "off") && strcmp(graph, "both")) {
+        fprintf(stderr, "bench_train: --cuda-graph must be on, off or both, got '%s'\n", graph);
+        return 2;
+    }
+    bench_cfg c;
+    memset(&c, 0, sizeof c);
+    c.algo = !strcmp(conv_algo, "fastest") ? CK_CONV_ALGO_FASTEST : CK_CONV_ALGO_DETERMINISTIC;
+    c.math = !strcmp(math, "tf32") ? CK_MATH_TF32 : CK_MATH_STRICT_FP32;
+    c.steps = steps < 1 ? 1 : steps;
+    c.first = 1;
     if (!strcmp(device, "cpu"))
-        dev = CK_DEVICE_CPU;
+        c.dev = CK_DEVICE_CPU;
     else if (!strcmp(device, "cuda"))
-        dev = CK_DEVICE_CUDA;
+        c.dev = CK_DEVICE_CUDA;
     else if (!strcmp(device, "auto"))
-        dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
+        c.dev = ck_cuda_available() ? CK_DEVICE_CUDA : CK_DEVICE_CPU;
     else {
         fprintf(stderr, "bench_train: --device must be auto, cpu or cuda, got '%s'\n", device);
         return 2;
     }
-    const char *dev_name = dev == CK_DEVICE_CUDA ? "cuda" : "cpu";
+    const char *dev_name = c.dev == CK_DEVICE_CUDA ? "cuda" : "cpu";
     if (!batches) /* the batch sizes: 2048 only where it takes seconds, on a GPU */
-        batches = dev == CK_DEVICE_CUDA ? "128,512,2048" : "128,512";
+        batches = c.dev == CK_DEVICE_CUDA ? "128,512,2048" : "128,512";
     char *text = bench_read_file(model_path);
     if (!text) {
         fprintf(stderr, "bench_train: cannot read %s (run from the repository root)\n", model_path);
         return 2;
     }
-    FILE *js = json ? fopen(json, "w") : NULL;
-    if (js)
-        fprintf(js,
+    c.text = text;
+    /* graphs exist on a GPU only: the CPU runs one mode, whatever was asked */
+    const int both = !strcmp(graph, "both") && c.dev == CK_DEVICE_CUDA;
+    const ck_cuda_graph_mode mode = !strcmp(graph, "off") ? CK_CUDA_GRAPH_OFF : CK_CUDA_GRAPH_AUTO;
+    c.js = json ? fopen(json, "w") : NULL;
+    if (c.js)
+        fprintf(c.js,
                 "{\"model\": \"%s\", \"device\": \"%s\", \"conv_algo\": \"%s\", \"math\": \"%s\", "
-                "\"results\": [",
-                model_path, dev_name, conv_algo, math);
-    printf("bench_train: %s, device %s, median of %d steps, conv algorithms %s, math %s%s\n",
-           model_path, dev_name, steps, conv_algo, math,
-           dev == CK_DEVICE_CUDA ? "" : " (no effect on the CPU)");
-    if (dev == CK_DEVICE_CUDA) {
+                "\"cuda_graph\": \"%s\", \"results\": [",
+                model_path, dev_name, conv_algo, math, c.dev == CK_DEVICE_CUDA ? graph : "n/a");
+    printf("bench_train: %s, device %s, median of %d steps, conv algorithms %s, math %s%s, cuda "
+           "graph %s\n",
+           model_path, dev_name, c.steps, conv_algo, math,
+           c.dev == CK_DEVICE_CUDA ? "" : " (no effect on the CPU)",
+           c.dev == CK_DEVICE_CUDA ? graph : "n/a");
+    if (c.dev == CK_DEVICE_CUDA) {
         char info[640];
         (void)ck_cuda_describe(0, info, sizeof info);
         printf("bench_train: %s\n", info);
     }
     /* model MiB: what the model holds, planned at build (ck_model_memory_usage): the device arena
      * on CUDA (compare with PyTorch's torch.cuda.max_memory_allocated), host buffers on the CPU;
-     * act MiB: the activations kept for the backward pass, within it */
-    printf("%8s %12s %12s %10s %10s\n", "batch", "ms/step", "images/s", "model MiB", "act MiB");
+     * act MiB: the activations kept for the backward pass, within it; graph: off, or on with the
+     * timed steps that were graph replays */
+    printf("%8s %12s %12s %10s %10s %10s\n", "batch", "ms/step", "images/s", "model MiB", "act MiB",
+           "graph");
     char list[256];
     snprintf(list, sizeof list, "%s", batches);
-    int first = 1, rc = 0;
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+    int rc = 0;
+    for (char *tok = strtok(list, ","); tok && !rc; tok = strtok(NULL, ",")) {
         const int b = atoi(tok);
         if (b < 1)
             continue;
-        ck_context *ctx = NULL;
-        ck_model *m = NULL;
-        char err[1024];
-        const ck_status cst = ck_context_create(&ctx, dev, 0, 1);
-        if (cst != CK_STATUS_SUCCESS) {
-            fprintf(stderr, "bench_train: context: %s: %s\n", ck_status_string(cst),
-                    ck_context_last_error(NULL));
-            rc = 1;
-            break;
-        }
-        if (ck_context_set_conv_algo(ctx, algo_set) != CK_STATUS_SUCCESS ||
-            ck_context_set_math(ctx, math_set) != CK_STATUS_SUCCESS) {
-            fprintf(stderr, "bench_train: settings: %s\n", ck_context_last_error(ctx));
-            rc = 1;
-            ck_context_destroy(ctx);
-            break;
-        }
-        err[0] = '\0';
-        /* the build times the convolutions under fastest: reported, not part of ms/step */
-        const double tb = now_s();
-        if (ck_model_from_keras_text(ctx, text, &m, err, sizeof err) != CK_STATUS_SUCCESS ||
-            ck_model_build(m, 0, 0, 0, b) != CK_STATUS_SUCCESS) {
-            fprintf(stderr, "bench_train: batch %d: %s\n", b,
-                    err[0] ? err : ck_context_last_error(ctx));
-            rc = 1;
-            ck_model_destroy(m);
-            ck_context_destroy(ctx);
-            break;
-        }
-        const double build_s = now_s() - tb;
-        /* each conv's cuDNN plan at this batch size (the algorithms depend on it) */
-        char plans[4096];
-        plans[0] = '\0';
-        if (ck_model_conv_algorithms(m, plans, sizeof plans, NULL) != CK_STATUS_SUCCESS)
-            snprintf(plans, sizeof plans, "(%s)\n", ck_context_last_error(ctx));
-        int h, w, c;
-        ck_model_layer_shape(m, 0, NULL, NULL, NULL);
-        ck_layer_desc d0;
-        ck_model_layer_desc(m, 0, &d0);
-        h = d0.input_h;
-        w = d0.input_w;
-        c = d0.input_c;
-        const size_t per = (size_t)h * w * c;
-        float *x = (float *)malloc(sizeof(float) * per * b);
-        int32_t *y = (int32_t *)malloc(sizeof(int32_t) * b);
-        const int classes = ck_model_num_classes(m);
-        unsigned s = 12345;
-        for (size_t i = 0; i < per * (size_t)b; ++i) {
-            s = s * 1664525u + 1013904223u;
-            x[i] = (float)(s >> 8) / 16777216.0f;
-        }
-        for (int i = 0; i < b; ++i)
-            y[i] = i % classes;
-        double *t = (double *)malloc(sizeof(double) * steps);
-        ck_step_result r;
-        int ok = 1;
-        for (int k = 0; k < 2 + steps && ok; ++k) { /* 2 warm-up steps, then timed */
-            const double t0 = now_s();
-            if (ck_model_train_step(m, x, y, b, &r) != CK_STATUS_SUCCESS) {
-                fprintf(stderr, "bench_train: batch %d: %s\n", b, ck_context_last_error(ctx));
-                ok = 0;
-            } else if (k >= 2) {
-                t[k - 2] = now_s() - t0;
-            }
-        }
-        ck_model_memory mem = {0, 0, 0};
-        if (ok && ck_model_memory_usage(m, &mem) != CK_STATUS_SUCCESS)
-            ok = 0;
-        if (ok) {
-            qsort(t, (size_t)steps, sizeof *t, cmp_double);
-            const double med = t[steps / 2];
-            const size_t model_bytes = dev == CK_DEVICE_CUDA ? mem.device_bytes : mem.host_bytes;
-            printf("%8d %12.1f %12.0f %10.1f %10.1f\n", b, med * 1e3, b / med,
-                   model_bytes / 1048576.0, mem.activation_bytes / 1048576.0);
-            printf("%8s build %.3f s; conv plans:\n", "", build_s);
-            for (const char *line = plans; *line;) {
-                const size_t l = strcspn(line, "\n");
-                printf("%8s   %.*s\n", "", (int)l, line);
-                line += l + (line[l] == '\n');
-            }
-            if (js) {
-                fprintf(js,
-                        "%s{\"batch\": %d, \"ms_per_step\": %.3f, \"images_per_s\": %.1f, "
-                        "\"model_bytes\": %zu, \"activation_bytes\": %zu, \"build_s\": %.3f, "
-                        "\"conv_plans\": [",
-                        first ? "" : ", ", b, med * 1e3, b / med, model_bytes, mem.activation_bytes,
-                        build_s);
-                int k = 0;
-                for (char *line = plans; *line;) { /* not strtok: the batch loop uses it */
-                    const size_t l = strcspn(line, "\n");
-                    const char keep = line[l];
-                    line[l] = '\0';
-                    fprintf(js, "%s", k++ ? ", " : "");
-                    json_str(js, line);
-                    line += l + (keep == '\n');
-                }
-                fprintf(js, "]}");
-            }
-            first = 0;
-        }
-        free(t);
-        free(x);
-        free(y);
-        ck_model_destroy(m);
-        ck_context_destroy(ctx);
-        if (!ok) {
-            rc = 1;
-            break;
-        }
+        double eager = 0.0, ips = 0.0;
+        if (both)
+            rc = bench_one(&c, b, CK_CUDA_GRAPH_OFF, 0.0, &eager);
+        if (!rc)
+            rc = bench_one(&c, b, both ? CK_CUDA_GRAPH_AUTO : mode, both ? eager : 0.0, &ips);
     }
-    if (js) {
-        fprintf(js, "]}\n");
-        fclose(js);
+    if (c.js) {
+        fprintf(c.js, "]}\n");
+        fclose(c.js);
     }
     free(text);
     return rc;

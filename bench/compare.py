@@ -59,7 +59,11 @@ def read_cnnkit(label, path):
     rows = []
     for r in need(d, "results", path, list):
         b = need(r, "batch", path, int)
-        rows.append({"who": "cnnkit", "mode": label or d.get("conv_algo", "cnnkit"), "batch": b,
+        mode = label or d.get("conv_algo", "cnnkit")
+        graph = r.get("cuda_graph")  # on a GPU: each row says whether it replayed CUDA graphs
+        if graph in ("on", "off"):
+            mode += " graph" if graph == "on" else " eager"
+        rows.append({"who": "cnnkit", "mode": mode, "batch": b,
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("ms_per_step"),
                      "mib": r["model_bytes"] / 2**20 if isinstance(r.get("model_bytes"), int)

@@ -252,6 +252,16 @@ Test(bench, compare_gives_the_ratios_and_verdicts) {
                                      "PyTorch's smallest peak 300 MiB - target <=: met"),
                        "%s", g_out);
     cr_assert_null(strstr(g_out, "different devices"), "JAX's gpu is cuda: %s", g_out);
+    /* a GPU run of bench_train --cuda-graph both: its rows are told apart */
+    char p2[128];
+    snprintf(p2, sizeof p2, "%s/graph.json", g_dir);
+    write_text(p2, "{\"device\": \"cuda\", \"results\": ["
+                   "{\"batch\": 128, \"cuda_graph\": \"off\", \"images_per_s\": 40000.0},"
+                   "{\"batch\": 128, \"cuda_graph\": \"on\", \"images_per_s\": 96000.0}]}\n");
+    snprintf(args, sizeof args, "--cnnkit det=%s --torch %s/pt.json", p2, g_dir);
+    cr_assert_eq(compare(args), 0, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "cnnkit det eager: 0.50x the best PyTorch mode"), "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "cnnkit det graph: 1.20x the best PyTorch mode"), "%s", g_out);
     char p[128];
     snprintf(p, sizeof p, "%s/out.md", g_dir);
     char *md = t_read_file(p, NULL);

@@ -471,6 +471,26 @@ Test(cli_train, conv_algo_and_math_options) {
     teardown(&fx);
 }
 
+/* --cuda-graph: a bad value is a usage error naming the option; on the CPU on and off are
+ * accepted, print nothing about graphs and train the same bits. */
+Test(cli_train, cuda_graph_option) {
+    fixture fx;
+    setup(&fx);
+    cr_assert_eq(train(&fx, "--cuda-graph auto"), 2, "%s", out);
+    cr_assert_neq(strstr(out, "--cuda-graph must be on or off, got 'auto'"), NULL, "%s", out);
+    cr_assert_eq(t_run_cli("evaluate examples/seed_cnn.py --cuda-graph off", out, sizeof out), 2);
+    char a[256], b[256], args[600];
+    snprintf(a, sizeof a, "%s/a.ckpt", fx.dir);
+    snprintf(b, sizeof b, "%s/b.ckpt", fx.dir);
+    snprintf(args, sizeof args, "--epochs 1 --save %s --cuda-graph on", a);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_null(strstr(out, "cuda graph"), "the CPU has no graphs to report: %s", out);
+    snprintf(args, sizeof args, "--epochs 1 --save %s --cuda-graph off", b);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    assert_same_file(a, b);
+    teardown(&fx);
+}
+
 /* --precision bf16 trains on the CPU and says so in the header (fp32 runs print as before); its
  * checkpoint holds fp32 weights that an fp32 evaluate reads, and a different one from fp32's. */
 Test(cli_train, precision_bf16) {

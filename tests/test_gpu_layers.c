@@ -501,7 +501,7 @@ Test(gpu_layers, optimizers_bit_identical) {
         /* the step size exactly as ck_cpu_adam_update forms it: from the float arguments */
         const float alpha = (float)((double)1e-3f * sqrt(1.0 - pow((double)0.999f, t)) /
                                     (1.0 - pow((double)0.9f, t)));
-        cr_assert_eq(ck_cuda_adam(D(tp), D(tg), D(tm), D(tv), cnt, alpha, 0.9f, 0.999f, 1e-7f,
+        cr_assert_eq(ck_cuda_adam(D(tp), D(tg), D(tm), D(tv), cnt, alpha, NULL, 0.9f, 0.999f, 1e-7f,
                                   1e-3f * 0.01f, NULL, g->stream),
                      0);
     }
@@ -536,8 +536,8 @@ Test(gpu_layers, optimizer_guard_skips_failed_steps) {
             ck_tensor *tl = dbuf(g, 4, host), *tp = dbuf(g, cnt, p), *tg = dbuf(g, cnt, gr);
             ck_tensor *tm = dbuf(g, cnt, NULL), *tv = dbuf(g, cnt, NULL);
             const ck_kloss *guard = (const ck_kloss *)(void *)D(tl);
-            const int e = opt == 0 ? ck_cuda_adam(D(tp), D(tg), D(tm), D(tv), cnt, 1e-3f, 0.9f,
-                                                  0.999f, 1e-7f, 0.0f, guard, g->stream)
+            const int e = opt == 0 ? ck_cuda_adam(D(tp), D(tg), D(tm), D(tv), cnt, 1e-3f, NULL,
+                                                  0.9f, 0.999f, 1e-7f, 0.0f, guard, g->stream)
                                    : ck_cuda_sgd(D(tp), D(tg), D(tv), cnt, 0.01f, 0.9f, 0, 0.0f,
                                                  guard, g->stream);
             cr_assert_eq(e, 0);

@@ -32,8 +32,10 @@ Test(memtab, cpu_table_is_what_the_model_reports) {
     /* the largest activation is 26 x 26 x 32 per sample */
     cr_assert_eq(t.bytes[CK_MEM_GBUF0], (size_t)4 * 26 * 26 * 32 * 128);
     cr_assert_eq(t.bytes[CK_MEM_LOGITS_GRAD], (size_t)4 * 10 * 128);
-    /* the CPU reads the caller's batch: no staging */
-    cr_assert_eq(t.bytes[CK_MEM_X] + t.bytes[CK_MEM_LABELS] + t.bytes[CK_MEM_LOSS], 0);
+    /* the CPU reads the caller's batch: no staging, and no device step packet */
+    cr_assert_eq(t.bytes[CK_MEM_X] + t.bytes[CK_MEM_LABELS] + t.bytes[CK_MEM_LOSS] +
+                     t.bytes[CK_MEM_STEP],
+                 0);
     /* the parts are back to back; each node's output inside the activations, in node order */
     for (int k = 1; k < CK_MEM_COUNT; ++k)
         cr_assert_eq(t.off[k], t.off[k - 1] + t.bytes[k - 1]);
@@ -66,6 +68,8 @@ Test(memtab, cuda_table_aligns_every_part) {
     cr_assert_eq(t.bytes[CK_MEM_LABELS], (size_t)4 * 100);
 #ifdef CNNKIT_HAVE_CUDA
     cr_assert_eq(t.bytes[CK_MEM_LOSS], sizeof(ck_kloss));
+    cr_assert_eq(t.bytes[CK_MEM_STEP], sizeof(ck_kstep));
+    cr_assert_str_eq(ck_mem_name(CK_MEM_STEP), "step");
     cr_assert_gt(t.bytes[CK_MEM_WS], 0); /* the loss partials at least */
 #endif
     ck_model_destroy(m);

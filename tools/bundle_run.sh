@@ -10,8 +10,8 @@
 # is not run and is listed under "out_of_time"; 0 = none):
 #   (default) full  versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train
-#                   bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch
-#                   peer_keras train_profile tests train_profile_tf32            DEADLINE 400
+#                   bench_train_graph bench_train_fastest bench_train_tf32 bench_cudnn bench_ops
+#                   peer_torch peer_keras train_profile tests train_profile_tf32  DEADLINE 400
 #   --triage        versions gpu_tests+train_short+memcheck+initcheck            DEADLINE 150
 #   --ci            versions suite+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train             DEADLINE 0
@@ -22,13 +22,16 @@
 #                    against, cuBLAS, the GPU), nvidia-smi, the CUDA libraries the binaries
 #                    resolve, compute-sanitizer, python3/torch
 #   gpu_tests        the GPU tests (GPU_FILTER) with CNNKIT_REQUIRE_GPU=1: a GPU test that
-#                    cannot run fails; a run of zero tests is a failed step
+#                    cannot run fails; a run of zero tests is a failed step (gpu_graph/*: the
+#                    CUDA graphs of the training step against the eager step, bit for bit)
 #   suite            the whole suite with CNNKIT_REQUIRE_GPU=1
 #   train_short      cnnkit train: the seed model, 1 epoch of 12,800 Fashion-MNIST images
 #                    (without the data: bench_train, 20 steps at batch 128)
 #   train_fmnist     cnnkit train: the seed model, TRAIN_EPOCHS (10) epochs, seed 1, batch 128
 #   bench_train      bench_train --device cuda, batches 128, 512 and 2048 (bench_train.json):
-#                    the default settings (deterministic algorithms, strict fp32)
+#                    the default settings (deterministic algorithms, strict fp32, CUDA graphs on)
+#   bench_train_graph  the same, each batch size eager (--cuda-graph off) then with CUDA graphs,
+#                    and their ratio (bench_train_graph.json)
 #   bench_train_fastest  the same with --conv-algo fastest (cuDNN algorithms timed at build,
 #                    non-deterministic allowed; bench_train_fastest.json)
 #   bench_train_tf32 the same with --conv-algo fastest --math tf32 (bench_train_tf32.json)
@@ -57,7 +60,8 @@
 #                    (SANITIZER_FILTER)
 #   memcheck_train ... synccheck_train   compute-sanitizer on a 20-step GPU training of the seed
 #                    model (bench_train: 2 warm-up + 18 steps at batch 128, synthetic data;
-#                    racecheck_train: 2 + 2 steps at batch 32, the same kernels)
+#                    racecheck_train: 2 + 2 steps at batch 32, the same kernels; CUDA graphs on,
+#                    so from the third step the sanitizer sees graph replays)
 #   train_profile    cnnkit train --profile: time per planned node, batch 512, 25,600 images
 #   train_profile_tf32  the same with --conv-algo fastest --math tf32 (last: runs when time is
 #                    left)
@@ -154,7 +158,7 @@ COMMIT="${COMMIT:-unknown}"
 
 case "$MODE" in
   full)
-    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras compare train_profile tests train_profile_tf32"
+    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras compare train_profile tests train_profile_tf32"
     DEADLINE="${DEADLINE:-400}"
     ;;
   triage)
@@ -190,7 +194,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_s
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_torch_bf16 peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_torch_bf16 peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -538,6 +542,10 @@ run_named() {
       run_step bench_train plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda --model "$MODEL" \
         --steps 20 --json "$LOG_DIR/bench_train.json"
       ;;
+    bench_train_graph) # the same three sizes, eager then graphs, in one process
+      run_step bench_train_graph plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
+        --model "$MODEL" --steps 20 --cuda-graph both --json "$LOG_DIR/bench_train_graph.json"
+      ;;
     bench_train_fastest)
       run_step bench_train_fastest plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
         --model "$MODEL" --steps 20 --conv-algo fastest --json "$LOG_DIR/bench_train_fastest.json"
@@ -589,7 +597,11 @@ run_named() {
       ;;
     compare) # what the timed steps before it wrote: each file that exists
       local cargs=()
-      for f in bench_train:deterministic bench_train_fastest:fastest bench_train_tf32:fastest+tf32; do
+      # bench_train_graph has the default settings both eager and with graphs: it stands for
+      # bench_train when it ran
+      local base=bench_train
+      [[ -s "$LOG_DIR/bench_train_graph.json" ]] && base=bench_train_graph
+      for f in $base:deterministic bench_train_fastest:fastest bench_train_tf32:fastest+tf32; do
         [[ -s "$LOG_DIR/${f%%:*}.json" ]] && cargs+=(--cnnkit "${f#*:}=$LOG_DIR/${f%%:*}.json")
       done
       [[ -s "$LOG_DIR/peer_torch.json" ]] && cargs+=(--torch "$LOG_DIR/peer_torch.json")

@@ -253,6 +253,35 @@ typedef struct ck_profile_row {
  * *step_ms (optional): mean wall time of a profiled step (the sum of all rows). */
 ck_status ck_model_profile(const ck_model *model, ck_profile_row *rows, int cap, int *count,
                            long long *steps, double *step_ms);
+/* CUDA graphs of the training step (issue 14). On a CUDA context, CK_CUDA_GRAPH_AUTO (the
+ * default) captures a ck_model_train_step's device part (forward, loss, backward, gradient check,
+ * optimizer update) once per batch size as a CUDA graph, after one eager step at that size, and
+ * replays it with one launch per step: the staged batch and a small per-step packet (the step
+ * counter that keys the dropout masks, Adam's alpha) are written to the device before each
+ * launch, so a replayed step computes the same bits as an eager one. At most 4 batch sizes are
+ * held (the least recently used goes first). Steps run eagerly, as with CK_CUDA_GRAPH_OFF, when a
+ * graph cannot apply: a data-parallel step (a communicator), profiling, ck_model_loss_and_grads;
+ * graphs are dropped and captured again when the context seed, the context math or the optimizer
+ * changes. When a capture or an instantiation fails, the model's graphs are dropped, the step and
+ * the model's later steps run eagerly, and ck_model_cuda_graph_info's note says why (setting the
+ * mode again tries anew). Any time, built or not; a CPU context accepts the setting and has no
+ * graphs. A mode outside the enum: CK_STATUS_BAD_PARAM naming "mode". */
+typedef enum ck_cuda_graph_mode {
+    CK_CUDA_GRAPH_AUTO = 0,
+    CK_CUDA_GRAPH_OFF = 1
+} ck_cuda_graph_mode;
+ck_status ck_model_set_cuda_graph(ck_model *model, ck_cuda_graph_mode mode);
+typedef struct ck_cuda_graph_info {
+    ck_cuda_graph_mode mode;
+    int last_step_graph; /* 1: the last training step's device part ran as a graph replay */
+    int graphs;          /* graphs held now (one per batch size) */
+    long long captures;  /* graphs captured since the mode was last set */
+    long long replays;   /* training steps run as a graph replay since then */
+    char note[256];      /* why the last step ran eagerly (warm-up, off, profiling, a failed
+                            capture with CUDA's message), "" when it was a replay */
+} ck_cuda_graph_info;
+/* Fills *info; CK_STATUS_BAD_PARAM naming "info" when it is NULL. */
+ck_status ck_model_cuda_graph_info(const ck_model *model, ck_cuda_graph_info *info);
 /* Output shape of layer i (h, w, c; Dense/Flatten outputs have h = w = 1). */
 ck_status ck_model_layer_shape(const ck_model *model, int i, int *h, int *w, int *c);
 ck_status ck_model_layer_desc(const ck_model *model, int i, ck_layer_desc *desc);

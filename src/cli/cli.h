@@ -39,6 +39,7 @@ typedef struct opts {
     int local_rank;            /* --distributed: the rank among this host's ranks: its GPU */
     double comm_timeout;       /* --comm-timeout: seconds (0: none); < 0 when not given */
     int raw_pixels;            /* --pixels raw: images 0..255 as stored (default: x / 255) */
+    int cuda_graph_off;        /* train --cuda-graph off: every GPU step eager (default on) */
 } opts;
 
 /* common.c */

@@ -134,6 +134,17 @@ static void print_conv_plans(const opts *o, ck_context *ctx, const ck_model *m) 
     free(buf);
 }
 
+/* On a GPU: how many steps ran as CUDA graph replays, and why the others did not. */
+static void print_cuda_graphs(ck_context *ctx, const ck_model *m) {
+    ck_cuda_graph_info gi;
+    if (ck_context_device(ctx) != CK_DEVICE_CUDA ||
+        ck_model_cuda_graph_info(m, &gi) != CK_STATUS_SUCCESS)
+        return;
+    printf("cuda graph %s: %lld steps replayed, %lld captured%s%s\n",
+           gi.mode == CK_CUDA_GRAPH_OFF ? "off" : "on", gi.replays, gi.captures,
+           gi.note[0] ? "; last step: " : "", gi.note);
+}
+
 /* The training-step profile (--profile): one row per planned node, the optimizer and the rest. */
 static void print_profile(const ck_model *m, int cuda) {
     int count = 0;
@@ -335,6 +346,12 @@ int cmd_train(const opts *o) {
     /* --distributed: each rank holds its share of the global batch at most */
     if (!rc)
         rc = load_model(ctx, o, (o->batch + o->ranks - 1) / o->ranks, &m);
+    if (!rc &&
+        ck_model_set_cuda_graph(m, o->cuda_graph_off ? CK_CUDA_GRAPH_OFF : CK_CUDA_GRAPH_AUTO) !=
+            CK_STATUS_SUCCESS) {
+        fprintf(stderr, "cnnkit: --cuda-graph: %s\n", ck_context_last_error(ctx));
+        rc = EXIT_RUNTIME;
+    }
     ck_param_counts pc = {0, 0, 0};
     if (!rc) {
         ck_model_param_counts(m, &pc);
@@ -468,6 +485,7 @@ int cmd_train(const opts *o) {
             csv_row(ui.log, &ui.last, tl, ta);
         if (o->profile)
             print_profile(m, ck_context_device(ctx) == CK_DEVICE_CUDA);
+        print_cuda_graphs(ctx, m);
         if (o->save) {
             if (save_model_file(m, o->save) != CK_STATUS_SUCCESS) {
                 fprintf(stderr, "cnnkit: --save: %s\n", ck_context_last_error(ctx));

@@ -21,6 +21,7 @@ static const char *const USAGE_CMD[][2] = {
      "           [--validation-split F | --validation-data DIR] [--threads N]\n"
      "           [--conv-algo deterministic|fastest] [--math fp32|tf32]\n"
      "           [--precision fp32|tf32|bf16] (docs/precision.md; bf16: CPU only for now)\n"
+     "           [--cuda-graph on|off]\n"
      "           [--distributed [--comm-timeout S]] [--pixels unit|raw]\n"
      "           --epochs N: the total, also with --resume (default 1)\n"
      "           --save: the checkpoint, written each epoch (--checkpoint-every N: every N\n"
@@ -36,6 +37,9 @@ static const char *const USAGE_CMD[][2] = {
      "           --conv-algo fastest: on a GPU, cuDNN algorithms timed at build, not\n"
      "           bit-reproducible (default deterministic); --math tf32: TF32 tensor cores\n"
      "           for conv and dense (default fp32); both no-ops on the CPU\n"
+     "           --cuda-graph off: on a GPU, every step launched kernel by kernel (default\n"
+     "           on: each batch size's step captured once as a CUDA graph and replayed, the\n"
+     "           same bits); a no-op on the CPU\n"
      "           --distributed: under `mpirun -np N`, data-parallel on N ranks, CPUs over\n"
      "           MPI or one GPU each over NCCL (docs/distributed.md): --batch is the global\n"
      "           batch, each rank trains on its share; rank 0 prints and writes --save,\n"
@@ -133,6 +137,7 @@ static const opt_spec OPTS[] = {
     {"--threads", TRAIN | EVALUATE | PREDICT, 1},
     {"--conv-algo", TRAIN, 1},
     {"--math", TRAIN, 1},
+    {"--cuda-graph", TRAIN, 1},
     {"--precision", TRAIN | EVALUATE | PREDICT, 1},
     {"--distributed", TRAIN | EVALUATE | PREDICT, 0},
     {"--comm-timeout", TRAIN | EVALUATE | PREDICT, 1},
@@ -291,6 +296,13 @@ static int parse_args(int argc, char **argv, opts *o) {
                 o->raw_pixels = !strcmp(v, "raw");
             } else {
                 fprintf(stderr, "cnnkit: --pixels must be unit or raw, got '%s'\n", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--cuda-graph")) {
+            if (!strcmp(v, "on") || !strcmp(v, "off")) {
+                o->cuda_graph_off = !strcmp(v, "off");
+            } else {
+                fprintf(stderr, "cnnkit: --cuda-graph must be on or off, got '%s'\n", v);
                 return -1;
             }
         } else if (!strcmp(a, "--math")) {

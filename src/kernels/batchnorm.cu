@@ -57,8 +57,9 @@ __device__ __forceinline__ void ck_welford_add(double &n, double &mean, double &
 
 /* ---- per-(n, c) SpatialDropout scales (fused path) ------------------------------------------ */
 
-__global__ void ck_sd_scales_kernel(float *scales, long long units, uint64_t seed, uint64_t offset,
+__global__ void ck_sd_scales_kernel(float *scales, long long units, uint64_t seed, ck_koffset ko,
                                     uint64_t u0, uint32_t thr, float scale) {
+    const uint64_t offset = ck_koffset_get(ko);
     for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g < units;
          g += (long long)gridDim.x * blockDim.x)
         scales[g] = ck_spatial_keep(seed, offset, thr, u0 + (uint64_t)g) ? scale : 0.0f;
@@ -334,9 +335,10 @@ static void ck_bn_launch_stats(const ck_kbn *p, const float *x, cudaStream_t st)
 
 static void ck_bn_launch_sd_scales(const ck_kbn *p, cudaStream_t st) {
     const long long units = (long long)p->s.n * p->s.c;
+    const ck_koffset ko = {p->sd_offset, p->sd_step, p->sd_layer};
     ck_sd_scales_kernel<<<ck_grid_for(units, CK_BLOCK), CK_BLOCK, 0, st>>>(
-        p->sd_scales, units, p->seed, p->sd_offset, ck_spatial_unit0(p->sd_sample0, p->s.c),
-        p->sd_threshold, p->sd_scale);
+        p->sd_scales, units, p->seed, ko, ck_spatial_unit0(p->sd_sample0, p->s.c), p->sd_threshold,
+        p->sd_scale);
 }
 
 extern "C" int ck_cuda_bn_forward_training(const ck_kbn *p, const float *x, const float *gamma,

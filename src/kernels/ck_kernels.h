@@ -35,12 +35,33 @@ int ck_cuda_bf16_unpack(const uint16_t *src, float *dst, size_t count, void *str
 /* dst = src converted between layouts (src_nhwc -> !src_nhwc). Same logical shape. */
 int ck_cuda_convert_layout(const float *src, float *dst, ck_kshape src_shape, void *stream);
 
+/* What changes from one training step to the next, in device memory (the model arena's "step"
+ * part): a CUDA training step's kernels read it when they run, so a step captured once as a CUDA
+ * graph replays with each step's values. The host writes it before every step (ck_cuda_step_set)
+ * with the values the CPU step computes: m->step, and Adam's alpha from ck_adam_alpha on the host
+ * (glibc's pow and CUDA's may differ in the last bit, and the masks' and weights' bits must not).
+ */
+typedef struct ck_kstep {
+    long long step;   /* training steps taken before this one: the dropout masks' key */
+    float adam_alpha; /* ck_adam_alpha(lr, beta1, beta2, step + 1) */
+    int pad;
+} ck_kstep;
+int ck_cuda_step_set(ck_kstep *dev, long long step, float adam_alpha, void *stream);
+
+/* A dropout's RNG offset: `value`, or when step is not NULL (device memory)
+ * ck_dropout_layer_offset(step->step, layer), read by the kernel as it runs. */
+typedef struct ck_koffset {
+    uint64_t value;
+    const ck_kstep *step;
+    int layer;
+} ck_koffset;
+
 /* Dropout forward or backward (the same map): y = x * keep * scale.
  * kind: 0 spatial, 1 element. mask_in: stored mask to use instead of regenerating (may be NULL);
  * mask_out: where to store the mask (may be NULL; element masks are bit-packed, NCHW order). */
-int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t seed, uint64_t offset,
-                    uint64_t sample0, uint32_t threshold, float scale, const uint8_t *mask_in,
-                    uint8_t *mask_out, void *stream);
+int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t seed,
+                    ck_koffset offset, uint64_t sample0, uint32_t threshold, float scale,
+                    const uint8_t *mask_in, uint8_t *mask_out, void *stream);
 
 /* BN training forward. ws: workspace laid out as in ck_bn_plan (partials then coefficients).
  * frozen: normalize with the running statistics and leave them unchanged.
@@ -52,6 +73,8 @@ typedef struct ck_kbn {
     int frozen;
     int sd_enabled;
     uint64_t seed, sd_offset, sd_sample0;
+    const ck_kstep *sd_step; /* not NULL: the offset is ck_dropout_layer_offset(*, sd_layer) */
+    int sd_layer;
     uint32_t sd_threshold;
     float sd_scale;
     double *partials; /* 3 * C * splits doubles: fixed-order merges in double */
@@ -112,14 +135,15 @@ int ck_cuda_gap_backward(int n, int hw, int c, const float *dy, float *dx, void 
 size_t ck_cuda_xent_workspace_bytes(int n);
 int ck_cuda_softmax_xent(int n, int classes, const float *logits, const int32_t *labels,
                          float *dlogits, ck_kloss *out, void *ws, void *stream);
-/* Optimizer updates (ck_adam_elem / ck_sgd_elem); alpha: Adam's bias-corrected step;
+/* Optimizer updates (ck_adam_elem / ck_sgd_elem); alpha: Adam's bias-corrected step, or
+ * step->adam_alpha read on the device when step (device memory) is not NULL;
  * decay = lr * weight_decay; vel may be NULL (plain SGD). guard (device memory, may be NULL):
  * when guard->nonfinite is set or guard->loss_sum is not finite the kernel changes nothing, so a
  * training step can enqueue its update before the host has looked at the loss (one wait per
  * step, and a failed step still leaves parameters and optimizer state as they were). */
 int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
-                 float beta1, float beta2, float eps, float decay, const ck_kloss *guard,
-                 void *stream);
+                 const ck_kstep *step, float beta1, float beta2, float eps, float decay,
+                 const ck_kloss *guard, void *stream);
 /* Sets *flag = 1 when any of p[0 .. count) is NaN or Inf; leaves it alone otherwise (clear it
  * first). Every writer stores the same value: the result does not depend on the order. */
 int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, void *stream);

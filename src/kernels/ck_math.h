@@ -85,6 +85,14 @@ CK_HD ck_u32x4 ck_dropout_call(uint64_t seed, uint64_t offset, uint64_t call) {
                             (uint32_t)(offset >> 32), (uint32_t)seed, (uint32_t)(seed >> 32));
 }
 
+/* The RNG offset of the dropout of user layer `layer` (< 4096) at training step `step` (the steps
+ * taken before it): unique per (step, layer). The host computes it for the CPU step and for the
+ * by-value descriptors; the CUDA training step's kernels compute it from the step packet in device
+ * memory (ck_kstep), so that a step captured as a CUDA graph draws each replay's masks. */
+CK_HD uint64_t ck_dropout_layer_offset(long long step, int layer) {
+    return (uint64_t)step * 4096u + (uint64_t)layer;
+}
+
 /* Drop threshold: a unit with word u is kept when u >= threshold, so P(drop) = threshold / 2^32.
  * rate is validated to [0, 1) by the caller. Computed once on the host. */
 CK_HD uint32_t ck_dropout_threshold(float rate) {

@@ -23,6 +23,11 @@ static inline int ck_launch_status(void) {
     return (int)cudaGetLastError();
 }
 
+/* A dropout's RNG offset (ck_koffset): from the step packet when there is one. */
+__device__ __forceinline__ uint64_t ck_koffset_get(const ck_koffset &o) {
+    return o.step ? ck_dropout_layer_offset(o.step->step, o.layer) : o.value;
+}
+
 /* 16-byte alignment of both pointers: float4 loads and stores are allowed. */
 static inline bool ck_aligned16(const void *a, const void *b) {
     return ((((uintptr_t)a) | ((uintptr_t)b)) & 15u) == 0;

@@ -6,8 +6,9 @@
 
 /* ---- stored masks -------------------------------------------------------------------------- */
 
-__global__ void ck_spatial_mask_kernel(uint8_t *mask, long long units, uint64_t seed,
-                                       uint64_t offset, uint64_t u0, uint32_t thr) {
+__global__ void ck_spatial_mask_kernel(uint8_t *mask, long long units, uint64_t seed, ck_koffset ko,
+                                       uint64_t u0, uint32_t thr) {
+    const uint64_t offset = ck_koffset_get(ko);
     for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g < units;
          g += (long long)gridDim.x * blockDim.x)
         mask[g] = (uint8_t)ck_spatial_keep(seed, offset, thr, u0 + (uint64_t)g);
@@ -15,8 +16,9 @@ __global__ void ck_spatial_mask_kernel(uint8_t *mask, long long units, uint64_t 
 
 /* One thread per 32-bit word of the bit mask (NCHW flat order): race-free, no atomics. */
 __global__ void ck_element_mask_kernel(uint32_t *bits, long long words, long long count,
-                                       ck_kshape s, uint64_t seed, uint64_t offset, uint64_t call0,
+                                       ck_kshape s, uint64_t seed, ck_koffset ko, uint64_t call0,
                                        uint32_t thr) {
+    const uint64_t offset = ck_koffset_get(ko);
     for (long long wd = blockIdx.x * (long long)blockDim.x + threadIdx.x; wd < words;
          wd += (long long)gridDim.x * blockDim.x) {
         uint32_t out = 0;
@@ -51,8 +53,9 @@ __device__ __forceinline__ float ck_spatial_factor(long long g, const uint8_t *m
 /* Vector path: four elements share one (n, c) in NCHW (HW % 4 == 0), or are four consecutive
  * channels of one pixel in NHWC (C % 4 == 0), whose four draws are the four words of one call. */
 __global__ void ck_spatial_apply_vec(const float4 *x, float4 *y, long long quads, ck_kshape s,
-                                     const uint8_t *mask, uint64_t seed, uint64_t offset,
-                                     uint64_t u0, uint32_t thr, float scale) {
+                                     const uint8_t *mask, uint64_t seed, ck_koffset ko, uint64_t u0,
+                                     uint32_t thr, float scale) {
+    const uint64_t offset = ck_koffset_get(ko);
     const long long hw = (long long)s.h * s.w;
     for (long long q = blockIdx.x * (long long)blockDim.x + threadIdx.x; q < quads;
          q += (long long)gridDim.x * blockDim.x) {
@@ -95,8 +98,9 @@ __global__ void ck_spatial_apply_vec(const float4 *x, float4 *y, long long quads
 }
 
 __global__ void ck_spatial_apply_scalar(const float *x, float *y, long long count, ck_kshape s,
-                                        const uint8_t *mask, uint64_t seed, uint64_t offset,
+                                        const uint8_t *mask, uint64_t seed, ck_koffset ko,
                                         uint64_t u0, uint32_t thr, float scale) {
+    const uint64_t offset = ck_koffset_get(ko);
     const long long hw = (long long)s.h * s.w;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
          e += (long long)gridDim.x * blockDim.x) {
@@ -111,8 +115,9 @@ __global__ void ck_spatial_apply_scalar(const float *x, float *y, long long coun
  * NCHW: the four are contiguous; NHWC: they are C apart, and neighbouring threads take
  * neighbouring channels, so each of the four accesses is coalesced across the warp. */
 __global__ void ck_element_apply(const float *x, float *y, long long groups, ck_kshape s,
-                                 const uint32_t *bits, uint64_t seed, uint64_t offset,
-                                 uint64_t call0, uint32_t thr, float scale) {
+                                 const uint32_t *bits, uint64_t seed, ck_koffset ko, uint64_t call0,
+                                 uint32_t thr, float scale) {
+    const uint64_t offset = ck_koffset_get(ko);
     const int wq = (s.w + 3) >> 2;
     for (long long u = blockIdx.x * (long long)blockDim.x + threadIdx.x; u < groups;
          u += (long long)gridDim.x * blockDim.x) {
@@ -147,15 +152,14 @@ __global__ void ck_element_apply(const float *x, float *y, long long groups, ck_
                 keep = (bits[flat >> 5] >> (flat & 31)) & 1u;
             else
                 keep = r.v[j] >= thr;
-            const long long idx =
-                s.nhwc ? ((((long long)n * s.h + h) * s.w + w) * s.c + c) : flat;
+            const long long idx = s.nhwc ? ((((long long)n * s.h + h) * s.w + w) * s.c + c) : flat;
             y[idx] = x[idx] * (keep ? scale : 0.0f);
         }
     }
 }
 
 extern "C" int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t seed,
-                               uint64_t offset, uint64_t sample0, uint32_t thr, float scale,
+                               ck_koffset offset, uint64_t sample0, uint32_t thr, float scale,
                                const uint8_t *mask_in, uint8_t *mask_out, void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
     const long long count = (long long)s.n * s.c * s.h * s.w;

@@ -15,10 +15,12 @@ __device__ __forceinline__ bool ck_step_failed(const ck_kloss *guard) {
 }
 
 __global__ void k_adam(float *p, const float *g, float *m, float *v, long long count, float alpha,
-                       float b1, float b2, float c1, float c2, float eps, float decay,
-                       const ck_kloss *guard) {
+                       const ck_kstep *step, float b1, float b2, float c1, float c2, float eps,
+                       float decay, const ck_kloss *guard) {
     if (ck_step_failed(guard))
         return;
+    if (step)
+        alpha = step->adam_alpha;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x) {
         float mi = m[i], vi = v[i];
@@ -45,11 +47,11 @@ __global__ void k_sgd(float *p, const float *g, float *vel, long long count, flo
 }
 
 extern "C" int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
-                            float beta1, float beta2, float eps, float decay, const ck_kloss *guard,
-                            void *stream) {
+                            const ck_kstep *step, float beta1, float beta2, float eps, float decay,
+                            const ck_kloss *guard, void *stream) {
     k_adam<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        p, g, m, v, (long long)count, alpha, beta1, beta2, 1.0f - beta1, 1.0f - beta2, eps, decay,
-        guard);
+        p, g, m, v, (long long)count, alpha, step, beta1, beta2, 1.0f - beta1, 1.0f - beta2, eps,
+        decay, guard);
     return ck_launch_status();
 }
 
@@ -73,5 +75,19 @@ extern "C" int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, v
         return 0;
     k_flag_nonfinite<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0,
                        (cudaStream_t)stream>>>(p, (long long)count, flag);
+    return ck_launch_status();
+}
+
+/* ---- the step packet (ck_kstep): the step's values arrive as launch arguments, copied when the
+ * launch is enqueued, so no host buffer has to outlive the call ------------------------------- */
+
+__global__ void k_step_set(ck_kstep *dev, long long step, float adam_alpha) {
+    dev->step = step;
+    dev->adam_alpha = adam_alpha;
+    dev->pad = 0;
+}
+
+extern "C" int ck_cuda_step_set(ck_kstep *dev, long long step, float adam_alpha, void *stream) {
+    k_step_set<<<1, 1, 0, (cudaStream_t)stream>>>(dev, step, adam_alpha);
     return ck_launch_status();
 }

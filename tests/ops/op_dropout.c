@@ -1,5 +1,7 @@
 /* Dropout and SpatialDropout in training, forward and backward, through the public API:
- * iv = {spatial, n, c, h, w, offset}, fv = {rate}; NHWC images.
+ * iv = {spatial, n, c, h, w, offset, packet}, fv = {rate}; NHWC images. packet 1: as a training
+ * step runs them (ck_dropout_keyed): on a GPU the kernels read the offset from a step packet
+ * (ck_kstep, offset = step * 4096 + layer) and the descriptor's offset is a wrong one.
  * Exact everywhere (ref_tol and gpu_tol 0): the masks are the Philox function of ck_math.h and
  * y = x * (keep ? 1 / (1 - rate) : 0) is one float multiply on every backend. */
 #include "ops.h"
@@ -7,11 +9,15 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "internal.h"
 #include "ref.h"
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+#endif
 
-#define DROP(nm, sp, n, c, h, w, off, rate)                                                        \
+#define DROPK(nm, sp, n, c, h, w, off, rate, packet)                                               \
     {                                                                                              \
-        nm, {sp, n, c, h, w, off}, {rate}, 2, 2,                                                   \
+        nm, {sp, n, c, h, w, off, packet}, {rate}, 2, 2,                                           \
             {{"x", n * c * h * w, OP_UNIFORM, -2, 2, 0, {n, c, h, w}},                             \
              {"dy", n * c * h * w, OP_UNIFORM, -1, 1, 0, {n, c, h, w}}},                           \
         {                                                                                          \
@@ -23,13 +29,45 @@
         }                                                                                          \
     }
 
+#define DROP(nm, sp, n, c, h, w, off, rate) DROPK(nm, sp, n, c, h, w, off, rate, 0)
+
 static const op_variant k_variants[] = {
     DROP("element_w7", 0, 3, 5, 4, 7, 11, 0.3f),
     DROP("element_rate_half", 0, 2, 3, 5, 5, 0, 0.5f),
     DROP("spatial", 1, 6, 9, 3, 3, 5, 0.4f),
+    DROPK("element_step_packet", 0, 3, 5, 4, 7, 3 * 4096 + 17, 0.3f, 1),
+    DROPK("spatial_step_packet", 1, 6, 9, 3, 3, 7 * 4096 + 2, 0.4f, 1),
 };
 
+/* packet variants: forward and backward as the executor runs them */
+static int keyed(ck_context *ctx, const op_variant *v, ck_tensor *const *in,
+                 ck_tensor *const *out) {
+    ck_dropout_desc d = {v->fv[0], (uint64_t)v->iv[5], 0};
+    ck_drop_key key = {NULL, v->iv[5] % 4096};
+    ck_workspace *w = NULL;
+#ifdef CNNKIT_HAVE_CUDA
+    if (ck_context_device(ctx) == CK_DEVICE_CUDA) {
+        if (ck_workspace_create(ctx, &w, sizeof(ck_kstep)) != CK_STATUS_SUCCESS)
+            return -1;
+        key.step = (const ck_kstep *)w->data;
+        if (ck_cuda_step_set((ck_kstep *)w->data, v->iv[5] / 4096, 0.0f, ck_context_stream(ctx))) {
+            ck_workspace_destroy(w);
+            return -1;
+        }
+        d.offset = 99; /* not the one the kernels must use */
+    }
+#endif
+    const ck_dropout_kind kind = v->iv[0] ? CK_DROPOUT_SPATIAL : CK_DROPOUT_ELEMENT;
+    int e = ck_dropout_keyed(ctx, kind, &d, key, in[0], "x", out[0], "y");
+    if (!e)
+        e = ck_dropout_keyed(ctx, kind, &d, key, in[1], "dy", out[1], "dx");
+    ck_workspace_destroy(w);
+    return e;
+}
+
 static int api(ck_context *ctx, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out) {
+    if (v->iv[6])
+        return keyed(ctx, v, in, out);
     const ck_dropout_desc d = {v->fv[0], (uint64_t)v->iv[5], 0};
     /* sequenced: | would not order the forward before the backward */
     const int e = v->iv[0]

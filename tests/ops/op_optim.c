@@ -1,10 +1,14 @@
 /* Optimizer updates (Keras Adam and SGD, decoupled weight decay first), in place: the outputs
- * start as the inputs p, m, v (vel). Adam: iv = {count, step}, fv = {lr, weight_decay};
+ * start as the inputs p, m, v (vel). Adam: iv = {count, step, packet}, fv = {lr, weight_decay}
+ * (packet 1: the GPU runner passes alpha in a step packet, ck_kstep, as a training step does,
+ * and NaN by value);
  * SGD: iv = {count, nesterov}, fv = {lr, weight_decay, momentum}.
  * ref_tol 1e-6 of the parameters' scale: the CPU updates in float (ck_adam_elem / ck_sgd_elem, a
  * handful of roundings of 6e-8 each, on a step much smaller than p), the reference in double.
  * gpu_tol 0: the kernels run the same ck_math.h element functions. */
 #include "ops.h"
+
+#include <math.h>
 
 #include "ck_math.h"
 #include "cpu_layers.h"
@@ -17,9 +21,9 @@
 #define B2 0.999f
 #define EPS 1e-7f
 
-#define ADAM(nm, n, step, lr, wd)                                                                  \
+#define ADAM(nm, n, step, packet, lr, wd)                                                          \
     {                                                                                              \
-        nm, {n, step}, {lr, wd}, 4, 3,                                                             \
+        nm, {n, step, packet}, {lr, wd}, 4, 3,                                                     \
             {{"p", n, OP_UNIFORM, -1, 1},                                                          \
              {"g", n, OP_UNIFORM, -1, 1},                                                          \
              {"m", n, OP_UNIFORM, -0.1f, 0.1f},                                                    \
@@ -31,8 +35,9 @@
         }                                                                                          \
     }
 
-static const op_variant k_adam[] = {ADAM("step1", 257, 1, 1e-3f, 0),
-                                    ADAM("step7_decay", 1000, 7, 1e-2f, 0.05f)};
+static const op_variant k_adam[] = {ADAM("step1", 257, 1, 0, 1e-3f, 0),
+                                    ADAM("step7_decay", 1000, 7, 0, 1e-2f, 0.05f),
+                                    ADAM("step9001_packet", 1000, 9001, 1, 1e-3f, 0.05f)};
 
 static void adam_cpu(const op_variant *v, float *const *in, float *const *out) {
     ck_cpu_adam_update(out[0], in[1], out[1], out[2], (size_t)v->iv[0], v->fv[0], B1, B2, EPS,
@@ -50,19 +55,31 @@ static int adam_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
                     ck_tensor *const *out) {
     const float alpha = ck_adam_alpha(v->fv[0], B1, B2, v->iv[1]);
     const float decay = v->fv[1] > 0.0f ? v->fv[0] * v->fv[1] : 0.0f;
-    return ck_cuda_adam(OP_D(out[0]), OP_D(in[1]), OP_D(out[1]), OP_D(out[2]), (size_t)v->iv[0],
-                        alpha, B1, B2, EPS, decay, NULL, g->stream);
+    if (!v->iv[2])
+        return ck_cuda_adam(OP_D(out[0]), OP_D(in[1]), OP_D(out[1]), OP_D(out[2]), (size_t)v->iv[0],
+                            alpha, NULL, B1, B2, EPS, decay, NULL, g->stream);
+    /* alpha read on the device from the packet (the step counter is the packet's step + 1) */
+    ck_workspace *w = NULL;
+    if (ck_workspace_create(g, &w, sizeof(ck_kstep)) != CK_STATUS_SUCCESS)
+        return -1;
+    ck_kstep *k = (ck_kstep *)w->data;
+    int e = ck_cuda_step_set(k, v->iv[1] - 1, alpha, g->stream);
+    if (!e)
+        e = ck_cuda_adam(OP_D(out[0]), OP_D(in[1]), OP_D(out[1]), OP_D(out[2]), (size_t)v->iv[0],
+                         NAN, k, B1, B2, EPS, decay, NULL, g->stream);
+    ck_workspace_destroy(w); /* cudaFree: after the kernels */
+    return e;
 }
 #else
 #define adam_gpu NULL
 #endif
 
 /* about the seed model's parameter count */
-static const op_variant k_adam_bench[] = {ADAM("1M", 1 << 20, 7, 1e-3f, 0)};
+static const op_variant k_adam_bench[] = {ADAM("1M", 1 << 20, 7, 0, 1e-3f, 0)};
 
 const op_case op_adam = {
     .name = "adam",
-    .launchers = "ck_cuda_adam",
+    .launchers = "ck_cuda_adam ck_cuda_step_set",
     .variants = k_adam,
     .nvariants = sizeof k_adam / sizeof k_adam[0],
     .bench_variants = k_adam_bench,

@@ -82,6 +82,24 @@ ck_status ck_cudnn_set_stream(ck_context *ctx) {
         return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasSetStream: status %d", (int)bs);
     return CK_STATUS_SUCCESS;
 }
+ck_status ck_cublas_set_workspace(ck_context *ctx, void *ws, size_t bytes) {
+    const cublasStatus_t bs = cublasSetWorkspace((cublasHandle_t)ctx->cublas, ws, bytes);
+    if (bs != CUBLAS_STATUS_SUCCESS)
+        return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasSetWorkspace(%zu bytes): status %d", bytes,
+                       (int)bs);
+    return CK_STATUS_SUCCESS;
+}
+
+size_t ck_cublas_workspace_bytes(const ck_context *ctx) {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx->ordinal) !=
+        cudaSuccess) {
+        (void)cudaGetLastError();
+        major = 0;
+    }
+    /* cuBLAS's documented default pool: 32 MiB on Hopper (9.x) and Blackwell (10.x), else 4 */
+    return (size_t)(major == 9 || major == 10 ? 32 : 4) << 20;
+}
 #else
 typedef int ck_cuda_handles_unused; /* ISO C wants at least one declaration per file */
 #endif

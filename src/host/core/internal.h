@@ -210,6 +210,37 @@ ck_status ck_check_same_shape(ck_context *ctx, const ck_tensor *a, const char *a
 ck_status ck_check_param_tensor(ck_context *ctx, const ck_tensor *t, const char *name, int c);
 ck_status ck_check_dropout_desc(ck_context *ctx, const ck_dropout_desc *d, const char *name);
 
+/* Where a dropout the executor runs on a CUDA context takes its RNG offset: with step (the
+ * model's step packet, a ck_kstep in device memory) the kernel computes
+ * ck_dropout_layer_offset(step->step, layer) as it runs, so that a training step captured as a
+ * CUDA graph draws each replay's masks; step NULL (the CPU, the public calls): desc->offset. */
+struct ck_kstep;
+typedef struct ck_drop_key {
+    const struct ck_kstep *step;
+    int layer;
+} ck_drop_key;
+/* The executor's dropouts (ops/dropout.c, ops/batchnorm.c): the public training-mode calls
+ * (ck_dropout_forward / _backward, ck_spatial_dropout_*, ck_batchnorm_forward_training,
+ * ck_batchnorm_backward, same checks and messages) with the offset taken as key says. Forward
+ * and backward of a dropout are the same map. */
+ck_status ck_dropout_keyed(ck_context *ctx, ck_dropout_kind kind, const ck_dropout_desc *desc,
+                           ck_drop_key key, const ck_tensor *x, const char *xn, ck_tensor *y,
+                           const char *yn);
+ck_status ck_batchnorm_forward_training_keyed(ck_context *ctx, const ck_bn_desc *desc,
+                                              const ck_tensor *x, const ck_tensor *gamma,
+                                              const ck_tensor *beta, ck_tensor *running_mean,
+                                              ck_tensor *running_var, ck_tensor *saved_mean,
+                                              ck_tensor *saved_invstd,
+                                              const ck_dropout_desc *spatial_dropout,
+                                              ck_drop_key key, ck_tensor *y, ck_workspace *ws);
+ck_status ck_batchnorm_backward_keyed(ck_context *ctx, const ck_bn_desc *desc, const ck_tensor *x,
+                                      const ck_tensor *dy, const ck_tensor *gamma,
+                                      const ck_tensor *beta, const ck_tensor *saved_mean,
+                                      const ck_tensor *saved_invstd,
+                                      const ck_dropout_desc *spatial_dropout, ck_drop_key key,
+                                      ck_tensor *dx, ck_tensor *dgamma, ck_tensor *dbeta,
+                                      ck_workspace *ws);
+
 /* ---- BN launch plan, shared by the workspace query and the CUDA launchers --------------------
  * The statistics reduction is split over `splits` chunks per channel (NCHW: chunks of samples;
  * NHWC: chunks of rows) so that even C = 32 fills the GPU; partials are merged in fixed order. */
@@ -248,6 +279,12 @@ void ck_cudnn_destroy(ck_context *ctx);
 ck_status ck_cudnn_set_stream(ck_context *ctx);
 /* Sets the cuBLAS math mode of ctx->math (strict fp32 or TF32 tensor ops). */
 ck_status ck_cublas_set_math(ck_context *ctx);
+/* Gives cuBLAS the workspace ws of `bytes` device bytes for its calls on the current stream (a
+ * CUDA graph capture needs one of the user's); ck_cudnn_set_stream returns it to cuBLAS's own
+ * default pool. _bytes: the size of that default pool on the context's device (cuBLAS's
+ * documented recommendation), so that a GEMM sees the same workspace in a graph as eagerly. */
+ck_status ck_cublas_set_workspace(ck_context *ctx, void *ws, size_t bytes);
+size_t ck_cublas_workspace_bytes(const ck_context *ctx);
 /* Writes "cuDNN a.b.c loaded (built with x.y.z), cuBLAS ..." into buf (ck_cuda_describe). */
 void ck_cudnn_versions(char *buf, size_t len);
 #endif

@@ -30,18 +30,21 @@ struct ck_gpu_model {
     float *acts, *gbuf[2], *logits_grad, *x;
     int32_t *labels;
     ck_kloss *loss;
-    void *ws; /* shared workspace: conv, dense bias gradients, BN, loss partials */
+    ck_kstep *step; /* the step packet (ck_kstep): what a captured step reads per replay */
+    void *ws;       /* shared workspace: conv, dense bias gradients, BN, loss partials */
     size_t ws_bytes;
     char *gnode, *gscratch; /* graph models: per-node and scratch gradients (memtab.h) */
     size_t gscratch_stride;
-    float **out;  /* device output of each node (Flatten aliases its input) */
-    void **state; /* per node: its CUDA ops' prepared state (a cuDNN plan), or NULL */
+    float **out;            /* device output of each node (Flatten aliases its input) */
+    void **state;           /* per node: its CUDA ops' prepared state (a cuDNN plan), or NULL */
+    ck_cuda_graphs *graphs; /* the captured training steps (cuda_graph.c), NULL until needed */
 };
 
 void ck_gpu_model_free(ck_model *m) {
     ck_gpu_model *g = m->gpu;
     if (!g)
         return;
+    ck_cuda_graphs_free(g->graphs); /* before the arena its graphs point into */
     if (g->state)
         for (int i = 0; i < m->num_nodes; ++i)
             if (g->state[i])
@@ -56,6 +59,15 @@ void ck_gpu_model_free(ck_model *m) {
 
 size_t ck_gpu_model_arena_bytes(const ck_model *m) {
     return m->gpu ? m->gpu->arena_bytes : 0;
+}
+
+void ck_gpu_model_drop_graphs(ck_model *m) {
+    if (m->gpu)
+        ck_cuda_graphs_drop(m->gpu->graphs);
+}
+
+int ck_gpu_model_graph_count(const ck_model *m) {
+    return m->gpu ? ck_cuda_graphs_count(m->gpu->graphs) : 0;
 }
 
 int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len) {
@@ -123,6 +135,7 @@ ck_status ck_gpu_model_build(ck_model *m) {
     g->x = (float *)(p + t.off[CK_MEM_X]);
     g->labels = (int32_t *)(p + t.off[CK_MEM_LABELS]);
     g->loss = (ck_kloss *)(p + t.off[CK_MEM_LOSS]);
+    g->step = (ck_kstep *)(p + t.off[CK_MEM_STEP]);
     g->ws = p + t.off[CK_MEM_WS];
     g->ws_bytes = t.bytes[CK_MEM_WS];
     g->gnode = t.bytes[CK_MEM_GNODE] ? p + t.off[CK_MEM_GNODE] : NULL;
@@ -224,7 +237,8 @@ static ck_status cuda_flag_nonfinite(const ck_exec *e, ck_kloss *out, long long 
     return CK_STATUS_SUCCESS;
 }
 
-/* One optimizer update of every parameter range, as the CPU's; guard: see ck_cuda_adam. */
+/* One optimizer update of every parameter range, as the CPU's; guard: see ck_cuda_adam. Adam's
+ * alpha is read from the step packet (the same value as the one computed here). */
 static ck_status cuda_update(const ck_exec *e, const ck_kloss *guard) {
     const ck_model *m = e->m;
     const ck_optimizer_desc *o = &m->opt;
@@ -237,7 +251,7 @@ static ck_status cuda_update(const ck_exec *e, const ck_kloss *guard) {
         const int err =
             o->type == CK_OPT_ADAM
                 ? ck_cuda_adam(e->params + off, e->grads + off, e->opt_m + off, e->opt_v + off, cnt,
-                               alpha, o->beta1, o->beta2, o->epsilon, decay, guard, s)
+                               alpha, e->step, o->beta1, o->beta2, o->epsilon, decay, guard, s)
                 : ck_cuda_sgd(e->params + off, e->grads + off, e->opt_m + off, cnt,
                               o->learning_rate, o->momentum, o->nesterov, decay, guard, s);
         if (err)
@@ -300,6 +314,20 @@ static ck_status cuda_mark_failed(const ck_exec *e, ck_kloss *out) {
     return CK_STATUS_SUCCESS;
 }
 
+/* A kernel with the values as arguments: nothing on the host has to outlive the call. */
+static ck_status cuda_begin_step(ck_exec *e) {
+    const ck_kstep k = ck_exec_step_packet(e->m);
+    CK_EXEC_CUDA(e->ctx, ck_cuda_step_set(e->step, k.step, k.adam_alpha, e->ctx->stream),
+                 "model: step packet");
+    return CK_STATUS_SUCCESS;
+}
+
+/* The device part, replayed as a CUDA graph where cuda_graph.c can. */
+static ck_status cuda_run_step(ck_exec *e, int n, int capturable,
+                               ck_status (*body)(ck_exec *, void *), void *arg) {
+    return ck_cuda_graph_run(&e->m->gpu->graphs, e, n, capturable, body, arg);
+}
+
 static const ck_backend backend_cuda = {
     .id = CK_BE_CUDA,
     .name = "cuda",
@@ -315,6 +343,8 @@ static const ck_backend backend_cuda = {
     .add = cuda_add,
     .scale = cuda_scale,
     .mark_failed = cuda_mark_failed,
+    .begin_step = cuda_begin_step,
+    .run_step = cuda_run_step,
 };
 
 /* The executor over the device arena; the batch is staged into g->x. */
@@ -336,6 +366,7 @@ ck_exec ck_exec_cuda(ck_model *m) {
     e.labels = g->labels;
     e.logits_grad = g->logits_grad;
     e.loss = g->loss;
+    e.step = g->step;
     e.outs = g->out;
     e.state = g->state;
     e.gbuf[0] = g->gbuf[0];
@@ -442,6 +473,13 @@ static ck_status no_cuda(ck_model *m) {
 }
 ck_status ck_gpu_model_build(ck_model *m) {
     return no_cuda(m);
+}
+void ck_gpu_model_drop_graphs(ck_model *m) {
+    (void)m;
+}
+int ck_gpu_model_graph_count(const ck_model *m) {
+    (void)m;
+    return 0;
 }
 ck_status ck_gpu_model_push(ck_model *m) {
     return no_cuda(m);

@@ -3,6 +3,7 @@
 #include "exec.h"
 
 #include "bf16.h"
+#include "ck_math.h"
 #include "comm_internal.h"
 
 #include <math.h>
@@ -44,22 +45,33 @@ ck_conv_geom ck_exec_geom(const ck_node *n, int batch) {
  * (layers < CK_MAX_LAYERS <= 4096). Keyed by the user's layer, not the node, so that the plan
  * (reordered or fused nodes) and the unplanned lowering draw identical masks. */
 uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer) {
-    return (uint64_t)m->step * 4096u + (uint64_t)layer;
+    return ck_dropout_layer_offset(m->step, layer);
+}
+
+int ck_model_dropout_layer(const ck_model *m, int i) {
+    const ck_node *n = &m->nodes[i];
+    return n->drop_layer >= 0 ? n->drop_layer : n->layer;
 }
 
 /* The offset of the dropout node i runs: its own layer, or the layer of a fused dropout. */
 uint64_t ck_model_dropout_offset(const ck_model *m, int i) {
-    const ck_node *n = &m->nodes[i];
-    return ck_model_layer_dropout_offset(m, n->drop_layer >= 0 ? n->drop_layer : n->layer);
+    return ck_model_layer_dropout_offset(m, ck_model_dropout_layer(m, i));
 }
 
-int ck_exec_fused_dropout(const ck_exec *e, int i, int training, ck_dropout_desc *d) {
+ck_drop_key ck_exec_drop_key(const ck_exec *e, int layer) {
+    ck_drop_key k = {e->step, layer};
+    return k;
+}
+
+int ck_exec_fused_dropout(const ck_exec *e, int i, int training, ck_dropout_desc *d,
+                          ck_drop_key *key) {
     const ck_node *n = &e->m->nodes[i];
     if (!training || n->drop_layer < 0 || !(n->drop_rate > 0.0f))
         return 0;
     d->rate = n->drop_rate;
     d->offset = ck_model_layer_dropout_offset(e->m, n->drop_layer);
     d->sample0 = e->sample0;
+    *key = ck_exec_drop_key(e, n->drop_layer);
     return 1;
 }
 
@@ -265,38 +277,41 @@ static ck_status loss_not_finite(const ck_model *m) {
                    m->step);
 }
 
-ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n, int update,
-                        double *loss_sum, int *correct, int *count) {
+ck_kstep ck_exec_step_packet(const ck_model *m) {
+    ck_kstep k;
+    memset(&k, 0, sizeof k);
+    k.step = m->step;
+    /* Adam's alpha of update m->step + 1, as ck_cpu_adam_update computes it (SGD reads none) */
+    k.adam_alpha = ck_adam_alpha(m->opt.learning_rate, m->opt.beta1, m->opt.beta2, m->step + 1);
+    return k;
+}
+
+/* What a training step's device part reads and leaves: the status on entry (a failure still
+ * joins a data-parallel step's collectives; never written, so that the part can run again after
+ * a failed capture), the loss packet, the first non-finite gradient, the global batch. */
+typedef struct step_part {
+    ck_status st;
+    int n, update, total;
+    ck_kloss *kl;
+    long long bad;
+} step_part;
+
+/* Forward, loss, backward, the gradient check and, on an asynchronous backend, the update: the
+ * part of a step that a CUDA graph captures (ck_backend.run_step). */
+static ck_status step_body(ck_exec *e, void *arg) {
+    step_part *p = (step_part *)arg;
     ck_model *m = e->m;
     const ck_backend *be = e->be;
-    ck_kloss own = {0.0, 0, 0}, hl = {0.0, 0, 0};
-    ck_kloss *kl = e->loss ? e->loss : &own; /* the backend's memory */
-    long long bad = -1;
-    int total = n; /* the global batch (data-parallel: the sum of the ranks' shards) */
-    /* the BN moving statistics are restored if the step fails: no half-changed model */
-    ck_status st = m->num_fixed ? be->copy(e->ctx, e->fixed_backup, e->fixed, m->num_fixed)
-                                : CK_STATUS_SUCCESS;
-    const int backed_up = st == CK_STATUS_SUCCESS;
-    const int ln = ck_exec_logits_node(m);
-    /* staged before the begin packet: a rank whose upload failed says so there */
-    if (st == CK_STATUS_SUCCESS && !e->staged)
-        st = be->stage(e, x, labels, n);
-    if (e->comm) { /* every rank joins, whatever its status */
-        st = ck_exec_comm_begin(e, st, n, &total);
-        if (st != CK_STATUS_SUCCESS && ck_exec_comm_agrees_at_begin(e)) {
-            if (backed_up && m->num_fixed)
-                be->restore(e);
-            return st;
-        }
-    }
+    const int ln = ck_exec_logits_node(m), n = p->n;
+    ck_status st = p->st;
     if (st == CK_STATUS_SUCCESS)
         st = ck_exec_forward(e, n, 1, ln + 1);
     if (st == CK_STATUS_SUCCESS)
-        st = be->loss(e, n, logits_of(e), kl);
+        st = be->loss(e, n, logits_of(e), p->kl);
     if (e->comm) /* every rank joins, then all pass or all fail */
-        st = ck_exec_comm_loss(e, st, n, kl, &total);
+        st = ck_exec_comm_loss(e, st, n, p->kl, &p->total);
     /* synchronous: a non-finite loss fails before backward */
-    if (st == CK_STATUS_SUCCESS && be->synchronous && !isfinite(kl->loss_sum))
+    if (st == CK_STATUS_SUCCESS && be->synchronous && !isfinite(p->kl->loss_sum))
         st = loss_not_finite(m);
     /* the same on every rank: synchronous backends agreed above; a device step's ranks all join
      * the gradients' collectives and agree on the device */
@@ -305,26 +320,62 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
         st = ck_exec_backward(e, n, ln, e->logits_grad);
     /* a non-finite gradient fails the step before any parameter changes */
     if (e->comm && joined)
-        st = ck_exec_comm_grads(e, st, kl, &bad);
+        st = ck_exec_comm_grads(e, st, p->kl, &p->bad);
     else if (st == CK_STATUS_SUCCESS)
-        st = be->flag_nonfinite(e, kl, &bad);
-    if (st == CK_STATUS_SUCCESS && update && !be->synchronous)
-        st = be->update(e, kl);
+        st = be->flag_nonfinite(e, p->kl, &p->bad);
+    if (st == CK_STATUS_SUCCESS && p->update && !be->synchronous)
+        st = be->update(e, p->kl);
+    return st;
+}
+
+ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n, int update,
+                        double *loss_sum, int *correct, int *count) {
+    ck_model *m = e->m;
+    const ck_backend *be = e->be;
+    ck_kloss own = {0.0, 0, 0}, hl = {0.0, 0, 0};
+    step_part p;
+    p.kl = e->loss ? e->loss : &own; /* the backend's memory */
+    p.bad = -1;
+    p.total = n; /* the global batch (data-parallel: the sum of the ranks' shards) */
+    p.n = n;
+    p.update = update;
+    /* the BN moving statistics are restored if the step fails: no half-changed model */
+    ck_status st = m->num_fixed ? be->copy(e->ctx, e->fixed_backup, e->fixed, m->num_fixed)
+                                : CK_STATUS_SUCCESS;
+    const int backed_up = st == CK_STATUS_SUCCESS;
+    /* staged before the begin packet: a rank whose upload failed says so there */
+    if (st == CK_STATUS_SUCCESS && !e->staged)
+        st = be->stage(e, x, labels, n);
+    if (e->comm) { /* every rank joins, whatever its status */
+        st = ck_exec_comm_begin(e, st, n, &p.total);
+        if (st != CK_STATUS_SUCCESS && ck_exec_comm_agrees_at_begin(e)) {
+            if (backed_up && m->num_fixed)
+                be->restore(e);
+            return st;
+        }
+    }
+    if (st == CK_STATUS_SUCCESS && be->begin_step)
+        st = be->begin_step(e);
+    p.st = st;
+    /* a CUDA graph replays what it captured: no collectives, the update enqueued with the step,
+     * no profiling's per-node waits */
+    const int capturable = st == CK_STATUS_SUCCESS && !e->comm && update && !m->profiling;
+    st = be->run_step ? be->run_step(e, n, capturable, step_body, &p) : step_body(e, &p);
     if (st == CK_STATUS_SUCCESS)
-        st = be->read_loss(e, kl, &hl);
+        st = be->read_loss(e, p.kl, &hl);
     if (st == CK_STATUS_SUCCESS && e->comm && !be->synchronous)
         st = ck_exec_comm_verdict(e, &hl);
     if (st == CK_STATUS_SUCCESS && !isfinite(hl.loss_sum))
         st = loss_not_finite(m);
     if (st == CK_STATUS_SUCCESS && hl.nonfinite)
-        st = bad >= 0 ? ck_fail(e->ctx, CK_STATUS_BAD_PARAM,
-                                "model: gradient %lld is not finite at step %lld (diverged "
-                                "training); the model was not changed",
-                                bad, m->step)
-                      : ck_fail(e->ctx, CK_STATUS_BAD_PARAM,
-                                "model: a gradient is not finite at step %lld (diverged "
-                                "training); the model was not changed",
-                                m->step);
+        st = p.bad >= 0 ? ck_fail(e->ctx, CK_STATUS_BAD_PARAM,
+                                  "model: gradient %lld is not finite at step %lld (diverged "
+                                  "training); the model was not changed",
+                                  p.bad, m->step)
+                        : ck_fail(e->ctx, CK_STATUS_BAD_PARAM,
+                                  "model: a gradient is not finite at step %lld (diverged "
+                                  "training); the model was not changed",
+                                  m->step);
     if (st != CK_STATUS_SUCCESS) {
         /* a device step's collectives may still be in flight: they end (or time out) under the
          * deadline here, not in a later call that would wait for them without one */
@@ -346,7 +397,7 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
     if (correct)
         *correct = hl.correct;
     if (count)
-        *count = total;
+        *count = p.total;
     return CK_STATUS_SUCCESS;
 }
 

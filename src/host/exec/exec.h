@@ -93,6 +93,15 @@ typedef struct ck_backend {
      * (out->nonfinite >= CK_KLOSS_RANK_FAILED), which the ranks reduce by maximum before the
      * guarded update (exec_comm.c). NULL on synchronous ones. */
     ck_status (*mark_failed)(const ck_exec *e, ck_kloss *out);
+    /* After the batch is staged, before the nodes run: CUDA writes the step packet (e->step,
+     * ck_exec_step_packet) that its kernels read. NULL: nothing to do. */
+    ck_status (*begin_step)(ck_exec *e);
+    /* Runs a training step's device part, body(e, arg) (forward to update, exec.c). CUDA: with
+     * capturable (no communicator, the update enqueued with the step, no profiling) it may
+     * capture body once per batch size as a CUDA graph and replay it (cuda_graph.c). NULL:
+     * body is called. */
+    ck_status (*run_step)(ck_exec *e, int n, int capturable, ck_status (*body)(ck_exec *, void *),
+                          void *arg);
 } ck_backend;
 
 /* ck_kloss.nonfinite of a data-parallel device step that some rank could not finish. */
@@ -110,6 +119,7 @@ struct ck_exec {
     const int32_t *labels; /* its labels, the same way */
     float *logits_grad;    /* the loss gradient at the logits */
     ck_kloss *loss;        /* where the loss goes (NULL on the CPU: the step's own) */
+    ck_kstep *step;        /* CUDA: the step packet the kernels read (ck_kstep); NULL on the CPU */
     int staged;     /* the batch is in e->x, e->labels already (fit's device-resident data) */
     float **outs;   /* per-node outputs when the backend keeps its own (CUDA); NULL: n->out */
     void **state;   /* per-node state from ops.prepare, or NULL */
@@ -134,8 +144,12 @@ struct ck_exec {
 
 /* The dropout fused into node i by the planner (BN: SpatialDropout as the kernel's channel scale;
  * pooling: a dropout in place on the pooled output), when it is active (training, rate > 0):
- * fills *d (keyed by e->sample0) and returns 1, else 0. */
-int ck_exec_fused_dropout(const ck_exec *e, int i, int training, ck_dropout_desc *d);
+ * fills *d (keyed by e->sample0) and *key (ck_exec_drop_key) and returns 1, else 0. */
+int ck_exec_fused_dropout(const ck_exec *e, int i, int training, ck_dropout_desc *d,
+                          ck_drop_key *key);
+/* Where the dropout of user layer `layer` takes its RNG offset on e's backend: from the device
+ * step packet (e->step) on CUDA, from the descriptor on the CPU. */
+ck_drop_key ck_exec_drop_key(const ck_exec *e, int layer);
 
 /* The executor over a model's device buffers (backend_cuda.c; the model has a device side). */
 ck_exec ck_exec_cuda(ck_model *m);
@@ -178,6 +192,10 @@ ck_status ck_exec_comm_grads_ready(const ck_exec *e, int i);
  * node i writes: those are final once node i's backward has run. From the nodes' kernel, bias
  * and BN gamma/beta ranges, which cover every trainable parameter (tests/test_comm.c checks). */
 int ck_exec_comm_buckets_final(const ck_model *m, int i);
+/* The step packet of m's next training step (ck_kstep), computed on the host with the values
+ * the CPU step uses: m->step (ck_model_layer_dropout_offset) and Adam's alpha of update
+ * m->step + 1 (ck_cpu_adam_update). The CUDA step uploads it before its kernels read it. */
+ck_kstep ck_exec_step_packet(const ck_model *m);
 /* Inference-mode logits of n samples: *logits points at host memory. */
 ck_status ck_exec_infer(ck_exec *e, const float *x, int n, const float **logits);
 /* The node whose output holds the logits (-1: the input). */
@@ -210,6 +228,18 @@ ck_conv_geom ck_exec_geom(const ck_node *n, int batch);
             return ck_cuda_fail((ctx), e_, (what));                                                \
     } while (0)
 #endif
+
+/* CUDA graphs of the training step (cuda_graph.c; the model's device side owns one set, NULL
+ * until the first capturable step). ck_cuda_graph_run runs body as ck_backend.run_step says,
+ * writing m->cuda_graph_last / _note / counters; a failed capture or instantiation ends cleanly,
+ * leaves a note, and the step (and the model's later ones) run body eagerly. _drop frees every
+ * graph (the set stays); _count: graphs held. */
+typedef struct ck_cuda_graphs ck_cuda_graphs;
+ck_status ck_cuda_graph_run(ck_cuda_graphs **set, ck_exec *e, int n, int capturable,
+                            ck_status (*body)(ck_exec *, void *), void *arg);
+void ck_cuda_graphs_drop(ck_cuda_graphs *set);
+void ck_cuda_graphs_free(ck_cuda_graphs *set);
+int ck_cuda_graphs_count(const ck_cuda_graphs *set);
 
 extern const ck_node_kind ck_nk_conv, ck_nk_dense, ck_nk_pool, ck_nk_gap, ck_nk_flatten, ck_nk_bn,
     ck_nk_act, ck_nk_dropout, ck_nk_sdropout;

@@ -12,7 +12,7 @@
 static const char *const names[CK_MEM_COUNT] = {
     "params", "grads", "opt_m", "opt_v", "fixed",       "fixed_backup",
     "stats",  "acts",  "gbuf0", "gbuf1", "logits_grad", "x",
-    "labels", "loss",  "ws",    "gnode", "gscratch"};
+    "labels", "loss",  "step",  "ws",    "gnode",       "gscratch"};
 
 const char *ck_mem_name(ck_mem_id k) {
     return k >= 0 && k < CK_MEM_COUNT ? names[k] : "?";
@@ -194,6 +194,7 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
         if (xent > ws)
             ws = xent;
         t->bytes[CK_MEM_LOSS] = sizeof(ck_kloss);
+        t->bytes[CK_MEM_STEP] = sizeof(ck_kstep);
 #endif
         t->bytes[CK_MEM_X] = F4 * (size_t)m->in_h * m->in_w * m->in_c * B;
         t->bytes[CK_MEM_LABELS] = sizeof(int32_t) * B;

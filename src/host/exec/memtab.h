@@ -22,6 +22,7 @@ typedef enum ck_mem_id {
     CK_MEM_X,      /* CUDA: the staged batch; CPU: its bf16 copy (bf16 only, else none) */
     CK_MEM_LABELS, /* CUDA: its labels */
     CK_MEM_LOSS,   /* CUDA: the step's ck_kloss */
+    CK_MEM_STEP,   /* CUDA: the step packet (ck_kstep) the step's kernels read */
     CK_MEM_WS,
     CK_MEM_GNODE,    /* graph models: the nodes' gradients, shared by liveness (n->g_offset) */
     CK_MEM_GSCRATCH, /* graph models: CK_MAX_LAYER_INPUTS gradients of the largest tensor */

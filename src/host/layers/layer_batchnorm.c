@@ -178,9 +178,10 @@ static ck_status bn_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_w
     ck_tensor sm = ck_exec_pview(ctx, e->stats + n->p_stats, n->oc);
     ck_tensor si = ck_exec_pview(ctx, e->stats + n->p_stats + n->oc, n->oc);
     ck_dropout_desc sd; /* F2: a SpatialDropout as the kernel's channel scale */
-    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
-    return ck_batchnorm_forward_training(ctx, &bd, &tx, &g, &b, &rm, &rv, &sm, &si,
-                                         has_sd ? &sd : NULL, &ty, w);
+    ck_drop_key key = {NULL, 0};
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd, &key);
+    return ck_batchnorm_forward_training_keyed(ctx, &bd, &tx, &g, &b, &rm, &rv, &sm, &si,
+                                               has_sd ? &sd : NULL, key, &ty, w);
 }
 
 static ck_status bn_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_workspace *w) {
@@ -195,11 +196,12 @@ static ck_status bn_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_w
     ck_tensor dg = ck_exec_pview(ctx, e->grads + n->p_gamma, n->oc);
     ck_tensor db = ck_exec_pview(ctx, e->grads + n->p_beta, n->oc);
     ck_dropout_desc sd; /* F2: dy * mask (and a fused dReLU) folded into dBN */
-    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
+    ck_drop_key key = {NULL, 0};
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd, &key);
     int relu_after;
     const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
-    return ck_batchnorm_backward(ctx, &bd, &tx, &tdy, &g, &b, &sm, &si, has_sd ? &sd : NULL, &tdx,
-                                 &dg, &db, w);
+    return ck_batchnorm_backward_keyed(ctx, &bd, &tx, &tdy, &g, &b, &sm, &si, has_sd ? &sd : NULL,
+                                       key, &tdx, &dg, &db, w);
 }
 
 /* SyncBatchNormalization in a data-parallel step (a CPU model with a communicator): the CPU
@@ -222,7 +224,8 @@ static ck_status bn_fwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io,
     ck_tensor ty = ck_exec_view(ctx, io->out, io->batch, n->oh, n->ow, n->oc);
     const ck_bn_desc bd = bn_kernel_desc(e, n, relu_after);
     ck_dropout_desc sd;
-    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
+    ck_drop_key unused; /* by value: a data-parallel step is never captured */
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd, &unused);
     float *st = e->stats + n->p_stats;
     return bn_sync_status(e, ck_cpu_bn_forward_training(
                                  ctx->cpu_threads, &bd, 0, ctx->seed, &tx, e->params + n->p_gamma,
@@ -238,7 +241,8 @@ static ck_status bn_bwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io)
     int relu_after;
     const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
     ck_dropout_desc sd;
-    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
+    ck_drop_key unused; /* by value: a data-parallel step is never captured */
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd, &unused);
     const float *st = e->stats + n->p_stats;
     return bn_sync_status(e,
                           ck_cpu_bn_backward(ctx->cpu_threads, &bd, 0, ctx->seed, &tx, &tdy,
@@ -287,7 +291,8 @@ static ck_status bn_fwd_sync_cuda(const ck_exec *e, ck_node *n, const ck_node_io
     int relu_after; /* never: the CUDA backend fuses the ReLU (ck_gpu_model_build) */
     const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
     ck_dropout_desc sd;
-    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
+    ck_drop_key unused; /* by value: a data-parallel step is never captured */
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd, &unused);
     float *st = e->stats + n->p_stats;
     return ck_bn_cuda_forward_sync(ctx, &bd, &tx, e->params + n->p_gamma, e->params + n->p_beta,
                                    e->fixed + n->p_mm, e->fixed + n->p_mv, st, st + n->oc,
@@ -303,7 +308,8 @@ static ck_status bn_bwd_sync_cuda(const ck_exec *e, ck_node *n, const ck_node_io
     int relu_after;
     const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
     ck_dropout_desc sd;
-    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd);
+    ck_drop_key unused; /* by value: a data-parallel step is never captured */
+    const int has_sd = ck_exec_fused_dropout(e, io->i, 1, &sd, &unused);
     const float *st = e->stats + n->p_stats;
     return ck_bn_cuda_backward_sync(ctx, &bd, &tx, &tdy, e->params + n->p_gamma,
                                     e->params + n->p_beta, st, st + n->oc, has_sd ? &sd : NULL,

@@ -113,15 +113,19 @@ const ck_layer_kind ck_lk_spatial_dropout2d = {
 /* ---- node ops: the public dropout calls run on the context's device, so both backends share
  * them; only the copy of an inactive dropout is the backend's ---- */
 
+static ck_dropout_kind drop_kind(ck_node_type t) {
+    return t == CK_NODE_DROPOUT ? CK_DROPOUT_ELEMENT : CK_DROPOUT_SPATIAL;
+}
+
 static ck_status drop_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     if (!io->training || !(n->rate > 0.0f))
         return e->be->copy(e->ctx, io->out, io->in, io->count_in);
     ck_dropout_desc d = {n->rate, ck_model_dropout_offset(e->m, io->i), e->sample0};
     ck_tensor tx = ck_exec_view(e->ctx, io->in, io->batch, n->ih, n->iw, n->ic);
     ck_tensor ty = ck_exec_view(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc);
-    return n->type == CK_NODE_DROPOUT
-               ? ck_dropout_forward(e->ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL)
-               : ck_spatial_dropout_forward(e->ctx, &d, CK_MODE_TRAINING, &tx, &ty, NULL);
+    return ck_dropout_keyed(e->ctx, drop_kind(n->type), &d,
+                            ck_exec_drop_key(e, ck_model_dropout_layer(e->m, io->i)), &tx, "x", &ty,
+                            "y");
 }
 
 static ck_status drop_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
@@ -132,9 +136,9 @@ static ck_status drop_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     ck_dropout_desc d = {n->rate, ck_model_dropout_offset(e->m, io->i), e->sample0};
     ck_tensor tdy = ck_exec_view(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
     ck_tensor tdx = ck_exec_view(e->ctx, io->dx, io->batch, n->ih, n->iw, n->ic);
-    return n->type == CK_NODE_DROPOUT
-               ? ck_dropout_backward(e->ctx, &d, CK_MODE_TRAINING, &tdy, &tdx, NULL)
-               : ck_spatial_dropout_backward(e->ctx, &d, CK_MODE_TRAINING, &tdy, &tdx, NULL);
+    return ck_dropout_keyed(e->ctx, drop_kind(n->type), &d,
+                            ck_exec_drop_key(e, ck_model_dropout_layer(e->m, io->i)), &tdy, "dy",
+                            &tdx, "dx");
 }
 
 #define DROP_OPS                                                                                   \

@@ -110,23 +110,25 @@ const ck_layer_kind ck_lk_avgpool2d = {
 /* F3 (plan.c): a dropout fused into the node runs in place on the pooled output */
 static ck_status pool_drop_fwd(const ck_exec *e, const ck_node *n, const ck_node_io *io) {
     ck_dropout_desc d;
-    if (!ck_exec_fused_dropout(e, io->i, io->training, &d))
+    ck_drop_key key;
+    if (!ck_exec_fused_dropout(e, io->i, io->training, &d, &key))
         return CK_STATUS_SUCCESS;
     ck_tensor ty = ck_exec_view(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc);
-    return n->drop_type == CK_NODE_DROPOUT
-               ? ck_dropout_forward(e->ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL)
-               : ck_spatial_dropout_forward(e->ctx, &d, CK_MODE_TRAINING, &ty, &ty, NULL);
+    return ck_dropout_keyed(
+        e->ctx, n->drop_type == CK_NODE_DROPOUT ? CK_DROPOUT_ELEMENT : CK_DROPOUT_SPATIAL, &d, key,
+        &ty, "x", &ty, "y");
 }
 
 /* its backward: dy * mask in place (dy is a gradient buffer, not read again) */
 static ck_status pool_drop_bwd(const ck_exec *e, const ck_node *n, const ck_node_io *io) {
     ck_dropout_desc d;
-    if (!ck_exec_fused_dropout(e, io->i, 1, &d))
+    ck_drop_key key;
+    if (!ck_exec_fused_dropout(e, io->i, 1, &d, &key))
         return CK_STATUS_SUCCESS;
     ck_tensor tdy = ck_exec_view(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
-    return n->drop_type == CK_NODE_DROPOUT
-               ? ck_dropout_backward(e->ctx, &d, CK_MODE_TRAINING, &tdy, &tdy, NULL)
-               : ck_spatial_dropout_backward(e->ctx, &d, CK_MODE_TRAINING, &tdy, &tdy, NULL);
+    return ck_dropout_keyed(
+        e->ctx, n->drop_type == CK_NODE_DROPOUT ? CK_DROPOUT_ELEMENT : CK_DROPOUT_SPATIAL, &d, key,
+        &tdy, "dy", &tdy, "dx");
 }
 
 static ck_status pool_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {

@@ -153,6 +153,16 @@ struct ck_model {
     double prof_cur_fwd[CK_MAX_OPS], prof_cur_bwd[CK_MAX_OPS];
     ck_precision precision;
     struct ck_comm *comm; /* ck_model_set_comm (model_comm.c): data-parallel steps; NULL: alone */
+    /* CUDA graphs of the training step (ck_model_set_cuda_graph; exec/cuda_graph.c): the mode,
+     * a capture that failed on this model (its later steps run eager until the mode is set
+     * again), what ck_model_cuda_graph_info reports, and a test knob: cuda_graph_fault 1 makes
+     * the next capture fail (a stream wait inside it), 2 its instantiation, 3 its launch */
+    int cuda_graph_mode;
+    int cuda_graph_failed;
+    int cuda_graph_last;
+    long long cuda_graph_captures, cuda_graph_replays;
+    char cuda_graph_note[256];
+    int cuda_graph_fault;
 };
 
 /* The entry check of every public call on a model: NULL, or a model whose context was destroyed
@@ -227,6 +237,8 @@ int ck_model_layer_node(const ck_model *m, int layer);
  * and GPU): keyed by the user layer (step * 4096 + layer), so planning (reordering, fusing)
  * keeps every mask identical. For a node with a fused dropout, its drop_layer. */
 uint64_t ck_model_dropout_offset(const ck_model *m, int node);
+/* The user layer whose dropout node i runs (its own, or a fused dropout's): the offset's key. */
+int ck_model_dropout_layer(const ck_model *m, int node);
 uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer);
 /* Fills m->upd from the layers' specs (ck_model_build). */
 void ck_model_plan_updates(ck_model *m);
@@ -275,6 +287,10 @@ size_t ck_gpu_model_arena_bytes(const ck_model *m); /* 0 without a device side *
 int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len);
 ck_status ck_gpu_model_push(ck_model *m);
 ck_status ck_gpu_model_pull(ck_model *m);
+/* The model's CUDA graphs (exec/cuda_graph.c): frees them all / how many are held (0 without a
+ * device side). */
+void ck_gpu_model_drop_graphs(ck_model *m);
+int ck_gpu_model_graph_count(const ck_model *m);
 /* The executor over the device buffers: ck_exec_cuda (exec.h). */
 /* A training set resident on the model's device for ck_model_fit (issue 14): images and labels
  * uploaded once, the epoch's order once per epoch, each batch gathered on the device into the

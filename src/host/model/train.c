@@ -75,6 +75,40 @@ CK_API ck_status ck_model_set_profiling(ck_model *m, int enable) {
     return CK_STATUS_SUCCESS;
 }
 
+CK_API ck_status ck_model_set_cuda_graph(ck_model *m, ck_cuda_graph_mode mode) {
+    CK_MODEL_ENTRY(m);
+    ck_clear_error(m->ctx);
+    if (mode != CK_CUDA_GRAPH_AUTO && mode != CK_CUDA_GRAPH_OFF)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "mode: must be CK_CUDA_GRAPH_AUTO or CK_CUDA_GRAPH_OFF, got %d", (int)mode);
+    /* a fresh start: no graph, no failure, no count */
+    ck_gpu_model_drop_graphs(m);
+    m->cuda_graph_mode = (int)mode;
+    m->cuda_graph_failed = 0;
+    m->cuda_graph_last = 0;
+    m->cuda_graph_captures = m->cuda_graph_replays = 0;
+    m->cuda_graph_note[0] = '\0';
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_cuda_graph_info(const ck_model *m, ck_cuda_graph_info *info) {
+    CK_MODEL_ENTRY(m);
+    ck_clear_error(m->ctx);
+    if (!info)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "info: is NULL");
+    memset(info, 0, sizeof *info);
+    info->mode = (ck_cuda_graph_mode)m->cuda_graph_mode;
+    info->last_step_graph = m->cuda_graph_last;
+    info->graphs = ck_gpu_model_graph_count(m);
+    info->captures = m->cuda_graph_captures;
+    info->replays = m->cuda_graph_replays;
+    if (m->ctx->device != CK_DEVICE_CUDA)
+        snprintf(info->note, sizeof info->note, "a CPU context: no CUDA graphs");
+    else
+        snprintf(info->note, sizeof info->note, "%s", m->cuda_graph_note);
+    return CK_STATUS_SUCCESS;
+}
+
 CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int cap, int *count,
                                   long long *steps, double *step_ms) {
     CK_MODEL_ENTRY(m);

@@ -139,7 +139,7 @@ static ck_status check_ws(ck_context *ctx, const ck_tensor *x, ck_workspace *ws,
 
 #ifdef CNNKIT_HAVE_CUDA
 static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tensor *x,
-                       const ck_bn_plan *p, int frozen, const ck_dropout_desc *sd,
+                       const ck_bn_plan *p, int frozen, const ck_dropout_desc *sd, ck_drop_key key,
                        ck_workspace *ws) {
     ck_kbn k;
     memset(&k, 0, sizeof k);
@@ -155,6 +155,8 @@ static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tens
     k.seed = ctx->seed;
     k.sd_offset = sd ? sd->offset : 0;
     k.sd_sample0 = sd ? sd->sample0 : 0;
+    k.sd_step = sd ? key.step : NULL;
+    k.sd_layer = key.layer;
     k.sd_threshold = sd ? ck_dropout_threshold(sd->rate) : 0;
     k.sd_scale = sd ? ck_dropout_scale(sd->rate) : 1.0f;
     k.partials = (double *)((char *)ws->data + p->part_offset);
@@ -164,6 +166,8 @@ static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tens
 }
 #endif
 
+static const ck_drop_key NO_KEY = {NULL, 0};
+
 CK_API ck_status ck_batchnorm_forward_training(ck_context *ctx, const ck_bn_desc *desc,
                                                const ck_tensor *x, const ck_tensor *gamma,
                                                const ck_tensor *beta, ck_tensor *running_mean,
@@ -171,6 +175,18 @@ CK_API ck_status ck_batchnorm_forward_training(ck_context *ctx, const ck_bn_desc
                                                ck_tensor *saved_invstd,
                                                const ck_dropout_desc *spatial_dropout, ck_tensor *y,
                                                ck_workspace *ws) {
+    return ck_batchnorm_forward_training_keyed(ctx, desc, x, gamma, beta, running_mean, running_var,
+                                               saved_mean, saved_invstd, spatial_dropout, NO_KEY, y,
+                                               ws);
+}
+
+ck_status ck_batchnorm_forward_training_keyed(ck_context *ctx, const ck_bn_desc *desc,
+                                              const ck_tensor *x, const ck_tensor *gamma,
+                                              const ck_tensor *beta, ck_tensor *running_mean,
+                                              ck_tensor *running_var, ck_tensor *saved_mean,
+                                              ck_tensor *saved_invstd,
+                                              const ck_dropout_desc *spatial_dropout,
+                                              ck_drop_key key, ck_tensor *y, ck_workspace *ws) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
     ck_clear_error(ctx);
@@ -193,7 +209,7 @@ CK_API ck_status ck_batchnorm_forward_training(ck_context *ctx, const ck_bn_desc
     CK_TRY(check_ws(ctx, x, ws, &plan));
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
-        ck_kbn k = make_kbn(ctx, desc, x, &plan, frozen, spatial_dropout, ws);
+        ck_kbn k = make_kbn(ctx, desc, x, &plan, frozen, spatial_dropout, key, ws);
         int e = ck_cuda_bn_forward_training(&k, x->data, gamma->data, beta->data,
                                             running_mean->data, running_var->data, saved_mean->data,
                                             saved_invstd->data, y->data, ctx->stream);
@@ -251,6 +267,17 @@ CK_API ck_status ck_batchnorm_backward(ck_context *ctx, const ck_bn_desc *desc, 
                                        const ck_tensor *saved_invstd,
                                        const ck_dropout_desc *spatial_dropout, ck_tensor *dx,
                                        ck_tensor *dgamma, ck_tensor *dbeta, ck_workspace *ws) {
+    return ck_batchnorm_backward_keyed(ctx, desc, x, dy, gamma, beta, saved_mean, saved_invstd,
+                                       spatial_dropout, NO_KEY, dx, dgamma, dbeta, ws);
+}
+
+ck_status ck_batchnorm_backward_keyed(ck_context *ctx, const ck_bn_desc *desc, const ck_tensor *x,
+                                      const ck_tensor *dy, const ck_tensor *gamma,
+                                      const ck_tensor *beta, const ck_tensor *saved_mean,
+                                      const ck_tensor *saved_invstd,
+                                      const ck_dropout_desc *spatial_dropout, ck_drop_key key,
+                                      ck_tensor *dx, ck_tensor *dgamma, ck_tensor *dbeta,
+                                      ck_workspace *ws) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
     ck_clear_error(ctx);
@@ -275,7 +302,7 @@ CK_API ck_status ck_batchnorm_backward(ck_context *ctx, const ck_bn_desc *desc, 
     CK_TRY(check_ws(ctx, x, ws, &plan));
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
-        ck_kbn k = make_kbn(ctx, desc, x, &plan, frozen, spatial_dropout, ws);
+        ck_kbn k = make_kbn(ctx, desc, x, &plan, frozen, spatial_dropout, key, ws);
         int e = ck_cuda_bn_backward(&k, x->data, dy->data, gamma->data, beta->data,
                                     saved_mean->data, saved_invstd->data, dx->data, dgamma->data,
                                     dbeta->data, ctx->stream);
@@ -303,7 +330,7 @@ static ck_status sync_kbn(ck_context *ctx, const ck_bn_desc *d, const ck_tensor 
                           const ck_dropout_desc *sd, ck_workspace *ws, const ck_comm *comm,
                           ck_kbn *k) {
     const ck_bn_plan plan = ck_bn_make_plan(ctx, x);
-    *k = make_kbn(ctx, d, x, &plan, 0, sd, ws);
+    *k = make_kbn(ctx, d, x, &plan, 0, sd, NO_KEY, ws);
     const int ranks = ck_comm_size(comm);
     void *scratch = NULL;
     CK_TRY(ck_comm_device_scratch(comm, ck_bn_sync_scratch_bytes(x->c, ranks), &scratch));

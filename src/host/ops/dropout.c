@@ -27,8 +27,9 @@ static ck_status check_mask(ck_context *ctx, const ck_mask *m, const char *name,
 
 /* One implementation for the four public entry points: forward and backward are the same map. */
 static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_dropout_desc *desc,
-                               ck_mode mode, const ck_tensor *x, const char *xn, ck_tensor *y,
-                               const char *yn, ck_mask *mask_out, const ck_mask *mask_in) {
+                               ck_drop_key key, ck_mode mode, const ck_tensor *x, const char *xn,
+                               ck_tensor *y, const char *yn, ck_mask *mask_out,
+                               const ck_mask *mask_in) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
     ck_clear_error(ctx);
@@ -53,15 +54,16 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
             ck_dropout_desc keep_all = {0.0f, desc->offset, desc->sample0};
             desc = &keep_all;
             mode = CK_MODE_TRAINING; /* rate 0 keeps every unit with scale 1: y = x exactly */
-            return dropout_apply(ctx, kind, desc, mode, x, xn, y, yn, mask_out, NULL);
+            return dropout_apply(ctx, kind, desc, key, mode, x, xn, y, yn, mask_out, NULL);
         }
         return ck_tensor_copy(ctx, x, y);
     }
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
         ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC};
-        int e = ck_cuda_dropout(kind == CK_DROPOUT_ELEMENT, x->data, y->data, s, ctx->seed,
-                                desc->offset, desc->sample0, ck_dropout_threshold(desc->rate),
+        const ck_koffset off = {desc->offset, key.step, key.layer};
+        int e = ck_cuda_dropout(kind == CK_DROPOUT_ELEMENT, x->data, y->data, s, ctx->seed, off,
+                                desc->sample0, ck_dropout_threshold(desc->rate),
                                 ck_dropout_scale(desc->rate), mask_in ? mask_in->data : NULL,
                                 mask_out ? mask_out->data : NULL, ctx->stream);
         return e ? ck_cuda_fail(ctx, e, "dropout kernel") : CK_STATUS_SUCCESS;
@@ -71,26 +73,38 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
     return CK_STATUS_SUCCESS;
 }
 
+static const ck_drop_key NO_KEY = {NULL, 0};
+
+ck_status ck_dropout_keyed(ck_context *ctx, ck_dropout_kind kind, const ck_dropout_desc *desc,
+                           ck_drop_key key, const ck_tensor *x, const char *xn, ck_tensor *y,
+                           const char *yn) {
+    return dropout_apply(ctx, kind, desc, key, CK_MODE_TRAINING, x, xn, y, yn, NULL, NULL);
+}
+
 CK_API ck_status ck_spatial_dropout_forward(ck_context *ctx, const ck_dropout_desc *desc,
                                             ck_mode mode, const ck_tensor *x, ck_tensor *y,
                                             ck_mask *mask_out) {
-    return dropout_apply(ctx, CK_DROPOUT_SPATIAL, desc, mode, x, "x", y, "y", mask_out, NULL);
+    return dropout_apply(ctx, CK_DROPOUT_SPATIAL, desc, NO_KEY, mode, x, "x", y, "y", mask_out,
+                         NULL);
 }
 
 CK_API ck_status ck_spatial_dropout_backward(ck_context *ctx, const ck_dropout_desc *desc,
                                              ck_mode mode, const ck_tensor *dy, ck_tensor *dx,
                                              const ck_mask *mask_in) {
-    return dropout_apply(ctx, CK_DROPOUT_SPATIAL, desc, mode, dy, "dy", dx, "dx", NULL, mask_in);
+    return dropout_apply(ctx, CK_DROPOUT_SPATIAL, desc, NO_KEY, mode, dy, "dy", dx, "dx", NULL,
+                         mask_in);
 }
 
 CK_API ck_status ck_dropout_forward(ck_context *ctx, const ck_dropout_desc *desc, ck_mode mode,
                                     const ck_tensor *x, ck_tensor *y, ck_mask *mask_out) {
-    return dropout_apply(ctx, CK_DROPOUT_ELEMENT, desc, mode, x, "x", y, "y", mask_out, NULL);
+    return dropout_apply(ctx, CK_DROPOUT_ELEMENT, desc, NO_KEY, mode, x, "x", y, "y", mask_out,
+                         NULL);
 }
 
 CK_API ck_status ck_dropout_backward(ck_context *ctx, const ck_dropout_desc *desc, ck_mode mode,
                                      const ck_tensor *dy, ck_tensor *dx, const ck_mask *mask_in) {
-    return dropout_apply(ctx, CK_DROPOUT_ELEMENT, desc, mode, dy, "dy", dx, "dx", NULL, mask_in);
+    return dropout_apply(ctx, CK_DROPOUT_ELEMENT, desc, NO_KEY, mode, dy, "dy", dx, "dx", NULL,
+                         mask_in);
 }
 
 CK_API ck_status ck_dropout_mask_host(ck_dropout_kind kind, uint64_t seed,
