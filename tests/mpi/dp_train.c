@@ -22,6 +22,9 @@
  *   --fit          one epoch of ck_model_fit (batch --global, 640 / G steps) instead of the
  *                  program's own loop, on the ranks and in the single process
  *   --fit-other-data  rank 1's data set differs in one label: the fit must be refused everywhere
+ *   --fit-bad-val R  2 epochs of ck_model_fit with validation data, which holds a NaN on rank R
+ *                  only: R's validation fails, and every rank's fit must fail with it after the
+ *                  first epoch's steps (not wait in epoch 2's first step for R)
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
  *   --bad-rank R   rank R gives a NaN input at step 3: every rank must fail that step, unchanged,
  *                  and train on afterwards (the single process skips that batch too)
@@ -187,7 +190,7 @@ static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
 int main(int argc, char **argv) {
     int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1;
     const char *save = NULL, *load = NULL;
-    int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1;
+    int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1, bad_val = -1;
     double tol = 1e-5, timeout = -1.0;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--global") && i + 1 < argc)
@@ -220,6 +223,8 @@ int main(int argc, char **argv) {
             use_fit = 1;
         else if (!strcmp(argv[i], "--fit-other-data"))
             use_fit = fit_other = 1;
+        else if (!strcmp(argv[i], "--fit-bad-val") && i + 1 < argc)
+            use_fit = 1, bad_val = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mismatch"))
             mismatch = 1;
         else {
@@ -331,6 +336,25 @@ int main(int argc, char **argv) {
         ck_dataset ds = {DATA, H, W, 1, CLASSES, x, y};
         ck_fit_options o = {1, global, 99, NULL, NULL, NULL, 0};
         ck_epoch_result h, hr;
+        if (bad_val >= 0) { /* the validation set: the data, with a NaN on rank bad_val only */
+            float *xv = (float *)malloc(sizeof(float) * DATA * H * W);
+            memcpy(xv, x, sizeof(float) * DATA * H * W);
+            if (rank == bad_val)
+                xv[5] = NAN;
+            ck_dataset vs = {DATA, H, W, 1, CLASSES, xv, y};
+            ck_epoch_result h2[2];
+            o.epochs = 2;
+            st = ck_model_fit(m, &ds, &vs, &o, h2);
+            free(xv);
+            const long long want = DATA / global; /* epoch 1's steps, none of epoch 2's */
+            bad = !(st != CK_STATUS_SUCCESS && ck_model_step(m) == want);
+            if (rank == 0 || bad)
+                printf("dp_train: rank %d: a bad validation set on rank %d stopped every rank "
+                       "after epoch 1: %s (step %lld; %s)\n",
+                       rank, bad_val, bad ? "NO" : "yes", ck_model_step(m),
+                       ck_context_last_error(ctx));
+            goto done;
+        }
         st = ck_model_fit(m, &ds, NULL, &o, &h);
         if (fit_other) { /* refused on every rank, before any step */
             bad = !(st == CK_STATUS_BAD_PARAM && ck_model_step(m) == 0);

@@ -5,6 +5,7 @@
 #include "model_internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -152,6 +153,24 @@ static ck_status check_ranks(ck_model *m, const ck_fit_options *o, uint64_t seed
 
 /* A callback's stop on any rank stops every rank (they stay in step). A failed agreement (a
  * timed-out collective) fails the fit: it is no stop a caller asked for. */
+/* Collective: st of every rank; a rank whose own st failed keeps it, the others fail saying
+ * another rank failed `what`. */
+static ck_status agree_ok(const ck_model *m, ck_status st, const char *what) {
+    long long v = st != CK_STATUS_SUCCESS;
+    char why[CK_ERR_LEN];
+    snprintf(why, sizeof why, "%s", m->ctx->err);
+    const ck_status cst = ck_comm_max_i64(m->comm, &v, 1);
+    if (cst != CK_STATUS_SUCCESS)
+        return st != CK_STATUS_SUCCESS ? ck_fail_after(m->ctx, cst, why) : cst;
+    if (st != CK_STATUS_SUCCESS)
+        return st;
+    return v ? ck_fail(m->ctx, CK_STATUS_INTERNAL,
+                       "fit: another of the %d ranks failed %s (its message says why); the fit "
+                       "stopped after epoch %d's steps",
+                       ck_comm_size(m->comm), what, m->fit.epoch + 1)
+             : CK_STATUS_SUCCESS;
+}
+
 static ck_status agree_stop(const ck_model *m, int *stop) {
     long long v = *stop != 0;
     CK_TRY(ck_comm_max_i64(m->comm, &v, 1));
@@ -243,9 +262,14 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
     for (int e = f.epoch; e < o.epochs && !stop && st == CK_STATUS_SUCCESS; ++e) {
         const double t0 = now_s();
         const int first = e == f.epoch ? f.epoch_step : 0;
-        st = ck_dataset_shuffle(train->count, seed, (uint64_t)e, perm);
-        if (st == CK_STATUS_SUCCESS && dd)
-            st = ck_gpu_data_order(m, dd, perm);
+        /* a failure of this rank's own before a step (the epoch's order, its shard, its batch):
+         * alone, the fit's; with other ranks, their step's too (ck_model_step_failed), so they do
+         * not wait for this rank in the step's collectives */
+        ck_status pre = ck_dataset_shuffle(train->count, seed, (uint64_t)e, perm);
+        if (pre == CK_STATUS_SUCCESS && dd)
+            pre = ck_gpu_data_order(m, dd, perm);
+        if (pre != CK_STATUS_SUCCESS && !m->comm)
+            st = pre;
         /* the running sums continue from the saved ones in a resumed epoch */
         double loss = first ? f.loss_sum : 0.0;
         long long correct = first ? f.correct : 0, seen = first ? f.seen : 0, seen_now = 0;
@@ -254,20 +278,20 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
             const int start = s * o.batch;
             const int n = train->count - start < o.batch ? train->count - start : o.batch;
             int at = 0, nr = n; /* data-parallel: this rank's shard of the batch */
-            if (m->comm)
-                st = ck_comm_shard(m->comm, n, &at, &nr);
+            ck_status own = pre;
+            pre = CK_STATUS_SUCCESS; /* an epoch's failure is its first step's */
+            if (own == CK_STATUS_SUCCESS && m->comm)
+                own = ck_comm_shard(m->comm, n, &at, &nr);
+            if (own == CK_STATUS_SUCCESS)
+                own = dd ? ck_gpu_data_stage(m, dd, start + at, nr)
+                         : ck_dataset_gather(train, perm, start + at, nr, xb, yb);
             ck_step_result r;
-            if (dd) {
-                if (st == CK_STATUS_SUCCESS)
-                    st = ck_gpu_data_stage(m, dd, start + at, nr);
-                if (st == CK_STATUS_SUCCESS)
-                    st = ck_model_train_step_staged(m, nr, &r);
-            } else {
-                if (st == CK_STATUS_SUCCESS)
-                    st = ck_dataset_gather(train, perm, start + at, nr, xb, yb);
-                if (st == CK_STATUS_SUCCESS)
-                    st = ck_model_train_step(m, xb, yb, nr, &r);
-            }
+            if (own != CK_STATUS_SUCCESS)
+                st = m->comm ? ck_model_step_failed(m, own) : own;
+            else if (dd)
+                st = ck_model_train_step_staged(m, nr, &r);
+            else
+                st = ck_model_train_step(m, xb, yb, nr, &r);
             if (st != CK_STATUS_SUCCESS) {
                 /* the failed step changed nothing: the state still names the step before */
                 m->fit = f;
@@ -303,6 +327,8 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
             if (m->comm)
                 st = agree_stop(m, &stop);
         }
+        if (st == CK_STATUS_SUCCESS && pre != CK_STATUS_SUCCESS) /* no step left to carry it */
+            st = m->comm ? ck_model_step_failed(m, pre) : pre;
         if (st != CK_STATUS_SUCCESS || (stop && s < steps))
             break; /* an unfinished epoch: no validation, no history entry */
         const double dt = now_s() - t0;
@@ -316,6 +342,8 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
         if (val) {
             ck_step_result vr;
             st = ck_model_evaluate(m, val->images, val->labels, val->count, &vr);
+            if (m->comm) /* each rank validates alone: all go on, or all stop */
+                st = agree_ok(m, st, "its validation");
             if (st != CK_STATUS_SUCCESS)
                 break;
             er.val_loss = vr.loss;

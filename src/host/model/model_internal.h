@@ -306,6 +306,9 @@ void ck_gpu_data_free(ck_gpu_data *d);
 /* One training step on the batch ck_gpu_data_stage put on the device (n samples, checked when the
  * data were uploaded), as ck_model_train_step otherwise. */
 ck_status ck_model_train_step_staged(ck_model *m, int n, ck_step_result *result);
+/* Data-parallel: this rank's step failed before it could run (st, its message in the context):
+ * joins the step's collectives as a failed rank, so every rank fails the step with it. */
+ck_status ck_model_step_failed(ck_model *m, ck_status st);
 
 /* ---- parameters by layer (model_params.c), from the layer kinds' specs ---- */
 /* The weight arrays of user layer li of a built model (or of the layers before li, during the

@@ -187,6 +187,22 @@ static ck_status finish_step(ck_model *m, double loss_sum, int correct, int n,
     return CK_STATUS_SUCCESS;
 }
 
+ck_status ck_model_step_failed(ck_model *m, ck_status st) {
+    /* the other ranks wait in the step's collectives: fail them with them (the begin packet
+     * says so where it agrees on failures, else the loss packet) */
+    ck_exec f = m->gpu ? ck_exec_cuda(m) : ck_exec_cpu(m, NULL);
+    ck_kloss own = {0.0, 0, 0};
+    int total = 0;
+    char why[CK_ERR_LEN];
+    snprintf(why, sizeof why, "%s", m->ctx->err);
+    ck_status cst = ck_exec_comm_begin(&f, st, 0, &total);
+    if (!ck_exec_comm_agrees_at_begin(&f))
+        cst = ck_exec_comm_loss(&f, st, 0, &own, &total);
+    if (cst != st) /* the collective itself failed: say so, and why this rank failed */
+        return ck_fail_after(m->ctx, cst, why);
+    return st;
+}
+
 /* staged: the batch is on the device already (fit's device-resident data, checked there) */
 static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n, int staged,
                             ck_step_result *result) {
@@ -198,20 +214,8 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
         for (int i = 0; i < m->num_nodes; ++i)
             m->prof_cur_fwd[i] = m->prof_cur_bwd[i] = 0.0;
     ck_status st = staged ? CK_STATUS_SUCCESS : check_batch(m, x, labels, n, 1);
-    if (st != CK_STATUS_SUCCESS && m->comm) {
-        /* the other ranks wait in the step's collectives: fail them with them (the begin packet
-         * says so where it agrees on failures, else the loss packet) */
-        ck_exec f = m->gpu ? ck_exec_cuda(m) : ck_exec_cpu(m, x);
-        ck_kloss own = {0.0, 0, 0};
-        int total = 0;
-        char why[CK_ERR_LEN];
-        snprintf(why, sizeof why, "%s", m->ctx->err);
-        ck_status cst = ck_exec_comm_begin(&f, st, 0, &total);
-        if (!ck_exec_comm_agrees_at_begin(&f))
-            cst = ck_exec_comm_loss(&f, st, 0, &own, &total);
-        if (cst != st) /* the collective itself failed: say so, and why this batch was refused */
-            return ck_fail_after(m->ctx, cst, why);
-    }
+    if (st != CK_STATUS_SUCCESS && m->comm)
+        return ck_model_step_failed(m, st);
     if (st != CK_STATUS_SUCCESS)
         return st;
     ck_exec e = exec_of(m, x);
