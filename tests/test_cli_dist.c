@@ -89,6 +89,9 @@ static void dist_teardown(dist_fx *fx) {
     cr_assert_eq(system(cmd), 0);
 }
 
+static char dout[32768];
+
+#ifdef CNNKIT_HAVE_MPI
 /* Occurrences of s in text. */
 static int count_of(const char *text, const char *s) {
     int n = 0;
@@ -108,9 +111,8 @@ static void line_of(const char *text, const char *prefix, char *line, size_t len
     line[n] = '\0';
 }
 
-static char dout[32768], sout[32768];
+static char sout[32768];
 
-#ifdef CNNKIT_HAVE_MPI
 /* mpiexec -np ranks cnnkit ARGS, bounded (a hang fails), with the settings CI's root containers
  * need (t_run_mpiexec). */
 static int run_mpi_env(const char *env, int ranks, const char *args, char *out, size_t len) {

@@ -42,6 +42,16 @@ ck_status ck_cudnn_create(ck_context *ctx) {
     }
     ctx->cudnn = dnn;
     ctx->cublas = blas;
+    ctx->blas_ws_bytes = ck_cublas_workspace_bytes(ctx);
+    const cudaError_t ae = cudaMalloc(&ctx->blas_ws, ctx->blas_ws_bytes);
+    if (ae != cudaSuccess) {
+        (void)cudaGetLastError();
+        ctx->blas_ws = NULL;
+        ck_cudnn_destroy(ctx);
+        return ck_fail(ctx, CK_STATUS_ALLOC_FAILED,
+                       "cudaMalloc of the %zu-byte cuBLAS workspace: %s",
+                       ck_cublas_workspace_bytes(ctx), cudaGetErrorString(ae));
+    }
     /* strict fp32 unless the context asks for TF32 (cuDNN convs: the math of gconv_pick) */
     ck_status st = ck_cublas_set_math(ctx);
     if (st == CK_STATUS_SUCCESS)
@@ -66,6 +76,10 @@ ck_status ck_cublas_set_math(ck_context *ctx) {
 void ck_cudnn_destroy(ck_context *ctx) {
     if (ctx->cublas)
         cublasDestroy((cublasHandle_t)ctx->cublas);
+    if (ctx->blas_ws)
+        (void)cudaFree(ctx->blas_ws);
+    ctx->blas_ws = NULL;
+    ctx->blas_ws_bytes = 0;
     if (ctx->cudnn)
         cudnnDestroy((cudnnHandle_t)ctx->cudnn);
     ctx->cublas = NULL;
@@ -80,7 +94,9 @@ ck_status ck_cudnn_set_stream(ck_context *ctx) {
     cublasStatus_t bs = cublasSetStream((cublasHandle_t)ctx->cublas, s);
     if (bs != CUBLAS_STATUS_SUCCESS)
         return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "cublasSetStream: status %d", (int)bs);
-    return CK_STATUS_SUCCESS;
+    /* cublasSetStream drops a user workspace: the context's again, on every stream */
+    return ctx->blas_ws ? ck_cublas_set_workspace(ctx, ctx->blas_ws, ctx->blas_ws_bytes)
+                        : CK_STATUS_SUCCESS;
 }
 ck_status ck_cublas_set_workspace(ck_context *ctx, void *ws, size_t bytes) {
     const cublasStatus_t bs = cublasSetWorkspace((cublasHandle_t)ctx->cublas, ws, bytes);

@@ -92,6 +92,10 @@ struct ck_context {
     void *stream; /* cudaStream_t */
     void *cudnn;  /* cudnnHandle_t, owned */
     void *cublas; /* cublasHandle_t, owned */
+    /* cuBLAS's workspace, the context's own (owned): bound with every stream, so an eager step
+     * and a CUDA graph's capture (which needs a user workspace) run the same GEMM algorithms */
+    void *blas_ws;
+    size_t blas_ws_bytes;
     int cpu_threads;
     ck_conv_algo conv_algo;        /* ck_context_set_conv_algo */
     ck_math math;                  /* ck_context_set_math */

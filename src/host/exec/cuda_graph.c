@@ -40,9 +40,7 @@ typedef struct slot {
 
 struct ck_cuda_graphs {
     ck_context *ctx;
-    cudaStream_t cap; /* where captures happen */
-    void *blas_ws;    /* cuBLAS's workspace inside the graphs */
-    size_t blas_ws_bytes;
+    cudaStream_t cap; /* where captures happen; cuBLAS uses the context's workspace there too */
     /* the key: what the captured launches hold by value */
     int keyed;
     uint64_t seed;
@@ -77,8 +75,6 @@ void ck_cuda_graphs_free(ck_cuda_graphs *g) {
     ck_cuda_graphs_drop(g);
     if (g->cap)
         (void)cudaStreamDestroy(g->cap);
-    if (g->blas_ws)
-        (void)cudaFree(g->blas_ws); /* waits for the graphs that use it */
     ck_host_free(g->ctx, g);
 }
 
@@ -110,6 +106,10 @@ static ck_status eager(ck_exec *e, ck_status (*body)(ck_exec *, void *), void *a
 static int same_f(float a, float b) {
     return memcmp(&a, &b, sizeof a) == 0;
 }
+
+/* Every field of the optimizer is compared below: one added to ck_optimizer_desc must be too */
+_Static_assert(sizeof(ck_optimizer_desc) == 2 * sizeof(int) + 6 * sizeof(float),
+               "ck_optimizer_desc changed: compare the new field in key_same");
 
 static int key_same(const ck_cuda_graphs *g, const ck_model *m) {
     const ck_optimizer_desc *a = &g->opt, *b = &m->opt;
@@ -144,6 +144,7 @@ static ck_status create(ck_context *ctx, ck_cuda_graphs **out) {
     g->ctx = ctx;
     const cudaError_t e = cudaStreamCreateWithFlags(&g->cap, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* not left for the eager step's first kernel to report */
         g->cap = NULL;
         ck_cuda_graphs_free(g);
         return ck_cuda_fail(ctx, e, "cudaStreamCreateWithFlags (the capture stream)");
@@ -165,23 +166,13 @@ static ck_status capture(ck_cuda_graphs *g, ck_exec *e, ck_status (*body)(ck_exe
     *body_st = CK_STATUS_SUCCESS;
     *lost = 0;
     why[0] = '\0';
-    if (!g->blas_ws) {
-        const size_t bytes = ck_cublas_workspace_bytes(ctx);
-        const cudaError_t ae = cudaMalloc(&g->blas_ws, bytes);
-        if (ae != cudaSuccess) {
-            (void)cudaGetLastError();
-            g->blas_ws = NULL;
-            snprintf(why, len, "cudaMalloc of the %zu-byte cuBLAS workspace: %s", bytes,
-                     cudaGetErrorString(ae));
-            return CK_STATUS_ALLOC_FAILED;
-        }
-        g->blas_ws_bytes = bytes;
-    }
+    /* an error left unread by an earlier call would fail the capture and turn graphs off for
+     * good; the step before this one waited and reported its own */
+    (void)cudaGetLastError();
     void *user = ctx->stream;
     ctx->stream = g->cap;
+    /* the handles on the capture stream, cuBLAS with the context's workspace (as eagerly) */
     ck_status st = ck_cudnn_set_stream(ctx);
-    if (st == CK_STATUS_SUCCESS)
-        st = ck_cublas_set_workspace(ctx, g->blas_ws, g->blas_ws_bytes);
     if (st != CK_STATUS_SUCCESS)
         snprintf(why, len, "moving the cuDNN/cuBLAS handles to the capture stream: %.120s",
                  ctx->err);
@@ -213,8 +204,10 @@ static ck_status capture(ck_cuda_graphs *g, ck_exec *e, ck_status (*body)(ck_exe
             (void)cudaGraphDestroy(*graph);
             *graph = NULL;
         }
+        if (!*graph) /* the eager rerun must not report this capture's error as its own */
+            (void)cudaGetLastError();
     }
-    /* the caller's stream, and cuBLAS back on its default workspace (cublasSetStream) */
+    /* the caller's stream (with the context's cuBLAS workspace) */
     ctx->stream = user;
     if (ck_cudnn_set_stream(ctx) != CK_STATUS_SUCCESS) {
         snprintf(why, len, "moving the cuDNN/cuBLAS handles back to the context's stream: %.120s",
@@ -253,6 +246,7 @@ static int capture_slot(ck_cuda_graphs *g, slot *sl, ck_exec *e,
     snprintf(what, sizeof what, "capture of batch %d", sl->n);
     if (lost) { /* the handles may still be on our stream: an eager step could race */
         give_up(m, g, what, why);
+        m->cuda_graph_handles_lost = 1;
         *st = ck_fail(e->ctx, CK_STATUS_CUDA_ERROR, "model: %s", why);
         return SLOT_DONE;
     }
@@ -292,6 +286,16 @@ ck_status ck_cuda_graph_run(ck_cuda_graphs **set, ck_exec *e, int n, int captura
     ck_model *m = e->m;
     ck_context *ctx = e->ctx;
     m->cuda_graph_last = 0;
+    /* the handles may still be on the capture stream, unordered with the context's: no step
+     * runs until they are bound to it again */
+    if (m->cuda_graph_handles_lost) {
+        if (ck_cudnn_set_stream(ctx) != CK_STATUS_SUCCESS)
+            return ck_fail(ctx, CK_STATUS_CUDA_ERROR,
+                           "model: cuDNN/cuBLAS cannot be bound to the context's stream again "
+                           "after a CUDA graph capture: %.200s",
+                           ctx->err);
+        m->cuda_graph_handles_lost = 0;
+    }
     if (m->cuda_graph_mode == CK_CUDA_GRAPH_OFF) {
         note(m, "off (ck_model_set_cuda_graph): steps run eagerly");
         return body(e, arg);

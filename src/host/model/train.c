@@ -207,6 +207,7 @@ ck_status ck_model_step_failed(ck_model *m, ck_status st) {
 static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n, int staged,
                             ck_step_result *result) {
     ck_clear_error(m->ctx);
+    m->cuda_graph_last = 0; /* a step refused before it runs was no graph replay either */
     double loss_sum = 0.0;
     int correct = 0, count = n; /* data-parallel: the global batch's */
     const double t_step = ck_prof_begin(m);
