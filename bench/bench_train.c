@@ -9,6 +9,7 @@
  * (ck_model_conv_algorithms) is printed and written to the JSON per batch size.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,8 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
     float *x = (float *)malloc(sizeof(float) * per * b);
     int32_t *y = (int32_t *)malloc(sizeof(int32_t) * b);
     double *t = (double *)malloc(sizeof(double) * c->steps);
-    int ok = x && y && t;
+    double *th = (double *)malloc(sizeof(double) * c->steps); /* the steps' host parts */
+    int ok = x && y && t && th;
     const int classes = ck_model_num_classes(m);
     unsigned s = 12345;
     for (size_t i = 0; ok && i < per * (size_t)b; ++i) {
@@ -118,6 +120,8 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
             ok = 0;
         } else if (k >= 2) {
             t[k - 2] = now_s() - t0;
+            double host = 0.0, step = 0.0;
+            th[k - 2] = ck_model_last_step_time(m, &host, &step) == CK_STATUS_SUCCESS ? host : NAN;
         }
     }
     ck_model_memory mem = {0, 0, 0};
@@ -126,7 +130,8 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
         ok = 0;
     if (ok) {
         qsort(t, (size_t)c->steps, sizeof *t, cmp_double);
-        const double med = t[c->steps / 2];
+        qsort(th, (size_t)c->steps, sizeof *th, cmp_double);
+        const double med = t[c->steps / 2], host = th[c->steps / 2];
         *ips = b / med;
         const size_t model_bytes = c->dev == CK_DEVICE_CUDA ? mem.device_bytes : mem.host_bytes;
         /* graph: how many of the timed steps were replays (on: all of them, unless the note says
@@ -139,8 +144,8 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
             snprintf(graph, sizeof graph, "off");
         else
             snprintf(graph, sizeof graph, "on %lld/%d", timed_replays, c->steps);
-        printf("%8d %12.1f %12.0f %10.1f %10.1f %10s", b, med * 1e3, *ips, model_bytes / 1048576.0,
-               mem.activation_bytes / 1048576.0, graph);
+        printf("%8d %12.1f %10.2f %12.0f %10.1f %10.1f %10s", b, med * 1e3, host * 1e3, *ips,
+               model_bytes / 1048576.0, mem.activation_bytes / 1048576.0, graph);
         if (eager_ips > 0.0)
             printf("  x%.2f vs eager", *ips / eager_ips);
         printf("\n");
@@ -155,12 +160,13 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
         if (c->js) {
             fprintf(c->js,
                     "%s{\"batch\": %d, \"cuda_graph\": \"%s\", \"graph_replays\": %lld, "
-                    "\"timed_steps\": %d, \"ms_per_step\": %.3f, \"images_per_s\": %.1f, ",
+                    "\"timed_steps\": %d, \"ms_per_step\": %.3f, \"host_ms_per_step\": %.4f, "
+                    "\"host_fraction\": %.4f, \"images_per_s\": %.1f, ",
                     c->first ? "" : ", ", b,
                     c->dev != CK_DEVICE_CUDA    ? "n/a"
                     : mode == CK_CUDA_GRAPH_OFF ? "off"
                                                 : "on",
-                    timed_replays, c->steps, med * 1e3, *ips);
+                    timed_replays, c->steps, med * 1e3, host * 1e3, host / med, *ips);
             if (eager_ips > 0.0)
                 fprintf(c->js, "\"speedup_vs_eager\": %.3f, ", *ips / eager_ips);
             fprintf(c->js, "\"graph_note\": ");
@@ -183,6 +189,7 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
         c->first = 0;
     }
     free(t);
+    free(th);
     free(x);
     free(y);
     ck_model_destroy(m);
@@ -280,9 +287,11 @@ int main(int argc, char **argv) {
     /* model MiB: what the model holds, planned at build (ck_model_memory_usage): the device arena
      * on CUDA (compare with PyTorch's torch.cuda.max_memory_allocated), host buffers on the CPU;
      * act MiB: the activations kept for the backward pass, within it; graph: off, or on with the
-     * timed steps that were graph replays */
-    printf("%8s %12s %12s %10s %10s %10s\n", "batch", "ms/step", "images/s", "model MiB", "act MiB",
-           "graph");
+     * timed steps that were graph replays; host ms: the median step's host part, until its one
+     * wait for the device (ck_model_last_step_time: checks, upload, launches; the whole step on
+     * the CPU) */
+    printf("%8s %12s %10s %12s %10s %10s %10s\n", "batch", "ms/step", "host ms", "images/s",
+           "model MiB", "act MiB", "graph");
     char list[256];
     snprintf(list, sizeof list, "%s", batches);
     int rc = 0;

@@ -68,6 +68,7 @@ def read_cnnkit(label, path):
                      "ms_per_step": r.get("ms_per_step"),
                      "mib": r["model_bytes"] / 2**20 if isinstance(r.get("model_bytes"), int)
                      else None,
+                     "host_fraction": r.get("host_fraction"),
                      "device": d.get("device")})
     return rows
 
@@ -124,6 +125,7 @@ def compare(rows):
                  "cnnkit": []}
         for r in (r for r in at if r["who"] == "cnnkit"):
             c = {"mode": r["mode"], "images_per_s": r["images_per_s"],
+                 "host_fraction": r.get("host_fraction") if r.get("device") == "cuda" else None,
                  "vs_best_torch": r["images_per_s"] / best_torch["images_per_s"]
                  if best_torch else None,
                  "vs_best_peer": r["images_per_s"] / best_peer["images_per_s"]
@@ -298,7 +300,11 @@ def main(argv):
                       + (f"; memory {c['mib']:.0f} MiB vs PyTorch's smallest peak "
                          f"{c['mib'] / c['mib_vs_torch']:.0f} MiB - target <=: "
                          f"{'met' if c['mib_vs_torch'] <= 1.0 else 'NOT met'}"
-                         if c["mib_vs_torch"] is not None else ""))
+                         if c["mib_vs_torch"] is not None else "")
+                      + (f"; host part {100 * c['host_fraction']:.1f}% of the step"
+                         + (f" - target <= 5%: {'met' if c['host_fraction'] <= 0.05 else 'NOT met'}"
+                            if e["batch"] == 128 else "")
+                         if isinstance(c["host_fraction"], (int, float)) else ""))
     if a.json:
         write_atomic(a.json, json.dumps({"devices": devices, "table": table}, indent=1) + "\n")
     if a.markdown:

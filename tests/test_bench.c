@@ -256,12 +256,19 @@ Test(bench, compare_gives_the_ratios_and_verdicts) {
     char p2[128];
     snprintf(p2, sizeof p2, "%s/graph.json", g_dir);
     write_text(p2, "{\"device\": \"cuda\", \"results\": ["
-                   "{\"batch\": 128, \"cuda_graph\": \"off\", \"images_per_s\": 40000.0},"
-                   "{\"batch\": 128, \"cuda_graph\": \"on\", \"images_per_s\": 96000.0}]}\n");
+                   "{\"batch\": 128, \"cuda_graph\": \"off\", \"images_per_s\": 40000.0, "
+                   "\"host_fraction\": 0.3},"
+                   "{\"batch\": 128, \"cuda_graph\": \"on\", \"images_per_s\": 96000.0, "
+                   "\"host_fraction\": 0.02}]}\n");
     snprintf(args, sizeof args, "--cnnkit det=%s --torch %s/pt.json", p2, g_dir);
     cr_assert_eq(compare(args), 0, "%s", g_out);
     cr_assert_not_null(strstr(g_out, "cnnkit det eager: 0.50x the best PyTorch mode"), "%s", g_out);
     cr_assert_not_null(strstr(g_out, "cnnkit det graph: 1.20x the best PyTorch mode"), "%s", g_out);
+    /* the step's host part against issue 14's 5% at batch 128 */
+    cr_assert_not_null(strstr(g_out, "host part 30.0% of the step - target <= 5%: NOT met"), "%s",
+                       g_out);
+    cr_assert_not_null(strstr(g_out, "host part 2.0% of the step - target <= 5%: met"), "%s",
+                       g_out);
     char p[128];
     snprintf(p, sizeof p, "%s/out.md", g_dir);
     char *md = t_read_file(p, NULL);

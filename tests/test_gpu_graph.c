@@ -383,6 +383,15 @@ Test(gpu_graph, large_batch_matches_eager_and_handles_come_back) {
     }
     const ck_cuda_graph_info gi = info_of(g, a);
     cr_assert_eq(gi.replays, 2, "%s", gi.note);
+    /* the step's host part (checks, upload, launches: one launch for a replay) ends where its
+     * wait begins: inside the step, logged for both modes */
+    for (int k = 0; k < 2; ++k) {
+        double host = 0.0, step = 0.0;
+        CK_OK(g, ck_model_last_step_time(k ? b : a, &host, &step));
+        cr_assert(host > 0.0 && host <= step, "host %g s of a %g s step", host, step);
+        cr_log_info("batch 512, %s: host %.3f ms of a %.3f ms step", k ? "eager" : "graph",
+                    host * 1e3, step * 1e3);
+    }
 #ifdef CNNKIT_HAVE_CUDA
     cudaStream_t sd = NULL, sb = NULL;
     cr_assert_eq(cudnnGetStream((cudnnHandle_t)g->cudnn, &sd), CUDNN_STATUS_SUCCESS);

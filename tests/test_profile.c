@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char MODEL[] = "model = Sequential()\n"
@@ -239,4 +240,43 @@ Test(profile, cli_train_profile, .timeout = 60) {
         unlink(path);
     }
     rmdir(dir);
+}
+
+/* ck_model_last_step_time: nothing before a step, the arguments named; after a CPU step the
+ * host part is the whole step (no device to wait for), positive and no longer than the wall
+ * time the caller measured around the call; a refused step keeps the last successful one's. */
+Test(profile, last_step_time) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = small_model(ctx);
+    double host = -1.0, step = -1.0;
+    cr_assert_eq(ck_model_last_step_time(m, &host, &step), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "no training step"), "%s",
+              ck_context_last_error(ctx));
+    cr_assert_eq(ck_model_last_step_time(m, NULL, &step), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "host_s"), "%s", ck_context_last_error(ctx));
+    cr_assert_eq(ck_model_last_step_time(m, &host, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "step_s"), "%s", ck_context_last_error(ctx));
+    enum { N = 8 };
+    float x[N * 64];
+    int32_t y[N];
+    for (int i = 0; i < N * 64; ++i)
+        x[i] = (float)(i % 13) / 13.0f;
+    for (int i = 0; i < N; ++i)
+        y[i] = i % 3;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    CK_OK(ctx, ck_model_train_step(m, x, y, N, NULL));
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    const double outside = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+    CK_OK(ctx, ck_model_last_step_time(m, &host, &step));
+    cr_assert(step > 0.0 && step <= outside, "step %g s, measured around the call %g s", step,
+              outside);
+    cr_assert_eq(host, step, "the CPU waits for no device: host %g, step %g", host, step);
+    y[0] = 7; /* refused: the figures stay the last successful step's */
+    cr_assert_eq(ck_model_train_step(m, x, y, N, NULL), CK_STATUS_BAD_PARAM);
+    double h2 = 0.0, s2 = 0.0;
+    CK_OK(ctx, ck_model_last_step_time(m, &h2, &s2));
+    cr_assert(h2 == host && s2 == step);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
 }

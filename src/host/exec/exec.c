@@ -361,6 +361,8 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
      * no profiling's per-node waits */
     const int capturable = st == CK_STATUS_SUCCESS && !e->comm && update && !m->profiling;
     st = be->run_step ? be->run_step(e, n, capturable, step_body, &p) : step_body(e, &p);
+    if (!be->synchronous) /* the host's part of the step ends where its one wait begins */
+        m->step_wait_t = ck_now_s();
     if (st == CK_STATUS_SUCCESS)
         st = be->read_loss(e, p.kl, &hl);
     if (st == CK_STATUS_SUCCESS && e->comm && !be->synchronous)

@@ -5,7 +5,7 @@
 
 #include <time.h>
 
-static double now_s(void) {
+double ck_now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
@@ -25,12 +25,12 @@ double ck_prof_begin(ck_model *m) {
     if (!m->profiling)
         return 0.0;
     drain(m);
-    return now_s();
+    return ck_now_s();
 }
 
 void ck_prof_end(ck_model *m, double t0, double *acc) {
     if (!m->profiling)
         return;
     drain(m);
-    *acc += now_s() - t0;
+    *acc += ck_now_s() - t0;
 }

@@ -149,6 +149,10 @@ struct ck_model {
      * (cur_*), added to the totals when the step succeeds */
     int profiling;
     long long prof_steps;
+    /* the step clock (ck_model_last_step_time): the call's start, when its one wait for the
+     * device began (0: no wait, a synchronous backend), and the last successful step's */
+    double step_t0, step_wait_t, last_step_s, last_host_s;
+    long long timed_steps;
     double prof_fwd[CK_MAX_OPS], prof_bwd[CK_MAX_OPS], prof_opt, prof_step;
     double prof_cur_fwd[CK_MAX_OPS], prof_cur_bwd[CK_MAX_OPS];
     ck_precision precision;
@@ -192,6 +196,8 @@ uint32_t ck_crc32(uint32_t crc, const void *p, size_t n);
  * drained) to *acc. Both cost nothing when profiling is off. */
 double ck_prof_begin(ck_model *m);
 void ck_prof_end(ck_model *m, double t0, double *acc);
+/* CLOCK_MONOTONIC in seconds (profile.c). */
+double ck_now_s(void);
 
 #define CK_PLAN_MODEL_INPUT (-2)
 #define CK_PLAN_NOT_MATERIALIZED (-1)

@@ -91,6 +91,19 @@ CK_API ck_status ck_model_set_cuda_graph(ck_model *m, ck_cuda_graph_mode mode) {
     return CK_STATUS_SUCCESS;
 }
 
+CK_API ck_status ck_model_last_step_time(const ck_model *m, double *host_s, double *step_s) {
+    CK_MODEL_ENTRY(m);
+    ck_clear_error(m->ctx);
+    if (!host_s || !step_s)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", host_s ? "step_s" : "host_s");
+    if (!m->timed_steps)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "model: no training step has run yet (nothing to time)");
+    *host_s = m->last_host_s;
+    *step_s = m->last_step_s;
+    return CK_STATUS_SUCCESS;
+}
+
 CK_API ck_status ck_model_cuda_graph_info(const ck_model *m, ck_cuda_graph_info *info) {
     CK_MODEL_ENTRY(m);
     ck_clear_error(m->ctx);
@@ -177,6 +190,10 @@ void ck_threads_leave(int old) {
 /* Counts a successful step and reports it. */
 static ck_status finish_step(ck_model *m, double loss_sum, int correct, int n,
                              ck_step_result *result) {
+    const double t1 = ck_now_s();
+    m->last_step_s = t1 - m->step_t0;
+    m->last_host_s = (m->step_wait_t > 0.0 ? m->step_wait_t : t1) - m->step_t0;
+    m->timed_steps++;
     m->step++;
     m->fit.valid = 0; /* ck_model_fit sets its position again after its own steps */
     if (result) {
@@ -207,6 +224,8 @@ ck_status ck_model_step_failed(ck_model *m, ck_status st) {
 static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n, int staged,
                             ck_step_result *result) {
     ck_clear_error(m->ctx);
+    m->step_t0 = ck_now_s();
+    m->step_wait_t = 0.0;
     m->cuda_graph_last = 0; /* a step refused before it runs was no graph replay either */
     double loss_sum = 0.0;
     int correct = 0, count = n; /* data-parallel: the global batch's */
