@@ -79,7 +79,7 @@ run: deps build
 bench-train: build
 	@KPY=$$(bash tools/keras_venv.sh 2>/dev/null) || KPY=python3; \
 	  python3 bench/compare.py --run --bench-train $(BUILD)/bench/bench_train --python /usr/bin/python3 \
-	  --keras-python "$$KPY" $(BENCH_ARGS)
+	  --keras-python "$$KPY" --threads $(JOBS) $(foreach a,$(BENCH_ARGS),--bench-arg=$(a))
 
 # The binaries, the .so files they need and run.sh for a GPU host without cnnkit's build
 # dependencies (BUNDLE_DATA=1: with Fashion-MNIST); docs/gpu-runbook.md runs it.

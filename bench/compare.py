@@ -33,41 +33,55 @@ class Bad(Exception):
 
 def load_json(path):
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
     except OSError as e:
         raise Bad(f"{path}: {e.strerror}")
-    except ValueError as e:
+    except ValueError as e:  # not JSON, or not UTF-8
         raise Bad(f"{path}: not JSON ({e})")
+    if not isinstance(d, dict):
+        raise Bad(f"{path}: not a JSON object")
+    return d
 
 
 def need(obj, key, path, kind):
-    if not isinstance(obj, dict) or key not in obj or not isinstance(obj[key], kind):
+    # bool is an int to Python: a batch of true is no batch
+    if (not isinstance(obj, dict) or key not in obj or not isinstance(obj[key], kind)
+            or isinstance(obj[key], bool)):
         raise Bad(f"{path}: an entry lacks '{key}' ({kind.__name__})")
     return obj[key]
 
 
 def positive(v, key, path):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
         raise Bad(f"{path}: '{key}' is {v!r} (a positive number expected)")
     return float(v)
+
+
+def optional_positive(v):
+    """A figure that may be missing (None): a number > 0, else None."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and \
+        0 < v < float("inf") else None
 
 
 def read_cnnkit(label, path):
     """bench_train --json: {"results": [{"batch", "images_per_s", "ms_per_step", "model_bytes"}]}"""
     d = load_json(path)
     rows = []
+    seen = {}
     for r in need(d, "results", path, list):
         b = need(r, "batch", path, int)
         mode = label or d.get("conv_algo", "cnnkit")
         graph = r.get("cuda_graph")  # on a GPU: each row says whether it replayed CUDA graphs
         if graph in ("on", "off"):
             mode += " graph" if graph == "on" else " eager"
+        seen[(mode, b)] = seen.get((mode, b), 0) + 1
+        if seen[(mode, b)] > 1:  # two figures of one setting: both shown, told apart
+            mode += f" #{seen[(mode, b)]}"
         rows.append({"who": "cnnkit", "mode": mode, "batch": b,
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("ms_per_step"),
-                     "mib": r["model_bytes"] / 2**20 if isinstance(r.get("model_bytes"), int)
-                     else None,
+                     "mib": (optional_positive(r.get("model_bytes")) or 0) / 2**20 or None,
                      "host_fraction": r.get("host_fraction"),
                      "device": d.get("device")})
     return rows
@@ -81,7 +95,7 @@ def read_torch(path):
         rows.append({"who": "torch", "mode": need(r, "mode", path, str),
                      "batch": need(r, "batch", path, int),
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
-                     "ms_per_step": r.get("ms_per_step"), "mib": r.get("peak_mib"),
+                     "ms_per_step": r.get("ms_per_step"), "mib": optional_positive(r.get("peak_mib")),
                      "device": d.get("device")})
     return rows
 
@@ -90,9 +104,12 @@ def read_keras(path):
     """peer_keras.py: one JSON object per line."""
     rows = []
     try:
-        lines = open(path).read().splitlines()
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
     except OSError as e:
         raise Bad(f"{path}: {e.strerror}")
+    except ValueError as e:  # not UTF-8
+        raise Bad(f"{path}: not text ({e})")
     for k, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -100,12 +117,14 @@ def read_keras(path):
             r = json.loads(line)
         except ValueError as e:
             raise Bad(f"{path}:{k}: not JSON ({e})")
+        if not isinstance(r, dict):
+            raise Bad(f"{path}:{k}: not a JSON object")
         peak = r.get("peak_device_bytes")
         rows.append({"who": "keras", "mode": r.get("backend", "keras"),
                      "batch": need(r, "batch", path, int),
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("median_step_ms"),
-                     "mib": peak / 2**20 if isinstance(peak, (int, float)) else None,
+                     "mib": (optional_positive(peak) or 0) / 2**20 or None,
                      "device": r.get("device")})
     return rows
 
@@ -125,7 +144,8 @@ def compare(rows):
                  "cnnkit": []}
         for r in (r for r in at if r["who"] == "cnnkit"):
             c = {"mode": r["mode"], "images_per_s": r["images_per_s"],
-                 "host_fraction": r.get("host_fraction") if r.get("device") == "cuda" else None,
+                 "host_fraction": optional_positive(r.get("host_fraction"))
+                 if r.get("device") == "cuda" else None,
                  "vs_best_torch": r["images_per_s"] / best_torch["images_per_s"]
                  if best_torch else None,
                  "vs_best_peer": r["images_per_s"] / best_peer["images_per_s"]
@@ -137,6 +157,7 @@ def compare(rows):
             c["meets_speed_target"] = (c["vs_best_torch"] >= 1.0
                                        if c["vs_best_torch"] is not None else None)
             entry["cnnkit"].append(c)
+            r["_entry"] = len(entry["cnnkit"]) - 1
         out.append(entry)
     return out
 
@@ -150,15 +171,15 @@ def fmt(v, spec):
 
 
 def text_table(table):
-    lines = [f"{'batch':>6} {'who':>7} {'mode':>18} {'images/s':>10} {'ms/step':>9} {'MiB':>8}"
-             f" {'vs torch':>9} {'vs best':>8}"]
+    lines = [f"{'batch':>6} {'who':>7} {'mode':>24} {'images/s':>10} {'ms/step':>9} {'MiB':>8}"
+             f" {'host %':>7} {'vs torch':>9} {'vs best':>8}"]
     for e in table:
         for r in sorted(e["rows"], key=lambda r: (r["who"] != "cnnkit", r["who"], r["mode"])):
-            c = next((c for c in e["cnnkit"] if r["who"] == "cnnkit" and c["mode"] == r["mode"]),
-                     None)
-            lines.append(f"{e['batch']:>6} {r['who']:>7} {r['mode'][:18]:>18} "
+            c = e["cnnkit"][r["_entry"]] if r["who"] == "cnnkit" else None
+            hf = c and c["host_fraction"]
+            lines.append(f"{e['batch']:>6} {r['who']:>7} {r['mode'][:24]:>24} "
                          f"{r['images_per_s']:>10.0f} {fmt(r['ms_per_step'], '9.2f')} "
-                         f"{fmt(r['mib'], '8.1f')} "
+                         f"{fmt(r['mib'], '8.1f')} {fmt(hf * 100 if hf else None, '7.1f')} "
                          f"{fmt(c and c['vs_best_torch'], '8.2f') + ('x' if c and c['vs_best_torch'] else ' '):>9} "
                          f"{fmt(c and c['vs_best_peer'], '7.2f') + ('x' if c and c['vs_best_peer'] else ' '):>8}")
     return "\n".join(lines)
@@ -166,7 +187,7 @@ def text_table(table):
 
 def markdown_table(table):
     lines = ["| batch | cnnkit setting | images/s | best PyTorch (mode) | ratio | best peer | ratio |"
-             " MiB (cnnkit / PyTorch) |", "|---|---|---|---|---|---|---|---|"]
+             " MiB (cnnkit / PyTorch) | host part |", "|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         bt, bp = e["best_torch"], e["best_peer"]
         for c in e["cnnkit"]:
@@ -178,16 +199,28 @@ def markdown_table(table):
                 + (f"{c['vs_best_torch']:.2f}x" if c["vs_best_torch"] else "-") + " | "
                 + (f"{bp['images_per_s']:.0f} ({bp['who']} {bp['mode']})" if bp else "-") + " | "
                 + (f"{c['vs_best_peer']:.2f}x" if c["vs_best_peer"] else "-") + " | "
-                + (f"{c['mib']:.0f} / {min(tmib):.0f}" if tmib and c["mib"] else "-") + " |")
+                + (f"{c['mib']:.0f} / {min(tmib):.0f}" if tmib and c["mib"] else "-") + " | "
+                + (f"{100 * c['host_fraction']:.1f}%" if c["host_fraction"] else "-") + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path, text):
+def write_atomic(path, text, option):
+    """text into path through a temporary file in its folder (nothing half-written is left)."""
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".compare-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".compare-")
+    except OSError as e:
+        raise Bad(f"{option} {path}: {e.strerror}")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; as an ordinary new file instead
+        os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)
+        raise Bad(f"{option} {path}: {e.strerror}")
 
 
 def run_all(a, tmp):
@@ -196,6 +229,8 @@ def run_all(a, tmp):
     bt = os.path.join(tmp, "bench_train.json")
     cmd = [a.bench_train, "--device", a.device, "--steps", str(a.steps), "--json", bt]
     cmd += (["--batches", a.batches] if a.batches else []) + (["--model", a.model] if a.model else [])
+    cmd += a.bench_arg
+    threads = ["--threads", str(a.threads)] if a.threads > 0 else []
     print("compare: " + " ".join(cmd), flush=True)
     if subprocess.call(cmd) != 0:
         raise Bad(f"{a.bench_train} failed")
@@ -209,7 +244,7 @@ def run_all(a, tmp):
     if subprocess.call([a.python, "-c", "import torch"], stderr=subprocess.DEVNULL) == 0:
         torch_json = os.path.join(tmp, "peer_torch.json")
         cmd = [a.python, os.path.join(here, "peer_torch.py"), "--device", device, "--batches",
-               batches, "--steps", str(a.steps), "--json", torch_json]
+               batches, "--steps", str(a.steps), "--json", torch_json] + threads
         print("compare: " + " ".join(cmd), flush=True)
         if subprocess.call(cmd) != 0:
             print("compare: peer_torch failed: its figures are left out", flush=True)
@@ -225,7 +260,7 @@ def run_all(a, tmp):
         with open(keras_json, "w") as out:
             for b in batches.split(","):
                 cmd = [kpy, os.path.join(here, "peer_keras.py"), "--batch", b, "--steps",
-                       str(a.steps)]
+                       str(a.steps)] + threads
                 print("compare: " + " ".join(cmd), flush=True)
                 r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
                 lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
@@ -252,6 +287,11 @@ def main(argv):
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--model")
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="--run: the peers' CPU threads (0: their default), as cnnkit's")
+    ap.add_argument("--bench-arg", action="append", default=[], metavar="ARG",
+                    help="--run: one more argument for bench_train (e.g. --bench-arg=--conv-algo "
+                         "--bench-arg=fastest)")
     ap.add_argument("--keras-python")
     try:
         a = ap.parse_args(argv)
@@ -261,7 +301,9 @@ def main(argv):
         with tempfile.TemporaryDirectory(prefix="cnnkit-compare-") as tmp:
             cnnkit, torch_json, keras_json = [], a.torch, a.keras
             for spec in a.cnnkit:
-                label, _, path = spec.rpartition("=")
+                label, sep, path = spec.partition("=")
+                if not sep or os.path.exists(spec):  # a file whose name holds '=' is a file
+                    label, path = "", spec
                 cnnkit.append((label, path))
             if a.run:
                 if a.cnnkit or a.torch or a.keras:
@@ -292,23 +334,34 @@ def main(argv):
     print(text_table(table))
     for e in table:
         for c in e["cnnkit"]:
+            said = [f"batch {e['batch']}, cnnkit {c['mode']}: "]
             if c["vs_best_torch"] is not None:
-                print(f"compare: batch {e['batch']}, cnnkit {c['mode']}: "
-                      f"{c['vs_best_torch']:.2f}x the best PyTorch mode "
-                      f"({e['best_torch']['mode']}) - target >= 1.0x: "
-                      f"{'met' if c['meets_speed_target'] else 'NOT met'}"
-                      + (f"; memory {c['mib']:.0f} MiB vs PyTorch's smallest peak "
-                         f"{c['mib'] / c['mib_vs_torch']:.0f} MiB - target <=: "
-                         f"{'met' if c['mib_vs_torch'] <= 1.0 else 'NOT met'}"
-                         if c["mib_vs_torch"] is not None else "")
-                      + (f"; host part {100 * c['host_fraction']:.1f}% of the step"
-                         + (f" - target <= 5%: {'met' if c['host_fraction'] <= 0.05 else 'NOT met'}"
-                            if e["batch"] == 128 else "")
-                         if isinstance(c["host_fraction"], (int, float)) else ""))
-    if a.json:
-        write_atomic(a.json, json.dumps({"devices": devices, "table": table}, indent=1) + "\n")
-    if a.markdown:
-        write_atomic(a.markdown, markdown_table(table))
+                said.append(f"{c['vs_best_torch']:.2f}x the best PyTorch mode "
+                            f"({e['best_torch']['mode']}) - target >= 1.0x: "
+                            f"{'met' if c['meets_speed_target'] else 'NOT met'}")
+            else:
+                said.append(f"no PyTorch figure at batch {e['batch']}")
+            if c["mib_vs_torch"] is not None:
+                said.append(f"; memory {c['mib']:.0f} MiB vs PyTorch's smallest peak "
+                            f"{c['mib'] / c['mib_vs_torch']:.0f} MiB - target <=: "
+                            f"{'met' if c['mib_vs_torch'] <= 1.0 else 'NOT met'}")
+            if c["host_fraction"] is not None:
+                said.append(f"; host part {100 * c['host_fraction']:.1f}% of the step"
+                            + (f" - target <= 5%: {'met' if c['host_fraction'] <= 0.05 else 'NOT met'}"
+                               if e["batch"] == 128 else ""))
+            print("compare: " + "".join(said))
+    for e in table:  # the rows' back references are the table's own business
+        for r in e["rows"]:
+            r.pop("_entry", None)
+    try:
+        if a.json:
+            write_atomic(a.json, json.dumps({"devices": devices, "table": table}, indent=1) + "\n",
+                         "--json")
+        if a.markdown:
+            write_atomic(a.markdown, markdown_table(table), "--markdown")
+    except Bad as e:
+        print(f"compare: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

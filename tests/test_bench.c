@@ -297,6 +297,14 @@ Test(bench, compare_refuses_bad_input) {
     snprintf(args, sizeof args, "--torch %s/pt.json", g_dir);
     cr_assert_eq(compare(args), 1, "no cnnkit figure: %s", g_out);
     cr_assert_eq(compare("--frobnicate"), 2, "%s", g_out);
+    snprintf(p, sizeof p, "%s/bad.jsonl", g_dir);
+    write_text(p, "[1, 2]\n");
+    snprintf(args, sizeof args, "--cnnkit %s/bt.json --keras %s", g_dir, p);
+    cr_assert_eq(compare(args), 2, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "bad.jsonl:1: not a JSON object"), "%s", g_out);
+    snprintf(args, sizeof args, "--cnnkit %s/bt.json --json %s/none/out.json", g_dir, g_dir);
+    cr_assert_eq(compare(args), 2, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "--json"), "%s", g_out);
     remove_fixtures();
 }
 
@@ -310,6 +318,9 @@ Test(bench, compare_runs_bench_train, .timeout = 120) {
                  0, "%s", g_out);
     cr_assert_not_null(strstr(g_out, "PyTorch skipped"), "%s", g_out);
     cr_assert_not_null(strstr(g_out, "Keras skipped"), "%s", g_out);
-    cr_assert_not_null(strstr(g_out, "    16  cnnkit      deterministic"), "%s", g_out);
+    /* its row, and with no PyTorch figure the verdict line says so */
+    cr_assert_not_null(strstr(g_out, "compare: batch 16, cnnkit deterministic: no PyTorch figure "
+                                     "at batch 16"),
+                       "%s", g_out);
 }
 #endif

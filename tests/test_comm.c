@@ -329,6 +329,15 @@ Test(comm, fit_stops_everywhere_when_one_rank_cannot_validate, .timeout = 150) {
               "%s", out);
 }
 
+/* Validation data on one rank only (the others pass none): the epoch's agreement is every
+ * rank's, so both epochs train (a rank-0-only agreement aborted the job with MPI_ERR_TRUNCATE). */
+Test(comm, fit_with_validation_on_one_rank, .timeout = 150) {
+    char out[8192];
+    const int rc = run_dp(2, "--fit-val-only 0 --global 32 --timeout 20", out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "validation on rank 0 only trained both epochs: yes"), "%s", out);
+}
+
 /* Ranks that built different models are refused at ck_model_set_comm, on every rank. */
 Test(comm, different_models_are_refused, .timeout = 150) {
     char out[8192];

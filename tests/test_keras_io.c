@@ -920,6 +920,27 @@ Test(keras_io, mixed_bfloat16_policy_is_bf16) {
     ck_model_destroy(f);
     ck_context_destroy(ctx);
     char err[512];
+    { /* a Sequential whose own dtype is mixed_bfloat16 but every layer float32: Keras computes
+       * in float32 (only layers' policies count), and so does cnnkit */
+        ck_context *c2 = t_ctx(CK_DEVICE_CPU);
+        ck_model *sm = load(c2, t_src("tests/data/keras/small.keras"));
+        char *cfg2 = ck_kio_write_config(sm, e2, sizeof e2);
+        cr_assert_not_null(cfg2, "%s", e2);
+        char *at = strstr(cfg2, "\"dtype\": \"float32\", \"layers\"");
+        cr_assert_not_null(at, "the Sequential's dtype: %.300s", cfg2);
+        char *ed = malloc(strlen(cfg2) + 32);
+        sprintf(ed, "%.*s\"dtype\": \"mixed_bfloat16\"%s", (int)(at - cfg2), cfg2,
+                at + strlen("\"dtype\": \"float32\""));
+        ck_keras_model km;
+        CK_OK(c2, ck_kio_parse_config(ed, strlen(ed), NULL, &km, err, sizeof err));
+        cr_assert_eq(km.has_precision, 0, "a Sequential's policy alone made the model %d",
+                     km.precision);
+        ck_keras_model_free(&km);
+        free(ed);
+        free(cfg2);
+        ck_model_destroy(sm);
+        ck_context_destroy(c2);
+    }
     const ck_status st16 =
         parse_edited_of(path, "\"mixed_bfloat16\"", "\"mixed_float16\"", err, sizeof err);
     cr_assert_eq(st16, CK_STATUS_NOT_SUPPORTED, "%d: %s", st16, err);

@@ -11,7 +11,8 @@
 #   (default) full  versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train
 #                   bench_train_graph bench_train_fastest bench_train_tf32 bench_cudnn bench_ops
-#                   peer_torch peer_keras train_profile tests train_profile_tf32  DEADLINE 400
+#                   peer_torch peer_keras compare train_profile tests train_profile_tf32
+#                                                                                DEADLINE 400
 #   --triage        versions gpu_tests+train_short+memcheck+initcheck            DEADLINE 150
 #   --ci            versions suite+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train             DEADLINE 0
@@ -459,6 +460,9 @@ train_race_steps=("$TRAIN_BENCH_BIN" --device cuda --model "$MODEL" --batches 32
 run_named() {
   local s="$1" cs t0 rc
   local gpu_env=("${LIBENV[@]}" CNNKIT_REQUIRE_GPU=1)
+  # a step's figures are named after it: an earlier run's (the logs folder of a warm machine is
+  # reused) must not stand in for a step that fails or skips now, nor be appended to
+  rm -f "$LOG_DIR/$s.json" "$LOG_DIR/$s.jsonl" "$LOG_DIR/$s.md"
   case "$s" in
     versions) # a function (not under one timeout: each command in it has its own)
       echo "run.sh: [versions]"

@@ -91,6 +91,8 @@ lib = C.CDLL(os.path.join(a.build, "libcnnkit.so"))
 lib.ck_context_last_error.restype = C.c_char_p
 lib.ck_context_create.argtypes = [C.POINTER(C.c_void_p), C.c_int, C.c_int, C.c_uint64]
 lib.ck_model_load_keras.argtypes = [C.c_void_p, C.c_char_p, C.c_int, C.POINTER(C.c_void_p)]
+lib.ck_model_precision.argtypes = [C.c_void_p]
+lib.ck_model_precision.restype = C.c_int
 for f in ("ck_model_predict", "ck_model_evaluate", "ck_model_train_step", "ck_model_destroy",
           "ck_context_destroy", "ck_context_last_error", "ck_context_set_cpu_threads",
           "ck_model_save_keras"):
@@ -401,6 +403,9 @@ if a.only in (0, 4):
     m.save(path)
     pk = m.predict(xte[:1000], batch_size=250, verbose=0).astype(np.float32)
     ck = Cnnkit(path, 250)
+    prec = lib.ck_model_precision(ck.m)
+    report("4. mixed_bfloat16: cnnkit's precision for the file", {2: "bf16"}.get(prec, f"not bf16 ({prec})"),
+           "bf16", prec == 2)
     pc = ck.predict(xte[:1000], 10)
     back = os.path.join(tmp, "mixed_bf16_back.keras")
     ck.save_keras(back)

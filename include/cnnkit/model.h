@@ -225,8 +225,10 @@ typedef struct ck_model_memory {
                                 convolution workspace */
     size_t device_bytes;     /* the device arena of a CUDA model (parameters, gradients,
                                 optimizer state, activations, gradient buffers, batch staging,
-                                workspace: everything a step touches), 0 on the CPU; cuDNN and
-                                cuBLAS handles hold a little more of their own */
+                                workspace: everything a step touches), 0 on the CPU; the
+                                context holds more: cuDNN's and cuBLAS's handles, and cuBLAS's
+                                workspace (32 MiB on Hopper and Blackwell, else 4 MiB), which
+                                PyTorch's peak memory counts */
 } ck_model_memory;
 /* Fills *mem; CK_STATUS_BAD_PARAM when the model is not built or mem is NULL. */
 ck_status ck_model_memory_usage(const ck_model *model, ck_model_memory *mem);

@@ -22,6 +22,8 @@
  *   --fit          one epoch of ck_model_fit (batch --global, 640 / G steps) instead of the
  *                  program's own loop, on the ranks and in the single process
  *   --fit-other-data  rank 1's data set differs in one label: the fit must be refused everywhere
+ *   --fit-val-only R  2 epochs of ck_model_fit, validation data on rank R only (as "validate on
+ *                  rank 0" programs do): every rank trains both epochs
  *   --fit-bad-val R  2 epochs of ck_model_fit with validation data, which holds a NaN on rank R
  *                  only: R's validation fails, and every rank's fit must fail with it after the
  *                  first epoch's steps (not wait in epoch 2's first step for R)
@@ -190,7 +192,7 @@ static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
 int main(int argc, char **argv) {
     int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1;
     const char *save = NULL, *load = NULL;
-    int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1, bad_val = -1;
+    int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1, bad_val = -1, val_only = -1;
     double tol = 1e-5, timeout = -1.0;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--global") && i + 1 < argc)
@@ -225,6 +227,8 @@ int main(int argc, char **argv) {
             use_fit = fit_other = 1;
         else if (!strcmp(argv[i], "--fit-bad-val") && i + 1 < argc)
             use_fit = 1, bad_val = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--fit-val-only") && i + 1 < argc)
+            use_fit = 1, val_only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mismatch"))
             mismatch = 1;
         else {
@@ -336,6 +340,21 @@ int main(int argc, char **argv) {
         ck_dataset ds = {DATA, H, W, 1, CLASSES, x, y};
         ck_fit_options o = {1, global, 99, NULL, NULL, NULL, 0};
         ck_epoch_result h, hr;
+        if (val_only >= 0) { /* validation data on one rank: the others pass none */
+            ck_dataset vs = {DATA, H, W, 1, CLASSES, x, y};
+            ck_epoch_result h2[2];
+            o.epochs = 2;
+            st = ck_model_fit(m, &ds, rank == val_only ? &vs : NULL, &o, h2);
+            const long long want = 2 * (DATA / global);
+            bad = !(st == CK_STATUS_SUCCESS && ck_model_step(m) == want &&
+                    (rank != val_only || (isfinite(h2[1].val_loss) && h2[1].val_accuracy >= 0)));
+            if (rank == 0 || bad)
+                printf("dp_train: rank %d: validation on rank %d only trained both epochs: %s "
+                       "(step %lld; %s)\n",
+                       rank, val_only, bad ? "NO" : "yes", ck_model_step(m),
+                       st == CK_STATUS_SUCCESS ? "ok" : ck_context_last_error(ctx));
+            goto done;
+        }
         if (bad_val >= 0) { /* the validation set: the data, with a NaN on rank bad_val only */
             float *xv = (float *)malloc(sizeof(float) * DATA * H * W);
             memcpy(xv, x, sizeof(float) * DATA * H * W);

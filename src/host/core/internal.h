@@ -284,9 +284,9 @@ ck_status ck_cudnn_set_stream(ck_context *ctx);
 /* Sets the cuBLAS math mode of ctx->math (strict fp32 or TF32 tensor ops). */
 ck_status ck_cublas_set_math(ck_context *ctx);
 /* Gives cuBLAS the workspace ws of `bytes` device bytes for its calls on the current stream (a
- * CUDA graph capture needs one of the user's); ck_cudnn_set_stream returns it to cuBLAS's own
- * default pool. _bytes: the size of that default pool on the context's device (cuBLAS's
- * documented recommendation), so that a GEMM sees the same workspace in a graph as eagerly. */
+ * CUDA graph capture needs one of the user's); ck_cudnn_set_stream binds the context's own
+ * (ctx->blas_ws) with every stream. _bytes: cuBLAS's documented default pool size on the
+ * context's device, the size of the context's workspace. */
 ck_status ck_cublas_set_workspace(ck_context *ctx, void *ws, size_t bytes);
 size_t ck_cublas_workspace_bytes(const ck_context *ctx);
 /* Writes "cuDNN a.b.c loaded (built with x.y.z), cuBLAS ..." into buf (ck_cuda_describe). */

@@ -166,6 +166,11 @@ static ck_status capture(ck_cuda_graphs *g, ck_exec *e, ck_status (*body)(ck_exe
     *body_st = CK_STATUS_SUCCESS;
     *lost = 0;
     why[0] = '\0';
+    if (!ctx->blas_ws) { /* cuBLAS must not allocate under capture: it needs a user workspace */
+        snprintf(why, len,
+                 "the context has no cuBLAS workspace (its cudaMalloc failed at creation)");
+        return CK_STATUS_ALLOC_FAILED;
+    }
     /* an error left unread by an earlier call would fail the capture and turn graphs off for
      * good; the step before this one waited and reported its own */
     (void)cudaGetLastError();

@@ -152,11 +152,13 @@ static int check_dtype(cfg *C, json_t *v) {
         C->bf16 = 1;
         return 0;
     }
+    /* the policy's name, not its dict (which a message would cut short) */
+    const json_t *said = json_is_string(name) ? name : v;
     if (str_is(name, "mixed_float16"))
-        return unsupported(C, "dtype", v,
+        return unsupported(C, "dtype", said,
                            "float32, mixed_bfloat16; mixed_float16 needs loss scaling, which "
                            "cnnkit does not do");
-    return unsupported(C, "dtype", v, "float32, mixed_bfloat16");
+    return unsupported(C, "dtype", said, "float32, mixed_bfloat16");
 }
 
 /* A batch shape [null, h, w, c] (or [null, features] is refused: cnnkit's inputs are images). */
@@ -748,7 +750,8 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
         json_t *e;
         int bad = 0;
         char in_name[sizeof km.layers->name] = "";
-        /* a Sequential's own dtype is its policy too (Keras 3 saves it; a Functional's is null) */
+        /* a Sequential's own dtype (Keras 3 saves it; a Functional's is null) is checked, but
+         * only the layers' policies say how Keras computes: it does not make the model bf16 */
         if (json_is_object(conf) && check_dtype(&C, json_object_get(conf, "dtype"))) {
             bad = 1;
             st = CK_STATUS_NOT_SUPPORTED;
@@ -758,6 +761,7 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
                 snprintf(err, err_len, "the %s model: %s", json_string_value(cls), msg);
             }
         }
+        C.bf16 = 0;
         json_array_foreach(layers, i, e) {
             if (bad)
                 break;

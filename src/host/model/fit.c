@@ -151,8 +151,6 @@ static ck_status check_ranks(ck_model *m, const ck_fit_options *o, uint64_t seed
     return CK_STATUS_SUCCESS;
 }
 
-/* A callback's stop on any rank stops every rank (they stay in step). A failed agreement (a
- * timed-out collective) fails the fit: it is no stop a caller asked for. */
 /* Collective: st of every rank; a rank whose own st failed keeps it, the others fail saying
  * another rank failed `what`. */
 static ck_status agree_ok(const ck_model *m, ck_status st, const char *what) {
@@ -171,6 +169,8 @@ static ck_status agree_ok(const ck_model *m, ck_status st, const char *what) {
              : CK_STATUS_SUCCESS;
 }
 
+/* A callback's stop on any rank stops every rank (they stay in step). A failed agreement (a
+ * timed-out collective) fails the fit: it is no stop a caller asked for. */
 static ck_status agree_stop(const ck_model *m, int *stop) {
     long long v = *stop != 0;
     CK_TRY(ck_comm_max_i64(m->comm, &v, 1));
@@ -327,9 +327,13 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
             if (m->comm)
                 st = agree_stop(m, &stop);
         }
-        if (st == CK_STATUS_SUCCESS && pre != CK_STATUS_SUCCESS) /* no step left to carry it */
-            st = m->comm ? ck_model_step_failed(m, pre) : pre;
-        if (st != CK_STATUS_SUCCESS || (stop && s < steps))
+        /* no step left to carry this rank's failure (a resumed epoch with every step done): the
+         * ranks are not in a step, so it goes to the epoch's agreement below */
+        const int own_only = st == CK_STATUS_SUCCESS && pre != CK_STATUS_SUCCESS;
+        if (own_only)
+            st = pre;
+        /* a failed step and a stop are every rank's already (agreed in the step, agree_stop) */
+        if ((st != CK_STATUS_SUCCESS && !(own_only && m->comm)) || (stop && s < steps))
             break; /* an unfinished epoch: no validation, no history entry */
         const double dt = now_s() - t0;
         ck_epoch_result er = {e + 1,
@@ -339,13 +343,16 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
                               NAN,
                               dt,
                               (double)seen_now / dt};
-        if (val) {
-            ck_step_result vr;
+        ck_step_result vr = {0.0, 0, 0};
+        if (val && st == CK_STATUS_SUCCESS)
             st = ck_model_evaluate(m, val->images, val->labels, val->count, &vr);
-            if (m->comm) /* each rank validates alone: all go on, or all stop */
-                st = agree_ok(m, st, "its validation");
-            if (st != CK_STATUS_SUCCESS)
-                break;
+        /* each rank validates alone, and a rank may have no validation data: every rank joins
+         * the epoch's agreement, all go on or all stop */
+        if (m->comm)
+            st = agree_ok(m, st, own_only ? "its epoch's set-up" : "its validation");
+        if (st != CK_STATUS_SUCCESS)
+            break;
+        if (val) {
             er.val_loss = vr.loss;
             er.val_accuracy = (double)vr.correct / (double)vr.count;
         }
