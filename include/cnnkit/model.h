@@ -287,7 +287,8 @@ ck_status ck_model_cuda_graph_info(const ck_model *model, ck_cuda_graph_info *in
 /* The last successful ck_model_train_step's wall time (*step_s) and its host part (*host_s):
  * from the call until the step's one wait for the device began, i.e. the checks, the batch's
  * upload and every launch (issue 14 asks it to be <= 5% of the step at batch 128); on the CPU
- * the two are equal. Seconds. CK_STATUS_BAD_PARAM when an argument is NULL or no step ran. */
+ * the two are equal. A data-parallel step's packets and profiling's drains wait inside the host
+ * part. Seconds. CK_STATUS_BAD_PARAM when an argument is NULL or no step ran. */
 ck_status ck_model_last_step_time(const ck_model *model, double *host_s, double *step_s);
 /* Output shape of layer i (h, w, c; Dense/Flatten outputs have h = w = 1). */
 ck_status ck_model_layer_shape(const ck_model *model, int i, int *h, int *w, int *c);

@@ -102,7 +102,12 @@ static int load_built(ck_context *ctx, const opts *o, int max_batch, ck_model **
                                  : ck_model_load_keras(ctx, o->model, max_batch, out);
         if (st != CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: %s\n", ck_context_last_error(ctx));
-            return st == CK_STATUS_NOT_SUPPORTED && o->precision ? EXIT_RUNTIME : EXIT_USAGE;
+            /* as for model text: a precision this device cannot run is a runtime failure, the
+             * file's own faults (a refused dtype among them) are usage errors */
+            return st == CK_STATUS_NOT_SUPPORTED && o->precision &&
+                           strstr(ck_context_last_error(ctx), "model: precision ")
+                       ? EXIT_RUNTIME
+                       : EXIT_USAGE;
         }
         return 0;
     }

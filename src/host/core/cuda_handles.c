@@ -104,6 +104,21 @@ ck_status ck_cublas_set_workspace(ck_context *ctx, void *ws, size_t bytes) {
     return CK_STATUS_SUCCESS;
 }
 
+ck_status ck_cudnn_home(ck_context *ctx) {
+    if (!ctx->handles_astray)
+        return CK_STATUS_SUCCESS;
+    if (ck_cudnn_set_stream(ctx) != CK_STATUS_SUCCESS) {
+        char why[CK_ERR_LEN];
+        snprintf(why, sizeof why, "%s", ctx->err);
+        return ck_fail(ctx, CK_STATUS_CUDA_ERROR,
+                       "cuDNN/cuBLAS cannot be bound to the context's stream again after a CUDA "
+                       "graph capture: %.400s",
+                       why);
+    }
+    ctx->handles_astray = 0;
+    return CK_STATUS_SUCCESS;
+}
+
 size_t ck_cublas_workspace_bytes(const ck_context *ctx) {
     int major = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx->ordinal) !=

@@ -96,6 +96,7 @@ struct ck_context {
      * and a CUDA graph's capture (which needs a user workspace) run the same GEMM algorithms */
     void *blas_ws;
     size_t blas_ws_bytes;
+    int handles_astray; /* cuDNN/cuBLAS could not be moved back after a CUDA graph capture */
     int cpu_threads;
     ck_conv_algo conv_algo;        /* ck_context_set_conv_algo */
     ck_math math;                  /* ck_context_set_math */
@@ -288,6 +289,9 @@ ck_status ck_cublas_set_math(ck_context *ctx);
  * (ctx->blas_ws) with every stream. _bytes: cuBLAS's documented default pool size on the
  * context's device, the size of the context's workspace. */
 ck_status ck_cublas_set_workspace(ck_context *ctx, void *ws, size_t bytes);
+/* The handles back on the context's stream after a capture could not move them (handles_astray),
+ * before any device work of the context: else a failure saying so. */
+ck_status ck_cudnn_home(ck_context *ctx);
 size_t ck_cublas_workspace_bytes(const ck_context *ctx);
 /* Writes "cuDNN a.b.c loaded (built with x.y.z), cuBLAS ..." into buf (ck_cuda_describe). */
 void ck_cudnn_versions(char *buf, size_t len);

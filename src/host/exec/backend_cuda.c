@@ -204,6 +204,7 @@ static ck_status cuda_copy(ck_context *ctx, float *dst, const float *src, size_t
 /* the batch to the staging area that e->x and e->labels point at */
 static ck_status cuda_stage(ck_exec *e, const float *x, const int32_t *labels, int n) {
     const ck_model *m = e->m;
+    CK_TRY(ck_cudnn_home(e->ctx)); /* inference and eager steps after a failed capture */
     cudaStream_t s = (cudaStream_t)e->ctx->stream;
     CK_EXEC_CUDA(e->ctx,
                  cudaMemcpyAsync((float *)e->x, x,

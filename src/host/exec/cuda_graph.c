@@ -251,7 +251,7 @@ static int capture_slot(ck_cuda_graphs *g, slot *sl, ck_exec *e,
     snprintf(what, sizeof what, "capture of batch %d", sl->n);
     if (lost) { /* the handles may still be on our stream: an eager step could race */
         give_up(m, g, what, why);
-        m->cuda_graph_handles_lost = 1;
+        e->ctx->handles_astray = 1; /* the context's: every model's next device call rebinds */
         *st = ck_fail(e->ctx, CK_STATUS_CUDA_ERROR, "model: %s", why);
         return SLOT_DONE;
     }
@@ -293,14 +293,7 @@ ck_status ck_cuda_graph_run(ck_cuda_graphs **set, ck_exec *e, int n, int captura
     m->cuda_graph_last = 0;
     /* the handles may still be on the capture stream, unordered with the context's: no step
      * runs until they are bound to it again */
-    if (m->cuda_graph_handles_lost) {
-        if (ck_cudnn_set_stream(ctx) != CK_STATUS_SUCCESS)
-            return ck_fail(ctx, CK_STATUS_CUDA_ERROR,
-                           "model: cuDNN/cuBLAS cannot be bound to the context's stream again "
-                           "after a CUDA graph capture: %.200s",
-                           ctx->err);
-        m->cuda_graph_handles_lost = 0;
-    }
+    CK_TRY(ck_cudnn_home(ctx));
     if (m->cuda_graph_mode == CK_CUDA_GRAPH_OFF) {
         note(m, "off (ck_model_set_cuda_graph): steps run eagerly");
         return body(e, arg);

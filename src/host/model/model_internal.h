@@ -163,7 +163,6 @@ struct ck_model {
      * the next capture fail (a stream wait inside it), 2 its instantiation, 3 its launch */
     int cuda_graph_mode;
     int cuda_graph_failed;
-    int cuda_graph_handles_lost; /* cuDNN/cuBLAS could not be moved back after a capture */
     int cuda_graph_last;
     long long cuda_graph_captures, cuda_graph_replays;
     char cuda_graph_note[256];
