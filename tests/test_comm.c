@@ -162,6 +162,19 @@ Test(comm, one_rank_failing_with_sync_batchnorm, .timeout = 150) {
               "%s", out);
 }
 
+/* A rank out of host memory inside a SyncBatchNormalization (its scratch cannot be allocated)
+ * still joins the exchange the others wait in, with NaN: every rank leaves the node at that
+ * exchange and fails the step (no timeout, no MPI error), and training goes on in step. */
+Test(comm, one_rank_out_of_memory_in_sync_batchnorm, .timeout = 150) {
+    char out[8192];
+    const int rc = run_dp(2, "--sync --global 32 --steps 8 --oom-rank 1 --tol 1e-5 --timeout 20",
+                          out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "step 3 refused on rank 0: comm: another of the 2 ranks failed before "
+                          "this SyncBatchNormalization's exchange"),
+              "%s", out);
+}
+
 /* The issue's must-show: 2 ranks x 64 with SyncBatchNormalization == 1 process x 128 with
  * BatchNormalization, 20 steps, losses and weights to 1e-5 (measured 5.7e-8 and 2.4e-7); the
  * checkpoint rank 0 writes loads in a single-process model and evaluates the same. */

@@ -28,6 +28,9 @@
  *                  only: R's validation fails, and every rank's fit must fail with it after the
  *                  first epoch's steps (not wait in epoch 2's first step for R)
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
+ *   --oom-rank R   as --bad-rank, but rank R runs out of host memory in step 3 (a cap on its
+ *                  context's allocations): with --sync its SyncBatchNormalization cannot
+ *                  allocate, and must still join the exchange the others wait in
  *   --bad-rank R   rank R gives a NaN input at step 3: every rank must fail that step, unchanged,
  *                  and train on afterwards (the single process skips that batch too)
  *   --dropout-only the default model with a Dropout and no SyncBN: a step's first collective
@@ -190,7 +193,7 @@ static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
 }
 
 int main(int argc, char **argv) {
-    int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1;
+    int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1, oom = 0;
     const char *save = NULL, *load = NULL;
     int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1, bad_val = -1, val_only = -1;
     double tol = 1e-5, timeout = -1.0;
@@ -209,6 +212,8 @@ int main(int argc, char **argv) {
             save = argv[++i];
         else if (!strcmp(argv[i], "--bad-rank") && i + 1 < argc)
             bad_rank = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--oom-rank") && i + 1 < argc)
+            bad_rank = atoi(argv[++i]), oom = 1;
         else if (!strcmp(argv[i], "--hang-rank") && i + 1 < argc)
             hang_rank = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
@@ -407,7 +412,9 @@ int main(int argc, char **argv) {
             memcpy(xb + (size_t)i * H * W, x + (size_t)g * H * W, sizeof(float) * H * W);
             yb[i] = y[g];
         }
-        if (rank == bad_rank && s == 3)
+        if (rank == bad_rank && s == 3 && oom)
+            ck_context_set_host_alloc_limit(ctx, 1); /* every allocation of the step fails */
+        else if (rank == bad_rank && s == 3)
             xb[5] = NAN;
         if (rank == kill_rank && s == 5) {
             fflush(stdout);
@@ -422,6 +429,8 @@ int main(int argc, char **argv) {
         const long long before = ck_model_step(m);
         const double t0 = MPI_Wtime();
         st = ck_model_train_step(m, xb, yb, count, &r);
+        if (oom && rank == bad_rank && s == 3)
+            ck_context_set_host_alloc_limit(ctx, 0);
         if (hang_rank >= 0 && s == 3) { /* timed out, broken, and the next call fails at once */
             const double waited = MPI_Wtime() - t0;
             char msg[512];

@@ -556,6 +556,19 @@ static ck_status mpi_sum_f64(const ck_comm *c, double *buf, int count) {
     return allreduce_staged(c, buf, count, sizeof *buf, MPI_DOUBLE, MPI_SUM, "MPI_Allreduce (sum)");
 }
 
+/* A rank that failed joins the others' sum of count doubles with NaN in every slot, from the
+ * communicator's stage (its own memory may be what ran out): every rank's result is NaN. */
+static ck_status mpi_sum_f64_failed(const ck_comm *c, int count) {
+    CK_COMM_LIVE(c);
+    void *s = NULL;
+    CK_TRY(stage(c, (size_t)count * sizeof(double), &s));
+    for (int i = 0; i < count; ++i)
+        ((double *)s)[i] = NAN;
+    CK_MPI(c, MPI_Iallreduce(MPI_IN_PLACE, s, count, MPI_DOUBLE, MPI_SUM, c->mpi, &req_),
+           "MPI_Allreduce (sum)");
+    return CK_STATUS_SUCCESS;
+}
+
 static ck_status mpi_min_i64(const ck_comm *c, long long *buf, int count) {
     return allreduce_staged(c, buf, count, sizeof *buf, MPI_LONG_LONG, MPI_MIN,
                             "MPI_Allreduce (min)");
@@ -627,6 +640,11 @@ static ck_status mpi_sum_f64(const ck_comm *c, double *buf, int count) {
 
 static ck_status mpi_min_i64(const ck_comm *c, long long *buf, int count) {
     (void)buf, (void)count;
+    return no_mpi(c);
+}
+
+static ck_status mpi_sum_f64_failed(const ck_comm *c, int count) {
+    (void)count;
     return no_mpi(c);
 }
 
@@ -794,6 +812,14 @@ ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count) {
     CK_NCCL_ROUTE(c, ck_nccl_host(c->nccl, buf, (size_t)count, CK_NCCL_F64, CK_NCCL_SUM, 0,
                                   "ncclAllReduce (sum)"));
     return mpi_sum_f64(c, buf, count);
+}
+
+ck_status ck_comm_sum_f64_failed(const ck_comm *c, int count) {
+    CK_COMM_CALL(c);
+    if (ck_comm_on_device(c))
+        return ck_fail(c->ctx, CK_STATUS_INTERNAL,
+                       "comm: a failed rank's host sum is for MPI communicators");
+    return mpi_sum_f64_failed(c, count);
 }
 
 ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count) {

@@ -17,6 +17,9 @@ ck_context *ck_comm_context(const ck_comm *c);
 #define CK_COMM_BUCKET ((size_t)1 << 22)
 ck_status ck_comm_sum_f32(const ck_comm *c, float *buf, size_t count);
 ck_status ck_comm_sum_f64(const ck_comm *c, double *buf, int count);
+/* This rank failed: it joins the others' ck_comm_sum_f64 of count doubles with NaN, so every
+ * rank's result is NaN (which they test), with no buffer of its own (MPI communicators). */
+ck_status ck_comm_sum_f64_failed(const ck_comm *c, int count);
 /* In place, element-wise minimum / maximum over the ranks. */
 ck_status ck_comm_min_i64(const ck_comm *c, long long *buf, int count);
 ck_status ck_comm_max_i64(const ck_comm *c, long long *buf, int count);

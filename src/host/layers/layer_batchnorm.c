@@ -1,4 +1,5 @@
 /* BatchNormalization over the channels (Keras: momentum 0.99, epsilon 1e-3). */
+#include "cnnkit/comm.h"
 #include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
@@ -215,6 +216,11 @@ static ck_status bn_sync_status(const ck_exec *e, int r) {
                        r - 1);
     if (r == -1)
         return ck_host_oom(e->ctx, "SyncBatchNormalization scratch", 0);
+    if (r == -3)
+        return ck_fail(e->ctx, CK_STATUS_INTERNAL,
+                       "comm: another of the %d ranks failed before this SyncBatchNormalization's "
+                       "exchange (its message says why); the model was not changed",
+                       ck_comm_size(e->comm));
     return r ? CK_STATUS_INTERNAL : CK_STATUS_SUCCESS; /* -2: the collective's message */
 }
 

@@ -539,13 +539,19 @@ static bn_job bn_job_make(const ck_tensor *x, const ck_tensor *dy, float *out, c
 }
 
 /* SyncBatchNormalization: the per-channel sums acc[2c] (and acc[2c + 1] when both) and the
- * element count *m summed over the ranks, in place. */
+ * element count *m summed over the ranks, in place. A rank that failed before an exchange joins
+ * it all the same (bn_sync_failed), with NaN: every rank then sees a NaN count and returns -3,
+ * so all leave the node at the same exchange. */
+static int bn_sync_failed(const struct ck_comm *sync, int C, int both) {
+    return ck_comm_sum_f64_failed(sync, (both ? 2 * C : C) + 1) == CK_STATUS_SUCCESS ? -1 : -2;
+}
+
 static int bn_sync_sum(const struct ck_comm *sync, ck_context *ctx, double *acc, int C, int both,
                        double *m) {
     const int k = both ? 2 * C : C;
     double *t = (double *)ck_host_alloc(ctx, sizeof(double) * ((size_t)k + 1));
     if (!t)
-        return -1;
+        return bn_sync_failed(sync, C, both);
     for (int c = 0; c < C; ++c) {
         t[c] = acc[2 * c];
         if (both)
@@ -553,6 +559,10 @@ static int bn_sync_sum(const struct ck_comm *sync, ck_context *ctx, double *acc,
     }
     t[k] = *m;
     const int bad = ck_comm_sum_f64(sync, t, k + 1) != CK_STATUS_SUCCESS;
+    if (!bad && isnan(t[k])) { /* another rank failed before this exchange */
+        ck_host_free(ctx, t);
+        return -3;
+    }
     for (int c = 0; c < C && !bad; ++c) {
         acc[2 * c] = t[c];
         if (both)
@@ -573,7 +583,7 @@ int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uin
     bn_scratch b;
     if (!bn_scratch_alloc(&b, x->ctx, C)) {
         bn_scratch_free(&b);
-        return -1;
+        return sync ? bn_sync_failed(sync, C, 0) : -1; /* the others are in its first exchange */
     }
     bn_job j = bn_job_make(x, NULL, y->data, &b, (int)d->activation, seed, sd);
     if (sync)
@@ -663,7 +673,7 @@ int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t se
     bn_scratch b;
     if (!bn_scratch_alloc(&b, x->ctx, C)) {
         bn_scratch_free(&b);
-        return -1;
+        return sync ? bn_sync_failed(sync, C, 1) : -1;
     }
     bn_job j = bn_job_make(x, dy, dx->data, &b, (int)d->activation, seed, sd);
     for (int c = 0; c < C; ++c) {
