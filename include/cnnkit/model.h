@@ -227,7 +227,7 @@ typedef struct ck_model_memory {
                                 optimizer state, activations, gradient buffers, batch staging,
                                 workspace: everything a step touches), 0 on the CPU; the
                                 context holds more: cuDNN's and cuBLAS's handles, and cuBLAS's
-                                workspace (32 MiB on Hopper and Blackwell, else 4 MiB), which
+                                workspace (32 MiB from Hopper on, else 4 MiB), which
                                 PyTorch's peak memory counts */
 } ck_model_memory;
 /* Fills *mem; CK_STATUS_BAD_PARAM when the model is not built or mem is NULL. */

@@ -126,8 +126,9 @@ size_t ck_cublas_workspace_bytes(const ck_context *ctx) {
         (void)cudaGetLastError();
         major = 0;
     }
-    /* cuBLAS's documented default pool: 32 MiB on Hopper (9.x) and Blackwell (10.x), else 4 */
-    return (size_t)(major == 9 || major == 10 ? 32 : 4) << 20;
+    /* cuBLAS's recommended workspace (cublasSetWorkspace): 32 MiB from Hopper (9.x) on, else
+     * 4 MiB; PyTorch uses the same split (major >= 9) */
+    return (size_t)(major >= 9 ? 32 : 4) << 20;
 }
 #else
 typedef int ck_cuda_handles_unused; /* ISO C wants at least one declaration per file */
