@@ -35,14 +35,18 @@ static int draws_masks(const ck_model *m) {
  * more than one bucket and no SyncBatchNormalization exchanges inside the backward pass (NCCL
  * runs one communicator's operations in call order: an exchange would wait behind the buckets
  * launched before it, and the backward with it). */
-static int overlaps(const ck_exec *e) {
-    const ck_model *m = e->m;
-    if (e->be->synchronous || !ck_comm_on_device(e->comm) || m->num_params <= CK_COMM_DEVICE_BUCKET)
-        return 0;
+/* Whether a BatchNormalization of the model exchanges statistics inside the step. */
+static int syncs_bn(const ck_model *m) {
     for (int i = 0; i < m->num_nodes; ++i)
         if (m->nodes[i].bn_sync)
-            return 0;
-    return 1;
+            return 1;
+    return 0;
+}
+
+static int overlaps(const ck_exec *e) {
+    const ck_model *m = e->m;
+    return !e->be->synchronous && ck_comm_on_device(e->comm) &&
+           m->num_params > CK_COMM_DEVICE_BUCKET && !syncs_bn(m);
 }
 
 static int bucket_count(const ck_model *m) {
@@ -98,12 +102,7 @@ ck_status ck_exec_comm_grads_ready(const ck_exec *e, int i) {
 }
 
 int ck_exec_comm_agrees_at_begin(const ck_exec *e) {
-    if (!e->be->synchronous)
-        return 1;
-    for (int i = 0; i < e->m->num_nodes; ++i)
-        if (e->m->nodes[i].bn_sync)
-            return 1;
-    return 0;
+    return !e->be->synchronous || syncs_bn(e->m);
 }
 
 ck_status ck_exec_comm_begin(ck_exec *e, ck_status st, int n, int *total) {

@@ -8,13 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static ck_status check_ds(ck_model *m, const ck_dataset *d, const char *name) {
     if (d->h != m->in_h || d->w != m->in_w || d->c != m->in_c)
@@ -260,7 +253,7 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
     const int steps = (train->count + o.batch - 1) / o.batch;
     int stop = 0;
     for (int e = f.epoch; e < o.epochs && !stop && st == CK_STATUS_SUCCESS; ++e) {
-        const double t0 = now_s();
+        const double t0 = ck_now_s();
         const int first = e == f.epoch ? f.epoch_step : 0;
         /* a failure of this rank's own before a step (the epoch's order, its shard, its batch):
          * alone, the fit's; with other ranks, their step's too (ck_model_step_failed), so they do
@@ -313,7 +306,7 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
             m->fit.correct = correct;
             m->fit.seen = seen;
             if (o.on_step) {
-                const double dt = now_s() - t0;
+                const double dt = ck_now_s() - t0;
                 ck_fit_progress p = {e + 1,
                                      o.epochs,
                                      s + 1,
@@ -335,7 +328,7 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
         /* a failed step and a stop are every rank's already (agreed in the step, agree_stop) */
         if ((st != CK_STATUS_SUCCESS && !(own_only && m->comm)) || (stop && s < steps))
             break; /* an unfinished epoch: no validation, no history entry */
-        const double dt = now_s() - t0;
+        const double dt = ck_now_s() - t0;
         ck_epoch_result er = {e + 1,
                               seen ? loss / (double)seen : NAN,
                               seen ? (double)correct / (double)seen : NAN,
