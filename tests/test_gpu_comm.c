@@ -387,7 +387,7 @@ Test(gpu_comm, syncbn_two_ranks_match_one_batch) {
         dg[q] = dev_copy(NULL, SB_C), db[q] = dev_copy(NULL, SB_C);
         fr[q] = (fake_ranks){q, store, stream};
         memset(&k[q], 0, sizeof k[q]);
-        k[q].s = (ck_kshape){SB_N / 2, SB_C, SB_H, SB_W, 1};
+        k[q].s = (ck_kshape){SB_N / 2, SB_C, SB_H, SB_W, 1, CK_KDT_F32};
         k[q].splits = SPLITS;
         k[q].bn = d;
         k[q].partials = partials + (size_t)q * 3 * SB_C * SPLITS;

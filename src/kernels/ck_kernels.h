@@ -14,10 +14,17 @@
 extern "C" {
 #endif
 
-/* A 4-D shape with its layout (0 = NCHW, 1 = NHWC). */
+/* How a kernel stores its activation tensors (docs/precision.md): fp32, or bf16 as 16-bit words
+ * rounded to nearest even by ck_bf16_bits (ck_math.h), so a bf16 store equals the CPU twin's
+ * ck_bf16_round of the same fp32 value. Parameters, statistics and the loss are always fp32. */
+typedef enum ck_kdt { CK_KDT_F32 = 0, CK_KDT_BF16 = 1 } ck_kdt;
+
+/* A 4-D shape with its layout (0 = NCHW, 1 = NHWC) and the storage of the tensors it describes
+ * (ck_kdt; 0, fp32, when left out of an initializer). */
 typedef struct ck_kshape {
     int n, c, h, w;
     int nhwc;
+    int dt;
 } ck_kshape;
 
 int ck_cuda_fill(float *p, size_t count, float value, void *stream);
@@ -157,8 +164,9 @@ int ck_cuda_conv_kernel_layout(const float *src, float *dst, int khw, int cin, i
  * (dst (n, h, w, c) from src (n, hp, wp, c)). */
 int ck_cuda_pad_nhwc(const float *src, float *dst, int n, int h, int w, int c, int pt, int pl,
                      int hp, int wp, int crop, void *stream);
-/* dst = a + b elementwise (dst may be a or b): the Add layer, gradient sums of graph models. */
-int ck_cuda_add(float *dst, const float *a, const float *b, size_t count, void *stream);
+/* dst = a + b elementwise (dst may be a or b): the Add layer, gradient sums of graph models.
+ * dt (ck_kdt): the storage of all three; the sum is fp32, rounded once to the storage. */
+int ck_cuda_add(void *dst, const void *a, const void *b, size_t count, int dt, void *stream);
 /* Rescaling: y = x * scale + offset (ck_rescale_fwd), or with backward = 1 the gradient
  * y = x * scale (ck_rescale_bwd; offset unused). y may alias x. */
 int ck_cuda_rescale(const float *x, float *y, size_t count, float scale, float offset, int backward,

@@ -7,17 +7,26 @@
  */
 #include "common.cuh"
 
-__global__ void k_add(float *dst, const float *a, const float *b, long long count) {
+template <class S>
+__global__ void k_add(typename S::T *dst, const typename S::T *a, const typename S::T *b,
+                      long long count) {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < count;
          t += (long long)gridDim.x * blockDim.x)
-        dst[t] = __fadd_rn(a[t], b[t]);
+        S::st(dst, t, __fadd_rn(S::ld(a, t), S::ld(b, t)));
 }
 
-extern "C" int ck_cuda_add(float *dst, const float *a, const float *b, size_t count, void *stream) {
+extern "C" int ck_cuda_add(void *dst, const void *a, const void *b, size_t count, int dt,
+                           void *stream) {
     if (count == 0)
         return 0;
-    k_add<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        dst, a, b, (long long)count);
+    const unsigned grid = ck_grid_for((long long)count, CK_BLOCK);
+    cudaStream_t s = (cudaStream_t)stream;
+    if (dt == CK_KDT_BF16)
+        k_add<ck_st_bf16><<<grid, CK_BLOCK, 0, s>>>((uint16_t *)dst, (const uint16_t *)a,
+                                                    (const uint16_t *)b, (long long)count);
+    else
+        k_add<ck_st_f32><<<grid, CK_BLOCK, 0, s>>>((float *)dst, (const float *)a, (const float *)b,
+                                                   (long long)count);
     return ck_launch_status();
 }
 

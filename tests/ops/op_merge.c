@@ -41,17 +41,19 @@ static void add_ref(const op_variant *v, float *const *in, float *const *out) {
 
 static void add_cpu(const op_variant *v, float *const *in, float *const *out) {
     const size_t n = (size_t)v->iv[0];
-    ck_backend_cpu.add(NULL, out[0], in[0], in[1], n);
-    ck_backend_cpu.copy(NULL, out[1], in[2], n);
+    ck_backend_cpu.add(NULL, out[0], in[0], in[1], n, CK_KDT_F32);
+    ck_backend_cpu.copy(NULL, out[1], in[2], n, CK_KDT_F32);
 }
 
 #ifdef CNNKIT_HAVE_CUDA
 static int add_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
                    ck_tensor *const *out) {
-    const int e_ = ck_cuda_add(OP_D(out[0]), OP_D(in[0]), OP_D(in[1]), (size_t)v->iv[0], g->stream);
+    const int e_ = ck_cuda_add(OP_D(out[0]), OP_D(in[0]), OP_D(in[1]), (size_t)v->iv[0], CK_KDT_F32,
+                               g->stream);
     /* the backward of Add is a copy of dy: dx = dy + 0 through the same kernel */
     return e_ ? e_
-              : ck_cuda_add(OP_D(out[1]), OP_D(in[2]), OP_D(out[1]), (size_t)v->iv[0], g->stream);
+              : ck_cuda_add(OP_D(out[1]), OP_D(in[2]), OP_D(out[1]), (size_t)v->iv[0], CK_KDT_F32,
+                            g->stream);
 }
 #else
 #define add_gpu NULL
@@ -164,7 +166,7 @@ static int scale_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
     /* y = x + 0 (exact: no input is -0), then scaled in place */
     int e_ = ck_cuda_fill(OP_D(out[0]), n, 0.0f, g->stream);
     if (!e_)
-        e_ = ck_cuda_add(OP_D(out[0]), OP_D(in[0]), OP_D(out[0]), n, g->stream);
+        e_ = ck_cuda_add(OP_D(out[0]), OP_D(in[0]), OP_D(out[0]), n, CK_KDT_F32, g->stream);
     return e_ ? e_ : ck_cuda_scale(OP_D(out[0]), n, v->fv[0], g->stream);
 }
 #else

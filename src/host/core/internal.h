@@ -118,6 +118,9 @@ struct ck_tensor {
     int n, c, h, w;
     size_t count;
     float *data; /* host (CPU context) or device memory */
+    /* ck_kdt: CK_KDT_BF16 only for the executor's views of a bf16 model's device activations
+     * (16-bit words at data); public tensors are always fp32 (0) */
+    int dtype;
 };
 
 struct ck_workspace {

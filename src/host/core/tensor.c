@@ -244,7 +244,7 @@ CK_API ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor
         return dev_copy(ctx, dst->data, src->data, src->count * sizeof(float), 2);
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
-        ck_kshape s = {src->n, src->c, src->h, src->w, src->layout == CK_LAYOUT_NHWC};
+        ck_kshape s = {src->n, src->c, src->h, src->w, src->layout == CK_LAYOUT_NHWC, CK_KDT_F32};
         int e = ck_cuda_convert_layout(src->data, dst->data, s, ctx->stream);
         return e ? ck_cuda_fail(ctx, e, "layout conversion kernel") : CK_STATUS_SUCCESS;
     }

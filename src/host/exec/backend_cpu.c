@@ -5,8 +5,9 @@
 #include <math.h>
 #include <string.h>
 
-static ck_status cpu_copy(ck_context *ctx, float *dst, const float *src, size_t count) {
-    (void)ctx;
+/* the CPU stores fp32 only (its bf16 twin rounds fp32 values): dt is always CK_KDT_F32 */
+static ck_status cpu_copy(ck_context *ctx, void *dst, const void *src, size_t count, int dt) {
+    (void)ctx, (void)dt;
     memcpy(dst, src, count * sizeof(float));
     return CK_STATUS_SUCCESS;
 }
@@ -70,11 +71,13 @@ static void cpu_restore(const ck_exec *e) {
     memcpy(e->fixed, e->fixed_backup, sizeof(float) * e->m->num_fixed);
 }
 
-static ck_status cpu_add(const ck_exec *e, float *dst, const float *a, const float *b,
-                         size_t count) {
-    (void)e;
+static ck_status cpu_add(const ck_exec *e, void *dst, const void *a, const void *b, size_t count,
+                         int dt) {
+    (void)e, (void)dt;
+    float *d = (float *)dst;
+    const float *x = (const float *)a, *y = (const float *)b;
     for (size_t i = 0; i < count; ++i)
-        dst[i] = a[i] + b[i];
+        d[i] = x[i] + y[i];
     return CK_STATUS_SUCCESS;
 }
 
@@ -115,6 +118,7 @@ ck_exec ck_exec_cpu(ck_model *m, const float *x) {
     e.stats = m->stats;
     e.x = x;
     e.logits_grad = m->logits_grad;
+    e.wround = m->wround;
     e.gbuf[0] = m->gbuf[0];
     e.gbuf[1] = m->gbuf[1];
     e.ws = m->ws;

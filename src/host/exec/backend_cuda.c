@@ -28,6 +28,7 @@ struct ck_gpu_model {
     size_t arena_bytes;
     float *params, *grads, *opt_m, *opt_v, *fixed, *fixed_backup, *stats;
     float *acts, *gbuf[2], *logits_grad, *x;
+    void *xbf, *dlogits_bf; /* bf16 models: the staged batch and the loss gradient as bf16 */
     int32_t *labels;
     ck_kloss *loss;
     ck_kstep *step; /* the step packet (ck_kstep): what a captured step reads per replay */
@@ -78,6 +79,40 @@ int ck_gpu_model_conv_describe(const ck_model *m, int i, char *buf, size_t len) 
     return 0;
 }
 
+/* A bf16 model on this GPU: bf16 tensor-core convolutions and GEMMs need compute capability 8.0
+ * (Ampere) or later; every node kind must have a bf16 device path; the logits come from a Dense
+ * layer, which writes them in fp32 from bf16 inputs (the loss reads fp32). */
+static ck_status bf16_supported(const ck_model *m) {
+    if (m->precision != CK_PRECISION_BF16)
+        return CK_STATUS_SUCCESS;
+    ck_context *ctx = m->ctx;
+    int major = 0;
+    const cudaError_t e =
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx->ordinal);
+    if (e != cudaSuccess)
+        return ck_cuda_fail(ctx, e, "cudaDeviceGetAttribute(compute capability)");
+    if (major < 8)
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "model: precision bf16 needs a GPU of compute capability 8.0 or later "
+                       "(bf16 tensor cores); device %d is %d.x: use fp32 or tf32",
+                       ctx->ordinal, major);
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const ck_node *n = &m->nodes[i];
+        if (!n->kind->alias && !n->kind->ops[CK_BE_CUDA].bf16)
+            return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                           "model: precision bf16 on the GPU: layer %d (%s) has no bf16 device "
+                           "path yet; use fp32 or tf32, or bf16 on the CPU",
+                           n->layer, n->kind->name);
+    }
+    const int ln = ck_exec_logits_node(m);
+    if (ln < 0 || m->nodes[ln].kind->type != CK_NODE_DENSE)
+        return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                       "model: precision bf16 on the GPU: the logits must come from a Dense layer "
+                       "(it writes them in fp32 for the loss); this model's last layer is %s",
+                       ln < 0 ? "the input" : m->nodes[ln].kind->name);
+    return CK_STATUS_SUCCESS;
+}
+
 /* Plans the device arena for the model built on the host (m->nodes, sizes, max_batch): the
  * nodes' CUDA ops prepare their state, then the memory table (memtab.c) places every part. */
 ck_status ck_gpu_model_build(ck_model *m) {
@@ -91,6 +126,11 @@ ck_status ck_gpu_model_build(ck_model *m) {
     if (!g->out || !g->state) {
         ck_gpu_model_free(m);
         return ck_host_oom(ctx, "model (its device plan)", 2 * sizeof(void *) * m->num_nodes);
+    }
+    const ck_status bst = bf16_supported(m);
+    if (bst != CK_STATUS_SUCCESS) {
+        ck_gpu_model_free(m);
+        return bst;
     }
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
@@ -141,6 +181,8 @@ ck_status ck_gpu_model_build(ck_model *m) {
     g->gnode = t.bytes[CK_MEM_GNODE] ? p + t.off[CK_MEM_GNODE] : NULL;
     g->gscratch = t.bytes[CK_MEM_GSCRATCH] ? p + t.off[CK_MEM_GSCRATCH] : NULL;
     g->gscratch_stride = t.gscratch_stride;
+    g->xbf = t.bytes[CK_MEM_XBF] ? p + t.off[CK_MEM_XBF] : NULL;
+    g->dlogits_bf = t.bytes[CK_MEM_DLOGITS_BF] ? p + t.off[CK_MEM_DLOGITS_BF] : NULL;
     for (int i = 0; i < m->num_nodes; ++i) {
         const ck_node *n = &m->nodes[i];
         const int src = m->graph ? n->in[0] : i - 1; /* an alias is set again per call */
@@ -193,9 +235,9 @@ ck_status ck_gpu_model_pull(ck_model *m) {
 
 /* ---- the CUDA backend of the executor (exec.h) ---- */
 
-static ck_status cuda_copy(ck_context *ctx, float *dst, const float *src, size_t count) {
+static ck_status cuda_copy(ck_context *ctx, void *dst, const void *src, size_t count, int dt) {
     CK_EXEC_CUDA(ctx,
-                 cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice,
+                 cudaMemcpyAsync(dst, src, ck_kdt_bytes(dt, count), cudaMemcpyDeviceToDevice,
                                  (cudaStream_t)ctx->stream),
                  "device copy");
     return CK_STATUS_SUCCESS;
@@ -291,9 +333,15 @@ static void cuda_restore(const ck_exec *e) {
     (void)cudaStreamSynchronize(s);
 }
 
-static ck_status cuda_add(const ck_exec *e, float *dst, const float *a, const float *b,
-                          size_t count) {
-    CK_EXEC_CUDA(e->ctx, ck_cuda_add(dst, a, b, count, e->ctx->stream), "add");
+static ck_status cuda_add(const ck_exec *e, void *dst, const void *a, const void *b, size_t count,
+                          int dt) {
+    CK_EXEC_CUDA(e->ctx, ck_cuda_add(dst, a, b, count, dt, e->ctx->stream), "add");
+    return CK_STATUS_SUCCESS;
+}
+
+static ck_status cuda_pack_bf16(const ck_exec *e, void *dst, const float *src, size_t count) {
+    CK_EXEC_CUDA(e->ctx, ck_cuda_bf16_pack(src, (uint16_t *)dst, count, e->ctx->stream),
+                 "bf16 pack");
     return CK_STATUS_SUCCESS;
 }
 
@@ -334,6 +382,7 @@ static const ck_backend backend_cuda = {
     .name = "cuda",
     .synchronous = 0,
     .copy = cuda_copy,
+    .pack_bf16 = cuda_pack_bf16,
     .stage = cuda_stage,
     .loss = cuda_loss,
     .flag_nonfinite = cuda_flag_nonfinite,
@@ -379,6 +428,8 @@ ck_exec ck_exec_cuda(ck_model *m) {
     e.gnode = g->gnode;
     e.gscratch = g->gscratch;
     e.gscratch_stride = g->gscratch_stride;
+    e.xbf = g->xbf;
+    e.dlogits_bf = g->dlogits_bf;
     return e;
 }
 

@@ -24,7 +24,42 @@ ck_tensor ck_exec_view(ck_context *ctx, const float *p, int n, int h, int w, int
     t.w = w;
     t.count = (size_t)n * c * h * w;
     t.data = (float *)p;
+    t.dtype = CK_KDT_F32;
     return t;
+}
+
+ck_tensor ck_exec_view_dt(ck_context *ctx, const void *p, int n, int h, int w, int c, int dt) {
+    ck_tensor t = ck_exec_view(ctx, (const float *)p, n, h, w, c);
+    t.dtype = dt;
+    return t;
+}
+
+size_t ck_kdt_bytes(int dt, size_t count) {
+    return count * (dt == CK_KDT_BF16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+int ck_exec_store_bf16(const ck_exec *e) {
+    return e->be->id == CK_BE_CUDA && e->m->precision == CK_PRECISION_BF16;
+}
+
+int ck_exec_out_dt(const ck_exec *e, int i) {
+    return ck_exec_store_bf16(e) && i < ck_exec_logits_node(e->m) ? CK_KDT_BF16 : CK_KDT_F32;
+}
+
+int ck_exec_in_dt(const ck_exec *e, int i, int k) {
+    const ck_node *n = &e->m->nodes[i];
+    const int src = e->m->graph ? n->in[k] : i - 1;
+    if (src < 0)
+        return ck_exec_store_bf16(e) ? CK_KDT_BF16 : CK_KDT_F32;
+    return ck_exec_out_dt(e, src);
+}
+
+int ck_exec_dy_dt(const ck_exec *e, int i) {
+    return ck_exec_store_bf16(e) && i <= ck_exec_logits_node(e->m) ? CK_KDT_BF16 : CK_KDT_F32;
+}
+
+const float *ck_exec_weights(const ck_exec *e) {
+    return e->wround ? e->wround : e->params;
 }
 
 ck_tensor ck_exec_pview(ck_context *ctx, const float *p, int c) {
@@ -75,26 +110,60 @@ int ck_exec_fused_dropout(const ck_exec *e, int i, int training, ck_dropout_desc
     return 1;
 }
 
-/* bf16 (docs/precision.md): node 0 reads the batch rounded to bf16 (m->xbf), filled by the
- * forward of the same step. */
+/* bf16 (docs/precision.md): node 0 reads the batch rounded to bf16 (the CPU twin's m->xbf, the
+ * device's bf16 words e->xbf), filled by the forward of the same step. */
 static const float *model_input(const ck_exec *e) {
+    if (e->xbf)
+        return (const float *)e->xbf;
     return e->m->xbf ? e->m->xbf : e->x;
 }
 static const float *node_input(const ck_exec *e, int i) {
     return i > 0 ? ck_exec_out(e, i - 1) : model_input(e);
 }
 
-/* bf16 emulation: what a node stores is rounded to nearest-even bf16 (the logits are not: the
- * loss and softmax read them in fp32). Only the CPU has it until GPU bf16 node ops exist. */
+/* bf16: what a node stores is rounded to nearest-even bf16 (the logits are not: the loss and
+ * softmax read them in fp32). The CPU twin rounds its fp32 buffers here; a device that stores
+ * bf16 words rounded as it stored them. */
 static ck_status bf16_store(const ck_exec *e, float *p, size_t count) {
-    if (e->m->precision != CK_PRECISION_BF16)
+    if (e->m->precision != CK_PRECISION_BF16 || ck_exec_store_bf16(e))
         return CK_STATUS_SUCCESS;
     if (e->be->id != CK_BE_CPU)
         return ck_fail(e->ctx, CK_STATUS_NOT_SUPPORTED,
-                       "model: precision bf16 on backend %s: no bf16 node ops there yet",
-                       e->be->name);
+                       "model: precision bf16 on backend %s: no bf16 node ops there", e->be->name);
     ck_bf16_round_buffer(p, count);
     return CK_STATUS_SUCCESS;
+}
+
+/* bf16, at the start of a forward pass: the CPU twin's rounded weights (ck_exec_weights) and the
+ * batch node 0 reads, rounded (CPU) or packed to bf16 words (device). */
+static ck_status bf16_begin_forward(const ck_exec *e, int batch) {
+    ck_model *m = e->m;
+    const size_t cx = (size_t)batch * m->in_h * m->in_w * m->in_c;
+    if (e->wround) {
+        memcpy(e->wround, e->params, sizeof(float) * m->num_params);
+        ck_bf16_round_buffer(e->wround, m->num_params);
+    }
+    if (e->xbf)
+        return e->be->pack_bf16(e, e->xbf, e->x, cx);
+    if (m->xbf) {
+        memcpy(m->xbf, e->x, sizeof(float) * cx);
+        CK_TRY(bf16_store(e, m->xbf, cx));
+    }
+    return CK_STATUS_SUCCESS;
+}
+
+/* bf16, after the loss: the logits node's backward reads the loss gradient as bf16 (a tensor-core
+ * GEMM takes both operands in bf16): packed on the device, rounded in place by the twin. */
+static ck_status bf16_loss_grad(const ck_exec *e, int n, float **dy0) {
+    const size_t count = (size_t)n * e->m->classes;
+    *dy0 = e->logits_grad;
+    if (e->m->precision != CK_PRECISION_BF16)
+        return CK_STATUS_SUCCESS;
+    if (e->dlogits_bf) {
+        *dy0 = (float *)e->dlogits_bf;
+        return e->be->pack_bf16(e, e->dlogits_bf, e->logits_grad, count);
+    }
+    return bf16_store(e, e->logits_grad, count);
 }
 
 /* Input k of node i of a graph model. */
@@ -122,11 +191,8 @@ static void set_alias(const ck_exec *e, int i, const float *in) {
 ck_status ck_exec_forward(const ck_exec *e, int batch, int training, int upto) {
     ck_model *m = e->m;
     const int ln = ck_exec_logits_node(m);
-    if (upto > 0 && m->xbf) {
-        const size_t cx = (size_t)batch * m->in_h * m->in_w * m->in_c;
-        memcpy(m->xbf, e->x, sizeof(float) * cx);
-        CK_TRY(bf16_store(e, m->xbf, cx));
-    }
+    if (upto > 0 && m->precision == CK_PRECISION_BF16)
+        CK_TRY(bf16_begin_forward(e, batch));
     for (int i = 0; i < upto; ++i) {
         ck_node *n = &m->nodes[i];
         const ck_node_kind *k = n->kind;
@@ -193,7 +259,7 @@ static ck_status graph_backward(const ck_exec *e, int batch, int from, float *dy
         ck_status st = CK_STATUS_SUCCESS;
         if (k->alias) { /* the same gradient, in the input's buffer */
             if (io.dx)
-                st = e->be->copy(e->ctx, io.dx, io.dy, io.count_in);
+                st = e->be->copy(e->ctx, io.dx, io.dy, io.count_in, ck_exec_out_dt(e, n->in[0]));
         } else {
             const double t0 = ck_prof_begin(m);
             st = k->ops[e->be->id].bwd(e, n, &io);
@@ -209,7 +275,7 @@ static ck_status graph_backward(const ck_exec *e, int batch, int from, float *dy
             st = bf16_store(e, io.dxs[j], cnt);
             if (st == CK_STATUS_SUCCESS && n->in_acc[j]) {
                 float *g = node_grad(e, n->in[j]);
-                st = e->be->add(e, g, g, io.dxs[j], cnt);
+                st = e->be->add(e, g, g, io.dxs[j], cnt, ck_exec_out_dt(e, n->in[j]));
                 if (st == CK_STATUS_SUCCESS)
                     st = bf16_store(e, g, cnt);
             }
@@ -316,8 +382,11 @@ static ck_status step_body(ck_exec *e, void *arg) {
     /* the same on every rank: synchronous backends agreed above; a device step's ranks all join
      * the gradients' collectives and agree on the device */
     const int joined = st == CK_STATUS_SUCCESS || (e->comm && !be->synchronous);
+    float *dy0 = e->logits_grad;
     if (st == CK_STATUS_SUCCESS && ln >= 0)
-        st = ck_exec_backward(e, n, ln, e->logits_grad);
+        st = bf16_loss_grad(e, n, &dy0);
+    if (st == CK_STATUS_SUCCESS && ln >= 0)
+        st = ck_exec_backward(e, n, ln, dy0);
     /* a non-finite gradient fails the step before any parameter changes */
     if (e->comm && joined)
         st = ck_exec_comm_grads(e, st, p->kl, &p->bad);
@@ -340,8 +409,9 @@ ck_status ck_exec_train(ck_exec *e, const float *x, const int32_t *labels, int n
     p.n = n;
     p.update = update;
     /* the BN moving statistics are restored if the step fails: no half-changed model */
-    ck_status st = m->num_fixed ? be->copy(e->ctx, e->fixed_backup, e->fixed, m->num_fixed)
-                                : CK_STATUS_SUCCESS;
+    ck_status st = m->num_fixed
+                       ? be->copy(e->ctx, e->fixed_backup, e->fixed, m->num_fixed, CK_KDT_F32)
+                       : CK_STATUS_SUCCESS;
     const int backed_up = st == CK_STATUS_SUCCESS;
     /* staged before the begin packet: a rank whose upload failed says so there */
     if (st == CK_STATUS_SUCCESS && !e->staged)

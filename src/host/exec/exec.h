@@ -40,6 +40,9 @@ typedef struct ck_node_ops {
     ck_status (*prepare)(ck_context *ctx, const ck_node *n, int max_batch, void **state);
     void (*release)(void *state);
     size_t (*ws_bytes)(ck_context *ctx, const ck_node *n, int max_batch, const void *state);
+    /* CUDA: fwd and bwd read and write bf16 storage where ck_exec_out_dt / ck_exec_in_dt say so
+     * (a bf16 model); 0: the kind has no bf16 device path and a bf16 model with it is refused */
+    unsigned char bf16;
 } ck_node_ops;
 
 struct ck_node_kind {
@@ -65,7 +68,8 @@ typedef struct ck_backend {
     int id; /* CK_BE_* */
     const char *name;
     unsigned char synchronous;
-    ck_status (*copy)(ck_context *ctx, float *dst, const float *src, size_t count);
+    /* count elements of storage dt (ck_kdt; bf16 only on CUDA) */
+    ck_status (*copy)(ck_context *ctx, void *dst, const void *src, size_t count, int dt);
     /* Puts the batch where node 0 and the loss read it (e->x, e->labels). */
     ck_status (*stage)(ck_exec *e, const float *x, const int32_t *labels, int n);
     /* Softmax cross-entropy of the logits against e->labels into *out (the backend's memory);
@@ -83,9 +87,13 @@ typedef struct ck_backend {
     ck_status (*download)(const ck_exec *e, float *host, const float *src, size_t count);
     /* Best effort: the BN moving statistics of before the step (a failed step). */
     void (*restore)(const ck_exec *e);
-    /* dst = a + b elementwise, count floats in the backend's memory (dst may be a or b): the
-     * Add layer and the gradient sums of graph models. */
-    ck_status (*add)(const ck_exec *e, float *dst, const float *a, const float *b, size_t count);
+    /* dst = a + b elementwise, count elements of storage dt in the backend's memory (dst may be
+     * a or b): the Add layer and the gradient sums of graph models. */
+    ck_status (*add)(const ck_exec *e, void *dst, const void *a, const void *b, size_t count,
+                     int dt);
+    /* dst = src as bf16 words (ck_cuda_bf16_pack), count elements: the staged batch and the loss
+     * gradient of a bf16 model's device step. NULL on the CPU (its twin rounds in place). */
+    ck_status (*pack_bf16)(const ck_exec *e, void *dst, const float *src, size_t count);
     /* x *= s elementwise, count floats in the backend's memory (a data-parallel rank's share of
      * the loss gradient). */
     ck_status (*scale)(const ck_exec *e, float *x, size_t count, float s);
@@ -131,6 +139,12 @@ struct ck_exec {
     char *gnode, *gscratch;
     size_t gscratch_stride;
     int bn_relu_fused; /* a BN node's fused ReLU runs inside the BN kernel (else after it) */
+    /* bf16 models (docs/precision.md). CPU twin: wround, the parameters rounded to bf16 (what
+     * conv and dense layers multiply by; refreshed by every forward). CUDA: xbf, the staged
+     * batch as bf16 words (node 0's input), and dlogits_bf, the loss gradient as bf16 words (the
+     * logits node's dy). NULL otherwise. */
+    float *wround;
+    void *xbf, *dlogits_bf;
     const struct ck_comm *comm; /* data-parallel: the step sums over its ranks (exec_comm.c) */
     /* the batch's first sample in the global batch (data-parallel: the shard's offset), which
      * keys the dropout masks so that N ranks draw the masks of one process; 0 otherwise */
@@ -211,9 +225,28 @@ ck_status ck_exec_forward(const ck_exec *e, int batch, int training, int upto);
  * its dy in place: it is not read again); gradients into e->grads. */
 ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0);
 
+/* bf16 storage (docs/precision.md): a CUDA executor of a bf16 model keeps every node output
+ * before the logits, their gradients, the staged batch node 0 reads and the loss gradient the
+ * logits node reads as 16-bit bf16 words (ck_kdt); the CPU twin keeps fp32 buffers and rounds
+ * each store. _store_bf16: this executor stores bf16 words. _out_dt: how node i's output and its
+ * gradient are stored (the logits and the nodes after them: fp32). _in_dt: how input k of node
+ * i is stored (the model's input: bf16 words on such an executor). _dy_dt: how node i's
+ * backward reads dy (the logits node: the packed loss gradient). */
+int ck_exec_store_bf16(const ck_exec *e);
+int ck_exec_out_dt(const ck_exec *e, int i);
+int ck_exec_in_dt(const ck_exec *e, int i, int k);
+int ck_exec_dy_dt(const ck_exec *e, int i);
+/* Bytes of count elements of storage dt. */
+size_t ck_kdt_bytes(int dt, size_t count);
+/* The parameters as convolutions and dense layers multiply by them: e->params, or on the CPU twin
+ * of a bf16 model their bf16 rounding (a GPU bf16 layer rounds its weights as it converts them). */
+const float *ck_exec_weights(const ck_exec *e);
+
 /* Tensor headers over backend memory for the public single-op API (which dispatches on the
  * context's device): NHWC activations, and 1 x C x 1 x 1 per-channel parameters. */
 ck_tensor ck_exec_view(ck_context *ctx, const float *p, int n, int h, int w, int c);
+/* The same with storage dt (ck_kdt; bf16 only over a CUDA executor's bf16 buffers). */
+ck_tensor ck_exec_view_dt(ck_context *ctx, const void *p, int n, int h, int w, int c, int dt);
 ck_tensor ck_exec_pview(ck_context *ctx, const float *p, int c);
 /* The conv / pool geometry of node n for a batch. */
 ck_conv_geom ck_exec_geom(const ck_node *n, int batch);

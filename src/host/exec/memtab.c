@@ -10,9 +10,9 @@
 #endif
 
 static const char *const names[CK_MEM_COUNT] = {
-    "params", "grads", "opt_m", "opt_v", "fixed",       "fixed_backup",
-    "stats",  "acts",  "gbuf0", "gbuf1", "logits_grad", "x",
-    "labels", "loss",  "step",  "ws",    "gnode",       "gscratch"};
+    "params", "grads", "opt_m", "opt_v",       "fixed", "fixed_backup", "stats",
+    "acts",   "gbuf0", "gbuf1", "logits_grad", "x",     "labels",       "loss",
+    "step",   "ws",    "gnode", "gscratch",    "xbf",   "dlogits_bf",   "wround"};
 
 const char *ck_mem_name(ck_mem_id k) {
     return k >= 0 && k < CK_MEM_COUNT ? names[k] : "?";
@@ -199,11 +199,17 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
         t->bytes[CK_MEM_X] = F4 * (size_t)m->in_h * m->in_w * m->in_c * B;
         t->bytes[CK_MEM_LABELS] = sizeof(int32_t) * B;
         t->bytes[CK_MEM_WS] = ws;
+        if (m->precision == CK_PRECISION_BF16) {
+            t->bytes[CK_MEM_XBF] = sizeof(uint16_t) * (size_t)m->in_h * m->in_w * m->in_c * B;
+            t->bytes[CK_MEM_DLOGITS_BF] = sizeof(uint16_t) * (size_t)m->classes * B;
+        }
     } else {
         t->bytes[CK_MEM_WS] = round_up(at_least(ws, F4), F4);
         /* bf16: the batch rounded to bf16, which node 0 reads forward and backward */
-        if (m->precision == CK_PRECISION_BF16)
+        if (m->precision == CK_PRECISION_BF16) {
             t->bytes[CK_MEM_X] = F4 * (size_t)m->in_h * m->in_w * m->in_c * B;
+            t->bytes[CK_MEM_WROUND] = F4 * at_least(m->num_params, 1);
+        }
     }
     if (m->graph) {
         /* graph backward passes gradients in gnode, not in the ping-pong buffers */

@@ -24,8 +24,11 @@ typedef enum ck_mem_id {
     CK_MEM_LOSS,   /* CUDA: the step's ck_kloss */
     CK_MEM_STEP,   /* CUDA: the step packet (ck_kstep) the step's kernels read */
     CK_MEM_WS,
-    CK_MEM_GNODE,    /* graph models: the nodes' gradients, shared by liveness (n->g_offset) */
-    CK_MEM_GSCRATCH, /* graph models: CK_MAX_LAYER_INPUTS gradients of the largest tensor */
+    CK_MEM_GNODE,      /* graph models: the nodes' gradients, shared by liveness (n->g_offset) */
+    CK_MEM_GSCRATCH,   /* graph models: CK_MAX_LAYER_INPUTS gradients of the largest tensor */
+    CK_MEM_XBF,        /* CUDA, bf16 models: the staged batch as bf16 words (node 0 reads it) */
+    CK_MEM_DLOGITS_BF, /* CUDA, bf16 models: the loss gradient as bf16 words */
+    CK_MEM_WROUND,     /* CPU, bf16 models: the parameters rounded to bf16 (ck_exec_weights) */
     CK_MEM_COUNT
 } ck_mem_id;
 

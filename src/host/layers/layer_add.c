@@ -76,9 +76,10 @@ const ck_layer_kind ck_lk_add = {
 
 static ck_status add_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     (void)n;
-    CK_TRY(e->be->add(e, io->out, io->ins[0], io->ins[1], io->count_in));
+    const int dt = ck_exec_out_dt(e, io->i); /* every input is stored as the sum is */
+    CK_TRY(e->be->add(e, io->out, io->ins[0], io->ins[1], io->count_in, dt));
     for (int k = 2; k < io->nin; ++k)
-        CK_TRY(e->be->add(e, io->out, io->out, io->ins[k], io->count_in));
+        CK_TRY(e->be->add(e, io->out, io->out, io->ins[k], io->count_in, dt));
     return CK_STATUS_SUCCESS;
 }
 
@@ -86,7 +87,8 @@ static ck_status add_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     (void)n;
     for (int k = 0; k < io->nin; ++k)
         if (io->dxs[k])
-            CK_TRY(e->be->copy(e->ctx, io->dxs[k], io->dy, io->count_in));
+            CK_TRY(
+                e->be->copy(e->ctx, io->dxs[k], io->dy, io->count_in, ck_exec_in_dt(e, io->i, k)));
     return CK_STATUS_SUCCESS;
 }
 
@@ -118,7 +120,8 @@ static ck_status add_relu_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io
     CK_TRY(ck_nk_act.ops[e->be->id].bwd(e, n, &a));
     for (int k = first + 1; k < io->nin; ++k)
         if (io->dxs[k])
-            CK_TRY(e->be->copy(e->ctx, io->dxs[k], io->dxs[first], io->count_in));
+            CK_TRY(e->be->copy(e->ctx, io->dxs[k], io->dxs[first], io->count_in,
+                               ck_exec_in_dt(e, io->i, k)));
     return CK_STATUS_SUCCESS;
 }
 

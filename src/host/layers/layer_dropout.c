@@ -119,7 +119,7 @@ static ck_dropout_kind drop_kind(ck_node_type t) {
 
 static ck_status drop_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     if (!io->training || !(n->rate > 0.0f))
-        return e->be->copy(e->ctx, io->out, io->in, io->count_in);
+        return e->be->copy(e->ctx, io->out, io->in, io->count_in, ck_exec_out_dt(e, io->i));
     ck_dropout_desc d = {n->rate, ck_model_dropout_offset(e->m, io->i), e->sample0};
     ck_tensor tx = ck_exec_view(e->ctx, io->in, io->batch, n->ih, n->iw, n->ic);
     ck_tensor ty = ck_exec_view(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc);
@@ -132,7 +132,7 @@ static ck_status drop_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     if (!io->dx)
         return CK_STATUS_SUCCESS;
     if (!(n->rate > 0.0f))
-        return e->be->copy(e->ctx, io->dx, io->dy, io->count_in);
+        return e->be->copy(e->ctx, io->dx, io->dy, io->count_in, ck_exec_in_dt(e, io->i, 0));
     ck_dropout_desc d = {n->rate, ck_model_dropout_offset(e->m, io->i), e->sample0};
     ck_tensor tdy = ck_exec_view(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
     ck_tensor tdx = ck_exec_view(e->ctx, io->dx, io->batch, n->ih, n->iw, n->ic);

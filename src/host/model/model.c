@@ -58,9 +58,10 @@ static void free_buffers(ck_model *m) {
     ck_host_free(m->ctx, m->gscratch);
     m->gnode = m->gscratch = NULL;
     ck_host_free(m->ctx, m->xbf);
+    ck_host_free(m->ctx, m->wround);
     m->nodes = NULL;
     m->params = m->grads = m->opt_m = m->opt_v = m->fixed = m->fixed_backup = m->acts = NULL;
-    m->gbuf[0] = m->gbuf[1] = m->stats = m->ws = m->logits_grad = m->xbf = NULL;
+    m->gbuf[0] = m->gbuf[1] = m->stats = m->ws = m->logits_grad = m->xbf = m->wround = NULL;
     m->num_nodes = 0;
     m->num_ops = 0;
     m->planned = 0;
@@ -378,6 +379,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     slot[CK_MEM_GBUF1] = &m->gbuf[1];
     slot[CK_MEM_LOGITS_GRAD] = &m->logits_grad;
     slot[CK_MEM_X] = &m->xbf;
+    slot[CK_MEM_WROUND] = &m->wround;
     slot[CK_MEM_WS] = &m->ws;
     slot[CK_MEM_GNODE] = &m->gnode;
     slot[CK_MEM_GSCRATCH] = &m->gscratch;
@@ -630,10 +632,6 @@ CK_API ck_status ck_model_set_precision(ck_model *m, ck_precision precision) {
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
                        "model: already built, precision is chosen before ck_model_build");
     const int cuda = m->ctx->device == CK_DEVICE_CUDA;
-    if (precision == CK_PRECISION_BF16 && cuda)
-        return ck_fail(
-            m->ctx, CK_STATUS_NOT_SUPPORTED,
-            "model: precision bf16 on a CUDA context: bf16 GPU kernels not yet available");
     /* TF32 is the context's cuDNN/cuBLAS math mode, read when the model's GPU plans are made;
      * the CPU always computes strict fp32 and leaves the context's setting alone. */
     if (cuda) {

@@ -119,7 +119,8 @@ struct ck_model {
     float *stats;                            /* BN saved mean / invstd */
     float *ws;                               /* conv im2col workspace */
     float *logits_grad;
-    float *xbf; /* bf16 on the CPU: the batch rounded to bf16 (exec.c), else NULL */
+    float *xbf;    /* bf16 on the CPU: the batch rounded to bf16 (exec.c), else NULL */
+    float *wround; /* bf16 on the CPU: the parameters rounded to bf16 (exec.c), else NULL */
     size_t mem_act_bytes, mem_host_bytes; /* ck_model_memory_usage, set by ck_model_build */
     ck_optimizer_desc opt;
     long long step;

@@ -248,7 +248,7 @@ CK_API ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_des
     CK_TRY(ck_check_param_tensor(ctx, running_var, "running_var", c));
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
-        ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC};
+        ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC, CK_KDT_F32};
         int e = ck_cuda_bn_forward_inference(s, (int)desc->activation, desc->epsilon, x->data,
                                              gamma->data, beta->data, running_mean->data,
                                              running_var->data, y->data, ctx->stream);

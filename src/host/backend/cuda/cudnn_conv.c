@@ -78,7 +78,7 @@ static ck_status gconv_input(ck_context *ctx, const ck_gconv *c, int n, const fl
         *xin = w->xp;
     }
     if (c->nchw) {
-        const ck_kshape sh = {n, g->cin, c->hp, c->wp, 1};
+        const ck_kshape sh = {n, g->cin, c->hp, c->wp, 1, CK_KDT_F32};
         CUDA_TRY(ctx, ck_cuda_convert_layout(*xin, w->xt, sh, s), "conv: x to NCHW");
         *xin = w->xt;
     }
@@ -102,7 +102,7 @@ ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const float *x, 
                                          c->cd, (cudnnConvolutionFwdAlgo_t)c->algo[CK_FWD], w.algo,
                                          c->algo_bytes, &zero, c->yd, c->nchw ? w.yt : y));
     if (c->nchw) {
-        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 0};
+        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 0, CK_KDT_F32};
         CUDA_TRY(ctx, ck_cuda_convert_layout(w.yt, y, sh, s), "conv: y to NHWC");
     }
     if (bias)
@@ -123,7 +123,7 @@ ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x,
     const float *xin = NULL, *dyin = dy;
     CK_TRY(gconv_input(ctx, c, n, x, &w, &xin));
     if (c->nchw) {
-        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 1};
+        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 1, CK_KDT_F32};
         CUDA_TRY(ctx, ck_cuda_convert_layout(dy, w.yt, sh, s), "conv: dy to NCHW");
         dyin = w.yt;
     }
@@ -150,7 +150,7 @@ ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x,
                          (cudnnConvolutionBwdDataAlgo_t)c->algo[CK_BWD_DATA], w.algo, c->algo_bytes,
                          &zero, c->xd, c->nchw ? w.dxt : dxpad));
         if (c->nchw) {
-            const ck_kshape sh = {n, g->cin, c->hp, c->wp, 0};
+            const ck_kshape sh = {n, g->cin, c->hp, c->wp, 0, CK_KDT_F32};
             CUDA_TRY(ctx, ck_cuda_convert_layout(w.dxt, dxpad, sh, s), "conv: dx to NHWC");
         }
         if (c->explicit_pad)
