@@ -3,8 +3,11 @@
  * warm-up. Run bench/peer_torch.py on the same machine for the PyTorch figure of the same model.
  *
  *   bench_train [--model FILE] [--batches 128,512] [--steps N] [--device auto|cpu|cuda]
- *               [--conv-algo deterministic|fastest] [--math fp32|tf32] [--json FILE]
- * auto: the GPU when one is present, else the CPU. --conv-algo / --math: the context settings
+ *               [--conv-algo deterministic|fastest] [--math fp32|tf32]
+ *               [--precision fp32|tf32|bf16] [--json FILE]
+ * auto: the GPU when one is present, else the CPU. --precision: ck_model_set_precision (bf16:
+ * bf16 activations with fp32 master weights, docs/precision.md; on the CPU an emulation, not a
+ * speed-up). --conv-algo / --math: the context settings
  * (ck_context_set_conv_algo / _set_math; no effect on the CPU); the cuDNN plan of each conv
  * (ck_model_conv_algorithms) is printed and written to the JSON per batch size.
  */
@@ -48,6 +51,7 @@ typedef struct bench_cfg {
     ck_device dev;
     ck_conv_algo algo;
     ck_math math;
+    ck_precision precision;
     int steps;
     FILE *js;
     int first; /* no JSON result written yet */
@@ -77,6 +81,7 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
     /* the build times the convolutions under fastest: reported, not part of ms/step */
     const double tb = now_s();
     if (ck_model_from_keras_text(ctx, c->text, &m, err, sizeof err) != CK_STATUS_SUCCESS ||
+        ck_model_set_precision(m, c->precision) != CK_STATUS_SUCCESS ||
         ck_model_build(m, 0, 0, 0, b) != CK_STATUS_SUCCESS ||
         ck_model_set_cuda_graph(m, mode) != CK_STATUS_SUCCESS) {
         fprintf(stderr, "bench_train: batch %d: %s\n", b,
@@ -200,6 +205,7 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
 int main(int argc, char **argv) {
     const char *model_path = "examples/seed_cnn.py", *json = NULL, *batches = NULL;
     const char *device = "auto", *conv_algo = "deterministic", *math = "fp32", *graph = "on";
+    const char *precision = "fp32";
     int steps = 10;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
@@ -218,11 +224,14 @@ int main(int argc, char **argv) {
             math = argv[++i];
         else if (!strcmp(argv[i], "--cuda-graph") && i + 1 < argc)
             graph = argv[++i];
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc)
+            precision = argv[++i];
         else {
             fprintf(stderr,
                     "usage: %s [--model FILE] [--batches 128,512] [--steps N] "
                     "[--device auto|cpu|cuda] [--conv-algo deterministic|fastest] "
-                    "[--math fp32|tf32] [--cuda-graph on|off|both] [--json FILE]\n",
+                    "[--math fp32|tf32] [--cuda-graph on|off|both] [--precision fp32|tf32|bf16] "
+                    "[--json FILE]\n",
                     argv[0]);
             return 2;
         }
@@ -236,6 +245,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: --math must be fp32 or tf32, got '%s'\n", math);
         return 2;
     }
+    if (strcmp(precision, "fp32") && strcmp(precision, "tf32") && strcmp(precision, "bf16")) {
+        fprintf(stderr, "bench_train: --precision must be fp32, tf32 or bf16, got '%s'\n",
+                precision);
+        return 2;
+    }
     if (strcmp(graph, "on") && strcmp(graph, "off") && strcmp(graph, "both")) {
         fprintf(stderr, "bench_train: --cuda-graph must be on, off or both, got '%s'\n", graph);
         return 2;
@@ -244,6 +258,9 @@ int main(int argc, char **argv) {
     memset(&c, 0, sizeof c);
     c.algo = !strcmp(conv_algo, "fastest") ? CK_CONV_ALGO_FASTEST : CK_CONV_ALGO_DETERMINISTIC;
     c.math = !strcmp(math, "tf32") ? CK_MATH_TF32 : CK_MATH_STRICT_FP32;
+    c.precision = !strcmp(precision, "bf16")   ? CK_PRECISION_BF16
+                  : !strcmp(precision, "tf32") ? CK_PRECISION_TF32
+                                               : CK_PRECISION_FP32;
     c.steps = steps < 1 ? 1 : steps;
     c.first = 1;
     if (!strcmp(device, "cpu"))
@@ -272,12 +289,13 @@ int main(int argc, char **argv) {
     if (c.js)
         fprintf(c.js,
                 "{\"model\": \"%s\", \"device\": \"%s\", \"conv_algo\": \"%s\", \"math\": \"%s\", "
-                "\"cuda_graph\": \"%s\", \"results\": [",
-                model_path, dev_name, conv_algo, math, c.dev == CK_DEVICE_CUDA ? graph : "n/a");
-    printf("bench_train: %s, device %s, median of %d steps, conv algorithms %s, math %s%s, cuda "
-           "graph %s\n",
+                "\"precision\": \"%s\", \"cuda_graph\": \"%s\", \"results\": [",
+                model_path, dev_name, conv_algo, math, precision,
+                c.dev == CK_DEVICE_CUDA ? graph : "n/a");
+    printf("bench_train: %s, device %s, median of %d steps, conv algorithms %s, math %s%s, "
+           "precision %s, cuda graph %s\n",
            model_path, dev_name, c.steps, conv_algo, math,
-           c.dev == CK_DEVICE_CUDA ? "" : " (no effect on the CPU)",
+           c.dev == CK_DEVICE_CUDA ? "" : " (no effect on the CPU)", precision,
            c.dev == CK_DEVICE_CUDA ? graph : "n/a");
     if (c.dev == CK_DEVICE_CUDA) {
         char info[640];

@@ -7,7 +7,7 @@ at every batch size, memory <= PyTorch's).
 Inputs are the JSON files the benches write (bench_train --json, bench/peer_torch.py --json,
 bench/peer_keras.py: one JSON line per batch size):
 
-    compare.py [--cnnkit [LABEL=]FILE]... [--torch FILE] [--keras FILE] [--json OUT]
+    compare.py [--cnnkit [LABEL=]FILE]... [--torch FILE]... [--keras FILE] [--json OUT]
                [--markdown OUT]
     compare.py --run [--bench-train BIN] [--batches 128,512] [--steps N] [--device auto|cpu|cuda]
                [--model FILE] [--python PY] [--keras-python PY] [--json OUT] [--markdown OUT]
@@ -16,7 +16,8 @@ bench/peer_keras.py: one JSON line per batch size):
 device it chose and at its batch sizes PyTorch
 where `PY -c "import torch"` works, then Keras where KERAS-PY imports keras), into a temporary
 folder, then compares. Peers that are missing are named and skipped: the figures that exist are
-still compared. Exit 0 when at least one cnnkit figure was read, 1 when none, 2 on bad input
+still compared. A bench_train figure of precision bf16 is compared with PyTorch's bf16 modes
+(peer_torch.py --precision bf16), the others with the fp32 modes. Exit 0 when at least one cnnkit figure was read, 1 when none, 2 on bad input
 (an unreadable or malformed file, an unknown option).
 """
 import argparse
@@ -72,13 +73,16 @@ def read_cnnkit(label, path):
     for r in need(d, "results", path, list):
         b = need(r, "batch", path, int)
         mode = label or d.get("conv_algo", "cnnkit")
+        prec = d.get("precision", "fp32")
+        if prec != "fp32" and not label:
+            mode += f" {prec}"
         graph = r.get("cuda_graph")  # on a GPU: each row says whether it replayed CUDA graphs
         if graph in ("on", "off"):
             mode += " graph" if graph == "on" else " eager"
         seen[(mode, b)] = seen.get((mode, b), 0) + 1
         if seen[(mode, b)] > 1:  # two figures of one setting: both shown, told apart
             mode += f" #{seen[(mode, b)]}"
-        rows.append({"who": "cnnkit", "mode": mode, "batch": b,
+        rows.append({"who": "cnnkit", "mode": mode, "batch": b, "bf16": prec == "bf16",
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("ms_per_step"),
                      "mib": (optional_positive(r.get("model_bytes")) or 0) / 2**20 or None,
@@ -92,7 +96,8 @@ def read_torch(path):
     d = load_json(path)
     rows = []
     for r in need(d, "results", path, list):
-        rows.append({"who": "torch", "mode": need(r, "mode", path, str),
+        mode = need(r, "mode", path, str)
+        rows.append({"who": "torch", "mode": mode, "bf16": mode.startswith("bf16"),
                      "batch": need(r, "batch", path, int),
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("ms_per_step"), "mib": optional_positive(r.get("peak_mib")),
@@ -121,6 +126,7 @@ def read_keras(path):
             raise Bad(f"{path}:{k}: not a JSON object")
         peak = r.get("peak_device_bytes")
         rows.append({"who": "keras", "mode": r.get("backend", "keras"),
+                     "bf16": r.get("dtype_policy") == "mixed_bfloat16",
                      "batch": need(r, "batch", path, int),
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("median_step_ms"),
@@ -131,19 +137,27 @@ def read_keras(path):
 
 def compare(rows):
     """Per batch size: every row, and for each cnnkit row its ratios to the best torch mode and
-    to the best peer, and its memory against torch's smallest peak."""
+    to the best peer of the same precision class (bf16 against bf16 modes, fp32/tf32 against the
+    others: issue 16 compares bf16 with PyTorch autocast bf16), and its memory against torch's
+    smallest peak of that class. best_torch / best_peer of an entry: the fp32 class's."""
     out = []
     for b in sorted({r["batch"] for r in rows}):
         at = [r for r in rows if r["batch"] == b]
-        torch_rows = [r for r in at if r["who"] == "torch"]
-        peers = [r for r in at if r["who"] != "cnnkit"]
-        best_torch = max(torch_rows, key=lambda r: r["images_per_s"], default=None)
-        best_peer = max(peers, key=lambda r: r["images_per_s"], default=None)
-        torch_mib = [r["mib"] for r in torch_rows if isinstance(r["mib"], (int, float))]
+
+        def best(bf16):
+            torch_rows = [r for r in at if r["who"] == "torch" and r.get("bf16", False) == bf16]
+            peers = [r for r in at if r["who"] != "cnnkit" and r.get("bf16", False) == bf16]
+            mib = [r["mib"] for r in torch_rows if isinstance(r["mib"], (int, float))]
+            return (max(torch_rows, key=lambda r: r["images_per_s"], default=None),
+                    max(peers, key=lambda r: r["images_per_s"], default=None), mib)
+
+        best_torch, best_peer, _ = best(False)
         entry = {"batch": b, "rows": at, "best_torch": best_torch, "best_peer": best_peer,
                  "cnnkit": []}
         for r in (r for r in at if r["who"] == "cnnkit"):
+            best_torch, best_peer, torch_mib = best(r.get("bf16", False))
             c = {"mode": r["mode"], "images_per_s": r["images_per_s"],
+                 "bf16": r.get("bf16", False), "best_torch": best_torch, "best_peer": best_peer,
                  "host_fraction": optional_positive(r.get("host_fraction"))
                  if r.get("device") == "cuda" else None,
                  "vs_best_torch": r["images_per_s"] / best_torch["images_per_s"]
@@ -189,10 +203,11 @@ def markdown_table(table):
     lines = ["| batch | cnnkit setting | images/s | best PyTorch (mode) | ratio | best peer | ratio |"
              " MiB (cnnkit / PyTorch) | host part |", "|---|---|---|---|---|---|---|---|---|"]
     for e in table:
-        bt, bp = e["best_torch"], e["best_peer"]
         for c in e["cnnkit"]:
+            bt, bp = c["best_torch"], c["best_peer"]
+            bf16 = c["bf16"]
             tmib = [r["mib"] for r in e["rows"] if r["who"] == "torch"
-                    and isinstance(r["mib"], (int, float))]
+                    and r.get("bf16", False) == bf16 and isinstance(r["mib"], (int, float))]
             lines.append(
                 f"| {e['batch']} | {c['mode']} | {c['images_per_s']:.0f} | "
                 + (f"{bt['images_per_s']:.0f} ({bt['mode']})" if bt else "-") + " | "
@@ -276,7 +291,8 @@ def run_all(a, tmp):
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cnnkit", action="append", default=[], metavar="[LABEL=]FILE")
-    ap.add_argument("--torch")
+    ap.add_argument("--torch", action="append", default=[],
+                    help="peer_torch.py --json; repeat for its fp32 and bf16 runs")
     ap.add_argument("--keras")
     ap.add_argument("--json")
     ap.add_argument("--markdown")
@@ -299,7 +315,7 @@ def main(argv):
         return 2 if e.code else 0
     try:
         with tempfile.TemporaryDirectory(prefix="cnnkit-compare-") as tmp:
-            cnnkit, torch_json, keras_json = [], a.torch, a.keras
+            cnnkit, torch_json, keras_json = [], list(a.torch), a.keras
             for spec in a.cnnkit:
                 label, sep, path = spec.partition("=")
                 if not sep or os.path.exists(spec):  # a file whose name holds '=' is a file
@@ -311,11 +327,12 @@ def main(argv):
                 if a.steps < 1:
                     raise Bad(f"--steps: {a.steps} (must be >= 1)")
                 cnnkit, torch_json, keras_json = run_all(a, tmp)
+                torch_json = [torch_json] if torch_json else []
             rows = []
             for label, path in cnnkit:
                 rows += read_cnnkit(label, path)
-            if torch_json:
-                rows += read_torch(torch_json)
+            for path in torch_json:
+                rows += read_torch(path)
             if keras_json:
                 rows += read_keras(keras_json)
     except Bad as e:
@@ -337,7 +354,7 @@ def main(argv):
             said = [f"batch {e['batch']}, cnnkit {c['mode']}: "]
             if c["vs_best_torch"] is not None:
                 said.append(f"{c['vs_best_torch']:.2f}x the best PyTorch mode "
-                            f"({e['best_torch']['mode']}) - target >= 1.0x: "
+                            f"({c['best_torch']['mode']}) - target >= 1.0x: "
                             f"{'met' if c['meets_speed_target'] else 'NOT met'}")
             else:
                 said.append(f"no PyTorch figure at batch {e['batch']}")

@@ -280,6 +280,46 @@ Test(bench, compare_gives_the_ratios_and_verdicts) {
     remove_fixtures();
 }
 
+/* issue 16: a bf16 cnnkit figure is compared with PyTorch's bf16 (autocast) modes only, an fp32
+ * one with the fp32 modes, each with its own class's memory peak */
+Test(bench, compare_pairs_bf16_with_bf16) {
+    fixtures();
+    char p[128], q[128], args[512];
+    snprintf(p, sizeof p, "%s/bf.json", g_dir);
+    write_text(p, "{\"device\": \"cuda\", \"conv_algo\": \"deterministic\", \"precision\": "
+                  "\"bf16\", \"results\": ["
+                  "{\"batch\": 128, \"images_per_s\": 90000.0, \"model_bytes\": 41943040}]}\n");
+    snprintf(q, sizeof q, "%s/pt16.json", g_dir);
+    write_text(q, "{\"device\": \"cuda\", \"results\": ["
+                  "{\"batch\": 128, \"mode\": \"reduce-overhead\", \"images_per_s\": 80000.0, "
+                  "\"peak_mib\": 80.0},"
+                  "{\"batch\": 128, \"mode\": \"bf16 channels_last\", \"images_per_s\": 60000.0, "
+                  "\"peak_mib\": 30.0},"
+                  "{\"batch\": 128, \"mode\": \"bf16 reduce-overhead\", \"images_per_s\": "
+                  "120000.0, \"peak_mib\": 60.0}]}\n");
+    snprintf(args, sizeof args, "--cnnkit %s --cnnkit %s/bt.json --torch %s --markdown %s/b.md", p,
+             g_dir, q, g_dir);
+    cr_assert_eq(compare(args), 0, "%s", g_out);
+    /* bf16: 90,000 / 120,000 = 0.75x the best bf16 mode, 40 MiB against bf16's 30 MiB */
+    cr_assert_not_null(strstr(g_out, "batch 128, cnnkit deterministic bf16: 0.75x the best "
+                                     "PyTorch mode (bf16 reduce-overhead) - target >= 1.0x: NOT "
+                                     "met; memory 40 MiB vs PyTorch's smallest peak 30 MiB"),
+                       "%s", g_out);
+    /* fp32: 64,000 / 80,000 against the fp32 modes only, the fp32 peak */
+    cr_assert_not_null(strstr(g_out, "batch 128, cnnkit deterministic: 0.80x the best PyTorch "
+                                     "mode (reduce-overhead) - target >= 1.0x: NOT met; memory "
+                                     "100 MiB vs PyTorch's smallest peak 80 MiB"),
+                       "%s", g_out);
+    snprintf(p, sizeof p, "%s/b.md", g_dir);
+    char *md = t_read_file(p, NULL);
+    cr_assert_not_null(md);
+    cr_assert_not_null(strstr(md, "| 128 | deterministic bf16 | 90000 | 120000 (bf16 "
+                                  "reduce-overhead) | 0.75x |"),
+                       "%s", md);
+    free(md);
+    remove_fixtures();
+}
+
 Test(bench, compare_refuses_bad_input) {
     fixtures();
     char args[512], p[128];

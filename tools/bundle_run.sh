@@ -36,6 +36,8 @@
 #   bench_train_fastest  the same with --conv-algo fastest (cuDNN algorithms timed at build,
 #                    non-deterministic allowed; bench_train_fastest.json)
 #   bench_train_tf32 the same with --conv-algo fastest --math tf32 (bench_train_tf32.json)
+#   bench_train_bf16 the same with --precision bf16 (issue 16: bf16 activations on the tensor
+#                    cores; bench_train_bf16.json): only when named in STEPS, with peer_torch_bf16
 #   bench_cudnn      bench_cudnn: cnnkit's BN/dropout vs cuDNN vs a device copy, Dense vs cuBLAS
 #                    (bench_cudnn.json)
 #   bench_ops        bench_ops --bench-sizes: every op of the table (tests/ops) timed on the CPU
@@ -195,7 +197,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_s
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_torch_bf16 peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_train_bf16 bench_cudnn bench_ops peer_torch peer_torch_bf16 peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -554,6 +556,10 @@ run_named() {
       run_step bench_train_fastest plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
         --model "$MODEL" --steps 20 --conv-algo fastest --json "$LOG_DIR/bench_train_fastest.json"
       ;;
+    bench_train_bf16)
+      run_step bench_train_bf16 plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
+        --model "$MODEL" --steps 20 --precision bf16 --json "$LOG_DIR/bench_train_bf16.json"
+      ;;
     bench_train_tf32)
       run_step bench_train_tf32 plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
         --model "$MODEL" --steps 20 --conv-algo fastest --math tf32 \
@@ -605,10 +611,12 @@ run_named() {
       # bench_train when it ran
       local base=bench_train
       [[ -s "$LOG_DIR/bench_train_graph.json" ]] && base=bench_train_graph
-      for f in $base:deterministic bench_train_fastest:fastest bench_train_tf32:fastest+tf32; do
+      for f in $base:deterministic bench_train_fastest:fastest bench_train_tf32:fastest+tf32 \
+        bench_train_bf16:bf16; do
         [[ -s "$LOG_DIR/${f%%:*}.json" ]] && cargs+=(--cnnkit "${f#*:}=$LOG_DIR/${f%%:*}.json")
       done
       [[ -s "$LOG_DIR/peer_torch.json" ]] && cargs+=(--torch "$LOG_DIR/peer_torch.json")
+      [[ -s "$LOG_DIR/peer_torch_bf16.json" ]] && cargs+=(--torch "$LOG_DIR/peer_torch_bf16.json")
       [[ -s "$LOG_DIR/peer_keras.jsonl" ]] && cargs+=(--keras "$LOG_DIR/peer_keras.jsonl")
       if ((${#cargs[@]} == 0)) || ! command -v python3 >/dev/null 2>&1; then
         skip_step compare "no bench_train figures in $LOG_DIR or no python3"
