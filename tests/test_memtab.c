@@ -75,3 +75,39 @@ Test(memtab, cuda_table_aligns_every_part) {
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }
+
+/* A bf16 model's device arena: the activations before the logits as bf16 words (half of fp32's,
+ * counted node by node with the arena's 256-byte alignment), the logits fp32; the staged batch
+ * and the loss gradient once more as bf16 words; no rounded parameter copy (the CPU twin's). */
+Test(memtab, cuda_bf16_table_halves_the_activations) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char msg[1024];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, t_seed_cnn_text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_set_precision(m, CK_PRECISION_BF16));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 100));
+    ck_memtab t;
+    ck_memtab_plan(m, CK_BE_CUDA, NULL, &t);
+    const int ln = ck_exec_logits_node(m);
+    size_t want = 0, fp32 = 0;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const ck_node *n = &m->nodes[i];
+        if (n->kind->alias)
+            continue;
+        const size_t o = (size_t)n->oh * n->ow * n->oc * 100;
+        want += ((i < ln ? 2 : 4) * o + 255) / 256 * 256;
+        fp32 += (4 * o + 255) / 256 * 256;
+    }
+    cr_assert_eq(t.bytes[CK_MEM_ACTS], want, "%zu vs %zu", t.bytes[CK_MEM_ACTS], want);
+    cr_assert_lt(t.bytes[CK_MEM_ACTS], fp32 * 51 / 100, "about half of fp32's %zu", fp32);
+    cr_assert_eq(t.bytes[CK_MEM_XBF], (size_t)2 * 28 * 28 * 100);
+    cr_assert_eq(t.bytes[CK_MEM_DLOGITS_BF], (size_t)2 * 10 * 100);
+    cr_assert_eq(t.bytes[CK_MEM_WROUND], 0);
+    cr_assert_str_eq(ck_mem_name(CK_MEM_WROUND), "wround");
+    /* the CPU twin: fp32 buffers, a rounded batch and a rounded parameter copy */
+    ck_memtab_plan(m, CK_BE_CPU, NULL, &t);
+    cr_assert_eq(t.bytes[CK_MEM_XBF] + t.bytes[CK_MEM_DLOGITS_BF], 0);
+    cr_assert_eq(t.bytes[CK_MEM_WROUND], (size_t)4 * 596330);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}

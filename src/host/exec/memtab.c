@@ -99,6 +99,14 @@ static size_t plan_node_grads(ck_model *m, size_t B, size_t align) {
     return total;
 }
 
+/* Bytes per element of node j's output on backend be: a CUDA bf16 model stores the outputs
+ * before the logits as bf16 words (ck_exec_out_dt), everything else fp32. */
+static size_t act_elem_bytes(const ck_model *m, int be, int j) {
+    return be == CK_BE_CUDA && m->precision == CK_PRECISION_BF16 && j < ck_exec_logits_node(m)
+               ? sizeof(uint16_t)
+               : sizeof(float);
+}
+
 /* A planned graph model's activations, placed by liveness over the step's timeline: node i runs
  * forward at time i and backward at T - i (T = 2 * nodes). Its output lives from time i to its
  * last read: a reader's forward, a reader's backward unless the reader's kind never reads its
@@ -107,7 +115,7 @@ static size_t plan_node_grads(ck_model *m, size_t B, size_t align) {
  * (alias) is its input's buffer, so its readers count as that buffer's. Buffers whose lives do
  * not overlap share bytes; inference, a prefix of the timeline, fits the same layout. Returns the
  * bytes of all buffers. */
-static size_t plan_acts_graph(ck_model *m, size_t B, size_t align, int share) {
+static size_t plan_acts_graph(ck_model *m, int be, size_t B, size_t align, int share) {
     enum { NONE = -1 };
     const int N = m->num_nodes, T = 2 * N, ln = ck_exec_logits_node(m);
     int root[CK_MAX_OPS];
@@ -141,7 +149,7 @@ static size_t plan_acts_graph(ck_model *m, size_t B, size_t align, int share) {
             continue;
         for (int s = 0; s < nslots; ++s) /* its tensor is read no more from j's forward on */
             slot_free[s] = share && slot_end[s] < j;
-        const size_t need = round_up(sizeof(float) * n->oh * n->ow * n->oc * B, align);
+        const size_t need = round_up(act_elem_bytes(m, be, j) * n->oh * n->ow * n->oc * B, align);
         const int best = take_slot(slot_size, slot_free, &nslots, need);
         slot_end[best] = n->act_end;
         slot_of[j] = best;
@@ -167,7 +175,7 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
         const size_t o = (size_t)n->oh * n->ow * n->oc;
         n->act_offset = nact;
         if (!n->kind->alias)
-            nact += round_up(F4 * o * B, align);
+            nact += round_up(act_elem_bytes(m, be, i) * o * B, align);
         if (o > maxact)
             maxact = o;
         const ck_node_ops *op = &n->kind->ops[be];
@@ -178,7 +186,7 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
         }
     }
     if (m->graph && m->planned) /* the planner's own: one buffer per node above */
-        nact = plan_acts_graph(m, B, align, !m->acts_private);
+        nact = plan_acts_graph(m, be, B, align, !m->acts_private);
     memset(t, 0, sizeof *t);
     t->align = align;
     t->bytes[CK_MEM_PARAMS] = t->bytes[CK_MEM_GRADS] = t->bytes[CK_MEM_OPT_M] =
