@@ -224,6 +224,38 @@ Test(gpu_bf16, functional_model_matches_cpu_twin) {
     twin_check(t_graph_func_text, 12 * 12 * 3, 5, 24);
 }
 
+/* A bf16 step captured as a CUDA graph replays the eager step's bits: the packing of the batch
+ * and of the loss gradient, and the dense layers' per-call weight packing, are kernels on the
+ * step's stream like the rest. */
+Test(gpu_bf16, graph_steps_equal_eager_steps) {
+    enum { B = 32, STEPS = 6 };
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_model *a = text_model(g, t_seed_cnn_text, CK_PRECISION_BF16, B);
+    ck_model *b = text_model(g, t_seed_cnn_text, CK_PRECISION_BF16, B);
+    CK_OK(g, ck_model_set_cuda_graph(a, CK_CUDA_GRAPH_AUTO));
+    CK_OK(g, ck_model_set_cuda_graph(b, CK_CUDA_GRAPH_OFF));
+    float *x = malloc(sizeof(float) * 784 * B);
+    int32_t y[B];
+    for (int s = 0; s < STEPS; ++s) {
+        twin_batch(x, y, B, 784, 10, 700 + s);
+        ck_step_result ra, rb;
+        CK_OK(g, ck_model_train_step(a, x, y, B, &ra));
+        CK_OK(g, ck_model_train_step(b, x, y, B, &rb));
+        cr_assert(memcmp(&ra.loss, &rb.loss, sizeof ra.loss) == 0, "step %d: %.9g vs %.9g", s,
+                  ra.loss, rb.loss);
+    }
+    ck_cuda_graph_info gi;
+    CK_OK(g, ck_model_cuda_graph_info(a, &gi));
+    cr_assert_gt(gi.replays, 0, "no graph replayed: %s", gi.note);
+    size_t na = 0, nb = 0;
+    float *wa = twin_weights(g, a, &na), *wb = twin_weights(g, b, &nb);
+    cr_assert_eq(na, nb);
+    cr_assert(memcmp(wa, wb, na * sizeof *wa) == 0, "weights differ after %d steps", STEPS);
+    free(wa), free(wb), free(x);
+    ck_model_destroy(a), ck_model_destroy(b);
+    ck_context_destroy(g);
+}
+
 /* What a bf16 GPU model cannot be is refused at build, naming why, nothing built. */
 Test(gpu_bf16, refused_without_dense_logits) {
     ck_context *g = t_cuda_ctx_or_skip();

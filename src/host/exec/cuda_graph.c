@@ -304,10 +304,6 @@ ck_status ck_cuda_graph_run(ck_cuda_graphs **set, ck_exec *e, int n, int captura
         note(m, "%s", eager_reason(e));
         return body(e, arg);
     }
-    if (m->precision == CK_PRECISION_BF16) { /* no bf16 device path yet: it fails eagerly */
-        note(m, "precision bf16: steps run eagerly");
-        return body(e, arg);
-    }
     enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     const cudaError_t qe = cudaStreamIsCapturing((cudaStream_t)ctx->stream, &cs);
     if (qe != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
