@@ -20,7 +20,7 @@ static const char *const USAGE_CMD[][2] = {
      "           [--checkpoint-every N] [--resume FILE]\n"
      "           [--validation-split F | --validation-data DIR] [--threads N]\n"
      "           [--conv-algo deterministic|fastest] [--math fp32|tf32]\n"
-     "           [--precision fp32|tf32|bf16] (docs/precision.md; bf16: CPU only for now)\n"
+     "           [--precision fp32|tf32|bf16] (docs/precision.md; bf16 on a GPU needs sm_80+)\n"
      "           [--cuda-graph on|off]\n"
      "           [--distributed [--comm-timeout S]] [--pixels unit|raw]\n"
      "           --epochs N: the total, also with --resume (default 1)\n"
