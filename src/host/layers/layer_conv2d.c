@@ -1,4 +1,5 @@
 /* Conv2D: filters (units) of kernel_h x kernel_w over NHWC, stride 1 by default. */
+#include "bf16.h"
 #include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
@@ -103,18 +104,37 @@ const ck_layer_kind ck_lk_conv2d = {
 
 /* ---- node ops ---- */
 
+/* bf16 (docs/precision.md), as a bf16 convolution on the GPU: the kernel rounded to bf16
+ * (ck_exec_weights), the product rounded as cuDNN stores it, then the bias added (the executor
+ * rounds that sum as it stores the output: a conv with bias rounds twice). */
+static int conv_bf16_twin(const ck_exec *e, const ck_node_io *io) {
+    return e->m->precision == CK_PRECISION_BF16 && io->i < ck_exec_logits_node(e->m);
+}
+
 static ck_status conv_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     ck_conv_geom g = ck_exec_geom(n, io->batch);
-    ck_cpu_conv2d_forward(&g, io->in, e->params + n->p_kernel,
-                          n->n_bias ? e->params + n->p_bias : NULL, io->out, (float *)e->ws);
+    const float *bias = n->n_bias ? e->params + n->p_bias : NULL;
+    const float *k = ck_exec_weights(e) + n->p_kernel;
+    if (!conv_bf16_twin(e, io)) {
+        ck_cpu_conv2d_forward(&g, io->in, k, bias, io->out, (float *)e->ws);
+        return CK_STATUS_SUCCESS;
+    }
+    const size_t rows = (size_t)g.n * g.oh * g.ow;
+    ck_cpu_conv2d_forward(&g, io->in, k, NULL, io->out, (float *)e->ws);
+    ck_bf16_round_buffer(io->out, rows * g.cout);
+    if (bias)
+        ck_cpu_bias_add(rows, g.cout, bias, io->out);
     return CK_STATUS_SUCCESS;
 }
 
+/* bf16: cuDNN writes the kernel gradient in bf16, so the twin rounds it (not the bias's). */
 static ck_status conv_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     ck_conv_geom g = ck_exec_geom(n, io->batch);
-    ck_cpu_conv2d_backward(&g, io->in, e->params + n->p_kernel, io->dy, io->dx,
+    ck_cpu_conv2d_backward(&g, io->in, ck_exec_weights(e) + n->p_kernel, io->dy, io->dx,
                            e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL,
                            (float *)e->ws);
+    if (conv_bf16_twin(e, io))
+        ck_bf16_round_buffer(e->grads + n->p_kernel, n->n_kernel);
     return CK_STATUS_SUCCESS;
 }
 

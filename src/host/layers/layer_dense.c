@@ -1,4 +1,5 @@
 /* Dense: units outputs of a flat input (a 1 x 1 x c input counts as flat). */
+#include "bf16.h"
 #include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
@@ -86,15 +87,27 @@ const ck_layer_kind ck_lk_dense = {
 
 /* ---- node ops ---- */
 
+/* bf16 (docs/precision.md), as a bf16 GEMM on the GPU: the kernel rounded to bf16
+ * (ck_exec_weights); a hidden layer's product is rounded as cuBLAS stores it, then the bias is
+ * added (the executor rounds the sum as it stores it); the logits are computed in fp32. */
 static ck_status dense_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    ck_cpu_dense_forward(io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel,
-                         n->n_bias ? e->params + n->p_bias : NULL, io->out);
+    const float *bias = n->n_bias ? e->params + n->p_bias : NULL;
+    const float *k = ck_exec_weights(e) + n->p_kernel;
+    if (e->m->precision != CK_PRECISION_BF16 || io->i >= ck_exec_logits_node(e->m)) {
+        ck_cpu_dense_forward(io->batch, n->ic, n->oc, io->in, k, bias, io->out);
+        return CK_STATUS_SUCCESS;
+    }
+    ck_cpu_dense_forward(io->batch, n->ic, n->oc, io->in, k, NULL, io->out);
+    ck_bf16_round_buffer(io->out, (size_t)io->batch * n->oc);
+    if (bias)
+        ck_cpu_bias_add((size_t)io->batch, n->oc, bias, io->out);
     return CK_STATUS_SUCCESS;
 }
 
+/* bf16: dx from the rounded kernel (the executor rounds dx); the kernel gradient stays fp32. */
 static ck_status dense_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    ck_cpu_dense_backward(io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel, io->dy, io->dx,
-                          e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL);
+    ck_cpu_dense_backward(io->batch, n->ic, n->oc, io->in, ck_exec_weights(e) + n->p_kernel, io->dy,
+                          io->dx, e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL);
     return CK_STATUS_SUCCESS;
 }
 
