@@ -795,7 +795,7 @@ static int dense_call_fn(void *user, int call) {
         break;
     case DC_BIAS:
         CUDA_CHECK(
-            (cudaError_t)ck_cuda_bias_add(d->y, d->b, s.n, s.out, ck_context_stream(d->ctx)));
+            (cudaError_t)ck_cuda_bias_add(d->y, d->b, s.n, s.out, CK_KDT_F32, ck_context_stream(d->ctx)));
         break;
     case DC_GEMM_BWD:
         blas_check(cublasSgemm(d->blas, CUBLAS_OP_N, CUBLAS_OP_T, s.out, s.in, s.n, &one, d->dy,

@@ -1,11 +1,13 @@
 /* bf16.cu against its host twin (src/host/bf16.c): rounding in place, packing to 16-bit storage
- * and unpacking must be bit-identical (both run ck_math.h's integer rounding). Skipped without a
- * CUDA device. */
+ * and unpacking must be bit-identical (both run ck_math.h's integer rounding). The bf16 conv
+ * (cuDNN) and dense (cuBLAS) layers against their CPU twin (layer_conv2d.c, layer_dense.c's bf16
+ * rule) within the derived tolerance below. Skipped without a CUDA device. */
 #include "common.h"
 
 #ifdef CNNKIT_HAVE_CUDA
 #include "bf16.h"
 #include "ck_kernels.h"
+#include "gpu_layers.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -277,6 +279,238 @@ Test(gpu_bf16, refused_without_dense_logits) {
     CK_OK(g, ck_model_from_keras_text(g, text, &m, msg, sizeof msg));
     CK_OK(g, ck_model_build(m, 0, 0, 0, 8));
     ck_model_destroy(m);
+    ck_context_destroy(g);
+}
+
+/* ---- bf16 conv and dense against the CPU twin ---------------------------------------------
+ * Tolerance, derived. Both sides read the same bf16 inputs and the same bf16-rounded kernel, so
+ * every product is the same fp32 value; only the order of the fp32 sums differs (cuDNN / cuBLAS
+ * reassociate). Before any rounding the two sums differ by at most the fp32 bound of
+ * test_gpu_layers.c: TOL = 1e-4 of the output's scale M (max |reference|, at least 1e-3). Rounding
+ * to nearest bf16 is monotone and moves a value by at most half a bf16 ulp, so two values within
+ * d of each other round to values within d + ulp(v) (ulp(v) = 2^(e - 7) for |v| in [2^e,
+ * 2^(e+1)): bf16 keeps 8 significant bits, half an ulp is 2^-8 of the binade); v is taken as
+ * |reference| + d to cover the other side landing in the next binade. A stage that adds the
+ * bias to a rounded value and rounds again (conv, hidden dense) adds one more such ulp. fp32
+ * results (the logits, the dense's dk) keep the fp32 bound; the bias gradient is a double sum of
+ * the same bf16 dy in a fixed order on both sides (1e-6, as fp32). */
+#define BF16_TOL 1e-4
+
+static float *D(ck_tensor *t) {
+    return ck_tensor_data(t);
+}
+
+static double bf16_ulp(double v) {
+    int e = 0;
+    (void)frexp(fabs(v) > 0x1p-126 ? fabs(v) : 0x1p-126, &e); /* |v| = m * 2^e, m in [0.5, 1) */
+    return ldexp(1.0, e - 1 - 7);
+}
+
+static double scale_of(const float *ref, size_t n) {
+    double m = 1e-3;
+    for (size_t i = 0; i < n; ++i)
+        if (fabs(ref[i]) > m)
+            m = fabs(ref[i]);
+    return m;
+}
+
+/* Elements beyond the bound: |got - ref| <= TOL * M + sum over the rounding stages of
+ * ulp(|stage value| + bound so far); mid (may be NULL) is the reference before the bias. */
+static size_t bf16_outside(const float *got, const float *ref, const float *mid, size_t n,
+                           int rounded, double *worst) {
+    const double m = scale_of(ref, n);
+    size_t bad = 0;
+    *worst = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        double b = BF16_TOL * m;
+        if (mid)
+            b += bf16_ulp(fabs(mid[i]) + b);
+        if (rounded)
+            b += bf16_ulp(fabs(ref[i]) + b);
+        const double d = fabs((double)got[i] - ref[i]);
+        if (d / b > *worst)
+            *worst = d / b;
+        bad += !(d <= b);
+    }
+    return bad;
+}
+
+static float *rndf(size_t n, uint64_t seed, float lo, float hi) {
+    float *p = malloc(n * sizeof *p);
+    trng r = {seed};
+    trng_fill(&r, p, n, lo, hi);
+    return p;
+}
+
+static float *rounded(const float *x, size_t n) {
+    float *r = malloc(n * sizeof *r);
+    memcpy(r, x, n * sizeof *r);
+    ck_bf16_round_buffer(r, n);
+    return r;
+}
+
+/* Device buffers: bf16 words (n elements) uploaded from / downloaded to fp32 host values. */
+static ck_tensor *dwords(ck_context *g, size_t n, const float *host) {
+    ck_tensor *t = dbuf(g, (n + 1) / 2, NULL);
+    if (host) {
+        uint16_t *w = calloc(n + 1, sizeof *w);
+        ck_bf16_pack_buffer(host, w, n);
+        CK_OK(g, ck_tensor_upload(g, t, (const float *)w, (n + 1) / 2));
+        free(w);
+    }
+    return t;
+}
+
+static void down_words(ck_context *g, ck_tensor *t, float *host, size_t n) {
+    uint16_t *w = calloc(n + 1, sizeof *w);
+    CK_OK(g, ck_context_synchronize(g));
+    CK_OK(g, ck_tensor_download(g, t, (float *)w, (n + 1) / 2));
+    ck_bf16_unpack_buffer(w, host, n);
+    free(w);
+}
+
+static void down_f(ck_context *g, ck_tensor *t, float *host, size_t n) {
+    CK_OK(g, ck_context_synchronize(g));
+    CK_OK(g, ck_tensor_download(g, t, host, n));
+}
+
+/* One bf16 convolution (geometry, NCHW forced or not) on the GPU against the twin:
+ * y = round(round(conv(x, round(k))) + b), dx = round(conv_bwd(dy, round(k))),
+ * dk = round(x^T dy), db = colsum(dy), x and dy bf16. */
+static void conv_bf16_case(ck_context *g, int n, int h, int w, int cin, int cout, int kk, int st,
+                           int same, int force_nchw, const char *what) {
+    ck_conv_geom geo;
+    cr_assert_eq(ck_conv_geom_make(&geo, n, h, w, cin, cout, kk, kk, st, st, same), 0);
+    const size_t nx = (size_t)n * h * w * cin, nk = (size_t)kk * kk * cin * cout;
+    const size_t ny = (size_t)n * geo.oh * geo.ow * cout, rows = (size_t)n * geo.oh * geo.ow;
+    float *x0 = rndf(nx, 51, -1, 1), *k = rndf(nk, 52, -0.5f, 0.5f), *b = rndf(cout, 53, -1, 1);
+    float *dy0 = rndf(ny, 54, -1, 1);
+    float *x = rounded(x0, nx), *kr = rounded(k, nk), *dy = rounded(dy0, ny);
+    float *mid = malloc(ny * 4), *y = malloc(ny * 4), *dx = malloc(nx * 4), *dk = malloc(nk * 4);
+    float *db = malloc(cout * 4);
+    const size_t wsf = ck_cpu_conv2d_workspace_floats(&geo);
+    float *ws = malloc((wsf ? wsf : 1) * 4);
+    ck_cpu_conv2d_forward(&geo, x, kr, NULL, mid, ws);
+    ck_bf16_round_buffer(mid, ny);
+    memcpy(y, mid, ny * 4);
+    ck_cpu_bias_add(rows, cout, b, y);
+    ck_bf16_round_buffer(y, ny);
+    ck_cpu_conv2d_backward(&geo, x, kr, dy, dx, dk, db, ws);
+    ck_bf16_round_buffer(dx, nx);
+    ck_bf16_round_buffer(dk, nk);
+
+    ck_gconv *cv = NULL;
+    CK_OK(g, ck_gconv_create_dt(g, &geo, force_nchw, CK_KDT_BF16, &cv));
+    char plan[512];
+    ck_gconv_describe(cv, plan, sizeof plan);
+    cr_log_info("bf16 conv %s: %s", what, plan);
+    cr_assert(strstr(plan, "bf16") != NULL, "%s", plan);
+    cr_assert(!force_nchw || strncmp(plan, "NCHW", 4) == 0, "%s", plan);
+    ck_workspace *gw = NULL;
+    CK_OK(g, ck_workspace_create(g, &gw, ck_gconv_workspace_bytes(cv)));
+    ck_tensor *tx = dwords(g, nx, x), *tdy = dwords(g, ny, dy), *ty = dwords(g, ny, NULL);
+    ck_tensor *tdx = dwords(g, nx, NULL), *tk = dbuf(g, nk, k), *tb = dbuf(g, cout, b);
+    ck_tensor *tdk = dbuf(g, nk, NULL), *tdb = dbuf(g, cout, NULL);
+    CK_OK(g, ck_gconv_forward(g, cv, n, D(tx), D(tk), D(tb), D(ty), gw->data));
+    CK_OK(g, ck_gconv_backward(g, cv, n, D(tx), D(tk), D(tdy), D(tdx), D(tdk), D(tdb), gw->data));
+    float *gy = malloc(ny * 4), *gdx = malloc(nx * 4), *gdk = malloc(nk * 4),
+          *gdb = malloc(cout * 4);
+    down_words(g, ty, gy, ny);
+    down_words(g, tdx, gdx, nx);
+    down_f(g, tdk, gdk, nk);
+    down_f(g, tdb, gdb, cout);
+    double wy, wdx, wdk, wdb;
+    cr_expect_eq(bf16_outside(gy, y, mid, ny, 1, &wy), 0, "%s: y (worst %g of the bound)", what,
+                 wy);
+    cr_expect_eq(bf16_outside(gdx, dx, NULL, nx, 1, &wdx), 0, "%s: dx (worst %g)", what, wdx);
+    cr_expect_eq(bf16_outside(gdk, dk, NULL, nk, 1, &wdk), 0, "%s: dk (worst %g)", what, wdk);
+    cr_expect_eq(bf16_outside(gdb, db, NULL, cout, 0, &wdb), 0, "%s: db (worst %g)", what, wdb);
+    /* the filter gradient comes back as bf16 values (widened exactly) */
+    float *gdkr = rounded(gdk, nk);
+    cr_expect(memcmp(gdkr, gdk, nk * 4) == 0, "%s: dk is not bf16", what);
+    cr_log_info("bf16 conv %s: worst/bound y %.3g dx %.3g dk %.3g db %.3g", what, wy, wdx, wdk,
+                wdb);
+    ck_tensor *all[] = {tx, tdy, ty, tdx, tk, tb, tdk, tdb};
+    for (size_t i = 0; i < 8; ++i)
+        ck_tensor_destroy(all[i]);
+    ck_workspace_destroy(gw);
+    ck_gconv_destroy(cv);
+    free(x0), free(k), free(b), free(dy0), free(x), free(kr), free(dy), free(mid), free(y);
+    free(dx), free(dk), free(db), free(ws), free(gy), free(gdx), free(gdk), free(gdb), free(gdkr);
+}
+
+Test(gpu_bf16, conv_matches_cpu_twin) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    conv_bf16_case(g, 4, 12, 12, 8, 16, 3, 1, 0, 0, "NHWC 3x3 valid");
+    conv_bf16_case(g, 3, 8, 8, 8, 8, 3, 2, 1, 0, "explicit padding (3x3 s2 same, even size)");
+    conv_bf16_case(g, 2, 9, 7, 3, 8, 3, 1, 1, 1, "NCHW fallback (forced)");
+    ck_context_destroy(g);
+}
+
+/* One bf16 dense on the GPU against the twin: x and dy bf16; hidden: y = round(round(x round(k))
+ * + b) bf16, logits: y = x round(k) + b fp32; dx = round(dy round(k)^T); dk = x^T dy fp32. */
+static void dense_bf16_case(ck_context *g, int n, int in, int out, int logits) {
+    const char *what = logits ? "logits" : "hidden";
+    const size_t nx = (size_t)n * in, nk = (size_t)in * out, ny = (size_t)n * out;
+    float *x0 = rndf(nx, 61, -1, 1), *k = rndf(nk, 62, -0.3f, 0.3f), *b = rndf(out, 63, -1, 1);
+    float *dy0 = rndf(ny, 64, -1, 1);
+    float *x = rounded(x0, nx), *kr = rounded(k, nk), *dy = rounded(dy0, ny);
+    float *mid = malloc(ny * 4), *y = malloc(ny * 4), *dx = malloc(nx * 4), *dk = malloc(nk * 4);
+    float *db = malloc(out * 4);
+    if (logits) {
+        ck_cpu_dense_forward(n, in, out, x, kr, b, y);
+    } else {
+        ck_cpu_dense_forward(n, in, out, x, kr, NULL, mid);
+        ck_bf16_round_buffer(mid, ny);
+        memcpy(y, mid, ny * 4);
+        ck_cpu_bias_add(n, out, b, y);
+        ck_bf16_round_buffer(y, ny);
+    }
+    ck_cpu_dense_backward(n, in, out, x, kr, dy, dx, dk, db);
+    ck_bf16_round_buffer(dx, nx);
+
+    const int ydt = logits ? CK_KDT_F32 : CK_KDT_BF16;
+    ck_workspace *gw = NULL;
+    CK_OK(g, ck_workspace_create(g, &gw, ck_gdense_workspace_bytes_dt(in, out, CK_KDT_BF16)));
+    ck_tensor *tx = dwords(g, nx, x), *tdy = dwords(g, ny, dy), *tdx = dwords(g, nx, NULL);
+    ck_tensor *ty = logits ? dbuf(g, ny, NULL) : dwords(g, ny, NULL);
+    ck_tensor *tk = dbuf(g, nk, k), *tb = dbuf(g, out, b), *tdk = dbuf(g, nk, NULL),
+              *tdb = dbuf(g, out, NULL);
+    CK_OK(g, ck_gdense_forward_dt(g, n, in, out, D(tx), CK_KDT_BF16, D(tk), D(tb), D(ty), ydt,
+                                  gw->data));
+    CK_OK(g, ck_gdense_backward_dt(g, n, in, out, D(tx), D(tk), D(tdy), D(tdx), D(tdk), D(tdb),
+                                   CK_KDT_BF16, gw->data));
+    float *gy = malloc(ny * 4), *gdx = malloc(nx * 4), *gdk = malloc(nk * 4),
+          *gdb = malloc(out * 4);
+    if (logits)
+        down_f(g, ty, gy, ny);
+    else
+        down_words(g, ty, gy, ny);
+    down_words(g, tdx, gdx, nx);
+    down_f(g, tdk, gdk, nk);
+    down_f(g, tdb, gdb, out);
+    double wy, wdx, wdk, wdb;
+    cr_expect_eq(bf16_outside(gy, y, logits ? NULL : mid, ny, !logits, &wy), 0,
+                 "dense %s: y (worst %g of the bound)", what, wy);
+    cr_expect_eq(bf16_outside(gdx, dx, NULL, nx, 1, &wdx), 0, "dense %s: dx (worst %g)", what, wdx);
+    cr_expect_eq(bf16_outside(gdk, dk, NULL, nk, 0, &wdk), 0, "dense %s: dk (worst %g)", what, wdk);
+    cr_expect_eq(bf16_outside(gdb, db, NULL, out, 0, &wdb), 0, "dense %s: db (worst %g)", what,
+                 wdb);
+    cr_log_info("bf16 dense %s: worst/bound y %.3g dx %.3g dk %.3g db %.3g", what, wy, wdx, wdk,
+                wdb);
+    ck_tensor *all[] = {tx, tdy, tdx, ty, tk, tb, tdk, tdb};
+    for (size_t i = 0; i < 8; ++i)
+        ck_tensor_destroy(all[i]);
+    ck_workspace_destroy(gw);
+    free(x0), free(k), free(b), free(dy0), free(x), free(kr), free(dy), free(mid), free(y);
+    free(dx), free(dk), free(db), free(gy), free(gdx), free(gdk), free(gdb);
+}
+
+Test(gpu_bf16, dense_matches_cpu_twin) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    dense_bf16_case(g, 16, 72, 24, 0);
+    dense_bf16_case(g, 16, 24, 10, 1);
+    dense_bf16_case(g, 5, 33, 7, 0); /* odd sizes: no leading dimension a multiple of 8 */
     ck_context_destroy(g);
 }
 

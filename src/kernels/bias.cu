@@ -9,16 +9,24 @@
 
 /* ---- bias add and bias gradient (rows x c, row-major: NHWC activations, dense outputs) ----- */
 
-__global__ void k_bias_add(float *y, const float *bias, long long count, int c) {
+/* y = y + bias in fp32, stored as S (bf16: rounded once, as the CPU twin's round after its
+ * ck_cpu_bias_add) */
+template <class S>
+__global__ void k_bias_add(typename S::T *y, const float *bias, long long count, int c) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x)
-        y[i] += bias[i % c];
+        S::st(y, i, __fadd_rn(S::ld(y, i), bias[i % c]));
 }
 
-extern "C" int ck_cuda_bias_add(float *y, const float *bias, long long rows, int c, void *stream) {
+extern "C" int ck_cuda_bias_add(void *y, const float *bias, long long rows, int c, int dt,
+                                void *stream) {
     const long long count = rows * c;
-    k_bias_add<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(y, bias, count,
-                                                                                    c);
+    const unsigned grid = ck_grid_for(count, CK_BLOCK);
+    cudaStream_t s = (cudaStream_t)stream;
+    if (dt == CK_KDT_BF16)
+        k_bias_add<ck_st_bf16><<<grid, CK_BLOCK, 0, s>>>((uint16_t *)y, bias, count, c);
+    else
+        k_bias_add<ck_st_f32><<<grid, CK_BLOCK, 0, s>>>((float *)y, bias, count, c);
     return ck_launch_status();
 }
 
@@ -43,7 +51,8 @@ static int colsum_splits(long long rows, int c) {
     return (int)(s < 1 ? 1 : s);
 }
 
-__global__ void k_colsum_partial(const float *a, long long rows, int c, double *partials) {
+template <class S>
+__global__ void k_colsum_partial(const typename S::T *a, long long rows, int c, double *partials) {
     __shared__ double sh[8][32];
     const int col = blockIdx.x * 32 + threadIdx.x;
     const long long per = (rows + gridDim.y - 1) / gridDim.y;
@@ -54,7 +63,7 @@ __global__ void k_colsum_partial(const float *a, long long rows, int c, double *
     double acc = 0.0;
     if (col < c)
         for (long long r = r0 + threadIdx.y; r < r1; r += 8)
-            acc += a[r * c + col];
+            acc += S::ld(a, r * c + col);
     sh[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0 && col < c) {
@@ -79,12 +88,16 @@ extern "C" size_t ck_cuda_colsum_workspace_bytes(int c) {
     return (size_t)colsum_max_splits(c) * (size_t)c * sizeof(double);
 }
 
-extern "C" int ck_cuda_colsum(const float *a, long long rows, int c, float *out, void *ws,
+extern "C" int ck_cuda_colsum(const void *a, long long rows, int c, int dt, float *out, void *ws,
                               void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
     const int splits = colsum_splits(rows, c);
     dim3 block(32, 8), grid((unsigned)((c + 31) / 32), (unsigned)splits);
-    k_colsum_partial<<<grid, block, 0, s>>>(a, rows, c, (double *)ws);
+    if (dt == CK_KDT_BF16)
+        k_colsum_partial<ck_st_bf16>
+            <<<grid, block, 0, s>>>((const uint16_t *)a, rows, c, (double *)ws);
+    else
+        k_colsum_partial<ck_st_f32><<<grid, block, 0, s>>>((const float *)a, rows, c, (double *)ws);
     k_colsum_final<<<(unsigned)((c + 127) / 128), 128, 0, s>>>((const double *)ws, splits, c, out);
     return ck_launch_status();
 }

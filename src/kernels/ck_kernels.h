@@ -39,8 +39,9 @@ int ck_cuda_scale(float *x, size_t count, float s, void *stream);
 int ck_cuda_bf16_round(float *x, size_t count, void *stream);
 int ck_cuda_bf16_pack(const float *src, uint16_t *dst, size_t count, void *stream);
 int ck_cuda_bf16_unpack(const uint16_t *src, float *dst, size_t count, void *stream);
-/* dst = src converted between layouts (src_nhwc -> !src_nhwc). Same logical shape. */
-int ck_cuda_convert_layout(const float *src, float *dst, ck_kshape src_shape, void *stream);
+/* dst = src converted between layouts (src_nhwc -> !src_nhwc). Same logical shape; both stored
+ * as src_shape.dt (ck_kdt; a copy). */
+int ck_cuda_convert_layout(const void *src, void *dst, ck_kshape src_shape, void *stream);
 
 /* What changes from one training step to the next, in device memory (the model arena's "step"
  * part): a CUDA training step's kernels read it when they run, so a step captured once as a CUDA
@@ -126,11 +127,13 @@ int ck_cuda_activation_forward(int act, float alpha, const float *x, float *y, s
                                void *stream);
 int ck_cuda_activation_backward(int act, float alpha, const float *x, const float *y,
                                 const float *dy, float *dx, size_t count, int c, void *stream);
-/* y (rows x c) += bias (c). */
-int ck_cuda_bias_add(float *y, const float *bias, long long rows, int c, void *stream);
-/* out (c) = column sums of a (rows x c) in double, fixed order. ws: the bytes below. */
+/* y (rows x c) += bias (c): the sum in fp32, stored as dt (ck_kdt; bf16: rounded once). */
+int ck_cuda_bias_add(void *y, const float *bias, long long rows, int c, int dt, void *stream);
+/* out (c, fp32) = column sums of a (rows x c, stored as dt) in double, fixed order. ws: the bytes
+ * below. */
 size_t ck_cuda_colsum_workspace_bytes(int c);
-int ck_cuda_colsum(const float *a, long long rows, int c, float *out, void *ws, void *stream);
+int ck_cuda_colsum(const void *a, long long rows, int c, int dt, float *out, void *ws,
+                   void *stream);
 /* Max / average pooling, padded cells excluded: the CPU twin's results bit for bit. */
 int ck_cuda_pool_forward(ck_conv_geom g, int is_max, const float *x, float *y, void *stream);
 int ck_cuda_pool_backward(ck_conv_geom g, int is_max, const float *x, const float *dy, float *dx,
@@ -157,13 +160,15 @@ int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, void *stream
 int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
                 int nesterov, float decay, const ck_kloss *guard, void *stream);
 /* Conv kernel HWIO (khw = kh*kw positions) -> cuDNN's filter layout (to_cudnn = 1) or back (0):
- * KRSC for NHWC convolutions (kcrs = 0), KCRS for NCHW ones (kcrs = 1). */
-int ck_cuda_conv_kernel_layout(const float *src, float *dst, int khw, int cin, int cout,
-                               int to_cudnn, int kcrs, void *stream);
+ * KRSC for NHWC convolutions (kcrs = 0), KCRS for NCHW ones (kcrs = 1). dt (ck_kdt): the storage
+ * of cuDNN's copy (bf16: rounded to nearest even going there, widened back exactly); the HWIO
+ * side is always fp32. */
+int ck_cuda_conv_kernel_layout(const void *src, void *dst, int khw, int cin, int cout, int to_cudnn,
+                               int kcrs, int dt, void *stream);
 /* Zero padding of NHWC images to (hp, wp) with the image at (pt, pl); crop = 1: the inverse
- * (dst (n, h, w, c) from src (n, hp, wp, c)). */
-int ck_cuda_pad_nhwc(const float *src, float *dst, int n, int h, int w, int c, int pt, int pl,
-                     int hp, int wp, int crop, void *stream);
+ * (dst (n, h, w, c) from src (n, hp, wp, c)). dt (ck_kdt): the storage of both (a copy). */
+int ck_cuda_pad_nhwc(const void *src, void *dst, int n, int h, int w, int c, int pt, int pl, int hp,
+                     int wp, int crop, int dt, void *stream);
 /* dst = a + b elementwise (dst may be a or b): the Add layer, gradient sums of graph models.
  * dt (ck_kdt): the storage of all three; the sum is fp32, rounded once to the storage. */
 int ck_cuda_add(void *dst, const void *a, const void *b, size_t count, int dt, void *stream);

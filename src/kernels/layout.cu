@@ -10,8 +10,11 @@
 /* ---- conv kernel layouts: Keras HWIO (kh, kw, cin, cout) <-> cuDNN's filter layouts: KRSC
  *      (cout, kh, kw, cin; NHWC convolutions) or KCRS (cout, cin, kh, kw; the NCHW fallback) -- */
 
-__global__ void k_hwio_filter(const float *src, float *dst, int khw, int cin, int cout,
-                              int to_cudnn, int kcrs) {
+/* S: the storage of cuDNN's copy (bf16: rounded to nearest even going there, widened exactly
+ * coming back); the HWIO side is the fp32 parameters or their gradient */
+template <class S>
+__global__ void k_hwio_filter(const void *src, void *dst, int khw, int cin, int cout, int to_cudnn,
+                              int kcrs) {
     const long long total = (long long)khw * cin * cout;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x) {
@@ -23,16 +26,22 @@ __global__ void k_hwio_filter(const float *src, float *dst, int khw, int cin, in
         const long long f =
             kcrs ? ((long long)co * cin + ci) * khw + r : ((long long)co * khw + r) * cin + ci;
         if (to_cudnn)
-            dst[f] = src[t];
+            S::st((typename S::T *)dst, f, ((const float *)src)[t]);
         else
-            dst[t] = src[f];
+            ((float *)dst)[t] = S::ld((const typename S::T *)src, f);
     }
 }
 
-extern "C" int ck_cuda_conv_kernel_layout(const float *src, float *dst, int khw, int cin, int cout,
-                                          int to_cudnn, int kcrs, void *stream) {
+extern "C" int ck_cuda_conv_kernel_layout(const void *src, void *dst, int khw, int cin, int cout,
+                                          int to_cudnn, int kcrs, int dt, void *stream) {
     const long long total = (long long)khw * cin * cout;
-    k_hwio_filter<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        src, dst, khw, cin, cout, to_cudnn, kcrs);
+    const unsigned grid = ck_grid_for(total, CK_BLOCK);
+    cudaStream_t s = (cudaStream_t)stream;
+    if (dt == CK_KDT_BF16)
+        k_hwio_filter<ck_st_bf16>
+            <<<grid, CK_BLOCK, 0, s>>>(src, dst, khw, cin, cout, to_cudnn, kcrs);
+    else
+        k_hwio_filter<ck_st_f32>
+            <<<grid, CK_BLOCK, 0, s>>>(src, dst, khw, cin, cout, to_cudnn, kcrs);
     return ck_launch_status();
 }

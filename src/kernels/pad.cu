@@ -11,8 +11,9 @@
 
 /* pad: dst (n, h + pt + pb, w + pl + pr, c) = src placed at (pt, pl), zeros around.
  * crop (the backward): dst (n, h, w, c) = the (pt, pl) window of src. */
-__global__ void k_pad(const float *src, float *dst, int n, int h, int w, int c, int pt, int pl,
-                      int hp, int wp, int crop) {
+template <class T>
+__global__ void k_pad(const T *src, T *dst, int n, int h, int w, int c, int pt, int pl, int hp,
+                      int wp, int crop) {
     const long long total = crop ? (long long)n * h * w * c : (long long)n * hp * wp * c;
     const int oh = crop ? h : hp, ow = crop ? w : wp;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
@@ -28,15 +29,22 @@ __global__ void k_pad(const float *src, float *dst, int n, int h, int w, int c, 
         } else {
             const int a = i - pt, b = j - pl;
             dst[t] =
-                (a >= 0 && a < h && b >= 0 && b < w) ? src[((s * h + a) * w + b) * c + ch] : 0.0f;
+                (a >= 0 && a < h && b >= 0 && b < w) ? src[((s * h + a) * w + b) * c + ch] : T(0);
         }
     }
 }
 
-extern "C" int ck_cuda_pad_nhwc(const float *src, float *dst, int n, int h, int w, int c, int pt,
-                                int pl, int hp, int wp, int crop, void *stream) {
+/* a copy: bf16 words (dt CK_KDT_BF16) are moved as they are, +0 around */
+extern "C" int ck_cuda_pad_nhwc(const void *src, void *dst, int n, int h, int w, int c, int pt,
+                                int pl, int hp, int wp, int crop, int dt, void *stream) {
     const long long total = crop ? (long long)n * h * w * c : (long long)n * hp * wp * c;
-    k_pad<<<ck_grid_for(total, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        src, dst, n, h, w, c, pt, pl, hp, wp, crop);
+    const unsigned grid = ck_grid_for(total, CK_BLOCK);
+    cudaStream_t s = (cudaStream_t)stream;
+    if (dt == CK_KDT_BF16)
+        k_pad<uint16_t><<<grid, CK_BLOCK, 0, s>>>((const uint16_t *)src, (uint16_t *)dst, n, h, w,
+                                                  c, pt, pl, hp, wp, crop);
+    else
+        k_pad<float><<<grid, CK_BLOCK, 0, s>>>((const float *)src, (float *)dst, n, h, w, c, pt, pl,
+                                               hp, wp, crop);
     return ck_launch_status();
 }

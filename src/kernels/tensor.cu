@@ -10,11 +10,11 @@ __global__ void ck_fill_kernel(float *p, long long count, float value) {
 /* dst[n, p, c] (NHWC) <-> src[n, c, p] (NCHW), p = h * W + w, via 32x32 tiles in shared memory
  * so that both reads and writes are coalesced. blockIdx.z = n; the tile covers rows of the
  * source (a) and columns (b): NCHW->NHWC has a = c, b = p; NHWC->NCHW has a = p, b = c. */
-__global__ void ck_transpose_kernel(const float *src, float *dst, int rows, int cols) {
-    __shared__ float tile[32][33];
+template <class T> __global__ void ck_transpose_kernel(const T *src, T *dst, int rows, int cols) {
+    __shared__ T tile[32][33];
     const long long plane = (long long)rows * cols;
-    const float *s = src + blockIdx.z * plane;
-    float *d = dst + blockIdx.z * plane;
+    const T *s = src + blockIdx.z * plane;
+    T *d = dst + blockIdx.z * plane;
     const int b0 = blockIdx.x * 32, a0 = blockIdx.y * 32;
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
         int a = a0 + i, b = b0 + threadIdx.x;
@@ -76,7 +76,8 @@ extern "C" int ck_cuda_gather_rows(const float *src, const int32_t *src_labels, 
     return ck_launch_status();
 }
 
-extern "C" int ck_cuda_convert_layout(const float *src, float *dst, ck_kshape s, void *stream) {
+/* a copy: bf16 words (s.dt CK_KDT_BF16) are moved as they are */
+extern "C" int ck_cuda_convert_layout(const void *src, void *dst, ck_kshape s, void *stream) {
     const int hw = s.h * s.w;
     /* source viewed per sample as a rows x cols matrix */
     const int rows = s.nhwc ? hw : s.c;
@@ -85,6 +86,11 @@ extern "C" int ck_cuda_convert_layout(const float *src, float *dst, ck_kshape s,
     dim3 grid((cols + 31) / 32, (rows + 31) / 32, s.n);
     if (grid.y > 65535 || grid.z > 65535)
         return (int)cudaErrorInvalidConfiguration;
-    ck_transpose_kernel<<<grid, block, 0, (cudaStream_t)stream>>>(src, dst, rows, cols);
+    if (s.dt == CK_KDT_BF16)
+        ck_transpose_kernel<uint16_t><<<grid, block, 0, (cudaStream_t)stream>>>(
+            (const uint16_t *)src, (uint16_t *)dst, rows, cols);
+    else
+        ck_transpose_kernel<float><<<grid, block, 0, (cudaStream_t)stream>>>(
+            (const float *)src, (float *)dst, rows, cols);
     return ck_launch_status();
 }

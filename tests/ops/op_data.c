@@ -45,10 +45,10 @@ static int pad_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
                    ck_tensor *const *out) {
     const int *p = v->iv;
     const int e_ = ck_cuda_pad_nhwc(OP_D(in[0]), OP_D(out[0]), p[0], p[1], p[2], p[3], p[4], p[5],
-                                    p[6], p[7], 0, g->stream);
+                                    p[6], p[7], 0, CK_KDT_F32, g->stream);
     return e_ ? e_
               : ck_cuda_pad_nhwc(OP_D(out[0]), OP_D(out[1]), p[0], p[1], p[2], p[3], p[4], p[5],
-                                 p[6], p[7], 1, g->stream);
+                                 p[6], p[7], 1, CK_KDT_F32, g->stream);
 }
 #endif
 
@@ -87,11 +87,11 @@ static void layout_ref(const op_variant *v, float *const *in, float *const *out)
 static int layout_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
                       ck_tensor *const *out) {
     const int *p = v->iv;
-    const int e_ =
-        ck_cuda_conv_kernel_layout(OP_D(in[0]), OP_D(out[0]), p[0], p[1], p[2], 1, p[3], g->stream);
+    const int e_ = ck_cuda_conv_kernel_layout(OP_D(in[0]), OP_D(out[0]), p[0], p[1], p[2], 1, p[3],
+                                              CK_KDT_F32, g->stream);
     return e_ ? e_
               : ck_cuda_conv_kernel_layout(OP_D(out[0]), OP_D(out[1]), p[0], p[1], p[2], 0, p[3],
-                                           g->stream);
+                                           CK_KDT_F32, g->stream);
 }
 #endif
 

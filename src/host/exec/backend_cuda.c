@@ -133,6 +133,8 @@ ck_status ck_gpu_model_build(ck_model *m) {
         return bst;
     }
     for (int i = 0; i < m->num_nodes; ++i) {
+        /* a node's prepare and ws_bytes see the node only: they plan bf16 storage from this */
+        m->nodes[i].dev_bf16 = m->precision == CK_PRECISION_BF16;
         const ck_node *n = &m->nodes[i];
         const ck_node_ops *op = &n->kind->ops[CK_BE_CUDA];
         if (!n->kind->alias && !op->fwd) {

@@ -1,4 +1,5 @@
 /* Conv2D: filters (units) of kernel_h x kernel_w over NHWC, stride 1 by default. */
+#include "bf16.h"
 #include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
@@ -103,18 +104,37 @@ const ck_layer_kind ck_lk_conv2d = {
 
 /* ---- node ops ---- */
 
+/* bf16 (docs/precision.md), as a bf16 convolution on the GPU: the kernel rounded to bf16
+ * (ck_exec_weights), the product rounded as cuDNN stores it, then the bias added (the executor
+ * rounds that sum as it stores the output: a conv with bias rounds twice). */
+static int conv_bf16_twin(const ck_exec *e, const ck_node_io *io) {
+    return e->m->precision == CK_PRECISION_BF16 && io->i < ck_exec_logits_node(e->m);
+}
+
 static ck_status conv_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     ck_conv_geom g = ck_exec_geom(n, io->batch);
-    ck_cpu_conv2d_forward(&g, io->in, e->params + n->p_kernel,
-                          n->n_bias ? e->params + n->p_bias : NULL, io->out, (float *)e->ws);
+    const float *bias = n->n_bias ? e->params + n->p_bias : NULL;
+    const float *k = ck_exec_weights(e) + n->p_kernel;
+    if (!conv_bf16_twin(e, io)) {
+        ck_cpu_conv2d_forward(&g, io->in, k, bias, io->out, (float *)e->ws);
+        return CK_STATUS_SUCCESS;
+    }
+    const size_t rows = (size_t)g.n * g.oh * g.ow;
+    ck_cpu_conv2d_forward(&g, io->in, k, NULL, io->out, (float *)e->ws);
+    ck_bf16_round_buffer(io->out, rows * g.cout);
+    if (bias)
+        ck_cpu_bias_add(rows, g.cout, bias, io->out);
     return CK_STATUS_SUCCESS;
 }
 
+/* bf16: cuDNN writes the kernel gradient in bf16, so the twin rounds it (not the bias's). */
 static ck_status conv_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     ck_conv_geom g = ck_exec_geom(n, io->batch);
-    ck_cpu_conv2d_backward(&g, io->in, e->params + n->p_kernel, io->dy, io->dx,
+    ck_cpu_conv2d_backward(&g, io->in, ck_exec_weights(e) + n->p_kernel, io->dy, io->dx,
                            e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL,
                            (float *)e->ws);
+    if (conv_bf16_twin(e, io))
+        ck_bf16_round_buffer(e->grads + n->p_kernel, n->n_kernel);
     return CK_STATUS_SUCCESS;
 }
 
@@ -127,22 +147,38 @@ static size_t conv_ws_cpu(ck_context *ctx, const ck_node *n, int max_batch, cons
 }
 
 #ifdef CNNKIT_HAVE_CUDA
+/* The plan was made for the storage the executor gives the node (input, output and dy alike: a
+ * conv is never the logits node of a bf16 GPU model). */
+static ck_status conv_check_dt(const ck_exec *e, const ck_node_io *io, const ck_gconv *c) {
+    const int dt = ck_gconv_dt(c);
+    if (ck_exec_in_dt(e, io->i, 0) != dt || ck_exec_out_dt(e, io->i) != dt)
+        return ck_fail(e->ctx, CK_STATUS_NOT_SUPPORTED,
+                       "conv: node %d was planned for %s storage, the executor stores %s / %s",
+                       io->i, dt ? "bf16" : "fp32", ck_exec_in_dt(e, io->i, 0) ? "bf16" : "fp32",
+                       ck_exec_out_dt(e, io->i) ? "bf16" : "fp32");
+    return CK_STATUS_SUCCESS;
+}
+
 static ck_status conv_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    return ck_gconv_forward(e->ctx, (ck_gconv *)e->state[io->i], io->batch, io->in,
-                            e->params + n->p_kernel, n->n_bias ? e->params + n->p_bias : NULL,
-                            io->out, e->ws);
+    ck_gconv *c = (ck_gconv *)e->state[io->i];
+    CK_TRY(conv_check_dt(e, io, c));
+    return ck_gconv_forward(e->ctx, c, io->batch, io->in, e->params + n->p_kernel,
+                            n->n_bias ? e->params + n->p_bias : NULL, io->out, e->ws);
 }
 
 static ck_status conv_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    return ck_gconv_backward(e->ctx, (ck_gconv *)e->state[io->i], io->batch, io->in,
-                             e->params + n->p_kernel, io->dy, io->dx, e->grads + n->p_kernel,
-                             n->n_bias ? e->grads + n->p_bias : NULL, e->ws);
+    ck_gconv *c = (ck_gconv *)e->state[io->i];
+    CK_TRY(conv_check_dt(e, io, c));
+    return ck_gconv_backward(e->ctx, c, io->batch, io->in, e->params + n->p_kernel, io->dy, io->dx,
+                             e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL,
+                             e->ws);
 }
 
-/* the cuDNN plan (algorithms, descriptors) for the largest batch */
+/* the cuDNN plan (algorithms, descriptors) for the largest batch, in bf16 for a bf16 model */
 static ck_status conv_prepare_cuda(ck_context *ctx, const ck_node *n, int max_batch, void **state) {
     ck_conv_geom g = ck_exec_geom(n, max_batch);
-    return ck_gconv_create(ctx, &g, (ck_gconv **)state);
+    return ck_gconv_create_dt(ctx, &g, 0, n->dev_bf16 ? CK_KDT_BF16 : CK_KDT_F32,
+                              (ck_gconv **)state);
 }
 
 static void conv_release_cuda(void *state) {
@@ -156,7 +192,7 @@ static size_t conv_ws_cuda(ck_context *ctx, const ck_node *n, int max_batch, con
     return state ? ck_gconv_workspace_bytes((const ck_gconv *)state) : 0; /* not prepared */
 }
 #define CONV_CUDA                                                                                  \
-    { conv_fwd_cuda, conv_bwd_cuda, conv_prepare_cuda, conv_release_cuda, conv_ws_cuda }
+    { conv_fwd_cuda, conv_bwd_cuda, conv_prepare_cuda, conv_release_cuda, conv_ws_cuda, 1 }
 #else
 #define CONV_CUDA                                                                                  \
     { 0 }

@@ -1,4 +1,5 @@
 /* Dense: units outputs of a flat input (a 1 x 1 x c input counts as flat). */
+#include "bf16.h"
 #include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
@@ -86,39 +87,62 @@ const ck_layer_kind ck_lk_dense = {
 
 /* ---- node ops ---- */
 
+/* bf16 (docs/precision.md), as a bf16 GEMM on the GPU: the kernel rounded to bf16
+ * (ck_exec_weights); a hidden layer's product is rounded as cuBLAS stores it, then the bias is
+ * added (the executor rounds the sum as it stores it); the logits are computed in fp32. */
 static ck_status dense_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    ck_cpu_dense_forward(io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel,
-                         n->n_bias ? e->params + n->p_bias : NULL, io->out);
+    const float *bias = n->n_bias ? e->params + n->p_bias : NULL;
+    const float *k = ck_exec_weights(e) + n->p_kernel;
+    if (e->m->precision != CK_PRECISION_BF16 || io->i >= ck_exec_logits_node(e->m)) {
+        ck_cpu_dense_forward(io->batch, n->ic, n->oc, io->in, k, bias, io->out);
+        return CK_STATUS_SUCCESS;
+    }
+    ck_cpu_dense_forward(io->batch, n->ic, n->oc, io->in, k, NULL, io->out);
+    ck_bf16_round_buffer(io->out, (size_t)io->batch * n->oc);
+    if (bias)
+        ck_cpu_bias_add((size_t)io->batch, n->oc, bias, io->out);
     return CK_STATUS_SUCCESS;
 }
 
+/* bf16: dx from the rounded kernel (the executor rounds dx); the kernel gradient stays fp32. */
 static ck_status dense_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    ck_cpu_dense_backward(io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel, io->dy, io->dx,
-                          e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL);
+    ck_cpu_dense_backward(io->batch, n->ic, n->oc, io->in, ck_exec_weights(e) + n->p_kernel, io->dy,
+                          io->dx, e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL);
     return CK_STATUS_SUCCESS;
 }
 
 #ifdef CNNKIT_HAVE_CUDA
+/* bf16: x and dy bf16 words (the logits node too: its dy is the packed loss gradient); a hidden
+ * layer's y bf16, the logits' fp32 (ck_exec_out_dt). */
 static ck_status dense_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    return ck_gdense_forward(e->ctx, io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel,
-                             n->n_bias ? e->params + n->p_bias : NULL, io->out);
+    if (ck_exec_in_dt(e, io->i, 0) == CK_KDT_BF16 && !n->dev_bf16) /* its workspace is too small */
+        return ck_fail(e->ctx, CK_STATUS_NOT_SUPPORTED,
+                       "dense: node %d reads bf16 but was not planned for it", io->i);
+    return ck_gdense_forward_dt(e->ctx, io->batch, n->ic, n->oc, io->in, ck_exec_in_dt(e, io->i, 0),
+                                e->params + n->p_kernel, n->n_bias ? e->params + n->p_bias : NULL,
+                                io->out, ck_exec_out_dt(e, io->i), e->ws);
 }
 
 static ck_status dense_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    return ck_gdense_backward(e->ctx, io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel,
-                              io->dy, io->dx, e->grads + n->p_kernel,
-                              n->n_bias ? e->grads + n->p_bias : NULL, e->ws);
+    const int dt = ck_exec_in_dt(e, io->i, 0);
+    if (ck_exec_dy_dt(e, io->i) != dt)
+        return ck_fail(e->ctx, CK_STATUS_NOT_SUPPORTED,
+                       "dense: node %d reads dy as %s and its input as %s", io->i,
+                       ck_exec_dy_dt(e, io->i) ? "bf16" : "fp32", dt ? "bf16" : "fp32");
+    return ck_gdense_backward_dt(e->ctx, io->batch, n->ic, n->oc, io->in, e->params + n->p_kernel,
+                                 io->dy, io->dx, e->grads + n->p_kernel,
+                                 n->n_bias ? e->grads + n->p_bias : NULL, dt, e->ws);
 }
 
-/* the bias gradient's column sums */
+/* the bias gradient's column sums; a bf16 model's dense also packs its kernel to bf16 there */
 static size_t dense_ws_cuda(ck_context *ctx, const ck_node *n, int max_batch, const void *state) {
     (void)ctx;
     (void)max_batch;
     (void)state;
-    return ck_gdense_workspace_bytes(n->oc);
+    return ck_gdense_workspace_bytes_dt(n->ic, n->oc, n->dev_bf16 ? CK_KDT_BF16 : CK_KDT_F32);
 }
 #define DENSE_CUDA                                                                                 \
-    { dense_fwd_cuda, dense_bwd_cuda, NULL, NULL, dense_ws_cuda }
+    { dense_fwd_cuda, dense_bwd_cuda, NULL, NULL, dense_ws_cuda, 1 }
 #else
 #define DENSE_CUDA                                                                                 \
     { 0 }

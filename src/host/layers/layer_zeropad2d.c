@@ -175,7 +175,8 @@ static ck_status zp_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) 
 static ck_status zp_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     CK_EXEC_CUDA(e->ctx,
                  ck_cuda_pad_nhwc(io->in, io->out, io->batch, n->ih, n->iw, n->ic, n->geom.pad_top,
-                                  n->geom.pad_left, n->oh, n->ow, 0, e->ctx->stream),
+                                  n->geom.pad_left, n->oh, n->ow, 0, ck_exec_out_dt(e, io->i),
+                                  e->ctx->stream),
                  "zero padding");
     return CK_STATUS_SUCCESS;
 }
@@ -185,12 +186,13 @@ static ck_status zp_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io)
         CK_EXEC_CUDA(e->ctx,
                      ck_cuda_pad_nhwc(io->dy, io->dx, io->batch, n->ih, n->iw, n->ic,
                                       n->geom.pad_top, n->geom.pad_left, n->oh, n->ow, 1,
-                                      e->ctx->stream),
+                                      ck_exec_dy_dt(e, io->i), e->ctx->stream),
                      "zero padding backward");
     return CK_STATUS_SUCCESS;
 }
+/* bf16: a copy of the words either way (never the logits node of a bf16 GPU model) */
 #define ZP_CUDA                                                                                    \
-    { zp_fwd_cuda, zp_bwd_cuda, NULL, NULL, NULL }
+    { zp_fwd_cuda, zp_bwd_cuda, NULL, NULL, NULL, 1 }
 #else
 #define ZP_CUDA                                                                                    \
     { 0 }

@@ -47,6 +47,10 @@ struct ck_node {
     float scale, offset; /* Rescaling: y = x * scale + offset */
     size_t act_offset;
     float *out; /* max_batch * oh * ow * oc floats */
+    /* A CUDA bf16 model's node (its device tensors are bf16 words, ck_exec_out_dt): set by
+     * ck_gpu_model_build before the CUDA ops prepare, so that a plan (cuDNN descriptors, the
+     * workspace) is made for that storage. 0 otherwise. */
+    unsigned char dev_bf16;
     /* Set by the planner (plan.c); a node of the unplanned lowering has drop_layer -1, one op.
      * BN: bn.activation may be CK_ACT_RELU (a fused ReLU layer) and drop_layer a SpatialDropout
      * layer fused as a per-(n, c) channel scale after the activation (drop_type SDROPOUT).

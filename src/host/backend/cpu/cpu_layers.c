@@ -93,6 +93,14 @@ static void fill_rows(idx rows, int cols, const float *bias, float *y, int par) 
         memcpy(y + i * cols, bias, (size_t)cols * sizeof *y);
 }
 
+void ck_cpu_bias_add(size_t rows, int c, const float *bias, float *y) {
+    const idx r = (idx)rows;
+#pragma omp parallel for schedule(static) if (r * (idx)c >= CK_PAR_MIN)
+    for (idx i = 0; i < r; ++i)
+        for (int j = 0; j < c; ++j)
+            y[i * c + j] += bias[j];
+}
+
 /* ---- Conv2D -------------------------------------------------------------------------------- */
 
 static int conv_is_pointwise(const ck_conv_geom *g) {

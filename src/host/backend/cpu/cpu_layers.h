@@ -82,6 +82,10 @@ int ck_conv_geom_make(ck_conv_geom *g, int n, int h, int w, int cin, int cout, i
  * Non-decreasing in g->n: the size for the largest batch serves every smaller one. */
 size_t ck_cpu_conv2d_workspace_floats(const ck_conv_geom *g);
 
+/* y[r, j] += bias[j] in fp32 for r < rows, j < c: the bias a bf16 layer adds after rounding its
+ * product (docs/precision.md), as the GPU's ck_cuda_bias_add does. */
+void ck_cpu_bias_add(size_t rows, int c, const float *bias, float *y);
+
 /* bias may be NULL (use_bias=False). */
 void ck_cpu_conv2d_forward(const ck_conv_geom *g, const float *x, const float *k, const float *bias,
                            float *y, float *ws);

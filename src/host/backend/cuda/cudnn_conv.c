@@ -11,9 +11,10 @@
 
 /* Workspace layout (each part 256-byte aligned): cuDNN filter, filter gradient, padded x, padded
  * dx (explicit padding only), cuDNN algorithm workspace, bias column-sum partials, and for the
- * NCHW fallback x, y (or dy) and dx in NCHW. */
+ * NCHW fallback x, y (or dy) and dx in NCHW. Activations and cuDNN's filters are stored as the
+ * plan's dt (bf16: 2 bytes an element). */
 typedef struct gconv_ws {
-    float *k, *dk, *xp, *dxp, *xt, *yt, *dxt;
+    void *k, *dk, *xp, *dxp, *xt, *yt, *dxt;
     void *algo, *colsum;
 } gconv_ws;
 
@@ -23,13 +24,15 @@ static size_t al256(size_t b) {
 
 static size_t gconv_ws_layout(const ck_gconv *c, void *base, gconv_ws *w) {
     const ck_conv_geom *g = &c->g;
-    const size_t xpad = (size_t)g->n * c->hp * c->wp * g->cin * sizeof(float);
-    const size_t sizes[9] = {(size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float),
-                             (size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float),
+    const int dt = c->dt;
+    const size_t xpad = ck_gdt_bytes(dt, (size_t)g->n * c->hp * c->wp * g->cin);
+    const size_t kb = ck_gdt_bytes(dt, (size_t)g->kh * g->kw * g->cin * g->cout);
+    const size_t sizes[9] = {kb,
+                             kb,
                              c->explicit_pad ? xpad : 0,
                              c->explicit_pad ? xpad : 0,
                              c->nchw ? xpad : 0,
-                             c->nchw ? (size_t)g->n * g->oh * g->ow * g->cout * sizeof(float) : 0,
+                             c->nchw ? ck_gdt_bytes(dt, (size_t)g->n * g->oh * g->ow * g->cout) : 0,
                              c->nchw ? xpad : 0,
                              c->algo_bytes,
                              ck_cuda_colsum_workspace_bytes(g->cout)};
@@ -40,13 +43,13 @@ static size_t gconv_ws_layout(const ck_gconv *c, void *base, gconv_ws *w) {
     }
     if (w) {
         char *p = (char *)base;
-        w->k = (float *)(p + off[0]);
-        w->dk = (float *)(p + off[1]);
-        w->xp = c->explicit_pad ? (float *)(p + off[2]) : NULL;
-        w->dxp = c->explicit_pad ? (float *)(p + off[3]) : NULL;
-        w->xt = c->nchw ? (float *)(p + off[4]) : NULL;
-        w->yt = c->nchw ? (float *)(p + off[5]) : NULL;
-        w->dxt = c->nchw ? (float *)(p + off[6]) : NULL;
+        w->k = p + off[0];
+        w->dk = p + off[1];
+        w->xp = c->explicit_pad ? p + off[2] : NULL;
+        w->dxp = c->explicit_pad ? p + off[3] : NULL;
+        w->xt = c->nchw ? p + off[4] : NULL;
+        w->yt = c->nchw ? p + off[5] : NULL;
+        w->dxt = c->nchw ? p + off[6] : NULL;
         w->algo = p + off[7];
         w->colsum = p + off[8];
     }
@@ -65,36 +68,40 @@ static ck_status gconv_check_ws(ck_context *ctx, ck_gconv *c, int n) {
 }
 
 /* x as cuDNN reads it: zero-padded (explicit padding) and/or transposed to NCHW (fallback). */
-static ck_status gconv_input(ck_context *ctx, const ck_gconv *c, int n, const float *x,
-                             const gconv_ws *w, const float **xin) {
+static ck_status gconv_input(ck_context *ctx, const ck_gconv *c, int n, const void *x,
+                             const gconv_ws *w, const void **xin) {
     const ck_conv_geom *g = &c->g;
     void *s = ctx->stream;
     *xin = x;
     if (c->explicit_pad) {
         CUDA_TRY(ctx,
                  ck_cuda_pad_nhwc(x, w->xp, n, g->h, g->w, g->cin, g->pad_top, g->pad_left, c->hp,
-                                  c->wp, 0, s),
+                                  c->wp, 0, c->dt, s),
                  "conv: pad");
         *xin = w->xp;
     }
     if (c->nchw) {
-        const ck_kshape sh = {n, g->cin, c->hp, c->wp, 1, CK_KDT_F32};
+        const ck_kshape sh = {n, g->cin, c->hp, c->wp, 1, c->dt};
         CUDA_TRY(ctx, ck_cuda_convert_layout(*xin, w->xt, sh, s), "conv: x to NCHW");
         *xin = w->xt;
     }
     return CK_STATUS_SUCCESS;
 }
 
-ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const float *x, const float *k,
-                           const float *bias, float *y, void *ws) {
+/* bf16: cuDNN writes y rounded to bf16, then the bias kernel rounds y + bias again (the CPU
+ * twin's two roundings, layer_conv2d.c). */
+ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const void *x, const float *k,
+                           const float *bias, void *y, void *ws) {
     CK_TRY(gconv_check_ws(ctx, c, n));
     const ck_conv_geom *g = &c->g;
     gconv_ws w;
     gconv_ws_layout(c, ws, &w);
     void *s = ctx->stream;
-    CUDA_TRY(ctx, ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, c->nchw, s),
-             "conv: kernel layout");
-    const float *xin = NULL;
+    CUDA_TRY(
+        ctx,
+        ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, c->nchw, c->dt, s),
+        "conv: kernel layout");
+    const void *xin = NULL;
     CK_TRY(gconv_input(ctx, c, n, x, &w, &xin));
     const float one = 1.0f, zero = 0.0f;
     DNN_TRY(ctx, ck_gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]));
@@ -102,17 +109,19 @@ ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const float *x, 
                                          c->cd, (cudnnConvolutionFwdAlgo_t)c->algo[CK_FWD], w.algo,
                                          c->algo_bytes, &zero, c->yd, c->nchw ? w.yt : y));
     if (c->nchw) {
-        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 0, CK_KDT_F32};
+        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 0, c->dt};
         CUDA_TRY(ctx, ck_cuda_convert_layout(w.yt, y, sh, s), "conv: y to NHWC");
     }
     if (bias)
-        CUDA_TRY(ctx, ck_cuda_bias_add(y, bias, (long long)n * g->oh * g->ow, g->cout, s),
+        CUDA_TRY(ctx, ck_cuda_bias_add(y, bias, (long long)n * g->oh * g->ow, g->cout, c->dt, s),
                  "conv: bias add");
     return CK_STATUS_SUCCESS;
 }
 
-ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x, const float *k,
-                            const float *dy, float *dx, float *dk, float *dbias, void *ws) {
+/* bf16: dx from the bf16 filter, written in bf16; the filter gradient written by cuDNN in bf16
+ * and widened to the fp32 dk (exact); the bias gradient summed in double from the bf16 dy. */
+ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const void *x, const float *k,
+                            const void *dy, void *dx, float *dk, float *dbias, void *ws) {
     CK_TRY(gconv_check_ws(ctx, c, n));
     const ck_conv_geom *g = &c->g;
     gconv_ws w;
@@ -120,10 +129,10 @@ ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x,
     void *s = ctx->stream;
     cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
     const float one = 1.0f, zero = 0.0f;
-    const float *xin = NULL, *dyin = dy;
+    const void *xin = NULL, *dyin = dy;
     CK_TRY(gconv_input(ctx, c, n, x, &w, &xin));
     if (c->nchw) {
-        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 1, CK_KDT_F32};
+        const ck_kshape sh = {n, g->cout, g->oh, g->ow, 1, c->dt};
         CUDA_TRY(ctx, ck_cuda_convert_layout(dy, w.yt, sh, s), "conv: dy to NCHW");
         dyin = w.yt;
     }
@@ -132,31 +141,35 @@ ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x,
             cudnnConvolutionBackwardFilter(h, &one, c->xd, xin, c->yd, dyin, c->cd,
                                            (cudnnConvolutionBwdFilterAlgo_t)c->algo[CK_BWD_FILTER],
                                            w.algo, c->algo_bytes, &zero, c->wd, w.dk));
-    CUDA_TRY(ctx,
-             ck_cuda_conv_kernel_layout(w.dk, dk, g->kh * g->kw, g->cin, g->cout, 0, c->nchw, s),
-             "conv: kernel gradient layout");
+    CUDA_TRY(
+        ctx,
+        ck_cuda_conv_kernel_layout(w.dk, dk, g->kh * g->kw, g->cin, g->cout, 0, c->nchw, c->dt, s),
+        "conv: kernel gradient layout");
     if (dbias)
-        CUDA_TRY(ctx, ck_cuda_colsum(dy, (long long)n * g->oh * g->ow, g->cout, dbias, w.colsum, s),
-                 "conv: bias gradient");
+        CUDA_TRY(
+            ctx,
+            ck_cuda_colsum(dy, (long long)n * g->oh * g->ow, g->cout, c->dt, dbias, w.colsum, s),
+            "conv: bias gradient");
     if (dx) {
         CUDA_TRY(ctx,
-                 ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, c->nchw, s),
+                 ck_cuda_conv_kernel_layout(k, w.k, g->kh * g->kw, g->cin, g->cout, 1, c->nchw,
+                                            c->dt, s),
                  "conv: kernel layout");
         /* cuDNN's dx: padded extent (explicit padding), NCHW (fallback); then back to dx */
-        float *dxpad = c->explicit_pad ? w.dxp : dx;
+        void *dxpad = c->explicit_pad ? w.dxp : dx;
         DNN_TRY(ctx, ck_gconv_math(c, (cudnnMathType_t)c->math[CK_BWD_DATA]));
         DNN_TRY(ctx, cudnnConvolutionBackwardData(
                          h, &one, c->wd, w.k, c->yd, dyin, c->cd,
                          (cudnnConvolutionBwdDataAlgo_t)c->algo[CK_BWD_DATA], w.algo, c->algo_bytes,
                          &zero, c->xd, c->nchw ? w.dxt : dxpad));
         if (c->nchw) {
-            const ck_kshape sh = {n, g->cin, c->hp, c->wp, 0, CK_KDT_F32};
+            const ck_kshape sh = {n, g->cin, c->hp, c->wp, 0, c->dt};
             CUDA_TRY(ctx, ck_cuda_convert_layout(w.dxt, dxpad, sh, s), "conv: dx to NHWC");
         }
         if (c->explicit_pad)
             CUDA_TRY(ctx,
                      ck_cuda_pad_nhwc(w.dxp, dx, n, g->h, g->w, g->cin, g->pad_top, g->pad_left,
-                                      c->hp, c->wp, 1, s),
+                                      c->hp, c->wp, 1, c->dt, s),
                      "conv: crop");
     }
     return CK_STATUS_SUCCESS;

@@ -47,6 +47,23 @@ static cudnnStatus_t gconv_ws_query(cudnnHandle_t h, const ck_gconv *c, int dir,
     }
 }
 
+/* x, y and the filter in bf16 with fp32 compute (the conv descriptor's CUDNN_DATA_FLOAT): cuDNN's
+ * "pseudo bf16" configuration, tensor-op math; else all fp32. */
+static cudnnDataType_t gconv_data_type(const ck_gconv *c) {
+    return c->dt == CK_KDT_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+}
+
+/* The math the candidates are filtered by: bf16 data may run on tensor cores (bf16 products,
+ * fp32 accumulation: not a conversion) as TF32 may; CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION never. */
+static ck_math gconv_filter_math(const ck_gconv *c) {
+    return c->dt == CK_KDT_BF16 ? CK_MATH_TF32 : c->mathset;
+}
+
+/* The math type cuDNN is asked with: tensor-op for bf16 and TF32, strict FMA otherwise. */
+static cudnnMathType_t gconv_search_math(const ck_gconv *c) {
+    return gconv_filter_math(c) == CK_MATH_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+}
+
 ck_status ck_gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
     if (c->cur_n == n)
         return CK_STATUS_SUCCESS;
@@ -54,9 +71,9 @@ ck_status ck_gconv_set_n(ck_context *ctx, ck_gconv *c, int n) {
      * failed query is repeated on the next call instead of being taken for checked */
     c->cur_n = 0;
     const cudnnTensorFormat_t f = c->nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC;
-    DNN_TRY(ctx, cudnnSetTensor4dDescriptor(c->xd, f, CUDNN_DATA_FLOAT, n, c->g.cin, c->hp, c->wp));
-    DNN_TRY(ctx,
-            cudnnSetTensor4dDescriptor(c->yd, f, CUDNN_DATA_FLOAT, n, c->g.cout, c->g.oh, c->g.ow));
+    const cudnnDataType_t t = gconv_data_type(c);
+    DNN_TRY(ctx, cudnnSetTensor4dDescriptor(c->xd, f, t, n, c->g.cin, c->hp, c->wp));
+    DNN_TRY(ctx, cudnnSetTensor4dDescriptor(c->yd, f, t, n, c->g.cout, c->g.oh, c->g.ow));
     /* the algorithms were chosen, and the workspace sized, at the build batch: a smaller batch
      * must fit in that workspace too (checked once per batch size, not per call) */
     if (c->algo_ready) {
@@ -168,9 +185,9 @@ static int find_bufs_alloc(cudnnHandle_t h, cudaStream_t stream, ck_gconv *c, cu
                            find_bufs *b) {
     const ck_conv_geom *g = &c->g;
     memset(b, 0, sizeof *b);
-    const size_t nx = (size_t)g->n * c->hp * c->wp * g->cin * sizeof(float);
-    const size_t ny = (size_t)g->n * g->oh * g->ow * g->cout * sizeof(float);
-    const size_t nw = (size_t)g->kh * g->kw * g->cin * g->cout * sizeof(float);
+    const size_t nx = ck_gdt_bytes(c->dt, (size_t)g->n * c->hp * c->wp * g->cin);
+    const size_t ny = ck_gdt_bytes(c->dt, (size_t)g->n * g->oh * g->ow * g->cout);
+    const size_t nw = ck_gdt_bytes(c->dt, (size_t)g->kh * g->kw * g->cin * g->cout);
     size_t want = 0;
     if (ck_gconv_math(c, m) == CUDNN_STATUS_SUCCESS)
         for (int d = 0; d < 3; ++d)
@@ -262,7 +279,8 @@ static const int k_default_algo[3] = {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOM
 static int gconv_take(cudnnHandle_t h, ck_gconv *c, int dir, ck_algo_cand *cand, int n,
                       size_t *bytes) {
     for (;;) {
-        const int i = ck_conv_algo_choose(cand, n, c->policy, c->mathset, CK_CONV_ALGO_MAX_BYTES);
+        const int i =
+            ck_conv_algo_choose(cand, n, c->policy, gconv_filter_math(c), CK_CONV_ALGO_MAX_BYTES);
         if (i < 0)
             return -1;
         const cudnnMathType_t m = dnn_math(cand[i].math);
@@ -302,8 +320,7 @@ static void log_cands(char *log, size_t loglen, size_t *at, const ck_algo_cand *
  * (status, determinism, math type, memory, time) logged. */
 static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, const find_bufs *fb, size_t *bytes,
                       char *log, size_t loglen, size_t *at) {
-    const cudnnMathType_t search =
-        c->mathset == CK_MATH_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    const cudnnMathType_t search = gconv_search_math(c);
     ck_algo_cand fcand[CK_ALGO_CANDS], cand[CK_ALGO_CANDS];
     cudnnStatus_t fst[CK_ALGO_CANDS], cst[CK_ALGO_CANDS];
     int fn = 0, n = 0;
@@ -321,11 +338,13 @@ static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, const find_bufs *fb
         hs = gconv_candidates(h, c, dir, cand, cst, &n);
     if (hs == CUDNN_STATUS_SUCCESS && gconv_take(h, c, dir, cand, n, bytes) == 0)
         return 0;
-    if (ck_gconv_math(c, CUDNN_FMA_MATH) == CUDNN_STATUS_SUCCESS &&
+    /* the fixed default: FMA math for fp32, tensor-op for bf16 (it has no FMA path) */
+    const cudnnMathType_t dm = c->dt == CK_KDT_BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    if (ck_gconv_math(c, dm) == CUDNN_STATUS_SUCCESS &&
         gconv_ws_query(h, c, dir, k_default_algo[dir], bytes) == CUDNN_STATUS_SUCCESS &&
         *bytes <= CK_CONV_ALGO_MAX_BYTES) {
         c->algo[dir] = k_default_algo[dir];
-        c->math[dir] = CUDNN_FMA_MATH;
+        c->math[dir] = (int)dm;
         return 0;
     }
     ck_appendf(log, loglen, at, " %s %s:", c->nchw ? "NCHW" : "NHWC", k_dir_name[dir]);
@@ -350,7 +369,7 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t logl
     cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
     *err = CK_STATUS_SUCCESS;
     c->algo_ready = 0;
-    cudnnStatus_t s = cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT,
+    cudnnStatus_t s = cudnnSetFilter4dDescriptor(c->wd, gconv_data_type(c),
                                                  c->nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC,
                                                  g->cout, g->cin, g->kh, g->kw);
     if (s != CUDNN_STATUS_SUCCESS) {
@@ -377,9 +396,7 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t logl
     find_bufs fb;
     const int timed =
         c->policy == CK_CONV_ALGO_FASTEST &&
-        find_bufs_alloc(h, (cudaStream_t)ctx->stream, c,
-                        c->mathset == CK_MATH_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH,
-                        &fb) == 0;
+        find_bufs_alloc(h, (cudaStream_t)ctx->stream, c, gconv_search_math(c), &fb) == 0;
     c->algo_bytes = 0;
     int rc = 0;
     for (int d = 0; d < 3 && rc == 0; ++d) {
@@ -411,7 +428,7 @@ static ck_conv_algo_key gconv_key(const ck_gconv *c, int force_nchw) {
     memcpy(k.geom, v, sizeof v);
     k.force_nchw = force_nchw;
     k.policy = (int)c->policy;
-    k.math = (int)c->mathset;
+    k.math = (int)c->mathset | c->dt << 8; /* a bf16 plan is another entry than the fp32 one */
     return k;
 }
 
@@ -420,7 +437,7 @@ static ck_conv_algo_key gconv_key(const ck_gconv *c, int force_nchw) {
 static int gconv_from_cache(ck_context *ctx, ck_gconv *c, const ck_conv_algo_plan *p) {
     cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
     c->nchw = p->nchw;
-    if (cudnnSetFilter4dDescriptor(c->wd, CUDNN_DATA_FLOAT,
+    if (cudnnSetFilter4dDescriptor(c->wd, gconv_data_type(c),
                                    c->nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC, c->g.cout,
                                    c->g.cin, c->g.kh, c->g.kw) != CUDNN_STATUS_SUCCESS)
         return 0;
@@ -448,6 +465,8 @@ static int gconv_from_cache(ck_context *ctx, ck_gconv *c, const ck_conv_algo_pla
 }
 
 static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
+    if (c->dt != CK_KDT_F32 && c->dt != CK_KDT_BF16)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "dt: storage %d is neither fp32 nor bf16", c->dt);
     const ck_conv_geom *g = &c->g;
     c->cur_math = -1;
     c->policy = ctx->conv_algo;
@@ -516,7 +535,9 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
                    "math memory time]:%s",
                    g->h, g->w, g->cin, g->cout, g->kh, g->kw, g->sh, g->sw, g->n, cudnnGetVersion(),
                    c->policy == CK_CONV_ALGO_FASTEST ? "usable" : "deterministic",
-                   c->mathset == CK_MATH_TF32 ? "FMA/TF32-math" : "FMA-math",
+                   c->dt == CK_KDT_BF16         ? "bf16 tensor-op"
+                   : c->mathset == CK_MATH_TF32 ? "FMA/TF32-math"
+                                                : "FMA-math",
                    CK_CONV_ALGO_MAX_BYTES, log);
 }
 
@@ -534,14 +555,15 @@ void ck_gconv_destroy(ck_gconv *c) {
     ck_host_free(c->ctx, c);
 }
 
-ck_status ck_gconv_create_layout(ck_context *ctx, const ck_conv_geom *g, int force_nchw,
-                                 ck_gconv **out) {
+ck_status ck_gconv_create_dt(ck_context *ctx, const ck_conv_geom *g, int force_nchw, int dt,
+                             ck_gconv **out) {
     *out = NULL;
     ck_gconv *c = (ck_gconv *)ck_host_calloc(ctx, 1, sizeof *c);
     if (!c)
         return ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "conv: out of host memory");
     c->ctx = ctx;
     c->g = *g;
+    c->dt = dt;
     ck_status st = gconv_init(ctx, c, force_nchw);
     if (st != CK_STATUS_SUCCESS) {
         ck_gconv_destroy(c);
@@ -551,8 +573,17 @@ ck_status ck_gconv_create_layout(ck_context *ctx, const ck_conv_geom *g, int for
     return CK_STATUS_SUCCESS;
 }
 
+ck_status ck_gconv_create_layout(ck_context *ctx, const ck_conv_geom *g, int force_nchw,
+                                 ck_gconv **out) {
+    return ck_gconv_create_dt(ctx, g, force_nchw, CK_KDT_F32, out);
+}
+
 ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out) {
-    return ck_gconv_create_layout(ctx, g, 0, out);
+    return ck_gconv_create_dt(ctx, g, 0, CK_KDT_F32, out);
+}
+
+int ck_gconv_dt(const ck_gconv *c) {
+    return c->dt;
 }
 
 void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
@@ -581,6 +612,8 @@ void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
     }
     if (c->mathset == CK_MATH_TF32)
         ck_appendf(buf, len, &at, ", tf32 allowed");
+    if (c->dt == CK_KDT_BF16)
+        ck_appendf(buf, len, &at, ", bf16 data");
 }
 #else
 typedef int ck_cudnn_conv_plan_unused; /* ISO C wants at least one declaration per file */

@@ -40,6 +40,7 @@ struct ck_gconv {
     int explicit_pad; /* asymmetric 'same' padding: x is zero-padded into the workspace first */
     int hp, wp;       /* input extent cuDNN sees */
     int nchw;         /* cuDNN runs in NCHW / KCRS (the fallback), else NHWC / KRSC */
+    int dt;           /* storage of x, y, their gradients and cuDNN's filter (ck_kdt) */
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;
@@ -57,6 +58,11 @@ struct ck_gconv {
 };
 
 enum { CK_FWD = 0, CK_BWD_DATA = 1, CK_BWD_FILTER = 2 };
+
+/* Bytes of count elements stored as dt (ck_kdt). */
+static inline size_t ck_gdt_bytes(int dt, size_t count) {
+    return count * (dt == CK_KDT_BF16 ? 2u : 4u);
+}
 
 /* The descriptor's math type, set only when it changes: strict fp32 plans never change it. */
 cudnnStatus_t ck_gconv_math(ck_gconv *c, cudnnMathType_t m);

@@ -27,16 +27,25 @@ ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out
  * algorithm), for the tests of that path. */
 ck_status ck_gconv_create_layout(ck_context *ctx, const ck_conv_geom *g, int force_nchw,
                                  ck_gconv **out);
+/* The same with the storage dt (ck_kdt) of x, y and their gradients: CK_KDT_BF16 plans cuDNN's
+ * bf16 data with fp32 compute (tensor-op math); the filter is rounded to bf16 as it is
+ * transposed, the filter gradient comes back rounded to bf16 (widened exactly to fp32). */
+ck_status ck_gconv_create_dt(ck_context *ctx, const ck_conv_geom *g, int force_nchw, int dt,
+                             ck_gconv **out);
+/* The storage the plan was made for. */
+int ck_gconv_dt(const ck_gconv *c);
 /* Layout, algorithms, math, workspace and (fastest) the timings chosen, for logs: 512 bytes are
  * enough. */
 void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len);
 void ck_gconv_destroy(ck_gconv *c);
 /* Device workspace bytes both directions need for any batch n <= g->n. */
 size_t ck_gconv_workspace_bytes(const ck_gconv *c);
-ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const float *x, const float *k,
-                           const float *bias, float *y, void *ws);
-ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const float *x, const float *k,
-                            const float *dy, float *dx, float *dk, float *dbias, void *ws);
+/* x, y, dy, dx stored as the plan's dt; k, bias, dk, dbias fp32. bf16: y = round(conv(x,
+ * round(k))), then y = round(y + bias); dx = round(...); dk = the bf16 rounding of cuDNN's sum. */
+ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const void *x, const float *k,
+                           const float *bias, void *y, void *ws);
+ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const void *x, const float *k,
+                            const void *dy, void *dx, float *dk, float *dbias, void *ws);
 
 size_t ck_gdense_workspace_bytes(int out);
 ck_status ck_gdense_forward(ck_context *ctx, int n, int in, int out, const float *x, const float *k,
@@ -44,6 +53,16 @@ ck_status ck_gdense_forward(ck_context *ctx, int n, int in, int out, const float
 ck_status ck_gdense_backward(ck_context *ctx, int n, int in, int out, const float *x,
                              const float *k, const float *dy, float *dx, float *dk, float *dbias,
                              void *ws);
+/* bf16 (xdt / dt CK_KDT_BF16; else the fp32 calls above): x, dy, dx bf16 words, the kernel packed
+ * to bf16 in ws (ck_gdense_workspace_bytes_dt) each call, cublasGemmEx with fp32 accumulation.
+ * Forward: y stored as ydt (a hidden layer bf16: round(round(x k) + bias); the logits fp32:
+ * x k + bias); backward: dx = round(dy k^T), dk = x^T dy and dbias in fp32. */
+size_t ck_gdense_workspace_bytes_dt(int in, int out, int dt);
+ck_status ck_gdense_forward_dt(ck_context *ctx, int n, int in, int out, const void *x, int xdt,
+                               const float *k, const float *bias, void *y, int ydt, void *ws);
+ck_status ck_gdense_backward_dt(ck_context *ctx, int n, int in, int out, const void *x,
+                                const float *k, const void *dy, void *dx, float *dk, float *dbias,
+                                int dt, void *ws);
 
 /* cuDNN pooling (forward: x -> out; backward: x, y, dy -> out = dx), the reference for the
  * pooling kernels of layers.cu. NOT_SUPPORTED for asymmetric padding. */
