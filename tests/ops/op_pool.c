@@ -122,7 +122,7 @@ const op_case op_pool_bf16 = {
     .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu_bf16,
     .ref = ref_bf16,
-    .ref_tol = 1e-6 + OP_BF16_ULP,
+    .ref_tol = OP_BF16_TOL,
     .gpu = gpu_bf16,
     .gpu_tol = 0,
 };

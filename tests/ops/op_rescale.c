@@ -153,7 +153,7 @@ const op_case op_rescale_bf16 = {
     .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = rs_cpu_bf16,
     .ref = rs_ref_bf16,
-    .ref_tol = 3e-7 + OP_BF16_ULP,
+    .ref_tol = OP_BF16_TOL,
     .gpu = rs_gpu_bf16,
     .gpu_tol = 0,
 };
