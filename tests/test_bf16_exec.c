@@ -14,6 +14,7 @@
 #include "bf16.h"
 #include "ck_math.h"
 #include "cpu_layers.h"
+#include "exec.h"
 #include "model_internal.h"
 
 /* conv -> relu -> max pool -> flatten -> dense: one node per layer with planning off */
@@ -532,6 +533,55 @@ Test(bf16_exec, graph_gradient_sum_rounded) {
     cr_assert(memcmp(m->grads + cv->p_kernel, gkc, sizeof gkc) == 0, "conv kernel gradient");
     cr_assert(memcmp(m->grads + cv->p_bias, gbc, sizeof gbc) == 0, "conv bias gradient");
     free(ws);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* The pooling node with a fused dropout (plan F3) under bf16: the GPU stores the pooled output
+ * (rounded) and scales it in place (rounded again), so the CPU twin rounds twice as well:
+ * out = round(round(avgpool(x)) * scale) where kept, 0 where dropped. A single rounding of
+ * avgpool(x) * scale differs for some element (3x3 averages have more bits than bf16 keeps). */
+Test(bf16_exec, pool_dropout_rounds_twice) {
+    enum { N = 4, H = 6, W = 6, C = 3 };
+    static const char text[] = "model = Sequential()\n"
+                               "model.add(AveragePooling2D(pool_size=(3, 3), strides=(1, 1), "
+                               "input_shape=(6, 6, 3)))\n"
+                               "model.add(Dropout(0.3))\n"
+                               "model.add(Flatten())\n"
+                               "model.add(Dense(5))\n"
+                               "model.compile(loss='sparse_categorical_crossentropy', "
+                               "optimizer='sgd')\n";
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = model_at(ctx, text, CK_PRECISION_BF16, 1, N);
+    const ck_node *p = &m->nodes[0];
+    cr_assert_eq(p->drop_type, CK_NODE_DROPOUT, "the dropout is fused into the pooling node");
+    float x[N * H * W * C];
+    int32_t y[N];
+    batch(x, y, N, H * W * C, 5, 21);
+    CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
+    const size_t cnt = node_out_count(p, N);
+    float *pool = malloc(cnt * sizeof *pool);
+    cr_assert(pool);
+    ck_conv_geom g = ck_exec_geom(p, N);
+    ck_cpu_pool_forward(&g, 0, m->xbf, pool);
+    const float s = ck_dropout_scale(0.3f);
+    size_t kept = 0, dropped = 0, apart = 0;
+    for (size_t i = 0; i < cnt; ++i) {
+        const float v = p->out[i];
+        if (v == 0.0f) {
+            dropped++;
+            continue;
+        }
+        kept++;
+        const float twice = ck_bf16_round(ck_bf16_round(pool[i]) * s);
+        cr_assert(memcmp(&v, &twice, sizeof v) == 0, "element %zu: %a, want %a", i, (double)v,
+                  (double)twice);
+        apart += ck_bf16_round(pool[i] * s) != twice;
+    }
+    cr_assert_gt(kept, cnt / 2);
+    cr_assert_gt(dropped, 0);
+    cr_assert_gt(apart, 0, "no element tells the double rounding from a single one");
+    free(pool);
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }

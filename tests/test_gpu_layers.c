@@ -350,8 +350,10 @@ Test(gpu_layers, pool_and_gap_bit_identical) {
             ck_cpu_pool_backward(&geo, is_max, x, dy, dx_c);
             ck_tensor *tx = dbuf(g, nx, x), *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL),
                       *tdx = dbuf(g, nx, NULL);
-            cr_assert_eq(ck_cuda_pool_forward(geo, is_max, D(tx), D(ty), g->stream), 0);
-            cr_assert_eq(ck_cuda_pool_backward(geo, is_max, D(tx), D(tdy), D(tdx), g->stream), 0);
+            cr_assert_eq(ck_cuda_pool_forward(geo, is_max, D(tx), D(ty), CK_KDT_F32, g->stream), 0);
+            cr_assert_eq(
+                ck_cuda_pool_backward(geo, is_max, D(tx), D(tdy), D(tdx), CK_KDT_F32, g->stream),
+                0);
             down(g, ty, y_g, ny);
             down(g, tdx, dx_g, nx);
             cr_expect_eq(memcmp(y_g, y_c, ny * 4), 0, "pool %zu max %d: y", pi, is_max);
@@ -363,8 +365,10 @@ Test(gpu_layers, pool_and_gap_bit_identical) {
                 ck_cpu_gap_forward(s.n, hw, s.cin, x, gy_c);
                 ck_cpu_gap_backward(s.n, hw, s.cin, gy_c, dx_c);
                 ck_tensor *tgy = dbuf(g, (size_t)s.n * s.cin, NULL);
-                cr_assert_eq(ck_cuda_gap_forward(s.n, hw, s.cin, D(tx), D(tgy), g->stream), 0);
-                cr_assert_eq(ck_cuda_gap_backward(s.n, hw, s.cin, D(tgy), D(tdx), g->stream), 0);
+                cr_assert_eq(
+                    ck_cuda_gap_forward(s.n, hw, s.cin, D(tx), D(tgy), CK_KDT_F32, g->stream), 0);
+                cr_assert_eq(
+                    ck_cuda_gap_backward(s.n, hw, s.cin, D(tgy), D(tdx), CK_KDT_F32, g->stream), 0);
                 down(g, tgy, gy_g, (size_t)s.n * s.cin);
                 down(g, tdx, dx_g, nx);
                 cr_expect_eq(memcmp(gy_g, gy_c, (size_t)s.n * s.cin * 4), 0, "gap %zu: y", pi);
@@ -392,10 +396,11 @@ Test(gpu_layers, activations_match_cpu) {
         const float alpha = a == CK_ACT_ELU ? 1.0f : 0.3f;
         ck_cpu_activation_forward((ck_activation)a, alpha, x, y_c, cnt, c);
         ck_cpu_activation_backward((ck_activation)a, alpha, x, y_c, dy, dx_c, cnt, c);
-        cr_assert_eq(ck_cuda_activation_forward(a, alpha, D(tx), D(ty), cnt, c, g->stream), 0);
         cr_assert_eq(
-            ck_cuda_activation_backward(a, alpha, D(tx), D(ty), D(tdy), D(tdx), cnt, c, g->stream),
-            0);
+            ck_cuda_activation_forward(a, alpha, D(tx), D(ty), cnt, c, CK_KDT_F32, g->stream), 0);
+        cr_assert_eq(ck_cuda_activation_backward(a, alpha, D(tx), D(ty), D(tdy), D(tdx), cnt, c,
+                                                 CK_KDT_F32, g->stream),
+                     0);
         down(g, ty, y_g, cnt);
         down(g, tdx, dx_g, cnt);
         cr_expect_lt(t_max_rel_err(y_g, y_c, cnt), 4e-6, "activation %s: y",
@@ -579,9 +584,11 @@ Test(gpu_layers, pool_matches_cudnn) {
             float *a = malloc(nx * 4), *b = malloc(nx * 4);
             ck_tensor *tx = dbuf(g, nx, x), *tdy = dbuf(g, ny, dy), *ty = dbuf(g, ny, NULL),
                       *ty2 = dbuf(g, ny, NULL), *tdx = dbuf(g, nx, NULL), *tdx2 = dbuf(g, nx, NULL);
-            cr_assert_eq(ck_cuda_pool_forward(geo, is_max, D(tx), D(ty), g->stream), 0);
+            cr_assert_eq(ck_cuda_pool_forward(geo, is_max, D(tx), D(ty), CK_KDT_F32, g->stream), 0);
             CK_OK(g, ck_gpool_cudnn(g, &geo, is_max, 0, D(tx), NULL, NULL, D(ty2)));
-            cr_assert_eq(ck_cuda_pool_backward(geo, is_max, D(tx), D(tdy), D(tdx), g->stream), 0);
+            cr_assert_eq(
+                ck_cuda_pool_backward(geo, is_max, D(tx), D(tdy), D(tdx), CK_KDT_F32, g->stream),
+                0);
             CK_OK(g, ck_gpool_cudnn(g, &geo, is_max, 1, D(tx), D(ty2), D(tdy), D(tdx2)));
             down(g, ty, a, ny);
             down(g, ty2, b, ny);

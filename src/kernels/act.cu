@@ -4,24 +4,31 @@
  * One family of the model's small GPU kernels (launchers declared in ck_kernels.h). Every kernel
  * writes each output element from one thread in a fixed order: no atomics, so results are
  * bit-identical run to run; per-element math comes from ck_math.h, shared with the CPU ops.
+ * Templated on the storage (ck_st_f32 / ck_st_bf16): the math is fp32 either way, a bf16 store
+ * rounds once. A faster bf16 path would move two words per 32-bit load; these are scalar.
  */
 #include "common.cuh"
 
 /* ---- activations ------------------------------------------------------------------------- */
 
 /* no __restrict__: y may alias x (ck_kernels.h) */
-__global__ void k_act_fwd(const float *x, float *y, long long count, int act, float alpha) {
+template <class S>
+__global__ void k_act_fwd(const typename S::T *x, typename S::T *y, long long count, int act,
+                          float alpha) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x)
-        y[i] = ck_act_fwd_any(x[i], act, alpha);
+        S::st(y, i, ck_act_fwd_any(S::ld(x, i), act, alpha));
 }
 
-__global__ void k_act_bwd(const float *x, const float *y, const float *dy, float *dx,
-                          long long count, int act, float alpha) {
+template <class S>
+__global__ void k_act_bwd(const typename S::T *x, const typename S::T *y, const typename S::T *dy,
+                          typename S::T *dx, long long count, int act, float alpha) {
     const int ux = ck_act_bwd_uses_x(act), uy = ck_act_bwd_uses_y(act);
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x)
-        dx[i] = ck_act_bwd_any(dy[i], ux ? x[i] : 0.0f, uy ? y[i] : 0.0f, act, alpha);
+        S::st(dx, i,
+              ck_act_bwd_any(S::ld(dy, i), ux ? S::ld(x, i) : 0.0f, uy ? S::ld(y, i) : 0.0f, act,
+                             alpha));
 }
 
 /* Softmax over rows of c (one thread per row, the CPU loop's operations in its order). */
@@ -32,6 +39,29 @@ __global__ void k_softmax_fwd(const float *x, float *y, long long rows, int c) {
     }
 }
 
+/* bf16 rows: ck_softmax_row_fwd keeps the fp32 exponentials in y between its passes; here they
+ * are computed again in the last pass (expf is deterministic: the same bits), so the only store
+ * is the rounded result. */
+__global__ void k_softmax_fwd_bf16(const uint16_t *x, uint16_t *y, long long rows, int c) {
+    typedef ck_st_bf16 S;
+    for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows;
+         r += (long long)gridDim.x * blockDim.x) {
+        const uint16_t *xr = x + r * c;
+        uint16_t *yr = y + r * c;
+        float m = S::ld(xr, 0);
+        for (int j = 1; j < c; ++j) {
+            const float v = S::ld(xr, j);
+            m = v > m ? v : m;
+        }
+        double sum = 0.0;
+        for (int j = 0; j < c; ++j)
+            sum += expf(S::ld(xr, j) - m);
+        const float inv = (float)(1.0 / sum);
+        for (int j = 0; j < c; ++j)
+            S::st(yr, j, ck_mul_rn(expf(S::ld(xr, j) - m), inv));
+    }
+}
+
 __global__ void k_softmax_bwd(const float *y, const float *dy, float *dx, long long rows, int c) {
     for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows;
          r += (long long)gridDim.x * blockDim.x) {
@@ -39,37 +69,75 @@ __global__ void k_softmax_bwd(const float *y, const float *dy, float *dx, long l
     }
 }
 
-extern "C" int ck_cuda_activation_forward(int act, float alpha, const float *x, float *y,
-                                          size_t count, int c, void *stream) {
+/* ck_softmax_row_bwd over bf16 rows (dx may alias dy: each dx[j] is written after the dot). */
+__global__ void k_softmax_bwd_bf16(const uint16_t *y, const uint16_t *dy, uint16_t *dx,
+                                   long long rows, int c) {
+    typedef ck_st_bf16 S;
+    for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows;
+         r += (long long)gridDim.x * blockDim.x) {
+        const long long o = r * c;
+        double dot = 0.0;
+        for (int j = 0; j < c; ++j)
+            dot += ck_dmul_rn(S::ld(dy, o + j), S::ld(y, o + j));
+        const float d = (float)dot;
+        for (int j = 0; j < c; ++j)
+            S::st(dx, o + j, ck_mul_rn(S::ld(y, o + j), S::ld(dy, o + j) - d));
+    }
+}
+
+extern "C" int ck_cuda_activation_forward(int act, float alpha, const void *x, void *y,
+                                          size_t count, int c, int dt, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
+    const bool bf = dt == CK_KDT_BF16;
     if (act == CK_ACT_SOFTMAX) {
         const long long rows = (long long)(count / (size_t)c);
-        k_softmax_fwd<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>(x, y, rows, c);
+        if (bf)
+            k_softmax_fwd_bf16<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>(
+                (const uint16_t *)x, (uint16_t *)y, rows, c);
+        else
+            k_softmax_fwd<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>((const float *)x,
+                                                                           (float *)y, rows, c);
     } else if (act == CK_ACT_NONE) {
         if (x != y)
-            return (int)cudaMemcpyAsync(y, x, count * sizeof(float), cudaMemcpyDeviceToDevice, s);
+            return (int)cudaMemcpyAsync(y, x, count * (bf ? sizeof(uint16_t) : sizeof(float)),
+                                        cudaMemcpyDeviceToDevice, s);
         return 0;
+    } else if (bf) {
+        k_act_fwd<ck_st_bf16><<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, s>>>(
+            (const uint16_t *)x, (uint16_t *)y, (long long)count, act, alpha);
     } else {
-        k_act_fwd<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, s>>>(
-            x, y, (long long)count, act, alpha);
+        k_act_fwd<ck_st_f32><<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, s>>>(
+            (const float *)x, (float *)y, (long long)count, act, alpha);
     }
     return ck_launch_status();
 }
 
-extern "C" int ck_cuda_activation_backward(int act, float alpha, const float *x, const float *y,
-                                           const float *dy, float *dx, size_t count, int c,
+extern "C" int ck_cuda_activation_backward(int act, float alpha, const void *x, const void *y,
+                                           const void *dy, void *dx, size_t count, int c, int dt,
                                            void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
+    const bool bf = dt == CK_KDT_BF16;
     if (act == CK_ACT_SOFTMAX) {
         const long long rows = (long long)(count / (size_t)c);
-        k_softmax_bwd<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>(y, dy, dx, rows, c);
+        if (bf)
+            k_softmax_bwd_bf16<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>(
+                (const uint16_t *)y, (const uint16_t *)dy, (uint16_t *)dx, rows, c);
+        else
+            k_softmax_bwd<<<ck_grid_for(rows, CK_BLOCK), CK_BLOCK, 0, s>>>(
+                (const float *)y, (const float *)dy, (float *)dx, rows, c);
     } else if (act == CK_ACT_NONE) {
         if (dx != dy)
-            return (int)cudaMemcpyAsync(dx, dy, count * sizeof(float), cudaMemcpyDeviceToDevice, s);
+            return (int)cudaMemcpyAsync(dx, dy, count * (bf ? sizeof(uint16_t) : sizeof(float)),
+                                        cudaMemcpyDeviceToDevice, s);
         return 0;
+    } else if (bf) {
+        k_act_bwd<ck_st_bf16><<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, s>>>(
+            (const uint16_t *)x, (const uint16_t *)y, (const uint16_t *)dy, (uint16_t *)dx,
+            (long long)count, act, alpha);
     } else {
-        k_act_bwd<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, s>>>(
-            x, y, dy, dx, (long long)count, act, alpha);
+        k_act_bwd<ck_st_f32><<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, s>>>(
+            (const float *)x, (const float *)y, (const float *)dy, (float *)dx, (long long)count,
+            act, alpha);
     }
     return ck_launch_status();
 }

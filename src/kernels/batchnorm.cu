@@ -5,8 +5,20 @@
  * partials with Chan's formula in a fixed order (deterministic: no float atomics), updates the
  * running statistics and writes the per-channel affine coefficients; (3) the element-wise apply.
  * Backward mirrors it: partial sums of g and g*xhat, fixed-order merge, element-wise dx.
- * Per-element math comes from ck_math.h, shared with the CPU reference. */
+ * Per-element math comes from ck_math.h, shared with the CPU reference.
+ * x, y, dy and dx are templated on the storage (ck_st_f32 / ck_st_bf16): widened on load, one
+ * rounding per bf16 store; gamma, beta, statistics and partials stay fp32 / double. bf16 takes
+ * the scalar paths (a faster one would load two words per 32 bits). */
 #include "common.cuh"
+
+/* A read-only load through the texture path, widened to float. */
+template <class S> __device__ __forceinline__ float ck_bn_ldg(const typename S::T *p, long long i);
+template <> __device__ __forceinline__ float ck_bn_ldg<ck_st_f32>(const float *p, long long i) {
+    return __ldg(p + i);
+}
+template <> __device__ __forceinline__ float ck_bn_ldg<ck_st_bf16>(const uint16_t *p, long long i) {
+    return ck_bf16_to_float(__ldg(p + i));
+}
 
 #define CK_WARPS (CK_BLOCK / 32)
 
@@ -68,7 +80,8 @@ __global__ void ck_sd_scales_kernel(float *scales, long long units, uint64_t see
 /* ---- statistics partials --------------------------------------------------------------------- */
 
 /* NCHW: block (split s, channel c) takes samples [n0, n1) of channel c. */
-__global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, int vec,
+template <class S>
+__global__ void ck_bn_stats_nchw(const typename S::T *x, ck_kshape s, int splits, int vec,
                                  double *partials) {
     const int c = blockIdx.y, sp = blockIdx.x;
     const int per = (s.n + splits - 1) / splits;
@@ -81,8 +94,8 @@ __global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, int ve
             const long long total = (long long)(n1 - n0) * hw4;
             for (long long j = threadIdx.x; j < total; j += blockDim.x) {
                 const int ns = n0 + (int)(j / hw4), p4 = (int)(j % hw4);
-                const float4 v =
-                    reinterpret_cast<const float4 *>(x + ((long long)ns * s.c + c) * hw)[p4];
+                const float4 v = reinterpret_cast<const float4 *>(
+                    reinterpret_cast<const float *>(x) + ((long long)ns * s.c + c) * hw)[p4];
                 ck_welford_add(nd, md, m2d, v.x);
                 ck_welford_add(nd, md, m2d, v.y);
                 ck_welford_add(nd, md, m2d, v.z);
@@ -92,7 +105,7 @@ __global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, int ve
             const long long total = (long long)(n1 - n0) * hw;
             for (long long j = threadIdx.x; j < total; j += blockDim.x) {
                 const int ns = n0 + (int)(j / hw), p = (int)(j % hw);
-                ck_welford_add(nd, md, m2d, x[((long long)ns * s.c + c) * hw + p]);
+                ck_welford_add(nd, md, m2d, S::ld(x, ((long long)ns * s.c + c) * hw + p));
             }
         }
     }
@@ -118,7 +131,9 @@ __global__ void ck_bn_stats_nchw(const float *x, ck_kshape s, int splits, int ve
 }
 
 /* NHWC: block (channel tile, split) with threads (32 channels) x (8 rows); rows = pixels. */
-__global__ void ck_bn_stats_nhwc(const float *x, ck_kshape s, int splits, double *partials) {
+template <class S>
+__global__ void ck_bn_stats_nhwc(const typename S::T *x, ck_kshape s, int splits,
+                                 double *partials) {
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int c = blockIdx.x * 32 + tx, sp = blockIdx.y;
     const long long rows = (long long)s.n * s.h * s.w;
@@ -134,13 +149,13 @@ __global__ void ck_bn_stats_nhwc(const float *x, ck_kshape s, int splits, double
             float v[8];
 #pragma unroll
             for (int u = 0; u < 8; ++u)
-                v[u] = __ldg(x + (r + u * step) * s.c + c);
+                v[u] = ck_bn_ldg<S>(x, (r + u * step) * s.c + c);
 #pragma unroll
             for (int u = 0; u < 8; ++u)
                 ck_welford_add(nd, md, m2d, v[u]);
         }
         for (; r < r1; r += step)
-            ck_welford_add(nd, md, m2d, __ldg(x + r * s.c + c));
+            ck_welford_add(nd, md, m2d, ck_bn_ldg<S>(x, r * s.c + c));
     }
     double n = nd, mean = md, m2 = m2d;
     __shared__ double sh[3][8][33];
@@ -285,8 +300,9 @@ __global__ void ck_bn_apply_vec(const float4 *x, float4 *y, long long quads, ck_
     }
 }
 
-__global__ void ck_bn_apply_scalar(const float *x, float *y, long long count, ck_kshape s,
-                                   const float *coef, const float *sd, int act) {
+template <class S>
+__global__ void ck_bn_apply_scalar(const typename S::T *x, typename S::T *y, long long count,
+                                   ck_kshape s, const float *coef, const float *sd, int act) {
     const long long hw = (long long)s.h * s.w;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
          e += (long long)gridDim.x * blockDim.x) {
@@ -301,7 +317,7 @@ __global__ void ck_bn_apply_scalar(const float *x, float *y, long long count, ck
         }
         const float m = sd ? sd[g] : 1.0f;
         const float4 k = reinterpret_cast<const float4 *>(coef)[c];
-        y[e] = ck_act_forward(ck_bn_preact(x[e], k.y, k.x, k.z), act) * m;
+        S::st(y, e, ck_act_forward(ck_bn_preact(S::ld(x, e), k.y, k.x, k.z), act) * m);
     }
 }
 
@@ -310,26 +326,39 @@ static bool ck_bn_vec_ok(ck_kshape s, const void *a, const void *b) {
     return ck_aligned16(a, b) && (s.nhwc ? (s.c % 4 == 0) : (hw % 4 == 0));
 }
 
-static void ck_bn_launch_apply(const float *x, float *y, ck_kshape s, const float *coef,
+static void ck_bn_launch_apply(const void *x, void *y, ck_kshape s, const float *coef,
                                const float *sd, int act, cudaStream_t st) {
     const long long count = (long long)s.n * s.c * s.h * s.w;
-    if (ck_bn_vec_ok(s, x, y)) {
+    if (s.dt == CK_KDT_BF16) {
+        ck_bn_apply_scalar<ck_st_bf16><<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const uint16_t *)x, (uint16_t *)y, count, s, coef, sd, act);
+    } else if (ck_bn_vec_ok(s, x, y)) {
         ck_bn_apply_vec<<<ck_grid_for(count / 4, CK_BLOCK), CK_BLOCK, 0, st>>>(
             (const float4 *)x, (float4 *)y, count / 4, s, coef, sd, act);
     } else {
-        ck_bn_apply_scalar<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(x, y, count, s, coef,
-                                                                              sd, act);
+        ck_bn_apply_scalar<ck_st_f32><<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const float *)x, (float *)y, count, s, coef, sd, act);
     }
 }
 
-static void ck_bn_launch_stats(const ck_kbn *p, const float *x, cudaStream_t st) {
+static void ck_bn_launch_stats(const ck_kbn *p, const void *x, cudaStream_t st) {
+    const bool bf = p->s.dt == CK_KDT_BF16;
     if (!p->s.nhwc) {
         dim3 grid(p->splits, p->s.c);
-        const int vec = ck_aligned16(x, x);
-        ck_bn_stats_nchw<<<grid, CK_BLOCK, 0, st>>>(x, p->s, p->splits, vec, p->partials);
+        if (bf) /* vec 0: the float4 path is fp32 storage's */
+            ck_bn_stats_nchw<ck_st_bf16>
+                <<<grid, CK_BLOCK, 0, st>>>((const uint16_t *)x, p->s, p->splits, 0, p->partials);
+        else
+            ck_bn_stats_nchw<ck_st_f32><<<grid, CK_BLOCK, 0, st>>>(
+                (const float *)x, p->s, p->splits, ck_aligned16(x, x), p->partials);
     } else {
         dim3 grid((p->s.c + 31) / 32, p->splits);
-        ck_bn_stats_nhwc<<<grid, dim3(32, 8), 0, st>>>(x, p->s, p->splits, p->partials);
+        if (bf)
+            ck_bn_stats_nhwc<ck_st_bf16>
+                <<<grid, dim3(32, 8), 0, st>>>((const uint16_t *)x, p->s, p->splits, p->partials);
+        else
+            ck_bn_stats_nhwc<ck_st_f32>
+                <<<grid, dim3(32, 8), 0, st>>>((const float *)x, p->s, p->splits, p->partials);
     }
 }
 
@@ -341,10 +370,10 @@ static void ck_bn_launch_sd_scales(const ck_kbn *p, cudaStream_t st) {
         p->sd_scale);
 }
 
-extern "C" int ck_cuda_bn_forward_training(const ck_kbn *p, const float *x, const float *gamma,
+extern "C" int ck_cuda_bn_forward_training(const ck_kbn *p, const void *x, const float *gamma,
                                            const float *beta, float *running_mean,
                                            float *running_var, float *saved_mean,
-                                           float *saved_invstd, float *y, void *stream) {
+                                           float *saved_invstd, void *y, void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
     if (p->s.c > 65535 && !p->s.nhwc)
         return (int)cudaErrorInvalidConfiguration;
@@ -372,25 +401,35 @@ extern "C" int ck_cuda_bn_forward_training(const ck_kbn *p, const float *x, cons
 
 /* ---- inference ----------------------------------------------------------------------------- */
 
+template <class S>
 __global__ void ck_bn_inference_kernel(long long count, ck_kshape s, int act, float eps,
-                                       const float *x, const float *gamma, const float *beta,
-                                       const float *rmean, const float *rvar, float *y) {
+                                       const typename S::T *x, const float *gamma,
+                                       const float *beta, const float *rmean, const float *rvar,
+                                       typename S::T *y) {
     const long long hw = (long long)s.h * s.w;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
          e += (long long)gridDim.x * blockDim.x) {
         const int c = s.nhwc ? (int)(e % s.c) : (int)((e / hw) % s.c);
         const float a = ck_bn_scale(gamma[c], ck_bn_invstd(rvar[c], eps));
-        y[e] = ck_act_forward(ck_bn_preact(x[e], rmean[c], a, beta[c]), act);
+        S::st(y, e, ck_act_forward(ck_bn_preact(S::ld(x, e), rmean[c], a, beta[c]), act));
     }
 }
 
-extern "C" int ck_cuda_bn_forward_inference(ck_kshape s, int act, float eps, const float *x,
+extern "C" int ck_cuda_bn_forward_inference(ck_kshape s, int act, float eps, const void *x,
                                             const float *gamma, const float *beta,
                                             const float *running_mean, const float *running_var,
-                                            float *y, void *stream) {
+                                            void *y, void *stream) {
     const long long count = (long long)s.n * s.c * s.h * s.w;
-    ck_bn_inference_kernel<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        count, s, act, eps, x, gamma, beta, running_mean, running_var, y);
+    const unsigned grid = ck_grid_for(count, CK_BLOCK);
+    cudaStream_t st = (cudaStream_t)stream;
+    if (s.dt == CK_KDT_BF16)
+        ck_bn_inference_kernel<ck_st_bf16>
+            <<<grid, CK_BLOCK, 0, st>>>(count, s, act, eps, (const uint16_t *)x, gamma, beta,
+                                        running_mean, running_var, (uint16_t *)y);
+    else
+        ck_bn_inference_kernel<ck_st_f32>
+            <<<grid, CK_BLOCK, 0, st>>>(count, s, act, eps, (const float *)x, gamma, beta,
+                                        running_mean, running_var, (float *)y);
     return ck_launch_status();
 }
 
@@ -418,9 +457,10 @@ __device__ __forceinline__ void ck_bn_bwd_acc(float xv, float dyv, float m, cons
     sgx += g * ((xv - k.mean) * k.invstd);
 }
 
-__global__ void ck_bn_bwd_reduce_nchw(const float *x, const float *dy, ck_kbn p, const float *gamma,
-                                      const float *beta, const float *smean, const float *sinvstd,
-                                      const float *sd) {
+template <class S>
+__global__ void ck_bn_bwd_reduce_nchw(const typename S::T *x, const typename S::T *dy, ck_kbn p,
+                                      const float *gamma, const float *beta, const float *smean,
+                                      const float *sinvstd, const float *sd) {
     const ck_kshape s = p.s;
     const int c = blockIdx.y, sp = blockIdx.x;
     const int per = (s.n + p.splits - 1) / p.splits;
@@ -434,7 +474,7 @@ __global__ void ck_bn_bwd_reduce_nchw(const float *x, const float *dy, ck_kbn p,
             const int ns = n0 + (int)(j / hw), pp = (int)(j % hw);
             const long long i = ((long long)ns * s.c + c) * hw + pp;
             const float m = sd ? sd[(long long)ns * s.c + c] : 1.0f;
-            ck_bn_bwd_acc(x[i], dy[i], m, k, p.bn.activation, sg, sgx);
+            ck_bn_bwd_acc(S::ld(x, i), S::ld(dy, i), m, k, p.bn.activation, sg, sgx);
         }
     }
     __shared__ float sh[2][CK_WARPS];
@@ -457,9 +497,10 @@ __global__ void ck_bn_bwd_reduce_nchw(const float *x, const float *dy, ck_kbn p,
     }
 }
 
-__global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p, const float *gamma,
-                                      const float *beta, const float *smean, const float *sinvstd,
-                                      const float *sd) {
+template <class S>
+__global__ void ck_bn_bwd_reduce_nhwc(const typename S::T *x, const typename S::T *dy, ck_kbn p,
+                                      const float *gamma, const float *beta, const float *smean,
+                                      const float *sinvstd, const float *sd) {
     const ck_kshape s = p.s;
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int c = blockIdx.x * 32 + tx, sp = blockIdx.y;
@@ -478,8 +519,8 @@ __global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p,
 #pragma unroll
             for (int u = 0; u < 4; ++u) {
                 const long long ru = r + u * step, i = ru * s.c + c;
-                xv[u] = __ldg(x + i);
-                dv[u] = __ldg(dy + i);
+                xv[u] = ck_bn_ldg<S>(x, i);
+                dv[u] = ck_bn_ldg<S>(dy, i);
                 mv[u] = sd ? __ldg(sd + (ru / hw) * s.c + c) : 1.0f;
             }
 #pragma unroll
@@ -489,7 +530,7 @@ __global__ void ck_bn_bwd_reduce_nhwc(const float *x, const float *dy, ck_kbn p,
         for (; r < r1; r += step) {
             const long long i = r * s.c + c;
             const float m = sd ? sd[(r / hw) * s.c + c] : 1.0f;
-            ck_bn_bwd_acc(x[i], dy[i], m, k, p.bn.activation, sg, sgx);
+            ck_bn_bwd_acc(S::ld(x, i), S::ld(dy, i), m, k, p.bn.activation, sg, sgx);
         }
     }
     __shared__ float sh[2][8][33];
@@ -564,9 +605,10 @@ __global__ void ck_bn_finalize_backward(ck_kbn p, float *dgamma, float *dbeta) {
     }
 }
 
-__global__ void ck_bn_bwd_apply(const float *x, const float *dy, float *dx, long long count,
-                                ck_kbn p, const float *gamma, const float *beta, const float *smean,
-                                const float *sinvstd, const float *sd) {
+template <class S>
+__global__ void ck_bn_bwd_apply(const typename S::T *x, const typename S::T *dy, typename S::T *dx,
+                                long long count, ck_kbn p, const float *gamma, const float *beta,
+                                const float *smean, const float *sinvstd, const float *sd) {
     const ck_kshape s = p.s;
     const long long hw = (long long)s.h * s.w;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
@@ -582,18 +624,20 @@ __global__ void ck_bn_bwd_apply(const float *x, const float *dy, float *dx, long
         }
         const ck_bn_chan k = ck_bn_chan_of(c, gamma, beta, smean, sinvstd);
         const float m = sd ? sd[g] : 1.0f;
-        const float xv = x[e];
-        const float gr =
-            ck_act_backward(dy[e] * m, ck_bn_preact(xv, k.mean, k.a, k.beta), p.bn.activation);
-        dx[e] = ck_bn_backward_dx(gr, (xv - k.mean) * k.invstd, k.a, p.coef[4 * c + 2],
-                                  p.coef[4 * c + 3]);
+        const float xv = S::ld(x, e);
+        const float gr = ck_act_backward(S::ld(dy, e) * m, ck_bn_preact(xv, k.mean, k.a, k.beta),
+                                         p.bn.activation);
+        S::st(dx, e,
+              ck_bn_backward_dx(gr, (xv - k.mean) * k.invstd, k.a, p.coef[4 * c + 2],
+                                p.coef[4 * c + 3]));
     }
 }
 
-extern "C" int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float *dy,
+extern "C" int ck_cuda_bn_backward(const ck_kbn *p, const void *x, const void *dy,
                                    const float *gamma, const float *beta, const float *saved_mean,
-                                   const float *saved_invstd, float *dx, float *dgamma,
-                                   float *dbeta, void *stream) {
+                                   const float *saved_invstd, void *dx, float *dgamma, float *dbeta,
+                                   void *stream) {
+    const bool bf = p->s.dt == CK_KDT_BF16;
     cudaStream_t st = (cudaStream_t)stream;
     if (p->s.c > 65535 && !p->s.nhwc)
         return (int)cudaErrorInvalidConfiguration;
@@ -604,12 +648,22 @@ extern "C" int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float 
     }
     if (!p->s.nhwc) {
         dim3 grid(p->splits, p->s.c);
-        ck_bn_bwd_reduce_nchw<<<grid, CK_BLOCK, 0, st>>>(x, dy, *p, gamma, beta, saved_mean,
-                                                         saved_invstd, sd);
+        if (bf)
+            ck_bn_bwd_reduce_nchw<ck_st_bf16>
+                <<<grid, CK_BLOCK, 0, st>>>((const uint16_t *)x, (const uint16_t *)dy, *p, gamma,
+                                            beta, saved_mean, saved_invstd, sd);
+        else
+            ck_bn_bwd_reduce_nchw<ck_st_f32><<<grid, CK_BLOCK, 0, st>>>(
+                (const float *)x, (const float *)dy, *p, gamma, beta, saved_mean, saved_invstd, sd);
     } else {
         dim3 grid((p->s.c + 31) / 32, p->splits);
-        ck_bn_bwd_reduce_nhwc<<<grid, dim3(32, 8), 0, st>>>(x, dy, *p, gamma, beta, saved_mean,
-                                                            saved_invstd, sd);
+        if (bf)
+            ck_bn_bwd_reduce_nhwc<ck_st_bf16>
+                <<<grid, dim3(32, 8), 0, st>>>((const uint16_t *)x, (const uint16_t *)dy, *p, gamma,
+                                               beta, saved_mean, saved_invstd, sd);
+        else
+            ck_bn_bwd_reduce_nhwc<ck_st_f32><<<grid, dim3(32, 8), 0, st>>>(
+                (const float *)x, (const float *)dy, *p, gamma, beta, saved_mean, saved_invstd, sd);
     }
     if (p->exchange) { /* SyncBatchNormalization: the means of dx are the global batch's */
         ck_bn_bwd_local_sums<<<p->s.c, 32, 0, st>>>(*p, p->sync_local, dgamma, dbeta);
@@ -623,7 +677,13 @@ extern "C" int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float 
         ck_bn_finalize_backward<<<p->s.c, 32, 0, st>>>(*p, dgamma, dbeta);
     }
     const long long count = (long long)p->s.n * p->s.c * p->s.h * p->s.w;
-    ck_bn_bwd_apply<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
-        x, dy, dx, count, *p, gamma, beta, saved_mean, saved_invstd, sd);
+    if (bf)
+        ck_bn_bwd_apply<ck_st_bf16><<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const uint16_t *)x, (const uint16_t *)dy, (uint16_t *)dx, count, *p, gamma, beta,
+            saved_mean, saved_invstd, sd);
+    else
+        ck_bn_bwd_apply<ck_st_f32><<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const float *)x, (const float *)dy, (float *)dx, count, *p, gamma, beta, saved_mean,
+            saved_invstd, sd);
     return ck_launch_status();
 }

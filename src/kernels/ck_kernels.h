@@ -19,6 +19,11 @@ extern "C" {
  * ck_bf16_round of the same fp32 value. Parameters, statistics and the loss are always fp32. */
 typedef enum ck_kdt { CK_KDT_F32 = 0, CK_KDT_BF16 = 1 } ck_kdt;
 
+/* Launchers that take a storage (a ck_kshape's dt or an `int dt` before the stream) type their
+ * activation pointers const void * / void *: fp32 arrays (float *, what C callers pass for
+ * CK_KDT_F32) or bf16 words (uint16_t *, CK_KDT_BF16). Every activation value read is widened
+ * exactly, every value stored is rounded once; the math between is the fp32 kernel's. */
+
 /* A 4-D shape with its layout (0 = NCHW, 1 = NHWC) and the storage of the tensors it describes
  * (ck_kdt; 0, fp32, when left out of an initializer). */
 typedef struct ck_kshape {
@@ -66,10 +71,11 @@ typedef struct ck_koffset {
 
 /* Dropout forward or backward (the same map): y = x * keep * scale.
  * kind: 0 spatial, 1 element. mask_in: stored mask to use instead of regenerating (may be NULL);
- * mask_out: where to store the mask (may be NULL; element masks are bit-packed, NCHW order). */
-int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t seed,
-                    ck_koffset offset, uint64_t sample0, uint32_t threshold, float scale,
-                    const uint8_t *mask_in, uint8_t *mask_out, void *stream);
+ * mask_out: where to store the mask (may be NULL; element masks are bit-packed, NCHW order).
+ * x, y: storage s.dt; the masks do not depend on it. */
+int ck_cuda_dropout(int kind, const void *x, void *y, ck_kshape s, uint64_t seed, ck_koffset offset,
+                    uint64_t sample0, uint32_t threshold, float scale, const uint8_t *mask_in,
+                    uint8_t *mask_out, void *stream);
 
 /* BN training forward. ws: workspace laid out as in ck_bn_plan (partials then coefficients).
  * frozen: normalize with the running statistics and leave them unchanged.
@@ -101,15 +107,17 @@ typedef struct ck_kbn {
 } ck_kbn;
 #define CK_KBN_EXCHANGE_FAILED (-1)
 
-int ck_cuda_bn_forward_training(const ck_kbn *p, const float *x, const float *gamma,
+/* x, y, dy, dx: storage p->s.dt (s.dt); gamma, beta, statistics, coefficients, partials and the
+ * SpatialDropout scales are fp32 / double whatever it is. */
+int ck_cuda_bn_forward_training(const ck_kbn *p, const void *x, const float *gamma,
                                 const float *beta, float *running_mean, float *running_var,
-                                float *saved_mean, float *saved_invstd, float *y, void *stream);
-int ck_cuda_bn_forward_inference(ck_kshape s, int act, float eps, const float *x,
-                                 const float *gamma, const float *beta, const float *running_mean,
-                                 const float *running_var, float *y, void *stream);
-int ck_cuda_bn_backward(const ck_kbn *p, const float *x, const float *dy, const float *gamma,
+                                float *saved_mean, float *saved_invstd, void *y, void *stream);
+int ck_cuda_bn_forward_inference(ck_kshape s, int act, float eps, const void *x, const float *gamma,
+                                 const float *beta, const float *running_mean,
+                                 const float *running_var, void *y, void *stream);
+int ck_cuda_bn_backward(const ck_kbn *p, const void *x, const void *dy, const float *gamma,
                         const float *beta, const float *saved_mean, const float *saved_invstd,
-                        float *dx, float *dgamma, float *dbeta, void *stream);
+                        void *dx, float *dgamma, float *dbeta, void *stream);
 
 /* ---- layers of the model's GPU backend (layers.cu); NHWC activations --------------------- */
 
@@ -122,11 +130,12 @@ typedef struct ck_kloss {
     int nonfinite;
 } ck_kloss;
 
-/* act: ck_activation values (CK_ACT_*); softmax over rows of c. y may alias x. */
-int ck_cuda_activation_forward(int act, float alpha, const float *x, float *y, size_t count, int c,
-                               void *stream);
-int ck_cuda_activation_backward(int act, float alpha, const float *x, const float *y,
-                                const float *dy, float *dx, size_t count, int c, void *stream);
+/* act: ck_activation values (CK_ACT_*); softmax over rows of c. y may alias x. dt: the storage
+ * of x, y, dy, dx (ck_kdt). */
+int ck_cuda_activation_forward(int act, float alpha, const void *x, void *y, size_t count, int c,
+                               int dt, void *stream);
+int ck_cuda_activation_backward(int act, float alpha, const void *x, const void *y, const void *dy,
+                                void *dx, size_t count, int c, int dt, void *stream);
 /* y (rows x c) += bias (c): the sum in fp32, stored as dt (ck_kdt; bf16: rounded once). */
 int ck_cuda_bias_add(void *y, const float *bias, long long rows, int c, int dt, void *stream);
 /* out (c, fp32) = column sums of a (rows x c, stored as dt) in double, fixed order. ws: the bytes
@@ -134,12 +143,13 @@ int ck_cuda_bias_add(void *y, const float *bias, long long rows, int c, int dt, 
 size_t ck_cuda_colsum_workspace_bytes(int c);
 int ck_cuda_colsum(const void *a, long long rows, int c, int dt, float *out, void *ws,
                    void *stream);
-/* Max / average pooling, padded cells excluded: the CPU twin's results bit for bit. */
-int ck_cuda_pool_forward(ck_conv_geom g, int is_max, const float *x, float *y, void *stream);
-int ck_cuda_pool_backward(ck_conv_geom g, int is_max, const float *x, const float *dy, float *dx,
-                          void *stream);
-int ck_cuda_gap_forward(int n, int hw, int c, const float *x, float *y, void *stream);
-int ck_cuda_gap_backward(int n, int hw, int c, const float *dy, float *dx, void *stream);
+/* Max / average pooling, padded cells excluded: the CPU twin's results bit for bit. dt: the
+ * storage of x, y, dy, dx (ck_kdt); so for GlobalAveragePooling2D. */
+int ck_cuda_pool_forward(ck_conv_geom g, int is_max, const void *x, void *y, int dt, void *stream);
+int ck_cuda_pool_backward(ck_conv_geom g, int is_max, const void *x, const void *dy, void *dx,
+                          int dt, void *stream);
+int ck_cuda_gap_forward(int n, int hw, int c, const void *x, void *y, int dt, void *stream);
+int ck_cuda_gap_backward(int n, int hw, int c, const void *dy, void *dx, int dt, void *stream);
 /* Fused softmax + sparse categorical cross-entropy from logits; dlogits may be NULL; out: device
  * memory. ws: the bytes below. */
 size_t ck_cuda_xent_workspace_bytes(int n);
@@ -173,13 +183,14 @@ int ck_cuda_pad_nhwc(const void *src, void *dst, int n, int h, int w, int c, int
  * dt (ck_kdt): the storage of all three; the sum is fp32, rounded once to the storage. */
 int ck_cuda_add(void *dst, const void *a, const void *b, size_t count, int dt, void *stream);
 /* Rescaling: y = x * scale + offset (ck_rescale_fwd), or with backward = 1 the gradient
- * y = x * scale (ck_rescale_bwd; offset unused). y may alias x. */
-int ck_cuda_rescale(const float *x, float *y, size_t count, float scale, float offset, int backward,
-                    void *stream);
+ * y = x * scale (ck_rescale_bwd; offset unused). y may alias x. dt: the storage of both. */
+int ck_cuda_rescale(const void *x, void *y, size_t count, float scale, float offset, int backward,
+                    int dt, void *stream);
 /* Concatenate's channel slice of `pixels` NHWC pixels: to_wide = 1 copies narrow (nc channels)
- * into channels [off, off + nc) of wide (wc channels); 0 copies them back. */
-int ck_cuda_channel_slice(float *wide, int wc, int off, float *narrow, int nc, size_t pixels,
-                          int to_wide, void *stream);
+ * into channels [off, off + nc) of wide (wc channels); 0 copies them back. dt: the storage of
+ * both (a move: no rounding). */
+int ck_cuda_channel_slice(void *wide, int wc, int off, void *narrow, int nc, size_t pixels,
+                          int to_wide, int dt, void *stream);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,9 @@
 /* Dropout and SpatialDropout kernels. The keep decision is ck_spatial_keep / ck_element_call of
  * ck_math.h — the same integer functions the CPU reference uses — so masks are bit-identical to
  * the CPU's in both layouts and for any launch shape. Forward and backward are the same map
- * y = x * (keep ? scale : 0). */
+ * y = x * (keep ? scale : 0). The apply kernels are templated on the storage (ck_st_f32 /
+ * ck_st_bf16): the product is fp32, rounded once by a bf16 store; the masks do not depend on it.
+ * bf16 takes the scalar paths (a faster one would move two words per 32-bit load). */
 #include "common.cuh"
 
 /* ---- stored masks -------------------------------------------------------------------------- */
@@ -97,15 +99,16 @@ __global__ void ck_spatial_apply_vec(const float4 *x, float4 *y, long long quads
     }
 }
 
-__global__ void ck_spatial_apply_scalar(const float *x, float *y, long long count, ck_kshape s,
-                                        const uint8_t *mask, uint64_t seed, ck_koffset ko,
-                                        uint64_t u0, uint32_t thr, float scale) {
+template <class S>
+__global__ void ck_spatial_apply_scalar(const typename S::T *x, typename S::T *y, long long count,
+                                        ck_kshape s, const uint8_t *mask, uint64_t seed,
+                                        ck_koffset ko, uint64_t u0, uint32_t thr, float scale) {
     const uint64_t offset = ck_koffset_get(ko);
     const long long hw = (long long)s.h * s.w;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < count;
          e += (long long)gridDim.x * blockDim.x) {
         const long long g = s.nhwc ? (e / (hw * s.c)) * s.c + e % s.c : e / hw;
-        y[e] = x[e] * ck_spatial_factor(g, mask, seed, offset, u0, thr, scale);
+        S::st(y, e, S::ld(x, e) * ck_spatial_factor(g, mask, seed, offset, u0, thr, scale));
     }
 }
 
@@ -114,9 +117,10 @@ __global__ void ck_spatial_apply_scalar(const float *x, float *y, long long coun
 /* One thread per group of four neighbours along W of one row (n, c, h): one Philox call.
  * NCHW: the four are contiguous; NHWC: they are C apart, and neighbouring threads take
  * neighbouring channels, so each of the four accesses is coalesced across the warp. */
-__global__ void ck_element_apply(const float *x, float *y, long long groups, ck_kshape s,
-                                 const uint32_t *bits, uint64_t seed, ck_koffset ko, uint64_t call0,
-                                 uint32_t thr, float scale) {
+template <class S>
+__global__ void ck_element_apply(const typename S::T *x, typename S::T *y, long long groups,
+                                 ck_kshape s, const uint32_t *bits, uint64_t seed, ck_koffset ko,
+                                 uint64_t call0, uint32_t thr, float scale) {
     const uint64_t offset = ck_koffset_get(ko);
     const int wq = (s.w + 3) >> 2;
     for (long long u = blockIdx.x * (long long)blockDim.x + threadIdx.x; u < groups;
@@ -153,12 +157,12 @@ __global__ void ck_element_apply(const float *x, float *y, long long groups, ck_
             else
                 keep = r.v[j] >= thr;
             const long long idx = s.nhwc ? ((((long long)n * s.h + h) * s.w + w) * s.c + c) : flat;
-            y[idx] = x[idx] * (keep ? scale : 0.0f);
+            S::st(y, idx, S::ld(x, idx) * (keep ? scale : 0.0f));
         }
     }
 }
 
-extern "C" int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, uint64_t seed,
+extern "C" int ck_cuda_dropout(int kind, const void *x, void *y, ck_kshape s, uint64_t seed,
                                ck_koffset offset, uint64_t sample0, uint32_t thr, float scale,
                                const uint8_t *mask_in, uint8_t *mask_out, void *stream) {
     cudaStream_t st = (cudaStream_t)stream;
@@ -172,14 +176,19 @@ extern "C" int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, 
                 mask_out, units, seed, offset, u0, thr);
             mask_in = mask_out; /* apply from the stored mask: no second generation */
         }
-        const bool vec = ck_aligned16(x, y) && (s.nhwc ? (s.c % 4 == 0) : (hw % 4 == 0));
+        const bool vec =
+            s.dt != CK_KDT_BF16 && ck_aligned16(x, y) && (s.nhwc ? (s.c % 4 == 0) : (hw % 4 == 0));
         if (vec) {
             const long long quads = count / 4;
             ck_spatial_apply_vec<<<ck_grid_for(quads, CK_BLOCK), CK_BLOCK, 0, st>>>(
                 (const float4 *)x, (float4 *)y, quads, s, mask_in, seed, offset, u0, thr, scale);
+        } else if (s.dt == CK_KDT_BF16) {
+            ck_spatial_apply_scalar<ck_st_bf16><<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
+                (const uint16_t *)x, (uint16_t *)y, count, s, mask_in, seed, offset, u0, thr,
+                scale);
         } else {
-            ck_spatial_apply_scalar<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
-                x, y, count, s, mask_in, seed, offset, u0, thr, scale);
+            ck_spatial_apply_scalar<ck_st_f32><<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
+                (const float *)x, (float *)y, count, s, mask_in, seed, offset, u0, thr, scale);
         }
         return ck_launch_status();
     }
@@ -192,7 +201,11 @@ extern "C" int ck_cuda_dropout(int kind, const float *x, float *y, ck_kshape s, 
         bits = (const uint32_t *)mask_out;
     }
     const long long groups = (long long)s.n * s.c * s.h * ((s.w + 3) >> 2);
-    ck_element_apply<<<ck_grid_for(groups, CK_BLOCK), CK_BLOCK, 0, st>>>(
-        x, y, groups, s, bits, seed, offset, call0, thr, scale);
+    if (s.dt == CK_KDT_BF16)
+        ck_element_apply<ck_st_bf16><<<ck_grid_for(groups, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const uint16_t *)x, (uint16_t *)y, groups, s, bits, seed, offset, call0, thr, scale);
+    else
+        ck_element_apply<ck_st_f32><<<ck_grid_for(groups, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const float *)x, (float *)y, groups, s, bits, seed, offset, call0, thr, scale);
     return ck_launch_status();
 }

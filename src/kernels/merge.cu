@@ -30,9 +30,11 @@ extern "C" int ck_cuda_add(void *dst, const void *a, const void *b, size_t count
     return ck_launch_status();
 }
 
-/* to_wide: wide[p][off + c] = narrow[p][c]; else narrow[p][c] = wide[p][off + c]. */
-__global__ void k_channel_slice(float *wide, int wc, int off, float *narrow, int nc,
-                                long long count, int to_wide) {
+/* to_wide: wide[p][off + c] = narrow[p][c]; else narrow[p][c] = wide[p][off + c]. A pure move:
+ * T is the storage word (float or the bf16 word), no widening needed. */
+template <class T>
+__global__ void k_channel_slice(T *wide, int wc, int off, T *narrow, int nc, long long count,
+                                int to_wide) {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < count;
          t += (long long)gridDim.x * blockDim.x) {
         const long long p = t / nc, w = p * wc + off + t % nc;
@@ -43,12 +45,18 @@ __global__ void k_channel_slice(float *wide, int wc, int off, float *narrow, int
     }
 }
 
-extern "C" int ck_cuda_channel_slice(float *wide, int wc, int off, float *narrow, int nc,
-                                     size_t pixels, int to_wide, void *stream) {
+extern "C" int ck_cuda_channel_slice(void *wide, int wc, int off, void *narrow, int nc,
+                                     size_t pixels, int to_wide, int dt, void *stream) {
     const long long count = (long long)pixels * nc;
     if (count == 0)
         return 0;
-    k_channel_slice<<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
-        wide, wc, off, narrow, nc, count, to_wide);
+    const unsigned grid = ck_grid_for(count, CK_BLOCK);
+    cudaStream_t s = (cudaStream_t)stream;
+    if (dt == CK_KDT_BF16)
+        k_channel_slice<uint16_t><<<grid, CK_BLOCK, 0, s>>>((uint16_t *)wide, wc, off,
+                                                            (uint16_t *)narrow, nc, count, to_wide);
+    else
+        k_channel_slice<float>
+            <<<grid, CK_BLOCK, 0, s>>>((float *)wide, wc, off, (float *)narrow, nc, count, to_wide);
     return ck_launch_status();
 }

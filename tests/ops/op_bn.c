@@ -104,3 +104,42 @@ const op_case op_bn = {
     .grad = {{0, 5}, {1, 6}, {2, 7}},
     .grad_tol = 1e-3,
 };
+
+/* ---- bf16 storage (x, dy in, y, dx, y_inference out; the parameters and statistics stay fp32. The
+ * public API takes the bf16 views (dtype) on the GPU; the CPU side is the fp32 op on rounded data)
+ * ---- */
+
+static void cpu_bf16(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, (1u | 1u << 5));
+    cpu(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, (1u | 1u << 5 | 1u << 8));
+}
+static void ref_bf16(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, (1u | 1u << 5));
+    ref(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, (1u | 1u << 5 | 1u << 8));
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                    ck_tensor *const *out) {
+    return op_gpu_bf16(g, v, in, out, (1u | 1u << 5), (1u | 1u << 5 | 1u << 8), api);
+}
+#else
+#define gpu_bf16 NULL
+#endif
+
+const op_case op_bn_bf16 = {
+    .name = "bn_bf16",
+    .launchers = "ck_cuda_bn_forward_training ck_cuda_bn_backward ck_cuda_bn_forward_inference "
+                 "ck_cuda_bf16_pack ck_cuda_bf16_unpack",
+    .variants = k_variants,
+    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
+    .cpu = cpu_bf16,
+    .ref = ref_bf16,
+    .ref_tol = OP_BF16_TOL,
+    .gpu = gpu_bf16,
+    .gpu_tol = OP_BF16_TOL,
+};

@@ -122,3 +122,40 @@ const op_case op_dropout = {
     .grad = {{0, 1}},
     .grad_tol = 1e-3,
 };
+
+/* ---- bf16 storage (x, dy in, y, dx out: the same masks, one fp32 multiply rounded once: exact)
+ * ---- */
+
+static void cpu_bf16(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, 3u);
+    cpu(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, 3u);
+}
+static void ref_bf16(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, 3u);
+    ref(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, 3u);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                    ck_tensor *const *out) {
+    return op_gpu_bf16(g, v, in, out, 3u, 3u, api);
+}
+#else
+#define gpu_bf16 NULL
+#endif
+
+const op_case op_dropout_bf16 = {
+    .name = "dropout_bf16",
+    .launchers = "ck_cuda_dropout ck_cuda_bf16_pack ck_cuda_bf16_unpack",
+    .variants = k_variants,
+    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
+    .cpu = cpu_bf16,
+    .ref = ref_bf16,
+    .ref_tol = 0,
+    .gpu = gpu_bf16,
+    .gpu_tol = 0,
+};

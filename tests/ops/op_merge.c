@@ -48,11 +48,12 @@ static void add_cpu(const op_variant *v, float *const *in, float *const *out) {
 #ifdef CNNKIT_HAVE_CUDA
 static int add_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
                    ck_tensor *const *out) {
-    const int e_ = ck_cuda_add(OP_D(out[0]), OP_D(in[0]), OP_D(in[1]), (size_t)v->iv[0], CK_KDT_F32,
-                               g->stream);
+    const int dt = in[0]->dtype; /* the bf16 case's substitutes are bf16 words */
+    const int e_ =
+        ck_cuda_add(OP_D(out[0]), OP_D(in[0]), OP_D(in[1]), (size_t)v->iv[0], dt, g->stream);
     /* the backward of Add is a copy of dy: dx = dy + 0 through the same kernel */
     return e_ ? e_
-              : ck_cuda_add(OP_D(out[1]), OP_D(in[2]), OP_D(out[1]), (size_t)v->iv[0], CK_KDT_F32,
+              : ck_cuda_add(OP_D(out[1]), OP_D(in[2]), OP_D(out[1]), (size_t)v->iv[0], dt,
                             g->stream);
 }
 #else
@@ -111,11 +112,12 @@ static void slice_ref(const op_variant *v, float *const *in, float *const *out) 
 static int slice_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
                      ck_tensor *const *out) {
     const int *q = v->iv;
+    const int dt = in[0]->dtype; /* the bf16 case's substitutes are bf16 words */
     const int e_ = ck_cuda_channel_slice(OP_D(out[0]), q[1], q[2], OP_D(in[0]), q[3], (size_t)q[0],
-                                         1, g->stream);
+                                         1, dt, g->stream);
     return e_ ? e_
               : ck_cuda_channel_slice(OP_D(in[1]), q[1], q[2], OP_D(out[1]), q[3], (size_t)q[0], 0,
-                                      g->stream);
+                                      dt, g->stream);
 }
 #else
 #define slice_gpu NULL
@@ -130,6 +132,74 @@ const op_case op_channel_slice = {
     .nbench = sizeof k_bench_slices / sizeof k_bench_slices[0],
     .ref = slice_ref,
     .gpu = slice_gpu,
+};
+
+/* ---- bf16 storage (a, b, dy in, y, dx out: one fp32 sum rounded once on every side, bit-exact)
+ * ---- */
+
+static void cpu_bf16_add(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, 7u);
+    add_cpu(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, 3u);
+}
+static void ref_bf16_add(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, 7u);
+    add_ref(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, 3u);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int gpu_bf16_add(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                        ck_tensor *const *out) {
+    return op_gpu_bf16(g, v, in, out, 7u, 3u, add_gpu);
+}
+#else
+#define gpu_bf16_add NULL
+#endif
+
+const op_case op_add_bf16 = {
+    .name = "add_bf16",
+    .launchers = "ck_cuda_add ck_cuda_bf16_pack ck_cuda_bf16_unpack",
+    .variants = k_variants,
+    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench_add,
+    .nbench = sizeof k_bench_add / sizeof k_bench_add[0],
+    .cpu = cpu_bf16_add,
+    .ref = ref_bf16_add,
+    .ref_tol = 0,
+    .gpu = gpu_bf16_add,
+    .gpu_tol = 0,
+};
+
+/* ---- bf16 storage (a move of bf16 words: exact) ---- */
+
+static void ref_bf16_slice(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, 3u);
+    slice_ref(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, 3u);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int gpu_bf16_slice(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                          ck_tensor *const *out) {
+    return op_gpu_bf16(g, v, in, out, 3u, 3u, slice_gpu);
+}
+#else
+#define gpu_bf16_slice NULL
+#endif
+
+const op_case op_channel_slice_bf16 = {
+    .name = "channel_slice_bf16",
+    .launchers = "ck_cuda_channel_slice ck_cuda_bf16_pack ck_cuda_bf16_unpack",
+    .variants = k_slices,
+    .nvariants = sizeof k_slices / sizeof k_slices[0],
+    .bench_variants = k_bench_slices,
+    .nbench = sizeof k_bench_slices / sizeof k_bench_slices[0],
+
+    .ref = ref_bf16_slice,
+    .ref_tol = 0,
+    .gpu = gpu_bf16_slice,
+    .gpu_tol = 0,
 };
 
 /* ---- a data-parallel rank's share of the loss gradient (ck_backend.scale, ck_cuda_scale):

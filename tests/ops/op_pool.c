@@ -55,9 +55,10 @@ static void ref(const op_variant *v, float *const *in, float *const *out) {
 static int gpu_run(ck_context *c, const op_variant *v, ck_tensor *const *in,
                    ck_tensor *const *out) {
     const ck_conv_geom g = geom(v);
-    const int e_ = ck_cuda_pool_forward(g, v->iv[7], OP_D(in[0]), OP_D(out[0]), c->stream);
+    const int dt = in[0]->dtype; /* the bf16 case's substitutes are bf16 words */
+    const int e_ = ck_cuda_pool_forward(g, v->iv[7], OP_D(in[0]), OP_D(out[0]), dt, c->stream);
     return e_ ? e_
-              : ck_cuda_pool_backward(g, v->iv[7], OP_D(in[0]), OP_D(in[1]), OP_D(out[1]),
+              : ck_cuda_pool_backward(g, v->iv[7], OP_D(in[0]), OP_D(in[1]), OP_D(out[1]), dt,
                                       c->stream);
 }
 #else
@@ -87,4 +88,41 @@ const op_case op_pool = {
     .ngrad = 1,
     .grad = {{0, 1}},
     .grad_tol = 1e-3,
+};
+
+/* ---- bf16 storage (x, dy in, y, dx out: bit-exact on the GPU, which repeats the CPU's operations
+ * on the same bf16-valued inputs and rounds the result the CPU twin rounds) ---- */
+
+static void cpu_bf16(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, 3u);
+    cpu(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, 3u);
+}
+static void ref_bf16(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, 3u);
+    ref(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, 3u);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                    ck_tensor *const *out) {
+    return op_gpu_bf16(g, v, in, out, 3u, 3u, gpu_run);
+}
+#else
+#define gpu_bf16 NULL
+#endif
+
+const op_case op_pool_bf16 = {
+    .name = "pool_bf16",
+    .launchers = "ck_cuda_pool_forward ck_cuda_pool_backward ck_cuda_bf16_pack ck_cuda_bf16_unpack",
+    .variants = k_variants,
+    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
+    .cpu = cpu_bf16,
+    .ref = ref_bf16,
+    .ref_tol = OP_BF16_TOL,
+    .gpu = gpu_bf16,
+    .gpu_tol = 0,
 };

@@ -12,6 +12,7 @@
 
 #include "exec.h"
 #include "layer.h"
+#include "model_internal.h"
 #include "ref.h"
 
 #define RS(nm, n, s, o, lo, hi)                                                                    \
@@ -77,6 +78,11 @@ static int rs_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_t
     ck_exec e;
     memset(&e, 0, sizeof e);
     e.ctx = g;
+    /* what the op asks of its executor: a CUDA backend and an fp32 model (ck_exec_out_dt) */
+    static const ck_backend be = {.id = CK_BE_CUDA, .name = "cuda"};
+    static ck_model m; /* zero: CK_PRECISION_FP32 */
+    e.be = &be;
+    e.m = &m;
     const ck_node_io io = rs_io(v, OP_D(in[0]), OP_D(out[0]), OP_D(in[1]), OP_D(out[1]));
     const ck_status st = n.kind->ops[CK_BE_CUDA].fwd(&e, &n, &io);
     return st ? (int)st : (int)n.kind->ops[CK_BE_CUDA].bwd(&e, &n, &io);
@@ -102,4 +108,52 @@ const op_case op_rescale = {
     .ngrad = 1,
     .grad = {{0, 1}},
     .grad_tol = 1e-3,
+};
+
+/* ---- bf16 storage (x, dy in, y, dx out): the kernel directly (ck_cuda_rescale with the
+ * substitutes' storage), bit-exact as the fp32 case: ck_rescale_fwd / _bwd on both sides ---- */
+
+static void rs_cpu_bf16(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, 3u);
+    rs_cpu(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, 3u);
+}
+
+static void rs_ref_bf16(const op_variant *v, float *const *in, float *const *out) {
+    op_bf16_round_arrs(v->in, v->nin, in, 3u);
+    rs_ref(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, 3u);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int rs_kernels(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                      ck_tensor *const *out) {
+    const size_t n = (size_t)v->iv[0];
+    const int dt = in[0]->dtype;
+    const int e_ = ck_cuda_rescale(OP_D(in[0]), OP_D(out[0]), n, v->fv[0], v->fv[1], 0, dt,
+                                   ck_context_stream(g));
+    return e_ ? e_
+              : ck_cuda_rescale(OP_D(in[1]), OP_D(out[1]), n, v->fv[0], 0.0f, 1, dt,
+                                ck_context_stream(g));
+}
+static int rs_gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                       ck_tensor *const *out) {
+    return op_gpu_bf16(g, v, in, out, 3u, 3u, rs_kernels);
+}
+#else
+#define rs_gpu_bf16 NULL
+#endif
+
+const op_case op_rescale_bf16 = {
+    .name = "rescale_bf16",
+    .launchers = "ck_cuda_rescale ck_cuda_bf16_pack ck_cuda_bf16_unpack",
+    .variants = k_variants,
+    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .bench_variants = k_bench,
+    .nbench = sizeof k_bench / sizeof k_bench[0],
+    .cpu = rs_cpu_bf16,
+    .ref = rs_ref_bf16,
+    .ref_tol = OP_BF16_TOL,
+    .gpu = rs_gpu_bf16,
+    .gpu_tol = 0,
 };

@@ -5,13 +5,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "trng.h"
+#ifdef CNNKIT_HAVE_CUDA
+#include "ck_kernels.h"
+#include "internal.h"
+#endif
 
 const op_case *const op_cases[] = {
-    &op_act,     &op_pool,  &op_gap,    &op_dense,         &op_conv, &op_xent,
-    &op_adam,    &op_sgd,   &op_pad,    &op_layout,        &op_flag, &op_fill,
-    &op_dropout, &op_bn,    &op_add,    &op_channel_slice, &op_bf16, &op_rescale,
-    &op_scale,   &op_gather,
+    &op_act,           &op_pool,     &op_gap,
+    &op_dense,         &op_conv,     &op_xent,
+    &op_adam,          &op_sgd,      &op_pad,
+    &op_layout,        &op_flag,     &op_fill,
+    &op_dropout,       &op_bn,       &op_add,
+    &op_channel_slice, &op_bf16,     &op_rescale,
+    &op_scale,         &op_gather,   &op_act_bf16,
+    &op_pool_bf16,     &op_gap_bf16, &op_dropout_bf16,
+    &op_bn_bf16,       &op_add_bf16, &op_channel_slice_bf16,
+    &op_rescale_bf16,
 };
 const int op_ncases = (int)(sizeof op_cases / sizeof op_cases[0]);
 
@@ -118,3 +129,52 @@ size_t op_bytes(const op_variant *v) {
         floats += v->out[o].count * (v->out[o].from ? 2 : 1);
     return floats * sizeof(float);
 }
+
+void op_bf16_round_arrs(const op_arr *a, int n, float *const *arrs, unsigned mask) {
+    for (int i = 0; i < n; i++)
+        if (mask >> i & 1u)
+            ck_bf16_round_buffer(arrs[i], a[i].count);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+/* A bf16 copy of t (packed) or an unfilled one, as a tensor of t's shape marked bf16. */
+static ck_tensor *bf16_twin(ck_context *g, const op_arr *a, const ck_tensor *t, int pack, int *e) {
+    ck_tensor *b = op_tensor(g, a, NULL);
+    if (!b) {
+        *e = -1;
+        return NULL;
+    }
+    if (pack && a->count)
+        *e = ck_cuda_bf16_pack(ck_tensor_data((ck_tensor *)t), (uint16_t *)ck_tensor_data(b),
+                               a->count, ck_context_stream(g));
+    b->dtype = CK_KDT_BF16;
+    return b;
+}
+
+int op_gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out,
+                unsigned in_mask, unsigned out_mask, op_gpu_fn run) {
+    ck_tensor *sin[OP_MAX_IO] = {0}, *sout[OP_MAX_IO] = {0};
+    ck_tensor *own[2 * OP_MAX_IO] = {0};
+    int e = 0, nown = 0;
+    for (int i = 0; i < v->nin && !e; i++)
+        sin[i] = in_mask >> i & 1u ? (own[nown++] = bf16_twin(g, &v->in[i], in[i], 1, &e)) : in[i];
+    for (int i = 0; i < v->nout && !e; i++)
+        sout[i] = out_mask >> i & 1u
+                      ? (own[nown++] = bf16_twin(g, &v->out[i], out[i], v->out[i].from != 0, &e))
+                      : out[i];
+    if (!e)
+        e = run(g, v, sin, sout);
+    for (int i = 0; i < v->nout && !e; i++)
+        if (out_mask >> i & 1u && v->out[i].count)
+            e = ck_cuda_bf16_unpack((const uint16_t *)ck_tensor_data(sout[i]),
+                                    ck_tensor_data(out[i]), v->out[i].count, ck_context_stream(g));
+    if (!e)
+        e = (int)ck_context_synchronize(g);
+    for (int i = 0; i < nown; i++)
+        if (own[i]) {
+            own[i]->dtype = CK_KDT_F32;
+            ck_tensor_destroy(own[i]);
+        }
+    return e;
+}
+#endif

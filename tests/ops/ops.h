@@ -89,6 +89,9 @@ typedef struct op_case {
 extern const op_case op_act, op_pool, op_gap, op_dense, op_conv, op_xent, op_adam, op_sgd, op_pad,
     op_layout, op_flag, op_fill, op_dropout, op_bn, op_add, op_channel_slice, op_bf16, op_rescale,
     op_scale, op_gather;
+/* bf16 storage twins of the cases above (see op_gpu_bf16) */
+extern const op_case op_act_bf16, op_pool_bf16, op_gap_bf16, op_dropout_bf16, op_bn_bf16,
+    op_add_bf16, op_channel_slice_bf16, op_rescale_bf16;
 
 /* ---- op_run.c: what the suite (tests/test_ops.c) and the bench (bench/bench_ops.c) share ---- */
 
@@ -129,6 +132,26 @@ ck_tensor *op_tensor(ck_context *ctx, const op_arr *a, const float *host);
 int op_run_on(ck_context *ctx, op_gpu_fn run, const op_variant *v, float *const *in,
               float *const *out);
 int op_run_cpu(op_gpu_fn run, const op_variant *v, float *const *in, float *const *out);
+
+/* ---- bf16 storage cases (issue 16, docs/precision.md): the same op with its activation arrays
+ * stored as bf16 words. The CPU side rounds the activation inputs in place (ck_bf16_round_buffer),
+ * runs the fp32 CPU op and rounds its activation outputs: the CPU twin. The GPU side packs the
+ * activation inputs to bf16 words on the device (ck_cuda_bf16_pack: the same nearest-even
+ * rounding), runs the kernels with CK_KDT_BF16 and widens the outputs back. A mask's bit i
+ * selects in[i] / out[i]; the others (parameters, statistics) stay fp32. Tolerances: where the
+ * fp32 comparison is bit-exact so is the bf16 one (the kernel rounds the value the CPU rounds);
+ * elsewhere the fp32 tolerance plus 2^-7, one bf16 ulp (2^-7 |v| at most) of the output's
+ * scale, since two values that round apart differ by their fp32 distance plus one ulp. Every such
+ * sum here (fp32 tolerances up to 1e-4: at most 0.0079125) is rounded up to OP_BF16_TOL, a value
+ * bench_ops prints exactly (tests/test_bench.c compares the printed tolerance). */
+#define OP_BF16_TOL 8e-3
+void op_bf16_round_arrs(const op_arr *a, int n, float *const *arrs, unsigned mask);
+#ifdef CNNKIT_HAVE_CUDA
+/* Runs run on substitutes of in / out whose masked arrays are bf16 copies (a tensor of the same
+ * shape, dtype CK_KDT_BF16), then widens the masked outputs back into out. 0 or an error. */
+int op_gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in, ck_tensor *const *out,
+                unsigned in_mask, unsigned out_mask, op_gpu_fn run);
+#endif
 
 /* Device array of a GPU runner's tensor. */
 #define OP_D(t) ck_tensor_data(t)

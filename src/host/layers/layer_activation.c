@@ -165,7 +165,7 @@ static ck_status act_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io)
 static ck_status act_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     CK_EXEC_CUDA(e->ctx,
                  ck_cuda_activation_forward((int)n->act, n->alpha, io->in, io->out, io->count_in,
-                                            n->oc, e->ctx->stream),
+                                            n->oc, ck_exec_out_dt(e, io->i), e->ctx->stream),
                  "activation");
     return CK_STATUS_SUCCESS;
 }
@@ -174,12 +174,13 @@ static ck_status act_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io
     if (io->dx)
         CK_EXEC_CUDA(e->ctx,
                      ck_cuda_activation_backward((int)n->act, n->alpha, io->in, io->out, io->dy,
-                                                 io->dx, io->count_in, n->oc, e->ctx->stream),
+                                                 io->dx, io->count_in, n->oc,
+                                                 ck_exec_out_dt(e, io->i), e->ctx->stream),
                      "activation backward");
     return CK_STATUS_SUCCESS;
 }
 #define ACT_CUDA                                                                                   \
-    { act_fwd_cuda, act_bwd_cuda, NULL, NULL, NULL }
+    { act_fwd_cuda, act_bwd_cuda, NULL, NULL, NULL, 1 }
 #else
 #define ACT_CUDA                                                                                   \
     { 0 }

@@ -139,7 +139,7 @@ static unsigned add_relu_skips(const ck_node *n) {
 static const ck_node_kind add_node = {
     .type = CK_NODE_OTHER,
     .name = "add",
-    .ops = {{add_fwd, add_bwd, NULL, NULL, NULL}, {add_fwd, add_bwd, NULL, NULL, NULL}},
+    .ops = {{add_fwd, add_bwd, NULL, NULL, NULL}, {add_fwd, add_bwd, NULL, NULL, NULL, 1}},
     .with_relu = &add_relu_node,
     .bwd_skips = add_skips,
 };
@@ -148,6 +148,6 @@ static const ck_node_kind add_relu_node = {
     .type = CK_NODE_OTHER,
     .name = "add+relu",
     .ops = {{add_relu_fwd, add_relu_bwd, NULL, NULL, NULL},
-            {add_relu_fwd, add_relu_bwd, NULL, NULL, NULL}},
+            {add_relu_fwd, add_relu_bwd, NULL, NULL, NULL, 1}},
     .bwd_skips = add_relu_skips,
 };

@@ -128,7 +128,8 @@ static ck_status cat_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io
     for (int k = 0, off = 0; k < io->nin; off += in_channels(e, n, k), ++k)
         CK_EXEC_CUDA(e->ctx,
                      ck_cuda_channel_slice(io->out, n->oc, off, (float *)io->ins[k],
-                                           in_channels(e, n, k), pixels, 1, e->ctx->stream),
+                                           in_channels(e, n, k), pixels, 1,
+                                           ck_exec_out_dt(e, io->i), e->ctx->stream),
                      "concatenate");
     return CK_STATUS_SUCCESS;
 }
@@ -139,12 +140,12 @@ static ck_status cat_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io
         if (io->dxs[k])
             CK_EXEC_CUDA(e->ctx,
                          ck_cuda_channel_slice(io->dy, n->oc, off, io->dxs[k], in_channels(e, n, k),
-                                               pixels, 0, e->ctx->stream),
+                                               pixels, 0, ck_exec_out_dt(e, io->i), e->ctx->stream),
                          "concatenate backward");
     return CK_STATUS_SUCCESS;
 }
 #define CAT_CUDA                                                                                   \
-    { cat_fwd_cuda, cat_bwd_cuda, NULL, NULL, NULL }
+    { cat_fwd_cuda, cat_bwd_cuda, NULL, NULL, NULL, 1 }
 #else
 #define CAT_CUDA                                                                                   \
     { 0 }

@@ -121,8 +121,10 @@ static ck_status drop_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     if (!io->training || !(n->rate > 0.0f))
         return e->be->copy(e->ctx, io->out, io->in, io->count_in, ck_exec_out_dt(e, io->i));
     ck_dropout_desc d = {n->rate, ck_model_dropout_offset(e->m, io->i), e->sample0};
-    ck_tensor tx = ck_exec_view(e->ctx, io->in, io->batch, n->ih, n->iw, n->ic);
-    ck_tensor ty = ck_exec_view(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc);
+    ck_tensor tx =
+        ck_exec_view_dt(e->ctx, io->in, io->batch, n->ih, n->iw, n->ic, ck_exec_in_dt(e, io->i, 0));
+    ck_tensor ty =
+        ck_exec_view_dt(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc, ck_exec_out_dt(e, io->i));
     return ck_dropout_keyed(e->ctx, drop_kind(n->type), &d,
                             ck_exec_drop_key(e, ck_model_dropout_layer(e->m, io->i)), &tx, "x", &ty,
                             "y");
@@ -134,8 +136,10 @@ static ck_status drop_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     if (!(n->rate > 0.0f))
         return e->be->copy(e->ctx, io->dx, io->dy, io->count_in, ck_exec_in_dt(e, io->i, 0));
     ck_dropout_desc d = {n->rate, ck_model_dropout_offset(e->m, io->i), e->sample0};
-    ck_tensor tdy = ck_exec_view(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
-    ck_tensor tdx = ck_exec_view(e->ctx, io->dx, io->batch, n->ih, n->iw, n->ic);
+    ck_tensor tdy =
+        ck_exec_view_dt(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc, ck_exec_dy_dt(e, io->i));
+    ck_tensor tdx =
+        ck_exec_view_dt(e->ctx, io->dx, io->batch, n->ih, n->iw, n->ic, ck_exec_in_dt(e, io->i, 0));
     return ck_dropout_keyed(e->ctx, drop_kind(n->type), &d,
                             ck_exec_drop_key(e, ck_model_dropout_layer(e->m, io->i)), &tdy, "dy",
                             &tdx, "dx");
@@ -143,15 +147,18 @@ static ck_status drop_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
 
 #define DROP_OPS                                                                                   \
     { drop_fwd, drop_bwd, NULL, NULL, NULL }
+/* CUDA: the same ops, which honour the views' storage (ck_cuda_dropout) */
+#define DROP_OPS_CUDA                                                                              \
+    { drop_fwd, drop_bwd, NULL, NULL, NULL, 1 }
 
 const ck_node_kind ck_nk_dropout = {
     .type = CK_NODE_DROPOUT,
     .name = "dropout",
-    .ops = {DROP_OPS, DROP_OPS},
+    .ops = {DROP_OPS, DROP_OPS_CUDA},
 };
 
 const ck_node_kind ck_nk_sdropout = {
     .type = CK_NODE_SDROPOUT,
     .name = "spatial_dropout2d",
-    .ops = {DROP_OPS, DROP_OPS},
+    .ops = {DROP_OPS, DROP_OPS_CUDA},
 };

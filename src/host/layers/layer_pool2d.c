@@ -1,4 +1,5 @@
 /* MaxPooling2D and AveragePooling2D: pool_size 2 x 2, strides None (= the pool size). */
+#include "bf16.h"
 #include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
@@ -107,13 +108,23 @@ const ck_layer_kind ck_lk_avgpool2d = {
 
 /* ---- node ops ---- */
 
+/* The CPU twin of a bf16 model (docs/precision.md): the fused dropout's GPU path stores twice
+ * (the pooled output, then it scaled in place), so the twin rounds between the two as well. */
+static int twin_rounds(const ck_exec *e) {
+    return e->m->precision == CK_PRECISION_BF16 && !ck_exec_store_bf16(e);
+}
+
 /* F3 (plan.c): a dropout fused into the node runs in place on the pooled output */
 static ck_status pool_drop_fwd(const ck_exec *e, const ck_node *n, const ck_node_io *io) {
     ck_dropout_desc d;
     ck_drop_key key;
     if (!ck_exec_fused_dropout(e, io->i, io->training, &d, &key))
         return CK_STATUS_SUCCESS;
-    ck_tensor ty = ck_exec_view(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc);
+    const size_t count = (size_t)io->batch * n->oh * n->ow * n->oc;
+    if (twin_rounds(e)) /* the GPU stores the pooled output (rounded), then scales it */
+        ck_bf16_round_buffer(io->out, count);
+    ck_tensor ty =
+        ck_exec_view_dt(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc, ck_exec_out_dt(e, io->i));
     return ck_dropout_keyed(
         e->ctx, n->drop_type == CK_NODE_DROPOUT ? CK_DROPOUT_ELEMENT : CK_DROPOUT_SPATIAL, &d, key,
         &ty, "x", &ty, "y");
@@ -125,10 +136,14 @@ static ck_status pool_drop_bwd(const ck_exec *e, const ck_node *n, const ck_node
     ck_drop_key key;
     if (!ck_exec_fused_dropout(e, io->i, 1, &d, &key))
         return CK_STATUS_SUCCESS;
-    ck_tensor tdy = ck_exec_view(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc);
-    return ck_dropout_keyed(
+    ck_tensor tdy =
+        ck_exec_view_dt(e->ctx, io->dy, io->batch, n->oh, n->ow, n->oc, ck_exec_dy_dt(e, io->i));
+    CK_TRY(ck_dropout_keyed(
         e->ctx, n->drop_type == CK_NODE_DROPOUT ? CK_DROPOUT_ELEMENT : CK_DROPOUT_SPATIAL, &d, key,
-        &tdy, "dy", &tdy, "dx");
+        &tdy, "dy", &tdy, "dx"));
+    if (twin_rounds(e)) /* the GPU stores the scaled dy (rounded) before the pool backward */
+        ck_bf16_round_buffer(io->dy, (size_t)io->batch * n->oh * n->ow * n->oc);
+    return CK_STATUS_SUCCESS;
 }
 
 static ck_status pool_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
@@ -150,7 +165,7 @@ static ck_status pool_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io
 static ck_status pool_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     CK_EXEC_CUDA(e->ctx,
                  ck_cuda_pool_forward(ck_exec_geom(n, io->batch), n->is_max, io->in, io->out,
-                                      e->ctx->stream),
+                                      ck_exec_out_dt(e, io->i), e->ctx->stream),
                  "pool");
     return pool_drop_fwd(e, n, io);
 }
@@ -161,12 +176,12 @@ static ck_status pool_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *i
     CK_TRY(pool_drop_bwd(e, n, io));
     CK_EXEC_CUDA(e->ctx,
                  ck_cuda_pool_backward(ck_exec_geom(n, io->batch), n->is_max, io->in, io->dy,
-                                       io->dx, e->ctx->stream),
+                                       io->dx, ck_exec_out_dt(e, io->i), e->ctx->stream),
                  "pool backward");
     return CK_STATUS_SUCCESS;
 }
 #define POOL_CUDA                                                                                  \
-    { pool_fwd_cuda, pool_bwd_cuda, NULL, NULL, NULL }
+    { pool_fwd_cuda, pool_bwd_cuda, NULL, NULL, NULL, 1 }
 #else
 #define POOL_CUDA                                                                                  \
     { 0 }

@@ -159,23 +159,23 @@ static ck_status rs_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) 
 
 #ifdef CNNKIT_HAVE_CUDA
 static ck_status rs_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    CK_EXEC_CUDA(
-        e->ctx,
-        ck_cuda_rescale(io->in, io->out, io->count_in, n->scale, n->offset, 0, e->ctx->stream),
-        "rescaling");
+    CK_EXEC_CUDA(e->ctx,
+                 ck_cuda_rescale(io->in, io->out, io->count_in, n->scale, n->offset, 0,
+                                 ck_exec_out_dt(e, io->i), e->ctx->stream),
+                 "rescaling");
     return CK_STATUS_SUCCESS;
 }
 
 static ck_status rs_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     if (io->dx)
-        CK_EXEC_CUDA(
-            e->ctx,
-            ck_cuda_rescale(io->dy, io->dx, io->count_in, n->scale, 0.0f, 1, e->ctx->stream),
-            "rescaling backward");
+        CK_EXEC_CUDA(e->ctx,
+                     ck_cuda_rescale(io->dy, io->dx, io->count_in, n->scale, 0.0f, 1,
+                                     ck_exec_out_dt(e, io->i), e->ctx->stream),
+                     "rescaling backward");
     return CK_STATUS_SUCCESS;
 }
 #define RS_CUDA                                                                                    \
-    { rs_fwd_cuda, rs_bwd_cuda, NULL, NULL, NULL }
+    { rs_fwd_cuda, rs_bwd_cuda, NULL, NULL, NULL, 1 }
 #else
 #define RS_CUDA                                                                                    \
     { 0 }

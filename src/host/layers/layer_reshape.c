@@ -114,23 +114,23 @@ static ck_status gap_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io)
 
 #ifdef CNNKIT_HAVE_CUDA
 static ck_status gap_fwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
-    CK_EXEC_CUDA(
-        e->ctx,
-        ck_cuda_gap_forward(io->batch, n->ih * n->iw, n->ic, io->in, io->out, e->ctx->stream),
-        "gap");
+    CK_EXEC_CUDA(e->ctx,
+                 ck_cuda_gap_forward(io->batch, n->ih * n->iw, n->ic, io->in, io->out,
+                                     ck_exec_out_dt(e, io->i), e->ctx->stream),
+                 "gap");
     return CK_STATUS_SUCCESS;
 }
 
 static ck_status gap_bwd_cuda(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     if (io->dx)
-        CK_EXEC_CUDA(
-            e->ctx,
-            ck_cuda_gap_backward(io->batch, n->ih * n->iw, n->ic, io->dy, io->dx, e->ctx->stream),
-            "gap backward");
+        CK_EXEC_CUDA(e->ctx,
+                     ck_cuda_gap_backward(io->batch, n->ih * n->iw, n->ic, io->dy, io->dx,
+                                          ck_exec_out_dt(e, io->i), e->ctx->stream),
+                     "gap backward");
     return CK_STATUS_SUCCESS;
 }
 #define GAP_CUDA                                                                                   \
-    { gap_fwd_cuda, gap_bwd_cuda, NULL, NULL, NULL }
+    { gap_fwd_cuda, gap_bwd_cuda, NULL, NULL, NULL, 1 }
 #else
 #define GAP_CUDA                                                                                   \
     { 0 }

@@ -1,4 +1,5 @@
 /* BatchNorm (+ReLU, + fused SpatialDropout scale): presets, checks, launch plan and dispatch. */
+#include "ck_kernels.h" /* ck_kdt */
 #include "ck_math.h"
 #include "internal.h"
 
@@ -6,9 +7,23 @@
 #include <string.h>
 
 #ifdef CNNKIT_HAVE_CUDA
-#include "ck_kernels.h"
 #include "comm_internal.h"
 #endif
+
+/* The storage of x and y (internal tensors only: the executor's bf16 views; public ones are fp32):
+ * one storage for both, and bf16 words only in a CUDA context's memory. */
+static ck_status check_storage(ck_context *ctx, const ck_tensor *x, const char *xn,
+                               const ck_tensor *y, const char *yn) {
+    if (x->dtype != y->dtype)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "%s: stored as %s while %s is stored as %s; both must have one storage", yn,
+                       y->dtype == CK_KDT_BF16 ? "bf16" : "fp32", xn,
+                       x->dtype == CK_KDT_BF16 ? "bf16" : "fp32");
+    if (x->dtype == CK_KDT_BF16 && ctx->device != CK_DEVICE_CUDA)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "%s: bf16 storage exists only on a CUDA context (the CPU stores fp32)", xn);
+    return CK_STATUS_SUCCESS;
+}
 
 CK_API ck_status ck_bn_desc_init(ck_bn_desc *d, ck_bn_convention convention) {
     if (!d)
@@ -148,6 +163,7 @@ static ck_kbn make_kbn(const ck_context *ctx, const ck_bn_desc *d, const ck_tens
     k.s.h = x->h;
     k.s.w = x->w;
     k.s.nhwc = x->layout == CK_LAYOUT_NHWC;
+    k.s.dt = x->dtype; /* y, dy and dx: checked to match */
     k.splits = p->splits;
     k.bn = *d;
     k.frozen = frozen;
@@ -194,6 +210,7 @@ ck_status ck_batchnorm_forward_training_keyed(ck_context *ctx, const ck_bn_desc 
     CK_TRY(ck_check_tensor(ctx, x, "x"));
     CK_TRY(ck_check_tensor(ctx, y, "y"));
     CK_TRY(ck_check_same_shape(ctx, x, "x", y, "y"));
+    CK_TRY(check_storage(ctx, x, "x", y, "y"));
     const int c = x->c;
     CK_TRY(ck_check_param_tensor(ctx, gamma, "gamma", c));
     CK_TRY(ck_check_param_tensor(ctx, beta, "beta", c));
@@ -241,6 +258,7 @@ CK_API ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_des
     CK_TRY(ck_check_tensor(ctx, x, "x"));
     CK_TRY(ck_check_tensor(ctx, y, "y"));
     CK_TRY(ck_check_same_shape(ctx, x, "x", y, "y"));
+    CK_TRY(check_storage(ctx, x, "x", y, "y"));
     const int c = x->c;
     CK_TRY(ck_check_param_tensor(ctx, gamma, "gamma", c));
     CK_TRY(ck_check_param_tensor(ctx, beta, "beta", c));
@@ -248,7 +266,7 @@ CK_API ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_des
     CK_TRY(ck_check_param_tensor(ctx, running_var, "running_var", c));
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
-        ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC, CK_KDT_F32};
+        ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC, x->dtype};
         int e = ck_cuda_bn_forward_inference(s, (int)desc->activation, desc->epsilon, x->data,
                                              gamma->data, beta->data, running_mean->data,
                                              running_var->data, y->data, ctx->stream);
@@ -287,6 +305,8 @@ ck_status ck_batchnorm_backward_keyed(ck_context *ctx, const ck_bn_desc *desc, c
     CK_TRY(ck_check_tensor(ctx, dx, "dx"));
     CK_TRY(ck_check_same_shape(ctx, x, "x", dy, "dy"));
     CK_TRY(ck_check_same_shape(ctx, x, "x", dx, "dx"));
+    CK_TRY(check_storage(ctx, x, "x", dy, "dy"));
+    CK_TRY(check_storage(ctx, x, "x", dx, "dx"));
     const int c = x->c;
     CK_TRY(ck_check_param_tensor(ctx, gamma, "gamma", c));
     CK_TRY(ck_check_param_tensor(ctx, beta, "beta", c));

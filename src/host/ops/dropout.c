@@ -1,10 +1,22 @@
 /* Dropout and SpatialDropout: argument checks and dispatch to the CPU or CUDA path. */
+#include "ck_kernels.h" /* ck_kdt */
 #include "ck_math.h"
 #include "internal.h"
 
-#ifdef CNNKIT_HAVE_CUDA
-#include "ck_kernels.h"
-#endif
+/* The storage of x and y (internal tensors only: the executor's bf16 views; public ones are fp32):
+ * one storage for both, and bf16 words only in a CUDA context's memory. */
+static ck_status check_storage(ck_context *ctx, const ck_tensor *x, const char *xn,
+                               const ck_tensor *y, const char *yn) {
+    if (x->dtype != y->dtype)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "%s: stored as %s while %s is stored as %s; both must have one storage", yn,
+                       y->dtype == CK_KDT_BF16 ? "bf16" : "fp32", xn,
+                       x->dtype == CK_KDT_BF16 ? "bf16" : "fp32");
+    if (x->dtype == CK_KDT_BF16 && ctx->device != CK_DEVICE_CUDA)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "%s: bf16 storage exists only on a CUDA context (the CPU stores fp32)", xn);
+    return CK_STATUS_SUCCESS;
+}
 
 static ck_status check_mask(ck_context *ctx, const ck_mask *m, const char *name,
                             ck_dropout_kind kind, const ck_tensor *x) {
@@ -43,14 +55,17 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
     if (st == CK_STATUS_SUCCESS)
         st = ck_check_same_shape(ctx, x, xn, y, yn);
     if (st == CK_STATUS_SUCCESS)
+        st = check_storage(ctx, x, xn, y, yn);
+    if (st == CK_STATUS_SUCCESS)
         st = check_mask(ctx, mask_out, "mask_out", kind, x);
     if (st == CK_STATUS_SUCCESS)
         st = check_mask(ctx, mask_in, "mask_in", kind, x);
     if (st != CK_STATUS_SUCCESS)
         return st;
     if (mode == CK_MODE_INFERENCE) {
-        /* identity; a requested mask records "all kept" */
-        if (mask_out) {
+        /* identity; a requested mask records "all kept"; bf16 words are copied by the kernel too
+         * (ck_tensor_copy moves fp32 elements) */
+        if (mask_out || x->dtype == CK_KDT_BF16) {
             ck_dropout_desc keep_all = {0.0f, desc->offset, desc->sample0};
             desc = &keep_all;
             mode = CK_MODE_TRAINING; /* rate 0 keeps every unit with scale 1: y = x exactly */
@@ -60,7 +75,7 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
     }
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
-        ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC, CK_KDT_F32};
+        ck_kshape s = {x->n, x->c, x->h, x->w, x->layout == CK_LAYOUT_NHWC, x->dtype};
         const ck_koffset off = {desc->offset, key.step, key.layer};
         int e = ck_cuda_dropout(kind == CK_DROPOUT_ELEMENT, x->data, y->data, s, ctx->seed, off,
                                 desc->sample0, ck_dropout_threshold(desc->rate),
