@@ -7,6 +7,10 @@
  *
  *   bench_cudnn [--quick] [--repeats R] [--json FILE] [--layout nchw|nhwc|both]
  *
+ * bf16 rows (issue 16): the same cnnkit ops on bf16 words (a bf16 model's device storage), each
+ * against a device copy of the same bf16 bytes (impl cnnkit_bf16 / copy_bf16; targets as fp32:
+ * SpatialDropout <= 1.1x copy, BN+ReLU forward <= 1.5x, backward <= 3x).
+ *
  * Timing: one cudaEvent pair around each single call, L2 flushed (memset of >= 2x L2) before
  * every repeat, 3 warm-up calls, median of the repeats. Correctness is bench_ops' part: it times
  * every op of the table (tests/ops) and re-checks the GPU against the CPU.
@@ -29,7 +33,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include "gpu_layers.h" /* ck_gdense_* and ck_cuda_bias_add: the dense probe */
+#include "bf16.h"       /* ck_bf16_pack_buffer: the bf16 rows' inputs */
+#include "gpu_layers.h" /* ck_gdense_* and ck_cuda_bias_add: the dense probe; struct ck_tensor */
 /* The legacy BN/dropout API used for the cuDNN peers is deprecated in cuDNN 9: with
  * CUDNN_WARN_DEPRECATED even the header warns, so the warning is off for it and for the peers. */
 #pragma GCC diagnostic push
@@ -383,7 +388,8 @@ static void record(report *rep, const host_data *h, op_id op, const char *impl, 
     r->na = na;
     r->median_us = na ? 0.0 : us;
     r->ratio = (!na && copy_us > 0.0) ? us / copy_us : -1.0;
-    double bytes = (double)k_ops[op].traffic * (double)h->count * sizeof(float);
+    const double elem = strstr(impl, "bf16") ? 2.0 : (double)sizeof(float);
+    double bytes = (double)k_ops[op].traffic * (double)h->count * elem;
     r->gbps = (!na && us > 0.0) ? bytes / (us * 1e3) : 0.0;
     if (note)
         snprintf(r->note, sizeof r->note, "%s", note);
@@ -794,8 +800,8 @@ static int dense_call_fn(void *user, int call) {
                    "cublasSgemm (forward)");
         break;
     case DC_BIAS:
-        CUDA_CHECK(
-            (cudaError_t)ck_cuda_bias_add(d->y, d->b, s.n, s.out, CK_KDT_F32, ck_context_stream(d->ctx)));
+        CUDA_CHECK((cudaError_t)ck_cuda_bias_add(d->y, d->b, s.n, s.out, CK_KDT_F32,
+                                                 ck_context_stream(d->ctx)));
         break;
     case DC_GEMM_BWD:
         blas_check(cublasSgemm(d->blas, CUBLAS_OP_N, CUBLAS_OP_T, s.out, s.in, s.n, &one, d->dy,
@@ -964,6 +970,8 @@ static void print_table(const report *rep, size_t first, const host_data *h, int
                 continue;
             if (!strcmp(r->impl, "cnnkit") || !strcmp(r->impl, "copy"))
                 mine = r;
+            else if (strstr(r->impl, "bf16")) /* their own table: print_bf16 */
+                continue;
             else if (np < 8)
                 peers[np++] = r;
         }
@@ -990,6 +998,46 @@ static void print_table(const report *rep, size_t first, const host_data *h, int
     }
     printf("(GB/s counts 2T for copy/dropout/BN fwd, 3T for BN bwd; cudnn_spatial and "
            "cudnn_persistent apply no ReLU)\n");
+}
+
+/* The bf16 rows of one shape: each op on bf16 words against a copy of the same bf16 bytes. */
+static void print_bf16(const report *rep, size_t first) {
+    printf("bf16 storage (T/2 bytes):\n%-24s %10s %7s %7s\n", "op", "us", "x copy", "GB/s");
+    for (size_t i = first; i < rep->nres; ++i) {
+        const result *r = &rep->res[i];
+        if (!strstr(r->impl, "bf16"))
+            continue;
+        char a[32], b[32], c[32];
+        fmt_us(a, sizeof a, r);
+        fmt_ratio(b, sizeof b, r);
+        fmt_gbps(c, sizeof c, r);
+        printf("%-24s %10s %7s %7s\n", k_ops[r->op].name, a, b, c);
+    }
+}
+
+/* Stores the shape's inputs as bf16 words in the tensors the cnnkit ops read (x, dy) and marks
+ * the four activation tensors bf16 (internal: a bf16 model's executor views), or back to fp32
+ * (on = 0; the fp32 inputs uploaded again). */
+static void bt_set_bf16(bench_tensors *bt, const host_data *h, int on) {
+    ck_tensor *acts[] = {bt->x, bt->y, bt->dy, bt->dx};
+    for (size_t i = 0; i < sizeof acts / sizeof *acts; ++i)
+        acts[i]->dtype = on ? CK_KDT_BF16 : CK_KDT_F32;
+    if (!on) {
+        CK_CHECK(bt->ctx, ck_tensor_upload(bt->ctx, bt->x, h->x, h->count));
+        CK_CHECK(bt->ctx, ck_tensor_upload(bt->ctx, bt->dy, h->dy, h->count));
+        return;
+    }
+    const size_t words = (h->count + 1) / 2; /* floats holding the bf16 words */
+    uint16_t *w = (uint16_t *)xmalloc(words * 2 * sizeof *w);
+    w[2 * words - 1] = 0;
+    const float *src[] = {h->x, h->dy};
+    ck_tensor *dst[] = {bt->x, bt->dy};
+    for (int k = 0; k < 2; ++k) {
+        ck_bf16_pack_buffer(src[k], w, h->count);
+        CUDA_CHECK(
+            cudaMemcpy(ck_tensor_data(dst[k]), w, words * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    free(w);
 }
 
 static void json_string(FILE *f, const char *s) {
@@ -1188,7 +1236,26 @@ int main(int argc, char **argv) {
             time_cudnn_peers(&tm, &cs, &h, &rep, copy_us);
             CUDA_CHECK(cudaStreamSynchronize(genv.stream));
             cudnn_shape_destroy(&cs);
+            /* the same ops on bf16 words, against a copy of the same bf16 bytes */
+            const size_t first_bf16 = rep.nres;
+            bt_set_bf16(&bt, &h, 1);
+            double copy16_us = 0.0;
+            copy_call c16 = {ck_tensor_data(bt.y), ck_tensor_data(bt.x), h.count * sizeof(uint16_t),
+                             genv.stream};
+            time_fn(&tm, copy_call_fn, &c16, &copy16_us);
+            record(&rep, &h, OP_COPY, "copy_bf16", 0, copy16_us, copy16_us, NULL);
+            for (int o = OP_FIRST_CK; o < OP_COUNT; ++o) {
+                ck_call call = {&bt, (op_id)o};
+                double us = 0.0;
+                if (o == OP_BN_BWD)
+                    run_ck_op(&bt, OP_BN_FWD_TRAIN, TIMING_OFFSET);
+                time_fn(&tm, ck_call_fn, &call, &us);
+                record(&rep, &h, (op_id)o, "cnnkit_bf16", 0, us, copy16_us, NULL);
+            }
+            CUDA_CHECK(cudaStreamSynchronize(genv.stream));
+            bt_set_bf16(&bt, &h, 0);
             print_table(&rep, first, &h, tm.repeats);
+            print_bf16(&rep, first_bf16);
             fflush(stdout);
             bt_destroy(&bt);
             host_data_free(&h);
