@@ -384,6 +384,22 @@ Test(profile, cli_train_profile, .timeout = 60) {
     cr_assert_neq(strstr(out, "forward ms"), NULL, "%s", out);
     cr_assert_neq(strstr(out, "conv2d"), NULL, "%s", out);
     cr_assert_neq(strstr(out, "optimizer (adam)"), NULL, "%s", out);
+    /* the roofline columns, "-" on the CPU (no peaks), and the legend that says why */
+    cr_assert_neq(strstr(out, "roofline ms"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "x roofline"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "roofline: - on the CPU"), NULL, "%s", out);
+    const char *line = strstr(out, "   1  conv2d");
+    cr_assert_not_null(line, "%s", out);
+    char row[256];
+    const size_t len = strcspn(line, "\n");
+    snprintf(row, sizeof row, "%.*s", (int)len, line);
+    char *tok[16];
+    int nt = 0;
+    for (char *t = strtok(row, " "); t && nt < 16; t = strtok(NULL, " "))
+        tok[nt++] = t;
+    cr_assert_geq(nt, 9, "%s", line);
+    for (int k = nt - 4; k < nt; ++k)
+        cr_assert_str_eq(tok[k], "-", "column %d of: %.*s", k, (int)len, line);
     /* --profile belongs to train only */
     snprintf(cmd, sizeof cmd, "'%s' summary '%s' --profile >/dev/null 2>&1", CNNKIT_CLI_PATH,
              model);
