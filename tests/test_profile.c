@@ -252,6 +252,49 @@ Test(profile, roofline_work_of_the_seed_model) {
     ck_context_destroy(ctx);
 }
 
+/* A graph model's multi-input and padding nodes, one step of N = 2, fp32, E = 8*8*4 elements:
+ * Add (two inputs of E, output E): forward 3E x 4 x 2 = 6144 bytes, backward dy + both input
+ * gradients, 6144. Concatenate (E + E -> 2E): 8192 each way. ZeroPadding2D(1) (2E = 8x8x8 ->
+ * 10x10x8): forward (512 + 800) x 4 x 2 = 10496; backward reads only dy's interior: 8192. */
+Test(profile, roofline_work_of_graph_nodes) {
+    const char *text = "import keras\nfrom keras import layers\n\n"
+                       "inputs = keras.Input(shape=(8, 8, 1))\n"
+                       "x = layers.Conv2D(4, 3, padding=\"same\")(inputs)\n"
+                       "a = layers.Activation(\"relu\")(x)\n"
+                       "y = layers.Add()([a, x])\n"
+                       "c = layers.Concatenate()([y, x])\n"
+                       "p = layers.ZeroPadding2D(1)(c)\n"
+                       "g = layers.GlobalAveragePooling2D()(p)\n"
+                       "outputs = layers.Dense(3)(g)\n"
+                       "model = keras.Model(inputs, outputs)\n";
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char msg[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    CK_OK(ctx, ck_model_set_profiling(m, 1));
+    float x[2 * 64];
+    for (int i = 0; i < 2 * 64; ++i)
+        x[i] = (float)(i % 7) / 7.0f;
+    const int32_t y[2] = {0, 2};
+    CK_OK(ctx, ck_model_train_step(m, x, y, 2, NULL));
+    ck_profile_row rows[16];
+    int count = 0;
+    CK_OK(ctx, ck_model_profile(m, rows, 16, &count, NULL, NULL));
+    cr_assert_leq(count, 16);
+    const int add = row_of(rows, count, "add"), cat = row_of(rows, count, "concatenate");
+    const int pad = row_of(rows, count, "zero_padding2d");
+    cr_assert_eq(rows[add].forward_bytes, 6144.0);
+    cr_assert_eq(rows[add].backward_bytes, 6144.0);
+    cr_assert_eq(rows[cat].forward_bytes, 8192.0);
+    cr_assert_eq(rows[cat].backward_bytes, 8192.0);
+    cr_assert_eq(rows[pad].forward_bytes, 10496.0);
+    cr_assert_eq(rows[pad].backward_bytes, 8192.0);
+    cr_assert_eq(rows[add].forward_flops + rows[cat].forward_flops + rows[pad].forward_flops, 0.0);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
 /* The peaks from the device attributes against NVIDIA's published figures (within 1%):
  * A100 SXM4 40GB (sm_80, 108 SMs, 1410 MHz, HBM2 1215 MHz x 5120 bits): FP32 19.5 TFLOPS, TF32
  * 156, BF16 312, 1555 GB/s. H100 SXM (sm_90, 132 SMs, 1980 MHz, HBM3 2619 MHz x 5120 bits):
