@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include "cnnkit/model.h"
+#include "model_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -167,6 +168,205 @@ Test(profile, start_stop_reset_and_errors) {
     ck_context_destroy(ctx);
 }
 
+/* ---- the roofline: each node's work, the device peaks --------------------------------------- */
+
+/* The first node row whose description starts with `what`. */
+static int row_of(const ck_profile_row *rows, int count, const char *what) {
+    for (int i = 0; i < count; ++i)
+        if (rows[i].node >= 0 && strncmp(rows[i].what, what, strlen(what)) == 0)
+            return i;
+    cr_assert_fail("no row starts with %s", what);
+    return -1;
+}
+
+/* The seed model (examples/seed_cnn.py) profiled on the CPU for two steps of 4 and 6 samples: a
+ * mean batch of 5. Hand counts at N = 5, T = elements x 4 bytes:
+ *  conv 1, 28x28x1 -> 26x26x32, 3x3: forward 2*5*26*26*32*3*3*1 = 1946880 FLOPs; bytes x 15680 +
+ *    W 1152 + b 128 + y 432640 = 449600. Backward: the input is the model's, so the filter
+ *    gradient only: 1946880 FLOPs; dy 432640 + x 15680 + dW 1152 + db 128 = 449600.
+ *  BN+ReLU on it (T = 432640): forward 3T (statistics pass and apply pass read x) + gamma, beta
+ *    256 = 1298176; backward 3T + 512 (gamma, beta read, their gradients written) = 1298432.
+ *  dense 1024 -> 512: forward 2*5*1024*512 = 5242880 FLOPs; x 20480 + W 2097152 + b 2048 +
+ *    y 10240 = 2129920. Backward twice the FLOPs, 10485760; dy 10240 + x 20480 + W 2097152 +
+ *    dW 2097152 + db 2048 + dx 20480 = 4247552.
+ * On the CPU there is no peak: every roofline is 0. */
+Test(profile, roofline_work_of_the_seed_model) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char msg[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, t_seed_cnn_text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
+    ck_profile_row rows[40];
+    int count = 0;
+    /* no profiled step yet: no work either */
+    CK_OK(ctx, ck_model_profile(m, rows, 40, &count, NULL, NULL));
+    cr_assert_eq(rows[0].forward_flops, 0.0);
+    CK_OK(ctx, ck_model_set_profiling(m, 1));
+    float x[6 * 784];
+    int32_t y[6];
+    for (int i = 0; i < 6 * 784; ++i)
+        x[i] = (float)(i % 17) / 17.0f;
+    for (int i = 0; i < 6; ++i)
+        y[i] = i;
+    CK_OK(ctx, ck_model_train_step(m, x, y, 4, NULL));
+    CK_OK(ctx, ck_model_train_step(m, x, y, 6, NULL));
+    CK_OK(ctx, ck_model_profile(m, rows, 40, &count, NULL, NULL));
+    cr_assert_leq(count, 40);
+    const int conv = row_of(rows, count, "conv2d"), bn = row_of(rows, count, "batch_norm");
+    const int dense = row_of(rows, count, "dense");
+    cr_assert_eq(conv, 0);
+    cr_assert_eq(bn, 1);
+    cr_assert_eq(rows[conv].forward_flops, 1946880.0);
+    cr_assert_eq(rows[conv].forward_bytes, 449600.0);
+    cr_assert_eq(rows[conv].backward_flops, 1946880.0);
+    cr_assert_eq(rows[conv].backward_bytes, 449600.0);
+    cr_assert_eq(rows[bn].forward_flops, 0.0);
+    cr_assert_eq(rows[bn].forward_bytes, 1298176.0);
+    cr_assert_eq(rows[bn].backward_bytes, 1298432.0);
+    cr_assert_eq(rows[dense].forward_flops, 5242880.0);
+    cr_assert_eq(rows[dense].forward_bytes, 2129920.0);
+    cr_assert_eq(rows[dense].backward_flops, 10485760.0);
+    cr_assert_eq(rows[dense].backward_bytes, 4247552.0);
+    /* the second conv reads a gradient-wanting input: the data gradient doubles its FLOPs */
+    cr_assert_eq(rows[2].backward_flops, 2.0 * rows[2].forward_flops, "%s", rows[2].what);
+    for (int i = 0; i < count; ++i) {
+        cr_assert_eq(rows[i].roofline_fwd_ms, 0.0, "row %d: no peaks on the CPU", i);
+        cr_assert_eq(rows[i].roofline_bwd_ms, 0.0, "row %d", i);
+        if (rows[i].node < 0) /* the optimizer and other rows */
+            cr_assert_eq(rows[i].forward_bytes + rows[i].backward_bytes, 0.0);
+    }
+    /* the softmax after the logits does not run in a training step: no work */
+    const ck_profile_row *last = &rows[count - 3];
+    cr_assert_neq(strstr(last->what, "activation"), NULL, "%s", last->what);
+    cr_assert_eq(last->forward_bytes + last->backward_bytes, 0.0, "%s", last->what);
+    /* bf16 storage (a bf16 model on a GPU): activations are 2 bytes, the weights stay 4 */
+    const ck_node_work w = ck_node_work_of(m, 0, 5.0, 1);
+    cr_assert_eq(w.fwd_bytes, 7840.0 + 1152.0 + 128.0 + 216320.0);
+    cr_assert_eq(w.fwd_flops, 1946880.0);
+    /* the logits node's output stays fp32, its input (a bf16 activation) does not */
+    const int logits = count - 4; /* ..., dense 10, softmax, optimizer, other */
+    cr_assert_neq(strstr(rows[logits].what, "dense"), NULL, "%s", rows[logits].what);
+    const ck_node_work wl = ck_node_work_of(m, logits, 5.0, 1);
+    cr_assert_eq(wl.fwd_bytes, 5.0 * 512 * 2 + 4.0 * (512 * 10 + 10) + 5.0 * 10 * 4);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* A graph model's multi-input and padding nodes, one step of N = 2, fp32, E = 8*8*4 elements:
+ * Add (two inputs of E, output E): forward 3E x 4 x 2 = 6144 bytes, backward dy + both input
+ * gradients, 6144. Concatenate (E + E -> 2E): 8192 each way. ZeroPadding2D(1) (2E = 8x8x8 ->
+ * 10x10x8): forward (512 + 800) x 4 x 2 = 10496; backward reads only dy's interior: 8192. */
+Test(profile, roofline_work_of_graph_nodes) {
+    const char *text = "import keras\nfrom keras import layers\n\n"
+                       "inputs = keras.Input(shape=(8, 8, 1))\n"
+                       "x = layers.Conv2D(4, 3, padding=\"same\")(inputs)\n"
+                       "a = layers.Activation(\"relu\")(x)\n"
+                       "y = layers.Add()([a, x])\n"
+                       "c = layers.Concatenate()([y, x])\n"
+                       "p = layers.ZeroPadding2D(1)(c)\n"
+                       "g = layers.GlobalAveragePooling2D()(p)\n"
+                       "outputs = layers.Dense(3)(g)\n"
+                       "model = keras.Model(inputs, outputs)\n";
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char msg[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    CK_OK(ctx, ck_model_set_profiling(m, 1));
+    float x[2 * 64];
+    for (int i = 0; i < 2 * 64; ++i)
+        x[i] = (float)(i % 7) / 7.0f;
+    const int32_t y[2] = {0, 2};
+    CK_OK(ctx, ck_model_train_step(m, x, y, 2, NULL));
+    ck_profile_row rows[16];
+    int count = 0;
+    CK_OK(ctx, ck_model_profile(m, rows, 16, &count, NULL, NULL));
+    cr_assert_leq(count, 16);
+    const int add = row_of(rows, count, "add"), cat = row_of(rows, count, "concatenate");
+    const int pad = row_of(rows, count, "zero_padding2d");
+    cr_assert_eq(rows[add].forward_bytes, 6144.0);
+    cr_assert_eq(rows[add].backward_bytes, 6144.0);
+    cr_assert_eq(rows[cat].forward_bytes, 8192.0);
+    cr_assert_eq(rows[cat].backward_bytes, 8192.0);
+    cr_assert_eq(rows[pad].forward_bytes, 10496.0);
+    cr_assert_eq(rows[pad].backward_bytes, 8192.0);
+    cr_assert_eq(rows[add].forward_flops + rows[cat].forward_flops + rows[pad].forward_flops, 0.0);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* The peaks from the device attributes against NVIDIA's published figures (within 1%):
+ * A100 SXM4 40GB (sm_80, 108 SMs, 1410 MHz, HBM2 1215 MHz x 5120 bits): FP32 19.5 TFLOPS, TF32
+ * 156, BF16 312, 1555 GB/s. H100 SXM (sm_90, 132 SMs, 1980 MHz, HBM3 2619 MHz x 5120 bits):
+ * FP32 67 TFLOPS, 3.35 TB/s, and BF16 989 TFLOPS at the 1830 MHz NVIDIA quotes it at. */
+static void near(double got, double want, const char *what) {
+    cr_assert(fabs(got - want) <= 0.01 * want, "%s: %g, published %g", what, got, want);
+}
+
+Test(profile, device_peaks_match_published_figures) {
+    ck_device_peak a = ck_device_peak_of(8, 0, 108, 1410000, 1215000, 5120);
+    near(a.fp32_flops, 19.5e12, "A100 fp32");
+    near(a.tf32_flops, 156e12, "A100 tf32");
+    near(a.bf16_flops, 312e12, "A100 bf16");
+    near(a.dram_bytes, 1555e9, "A100 DRAM");
+    ck_device_peak h = ck_device_peak_of(9, 0, 132, 1980000, 2619000, 5120);
+    near(h.fp32_flops, 67e12, "H100 fp32");
+    near(h.dram_bytes, 3.35e12, "H100 DRAM");
+    near(ck_device_peak_of(9, 0, 132, 1830000, 2619000, 5120).bf16_flops, 989e12, "H100 bf16");
+    /* a compute capability not in the table: compute unknown, the bandwidth still known (V100
+     * 877 MHz x 4096 bits: 900 GB/s) */
+    ck_device_peak v = ck_device_peak_of(7, 0, 80, 1530000, 877000, 4096);
+    cr_assert_eq(v.fp32_flops, 0.0);
+    cr_assert_eq(v.bf16_flops, 0.0);
+    near(v.dram_bytes, 900e9, "V100 DRAM");
+    /* attributes the driver did not give: nothing known */
+    ck_device_peak z = ck_device_peak_of(9, 0, 0, 0, 0, 0);
+    cr_assert_eq(z.fp32_flops + z.dram_bytes, 0.0);
+    /* the roofline time: the larger of compute and memory time, 0 when a needed peak is 0 */
+    cr_assert_eq(ck_roofline_ms(2e9, 1e6, 1e12, 1e12), 2.0); /* compute bound: 2 ms */
+    cr_assert_eq(ck_roofline_ms(1e6, 3e9, 1e12, 1e12), 3.0); /* memory bound: 3 ms */
+    cr_assert_eq(ck_roofline_ms(0.0, 3e9, 0.0, 1e12), 3.0);  /* no FLOPs: no compute peak needed */
+    cr_assert_eq(ck_roofline_ms(1e6, 3e9, 0.0, 1e12), 0.0);  /* compute peak unknown */
+    cr_assert_eq(ck_roofline_ms(0.0, 0.0, 1e12, 1e12), 0.0); /* no work */
+}
+
+/* On a GPU every node that runs in the step has work, and a roofline above 0 (sm_80 and later:
+ * the devices in the peak table). */
+Test(profile, gpu_roofline_every_node) {
+    ck_context *ctx = t_cuda_ctx_or_skip();
+    ck_model *m = NULL;
+    char msg[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, t_seed_cnn_text, &m, msg, sizeof msg));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 64));
+    CK_OK(ctx, ck_model_set_profiling(m, 1));
+    float *x = calloc(64 * 784, sizeof *x);
+    int32_t y[64];
+    cr_assert_not_null(x);
+    for (int i = 0; i < 64 * 784; ++i)
+        x[i] = (float)(i % 29) / 29.0f;
+    for (int i = 0; i < 64; ++i)
+        y[i] = i % 10;
+    for (int s = 0; s < 3; ++s)
+        CK_OK(ctx, ck_model_train_step(m, x, y, 64, NULL));
+    free(x);
+    ck_profile_row rows[40];
+    int count = 0;
+    CK_OK(ctx, ck_model_profile(m, rows, 40, &count, NULL, NULL));
+    for (int i = 0; i < count - 2; ++i) {
+        const ck_profile_row *r = &rows[i];
+        cr_log_info("node %d %-50s fwd %.4f ms (roofline %.4f) bwd %.4f ms (roofline %.4f)", i + 1,
+                    r->what, r->forward_ms, r->roofline_fwd_ms, r->backward_ms, r->roofline_bwd_ms);
+        const int runs = strncmp(r->what, "flatten", 7) != 0 && i != count - 3; /* softmax */
+        if (!runs)
+            continue;
+        cr_assert_gt(r->roofline_fwd_ms, 0.0, "node %d %s", i + 1, r->what);
+        /* node 0's backward too: the conv's filter gradient */
+        cr_assert_gt(r->roofline_bwd_ms, 0.0, "node %d %s", i + 1, r->what);
+    }
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
 /* ---- cnnkit train --profile on a tiny IDX data set ------------------------------------------ */
 
 static void put_be32(FILE *f, uint32_t v) {
@@ -227,6 +427,22 @@ Test(profile, cli_train_profile, .timeout = 60) {
     cr_assert_neq(strstr(out, "forward ms"), NULL, "%s", out);
     cr_assert_neq(strstr(out, "conv2d"), NULL, "%s", out);
     cr_assert_neq(strstr(out, "optimizer (adam)"), NULL, "%s", out);
+    /* the roofline columns, "-" on the CPU (no peaks), and the legend that says why */
+    cr_assert_neq(strstr(out, "roofline ms"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "x roofline"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "roofline: - on the CPU"), NULL, "%s", out);
+    const char *line = strstr(out, "   1  conv2d");
+    cr_assert_not_null(line, "%s", out);
+    char row[256];
+    const size_t len = strcspn(line, "\n");
+    snprintf(row, sizeof row, "%.*s", (int)len, line);
+    char *tok[16];
+    int nt = 0;
+    for (char *t = strtok(row, " "); t && nt < 16; t = strtok(NULL, " "))
+        tok[nt++] = t;
+    cr_assert_geq(nt, 9, "%s", line);
+    for (int k = nt - 4; k < nt; ++k)
+        cr_assert_str_eq(tok[k], "-", "column %d of: %.*s", k, (int)len, line);
     /* --profile belongs to train only */
     snprintf(cmd, sizeof cmd, "'%s' summary '%s' --profile >/dev/null 2>&1", CNNKIT_CLI_PATH,
              model);

@@ -248,6 +248,17 @@ typedef struct ck_profile_row {
     int node;           /* plan index, -1 for the optimizer and other rows */
     double forward_ms;  /* mean per profiled step (optimizer and other: their whole time) */
     double backward_ms; /* mean per profiled step (0 for the optimizer and other rows) */
+    /* The roofline (docs/performance.md), node rows only, else 0. ABI: these fields were added
+     * at the end; a caller built against the older, shorter struct must be rebuilt.
+     * The node's work in a profiled step at its mean batch: FLOPs (conv and dense multiply-adds,
+     * 2 per MAC; other kinds 0) and minimum DRAM bytes (each tensor read once, each result
+     * written once; src/host/model/roofline.c says what each kind counts). Known on any device,
+     * 0 before the first profiled step. */
+    double forward_flops, backward_flops, forward_bytes, backward_bytes;
+    /* The time that work takes at the device's peak compute (fp32 FMA, or the TF32 / BF16 tensor
+     * cores the model's math uses) or peak DRAM bandwidth, whichever is longer: estimates from
+     * the CUDA device attributes. 0 when unknown: a CPU context, a GPU not in the peak table. */
+    double roofline_fwd_ms, roofline_bwd_ms;
 } ck_profile_row;
 /* The profile of a built model: one row per planned node, then the optimizer row, then the
  * other row (step time minus the rows above; >= 0 up to clock resolution). rows may be NULL

@@ -145,7 +145,27 @@ static void print_cuda_graphs(ck_context *ctx, const ck_model *m) {
            gi.note[0] ? "; last step: " : "", gi.note);
 }
 
-/* The training-step profile (--profile): one row per planned node, the optimizer and the rest. */
+/* "x roofline": the measured time over the roofline estimate, "-" when there is none (a CPU
+ * run, a GPU not in the peak table, a node with no work); '*' past 1.5x. */
+static int ratio_text(char *buf, size_t len, double ms, double roof_ms) {
+    if (!(roof_ms > 0.0) || !(ms > 0.0)) {
+        snprintf(buf, len, "-");
+        return 0;
+    }
+    const double x = ms / roof_ms;
+    snprintf(buf, len, "%.1f%s", x, x > 1.5 ? "*" : "");
+    return x > 1.5;
+}
+
+static void roof_text(char *buf, size_t len, double roof_ms) {
+    if (roof_ms > 0.0)
+        snprintf(buf, len, "%.4f", roof_ms);
+    else
+        snprintf(buf, len, "-");
+}
+
+/* The training-step profile (--profile): one row per planned node, the optimizer and the rest;
+ * per node its roofline estimate (docs/performance.md) and how far the node is from it. */
 static void print_profile(const ck_model *m, int cuda) {
     int count = 0;
     long long steps = 0;
@@ -159,8 +179,11 @@ static void print_profile(const ck_model *m, int cuda) {
     }
     printf("profile: %lld training steps, %.3f ms per step%s\n", steps, step_ms,
            cuda ? " (the stream drained around every node: slower than a plain step)" : "");
-    printf("%4s  %-58s %11s %11s %9s\n", "node", "layers", "forward ms", "backward ms",
-           "% of step");
+    printf("%4s  %-58s %11s %11s %9s  %-19s  %s\n", "", "", "", "", "", "roofline ms",
+           "x roofline");
+    printf("%4s  %-58s %11s %11s %9s  %9s %9s  %7s %7s\n", "node", "layers", "forward ms",
+           "backward ms", "% of step", "forward", "backward", "forward", "backward");
+    int flagged = 0;
     for (int i = 0; i < count; ++i) {
         const ck_profile_row *r = &rows[i];
         char what[59];
@@ -169,12 +192,23 @@ static void print_profile(const ck_model *m, int cuda) {
         if (r->node >= 0)
             snprintf(idx, sizeof idx, "%d", r->node + 1);
         const double pct = step_ms > 0.0 ? 100.0 * (r->forward_ms + r->backward_ms) / step_ms : 0.0;
-        if (r->node >= 0)
-            printf("%4s  %-58s %11.3f %11.3f %8.1f%%\n", idx, what, r->forward_ms, r->backward_ms,
-                   pct);
-        else
+        if (r->node >= 0) {
+            char rf[24], rb[24], xf[24], xb[24];
+            roof_text(rf, sizeof rf, r->roofline_fwd_ms);
+            roof_text(rb, sizeof rb, r->roofline_bwd_ms);
+            flagged += ratio_text(xf, sizeof xf, r->forward_ms, r->roofline_fwd_ms);
+            flagged += ratio_text(xb, sizeof xb, r->backward_ms, r->roofline_bwd_ms);
+            printf("%4s  %-58s %11.3f %11.3f %8.1f%%  %9s %9s  %7s %7s\n", idx, what, r->forward_ms,
+                   r->backward_ms, pct, rf, rb, xf, xb);
+        } else {
             printf("%4s  %-58s %11.3f %11s %8.1f%%\n", idx, what, r->forward_ms, "", pct);
+        }
     }
+    if (flagged)
+        printf("* more than 1.5x the node's roofline (peak compute or DRAM bandwidth, "
+               "docs/performance.md)\n");
+    else if (!cuda)
+        printf("roofline: - on the CPU (the estimate needs a GPU's peaks)\n");
     free(rows);
 }
 

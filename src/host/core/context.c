@@ -80,6 +80,25 @@ CK_API ck_status ck_cuda_describe(int cuda_ordinal, char *buf, size_t len) {
 #endif
 }
 
+#ifdef CNNKIT_HAVE_CUDA
+/* The device's peaks for the profile's roofline (device_peak.c). Best effort: an attribute the
+ * driver does not report leaves that peak 0 ("unknown"), never a failed context. cudaDeviceProp's
+ * clockRate and memoryClockRate are gone from CUDA 13: the attributes are not. */
+static ck_device_peak query_peak(int ordinal) {
+    const enum cudaDeviceAttr attr[6] = {
+        cudaDevAttrComputeCapabilityMajor, cudaDevAttrComputeCapabilityMinor,
+        cudaDevAttrMultiProcessorCount,    cudaDevAttrClockRate,
+        cudaDevAttrMemoryClockRate,        cudaDevAttrGlobalMemoryBusWidth};
+    int v[6] = {0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 6; ++i)
+        if (cudaDeviceGetAttribute(&v[i], attr[i], ordinal) != cudaSuccess) {
+            (void)cudaGetLastError();
+            v[i] = 0;
+        }
+    return ck_device_peak_of(v[0], v[1], v[2], v[3], v[4], v[5]);
+}
+#endif
+
 CK_API ck_status ck_context_create(ck_context **out, ck_device device, int cuda_ordinal,
                                    uint64_t seed) {
     ck_create_error_clear();
@@ -127,6 +146,7 @@ CK_API ck_status ck_context_create(ck_context **out, ck_device device, int cuda_
         (void)ck_cuda_fail(ctx, e, "cudaDeviceGetAttribute(multiprocessor count)");
         return create_fail_ctx(ctx, CK_STATUS_CUDA_ERROR);
     }
+    ctx->peak = query_peak(cuda_ordinal);
     ctx->device = CK_DEVICE_CUDA;
     ck_status st = ck_cudnn_create(ctx);
     if (st != CK_STATUS_SUCCESS)

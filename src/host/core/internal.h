@@ -84,10 +84,22 @@ const ck_conv_algo_plan *ck_conv_algo_cache_find(const ck_conv_algo_cache *c,
 void ck_conv_algo_cache_put(ck_conv_algo_cache *c, const ck_conv_algo_key *key,
                             const ck_conv_algo_plan *plan);
 
+/* A CUDA device's peaks (device_peak.c): FLOP/s of fp32 FMA, of dense TF32 and BF16 tensor-core
+ * math, and DRAM bytes/s; 0 where unknown (a CPU context, a compute capability not in the
+ * table). Estimates from NVIDIA's published per-SM rates: the profile's roofline. */
+typedef struct ck_device_peak {
+    double fp32_flops, tf32_flops, bf16_flops, dram_bytes;
+} ck_device_peak;
+/* From the device attributes: compute capability, SM count, the SM and memory clocks (kHz) and
+ * the memory bus width (bits). A pure function of its arguments. */
+ck_device_peak ck_device_peak_of(int major, int minor, int sms, int clock_khz, int mem_clock_khz,
+                                 int bus_bits);
+
 struct ck_context {
     ck_device device; /* CPU or CUDA */
     int ordinal;
     int sm_count; /* multiprocessors of the device (CUDA), for launch planning */
+    ck_device_peak peak; /* the device's peaks (CUDA, at creation), all 0 on the CPU */
     uint64_t seed;
     void *stream; /* cudaStream_t */
     void *cudnn;  /* cudnnHandle_t, owned */

@@ -188,6 +188,7 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     memset(m->prof_bwd, 0, sizeof m->prof_bwd);
     m->prof_opt = m->prof_step = 0.0;
     m->prof_steps = 0;
+    m->prof_samples = 0.0;
     if (!m->nodes)
         return ck_host_oom(ctx, "model (its node table)", (size_t)cap * sizeof *m->nodes);
     const ck_shape3 in0 = {h, w, c, 0};

@@ -154,6 +154,7 @@ struct ck_model {
      * (cur_*), added to the totals when the step succeeds */
     int profiling;
     long long prof_steps;
+    double prof_samples; /* samples of the profiled steps (this rank's): the mean batch */
     /* the step clock (ck_model_last_step_time): the call's start, when its one wait for the
      * device began (0: no wait, a synchronous backend), and the last successful step's */
     double step_t0, step_wait_t, last_step_s, last_host_s;
@@ -328,5 +329,20 @@ ck_status ck_model_step_failed(ck_model *m, ck_status st);
 int ck_model_layer_specs(const ck_model *m, int li, ck_param_spec *spec, size_t *off);
 int ck_model_layer_params(const ck_model *m, int li, long long *trainable, long long *fixed);
 int ck_model_layer_is_flat(const ck_model *m, int li);
+
+/* ---- roofline of the training profile (roofline.c) ---- */
+/* Node i's work in one training step of `batch` samples (a mean over steps may be fractional):
+ * FLOPs and minimum DRAM bytes per direction, what is counted per kind in roofline.c.
+ * bf16_storage: activations before the logits stored as bf16 words (a bf16 model on CUDA). */
+typedef struct ck_node_work {
+    double fwd_flops, bwd_flops, fwd_bytes, bwd_bytes;
+} ck_node_work;
+ck_node_work ck_node_work_of(const ck_model *m, int i, double batch, int bf16_storage);
+/* The time (ms) of flops and bytes at the peaks: the larger of compute and memory time; 0 when a
+ * peak the work needs is 0 (unknown). Pure. */
+double ck_roofline_ms(double flops, double bytes, double peak_flops, double peak_bytes);
+/* The compute peak the model's conv and dense nodes run at on its context: BF16 tensor cores
+ * for a bf16 model, TF32 under CK_MATH_TF32, else fp32 FMA; 0 on the CPU or when unknown. */
+double ck_model_peak_flops(const ck_model *m);
 
 #endif

@@ -70,6 +70,7 @@ CK_API ck_status ck_model_set_profiling(ck_model *m, int enable) {
         memset(m->prof_bwd, 0, sizeof m->prof_bwd);
         m->prof_opt = m->prof_step = 0.0;
         m->prof_steps = 0;
+        m->prof_samples = 0.0;
     }
     m->profiling = enable != 0;
     return CK_STATUS_SUCCESS;
@@ -122,6 +123,20 @@ CK_API ck_status ck_model_cuda_graph_info(const ck_model *m, ck_cuda_graph_info 
     return CK_STATUS_SUCCESS;
 }
 
+/* Node r's work at the profiled steps' mean batch and its time at the device's peaks. */
+static void roofline_row(const ck_model *m, int r, ck_profile_row *row) {
+    const double batch = m->prof_steps ? m->prof_samples / (double)m->prof_steps : 0.0;
+    const int cuda = m->ctx->device == CK_DEVICE_CUDA;
+    const ck_node_work w = ck_node_work_of(m, r, batch, cuda && m->precision == CK_PRECISION_BF16);
+    row->forward_flops = w.fwd_flops;
+    row->backward_flops = w.bwd_flops;
+    row->forward_bytes = w.fwd_bytes;
+    row->backward_bytes = w.bwd_bytes;
+    const double pf = ck_model_peak_flops(m), pb = cuda ? m->ctx->peak.dram_bytes : 0.0;
+    row->roofline_fwd_ms = ck_roofline_ms(w.fwd_flops, w.fwd_bytes, pf, pb);
+    row->roofline_bwd_ms = ck_roofline_ms(w.bwd_flops, w.bwd_bytes, pf, pb);
+}
+
 CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int cap, int *count,
                                   long long *steps, double *step_ms) {
     CK_MODEL_ENTRY(m);
@@ -144,6 +159,7 @@ CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int c
             ck_model_plan_describe_node(m, r, row->what, sizeof row->what);
             row->forward_ms = m->prof_fwd[r] * per;
             row->backward_ms = m->prof_bwd[r] * per;
+            roofline_row(m, r, row);
         } else if (r == m->num_nodes) {
             row->node = -1;
             snprintf(row->what, sizeof row->what, "optimizer (%s)",
@@ -258,6 +274,7 @@ static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, 
     m->prof_opt += opt;
     m->prof_step += step;
     m->prof_steps++;
+    m->prof_samples += n;
     return finish_step(m, loss_sum, correct, count, result);
 }
 
