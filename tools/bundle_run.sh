@@ -29,6 +29,8 @@
 #   train_short      cnnkit train: the seed model, 1 epoch of 12,800 Fashion-MNIST images
 #                    (without the data: bench_train, 20 steps at batch 128)
 #   train_fmnist     cnnkit train: the seed model, TRAIN_EPOCHS (10) epochs, seed 1, batch 128
+#   train_profile_bf16  train_profile with --precision bf16 (per-node times and x roofline at the
+#                    bf16 peak): only when named in STEPS
 #   train_fmnist_bf16  the same with --precision bf16 (issue 16: test accuracy within 0.3 points
 #                    of train_fmnist's; train_fmnist_bf16.csv): only when named in STEPS
 #   bench_train      bench_train --device cuda, batches 128, 512 and 2048 (bench_train.json):
@@ -199,7 +201,7 @@ GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_s
 SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu|gpu_bf16/kernels_match_cpu_bits|gpu_bf16/conv_matches_cpu_twin|gpu_bf16/dense_matches_cpu_twin)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
-KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist train_fmnist_bf16 bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_train_bf16 bench_cudnn bench_ops peer_torch peer_torch_bf16 peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 study_gpu train_resnet study_resnet tests "
+KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist train_fmnist_bf16 bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_train_bf16 bench_cudnn bench_ops peer_torch peer_torch_bf16 peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 train_profile_bf16 study_gpu train_resnet study_resnet tests "
 for s in $(tr '+' ' ' <<<"${STEP_LIST[*]}"); do
   [[ "$KNOWN_STEPS" == *" $s "* ]] || { echo "run.sh: unknown step '$s' (steps:$KNOWN_STEPS)" >&2; exit 2; }
 done
@@ -544,6 +546,14 @@ run_named() {
           --device cuda --batch 512 --seed 1 --epochs 1 --limit 25600 --profile
       else
         skip_step train_profile "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
+      fi
+      ;;
+    train_profile_bf16) # issue 16: the per-node profile in bf16 (roofline at the bf16 peak); named
+      if have_data; then
+        run_step train_profile_bf16 plain 0 "${LIBENV[@]}" "$CLI_BIN" train "$MODEL" --data "$DATA" \
+          --device cuda --batch 512 --seed 1 --epochs 1 --limit 25600 --profile --precision bf16
+      else
+        skip_step train_profile_bf16 "no Fashion-MNIST in $DATA (make gpu-bundle BUNDLE_DATA=1)"
       fi
       ;;
     train_profile_tf32)
