@@ -230,6 +230,11 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
     place(t);
 }
 
+void ck_memtab_drop(ck_memtab *t, ck_mem_id k) {
+    t->bytes[k] = 0;
+    place(t);
+}
+
 void ck_memtab_shrink(ck_memtab *t, ck_mem_id k) {
     t->bytes[k] = sizeof(float);
     place(t);

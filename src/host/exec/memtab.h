@@ -50,5 +50,7 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t);
 /* Shrinks part k to one float (a CUDA model's host side keeps no activations) and places the
  * parts again. */
 void ck_memtab_shrink(ck_memtab *t, ck_mem_id k);
+/* Removes part k (0 bytes: not allocated) and places the parts again. */
+void ck_memtab_drop(ck_memtab *t, ck_mem_id k);
 
 #endif

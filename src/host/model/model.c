@@ -360,6 +360,9 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
         ck_memtab_shrink(&host, CK_MEM_GBUF0);
         ck_memtab_shrink(&host, CK_MEM_GBUF1);
         ck_memtab_shrink(&host, CK_MEM_WS);
+        /* the bf16 twin's rounded batch and weights: the device packs its own */
+        ck_memtab_drop(&host, CK_MEM_X);
+        ck_memtab_drop(&host, CK_MEM_WROUND);
         if (m->graph) {
             ck_memtab_shrink(&host, CK_MEM_GNODE);
             ck_memtab_shrink(&host, CK_MEM_GSCRATCH);
