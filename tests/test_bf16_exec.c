@@ -585,3 +585,52 @@ Test(bf16_exec, pool_dropout_rounds_twice) {
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }
+
+/* The per-node replay the GPU tests use (ck_model_forward_range, ck_model_node_out / _set): on
+ * the CPU, running node i alone on node i - 1's output as the full forward left it gives the full
+ * forward's output of node i bit for bit (same step, so the same dropout masks; the same rounded
+ * weights), for every node of the planned seed model in bf16. */
+Test(bf16_exec, node_replay_equals_the_full_forward) {
+    enum { N = 6 };
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = model_at(ctx, t_seed_cnn_text, CK_PRECISION_BF16, 1, N);
+    const size_t per = 28 * 28;
+    float *x = malloc(N * per * sizeof *x);
+    int32_t y[N];
+    batch(x, y, N, per, 10, 11);
+    CK_OK(ctx, ck_model_train_step(m, x, y, N, NULL)); /* step 1: masks of a later step */
+    CK_OK(ctx, ck_model_forward_range(m, x, N, 1, 0, m->num_nodes));
+    size_t big = 0;
+    for (int i = 0; i < m->num_nodes; ++i)
+        if (node_out_count(&m->nodes[i], N) > big)
+            big = node_out_count(&m->nodes[i], N);
+    const int nn = m->num_nodes;
+    float **full = malloc(sizeof(float *) * nn), *got = malloc(big * sizeof *got);
+    for (int i = 0; i < nn; ++i) {
+        full[i] = malloc(node_out_count(&m->nodes[i], N) * sizeof(float));
+        CK_OK(ctx, ck_model_node_out(m, i, N, full[i]));
+    }
+    int replayed = 0;
+    for (int i = 0; i < nn; ++i) {
+        if (m->nodes[i].kind->alias)
+            continue;
+        if (i > 0)
+            CK_OK(ctx, ck_model_node_out_set(m, i - 1, N, full[i - 1]));
+        CK_OK(ctx, ck_model_forward_range(m, x, N, 1, i, i + 1));
+        CK_OK(ctx, ck_model_node_out(m, i, N, got));
+        cr_assert(memcmp(got, full[i], node_out_count(&m->nodes[i], N) * sizeof *got) == 0,
+                  "node %d (%s) replayed differs", i, m->nodes[i].kind->name);
+        ++replayed;
+    }
+    cr_assert_geq(replayed, 10);
+    /* bad arguments are refused, naming them */
+    cr_assert_eq(ck_model_node_out(m, nn, N, got), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "i: node"), "%s", ck_context_last_error(ctx));
+    cr_assert_eq(ck_model_forward_range(m, x, N, 1, 3, 2), CK_STATUS_BAD_PARAM);
+    cr_assert_eq(ck_model_node_out(m, 0, N + 1, got), CK_STATUS_BAD_PARAM);
+    for (int i = 0; i < nn; ++i)
+        free(full[i]);
+    free(full), free(got), free(x);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}

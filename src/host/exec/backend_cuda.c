@@ -14,6 +14,7 @@
 #include "model_internal.h"
 
 #ifdef CNNKIT_HAVE_CUDA
+#include "bf16.h"
 #include "ck_kernels.h"
 #include "ck_math.h"
 #include "gpu_layers.h"
@@ -509,6 +510,38 @@ ck_status ck_gpu_data_stage(ck_model *m, const ck_gpu_data *d, int start, int n)
     return CK_STATUS_SUCCESS;
 }
 
+/* ck_model_node_out / _set on the device: node i's output through a host stage, bf16 words
+ * widened exactly (or rounded on the way in). */
+ck_status ck_gpu_node_io(ck_model *m, int i, int n, float *host, int upload) {
+    ck_context *ctx = m->ctx;
+    ck_exec e = ck_exec_cuda(m);
+    const ck_node *nd = &m->nodes[i];
+    const size_t count = (size_t)n * nd->oh * nd->ow * nd->oc;
+    const int dt = ck_exec_out_dt(&e, i);
+    void *dev = ck_exec_out(&e, i);
+    const size_t bytes = ck_kdt_bytes(dt, count);
+    uint16_t *w = dt == CK_KDT_BF16 ? (uint16_t *)ck_host_alloc(ctx, bytes) : NULL;
+    if (dt == CK_KDT_BF16 && !w)
+        return ck_host_oom(ctx, "node output stage", bytes);
+    void *stage = w ? (void *)w : (void *)host;
+    cudaError_t err = cudaStreamSynchronize((cudaStream_t)ctx->stream);
+    if (err == cudaSuccess && upload) {
+        if (w)
+            ck_bf16_pack_buffer(host, w, count);
+        err = cudaMemcpy(dev, stage, bytes, cudaMemcpyHostToDevice);
+    } else if (err == cudaSuccess) {
+        err = cudaMemcpy(stage, dev, bytes, cudaMemcpyDeviceToHost);
+        if (err == cudaSuccess && w)
+            ck_bf16_unpack_buffer(w, host, count);
+    }
+    ck_host_free(ctx, w);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        return ck_cuda_fail(ctx, err, upload ? "node output upload" : "node output download");
+    }
+    return CK_STATUS_SUCCESS;
+}
+
 #else
 /* CPU-only build: a model never has a device side (ck_model_build refuses CUDA contexts). */
 void ck_gpu_model_free(ck_model *m) {
@@ -556,6 +589,10 @@ ck_status ck_gpu_data_order(ck_model *m, ck_gpu_data *d, const int32_t *perm) {
 }
 ck_status ck_gpu_data_stage(ck_model *m, const ck_gpu_data *d, int start, int n) {
     (void)d, (void)start, (void)n;
+    return no_cuda(m);
+}
+ck_status ck_gpu_node_io(ck_model *m, int i, int n, float *host, int upload) {
+    (void)i, (void)n, (void)host, (void)upload;
     return no_cuda(m);
 }
 void ck_gpu_data_free(ck_gpu_data *d) {

@@ -189,11 +189,15 @@ static void set_alias(const ck_exec *e, int i, const float *in) {
 }
 
 ck_status ck_exec_forward(const ck_exec *e, int batch, int training, int upto) {
+    return ck_exec_forward_range(e, batch, training, 0, upto);
+}
+
+ck_status ck_exec_forward_range(const ck_exec *e, int batch, int training, int from, int upto) {
     ck_model *m = e->m;
     const int ln = ck_exec_logits_node(m);
-    if (upto > 0 && m->precision == CK_PRECISION_BF16)
+    if (upto > from && m->precision == CK_PRECISION_BF16)
         CK_TRY(bf16_begin_forward(e, batch));
-    for (int i = 0; i < upto; ++i) {
+    for (int i = from; i < upto; ++i) {
         ck_node *n = &m->nodes[i];
         const ck_node_kind *k = n->kind;
         ck_node_io io;

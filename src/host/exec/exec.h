@@ -221,6 +221,9 @@ ck_exec ck_exec_cpu(ck_model *m, const float *x);
 float *ck_exec_out(const ck_exec *e, int i);
 /* Runs nodes [0, upto) forward; node i's output is then ck_exec_out(e, i). */
 ck_status ck_exec_forward(const ck_exec *e, int batch, int training, int upto);
+/* Runs nodes [from, upto) forward on the node outputs as they are (node from reads what the
+ * nodes before it left): the per-node replay of the GPU tests. */
+ck_status ck_exec_forward_range(const ck_exec *e, int batch, int training, int from, int upto);
 /* Backward from node `from` (inclusive) down to 0, dy0 in the backend's memory (a node may scale
  * its dy in place: it is not read again); gradients into e->grads. */
 ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0);

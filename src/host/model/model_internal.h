@@ -220,6 +220,15 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
  * is always node i-1's output (or x for i = 0): the planner never moves anything across a BN and
  * never fuses into a BN's input side. To find a user layer's tensors use the functions below. */
 ck_status ck_model_forward_nodes(ck_model *m, const float *x, int n, int training, int upto);
+/* For tests, on any device: nodes [from, upto) forward on the node outputs as they are (the
+ * batch x staged first; the step packet written from m->step, so dropout masks are the next
+ * training step's); node i's output of n samples into host floats (a bf16 model's device words
+ * widened exactly), or (ck_model_node_out_set) written from host floats (rounded to the node's
+ * storage). An alias node (Flatten) is its input's buffer. */
+ck_status ck_model_forward_range(ck_model *m, const float *x, int n, int training, int from,
+                                 int upto);
+ck_status ck_model_node_out(ck_model *m, int i, int n, float *host);
+ck_status ck_model_node_out_set(ck_model *m, int i, int n, const float *host);
 /* For user layer `layer` of a built model: the node whose output holds that layer's output
  * (run ck_model_forward_nodes with upto > that index first), CK_PLAN_NOT_MATERIALIZED when the
  * plan never stores it or (a planned graph) gives its buffer to a later node in the forward pass
@@ -314,6 +323,8 @@ ck_status ck_gpu_data_create(ck_model *m, const float *images, const int32_t *la
                              ck_gpu_data **out);
 ck_status ck_gpu_data_order(ck_model *m, ck_gpu_data *d, const int32_t *perm);
 ck_status ck_gpu_data_stage(ck_model *m, const ck_gpu_data *d, int start, int n);
+/* ck_model_node_out (upload 0) and _set (1) of a model with a device side (backend_cuda.c). */
+ck_status ck_gpu_node_io(ck_model *m, int i, int n, float *host, int upload);
 void ck_gpu_data_free(ck_gpu_data *d);
 /* One training step on the batch ck_gpu_data_stage put on the device (n samples, checked when the
  * data were uploaded), as ck_model_train_step otherwise. */

@@ -26,6 +26,59 @@ static ck_exec exec_of(ck_model *m, const float *x) {
     return m->gpu ? ck_exec_cuda(m) : ck_exec_cpu(m, x);
 }
 
+static ck_status node_args(ck_model *m, int i, int n, const void *host) {
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    if (i < 0 || i >= m->num_nodes)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "i: node %d outside [0, %d)", i,
+                       m->num_nodes);
+    if (n < 1 || n > m->max_batch)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "n: %d outside [1, max_batch = %d]", n,
+                       m->max_batch);
+    if (!host)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "host: is NULL");
+    if (!m->gpu && !m->nodes[i].out)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                       "i: node %d aliases the model's input, which has no buffer here", i);
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_model_forward_range(ck_model *m, const float *x, int n, int training, int from,
+                                 int upto) {
+    CK_TRY(node_args(m, 0, n, x));
+    if (from < 0 || from > upto || upto > m->num_nodes)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "from, upto: [%d, %d) is not within [0, %d]",
+                       from, upto, m->num_nodes);
+    ck_exec e = exec_of(m, x);
+    if (m->gpu) {
+        CK_TRY(e.be->stage(&e, x, NULL, n));
+        if (e.be->begin_step)
+            CK_TRY(e.be->begin_step(&e));
+    }
+    const ck_status st = ck_exec_forward_range(&e, n, training, from, upto);
+    if (m->gpu)
+        ck_stream_drain(m->ctx);
+    return st;
+}
+
+ck_status ck_model_node_out(ck_model *m, int i, int n, float *host) {
+    CK_TRY(node_args(m, i, n, host));
+    if (m->gpu)
+        return ck_gpu_node_io(m, i, n, host, 0);
+    const ck_node *nd = &m->nodes[i];
+    memcpy(host, nd->out, sizeof(float) * n * nd->oh * nd->ow * nd->oc);
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_model_node_out_set(ck_model *m, int i, int n, const float *host) {
+    CK_TRY(node_args(m, i, n, host));
+    if (m->gpu)
+        return ck_gpu_node_io(m, i, n, (float *)host, 1);
+    const ck_node *nd = &m->nodes[i];
+    memcpy(nd->out, host, sizeof(float) * n * nd->oh * nd->ow * nd->oc);
+    return CK_STATUS_SUCCESS;
+}
+
 static ck_status check_batch(ck_model *m, const float *x, const int32_t *labels, int n,
                              int need_labels) {
     ck_context *ctx = m->ctx;
