@@ -7,9 +7,11 @@
 #ifdef CNNKIT_HAVE_CUDA
 #include "bf16.h"
 #include "ck_kernels.h"
+#include "ck_math.h"
 #include "gpu_layers.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -76,6 +78,176 @@ Test(gpu_bf16, kernels_match_cpu_bits) {
 
     ck_tensor_destroy(tx), ck_tensor_destroy(th), ck_tensor_destroy(ty);
     free(x), free(want), free(got), free(hw), free(hg);
+    ck_context_destroy(g);
+}
+
+/* ---- the 8-word (16-byte) bf16 paths against the one-word kernels ----
+ *
+ * Every kernel with a bf16 vector path takes it when its pointers are 16-byte aligned and the
+ * layout allows, and the one-word kernel otherwise. The same launch on the same words placed one
+ * word past an aligned address (never 16-byte aligned) must give the same output bits: the vector
+ * path does the scalar path's fp32 operations per element and rounds once per store. */
+
+/* A device buffer of n bf16 words starting `off` words into an aligned allocation. */
+typedef struct wbuf {
+    ck_tensor *t;
+    uint16_t *p;
+    size_t n;
+} wbuf;
+
+static wbuf wbuf_make(ck_context *g, const uint16_t *host, size_t n, int off) {
+    wbuf b = {dbuf(g, n / 2 + 8, NULL), NULL, n};
+    b.p = (uint16_t *)ck_tensor_data(b.t) + off;
+    cr_assert_eq(((uintptr_t)b.p & 15u) == 0, off == 0, "offset %d: alignment not as planned", off);
+    float *tmp = calloc(n / 2 + 8, sizeof *tmp);
+    if (host)
+        memcpy((uint16_t *)tmp + off, host, n * sizeof *host);
+    CK_OK(g, ck_tensor_upload(g, b.t, tmp, n / 2 + 8));
+    free(tmp);
+    return b;
+}
+
+static void wbuf_get(ck_context *g, const wbuf *b, uint16_t *host) {
+    float *tmp = malloc((b->n / 2 + 8) * sizeof *tmp);
+    CK_OK(g, ck_context_synchronize(g));
+    CK_OK(g, ck_tensor_download(g, b->t, tmp, b->n / 2 + 8));
+    memcpy(host, (uint16_t *)tmp + (b->p - (uint16_t *)ck_tensor_data(b->t)), b->n * sizeof *host);
+    free(tmp);
+}
+
+static uint16_t *bf16_words(size_t n, float lo, float hi, uint64_t seed) {
+    float *f = malloc(n * sizeof *f);
+    uint16_t *w = malloc(n * sizeof *w);
+    trng r = {seed};
+    trng_fill(&r, f, n, lo, hi);
+    ck_bf16_pack_buffer(f, w, n);
+    free(f);
+    return w;
+}
+
+/* One op run on 1..3 word inputs into one word output at offset off; returns the output. */
+typedef int (*vec_fn)(const uint16_t *const *in, uint16_t *out, void *stream, const void *arg);
+
+static uint16_t *vec_run(ck_context *g, vec_fn f, const void *arg, int nin, uint16_t *const *in,
+                         size_t n, int off) {
+    wbuf bi[3], bo = wbuf_make(g, NULL, n, off);
+    const uint16_t *pi[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < nin; ++i) {
+        bi[i] = wbuf_make(g, in[i], n, off);
+        pi[i] = bi[i].p;
+    }
+    cr_assert_eq(f(pi, bo.p, ck_context_stream(g), arg), 0);
+    uint16_t *out = malloc(n * sizeof *out);
+    wbuf_get(g, &bo, out);
+    for (int i = 0; i < nin; ++i)
+        ck_tensor_destroy(bi[i].t);
+    ck_tensor_destroy(bo.t);
+    return out;
+}
+
+static void vec_check(ck_context *g, const char *what, vec_fn f, const void *arg, int nin,
+                      size_t n) {
+    uint16_t *in[3];
+    for (int i = 0; i < nin; ++i)
+        in[i] = bf16_words(n, -2.0f, 3.0f, 100 + (uint64_t)i);
+    uint16_t *vec = vec_run(g, f, arg, nin, in, n, 0), *one = vec_run(g, f, arg, nin, in, n, 1);
+    size_t bad = 0;
+    while (bad < n && vec[bad] == one[bad])
+        ++bad;
+    cr_expect_eq(bad, n, "%s: the 8-word path differs at %zu: 0x%04x vs 0x%04x", what, bad,
+                 bad < n ? vec[bad] : 0, bad < n ? one[bad] : 0);
+    for (int i = 0; i < nin; ++i)
+        free(in[i]);
+    free(vec), free(one);
+}
+
+typedef struct vec_arg {
+    ck_kshape s;
+    int act, kind;
+    size_t count;
+    void *mask;       /* dropout: NULL (draws in the apply) or room for the stored mask */
+    const float *par; /* BN inference: gamma, beta, mean, var (4 * C, device) */
+} vec_arg;
+
+static int tw_act_fwd(const uint16_t *const *in, uint16_t *out, void *st, const void *arg) {
+    const vec_arg *a = arg;
+    return ck_cuda_activation_forward(a->act, 0.3f, in[0], out, a->count, 1, CK_KDT_BF16, st);
+}
+/* in: x, y, dy (x and y need not be an activation's pair: the formula is what is compared) */
+static int tw_act_bwd(const uint16_t *const *in, uint16_t *out, void *st, const void *arg) {
+    const vec_arg *a = arg;
+    return ck_cuda_activation_backward(a->act, 0.3f, in[0], in[1], in[2], out, a->count, 1,
+                                       CK_KDT_BF16, st);
+}
+static int tw_add(const uint16_t *const *in, uint16_t *out, void *st, const void *arg) {
+    const vec_arg *a = arg;
+    return ck_cuda_add(out, in[0], in[1], a->count, CK_KDT_BF16, st);
+}
+static int tw_dropout(const uint16_t *const *in, uint16_t *out, void *st, const void *arg) {
+    const vec_arg *a = arg;
+    const ck_koffset off = {5, NULL, 0};
+    return ck_cuda_dropout(a->kind, in[0], out, a->s, 77, off, 3, ck_dropout_threshold(0.4f),
+                           1.0f / 0.6f, NULL, (uint8_t *)a->mask, st);
+}
+static int tw_bn_inference(const uint16_t *const *in, uint16_t *out, void *st, const void *arg) {
+    const vec_arg *a = arg;
+    const int c = a->s.c;
+    return ck_cuda_bn_forward_inference(a->s, a->act, 1e-3f, in[0], a->par, a->par + c,
+                                        a->par + 2 * c, a->par + 3 * c, out, st);
+}
+
+Test(gpu_bf16, vector_paths_match_one_word_bits) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    /* NHWC C % 8 == 0 (vector), NHWC C % 8 != 0 (scalar either way), NCHW HW % 8 == 0 with
+     * W % 8 == 0 (vector, element dropout too) and HW % 8 == 0 with W 4 (element: scalar) */
+    const ck_kshape shapes[] = {{3, 16, 3, 7, 1, CK_KDT_BF16},
+                                {2, 5, 3, 4, 1, CK_KDT_BF16},
+                                {2, 3, 2, 8, 0, CK_KDT_BF16},
+                                {2, 3, 4, 4, 0, CK_KDT_BF16}};
+    const int acts[] = {CK_ACT_RELU,       CK_ACT_SIGMOID, CK_ACT_TANH, CK_ACT_ELU,
+                        CK_ACT_LEAKY_RELU, CK_ACT_GELU,    CK_ACT_SWISH};
+    char what[96];
+    for (size_t n = 1; n <= 70001; n = n * 7 + 3) { /* 1, 10, 73, 514, 3601, 25210: tails */
+        vec_arg a = {{(int)n, 1, 1, 1, 0, CK_KDT_BF16}, 0, 0, n, NULL, NULL};
+        for (size_t k = 0; k < sizeof acts / sizeof *acts; ++k) {
+            a.act = acts[k];
+            snprintf(what, sizeof what, "activation %d forward, %zu", acts[k], n);
+            vec_check(g, what, tw_act_fwd, &a, 1, n);
+            snprintf(what, sizeof what, "activation %d backward, %zu", acts[k], n);
+            vec_check(g, what, tw_act_bwd, &a, 3, n);
+        }
+        snprintf(what, sizeof what, "add, %zu", n);
+        vec_check(g, what, tw_add, &a, 2, n);
+    }
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; ++k) {
+        const ck_kshape s = shapes[k];
+        const size_t n = (size_t)s.n * s.c * s.h * s.w;
+        float *par = malloc(4 * (size_t)s.c * sizeof *par);
+        trng r = {7};
+        trng_fill(&r, par, 2 * (size_t)s.c, 0.5f, 1.5f);        /* gamma, beta */
+        trng_fill(&r, par + 2 * s.c, (size_t)s.c, -0.2f, 0.2f); /* mean */
+        trng_fill(&r, par + 3 * s.c, (size_t)s.c, 0.5f, 2.0f);  /* var */
+        ck_tensor *tp = dbuf(g, 4 * (size_t)s.c, par), *tm = dbuf(g, n, NULL);
+        vec_arg a = {s, CK_ACT_RELU, 0, n, NULL, ck_tensor_data(tp)};
+        for (int kind = 0; kind < 2; ++kind)
+            for (int stored = 0; stored < 2; ++stored) { /* the apply from a stored mask too */
+                a.kind = kind;
+                a.mask = stored ? ck_tensor_data(tm) : NULL;
+                snprintf(what, sizeof what, "%s dropout%s, shape %zu", kind ? "element" : "spatial",
+                         stored ? " (stored mask)" : "", k);
+                vec_check(g, what, tw_dropout, &a, 1, n);
+            }
+        a.mask = NULL;
+        const int bn_acts[] = {CK_ACT_NONE, CK_ACT_RELU};
+        for (int ai = 0; ai < 2; ++ai) {
+            const int act = bn_acts[ai];
+            a.act = act;
+            snprintf(what, sizeof what, "BN inference act %d, shape %zu", act, k);
+            vec_check(g, what, tw_bn_inference, &a, 1, n);
+        }
+        ck_tensor_destroy(tp), ck_tensor_destroy(tm);
+        free(par);
+    }
     ck_context_destroy(g);
 }
 

@@ -5,7 +5,8 @@
  * writes each output element from one thread in a fixed order: no atomics, so results are
  * bit-identical run to run; per-element math comes from ck_math.h, shared with the CPU ops.
  * Templated on the storage (ck_st_f32 / ck_st_bf16): the math is fp32 either way, a bf16 store
- * rounds once. A faster bf16 path would move two words per 32-bit load; these are scalar.
+ * rounds once. The bf16 activations (not softmax) move 8 words per 16-byte access when the
+ * pointers allow, with the scalar kernels' per-element arithmetic.
  */
 #include "common.cuh"
 
@@ -26,6 +27,48 @@ __global__ void k_act_bwd(const typename S::T *x, const typename S::T *y, const 
     const int ux = ck_act_bwd_uses_x(act), uy = ck_act_bwd_uses_y(act);
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x)
+        S::st(dx, i,
+              ck_act_bwd_any(S::ld(dy, i), ux ? S::ld(x, i) : 0.0f, uy ? S::ld(y, i) : 0.0f, act,
+                             alpha));
+}
+
+/* bf16, 8 words per 16-byte access (every pointer used 16-byte aligned), the count % 8 tail one
+ * by one; each element as k_act_fwd / k_act_bwd. */
+__global__ void k_act_fwd_vec8(const uint16_t *x, uint16_t *y, long long count, int act,
+                               float alpha) {
+    const long long octs = count / 8, tid = blockIdx.x * (long long)blockDim.x + threadIdx.x,
+                    stride = (long long)gridDim.x * blockDim.x;
+    for (long long o = tid; o < octs; o += stride) {
+        float v[8];
+        ck_bf16x8_ld(x, o * 8, v);
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+            v[j] = ck_act_fwd_any(v[j], act, alpha);
+        ck_bf16x8_st(y, o * 8, v);
+    }
+    for (long long i = octs * 8 + tid; i < count; i += stride)
+        ck_st_bf16::st(y, i, ck_act_fwd_any(ck_st_bf16::ld(x, i), act, alpha));
+}
+
+__global__ void k_act_bwd_vec8(const uint16_t *x, const uint16_t *y, const uint16_t *dy,
+                               uint16_t *dx, long long count, int act, float alpha) {
+    typedef ck_st_bf16 S;
+    const int ux = ck_act_bwd_uses_x(act), uy = ck_act_bwd_uses_y(act);
+    const long long octs = count / 8, tid = blockIdx.x * (long long)blockDim.x + threadIdx.x,
+                    stride = (long long)gridDim.x * blockDim.x;
+    for (long long o = tid; o < octs; o += stride) {
+        float xv[8] = {0}, yv[8] = {0}, dv[8];
+        if (ux)
+            ck_bf16x8_ld(x, o * 8, xv);
+        if (uy)
+            ck_bf16x8_ld(y, o * 8, yv);
+        ck_bf16x8_ld(dy, o * 8, dv);
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+            dv[j] = ck_act_bwd_any(dv[j], xv[j], yv[j], act, alpha);
+        ck_bf16x8_st(dx, o * 8, dv);
+    }
+    for (long long i = octs * 8 + tid; i < count; i += stride)
         S::st(dx, i,
               ck_act_bwd_any(S::ld(dy, i), ux ? S::ld(x, i) : 0.0f, uy ? S::ld(y, i) : 0.0f, act,
                              alpha));
@@ -102,6 +145,9 @@ extern "C" int ck_cuda_activation_forward(int act, float alpha, const void *x, v
             return (int)cudaMemcpyAsync(y, x, count * (bf ? sizeof(uint16_t) : sizeof(float)),
                                         cudaMemcpyDeviceToDevice, s);
         return 0;
+    } else if (bf && ck_aligned16(x, y)) {
+        k_act_fwd_vec8<<<ck_grid_for((long long)count / 8 + 1, CK_BLOCK), CK_BLOCK, 0, s>>>(
+            (const uint16_t *)x, (uint16_t *)y, (long long)count, act, alpha);
     } else if (bf) {
         k_act_fwd<ck_st_bf16><<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, s>>>(
             (const uint16_t *)x, (uint16_t *)y, (long long)count, act, alpha);
@@ -130,6 +176,11 @@ extern "C" int ck_cuda_activation_backward(int act, float alpha, const void *x, 
             return (int)cudaMemcpyAsync(dx, dy, count * (bf ? sizeof(uint16_t) : sizeof(float)),
                                         cudaMemcpyDeviceToDevice, s);
         return 0;
+    } else if (bf && ck_aligned16(dy, dx) && (!ck_act_bwd_uses_x(act) || ck_aligned16(x, x)) &&
+               (!ck_act_bwd_uses_y(act) || ck_aligned16(y, y))) {
+        k_act_bwd_vec8<<<ck_grid_for((long long)count / 8 + 1, CK_BLOCK), CK_BLOCK, 0, s>>>(
+            (const uint16_t *)x, (const uint16_t *)y, (const uint16_t *)dy, (uint16_t *)dx,
+            (long long)count, act, alpha);
     } else if (bf) {
         k_act_bwd<ck_st_bf16><<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, s>>>(
             (const uint16_t *)x, (const uint16_t *)y, (const uint16_t *)dy, (uint16_t *)dx,

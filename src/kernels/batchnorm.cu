@@ -7,8 +7,10 @@
  * Backward mirrors it: partial sums of g and g*xhat, fixed-order merge, element-wise dx.
  * Per-element math comes from ck_math.h, shared with the CPU reference.
  * x, y, dy and dx are templated on the storage (ck_st_f32 / ck_st_bf16): widened on load, one
- * rounding per bf16 store; gamma, beta, statistics and partials stay fp32 / double. bf16 takes
- * the scalar paths (a faster one would load two words per 32 bits). */
+ * rounding per bf16 store; gamma, beta, statistics and partials stay fp32 / double. The bf16
+ * element-wise passes (forward and backward apply) move 8 words per 16-byte access where the
+ * layout allows, with the scalar kernels' per-element arithmetic; the reductions load one word
+ * at a time (their summation order is tied to one element per thread). */
 #include "common.cuh"
 
 /* A read-only load through the texture path, widened to float. */
@@ -300,6 +302,38 @@ __global__ void ck_bn_apply_vec(const float4 *x, float4 *y, long long quads, ck_
     }
 }
 
+/* bf16, 8 words per 16-byte access: 8 elements of one (n, c) plane (NCHW, HW % 8 == 0) or 8
+ * consecutive channels of one pixel (NHWC, C % 8 == 0); each element as ck_bn_apply_scalar. */
+__global__ void ck_bn_apply_vec8(const uint16_t *x, uint16_t *y, long long octs, ck_kshape s,
+                                 const float *coef, const float *sd, int act) {
+    const long long hw = (long long)s.h * s.w;
+    for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < octs;
+         o += (long long)gridDim.x * blockDim.x) {
+        const long long e = o * 8;
+        float v[8];
+        ck_bf16x8_ld(x, e, v);
+        if (!s.nhwc) {
+            const long long plane = e / hw;
+            const int c = (int)(plane % s.c);
+            const float4 k = reinterpret_cast<const float4 *>(coef)[c];
+            const float m = sd ? sd[plane] : 1.0f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                v[j] = ck_act_forward(ck_bn_preact(v[j], k.y, k.x, k.z), act) * m;
+        } else {
+            const int c = (int)(e % s.c);
+            const long long g = (e / (hw * s.c)) * s.c + c;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const float4 k = reinterpret_cast<const float4 *>(coef)[c + j];
+                const float m = sd ? sd[g + j] : 1.0f;
+                v[j] = ck_act_forward(ck_bn_preact(v[j], k.y, k.x, k.z), act) * m;
+            }
+        }
+        ck_bf16x8_st(y, e, v);
+    }
+}
+
 template <class S>
 __global__ void ck_bn_apply_scalar(const typename S::T *x, typename S::T *y, long long count,
                                    ck_kshape s, const float *coef, const float *sd, int act) {
@@ -326,10 +360,19 @@ static bool ck_bn_vec_ok(ck_kshape s, const void *a, const void *b) {
     return ck_aligned16(a, b) && (s.nhwc ? (s.c % 4 == 0) : (hw % 4 == 0));
 }
 
+/* bf16: 8 words per access, each group of 8 within one plane (NCHW) or one pixel (NHWC). */
+static bool ck_bn_vec8_ok(ck_kshape s, const void *a, const void *b) {
+    const long long hw = (long long)s.h * s.w;
+    return ck_aligned16(a, b) && (s.nhwc ? (s.c % 8 == 0) : (hw % 8 == 0));
+}
+
 static void ck_bn_launch_apply(const void *x, void *y, ck_kshape s, const float *coef,
                                const float *sd, int act, cudaStream_t st) {
     const long long count = (long long)s.n * s.c * s.h * s.w;
-    if (s.dt == CK_KDT_BF16) {
+    if (s.dt == CK_KDT_BF16 && ck_bn_vec8_ok(s, x, y)) {
+        ck_bn_apply_vec8<<<ck_grid_for(count / 8, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const uint16_t *)x, (uint16_t *)y, count / 8, s, coef, sd, act);
+    } else if (s.dt == CK_KDT_BF16) {
         ck_bn_apply_scalar<ck_st_bf16><<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
             (const uint16_t *)x, (uint16_t *)y, count, s, coef, sd, act);
     } else if (ck_bn_vec_ok(s, x, y)) {
@@ -415,6 +458,27 @@ __global__ void ck_bn_inference_kernel(long long count, ck_kshape s, int act, fl
     }
 }
 
+/* bf16, 8 words per 16-byte access (ck_bn_vec8_ok's layouts); each element as above. */
+__global__ void ck_bn_inference_vec8(long long octs, ck_kshape s, int act, float eps,
+                                     const uint16_t *x, const float *gamma, const float *beta,
+                                     const float *rmean, const float *rvar, uint16_t *y) {
+    const long long hw = (long long)s.h * s.w;
+    for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < octs;
+         o += (long long)gridDim.x * blockDim.x) {
+        const long long e = o * 8;
+        float v[8];
+        ck_bf16x8_ld(x, e, v);
+        const int c0 = s.nhwc ? (int)(e % s.c) : (int)((e / hw) % s.c);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int c = s.nhwc ? c0 + j : c0;
+            const float a = ck_bn_scale(gamma[c], ck_bn_invstd(rvar[c], eps));
+            v[j] = ck_act_forward(ck_bn_preact(v[j], rmean[c], a, beta[c]), act);
+        }
+        ck_bf16x8_st(y, e, v);
+    }
+}
+
 extern "C" int ck_cuda_bn_forward_inference(ck_kshape s, int act, float eps, const void *x,
                                             const float *gamma, const float *beta,
                                             const float *running_mean, const float *running_var,
@@ -422,7 +486,11 @@ extern "C" int ck_cuda_bn_forward_inference(ck_kshape s, int act, float eps, con
     const long long count = (long long)s.n * s.c * s.h * s.w;
     const unsigned grid = ck_grid_for(count, CK_BLOCK);
     cudaStream_t st = (cudaStream_t)stream;
-    if (s.dt == CK_KDT_BF16)
+    if (s.dt == CK_KDT_BF16 && ck_bn_vec8_ok(s, x, y))
+        ck_bn_inference_vec8<<<ck_grid_for(count / 8, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            count / 8, s, act, eps, (const uint16_t *)x, gamma, beta, running_mean, running_var,
+            (uint16_t *)y);
+    else if (s.dt == CK_KDT_BF16)
         ck_bn_inference_kernel<ck_st_bf16>
             <<<grid, CK_BLOCK, 0, st>>>(count, s, act, eps, (const uint16_t *)x, gamma, beta,
                                         running_mean, running_var, (uint16_t *)y);
@@ -605,6 +673,14 @@ __global__ void ck_bn_finalize_backward(ck_kbn p, float *dgamma, float *dbeta) {
     }
 }
 
+/* dx of one element of channel c (SpatialDropout scale m): the one definition both apply
+ * kernels use. */
+__device__ __forceinline__ float ck_bn_dx_of(float xv, float dyv, float m, const ck_bn_chan &k,
+                                             const float *coef, int c, int act) {
+    const float gr = ck_act_backward(dyv * m, ck_bn_preact(xv, k.mean, k.a, k.beta), act);
+    return ck_bn_backward_dx(gr, (xv - k.mean) * k.invstd, k.a, coef[4 * c + 2], coef[4 * c + 3]);
+}
+
 template <class S>
 __global__ void ck_bn_bwd_apply(const typename S::T *x, const typename S::T *dy, typename S::T *dx,
                                 long long count, ck_kbn p, const float *gamma, const float *beta,
@@ -624,12 +700,43 @@ __global__ void ck_bn_bwd_apply(const typename S::T *x, const typename S::T *dy,
         }
         const ck_bn_chan k = ck_bn_chan_of(c, gamma, beta, smean, sinvstd);
         const float m = sd ? sd[g] : 1.0f;
-        const float xv = S::ld(x, e);
-        const float gr = ck_act_backward(S::ld(dy, e) * m, ck_bn_preact(xv, k.mean, k.a, k.beta),
-                                         p.bn.activation);
-        S::st(dx, e,
-              ck_bn_backward_dx(gr, (xv - k.mean) * k.invstd, k.a, p.coef[4 * c + 2],
-                                p.coef[4 * c + 3]));
+        S::st(dx, e, ck_bn_dx_of(S::ld(x, e), S::ld(dy, e), m, k, p.coef, c, p.bn.activation));
+    }
+}
+
+/* bf16, 8 words per 16-byte access of x, dy and dx (ck_bn_vec8_ok's layouts); each element as
+ * ck_bn_bwd_apply. dx may alias dy: a thread loads its 8 before it stores them. */
+__global__ void ck_bn_bwd_apply_vec8(const uint16_t *x, const uint16_t *dy, uint16_t *dx,
+                                     long long octs, ck_kbn p, const float *gamma,
+                                     const float *beta, const float *smean, const float *sinvstd,
+                                     const float *sd) {
+    const ck_kshape s = p.s;
+    const long long hw = (long long)s.h * s.w;
+    for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < octs;
+         o += (long long)gridDim.x * blockDim.x) {
+        const long long e = o * 8;
+        float xv[8], dv[8];
+        ck_bf16x8_ld(x, e, xv);
+        ck_bf16x8_ld(dy, e, dv);
+        if (!s.nhwc) {
+            const long long g = e / hw;
+            const int c = (int)(g % s.c);
+            const ck_bn_chan k = ck_bn_chan_of(c, gamma, beta, smean, sinvstd);
+            const float m = sd ? sd[g] : 1.0f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                xv[j] = ck_bn_dx_of(xv[j], dv[j], m, k, p.coef, c, p.bn.activation);
+        } else {
+            const int c = (int)(e % s.c);
+            const long long g = (e / (hw * s.c)) * s.c + c;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const ck_bn_chan k = ck_bn_chan_of(c + j, gamma, beta, smean, sinvstd);
+                const float m = sd ? sd[g + j] : 1.0f;
+                xv[j] = ck_bn_dx_of(xv[j], dv[j], m, k, p.coef, c + j, p.bn.activation);
+            }
+        }
+        ck_bf16x8_st(dx, e, xv);
     }
 }
 
@@ -677,7 +784,11 @@ extern "C" int ck_cuda_bn_backward(const ck_kbn *p, const void *x, const void *d
         ck_bn_finalize_backward<<<p->s.c, 32, 0, st>>>(*p, dgamma, dbeta);
     }
     const long long count = (long long)p->s.n * p->s.c * p->s.h * p->s.w;
-    if (bf)
+    if (bf && ck_bn_vec8_ok(p->s, x, dx) && ck_aligned16(dy, dy))
+        ck_bn_bwd_apply_vec8<<<ck_grid_for(count / 8, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const uint16_t *)x, (const uint16_t *)dy, (uint16_t *)dx, count / 8, *p, gamma, beta,
+            saved_mean, saved_invstd, sd);
+    else if (bf)
         ck_bn_bwd_apply<ck_st_bf16><<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
             (const uint16_t *)x, (const uint16_t *)dy, (uint16_t *)dx, count, *p, gamma, beta,
             saved_mean, saved_invstd, sd);

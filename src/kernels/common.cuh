@@ -50,6 +50,32 @@ struct ck_st_bf16 {
     }
 };
 
+/* Eight bf16 words in one 16-byte load or store (the bf16 vector paths): each word widened by
+ * ck_bf16_to_float, each value rounded by ck_bf16_bits, exactly as ck_st_bf16's ld / st one by
+ * one. Element 2k is word k's low half (little-endian). p + i must be 16-byte aligned. */
+__device__ __forceinline__ void ck_bf16x8_unpack(const uint4 u, float v[8]) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        v[2 * k] = ck_bf16_to_float((uint16_t)(w[k] & 0xFFFFu));
+        v[2 * k + 1] = ck_bf16_to_float((uint16_t)(w[k] >> 16));
+    }
+}
+__device__ __forceinline__ void ck_bf16x8_ld(const uint16_t *p, long long i, float v[8]) {
+    ck_bf16x8_unpack(*reinterpret_cast<const uint4 *>(p + i), v);
+}
+/* The same through the read-only (texture) path. */
+__device__ __forceinline__ void ck_bf16x8_ldg(const uint16_t *p, long long i, float v[8]) {
+    ck_bf16x8_unpack(__ldg(reinterpret_cast<const uint4 *>(p + i)), v);
+}
+__device__ __forceinline__ void ck_bf16x8_st(uint16_t *p, long long i, const float v[8]) {
+    uint32_t w[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+        w[k] = (uint32_t)ck_bf16_bits(v[2 * k]) | ((uint32_t)ck_bf16_bits(v[2 * k + 1]) << 16);
+    *reinterpret_cast<uint4 *>(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 /* 16-byte alignment of both pointers: float4 loads and stores are allowed. */
 static inline bool ck_aligned16(const void *a, const void *b) {
     return ((((uintptr_t)a) | ((uintptr_t)b)) & 15u) == 0;

@@ -3,7 +3,8 @@
  * the CPU's in both layouts and for any launch shape. Forward and backward are the same map
  * y = x * (keep ? scale : 0). The apply kernels are templated on the storage (ck_st_f32 /
  * ck_st_bf16): the product is fp32, rounded once by a bf16 store; the masks do not depend on it.
- * bf16 takes the scalar paths (a faster one would move two words per 32-bit load). */
+ * bf16 moves 8 words per 16-byte access where the layout allows (the *_vec8 kernels), with the
+ * scalar kernels' per-element keep decisions and products. */
 #include "common.cuh"
 
 /* ---- stored masks -------------------------------------------------------------------------- */
@@ -99,6 +100,47 @@ __global__ void ck_spatial_apply_vec(const float4 *x, float4 *y, long long quads
     }
 }
 
+/* bf16, 8 words per 16-byte access: 8 elements of one (n, c) in NCHW (HW % 8 == 0), or 8
+ * consecutive channels of one pixel in NHWC (C % 8 == 0), whose draws are the words of two calls
+ * (as the float4 path's four); each element as ck_spatial_apply_scalar. */
+__global__ void ck_spatial_apply_vec8(const uint16_t *x, uint16_t *y, long long octs, ck_kshape s,
+                                      const uint8_t *mask, uint64_t seed, ck_koffset ko,
+                                      uint64_t u0, uint32_t thr, float scale) {
+    const uint64_t offset = ck_koffset_get(ko);
+    const long long hw = (long long)s.h * s.w;
+    for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < octs;
+         o += (long long)gridDim.x * blockDim.x) {
+        const long long e = o * 8;
+        float v[8];
+        ck_bf16x8_ld(x, e, v);
+        if (!s.nhwc) {
+            const float m = ck_spatial_factor(e / hw, mask, seed, offset, u0, thr, scale);
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                v[j] *= m;
+        } else {
+            const long long n = e / (hw * s.c);
+            const long long g = n * s.c + (e % s.c); /* multiple of 8 */
+            if (mask) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                    v[j] *= mask[g + j] ? scale : 0.0f;
+            } else if ((u0 & 3u) == 0) {
+                const ck_u32x4 r0 = ck_dropout_call(seed, offset, (u0 + (uint64_t)g) >> 2);
+                const ck_u32x4 r1 = ck_dropout_call(seed, offset, ((u0 + (uint64_t)g) >> 2) + 1);
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                    v[j] *= (j < 4 ? r0.v[j] : r1.v[j - 4]) >= thr ? scale : 0.0f;
+            } else { /* a shard whose units do not start on a call: one draw per unit */
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                    v[j] *= ck_spatial_factor(g + j, NULL, seed, offset, u0, thr, scale);
+            }
+        }
+        ck_bf16x8_st(y, e, v);
+    }
+}
+
 template <class S>
 __global__ void ck_spatial_apply_scalar(const typename S::T *x, typename S::T *y, long long count,
                                         ck_kshape s, const uint8_t *mask, uint64_t seed,
@@ -162,6 +204,94 @@ __global__ void ck_element_apply(const typename S::T *x, typename S::T *y, long 
     }
 }
 
+/* bf16 NCHW with W % 8 == 0: one thread per 8 words of a row (two groups of four, two calls);
+ * each element as ck_element_apply. */
+__global__ void ck_element_apply_vec8_nchw(const uint16_t *x, uint16_t *y, long long octs,
+                                           ck_kshape s, const uint32_t *bits, uint64_t seed,
+                                           ck_koffset ko, uint64_t call0, uint32_t thr,
+                                           float scale) {
+    const uint64_t offset = ck_koffset_get(ko);
+    const int wq = (s.w + 3) >> 2;
+    for (long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x; o < octs;
+         o += (long long)gridDim.x * blockDim.x) {
+        const long long e = o * 8; /* NCHW flat index */
+        const long long row = e / s.w;
+        const int q0 = (int)(e - row * s.w) >> 2;
+        ck_u32x4 r0 = {{0, 0, 0, 0}}, r1 = {{0, 0, 0, 0}};
+        if (!bits) {
+            const uint64_t call = call0 + (uint64_t)row * (uint64_t)wq + (uint64_t)q0;
+            r0 = ck_dropout_call(seed, offset, call);
+            r1 = ck_dropout_call(seed, offset, call + 1);
+        }
+        float v[8];
+        ck_bf16x8_ld(x, e, v);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const long long flat = e + j;
+            int keep;
+            if (bits)
+                keep = (bits[flat >> 5] >> (flat & 31)) & 1u;
+            else
+                keep = (j < 4 ? r0.v[j] : r1.v[j - 4]) >= thr;
+            v[j] *= keep ? scale : 0.0f;
+        }
+        ck_bf16x8_st(y, e, v);
+    }
+}
+
+/* bf16 NHWC with C % 8 == 0: one thread per group of four along W of 8 consecutive channels
+ * (u = ((n*H + h)*wq + q)*(C/8) + c/8): up to four 16-byte accesses, one call per channel's row;
+ * each element as ck_element_apply. */
+__global__ void ck_element_apply_vec8_nhwc(const uint16_t *x, uint16_t *y, long long units,
+                                           ck_kshape s, const uint32_t *bits, uint64_t seed,
+                                           ck_koffset ko, uint64_t call0, uint32_t thr,
+                                           float scale) {
+    const uint64_t offset = ck_koffset_get(ko);
+    const int wq = (s.w + 3) >> 2, co = s.c >> 3;
+    for (long long u = blockIdx.x * (long long)blockDim.x + threadIdx.x; u < units;
+         u += (long long)gridDim.x * blockDim.x) {
+        long long t = u;
+        const int c0 = (int)(t % co) * 8;
+        t /= co;
+        const int q = (int)(t % wq);
+        t /= wq;
+        const int h = (int)(t % s.h);
+        const int n = (int)(t / s.h);
+        const int w0 = q * 4;
+        const int cnt = s.w - w0 < 4 ? s.w - w0 : 4;
+        const long long pix0 = ((long long)n * s.h + h) * s.w + w0;
+        float v[4][8];
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+            if (k < cnt)
+                ck_bf16x8_ld(x, (pix0 + k) * s.c + c0, v[k]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const long long row = ((long long)n * s.c + c0 + j) * s.h + h; /* NCHW row index */
+            ck_u32x4 r = {{0, 0, 0, 0}};
+            if (!bits)
+                r = ck_dropout_call(seed, offset,
+                                    call0 + (uint64_t)row * (uint64_t)wq + (uint64_t)q);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                if (k < cnt) {
+                    const long long flat = row * s.w + w0 + k; /* NCHW flat index */
+                    int keep;
+                    if (bits)
+                        keep = (bits[flat >> 5] >> (flat & 31)) & 1u;
+                    else
+                        keep = r.v[k] >= thr;
+                    v[k][j] *= keep ? scale : 0.0f;
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+            if (k < cnt)
+                ck_bf16x8_st(y, (pix0 + k) * s.c + c0, v[k]);
+    }
+}
+
 extern "C" int ck_cuda_dropout(int kind, const void *x, void *y, ck_kshape s, uint64_t seed,
                                ck_koffset offset, uint64_t sample0, uint32_t thr, float scale,
                                const uint8_t *mask_in, uint8_t *mask_out, void *stream) {
@@ -182,6 +312,11 @@ extern "C" int ck_cuda_dropout(int kind, const void *x, void *y, ck_kshape s, ui
             const long long quads = count / 4;
             ck_spatial_apply_vec<<<ck_grid_for(quads, CK_BLOCK), CK_BLOCK, 0, st>>>(
                 (const float4 *)x, (float4 *)y, quads, s, mask_in, seed, offset, u0, thr, scale);
+        } else if (s.dt == CK_KDT_BF16 && ck_aligned16(x, y) &&
+                   (s.nhwc ? (s.c % 8 == 0) : (hw % 8 == 0))) {
+            const long long octs = count / 8;
+            ck_spatial_apply_vec8<<<ck_grid_for(octs, CK_BLOCK), CK_BLOCK, 0, st>>>(
+                (const uint16_t *)x, (uint16_t *)y, octs, s, mask_in, seed, offset, u0, thr, scale);
         } else if (s.dt == CK_KDT_BF16) {
             ck_spatial_apply_scalar<ck_st_bf16><<<ck_grid_for(count, CK_BLOCK), CK_BLOCK, 0, st>>>(
                 (const uint16_t *)x, (uint16_t *)y, count, s, mask_in, seed, offset, u0, thr,
@@ -201,7 +336,16 @@ extern "C" int ck_cuda_dropout(int kind, const void *x, void *y, ck_kshape s, ui
         bits = (const uint32_t *)mask_out;
     }
     const long long groups = (long long)s.n * s.c * s.h * ((s.w + 3) >> 2);
-    if (s.dt == CK_KDT_BF16)
+    const bool bf = s.dt == CK_KDT_BF16, al = ck_aligned16(x, y);
+    if (bf && al && s.nhwc && s.c % 8 == 0) {
+        const long long units = groups / 8;
+        ck_element_apply_vec8_nhwc<<<ck_grid_for(units, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const uint16_t *)x, (uint16_t *)y, units, s, bits, seed, offset, call0, thr, scale);
+    } else if (bf && al && !s.nhwc && s.w % 8 == 0) {
+        const long long octs = count / 8;
+        ck_element_apply_vec8_nchw<<<ck_grid_for(octs, CK_BLOCK), CK_BLOCK, 0, st>>>(
+            (const uint16_t *)x, (uint16_t *)y, octs, s, bits, seed, offset, call0, thr, scale);
+    } else if (bf)
         ck_element_apply<ck_st_bf16><<<ck_grid_for(groups, CK_BLOCK), CK_BLOCK, 0, st>>>(
             (const uint16_t *)x, (uint16_t *)y, groups, s, bits, seed, offset, call0, thr, scale);
     else

@@ -120,6 +120,13 @@ static void ref_bf16(const op_variant *v, float *const *in, float *const *out) {
     op_bf16_round_arrs(v->out, v->nout, out, (1u | 1u << 5 | 1u << 8));
 }
 
+/* the fp32 shapes (C % 8 != 0: the scalar kernels) and channel counts that take the 8-word
+ * paths (NHWC C % 8 == 0) */
+static const op_variant k_variants_bf16[] = {
+    BN("linear_3x4x3x5", 3, 4, 3, 5, CK_ACT_NONE), BN("relu_2x3x4x4", 2, 3, 4, 4, CK_ACT_RELU),
+    BN("relu_5x7x1x2", 5, 7, 1, 2, CK_ACT_RELU), BN("relu_c8_3x8x3x5", 3, 8, 3, 5, CK_ACT_RELU),
+    BN("linear_c16_2x16x2x3", 2, 16, 2, 3, CK_ACT_NONE)};
+
 #ifdef CNNKIT_HAVE_CUDA
 static int gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
                     ck_tensor *const *out) {
@@ -133,8 +140,8 @@ const op_case op_bn_bf16 = {
     .name = "bn_bf16",
     .launchers = "ck_cuda_bn_forward_training ck_cuda_bn_backward ck_cuda_bn_forward_inference "
                  "ck_cuda_bf16_pack ck_cuda_bf16_unpack",
-    .variants = k_variants,
-    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .variants = k_variants_bf16,
+    .nvariants = sizeof k_variants_bf16 / sizeof k_variants_bf16[0],
     .bench_variants = k_bench,
     .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu_bf16,

@@ -137,6 +137,20 @@ static void ref_bf16(const op_variant *v, float *const *in, float *const *out) {
     op_bf16_round_arrs(v->out, v->nout, out, 3u);
 }
 
+/* the fp32 shapes (C % 8 != 0: the scalar kernels) and ones whose channels take the 8-word
+ * paths: W 7 ends on a group of three, W 8 on full groups */
+static const op_variant k_variants_bf16[] = {
+    DROP("element_w7", 0, 3, 5, 4, 7, 11, 0.3f),
+    DROP("element_rate_half", 0, 2, 3, 5, 5, 0, 0.5f),
+    DROP("spatial", 1, 6, 9, 3, 3, 5, 0.4f),
+    DROPK("element_step_packet", 0, 3, 5, 4, 7, 3 * 4096 + 17, 0.3f, 1),
+    DROPK("spatial_step_packet", 1, 6, 9, 3, 3, 7 * 4096 + 2, 0.4f, 1),
+    DROP("element_c8_w7", 0, 3, 8, 4, 7, 11, 0.3f),
+    DROP("element_c16_w8", 0, 2, 16, 3, 8, 2, 0.5f),
+    DROP("spatial_c16", 1, 6, 16, 3, 3, 5, 0.4f),
+    DROPK("spatial_c8_step_packet", 1, 5, 8, 2, 3, 7 * 4096 + 2, 0.4f, 1),
+};
+
 #ifdef CNNKIT_HAVE_CUDA
 static int gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
                     ck_tensor *const *out) {
@@ -149,8 +163,8 @@ static int gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
 const op_case op_dropout_bf16 = {
     .name = "dropout_bf16",
     .launchers = "ck_cuda_dropout ck_cuda_bf16_pack ck_cuda_bf16_unpack",
-    .variants = k_variants,
-    .nvariants = sizeof k_variants / sizeof k_variants[0],
+    .variants = k_variants_bf16,
+    .nvariants = sizeof k_variants_bf16 / sizeof k_variants_bf16[0],
     .bench_variants = k_bench,
     .nbench = sizeof k_bench / sizeof k_bench[0],
     .cpu = cpu_bf16,
