@@ -10,6 +10,7 @@
 #include "ck_math.h"
 #include "gpu_layers.h"
 
+#include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,19 @@
 #include "cnnkit/model.h"
 #include "exec.h"
 #include "model_internal.h"
+
+/* A CUDA context on a GPU with bf16 tensor cores (compute capability 8.0 or later, which
+ * ck_model_build asks of a bf16 model), else the test is skipped as GPU tests are. */
+static ck_context *bf16_ctx_or_skip(void) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess &&
+        major >= 8)
+        return g;
+    ck_context_destroy(g);
+    t_gpu_unavailable("bf16 needs compute capability 8.0 or later");
+    return NULL;
+}
 
 /* Random values over many binades plus every special class: ties both ways, the overflow edge,
  * subnormals, signed zeros, Inf and NaN (signalling and quiet). */
@@ -197,7 +211,7 @@ static int tw_bn_inference(const uint16_t *const *in, uint16_t *out, void *st, c
 }
 
 Test(gpu_bf16, vector_paths_match_one_word_bits) {
-    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *g = bf16_ctx_or_skip();
     /* NHWC C % 8 == 0 (vector), NHWC C % 8 != 0 (scalar either way), NCHW HW % 8 == 0 with
      * W % 8 == 0 (vector, element dropout too) and HW % 8 == 0 with W 4 (element: scalar) */
     const ck_kshape shapes[] = {{3, 16, 3, 7, 1, CK_KDT_BF16},
@@ -309,7 +323,7 @@ static double max_abs_diff(const float *a, const float *b, size_t n) {
  * model; the losses, then the probabilities, then one SGD step's weight changes (every gradient)
  * are compared with the bounds above. */
 static void twin_check(const char *text, size_t per, int classes, int B) {
-    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *g = bf16_ctx_or_skip();
     ck_context *c = t_ctx(CK_DEVICE_CPU);
     char path[] = "/tmp/cnnkit_gpu_bf16_XXXXXX";
     const int fd = mkstemp(path);
@@ -415,7 +429,7 @@ static double bf16_ulp_of(double v) {
 }
 
 static void replay_check(const char *text, size_t per, int classes, int B) {
-    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *g = bf16_ctx_or_skip();
     ck_context *c = t_ctx(CK_DEVICE_CPU);
     char path[] = "/tmp/cnnkit_gpu_bf16_replay_XXXXXX";
     const int fd = mkstemp(path);
@@ -517,7 +531,7 @@ Test(gpu_bf16, functional_model_matches_cpu_twin) {
  * step's stream like the rest. */
 Test(gpu_bf16, graph_steps_equal_eager_steps) {
     enum { B = 32, STEPS = 6 };
-    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *g = bf16_ctx_or_skip();
     ck_model *a = text_model(g, t_seed_cnn_text, CK_PRECISION_BF16, B);
     ck_model *b = text_model(g, t_seed_cnn_text, CK_PRECISION_BF16, B);
     CK_OK(g, ck_model_set_cuda_graph(a, CK_CUDA_GRAPH_AUTO));
@@ -546,7 +560,7 @@ Test(gpu_bf16, graph_steps_equal_eager_steps) {
 
 /* What a bf16 GPU model cannot be is refused at build, naming why, nothing built. */
 Test(gpu_bf16, refused_without_dense_logits) {
-    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *g = bf16_ctx_or_skip();
     static const char text[] = "model = Sequential()\n"
                                "model.add(Conv2D(10, (3, 3), input_shape=(8, 8, 1)))\n"
                                "model.add(GlobalAveragePooling2D())\n"
@@ -726,7 +740,7 @@ static void conv_bf16_case(ck_context *g, int n, int h, int w, int cin, int cout
 }
 
 Test(gpu_bf16, conv_matches_cpu_twin) {
-    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *g = bf16_ctx_or_skip();
     conv_bf16_case(g, 4, 12, 12, 8, 16, 3, 1, 0, 0, "NHWC 3x3 valid");
     conv_bf16_case(g, 3, 8, 8, 8, 8, 3, 2, 1, 0, "explicit padding (3x3 s2 same, even size)");
     conv_bf16_case(g, 2, 9, 7, 3, 8, 3, 1, 1, 1, "NCHW fallback (forced)");
@@ -793,7 +807,7 @@ static void dense_bf16_case(ck_context *g, int n, int in, int out, int logits) {
 }
 
 Test(gpu_bf16, dense_matches_cpu_twin) {
-    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *g = bf16_ctx_or_skip();
     dense_bf16_case(g, 16, 72, 24, 0);
     dense_bf16_case(g, 16, 24, 10, 1);
     dense_bf16_case(g, 5, 33, 7, 0); /* odd sizes: no leading dimension a multiple of 8 */
