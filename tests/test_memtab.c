@@ -76,9 +76,10 @@ Test(memtab, cuda_table_aligns_every_part) {
     ck_context_destroy(ctx);
 }
 
-/* A bf16 model's device arena: the activations before the logits as bf16 words (half of fp32's,
- * counted node by node with the arena's 256-byte alignment), the logits fp32; the staged batch
- * and the loss gradient once more as bf16 words; no rounded parameter copy (the CPU twin's). */
+/* A bf16 model's device arena: the activations before the logits and the gradient buffers as
+ * bf16 words (half of fp32's, counted node by node with the arena's 256-byte alignment), the
+ * logits fp32; the staged batch and the loss gradient once more as bf16 words; no rounded
+ * parameter copy (the CPU twin's). */
 Test(memtab, cuda_bf16_table_halves_the_activations) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *m = NULL;
@@ -100,6 +101,9 @@ Test(memtab, cuda_bf16_table_halves_the_activations) {
     }
     cr_assert_eq(t.bytes[CK_MEM_ACTS], want, "%zu vs %zu", t.bytes[CK_MEM_ACTS], want);
     cr_assert_lt(t.bytes[CK_MEM_ACTS], fp32 * 51 / 100, "about half of fp32's %zu", fp32);
+    /* the gradient ping-pong buffers: bf16 words of the largest activation (26 x 26 x 32) */
+    cr_assert_eq(t.bytes[CK_MEM_GBUF0], (size_t)2 * 26 * 26 * 32 * 100);
+    cr_assert_eq(t.bytes[CK_MEM_GBUF1], t.bytes[CK_MEM_GBUF0]);
     cr_assert_eq(t.bytes[CK_MEM_XBF], (size_t)2 * 28 * 28 * 100);
     cr_assert_eq(t.bytes[CK_MEM_DLOGITS_BF], (size_t)2 * 10 * 100);
     cr_assert_eq(t.bytes[CK_MEM_WROUND], 0);
@@ -108,6 +112,31 @@ Test(memtab, cuda_bf16_table_halves_the_activations) {
     ck_memtab_plan(m, CK_BE_CPU, NULL, &t);
     cr_assert_eq(t.bytes[CK_MEM_XBF] + t.bytes[CK_MEM_DLOGITS_BF], 0);
     cr_assert_eq(t.bytes[CK_MEM_WROUND], (size_t)4 * 596330);
+    cr_assert_eq(t.bytes[CK_MEM_GBUF0], (size_t)4 * 26 * 26 * 32 * 100);
     ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+extern const char t_graph_func_text[]; /* test_gpu_graph.c */
+
+/* A functional model's device gradients (per-node buffers by liveness, the scratch gradients) in
+ * bf16 take about half the bytes of fp32's. */
+Test(memtab, cuda_bf16_graph_gradients_are_bf16_words) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_memtab t[2];
+    for (int p = 0; p < 2; ++p) {
+        ck_model *m = NULL;
+        char msg[1024];
+        CK_OK(ctx, ck_model_from_keras_text(ctx, t_graph_func_text, &m, msg, sizeof msg));
+        CK_OK(ctx, ck_model_set_precision(m, p ? CK_PRECISION_BF16 : CK_PRECISION_FP32));
+        CK_OK(ctx, ck_model_build(m, 0, 0, 0, 64));
+        ck_memtab_plan(m, CK_BE_CUDA, NULL, &t[p]);
+        ck_model_destroy(m);
+    }
+    cr_assert_gt(t[0].bytes[CK_MEM_GNODE], 0);
+    cr_assert_leq(t[1].bytes[CK_MEM_GNODE] * 100, t[0].bytes[CK_MEM_GNODE] * 55, "%zu vs %zu",
+                  t[1].bytes[CK_MEM_GNODE], t[0].bytes[CK_MEM_GNODE]);
+    cr_assert_eq(t[1].gscratch_stride * 2, t[0].gscratch_stride);
+    cr_assert_leq(t[1].bytes[CK_MEM_ACTS] * 100, t[0].bytes[CK_MEM_ACTS] * 55);
     ck_context_destroy(ctx);
 }

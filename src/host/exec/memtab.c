@@ -55,10 +55,19 @@ static int take_slot(size_t *slot_size, const unsigned char *free, int *nslots, 
     return best;
 }
 
+/* Bytes per element of node j's output, and of its gradient, on backend be: a CUDA bf16 model
+ * stores the outputs before the logits and their gradients as bf16 words (ck_exec_out_dt),
+ * everything else fp32. */
+static size_t act_elem_bytes(const ck_model *m, int be, int j) {
+    return be == CK_BE_CUDA && m->precision == CK_PRECISION_BF16 && j < ck_exec_logits_node(m)
+               ? sizeof(uint16_t)
+               : sizeof(float);
+}
+
 /* A graph model's gradient buffers, placed by liveness: node j's gradient is written when its
  * last reader (highest index) runs backward and read when j itself runs, so buffers whose
  * index intervals do not overlap share memory. Returns the bytes of all buffers. */
-static size_t plan_node_grads(ck_model *m, size_t B, size_t align) {
+static size_t plan_node_grads(ck_model *m, int be, size_t B, size_t align) {
     enum { NONE = -1 };
     int last_reader[CK_MAX_OPS];
     for (int j = 0; j < m->num_nodes; ++j)
@@ -82,7 +91,8 @@ static size_t plan_node_grads(ck_model *m, size_t B, size_t align) {
                 (k < 0 ? last_reader[j] != NONE : last_reader[j] != t))
                 continue;
             const ck_node *n = &m->nodes[j];
-            const size_t need = round_up(sizeof(float) * n->oh * n->ow * n->oc * B, align);
+            const size_t need =
+                round_up(act_elem_bytes(m, be, j) * n->oh * n->ow * n->oc * B, align);
             const int best = take_slot(slot_size, slot_free, &nslots, need);
             slot_free[best] = 0;
             slot_of[j] = best;
@@ -97,14 +107,6 @@ static size_t plan_node_grads(ck_model *m, size_t B, size_t align) {
     for (int j = 0; j < m->num_nodes; ++j)
         m->nodes[j].g_offset = slot_off[slot_of[j]];
     return total;
-}
-
-/* Bytes per element of node j's output on backend be: a CUDA bf16 model stores the outputs
- * before the logits as bf16 words (ck_exec_out_dt), everything else fp32. */
-static size_t act_elem_bytes(const ck_model *m, int be, int j) {
-    return be == CK_BE_CUDA && m->precision == CK_PRECISION_BF16 && j < ck_exec_logits_node(m)
-               ? sizeof(uint16_t)
-               : sizeof(float);
 }
 
 /* A planned graph model's activations, placed by liveness over the step's timeline: node i runs
@@ -194,7 +196,10 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
     t->bytes[CK_MEM_FIXED] = t->bytes[CK_MEM_FIXED_BACKUP] = F4 * at_least(m->num_fixed, 1);
     t->bytes[CK_MEM_STATS] = F4 * at_least(m->num_stats, 1);
     t->bytes[CK_MEM_ACTS] = at_least(nact, F4);
-    t->bytes[CK_MEM_GBUF0] = t->bytes[CK_MEM_GBUF1] = F4 * at_least(maxact * B, 1);
+    /* the ping-pong and scratch gradients are those of nodes up to the logits node's input: bf16
+     * words in a CUDA bf16 model */
+    const size_t G = be == CK_BE_CUDA && m->precision == CK_PRECISION_BF16 ? sizeof(uint16_t) : F4;
+    t->bytes[CK_MEM_GBUF0] = t->bytes[CK_MEM_GBUF1] = G * at_least(maxact * B, 1);
     t->bytes[CK_MEM_LOGITS_GRAD] = F4 * (size_t)m->classes * B;
     if (be == CK_BE_CUDA) {
 #ifdef CNNKIT_HAVE_CUDA
@@ -223,8 +228,8 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
         /* graph backward passes gradients in gnode, not in the ping-pong buffers */
         t->bytes[CK_MEM_GBUF0] = t->bytes[CK_MEM_GBUF1] = F4;
         /* an aliasing node too has a gradient buffer: its gradient is passed on by a copy */
-        t->bytes[CK_MEM_GNODE] = plan_node_grads(m, B, align);
-        t->gscratch_stride = round_up(F4 * maxact * B, align);
+        t->bytes[CK_MEM_GNODE] = plan_node_grads(m, be, B, align);
+        t->gscratch_stride = round_up(G * maxact * B, align);
         t->bytes[CK_MEM_GSCRATCH] = CK_MAX_LAYER_INPUTS * t->gscratch_stride;
     }
     place(t);
