@@ -193,6 +193,21 @@ Test(comm, sync_batchnorm_two_ranks_match_one_process, .timeout = 150) {
               "%s", out);
 }
 
+/* bf16 (the CPU twin, docs/precision.md) in a data-parallel step: 2 ranks x 64 with SyncBN,
+ * SpatialDropout2D and Dropout against 1 process x 128, two steps. The ranks' sums reassociate as
+ * in fp32 (about 1e-7), which can now flip a bf16 rounding; Adam's first updates move a weight by
+ * about lr * sign(g), so a flipped near-zero gradient moves it by up to 2 lr = 2e-3, the bound.
+ * Measured: losses 2.2e-16 apart, weights 5.6e-5 (over 20 steps the flips grow as any
+ * perturbation does: 3.7e-3 in the loss, 2.4e-2 in a weight; fp32 stays at 6e-8). */
+Test(comm, bf16_two_ranks_match_one_process, .timeout = 150) {
+    char out[8192];
+    const int rc =
+        run_dp(2, "--sync --dropout --bf16 --global 128 --steps 2 --tol 2e-3", out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "ranks 2, global batch 128, 2 steps") && strstr(out, "identical: yes"),
+              "%s", out);
+}
+
 /* Dropout in a data-parallel step: each rank's samples draw the masks of their places in the
  * global batch (the step's first sample, an exclusive scan of the shards), so 2 ranks x 64 with
  * SpatialDropout2D, Dropout and SyncBN match 1 process x 128 (measured 6.0e-8 in the loss and

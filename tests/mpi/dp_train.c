@@ -28,6 +28,7 @@
  *                  only: R's validation fails, and every rank's fit must fail with it after the
  *                  first epoch's steps (not wait in epoch 2's first step for R)
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
+ *   --bf16         every model (the ranks' and the reference) in precision bf16 (the CPU twin)
  *   --oom-rank R   as --bad-rank, but rank R runs out of host memory in step 3 (a cap on its
  *                  context's allocations): with --sync its SyncBatchNormalization cannot
  *                  allocate, and must still join the exchange the others wait in
@@ -178,10 +179,13 @@ static int fail(ck_context *ctx, const char *what, ck_status st) {
     return 1;
 }
 
-static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
+static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch, int bf16) {
     ck_model *m = NULL;
     char err[512];
+    err[0] = '\0';
     ck_status st = ck_model_from_keras_text(ctx, model_text(bn, wide), &m, err, sizeof err);
+    if (st == CK_STATUS_SUCCESS && bf16)
+        st = ck_model_set_precision(m, CK_PRECISION_BF16);
     if (st == CK_STATUS_SUCCESS)
         st = ck_model_build(m, H, W, 1, max_batch);
     if (st != CK_STATUS_SUCCESS) {
@@ -193,7 +197,7 @@ static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch) {
 }
 
 int main(int argc, char **argv) {
-    int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1, oom = 0;
+    int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1, oom = 0, bf16 = 0;
     const char *save = NULL, *load = NULL;
     int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1, bad_val = -1, val_only = -1;
     double tol = 1e-5, timeout = -1.0;
@@ -236,6 +240,8 @@ int main(int argc, char **argv) {
             use_fit = 1, val_only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mismatch"))
             mismatch = 1;
+        else if (!strcmp(argv[i], "--bf16"))
+            bf16 = 1;
         else {
             fprintf(stderr, "dp_train: unknown argument %s\n", argv[i]);
             return 2;
@@ -293,7 +299,7 @@ int main(int argc, char **argv) {
     int first = 0, count = 0;
     ck_comm_shard(comm, global, &first, &count);
     /* every rank's max_batch fits the largest shard (ck_model_fit asks for that) */
-    m = make_model(ctx, bn, mismatch && rank == 1, (global + size - 1) / size);
+    m = make_model(ctx, bn, mismatch && rank == 1, (global + size - 1) / size, bf16);
     if (!m) {
         bad = 1;
         goto done;
@@ -330,7 +336,7 @@ int main(int argc, char **argv) {
     }
     if (rank == 0) {            /* the single process starts from the same weights (rank 0's) */
         ck_context *rctx = ctx; /* one context may hold both models */
-        ref = make_model(rctx, bn, 0, global);
+        ref = make_model(rctx, bn, 0, global, bf16);
         if (!ref || ck_model_get_weights(m, w, nw, NULL) != CK_STATUS_SUCCESS ||
             ck_model_set_weights(ref, w, nw) != CK_STATUS_SUCCESS) {
             bad = 1;
@@ -537,7 +543,7 @@ int main(int argc, char **argv) {
             bad = 1;
         }
         if (save && !bad) { /* the 2-rank run's checkpoint in a 1-rank model */
-            ck_model *one = make_model(ctx, bn, 0, count); /* evaluated in the same batches */
+            ck_model *one = make_model(ctx, bn, 0, count, bf16); /* evaluated in the same batches */
             ck_step_result a, b;
             if (!one || (st = ck_model_save(m, save)) != CK_STATUS_SUCCESS ||
                 (st = ck_model_load(one, save)) != CK_STATUS_SUCCESS ||
