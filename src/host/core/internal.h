@@ -98,7 +98,7 @@ ck_device_peak ck_device_peak_of(int major, int minor, int sms, int clock_khz, i
 struct ck_context {
     ck_device device; /* CPU or CUDA */
     int ordinal;
-    int sm_count; /* multiprocessors of the device (CUDA), for launch planning */
+    int sm_count;        /* multiprocessors of the device (CUDA), for launch planning */
     ck_device_peak peak; /* the device's peaks (CUDA, at creation), all 0 on the CPU */
     uint64_t seed;
     void *stream; /* cudaStream_t */

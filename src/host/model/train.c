@@ -30,8 +30,7 @@ static ck_status node_args(ck_model *m, int i, int n, const void *host) {
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     if (i < 0 || i >= m->num_nodes)
-        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "i: node %d outside [0, %d)", i,
-                       m->num_nodes);
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "i: node %d outside [0, %d)", i, m->num_nodes);
     if (n < 1 || n > m->max_batch)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "n: %d outside [1, max_batch = %d]", n,
                        m->max_batch);
