@@ -634,3 +634,53 @@ Test(bf16_exec, node_replay_equals_the_full_forward) {
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }
+
+/* The backward half of the replay (ck_model_backward_node, ck_model_grads_out): after a training
+ * forward and backward, running each node's backward alone, from the logits down, on the loss
+ * gradient and then on each node's own dx, leaves every parameter gradient of the full backward
+ * bit for bit (planned seed model, bf16: BN+ReLU, pooling with dropout, dense). */
+Test(bf16_exec, node_backward_replay_equals_the_full_backward) {
+    enum { N = 6 };
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = model_at(ctx, t_seed_cnn_text, CK_PRECISION_BF16, 1, N);
+    const size_t per = 28 * 28;
+    float *x = malloc(N * per * sizeof *x);
+    int32_t y[N];
+    batch(x, y, N, per, 10, 13);
+    CK_OK(ctx, ck_model_train_step(m, x, y, N, NULL));
+    double ls = 0.0;
+    int correct = 0;
+    CK_OK(ctx, ck_model_loss_and_grads(m, x, y, N, &ls, &correct));
+    float *full = malloc(m->num_params * sizeof *full), *got = malloc(m->num_params * sizeof *got);
+    CK_OK(ctx, ck_model_grads_out(m, full));
+    memset(m->grads, 0, m->num_params * sizeof(float)); /* every range must be written again */
+    const int ln = m->num_nodes - 1 - m->softmax_last;
+    size_t big = 0;
+    for (int i = 0; i < m->num_nodes; ++i) {
+        const size_t a = node_out_count(&m->nodes[i], N),
+                     b = (size_t)N * m->nodes[i].ih * m->nodes[i].iw * m->nodes[i].ic;
+        big = a > big ? a : big;
+        big = b > big ? b : big;
+    }
+    float *dy = malloc(big * sizeof *dy), *dx = malloc(big * sizeof *dx);
+    memcpy(dy, m->logits_grad, (size_t)N * m->classes * sizeof *dy); /* rounded by the step */
+    for (int i = ln; i >= 0; --i) {
+        if (m->nodes[i].kind->alias) /* the same gradient, the same memory */
+            continue;
+        CK_OK(ctx, ck_model_backward_node(m, x, i, N, dy, i > 0 ? dx : NULL));
+        float *t = dy;
+        dy = dx, dx = t;
+    }
+    CK_OK(ctx, ck_model_grads_out(m, got));
+    size_t first = m->num_params;
+    for (size_t k = 0; k < m->num_params && first == m->num_params; ++k)
+        if (memcmp(&got[k], &full[k], sizeof *got))
+            first = k;
+    cr_assert_eq(first, m->num_params, "gradient %zu: replay %.9g, full %.9g", first, got[first],
+                 full[first]);
+    /* a graph model's nodes are refused, naming the node */
+    cr_assert_eq(ck_model_backward_node(m, NULL, 1, N, dy, dx), CK_STATUS_BAD_PARAM);
+    free(full), free(got), free(dy), free(dx), free(x);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}

@@ -428,6 +428,95 @@ static double bf16_ulp_of(double v) {
     return ldexp(1.0, e - 1 - 7);
 }
 
+/* |g - w| within the bound above: 1e-4 of the range's largest |w| plus, for bf16 values, one
+ * bf16 ulp; returns the number of elements that differ at all, *bad the first beyond the bound
+ * (or -1). */
+static size_t compare_range(const float *g, const float *w, size_t n, int bf16, long long *bad) {
+    double big = 1e-3;
+    for (size_t j = 0; j < n; ++j)
+        big = fmax(big, fabs((double)w[j]));
+    size_t differ = 0;
+    *bad = -1;
+    for (size_t j = 0; j < n; ++j) {
+        differ += g[j] != w[j];
+        const double bound = 1e-4 * big + (bf16 ? bf16_ulp_of(fabs(w[j]) + 1e-4 * big) : 0.0);
+        if (*bad < 0 && fabs((double)g[j] - w[j]) > bound)
+            *bad = (long long)j;
+    }
+    return differ;
+}
+
+/* The backward half, for a Sequential model after the forward replay: from the logits down, each
+ * node's backward runs alone on the GPU and in the twin on the same dy (a bf16-valued synthetic
+ * loss gradient, then the GPU's dx), with the node's input and output the GPU's forward values:
+ * dx as the forward's outputs (bit for bit for elementwise nodes, else the bound in at most 1% of
+ * the elements), and the node's parameter gradients within the bound (the conv's kernel gradient
+ * is bf16: also in at most 1% of its elements; the others are fp32 sums). */
+static void replay_backward(ck_model *mg, ck_model *mc, const float *x, int B, float **out) {
+    ck_context *g = mg->ctx, *c = mc->ctx;
+    const int nn = mc->num_nodes, ln = nn - 1 - mc->softmax_last;
+    size_t big = 0;
+    for (int i = 0; i < nn; ++i) {
+        const ck_node *n = &mc->nodes[i];
+        const size_t a = (size_t)B * n->oh * n->ow * n->oc, b = (size_t)B * n->ih * n->iw * n->ic;
+        big = a > big ? a : big;
+        big = b > big ? b : big;
+    }
+    float *dy = malloc(big * sizeof *dy), *dxg = malloc(big * sizeof *dxg),
+          *dxc = malloc(big * sizeof *dxc);
+    float *gg = malloc(mc->num_params * sizeof *gg), *gc = malloc(mc->num_params * sizeof *gc);
+    trng r = {77};
+    const size_t nl = (size_t)B * mc->classes;
+    for (size_t j = 0; j < nl; ++j) /* a loss gradient's size, bf16 values */
+        dy[j] = ck_bf16_round(trng_uniform(&r, -1.0f, 1.0f) / (float)B);
+    int checked = 0;
+    for (int i = ln; i >= 0; --i) {
+        const ck_node *n = &mc->nodes[i];
+        if (n->kind->alias)
+            continue;
+        if (i > 0)
+            CK_OK(c, ck_model_node_out_set(mc, i - 1, B, out[i - 1]));
+        CK_OK(c, ck_model_node_out_set(mc, i, B, out[i]));
+        CK_OK(g, ck_model_backward_node(mg, x, i, B, dy, i > 0 ? dxg : NULL));
+        CK_OK(c, ck_model_backward_node(mc, x, i, B, dy, i > 0 ? dxc : NULL));
+        long long bad = -1;
+        if (i > 0) {
+            const size_t cnt = (size_t)B * n->ih * n->iw * n->ic;
+            const size_t differ = compare_range(dxg, dxc, cnt, 1, &bad);
+            cr_log_info("node %d (%s) backward: dx %zu of %zu elements differ", i, n->kind->name,
+                        differ, cnt);
+            if (exact_kind(n->type))
+                cr_expect_eq(differ, 0, "node %d (%s): dx differs in %zu of %zu elements", i,
+                             n->kind->name, differ, cnt);
+            else
+                cr_expect(bad < 0 && differ <= cnt / 100,
+                          "node %d (%s): dx element %lld beyond the bound, %zu of %zu differ", i,
+                          n->kind->name, bad, differ, cnt);
+        }
+        CK_OK(g, ck_model_grads_out(mg, gg));
+        CK_OK(c, ck_model_grads_out(mc, gc));
+        const size_t starts[4] = {n->p_kernel, n->p_bias, n->p_gamma, n->p_beta};
+        const size_t counts[4] = {n->n_kernel, n->n_bias, n->type == CK_NODE_BN ? (size_t)n->oc : 0,
+                                  n->type == CK_NODE_BN ? (size_t)n->oc : 0};
+        for (int q = 0; q < 4; ++q) {
+            if (!counts[q])
+                continue;
+            const int bf = q == 0 && n->type == CK_NODE_CONV; /* cuDNN writes it in bf16 */
+            const size_t differ =
+                compare_range(gg + starts[q], gc + starts[q], counts[q], bf, &bad);
+            cr_expect(bad < 0 && (!bf || differ <= counts[q] / 100),
+                      "node %d (%s): parameter gradient %d, element %lld beyond the bound (%zu of "
+                      "%zu differ)",
+                      i, n->kind->name, q, bad, differ, counts[q]);
+        }
+        float *t = dy; /* the GPU's dx feeds the node below on both sides */
+        dy = dxg, dxg = t;
+        ++checked;
+    }
+    cr_assert_geq(checked, 5);
+    free(dy), free(dxg), free(dxc), free(gg), free(gc);
+}
+
 static void replay_check(const char *text, size_t per, int classes, int B) {
     ck_context *g = bf16_ctx_or_skip();
     ck_context *c = t_ctx(CK_DEVICE_CPU);
@@ -498,6 +587,8 @@ static void replay_check(const char *text, size_t per, int classes, int B) {
         ++checked;
     }
     cr_assert_geq(checked, 5);
+    if (!mc->graph)
+        replay_backward(mg, mc, x, B, out);
     for (int i = 0; i < nn; ++i)
         free(out[i]);
     unlink(path);

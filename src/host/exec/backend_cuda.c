@@ -513,12 +513,14 @@ ck_status ck_gpu_data_stage(ck_model *m, const ck_gpu_data *d, int start, int n)
 /* ck_model_node_out / _set on the device: node i's output through a host stage, bf16 words
  * widened exactly (or rounded on the way in). */
 ck_status ck_gpu_node_io(ck_model *m, int i, int n, float *host, int upload) {
-    ck_context *ctx = m->ctx;
     ck_exec e = ck_exec_cuda(m);
     const ck_node *nd = &m->nodes[i];
-    const size_t count = (size_t)n * nd->oh * nd->ow * nd->oc;
-    const int dt = ck_exec_out_dt(&e, i);
-    void *dev = ck_exec_out(&e, i);
+    return ck_gpu_buf_io(m, ck_exec_out(&e, i), ck_exec_out_dt(&e, i),
+                         (size_t)n * nd->oh * nd->ow * nd->oc, host, upload);
+}
+
+ck_status ck_gpu_buf_io(ck_model *m, void *dev, int dt, size_t count, float *host, int upload) {
+    ck_context *ctx = m->ctx;
     const size_t bytes = ck_kdt_bytes(dt, count);
     uint16_t *w = dt == CK_KDT_BF16 ? (uint16_t *)ck_host_alloc(ctx, bytes) : NULL;
     if (dt == CK_KDT_BF16 && !w)
@@ -593,6 +595,10 @@ ck_status ck_gpu_data_stage(ck_model *m, const ck_gpu_data *d, int start, int n)
 }
 ck_status ck_gpu_node_io(ck_model *m, int i, int n, float *host, int upload) {
     (void)i, (void)n, (void)host, (void)upload;
+    return no_cuda(m);
+}
+ck_status ck_gpu_buf_io(ck_model *m, void *dev, int dt, size_t count, float *host, int upload) {
+    (void)dev, (void)dt, (void)count, (void)host, (void)upload;
     return no_cuda(m);
 }
 void ck_gpu_data_free(ck_gpu_data *d) {

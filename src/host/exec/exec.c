@@ -331,6 +331,30 @@ ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0) {
     return CK_STATUS_SUCCESS;
 }
 
+ck_status ck_exec_backward_node(const ck_exec *e, int batch, int i, float *dy, float *dx) {
+    ck_model *m = e->m;
+    ck_node *n = &m->nodes[i];
+    if (m->graph || n->kind->alias)
+        return ck_fail(e->ctx, CK_STATUS_NOT_SUPPORTED,
+                       "i: node %d: one node's backward is for the nodes of a Sequential model "
+                       "that store an output",
+                       i);
+    ck_node_io io;
+    memset(&io, 0, sizeof io);
+    io.i = i;
+    io.batch = batch;
+    io.training = 1;
+    io.in = io.ins[0] = node_input(e, i);
+    io.nin = 1;
+    io.out = ck_exec_out(e, i);
+    io.count_in = (size_t)batch * n->ih * n->iw * n->ic;
+    io.dy = dy;
+    io.dx_buf = dx;
+    io.dx = io.dxs[0] = i > 0 ? dx : NULL;
+    CK_TRY(n->kind->ops[e->be->id].bwd(e, n, &io));
+    return io.dx ? bf16_store(e, io.dx, io.count_in) : CK_STATUS_SUCCESS;
+}
+
 int ck_exec_logits_node(const ck_model *m) {
     return m->num_nodes - 1 - (m->softmax_last ? 1 : 0);
 }

@@ -227,6 +227,9 @@ ck_status ck_exec_forward_range(const ck_exec *e, int batch, int training, int f
 /* Backward from node `from` (inclusive) down to 0, dy0 in the backend's memory (a node may scale
  * its dy in place: it is not read again); gradients into e->grads. */
 ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0);
+/* Node i's backward alone (a Sequential model's non-alias node), dy and dx in the backend's
+ * memory, on what the last forward left: the per-node replay of the GPU tests. */
+ck_status ck_exec_backward_node(const ck_exec *e, int batch, int i, float *dy, float *dx);
 
 /* bf16 storage (docs/precision.md): a CUDA executor of a bf16 model keeps every node output
  * before the logits, their gradients, the staged batch node 0 reads and the loss gradient the

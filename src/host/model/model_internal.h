@@ -228,6 +228,14 @@ ck_status ck_model_forward_nodes(ck_model *m, const float *x, int n, int trainin
 ck_status ck_model_forward_range(ck_model *m, const float *x, int n, int training, int from,
                                  int upto);
 ck_status ck_model_node_out(ck_model *m, int i, int n, float *host);
+/* Node i's backward alone on what the last forward left (a Sequential model's node that stores
+ * an output; x: the batch of that forward): dy (node i's output gradient, host floats, put into
+ * the node's storage: bf16 words rounded on a bf16 device) in, dx (host floats, may be NULL for
+ * node 0) out; the parameter gradients of node i in the model's gradients, all of them read by
+ * ck_model_grads_out (num_params floats). For tests. */
+ck_status ck_model_backward_node(ck_model *m, const float *x, int i, int n, const float *dy,
+                                 float *dx);
+ck_status ck_model_grads_out(ck_model *m, float *host);
 ck_status ck_model_node_out_set(ck_model *m, int i, int n, const float *host);
 /* For user layer `layer` of a built model: the node whose output holds that layer's output
  * (run ck_model_forward_nodes with upto > that index first), CK_PLAN_NOT_MATERIALIZED when the
@@ -325,6 +333,8 @@ ck_status ck_gpu_data_order(ck_model *m, ck_gpu_data *d, const int32_t *perm);
 ck_status ck_gpu_data_stage(ck_model *m, const ck_gpu_data *d, int start, int n);
 /* ck_model_node_out (upload 0) and _set (1) of a model with a device side (backend_cuda.c). */
 ck_status ck_gpu_node_io(ck_model *m, int i, int n, float *host, int upload);
+/* count elements of storage dt at device address dev to (upload 0) or from (1) host floats. */
+ck_status ck_gpu_buf_io(ck_model *m, void *dev, int dt, size_t count, float *host, int upload);
 void ck_gpu_data_free(ck_gpu_data *d);
 /* One training step on the batch ck_gpu_data_stage put on the device (n samples, checked when the
  * data were uploaded), as ck_model_train_step otherwise. */

@@ -69,6 +69,46 @@ ck_status ck_model_node_out(ck_model *m, int i, int n, float *host) {
     return CK_STATUS_SUCCESS;
 }
 
+ck_status ck_model_backward_node(ck_model *m, const float *x, int i, int n, const float *dy,
+                                 float *dx) {
+    CK_TRY(node_args(m, i, n, dy));
+    if (!x)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "x: is NULL");
+    const ck_node *nd = &m->nodes[i];
+    const size_t cy = (size_t)n * nd->oh * nd->ow * nd->oc,
+                 cx = (size_t)n * nd->ih * nd->iw * nd->ic;
+    if (m->graph || nd->kind->alias) /* its buffers: the Sequential ping-pong gradients */
+        return ck_fail(m->ctx, CK_STATUS_NOT_SUPPORTED,
+                       "i: node %d: one node's backward is for the nodes of a Sequential model "
+                       "that store an output",
+                       i);
+    ck_exec e = exec_of(m, x);
+    float *gy = e.gbuf[1], *gx = e.gbuf[0];
+    if (!m->gpu) {
+        memcpy(gy, dy, sizeof(float) * cy);
+        CK_TRY(ck_exec_backward_node(&e, n, i, gy, gx));
+        if (dx && i > 0)
+            memcpy(dx, gx, sizeof(float) * cx);
+        return CK_STATUS_SUCCESS;
+    }
+    if (e.be->begin_step) /* the step packet that keys the dropout masks */
+        CK_TRY(e.be->begin_step(&e));
+    CK_TRY(ck_gpu_buf_io(m, gy, ck_exec_dy_dt(&e, i), cy, (float *)dy, 1));
+    CK_TRY(ck_exec_backward_node(&e, n, i, gy, gx));
+    if (dx && i > 0)
+        CK_TRY(ck_gpu_buf_io(m, gx, ck_exec_in_dt(&e, i, 0), cx, dx, 0));
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_model_grads_out(ck_model *m, float *host) {
+    CK_TRY(node_args(m, 0, 1, host));
+    ck_exec e = exec_of(m, NULL);
+    if (m->gpu)
+        return ck_gpu_buf_io(m, e.grads, CK_KDT_F32, m->num_params, host, 0);
+    memcpy(host, e.grads, sizeof(float) * m->num_params);
+    return CK_STATUS_SUCCESS;
+}
+
 ck_status ck_model_node_out_set(ck_model *m, int i, int n, const float *host) {
     CK_TRY(node_args(m, i, n, host));
     if (m->gpu)
