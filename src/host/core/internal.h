@@ -135,6 +135,12 @@ struct ck_tensor {
     int dtype;
 };
 
+/* The storage of x and y (internal tensors only: the executor's bf16 views; public ones are
+ * fp32): one storage for both, and bf16 words only in a CUDA context's memory; else
+ * CK_STATUS_BAD_PARAM naming the argument (BN and dropout). */
+ck_status ck_tensor_check_storage(ck_context *ctx, const ck_tensor *x, const char *xn,
+                                  const ck_tensor *y, const char *yn);
+
 struct ck_workspace {
     ck_handle link;
     ck_context *ctx;

@@ -1,12 +1,13 @@
 /* Tensors, workspaces and stored dropout masks: memory on the context's device. */
 #include "internal.h"
 
+#include "ck_kernels.h" /* ck_kdt */
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #ifdef CNNKIT_HAVE_CUDA
-#include "ck_kernels.h"
 #include <cuda_runtime_api.h>
 #endif
 
@@ -429,4 +430,19 @@ CK_API ck_status ck_mask_download(ck_context *ctx, const ck_mask *m, uint8_t *ho
     }
     ck_host_free(ctx, bits);
     return st;
+}
+
+/* The storage of x and y (internal tensors only: the executor's bf16 views; public ones are fp32):
+ * one storage for both, and bf16 words only in a CUDA context's memory. */
+ck_status ck_tensor_check_storage(ck_context *ctx, const ck_tensor *x, const char *xn,
+                                  const ck_tensor *y, const char *yn) {
+    if (x->dtype != y->dtype)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "%s: stored as %s while %s is stored as %s; both must have one storage", yn,
+                       y->dtype == CK_KDT_BF16 ? "bf16" : "fp32", xn,
+                       x->dtype == CK_KDT_BF16 ? "bf16" : "fp32");
+    if (x->dtype == CK_KDT_BF16 && ctx->device != CK_DEVICE_CUDA)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "%s: bf16 storage exists only on a CUDA context (the CPU stores fp32)", xn);
+    return CK_STATUS_SUCCESS;
 }

@@ -292,6 +292,25 @@ static ck_status graph_backward(const ck_exec *e, int batch, int from, float *dy
     return CK_STATUS_SUCCESS;
 }
 
+/* What node i of a Sequential model sees backward: dy at its output, dx_buf for its input's
+ * gradient (node 0: none, but BN still needs the buffer). */
+static ck_node_io seq_bwd_io(const ck_exec *e, int batch, int i, float *dy, float *dx_buf) {
+    const ck_node *n = &e->m->nodes[i];
+    ck_node_io io;
+    memset(&io, 0, sizeof io);
+    io.i = i;
+    io.batch = batch;
+    io.training = 1;
+    io.in = io.ins[0] = node_input(e, i);
+    io.nin = 1;
+    io.out = ck_exec_out(e, i);
+    io.count_in = (size_t)batch * n->ih * n->iw * n->ic;
+    io.dy = dy;
+    io.dx_buf = dx_buf;
+    io.dx = io.dxs[0] = i > 0 ? dx_buf : NULL; /* no gradient for the input */
+    return io;
+}
+
 ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0) {
     ck_model *m = e->m;
     if (m->graph)
@@ -303,18 +322,7 @@ ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0) {
         const ck_node_kind *k = n->kind;
         if (k->alias)
             continue; /* same memory, same gradient */
-        ck_node_io io;
-        memset(&io, 0, sizeof io);
-        io.i = i;
-        io.batch = batch;
-        io.training = 1;
-        io.in = io.ins[0] = node_input(e, i);
-        io.nin = 1;
-        io.out = ck_exec_out(e, i);
-        io.count_in = (size_t)batch * n->ih * n->iw * n->ic;
-        io.dy = dy;
-        io.dx_buf = e->gbuf[cur];
-        io.dx = io.dxs[0] = i > 0 ? io.dx_buf : NULL; /* no gradient for the input */
+        const ck_node_io io = seq_bwd_io(e, batch, i, dy, e->gbuf[cur]);
         const double t0 = ck_prof_begin(m);
         const ck_status st = k->ops[e->be->id].bwd(e, n, &io);
         ck_prof_end(m, t0, &m->prof_cur_bwd[i]);
@@ -339,18 +347,7 @@ ck_status ck_exec_backward_node(const ck_exec *e, int batch, int i, float *dy, f
                        "i: node %d: one node's backward is for the nodes of a Sequential model "
                        "that store an output",
                        i);
-    ck_node_io io;
-    memset(&io, 0, sizeof io);
-    io.i = i;
-    io.batch = batch;
-    io.training = 1;
-    io.in = io.ins[0] = node_input(e, i);
-    io.nin = 1;
-    io.out = ck_exec_out(e, i);
-    io.count_in = (size_t)batch * n->ih * n->iw * n->ic;
-    io.dy = dy;
-    io.dx_buf = dx;
-    io.dx = io.dxs[0] = i > 0 ? dx : NULL;
+    const ck_node_io io = seq_bwd_io(e, batch, i, dy, dx);
     CK_TRY(n->kind->ops[e->be->id].bwd(e, n, &io));
     return io.dx ? bf16_store(e, io.dx, io.count_in) : CK_STATUS_SUCCESS;
 }

@@ -10,21 +10,6 @@
 #include "comm_internal.h"
 #endif
 
-/* The storage of x and y (internal tensors only: the executor's bf16 views; public ones are fp32):
- * one storage for both, and bf16 words only in a CUDA context's memory. */
-static ck_status check_storage(ck_context *ctx, const ck_tensor *x, const char *xn,
-                               const ck_tensor *y, const char *yn) {
-    if (x->dtype != y->dtype)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                       "%s: stored as %s while %s is stored as %s; both must have one storage", yn,
-                       y->dtype == CK_KDT_BF16 ? "bf16" : "fp32", xn,
-                       x->dtype == CK_KDT_BF16 ? "bf16" : "fp32");
-    if (x->dtype == CK_KDT_BF16 && ctx->device != CK_DEVICE_CUDA)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                       "%s: bf16 storage exists only on a CUDA context (the CPU stores fp32)", xn);
-    return CK_STATUS_SUCCESS;
-}
-
 CK_API ck_status ck_bn_desc_init(ck_bn_desc *d, ck_bn_convention convention) {
     if (!d)
         return CK_STATUS_BAD_PARAM;
@@ -210,7 +195,7 @@ ck_status ck_batchnorm_forward_training_keyed(ck_context *ctx, const ck_bn_desc 
     CK_TRY(ck_check_tensor(ctx, x, "x"));
     CK_TRY(ck_check_tensor(ctx, y, "y"));
     CK_TRY(ck_check_same_shape(ctx, x, "x", y, "y"));
-    CK_TRY(check_storage(ctx, x, "x", y, "y"));
+    CK_TRY(ck_tensor_check_storage(ctx, x, "x", y, "y"));
     const int c = x->c;
     CK_TRY(ck_check_param_tensor(ctx, gamma, "gamma", c));
     CK_TRY(ck_check_param_tensor(ctx, beta, "beta", c));
@@ -258,7 +243,7 @@ CK_API ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_des
     CK_TRY(ck_check_tensor(ctx, x, "x"));
     CK_TRY(ck_check_tensor(ctx, y, "y"));
     CK_TRY(ck_check_same_shape(ctx, x, "x", y, "y"));
-    CK_TRY(check_storage(ctx, x, "x", y, "y"));
+    CK_TRY(ck_tensor_check_storage(ctx, x, "x", y, "y"));
     const int c = x->c;
     CK_TRY(ck_check_param_tensor(ctx, gamma, "gamma", c));
     CK_TRY(ck_check_param_tensor(ctx, beta, "beta", c));
@@ -305,8 +290,8 @@ ck_status ck_batchnorm_backward_keyed(ck_context *ctx, const ck_bn_desc *desc, c
     CK_TRY(ck_check_tensor(ctx, dx, "dx"));
     CK_TRY(ck_check_same_shape(ctx, x, "x", dy, "dy"));
     CK_TRY(ck_check_same_shape(ctx, x, "x", dx, "dx"));
-    CK_TRY(check_storage(ctx, x, "x", dy, "dy"));
-    CK_TRY(check_storage(ctx, x, "x", dx, "dx"));
+    CK_TRY(ck_tensor_check_storage(ctx, x, "x", dy, "dy"));
+    CK_TRY(ck_tensor_check_storage(ctx, x, "x", dx, "dx"));
     const int c = x->c;
     CK_TRY(ck_check_param_tensor(ctx, gamma, "gamma", c));
     CK_TRY(ck_check_param_tensor(ctx, beta, "beta", c));

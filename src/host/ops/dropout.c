@@ -3,21 +3,6 @@
 #include "ck_math.h"
 #include "internal.h"
 
-/* The storage of x and y (internal tensors only: the executor's bf16 views; public ones are fp32):
- * one storage for both, and bf16 words only in a CUDA context's memory. */
-static ck_status check_storage(ck_context *ctx, const ck_tensor *x, const char *xn,
-                               const ck_tensor *y, const char *yn) {
-    if (x->dtype != y->dtype)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                       "%s: stored as %s while %s is stored as %s; both must have one storage", yn,
-                       y->dtype == CK_KDT_BF16 ? "bf16" : "fp32", xn,
-                       x->dtype == CK_KDT_BF16 ? "bf16" : "fp32");
-    if (x->dtype == CK_KDT_BF16 && ctx->device != CK_DEVICE_CUDA)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                       "%s: bf16 storage exists only on a CUDA context (the CPU stores fp32)", xn);
-    return CK_STATUS_SUCCESS;
-}
-
 static ck_status check_mask(ck_context *ctx, const ck_mask *m, const char *name,
                             ck_dropout_kind kind, const ck_tensor *x) {
     if (!m)
@@ -55,7 +40,7 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
     if (st == CK_STATUS_SUCCESS)
         st = ck_check_same_shape(ctx, x, xn, y, yn);
     if (st == CK_STATUS_SUCCESS)
-        st = check_storage(ctx, x, xn, y, yn);
+        st = ck_tensor_check_storage(ctx, x, xn, y, yn);
     if (st == CK_STATUS_SUCCESS)
         st = check_mask(ctx, mask_out, "mask_out", kind, x);
     if (st == CK_STATUS_SUCCESS)
