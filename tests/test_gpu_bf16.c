@@ -769,7 +769,7 @@ static void down_f(ck_context *g, ck_tensor *t, float *host, size_t n) {
  * y = round(round(conv(x, round(k))) + b), dx = round(conv_bwd(dy, round(k))),
  * dk = round(x^T dy), db = colsum(dy), x and dy bf16. */
 static void conv_bf16_case(ck_context *g, int n, int h, int w, int cin, int cout, int kk, int st,
-                           int same, int force_nchw, const char *what) {
+                           int same, int force_nchw, int wide, const char *what) {
     ck_conv_geom geo;
     cr_assert_eq(ck_conv_geom_make(&geo, n, h, w, cin, cout, kk, kk, st, st, same), 0);
     const size_t nx = (size_t)n * h * w * cin, nk = (size_t)kk * kk * cin * cout;
@@ -791,7 +791,10 @@ static void conv_bf16_case(ck_context *g, int n, int h, int w, int cin, int cout
     ck_bf16_round_buffer(dk, nk);
 
     ck_gconv *cv = NULL;
-    CK_OK(g, ck_gconv_create_dt(g, &geo, force_nchw, CK_KDT_BF16, &cv));
+    if (wide)
+        CK_OK(g, ck_gconv_create_wide(g, &geo, force_nchw, &cv));
+    else
+        CK_OK(g, ck_gconv_create_dt(g, &geo, force_nchw, CK_KDT_BF16, &cv));
     char plan[512];
     ck_gconv_describe(cv, plan, sizeof plan);
     cr_log_info("bf16 conv %s: %s", what, plan);
@@ -832,9 +835,17 @@ static void conv_bf16_case(ck_context *g, int n, int h, int w, int cin, int cout
 
 Test(gpu_bf16, conv_matches_cpu_twin) {
     ck_context *g = bf16_ctx_or_skip();
-    conv_bf16_case(g, 4, 12, 12, 8, 16, 3, 1, 0, 0, "NHWC 3x3 valid");
-    conv_bf16_case(g, 3, 8, 8, 8, 8, 3, 2, 1, 0, "explicit padding (3x3 s2 same, even size)");
-    conv_bf16_case(g, 2, 9, 7, 3, 8, 3, 1, 1, 1, "NCHW fallback (forced)");
+    conv_bf16_case(g, 4, 12, 12, 8, 16, 3, 1, 0, 0, 0, "NHWC 3x3 valid");
+    conv_bf16_case(g, 3, 8, 8, 8, 8, 3, 2, 1, 0, 0, "explicit padding (3x3 s2 same, even size)");
+    conv_bf16_case(g, 2, 9, 7, 3, 8, 3, 1, 1, 1, 0, "NCHW fallback (forced)");
+    /* the seed model's conv1 shape: a bf16 plan, or the wide one when cuDNN has none (the log
+     * line says which) */
+    conv_bf16_case(g, 8, 28, 28, 1, 32, 3, 1, 0, 0, 0, "one input channel (conv1)");
+    /* bf16 storage on an fp32 plan, the fallback when cuDNN has no bf16 plan for a shape: the
+     * same roundings, so the same bounds */
+    conv_bf16_case(g, 4, 12, 12, 1, 16, 3, 1, 0, 0, 1, "wide, one input channel (conv1)");
+    conv_bf16_case(g, 3, 8, 8, 8, 8, 3, 2, 1, 0, 1, "wide, explicit padding");
+    conv_bf16_case(g, 2, 9, 7, 3, 8, 3, 1, 1, 1, 1, "wide, NCHW (forced)");
     ck_context_destroy(g);
 }
 

@@ -3,6 +3,8 @@
  * algorithms of the context's settings (heuristics, or cudnnFind timing cached per shape). */
 #include "internal.h"
 
+#include <stdio.h>
+
 #ifdef CNNKIT_HAVE_CUDA
 #include "cudnn_internal.h"
 
@@ -555,8 +557,8 @@ void ck_gconv_destroy(ck_gconv *c) {
     ck_host_free(c->ctx, c);
 }
 
-ck_status ck_gconv_create_dt(ck_context *ctx, const ck_conv_geom *g, int force_nchw, int dt,
-                             ck_gconv **out) {
+static ck_status gconv_create(ck_context *ctx, const ck_conv_geom *g, int force_nchw, int dt,
+                              int wide, ck_gconv **out) {
     *out = NULL;
     ck_gconv *c = (ck_gconv *)ck_host_calloc(ctx, 1, sizeof *c);
     if (!c)
@@ -564,6 +566,7 @@ ck_status ck_gconv_create_dt(ck_context *ctx, const ck_conv_geom *g, int force_n
     c->ctx = ctx;
     c->g = *g;
     c->dt = dt;
+    c->wide = wide;
     ck_status st = gconv_init(ctx, c, force_nchw);
     if (st != CK_STATUS_SUCCESS) {
         ck_gconv_destroy(c);
@@ -571,6 +574,28 @@ ck_status ck_gconv_create_dt(ck_context *ctx, const ck_conv_geom *g, int force_n
     }
     *out = c;
     return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_gconv_create_dt(ck_context *ctx, const ck_conv_geom *g, int force_nchw, int dt,
+                             ck_gconv **out) {
+    const ck_status st = gconv_create(ctx, g, force_nchw, dt, 0, out);
+    if (st == CK_STATUS_SUCCESS || dt != CK_KDT_BF16 || st == CK_STATUS_ALLOC_FAILED ||
+        st == CK_STATUS_BAD_PARAM)
+        return st;
+    /* no bf16 algorithm for this shape: the same roundings on an fp32 plan */
+    char why[200]; /* the refusal's start: enough for the log line */
+    snprintf(why, sizeof why, "%.199s", ctx->err);
+    const ck_status wst = gconv_create(ctx, g, force_nchw, CK_KDT_F32, 1, out);
+    if (wst != CK_STATUS_SUCCESS)
+        return ck_fail_after(ctx, wst, why);
+    snprintf((*out)->why, sizeof(*out)->why, "%.199s", why);
+    ck_clear_error(ctx);
+    return CK_STATUS_SUCCESS;
+}
+
+ck_status ck_gconv_create_wide(ck_context *ctx, const ck_conv_geom *g, int force_nchw,
+                               ck_gconv **out) {
+    return gconv_create(ctx, g, force_nchw, CK_KDT_F32, 1, out);
 }
 
 ck_status ck_gconv_create_layout(ck_context *ctx, const ck_conv_geom *g, int force_nchw,
@@ -583,7 +608,7 @@ ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out
 }
 
 int ck_gconv_dt(const ck_gconv *c) {
-    return c->dt;
+    return c->wide ? CK_KDT_BF16 : c->dt;
 }
 
 void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
@@ -614,6 +639,9 @@ void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
         ck_appendf(buf, len, &at, ", tf32 allowed");
     if (c->dt == CK_KDT_BF16)
         ck_appendf(buf, len, &at, ", bf16 data");
+    if (c->wide)
+        ck_appendf(buf, len, &at, ", bf16 storage on an fp32 plan (the same roundings)%s%.120s",
+                   c->why[0] ? ": no bf16 plan: " : "", c->why);
 }
 #else
 typedef int ck_cudnn_conv_plan_unused; /* ISO C wants at least one declaration per file */

@@ -40,7 +40,13 @@ struct ck_gconv {
     int explicit_pad; /* asymmetric 'same' padding: x is zero-padded into the workspace first */
     int hp, wp;       /* input extent cuDNN sees */
     int nchw;         /* cuDNN runs in NCHW / KCRS (the fallback), else NHWC / KRSC */
-    int dt;           /* storage of x, y, their gradients and cuDNN's filter (ck_kdt) */
+    int dt;           /* cuDNN's data type of x, y, their gradients and the filter (ck_kdt) */
+    /* bf16 storage, fp32 cuDNN (wide = 1): the caller's x, y, dx, dy are bf16 words, widened
+     * into fp32 copies in the workspace for an fp32 plan, the filter and its gradient rounded to
+     * bf16 values, the results rounded back: the same roundings as a bf16 plan (the fallback when
+     * cuDNN offers no bf16 algorithm for the shape). why: that refusal, for the logs. */
+    int wide;
+    char why[200];
     cudnnTensorDescriptor_t xd, yd;
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;

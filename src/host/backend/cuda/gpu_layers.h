@@ -32,7 +32,13 @@ ck_status ck_gconv_create_layout(ck_context *ctx, const ck_conv_geom *g, int for
  * transposed, the filter gradient comes back rounded to bf16 (widened exactly to fp32). */
 ck_status ck_gconv_create_dt(ck_context *ctx, const ck_conv_geom *g, int force_nchw, int dt,
                              ck_gconv **out);
-/* The storage the plan was made for. */
+/* bf16 storage on an fp32 cuDNN plan: x, y and their gradients bf16 words widened into fp32 in
+ * the workspace, the filter and its gradient rounded to bf16 values, the results rounded back
+ * (the same roundings as a bf16 plan). ck_gconv_create_dt takes it by itself when cuDNN has no
+ * bf16 plan for the shape (its describe line says why); here forced, for the tests. */
+ck_status ck_gconv_create_wide(ck_context *ctx, const ck_conv_geom *g, int force_nchw,
+                               ck_gconv **out);
+/* The storage the plan was made for (bf16 for a wide plan). */
 int ck_gconv_dt(const ck_gconv *c);
 /* Layout, algorithms, math, workspace and (fastest) the timings chosen, for logs: 512 bytes are
  * enough. */
