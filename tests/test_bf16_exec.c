@@ -635,6 +635,8 @@ Test(bf16_exec, node_replay_equals_the_full_forward) {
     ck_context_destroy(ctx);
 }
 
+extern const char t_graph_func_text[]; /* test_gpu_graph.c */
+
 /* The backward half of the replay (ck_model_backward_node, ck_model_grads_out): after a training
  * forward and backward, running each node's backward alone, from the logits down, on the loss
  * gradient and then on each node's own dx, leaves every parameter gradient of the full backward
@@ -678,8 +680,18 @@ Test(bf16_exec, node_backward_replay_equals_the_full_backward) {
             first = k;
     cr_assert_eq(first, m->num_params, "gradient %zu: replay %.9g, full %.9g", first, got[first],
                  full[first]);
-    /* a graph model's nodes are refused, naming the node */
+    /* no batch, an alias node, a graph model's node: refused, naming the argument */
     cr_assert_eq(ck_model_backward_node(m, NULL, 1, N, dy, dx), CK_STATUS_BAD_PARAM);
+    int flat = -1;
+    for (int i = 0; i < m->num_nodes && flat < 0; ++i)
+        if (m->nodes[i].kind->alias)
+            flat = i;
+    cr_assert_geq(flat, 0);
+    cr_assert_eq(ck_model_backward_node(m, x, flat, N, dy, dx), CK_STATUS_NOT_SUPPORTED);
+    cr_assert(strstr(ck_context_last_error(ctx), "i: node"), "%s", ck_context_last_error(ctx));
+    ck_model *gm = model_at(ctx, t_graph_func_text, CK_PRECISION_BF16, 1, N);
+    cr_assert_eq(ck_model_backward_node(gm, x, 1, N, dy, dx), CK_STATUS_NOT_SUPPORTED);
+    ck_model_destroy(gm);
     free(full), free(got), free(dy), free(dx), free(x);
     ck_model_destroy(m);
     ck_context_destroy(ctx);

@@ -428,6 +428,13 @@ static double bf16_ulp_of(double v) {
     return ldexp(1.0, e - 1 - 7);
 }
 
+/* How many of n bf16 values may straddle a rounding boundary: 1%, and at least 8 (a small
+ * tensor of long sums: conv1's 288 kernel gradients each sum 21,632 products of mixed sign,
+ * where cancellation makes 1e-5 relative differences, and so about one flip, likely). */
+static size_t flips_allowed(size_t n) {
+    return n / 100 > 8 ? n / 100 : 8;
+}
+
 /* |g - w| within the bound above: 1e-4 of the range's largest |w| plus, for bf16 values, one
  * bf16 ulp; returns the number of elements that differ at all, *bad the first beyond the bound
  * (or -1). */
@@ -474,7 +481,7 @@ static void replay_backward(ck_model *mg, ck_model *mc, const float *x, int B, f
         const ck_node *n = &mc->nodes[i];
         if (n->kind->alias)
             continue;
-        if (i > 0)
+        if (i > 0 && mc->nodes[i - 1].out)
             CK_OK(c, ck_model_node_out_set(mc, i - 1, B, out[i - 1]));
         CK_OK(c, ck_model_node_out_set(mc, i, B, out[i]));
         CK_OK(g, ck_model_backward_node(mg, x, i, B, dy, i > 0 ? dxg : NULL));
@@ -489,7 +496,7 @@ static void replay_backward(ck_model *mg, ck_model *mc, const float *x, int B, f
                 cr_expect_eq(differ, 0, "node %d (%s): dx differs in %zu of %zu elements", i,
                              n->kind->name, differ, cnt);
             else
-                cr_expect(bad < 0 && differ <= cnt / 100,
+                cr_expect(bad < 0 && differ <= flips_allowed(cnt),
                           "node %d (%s): dx element %lld beyond the bound, %zu of %zu differ", i,
                           n->kind->name, bad, differ, cnt);
         }
@@ -504,7 +511,7 @@ static void replay_backward(ck_model *mg, ck_model *mc, const float *x, int B, f
             const int bf = q == 0 && n->type == CK_NODE_CONV; /* cuDNN writes it in bf16 */
             const size_t differ =
                 compare_range(gg + starts[q], gc + starts[q], counts[q], bf, &bad);
-            cr_expect(bad < 0 && (!bf || differ <= counts[q] / 100),
+            cr_expect(bad < 0 && (!bf || differ <= flips_allowed(counts[q])),
                       "node %d (%s): parameter gradient %d, element %lld beyond the bound (%zu of "
                       "%zu differ)",
                       i, n->kind->name, q, bad, differ, counts[q]);
@@ -547,7 +554,7 @@ static void replay_check(const char *text, size_t per, int classes, int B) {
         const int nin = mc->graph ? n->nin : 1;
         for (int k = 0; k < nin; ++k) {
             const int src = mc->graph ? n->in[k] : i - 1;
-            if (src >= 0)
+            if (src >= 0 && mc->nodes[src].out) /* (a Flatten of the input has no buffer) */
                 CK_OK(c, ck_model_node_out_set(mc, src, B, out[src]));
         }
         CK_OK(c, ck_model_forward_range(mc, x, B, 1, i, i + 1));
@@ -579,9 +586,12 @@ static void replay_check(const char *text, size_t per, int classes, int B) {
                           "node %d (%s): element %zu: GPU %.9g, twin %.9g beyond the "
                           "bound",
                           i, n->kind->name, worst, out[i][worst], want[worst]);
-            cr_expect_leq(differ, cnt / 100,
-                          "node %d (%s): %zu of %zu elements differ (1%% allowed)", i,
-                          n->kind->name, differ, cnt);
+            /* fp32 outputs (the logits, what follows) differ in their last bits anywhere: the
+             * bound alone */
+            if (i < ln)
+                cr_expect_leq(differ, flips_allowed(cnt),
+                              "node %d (%s): %zu of %zu elements differ (1%% allowed)", i,
+                              n->kind->name, differ, cnt);
         }
         free(want);
         ++checked;

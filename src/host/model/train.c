@@ -101,7 +101,10 @@ ck_status ck_model_backward_node(ck_model *m, const float *x, int i, int n, cons
 }
 
 ck_status ck_model_grads_out(ck_model *m, float *host) {
-    CK_TRY(node_args(m, 0, 1, host));
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    if (!host)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "host: is NULL");
     ck_exec e = exec_of(m, NULL);
     if (m->gpu)
         return ck_gpu_buf_io(m, e.grads, CK_KDT_F32, m->num_params, host, 0);

@@ -56,9 +56,10 @@ static cudnnDataType_t gconv_data_type(const ck_gconv *c) {
 }
 
 /* The math the candidates are filtered by: bf16 data may run on tensor cores (bf16 products,
- * fp32 accumulation: not a conversion) as TF32 may; CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION never. */
+ * fp32 accumulation: not a conversion) as TF32 may, and so may a wide plan's fp32 copies of bf16
+ * values (exact in TF32: the same products); CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION never. */
 static ck_math gconv_filter_math(const ck_gconv *c) {
-    return c->dt == CK_KDT_BF16 ? CK_MATH_TF32 : c->mathset;
+    return c->dt == CK_KDT_BF16 || c->wide ? CK_MATH_TF32 : c->mathset;
 }
 
 /* The math type cuDNN is asked with: tensor-op for bf16 and TF32, strict FMA otherwise. */
@@ -340,8 +341,10 @@ static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, const find_bufs *fb
         hs = gconv_candidates(h, c, dir, cand, cst, &n);
     if (hs == CUDNN_STATUS_SUCCESS && gconv_take(h, c, dir, cand, n, bytes) == 0)
         return 0;
-    /* the fixed default: FMA math for fp32, tensor-op for bf16 (it has no FMA path) */
-    const cudnnMathType_t dm = c->dt == CK_KDT_BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    /* the fixed default: FMA math for fp32, tensor-op for bf16 (it has no FMA path) and for a
+     * wide plan (bf16 values, exact in TF32) */
+    const cudnnMathType_t dm =
+        c->dt == CK_KDT_BF16 || c->wide ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
     if (ck_gconv_math(c, dm) == CUDNN_STATUS_SUCCESS &&
         gconv_ws_query(h, c, dir, k_default_algo[dir], bytes) == CUDNN_STATUS_SUCCESS &&
         *bytes <= CK_CONV_ALGO_MAX_BYTES) {
@@ -430,7 +433,8 @@ static ck_conv_algo_key gconv_key(const ck_gconv *c, int force_nchw) {
     memcpy(k.geom, v, sizeof v);
     k.force_nchw = force_nchw;
     k.policy = (int)c->policy;
-    k.math = (int)c->mathset | c->dt << 8; /* a bf16 plan is another entry than the fp32 one */
+    /* a bf16 plan, and a wide one (tensor-op math on fp32), are other entries than fp32's */
+    k.math = (int)c->mathset | c->dt << 8 | c->wide << 9;
     return k;
 }
 
