@@ -118,4 +118,5 @@ const op_case op_act_bf16 = {
     .ref_tol = OP_BF16_TOL,
     .gpu = gpu_bf16,
     .gpu_tol = OP_BF16_TOL,
+    .gpu_setup = OP_BF16_SETUP,
 };

@@ -149,4 +149,5 @@ const op_case op_bn_bf16 = {
     .ref_tol = OP_BF16_TOL,
     .gpu = gpu_bf16,
     .gpu_tol = OP_BF16_TOL,
+    .gpu_setup = OP_BF16_SETUP,
 };

@@ -172,4 +172,5 @@ const op_case op_dropout_bf16 = {
     .ref_tol = 0,
     .gpu = gpu_bf16,
     .gpu_tol = 0,
+    .gpu_setup = OP_BF16_SETUP,
 };

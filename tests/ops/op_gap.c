@@ -102,4 +102,5 @@ const op_case op_gap_bf16 = {
     .ref_tol = OP_BF16_TOL,
     .gpu = gpu_bf16,
     .gpu_tol = 0,
+    .gpu_setup = OP_BF16_SETUP,
 };

@@ -169,6 +169,7 @@ const op_case op_add_bf16 = {
     .ref_tol = 0,
     .gpu = gpu_bf16_add,
     .gpu_tol = 0,
+    .gpu_setup = OP_BF16_SETUP,
 };
 
 /* ---- bf16 storage (a move of bf16 words: exact) ---- */
@@ -200,6 +201,7 @@ const op_case op_channel_slice_bf16 = {
     .ref_tol = 0,
     .gpu = gpu_bf16_slice,
     .gpu_tol = 0,
+    .gpu_setup = OP_BF16_SETUP,
 };
 
 /* ---- a data-parallel rank's share of the loss gradient (ck_backend.scale, ck_cuda_scale):

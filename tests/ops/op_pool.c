@@ -125,4 +125,5 @@ const op_case op_pool_bf16 = {
     .ref_tol = OP_BF16_TOL,
     .gpu = gpu_bf16,
     .gpu_tol = 0,
+    .gpu_setup = OP_BF16_SETUP,
 };

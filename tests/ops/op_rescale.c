@@ -156,4 +156,5 @@ const op_case op_rescale_bf16 = {
     .ref_tol = OP_BF16_TOL,
     .gpu = rs_gpu_bf16,
     .gpu_tol = 0,
+    .gpu_setup = OP_BF16_SETUP,
 };
