@@ -176,6 +176,50 @@ Test(gpu_comm, nccl_one_rank_matches_single_gpu) {
     ck_context_destroy(ctx);
 }
 
+/* The same in bf16 (issue 16): the data-parallel device step with bf16 storage (the loss share
+ * scaled in fp32 before the loss gradient is packed, SyncBN's exchange between the bf16 kernels'
+ * phases, the buckets of fp32 gradients) with one rank is the single-GPU bf16 step bit for bit. */
+Test(gpu_comm, nccl_one_rank_bf16_matches_single_gpu) {
+    ck_context *ctx = t_cuda_ctx_or_skip();
+    ck_model *ab[2];
+    for (int k = 0; k < 2; ++k) {
+        char msg[512];
+        CK_OK(ctx, ck_model_from_keras_text(ctx, sync_text, &ab[k], msg, sizeof msg));
+        CK_OK(ctx, ck_model_set_precision(ab[k], CK_PRECISION_BF16));
+        const ck_status st = ck_model_build(ab[k], 0, 0, 0, 32);
+        if (st == CK_STATUS_NOT_SUPPORTED &&
+            strstr(ck_context_last_error(ctx), "compute capability")) /* before sm_80 */
+            t_gpu_unavailable(ck_context_last_error(ctx));
+        CK_OK(ctx, st);
+    }
+    ck_comm *c = one_rank(ctx);
+    ck_model *a = ab[0], *b = ab[1];
+    CK_OK(ctx, ck_model_set_comm(a, c));
+    enum { N = 32 };
+    float *x = malloc(sizeof(float) * N * 144);
+    int32_t y[N];
+    for (int s = 0; s < 8; ++s) {
+        const int n = s == 3 ? 19 : N;
+        make_batch(x, y, n, 300 + (uint64_t)s);
+        ck_step_result ra, rb;
+        const unsigned long long calls = ck_comm_calls(c);
+        CK_OK(ctx, ck_model_train_step(a, x, y, n, &ra));
+        cr_assert_eq(ck_comm_calls(c) - calls, 8, "step %d: %llu collectives", s,
+                     ck_comm_calls(c) - calls);
+        CK_OK(ctx, ck_model_train_step(b, x, y, n, &rb));
+        cr_assert(memcmp(&ra.loss, &rb.loss, sizeof ra.loss) == 0, "step %d: loss %.9g vs %.9g", s,
+                  ra.loss, rb.loss);
+        cr_assert_eq(ra.correct, rb.correct, "step %d", s);
+    }
+    assert_same_state(ctx, a, b, "after 8 bf16 steps");
+    CK_OK(ctx, ck_model_set_comm(a, NULL));
+    free(x);
+    ck_model_destroy(a);
+    ck_model_destroy(b);
+    ck_comm_destroy(c);
+    ck_context_destroy(ctx);
+}
+
 /* ck_model_fit with a one-rank communicator (the data agreement, the shards, the per-step stop
  * agreement) gives the fit without one, bit for bit. */
 Test(gpu_comm, nccl_one_rank_fit_matches) {
