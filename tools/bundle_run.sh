@@ -41,7 +41,8 @@
 #                    non-deterministic allowed; bench_train_fastest.json)
 #   bench_train_tf32 the same with --conv-algo fastest --math tf32 (bench_train_tf32.json)
 #   bench_train_bf16 the same with --precision bf16 (issue 16: bf16 activations on the tensor
-#                    cores; bench_train_bf16.json): only when named in STEPS, with peer_torch_bf16
+#                    cores; bench_train_bf16.json); PyTorch's bf16 figure is peer_torch_bf16's,
+#                    only when named in STEPS
 #   bench_cudnn      bench_cudnn: cnnkit's BN/dropout vs cuDNN vs a device copy, Dense vs cuBLAS
 #                    (bench_cudnn.json)
 #   bench_ops        bench_ops --bench-sizes: every op of the table (tests/ops) timed on the CPU
@@ -165,7 +166,7 @@ COMMIT="${COMMIT:-unknown}"
 
 case "$MODE" in
   full)
-    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_cudnn bench_ops peer_torch peer_keras compare train_profile tests train_profile_tf32"
+    DEFAULT_STEPS="versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_train_bf16 bench_cudnn bench_ops peer_torch peer_keras compare train_profile tests train_profile_tf32"
     DEADLINE="${DEADLINE:-400}"
     ;;
   triage)
