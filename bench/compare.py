@@ -139,7 +139,7 @@ def compare(rows):
     """Per batch size: every row, and for each cnnkit row its ratios to the best torch mode and
     to the best peer of the same precision class (bf16 against bf16 modes, fp32/tf32 against the
     others: issue 16 compares bf16 with PyTorch autocast bf16), and its memory against torch's
-    smallest peak of that class. best_torch / best_peer of an entry: the fp32 class's."""
+    smallest peak of that class (each cnnkit row's best_torch / best_peer)."""
     out = []
     for b in sorted({r["batch"] for r in rows}):
         at = [r for r in rows if r["batch"] == b]
@@ -151,9 +151,7 @@ def compare(rows):
             return (max(torch_rows, key=lambda r: r["images_per_s"], default=None),
                     max(peers, key=lambda r: r["images_per_s"], default=None), mib)
 
-        best_torch, best_peer, _ = best(False)
-        entry = {"batch": b, "rows": at, "best_torch": best_torch, "best_peer": best_peer,
-                 "cnnkit": []}
+        entry = {"batch": b, "rows": at, "cnnkit": []}
         for r in (r for r in at if r["who"] == "cnnkit"):
             best_torch, best_peer, torch_mib = best(r.get("bf16", False))
             c = {"mode": r["mode"], "images_per_s": r["images_per_s"],

@@ -18,6 +18,10 @@ extern "C" {
  * rounded to nearest even by ck_bf16_bits (ck_math.h), so a bf16 store equals the CPU twin's
  * ck_bf16_round of the same fp32 value. Parameters, statistics and the loss are always fp32. */
 typedef enum ck_kdt { CK_KDT_F32 = 0, CK_KDT_BF16 = 1 } ck_kdt;
+/* Bytes of count elements of storage dt. */
+static inline size_t ck_kdt_bytes(int dt, size_t count) {
+    return count * (dt == CK_KDT_BF16 ? sizeof(uint16_t) : sizeof(float));
+}
 
 /* Launchers that take a storage (a ck_kshape's dt or an `int dt` before the stream) type their
  * activation pointers const void * / void *: fp32 arrays (float *, what C callers pass for

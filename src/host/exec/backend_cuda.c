@@ -289,7 +289,10 @@ static ck_status cuda_update(const ck_exec *e, const ck_kloss *guard) {
     const ck_model *m = e->m;
     const ck_optimizer_desc *o = &m->opt;
     void *s = e->ctx->stream;
-    const float alpha = ck_adam_alpha(o->learning_rate, o->beta1, o->beta2, m->step + 1);
+    /* Adam's alpha is the step packet's (e->step), computed on the host once per step by
+     * ck_exec_step_packet; the argument is only the kernel's value without a packet */
+    const float alpha =
+        e->step ? 0.0f : ck_adam_alpha(o->learning_rate, o->beta1, o->beta2, m->step + 1);
     size_t off, cnt;
     float wd;
     for (int cur = 0; ck_model_next_update_range(m, &cur, &off, &cnt, &wd);) {

@@ -34,28 +34,33 @@ ck_tensor ck_exec_view_dt(ck_context *ctx, const void *p, int n, int h, int w, i
     return t;
 }
 
-size_t ck_kdt_bytes(int dt, size_t count) {
-    return count * (dt == CK_KDT_BF16 ? sizeof(uint16_t) : sizeof(float));
+int ck_model_stores_bf16(const ck_model *m, int be) {
+    return be == CK_BE_CUDA && m->precision == CK_PRECISION_BF16;
+}
+
+int ck_node_out_dt(const ck_model *m, int bf16, int j) {
+    return bf16 && j < ck_exec_logits_node(m) ? CK_KDT_BF16 : CK_KDT_F32;
+}
+
+int ck_node_dy_dt(const ck_model *m, int bf16, int i) {
+    return ck_node_out_dt(m, bf16, i == ck_exec_logits_node(m) ? -1 : i);
 }
 
 int ck_exec_store_bf16(const ck_exec *e) {
-    return e->be->id == CK_BE_CUDA && e->m->precision == CK_PRECISION_BF16;
+    return ck_model_stores_bf16(e->m, e->be->id);
 }
 
 int ck_exec_out_dt(const ck_exec *e, int i) {
-    return ck_exec_store_bf16(e) && i < ck_exec_logits_node(e->m) ? CK_KDT_BF16 : CK_KDT_F32;
+    return ck_node_out_dt(e->m, ck_exec_store_bf16(e), i);
 }
 
 int ck_exec_in_dt(const ck_exec *e, int i, int k) {
     const ck_node *n = &e->m->nodes[i];
-    const int src = e->m->graph ? n->in[k] : i - 1;
-    if (src < 0)
-        return ck_exec_store_bf16(e) ? CK_KDT_BF16 : CK_KDT_F32;
-    return ck_exec_out_dt(e, src);
+    return ck_exec_out_dt(e, e->m->graph ? n->in[k] : i - 1);
 }
 
 int ck_exec_dy_dt(const ck_exec *e, int i) {
-    return ck_exec_store_bf16(e) && i <= ck_exec_logits_node(e->m) ? CK_KDT_BF16 : CK_KDT_F32;
+    return ck_node_dy_dt(e->m, ck_exec_store_bf16(e), i);
 }
 
 const float *ck_exec_weights(const ck_exec *e) {
@@ -125,12 +130,8 @@ static const float *node_input(const ck_exec *e, int i) {
  * softmax read them in fp32). The CPU twin rounds its fp32 buffers here; a device that stores
  * bf16 words rounded as it stored them. */
 static ck_status bf16_store(const ck_exec *e, float *p, size_t count) {
-    if (e->m->precision != CK_PRECISION_BF16 || ck_exec_store_bf16(e))
-        return CK_STATUS_SUCCESS;
-    if (e->be->id != CK_BE_CPU)
-        return ck_fail(e->ctx, CK_STATUS_NOT_SUPPORTED,
-                       "model: precision bf16 on backend %s: no bf16 node ops there", e->be->name);
-    ck_bf16_round_buffer(p, count);
+    if (e->m->precision == CK_PRECISION_BF16 && !ck_exec_store_bf16(e))
+        ck_bf16_round_buffer(p, count);
     return CK_STATUS_SUCCESS;
 }
 

@@ -242,8 +242,13 @@ int ck_exec_store_bf16(const ck_exec *e);
 int ck_exec_out_dt(const ck_exec *e, int i);
 int ck_exec_in_dt(const ck_exec *e, int i, int k);
 int ck_exec_dy_dt(const ck_exec *e, int i);
-/* Bytes of count elements of storage dt. */
-size_t ck_kdt_bytes(int dt, size_t count);
+/* The same rule without an executor, for what sizes or counts the tensors (memtab.c,
+ * roofline.c): _stores_bf16, whether m on backend be stores bf16 words; with that as bf16,
+ * _out_dt, node j's output and gradient (j < 0: the model's input, stored as the nodes before
+ * the logits), _dy_dt, the dy node i's backward reads. */
+int ck_model_stores_bf16(const ck_model *m, int be);
+int ck_node_out_dt(const ck_model *m, int bf16, int j);
+int ck_node_dy_dt(const ck_model *m, int bf16, int i);
 /* The parameters as convolutions and dense layers multiply by them: e->params, or on the CPU twin
  * of a bf16 model their bf16 rounding (a GPU bf16 layer rounds its weights as it converts them). */
 const float *ck_exec_weights(const ck_exec *e);

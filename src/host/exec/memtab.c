@@ -59,9 +59,7 @@ static int take_slot(size_t *slot_size, const unsigned char *free, int *nslots, 
  * stores the outputs before the logits and their gradients as bf16 words (ck_exec_out_dt),
  * everything else fp32. */
 static size_t act_elem_bytes(const ck_model *m, int be, int j) {
-    return be == CK_BE_CUDA && m->precision == CK_PRECISION_BF16 && j < ck_exec_logits_node(m)
-               ? sizeof(uint16_t)
-               : sizeof(float);
+    return ck_kdt_bytes(ck_node_out_dt(m, ck_model_stores_bf16(m, be), j), 1);
 }
 
 /* A graph model's gradient buffers, placed by liveness: node j's gradient is written when its
@@ -198,7 +196,7 @@ void ck_memtab_plan(ck_model *m, int be, void *const *state, ck_memtab *t) {
     t->bytes[CK_MEM_ACTS] = at_least(nact, F4);
     /* the ping-pong and scratch gradients are those of nodes up to the logits node's input: bf16
      * words in a CUDA bf16 model */
-    const size_t G = be == CK_BE_CUDA && m->precision == CK_PRECISION_BF16 ? sizeof(uint16_t) : F4;
+    const size_t G = act_elem_bytes(m, be, -1);
     t->bytes[CK_MEM_GBUF0] = t->bytes[CK_MEM_GBUF1] = G * at_least(maxact * B, 1);
     t->bytes[CK_MEM_LOGITS_GRAD] = F4 * (size_t)m->classes * B;
     if (be == CK_BE_CUDA) {

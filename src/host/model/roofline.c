@@ -46,18 +46,18 @@ static int fused_activation(const ck_model *m, const ck_node *n) {
  *  - zero padding backward reads only the interior of dy.
  *  - dropout masks are regenerated from the step's key (no mask bytes).
  *  - a node whose input is the model input writes no input gradient.
- * Storage: 2 bytes per element for a bf16 model's activations and gradients before the logits on
- * a CUDA context (ck_exec_out_dt), else 4. */
+ * Storage: as the executor stores each tensor (ck_node_out_dt, ck_node_dy_dt; bf16_storage: a bf16
+ * model on a GPU), 2 or 4 bytes per element. */
 ck_node_work ck_node_work_of(const ck_model *m, int i, double batch, int bf16_storage) {
     ck_node_work w = {0.0, 0.0, 0.0, 0.0};
     const ck_node *n = &m->nodes[i];
     const int ln = ck_exec_logits_node(m);
     if (i > ln || n->kind->alias || !(batch > 0.0))
         return w; /* the softmax after the logits does not run in training; Flatten is a view */
-    const double es_y = bf16_storage && i < ln ? 2.0 : 4.0;
-    const double es_dy = bf16_storage && i <= ln ? 2.0 : 4.0;
+    const double es_y = (double)ck_kdt_bytes(ck_node_out_dt(m, bf16_storage, i), 1);
+    const double es_dy = (double)ck_kdt_bytes(ck_node_dy_dt(m, bf16_storage, i), 1);
     const int src0 = input_of(m, i, 0);
-    const double es_x = bf16_storage && src0 < ln ? 2.0 : 4.0;
+    const double es_x = (double)ck_kdt_bytes(ck_node_out_dt(m, bf16_storage, src0), 1);
     const int dx = src0 >= 0;
     const double X = batch * elems_of(m, src0), Y = batch * (double)n->oh * n->ow * n->oc;
     const double x = X * es_x, y = Y * es_y, dy = Y * es_dy;
@@ -108,7 +108,8 @@ ck_node_work ck_node_work_of(const ck_model *m, int i, double batch, int bf16_st
         double xs = 0.0, dxs = 0.0;
         for (int k = 0; k < nin; ++k) {
             const int s = input_of(m, i, k);
-            const double b = batch * elems_of(m, s) * (bf16_storage && s < ln ? 2.0 : 4.0);
+            const double b = batch * elems_of(m, s) *
+                             (double)ck_kdt_bytes(ck_node_out_dt(m, bf16_storage, s), 1);
             xs += b;
             if (s >= 0)
                 dxs += b;

@@ -222,7 +222,8 @@ CK_API ck_status ck_model_cuda_graph_info(const ck_model *m, ck_cuda_graph_info 
 static void roofline_row(const ck_model *m, int r, ck_profile_row *row) {
     const double batch = m->prof_steps ? m->prof_samples / (double)m->prof_steps : 0.0;
     const int cuda = m->ctx->device == CK_DEVICE_CUDA;
-    const ck_node_work w = ck_node_work_of(m, r, batch, cuda && m->precision == CK_PRECISION_BF16);
+    const ck_node_work w =
+        ck_node_work_of(m, r, batch, ck_model_stores_bf16(m, cuda ? CK_BE_CUDA : CK_BE_CPU));
     row->forward_flops = w.fwd_flops;
     row->backward_flops = w.bwd_flops;
     row->forward_bytes = w.fwd_bytes;

@@ -21,7 +21,7 @@ size_t ck_gdense_workspace_bytes(int out) {
 size_t ck_gdense_workspace_bytes_dt(int in, int out, int dt) {
     if (dt != CK_KDT_BF16)
         return ck_gdense_workspace_bytes(out);
-    return colsum_part(out) + ck_gdt_bytes(CK_KDT_BF16, (size_t)in * out);
+    return colsum_part(out) + ck_kdt_bytes(CK_KDT_BF16, (size_t)in * out);
 }
 
 ck_status ck_gdense_forward(ck_context *ctx, int n, int in, int out, const float *x, const float *k,

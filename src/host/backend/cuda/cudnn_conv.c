@@ -27,15 +27,15 @@ static size_t al256(size_t b) {
 static size_t gconv_ws_layout(const ck_gconv *c, void *base, gconv_ws *w) {
     const ck_conv_geom *g = &c->g;
     const int dt = c->dt;
-    const size_t xpad = ck_gdt_bytes(dt, (size_t)g->n * c->hp * c->wp * g->cin);
-    const size_t kb = ck_gdt_bytes(dt, (size_t)g->kh * g->kw * g->cin * g->cout);
+    const size_t xpad = ck_kdt_bytes(dt, (size_t)g->n * c->hp * c->wp * g->cin);
+    const size_t kb = ck_kdt_bytes(dt, (size_t)g->kh * g->kw * g->cin * g->cout);
     const size_t xw = sizeof(float) * g->n * g->h * g->w * g->cin;
     const size_t sizes[12] = {kb,
                               kb,
                               c->explicit_pad ? xpad : 0,
                               c->explicit_pad ? xpad : 0,
                               c->nchw ? xpad : 0,
-                              c->nchw ? ck_gdt_bytes(dt, (size_t)g->n * g->oh * g->ow * g->cout)
+                              c->nchw ? ck_kdt_bytes(dt, (size_t)g->n * g->oh * g->ow * g->cout)
                                       : 0,
                               c->nchw ? xpad : 0,
                               c->algo_bytes,

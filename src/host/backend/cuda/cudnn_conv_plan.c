@@ -188,9 +188,9 @@ static int find_bufs_alloc(cudnnHandle_t h, cudaStream_t stream, ck_gconv *c, cu
                            find_bufs *b) {
     const ck_conv_geom *g = &c->g;
     memset(b, 0, sizeof *b);
-    const size_t nx = ck_gdt_bytes(c->dt, (size_t)g->n * c->hp * c->wp * g->cin);
-    const size_t ny = ck_gdt_bytes(c->dt, (size_t)g->n * g->oh * g->ow * g->cout);
-    const size_t nw = ck_gdt_bytes(c->dt, (size_t)g->kh * g->kw * g->cin * g->cout);
+    const size_t nx = ck_kdt_bytes(c->dt, (size_t)g->n * c->hp * c->wp * g->cin);
+    const size_t ny = ck_kdt_bytes(c->dt, (size_t)g->n * g->oh * g->ow * g->cout);
+    const size_t nw = ck_kdt_bytes(c->dt, (size_t)g->kh * g->kw * g->cin * g->cout);
     size_t want = 0;
     if (ck_gconv_math(c, m) == CUDNN_STATUS_SUCCESS)
         for (int d = 0; d < 3; ++d)

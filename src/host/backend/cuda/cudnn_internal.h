@@ -65,11 +65,6 @@ struct ck_gconv {
 
 enum { CK_FWD = 0, CK_BWD_DATA = 1, CK_BWD_FILTER = 2 };
 
-/* Bytes of count elements stored as dt (ck_kdt). */
-static inline size_t ck_gdt_bytes(int dt, size_t count) {
-    return count * (dt == CK_KDT_BF16 ? 2u : 4u);
-}
-
 /* The descriptor's math type, set only when it changes: strict fp32 plans never change it. */
 cudnnStatus_t ck_gconv_math(ck_gconv *c, cudnnMathType_t m);
 /* Sets the tensor descriptors for batch n (a no-op when they hold it); once the algorithms are
