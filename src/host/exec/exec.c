@@ -63,6 +63,11 @@ int ck_exec_dy_dt(const ck_exec *e, int i) {
     return ck_node_dy_dt(e->m, ck_exec_store_bf16(e), i);
 }
 
+int ck_exec_twin_rounds(const ck_exec *e, int i) {
+    return e->m->precision == CK_PRECISION_BF16 && !ck_exec_store_bf16(e) &&
+           i < ck_exec_logits_node(e->m);
+}
+
 const float *ck_exec_weights(const ck_exec *e) {
     return e->wround ? e->wround : e->params;
 }
@@ -130,7 +135,7 @@ static const float *node_input(const ck_exec *e, int i) {
  * softmax read them in fp32). The CPU twin rounds its fp32 buffers here; a device that stores
  * bf16 words rounded as it stored them. */
 static ck_status bf16_store(const ck_exec *e, float *p, size_t count) {
-    if (e->m->precision == CK_PRECISION_BF16 && !ck_exec_store_bf16(e))
+    if (ck_exec_twin_rounds(e, -1)) /* the callers store before the logits only */
         ck_bf16_round_buffer(p, count);
     return CK_STATUS_SUCCESS;
 }

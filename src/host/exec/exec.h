@@ -249,6 +249,9 @@ int ck_exec_dy_dt(const ck_exec *e, int i);
 int ck_model_stores_bf16(const ck_model *m, int be);
 int ck_node_out_dt(const ck_model *m, int bf16, int j);
 int ck_node_dy_dt(const ck_model *m, int bf16, int i);
+/* Whether the CPU twin of a bf16 model rounds what node i stores (i < 0: any store before the
+ * logits): a node whose op stores an intermediate the GPU stores in bf16 rounds it too. */
+int ck_exec_twin_rounds(const ck_exec *e, int i);
 /* The parameters as convolutions and dense layers multiply by them: e->params, or on the CPU twin
  * of a bf16 model their bf16 rounding (a GPU bf16 layer rounds its weights as it converts them). */
 const float *ck_exec_weights(const ck_exec *e);

@@ -107,15 +107,11 @@ const ck_layer_kind ck_lk_conv2d = {
 /* bf16 (docs/precision.md), as a bf16 convolution on the GPU: the kernel rounded to bf16
  * (ck_exec_weights), the product rounded as cuDNN stores it, then the bias added (the executor
  * rounds that sum as it stores the output: a conv with bias rounds twice). */
-static int conv_bf16_twin(const ck_exec *e, const ck_node_io *io) {
-    return e->m->precision == CK_PRECISION_BF16 && io->i < ck_exec_logits_node(e->m);
-}
-
 static ck_status conv_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     ck_conv_geom g = ck_exec_geom(n, io->batch);
     const float *bias = n->n_bias ? e->params + n->p_bias : NULL;
     const float *k = ck_exec_weights(e) + n->p_kernel;
-    if (!conv_bf16_twin(e, io)) {
+    if (!ck_exec_twin_rounds(e, io->i)) {
         ck_cpu_conv2d_forward(&g, io->in, k, bias, io->out, (float *)e->ws);
         return CK_STATUS_SUCCESS;
     }
@@ -133,7 +129,7 @@ static ck_status conv_bwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io
     ck_cpu_conv2d_backward(&g, io->in, ck_exec_weights(e) + n->p_kernel, io->dy, io->dx,
                            e->grads + n->p_kernel, n->n_bias ? e->grads + n->p_bias : NULL,
                            (float *)e->ws);
-    if (conv_bf16_twin(e, io))
+    if (ck_exec_twin_rounds(e, io->i))
         ck_bf16_round_buffer(e->grads + n->p_kernel, n->n_kernel);
     return CK_STATUS_SUCCESS;
 }

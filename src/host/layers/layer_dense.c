@@ -93,7 +93,7 @@ const ck_layer_kind ck_lk_dense = {
 static ck_status dense_fwd_cpu(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     const float *bias = n->n_bias ? e->params + n->p_bias : NULL;
     const float *k = ck_exec_weights(e) + n->p_kernel;
-    if (e->m->precision != CK_PRECISION_BF16 || io->i >= ck_exec_logits_node(e->m)) {
+    if (!ck_exec_twin_rounds(e, io->i)) {
         ck_cpu_dense_forward(io->batch, n->ic, n->oc, io->in, k, bias, io->out);
         return CK_STATUS_SUCCESS;
     }

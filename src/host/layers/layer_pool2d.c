@@ -108,21 +108,17 @@ const ck_layer_kind ck_lk_avgpool2d = {
 
 /* ---- node ops ---- */
 
-/* The CPU twin of a bf16 model (docs/precision.md): the fused dropout's GPU path stores twice
- * (the pooled output, then it scaled in place), so the twin rounds between the two as well. */
-static int twin_rounds(const ck_exec *e, int i) {
-    return e->m->precision == CK_PRECISION_BF16 && !ck_exec_store_bf16(e) &&
-           i < ck_exec_logits_node(e->m); /* the logits are not rounded */
-}
-
-/* F3 (plan.c): a dropout fused into the node runs in place on the pooled output */
+/* F3 (plan.c): a dropout fused into the node runs in place on the pooled output. The CPU twin of
+ * a bf16 model (docs/precision.md) rounds between the pool and the dropout, as the GPU path
+ * stores twice (the pooled output, then it scaled in place). */
 static ck_status pool_drop_fwd(const ck_exec *e, const ck_node *n, const ck_node_io *io) {
     ck_dropout_desc d;
     ck_drop_key key;
     if (!ck_exec_fused_dropout(e, io->i, io->training, &d, &key))
         return CK_STATUS_SUCCESS;
     const size_t count = (size_t)io->batch * n->oh * n->ow * n->oc;
-    if (twin_rounds(e, io->i)) /* the GPU stores the pooled output (rounded), then scales it */
+    if (ck_exec_twin_rounds(e,
+                            io->i)) /* the GPU stores the pooled output (rounded), then scales it */
         ck_bf16_round_buffer(io->out, count);
     ck_tensor ty =
         ck_exec_view_dt(e->ctx, io->out, io->batch, n->oh, n->ow, n->oc, ck_exec_out_dt(e, io->i));
@@ -142,7 +138,8 @@ static ck_status pool_drop_bwd(const ck_exec *e, const ck_node *n, const ck_node
     CK_TRY(ck_dropout_keyed(
         e->ctx, n->drop_type == CK_NODE_DROPOUT ? CK_DROPOUT_ELEMENT : CK_DROPOUT_SPATIAL, &d, key,
         &tdy, "dy", &tdy, "dx"));
-    if (twin_rounds(e, io->i)) /* the GPU stores the scaled dy (rounded) before the pool backward */
+    if (ck_exec_twin_rounds(
+            e, io->i)) /* the GPU stores the scaled dy (rounded) before the pool backward */
         ck_bf16_round_buffer(io->dy, (size_t)io->batch * n->oh * n->ow * n->oc);
     return CK_STATUS_SUCCESS;
 }
