@@ -312,3 +312,16 @@ int t_gradcheck_model(ck_context *ctx, ck_model *m, const float *x, const int32_
     free(g);
     return checked;
 }
+
+float *t_weights_of(ck_context *ctx, ck_model *m, size_t *count) {
+    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, count));
+    float *w = malloc(*count * sizeof *w);
+    cr_assert_not_null(w);
+    CK_OK(ctx, ck_model_get_weights(m, w, *count, NULL));
+    return w;
+}
+
+void t_sync_state(ck_context *cf, ck_model *from, ck_context *ct, ck_model *to, const char *path) {
+    CK_OK(cf, ck_model_save(from, path));
+    CK_OK(ct, ck_model_load(to, path));
+}

@@ -42,6 +42,11 @@ double t_max_abs(const float *a, size_t n);
 /* A whole file, NUL-terminated (malloc'd; *len, optional, without the NUL); fails the test when
  * it cannot be read. */
 char *t_read_file(const char *path, size_t *len);
+/* Every trainable weight of m (malloc'd, *count of them); fails the test on an error. */
+float *t_weights_of(ck_context *ctx, ck_model *m, size_t *count);
+/* to's whole state (weights, optimizer moments, BN statistics, step) from `from`, through a
+ * checkpoint at path: checkpoints are fp32 whatever the precision and the device. */
+void t_sync_state(ck_context *cf, ck_model *from, ck_context *ct, ck_model *to, const char *path);
 /* The source tree: $CNNKIT_SOURCE_DIR, else the one the tests were built from, else the current
  * folder when it holds examples/ (a relocated test binary run from a copy of the checkout, as
  * on the GPU machine). t_src: rel (e.g. "examples/seed_cnn.py") in it, in one of 16 buffers

@@ -719,13 +719,6 @@ static ck_model *rewrite_model(ck_context *ctx, int planning) {
     return m;
 }
 
-static float *weights_of(ck_context *ctx, ck_model *m, size_t *count) {
-    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, count));
-    float *w = malloc(*count * sizeof *w);
-    CK_OK(ctx, ck_model_get_weights(m, w, *count, NULL));
-    return w;
-}
-
 static void make_data(float *x, int32_t *y, int n, size_t per, int classes, uint64_t seed) {
     trng r = {seed};
     for (size_t i = 0; i < (size_t)n * per; ++i)
@@ -761,7 +754,7 @@ static void fused_vs_unfused(ck_model *(*make)(ck_context *, int), int h, int w,
         cr_assert(ra.loss == rb.loss, "step %d: loss %.17g planned vs %.17g unplanned", s, ra.loss,
                   rb.loss);
         size_t na, nb;
-        float *wa = weights_of(ctx, a, &na), *wb = weights_of(ctx, b, &nb);
+        float *wa = t_weights_of(ctx, a, &na), *wb = t_weights_of(ctx, b, &nb);
         cr_assert_eq(na, nb);
         cr_assert_eq(value_diffs(wa, wb, na), 0, "step %d: weights differ", s);
         if (bits_exact)
@@ -901,7 +894,7 @@ Test(equiv, checkpoint_across_plans) {
     CK_OK(ctx, ck_model_train_step(b, x, y, 16, &rb));
     cr_assert(ra.loss == rb.loss, "%.17g vs %.17g", ra.loss, rb.loss);
     size_t na, nb;
-    float *wa = weights_of(ctx, a, &na), *wb = weights_of(ctx, b, &nb);
+    float *wa = t_weights_of(ctx, a, &na), *wb = t_weights_of(ctx, b, &nb);
     cr_assert_eq(value_diffs(wa, wb, na), 0);
     free(wa);
     free(wb);

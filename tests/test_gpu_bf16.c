@@ -297,21 +297,6 @@ static void twin_batch(float *x, int32_t *y, int n, size_t per, int classes, uin
     }
 }
 
-/* to's whole state (weights, Adam moments, BN statistics, step) from `from`, through a
- * checkpoint: checkpoints are fp32 whatever the precision and device */
-static void twin_sync(ck_context *cf, ck_model *from, ck_context *ct, ck_model *to,
-                      const char *path) {
-    CK_OK(cf, ck_model_save(from, path));
-    CK_OK(ct, ck_model_load(to, path));
-}
-
-static float *twin_weights(ck_context *ctx, ck_model *m, size_t *count) {
-    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, count));
-    float *w = malloc(*count * sizeof *w);
-    CK_OK(ctx, ck_model_get_weights(m, w, *count, NULL));
-    return w;
-}
-
 static double max_abs_diff(const float *a, const float *b, size_t n) {
     double d = 0.0;
     for (size_t i = 0; i < n; ++i)
@@ -336,8 +321,8 @@ static void twin_check(const char *text, size_t per, int classes, int B) {
     ck_model *mf = text_model(c, text, CK_PRECISION_FP32, B);
     for (int step = 0; step < 4; ++step) {
         twin_batch(x, y, B, per, classes, 500 + step);
-        twin_sync(c, mc, g, mg, path);
-        twin_sync(c, mc, c, mf, path);
+        t_sync_state(c, mc, g, mg, path);
+        t_sync_state(c, mc, c, mf, path);
         ck_step_result rg, rc, rf;
         CK_OK(g, ck_model_train_step(mg, x, y, B, &rg));
         CK_OK(c, ck_model_train_step(mc, x, y, B, &rc));
@@ -349,8 +334,8 @@ static void twin_check(const char *text, size_t per, int classes, int B) {
                       "step %d: GPU bf16 loss %.8f, twin %.8f (fp32 %.8f)", step, rg.loss, rc.loss,
                       rf.loss);
     }
-    twin_sync(c, mc, g, mg, path);
-    twin_sync(c, mc, c, mf, path);
+    t_sync_state(c, mc, g, mg, path);
+    t_sync_state(c, mc, c, mf, path);
     float *pg = malloc(sizeof(float) * classes * B), *pc = malloc(sizeof(float) * classes * B),
           *pf = malloc(sizeof(float) * classes * B);
     CK_OK(g, ck_model_predict(mg, x, B, pg));
@@ -372,14 +357,14 @@ static void twin_check(const char *text, size_t per, int classes, int B) {
     CK_OK(c, ck_model_set_optimizer(mf, &sgd));
     twin_batch(x, y, B, per, classes, 900);
     size_t n0 = 0, ng = 0, nc = 0, nf = 0;
-    float *w0 = twin_weights(c, mc, &n0);
-    twin_sync(c, mc, g, mg, path);
-    twin_sync(c, mc, c, mf, path);
+    float *w0 = t_weights_of(c, mc, &n0);
+    t_sync_state(c, mc, g, mg, path);
+    t_sync_state(c, mc, c, mf, path);
     CK_OK(g, ck_model_train_step(mg, x, y, B, NULL));
     CK_OK(c, ck_model_train_step(mc, x, y, B, NULL));
     CK_OK(c, ck_model_train_step(mf, x, y, B, NULL));
-    float *wg = twin_weights(g, mg, &ng), *wc = twin_weights(c, mc, &nc),
-          *wf = twin_weights(c, mf, &nf);
+    float *wg = t_weights_of(g, mg, &ng), *wc = t_weights_of(c, mc, &nc),
+          *wf = t_weights_of(c, mf, &nf);
     cr_assert(ng == n0 && nc == n0 && nf == n0);
     double dmax = 0.0, err = 0.0, errf = 0.0;
     for (size_t i = 0; i < n0; ++i) {
@@ -537,7 +522,7 @@ static void replay_check(const char *text, size_t per, int classes, int B) {
     int32_t *y = malloc(sizeof(int32_t) * B);
     twin_batch(x, y, B, per, classes, 41);
     CK_OK(g, ck_model_train_step(mg, x, y, B, NULL)); /* away from the initial weights */
-    twin_sync(g, mg, c, mc, path);
+    t_sync_state(g, mg, c, mc, path);
     twin_batch(x, y, B, per, classes, 42);
     const int nn = mg->num_nodes, ln = nn - 1 - mg->softmax_last;
     float **out = calloc((size_t)nn, sizeof(float *));
@@ -651,7 +636,7 @@ Test(gpu_bf16, graph_steps_equal_eager_steps) {
     CK_OK(g, ck_model_cuda_graph_info(a, &gi));
     cr_assert_gt(gi.replays, 0, "no graph replayed: %s", gi.note);
     size_t na = 0, nb = 0;
-    float *wa = twin_weights(g, a, &na), *wb = twin_weights(g, b, &nb);
+    float *wa = t_weights_of(g, a, &na), *wb = t_weights_of(g, b, &nb);
     cr_assert_eq(na, nb);
     cr_assert(memcmp(wa, wb, na * sizeof *wa) == 0, "weights differ after %d steps", STEPS);
     free(wa), free(wb), free(x);

@@ -35,21 +35,6 @@ static void make_batch(float *x, int32_t *y, int n, uint64_t seed) {
     }
 }
 
-static float *weights_of(ck_context *ctx, ck_model *m, size_t *count) {
-    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, count));
-    float *w = malloc(*count * sizeof *w);
-    CK_OK(ctx, ck_model_get_weights(m, w, *count, NULL));
-    return w;
-}
-
-/* Copies the whole state of `from` (weights, optimizer moments, BN statistics, step) into `to`
- * through a checkpoint file. */
-static void sync_state(ck_context *cf, ck_model *from, ck_context *ct, ck_model *to,
-                       const char *path) {
-    CK_OK(cf, ck_model_save(from, path));
-    CK_OK(ct, ck_model_load(to, path));
-}
-
 /* Issue 3's bar, "the losses of the first 10 steps agree to 1e-3", in three parts.
  * (1) Lockstep, Adam: before every step the CPU model's whole state is copied into the GPU model,
  *     so each step compares one computation from identical state: losses to 1e-4 relative, and
@@ -76,14 +61,14 @@ Test(gpu_model, first_10_losses_match_cpu) {
     ck_model *mg = seed_on(g, B), *mc = seed_on(c, B);
     for (int step = 0; step < 10; ++step) {
         make_batch(x, y, B, 100 + step);
-        sync_state(c, mc, g, mg, path);
+        t_sync_state(c, mc, g, mg, path);
         ck_step_result rg, rc;
         CK_OK(g, ck_model_train_step(mg, x, y, B, &rg));
         CK_OK(c, ck_model_train_step(mc, x, y, B, &rc));
         cr_expect_lt(fabs(rg.loss - rc.loss), 1e-4 * fabs(rc.loss),
                      "lockstep step %d: GPU loss %.8f, CPU loss %.8f", step, rg.loss, rc.loss);
     }
-    sync_state(c, mc, g, mg, path);
+    t_sync_state(c, mc, g, mg, path);
     float *pg = malloc(sizeof(float) * 10 * B), *pc = malloc(sizeof(float) * 10 * B);
     CK_OK(g, ck_model_predict(mg, x, B, pg));
     CK_OK(c, ck_model_predict(mc, x, B, pc));
@@ -99,13 +84,13 @@ Test(gpu_model, first_10_losses_match_cpu) {
     CK_OK(c, ck_model_set_optimizer(mc, &sgd));
     make_batch(x, y, B, 300);
     CK_OK(c, ck_model_train_step(mc, x, y, B, NULL)); /* away from the initial weights */
-    sync_state(c, mc, g, mg, path);
+    t_sync_state(c, mc, g, mg, path);
     size_t n0 = 0, ng = 0, nc = 0;
-    float *w0 = weights_of(c, mc, &n0);
+    float *w0 = t_weights_of(c, mc, &n0);
     make_batch(x, y, B, 301);
     CK_OK(g, ck_model_train_step(mg, x, y, B, NULL));
     CK_OK(c, ck_model_train_step(mc, x, y, B, NULL));
-    float *wg = weights_of(g, mg, &ng), *wc = weights_of(c, mc, &nc);
+    float *wg = t_weights_of(g, mg, &ng), *wc = t_weights_of(c, mc, &nc);
     cr_assert(ng == n0 && nc == n0);
     double dmax = 0.0, err = 0.0;
     size_t worst = 0;
@@ -158,7 +143,7 @@ Test(gpu_model, training_is_bit_reproducible) {
             make_batch(x, y, B, 7 + step);
             CK_OK(g, ck_model_train_step(m, x, y, B, NULL));
         }
-        w[run] = weights_of(g, m, &n[run]);
+        w[run] = t_weights_of(g, m, &n[run]);
         ck_model_destroy(m);
     }
     cr_assert_eq(n[0], n[1]);
@@ -178,7 +163,7 @@ static float *train_5(ck_context *g, size_t *n) {
         make_batch(x, y, B, 7 + step);
         CK_OK(g, ck_model_train_step(m, x, y, B, NULL));
     }
-    float *w = weights_of(g, m, n);
+    float *w = t_weights_of(g, m, n);
     ck_model_destroy(m);
     free(x);
     return w;
@@ -232,14 +217,14 @@ static void speed_settings_case(ck_math math, double tol) {
     }
     for (int step = 0; step < 5; ++step) {
         make_batch(x, y, B, 100 + step);
-        sync_state(c, mc, g, mg, path);
+        t_sync_state(c, mc, g, mg, path);
         ck_step_result rg, rc;
         CK_OK(g, ck_model_train_step(mg, x, y, B, &rg));
         CK_OK(c, ck_model_train_step(mc, x, y, B, &rc));
         cr_expect_lt(fabs(rg.loss - rc.loss), tol * fabs(rc.loss),
                      "lockstep step %d: GPU loss %.8f, CPU loss %.8f", step, rg.loss, rc.loss);
     }
-    sync_state(c, mc, g, mg, path);
+    t_sync_state(c, mc, g, mg, path);
     float *pg = malloc(sizeof(float) * 10 * B), *pc = malloc(sizeof(float) * 10 * B);
     CK_OK(g, ck_model_predict(mg, x, B, pg));
     CK_OK(c, ck_model_predict(mc, x, B, pc));
@@ -282,13 +267,13 @@ Test(gpu_model, checkpoint_moves_between_devices) {
     CK_OK(g, ck_model_save(mg, path));
     CK_OK(c, ck_model_load(mc, path));
     size_t n1 = 0, n2 = 0;
-    float *w1 = weights_of(g, mg, &n1), *w2 = weights_of(c, mc, &n2);
+    float *w1 = t_weights_of(g, mg, &n1), *w2 = t_weights_of(c, mc, &n2);
     cr_assert_eq(n1, n2);
     cr_expect_eq(memcmp(w1, w2, n1 * sizeof(float)), 0, "weights differ after GPU save, CPU load");
     cr_expect_eq(ck_model_step(mc), 2);
     /* and back: set_weights on the GPU model takes the CPU model's weights */
     CK_OK(g, ck_model_set_weights(mg, w2, n2));
-    float *w3 = weights_of(g, mg, &n1);
+    float *w3 = t_weights_of(g, mg, &n1);
     cr_expect_eq(memcmp(w3, w2, n1 * sizeof(float)), 0);
     unlink(path);
     free(w1), free(w2), free(w3), free(x);
@@ -342,7 +327,7 @@ static void planned_vs_unplanned_gpu(const char *text, int h, int w, int c, int 
         cr_assert(ra.loss == rb.loss, "step %d: loss %.17g planned vs %.17g unplanned", step,
                   ra.loss, rb.loss);
         size_t na = 0, nb = 0;
-        float *wa = weights_of(g, m[0], &na), *wb = weights_of(g, m[1], &nb);
+        float *wa = t_weights_of(g, m[0], &na), *wb = t_weights_of(g, m[1], &nb);
         cr_assert_eq(na, nb);
         for (size_t i = 0; i < na; ++i)
             cr_assert(wa[i] == wb[i], "step %d: weight %zu: %.9g planned vs %.9g unplanned", step,

@@ -60,14 +60,6 @@ static void make_batch(float *x, int32_t *y, int n, int pixels, int classes, uin
     }
 }
 
-static float *weights_of(ck_context *ctx, ck_model *m, size_t *count) {
-    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, count));
-    float *w = malloc(*count * sizeof *w);
-    cr_assert_not_null(w);
-    CK_OK(ctx, ck_model_get_weights(m, w, *count, NULL));
-    return w;
-}
-
 /* ---- out of memory: the allocation limit hook ---------------------------------------------- */
 
 Test(hardening, alloc_limit_tensors_masks_workspaces) {
@@ -184,7 +176,7 @@ Test(hardening, alloc_limit_model_build_sweep) {
     const size_t need = ck_context_host_alloc_bytes(ctx) - base0;
     cr_assert_gt(need, 1000000, "the seed model's buffers are counted (%zu bytes)", need);
     size_t nw = 0;
-    float *w_ref = weights_of(ctx, probe, &nw);
+    float *w_ref = t_weights_of(ctx, probe, &nw);
     ck_model_destroy(probe);
     cr_assert_eq(ck_context_host_alloc_bytes(ctx), 0);
 
@@ -213,7 +205,7 @@ Test(hardening, alloc_limit_model_build_sweep) {
         }
         /* and it is the model a clean build gives, and it trains */
         size_t n2 = 0;
-        float *w = weights_of(ctx, m, &n2);
+        float *w = t_weights_of(ctx, m, &n2);
         cr_assert_eq(n2, nw);
         cr_assert_eq(memcmp(w, w_ref, nw * sizeof *w), 0, "limit %zu: other initial weights",
                      limit);
@@ -265,7 +257,7 @@ Test(hardening, alloc_limit_model_add_step_checkpoint) {
     struct stat st0;
     cr_assert_eq(stat(path, &st0), 0);
     size_t nw = 0;
-    float *w_saved = weights_of(ctx, m, &nw);
+    float *w_saved = t_weights_of(ctx, m, &nw);
 
     /* no room for a training step's per-call scratch: it fails and the model is unchanged */
     CK_OK(ctx, ck_context_set_host_alloc_limit(ctx, ck_context_host_alloc_bytes(ctx)));
@@ -275,7 +267,7 @@ Test(hardening, alloc_limit_model_add_step_checkpoint) {
         cr_assert_neq(strstr(ck_context_last_error(ctx), "limit"), NULL, "%s",
                       ck_context_last_error(ctx));
         size_t nx;
-        float *wx = weights_of(ctx, m, &nx);
+        float *wx = t_weights_of(ctx, m, &nx);
         cr_assert_eq(memcmp(wx, w_saved, nx * sizeof *wx), 0, "a failed step changed the model");
         free(wx);
         cr_assert_eq(ck_model_step(m), 1);
@@ -296,17 +288,17 @@ Test(hardening, alloc_limit_model_add_step_checkpoint) {
     cr_assert_eq(entries, 1, "a failed save left a file behind");
     /* load needs a read buffer: fails, the model is unchanged */
     size_t n1;
-    float *w_before = weights_of(ctx, m, &n1);
+    float *w_before = t_weights_of(ctx, m, &n1);
     const long long step = ck_model_step(m);
     EXPECT_ST(ctx, ck_model_load(m, path), CK_STATUS_ALLOC_FAILED, "limit");
-    float *w_after = weights_of(ctx, m, &n1);
+    float *w_after = t_weights_of(ctx, m, &n1);
     cr_assert_eq(memcmp(w_before, w_after, n1 * sizeof(float)), 0, "a failed load changed weights");
     cr_assert_eq(ck_model_step(m), step);
     /* lifted: load gives back the saved state */
     CK_OK(ctx, ck_context_set_host_alloc_limit(ctx, 0));
     CK_OK(ctx, ck_model_load(m, path));
     free(w_after);
-    w_after = weights_of(ctx, m, &n1);
+    w_after = t_weights_of(ctx, m, &n1);
     cr_assert_eq(memcmp(w_saved, w_after, n1 * sizeof(float)), 0);
     cr_assert_eq(ck_model_step(m), 1);
     CK_OK(ctx, ck_model_train_step(m, x, y, 8, &r));
@@ -519,14 +511,14 @@ Test(hardening, non_finite_inputs) {
     ck_step_result r;
     CK_OK(ctx, ck_model_train_step(m, x, y, 8, &r));
     size_t nw;
-    float *w0 = weights_of(ctx, m, &nw);
+    float *w0 = t_weights_of(ctx, m, &nw);
     const float bad[3] = {NAN, INFINITY, -INFINITY};
     for (int i = 0; i < 3; ++i) {
         float xb[8 * 36];
         memcpy(xb, x, sizeof xb);
         xb[5 * 36 + 7] = bad[i];
         EXPECT_ST(ctx, ck_model_train_step(m, xb, y, 8, &r), CK_STATUS_BAD_PARAM, "not finite");
-        float *w = weights_of(ctx, m, &nw);
+        float *w = t_weights_of(ctx, m, &nw);
         cr_assert_eq(memcmp(w, w0, nw * sizeof *w), 0,
                      "input %g: a failed step changed weights or BN statistics", (double)bad[i]);
         free(w);
@@ -572,7 +564,7 @@ Test(hardening, non_finite_input_masked_by_relu) {
     int32_t y[8];
     make_batch(x, y, 8, 36, 4, 4);
     size_t nw0;
-    float *w0 = weights_of(ctx, m, &nw0);
+    float *w0 = t_weights_of(ctx, m, &nw0);
     const float bad_values[] = {NAN, INFINITY, -INFINITY};
     for (int b = 0; b < 3; ++b) {
         x[5 * 36 + 7] = bad_values[b];
@@ -583,7 +575,7 @@ Test(hardening, non_finite_input_masked_by_relu) {
         cr_assert_neq(strstr(ck_context_last_error(ctx), "x[187]"), NULL, "message '%s'",
                       ck_context_last_error(ctx));
         size_t nw;
-        float *w = weights_of(ctx, m, &nw);
+        float *w = t_weights_of(ctx, m, &nw);
         cr_assert_eq(nw, nw0);
         cr_assert_eq(memcmp(w, w0, nw * sizeof *w), 0, "a refused step changed the weights");
         free(w);
@@ -622,7 +614,7 @@ static float *seed_run(ck_device dev, size_t *count, const char **skip_reason) {
         *skip_reason = "model training is not supported on this device in this version";
     } else {
         CK_OK(ctx, st);
-        w = weights_of(ctx, m, count);
+        w = t_weights_of(ctx, m, count);
     }
     free(x);
     ck_model_destroy(m);
@@ -671,7 +663,7 @@ static void diverged_step_changes_nothing(ck_device dev) {
     make_batch(x, y, 16, 784, 10, 7);
     CK_OK(ctx, ck_model_train_step(m, x, y, 16, NULL)); /* optimizer state in use */
     size_t n = 0;
-    float *good = weights_of(ctx, m, &n), *bad = malloc(n * sizeof *bad);
+    float *good = t_weights_of(ctx, m, &n), *bad = malloc(n * sizeof *bad);
     for (size_t i = 0; i < n; ++i)
         bad[i] = 1e30f;
     CK_OK(ctx, ck_model_set_weights(m, bad, n));
@@ -682,7 +674,7 @@ static void diverged_step_changes_nothing(ck_device dev) {
                   ck_context_last_error(ctx));
     cr_assert_eq(ck_model_step(m), step);
     size_t n2 = 0;
-    float *after = weights_of(ctx, m, &n2);
+    float *after = t_weights_of(ctx, m, &n2);
     cr_assert_eq(n2, n);
     cr_assert_eq(memcmp(after, bad, n * sizeof *bad), 0, "a failed step changed the weights");
     CK_OK(ctx, ck_model_set_weights(m, good, n));
@@ -789,7 +781,7 @@ Test(hardening, checkpoint_survives_sigkill_during_save, .timeout = 120) {
         cr_assert_geq(step, 1);
         last_step = step;
         size_t nw;
-        float *w = weights_of(ctx, m, &nw);
+        float *w = t_weights_of(ctx, m, &nw);
         for (size_t i = 0; i < nw; ++i)
             cr_assert(isfinite(w[i]));
         free(w);
