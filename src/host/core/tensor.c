@@ -239,13 +239,16 @@ CK_API ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor
         return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
                        "dst: shape %dx%dx%dx%d differs from src shape %dx%dx%dx%d", dst->n, dst->c,
                        dst->h, dst->w, src->n, src->c, src->h, src->w);
+    st = ck_tensor_check_storage(ctx, src, "src", dst, "dst"); /* the executor's bf16 views */
+    if (st != CK_STATUS_SUCCESS)
+        return st;
     if (src == dst)
         return CK_STATUS_SUCCESS;
     if (src->layout == dst->layout)
-        return dev_copy(ctx, dst->data, src->data, src->count * sizeof(float), 2);
+        return dev_copy(ctx, dst->data, src->data, ck_kdt_bytes(src->dtype, src->count), 2);
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
-        ck_kshape s = {src->n, src->c, src->h, src->w, src->layout == CK_LAYOUT_NHWC, CK_KDT_F32};
+        ck_kshape s = {src->n, src->c, src->h, src->w, src->layout == CK_LAYOUT_NHWC, src->dtype};
         int e = ck_cuda_convert_layout(src->data, dst->data, s, ctx->stream);
         return e ? ck_cuda_fail(ctx, e, "layout conversion kernel") : CK_STATUS_SUCCESS;
     }

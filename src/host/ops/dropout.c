@@ -48,9 +48,8 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
     if (st != CK_STATUS_SUCCESS)
         return st;
     if (mode == CK_MODE_INFERENCE) {
-        /* identity; a requested mask records "all kept"; bf16 words are copied by the kernel too
-         * (ck_tensor_copy moves fp32 elements) */
-        if (mask_out || x->dtype == CK_KDT_BF16) {
+        /* identity; a requested mask records "all kept" */
+        if (mask_out) {
             ck_dropout_desc keep_all = {0.0f, desc->offset, desc->sample0};
             desc = &keep_all;
             mode = CK_MODE_TRAINING; /* rate 0 keeps every unit with scale 1: y = x exactly */
