@@ -183,3 +183,36 @@ Test(conv_algo, cache_by_shape_and_setting) {
     }
     free(c);
 }
+
+/* Layout by measurement (fastest): a layout's step is its three timed algorithms, plus the
+ * transposes for NCHW; any untimed part makes the step unknown, and an unknown step keeps NHWC. */
+Test(conv_algo, layout_step_and_choice) {
+    const float t[3] = {0.25f, 0.5f, 1.0f}, part[3] = {0.25f, -1.0f, 1.0f};
+    cr_expect_float_eq(ck_conv_layout_step_ms(t, -1.0f, 0), 1.75f, 1e-6, "NHWC: no transposes");
+    cr_expect_float_eq(ck_conv_layout_step_ms(t, 0.5f, 1), 2.25f, 1e-6, "NCHW pays its transposes");
+    cr_expect_lt(ck_conv_layout_step_ms(t, -1.0f, 1), 0.0f, "NCHW without timed transposes");
+    cr_expect_lt(ck_conv_layout_step_ms(part, 0.5f, 1), 0.0f, "an untimed direction");
+    cr_expect_lt(ck_conv_layout_step_ms(part, 0.0f, 0), 0.0f);
+    /* NCHW only when faster by more than the margin */
+    cr_expect_eq(ck_conv_layout_prefers_nchw(1.0f, 0.5f), 1);
+    cr_expect_eq(ck_conv_layout_prefers_nchw(1.0f, 0.94f), 1);
+    cr_expect_eq(ck_conv_layout_prefers_nchw(1.0f, 0.96f), 0, "within the margin: NHWC");
+    cr_expect_eq(ck_conv_layout_prefers_nchw(1.0f, 1.5f), 0);
+    cr_expect_eq(ck_conv_layout_prefers_nchw(-1.0f, 0.1f), 0, "NHWC untimed: NHWC");
+    cr_expect_eq(ck_conv_layout_prefers_nchw(1.0f, -1.0f), 0, "NCHW untimed: NHWC");
+    /* the plan keeps both steps for the cached describe line */
+    ck_conv_algo_cache *c = calloc(1, sizeof *c);
+    ck_conv_algo_plan p;
+    memset(&p, 0, sizeof p);
+    p.nchw = 1;
+    p.layout_ms[0] = 2.0f;
+    p.layout_ms[1] = 1.0f;
+    p.transpose_ms = 0.25f;
+    const ck_conv_algo_key k = key_of(128, 1, CK_CONV_ALGO_FASTEST, CK_MATH_STRICT_FP32);
+    ck_conv_algo_cache_put(c, &k, &p);
+    const ck_conv_algo_plan *got = ck_conv_algo_cache_find(c, &k);
+    cr_assert_not_null(got);
+    cr_expect(got->nchw == 1 && got->layout_ms[0] == 2.0f && got->layout_ms[1] == 1.0f &&
+              got->transpose_ms == 0.25f);
+    free(c);
+}

@@ -9,8 +9,10 @@
 #ifdef CNNKIT_HAVE_CUDA
 #include "cnnkit/model.h"
 #include "gpu_layers.h"
+#include "internal.h" /* ck_conv_layout_prefers_nchw */
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,6 +214,46 @@ Test(gpu_layers, conv_fastest_matches_cpu) {
     cr_expect_eq(ck_gconv_workspace_bytes(a), ck_gconv_workspace_bytes(b));
     ck_gconv_destroy(a);
     ck_gconv_destroy(b);
+    ck_context_destroy(g);
+}
+
+/* Layout by measurement (issue 14 item 4): under CK_CONV_ALGO_FASTEST each shape is timed in
+ * NHWC and in NCHW, the NCHW step with its transposes (timed too), and the faster kept, NCHW only
+ * past CK_CONV_LAYOUT_MARGIN; the describe line shows both steps. Forced NCHW is not measured. */
+Test(gpu_layers, conv_fastest_measures_layouts) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    CK_OK(g, ck_context_set_conv_algo(g, CK_CONV_ALGO_FASTEST));
+    for (size_t i = 0; i < sizeof SPEED_CONVS / sizeof *SPEED_CONVS; ++i) {
+        const cshape s = CONVS[SPEED_CONVS[i]];
+        ck_conv_geom geo;
+        cr_assert_eq(
+            ck_conv_geom_make(&geo, s.n, s.h, s.w, s.cin, s.cout, s.kh, s.kw, s.sh, s.sw, s.same),
+            0);
+        ck_gconv *a = NULL, *f = NULL;
+        CK_OK(g, ck_gconv_create(g, &geo, &a));
+        char pa[512], pf[512];
+        ck_gconv_describe(a, pa, sizeof pa);
+        cr_log_info("conv case %zu: %s", SPEED_CONVS[i], pa);
+        const char *st = strstr(pa, "step NHWC ");
+        cr_assert_neq(st, NULL, "both layouts timed: %s", pa);
+        float nhwc = -1, nchw = -1, tr = -1;
+        cr_assert_eq(
+            sscanf(st, "step NHWC %f ms vs NCHW %f ms (%f of it transposes)", &nhwc, &nchw, &tr), 3,
+            "%s", pa);
+        cr_expect_gt(tr, 0.0f, "%s", pa);
+        cr_expect_geq(nchw, tr, "%s", pa);
+        const int took_nchw = !strncmp(pa, "NCHW (timed faster)", 19);
+        cr_expect(took_nchw || !strncmp(pa, "NHWC,", 5), "%s", pa);
+        /* the printed 3 decimals decide unless they sit at the margin */
+        if (fabsf(nchw - (1.0f - CK_CONV_LAYOUT_MARGIN) * nhwc) > 2e-3f)
+            cr_expect_eq(took_nchw, ck_conv_layout_prefers_nchw(nhwc, nchw), "%s", pa);
+        CK_OK(g, ck_gconv_create_layout(g, &geo, 1, &f));
+        ck_gconv_describe(f, pf, sizeof pf);
+        cr_expect_eq(strncmp(pf, "NCHW (fallback)", 15), 0, "%s", pf);
+        cr_expect_null(strstr(pf, "step NHWC"), "%s", pf);
+        ck_gconv_destroy(a);
+        ck_gconv_destroy(f);
+    }
     ck_context_destroy(g);
 }
 

@@ -120,8 +120,11 @@ size_t ck_context_host_alloc_bytes(const ck_context *ctx);
  *  - CK_CONV_ALGO_FASTEST: each direction of each convolution shape is timed once
  *    (cudnnFind*AlgorithmEx, at the largest batch) when the convolution is planned, i.e. at
  *    ck_model_build, and the fastest allowed algorithm is kept, deterministic or not (atomics:
- *    two runs may differ in the last bits). The choice is cached in the context: a second model
- *    with the same shapes reuses it without timing again.
+ *    two runs may differ in the last bits). The layout is measured too: each convolution is
+ *    timed in NHWC (the layout of cnnkit's device activations) and in NCHW plus the transposes
+ *    NCHW needs around it, and NCHW is kept only when that step is more than 5% faster. The
+ *    choice is cached in the context: a second model with the same shapes reuses it without
+ *    timing again.
  * Takes effect for the convolutions planned after the call: a built model keeps its algorithms.
  * Either way the algorithm's workspace (at most 1 GiB) is part of the model's device arena. A
  * CPU context accepts and stores the setting; it has no effect there (the CPU path is always

@@ -29,6 +29,22 @@ int ck_conv_algo_choose(const ck_algo_cand *cands, int count, ck_conv_algo polic
     return fastest >= 0 ? fastest : first;
 }
 
+float ck_conv_layout_step_ms(const float time_ms[3], float transpose_ms, int nchw) {
+    float sum = nchw ? transpose_ms : 0.0f;
+    if (sum < 0.0f)
+        return -1.0f;
+    for (int d = 0; d < 3; ++d) {
+        if (!(time_ms[d] >= 0.0f))
+            return -1.0f;
+        sum += time_ms[d];
+    }
+    return sum;
+}
+
+int ck_conv_layout_prefers_nchw(float nhwc_ms, float nchw_ms) {
+    return nhwc_ms >= 0.0f && nchw_ms >= 0.0f && nchw_ms < (1.0f - CK_CONV_LAYOUT_MARGIN) * nhwc_ms;
+}
+
 const ck_conv_algo_plan *ck_conv_algo_cache_find(const ck_conv_algo_cache *c,
                                                  const ck_conv_algo_key *key) {
     for (int i = 0; i < c->count; ++i)

@@ -68,6 +68,8 @@ typedef struct ck_conv_algo_plan {
     int math[3]; /* ck_cand_math of each */
     float time_ms[3];
     size_t bytes;
+    float layout_ms[2]; /* each layout's timed step (NHWC, NCHW), < 0: not measured */
+    float transpose_ms; /* the NCHW step's share spent transposing, < 0: not measured */
 } ck_conv_algo_plan;
 
 #define CK_CONV_ALGO_CACHE 32 /* shapes per context; more replace the oldest */
@@ -76,6 +78,17 @@ typedef struct ck_conv_algo_cache {
     ck_conv_algo_plan plan[CK_CONV_ALGO_CACHE];
     int count, next; /* entries used; the slot the next insertion takes when full */
 } ck_conv_algo_cache;
+
+/* Layout by measurement (CK_CONV_ALGO_FASTEST): cnnkit's activations are NHWC, so a convolution
+ * that cuDNN runs in NCHW pays for transposes around it. A layout's training-step time is the
+ * sum of its three timed algorithms, plus transpose_ms for NCHW; < 0 when any part is untimed. */
+float ck_conv_layout_step_ms(const float time_ms[3], float transpose_ms, int nchw);
+/* NCHW must beat NHWC by more than this fraction: a near tie is timing noise, and NHWC needs no
+ * transpose buffers in the workspace. */
+#define CK_CONV_LAYOUT_MARGIN 0.05f
+/* 1 when NCHW's step time is below (1 - CK_CONV_LAYOUT_MARGIN) x NHWC's; 0 when either is
+ * unknown (< 0): NHWC, the layout of the activations, stays. */
+int ck_conv_layout_prefers_nchw(float nhwc_ms, float nchw_ms);
 
 /* The cached plan of key, or NULL. */
 const ck_conv_algo_plan *ck_conv_algo_cache_find(const ck_conv_algo_cache *c,

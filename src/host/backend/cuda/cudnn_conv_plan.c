@@ -256,6 +256,54 @@ static cudnnStatus_t gconv_find(cudnnHandle_t h, const ck_gconv *c, int dir, con
     return s;
 }
 
+/* One conversion of a (NHWC) tensor to NCHW on the stream, timed: one warm-up, the best of
+ * three; < 0 when it could not be timed. */
+static float time_convert(cudaStream_t s, cudaEvent_t e0, cudaEvent_t e1, const void *src,
+                          void *dst, ck_kshape sh) {
+    float best = -1.0f;
+    for (int r = 0; r < 4; ++r) {
+        float ms = 0.0f;
+        if (cudaEventRecord(e0, s) != cudaSuccess || ck_cuda_convert_layout(src, dst, sh, s) != 0 ||
+            cudaEventRecord(e1, s) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
+            cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return -1.0f;
+        }
+        if (r > 0 && (best < 0.0f || ms < best))
+            best = ms;
+    }
+    return best;
+}
+
+/* The transposes an NCHW plan adds to a training step (cudnn_conv.c), timed on the find
+ * buffers: x to NCHW in the forward and again in the backward, dx back, y back, dy to NCHW
+ * (3 of x's size, 2 of y's; a first layer has no dx but is counted as if it had). < 0 when
+ * they could not be timed. */
+static float time_transposes(cudaStream_t s, const ck_gconv *c, const find_bufs *fb) {
+    const ck_conv_geom *g = &c->g;
+    const size_t nx = ck_kdt_bytes(c->dt, (size_t)g->n * c->hp * c->wp * g->cin);
+    const size_t ny = ck_kdt_bytes(c->dt, (size_t)g->n * g->oh * g->ow * g->cout);
+    void *t = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    float ms = -1.0f;
+    if (cudaMalloc(&t, nx > ny ? nx : ny) == cudaSuccess && cudaEventCreate(&e0) == cudaSuccess &&
+        cudaEventCreate(&e1) == cudaSuccess) {
+        const ck_kshape shx = {g->n, g->cin, c->hp, c->wp, 1, c->dt};
+        const ck_kshape shy = {g->n, g->cout, g->oh, g->ow, 1, c->dt};
+        const float tx = time_convert(s, e0, e1, fb->x, t, shx);
+        const float ty = tx < 0.0f ? -1.0f : time_convert(s, e0, e1, fb->y, t, shy);
+        if (ty >= 0.0f)
+            ms = 3.0f * tx + 2.0f * ty;
+    }
+    (void)cudaGetLastError();
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    cudaFree(t);
+    return ms;
+}
+
 static const char *math_name(int m) {
     switch ((cudnnMathType_t)m) {
     case CUDNN_DEFAULT_MATH:
@@ -410,6 +458,8 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t logl
         if (b > c->algo_bytes)
             c->algo_bytes = b;
     }
+    if (timed && rc == 0 && c->nchw)
+        c->transpose_ms = time_transposes((cudaStream_t)ctx->stream, c, &fb);
     if (timed)
         find_bufs_free(&fb);
     if (rc != 0)
@@ -438,9 +488,26 @@ static ck_conv_algo_key gconv_key(const ck_gconv *c, int force_nchw) {
     return k;
 }
 
-/* A plan of the context's cache for this shape and setting: descriptors for its layout, its
- * algorithms checked again by the workspace query (a stale entry is dropped, 0 = not used). */
-static int gconv_from_cache(ck_context *ctx, ck_gconv *c, const ck_conv_algo_plan *p) {
+static ck_conv_algo_plan gconv_plan_of(const ck_gconv *c) {
+    ck_conv_algo_plan p;
+    memset(&p, 0, sizeof p);
+    p.nchw = c->nchw;
+    p.bytes = c->algo_bytes;
+    for (int d = 0; d < 3; ++d) {
+        p.algo[d] = c->algo[d];
+        p.math[d] = c->math[d];
+        p.time_ms[d] = c->time_ms[d];
+    }
+    p.layout_ms[0] = c->layout_ms[0];
+    p.layout_ms[1] = c->layout_ms[1];
+    p.transpose_ms = c->transpose_ms;
+    return p;
+}
+
+/* A plan (the context's cache entry for this shape and setting, or one timed before in the
+ * other layout): descriptors for its layout, its algorithms checked again by the workspace
+ * query (a stale entry is dropped, 0 = not used). */
+static int gconv_apply(ck_context *ctx, ck_gconv *c, const ck_conv_algo_plan *p) {
     cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
     c->nchw = p->nchw;
     if (cudnnSetFilter4dDescriptor(c->wd, gconv_data_type(c),
@@ -463,10 +530,12 @@ static int gconv_from_cache(ck_context *ctx, ck_gconv *c, const ck_conv_algo_pla
         c->time_ms[d] = p->time_ms[d];
     }
     c->algo_bytes = p->bytes;
+    c->layout_ms[0] = p->layout_ms[0];
+    c->layout_ms[1] = p->layout_ms[1];
+    c->transpose_ms = p->transpose_ms;
     if (ck_gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]) != CUDNN_STATUS_SUCCESS)
         return 0;
     c->algo_ready = 1;
-    c->cached = 1;
     return 1;
 }
 
@@ -509,30 +578,59 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
     const ck_conv_algo_key key = gconv_key(c, force_nchw);
     const ck_conv_algo_plan *hit =
         c->policy == CK_CONV_ALGO_FASTEST ? ck_conv_algo_cache_find(&ctx->algo_cache, &key) : NULL;
-    if (hit && gconv_from_cache(ctx, c, hit))
+    c->layout_ms[0] = c->layout_ms[1] = c->transpose_ms = -1.0f;
+    if (hit && gconv_apply(ctx, c, hit)) {
+        c->cached = 1;
         return CK_STATUS_SUCCESS;
+    }
     char log[640];
     size_t at = 0;
     log[0] = '\0';
     ck_status err = CK_STATUS_SUCCESS;
-    for (c->nchw = force_nchw ? 1 : 0; c->nchw <= 1; ++c->nchw) {
+    /* fastest, layout left to cnnkit: both layouts are timed and the faster step kept */
+    const int measure = c->policy == CK_CONV_ALGO_FASTEST && !force_nchw;
+    ck_conv_algo_plan nhwc = {0};
+    int have_nhwc = 0, ok = 0;
+    for (c->nchw = force_nchw ? 1 : 0; c->nchw <= 1 && !ok; ++c->nchw) {
         if (gconv_try_layout(ctx, c, log, sizeof log, &at, &err) == 0) {
-            if (c->policy == CK_CONV_ALGO_FASTEST) {
-                ck_conv_algo_plan p;
-                memset(&p, 0, sizeof p);
-                p.nchw = c->nchw;
-                p.bytes = c->algo_bytes;
-                for (int d = 0; d < 3; ++d) {
-                    p.algo[d] = c->algo[d];
-                    p.math[d] = c->math[d];
-                    p.time_ms[d] = c->time_ms[d];
-                }
-                ck_conv_algo_cache_put(&ctx->algo_cache, &key, &p);
+            c->layout_ms[c->nchw] = ck_conv_layout_step_ms(c->time_ms, c->transpose_ms, c->nchw);
+            if (measure && !c->nchw) {
+                nhwc = gconv_plan_of(c);
+                have_nhwc = 1;
+            } else {
+                ok = 1;
+                break;
             }
-            return CK_STATUS_SUCCESS;
+        } else if (err != CK_STATUS_SUCCESS) {
+            if (!have_nhwc)
+                return err;
+            ck_clear_error(ctx); /* NCHW failed to plan: the NHWC plan stands */
+            err = CK_STATUS_SUCCESS;
+            break;
         }
-        if (err != CK_STATUS_SUCCESS)
-            return err;
+    }
+    if (have_nhwc) {
+        nhwc.layout_ms[1] = ok ? c->layout_ms[1] : -1.0f;
+        nhwc.transpose_ms = ok ? c->transpose_ms : -1.0f;
+        if (ok && ck_conv_layout_prefers_nchw(nhwc.layout_ms[0], nhwc.layout_ms[1])) {
+            c->layout_ms[0] = nhwc.layout_ms[0];
+        } else if (!gconv_apply(ctx, c, &nhwc)) { /* back to NHWC; if that fails, plan again */
+            c->nchw = 0;
+            c->layout_ms[0] = c->layout_ms[1] = c->transpose_ms = -1.0f;
+            if (gconv_try_layout(ctx, c, log, sizeof log, &at, &err) != 0)
+                return err != CK_STATUS_SUCCESS
+                           ? err
+                           : ck_fail(ctx, CK_STATUS_CUDA_ERROR,
+                                     "conv: NHWC, planned once, has no algorithm again:%s", log);
+        }
+        ok = 1;
+    }
+    if (ok) {
+        if (c->policy == CK_CONV_ALGO_FASTEST) {
+            const ck_conv_algo_plan p = gconv_plan_of(c);
+            ck_conv_algo_cache_put(&ctx->algo_cache, &key, &p);
+        }
+        return CK_STATUS_SUCCESS;
     }
     c->nchw = 1;
     return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
@@ -620,9 +718,12 @@ void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
         return;
     size_t at = 0;
     buf[0] = '\0';
+    const int timed_layouts = c->layout_ms[0] >= 0.0f && c->layout_ms[1] >= 0.0f;
     ck_appendf(buf, len, &at, "%s, algorithms forward %d, backward-data %d, backward-filter %d, ",
-               c->nchw ? "NCHW (fallback)" : "NHWC", c->algo[CK_FWD], c->algo[CK_BWD_DATA],
-               c->algo[CK_BWD_FILTER]);
+               !c->nchw        ? "NHWC"
+               : timed_layouts ? "NCHW (timed faster)"
+                               : "NCHW (fallback)",
+               c->algo[CK_FWD], c->algo[CK_BWD_DATA], c->algo[CK_BWD_FILTER]);
     /* the default plan's line is unchanged: "fma math" */
     if (c->math[0] == c->math[1] && c->math[1] == c->math[2])
         ck_appendf(buf, len, &at, "%s math", math_name(c->math[0]));
@@ -639,6 +740,9 @@ void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
         else
             ck_appendf(buf, len, &at, " (not timed: heuristics)");
     }
+    if (timed_layouts)
+        ck_appendf(buf, len, &at, ", step NHWC %.3f ms vs NCHW %.3f ms (%.3f of it transposes)",
+                   (double)c->layout_ms[0], (double)c->layout_ms[1], (double)c->transpose_ms);
     if (c->mathset == CK_MATH_TF32)
         ck_appendf(buf, len, &at, ", tf32 allowed");
     if (c->dt == CK_KDT_BF16)

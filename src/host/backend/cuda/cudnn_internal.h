@@ -39,7 +39,7 @@ struct ck_gconv {
     ck_conv_geom g;   /* n = the largest batch */
     int explicit_pad; /* asymmetric 'same' padding: x is zero-padded into the workspace first */
     int hp, wp;       /* input extent cuDNN sees */
-    int nchw;         /* cuDNN runs in NCHW / KCRS (the fallback), else NHWC / KRSC */
+    int nchw;         /* cuDNN runs in NCHW / KCRS (the fallback, or timed faster), else NHWC */
     int dt;           /* cuDNN's data type of x, y, their gradients and the filter (ck_kdt) */
     /* bf16 storage, fp32 cuDNN (wide = 1): the caller's x, y, dx, dy are bf16 words, widened
      * into fp32 copies in the workspace for an fp32 plan, the filter and its gradient rounded to
@@ -53,6 +53,8 @@ struct ck_gconv {
     int algo[3];         /* forward, backward data, backward filter */
     int math[3];         /* cudnnMathType_t of each direction's algorithm */
     float time_ms[3];    /* cudnnFind* time of each (CK_CONV_ALGO_FASTEST), < 0: not timed */
+    float layout_ms[2];  /* fastest: the step timed in NHWC and in NCHW, < 0: not measured */
+    float transpose_ms;  /* fastest: NCHW's transposes in that step, < 0: not measured */
     int cur_math;        /* the math type the descriptor holds (-1: unknown) */
     size_t algo_bytes;   /* cuDNN workspace: the largest of the three algorithms at the largest n */
     int cur_n;           /* batch the tensor descriptors are set for (0: none, query again) */

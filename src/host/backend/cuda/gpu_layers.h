@@ -19,9 +19,10 @@ typedef struct ck_gconv ck_gconv;
 /* Plans a convolution for batches up to g->n: descriptors and cuDNN algorithms of the context's
  * settings (default: deterministic, strict fp32 CUDNN_FMA_MATH, from cuDNN's heuristics;
  * CK_CONV_ALGO_FASTEST: timed by cudnnFind*AlgorithmEx, cached in the context per shape;
- * CK_MATH_TF32: tensor-op math allowed), NHWC when cuDNN offers them, else NCHW (asymmetric
- * 'same' padding is done by an explicit zero-padded copy). On failure the message lists every
- * candidate cuDNN offered. */
+ * CK_MATH_TF32: tensor-op math allowed), NHWC when cuDNN offers them, else NCHW; under
+ * CK_CONV_ALGO_FASTEST both layouts are timed (NCHW with its transposes) and NCHW is kept only
+ * when clearly faster. Asymmetric 'same' padding is done by an explicit zero-padded copy. On
+ * failure the message lists every candidate cuDNN offered. */
 ck_status ck_gconv_create(ck_context *ctx, const ck_conv_geom *g, ck_gconv **out);
 /* The same with force_nchw = 1: cuDNN runs in NCHW (the fallback when it offers no NHWC
  * algorithm), for the tests of that path. */
