@@ -859,7 +859,10 @@ static dense_row *dense_probe(const timer *t, ck_context *ctx, int quick, size_t
     cublasHandle_t blas = NULL;
     /* a handle of its own, set up as the context's (strict fp32, the same stream) */
     blas_check(cublasCreate(&blas), "cublasCreate");
-    blas_check(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    blas_check(
+        cublasSetMathMode(blas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                               CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+        "cublasSetMathMode");
     blas_check(cublasSetStream(blas, t->g->stream), "cublasSetStream");
     for (size_t i = 0; i < ns; ++i) {
         const dense_shape s = shapes[i];

@@ -537,6 +537,41 @@ Test(bf16_exec, graph_gradient_sum_rounded) {
     ck_context_destroy(ctx);
 }
 
+/* An Add of three: a bf16 GPU adds pairwise and stores each partial sum (ck_cuda_add per extra
+ * input), so the twin gives round(round(a + b) + c), which for some element differs from one
+ * rounding of a + b + c. */
+Test(bf16_exec, add_of_three_rounds_each_partial_sum) {
+    enum { N = 2, H = 5, W = 5, K = 4 };
+    static const char text[] = "inp = keras.Input((5, 5, 1))\n"
+                               "a = layers.Conv2D(4, (3, 3), padding='same')(inp)\n"
+                               "b = layers.Activation('tanh')(a)\n"
+                               "c = layers.Activation('sigmoid')(a)\n"
+                               "s = layers.Add()([a, b, c])\n"
+                               "g = layers.GlobalAveragePooling2D()(s)\n"
+                               "out = layers.Dense(3)(g)\n"
+                               "model = keras.Model(inp, out)\n";
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = model_at(ctx, text, CK_PRECISION_BF16, 1, N);
+    cr_assert_eq(m->num_nodes, 6);
+    float x[N * H * W];
+    int32_t y[N];
+    batch(x, y, N, H * W, 3, 29);
+    CK_OK(ctx, ck_model_forward_nodes(m, x, N, 1, m->num_nodes));
+    const size_t T = (size_t)N * H * W * K;
+    const float *a = m->nodes[0].out, *b = m->nodes[1].out, *c = m->nodes[2].out,
+                *s = m->nodes[3].out;
+    size_t apart = 0;
+    for (size_t i = 0; i < T; ++i) {
+        const float want = ck_bf16_round(ck_bf16_round(a[i] + b[i]) + c[i]);
+        cr_assert(memcmp(&s[i], &want, sizeof want) == 0, "element %zu: %a, want %a", i,
+                  (double)s[i], (double)want);
+        apart += ck_bf16_round((a[i] + b[i]) + c[i]) != want;
+    }
+    cr_assert_gt(apart, 0, "no element tells the pairwise rounding from a single one");
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
 /* The pooling node with a fused dropout (plan F3) under bf16: the GPU stores the pooled output
  * (rounded) and scales it in place (rounded again), so the CPU twin rounds twice as well:
  * out = round(round(avgpool(x)) * scale) where kept, 0 where dropped. A single rounding of

@@ -373,6 +373,15 @@ Test(comm, different_models_are_refused, .timeout = 150) {
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert(strstr(out, "trainable parameter count differs"), "%s", out);
 }
+
+/* The same model in bf16 on one rank and fp32 on the other would train two different models
+ * under one average: refused the same way. */
+Test(comm, different_precisions_are_refused, .timeout = 150) {
+    char out[8192];
+    const int rc = run_dp(2, "--mismatch-precision", out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "precision differs"), "%s", out);
+}
 #else
 Test(comm, two_ranks_match_one_process) {
     cr_skip("this build has no MPI (libopenmpi-dev; CNNKIT_MPI=AUTO or ON)");

@@ -644,6 +644,27 @@ Test(gpu_bf16, graph_steps_equal_eager_steps) {
     ck_context_destroy(g);
 }
 
+/* ck_model_memory_usage reports the device plan: a bf16 model's activations take 2 bytes an
+ * element (every stored node output before the logits), so at most half the fp32 model's plus
+ * each slot's 256-byte alignment and the fp32 logits and softmax (128 x 10 each). */
+Test(gpu_bf16, activation_bytes_halve) {
+    ck_context *g = bf16_ctx_or_skip();
+    ck_model *a = text_model(g, t_seed_cnn_text, CK_PRECISION_FP32, 128);
+    ck_model *b = text_model(g, t_seed_cnn_text, CK_PRECISION_BF16, 128);
+    ck_model_memory mf, mb;
+    CK_OK(g, ck_model_memory_usage(a, &mf));
+    CK_OK(g, ck_model_memory_usage(b, &mb));
+    cr_log_info("activation bytes at batch 128: fp32 %zu, bf16 %zu", mf.activation_bytes,
+                mb.activation_bytes);
+    cr_expect_gt(mb.activation_bytes, 0);
+    cr_expect_leq(mb.activation_bytes, mf.activation_bytes / 2 +
+                                           256 * (size_t)ck_model_num_nodes(b) +
+                                           2 * 128 * 10 * sizeof(float));
+    cr_expect_lt(mb.device_bytes, mf.device_bytes);
+    ck_model_destroy(a), ck_model_destroy(b);
+    ck_context_destroy(g);
+}
+
 /* What a bf16 GPU model cannot be is refused at build, naming why, nothing built. */
 Test(gpu_bf16, refused_without_dense_logits) {
     ck_context *g = bf16_ctx_or_skip();
@@ -908,6 +929,10 @@ Test(gpu_bf16, dense_matches_cpu_twin) {
     dense_bf16_case(g, 16, 72, 24, 0);
     dense_bf16_case(g, 16, 24, 10, 1);
     dense_bf16_case(g, 5, 33, 7, 0); /* odd sizes: no leading dimension a multiple of 8 */
+    /* the seed model's Dense(512) at batch 32: few output tiles over a long sum, where cuBLAS
+     * may split K; its partial sums must add in fp32 (DISALLOW_REDUCED_PRECISION_REDUCTION) */
+    dense_bf16_case(g, 32, 1600, 512, 0);
+    dense_bf16_case(g, 32, 512, 10, 1);
     ck_context_destroy(g);
 }
 

@@ -28,6 +28,8 @@
  *                  only: R's validation fails, and every rank's fit must fail with it after the
  *                  first epoch's steps (not wait in epoch 2's first step for R)
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
+ *   --mismatch-precision  rank 1 builds the same model in the other precision (bf16 vs fp32):
+ *                  refused as --mismatch is
  *   --bf16         every model (the ranks' and the reference) in precision bf16 (the CPU twin)
  *   --oom-rank R   as --bad-rank, but rank R runs out of host memory in step 3 (a cap on its
  *                  context's allocations): with --sync its SyncBatchNormalization cannot
@@ -240,6 +242,8 @@ int main(int argc, char **argv) {
             use_fit = 1, val_only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mismatch"))
             mismatch = 1;
+        else if (!strcmp(argv[i], "--mismatch-precision"))
+            mismatch = 2;
         else if (!strcmp(argv[i], "--bf16"))
             bf16 = 1;
         else {
@@ -299,7 +303,8 @@ int main(int argc, char **argv) {
     int first = 0, count = 0;
     ck_comm_shard(comm, global, &first, &count);
     /* every rank's max_batch fits the largest shard (ck_model_fit asks for that) */
-    m = make_model(ctx, bn, mismatch && rank == 1, (global + size - 1) / size, bf16);
+    m = make_model(ctx, bn, mismatch == 1 && rank == 1, (global + size - 1) / size,
+                   mismatch == 2 && rank == 1 ? !bf16 : bf16);
     if (!m) {
         bad = 1;
         goto done;

@@ -60,8 +60,11 @@ ck_status ck_cudnn_create(ck_context *ctx) {
 }
 
 ck_status ck_cublas_set_math(ck_context *ctx) {
-    const cublasMath_t m =
-        ctx->math == CK_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+    /* a split-K GEMM writing bf16 (a bf16 model's hidden Dense and its dx) would otherwise add
+     * its partial sums in bf16, rounding more often than the CPU twin; no effect on fp32 output */
+    const cublasMath_t m = (cublasMath_t)((ctx->math == CK_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                     : CUBLAS_DEFAULT_MATH) |
+                                          CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
     const cublasStatus_t bs = cublasSetMathMode((cublasHandle_t)ctx->cublas, m);
     if (bs != CUBLAS_STATUS_SUCCESS)
         return ck_fail(ctx, CK_STATUS_CUDA_ERROR, "math: cublasSetMathMode(%s): status %d",

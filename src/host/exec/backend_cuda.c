@@ -163,6 +163,7 @@ ck_status ck_gpu_model_build(ck_model *m) {
                        m->max_batch, cudaGetErrorString(e));
     }
     g->arena_bytes = t.total;
+    m->mem_act_bytes = t.bytes[CK_MEM_ACTS]; /* the device plan's (bf16: 2 bytes an element) */
     char *p = (char *)g->arena;
     g->params = (float *)(p + t.off[CK_MEM_PARAMS]);
     g->grads = (float *)(p + t.off[CK_MEM_GRADS]);
@@ -529,13 +530,20 @@ ck_status ck_gpu_buf_io(ck_model *m, void *dev, int dt, size_t count, float *hos
     if (dt == CK_KDT_BF16 && !w)
         return ck_host_oom(ctx, "node output stage", bytes);
     void *stage = w ? (void *)w : (void *)host;
-    cudaError_t err = cudaStreamSynchronize((cudaStream_t)ctx->stream);
+    /* on the context's stream, then waited for: a pageable copy may return before its DMA
+     * lands, and a non-blocking stream would not wait for the legacy one */
+    cudaStream_t s = (cudaStream_t)ctx->stream;
+    cudaError_t err = cudaStreamSynchronize(s);
     if (err == cudaSuccess && upload) {
         if (w)
             ck_bf16_pack_buffer(host, w, count);
-        err = cudaMemcpy(dev, stage, bytes, cudaMemcpyHostToDevice);
+        err = cudaMemcpyAsync(dev, stage, bytes, cudaMemcpyHostToDevice, s);
+        if (err == cudaSuccess)
+            err = cudaStreamSynchronize(s);
     } else if (err == cudaSuccess) {
-        err = cudaMemcpy(stage, dev, bytes, cudaMemcpyDeviceToHost);
+        err = cudaMemcpyAsync(stage, dev, bytes, cudaMemcpyDeviceToHost, s);
+        if (err == cudaSuccess)
+            err = cudaStreamSynchronize(s);
         if (err == cudaSuccess && w)
             ck_bf16_unpack_buffer(w, host, count);
     }

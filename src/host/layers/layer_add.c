@@ -3,6 +3,7 @@
  * same on every backend (the backend's add: a loop on the CPU, ck_cuda_add on the GPU); backward
  * passes dy unchanged to every input. It reads several layers, so it exists only in graph models
  * (ck_layer_desc.num_inputs). */
+#include "bf16.h"
 #include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
@@ -78,8 +79,12 @@ static ck_status add_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     (void)n;
     const int dt = ck_exec_out_dt(e, io->i); /* every input is stored as the sum is */
     CK_TRY(e->be->add(e, io->out, io->ins[0], io->ins[1], io->count_in, dt));
-    for (int k = 2; k < io->nin; ++k)
+    for (int k = 2; k < io->nin; ++k) {
+        /* a bf16 GPU stores each partial sum: the twin rounds it as well */
+        if (ck_exec_twin_rounds(e, io->i))
+            ck_bf16_round_buffer(io->out, io->count_in);
         CK_TRY(e->be->add(e, io->out, io->out, io->ins[k], io->count_in, dt));
+    }
     return CK_STATUS_SUCCESS;
 }
 

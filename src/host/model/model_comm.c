@@ -25,6 +25,7 @@ enum {
     SIG_OPT,
     SIG_LR,
     SIG_WD,
+    SIG_PRECISION,
     SIG_COUNT,
     SIG_FAILED = SIG_COUNT, /* not a signature: whether the rank failed its own preparation */
     SIG_SLOTS
@@ -38,7 +39,8 @@ static const char *const sig_name[SIG_COUNT] = {"trainable parameter count",
                                                 "classes",
                                                 "optimizer",
                                                 "learning rate",
-                                                "weight decay"};
+                                                "weight decay",
+                                                "precision"};
 
 /* Collective: every rank joins, own its status so far, so a rank that failed to prepare fails
  * them all here rather than leaving them in the next collective. */
@@ -53,6 +55,7 @@ static ck_status check_same_model(ck_model *m, const ck_comm *c, ck_status own) 
                                (long long)m->opt.type,
                                float_bits(m->opt.learning_rate),
                                float_bits(m->opt.weight_decay),
+                               (long long)m->precision,
                                own != CK_STATUS_SUCCESS};
     long long hi[SIG_SLOTS];
     memcpy(hi, lo, sizeof hi);

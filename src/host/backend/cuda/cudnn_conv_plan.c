@@ -324,11 +324,36 @@ static const int k_default_algo[3] = {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOM
                                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
                                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1};
 
+/* FFT and Winograd multiply transformed values, which are not the bf16 values the CPU twin
+ * multiplies: a bf16 or wide plan takes only the GEMM-like and direct algorithms. */
+static int gconv_transform_algo(int dir, int algo) {
+    switch (dir) {
+    case CK_FWD:
+        return algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT ||
+               algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+               algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
+               algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+    case CK_BWD_DATA:
+        return algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
+               algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+               algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
+               algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+    default:
+        return algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
+               algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+               algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+    }
+}
+
 /* The candidate ck_conv_algo_choose allows whose workspace query (at its math type) succeeds
  * within CK_CONV_ALGO_MAX_BYTES; one refused by the query is passed over. 0 with the choice in
  * c->algo / math / time_ms[dir] and *bytes, else -1. */
 static int gconv_take(cudnnHandle_t h, ck_gconv *c, int dir, ck_algo_cand *cand, int n,
                       size_t *bytes) {
+    if (c->dt == CK_KDT_BF16 || c->wide)
+        for (int i = 0; i < n; ++i)
+            if (gconv_transform_algo(dir, cand[i].algo))
+                cand[i].ok = 0;
     for (;;) {
         const int i =
             ck_conv_algo_choose(cand, n, c->policy, gconv_filter_math(c), CK_CONV_ALGO_MAX_BYTES);
