@@ -1,5 +1,5 @@
 /* ck_model_set_precision (issue 16): defaults, validation without half-changed state, and the
- * CUDA mapping (TF32 to the context's math, bf16 refused until the GPU path exists). */
+ * CUDA mapping (TF32 and FP32 to the context's math; bf16 accepted, the context's math kept). */
 #include "common.h"
 
 #include <stdio.h>
@@ -47,7 +47,7 @@ Test(precision, chosen_before_build) {
     ck_context_destroy(ctx);
 }
 
-/* On CUDA: bf16 is refused (nothing changes), TF32 and FP32 write the context's math. */
+/* On CUDA: bf16 is accepted and keeps the context's math, TF32 and FP32 write it. */
 Test(gpu_bf16, precision_on_cuda_context) {
     ck_context *g = t_cuda_ctx_or_skip();
     ck_model *m = unbuilt(g);
