@@ -127,3 +127,47 @@ const op_case op_pool_bf16 = {
     .gpu_tol = 0,
     .gpu_setup = OP_BF16_SETUP,
 };
+
+/* ---- cuDNN's pooling (ck_gpool_cudnn) on the same data: the peer bench_ops times the kernels
+ * above against (issue 14 item 5), not a path of the model. cuDNN pads both sides alike, so the
+ * cases with asymmetric 'same' padding are left out. Max: exact (the same maximum; the inputs
+ * have no ties, so the same argmax in the backward); average: cuDNN's own summation order, the
+ * kernels' ref_tol. ---- */
+
+static const op_variant k_cudnn_variants[] = {
+    POOL("max_valid_2s2", 2, 6, 6, 3, 2, 2, 0, 1, 3, 3),
+    POOL("avg_valid_3s1", 2, 5, 6, 3, 3, 1, 0, 0, 3, 4),
+    POOL("max_same_3s2", 2, 5, 5, 3, 3, 2, 1, 1, 3, 3),
+    POOL("avg_same_3s2", 2, 5, 5, 3, 3, 2, 1, 0, 3, 3),
+};
+static const op_variant k_cudnn_bench[] = {
+    POOL("max_2s2_32x24x24x32", 32, 24, 24, 32, 2, 2, 0, 1, 12, 12),
+    POOL("avg_2s2_32x24x24x32", 32, 24, 24, 32, 2, 2, 0, 0, 12, 12)};
+
+#ifdef CNNKIT_HAVE_CUDA
+static int gpu_cudnn(ck_context *c, const op_variant *v, ck_tensor *const *in,
+                     ck_tensor *const *out) {
+    const ck_conv_geom g = geom(v);
+    const ck_status st = ck_gpool_cudnn(c, &g, v->iv[7], 0, OP_D(in[0]), NULL, NULL, OP_D(out[0]));
+    return st != CK_STATUS_SUCCESS ? (int)st
+                                   : (int)ck_gpool_cudnn(c, &g, v->iv[7], 1, OP_D(in[0]),
+                                                         OP_D(out[0]), OP_D(in[1]), OP_D(out[1]));
+}
+#else
+#define gpu_cudnn NULL
+#endif
+
+const op_case op_pool_cudnn = {
+    .name = "pool_cudnn",
+    .launchers = "",
+    .variants = k_cudnn_variants,
+    .nvariants = sizeof k_cudnn_variants / sizeof k_cudnn_variants[0],
+    .bench_variants = k_cudnn_bench,
+    .nbench = sizeof k_cudnn_bench / sizeof k_cudnn_bench[0],
+    .cpu = cpu,
+    .ref = ref,
+    .ref_tol = 1e-6,
+    .gpu = gpu_cudnn,
+    .gpu_tol = 1e-6,
+    .gpu_setup = "cuDNN pooling and tensor descriptors made per call",
+};

@@ -13,15 +13,13 @@
 #endif
 
 const op_case *const op_cases[] = {
-    &op_act,           &op_pool,     &op_gap,
-    &op_dense,         &op_conv,     &op_xent,
-    &op_adam,          &op_sgd,      &op_pad,
-    &op_layout,        &op_flag,     &op_fill,
-    &op_dropout,       &op_bn,       &op_add,
-    &op_channel_slice, &op_bf16,     &op_rescale,
-    &op_scale,         &op_gather,   &op_act_bf16,
-    &op_pool_bf16,     &op_gap_bf16, &op_dropout_bf16,
-    &op_bn_bf16,       &op_add_bf16, &op_channel_slice_bf16,
+    &op_act,           &op_pool,     &op_pool_cudnn, &op_gap,
+    &op_dense,         &op_conv,     &op_xent,       &op_adam,
+    &op_sgd,           &op_pad,      &op_layout,     &op_flag,
+    &op_fill,          &op_dropout,  &op_bn,         &op_add,
+    &op_channel_slice, &op_bf16,     &op_rescale,    &op_scale,
+    &op_gather,        &op_act_bf16, &op_pool_bf16,  &op_gap_bf16,
+    &op_dropout_bf16,  &op_bn_bf16,  &op_add_bf16,   &op_channel_slice_bf16,
     &op_rescale_bf16,
 };
 const int op_ncases = (int)(sizeof op_cases / sizeof op_cases[0]);

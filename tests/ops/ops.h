@@ -89,6 +89,8 @@ typedef struct op_case {
 extern const op_case op_act, op_pool, op_gap, op_dense, op_conv, op_xent, op_adam, op_sgd, op_pad,
     op_layout, op_flag, op_fill, op_dropout, op_bn, op_add, op_channel_slice, op_bf16, op_rescale,
     op_scale, op_gather;
+/* cuDNN's pooling on op_pool's data: the peer bench_ops times the pooling kernels against */
+extern const op_case op_pool_cudnn;
 /* bf16 storage twins of the cases above (see op_gpu_bf16) */
 extern const op_case op_act_bf16, op_pool_bf16, op_gap_bf16, op_dropout_bf16, op_bn_bf16,
     op_add_bf16, op_channel_slice_bf16, op_rescale_bf16;
