@@ -92,10 +92,15 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
     }
     const double build_s = now_s() - tb;
     /* each conv's cuDNN plan at this batch size (the algorithms depend on it) */
-    char plans[4096];
-    plans[0] = '\0';
-    if (ck_model_conv_algorithms(m, plans, sizeof plans, NULL) != CK_STATUS_SUCCESS)
-        snprintf(plans, sizeof plans, "(%s)\n", ck_context_last_error(ctx));
+    size_t plans_len = 0;
+    (void)ck_model_conv_algorithms(m, NULL, 0, &plans_len); /* a ResNet's lines pass 4 KB */
+    char fallback[512] = "", *plans = (char *)malloc(plans_len + 1);
+    if (!plans || ck_model_conv_algorithms(m, plans, plans_len + 1, NULL) != CK_STATUS_SUCCESS) {
+        snprintf(fallback, sizeof fallback, "(%s)\n",
+                 plans ? ck_context_last_error(ctx) : "out of host memory for the conv plans");
+        free(plans);
+        plans = fallback;
+    }
     ck_layer_desc d0;
     ck_model_layer_desc(m, 0, &d0);
     const size_t per = (size_t)d0.input_h * d0.input_w * d0.input_c;
@@ -197,6 +202,8 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
     free(th);
     free(x);
     free(y);
+    if (plans != fallback)
+        free(plans);
     ck_model_destroy(m);
     ck_context_destroy(ctx);
     return !ok;

@@ -223,6 +223,7 @@ Test(gpu_layers, conv_fastest_matches_cpu) {
 Test(gpu_layers, conv_fastest_measures_layouts) {
     ck_context *g = t_cuda_ctx_or_skip();
     CK_OK(g, ck_context_set_conv_algo(g, CK_CONV_ALGO_FASTEST));
+    int compared = 0;
     for (size_t i = 0; i < sizeof SPEED_CONVS / sizeof *SPEED_CONVS; ++i) {
         const cshape s = CONVS[SPEED_CONVS[i]];
         ck_conv_geom geo;
@@ -235,7 +236,23 @@ Test(gpu_layers, conv_fastest_measures_layouts) {
         ck_gconv_describe(a, pa, sizeof pa);
         cr_log_info("conv case %zu: %s", SPEED_CONVS[i], pa);
         const char *st = strstr(pa, "step NHWC ");
-        cr_assert_neq(st, NULL, "both layouts timed: %s", pa);
+        /* a direction cudnnFind could not time (no strict-fp32 candidate in a layout) leaves
+         * NHWC and says so, no NHWC plan at all leaves the NCHW fallback; at least one shape
+         * must compare */
+        const int fallback = !strncmp(pa, "NCHW (fallback)", 15);
+        cr_assert(st || strstr(pa, "layouts not compared: ") || fallback, "%s", pa);
+        CK_OK(g, ck_gconv_create_layout(g, &geo, 1, &f));
+        ck_gconv_describe(f, pf, sizeof pf);
+        cr_expect_eq(strncmp(pf, "NCHW (fallback)", 15), 0, "%s", pf);
+        cr_expect_null(strstr(pf, "step NHWC"), "%s", pf);
+        cr_expect_null(strstr(pf, "layouts not compared"), "forced NCHW compares nothing: %s", pf);
+        ck_gconv_destroy(f);
+        if (!st) {
+            cr_expect(fallback || !strncmp(pa, "NHWC,", 5), "%s", pa);
+            ck_gconv_destroy(a);
+            continue;
+        }
+        ++compared;
         float nhwc = -1, nchw = -1, tr = -1;
         cr_assert_eq(
             sscanf(st, "step NHWC %f ms vs NCHW %f ms (%f of it transposes)", &nhwc, &nchw, &tr), 3,
@@ -247,13 +264,9 @@ Test(gpu_layers, conv_fastest_measures_layouts) {
         /* the printed 3 decimals decide unless they sit at the margin */
         if (fabsf(nchw - (1.0f - CK_CONV_LAYOUT_MARGIN) * nhwc) > 2e-3f)
             cr_expect_eq(took_nchw, ck_conv_layout_prefers_nchw(nhwc, nchw), "%s", pa);
-        CK_OK(g, ck_gconv_create_layout(g, &geo, 1, &f));
-        ck_gconv_describe(f, pf, sizeof pf);
-        cr_expect_eq(strncmp(pf, "NCHW (fallback)", 15), 0, "%s", pf);
-        cr_expect_null(strstr(pf, "step NHWC"), "%s", pf);
         ck_gconv_destroy(a);
-        ck_gconv_destroy(f);
     }
+    cr_expect_geq(compared, 1, "no shape had both layouts timed");
     ck_context_destroy(g);
 }
 

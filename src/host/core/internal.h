@@ -65,11 +65,12 @@ typedef struct ck_conv_algo_key {
 typedef struct ck_conv_algo_plan {
     int nchw;
     int algo[3]; /* forward, backward data, backward filter */
-    int math[3]; /* ck_cand_math of each */
+    int math[3]; /* cudnnMathType_t of each */
     float time_ms[3];
     size_t bytes;
-    float layout_ms[2]; /* each layout's timed step (NHWC, NCHW), < 0: not measured */
-    float transpose_ms; /* the NCHW step's share spent transposing, < 0: not measured */
+    float layout_ms[2];  /* each layout's timed step (NHWC, NCHW), < 0: not measured */
+    float transpose_ms;  /* the NCHW step's share spent transposing, < 0: not measured */
+    int layout_compared; /* both layouts were planned (fastest, layout left to cnnkit) */
 } ck_conv_algo_plan;
 
 #define CK_CONV_ALGO_CACHE 32 /* shapes per context; more replace the oldest */

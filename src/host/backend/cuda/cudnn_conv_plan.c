@@ -441,8 +441,8 @@ static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, const find_bufs *fb
 
 /* Describes the tensors and filter in the current layout (c->nchw) and picks the three
  * algorithms; -1 (with the log) when a direction has none. */
-static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t loglen, size_t *at,
-                            ck_status *err) {
+static int gconv_try_layout(ck_context *ctx, ck_gconv *c, int time_tr, char *log, size_t loglen,
+                            size_t *at, ck_status *err) {
     const ck_conv_geom *g = &c->g;
     cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
     *err = CK_STATUS_SUCCESS;
@@ -483,7 +483,7 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, char *log, size_t logl
         if (b > c->algo_bytes)
             c->algo_bytes = b;
     }
-    if (timed && rc == 0 && c->nchw)
+    if (timed && rc == 0 && c->nchw && time_tr)
         c->transpose_ms = time_transposes((cudaStream_t)ctx->stream, c, &fb);
     if (timed)
         find_bufs_free(&fb);
@@ -526,6 +526,7 @@ static ck_conv_algo_plan gconv_plan_of(const ck_gconv *c) {
     p.layout_ms[0] = c->layout_ms[0];
     p.layout_ms[1] = c->layout_ms[1];
     p.transpose_ms = c->transpose_ms;
+    p.layout_compared = c->layout_compared;
     return p;
 }
 
@@ -558,6 +559,7 @@ static int gconv_apply(ck_context *ctx, ck_gconv *c, const ck_conv_algo_plan *p)
     c->layout_ms[0] = p->layout_ms[0];
     c->layout_ms[1] = p->layout_ms[1];
     c->transpose_ms = p->transpose_ms;
+    c->layout_compared = p->layout_compared;
     if (ck_gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]) != CUDNN_STATUS_SUCCESS)
         return 0;
     c->algo_ready = 1;
@@ -608,6 +610,8 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
         c->cached = 1;
         return CK_STATUS_SUCCESS;
     }
+    c->layout_ms[0] = c->layout_ms[1] = c->transpose_ms = -1.0f; /* a failed apply set them */
+    c->layout_compared = 0;
     char log[640];
     size_t at = 0;
     log[0] = '\0';
@@ -617,7 +621,7 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
     ck_conv_algo_plan nhwc = {0};
     int have_nhwc = 0, ok = 0;
     for (c->nchw = force_nchw ? 1 : 0; c->nchw <= 1 && !ok; ++c->nchw) {
-        if (gconv_try_layout(ctx, c, log, sizeof log, &at, &err) == 0) {
+        if (gconv_try_layout(ctx, c, have_nhwc, log, sizeof log, &at, &err) == 0) {
             c->layout_ms[c->nchw] = ck_conv_layout_step_ms(c->time_ms, c->transpose_ms, c->nchw);
             if (measure && !c->nchw) {
                 nhwc = gconv_plan_of(c);
@@ -635,6 +639,8 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
         }
     }
     if (have_nhwc) {
+        nhwc.layout_compared = 1;
+        c->layout_compared = 1;
         nhwc.layout_ms[1] = ok ? c->layout_ms[1] : -1.0f;
         nhwc.transpose_ms = ok ? c->transpose_ms : -1.0f;
         if (ok && ck_conv_layout_prefers_nchw(nhwc.layout_ms[0], nhwc.layout_ms[1])) {
@@ -642,7 +648,8 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
         } else if (!gconv_apply(ctx, c, &nhwc)) { /* back to NHWC; if that fails, plan again */
             c->nchw = 0;
             c->layout_ms[0] = c->layout_ms[1] = c->transpose_ms = -1.0f;
-            if (gconv_try_layout(ctx, c, log, sizeof log, &at, &err) != 0)
+            c->layout_compared = 0;
+            if (gconv_try_layout(ctx, c, 0, log, sizeof log, &at, &err) != 0)
                 return err != CK_STATUS_SUCCESS
                            ? err
                            : ck_fail(ctx, CK_STATUS_CUDA_ERROR,
@@ -768,6 +775,9 @@ void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
     if (timed_layouts)
         ck_appendf(buf, len, &at, ", step NHWC %.3f ms vs NCHW %.3f ms (%.3f of it transposes)",
                    (double)c->layout_ms[0], (double)c->layout_ms[1], (double)c->transpose_ms);
+    else if (c->layout_compared)
+        ck_appendf(buf, len, &at, ", layouts not compared: %s has no timed step",
+                   c->layout_ms[0] < 0.0f ? "NHWC" : "NCHW");
     if (c->mathset == CK_MATH_TF32)
         ck_appendf(buf, len, &at, ", tf32 allowed");
     if (c->dt == CK_KDT_BF16)

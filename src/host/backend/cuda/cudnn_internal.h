@@ -55,6 +55,7 @@ struct ck_gconv {
     float time_ms[3];    /* cudnnFind* time of each (CK_CONV_ALGO_FASTEST), < 0: not timed */
     float layout_ms[2];  /* fastest: the step timed in NHWC and in NCHW, < 0: not measured */
     float transpose_ms;  /* fastest: NCHW's transposes in that step, < 0: not measured */
+    int layout_compared; /* fastest: both layouts were planned to compare them */
     int cur_math;        /* the math type the descriptor holds (-1: unknown) */
     size_t algo_bytes;   /* cuDNN workspace: the largest of the three algorithms at the largest n */
     int cur_n;           /* batch the tensor descriptors are set for (0: none, query again) */
