@@ -489,6 +489,21 @@ static int gconv_try_layout(ck_context *ctx, ck_gconv *c, int time_tr, char *log
         find_bufs_free(&fb);
     if (rc != 0)
         return -1;
+    /* a smaller batch (an epoch's last, an evaluation's tail) must fit the workspace too: take
+     * batch 1's sizes as well, in case an algorithm needs more there than at the largest */
+    if (g->n > 1 && ck_gconv_set_n(ctx, c, 1) == CK_STATUS_SUCCESS) {
+        for (int d = 0; d < 3; ++d) {
+            size_t b = 0;
+            if (ck_gconv_math(c, (cudnnMathType_t)c->math[d]) == CUDNN_STATUS_SUCCESS &&
+                gconv_ws_query(h, c, d, c->algo[d], &b) == CUDNN_STATUS_SUCCESS &&
+                b > c->algo_bytes && b <= CK_CONV_ALGO_MAX_BYTES)
+                c->algo_bytes = b;
+        }
+    }
+    ck_clear_error(ctx);
+    *err = ck_gconv_set_n(ctx, c, g->n);
+    if (*err != CK_STATUS_SUCCESS)
+        return -1;
     /* the forward's math stays on the descriptor; each call sets its own direction's */
     s = ck_gconv_math(c, (cudnnMathType_t)c->math[CK_FWD]);
     if (s != CUDNN_STATUS_SUCCESS) {
