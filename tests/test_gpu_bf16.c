@@ -697,7 +697,9 @@ Test(gpu_bf16, activation_bytes_halve) {
     cr_expect_leq(mb.activation_bytes, mf.activation_bytes / 2 +
                                            256 * (size_t)ck_model_num_nodes(b) +
                                            2 * 128 * 10 * sizeof(float));
-    cr_expect_lt(mb.device_bytes, mf.device_bytes);
+    /* the whole arena also holds cuDNN's workspaces, which the bf16 plans choose for
+     * themselves: logged, not compared */
+    cr_log_info("device arena at batch 128: fp32 %zu, bf16 %zu", mf.device_bytes, mb.device_bytes);
     ck_model_destroy(a), ck_model_destroy(b);
     ck_context_destroy(g);
 }
@@ -853,6 +855,10 @@ static void conv_bf16_case(ck_context *g, int n, int h, int w, int cin, int cout
     cr_log_info("bf16 conv %s: %s", what, plan);
     cr_assert(strstr(plan, "bf16") != NULL, "%s", plan);
     cr_assert(!force_nchw || strncmp(plan, "NCHW", 4) == 0, "%s", plan);
+    /* NHWC with channels a multiple of 8 has bf16 tensor-core algorithms on sm_80 and later: a
+     * wide plan there would be a silent fallback (right values, lost speed) */
+    if (!wide && !force_nchw && cin % 8 == 0 && cout % 8 == 0)
+        cr_expect_null(strstr(plan, "fp32 plan"), "%s: %s", what, plan);
     ck_workspace *gw = NULL;
     CK_OK(g, ck_workspace_create(g, &gw, ck_gconv_workspace_bytes(cv)));
     ck_tensor *tx = dwords(g, nx, x), *tdy = dwords(g, ny, dy), *ty = dwords(g, ny, NULL);
