@@ -197,11 +197,15 @@ for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP TRAIN_EPOCHS GPU_TEST_JOBS
 done
 # The GPU tests: every gpu* suite, the golden values on CUDA, the workspace check on the device and
 # the GPU determinism tests. The sanitizers take the tests that run kernels directly (the model
-# tests train through the same kernels: the *_train steps cover them), except
-# conv_fastest_measures_layouts: cudnnFind of every direction in both layouts for each shape,
-# cuDNN's kernels timed over and over, which conv_fastest_matches_cpu already plans.
+# tests train through the same kernels: the *_train steps cover them), except the three that plan
+# with cudnnFind (conv_fastest_*, conv_tf32_matches_cpu: CK_CONV_ALGO_FASTEST times every
+# algorithm of every direction in both layouts of each shape): cuDNN's kernels run over and over,
+# slow under the sanitizers (not measured), for nothing of cnnkit's that conv_matches_cpu and
+# conv_nchw_fallback_matches_cpu do not run (the full run's sanitizers took 108 of their 120 s
+# with 36 tests on 2026-12-04). Alone, when time is left:
+# STEPS=memcheck SANITIZER_FILTER='gpu_layers/conv_fastest_matches_cpu'.
 GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)}"
-SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/!(conv_fastest_measures_layouts)|golden/*_cuda|errors/workspace_too_small_on_gpu|gpu_bf16/kernels_match_cpu_bits|gpu_bf16/conv_matches_cpu_twin|gpu_bf16/dense_matches_cpu_twin)}"
+SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/!(conv_fastest_*|conv_tf32_matches_cpu)|golden/*_cuda|errors/workspace_too_small_on_gpu|gpu_bf16/kernels_match_cpu_bits|gpu_bf16/conv_matches_cpu_twin|gpu_bf16/dense_matches_cpu_twin)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
 KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist train_fmnist_bf16 bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_train_bf16 bench_cudnn bench_ops peer_torch peer_torch_bf16 peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 train_profile_bf16 study_gpu train_resnet study_resnet tests "
