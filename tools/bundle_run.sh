@@ -247,15 +247,20 @@ EOF
 # itself (DLOPENED: nvrtc for its runtime-compiled engines; NCCL, which cnnkit opens for its
 # GPU communicator: nvidia-nccl-cu13 in a torch install) that no folder of the path holds
 DLOPENED=(libnvrtc.so.13 libnccl.so.2)
+# have_lib SONAME: the loader finds it, in a folder of LDP or in its cache (ldconfig -p prints
+# "<TAB>libfoo.so.1 (libc6,x86-64) => /path": the name is the first field)
+have_lib() {
+  local d
+  while IFS= read -r d; do [[ -n "$d" && -e "$d/$1" ]] && return 0; done < <(tr ':' '\n' <<<"$LDP")
+  ldconfig -p 2>/dev/null | awk -v so="$1" '$1 == so { found = 1 } END { exit !found }'
+}
 unresolved() {
-  local b so d found
+  local b so
   for b in "$TESTS_BIN" "$BENCH_BIN" "$OPS_BENCH_BIN" "$TRAIN_BENCH_BIN" "$CLI_BIN"; do
     [[ -x "$b" ]] && env ${LDP:+LD_LIBRARY_PATH="$LDP"} ldd "$b" 2>/dev/null | awk '/=> not found/ {print $1}'
   done | sort -u
   for so in "${DLOPENED[@]}"; do
-    found=no
-    while IFS= read -r d; do [[ -n "$d" && -e "$d/$so" ]] && found=yes; done < <(tr ':' '\n' <<<"$LDP")
-    [[ $found == no ]] && ! ldconfig -p 2>/dev/null | grep -q " $so " && echo "$so"
+    have_lib "$so" || echo "$so"
   done
 }
 
