@@ -99,9 +99,9 @@
 # Libraries (bundle only; the binaries are not patched): our binaries run with
 # LD_LIBRARY_PATH = the caller's LD_LIBRARY_PATH : CNNKIT_EXTRA_LIB_DIRS : bundle/lib
 #   : /usr/local/cuda/lib64 : folders found holding a CUDA library still unresolved (e.g. the
-#   nvidia-cudnn-cu13 wheel of a Python install) : bundle/lib/fallback (libstdc++, libcudart:
-#   used only where the machine has none). Everything else (python3, nvidia-smi) runs with the
-#   caller's environment unchanged.
+#   nvidia-cudnn-cu13 wheel of a Python install) [: bundle/lib/fallback (libstdc++, libcudart),
+#   only when the machine has no copy of one of them]. Everything else (python3, nvidia-smi)
+#   runs with the caller's environment unchanged.
 set -uo pipefail
 
 usage() {
@@ -276,7 +276,17 @@ if [[ -z "$BUILD_DIR" ]]; then
       fi
     done < <(candidate_lib_dirs)
   done < <(unresolved)
-  LDP="$LDP$extra:$HERE/lib/fallback"
+  LDP="$LDP$extra"
+  # lib/fallback (the build machine's libstdc++ and libcudart) only when this machine lacks one
+  # of them: the loader searches LD_LIBRARY_PATH before its cache, so on the path it would also
+  # put the build's older libstdc++ ahead of the machine's own, the one its cuDNN and cuBLAS
+  # were installed with
+  for f in "$HERE"/lib/fallback/*.so*; do
+    if [[ -e "$f" ]] && ! have_lib "$(basename "$f")"; then
+      LDP="$LDP:$HERE/lib/fallback"
+      break
+    fi
+  done
 fi
 # the prefix of every step that runs our binaries (steps run under `timeout`: no functions)
 LIBENV=(env)
