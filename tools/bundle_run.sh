@@ -377,19 +377,28 @@ run_step() {
     printf '\n# started %s, timeout %s s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$tmo"
   } >"$logf"
   P_NAME+=("$name") P_KIND+=("$kind") P_T0+=("$(now)") P_TMO+=("$tmo")
-  timeout --kill-after="$KILL_AFTER" "$tmo" "$@" >>"$logf" 2>&1 </dev/null &
+  # the end time of the step itself: finish_steps waits in start order, so a group's later steps
+  # would otherwise be timed to when the steps started before them ended
+  (
+    timeout --kill-after="$KILL_AFTER" "$tmo" "$@" >>"$logf" 2>&1 </dev/null
+    rc=$?
+    now >"$LOG_DIR/.$name.end"
+    exit $rc
+  ) &
   P_PID+=("$!")
   ((IN_GROUP)) || finish_steps
 }
 
 # Waits for the started steps, in start order, and records each.
 finish_steps() {
-  local i rc status secs note name kind logf
+  local i rc status secs note name kind logf t1
   for i in "${!P_PID[@]}"; do
     wait "${P_PID[$i]}"
     rc=$?
     name="${P_NAME[$i]}" kind="${P_KIND[$i]}" logf="$LOG_DIR/${P_NAME[$i]}.log"
-    secs="$(elapsed "${P_T0[$i]}" "$(now)")"
+    t1="$(cat "$LOG_DIR/.$name.end" 2>/dev/null)" || t1="$(now)"
+    rm -f "$LOG_DIR/.$name.end"
+    secs="$(elapsed "${P_T0[$i]}" "${t1:-$(now)}")"
     if ((rc == 0)); then status=ok; elif ((rc == 124 || rc == 137)); then status=timeout; else status=failed; fi
     parse_log "$logf"
     note="$LAST_NOTE"
@@ -722,9 +731,9 @@ for entry in "${STEP_LIST[@]}"; do # a+b+c: those steps at the same time (correc
 done
 
 echo
-printf '%-16s %-11s %5s %8s  %s\n' step status rc seconds note
+printf '%-19s %-11s %5s %8s  %s\n' step status rc seconds note
 for i in "${!S_NAME[@]}"; do
-  printf '%-16s %-11s %5s %8s  %s\n' "${S_NAME[$i]}" "${S_STATUS[$i]}" \
+  printf '%-19s %-11s %5s %8s  %s\n' "${S_NAME[$i]}" "${S_STATUS[$i]}" \
     "$([[ "${S_RC[$i]}" == null ]] && echo - || echo "${S_RC[$i]}")" "${S_SECS[$i]}" "${S_NOTE[$i]}"
 done
 echo "run.sh: $N_FAILED step(s) failed${NOT_RUN[*]:+; out of time: ${NOT_RUN[*]}}; $COMMIT; $(elapsed "$T_ALL" "$(now)") s; $LOG_DIR/summary.json"
