@@ -99,9 +99,9 @@
 # Libraries (bundle only; the binaries are not patched): our binaries run with
 # LD_LIBRARY_PATH = the caller's LD_LIBRARY_PATH : CNNKIT_EXTRA_LIB_DIRS : bundle/lib
 #   : /usr/local/cuda/lib64 : folders found holding a CUDA library still unresolved (e.g. the
-#   nvidia-cudnn-cu13 wheel of a Python install) : bundle/lib/fallback (libstdc++, libcudart:
-#   used only where the machine has none). Everything else (python3, nvidia-smi) runs with the
-#   caller's environment unchanged.
+#   nvidia-cudnn-cu13 wheel of a Python install) [: bundle/lib/fallback (libstdc++, libcudart),
+#   only when the machine has no copy of one of them]. Everything else (python3, nvidia-smi)
+#   runs with the caller's environment unchanged.
 set -uo pipefail
 
 usage() {
@@ -197,9 +197,15 @@ for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP TRAIN_EPOCHS GPU_TEST_JOBS
 done
 # The GPU tests: every gpu* suite, the golden values on CUDA, the workspace check on the device and
 # the GPU determinism tests. The sanitizers take the tests that run kernels directly (the model
-# tests train through the same kernels: the *_train steps cover them).
+# tests train through the same kernels: the *_train steps cover them), except the three that plan
+# with cudnnFind (conv_fastest_*, conv_tf32_matches_cpu: CK_CONV_ALGO_FASTEST times every
+# algorithm of every direction in both layouts of each shape): cuDNN's kernels run over and over,
+# slow under the sanitizers (not measured), for nothing of cnnkit's that conv_matches_cpu and
+# conv_nchw_fallback_matches_cpu do not run (the full run's sanitizers took 108 of their 120 s
+# with 36 tests on 2026-12-04). Alone, when time is left:
+# STEPS=memcheck SANITIZER_FILTER='gpu_layers/conv_fastest_matches_cpu'.
 GPU_FILTER="${GPU_FILTER:-@(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)}"
-SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/*|golden/*_cuda|errors/workspace_too_small_on_gpu|gpu_bf16/kernels_match_cpu_bits|gpu_bf16/conv_matches_cpu_twin|gpu_bf16/dense_matches_cpu_twin)}"
+SANITIZER_FILTER="${SANITIZER_FILTER:-@(gpu/*|gpu_layers/!(conv_fastest_*|conv_tf32_matches_cpu)|golden/*_cuda|errors/workspace_too_small_on_gpu|gpu_bf16/kernels_match_cpu_bits|gpu_bf16/conv_matches_cpu_twin|gpu_bf16/dense_matches_cpu_twin)}"
 read -r -a EXTRA_TEST_ARGS <<<"${TEST_ARGS:-}"
 read -r -a EXTRA_BENCH_ARGS <<<"${BENCH_ARGS:-}"
 KNOWN_STEPS=" versions gpu_tests suite train_short train_fmnist train_fmnist_bf16 bench_train bench_train_graph bench_train_fastest bench_train_tf32 bench_train_bf16 bench_cudnn bench_ops peer_torch peer_torch_bf16 peer_keras compare memcheck racecheck initcheck synccheck memcheck_train racecheck_train initcheck_train synccheck_train train_profile train_profile_tf32 train_profile_bf16 study_gpu train_resnet study_resnet tests "
@@ -241,15 +247,20 @@ EOF
 # itself (DLOPENED: nvrtc for its runtime-compiled engines; NCCL, which cnnkit opens for its
 # GPU communicator: nvidia-nccl-cu13 in a torch install) that no folder of the path holds
 DLOPENED=(libnvrtc.so.13 libnccl.so.2)
+# have_lib SONAME: the loader finds it, in a folder of LDP or in its cache (ldconfig -p prints
+# "<TAB>libfoo.so.1 (libc6,x86-64) => /path": the name is the first field)
+have_lib() {
+  local d
+  while IFS= read -r d; do [[ -n "$d" && -e "$d/$1" ]] && return 0; done < <(tr ':' '\n' <<<"$LDP")
+  ldconfig -p 2>/dev/null | awk -v so="$1" '$1 == so { found = 1 } END { exit !found }'
+}
 unresolved() {
-  local b so d found
+  local b so
   for b in "$TESTS_BIN" "$BENCH_BIN" "$OPS_BENCH_BIN" "$TRAIN_BENCH_BIN" "$CLI_BIN"; do
     [[ -x "$b" ]] && env ${LDP:+LD_LIBRARY_PATH="$LDP"} ldd "$b" 2>/dev/null | awk '/=> not found/ {print $1}'
   done | sort -u
   for so in "${DLOPENED[@]}"; do
-    found=no
-    while IFS= read -r d; do [[ -n "$d" && -e "$d/$so" ]] && found=yes; done < <(tr ':' '\n' <<<"$LDP")
-    [[ $found == no ]] && ! ldconfig -p 2>/dev/null | grep -q " $so " && echo "$so"
+    have_lib "$so" || echo "$so"
   done
 }
 
@@ -265,7 +276,17 @@ if [[ -z "$BUILD_DIR" ]]; then
       fi
     done < <(candidate_lib_dirs)
   done < <(unresolved)
-  LDP="$LDP$extra:$HERE/lib/fallback"
+  LDP="$LDP$extra"
+  # lib/fallback (the build machine's libstdc++ and libcudart) only when this machine lacks one
+  # of them: the loader searches LD_LIBRARY_PATH before its cache, so on the path it would also
+  # put the build's older libstdc++ ahead of the machine's own, the one its cuDNN and cuBLAS
+  # were installed with
+  for f in "$HERE"/lib/fallback/*.so*; do
+    if [[ -e "$f" ]] && ! have_lib "$(basename "$f")"; then
+      LDP="$LDP:$HERE/lib/fallback"
+      break
+    fi
+  done
 fi
 # the prefix of every step that runs our binaries (steps run under `timeout`: no functions)
 LIBENV=(env)
@@ -356,19 +377,28 @@ run_step() {
     printf '\n# started %s, timeout %s s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$tmo"
   } >"$logf"
   P_NAME+=("$name") P_KIND+=("$kind") P_T0+=("$(now)") P_TMO+=("$tmo")
-  timeout --kill-after="$KILL_AFTER" "$tmo" "$@" >>"$logf" 2>&1 </dev/null &
+  # the end time of the step itself: finish_steps waits in start order, so a group's later steps
+  # would otherwise be timed to when the steps started before them ended
+  (
+    timeout --kill-after="$KILL_AFTER" "$tmo" "$@" >>"$logf" 2>&1 </dev/null
+    rc=$?
+    now >"$LOG_DIR/.$name.end"
+    exit $rc
+  ) &
   P_PID+=("$!")
   ((IN_GROUP)) || finish_steps
 }
 
 # Waits for the started steps, in start order, and records each.
 finish_steps() {
-  local i rc status secs note name kind logf
+  local i rc status secs note name kind logf t1
   for i in "${!P_PID[@]}"; do
     wait "${P_PID[$i]}"
     rc=$?
     name="${P_NAME[$i]}" kind="${P_KIND[$i]}" logf="$LOG_DIR/${P_NAME[$i]}.log"
-    secs="$(elapsed "${P_T0[$i]}" "$(now)")"
+    t1="$(cat "$LOG_DIR/.$name.end" 2>/dev/null)" || t1="$(now)"
+    rm -f "$LOG_DIR/.$name.end"
+    secs="$(elapsed "${P_T0[$i]}" "${t1:-$(now)}")"
     if ((rc == 0)); then status=ok; elif ((rc == 124 || rc == 137)); then status=timeout; else status=failed; fi
     parse_log "$logf"
     note="$LAST_NOTE"
@@ -701,9 +731,9 @@ for entry in "${STEP_LIST[@]}"; do # a+b+c: those steps at the same time (correc
 done
 
 echo
-printf '%-16s %-11s %5s %8s  %s\n' step status rc seconds note
+printf '%-19s %-11s %5s %8s  %s\n' step status rc seconds note
 for i in "${!S_NAME[@]}"; do
-  printf '%-16s %-11s %5s %8s  %s\n' "${S_NAME[$i]}" "${S_STATUS[$i]}" \
+  printf '%-19s %-11s %5s %8s  %s\n' "${S_NAME[$i]}" "${S_STATUS[$i]}" \
     "$([[ "${S_RC[$i]}" == null ]] && echo - || echo "${S_RC[$i]}")" "${S_SECS[$i]}" "${S_NOTE[$i]}"
 done
 echo "run.sh: $N_FAILED step(s) failed${NOT_RUN[*]:+; out of time: ${NOT_RUN[*]}}; $COMMIT; $(elapsed "$T_ALL" "$(now)") s; $LOG_DIR/summary.json"

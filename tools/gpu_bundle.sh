@@ -29,9 +29,11 @@
 # runner's own copy wins when it has one.
 # libgomp (OpenMP runtime of the compiler that built cnnkit) goes into lib/: cnnkit's own code is
 # its only user, and a minimal runner may lack it. libstdc++ is also kept, but in lib/fallback/,
-# which run.sh puts at the END of LD_LIBRARY_PATH: its users are the runner's CUDA libraries
-# (cuDNN, cuBLAS), which may need a libstdc++ newer than the build machine's, so the runner's
-# own libstdc++ wins whenever it has one, and the bundled copy only fills a gap.
+# which run.sh adds at the END of LD_LIBRARY_PATH only when the runner lacks libstdc++ or
+# libcudart: its users are the runner's CUDA libraries (cuDNN, cuBLAS), which may need a
+# libstdc++ newer than the build machine's, so the runner's own libstdc++ is used whenever it has
+# one (a folder on LD_LIBRARY_PATH is searched before the loader's cache), and the bundled copy
+# only fills a gap.
 set -euo pipefail
 
 die() { printf 'gpu_bundle: error: %s\n' "$*" >&2; exit 1; }
