@@ -512,7 +512,10 @@ run_named() {
         versions.log "$VERSIONS_LINE" ""
       ;;
     gpu_tests)
-      run_step gpu_tests tests 0 "${gpu_env[@]}" "$TESTS_BIN" --jobs "$GPU_TEST_JOBS" --verbose \
+      # a hung test (an NCCL wait, a spinning kernel) is killed after 180 s instead of holding
+      # the step to its deadline; 4 OpenMP threads a job keep the CPU halves off each other
+      run_step gpu_tests tests 0 "${gpu_env[@]}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}" \
+        "$TESTS_BIN" --jobs "$GPU_TEST_JOBS" --timeout 180 --verbose \
         --filter "$GPU_FILTER" "${EXTRA_TEST_ARGS[@]}"
       ;;
     suite)
