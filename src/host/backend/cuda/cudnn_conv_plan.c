@@ -415,10 +415,19 @@ static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, const find_bufs *fb
     if (hs == CUDNN_STATUS_SUCCESS && gconv_take(h, c, dir, cand, n, bytes) == 0)
         return 0;
     /* the fixed default: FMA math for fp32, tensor-op for bf16 (it has no FMA path) and for a
-     * wide plan (bf16 values, exact in TF32) */
+     * wide plan (bf16 values, exact in TF32). A bf16 plan does not take it when the heuristics
+     * listed it only as unsupported: the size query alone may pass, and the first step would
+     * fail where the conv should have taken the wide plan (fp32 keeps the default that ran on
+     * the H200 in 2026-12-04's run) */
+    int listed = 0, supported = 0;
+    for (int i = 0; c->dt == CK_KDT_BF16 && hs == CUDNN_STATUS_SUCCESS && i < n; ++i)
+        if (cand[i].algo == k_default_algo[dir]) {
+            listed = 1;
+            supported |= cst[i] == CUDNN_STATUS_SUCCESS;
+        }
     const cudnnMathType_t dm =
         c->dt == CK_KDT_BF16 || c->wide ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
-    if (ck_gconv_math(c, dm) == CUDNN_STATUS_SUCCESS &&
+    if ((!listed || supported) && ck_gconv_math(c, dm) == CUDNN_STATUS_SUCCESS &&
         gconv_ws_query(h, c, dir, k_default_algo[dir], bytes) == CUDNN_STATUS_SUCCESS &&
         *bytes <= CK_CONV_ALGO_MAX_BYTES) {
         c->algo[dir] = k_default_algo[dir];
