@@ -417,8 +417,8 @@ static int gconv_pick(cudnnHandle_t h, ck_gconv *c, int dir, const find_bufs *fb
     /* the fixed default: FMA math for fp32, tensor-op for bf16 (it has no FMA path) and for a
      * wide plan (bf16 values, exact in TF32). A bf16 plan does not take it when the heuristics
      * listed it only as unsupported: the size query alone may pass, and the first step would
-     * fail where the conv should have taken the wide plan (fp32 keeps the default that ran on
-     * the H200 in 2026-12-04's run) */
+     * fail where the conv should have taken the wide plan (fp32 plans keep the rule they have
+     * run with on a GPU) */
     int listed = 0, supported = 0;
     for (int i = 0; c->dt == CK_KDT_BF16 && hs == CUDNN_STATUS_SUCCESS && i < n; ++i)
         if (cand[i].algo == k_default_algo[dir]) {
