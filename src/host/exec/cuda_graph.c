@@ -14,10 +14,10 @@
  * cuBLAS given a workspace of ours (cuBLAS must not allocate under capture), in thread-local mode:
  * a call of this thread that cannot be captured (a synchronization, an allocation) fails the
  * capture instead of running once unseen, and other threads' CUDA calls go on unaffected (global
- * mode would fail them). Each batch size first runs one step eagerly, so that lazy module loading
- * and the libraries' first-call set-up happen outside a capture. Whatever fails ends the capture
- * cleanly, drops the model's graphs, leaves a note (the library never prints) and runs the step
- * eagerly. */
+ * mode would fail them). Each batch size first runs one step eagerly on that stream, so that lazy
+ * module loading and the libraries' first-call set-up (per stream too) happen outside a capture.
+ * Whatever fails ends the capture cleanly, drops the model's graphs, leaves a note (the library
+ * never prints) and runs the step eagerly. */
 #include "exec.h"
 #include "internal.h"
 
@@ -41,6 +41,7 @@ typedef struct slot {
 struct ck_cuda_graphs {
     ck_context *ctx;
     cudaStream_t cap; /* where captures happen; cuBLAS uses the context's workspace there too */
+    cudaEvent_t ev;   /* orders the warm-up on cap between the context stream's work */
     /* the key: what the captured launches hold by value */
     int keyed;
     uint64_t seed;
@@ -73,6 +74,8 @@ void ck_cuda_graphs_free(ck_cuda_graphs *g) {
     if (!g)
         return;
     ck_cuda_graphs_drop(g);
+    if (g->ev)
+        (void)cudaEventDestroy(g->ev);
     if (g->cap)
         (void)cudaStreamDestroy(g->cap);
     ck_host_free(g->ctx, g);
@@ -142,10 +145,11 @@ static ck_status create(ck_context *ctx, ck_cuda_graphs **out) {
     if (!g)
         return ck_host_oom(ctx, "CUDA graphs", sizeof *g);
     g->ctx = ctx;
-    const cudaError_t e = cudaStreamCreateWithFlags(&g->cap, cudaStreamNonBlocking);
+    cudaError_t e = cudaStreamCreateWithFlags(&g->cap, cudaStreamNonBlocking);
+    if (e == cudaSuccess)
+        e = cudaEventCreateWithFlags(&g->ev, cudaEventDisableTiming);
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* not left for the eager step's first kernel to report */
-        g->cap = NULL;
         ck_cuda_graphs_free(g);
         return ck_cuda_fail(ctx, e, "cudaStreamCreateWithFlags (the capture stream)");
     }
@@ -223,6 +227,43 @@ static ck_status capture(ck_cuda_graphs *g, ck_exec *e, ck_status (*body)(ck_exe
         *lost = 1;
         return CK_STATUS_CUDA_ERROR;
     }
+    return st;
+}
+
+/* A batch size's warm-up step, run on the capture stream, after the context stream's work and
+ * before its next (events both ways): what cuDNN and cuBLAS set up for a stream on its first use
+ * there then happens outside a capture (warm up on the stream that will be captured). When the
+ * streams cannot be switched the step runs on the context's stream as an eager one. */
+static ck_status warm_up(ck_cuda_graphs *g, ck_exec *e, ck_status (*body)(ck_exec *, void *),
+                         void *arg) {
+    ck_context *ctx = e->ctx;
+    void *user = ctx->stream;
+    if (cudaEventRecord(g->ev, (cudaStream_t)user) != cudaSuccess ||
+        cudaStreamWaitEvent(g->cap, g->ev, 0) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return body(e, arg);
+    }
+    ctx->stream = g->cap;
+    ck_status st = ck_cudnn_set_stream(ctx);
+    if (st == CK_STATUS_SUCCESS)
+        st = body(e, arg);
+    ctx->stream = user;
+    cudaError_t oe = cudaEventRecord(g->ev, g->cap);
+    if (oe == cudaSuccess)
+        oe = cudaStreamWaitEvent((cudaStream_t)user, g->ev, 0);
+    if (oe != cudaSuccess) { /* ordered the blunt way instead */
+        (void)cudaGetLastError();
+        oe = cudaStreamSynchronize(g->cap);
+    }
+    if (ck_cudnn_set_stream(ctx) != CK_STATUS_SUCCESS) {
+        ctx->handles_astray = 1; /* every model's next device call rebinds them */
+        return st != CK_STATUS_SUCCESS
+                   ? st
+                   : ck_fail(ctx, CK_STATUS_CUDA_ERROR,
+                             "model: moving the cuDNN/cuBLAS handles back after the warm-up");
+    }
+    if (oe != cudaSuccess && st == CK_STATUS_SUCCESS)
+        return ck_cuda_fail(ctx, oe, "model: ordering the warm-up before the context's stream");
     return st;
 }
 
@@ -330,7 +371,7 @@ ck_status ck_cuda_graph_run(ck_cuda_graphs **set, ck_exec *e, int n, int captura
     sl->used = ++g->clock;
     if (!sl->warm) {
         note(m, "batch %d: its first step ran eagerly (warm-up); the next is captured", n);
-        const ck_status st = body(e, arg);
+        const ck_status st = warm_up(g, e, body, arg);
         sl->warm = st == CK_STATUS_SUCCESS;
         return st;
     }
