@@ -146,12 +146,19 @@ static ck_status create(ck_context *ctx, ck_cuda_graphs **out) {
         return ck_host_oom(ctx, "CUDA graphs", sizeof *g);
     g->ctx = ctx;
     cudaError_t e = cudaStreamCreateWithFlags(&g->cap, cudaStreamNonBlocking);
-    if (e == cudaSuccess)
+    const char *what = "cudaStreamCreateWithFlags (the capture stream)";
+    if (e != cudaSuccess) {
+        g->cap = NULL;
+    } else {
         e = cudaEventCreateWithFlags(&g->ev, cudaEventDisableTiming);
+        what = "cudaEventCreateWithFlags (the warm-up's ordering)";
+        if (e != cudaSuccess)
+            g->ev = NULL;
+    }
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* not left for the eager step's first kernel to report */
         ck_cuda_graphs_free(g);
-        return ck_cuda_fail(ctx, e, "cudaStreamCreateWithFlags (the capture stream)");
+        return ck_cuda_fail(ctx, e, what);
     }
     *out = g;
     return CK_STATUS_SUCCESS;
@@ -238,15 +245,29 @@ static ck_status warm_up(ck_cuda_graphs *g, ck_exec *e, ck_status (*body)(ck_exe
                          void *arg) {
     ck_context *ctx = e->ctx;
     void *user = ctx->stream;
+    /* without the context's cuBLAS workspace no capture follows (capture() refuses), and cuBLAS
+     * would take a pool of its own on the other stream: the plain eager step */
+    if (!ctx->blas_ws)
+        return body(e, arg);
     if (cudaEventRecord(g->ev, (cudaStream_t)user) != cudaSuccess ||
         cudaStreamWaitEvent(g->cap, g->ev, 0) != cudaSuccess) {
         (void)cudaGetLastError();
         return body(e, arg);
     }
     ctx->stream = g->cap;
-    ck_status st = ck_cudnn_set_stream(ctx);
-    if (st == CK_STATUS_SUCCESS)
-        st = body(e, arg);
+    if (ck_cudnn_set_stream(ctx) != CK_STATUS_SUCCESS) { /* the step on the context's stream */
+        ctx->stream = user;
+        if (ck_cudnn_set_stream(ctx) != CK_STATUS_SUCCESS) {
+            ctx->handles_astray = 1; /* every model's next device call rebinds them */
+            return ck_fail(ctx, CK_STATUS_CUDA_ERROR,
+                           "model: the cuDNN/cuBLAS handles could not be moved for the warm-up");
+        }
+        ck_clear_error(ctx);
+        return body(e, arg);
+    }
+    const ck_status st = body(e, arg);
+    char body_err[CK_ERR_LEN];
+    snprintf(body_err, sizeof body_err, "%s", ctx->err);
     ctx->stream = user;
     cudaError_t oe = cudaEventRecord(g->ev, g->cap);
     if (oe == cudaSuccess)
@@ -256,15 +277,16 @@ static ck_status warm_up(ck_cuda_graphs *g, ck_exec *e, ck_status (*body)(ck_exe
         oe = cudaStreamSynchronize(g->cap);
     }
     if (ck_cudnn_set_stream(ctx) != CK_STATUS_SUCCESS) {
-        ctx->handles_astray = 1; /* every model's next device call rebinds them */
-        return st != CK_STATUS_SUCCESS
-                   ? st
-                   : ck_fail(ctx, CK_STATUS_CUDA_ERROR,
-                             "model: moving the cuDNN/cuBLAS handles back after the warm-up");
+        /* the step ran (its update too): it stands; the next device call rebinds the handles
+         * (ck_cudnn_home) and fails there if it cannot */
+        ctx->handles_astray = 1;
+        ck_clear_error(ctx);
     }
-    if (oe != cudaSuccess && st == CK_STATUS_SUCCESS)
-        return ck_cuda_fail(ctx, oe, "model: ordering the warm-up before the context's stream");
-    return st;
+    if (st != CK_STATUS_SUCCESS) /* the step's own message, not the handles' */
+        return ck_fail(ctx, st, "%s", body_err);
+    if (oe != cudaSuccess)
+        return ck_cuda_fail(ctx, oe, "model: the warm-up step on the capture stream");
+    return CK_STATUS_SUCCESS;
 }
 
 /* Why a step that cannot be captured runs eagerly. */
