@@ -40,11 +40,6 @@ static void json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* What every run of one batch size shares. */
 typedef struct bench_cfg {
     const char *text;
@@ -139,9 +134,7 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
                ck_model_cuda_graph_info(m, &gi) != CK_STATUS_SUCCESS))
         ok = 0;
     if (ok) {
-        qsort(t, (size_t)c->steps, sizeof *t, cmp_double);
-        qsort(th, (size_t)c->steps, sizeof *th, cmp_double);
-        const double med = t[c->steps / 2], host = th[c->steps / 2];
+        const double med = bench_median(t, c->steps), host = bench_median(th, c->steps);
         *ips = b / med;
         const size_t model_bytes = c->dev == CK_DEVICE_CUDA ? mem.device_bytes : mem.host_bytes;
         /* graph: how many of the timed steps were replays (on: all of them, unless the note says
@@ -182,9 +175,9 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
             fprintf(c->js, "\"graph_note\": ");
             json_str(c->js, gi.note);
             fprintf(c->js,
-                    ", \"model_bytes\": %zu, \"activation_bytes\": %zu, \"build_s\": %.3f, "
-                    "\"conv_plans\": [",
-                    model_bytes, mem.activation_bytes, build_s);
+                    ", \"model_bytes\": %zu, \"context_bytes\": %zu, \"activation_bytes\": %zu, "
+                    "\"build_s\": %.3f, \"conv_plans\": [",
+                    model_bytes, ck_context_device_bytes(ctx), mem.activation_bytes, build_s);
             int k = 0;
             for (char *line = plans; *line;) {
                 const size_t l = strcspn(line, "\n");
@@ -310,7 +303,8 @@ int main(int argc, char **argv) {
         printf("bench_train: %s\n", info);
     }
     /* model MiB: what the model holds, planned at build (ck_model_memory_usage): the device arena
-     * on CUDA (compare with PyTorch's torch.cuda.max_memory_allocated), host buffers on the CPU;
+     * on CUDA, host buffers on the CPU (the JSON adds context_bytes, the context's cuBLAS
+     * workspace: compare.py sets the two against PyTorch's torch.cuda.max_memory_allocated);
      * act MiB: the activations kept for the backward pass, within it; graph: off, or on with the
      * timed steps that were graph replays; host ms: the median step's host part, until its one
      * wait for the device (ck_model_last_step_time: checks, upload, launches; the whole step on

@@ -66,7 +66,8 @@ def optional_positive(v):
 
 
 def read_cnnkit(label, path):
-    """bench_train --json: {"results": [{"batch", "images_per_s", "ms_per_step", "model_bytes"}]}"""
+    """bench_train --json: {"results": [{"batch", "images_per_s", "ms_per_step", "model_bytes",
+    "context_bytes"}]}"""
     d = load_json(path)
     rows = []
     seen = {}
@@ -79,13 +80,18 @@ def read_cnnkit(label, path):
         graph = r.get("cuda_graph")  # on a GPU: each row says whether it replayed CUDA graphs
         if graph in ("on", "off"):
             mode += " graph" if graph == "on" else " eager"
+            if graph == "on" and r.get("graph_replays") == 0:  # asked for, none replayed
+                mode += " (0 replays)"
         seen[(mode, b)] = seen.get((mode, b), 0) + 1
         if seen[(mode, b)] > 1:  # two figures of one setting: both shown, told apart
             mode += f" #{seen[(mode, b)]}"
         rows.append({"who": "cnnkit", "mode": mode, "batch": b, "bf16": prec == "bf16",
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("ms_per_step"),
-                     "mib": (optional_positive(r.get("model_bytes")) or 0) / 2**20 or None,
+                     # the model's arena and the context's own (cuBLAS's workspace), as
+                     # PyTorch's allocator counts its cuBLAS workspace in its peak
+                     "mib": ((optional_positive(r.get("model_bytes")) or 0)
+                             + (optional_positive(r.get("context_bytes")) or 0)) / 2**20 or None,
                      "host_fraction": r.get("host_fraction"),
                      "device": d.get("device")})
     return rows

@@ -3,21 +3,37 @@
 Adam (Keras defaults), training images/s at the same batch sizes, median of timed steps after
 warm-up. CPU with Debian's python3-torch here; on CUDA: eager NCHW, eager channels_last and
 torch.compile(mode="reduce-overhead") (CUDA graphs; cudagraph_mark_step_begin() each step), with
-the peak device memory of the timed steps (torch.cuda.max_memory_allocated).
+the peak device memory (torch.cuda.max_memory_allocated, and max_memory_reserved beside it).
 
     /usr/bin/python3 bench/peer_torch.py [--batches 128,512[,2048]] [--steps 10]
                                          [--device cpu|cuda] [--threads N] [--json FILE]
-                                         [--precision fp32|bf16]
+                                         [--precision fp32|bf16] [--math strict|tf32]
 
 --precision bf16: mixed precision as PyTorch users run it (issue 16's peer): forward and loss
 under torch.autocast(dtype=torch.bfloat16), channels_last, fp32 master weights and Adam state;
 modes "bf16 channels_last" and "bf16 reduce-overhead" on CUDA, "bf16 eager" on the CPU.
+
+On CUDA PyTorch gets its fastest settings that keep the arithmetic: cudnn.benchmark (each conv
+shape's algorithm timed, as cnnkit's --conv-algo fastest) and, for fp32, strict fp32 convs and
+matmuls (PyTorch lets convs run in TF32 by default; cnnkit's fp32 is strict); --math tf32 allows
+TF32 instead, for cnnkit's --math tf32 rows. Both settings go into the JSON. The peak memory
+counts from the model's creation on, warm-up included: reduce-overhead's CUDA graphs take their
+memory while they are recorded, and replays do not allocate.
 """
-import argparse, json, os, statistics, time
+import argparse, gc, json, os, statistics, time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def dynamo_reset():
+    """Forgets torch.compile's graphs (PyTorch 2; the CPU's Debian 1.13 has no dynamo)."""
+    try:
+        import torch._dynamo
+    except ImportError:
+        return
+    torch._dynamo.reset()
 
 
 def seed_cnn():
@@ -43,14 +59,22 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--math", default="strict", choices=["strict", "tf32"])
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     if a.batches is None:
         a.batches = "128,512,2048" if a.device == "cuda" else "128,512"
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        tf32 = a.math == "tf32"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     out = {"torch": torch.__version__, "device": a.device, "threads": torch.get_num_threads(),
-           "precision": a.precision, "results": []}
+           "precision": a.precision, "math": a.math,
+           "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if dev.type == "cuda" else None,
+           "results": []}
     print(f"peer_torch: torch {torch.__version__}, device {a.device}, "
           f"{torch.get_num_threads()} threads, median of {a.steps} steps")
     print(f"{'batch':>8} {'mode':>16} {'ms/step':>10} {'images/s':>10} {'peak MiB':>9}", flush=True)
@@ -63,6 +87,14 @@ def main():
     for mode in modes:
         for b in [int(s) for s in a.batches.split(",") if s]:
             torch.manual_seed(0)
+            # the previous batch size's model, optimizer, data and compiled graphs go first
+            m = opt = x = y = fwd = step = None
+            dynamo_reset()
+            gc.collect()
+            if dev.type == "cuda":  # the peak of this batch size from here, warm-up included
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
             m = seed_cnn().to(dev)
             x = torch.rand(b, 1, 28, 28, device=dev)
             y = torch.randint(0, 10, (b,), device=dev)
@@ -74,7 +106,8 @@ def main():
             if mode == "reduce-overhead":
                 m = m.to(memory_format=torch.channels_last)
                 x = x.to(memory_format=torch.channels_last)
-                fwd = torch.compile(m, mode="reduce-overhead")
+                # a static compile for each batch size (dynamo was reset above), not a dynamic one
+                fwd = torch.compile(m, mode="reduce-overhead", dynamic=False)
 
             def step():
                 if mode == "reduce-overhead":
@@ -93,7 +126,6 @@ def main():
                 continue
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
             times = []
             for _ in range(a.steps):
                 if dev.type == "cuda":
@@ -105,11 +137,13 @@ def main():
                 times.append(time.perf_counter() - t0)
             med = statistics.median(times)
             peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+            reserved = torch.cuda.max_memory_reserved() / 2**20 if dev.type == "cuda" else None
             name = ("bf16 " if bf16 else "") + mode
             print(f"{b:>8} {name:>16} {med * 1e3:>10.1f} {b / med:>10.0f} "
                   f"{peak if peak is not None else float('nan'):>9.1f}", flush=True)
             out["results"].append({"batch": b, "mode": name, "ms_per_step": med * 1e3,
-                                   "images_per_s": b / med, "peak_mib": peak})
+                                   "images_per_s": b / med, "peak_mib": peak,
+                                   "peak_reserved_mib": reserved})
             write_json(a.json, out)  # after every result: a run cut at its time limit keeps them
     write_json(a.json, out)
 

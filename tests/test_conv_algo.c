@@ -216,3 +216,12 @@ Test(conv_algo, layout_step_and_choice) {
               got->transpose_ms == 0.25f);
     free(c);
 }
+
+/* ck_context_device_bytes: the context's own device memory (cuBLAS's workspace) is 0 off the GPU;
+ * on a GPU, gpu_layers/settings_on_cuda_context checks it against the workspace size. */
+Test(conv_algo, context_device_bytes_on_cpu) {
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    cr_expect_eq(ck_context_device_bytes(c), 0);
+    cr_expect_eq(ck_context_device_bytes(NULL), 0);
+    ck_context_destroy(c);
+}

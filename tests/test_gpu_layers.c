@@ -290,6 +290,9 @@ Test(gpu_layers, conv_tf32_matches_cpu) {
  * follows. */
 Test(gpu_layers, settings_on_cuda_context) {
     ck_context *g = t_cuda_ctx_or_skip();
+    /* the context's own device memory is its cuBLAS workspace (bench_train's context_bytes) */
+    cr_expect_eq(ck_context_device_bytes(g), ck_cublas_workspace_bytes(g));
+    cr_expect_gt(ck_context_device_bytes(g), 0);
     cr_expect_eq(ck_context_set_conv_algo(g, (ck_conv_algo)5), CK_STATUS_BAD_PARAM);
     cr_expect_neq(strstr(ck_context_last_error(g), "algo:"), NULL, "%s", ck_context_last_error(g));
     cr_expect_eq(ck_context_set_math(g, (ck_math)5), CK_STATUS_BAD_PARAM);

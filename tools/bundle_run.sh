@@ -666,12 +666,14 @@ run_named() {
       # bench_train when it ran
       local base=bench_train
       [[ -s "$LOG_DIR/bench_train_graph.json" ]] && base=bench_train_graph
+      # a bench killed at its timeout leaves its JSON unclosed: left out, so the others compare
+      json_ok() { [[ -s "$1" ]] && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; }
       for f in $base:deterministic bench_train_fastest:fastest bench_train_tf32:fastest+tf32 \
         bench_train_bf16:bf16; do
-        [[ -s "$LOG_DIR/${f%%:*}.json" ]] && cargs+=(--cnnkit "${f#*:}=$LOG_DIR/${f%%:*}.json")
+        json_ok "$LOG_DIR/${f%%:*}.json" && cargs+=(--cnnkit "${f#*:}=$LOG_DIR/${f%%:*}.json")
       done
-      [[ -s "$LOG_DIR/peer_torch.json" ]] && cargs+=(--torch "$LOG_DIR/peer_torch.json")
-      [[ -s "$LOG_DIR/peer_torch_bf16.json" ]] && cargs+=(--torch "$LOG_DIR/peer_torch_bf16.json")
+      json_ok "$LOG_DIR/peer_torch.json" && cargs+=(--torch "$LOG_DIR/peer_torch.json")
+      json_ok "$LOG_DIR/peer_torch_bf16.json" && cargs+=(--torch "$LOG_DIR/peer_torch_bf16.json")
       [[ -s "$LOG_DIR/peer_keras.jsonl" ]] && cargs+=(--keras "$LOG_DIR/peer_keras.jsonl")
       if ((${#cargs[@]} == 0)) || ! command -v python3 >/dev/null 2>&1; then
         skip_step compare "no bench_train figures in $LOG_DIR or no python3"

@@ -113,6 +113,10 @@ ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads);
 ck_status ck_context_set_host_alloc_limit(ck_context *ctx, size_t bytes);
 /* Bytes of host memory the library currently holds through this context (0 for NULL). */
 size_t ck_context_host_alloc_bytes(const ck_context *ctx);
+/* Device memory a CUDA context holds of its own beside its models' arenas: cuBLAS's workspace
+ * (32 MiB from Hopper on, else 4 MiB), which a peer's allocator counts in its peak. 0 for a CPU
+ * context or NULL. Not counted: the CUDA context itself and cuDNN's and cuBLAS's handles. */
+size_t ck_context_device_bytes(const ck_context *ctx);
 
 /* How a CUDA context picks its cuDNN convolution algorithms (README, "Speed settings"):
  *  - CK_CONV_ALGO_DETERMINISTIC (the default): cuDNN's heuristics, the first deterministic

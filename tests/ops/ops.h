@@ -147,9 +147,11 @@ int op_run_cpu(op_gpu_fn run, const op_variant *v, float *const *in, float *cons
  * sum here (fp32 tolerances up to 1e-4: at most 0.0079125) is rounded up to OP_BF16_TOL, a value
  * bench_ops prints exactly (tests/test_bench.c compares the printed tolerance). */
 #define OP_BF16_TOL 8e-3
-/* What a bf16 case's GPU runner adds to each timed call (op_gpu_bf16): its inputs packed to bf16
- * words and its outputs widened back. bench_cudnn's bf16 rows time the kernels alone. */
-#define OP_BF16_SETUP "bf16 pack of the inputs and unpack of the outputs per call"
+/* What a bf16 case's GPU runner adds to each timed call (op_gpu_bf16): bf16 tensors allocated and
+ * filled, its inputs packed to bf16 words, its outputs widened back, a synchronization and the
+ * frees. bench_cudnn's bf16 rows time the kernels alone (BN and dropout). */
+#define OP_BF16_SETUP                                                                              \
+    "bf16 tensors allocated, inputs packed, outputs unpacked, a sync and frees per call"
 void op_bf16_round_arrs(const op_arr *a, int n, float *const *arrs, unsigned mask);
 #ifdef CNNKIT_HAVE_CUDA
 /* Runs run on substitutes of in / out whose masked arrays are bf16 copies (a tensor of the same

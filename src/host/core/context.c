@@ -292,6 +292,15 @@ CK_API size_t ck_context_host_alloc_bytes(const ck_context *ctx) {
     return ctx ? ctx->host_live : 0;
 }
 
+CK_API size_t ck_context_device_bytes(const ck_context *ctx) {
+#ifdef CNNKIT_HAVE_CUDA
+    return ctx && ctx->device == CK_DEVICE_CUDA ? ctx->blas_ws_bytes : 0;
+#else
+    (void)ctx;
+    return 0;
+#endif
+}
+
 CK_API ck_status ck_context_set_conv_algo(ck_context *ctx, ck_conv_algo algo) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
