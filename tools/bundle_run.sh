@@ -10,8 +10,9 @@
 # is not run and is listed under "out_of_time"; 0 = none):
 #   (default) full  versions gpu_tests+memcheck+racecheck+initcheck+synccheck+memcheck_train+
 #                   racecheck_train+initcheck_train+synccheck_train train_fmnist bench_train
-#                   bench_train_graph bench_train_fastest bench_train_tf32 bench_cudnn bench_ops
-#                   peer_torch peer_keras compare train_profile tests train_profile_tf32
+#                   bench_train_graph bench_train_fastest bench_train_tf32 bench_train_bf16
+#                   bench_cudnn bench_ops peer_torch peer_keras compare train_profile tests
+#                   train_profile_tf32
 #                                                                                DEADLINE 400
 #   --triage        versions gpu_tests+train_short+memcheck+initcheck            DEADLINE 150
 #   --ci            versions suite+memcheck+racecheck+initcheck+synccheck+memcheck_train+
