@@ -515,3 +515,19 @@ Test(cli_train, precision_bf16) {
     cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
     teardown(&fx);
 }
+
+/* evaluate and predict read every test image as the model's input: images of another shape are
+ * refused naming both shapes (exit 2), not read across image boundaries (or past the end). */
+Test(cli_train, evaluate_and_predict_check_the_image_shape) {
+    fixture fx;
+    setup(&fx);
+    char args[512];
+    for (int predict = 0; predict < 2; ++predict) {
+        snprintf(args, sizeof args, "%s tests/data/keras/func.keras --data %s --device cpu%s",
+                 predict ? "predict" : "evaluate", fx.data, predict ? " --count 3" : "");
+        cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+        cr_assert_not_null(strstr(out, "the test images are 8x8x1, the model input is 8x8x2"), "%s",
+                           out);
+    }
+    teardown(&fx);
+}

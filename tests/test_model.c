@@ -282,3 +282,23 @@ Test(model, bad_inputs) {
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }
+
+/* ck_model_input_shape: the built model's input, what the CLI checks a data set against; before
+ * the build and with a NULL output it refuses, naming why. */
+Test(model, input_shape) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char msg[512];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, t_seed_cnn_text, &m, msg, sizeof msg));
+    int h = -1, w = -1, c = -1;
+    cr_expect_eq(ck_model_input_shape(m, &h, &w, &c), CK_STATUS_BAD_PARAM);
+    cr_expect_not_null(strstr(ck_context_last_error(ctx), "not built"));
+    cr_expect(h == -1 && w == -1 && c == -1, "nothing written when refused");
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
+    CK_OK(ctx, ck_model_input_shape(m, &h, &w, &c));
+    cr_expect(h == 28 && w == 28 && c == 1, "%dx%dx%d", h, w, c);
+    cr_expect_eq(ck_model_input_shape(m, &h, NULL, &c), CK_STATUS_BAD_PARAM);
+    cr_expect_not_null(strstr(ck_context_last_error(ctx), "w: NULL"));
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}

@@ -179,8 +179,11 @@ ck_status ck_model_set_planning(ck_model *model, int enable);
  *    CK_MATH_STRICT_FP32), which every model of that context shares. A CPU context stores it
  *    without effect, as ck_context_set_math does there.
  *  - CK_PRECISION_BF16: activations and gradients stored rounded to bfloat16 (nearest even),
- *    fp32 math, master weights, optimizer state, BN statistics and loss. CPU contexts only for
- *    now: on a CUDA context CK_STATUS_NOT_SUPPORTED.
+ *    fp32 math, master weights, optimizer state, BN statistics and loss. On a CUDA context the
+ *    activations are bf16 words and convolutions and dense layers run on the bf16 tensor cores
+ *    (it sets the context's math to CK_MATH_STRICT_FP32, as FP32 does); ck_model_build refuses
+ *    it (CK_STATUS_NOT_SUPPORTED) on a GPU below compute capability 8.0 or when the logits do not
+ *    come from a Dense layer. On the CPU an exact emulation (docs/precision.md).
  * A value outside the enum: CK_STATUS_BAD_PARAM naming "precision". */
 typedef enum ck_precision {
     CK_PRECISION_FP32 = 0,
@@ -305,6 +308,10 @@ ck_status ck_model_last_step_time(const ck_model *model, double *host_s, double 
 ck_status ck_model_layer_shape(const ck_model *model, int i, int *h, int *w, int *c);
 ck_status ck_model_layer_desc(const ck_model *model, int i, ck_layer_desc *desc);
 int ck_model_num_classes(const ck_model *model);
+/* The built model's input shape (h, w, c): what every sample handed to train, evaluate and
+ * predict must be (h*w*c floats each). CK_STATUS_BAD_PARAM when the model is not built or an
+ * output pointer is NULL. */
+ck_status ck_model_input_shape(const ck_model *model, int *h, int *w, int *c);
 
 /* Optimizer (default: Adam with Keras defaults). Resets the optimizer state. */
 ck_status ck_model_set_optimizer(ck_model *model, const ck_optimizer_desc *opt);

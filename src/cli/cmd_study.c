@@ -12,7 +12,14 @@
 typedef struct study_ui {
     int tty;
     const ck_study_variant *v;
+    /* --csv: rewritten after every finished run, so a study cut short keeps its runs */
+    const char *csv;
+    const ck_study_result *res;
+    int done;
 } study_ui;
+
+static int write_study_csv(const char *path, const ck_study_variant *v, const ck_study_result *res,
+                           int n);
 
 static int on_study_progress(void *u, const ck_study_progress *p) {
     study_ui *ui = (study_ui *)u;
@@ -26,6 +33,9 @@ static int on_study_progress(void *u, const ck_study_progress *p) {
         fflush(stdout);
     } else if (p->finished) {
         const ck_study_result *r = p->finished;
+        ui->done++;
+        if (ui->csv) /* a failure here is reported by the final write */
+            (void)write_study_csv(ui->csv, ui->v, ui->res, ui->done);
         printf("%s[%d/%d] %-22s seed %llu  test %.4f  train %.4f  gap %+.4f  %.0f img/s  %.1fs"
                "%s\n",
                ui->tty ? "\r" : "", p->run, p->runs, name, (unsigned long long)r->seed,
@@ -48,9 +58,13 @@ static void join_nums(char *buf, size_t len, const double *x, int n, int digits)
     }
 }
 
+/* The runs so far, written to "<path>.tmp" and renamed over path: a reader never sees half. */
 static int write_study_csv(const char *path, const ck_study_variant *v, const ck_study_result *res,
                            int n) {
-    FILE *f = fopen(path, "w");
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return -1;
+    FILE *f = fopen(tmp, "w");
     if (!f)
         return -1;
     fprintf(f, "variant,order,seed,test_accuracy,test_loss,train_accuracy,gap,"
@@ -74,7 +88,12 @@ static int write_study_csv(const char *path, const ck_study_variant *v, const ck
                 r->test_accuracy, r->test_loss, r->train_accuracy, r->gap,
                 r->train_running_accuracy, r->images_per_s, r->seconds, bl, a, b, dl, c);
     }
-    return fclose(f);
+    const int bad = ferror(f);
+    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
+        remove(tmp);
+        return -1;
+    }
+    return 0;
 }
 
 /* cnnkit study MODEL [...]: 0 ok, 1 runtime failure, 2 usage or model file. */
@@ -236,8 +255,12 @@ int cmd_study(const opts *oin) {
             rc = EXIT_RUNTIME;
         }
     }
+    if (!rc && ((o.csv && check_output_path("--csv", o.csv, 1)) ||
+                (o.svg && check_output_path("--svg", o.svg, 1))))
+        rc = EXIT_RUNTIME;
+    int failed = 0;
     if (!rc) {
-        study_ui ui = {isatty(STDOUT_FILENO), v};
+        study_ui ui = {isatty(STDOUT_FILENO), v, o.csv, res, 0};
         ck_study_options so;
         memset(&so, 0, sizeof so);
         so.device = dev;
@@ -253,7 +276,12 @@ int cmd_study(const opts *oin) {
         st = ck_study_run(v, nk, &train, &test, &so, res, nk * o.seeds, &nres, err, sizeof err);
         if (st != CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: study: %s\n", err);
-            rc = EXIT_RUNTIME;
+            failed = 1;
+            if (nres > 0)
+                printf("cnnkit: study: the %d run%s finished before it:\n", nres,
+                       nres > 1 ? "s" : "");
+            else
+                rc = EXIT_RUNTIME;
         }
     }
     if (!rc) {
@@ -327,6 +355,8 @@ int cmd_study(const opts *oin) {
             }
         }
     }
+    if (failed)
+        rc = EXIT_RUNTIME;
     free(res);
     free(sm);
     ck_dataset_free(&train);

@@ -122,8 +122,14 @@ static void print_conv_plans(const opts *o, ck_context *ctx, const ck_model *m) 
     const int cuda = ck_context_device(ctx) == CK_DEVICE_CUDA;
     if (!o->conv_algo && !o->math && !(cuda && o->profile))
         return;
-    printf("conv algorithms %s, math %s%s\n", o->conv_algo ? "fastest" : "deterministic",
-           o->math ? "tf32" : "fp32",
+    /* the context's math as the model left it: a model's precision (option or file policy)
+     * sets it, over --math */
+    const int tf32 = ck_context_math(ctx) == CK_MATH_TF32;
+    printf("conv algorithms %s, math %s%s%s\n", o->conv_algo ? "fastest" : "deterministic",
+           tf32 ? "tf32" : "fp32",
+           o->math && !tf32 && cuda ? " (--math tf32 overridden by the model's precision; "
+                                      "--precision tf32 asks for TF32)"
+                                    : "",
            cuda ? "" : " (no effect on the CPU: always deterministic, strict fp32)");
     size_t need = 0;
     if (!cuda || ck_model_conv_algorithms(m, NULL, 0, &need) != CK_STATUS_BAD_PARAM || need < 2)

@@ -135,8 +135,12 @@ static int load_built(ck_context *ctx, const opts *o, int max_batch, ck_model **
     st = ck_model_build(m, o->in_h, o->in_w, o->in_c, max_batch);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: %s: %s\n", o->model, ck_context_last_error(ctx));
+        /* a precision this device cannot run is a runtime failure, as for a Keras file */
+        const int device = st == CK_STATUS_ALLOC_FAILED ||
+                           (st == CK_STATUS_NOT_SUPPORTED &&
+                            strstr(ck_context_last_error(ctx), "model: precision ") != NULL);
         ck_model_destroy(m);
-        return st == CK_STATUS_ALLOC_FAILED ? EXIT_RUNTIME : EXIT_USAGE;
+        return device ? EXIT_RUNTIME : EXIT_USAGE;
     }
     *out = m;
     return 0;
@@ -175,8 +179,9 @@ int make_context(const opts *o, ck_context **ctx) {
     }
     if (dev == CK_DEVICE_CUDA) { /* the versions actually loaded, once per run */
         char info[640];
-        (void)ck_cuda_describe(0, info, sizeof info);
-        printf("cnnkit: %s\n", info);
+        (void)ck_cuda_describe(ordinal, info, sizeof info);
+        /* with --json, stdout is the JSON document alone */
+        fprintf(o->json ? stderr : stdout, "cnnkit: %s\n", info);
     }
     ck_context_set_cpu_threads(*ctx, o->threads);
     st = ck_context_set_conv_algo(*ctx, (ck_conv_algo)o->conv_algo);

@@ -664,6 +664,19 @@ CK_API int ck_model_num_classes(const ck_model *m) {
     return m && m->ctx && m->built ? m->classes : 0;
 }
 
+CK_API ck_status ck_model_input_shape(const ck_model *m, int *h, int *w, int *c) {
+    CK_MODEL_ENTRY(m);
+    ck_clear_error(m->ctx);
+    if (!m->built)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
+    if (!h || !w || !c)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "%s: NULL", !h ? "h" : !w ? "w" : "c");
+    *h = m->in_h;
+    *w = m->in_w;
+    *c = m->in_c;
+    return CK_STATUS_SUCCESS;
+}
+
 CK_API long long ck_model_step(const ck_model *m) {
     return m && m->ctx ? m->step : 0;
 }
