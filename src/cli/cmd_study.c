@@ -156,6 +156,13 @@ int cmd_study(const opts *oin) {
     if (km.warnings[0]) {
         print_warnings(o.model, km.warnings);
     }
+    /* the study trains every variant in fp32: a file's other policy is said, not dropped */
+    if ((km.has_precision && km.precision != CK_PRECISION_FP32) ||
+        (o.precision && o.precision - 1 != CK_PRECISION_FP32))
+        fprintf(stderr,
+                "cnnkit: warning: %s: the study trains its variants in fp32; the %s precision is "
+                "not applied\n",
+                o.model, o.precision ? "--precision" : "file's");
     if (o.in_h && km.count > 0) {
         km.layers[0].input_h = o.in_h;
         km.layers[0].input_w = o.in_w;
