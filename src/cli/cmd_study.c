@@ -58,13 +58,11 @@ static void join_nums(char *buf, size_t len, const double *x, int n, int digits)
     }
 }
 
-/* The runs so far, written to "<path>.tmp" and renamed over path: a reader never sees half. */
+/* The runs so far, replacing path whole: a reader never sees half. */
 static int write_study_csv(const char *path, const ck_study_variant *v, const ck_study_result *res,
                            int n) {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return -1;
-    FILE *f = fopen(tmp, "w");
+    FILE *f = open_replacing(path, tmp, sizeof tmp);
     if (!f)
         return -1;
     fprintf(f, "variant,order,seed,test_accuracy,test_loss,train_accuracy,gap,"
@@ -88,12 +86,7 @@ static int write_study_csv(const char *path, const ck_study_variant *v, const ck
                 r->test_accuracy, r->test_loss, r->train_accuracy, r->gap,
                 r->train_running_accuracy, r->images_per_s, r->seconds, bl, a, b, dl, c);
     }
-    const int bad = ferror(f);
-    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    return close_replacing(f, tmp, path);
 }
 
 /* cnnkit study MODEL [...]: 0 ok, 1 runtime failure, 2 usage or model file. */

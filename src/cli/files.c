@@ -1,4 +1,5 @@
-/* cnnkit train's output files: checks before the first step, run locks, the CSV log. */
+/* The CLI's output files: checks before the first step, run locks, the CSV log, whole-file
+ * replacement (plots, the study's CSV). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,21 @@ static void dir_of(const char *path, char *buf, size_t len) {
         buf[1] = '\0';
     else
         *slash = '\0';
+}
+
+FILE *open_replacing(const char *path, char *tmp, size_t len) {
+    if (snprintf(tmp, len, "%s.tmp", path) >= (int)len)
+        return NULL;
+    return fopen(tmp, "w");
+}
+
+int close_replacing(FILE *f, const char *tmp, const char *path) {
+    const int bad = ferror(f);
+    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
+        remove(tmp);
+        return -1;
+    }
+    return 0;
 }
 
 int check_output_path(const char *opt, const char *path, int replace) {

@@ -4,25 +4,9 @@
 
 #include "cli.h"
 
-/* A plot goes to "<path>.tmp" and is renamed over path when whole (nothing half-written). */
-static FILE *open_tmp(const char *path, char *tmp, size_t len) {
-    if (snprintf(tmp, len, "%s.tmp", path) >= (int)len)
-        return NULL;
-    return fopen(tmp, "w");
-}
-
-static int close_tmp(FILE *f, const char *tmp, const char *path) {
-    const int bad = ferror(f);
-    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
-        remove(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 int write_train_svg(const char *path, const ck_epoch_result *h, int first, int n) {
     char tmp[4096];
-    FILE *f = open_tmp(path, tmp, sizeof tmp);
+    FILE *f = open_replacing(path, tmp, sizeof tmp);
     if (!f)
         return -1;
     h += first - 1;
@@ -85,13 +69,13 @@ int write_train_svg(const char *path, const ck_epoch_result *h, int first, int n
     if (has_val)
         fprintf(f, "<text x=\"110\" y=\"%d\" fill=\"#d62728\">validation</text>", H - 15);
     fprintf(f, "\n</svg>\n");
-    return close_tmp(f, tmp, path);
+    return close_replacing(f, tmp, path);
 }
 
 int write_study_svg(const char *path, const ck_study_variant *v, int nv, const ck_study_summary *sm,
                     const ck_study_result *res, int nres, int seeds) {
     char tmp[4096];
-    FILE *f = open_tmp(path, tmp, sizeof tmp);
+    FILE *f = open_replacing(path, tmp, sizeof tmp);
     if (!f)
         return -1;
     int shown = 0;
@@ -178,5 +162,5 @@ int write_study_svg(const char *path, const ck_study_variant *v, int nv, const c
             "fill=\"#1f77b4\">95%% interval</text><text x=\"%d\" y=\"%d\" fill=\"#999\">one "
             "seed</text>\n</svg>\n",
             left, H - 12, left + 50, H - 12, left + 150, H - 12);
-    return close_tmp(f, tmp, path);
+    return close_replacing(f, tmp, path);
 }
