@@ -264,6 +264,8 @@ def run_all(a, tmp):
         torch_json = os.path.join(tmp, "peer_torch.json")
         cmd = [a.python, os.path.join(here, "peer_torch.py"), "--device", device, "--batches",
                batches, "--steps", str(a.steps), "--json", torch_json] + threads
+        if ran.get("precision") == "bf16":  # bf16 figures compare with PyTorch's autocast bf16
+            cmd += ["--precision", "bf16"]
         print("compare: " + " ".join(cmd), flush=True)
         if subprocess.call(cmd) != 0:
             print("compare: peer_torch failed: its figures are left out", flush=True)
