@@ -4,6 +4,7 @@
 #include "common.h"
 #include "ops/ops.h"
 
+#include <criterion/parameterized.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,48 +123,56 @@ static ck_tensor *dev_arr(ck_context *g, const op_arr *a, const float *host) {
     return t;
 }
 
-Test(ops, gpu_vs_cpu) {
+/* One test process per case with a GPU runner: a kernel that faults (a sticky CUDA error) fails
+ * its own case, not every case after it. */
+#define OPS_MAX_CASES 64
+ParameterizedTestParameters(ops, gpu_vs_cpu) {
+    static int idx[OPS_MAX_CASES];
+    size_t n = 0;
+    for (int i = 0; i < op_ncases && n < OPS_MAX_CASES; i++)
+        if (op_cases[i]->gpu)
+            idx[n++] = i;
+    return cr_make_param_array(int, idx, n);
+}
+
+ParameterizedTest(int *which, ops, gpu_vs_cpu) {
+    cr_assert_leq(op_ncases, OPS_MAX_CASES, "raise OPS_MAX_CASES");
     ck_context *g = t_cuda_ctx_or_skip();
-    for (int ci = 0; ci < op_ncases; ci++) {
-        const op_case *c = op_cases[ci];
-        if (!c->gpu)
-            continue;
-        for (int k = 0; k < c->nvariants; k++) {
-            const op_variant *v = &c->variants[k];
-            op_bufs host, want;
-            ck_tensor *tin[OP_MAX_IO] = {0}, *tout[OP_MAX_IO] = {0};
-            alloc_bufs(c, k, &host);
-            alloc_bufs(c, k, &want);
-            (c->cpu ? c->cpu : c->ref)(v, want.in, want.out);
-            for (int i = 0; i < v->nin; i++)
-                tin[i] = dev_arr(g, &v->in[i], host.in[i]);
-            for (int i = 0; i < v->nout; i++)
-                tout[i] =
-                    dev_arr(g, &v->out[i], v->out[i].from ? want.in[v->out[i].from - 1] : NULL);
-            /* a failing case is reported and the others still run (one test for the whole
-             * table: an assert here would hide every later case) */
-            int rc = c->gpu(g, v, tin, tout);
-            cr_expect_eq(rc, 0, "gpu %s/%s failed: %s", c->name, v->name, ck_context_last_error(g));
-            if (!rc) {
-                rc = (int)ck_context_synchronize(g);
-                cr_expect_eq(rc, 0, "gpu %s/%s: synchronize: %s", c->name, v->name,
+    const op_case *c = op_cases[*which];
+    for (int k = 0; k < c->nvariants; k++) {
+        const op_variant *v = &c->variants[k];
+        op_bufs host, want;
+        ck_tensor *tin[OP_MAX_IO] = {0}, *tout[OP_MAX_IO] = {0};
+        alloc_bufs(c, k, &host);
+        alloc_bufs(c, k, &want);
+        (c->cpu ? c->cpu : c->ref)(v, want.in, want.out);
+        for (int i = 0; i < v->nin; i++)
+            tin[i] = dev_arr(g, &v->in[i], host.in[i]);
+        for (int i = 0; i < v->nout; i++)
+            tout[i] = dev_arr(g, &v->out[i], v->out[i].from ? want.in[v->out[i].from - 1] : NULL);
+        /* a failing case is reported and the others still run (one test for the whole
+         * table: an assert here would hide every later case) */
+        int rc = c->gpu(g, v, tin, tout);
+        cr_expect_eq(rc, 0, "gpu %s/%s failed: %s", c->name, v->name, ck_context_last_error(g));
+        if (!rc) {
+            rc = (int)ck_context_synchronize(g);
+            cr_expect_eq(rc, 0, "gpu %s/%s: synchronize: %s", c->name, v->name,
+                         ck_context_last_error(g));
+        }
+        for (int i = 0; i < v->nout && !rc; i++)
+            if (v->out[i].count) {
+                rc = (int)ck_tensor_download(g, tout[i], host.out[i], v->out[i].count);
+                cr_expect_eq(rc, 0, "gpu %s/%s: download: %s", c->name, v->name,
                              ck_context_last_error(g));
             }
-            for (int i = 0; i < v->nout && !rc; i++)
-                if (v->out[i].count) {
-                    rc = (int)ck_tensor_download(g, tout[i], host.out[i], v->out[i].count);
-                    cr_expect_eq(rc, 0, "gpu %s/%s: download: %s", c->name, v->name,
-                                 ck_context_last_error(g));
-                }
-            if (!rc)
-                compare("gpu vs cpu", c, v, host.out, want.out, c->gpu_tol);
-            for (int i = 0; i < v->nin; i++)
-                ck_tensor_destroy(tin[i]);
-            for (int i = 0; i < v->nout; i++)
-                ck_tensor_destroy(tout[i]);
-            op_bufs_free(v, &host);
-            op_bufs_free(v, &want);
-        }
+        if (!rc)
+            compare("gpu vs cpu", c, v, host.out, want.out, c->gpu_tol);
+        for (int i = 0; i < v->nin; i++)
+            ck_tensor_destroy(tin[i]);
+        for (int i = 0; i < v->nout; i++)
+            ck_tensor_destroy(tout[i]);
+        op_bufs_free(v, &host);
+        op_bufs_free(v, &want);
     }
     ck_context_destroy(g);
 }
