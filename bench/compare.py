@@ -266,6 +266,8 @@ def run_all(a, tmp):
                batches, "--steps", str(a.steps), "--json", torch_json] + threads
         if ran.get("precision") == "bf16":  # bf16 figures compare with PyTorch's autocast bf16
             cmd += ["--precision", "bf16"]
+        if ran.get("math") == "tf32":  # TF32 figures with PyTorch's TF32
+            cmd += ["--math", "tf32"]
         print("compare: " + " ".join(cmd), flush=True)
         if subprocess.call(cmd) != 0:
             print("compare: peer_torch failed: its figures are left out", flush=True)

@@ -6,6 +6,10 @@
 #include "comm_internal.h"
 #include "common.h"
 
+/* a hung device call (a kernel that spins, a collective that waits) fails its test after five
+ * minutes instead of holding the whole GPU run */
+TestSuite(gpu_comm, .timeout = 300);
+
 #include <cnnkit/comm.h>
 #include <cnnkit/data.h>
 

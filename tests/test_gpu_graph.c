@@ -7,6 +7,10 @@
  * without a device); the host-side parts are in test_cuda_graph.c. */
 #include "common.h"
 
+/* a hung device call (a kernel that spins, a collective that waits) fails its test after five
+ * minutes instead of holding the whole GPU run */
+TestSuite(gpu_graph, .timeout = 300);
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,6 +6,10 @@
  * 4e-6 relative). */
 #include "common.h"
 
+/* a hung device call (a kernel that spins, a collective that waits) fails its test after five
+ * minutes instead of holding the whole GPU run */
+TestSuite(gpu_layers, .timeout = 300);
+
 #ifdef CNNKIT_HAVE_CUDA
 #include "cnnkit/model.h"
 #include "gpu_layers.h"

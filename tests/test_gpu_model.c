@@ -4,6 +4,10 @@
  * runs, same seed: identical weights); checkpoints move between devices. */
 #include "common.h"
 
+/* a hung device call (a kernel that spins, a collective that waits) fails its test after five
+ * minutes instead of holding the whole GPU run */
+TestSuite(gpu_model, .timeout = 300);
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -370,7 +370,7 @@ static void gpu_matches_cpu_steps(const ck_layer_desc *ls, int n, uint64_t seed,
 }
 
 /* ck_cuda_add forward, and the gradient sums with it, against the CPU. */
-Test(graph, gpu_matches_cpu) {
+Test(graph, gpu_matches_cpu, .timeout = 300) {
     ck_layer_desc ls[16];
     const int n = residual_layers(ls, CK_ACT_RELU);
     gpu_matches_cpu_steps(ls, n, 40, 1);
@@ -1041,7 +1041,7 @@ Test(graph, concatenate_in_the_text) {
 }
 
 /* The GPU's channel slices against the CPU's: two SGD steps from the same weights. */
-Test(graph, gpu_concatenate_matches_cpu) {
+Test(graph, gpu_concatenate_matches_cpu, .timeout = 300) {
     ck_layer_desc ls[8];
     const int n = concat_layers(ls);
     gpu_matches_cpu_steps(ls, n, 60, 0);

@@ -135,7 +135,7 @@ ParameterizedTestParameters(ops, gpu_vs_cpu) {
     return cr_make_param_array(int, idx, n);
 }
 
-ParameterizedTest(int *which, ops, gpu_vs_cpu) {
+ParameterizedTest(int *which, ops, gpu_vs_cpu, .timeout = 300) {
     cr_assert_leq(op_ncases, OPS_MAX_CASES, "raise OPS_MAX_CASES");
     ck_context *g = t_cuda_ctx_or_skip();
     const op_case *c = op_cases[*which];
@@ -150,8 +150,7 @@ ParameterizedTest(int *which, ops, gpu_vs_cpu) {
             tin[i] = dev_arr(g, &v->in[i], host.in[i]);
         for (int i = 0; i < v->nout; i++)
             tout[i] = dev_arr(g, &v->out[i], v->out[i].from ? want.in[v->out[i].from - 1] : NULL);
-        /* a failing case is reported and the others still run (one test for the whole
-         * table: an assert here would hide every later case) */
+        /* a failing variant is reported and the case's other variants still run */
         int rc = c->gpu(g, v, tin, tout);
         cr_expect_eq(rc, 0, "gpu %s/%s failed: %s", c->name, v->name, ck_context_last_error(g));
         if (!rc) {

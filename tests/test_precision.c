@@ -1,5 +1,5 @@
 /* ck_model_set_precision (issue 16): defaults, validation without half-changed state, and the
- * CUDA mapping (TF32 and FP32 to the context's math; bf16 accepted, the context's math kept). */
+ * CUDA mapping (TF32 to the context's math, FP32 and bf16 to strict fp32). */
 #include "common.h"
 
 #include <stdio.h>
@@ -47,11 +47,12 @@ Test(precision, chosen_before_build) {
     ck_context_destroy(ctx);
 }
 
-/* On CUDA: bf16 is accepted and keeps the context's math, TF32 and FP32 write it. */
+/* On CUDA: bf16 is accepted and sets the context's math to strict fp32 (its convolutions choose
+ * tensor-op math themselves; the fp32 GEMM of the logits stays strict), TF32 and FP32 write it. */
 Test(gpu_bf16, precision_on_cuda_context) {
     ck_context *g = t_cuda_ctx_or_skip();
     ck_model *m = unbuilt(g);
-    /* bf16 leaves the context's math alone (its convolutions choose tensor-op math themselves) */
+    CK_OK(g, ck_context_set_math(g, CK_MATH_TF32)); /* so that the next line must change it */
     CK_OK(g, ck_model_set_precision(m, CK_PRECISION_BF16));
     cr_assert_eq(ck_model_precision(m), CK_PRECISION_BF16);
     cr_assert_eq(ck_context_math(g), CK_MATH_STRICT_FP32);

@@ -106,11 +106,12 @@ int dist_gather(const opts *o, const float *mine, int count, float *all, const i
 void dist_abort(int rc);
 
 /* files.c: output files of a run */
-/* A file written whole or not at all: open_replacing opens "<path>.tmp" (its name into tmp, len
- * bytes) for writing, NULL on failure; close_replacing closes it and renames it over path, 0 on
- * success, else -1 with the temporary file removed. */
+/* A file written whole or not at all: open_replacing opens "<target>.tmp" (its name into tmp,
+ * len bytes) for writing, NULL on failure, where target is path or, for a symlink, the file it
+ * points to; close_replacing closes it and renames it over target, 0 on success, else -1 with
+ * the temporary file removed. */
 FILE *open_replacing(const char *path, char *tmp, size_t len);
-int close_replacing(FILE *f, const char *tmp, const char *path);
+int close_replacing(FILE *f, const char *tmp);
 /* Checks before the first step that path can be written: an existing target must be a regular
  * file (replace: it is renamed over; a symlink to one is followed, and said so on stdout) or
  * writable, and its directory must take a new file (a probe file is made and removed). Prints

@@ -86,7 +86,7 @@ static int write_study_csv(const char *path, const ck_study_variant *v, const ck
                 r->test_accuracy, r->test_loss, r->train_accuracy, r->gap,
                 r->train_running_accuracy, r->images_per_s, r->seconds, bl, a, b, dl, c);
     }
-    return close_replacing(f, tmp, path);
+    return close_replacing(f, tmp);
 }
 
 /* cnnkit study MODEL [...]: 0 ok, 1 runtime failure, 2 usage or model file. */

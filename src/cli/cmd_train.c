@@ -356,7 +356,7 @@ int cmd_train(const opts *o) {
     int rc = 0;
     if ((o->save && check_output_path("--save", o->save, 1)) ||
         (o->log && check_output_path("--log", o->log, 0)) ||
-        (o->plot && check_output_path("--plot", o->plot, 0)))
+        (o->plot && check_output_path("--plot", o->plot, 1)))
         rc = EXIT_RUNTIME;
     if (!rc && o->resume && is_keras_file(o->resume)) {
         fprintf(stderr,

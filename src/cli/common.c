@@ -135,10 +135,11 @@ static int load_built(ck_context *ctx, const opts *o, int max_batch, ck_model **
     st = ck_model_build(m, o->in_h, o->in_w, o->in_c, max_batch);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: %s: %s\n", o->model, ck_context_last_error(ctx));
-        /* a precision this device cannot run is a runtime failure, as for a Keras file */
+        /* a precision this device cannot run is a runtime failure (a model the precision cannot
+         * take, e.g. logits not from a Dense, stays a model fault) */
         const int device = st == CK_STATUS_ALLOC_FAILED ||
                            (st == CK_STATUS_NOT_SUPPORTED &&
-                            strstr(ck_context_last_error(ctx), "model: precision ") != NULL);
+                            strstr(ck_context_last_error(ctx), "compute capability") != NULL);
         ck_model_destroy(m);
         return device ? EXIT_RUNTIME : EXIT_USAGE;
     }

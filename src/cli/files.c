@@ -26,14 +26,26 @@ static void dir_of(const char *path, char *buf, size_t len) {
 }
 
 FILE *open_replacing(const char *path, char *tmp, size_t len) {
-    if (snprintf(tmp, len, "%s.tmp", path) >= (int)len)
+    /* a symlink to a file: that file is replaced, the link stays (as check_output_path says) */
+    char real[PATH_MAX];
+    const char *target = realpath(path, real) ? real : path;
+    if (snprintf(tmp, len, "%s.tmp", target) >= (int)len)
         return NULL;
     return fopen(tmp, "w");
 }
 
-int close_replacing(FILE *f, const char *tmp, const char *path) {
+int close_replacing(FILE *f, const char *tmp) {
+    char target[PATH_MAX];
+    const size_t n = strlen(tmp);
     const int bad = ferror(f);
-    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
+    const int closed = fclose(f);
+    if (n < 5 || n - 4 >= sizeof target) {
+        remove(tmp);
+        return -1;
+    }
+    memcpy(target, tmp, n - 4); /* tmp is "<target>.tmp" */
+    target[n - 4] = '\0';
+    if (closed != 0 || bad || rename(tmp, target) != 0) {
         remove(tmp);
         return -1;
     }

@@ -69,7 +69,7 @@ int write_train_svg(const char *path, const ck_epoch_result *h, int first, int n
     if (has_val)
         fprintf(f, "<text x=\"110\" y=\"%d\" fill=\"#d62728\">validation</text>", H - 15);
     fprintf(f, "\n</svg>\n");
-    return close_replacing(f, tmp, path);
+    return close_replacing(f, tmp);
 }
 
 int write_study_svg(const char *path, const ck_study_variant *v, int nv, const ck_study_summary *sm,
@@ -162,5 +162,5 @@ int write_study_svg(const char *path, const ck_study_variant *v, int nv, const c
             "fill=\"#1f77b4\">95%% interval</text><text x=\"%d\" y=\"%d\" fill=\"#999\">one "
             "seed</text>\n</svg>\n",
             left, H - 12, left + 50, H - 12, left + 150, H - 12);
-    return close_replacing(f, tmp, path);
+    return close_replacing(f, tmp);
 }
