@@ -64,10 +64,6 @@ __device__ __forceinline__ void ck_bf16x8_unpack(const uint4 u, float v[8]) {
 __device__ __forceinline__ void ck_bf16x8_ld(const uint16_t *p, long long i, float v[8]) {
     ck_bf16x8_unpack(*reinterpret_cast<const uint4 *>(p + i), v);
 }
-/* The same through the read-only (texture) path. */
-__device__ __forceinline__ void ck_bf16x8_ldg(const uint16_t *p, long long i, float v[8]) {
-    ck_bf16x8_unpack(__ldg(reinterpret_cast<const uint4 *>(p + i)), v);
-}
 __device__ __forceinline__ void ck_bf16x8_st(uint16_t *p, long long i, const float v[8]) {
     uint32_t w[4];
 #pragma unroll

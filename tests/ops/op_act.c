@@ -96,20 +96,9 @@ static void cpu_bf16(const op_variant *v, float *const *in, float *const *out) {
                                v->iv[2]);
     op_bf16_round_arrs(v->out, v->nout, out, 2u);
 }
-static void ref_bf16(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, 3u);
-    ref(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, 3u);
-}
+OP_BF16_HOST(ref_bf16, ref, 3u, 3u)
 
-#ifdef CNNKIT_HAVE_CUDA
-static int gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
-                    ck_tensor *const *out) {
-    return op_gpu_bf16(g, v, in, out, 3u, 3u, gpu_run);
-}
-#else
-#define gpu_bf16 NULL
-#endif
+OP_BF16_GPU(gpu_bf16, gpu_run, 3u, 3u)
 
 const op_case op_act_bf16 = {
     .name = "act_bf16",
@@ -122,7 +111,7 @@ const op_case op_act_bf16 = {
     .cpu = cpu_bf16,
     .ref = ref_bf16,
     .ref_tol = OP_BF16_TOL,
-    .gpu = gpu_bf16,
+    .gpu = OP_GPU(gpu_bf16),
     .gpu_tol = OP_BF16_TOL,
     .gpu_setup = OP_BF16_SETUP,
 };

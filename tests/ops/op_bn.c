@@ -109,16 +109,8 @@ const op_case op_bn = {
  * public API takes the bf16 views (dtype) on the GPU; the CPU side is the fp32 op on rounded data)
  * ---- */
 
-static void cpu_bf16(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, (1u | 1u << 5));
-    cpu(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, (1u | 1u << 5 | 1u << 8));
-}
-static void ref_bf16(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, (1u | 1u << 5));
-    ref(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, (1u | 1u << 5 | 1u << 8));
-}
+OP_BF16_HOST(cpu_bf16, cpu, (1u | 1u << 5), (1u | 1u << 5 | 1u << 8))
+OP_BF16_HOST(ref_bf16, ref, (1u | 1u << 5), (1u | 1u << 5 | 1u << 8))
 
 /* the fp32 shapes (C % 8 != 0: the scalar kernels) and channel counts that take the 8-word
  * paths (NHWC C % 8 == 0) */
@@ -127,14 +119,7 @@ static const op_variant k_variants_bf16[] = {
     BN("relu_5x7x1x2", 5, 7, 1, 2, CK_ACT_RELU), BN("relu_c8_3x8x3x5", 3, 8, 3, 5, CK_ACT_RELU),
     BN("linear_c16_2x16x2x3", 2, 16, 2, 3, CK_ACT_NONE)};
 
-#ifdef CNNKIT_HAVE_CUDA
-static int gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
-                    ck_tensor *const *out) {
-    return op_gpu_bf16(g, v, in, out, (1u | 1u << 5), (1u | 1u << 5 | 1u << 8), api);
-}
-#else
-#define gpu_bf16 NULL
-#endif
+OP_BF16_GPU(gpu_bf16, api, (1u | 1u << 5), (1u | 1u << 5 | 1u << 8))
 
 const op_case op_bn_bf16 = {
     .name = "bn_bf16",
@@ -147,7 +132,7 @@ const op_case op_bn_bf16 = {
     .cpu = cpu_bf16,
     .ref = ref_bf16,
     .ref_tol = OP_BF16_TOL,
-    .gpu = gpu_bf16,
+    .gpu = OP_GPU(gpu_bf16),
     .gpu_tol = OP_BF16_TOL,
     .gpu_setup = OP_BF16_SETUP,
 };

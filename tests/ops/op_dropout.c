@@ -126,16 +126,8 @@ const op_case op_dropout = {
 /* ---- bf16 storage (x, dy in, y, dx out: the same masks, one fp32 multiply rounded once: exact)
  * ---- */
 
-static void cpu_bf16(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, 3u);
-    cpu(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, 3u);
-}
-static void ref_bf16(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, 3u);
-    ref(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, 3u);
-}
+OP_BF16_HOST(cpu_bf16, cpu, 3u, 3u)
+OP_BF16_HOST(ref_bf16, ref, 3u, 3u)
 
 /* the fp32 shapes (C % 8 != 0: the scalar kernels) and ones whose channels take the 8-word
  * paths: W 7 ends on a group of three, W 8 on full groups */
@@ -151,14 +143,7 @@ static const op_variant k_variants_bf16[] = {
     DROPK("spatial_c8_step_packet", 1, 5, 8, 2, 3, 7 * 4096 + 2, 0.4f, 1),
 };
 
-#ifdef CNNKIT_HAVE_CUDA
-static int gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
-                    ck_tensor *const *out) {
-    return op_gpu_bf16(g, v, in, out, 3u, 3u, api);
-}
-#else
-#define gpu_bf16 NULL
-#endif
+OP_BF16_GPU(gpu_bf16, api, 3u, 3u)
 
 const op_case op_dropout_bf16 = {
     .name = "dropout_bf16",
@@ -170,7 +155,7 @@ const op_case op_dropout_bf16 = {
     .cpu = cpu_bf16,
     .ref = ref_bf16,
     .ref_tol = 0,
-    .gpu = gpu_bf16,
+    .gpu = OP_GPU(gpu_bf16),
     .gpu_tol = 0,
     .gpu_setup = OP_BF16_SETUP,
 };

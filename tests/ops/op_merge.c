@@ -137,25 +137,10 @@ const op_case op_channel_slice = {
 /* ---- bf16 storage (a, b, dy in, y, dx out: one fp32 sum rounded once on every side, bit-exact)
  * ---- */
 
-static void cpu_bf16_add(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, 7u);
-    add_cpu(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, 3u);
-}
-static void ref_bf16_add(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, 7u);
-    add_ref(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, 3u);
-}
+OP_BF16_HOST(cpu_bf16_add, add_cpu, 7u, 3u)
+OP_BF16_HOST(ref_bf16_add, add_ref, 7u, 3u)
 
-#ifdef CNNKIT_HAVE_CUDA
-static int gpu_bf16_add(ck_context *g, const op_variant *v, ck_tensor *const *in,
-                        ck_tensor *const *out) {
-    return op_gpu_bf16(g, v, in, out, 7u, 3u, add_gpu);
-}
-#else
-#define gpu_bf16_add NULL
-#endif
+OP_BF16_GPU(gpu_bf16_add, add_gpu, 7u, 3u)
 
 const op_case op_add_bf16 = {
     .name = "add_bf16",
@@ -167,27 +152,16 @@ const op_case op_add_bf16 = {
     .cpu = cpu_bf16_add,
     .ref = ref_bf16_add,
     .ref_tol = 0,
-    .gpu = gpu_bf16_add,
+    .gpu = OP_GPU(gpu_bf16_add),
     .gpu_tol = 0,
     .gpu_setup = OP_BF16_SETUP,
 };
 
 /* ---- bf16 storage (a move of bf16 words: exact) ---- */
 
-static void ref_bf16_slice(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, 3u);
-    slice_ref(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, 3u);
-}
+OP_BF16_HOST(ref_bf16_slice, slice_ref, 3u, 3u)
 
-#ifdef CNNKIT_HAVE_CUDA
-static int gpu_bf16_slice(ck_context *g, const op_variant *v, ck_tensor *const *in,
-                          ck_tensor *const *out) {
-    return op_gpu_bf16(g, v, in, out, 3u, 3u, slice_gpu);
-}
-#else
-#define gpu_bf16_slice NULL
-#endif
+OP_BF16_GPU(gpu_bf16_slice, slice_gpu, 3u, 3u)
 
 const op_case op_channel_slice_bf16 = {
     .name = "channel_slice_bf16",
@@ -199,7 +173,7 @@ const op_case op_channel_slice_bf16 = {
 
     .ref = ref_bf16_slice,
     .ref_tol = 0,
-    .gpu = gpu_bf16_slice,
+    .gpu = OP_GPU(gpu_bf16_slice),
     .gpu_tol = 0,
     .gpu_setup = OP_BF16_SETUP,
 };

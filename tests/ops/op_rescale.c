@@ -113,17 +113,9 @@ const op_case op_rescale = {
 /* ---- bf16 storage (x, dy in, y, dx out): the kernel directly (ck_cuda_rescale with the
  * substitutes' storage), bit-exact as the fp32 case: ck_rescale_fwd / _bwd on both sides ---- */
 
-static void rs_cpu_bf16(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, 3u);
-    rs_cpu(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, 3u);
-}
+OP_BF16_HOST(rs_cpu_bf16, rs_cpu, 3u, 3u)
 
-static void rs_ref_bf16(const op_variant *v, float *const *in, float *const *out) {
-    op_bf16_round_arrs(v->in, v->nin, in, 3u);
-    rs_ref(v, in, out);
-    op_bf16_round_arrs(v->out, v->nout, out, 3u);
-}
+OP_BF16_HOST(rs_ref_bf16, rs_ref, 3u, 3u)
 
 #ifdef CNNKIT_HAVE_CUDA
 static int rs_kernels(ck_context *g, const op_variant *v, ck_tensor *const *in,
@@ -136,12 +128,7 @@ static int rs_kernels(ck_context *g, const op_variant *v, ck_tensor *const *in,
               : ck_cuda_rescale(OP_D(in[1]), OP_D(out[1]), n, v->fv[0], 0.0f, 1, dt,
                                 ck_context_stream(g));
 }
-static int rs_gpu_bf16(ck_context *g, const op_variant *v, ck_tensor *const *in,
-                       ck_tensor *const *out) {
-    return op_gpu_bf16(g, v, in, out, 3u, 3u, rs_kernels);
-}
-#else
-#define rs_gpu_bf16 NULL
+OP_BF16_GPU(rs_gpu_bf16, rs_kernels, 3u, 3u)
 #endif
 
 const op_case op_rescale_bf16 = {
@@ -154,7 +141,7 @@ const op_case op_rescale_bf16 = {
     .cpu = rs_cpu_bf16,
     .ref = rs_ref_bf16,
     .ref_tol = OP_BF16_TOL,
-    .gpu = rs_gpu_bf16,
+    .gpu = OP_GPU(rs_gpu_bf16),
     .gpu_tol = 0,
     .gpu_setup = OP_BF16_SETUP,
 };

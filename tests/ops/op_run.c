@@ -134,6 +134,13 @@ void op_bf16_round_arrs(const op_arr *a, int n, float *const *arrs, unsigned mas
             ck_bf16_round_buffer(arrs[i], a[i].count);
 }
 
+void op_bf16_host(const op_variant *v, float *const *in, float *const *out, unsigned in_mask,
+                  unsigned out_mask, op_host_fn fn) {
+    op_bf16_round_arrs(v->in, v->nin, in, in_mask);
+    fn(v, in, out);
+    op_bf16_round_arrs(v->out, v->nout, out, out_mask);
+}
+
 #ifdef CNNKIT_HAVE_CUDA
 /* A bf16 copy of t (packed) or an unfilled one, as a tensor of t's shape marked bf16. */
 static ck_tensor *bf16_twin(ck_context *g, const op_arr *a, const ck_tensor *t, int pack, int *e) {

@@ -153,6 +153,27 @@ int op_run_cpu(op_gpu_fn run, const op_variant *v, float *const *in, float *cons
 #define OP_BF16_SETUP                                                                              \
     "bf16 tensors allocated, inputs packed, outputs unpacked, a sync and frees per call"
 void op_bf16_round_arrs(const op_arr *a, int n, float *const *arrs, unsigned mask);
+/* The host side of a bf16 case: fn on the in_mask inputs rounded to bf16, then its out_mask
+ * outputs rounded. OP_BF16_HOST defines such a runner `name` of fn. */
+void op_bf16_host(const op_variant *v, float *const *in, float *const *out, unsigned in_mask,
+                  unsigned out_mask, op_host_fn fn);
+#define OP_BF16_HOST(name, fn, in_mask, out_mask)                                                  \
+    static void name(const op_variant *v, float *const *in, float *const *out) {                   \
+        op_bf16_host(v, in, out, in_mask, out_mask, fn);                                           \
+    }
+/* A case's GPU runner: OP_GPU(name) is name in a CUDA build, else NULL; OP_BF16_GPU defines the
+ * bf16 runner `name` of the fp32 one fn (op_gpu_bf16 below). */
+#ifdef CNNKIT_HAVE_CUDA
+#define OP_GPU(name) name
+#define OP_BF16_GPU(name, fn, in_mask, out_mask)                                                   \
+    static int name(ck_context *g, const op_variant *v, ck_tensor *const *in,                      \
+                    ck_tensor *const *out) {                                                       \
+        return op_gpu_bf16(g, v, in, out, in_mask, out_mask, fn);                                  \
+    }
+#else
+#define OP_GPU(name) NULL
+#define OP_BF16_GPU(name, fn, in_mask, out_mask)
+#endif
 #ifdef CNNKIT_HAVE_CUDA
 /* Runs run on substitutes of in / out whose masked arrays are bf16 copies (a tensor of the same
  * shape, dtype CK_KDT_BF16), then widens the masked outputs back into out. 0 or an error. */
