@@ -142,8 +142,7 @@ extern "C" int ck_cuda_activation_forward(int act, float alpha, const void *x, v
                                                                            (float *)y, rows, c);
     } else if (act == CK_ACT_NONE) {
         if (x != y)
-            return (int)cudaMemcpyAsync(y, x, count * (bf ? sizeof(uint16_t) : sizeof(float)),
-                                        cudaMemcpyDeviceToDevice, s);
+            return (int)cudaMemcpyAsync(y, x, ck_kdt_bytes(dt, count), cudaMemcpyDeviceToDevice, s);
         return 0;
     } else if (bf && ck_aligned16(x, y)) {
         k_act_fwd_vec8<<<ck_grid_for((long long)count / 8 + 1, CK_BLOCK), CK_BLOCK, 0, s>>>(
@@ -173,8 +172,8 @@ extern "C" int ck_cuda_activation_backward(int act, float alpha, const void *x, 
                 (const float *)y, (const float *)dy, (float *)dx, rows, c);
     } else if (act == CK_ACT_NONE) {
         if (dx != dy)
-            return (int)cudaMemcpyAsync(dx, dy, count * (bf ? sizeof(uint16_t) : sizeof(float)),
-                                        cudaMemcpyDeviceToDevice, s);
+            return (int)cudaMemcpyAsync(dx, dy, ck_kdt_bytes(dt, count), cudaMemcpyDeviceToDevice,
+                                        s);
         return 0;
     } else if (bf && ck_aligned16(dy, dx) && (!ck_act_bwd_uses_x(act) || ck_aligned16(x, x)) &&
                (!ck_act_bwd_uses_y(act) || ck_aligned16(y, y))) {

@@ -348,11 +348,6 @@ ck_status ck_exec_backward(const ck_exec *e, int batch, int from, float *dy0) {
 ck_status ck_exec_backward_node(const ck_exec *e, int batch, int i, float *dy, float *dx) {
     ck_model *m = e->m;
     ck_node *n = &m->nodes[i];
-    if (m->graph || n->kind->alias)
-        return ck_fail(e->ctx, CK_STATUS_NOT_SUPPORTED,
-                       "i: node %d: one node's backward is for the nodes of a Sequential model "
-                       "that store an output",
-                       i);
     const ck_node_io io = seq_bwd_io(e, batch, i, dy, dx);
     CK_TRY(n->kind->ops[e->be->id].bwd(e, n, &io));
     return io.dx ? bf16_store(e, io.dx, io.count_in) : CK_STATUS_SUCCESS;

@@ -164,19 +164,23 @@ static ck_bn_desc bn_kernel_desc(const ck_exec *e, const ck_node *n, int *relu_a
     return d;
 }
 
-/* The node's input view (its storage as the executor keeps it) and a second one, t, over p. */
-static void bn_views(const ck_exec *e, const ck_node *n, const ck_node_io *io, ck_tensor *tx,
-                     ck_tensor *t, const float *p, int dt, int h, int w, int c) {
-    *tx =
-        ck_exec_view_dt(e->ctx, io->in, io->batch, n->ih, n->iw, n->ic, ck_exec_in_dt(e, io->i, 0));
-    *t = ck_exec_view_dt(e->ctx, p, io->batch, h, w, c, dt);
+/* The node's input x, and an output-shaped (y, dy) or input-shaped (dx) view over p, each in its
+ * storage as the executor keeps it. */
+static ck_tensor bn_x(const ck_exec *e, const ck_node *n, const ck_node_io *io) {
+    return ck_exec_view_dt(e->ctx, io->in, io->batch, n->ih, n->iw, n->ic,
+                           ck_exec_in_dt(e, io->i, 0));
+}
+static ck_tensor bn_outv(const ck_exec *e, const ck_node *n, const ck_node_io *io, const float *p,
+                         int dt) {
+    return ck_exec_view_dt(e->ctx, p, io->batch, n->oh, n->ow, n->oc, dt);
 }
 
 static ck_status bn_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_workspace *w,
                         int *relu_after) {
     ck_context *ctx = e->ctx;
     ck_tensor tx, ty;
-    bn_views(e, n, io, &tx, &ty, io->out, ck_exec_out_dt(e, io->i), n->oh, n->ow, n->oc);
+    tx = bn_x(e, n, io);
+    ty = bn_outv(e, n, io, io->out, ck_exec_out_dt(e, io->i));
     ck_tensor g = ck_exec_pview(ctx, e->params + n->p_gamma, n->oc);
     ck_tensor b = ck_exec_pview(ctx, e->params + n->p_beta, n->oc);
     ck_tensor rm = ck_exec_pview(ctx, e->fixed + n->p_mm, n->oc);
@@ -196,9 +200,10 @@ static ck_status bn_fwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_w
 static ck_status bn_bwd(const ck_exec *e, ck_node *n, const ck_node_io *io, ck_workspace *w) {
     ck_context *ctx = e->ctx;
     ck_tensor tx, tdy, tdx;
-    bn_views(e, n, io, &tx, &tdy, io->dy, ck_exec_dy_dt(e, io->i), n->oh, n->ow, n->oc);
-    bn_views(e, n, io, &tx, &tdx, io->dx ? io->dx : io->dx_buf, ck_exec_in_dt(e, io->i, 0), n->ih,
-             n->iw, n->ic);
+    tx = bn_x(e, n, io);
+    tdy = bn_outv(e, n, io, io->dy, ck_exec_dy_dt(e, io->i));
+    tdx = ck_exec_view_dt(ctx, io->dx ? io->dx : io->dx_buf, io->batch, n->ih, n->iw, n->ic,
+                          ck_exec_in_dt(e, io->i, 0));
     ck_tensor g = ck_exec_pview(ctx, e->params + n->p_gamma, n->oc);
     ck_tensor b = ck_exec_pview(ctx, e->params + n->p_beta, n->oc);
     ck_tensor sm = ck_exec_pview(ctx, e->stats + n->p_stats, n->oc);
@@ -236,7 +241,8 @@ static ck_status bn_sync_status(const ck_exec *e, int r) {
 static ck_status bn_fwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io, int *relu_after) {
     ck_context *ctx = e->ctx;
     ck_tensor tx, ty;
-    bn_views(e, n, io, &tx, &ty, io->out, ck_exec_out_dt(e, io->i), n->oh, n->ow, n->oc);
+    tx = bn_x(e, n, io);
+    ty = bn_outv(e, n, io, io->out, ck_exec_out_dt(e, io->i));
     const ck_bn_desc bd = bn_kernel_desc(e, n, relu_after);
     ck_dropout_desc sd;
     ck_drop_key unused; /* by value: a data-parallel step is never captured */
@@ -251,9 +257,10 @@ static ck_status bn_fwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io,
 static ck_status bn_bwd_sync(const ck_exec *e, ck_node *n, const ck_node_io *io) {
     ck_context *ctx = e->ctx;
     ck_tensor tx, tdy, tdx;
-    bn_views(e, n, io, &tx, &tdy, io->dy, ck_exec_dy_dt(e, io->i), n->oh, n->ow, n->oc);
-    bn_views(e, n, io, &tx, &tdx, io->dx ? io->dx : io->dx_buf, ck_exec_in_dt(e, io->i, 0), n->ih,
-             n->iw, n->ic);
+    tx = bn_x(e, n, io);
+    tdy = bn_outv(e, n, io, io->dy, ck_exec_dy_dt(e, io->i));
+    tdx = ck_exec_view_dt(ctx, io->dx ? io->dx : io->dx_buf, io->batch, n->ih, n->iw, n->ic,
+                          ck_exec_in_dt(e, io->i, 0));
     int relu_after;
     const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
     ck_dropout_desc sd;
@@ -303,7 +310,8 @@ static ck_status bn_fwd_sync_cuda(const ck_exec *e, ck_node *n, const ck_node_io
     ck_context *ctx = e->ctx;
     ck_workspace w = bn_ws(e);
     ck_tensor tx, ty;
-    bn_views(e, n, io, &tx, &ty, io->out, ck_exec_out_dt(e, io->i), n->oh, n->ow, n->oc);
+    tx = bn_x(e, n, io);
+    ty = bn_outv(e, n, io, io->out, ck_exec_out_dt(e, io->i));
     int relu_after; /* never: the CUDA backend fuses the ReLU (ck_gpu_model_build) */
     const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
     ck_dropout_desc sd;
@@ -319,9 +327,10 @@ static ck_status bn_bwd_sync_cuda(const ck_exec *e, ck_node *n, const ck_node_io
     ck_context *ctx = e->ctx;
     ck_workspace w = bn_ws(e);
     ck_tensor tx, tdy, tdx;
-    bn_views(e, n, io, &tx, &tdy, io->dy, ck_exec_dy_dt(e, io->i), n->oh, n->ow, n->oc);
-    bn_views(e, n, io, &tx, &tdx, io->dx ? io->dx : io->dx_buf, ck_exec_in_dt(e, io->i, 0), n->ih,
-             n->iw, n->ic);
+    tx = bn_x(e, n, io);
+    tdy = bn_outv(e, n, io, io->dy, ck_exec_dy_dt(e, io->i));
+    tdx = ck_exec_view_dt(ctx, io->dx ? io->dx : io->dx_buf, io->batch, n->ih, n->iw, n->ic,
+                          ck_exec_in_dt(e, io->i, 0));
     int relu_after;
     const ck_bn_desc bd = bn_kernel_desc(e, n, &relu_after);
     ck_dropout_desc sd;

@@ -98,11 +98,6 @@ static ck_status gconv_input(ck_context *ctx, const ck_gconv *c, int n, const vo
     return CK_STATUS_SUCCESS;
 }
 
-/* The storage of the caller's x, y, dx, dy. */
-static int gconv_io_dt(const ck_gconv *c) {
-    return c->wide ? CK_KDT_BF16 : c->dt;
-}
-
 /* The filter as cuDNN reads it: transposed to its layout, bf16 (a bf16 plan) or fp32 rounded to
  * bf16 values (a wide plan: the same products). */
 static ck_status gconv_filter(ck_context *ctx, const ck_gconv *c, const float *k,
@@ -160,7 +155,7 @@ ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const void *x, c
     if (bias)
         CUDA_TRY(
             ctx,
-            ck_cuda_bias_add(y, bias, (long long)n * g->oh * g->ow, g->cout, gconv_io_dt(c), s),
+            ck_cuda_bias_add(y, bias, (long long)n * g->oh * g->ow, g->cout, ck_gconv_dt(c), s),
             "conv: bias add");
     return CK_STATUS_SUCCESS;
 }
@@ -200,7 +195,7 @@ ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const void *x, 
         "conv: kernel gradient layout");
     if (dbias)
         CUDA_TRY(ctx,
-                 ck_cuda_colsum(dy, (long long)n * g->oh * g->ow, g->cout, gconv_io_dt(c), dbias,
+                 ck_cuda_colsum(dy, (long long)n * g->oh * g->ow, g->cout, ck_gconv_dt(c), dbias,
                                 w.colsum, s),
                  "conv: bias gradient");
     if (dx) {

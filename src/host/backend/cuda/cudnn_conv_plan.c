@@ -629,12 +629,11 @@ static ck_status gconv_init(ck_context *ctx, ck_gconv *c, int force_nchw) {
     const ck_conv_algo_key key = gconv_key(c, force_nchw);
     const ck_conv_algo_plan *hit =
         c->policy == CK_CONV_ALGO_FASTEST ? ck_conv_algo_cache_find(&ctx->algo_cache, &key) : NULL;
-    c->layout_ms[0] = c->layout_ms[1] = c->transpose_ms = -1.0f;
     if (hit && gconv_apply(ctx, c, hit)) {
         c->cached = 1;
         return CK_STATUS_SUCCESS;
     }
-    c->layout_ms[0] = c->layout_ms[1] = c->transpose_ms = -1.0f; /* a failed apply set them */
+    c->layout_ms[0] = c->layout_ms[1] = c->transpose_ms = -1.0f; /* (a failed apply set them) */
     c->layout_compared = 0;
     char log[640];
     size_t at = 0;
