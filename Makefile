@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CNNKIT_CUDA ?= AUTO
 
-.PHONY: all configure build test test-asan test-gpu run bench bench-train gpu-bundle install clean deps deps-check format fuzz valgrind keras-check
+.PHONY: all configure build test test-asan test-emu test-gpu run bench bench-train gpu-bundle install clean deps deps-check format fuzz valgrind keras-check
 
 all: build
 
@@ -35,6 +35,18 @@ test-asan:
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(ASAN_BUILD)/tests/cnnkit_tests --jobs $(JOBS) $(TEST_ARGS)
+
+# The GPU tests without a GPU: the GPU path built against kemu, a CPU emulation of the CUDA
+# runtime, cuDNN and cuBLAS (tests/kemu/kemu.h), under AddressSanitizer. It finds logic errors
+# in the GPU code (indices, pointers, copies, API misuse); a real GPU is still the only test of
+# races, of the real cuDNN and cuBLAS, and of speed (docs/testing.md, "kemu").
+EMU_BUILD ?= build-emu
+EMU_FILTER ?= @(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)
+test-emu:
+	@cmake -S . -B $(EMU_BUILD) -DCNNKIT_EMU=ON -DCNNKIT_BUILD_BENCH=OFF -DCNNKIT_NCCL=OFF -DCNNKIT_MPI=OFF \
+	  $(EMU_CMAKE_FLAGS) > $(EMU_BUILD).configure.log 2>&1 || { cat $(EMU_BUILD).configure.log; exit 1; }
+	@cmake --build $(EMU_BUILD) -j $(JOBS) --target cnnkit_tests
+	@CNNKIT_REQUIRE_GPU=1 $(EMU_BUILD)/tests/cnnkit_tests --jobs $(JOBS) --filter '$(EMU_FILTER)' $(TEST_ARGS)
 
 # On a GPU host with the CUDA toolkit (GPU CI: .github/workflows/gpu.yml): the suite with
 # CNNKIT_REQUIRE_GPU=1 (a GPU test that cannot run fails instead of skipping), then

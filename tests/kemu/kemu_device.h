@@ -1,0 +1,150 @@
+/*
+ * kemu's CUDA C++ for the host compiler: included first in each kernel file (.cu), which the
+ * emulated build compiles as C++ after one rewrite of the launch syntax (tools/kemu_rewrite.sh):
+ *     kernel<<<grid, block, shmem, stream>>>(args)  ->  kernel | kemu::cfg(site, grid, ...)(args)
+ * Each thread of a block runs on its own small stack (a fiber), so __syncthreads and warp
+ * shuffles wait for the others as on a GPU; blocks run one after another.
+ */
+#ifndef CNNKIT_KEMU_DEVICE_H
+#define CNNKIT_KEMU_DEVICE_H
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "kemu.h"
+
+/* Blocks run one at a time on one host thread: a static is the block's shared memory. */
+#undef __shared__
+#define __shared__ static
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
+/* CUDA's integer min / max overloads */
+static inline int min(int a, int b) {
+    return a < b ? a : b;
+}
+static inline long long min(long long a, long long b) {
+    return a < b ? a : b;
+}
+static inline int max(int a, int b) {
+    return a > b ? a : b;
+}
+static inline long long max(long long a, long long b) {
+    return a > b ? a : b;
+}
+
+namespace kemu {
+
+/* The running GPU thread's coordinates. */
+struct thread_coords {
+    uint3 tid, bid;
+    dim3 bdim, gdim;
+};
+const thread_coords &coords();
+
+void sync_block(int line);
+/* Lane exchange of __shfl_down_sync: every lane of mask arrives with its value (as bits). */
+uint64_t shfl_down(unsigned mask, uint64_t bits, unsigned delta, int width, int line);
+
+/* A launch: the configuration, then its arguments, then the kernel (see the rewrite above). */
+struct launch_site {
+    const char *file;
+    int line;
+};
+template <class... A> struct bound;
+struct cfg {
+    launch_site at;
+    dim3 grid, block;
+    size_t shmem;
+    cudaStream_t stream;
+    cfg(const char *file, int line, dim3 g, dim3 b, size_t s = 0, cudaStream_t st = 0)
+        : at{file, line}, grid(g), block(b), shmem(s), stream(st) {
+    }
+    template <class... A> bound<typename std::decay<A>::type...> operator()(A &&...a) const {
+        return bound<typename std::decay<A>::type...>{*this, std::make_tuple(std::forward<A>(a)...)};
+    }
+};
+template <class... A> struct bound {
+    cfg c;
+    std::tuple<A...> args;
+};
+
+/* Runs body once per GPU thread of the grid on c.stream (cudaGetLastError reports a bad
+ * configuration); pointer arguments are checked to be device memory when the work runs. */
+void launch(const cfg &c, std::function<void()> body, std::function<void()> check);
+void check_kernel_pointer(const launch_site &at, int index, const void *p);
+
+template <class T> void check_arg(const launch_site &at, int index, const T &v) {
+    if constexpr (std::is_pointer<T>::value)
+        check_kernel_pointer(at, index, (const void *)v);
+}
+template <class Tuple, size_t... I>
+void check_args(const launch_site &at, const Tuple &t, std::index_sequence<I...>) {
+    (check_arg(at, (int)I, std::get<I>(t)), ...);
+}
+
+template <class... P, class... A> void operator|(void (*kernel)(P...), bound<A...> &&b) {
+    static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong argument count");
+    /* copied at launch, as the runtime copies kernel parameters */
+    std::tuple<typename std::decay<P>::type...> params(std::move(b.args));
+    const launch_site at = b.c.at;
+    launch(
+        b.c, [kernel, params]() { std::apply(kernel, params); },
+        [at, params]() { check_args(at, params, std::index_sequence_for<P...>{}); });
+}
+
+} // namespace kemu
+
+#define threadIdx (kemu::coords().tid)
+#define blockIdx (kemu::coords().bid)
+#define blockDim (kemu::coords().bdim)
+#define gridDim (kemu::coords().gdim)
+#define warpSize 32
+#define __syncthreads() kemu::sync_block(__LINE__)
+
+template <class T> static inline T kemu_shfl_down_sync(unsigned mask, T v, unsigned delta, int width,
+                                                         int line) {
+    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle of a wide type");
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof v);
+    bits = kemu::shfl_down(mask, bits, delta, width, line);
+    T r;
+    memcpy(&r, &bits, sizeof r);
+    return r;
+}
+#define __shfl_down_sync(mask, v, delta, ...)                                                     \
+    kemu_shfl_down_sync((mask), (v), (delta), kemu_width(__VA_ARGS__ + 0), __LINE__)
+static inline int kemu_width(int w) {
+    return w ? w : 32;
+}
+
+template <class T> static inline T __ldg(const T *p) {
+    return *p;
+}
+static inline unsigned int __float_as_uint(float x) {
+    unsigned int u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+static inline float __uint_as_float(unsigned int u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+/* Round-to-nearest fp32 add and multiply, never contracted into an fma (the point of the
+ * intrinsics; the emulated build compiles with -ffp-contract=off). */
+static inline float __fadd_rn(float a, float b) {
+    return a + b;
+}
+static inline float __fmul_rn(float a, float b) {
+    return a * b;
+}
+
+#endif

@@ -1,0 +1,882 @@
+/*
+ * kemu's CUDA runtime: the cuda* functions cnnkit calls, on host memory, and the GPU threads of
+ * its kernels on fibers (kemu.h says what this finds and what it cannot).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "kemu.h"
+#include "kemu_device.h"
+/* the kernels' names for their coordinates are not this file's */
+#undef threadIdx
+#undef blockIdx
+#undef blockDim
+#undef gridDim
+#undef warpSize
+#undef __syncthreads
+#undef __shfl_down_sync
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define KEMU_ASAN 1
+#endif
+
+/* ---- handles: the runtime's opaque structs -------------------------------------------------- */
+struct CUgraph_st {
+    std::vector<std::function<void()>> ops;
+};
+struct CUgraphExec_st {
+    std::vector<std::function<void()>> ops;
+};
+struct CUstream_st {
+    CUgraph_st *cap = nullptr; /* the graph this stream records into */
+    bool origin = false;       /* cudaStreamBeginCapture was called on it */
+    bool invalidated = false;  /* an unsafe call broke the capture */
+};
+struct CUevent_st {
+    bool timing = true;
+    bool recorded = false;
+    CUgraph_st *cap = nullptr; /* recorded into this capture */
+    double ms = 0;
+};
+
+namespace kemu {
+namespace {
+
+std::recursive_mutex big; /* one GPU: everything below is serialized */
+std::map<uintptr_t, size_t> dev_allocs, host_allocs;
+std::set<CUstream_st *> streams, captures;
+std::set<CUevent_st *> events;
+thread_local cudaError_t last_error = cudaSuccess;
+const unsigned char poison = 0xFF; /* NaN as fp32 and as bf16: a read of unset memory shows */
+
+double now_ms() {
+    using namespace std::chrono;
+    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+bool in_map(const std::map<uintptr_t, size_t> &m, const void *p, size_t bytes) {
+    const uintptr_t a = (uintptr_t)p;
+    auto it = m.upper_bound(a);
+    if (it == m.begin())
+        return false;
+    --it;
+    return a >= it->first && bytes <= it->second && a - it->first <= it->second - bytes;
+}
+
+cudaError_t set_error(cudaError_t e) {
+    if (e != cudaSuccess)
+        last_error = e;
+    return e;
+}
+
+/* A capture in progress on the calling thread makes "unsafe" calls (synchronizing, allocating)
+ * an error that also invalidates the capture (cudaStreamCaptureModeThreadLocal). */
+thread_local CUstream_st *thread_capture = nullptr;
+bool unsafe_call() {
+    if (!thread_capture)
+        return false;
+    thread_capture->invalidated = true;
+    return true;
+}
+
+} // namespace
+
+void fault(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "kemu: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    fflush(stderr);
+    abort();
+}
+
+bool is_device(const void *p, size_t bytes) {
+    std::lock_guard<std::recursive_mutex> l(big);
+    return in_map(dev_allocs, p, bytes ? bytes : 1);
+}
+
+static CUstream_st *stream_of(cudaStream_t s) {
+    if (!s || s == cudaStreamLegacy || s == cudaStreamPerThread)
+        return nullptr;
+    if (!streams.count(s))
+        fault("a destroyed or unknown stream %p was used", (void *)s);
+    return s;
+}
+
+bool capturing(cudaStream_t s) {
+    std::lock_guard<std::recursive_mutex> l(big);
+    CUstream_st *st = stream_of(s);
+    return st && st->cap;
+}
+
+cudaError_t submit(cudaStream_t s, std::function<void()> op) {
+    std::lock_guard<std::recursive_mutex> l(big);
+    CUstream_st *st = stream_of(s);
+    if (!st && thread_capture) { /* the legacy stream while this thread captures */
+        thread_capture->invalidated = true;
+        return set_error(cudaErrorStreamCaptureImplicit);
+    }
+    if (st && st->cap) {
+        if (st->invalidated)
+            return set_error(cudaErrorStreamCaptureInvalidated);
+        st->cap->ops.push_back(std::move(op));
+        return cudaSuccess;
+    }
+    op();
+    return cudaSuccess;
+}
+
+/* ---- fibers: one per GPU thread of the running block ---------------------------------------- */
+namespace {
+
+#if defined(__x86_64__)
+/* kemu_swap(&save, next): saves the callee-saved registers and the FP control words on this stack,
+ * stores its pointer in *save and resumes the stack next as it was saved. */
+extern "C" void kemu_swap(void **save, void *next);
+asm(R"(
+    .text
+    .p2align 4
+    .type kemu_swap,@function
+kemu_swap:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size kemu_swap,.-kemu_swap
+)");
+#else
+#error "kemu's fibers are written for x86-64"
+#endif
+
+const size_t fiber_stack = 256 << 10;
+enum class st { ready, block_wait, warp_wait, done };
+
+struct fiber {
+    void *sp = nullptr;
+    char *stack = nullptr;
+    st state = st::ready;
+    int line = 0;        /* where it waits */
+    unsigned mask = 0;   /* its warp barrier's lanes */
+    uint64_t value = 0;  /* its shuffle value */
+    unsigned phase = 0;  /* shuffles done: each is two warp barriers */
+    thread_coords at;
+#ifdef KEMU_ASAN
+    void *fake = nullptr;
+#endif
+};
+
+struct block_run {
+    std::vector<fiber> f;
+    int n = 0, cur = -1;
+    void *sched_sp = nullptr;
+    const std::function<void()> *body = nullptr;
+    const launch_site *site = nullptr;
+};
+block_run run;          /* the block being run (under big) */
+thread_coords host_pos; /* outside a kernel: all zero */
+
+#ifdef KEMU_ASAN
+/* ASan is told of each switch, so it checks each GPU thread's stack as its own. */
+const void *sched_bottom = nullptr;
+size_t sched_size = 0;
+#endif
+
+void switch_to_sched(fiber &me, bool exiting) {
+#ifdef KEMU_ASAN
+    __sanitizer_start_switch_fiber(exiting ? nullptr : &me.fake, sched_bottom, sched_size);
+#endif
+    kemu_swap(&me.sp, run.sched_sp);
+#ifdef KEMU_ASAN
+    __sanitizer_finish_switch_fiber(me.fake, &sched_bottom, &sched_size);
+#endif
+}
+
+void switch_to_fiber(fiber &f) {
+#ifdef KEMU_ASAN
+    void *fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, f.stack, fiber_stack);
+#endif
+    kemu_swap(&run.sched_sp, f.sp);
+#ifdef KEMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+extern "C" void kemu_fiber_main() {
+    fiber &me = run.f[run.cur];
+#ifdef KEMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &sched_bottom, &sched_size);
+#endif
+    (*run.body)();
+    me.state = st::done;
+    switch_to_sched(me, true);
+    fault("a finished GPU thread was resumed");
+}
+
+void fiber_start(fiber &f) {
+    if (!f.stack) {
+        void *m = mmap(nullptr, fiber_stack, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            fault("mmap of a fiber stack: %s", strerror(errno));
+        f.stack = (char *)m;
+    }
+    /* the frame kemu_swap pops: control words, six registers, then the entry as return address
+     * (and a dummy return address above it, so the entry sees the ABI's stack alignment) */
+    uint64_t *top = (uint64_t *)(f.stack + fiber_stack);
+    *--top = 0;
+    *--top = (uint64_t)(uintptr_t)&kemu_fiber_main;
+    for (int i = 0; i < 6; ++i)
+        *--top = 0;
+    --top;
+    unsigned mxcsr;
+    unsigned short fcw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fcw));
+    memcpy(top, &mxcsr, 4);
+    memcpy((char *)top + 4, &fcw, 2);
+    f.sp = top;
+    f.state = st::ready;
+    f.phase = 0;
+}
+
+int lane_count(const dim3 &b) {
+    return (int)(b.x * b.y * b.z);
+}
+
+/* Releases the waiters of warp barriers whose lanes have all arrived, and the block barrier
+ * when every live thread waits there. Faults on a barrier that can never open. */
+bool release(const char *file) {
+    bool any = false;
+    const int n = run.n;
+    for (int w = 0; w * 32 < n; ++w) {
+        const int lo = w * 32, hi = lo + 32 < n ? lo + 32 : n;
+        unsigned waiting = 0, mask = 0;
+        for (int i = lo; i < hi; ++i)
+            if (run.f[i].state == st::warp_wait) {
+                waiting |= 1u << (i - lo);
+                mask = run.f[i].mask;
+            }
+        if (!waiting)
+            continue;
+        const unsigned present = hi - lo == 32 ? 0xffffffffu : (1u << (hi - lo)) - 1;
+        const unsigned need = mask & present;
+        if ((waiting & need) == need) {
+            for (int i = lo; i < hi; ++i)
+                if (run.f[i].state == st::warp_wait) {
+                    if (run.f[i].mask != mask)
+                        fault("%s:%d: __shfl_down_sync with masks %#x and %#x in one warp", file,
+                              run.f[i].line, mask, run.f[i].mask);
+                    run.f[i].state = st::ready;
+                }
+            any = true;
+        }
+    }
+    if (any)
+        return true;
+    int live = 0, at_block = 0, line = -1;
+    for (int i = 0; i < n; ++i) {
+        if (run.f[i].state == st::done)
+            continue;
+        ++live;
+        if (run.f[i].state == st::block_wait) {
+            if (line >= 0 && run.f[i].line != line)
+                fault("%s: threads of one block wait at different __syncthreads (lines %d, %d)",
+                      file, line, run.f[i].line);
+            line = run.f[i].line;
+            ++at_block;
+        }
+    }
+    if (live && at_block == live) {
+        for (int i = 0; i < n; ++i)
+            if (run.f[i].state == st::block_wait)
+                run.f[i].state = st::ready;
+        return true;
+    }
+    if (live)
+        fault("%s: a block can never go on (a warp shuffle whose lanes did not all arrive, or a "
+              "__syncthreads some threads skip)",
+              file);
+    return false;
+}
+
+void run_block(const dim3 &g, const dim3 &b, const uint3 &bid) {
+    const int n = lane_count(b);
+    if ((int)run.f.size() < n)
+        run.f.resize(n);
+    run.n = n;
+    for (int i = 0; i < n; ++i) {
+        fiber &f = run.f[i];
+        fiber_start(f);
+        f.at.tid = make_uint3(i % b.x, (i / b.x) % b.y, i / (b.x * b.y));
+        f.at.bid = bid;
+        f.at.bdim = b;
+        f.at.gdim = g;
+    }
+    for (;;) {
+        bool ran = false;
+        for (int i = 0; i < n; ++i)
+            if (run.f[i].state == st::ready) {
+                run.cur = i;
+                switch_to_fiber(run.f[i]);
+                ran = true;
+            }
+        run.cur = -1;
+        if (!release(run.site->file) && !ran)
+            break;
+        bool all_done = true;
+        for (int i = 0; i < n && all_done; ++i)
+            all_done = run.f[i].state == st::done;
+        if (all_done)
+            break;
+    }
+}
+
+fiber &me_in_kernel(const char *what) {
+    if (run.cur < 0)
+        fault("%s outside a kernel", what);
+    return run.f[run.cur];
+}
+
+} // namespace
+
+const thread_coords &coords() {
+    return run.cur < 0 ? host_pos : run.f[run.cur].at;
+}
+
+void sync_block(int line) {
+    fiber &me = me_in_kernel("__syncthreads");
+    me.state = st::block_wait;
+    me.line = line;
+    switch_to_sched(me, false);
+}
+
+uint64_t shfl_down(unsigned mask, uint64_t bits, unsigned delta, int width, int line) {
+    fiber &me = me_in_kernel("__shfl_down_sync");
+    const int i = run.cur, lane = i % 32;
+    if (!(mask >> lane & 1u))
+        fault("%s:%d: __shfl_down_sync from lane %d, not in its mask %#x", run.site->file, line,
+              lane, mask);
+    me.value = bits;
+    me.mask = mask;
+    me.line = line;
+    me.state = st::warp_wait;
+    switch_to_sched(me, false); /* all lanes have written */
+    const int seg = lane / width * width, src = lane + (int)delta;
+    uint64_t r = bits;
+    if (src < seg + width && src - lane < 32) {
+        const int j = i - lane + src;
+        if (j >= run.n || !(mask >> src & 1u))
+            fault("%s:%d: __shfl_down_sync reads lane %d, absent or not in mask %#x",
+                  run.site->file, line, src, mask);
+        r = run.f[j].value;
+    }
+    me.state = st::warp_wait;
+    switch_to_sched(me, false); /* all lanes have read */
+    return r;
+}
+
+void check_kernel_pointer(const launch_site &at, int index, const void *p) {
+    if (p && !in_map(dev_allocs, p, 1) && !in_map(host_allocs, p, 1))
+        fault("%s:%d: kernel argument %d (%p) is not device memory", at.file, at.line, index, p);
+}
+
+void launch(const cfg &c, std::function<void()> body, std::function<void()> check) {
+    std::lock_guard<std::recursive_mutex> l(big);
+    const long long threads = (long long)c.block.x * c.block.y * c.block.z;
+    if (!c.grid.x || !c.grid.y || !c.grid.z || !threads || threads > 1024 || c.block.z > 64 ||
+        c.grid.y > 65535 || c.grid.z > 65535 || c.shmem > 48 * 1024) {
+        set_error(cudaErrorInvalidConfiguration);
+        return;
+    }
+    const cfg cc = c;
+    const cudaError_t e = submit(c.stream, [cc, body, check]() {
+        check();
+        if (run.cur >= 0)
+            fault("%s:%d: a kernel launched from a kernel", cc.at.file, cc.at.line);
+        run.body = &body;
+        run.site = &cc.at;
+        for (unsigned z = 0; z < cc.grid.z; ++z)
+            for (unsigned y = 0; y < cc.grid.y; ++y)
+                for (unsigned x = 0; x < cc.grid.x; ++x)
+                    run_block(cc.grid, cc.block, make_uint3(x, y, z));
+        run.body = nullptr;
+        run.site = nullptr;
+    });
+    set_error(e);
+}
+
+} // namespace kemu
+
+/* ---- the runtime API ------------------------------------------------------------------------ */
+using namespace kemu;
+#define LOCK std::lock_guard<std::recursive_mutex> lock_(big)
+
+extern "C" {
+
+cudaError_t cudaGetLastError(void) {
+    const cudaError_t e = last_error;
+    last_error = cudaSuccess;
+    return e;
+}
+
+cudaError_t cudaPeekAtLastError(void) {
+    return last_error;
+}
+
+const char *cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorStreamCaptureUnmatched: return "cudaErrorStreamCaptureUnmatched";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    default: return "cudaErrorUnknown";
+    }
+}
+
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorStreamCaptureUnsupported:
+        return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+        return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit:
+        return "operation would make the legacy stream depend on a capturing blocking stream";
+    default: return cudaGetErrorName(e);
+    }
+}
+
+cudaError_t cudaGetDeviceCount(int *count) {
+    *count = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+    return set_error(device == 0 ? cudaSuccess : cudaErrorInvalidDevice);
+}
+
+cudaError_t cudaGetDevice(int *device) {
+    *device = 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int *v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+/* An H200's figures (sm_90, 132 SMs): launch shapes and plans follow the target's paths. */
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr attr, int device) {
+    if (device != 0)
+        return set_error(cudaErrorInvalidDevice);
+    switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+    case cudaDevAttrMultiProcessorCount: *v = 132; break;
+    case cudaDevAttrClockRate: *v = 1980000; break;
+    case cudaDevAttrMemoryClockRate: *v = 3201000; break;
+    case cudaDevAttrGlobalMemoryBusWidth: *v = 6144; break;
+    case cudaDevAttrMaxThreadsPerBlock: *v = 1024; break;
+    case cudaDevAttrWarpSize: *v = 32; break;
+    default: return set_error(cudaErrorInvalidValue);
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
+    if (device != 0)
+        return set_error(cudaErrorInvalidDevice);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "kemu (CPU emulation of an sm_90 GPU)");
+    p->totalGlobalMem = (size_t)16 << 30;
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 132;
+    p->warpSize = 32;
+    p->maxThreadsPerBlock = 1024;
+    p->sharedMemPerBlock = 48 << 10;
+    p->memoryBusWidth = 6144;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+    LOCK;
+    if (unsafe_call())
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+    LOCK;
+    *p = nullptr;
+    if (unsafe_call())
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    if (bytes > ((size_t)16 << 30))
+        return set_error(cudaErrorMemoryAllocation);
+    const size_t n = bytes ? bytes : 1;
+    void *m = aligned_alloc(256, (n + 255) / 256 * 256);
+    if (!m)
+        return set_error(cudaErrorMemoryAllocation);
+    memset(m, poison, n);
+    dev_allocs[(uintptr_t)m] = n;
+    *p = m;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *p) {
+    LOCK;
+    if (!p)
+        return cudaSuccess;
+    if (unsafe_call())
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    auto it = dev_allocs.find((uintptr_t)p);
+    if (it == dev_allocs.end())
+        fault("cudaFree(%p): not a live cudaMalloc allocation", p);
+    memset(p, poison, it->second);
+    dev_allocs.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags) {
+    LOCK;
+    const size_t n = bytes ? bytes : 1;
+    void *m = aligned_alloc(256, (n + 255) / 256 * 256);
+    if (!m)
+        return set_error(cudaErrorMemoryAllocation);
+    host_allocs[(uintptr_t)m] = n;
+    *p = m;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void **p, size_t bytes) {
+    return cudaHostAlloc(p, bytes, 0);
+}
+
+cudaError_t cudaFreeHost(void *p) {
+    LOCK;
+    if (!p)
+        return cudaSuccess;
+    auto it = host_allocs.find((uintptr_t)p);
+    if (it == host_allocs.end())
+        fault("cudaFreeHost(%p): not a live cudaHostAlloc allocation", p);
+    host_allocs.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+
+static void check_copy(const char *what, void *dst, const void *src, size_t n, cudaMemcpyKind k) {
+    const bool dd = in_map(dev_allocs, dst, n ? n : 1), sd = in_map(dev_allocs, src, n ? n : 1);
+    bool ok = true;
+    switch (k) {
+    case cudaMemcpyHostToDevice: ok = dd && !in_map(dev_allocs, src, 1); break;
+    case cudaMemcpyDeviceToHost: ok = sd && !in_map(dev_allocs, dst, 1); break;
+    case cudaMemcpyDeviceToDevice: ok = dd && sd; break;
+    case cudaMemcpyHostToHost: ok = !in_map(dev_allocs, dst, 1) && !in_map(dev_allocs, src, 1); break;
+    case cudaMemcpyDefault:
+        ok = (dd || !in_map(dev_allocs, dst, 1)) && (sd || !in_map(dev_allocs, src, 1));
+        break;
+    }
+    if (!ok)
+        fault("%s(dst %p, src %p, %zu bytes, kind %d): a side is not what the kind says, or the "
+              "range leaves its allocation",
+              what, dst, src, n, (int)k);
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k,
+                            cudaStream_t s) {
+    LOCK;
+    check_copy("cudaMemcpyAsync", dst, src, n, k);
+    return set_error(submit(s, [=]() {
+        check_copy("cudaMemcpyAsync (run)", dst, src, n, k);
+        if (n)
+            memmove(dst, src, n);
+    }));
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k) {
+    LOCK;
+    if (unsafe_call())
+        return set_error(cudaErrorStreamCaptureImplicit);
+    check_copy("cudaMemcpy", dst, src, n, k);
+    if (n)
+        memmove(dst, src, n);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
+    LOCK;
+    if (n && !in_map(dev_allocs, p, n))
+        fault("cudaMemsetAsync(%p, %zu bytes): not inside one device allocation", p, n);
+    return set_error(submit(s, [=]() { memset(p, v, n); }));
+}
+
+cudaError_t cudaMemset(void *p, int v, size_t n) {
+    LOCK;
+    if (unsafe_call())
+        return set_error(cudaErrorStreamCaptureImplicit);
+    if (n && !in_map(dev_allocs, p, n))
+        fault("cudaMemset(%p, %zu bytes): not inside one device allocation", p, n);
+    memset(p, v, n);
+    return cudaSuccess;
+}
+
+/* ---- streams, events, graphs ---------------------------------------------------------------- */
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
+    LOCK;
+    *s = new CUstream_st;
+    streams.insert(*s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) {
+    return cudaStreamCreateWithFlags(s, 0);
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    LOCK;
+    CUstream_st *st = stream_of(s);
+    if (!st)
+        return set_error(cudaErrorInvalidResourceHandle);
+    if (st->cap)
+        fault("cudaStreamDestroy of a stream that is capturing");
+    streams.erase(st);
+    delete st;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    LOCK;
+    CUstream_st *st = stream_of(s);
+    if ((st && st->cap) || (!st && thread_capture)) {
+        if (st)
+            st->invalidated = true;
+        unsafe_call();
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+    return cudaStreamSynchronize(s);
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+    LOCK;
+    CUstream_st *st = stream_of(s);
+    if (!st)
+        return set_error(cudaErrorStreamCaptureUnsupported); /* the legacy stream cannot */
+    if (st->cap)
+        return set_error(cudaErrorIllegalState);
+    st->cap = new CUgraph_st;
+    st->origin = true;
+    st->invalidated = false;
+    if (mode != cudaStreamCaptureModeRelaxed)
+        thread_capture = st;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) {
+    LOCK;
+    *g = nullptr;
+    CUstream_st *st = stream_of(s);
+    if (!st || !st->cap || !st->origin)
+        return set_error(cudaErrorIllegalState);
+    CUgraph_st *graph = st->cap;
+    bool broken = false;
+    for (CUstream_st *o : streams)
+        if (o->cap == graph) {
+            broken |= o->invalidated;
+            if (o != st && !o->origin)
+                o->cap = nullptr; /* joined streams leave with the origin */
+        }
+    for (CUevent_st *e : events)
+        if (e->cap == graph)
+            e->cap = nullptr;
+    st->cap = nullptr;
+    st->origin = false;
+    st->invalidated = false;
+    if (thread_capture == st)
+        thread_capture = nullptr;
+    if (broken) {
+        delete graph;
+        return set_error(cudaErrorStreamCaptureInvalidated);
+    }
+    *g = graph;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *status) {
+    LOCK;
+    CUstream_st *st = stream_of(s);
+    if (!st) {
+        *status = cudaStreamCaptureStatusNone;
+        return thread_capture ? set_error(cudaErrorStreamCaptureImplicit) : cudaSuccess;
+    }
+    *status = !st->cap           ? cudaStreamCaptureStatusNone
+              : st->invalidated ? cudaStreamCaptureStatusInvalidated
+                                : cudaStreamCaptureStatusActive;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long flags) {
+    LOCK;
+    if (!g)
+        return set_error(cudaErrorInvalidValue);
+    *exec = new CUgraphExec_st{g->ops};
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+    LOCK;
+    if (!exec)
+        return set_error(cudaErrorInvalidValue);
+    for (auto &op : exec->ops) {
+        const cudaError_t e = submit(s, op);
+        if (e != cudaSuccess)
+            return e;
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+    LOCK;
+    delete g;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
+    LOCK;
+    delete e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    LOCK;
+    *e = new CUevent_st;
+    (*e)->timing = !(flags & cudaEventDisableTiming);
+    events.insert(*e);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    return cudaEventCreateWithFlags(e, 0);
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    LOCK;
+    if (!events.erase(e))
+        return set_error(cudaErrorInvalidResourceHandle);
+    delete e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    LOCK;
+    if (!events.count(e))
+        return set_error(cudaErrorInvalidResourceHandle);
+    CUstream_st *st = stream_of(s);
+    if (!st && thread_capture)
+        return set_error(cudaErrorStreamCaptureImplicit);
+    if (st && st->cap) {
+        e->cap = st->cap;
+        return cudaSuccess;
+    }
+    e->cap = nullptr;
+    e->recorded = true;
+    e->ms = now_ms();
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
+    LOCK;
+    if (!events.count(e))
+        return set_error(cudaErrorInvalidResourceHandle);
+    CUstream_st *st = stream_of(s);
+    if (e->cap) { /* the waiting stream joins the capture */
+        if (!st)
+            return set_error(cudaErrorStreamCaptureImplicit);
+        if (st->cap && st->cap != e->cap)
+            return set_error(cudaErrorStreamCaptureIsolation);
+        st->cap = e->cap;
+        return cudaSuccess;
+    }
+    if (!st && thread_capture)
+        return set_error(cudaErrorStreamCaptureImplicit);
+    if (st && st->cap && !st->origin) {
+        /* a joined stream waiting on outside work: fine; it stays in the capture */
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    LOCK;
+    if (!events.count(e))
+        return set_error(cudaErrorInvalidResourceHandle);
+    if (e->cap || unsafe_call())
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    return cudaEventSynchronize(e);
+}
+
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    LOCK;
+    if (!events.count(a) || !events.count(b) || !a->timing || !b->timing)
+        return set_error(cudaErrorInvalidResourceHandle);
+    if (!a->recorded || !b->recorded)
+        return set_error(cudaErrorInvalidResourceHandle);
+    *ms = (float)(b->ms - a->ms);
+    return cudaSuccess;
+}
+
+} // extern "C"
