@@ -37,16 +37,27 @@ test-asan:
 	  $(ASAN_BUILD)/tests/cnnkit_tests --jobs $(JOBS) $(TEST_ARGS)
 
 # The GPU tests without a GPU: the GPU path built against kemu, a CPU emulation of the CUDA
-# runtime, cuDNN and cuBLAS (tests/kemu/kemu.h), under AddressSanitizer. It finds logic errors
-# in the GPU code (indices, pointers, copies, API misuse); a real GPU is still the only test of
-# races, of the real cuDNN and cuBLAS, and of speed (docs/testing.md, "kemu").
+# runtime, cuDNN and cuBLAS (tests/kemu/kemu.h). It finds logic errors in the GPU code (indices,
+# pointers, copies, API misuse); a real GPU is still the only test of races, of the real cuDNN
+# and cuBLAS, and of speed (README, "GPU tests without a GPU"). EMU_ASAN=1: the same under
+# AddressSanitizer + UBSan (its own build folder; several times slower).
+ifeq ($(EMU_ASAN),1)
+EMU_BUILD ?= build-emu-asan
+EMU_SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+EMU_CMAKE_FLAGS += -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS="$(EMU_SAN)" -DCMAKE_CXX_FLAGS="$(EMU_SAN)"
+EMU_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+endif
 EMU_BUILD ?= build-emu
-EMU_FILTER ?= @(gpu*/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)
+# NCCL is not emulated: gpu_comm's NCCL tests are left out.
+EMU_FILTER ?= @(gpu/*|gpu_@(bf16|graph|layers|model)/*|gpu_comm/!(nccl_*)|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)
 test-emu:
 	@cmake -S . -B $(EMU_BUILD) -DCNNKIT_EMU=ON -DCNNKIT_BUILD_BENCH=OFF -DCNNKIT_NCCL=OFF -DCNNKIT_MPI=OFF \
 	  $(EMU_CMAKE_FLAGS) > $(EMU_BUILD).configure.log 2>&1 || { cat $(EMU_BUILD).configure.log; exit 1; }
-	@cmake --build $(EMU_BUILD) -j $(JOBS) --target cnnkit_tests
-	@CNNKIT_REQUIRE_GPU=1 $(EMU_BUILD)/tests/cnnkit_tests --jobs $(JOBS) --filter '$(EMU_FILTER)' $(TEST_ARGS)
+	@cmake --build $(EMU_BUILD) -j $(JOBS) --target cnnkit_tests kemu_fakes_selftest kemu_rt_selftest
+	@$(EMU_ENV) $(EMU_BUILD)/tests/kemu/kemu_rt_selftest
+	@$(EMU_ENV) $(EMU_BUILD)/tests/kemu/kemu_fakes_selftest
+	@$(EMU_ENV) CNNKIT_REQUIRE_GPU=1 OMP_NUM_THREADS=1 $(EMU_BUILD)/tests/cnnkit_tests --jobs $(JOBS) --filter '$(EMU_FILTER)' $(TEST_ARGS)
 
 # On a GPU host with the CUDA toolkit (GPU CI: .github/workflows/gpu.yml): the suite with
 # CNNKIT_REQUIRE_GPU=1 (a GPU test that cannot run fails instead of skipping), then

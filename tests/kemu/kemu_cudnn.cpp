@@ -1,8 +1,9 @@
 /*
- * kemu's cuDNN: the legacy convolution and pooling API that cnnkit calls, on the CPU. Naive loops
- * that follow the documented semantics; every algorithm computes the same math (accumulated in
- * double, rounded to fp32, then to bf16 for bf16 tensors), so the algorithm lists matter only to
- * the choice logic of the caller. The support rules the heuristics report (kemu_cudnn_support):
+ * kemu's cuDNN: the legacy convolution and pooling API that cnnkit calls, on the CPU. Plain loops
+ * (and double GEMMs) that follow the documented semantics; every algorithm computes the same math
+ * (accumulated in double, rounded to fp32, then to bf16 for bf16 tensors), so the algorithm lists
+ * matter only to the choice logic of the caller. The support rules the heuristics report
+ * (kemu_cudnn_support):
  *  - fp32 (FLOAT_CONFIG): the GEMM-like algorithms for every shape; FFT, Winograd only in NCHW,
  *    stride 1, no dilation (Winograd 3x3, nonfused 3x3 or 5x5, FFT padded extent <= 256);
  *    forward DIRECT and backward-filter WINOGRAD never ("not implemented" in the header).
@@ -15,6 +16,7 @@
  * Device work goes through kemu::submit on the handle's stream, with every argument (descriptors
  * included) captured by value, so a captured graph replays the call as it was made.
  */
+#include <cblas.h>
 #include <cudnn.h>
 
 #include <stdint.h>
@@ -279,86 +281,111 @@ int fs(const Conv &c, int s) {
     return c.cd.mode == CUDNN_CONVOLUTION ? c.S - 1 - s : s;
 }
 
+/* The im2col matrix of image n: row q = (ch, r, s), column p = (oh, ow), zero in the padding. */
+void im2col(const Conv &c, const std::vector<float> &x, int n, std::vector<double> &P) {
+    const int ohw = c.OH * c.OW;
+    P.assign((size_t)c.C * c.R * c.S * ohw, 0.0);
+    for (int ch = 0; ch < c.C; ++ch)
+        for (int r = 0; r < c.R; ++r)
+            for (int s = 0; s < c.S; ++s) {
+                double *row = &P[((size_t)(ch * c.R + r) * c.S + s) * ohw];
+                for (int oh = 0; oh < c.OH; ++oh) {
+                    const int ih = oh * c.cd.u - c.cd.ph + r * c.cd.dh;
+                    if (ih < 0 || ih >= c.H)
+                        continue;
+                    const float *xr = &x[(((size_t)n * c.C + ch) * c.H + ih) * c.W];
+                    for (int ow = 0; ow < c.OW; ++ow) {
+                        const int iw = ow * c.cd.v - c.cd.pw + s * c.cd.dw;
+                        if (iw >= 0 && iw < c.W)
+                            row[oh * c.OW + ow] = xr[iw];
+                    }
+                }
+            }
+}
+
+/* The filter as a K x CRS matrix in the order im2col's rows take (flipped for CONVOLUTION). */
+std::vector<double> filter_matrix(const Conv &c, const std::vector<float> &w) {
+    const int crs = c.C * c.R * c.S;
+    std::vector<double> m((size_t)c.K * crs);
+    for (int k = 0; k < c.K; ++k)
+        for (int ch = 0; ch < c.C; ++ch)
+            for (int r = 0; r < c.R; ++r)
+                for (int s = 0; s < c.S; ++s)
+                    m[(size_t)k * crs + (ch * c.R + r) * c.S + s] =
+                        w[(((size_t)k * c.C + ch) * c.R + fr(c, r)) * c.S + fs(c, s)];
+    return m;
+}
+
+/* Products of two floats are exact in double: the GEMMs below sum exact products in double,
+ * then each result is rounded once to fp32 (the order of the sum is not cuDNN's either way). */
 std::vector<float> conv_fwd(const Conv &c, const std::vector<float> &x,
                             const std::vector<float> &w) {
-    std::vector<float> y((size_t)c.N * c.K * c.OH * c.OW);
-    size_t i = 0;
-    for (int n = 0; n < c.N; ++n)
-        for (int k = 0; k < c.K; ++k)
-            for (int oh = 0; oh < c.OH; ++oh)
-                for (int ow = 0; ow < c.OW; ++ow) {
-                    double acc = 0.0;
-                    for (int ch = 0; ch < c.C; ++ch)
-                        for (int r = 0; r < c.R; ++r) {
-                            const int ih = oh * c.cd.u - c.cd.ph + r * c.cd.dh;
-                            if (ih < 0 || ih >= c.H)
-                                continue;
-                            for (int s = 0; s < c.S; ++s) {
-                                const int iw = ow * c.cd.v - c.cd.pw + s * c.cd.dw;
-                                if (iw < 0 || iw >= c.W)
-                                    continue;
-                                acc +=
-                                    (double)x[(((size_t)n * c.C + ch) * c.H + ih) * c.W + iw] *
-                                    w[(((size_t)k * c.C + ch) * c.R + fr(c, r)) * c.S + fs(c, s)];
-                            }
-                        }
-                    y[i++] = (float)acc;
-                }
+    const int crs = c.C * c.R * c.S, ohw = c.OH * c.OW;
+    std::vector<float> y((size_t)c.N * c.K * ohw);
+    const std::vector<double> wm = filter_matrix(c, w);
+    std::vector<double> P, Y((size_t)c.K * ohw);
+    for (int n = 0; n < c.N; ++n) {
+        im2col(c, x, n, P);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c.K, ohw, crs, 1.0, wm.data(), crs,
+                    P.data(), ohw, 0.0, Y.data(), ohw);
+        for (size_t i = 0; i < Y.size(); ++i)
+            y[(size_t)n * c.K * ohw + i] = (float)Y[i];
+    }
     return y;
 }
 
 std::vector<float> conv_bwd_data(const Conv &c, const std::vector<float> &dy,
                                  const std::vector<float> &w) {
+    const int crs = c.C * c.R * c.S, ohw = c.OH * c.OW;
     std::vector<float> dx((size_t)c.N * c.C * c.H * c.W);
-    size_t i = 0;
-    for (int n = 0; n < c.N; ++n)
-        for (int ch = 0; ch < c.C; ++ch)
-            for (int ih = 0; ih < c.H; ++ih)
-                for (int iw = 0; iw < c.W; ++iw) {
-                    double acc = 0.0;
-                    for (int r = 0; r < c.R; ++r) {
-                        const int th = ih + c.cd.ph - r * c.cd.dh;
-                        if (th < 0 || th % c.cd.u || th / c.cd.u >= c.OH)
+    const std::vector<double> wm = filter_matrix(c, w);
+    std::vector<double> dyn((size_t)c.K * ohw), dP((size_t)crs * ohw), acc((size_t)c.C * c.H * c.W);
+    for (int n = 0; n < c.N; ++n) {
+        for (size_t i = 0; i < dyn.size(); ++i)
+            dyn[i] = dy[(size_t)n * c.K * ohw + i];
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, crs, ohw, c.K, 1.0, wm.data(), crs,
+                    dyn.data(), ohw, 0.0, dP.data(), ohw);
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int ch = 0; ch < c.C; ++ch) /* col2im: each column entry back to its input cell */
+            for (int r = 0; r < c.R; ++r)
+                for (int s = 0; s < c.S; ++s) {
+                    const double *row = &dP[((size_t)(ch * c.R + r) * c.S + s) * ohw];
+                    for (int oh = 0; oh < c.OH; ++oh) {
+                        const int ih = oh * c.cd.u - c.cd.ph + r * c.cd.dh;
+                        if (ih < 0 || ih >= c.H)
                             continue;
-                        for (int s = 0; s < c.S; ++s) {
-                            const int tw = iw + c.cd.pw - s * c.cd.dw;
-                            if (tw < 0 || tw % c.cd.v || tw / c.cd.v >= c.OW)
-                                continue;
-                            for (int k = 0; k < c.K; ++k)
-                                acc +=
-                                    (double)dy[(((size_t)n * c.K + k) * c.OH + th / c.cd.u) * c.OW +
-                                               tw / c.cd.v] *
-                                    w[(((size_t)k * c.C + ch) * c.R + fr(c, r)) * c.S + fs(c, s)];
+                        double *ar = &acc[((size_t)ch * c.H + ih) * c.W];
+                        for (int ow = 0; ow < c.OW; ++ow) {
+                            const int iw = ow * c.cd.v - c.cd.pw + s * c.cd.dw;
+                            if (iw >= 0 && iw < c.W)
+                                ar[iw] += row[oh * c.OW + ow];
                         }
                     }
-                    dx[i++] = (float)acc;
                 }
+        for (size_t i = 0; i < acc.size(); ++i)
+            dx[(size_t)n * acc.size() + i] = (float)acc[i];
+    }
     return dx;
 }
 
 std::vector<float> conv_bwd_filter(const Conv &c, const std::vector<float> &x,
                                    const std::vector<float> &dy) {
-    std::vector<float> dw((size_t)c.K * c.C * c.R * c.S);
+    const int crs = c.C * c.R * c.S, ohw = c.OH * c.OW;
+    std::vector<double> dwm((size_t)c.K * crs, 0.0), P, dyn((size_t)c.K * ohw);
+    for (int n = 0; n < c.N; ++n) {
+        im2col(c, x, n, P);
+        for (size_t i = 0; i < dyn.size(); ++i)
+            dyn[i] = dy[(size_t)n * c.K * ohw + i];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c.K, crs, ohw, 1.0, dyn.data(), ohw,
+                    P.data(), ohw, 1.0, dwm.data(), crs);
+    }
+    std::vector<float> dw((size_t)c.K * crs);
     for (int k = 0; k < c.K; ++k)
         for (int ch = 0; ch < c.C; ++ch)
             for (int r = 0; r < c.R; ++r)
-                for (int s = 0; s < c.S; ++s) {
-                    double acc = 0.0;
-                    for (int n = 0; n < c.N; ++n)
-                        for (int oh = 0; oh < c.OH; ++oh) {
-                            const int ih = oh * c.cd.u - c.cd.ph + r * c.cd.dh;
-                            if (ih < 0 || ih >= c.H)
-                                continue;
-                            for (int ow = 0; ow < c.OW; ++ow) {
-                                const int iw = ow * c.cd.v - c.cd.pw + s * c.cd.dw;
-                                if (iw < 0 || iw >= c.W)
-                                    continue;
-                                acc += (double)x[(((size_t)n * c.C + ch) * c.H + ih) * c.W + iw] *
-                                       dy[(((size_t)n * c.K + k) * c.OH + oh) * c.OW + ow];
-                            }
-                        }
-                    dw[(((size_t)k * c.C + ch) * c.R + fr(c, r)) * c.S + fs(c, s)] = (float)acc;
-                }
+                for (int s = 0; s < c.S; ++s)
+                    dw[(((size_t)k * c.C + ch) * c.R + fr(c, r)) * c.S + fs(c, s)] =
+                        (float)dwm[(size_t)k * crs + (ch * c.R + r) * c.S + s];
     return dw;
 }
 

@@ -65,10 +65,10 @@ struct cfg {
     size_t shmem;
     cudaStream_t stream;
     cfg(const char *file, int line, dim3 g, dim3 b, size_t s = 0, cudaStream_t st = 0)
-        : at{file, line}, grid(g), block(b), shmem(s), stream(st) {
-    }
+        : at{file, line}, grid(g), block(b), shmem(s), stream(st) {}
     template <class... A> bound<typename std::decay<A>::type...> operator()(A &&...a) const {
-        return bound<typename std::decay<A>::type...>{*this, std::make_tuple(std::forward<A>(a)...)};
+        return bound<typename std::decay<A>::type...>{*this,
+                                                      std::make_tuple(std::forward<A>(a)...)};
     }
 };
 template <class... A> struct bound {
@@ -109,8 +109,8 @@ template <class... P, class... A> void operator|(void (*kernel)(P...), bound<A..
 #define warpSize 32
 #define __syncthreads() kemu::sync_block(__LINE__)
 
-template <class T> static inline T kemu_shfl_down_sync(unsigned mask, T v, unsigned delta, int width,
-                                                         int line) {
+template <class T>
+static inline T kemu_shfl_down_sync(unsigned mask, T v, unsigned delta, int width, int line) {
     static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle of a wide type");
     uint64_t bits = 0;
     memcpy(&bits, &v, sizeof v);
@@ -119,7 +119,7 @@ template <class T> static inline T kemu_shfl_down_sync(unsigned mask, T v, unsig
     memcpy(&r, &bits, sizeof r);
     return r;
 }
-#define __shfl_down_sync(mask, v, delta, ...)                                                     \
+#define __shfl_down_sync(mask, v, delta, ...)                                                      \
     kemu_shfl_down_sync((mask), (v), (delta), kemu_width(__VA_ARGS__ + 0), __LINE__)
 static inline int kemu_width(int w) {
     return w ? w : 32;

@@ -1,9 +1,7 @@
 /*
  * Self-test of kemu's cuDNN and cuBLAS fakes, with a stub of kemu's runtime (work runs at once,
- * all memory counts as device memory). Build and run by hand:
- *   g++ -std=c++17 -O2 -I/usr/local/cuda/include -Isrc/kernels -Iinclude -Itests/kemu \
- *       tests/kemu/kemu_fakes_selftest.cpp tests/kemu/kemu_cudnn.cpp tests/kemu/kemu_cublas.cpp \
- *       -o /tmp/kemu_fakes_selftest && /tmp/kemu_fakes_selftest
+ * all memory counts as device memory). Built by the emulated build (CNNKIT_EMU=ON) and run
+ * first by make test-emu.
  */
 #include <cublas_v2.h>
 #include <cudnn.h>

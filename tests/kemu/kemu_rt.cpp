@@ -10,7 +10,9 @@
 #include <sys/mman.h>
 
 #include <chrono>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <vector>
@@ -38,14 +40,26 @@ struct CUgraph_st {
 struct CUgraphExec_st {
     std::vector<std::function<void()>> ops;
 };
+/* Work queued on a stream runs when something waits for it (a synchronize, a copy to pageable
+ * memory, another stream's wait on an event), never earlier: host code that reads a result
+ * before it waited for it reads stale memory here, as it would on a GPU. */
+struct kemu_op {
+    uint64_t seq;
+    std::function<void()> fn;
+};
 struct CUstream_st {
     CUgraph_st *cap = nullptr; /* the graph this stream records into */
     bool origin = false;       /* cudaStreamBeginCapture was called on it */
     bool invalidated = false;  /* an unsafe call broke the capture */
+    bool blocking = true;      /* orders with the legacy stream (no cudaStreamNonBlocking) */
+    std::deque<kemu_op> q;
 };
 struct CUevent_st {
     bool timing = true;
-    bool recorded = false;
+    bool recorded = false; /* cudaEventRecord was called outside a capture */
+    bool fired = false;    /* its marker has run */
+    CUstream_st *src = nullptr;
+    uint64_t seq = 0;          /* its marker's place in src */
     CUgraph_st *cap = nullptr; /* recorded into this capture */
     double ms = 0;
 };
@@ -55,8 +69,12 @@ namespace {
 
 std::recursive_mutex big; /* one GPU: everything below is serialized */
 std::map<uintptr_t, size_t> dev_allocs, host_allocs;
-std::set<CUstream_st *> streams, captures;
+std::set<CUstream_st *> streams;
 std::set<CUevent_st *> events;
+CUstream_st legacy;    /* stream 0 */
+uint64_t next_seq = 0; /* every queued op's number, in submission order */
+/* KEMU_EAGER=1: work runs when it is submitted (to tell an ordering error from another) */
+const bool eager = getenv("KEMU_EAGER") && atoi(getenv("KEMU_EAGER"));
 thread_local cudaError_t last_error = cudaSuccess;
 const unsigned char poison = 0xFF; /* NaN as fp32 and as bf16: a read of unset memory shows */
 
@@ -108,12 +126,54 @@ bool is_device(const void *p, size_t bytes) {
     return in_map(dev_allocs, p, bytes ? bytes : 1);
 }
 
+/* The user stream s, or nullptr for the legacy stream. */
 static CUstream_st *stream_of(cudaStream_t s) {
     if (!s || s == cudaStreamLegacy || s == cudaStreamPerThread)
         return nullptr;
     if (!streams.count(s))
         fault("a destroyed or unknown stream %p was used", (void *)s);
     return s;
+}
+
+/* Runs st's queued work numbered up to upto, in order. */
+static void drain(CUstream_st *st, uint64_t upto) {
+    while (!st->q.empty() && st->q.front().seq <= upto) {
+        kemu_op op = std::move(st->q.front());
+        st->q.pop_front();
+        op.fn();
+    }
+}
+
+static void drain_all() {
+    drain(&legacy, UINT64_MAX);
+    for (CUstream_st *o : streams)
+        drain(o, UINT64_MAX);
+}
+
+/* Queues fn on st (nullptr: legacy) with the legacy stream's ordering: legacy work waits for the
+ * blocking streams' earlier work, and their work for the legacy stream's. */
+static uint64_t enqueue(CUstream_st *st, std::function<void()> fn) {
+    const uint64_t upto = next_seq;
+    if (!st) {
+        std::vector<CUstream_st *> wait;
+        for (CUstream_st *o : streams)
+            if (o->blocking && !o->q.empty())
+                wait.push_back(o);
+        if (!wait.empty())
+            legacy.q.push_back({++next_seq, [wait, upto]() {
+                                    for (CUstream_st *o : wait)
+                                        if (streams.count(o))
+                                            drain(o, upto);
+                                }});
+        st = &legacy;
+    } else if (st->blocking && !legacy.q.empty()) {
+        st->q.push_back({++next_seq, [upto]() { drain(&legacy, upto); }});
+    }
+    st->q.push_back({++next_seq, std::move(fn)});
+    const uint64_t seq = next_seq;
+    if (eager)
+        drain(st, seq);
+    return seq;
 }
 
 bool capturing(cudaStream_t s) {
@@ -135,7 +195,7 @@ cudaError_t submit(cudaStream_t s, std::function<void()> op) {
         st->cap->ops.push_back(std::move(op));
         return cudaSuccess;
     }
-    op();
+    enqueue(st, std::move(op));
     return cudaSuccess;
 }
 
@@ -185,10 +245,10 @@ struct fiber {
     void *sp = nullptr;
     char *stack = nullptr;
     st state = st::ready;
-    int line = 0;        /* where it waits */
-    unsigned mask = 0;   /* its warp barrier's lanes */
-    uint64_t value = 0;  /* its shuffle value */
-    unsigned phase = 0;  /* shuffles done: each is two warp barriers */
+    int line = 0;       /* where it waits */
+    unsigned mask = 0;  /* its warp barrier's lanes */
+    uint64_t value = 0; /* its shuffle value */
+    unsigned phase = 0; /* shuffles done: each is two warp barriers */
     thread_coords at;
 #ifdef KEMU_ASAN
     void *fake = nullptr;
@@ -201,6 +261,8 @@ struct block_run {
     void *sched_sp = nullptr;
     const std::function<void()> *body = nullptr;
     const launch_site *site = nullptr;
+    bool waited = false; /* a thread of this launch used a barrier or a shuffle */
+    bool direct = false; /* threads run one after another on this stack, no fibers */
 };
 block_run run;          /* the block being run (under big) */
 thread_coords host_pos; /* outside a kernel: all zero */
@@ -330,6 +392,26 @@ bool release(const char *file) {
     return false;
 }
 
+/* A block of a kernel whose first block never waited: each thread runs to its end in turn. */
+void run_block_direct(const dim3 &g, const dim3 &b, const uint3 &bid) {
+    const int n = lane_count(b);
+    if ((int)run.f.size() < n)
+        run.f.resize(n);
+    run.n = n;
+    run.direct = true;
+    for (int i = 0; i < n; ++i) {
+        fiber &f = run.f[i];
+        f.at.tid = make_uint3(i % b.x, (i / b.x) % b.y, i / (b.x * b.y));
+        f.at.bid = bid;
+        f.at.bdim = b;
+        f.at.gdim = g;
+        run.cur = i;
+        (*run.body)();
+    }
+    run.cur = -1;
+    run.direct = false;
+}
+
 void run_block(const dim3 &g, const dim3 &b, const uint3 &bid) {
     const int n = lane_count(b);
     if ((int)run.f.size() < n)
@@ -365,6 +447,11 @@ void run_block(const dim3 &g, const dim3 &b, const uint3 &bid) {
 fiber &me_in_kernel(const char *what) {
     if (run.cur < 0)
         fault("%s outside a kernel", what);
+    if (run.direct)
+        fault("%s:%d: %s in a block after a first block that never waited (kemu runs those "
+              "blocks without fibers)",
+              run.site->file, run.site->line, what);
+    run.waited = true;
     return run.f[run.cur];
 }
 
@@ -426,10 +513,17 @@ void launch(const cfg &c, std::function<void()> body, std::function<void()> chec
             fault("%s:%d: a kernel launched from a kernel", cc.at.file, cc.at.line);
         run.body = &body;
         run.site = &cc.at;
+        run.waited = false;
+        bool first = true;
         for (unsigned z = 0; z < cc.grid.z; ++z)
             for (unsigned y = 0; y < cc.grid.y; ++y)
-                for (unsigned x = 0; x < cc.grid.x; ++x)
-                    run_block(cc.grid, cc.block, make_uint3(x, y, z));
+                for (unsigned x = 0; x < cc.grid.x; ++x) {
+                    if (first || run.waited)
+                        run_block(cc.grid, cc.block, make_uint3(x, y, z));
+                    else
+                        run_block_direct(cc.grid, cc.block, make_uint3(x, y, z));
+                    first = false;
+                }
         run.body = nullptr;
         run.site = nullptr;
     });
@@ -456,35 +550,53 @@ cudaError_t cudaPeekAtLastError(void) {
 
 const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    case cudaErrorNotReady: return "cudaErrorNotReady";
-    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
-    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
-    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
-    case cudaErrorStreamCaptureUnmatched: return "cudaErrorStreamCaptureUnmatched";
-    case cudaErrorIllegalState: return "cudaErrorIllegalState";
-    default: return "cudaErrorUnknown";
+    case cudaSuccess:
+        return "cudaSuccess";
+    case cudaErrorInvalidValue:
+        return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+        return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+        return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+        return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle:
+        return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady:
+        return "cudaErrorNotReady";
+    case cudaErrorStreamCaptureUnsupported:
+        return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+        return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureImplicit:
+        return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorStreamCaptureUnmatched:
+        return "cudaErrorStreamCaptureUnmatched";
+    case cudaErrorIllegalState:
+        return "cudaErrorIllegalState";
+    default:
+        return "cudaErrorUnknown";
     }
 }
 
 const char *cudaGetErrorString(cudaError_t e) {
     switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaSuccess:
+        return "no error";
+    case cudaErrorInvalidValue:
+        return "invalid argument";
+    case cudaErrorMemoryAllocation:
+        return "out of memory";
+    case cudaErrorInvalidConfiguration:
+        return "invalid configuration argument";
     case cudaErrorStreamCaptureUnsupported:
         return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated:
         return "operation failed due to a previous error during capture";
     case cudaErrorStreamCaptureImplicit:
         return "operation would make the legacy stream depend on a capturing blocking stream";
-    default: return cudaGetErrorName(e);
+    default:
+        return cudaGetErrorName(e);
     }
 }
 
@@ -517,15 +629,32 @@ cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr attr, int device) {
     if (device != 0)
         return set_error(cudaErrorInvalidDevice);
     switch (attr) {
-    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
-    case cudaDevAttrMultiProcessorCount: *v = 132; break;
-    case cudaDevAttrClockRate: *v = 1980000; break;
-    case cudaDevAttrMemoryClockRate: *v = 3201000; break;
-    case cudaDevAttrGlobalMemoryBusWidth: *v = 6144; break;
-    case cudaDevAttrMaxThreadsPerBlock: *v = 1024; break;
-    case cudaDevAttrWarpSize: *v = 32; break;
-    default: return set_error(cudaErrorInvalidValue);
+    case cudaDevAttrComputeCapabilityMajor:
+        *v = 9;
+        break;
+    case cudaDevAttrComputeCapabilityMinor:
+        *v = 0;
+        break;
+    case cudaDevAttrMultiProcessorCount:
+        *v = 132;
+        break;
+    case cudaDevAttrClockRate:
+        *v = 1980000;
+        break;
+    case cudaDevAttrMemoryClockRate:
+        *v = 3201000;
+        break;
+    case cudaDevAttrGlobalMemoryBusWidth:
+        *v = 6144;
+        break;
+    case cudaDevAttrMaxThreadsPerBlock:
+        *v = 1024;
+        break;
+    case cudaDevAttrWarpSize:
+        *v = 32;
+        break;
+    default:
+        return set_error(cudaErrorInvalidValue);
     }
     return cudaSuccess;
 }
@@ -550,6 +679,7 @@ cudaError_t cudaDeviceSynchronize(void) {
     LOCK;
     if (unsafe_call())
         return set_error(cudaErrorStreamCaptureUnsupported);
+    drain_all();
     return cudaSuccess;
 }
 
@@ -576,6 +706,7 @@ cudaError_t cudaFree(void *p) {
         return cudaSuccess;
     if (unsafe_call())
         return set_error(cudaErrorStreamCaptureUnsupported);
+    drain_all(); /* cudaFree waits for the device's work */
     auto it = dev_allocs.find((uintptr_t)p);
     if (it == dev_allocs.end())
         fault("cudaFree(%p): not a live cudaMalloc allocation", p);
@@ -604,6 +735,7 @@ cudaError_t cudaFreeHost(void *p) {
     LOCK;
     if (!p)
         return cudaSuccess;
+    drain_all(); /* as cudaFree */
     auto it = host_allocs.find((uintptr_t)p);
     if (it == host_allocs.end())
         fault("cudaFreeHost(%p): not a live cudaHostAlloc allocation", p);
@@ -616,10 +748,18 @@ static void check_copy(const char *what, void *dst, const void *src, size_t n, c
     const bool dd = in_map(dev_allocs, dst, n ? n : 1), sd = in_map(dev_allocs, src, n ? n : 1);
     bool ok = true;
     switch (k) {
-    case cudaMemcpyHostToDevice: ok = dd && !in_map(dev_allocs, src, 1); break;
-    case cudaMemcpyDeviceToHost: ok = sd && !in_map(dev_allocs, dst, 1); break;
-    case cudaMemcpyDeviceToDevice: ok = dd && sd; break;
-    case cudaMemcpyHostToHost: ok = !in_map(dev_allocs, dst, 1) && !in_map(dev_allocs, src, 1); break;
+    case cudaMemcpyHostToDevice:
+        ok = dd && !in_map(dev_allocs, src, 1);
+        break;
+    case cudaMemcpyDeviceToHost:
+        ok = sd && !in_map(dev_allocs, dst, 1);
+        break;
+    case cudaMemcpyDeviceToDevice:
+        ok = dd && sd;
+        break;
+    case cudaMemcpyHostToHost:
+        ok = !in_map(dev_allocs, dst, 1) && !in_map(dev_allocs, src, 1);
+        break;
     case cudaMemcpyDefault:
         ok = (dd || !in_map(dev_allocs, dst, 1)) && (sd || !in_map(dev_allocs, src, 1));
         break;
@@ -630,10 +770,30 @@ static void check_copy(const char *what, void *dst, const void *src, size_t n, c
               what, dst, src, n, (int)k);
 }
 
+/* Page-locked memory is read and written when the copy runs; pageable memory as the runtime
+ * does it: a copy from it takes the bytes at the call, a copy to it waits for the stream. */
+static bool pageable(const void *p) {
+    return !in_map(host_allocs, p, 1) && !in_map(dev_allocs, p, 1);
+}
+
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k,
                             cudaStream_t s) {
     LOCK;
     check_copy("cudaMemcpyAsync", dst, src, n, k);
+    CUstream_st *st = stream_of(s);
+    const bool capture = (st && st->cap) || (!st && thread_capture);
+    if (!capture && n && pageable(dst)) { /* device to pageable host: returns when done */
+        cudaError_t e = submit(s, [=]() { memmove(dst, src, n); });
+        if (e == cudaSuccess)
+            drain(st ? st : &legacy, UINT64_MAX);
+        return e;
+    }
+    if (!capture && n && pageable(src)) { /* pageable host to device: staged at the call */
+        std::shared_ptr<std::vector<unsigned char>> staged =
+            std::make_shared<std::vector<unsigned char>>((const unsigned char *)src,
+                                                         (const unsigned char *)src + n);
+        return set_error(submit(s, [=]() { memcpy(dst, staged->data(), n); }));
+    }
     return set_error(submit(s, [=]() {
         check_copy("cudaMemcpyAsync (run)", dst, src, n, k);
         if (n)
@@ -646,8 +806,11 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k) {
     if (unsafe_call())
         return set_error(cudaErrorStreamCaptureImplicit);
     check_copy("cudaMemcpy", dst, src, n, k);
-    if (n)
-        memmove(dst, src, n);
+    enqueue(nullptr, [=]() {
+        if (n)
+            memmove(dst, src, n);
+    });
+    drain(&legacy, UINT64_MAX);
     return cudaSuccess;
 }
 
@@ -664,7 +827,8 @@ cudaError_t cudaMemset(void *p, int v, size_t n) {
         return set_error(cudaErrorStreamCaptureImplicit);
     if (n && !in_map(dev_allocs, p, n))
         fault("cudaMemset(%p, %zu bytes): not inside one device allocation", p, n);
-    memset(p, v, n);
+    enqueue(nullptr, [=]() { memset(p, v, n); });
+    drain(&legacy, UINT64_MAX);
     return cudaSuccess;
 }
 
@@ -672,6 +836,7 @@ cudaError_t cudaMemset(void *p, int v, size_t n) {
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
     LOCK;
     *s = new CUstream_st;
+    (*s)->blocking = !(flags & cudaStreamNonBlocking);
     streams.insert(*s);
     return cudaSuccess;
 }
@@ -687,6 +852,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
         return set_error(cudaErrorInvalidResourceHandle);
     if (st->cap)
         fault("cudaStreamDestroy of a stream that is capturing");
+    drain(st, UINT64_MAX); /* its work still completes */
+    for (CUevent_st *e : events)
+        if (e->src == st)
+            e->src = nullptr;
     streams.erase(st);
     delete st;
     return cudaSuccess;
@@ -701,6 +870,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
         unsafe_call();
         return set_error(cudaErrorStreamCaptureUnsupported);
     }
+    drain(st ? st : &legacy, UINT64_MAX);
     return cudaSuccess;
 }
 
@@ -760,7 +930,7 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *statu
         *status = cudaStreamCaptureStatusNone;
         return thread_capture ? set_error(cudaErrorStreamCaptureImplicit) : cudaSuccess;
     }
-    *status = !st->cap           ? cudaStreamCaptureStatusNone
+    *status = !st->cap          ? cudaStreamCaptureStatusNone
               : st->invalidated ? cudaStreamCaptureStatusInvalidated
                                 : cudaStreamCaptureStatusActive;
     return cudaSuccess;
@@ -778,12 +948,11 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     LOCK;
     if (!exec)
         return set_error(cudaErrorInvalidValue);
-    for (auto &op : exec->ops) {
-        const cudaError_t e = submit(s, op);
-        if (e != cudaSuccess)
-            return e;
-    }
-    return cudaSuccess;
+    std::vector<std::function<void()>> ops = exec->ops; /* the launch's own copy */
+    return submit(s, [ops]() {
+        for (auto &op : ops)
+            op();
+    });
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t g) {
@@ -812,8 +981,11 @@ cudaError_t cudaEventCreate(cudaEvent_t *e) {
 
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     LOCK;
-    if (!events.erase(e))
+    if (!events.count(e))
         return set_error(cudaErrorInvalidResourceHandle);
+    if (e->src && !e->fired) /* its marker still refers to it */
+        drain(e->src, e->seq);
+    events.erase(e);
     delete e;
     return cudaSuccess;
 }
@@ -831,7 +1003,12 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     }
     e->cap = nullptr;
     e->recorded = true;
-    e->ms = now_ms();
+    e->fired = false;
+    e->src = st ? st : &legacy;
+    e->seq = enqueue(st, [e]() {
+        e->fired = true;
+        e->ms = now_ms();
+    });
     return cudaSuccess;
 }
 
@@ -850,8 +1027,15 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
     }
     if (!st && thread_capture)
         return set_error(cudaErrorStreamCaptureImplicit);
-    if (st && st->cap && !st->origin) {
-        /* a joined stream waiting on outside work: fine; it stays in the capture */
+    if (st && st->cap) /* outside work seen from a capture: ordered already at replay time */
+        return cudaSuccess;
+    if (e->recorded && e->src && !e->fired) {
+        CUstream_st *src = e->src;
+        const uint64_t seq = e->seq;
+        enqueue(st, [src, seq]() {
+            if (src == &legacy || streams.count(src))
+                drain(src, seq);
+        });
     }
     return cudaSuccess;
 }
@@ -862,6 +1046,8 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
         return set_error(cudaErrorInvalidResourceHandle);
     if (e->cap || unsafe_call())
         return set_error(cudaErrorStreamCaptureUnsupported);
+    if (e->src && !e->fired)
+        drain(e->src, e->seq);
     return cudaSuccess;
 }
 
@@ -875,6 +1061,8 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
         return set_error(cudaErrorInvalidResourceHandle);
     if (!a->recorded || !b->recorded)
         return set_error(cudaErrorInvalidResourceHandle);
+    if (!a->fired || !b->fired)
+        return set_error(cudaErrorNotReady);
     *ms = (float)(b->ms - a->ms);
     return cudaSuccess;
 }

@@ -1,0 +1,238 @@
+/*
+ * Self-test of kemu's runtime and GPU threads (kemu_rt.cpp): barriers, shuffles, blocks run
+ * without fibers, queued work that runs only when waited for, events across streams, graph
+ * capture and replay, the capture rules, launch errors and the faults. Run by make test-emu
+ * before the GPU tests; exit status 0 when every check holds.
+ */
+#include "kemu_device.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failed = 0, checks = 0;
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        ++checks;                                                                                  \
+        if (!(cond)) {                                                                             \
+            ++failed;                                                                              \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+        }                                                                                          \
+    } while (0)
+#define LAUNCH(k, g, b, st) k | kemu::cfg(__FILE__, __LINE__, g, b, 0, st)
+
+/* block sums through shared memory and __syncthreads (a tree, as the BN kernels do) */
+__global__ void k_block_sum(const float *x, float *out, int n) {
+    __shared__ float sh[256];
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    sh[threadIdx.x] = i < n ? x[i] : 0.0f;
+    __syncthreads();
+    for (int o = blockDim.x / 2; o > 0; o /= 2) {
+        if ((int)threadIdx.x < o)
+            sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = sh[0];
+}
+
+/* warp sums by __shfl_down_sync */
+__global__ void k_warp_sum(const double *x, double *out) {
+    double v = x[blockIdx.x * blockDim.x + threadIdx.x];
+    for (int o = 16; o > 0; o /= 2)
+        v += __shfl_down_sync(0xffffffffu, v, o);
+    if (threadIdx.x % 32 == 0)
+        out[(blockIdx.x * blockDim.x + threadIdx.x) / 32] = v;
+}
+
+/* a grid-stride loop (its blocks after the first run without fibers) */
+__global__ void k_iota(float *y, long long n) {
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
+         t += (long long)gridDim.x * blockDim.x)
+        y[t] = (float)t;
+}
+
+__global__ void k_add_one(float *y) {
+    if (threadIdx.x == 0 && blockIdx.x == 0)
+        y[0] += 1.0f;
+}
+
+__global__ void k_shfl_diverged(double *x) {
+    if (threadIdx.x < 16)
+        x[threadIdx.x] = __shfl_down_sync(0xffffffffu, x[threadIdx.x], 1);
+}
+
+__global__ void k_sync_diverged(float *x) {
+    if (threadIdx.x < 16)
+        __syncthreads();
+    else
+        __syncthreads();
+    x[threadIdx.x] = 0;
+}
+
+/* The child's exit: 0 when body returned, else the signal (kemu::fault aborts). */
+template <class F> static int in_child(F body) {
+    fflush(stdout);
+    const pid_t p = fork();
+    if (p == 0) {
+        freopen("/dev/null", "w", stderr);
+        body();
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(p, &st, 0);
+    return WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+}
+
+int main() {
+    float *d = nullptr, *o = nullptr, *h = nullptr;
+    cudaMalloc((void **)&d, 1000 * sizeof(float));
+    cudaMalloc((void **)&o, 8 * sizeof(float));
+    cudaHostAlloc((void **)&h, 1000 * sizeof(float), 0);
+    CHECK(isnan(d[0]) && isnan(d[999]), "new device memory reads as NaN");
+
+    /* barriers and shared memory */
+    float x[1000];
+    for (int i = 0; i < 1000; ++i)
+        x[i] = (float)(i % 7);
+    cudaMemcpy(d, x, sizeof x, cudaMemcpyHostToDevice);
+    LAUNCH(k_block_sum, 4, 256, 0)((const float *)d, o, 1000);
+    float sums[4];
+    cudaMemcpy(sums, o, sizeof sums, cudaMemcpyDeviceToHost);
+    for (int b = 0; b < 4; ++b) {
+        float want = 0;
+        for (int i = b * 256; i < (b + 1) * 256 && i < 1000; ++i)
+            want += x[i];
+        CHECK(sums[b] == want, "block %d sum %g, want %g", b, sums[b], want);
+    }
+
+    /* shuffles */
+    double *dx = nullptr, *dout = nullptr, hx[128], hout[4];
+    cudaMalloc((void **)&dx, sizeof hx);
+    cudaMalloc((void **)&dout, sizeof hout);
+    for (int i = 0; i < 128; ++i)
+        hx[i] = i * 0.5;
+    cudaMemcpy(dx, hx, sizeof hx, cudaMemcpyHostToDevice);
+    LAUNCH(k_warp_sum, 2, 64, 0)((const double *)dx, dout);
+    cudaMemcpy(hout, dout, sizeof hout, cudaMemcpyDeviceToHost);
+    for (int w = 0; w < 4; ++w) {
+        double want = 0;
+        for (int i = w * 32; i < w * 32 + 32; ++i)
+            want += hx[i];
+        CHECK(hout[w] == want, "warp %d sum %g, want %g", w, hout[w], want);
+    }
+
+    /* direct blocks cover the grid */
+    LAUNCH(k_iota, 3, 128, 0)(d, 1000LL);
+    cudaMemcpy(x, d, sizeof x, cudaMemcpyDeviceToHost);
+    int bad = 0;
+    for (int i = 0; i < 1000; ++i)
+        bad += x[i] != (float)i;
+    CHECK(bad == 0, "grid-stride loop: %d of 1000 wrong", bad);
+
+    /* queued work runs when waited for: a copy to page-locked memory lands at the sync */
+    cudaStream_t a, b;
+    cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking);
+    cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking);
+    h[5] = -1.0f;
+    cudaMemcpyAsync(h, d, 1000 * sizeof(float), cudaMemcpyDeviceToHost, a);
+    CHECK(h[5] == -1.0f, "a queued copy ran before anything waited for it");
+    cudaStreamSynchronize(a);
+    CHECK(h[5] == 5.0f, "the copy had not run after cudaStreamSynchronize (h[5] = %g)", h[5]);
+
+    /* across streams: b sees a's kernel only through an event */
+    cudaEvent_t ev;
+    cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    cudaMemsetAsync(o, 0, sizeof(float), a);
+    LAUNCH(k_add_one, 1, 32, a)(o);
+    cudaEventRecord(ev, a);
+    cudaStreamWaitEvent(b, ev, 0);
+    cudaMemcpyAsync(h, o, sizeof(float), cudaMemcpyDeviceToHost, b);
+    cudaStreamSynchronize(b);
+    CHECK(h[0] == 1.0f, "b waited on a's event but read %g", h[0]);
+    LAUNCH(k_add_one, 1, 32, a)(o); /* no event: b may run first */
+    cudaMemcpyAsync(h, o, sizeof(float), cudaMemcpyDeviceToHost, b);
+    cudaStreamSynchronize(b);
+    CHECK(h[0] == 1.0f, "b read a's later kernel without waiting for it (%g)", h[0]);
+    cudaDeviceSynchronize();
+    cudaMemcpy(h, o, sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(h[0] == 2.0f, "cudaDeviceSynchronize left a's work undone (%g)", h[0]);
+
+    /* graph capture records, replay runs */
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t ge = nullptr;
+    CHECK(cudaStreamBeginCapture(a, cudaStreamCaptureModeThreadLocal) == cudaSuccess, "capture");
+    LAUNCH(k_add_one, 1, 32, a)(o);
+    CHECK(cudaStreamEndCapture(a, &g) == cudaSuccess && g, "end capture");
+    cudaMemcpy(h, o, sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(h[0] == 2.0f, "a captured kernel ran at capture (%g)", h[0]);
+    cudaGraphInstantiate(&ge, g, 0);
+    for (int i = 0; i < 3; ++i)
+        cudaGraphLaunch(ge, a);
+    cudaStreamSynchronize(a);
+    cudaMemcpy(h, o, sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(h[0] == 5.0f, "three replays gave %g, want 5", h[0]);
+
+    /* capture rules: a synchronizing call breaks the capture */
+    cudaStreamBeginCapture(a, cudaStreamCaptureModeThreadLocal);
+    void *m = nullptr;
+    CHECK(cudaMalloc(&m, 16) == cudaErrorStreamCaptureUnsupported, "cudaMalloc during capture");
+    cudaGraph_t g2 = nullptr;
+    CHECK(cudaStreamEndCapture(a, &g2) == cudaErrorStreamCaptureInvalidated && !g2,
+          "a broken capture ended without an error");
+    (void)cudaGetLastError();
+
+    /* launch errors */
+    LAUNCH(k_add_one, 1, 2048, 0)(o);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "2048 threads accepted");
+    LAUNCH(k_add_one, 0, 32, 0)(o);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "an empty grid accepted");
+
+    /* faults */
+    CHECK(in_child([&]() {
+              float host[4];
+              LAUNCH(k_add_one, 1, 32, 0)(host);
+              cudaDeviceSynchronize();
+          }) == SIGABRT,
+          "a host pointer handed to a kernel");
+    CHECK(in_child([&]() {
+              float host[4];
+              cudaMemcpy(host, x, sizeof host, cudaMemcpyHostToDevice);
+          }) == SIGABRT,
+          "a host-to-device copy to host memory");
+    CHECK(in_child([&]() { cudaMemcpy(d, x, 1001 * sizeof(float), cudaMemcpyHostToDevice); }) ==
+              SIGABRT,
+          "a copy past the end of an allocation");
+    CHECK(in_child([&]() {
+              LAUNCH(k_shfl_diverged, 1, 32, 0)(dx);
+              cudaDeviceSynchronize();
+          }) == SIGABRT,
+          "a shuffle that half the warp skips");
+    CHECK(in_child([&]() {
+              LAUNCH(k_sync_diverged, 1, 32, 0)(d);
+              cudaDeviceSynchronize();
+          }) == SIGABRT,
+          "threads of a block at different __syncthreads");
+    CHECK(in_child([&]() {
+              LAUNCH(k_add_one, 1, 32, 0)(o);
+              cudaDeviceSynchronize();
+          }) == 0,
+          "a correct launch faulted");
+
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+    cudaEventDestroy(ev);
+    cudaStreamDestroy(a);
+    cudaStreamDestroy(b);
+    cudaFree(d);
+    cudaFree(o);
+    cudaFree(dx);
+    cudaFree(dout);
+    cudaFreeHost(h);
+    printf("%s: %d checks, %d failed\n", failed ? "FAIL" : "PASS", checks, failed);
+    return failed ? 1 : 0;
+}
