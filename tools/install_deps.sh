@@ -23,8 +23,9 @@ OPTIONAL=(dataset-fashion-mnist)
 # CNNKIT_WITH_TORCH=1 bash tools/install_deps.sh
 if [[ "${CNNKIT_WITH_TORCH:-0}" == 1 ]]; then OPTIONAL+=(python3-torch); fi
 # CI's hardening phases (.ci/run sets this): valgrind for `make valgrind`, clang (with its
-# libFuzzer runtime) for `make fuzz`, python3 to cut the mini data set of the valgrind run
-if [[ "${CNNKIT_WITH_CI_TOOLS:-0}" == 1 ]]; then REQUIRED+=(valgrind clang libclang-rt-14-dev python3); fi
+# libFuzzer runtime) for `make fuzz`, python3 to cut the mini data set of the valgrind run, g++
+# for `make test-emu` (the kernels compiled as C++ against kemu)
+if [[ "${CNNKIT_WITH_CI_TOOLS:-0}" == 1 ]]; then REQUIRED+=(valgrind clang libclang-rt-14-dev python3 g++); fi
 
 log() { printf 'install_deps: %s\n' "$*"; }
 
