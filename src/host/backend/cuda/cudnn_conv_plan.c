@@ -739,9 +739,10 @@ ck_status ck_gconv_create_dt(ck_context *ctx, const ck_conv_geom *g, int force_n
     if (st == CK_STATUS_SUCCESS || dt != CK_KDT_BF16 || st == CK_STATUS_ALLOC_FAILED ||
         st == CK_STATUS_BAD_PARAM)
         return st;
-    /* no bf16 algorithm for this shape: the same roundings on an fp32 plan */
-    char why[200]; /* the refusal's start: enough for the log line */
-    snprintf(why, sizeof why, "%.199s", ctx->err);
+    /* no bf16 algorithm for this shape: the same roundings on an fp32 plan; the log line keeps
+     * the refusal's sentence, not its candidate list */
+    char why[200];
+    snprintf(why, sizeof why, "%.*s", (int)strcspn(ctx->err, ";"), ctx->err);
     const ck_status wst = gconv_create(ctx, g, force_nchw, CK_KDT_F32, 1, out);
     if (wst != CK_STATUS_SUCCESS)
         return ck_fail_after(ctx, wst, why);
@@ -806,7 +807,7 @@ void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len) {
     if (c->dt == CK_KDT_BF16)
         ck_appendf(buf, len, &at, ", bf16 data");
     if (c->wide)
-        ck_appendf(buf, len, &at, ", bf16 storage on an fp32 plan (the same roundings)%s%.120s",
+        ck_appendf(buf, len, &at, ", bf16 storage on an fp32 plan (the same roundings)%s%s",
                    c->why[0] ? ": no bf16 plan: " : "", c->why);
 }
 #else
