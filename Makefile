@@ -51,13 +51,17 @@ endif
 EMU_BUILD ?= build-emu
 # NCCL is not emulated: gpu_comm's NCCL tests are left out.
 EMU_FILTER ?= @(gpu/*|gpu_@(bf16|graph|layers|model)/*|gpu_comm/!(nccl_*)|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)
+# Then bench_ops at the model's shapes: every op table case on the device, re-checked against
+# the CPU after timing (the timings mean nothing here; a failed row fails the target).
 test-emu:
-	@cmake -S . -B $(EMU_BUILD) -DCNNKIT_EMU=ON -DCNNKIT_BUILD_BENCH=OFF -DCNNKIT_NCCL=OFF -DCNNKIT_MPI=OFF \
+	@cmake -S . -B $(EMU_BUILD) -DCNNKIT_EMU=ON -DCNNKIT_BUILD_BENCH=ON -DCNNKIT_NCCL=OFF -DCNNKIT_MPI=OFF \
 	  $(EMU_CMAKE_FLAGS) > $(EMU_BUILD).configure.log 2>&1 || { cat $(EMU_BUILD).configure.log; exit 1; }
-	@cmake --build $(EMU_BUILD) -j $(JOBS) --target cnnkit_tests kemu_fakes_selftest kemu_rt_selftest
+	@cmake --build $(EMU_BUILD) -j $(JOBS) --target cnnkit_tests kemu_fakes_selftest kemu_rt_selftest bench_ops
 	@$(EMU_ENV) $(EMU_BUILD)/tests/kemu/kemu_rt_selftest
 	@$(EMU_ENV) $(EMU_BUILD)/tests/kemu/kemu_fakes_selftest
 	@$(EMU_ENV) CNNKIT_REQUIRE_GPU=1 OMP_NUM_THREADS=1 $(EMU_BUILD)/tests/cnnkit_tests --jobs $(JOBS) --filter '$(EMU_FILTER)' $(TEST_ARGS)
+	@$(EMU_ENV) OMP_NUM_THREADS=1 $(EMU_BUILD)/bench/bench_ops --bench-sizes --repeats 2 --csv \
+	  > $(EMU_BUILD)/bench_ops.csv
 
 # On a GPU host with the CUDA toolkit (GPU CI: .github/workflows/gpu.yml): the suite with
 # CNNKIT_REQUIRE_GPU=1 (a GPU test that cannot run fails instead of skipping), then

@@ -653,6 +653,9 @@ cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr attr, int device) {
     case cudaDevAttrWarpSize:
         *v = 32;
         break;
+    case cudaDevAttrL2CacheSize:
+        *v = 60 << 20;
+        break;
     default:
         return set_error(cudaErrorInvalidValue);
     }
