@@ -20,9 +20,11 @@
 
 #include "kemu.h"
 
-/* Blocks run one at a time on one host thread: a static is the block's shared memory. */
+/* Blocks run one at a time on one host thread: a static is the block's shared memory. All of
+ * them live in one section, which kemu fills with NaN bytes before each block that waits at a
+ * barrier, so a read of shared memory the block did not write shows, as garbage would. */
 #undef __shared__
-#define __shared__ static
+#define __shared__ static __attribute__((section("kemu_shared")))
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 

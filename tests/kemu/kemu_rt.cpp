@@ -412,7 +412,14 @@ void run_block_direct(const dim3 &g, const dim3 &b, const uint3 &bid) {
     run.direct = false;
 }
 
+/* The __shared__ variables of every kernel (kemu_device.h puts them in this section). */
+extern "C" char __start_kemu_shared[] __attribute__((weak));
+extern "C" char __stop_kemu_shared[] __attribute__((weak));
+
 void run_block(const dim3 &g, const dim3 &b, const uint3 &bid) {
+    const uintptr_t sh0 = (uintptr_t)__start_kemu_shared, sh1 = (uintptr_t)__stop_kemu_shared;
+    if (sh0 && sh1 > sh0)
+        memset(__start_kemu_shared, poison, sh1 - sh0);
     const int n = lane_count(b);
     if ((int)run.f.size() < n)
         run.f.resize(n);

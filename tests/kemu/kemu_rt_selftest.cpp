@@ -56,6 +56,15 @@ __global__ void k_iota(float *y, long long n) {
         y[t] = (float)t;
 }
 
+/* reads a shared value no thread of this block wrote (the first block writes it) */
+__global__ void k_shared_unset(float *y) {
+    __shared__ float sh[32];
+    if (blockIdx.x == 0)
+        sh[threadIdx.x] = 1.0f;
+    __syncthreads();
+    y[blockIdx.x * blockDim.x + threadIdx.x] = sh[threadIdx.x];
+}
+
 __global__ void k_add_one(float *y) {
     if (threadIdx.x == 0 && blockIdx.x == 0)
         y[0] += 1.0f;
@@ -133,6 +142,15 @@ int main() {
     for (int i = 0; i < 1000; ++i)
         bad += x[i] != (float)i;
     CHECK(bad == 0, "grid-stride loop: %d of 1000 wrong", bad);
+
+    /* shared memory holds garbage (NaN here) where the block did not write it */
+    float *sd = nullptr;
+    cudaMalloc((void **)&sd, 64 * sizeof(float));
+    LAUNCH(k_shared_unset, 2, 32, 0)(sd);
+    cudaMemcpy(x, sd, 64 * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaFree(sd);
+    CHECK(x[0] == 1.0f && isnan(x[32]), "shared memory carried over between blocks (%g, %g)", x[0],
+          x[32]);
 
     /* queued work runs when waited for: a copy to page-locked memory lands at the sync */
     cudaStream_t a, b;
