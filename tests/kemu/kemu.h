@@ -5,9 +5,9 @@
  * indices, wrong pointers, missing copies, misuse of the API), never races or speed. The fakes of
  * cuDNN and cuBLAS follow the documented semantics; they cannot find a misreading of them.
  *
- * Device memory is host memory from cudaMalloc (tracked); every stream is synchronous: work runs
- * when it is submitted, unless the stream is being captured into a CUDA graph, where it is
- * recorded and run at each cudaGraphLaunch.
+ * Device memory is host memory from cudaMalloc (tracked). Streams are queues: their work runs
+ * when something waits for it (a synchronize, a copy to host memory, another stream's wait on an
+ * event), or is recorded into the graph being captured and runs at each cudaGraphLaunch.
  */
 #ifndef CNNKIT_KEMU_H
 #define CNNKIT_KEMU_H

@@ -54,14 +54,20 @@ struct CUstream_st {
     bool blocking = true;      /* orders with the legacy stream (no cudaStreamNonBlocking) */
     std::deque<kemu_op> q;
 };
+/* What an event's markers write: only the latest cudaEventRecord's marker counts, and a marker
+ * may run after cudaEventDestroy (the runtime lets the event's work finish). */
+struct kemu_event_state {
+    uint64_t gen = 0; /* the latest record */
+    bool fired = false;
+    double ms = 0;
+};
 struct CUevent_st {
     bool timing = true;
     bool recorded = false; /* cudaEventRecord was called outside a capture */
-    bool fired = false;    /* its marker has run */
     CUstream_st *src = nullptr;
-    uint64_t seq = 0;          /* its marker's place in src */
+    uint64_t seq = 0;          /* the latest marker's place in src */
     CUgraph_st *cap = nullptr; /* recorded into this capture */
-    double ms = 0;
+    std::shared_ptr<kemu_event_state> st = std::make_shared<kemu_event_state>();
 };
 
 namespace kemu {
@@ -343,23 +349,29 @@ bool release(const char *file) {
     const int n = run.n;
     for (int w = 0; w * 32 < n; ++w) {
         const int lo = w * 32, hi = lo + 32 < n ? lo + 32 : n;
-        unsigned waiting = 0, mask = 0;
+        unsigned done = 0;
         for (int i = lo; i < hi; ++i)
-            if (run.f[i].state == st::warp_wait) {
-                waiting |= 1u << (i - lo);
-                mask = run.f[i].mask;
-            }
-        if (!waiting)
-            continue;
-        const unsigned present = hi - lo == 32 ? 0xffffffffu : (1u << (hi - lo)) - 1;
-        const unsigned need = mask & present;
-        if ((waiting & need) == need) {
-            for (int i = lo; i < hi; ++i)
-                if (run.f[i].state == st::warp_wait) {
-                    if (run.f[i].mask != mask)
-                        fault("%s:%d: __shfl_down_sync with masks %#x and %#x in one warp", file,
-                              run.f[i].line, mask, run.f[i].mask);
-                    run.f[i].state = st::ready;
+            if (run.f[i].state == st::done)
+                done |= 1u << (i - lo);
+        const unsigned present = (hi - lo == 32 ? 0xffffffffu : (1u << (hi - lo)) - 1) & ~done;
+        /* the lanes waiting with one mask go on together once every live lane of it arrived, all
+         * at one call site (the same intrinsic, as the rule requires) */
+        for (int i = lo; i < hi; ++i) {
+            if (run.f[i].state != st::warp_wait)
+                continue;
+            const unsigned mask = run.f[i].mask, need = mask & present;
+            unsigned waiting = 0;
+            for (int j = lo; j < hi; ++j)
+                if (run.f[j].state == st::warp_wait && run.f[j].mask == mask)
+                    waiting |= 1u << (j - lo);
+            if ((waiting & need) != need)
+                continue;
+            for (int j = lo; j < hi; ++j)
+                if (waiting >> (j - lo) & 1u) {
+                    if (run.f[j].line != run.f[i].line)
+                        fault("%s: lanes of one warp meet at __shfl_down_sync from lines %d and %d",
+                              file, run.f[i].line, run.f[j].line);
+                    run.f[j].state = st::ready;
                 }
             any = true;
         }
@@ -490,8 +502,8 @@ uint64_t shfl_down(unsigned mask, uint64_t bits, unsigned delta, int width, int 
     uint64_t r = bits;
     if (src < seg + width && src - lane < 32) {
         const int j = i - lane + src;
-        if (j >= run.n || !(mask >> src & 1u))
-            fault("%s:%d: __shfl_down_sync reads lane %d, absent or not in mask %#x",
+        if (j >= run.n || !(mask >> src & 1u) || run.f[j].state == st::done)
+            fault("%s:%d: __shfl_down_sync reads lane %d, absent, exited or not in mask %#x",
                   run.site->file, line, src, mask);
         r = run.f[j].value;
     }
@@ -501,7 +513,9 @@ uint64_t shfl_down(unsigned mask, uint64_t bits, unsigned delta, int width, int 
 }
 
 void check_kernel_pointer(const launch_site &at, int index, const void *p) {
-    if (p && !in_map(dev_allocs, p, 1) && !in_map(host_allocs, p, 1))
+    const void *before = (const char *)p - 1; /* one past the end is a valid pointer */
+    if (p && !in_map(dev_allocs, p, 1) && !in_map(host_allocs, p, 1) &&
+        !in_map(dev_allocs, before, 1) && !in_map(host_allocs, before, 1))
         fault("%s:%d: kernel argument %d (%p) is not device memory", at.file, at.line, index, p);
 }
 
@@ -701,8 +715,8 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     if (bytes > ((size_t)16 << 30))
         return set_error(cudaErrorMemoryAllocation);
     const size_t n = bytes ? bytes : 1;
-    void *m = aligned_alloc(256, (n + 255) / 256 * 256);
-    if (!m)
+    void *m = nullptr; /* exactly n bytes: ASan sees the first byte past them */
+    if (posix_memalign(&m, 256, n) != 0)
         return set_error(cudaErrorMemoryAllocation);
     memset(m, poison, n);
     dev_allocs[(uintptr_t)m] = n;
@@ -729,9 +743,10 @@ cudaError_t cudaFree(void *p) {
 cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags) {
     LOCK;
     const size_t n = bytes ? bytes : 1;
-    void *m = aligned_alloc(256, (n + 255) / 256 * 256);
-    if (!m)
+    void *m = nullptr; /* exactly n bytes: ASan sees the first byte past them */
+    if (posix_memalign(&m, 256, n) != 0)
         return set_error(cudaErrorMemoryAllocation);
+    memset(m, poison, n);
     host_allocs[(uintptr_t)m] = n;
     *p = m;
     return cudaSuccess;
@@ -755,6 +770,8 @@ cudaError_t cudaFreeHost(void *p) {
 }
 
 static void check_copy(const char *what, void *dst, const void *src, size_t n, cudaMemcpyKind k) {
+    if (!n)
+        return;
     const bool dd = in_map(dev_allocs, dst, n ? n : 1), sd = in_map(dev_allocs, src, n ? n : 1);
     bool ok = true;
     switch (k) {
@@ -811,16 +828,27 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
     }));
 }
 
+/* cudaMemcpy as "API synchronization behavior" says: to host memory it returns when done; from
+ * host memory once the bytes are staged; device to device without waiting. */
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k) {
     LOCK;
     if (unsafe_call())
         return set_error(cudaErrorStreamCaptureImplicit);
     check_copy("cudaMemcpy", dst, src, n, k);
-    enqueue(nullptr, [=]() {
-        if (n)
-            memmove(dst, src, n);
-    });
-    drain(&legacy, UINT64_MAX);
+    if (!n)
+        return cudaSuccess;
+    const bool to_host = !in_map(dev_allocs, dst, 1), from_device = in_map(dev_allocs, src, 1);
+    if (to_host) {
+        enqueue(nullptr, [=]() { memmove(dst, src, n); });
+        drain(&legacy, UINT64_MAX);
+    } else if (!from_device) {
+        std::shared_ptr<std::vector<unsigned char>> staged =
+            std::make_shared<std::vector<unsigned char>>((const unsigned char *)src,
+                                                         (const unsigned char *)src + n);
+        enqueue(nullptr, [=]() { memcpy(dst, staged->data(), n); });
+    } else {
+        enqueue(nullptr, [=]() { memmove(dst, src, n); });
+    }
     return cudaSuccess;
 }
 
@@ -837,8 +865,7 @@ cudaError_t cudaMemset(void *p, int v, size_t n) {
         return set_error(cudaErrorStreamCaptureImplicit);
     if (n && !in_map(dev_allocs, p, n))
         fault("cudaMemset(%p, %zu bytes): not inside one device allocation", p, n);
-    enqueue(nullptr, [=]() { memset(p, v, n); });
-    drain(&legacy, UINT64_MAX);
+    enqueue(nullptr, [=]() { memset(p, v, n); }); /* asynchronous for device memory */
     return cudaSuccess;
 }
 
@@ -993,8 +1020,6 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
     LOCK;
     if (!events.count(e))
         return set_error(cudaErrorInvalidResourceHandle);
-    if (e->src && !e->fired) /* its marker still refers to it */
-        drain(e->src, e->seq);
     events.erase(e);
     delete e;
     return cudaSuccess;
@@ -1013,11 +1038,15 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     }
     e->cap = nullptr;
     e->recorded = true;
-    e->fired = false;
     e->src = st ? st : &legacy;
-    e->seq = enqueue(st, [e]() {
-        e->fired = true;
-        e->ms = now_ms();
+    const uint64_t gen = ++e->st->gen;
+    e->st->fired = false;
+    std::shared_ptr<kemu_event_state> es = e->st;
+    e->seq = enqueue(st, [es, gen]() {
+        if (es->gen == gen) {
+            es->fired = true;
+            es->ms = now_ms();
+        }
     });
     return cudaSuccess;
 }
@@ -1039,7 +1068,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
         return set_error(cudaErrorStreamCaptureImplicit);
     if (st && st->cap) /* outside work seen from a capture: ordered already at replay time */
         return cudaSuccess;
-    if (e->recorded && e->src && !e->fired) {
+    if (e->recorded && e->src && !e->st->fired) {
         CUstream_st *src = e->src;
         const uint64_t seq = e->seq;
         enqueue(st, [src, seq]() {
@@ -1056,7 +1085,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
         return set_error(cudaErrorInvalidResourceHandle);
     if (e->cap || unsafe_call())
         return set_error(cudaErrorStreamCaptureUnsupported);
-    if (e->src && !e->fired)
+    if (e->src && !e->st->fired)
         drain(e->src, e->seq);
     return cudaSuccess;
 }
@@ -1071,9 +1100,9 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
         return set_error(cudaErrorInvalidResourceHandle);
     if (!a->recorded || !b->recorded)
         return set_error(cudaErrorInvalidResourceHandle);
-    if (!a->fired || !b->fired)
+    if (!a->st->fired || !b->st->fired)
         return set_error(cudaErrorNotReady);
-    *ms = (float)(b->ms - a->ms);
+    *ms = (float)(b->st->ms - a->st->ms);
     return cudaSuccess;
 }
 

@@ -75,6 +75,25 @@ __global__ void k_shfl_diverged(double *x) {
         x[threadIdx.x] = __shfl_down_sync(0xffffffffu, x[threadIdx.x], 1);
 }
 
+/* two half-warps reduce with their own masks (width 16): legal */
+__global__ void k_half_warps(double *x) {
+    const unsigned mask = threadIdx.x < 16 ? 0x0000ffffu : 0xffff0000u;
+    double v = x[threadIdx.x];
+    for (int o = 8; o > 0; o /= 2)
+        v += __shfl_down_sync(mask, v, o, 16);
+    x[threadIdx.x] = v;
+}
+
+/* the same shuffle from two call sites: undefined on a GPU */
+__global__ void k_shfl_two_sites(double *x) {
+    double v = x[threadIdx.x];
+    if (threadIdx.x < 16)
+        v = __shfl_down_sync(0xffffffffu, v, 1);
+    else
+        v = __shfl_down_sync(0xffffffffu, v, 1);
+    x[threadIdx.x] = v;
+}
+
 __global__ void k_sync_diverged(float *x) {
     if (threadIdx.x < 16)
         __syncthreads();
@@ -83,7 +102,14 @@ __global__ void k_sync_diverged(float *x) {
     x[threadIdx.x] = 0;
 }
 
-/* The child's exit: 0 when body returned, else the signal (kemu::fault aborts). */
+/* a 16-byte load from an address that is not 16-byte aligned */
+__global__ void k_misaligned(const float *x, float *y) {
+    const float4 v = *reinterpret_cast<const float4 *>(x + 1);
+    y[threadIdx.x] = v.x;
+}
+
+/* The child's end: 0 when body returned, the signal (kemu::fault aborts), or 1000 + a nonzero
+ * exit status (UBSan's). */
 template <class F> static int in_child(F body) {
     fflush(stdout);
     const pid_t p = fork();
@@ -94,7 +120,7 @@ template <class F> static int in_child(F body) {
     }
     int st = 0;
     waitpid(p, &st, 0);
-    return WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+    return WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st) ? 1000 + WEXITSTATUS(st) : 0;
 }
 
 int main() {
@@ -134,6 +160,16 @@ int main() {
             want += hx[i];
         CHECK(hout[w] == want, "warp %d sum %g, want %g", w, hout[w], want);
     }
+
+    /* half-warp shuffles */
+    for (int i = 0; i < 32; ++i)
+        hx[i] = i;
+    cudaMemcpy(dx, hx, 32 * sizeof(double), cudaMemcpyHostToDevice);
+    LAUNCH(k_half_warps, 1, 32, 0)(dx);
+    cudaMemcpy(hout, dx, sizeof(double), cudaMemcpyDeviceToHost);
+    double h16;
+    cudaMemcpy(&h16, dx + 16, sizeof(double), cudaMemcpyDeviceToHost);
+    CHECK(hout[0] == 120.0 && h16 == 376.0, "half-warp sums %g, %g (want 120, 376)", hout[0], h16);
 
     /* direct blocks cover the grid */
     LAUNCH(k_iota, 3, 128, 0)(d, 1000LL);
@@ -179,6 +215,29 @@ int main() {
     cudaDeviceSynchronize();
     cudaMemcpy(h, o, sizeof(float), cudaMemcpyDeviceToHost);
     CHECK(h[0] == 2.0f, "cudaDeviceSynchronize left a's work undone (%g)", h[0]);
+
+    /* an event recorded again: waits see the latest record */
+    cudaStream_t c;
+    cudaStreamCreateWithFlags(&c, cudaStreamNonBlocking);
+    cudaMemset(o, 0, sizeof(float));
+    cudaDeviceSynchronize();
+    LAUNCH(k_add_one, 1, 32, b)(o);
+    cudaEventRecord(ev, a);
+    cudaEventRecord(ev, b); /* after b's kernel */
+    cudaStreamSynchronize(a);
+    cudaStreamWaitEvent(c, ev, 0);
+    cudaMemcpyAsync(h, o, sizeof(float), cudaMemcpyDeviceToHost, c);
+    cudaStreamSynchronize(c);
+    CHECK(h[0] == 1.0f, "a wait on a re-recorded event used the older record (%g)", h[0]);
+    cudaDeviceSynchronize();
+    cudaMemset(o, 0, sizeof(float));
+    cudaMemcpy(h, o, sizeof(float), cudaMemcpyDeviceToHost);
+    LAUNCH(k_add_one, 1, 32, a)(o);
+    LAUNCH(k_add_one, 1, 32, a)(o);
+    cudaDeviceSynchronize();
+    cudaMemcpy(h, o, sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(h[0] == 2.0f, "two kernels after a reset gave %g", h[0]);
+    cudaStreamDestroy(c);
 
     /* graph capture records, replay runs */
     cudaGraph_t g = nullptr;
@@ -231,10 +290,20 @@ int main() {
           }) == SIGABRT,
           "a shuffle that half the warp skips");
     CHECK(in_child([&]() {
+              LAUNCH(k_shfl_two_sites, 1, 32, 0)(dx);
+              cudaDeviceSynchronize();
+          }) == SIGABRT,
+          "a shuffle met from two call sites");
+    CHECK(in_child([&]() {
               LAUNCH(k_sync_diverged, 1, 32, 0)(d);
               cudaDeviceSynchronize();
           }) == SIGABRT,
           "threads of a block at different __syncthreads");
+    CHECK(in_child([&]() {
+              LAUNCH(k_misaligned, 1, 32, 0)((const float *)d, d);
+              cudaDeviceSynchronize();
+          }) != 0,
+          "a misaligned float4 load");
     CHECK(in_child([&]() {
               LAUNCH(k_add_one, 1, 32, 0)(o);
               cudaDeviceSynchronize();
