@@ -79,6 +79,10 @@ std::set<CUstream_st *> streams;
 std::set<CUevent_st *> events;
 CUstream_st legacy;    /* stream 0 */
 uint64_t next_seq = 0; /* every queued op's number, in submission order */
+/* KEMU_ORDER=reverse: the threads between two barriers, and the blocks of a grid, run last to
+ * first, so a missing barrier whose reader comes after its writer in one order shows in the other
+ */
+const bool reverse_order = getenv("KEMU_ORDER") && !strcmp(getenv("KEMU_ORDER"), "reverse");
 /* KEMU_EAGER=1: work runs when it is submitted (to tell an ordering error from another) */
 const bool eager = getenv("KEMU_EAGER") && atoi(getenv("KEMU_EAGER"));
 thread_local cudaError_t last_error = cudaSuccess;
@@ -411,7 +415,8 @@ void run_block_direct(const dim3 &g, const dim3 &b, const uint3 &bid) {
         run.f.resize(n);
     run.n = n;
     run.direct = true;
-    for (int i = 0; i < n; ++i) {
+    for (int k = 0; k < n; ++k) {
+        const int i = reverse_order ? n - 1 - k : k;
         fiber &f = run.f[i];
         f.at.tid = make_uint3(i % b.x, (i / b.x) % b.y, i / (b.x * b.y));
         f.at.bid = bid;
@@ -446,12 +451,14 @@ void run_block(const dim3 &g, const dim3 &b, const uint3 &bid) {
     }
     for (;;) {
         bool ran = false;
-        for (int i = 0; i < n; ++i)
+        for (int k = 0; k < n; ++k) {
+            const int i = reverse_order ? n - 1 - k : k;
             if (run.f[i].state == st::ready) {
                 run.cur = i;
                 switch_to_fiber(run.f[i]);
                 ran = true;
             }
+        }
         run.cur = -1;
         if (!release(run.site->file) && !ran)
             break;
@@ -536,9 +543,12 @@ void launch(const cfg &c, std::function<void()> body, std::function<void()> chec
         run.site = &cc.at;
         run.waited = false;
         bool first = true;
-        for (unsigned z = 0; z < cc.grid.z; ++z)
-            for (unsigned y = 0; y < cc.grid.y; ++y)
-                for (unsigned x = 0; x < cc.grid.x; ++x) {
+        for (unsigned zz = 0; zz < cc.grid.z; ++zz)
+            for (unsigned yy = 0; yy < cc.grid.y; ++yy)
+                for (unsigned xx = 0; xx < cc.grid.x; ++xx) {
+                    const unsigned z = reverse_order ? cc.grid.z - 1 - zz : zz;
+                    const unsigned y = reverse_order ? cc.grid.y - 1 - yy : yy;
+                    const unsigned x = reverse_order ? cc.grid.x - 1 - xx : xx;
                     if (first || run.waited)
                         run_block(cc.grid, cc.block, make_uint3(x, y, z));
                     else
