@@ -8,6 +8,9 @@
 #ifndef CNNKIT_KEMU_DEVICE_H
 #define CNNKIT_KEMU_DEVICE_H
 
+/* ck_math.h takes its device branches (__fmul_rn and the like), as under nvcc */
+#define KEMU_DEVICE 1
+
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -140,13 +143,22 @@ static inline float __uint_as_float(unsigned int u) {
     memcpy(&x, &u, sizeof x);
     return x;
 }
-/* Round-to-nearest fp32 add and multiply, never contracted into an fma (the point of the
- * intrinsics; the emulated build compiles with -ffp-contract=off). */
+/* Round-to-nearest add and multiply, never contracted into an FMA (the point of the intrinsics:
+ * the emulated kernels are compiled to contract the rest, as nvcc does by default). */
 static inline float __fadd_rn(float a, float b) {
-    return a + b;
+    float r = a + b;
+    asm("" : "+x"(r)); /* opaque to the compiler: nothing fuses across it */
+    return r;
 }
 static inline float __fmul_rn(float a, float b) {
-    return a * b;
+    float r = a * b;
+    asm("" : "+x"(r));
+    return r;
+}
+static inline double __dmul_rn(double a, double b) {
+    double r = a * b;
+    asm("" : "+x"(r));
+    return r;
 }
 
 #endif

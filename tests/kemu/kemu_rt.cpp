@@ -520,9 +520,11 @@ uint64_t shfl_down(unsigned mask, uint64_t bits, unsigned delta, int width, int 
 }
 
 void check_kernel_pointer(const launch_site &at, int index, const void *p) {
-    const void *before = (const char *)p - 1; /* one past the end is a valid pointer */
-    if (p && !in_map(dev_allocs, p, 1) && !in_map(host_allocs, p, 1) &&
-        !in_map(dev_allocs, before, 1) && !in_map(host_allocs, before, 1))
+    if (!p)
+        return;
+    const void *before = (const void *)((uintptr_t)p - 1); /* one past the end is valid */
+    if (!in_map(dev_allocs, p, 1) && !in_map(host_allocs, p, 1) && !in_map(dev_allocs, before, 1) &&
+        !in_map(host_allocs, before, 1))
         fault("%s:%d: kernel argument %d (%p) is not device memory", at.file, at.line, index, p);
 }
 
