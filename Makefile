@@ -41,12 +41,16 @@ test-asan:
 # pointers, copies, API misuse); a real GPU is still the only test of races, of the real cuDNN
 # and cuBLAS, and of speed (README, "GPU tests without a GPU"). EMU_ASAN=1: the same under
 # AddressSanitizer + UBSan (its own build folder; several times slower).
+# KEMU_PROTECT=1 (not under ASan, which needs its own allocations): host code that touches device
+# memory directly stops, as it would fault on a GPU.
 ifeq ($(EMU_ASAN),1)
 EMU_BUILD ?= build-emu-asan
 EMU_SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 EMU_CMAKE_FLAGS += -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS="$(EMU_SAN)" -DCMAKE_CXX_FLAGS="$(EMU_SAN)"
 EMU_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+EMU_ENV = KEMU_PROTECT=1
 endif
 EMU_BUILD ?= build-emu
 # NCCL is not emulated: gpu_comm's NCCL tests are left out.

@@ -3,11 +3,13 @@
  * its kernels on fibers (kemu.h says what this finds and what it cannot).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <deque>
@@ -145,8 +147,55 @@ static CUstream_st *stream_of(cudaStream_t s) {
     return s;
 }
 
+namespace {
+
+/* KEMU_PROTECT=1: device memory is mapped pages that only kemu's own work (queued work, the
+ * poisoning of new memory) may touch; host code that reads or writes device memory directly
+ * (it would fault on a GPU) stops with a message. Freed memory is unmapped. */
+const bool protect = getenv("KEMU_PROTECT") && atoi(getenv("KEMU_PROTECT"));
+int open_depth = 0;
+size_t page_round(size_t n) {
+    const size_t pg = 4096;
+    return (n + pg - 1) / pg * pg;
+}
+void set_access(int prot) {
+    for (const auto &a : dev_allocs)
+        if (mprotect((void *)a.first, page_round(a.second), prot) != 0)
+            fault("mprotect: %s", strerror(errno));
+}
+struct device_open { /* device memory readable and writable while one lives */
+    device_open() {
+        if (protect && open_depth++ == 0)
+            set_access(PROT_READ | PROT_WRITE);
+    }
+    ~device_open() {
+        if (protect && --open_depth == 0)
+            set_access(PROT_NONE);
+    }
+};
+
+void on_segv(int sig, siginfo_t *si, void *) {
+    const uintptr_t a = (uintptr_t)si->si_addr;
+    for (const auto &d : dev_allocs)
+        if (a >= d.first && a < d.first + page_round(d.second)) {
+            char msg[160];
+            const int len = snprintf(msg, sizeof msg,
+                                     "kemu: host code touched device memory at %p (allocation %p, "
+                                     "%zu bytes): a GPU would fault here\n",
+                                     (void *)a, (void *)d.first, d.second);
+            if (len > 0)
+                (void)!write(2, msg, (size_t)len);
+            abort();
+        }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+} // namespace
+
 /* Runs st's queued work numbered up to upto, in order. */
 static void drain(CUstream_st *st, uint64_t upto) {
+    device_open open;
     while (!st->q.empty() && st->q.front().seq <= upto) {
         kemu_op op = std::move(st->q.front());
         st->q.pop_front();
@@ -727,10 +776,29 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     if (bytes > ((size_t)16 << 30))
         return set_error(cudaErrorMemoryAllocation);
     const size_t n = bytes ? bytes : 1;
-    void *m = nullptr; /* exactly n bytes: ASan sees the first byte past them */
-    if (posix_memalign(&m, 256, n) != 0)
+    void *m = nullptr;
+    if (protect) {
+        static bool handler = false;
+        if (!handler) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_sigaction = on_segv;
+            sa.sa_flags = SA_SIGINFO;
+            sigaction(SIGSEGV, &sa, nullptr);
+            handler = true;
+        }
+        m = mmap(nullptr, page_round(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                 0);
+        if (m == MAP_FAILED)
+            return set_error(cudaErrorMemoryAllocation);
+        memset(m, poison, n);
+        if (!open_depth && mprotect(m, page_round(n), PROT_NONE) != 0)
+            fault("mprotect: %s", strerror(errno));
+    } else if (posix_memalign(&m, 256, n) != 0) { /* exactly n bytes: ASan sees past them */
         return set_error(cudaErrorMemoryAllocation);
-    memset(m, poison, n);
+    } else {
+        memset(m, poison, n);
+    }
     dev_allocs[(uintptr_t)m] = n;
     *p = m;
     return cudaSuccess;
@@ -746,6 +814,11 @@ cudaError_t cudaFree(void *p) {
     auto it = dev_allocs.find((uintptr_t)p);
     if (it == dev_allocs.end())
         fault("cudaFree(%p): not a live cudaMalloc allocation", p);
+    if (protect) {
+        munmap(p, page_round(it->second)); /* a later touch faults */
+        dev_allocs.erase(it);
+        return cudaSuccess;
+    }
     memset(p, poison, it->second);
     dev_allocs.erase(it);
     free(p);

@@ -128,7 +128,12 @@ int main() {
     cudaMalloc((void **)&d, 1000 * sizeof(float));
     cudaMalloc((void **)&o, 8 * sizeof(float));
     cudaHostAlloc((void **)&h, 1000 * sizeof(float), 0);
-    CHECK(isnan(d[0]) && isnan(d[999]), "new device memory reads as NaN");
+    float first[1000];
+    cudaMemcpy(first, d, sizeof first, cudaMemcpyDeviceToHost);
+    CHECK(isnan(first[0]) && isnan(first[999]), "new device memory reads as NaN");
+    if (getenv("KEMU_PROTECT") && atoi(getenv("KEMU_PROTECT")))
+        CHECK(in_child([&]() { first[0] = d[0]; }) == SIGABRT,
+              "host code read device memory under KEMU_PROTECT=1");
 
     /* barriers and shared memory */
     float x[1000];
