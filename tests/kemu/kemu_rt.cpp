@@ -1050,7 +1050,10 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *statu
     CUstream_st *st = stream_of(s);
     if (!st) {
         *status = cudaStreamCaptureStatusNone;
-        return thread_capture ? set_error(cudaErrorStreamCaptureImplicit) : cudaSuccess;
+        /* an error only while a blocking stream captures (the legacy stream would join it) */
+        return thread_capture && thread_capture->blocking
+                   ? set_error(cudaErrorStreamCaptureImplicit)
+                   : cudaSuccess;
     }
     *status = !st->cap          ? cudaStreamCaptureStatusNone
               : st->invalidated ? cudaStreamCaptureStatusInvalidated
