@@ -19,17 +19,23 @@
 #define CK_HD static inline
 #endif
 
+/* Code compiled for the device: nvcc's device pass, or the kernels under kemu (tests/kemu), which
+ * take the same intrinsics. */
+#if defined(__CUDA_ARCH__) || defined(KEMU_DEVICE)
+#define CK_DEVICE_CODE 1
+#endif
+
 /* a * b rounded on its own: nvcc would otherwise fuse it with a following add (the C files build
  * with -ffp-contract=off). */
 CK_HD float ck_mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__) || defined(KEMU_DEVICE) /* kemu: tests/kemu */
+#ifdef CK_DEVICE_CODE
     return __fmul_rn(a, b); /* never contracted into an FMA */
 #else
     return a * b;
 #endif
 }
 CK_HD double ck_dmul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__) || defined(KEMU_DEVICE) /* kemu: tests/kemu */
+#ifdef CK_DEVICE_CODE
     return __dmul_rn(a, b);
 #else
     return a * b;
@@ -424,7 +430,7 @@ CK_HD float ck_pool_cells(int a0, int a1, int b0, int b1) {
  * integers on both sides (no __float2bfloat16) so host and device agree by construction.
  * ---------------------------------------------------------------------------------------- */
 CK_HD uint32_t ck_f32_bits(float x) {
-#if defined(__CUDA_ARCH__) || defined(KEMU_DEVICE) /* kemu: tests/kemu */
+#ifdef CK_DEVICE_CODE
     return __float_as_uint(x);
 #else
     uint32_t u;
@@ -433,7 +439,7 @@ CK_HD uint32_t ck_f32_bits(float x) {
 #endif
 }
 CK_HD float ck_f32_from_bits(uint32_t u) {
-#if defined(__CUDA_ARCH__) || defined(KEMU_DEVICE) /* kemu: tests/kemu */
+#ifdef CK_DEVICE_CODE
     return __uint_as_float(u);
 #else
     float x;

@@ -391,10 +391,6 @@ void fiber_start(fiber &f) {
     f.phase = 0;
 }
 
-int lane_count(const dim3 &b) {
-    return (int)(b.x * b.y * b.z);
-}
-
 /* Releases the waiters of warp barriers whose lanes have all arrived, and the block barrier
  * when every live thread waits there. Faults on a barrier that can never open. */
 bool release(const char *file) {
@@ -458,19 +454,22 @@ bool release(const char *file) {
 }
 
 /* A block of a kernel whose first block never waited: each thread runs to its end in turn. */
-void run_block_direct(const dim3 &g, const dim3 &b, const uint3 &bid) {
-    const int n = lane_count(b);
+/* Block bid's threads, their coordinates set: how many. */
+int block_threads(const dim3 &g, const dim3 &b, const uint3 &bid) {
+    const int n = (int)(b.x * b.y * b.z);
     if ((int)run.f.size() < n)
         run.f.resize(n);
     run.n = n;
+    for (int i = 0; i < n; ++i)
+        run.f[i].at = {make_uint3(i % b.x, (i / b.x) % b.y, i / (b.x * b.y)), bid, b, g};
+    return n;
+}
+
+void run_block_direct(const dim3 &g, const dim3 &b, const uint3 &bid) {
+    const int n = block_threads(g, b, bid);
     run.direct = true;
     for (int k = 0; k < n; ++k) {
         const int i = reverse_order ? n - 1 - k : k;
-        fiber &f = run.f[i];
-        f.at.tid = make_uint3(i % b.x, (i / b.x) % b.y, i / (b.x * b.y));
-        f.at.bid = bid;
-        f.at.bdim = b;
-        f.at.gdim = g;
         run.cur = i;
         (*run.body)();
     }
@@ -486,18 +485,9 @@ void run_block(const dim3 &g, const dim3 &b, const uint3 &bid) {
     const uintptr_t sh0 = (uintptr_t)__start_kemu_shared, sh1 = (uintptr_t)__stop_kemu_shared;
     if (sh0 && sh1 > sh0)
         memset(__start_kemu_shared, poison, sh1 - sh0);
-    const int n = lane_count(b);
-    if ((int)run.f.size() < n)
-        run.f.resize(n);
-    run.n = n;
-    for (int i = 0; i < n; ++i) {
-        fiber &f = run.f[i];
-        fiber_start(f);
-        f.at.tid = make_uint3(i % b.x, (i / b.x) % b.y, i / (b.x * b.y));
-        f.at.bid = bid;
-        f.at.bdim = b;
-        f.at.gdim = g;
-    }
+    const int n = block_threads(g, b, bid);
+    for (int i = 0; i < n; ++i)
+        fiber_start(run.f[i]);
     for (;;) {
         bool ran = false;
         for (int k = 0; k < n; ++k) {
@@ -888,6 +878,24 @@ static bool pageable(const void *p) {
     return !in_map(host_allocs, p, 1) && !in_map(dev_allocs, p, 1);
 }
 
+/* A copy's work; staged: the source's bytes taken now (a copy from pageable host memory). */
+static std::function<void()> copy_work(void *dst, const void *src, size_t n, bool staged) {
+    if (!staged)
+        return [=]() {
+            if (n)
+                memmove(dst, src, n);
+        };
+    std::shared_ptr<std::vector<unsigned char>> bytes =
+        std::make_shared<std::vector<unsigned char>>((const unsigned char *)src,
+                                                     (const unsigned char *)src + n);
+    return [=]() { memcpy(dst, bytes->data(), n); };
+}
+
+static void check_memset(const char *what, void *p, size_t n) {
+    if (n && !in_map(dev_allocs, p, n))
+        fault("%s(%p, %zu bytes): not inside one device allocation", what, p, n);
+}
+
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k,
                             cudaStream_t s) {
     LOCK;
@@ -895,21 +903,17 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
     CUstream_st *st = stream_of(s);
     const bool capture = (st && st->cap) || (!st && thread_capture);
     if (!capture && n && pageable(dst)) { /* device to pageable host: returns when done */
-        cudaError_t e = submit(s, [=]() { memmove(dst, src, n); });
+        cudaError_t e = submit(s, copy_work(dst, src, n, false));
         if (e == cudaSuccess)
             drain(st ? st : &legacy, UINT64_MAX);
         return e;
     }
-    if (!capture && n && pageable(src)) { /* pageable host to device: staged at the call */
-        std::shared_ptr<std::vector<unsigned char>> staged =
-            std::make_shared<std::vector<unsigned char>>((const unsigned char *)src,
-                                                         (const unsigned char *)src + n);
-        return set_error(submit(s, [=]() { memcpy(dst, staged->data(), n); }));
-    }
-    return set_error(submit(s, [=]() {
-        check_copy("cudaMemcpyAsync (run)", dst, src, n, k);
-        if (n)
-            memmove(dst, src, n);
+    if (!capture && n && pageable(src)) /* pageable host to device: staged at the call */
+        return set_error(submit(s, copy_work(dst, src, n, true)));
+    std::function<void()> work = copy_work(dst, src, n, false);
+    return set_error(submit(s, [=]() { /* a graph may replay it after a cudaFree */
+                                       check_copy("cudaMemcpyAsync (run)", dst, src, n, k);
+                                       work();
     }));
 }
 
@@ -923,24 +927,15 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k) {
     if (!n)
         return cudaSuccess;
     const bool to_host = !in_map(dev_allocs, dst, 1), from_device = in_map(dev_allocs, src, 1);
-    if (to_host) {
-        enqueue(nullptr, [=]() { memmove(dst, src, n); });
+    enqueue(nullptr, copy_work(dst, src, n, !to_host && !from_device));
+    if (to_host)
         drain(&legacy, UINT64_MAX);
-    } else if (!from_device) {
-        std::shared_ptr<std::vector<unsigned char>> staged =
-            std::make_shared<std::vector<unsigned char>>((const unsigned char *)src,
-                                                         (const unsigned char *)src + n);
-        enqueue(nullptr, [=]() { memcpy(dst, staged->data(), n); });
-    } else {
-        enqueue(nullptr, [=]() { memmove(dst, src, n); });
-    }
     return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
     LOCK;
-    if (n && !in_map(dev_allocs, p, n))
-        fault("cudaMemsetAsync(%p, %zu bytes): not inside one device allocation", p, n);
+    check_memset("cudaMemsetAsync", p, n);
     return set_error(submit(s, [=]() { memset(p, v, n); }));
 }
 
@@ -948,8 +943,7 @@ cudaError_t cudaMemset(void *p, int v, size_t n) {
     LOCK;
     if (unsafe_call())
         return set_error(cudaErrorStreamCaptureImplicit);
-    if (n && !in_map(dev_allocs, p, n))
-        fault("cudaMemset(%p, %zu bytes): not inside one device allocation", p, n);
+    check_memset("cudaMemset", p, n);
     enqueue(nullptr, [=]() { memset(p, v, n); }); /* asynchronous for device memory */
     return cudaSuccess;
 }
