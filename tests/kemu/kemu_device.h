@@ -86,9 +86,44 @@ template <class... A> struct bound {
 void launch(const cfg &c, std::function<void()> body, std::function<void()> check);
 void check_kernel_pointer(const launch_site &at, int index, const void *p);
 
+/* A pointer member of a struct argument, checked as a pointer argument is (NULL passes). */
+void check_member_pointer(const launch_site &at, int index, const char *member, const void *p);
+
+} // namespace kemu
+
+/* The struct types cnnkit passes to kernels by value, each with the check of its pointer members
+ * (kemu_args.cpp): a kernel dereferences them as it does pointer arguments. A struct argument
+ * type missing here does not compile (no matching kemu_check_struct), so none slips past. */
+struct ck_koffset;
+struct ck_kbn;
+struct ck_kshape;
+struct ck_conv_geom;
+void kemu_check_struct(const kemu::launch_site &at, int index, const ck_koffset &v);
+void kemu_check_struct(const kemu::launch_site &at, int index, const ck_kbn &v);
+void kemu_check_struct(const kemu::launch_site &at, int index, const ck_kshape &v);
+void kemu_check_struct(const kemu::launch_site &at, int index, const ck_conv_geom &v);
+
+namespace kemu {
+
+/* CUDA's built-in vector types hold numbers only. */
+template <class T> struct is_cuda_vector : std::false_type {};
+#define KEMU_VECTOR_TYPE(t)                                                                        \
+    template <> struct is_cuda_vector<t> : std::true_type {};
+KEMU_VECTOR_TYPE(float2)
+KEMU_VECTOR_TYPE(float4)
+KEMU_VECTOR_TYPE(double2)
+KEMU_VECTOR_TYPE(int2)
+KEMU_VECTOR_TYPE(int4)
+KEMU_VECTOR_TYPE(uint2)
+KEMU_VECTOR_TYPE(uint4)
+KEMU_VECTOR_TYPE(dim3)
+#undef KEMU_VECTOR_TYPE
+
 template <class T> void check_arg(const launch_site &at, int index, const T &v) {
     if constexpr (std::is_pointer<T>::value)
         check_kernel_pointer(at, index, (const void *)v);
+    else if constexpr (std::is_class<T>::value && !is_cuda_vector<T>::value)
+        kemu_check_struct(at, index, v);
 }
 template <class Tuple, size_t... I>
 void check_args(const launch_site &at, const Tuple &t, std::index_sequence<I...>) {

@@ -558,13 +558,23 @@ uint64_t shfl_down(unsigned mask, uint64_t bits, unsigned delta, int width, int 
     return r;
 }
 
+/* Whether a kernel may dereference p: device memory or page-locked host memory (one past the
+ * end counts, as an end pointer is valid). */
+static bool kernel_visible(const void *p) {
+    const void *before = (const void *)((uintptr_t)p - 1);
+    return in_map(dev_allocs, p, 1) || in_map(host_allocs, p, 1) || in_map(dev_allocs, before, 1) ||
+           in_map(host_allocs, before, 1);
+}
+
 void check_kernel_pointer(const launch_site &at, int index, const void *p) {
-    if (!p)
-        return;
-    const void *before = (const void *)((uintptr_t)p - 1); /* one past the end is valid */
-    if (!in_map(dev_allocs, p, 1) && !in_map(host_allocs, p, 1) && !in_map(dev_allocs, before, 1) &&
-        !in_map(host_allocs, before, 1))
+    if (p && !kernel_visible(p))
         fault("%s:%d: kernel argument %d (%p) is not device memory", at.file, at.line, index, p);
+}
+
+void check_member_pointer(const launch_site &at, int index, const char *member, const void *p) {
+    if (p && !kernel_visible(p))
+        fault("%s:%d: kernel argument %d's member %s (%p) is not device memory", at.file, at.line,
+              index, member, p);
 }
 
 void launch(const cfg &c, std::function<void()> body, std::function<void()> check) {

@@ -6,6 +6,8 @@
  */
 #include "kemu_device.h"
 
+#include "ck_kernels.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,11 @@ static int failed = 0, checks = 0;
         }                                                                                          \
     } while (0)
 #define LAUNCH(k, g, b, st) k | kemu::cfg(__FILE__, __LINE__, g, b, 0, st)
+
+/* a struct argument whose pointer member the kernel reads (as the dropout kernels read theirs) */
+__global__ void k_read_step(ck_koffset off, float *out) {
+    out[threadIdx.x] = (float)off.step->step;
+}
 
 /* block sums through shared memory and __syncthreads (a tree, as the BN kernels do) */
 __global__ void k_block_sum(const float *x, float *out, int n) {
@@ -310,10 +317,26 @@ int main() {
           }) != 0,
           "a misaligned float4 load");
     CHECK(in_child([&]() {
+              ck_kstep host_step = {3, 0.0f};
+              LAUNCH(k_read_step, 1, 32, 0)(ck_koffset{0, &host_step, 0}, o);
+              cudaDeviceSynchronize();
+          }) == SIGABRT,
+          "a host pointer inside a struct argument");
+    CHECK(in_child([&]() {
               LAUNCH(k_add_one, 1, 32, 0)(o);
               cudaDeviceSynchronize();
           }) == 0,
           "a correct launch faulted");
+    {
+        ck_kstep *ds = nullptr;
+        const ck_kstep hs = {7, 0.0f};
+        cudaMalloc((void **)&ds, sizeof *ds);
+        cudaMemcpy(ds, &hs, sizeof hs, cudaMemcpyHostToDevice);
+        LAUNCH(k_read_step, 1, 32, 0)(ck_koffset{0, ds, 0}, d);
+        cudaMemcpy(h, d, sizeof(float), cudaMemcpyDeviceToHost);
+        CHECK(h[0] == 7.0f, "a struct argument's device pointer read %g, want 7", h[0]);
+        cudaFree(ds);
+    }
 
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
