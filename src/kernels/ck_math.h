@@ -400,24 +400,28 @@ CK_HD float ck_pool_acc(float acc, float v, int is_max) {
     return is_max ? (v > acc ? v : acc) : acc + v;
 }
 
+/* One cell (u, v), of value xv, of the argmax scan below: the best so far (*bv at (*ba, *bb))
+ * changes only on a strictly larger value, so a tie keeps the first cell. The GPU's storage-typed
+ * scan (pool.cu) steps through the same rule. */
+CK_HD void ck_pool_argmax_step(float xv, int u, int v, float *bv, int *ba, int *bb) {
+    if (xv > *bv) {
+        *bv = xv;
+        *ba = u;
+        *bb = v;
+    }
+}
+
 /* The first largest cell (*ba, *bb) of the window [a0, a1) x [b0, b1), scanned row-major, of one
  * channel of an NHWC image: x points at the channel's value of cell (0, 0); w: image width,
  * c: channels. Max pooling's backward sends the gradient there. */
 CK_HD void ck_pool_argmax(const float *x, int w, int c, int a0, int a1, int b0, int b1, int *ba,
                           int *bb) {
-    int ra = a0, rb = b0;
     float bv = x[((long long)a0 * w + b0) * c];
+    *ba = a0;
+    *bb = b0;
     for (int u = a0; u < a1; ++u)
-        for (int v = b0; v < b1; ++v) {
-            const float xv = x[((long long)u * w + v) * c];
-            if (xv > bv) {
-                bv = xv;
-                ra = u;
-                rb = v;
-            }
-        }
-    *ba = ra;
-    *bb = rb;
+        for (int v = b0; v < b1; ++v)
+            ck_pool_argmax_step(x[((long long)u * w + v) * c], u, v, &bv, ba, bb);
 }
 
 /* The divisor of average pooling: the real cells of the window [a0, a1) x [b0, b1). */

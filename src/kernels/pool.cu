@@ -16,19 +16,12 @@
 template <class S>
 __device__ __forceinline__ void k_pool_argmax(const typename S::T *x, int w, int c, int a0, int a1,
                                               int b0, int b1, int *ba, int *bb) {
-    int ra = a0, rb = b0;
     float bv = S::ld(x, ((long long)a0 * w + b0) * c);
+    *ba = a0;
+    *bb = b0;
     for (int u = a0; u < a1; ++u)
-        for (int v = b0; v < b1; ++v) {
-            const float xv = S::ld(x, ((long long)u * w + v) * c);
-            if (xv > bv) {
-                bv = xv;
-                ra = u;
-                rb = v;
-            }
-        }
-    *ba = ra;
-    *bb = rb;
+        for (int v = b0; v < b1; ++v)
+            ck_pool_argmax_step(S::ld(x, ((long long)u * w + v) * c), u, v, &bv, ba, bb);
 }
 
 template <class S>
