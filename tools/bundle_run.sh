@@ -34,7 +34,8 @@
 #                    bf16 peak): only when named in STEPS
 #   train_fmnist_bf16  the same with --precision bf16 (issue 16: test accuracy within 0.3 points
 #                    of train_fmnist's; train_fmnist_bf16.csv): only when named in STEPS
-#   bench_train      bench_train --device cuda, batches 128, 512 and 2048 (bench_train.json):
+#   bench_train      bench_train --device cuda, batches 128, 512 and 2048, 20 timed steps (BENCH_BATCHES,
+#                    BENCH_STEPS; bench_train.json):
 #                    the default settings (deterministic algorithms, strict fp32, CUDA graphs on)
 #   bench_train_graph  the same, each batch size eager (--cuda-graph off) then with CUDA graphs,
 #                    and their ratio (bench_train_graph.json)
@@ -90,6 +91,9 @@
 #   STUDY_SEEDS, STUDY_EPOCHS   the study_gpu step (default 20 seeds, 3 epochs)
 #   RESNET_EPOCHS, RESNET_STUDY_SEEDS, RESNET_STUDY_EPOCHS   train_resnet, study_resnet
 #   TRAIN_EPOCHS      epochs of train_fmnist (default 10)
+#   BENCH_BATCHES     batch sizes of the bench_train* steps and the peers, e.g. 128,512 (default:
+#                     bench_train's own, 128,512,2048 on a GPU; the peers' the same)
+#   BENCH_STEPS       timed steps of the bench_train* steps and of peer_keras (default 20)
 #   GPU_TEST_JOBS     Criterion --jobs of gpu_tests and suite (default 4)
 #   GPU_FILTER        Criterion filter of gpu_tests; SANITIZER_FILTER that of the sanitizer runs
 #   TEST_ARGS, BENCH_ARGS  extra arguments of the test runs and of bench_cudnn (split at blanks)
@@ -188,14 +192,26 @@ PEER_CAP="${PEER_CAP:-100}"
 STUDY_SEEDS="${STUDY_SEEDS:-20}"
 STUDY_EPOCHS="${STUDY_EPOCHS:-3}"
 TRAIN_EPOCHS="${TRAIN_EPOCHS:-10}"
+BENCH_STEPS="${BENCH_STEPS:-20}"
+BENCH_BATCHES="${BENCH_BATCHES:-}"
 RESNET_EPOCHS="${RESNET_EPOCHS:-20}"
 RESNET_STUDY_SEEDS="${RESNET_STUDY_SEEDS:-5}"
 RESNET_STUDY_EPOCHS="${RESNET_STUDY_EPOCHS:-3}"
 GPU_TEST_JOBS="${GPU_TEST_JOBS:-4}"
 for v in STEP_TIMEOUT DEADLINE SANITIZER_CAP PEER_CAP TRAIN_EPOCHS GPU_TEST_JOBS STUDY_SEEDS STUDY_EPOCHS \
-  RESNET_EPOCHS RESNET_STUDY_SEEDS RESNET_STUDY_EPOCHS; do
+  RESNET_EPOCHS RESNET_STUDY_SEEDS RESNET_STUDY_EPOCHS BENCH_STEPS; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
+((BENCH_STEPS > 0)) || { echo "run.sh: BENCH_STEPS must be at least 1" >&2; exit 2; }
+[[ -z "$BENCH_BATCHES" || "$BENCH_BATCHES" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+  { echo "run.sh: BENCH_BATCHES must be batch sizes like 128,512, got '$BENCH_BATCHES'" >&2; exit 2; }
+# the size arguments of every bench_train* step, and the peers' batch sizes to match
+BENCH_SIZE=(--steps "$BENCH_STEPS")
+PEER_BATCHES=()
+if [[ -n "$BENCH_BATCHES" ]]; then
+  BENCH_SIZE+=(--batches "$BENCH_BATCHES")
+  PEER_BATCHES=(--batches "$BENCH_BATCHES")
+fi
 # The GPU tests: every gpu* suite, the golden values on CUDA, the workspace check on the device and
 # the GPU determinism tests. The sanitizers take the tests that run kernels directly (the model
 # tests train through the same kernels: the *_train steps cover them), except the three that plan
@@ -602,23 +618,23 @@ run_named() {
       ;;
     bench_train)
       run_step bench_train plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda --model "$MODEL" \
-        --steps 20 --json "$LOG_DIR/bench_train.json"
+        "${BENCH_SIZE[@]}" --json "$LOG_DIR/bench_train.json"
       ;;
     bench_train_graph) # the same three sizes, eager then graphs, in one process
       run_step bench_train_graph plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
-        --model "$MODEL" --steps 20 --cuda-graph both --json "$LOG_DIR/bench_train_graph.json"
+        --model "$MODEL" "${BENCH_SIZE[@]}" --cuda-graph both --json "$LOG_DIR/bench_train_graph.json"
       ;;
     bench_train_fastest)
       run_step bench_train_fastest plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
-        --model "$MODEL" --steps 20 --conv-algo fastest --json "$LOG_DIR/bench_train_fastest.json"
+        --model "$MODEL" "${BENCH_SIZE[@]}" --conv-algo fastest --json "$LOG_DIR/bench_train_fastest.json"
       ;;
     bench_train_bf16)
       run_step bench_train_bf16 plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
-        --model "$MODEL" --steps 20 --precision bf16 --json "$LOG_DIR/bench_train_bf16.json"
+        --model "$MODEL" "${BENCH_SIZE[@]}" --precision bf16 --json "$LOG_DIR/bench_train_bf16.json"
       ;;
     bench_train_tf32)
       run_step bench_train_tf32 plain 0 "${LIBENV[@]}" "$TRAIN_BENCH_BIN" --device cuda \
-        --model "$MODEL" --steps 20 --conv-algo fastest --math tf32 \
+        --model "$MODEL" "${BENCH_SIZE[@]}" --conv-algo fastest --math tf32 \
         --json "$LOG_DIR/bench_train_tf32.json"
       ;;
     bench_cudnn)
@@ -633,7 +649,7 @@ run_named() {
       if command -v python3 >/dev/null 2>&1 &&
         python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
         run_step peer_torch plain "$PEER_CAP" env PYTHONUNBUFFERED=1 python3 "$PEER" --device cuda \
-          --json "$LOG_DIR/peer_torch.json"
+          "${PEER_BATCHES[@]}" --json "$LOG_DIR/peer_torch.json"
       else
         skip_step peer_torch "python3 with CUDA-enabled torch not found"
       fi
@@ -642,7 +658,7 @@ run_named() {
       if command -v python3 >/dev/null 2>&1 &&
         python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
         run_step peer_torch_bf16 plain "$PEER_CAP" env PYTHONUNBUFFERED=1 python3 "$PEER" --device cuda \
-          --precision bf16 --json "$LOG_DIR/peer_torch_bf16.json"
+          --precision bf16 "${PEER_BATCHES[@]}" --json "$LOG_DIR/peer_torch_bf16.json"
       else
         skip_step peer_torch_bf16 "python3 with CUDA-enabled torch not found"
       fi
@@ -654,9 +670,10 @@ run_named() {
         run_step peer_keras plain "$PEER_CAP" env PYTHONUNBUFFERED=1 \
           XLA_PYTHON_CLIENT_PREALLOCATE=false bash -c 'site="$(mktemp -d)" &&
             python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$1"/*.whl &&
-            for b in 128 512 2048; do
-              PYTHONPATH="$site" python3 "$2" --backend jax --batch "$b" --steps 20 --warmup 3 >>"$3" || exit 1
-            done' _ "$WHEELS" "$PEER_KERAS" "$LOG_DIR/peer_keras.jsonl"
+            for b in ${4//,/ }; do
+              PYTHONPATH="$site" python3 "$2" --backend jax --batch "$b" --steps "$5" --warmup 3 >>"$3" || exit 1
+            done' _ "$WHEELS" "$PEER_KERAS" "$LOG_DIR/peer_keras.jsonl" "${BENCH_BATCHES:-128,512,2048}" \
+          "$BENCH_STEPS"
       else
         skip_step peer_keras "no keras wheels in $WHEELS or no python3 with JAX"
       fi
