@@ -1,12 +1,13 @@
 """The seed model trained by real Keras on this machine: the Keras row of the peer table
 (docs/results.md), next to bench_train (cnnkit) and bench/peer_torch.py (PyTorch).
     python bench/peer_keras.py [--backend jax|tensorflow] [--batch 128] [--steps 100]
-        [--warmup 5] [--threads N] [--seed 1]
+        [--warmup 5] [--threads N] [--seed 1] [--fallback-path DIR]
 Runs in the venv of tools/keras_venv.sh (keras + JAX CPU; `pip install tensorflow-cpu` there for
 the TensorFlow backend; on a GPU host, JAX with CUDA). Like bench_train it times training steps on
 batches already in memory (train_on_batch, the same batches every run, after warm-up steps that
 include tracing) and prints one JSON line: images/s from the median step, and the peak device
-memory where the backend reports it."""
+memory where the backend reports it. --fallback-path DIR: modules this Python lacks are taken from
+DIR (the GPU bundle's wheels of Keras's pure-Python dependencies; the Python's own copies win)."""
 import argparse
 import json
 import os
@@ -21,7 +22,9 @@ ap.add_argument("--steps", type=int, default=100)
 ap.add_argument("--warmup", type=int, default=5)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--fallback-path", action="append", default=[])
 a = ap.parse_args()
+sys.path.extend(a.fallback_path)  # after site-packages: only what is missing comes from there
 os.environ["KERAS_BACKEND"] = a.backend
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if a.backend == "tensorflow":

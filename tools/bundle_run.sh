@@ -667,11 +667,16 @@ run_named() {
       if [[ -f "$PEER_KERAS" ]] && compgen -G "$WHEELS/keras-*.whl" >/dev/null &&
         command -v python3 >/dev/null 2>&1 && python3 -c 'import jax' 2>/dev/null; then
         # JAX would otherwise take 75% of the GPU up front; one JSON line per batch size
+        # (wheels/fallback: keras's own dependencies, used only where the host's Python lacks them)
         run_step peer_keras plain "$PEER_CAP" env PYTHONUNBUFFERED=1 \
-          XLA_PYTHON_CLIENT_PREALLOCATE=false bash -c 'site="$(mktemp -d)" &&
+          XLA_PYTHON_CLIENT_PREALLOCATE=false bash -c 'site="$(mktemp -d)" && fb="$(mktemp -d)" &&
             python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$1"/*.whl &&
+            if compgen -G "$1/fallback/*.whl" >/dev/null; then
+              python3 -m pip install -q --no-index --no-deps --no-compile --target "$fb" "$1"/fallback/*.whl
+            fi &&
             for b in ${4//,/ }; do
-              PYTHONPATH="$site" python3 "$2" --backend jax --batch "$b" --steps "$5" --warmup 3 >>"$3" || exit 1
+              PYTHONPATH="$site" python3 "$2" --backend jax --batch "$b" --steps "$5" --warmup 3 \
+                --fallback-path "$fb" >>"$3" || exit 1
             done' _ "$WHEELS" "$PEER_KERAS" "$LOG_DIR/peer_keras.jsonl" "${BENCH_BATCHES:-128,512,2048}" \
           "$BENCH_STEPS"
       else

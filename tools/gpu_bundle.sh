@@ -162,6 +162,17 @@ if ! timeout 120 python3 -m pip download -q --no-deps --only-binary=:all: --pyth
   echo "gpu_bundle: warning: could not download ${KERAS_WHEELS[*]}: the Keras peer will skip" >&2
   rm -rf "$OUT_DIR/share/wheels"
 fi
+# Keras's pure-Python dependencies that a Python with only JAX lacks (import keras needs each;
+# h5py only for files, not here): share/wheels/fallback, put after the host's site-packages by
+# peer_keras.py --fallback-path, so the host's own copies win
+KERAS_FALLBACK=(typing_extensions==4.16.0 absl-py==2.5.1 rich==15.0.0 markdown-it-py==4.3.0
+  mdurl==0.1.2 pygments==2.21.0 packaging==26.4)
+if [[ -d "$OUT_DIR/share/wheels" ]] && ! timeout 120 python3 -m pip download -q --no-deps \
+  --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+  -d "$OUT_DIR/share/wheels/fallback" "${KERAS_FALLBACK[@]}" >/dev/null 2>&1; then
+  echo "gpu_bundle: warning: could not download ${KERAS_FALLBACK[*]}: the Keras peer needs them on the host" >&2
+  rm -rf "$OUT_DIR/share/wheels/fallback"
+fi
 FMNIST=/usr/share/datasets/fashion-mnist
 if [[ "${BUNDLE_DATA:-0}" == 1 && -d "$FMNIST" ]]; then
   mkdir -p "$OUT_DIR/share/fashion-mnist"
