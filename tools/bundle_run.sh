@@ -60,6 +60,7 @@
 #   peer_keras       share/peer_keras.py: Keras 3 on the host's JAX (CUDA), batch 128/512/2048,
 #                    from the wheels in share/wheels (keras, namex, optree; installed into a
 #                    temporary folder, nothing fetched); skipped without them or without JAX
+#                    on a GPU
 #   peer_torch_bf16  share/peer_torch.py --precision bf16: PyTorch autocast bf16, channels_last
 #                    eager and torch.compile (issue 16's peer; peer_torch_bf16.json): only when
 #                    named in STEPS, e.g. STEPS=peer_torch_bf16
@@ -665,7 +666,8 @@ run_named() {
       ;;
     peer_keras) # the caller's python3 and JAX; keras from the bundle's wheels, into a temp folder
       if [[ -f "$PEER_KERAS" ]] && compgen -G "$WHEELS/keras-*.whl" >/dev/null &&
-        command -v python3 >/dev/null 2>&1 && python3 -c 'import jax' 2>/dev/null; then
+        command -v python3 >/dev/null 2>&1 && XLA_PYTHON_CLIENT_PREALLOCATE=false \
+        python3 -c 'import jax, sys; sys.exit(0 if jax.default_backend() == "gpu" else 1)' 2>/dev/null; then
         # JAX would otherwise take 75% of the GPU up front; one JSON line per batch size
         # (wheels/fallback: keras's own dependencies, used only where the host's Python lacks them)
         run_step peer_keras plain "$PEER_CAP" env PYTHONUNBUFFERED=1 \
@@ -680,7 +682,7 @@ run_named() {
             done' _ "$WHEELS" "$PEER_KERAS" "$LOG_DIR/peer_keras.jsonl" "${BENCH_BATCHES:-128,512,2048}" \
           "$BENCH_STEPS"
       else
-        skip_step peer_keras "no keras wheels in $WHEELS or no python3 with JAX"
+        skip_step peer_keras "no keras wheels in $WHEELS or no python3 with JAX on a GPU"
       fi
       ;;
     compare) # what the timed steps before it wrote: each file that exists
