@@ -54,7 +54,8 @@
 #                    in STEPS, e.g. a third call: STEPS=study_gpu DEADLINE=0 STEP_TIMEOUT=540
 #   train_resnet     issue 15: cnnkit train of ResNet-20 v1 and v2 (share/resnet20_v1.py, _v2.py),
 #                    RESNET_EPOCHS (20) epochs each, seed 1, batch 128, logs
-#                    train_resnet20_v1.csv / _v2.csv: only when named in STEPS
+#                    train_resnet20_v1.csv / _v2.csv (summary.json: test_accuracies, v1 then v2):
+#                    only when named in STEPS
 #   study_resnet     issue 15: cnnkit study of ResNet-20 v1, the five placements of He et al.
 #                    2016 (RESNET_STUDY_SEEDS=5, RESNET_STUDY_EPOCHS=3): only when named in STEPS
 #   peer_keras       share/peer_keras.py: Keras 3 on the host's JAX (CUDA), batch 128/512/2048,
@@ -332,7 +333,7 @@ record() { # record NAME STATUS RC SECONDS LOG NOTE EXTRA_JSON_FIELDS
 # accuracy of a training run: a short note and JSON fields
 LAST_NOTE="" LAST_FIELDS="" LAST_TESTED=""
 parse_log() {
-  local f="$1" syn skip errs acc n
+  local f="$1" syn skip errs acc=() n a
   LAST_NOTE="" LAST_FIELDS="" LAST_TESTED=""
   syn="$(grep -a -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$f" | tail -n 1)"
   if [[ -n "$syn" ]]; then
@@ -351,10 +352,14 @@ parse_log() {
     LAST_NOTE="${LAST_NOTE:+$LAST_NOTE; }sanitizer errors: $errs"
     LAST_FIELDS="$LAST_FIELDS, \"sanitizer_errors\": $errs"
   fi
-  acc="$(grep -a -o 'test accuracy: [0-9.]*' "$f" | tail -n 1 | awk '{print $3}')"
-  if [[ -n "$acc" ]]; then
-    LAST_NOTE="${LAST_NOTE:+$LAST_NOTE; }test accuracy $acc"
-    LAST_FIELDS="$LAST_FIELDS, \"test_accuracy\": $(json_num "$acc")"
+  # one value per training the step ran, in order (train_resnet: v1, then v2)
+  read -r -a acc <<<"$(grep -a -o 'test accuracy: [0-9.]*' "$f" | awk '{print $3}' | tr '\n' ' ')"
+  if ((${#acc[@]} == 1)); then
+    LAST_NOTE="${LAST_NOTE:+$LAST_NOTE; }test accuracy ${acc[0]}"
+    LAST_FIELDS="$LAST_FIELDS, \"test_accuracy\": $(json_num "${acc[0]}")"
+  elif ((${#acc[@]} > 1)); then
+    LAST_NOTE="${LAST_NOTE:+$LAST_NOTE; }test accuracies $(sed 's/ /, /g' <<<"${acc[*]}")"
+    LAST_FIELDS="$LAST_FIELDS, \"test_accuracies\": [$(for a in "${acc[@]}"; do json_num "$a"; printf ','; done | sed 's/,$//')]"
   fi
 }
 
