@@ -198,6 +198,7 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
             printf("%8s   %.*s\n", "", (int)l, line);
             line += l + (line[l] == '\n');
         }
+        fflush(stdout); /* a run stopped by its timeout keeps its rows in the log */
         if (c->js) {
             fprintf(c->js,
                     "%s{\"batch\": %d, \"cuda_graph\": \"%s\", \"graph_replays\": %lld, "
@@ -227,6 +228,7 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
                 line += l + (keep == '\n');
             }
             fprintf(c->js, "]}");
+            fflush(c->js); /* whole rows on disk: a run stopped later keeps them */
         }
         c->first = 0;
     }
@@ -325,12 +327,18 @@ int main(int argc, char **argv) {
     const int both = !strcmp(graph, "both") && c.dev == CK_DEVICE_CUDA;
     const ck_cuda_graph_mode mode = !strcmp(graph, "off") ? CK_CUDA_GRAPH_OFF : CK_CUDA_GRAPH_AUTO;
     c.js = json ? fopen(json, "w") : NULL;
-    if (c.js)
+    /* a buffer larger than any row (a ResNet's conv plans pass 4 KB) and a flush after the header
+     * and after each row: a run killed at its timeout leaves a file cut between rows, which
+     * compare.py reads up to its last row */
+    if (c.js) {
+        (void)setvbuf(c.js, NULL, _IOFBF, 1 << 16);
         fprintf(c.js,
                 "{\"model\": \"%s\", \"device\": \"%s\", \"conv_algo\": \"%s\", \"math\": \"%s\", "
                 "\"precision\": \"%s\", \"cuda_graph\": \"%s\", \"results\": [",
                 model_path, dev_name, conv_algo, math, precision,
                 c.dev == CK_DEVICE_CUDA ? graph : "n/a");
+        fflush(c.js);
+    }
     printf("bench_train: %s, device %s, median of %d steps, conv algorithms %s, math %s%s, "
            "precision %s, cuda graph %s\n",
            model_path, dev_name, c.steps, conv_algo, math,
@@ -350,6 +358,7 @@ int main(int argc, char **argv) {
      * the CPU) */
     printf("%8s %12s %10s %12s %10s %10s %10s\n", "batch", "ms/step", "host ms", "images/s",
            "model MiB", "act MiB", "graph");
+    fflush(stdout);
     char list[256];
     snprintf(list, sizeof list, "%s", batches);
     int rc = 0;

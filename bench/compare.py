@@ -32,14 +32,28 @@ class Bad(Exception):
     """A file or an argument that cannot be used: exit 2 with its message."""
 
 
-def load_json(path):
+def load_json(path, cut_ok=False):
+    """cut_ok: a bench_train file that its run's timeout stopped (bench_train writes whole rows,
+    so the file ends after one: closed here) is read up to its last row, with a warning."""
     try:
         with open(path, encoding="utf-8") as f:
-            d = json.load(f)
+            text = f.read()
     except OSError as e:
         raise Bad(f"{path}: {e.strerror}")
-    except ValueError as e:  # not JSON, or not UTF-8
+    except ValueError as e:  # not UTF-8
         raise Bad(f"{path}: not JSON ({e})")
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        try:
+            if not cut_ok:
+                raise
+            d = json.loads(text.rstrip() + "]}")
+            rows = d.get("results") if isinstance(d, dict) else None
+            print(f"compare: warning: {path} is cut (its run was stopped): "
+                  f"{len(rows) if isinstance(rows, list) else 0} complete row(s) read")
+        except ValueError:
+            raise Bad(f"{path}: not JSON ({e})")
     if not isinstance(d, dict):
         raise Bad(f"{path}: not a JSON object")
     return d
@@ -67,8 +81,8 @@ def optional_positive(v):
 
 def read_cnnkit(label, path):
     """bench_train --json: {"results": [{"batch", "images_per_s", "ms_per_step", "model_bytes",
-    "context_bytes"}]}"""
-    d = load_json(path)
+    "context_bytes"}]}; also cut after a row by a timeout"""
+    d = load_json(path, cut_ok=True)
     rows = []
     seen = {}
     for r in need(d, "results", path, list):

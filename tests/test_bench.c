@@ -331,7 +331,23 @@ Test(bench, compare_refuses_bad_input) {
     snprintf(args, sizeof args, "--cnnkit %s", p);
     cr_assert_eq(compare(args), 2, "%s", g_out);
     cr_assert_not_null(strstr(g_out, "'images_per_s' is -5"), "%s", g_out);
+    write_text(p, "{\"results\": [{\"batch\": 128, \"images_");
+    cr_assert_eq(compare(args), 2, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "bad.json: not JSON"), "%s", g_out);
+    /* cut between rows, as bench_train leaves it when its timeout stops it: read up to there */
+    write_text(p, "{\"device\": \"cuda\", \"conv_algo\": \"deterministic\", \"results\": "
+                  "[{\"batch\": 128, \"images_per_s\": "
+                  "64000.0}, {\"batch\": 512, \"images_per_s\": 128000.0}");
+    snprintf(args, sizeof args, "--cnnkit %s --torch %s/pt.json", p, g_dir);
+    cr_assert_eq(compare(args), 0, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "bad.json is cut (its run was stopped): 2 complete row(s)"),
+                       "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "batch 512, cnnkit deterministic: 1.28x"), "%s", g_out);
     write_text(p, "{\"results\": [");
+    snprintf(args, sizeof args, "--cnnkit %s", p);
+    cr_assert_eq(compare(args), 1, "a cut file without rows is no figure: %s", g_out);
+    /* only bench_train's files may be cut: a peer's must be whole */
+    snprintf(args, sizeof args, "--cnnkit %s/bt.json --torch %s", g_dir, p);
     cr_assert_eq(compare(args), 2, "%s", g_out);
     cr_assert_not_null(strstr(g_out, "bad.json: not JSON"), "%s", g_out);
     snprintf(args, sizeof args, "--torch %s/pt.json", g_dir);

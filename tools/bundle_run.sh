@@ -692,15 +692,25 @@ run_named() {
       ;;
     compare) # what the timed steps before it wrote: each file that exists
       local cargs=()
-      # bench_train_graph has the default settings both eager and with graphs: it stands for
-      # bench_train when it ran
-      local base=bench_train
-      [[ -s "$LOG_DIR/bench_train_graph.json" ]] && base=bench_train_graph
-      # a bench killed at its timeout leaves its JSON unclosed: left out, so the others compare
+      # a file that cannot be read is left out, so the others compare; a bench killed at its
+      # timeout leaves its JSON cut after its last whole row: compare.py reads those rows
       json_ok() { [[ -s "$1" ]] && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; }
+      bench_ok() {
+        [[ -s "$1" ]] && python3 -c 'import json, sys
+t = open(sys.argv[1]).read()
+try:
+    d = json.loads(t)
+except ValueError:
+    d = json.loads(t.rstrip() + "]}")
+sys.exit(0 if d.get("results") else 1)' "$1" 2>/dev/null
+      }
+      # bench_train_graph has the default settings both eager and with graphs: it stands for
+      # bench_train when it has figures
+      local base=bench_train
+      bench_ok "$LOG_DIR/bench_train_graph.json" && base=bench_train_graph
       for f in $base:deterministic bench_train_fastest:fastest bench_train_tf32:fastest+tf32 \
         bench_train_bf16:bf16; do
-        json_ok "$LOG_DIR/${f%%:*}.json" && cargs+=(--cnnkit "${f#*:}=$LOG_DIR/${f%%:*}.json")
+        bench_ok "$LOG_DIR/${f%%:*}.json" && cargs+=(--cnnkit "${f#*:}=$LOG_DIR/${f%%:*}.json")
       done
       json_ok "$LOG_DIR/peer_torch.json" && cargs+=(--torch "$LOG_DIR/peer_torch.json")
       json_ok "$LOG_DIR/peer_torch_bf16.json" && cargs+=(--torch "$LOG_DIR/peer_torch_bf16.json")
