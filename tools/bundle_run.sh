@@ -712,10 +712,11 @@ sys.exit(0 if d.get("results") else 1)' "$1" 2>/dev/null
         bench_train_bf16:bf16; do
         bench_ok "$LOG_DIR/${f%%:*}.json" && cargs+=(--cnnkit "${f#*:}=$LOG_DIR/${f%%:*}.json")
       done
+      local n_cnnkit=${#cargs[@]}
       json_ok "$LOG_DIR/peer_torch.json" && cargs+=(--torch "$LOG_DIR/peer_torch.json")
       json_ok "$LOG_DIR/peer_torch_bf16.json" && cargs+=(--torch "$LOG_DIR/peer_torch_bf16.json")
       [[ -s "$LOG_DIR/peer_keras.jsonl" ]] && cargs+=(--keras "$LOG_DIR/peer_keras.jsonl")
-      if ((${#cargs[@]} == 0)) || ! command -v python3 >/dev/null 2>&1; then
+      if ((n_cnnkit == 0)) || ! command -v python3 >/dev/null 2>&1; then
         skip_step compare "no bench_train figures in $LOG_DIR or no python3"
       else
         run_step compare plain 60 python3 "$COMPARE" "${cargs[@]}" --json "$LOG_DIR/compare.json" \
