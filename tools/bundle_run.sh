@@ -681,9 +681,13 @@ run_named() {
             if compgen -G "$1/fallback/*.whl" >/dev/null; then
               python3 -m pip install -q --no-index --no-deps --no-compile --target "$fb" "$1"/fallback/*.whl
             fi &&
+            out="$(mktemp)" &&
             for b in ${4//,/ }; do
               PYTHONPATH="$site" python3 "$2" --backend jax --batch "$b" --steps "$5" --warmup 3 \
-                --fallback-path "$fb" >>"$3" || exit 1
+                --fallback-path "$fb" >"$out" || exit 1
+              # only the JSON line goes to the JSONL (compare.py reads it strictly); the rest
+              # a library printed stays in the log
+              grep "^{" "$out" >>"$3"; grep -v "^{" "$out" || true
             done' _ "$WHEELS" "$PEER_KERAS" "$LOG_DIR/peer_keras.jsonl" "${BENCH_BATCHES:-128,512,2048}" \
           "$BENCH_STEPS"
       else
