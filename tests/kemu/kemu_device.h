@@ -23,11 +23,24 @@
 
 #include "kemu.h"
 
-/* Blocks run one at a time on one host thread: a static is the block's shared memory. All of
- * them live in one section, which kemu fills with NaN bytes before each block that waits at a
- * barrier, so a read of shared memory the block did not write shows, as garbage would. */
+namespace kemu {
+/* The slot of the __shared__ variable tagged tag in kemu's shared memory (made at first use). */
+void *shared_slot(const void *tag, size_t bytes, size_t align);
+} // namespace kemu
+
+/* Blocks run one at a time on one host thread, so one slot is a __shared__ variable's memory in
+ * every block: kemu_rewrite.sh turns `__shared__ T name[N]...;` into KEMU_SHARED(T, name, [N]...),
+ * a reference to the variable's slot (found by the address of a static tag), and kemu fills the
+ * slots with NaN bytes before each block, so a read of shared memory the block did not write
+ * shows, as garbage would. (Not a static in a section: GCC 12 ignores a section attribute on the
+ * statics of a function template, and most kernels with shared memory are templates.) */
+#define KEMU_SHARED(T, name, dims)                                                                 \
+    static char kemu_tag_##name;                                                                   \
+    T(&name)                                                                                       \
+    dims = *reinterpret_cast<T(*) dims>(                                                           \
+        kemu::shared_slot(&kemu_tag_##name, sizeof(T dims), alignof(T)))
 #undef __shared__
-#define __shared__ static __attribute__((section("kemu_shared")))
+#define __shared__ __shared___declarations_are_rewritten_by_kemu_rewrite_sh_into_KEMU_SHARED
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 

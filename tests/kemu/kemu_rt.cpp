@@ -477,14 +477,21 @@ void run_block_direct(const dim3 &g, const dim3 &b, const uint3 &bid) {
     run.direct = false;
 }
 
-/* The __shared__ variables of every kernel (kemu_device.h puts them in this section). */
-extern "C" char __start_kemu_shared[] __attribute__((weak));
-extern "C" char __stop_kemu_shared[] __attribute__((weak));
+/* Shared memory: every __shared__ variable's slot (KEMU_SHARED, kemu_device.h), made at its first
+ * use, in pages of kemu's own. */
+const size_t shared_cap = (size_t)64 << 20;
+char *shared_base = nullptr;
+size_t shared_used = 0;
+std::map<const void *, char *> shared_slots; /* by the variable's tag */
+
+/* Fills the block's shared memory with NaN bytes. */
+void reset_shared() {
+    if (shared_used)
+        memset(shared_base, poison, shared_used);
+}
 
 void run_block(const dim3 &g, const dim3 &b, const uint3 &bid) {
-    const uintptr_t sh0 = (uintptr_t)__start_kemu_shared, sh1 = (uintptr_t)__stop_kemu_shared;
-    if (sh0 && sh1 > sh0)
-        memset(__start_kemu_shared, poison, sh1 - sh0);
+    reset_shared();
     const int n = block_threads(g, b, bid);
     for (int i = 0; i < n; ++i)
         fiber_start(run.f[i]);
@@ -521,6 +528,27 @@ fiber &me_in_kernel(const char *what) {
 }
 
 } // namespace
+
+void *shared_slot(const void *tag, size_t bytes, size_t align) {
+    auto it = shared_slots.find(tag);
+    if (it != shared_slots.end())
+        return it->second;
+    if (!shared_base) {
+        void *m = mmap(nullptr, shared_cap, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            fault("mmap of shared memory: %s", strerror(errno));
+        shared_base = (char *)m;
+    }
+    align = align < 16 ? 16 : align;
+    const size_t at = (shared_used + align - 1) / align * align;
+    if (at + bytes > shared_cap)
+        fault("%s:%d: the kernels' __shared__ variables need more than %zu bytes in all",
+              run.site ? run.site->file : "?", run.site ? run.site->line : 0, shared_cap);
+    shared_used = at + bytes;
+    memset(shared_base + at, poison, bytes); /* new to this block too */
+    return shared_slots[tag] = shared_base + at;
+}
 
 const thread_coords &coords() {
     return run.cur < 0 ? host_pos : run.f[run.cur].at;

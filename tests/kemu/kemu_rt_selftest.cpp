@@ -34,7 +34,7 @@ __global__ void k_read_step(ck_koffset off, float *out) {
 
 /* block sums through shared memory and __syncthreads (a tree, as the BN kernels do) */
 __global__ void k_block_sum(const float *x, float *out, int n) {
-    __shared__ float sh[256];
+    KEMU_SHARED(float, sh, [256]);
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     sh[threadIdx.x] = i < n ? x[i] : 0.0f;
     __syncthreads();
@@ -65,9 +65,18 @@ __global__ void k_iota(float *y, long long n) {
 
 /* reads a shared value no thread of this block wrote (the first block writes it) */
 __global__ void k_shared_unset(float *y) {
-    __shared__ float sh[32];
+    KEMU_SHARED(float, sh, [32]);
     if (blockIdx.x == 0)
         sh[threadIdx.x] = 1.0f;
+    __syncthreads();
+    y[blockIdx.x * blockDim.x + threadIdx.x] = sh[threadIdx.x];
+}
+
+/* the same in a template (GCC drops a section attribute on a template's statics) */
+template <class T> __global__ void k_shared_unset_t(T *y) {
+    KEMU_SHARED(T, sh, [32]);
+    if (blockIdx.x == 0)
+        sh[threadIdx.x] = (T)1;
     __syncthreads();
     y[blockIdx.x * blockDim.x + threadIdx.x] = sh[threadIdx.x];
 }
@@ -199,6 +208,13 @@ int main() {
     cudaFree(sd);
     CHECK(x[0] == 1.0f && isnan(x[32]), "shared memory carried over between blocks (%g, %g)", x[0],
           x[32]);
+    double *sdd = nullptr, hd[64];
+    cudaMalloc((void **)&sdd, 64 * sizeof(double));
+    LAUNCH(k_shared_unset_t<double>, 2, 32, 0)(sdd);
+    cudaMemcpy(hd, sdd, sizeof hd, cudaMemcpyDeviceToHost);
+    cudaFree(sdd);
+    CHECK(hd[0] == 1.0 && isnan(hd[32]),
+          "a template kernel's shared memory carried over between blocks (%g, %g)", hd[0], hd[32]);
 
     /* queued work runs when waited for: a copy to page-locked memory lands at the sync */
     cudaStream_t a, b;
