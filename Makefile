@@ -43,16 +43,33 @@ test-asan:
 # AddressSanitizer + UBSan (its own build folder; several times slower).
 # KEMU_PROTECT=1 (not under ASan, which needs its own allocations): host code that touches device
 # memory directly stops, as it would fault on a GPU.
+# EMU_TSAN=1: a race checker. The same under ThreadSanitizer (its own build folder): each GPU thread
+# is a TSan fiber, ordered only by what CUDA orders (launch, __syncthreads, kernel end, stream
+# order, events, host synchronization), so a missing barrier, two threads or blocks writing one
+# element, or work on two streams touching one buffer without an event is reported and fails
+# the test (kemu_rt.cpp, README). kemu_race_selftest first shows each kind of race reported.
 ifeq ($(EMU_ASAN),1)
 EMU_BUILD ?= build-emu-asan
 EMU_SAN = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 EMU_CMAKE_FLAGS += -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS="$(EMU_SAN)" -DCMAKE_CXX_FLAGS="$(EMU_SAN)"
 EMU_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else ifeq ($(EMU_TSAN),1)
+EMU_BUILD ?= build-emu-tsan
+EMU_SAN = -g -fsanitize=thread
+EMU_CMAKE_FLAGS += -DCNNKIT_EMU_TSAN=ON -DCMAKE_C_FLAGS="$(EMU_SAN)" -DCMAKE_CXX_FLAGS="$(EMU_SAN)"
+EMU_ENV = TSAN_OPTIONS="halt_on_error=1 exitcode=66 $(TSAN_OPTIONS)" KEMU_PROTECT=1
+EMU_SELFTESTS = kemu_race_selftest
+# Without the tests that train for many steps (CUDA graphs, whole models: 21 of 118 GPU tests, 330
+# of their 378 s unsanitized; about 20 times slower here); the rest and bench_ops below reach the
+# kernel launches all of them reach, the same ones with more than one block and warp (README).
+EMU_FILTER ?= @(gpu/*|gpu_bf16/!(graph_steps_equal_eager_steps|seed_model_matches_cpu_twin)|gpu_layers/*|gpu_comm/!(nccl_*)|*/gpu_!(resnet20_matches_cpu|roofline_every_node)|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/!(same_seed_bit_identical_weights)_gpu)
+EMU_BENCH_REPEATS = 1
 else
 EMU_ENV = KEMU_PROTECT=1
 endif
 EMU_BUILD ?= build-emu
+EMU_BENCH_REPEATS ?= 2
 # NCCL is not emulated: gpu_comm's NCCL tests are left out.
 EMU_FILTER ?= @(gpu/*|gpu_@(bf16|graph|layers|model)/*|gpu_comm/!(nccl_*)|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)
 # Then bench_ops at the model's shapes: every op table case on the device, re-checked against
@@ -60,11 +77,12 @@ EMU_FILTER ?= @(gpu/*|gpu_@(bf16|graph|layers|model)/*|gpu_comm/!(nccl_*)|*/gpu_
 test-emu:
 	@cmake -S . -B $(EMU_BUILD) -DCNNKIT_EMU=ON -DCNNKIT_BUILD_BENCH=ON -DCNNKIT_NCCL=OFF -DCNNKIT_MPI=OFF \
 	  $(EMU_CMAKE_FLAGS) > $(EMU_BUILD).configure.log 2>&1 || { cat $(EMU_BUILD).configure.log; exit 1; }
-	@cmake --build $(EMU_BUILD) -j $(JOBS) --target cnnkit_tests kemu_fakes_selftest kemu_rt_selftest bench_ops
+	@cmake --build $(EMU_BUILD) -j $(JOBS) --target cnnkit_tests kemu_fakes_selftest kemu_rt_selftest bench_ops $(EMU_SELFTESTS)
 	@$(EMU_ENV) $(EMU_BUILD)/tests/kemu/kemu_rt_selftest
+	@$(foreach t,$(EMU_SELFTESTS),$(EMU_ENV) $(EMU_BUILD)/tests/kemu/$(t) &&) true
 	@$(EMU_ENV) $(EMU_BUILD)/tests/kemu/kemu_fakes_selftest
 	@$(EMU_ENV) CNNKIT_REQUIRE_GPU=1 OMP_NUM_THREADS=1 $(EMU_BUILD)/tests/cnnkit_tests --jobs $(JOBS) --filter '$(EMU_FILTER)' $(TEST_ARGS)
-	@$(EMU_ENV) OMP_NUM_THREADS=1 $(EMU_BUILD)/bench/bench_ops --bench-sizes --repeats 2 --csv \
+	@$(EMU_ENV) OMP_NUM_THREADS=1 $(EMU_BUILD)/bench/bench_ops --bench-sizes --repeats $(EMU_BENCH_REPEATS) --csv \
 	  > $(EMU_BUILD)/bench_ops.csv
 
 # On a GPU host with the CUDA toolkit (GPU CI: .github/workflows/gpu.yml): the suite with

@@ -35,6 +35,53 @@
 #define KEMU_ASAN 1
 #endif
 
+/* KEMU_TSAN (make test-emu EMU_TSAN=1): the kernels run under ThreadSanitizer. This file is
+ * compiled without TSan's instrumentation (its bookkeeping is no GPU memory), and tells TSan
+ * what CUDA orders: each GPU thread, each stream's work and the host are TSan fibers that
+ * switch without synchronizing, and happens-before is only what these calls add. */
+#if KEMU_TSAN
+extern "C" {
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+void __tsan_set_fiber_name(void *fiber, const char *name);
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+}
+#define KEMU_NO_SYNC 1u /* __tsan_switch_to_fiber_no_sync */
+#endif
+
+/* ---- happens-before under TSan --------------------------------------------------------------- */
+/* A token is a TSan sync object: what released into it happens-before whatever acquires it. Each
+ * queued op has one (the host releases at the submit, the op when it is done); outside KEMU_TSAN
+ * tokens are empty and these calls do nothing. */
+struct kemu_hb {
+    char c = 0;
+};
+typedef std::shared_ptr<kemu_hb> kemu_token;
+static inline kemu_token kemu_new_token() {
+#if KEMU_TSAN
+    return std::make_shared<kemu_hb>();
+#else
+    return nullptr;
+#endif
+}
+static inline void kemu_release(const kemu_token &t) {
+#if KEMU_TSAN
+    if (t)
+        __tsan_release(t.get());
+#endif
+}
+static inline void kemu_acquire(const kemu_token &t) {
+#if KEMU_TSAN
+    if (t)
+        __tsan_acquire(t.get());
+#endif
+}
+
 /* ---- handles: the runtime's opaque structs -------------------------------------------------- */
 struct CUgraph_st {
     std::vector<std::function<void()>> ops;
@@ -48,13 +95,24 @@ struct CUgraphExec_st {
 struct kemu_op {
     uint64_t seq;
     std::function<void()> fn;
+    kemu_token done;               /* KEMU_TSAN: the submit, then the op's end */
+    std::vector<kemu_token> after; /* KEMU_TSAN: the work it waits for */
 };
+namespace kemu {
+struct kemu_pool;
+}
 struct CUstream_st {
     CUgraph_st *cap = nullptr; /* the graph this stream records into */
     bool origin = false;       /* cudaStreamBeginCapture was called on it */
     bool invalidated = false;  /* an unsafe call broke the capture */
     bool blocking = true;      /* orders with the legacy stream (no cudaStreamNonBlocking) */
     std::deque<kemu_op> q;
+    /* KEMU_TSAN: the latest op's token, the events the next op waits for, the TSan fiber its
+     * ops run on, and the fibers of its kernels' GPU threads */
+    kemu_token tail;
+    std::vector<kemu_token> pending;
+    void *tsan = nullptr;
+    kemu::kemu_pool *pool = nullptr;
 };
 /* What an event's markers write: only the latest cudaEventRecord's marker counts, and a marker
  * may run after cudaEventDestroy (the runtime lets the event's work finish). */
@@ -70,6 +128,7 @@ struct CUevent_st {
     uint64_t seq = 0;          /* the latest marker's place in src */
     CUgraph_st *cap = nullptr; /* recorded into this capture */
     std::shared_ptr<kemu_event_state> st = std::make_shared<kemu_event_state>();
+    kemu_token tok; /* KEMU_TSAN: the latest marker's token */
 };
 
 namespace kemu {
@@ -88,6 +147,41 @@ const bool reverse_order = getenv("KEMU_ORDER") && !strcmp(getenv("KEMU_ORDER"),
 /* KEMU_EAGER=1: work runs when it is submitted (to tell an ordering error from another) */
 const bool eager = getenv("KEMU_EAGER") && atoi(getenv("KEMU_EAGER"));
 thread_local cudaError_t last_error = cudaSuccess;
+
+/* KEMU_TSAN: kemu's own work is no GPU program's: while a quiet lives, TSan records none of the
+ * memory accesses, allocations and frees of the fiber that runs it (a queue entry the host made
+ * and a stream's work freed would read as a race). A loud inside one (one level deep) lets TSan
+ * see the host touch user memory: the bytes of a copy staged at the call. */
+struct quiet {
+    quiet() {
+#if KEMU_TSAN
+        __tsan_ignore_thread_begin();
+#endif
+    }
+    ~quiet() {
+#if KEMU_TSAN
+        __tsan_ignore_thread_end();
+#endif
+    }
+};
+struct loud {
+    loud() {
+#if KEMU_TSAN
+        __tsan_ignore_thread_end();
+#endif
+    }
+    ~loud() {
+#if KEMU_TSAN
+        __tsan_ignore_thread_begin();
+#endif
+    }
+};
+/* an entry point of the runtime: the one GPU's lock, and quiet */
+struct api_lock {
+    std::lock_guard<std::recursive_mutex> l;
+    quiet q;
+    api_lock() : l(big) {}
+};
 const unsigned char poison = 0xFF; /* NaN as fp32 and as bf16: a read of unset memory shows */
 
 double now_ms() {
@@ -134,7 +228,7 @@ void fault(const char *fmt, ...) {
 }
 
 bool is_device(const void *p, size_t bytes) {
-    std::lock_guard<std::recursive_mutex> l(big);
+    api_lock l;
     return in_map(dev_allocs, p, bytes ? bytes : 1);
 }
 
@@ -193,13 +287,146 @@ void on_segv(int sig, siginfo_t *si, void *) {
 
 } // namespace
 
+/* ---- TSan's fibers: the host, each stream's work, each GPU thread ---------------------------- */
+namespace {
+
+CUstream_st *running = nullptr;       /* the stream whose op runs now */
+const size_t fiber_stack = 256 << 10; /* a GPU thread's stack */
+
+#if KEMU_TSAN
+/* GPU threads run on a stream's pool of TSan fibers, each with its own stack (a stack serves one
+ * fiber: TSan checks stack memory too). A fiber serves many GPU threads one after another, and
+ * TSan orders what one fiber does: a block takes a group of the pool chosen by a hash of the
+ * launch and the block, so two blocks share fibers (and are not checked against each other)
+ * with chance n / KEMU_TSAN_FIBERS (new for each launch), not by a pattern of blockIdx. */
+struct kemu_slot {
+    void *fiber = nullptr;
+    char *stack = nullptr;
+    /* its GPU threads' ends: one object per fiber keeps TSan's releases cheap (a sync object
+     * many threads release into costs O(threads) per release) */
+    char *end = nullptr;
+    uint64_t launch = 0; /* the latest launch it served */
+};
+/* KEMU_TSAN_FIBERS: the pool's size; TSan's vector clocks (and so every barrier) cost O(fibers),
+ * and a block of n threads shares its fibers with another block with chance n / size */
+const int pool_size = [] {
+    const char *e = getenv("KEMU_TSAN_FIBERS");
+    const int v = e ? atoi(e) : 512;
+    return v < 64 ? 64 : v > 4096 ? 4096 : v;
+}();
+/* a pool's slots: a block of up to 1024 threads takes a group of them */
+size_t slot_count() {
+    return pool_size < 1024 ? 1024 : (size_t)pool_size;
+}
+std::vector<kemu_pool *> spare_pools; /* of destroyed streams */
+int live_pools = 0;
+kemu_pool *shared_pool = nullptr; /* when TSan's thread limit (8128) leaves no room for more */
+
+/* Every fiber is made by this one, which does nothing else: a new fiber starts with its maker's
+ * clock, and this one's is the host's at its first submit (all GPU work comes after it). */
+void *tsan_factory = nullptr;
+
+void *make_fiber(const char *name) {
+    void *me = __tsan_get_current_fiber();
+    if (!tsan_factory)
+        tsan_factory = __tsan_create_fiber(0);
+    __tsan_switch_to_fiber(tsan_factory, KEMU_NO_SYNC);
+    void *f = __tsan_create_fiber(0);
+    __tsan_switch_to_fiber(me, KEMU_NO_SYNC);
+    __tsan_set_fiber_name(f, name);
+    return f;
+}
+
+/* The TSan fiber of st's work (made at its first submit). */
+void *stream_fiber(CUstream_st *st) {
+    if (!st->tsan)
+        st->tsan =
+            make_fiber(st == &legacy ? "kemu: the legacy stream's work" : "kemu: a stream's work");
+    return st->tsan;
+}
+#endif
+
+} // namespace
+
+#if KEMU_TSAN
+struct kemu_pool {
+    std::vector<kemu_slot> slot = std::vector<kemu_slot>(slot_count());
+};
+
+namespace {
+
+kemu_pool *pool_of(CUstream_st *st) {
+    if (st->pool)
+        return st->pool;
+    if (!spare_pools.empty()) {
+        st->pool = spare_pools.back();
+        spare_pools.pop_back();
+    } else if ((live_pools + 1) * (int)slot_count() > 6000) {
+        if (!shared_pool)
+            shared_pool = new kemu_pool;
+        st->pool = shared_pool;
+    } else {
+        ++live_pools;
+        st->pool = new kemu_pool;
+    }
+    return st->pool;
+}
+
+/* Slot k of the running stream's pool, its fiber and stack made at first use. */
+kemu_slot &pool_slot(int k) {
+    kemu_slot &s = pool_of(running ? running : &legacy)->slot[k];
+    if (!s.fiber) {
+        s.fiber = make_fiber("kemu: a GPU thread");
+        s.end = (char *)malloc(1);
+        void *m = mmap(nullptr, fiber_stack, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            fault("mmap of a fiber stack: %s", strerror(errno));
+        s.stack = (char *)m;
+    }
+    return s;
+}
+
+} // namespace
+#endif
+
+/* Runs one queued op of st on st's TSan fiber: after the host's work before the submit and the
+ * work the op waits for; its end released for what waits on it. */
+static void run_op(CUstream_st *st, kemu_op &op) {
+    CUstream_st *outer = running;
+    running = st;
+#if KEMU_TSAN
+    void *prev = __tsan_get_current_fiber(), *me = stream_fiber(st);
+    if (prev != me)
+        __tsan_switch_to_fiber(me, KEMU_NO_SYNC);
+    for (const kemu_token &t : op.after)
+        kemu_acquire(t);
+    kemu_acquire(op.done);
+    {
+        /* quiet: an op runs on the host's stack, whose bytes the host used before (a copy's or
+         * a memset's bytes are loud, and a kernel's threads are fibers of their own) */
+        quiet q;
+        op.fn();
+    }
+    for (const kemu_token &t : op.after) /* an event's wait runs the marker it waits for */
+        kemu_acquire(t);
+    kemu_release(op.done);
+    if (prev != me)
+        __tsan_switch_to_fiber(prev, KEMU_NO_SYNC);
+#else
+    op.fn();
+#endif
+    running = outer;
+}
+
 /* Runs st's queued work numbered up to upto, in order. */
 static void drain(CUstream_st *st, uint64_t upto) {
     device_open open;
+    quiet q; /* the queue; each op's own work runs on its stream's fiber, which is not quiet */
     while (!st->q.empty() && st->q.front().seq <= upto) {
         kemu_op op = std::move(st->q.front());
         st->q.pop_front();
-        op.fn();
+        run_op(st, op);
     }
 }
 
@@ -207,6 +434,17 @@ static void drain_all() {
     drain(&legacy, UINT64_MAX);
     for (CUstream_st *o : streams)
         drain(o, UINT64_MAX);
+}
+
+/* KEMU_TSAN: the host waited for st's work so far (a synchronizing call returned). */
+static void host_waited(CUstream_st *st) {
+    kemu_acquire((st ? st : &legacy)->tail);
+}
+
+static void host_waited_all() {
+    host_waited(&legacy);
+    for (CUstream_st *o : streams)
+        host_waited(o);
 }
 
 /* Queues fn on st (nullptr: legacy) with the legacy stream's ordering: legacy work waits for the
@@ -228,7 +466,26 @@ static uint64_t enqueue(CUstream_st *st, std::function<void()> fn) {
     } else if (st->blocking && !legacy.q.empty()) {
         st->q.push_back({++next_seq, [upto]() { drain(&legacy, upto); }});
     }
-    st->q.push_back({++next_seq, std::move(fn)});
+    kemu_op op{++next_seq, std::move(fn)};
+#if KEMU_TSAN
+    /* the op comes after the host's work so far, its stream's previous op, the events waited
+     * for, and (legacy-stream rules) the blocking streams' or the legacy stream's latest op */
+    stream_fiber(st);
+    op.done = kemu_new_token();
+    kemu_release(op.done);
+    op.after.push_back(st->tail);
+    if (st == &legacy) {
+        for (CUstream_st *o : streams)
+            if (o->blocking)
+                op.after.push_back(o->tail);
+    } else if (st->blocking) {
+        op.after.push_back(legacy.tail);
+    }
+    op.after.insert(op.after.end(), st->pending.begin(), st->pending.end());
+    st->pending.clear();
+    st->tail = op.done;
+#endif
+    st->q.push_back(std::move(op));
     const uint64_t seq = next_seq;
     if (eager)
         drain(st, seq);
@@ -236,13 +493,13 @@ static uint64_t enqueue(CUstream_st *st, std::function<void()> fn) {
 }
 
 bool capturing(cudaStream_t s) {
-    std::lock_guard<std::recursive_mutex> l(big);
+    api_lock l;
     CUstream_st *st = stream_of(s);
     return st && st->cap;
 }
 
 cudaError_t submit(cudaStream_t s, std::function<void()> op) {
-    std::lock_guard<std::recursive_mutex> l(big);
+    api_lock l;
     CUstream_st *st = stream_of(s);
     if (!st && thread_capture) { /* the legacy stream while this thread captures */
         thread_capture->invalidated = true;
@@ -297,7 +554,6 @@ kemu_swap:
 #error "kemu's fibers are written for x86-64"
 #endif
 
-const size_t fiber_stack = 256 << 10;
 enum class st { ready, block_wait, warp_wait, done };
 
 struct fiber {
@@ -312,7 +568,21 @@ struct fiber {
 #ifdef KEMU_ASAN
     void *fake = nullptr;
 #endif
+#if KEMU_TSAN
+    void *tsan = nullptr; /* the pool's fiber that runs this GPU thread now */
+    char *end = nullptr;  /* its end's sync object */
+#endif
 };
+
+#if KEMU_TSAN
+/* A block barrier's TSan sync object: every thread releases into it when it arrives and
+ * acquires it when it leaves. Two alternate (gen & 1), so a thread that left and reaches the
+ * next opening cannot release into the object slower threads have yet to acquire. */
+struct kemu_bar {
+    char *obj = nullptr; /* freed after the block: TSan forgets its syncs */
+    unsigned gen = 0;
+};
+#endif
 
 struct block_run {
     std::vector<fiber> f;
@@ -322,8 +592,15 @@ struct block_run {
     const launch_site *site = nullptr;
     bool waited = false; /* a thread of this launch used a barrier or a shuffle */
     bool direct = false; /* threads run one after another on this stack, no fibers */
+#if KEMU_TSAN
+    void *sched_tsan = nullptr; /* the fiber of the launch's stream work */
+    char *launch = nullptr;     /* the launch's sync object */
+    std::vector<char *> ends;   /* those of the fibers the launch used */
+    kemu_bar bar; /* __syncthreads of the block (a shuffle orders no memory: not synced) */
+#endif
 };
-block_run run;          /* the block being run (under big) */
+/* the block being run (under big); never freed: GPU threads read their coordinates in it */
+block_run &run = *new block_run;
 thread_coords host_pos; /* outside a kernel: all zero */
 
 #ifdef KEMU_ASAN
@@ -336,6 +613,9 @@ void switch_to_sched(fiber &me, bool exiting) {
 #ifdef KEMU_ASAN
     __sanitizer_start_switch_fiber(exiting ? nullptr : &me.fake, sched_bottom, sched_size);
 #endif
+#if KEMU_TSAN
+    __tsan_switch_to_fiber(run.sched_tsan, KEMU_NO_SYNC);
+#endif
     kemu_swap(&me.sp, run.sched_sp);
 #ifdef KEMU_ASAN
     __sanitizer_finish_switch_fiber(me.fake, &sched_bottom, &sched_size);
@@ -346,6 +626,9 @@ void switch_to_fiber(fiber &f) {
 #ifdef KEMU_ASAN
     void *fake = nullptr;
     __sanitizer_start_switch_fiber(&fake, f.stack, fiber_stack);
+#endif
+#if KEMU_TSAN
+    __tsan_switch_to_fiber(f.tsan, KEMU_NO_SYNC);
 #endif
     kemu_swap(&run.sched_sp, f.sp);
 #ifdef KEMU_ASAN
@@ -358,7 +641,13 @@ extern "C" void kemu_fiber_main() {
 #ifdef KEMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &sched_bottom, &sched_size);
 #endif
+#if KEMU_TSAN
+    __tsan_acquire(run.launch); /* the launch happens-before the kernel's threads */
+#endif
     (*run.body)();
+#if KEMU_TSAN
+    __tsan_release(me.end); /* ... and they before what waits for the kernel */
+#endif
     me.state = st::done;
     switch_to_sched(me, true);
     fault("a finished GPU thread was resumed");
@@ -444,6 +733,9 @@ bool release(const char *file) {
         for (int i = 0; i < n; ++i)
             if (run.f[i].state == st::block_wait)
                 run.f[i].state = st::ready;
+#if KEMU_TSAN
+        ++run.bar.gen;
+#endif
         return true;
     }
     if (live)
@@ -457,6 +749,7 @@ bool release(const char *file) {
 /* Block bid's threads, their coordinates set: how many. */
 int block_threads(const dim3 &g, const dim3 &b, const uint3 &bid) {
     const int n = (int)(b.x * b.y * b.z);
+    run.f.reserve(1024); /* never moved: GPU threads read their coordinates there */
     if ((int)run.f.size() < n)
         run.f.resize(n);
     run.n = n;
@@ -484,15 +777,54 @@ char *shared_base = nullptr;
 size_t shared_used = 0;
 std::map<const void *, char *> shared_slots; /* by the variable's tag */
 
-/* Fills the block's shared memory with NaN bytes. */
+#if KEMU_TSAN
+uint64_t launches = 0; /* numbers the launches, for the choice of fibers */
+
+/* Block bid's GPU threads get a group of n fibers of the pool (and their stacks). */
+void take_fibers(const dim3 &g, const uint3 &bid, int n) {
+    const uint64_t groups = pool_size >= 2 * n ? (uint64_t)(pool_size / n) : 1;
+    uint64_t h = (launches * 0x9E3779B97F4A7C15ull) ^
+                 (bid.x + (uint64_t)g.x * (bid.y + (uint64_t)g.y * bid.z));
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 29;
+    const int base = (int)(h % groups) * n;
+    for (int i = 0; i < n; ++i) {
+        kemu_slot &sl = pool_slot(base + i);
+        run.f[i].tsan = sl.fiber;
+        run.f[i].stack = sl.stack;
+        run.f[i].end = sl.end;
+        if (sl.launch != launches) {
+            sl.launch = launches;
+            run.ends.push_back(sl.end);
+        }
+    }
+}
+#endif
+
+/* Fills the block's shared memory with NaN bytes. Under KEMU_TSAN its pages are mapped anew
+ * first, which TSan takes as new memory (its past accesses forgotten, as a block on a GPU gets
+ * shared memory no other block of the grid touches) without ordering the blocks. */
 void reset_shared() {
-    if (shared_used)
-        memset(shared_base, poison, shared_used);
+    if (!shared_used)
+        return;
+    quiet q;
+#if KEMU_TSAN
+    if (mmap(shared_base, page_round(shared_used), PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+        fault("mmap of shared memory: %s", strerror(errno));
+#endif
+    memset(shared_base, poison, shared_used);
 }
 
 void run_block(const dim3 &g, const dim3 &b, const uint3 &bid) {
     reset_shared();
     const int n = block_threads(g, b, bid);
+#if KEMU_TSAN
+    take_fibers(g, bid, n);
+    run.bar.obj = (char *)malloc(2);
+    run.bar.gen = 0;
+#endif
     for (int i = 0; i < n; ++i)
         fiber_start(run.f[i]);
     for (;;) {
@@ -514,6 +846,9 @@ void run_block(const dim3 &g, const dim3 &b, const uint3 &bid) {
         if (all_done)
             break;
     }
+#if KEMU_TSAN
+    free(run.bar.obj);
+#endif
 }
 
 fiber &me_in_kernel(const char *what) {
@@ -530,6 +865,7 @@ fiber &me_in_kernel(const char *what) {
 } // namespace
 
 void *shared_slot(const void *tag, size_t bytes, size_t align) {
+    quiet q;
     auto it = shared_slots.find(tag);
     if (it != shared_slots.end())
         return it->second;
@@ -556,9 +892,16 @@ const thread_coords &coords() {
 
 void sync_block(int line) {
     fiber &me = me_in_kernel("__syncthreads");
+#if KEMU_TSAN
+    char *obj = run.bar.obj + (run.bar.gen & 1);
+    __tsan_release(obj);
+#endif
     me.state = st::block_wait;
     me.line = line;
     switch_to_sched(me, false);
+#if KEMU_TSAN
+    __tsan_acquire(obj); /* every thread of the block arrived */
+#endif
 }
 
 uint64_t shfl_down(unsigned mask, uint64_t bits, unsigned delta, int width, int line) {
@@ -594,6 +937,29 @@ static bool kernel_visible(const void *p) {
            in_map(host_allocs, before, 1);
 }
 
+#if KEMU_TSAN
+/* TSan calls this after it printed a report (before halt_on_error ends the program): which GPU
+ * thread made the access reported first, when one did (TSan names the fiber only). */
+extern "C" void __tsan_on_report(const void *) {
+    const launch_site *site = run.site;
+    if (run.cur >= 0 && __tsan_get_current_fiber() == run.f[run.cur].tsan) {
+        const thread_coords &c = run.f[run.cur].at;
+        fprintf(stderr,
+                "kemu: the access reported first is GPU thread (%u, %u, %u) of block (%u, %u, %u) "
+                "(grid (%u, %u, %u), block (%u, %u, %u)) of the kernel launched at %s:%d\n",
+                c.tid.x, c.tid.y, c.tid.z, c.bid.x, c.bid.y, c.bid.z, c.gdim.x, c.gdim.y, c.gdim.z,
+                c.bdim.x, c.bdim.y, c.bdim.z, site->file, site->line);
+    } else if (running) {
+        fprintf(stderr,
+                "kemu: the access reported first is a stream's work (a copy, a memset, a "
+                "library call)%s\n",
+                site ? ", during a kernel" : "");
+    } else {
+        fprintf(stderr, "kemu: the access reported first is the host's\n");
+    }
+}
+#endif
+
 void check_kernel_pointer(const launch_site &at, int index, const void *p) {
     if (p && !kernel_visible(p))
         fault("%s:%d: kernel argument %d (%p) is not device memory", at.file, at.line, index, p);
@@ -606,7 +972,7 @@ void check_member_pointer(const launch_site &at, int index, const char *member, 
 }
 
 void launch(const cfg &c, std::function<void()> body, std::function<void()> check) {
-    std::lock_guard<std::recursive_mutex> l(big);
+    api_lock l;
     const long long threads = (long long)c.block.x * c.block.y * c.block.z;
     if (!c.grid.x || !c.grid.y || !c.grid.z || !threads || threads > 1024 || c.block.z > 64 ||
         c.grid.y > 65535 || c.grid.z > 65535 || c.shmem > 48 * 1024) {
@@ -615,12 +981,25 @@ void launch(const cfg &c, std::function<void()> body, std::function<void()> chec
     }
     const cfg cc = c;
     const cudaError_t e = submit(c.stream, [cc, body, check]() {
+        quiet q; /* the launch's bookkeeping: the GPU threads are other fibers, not quiet */
         check();
         if (run.cur >= 0)
             fault("%s:%d: a kernel launched from a kernel", cc.at.file, cc.at.line);
         run.body = &body;
         run.site = &cc.at;
         run.waited = false;
+#if KEMU_TSAN
+        /* the stream's work so far happens-before every GPU thread; the grid's blocks are
+         * unordered among themselves (every block on fibers, none run "direct") */
+        run.sched_tsan = __tsan_get_current_fiber();
+        run.launch = (char *)malloc(1);
+        run.ends.clear();
+        __tsan_release(run.launch);
+        ++launches;
+        const bool all_fibers = true;
+#else
+        const bool all_fibers = false;
+#endif
         bool first = true;
         for (unsigned zz = 0; zz < cc.grid.z; ++zz)
             for (unsigned yy = 0; yy < cc.grid.y; ++yy)
@@ -628,12 +1007,17 @@ void launch(const cfg &c, std::function<void()> body, std::function<void()> chec
                     const unsigned z = reverse_order ? cc.grid.z - 1 - zz : zz;
                     const unsigned y = reverse_order ? cc.grid.y - 1 - yy : yy;
                     const unsigned x = reverse_order ? cc.grid.x - 1 - xx : xx;
-                    if (first || run.waited)
+                    if (first || run.waited || all_fibers)
                         run_block(cc.grid, cc.block, make_uint3(x, y, z));
                     else
                         run_block_direct(cc.grid, cc.block, make_uint3(x, y, z));
                     first = false;
                 }
+#if KEMU_TSAN
+        for (char *e : run.ends)
+            __tsan_acquire(e);
+        free(run.launch);
+#endif
         run.body = nullptr;
         run.site = nullptr;
     });
@@ -644,7 +1028,7 @@ void launch(const cfg &c, std::function<void()> body, std::function<void()> chec
 
 /* ---- the runtime API ------------------------------------------------------------------------ */
 using namespace kemu;
-#define LOCK std::lock_guard<std::recursive_mutex> lock_(big)
+#define LOCK api_lock lock_
 
 extern "C" {
 
@@ -793,6 +1177,7 @@ cudaError_t cudaDeviceSynchronize(void) {
     if (unsafe_call())
         return set_error(cudaErrorStreamCaptureUnsupported);
     drain_all();
+    host_waited_all();
     return cudaSuccess;
 }
 
@@ -839,6 +1224,7 @@ cudaError_t cudaFree(void *p) {
     if (unsafe_call())
         return set_error(cudaErrorStreamCaptureUnsupported);
     drain_all(); /* cudaFree waits for the device's work */
+    host_waited_all();
     auto it = dev_allocs.find((uintptr_t)p);
     if (it == dev_allocs.end())
         fault("cudaFree(%p): not a live cudaMalloc allocation", p);
@@ -874,6 +1260,7 @@ cudaError_t cudaFreeHost(void *p) {
     if (!p)
         return cudaSuccess;
     drain_all(); /* as cudaFree */
+    host_waited_all();
     auto it = host_allocs.find((uintptr_t)p);
     if (it == host_allocs.end())
         fault("cudaFreeHost(%p): not a live cudaHostAlloc allocation", p);
@@ -920,13 +1307,21 @@ static bool pageable(const void *p) {
 static std::function<void()> copy_work(void *dst, const void *src, size_t n, bool staged) {
     if (!staged)
         return [=]() {
-            if (n)
+            if (n) {
+                loud l;
                 memmove(dst, src, n);
+            }
         };
     std::shared_ptr<std::vector<unsigned char>> bytes =
-        std::make_shared<std::vector<unsigned char>>((const unsigned char *)src,
-                                                     (const unsigned char *)src + n);
-    return [=]() { memcpy(dst, bytes->data(), n); };
+        std::make_shared<std::vector<unsigned char>>(n);
+    {
+        loud l; /* the host reads the source now */
+        memcpy(bytes->data(), src, n);
+    }
+    return [=]() {
+        loud l;
+        memcpy(dst, bytes->data(), n);
+    };
 }
 
 static void check_memset(const char *what, void *p, size_t n) {
@@ -942,8 +1337,10 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
     const bool capture = (st && st->cap) || (!st && thread_capture);
     if (!capture && n && pageable(dst)) { /* device to pageable host: returns when done */
         cudaError_t e = submit(s, copy_work(dst, src, n, false));
-        if (e == cudaSuccess)
+        if (e == cudaSuccess) {
             drain(st ? st : &legacy, UINT64_MAX);
+            host_waited(st);
+        }
         return e;
     }
     if (!capture && n && pageable(src)) /* pageable host to device: staged at the call */
@@ -966,15 +1363,20 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k) {
         return cudaSuccess;
     const bool to_host = !in_map(dev_allocs, dst, 1), from_device = in_map(dev_allocs, src, 1);
     enqueue(nullptr, copy_work(dst, src, n, !to_host && !from_device));
-    if (to_host)
+    if (to_host) {
         drain(&legacy, UINT64_MAX);
+        host_waited(nullptr);
+    }
     return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
     LOCK;
     check_memset("cudaMemsetAsync", p, n);
-    return set_error(submit(s, [=]() { memset(p, v, n); }));
+    return set_error(submit(s, [=]() {
+        loud l;
+        memset(p, v, n);
+    }));
 }
 
 cudaError_t cudaMemset(void *p, int v, size_t n) {
@@ -982,7 +1384,10 @@ cudaError_t cudaMemset(void *p, int v, size_t n) {
     if (unsafe_call())
         return set_error(cudaErrorStreamCaptureImplicit);
     check_memset("cudaMemset", p, n);
-    enqueue(nullptr, [=]() { memset(p, v, n); }); /* asynchronous for device memory */
+    enqueue(nullptr, [=]() { /* asynchronous for device memory */
+                             loud l;
+                             memset(p, v, n);
+    });
     return cudaSuccess;
 }
 
@@ -1011,6 +1416,12 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
         if (e->src == st)
             e->src = nullptr;
     streams.erase(st);
+#if KEMU_TSAN
+    if (st->pool && st->pool != shared_pool)
+        spare_pools.push_back(st->pool); /* a later stream's GPU threads run on them */
+    if (st->tsan)
+        __tsan_destroy_fiber(st->tsan);
+#endif
     delete st;
     return cudaSuccess;
 }
@@ -1025,6 +1436,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
         return set_error(cudaErrorStreamCaptureUnsupported);
     }
     drain(st ? st : &legacy, UINT64_MAX);
+    host_waited(st);
     return cudaSuccess;
 }
 
@@ -1168,6 +1580,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
             es->ms = now_ms();
         }
     });
+    e->tok = (st ? st : &legacy)->tail; /* the marker's token */
     return cudaSuccess;
 }
 
@@ -1188,6 +1601,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
         return set_error(cudaErrorStreamCaptureImplicit);
     if (st && st->cap) /* outside work seen from a capture: ordered already at replay time */
         return cudaSuccess;
+    if (e->recorded && e->tok) /* the stream's next op comes after the marker */
+        (st ? st : &legacy)->pending.push_back(e->tok);
     if (e->recorded && e->src && !e->st->fired) {
         CUstream_st *src = e->src;
         const uint64_t seq = e->seq;
@@ -1207,6 +1622,8 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
         return set_error(cudaErrorStreamCaptureUnsupported);
     if (e->src && !e->st->fired)
         drain(e->src, e->seq);
+    if (e->recorded)
+        kemu_acquire(e->tok);
     return cudaSuccess;
 }
 
