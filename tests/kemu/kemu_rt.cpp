@@ -971,6 +971,19 @@ void check_member_pointer(const launch_site &at, int index, const char *member, 
               index, member, p);
 }
 
+/* KEMU_LAUNCH_LOG=FILE: each kernel run appends "site grid block" there (which kernels a set of
+ * tests runs, and with how many blocks and warps: the race checker needs both above one). */
+FILE *launch_log() {
+    static FILE *f = [] {
+        const char *p = getenv("KEMU_LAUNCH_LOG");
+        FILE *l = p && *p ? fopen(p, "a") : nullptr;
+        if (l)
+            setvbuf(l, nullptr, _IOLBF, 0);
+        return l;
+    }();
+    return f;
+}
+
 void launch(const cfg &c, std::function<void()> body, std::function<void()> check) {
     api_lock l;
     const long long threads = (long long)c.block.x * c.block.y * c.block.z;
@@ -988,6 +1001,9 @@ void launch(const cfg &c, std::function<void()> body, std::function<void()> chec
         run.body = &body;
         run.site = &cc.at;
         run.waited = false;
+        if (FILE *l = launch_log())
+            fprintf(l, "%s:%d %u,%u,%u %u,%u,%u\n", cc.at.file, cc.at.line, cc.grid.x, cc.grid.y,
+                    cc.grid.z, cc.block.x, cc.block.y, cc.block.z);
 #if KEMU_TSAN
         /* the stream's work so far happens-before every GPU thread; the grid's blocks are
          * unordered among themselves (every block on fibers, none run "direct") */
