@@ -2,8 +2,9 @@
  * Optimizer updates (Adam, SGD) and the non-finite gradient flag.
  *
  * One family of the model's small GPU kernels (launchers declared in ck_kernels.h). Every kernel
- * writes each output element from one thread in a fixed order: no atomics, so results are
- * bit-identical run to run; per-element math comes from ck_math.h, shared with the CPU ops.
+ * writes each output element from one thread in a fixed order: no atomics (but the non-finite
+ * flag's store of 1), so results are bit-identical run to run; per-element math comes from
+ * ck_math.h, shared with the CPU ops.
  */
 #include "common.cuh"
 
@@ -67,7 +68,7 @@ __global__ void k_flag_nonfinite(const float *p, long long count, int *flag) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x)
         if (!isfinite(p[i]))
-            *flag = 1;
+            atomicExch(flag, 1); /* many threads may store it: an atomic, not a data race */
 }
 
 extern "C" int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, void *stream) {

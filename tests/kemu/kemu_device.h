@@ -178,6 +178,12 @@ static inline int kemu_width(int w) {
     return w ? w : 32;
 }
 
+/* CUDA's atomics that kernels use, as the host compiler's (relaxed, as CUDA's; TSan takes them
+ * for atomics, not races) */
+static inline int atomicExch(int *p, int v) {
+    return __atomic_exchange_n(p, v, __ATOMIC_RELAXED);
+}
+
 template <class T> static inline T __ldg(const T *p) {
     return *p;
 }
