@@ -911,6 +911,8 @@ Test(gpu_bf16, conv_matches_cpu_twin) {
     conv_bf16_case(g, 4, 12, 12, 8, 16, 3, 1, 0, 0, 0, "NHWC 3x3 valid");
     conv_bf16_case(g, 3, 8, 8, 8, 8, 3, 2, 1, 0, 0, "explicit padding (3x3 s2 same, even size)");
     conv_bf16_case(g, 2, 9, 7, 3, 8, 3, 1, 1, 1, 0, "NCHW fallback (forced)");
+    /* channels a multiple of 8 in NCHW: bf16 words through the layout conversions both ways */
+    conv_bf16_case(g, 2, 6, 5, 8, 8, 3, 1, 1, 1, 0, "NCHW, C and K multiples of 8 (forced)");
     /* the seed model's conv1 shape: a bf16 plan, or the wide one when cuDNN has none (the log
      * line says which) */
     conv_bf16_case(g, 8, 28, 28, 1, 32, 3, 1, 0, 0, 0, "one input channel (conv1)");
