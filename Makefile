@@ -38,8 +38,9 @@ test-asan:
 
 # The GPU tests without a GPU: the GPU path built against kemu, a CPU emulation of the CUDA
 # runtime, cuDNN and cuBLAS (tests/kemu/kemu.h). It finds logic errors in the GPU code (indices,
-# pointers, copies, API misuse); a real GPU is still the only test of races, of the real cuDNN
-# and cuBLAS, and of speed (README, "GPU tests without a GPU"). EMU_ASAN=1: the same under
+# pointers, copies, API misuse; races with EMU_TSAN=1 below); a real GPU is still the only test
+# of the real cuDNN and cuBLAS, of weak memory ordering, and of speed (README, "GPU tests without
+# a GPU"). EMU_ASAN=1: the same under
 # AddressSanitizer + UBSan (its own build folder; several times slower).
 # KEMU_PROTECT=1 (not under ASan, which needs its own allocations): host code that touches device
 # memory directly stops, as it would fault on a GPU.
