@@ -2,8 +2,9 @@
  * kemu: a CPU emulation of the CUDA runtime, cuDNN and cuBLAS as far as cnnkit uses them, so the
  * GPU code path (host orchestration and cnnkit's own kernels, compiled as C++) runs and is tested
  * on machines without a GPU. It is test infrastructure, not a GPU: it finds logic errors (wrong
- * indices, wrong pointers, missing copies, misuse of the API), never races or speed. The fakes of
- * cuDNN and cuBLAS follow the documented semantics; they cannot find a misreading of them.
+ * indices, wrong pointers, missing copies, misuse of the API) and, built under ThreadSanitizer
+ * (CNNKIT_EMU_TSAN), races; never speed. The fakes of cuDNN and cuBLAS follow the documented
+ * semantics; they cannot find a misreading of them.
  *
  * Device memory is host memory from cudaMalloc (tracked). Streams are queues: their work runs
  * when something waits for it (a synchronize, a copy to host memory, another stream's wait on an
