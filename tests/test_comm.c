@@ -327,10 +327,14 @@ Test(comm, timeout_names_a_rank_at_another_collective, .timeout = 150) {
 
 /* ck_model_fit on a model with a communicator shards each shuffled global batch itself: one
  * epoch on 2 ranks (SyncBN, batch 128) and on 3 ranks (batch 32, 11/11/10) against the same fit
- * in one process (measured: loss 2.7e-8 and 1.2e-9, weights 8.9e-7 and 1.4e-7). */
+ * in one process. Measured: losses to 1.1e-7 and 1.2e-9; weights to 1.6e-7 (3 ranks), and on 2
+ * ranks from 8.9e-7 to 1.6e-5 with OpenBLAS's kernel (Haswell, SkylakeX, Sandybridge), always in
+ * one element of the Dense kernel before the SyncBN, whose gradient Adam amplifies
+ * (docs/distributed.md): its weights get 1e-4, 1% of the learning rate; a wrong shard moves
+ * weights by the learning rate. */
 Test(comm, fit_shards_the_batches, .timeout = 150) {
     char out[8192];
-    int rc = run_dp(2, "--fit --sync --global 128 --tol 1e-5", out, sizeof out);
+    int rc = run_dp(2, "--fit --sync --global 128 --tol 1e-5 --wtol 1e-4", out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert(strstr(out, "fit, 1 epoch") && strstr(out, "identical: yes"), "%s", out);
     rc = run_dp(3, "--fit --global 32 --tol 1e-5", out, sizeof out);

@@ -13,6 +13,7 @@
  *   --dropout      --sync's model with a SpatialDropout2D and a Dropout: the ranks' shards draw the
  *                  masks of their samples' places in the global batch, as one process does
  *   --tol T        largest loss / weight difference allowed (1e-5)
+ *   --wtol T       largest weight difference allowed, when it must differ from --tol's
  *   --save PATH    rank 0 saves the trained model (every rank's is the same) to PATH, loads it into
  *                  a new single-process model and evaluates both on the whole data set: the loss
  *                  and accuracy must be equal
@@ -202,7 +203,7 @@ int main(int argc, char **argv) {
     int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1, oom = 0, bf16 = 0;
     const char *save = NULL, *load = NULL;
     int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1, bad_val = -1, val_only = -1;
-    double tol = 1e-5, timeout = -1.0;
+    double tol = 1e-5, wtol = -1.0, timeout = -1.0;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--global") && i + 1 < argc)
             global = atoi(argv[++i]);
@@ -210,6 +211,8 @@ int main(int argc, char **argv) {
             steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tol") && i + 1 < argc)
             tol = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--wtol") && i + 1 < argc)
+            wtol = atof(argv[++i]);
         else if (!strcmp(argv[i], "--kill-rank") && i + 1 < argc)
             kill_rank = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--load") && i + 1 < argc)
@@ -543,8 +546,10 @@ int main(int argc, char **argv) {
                : bn == 2 ? " (SyncBatchNormalization)"
                          : (bn ? " (BatchNormalization per rank)" : ""),
                max_dloss, max_dw, memcmp(wmin, wmax, sizeof(float) * nw) ? "no" : "yes");
-        if (!(max_dloss <= tol && max_dw <= tol)) {
-            fprintf(stderr, "dp_train: over the tolerance %g\n", tol);
+        if (wtol < 0.0)
+            wtol = tol;
+        if (!(max_dloss <= tol && max_dw <= wtol)) {
+            fprintf(stderr, "dp_train: over the tolerance %g (loss), %g (weights)\n", tol, wtol);
             bad = 1;
         }
         if (save && !bad) { /* the 2-rank run's checkpoint in a 1-rank model */
