@@ -193,7 +193,8 @@ void ck_errbuf_printf(char *err, size_t len, const char *fmt, ...) CK_PRINTF(3, 
 /* Records a formatted message in ctx (the per-thread creation message when ctx is NULL) and
  * returns status (errors.c). */
 ck_status ck_fail(ck_context *ctx, ck_status status, const char *fmt, ...) CK_PRINTF(3, 4);
-/* ctx's message followed by an earlier one it replaced: "now (before that: earlier)"; status. */
+/* ctx's message followed by an earlier one it replaced: "now (before that: earlier)", or now
+ * alone when the two are one message; status. */
 ck_status ck_fail_after(ck_context *ctx, ck_status status, const char *earlier);
 /* The per-thread message of a failure with no context (ck_fail(NULL, ...)), read by
  * ck_context_last_error(NULL): NULL when none; cleared by every ck_context_create (errors.c). */
