@@ -64,19 +64,19 @@ EMU_SELFTESTS = kemu_race_selftest
 # Without the tests that train for many steps (CUDA graphs, whole models: 21 of 118 GPU tests, 330
 # of their 378 s unsanitized; about 20 times slower here); the rest and bench_ops below reach the
 # kernel launches all of them reach, the same ones with more than one block and warp (README).
-EMU_FILTER ?= @(gpu/*|gpu_bf16/!(graph_steps_equal_eager_steps|seed_model_matches_cpu_twin)|gpu_layers/*|gpu_comm/!(nccl_*)|*/gpu_!(resnet20_matches_cpu|roofline_every_node)|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/!(same_seed_bit_identical_weights)_gpu)
+EMU_FILTER ?= @(gpu/*|gpu_bf16/!(graph_steps_equal_eager_steps|seed_model_matches_cpu_twin)|gpu_layers/*|gpu_comm/*|*/gpu_!(resnet20_matches_cpu|roofline_every_node)|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/!(same_seed_bit_identical_weights)_gpu)
 EMU_BENCH_REPEATS = 1
 else
 EMU_ENV = KEMU_PROTECT=1
 endif
 EMU_BUILD ?= build-emu
 EMU_BENCH_REPEATS ?= 2
-# NCCL is not emulated: gpu_comm's NCCL tests are left out.
-EMU_FILTER ?= @(gpu/*|gpu_@(bf16|graph|layers|model)/*|gpu_comm/!(nccl_*)|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)
+# gpu_comm's NCCL tests run on kemu's NCCL of one rank (tests/kemu/kemu_nccl.cpp).
+EMU_FILTER ?= @(gpu/*|gpu_@(bf16|graph|layers|model)/*|gpu_comm/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)
 # Then bench_ops at the model's shapes: every op table case on the device, re-checked against
 # the CPU after timing (the timings mean nothing here; a failed row fails the target).
 test-emu:
-	@cmake -S . -B $(EMU_BUILD) -DCNNKIT_EMU=ON -DCNNKIT_BUILD_BENCH=ON -DCNNKIT_NCCL=OFF -DCNNKIT_MPI=OFF \
+	@cmake -S . -B $(EMU_BUILD) -DCNNKIT_EMU=ON -DCNNKIT_BUILD_BENCH=ON -DCNNKIT_NCCL=ON -DCNNKIT_MPI=OFF \
 	  $(EMU_CMAKE_FLAGS) > $(EMU_BUILD).configure.log 2>&1 || { cat $(EMU_BUILD).configure.log; exit 1; }
 	@cmake --build $(EMU_BUILD) -j $(JOBS) --target cnnkit_tests kemu_fakes_selftest kemu_rt_selftest bench_ops $(EMU_SELFTESTS)
 	@$(EMU_ENV) $(EMU_BUILD)/tests/kemu/kemu_rt_selftest

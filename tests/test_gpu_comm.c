@@ -320,6 +320,50 @@ Test(gpu_comm, nccl_one_rank_attach_twice) {
     ck_context_destroy(ctx);
 }
 
+#ifdef CNNKIT_EMU_NCCL_PATH
+#include <dlfcn.h>
+
+/* kemu only (its NCCL injects the failure: tests/kemu/kemu_nccl.cpp): an NCCL call that fails
+ * inside a step, as one does when a peer dies or the network breaks, fails the step with NCCL's
+ * message naming the rank and breaks the communicator; the next step fails at once with the
+ * same message, running no collective; then everything is destroyed without a wait, and the
+ * NCCL communicator is aborted (kemu fails a process that leaves one alive). */
+Test(gpu_comm, nccl_failure_breaks_the_comm_kemu) {
+    void *lib = dlopen(CNNKIT_EMU_NCCL_PATH, RTLD_NOW | RTLD_LOCAL);
+    cr_assert_not_null(lib, "%s", dlerror());
+    void (*fail_call)(int, int) = (void (*)(int, int))dlsym(lib, "kemu_nccl_fail_call");
+    cr_assert_not_null(fail_call, "%s", dlerror());
+    ck_context *ctx = t_cuda_ctx_or_skip();
+    ck_comm *c = one_rank(ctx);
+    ck_model *a = build_on(ctx, sync_text, 32);
+    CK_OK(ctx, ck_model_set_comm(a, c));
+    enum { N = 32 };
+    float *x = malloc(sizeof(float) * N * 144);
+    int32_t y[N];
+    make_batch(x, y, N, 900);
+    CK_OK(ctx, ck_model_train_step(a, x, y, N, NULL));
+    fail_call(5, 2); /* ncclSystemError, in the middle of the next step's 8 collectives */
+    cr_assert_eq(ck_model_train_step(a, x, y, N, NULL), CK_STATUS_INTERNAL);
+    char first[1024];
+    snprintf(first, sizeof first, "%s", ck_context_last_error(ctx));
+    cr_assert(strstr(first, "failed on rank 0 of 1: unhandled system error") &&
+                  strstr(first, "kemu's injected failure"),
+              "%s", first);
+    cr_assert_eq(ck_comm_broken(c), 1);
+    const unsigned long long calls = ck_comm_calls(c);
+    cr_assert_eq(ck_model_train_step(a, x, y, N, NULL), CK_STATUS_INTERNAL);
+    cr_assert_eq(ck_comm_calls(c), calls, "a collective ran on a broken communicator");
+    cr_assert(strstr(ck_context_last_error(ctx), strchr(first, ':') + 1), "%s\nvs\n%s",
+              ck_context_last_error(ctx), first);
+    CK_OK(ctx, ck_model_set_comm(a, NULL));
+    free(x);
+    ck_model_destroy(a);
+    ck_comm_destroy(c);
+    ck_context_destroy(ctx);
+    dlclose(lib);
+}
+#endif
+
 #ifdef CNNKIT_HAVE_CUDA
 #include "ck_kernels.h"
 

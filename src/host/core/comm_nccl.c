@@ -55,7 +55,12 @@ struct ck_nccl {
     cudaEvent_t ready, done;
 };
 
+#ifdef CNNKIT_EMU_NCCL_PATH
+/* an emulated build opens kemu's NCCL: a real one would call a real CUDA runtime */
+static const char *const nccl_sonames[] = {CNNKIT_EMU_NCCL_PATH};
+#else
 static const char *const nccl_sonames[] = {"libnccl.so.2", "libnccl.so"};
+#endif
 
 static ck_status open_lib(ck_context *ctx, void **lib, nccl_api *f) {
     *lib = NULL;
