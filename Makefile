@@ -37,11 +37,11 @@ test-asan:
 	  $(ASAN_BUILD)/tests/cnnkit_tests --jobs $(JOBS) $(TEST_ARGS)
 
 # The GPU tests without a GPU: the GPU path built against kemu, a CPU emulation of the CUDA
-# runtime, cuDNN and cuBLAS (tests/kemu/kemu.h). It finds logic errors in the GPU code (indices,
-# pointers, copies, API misuse; races with EMU_TSAN=1 below); a real GPU is still the only test
-# of the real cuDNN and cuBLAS, of weak memory ordering, and of speed (README, "GPU tests without
-# a GPU"). EMU_ASAN=1: the same under
-# AddressSanitizer + UBSan (its own build folder; several times slower).
+# runtime, cuDNN, cuBLAS and a one-rank NCCL (tests/kemu/kemu.h). It finds logic errors in the GPU
+# code (indices, pointers, copies, API misuse; races with EMU_TSAN=1 below); a real GPU is still
+# the only test of the real cuDNN, cuBLAS and NCCL, of weak memory ordering, and of speed
+# (README, "GPU tests without a GPU"). EMU_ASAN=1: the same under AddressSanitizer + UBSan (its
+# own build folder; several times slower).
 # KEMU_PROTECT=1 (not under ASan, which needs its own allocations): host code that touches device
 # memory directly stops, as it would fault on a GPU.
 # EMU_TSAN=1: a race checker. The same under ThreadSanitizer (its own build folder): each GPU thread

@@ -1,5 +1,6 @@
 /*
- * kemu: a CPU emulation of the CUDA runtime, cuDNN and cuBLAS as far as cnnkit uses them, so the
+ * kemu: a CPU emulation of the CUDA runtime, cuDNN and cuBLAS as far as cnnkit uses them (and of
+ * NCCL with one rank: kemu_nccl.cpp, a library of its own that cnnkit opens at run time), so the
  * GPU code path (host orchestration and cnnkit's own kernels, compiled as C++) runs and is tested
  * on machines without a GPU. It is test infrastructure, not a GPU: it finds logic errors (wrong
  * indices, wrong pointers, missing copies, misuse of the API) and, built under ThreadSanitizer
