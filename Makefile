@@ -71,12 +71,13 @@ EMU_ENV = KEMU_PROTECT=1
 endif
 EMU_BUILD ?= build-emu
 EMU_BENCH_REPEATS ?= 2
-# gpu_comm's NCCL tests run on kemu's NCCL of one rank (tests/kemu/kemu_nccl.cpp).
+# gpu_comm's NCCL tests run on kemu's NCCL (tests/kemu/kemu_nccl.cpp): one rank, and two ranks
+# in two processes under mpiexec when MPI is built.
 EMU_FILTER ?= @(gpu/*|gpu_@(bf16|graph|layers|model)/*|gpu_comm/*|*/gpu_*|ops/*|*/*_cuda|errors/workspace_too_small_on_gpu|hardening/*_gpu)
 # Then bench_ops at the model's shapes: every op table case on the device, re-checked against
 # the CPU after timing (the timings mean nothing here; a failed row fails the target).
 test-emu:
-	@cmake -S . -B $(EMU_BUILD) -DCNNKIT_EMU=ON -DCNNKIT_BUILD_BENCH=ON -DCNNKIT_NCCL=ON -DCNNKIT_MPI=OFF \
+	@cmake -S . -B $(EMU_BUILD) -DCNNKIT_EMU=ON -DCNNKIT_BUILD_BENCH=ON -DCNNKIT_NCCL=ON -DCNNKIT_MPI=AUTO \
 	  $(EMU_CMAKE_FLAGS) > $(EMU_BUILD).configure.log 2>&1 || { cat $(EMU_BUILD).configure.log; exit 1; }
 	@cmake --build $(EMU_BUILD) -j $(JOBS) --target cnnkit_tests kemu_fakes_selftest kemu_rt_selftest bench_ops $(EMU_SELFTESTS)
 	@$(EMU_ENV) $(EMU_BUILD)/tests/kemu/kemu_rt_selftest

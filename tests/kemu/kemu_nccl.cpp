@@ -1,10 +1,15 @@
 /*
  * kemu's NCCL: libnccl.so.2 for an emulated build (CNNKIT_EMU), which cnnkit opens at run time
- * as it opens the real one (src/host/core/comm_nccl.c). One rank: a communicator of size 1, whose
- * collectives are copies enqueued on the caller's stream (a sum, min, max or average over one
- * rank is the identity), so they run in stream order with the kernels around them and, under
- * EMU_TSAN, read and write their buffers as device work: a kernel that touches a buffer while a
- * collective on another stream still owns it is a race.
+ * as it opens the real one (src/host/core/comm_nccl.c). Its collectives run in stream order with
+ * the kernels around them and, under EMU_TSAN, read and write their buffers as device work: a
+ * kernel that touches a buffer while a collective on another stream still owns it is a race.
+ * One rank's collective is a copy (a sum, min, max or average over one rank is the identity).
+ * Several ranks are several processes (mpiexec), each with its own emulated GPU, meeting in a
+ * shared-memory segment named by the id: each collective copies the rank's data into its slot
+ * there, waits for every rank, checks that all called the same collective (kind, type, op,
+ * count, root: a mismatch would hang or corrupt a real NCCL), and reduces the slots in rank
+ * order, so every rank gets the same bits. A rank that waits longer than KEMU_NCCL_TIMEOUT_S
+ * (120 s) stops its test naming the collective.
  *
  * It checks what the real library needs of its caller and would answer with an error, a hang
  * or a fault: an id from ncclGetUniqueId, a config made with NCCL_CONFIG_INITIALIZER, device
@@ -15,23 +20,71 @@
  * return ncclInProgress, as the real ones may, so the caller's polling runs. Every communicator
  * must be destroyed or aborted by the end of the process.
  *
- * Several ranks need several processes and GPUs; a communicator of more than one rank is refused
- * (ncclInvalidUsage) rather than waited for.
  */
 #include <nccl.h>
 
 #include <cuda_runtime.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 
 #include "kemu.h"
+
+namespace {
+
+/* The shared segment of a communicator of several ranks: this header, then per rank a slot (a
+ * descriptor of its current collective, then its data). */
+struct shm_head {
+    std::atomic<uint32_t> arrived, gen; /* the barrier */
+};
+static_assert(std::atomic<uint32_t>::is_always_lock_free, "a process-shared barrier");
+struct call_desc {
+    uint64_t call; /* 1, 2, ... per communicator, in the order the collectives run */
+    int32_t kind, type, op, root;
+    uint64_t count;
+};
+enum { k_allreduce, k_bcast, k_allgather };
+const size_t slot_data = (size_t)4 << 20; /* per rank and round; larger collectives take rounds */
+const size_t slot_stride = 64 + slot_data, head_bytes = 64;
+
+/* What a communicator's enqueued work needs: it may run after an abort (and then does nothing). */
+struct group {
+    int rank = 0, nranks = 1;
+    unsigned char *base = nullptr; /* the segment */
+    size_t bytes = 0;
+    uint64_t calls = 0;
+    double timeout_s = 120.0;
+    std::atomic<bool> aborted{false};
+    shm_head *head() const {
+        return (shm_head *)base;
+    }
+    call_desc *desc(int r) const {
+        return (call_desc *)(base + head_bytes + r * slot_stride);
+    }
+    unsigned char *data(int r) const {
+        return base + head_bytes + r * slot_stride + 64;
+    }
+    ~group() {
+        if (base)
+            munmap(base, bytes);
+    }
+};
+
+} // namespace
 
 struct ncclComm {
     int rank, nranks;
@@ -39,6 +92,10 @@ struct ncclComm {
     int in_progress; /* polls of ncclCommGetAsyncError left that answer ncclInProgress */
     bool finalized, connected;
     char last[512];
+    std::shared_ptr<group> g;
+    /* device scratch per stream (several ranks): the rank's data in, the result out; per stream so
+     * that two streams' collectives share no buffer */
+    std::map<cudaStream_t, std::pair<void *, void *>> scratch;
 };
 
 namespace {
@@ -106,10 +163,153 @@ size_t type_bytes(ncclDataType_t t) {
     }
 }
 
-/* The one rank's collective: the checks, then send's count elements copied to recv on stream
- * (gather: recv holds nranks x count, this rank's part at rank x count). */
-ncclResult_t one_rank(const char *fn, ncclComm_t comm, const void *send, void *recv, size_t count,
-                      ncclDataType_t t, bool gather, cudaStream_t s) {
+double now_s() {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Every rank of g arrives before any leaves (a sense-reversing barrier in the segment). */
+void barrier(group &g, const char *what) {
+    shm_head *h = g.head();
+    const uint32_t gen = h->gen.load(std::memory_order_acquire);
+    if (h->arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == (uint32_t)g.nranks) {
+        h->arrived.store(0, std::memory_order_relaxed);
+        h->gen.fetch_add(1, std::memory_order_acq_rel);
+        return;
+    }
+    const double t0 = now_s();
+    for (long spins = 0; h->gen.load(std::memory_order_acquire) == gen; ++spins) {
+        if (spins > 1000) {
+            const struct timespec nap = {0, 50000};
+            nanosleep(&nap, nullptr);
+        } else {
+            sched_yield();
+        }
+        if (now_s() - t0 > g.timeout_s)
+            kemu::fault("NCCL rank %d of %d waited %g s for the other ranks in %s (collective "
+                        "#%llu): a rank hung, died or never called it",
+                        g.rank, g.nranks, g.timeout_s, what, (unsigned long long)g.calls);
+    }
+}
+
+template <class T> void reduce(T *out, const group &g, size_t n, int op) {
+    for (size_t i = 0; i < n; ++i) {
+        T v = ((const T *)g.data(0))[i];
+        for (int r = 1; r < g.nranks; ++r) {
+            const T w = ((const T *)g.data(r))[i];
+            v = op == ncclSum || op == ncclAvg ? (T)(v + w)
+                : op == ncclProd               ? (T)(v * w)
+                : op == ncclMax                ? (w > v ? w : v)
+                                               : (w < v ? w : v);
+        }
+        out[i] = op == ncclAvg ? (T)(v / (T)g.nranks) : v;
+    }
+}
+
+bool reducible(ncclDataType_t t) {
+    return t == ncclInt8 || t == ncclUint8 || t == ncclInt32 || t == ncclUint32 || t == ncclInt64 ||
+           t == ncclUint64 || t == ncclFloat32 || t == ncclFloat64;
+}
+
+/* One round of a collective on the segment: in (this rank's n elements) into its slot, then out
+ * (n elements; for a gather nranks x n, rank-major). Runs as stream work. */
+void exchange(group &g, call_desc d, const void *in, void *out, size_t n, size_t tb,
+              const char *fn) {
+    if (g.aborted.load())
+        return;
+    d.call = ++g.calls;
+    *g.desc(g.rank) = d;
+    memcpy(g.data(g.rank), in, n * tb);
+    barrier(g, fn);
+    for (int r = 0; r < g.nranks; ++r) {
+        const call_desc o = *g.desc(r);
+        if (o.call != d.call || o.kind != d.kind || o.type != d.type || o.op != d.op ||
+            o.root != d.root || o.count != d.count)
+            kemu::fault("%s: rank %d's collective #%llu (kind %d, type %d, op %d, root %d, count "
+                        "%llu) is not rank %d's #%llu (kind %d, type %d, op %d, root %d, count "
+                        "%llu): the ranks must call the same collectives in the same order",
+                        fn, g.rank, (unsigned long long)d.call, d.kind, d.type, d.op, d.root,
+                        (unsigned long long)d.count, r, (unsigned long long)o.call, o.kind, o.type,
+                        o.op, o.root, (unsigned long long)o.count);
+    }
+    if (d.kind == k_bcast) {
+        memcpy(out, g.data(d.root), n * tb);
+    } else if (d.kind == k_allgather) {
+        for (int r = 0; r < g.nranks; ++r)
+            memcpy((char *)out + r * n * tb, g.data(r), n * tb);
+    } else {
+        switch ((ncclDataType_t)d.type) {
+        case ncclInt8:
+            reduce((int8_t *)out, g, n, d.op);
+            break;
+        case ncclUint8:
+            reduce((uint8_t *)out, g, n, d.op);
+            break;
+        case ncclInt32:
+            reduce((int32_t *)out, g, n, d.op);
+            break;
+        case ncclUint32:
+            reduce((uint32_t *)out, g, n, d.op);
+            break;
+        case ncclInt64:
+            reduce((int64_t *)out, g, n, d.op);
+            break;
+        case ncclUint64:
+            reduce((uint64_t *)out, g, n, d.op);
+            break;
+        case ncclFloat32:
+            reduce((float *)out, g, n, d.op);
+            break;
+        default:
+            reduce((double *)out, g, n, d.op);
+            break;
+        }
+    }
+    barrier(g, fn); /* no rank writes its slot again before every rank has read them */
+}
+
+/* A collective of several ranks on stream s, in rounds of at most slot_data bytes per rank: the
+ * rank's data copied to device scratch, the exchange, the result copied to recv (the copies are
+ * kemu's, so the race checker sees them read send and write recv). */
+ncclResult_t several(ncclComm *c, const char *fn, int kind, const void *send, void *recv,
+                     size_t count, size_t tb, ncclDataType_t t, int op, int root, cudaStream_t s) {
+    std::pair<void *, void *> &sc = c->scratch[s];
+    if (!sc.first) {
+        cudaError_t e = cudaMalloc(&sc.first, slot_data);
+        if (e == cudaSuccess)
+            e = cudaMalloc(&sc.second, slot_data * (size_t)c->nranks);
+        if (e != cudaSuccess)
+            return fail(c, ncclUnhandledCudaError, "%s: its scratch: %s", fn,
+                        cudaGetErrorString(e));
+    }
+    const size_t per = slot_data / tb;
+    for (size_t at = 0; at < count; at += per) {
+        const size_t n = count - at < per ? count - at : per;
+        call_desc d = {0, kind, (int32_t)t, op, root, count};
+        std::shared_ptr<group> g = c->g;
+        void *in = sc.first, *out = sc.second;
+        cudaError_t e =
+            cudaMemcpyAsync(in, (const char *)send + at * tb, n * tb, cudaMemcpyDeviceToDevice, s);
+        if (e == cudaSuccess)
+            e = kemu::submit(s,
+                             [g, d, in, out, n, tb, fn]() { exchange(*g, d, in, out, n, tb, fn); });
+        if (kind == k_allgather) {
+            for (int r = 0; r < c->nranks && e == cudaSuccess; ++r)
+                e = cudaMemcpyAsync((char *)recv + (r * count + at) * tb, (char *)out + r * n * tb,
+                                    n * tb, cudaMemcpyDeviceToDevice, s);
+        } else if (e == cudaSuccess) {
+            e = cudaMemcpyAsync((char *)recv + at * tb, out, n * tb, cudaMemcpyDeviceToDevice, s);
+        }
+        if (e != cudaSuccess)
+            return fail(c, ncclUnhandledCudaError, "%s: %s", fn, cudaGetErrorString(e));
+    }
+    return ncclSuccess;
+}
+
+/* A collective: the checks, then one rank's copy or several ranks' exchange on stream s. */
+ncclResult_t collective(const char *fn, int kind, ncclComm_t comm, const void *send, void *recv,
+                        size_t count, ncclDataType_t t, int op, int root, cudaStream_t s) {
     std::lock_guard<std::mutex> l(mu);
     ncclComm *c = checked(comm, fn);
     if (!c)
@@ -121,10 +321,12 @@ ncclResult_t one_rank(const char *fn, ncclComm_t comm, const void *send, void *r
     const size_t tb = type_bytes(t);
     if (!tb)
         return fail(c, ncclInvalidArgument, "%s: datatype %d", fn, (int)t);
+    if (root < 0 || root >= c->nranks)
+        return fail(c, ncclInvalidArgument, "%s: root %d of %d ranks", fn, root, c->nranks);
     if (!count)
         return ncclSuccess;
-    const size_t bytes = count * tb, at = gather ? (size_t)c->rank * count : 0,
-                 recv_count = gather ? (size_t)c->nranks * count : count;
+    const bool gather = kind == k_allgather;
+    const size_t bytes = count * tb, recv_count = gather ? (size_t)c->nranks * count : count;
     if (!kemu::is_device(send, bytes))
         return fail(c, ncclInvalidArgument,
                     "%s: sendbuff %p (%zu bytes) is not inside one device allocation", fn, send,
@@ -133,10 +335,20 @@ ncclResult_t one_rank(const char *fn, ncclComm_t comm, const void *send, void *r
         return fail(c, ncclInvalidArgument,
                     "%s: recvbuff %p (%zu bytes) is not inside one device allocation", fn, recv,
                     recv_count * tb);
-    const cudaError_t e =
-        cudaMemcpyAsync((char *)recv + at * tb, send, bytes, cudaMemcpyDeviceToDevice, s);
-    if (e != cudaSuccess)
-        return fail(c, ncclUnhandledCudaError, "%s: %s", fn, cudaGetErrorString(e));
+    if (c->nranks > 1) {
+        if (kind == k_allreduce && !reducible(t))
+            return fail(c, ncclInvalidArgument, "%s: kemu's NCCL does not reduce datatype %d", fn,
+                        (int)t);
+        const ncclResult_t r = several(c, fn, kind, send, recv, count, tb, t, op, root, s);
+        if (r != ncclSuccess)
+            return r;
+    } else {
+        const size_t at = gather ? (size_t)c->rank * count : 0;
+        const cudaError_t e =
+            cudaMemcpyAsync((char *)recv + at * tb, send, bytes, cudaMemcpyDeviceToDevice, s);
+        if (e != cudaSuccess)
+            return fail(c, ncclUnhandledCudaError, "%s: %s", fn, cudaGetErrorString(e));
+    }
     if (c->connected)
         return ncclSuccess;
     c->connected = true; /* the first collective sets up connections: it may be in progress */
@@ -195,11 +407,6 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId c
     if (nranks < 1 || rank < 0 || rank >= nranks)
         return fail(nullptr, ncclInvalidArgument, "ncclCommInitRankConfig: rank %d of %d", rank,
                     nranks);
-    if (nranks > 1)
-        return fail(nullptr, ncclInvalidUsage,
-                    "ncclCommInitRankConfig: kemu's NCCL has one rank (%d asked): several need "
-                    "several processes and GPUs",
-                    nranks);
     bool blocking = true;
     if (config) {
         if (config->size != sizeof(ncclConfig_t) || config->magic != 0xcafebeef)
@@ -207,10 +414,37 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId c
                         "ncclCommInitRankConfig: config not made with NCCL_CONFIG_INITIALIZER");
         blocking = config->blocking != 0; /* NCCL_CONFIG_UNDEF_INT (INT_MIN): blocking */
     }
+    std::shared_ptr<group> g = std::make_shared<group>();
+    g->rank = rank;
+    g->nranks = nranks;
+    if (const char *t = getenv("KEMU_NCCL_TIMEOUT_S"))
+        g->timeout_s = atof(t);
+    if (nranks > 1) { /* the segment, made by whichever rank comes first, zero-filled */
+        uint64_t v[3];
+        memcpy(v, commId.internal, sizeof v);
+        char name[64];
+        snprintf(name, sizeof name, "/kemu-nccl-%llu-%llu", (unsigned long long)v[1],
+                 (unsigned long long)v[2]);
+        const int fd = shm_open(name, O_CREAT | O_RDWR, 0600);
+        g->bytes = head_bytes + (size_t)nranks * slot_stride;
+        void *p = MAP_FAILED;
+        if (fd >= 0 && ftruncate(fd, (off_t)g->bytes) == 0)
+            p = mmap(nullptr, g->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (fd >= 0)
+            close(fd);
+        if (p == MAP_FAILED)
+            return fail(nullptr, ncclSystemError, "ncclCommInitRankConfig: shared memory %s: %s",
+                        name, strerror(errno));
+        g->base = (unsigned char *)p;
+        barrier(*g, "ncclCommInitRankConfig"); /* every rank has it mapped: the name can go */
+        if (rank == 0)
+            shm_unlink(name);
+    }
     ncclComm *c = new ncclComm();
     c->rank = rank;
     c->nranks = nranks;
     c->blocking = blocking;
+    c->g = g;
     std::lock_guard<std::mutex> l(mu);
     live.insert(c);
     *comm = c;
@@ -248,6 +482,10 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
     ncclComm *c = checked(comm, "ncclCommDestroy");
     if (!c)
         return ncclSuccess;
+    for (auto &k : c->scratch) { /* the caller waited for its collectives (or finalized) */
+        (void)cudaFree(k.second.first);
+        (void)cudaFree(k.second.second);
+    }
     live.erase(c);
     delete c;
     return ncclSuccess;
@@ -259,6 +497,7 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
         return ncclSuccess;
     if (!live.count(comm)) /* allowed at any time, but once */
         kemu::fault("ncclCommAbort: communicator %p is not live", (void *)comm);
+    comm->g->aborted = true; /* its work still queued does nothing; its scratch is not freed */
     live.erase(comm);
     delete comm;
     return ncclSuccess;
@@ -269,20 +508,21 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
                            cudaStream_t stream) {
     if ((int)op < 0 || (int)op >= (int)ncclNumOps)
         return fail(nullptr, ncclInvalidArgument, "ncclAllReduce: op %d", (int)op);
-    return one_rank("ncclAllReduce", comm, sendbuff, recvbuff, count, datatype, false, stream);
+    return collective("ncclAllReduce", k_allreduce, comm, sendbuff, recvbuff, count, datatype,
+                      (int)op, 0, stream);
 }
 
 ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count,
                            ncclDataType_t datatype, int root, ncclComm_t comm,
                            cudaStream_t stream) {
-    if (root != 0)
-        return fail(nullptr, ncclInvalidArgument, "ncclBroadcast: root %d of 1 rank", root);
-    return one_rank("ncclBroadcast", comm, sendbuff, recvbuff, count, datatype, false, stream);
+    return collective("ncclBroadcast", k_bcast, comm, sendbuff, recvbuff, count, datatype, 0, root,
+                      stream);
 }
 
 ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount,
                            ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream) {
-    return one_rank("ncclAllGather", comm, sendbuff, recvbuff, sendcount, datatype, true, stream);
+    return collective("ncclAllGather", k_allgather, comm, sendbuff, recvbuff, sendcount, datatype,
+                      0, 0, stream);
 }
 
 const char *ncclGetErrorString(ncclResult_t r) {

@@ -45,6 +45,9 @@
  *                  once with the same message; the first other rank then ends the job
  *                  with MPI_Abort (exit 3)
  *   --timeout S    ck_comm_set_timeout(comm, S) on every rank
+ *   --cuda         CUDA contexts (device: the rank's local rank) and an NCCL communicator, its id
+ *                  broadcast over MPI; the single process on rank 0's device
+ *   --cuda-device D  every rank on device D (kemu: each process has its own emulated device 0)
  * Every run also checks ck_comm_set_timeout's arguments on its communicator.
  */
 #include <cnnkit/comm.h>
@@ -203,6 +206,7 @@ int main(int argc, char **argv) {
     int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1, oom = 0, bf16 = 0;
     const char *save = NULL, *load = NULL;
     int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1, bad_val = -1, val_only = -1;
+    int cuda = 0, cuda_device = -1;
     double tol = 1e-5, wtol = -1.0, timeout = -1.0;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--global") && i + 1 < argc)
@@ -249,6 +253,10 @@ int main(int argc, char **argv) {
             mismatch = 2;
         else if (!strcmp(argv[i], "--bf16"))
             bf16 = 1;
+        else if (!strcmp(argv[i], "--cuda"))
+            cuda = 1;
+        else if (!strcmp(argv[i], "--cuda-device") && i + 1 < argc)
+            cuda = 1, cuda_device = atoi(argv[++i]);
         else {
             fprintf(stderr, "dp_train: unknown argument %s\n", argv[i]);
             return 2;
@@ -273,13 +281,35 @@ int main(int argc, char **argv) {
         goto done;
     }
     make_data(x, y);
-    ck_status st = ck_context_create(&ctx, CK_DEVICE_CPU, 0, 42);
+    int ordinal = 0;
+    if (cuda && cuda_device >= 0) {
+        ordinal = cuda_device;
+    } else if (cuda) { /* one GPU per rank of a host */
+        MPI_Comm local;
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
+        MPI_Comm_rank(local, &ordinal);
+        MPI_Comm_free(&local);
+    }
+    ck_status st = ck_context_create(&ctx, cuda ? CK_DEVICE_CUDA : CK_DEVICE_CPU, ordinal, 42);
     if (st != CK_STATUS_SUCCESS) {
         bad = fail(ctx, "context", st);
         goto done;
     }
     ck_context_set_cpu_threads(ctx, 1); /* the ranks share the cores */
-    if ((st = ck_comm_create_mpi(ctx, &world, &comm)) != CK_STATUS_SUCCESS) {
+    if (cuda) { /* rank 0's NCCL id to every rank, then the communicator (collective) */
+        unsigned char id[CK_COMM_NCCL_ID_BYTES];
+        int ok = rank != 0 || (st = ck_comm_nccl_id(ctx, id)) == CK_STATUS_SUCCESS;
+        MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (!ok) {
+            bad = rank == 0 ? fail(ctx, "ck_comm_nccl_id", st) : 1;
+            goto done;
+        }
+        MPI_Bcast(id, (int)sizeof id, MPI_UNSIGNED_CHAR, 0, MPI_COMM_WORLD);
+        if ((st = ck_comm_create_nccl(ctx, id, rank, size, &comm)) != CK_STATUS_SUCCESS) {
+            bad = fail(ctx, "ck_comm_create_nccl", st);
+            goto done;
+        }
+    } else if ((st = ck_comm_create_mpi(ctx, &world, &comm)) != CK_STATUS_SUCCESS) {
         bad = fail(ctx, "ck_comm_create_mpi", st);
         goto done;
     }
