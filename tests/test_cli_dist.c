@@ -133,16 +133,17 @@ static double now_s(void) {
  * one header, one set of epoch lines, the checkpoint, log and plot written once (rank 0's), and
  * the same epoch figures and test accuracy and loss to the printed digits (the runs differ by
  * the rounding of the gradient sums only: ~1e-7 in the weights, docs/distributed.md). The
- * checkpoint evaluates in one process as the run printed. */
-Test(cli_dist, two_ranks_train_like_one_process, .timeout = 300) {
+ * checkpoint evaluates in one process as the run printed. dev: the device option of every
+ * command; env: mpiexec's. */
+static void two_ranks_like_one(const char *dev, const char *env) {
     dist_fx fx;
     dist_setup(&fx);
     char args[1024];
     snprintf(args, sizeof args,
              "train %s --data %s --batch 32 --epochs 3 --threads 1 --distributed --save %s/d.ckpt "
-             "--log %s/d.csv --plot %s/d.svg",
-             fx.model, fx.data, fx.dir, fx.dir, fx.dir);
-    int rc = run_mpi(2, args, dout, sizeof dout);
+             "--log %s/d.csv --plot %s/d.svg %s",
+             fx.model, fx.data, fx.dir, fx.dir, fx.dir, dev);
+    int rc = run_mpi_env(env, 2, args, dout, sizeof dout);
     cr_assert_eq(rc, 0, "%s", dout);
     cr_assert_eq(count_of(dout, "distributed over 2 ranks"), 1, "%s", dout);
     cr_assert_eq(count_of(dout, "epoch 1/3:"), 1, "%s", dout);
@@ -161,8 +162,8 @@ Test(cli_dist, two_ranks_train_like_one_process, .timeout = 300) {
     cr_assert_neq(access(path, F_OK), 0, "the lock is removed");
 
     snprintf(args, sizeof args,
-             "train %s --data %s --batch 32 --epochs 3 --threads 1 --save %s/s.ckpt", fx.model,
-             fx.data, fx.dir);
+             "train %s --data %s --batch 32 --epochs 3 --threads 1 --save %s/s.ckpt %s", fx.model,
+             fx.data, fx.dir, dev);
     rc = t_run_cli(args, sout, sizeof sout);
     cr_assert_eq(rc, 0, "%s", sout);
     char a[256], b[256];
@@ -179,13 +180,35 @@ Test(cli_dist, two_ranks_train_like_one_process, .timeout = 300) {
     line_of(sout, "test accuracy:", b, sizeof b);
     cr_assert_str_eq(a, b, "2 ranks:\n%s\n1 process:\n%s", dout, sout);
 
-    snprintf(args, sizeof args, "evaluate %s --weights %s/d.ckpt --data %s", fx.model, fx.dir,
-             fx.data);
+    snprintf(args, sizeof args, "evaluate %s --weights %s/d.ckpt --data %s %s", fx.model, fx.dir,
+             fx.data, dev);
     rc = t_run_cli(args, sout, sizeof sout);
     cr_assert_eq(rc, 0, "%s", sout);
     line_of(sout, "test accuracy:", b, sizeof b);
     cr_assert_str_eq(a, b, "the checkpoint in one process: %s", sout);
     dist_teardown(&fx);
+}
+
+/* On the CPU even where a GPU is (--device auto would give rank 1 a second GPU). */
+Test(cli_dist, two_ranks_train_like_one_process, .timeout = 300) {
+    two_ranks_like_one("--device cpu", "");
+}
+
+/* The same with --device cuda: one GPU per rank (its local rank's) and NCCL. On kemu each rank's
+ * process has its own emulated GPU and kemu's NCCL joins them (KEMU_DEVICES=2: a host of two
+ * GPUs); on real GPUs it needs two. */
+Test(cli_dist, two_ranks_train_like_one_process_cuda, .timeout = 300) {
+    ck_context_destroy(t_cuda_ctx_or_skip());
+    if (!ck_comm_nccl_available())
+        t_gpu_unavailable("this build has no NCCL");
+#ifdef CNNKIT_EMU_NCCL_PATH
+    two_ranks_like_one("--device cuda", "KEMU_DEVICES=2");
+#else
+    char why[512];
+    if (ck_cuda_describe(1, why, sizeof why) != CK_STATUS_SUCCESS)
+        cr_skip("two GPUs needed: %s", why);
+    two_ranks_like_one("--device cuda", "");
+#endif
 }
 
 /* evaluate and predict --distributed: 3 ranks take 22, 21 and 21 of the 64 test images; rank 0
@@ -195,12 +218,14 @@ Test(cli_dist, evaluate_and_predict_sharded_like_one_process, .timeout = 300) {
     dist_fx fx;
     dist_setup(&fx);
     char args[1024];
-    snprintf(args, sizeof args, "train %s --data %s --batch 32 --threads 1 --save %s/s.ckpt",
-             fx.model, fx.data, fx.dir);
+    snprintf(args, sizeof args,
+             "train %s --data %s --batch 32 --threads 1 --device cpu --save %s/s.ckpt", fx.model,
+             fx.data, fx.dir);
     int rc = t_run_cli(args, sout, sizeof sout);
     cr_assert_eq(rc, 0, "%s", sout);
     for (int predict = 0; predict < 2; ++predict) {
-        snprintf(args, sizeof args, "%s %s --weights %s/s.ckpt --data %s --threads 1%s",
+        snprintf(args, sizeof args,
+                 "%s %s --weights %s/s.ckpt --data %s --threads 1 --device cpu%s",
                  predict ? "predict" : "evaluate", fx.model, fx.dir, fx.data,
                  predict ? " --count 64" : "");
         rc = t_run_cli(args, sout, sizeof sout);
@@ -222,8 +247,9 @@ Test(cli_dist, evaluate_and_predict_sharded_like_one_process, .timeout = 300) {
             q = strstr(q + lq, key);
         }
     }
-    snprintf(args, sizeof args, "evaluate %s --weights %s/none.ckpt --data %s --distributed",
-             fx.model, fx.dir, fx.data);
+    snprintf(args, sizeof args,
+             "evaluate %s --weights %s/none.ckpt --data %s --distributed --device cpu", fx.model,
+             fx.dir, fx.data);
     rc = run_mpi(2, args, dout, sizeof dout);
     dist_teardown(&fx);
     cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, dout);
@@ -237,7 +263,8 @@ Test(cli_dist, one_rank_failing_to_start_stops_all, .timeout = 150) {
     dist_setup(&fx);
     char args[1024];
     snprintf(args, sizeof args,
-             "train %s --data %s --batch 32 --threads 1 --distributed --save %s/no/such/d.ckpt",
+             "train %s --data %s --batch 32 --threads 1 --device cpu --distributed --save "
+             "%s/no/such/d.ckpt",
              fx.model, fx.data, fx.dir);
     const int rc = run_mpi(2, args, dout, sizeof dout);
     dist_teardown(&fx);
@@ -255,7 +282,8 @@ Test(cli_dist, hung_rank_times_out, .timeout = 150) {
     dist_setup(&fx);
     char args[1024];
     snprintf(args, sizeof args,
-             "train %s --data %s --batch 32 --epochs 2 --threads 1 --distributed --comm-timeout 2 "
+             "train %s --data %s --batch 32 --epochs 2 --threads 1 --device cpu --distributed "
+             "--comm-timeout 2 "
              "--save %s/h.ckpt --checkpoint-every 0",
              fx.model, fx.data, fx.dir);
     const double t0 = now_s();
@@ -276,9 +304,10 @@ Test(cli_dist, hung_rank_times_out, .timeout = 150) {
     cr_assert(!saved, "a run that failed wrote its final checkpoint:\n%s", dout);
     /* a rank that hangs before the ranks' start agreement (the CLI's, before the communicator) */
     dist_setup(&fx);
-    snprintf(args, sizeof args,
-             "train %s --data %s --batch 32 --threads 1 --distributed --comm-timeout 2", fx.model,
-             fx.data);
+    snprintf(
+        args, sizeof args,
+        "train %s --data %s --batch 32 --threads 1 --device cpu --distributed --comm-timeout 2",
+        fx.model, fx.data);
     const double t1 = now_s();
     const int rc1 = run_mpi_env("CNNKIT_TEST_HANG_AT_STEP=0", 2, args, dout, sizeof dout);
     const double secs1 = now_s() - t1;
@@ -298,10 +327,11 @@ Test(cli_dist, killed_rank_ends_the_job_checkpoint_intact, .timeout = 150) {
     dist_fx fx;
     dist_setup(&fx);
     char args[1024];
-    snprintf(args, sizeof args,
-             "train %s --data %s --validation-data %s --batch 32 --epochs 3 --threads 1 "
-             "--distributed --comm-timeout 20 --save %s/k.ckpt",
-             fx.model, fx.data, fx.data, fx.dir);
+    snprintf(
+        args, sizeof args,
+        "train %s --data %s --validation-data %s --batch 32 --epochs 3 --threads 1 --device cpu "
+        "--distributed --comm-timeout 20 --save %s/k.ckpt",
+        fx.model, fx.data, fx.data, fx.dir);
     const double t0 = now_s();
     int rc = run_mpi_env("CNNKIT_TEST_KILL_AT_STEP=11 CNNKIT_TEST_FAULT_RANK=1", 2, args, dout,
                          sizeof dout);
@@ -320,8 +350,8 @@ Test(cli_dist, killed_rank_ends_the_job_checkpoint_intact, .timeout = 150) {
     double vl = 0.0, va = 0.0;
     cr_assert_eq(sscanf(v, "val_loss %lf  val_accuracy %lf", &vl, &va), 2, "%s", e1);
     snprintf(want, sizeof want, "%.4f %.4f", va, vl);
-    snprintf(args, sizeof args, "evaluate %s --weights %s/k.ckpt --data %s", fx.model, fx.dir,
-             fx.data);
+    snprintf(args, sizeof args, "evaluate %s --weights %s/k.ckpt --data %s --device cpu", fx.model,
+             fx.dir, fx.data);
     rc = t_run_cli(args, sout, sizeof sout);
     dist_teardown(&fx);
     cr_assert_eq(rc, 0, "the checkpoint does not load:\n%s", sout);

@@ -1110,17 +1110,29 @@ const char *cudaGetErrorString(cudaError_t e) {
     }
 }
 
+/* KEMU_DEVICES=N (default 1): a host of N GPUs, for programs that take the device of their
+ * local rank (one process per rank under mpiexec); every ordinal is the one emulated device. */
+static int device_count() {
+    const char *e = getenv("KEMU_DEVICES");
+    const int n = e ? atoi(e) : 1;
+    return n >= 1 ? n : 1;
+}
+static int current_device = 0;
+
 cudaError_t cudaGetDeviceCount(int *count) {
-    *count = 1;
+    *count = device_count();
     return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
-    return set_error(device == 0 ? cudaSuccess : cudaErrorInvalidDevice);
+    if (device < 0 || device >= device_count())
+        return set_error(cudaErrorInvalidDevice);
+    current_device = device;
+    return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int *device) {
-    *device = 0;
+    *device = current_device;
     return cudaSuccess;
 }
 
@@ -1136,7 +1148,7 @@ cudaError_t cudaDriverGetVersion(int *v) {
 
 /* An H200's figures (sm_90, 132 SMs): launch shapes and plans follow the target's paths. */
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr attr, int device) {
-    if (device != 0)
+    if (device < 0 || device >= device_count())
         return set_error(cudaErrorInvalidDevice);
     switch (attr) {
     case cudaDevAttrComputeCapabilityMajor:
@@ -1173,7 +1185,7 @@ cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr attr, int device) {
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
-    if (device != 0)
+    if (device < 0 || device >= device_count())
         return set_error(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "kemu (CPU emulation of an sm_90 GPU)");
