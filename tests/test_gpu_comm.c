@@ -371,9 +371,9 @@ Test(gpu_comm, nccl_failure_breaks_the_comm_kemu) {
  * across the processes), against one GPU on the whole batch, as the comm suite's MPI tests do on
  * the CPU (tests/mpi/dp_train.c): the losses and weights to 1e-5 (the same sums in another
  * grouping, docs/distributed.md) and the ranks' weights bit-identical. Unlike the one-rank tests,
- * the device step's cross-rank values (the loss share, the gradient sum, SyncBN's exchange, the
- * dropout offsets' scan) are not identities: dropping the loss share's scale fails it. The
- * overlapped buckets need a model of over 1 MiB of parameters without SyncBN: not here. */
+ * the device step's cross-rank values (the loss share, the gradient sum and its overlapped
+ * buckets, SyncBN's exchange, the dropout offsets' scan) are not identities: dropping the loss
+ * share's scale, or one element of each full bucket, fails it. */
 Test(gpu_comm, nccl_two_ranks_match_one_gpu, .timeout = 300) {
     ck_context_destroy(t_cuda_ctx_or_skip());
 #ifdef CNNKIT_EMU_NCCL_PATH
@@ -395,6 +395,13 @@ Test(gpu_comm, nccl_two_ranks_match_one_gpu, .timeout = 300) {
     rc = t_run_mpiexec("", 2, CNNKIT_MPI_DP_PATH, args, out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert(strstr(out, "fit, 1 epoch") && strstr(out, "identical: yes"), "%s", out);
+    cr_log_info("%s", out);
+    /* 822,868 parameters without BN: four gradient buckets, the upper ones summed on the second
+     * stream during the backward pass (begin, loss, correct, 4 buckets, verdict) */
+    snprintf(args, sizeof args, "%s --big --global 32 --steps 6 --tol 1e-5", device);
+    rc = t_run_mpiexec("", 2, CNNKIT_MPI_DP_PATH, args, out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "collectives per step: 8") && strstr(out, "identical: yes"), "%s", out);
     cr_log_info("%s", out);
 }
 #endif

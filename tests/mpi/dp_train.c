@@ -39,6 +39,8 @@
  *                  and train on afterwards (the single process skips that batch too)
  *   --dropout-only the default model with a Dropout and no SyncBN: a step's first collective
  *                  is the masks' MPI_Exscan
+ *   --big          a model of 822,868 parameters without BN (on a GPU: 4 gradient buckets, the
+ *                  upper ones summed during the backward pass); prints the collectives per step
  *   --hang-rank R  rank R stops answering before step 3 (sleeps for ever); with --timeout S the
  *                  others' step 3 must fail within about S seconds naming the timeout and rank R
  *                  as not answering, the communicator be broken, and a step after it fail at
@@ -50,6 +52,7 @@
  *   --cuda-device D  every rank on device D (kemu: each process has its own emulated device 0)
  * Every run also checks ck_comm_set_timeout's arguments on its communicator.
  */
+#include "comm_internal.h" /* ck_comm_calls */
 #include <cnnkit/comm.h>
 #include <cnnkit/data.h>
 #include <cnnkit/model.h>
@@ -68,6 +71,16 @@
 #define DATA 640 /* samples: 20 global batches of 32 per epoch, 5 of 128 */
 
 static const char *model_text(int bn, int wide) {
+    if (bn == 5) /* 822,868 parameters, no SyncBN: on a GPU the gradients go in 4 buckets, the
+                  * upper ones summed on a second stream during the backward pass */
+        return "model = Sequential()\n"
+               "model.add(Conv2D(8, (3,3), activation='relu', input_shape=(8,8,1)))\n"
+               "model.add(Flatten())\n"
+               "model.add(Dense(1024, activation='relu'))\n"
+               "model.add(Dense(512, activation='relu'))\n"
+               "model.add(Dense(4, activation='softmax'))\n"
+               "model.compile(loss='sparse_categorical_crossentropy', "
+               "optimizer=Adam(learning_rate=0.001))\n";
     if (bn == 4) /* dropout without SyncBN: a step's first collective is the masks' MPI_Exscan */
         return "model = Sequential()\n"
                "model.add(Conv2D(8, (3,3), activation='relu', input_shape=(8,8,1)))\n"
@@ -239,6 +252,8 @@ int main(int argc, char **argv) {
             bn = 3;
         else if (!strcmp(argv[i], "--dropout-only"))
             bn = 4;
+        else if (!strcmp(argv[i], "--big"))
+            bn = 5;
         else if (!strcmp(argv[i], "--fit"))
             use_fit = 1;
         else if (!strcmp(argv[i], "--fit-other-data"))
@@ -472,7 +487,10 @@ int main(int argc, char **argv) {
         ck_step_result r;
         const long long before = ck_model_step(m);
         const double t0 = MPI_Wtime();
+        const unsigned long long calls = ck_comm_calls(comm);
         st = ck_model_train_step(m, xb, yb, count, &r);
+        if (bn == 5 && rank == 0 && s == 0)
+            printf("dp_train: collectives per step: %llu\n", ck_comm_calls(comm) - calls);
         if (oom && rank == bad_rank && s == 3)
             ck_context_set_host_alloc_limit(ctx, 0);
         if (hang_rank >= 0 && s == 3) { /* timed out, broken, and the next call fails at once */
@@ -574,7 +592,10 @@ int main(int argc, char **argv) {
                size, global, steps,
                bn == 3   ? " (SyncBatchNormalization, SpatialDropout2D, Dropout)"
                : bn == 2 ? " (SyncBatchNormalization)"
-                         : (bn ? " (BatchNormalization per rank)" : ""),
+               : bn == 1 ? " (BatchNormalization per rank)"
+               : bn == 4 ? " (Dropout)"
+               : bn == 5 ? " (822,868 parameters)"
+                         : "",
                max_dloss, max_dw, memcmp(wmin, wmax, sizeof(float) * nw) ? "no" : "yes");
         if (wtol < 0.0)
             wtol = tol;
