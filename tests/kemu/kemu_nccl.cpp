@@ -19,7 +19,6 @@
  * ncclSuccess. Non-blocking initialization, finalization and each communicator's first collective
  * return ncclInProgress, as the real ones may, so the caller's polling runs. Every communicator
  * must be destroyed or aborted by the end of the process.
- *
  */
 #include <nccl.h>
 
