@@ -327,11 +327,12 @@ Test(gpu_comm, nccl_one_rank_attach_twice) {
  * inside a step, as one does when a peer dies or the network breaks, fails the step with NCCL's
  * message naming the rank and breaks the communicator; the next step fails at once with the
  * same message, running no collective; then everything is destroyed without a wait, and the
- * NCCL communicator is aborted (kemu fails a process that leaves one alive). */
-Test(gpu_comm, nccl_failure_breaks_the_comm_kemu) {
+ * NCCL communicator is aborted (kemu fails a process that leaves one alive). inject: kemu's
+ * function that fails the 5th call from now; why: what its message says. */
+static void failure_breaks_the_comm(const char *inject, const char *why) {
     void *lib = dlopen(CNNKIT_EMU_NCCL_PATH, RTLD_NOW | RTLD_LOCAL);
     cr_assert_not_null(lib, "%s", dlerror());
-    void (*fail_call)(int, int) = (void (*)(int, int))dlsym(lib, "kemu_nccl_fail_call");
+    void (*fail_call)(int, int) = (void (*)(int, int))dlsym(lib, inject);
     cr_assert_not_null(fail_call, "%s", dlerror());
     ck_context *ctx = t_cuda_ctx_or_skip();
     ck_comm *c = one_rank(ctx);
@@ -342,12 +343,13 @@ Test(gpu_comm, nccl_failure_breaks_the_comm_kemu) {
     int32_t y[N];
     make_batch(x, y, N, 900);
     CK_OK(ctx, ck_model_train_step(a, x, y, N, NULL));
-    fail_call(5, 2); /* ncclSystemError, in the middle of the next step's 8 collectives */
+    fail_call(5, 6); /* ncclRemoteError, in the middle of the next step's 8 collectives */
     cr_assert_eq(ck_model_train_step(a, x, y, N, NULL), CK_STATUS_INTERNAL);
     char first[1024];
     snprintf(first, sizeof first, "%s", ck_context_last_error(ctx));
-    cr_assert(strstr(first, "failed on rank 0 of 1: unhandled system error") &&
-                  strstr(first, "kemu's injected failure"),
+    cr_assert(strstr(first, "failed on rank 0 of 1: remote process exited or there was a network "
+                            "error") &&
+                  strstr(first, why),
               "%s", first);
     cr_assert_eq(ck_comm_broken(c), 1);
     const unsigned long long calls = ck_comm_calls(c);
@@ -361,6 +363,18 @@ Test(gpu_comm, nccl_failure_breaks_the_comm_kemu) {
     ck_comm_destroy(c);
     ck_context_destroy(ctx);
     dlclose(lib);
+}
+
+Test(gpu_comm, nccl_failure_breaks_the_comm_kemu) {
+    failure_breaks_the_comm("kemu_nccl_fail_call", "kemu's injected failure (kemu_nccl_fail_call)");
+}
+
+/* The same when the call answers ncclInProgress and the error comes from polling (a
+ * non-blocking communicator, as cnnkit's): the communicator keeps the error, so only an abort
+ * ends it, which kemu checks at exit. */
+Test(gpu_comm, nccl_async_failure_breaks_the_comm_kemu) {
+    failure_breaks_the_comm("kemu_nccl_fail_async",
+                            "kemu's injected failure (kemu_nccl_fail_async)");
 }
 #endif
 

@@ -16,8 +16,10 @@
  * buffers inside one allocation, a live communicator (a call on a destroyed or aborted one aborts
  * the test, as a use after free would corrupt), and in non-blocking mode no call on a
  * communicator whose last operation returned ncclInProgress until ncclCommGetAsyncError has said
- * ncclSuccess. Non-blocking initialization, finalization and each communicator's first collective
- * return ncclInProgress, as the real ones may, so the caller's polling runs. Every communicator
+ * how it ended. Non-blocking initialization, finalization and every collective return
+ * ncclInProgress, as NCCL 2.28's do (its collectives go through a group thread), so the caller's
+ * polling runs each time. An error found by polling stays the communicator's: later calls fail
+ * with it, ncclCommDestroy too (only ncclCommAbort ends such a communicator). Every communicator
  * must be destroyed or aborted by the end of the process.
  */
 #include <nccl.h>
@@ -88,8 +90,10 @@ struct group {
 struct ncclComm {
     int rank, nranks;
     bool blocking;
-    int in_progress; /* polls of ncclCommGetAsyncError left that answer ncclInProgress */
-    bool finalized, connected;
+    int in_progress;    /* polls of ncclCommGetAsyncError left that answer ncclInProgress */
+    bool awaited;       /* an operation answered ncclInProgress; its outcome not yet polled */
+    ncclResult_t error; /* the communicator's error, once one happened asynchronously */
+    bool finalized;
     char last[512];
     std::shared_ptr<group> g;
     /* device scratch per stream (several ranks): the rank's data in, the result out; per stream so
@@ -105,6 +109,8 @@ std::set<ncclComm *> live;
 uint64_t ids_made = 0;
 int fail_in = 0; /* kemu_nccl_fail_call: the collective call that fails (1: the next) */
 ncclResult_t fail_with = ncclSuccess;
+int fail_async_in = 0; /* kemu_nccl_fail_async: the same, its error found by polling */
+ncclResult_t fail_async_with = ncclSuccess;
 thread_local char last_global[512];
 
 ncclResult_t fail(ncclComm *c, ncclResult_t r, const char *fmt, ...)
@@ -125,9 +131,9 @@ ncclComm *checked(ncclComm_t comm, const char *fn) {
     if (!live.count(comm))
         kemu::fault("%s: communicator %p is not live (never made, destroyed or aborted)", fn,
                     (void *)comm);
-    if (comm->in_progress > 0)
+    if (comm->awaited)
         kemu::fault("%s: communicator %p: its last operation returned ncclInProgress and "
-                    "ncclCommGetAsyncError has not yet said ncclSuccess",
+                    "ncclCommGetAsyncError has not yet said how it ended",
                     fn, (void *)comm);
     return comm;
 }
@@ -136,6 +142,7 @@ ncclResult_t started(ncclComm *c, int polls) {
     if (c->blocking)
         return ncclSuccess;
     c->in_progress = polls;
+    c->awaited = true;
     return ncclInProgress;
 }
 
@@ -315,8 +322,15 @@ ncclResult_t collective(const char *fn, int kind, ncclComm_t comm, const void *s
         return fail(nullptr, ncclInvalidArgument, "%s: comm is NULL", fn);
     if (c->finalized)
         return fail(c, ncclInvalidUsage, "%s: the communicator is finalized", fn);
+    if (c->error != ncclSuccess)
+        return fail(c, c->error, "%s: the communicator failed before", fn);
     if (fail_in > 0 && --fail_in == 0)
         return fail(c, fail_with, "%s: kemu's injected failure (kemu_nccl_fail_call)", fn);
+    if (fail_async_in > 0 && --fail_async_in == 0) { /* in progress, then the error */
+        c->error = fail_async_with;
+        fail(c, fail_async_with, "%s: kemu's injected failure (kemu_nccl_fail_async)", fn);
+        return started(c, 1);
+    }
     const size_t tb = type_bytes(t);
     if (!tb)
         return fail(c, ncclInvalidArgument, "%s: datatype %d", fn, (int)t);
@@ -348,9 +362,7 @@ ncclResult_t collective(const char *fn, int kind, ncclComm_t comm, const void *s
         if (e != cudaSuccess)
             return fail(c, ncclUnhandledCudaError, "%s: %s", fn, cudaGetErrorString(e));
     }
-    if (c->connected)
-        return ncclSuccess;
-    c->connected = true; /* the first collective sets up connections: it may be in progress */
+    /* a non-blocking communicator's collectives go through NCCL's group thread: in progress */
     return started(c, 1);
 }
 
@@ -375,6 +387,15 @@ __attribute__((visibility("default"))) void kemu_nccl_fail_call(int k, int resul
     std::lock_guard<std::mutex> l(mu);
     fail_in = k;
     fail_with = (ncclResult_t)result;
+}
+
+/* The same, as a non-blocking communicator meets a peer's death: the call answers ncclInProgress,
+ * then ncclCommGetAsyncError says result, and the communicator keeps it: every later call fails
+ * with it, and ncclCommDestroy too (it frees nothing: only ncclCommAbort ends it). */
+__attribute__((visibility("default"))) void kemu_nccl_fail_async(int k, int result) {
+    std::lock_guard<std::mutex> l(mu);
+    fail_async_in = k;
+    fail_async_with = (ncclResult_t)result;
 }
 
 ncclResult_t ncclGetVersion(int *version) {
@@ -454,13 +475,16 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError) {
     if (!asyncError)
         return fail(nullptr, ncclInvalidArgument, "ncclCommGetAsyncError: asyncError is NULL");
     std::lock_guard<std::mutex> l(mu);
-    if (!comm || !live.count(comm))
+    if (!comm)
+        return fail(nullptr, ncclInvalidArgument, "ncclCommGetAsyncError: comm is NULL");
+    if (!live.count(comm))
         kemu::fault("ncclCommGetAsyncError: communicator %p is not live", (void *)comm);
     if (comm->in_progress > 0) {
         --comm->in_progress;
         *asyncError = ncclInProgress;
-    } else {
-        *asyncError = ncclSuccess;
+    } else { /* the outcome, seen: other calls may follow */
+        comm->awaited = false;
+        *asyncError = comm->error;
     }
     return ncclSuccess;
 }
@@ -470,6 +494,8 @@ ncclResult_t ncclCommFinalize(ncclComm_t comm) {
     ncclComm *c = checked(comm, "ncclCommFinalize");
     if (!c)
         return fail(nullptr, ncclInvalidArgument, "ncclCommFinalize: comm is NULL");
+    if (c->error != ncclSuccess)
+        return fail(c, c->error, "ncclCommFinalize: the communicator failed before");
     if (c->finalized)
         return fail(c, ncclInvalidUsage, "ncclCommFinalize: finalized already");
     c->finalized = true;
@@ -481,6 +507,8 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
     ncclComm *c = checked(comm, "ncclCommDestroy");
     if (!c)
         return ncclSuccess;
+    if (c->error != ncclSuccess) /* as the real one: nothing freed; ncclCommAbort ends it */
+        return fail(c, c->error, "ncclCommDestroy: the communicator failed before");
     for (auto &k : c->scratch) { /* the caller waited for its collectives (or finalized) */
         (void)cudaFree(k.second.first);
         (void)cudaFree(k.second.second);

@@ -274,9 +274,10 @@ void ck_nccl_free(ck_nccl *n, int broken) {
                 break;
             pause_after(tries, waited);
         }
-        if ((r == ncclSuccess || r == ncclInProgress) && a == ncclSuccess) {
-            (void)n->f.destroy(n->comm);
-        } else {
+        /* a destroy that fails (an error since the last poll) frees nothing: abort ends it */
+        const int destroyed = (r == ncclSuccess || r == ncclInProgress) && a == ncclSuccess &&
+                              n->f.destroy(n->comm) == ncclSuccess;
+        if (!destroyed) {
             (void)n->f.abort(n->comm);
             n->aborted = 1;
         }
