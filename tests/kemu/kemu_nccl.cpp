@@ -213,9 +213,37 @@ template <class T> void reduce(T *out, const group &g, size_t n, int op) {
     }
 }
 
-bool reducible(ncclDataType_t t) {
-    return t == ncclInt8 || t == ncclUint8 || t == ncclInt32 || t == ncclUint32 || t == ncclInt64 ||
-           t == ncclUint64 || t == ncclFloat32 || t == ncclFloat64;
+/* The reduction of the ranks' n elements of type t into out; false for a type kemu does not
+ * reduce (with n 0: only the answer). */
+bool reduce_typed(ncclDataType_t t, void *out, const group &g, size_t n, int op) {
+    switch (t) {
+    case ncclInt8:
+        reduce((int8_t *)out, g, n, op);
+        return true;
+    case ncclUint8:
+        reduce((uint8_t *)out, g, n, op);
+        return true;
+    case ncclInt32:
+        reduce((int32_t *)out, g, n, op);
+        return true;
+    case ncclUint32:
+        reduce((uint32_t *)out, g, n, op);
+        return true;
+    case ncclInt64:
+        reduce((int64_t *)out, g, n, op);
+        return true;
+    case ncclUint64:
+        reduce((uint64_t *)out, g, n, op);
+        return true;
+    case ncclFloat32:
+        reduce((float *)out, g, n, op);
+        return true;
+    case ncclFloat64:
+        reduce((double *)out, g, n, op);
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* One round of a collective on the segment: in (this rank's n elements) into its slot, then out
@@ -245,32 +273,7 @@ void exchange(group &g, call_desc d, const void *in, void *out, size_t n, size_t
         for (int r = 0; r < g.nranks; ++r)
             memcpy((char *)out + r * n * tb, g.data(r), n * tb);
     } else {
-        switch ((ncclDataType_t)d.type) {
-        case ncclInt8:
-            reduce((int8_t *)out, g, n, d.op);
-            break;
-        case ncclUint8:
-            reduce((uint8_t *)out, g, n, d.op);
-            break;
-        case ncclInt32:
-            reduce((int32_t *)out, g, n, d.op);
-            break;
-        case ncclUint32:
-            reduce((uint32_t *)out, g, n, d.op);
-            break;
-        case ncclInt64:
-            reduce((int64_t *)out, g, n, d.op);
-            break;
-        case ncclUint64:
-            reduce((uint64_t *)out, g, n, d.op);
-            break;
-        case ncclFloat32:
-            reduce((float *)out, g, n, d.op);
-            break;
-        default:
-            reduce((double *)out, g, n, d.op);
-            break;
-        }
+        reduce_typed((ncclDataType_t)d.type, out, g, n, d.op); /* checked at the call */
     }
     barrier(g, fn); /* no rank writes its slot again before every rank has read them */
 }
@@ -349,7 +352,7 @@ ncclResult_t collective(const char *fn, int kind, ncclComm_t comm, const void *s
                     "%s: recvbuff %p (%zu bytes) is not inside one device allocation", fn, recv,
                     recv_count * tb);
     if (c->nranks > 1) {
-        if (kind == k_allreduce && !reducible(t))
+        if (kind == k_allreduce && !reduce_typed(t, nullptr, *c->g, 0, op))
             return fail(c, ncclInvalidArgument, "%s: kemu's NCCL does not reduce datatype %d", fn,
                         (int)t);
         const ncclResult_t r = several(c, fn, kind, send, recv, count, tb, t, op, root, s);
