@@ -1,7 +1,12 @@
+/* nftw */
+#define _XOPEN_SOURCE 700
+#define _DEFAULT_SOURCE
+
 #include "common.h"
 #include "model_internal.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,17 +227,35 @@ const char *t_src(const char *rel) {
     return b;
 }
 
+/* OpenMPI 4 keeps its session files under /tmp/ompi.<host>.<uid>, shared by every job of the
+ * user, and a job that ends removes that folder while a concurrent one may be creating its own
+ * inside it: the second fails in orte_init ("A call to mkdir was unable to create the desired
+ * directory", open-mpi/ompi#8510). Tests run in parallel, so each MPI start gets its own base. */
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    (void)remove(path); /* best effort: what is left is only left in /tmp */
+    return 0;
+}
+
+static void remove_tree(const char *dir) {
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int t_run_prog(const char *prog, const char *args, char *out, size_t len) {
     if (access(prog, X_OK) != 0 || !has_examples(t_source_dir()))
         cr_skip("%s or the source tree is not here (a relocated test bundle)", prog);
-    char cmd[2048];
-    /* stderr joins stdout before args, so args may redirect it elsewhere */
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' 2>&1 %s", t_source_dir(), prog, args);
+    char cmd[2048], base[] = "/tmp/cnnkit-ompi-XXXXXX";
+    cr_assert_not_null(mkdtemp(base));
+    /* stderr joins stdout before args, so args may redirect it elsewhere; OMPI_MCA_...: a
+     * --distributed run may start MPI as a singleton with its own session base (remove_tree) */
+    snprintf(cmd, sizeof cmd, "cd '%s' && OMPI_MCA_orte_tmpdir_base='%s' '%s' 2>&1 %s",
+             t_source_dir(), base, prog, args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     size_t n = fread(out, 1, len - 1, p);
     out[n] = '\0';
     int st = pclose(p);
+    remove_tree(base);
     cr_assert(WIFEXITED(st), "%s %s did not exit normally", prog, args);
     return WEXITSTATUS(st);
 }
@@ -254,16 +277,20 @@ int t_run_mpiexec(const char *env, int ranks, const char *prog, const char *args
                  ao);
     /* root in CI containers: OpenMPI refuses root without the two variables; the single-copy
      * mechanism (CMA) is often not permitted in containers */
+    char base[] = "/tmp/cnnkit-ompi-XXXXXX"; /* each job its own session base (remove_tree) */
+    cr_assert_not_null(mkdtemp(base));
     snprintf(cmd, sizeof cmd,
              "%s%s OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
              "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 "
+             "OMPI_MCA_orte_tmpdir_base='%s' "
              "timeout -k 5 120 '%s' --oversubscribe -np %d '%s' %s 2>&1",
-             asan, env, CNNKIT_MPIEXEC, ranks, prog, args);
+             asan, env, base, CNNKIT_MPIEXEC, ranks, prog, args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     size_t n = fread(out, 1, len - 1, p);
     out[n] = '\0';
     const int st = pclose(p);
+    remove_tree(base);
     cr_assert(WIFEXITED(st), "mpiexec did not exit normally:\n%s", out);
     return WEXITSTATUS(st);
 }
