@@ -320,8 +320,82 @@ Test(gpu_comm, nccl_one_rank_attach_twice) {
     ck_context_destroy(ctx);
 }
 
+/* NCCL_COMM_BLOCKING=1 would make NCCL's calls block where cnnkit's timeout cannot reach: the
+ * communicator is refused, naming the variable, and *comm is untouched; 0 is NCCL's default for
+ * cnnkit's config and works. NCCL reads the value with strtoll in any base, so "0x1" is 1. */
+Test(gpu_comm, nccl_forced_blocking_is_refused) {
+    ck_context *ctx = t_cuda_ctx_or_skip();
+    ck_comm_destroy(one_rank(ctx)); /* skips where there is no NCCL */
+    unsigned char id[CK_COMM_NCCL_ID_BYTES];
+    static const char *const refused[] = {"1", "0x1", " 1"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; ++i) {
+        CK_OK(ctx, ck_comm_nccl_id(ctx, id));
+        cr_assert_eq(setenv("NCCL_COMM_BLOCKING", refused[i], 1), 0);
+        ck_comm *c = (ck_comm *)0x1;
+        cr_assert_eq(ck_comm_create_nccl(ctx, id, 0, 1, &c), CK_STATUS_NOT_SUPPORTED, "'%s'",
+                     refused[i]);
+        cr_assert(strstr(ck_context_last_error(ctx), "NCCL_COMM_BLOCKING=") &&
+                      strstr(ck_context_last_error(ctx), "in the environment") &&
+                      strstr(ck_context_last_error(ctx), "unset it or set it to 0"),
+                  "%s", ck_context_last_error(ctx));
+        cr_assert_eq(c, (ck_comm *)0x1, "*comm is untouched on failure");
+    }
+    cr_assert_eq(setenv("NCCL_COMM_BLOCKING", "0", 1), 0);
+    CK_OK(ctx, ck_comm_nccl_id(ctx, id));
+    ck_comm *c = NULL;
+    CK_OK(ctx, ck_comm_create_nccl(ctx, id, 0, 1, &c));
+    ck_comm_destroy(c);
+    cr_assert_eq(unsetenv("NCCL_COMM_BLOCKING"), 0);
+    ck_context_destroy(ctx);
+}
+
 #ifdef CNNKIT_EMU_NCCL_PATH
 #include <dlfcn.h>
+#include <sys/wait.h>
+
+/* kemu only: NCCL copies its settings files into the environment at its first id or
+ * communicator, so on a rank that did not make the id an nccl.conf's NCCL_COMM_BLOCKING=1 appears
+ * during the initialization; the communicator is then refused too (aborted). The id comes from a
+ * child process, as another rank's would (a real NCCL's would need that process alive). */
+Test(gpu_comm, nccl_blocking_from_nccl_conf_is_refused_kemu) {
+    int fd[2];
+    cr_assert_eq(pipe(fd), 0);
+    const pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) { /* the rank that makes the id */
+        unsigned char id[CK_COMM_NCCL_ID_BYTES];
+        ck_context *c = NULL;
+        const int ok = ck_context_create(&c, CK_DEVICE_CUDA, 0, 1) == CK_STATUS_SUCCESS &&
+                       ck_comm_nccl_id(c, id) == CK_STATUS_SUCCESS &&
+                       write(fd[1], id, sizeof id) == (ssize_t)sizeof id;
+        ck_context_destroy(c);
+        _exit(ok ? 0 : 1);
+    }
+    close(fd[1]);
+    unsigned char id[CK_COMM_NCCL_ID_BYTES];
+    cr_assert_eq(read(fd[0], id, sizeof id), (ssize_t)sizeof id);
+    close(fd[0]);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char conf[] = "/tmp/cnnkit-nccl-conf-XXXXXX";
+    const int cf = mkstemp(conf);
+    cr_assert_neq(cf, -1);
+    static const char text[] = "# a site's settings\nNCCL_COMM_BLOCKING=1\n";
+    cr_assert_eq(write(cf, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    close(cf);
+    cr_assert_eq(setenv("NCCL_CONF_FILE", conf, 1), 0);
+    cr_assert_null(getenv("NCCL_COMM_BLOCKING"));
+    ck_context *ctx = t_cuda_ctx_or_skip();
+    ck_comm *c = (ck_comm *)0x1;
+    cr_assert_eq(ck_comm_create_nccl(ctx, id, 0, 1, &c), CK_STATUS_NOT_SUPPORTED, "%s",
+                 ck_context_last_error(ctx));
+    cr_assert(strstr(ck_context_last_error(ctx), "NCCL_COMM_BLOCKING=1 (set by an nccl.conf"), "%s",
+              ck_context_last_error(ctx));
+    cr_assert_eq(c, (ck_comm *)0x1, "*comm is untouched on failure");
+    unlink(conf);
+    ck_context_destroy(ctx); /* kemu stops a process that leaves an NCCL communicator alive */
+}
 
 /* kemu only (its NCCL injects the failure: tests/kemu/kemu_nccl.cpp): an NCCL call that fails
  * inside a step, as one does when a peer dies or the network breaks, fails the step with NCCL's

@@ -52,8 +52,10 @@ ck_status ck_comm_nccl_id(ck_context *ctx, void *id);
  * the GPU with NCCL, on the context's stream, and waits at most the communicator's timeout (the
  * initialization waits the default, CK_COMM_DEFAULT_TIMEOUT_S). size 1 is a valid
  * communicator: its training is the single-device training, bit for bit. Errors:
- * CK_STATUS_NOT_SUPPORTED (as ck_comm_nccl_id), CK_STATUS_BAD_PARAM (NULL, rank or size out of
- * range), CK_STATUS_INTERNAL (NCCL failed or timed out: the message says which call). */
+ * CK_STATUS_NOT_SUPPORTED (as ck_comm_nccl_id; NCCL_COMM_BLOCKING=1 in the environment or an
+ * nccl.conf file, which would make NCCL's calls wait where no timeout reaches them),
+ * CK_STATUS_BAD_PARAM (NULL, rank or size out of range), CK_STATUS_INTERNAL (NCCL failed or
+ * timed out: the message says which call). */
 ck_status ck_comm_create_nccl(ck_context *ctx, const void *id, int rank, int size, ck_comm **comm);
 /* Collective. Frees the communicator (NULL accepted). Detach it from its models first. */
 void ck_comm_destroy(ck_comm *comm);

@@ -20,7 +20,8 @@
  * ncclInProgress, as NCCL 2.28's do (its collectives go through a group thread), so the caller's
  * polling runs each time. An error found by polling stays the communicator's: later calls fail
  * with it, ncclCommDestroy too (only ncclCommAbort ends such a communicator). Every communicator
- * must be destroyed or aborted by the end of the process.
+ * must be destroyed or aborted by the end of the process. NCCL_COMM_BLOCKING and NCCL's
+ * settings files (NCCL_CONF_FILE) act as in NCCL: the variable overrides the config.
  */
 #include <nccl.h>
 
@@ -408,7 +409,42 @@ ncclResult_t ncclGetVersion(int *version) {
     return ncclSuccess;
 }
 
+namespace {
+/* NCCL's settings files, as NCCL reads them once per process at its first id or communicator:
+ * NAME=VALUE lines ('#' comments) of $NCCL_CONF_FILE (else ~/.nccl.conf), then /etc/nccl.conf,
+ * copied into the environment without replacing what is set there. */
+void read_conf(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        char *eq = strchr(line, '=');
+        if (line[0] == '#' || !eq)
+            continue;
+        *eq = '\0';
+        setenv(line, eq + 1, 0);
+    }
+    fclose(f);
+}
+
+void load_conf() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        char path[1024];
+        const char *user = getenv("NCCL_CONF_FILE"), *home = getenv("HOME");
+        if (user && user[0])
+            read_conf(user);
+        else if (home && snprintf(path, sizeof path, "%s/.nccl.conf", home) < (int)sizeof path)
+            read_conf(path);
+        read_conf("/etc/nccl.conf");
+    });
+}
+} // namespace
+
 ncclResult_t ncclGetUniqueId(ncclUniqueId *id) {
+    load_conf();
     if (!id)
         return fail(nullptr, ncclInvalidArgument, "ncclGetUniqueId: uniqueId is NULL");
     std::lock_guard<std::mutex> l(mu);
@@ -436,6 +472,12 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId c
             return fail(nullptr, ncclInvalidArgument,
                         "ncclCommInitRankConfig: config not made with NCCL_CONFIG_INITIALIZER");
         blocking = config->blocking != 0; /* NCCL_CONFIG_UNDEF_INT (INT_MIN): blocking */
+    }
+    load_conf();
+    if (const char *b = getenv("NCCL_COMM_BLOCKING")) { /* NCCL's override of the config */
+        const long long v = strtoll(b, nullptr, 0);
+        if (v == 0 || v == 1)
+            blocking = v == 1;
     }
     std::shared_ptr<group> g = std::make_shared<group>();
     g->rank = rank;

@@ -16,9 +16,11 @@
 
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <nccl.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -217,8 +219,28 @@ ck_status ck_nccl_unique_id(ck_context *ctx, void *id, size_t bytes) {
     return CK_STATUS_SUCCESS;
 }
 
+/* NCCL_COMM_BLOCKING=1 (from the environment, or from an nccl.conf that NCCL copies into it)
+ * overrides ncclConfig_t.blocking: NCCL's calls would then wait inside NCCL, where no deadline
+ * of cnnkit's reaches, so a rank that never arrives would hang the others. Read as NCCL reads
+ * it (strtoll, any base). */
+static ck_status refuse_forced_blocking(ck_context *ctx, const char *when) {
+    const char *v = getenv("NCCL_COMM_BLOCKING");
+    if (!v || !v[0])
+        return CK_STATUS_SUCCESS;
+    errno = 0;
+    const long long b = strtoll(v, NULL, 0);
+    if (errno || b != 1)
+        return CK_STATUS_SUCCESS;
+    return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                   "comm: NCCL_COMM_BLOCKING=%s %s makes NCCL's calls blocking, and cnnkit's "
+                   "collective timeout needs them non-blocking (a rank that never arrives would "
+                   "hang the others); unset it or set it to 0",
+                   v, when);
+}
+
 ck_status ck_nccl_create(ck_context *ctx, const void *id, int rank, int size, double timeout_s,
                          ck_nccl **out) {
+    CK_TRY(refuse_forced_blocking(ctx, "in the environment"));
     ck_nccl *n = (ck_nccl *)ck_host_calloc(ctx, 1, sizeof *n);
     if (!n)
         return ck_host_oom(ctx, "comm (NCCL)", sizeof *n);
@@ -239,6 +261,8 @@ ck_status ck_nccl_create(ck_context *ctx, const void *id, int rank, int size, do
                    "ncclCommInitRankConfig");
     if (st == CK_STATUS_SUCCESS && n->comm)
         st = settle(n, "ncclCommInitRankConfig");
+    if (st == CK_STATUS_SUCCESS) /* NCCL reads its nccl.conf files into the environment at init */
+        st = refuse_forced_blocking(ctx, "(set by an nccl.conf file)");
     if (st != CK_STATUS_SUCCESS) {
         if (n->comm && !n->aborted)
             (void)n->f.abort(n->comm);
