@@ -273,7 +273,7 @@ Test(cli_train, outputs_checked_before_training_and_save_targets) {
     path_in(&fx, link, sizeof link, "link.ckpt");
     write_file(p, "old", 3);
     cr_assert_eq(symlink(p, link), 0);
-    snprintf(stale, sizeof stale, "%s.tmp.Xy12Zq", p);
+    path_in(&fx, stale, sizeof stale, ".real.ckpt.cnnkit-tmp.Xy12Zq");
     write_file(stale, "torn", 4);
     snprintf(args, sizeof args, "--epochs 1 --save %s", link);
     cr_assert_eq(train(&fx, args), 0, "%s", out);
@@ -427,8 +427,21 @@ Test(cli_train, options_help_and_small_things) {
     char log[160], plot[160];
     path_in(&fx, log, sizeof log, "s.csv");
     path_in(&fx, plot, sizeof plot, "s.svg");
+    /* the plot replaces s.svg whole through a temp file of its own: the user's s.svg.tmp stays,
+     * and s.svg keeps its mode */
+    char user_tmp[200];
+    snprintf(user_tmp, sizeof user_tmp, "%s.tmp", plot);
+    write_file(user_tmp, "USERDATA", 8);
+    write_file(plot, "old", 3);
+    cr_assert_eq(chmod(plot, 0600), 0);
     snprintf(args, sizeof args, "--epochs 2 --limit 1000 --log %s --plot %s", log, plot);
     cr_assert_eq(train(&fx, args), 0, "%s", out);
+    char *kept = t_read_file(user_tmp, NULL);
+    cr_assert_str_eq(kept, "USERDATA");
+    free(kept);
+    struct stat sb;
+    cr_assert_eq(stat(plot, &sb), 0);
+    cr_assert_eq(sb.st_mode & 0777, 0600, "the plot's mode: %o", sb.st_mode & 0777);
     cr_assert_neq(strstr(out, "--limit 1000: the data set has 48 images"), NULL, "%s", out);
     char want[200];
     snprintf(want, sizeof want, "log %s\n", log);

@@ -725,7 +725,7 @@ static int count_temps(const char *dir) {
     DIR *d = opendir(dir);
     int n = 0;
     for (struct dirent *e; d && (e = readdir(d));)
-        n += strstr(e->d_name, ".tmp.") != NULL;
+        n += strstr(e->d_name, ".cnnkit-tmp.") != NULL;
     if (d)
         closedir(d);
     return n;
@@ -738,7 +738,7 @@ Test(hardening, checkpoint_survives_sigkill_during_save, .timeout = 120) {
     snprintf(path, sizeof path, "%s/m.ckpt", dir);
     /* a stray temp file from an earlier crash, named like the real ones, full of junk */
     char junk[320];
-    snprintf(junk, sizeof junk, "%s.tmp.AbC123", path);
+    snprintf(junk, sizeof junk, "%s/.m.ckpt.cnnkit-tmp.AbC123", dir);
     FILE *f = fopen(junk, "wb");
     cr_assert_not_null(f);
     fputs("CNNKITCK torn", f);
@@ -797,7 +797,7 @@ Test(hardening, checkpoint_survives_sigkill_during_save, .timeout = 120) {
     fputs("CNNKITCK torn", f);
     fclose(f);
     char live[320];
-    snprintf(live, sizeof live, "%s.tmp.LiVe12", path);
+    snprintf(live, sizeof live, "%s/.m.ckpt.cnnkit-tmp.LiVe12", dir);
     int live_fd = open(live, O_RDWR | O_CREAT, 0600);
     cr_assert_geq(live_fd, 0);
     cr_assert_eq(flock(live_fd, LOCK_EX | LOCK_NB), 0);
@@ -820,7 +820,7 @@ Test(hardening, checkpoint_survives_sigkill_during_save, .timeout = 120) {
                 rounds, last_step, temps);
     DIR *d = opendir(dir);
     for (struct dirent *e; d && (e = readdir(d));) {
-        if (e->d_name[0] == '.')
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
         char p[600];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
@@ -829,4 +829,68 @@ Test(hardening, checkpoint_survives_sigkill_during_save, .timeout = 120) {
     if (d)
         closedir(d);
     rmdir(dir);
+}
+
+/* A save loses none of the user's files: files named like an older cnnkit's temp files
+ * ("<base>.tmp.XXXXXX") are the user's and stay; a replaced file keeps its permissions and a new
+ * one gets the umask's (not a fixed 0644, which would widen a private 0600 checkpoint). A loader
+ * given a FIFO fails at once instead of waiting for a writer. */
+Test(hardening, saves_keep_user_files_and_modes_loaders_refuse_fifos, .timeout = 60) {
+    char dir[] = "/tmp/cnnkit-files-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[300], user[2][320], fifo[320];
+    snprintf(path, sizeof path, "%s/m.ckpt", dir);
+    snprintf(user[0], sizeof user[0], "%s.tmp.backup", path);
+    snprintf(user[1], sizeof user[1], "%s.tmp.AbC123", path);
+    for (int i = 0; i < 2; ++i) {
+        FILE *f = fopen(user[i], "wb");
+        cr_assert_not_null(f);
+        fputs("USERDATA", f);
+        fclose(f);
+    }
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = from_text(ctx, SMALL_MODEL);
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
+    const mode_t old_mask = umask(077);
+    CK_OK(ctx, ck_model_save(m, path));
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_eq(sb.st_mode & 0777, 0600, "a new file under umask 077: mode %o", sb.st_mode & 0777);
+    umask(022);
+    cr_assert_eq(chmod(path, 0640), 0);
+    CK_OK(ctx, ck_model_save(m, path));
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_eq(sb.st_mode & 0777, 0640, "the replaced file's mode: %o", sb.st_mode & 0777);
+    umask(old_mask);
+    for (int i = 0; i < 2; ++i) {
+        char got[16] = {0};
+        FILE *f = fopen(user[i], "rb");
+        cr_assert_not_null(f, "the user's file %s was removed", user[i]);
+        cr_assert_eq(fread(got, 1, sizeof got - 1, f), 8);
+        fclose(f);
+        cr_assert_str_eq(got, "USERDATA");
+        unlink(user[i]);
+    }
+    cr_assert_eq(count_temps(dir), 0);
+    /* FIFOs: each loader refuses at once (the test's timeout catches a wait) */
+    snprintf(fifo, sizeof fifo, "%s/pipe", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    EXPECT_ST(ctx, ck_model_load(m, fifo), CK_STATUS_BAD_PARAM, "not a regular file");
+    EXPECT_ST(ctx, ck_model_load_keras_weights(m, fifo), CK_STATUS_BAD_PARAM, "not a regular file");
+    ck_model *k = NULL;
+    EXPECT_ST(ctx, ck_model_load_keras(ctx, fifo, 8, &k), CK_STATUS_BAD_PARAM,
+              "not a regular file");
+    cr_assert_null(k);
+    ck_dataset ds;
+    char err[CK_MSG_LEN];
+    cr_assert_eq(ck_idx_load(fifo, fifo, &ds, err, sizeof err), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(err, "not a regular file"), "%s", err);
+    const char *paths[1] = {fifo};
+    cr_assert_eq(ck_cifar10_load(paths, 1, &ds, err, sizeof err), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(err, "not a regular file"), "%s", err);
+    unlink(fifo);
+    unlink(path);
+    rmdir(dir);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
 }

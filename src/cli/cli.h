@@ -106,10 +106,11 @@ int dist_gather(const opts *o, const float *mine, int count, float *all, const i
 void dist_abort(int rc);
 
 /* files.c: output files of a run */
-/* A file written whole or not at all: open_replacing opens "<target>.tmp" (its name into tmp,
- * len bytes) for writing, NULL on failure, where target is path or, for a symlink, the file it
- * points to; close_replacing closes it and renames it over target, 0 on success, else -1 with
- * the temporary file removed. */
+/* A file written whole or not at all: open_replacing opens a new temp file
+ * "<dir>/.<base>.cnnkit-tmp.XXXXXX" beside target for writing (target and its name into tmp, len
+ * bytes), NULL on failure, where target is path or, for a symlink, the file it points to; it
+ * gets the replaced file's permissions, or a new file's. close_replacing closes it and renames
+ * it over target, 0 on success, else -1 with the temporary file removed. */
 FILE *open_replacing(const char *path, char *tmp, size_t len);
 int close_replacing(FILE *f, const char *tmp);
 /* Checks before the first step that path can be written: an existing target must be a regular

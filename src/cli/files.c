@@ -27,26 +27,41 @@ static void dir_of(const char *path, char *buf, size_t len) {
 
 FILE *open_replacing(const char *path, char *tmp, size_t len) {
     /* a symlink to a file: that file is replaced, the link stays (as check_output_path says) */
-    char real[PATH_MAX];
+    char real[PATH_MAX], dir[PATH_MAX];
     const char *target = realpath(path, real) ? real : path;
-    if (snprintf(tmp, len, "%s.tmp", target) >= (int)len)
+    const char *slash = strrchr(target, '/'), *base = slash ? slash + 1 : target;
+    dir_of(target, dir, sizeof dir);
+    /* tmp holds target '\0' temp: a hidden name of its own, so that no file of the user's is
+     * overwritten, as the library's saves name theirs */
+    const int n = snprintf(tmp, len, "%s", target);
+    if (n < 0 || (size_t)n + 1 >= len)
         return NULL;
-    return fopen(tmp, "w");
+    char *t = tmp + n + 1;
+    const int m = snprintf(t, len - (size_t)n - 1, "%s/.%s.cnnkit-tmp.XXXXXX", dir, base);
+    if (m < 0 || (size_t)m >= len - (size_t)n - 1)
+        return NULL;
+    const int fd = mkstemp(t);
+    if (fd < 0)
+        return NULL;
+    /* mkstemp makes it 0600: give it what a new file gets, or what the replaced file had */
+    struct stat st;
+    const mode_t mask = umask(0);
+    umask(mask);
+    (void)fchmod(fd, stat(target, &st) == 0 ? st.st_mode & 07777 : 0666 & ~mask);
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        unlink(t);
+    }
+    return f;
 }
 
 int close_replacing(FILE *f, const char *tmp) {
-    char target[PATH_MAX];
-    const size_t n = strlen(tmp);
+    const char *target = tmp, *t = tmp + strlen(tmp) + 1;
     const int bad = ferror(f);
     const int closed = fclose(f);
-    if (n < 5 || n - 4 >= sizeof target) {
-        remove(tmp);
-        return -1;
-    }
-    memcpy(target, tmp, n - 4); /* tmp is "<target>.tmp" */
-    target[n - 4] = '\0';
-    if (closed != 0 || bad || rename(tmp, target) != 0) {
-        remove(tmp);
+    if (closed != 0 || bad || rename(t, target) != 0) {
+        remove(t);
         return -1;
     }
     return 0;

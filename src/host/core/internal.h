@@ -236,6 +236,11 @@ ck_status ck_save_target(ck_context *ctx, const char *path, char *buf, const cha
  * a killed save are removed first (file_atomic.c). Messages name the argument "path". */
 ck_status ck_write_file_atomic(ck_context *ctx, const char *path, const void *buf, size_t len);
 
+/* Opens path read-only when it is a regular file (file_atomic.c): a FIFO would block the open
+ * until a writer comes, a device would never end. The descriptor, or -1 with *why saying what
+ * went wrong (strerror, or "not a regular file"). */
+int ck_open_regular(const char *path, const char **why);
+
 /* Returns from the calling function when expr is not CK_STATUS_SUCCESS. */
 #define CK_TRY(expr)                                                                               \
     do {                                                                                           \

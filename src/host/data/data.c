@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 /* Writes a message to err (when there is room) and returns st. */
@@ -50,11 +52,15 @@ static ck_status slurp(const char *path, unsigned char **data, size_t *len, char
                        size_t elen) {
     *data = NULL;
     *len = 0;
-    errno = 0;
-    gzFile f = gzopen(path, "rb");
-    if (!f)
-        return fail(err, elen, CK_STATUS_BAD_PARAM, "%s: cannot open: %s", path,
-                    errno ? strerror(errno) : "gzopen failed");
+    const char *why = NULL;
+    const int fd = ck_open_regular(path, &why);
+    if (fd < 0)
+        return fail(err, elen, CK_STATUS_BAD_PARAM, "%s: cannot open: %s", path, why);
+    gzFile f = gzdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return fail(err, elen, CK_STATUS_ALLOC_FAILED, "%s: out of memory", path);
+    }
     (void)gzbuffer(f, 1u << 17);
     size_t cap = (size_t)1 << 20, n = 0;
     unsigned char *buf = (unsigned char *)ck_host_alloc(NULL, cap);
@@ -278,13 +284,8 @@ CK_API ck_status ck_cifar10_load(const char *const *paths, int npaths, ck_datase
 /* 1 when path can be opened, or exists but fails for another reason than "no such file" (so the
  * loader reports the real error, e.g. permission denied). */
 static int present(const char *path) {
-    errno = 0;
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        fclose(f);
-        return 1;
-    }
-    return errno != ENOENT && errno != ENOTDIR && errno != 0;
+    struct stat st;
+    return stat(path, &st) == 0 || (errno != ENOENT && errno != ENOTDIR);
 }
 
 /* Picks dir/NAME.gz, else dir/NAME, into buf (NAME.gz when neither is there). Returns 1 when

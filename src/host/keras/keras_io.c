@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zip.h>
 
 #define CK_KIO_CONFIG_MAX ((zip_uint64_t)64 << 20)
@@ -194,11 +195,12 @@ typedef enum file_kind { KIND_OTHER, KIND_ZIP, KIND_HDF5 } file_kind;
 
 static file_kind sniff(const char *path) {
     unsigned char b[8] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    const char *why = NULL;
+    const int fd = ck_open_regular(path, &why);
+    if (fd < 0)
         return KIND_OTHER;
-    size_t n = fread(b, 1, 8, f);
-    fclose(f);
+    ssize_t n = read(fd, b, 8);
+    close(fd);
     if (n >= 4 && !memcmp(b, "PK\3\4", 4))
         return KIND_ZIP;
     if (n == 8 && !memcmp(b, "\211HDF\r\n\032\n", 8))
@@ -268,6 +270,17 @@ static ck_status check_model_path(ck_model *m, const char *path) {
     return CK_STATUS_SUCCESS;
 }
 
+/* The failure for a file that sniff did not recognize: why it cannot be opened, else that it is
+ * neither kind (what: the kinds the call reads). */
+static ck_status not_keras_file(ck_context *ctx, const char *path, const char *what) {
+    const char *why = NULL;
+    const int fd = ck_open_regular(path, &why);
+    if (fd < 0)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot open %s: %s", path, why);
+    close(fd);
+    return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s is neither %s", path, what);
+}
+
 CK_API ck_status ck_model_load_keras_weights(ck_model *m, const char *path) {
     CK_MODEL_ENTRY(m); /* also refuses a model orphaned by ck_context_destroy */
     ck_context *ctx = m->ctx;
@@ -276,8 +289,7 @@ CK_API ck_status ck_model_load_keras_weights(ck_model *m, const char *path) {
     if (k == KIND_HDF5)
         return load_weights(m, NULL, 0, path, path);
     if (k != KIND_ZIP)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
-                       "path: %s is neither a .weights.h5 (HDF5) file nor a .keras archive", path);
+        return not_keras_file(ctx, path, "a .weights.h5 (HDF5) file nor a .keras archive");
     archive a;
     CK_TRY(archive_read(ctx, path, 0, &a));
     ck_status st = load_weights(m, a.weights, a.weights_len, NULL, path);
@@ -330,15 +342,6 @@ static ck_status model_from_config(ck_context *ctx, const char *path, const char
     return CK_STATUS_SUCCESS;
 }
 
-static ck_status not_keras_file(ck_context *ctx, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f)
-        fclose(f);
-    return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s %s", path,
-                   f ? "is neither a .keras archive (zip) nor a Keras .h5 (HDF5) file"
-                     : "cannot be opened");
-}
-
 CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras_model *out) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
@@ -359,7 +362,7 @@ CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras
         st = ck_kio_h5_model_config(ctx, path, &config, &training);
         len = config ? strlen(config) : 0;
     } else {
-        return not_keras_file(ctx, path);
+        return not_keras_file(ctx, path, "a .keras archive (zip) nor a Keras .h5 (HDF5) file");
     }
     if (st == CK_STATUS_SUCCESS) {
         char err[512];
@@ -411,7 +414,7 @@ static ck_status load_keras(ck_context *ctx, const char *path, int max_batch, in
         if (st == CK_STATUS_SUCCESS)
             st = load_weights(m, NULL, 0, path, path);
     } else {
-        return not_keras_file(ctx, path);
+        return not_keras_file(ctx, path, "a .keras archive (zip) nor a Keras .h5 (HDF5) file");
     }
     if (st != CK_STATUS_SUCCESS) {
         ck_model_destroy(m);

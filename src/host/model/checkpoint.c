@@ -233,13 +233,21 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: is NULL or empty");
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot open %s: %s", path, strerror(errno));
+    const char *why = NULL;
+    const int fd = ck_open_regular(path, &why);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0) {
+            why = strerror(errno);
+            close(fd);
+        }
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: cannot open %s: %s", path, why);
+    }
     struct stat fst;
-    if (fstat(fileno(f), &fst) != 0 || !S_ISREG(fst.st_mode)) {
+    if (fstat(fd, &fst) != 0) {
+        const int e = errno;
         fclose(f);
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s is not a regular file", path);
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s: %s", path, strerror(e));
     }
     /* the header tells the version; the structure and sizes follow from the model */
     unsigned char hdr[12];
