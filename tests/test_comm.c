@@ -349,15 +349,15 @@ Test(comm, fit_refuses_different_data, .timeout = 150) {
     cr_assert(strstr(out, "the data sets (CRC-32 of images and labels): differ"), "%s", out);
 }
 
-/* A failure of one rank's own outside the step (its validation set holds a NaN) stops every
- * rank's fit after that epoch, instead of leaving the others waiting for it in the next
- * epoch's first step (or, with one epoch, ending the fit as a success on the others). */
+/* A refusal of one rank's own (its validation set holds a NaN, which ck_model_fit checks
+ * before the first step) refuses every rank's fit, instead of leaving the others waiting for
+ * it in the first step. */
 Test(comm, fit_stops_everywhere_when_one_rank_cannot_validate, .timeout = 150) {
     char out[8192];
     const int rc = run_dp(2, "--fit-bad-val 1 --global 32 --timeout 20", out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
-    cr_assert(strstr(out, "stopped every rank after epoch 1: yes") &&
-                  strstr(out, "another of the 2 ranks failed its validation"),
+    cr_assert(strstr(out, "refused the fit on every rank: yes") &&
+                  strstr(out, "another of the 2 ranks refused the fit"),
               "%s", out);
 }
 

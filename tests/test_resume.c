@@ -4,6 +4,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,4 +313,58 @@ Test(resume, save_targets) {
     unlink(dangling);
     unlink(real);
     rmdir(dir);
+}
+
+/* A bad sample anywhere in train or val (a pixel that is not finite, a label outside the
+ * classes) refuses the fit before its first step: the model is not trained half way (it was, up
+ * to the bad sample's step, and then said it was not changed). A zeroed ck_fit_options with one
+ * field set takes the defaults for the rest (batch 0: max_batch). */
+Test(resume, fit_checks_every_sample_first_and_zero_options_take_defaults) {
+    ck_dataset train, val;
+    make_data(&train, COUNT, 1);
+    make_data(&val, 16, 2);
+    ck_context *ctx;
+    ck_model *m = new_model(&ctx);
+    size_t nw;
+    float *w0 = t_weights_of(ctx, m, &nw);
+    const size_t per = (size_t)train.h * train.w * train.c;
+    ck_fit_options fo = {2, BATCH, 11, NULL, NULL, NULL, 0};
+    train.images[(COUNT - 3) * per + 1] = NAN; /* the last batch of the shuffled order, or not */
+    cr_assert_eq(ck_model_fit(m, &train, &val, &fo, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "train: images[") &&
+                  strstr(ck_context_last_error(ctx), "not finite"),
+              "%s", ck_context_last_error(ctx));
+    train.images[(COUNT - 3) * per + 1] = 0.5f;
+    val.labels[7] = 77;
+    cr_assert_eq(ck_model_fit(m, &train, &val, &fo, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "val: labels[7] = 77"), "%s",
+              ck_context_last_error(ctx));
+    val.labels[7] = 1;
+    val.images[3] = INFINITY;
+    cr_assert_eq(ck_model_fit(m, &train, &val, &fo, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "val: images[3] (sample 0)"), "%s",
+              ck_context_last_error(ctx));
+    val.images[3] = 0.0f;
+    cr_assert_eq(ck_model_step(m), 0, "a refused fit trained");
+    float *w1 = t_weights_of(ctx, m, &nw);
+    cr_assert(memcmp(w0, w1, nw * sizeof *w0) == 0, "a refused fit changed the weights");
+    ck_fit_state st;
+    CK_OK(ctx, ck_model_fit_state(m, &st));
+    cr_assert_eq(st.valid, 0);
+    /* zeroed options: 1 epoch of max_batch (BATCH): ceil(COUNT / BATCH) steps */
+    ck_fit_options zero;
+    memset(&zero, 0, sizeof zero);
+    CK_OK(ctx, ck_model_fit(m, &train, &val, &zero, NULL));
+    cr_assert_eq(ck_model_step(m), (COUNT + BATCH - 1) / BATCH);
+    CK_OK(ctx, ck_model_fit_state(m, &st));
+    cr_assert(st.valid && st.epoch == 1 && st.batch == BATCH);
+    zero.batch = -1;
+    cr_assert_eq(ck_model_fit(m, &train, NULL, &zero, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "opts->batch"), "%s", ck_context_last_error(ctx));
+    free(w0);
+    free(w1);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    ck_dataset_free(&train);
+    ck_dataset_free(&val);
 }

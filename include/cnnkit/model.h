@@ -392,9 +392,9 @@ typedef struct ck_epoch_result {
 } ck_epoch_result;
 
 typedef struct ck_fit_options {
-    int epochs;    /* default 1; with resume, the total (Keras: epochs with initial_epoch) */
-    int batch;     /* default: the model's max_batch (data-parallel: the global batch, default
-                      max_batch x ranks; cnnkit/comm.h) */
+    int epochs;    /* 0: 1; with resume, the total (Keras: epochs with initial_epoch) */
+    int batch;     /* 0: the model's max_batch (data-parallel: the global batch, 0: max_batch x
+                      ranks; cnnkit/comm.h) */
     uint64_t seed; /* shuffling seed (default 0: the context seed) */
     /* Optional callbacks. on_step returning nonzero stops the fit after this step: the model's
      * fit state (ck_model_fit_state) then records the position, and an epoch stopped before its
@@ -430,7 +430,10 @@ ck_status ck_model_fit_state(const ck_model *model, ck_fit_state *state);
 /* Trains on train (images h x w x c must match the model input) and evaluates val (optional)
  * after each epoch. history (optional) receives one entry per finished epoch at its index
  * (epoch - 1; capacity opts->epochs); with resume, entries of the epochs finished before are not
- * written. A model without trainable parameters is refused (CK_STATUS_BAD_PARAM).
+ * written. A model without trainable parameters is refused (CK_STATUS_BAD_PARAM), and so is,
+ * before the first step, a sample of train or val with a label outside the model's classes or
+ * a pixel that is not finite (the message names the set and the index). opts NULL: all
+ * defaults; fields left 0 take theirs.
  * With opts->resume: the fit state must be valid, and the batch, the training set (count and
  * CRC-32), the shuffling seed (opts->seed 0: the saved one) and the context seed must be the
  * saved ones, else CK_STATUS_BAD_PARAM naming the difference; a state already at epochs

@@ -22,17 +22,25 @@ static ck_status check_ds(ck_model *m, const ck_dataset *d, const char *name) {
     return CK_STATUS_SUCCESS;
 }
 
-/* Whether every sample passes ck_model_train_step's checks (labels are classes of the model,
- * images finite), so that a device-resident training set needs no check per step. */
-static int samples_ok(const ck_model *m, const ck_dataset *d) {
+/* Every sample must pass ck_model_train_step's checks (labels are classes of the model, images
+ * finite) before the first step: a fit that stopped at a bad sample in its third epoch would
+ * leave the model trained half way; and a device-resident training set then needs no check per
+ * step. name: "train" or "val". */
+static ck_status samples_check(const ck_model *m, const ck_dataset *d, const char *name) {
     for (int i = 0; i < d->count; ++i)
         if (d->labels[i] < 0 || d->labels[i] >= m->classes)
-            return 0;
-    const size_t count = (size_t)d->count * d->h * d->w * d->c;
+            return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                           "%s: labels[%d] = %d is not a class of the model (0..%d); the model "
+                           "was not changed",
+                           name, i, (int)d->labels[i], m->classes - 1);
+    const size_t per = (size_t)d->h * d->w * d->c, count = (size_t)d->count * per;
     for (size_t i = 0; i < count; ++i)
         if (!isfinite(d->images[i]))
-            return 0;
-    return 1;
+            return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
+                           "%s: images[%zu] (sample %zu) = %g is not finite; the model was not "
+                           "changed",
+                           name, i, i / per, (double)d->images[i]);
+    return CK_STATUS_SUCCESS;
 }
 
 /* The fingerprint a resumed fit compares: CRC-32 of the images and the labels. */
@@ -94,12 +102,13 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
  * order, with batches that leave no rank empty and fit its max_batch; checked before the first
  * step, every rank joining the check whatever its own verdict, so all refuse or none does. */
 static ck_status check_ranks(ck_model *m, const ck_fit_options *o, uint64_t seed, int count,
-                             uint32_t crc) {
+                             uint32_t crc, ck_status own) {
     const ck_comm *c = m->comm;
     const int size = ck_comm_size(c), last = count - (count - 1) / o->batch * o->batch;
     const int shard = (o->batch + size - 1) / size, least = o->batch < last ? o->batch : last;
-    ck_status own = CK_STATUS_SUCCESS;
-    if (shard > m->max_batch)
+    if (own != CK_STATUS_SUCCESS)
+        ; /* this rank's own refusal (its samples or validation set), agreed below */
+    else if (shard > m->max_batch)
         own = ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
                       "opts->batch: %d over %d ranks needs shards of %d, over this rank's "
                       "max_batch = %d",
@@ -193,15 +202,16 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
     if (!train)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "train: is NULL");
     ck_status st = check_ds(m, train, "train");
-    if (st == CK_STATUS_SUCCESS && val)
-        st = check_ds(m, val, "val");
     if (st != CK_STATUS_SUCCESS)
         return st;
-    ck_fit_options o = {1, m->max_batch, 0, NULL, NULL, NULL, 0};
+    ck_fit_options o = {0, 0, 0, NULL, NULL, NULL, 0};
     if (opts)
         o = *opts;
-    else if (m->comm) /* the global batch: every rank's max_batch */
-        o.batch = m->max_batch * ck_comm_size(m->comm);
+    /* 0: the defaults, so that a zeroed ck_fit_options with one field set works */
+    if (o.epochs == 0)
+        o.epochs = 1;
+    if (o.batch == 0) /* data-parallel: the global batch, every rank's max_batch */
+        o.batch = m->comm ? m->max_batch * ck_comm_size(m->comm) : m->max_batch;
     if (o.epochs < 1)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "opts->epochs: must be >= 1, got %d", o.epochs);
     if (o.batch < 1 || (o.batch > m->max_batch && !m->comm))
@@ -218,8 +228,14 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
         CK_TRY(check_resume(m, &m->fit, o.batch, seed, train->count, crc));
         f = m->fit;
     }
-    if (m->comm)
-        CK_TRY(check_ranks(m, &o, seed, train->count, crc));
+    /* the samples, and the validation set, which is each rank's own: with other ranks a refusal
+     * here is agreed in check_ranks, so none is left waiting in a step */
+    ck_status own = samples_check(m, train, "train");
+    if (own == CK_STATUS_SUCCESS && val)
+        own = check_ds(m, val, "val");
+    if (own == CK_STATUS_SUCCESS && val)
+        own = samples_check(m, val, "val");
+    CK_TRY(m->comm ? check_ranks(m, &o, seed, train->count, crc, own) : own);
     const size_t per = (size_t)m->in_h * m->in_w * m->in_c;
     int32_t *perm = (int32_t *)ck_host_alloc(ctx, sizeof(int32_t) * (size_t)train->count);
     float *xb = (float *)ck_host_alloc(ctx, sizeof(float) * per * (size_t)o.batch);
@@ -233,10 +249,9 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
     if (!o.resume)
         m->fit = f; /* a new fit starts at epoch 0, step 0 */
     /* On a GPU the training set stays on the device and each batch is gathered there, when the
-     * device has the memory and every sample passes the step's checks (else the host stages
-     * each batch, and a bad sample fails its step as it always did). */
+     * device has the memory (else the host stages each batch); samples_check passed. */
     ck_gpu_data *dd = NULL;
-    if (m->gpu && !m->fit_host_data && samples_ok(m, train)) {
+    if (m->gpu && !m->fit_host_data) {
         const ck_status dst =
             ck_gpu_data_create(m, train->images, train->labels, train->count, &dd);
         /* short of device memory: the host stages. Another failure (a CUDA error) is the fit's,
