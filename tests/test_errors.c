@@ -92,6 +92,20 @@ Test(errors, context_and_tensor_creation) {
                "t:");
     cr_assert_eq(ck_tensor_create(NULL, &t, CK_LAYOUT_NCHW, 1, 1, 1, 1), CK_STATUS_BAD_PARAM);
     EXPECT_ERR(ctx, ck_context_set_cpu_threads(ctx, -1), CK_STATUS_BAD_PARAM, "threads");
+    /* libgomp printed and exited at 50,000, faulted at 100,000 */
+    EXPECT_ERR(ctx, ck_context_set_cpu_threads(ctx, 100000), CK_STATUS_BAD_PARAM, "threads");
+    CK_OK(ctx, ck_context_set_cpu_threads(ctx, 64));
+    CK_OK(ctx, ck_context_set_cpu_threads(ctx, 0));
+    /* the host mask: four dimensions whose product wraps to 0 matched count 0 and faulted */
+    const ck_dropout_desc dd = {0.5f, 0, 0};
+    uint8_t keep[4];
+    cr_assert_eq(
+        ck_dropout_mask_host(CK_DROPOUT_ELEMENT, 1, &dd, 65536, 65536, 65536, 65536, keep, 0),
+        CK_STATUS_OVERFLOW);
+    cr_assert_eq(ck_dropout_mask_host(CK_DROPOUT_SPATIAL, 1, &dd, 65536, 65536, 1, 1, keep, 0),
+                 CK_STATUS_OVERFLOW);
+    cr_assert_eq(ck_dropout_mask_host(CK_DROPOUT_ELEMENT, 1, &dd, 1, 1, 2, 2, keep, 4),
+                 CK_STATUS_SUCCESS);
     EXPECT_ERR(ctx, ck_context_set_stream(ctx, (void *)0x10), CK_STATUS_NOT_SUPPORTED, "stream");
     ck_context_destroy(ctx);
 }
@@ -232,8 +246,7 @@ Test(errors, batchnorm_arguments) {
                ck_batchnorm_backward(a.ctx, &a.d, a.x, a.y, a.g, a.b, a.sm, a.si, NULL, yn, a.dg,
                                      a.db, NULL),
                CK_STATUS_LAYOUT_MISMATCH, "dx:");
-    EXPECT_ERR(a.ctx,
-               ck_batchnorm_forward_inference(a.ctx, &a.d, a.x, a.g, a.b, a.rm, NULL, a.y),
+    EXPECT_ERR(a.ctx, ck_batchnorm_forward_inference(a.ctx, &a.d, a.x, a.g, a.b, a.rm, NULL, a.y),
                CK_STATUS_BAD_PARAM, "running_var");
     ck_tensor_destroy(yn);
 
@@ -315,12 +328,13 @@ Test(errors, workspace_too_small_on_gpu) {
         p[i] = t_param(g, 16, NULL);
     ck_bn_desc d;
     ck_bn_desc_init(&d, CK_BN_KERAS);
-    EXPECT_ERR(g, ck_batchnorm_forward_training(g, &d, x, p[0], p[1], p[2], p[3], p[4], p[5], NULL,
-                                                x, ws),
-               CK_STATUS_WORKSPACE_TOO_SMALL, "ws:");
-    EXPECT_ERR(g, ck_batchnorm_forward_training(g, &d, x, p[0], p[1], p[2], p[3], p[4], p[5], NULL,
-                                                x, NULL),
-               CK_STATUS_WORKSPACE_TOO_SMALL, "ws:");
+    EXPECT_ERR(
+        g, ck_batchnorm_forward_training(g, &d, x, p[0], p[1], p[2], p[3], p[4], p[5], NULL, x, ws),
+        CK_STATUS_WORKSPACE_TOO_SMALL, "ws:");
+    EXPECT_ERR(
+        g,
+        ck_batchnorm_forward_training(g, &d, x, p[0], p[1], p[2], p[3], p[4], p[5], NULL, x, NULL),
+        CK_STATUS_WORKSPACE_TOO_SMALL, "ws:");
     for (int i = 0; i < 6; ++i)
         ck_tensor_destroy(p[i]);
     ck_workspace_destroy(ws);

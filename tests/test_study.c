@@ -372,6 +372,14 @@ Test(study, exact_sign_and_wilcoxon_tests) {
     const double six[6] = {6, 5, 4, 3, 2, 1};
     cr_assert_float_eq(ck_wilcoxon_p(six, 6), 2.0 / 64.0, 1e-15);
     cr_assert(isnan(ck_sign_test_p(NULL, 2)));
+    /* past CK_WILCOXON_MAX_N nonzero differences: NaN (65536 wrapped the table's size and wrote
+     * past it); at the limit, all positive, p is 2^(1-n), below the smallest double: 0 */
+    static double many[65536];
+    for (int i = 0; i < 65536; ++i)
+        many[i] = 1.0 + i;
+    cr_assert(isnan(ck_wilcoxon_p(many, 65536)));
+    cr_assert(isnan(ck_wilcoxon_p(many, CK_WILCOXON_MAX_N + 1)));
+    cr_assert_float_eq(ck_wilcoxon_p(many, CK_WILCOXON_MAX_N), 0.0, 1e-300);
 }
 
 /* Holm by hand: p (0.01, 0.04, 0.03, NaN), m = 3: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, then

@@ -100,8 +100,10 @@ void *ck_context_stream(const ck_context *ctx);
 ck_status ck_context_synchronize(ck_context *ctx);
 /* Number of CPU threads of every call of this context (the layer calls, and the model calls'
  * loops and OpenBLAS GEMMs: the calling thread's OpenMP team size is set for the call and
- * restored on return); 0 = the OpenMP default (OMP_NUM_THREADS, else every core). On a machine
- * other work keeps busy see README, "Busy machines". */
+ * restored on return); 0 = the OpenMP default (OMP_NUM_THREADS, else every core). At most 4 per
+ * online core (at least 64): CK_STATUS_BAD_PARAM beyond, as OpenMP would print and exit, or
+ * fault, when it cannot start a team. On a machine other work keeps busy see README, "Busy
+ * machines". */
 ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads);
 /* Caps the host memory the library keeps allocated through this context (tensors and masks of a
  * CPU context, model buffers, per-call scratch, checkpoint buffers), in bytes; 0 = unlimited
@@ -234,7 +236,10 @@ void ck_mask_destroy(ck_mask *mask);
 ck_status ck_mask_download(ck_context *ctx, const ck_mask *mask, uint8_t *host, size_t count);
 
 /* The mask as a pure function, computed on the host without a context: keep[] receives N*C
- * (spatial) or N*C*H*W (element, NCHW order) bytes. The same function the kernels use. */
+ * (spatial) or N*C*H*W (element, NCHW order) bytes. The same function the kernels use. Errors
+ * (no context, so no message): CK_STATUS_BAD_PARAM (kind, desc, keep, rate, a dimension < 1),
+ * CK_STATUS_OVERFLOW (more units than a tensor may hold, INT32_MAX), CK_STATUS_SHAPE_MISMATCH
+ * (count is not the number of units). */
 ck_status ck_dropout_mask_host(ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *desc,
                                int n, int c, int h, int w, uint8_t *keep, size_t count);
 

@@ -236,6 +236,10 @@ CK_API double ck_wilcoxon_p(const double *d, int n) {
         ck_host_free(NULL, a);
         return 1.0;
     }
+    if (m > CK_WILCOXON_MAX_N) { /* the convolution's m (m + 1) cells and m^3 work */
+        ck_host_free(NULL, a);
+        return NAN;
+    }
     qsort(a, (size_t)m, sizeof *a, cmp_abs);
     /* twice the mid-ranks: integers (first + last position of a tie group, 1-based) */
     const int total = m * (m + 1); /* sum of the doubled ranks */

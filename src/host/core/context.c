@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifdef CNNKIT_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -274,8 +275,14 @@ CK_API ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads) {
     if (!ctx)
         return CK_STATUS_BAD_PARAM;
     ck_clear_error(ctx);
-    if (threads < 0)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "threads: must be >= 0, got %d", threads);
+    /* OpenMP cannot report a team it failed to start: libgomp prints and exits, or faults.
+     * Oversubscribing a little is the user's call; thousands of threads per core is a mistake. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    const long most = 4 * (cores > 16 ? cores : 16);
+    if (threads < 0 || threads > most)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "threads: must be in [0, %ld] (4 per core, at least 64), got %d", most,
+                       threads);
     ctx->cpu_threads = threads;
     return CK_STATUS_SUCCESS;
 }

@@ -115,9 +115,15 @@ CK_API ck_status ck_dropout_mask_host(ck_dropout_kind kind, uint64_t seed,
         return CK_STATUS_BAD_PARAM;
     if (n < 1 || c < 1 || h < 1 || w < 1)
         return CK_STATUS_BAD_PARAM;
-    size_t units = (size_t)n * (size_t)c;
-    if (kind == CK_DROPOUT_ELEMENT)
-        units *= (size_t)h * (size_t)w;
+    /* a tensor's limit (INT32_MAX elements): beyond it no mask exists, and the product of four
+     * ints could wrap to a count that matches */
+    const uint64_t lim = INT32_MAX;
+    uint64_t units = (uint64_t)n * (uint64_t)c;
+    if (units > lim)
+        return CK_STATUS_OVERFLOW;
+    const uint64_t hw = (uint64_t)h * (uint64_t)w; /* each factor <= 2^31: no wrap */
+    if (kind == CK_DROPOUT_ELEMENT && (hw > lim || (units *= hw) > lim))
+        return CK_STATUS_OVERFLOW;
     if (count != units)
         return CK_STATUS_SHAPE_MISMATCH;
     uint32_t thr = ck_dropout_threshold(desc->rate);
