@@ -78,6 +78,14 @@ Test(errors, context_and_tensor_creation) {
     ctx = t_ctx(CK_DEVICE_CPU);
     cr_assert_str_eq(ck_context_last_error(NULL), "ctx is NULL",
                      "a successful creation clears the creation error");
+    /* a NULL context or model says so, instead of an older creation error */
+    ck_context *none = NULL;
+    cr_assert_eq(ck_context_create(&none, (ck_device)9, 0, 0), CK_STATUS_BAD_PARAM);
+    ck_tensor *u = NULL;
+    EXPECT_ERR(NULL, ck_tensor_create(NULL, &u, CK_LAYOUT_NCHW, 1, 1, 1, 1), CK_STATUS_BAD_PARAM,
+               "ctx: is NULL");
+    cr_assert_eq(ck_context_create(&none, (ck_device)9, 0, 0), CK_STATUS_BAD_PARAM);
+    EXPECT_ERR(NULL, ck_model_build(NULL, 0, 0, 0, 1), CK_STATUS_BAD_PARAM, "model: is NULL");
     ck_tensor *t = (ck_tensor *)0x1;
     EXPECT_ERR(ctx, ck_tensor_create(ctx, &t, CK_LAYOUT_NCHW, 0, 3, 4, 4), CK_STATUS_BAD_PARAM,
                "shape");

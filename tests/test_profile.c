@@ -135,7 +135,9 @@ Test(profile, start_stop_reset_and_errors) {
     CK_OK(ctx, ck_model_build(m, 0, 0, 0, 16));
     cr_assert_eq(ck_model_profile(m, NULL, 3, &count, NULL, NULL), CK_STATUS_BAD_PARAM);
     cr_assert_neq(strstr(ck_context_last_error(ctx), "rows"), NULL);
-    cr_assert_eq(ck_model_profile(m, NULL, -1, &count, NULL, NULL), CK_STATUS_BAD_PARAM);
+    ck_profile_row one;
+    cr_assert_eq(ck_model_profile(m, &one, -1, &count, NULL, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "cap: -1"), "%s", ck_context_last_error(ctx));
 
     float x[16 * 64];
     int32_t y[16];

@@ -3,7 +3,10 @@
  *
  * Conventions of this API (in the spirit of cuDNN's C API):
  *  - Every call returns a ck_status. On failure nothing the call was asked to write has been
- *    changed, and ck_context_last_error() holds a message naming the offending argument.
+ *    changed, and ck_context_last_error() holds a message naming the offending argument. The
+ *    exceptions are ck_context_create, ck_tensor_create, ck_workspace_create and ck_mask_create:
+ *    on failure they set the handle to NULL (when it is not NULL itself), so that destroying it
+ *    afterwards is safe.
  *  - A ck_context owns the device choice, the CUDA stream, the cuDNN/cuBLAS handles and the RNG
  *    seed. There is no global mutable state: everything takes its context. One context must not be
  *    used from two threads at once; distinct contexts are independent.
@@ -78,8 +81,9 @@ ck_device ck_context_device(const ck_context *ctx);
 int ck_cuda_available(void);
 /* Last error message of this context ("" when none). Valid until the next call on ctx.
  * ctx NULL: the calling thread's last error that had no context to hold it: why its last
- * ck_context_create failed (a failed creation leaves no context to ask) or why a call on an
- * orphaned handle (its context destroyed) was refused; "ctx is NULL" when there is none. */
+ * ck_context_create failed (a failed creation leaves no context to ask), why a call with a NULL
+ * context or model, or on an orphaned handle (its context destroyed), was refused; "ctx is NULL"
+ * when there is none. */
 const char *ck_context_last_error(const ck_context *ctx);
 /* One line on the CUDA setup, for logs: the CUDA runtime and driver versions, the cuDNN library
  * actually loaded (cudnnGetVersion) and the one this build was compiled against, cuBLAS, and
@@ -219,8 +223,8 @@ size_t ck_workspace_size(const ck_workspace *ws);
 typedef enum ck_dropout_kind { CK_DROPOUT_SPATIAL = 0, CK_DROPOUT_ELEMENT = 1 } ck_dropout_kind;
 
 typedef struct ck_dropout_desc {
-    float rate;      /* probability of dropping, in [0, 1) */
-    uint64_t offset; /* RNG counter offset: use a new one for every training step */
+    float rate;       /* probability of dropping, in [0, 1) */
+    uint64_t offset;  /* RNG counter offset: use a new one for every training step */
     uint64_t sample0; /* the first sample's index in the whole batch (0 unless sharded) */
 } ck_dropout_desc;
 

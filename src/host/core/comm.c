@@ -460,7 +460,7 @@ static ck_status nccl_from_mpi(ck_comm *c) {
 
 CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_comm **out) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "comm: is NULL");
@@ -617,7 +617,7 @@ static ck_status mpi_bcast_i64(const ck_comm *c, long long *buf, int count) {
 CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_comm **out) {
     (void)mpi_comm;
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
                    "comm: this build of cnnkit has no MPI (install libopenmpi-dev and configure "
@@ -723,7 +723,7 @@ static ck_status nccl_ctx_ok(ck_context *ctx) {
 
 CK_API ck_status ck_comm_nccl_id(ck_context *ctx, void *id) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!id)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "id: is NULL (CK_COMM_NCCL_ID_BYTES bytes)");
@@ -738,7 +738,7 @@ CK_API ck_status ck_comm_nccl_id(ck_context *ctx, void *id) {
 CK_API ck_status ck_comm_create_nccl(ck_context *ctx, const void *id, int rank, int size,
                                      ck_comm **out) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "comm: is NULL");

@@ -210,7 +210,7 @@ CK_API const char *ck_context_last_error(const ck_context *ctx) {
 
 CK_API ck_status ck_context_set_seed(ck_context *ctx, uint64_t seed) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     ctx->seed = seed;
     return CK_STATUS_SUCCESS;
@@ -222,7 +222,7 @@ CK_API uint64_t ck_context_seed(const ck_context *ctx) {
 
 CK_API ck_status ck_context_set_stream(ck_context *ctx, void *stream) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (ctx->device == CK_DEVICE_CPU) {
         if (stream)
@@ -259,7 +259,7 @@ void ck_stream_drain(ck_context *ctx) {
 
 CK_API ck_status ck_context_synchronize(ck_context *ctx) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
@@ -273,7 +273,7 @@ CK_API ck_status ck_context_synchronize(ck_context *ctx) {
 
 CK_API ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     /* OpenMP cannot report a team it failed to start: libgomp prints and exits, or faults.
      * Oversubscribing a little is the user's call; thousands of threads per core is a mistake. */
@@ -289,7 +289,7 @@ CK_API ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads) {
 
 CK_API ck_status ck_context_set_host_alloc_limit(ck_context *ctx, size_t bytes) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     ctx->host_limit = bytes;
     return CK_STATUS_SUCCESS;

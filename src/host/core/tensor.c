@@ -131,7 +131,7 @@ static void mask_orphan(ck_handle *h) {
 CK_API ck_status ck_tensor_create(ck_context *ctx, ck_tensor **out, ck_layout layout, int n, int c,
                                   int h, int w) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "t: is NULL");
@@ -189,7 +189,7 @@ static ck_status check_host_transfer(ck_context *ctx, const ck_tensor *t, const 
 
 CK_API ck_status ck_tensor_upload(ck_context *ctx, ck_tensor *t, const float *host, size_t count) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     ck_status st = check_host_transfer(ctx, t, host, count);
     if (st != CK_STATUS_SUCCESS)
@@ -200,7 +200,7 @@ CK_API ck_status ck_tensor_upload(ck_context *ctx, ck_tensor *t, const float *ho
 CK_API ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *host,
                                     size_t count) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     ck_status st = check_host_transfer(ctx, t, host, count);
     if (st != CK_STATUS_SUCCESS)
@@ -210,7 +210,7 @@ CK_API ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *
 
 CK_API ck_status ck_tensor_fill(ck_context *ctx, ck_tensor *t, float value) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     ck_status st = ck_check_tensor(ctx, t, "t");
     if (st != CK_STATUS_SUCCESS)
@@ -228,7 +228,7 @@ CK_API ck_status ck_tensor_fill(ck_context *ctx, ck_tensor *t, float value) {
 
 CK_API ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor *dst) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     ck_status st = ck_check_tensor(ctx, src, "src");
     if (st == CK_STATUS_SUCCESS)
@@ -259,7 +259,7 @@ CK_API ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor
 
 CK_API ck_status ck_tensor_check_finite(ck_context *ctx, const ck_tensor *t, size_t *index) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     CK_TRY(ck_check_tensor(ctx, t, "t"));
     float *buf = NULL;
@@ -324,7 +324,7 @@ CK_API const float *ck_tensor_data_const(const ck_tensor *t) {
 
 CK_API ck_status ck_workspace_create(ck_context *ctx, ck_workspace **out, size_t bytes) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "ws: is NULL");
@@ -363,7 +363,7 @@ CK_API size_t ck_workspace_size(const ck_workspace *ws) {
 CK_API ck_status ck_mask_create(ck_context *ctx, ck_mask **out, ck_dropout_kind kind, int n, int c,
                                 int h, int w) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "mask: is NULL");
@@ -407,7 +407,7 @@ CK_API void ck_mask_destroy(ck_mask *m) {
 
 CK_API ck_status ck_mask_download(ck_context *ctx, const ck_mask *m, uint8_t *host, size_t count) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!m)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "mask: is NULL");

@@ -344,7 +344,7 @@ static ck_status model_from_config(ck_context *ctx, const char *path, const char
 
 CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras_model *out) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!path || !*path || !out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL or empty", out ? "path" : "out");
@@ -383,7 +383,7 @@ CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras
 static ck_status load_keras(ck_context *ctx, const char *path, int max_batch, int precision,
                             ck_model **out) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!path || !*path || !out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL or empty", out ? "path" : "model");

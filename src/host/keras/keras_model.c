@@ -10,7 +10,7 @@
 CK_API ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_model **out,
                                           char *err, size_t err_len) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!text || !out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", text ? "model" : "text");

@@ -19,7 +19,7 @@ static void model_orphan(ck_handle *h);
 
 CK_API ck_status ck_model_create(ck_context *ctx, ck_model **out) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: is NULL");

@@ -181,7 +181,7 @@ ck_status ck_model_orphaned(void);
 #define CK_MODEL_ENTRY(m)                                                                          \
     do {                                                                                           \
         if (!(m))                                                                                  \
-            return CK_STATUS_BAD_PARAM;                                                            \
+            return ck_fail(NULL, CK_STATUS_BAD_PARAM, "model: is NULL");                           \
         if (!(m)->ctx)                                                                             \
             return ck_model_orphaned();                                                            \
     } while (0)

@@ -240,8 +240,10 @@ CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int c
     ck_clear_error(ctx);
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
-    if (cap < 0 || (cap > 0 && !rows))
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "rows: NULL with cap %d (cap must be >= 0)", cap);
+    if (cap < 0)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "cap: %d (must be >= 0)", cap);
+    if (cap > 0 && !rows)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "rows: NULL with cap %d", cap);
     const int total = m->num_nodes + 2;
     const double per = m->prof_steps ? 1e3 / (double)m->prof_steps : 0.0;
     double sum = 0.0;
@@ -524,7 +526,9 @@ CK_API ck_status ck_model_get_weights(ck_model *m, float *host, size_t count, si
         *needed = total;
     if (!host && count == 0)
         return CK_STATUS_SUCCESS;
-    if (!host || count != total)
+    if (!host)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "host: is NULL with count %zu", count);
+    if (count != total)
         return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH, "count: %zu given, the model has %zu",
                        count, total);
     if (m->gpu)
@@ -540,7 +544,9 @@ CK_API ck_status ck_model_set_weights(ck_model *m, const float *host, size_t cou
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     size_t total = for_each_weight(m, NULL, NULL);
-    if (!host || count != total)
+    if (!host)
+        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "host: is NULL");
+    if (count != total)
         return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH, "count: %zu given, the model has %zu",
                        count, total);
     for (size_t i = 0; i < total; ++i)

@@ -65,7 +65,7 @@ ck_bn_plan ck_bn_make_plan(const ck_context *ctx, const ck_tensor *x) {
 
 CK_API ck_status ck_batchnorm_workspace_size(ck_context *ctx, const ck_tensor *x, size_t *bytes) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     ck_status st = ck_check_tensor(ctx, x, "x");
     if (st != CK_STATUS_SUCCESS)
@@ -189,7 +189,7 @@ ck_status ck_batchnorm_forward_training_keyed(ck_context *ctx, const ck_bn_desc 
                                               const ck_dropout_desc *spatial_dropout,
                                               ck_drop_key key, ck_tensor *y, ck_workspace *ws) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     CK_TRY(check_desc(ctx, desc));
     CK_TRY(ck_check_tensor(ctx, x, "x"));
@@ -237,7 +237,7 @@ CK_API ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_des
                                                 const ck_tensor *running_mean,
                                                 const ck_tensor *running_var, ck_tensor *y) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     CK_TRY(check_desc(ctx, desc));
     CK_TRY(ck_check_tensor(ctx, x, "x"));
@@ -282,7 +282,7 @@ ck_status ck_batchnorm_backward_keyed(ck_context *ctx, const ck_bn_desc *desc, c
                                       ck_tensor *dx, ck_tensor *dgamma, ck_tensor *dbeta,
                                       ck_workspace *ws) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     CK_TRY(check_desc(ctx, desc));
     CK_TRY(ck_check_tensor(ctx, x, "x"));

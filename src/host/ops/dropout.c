@@ -28,7 +28,7 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
                                ck_tensor *y, const char *yn, ck_mask *mask_out,
                                const ck_mask *mask_in) {
     if (!ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
     ck_clear_error(ctx);
     ck_status st = ck_check_dropout_desc(ctx, desc, "desc");
     if (st == CK_STATUS_SUCCESS && mode != CK_MODE_TRAINING && mode != CK_MODE_INFERENCE)
