@@ -360,7 +360,8 @@ ck_status ck_model_load(ck_model *model, const char *path);
 ck_status ck_model_load_keras(ck_context *ctx, const char *path, int max_batch, ck_model **model);
 /* The same with the model's precision chosen by the caller instead of the file's dtype policy
  * (a mixed_bfloat16 policy on any layer loads as CK_PRECISION_BF16, docs/precision.md);
- * ck_model_set_precision's checks apply (bf16 on a CUDA context: CK_STATUS_NOT_SUPPORTED). */
+ * ck_model_set_precision's checks apply; ck_model_build refuses bf16 on a GPU below compute
+ * capability 8.0 (CK_STATUS_NOT_SUPPORTED). */
 ck_status ck_model_load_keras_as(ck_context *ctx, const char *path, int max_batch,
                                  ck_precision precision, ck_model **model);
 ck_status ck_model_load_keras_weights(ck_model *model, const char *path);
