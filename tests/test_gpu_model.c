@@ -413,3 +413,75 @@ Test(gpu_model, fit_with_device_data_matches_host_staging) {
     ck_model_destroy(b);
     ck_context_destroy(ctx);
 }
+
+#ifdef CNNKIT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#include <pthread.h>
+
+typedef struct {
+    ck_context *ctx;
+    ck_model *m;
+    int first, steps;
+    ck_status st;
+} steps_job;
+
+/* steps of m from batch `first`, as the thread that runs it */
+static void *run_steps(void *arg) {
+    steps_job *j = (steps_job *)arg;
+    const int B = 16;
+    float *x = malloc(sizeof(float) * 784 * B);
+    int32_t y[16];
+    j->st = CK_STATUS_SUCCESS;
+    for (int s = 0; s < j->steps && j->st == CK_STATUS_SUCCESS; ++s) {
+        make_batch(x, y, B, 40 + (uint64_t)(j->first + s));
+        j->st = ck_model_train_step(j->m, x, y, B, NULL);
+    }
+    free(x);
+    return NULL;
+}
+
+/* The current CUDA device is the calling thread's. Two contexts on two GPUs in one process,
+ * their calls interleaved on one thread, then one of them driven from a thread that did not
+ * create it (whose current device is 0): every call runs on its own context's GPU, so both
+ * models train exactly as one does alone (same seed, same batches: bit-identical weights). On
+ * kemu (KEMU_DEVICES=2) a kernel launched on another device's stream fails and one that reads
+ * another device's memory stops the test, as on a GPU without peer access. Needs two GPUs. */
+Test(gpu_model, two_gpus_in_one_process) {
+    setenv("KEMU_DEVICES", "2", 0); /* read by kemu only */
+    ck_context *g0 = t_cuda_ctx_or_skip(), *g1 = NULL;
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices < 2)
+        cr_skip("two GPUs needed, %d here", devices);
+    CK_OK(NULL, ck_context_create(&g1, CK_DEVICE_CUDA, 1, 1234)); /* makes device 1 current */
+    ck_model *a = seed_on(g0, 16), *b = seed_on(g1, 16);
+    steps_job ja = {g0, a, 0, 1, CK_STATUS_SUCCESS}, jb = {g1, b, 0, 1, CK_STATUS_SUCCESS};
+    for (int s = 0; s < 3; ++s) { /* interleaved on this thread */
+        ja.first = jb.first = s;
+        run_steps(&ja);
+        CK_OK(g0, ja.st);
+        run_steps(&jb);
+        CK_OK(g1, jb.st);
+    }
+    /* b from a new thread (its current device: 0), a from this one (current: whichever) */
+    jb.first = 3;
+    jb.steps = 2;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, run_steps, &jb), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    CK_OK(g1, jb.st);
+    ja.first = 3;
+    ja.steps = 2;
+    run_steps(&ja);
+    CK_OK(g0, ja.st);
+    size_t na, nb;
+    float *wa = t_weights_of(g0, a, &na), *wb = t_weights_of(g1, b, &nb);
+    cr_assert_eq(na, nb);
+    cr_assert(memcmp(wa, wb, na * sizeof *wa) == 0, "the two GPUs' models differ");
+    free(wa);
+    free(wb);
+    ck_model_destroy(a);
+    ck_context_destroy(g0); /* while device 1 may be current: its memory is device 0's */
+    ck_model_destroy(b);
+    ck_context_destroy(g1);
+}
+#endif

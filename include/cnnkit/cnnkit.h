@@ -9,7 +9,9 @@
  *    afterwards is safe.
  *  - A ck_context owns the device choice, the CUDA stream, the cuDNN/cuBLAS handles and the RNG
  *    seed. There is no global mutable state: everything takes its context. One context must not be
- *    used from two threads at once; distinct contexts are independent.
+ *    used from two threads at once; distinct contexts are independent, on one GPU or several, and
+ *    a context may be used from any thread: every call on a CUDA context first makes its GPU the
+ *    calling thread's current device (and leaves it so).
  *  - Tensors are 4-D fp32 with an explicit logical shape (N, C, H, W) and a memory layout (NCHW or
  *    NHWC). Their memory lives on the context's device.
  *  - Buffers are owned by the caller or come from an explicit create/destroy pair.

@@ -25,6 +25,14 @@ namespace kemu {
  * cudaSuccess, or the error a real runtime would give (e.g. a destroyed stream). */
 cudaError_t submit(cudaStream_t s, std::function<void()> op);
 
+/* The calling thread's current device (cudaSetDevice). */
+int current_device();
+
+/* For the fakes of cuDNN and cuBLAS, whose handles belong to the device current at their
+ * creation: a call made with another device current, or on another device's stream, is
+ * undefined in the real libraries, so it stops the test naming fn. */
+void check_handle(const char *fn, int handle_device, cudaStream_t s);
+
 /* Whether [p, p + bytes) lies inside one live cudaMalloc allocation. */
 bool is_device(const void *p, size_t bytes);
 

@@ -20,6 +20,7 @@
 
 struct cublasContext {
     cudaStream_t stream;
+    int device; /* current at cublasCreate */
     cublasMath_t math;
     void *ws;
     size_t ws_bytes;
@@ -124,6 +125,7 @@ cublasStatus_t gemm(cublasHandle_t h, const char *fn, Gemm g, const float *alpha
         kemu::fault("%s: the workspace set by cublasSetWorkspace (%p, %zu bytes) is not live "
                     "device memory",
                     fn, h->ws, h->ws_bytes);
+    kemu::check_handle(fn, h->device, h->stream);
     return kemu::submit(h->stream, [g]() { run(g); }) == cudaSuccess
                ? CUBLAS_STATUS_SUCCESS
                : CUBLAS_STATUS_EXECUTION_FAILED;
@@ -136,7 +138,7 @@ extern "C" {
 cublasStatus_t cublasCreate(cublasHandle_t *h) {
     if (!h)
         return CUBLAS_STATUS_INVALID_VALUE;
-    *h = new cublasContext{nullptr, CUBLAS_DEFAULT_MATH, nullptr, 0, {}};
+    *h = new cublasContext{nullptr, kemu::current_device(), CUBLAS_DEFAULT_MATH, nullptr, 0, {}};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasDestroy(cublasHandle_t h) {

@@ -32,6 +32,7 @@
 
 struct cudnnContext {
     cudaStream_t stream;
+    int device; /* current at cudnnCreate */
 };
 struct cudnnTensorStruct {
     bool set;
@@ -460,6 +461,7 @@ cudnnStatus_t compute(cudnnHandle_t h, int dir, const void *alpha, const Conv &c
     if (need > 0 && !ws)
         return CUDNN_STATUS_BAD_PARAM_NULL_POINTER;
     check_device(k_fn[dir], dir, c, in0, in1, out, ws, ws_bytes);
+    kemu::check_handle(k_fn[dir], h->device, h->stream);
     const float a = *(const float *)alpha, b = *(const float *)beta;
     const bool tf = c.x.dt == CUDNN_DATA_FLOAT && m != CUDNN_FMA_MATH && find_algo(dir, algo)->tc;
     const cudaError_t e = kemu::submit(h->stream, [=]() { run(dir, c, in0, in1, out, a, b, tf); });
@@ -533,6 +535,7 @@ cudnnStatus_t find_ex(cudnnHandle_t h, int dir, const Conv &c, const void *in0, 
     if (s != CUDNN_STATUS_SUCCESS)
         return s;
     check_device(fn[dir], dir, c, in0, in1, out, ws, ws ? ws_bytes : 0);
+    kemu::check_handle(fn[dir], h->device, h->stream);
     const cudaError_t e =
         kemu::submit(h->stream, [=]() { run(dir, c, in0, in1, out, 1.0f, 0.0f, false); });
     return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
@@ -682,7 +685,7 @@ const char *cudnnGetErrorString(cudnnStatus_t s) {
 cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
     if (!h)
         return CUDNN_STATUS_BAD_PARAM;
-    *h = new cudnnContext{nullptr};
+    *h = new cudnnContext{nullptr, kemu::current_device()};
     return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
@@ -964,6 +967,7 @@ cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDescriptor_
     if (!kemu::is_device(y, tensor_bytes(q.y)))
         kemu::fault("cudnnPoolingForward: y (%p, %zu bytes) is not device memory", y,
                     tensor_bytes(q.y));
+    kemu::check_handle("cudnnPoolingForward", h->device, h->stream);
     const float a = *(const float *)alpha, b = *(const float *)beta;
     return kemu::submit(h->stream, [=]() { pool_fwd(q, x, y, a, b); }) == cudaSuccess
                ? CUDNN_STATUS_SUCCESS
@@ -999,6 +1003,7 @@ cudnnStatus_t cudnnPoolingBackward(cudnnHandle_t h, const cudnnPoolingDescriptor
         if ((p[i] || i == 1 || i == 3) && !kemu::is_device(p[i], b[i]))
             kemu::fault("cudnnPoolingBackward: %s (%p, %zu bytes) is not device memory", name[i],
                         p[i], b[i]);
+    kemu::check_handle("cudnnPoolingBackward", h->device, h->stream);
     const float a = *(const float *)alpha, bt = *(const float *)beta;
     return kemu::submit(h->stream, [=]() { pool_bwd(q, y, dy, x, dx, a, bt); }) == cudaSuccess
                ? CUDNN_STATUS_SUCCESS

@@ -102,6 +102,7 @@ namespace kemu {
 struct kemu_pool;
 }
 struct CUstream_st {
+    int device = 0;            /* the device current at its creation: its work runs there */
     CUgraph_st *cap = nullptr; /* the graph this stream records into */
     bool origin = false;       /* cudaStreamBeginCapture was called on it */
     bool invalidated = false;  /* an unsafe call broke the capture */
@@ -122,6 +123,7 @@ struct kemu_event_state {
     double ms = 0;
 };
 struct CUevent_st {
+    int device = 0; /* current at its creation */
     bool timing = true;
     bool recorded = false; /* cudaEventRecord was called outside a capture */
     CUstream_st *src = nullptr;
@@ -136,6 +138,9 @@ namespace {
 
 std::recursive_mutex big; /* one GPU: everything below is serialized */
 std::map<uintptr_t, size_t> dev_allocs, host_allocs;
+std::map<uintptr_t, int> dev_owner; /* each allocation's device (the one current at cudaMalloc) */
+/* As in CUDA, the current device is the calling thread's (cudaSetDevice). */
+thread_local int current_device_ = 0;
 std::set<CUstream_st *> streams;
 std::set<CUevent_st *> events;
 CUstream_st legacy;    /* stream 0 */
@@ -239,6 +244,21 @@ static CUstream_st *stream_of(cudaStream_t s) {
     if (!streams.count(s))
         fault("a destroyed or unknown stream %p was used", (void *)s);
     return s;
+}
+
+int current_device() {
+    return current_device_;
+}
+
+void check_handle(const char *fn, int handle_device, cudaStream_t s) {
+    api_lock l;
+    if (handle_device != current_device_)
+        fault("%s: a handle of device %d used while device %d is current", fn, handle_device,
+              current_device_);
+    const CUstream_st *st = stream_of(s);
+    if (st && st->device != handle_device)
+        fault("%s: a handle of device %d set to a stream of device %d", fn, handle_device,
+              st->device);
 }
 
 namespace {
@@ -960,15 +980,39 @@ extern "C" void __tsan_on_report(const void *) {
 }
 #endif
 
+/* The device of the kernel being checked (its stream's), for device_of. */
+int checking_device = 0;
+
+/* The device of the allocation holding p (or ending at p), -1 for host memory. No peer access
+ * is enabled anywhere, so a kernel may only read its own device's memory. */
+static int device_of(const void *p) {
+    for (const void *q : {p, (const void *)((uintptr_t)p - 1)}) {
+        auto it = dev_owner.upper_bound((uintptr_t)q);
+        if (it != dev_owner.begin() && in_map(dev_allocs, q, 1))
+            return std::prev(it)->second;
+    }
+    return -1;
+}
+
 void check_kernel_pointer(const launch_site &at, int index, const void *p) {
     if (p && !kernel_visible(p))
         fault("%s:%d: kernel argument %d (%p) is not device memory", at.file, at.line, index, p);
+    const int d = p ? device_of(p) : -1;
+    if (d >= 0 && d != checking_device)
+        fault("%s:%d: kernel argument %d (%p) is memory of device %d, the kernel runs on device "
+              "%d (no peer access)",
+              at.file, at.line, index, p, d, checking_device);
 }
 
 void check_member_pointer(const launch_site &at, int index, const char *member, const void *p) {
     if (p && !kernel_visible(p))
         fault("%s:%d: kernel argument %d's member %s (%p) is not device memory", at.file, at.line,
               index, member, p);
+    const int d = p ? device_of(p) : -1;
+    if (d >= 0 && d != checking_device)
+        fault("%s:%d: kernel argument %d's member %s (%p) is memory of device %d, the kernel "
+              "runs on device %d (no peer access)",
+              at.file, at.line, index, member, p, d, checking_device);
 }
 
 /* KEMU_LAUNCH_LOG=FILE: each kernel run appends "site grid block" there (which kernels a set of
@@ -992,9 +1036,17 @@ void launch(const cfg &c, std::function<void()> body, std::function<void()> chec
         set_error(cudaErrorInvalidConfiguration);
         return;
     }
+    /* CUDA: a kernel launch fails if its stream is not the current device's */
+    CUstream_st *st = stream_of(c.stream);
+    if (st && st->device != current_device_) {
+        set_error(cudaErrorInvalidResourceHandle);
+        return;
+    }
+    const int dev = current_device_;
     const cfg cc = c;
-    const cudaError_t e = submit(c.stream, [cc, body, check]() {
+    const cudaError_t e = submit(c.stream, [cc, body, check, dev]() {
         quiet q; /* the launch's bookkeeping: the GPU threads are other fibers, not quiet */
+        checking_device = dev;
         check();
         if (run.cur >= 0)
             fault("%s:%d: a kernel launched from a kernel", cc.at.file, cc.at.line);
@@ -1110,14 +1162,16 @@ const char *cudaGetErrorString(cudaError_t e) {
     }
 }
 
-/* KEMU_DEVICES=N (default 1): a host of N GPUs, for programs that take the device of their
- * local rank (one process per rank under mpiexec); every ordinal is the one emulated device. */
+/* KEMU_DEVICES=N (default 1): a host of N GPUs. Their memory is one (host) memory, but each
+ * stream, event and allocation belongs to the device current at its creation: a kernel launch on
+ * another device's stream fails, as does recording an event on another device's stream, and a
+ * kernel that reads another device's memory stops the test (no peer access); the fakes of cuDNN
+ * and cuBLAS stop one whose handle is used with another device current. */
 static int device_count() {
     const char *e = getenv("KEMU_DEVICES");
     const int n = e ? atoi(e) : 1;
     return n >= 1 ? n : 1;
 }
-static int current_device = 0;
 
 cudaError_t cudaGetDeviceCount(int *count) {
     *count = device_count();
@@ -1127,12 +1181,12 @@ cudaError_t cudaGetDeviceCount(int *count) {
 cudaError_t cudaSetDevice(int device) {
     if (device < 0 || device >= device_count())
         return set_error(cudaErrorInvalidDevice);
-    current_device = device;
+    current_device_ = device;
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int *device) {
-    *device = current_device;
+    *device = current_device_;
     return cudaSuccess;
 }
 
@@ -1241,6 +1295,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
         memset(m, poison, n);
     }
     dev_allocs[(uintptr_t)m] = n;
+    dev_owner[(uintptr_t)m] = current_device_;
     *p = m;
     return cudaSuccess;
 }
@@ -1259,10 +1314,12 @@ cudaError_t cudaFree(void *p) {
     if (protect) {
         munmap(p, page_round(it->second)); /* a later touch faults */
         dev_allocs.erase(it);
+        dev_owner.erase((uintptr_t)p);
         return cudaSuccess;
     }
     memset(p, poison, it->second);
     dev_allocs.erase(it);
+    dev_owner.erase((uintptr_t)p);
     free(p);
     return cudaSuccess;
 }
@@ -1423,6 +1480,7 @@ cudaError_t cudaMemset(void *p, int v, size_t n) {
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
     LOCK;
     *s = new CUstream_st;
+    (*s)->device = current_device_;
     (*s)->blocking = !(flags & cudaStreamNonBlocking);
     streams.insert(*s);
     return cudaSuccess;
@@ -1567,6 +1625,7 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
     LOCK;
     *e = new CUevent_st;
+    (*e)->device = current_device_;
     (*e)->timing = !(flags & cudaEventDisableTiming);
     events.insert(*e);
     return cudaSuccess;
@@ -1590,6 +1649,10 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!events.count(e))
         return set_error(cudaErrorInvalidResourceHandle);
     CUstream_st *st = stream_of(s);
+    /* CUDA: recording fails when the event and the stream belong to different devices (the
+     * legacy stream: the current device's) */
+    if (e->device != (st ? st->device : current_device_))
+        return set_error(cudaErrorInvalidResourceHandle);
     if (!st && thread_capture)
         return set_error(cudaErrorStreamCaptureImplicit);
     if (st && st->cap) {

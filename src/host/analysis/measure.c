@@ -246,7 +246,7 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                                   const ck_measure_options *opts, ck_measurement *out) {
     CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     if (!data || !out)

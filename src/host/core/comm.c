@@ -66,7 +66,7 @@ ck_context *ck_comm_context(const ck_comm *c) {
 CK_API ck_status ck_comm_set_timeout(ck_comm *c, double seconds) {
     if (!c || !c->ctx)
         return CK_STATUS_BAD_PARAM;
-    ck_clear_error(c->ctx);
+    ck_enter(c->ctx);
     if (!(seconds >= 0.0))
         return ck_fail(c->ctx, CK_STATUS_BAD_PARAM, "seconds: %g (must be >= 0; 0 waits for ever)",
                        seconds);
@@ -89,7 +89,7 @@ CK_API int ck_comm_broken(const ck_comm *c) {
 CK_API ck_status ck_comm_shard(const ck_comm *c, int total, int *first, int *count) {
     if (!c || !c->ctx)
         return CK_STATUS_BAD_PARAM;
-    ck_clear_error(c->ctx);
+    ck_enter(c->ctx);
     if (total < 0)
         return ck_fail(c->ctx, CK_STATUS_BAD_PARAM, "total: %d samples (must be >= 0)", total);
     if (!first || !count)
@@ -461,7 +461,7 @@ static ck_status nccl_from_mpi(ck_comm *c) {
 CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_comm **out) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "comm: is NULL");
     if (!mpi_comm)
@@ -618,7 +618,7 @@ CK_API ck_status ck_comm_create_mpi(ck_context *ctx, const void *mpi_comm, ck_co
     (void)mpi_comm;
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
                    "comm: this build of cnnkit has no MPI (install libopenmpi-dev and configure "
                    "with -DCNNKIT_MPI=ON or AUTO)");
@@ -695,6 +695,7 @@ CK_API void ck_comm_destroy(ck_comm *c) {
     if (!c)
         return;
     if (c->ctx) {
+        ck_device_enter(c->ctx);
         ck_handle_unlink(c->ctx, &c->link);
         free_parts(c);
     }
@@ -724,7 +725,7 @@ static ck_status nccl_ctx_ok(ck_context *ctx) {
 CK_API ck_status ck_comm_nccl_id(ck_context *ctx, void *id) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!id)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "id: is NULL (CK_COMM_NCCL_ID_BYTES bytes)");
     CK_TRY(nccl_ctx_ok(ctx));
@@ -739,7 +740,7 @@ CK_API ck_status ck_comm_create_nccl(ck_context *ctx, const void *id, int rank, 
                                      ck_comm **out) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "comm: is NULL");
     if (!id)

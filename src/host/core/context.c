@@ -184,6 +184,7 @@ void ck_handle_unlink(ck_context *ctx, ck_handle *h) {
 CK_API void ck_context_destroy(ck_context *ctx) {
     if (!ctx)
         return;
+    ck_device_enter(ctx); /* the orphans' memory and the handles are its GPU's */
     /* objects still alive are orphaned, not freed: their owner destroys them later */
     while (ctx->handles) {
         ck_handle *h = ctx->handles;
@@ -195,6 +196,17 @@ CK_API void ck_context_destroy(ck_context *ctx) {
         ck_cudnn_destroy(ctx);
 #endif
     free(ctx);
+}
+
+void ck_device_enter(const ck_context *ctx) {
+#ifdef CNNKIT_HAVE_CUDA
+    int current = -1;
+    if (ctx->device == CK_DEVICE_CUDA &&
+        (cudaGetDevice(&current) != cudaSuccess || current != ctx->ordinal))
+        (void)cudaSetDevice(ctx->ordinal);
+#else
+    (void)ctx;
+#endif
 }
 
 CK_API ck_device ck_context_device(const ck_context *ctx) {
@@ -211,7 +223,7 @@ CK_API const char *ck_context_last_error(const ck_context *ctx) {
 CK_API ck_status ck_context_set_seed(ck_context *ctx, uint64_t seed) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     ctx->seed = seed;
     return CK_STATUS_SUCCESS;
 }
@@ -223,7 +235,7 @@ CK_API uint64_t ck_context_seed(const ck_context *ctx) {
 CK_API ck_status ck_context_set_stream(ck_context *ctx, void *stream) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (ctx->device == CK_DEVICE_CPU) {
         if (stream)
             return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
@@ -260,7 +272,7 @@ void ck_stream_drain(ck_context *ctx) {
 CK_API ck_status ck_context_synchronize(ck_context *ctx) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
 #ifdef CNNKIT_HAVE_CUDA
     if (ctx->device == CK_DEVICE_CUDA) {
         cudaError_t e = cudaStreamSynchronize((cudaStream_t)ctx->stream);
@@ -274,7 +286,7 @@ CK_API ck_status ck_context_synchronize(ck_context *ctx) {
 CK_API ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     /* OpenMP cannot report a team it failed to start: libgomp prints and exits, or faults.
      * Oversubscribing a little is the user's call; thousands of threads per core is a mistake. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -290,7 +302,7 @@ CK_API ck_status ck_context_set_cpu_threads(ck_context *ctx, int threads) {
 CK_API ck_status ck_context_set_host_alloc_limit(ck_context *ctx, size_t bytes) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     ctx->host_limit = bytes;
     return CK_STATUS_SUCCESS;
 }
@@ -311,7 +323,7 @@ CK_API size_t ck_context_device_bytes(const ck_context *ctx) {
 CK_API ck_status ck_context_set_conv_algo(ck_context *ctx, ck_conv_algo algo) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (algo != CK_CONV_ALGO_DETERMINISTIC && algo != CK_CONV_ALGO_FASTEST)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "algo: must be CK_CONV_ALGO_DETERMINISTIC or CK_CONV_ALGO_FASTEST, got %d",
@@ -328,7 +340,7 @@ CK_API ck_conv_algo ck_context_conv_algo(const ck_context *ctx) {
 CK_API ck_status ck_context_set_math(ck_context *ctx, ck_math math) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (math != CK_MATH_STRICT_FP32 && math != CK_MATH_TF32)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "math: must be CK_MATH_STRICT_FP32 or CK_MATH_TF32, got %d", (int)math);

@@ -203,6 +203,16 @@ const char *ck_create_error(void);
 static inline void ck_clear_error(ck_context *ctx) {
     ctx->err[0] = '\0';
 }
+/* The current CUDA device is the calling thread's, and one process may hold contexts on several
+ * GPUs or use a context from another thread: every public call on a CUDA context makes its GPU
+ * current first (streams, cuDNN and cuBLAS handles and allocations belong to one device). A
+ * failure shows in the call's first CUDA operation. No-op on the CPU (context.c). */
+void ck_device_enter(const ck_context *ctx);
+/* The start of every public call on ctx: its GPU current, its error cleared. */
+static inline void ck_enter(ck_context *ctx) {
+    ck_device_enter(ctx);
+    ck_clear_error(ctx);
+}
 /* Waits for the context's stream (CUDA) without touching the error state; a no-op on the CPU.
  * For measurements (profiling): a failed kernel reports itself at its own call. */
 void ck_stream_drain(ck_context *ctx);

@@ -132,7 +132,7 @@ CK_API ck_status ck_tensor_create(ck_context *ctx, ck_tensor **out, ck_layout la
                                   int h, int w) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "t: is NULL");
     *out = NULL;
@@ -167,6 +167,7 @@ CK_API void ck_tensor_destroy(ck_tensor *t) {
     if (!t)
         return;
     if (t->ctx) {
+        ck_device_enter(t->ctx);
         ck_handle_unlink(t->ctx, &t->link);
         dev_free(t->ctx, t->data);
     }
@@ -190,7 +191,7 @@ static ck_status check_host_transfer(ck_context *ctx, const ck_tensor *t, const 
 CK_API ck_status ck_tensor_upload(ck_context *ctx, ck_tensor *t, const float *host, size_t count) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     ck_status st = check_host_transfer(ctx, t, host, count);
     if (st != CK_STATUS_SUCCESS)
         return st;
@@ -201,7 +202,7 @@ CK_API ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *
                                     size_t count) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     ck_status st = check_host_transfer(ctx, t, host, count);
     if (st != CK_STATUS_SUCCESS)
         return st;
@@ -211,7 +212,7 @@ CK_API ck_status ck_tensor_download(ck_context *ctx, const ck_tensor *t, float *
 CK_API ck_status ck_tensor_fill(ck_context *ctx, ck_tensor *t, float value) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     ck_status st = ck_check_tensor(ctx, t, "t");
     if (st != CK_STATUS_SUCCESS)
         return st;
@@ -229,7 +230,7 @@ CK_API ck_status ck_tensor_fill(ck_context *ctx, ck_tensor *t, float value) {
 CK_API ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor *dst) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     ck_status st = ck_check_tensor(ctx, src, "src");
     if (st == CK_STATUS_SUCCESS)
         st = ck_check_tensor(ctx, dst, "dst");
@@ -260,7 +261,7 @@ CK_API ck_status ck_tensor_copy(ck_context *ctx, const ck_tensor *src, ck_tensor
 CK_API ck_status ck_tensor_check_finite(ck_context *ctx, const ck_tensor *t, size_t *index) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     CK_TRY(ck_check_tensor(ctx, t, "t"));
     float *buf = NULL;
     size_t chunk = t->count;
@@ -325,7 +326,7 @@ CK_API const float *ck_tensor_data_const(const ck_tensor *t) {
 CK_API ck_status ck_workspace_create(ck_context *ctx, ck_workspace **out, size_t bytes) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "ws: is NULL");
     *out = NULL;
@@ -348,6 +349,7 @@ CK_API void ck_workspace_destroy(ck_workspace *ws) {
     if (!ws)
         return;
     if (ws->ctx) {
+        ck_device_enter(ws->ctx);
         ck_handle_unlink(ws->ctx, &ws->link);
         dev_free(ws->ctx, ws->data);
     }
@@ -364,7 +366,7 @@ CK_API ck_status ck_mask_create(ck_context *ctx, ck_mask **out, ck_dropout_kind 
                                 int h, int w) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "mask: is NULL");
     *out = NULL;
@@ -399,6 +401,7 @@ CK_API void ck_mask_destroy(ck_mask *m) {
     if (!m)
         return;
     if (m->ctx) {
+        ck_device_enter(m->ctx);
         ck_handle_unlink(m->ctx, &m->link);
         dev_free(m->ctx, m->data);
     }
@@ -408,7 +411,7 @@ CK_API void ck_mask_destroy(ck_mask *m) {
 CK_API ck_status ck_mask_download(ck_context *ctx, const ck_mask *m, uint8_t *host, size_t count) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!m)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "mask: is NULL");
     if (!m->ctx)

@@ -262,7 +262,7 @@ static ck_status load_weights(ck_model *m, const void *image, size_t len, const 
 
 /* The common checks of the entry points that take a built model and a path. */
 static ck_status check_model_path(ck_model *m, const char *path) {
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!path || !*path)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "path: is NULL or empty");
     if (!m->built)
@@ -345,7 +345,7 @@ static ck_status model_from_config(ck_context *ctx, const char *path, const char
 CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras_model *out) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!path || !*path || !out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL or empty", out ? "path" : "out");
     const file_kind k = sniff(path);
@@ -384,7 +384,7 @@ static ck_status load_keras(ck_context *ctx, const char *path, int max_batch, in
                             ck_model **out) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!path || !*path || !out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL or empty", out ? "path" : "model");
     if (max_batch < 1)

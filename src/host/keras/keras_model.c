@@ -11,7 +11,7 @@ CK_API ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_
                                           char *err, size_t err_len) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!text || !out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", text ? "model" : "text");
     if (err && err_len)

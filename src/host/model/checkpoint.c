@@ -174,7 +174,7 @@ static int find_non_finite(const float *const arrays[4], const size_t counts[4],
 CK_API ck_status ck_model_save(ck_model *m, const char *path) {
     CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!path || !*path)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: is NULL or empty");
     if (m->gpu && m->built) /* the device holds the current state */
@@ -228,7 +228,7 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
 CK_API ck_status ck_model_load(ck_model *m, const char *path) {
     CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!path || !*path)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: is NULL or empty");
     if (!m->built)

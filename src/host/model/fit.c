@@ -88,7 +88,7 @@ static ck_status check_resume(ck_model *m, const ck_fit_state *f, int batch, uin
 
 CK_API ck_status ck_model_fit_state(const ck_model *m, ck_fit_state *state) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!state)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "state: is NULL");
     *state = m->fit;
@@ -192,7 +192,7 @@ CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dat
 static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val,
                      const ck_fit_options *opts, ck_epoch_result *history) {
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     if (m->num_params == 0)

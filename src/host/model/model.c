@@ -20,7 +20,7 @@ static void model_orphan(ck_handle *h);
 CK_API ck_status ck_model_create(ck_context *ctx, ck_model **out) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!out)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: is NULL");
     ck_model *m = (ck_model *)ck_host_calloc(ctx, 1, sizeof *m);
@@ -81,8 +81,10 @@ static void model_orphan(ck_handle *h) {
 CK_API void ck_model_destroy(ck_model *m) {
     if (!m)
         return;
-    if (m->ctx)
+    if (m->ctx) {
+        ck_device_enter(m->ctx);
         ck_handle_unlink(m->ctx, &m->link);
+    }
     free_buffers(m);
     ck_host_free(m->ctx, m->layers);
     ck_host_free(m->ctx, m);
@@ -113,7 +115,7 @@ static ck_status check_layer(ck_context *ctx, const ck_layer_desc *d, int index)
 CK_API ck_status ck_model_add(ck_model *m, const ck_layer_desc *layer) {
     CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!layer)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer: is NULL");
     if (m->built)
@@ -156,7 +158,7 @@ static void push_nodes(ck_model *m, int layer, const ck_node *nodes, int count) 
 CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch) {
     CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: already built");
     if (m->num_layers == 0)
@@ -518,7 +520,7 @@ static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const
 
 CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size_t *needed) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     ck_sbuf b;
@@ -585,7 +587,7 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
 CK_API ck_status ck_model_conv_algorithms(const ck_model *m, char *buf, size_t len,
                                           size_t *needed) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     ck_sbuf b;
@@ -604,7 +606,7 @@ CK_API ck_status ck_model_conv_algorithms(const ck_model *m, char *buf, size_t l
 
 CK_API ck_status ck_model_memory_usage(const ck_model *m, ck_model_memory *mem) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!mem)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "mem: NULL");
     if (!m->built)
@@ -617,7 +619,7 @@ CK_API ck_status ck_model_memory_usage(const ck_model *m, ck_model_memory *mem) 
 
 CK_API ck_status ck_model_set_planning(ck_model *m, int enable) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
                        "model: already built, planning is chosen before ck_model_build");
@@ -627,7 +629,7 @@ CK_API ck_status ck_model_set_planning(ck_model *m, int enable) {
 
 CK_API ck_status ck_model_set_precision(ck_model *m, ck_precision precision) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if ((int)precision < CK_PRECISION_FP32 || (int)precision > CK_PRECISION_BF16)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
                        "model: precision %d is not CK_PRECISION_FP32, _TF32 or _BF16",
@@ -666,7 +668,7 @@ CK_API int ck_model_num_classes(const ck_model *m) {
 
 CK_API ck_status ck_model_input_shape(const ck_model *m, int *h, int *w, int *c) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     if (!h || !w || !c)
@@ -707,7 +709,7 @@ CK_API ck_status ck_model_layer_desc(const ck_model *m, int i, ck_layer_desc *de
 
 CK_API ck_status ck_model_set_optimizer(ck_model *m, const ck_optimizer_desc *opt) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!opt)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt: is NULL");
     if (opt->type != CK_OPT_ADAM && opt->type != CK_OPT_SGD)

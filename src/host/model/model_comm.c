@@ -105,7 +105,7 @@ static ck_status share_state(ck_model *m, const ck_comm *c) {
 CK_API ck_status ck_model_set_comm(ck_model *m, ck_comm *comm) {
     CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!comm) {
         m->comm = NULL;
         return CK_STATUS_SUCCESS;

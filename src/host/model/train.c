@@ -159,7 +159,7 @@ ck_status ck_model_loss_and_grads(ck_model *m, const float *x, const int32_t *la
 
 CK_API ck_status ck_model_set_profiling(ck_model *m, int enable) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (enable) {
         memset(m->prof_fwd, 0, sizeof m->prof_fwd);
         memset(m->prof_bwd, 0, sizeof m->prof_bwd);
@@ -173,7 +173,7 @@ CK_API ck_status ck_model_set_profiling(ck_model *m, int enable) {
 
 CK_API ck_status ck_model_set_cuda_graph(ck_model *m, ck_cuda_graph_mode mode) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (mode != CK_CUDA_GRAPH_AUTO && mode != CK_CUDA_GRAPH_OFF)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
                        "mode: must be CK_CUDA_GRAPH_AUTO or CK_CUDA_GRAPH_OFF, got %d", (int)mode);
@@ -189,7 +189,7 @@ CK_API ck_status ck_model_set_cuda_graph(ck_model *m, ck_cuda_graph_mode mode) {
 
 CK_API ck_status ck_model_last_step_time(const ck_model *m, double *host_s, double *step_s) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!host_s || !step_s)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "%s: is NULL", host_s ? "step_s" : "host_s");
     if (!m->timed_steps)
@@ -202,7 +202,7 @@ CK_API ck_status ck_model_last_step_time(const ck_model *m, double *host_s, doub
 
 CK_API ck_status ck_model_cuda_graph_info(const ck_model *m, ck_cuda_graph_info *info) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!info)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "info: is NULL");
     memset(info, 0, sizeof *info);
@@ -237,7 +237,7 @@ CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int c
                                   long long *steps, double *step_ms) {
     CK_MODEL_ENTRY(m);
     ck_context *ctx = m->ctx;
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     if (!m->built)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     if (cap < 0)
@@ -337,7 +337,7 @@ ck_status ck_model_step_failed(ck_model *m, ck_status st) {
 /* staged: the batch is on the device already (fit's device-resident data, checked there) */
 static ck_status train_step(ck_model *m, const float *x, const int32_t *labels, int n, int staged,
                             ck_step_result *result) {
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     m->step_t0 = ck_now_s();
     m->step_wait_t = 0.0;
     m->cuda_graph_last = 0; /* a step refused before it runs was no graph replay either */
@@ -400,7 +400,7 @@ static ck_status check_logits(ck_model *m, const float *logits, int s, int n) {
 
 static ck_status evaluate(ck_model *m, const float *x, const int32_t *labels, int count,
                           ck_step_result *result) {
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (count < 1 || !x || !labels)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "count, x, labels: need count >= 1 and data");
     double loss = 0.0;
@@ -428,7 +428,7 @@ static ck_status evaluate(ck_model *m, const float *x, const int32_t *labels, in
 }
 
 static ck_status predict(ck_model *m, const float *x, int count, float *probs) {
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (count < 1 || !x || !probs)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
                        "count, x, probs: need count >= 1, inputs and a buffer");
@@ -518,7 +518,7 @@ static void copy_in(void *u, float *p, size_t n) {
 
 CK_API ck_status ck_model_get_weights(ck_model *m, float *host, size_t count, size_t *needed) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     size_t total = for_each_weight(m, NULL, NULL);
@@ -540,7 +540,7 @@ CK_API ck_status ck_model_get_weights(ck_model *m, float *host, size_t count, si
 
 CK_API ck_status ck_model_set_weights(ck_model *m, const float *host, size_t count) {
     CK_MODEL_ENTRY(m);
-    ck_clear_error(m->ctx);
+    ck_enter(m->ctx);
     if (!m->built)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "model: not built (ck_model_build)");
     size_t total = for_each_weight(m, NULL, NULL);

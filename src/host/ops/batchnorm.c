@@ -66,7 +66,7 @@ ck_bn_plan ck_bn_make_plan(const ck_context *ctx, const ck_tensor *x) {
 CK_API ck_status ck_batchnorm_workspace_size(ck_context *ctx, const ck_tensor *x, size_t *bytes) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     ck_status st = ck_check_tensor(ctx, x, "x");
     if (st != CK_STATUS_SUCCESS)
         return st;
@@ -190,7 +190,7 @@ ck_status ck_batchnorm_forward_training_keyed(ck_context *ctx, const ck_bn_desc 
                                               ck_drop_key key, ck_tensor *y, ck_workspace *ws) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     CK_TRY(check_desc(ctx, desc));
     CK_TRY(ck_check_tensor(ctx, x, "x"));
     CK_TRY(ck_check_tensor(ctx, y, "y"));
@@ -238,7 +238,7 @@ CK_API ck_status ck_batchnorm_forward_inference(ck_context *ctx, const ck_bn_des
                                                 const ck_tensor *running_var, ck_tensor *y) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     CK_TRY(check_desc(ctx, desc));
     CK_TRY(ck_check_tensor(ctx, x, "x"));
     CK_TRY(ck_check_tensor(ctx, y, "y"));
@@ -283,7 +283,7 @@ ck_status ck_batchnorm_backward_keyed(ck_context *ctx, const ck_bn_desc *desc, c
                                       ck_workspace *ws) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     CK_TRY(check_desc(ctx, desc));
     CK_TRY(ck_check_tensor(ctx, x, "x"));
     CK_TRY(ck_check_tensor(ctx, dy, "dy"));

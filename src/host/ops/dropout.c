@@ -29,7 +29,7 @@ static ck_status dropout_apply(ck_context *ctx, ck_dropout_kind kind, const ck_d
                                const ck_mask *mask_in) {
     if (!ctx)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "ctx: is NULL");
-    ck_clear_error(ctx);
+    ck_enter(ctx);
     ck_status st = ck_check_dropout_desc(ctx, desc, "desc");
     if (st == CK_STATUS_SUCCESS && mode != CK_MODE_TRAINING && mode != CK_MODE_INFERENCE)
         st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "mode: must be CK_MODE_TRAINING or _INFERENCE");
