@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -154,12 +155,10 @@ Test(data, fashion_loader_names_and_env) {
     write_named(dir, "train", &s); /* ...and a gz pair, which wins */
     ck_dataset ds;
     char err[512];
-    cr_assert_eq(ck_fashion_mnist_load(dir, 0, &ds, err, sizeof err), CK_STATUS_SUCCESS, "%s",
-                 err);
+    cr_assert_eq(ck_fashion_mnist_load(dir, 0, &ds, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
     cr_assert_eq(ds.count, 5);
     ck_dataset_free(&ds);
-    cr_assert_eq(ck_fashion_mnist_load(dir, 1, &ds, err, sizeof err), CK_STATUS_SUCCESS, "%s",
-                 err);
+    cr_assert_eq(ck_fashion_mnist_load(dir, 1, &ds, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
     cr_assert_eq(ds.count, 4, ".gz not preferred");
     ck_dataset_free(&ds);
     cr_assert_eq(setenv("CNNKIT_DATA", dir, 1), 0);
@@ -281,6 +280,41 @@ Test(data, idx_errors) {
     cr_assert_eq(small[4], 'x');
     assert_untouched(&ds);
     rm_tmpdir(dir);
+}
+
+/* A gzip bomb: a valid header for 2 images of 3 x 2 and 512 MiB of zeros after it, about 0.5 MB
+ * compressed. The reader stops one byte past the header's 28 bytes and says so, instead of
+ * inflating it all (it read up to 16 GiB, whatever the header said). */
+Test(data, idx_gzip_bomb_stops_at_the_headers_length, .timeout = 30) {
+    char dir[] = "/tmp/cnnkit-bomb-XXXXXX", ip[300], lp[300], err[512];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(ip, sizeof ip, "%s/i.gz", dir);
+    snprintf(lp, sizeof lp, "%s/l", dir);
+    idx_spec s = good_spec(2);
+    write_idx(&s, ip, lp);
+    gzFile g = gzopen(ip, "wb9");
+    cr_assert_not_null(g);
+    unsigned char head[16 + 12];
+    put_be32(head, 0x00000803u);
+    put_be32(head + 4, 2);
+    put_be32(head + 8, 3);
+    put_be32(head + 12, 2);
+    memset(head + 16, 7, 12);
+    cr_assert_eq(gzwrite(g, head, sizeof head), (int)sizeof head);
+    static unsigned char zeros[1 << 20];
+    for (int i = 0; i < 512; ++i)
+        cr_assert_eq(gzwrite(g, zeros, sizeof zeros), (int)sizeof zeros);
+    cr_assert_eq(gzclose(g), Z_OK);
+    ck_dataset ds = sentinel;
+    const clock_t t0 = clock();
+    cr_assert_eq(ck_idx_load(ip, lp, &ds, err, sizeof err), CK_STATUS_BAD_PARAM);
+    const double cpu_s = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    cr_assert(strstr(err, "trailing data: longer than the 28 bytes its header says"), "%s", err);
+    cr_assert_lt(cpu_s, 0.5, "the reader inflated the bomb (%.2f s of CPU)", cpu_s);
+    assert_untouched(&ds);
+    unlink(ip);
+    unlink(lp);
+    rmdir(dir);
 }
 
 /* Two CIFAR records per file; record r of file f: label f * 2 + r + 3, plane c = c*100 + r + f. */

@@ -46,10 +46,16 @@ static size_t slurp_limit(void) {
     return (uint64_t)(SIZE_MAX / 2) < lim ? SIZE_MAX / 2 : (size_t)lim;
 }
 
+/* The most bytes a file may hold given its first n bytes (SIZE_MAX while the header is not all
+ * there): a gzip stream of a few megabytes can inflate to gigabytes, and a file longer than its
+ * header says is refused anyway, so reading stops one byte past that (the caller sees a longer
+ * file than its header says, or a bad header, and says so). */
+typedef size_t (*size_from_header)(const unsigned char *head, size_t n);
+
 /* Reads a whole (possibly gzip-compressed) file into memory: *len bytes in *data (ck_host_alloc, no
- * context). */
-static ck_status slurp(const char *path, unsigned char **data, size_t *len, char *err,
-                       size_t elen) {
+ * context). most (optional) bounds the length by the header. */
+static ck_status slurp(const char *path, size_from_header most, unsigned char **data, size_t *len,
+                       char *err, size_t elen) {
     *data = NULL;
     *len = 0;
     const char *why = NULL;
@@ -86,7 +92,12 @@ static ck_status slurp(const char *path, unsigned char **data, size_t *len, char
             buf = nb;
             cap *= 2;
         }
-        const size_t want = cap - n > (1u << 30) ? (1u << 30) : cap - n;
+        size_t want = cap - n > (1u << 30) ? (1u << 30) : cap - n;
+        const size_t lim = most ? most(buf, n) : SIZE_MAX;
+        if (lim != SIZE_MAX && n > lim)
+            break;
+        if (lim != SIZE_MAX && want > lim + 1 - n)
+            want = lim + 1 - n; /* one byte past the header's length shows trailing data */
         const int r = gzread(f, buf + n, (unsigned)want);
         if (r < 0) {
             int zerr = Z_OK;
@@ -119,6 +130,20 @@ static uint32_t be32(const unsigned char *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+/* IDX images: 16 header bytes and count x rows x cols pixels (an implausible header stops the
+ * read at once: ck_idx_load reports it). */
+static size_t idx_images_size(const unsigned char *h, size_t n) {
+    if (n < 16)
+        return SIZE_MAX;
+    const uint64_t px = (uint64_t)be32(h + 4) * be32(h + 8) * be32(h + 12);
+    return be32(h) != 0x00000803u || px > ((uint64_t)1 << 36) ? 16 : (size_t)(16 + px);
+}
+
+/* IDX labels: 8 header bytes and count labels. */
+static size_t idx_labels_size(const unsigned char *h, size_t n) {
+    return n < 8 ? SIZE_MAX : be32(h) != 0x00000801u ? 8 : (size_t)(8 + (uint64_t)be32(h + 4));
+}
+
 CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, ck_dataset *out,
                              char *err, size_t elen) {
     if (!images_path || !labels_path || !out)
@@ -128,9 +153,9 @@ CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, c
                                    : "out");
     unsigned char *im = NULL, *lb = NULL;
     size_t ilen = 0, llen = 0;
-    ck_status st = slurp(images_path, &im, &ilen, err, elen);
+    ck_status st = slurp(images_path, idx_images_size, &im, &ilen, err, elen);
     if (st == CK_STATUS_SUCCESS)
-        st = slurp(labels_path, &lb, &llen, err, elen);
+        st = slurp(labels_path, idx_labels_size, &lb, &llen, err, elen);
     uint32_t count = 0, rows = 0, cols = 0;
     if (st == CK_STATUS_SUCCESS) {
         if (ilen < 16)
@@ -163,19 +188,26 @@ CK_API ck_status ck_idx_load(const char *images_path, const char *labels_path, c
         else if (pixels > SIZE_MAX / sizeof(float))
             st = fail(err, elen, CK_STATUS_OVERFLOW, "%s: %llu pixels overflow size_t", images_path,
                       (unsigned long long)pixels);
-        else if ((uint64_t)ilen != 16 + pixels)
+        else if ((uint64_t)ilen < 16 + pixels)
             st = fail(err, elen, CK_STATUS_BAD_PARAM,
-                      "%s: %s: %zu bytes, header says %u images of %u x %u (%llu bytes)",
-                      images_path, (uint64_t)ilen < 16 + pixels ? "truncated" : "trailing data",
-                      ilen, count, rows, cols, (unsigned long long)(16 + pixels));
+                      "%s: truncated: %zu bytes, header says %u images of %u x %u (%llu bytes)",
+                      images_path, ilen, count, rows, cols, (unsigned long long)(16 + pixels));
+        else if ((uint64_t)ilen > 16 + pixels) /* slurp read one byte past the header's length */
+            st = fail(err, elen, CK_STATUS_BAD_PARAM,
+                      "%s: trailing data: longer than the %llu bytes its header says (%u images of "
+                      "%u x %u)",
+                      images_path, (unsigned long long)(16 + pixels), count, rows, cols);
         else if (be32(lb + 4) != count)
             st = fail(err, elen, CK_STATUS_BAD_PARAM, "%s: %u labels for %u images in %s",
                       labels_path, be32(lb + 4), count, images_path);
-        else if ((uint64_t)llen != 8 + (uint64_t)count)
+        else if ((uint64_t)llen < 8 + (uint64_t)count)
             st = fail(err, elen, CK_STATUS_BAD_PARAM,
-                      "%s: %s: %zu bytes, header says %u labels (%llu bytes)", labels_path,
-                      (uint64_t)llen < 8 + (uint64_t)count ? "truncated" : "trailing data", llen,
-                      count, (unsigned long long)(8 + (uint64_t)count));
+                      "%s: truncated: %zu bytes, header says %u labels (%llu bytes)", labels_path,
+                      llen, count, (unsigned long long)(8 + (uint64_t)count));
+        else if ((uint64_t)llen > 8 + (uint64_t)count)
+            st = fail(err, elen, CK_STATUS_BAD_PARAM,
+                      "%s: trailing data: longer than the %llu bytes its header says (%u labels)",
+                      labels_path, (unsigned long long)(8 + (uint64_t)count), count);
     }
     ck_dataset ds = {0, 0, 0, 0, 0, NULL, NULL};
     if (st == CK_STATUS_SUCCESS) {
@@ -228,7 +260,7 @@ CK_API ck_status ck_cifar10_load(const char *const *paths, int npaths, ck_datase
             st = fail(err, elen, CK_STATUS_BAD_PARAM, "paths[%d]: is NULL", i);
             break;
         }
-        st = slurp(paths[i], &files[i], &lens[i], err, elen);
+        st = slurp(paths[i], NULL, &files[i], &lens[i], err, elen);
         if (st == CK_STATUS_SUCCESS && (lens[i] == 0 || lens[i] % REC != 0))
             st = fail(err, elen, CK_STATUS_BAD_PARAM,
                       "%s: %zu bytes is not a positive multiple of 3073 (CIFAR-10 record: 1 label "
