@@ -5,6 +5,10 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "cnnkit/check.h"
+#include "cnnkit/data.h"
+#include "cnnkit/study.h"
+
 #define EXPECT_ERR(ctx, expr, status, needle)                                                      \
     do {                                                                                           \
         ck_status st_ = (expr);                                                                    \
@@ -114,6 +118,22 @@ Test(errors, context_and_tensor_creation) {
                  CK_STATUS_OVERFLOW);
     cr_assert_eq(ck_dropout_mask_host(CK_DROPOUT_ELEMENT, 1, &dd, 1, 1, 2, 2, keep, 4),
                  CK_STATUS_SUCCESS);
+    /* calls without a context name the argument in ck_context_last_error(NULL) */
+    EXPECT_ERR(NULL, ck_dropout_mask_host(CK_DROPOUT_ELEMENT, 1, &dd, 1, 1, 2, 2, keep, 3),
+               CK_STATUS_SHAPE_MISMATCH, "count: 3, the mask has 4 units");
+    EXPECT_ERR(NULL, ck_bn_desc_init(NULL, CK_BN_KERAS), CK_STATUS_BAD_PARAM, "d: is NULL");
+    ck_bn_desc bd;
+    EXPECT_ERR(NULL, ck_bn_desc_init(&bd, (ck_bn_convention)7), CK_STATUS_BAD_PARAM,
+               "convention: 7");
+    ck_layer_desc ld;
+    EXPECT_ERR(NULL, ck_layer_desc_init(&ld, (ck_layer_type)999), CK_STATUS_BAD_PARAM, "type: 999");
+    int32_t perm[2];
+    EXPECT_ERR(NULL, ck_dataset_shuffle(0, 1, 0, perm), CK_STATUS_BAD_PARAM, "count: 0");
+    EXPECT_ERR(NULL, ck_dataset_normalize(NULL, 0.5f, 1.0f), CK_STATUS_BAD_PARAM, "ds: is NULL");
+    double m, h;
+    EXPECT_ERR(NULL, ck_mean_ci95(NULL, 3, &m, &h, NULL), CK_STATUS_BAD_PARAM, "x: is NULL");
+    int found = 0;
+    EXPECT_ERR(NULL, ck_model_check(&ld, 1, NULL, 4, &found), CK_STATUS_BAD_PARAM, "out: is NULL");
     EXPECT_ERR(ctx, ck_context_set_stream(ctx, (void *)0x10), CK_STATUS_NOT_SUPPORTED, "stream");
     ck_context_destroy(ctx);
 }

@@ -3,7 +3,9 @@
  *
  * Conventions of this API (in the spirit of cuDNN's C API):
  *  - Every call returns a ck_status. On failure nothing the call was asked to write has been
- *    changed, and ck_context_last_error() holds a message naming the offending argument. The
+ *    changed, and ck_context_last_error() holds a message naming the offending argument (calls
+ *    that take no context, such as the descriptor initializers, the data set helpers, the checker
+ *    and the statistics, leave it in ck_context_last_error(NULL), the calling thread's). The
  *    exceptions are ck_context_create, ck_tensor_create, ck_workspace_create and ck_mask_create:
  *    on failure they set the handle to NULL (when it is not NULL itself), so that destroying it
  *    afterwards is safe.
@@ -243,7 +245,7 @@ ck_status ck_mask_download(ck_context *ctx, const ck_mask *mask, uint8_t *host, 
 
 /* The mask as a pure function, computed on the host without a context: keep[] receives N*C
  * (spatial) or N*C*H*W (element, NCHW order) bytes. The same function the kernels use. Errors
- * (no context, so no message): CK_STATUS_BAD_PARAM (kind, desc, keep, rate, a dimension < 1),
+ * (the message in ck_context_last_error(NULL)): CK_STATUS_BAD_PARAM (kind, desc, keep, rate, a dimension < 1),
  * CK_STATUS_OVERFLOW (more units than a tensor may hold, INT32_MAX), CK_STATUS_SHAPE_MISMATCH
  * (count is not the number of units). */
 ck_status ck_dropout_mask_host(ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *desc,

@@ -769,13 +769,26 @@ static void check_chain(chk *c, int last_weight) {
     }
 }
 
-CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_finding *out, int cap,
-                                int *n_found) {
-    if (!n_found || count < 0 || (count > 0 && !layers) || cap < 0 || (cap > 0 && !out))
-        return CK_STATUS_BAD_PARAM;
+ck_status ck_chk_args(const ck_layer_desc *layers, int count, const ck_finding *out, int cap,
+                      const int *n_found) {
+    if (!n_found)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "n_found: is NULL");
+    if (count < 0 || (count > 0 && !layers))
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "layers: %s (count %d)",
+                       count < 0 ? "a negative count" : "is NULL", count);
+    if (cap < 0 || (cap > 0 && !out))
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "out: %s (cap %d)",
+                       cap < 0 ? "a negative cap" : "is NULL", cap);
     for (int i = 0; i < count; ++i)
         if (!ck_layer_kind_of(layers[i].type))
-            return CK_STATUS_BAD_PARAM;
+            return ck_fail(NULL, CK_STATUS_BAD_PARAM, "layers[%d]: unknown type %d", i,
+                           (int)layers[i].type);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_finding *out, int cap,
+                                int *n_found) {
+    CK_TRY(ck_chk_args(layers, count, out, cap, n_found));
     *n_found = 0;
     if (count == 0)
         return CK_STATUS_SUCCESS;
@@ -785,7 +798,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         int last_weight = -1;
         chk c;
         if (chk_open(&c, layers, count, first, last, &last_weight))
-            return CK_STATUS_ALLOC_FAILED;
+            return ck_fail(NULL, CK_STATUS_ALLOC_FAILED, "layers: out of memory checking them");
         c.out = out;
         c.cap = cap;
         c.total = total;

@@ -66,12 +66,10 @@ static void rule_rescale_scaled_data(chk *c, int i, float lo, float hi) {
 
 CK_API ck_status ck_model_check_data(const ck_layer_desc *layers, int count, float lo, float hi,
                                      ck_finding *out, int cap, int *n_found) {
-    if (!n_found || count < 0 || (count > 0 && !layers) || cap < 0 || (cap > 0 && !out) ||
-        !isfinite(lo) || !isfinite(hi) || !(lo < hi))
-        return CK_STATUS_BAD_PARAM;
-    for (int i = 0; i < count; ++i)
-        if (!ck_layer_kind_of(layers[i].type))
-            return CK_STATUS_BAD_PARAM;
+    CK_TRY(ck_chk_args(layers, count, out, cap, n_found));
+    if (!isfinite(lo) || !isfinite(hi) || !(lo < hi))
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "lo %g, hi %g: must be finite with lo < hi", lo,
+                       hi);
     chk c = {.L = layers, .count = count, .out = out, .cap = cap};
     /* data already in a unit range: [0, 1] or [-1, 1] */
     const int scaled = lo >= -1.0f && hi <= 1.0f;

@@ -44,6 +44,10 @@ ck_finding *ck_chk_emit(chk *c, const char *code, ck_severity sev, double value,
 /* The end of the chain that starts at layer s: the rules walk chains, so a layer graph is checked
  * chain by chain (check_graph.c). */
 int ck_chk_chain_end(const ck_layer_desc *layers, int count, int s);
+/* The arguments of ck_model_check and ck_model_check_data (check.c): a failure's message, naming
+ * the argument, goes to ck_context_last_error(NULL) (no context here). */
+ck_status ck_chk_args(const ck_layer_desc *layers, int count, const ck_finding *out, int cap,
+                      const int *n_found);
 /* The residual-block rules (check_graph.c) over c->L; c->nd unused. */
 void ck_chk_graph_rules(chk *c);
 

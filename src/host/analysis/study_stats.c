@@ -29,7 +29,10 @@ CK_API double ck_student_t975(int dof) {
 
 CK_API ck_status ck_mean_ci95(const double *x, int n, double *mean, double *half, double *sd) {
     if (!x || n < 1 || !mean || !half)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s",
+                       !x      ? "x: is NULL"
+                       : n < 1 ? "n: must be >= 1"
+                               : "mean, half: NULL");
     double s = 0.0;
     for (int i = 0; i < n; ++i)
         s += x[i];
@@ -48,7 +51,10 @@ CK_API ck_status ck_mean_ci95(const double *x, int n, double *mean, double *half
 CK_API ck_status ck_study_summarize(const ck_study_result *results, int n, int variant,
                                     ck_study_summary *out) {
     if ((!results && n > 0) || n < 0 || !out)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s",
+                       n < 0  ? "n: must be >= 0"
+                       : !out ? "out: is NULL"
+                              : "results: is NULL");
     ck_study_summary s;
     memset(&s, 0, sizeof s);
     s.variant = variant;
@@ -57,7 +63,7 @@ CK_API ck_status ck_study_summarize(const ck_study_result *results, int n, int v
     if (!acc || !gap) {
         ck_host_free(NULL, acc);
         ck_host_free(NULL, gap);
-        return CK_STATUS_ALLOC_FAILED;
+        return ck_fail(NULL, CK_STATUS_ALLOC_FAILED, "results: out of memory for %d", n);
     }
     double ips = 0.0;
     int ngap = 0;
@@ -125,12 +131,15 @@ static int paired_diffs(const ck_study_result *results, int n, int variant, int 
 CK_API ck_status ck_study_paired_diff(const ck_study_result *results, int n, int variant,
                                       int baseline, double *mean, double *half, int *pairs) {
     if ((!results && n > 0) || n < 0 || !mean || !half || !pairs)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s",
+                       n < 0               ? "n: must be >= 0"
+                       : !results && n > 0 ? "results: is NULL"
+                                           : "mean, half, pairs: NULL");
     *mean = *half = NAN;
     *pairs = 0;
     double *d = (double *)ck_host_alloc(NULL, sizeof(double) * (size_t)(n ? n : 1));
     if (!d)
-        return CK_STATUS_ALLOC_FAILED;
+        return ck_fail(NULL, CK_STATUS_ALLOC_FAILED, "results: out of memory for %d", n);
     const int k = paired_diffs(results, n, variant, baseline, d);
     *pairs = k;
     if (k > 0)
@@ -284,10 +293,13 @@ CK_API double ck_wilcoxon_p(const double *d, int n) {
 
 CK_API ck_status ck_holm(const double *p, int m, double *adjusted) {
     if (!p || !adjusted || m < 0)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s",
+                       !p          ? "p: is NULL"
+                       : !adjusted ? "adjusted: is NULL"
+                                   : "m: must be >= 0");
     int *idx = (int *)ck_host_alloc(NULL, sizeof(int) * (size_t)(m ? m : 1));
     if (!idx)
-        return CK_STATUS_ALLOC_FAILED;
+        return ck_fail(NULL, CK_STATUS_ALLOC_FAILED, "m: out of memory for %d p-values", m);
     int k = 0;
     for (int i = 0; i < m; ++i) {
         adjusted[i] = NAN;
@@ -312,13 +324,18 @@ CK_API ck_status ck_holm(const double *p, int m, double *adjusted) {
 CK_API ck_status ck_study_paired_tests(const ck_study_result *results, int n, const int *variants,
                                        int nv, int baseline, ck_paired_test *out) {
     if ((!results && n > 0) || n < 0 || !variants || nv < 1 || !out)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s",
+                       n < 0               ? "n: must be >= 0"
+                       : !results && n > 0 ? "results: is NULL"
+                       : !variants         ? "variants: is NULL"
+                       : nv < 1            ? "nv: must be >= 1"
+                                           : "out: is NULL");
     double *d = (double *)ck_host_alloc(NULL, sizeof(double) * (size_t)(n ? n : 1));
     double *pt = (double *)ck_host_alloc(NULL, sizeof(double) * 4 * (size_t)nv);
     if (!d || !pt) {
         ck_host_free(NULL, d);
         ck_host_free(NULL, pt);
-        return CK_STATUS_ALLOC_FAILED;
+        return ck_fail(NULL, CK_STATUS_ALLOC_FAILED, "results: out of memory for %d", n);
     }
     double *pw = pt + nv, *ht = pt + 2 * nv, *hw = pt + 3 * nv;
     for (int v = 0; v < nv; ++v) {

@@ -88,7 +88,7 @@ CK_API int ck_comm_broken(const ck_comm *c) {
 
 CK_API ck_status ck_comm_shard(const ck_comm *c, int total, int *first, int *count) {
     if (!c || !c->ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "comm: %s", c ? "orphaned" : "is NULL");
     ck_enter(c->ctx);
     if (total < 0)
         return ck_fail(c->ctx, CK_STATUS_BAD_PARAM, "total: %d samples (must be >= 0)", total);

@@ -365,17 +365,24 @@ CK_API ck_status ck_fashion_mnist_load(const char *dir, int train, ck_dataset *o
     return ck_idx_load(paths[0], paths[1], out, err, elen);
 }
 
-/* Checks a dataset's fields; *per = floats per sample, *total = floats in all. */
-static ck_status check_ds(const ck_dataset *ds, size_t *per, size_t *total) {
-    if (!ds || !ds->images || !ds->labels || ds->count < 1 || ds->h < 1 || ds->w < 1 || ds->c < 1)
-        return CK_STATUS_BAD_PARAM;
+/* Checks a dataset's fields; *per = floats per sample, *total = floats in all. The context-less
+ * calls below leave their message in ck_context_last_error(NULL), naming the argument. */
+static ck_status check_ds(const ck_dataset *ds, const char *name, size_t *per, size_t *total) {
+    if (!ds)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s: is NULL", name);
+    if (!ds->images || !ds->labels)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s: has no %s", name,
+                       ds->images ? "labels" : "images");
+    if (ds->count < 1 || ds->h < 1 || ds->w < 1 || ds->c < 1)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                       "%s: count %d, images %d x %d x %d (each must be >= 1)", name, ds->count,
+                       ds->h, ds->w, ds->c);
     const uint64_t lim = (uint64_t)(SIZE_MAX / sizeof(float));
     uint64_t p = (uint64_t)ds->h * (uint64_t)ds->w; /* < 2^62 */
-    if (p > lim / (uint64_t)ds->c)
-        return CK_STATUS_OVERFLOW;
+    if (p > lim / (uint64_t)ds->c || p * (uint64_t)ds->c > lim / (uint64_t)ds->count)
+        return ck_fail(NULL, CK_STATUS_OVERFLOW, "%s: %d images of %d x %d x %d overflow size_t",
+                       name, ds->count, ds->h, ds->w, ds->c);
     p *= (uint64_t)ds->c;
-    if (p > lim / (uint64_t)ds->count)
-        return CK_STATUS_OVERFLOW;
     *per = (size_t)p;
     *total = (size_t)(p * (uint64_t)ds->count);
     return CK_STATUS_SUCCESS;
@@ -383,14 +390,15 @@ static ck_status check_ds(const ck_dataset *ds, size_t *per, size_t *total) {
 
 CK_API ck_status ck_dataset_normalize(ck_dataset *ds, float mean, float std) {
     size_t per = 0, n = 0;
-    const ck_status st = check_ds(ds, &per, &n);
+    const ck_status st = check_ds(ds, "ds", &per, &n);
     if (st != CK_STATUS_SUCCESS)
         return st;
-    if (!isfinite(mean) || !isfinite(std) || !(std > 0.0f))
-        return CK_STATUS_BAD_PARAM;
+    if (!isfinite(mean))
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "mean: %g is not finite", (double)mean);
     const float inv = 1.0f / std;
-    if (!isfinite(inv))
-        return CK_STATUS_BAD_PARAM;
+    if (!isfinite(std) || !(std > 0.0f) || !isfinite(inv))
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "std: %g (must be finite and > 0, and 1/std too)",
+                       (double)std);
     for (size_t i = 0; i < n; ++i)
         ds->images[i] = (ds->images[i] - mean) * inv;
     return CK_STATUS_SUCCESS;
@@ -398,11 +406,15 @@ CK_API ck_status ck_dataset_normalize(ck_dataset *ds, float mean, float std) {
 
 CK_API ck_status ck_dataset_subset(const ck_dataset *src, int start, int count, ck_dataset *out) {
     size_t per = 0, total = 0;
-    const ck_status st = check_ds(src, &per, &total);
+    const ck_status st = check_ds(src, "src", &per, &total);
     if (st != CK_STATUS_SUCCESS)
         return st;
-    if (!out || out == src || start < 0 || count < 1 || start > src->count - count)
-        return CK_STATUS_BAD_PARAM;
+    if (!out || out == src)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "out: %s", out ? "is src" : "is NULL");
+    if (start < 0 || count < 1 || start > src->count - count)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                       "start %d, count %d: not a range of src's %d samples (count >= 1)", start,
+                       count, src->count);
     ck_dataset ds = *src;
     ds.count = count;
     ds.images = (float *)malloc(per * (size_t)count * sizeof(float));
@@ -410,7 +422,7 @@ CK_API ck_status ck_dataset_subset(const ck_dataset *src, int start, int count, 
     if (!ds.images || !ds.labels) {
         free(ds.images);
         free(ds.labels);
-        return CK_STATUS_ALLOC_FAILED;
+        return ck_fail(NULL, CK_STATUS_ALLOC_FAILED, "out: out of memory for %d samples", count);
     }
     memcpy(ds.images, src->images + per * (size_t)start, per * (size_t)count * sizeof(float));
     memcpy(ds.labels, src->labels + start, (size_t)count * sizeof(int32_t));
@@ -426,8 +438,10 @@ static uint64_t splitmix64(uint64_t *s) {
 }
 
 CK_API ck_status ck_dataset_shuffle(int count, uint64_t seed, uint64_t epoch, int32_t *perm) {
-    if (count < 1 || !perm)
-        return CK_STATUS_BAD_PARAM;
+    if (count < 1)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "count: %d (must be >= 1)", count);
+    if (!perm)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "perm: is NULL");
     uint64_t s = seed ^ (epoch * 0xD1B54A32D192ED03ull + 0x8CB92BA72F3D8DD7ull);
     for (int i = 0; i < count; ++i)
         perm[i] = i;
@@ -450,15 +464,19 @@ CK_API ck_status ck_dataset_shuffle(int count, uint64_t seed, uint64_t epoch, in
 CK_API ck_status ck_dataset_gather(const ck_dataset *ds, const int32_t *perm, int start, int batch,
                                    float *x_out, int32_t *y_out) {
     size_t per = 0, total = 0;
-    const ck_status st = check_ds(ds, &per, &total);
+    const ck_status st = check_ds(ds, "ds", &per, &total);
     if (st != CK_STATUS_SUCCESS)
         return st;
     if (start < 0 || batch < 1 || start > ds->count - batch)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                       "start %d, batch %d: not a range of ds's %d samples (batch >= 1)", start,
+                       batch, ds->count);
     if (perm)
         for (int b = 0; b < batch; ++b)
             if (perm[start + b] < 0 || perm[start + b] >= ds->count)
-                return CK_STATUS_BAD_PARAM;
+                return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                               "perm[%d]: %d is not a sample of ds (0..%d)", start + b,
+                               (int)perm[start + b], ds->count - 1);
     for (int b = 0; b < batch; ++b) {
         const int32_t k = perm ? perm[start + b] : start + b;
         if (x_out)

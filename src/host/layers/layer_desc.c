@@ -30,8 +30,11 @@ CK_API int ck_activation_from_name(const char *name) {
 /* Adam: lr 1e-3, beta1 0.9, beta2 0.999, epsilon 1e-7. SGD: lr 1e-2, momentum 0, no Nesterov.
  * Fields the type does not use are 0. */
 CK_API ck_status ck_optimizer_desc_init(ck_optimizer_desc *desc, ck_optimizer_type type) {
-    if (!desc || (type != CK_OPT_ADAM && type != CK_OPT_SGD))
-        return CK_STATUS_BAD_PARAM;
+    if (!desc)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "desc: is NULL");
+    if (type != CK_OPT_ADAM && type != CK_OPT_SGD)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "type: %d is not CK_OPT_ADAM or CK_OPT_SGD",
+                       (int)type);
     memset(desc, 0, sizeof *desc);
     desc->type = type;
     if (type == CK_OPT_ADAM) {

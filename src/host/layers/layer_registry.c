@@ -102,8 +102,10 @@ CK_API int ck_layers_graph_layer(const ck_layer_desc *layers, int count) {
 
 CK_API ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type) {
     const ck_layer_kind *k = ck_layer_kind_of(type);
-    if (!desc || !k)
-        return CK_STATUS_BAD_PARAM;
+    if (!desc)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "desc: is NULL");
+    if (!k)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "type: %d is not a ck_layer_type", (int)type);
     memset(desc, 0, sizeof *desc);
     desc->type = type;
     desc->padding = CK_PADDING_VALID;

@@ -12,7 +12,7 @@
 
 CK_API ck_status ck_bn_desc_init(ck_bn_desc *d, ck_bn_convention convention) {
     if (!d)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "d: is NULL");
     switch (convention) {
     case CK_BN_KERAS:
         d->epsilon = 1e-3f;
@@ -25,7 +25,8 @@ CK_API ck_status ck_bn_desc_init(ck_bn_desc *d, ck_bn_convention convention) {
         d->unbiased_running_var = 1;
         break;
     default:
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "convention: %d is not a ck_bn_convention",
+                       (int)convention);
     }
     d->activation = CK_ACT_NONE;
     d->single_value_use_running = 0;

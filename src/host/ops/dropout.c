@@ -110,22 +110,27 @@ CK_API ck_status ck_dropout_mask_host(ck_dropout_kind kind, uint64_t seed,
                                       const ck_dropout_desc *desc, int n, int c, int h, int w,
                                       uint8_t *keep, size_t count) {
     if (kind != CK_DROPOUT_SPATIAL && kind != CK_DROPOUT_ELEMENT)
-        return CK_STATUS_BAD_PARAM;
-    if (!desc || !keep || !(desc->rate >= 0.0f && desc->rate < 1.0f))
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "kind: %d is not a ck_dropout_kind", (int)kind);
+    if (!desc || !keep)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s: is NULL", desc ? "keep" : "desc");
+    if (!(desc->rate >= 0.0f && desc->rate < 1.0f))
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "desc->rate: %g (must be in [0, 1))",
+                       (double)desc->rate);
     if (n < 1 || c < 1 || h < 1 || w < 1)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "shape: N=%d C=%d H=%d W=%d (each must be >= 1)",
+                       n, c, h, w);
     /* a tensor's limit (INT32_MAX elements): beyond it no mask exists, and the product of four
      * ints could wrap to a count that matches */
     const uint64_t lim = INT32_MAX;
     uint64_t units = (uint64_t)n * (uint64_t)c;
     if (units > lim)
-        return CK_STATUS_OVERFLOW;
+        return ck_fail(NULL, CK_STATUS_OVERFLOW, "shape: N x C over 2^31 - 1 units");
     const uint64_t hw = (uint64_t)h * (uint64_t)w; /* each factor <= 2^31: no wrap */
     if (kind == CK_DROPOUT_ELEMENT && (hw > lim || (units *= hw) > lim))
-        return CK_STATUS_OVERFLOW;
+        return ck_fail(NULL, CK_STATUS_OVERFLOW, "shape: N x C x H x W over 2^31 - 1 units");
     if (count != units)
-        return CK_STATUS_SHAPE_MISMATCH;
+        return ck_fail(NULL, CK_STATUS_SHAPE_MISMATCH, "count: %zu, the mask has %llu units", count,
+                       (unsigned long long)units);
     uint32_t thr = ck_dropout_threshold(desc->rate);
     if (kind == CK_DROPOUT_SPATIAL) {
         const uint64_t u0 = ck_spatial_unit0(desc->sample0, c);
