@@ -544,3 +544,83 @@ Test(cli_train, evaluate_and_predict_check_the_image_shape) {
     }
     teardown(&fx);
 }
+
+/* What a demanding user's mistakes get (an audit of the CLI): usage errors before anything runs,
+ * naming the argument, with nothing written; an interrupted run leaves an existing log as it
+ * was when no epoch finished; a run stopped after its very last step ends as a finished run. */
+Test(cli_train, mistakes_are_refused_before_training) {
+    fixture fx;
+    setup(&fx);
+    char args[1024], p[160], q[160];
+    /* version takes nothing (it ran the whole order study on the model given) */
+    cr_assert_eq(t_run_cli("version examples/seed_cnn.py", out, sizeof out), 2, "%s", out);
+    cr_assert(strstr(out, "version takes no argument"), "%s", out);
+    /* --input: three integers in range (sscanf wrapped 4294967324 to 28) */
+    const char *bad_input[] = {"4294967324x4294967324x4294967297",
+                               "99999999999x1x1",
+                               "28x 28x1",
+                               "28x28",
+                               "28x28x1x",
+                               "0x28x1"};
+    for (size_t i = 0; i < sizeof bad_input / sizeof *bad_input; ++i) {
+        snprintf(args, sizeof args, "summary %s --input '%s'", fx.model, bad_input[i]);
+        cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s: %s", bad_input[i], out);
+        cr_assert(strstr(out, "--input needs HxWxC"), "%s", out);
+    }
+    /* empty file names, a legacy .h5 to write, two outputs on one file, the model overwritten */
+    path_in(&fx, p, sizeof p, "x.out");
+    const char *refused[][2] = {{"--save ''", "--save needs a file name"},
+                                {"--log ''", "--log needs a file name"},
+                                {"--save out.h5", "the legacy .h5 is read only"}};
+    for (int i = 0; i < 3; ++i) {
+        cr_assert_eq(train(&fx, refused[i][0]), 2, "%s: %s", refused[i][0], out);
+        cr_assert(strstr(out, refused[i][1]) && !strstr(out, "epoch 1"), "%s", out);
+    }
+    snprintf(args, sizeof args, "--save %s --log %s", p, p);
+    cr_assert_eq(train(&fx, args), 2, "%s", out);
+    cr_assert(strstr(out, "--save and --log are the same file"), "%s", out);
+    snprintf(args, sizeof args, "--save %s", fx.model);
+    cr_assert_eq(train(&fx, args), 2, "%s", out);
+    cr_assert(strstr(out, "MODEL and --save are the same file"), "%s", out);
+    cr_assert_eq(access(p, F_OK), -1, "a refused run wrote %s", p);
+    /* the test set is checked before training: labels the model has no class for */
+    path_in(&fx, q, sizeof q, "two.py");
+    char two[sizeof MODEL + 8];
+    snprintf(two, sizeof two, "%s", MODEL);
+    two[strlen(two) - strlen("3, activation='softmax'))\n")] = '2';
+    write_file(q, two, strlen(two));
+    snprintf(args, sizeof args, "train %s --data %s --batch 8 --device cpu", q, fx.data);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert(strstr(out, "labels hold 2") && strstr(out, "the model has 2 classes") &&
+                  !strstr(out, "epoch 1"),
+              "%s", out);
+    /* an interrupt before any epoch ended: the existing log is kept whole */
+    path_in(&fx, p, sizeof p, "keep.csv");
+    write_file(p, "epoch,x\n1,2\n", 12);
+    snprintf(args, sizeof args, "--epochs 2 --log %s", p);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "train %s --data %s --batch 8 --device cpu %s", fx.model, fx.data,
+             args);
+    char env_cmd[1500];
+    snprintf(env_cmd, sizeof env_cmd, "CNNKIT_TEST_INTERRUPT=2 '%s' %s 2>&1", CNNKIT_CLI_PATH, cmd);
+    int rc = system(env_cmd);
+    cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 130, "exit %d", rc);
+    char *kept = t_read_file(p, NULL);
+    cr_assert_str_eq(kept, "epoch,x\n1,2\n");
+    free(kept);
+    /* stopped after the last step of the last epoch: tested and saved as a finished run, exit
+     * 130 (the hint to resume would have asked for an epoch already done) */
+    path_in(&fx, q, sizeof q, "end.ckpt");
+    snprintf(env_cmd, sizeof env_cmd,
+             "CNNKIT_TEST_INTERRUPT=6 '%s' train %s --data %s --batch 8 --device cpu --save %s "
+             "> %s/end.txt 2>&1",
+             CNNKIT_CLI_PATH, fx.model, fx.data, q, fx.dir);
+    rc = system(env_cmd);
+    cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 130, "exit %d", rc);
+    snprintf(p, sizeof p, "%s/end.txt", fx.dir);
+    char *end = t_read_file(p, NULL);
+    cr_assert(strstr(end, "test accuracy") && strstr(end, "saved") && !strstr(end, "--resume"),
+              "%s", end);
+    free(end);
+    teardown(&fx);
+}

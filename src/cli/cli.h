@@ -74,6 +74,9 @@ void data_range(const opts *o, float *lo, float *hi);
 void warn_data_range(const opts *o, const ck_layer_desc *layers, int count);
 /* The first n images (n <= 0: all); what names the option in messages. */
 int limit_data(ck_dataset *ds, int n, const char *what);
+/* The data set fits the model: its images are the model's input and its labels are classes of
+ * the model. Prints why not (what: "training", "validation", "test") and returns EXIT_USAGE. */
+int data_fits(const opts *o, const ck_model *m, const ck_dataset *ds, const char *what);
 
 /* The commands, one file each (cmd_NAME.c): each returns the exit code. */
 int cmd_train(const opts *o);
@@ -118,6 +121,8 @@ int close_replacing(FILE *f, const char *tmp);
  * writable, and its directory must take a new file (a probe file is made and removed). Prints
  * the reason and returns nonzero when it cannot. */
 int check_output_path(const char *opt, const char *path, int replace);
+/* Whether a and b name one file: the same name, or the same existing file (device and inode). */
+int same_file(const char *a, const char *b);
 /* An advisory lock for the run on "<path>.lock" (created; removed by unlock_path). Returns the
  * descriptor, or -1 after printing why (another run holds it, or it cannot be made). */
 int lock_path(const char *opt, const char *path);
@@ -127,13 +132,19 @@ void unlock_path(const char *path, int fd);
 typedef struct csv_log {
     FILE *f;
     const char *path;
-    int err; /* first failed write (errno), reported once */
+    int err;     /* first failed write (errno), reported once */
+    long keep;   /* bytes of the existing file a resumed run keeps */
+    int pending; /* no row written yet: the file is cut to keep (and the header written) at the
+                    first row, so a run that fails before it leaves the file as it was */
+    int created; /* the file did not exist: removed again when no row was written */
+    int regular;
 } csv_log;
 extern const char CSV_HEADER[];
 /* Opens and locks path. resume_epoch < 0: a new log (truncated, header written); else the rows
  * of epochs after resume_epoch are cut off (a resumed run writes them again), the others kept
- * and their train/validation figures put into hist[epoch - 1] (hist_cap entries). Returns 0 or
- * an exit code after printing why. */
+ * and their train/validation figures put into hist[epoch - 1] (hist_cap entries). Both happen at
+ * the first row (csv_row): a run that fails before its first epoch ends changes nothing. Returns 0
+ * or an exit code after printing why. */
 int csv_open(csv_log *l, const char *path, int resume_epoch, ck_epoch_result *hist, int hist_cap);
 /* One epoch row; test figures NaN when not measured (empty fields). */
 void csv_row(csv_log *l, const ck_epoch_result *r, double test_loss, double test_accuracy);

@@ -17,8 +17,19 @@
 static volatile sig_atomic_t stop_signal;
 /* the run's lock file, removed by an exit from the handler too (unlink is async-signal-safe) */
 static char lock_file[4096];
+/* 1 from the fit's start: a signal then stops after the step and saves; before it, nothing is
+ * worth saving and the run just ends (its lock removed) */
+static volatile sig_atomic_t deferring;
 
 static void on_signal(int sig) {
+    if (!deferring || sig == SIGPIPE) { /* SIGPIPE: the reader of the output is gone */
+        static const char early[] = "\ncnnkit: interrupted before training: exiting\n";
+        if (sig != SIGPIPE)
+            (void)!write(STDERR_FILENO, early, sizeof early - 1);
+        if (lock_file[0])
+            unlink(lock_file);
+        _exit(128 + sig);
+    }
     if (stop_signal) {
         static const char again[] = "\ncnnkit: interrupted again: exiting now, nothing saved\n";
         (void)!write(STDERR_FILENO, again, sizeof again - 1);
@@ -40,6 +51,7 @@ static void catch_signals(void) {
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGPIPE, &sa, NULL);
 }
 
 typedef struct train_ui {
@@ -351,12 +363,23 @@ int cmd_train(const opts *o) {
             return EXIT_RUNTIME;
     }
     o = &mine;
+    catch_signals(); /* before the lock is taken: an early interrupt removes it */
     /* every output is checked before the first step, not found unwritable after the last; a
      * failure here goes through the ranks' agreement below, so no rank is left waiting */
     int rc = 0;
-    if ((o->save && check_output_path("--save", o->save, 1)) ||
-        (o->log && check_output_path("--log", o->log, 0)) ||
-        (o->plot && check_output_path("--plot", o->plot, 1)))
+    /* two outputs on one file (or one on the model file) would overwrite each other */
+    const char *names[4] = {"MODEL", "--save", "--log", "--plot"};
+    const char *paths[4] = {o->model, o->save, o->log, o->plot};
+    for (int i = 0; i < 4 && !rc; ++i)
+        for (int j = i + 1; j < 4 && !rc; ++j)
+            if (paths[i] && paths[j] && same_file(paths[i], paths[j])) {
+                fprintf(stderr, "cnnkit: train: %s and %s are the same file, %s\n", names[i],
+                        names[j], paths[j]);
+                rc = EXIT_USAGE;
+            }
+    if (!rc && ((o->save && check_output_path("--save", o->save, 1)) ||
+                (o->log && check_output_path("--log", o->log, 0)) ||
+                (o->plot && check_output_path("--plot", o->plot, 1))))
         rc = EXIT_RUNTIME;
     if (!rc && o->resume && is_keras_file(o->resume)) {
         fprintf(stderr,
@@ -411,6 +434,13 @@ int cmd_train(const opts *o) {
         rc = limit_data(&train, o->limit, "--limit");
     if (!rc)
         rc = make_validation(o, &train, &val);
+    /* the data fit the model before the first step (the test set is used only after the last) */
+    if (!rc)
+        rc = data_fits(o, m, &train, "training");
+    if (!rc && val.count)
+        rc = data_fits(o, m, &val, "validation");
+    if (!rc)
+        rc = data_fits(o, m, &test, "test");
     if (!rc && o->resume)
         rc = resume_from(o, ctx, m, &train, epochs, &fs);
     if (!rc && o->log)
@@ -459,7 +489,7 @@ int cmd_train(const opts *o) {
                    .epochs = epochs,
                    .every = o->checkpoint_every >= 0 ? o->checkpoint_every : 1};
     test_hook(&ui);
-    catch_signals();
+    deferring = 1;
     ck_fit_options fo = {epochs, o->batch, o->seed, on_step, on_epoch, &ui, o->resume != NULL};
     ck_status st = ck_model_fit(m, &train, val.count ? &val : NULL, &fo, hist);
     char why[1024]; /* the fit's message: the calls below clear the context's */
@@ -478,7 +508,8 @@ int cmd_train(const opts *o) {
         rc = EXIT_RUNTIME;
     } else if (ui.save_failed) {
         rc = EXIT_RUNTIME;
-    } else if (stop_signal) {
+    } else if (stop_signal && !(fs.epoch >= epochs && fs.epoch_step == 0)) {
+        /* (stopped after the very last step: the run is whole, it ends as one below) */
         /* interrupted: the fit stopped after a whole step; keep everything it did */
         char fallback[64];
         snprintf(fallback, sizeof fallback, "cnnkit-interrupted-%ld.ckpt", (long)getpid());
@@ -543,12 +574,15 @@ int cmd_train(const opts *o) {
             }
         }
     }
+    if (!rc && stop_signal) /* a signal after the last step: the run finished, and says so */
+        rc = 128 + stop_signal;
 done:
     if (o->log && log.f) {
+        const int wrote = !log.pending;
         if (csv_close(&log) != 0) {
             if (rc == 0)
                 rc = EXIT_RUNTIME;
-        } else {
+        } else if (wrote) {
             printf("log %s\n", o->log);
         }
     }

@@ -78,6 +78,26 @@ ck_status keras_file_model(const char *path, ck_keras_model *km, char *err, size
     return st;
 }
 
+int data_fits(const opts *o, const ck_model *m, const ck_dataset *ds, const char *what) {
+    int h = 0, w = 0, c = 0;
+    if (ck_model_input_shape(m, &h, &w, &c) != CK_STATUS_SUCCESS || h != ds->h || w != ds->w ||
+        c != ds->c) {
+        fprintf(stderr, "cnnkit: %s: the %s images are %dx%dx%d, the model input is %dx%dx%d\n",
+                o->cmd, what, ds->h, ds->w, ds->c, h, w, c);
+        return EXIT_USAGE;
+    }
+    const int k = ck_model_num_classes(m);
+    for (int i = 0; i < ds->count; ++i)
+        if (ds->labels[i] < 0 || ds->labels[i] >= k) {
+            fprintf(stderr,
+                    "cnnkit: %s: the %s labels hold %d (sample %d), the model has %d classes "
+                    "(0..%d)\n",
+                    o->cmd, what, (int)ds->labels[i], i, k, k - 1);
+            return EXIT_USAGE;
+        }
+    return 0;
+}
+
 ck_status save_model_file(ck_model *m, const char *path) {
     return is_keras_file(path) ? ck_model_save_keras(m, path) : ck_model_save(m, path);
 }

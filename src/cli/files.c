@@ -67,6 +67,14 @@ int close_replacing(FILE *f, const char *tmp) {
     return 0;
 }
 
+int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!strcmp(a, b))
+        return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 int check_output_path(const char *opt, const char *path, int replace) {
     struct stat st, lst;
     char target[PATH_MAX];
@@ -98,10 +106,13 @@ int check_output_path(const char *opt, const char *path, int replace) {
     }
     if (!replace && stat(path, &st) == 0)
         return 0; /* written in place: writable, checked above */
-    /* a new file (or a rename target) needs its directory: make and remove a probe file */
-    char dir[PATH_MAX], probe[PATH_MAX + 32];
+    /* a new file (or a rename target) needs its directory: make and remove a probe file, named
+     * as the temp file the write will make (".<base>.cnnkit-tmp.XXXXXX", which may be too long
+     * where the name itself is not) */
+    char dir[PATH_MAX], probe[2 * PATH_MAX + 32];
     dir_of(target, dir, sizeof dir);
-    snprintf(probe, sizeof probe, "%s/.cnnkit-probe-XXXXXX", dir);
+    const char *slash = strrchr(target, '/');
+    snprintf(probe, sizeof probe, "%s/.%s.cnnkit-tmp.XXXXXX", dir, slash ? slash + 1 : target);
     int fd = mkstemp(probe);
     if (fd < 0) {
         fprintf(stderr, "cnnkit: %s %s: cannot create a file in %s: %s\n", opt, path, dir,
@@ -193,8 +204,9 @@ int csv_open(csv_log *l, const char *path, int resume_epoch, ck_epoch_result *hi
     l->path = path;
     /* a regular file is read back on resume; a device or pipe (/dev/stdout) is only written */
     struct stat st;
-    const int other = stat(path, &st) == 0 && !S_ISREG(st.st_mode);
-    int fd = open(path, (other ? O_WRONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0644);
+    const int existed = stat(path, &st) == 0;
+    const int other = existed && !S_ISREG(st.st_mode);
+    int fd = open(path, (other ? O_WRONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0666);
     if (fd < 0) {
         fprintf(stderr, "cnnkit: --log %s: %s\n", path, strerror(errno));
         return EXIT_RUNTIME;
@@ -246,17 +258,22 @@ int csv_open(csv_log *l, const char *path, int resume_epoch, ck_epoch_result *hi
             keep = ftell(l->f);
         }
     }
-    if (regular && ftruncate(fd, keep) != 0) {
-        fprintf(stderr, "cnnkit: --log %s: %s\n", path, strerror(errno));
-        fclose(l->f);
-        l->f = NULL;
-        return EXIT_RUNTIME;
-    }
-    if (regular)
-        fseek(l->f, keep, SEEK_SET);
-    if (keep == 0 && (fputs(CSV_HEADER, l->f) < 0 || fflush(l->f) != 0))
-        csv_failed(l, errno);
+    l->keep = keep;
+    l->pending = 1;
+    l->created = !existed;
+    l->regular = regular;
     return 0;
+}
+
+/* The first row: cut the file to what a resumed run keeps, and a new log gets its header. */
+static void csv_start(csv_log *l) {
+    l->pending = 0;
+    if (l->regular && (ftruncate(fileno(l->f), l->keep) != 0 || fseek(l->f, l->keep, SEEK_SET))) {
+        csv_failed(l, errno);
+        return;
+    }
+    if (l->keep == 0 && (fputs(CSV_HEADER, l->f) < 0 || fflush(l->f) != 0))
+        csv_failed(l, errno);
 }
 
 static void csv_num(FILE *f, double v, int digits) {
@@ -267,6 +284,8 @@ static void csv_num(FILE *f, double v, int digits) {
 void csv_row(csv_log *l, const ck_epoch_result *r, double test_loss, double test_accuracy) {
     if (!l->f)
         return;
+    if (l->pending)
+        csv_start(l);
     FILE *f = l->f;
     errno = 0;
     fprintf(f, "%d,%.6f,%.6f,", r->epoch, r->loss, r->accuracy);
@@ -290,5 +309,7 @@ int csv_close(csv_log *l) {
     if (fclose(l->f) != 0 || bad)
         csv_failed(l, errno);
     l->f = NULL;
+    if (l->pending && l->created) /* nothing was logged: no empty file is left */
+        unlink(l->path);
     return l->err ? EXIT_RUNTIME : 0;
 }

@@ -171,6 +171,24 @@ static int parse_int(const char *s, int *out, int min) {
     return 0;
 }
 
+/* "HxWxC": three integers in [1, 1e9] (parse_int's range; sscanf's %d overflow is undefined),
+ * digits only between the x's. */
+static int parse_shape(const char *s, int *h, int *w, int *c) {
+    int *dst[3] = {h, w, c};
+    char part[32];
+    for (int k = 0; k < 3; ++k) {
+        const char *x = k < 2 ? strchr(s, 'x') : s + strlen(s);
+        if (!x || x == s || (size_t)(x - s) >= sizeof part)
+            return -1;
+        memcpy(part, s, (size_t)(x - s));
+        part[x - s] = '\0';
+        if (parse_int(part, dst[k], 1))
+            return -1;
+        s = x + 1;
+    }
+    return 0;
+}
+
 /* Options of the command line; the model path is the first argument that is not an option (so
  * "check --measure MODEL" and "check MODEL --measure" both work). Options of another command,
  * unknown options and bad values are usage errors. */
@@ -194,6 +212,10 @@ static int parse_args(int argc, char **argv, opts *o) {
         return -1;
     }
     const int bit = 1 << ci;
+    if (!strcmp(o->cmd, "version")) { /* "version" alone is answered in main */
+        fprintf(stderr, "cnnkit: version takes no argument, got '%s'\n", argv[2]);
+        return -1;
+    }
     for (int i = 2; i < argc; ++i) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -366,10 +388,7 @@ static int parse_args(int argc, char **argv, opts *o) {
             }
             o->seed_given = 1;
         } else if (!strcmp(a, "--input")) {
-            int used = 0;
-            if (sscanf(v, "%dx%dx%d%n", &o->in_h, &o->in_w, &o->in_c, &used) != 3 ||
-                v[used] != '\0' || !isdigit((unsigned char)v[0]) || o->in_h < 1 || o->in_w < 1 ||
-                o->in_c < 1) {
+            if (parse_shape(v, &o->in_h, &o->in_w, &o->in_c)) {
                 fprintf(stderr, "cnnkit: --input needs HxWxC (e.g. 28x28x1), got '%s'\n", v);
                 return -1;
             }
@@ -378,6 +397,36 @@ static int parse_args(int argc, char **argv, opts *o) {
     if (!o->model) {
         fprintf(stderr, "cnnkit: %s: no MODEL given\n", o->cmd);
         return -1;
+    }
+    /* files: an empty name, or a Keras name the writer would refuse after training, are usage
+     * errors now */
+    const struct {
+        const char *opt, *path;
+        int keras_out; /* written by save_model_file */
+    } files[] = {{"--save", o->save, 1},
+                 {"B", o->output, 1},
+                 {"--log", o->log, 0},
+                 {"--plot", o->plot, 0},
+                 {"--csv", o->csv, 0},
+                 {"--svg", o->svg, 0},
+                 {"--data", o->data, 0},
+                 {"--weights", o->weights, 0},
+                 {"--resume", o->resume, 0},
+                 {"MODEL", o->model, 0},
+                 {"--validation-data", o->val_data, 0}};
+    for (size_t k = 0; k < sizeof files / sizeof *files; ++k) {
+        const char *p = files[k].path;
+        if (p && !p[0]) {
+            fprintf(stderr, "cnnkit: %s: %s needs a file name, got ''\n", o->cmd, files[k].opt);
+            return -1;
+        }
+        if (p && files[k].keras_out && ends_with(p, ".h5") && !ends_with(p, ".weights.h5")) {
+            fprintf(stderr,
+                    "cnnkit: %s: %s %s: a Keras file is written as .keras (the model) or "
+                    ".weights.h5 (its weights); the legacy .h5 is read only\n",
+                    o->cmd, files[k].opt, p);
+            return -1;
+        }
     }
     if (o->comm_timeout >= 0.0 && !o->distributed) {
         fprintf(stderr, "cnnkit: %s: --comm-timeout is for --distributed runs\n", o->cmd);
@@ -444,5 +493,8 @@ int main(int argc, char **argv) {
         return cmd_check(&o);
     if (!strcmp(o.cmd, "convert"))
         return cmd_convert(&o);
-    return cmd_study(&o);
+    if (!strcmp(o.cmd, "study"))
+        return cmd_study(&o);
+    usage(stderr, o.cmd); /* no command is left: parse_args knows them all */
+    return EXIT_USAGE;
 }
