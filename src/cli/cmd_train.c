@@ -404,8 +404,12 @@ int cmd_train(const opts *o) {
     ck_epoch_result *hist = (ck_epoch_result *)calloc((size_t)epochs, sizeof *hist);
     csv_log log = {0};
     ck_fit_state fs = {0};
+    if (!rc && !hist) {
+        fprintf(stderr, "cnnkit: --epochs %d: out of memory for the epochs' history\n", epochs);
+        rc = EXIT_RUNTIME;
+    }
     if (!rc)
-        rc = hist ? make_context(o, &ctx) : EXIT_RUNTIME;
+        rc = make_context(o, &ctx);
     /* --distributed: each rank holds its share of the global batch at most */
     if (!rc)
         rc = load_model(ctx, o, (o->batch + o->ranks - 1) / o->ranks, &m);
