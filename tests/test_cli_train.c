@@ -457,6 +457,16 @@ Test(cli_train, options_help_and_small_things) {
     cr_assert_gt(maxright, 0);
     cr_assert_lt(maxright + 10, width, "a panel ends at %d of %d px", maxright, width);
     free(svg);
+    /* one epoch: one point per curve, its axes still no lower than 0 (they went to -0.44) */
+    snprintf(args, sizeof args, "--epochs 1 --limit 1000 --plot %s", plot);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    svg = t_read_file(plot, NULL);
+    int ticks = 0;
+    for (const char *t = strstr(svg, "text-anchor=\"end\">"); t;
+         t = strstr(t + 1, "text-anchor=\"end\">"), ++ticks)
+        cr_assert_geq(atof(t + strlen("text-anchor=\"end\">")), 0.0, "a negative tick: %.40s", t);
+    cr_assert_eq(ticks, 10);
+    free(svg);
     teardown(&fx);
 }
 

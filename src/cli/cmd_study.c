@@ -1,6 +1,7 @@
 /* cnnkit study: the Conv-block orders trained over several seeds, their table, the paired tests,
  * the CSV of the runs and the plot. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,9 +302,15 @@ int cmd_study(const opts *oin) {
             char bn[256], dz[256];
             join_nums(bn, sizeof bn, sm[i].bn_shift, sm[i].n_bn, 2);
             join_nums(dz, sizeof dz, sm[i].dropout_zeroed, sm[i].n_dropout, 3);
-            printf("| %s | %s | %d | %.4f +- %.4f | %+.4f +- %.4f | %s | %s | %.0f |\n", v[i].name,
-                   v[i].order, sm[i].runs, sm[i].acc_mean, sm[i].acc_ci95, sm[i].gap_mean,
-                   sm[i].gap_ci95, bn, dz, sm[i].images_per_s);
+            /* one seed has no interval: say so rather than "+- nan" */
+            char acc_ci[32] = "(one run)", gap_ci[32] = "(one run)";
+            if (!isnan(sm[i].acc_ci95))
+                snprintf(acc_ci, sizeof acc_ci, "+- %.4f", sm[i].acc_ci95);
+            if (!isnan(sm[i].gap_ci95))
+                snprintf(gap_ci, sizeof gap_ci, "+- %.4f", sm[i].gap_ci95);
+            printf("| %s | %s | %d | %.4f %s | %+.4f %s | %s | %s | %.0f |\n", v[i].name,
+                   v[i].order, sm[i].runs, sm[i].acc_mean, acc_ci, sm[i].gap_mean, gap_ci, bn, dz,
+                   sm[i].images_per_s);
         }
         /* the same seeds pair the runs: differences against the first trained variant, with
          * Holm's correction over the comparisons and the exact tests (few seeds) */

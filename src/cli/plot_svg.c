@@ -33,8 +33,10 @@ int write_train_svg(const char *path, const ck_epoch_result *h, int first, int n
             lo -= 0.5;
         }
         double pad = 0.05 * (hi - lo);
-        lo -= pad;
-        hi += pad;
+        /* no axis below 0 for a loss or an accuracy, nor above 1 for an accuracy (a single
+         * epoch's point would otherwise sit in a band from -0.44) */
+        lo = fmax(lo - pad, 0.0);
+        hi = panel ? fmin(hi + pad, 1.0) : hi + pad;
         const int x0 = left[panel];
         fprintf(f, "<text x=\"%d\" y=\"30\" font-size=\"15\">%s</text>\n", x0,
                 panel ? "accuracy" : "loss");
