@@ -515,8 +515,12 @@ int cmd_train(const opts *o) {
     } else if (stop_signal && !(fs.epoch >= epochs && fs.epoch_step == 0)) {
         /* (stopped after the very last step: the run is whole, it ends as one below) */
         /* interrupted: the fit stopped after a whole step; keep everything it did */
-        char fallback[64];
-        snprintf(fallback, sizeof fallback, "cnnkit-interrupted-%ld.ckpt", (long)getpid());
+        /* beside a Keras --save (its directory was checked before the first step), else here */
+        char fallback[4200];
+        if (o->save)
+            snprintf(fallback, sizeof fallback, "%s.interrupted.ckpt", o->save);
+        else
+            snprintf(fallback, sizeof fallback, "cnnkit-interrupted-%ld.ckpt", (long)getpid());
         /* a resumable checkpoint: a .keras file holds no training position */
         const char *path = o->save && !is_keras_file(o->save) ? o->save : fallback;
         if (ui.has_last && ui.log)
@@ -532,11 +536,12 @@ int cmd_train(const opts *o) {
             if (o->distributed)
                 snprintf(launch, sizeof launch, "mpirun -np %d ", o->ranks);
             printf("interrupted (%s) at epoch %d, step %d of %d (model step %lld): checkpoint "
-                   "%s\ncontinue with: %scnnkit train %s --resume %s --epochs %d%s (and the same "
-                   "--batch, --seed, --data, --limit, --validation-split)\n",
+                   "%s\ncontinue with: %scnnkit train %s --resume %s --epochs %d%s%s%s (and the "
+                   "same --batch, --seed, --data, --limit, --validation-split)\n",
                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
                    fs.epoch_step ? fs.epoch + 1 : fs.epoch, fs.epoch_step ? fs.epoch_step : steps,
                    steps, ck_model_step(m), path, launch, o->model, path, epochs,
+                   o->save ? " --save " : "", o->save ? o->save : "",
                    o->distributed ? " --distributed" : "");
         }
         if (o->plot && shown > 0 && write_train_svg(o->plot, hist, first, shown) == 0)
