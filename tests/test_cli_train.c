@@ -609,7 +609,8 @@ Test(cli_train, mistakes_are_refused_before_training) {
     /* an interrupt before any epoch ended: the existing log is kept whole */
     path_in(&fx, p, sizeof p, "keep.csv");
     write_file(p, "epoch,x\n1,2\n", 12);
-    snprintf(args, sizeof args, "--epochs 2 --log %s", p);
+    path_in(&fx, q, sizeof q, "k.ckpt"); /* the interrupted run's checkpoint: in fx's folder */
+    snprintf(args, sizeof args, "--epochs 2 --log %s --save %s", p, q);
     char cmd[1400];
     snprintf(cmd, sizeof cmd, "train %s --data %s --batch 8 --device cpu %s", fx.model, fx.data,
              args);
