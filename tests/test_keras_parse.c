@@ -596,3 +596,46 @@ Test(keras_parse, names) {
         cr_assert_str_eq(ck_layer_type_name((ck_layer_type)t), types[t]);
     cr_assert_null(ck_layer_type_name(CK_LAYER_TYPE_COUNT));
 }
+
+/* Keras's meaning, where cnnkit's inside differs (an audit of the reader): a vector input (n,)
+ * is 1 x 1 x n inside, but Keras refuses an image layer on it; a 1 x 1 x c image is an image,
+ * so axis=1 is its height (refused), not its channels; a layer object added twice is one shared
+ * layer to Keras (which refuses it), two layers here. */
+Test(keras_parse, vector_inputs_one_by_one_images_and_reused_layers) {
+    static const char *const image_layers[] = {"Conv2D(4, 1)", "MaxPooling2D(1)",
+                                               "ZeroPadding2D(1)", "GlobalAveragePooling2D()"};
+    char text[512];
+    for (int i = 0; i < 4; ++i) {
+        snprintf(text, sizeof text,
+                 "model = Sequential()\nmodel.add(Input(shape=(8,)))\nmodel.add(%s)\n"
+                 "model.add(Flatten())\nmodel.add(Dense(3))\n",
+                 image_layers[i]);
+        parse_err(text, "line 3", "found the flat input (None, 8)");
+    }
+    ck_keras_model ok = parse_ok("inputs = Input(shape=(8,))\nx = Dense(4)(inputs)\n"
+                                 "x = Flatten()(x)\noutputs = Dense(3)(x)\n"
+                                 "model = Model(inputs, outputs)\n");
+    ck_keras_model_free(&ok);
+    parse_err("inputs = Input(shape=(8,))\nx = Conv2D(4, 1)(inputs)\nx = Flatten()(x)\n"
+              "outputs = Dense(3)(x)\nmodel = Model(inputs, outputs)\n",
+              "line 2", "found the flat input");
+    /* (1, 1, 8) is an image: axis=1 is the height, which cnnkit does not normalize over */
+    parse_err("model = Sequential()\nmodel.add(Input(shape=(1, 1, 8)))\n"
+              "model.add(BatchNormalization(axis=1))\nmodel.add(Flatten())\nmodel.add(Dense(3))\n",
+              "line 3", "axis");
+    parse_err(
+        "model = Sequential()\nmodel.add(Input(shape=(1, 1, 8)))\nmodel.add(Softmax(axis=1))\n",
+        "line 3", "axis");
+    ok = parse_ok("model = Sequential()\nmodel.add(Input(shape=(1, 1, 8)))\n"
+                  "model.add(BatchNormalization(axis=-1))\nmodel.add(Flatten())\n"
+                  "model.add(Dense(3))\n");
+    ck_keras_model_free(&ok);
+    /* one layer object added twice; two separate Flatten() calls are two layers */
+    parse_err("model = Sequential()\nd = Conv2D(1, 3, padding='same', input_shape=(8, 8, 1))\n"
+              "model.add(d)\nmodel.add(d)\nmodel.add(Flatten())\nmodel.add(Dense(3))\n",
+              "line 4", "already added");
+    ok = parse_ok("model = Sequential()\nmodel.add(Conv2D(1, 3, input_shape=(8, 8, 1)))\n"
+                  "model.add(Flatten())\nmodel.add(Flatten())\nmodel.add(Dense(3))\n");
+    cr_assert_eq(ok.count, 4);
+    ck_keras_model_free(&ok);
+}

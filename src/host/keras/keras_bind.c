@@ -225,6 +225,7 @@ int ck_kp_shape_of(kp *P, const kargs *a, const char *param, int skip_batch, int
     if (!skip_batch && pos_int(v)) {
         *h = *w = 1;
         *c = (int)v->i;
+        P->shape_dims = 1;
         return 0;
     }
     if (v->kind != V_TUPLE && v->kind != V_LIST)
@@ -244,6 +245,7 @@ int ck_kp_shape_of(kp *P, const kargs *a, const char *param, int skip_batch, int
         if (!pos_int(it))
             return ck_kp_type_err(P, a, it, param, "positive integer sizes");
     }
+    P->shape_dims = m;
     if (m >= 2) {
         *h = (int)v->items[k]->i;
         *w = (int)v->items[k + 1]->i;

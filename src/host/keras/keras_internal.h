@@ -185,6 +185,14 @@ typedef struct kp {
     int pending_input, in_h, in_w, in_c, in_line, in_col;
     int shape2d, shape2d_line, shape2d_col; /* a 2-D input shape (h, w) was read as h x w x 1 */
     int shape2d_flat;                       /* and a Flatten came */
+    int shape_dims; /* sizes in the last shape read (ck_kp_shape_of), without the batch: 1 is a
+                       vector (n,), read as 1 x 1 x n; 3 an image, also when it is 1 x 1 x c */
+    int flat_input; /* the input is a vector and no Flatten, pooling or Dense has come since:
+                       inside it is still 1 x 1 x n, so build cannot tell it from an image */
+    const karg *added[256]; /* the arguments of the layer objects model.add took (the first 256;
+                               a variable's value is copied, its arguments shared): one added
+                               twice is refused, as Keras refuses it */
+    int n_added;
     int has_compile;
     int has_precision, precision; /* mixed_precision.set_global_policy(...) */
     /* the functional model (keras_func.c): x = keras.Input(...), y = Layer(...)(x), ...,

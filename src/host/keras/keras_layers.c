@@ -97,9 +97,20 @@ static int append_layer(kp *P, ck_layer_desc *d, const value *v) {
         P->layers = l;
         P->cap = cap;
     }
-    if (P->count == 0 && d->input_c && d->input_h == 1 && d->input_w == 1)
-        P->rank = 2;
-    if (P->functional) { /* the tensors it is called on (keras_func.c) */
+    /* a vector input (n,) is 1 x 1 x n inside, but flat to Keras: its axis= and a layer that
+     * needs an image are read as Keras reads them (a 1 x 1 x c image stays an image) */
+    if (P->count == 0 && d->input_c && !P->pending_input && P->shape_dims == 1)
+        P->rank = 2, P->flat_input = 1;
+    const ck_layer_kind *kk = ck_layer_kind_of(d->type);
+    if (P->flat_input && kk && (kk->flags & CK_LK_NEEDS_4D))
+        return ck_kp_fail(P, v->line, v->col,
+                          "expected a 4-D input (N, H, W, C) for %s, found the flat input (None, "
+                          "%d)",
+                          ck_layer_type_name(d->type), d->input_c ? d->input_c : P->in_c);
+    if (d->type == CK_LAYER_FLATTEN || d->type == CK_LAYER_DENSE ||
+        d->type == CK_LAYER_GLOBALAVGPOOL2D)
+        P->flat_input = 0; /* build sees a flat tensor from here */
+    if (P->functional) {   /* the tensors it is called on (keras_func.c) */
         d->num_inputs = P->fn_nin;
         memcpy(d->inputs, P->fn_inputs, sizeof d->inputs);
     }
@@ -146,8 +157,8 @@ static int input_item(kp *P, const value *v, const char *cls) {
     P->pending_input = 1;
     P->in_line = v->line;
     P->in_col = v->col;
-    if (P->in_h == 1 && P->in_w == 1)
-        P->rank = 2;
+    P->rank = P->shape_dims == 1 ? 2 : 4; /* (n,) is a vector, (1, 1, c) an image */
+    P->flat_input = P->shape_dims == 1;
     return 0;
 }
 

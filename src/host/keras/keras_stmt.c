@@ -367,13 +367,25 @@ static int model_method(kp *P, size_t b) {
     if (add) {
         if (!layer)
             return ck_kp_fail(P, v->line, v->col, "expected a layer in %s.add(...)", P->model_var);
+        /* a variable holding a layer is copied where it is used, its arguments shared: adding it
+         * again would be two layers here, one shared layer in Keras (which refuses it) */
+        for (int i = 0; layer->kind == V_CALL && layer->args && i < P->n_added; ++i)
+            if (P->added[i] == layer->args)
+                return ck_kp_fail(P, layer->line, layer->col,
+                                  "expected a new layer in %s.add(...), found one already added "
+                                  "(Keras refuses a layer added twice; cnnkit shares no weights "
+                                  "between layers)",
+                                  P->model_var);
+        if (layer->kind == V_CALL && layer->args &&
+            P->n_added < (int)(sizeof P->added / sizeof *P->added))
+            P->added[P->n_added++] = layer->args;
         return ck_kp_add_layer(P, layer);
     }
     if (P->count == 0)
         return ck_kp_fail(P, v->line, v->col, "expected a layer for pop() to remove, found none");
     P->count--;
     if (P->count == 0 && !P->pending_input)
-        P->rank = 4;
+        P->rank = 4, P->flat_input = 0;
     return 0;
 }
 
