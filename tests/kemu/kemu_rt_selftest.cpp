@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <thread>
+
 static int failed = 0, checks = 0;
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
@@ -300,6 +302,44 @@ int main() {
     CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "2048 threads accepted");
     LAUNCH(k_add_one, 0, 32, 0)(o);
     CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration, "an empty grid accepted");
+
+    /* devices (KEMU_DEVICES=2 here): a stream, an event and an allocation belong to the device
+     * current at their creation, and the current device is the thread's */
+    setenv("KEMU_DEVICES", "2", 1);
+    {
+        cudaStream_t s0, s1;
+        cudaEvent_t e1;
+        float *m1 = nullptr;
+        cudaStreamCreate(&s0);
+        CHECK(cudaSetDevice(1) == cudaSuccess, "device 1 of 2");
+        cudaStreamCreate(&s1);
+        cudaEventCreate(&e1);
+        cudaMalloc(&m1, 32 * sizeof(float));
+        LAUNCH(k_add_one, 1, 32, s0)(m1);
+        CHECK(cudaGetLastError() == cudaErrorInvalidResourceHandle,
+              "a launch on device 0's stream while device 1 is current");
+        CHECK(cudaEventRecord(e1, s0) == cudaErrorInvalidResourceHandle,
+              "device 1's event recorded on device 0's stream");
+        (void)cudaGetLastError();
+        int other = -1;
+        std::thread([&]() { cudaGetDevice(&other); }).join();
+        CHECK(other == 0, "a new thread's current device is %d, want 0", other);
+        LAUNCH(k_add_one, 1, 32, s1)(m1);
+        CHECK(cudaStreamSynchronize(s1) == cudaSuccess && cudaGetLastError() == cudaSuccess,
+              "device 1's kernel on its own memory");
+        CHECK(in_child([&]() {
+                  cudaSetDevice(0);
+                  LAUNCH(k_add_one, 1, 32, s0)(m1);
+                  cudaDeviceSynchronize();
+              }) == SIGABRT,
+              "device 0's kernel reading device 1's memory (no peer access)");
+        cudaFree(m1);
+        cudaEventDestroy(e1);
+        cudaStreamDestroy(s1);
+        cudaSetDevice(0);
+        cudaStreamDestroy(s0);
+    }
+    setenv("KEMU_DEVICES", "1", 1);
 
     /* faults */
     CHECK(in_child([&]() {
