@@ -158,7 +158,7 @@ static void two_ranks_like_one(const char *dev, const char *env) {
     char *csv = t_read_file(path, NULL);
     cr_assert_eq(count_of(csv, "\n"), 4, "a header and 3 rows, once:\n%s", csv);
     free(csv);
-    snprintf(path, sizeof path, "%s/d.ckpt.lock", fx.dir);
+    snprintf(path, sizeof path, "%s/.d.ckpt.cnnkit-lock", fx.dir);
     cr_assert_neq(access(path, F_OK), 0, "the lock is removed");
 
     snprintf(args, sizeof args,

@@ -176,7 +176,7 @@ Test(cli_train, resume_gives_the_same_bits_as_an_uninterrupted_run, .timeout = 1
     cr_assert_str_eq(fa, fc);
     /* the run's lock files are gone */
     char lock[200];
-    snprintf(lock, sizeof lock, "%s.lock", c);
+    snprintf(lock, sizeof lock, "%s/.c.ckpt.cnnkit-lock", fx.dir);
     cr_assert_eq(access(lock, F_OK), -1);
     teardown(&fx);
 }
@@ -196,7 +196,7 @@ Test(cli_train, second_interrupt_exits_at_once_and_sigterm_saves, .timeout = 120
     cr_assert_neq(strstr(out, "interrupted again"), NULL, "%s", out);
     cr_assert_eq(access(a, F_OK), -1, "a second interrupt saved a checkpoint");
     char lock[200];
-    snprintf(lock, sizeof lock, "%s.lock", a);
+    snprintf(lock, sizeof lock, "%s/.a.ckpt.cnnkit-lock", fx.dir);
     cr_assert_eq(access(lock, F_OK), -1, "the lock file stayed");
 
     /* SIGTERM sent by another process while it trains (5000 epochs: it cannot finish first) */
@@ -308,7 +308,7 @@ Test(cli_train, log_errors_and_locks) {
     char *kept = t_read_file(log, NULL);
     cr_assert_str_eq(kept, "x\n", "the refused run touched the log");
     free(kept);
-    snprintf(lock, sizeof lock, "%s.lock", ck);
+    snprintf(lock, sizeof lock, "%s/.run.ckpt.cnnkit-lock", fx.dir);
     fd = open(lock, O_RDWR | O_CREAT, 0644);
     cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
     snprintf(args, sizeof args, "--epochs 1 --save %s", ck);
@@ -635,5 +635,14 @@ Test(cli_train, mistakes_are_refused_before_training) {
     cr_assert(strstr(end, "test accuracy") && strstr(end, "saved") && !strstr(end, "--resume"),
               "%s", end);
     free(end);
+    /* the run's lock is a hidden file of its own: a user's "u.ckpt.lock" was removed at the end */
+    path_in(&fx, p, sizeof p, "u.ckpt.lock");
+    write_file(p, "USERDATA", 8);
+    path_in(&fx, q, sizeof q, "u.ckpt");
+    snprintf(args, sizeof args, "--save %s", q);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    char *user = t_read_file(p, NULL);
+    cr_assert_str_eq(user, "USERDATA");
+    free(user);
     teardown(&fx);
 }

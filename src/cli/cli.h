@@ -126,6 +126,9 @@ int same_file(const char *a, const char *b);
 /* An advisory lock for the run on "<path>.lock" (created; removed by unlock_path). Returns the
  * descriptor, or -1 after printing why (another run holds it, or it cannot be made). */
 int lock_path(const char *opt, const char *path);
+/* The lock file of path: "<dir>/.<base>.cnnkit-lock" (hidden, and named so that no file of the
+ * user's is taken for one and removed at the end); -1 when it does not fit len. */
+int lock_name(const char *path, char *buf, size_t len);
 void unlock_path(const char *path, int fd);
 
 /* The training log (--log): a CSV file locked for the run; every write is checked. */

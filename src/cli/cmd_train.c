@@ -396,7 +396,7 @@ int cmd_train(const opts *o) {
     if (!rc && o->save && save_lock < 0)
         rc = EXIT_RUNTIME;
     if (!rc && o->save)
-        snprintf(lock_file, sizeof lock_file, "%s.lock", o->save);
+        (void)lock_name(o->save, lock_file, sizeof lock_file); /* fits: lock_path made it */
     ck_context *ctx = NULL;
     ck_model *m = NULL;
     ck_comm *comm = NULL;

@@ -124,9 +124,17 @@ int check_output_path(const char *opt, const char *path, int replace) {
     return 0;
 }
 
+int lock_name(const char *path, char *buf, size_t len) {
+    char dir[PATH_MAX];
+    dir_of(path, dir, sizeof dir);
+    const char *slash = strrchr(path, '/');
+    const int n = snprintf(buf, len, "%s/.%s.cnnkit-lock", dir, slash ? slash + 1 : path);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
 int lock_path(const char *opt, const char *path) {
     char name[PATH_MAX];
-    if (snprintf(name, sizeof name, "%s.lock", path) >= (int)sizeof name) {
+    if (lock_name(path, name, sizeof name)) {
         fprintf(stderr, "cnnkit: %s %s: path too long\n", opt, path);
         return -1;
     }
@@ -166,8 +174,8 @@ void unlock_path(const char *path, int fd) {
     if (fd < 0)
         return;
     char name[PATH_MAX];
-    snprintf(name, sizeof name, "%s.lock", path);
-    unlink(name); /* while still locked: a run waiting on it then sees a new file */
+    if (lock_name(path, name, sizeof name) == 0)
+        unlink(name); /* while still locked: a run waiting on it then sees a new file */
     close(fd);
 }
 
