@@ -25,20 +25,26 @@ static void dir_of(const char *path, char *buf, size_t len) {
         *slash = '\0';
 }
 
+/* "<dir>/.<base><tag>" beside path into buf: the run's own hidden files (temp, lock), named so
+ * that no file of the user's is taken for one; -1 when it does not fit len. */
+static int beside(const char *path, const char *tag, char *buf, size_t len) {
+    char dir[PATH_MAX];
+    dir_of(path, dir, sizeof dir);
+    const char *slash = strrchr(path, '/');
+    const int n = snprintf(buf, len, "%s/.%s%s", dir, slash ? slash + 1 : path, tag);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
 FILE *open_replacing(const char *path, char *tmp, size_t len) {
     /* a symlink to a file: that file is replaced, the link stays (as check_output_path says) */
-    char real[PATH_MAX], dir[PATH_MAX];
+    char real[PATH_MAX];
     const char *target = realpath(path, real) ? real : path;
-    const char *slash = strrchr(target, '/'), *base = slash ? slash + 1 : target;
-    dir_of(target, dir, sizeof dir);
-    /* tmp holds target '\0' temp: a hidden name of its own, so that no file of the user's is
-     * overwritten, as the library's saves name theirs */
+    /* tmp holds target '\0' temp, named as the library's saves name theirs */
     const int n = snprintf(tmp, len, "%s", target);
     if (n < 0 || (size_t)n + 1 >= len)
         return NULL;
     char *t = tmp + n + 1;
-    const int m = snprintf(t, len - (size_t)n - 1, "%s/.%s.cnnkit-tmp.XXXXXX", dir, base);
-    if (m < 0 || (size_t)m >= len - (size_t)n - 1)
+    if (beside(target, ".cnnkit-tmp.XXXXXX", t, len - (size_t)n - 1))
         return NULL;
     const int fd = mkstemp(t);
     if (fd < 0)
@@ -111,9 +117,7 @@ int check_output_path(const char *opt, const char *path, int replace) {
      * where the name itself is not) */
     char dir[PATH_MAX], probe[2 * PATH_MAX + 32];
     dir_of(target, dir, sizeof dir);
-    const char *slash = strrchr(target, '/');
-    snprintf(probe, sizeof probe, "%s/.%s.cnnkit-tmp.XXXXXX", dir, slash ? slash + 1 : target);
-    int fd = mkstemp(probe);
+    int fd = beside(target, ".cnnkit-tmp.XXXXXX", probe, sizeof probe) ? -1 : mkstemp(probe);
     if (fd < 0) {
         fprintf(stderr, "cnnkit: %s %s: cannot create a file in %s: %s\n", opt, path, dir,
                 strerror(errno));
@@ -125,11 +129,7 @@ int check_output_path(const char *opt, const char *path, int replace) {
 }
 
 int lock_name(const char *path, char *buf, size_t len) {
-    char dir[PATH_MAX];
-    dir_of(path, dir, sizeof dir);
-    const char *slash = strrchr(path, '/');
-    const int n = snprintf(buf, len, "%s/.%s.cnnkit-lock", dir, slash ? slash + 1 : path);
-    return n < 0 || (size_t)n >= len ? -1 : 0;
+    return beside(path, ".cnnkit-lock", buf, len);
 }
 
 int lock_path(const char *opt, const char *path) {

@@ -106,14 +106,13 @@ static ck_status check_ranks(ck_model *m, const ck_fit_options *o, uint64_t seed
     const ck_comm *c = m->comm;
     const int size = ck_comm_size(c), last = count - (count - 1) / o->batch * o->batch;
     const int shard = (o->batch + size - 1) / size, least = o->batch < last ? o->batch : last;
-    if (own != CK_STATUS_SUCCESS)
-        ; /* this rank's own refusal (its samples or validation set), agreed below */
-    else if (shard > m->max_batch)
+    /* own: this rank's refusal so far (its samples or validation set), agreed below */
+    if (own == CK_STATUS_SUCCESS && shard > m->max_batch)
         own = ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
                       "opts->batch: %d over %d ranks needs shards of %d, over this rank's "
                       "max_batch = %d",
                       o->batch, size, shard, m->max_batch);
-    else if (least < size)
+    else if (own == CK_STATUS_SUCCESS && least < size)
         own = ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
                       "opts->batch: a batch of %d samples (of %d, batch %d) leaves a rank of %d "
                       "without a sample",
