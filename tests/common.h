@@ -27,6 +27,14 @@ ck_context *t_cuda_ctx_or_skip(void);
  * suite's summary counts), or fails it when CNNKIT_REQUIRE_GPU=1. Does not return. */
 #define T_GPU_SKIP "GPU test skipped: "
 void t_gpu_unavailable(const char *why);
+/* 1 in the build against kemu (the CPU emulation of CUDA): there the GPU tests that train for
+ * many steps take smaller batches (the same steps and checks at a fraction of the CPU time);
+ * on a GPU they run at full size. */
+#ifdef CNNKIT_TEST_EMU
+#define T_EMU 1
+#else
+#define T_EMU 0
+#endif
 /* Index of logical (n, c, h, w) in a buffer of the given layout. */
 size_t t_index(ck_layout l, int N, int C, int H, int W, int n, int c, int h, int w);
 /* Creates a tensor and uploads `nchw` (logical NCHW order) converted to its layout. */
