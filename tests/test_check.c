@@ -421,6 +421,205 @@ Test(check, doubles) {
           "Flatten(), Dense(10), Activation('softmax')");
 }
 
+/* ZeroPadding2D adds zeros that stay 0 under any mask: pad(m x) = m' pad(x), so Eq. 8 and its
+ * ceiling hold through it, a weight layer after it makes the path linear (not nonlinear), and
+ * the pooling rules read through it (docs/derivations.md §1, §4); a ReLU before the padding
+ * still makes the dropout's input non-negative. */
+Test(check, zero_padding_commutes_with_the_mask) {
+    ck_finding f = fires("CK001", CK_SEVERITY_WARNING,
+                         "Conv2D(8,(3,3)), Dropout(0.2), ZeroPadding2D(), BatchNormalization(), "
+                         "Flatten(), Dense(10)",
+                         NULL);
+    cr_assert_float_eq(f.value, 0.8, 1e-6);
+    f = fires("CK002", CK_SEVERITY_INFO,
+              "Conv2D(8,(3,3)), Dropout(0.2), ZeroPadding2D(), Conv2D(8,(3,3)), "
+              "BatchNormalization(), Flatten(), Dense(10)",
+              NULL);
+    cr_assert(strstr(f.reason, "through linear layers only"), "%s", f.reason);
+    f = fires("CK003", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3),activation='relu'), ZeroPadding2D(), Dropout(0.3), "
+              "MaxPooling2D((2,2)), Flatten(), Dense(10)",
+              NULL);
+    cr_assert(strstr(f.message, "dropped only when all positive inputs"), "%s", f.message);
+    f = fires("CK003", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3),activation='relu'), Dropout(0.3), ZeroPadding2D(), "
+              "MaxPooling2D((2,2)), Flatten(), Dense(10)",
+              NULL);
+    cr_assert_eq(f.layers[1], 3);
+    f = fires("CK004", CK_SEVERITY_INFO,
+              "Conv2D(8,(3,3)), SpatialDropout2D(0.3), ZeroPadding2D(), MaxPooling2D((2,2)), "
+              "Flatten(), Dense(10)",
+              NULL);
+    cr_assert_eq(f.layers[1], 3);
+}
+
+/* A Dropout(0) is the identity: the rules read through it (check.h). */
+Test(check, rate_zero_dropouts_are_not_there) {
+    ck_finding f =
+        fires("CK012", CK_SEVERITY_WARNING,
+              "Flatten(), Dense(64), Dropout(0.5), Dropout(0), Dropout(0.5), Dense(10)", NULL);
+    cr_assert_float_eq(f.value, 0.75, 1e-6);
+    fires("CK003", CK_SEVERITY_WARNING,
+          "Conv2D(8,(3,3),activation='relu'), Dropout(0.5), Dropout(0), MaxPooling2D((2,2)), "
+          "Flatten(), Dense(10)",
+          NULL);
+    fires("CK006", CK_SEVERITY_WARNING,
+          "Dense(8), Dropout(0.5), Dropout(0), Activation('sigmoid'), Dense(10)", NULL);
+}
+
+/* §4's inflation bound (1-q^n)/(1-q) needs f(x/p) = f(x)/p between the dropout and the pool.
+ * Through swish it fails: a window of four equal inputs x = 3 at q = 0.5 has training mean
+ * (1-q^4) swish(6) against swish(3) at inference, 1.964 > 1.875. No number is given then, and
+ * the fix keeps the activation. */
+Test(check, maxpool_inflation_needs_a_homogeneous_activation) {
+    const double q = 0.5, sw3 = 3.0 / (1.0 + exp(-3.0)), sw6 = 6.0 / (1.0 + exp(-6.0));
+    cr_assert_gt((1.0 - pow(q, 4)) * sw6 / sw3, (1.0 - pow(q, 4)) / (1.0 - q));
+    ck_finding f = fires("CK003", CK_SEVERITY_WARNING,
+                         "Conv2D(8,(3,3),activation='relu'), Dropout(0.5), Activation('swish'), "
+                         "MaxPooling2D((2,2)), Flatten(), Dense(10)",
+                         NULL);
+    cr_assert(isnan(f.value), "%g", f.value);
+    cr_assert(strstr(f.reason, "no bound"), "%s", f.reason);
+    cr_assert(strstr(f.fix, "Activation('swish') -> MaxPooling2D((2,2)) -> Dropout(0.5)") &&
+                  strstr(f.fix, "SpatialDropout2D(0.5) -> Activation('swish') -> MaxPooling2D"),
+              "%s", f.fix);
+    f = fires("CK003", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3)), Dropout(0.5), LeakyReLU(), MaxPooling2D((2,2)), Flatten(), "
+              "Dense(10)",
+              NULL);
+    cr_assert_float_eq(f.value, 1.875, 1e-9);
+}
+
+/* CK013's numbers: ELU is the identity above 0, so its example is at -1; two LeakyReLUs multiply
+ * their slopes; the fix names the layer it removes. */
+Test(check, double_activation_numbers) {
+    ck_finding f = fires("CK013", CK_SEVERITY_WARNING,
+                         "Dense(8), Activation('elu'), Activation('elu'), Dense(10)", NULL);
+    const double e1 = exp(-1.0) - 1.0, e2 = exp(e1) - 1.0;
+    cr_assert_float_eq(f.value, e2, 1e-9);
+    cr_assert(strstr(f.reason, "f(f(-1)) = -0.4685 vs f(-1) = -0.6321"), "%s", f.reason);
+    f = fires("CK013", CK_SEVERITY_WARNING,
+              "Dense(8), LeakyReLU(negative_slope=0.1), LeakyReLU(negative_slope=0.3), Dense(10)",
+              NULL);
+    cr_assert_float_eq(f.value, 0.1 * 0.3, 1e-6);
+    cr_assert(strstr(f.fix, "remove layer 2 (LeakyReLU(negative_slope=0.3))"), "%s", f.fix);
+}
+
+/* Sigmoid heads: a dropout after the output sigmoid drops probabilities; one before it turns a
+ * dropped logit into sigmoid(0) = 0.5 (not softmax's exp(0)); the fix of a dropout next to the
+ * output activation moves it before the last weight layer, never after the activation. */
+Test(check, sigmoid_heads) {
+    ck_finding f = fires("CK010", CK_SEVERITY_ERROR,
+                         "Dense(64,activation='relu'), Dense(5), Activation('sigmoid'), "
+                         "Dropout(0.3)",
+                         NULL);
+    cr_assert(strstr(f.message, "after the output sigmoid"), "%s", f.message);
+    cr_assert(!strstr(f.reason, "softmax"), "%s", f.reason);
+    f = fires("CK010", CK_SEVERITY_ERROR,
+              "Dense(64,activation='relu'), Dense(5), Dropout(0.3), Activation('sigmoid')",
+              "Dense(64,activation='relu'), Dropout(0.3), Dense(5), Activation('sigmoid')");
+    cr_assert(strstr(f.reason, "0.5") && !strstr(f.reason, "softmax"), "%s", f.reason);
+    f = fires("CK006", CK_SEVERITY_WARNING,
+              "Dense(64,activation='relu'), Dense(5), Dropout(0.3), Activation('sigmoid')", NULL);
+    cr_assert(strstr(f.fix, "drop before the last weight layer") &&
+                  !strstr(f.fix, "Activation('sigmoid') -> Dropout"),
+              "%s", f.fix);
+    f = fires("CK007", CK_SEVERITY_WARNING,
+              "Dense(64,activation='relu'), Dense(5), Dropout(0.3), Activation('tanh')", NULL);
+    cr_assert(strstr(f.fix, "drop before the last weight layer"), "%s", f.fix);
+    /* a softmax read by a weight layer is a feature, not the output: no CK009 */
+    result r;
+    check_layers("Flatten(), Dense(16,activation='softmax'), Dense(32,use_bias=False), "
+                 "BatchNormalization(), Dense(10)",
+                 &r);
+    cr_assert_eq(find(&r, "CK009"), -1);
+}
+
+/* A channel mask times an element mask is neither kind of dropout (CK012). */
+Test(check, mixed_double_dropout) {
+    ck_finding f = fires("CK012", CK_SEVERITY_WARNING,
+                         "Conv2D(8,(3,3)), SpatialDropout2D(0.2), Dropout(0.5), Flatten(), "
+                         "Dense(10)",
+                         NULL);
+    cr_assert_float_eq(f.value, 0.6, 1e-6);
+    cr_assert(strstr(f.reason, "neither kind"), "%s", f.reason);
+    cr_assert(strstr(f.fix, "SpatialDropout2D(0.6) or Dropout(0.6)"), "%s", f.fix);
+}
+
+/* CK004's saving is the pool's stride product; a pool of stride 1 saves nothing. */
+Test(check, spatial_dropout_saving_follows_the_strides) {
+    ck_finding f = fires("CK004", CK_SEVERITY_INFO,
+                         "Conv2D(8,(3,3)), SpatialDropout2D(0.2), "
+                         "MaxPooling2D((3,3),strides=(1,1)), Flatten(), Dense(10)",
+                         NULL);
+    cr_assert_float_eq(f.value, 1.0, 1e-9);
+    cr_assert(!strstr(f.message, "cheaper") && strstr(f.reason, "saves nothing"), "%s / %s",
+              f.message, f.reason);
+    f = fires("CK004", CK_SEVERITY_INFO,
+              "Conv2D(8,(3,3)), SpatialDropout2D(0.2), MaxPooling2D((3,3),strides=(2,2)), "
+              "Flatten(), Dense(10)",
+              NULL);
+    cr_assert_float_eq(f.value, 4.0, 1e-9);
+    cr_assert(strstr(f.fix, "MaxPooling2D((3,3),strides=(2,2))"), "%s", f.fix);
+}
+
+/* Fixes write layers as the model has them: a SpatialDropout2D moved onto a flat tensor becomes
+ * a Dropout; pooling keeps its strides and padding, a LeakyReLU its slope, BN its momentum. */
+Test(check, fixes_are_valid_models) {
+    ck_finding f = fires("CK001", CK_SEVERITY_WARNING,
+                         "Conv2D(8,(3,3),activation='relu'), SpatialDropout2D(0.2), "
+                         "GlobalAveragePooling2D(), BatchNormalization(), Dense(10)",
+                         NULL);
+    cr_assert(strstr(f.fix, "BatchNormalization() -> Dropout(0.2)") &&
+                  !strstr(f.fix, "-> SpatialDropout2D"),
+              "%s", f.fix);
+    f = fires("CK001", CK_SEVERITY_WARNING,
+              "Conv2D(8,(3,3),use_bias=False), Dropout(0.2), BatchNormalization(momentum=0.9), "
+              "LeakyReLU(negative_slope=0.1), MaxPooling2D((3,3),strides=(2,2),padding='same'), "
+              "Flatten(), Dense(10)",
+              NULL);
+    cr_assert(strstr(f.fix, "BatchNormalization(momentum=0.9) -> LeakyReLU(negative_slope=0.1) "
+                            "-> MaxPooling2D((3,3),strides=(2,2),padding='same') -> Dropout(0.2)"),
+              "%s", f.fix);
+}
+
+/* A bias before BN is removed through pooling, GlobalAveragePooling2D and Flatten too (max and
+ * mean of x + b are max and mean of x plus b); zero padding's zeros get no bias: not there. */
+Test(check, bias_before_bn_through_pooling) {
+    ck_finding f = fires("CK008", CK_SEVERITY_INFO,
+                         "Conv2D(32,(3,3)), MaxPooling2D((2,2)), BatchNormalization(), Flatten(), "
+                         "Dense(10)",
+                         "Conv2D(32,(3,3)), ZeroPadding2D(), BatchNormalization(), Flatten(), "
+                         "Dense(10)");
+    cr_assert(strstr(f.fix, "Conv2D(32,(3,3),use_bias=False) -> MaxPooling2D((2,2)) -> "
+                            "BatchNormalization()"),
+              "%s", f.fix);
+    fires("CK008", CK_SEVERITY_INFO,
+          "Conv2D(32,(3,3)), GlobalAveragePooling2D(), BatchNormalization(), Dense(10)", NULL);
+}
+
+/* CK005 with LeakyReLU: bit-exact when alpha or 1/p is a power of two (a product by a power of two
+ * is exact), checked on the float products of both orders: alpha * (x * scale) and
+ * (alpha * x) * scale. */
+Test(check, leaky_relu_order_is_exact_for_powers_of_two) {
+    ck_finding f = fires("CK005", CK_SEVERITY_INFO,
+                         "Dense(8), Dropout(0.3), LeakyReLU(negative_slope=0.5), Dense(10)", NULL);
+    cr_assert(strstr(f.message, "(bit-exact)"), "%s", f.message);
+    f = fires("CK005", CK_SEVERITY_INFO,
+              "Dense(8), Dropout(0.3), LeakyReLU(negative_slope=0.3), Dense(10)", NULL);
+    cr_assert(strstr(f.message, "(up to rounding)"), "%s", f.message);
+    const float s = 1.0f / (1.0f - 0.3f);
+    int diff05 = 0, diff03 = 0;
+    trng r = {77};
+    for (int i = 0; i < 200000; ++i) {
+        const float x = trng_uniform(&r, -4.0f, 0.0f);
+        diff05 += (0.5f * (x * s)) != ((0.5f * x) * s);
+        diff03 += (0.3f * (x * s)) != ((0.3f * x) * s);
+    }
+    cr_assert_eq(diff05, 0);
+    cr_assert_gt(diff03, 0, "alpha 0.3 should round differently somewhere");
+}
+
 #define k_seed t_seed_cnn_text /* tests/common.c */
 
 static const char k_asker[] = "model = Sequential()\n"

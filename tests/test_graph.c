@@ -535,6 +535,36 @@ Test(graph, check_follows_the_edges) {
     ck_keras_model_free(&km);
 }
 
+/* An earlier dropout on another path of the graph compounds too: the tanh the second dropout
+ * reads comes from a Dropout(0.5), so no ceiling is claimed (§1, "Earlier dropouts"). */
+Test(graph, check_compounding_across_chains) {
+    const char *text = "import keras\nfrom keras import layers\n\n"
+                       "inputs = keras.Input(shape=(20,))\n"
+                       "h = layers.Dense(64)(inputs)\n"
+                       "h = layers.Dropout(0.5)(h)\n"
+                       "t = layers.Activation(\"tanh\")(h)\n"
+                       "d = layers.Dropout(0.2)(t)\n"
+                       "b = layers.BatchNormalization()(d)\n"
+                       "o = layers.Dense(64)(t)\n"
+                       "z = layers.Add()([b, o])\n"
+                       "outputs = layers.Dense(10, activation=\"softmax\")(z)\n"
+                       "model = keras.Model(inputs, outputs)\n";
+    char err[512];
+    ck_keras_model km;
+    cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    ck_finding f[16];
+    int n = 0, seen = 0;
+    cr_assert_eq(ck_model_check(km.layers, km.count, f, 16, &n), CK_STATUS_SUCCESS);
+    ck_keras_model_free(&km);
+    for (int i = 0; i < n; ++i)
+        if (strncmp(f[i].code, "CK001", 5) == 0) {
+            ++seen;
+            cr_assert(isnan(f[i].value) && strstr(f[i].reason, "the dropout at layer 1"), "%g: %s",
+                      f[i].value, f[i].reason);
+        }
+    cr_assert_eq(seen, 1);
+}
+
 /* Checks a functional text of FN_HEAD + body + Model(inputs, outputs): the number of findings
  * with the code prefix, and the first one's layers in *f. */
 static int graph_findings(const char *body, const char *code, ck_finding *first) {
@@ -622,6 +652,17 @@ Test(graph, check_residual_placements) {
                             "x = layers.Add()([y, x])\n"
                             "x = layers.BatchNormalization()(x)\n"
                             "x = layers.Activation(\"relu\")(x)\n" RB_TAIL;
+    /* two towers summed (no shortcut: each input ends in an activation) are not a residual unit */
+    const char *towers = "a = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(inputs)\n"
+                         "b = layers.Conv2D(4, 5, padding=\"same\", activation=\"relu\")(inputs)\n"
+                         "x = layers.Add()([a, b])\n" RB_TAIL;
+    cr_assert_eq(graph_findings(towers, "CK016", &f), 0, "%s", f.message);
+    /* a projection shortcut (Conv2D 1x1 + BN, no activation) is one */
+    const char *proj = RB_STEM "y = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(x)\n"
+                               "s = layers.Conv2D(4, 1)(x)\n"
+                               "s = layers.BatchNormalization()(s)\n"
+                               "x = layers.Add()([y, s])\n" RB_TAIL;
+    cr_assert_eq(graph_findings(proj, "CK016", NULL), 1);
     const char *clean[] = {a, e};
     for (int i = 0; i < 2; ++i)
         for (int r = 0; r < 3; ++r) {

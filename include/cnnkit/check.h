@@ -10,15 +10,16 @@
  * derivation in docs/derivations.md by section (§).
  *   CK001-dropout-before-bn         warning  (Spatial)Dropout reaches BatchNormalization through no
  *                                            weight layer (activations, pooling, Flatten,
- *                                            GlobalAveragePooling2D, Rescaling without offset
- *                                            between, any number; §8): variance
+ *                                            GlobalAveragePooling2D, ZeroPadding2D, Rescaling
+ *                                            between, any number; §1, §8): variance
  *                                            shift. value = 1 - rate, the ceiling of
  *                                            Var_inference/Var_train (Li et al. 2019 Eq. 8, §1)
  *                                            when the mask commutes with every layer between and
  *                                            no earlier dropout shifts the dropout's input; NaN
  *                                            otherwise (element dropout averaged or max-pooled,
- *                                            non-homogeneous activations: §2, §3; compounding:
- *                                            §1)
+ *                                            non-homogeneous activations, an activation after a
+ *                                            Rescaling offset: §2, §3, §8; compounding, an
+ *                                            earlier dropout on any path of the graph: §1)
  *   CK002-dropout-weight-bn         info     the same through Conv2D/Dense layers: the shift stays
  *                                            below 1 through linear layers and has no bound
  *                                            towards the direct value (§2, §3); value = the weight
@@ -26,31 +27,36 @@
  *                                            model's last BN (Li et al. fix (i))
  *   CK003-dropout-before-maxpool    warning  element Dropout before MaxPooling2D, directly or
  *                                            through activations with f(0) = 0 (and Rescalings by
- *                                            a positive scale, no offset: §8): zeroed fraction
- *                                            rate^J per window with J positive inputs, all-negative
- *                                            windows zeroed with 1-(1-rate)^n (§4); value = the
- *                                            largest training-mean inflation (1-q^n)/(1-q) of a
- *                                            window of non-negative inputs
+ *                                            a positive scale, no offset: §8; zero padding): zeroed
+ *                                            fraction rate^J per window with J positive inputs,
+ *                                            all-negative windows zeroed with 1-(1-rate)^n (§4);
+ *                                            value = the largest training-mean inflation
+ *                                            (1-q^n)/(1-q) of a window of non-negative inputs, NaN
+ *                                            through tanh/ELU/GELU/swish (no bound there, §4)
  *   CK004-spatialdrop-before-pool   info     SpatialDropout2D before pooling (directly or through
- *                                            ReLU/LeakyReLU): equivalent after (§5), value = how
- *                                            many times fewer elements after
+ *                                            ReLU/LeakyReLU, zero padding): equivalent after (§5),
+ *                                            value = the pool's stride product, about how many
+ *                                            times fewer elements after
  *   CK005-dropout-relu-order        info     Dropout next to ReLU / LeakyReLU: order does not
- *                                            matter, value = max difference (ReLU) or 1/p (§6)
+ *                                            matter, value = max difference (ReLU) or 1/p (§6);
+ *                                            bit-exact when alpha or 1/p is a power of two
  *   CK006-dropout-before-sigmoid    warning  dropped units become sigmoid(0) = 0.5 (value; §6)
  *   CK007-dropout-before-nonlinear  warning  tanh / ELU / GELU / swish after Dropout: the 1/p
  *                                            scaling is distorted, value = train/eval mean ratio
  *                                            p*f(x/p)/f(x) at x = 1 (x = -1 for ELU; §6)
  *   CK008-bias-before-bn            info     Conv2D/Dense bias followed by BN is redundant,
  *                                            value = wasted parameters (Ioffe & Szegedy 2015)
- *   CK009-bn-after-output           error    BatchNormalization after the softmax / as the output
+ *   CK009-bn-after-output           error    BatchNormalization after the softmax (no weight layer
+ *                                            between) / as the output
  *   CK010-dropout-on-output         error    Dropout after the last Conv2D/Dense (on logits or
- *                                            probabilities), value = rate (§7)
+ *                                            probabilities, softmax or sigmoid), value = rate (§7)
  *   CK011-spatial-dropout-flat      error    SpatialDropout2D on a non-spatial tensor (after
  *                                            Flatten / Dense / GlobalAveragePooling2D)
  *   CK012-double-dropout            warning  two dropouts in a row, value = combined rate (§7)
  *   CK013-double-activation         warning  the same activation twice in a row, value = ReLU 0
- *                                            (no-op), LeakyReLU alpha^2, sigmoid/tanh the new
- *                                            output bound f(1), others f(f(1)) (§7)
+ *                                            (no-op), LeakyReLU alpha1*alpha2, sigmoid/tanh the
+ *                                            new output bound f(1), ELU f(f(-1)), others f(f(1))
+ *                                            (§7)
  *   CK014-shape-error               error    (ck_model_check_shapes only) the model does not build
  *                                            for its input shape: ck_model_build's own message,
  *                                            value = build's ck_status
@@ -58,10 +64,12 @@
  *   CK015-bn-after-add              warning  a BN right after an Add whose result is the next
  *                                            unit's shortcut (8.17% vs 6.61% test error)
  *   CK016-relu-before-add           warning  a residual branch ending in a ReLU read by the Add
- *                                            alone: the branch can only add (7.84% vs 6.61%)
+ *                                            alone, the Add's other input its shortcut (identity,
+ *                                            or a projection without activation): the branch can
+ *                                            only add (7.84% vs 6.61%)
  *   CK017-dropout-on-shortcut       warning  a (Spatial)Dropout on the shortcut, read by the Add
  *                                            alone, value = rate
- * Dropout layers with rate <= 0 are no-ops and are ignored.
+ * Dropout layers with rate <= 0 are no-ops: the rules read through them as if absent.
  */
 #ifndef CNNKIT_CHECK_H
 #define CNNKIT_CHECK_H

@@ -36,6 +36,11 @@ static int is_softmax(const node *n) {
 static int is_rescale(const node *n) {
     return !n->is_act && n->type == CK_LAYER_RESCALING;
 }
+/* ZeroPadding2D adds positions that are 0 with or without the mask: pad(m x) = m' pad(x) for a
+ * mask m' that extends m, so the rules read through it (docs/derivations.md §1, §4). */
+static int is_zeropad(const node *n) {
+    return !n->is_act && n->type == CK_LAYER_ZEROPADDING2D;
+}
 /* A Rescaling by s > 0 without offset keeps zeros, signs and order (max(s x) = s max(x)): a
  * dropout mask and the pooling rules read through it (docs/derivations.md §8). */
 static int is_pos_scale(const chk *c, const node *n) {
@@ -53,6 +58,29 @@ static double li_delta(double p, double mean, double var) {
     return var / ((mean * mean + var) / p - mean * mean);
 }
 
+/* Mean and variance of sigmoid(Z), Z ~ N(0,1), by Simpson's rule on [-12, 12] (no closed form;
+ * 0.5 and 0.0434). */
+static void sigmoid_normal_moments(double *mean, double *var) {
+    const int n = 2400;
+    const double a = -12.0, h = 24.0 / n;
+    double m1 = 0.0, m2 = 0.0;
+    for (int k = 0; k <= n; ++k) {
+        const double z = a + h * k, w = (k == 0 || k == n) ? 1.0 : (k % 2 ? 4.0 : 2.0);
+        const double phi = exp(-0.5 * z * z) / sqrt(2.0 * K_PI), sg = 1.0 / (1.0 + exp(-z));
+        m1 += w * phi * sg;
+        m2 += w * phi * sg * sg;
+    }
+    m1 *= h / 3.0;
+    m2 *= h / 3.0;
+    *mean = m1;
+    *var = m2 - m1 * m1;
+}
+
+static int pow2(float x) {
+    int e;
+    return x > 0.0f && frexpf(x, &e) == 0.5f;
+}
+
 /* Activations that commute with a mask value m >= 0: f(m x) = m f(x). */
 static int homogeneous(ck_activation a) {
     return a == CK_ACT_NONE || a == CK_ACT_RELU || a == CK_ACT_LEAKY_RELU;
@@ -63,23 +91,19 @@ static int zero_keeping(ck_activation a) {
     return a != CK_ACT_SIGMOID && a != CK_ACT_SOFTMAX;
 }
 
-/* Whether the dropout at node di sees a ReLU output (non-negative input): a ReLU (sigmoid,
- * softmax) right before it, through pooling or no-op dropouts. */
-static int relu_input(const chk *c, int di) {
+/* The activation whose non-negative output the dropout at node di sees (ReLU, sigmoid or
+ * softmax right before it, through pooling, zero padding, positive Rescalings and other
+ * dropouts), or CK_ACT_NONE. */
+static ck_activation nonneg_input(const chk *c, int di) {
     int j = di - 1;
-    while (j >= 0 && (is_pool(&c->nd[j]) || is_drop(&c->nd[j]) || is_pos_scale(c, &c->nd[j])))
+    while (j >= 0 && (is_pool(&c->nd[j]) || is_drop(&c->nd[j]) || is_zeropad(&c->nd[j]) ||
+                      is_pos_scale(c, &c->nd[j])))
         --j;
-    return j >= 0 && c->nd[j].is_act &&
-           (c->nd[j].act == CK_ACT_RELU || c->nd[j].act == CK_ACT_SIGMOID ||
-            c->nd[j].act == CK_ACT_SOFTMAX);
-}
-
-/* The first earlier dropout (rate > 0) before node di, its layer index or -1. */
-static int earlier_dropout(const chk *c, int di) {
-    for (int j = 0; j < di; ++j)
-        if (is_drop(&c->nd[j]) && drop_rate(c, &c->nd[j]) > 0.0f)
-            return c->nd[j].layer;
-    return -1;
+    if (j >= 0 && c->nd[j].is_act &&
+        (c->nd[j].act == CK_ACT_RELU || c->nd[j].act == CK_ACT_SIGMOID ||
+         c->nd[j].act == CK_ACT_SOFTMAX))
+        return c->nd[j].act;
+    return CK_ACT_NONE;
 }
 
 double ck_act_eval_ref(ck_activation a, double x, double alpha) {
@@ -109,20 +133,23 @@ typedef struct bn_path {
     int weights; /* Conv2D / Dense layers between */
     int kind;    /* CK_DROP_PATH_* (model_internal.h) */
     int layer;   /* the first layer that makes the path linear (mixing) or nonlinear, -1 */
+    int shifted; /* a Rescaling with an offset between */
 } bn_path;
 
 /* Follows every layer after the dropout at node i up to the next BN: activations, pooling,
- * Flatten, GlobalAveragePooling2D, Conv2D, Dense and no-op dropouts; stops at another dropout, a
- * softmax or the end. The mask (element: one per unit; SpatialDropout2D: one per channel and
- * sample) commutes with ReLU/LeakyReLU and Flatten, and a channel's mask with its pooling; a
- * layer that sums differently masked values (Conv2D, Dense, element-wise pooling by averaging)
- * makes the path linear (§2), a max pool of differently masked values, a ReLU after such a sum
- * or a non-homogeneous activation makes it nonlinear (§3). A Rescaling without offset commutes
- * with the mask (s m x = m s x) and leaves Eq. 8 as it is; one with an offset moves the dropped
- * values off 0, which no rule here models: the walk stops (§8). */
+ * Flatten, GlobalAveragePooling2D, ZeroPadding2D, Rescaling, Conv2D and Dense; stops at another
+ * dropout, a softmax or the end. The mask (element: one per unit; SpatialDropout2D: one per
+ * channel and sample) commutes with ReLU/LeakyReLU, Flatten and zero padding, and a channel's
+ * mask with its pooling; a layer that sums differently masked values (Conv2D, Dense, element-wise
+ * pooling by averaging) makes the path linear (§2), a max pool of differently masked values, a
+ * ReLU after such a sum or a non-homogeneous activation makes it nonlinear (§3). A Rescaling
+ * commutes with the mask (s m x = m s x) and leaves Eq. 8 as it is; an offset adds a constant,
+ * which changes no variance but moves a dropped value off 0, so an activation after it is
+ * nonlinear in the mask, and zero padding after it leaves the ceiling (§8); r.shifted says one
+ * was passed (the BN input's mean is not the dropout output's then). */
 static bn_path walk_to_bn(const chk *c, int i) {
     const int spatial = c->nd[i].type == CK_LAYER_SPATIAL_DROPOUT2D;
-    bn_path r = {-1, 0, CK_DROP_PATH_COMMUTES, -1};
+    bn_path r = {-1, 0, CK_DROP_PATH_COMMUTES, -1, 0};
     int mixed = 0, closed = 1, mix_layer = -1, open_layer = -1;
     for (int k = i + 1; k < c->nn; ++k) {
         const node *n = &c->nd[k];
@@ -130,19 +157,22 @@ static bn_path walk_to_bn(const chk *c, int i) {
             r.bn = k;
             break;
         }
-        if (is_softmax(n) || (is_drop(n) && drop_rate(c, n) > 0.0f) ||
-            (is_rescale(n) && c->L[n->layer].offset != 0.0f))
+        if (is_softmax(n) || is_drop(n))
             return r;
         int mixes = 0, breaks = 0;
         if (n->is_act)
-            breaks = !(homogeneous(n->act) && (!mixed || n->act == CK_ACT_NONE));
+            breaks = !(homogeneous(n->act) && ((!mixed && !r.shifted) || n->act == CK_ACT_NONE));
         else if (n->type == CK_LAYER_MAXPOOL2D)
             breaks = !(spatial && !mixed);
         else if (n->type == CK_LAYER_AVGPOOL2D || n->type == CK_LAYER_GLOBALAVGPOOL2D)
             mixes = !(spatial && !mixed);
         else if (is_weight(n))
             mixes = 1, r.weights++;
-        else if (n->type != CK_LAYER_FLATTEN && !is_drop(n) && !is_rescale(n))
+        else if (is_rescale(n))
+            r.shifted |= c->L[n->layer].offset != 0.0f;
+        else if (is_zeropad(n))
+            mixes = r.shifted; /* zeros beside shifted values: Var_inference may pass the ceiling */
+        else if (n->type != CK_LAYER_FLATTEN)
             breaks = 1;
         if (mixes && !mixed) {
             mixed = 1;
@@ -170,7 +200,7 @@ static void rule_dropout_bn(chk *c, int i) {
     if (path.bn < 0)
         return;
     const int dl = d->layer, bl = c->nd[path.bn].layer, weights = path.weights;
-    const int earlier = earlier_dropout(c, i);
+    const int earlier = ck_chk_earlier_dropout(c, dl);
     const char *dname = ck_layer_type_name(c->L[dl].type);
     const char *via = path.layer >= 0 ? ck_layer_type_name(c->L[path.layer].type) : "";
     ck_finding *f;
@@ -192,9 +222,17 @@ static void rule_dropout_bn(chk *c, int i) {
                 "(1-rate)*v/(v + rate*c^2) <= 1-rate = %.3f for any mean c and variance v "
                 "of its input without dropout, equal only for c = 0",
                 p);
-            if (relu_input(c, i))
+            const ck_activation before = nonneg_input(c, i);
+            if (before == CK_ACT_RELU)
                 ck_sbuf_printf(&s, " (after a ReLU c > 0: %.3f for ReLU(N(0,1)))",
                                li_delta(p, 1.0 / sqrt(2.0 * K_PI), 0.5 - 1.0 / (2.0 * K_PI)));
+            else if (before == CK_ACT_SIGMOID) {
+                double mc, mv;
+                sigmoid_normal_moments(&mc, &mv);
+                ck_sbuf_printf(&s, " (after a sigmoid c > 0: %.3f for sigmoid(N(0,1)))",
+                               li_delta(p, mc, mv));
+            } else if (before == CK_ACT_SOFTMAX)
+                ck_sbuf_printf(&s, " (after a softmax c > 0)");
             ck_sbuf_printf(&s,
                            " (Li et al. 2019, arXiv:1801.05134, Eq. 8; docs/derivations.md §1)");
             if (earlier >= 0)
@@ -262,15 +300,18 @@ static void rule_dropout_bn(chk *c, int i) {
 }
 
 /* CK003 / CK004: dropout before pooling, directly or through activations that keep a dropped
- * unit at 0 (CK003) or commute with the mask (CK004), and positive Rescalings (§8). */
+ * unit at 0 (CK003) or commute with the mask (CK004), positive Rescalings (§8) and zero
+ * padding (§4). */
 static void rule_dropout_pool(chk *c, int i) {
     const node *d = &c->nd[i];
     const int spatial = d->type == CK_LAYER_SPATIAL_DROPOUT2D;
-    int k = i + 1, relu_between = 0, via = -1;
+    int k = i + 1, relu_between = 0, via = -1, odd = -1;
     while (k < c->nn &&
            (c->nd[k].is_act ? (spatial ? homogeneous(c->nd[k].act) : zero_keeping(c->nd[k].act))
-                            : is_pos_scale(c, &c->nd[k]))) {
+                            : is_pos_scale(c, &c->nd[k]) || is_zeropad(&c->nd[k]))) {
         relu_between |= c->nd[k].is_act && c->nd[k].act == CK_ACT_RELU;
+        if (c->nd[k].is_act && !homogeneous(c->nd[k].act) && odd < 0)
+            odd = k; /* f(x/p) != f(x)/p: the inflation bound of §4 does not hold */
         if (via < 0)
             via = k;
         ++k;
@@ -291,25 +332,37 @@ static void rule_dropout_pool(chk *c, int i) {
     if (!spatial && pd->type == CK_LAYER_MAXPOOL2D) {
         const int n = pd->kernel_h * pd->kernel_w;
         const double pz = pow(q, n), infl = (1.0 - pz) / (1.0 - q);
-        const int nonneg = relu_between || relu_input(c, i);
-        f = ck_chk_emit(c, "CK003-dropout-before-maxpool", CK_SEVERITY_WARNING, infl, 2, dl, pl,
-                        -1);
+        const int nonneg = relu_between || nonneg_input(c, i) != CK_ACT_NONE;
+        f = ck_chk_emit(c, "CK003-dropout-before-maxpool", CK_SEVERITY_WARNING,
+                        odd < 0 ? infl : NAN, 2, dl, pl, -1);
         snprintf(f->message, sizeof f->message, "Dropout(%g) before MaxPooling2D((%d,%d))%s: %s", q,
                  pd->kernel_h, pd->kernel_w, through,
-                 nonneg ? "pooled outputs are rarely dropped"
+                 nonneg ? "a pooled output is dropped only when all positive inputs of its "
+                          "window are"
                         : "on signed input a dropped unit's 0 becomes the max");
         ck_sbuf_init(&s, f->reason, sizeof f->reason);
-        if (nonneg)
+        if (nonneg) {
             ck_sbuf_printf(
                 &s,
                 "a pooled output is zeroed only when every positive input of its window is "
                 "dropped: rate^J for J positive inputs, rate^%d = %.4g only when all %d are; "
                 "after a ReLU windows hold zeros, so the zeroed fraction lies between that "
-                "and rate; the max of the survivors scaled by 1/(1-rate) inflates the "
-                "training mean up to (1-rate^%d)/(1-rate) = %.3f times the inference output "
-                "(docs/derivations.md §4)",
-                n, pz, n, n, infl);
-        else
+                "and rate; ",
+                n, pz, n);
+            if (odd < 0)
+                ck_sbuf_printf(&s,
+                               "the max of the survivors scaled by 1/(1-rate) inflates the "
+                               "training mean up to (1-rate^%d)/(1-rate) = %.3f times the "
+                               "inference output (docs/derivations.md §4)",
+                               n, infl);
+            else
+                ck_sbuf_printf(&s,
+                               "the survivors pass %s (layer %d) as f(x/(1-rate)), not "
+                               "f(x)/(1-rate), so the training mean's inflation has no bound "
+                               "here: the ReLU bound (1-rate^%d)/(1-rate) = %.3f does not hold "
+                               "(docs/derivations.md §4, §6)",
+                               ck_chk_act_name(c->nd[odd].act), c->nd[odd].layer, n, infl);
+        } else
             ck_sbuf_printf(
                 &s,
                 "the input can be negative: a window whose %d inputs are all negative "
@@ -320,13 +373,14 @@ static void rule_dropout_pool(chk *c, int i) {
                 n, n, 1.0 - pow(1.0 - q, n), n, pz);
         ck_sbuf_init(&s, f->fix, sizeof f->fix);
         ck_sbuf_printf(&s, "pool first: ");
-        ck_layer_desc seq[2] = {*pd, c->L[dl]};
-        ck_chk_render_seq(&s, seq, 2);
+        ck_chk_fix_move(&s, c, dl, pl, dl, pl);
         ck_sbuf_printf(&s, "; or drop whole channels: ");
-        seq[0] = c->L[dl];
+        ck_layer_desc seq[K_MAX_WINDOW];
+        int ns = 0;
+        for (int l = dl; l <= pl && ns < K_MAX_WINDOW; ++l)
+            seq[ns++] = c->L[l];
         seq[0].type = CK_LAYER_SPATIAL_DROPOUT2D;
-        seq[1] = *pd;
-        ck_chk_render_seq(&s, seq, 2);
+        ck_chk_render_seq(&s, seq, ns);
         ck_sbuf_printf(&s, " (layers %d-%d)", dl, pl);
     } else if (spatial) {
         const int sh = pd->stride_h > 0 ? pd->stride_h : pd->kernel_h;
@@ -334,13 +388,23 @@ static void rule_dropout_pool(chk *c, int i) {
         const double fewer = (double)sh * sw;
         f = ck_chk_emit(c, "CK004-spatialdrop-before-pool", CK_SEVERITY_INFO, fewer, 2, dl, pl, -1);
         snprintf(f->message, sizeof f->message,
-                 "SpatialDropout2D(%g) before %s%s: the same result after the pool, cheaper", q,
-                 ck_layer_type_name(pd->type), through);
-        snprintf(f->reason, sizeof f->reason,
-                 "one scale s in {0, 1/(1-rate)} per channel commutes with ReLU and pooling: "
-                 "max(s*x) = s*max(x) bit-exactly, average equal up to float rounding; after the "
-                 "pool the mask touches %g times fewer elements (docs/derivations.md §5)",
-                 fewer);
+                 "SpatialDropout2D(%g) before %s%s: the same result after the pool%s", q,
+                 ck_layer_type_name(pd->type), through, fewer > 1 ? ", cheaper" : "");
+        ck_sbuf_init(&s, f->reason, sizeof f->reason);
+        ck_sbuf_printf(&s,
+                       "one scale s in {0, 1/(1-rate)} per channel commutes with ReLU, zero "
+                       "padding and pooling: max(s*x) = s*max(x) bit-exactly, average equal up to "
+                       "float rounding; ");
+        if (fewer > 1)
+            ck_sbuf_printf(&s,
+                           "after the pool (strides %dx%d) the mask touches about %g times fewer "
+                           "elements: H*W/(ceil(H/%d)*ceil(W/%d)) with 'same' padding, a little "
+                           "more with 'valid' (docs/derivations.md §5)",
+                           sh, sw, fewer, sh, sw);
+        else
+            ck_sbuf_printf(&s,
+                           "with strides 1x1 the pool's output is as large as its input (or "
+                           "nearly): moving the dropout saves nothing (docs/derivations.md §5)");
         ck_sbuf_init(&s, f->fix, sizeof f->fix);
         ck_sbuf_printf(&s, "move layer %d (", dl);
         ck_chk_render_layer(&s, &c->L[dl]);
@@ -349,8 +413,19 @@ static void rule_dropout_pool(chk *c, int i) {
     }
 }
 
+/* The fix of a dropout after the last weight layer (CK010, and CK006/CK007 there: moving it
+ * after the output activation would drop class scores): before that weight layer. */
+static void fix_drop_before_last_weight(ck_sbuf *s, const chk *c, int dl, int last_weight) {
+    if (last_weight >= 0) {
+        ck_sbuf_printf(s, "drop before the last weight layer: ");
+        ck_chk_fix_move_before(s, c, last_weight > 0 ? last_weight - 1 : 0, dl, dl, last_weight);
+    } else {
+        ck_sbuf_printf(s, "remove layer %d", dl);
+    }
+}
+
 /* CK005 / CK006 / CK007: dropout next to an activation. */
-static void rule_dropout_act(chk *c, int i) {
+static void rule_dropout_act(chk *c, int i, int last_weight) {
     const node *d = &c->nd[i];
     const int dl = d->layer;
     const double q = drop_rate(c, d), p = 1.0 - q;
@@ -366,11 +441,14 @@ static void rule_dropout_act(chk *c, int i) {
         const double alpha = c->L[al].alpha;
         if (a->act == CK_ACT_RELU || a->act == CK_ACT_LEAKY_RELU) {
             const int relu = a->act == CK_ACT_RELU;
+            /* a product by a power of two is exact (short of underflow), so the two orders of
+             * alpha * x * scale round alike when alpha or the dropout's float scale is one */
+            const int exact = relu || pow2((float)alpha) || pow2(1.0f / (1.0f - (float)q));
             f = ck_chk_emit(c, "CK005-dropout-relu-order", CK_SEVERITY_INFO, relu ? 0.0 : 1.0 / p,
                             2, l0, l1, -1);
             snprintf(f->message, sizeof f->message, "%s next to %s: the order does not matter%s",
                      ck_layer_type_name(d->type), relu ? "ReLU" : "LeakyReLU",
-                     relu ? " (bit-exact)" : " (up to rounding)");
+                     exact ? " (bit-exact)" : " (up to rounding)");
             if (relu)
                 snprintf(f->reason, sizeof f->reason,
                          "relu(m*x) = m*relu(x) for any mask value m >= 0, and float rounding "
@@ -380,8 +458,9 @@ static void rule_dropout_act(chk *c, int i) {
                 snprintf(f->reason, sizeof f->reason,
                          "leaky_relu(m*x) = m*leaky_relu(x) mathematically, but the negative "
                          "branch rounds alpha*x*(1/p) in another order: last-bit differences "
-                         "unless 1/p = %.4g is a power of two (docs/derivations.md §6)",
-                         1.0 / p);
+                         "unless alpha = %.4g or 1/p = %.4g is a power of two (a product by a "
+                         "power of two is exact; docs/derivations.md §6)",
+                         alpha, 1.0 / p);
             ck_sbuf_init(&s, f->fix, sizeof f->fix);
             ck_sbuf_printf(&s, "none needed; either order is fine");
         } else if (side > 0 && a->act == CK_ACT_SIGMOID) {
@@ -396,7 +475,10 @@ static void rule_dropout_act(chk *c, int i) {
                      "inference output rescaled (docs/derivations.md §6)",
                      q, p);
             ck_sbuf_init(&s, f->fix, sizeof f->fix);
-            ck_chk_fix_move(&s, c, dl, al, dl, al);
+            if (dl > last_weight)
+                fix_drop_before_last_weight(&s, c, dl, last_weight);
+            else
+                ck_chk_fix_move(&s, c, dl, al, dl, al);
         } else if (side > 0 && (a->act == CK_ACT_TANH || a->act == CK_ACT_ELU ||
                                 a->act == CK_ACT_GELU || a->act == CK_ACT_SWISH)) {
             const double x = a->act == CK_ACT_ELU ? -1.0 : 1.0;
@@ -415,13 +497,16 @@ static void rule_dropout_act(chk *c, int i) {
                      ck_chk_act_name(a->act), ck_chk_act_name(a->act), ck_chk_act_name(a->act), x,
                      ratio, q);
             ck_sbuf_init(&s, f->fix, sizeof f->fix);
-            ck_chk_fix_move(&s, c, dl, al, dl, al);
+            if (dl > last_weight)
+                fix_drop_before_last_weight(&s, c, dl, last_weight);
+            else
+                ck_chk_fix_move(&s, c, dl, al, dl, al);
         }
     }
 }
 
 /* CK010 / CK011 / CK012 on a dropout node; returns nonzero when CK010 fired. */
-static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int last_weight) {
+static int rule_dropout_misc(chk *c, int i, int seen_flat, int last_weight) {
     const node *d = &c->nd[i];
     const int dl = d->layer;
     const double q = drop_rate(c, d);
@@ -430,13 +515,41 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
     int fired = 0;
     if (last_weight < dl) { /* no weight layer after the dropout */
         fired = 1;
+        /* the output activation before the dropout (back to the last weight layer), and after */
+        ck_activation before = CK_ACT_NONE, after = CK_ACT_NONE;
+        for (int j = i - 1; j >= 0 && !is_weight(&c->nd[j]); --j)
+            if (c->nd[j].is_act &&
+                (c->nd[j].act == CK_ACT_SOFTMAX || c->nd[j].act == CK_ACT_SIGMOID))
+                before = c->nd[j].act;
+        for (int j = i + 1; j < c->nn; ++j)
+            if (c->nd[j].is_act &&
+                (c->nd[j].act == CK_ACT_SOFTMAX || c->nd[j].act == CK_ACT_SIGMOID)) {
+                after = c->nd[j].act;
+                break;
+            }
         f = ck_chk_emit(c, "CK010-dropout-on-output", CK_SEVERITY_ERROR, q, 1, dl, -1, -1);
-        if (seen_softmax) {
+        if (before == CK_ACT_SOFTMAX) {
             snprintf(f->message, sizeof f->message, "%s(%g) after the output softmax",
                      ck_layer_type_name(d->type), q);
             snprintf(f->reason, sizeof f->reason,
                      "in training %g of the class probabilities are set to 0 (log 0 in the "
                      "loss) and the rest scaled by %.4g, so outputs no longer sum to 1 "
+                     "(docs/derivations.md §7)",
+                     q, 1.0 / (1.0 - q));
+        } else if (before == CK_ACT_SIGMOID) {
+            snprintf(f->message, sizeof f->message, "%s(%g) after the output sigmoid",
+                     ck_layer_type_name(d->type), q);
+            snprintf(f->reason, sizeof f->reason,
+                     "in training %g of the probabilities are set to 0 and the rest scaled by "
+                     "%.4g, which takes them past 1 (docs/derivations.md §7)",
+                     q, 1.0 / (1.0 - q));
+        } else if (after == CK_ACT_SIGMOID) {
+            snprintf(f->message, sizeof f->message,
+                     "%s(%g) after the last weight layer: dropout on the logits",
+                     ck_layer_type_name(d->type), q);
+            snprintf(f->reason, sizeof f->reason,
+                     "%g of the logits are set to 0, which the sigmoid turns into 0.5, and the "
+                     "rest are scaled by %.4g: the prediction itself is perturbed "
                      "(docs/derivations.md §7)",
                      q, 1.0 / (1.0 - q));
         } else {
@@ -450,13 +563,7 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
                      q, 1.0 / (1.0 - q), 1.0 - q);
         }
         ck_sbuf_init(&s, f->fix, sizeof f->fix);
-        if (last_weight >= 0) {
-            ck_sbuf_printf(&s, "drop before the last weight layer: ");
-            ck_chk_fix_move_before(&s, c, last_weight > 0 ? last_weight - 1 : 0, dl, dl,
-                                   last_weight);
-        } else {
-            ck_sbuf_printf(&s, "remove layer %d", dl);
-        }
+        fix_drop_before_last_weight(&s, c, dl, last_weight);
     }
     if (d->type == CK_LAYER_SPATIAL_DROPOUT2D && seen_flat >= 0) {
         f = ck_chk_emit(c, "CK011-spatial-dropout-flat", CK_SEVERITY_ERROR, q, 2, seen_flat, dl,
@@ -480,20 +587,34 @@ static int rule_dropout_misc(chk *c, int i, int seen_flat, int seen_softmax, int
         const double q2 = drop_rate(c, &c->nd[i + 1]);
         const double comb = 1.0 - (1.0 - q) * (1.0 - q2);
         f = ck_chk_emit(c, "CK012-double-dropout", CK_SEVERITY_WARNING, comb, 2, dl, el, -1);
+        const int same = c->L[el].type == d->type;
         snprintf(f->message, sizeof f->message, "two dropouts in a row (rates %g and %g)", q, q2);
-        snprintf(f->reason, sizeof f->reason,
-                 "two independent masks act as one with rate 1-(1-%g)(1-%g) = %.4g; the second "
-                 "layer only hides the real rate and costs a pass (docs/derivations.md §7)",
-                 q, q2, comb);
+        if (same)
+            snprintf(f->reason, sizeof f->reason,
+                     "two independent masks act as one with rate 1-(1-%g)(1-%g) = %.4g; the "
+                     "second layer only hides the real rate and costs a pass "
+                     "(docs/derivations.md §7)",
+                     q, q2, comb);
+        else
+            snprintf(f->reason, sizeof f->reason,
+                     "a unit is kept with probability (1-%g)(1-%g), i.e. dropped with %.4g, but "
+                     "a channel mask times an element mask is neither kind of dropout: whole "
+                     "feature maps and single units are dropped together, and the real rate is "
+                     "hidden in two layers (docs/derivations.md §7)",
+                     q, q2, comb);
         ck_sbuf_init(&s, f->fix, sizeof f->fix);
         ck_layer_desc one = c->L[dl];
-        if (c->L[el].type == one.type) {
-            one.rate = (float)comb;
+        one.rate = (float)comb;
+        if (same) {
             ck_sbuf_printf(&s, "one layer: ");
+            ck_chk_render_layer(&s, &one);
         } else {
-            ck_sbuf_printf(&s, "keep one: ");
+            ck_sbuf_printf(&s, "one layer of one kind, the same rate per unit: ");
+            ck_chk_render_layer(&s, &one);
+            ck_sbuf_printf(&s, " or ");
+            one.type = c->L[el].type;
+            ck_chk_render_layer(&s, &one);
         }
-        ck_chk_render_layer(&s, &one);
         ck_sbuf_printf(&s, " (layers %d-%d)", dl, el);
     }
     return fired;
@@ -504,7 +625,7 @@ static void rule_double_act(chk *c, int i) {
     const node *a = &c->nd[i], *b = &c->nd[i + 1];
     if (a->act != b->act || a->act == CK_ACT_NONE)
         return;
-    const double alpha = c->L[a->layer].alpha;
+    const double alpha = c->L[a->layer].alpha, alpha2 = c->L[b->layer].alpha;
     double v;
     char why[200];
     switch (a->act) {
@@ -513,9 +634,10 @@ static void rule_double_act(chk *c, int i) {
         snprintf(why, sizeof why, "ReLU is idempotent: the second one changes nothing (effect 0)");
         break;
     case CK_ACT_LEAKY_RELU:
-        v = alpha * alpha;
-        snprintf(why, sizeof why, "the negative slope becomes alpha^2 = %.4g instead of %.4g", v,
-                 alpha);
+        v = alpha * alpha2;
+        snprintf(why, sizeof why,
+                 "the negative slope becomes %.4g * %.4g = %.4g instead of one of them", alpha,
+                 alpha2, v);
         break;
     case CK_ACT_SIGMOID:
     case CK_ACT_TANH:
@@ -529,11 +651,15 @@ static void rule_double_act(chk *c, int i) {
                  "softmax of probabilities in [0, 1] flattens them: with K classes the top "
                  "probability is at most e/(e+K-1) (0.232 for K = 10)");
         break;
-    default:
-        v = ck_act_eval_ref(a->act, ck_act_eval_ref(a->act, 1.0, alpha), alpha);
-        snprintf(why, sizeof why, "f(f(x)) != f(x): f(f(1)) = %.4g vs f(1) = %.4g", v,
-                 ck_act_eval_ref(a->act, 1.0, alpha));
+    default: {
+        /* ELU is the identity above 0: its difference shows below */
+        const double x = a->act == CK_ACT_ELU ? -1.0 : 1.0;
+        const double once = ck_act_eval_ref(a->act, x, alpha);
+        v = ck_act_eval_ref(b->act, once, alpha2);
+        snprintf(why, sizeof why, "f(f(x)) != f(x): f(f(%g)) = %.4g vs f(%g) = %.4g", x, v, x,
+                 once);
         break;
+    }
     }
     ck_finding *f = ck_chk_emit(c, "CK013-double-activation", CK_SEVERITY_WARNING, v, 2, a->layer,
                                 b->layer, -1);
@@ -543,20 +669,30 @@ static void rule_double_act(chk *c, int i) {
     ck_sbuf s;
     ck_sbuf_init(&s, f->fix, sizeof f->fix);
     if (b->layer != a->layer && c->L[b->layer].type == CK_LAYER_ACTIVATION) {
-        ck_sbuf_printf(&s, "remove layer %d: ", b->layer);
-        ck_chk_render_layer(&s, &c->L[a->layer]);
+        ck_sbuf_printf(&s, "remove layer %d (", b->layer);
+        ck_chk_render_layer(&s, &c->L[b->layer]);
+        ck_sbuf_printf(&s, ")");
     } else {
         ck_sbuf_printf(&s, "remove one of layers %d and %d", a->layer, b->layer);
     }
 }
 
-/* CK008: bias before BN. */
+/* CK008: bias before BN, directly or through layers that carry a per-channel constant through
+ * unchanged: max(x + b) = max(x) + b, mean(x + b) = mean(x) + b ('same' pooling ignores the
+ * padding), Flatten. Zero padding does not (its zeros get no bias). */
 static void rule_bias_bn(chk *c, int i) {
     const node *w = &c->nd[i];
     const ck_layer_desc *d = &c->L[w->layer];
-    if (!d->use_bias || d->activation != CK_ACT_NONE || i + 1 >= c->nn || !is_bn(&c->nd[i + 1]))
+    if (!d->use_bias || d->activation != CK_ACT_NONE)
         return;
-    const int bl = c->nd[i + 1].layer;
+    int k = i + 1;
+    while (k < c->nn && !c->nd[k].is_act &&
+           (is_pool(&c->nd[k]) || c->nd[k].type == CK_LAYER_GLOBALAVGPOOL2D ||
+            c->nd[k].type == CK_LAYER_FLATTEN))
+        ++k;
+    if (k >= c->nn || !is_bn(&c->nd[k]))
+        return;
+    const int bl = c->nd[k].layer;
     ck_finding *f = ck_chk_emit(c, "CK008-bias-before-bn", CK_SEVERITY_INFO, (double)d->units, 2,
                                 w->layer, bl, -1);
     snprintf(f->message, sizeof f->message, "%s bias before BatchNormalization is redundant",
@@ -567,9 +703,12 @@ static void rule_bias_bn(chk *c, int i) {
              d->units);
     ck_sbuf s;
     ck_sbuf_init(&s, f->fix, sizeof f->fix);
-    ck_layer_desc seq[2] = {*d, c->L[bl]};
+    ck_layer_desc seq[K_MAX_WINDOW];
+    int ns = 0;
+    for (int l = w->layer; l <= bl && ns < K_MAX_WINDOW; ++l)
+        seq[ns++] = c->L[l];
     seq[0].use_bias = 0;
-    ck_chk_render_seq(&s, seq, 2);
+    ck_chk_render_seq(&s, seq, ns);
     ck_sbuf_printf(&s, " (layers %d-%d)", w->layer, bl);
 }
 
@@ -644,10 +783,20 @@ static int chk_open(chk *c, const ck_layer_desc *layers, int count, int first, i
     memset(c, 0, sizeof *c);
     int nn = 0, lw = -1;
     node *nd = make_nodes(layers + first, last - first + 1, &nn, &lw);
-    if (!nd)
+    c->anc = (unsigned char *)ck_host_alloc(NULL, (size_t)count);
+    if (!nd || !c->anc) {
+        ck_host_free(NULL, nd);
+        ck_host_free(NULL, c->anc);
         return -1;
-    for (int i = 0; i < nn; ++i)
+    }
+    /* a dropout of rate 0 is the identity: the rules read through it as if it were not there */
+    int kept = 0;
+    for (int i = 0; i < nn; ++i) {
         nd[i].layer += first;
+        if (!is_drop(&nd[i]) || layers[nd[i].layer].rate > 0.0f)
+            nd[kept++] = nd[i];
+    }
+    nn = kept;
     *last_weight = -1;
     for (int i = 0; i < count; ++i)
         if (layers[i].type == CK_LAYER_CONV2D || layers[i].type == CK_LAYER_DENSE)
@@ -659,8 +808,8 @@ static int chk_open(chk *c, const ck_layer_desc *layers, int count, int first, i
     return 0;
 }
 
-int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind,
-                           int *weights) {
+int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind, int *weights,
+                           int *shifted) {
     int last_weight = -1, bn = -1, first = 0;
     if (dl < 0 || dl >= count)
         return -1;
@@ -677,10 +826,12 @@ int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *
                 bn = nd[p.bn].layer;
                 *kind = p.kind;
                 *weights = p.weights;
+                *shifted = p.shifted;
             }
             break;
         }
     ck_host_free(NULL, (void *)c.nd);
+    ck_host_free(NULL, c.anc);
     return bn;
 }
 
@@ -750,10 +901,10 @@ static void check_chain(chk *c, int last_weight) {
     for (int i = 0; i < nn; ++i) {
         const node *n = &nd[i];
         if (is_drop(n) && drop_rate(c, n) > 0.0f) {
-            rule_dropout_misc(c, i, seen_flat, softmax_layer >= 0, last_weight);
+            rule_dropout_misc(c, i, seen_flat, last_weight);
             rule_dropout_bn(c, i);
             rule_dropout_pool(c, i);
-            rule_dropout_act(c, i);
+            rule_dropout_act(c, i, last_weight);
         } else if (is_weight(n)) {
             rule_bias_bn(c, i);
         } else if (is_bn(n)) {
@@ -764,6 +915,8 @@ static void check_chain(chk *c, int last_weight) {
         if (!n->is_act && (n->type == CK_LAYER_FLATTEN || n->type == CK_LAYER_DENSE ||
                            n->type == CK_LAYER_GLOBALAVGPOOL2D))
             seen_flat = n->layer;
+        if (is_weight(n))
+            softmax_layer = -1; /* a weight layer after a softmax reads it as features */
         if (is_softmax(n))
             softmax_layer = n->layer;
     }
@@ -805,10 +958,15 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         check_chain(&c, last_weight);
         total = c.total;
         ck_host_free(NULL, (void *)c.nd);
+        ck_host_free(NULL, c.anc);
         first = last + 1;
     }
     chk g = {.L = layers, .count = count, .out = out, .cap = cap, .total = total};
+    g.anc = (unsigned char *)ck_host_alloc(NULL, (size_t)count);
+    if (!g.anc)
+        return ck_fail(NULL, CK_STATUS_ALLOC_FAILED, "layers: out of memory checking them");
     ck_chk_graph_rules(&g);
+    ck_host_free(NULL, g.anc);
     *n_found = g.total;
     return CK_STATUS_SUCCESS;
 }

@@ -4,6 +4,7 @@
  * (ResNet-110 on CIFAR-10) for the activations. */
 #include "check_internal.h"
 #include <stdio.h>
+#include <string.h>
 
 /* Layer j's k-th input (num_inputs 0: the layer before it). */
 static int input_of(const ck_layer_desc *L, int j, int k) {
@@ -11,6 +12,50 @@ static int input_of(const ck_layer_desc *L, int j, int k) {
 }
 static int n_inputs(const ck_layer_desc *L, int j) {
     return L[j].num_inputs == 0 ? 1 : L[j].num_inputs;
+}
+
+/* The layers that layer l reads from, directly or not (anc[j] for j < l); a link that does not
+ * go to an earlier layer is not followed (ck_model_build refuses such a graph). */
+static void ancestors(const chk *c, int l, unsigned char *anc) {
+    memset(anc, 0, (size_t)c->count);
+    anc[l] = 1;
+    for (int j = l; j >= 0; --j)
+        if (anc[j])
+            for (int k = 0; k < n_inputs(c->L, j); ++k) {
+                const int i = input_of(c->L, j, k);
+                if (i >= 0 && i < j)
+                    anc[i] = 1;
+            }
+    anc[l] = 0;
+}
+
+/* A layer predicate over every layer l reads from: the first that holds, or -1. */
+static int first_ancestor(const chk *c, int l, int (*pred)(const ck_layer_desc *)) {
+    if (l < 0 || l >= c->count)
+        return -1;
+    ancestors(c, l, c->anc);
+    for (int j = 0; j < l; ++j)
+        if (c->anc[j] && pred(&c->L[j]))
+            return j;
+    return -1;
+}
+
+static int is_live_dropout(const ck_layer_desc *d) {
+    return (d->type == CK_LAYER_DROPOUT || d->type == CK_LAYER_SPATIAL_DROPOUT2D) && d->rate > 0.0f;
+}
+static int is_flattening(const ck_layer_desc *d) {
+    return d->type == CK_LAYER_FLATTEN || d->type == CK_LAYER_DENSE ||
+           d->type == CK_LAYER_GLOBALAVGPOOL2D;
+}
+
+int ck_chk_earlier_dropout(const chk *c, int l) {
+    return first_ancestor(c, l, is_live_dropout);
+}
+
+int ck_chk_flat_at(const chk *c, int l) {
+    if (l < 0 || l >= c->count)
+        return 0;
+    return is_flattening(&c->L[l]) || first_ancestor(c, l, is_flattening) >= 0;
 }
 
 /* How many of layers i+1..count-1 read layer i (each reader once); *one the first (-1: none). */
@@ -93,13 +138,39 @@ static void rule_bn_after_add(chk *c, int a) {
              "original unit), or use full pre-activation (BN-ReLU-Conv on the branch, 6.37%%)");
 }
 
-/* CK016: an Add input that is a ReLU read by the Add alone: the end of a residual branch (a
- * shortcut is read by its branch too), so the branch can only add. */
+/* Whether Add input s is a shortcut of the branch that ends at layer r: s is a layer the branch
+ * reads from (an identity shortcut), or reaches one, or the model input, through layers without
+ * an activation (a projection: Conv2D or Dense without activation, BN, pooling, padding,
+ * Rescaling). Two towers that each end in an activation are not a residual block. */
+static int is_shortcut_of(const chk *c, int s, int r) {
+    ancestors(c, r, c->anc);
+    while (s >= 0 && !c->anc[s]) {
+        const ck_layer_desc *d = &c->L[s];
+        const int weighted = d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE;
+        const int passes = (weighted && d->activation == CK_ACT_NONE) ||
+                           d->type == CK_LAYER_BATCHNORM || d->type == CK_LAYER_MAXPOOL2D ||
+                           d->type == CK_LAYER_AVGPOOL2D || d->type == CK_LAYER_ZEROPADDING2D ||
+                           d->type == CK_LAYER_RESCALING;
+        const int next = input_of(c->L, s, 0);
+        if (!passes || n_inputs(c->L, s) != 1 || next >= s)
+            return 0;
+        s = next;
+    }
+    return 1;
+}
+
+/* CK016: an Add input that is a ReLU read by the Add alone, whose other input is its shortcut:
+ * the end of a residual branch, which can only add. */
 static void rule_relu_before_add(chk *c, int a) {
     for (int k = 0; k < n_inputs(c->L, a); ++k) {
         const int r = input_of(c->L, a, k);
         int only = -1;
         if (r < 0 || !ends_in_relu(&c->L[r]) || readers(c, r, &only) != 1)
+            continue;
+        int shortcut = 0;
+        for (int t = 0; t < n_inputs(c->L, a) && !shortcut; ++t)
+            shortcut = t != k && is_shortcut_of(c, input_of(c->L, a, t), r);
+        if (!shortcut)
             continue;
         ck_finding *f =
             ck_chk_emit(c, "CK016-relu-before-add", CK_SEVERITY_WARNING, 0.0, 2, r, a, -1);

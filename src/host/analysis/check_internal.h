@@ -25,6 +25,7 @@ typedef struct chk {
     int cap;
     int total;
     ck_finding scratch; /* findings past cap are built here and dropped */
+    unsigned char *anc; /* count bytes of scratch for the graph walks (check_graph.c) */
 } chk;
 
 const char *ck_chk_act_name(ck_activation a); /* "?" when unknown */
@@ -48,6 +49,12 @@ int ck_chk_chain_end(const ck_layer_desc *layers, int count, int s);
  * the argument, goes to ck_context_last_error(NULL) (no context here). */
 ck_status ck_chk_args(const ck_layer_desc *layers, int count, const ck_finding *out, int cap,
                       const int *n_found);
+/* The first dropout (rate > 0) that layer l reads from, directly or through any path of the
+ * layer graph (check_graph.c): its layer index, or -1. */
+int ck_chk_earlier_dropout(const chk *c, int l);
+/* Whether layer l's output is flat (l or a layer it reads from is Flatten, Dense or
+ * GlobalAveragePooling2D); -1: the model input. */
+int ck_chk_flat_at(const chk *c, int l);
 /* The residual-block rules (check_graph.c) over c->L; c->nd unused. */
 void ck_chk_graph_rules(chk *c);
 

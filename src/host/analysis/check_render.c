@@ -28,6 +28,15 @@ void ck_chk_render_seq(ck_sbuf *s, const ck_layer_desc *seq, int n) {
     }
 }
 
+/* Layer `from` as it reads when moved to just after layer `after`: a SpatialDropout2D that lands
+ * on a flat tensor becomes a Dropout of its rate (Keras's SpatialDropout2D takes 4-D input). */
+static ck_layer_desc moved(const chk *c, int from, int after) {
+    ck_layer_desc d = c->L[from];
+    if (d.type == CK_LAYER_SPATIAL_DROPOUT2D && ck_chk_flat_at(c, after))
+        d.type = CK_LAYER_DROPOUT;
+    return d;
+}
+
 /* Writes "A -> B -> C (layers lo-hi)" for layers [lo, hi] with layer `from` moved to just after
  * layer `after` (from < after). */
 void ck_chk_fix_move(ck_sbuf *s, const chk *c, int lo, int hi, int from, int after) {
@@ -40,7 +49,7 @@ void ck_chk_fix_move(ck_sbuf *s, const chk *c, int lo, int hi, int from, int aft
             continue;
         seq[n++] = c->L[i];
         if (i == after)
-            seq[n++] = c->L[from];
+            seq[n++] = moved(c, from, after);
     }
     ck_chk_render_seq(s, seq, n);
     ck_sbuf_printf(s, " (layers %d-%d)", lo, hi);
@@ -119,6 +128,12 @@ void ck_chk_fix_after_last_bn(ck_sbuf *s, const chk *c, int dl) {
         ck_chk_render_layer(s, &c->L[dl]);
         ck_sbuf_printf(s, ") after ");
         ck_chk_name_layer(s, c, after);
+        const ck_layer_desc d = moved(c, dl, after);
+        if (d.type != c->L[dl].type) {
+            ck_sbuf_printf(s, " as ");
+            ck_chk_render_layer(s, &d);
+            ck_sbuf_printf(s, " (the tensor is flat there)");
+        }
     }
 }
 

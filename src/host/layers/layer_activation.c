@@ -24,8 +24,17 @@ static int activation_lower(const ck_layer_desc *d, const ck_shape3 *in, const c
     return 1;
 }
 
+static const char *activation_class_of(const ck_layer_desc *d);
+
+/* A slope or alpha that the activation's name does not imply is written with its layer class. */
 static void activation_render(ck_sbuf *s, const ck_layer_desc *d) {
-    ck_sbuf_printf(s, "Activation('%s')", ck_lk_act_name(d->activation));
+    const char *cls = activation_class_of(d);
+    if (cls[0] == 'L')
+        ck_sbuf_printf(s, "LeakyReLU(negative_slope=%g)", (double)d->alpha);
+    else if (cls[0] == 'E')
+        ck_sbuf_printf(s, "ELU(alpha=%g)", (double)d->alpha);
+    else
+        ck_sbuf_printf(s, "Activation('%s')", ck_lk_act_name(d->activation));
 }
 
 /* alpha only matters to the functions that read it */

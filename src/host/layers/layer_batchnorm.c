@@ -52,6 +52,19 @@ static int bn_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3
     return 1;
 }
 
+/* Keras's defaults are left out. */
+static void bn_render(ck_sbuf *s, const ck_layer_desc *d) {
+    const char *sep = "";
+    ck_sbuf_printf(s, "BatchNormalization(");
+    if (d->momentum != 0.99f)
+        ck_sbuf_printf(s, "momentum=%g", (double)d->momentum), sep = ",";
+    if (d->epsilon != 1e-3f)
+        ck_sbuf_printf(s, "%sepsilon=%g", sep, (double)d->epsilon), sep = ",";
+    if (d->synchronized)
+        ck_sbuf_printf(s, "%ssynchronized=True", sep);
+    ck_sbuf_printf(s, ")");
+}
+
 static int bn_same(const ck_layer_desc *a, const ck_layer_desc *b) {
     return a->momentum == b->momentum && a->epsilon == b->epsilon &&
            a->synchronized == b->synchronized;
@@ -146,6 +159,7 @@ const ck_layer_kind ck_lk_batchnorm = {
     .params = bn_params,
     .lower = bn_lower,
     .study_letter = 'B',
+    .render = bn_render,
     .same = bn_same,
     .keras_classes = bn_classes,
     .keras_put = bn_put,

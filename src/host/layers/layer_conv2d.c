@@ -54,6 +54,9 @@ static int conv2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
 
 static void conv2d_render(ck_sbuf *s, const ck_layer_desc *d) {
     ck_sbuf_printf(s, "Conv2D(%d,(%d,%d)", d->units, d->kernel_h, d->kernel_w);
+    if (d->stride_h > 1 || d->stride_w > 1)
+        ck_sbuf_printf(s, ",strides=(%d,%d)", d->stride_h > 0 ? d->stride_h : 1,
+                       d->stride_w > 0 ? d->stride_w : 1);
     ck_lk_render_weighted_tail(s, d);
 }
 

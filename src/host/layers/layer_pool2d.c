@@ -37,7 +37,12 @@ static int pool2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
 }
 
 static void pool2d_render(ck_sbuf *s, const ck_layer_desc *d) {
-    ck_sbuf_printf(s, "%s((%d,%d))", pool2d_name(d), d->kernel_h, d->kernel_w);
+    ck_sbuf_printf(s, "%s((%d,%d)", pool2d_name(d), d->kernel_h, d->kernel_w);
+    if (d->stride_h > 0 && (d->stride_h != d->kernel_h || d->stride_w != d->kernel_w))
+        ck_sbuf_printf(s, ",strides=(%d,%d)", d->stride_h, d->stride_w);
+    if (d->padding == CK_PADDING_SAME)
+        ck_sbuf_printf(s, ",padding='same'");
+    ck_sbuf_printf(s, ")");
 }
 
 static int pool2d_same(const ck_layer_desc *a, const ck_layer_desc *b) {

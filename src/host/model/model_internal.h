@@ -256,8 +256,10 @@ enum {
 };
 /* The BatchNormalization layer that the dropout at layer dl reaches (the walk of CK001/CK002), or
  * -1 (none, rate 0, not a dropout, out of memory); then *kind is a CK_DROP_PATH_* and *weights
- * the Conv2D/Dense layers between. */
-int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind, int *weights);
+ * the Conv2D/Dense layers between, *shifted 1 when a Rescaling with an offset is between (the BN
+ * input's mean is then not the one Eq. 8 takes). */
+int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind, int *weights,
+                           int *shifted);
 
 /* The node that runs user layer `layer` (for a fused node, the node whose ops include it);
  * -1 for a bad index. */
