@@ -294,6 +294,68 @@ Test(layers, adam_weight_decay_and_sgd_variants) {
         cr_assert(fabs(p[i] - (pe[i] - 0.25 * g[i])) <= 1e-6);
 }
 
+/* Keras 3 decays every trainable variable (base_optimizer._apply_weight_decay: kernels, biases,
+ * BN gamma and beta; checked with keras 3.15: one AdamW or SGD step of lr 0.1, weight_decay 0.5
+ * on zero gradients takes each of them from 1 to 0.95), before the update, from the gradient at
+ * the old weights. So one plain SGD step with decay differs from one without by exactly
+ * -lr * wd * p_old on every trainable array and by nothing on the BN moving statistics. */
+Test(layers, weight_decay_reaches_every_trainable_array) {
+    static const char text[] = "model = Sequential([Conv2D(4,(3,3),input_shape=(6,6,1)),"
+                               "BatchNormalization(), Activation('relu'), Flatten(), Dense(5),"
+                               "BatchNormalization(), Dense(3, activation='softmax')])\n";
+    const float lr = 0.1f, wd = 0.5f;
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m[2];
+    char msg[1024];
+    for (int k = 0; k < 2; ++k) {
+        CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m[k], msg, sizeof msg));
+        ck_optimizer_desc o;
+        CK_OK(ctx, ck_optimizer_desc_init(&o, CK_OPT_SGD));
+        o.learning_rate = lr;
+        o.weight_decay = k ? wd : 0.0f;
+        CK_OK(ctx, ck_model_set_optimizer(m[k], &o));
+        CK_OK(ctx, ck_model_build(m[k], 0, 0, 0, 4));
+    }
+    size_t n = 0;
+    CK_OK(ctx, ck_model_get_weights(m[0], NULL, 0, &n));
+    float *before = malloc(sizeof(float) * n), *a = malloc(sizeof(float) * n),
+          *b = malloc(sizeof(float) * n);
+    CK_OK(ctx, ck_model_get_weights(m[0], before, n, NULL));
+    /* BN gamma and beta start at 1 and 0: give every weight a value the decay moves */
+    trng r = {5};
+    for (size_t i = 0; i < n; ++i)
+        before[i] = trng_uniform(&r, 0.5f, 1.5f);
+    CK_OK(ctx, ck_model_set_weights(m[0], before, n));
+    CK_OK(ctx, ck_model_set_weights(m[1], before, n));
+    float x[4 * 36];
+    int32_t y[4] = {0, 1, 2, 1};
+    trng_fill(&r, x, 4 * 36, 0.0f, 1.0f);
+    ck_step_result res;
+    CK_OK(ctx, ck_model_train_step(m[0], x, y, 4, &res));
+    CK_OK(ctx, ck_model_train_step(m[1], x, y, 4, &res));
+    CK_OK(ctx, ck_model_get_weights(m[0], a, n, NULL));
+    CK_OK(ctx, ck_model_get_weights(m[1], b, n, NULL));
+    ck_param_counts pc;
+    CK_OK(ctx, ck_model_param_counts(m[0], &pc));
+    long long decayed = 0, same = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const double d = (double)b[i] - a[i], want = -(double)lr * wd * before[i];
+        if (fabs(d - want) <= 1e-5)
+            ++decayed;
+        else if (d == 0.0)
+            ++same;
+        else
+            cr_assert_fail("weight %zu: %.7g with decay, %.7g without (was %.7g)", i, b[i], a[i],
+                           before[i]);
+    }
+    cr_assert_eq(decayed, pc.trainable, "%lld of %lld trainable weights decayed", decayed,
+                 pc.trainable);
+    cr_assert_eq(same, pc.non_trainable);
+    free(before), free(a), free(b);
+    ck_model_destroy(m[0]), ck_model_destroy(m[1]);
+    ck_context_destroy(ctx);
+}
+
 /* ---- finite-difference gradient checks ----------------------------------------------------- */
 
 typedef struct conv_ud {

@@ -94,8 +94,8 @@ typedef struct ck_optimizer_desc {
     float epsilon;       /* Adam 1e-7 */
     float momentum;      /* SGD 0 */
     int nesterov;        /* SGD 0 */
-    float weight_decay;  /* decoupled, on kernels only, as Keras 3: p -= lr * wd * p before the
-                            update; 0 = none */
+    float weight_decay;  /* decoupled, on every trainable array (kernels, biases, BN gamma and
+                            beta), as Keras 3: p -= lr * wd * p before the update; 0 = none */
 } ck_optimizer_desc;
 
 ck_status ck_optimizer_desc_init(ck_optimizer_desc *desc, ck_optimizer_type type);

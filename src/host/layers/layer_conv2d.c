@@ -39,7 +39,7 @@ static int conv2d_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
     if (!d->use_bias)
         return 1;
     spec[1] = (ck_param_spec){
-        "bias", (size_t)out->c, (double)out->c, 1, 0, CK_PARAM_INIT_ZERO, 0, 0, 1, {out->c}};
+        "bias", (size_t)out->c, (double)out->c, 1, 1, CK_PARAM_INIT_ZERO, 0, 0, 1, {out->c}};
     return 2;
 }
 

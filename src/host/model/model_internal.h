@@ -275,9 +275,9 @@ uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer);
 void ck_model_plan_updates(ck_model *m);
 /* The parameter ranges the optimizer updates, in order, for the CPU and GPU steps alike: each
  * trainable array of the layers' specs (model_params.c), with m->opt.weight_decay where the spec
- * decays (the Conv2D/Dense kernels) and none elsewhere, contiguous neighbours of the same decay
- * merged (without weight decay: one range, the whole parameter array). Start with *cursor = 0;
- * returns 0 after the last range. */
+ * decays (every trainable array, as Keras 3) and none elsewhere, contiguous neighbours of the same
+ * decay merged (without weight decay: one range, the whole parameter array). Start with *cursor =
+ * 0; returns 0 after the last range. */
 static inline int ck_model_next_update_range(const ck_model *m, int *cursor, size_t *off,
                                              size_t *cnt, float *wd) {
     int r = *cursor;
