@@ -24,7 +24,7 @@ static const char k_small[] = "model = Sequential()\n"
                               "model.add(MaxPooling2D(pool_size=(2, 2)))\n"
                               "model.add(Flatten())\n"
                               "model.add(Dense(5))\n"
-                              "model.compile(loss='sparse_categorical_crossentropy', "
+                              "model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), "
                               "optimizer='adam')\n";
 
 static ck_model *model_at(ck_context *ctx, const char *text, ck_precision p, int planning,
@@ -198,13 +198,14 @@ Test(bf16_exec, equals_reference_rounding_after_each_op) {
 }
 
 /* conv -> flatten -> dense (hidden) -> dense (logits), for the layer rules of bf16 */
-static const char k_conv_dense[] = "model = Sequential()\n"
-                                   "model.add(Conv2D(4, (3, 3), input_shape=(6, 6, 2)))\n"
-                                   "model.add(Flatten())\n"
-                                   "model.add(Dense(6))\n"
-                                   "model.add(Dense(5))\n"
-                                   "model.compile(loss='sparse_categorical_crossentropy', "
-                                   "optimizer='adam')\n";
+static const char k_conv_dense[] =
+    "model = Sequential()\n"
+    "model.add(Conv2D(4, (3, 3), input_shape=(6, 6, 2)))\n"
+    "model.add(Flatten())\n"
+    "model.add(Dense(6))\n"
+    "model.add(Dense(5))\n"
+    "model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), "
+    "optimizer='adam')\n";
 
 /* How many of the n values differ in their bits. */
 static size_t bits_differ(const float *a, const float *b, size_t n) {
@@ -360,15 +361,16 @@ static grad_gap grad_vs_fp32(const char *text, int n, size_t per, int classes) {
 }
 
 /* Gradient sanity. Rounding the input alone (2^-8 relative at most) already moves the seed
- * model's fp32 gradient at initialization by ~7% (0.069), with max or average pooling alike: it is that
- * sensitive to small changes (the small conv-dense model: ~0.1%). A bf16 step rounds S tensors; if
- * each perturbs the gradient about as much as the input's rounding and independently, the errors
- * add in quadrature: sqrt(S) * rel_in (S counts the input, node outputs, input gradients, the loss
- * gradient and the conv / dense kernels). The conv kernel gradient is then itself rounded (as
- * cuDNN writes it in bf16): at most 2^-8 of its value, so of the gradient's norm, more:
- * |g_bf16 - g_fp32| <= sqrt(S) * rel_in + 2^-8 (measured: small model 0.0024, seed model about
- * 2 * rel_in). The loss moves by at most the logits' error, S * 2^-8 relative. The rounding did
- * happen (the gradients differ) and the direction is kept (cosine > 0.99, measured 0.991). */
+ * model's fp32 gradient at initialization by ~7% (0.069), with max or average pooling alike: it is
+ * that sensitive to small changes (the small conv-dense model: ~0.1%). A bf16 step rounds S
+ * tensors; if each perturbs the gradient about as much as the input's rounding and independently,
+ * the errors add in quadrature: sqrt(S) * rel_in (S counts the input, node outputs, input
+ * gradients, the loss gradient and the conv / dense kernels). The conv kernel gradient is then
+ * itself rounded (as cuDNN writes it in bf16): at most 2^-8 of its value, so of the gradient's
+ * norm, more: |g_bf16 - g_fp32| <= sqrt(S) * rel_in + 2^-8 (measured: small model 0.0024, seed
+ * model about 2 * rel_in). The loss moves by at most the logits' error, S * 2^-8 relative. The
+ * rounding did happen (the gradients differ) and the direction is kept (cosine > 0.99, measured
+ * 0.991). */
 Test(bf16_exec, gradients_close_to_fp32) {
     const grad_gap small = grad_vs_fp32(k_small, 16, 72, 5);
     const grad_gap seed = grad_vs_fp32(t_seed_cnn_text, 16, 28 * 28, 10);
@@ -578,14 +580,15 @@ Test(bf16_exec, add_of_three_rounds_each_partial_sum) {
  * avgpool(x) * scale differs for some element (3x3 averages have more bits than bf16 keeps). */
 Test(bf16_exec, pool_dropout_rounds_twice) {
     enum { N = 4, H = 6, W = 6, C = 3 };
-    static const char text[] = "model = Sequential()\n"
-                               "model.add(AveragePooling2D(pool_size=(3, 3), strides=(1, 1), "
-                               "input_shape=(6, 6, 3)))\n"
-                               "model.add(Dropout(0.3))\n"
-                               "model.add(Flatten())\n"
-                               "model.add(Dense(5))\n"
-                               "model.compile(loss='sparse_categorical_crossentropy', "
-                               "optimizer='sgd')\n";
+    static const char text[] =
+        "model = Sequential()\n"
+        "model.add(AveragePooling2D(pool_size=(3, 3), strides=(1, 1), "
+        "input_shape=(6, 6, 3)))\n"
+        "model.add(Dropout(0.3))\n"
+        "model.add(Flatten())\n"
+        "model.add(Dense(5))\n"
+        "model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), "
+        "optimizer='sgd')\n";
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *m = model_at(ctx, text, CK_PRECISION_BF16, 1, N);
     const ck_node *p = &m->nodes[0];

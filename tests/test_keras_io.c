@@ -222,6 +222,83 @@ Test(keras_io, unsupported_layers_and_options_are_named) {
     cr_assert_not_null(strstr(err, "line 1"), "%s", err);
 }
 
+/* The loss is the one cnnkit computes or refused, naming the option: reduction, ignore_class,
+ * label_smoothing and loss_weights change Keras's numbers; from_logits must say what the model's
+ * last layer gives (a softmax: probabilities; anything else: logits). cnnkit writes
+ * from_logits=True for a model without a final softmax, so Keras evaluates what cnnkit trained. */
+Test(keras_io, loss_options_are_kept_or_refused) {
+    static const char loss_str[] = "\"loss\": \"sparse_categorical_crossentropy\"";
+#define SCCE(cfg)                                                                                  \
+    "\"loss\": {\"module\": \"keras.losses\", \"class_name\": \"SparseCategoricalCrossentropy\", " \
+    "\"config\": {\"name\": \"sparse_categorical_crossentropy\", " cfg                             \
+    "}, \"registered_name\": null}"
+    char err[512];
+    cr_assert_eq(parse_edited(loss_str,
+                              SCCE("\"reduction\": \"sum_over_batch_size\", \"from_logits\": "
+                                   "false, \"ignore_class\": null"),
+                              err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    expect_refused(loss_str, SCCE("\"reduction\": \"sum\""), "(SparseCategoricalCrossentropy)",
+                   "reduction");
+    expect_refused(loss_str, SCCE("\"ignore_class\": 0"), "(SparseCategoricalCrossentropy)",
+                   "ignore_class");
+    expect_refused(loss_str,
+                   "\"loss\": {\"class_name\": \"CategoricalCrossentropy\", \"config\": "
+                   "{\"label_smoothing\": 0.2, \"axis\": -1}}",
+                   "(CategoricalCrossentropy)", "label_smoothing");
+    expect_refused("\"metrics\"", "\"loss_weights\": [5.0], \"metrics\"", "compile",
+                   "loss_weights");
+    cr_assert_eq(
+        parse_edited("\"metrics\"", "\"loss_weights\": [1.0], \"metrics\"", err, sizeof err),
+        CK_STATUS_SUCCESS, "%s", err);
+    /* from_logits against the last layer (small.keras ends in Dense(5, activation='softmax')) */
+    expect_refused(loss_str, SCCE("\"from_logits\": true"), "second softmax", "dense_1");
+    static const char last_act[] = "\"activation\": \"softmax\"";
+    char *cfg = NULL;
+    {
+        ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+        ck_model *m = load(ctx, t_src("tests/data/keras/small.keras"));
+        char e2[256];
+        cfg = ck_kio_write_config(m, e2, sizeof e2);
+        cr_assert_not_null(cfg, "%s", e2);
+        ck_model_destroy(m);
+        ck_context_destroy(ctx);
+    }
+    /* the linear-output model: refused with the default loss, read with from_logits=True */
+    char *at = strstr(cfg, last_act);
+    cr_assert_not_null(at);
+    memcpy(at, "\"activation\": \"linear\" ", strlen(last_act));
+    ck_keras_model km;
+    cr_assert_eq(ck_kio_parse_config(cfg, strlen(cfg), NULL, &km, err, sizeof err),
+                 CK_STATUS_NOT_SUPPORTED);
+    cr_assert(strstr(err, "from_logits=True") && strstr(err, "'dense_1', Dense"), "%s", err);
+    char *lp = strstr(cfg, loss_str);
+    cr_assert_not_null(lp);
+    const char *logits = SCCE("\"from_logits\": true");
+    size_t n = strlen(cfg) + strlen(logits) + 1;
+    char *ed2 = malloc(n);
+    snprintf(ed2, n, "%.*s%s%s", (int)(lp - cfg), cfg, logits, lp + strlen(loss_str));
+    cr_assert_eq(ck_kio_parse_config(ed2, strlen(ed2), NULL, &km, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(km.from_logits, 1);
+    /* and what cnnkit writes for it says from_logits=True */
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_kio_model_from_config(ctx, &km, -1, &m));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    char e3[256];
+    char *back = ck_kio_write_config(m, e3, sizeof e3);
+    cr_assert_not_null(back, "%s", e3);
+    cr_assert(strstr(back, "\"from_logits\": true"), "%s", back);
+    free(back);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    ck_keras_model_free(&km);
+    free(ed2);
+    free(cfg);
+#undef SCCE
+}
+
 Test(keras_io, misshaped_weights_name_the_layer_and_both_shapes) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     char text[sizeof small_text + 8];

@@ -304,7 +304,7 @@ Test(keras_parse, keyword_and_positional_variants) {
 }
 
 Test(keras_parse, compile_optimizers) {
-    ck_keras_model m = parse_ok("model = Sequential()\nmodel.add(Dense(10))\n"
+    ck_keras_model m = parse_ok("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
                                 "model.compile(optimizer=Adam(learning_rate=5e-4, beta_1=0.8), "
                                 "loss='categorical_crossentropy', metrics=['accuracy'])\n");
     cr_assert_eq(m.has_compile, 1);
@@ -316,7 +316,7 @@ Test(keras_parse, compile_optimizers) {
     cr_assert_str_eq(m.loss, "categorical_crossentropy");
     ck_keras_model_free(&m);
 
-    m = parse_ok("model = Sequential()\nmodel.add(Dense(10))\n"
+    m = parse_ok("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
                  "model.compile(loss=\"sparse_categorical_crossentropy\",\n"
                  "              optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9,\n"
                  "                                             nesterov=True))\n");
@@ -329,7 +329,8 @@ Test(keras_parse, compile_optimizers) {
     ck_keras_model_free(&m);
 
     /* lr= (old Keras), a variable, positional arguments, string optimizers */
-    m = parse_ok("lr = 0.002\nopt = SGD(lr=lr / 2)\nmodel = Sequential()\nmodel.add(Dense(10))\n"
+    m = parse_ok("lr = 0.002\nopt = SGD(lr=lr / 2)\nmodel = Sequential()\nmodel.add(Dense(10, "
+                 "activation='softmax'))\n"
                  "model.compile(opt, 'sparse_categorical_crossentropy', ['acc'])\n");
     cr_assert_eq(m.optimizer.type, CK_OPT_SGD);
     cr_assert_float_eq(m.optimizer.learning_rate, 0.001f, 1e-9f);
@@ -337,29 +338,49 @@ Test(keras_parse, compile_optimizers) {
     cr_assert_eq(m.optimizer.nesterov, 0);
     ck_keras_model_free(&m);
 
-    m = parse_ok("model = Sequential()\nmodel.add(Dense(10))\nmodel.compile(optimizer='sgd', "
+    m = parse_ok("model = Sequential()\nmodel.add(Dense(10, "
+                 "activation='softmax'))\nmodel.compile(optimizer='sgd', "
                  "loss=keras.losses.SparseCategoricalCrossentropy())\n");
     cr_assert_eq(m.optimizer.type, CK_OPT_SGD);
     cr_assert_float_eq(m.optimizer.learning_rate, 0.01f, 1e-9f);
     cr_assert_str_eq(m.loss, "sparse_categorical_crossentropy");
     ck_keras_model_free(&m);
 
-    m = parse_ok("model = Sequential()\nmodel.add(Dense(10))\n"
+    m = parse_ok("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
                  "model.compile(optimizer=Adam(1e-4), loss='sparse_categorical_crossentropy')\n");
     cr_assert_float_eq(m.optimizer.learning_rate, 1e-4f, 1e-11f);
     ck_keras_model_free(&m);
 
-    parse_err("model = Sequential()\nmodel.add(Dense(10))\nmodel.compile(optimizer='rmsprop')\n",
+    parse_err("model = Sequential()\nmodel.add(Dense(10, "
+              "activation='softmax'))\nmodel.compile(optimizer='rmsprop')\n",
               "line 3, column 25: ", "rmsprop");
-    parse_err("model = Sequential()\nmodel.add(Dense(10))\nmodel.compile(loss='mse', "
+    parse_err("model = Sequential()\nmodel.add(Dense(10, "
+              "activation='softmax'))\nmodel.compile(loss='mse', "
               "optimizer='adam')\n",
               "line 3, column 20: ", "mse");
-    parse_err("model = Sequential()\nmodel.add(Dense(10))\n"
+    parse_err("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
               "model.compile(optimizer=Adam(learning_rate=0.1, clipnorm=1.0))\n",
               "line 3, column 49: ", "clipnorm");
-    parse_err("model = Sequential()\nmodel.add(Dense(10))\n"
+    parse_err("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
               "model.compile(optimizer=SGD(0.1, momentum=2))\n",
               "line 3, column 43: ", "momentum");
+    /* the loss against the last layer: logits need from_logits=True, a softmax must not get it */
+    m = parse_ok("model = Sequential([Dense(10)])\n"
+                 "model.compile(optimizer='adam', "
+                 "loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n");
+    cr_assert_eq(m.from_logits, 1);
+    ck_keras_model_free(&m);
+    parse_err("model = Sequential([Dense(10)])\n"
+              "model.compile(optimizer='adam', loss='sparse_categorical_crossentropy')\n",
+              "line 2, column 38: ", "from_logits=True");
+    parse_err("model = Sequential([Dense(10, activation='softmax')])\n"
+              "model.compile(optimizer='adam', "
+              "loss=SparseCategoricalCrossentropy(from_logits=True))\n",
+              "line 2, column 38: ", "second softmax");
+    /* no compile: nothing to contradict (cnnkit reads outputs without a softmax as logits) */
+    m = parse_ok("model = Sequential([Dense(10)])\n");
+    cr_assert_eq(m.from_logits, 0);
+    ck_keras_model_free(&m);
 }
 
 Test(keras_parse, comments_imports_and_other_statements) {

@@ -413,10 +413,11 @@ Test(rescale, bf16_stores_are_rounded) {
     enum { N = 3, PER = 4 * 4 * 2 };
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     char text[512], msg[256];
-    snprintf(text, sizeof text,
-             "model = Sequential([Conv2D(2, (1, 1), input_shape=(4, 4, 2)), Rescaling(1./3, "
-             "offset=0.1), Flatten(), Dense(3)])\n"
-             "model.compile(loss='sparse_categorical_crossentropy', optimizer='sgd')\n");
+    snprintf(
+        text, sizeof text,
+        "model = Sequential([Conv2D(2, (1, 1), input_shape=(4, 4, 2)), Rescaling(1./3, "
+        "offset=0.1), Flatten(), Dense(3)])\n"
+        "model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer='sgd')\n");
     ck_model *m = NULL;
     CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, msg, sizeof msg));
     CK_OK(ctx, ck_model_set_precision(m, CK_PRECISION_BF16));

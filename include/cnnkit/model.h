@@ -113,6 +113,10 @@ typedef struct ck_keras_model {
     /* mixed_precision.set_global_policy(...) was seen: precision is a ck_precision (FP32 for
      * 'float32', BF16 for 'mixed_bfloat16') */
     int has_precision, precision;
+    /* the loss's from_logits (1: the model's outputs are logits; Keras's default 0: they are
+     * probabilities, so the model must end in softmax: cnnkit's loss is the cross-entropy of the
+     * softmax of what precedes the model's final softmax, or of its outputs when it has none) */
+    int from_logits;
 } ck_keras_model;
 
 /* Parses text. On failure returns CK_STATUS_BAD_PARAM (or CK_STATUS_ALLOC_FAILED) and writes

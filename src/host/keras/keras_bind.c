@@ -377,7 +377,7 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
                  is an implementation hint */
 }
 
-static int get_loss(kp *P, const value *v, char *loss, size_t len) {
+static int get_loss(kp *P, const value *v, char *loss, size_t len, int *from_logits) {
     static const char *const names[] = {"sparse_categorical_crossentropy",
                                         "categorical_crossentropy"};
     char b[160];
@@ -394,8 +394,8 @@ static int get_loss(kp *P, const value *v, char *loss, size_t len) {
         if (v->kind == V_CALL) {
             kargs a;
             if (ck_kp_bind(P, v, ck_kp_last_component(v->s), xent_p, 0, &a) ||
-                ck_kp_only_falsy(P, &a, "from_logits") || ck_kp_only_none(P, &a, "ignore_class") ||
-                ck_kp_check_dtype(P, &a))
+                ck_kp_get_bool(P, &a, "from_logits", from_logits) ||
+                ck_kp_only_none(P, &a, "ignore_class") || ck_kp_check_dtype(P, &a))
                 return -1;
             value *ax = ck_kp_aval(&a, "axis");
             if (ax && !(ax->kind == V_INT && ax->i == -1))
@@ -432,7 +432,8 @@ int ck_kp_do_compile(kp *P, const value *call) {
     if (get_optimizer(P, ov, &o))
         return -1;
     value *lv = ck_kp_aval(&a, "loss");
-    if (lv && get_loss(P, lv, loss, sizeof loss))
+    int from_logits = 0;
+    if (lv && get_loss(P, lv, loss, sizeof loss, &from_logits))
         return -1;
     if (ck_kp_only_none(P, &a, "loss_weights"))
         return -1;
@@ -441,5 +442,8 @@ int ck_kp_do_compile(kp *P, const value *call) {
     P->has_compile = 1;
     P->opt = o;
     memcpy(P->loss, loss, sizeof loss);
+    P->from_logits = from_logits;
+    P->loss_line = lv ? lv->line : call->line;
+    P->loss_col = lv ? lv->col : call->col;
     return 0;
 }

@@ -680,8 +680,6 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
     json_t *loss = json_object_get(cc, "loss");
     if (json_is_object(loss)) {
         json_t *lc = json_object_get(loss, "config");
-        if (json_is_true(json_object_get(lc, "from_logits")))
-            return fail(C, "compile: loss with from_logits=True is not supported");
         json_t *cls_v = json_object_get(loss, "class_name");
         loss = cls_v;
         if (str_is(cls_v, "SparseCategoricalCrossentropy"))
@@ -691,6 +689,37 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
         else
             return fail(C, "compile: loss %s is not supported",
                         json_is_string(cls_v) ? json_string_value(cls_v) : "?");
+        /* every option that changes the numbers is the default or refused, never dropped */
+        C->cls = json_string_value(cls_v);
+        C->lname = "loss";
+        const char *k;
+        json_t *v;
+        if (lc && !json_is_object(lc))
+            return fail(C, "config: expected an object");
+        json_object_foreach(lc, k, v) {
+            if (!strcmp(k, "name") ||
+                (!strcmp(k, "dtype") && (json_is_null(v) || str_is(v, "float32"))))
+                continue;
+            if (!strcmp(k, "from_logits") && (json_is_boolean(v) || json_is_null(v))) {
+                km->from_logits = json_is_true(v);
+                continue;
+            }
+            if (!strcmp(k, "reduction") &&
+                (json_is_null(v) || str_is(v, "sum_over_batch_size") || str_is(v, "auto")))
+                continue;
+            if ((!strcmp(k, "ignore_class") && json_is_null(v)) ||
+                (!strcmp(k, "label_smoothing") && json_is_number(v) &&
+                 json_number_value(v) == 0.0) ||
+                (!strcmp(k, "axis") && json_is_integer(v) && json_integer_value(v) == -1))
+                continue;
+            return unsupported(C, k, v,
+                               !strcmp(k, "reduction")         ? "'sum_over_batch_size' (the mean)"
+                               : !strcmp(k, "ignore_class")    ? "None"
+                               : !strcmp(k, "label_smoothing") ? "0"
+                               : !strcmp(k, "axis")            ? "-1"
+                                                               : NULL);
+        }
+        C->cls = NULL;
     } else if (json_is_string(loss)) {
         const char *l = json_string_value(loss);
         if (strcmp(l, "sparse_categorical_crossentropy") && strcmp(l, "categorical_crossentropy"))
@@ -701,6 +730,19 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
         snprintf(km->loss, sizeof km->loss, "%s", l);
     } else if (loss && !json_is_null(loss)) {
         return fail(C, "compile: this loss is not supported");
+    }
+    /* one output: a weight of 1 is the plain loss, any other scales it */
+    json_t *lw = json_object_get(cc, "loss_weights");
+    if (json_is_array(lw) && json_array_size(lw) == 1)
+        lw = json_array_get(lw, 0);
+    else if (json_is_object(lw) && json_object_size(lw) == 1)
+        lw = json_object_iter_value(json_object_iter(lw));
+    if (lw && !json_is_null(lw) && !(json_is_number(lw) && json_number_value(lw) == 1.0)) {
+        char *s = json_dumps(json_object_get(cc, "loss_weights"), JSON_ENCODE_ANY | JSON_COMPACT);
+        fail(C, "compile: option loss_weights=%.80s is not supported by cnnkit (supported: None)",
+             s ? s : "?");
+        free(s); /* jansson's allocator */
+        return -1;
     }
     return 0;
 }
@@ -797,7 +839,7 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
             fail(&C, "config.json: the model has no layers besides its input");
             bad = 1;
         }
-        if (!bad && read_compile(&C, cc, &km)) {
+        if (!bad && (read_compile(&C, cc, &km) || ck_kio_check_loss(&km, C.err, C.err_len))) {
             bad = 1;
             st = CK_STATUS_NOT_SUPPORTED;
         }

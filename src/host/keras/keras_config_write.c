@@ -297,10 +297,21 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
                        jfloat(od.learning_rate), "weight_decay",
                        od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "momentum",
                        jfloat(od.momentum), "nesterov", od.nesterov);
-    json_t *cc = json_pack("{s:{s:s, s:s, s:o, s:n}, s:s, s:[s]}", "optimizer", "module",
-                           "keras.optimizers", "class_name",
-                           od.type == CK_OPT_ADAM ? "Adam" : "SGD", "config", oc, "registered_name",
-                           "loss", "sparse_categorical_crossentropy", "metrics", "accuracy");
+    /* cnnkit's loss is the cross-entropy of softmax(logits): a model that does not end in a
+     * softmax has logits for outputs (from_logits=True) */
+    ck_layer_desc last;
+    ck_model_layer_desc(m, ck_model_num_layers(m) - 1, &last);
+    json_t *loss =
+        ck_kio_ends_in_softmax(&last, 1)
+            ? json_string("sparse_categorical_crossentropy")
+            : json_pack("{s:s, s:s, s:{s:s, s:s, s:b, s:n}, s:n}", "module", "keras.losses",
+                        "class_name", "SparseCategoricalCrossentropy", "config", "name",
+                        "sparse_categorical_crossentropy", "reduction", "sum_over_batch_size",
+                        "from_logits", 1, "ignore_class", "registered_name");
+    json_t *cc =
+        json_pack("{s:{s:s, s:s, s:o, s:n}, s:o, s:[s]}", "optimizer", "module", "keras.optimizers",
+                  "class_name", od.type == CK_OPT_ADAM ? "Adam" : "SGD", "config", oc,
+                  "registered_name", "loss", loss, "metrics", "accuracy");
     json_t *root =
         graph ? json_pack("{s:s, s:s, s:{s:s, s:b, s:o, s:[sii], s:[sii]}, s:s, s:{s:n}, s:o}",
                           "module", "keras.src.models.functional", "class_name", "Functional",

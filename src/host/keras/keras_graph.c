@@ -6,6 +6,7 @@
 #include "keras_io.h"
 #include "model_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 int ck_kio_layer_inputs(const ck_layer_desc *d, int i, int *ins) {
@@ -82,4 +83,39 @@ void ck_kio_keras_order(const ck_model *m, int *order) {
         }
         order[j] = i;
     }
+}
+
+int ck_kio_ends_in_softmax(const ck_layer_desc *layers, int count) {
+    if (count < 1)
+        return 0;
+    const ck_layer_desc *d = &layers[count - 1];
+    return (d->type == CK_LAYER_ACTIVATION || d->type == CK_LAYER_CONV2D ||
+            d->type == CK_LAYER_DENSE) &&
+           d->activation == CK_ACT_SOFTMAX;
+}
+
+int ck_kio_check_loss(const ck_keras_model *km, char *err, size_t err_len) {
+    if (!km->loss[0] || km->count < 1)
+        return 0;
+    const int sm = ck_kio_ends_in_softmax(km->layers, km->count);
+    if (sm == !km->from_logits)
+        return 0;
+    const ck_layer_desc *d = &km->layers[km->count - 1];
+    char last[96]; /* a text model's layers get their automatic names at build */
+    if (d->name[0])
+        snprintf(last, sizeof last, "'%s', %s", d->name, ck_layer_type_name(d->type));
+    else
+        snprintf(last, sizeof last, "%s", ck_layer_type_name(d->type));
+    if (sm)
+        snprintf(err, err_len,
+                 "compile: loss %s with from_logits=True, but the model ends in a softmax (layer "
+                 "%s): Keras would apply a second softmax; drop from_logits=True",
+                 km->loss, last);
+    else
+        snprintf(err, err_len,
+                 "compile: loss %s reads the model's outputs as probabilities (from_logits=False), "
+                 "but the last layer (%s) is no softmax; end the model with "
+                 "activation='softmax', or compile the loss with from_logits=True (logits)",
+                 km->loss, last);
+    return -1;
 }

@@ -204,6 +204,7 @@ typedef struct kp {
     int fn_line[KP_MAX_FN_LAYERS], fn_col[KP_MAX_FN_LAYERS]; /* where each layer was applied */
     ck_optimizer_desc opt;
     char loss[64];
+    int from_logits, loss_line, loss_col; /* the loss's from_logits, where compile is */
     char warn[2048];
     size_t wlen;
     int warn_full;

@@ -22,6 +22,14 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
 /* precision: a ck_precision for the model, or -1 for km's (the file's dtype policy) */
 ck_status ck_kio_model_from_config(ck_context *ctx, const ck_keras_model *km, int precision,
                                    ck_model **out);
+/* Whether the model's last layer ends in a softmax (Activation, Softmax, or a Conv2D/Dense with
+ * activation='softmax'). */
+int ck_kio_ends_in_softmax(const ck_layer_desc *layers, int count);
+/* A compiled loss that cnnkit's, the cross-entropy of softmax(logits), would not compute:
+ * from_logits=True on a model that ends in softmax (Keras would apply a second one), or
+ * from_logits=False (the default) on one that does not (Keras would read its outputs as
+ * probabilities). 0, or -1 with the message, naming the last layer, in err. No loss: 0. */
+int ck_kio_check_loss(const ck_keras_model *km, char *err, size_t err_len);
 /* Keras's snake_case of a class name ("LeakyReLU" -> "leaky_re_lu"), as keras.src.utils.naming. */
 void ck_kio_snake_case(const char *cls, char *out, size_t len);
 /* config.json of a built model (Keras 3 layout, with compile_config); malloc'd, NULL when out of

@@ -2,6 +2,7 @@
  * statements (Sequential, add, pop, compile, assignments) and the API, ck_keras_parse. See
  * keras_internal.h. */
 #include "keras_internal.h"
+#include "keras_io.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -623,6 +624,13 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
                             "expected a Keras Sequential model (model = Sequential(...) or "
                             "model.add(...)), found no layers");
     }
+    if (!rc && P->loss[0]) { /* the loss cnnkit computes is the one Keras would (keras_graph.c) */
+        ck_keras_model k = {.layers = P->layers, .count = P->count, .from_logits = P->from_logits};
+        char msg[400];
+        memcpy(k.loss, P->loss, sizeof k.loss);
+        if (ck_kio_check_loss(&k, msg, sizeof msg))
+            rc = ck_kp_fail(P, P->loss_line, P->loss_col, "%s", msg);
+    }
     if (rc) {
         ck_status st = P->st == CK_STATUS_SUCCESS ? CK_STATUS_INTERNAL : P->st;
         put_err(err, err_len, P->msg);
@@ -640,6 +648,7 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
     m.precision = P->precision;
     m.optimizer = P->opt;
     memcpy(m.loss, P->loss, sizeof m.loss);
+    m.from_logits = P->from_logits;
     memcpy(m.warnings, P->warn, sizeof m.warnings);
     m.warnings[sizeof m.warnings - 1] = '\0';
     ck_kp_free(P);
