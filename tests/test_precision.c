@@ -94,6 +94,43 @@ Test(precision, keras_global_policy) {
     cr_assert_neq(from_text(ctx, "mixed_precision.set_global_policy(policy)", &m, err, sizeof err),
                   CK_STATUS_SUCCESS);
     cr_assert(strstr(err, "set_global_policy"), "err: %s", err);
+    /* Keras 3's names for the same setting */
+    const char *bf16[] = {"keras.config.set_dtype_policy('mixed_bfloat16')",
+                          "tf.keras.mixed_precision.set_dtype_policy('mixed_bfloat16')"};
+    for (int i = 0; i < 2; ++i) {
+        m = NULL;
+        CK_OK(ctx, from_text(ctx, bf16[i], &m, err, sizeof err));
+        cr_assert_eq(ck_model_precision(m), CK_PRECISION_BF16, "%s", bf16[i]);
+        ck_model_destroy(m);
+    }
+    /* settings that change what Keras computes are cnnkit's or refused, never dropped */
+    const char *refused[][2] = {
+        {"keras.config.set_dtype_policy('mixed_float16')", "mixed_float16"},
+        {"keras.config.set_floatx('float16')", "set_floatx: 'float16'"},
+        {"keras.backend.set_floatx('float64')", "set_floatx: 'float64'"},
+        {"keras.config.set_image_data_format('channels_first')", "channels_first"}};
+    for (int i = 0; i < 4; ++i) {
+        m = NULL;
+        cr_assert_neq(from_text(ctx, refused[i][0], &m, err, sizeof err), CK_STATUS_SUCCESS, "%s",
+                      refused[i][0]);
+        cr_assert_null(m);
+        cr_assert(strstr(err, refused[i][1]) && strstr(err, "not supported"), "err: %s", err);
+    }
+    m = NULL;
+    CK_OK(ctx, from_text(ctx,
+                         "keras.config.set_floatx('float32')\n"
+                         "keras.config.set_image_data_format('channels_last')\n"
+                         "keras.backend.clear_session()",
+                         &m, err, sizeof err));
+    cr_assert_eq(ck_model_precision(m), CK_PRECISION_FP32);
+    ck_model_destroy(m);
+    /* model.fit(...) is skipped with a warning: its epochs and batch size are the CLI's */
+    static char text[8192];
+    snprintf(text, sizeof text, "%smodel.fit(x, y, epochs=5, batch_size=32)\n", t_seed_cnn_text);
+    m = NULL;
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, err, sizeof err));
+    cr_assert(strstr(err, "model.fit(...) is not run") && strstr(err, "--epochs"), "%s", err);
+    ck_model_destroy(m);
     ck_context_destroy(ctx);
 }
 

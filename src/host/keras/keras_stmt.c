@@ -139,8 +139,8 @@ static int tok_is(const tok *t, const char *name) {
     return t->kind == TK_NAME && ck_kp_is_name(t, name);
 }
 
-static int is_policy_call(kp *P, size_t b, size_t e);
-static int policy_call(kp *P, size_t b, size_t e);
+static const tok *setting_call(kp *P, size_t b, size_t e);
+static int setting(kp *P, size_t b, size_t e, const tok *fn);
 
 /* Tokens from k: `[a.b.]Sequential(` inside the current statement? */
 static int sequential_at(kp *P, size_t k) {
@@ -324,8 +324,14 @@ static int model_method(kp *P, size_t b) {
     int add = tok_is(m, "add"), compile = tok_is(m, "compile"), pop = tok_is(m, "pop");
     if (!add && !compile && !pop) {
         for (int i = 0; k_skipped_methods[i]; ++i)
-            if (tok_is(m, k_skipped_methods[i]))
+            if (tok_is(m, k_skipped_methods[i])) {
+                if (tok_is(m, "fit") || tok_is(m, "fit_generator"))
+                    ck_kp_warn(P,
+                               "line %d: %.*s.%.*s(...) is not run, its arguments not used: "
+                               "cnnkit train takes --epochs, --batch and --validation-split",
+                               m->line, t0->len, t0->src, m->len, m->src);
                 return 0;
+            }
         return ck_kp_fail(P, m->line, m->col,
                           "unsupported model method '%.*s': expected add, compile or pop (summary, "
                           "fit, evaluate, predict, save, ... are skipped)",
@@ -445,8 +451,9 @@ static int process(kp *P, const stmt *S) {
         P->nblocks--;
     if (tok_is(t0, "import") || tok_is(t0, "from"))
         return 0;
-    if (is_policy_call(P, b, e))
-        return policy_call(P, b, e);
+    const tok *fn = setting_call(P, b, e);
+    if (fn)
+        return setting(P, b, e, fn);
     if (ck_kp_is_keyword(t0) && !tok_is(t0, "True") && !tok_is(t0, "False") &&
         !tok_is(t0, "None")) {
         int compound = 0;
@@ -540,32 +547,56 @@ static int process(kp *P, const stmt *S) {
     return check_skipped(P, b, e);
 }
 
-/* [keras.]mixed_precision.set_global_policy(...) at module level: the model's precision. */
-static int is_policy_call(kp *P, size_t b, size_t e) {
+/* A module-level setting, [tf.][keras.]MODULE.NAME(...) with MODULE mixed_precision, config or
+ * backend: its NAME token, or NULL. */
+static const tok *setting_call(kp *P, size_t b, size_t e) {
+    if (b + 2 < e && tok_is(&P->cur[b], "tf") && ck_kp_is_op(&P->cur[b + 1], "."))
+        b += 2;
     if (b + 2 < e && tok_is(&P->cur[b], "keras") && ck_kp_is_op(&P->cur[b + 1], "."))
         b += 2;
-    return b + 3 < e && tok_is(&P->cur[b], "mixed_precision") && ck_kp_is_op(&P->cur[b + 1], ".") &&
-           tok_is(&P->cur[b + 2], "set_global_policy") && ck_kp_is_op(&P->cur[b + 3], "(");
+    if (!(b + 3 < e &&
+          (tok_is(&P->cur[b], "mixed_precision") || tok_is(&P->cur[b], "config") ||
+           tok_is(&P->cur[b], "backend")) &&
+          ck_kp_is_op(&P->cur[b + 1], ".") && P->cur[b + 2].kind == TK_NAME &&
+          ck_kp_is_op(&P->cur[b + 3], "(")))
+        return NULL;
+    return &P->cur[b + 2];
 }
 
-static int policy_call(kp *P, size_t b, size_t e) {
+/* The global settings that change what a model computes: the dtype policy is the model's
+ * precision; float type and image layout are refused unless they are cnnkit's (float32, NHWC),
+ * never dropped. Other settings calls (clear_session, ...) change nothing here. */
+static int setting(kp *P, size_t b, size_t e, const tok *fn) {
+    const int policy = tok_is(fn, "set_global_policy") || tok_is(fn, "set_dtype_policy");
+    const int floatx = tok_is(fn, "set_floatx"), layout = tok_is(fn, "set_image_data_format");
+    if (!policy && !floatx && !layout)
+        return 0;
     size_t k = b;
     while (!ck_kp_is_op(&P->cur[k], "("))
         ++k;
     const tok *a = &P->cur[k + 1];
+    char name[40];
+    snprintf(name, sizeof name, "%.*s", fn->len, fn->src);
     if (k + 3 != e || a->kind != TK_STRING || !ck_kp_is_op(&P->cur[k + 2], ")"))
-        return ck_kp_fail(P, P->cur[b].line, P->cur[b].col,
-                          "set_global_policy: expected one policy name string, such as "
-                          "'mixed_bfloat16' or 'float32'");
+        return ck_kp_fail(P, fn->line, fn->col, "%s: expected one string, such as '%s'", name,
+                          policy   ? "mixed_bfloat16"
+                          : floatx ? "float32"
+                                   : "channels_last");
+    if (floatx || layout) {
+        const char *want = floatx ? "float32" : "channels_last";
+        if (strcmp(a->str, want) != 0)
+            return ck_kp_fail(P, a->line, a->col, "%s: '%.40s' is not supported (only '%s')", name,
+                              a->str, want);
+        return 0;
+    }
     if (strcmp(a->str, "float32") == 0)
         P->precision = CK_PRECISION_FP32;
     else if (strcmp(a->str, "mixed_bfloat16") == 0)
         P->precision = CK_PRECISION_BF16;
     else /* mixed_float16 would need loss scaling, which cnnkit does not do */
         return ck_kp_fail(P, a->line, a->col,
-                          "set_global_policy: policy '%.40s' is not supported ('float32' or "
-                          "'mixed_bfloat16')",
-                          a->str);
+                          "%s: policy '%.40s' is not supported ('float32' or 'mixed_bfloat16')",
+                          name, a->str);
     P->has_precision = 1;
     return 0;
 }
