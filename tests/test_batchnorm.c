@@ -457,6 +457,61 @@ Test(batchnorm, single_value_batch) {
     ck_context_destroy(ctx);
 }
 
+/* N*H*W == 1 with the batch's statistics (single_value_use_running 2, Keras): mean x, variance
+ * 0, so x-hat is 0 and y = act(beta); the running mean moves toward x and the running variance
+ * toward 0 (0.99 v for Keras's momentum); dx = 0 and dgamma = 0 (x-hat is 0), dbeta = dy * act'.
+ * An unbiased running variance (PyTorch) has no value for one sample: refused. */
+Test(batchnorm, single_value_batch_statistics) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    bn_case b = make_case(1, 4, 1, 1, 72);
+    ck_bn_desc d;
+    ck_bn_desc_init(&d, CK_BN_KERAS);
+    d.activation = CK_ACT_RELU;
+    d.single_value_use_running = 2;
+    for (int c = 0; c < 4; ++c)
+        b.beta[c] = c % 2 ? 0.25f : -0.25f; /* both sides of the ReLU */
+    ck_tensor *tx = t_tensor_from_nchw(ctx, CK_LAYOUT_NHWC, 1, 4, 1, 1, b.x);
+    ck_tensor *ty = t_tensor_from_nchw(ctx, CK_LAYOUT_NHWC, 1, 4, 1, 1, NULL);
+    ck_tensor *g = t_param(ctx, 4, b.gamma), *be = t_param(ctx, 4, b.beta);
+    ck_tensor *rm = t_param(ctx, 4, b.rm), *rv = t_param(ctx, 4, b.rv);
+    ck_tensor *sm = t_param(ctx, 4, NULL), *si = t_param(ctx, 4, NULL);
+    CK_OK(ctx, ck_batchnorm_forward_training(ctx, &d, tx, g, be, rm, rv, sm, si, NULL, ty, NULL));
+    float y[4], rmo[4], rvo[4];
+    t_tensor_to_nchw(ctx, ty, y);
+    t_param_get(ctx, rm, rmo);
+    t_param_get(ctx, rv, rvo);
+    for (int c = 0; c < 4; ++c) {
+        cr_assert_eq(y[c], b.beta[c] > 0 ? b.beta[c] : 0.0f, "y[%d] = %g", c, y[c]);
+        cr_assert_float_eq(rmo[c], 0.99f * b.rm[c] + 0.01f * b.x[c], 1e-6);
+        cr_assert_float_eq(rvo[c], 0.99f * b.rv[c], 1e-6);
+    }
+    ck_tensor *tdy = t_tensor_from_nchw(ctx, CK_LAYOUT_NHWC, 1, 4, 1, 1, b.dy);
+    ck_tensor *tdx = t_tensor_from_nchw(ctx, CK_LAYOUT_NHWC, 1, 4, 1, 1, NULL);
+    ck_tensor *dg = t_param(ctx, 4, NULL), *db = t_param(ctx, 4, NULL);
+    CK_OK(ctx, ck_batchnorm_backward(ctx, &d, tx, tdy, g, be, sm, si, NULL, tdx, dg, db, NULL));
+    float dx[4], dgo[4], dbo[4];
+    t_tensor_to_nchw(ctx, tdx, dx);
+    t_param_get(ctx, dg, dgo);
+    t_param_get(ctx, db, dbo);
+    for (int c = 0; c < 4; ++c) {
+        cr_assert_eq(dx[c], 0.0f, "dx[%d] = %g", c, dx[c]);
+        cr_assert_eq(dgo[c], 0.0f, "dgamma[%d] = %g", c, dgo[c]);
+        cr_assert_float_eq(dbo[c], b.beta[c] > 0 ? b.dy[c] : 0.0f, 1e-7);
+    }
+    ck_bn_desc pt;
+    ck_bn_desc_init(&pt, CK_BN_PYTORCH);
+    pt.single_value_use_running = 2;
+    cr_assert_eq(ck_batchnorm_forward_training(ctx, &pt, tx, g, be, rm, rv, sm, si, NULL, ty, NULL),
+                 CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "single_value_use_running"), "%s",
+              ck_context_last_error(ctx));
+    ck_tensor *list[] = {tx, ty, g, be, rm, rv, sm, si, tdy, tdx, dg, db};
+    for (size_t i = 0; i < sizeof list / sizeof *list; ++i)
+        ck_tensor_destroy(list[i]);
+    free_case(&b);
+    ck_context_destroy(ctx);
+}
+
 /* Results do not depend on the CPU thread count (fixed per-channel order). */
 Test(batchnorm, deterministic_across_thread_counts) {
     bn_case b = make_case(7, 9, 6, 6, 81);

@@ -16,11 +16,21 @@ typedef struct shape {
 
 /* N = 1..257, C = 1..130, H*W = 1..4096; vector and scalar kernel paths in both layouts. */
 static const shape SHAPES[] = {
-    {1, 1, 1, 2},    {1, 3, 1, 2},   {2, 1, 64, 64},  {257, 5, 3, 3}, {7, 130, 5, 5},
-    {3, 32, 26, 26}, {16, 64, 8, 8}, {257, 13, 1, 1}, {5, 4, 7, 9},   {2, 130, 1, 3},
-    {33, 8, 4, 4},   {4, 3, 2, 1},
+    {1, 1, 1, 2},
+    {1, 3, 1, 2},
+    {2, 1, 64, 64},
+    {257, 5, 3, 3},
+    {7, 130, 5, 5},
+    {3, 32, 26, 26},
+    {16, 64, 8, 8},
+    {257, 13, 1, 1},
+    {5, 4, 7, 9},
+    {2, 130, 1, 3},
+    {33, 8, 4, 4},
+    {4, 3, 2, 1},
     /* enough rows per block (> 64 per split) for the NHWC kernels' batched loads, with tails */
-    {67, 8, 23, 23}, {40, 40, 30, 30},
+    {67, 8, 23, 23},
+    {40, 40, 30, 30},
 };
 #define NSHAPES (sizeof SHAPES / sizeof *SHAPES)
 
@@ -80,8 +90,8 @@ static void gpu_dropout_matches_cpu(ck_dropout_kind kind) {
                              bwd ? "bwd" : "fwd", s.n, s.c, s.h, s.w, li);
                 if (!bwd)
                     cr_assert_eq(memcmp(mg, mc, units), 0,
-                                 "kind %d shape %dx%dx%dx%d layout %d: GPU mask differs", kind,
-                                 s.n, s.c, s.h, s.w, li);
+                                 "kind %d shape %dx%dx%dx%d layout %d: GPU mask differs", kind, s.n,
+                                 s.c, s.h, s.w, li);
             }
         }
         free(x);
@@ -189,7 +199,7 @@ static void gpu_bn_matches_cpu(ck_bn_convention conv, int with_sd) {
     for (size_t si = 0; si < NSHAPES; ++si) {
         shape s = SHAPES[si];
         if ((long)s.n * s.h * s.w == 1)
-            continue; /* single-value batches have their own test */
+            continue; /* single-value batches: batchnorm_single_value_matches_cpu */
         size_t cnt = (size_t)s.n * s.c * s.h * s.w;
         float *x = random_buf(cnt, 300 + si, -1.0f, 3.0f);
         float *dy = random_buf(cnt, 400 + si, -1.0f, 1.0f);
@@ -210,8 +220,8 @@ static void gpu_bn_matches_cpu(ck_bn_convention conv, int with_sd) {
              * gradients 1e-4 of their largest magnitude (fp32 partial sums over N*H*W). */
             expect_close(rg.y, rc.y, cnt, 2e-5, "y", s, li);
             expect_close(rg.yi, rc.yi, cnt, 2e-5, "y inference", s, li);
-            const char *names[6] = {"running_mean", "running_var", "saved_mean", "saved_invstd",
-                                    "dgamma", "dbeta"};
+            const char *names[6] = {"running_mean", "running_var", "saved_mean",
+                                    "saved_invstd", "dgamma",      "dbeta"};
             for (int k = 0; k < 6; ++k)
                 expect_close(rg.p[k], rc.p[k], s.c, k < 4 ? 2e-5 : 1e-4, names[k], s, li);
             expect_close(rg.dx, rc.dx, cnt, 1e-4, "dx", s, li);
@@ -229,6 +239,36 @@ static void gpu_bn_matches_cpu(ck_bn_convention conv, int with_sd) {
         free(rm);
         free(rv);
     }
+    ck_context_destroy(g);
+    ck_context_destroy(c);
+}
+
+/* One value per channel (N*H*W == 1): the running statistics (1) or the batch's (2, Keras's
+ * variance 0) give the same results on the GPU as on the CPU. */
+Test(gpu, batchnorm_single_value_matches_cpu) {
+    ck_context *g = t_cuda_ctx_or_skip();
+    ck_context *c = t_ctx(CK_DEVICE_CPU);
+    const shape s = {1, 6, 1, 1};
+    float *x = random_buf(6, 901, -1.0f, 3.0f), *dy = random_buf(6, 902, -1.0f, 1.0f);
+    float *gm = random_buf(6, 903, 0.5f, 1.5f), *bt = random_buf(6, 904, -.5f, .5f);
+    float *rm = random_buf(6, 905, -0.1f, 0.1f), *rv = random_buf(6, 906, 0.5f, 2.f);
+    for (int mode = 1; mode <= 2; ++mode) {
+        ck_bn_desc d;
+        ck_bn_desc_init(&d, CK_BN_KERAS);
+        d.activation = CK_ACT_RELU;
+        d.single_value_use_running = mode;
+        float yg[6], dxg[6], yig[6], yc[6], dxc[6], yic[6];
+        bn_res rg = {yg, dxg, yig, {{0}}}, rc = {yc, dxc, yic, {{0}}};
+        for (int li = 0; li < 2; ++li) {
+            bn_on(g, LAYOUTS[li], s, &d, NULL, x, dy, gm, bt, rm, rv, &rg);
+            bn_on(c, LAYOUTS[li], s, &d, NULL, x, dy, gm, bt, rm, rv, &rc);
+            expect_close(rg.y, rc.y, 6, 2e-5, mode == 1 ? "y (running)" : "y (batch)", s, li);
+            expect_close(rg.dx, rc.dx, 6, 1e-5, "dx", s, li);
+            for (int k = 0; k < 6; ++k)
+                expect_close(rg.p[k], rc.p[k], 6, 2e-5, "statistics and gradients", s, li);
+        }
+    }
+    free(x), free(dy), free(gm), free(bt), free(rm), free(rv);
     ck_context_destroy(g);
     ck_context_destroy(c);
 }

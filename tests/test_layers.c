@@ -356,6 +356,47 @@ Test(layers, weight_decay_reaches_every_trainable_array) {
     ck_context_destroy(ctx);
 }
 
+/* A training batch of one sample through Dense -> BN, as Keras 3.15 computes it (the helper's
+ * audit: loss 2.302585 = ln 10, moving_variance 0.99, the Dense before the BN unchanged): BN takes
+ * the batch's statistics, mean x and variance 0, so its output is beta = 0 and the softmax after
+ * the last Dense (zero bias) is uniform; no gradient reaches the layers before the BN. */
+Test(layers, batch_of_one_takes_its_own_statistics_as_keras) {
+    static const char text[] = "model = Sequential([Dense(4, input_shape=(6,)), "
+                               "BatchNormalization(), Dense(10, activation='softmax')])\n";
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char msg[1024];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, text, &m, msg, sizeof msg));
+    ck_optimizer_desc o;
+    CK_OK(ctx, ck_optimizer_desc_init(&o, CK_OPT_SGD));
+    CK_OK(ctx, ck_model_set_optimizer(m, &o));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 4));
+    size_t n = 0;
+    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, &n));
+    float *w0 = malloc(sizeof(float) * n), *w1 = malloc(sizeof(float) * n);
+    CK_OK(ctx, ck_model_get_weights(m, w0, n, NULL));
+    const float x[6] = {0.5f, -1.0f, 2.0f, 0.25f, 1.5f, -0.75f};
+    const int32_t y[1] = {3};
+    ck_step_result r;
+    CK_OK(ctx, ck_model_train_step(m, x, y, 1, &r));
+    cr_assert_float_eq(r.loss, log(10.0), 1e-6, "loss %.9g", r.loss);
+    CK_OK(ctx, ck_model_get_weights(m, w1, n, NULL));
+    /* Keras order: dense kernel (6x4), bias (4); BN gamma, beta, moving mean, moving variance (4
+     * each); dense_1 kernel, bias */
+    for (int i = 0; i < 6 * 4 + 4; ++i)
+        cr_assert_eq(w1[i], w0[i], "the Dense before the BN moved: weight %d", i);
+    for (int c = 0; c < 4; ++c) {
+        double pre = w0[24 + c];
+        for (int k = 0; k < 6; ++k)
+            pre += (double)x[k] * w0[k * 4 + c];
+        cr_assert_float_eq(w1[28 + 8 + c], 0.01 * pre, 1e-6, "moving mean %d", c);
+        cr_assert_float_eq(w1[28 + 12 + c], 0.99f, 1e-7, "moving variance %d", c);
+    }
+    free(w0), free(w1);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
 /* ---- finite-difference gradient checks ----------------------------------------------------- */
 
 typedef struct conv_ud {

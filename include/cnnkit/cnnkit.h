@@ -245,9 +245,9 @@ ck_status ck_mask_download(ck_context *ctx, const ck_mask *mask, uint8_t *host, 
 
 /* The mask as a pure function, computed on the host without a context: keep[] receives N*C
  * (spatial) or N*C*H*W (element, NCHW order) bytes. The same function the kernels use. Errors
- * (the message in ck_context_last_error(NULL)): CK_STATUS_BAD_PARAM (kind, desc, keep, rate, a dimension < 1),
- * CK_STATUS_OVERFLOW (more units than a tensor may hold, INT32_MAX), CK_STATUS_SHAPE_MISMATCH
- * (count is not the number of units). */
+ * (the message in ck_context_last_error(NULL)): CK_STATUS_BAD_PARAM (kind, desc, keep, rate, a
+ * dimension < 1), CK_STATUS_OVERFLOW (more units than a tensor may hold, INT32_MAX),
+ * CK_STATUS_SHAPE_MISMATCH (count is not the number of units). */
 ck_status ck_dropout_mask_host(ck_dropout_kind kind, uint64_t seed, const ck_dropout_desc *desc,
                                int n, int c, int h, int w, uint8_t *keep, size_t count);
 
@@ -299,7 +299,10 @@ typedef struct ck_bn_desc {
     int unbiased_running_var;     /* 1: running_var takes var * M / (M - 1) (PyTorch) */
     ck_activation activation;     /* applied after the affine transform */
     int single_value_use_running; /* N*H*W == 1 in training: 0 = CK_STATUS_SINGLE_VALUE_BATCH,
-                                     1 = normalize with the running stats and leave them as is */
+                                     1 = normalize with the running stats and leave them as is,
+                                     2 = the batch statistics as Keras: variance 0, so the output
+                                     is beta (then the activation), dx 0, the running variance
+                                     moves toward 0 (biased running variance only) */
 } ck_bn_desc;
 
 /* Fills desc with a convention's defaults (activation NONE, single_value_use_running 0).

@@ -244,7 +244,7 @@ __global__ void ck_bn_local_moments(ck_kbn p, double *local) {
 
 /* ... then every rank's moments merged in rank order (Chan's formula: the same bits on every
  * rank; one rank gives its own moments unchanged, so the finalize equals the local one). A
- * global batch of one value per channel normalizes with the running statistics, as the CPU's. */
+ * global batch of one value per channel normalizes as the desc says, as the CPU's. */
 __global__ void ck_bn_finalize_forward_sync(ck_kbn p, const double *all, const float *gamma,
                                             const float *beta, float *running_mean,
                                             float *running_var, float *saved_mean,
@@ -257,8 +257,9 @@ __global__ void ck_bn_finalize_forward_sync(ck_kbn p, const double *all, const f
         const double *m = all + 3 * ((long long)r * p.s.c + c);
         ck_welford_merge_d(n, mean, m2, m[0], m[1], m[2]);
     }
-    ck_bn_finalize_channel(p, c, p.frozen != 0 || n == 1.0, n, mean, m2, gamma, beta, running_mean,
-                           running_var, saved_mean, saved_invstd);
+    const bool frozen = p.frozen != 0 || (n == 1.0 && p.bn.single_value_use_running != 2);
+    ck_bn_finalize_channel(p, c, frozen, n, mean, m2, gamma, beta, running_mean, running_var,
+                           saved_mean, saved_invstd);
 }
 
 /* ---- element-wise forward ------------------------------------------------------------------ */
@@ -649,7 +650,7 @@ __global__ void ck_bn_bwd_finalize_sync(ck_kbn p, const double *all) {
         sgx += v[1];
         m += v[2];
     }
-    const bool frozen = p.frozen || m == 1.0;
+    const bool frozen = p.frozen || (m == 1.0 && p.bn.single_value_use_running != 2);
     p.coef[4 * c + 2] = frozen ? 0.0f : (float)(sg / m);
     p.coef[4 * c + 3] = frozen ? 0.0f : (float)(sgx / m);
 }

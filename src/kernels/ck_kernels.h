@@ -87,7 +87,7 @@ int ck_cuda_dropout(int kind, const void *x, void *y, ck_kshape s, uint64_t seed
 typedef struct ck_kbn {
     ck_kshape s;
     int splits;
-    ck_bn_desc bn; /* the caller's descriptor (single_value_use_running is the host's business) */
+    ck_bn_desc bn; /* the caller's descriptor (SyncBN's kernels read single_value_use_running) */
     int frozen;
     int sd_enabled;
     uint64_t seed, sd_offset, sd_sample0;

@@ -42,7 +42,9 @@ static int bn_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3
     ck_bn_desc_init(&n->bn, CK_BN_KERAS);
     n->bn.epsilon = d->epsilon;
     n->bn.average_factor = 1.0f - d->momentum;
-    n->bn.single_value_use_running = 1; /* a batch of one sample on a Dense output */
+    /* a batch of one sample on a Dense (or 1x1) output: Keras takes its statistics too, variance
+     * 0, so the output is beta */
+    n->bn.single_value_use_running = 2;
     n->p_gamma = at->off[0];
     n->p_beta = at->off[1];
     n->p_mm = at->off[2];

@@ -101,18 +101,27 @@ static ck_status check_desc(ck_context *ctx, const ck_bn_desc *d) {
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "desc->activation: must be CK_ACT_NONE or CK_ACT_RELU, got %d",
                        (int)d->activation);
+    if (d->single_value_use_running < 0 || d->single_value_use_running > 2)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "desc->single_value_use_running: must be 0, 1 or 2, got %d",
+                       d->single_value_use_running);
+    /* one value has no unbiased variance (M / (M - 1)) */
+    if (d->single_value_use_running == 2 && d->unbiased_running_var)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "desc->single_value_use_running: 2 (batch statistics) needs a biased "
+                       "running variance (unbiased_running_var 0, CK_BN_KERAS)");
     return CK_STATUS_SUCCESS;
 }
 
-/* Training needs more than one value per channel; frozen is set when the desc asks to fall back
- * to the running statistics instead. */
+/* Training needs more than one value per channel, unless the desc asks to fall back to the
+ * running statistics (frozen) or to take the batch's (variance 0, as Keras). */
 static ck_status check_single_value(ck_context *ctx, const ck_bn_desc *d, const ck_tensor *x,
                                     int *frozen) {
     *frozen = 0;
     if ((long)x->n * x->h * x->w > 1)
         return CK_STATUS_SUCCESS;
     if (d->single_value_use_running) {
-        *frozen = 1;
+        *frozen = d->single_value_use_running == 1;
         return CK_STATUS_SUCCESS;
     }
     return ck_fail(ctx, CK_STATUS_SINGLE_VALUE_BATCH,
