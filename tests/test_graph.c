@@ -565,6 +565,61 @@ Test(graph, check_compounding_across_chains) {
     cr_assert_eq(seen, 1);
 }
 
+/* A dropout's path does not end with its chain: read by a BN and by a shortcut, it still feeds
+ * the BN (CK001, Eq. 8's ceiling); through an Add (a sum with the unmasked shortcut, §2) it
+ * reaches the next BN without a ceiling; in a pre-activation wide ResNet block (Dropout between
+ * the branch's convolutions) it reaches the next block's BN through one weight layer (CK002). */
+Test(graph, check_walks_past_the_chain) {
+    static const char *const bodies[3] = {
+        "x = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(inputs)\n" /* 0 */
+        "x = layers.Dropout(0.2)(x)\n"                                             /* 1 */
+        "y = layers.BatchNormalization()(x)\n"                                     /* 2 */
+        "y = layers.Conv2D(4, 3, padding=\"same\")(y)\n"                           /* 3 */
+        "x = layers.Add()([y, x])\n",
+        "x = layers.Conv2D(4, 3, padding=\"same\", activation=\"relu\")(inputs)\n" /* 0 */
+        "y = layers.Conv2D(4, 3, padding=\"same\")(x)\n"                           /* 1 */
+        "y = layers.Dropout(0.3)(y)\n"                                             /* 2 */
+        "x = layers.Add()([y, x])\n"                                               /* 3 */
+        "x = layers.BatchNormalization()(x)\n",                                    /* 4 */
+        "x = layers.Conv2D(4, 3, padding=\"same\", use_bias=False)(inputs)\n"      /* 0 */
+        "y = layers.BatchNormalization()(x)\n"                                     /* 1 */
+        "y = layers.Activation(\"relu\")(y)\n"                                     /* 2 */
+        "y = layers.Dropout(0.3)(y)\n"                                             /* 3 */
+        "y = layers.Conv2D(4, 3, padding=\"same\", use_bias=False)(y)\n"           /* 4 */
+        "x = layers.Add()([y, x])\n"                                               /* 5 */
+        "x = layers.BatchNormalization()(x)\n"};                                   /* 6 */
+    const char *codes[3] = {"CK001", "CK001", "CK002"};
+    const int dl[3] = {1, 2, 3}, bl[3] = {2, 4, 6};
+    for (int t = 0; t < 3; ++t) {
+        char text[4096], err[512];
+        snprintf(text, sizeof text,
+                 "%s%sx = layers.GlobalAveragePooling2D()(x)\n"
+                 "outputs = layers.Dense(10, activation=\"softmax\")(x)\n"
+                 "model = keras.Model(inputs, outputs)\n",
+                 FN_HEAD, bodies[t]);
+        ck_keras_model km;
+        cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+        ck_finding f[16];
+        int n = 0, hits = 0;
+        cr_assert_eq(ck_model_check(km.layers, km.count, f, 16, &n), CK_STATUS_SUCCESS);
+        ck_keras_model_free(&km);
+        for (int i = 0; i < n; ++i)
+            if (strncmp(f[i].code, codes[t], 5) == 0) {
+                ++hits;
+                cr_assert(f[i].layers[0] == dl[t] && f[i].layers[1] == bl[t],
+                          "case %d: layers %d, %d", t, f[i].layers[0], f[i].layers[1]);
+                if (t == 0)
+                    cr_assert_float_eq(f[i].value, 0.8, 1e-6);
+                if (t == 1)
+                    cr_assert(isnan(f[i].value) && strstr(f[i].reason, "Add (layer 3)"), "%s",
+                              f[i].reason);
+                if (t == 2)
+                    cr_assert_float_eq(f[i].value, 1.0, 1e-9);
+            }
+        cr_assert_eq(hits, 1, "case %d: %s found %d times", t, codes[t], hits);
+    }
+}
+
 /* Checks a functional text of FN_HEAD + body + Model(inputs, outputs): the number of findings
  * with the code prefix, and the first one's layers in *f. */
 static int graph_findings(const char *body, const char *code, ck_finding *first) {

@@ -10,8 +10,9 @@
  * derivation in docs/derivations.md by section (§).
  *   CK001-dropout-before-bn         warning  (Spatial)Dropout reaches BatchNormalization through no
  *                                            weight layer (activations, pooling, Flatten,
- *                                            GlobalAveragePooling2D, ZeroPadding2D, Rescaling
- *                                            between, any number; §1, §8): variance
+ *                                            GlobalAveragePooling2D, ZeroPadding2D, Rescaling,
+ *                                            Add, Concatenate between, any number, along every
+ *                                            path of a layer graph; §1, §2, §8): variance
  *                                            shift. value = 1 - rate, the ceiling of
  *                                            Var_inference/Var_train (Li et al. 2019 Eq. 8, §1)
  *                                            when the mask commutes with every layer between and

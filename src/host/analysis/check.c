@@ -147,59 +147,144 @@ typedef struct bn_path {
  * which changes no variance but moves a dropped value off 0, so an activation after it is
  * nonlinear in the mask, and zero padding after it leaves the ceiling (§8); r.shifted says one
  * was passed (the BN input's mean is not the dropout output's then). */
-static bn_path walk_to_bn(const chk *c, int i) {
-    const int spatial = c->nd[i].type == CK_LAYER_SPATIAL_DROPOUT2D;
-    bn_path r = {-1, 0, CK_DROP_PATH_COMMUTES, -1, 0};
-    int mixed = 0, closed = 1, mix_layer = -1, open_layer = -1;
+/* The walk's state along one path, one node at a time. */
+typedef struct walk {
+    int spatial, mixed, closed, mix_layer, open_layer;
+    bn_path r;
+} walk;
+
+static walk walk_start(const chk *c, int dl) {
+    walk w = {c->L[dl].type == CK_LAYER_SPATIAL_DROPOUT2D, 0, 1, -1, -1,
+              {-1, 0, CK_DROP_PATH_COMMUTES, -1, 0}};
+    return w;
+}
+
+/* One node of the path: 1 at a BN (w->r complete but for r.bn), -1 where the walk stops, 0 on. */
+static int walk_step(const chk *c, const node *n, walk *w) {
+    bn_path *r = &w->r;
+    if (is_bn(n)) {
+        r->kind = !w->closed ? CK_DROP_PATH_NONLINEAR
+                  : w->mixed ? CK_DROP_PATH_LINEAR
+                             : CK_DROP_PATH_COMMUTES;
+        r->layer = !w->closed ? w->open_layer : w->mixed ? w->mix_layer : -1;
+        return 1;
+    }
+    if (is_softmax(n) || is_drop(n))
+        return -1;
+    int mixes = 0, breaks = 0;
+    if (n->is_act)
+        breaks = !(homogeneous(n->act) && ((!w->mixed && !r->shifted) || n->act == CK_ACT_NONE));
+    else if (n->type == CK_LAYER_MAXPOOL2D)
+        breaks = !(w->spatial && !w->mixed);
+    else if (n->type == CK_LAYER_AVGPOOL2D || n->type == CK_LAYER_GLOBALAVGPOOL2D)
+        mixes = !(w->spatial && !w->mixed);
+    else if (is_weight(n))
+        mixes = 1, r->weights++;
+    else if (n->type == CK_LAYER_ADD) /* the masked tensor plus another: a sum (§2) */
+        mixes = 1;
+    else if (is_rescale(n))
+        r->shifted |= c->L[n->layer].offset != 0.0f;
+    else if (is_zeropad(n))
+        mixes = r->shifted; /* zeros beside shifted values: Var_inference may pass the ceiling */
+    else if (n->type != CK_LAYER_FLATTEN && n->type != CK_LAYER_CONCATENATE)
+        breaks = 1; /* Concatenate only places the masked channels beside others */
+    if (mixes && !w->mixed) {
+        w->mixed = 1;
+        w->mix_layer = n->layer;
+    }
+    if (breaks && w->closed) {
+        w->closed = 0;
+        w->open_layer = n->layer;
+    }
+    return 0;
+}
+
+/* Within the dropout's chain; *left: the walk reached the chain's end (the path goes on in the
+ * layer graph, ck_chk_graph_walk). */
+static bn_path walk_to_bn_left(const chk *c, int i, int *left) {
+    walk w = walk_start(c, c->nd[i].layer);
+    *left = 0;
     for (int k = i + 1; k < c->nn; ++k) {
-        const node *n = &c->nd[k];
-        if (is_bn(n)) {
-            r.bn = k;
-            break;
-        }
-        if (is_softmax(n) || is_drop(n))
-            return r;
-        int mixes = 0, breaks = 0;
-        if (n->is_act)
-            breaks = !(homogeneous(n->act) && ((!mixed && !r.shifted) || n->act == CK_ACT_NONE));
-        else if (n->type == CK_LAYER_MAXPOOL2D)
-            breaks = !(spatial && !mixed);
-        else if (n->type == CK_LAYER_AVGPOOL2D || n->type == CK_LAYER_GLOBALAVGPOOL2D)
-            mixes = !(spatial && !mixed);
-        else if (is_weight(n))
-            mixes = 1, r.weights++;
-        else if (is_rescale(n))
-            r.shifted |= c->L[n->layer].offset != 0.0f;
-        else if (is_zeropad(n))
-            mixes = r.shifted; /* zeros beside shifted values: Var_inference may pass the ceiling */
-        else if (n->type != CK_LAYER_FLATTEN)
-            breaks = 1;
-        if (mixes && !mixed) {
-            mixed = 1;
-            mix_layer = n->layer;
-        }
-        if (breaks && closed) {
-            closed = 0;
-            open_layer = n->layer;
+        const int st = walk_step(c, &c->nd[k], &w);
+        if (st < 0)
+            return w.r;
+        if (st > 0) {
+            w.r.bn = k;
+            return w.r;
         }
     }
-    if (r.bn < 0)
-        return r;
-    r.kind = !closed ? CK_DROP_PATH_NONLINEAR : mixed ? CK_DROP_PATH_LINEAR : CK_DROP_PATH_COMMUTES;
-    r.layer = !closed ? open_layer : mixed ? mix_layer : -1;
-    return r;
+    *left = 1;
+    return w.r;
+}
+
+static bn_path walk_to_bn(const chk *c, int i) {
+    int left;
+    return walk_to_bn_left(c, i, &left);
+}
+
+/* The nodes of layer l, as the chains' expansion makes them: the layer, then a Conv2D's or
+ * Dense's inline activation. */
+static int layer_nodes(const chk *c, int l, node out[2]) {
+    const ck_layer_desc *d = &c->L[l];
+    const int act = d->type == CK_LAYER_ACTIVATION;
+    out[0] = (node){l, d->type, act, act ? d->activation : CK_ACT_NONE};
+    if ((d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE) && d->activation != CK_ACT_NONE) {
+        out[1] = (node){l, CK_LAYER_ACTIVATION, 1, d->activation};
+        return 2;
+    }
+    return 1;
+}
+
+/* The layer graph's paths from layer l on (the walk's state w so far): each first BN reached goes
+ * to found[] (its layer in r.bn, at most cap, a BN once). depth bounds the recursion and *budget
+ * the layers visited (paths multiply at every branch). */
+static void graph_walk(const chk *c, int l, walk w, bn_path *found, int *nfound, int cap, int depth,
+                       long *budget) {
+    if (depth > 256 || *budget <= 0)
+        return;
+    --*budget;
+    for (int j = l + 1; j < c->count; ++j) {
+        const ck_layer_desc *d = &c->L[j];
+        const int nin = d->num_inputs == 0 ? 1 : d->num_inputs;
+        int reads = 0;
+        for (int k = 0; k < nin && !reads; ++k)
+            reads = (d->num_inputs == 0 ? j - 1 : d->inputs[k]) == l;
+        if (!reads)
+            continue;
+        if ((d->type == CK_LAYER_DROPOUT || d->type == CK_LAYER_SPATIAL_DROPOUT2D) &&
+            !(d->rate > 0.0f)) {
+            graph_walk(c, j, w, found, nfound, cap, depth + 1, budget); /* rate 0: not there */
+            continue;
+        }
+        walk v = w;
+        node nd[2];
+        const int nn = layer_nodes(c, j, nd);
+        int st = 0;
+        for (int k = 0; k < nn && st == 0; ++k)
+            st = walk_step(c, &nd[k], &v);
+        if (st > 0) {
+            int seen = 0;
+            for (int f = 0; f < *nfound; ++f)
+                seen |= found[f].bn == j;
+            if (!seen && *nfound < cap) {
+                v.r.bn = j;
+                found[(*nfound)++] = v.r;
+            }
+        } else if (st == 0) {
+            graph_walk(c, j, v, found, nfound, cap, depth + 1, budget);
+        }
+    }
 }
 
 /* ---- rules --------------------------------------------------------------------------------- */
 
-/* CK001 / CK002: dropout reaching BN. */
-static void rule_dropout_bn(chk *c, int i) {
+/* CK001 / CK002 for the dropout at layer dl reaching the BN at layer bl along path; graph: the path
+ * leaves the dropout's chain (the fix names layers instead of rewriting a sequence). */
+static void emit_dropout_bn(chk *c, int i, const bn_path *pp, int bl, int graph) {
     const node *d = &c->nd[i];
     const double q = drop_rate(c, d), p = 1.0 - q;
-    const bn_path path = walk_to_bn(c, i);
-    if (path.bn < 0)
-        return;
-    const int dl = d->layer, bl = c->nd[path.bn].layer, weights = path.weights;
+    const bn_path path = *pp;
+    const int dl = d->layer, weights = path.weights;
     const int earlier = ck_chk_earlier_dropout(c, dl);
     const char *dname = ck_layer_type_name(c->L[dl].type);
     const char *via = path.layer >= 0 ? ck_layer_type_name(c->L[path.layer].type) : "";
@@ -246,7 +331,7 @@ static void rule_dropout_bn(chk *c, int i) {
         } else if (path.kind == CK_DROP_PATH_LINEAR) {
             ck_sbuf_printf(
                 &s,
-                "%s (layer %d) between averages independently dropped values, so Eq. 8 "
+                "%s (layer %d) between sums or averages independently dropped values, so Eq. 8 "
                 "and its ceiling 1-rate do not apply: Var_inference/Var_train = "
                 "V/(V + (1/p-1)*sum_g E[u_g^2]) < 1 (V: variance without dropout, u_g: the "
                 "part of the BN input from mask group g; docs/derivations.md §2); measure "
@@ -262,7 +347,11 @@ static void rule_dropout_bn(chk *c, int i) {
         const int after = ck_chk_insertion_after(c, bl), lo = dl > 0 ? dl - 1 : 0;
         ck_sbuf_init(&s, f->fix, sizeof f->fix);
         ck_sbuf_printf(&s, "move the dropout after the BatchNormalization (and its activation): ");
-        ck_chk_fix_move(&s, c, lo, after, dl, after);
+        if (graph)
+            ck_sbuf_printf(&s, "layer %d after layer %d, on every path of the graph it reaches", dl,
+                           after);
+        else
+            ck_chk_fix_move(&s, c, lo, after, dl, after);
         const int last = ck_chk_last_bn_layer(c);
         if (last > after)
             ck_sbuf_printf(
@@ -297,6 +386,26 @@ static void rule_dropout_bn(chk *c, int i) {
         ck_sbuf_printf(&s, "optional: ");
         ck_chk_fix_after_last_bn(&s, c, dl);
     }
+}
+
+/* CK001 / CK002: dropout reaching BN, in its chain or, past the chain's end, through the layer
+ * graph (a dropout also read by a shortcut, Dropout -> Add -> BN). */
+static void rule_dropout_bn(chk *c, int i) {
+    int left;
+    const bn_path path = walk_to_bn_left(c, i, &left);
+    if (path.bn >= 0) {
+        emit_dropout_bn(c, i, &path, c->nd[path.bn].layer, 0);
+        return;
+    }
+    if (!left)
+        return;
+    const int dl = c->nd[i].layer;
+    bn_path found[8];
+    int nf = 0;
+    long budget = 100000;
+    graph_walk(c, dl, walk_start(c, dl), found, &nf, 8, 0, &budget);
+    for (int f = 0; f < nf; ++f)
+        emit_dropout_bn(c, i, &found[f], found[f].bn, 1);
 }
 
 /* CK003 / CK004: dropout before pooling, directly or through activations that keep a dropped
