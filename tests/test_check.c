@@ -91,6 +91,20 @@ Test(check, bad_params) {
     d[1].type = (ck_layer_type)99;
     cr_assert_eq(ck_model_check(d, 2, f, 2, &n), CK_STATUS_BAD_PARAM);
     cr_assert_eq(n, 7, "n_found untouched on failure");
+    /* a layer graph's links, which the graph walks follow: earlier layers only, as build's */
+    d[1].type = CK_LAYER_DROPOUT;
+    d[1].num_inputs = 1;
+    const int bad_in[3] = {1, 100000, -2};
+    for (int k = 0; k < 3; ++k) {
+        d[1].inputs[0] = bad_in[k];
+        cr_assert_eq(ck_model_check(d, 2, f, 2, &n), CK_STATUS_BAD_PARAM, "input %d", bad_in[k]);
+        cr_assert(strstr(ck_context_last_error(NULL), "layers[1].inputs[0]"), "%s",
+                  ck_context_last_error(NULL));
+    }
+    d[1].num_inputs = CK_MAX_LAYER_INPUTS + 1;
+    cr_assert_eq(ck_model_check(d, 2, f, 2, &n), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(NULL), "num_inputs"), "%s", ck_context_last_error(NULL));
+    d[1].num_inputs = 0;
     cr_assert_eq(ck_model_check(NULL, 0, NULL, 0, &n), CK_STATUS_SUCCESS);
     cr_assert_eq(n, 0);
     cr_assert_str_eq(ck_severity_name(CK_SEVERITY_INFO), "info");
@@ -533,6 +547,17 @@ Test(check, sigmoid_heads) {
                  "BatchNormalization(), Dense(10)",
                  &r);
     cr_assert_eq(find(&r, "CK009"), -1);
+}
+
+/* A dropout far after the last weight layer: the fix's window is cut, and the moved dropout
+ * still fits in it (it used to write one layer past the window). */
+Test(check, long_output_tail_fix_fits) {
+    char layers[2048] = "Dense(8)";
+    for (int i = 0; i < 25; ++i)
+        strcat(layers, ", Activation('linear')");
+    strcat(layers, ", Dropout(0.3)");
+    ck_finding f = fires("CK010", CK_SEVERITY_ERROR, layers, NULL);
+    cr_assert(strstr(f.fix, "Dropout(0.3) -> Dense(8)"), "%s", f.fix);
 }
 
 /* A channel mask times an element mask is neither kind of dropout (CK012). */

@@ -235,15 +235,28 @@ static int layer_nodes(const chk *c, int l, node out[2]) {
     return 1;
 }
 
+/* Two paths to the same BN: the BN input holds both, so the finding takes the fewest weight
+ * layers and the least closed kind (a nonlinear or averaging path spoils a commuting one). */
+static void merge_paths(bn_path *a, const bn_path *b) {
+    const int fewer = b->weights < a->weights;
+    const bn_path keep = fewer ? *b : *a, other = fewer ? *a : *b;
+    *a = keep; /* the kind and layer named are the shortest path's unless another's is worse */
+    if (other.kind > a->kind) {
+        a->kind = other.kind;
+        a->layer = other.layer;
+    }
+    a->shifted |= other.shifted;
+}
+
 /* The layer graph's paths from layer l on (the walk's state w so far): each first BN reached goes
- * to found[] (its layer in r.bn, at most cap, a BN once). depth bounds the recursion and *budget
- * the layers visited (paths multiply at every branch). */
-static void graph_walk(const chk *c, int l, walk w, bn_path *found, int *nfound, int cap, int depth,
-                       long *budget) {
-    if (depth > 256 || *budget <= 0)
+ * to found[] (its layer in r.bn, at most cap; paths to one BN merged). depth bounds the recursion
+ * and *c->budget the work of one ck_model_check (paths multiply at every branch): past it the
+ * walk stops, finding less, never more. */
+static void graph_walk(const chk *c, int l, walk w, bn_path *found, int *nfound, int cap,
+                       int depth) {
+    if (depth > 256 || !c->budget || *c->budget <= 0)
         return;
-    --*budget;
-    for (int j = l + 1; j < c->count; ++j) {
+    for (int j = l + 1; j < c->count && --*c->budget > 0; ++j) {
         const ck_layer_desc *d = &c->L[j];
         const int nin = d->num_inputs == 0 ? 1 : d->num_inputs;
         int reads = 0;
@@ -253,7 +266,7 @@ static void graph_walk(const chk *c, int l, walk w, bn_path *found, int *nfound,
             continue;
         if ((d->type == CK_LAYER_DROPOUT || d->type == CK_LAYER_SPATIAL_DROPOUT2D) &&
             !(d->rate > 0.0f)) {
-            graph_walk(c, j, w, found, nfound, cap, depth + 1, budget); /* rate 0: not there */
+            graph_walk(c, j, w, found, nfound, cap, depth + 1); /* rate 0: not there */
             continue;
         }
         walk v = w;
@@ -263,15 +276,17 @@ static void graph_walk(const chk *c, int l, walk w, bn_path *found, int *nfound,
         for (int k = 0; k < nn && st == 0; ++k)
             st = walk_step(c, &nd[k], &v);
         if (st > 0) {
-            int seen = 0;
+            int seen = -1;
             for (int f = 0; f < *nfound; ++f)
-                seen |= found[f].bn == j;
-            if (!seen && *nfound < cap) {
-                v.r.bn = j;
+                if (found[f].bn == j)
+                    seen = f;
+            v.r.bn = j;
+            if (seen >= 0)
+                merge_paths(&found[seen], &v.r);
+            else if (*nfound < cap)
                 found[(*nfound)++] = v.r;
-            }
         } else if (st == 0) {
-            graph_walk(c, j, v, found, nfound, cap, depth + 1, budget);
+            graph_walk(c, j, v, found, nfound, cap, depth + 1);
         }
     }
 }
@@ -402,8 +417,7 @@ static void rule_dropout_bn(chk *c, int i) {
     const int dl = c->nd[i].layer;
     bn_path found[8];
     int nf = 0;
-    long budget = 100000;
-    graph_walk(c, dl, walk_start(c, dl), found, &nf, 8, 0, &budget);
+    graph_walk(c, dl, walk_start(c, dl), found, &nf, 8, 0);
     for (int f = 0; f < nf; ++f)
         emit_dropout_bn(c, i, &found[f], found[f].bn, 1);
 }
@@ -1041,10 +1055,23 @@ ck_status ck_chk_args(const ck_layer_desc *layers, int count, const ck_finding *
     if (cap < 0 || (cap > 0 && !out))
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "out: %s (cap %d)",
                        cap < 0 ? "a negative cap" : "is NULL", cap);
-    for (int i = 0; i < count; ++i)
-        if (!ck_layer_kind_of(layers[i].type))
+    for (int i = 0; i < count; ++i) {
+        const ck_layer_desc *d = &layers[i];
+        if (!ck_layer_kind_of(d->type))
             return ck_fail(NULL, CK_STATUS_BAD_PARAM, "layers[%d]: unknown type %d", i,
-                           (int)layers[i].type);
+                           (int)d->type);
+        /* the graph walks index layers by their inputs: ck_model_build's rule, checked here */
+        if (d->num_inputs < 0 || d->num_inputs > CK_MAX_LAYER_INPUTS)
+            return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                           "layers[%d].num_inputs: %d is not in [0, %d] (0: the previous layer)", i,
+                           d->num_inputs, CK_MAX_LAYER_INPUTS);
+        for (int j = 0; j < d->num_inputs; ++j)
+            if (d->inputs[j] < CK_LAYER_INPUT_MODEL || d->inputs[j] >= i)
+                return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                               "layers[%d].inputs[%d]: %d is not an earlier layer or the model "
+                               "input (%d)",
+                               i, j, d->inputs[j], CK_LAYER_INPUT_MODEL);
+    }
     return CK_STATUS_SUCCESS;
 }
 
@@ -1055,6 +1082,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
     if (count == 0)
         return CK_STATUS_SUCCESS;
     int total = 0;
+    long budget = 4000000; /* layer visits of the graph walks: bounded work on any graph */
     for (int first = 0; first < count;) {
         const int last = ck_chk_chain_end(layers, count, first);
         int last_weight = -1;
@@ -1064,6 +1092,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         c.out = out;
         c.cap = cap;
         c.total = total;
+        c.budget = &budget;
         check_chain(&c, last_weight);
         total = c.total;
         ck_host_free(NULL, (void *)c.nd);

@@ -144,7 +144,7 @@ static void rule_bn_after_add(chk *c, int a) {
  * Rescaling). Two towers that each end in an activation are not a residual block. */
 static int is_shortcut_of(const chk *c, int s, int r) {
     ancestors(c, r, c->anc);
-    while (s >= 0 && !c->anc[s]) {
+    while (s >= 0 && s < c->count && !c->anc[s]) {
         const ck_layer_desc *d = &c->L[s];
         const int weighted = d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE;
         const int passes = (weighted && d->activation == CK_ACT_NONE) ||

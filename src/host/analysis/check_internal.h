@@ -26,6 +26,7 @@ typedef struct chk {
     int total;
     ck_finding scratch; /* findings past cap are built here and dropped */
     unsigned char *anc; /* count bytes of scratch for the graph walks (check_graph.c) */
+    long *budget;       /* the layer visits left to the graph walks of one ck_model_check */
 } chk;
 
 const char *ck_chk_act_name(ck_activation a); /* "?" when unknown */

@@ -59,8 +59,8 @@ void ck_chk_fix_move(ck_sbuf *s, const chk *c, int lo, int hi, int from, int aft
 void ck_chk_fix_move_before(ck_sbuf *s, const chk *c, int lo, int hi, int from, int before) {
     ck_layer_desc seq[K_MAX_WINDOW];
     int n = 0;
-    if (hi - lo + 1 > K_MAX_WINDOW)
-        hi = lo + K_MAX_WINDOW - 1;
+    if (hi - lo + 1 > K_MAX_WINDOW) /* cut: `from` may then lie past hi and be added besides */
+        hi = lo + K_MAX_WINDOW - 2;
     for (int i = lo; i <= hi; ++i) {
         if (i == before)
             seq[n++] = c->L[from];
