@@ -242,6 +242,8 @@ Test(keras_io, loss_options_are_kept_or_refused) {
                    "reduction");
     expect_refused(loss_str, SCCE("\"ignore_class\": 0"), "(SparseCategoricalCrossentropy)",
                    "ignore_class");
+    expect_refused(loss_str, SCCE("\"reduction\": null"), "(SparseCategoricalCrossentropy)",
+                   "reduction");
     expect_refused(loss_str,
                    "\"loss\": {\"class_name\": \"CategoricalCrossentropy\", \"config\": "
                    "{\"label_smoothing\": 0.2, \"axis\": -1}}",
@@ -272,6 +274,12 @@ Test(keras_io, loss_options_are_kept_or_refused) {
     cr_assert_eq(ck_kio_parse_config(cfg, strlen(cfg), NULL, &km, err, sizeof err),
                  CK_STATUS_NOT_SUPPORTED);
     cr_assert(strstr(err, "from_logits=True") && strstr(err, "'dense_1', Dense"), "%s", err);
+    /* the same file saved by cnnkit before it wrote from_logits (metadata.json's saved_by): its
+     * bare loss name meant logits, as cnnkit trained it */
+    cr_assert_eq(ck_kio_parse_config_by(cfg, strlen(cfg), NULL, 1, &km, err, sizeof err),
+                 CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(km.from_logits, 1);
+    ck_keras_model_free(&km);
     char *lp = strstr(cfg, loss_str);
     cr_assert_not_null(lp);
     const char *logits = SCCE("\"from_logits\": true");

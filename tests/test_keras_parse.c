@@ -377,6 +377,16 @@ Test(keras_parse, compile_optimizers) {
               "model.compile(optimizer='adam', "
               "loss=SparseCategoricalCrossentropy(from_logits=True))\n",
               "line 2, column 38: ", "second softmax");
+    /* from_logits=None is Keras's falsy default; reduction=None is no reduction: refused */
+    m = parse_ok("model = Sequential([Dense(10, activation='softmax')])\n"
+                 "model.compile(optimizer='adam', "
+                 "loss=SparseCategoricalCrossentropy(from_logits=None))\n");
+    cr_assert_eq(m.from_logits, 0);
+    ck_keras_model_free(&m);
+    parse_err("model = Sequential([Dense(10, activation='softmax')])\n"
+              "model.compile(optimizer='adam', "
+              "loss=SparseCategoricalCrossentropy(reduction=None))\n",
+              "line 2, column ", "reduction");
     /* no compile: nothing to contradict (cnnkit reads outputs without a softmax as logits) */
     m = parse_ok("model = Sequential([Dense(10)])\n");
     cr_assert_eq(m.from_logits, 0);

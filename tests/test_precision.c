@@ -124,6 +124,23 @@ Test(precision, keras_global_policy) {
                          &m, err, sizeof err));
     cr_assert_eq(ck_model_precision(m), CK_PRECISION_FP32);
     ck_model_destroy(m);
+    /* whatever module or alias leads to them */
+    const char *aliased[][2] = {
+        {"from keras import backend as K\nK.set_floatx('float16')", "set_floatx: 'float16'"},
+        {"from keras import mixed_precision as mp\nmp.set_global_policy('mixed_float16')",
+         "mixed_float16"},
+        {"tf.keras.mixed_precision.experimental.set_policy('mixed_float16')", "mixed_float16"}};
+    for (int i = 0; i < 3; ++i) {
+        m = NULL;
+        cr_assert_neq(from_text(ctx, aliased[i][0], &m, err, sizeof err), CK_STATUS_SUCCESS, "%s",
+                      aliased[i][0]);
+        cr_assert(strstr(err, aliased[i][1]), "err: %s", err);
+    }
+    /* a setting cnnkit does not read is said, not dropped */
+    m = NULL;
+    CK_OK(ctx, from_text(ctx, "keras.config.set_epsilon(1e-5)", &m, err, sizeof err));
+    cr_assert(strstr(err, "set_epsilon(...) is not read by cnnkit"), "%s", err);
+    ck_model_destroy(m);
     /* model.fit(...) is skipped with a warning: its epochs and batch size are the CLI's */
     static char text[8192];
     snprintf(text, sizeof text, "%smodel.fit(x, y, epochs=5, batch_size=32)\n", t_seed_cnn_text);

@@ -346,12 +346,14 @@ static void emit_dropout_bn(chk *c, int i, const bn_path *pp, int bl, int graph)
         } else if (path.kind == CK_DROP_PATH_LINEAR) {
             ck_sbuf_printf(
                 &s,
-                "%s (layer %d) between sums or averages independently dropped values, so Eq. 8 "
-                "and its ceiling 1-rate do not apply: Var_inference/Var_train = "
-                "V/(V + (1/p-1)*sum_g E[u_g^2]) < 1 (V: variance without dropout, u_g: the "
-                "part of the BN input from mask group g; docs/derivations.md §2); measure "
-                "it with --measure",
-                via, path.layer);
+                "%s (layer %d) between %s, so Eq. 8 and its ceiling 1-rate do not apply: "
+                "Var_inference/Var_train = V/(V + (1/p-1)*sum_g E[u_g^2]) < 1 (V: variance "
+                "without dropout, u_g: the part of the BN input from mask group g; "
+                "docs/derivations.md §2); measure it with --measure",
+                via, path.layer,
+                c->L[path.layer].type == CK_LAYER_ADD
+                    ? "adds the dropped values to unmasked ones"
+                    : "sums or averages independently dropped values");
         } else {
             ck_sbuf_printf(&s,
                            "%s (layer %d) between is nonlinear in the dropped values, so Eq. 8 and "

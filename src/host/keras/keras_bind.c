@@ -393,8 +393,10 @@ static int get_loss(kp *P, const value *v, char *loss, size_t len, int *from_log
             continue;
         if (v->kind == V_CALL) {
             kargs a;
-            if (ck_kp_bind(P, v, ck_kp_last_component(v->s), xent_p, 0, &a) ||
-                ck_kp_get_bool(P, &a, "from_logits", from_logits) ||
+            if (ck_kp_bind(P, v, ck_kp_last_component(v->s), xent_p, 0, &a))
+                return -1;
+            value *fl = ck_kp_aval(&a, "from_logits"); /* None: Keras's falsy default */
+            if ((fl && fl->kind != V_NONE && ck_kp_get_bool(P, &a, "from_logits", from_logits)) ||
                 ck_kp_only_none(P, &a, "ignore_class") || ck_kp_check_dtype(P, &a))
                 return -1;
             value *ax = ck_kp_aval(&a, "axis");
@@ -403,10 +405,9 @@ static int get_loss(kp *P, const value *v, char *loss, size_t len, int *from_log
             value *ls = ck_kp_aval(&a, "label_smoothing");
             if (ls && !(ck_kp_is_num(ls) && ls->f == 0.0))
                 return ck_kp_unsupported(P, &a, "label_smoothing", "0");
-            value *r = ck_kp_aval(&a, "reduction");
-            if (r && r->kind != V_NONE &&
-                !(r->kind == V_STR &&
-                  (!strcmp(r->s, "auto") || !strcmp(r->s, "sum_over_batch_size"))))
+            value *r = ck_kp_aval(&a, "reduction"); /* None: no reduction in Keras 3 */
+            if (r && !(r->kind == V_STR &&
+                       (!strcmp(r->s, "auto") || !strcmp(r->s, "sum_over_batch_size"))))
                 return ck_kp_unsupported(P, &a, "reduction", "'sum_over_batch_size' (the mean)");
         }
         snprintf(loss, len, "%s", names[i]);

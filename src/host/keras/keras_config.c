@@ -17,8 +17,9 @@
 typedef struct cfg {
     char *err;
     size_t err_len;
-    const char *lname, *cls; /* the layer being read, for messages */
-    int bf16;                /* a layer's dtype policy was mixed_bfloat16 */
+    const char *lname, *cls;   /* the layer being read, for messages */
+    int bf16;                  /* a layer's dtype policy was mixed_bfloat16 */
+    int by_cnnkit, plain_loss; /* the file says cnnkit saved it; the loss is a bare name */
 } cfg;
 
 static int fail(cfg *C, const char *fmt, ...) CK_PRINTF(2, 3);
@@ -704,8 +705,8 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
                 km->from_logits = json_is_true(v);
                 continue;
             }
-            if (!strcmp(k, "reduction") &&
-                (json_is_null(v) || str_is(v, "sum_over_batch_size") || str_is(v, "auto")))
+            /* None is no reduction in Keras 3 (per-sample losses), not the mean */
+            if (!strcmp(k, "reduction") && (str_is(v, "sum_over_batch_size") || str_is(v, "auto")))
                 continue;
             if ((!strcmp(k, "ignore_class") && json_is_null(v)) ||
                 (!strcmp(k, "label_smoothing") && json_is_number(v) &&
@@ -722,6 +723,7 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
         C->cls = NULL;
     } else if (json_is_string(loss)) {
         const char *l = json_string_value(loss);
+        C->plain_loss = 1;
         if (strcmp(l, "sparse_categorical_crossentropy") && strcmp(l, "categorical_crossentropy"))
             return fail(C,
                         "compile: loss '%.60s' is not supported (sparse_categorical_"
@@ -749,7 +751,12 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
 
 ck_status ck_kio_parse_config(const char *json, size_t len, const char *training_config,
                               ck_keras_model *out, char *err, size_t err_len) {
-    cfg C = {err, err_len, NULL, NULL, 0};
+    return ck_kio_parse_config_by(json, len, training_config, 0, out, err, err_len);
+}
+
+ck_status ck_kio_parse_config_by(const char *json, size_t len, const char *training_config,
+                                 int by_cnnkit, ck_keras_model *out, char *err, size_t err_len) {
+    cfg C = {err, err_len, NULL, NULL, 0, by_cnnkit, 0};
     if (err && err_len)
         err[0] = '\0';
     json_error_t je;
@@ -839,7 +846,15 @@ ck_status ck_kio_parse_config(const char *json, size_t len, const char *training
             fail(&C, "config.json: the model has no layers besides its input");
             bad = 1;
         }
-        if (!bad && (read_compile(&C, cc, &km) || ck_kio_check_loss(&km, C.err, C.err_len))) {
+        if (!bad && read_compile(&C, cc, &km)) {
+            bad = 1;
+            st = CK_STATUS_NOT_SUPPORTED;
+        }
+        /* cnnkit's writer before from_logits was written: a bare loss name on a model without
+         * a final softmax meant logits, as cnnkit trained it */
+        if (!bad && C.by_cnnkit && C.plain_loss && !ck_kio_ends_in_softmax(km.layers, km.count))
+            km.from_logits = 1;
+        if (!bad && ck_kio_check_loss(&km, C.err, C.err_len)) {
             bad = 1;
             st = CK_STATUS_NOT_SUPPORTED;
         }

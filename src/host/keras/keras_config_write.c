@@ -300,9 +300,10 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
     /* cnnkit's loss is the cross-entropy of softmax(logits): a model that does not end in a
      * softmax has logits for outputs (from_logits=True) */
     ck_layer_desc last;
-    ck_model_layer_desc(m, ck_model_num_layers(m) - 1, &last);
+    const int has_last =
+        ck_model_layer_desc(m, ck_model_num_layers(m) - 1, &last) == CK_STATUS_SUCCESS;
     json_t *loss =
-        ck_kio_ends_in_softmax(&last, 1)
+        !has_last || ck_kio_ends_in_softmax(&last, 1)
             ? json_string("sparse_categorical_crossentropy")
             : json_pack("{s:s, s:s, s:{s:s, s:s, s:b, s:n}, s:n}", "module", "keras.losses",
                         "class_name", "SparseCategoricalCrossentropy", "config", "name",

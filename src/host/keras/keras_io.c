@@ -5,6 +5,7 @@
 #include "keras_io.h"
 #include "model_internal.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,7 @@ static ck_status zip_member(ck_context *ctx, zip_t *za, const char *path, const 
 typedef struct archive {
     char *config, *weights;
     size_t config_len, weights_len;
+    int by_cnnkit; /* metadata.json's saved_by names cnnkit */
 } archive;
 
 static void archive_free(ck_context *ctx, archive *a) {
@@ -182,6 +184,20 @@ static ck_status archive_read(ck_context *ctx, const char *path, int want_config
     if (want_config)
         st =
             zip_member(ctx, za, path, "config.json", CK_KIO_CONFIG_MAX, &a->config, &a->config_len);
+    zip_stat_t ms;
+    zip_stat_init(&ms);
+    if (st == CK_STATUS_SUCCESS && want_config && zip_stat(za, "metadata.json", 0, &ms) == 0) {
+        char *meta = NULL;
+        size_t mlen = 0;
+        if (zip_member(ctx, za, path, "metadata.json", 65536, &meta, &mlen) == CK_STATUS_SUCCESS) {
+            json_t *root = json_loadb(meta, mlen, 0, NULL);
+            const char *by = json_string_value(json_object_get(root, "saved_by"));
+            a->by_cnnkit = by && !strncmp(by, "cnnkit ", 7);
+            json_decref(root);
+        }
+        ck_host_free(ctx, meta);
+        ck_clear_error(ctx); /* metadata is optional: an unreadable one is no error */
+    }
     if (st == CK_STATUS_SUCCESS)
         st = zip_member(ctx, za, path, "model.weights.h5", (zip_uint64_t)SIZE_MAX / 2, &a->weights,
                         &a->weights_len);
@@ -313,11 +329,11 @@ ck_status ck_kio_model_from_config(ck_context *ctx, const ck_keras_model *km, in
 
 /* Builds the model of a config (text of config.json or model_config). */
 static ck_status model_from_config(ck_context *ctx, const char *path, const char *json, size_t len,
-                                   const char *training, int max_batch, int precision,
-                                   ck_model **out) {
+                                   const char *training, int by_cnnkit, int max_batch,
+                                   int precision, ck_model **out) {
     ck_keras_model km;
     char err[512];
-    ck_status st = ck_kio_parse_config(json, len, training, &km, err, sizeof err);
+    ck_status st = ck_kio_parse_config_by(json, len, training, by_cnnkit, &km, err, sizeof err);
     if (st != CK_STATUS_SUCCESS)
         return ck_fail(ctx, st, "path: %s: %s", path, err);
     ck_model *m = NULL;
@@ -366,7 +382,8 @@ CK_API ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras
     }
     if (st == CK_STATUS_SUCCESS) {
         char err[512];
-        st = ck_kio_parse_config(config, len, training, out, err, sizeof err);
+        st = ck_kio_parse_config_by(config, len, training, k == KIND_ZIP && a.by_cnnkit, out, err,
+                                    sizeof err);
         if (st != CK_STATUS_SUCCESS)
             ck_fail(ctx, st, "path: %s: %s", path, err);
     }
@@ -399,7 +416,8 @@ static ck_status load_keras(ck_context *ctx, const char *path, int max_batch, in
     if (k == KIND_ZIP) {
         archive a;
         CK_TRY(archive_read(ctx, path, 1, &a));
-        st = model_from_config(ctx, path, a.config, a.config_len, NULL, max_batch, precision, &m);
+        st = model_from_config(ctx, path, a.config, a.config_len, NULL, a.by_cnnkit, max_batch,
+                               precision, &m);
         if (st == CK_STATUS_SUCCESS)
             st = load_weights(m, a.weights, a.weights_len, NULL, path);
         archive_free(ctx, &a);
@@ -407,7 +425,7 @@ static ck_status load_keras(ck_context *ctx, const char *path, int max_batch, in
         char *config = NULL, *training = NULL;
         st = ck_kio_h5_model_config(ctx, path, &config, &training);
         if (st == CK_STATUS_SUCCESS)
-            st = model_from_config(ctx, path, config, strlen(config), training, max_batch,
+            st = model_from_config(ctx, path, config, strlen(config), training, 0, max_batch,
                                    precision, &m);
         ck_host_free(ctx, config);
         ck_host_free(ctx, training);

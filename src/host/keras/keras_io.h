@@ -17,6 +17,11 @@
  * failure and freed with ck_keras_model_free on success. */
 ck_status ck_kio_parse_config(const char *json, size_t len, const char *training_config,
                               ck_keras_model *out, char *err, size_t err_len);
+/* The same for a file whose metadata.json says cnnkit saved it (by_cnnkit 1): its bare loss
+ * name on a model without a final softmax means logits (cnnkit's writer before it wrote
+ * from_logits). */
+ck_status ck_kio_parse_config_by(const char *json, size_t len, const char *training_config,
+                                 int by_cnnkit, ck_keras_model *out, char *err, size_t err_len);
 /* A new model (not built) with km's layers and compile optimizer; *out is set (to be destroyed by
  * the caller) even on failure, when the model could be created. */
 /* precision: a ck_precision for the model, or -1 for km's (the file's dtype policy) */

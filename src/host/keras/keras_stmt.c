@@ -547,30 +547,42 @@ static int process(kp *P, const stmt *S) {
     return check_skipped(P, b, e);
 }
 
-/* A module-level setting, [tf.][keras.]MODULE.NAME(...) with MODULE mixed_precision, config or
- * backend: its NAME token, or NULL. */
+static const char *const k_settings[] = {"set_global_policy", "set_dtype_policy",      "set_policy",
+                                         "set_floatx",        "set_image_data_format", NULL};
+
+/* A statement that calls a global setting: a.b.NAME(...) or NAME(...) whose NAME is one of
+ * k_settings, whatever module or alias leads to it (K.set_floatx, mp.set_global_policy), or any
+ * set_* under a mixed_precision, config or backend module: its NAME token, or NULL. */
 static const tok *setting_call(kp *P, size_t b, size_t e) {
-    if (b + 2 < e && tok_is(&P->cur[b], "tf") && ck_kp_is_op(&P->cur[b + 1], "."))
-        b += 2;
-    if (b + 2 < e && tok_is(&P->cur[b], "keras") && ck_kp_is_op(&P->cur[b + 1], "."))
-        b += 2;
-    if (!(b + 3 < e &&
-          (tok_is(&P->cur[b], "mixed_precision") || tok_is(&P->cur[b], "config") ||
-           tok_is(&P->cur[b], "backend")) &&
-          ck_kp_is_op(&P->cur[b + 1], ".") && P->cur[b + 2].kind == TK_NAME &&
-          ck_kp_is_op(&P->cur[b + 3], "(")))
+    size_t k = b;
+    if (!(k < e && P->cur[k].kind == TK_NAME))
         return NULL;
-    return &P->cur[b + 2];
+    int module = 0;
+    while (k + 2 < e && ck_kp_is_op(&P->cur[k + 1], ".") && P->cur[k + 2].kind == TK_NAME) {
+        module |= tok_is(&P->cur[k], "mixed_precision") || tok_is(&P->cur[k], "config") ||
+                  tok_is(&P->cur[k], "backend");
+        k += 2;
+    }
+    if (!(k + 1 < e && ck_kp_is_op(&P->cur[k + 1], "(")))
+        return NULL;
+    const tok *fn = &P->cur[k];
+    for (int i = 0; k_settings[i]; ++i)
+        if (tok_is(fn, k_settings[i]))
+            return fn;
+    return module && fn->len > 4 && !strncmp(fn->src, "set_", 4) ? fn : NULL;
 }
 
 /* The global settings that change what a model computes: the dtype policy is the model's
  * precision; float type and image layout are refused unless they are cnnkit's (float32, NHWC),
  * never dropped. Other settings calls (clear_session, ...) change nothing here. */
 static int setting(kp *P, size_t b, size_t e, const tok *fn) {
-    const int policy = tok_is(fn, "set_global_policy") || tok_is(fn, "set_dtype_policy");
+    const int policy = tok_is(fn, "set_global_policy") || tok_is(fn, "set_dtype_policy") ||
+                       tok_is(fn, "set_policy");
     const int floatx = tok_is(fn, "set_floatx"), layout = tok_is(fn, "set_image_data_format");
-    if (!policy && !floatx && !layout)
+    if (!policy && !floatx && !layout) { /* set_epsilon, ...: said, not silently dropped */
+        ck_kp_warn(P, "line %d: %.*s(...) is not read by cnnkit", fn->line, fn->len, fn->src);
         return 0;
+    }
     size_t k = b;
     while (!ck_kp_is_op(&P->cur[k], "("))
         ++k;

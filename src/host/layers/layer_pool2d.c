@@ -38,8 +38,11 @@ static int pool2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
 
 static void pool2d_render(ck_sbuf *s, const ck_layer_desc *d) {
     ck_sbuf_printf(s, "%s((%d,%d)", pool2d_name(d), d->kernel_h, d->kernel_w);
-    if (d->stride_h > 0 && (d->stride_h != d->kernel_h || d->stride_w != d->kernel_w))
-        ck_sbuf_printf(s, ",strides=(%d,%d)", d->stride_h, d->stride_w);
+    /* each axis's 0 is its pool size, as ck_lk_window_geom reads it */
+    const int sh = d->stride_h > 0 ? d->stride_h : d->kernel_h;
+    const int sw = d->stride_w > 0 ? d->stride_w : d->kernel_w;
+    if (sh != d->kernel_h || sw != d->kernel_w)
+        ck_sbuf_printf(s, ",strides=(%d,%d)", sh, sw);
     if (d->padding == CK_PADDING_SAME)
         ck_sbuf_printf(s, ",padding='same'");
     ck_sbuf_printf(s, ")");
