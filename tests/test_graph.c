@@ -626,6 +626,35 @@ Test(graph, check_walks_past_the_chain) {
     }
 }
 
+/* CK010 asks whether a weight layer reads the dropout, on any path, not whether one comes later
+ * in the file: a dropout on one logit branch of an Add is on the logits though another branch's
+ * Dense follows it in index order. */
+Test(graph, check_dropout_on_a_logit_branch) {
+    const char *text = "import keras\nfrom keras import layers\n\n"
+                       "inputs = keras.Input(shape=(20,))\n"
+                       "h = layers.Dense(64, activation=\"relu\")(inputs)\n" /* 0 */
+                       "b = layers.Dense(10)(h)\n"                           /* 1 */
+                       "b = layers.Dropout(0.5)(b)\n"                        /* 2 */
+                       "a = layers.Dense(10)(h)\n"                           /* 3 */
+                       "z = layers.Add()([b, a])\n"
+                       "outputs = layers.Activation(\"softmax\")(z)\n"
+                       "model = keras.Model(inputs, outputs)\n";
+    char err[512];
+    ck_keras_model km;
+    cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    ck_finding f[16];
+    int n = 0, hits = 0;
+    cr_assert_eq(ck_model_check(km.layers, km.count, f, 16, &n), CK_STATUS_SUCCESS);
+    ck_keras_model_free(&km);
+    for (int i = 0; i < n; ++i)
+        if (strncmp(f[i].code, "CK010", 5) == 0) {
+            ++hits;
+            cr_assert(f[i].layers[0] == 2 && strstr(f[i].fix, "layer 2 before layer 1"), "%s",
+                      f[i].fix);
+        }
+    cr_assert_eq(hits, 1);
+}
+
 /* Checks a functional text of FN_HEAD + body + Model(inputs, outputs): the number of findings
  * with the code prefix, and the first one's layers in *f. */
 static int graph_findings(const char *body, const char *code, ck_finding *first) {

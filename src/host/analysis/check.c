@@ -541,9 +541,13 @@ static void rule_dropout_pool(chk *c, int i) {
 /* The fix of a dropout after the last weight layer (CK010, and CK006/CK007 there: moving it
  * after the output activation would drop class scores): before that weight layer. */
 static void fix_drop_before_last_weight(ck_sbuf *s, const chk *c, int dl, int last_weight) {
-    if (last_weight >= 0) {
+    const int lo = last_weight > 0 ? last_weight - 1 : 0;
+    if (last_weight >= 0 && ck_chk_chain_end(c->L, c->count, lo) < dl) { /* another branch */
+        ck_sbuf_printf(s, "drop before the last weight layer on its path: layer %d before layer %d",
+                       dl, last_weight);
+    } else if (last_weight >= 0) {
         ck_sbuf_printf(s, "drop before the last weight layer: ");
-        ck_chk_fix_move_before(s, c, last_weight > 0 ? last_weight - 1 : 0, dl, dl, last_weight);
+        ck_chk_fix_move_before(s, c, lo, dl, dl, last_weight);
     } else {
         ck_sbuf_printf(s, "remove layer %d", dl);
     }
@@ -1019,13 +1023,18 @@ CK_API ck_status ck_model_check_shapes(const ck_layer_desc *layers, int count, i
 }
 
 /* The rules over one chain of nodes (c->nd); findings go on after c->total. */
-static void check_chain(chk *c, int last_weight) {
+static void check_chain(chk *c) {
     const node *nd = c->nd;
     const int nn = c->nn;
     int seen_flat = -1, softmax_layer = -1;
     for (int i = 0; i < nn; ++i) {
         const node *n = &nd[i];
         if (is_drop(n) && drop_rate(c, n) > 0.0f) {
+            /* the weight layers on the dropout's own paths, not by index: in a layer graph a
+             * later index may be another branch */
+            int up;
+            const int after = ck_chk_weight_reach(c, n->layer, &up);
+            const int last_weight = after ? c->count : up;
             rule_dropout_misc(c, i, seen_flat, last_weight);
             rule_dropout_bn(c, i);
             rule_dropout_pool(c, i);
@@ -1095,7 +1104,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         c.cap = cap;
         c.total = total;
         c.budget = &budget;
-        check_chain(&c, last_weight);
+        check_chain(&c);
         total = c.total;
         ck_host_free(NULL, (void *)c.nd);
         ck_host_free(NULL, c.anc);

@@ -52,6 +52,31 @@ int ck_chk_earlier_dropout(const chk *c, int l) {
     return first_ancestor(c, l, is_live_dropout);
 }
 
+static int is_weighted(const ck_layer_desc *d) {
+    return d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE;
+}
+
+int ck_chk_weight_reach(const chk *c, int l, int *up) {
+    *up = -1;
+    if (l < 0 || l >= c->count)
+        return 0;
+    ancestors(c, l, c->anc);
+    for (int j = 0; j < l; ++j)
+        if (c->anc[j] && is_weighted(&c->L[j]))
+            *up = j;
+    memset(c->anc, 0, (size_t)c->count); /* now: the layers that read l, directly or not */
+    c->anc[l] = 1;
+    for (int j = l + 1; j < c->count; ++j) {
+        for (int k = 0; k < n_inputs(c->L, j) && !c->anc[j]; ++k) {
+            const int i = input_of(c->L, j, k);
+            c->anc[j] = i >= 0 && i < j && c->anc[i];
+        }
+        if (c->anc[j] && is_weighted(&c->L[j]))
+            return 1;
+    }
+    return 0;
+}
+
 int ck_chk_flat_at(const chk *c, int l) {
     if (l < 0 || l >= c->count)
         return 0;

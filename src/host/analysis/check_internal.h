@@ -56,6 +56,9 @@ int ck_chk_earlier_dropout(const chk *c, int l);
 /* Whether layer l's output is flat (l or a layer it reads from is Flatten, Dense or
  * GlobalAveragePooling2D); -1: the model input. */
 int ck_chk_flat_at(const chk *c, int l);
+/* Whether a Conv2D or Dense reads layer l's output, directly or through any path of the graph;
+ * *up the last Conv2D or Dense that l itself reads from (-1 none). */
+int ck_chk_weight_reach(const chk *c, int l, int *up);
 /* The residual-block rules (check_graph.c) over c->L; c->nd unused. */
 void ck_chk_graph_rules(chk *c);
 
