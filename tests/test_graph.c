@@ -913,11 +913,12 @@ Test(graph, resnet20_v1_builds_with_keras_counts) {
     char *sum = malloc(need);
     CK_OK(ctx, ck_model_summary(m, sum, need, NULL));
     cr_assert(strstr(sum, "Connected to"), "%s", sum);
-    cr_assert(strstr(sum, " input_1 (InputLayer)                         [(None, 28, 28, 1)]     0"
-                          "           []\n"),
+    cr_assert(strstr(sum, "Model: \"functional\"\n"), "%s", sum);
+    cr_assert(strstr(sum, " input_layer (InputLayer)                     (None, 28, 28, 1)       0"
+                          "           -\n"),
               "%s", sum);
-    cr_assert(strstr(sum, "['batch_normalization_2[0][0]',\n"), "%s", sum);
-    cr_assert(strstr(sum, "   'activation[0][0]']\n"), "%s", sum);
+    cr_assert(strstr(sum, "  batch_normalization_2[0][0],\n"), "%s", sum);
+    cr_assert(strstr(sum, "  activation[0][0]\n"), "%s", sum);
     cr_assert(strstr(sum, "Total params: 274,154\nTrainable params: 272,778\n"), "%s", sum);
     free(sum);
     /* one training step runs (the residual sums make the first logits large: ~5, not ln 10) */
@@ -1061,7 +1062,7 @@ Test(graph, resnet20_v2_builds_with_keras_counts) {
     CK_OK(ctx, ck_model_summary(m, sum, need, NULL));
     cr_assert(strstr(sum,
                      " conv2d_9 (Conv2D)                            (None, 14, 14, 32)      544"
-                     "         ['activation_6[0][0]']\n"),
+                     "         activation_6[0][0]\n"),
               "%s", sum);
     cr_assert(strstr(sum, "Total params: 274,154\nTrainable params: 272,778\n"), "%s", sum);
     free(sum);

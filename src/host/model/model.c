@@ -481,19 +481,18 @@ static void summary_row(ck_sbuf *b, const char *name, const char *shape, const c
     ck_sbuf_printf(b, " %-45s%-24s%-10s%s%s\n", name, shape, cnt, tail[0] ? "  " : "", tail);
 }
 
-/* The table of a graph model as Keras 2 prints a functional model: the input layer first, then
- * each layer with the tensors it reads, one per line ("['conv2d[0][0]',", "'add[0][0]']"). */
+/* The table of a graph model in the layout of the Sequential one with Keras 3's names (model
+ * "functional", its input "input_layer", as the .keras writer names them): the input layer
+ * first ("-"), then each layer with the tensors it reads, one per line ("conv2d[0][0],"). */
 static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const char *dbl) {
-    const char *in_name = "input_1";
+    const char *in_name = "input_layer";
     char shape[80], cell[80];
-    ck_sbuf_printf(b, "Model: \"model\"\n%s\n", rule);
+    ck_sbuf_printf(b, "Model: \"functional\"\n%s\n", rule);
     ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n%s\n", "Layer (type)", "Output Shape", "Param #",
                    "Connected to", dbl);
-    char in_shape[64];
-    shape_str(in_shape, sizeof in_shape, m->in_h, m->in_w, m->in_c, 0);
-    snprintf(shape, sizeof shape, "[%s]", in_shape);
+    shape_str(shape, sizeof shape, m->in_h, m->in_w, m->in_c, 0);
     snprintf(cell, sizeof cell, "%s (InputLayer)", in_name);
-    ck_sbuf_printf(b, " %-45s%-24s%-10s  []\n\n", cell, shape, "0");
+    ck_sbuf_printf(b, " %-45s%-24s%-10s  -\n\n", cell, shape, "0");
     for (int li = 0; li < m->num_layers; ++li) {
         const ck_layer_desc *d = &m->layers[li];
         char name[96], cnt[32];
@@ -506,12 +505,12 @@ static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const
         const int nin = d->num_inputs > 0 ? d->num_inputs : 1;
         for (int j = 0; j < nin; ++j) {
             const int src = d->num_inputs > 0 ? d->inputs[j] : li - 1;
-            snprintf(cell, sizeof cell, "%s'%s[0][0]'%s", j == 0 ? "[" : "",
-                     src < 0 ? in_name : m->layers[src].name, j + 1 < nin ? "," : "]");
+            snprintf(cell, sizeof cell, "%s[0][0]%s", src < 0 ? in_name : m->layers[src].name,
+                     j + 1 < nin ? "," : "");
             if (j == 0)
                 summary_row(b, name, shape, cnt, cell);
             else
-                ck_sbuf_printf(b, " %-45s%-24s%-10s   %s\n", "", "", "", cell);
+                ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n", "", "", "", cell);
         }
         if (li + 1 < m->num_layers)
             ck_sbuf_printf(b, "\n");
