@@ -217,11 +217,6 @@ static bn_path walk_to_bn_left(const chk *c, int i, int *left) {
     return w.r;
 }
 
-static bn_path walk_to_bn(const chk *c, int i) {
-    int left;
-    return walk_to_bn_left(c, i, &left);
-}
-
 /* The nodes of layer l, as the chains' expansion makes them: the layer, then a Conv2D's or
  * Dense's inline activation. */
 static int layer_nodes(const chk *c, int l, node out[2]) {
@@ -937,31 +932,40 @@ static int chk_open(chk *c, const ck_layer_desc *layers, int count, int first, i
     return 0;
 }
 
-int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind, int *weights,
-                           int *shifted) {
-    int last_weight = -1, bn = -1, first = 0;
-    if (dl < 0 || dl >= count)
-        return -1;
+int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, ck_drop_reach *out,
+                           int cap) {
+    int last_weight = -1, n = 0, first = 0;
+    if (dl < 0 || dl >= count || cap < 1)
+        return 0;
     while (ck_chk_chain_end(layers, count, first) < dl)
         first = ck_chk_chain_end(layers, count, first) + 1;
     chk c;
     if (chk_open(&c, layers, count, first, ck_chk_chain_end(layers, count, first), &last_weight))
-        return -1;
+        return 0;
+    long budget = 4000000;
+    c.budget = &budget;
     const node *nd = c.nd;
     for (int i = 0; i < c.nn; ++i)
         if (nd[i].layer == dl && is_drop(&nd[i]) && drop_rate(&c, &nd[i]) > 0.0f) {
-            const bn_path p = walk_to_bn(&c, i);
+            /* the BNs CK001/CK002 name: in the chain, or past it on the graph's paths */
+            int left;
+            bn_path found[8];
+            int nf = 0;
+            const bn_path p = walk_to_bn_left(&c, i, &left);
             if (p.bn >= 0) {
-                bn = nd[p.bn].layer;
-                *kind = p.kind;
-                *weights = p.weights;
-                *shifted = p.shifted;
+                found[nf] = p;
+                found[nf++].bn = nd[p.bn].layer;
+            } else if (left) {
+                graph_walk(&c, dl, walk_start(&c, dl), found, &nf, 8, 0);
             }
+            for (int f = 0; f < nf && n < cap; ++f, ++n)
+                out[n] =
+                    (ck_drop_reach){found[f].bn, found[f].kind, found[f].weights, found[f].shifted};
             break;
         }
     ck_host_free(NULL, (void *)c.nd);
     ck_host_free(NULL, c.anc);
-    return bn;
+    return n;
 }
 
 /* CK014: the shape inference of ck_model_build, run by ck_model_build itself on a CPU model whose

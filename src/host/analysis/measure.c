@@ -224,21 +224,22 @@ static void link_dropouts(const ck_model *m, ck_measurement *r) {
         if ((d->type != CK_LAYER_DROPOUT && d->type != CK_LAYER_SPATIAL_DROPOUT2D) ||
             !(d->rate > 0.0f))
             continue;
-        int kind = 0, weights = 0, shifted = 0;
-        const int bn =
-            ck_check_dropout_reach(m->layers, m->num_layers, dl, &kind, &weights, &shifted);
-        for (int b = 0; bn >= 0 && b < r->n_bn && b < CK_MEASURE_MAX; ++b) {
-            ck_bn_shift *s = &r->bn[b];
-            if (s->layer != bn)
-                continue;
-            s->dropout_layer = dl;
-            s->direct = weights == 0;
-            s->path = kind;
-            s->compounded = first_dropout >= 0;
-            /* after an offset the BN input's mean is not the one Eq. 8 takes: no prediction */
-            if (kind == CK_DROP_PATH_COMMUTES && !s->compounded && !shifted)
-                s->ceiling = 1.0 - d->rate;
-        }
+        ck_drop_reach reach[8];
+        const int nr = ck_check_dropout_reach(m->layers, m->num_layers, dl, reach, 8);
+        for (int k = 0; k < nr; ++k)
+            for (int b = 0; b < r->n_bn && b < CK_MEASURE_MAX; ++b) {
+                ck_bn_shift *s = &r->bn[b];
+                if (s->layer != reach[k].bn)
+                    continue;
+                s->dropout_layer = dl;
+                s->direct = reach[k].weights == 0;
+                s->path = reach[k].kind;
+                s->compounded = first_dropout >= 0;
+                /* after an offset the BN input's mean is not the one Eq. 8 takes: no
+                 * prediction */
+                if (reach[k].kind == CK_DROP_PATH_COMMUTES && !s->compounded && !reach[k].shifted)
+                    s->ceiling = 1.0 - d->rate;
+            }
         if (first_dropout < 0)
             first_dropout = dl;
     }

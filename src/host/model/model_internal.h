@@ -254,12 +254,16 @@ enum {
     CK_DROP_PATH_LINEAR = 1,   /* only linear layers after the last commuting one (§2) */
     CK_DROP_PATH_NONLINEAR = 2 /* a layer nonlinear in the dropped values (§3) */
 };
-/* The BatchNormalization layer that the dropout at layer dl reaches (the walk of CK001/CK002), or
- * -1 (none, rate 0, not a dropout, out of memory); then *kind is a CK_DROP_PATH_* and *weights
- * the Conv2D/Dense layers between, *shifted 1 when a Rescaling with an offset is between (the BN
- * input's mean is then not the one Eq. 8 takes). */
-int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, int *kind, int *weights,
-                           int *shifted);
+/* A BatchNormalization layer that a dropout reaches (the walk of CK001/CK002): kind a
+ * CK_DROP_PATH_*, weights the Conv2D/Dense layers between, shifted 1 when a Rescaling with an
+ * offset is between (the BN input's mean is then not the one Eq. 8 takes). */
+typedef struct ck_drop_reach {
+    int bn, kind, weights, shifted;
+} ck_drop_reach;
+/* The BNs the dropout at layer dl reaches, in its chain or along the layer graph's paths past
+ * it: how many went to out[0 .. cap) (0: none, rate 0, not a dropout, out of memory). */
+int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, ck_drop_reach *out,
+                           int cap);
 
 /* The node that runs user layer `layer` (for a fused node, the node whose ops include it);
  * -1 for a bad index. */
