@@ -43,10 +43,6 @@ static int first_ancestor(const chk *c, int l, int (*pred)(const ck_layer_desc *
 static int is_live_dropout(const ck_layer_desc *d) {
     return (d->type == CK_LAYER_DROPOUT || d->type == CK_LAYER_SPATIAL_DROPOUT2D) && d->rate > 0.0f;
 }
-static int is_flattening(const ck_layer_desc *d) {
-    return d->type == CK_LAYER_FLATTEN || d->type == CK_LAYER_DENSE ||
-           d->type == CK_LAYER_GLOBALAVGPOOL2D;
-}
 
 int ck_chk_earlier_dropout(const chk *c, int l) {
     return first_ancestor(c, l, is_live_dropout);
@@ -75,12 +71,6 @@ int ck_chk_weight_reach(const chk *c, int l, int *up) {
             return 1;
     }
     return 0;
-}
-
-int ck_chk_flat_at(const chk *c, int l) {
-    if (l < 0 || l >= c->count)
-        return 0;
-    return is_flattening(&c->L[l]) || first_ancestor(c, l, is_flattening) >= 0;
 }
 
 /* How many of layers i+1..count-1 read layer i (each reader once); *one the first (-1: none). */

@@ -28,6 +28,29 @@ void ck_chk_render_seq(ck_sbuf *s, const ck_layer_desc *seq, int n) {
     }
 }
 
+/* Here, not in check_graph.c (which calls ck_chk_emit below): no file circle. */
+int ck_chk_flat_at(const chk *c, int l) {
+    if (l < 0 || l >= c->count)
+        return 0;
+    memset(c->anc, 0, (size_t)c->count);
+    c->anc[l] = 1;
+    for (int j = l; j >= 0; --j) {
+        if (!c->anc[j])
+            continue;
+        const ck_layer_desc *d = &c->L[j];
+        if (d->type == CK_LAYER_FLATTEN || d->type == CK_LAYER_DENSE ||
+            d->type == CK_LAYER_GLOBALAVGPOOL2D)
+            return 1;
+        const int n = d->num_inputs == 0 ? 1 : d->num_inputs;
+        for (int k = 0; k < n; ++k) {
+            const int i = d->num_inputs == 0 ? j - 1 : d->inputs[k];
+            if (i >= 0 && i < j)
+                c->anc[i] = 1;
+        }
+    }
+    return 0;
+}
+
 /* Layer `from` as it reads when moved to just after layer `after`: a SpatialDropout2D that lands
  * on a flat tensor becomes a Dropout of its rate (Keras's SpatialDropout2D takes 4-D input). */
 static ck_layer_desc moved(const chk *c, int from, int after) {
