@@ -535,6 +535,18 @@ Test(graph, check_follows_the_edges) {
     ck_keras_model_free(&km);
 }
 
+/* The findings of ck_model_check on a model text (at most cap, asserted to fit). */
+static int check_text(const char *text, ck_finding *f, int cap) {
+    char err[512];
+    ck_keras_model km;
+    cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    int n = 0;
+    cr_assert_eq(ck_model_check(km.layers, km.count, f, cap, &n), CK_STATUS_SUCCESS);
+    ck_keras_model_free(&km);
+    cr_assert_leq(n, cap);
+    return n;
+}
+
 /* An earlier dropout on another path of the graph compounds too: the tanh the second dropout
  * reads comes from a Dropout(0.5), so no ceiling is claimed (§1, "Earlier dropouts"). */
 Test(graph, check_compounding_across_chains) {
@@ -549,13 +561,9 @@ Test(graph, check_compounding_across_chains) {
                        "z = layers.Add()([b, o])\n"
                        "outputs = layers.Dense(10, activation=\"softmax\")(z)\n"
                        "model = keras.Model(inputs, outputs)\n";
-    char err[512];
-    ck_keras_model km;
-    cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
     ck_finding f[16];
-    int n = 0, seen = 0;
-    cr_assert_eq(ck_model_check(km.layers, km.count, f, 16, &n), CK_STATUS_SUCCESS);
-    ck_keras_model_free(&km);
+    int seen = 0;
+    const int n = check_text(text, f, 16);
     for (int i = 0; i < n; ++i)
         if (strncmp(f[i].code, "CK001", 5) == 0) {
             ++seen;
@@ -597,18 +605,15 @@ Test(graph, check_walks_past_the_chain) {
     const char *codes[4] = {"CK001", "CK001", "CK002", "CK001"};
     const int dl[4] = {1, 2, 3, 1}, bl[4] = {2, 4, 6, 4};
     for (int t = 0; t < 4; ++t) {
-        char text[4096], err[512];
+        char text[4096];
         snprintf(text, sizeof text,
                  "%s%sx = layers.GlobalAveragePooling2D()(x)\n"
                  "outputs = layers.Dense(10, activation=\"softmax\")(x)\n"
                  "model = keras.Model(inputs, outputs)\n",
                  FN_HEAD, bodies[t]);
-        ck_keras_model km;
-        cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
         ck_finding f[16];
-        int n = 0, hits = 0;
-        cr_assert_eq(ck_model_check(km.layers, km.count, f, 16, &n), CK_STATUS_SUCCESS);
-        ck_keras_model_free(&km);
+        int hits = 0;
+        const int n = check_text(text, f, 16);
         for (int i = 0; i < n; ++i)
             if (strncmp(f[i].code, codes[t], 5) == 0) {
                 ++hits;
@@ -639,13 +644,9 @@ Test(graph, check_dropout_on_a_logit_branch) {
                        "z = layers.Add()([b, a])\n"
                        "outputs = layers.Activation(\"softmax\")(z)\n"
                        "model = keras.Model(inputs, outputs)\n";
-    char err[512];
-    ck_keras_model km;
-    cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
     ck_finding f[16];
-    int n = 0, hits = 0;
-    cr_assert_eq(ck_model_check(km.layers, km.count, f, 16, &n), CK_STATUS_SUCCESS);
-    ck_keras_model_free(&km);
+    int hits = 0;
+    const int n = check_text(text, f, 16);
     for (int i = 0; i < n; ++i)
         if (strncmp(f[i].code, "CK010", 5) == 0) {
             ++hits;
