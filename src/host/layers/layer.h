@@ -25,8 +25,8 @@ typedef struct ck_param_spec {
     const char *name; /* "kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance" */
     size_t count;
     double dcount; /* count in double: a product too large for size_t is refused, not wrapped */
-    unsigned char trainable, decay, init; /* decay: the optimizer's weight decay applies (Keras 3:
-                                             every trainable array) */
+    unsigned char trainable, init; /* trainable: updated, and decayed as Keras 3 decays every
+                                      trainable variable */
     long long fan_in,
         fan_out; /* CK_PARAM_INIT_GLOROT; long long: no int overflow in a refused model */
     int ndim;    /* its Keras shape: Conv2D kernel (kh, kw, in, out), Dense (in, out), ... */

@@ -30,7 +30,6 @@ static int conv2d_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
                               (size_t)d->kernel_h * d->kernel_w * in->c * out->c,
                               (double)d->kernel_h * d->kernel_w * in->c * out->c,
                               1,
-                              1,
                               CK_PARAM_INIT_GLOROT,
                               rf * in->c,
                               rf * out->c,
@@ -38,8 +37,8 @@ static int conv2d_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
                               {d->kernel_h, d->kernel_w, in->c, out->c}};
     if (!d->use_bias)
         return 1;
-    spec[1] = (ck_param_spec){
-        "bias", (size_t)out->c, (double)out->c, 1, 1, CK_PARAM_INIT_ZERO, 0, 0, 1, {out->c}};
+    spec[1] = (ck_param_spec){"bias", (size_t)out->c, (double)out->c, 1, CK_PARAM_INIT_ZERO, 0, 0,
+                              1,      {out->c}};
     return 2;
 }
 

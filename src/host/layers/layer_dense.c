@@ -30,7 +30,6 @@ static int dense_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
                               (size_t)in->c * out->c,
                               (double)in->c * out->c,
                               1,
-                              1,
                               CK_PARAM_INIT_GLOROT,
                               in->c,
                               out->c,
@@ -38,8 +37,8 @@ static int dense_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_sh
                               {in->c, out->c}};
     if (!d->use_bias)
         return 1;
-    spec[1] = (ck_param_spec){
-        "bias", (size_t)out->c, (double)out->c, 1, 1, CK_PARAM_INIT_ZERO, 0, 0, 1, {out->c}};
+    spec[1] = (ck_param_spec){"bias", (size_t)out->c, (double)out->c, 1, CK_PARAM_INIT_ZERO, 0, 0,
+                              1,      {out->c}};
     return 2;
 }
 

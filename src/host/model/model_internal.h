@@ -77,10 +77,9 @@ struct ck_node {
     int act_end;
 };
 
-/* One trainable array: offset and count in params; decay: the optimizer's weight decay applies. */
+/* One trainable array: offset and count in params. */
 typedef struct ck_update_range {
     size_t off, cnt;
-    int decay;
 } ck_update_range;
 
 /* The device side of a model on a CUDA context (backend_cuda.c); NULL on the CPU. */
@@ -277,11 +276,9 @@ int ck_model_dropout_layer(const ck_model *m, int node);
 uint64_t ck_model_layer_dropout_offset(const ck_model *m, int layer);
 /* Fills m->upd from the layers' specs (ck_model_build). */
 void ck_model_plan_updates(ck_model *m);
-/* The parameter ranges the optimizer updates, in order, for the CPU and GPU steps alike: each
- * trainable array of the layers' specs (model_params.c), with m->opt.weight_decay where the spec
- * decays (every trainable array, as Keras 3) and none elsewhere, contiguous neighbours of the same
- * decay merged (without weight decay: one range, the whole parameter array). Start with *cursor =
- * 0; returns 0 after the last range. */
+/* The parameter ranges the optimizer updates, in order, for the CPU and GPU steps alike: the
+ * trainable arrays of the layers' specs (model_params.c), contiguous neighbours merged, each with
+ * m->opt.weight_decay. Start with *cursor = 0; returns 0 after the last range. */
 static inline int ck_model_next_update_range(const ck_model *m, int *cursor, size_t *off,
                                              size_t *cnt, float *wd) {
     int r = *cursor;
@@ -289,10 +286,9 @@ static inline int ck_model_next_update_range(const ck_model *m, int *cursor, siz
         return 0;
     *off = m->upd[r].off;
     *cnt = m->upd[r].cnt;
-    *wd = m->upd[r].decay ? m->opt.weight_decay : 0.0f;
-    for (++r; r < m->num_upd; ++r) { /* merge the next ranges while contiguous, same decay */
-        const float w2 = m->upd[r].decay ? m->opt.weight_decay : 0.0f;
-        if (m->upd[r].off != *off + *cnt || w2 != *wd)
+    *wd = m->opt.weight_decay;       /* Keras 3 decays every trainable variable */
+    for (++r; r < m->num_upd; ++r) { /* merge the next ranges while contiguous */
+        if (m->upd[r].off != *off + *cnt)
             break;
         *cnt += m->upd[r].cnt;
     }

@@ -32,7 +32,7 @@ void ck_model_plan_updates(ck_model *m) {
         const int n = ck_model_layer_specs(m, li, spec, offs);
         for (int k = 0; k < n; ++k)
             if (spec[k].trainable && spec[k].count)
-                m->upd[m->num_upd++] = (ck_update_range){offs[k], spec[k].count, spec[k].decay};
+                m->upd[m->num_upd++] = (ck_update_range){offs[k], spec[k].count};
     }
 }
 
