@@ -257,7 +257,7 @@ __global__ void ck_bn_finalize_forward_sync(ck_kbn p, const double *all, const f
         const double *m = all + 3 * ((long long)r * p.s.c + c);
         ck_welford_merge_d(n, mean, m2, m[0], m[1], m[2]);
     }
-    const bool frozen = p.frozen != 0 || (n == 1.0 && p.bn.single_value_use_running != 2);
+    const bool frozen = p.frozen != 0 || ck_bn_single_value_frozen(&p.bn, n);
     ck_bn_finalize_channel(p, c, frozen, n, mean, m2, gamma, beta, running_mean, running_var,
                            saved_mean, saved_invstd);
 }
@@ -650,7 +650,7 @@ __global__ void ck_bn_bwd_finalize_sync(ck_kbn p, const double *all) {
         sgx += v[1];
         m += v[2];
     }
-    const bool frozen = p.frozen || (m == 1.0 && p.bn.single_value_use_running != 2);
+    const bool frozen = p.frozen || ck_bn_single_value_frozen(&p.bn, m);
     p.coef[4 * c + 2] = frozen ? 0.0f : (float)(sg / m);
     p.coef[4 * c + 3] = frozen ? 0.0f : (float)(sgx / m);
 }

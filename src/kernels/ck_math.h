@@ -177,6 +177,14 @@ CK_HD float ck_running_update(float running, float batch, float factor) {
     return isfinite(batch) ? running + ck_mul_rn(factor, batch - running) : running;
 }
 
+/* Whether a BN in training normalizes with its running statistics (and leaves them) for a batch
+ * of m values per channel: only one value, and the desc does not ask for the batch's (mode 2,
+ * variance 0, as Keras). The single-device host check and SyncBN's global count (CPU and CUDA)
+ * all decide by this. */
+CK_HD int ck_bn_single_value_frozen(const ck_bn_desc *d, double m) {
+    return m == 1.0 && d->single_value_use_running != 2;
+}
+
 /* Backward, per element: dx = k * (g - mean_g - xhat * mean_gx), where g = dL/d(pre) and
  * k = gamma * invstd, mean_g = sum(g)/M, mean_gx = sum(g * xhat)/M (both 0 when the statistics
  * are frozen running statistics). */

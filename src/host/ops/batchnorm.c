@@ -121,7 +121,7 @@ static ck_status check_single_value(ck_context *ctx, const ck_bn_desc *d, const 
     if ((long)x->n * x->h * x->w > 1)
         return CK_STATUS_SUCCESS;
     if (d->single_value_use_running) {
-        *frozen = d->single_value_use_running == 1;
+        *frozen = ck_bn_single_value_frozen(d, 1.0);
         return CK_STATUS_SUCCESS;
     }
     return ck_fail(ctx, CK_STATUS_SINGLE_VALUE_BATCH,

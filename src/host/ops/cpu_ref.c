@@ -596,9 +596,7 @@ int ck_cpu_bn_forward_training(int threads, const ck_bn_desc *d, int frozen, uin
                 bn_scratch_free(&b);
                 return r;
             }
-            /* one value per channel in the whole batch: the running statistics unless the
-             * desc takes the batch's (variance 0) */
-            frozen = m == 1.0 && d->single_value_use_running != 2;
+            frozen = ck_bn_single_value_frozen(d, m); /* the whole batch's count */
         }
     }
     if (!frozen) {
@@ -697,7 +695,7 @@ int ck_cpu_bn_backward(int threads, const ck_bn_desc *d, int frozen, uint64_t se
             bn_scratch_free(&b);
             return r;
         }
-        frozen = m == 1.0 && d->single_value_use_running != 2;
+        frozen = ck_bn_single_value_frozen(d, m);
     }
     for (int c = 0; c < C; ++c) {
         const double sg = b.acc[2 * c], sgx = b.acc[2 * c + 1];
