@@ -136,7 +136,7 @@ typedef struct bn_path {
     int shifted; /* a Rescaling with an offset between */
 } bn_path;
 
-/* Follows every layer after the dropout at node i up to the next BN: activations, pooling,
+/* The walk from a dropout to the next BN follows activations, pooling,
  * Flatten, GlobalAveragePooling2D, ZeroPadding2D, Rescaling, Conv2D and Dense; stops at another
  * dropout, a softmax or the end. The mask (element: one per unit; SpatialDropout2D: one per
  * channel and sample) commutes with ReLU/LeakyReLU, Flatten and zero padding, and a channel's
@@ -146,8 +146,8 @@ typedef struct bn_path {
  * commutes with the mask (s m x = m s x) and leaves Eq. 8 as it is; an offset adds a constant,
  * which changes no variance but moves a dropped value off 0, so an activation after it is
  * nonlinear in the mask, and zero padding after it leaves the ceiling (§8); r.shifted says one
- * was passed (the BN input's mean is not the dropout output's then). */
-/* The walk's state along one path, one node at a time. */
+ * was passed (the BN input's mean is not the dropout output's then). The walk's state along one
+ * path, one node at a time: */
 typedef struct walk {
     int spatial, mixed, closed, mix_layer, open_layer;
     bn_path r;
@@ -200,7 +200,7 @@ static int walk_step(const chk *c, const node *n, walk *w) {
 }
 
 /* Within the dropout's chain; *left: the walk reached the chain's end (the path goes on in the
- * layer graph, ck_chk_graph_walk). */
+ * layer graph, graph_walk). */
 static bn_path walk_to_bn_left(const chk *c, int i, int *left) {
     walk w = walk_start(c, c->nd[i].layer);
     *left = 0;
@@ -217,17 +217,18 @@ static bn_path walk_to_bn_left(const chk *c, int i, int *left) {
     return w.r;
 }
 
-/* The nodes of layer l, as the chains' expansion makes them: the layer, then a Conv2D's or
- * Dense's inline activation. */
+/* A node of the algebra's lowering (ck_alg_expand) of layer `layer`. */
+static node node_of(const ck_alg_op *o, int layer) {
+    return (node){layer, o->type, o->type == CK_LAYER_ACTIVATION, o->act};
+}
+
+/* The nodes of layer l, as the chains' expansion makes them. */
 static int layer_nodes(const chk *c, int l, node out[2]) {
-    const ck_layer_desc *d = &c->L[l];
-    const int act = d->type == CK_LAYER_ACTIVATION;
-    out[0] = (node){l, d->type, act, act ? d->activation : CK_ACT_NONE};
-    if ((d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE) && d->activation != CK_ACT_NONE) {
-        out[1] = (node){l, CK_LAYER_ACTIVATION, 1, d->activation};
-        return 2;
-    }
-    return 1;
+    ck_alg_op ops[2];
+    const int n = ck_alg_expand(&c->L[l], 1, 0, ops);
+    for (int k = 0; k < n; ++k)
+        out[k] = node_of(&ops[k], l);
+    return n;
 }
 
 /* Two paths to the same BN: the BN input holds both, so the finding takes the fewest weight
@@ -253,10 +254,9 @@ static void graph_walk(const chk *c, int l, walk w, bn_path *found, int *nfound,
         return;
     for (int j = l + 1; j < c->count && --*c->budget > 0; ++j) {
         const ck_layer_desc *d = &c->L[j];
-        const int nin = d->num_inputs == 0 ? 1 : d->num_inputs;
         int reads = 0;
-        for (int k = 0; k < nin && !reads; ++k)
-            reads = (d->num_inputs == 0 ? j - 1 : d->inputs[k]) == l;
+        for (int k = 0; k < ck_chk_n_inputs(c->L, j) && !reads; ++k)
+            reads = ck_chk_input_of(c->L, j, k) == l;
         if (!reads)
             continue;
         if ((d->type == CK_LAYER_DROPOUT || d->type == CK_LAYER_SPATIAL_DROPOUT2D) &&
@@ -284,6 +284,23 @@ static void graph_walk(const chk *c, int l, walk w, bn_path *found, int *nfound,
             graph_walk(c, j, v, found, nfound, cap, depth + 1);
         }
     }
+}
+
+/* The BNs the dropout at node i reaches (r.bn their layers; at most cap): the first in its chain
+ * or, when the walk leaves the chain, every first BN on the layer graph's paths past it (a
+ * dropout also read by a shortcut, Dropout -> Add -> BN); *graph says which. */
+static int dropout_bns(const chk *c, int i, bn_path *found, int cap, int *graph) {
+    int left, nf = 0;
+    const bn_path p = walk_to_bn_left(c, i, &left);
+    *graph = p.bn < 0 && left;
+    if (p.bn >= 0) {
+        found[nf] = p;
+        found[nf++].bn = c->nd[p.bn].layer;
+    } else if (left) {
+        const int dl = c->nd[i].layer;
+        graph_walk(c, dl, walk_start(c, dl), found, &nf, cap, 0);
+    }
+    return nf;
 }
 
 /* ---- rules --------------------------------------------------------------------------------- */
@@ -400,23 +417,13 @@ static void emit_dropout_bn(chk *c, int i, const bn_path *pp, int bl, int graph)
     }
 }
 
-/* CK001 / CK002: dropout reaching BN, in its chain or, past the chain's end, through the layer
- * graph (a dropout also read by a shortcut, Dropout -> Add -> BN). */
+/* CK001 / CK002: dropout reaching BN. */
 static void rule_dropout_bn(chk *c, int i) {
-    int left;
-    const bn_path path = walk_to_bn_left(c, i, &left);
-    if (path.bn >= 0) {
-        emit_dropout_bn(c, i, &path, c->nd[path.bn].layer, 0);
-        return;
-    }
-    if (!left)
-        return;
-    const int dl = c->nd[i].layer;
     bn_path found[8];
-    int nf = 0;
-    graph_walk(c, dl, walk_start(c, dl), found, &nf, 8, 0);
+    int graph;
+    const int nf = dropout_bns(c, i, found, 8, &graph);
     for (int f = 0; f < nf; ++f)
-        emit_dropout_bn(c, i, &found[f], found[f].bn, 1);
+        emit_dropout_bn(c, i, &found[f], found[f].bn, graph);
 }
 
 /* CK003 / CK004: dropout before pooling, directly or through activations that keep a dropped
@@ -548,6 +555,17 @@ static void fix_drop_before_last_weight(ck_sbuf *s, const chk *c, int dl, int la
     }
 }
 
+/* CK006 / CK007's fix: the dropout after the activation, or, where no weight layer follows
+ * (the output activation), before the last weight layer. */
+static void fix_drop_after_act(ck_finding *f, const chk *c, int dl, int al, int last_weight) {
+    ck_sbuf s;
+    ck_sbuf_init(&s, f->fix, sizeof f->fix);
+    if (dl > last_weight)
+        fix_drop_before_last_weight(&s, c, dl, last_weight);
+    else
+        ck_chk_fix_move(&s, c, dl, al, dl, al);
+}
+
 /* CK005 / CK006 / CK007: dropout next to an activation. */
 static void rule_dropout_act(chk *c, int i, int last_weight) {
     const node *d = &c->nd[i];
@@ -598,11 +616,7 @@ static void rule_dropout_act(chk *c, int i, int last_weight) {
                      "carry 0.5 in training and the kept ones sigmoid(x/%g), which is not the "
                      "inference output rescaled (docs/derivations.md §6)",
                      q, p);
-            ck_sbuf_init(&s, f->fix, sizeof f->fix);
-            if (dl > last_weight)
-                fix_drop_before_last_weight(&s, c, dl, last_weight);
-            else
-                ck_chk_fix_move(&s, c, dl, al, dl, al);
+            fix_drop_after_act(f, c, dl, al, last_weight);
         } else if (side > 0 && (a->act == CK_ACT_TANH || a->act == CK_ACT_ELU ||
                                 a->act == CK_ACT_GELU || a->act == CK_ACT_SWISH)) {
             const double x = a->act == CK_ACT_ELU ? -1.0 : 1.0;
@@ -620,11 +634,7 @@ static void rule_dropout_act(chk *c, int i, int last_weight) {
                      "f(x) (rate %g; docs/derivations.md §6)",
                      ck_chk_act_name(a->act), ck_chk_act_name(a->act), ck_chk_act_name(a->act), x,
                      ratio, q);
-            ck_sbuf_init(&s, f->fix, sizeof f->fix);
-            if (dl > last_weight)
-                fix_drop_before_last_weight(&s, c, dl, last_weight);
-            else
-                ck_chk_fix_move(&s, c, dl, al, dl, al);
+            fix_drop_after_act(f, c, dl, al, last_weight);
         }
     }
 }
@@ -876,95 +886,66 @@ CK_API const char *ck_severity_name(int severity) {
     }
 }
 
-/* The nodes of layers (the algebra's lowering, ck_alg_expand; allocated, at most 2 per layer):
- * *nn of them; *last_weight the last Conv2D/Dense layer (-1 none). NULL when out of memory. */
-static node *make_nodes(const ck_layer_desc *layers, int count, int *nn, int *last_weight) {
-    const size_t cap = (size_t)(count > 0 ? count : 1) * 2;
-    node *nd = (node *)ck_host_alloc(NULL, sizeof *nd * cap);
-    ck_alg_op *ops = (ck_alg_op *)ck_host_alloc(NULL, sizeof *ops * cap);
-    if (!nd || !ops) {
+/* A checker over the nodes of layers first..last (one chain: the algebra's lowering, with each
+ * node's layer index in the whole list; c->L is the whole list), nothing to write to; 0, or -1 out
+ * of memory. Close it with chk_close. */
+static int chk_open(chk *c, const ck_layer_desc *layers, int count, int first, int last) {
+    memset(c, 0, sizeof *c);
+    const int n = last - first + 1;
+    node *nd = (node *)ck_host_alloc(NULL, sizeof *nd * 2 * (size_t)n);
+    ck_alg_op *ops = (ck_alg_op *)ck_host_alloc(NULL, sizeof *ops * 2 * (size_t)n);
+    c->anc = (unsigned char *)ck_host_alloc(NULL, (size_t)count);
+    if (!nd || !ops || !c->anc) {
         ck_host_free(NULL, nd);
         ck_host_free(NULL, ops);
-        return NULL;
-    }
-    *nn = ck_alg_expand(layers, count, 0, ops);
-    *last_weight = -1;
-    for (int i = 0; i < *nn; ++i) {
-        const node n = {ops[i].layer, ops[i].type, ops[i].type == CK_LAYER_ACTIVATION, ops[i].act};
-        nd[i] = n;
-    }
-    for (int i = 0; i < count; ++i)
-        if (layers[i].type == CK_LAYER_CONV2D || layers[i].type == CK_LAYER_DENSE)
-            *last_weight = i;
-    ck_host_free(NULL, ops);
-    return nd;
-}
-
-/* A checker over the nodes of layers first..last (one chain; c->nd malloc'ed, free it), nothing
- * to write to. Nodes keep their layer's index in the whole list, and c->L is the whole list. */
-static int chk_open(chk *c, const ck_layer_desc *layers, int count, int first, int last,
-                    int *last_weight) {
-    memset(c, 0, sizeof *c);
-    int nn = 0, lw = -1;
-    node *nd = make_nodes(layers + first, last - first + 1, &nn, &lw);
-    c->anc = (unsigned char *)ck_host_alloc(NULL, (size_t)count);
-    if (!nd || !c->anc) {
-        ck_host_free(NULL, nd);
         ck_host_free(NULL, c->anc);
         return -1;
     }
+    const int nops = ck_alg_expand(layers + first, n, 0, ops);
     /* a dropout of rate 0 is the identity: the rules read through it as if it were not there */
     int kept = 0;
-    for (int i = 0; i < nn; ++i) {
-        nd[i].layer += first;
-        if (!is_drop(&nd[i]) || layers[nd[i].layer].rate > 0.0f)
-            nd[kept++] = nd[i];
+    for (int i = 0; i < nops; ++i) {
+        nd[kept] = node_of(&ops[i], first + ops[i].layer);
+        if (!is_drop(&nd[kept]) || layers[nd[kept].layer].rate > 0.0f)
+            ++kept;
     }
-    nn = kept;
-    *last_weight = -1;
-    for (int i = 0; i < count; ++i)
-        if (layers[i].type == CK_LAYER_CONV2D || layers[i].type == CK_LAYER_DENSE)
-            *last_weight = i;
+    ck_host_free(NULL, ops);
     c->L = layers;
     c->count = count;
     c->nd = nd;
-    c->nn = nn;
+    c->nn = kept;
     return 0;
+}
+
+static void chk_close(chk *c) {
+    ck_host_free(NULL, (void *)c->nd);
+    ck_host_free(NULL, c->anc);
 }
 
 int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, ck_drop_reach *out,
                            int cap) {
-    int last_weight = -1, n = 0, first = 0;
+    int n = 0, first = 0;
     if (dl < 0 || dl >= count || cap < 1)
         return 0;
     while (ck_chk_chain_end(layers, count, first) < dl)
         first = ck_chk_chain_end(layers, count, first) + 1;
     chk c;
-    if (chk_open(&c, layers, count, first, ck_chk_chain_end(layers, count, first), &last_weight))
+    if (chk_open(&c, layers, count, first, ck_chk_chain_end(layers, count, first)))
         return 0;
     long budget = 4000000;
     c.budget = &budget;
     const node *nd = c.nd;
     for (int i = 0; i < c.nn; ++i)
         if (nd[i].layer == dl && is_drop(&nd[i]) && drop_rate(&c, &nd[i]) > 0.0f) {
-            /* the BNs CK001/CK002 name: in the chain, or past it on the graph's paths */
-            int left;
-            bn_path found[8];
-            int nf = 0;
-            const bn_path p = walk_to_bn_left(&c, i, &left);
-            if (p.bn >= 0) {
-                found[nf] = p;
-                found[nf++].bn = nd[p.bn].layer;
-            } else if (left) {
-                graph_walk(&c, dl, walk_start(&c, dl), found, &nf, 8, 0);
-            }
+            bn_path found[8]; /* the BNs CK001/CK002 name */
+            int graph;
+            const int nf = dropout_bns(&c, i, found, 8, &graph);
             for (int f = 0; f < nf && n < cap; ++f, ++n)
                 out[n] =
                     (ck_drop_reach){found[f].bn, found[f].kind, found[f].weights, found[f].shifted};
             break;
         }
-    ck_host_free(NULL, (void *)c.nd);
-    ck_host_free(NULL, c.anc);
+    chk_close(&c);
     return n;
 }
 
@@ -1100,9 +1081,8 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
     long budget = 4000000; /* layer visits of the graph walks: bounded work on any graph */
     for (int first = 0; first < count;) {
         const int last = ck_chk_chain_end(layers, count, first);
-        int last_weight = -1;
         chk c;
-        if (chk_open(&c, layers, count, first, last, &last_weight))
+        if (chk_open(&c, layers, count, first, last))
             return ck_fail(NULL, CK_STATUS_ALLOC_FAILED, "layers: out of memory checking them");
         c.out = out;
         c.cap = cap;
@@ -1110,8 +1090,7 @@ CK_API ck_status ck_model_check(const ck_layer_desc *layers, int count, ck_findi
         c.budget = &budget;
         check_chain(&c);
         total = c.total;
-        ck_host_free(NULL, (void *)c.nd);
-        ck_host_free(NULL, c.anc);
+        chk_close(&c);
         first = last + 1;
     }
     chk g = {.L = layers, .count = count, .out = out, .cap = cap, .total = total};

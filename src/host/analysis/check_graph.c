@@ -4,36 +4,12 @@
  * (ResNet-110 on CIFAR-10) for the activations. */
 #include "check_internal.h"
 #include <stdio.h>
-#include <string.h>
-
-/* Layer j's k-th input (num_inputs 0: the layer before it). */
-static int input_of(const ck_layer_desc *L, int j, int k) {
-    return L[j].num_inputs == 0 ? j - 1 : L[j].inputs[k];
-}
-static int n_inputs(const ck_layer_desc *L, int j) {
-    return L[j].num_inputs == 0 ? 1 : L[j].num_inputs;
-}
-
-/* The layers that layer l reads from, directly or not (anc[j] for j < l); a link that does not
- * go to an earlier layer is not followed (ck_model_build refuses such a graph). */
-static void ancestors(const chk *c, int l, unsigned char *anc) {
-    memset(anc, 0, (size_t)c->count);
-    anc[l] = 1;
-    for (int j = l; j >= 0; --j)
-        if (anc[j])
-            for (int k = 0; k < n_inputs(c->L, j); ++k) {
-                const int i = input_of(c->L, j, k);
-                if (i >= 0 && i < j)
-                    anc[i] = 1;
-            }
-    anc[l] = 0;
-}
 
 /* A layer predicate over every layer l reads from: the first that holds, or -1. */
 static int first_ancestor(const chk *c, int l, int (*pred)(const ck_layer_desc *)) {
     if (l < 0 || l >= c->count)
         return -1;
-    ancestors(c, l, c->anc);
+    ck_chk_ancestors(c, l);
     for (int j = 0; j < l; ++j)
         if (c->anc[j] && pred(&c->L[j]))
             return j;
@@ -56,15 +32,15 @@ int ck_chk_weight_reach(const chk *c, int l, int *up) {
     *up = -1;
     if (l < 0 || l >= c->count)
         return 0;
-    ancestors(c, l, c->anc);
+    ck_chk_ancestors(c, l);
     for (int j = 0; j < l; ++j)
         if (c->anc[j] && is_weighted(&c->L[j]))
             *up = j;
     memset(c->anc, 0, (size_t)c->count); /* now: the layers that read l, directly or not */
     c->anc[l] = 1;
     for (int j = l + 1; j < c->count; ++j) {
-        for (int k = 0; k < n_inputs(c->L, j) && !c->anc[j]; ++k) {
-            const int i = input_of(c->L, j, k);
+        for (int k = 0; k < ck_chk_n_inputs(c->L, j) && !c->anc[j]; ++k) {
+            const int i = ck_chk_input_of(c->L, j, k);
             c->anc[j] = i >= 0 && i < j && c->anc[i];
         }
         if (c->anc[j] && is_weighted(&c->L[j]))
@@ -78,8 +54,8 @@ static int layer_readers(const ck_layer_desc *L, int count, int i, int *one) {
     int n = 0;
     *one = -1;
     for (int j = i + 1; j < count; ++j)
-        for (int k = 0; k < n_inputs(L, j); ++k)
-            if (input_of(L, j, k) == i) {
+        for (int k = 0; k < ck_chk_n_inputs(L, j); ++k)
+            if (ck_chk_input_of(L, j, k) == i) {
                 if (n++ == 0)
                     *one = j;
                 break;
@@ -120,8 +96,8 @@ static int ends_in_relu(const ck_layer_desc *d) {
 static int is_add_input(const chk *c, int i) {
     for (int j = i + 1; j < c->count; ++j)
         if (c->L[j].type == CK_LAYER_ADD)
-            for (int k = 0; k < n_inputs(c->L, j); ++k)
-                if (input_of(c->L, j, k) == i)
+            for (int k = 0; k < ck_chk_n_inputs(c->L, j); ++k)
+                if (ck_chk_input_of(c->L, j, k) == i)
                     return j;
     return -1;
 }
@@ -158,7 +134,7 @@ static void rule_bn_after_add(chk *c, int a) {
  * an activation (a projection: Conv2D or Dense without activation, BN, pooling, padding,
  * Rescaling). Two towers that each end in an activation are not a residual block. */
 static int is_shortcut_of(const chk *c, int s, int r) {
-    ancestors(c, r, c->anc);
+    ck_chk_ancestors(c, r);
     while (s >= 0 && s < c->count && !c->anc[s]) {
         const ck_layer_desc *d = &c->L[s];
         const int weighted = d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE;
@@ -166,8 +142,8 @@ static int is_shortcut_of(const chk *c, int s, int r) {
                            d->type == CK_LAYER_BATCHNORM || d->type == CK_LAYER_MAXPOOL2D ||
                            d->type == CK_LAYER_AVGPOOL2D || d->type == CK_LAYER_ZEROPADDING2D ||
                            d->type == CK_LAYER_RESCALING;
-        const int next = input_of(c->L, s, 0);
-        if (!passes || n_inputs(c->L, s) != 1 || next >= s)
+        const int next = ck_chk_input_of(c->L, s, 0);
+        if (!passes || ck_chk_n_inputs(c->L, s) != 1 || next >= s)
             return 0;
         s = next;
     }
@@ -177,14 +153,14 @@ static int is_shortcut_of(const chk *c, int s, int r) {
 /* CK016: an Add input that is a ReLU read by the Add alone, whose other input is its shortcut:
  * the end of a residual branch, which can only add. */
 static void rule_relu_before_add(chk *c, int a) {
-    for (int k = 0; k < n_inputs(c->L, a); ++k) {
-        const int r = input_of(c->L, a, k);
+    for (int k = 0; k < ck_chk_n_inputs(c->L, a); ++k) {
+        const int r = ck_chk_input_of(c->L, a, k);
         int only = -1;
         if (r < 0 || !ends_in_relu(&c->L[r]) || readers(c, r, &only) != 1)
             continue;
         int shortcut = 0;
-        for (int t = 0; t < n_inputs(c->L, a) && !shortcut; ++t)
-            shortcut = t != k && is_shortcut_of(c, input_of(c->L, a, t), r);
+        for (int t = 0; t < ck_chk_n_inputs(c->L, a) && !shortcut; ++t)
+            shortcut = t != k && is_shortcut_of(c, ck_chk_input_of(c->L, a, t), r);
         if (!shortcut)
             continue;
         ck_finding *f =
@@ -207,14 +183,14 @@ static void rule_relu_before_add(chk *c, int a) {
 /* CK017: a dropout on the shortcut: it reads the unit's input, which the branch reads too, and
  * only the Add reads it. */
 static void rule_dropout_shortcut(chk *c, int a) {
-    for (int k = 0; k < n_inputs(c->L, a); ++k) {
-        const int d = input_of(c->L, a, k);
+    for (int k = 0; k < ck_chk_n_inputs(c->L, a); ++k) {
+        const int d = ck_chk_input_of(c->L, a, k);
         int only = -1;
         if (d < 0 ||
             (c->L[d].type != CK_LAYER_DROPOUT && c->L[d].type != CK_LAYER_SPATIAL_DROPOUT2D) ||
             !(c->L[d].rate > 0.0f) || readers(c, d, &only) != 1)
             continue;
-        const int x = input_of(c->L, d, 0);
+        const int x = ck_chk_input_of(c->L, d, 0);
         if (readers(c, x, &only) < 2) /* x -1: the model input */
             continue;
         ck_finding *f = ck_chk_emit(c, "CK017-dropout-on-shortcut", CK_SEVERITY_WARNING,

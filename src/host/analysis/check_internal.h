@@ -5,6 +5,8 @@
 
 #include "internal.h"
 
+#include <string.h>
+
 #include "cnnkit/check.h"
 
 #define K_MAX_WINDOW 24 /* layers a suggested reordering shows at most */
@@ -28,6 +30,30 @@ typedef struct chk {
     unsigned char *anc; /* count bytes of scratch for the graph walks (check_graph.c) */
     long *budget;       /* the layer visits left to the graph walks of one ck_model_check */
 } chk;
+
+/* Layer j's k-th input (num_inputs 0: the layer before it; -1: the model input), and how many it
+ * reads: every walk over the layer graph reads links through these. */
+static inline int ck_chk_input_of(const ck_layer_desc *L, int j, int k) {
+    return L[j].num_inputs == 0 ? j - 1 : L[j].inputs[k];
+}
+static inline int ck_chk_n_inputs(const ck_layer_desc *L, int j) {
+    return L[j].num_inputs == 0 ? 1 : L[j].num_inputs;
+}
+
+/* c->anc[j] = 1 for every layer j that layer l reads from, directly or not (anc[l] itself 0); a
+ * link that does not go to an earlier layer is not followed (ck_model_build refuses it). */
+static inline void ck_chk_ancestors(const chk *c, int l) {
+    memset(c->anc, 0, (size_t)c->count);
+    c->anc[l] = 1;
+    for (int j = l; j >= 0; --j)
+        if (c->anc[j])
+            for (int k = 0; k < ck_chk_n_inputs(c->L, j); ++k) {
+                const int i = ck_chk_input_of(c->L, j, k);
+                if (i >= 0 && i < j)
+                    c->anc[i] = 1;
+            }
+    c->anc[l] = 0;
+}
 
 const char *ck_chk_act_name(ck_activation a); /* "?" when unknown */
 void ck_chk_render_layer(ck_sbuf *s, const ck_layer_desc *d);

@@ -32,21 +32,13 @@ void ck_chk_render_seq(ck_sbuf *s, const ck_layer_desc *seq, int n) {
 int ck_chk_flat_at(const chk *c, int l) {
     if (l < 0 || l >= c->count)
         return 0;
-    memset(c->anc, 0, (size_t)c->count);
+    ck_chk_ancestors(c, l);
     c->anc[l] = 1;
-    for (int j = l; j >= 0; --j) {
-        if (!c->anc[j])
-            continue;
-        const ck_layer_desc *d = &c->L[j];
-        if (d->type == CK_LAYER_FLATTEN || d->type == CK_LAYER_DENSE ||
-            d->type == CK_LAYER_GLOBALAVGPOOL2D)
+    for (int j = 0; j <= l; ++j) {
+        const ck_layer_type t = c->L[j].type;
+        if (c->anc[j] &&
+            (t == CK_LAYER_FLATTEN || t == CK_LAYER_DENSE || t == CK_LAYER_GLOBALAVGPOOL2D))
             return 1;
-        const int n = d->num_inputs == 0 ? 1 : d->num_inputs;
-        for (int k = 0; k < n; ++k) {
-            const int i = d->num_inputs == 0 ? j - 1 : d->inputs[k];
-            if (i >= 0 && i < j)
-                c->anc[i] = 1;
-        }
     }
     return 0;
 }
