@@ -854,7 +854,8 @@ ck_status ck_kio_parse_config_by(const char *json, size_t len, const char *train
          * a final softmax meant logits, as cnnkit trained it */
         if (!bad && C.by_cnnkit && C.plain_loss && !ck_kio_ends_in_softmax(km.layers, km.count))
             km.from_logits = 1;
-        if (!bad && ck_kio_check_loss(&km, C.err, C.err_len)) {
+        if (!bad &&
+            ck_kio_check_loss(km.layers, km.count, km.loss, km.from_logits, C.err, C.err_len)) {
             bad = 1;
             st = CK_STATUS_NOT_SUPPORTED;
         }

@@ -94,13 +94,14 @@ int ck_kio_ends_in_softmax(const ck_layer_desc *layers, int count) {
            d->activation == CK_ACT_SOFTMAX;
 }
 
-int ck_kio_check_loss(const ck_keras_model *km, char *err, size_t err_len) {
-    if (!km->loss[0] || km->count < 1)
+int ck_kio_check_loss(const ck_layer_desc *layers, int count, const char *loss, int from_logits,
+                      char *err, size_t err_len) {
+    if (!loss[0] || count < 1)
         return 0;
-    const int sm = ck_kio_ends_in_softmax(km->layers, km->count);
-    if (sm == !km->from_logits)
+    const int sm = ck_kio_ends_in_softmax(layers, count);
+    if (sm == !from_logits)
         return 0;
-    const ck_layer_desc *d = &km->layers[km->count - 1];
+    const ck_layer_desc *d = &layers[count - 1];
     char last[96]; /* a text model's layers get their automatic names at build */
     if (d->name[0])
         snprintf(last, sizeof last, "'%s', %s", d->name, ck_layer_type_name(d->type));
@@ -110,12 +111,12 @@ int ck_kio_check_loss(const ck_keras_model *km, char *err, size_t err_len) {
         snprintf(err, err_len,
                  "compile: loss %s with from_logits=True, but the model ends in a softmax (layer "
                  "%s): Keras would apply a second softmax; drop from_logits=True",
-                 km->loss, last);
+                 loss, last);
     else
         snprintf(err, err_len,
                  "compile: loss %s reads the model's outputs as probabilities (from_logits=False), "
                  "but the last layer (%s) is no softmax; end the model with "
                  "activation='softmax', or compile the loss with from_logits=True (logits)",
-                 km->loss, last);
+                 loss, last);
     return -1;
 }

@@ -184,9 +184,7 @@ static ck_status archive_read(ck_context *ctx, const char *path, int want_config
     if (want_config)
         st =
             zip_member(ctx, za, path, "config.json", CK_KIO_CONFIG_MAX, &a->config, &a->config_len);
-    zip_stat_t ms;
-    zip_stat_init(&ms);
-    if (st == CK_STATUS_SUCCESS && want_config && zip_stat(za, "metadata.json", 0, &ms) == 0) {
+    if (st == CK_STATUS_SUCCESS && want_config) {
         char *meta = NULL;
         size_t mlen = 0;
         if (zip_member(ctx, za, path, "metadata.json", 65536, &meta, &mlen) == CK_STATUS_SUCCESS) {

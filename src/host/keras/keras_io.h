@@ -34,7 +34,8 @@ int ck_kio_ends_in_softmax(const ck_layer_desc *layers, int count);
  * from_logits=True on a model that ends in softmax (Keras would apply a second one), or
  * from_logits=False (the default) on one that does not (Keras would read its outputs as
  * probabilities). 0, or -1 with the message, naming the last layer, in err. No loss: 0. */
-int ck_kio_check_loss(const ck_keras_model *km, char *err, size_t err_len);
+int ck_kio_check_loss(const ck_layer_desc *layers, int count, const char *loss, int from_logits,
+                      char *err, size_t err_len);
 /* Keras's snake_case of a class name ("LeakyReLU" -> "leaky_re_lu"), as keras.src.utils.naming. */
 void ck_kio_snake_case(const char *cls, char *out, size_t len);
 /* config.json of a built model (Keras 3 layout, with compile_config); malloc'd, NULL when out of

@@ -667,13 +667,9 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
                             "expected a Keras Sequential model (model = Sequential(...) or "
                             "model.add(...)), found no layers");
     }
-    if (!rc && P->loss[0]) { /* the loss cnnkit computes is the one Keras would (keras_graph.c) */
-        ck_keras_model k = {.layers = P->layers, .count = P->count, .from_logits = P->from_logits};
-        char msg[400];
-        memcpy(k.loss, P->loss, sizeof k.loss);
-        if (ck_kio_check_loss(&k, msg, sizeof msg))
-            rc = ck_kp_fail(P, P->loss_line, P->loss_col, "%s", msg);
-    }
+    char msg[400]; /* the loss cnnkit computes is the one Keras would (keras_graph.c) */
+    if (!rc && ck_kio_check_loss(P->layers, P->count, P->loss, P->from_logits, msg, sizeof msg))
+        rc = ck_kp_fail(P, P->loss_line, P->loss_col, "%s", msg);
     if (rc) {
         ck_status st = P->st == CK_STATUS_SUCCESS ? CK_STATUS_INTERNAL : P->st;
         put_err(err, err_len, P->msg);
