@@ -573,6 +573,31 @@ Test(graph, check_compounding_across_chains) {
     cr_assert_eq(seen, 1);
 }
 
+/* Through a Concatenate Eq. 8's ceiling holds for the dropout's channels only (the others have
+ * no mask): CK001 keeps its value and says so. */
+Test(graph, check_names_the_concatenate_beside_the_dropout) {
+    const char *text = "import keras\nfrom keras import layers\n\n"
+                       "inputs = keras.Input(shape=(10, 10, 1))\n"
+                       "x = layers.Conv2D(8, 3)(inputs)\n"
+                       "d = layers.Dropout(0.5)(x)\n"
+                       "y = layers.Concatenate()([d, x])\n"
+                       "y = layers.BatchNormalization()(y)\n"
+                       "outputs = layers.Dense(10)(layers.Flatten()(y))\n"
+                       "model = keras.Model(inputs, outputs)\n";
+    ck_finding f[16];
+    int seen = 0;
+    const int n = check_text(text, f, 16);
+    for (int i = 0; i < n; ++i)
+        if (strncmp(f[i].code, "CK001", 5) == 0) {
+            ++seen;
+            cr_assert(f[i].value == 0.5 &&
+                          strstr(f[i].reason, "per channel the dropout reaches: Concatenate "
+                                              "(layer 2)"),
+                      "%g: %s", f[i].value, f[i].reason);
+        }
+    cr_assert_eq(seen, 1);
+}
+
 /* A dropout's path does not end with its chain: read by a BN and by a shortcut, it still feeds
  * the BN (CK001, Eq. 8's ceiling); through an Add (a sum with the unmasked shortcut, §2) it
  * reaches the next BN without a ceiling; in a pre-activation wide ResNet block (Dropout between

@@ -676,6 +676,96 @@ Test(study, measure_follows_the_graph_past_a_chain) {
     ck_context_destroy(ctx);
 }
 
+/* A functional model's BN measured by ck_model_measure (batch 64, 16 batches after 5 steps). */
+static ck_measurement measure_text(const char *text) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_dataset ds = synth(1024, 10, 10, 1, 0, 21);
+    ck_keras_model km = parse(text);
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    for (int i = 0; i < km.count; ++i)
+        CK_OK(ctx, ck_model_add(m, &km.layers[i]));
+    ck_keras_model_free(&km);
+    CK_OK(ctx, ck_model_build(m, 10, 10, 1, 64));
+    ck_measurement r;
+    ck_measure_options mo = {0, 16, 64, 5};
+    CK_OK(ctx, ck_model_measure(m, &ds, &mo, &r));
+    ck_dataset_free(&ds);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return r;
+}
+
+#define GRAPH_HEAD                                                                                 \
+    "import keras\nfrom keras import layers\ninputs = keras.Input(shape=(10, 10, 1))\n"            \
+    "x = layers.Conv2D(8, (3, 3), activation='relu')(inputs)\n"
+
+/* A Concatenate places unmasked channels (ratio 1) beside the dropout's: Eq. 8 and its ceiling
+ * speak of the dropout's channels, and the means run over those (over all 16 the ratio was 0.70
+ * against the ceiling 0.5). A dropout on the other side of the Concatenate does not compound. */
+Test(study, measure_runs_over_the_channels_the_dropout_reaches) {
+    const ck_measurement r =
+        measure_text(GRAPH_HEAD "d = layers.Dropout(0.5)(x)\n"
+                                "y = layers.Concatenate()([d, x])\n"
+                                "y = layers.BatchNormalization()(y)\n"
+                                "outputs = layers.Dense(2)(layers.Flatten()(y))\n"
+                                "model = keras.Model(inputs, outputs)\n");
+    const ck_bn_shift *b = &r.bn[0];
+    cr_log_info("concatenate: measured %.4f, predicted %.4f", b->ratio, b->predicted);
+    cr_assert_eq(b->dropout_layer, 1);
+    cr_assert(b->channels == 16 && b->reached == 8, "%d of %d", b->reached, b->channels);
+    cr_assert(!b->compounded && b->path == 0);
+    cr_assert_float_eq(b->ceiling, 0.5, 1e-6);
+    cr_assert_float_eq(b->ratio, b->predicted, 0.02, "measured %g, Eq. 8 %g", b->ratio,
+                       b->predicted);
+    cr_assert_leq(b->ratio_max, 0.5 + 0.02);
+
+    const ck_measurement two =
+        measure_text(GRAPH_HEAD "a = layers.Dropout(0.1)(x)\n"
+                                "d = layers.Dropout(0.5)(x)\n"
+                                "y = layers.Concatenate()([a, d])\n"
+                                "y = layers.BatchNormalization()(y)\n"
+                                "outputs = layers.Dense(2)(layers.Flatten()(y))\n"
+                                "model = keras.Model(inputs, outputs)\n");
+    b = &two.bn[0];
+    cr_assert_eq(b->dropout_layer, 2); /* one dropout per BN: the last that reaches it */
+    cr_assert(b->reached == 8 && !b->compounded);
+    cr_assert_float_eq(b->ratio, b->predicted, 0.02);
+}
+
+/* Compounding follows the layer graph, not the layer order: a dropout on a parallel branch
+ * (earlier in the file) leaves the prediction; one whose channels the linked dropout reads
+ * removes it, even when a Concatenate put them beside unmasked ones. */
+Test(study, measure_compounds_along_the_graph) {
+    const ck_measurement par =
+        measure_text(GRAPH_HEAD "a = layers.Dropout(0.3)(x)\n"
+                                "a = layers.Conv2D(4, (3, 3))(a)\n"
+                                "d = layers.Dropout(0.5)(x)\n"
+                                "y = layers.BatchNormalization()(d)\n"
+                                "y = layers.Concatenate()([layers.Flatten()(a), "
+                                "layers.Flatten()(y)])\n"
+                                "outputs = layers.Dense(2)(y)\n"
+                                "model = keras.Model(inputs, outputs)\n");
+    const ck_bn_shift *b = &par.bn[0];
+    cr_log_info("parallel: measured %.4f, predicted %.4f", b->ratio, b->predicted);
+    cr_assert_eq(b->dropout_layer, 3);
+    cr_assert(!b->compounded && b->reached == 8);
+    cr_assert_float_eq(b->ceiling, 0.5, 1e-6);
+    cr_assert_float_eq(b->ratio, b->predicted, 0.02);
+
+    const ck_measurement up =
+        measure_text(GRAPH_HEAD "a = layers.Dropout(0.3)(x)\n"
+                                "y = layers.Concatenate()([a, x])\n"
+                                "d = layers.Dropout(0.5)(y)\n"
+                                "y = layers.BatchNormalization()(d)\n"
+                                "outputs = layers.Dense(2)(layers.Flatten()(y))\n"
+                                "model = keras.Model(inputs, outputs)\n");
+    b = &up.bn[0];
+    cr_assert_eq(b->dropout_layer, 3);
+    cr_assert(b->compounded && b->reached == 16);
+    cr_assert(isnan(b->ceiling) && isnan(b->predicted));
+}
+
 /* §2 on a Dense without bias between Dropout(0.5) and BN: per unit j, with W its weights and x
  * the 16 inputs, Var_inference/Var_train = V_j / (V_j + (1/p - 1) E[sum_i W_ij^2 x_i^2]), V_j =
  * Var(sum_i W_ij x_i); computed here from the data and the weights, measured by ck_model_measure

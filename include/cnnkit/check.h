@@ -161,7 +161,9 @@ const char *ck_severity_name(int severity);
  *                  prediction is made and only the measurement holds.
  * Variances are biased (population) variances over N*H*W values per channel and batch, averaged
  * over the batches; the report gives the mean, min and max over channels (channels whose
- * training-mode variance is 0 are skipped).
+ * training-mode variance is 0 are skipped): over the channels the linked dropout reaches when one
+ * is linked (a Concatenate places others, with ratio 1, beside them), else over all. An earlier
+ * dropout "shifts the input" when it reaches one of those channels too, on any path.
  *
  * Dropout effect: for each Dropout / SpatialDropout2D layer, in training mode, the fraction of
  * values the mask actually zeroes where the tensor is consumed. When the dropout reaches a
@@ -180,6 +182,7 @@ struct ck_dataset; /* cnnkit/data.h */
 typedef struct ck_bn_shift {
     int layer;    /* the BatchNormalization layer */
     int channels; /* of its input */
+    int reached;  /* the channels the means run over: those the linked dropout reaches, else all */
     /* converged (momentum-free): Var_inference / Var_train, mean, min, max over channels */
     double ratio, ratio_min, ratio_max;
     /* as stored: Var_inference on the stored statistics / the stored moving variance */
@@ -193,7 +196,8 @@ typedef struct ck_bn_shift {
     int direct;        /* 1: CK001 (no weight layer between), 0: CK002 or none */
     int path;          /* how the mask reaches the BN: 0 commutes with every layer between, 1
                           linear layers (§2), 2 nonlinear (§3); -1 no dropout */
-    int compounded;    /* an earlier dropout shifts the linked dropout's input (§1) */
+    int compounded;    /* another dropout reaches the same channels: an earlier one shifts the
+                          linked dropout's input (§1) */
     double ceiling;    /* 1 - rate for path 0 without compounding (Eq. 8: ratio <= ceiling up to
                           sampling error), else NaN */
     double predicted;  /* Eq. 8 from this BN input's inference-mode moments (see above), NaN

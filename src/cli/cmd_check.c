@@ -58,6 +58,9 @@ static void print_measurement_text(const ck_model *m, const ck_measurement *r, c
         if (s->dropout_layer >= 0) {
             printf("\n      %s: dropout layer %d reaches it", s->direct ? "CK001" : "CK002",
                    s->dropout_layer);
+            if (s->reached < s->channels)
+                printf(" (%d of its %d channels, the ones the numbers above are over)", s->reached,
+                       s->channels);
             if (isfinite(s->predicted))
                 printf("; Eq. 8 from its inference mean and variance predicts %.3f, ceiling %.3f "
                        "(docs/derivations.md §1)",
@@ -108,7 +111,7 @@ static void print_measurement_json(const ck_model *m, const ck_measurement *r) {
         ck_model_layer_desc(m, s->layer, &d);
         printf("%s\n  {\"layer\": %d, \"name\": ", k ? "," : "", s->layer);
         json_str(stdout, d.name);
-        printf(", \"channels\": %d", s->channels);
+        printf(", \"channels\": %d, \"reached\": %d", s->channels, s->reached);
         json_field("ratio", s->ratio);
         json_field("ratio_min", s->ratio_min);
         json_field("ratio_max", s->ratio_max);

@@ -134,6 +134,7 @@ typedef struct bn_path {
     int kind;    /* CK_DROP_PATH_* (model_internal.h) */
     int layer;   /* the first layer that makes the path linear (mixing) or nonlinear, -1 */
     int shifted; /* a Rescaling with an offset between */
+    int concat;  /* the first Concatenate between (the BN reads other channels too), -1 */
 } bn_path;
 
 /* The walk from a dropout to the next BN follows activations, pooling,
@@ -155,7 +156,7 @@ typedef struct walk {
 
 static walk walk_start(const chk *c, int dl) {
     walk w = {c->L[dl].type == CK_LAYER_SPATIAL_DROPOUT2D, 0, 1, -1, -1,
-              {-1, 0, CK_DROP_PATH_COMMUTES, -1, 0}};
+              {-1, 0, CK_DROP_PATH_COMMUTES, -1, 0, -1}};
     return w;
 }
 
@@ -186,8 +187,10 @@ static int walk_step(const chk *c, const node *n, walk *w) {
         r->shifted |= c->L[n->layer].offset != 0.0f;
     else if (is_zeropad(n))
         mixes = r->shifted; /* zeros beside shifted values: Var_inference may pass the ceiling */
+    else if (n->type == CK_LAYER_CONCATENATE && r->concat < 0)
+        r->concat = n->layer; /* it only places the masked channels beside others */
     else if (n->type != CK_LAYER_FLATTEN && n->type != CK_LAYER_CONCATENATE)
-        breaks = 1; /* Concatenate only places the masked channels beside others */
+        breaks = 1;
     if (mixes && !w->mixed) {
         w->mixed = 1;
         w->mix_layer = n->layer;
@@ -242,6 +245,8 @@ static void merge_paths(bn_path *a, const bn_path *b) {
         a->layer = other.layer;
     }
     a->shifted |= other.shifted;
+    if (a->concat < 0)
+        a->concat = other.concat;
 }
 
 /* The layer graph's paths from layer l on (the walk's state w so far): each first BN reached goes
@@ -347,6 +352,11 @@ static void emit_dropout_bn(chk *c, int i, const bn_path *pp, int bl, int graph)
                 ck_sbuf_printf(&s, " (after a softmax c > 0)");
             ck_sbuf_printf(&s,
                            " (Li et al. 2019, arXiv:1801.05134, Eq. 8; docs/derivations.md §1)");
+            if (path.concat >= 0)
+                ck_sbuf_printf(&s,
+                               "; per channel the dropout reaches: Concatenate (layer %d) places "
+                               "other channels beside them",
+                               path.concat);
             if (earlier >= 0)
                 ck_sbuf_printf(
                     &s,

@@ -216,33 +216,103 @@ static ck_status make_twin(ck_model *m, int batch, ck_context **tctx, ck_model *
     return CK_STATUS_SUCCESS;
 }
 
-/* Links BN layers to the dropout the static check says reaches them (CK001 / CK002) and how. */
-static void link_dropouts(const ck_model *m, ck_measurement *r) {
-    int first_dropout = -1;
-    for (int dl = 0; dl < m->num_layers; ++dl) {
-        const ck_layer_desc *d = &m->layers[dl];
-        if ((d->type != CK_LAYER_DROPOUT && d->type != CK_LAYER_SPATIAL_DROPOUT2D) ||
-            !(d->rate > 0.0f))
-            continue;
+/* Which output channels of each layer l > src are computed from layer src's output: dep + off[l]
+ * (lshape[l].c bytes each). A weight layer or a softmax mixes all channels, Concatenate places
+ * its inputs' channels side by side, Flatten takes each feature from one channel (NHWC), every
+ * other layer keeps channels apart (an Add sums the same channel of its inputs). */
+static void channel_deps(const ck_model *m, int src, unsigned char *dep, const size_t *off) {
+    memset(dep + off[src], 1, (size_t)m->lshape[src].c);
+    for (int l = src + 1; l < m->num_layers; ++l) {
+        const ck_layer_desc *d = &m->layers[l];
+        unsigned char *o = dep + off[l];
+        const int oc = m->lshape[l].c, nin = d->num_inputs ? d->num_inputs : 1;
+        memset(o, 0, (size_t)oc);
+        const int mixes = d->type == CK_LAYER_CONV2D || d->type == CK_LAYER_DENSE ||
+                          (d->type == CK_LAYER_ACTIVATION && d->activation == CK_ACT_SOFTMAX);
+        int at = 0, any = 0;
+        for (int k = 0; k < nin; ++k) {
+            const int i = d->num_inputs ? d->inputs[k] : l - 1;
+            const int ic = i >= 0 ? m->lshape[i].c : m->in_c;
+            if (i >= src)
+                for (int f = 0; f < oc; ++f) {
+                    const int ch = d->type == CK_LAYER_CONCATENATE ? f - at
+                                   : d->type == CK_LAYER_FLATTEN   ? f % ic
+                                                                   : f;
+                    if (ch >= 0 && ch < ic && dep[off[i] + (size_t)ch])
+                        o[f] = 1, any = 1;
+                }
+            at += ic;
+        }
+        if (mixes && any)
+            memset(o, 1, (size_t)oc);
+    }
+}
+
+/* Links BN layers to the dropout the static check says reaches them (CK001 / CK002) and how, and
+ * marks in reached (CK_MEASURE_MAX x maxc) the BN input channels that dropout reaches: Eq. 8 and
+ * its ceiling speak of those (a Concatenate places others beside them). The shift is compounded
+ * when another dropout reaches one of these channels too (an earlier one on any path, §1). */
+static ck_status link_dropouts(const ck_model *m, ck_measurement *r, unsigned char *reached,
+                               int maxc) {
+    ck_context *ctx = m->ctx;
+    size_t off[CK_MAX_LAYERS + 1];
+    off[0] = 0;
+    for (int l = 0; l < m->num_layers; ++l)
+        off[l + 1] = off[l] + (size_t)m->lshape[l].c;
+    int drops[CK_MAX_LAYERS], nd = 0;
+    for (int l = 0; l < m->num_layers; ++l)
+        if ((m->layers[l].type == CK_LAYER_DROPOUT ||
+             m->layers[l].type == CK_LAYER_SPATIAL_DROPOUT2D) &&
+            m->layers[l].rate > 0.0f)
+            drops[nd++] = l;
+    const int nb = r->n_bn < CK_MEASURE_MAX ? r->n_bn : CK_MEASURE_MAX;
+    /* at[(k * nb + b) * maxc + ch]: dropout k reaches channel ch of BN b's input */
+    const size_t bytes = off[m->num_layers] + (size_t)(nd ? nd : 1) * (nb ? nb : 1) * maxc;
+    unsigned char *dep = (unsigned char *)ck_host_alloc(ctx, bytes);
+    if (!dep)
+        return ck_host_oom(ctx, "measure: channel map", bytes);
+    unsigned char *at = dep + off[m->num_layers];
+    for (int k = 0; k < nd; ++k) {
+        channel_deps(m, drops[k], dep, off);
+        for (int b = 0; b < nb; ++b) {
+            unsigned char *o = at + ((size_t)k * nb + b) * maxc;
+            const int bl = r->bn[b].layer;
+            if (bl > drops[k])
+                memcpy(o, dep + off[bl], (size_t)r->bn[b].channels);
+            else
+                memset(o, 0, (size_t)r->bn[b].channels);
+        }
+    }
+    for (int k = 0; k < nd; ++k) {
+        const int dl = drops[k];
         ck_drop_reach reach[8];
         const int nr = ck_check_dropout_reach(m->layers, m->num_layers, dl, reach, 8);
-        for (int k = 0; k < nr; ++k)
-            for (int b = 0; b < r->n_bn && b < CK_MEASURE_MAX; ++b) {
+        for (int e = 0; e < nr; ++e)
+            for (int b = 0; b < nb; ++b) {
                 ck_bn_shift *s = &r->bn[b];
-                if (s->layer != reach[k].bn)
+                if (s->layer != reach[e].bn)
                     continue;
+                const unsigned char *mine = at + ((size_t)k * nb + b) * maxc;
                 s->dropout_layer = dl;
-                s->direct = reach[k].weights == 0;
-                s->path = reach[k].kind;
-                s->compounded = first_dropout >= 0;
+                s->direct = reach[e].weights == 0;
+                s->path = reach[e].kind;
+                s->compounded = 0;
+                s->reached = 0;
+                for (int ch = 0; ch < s->channels; ++ch) {
+                    reached[(size_t)b * maxc + ch] = mine[ch];
+                    s->reached += mine[ch];
+                    for (int j = 0; j < nd && mine[ch]; ++j)
+                        s->compounded |= j != k && at[((size_t)j * nb + b) * maxc + ch];
+                }
+                s->ceiling = NAN;
                 /* after an offset the BN input's mean is not the one Eq. 8 takes: no
                  * prediction */
-                if (reach[k].kind == CK_DROP_PATH_COMMUTES && !s->compounded && !reach[k].shifted)
-                    s->ceiling = 1.0 - d->rate;
+                if (reach[e].kind == CK_DROP_PATH_COMMUTES && !s->compounded && !reach[e].shifted)
+                    s->ceiling = 1.0 - m->layers[dl].rate;
             }
-        if (first_dropout < 0)
-            first_dropout = dl;
     }
+    ck_host_free(ctx, dep);
+    return CK_STATUS_SUCCESS;
 }
 
 CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
@@ -292,6 +362,7 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
     double *vtr = NULL, *vin = NULL, *vins = NULL, *mtr = NULL, *min = NULL,
            *tmp = (double *)ck_host_alloc(ctx, sizeof(double) * 2 * (size_t)maxc);
     drop_acc *dacc = NULL;
+    unsigned char *reached = NULL; /* per BN: the channels its means run over */
     int nbn = 0, ndrop = 0;
     for (int i = 0; i < m->num_layers; ++i) {
         nbn += m->layers[i].type == CK_LAYER_BATCHNORM;
@@ -304,10 +375,12 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
     mtr = (double *)ck_host_calloc(ctx, (size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
     min = (double *)ck_host_calloc(ctx, (size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
     dacc = (drop_acc *)ck_host_calloc(ctx, (size_t)(ndrop ? ndrop : 1), sizeof *dacc);
+    reached = (unsigned char *)ck_host_alloc(ctx, (size_t)CK_MEASURE_MAX * maxc);
     ck_context *tctx = NULL;
     ck_model *twin = NULL;
     ck_status st = CK_STATUS_SUCCESS;
-    if (!perm || !xb || !yb || !r || !tmp || !vtr || !vin || !vins || !mtr || !min || !dacc)
+    if (!perm || !xb || !yb || !r || !tmp || !vtr || !vin || !vins || !mtr || !min || !dacc ||
+        !reached)
         st = ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "measure: out of host memory");
     if (st == CK_STATUS_SUCCESS)
         st = ck_dataset_shuffle(data->count, seed, 0x6d65617375726500ull, perm);
@@ -340,7 +413,8 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
             if (d->type == CK_LAYER_BATCHNORM && ib < CK_MEASURE_MAX) {
                 ck_bn_shift *s = &r->bn[ib++];
                 s->layer = i;
-                s->channels = m->lshape[i].c;
+                s->channels = s->reached = m->lshape[i].c;
+                memset(reached + (size_t)(ib - 1) * maxc, 1, (size_t)s->channels);
                 s->dropout_layer = -1;
                 s->path = -1;
                 s->ceiling = s->predicted = NAN;
@@ -359,10 +433,10 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                         m->layers[e->pool_layer].kernel_h * m->layers[e->pool_layer].kernel_w;
             }
         }
-        link_dropouts(m, r);
+        st = link_dropouts(m, r, reached, maxc);
         /* the stored moving variances, before the twin's training-mode pass updates them */
         float *mvs = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)(nbn ? nbn : 1) * maxc);
-        if (!mvs)
+        if (!mvs && st == CK_STATUS_SUCCESS)
             st = ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "measure: out of host memory");
         for (int b = 0; st == CK_STATUS_SUCCESS && b < nbn && b < CK_MEASURE_MAX; ++b) {
             const float *mv = bn_moving(twin, r->bn[b].layer, 1);
@@ -443,6 +517,8 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
             const double p = s->ceiling;
             double psum = 0.0;
             for (int ch = 0; ch < s->channels; ++ch) {
+                if (!reached[(size_t)k * maxc + ch])
+                    continue;
                 const double a = inf[ch] / batches, t = tr[ch] / batches;
                 const double as = infs[ch] / batches;
                 str += t;
@@ -468,10 +544,10 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                 hi = fmax(hi, q);
                 ++used;
             }
-            s->var_train = str / s->channels;
-            s->var_inference = sin / s->channels;
-            s->var_inference_stored = sins / s->channels;
-            s->var_moving = smv / s->channels;
+            s->var_train = str / s->reached;
+            s->var_inference = sin / s->reached;
+            s->var_inference_stored = sins / s->reached;
+            s->var_moving = smv / s->reached;
             s->ratio = used ? sum / used : NAN;
             s->ratio_min = used ? lo : NAN;
             s->ratio_max = used ? hi : NAN;
@@ -505,5 +581,6 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
     ck_host_free(ctx, mtr);
     ck_host_free(ctx, min);
     ck_host_free(ctx, dacc);
+    ck_host_free(ctx, reached);
     return st;
 }
