@@ -30,15 +30,14 @@ Test(model, seed_summary_matches_keras) {
     cr_assert_eq(pc.trainable, 596330);
     cr_assert_eq(pc.non_trainable, 1408);
     cr_assert_eq(ck_model_num_layers(m), 23);
-    const int shapes[][3] = {{26, 26, 32}, {24, 24, 32}, {12, 12, 32}, {10, 10, 64},
-                             {8, 8, 64},   {4, 4, 64},   {1, 1, 1024}, {1, 1, 512},
-                             {1, 1, 10}};
+    const int shapes[][3] = {{26, 26, 32}, {24, 24, 32}, {12, 12, 32}, {10, 10, 64}, {8, 8, 64},
+                             {4, 4, 64},   {1, 1, 1024}, {1, 1, 512},  {1, 1, 10}};
     const int at[] = {0, 3, 6, 8, 11, 14, 16, 17, 22};
     for (int k = 0; k < 9; ++k) {
         int h, w, c;
         CK_OK(ctx, ck_model_layer_shape(m, at[k], &h, &w, &c));
-        cr_assert(h == shapes[k][0] && w == shapes[k][1] && c == shapes[k][2],
-                  "layer %d: %dx%dx%d", at[k], h, w, c);
+        cr_assert(h == shapes[k][0] && w == shapes[k][1] && c == shapes[k][2], "layer %d: %dx%dx%d",
+                  at[k], h, w, c);
     }
     size_t need = 0;
     cr_assert_eq(ck_model_summary(m, NULL, 0, &need), CK_STATUS_BAD_PARAM);
