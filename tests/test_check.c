@@ -827,6 +827,28 @@ Test(check, cli_exit_codes_and_json) {
     cr_assert_eq(run_cli("check examples/seed_cnn.py --bogus", out, sizeof out), 2);
 }
 
+/* --json stays valid JSON (RFC 8259: UTF-8) for a path that is not UTF-8: each stray byte
+ * becomes U+FFFD; well-formed UTF-8 passes unchanged. */
+Test(check, cli_json_is_utf8) {
+    static const char *const names[2] = {"/tmp/cnnkit-caf\xe9-XXXXXX",
+                                         "/tmp/cnnkit-caf\xc3\xa9-XXXXXX"};
+    for (int k = 0; k < 2; ++k) {
+        char path[64], args[128];
+        snprintf(path, sizeof path, "%s", names[k]);
+        const int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        FILE *f = fdopen(fd, "w");
+        cr_assert_not_null(f);
+        fputs("model = Sequential()\nmodel.add(Flatten(input_shape=(2,2,1)))\n", f);
+        fclose(f);
+        snprintf(args, sizeof args, "check '%s' --json", path);
+        cr_assert_eq(run_cli(args, out, sizeof out), 0, "%s", out);
+        cr_assert_neq(strstr(out, k ? "caf\xc3\xa9-" : "caf\\ufffd-"), NULL, "%s", out);
+        cr_assert_null(strchr(out, '\xe9'), "%s", out);
+        unlink(path);
+    }
+}
+
 /* A model file in a temporary directory; returns its path (static storage). */
 static const char *model_file(const char *layers) {
     static char path[64];

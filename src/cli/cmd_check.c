@@ -8,18 +8,42 @@
 #include "cli.h"
 #include "cnnkit/check.h"
 
+/* The length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, surrogates or
+ * code points past U+10FFFF), 0 if there is none. */
+static int utf8_len(const unsigned char *s) {
+    const unsigned c = s[0];
+    const int n = c < 0x80                 ? 1
+                  : c >= 0xc2 && c <= 0xdf ? 2
+                  : c >= 0xe0 && c <= 0xef ? 3
+                  : c >= 0xf0 && c <= 0xf4 ? 4
+                                           : 0;
+    for (int k = 1; k < n; ++k)
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
+/* A JSON string: a path or a layer name may hold bytes that are not UTF-8 and a finding's text
+ * may be cut inside a character; each such byte becomes U+FFFD so the output stays valid JSON. */
 static void json_str(FILE *f, const char *s) {
     fputc('"', f);
-    for (; *s; ++s) {
-        unsigned char ch = (unsigned char)*s;
+    while (*s) {
+        const unsigned char ch = (unsigned char)*s;
+        const int n = utf8_len((const unsigned char *)s);
         if (ch == '"' || ch == '\\')
             fprintf(f, "\\%c", ch);
         else if (ch == '\n')
             fputs("\\n", f);
         else if (ch < 0x20)
             fprintf(f, "\\u%04x", ch);
+        else if (n == 0)
+            fputs("\\ufffd", f);
         else
-            fputc(ch, f);
+            fwrite(s, 1, (size_t)n, f);
+        s += n ? n : 1;
     }
     fputc('"', f);
 }
