@@ -418,8 +418,11 @@ Test(cli_train, options_help_and_small_things) {
                          "summary examples/seed_cnn.py --epochs 2",
                          "evaluate examples/seed_cnn.py --weights x --save y",
                          "train examples/seed_cnn.py --validation-split 1.5",
-                         "train examples/seed_cnn.py --checkpoint-every 2"};
-    for (int i = 0; i < 9; ++i)
+                         "train examples/seed_cnn.py --checkpoint-every 2",
+                         "train examples/seed_cnn.py --validation-split 0x.8", /* hex float */
+                         "train examples/seed_cnn.py --distributed --comm-timeout 0x10",
+                         "bogus examples/seed_cnn.py --help"};
+    for (int i = 0; i < 12; ++i)
         cr_assert_eq(t_run_cli(bad[i], out, sizeof out), 2, "%s: %s", bad[i], out);
     cr_assert_eq(t_run_cli("train examples/seed_cnn.py --weights x.ckpt", out, sizeof out), 2);
     cr_assert_neq(strstr(out, "--resume"), NULL, "%s", out);

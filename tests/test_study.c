@@ -896,6 +896,12 @@ Test(study, cli_usage_errors_exit_2) {
     cr_assert_eq(t_run_cli("study examples/seed_cnn.py --variants bogus", out, sizeof out), 2, "%s",
                  out);
     cr_assert_neq(strstr(out, "bogus"), NULL, "%s", out);
+    /* an empty list is not "all", a variant is not trained twice */
+    cr_assert_eq(t_run_cli("study examples/seed_cnn.py --variants ''", out, sizeof out), 2);
+    cr_assert_eq(
+        t_run_cli("study examples/seed_cnn.py --variants asker,original,asker", out, sizeof out), 2,
+        "%s", out);
+    cr_assert_neq(strstr(out, "'asker' is listed twice"), NULL, "%s", out);
     cr_assert_eq(t_run_cli("study /nonexistent/model.py", out, sizeof out), 2, "%s", out);
     cr_assert_eq(t_run_cli("study examples/seed_cnn.py --seeds 0", out, sizeof out), 2);
     cr_assert_eq(t_run_cli("check examples/seed_cnn.py --seeds 3", out, sizeof out), 2, "%s", out);

@@ -128,7 +128,19 @@ int cmd_study(const opts *oin) {
                         t);
                 return EXIT_USAGE;
             }
+            for (int j = 0; j < nk; ++j)
+                if (kinds[j] == k) {
+                    fprintf(stderr, "cnnkit: study: --variants: '%s' is listed twice\n", t);
+                    return EXIT_USAGE;
+                }
             kinds[nk++] = k;
+        }
+        if (nk == 0) {
+            fprintf(stderr,
+                    "cnnkit: study: --variants: no variant named in '%s' (leave the "
+                    "option out for all)\n",
+                    o.variants);
+            return EXIT_USAGE;
         }
     }
     char err[1024];

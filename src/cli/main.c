@@ -84,6 +84,11 @@ static const char *const USAGE_CMD[][2] = {
 };
 #define N_CMDS ((int)(sizeof USAGE_CMD / sizeof USAGE_CMD[0]))
 
+/* A number written in decimal (strtod also reads hex floats, "inf" and "nan"). */
+static int decimal(const char *v) {
+    return *v && strspn(v, "0123456789.eE+-") == strlen(v);
+}
+
 static int cmd_index(const char *cmd) {
     for (int i = 0; i < N_CMDS; ++i)
         if (cmd && !strcmp(cmd, USAGE_CMD[i][0]))
@@ -361,7 +366,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--bn-momentum") || !strcmp(a, "--validation-split")) {
             char *end;
             const double mv = strtod(v, &end);
-            if (*end || !*v || !(mv > 0.0 && mv < 1.0)) {
+            if (*end || !decimal(v) || !(mv > 0.0 && mv < 1.0)) {
                 fprintf(stderr, "cnnkit: %s needs a number in (0, 1), got '%s'\n", a, v);
                 return -1;
             }
@@ -372,7 +377,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--comm-timeout")) {
             char *end;
             const double t = strtod(v, &end);
-            if (*end || !*v || !(t >= 0.0 && t <= 1e9)) {
+            if (*end || !decimal(v) || !(t >= 0.0 && t <= 1e9)) {
                 fprintf(stderr,
                         "cnnkit: --comm-timeout needs seconds >= 0 (0: no timeout), got '%s'\n", v);
                 return -1;
@@ -452,6 +457,11 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; ++i)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") ||
             (i == 1 && !strcmp(argv[i], "help"))) {
+            if (i > 1 && argv[1][0] != '-' && cmd_index(argv[1]) < 0) {
+                fprintf(stderr, "cnnkit: unknown command '%s'\n", argv[1]);
+                usage(stderr, NULL);
+                return EXIT_USAGE;
+            }
             usage(stdout, i > 1 ? argv[1] : NULL);
             return 0;
         }
