@@ -378,6 +378,22 @@ Test(comm, different_models_are_refused, .timeout = 150) {
     cr_assert(strstr(out, "trainable parameter count differs"), "%s", out);
 }
 
+/* Models with the same counts but one setting changed on rank 1 (an activation, a dropout rate,
+ * Adam's beta_1, a BN that is not synchronized) trained silently, or hung until the timeout
+ * when the collectives went out of step: refused at ck_model_set_comm, naming the layer. */
+Test(comm, models_differing_in_one_setting_are_refused, .timeout = 150) {
+    static const char *const says[4] = {"layer 2, Activation", "layer 9, Dropout",
+                                        "optimizer setting", "layer 1, BatchNormalization"};
+    for (int k = 1; k <= 4; ++k) {
+        char out[8192], args[64];
+        snprintf(args, sizeof args, "--dropout --mismatch-config %d", k);
+        const int rc = run_dp(2, args, out, sizeof out);
+        cr_assert_eq(rc, 0, "%s: %s", args, out);
+        cr_assert(strstr(out, "mismatch refused: yes") && strstr(out, says[k - 1]), "%s: %s", args,
+                  out);
+    }
+}
+
 /* The same model in bf16 on one rank and fp32 on the other would train two different models
  * under one average: refused the same way. */
 Test(comm, different_precisions_are_refused, .timeout = 150) {

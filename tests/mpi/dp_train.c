@@ -31,6 +31,10 @@
  *   --mismatch     rank 1 builds a different model: ck_model_set_comm must refuse it on every rank
  *   --mismatch-precision  rank 1 builds the same model in the other precision (bf16 vs fp32):
  *                  refused as --mismatch is
+ *   --mismatch-config K  rank 1's model keeps every count but differs in one setting (with
+ *                  --dropout): 1 an activation (tanh for the first relu), 2 a dropout rate,
+ *                  3 Adam's beta_1, 4 a plain BatchNormalization for the first
+ *                  SyncBatchNormalization: refused as --mismatch is, naming the layer or setting
  *   --bf16         every model (the ranks' and the reference) in precision bf16 (the CPU twin)
  *   --oom-rank R   as --bad-rank, but rank R runs out of host memory in step 3 (a cap on its
  *                  context's allocations): with --sync its SyncBatchNormalization cannot
@@ -198,11 +202,32 @@ static int fail(ck_context *ctx, const char *what, ck_status st) {
     return 1;
 }
 
-static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch, int bf16) {
+/* text with its first `from` replaced by `to` (static storage); text itself without one. */
+static const char *replaced(const char *text, const char *from, const char *to) {
+    static char buf[4096];
+    const char *at = strstr(text, from);
+    if (!at)
+        return text;
+    snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    return buf;
+}
+
+/* --mismatch-config K: the model text with the one setting K changes (see above). */
+static const char *varied(const char *text, int k) {
+    static const char *const from[5] = {"", "'relu'", "Dropout(0.3)", "learning_rate=0.01",
+                                        "SyncBatchNormalization()"};
+    static const char *const to[5] = {"", "'tanh'", "Dropout(0.5)",
+                                      "learning_rate=0.01, beta_1=0.5", "BatchNormalization()"};
+    return k > 0 && k < 5 ? replaced(text, from[k], to[k]) : text;
+}
+
+static ck_model *make_model(ck_context *ctx, int bn, int wide, int max_batch, int bf16,
+                            int config) {
     ck_model *m = NULL;
     char err[512];
     err[0] = '\0';
-    ck_status st = ck_model_from_keras_text(ctx, model_text(bn, wide), &m, err, sizeof err);
+    ck_status st =
+        ck_model_from_keras_text(ctx, varied(model_text(bn, wide), config), &m, err, sizeof err);
     if (st == CK_STATUS_SUCCESS && bf16)
         st = ck_model_set_precision(m, CK_PRECISION_BF16);
     if (st == CK_STATUS_SUCCESS)
@@ -266,6 +291,8 @@ int main(int argc, char **argv) {
             mismatch = 1;
         else if (!strcmp(argv[i], "--mismatch-precision"))
             mismatch = 2;
+        else if (!strcmp(argv[i], "--mismatch-config") && i + 1 < argc)
+            mismatch = 2 + atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bf16"))
             bf16 = 1;
         else if (!strcmp(argv[i], "--cuda"))
@@ -352,7 +379,8 @@ int main(int argc, char **argv) {
     ck_comm_shard(comm, global, &first, &count);
     /* every rank's max_batch fits the largest shard (ck_model_fit asks for that) */
     m = make_model(ctx, bn, mismatch == 1 && rank == 1, (global + size - 1) / size,
-                   mismatch == 2 && rank == 1 ? !bf16 : bf16);
+                   mismatch == 2 && rank == 1 ? !bf16 : bf16,
+                   mismatch > 2 && rank == 1 ? mismatch - 2 : 0);
     if (!m) {
         bad = 1;
         goto done;
@@ -389,7 +417,7 @@ int main(int argc, char **argv) {
     }
     if (rank == 0) {            /* the single process starts from the same weights (rank 0's) */
         ck_context *rctx = ctx; /* one context may hold both models */
-        ref = make_model(rctx, bn, 0, global, bf16);
+        ref = make_model(rctx, bn, 0, global, bf16, 0);
         if (!ref || ck_model_get_weights(m, w, nw, NULL) != CK_STATUS_SUCCESS ||
             ck_model_set_weights(ref, w, nw) != CK_STATUS_SUCCESS) {
             bad = 1;
@@ -603,7 +631,7 @@ int main(int argc, char **argv) {
             bad = 1;
         }
         if (save && !bad) { /* the 2-rank run's checkpoint in a 1-rank model */
-            ck_model *one = make_model(ctx, bn, 0, count, bf16); /* evaluated in the same batches */
+            ck_model *one = make_model(ctx, bn, 0, count, bf16, 0); /* evaluated in the same batches */
             ck_step_result a, b;
             if (!one || (st = ck_model_save(m, save)) != CK_STATUS_SUCCESS ||
                 (st = ck_model_load(one, save)) != CK_STATUS_SUCCESS ||
