@@ -256,6 +256,45 @@ Test(cli_dist, evaluate_and_predict_sharded_like_one_process, .timeout = 300) {
     cr_assert_eq(count_of(dout, "test accuracy:"), 0, "%s", dout);
 }
 
+/* Ranks resuming from checkpoints of different epochs (a stale copy on another host: only rank 0
+ * writes them): rank 1's position was kept, so each global batch mixed two epochs' shuffles and
+ * rank 1 left the collectives an epoch early (rank 0 then waited for the timeout). The ranks
+ * take rank 0's position with its weights: the run is the one rank 0's checkpoint continues. */
+Test(cli_dist, ranks_resume_from_rank_0s_checkpoint, .timeout = 300) {
+    dist_fx fx;
+    dist_setup(&fx);
+    char args[2048], common[512];
+    snprintf(common, sizeof common, "%s --data %s --batch 32 --threads 1 --device cpu", fx.model,
+             fx.data);
+    for (int e = 1; e <= 2; ++e) {
+        snprintf(args, sizeof args, "train %s --epochs %d --save %s/e%d.ckpt", common, e, fx.dir,
+                 e);
+        cr_assert_eq(t_run_cli(args, sout, sizeof sout), 0, "%s", sout);
+    }
+    snprintf(args, sizeof args, "train %s --epochs 3", common);
+    cr_assert_eq(t_run_cli(args, sout, sizeof sout), 0, "%s", sout);
+    /* MPMD: one rank each, rank 0 resuming after epoch 1, rank 1 after epoch 2 */
+    snprintf(args, sizeof args,
+             "train %s --epochs 3 --distributed --comm-timeout 20 --resume %s/e1.ckpt : -np 1 "
+             "'%s' train %s --epochs 3 --distributed --comm-timeout 20 --resume %s/e2.ckpt",
+             common, fx.dir, CNNKIT_CLI_PATH, common, fx.dir);
+    const int rc = run_mpi(1, args, dout, sizeof dout);
+    dist_teardown(&fx);
+    cr_assert_eq(rc, 0, "%s", dout);
+    char a[256], b[256];
+    for (int e = 2; e <= 3; ++e) {
+        char pre[32];
+        snprintf(pre, sizeof pre, "epoch %d/3: ", e);
+        line_of(dout, pre, a, sizeof a);
+        line_of(sout, pre, b, sizeof b);
+        cr_assert_eq(strncmp(a, b, strlen("epoch 1/3: loss 1.0762  accuracy 0.4258")), 0,
+                     "2 ranks: %s\n1 process: %s", a, b);
+    }
+    line_of(dout, "test accuracy:", a, sizeof a);
+    line_of(sout, "test accuracy:", b, sizeof b);
+    cr_assert_str_eq(a, b);
+}
+
 /* A set-up failure on one rank (rank 0's --save directory does not exist) stops every rank
  * before the fit's first collective: a non-zero exit, not a hang (run_mpi's timeout). */
 Test(cli_dist, one_rank_failing_to_start_stops_all, .timeout = 150) {

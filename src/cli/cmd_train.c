@@ -454,7 +454,7 @@ int cmd_train(const opts *o) {
         rc = dist_agree(o, rc);
         if (!rc)
             rc = dist_comm(o, ctx, &comm);
-        /* after --resume: every rank loaded the same file, and attaching copies rank 0's state */
+        /* after --resume: attaching copies rank 0's state, its fit position included */
         if (!rc && ck_model_set_comm(m, comm) != CK_STATUS_SUCCESS) {
             fprintf(stderr, "cnnkit: --distributed: %s\n", ck_context_last_error(ctx));
             rc = EXIT_RUNTIME;

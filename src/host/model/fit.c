@@ -117,15 +117,19 @@ static ck_status check_ranks(ck_model *m, const ck_fit_options *o, uint64_t seed
                       "opts->batch: a batch of %d samples (of %d, batch %d) leaves a rank of %d "
                       "without a sample",
                       least, count, o->batch, size);
-    enum { N = 8 };
-    static const char *const what[N] = {"train: the data sets (CRC-32 of images and labels)",
-                                        "train: the sample counts",
-                                        "opts->batch",
-                                        "opts->seed (shuffling)",
-                                        "opts->epochs",
-                                        "opts->resume",
-                                        "the context seeds (dropout masks)",
-                                        "refused"};
+    enum { N = 10 };
+    static const char *const what[N] = {
+        "train: the data sets (CRC-32 of images and labels)",
+        "train: the sample counts",
+        "opts->batch",
+        "opts->seed (shuffling)",
+        "opts->epochs",
+        "opts->resume",
+        "the context seeds (dropout masks)",
+        "the models' step counters (a checkpoint loaded on some ranks only?)",
+        "the resumed positions (epoch and step: checkpoints of different steps)",
+        "refused"};
+    const long long at = o->resume ? (long long)m->fit.epoch << 32 | m->fit.epoch_step : -1;
     long long lo[N] = {crc,
                        count,
                        o->batch,
@@ -133,6 +137,8 @@ static ck_status check_ranks(ck_model *m, const ck_fit_options *o, uint64_t seed
                        o->epochs,
                        o->resume,
                        (long long)m->ctx->seed,
+                       m->step,
+                       at,
                        own != CK_STATUS_SUCCESS};
     long long hi[N];
     memcpy(hi, lo, sizeof hi);

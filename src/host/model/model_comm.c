@@ -172,8 +172,33 @@ static ck_status check_same_model(ck_model *m, const ck_comm *c, ck_status own) 
     return CK_STATUS_SUCCESS;
 }
 
+/* Rank 0's fit position (ck_model_fit's resume state): a rank that loaded an older checkpoint
+ * would otherwise shuffle another epoch's order into the same global batches. */
+static ck_status share_fit_state(ck_model *m, const ck_comm *c) {
+    ck_fit_state *f = &m->fit;
+    long long v[11] = {f->valid,
+                       f->epoch,
+                       f->epoch_step,
+                       f->batch,
+                       f->count,
+                       f->data_crc,
+                       (long long)f->shuffle_seed,
+                       (long long)f->context_seed,
+                       0,
+                       f->correct,
+                       f->seen};
+    memcpy(&v[8], &f->loss_sum, sizeof f->loss_sum);
+    CK_TRY(ck_comm_bcast_i64(c, v, 11));
+    *f = (ck_fit_state){(int)v[0], (int)v[1],      (int)v[2],      (int)v[3],
+                        (int)v[4], (uint32_t)v[5], (uint64_t)v[6], (uint64_t)v[7],
+                        0.0,       v[9],           v[10]};
+    memcpy(&f->loss_sum, &v[8], sizeof f->loss_sum);
+    return CK_STATUS_SUCCESS;
+}
+
 /* Rank 0's state everywhere, as a single process would continue from it. */
 static ck_status share_state(ck_model *m, const ck_comm *c) {
+    CK_TRY(share_fit_state(m, c));
     if (m->gpu) { /* the device holds the state of record while a model trains there */
         ck_exec e = ck_exec_cuda(m);
         CK_TRY(ck_comm_bcast_f32(c, e.params, m->num_params));
