@@ -295,6 +295,30 @@ Test(cli_dist, ranks_resume_from_rank_0s_checkpoint, .timeout = 300) {
     cr_assert_str_eq(a, b);
 }
 
+/* A signal to rank 1 only (CNNKIT_TEST_INTERRUPT on its command line) stops every rank after the
+ * step; rank 0, which saw no signal, took the "finished" branch: it printed a test accuracy and
+ * "saved" for a model stopped at step 5 of 24 and exited 0. It now reports the interruption,
+ * saves the resumable checkpoint and exits non-zero. */
+Test(cli_dist, a_signal_to_another_rank_interrupts_rank_0, .timeout = 300) {
+    dist_fx fx;
+    dist_setup(&fx);
+    char args[2048], common[512];
+    snprintf(common, sizeof common,
+             "%s --data %s --batch 32 --epochs 3 --threads 1 --device cpu --distributed "
+             "--save %s/i.ckpt",
+             fx.model, fx.data, fx.dir);
+    snprintf(args, sizeof args, "train %s : -np 1 env CNNKIT_TEST_INTERRUPT=5 '%s' train %s",
+             common, CNNKIT_CLI_PATH, common);
+    const int rc = run_mpi(1, args, dout, sizeof dout);
+    dist_teardown(&fx);
+    cr_assert(rc != 0 && rc != 124 && rc != 137, "rc %d:\n%s", rc, dout);
+    cr_assert(strstr(dout, "interrupted (a signal to another rank) at epoch 1, step 5 of 8") &&
+                  strstr(dout, "continue with: mpirun -np 2 cnnkit train"),
+              "%s", dout);
+    cr_assert_eq(count_of(dout, "test accuracy:"), 0, "%s", dout);
+    cr_assert_eq(count_of(dout, "saved "), 0, "%s", dout);
+}
+
 /* A set-up failure on one rank (rank 0's --save directory does not exist) stops every rank
  * before the fit's first collective: a non-zero exit, not a hang (run_mpi's timeout). */
 Test(cli_dist, one_rank_failing_to_start_stops_all, .timeout = 150) {

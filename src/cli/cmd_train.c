@@ -512,9 +512,13 @@ int cmd_train(const opts *o) {
         rc = EXIT_RUNTIME;
     } else if (ui.save_failed) {
         rc = EXIT_RUNTIME;
-    } else if (stop_signal && !(fs.epoch >= epochs && fs.epoch_step == 0)) {
+    } else if (!(fs.epoch >= epochs && fs.epoch_step == 0)) {
         /* (stopped after the very last step: the run is whole, it ends as one below) */
-        /* interrupted: the fit stopped after a whole step; keep everything it did */
+        /* interrupted: the fit stopped after a whole step, asked by a signal here or, under
+         * --distributed, on another rank (every rank stops); keep everything it did */
+        const char *sig = stop_signal == SIGINT    ? "SIGINT"
+                          : stop_signal == SIGTERM ? "SIGTERM"
+                                                   : "a signal to another rank";
         /* beside a Keras --save (its directory was checked before the first step), else here */
         char fallback[4200];
         if (o->save)
@@ -529,8 +533,8 @@ int cmd_train(const opts *o) {
         if (o->rank > 0) {
             /* rank 0 saves the run's checkpoint (every rank holds the same model) */
         } else if (save_model_file(m, path) != CK_STATUS_SUCCESS) {
-            fprintf(stderr, "cnnkit: interrupted (%s), and the checkpoint was not saved: %s\n",
-                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM", ck_context_last_error(ctx));
+            fprintf(stderr, "cnnkit: interrupted (%s), and the checkpoint was not saved: %s\n", sig,
+                    ck_context_last_error(ctx));
         } else {
             char launch[64] = "";
             if (o->distributed)
@@ -538,15 +542,14 @@ int cmd_train(const opts *o) {
             printf("interrupted (%s) at epoch %d, step %d of %d (model step %lld): checkpoint "
                    "%s\ncontinue with: %scnnkit train %s --resume %s --epochs %d%s%s%s (and the "
                    "same --batch, --seed, --data, --limit, --validation-split)\n",
-                   stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
-                   fs.epoch_step ? fs.epoch + 1 : fs.epoch, fs.epoch_step ? fs.epoch_step : steps,
-                   steps, ck_model_step(m), path, launch, o->model, path, epochs,
-                   o->save ? " --save " : "", o->save ? o->save : "",
+                   sig, fs.epoch_step ? fs.epoch + 1 : fs.epoch,
+                   fs.epoch_step ? fs.epoch_step : steps, steps, ck_model_step(m), path, launch,
+                   o->model, path, epochs, o->save ? " --save " : "", o->save ? o->save : "",
                    o->distributed ? " --distributed" : "");
         }
         if (o->plot && shown > 0 && write_train_svg(o->plot, hist, first, shown) == 0)
             printf("plot %s\n", o->plot);
-        rc = 128 + stop_signal;
+        rc = stop_signal ? 128 + stop_signal : EXIT_RUNTIME;
     } else {
         ck_step_result tr;
         double tl = NAN, ta = NAN;
