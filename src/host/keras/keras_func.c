@@ -42,9 +42,12 @@ int ck_kp_functional_at(kp *P, size_t k) {
     return ck_keras_class_find(name, NULL) ? 3 : 0;
 }
 
-static ktensor *find_tensor(kp *P, const char *name) {
+/* The tensor a name's value stands for: the one definition it was read from when it carries an
+ * id (shortcut = x keeps that x when x is assigned again, as in Python), else the latest of the
+ * name. */
+static ktensor *find_tensor(kp *P, const value *v) {
     for (ktensor *t = P->tensors; t; t = t->next)
-        if (strcmp(t->name, name) == 0)
+        if (v->i > 0 ? t->id == v->i : strcmp(t->name, v->s) == 0)
             return t;
     return NULL;
 }
@@ -56,6 +59,7 @@ static int define_tensor(kp *P, const tok *name, int layer, int rank) {
     value *v = ck_kp_new_value(P, V_NAME, name->line, name->col);
     if (!t || !s || !v || !(t->name = ck_kp_strndup(P, name->src, (size_t)name->len)))
         return -1;
+    t->id = P->tensors ? P->tensors->id + 1 : 1;
     t->layer = layer;
     t->rank = rank;
     t->line = name->line;
@@ -63,6 +67,7 @@ static int define_tensor(kp *P, const tok *name, int layer, int rank) {
     t->next = P->tensors;
     P->tensors = t;
     v->s = t->name;
+    v->i = t->id;
     s->name = t->name;
     s->v = v;
     s->line = name->line;
@@ -92,7 +97,7 @@ static int tensor_of(kp *P, const value *v, int *layer, int *rank) {
     if (v->kind == V_APPLY)
         return apply(P, v, layer, rank);
     if (v->kind == V_NAME && !strchr(v->s, '.')) {
-        const ktensor *t = find_tensor(P, v->s);
+        const ktensor *t = find_tensor(P, v);
         if (t) {
             *layer = t->layer;
             *rank = t->rank;

@@ -69,6 +69,7 @@
 typedef struct ktensor {
     struct ktensor *next;
     const char *name;
+    int id; /* 1, 2, ... in definition order: the value of its name carries it (value.i) */
     int layer, rank, line, col;
 } ktensor;
 
@@ -121,7 +122,7 @@ typedef struct karg {
 struct value {
     vkind kind;
     int line, col;
-    long long i;   /* V_INT, V_BOOL */
+    long long i;   /* V_INT, V_BOOL; V_NAME of a tensor: its ktensor id (0: look the name up) */
     double f;      /* V_INT and V_FLOAT */
     const char *s; /* V_STR text, V_NAME and V_CALL dotted name, V_UNKNOWN description */
     int n;         /* items (tuple, list) or args (call) */
