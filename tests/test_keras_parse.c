@@ -449,6 +449,30 @@ Test(keras_parse, variables_and_arithmetic) {
     /* a variable that cannot be evaluated is named in the error */
     parse_err("n = x_train.shape[1]\nmodel = Sequential()\nmodel.add(Dense(n))\n",
               "line 3, column 17: ", "'n' (set at line 1");
+    /* augmented assignments were skipped: filters *= 2 left Conv2D at 16 (Keras: 32) */
+    m = parse_ok("filters = 16\nfilters *= 2\nrate = 0.5\nrate -= 0.25\nk = 7\nk //= 2\n"
+                 "k **= 1\nmodel = Sequential()\n"
+                 "model.add(Conv2D(filters, k, input_shape=(8, 8, 1)))\n"
+                 "model.add(Dropout(rate))\n");
+    cr_assert(m.layers[0].units == 32 && m.layers[0].kernel_h == 3, "%d %d", m.layers[0].units,
+              m.layers[0].kernel_h);
+    cr_assert_float_eq(m.layers[1].rate, 0.25f, 1e-7f);
+    ck_keras_model_free(&m);
+    parse_err("n = 4\nn /= 0\nmodel = Sequential()\nmodel.add(Dense(n))\n",
+              "line 4, column 17: ", "'n' (set at line 2 to a division by zero)");
+    /* on a tensor Keras adds an operation layer: refused where it stands, not dropped */
+    parse_err("inputs = keras.Input(shape=(8, 8, 1))\nx = layers.Conv2D(4, 3)(inputs)\n"
+              "y = layers.Conv2D(4, 3)(inputs)\nx += y\noutputs = layers.Dense(2)("
+              "layers.Flatten()(x))\nmodel = keras.Model(inputs, outputs)\n",
+              "line 4, column 3: 'x += ...' on a tensor", "layers.Add()");
+    /* a function with parameters runs per call: its body read once at top level added a layer
+     * Keras never built (an unused def block(x) rebinding x) */
+    parse_err("inputs = keras.Input(shape=(8, 8, 1))\nx = layers.Conv2D(4, 3)(inputs)\n"
+              "def block(x, filters=4):\n    x = layers.Conv2D(filters, 3)(x)\n    return x\n"
+              "outputs = layers.Dense(2)(layers.Flatten()(x))\nmodel = keras.Model(inputs, "
+              "outputs)\n",
+              "line 4, column 5: expected model statements outside functions that take parameters",
+              "the 'def' at line 3");
 }
 
 Test(keras_parse, recovery_only_at_line_ends) {

@@ -446,7 +446,7 @@ int ck_kp_is_num(const value *v) {
 }
 
 /* Python arithmetic on numbers; anything else (or overflow) is an unknown value. */
-static value *arith(kp *P, const tok *op, value *a, value *b) {
+value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
     if (!ck_kp_is_num(a) || !ck_kp_is_num(b))
         return unknown_value(P, a->line, a->col,
                              "an arithmetic expression on values that are not numbers");
@@ -524,7 +524,7 @@ static value *p_power(kp *P) {
     if (a && ck_kp_is_op(ck_kp_peek(P), "**")) {
         const tok *op = ck_kp_advance(P);
         value *b = p_unary(P);
-        return b ? arith(P, op, a, b) : NULL;
+        return b ? ck_kp_arith(P, op, a, b) : NULL;
     }
     return a;
 }
@@ -564,7 +564,7 @@ static value *p_term(kp *P) {
             break;
         ck_kp_advance(P);
         value *b = p_unary(P);
-        a = b ? arith(P, t, a, b) : NULL;
+        a = b ? ck_kp_arith(P, t, a, b) : NULL;
     }
     return a;
 }
@@ -583,7 +583,7 @@ value *ck_kp_p_expr(kp *P) {
             break;
         ck_kp_advance(P);
         value *b = p_term(P);
-        a = b ? arith(P, t, a, b) : NULL;
+        a = b ? ck_kp_arith(P, t, a, b) : NULL;
     }
     P->depth--;
     return a;

@@ -153,7 +153,14 @@ static int sequential_at(kp *P, size_t k) {
 
 static int check_opaque(kp *P, const tok *t) {
     for (int i = P->nblocks - 1; i >= 0; --i)
-        if (P->blocks[i].opaque)
+        if (P->blocks[i].opaque && !strcmp(P->blocks[i].kw, "def"))
+            return ck_kp_fail(P, t->line, t->col,
+                              "expected model statements outside functions that take parameters "
+                              "(cnnkit reads the text once, it does not call functions: write the "
+                              "blocks out, as examples/resnet20_v1.py does), found one inside the "
+                              "'def' at line %d",
+                              P->blocks[i].line);
+        else if (P->blocks[i].opaque)
             return ck_kp_fail(P, t->line, t->col,
                               "expected model statements outside loops and conditionals (cnnkit "
                               "reads the text, it does not run it), found one inside the '%s' at "
@@ -290,6 +297,45 @@ static int assign(kp *P, const tok *const *targets, int nt, size_t rhs) {
         if (add_sym(P, targets[i], spread ? v->items[i] : NULL, why))
             return -1;
     return 0;
+}
+
+static int is_aug_op(const tok *t) {
+    static const char *const ops[] = {
+        "+=", "-=", "*=", "/=", "//=", "%=", "**=", "@=", "&=", "|=", "^=", ">>=", "<<=", NULL};
+    for (int i = 0; ops[i]; ++i)
+        if (ck_kp_is_op(t, ops[i]))
+            return 1;
+    return 0;
+}
+
+/* NAME op= expr: a number as Python computes it (filters *= 2), a tensor refused (Keras inserts
+ * an operation layer there, which cnnkit does not read); the name's value otherwise unknown. */
+static int aug_assign(kp *P, const tok *name, const tok *op, size_t rhs) {
+    if (P->functional && ck_kp_is_tensor_name(P, name))
+        return ck_kp_fail(P, op->line, op->col,
+                          "'%.*s %.*s ...' on a tensor: Keras makes it an operation layer, which "
+                          "cnnkit does not read; use a layer (x = layers.Add()([x, y]))",
+                          name->len, name->src, op->len, op->src);
+    P->pos = rhs;
+    value *b = p_expr_list(P);
+    if (!b) {
+        if (P->st == CK_STATUS_ALLOC_FAILED)
+            return -1;
+        P->failed = 0;
+        P->st = CK_STATUS_SUCCESS;
+        P->msg[0] = '\0';
+        return add_sym(P, name, NULL, "an augmented assignment cnnkit cannot read");
+    }
+    const size_t end = P->end;
+    P->pos = (size_t)(name - P->cur); /* the name's value now, read as an expression */
+    P->end = P->pos + 1;
+    value *a = ck_kp_p_expr(P);
+    P->end = end;
+    if (!a)
+        return -1;
+    tok bare = *op; /* "+=" read as "+" */
+    bare.len -= 1;
+    return add_sym(P, name, ck_kp_arith(P, &bare, a, b), NULL);
 }
 
 static const char *const k_skipped_methods[] = {"summary",
@@ -470,10 +516,20 @@ static int process(kp *P, const stmt *S) {
                     bl->opaque = 0;
             if (tok_is(t0, "if") && b + 1 < e && tok_is(&P->cur[b + 1], "__name__"))
                 bl->opaque = 0;
+            /* def build(): read once as if called once; def block(x, filters): its body runs
+             * per call on other tensors, which reading it once cannot give */
+            if (tok_is(t0, "def") && !(b + 3 < e && ck_kp_is_op(&P->cur[b + 2], "(") &&
+                                       ck_kp_is_op(&P->cur[b + 3], ")")))
+                bl->opaque = 1;
         }
         if (tok_is(t0, "return") && sequential_at(P, b + 1))
             return model_create(P, NULL, b + 1);
         return check_skipped(P, b, e);
+    }
+    if (t0->kind == TK_NAME && b + 1 < e && is_aug_op(&P->cur[b + 1])) {
+        if (check_skipped(P, b, e))
+            return -1;
+        return aug_assign(P, t0, &P->cur[b + 1], b + 2);
     }
     if (t0->kind == TK_NAME && b + 1 < e && ck_kp_is_op(&P->cur[b + 1], "=")) {
         if (sequential_at(P, b + 2))
