@@ -421,25 +421,25 @@ static ck_status parse(const char *text, ck_keras_model *km, char *err, size_t l
 Test(graph, aliases_keep_the_tensor_they_were_given) {
     static const struct {
         const char *body;
-        int add, in0, in1; /* the Add layer and the layers it must read */
+        const char *in0, *in1; /* the layers the Add must read, by their names */
     } cases[] = {
-        {"x = layers.Conv2D(4, 3, padding='same')(inputs)\n" /* 0 */
+        {"x = layers.Conv2D(4, 3, padding='same')(inputs)\n" /* conv2d */
          "shortcut = x\n"
-         "x = layers.Conv2D(4, 3, padding='same')(x)\n" /* 1 */
-         "x = layers.Add()([x, shortcut])\n",           /* 2 */
-         2, 1, 0},
-        {"x = layers.Conv2D(4, 3, padding='same')(inputs)\n" /* 0 */
-         "y = layers.Conv2D(4, 1)(inputs)\n"                 /* 1 */
+         "x = layers.Conv2D(4, 3, padding='same')(x)\n" /* conv2d_1 */
+         "x = layers.Add()([x, shortcut])\n",
+         "conv2d_1", "conv2d"},
+        {"x = layers.Conv2D(4, 3, padding='same')(inputs)\n" /* conv2d */
+         "y = layers.Conv2D(4, 1)(inputs)\n"                 /* conv2d_1 */
          "pair = [x, y]\n"
-         "x = layers.Conv2D(4, 3, padding='same')(x)\n" /* 2 */
-         "z = layers.Add()(pair)\n"                     /* 3 */
+         "x = layers.Conv2D(4, 3, padding='same')(x)\n" /* conv2d_2 */
+         "z = layers.Add()(pair)\n"
          "x = layers.Concatenate()([z, x])\n",
-         3, 0, 1},
-        {"x = layers.Conv2D(4, 3, padding='same')(inputs)\n" /* 0 */
-         "y = layers.Conv2D(4, 1)(inputs)\n"                 /* 1 */
+         "conv2d", "conv2d_1"},
+        {"x = layers.Conv2D(4, 3, padding='same')(inputs)\n" /* conv2d */
+         "y = layers.Conv2D(4, 1)(inputs)\n"                 /* conv2d_1 */
          "x, y = y, x\n"
-         "x = layers.Add()([x, y])\n", /* 2 */
-         2, 1, 0},
+         "x = layers.Add()([x, y])\n",
+         "conv2d_1", "conv2d"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; ++k) {
         char text[2048], err[512];
@@ -449,10 +449,16 @@ Test(graph, aliases_keep_the_tensor_they_were_given) {
                  FN_HEAD, cases[k].body);
         ck_keras_model km;
         cr_assert_eq(parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
-        const ck_layer_desc *a = &km.layers[cases[k].add];
-        cr_assert(a->type == CK_LAYER_ADD && a->num_inputs == 2 && a->inputs[0] == cases[k].in0 &&
-                      a->inputs[1] == cases[k].in1,
-                  "case %zu: the Add reads %d, %d", k, a->inputs[0], a->inputs[1]);
+        int add = 0;
+        while (add < km.count && km.layers[add].type != CK_LAYER_ADD)
+            ++add;
+        cr_assert_lt(add, km.count);
+        const ck_layer_desc *a = &km.layers[add];
+        cr_assert(a->num_inputs == 2 && a->inputs[0] >= 0 && a->inputs[1] >= 0);
+        cr_assert(!strcmp(km.layers[a->inputs[0]].name, cases[k].in0) &&
+                      !strcmp(km.layers[a->inputs[1]].name, cases[k].in1),
+                  "case %zu: the Add reads %s, %s", k, km.layers[a->inputs[0]].name,
+                  km.layers[a->inputs[1]].name);
         ck_keras_model_free(&km);
     }
 }

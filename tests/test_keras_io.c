@@ -637,9 +637,9 @@ Test(keras_io, dataset_storing_fewer_elements_than_its_shape_is_refused) {
 }
 
 /* ---- functional models ---------------------------------------------------------------------- */
-/* tools/gen_keras_fixtures.py's func model in creation order: the projection comes first, so
- * cnnkit's layer order is not Keras's (conv2d_4, batch_normalization_3, activation_2, proj, ...).
- */
+/* tools/gen_keras_fixtures.py's func model, written with the projection first: the text reader
+ * puts the layers in Keras's order (conv2d, batch_normalization, activation, proj, ...), and
+ * func_model adds them through the C API in the order written, which is not Keras's. */
 static const char func_text[] =
     "import keras\n"
     "from keras import layers\n"
@@ -659,11 +659,29 @@ static const char func_text[] =
     "model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.02), "
     "loss='sparse_categorical_crossentropy')\n";
 
+/* Keras's layer j is layer FUNC_WRITTEN[j] as func_text writes them (creation order). */
+static const int FUNC_WRITTEN[13] = {1, 2, 3, 0, 4, 6, 5, 7, 8, 9, 10, 11, 12};
+
 static ck_model *func_model(ck_context *ctx) {
-    ck_model *m = NULL;
+    ck_keras_model km;
     char err[256];
-    CK_OK(ctx, ck_model_from_keras_text(ctx, func_text, &m, err, sizeof err));
-    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 8));
+    cr_assert_eq(ck_keras_parse(func_text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(km.count, 13);
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    for (int i = 0; i < 13; ++i) { /* the written layer i is Keras's layer p */
+        int p = 0;
+        while (FUNC_WRITTEN[p] != i)
+            ++p;
+        ck_layer_desc d = km.layers[p];
+        for (int k = 0; k < d.num_inputs; ++k)
+            if (d.inputs[k] >= 0)
+                d.inputs[k] = FUNC_WRITTEN[d.inputs[k]];
+        d.input_h = d.input_w = d.input_c = 0;
+        CK_OK(ctx, ck_model_add(m, &d));
+    }
+    ck_keras_model_free(&km);
+    CK_OK(ctx, ck_model_build(m, 8, 8, 2, 8));
     return m;
 }
 
@@ -747,10 +765,21 @@ Test(keras_io, functional_weights_and_optimizer_go_by_keras_order) {
     cr_assert_str_eq(layer_name(m, 0), "proj");
     int order[16];
     ck_kio_keras_order(m, order);
-    const int want[13] = {1, 2, 3, 0, 4, 6, 5, 7, 8, 9, 10, 11, 12};
     for (int j = 0; j < 13; ++j)
-        cr_assert_eq(order[j], want[j], "Keras's layer %d is cnnkit's %d, want %d", j, order[j],
-                     want[j]);
+        cr_assert_eq(order[j], FUNC_WRITTEN[j], "Keras's layer %d is cnnkit's %d, want %d", j,
+                     order[j], FUNC_WRITTEN[j]);
+    /* the text reader gives Keras's order itself, names as created (proj's branch conv is
+     * conv2d, created after it) */
+    ck_model *text = NULL;
+    char err[256];
+    CK_OK(ctx, ck_model_from_keras_text(ctx, func_text, &text, err, sizeof err));
+    CK_OK(ctx, ck_model_build(text, 0, 0, 0, 8));
+    ck_kio_keras_order(text, order);
+    for (int j = 0; j < 13; ++j)
+        cr_assert_eq(order[j], j);
+    cr_assert_str_eq(layer_name(text, 0), "conv2d");
+    cr_assert_str_eq(layer_name(text, 3), "proj");
+    ck_model_destroy(text);
     /* Keras's groups (conv2d = the branch conv, conv2d_1 = proj, ...) into cnnkit's layers */
     CK_OK(ctx, ck_model_load_keras_weights(m, t_src("tests/data/keras/func.keras")));
     expect_probs(m, kg_func_x, kg_func_probs, 4, 3);

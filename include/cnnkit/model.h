@@ -122,7 +122,9 @@ typedef struct ck_keras_model {
 /* Parses text. On failure returns CK_STATUS_BAD_PARAM (or CK_STATUS_ALLOC_FAILED) and writes
  * "line L, column C: what was expected" into err (err_len bytes, may be 0); out is untouched on
  * failure. On success *out is overwritten: free an earlier result first. warnings holds one line
- * per recovery, '\n'-separated, ending in "..." when it fills up. */
+ * per recovery, '\n'-separated, ending in "..." when it fills up. A functional model's layers
+ * come in Keras's order (its model.layers, the output last), named as Keras names them in the
+ * order they were created; a Sequential model's in the order added, named at build. */
 ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err, size_t err_len);
 void ck_keras_model_free(ck_keras_model *m);
 /* The same from a Keras file's architecture (a .keras archive's config.json, a legacy .h5's
@@ -136,8 +138,8 @@ ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras_model 
  * ------------------------------------------------------------------------------------------- */
 typedef struct ck_model ck_model;
 
-/* A model belongs to a context; its parameters and activations live on the context's device.
- * (This version trains on CPU contexts; a CUDA context gives CK_STATUS_NOT_SUPPORTED at build.) */
+/* A model belongs to a context; its parameters and activations live on the context's device
+ * (the CPU, or a GPU on a CUDA context of a build with CUDA). */
 ck_status ck_model_create(ck_context *ctx, ck_model **model);
 void ck_model_destroy(ck_model *model);
 /* Appends a layer (copied). Only before ck_model_build. */
@@ -371,9 +373,10 @@ ck_status ck_model_load_keras_as(ck_context *ctx, const char *path, int max_batc
 ck_status ck_model_load_keras_weights(ck_model *model, const char *path);
 ck_status ck_model_save_keras(ck_model *model, const char *path);
 
-/* Parameter access, in Keras get_weights() order (kernel, bias; gamma, beta, moving mean,
- * moving variance): count queries, then copies. set_weights refuses a NaN or Inf (naming its
- * index) and then changes nothing. */
+/* Parameter access, in Keras get_weights() order (layer by layer in the model's order, which is
+ * Keras's model.layers for models from text or Keras files; within a layer kernel, bias; gamma,
+ * beta, moving mean, moving variance): count queries, then copies. set_weights refuses a NaN or Inf
+ * (naming its index) and then changes nothing. */
 ck_status ck_model_get_weights(ck_model *model, float *host, size_t count, size_t *needed);
 ck_status ck_model_set_weights(ck_model *model, const float *host, size_t count);
 

@@ -7,12 +7,15 @@
  *
  * Each layer called on tensors becomes a layer whose inputs (ck_layer_desc.num_inputs) are the
  * layers that made those tensors (CK_LAYER_INPUT_MODEL for the Input). A name may be assigned
- * again (x = ...(x)): the latest definition counts, as in Python. At Model(...) the graph is
- * checked with the line and column of the layer at fault: every layer must lead to the output
- * (the output is then the last layer, what ck_model_build wants), and the shapes are inferred by
- * the layer kinds as the build will (Add of mismatched shapes names both). One Input, one
- * output; a layer object kept in a variable and called (shared weights) is not read. */
+ * again (x = ...(x)): the latest definition counts, as in Python, and a name given a tensor
+ * (shortcut = x) keeps that tensor. At Model(...) the graph is checked with the line and column
+ * of the layer at fault: every layer must lead to the output, and the shapes are inferred by
+ * the layer kinds as the build will (Add of mismatched shapes names both). Then the layers,
+ * named in the order they were created, are put in Keras's order (model.layers: the summary's
+ * rows, get_weights(), the .keras files), the output last. One Input, one output; a layer
+ * object kept in a variable and called (shared weights) is not read. */
 #include "keras_internal.h"
+#include "keras_io.h"
 #include "layer.h"
 
 #include <stdio.h>
@@ -185,17 +188,9 @@ static const value *one_tensor(kp *P, const kargs *a, const char *param) {
 static int infer_shapes(kp *P) {
     ck_shape3 sh[KP_MAX_FN_LAYERS];
     const ck_shape3 in0 = {P->in_h, P->in_w, P->in_c, 0};
-    int counters[CK_LAYER_TYPE_COUNT] = {0};
     for (int li = 0; li < P->count; ++li) {
         ck_layer_desc d = P->layers[li];
         const ck_layer_kind *k = ck_layer_kind_of(d.type);
-        if (!d.name[0]) { /* the build's automatic name, for the message */
-            const int cnt = counters[d.type]++;
-            if (cnt == 0)
-                snprintf(d.name, sizeof d.name, "%s", k->base_name);
-            else
-                snprintf(d.name, sizeof d.name, "%s_%d", k->base_name, cnt);
-        }
         ck_shape3 ins[CK_MAX_LAYER_INPUTS], out;
         for (int j = 0; j < d.num_inputs; ++j)
             ins[j] = d.inputs[j] < 0 ? in0 : sh[d.inputs[j]];
@@ -206,6 +201,37 @@ static int infer_shapes(kp *P) {
                               ck_context_last_error(P->ctx));
         sh[li] = out;
     }
+    return 0;
+}
+
+/* The layers (named in the order they were created: Keras names a layer when it is made) put
+ * in Keras's order (model.layers, the summary's rows, get_weights(): ck_kio_layers_keras_
+ * order), their links renumbered and the input shape on the new first layer. */
+static int to_keras_order(kp *P) {
+    const int n = P->count;
+    int order[KP_MAX_FN_LAYERS], at[KP_MAX_FN_LAYERS], line[KP_MAX_FN_LAYERS],
+        col[KP_MAX_FN_LAYERS];
+    ck_kio_layers_keras_order(P->layers, n, order);
+    ck_layer_desc *old = (ck_layer_desc *)ck_kp_alloc(P, sizeof *old * (size_t)n);
+    if (!old)
+        return -1;
+    memcpy(old, P->layers, sizeof *old * (size_t)n);
+    for (int j = 0; j < n; ++j)
+        at[order[j]] = j;
+    for (int j = 0; j < n; ++j) {
+        ck_layer_desc *d = &P->layers[j];
+        *d = old[order[j]];
+        for (int k = 0; k < d->num_inputs; ++k)
+            if (d->inputs[k] >= 0)
+                d->inputs[k] = at[d->inputs[k]];
+        d->input_h = j == 0 ? old[0].input_h : 0;
+        d->input_w = j == 0 ? old[0].input_w : 0;
+        d->input_c = j == 0 ? old[0].input_c : 0;
+        line[j] = P->fn_line[order[j]];
+        col[j] = P->fn_col[order[j]];
+    }
+    memcpy(P->fn_line, line, sizeof *line * (size_t)n);
+    memcpy(P->fn_col, col, sizeof *col * (size_t)n);
     return 0;
 }
 
@@ -254,7 +280,8 @@ static int model_stmt(kp *P, const tok *target, const value *v) {
                               "%d), found %s (layer %d), whose output it never reads",
                               ov->kind == V_NAME ? ov->s : "outputs", ov->line,
                               ck_keras_class_of(&P->layers[li]), li);
-    if (infer_shapes(P))
+    ck_layers_auto_name(P->layers, P->count);
+    if (infer_shapes(P) || to_keras_order(P))
         return -1;
     if (target) {
         if ((size_t)target->len >= sizeof P->model_var)

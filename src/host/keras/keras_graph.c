@@ -45,18 +45,21 @@ static void visit(walk *W, int v) {
 }
 
 void ck_kio_keras_order(const ck_model *m, int *order) {
+    ck_kio_layers_keras_order(m->layers, ck_kio_model_is_graph(m) ? m->num_layers : 0, order);
+    for (int i = 0; !ck_kio_model_is_graph(m) && i < m->num_layers; ++i)
+        order[i] = i; /* Sequential: the layers as added */
+}
+
+void ck_kio_layers_keras_order(const ck_layer_desc *layers, int n, int *order) {
     static const walk zero;
     walk W = zero;
-    W.n = ck_model_num_layers(m);
+    W.n = n;
     for (int i = 0; i < W.n; ++i)
         order[i] = i;
-    if (!ck_kio_model_is_graph(m) || W.n == 0)
-        return; /* Sequential: the layers as added */
-    for (int i = 0; i < W.n; ++i) {
-        ck_layer_desc d;
-        ck_model_layer_desc(m, i, &d);
-        W.nin[i] = ck_kio_layer_inputs(&d, i, W.in[i]);
-    }
+    if (W.n == 0)
+        return;
+    for (int i = 0; i < W.n; ++i)
+        W.nin[i] = ck_kio_layer_inputs(&layers[i], i, W.in[i]);
     for (int v = 0; v <= W.n; ++v)
         W.seen[v] = -1;
     visit(&W, W.n - 1);

@@ -99,6 +99,9 @@ int ck_kio_layer_inputs(const ck_layer_desc *d, int i, int *ins);
  * Sequential model, keras.src.ops.function.map_graph's for a graph. order holds
  * ck_model_num_layers(m) ints. */
 void ck_kio_keras_order(const ck_model *m, int *order);
+/* The same for a layer graph layers[0 .. n) whose last layer is the output (the text reader's
+ * functional models, put in this order as Keras's model.layers are). */
+void ck_kio_layers_keras_order(const ck_layer_desc *layers, int n, int *order);
 
 /* ---- HDF5 (keras_h5.c) -----------------------------------------------------------------------
  * An HDF5 file in memory (image, len) or on disk (path, image NULL). what names it in messages.

@@ -173,6 +173,9 @@ const ck_keras_class *ck_keras_class_find(const char *cls, const ck_layer_kind *
 void ck_keras_class_names(char *buf, size_t n, int with_aliases);
 /* The Keras class a layer is written as. */
 const char *ck_keras_class_of(const ck_layer_desc *d);
+/* Keras's automatic names (conv2d, conv2d_1, ...) for the layers of layers[0 .. n) without one,
+ * in list order, skipping names a layer already has (names must be unique). */
+void ck_layers_auto_name(ck_layer_desc *layers, int n);
 /* The checkpoint record of a layer (the kind's, or the v1 fields). */
 void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]);
 

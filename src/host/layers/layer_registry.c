@@ -54,6 +54,24 @@ void ck_keras_class_names(char *buf, size_t n, int with_aliases) {
         }
 }
 
+void ck_layers_auto_name(ck_layer_desc *layers, int n) {
+    int counters[CK_LAYER_TYPE_COUNT] = {0};
+    for (int li = 0; li < n; ++li) {
+        ck_layer_desc *d = &layers[li];
+        const ck_layer_kind *k = ck_layer_kind_of(d->type);
+        while (k && d->name[0] == '\0') {
+            const int cnt = counters[d->type]++;
+            if (cnt == 0)
+                snprintf(d->name, sizeof d->name, "%s", k->base_name);
+            else
+                snprintf(d->name, sizeof d->name, "%s_%d", k->base_name, cnt);
+            for (int j = 0; j < n && d->name[0]; ++j)
+                if (j != li && !strcmp(layers[j].name, d->name))
+                    d->name[0] = '\0';
+        }
+    }
+}
+
 const char *ck_keras_class_of(const ck_layer_desc *d) {
     const ck_layer_kind *k = ck_layer_kind_of(d->type);
     if (!k)

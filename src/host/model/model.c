@@ -196,7 +196,9 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     const ck_shape3 in0 = {h, w, c, 0};
     size_t nparams = 0, nfixed = 0, maxact = (size_t)h * w * c, nstats = 0, ws = 0;
     double nparams_d = 0.0; /* nparams in double: a model too large for size_t is refused below */
-    int counters[CK_LAYER_TYPE_COUNT] = {0};
+    /* Keras's naming, skipping names a layer already has: a functional model's tensors name
+     * their layers, so names must be unique */
+    ck_layers_auto_name(m->layers, m->num_layers);
     /* graph models: the node holding each layer's output, and whether a later layer reads it */
     int last_node[CK_MAX_LAYERS];
     unsigned char is_read[CK_MAX_LAYERS] = {0};
@@ -210,18 +212,6 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     for (int li = 0; li < m->num_layers; ++li) {
         ck_layer_desc *d = &m->layers[li];
         const ck_layer_kind *k = ck_layer_kind_of(d->type); /* ck_model_add checked the type */
-        /* Keras's naming (conv2d, conv2d_1, ...), skipping names a layer already has: a
-         * functional model's tensors name their layers, so names must be unique */
-        while (d->name[0] == '\0') {
-            int cnt = counters[d->type]++;
-            if (cnt == 0)
-                snprintf(d->name, sizeof d->name, "%s", k->base_name);
-            else
-                snprintf(d->name, sizeof d->name, "%s_%d", k->base_name, cnt);
-            for (int j = 0; j < m->num_layers && d->name[0]; ++j)
-                if (j != li && !strcmp(m->layers[j].name, d->name))
-                    d->name[0] = '\0';
-        }
         /* its inputs (ck_model_add checked they are earlier layers) and their shapes */
         int nin = d->num_inputs > 0 ? d->num_inputs : 1, src[CK_MAX_LAYER_INPUTS];
         ck_shape3 ins[CK_MAX_LAYER_INPUTS];
