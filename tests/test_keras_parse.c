@@ -473,6 +473,9 @@ Test(keras_parse, variables_and_arithmetic) {
               "outputs)\n",
               "line 4, column 5: expected model statements outside functions that take parameters",
               "the 'def' at line 3");
+    /* Keras 3 refuses a negative slope (ValueError): so does the reader */
+    parse_err("model = Sequential([Dense(4, input_shape=(3,)), LeakyReLU(negative_slope=-0.5)])\n",
+              "line 1, column 74: expected a number >= 0 for negative_slope of LeakyReLU", NULL);
 }
 
 Test(keras_parse, recovery_only_at_line_ends) {

@@ -71,12 +71,13 @@ static int relu_bind(ck_kbind *b, ck_layer_desc *d) {
     return 0;
 }
 
-/* Keras 2's alpha or Keras 3's negative_slope (default 0.3); a slope of 0 is a plain ReLU. */
+/* Keras 2's alpha or Keras 3's negative_slope (default 0.3); a slope of 0 is a plain ReLU, a
+ * negative one Keras 3 refuses. */
 static int lrelu_bind(ck_kbind *b, ck_layer_desc *d) {
     double x = 0.3;
     if (b->has(b, "alpha") && b->has(b, "negative_slope"))
         return b->conflict(b, "alpha", "negative_slope");
-    if (b->get_num(b, b->has(b, "alpha") ? "alpha" : "negative_slope", -1e308, 0, 1e308, 0, &x))
+    if (b->get_num(b, b->has(b, "alpha") ? "alpha" : "negative_slope", 0, 0, 1e308, 0, &x))
         return -1;
     d->activation = x == 0 ? CK_ACT_RELU : CK_ACT_LEAKY_RELU;
     d->alpha = (float)x;
