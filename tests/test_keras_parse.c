@@ -473,6 +473,11 @@ Test(keras_parse, variables_and_arithmetic) {
               "outputs)\n",
               "line 4, column 5: expected model statements outside functions that take parameters",
               "the 'def' at line 3");
+    /* a name removed by del is gone (Python: NameError) */
+    parse_err("inputs = keras.Input(shape=(8, 8, 1))\nx = layers.Conv2D(4, 3)(inputs)\ndel x\n"
+              "outputs = layers.Dense(2)(layers.Flatten()(x))\nmodel = keras.Model(inputs, "
+              "outputs)\n",
+              "line 4, column 44: expected a tensor", "(set at line 3 to nothing: del)");
     /* Keras 3 refuses a negative slope (ValueError): so does the reader */
     parse_err("model = Sequential([Dense(4, input_shape=(3,)), LeakyReLU(negative_slope=-0.5)])\n",
               "line 1, column 74: expected a number >= 0 for negative_slope of LeakyReLU", NULL);

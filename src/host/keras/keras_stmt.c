@@ -524,6 +524,12 @@ static int process(kp *P, const stmt *S) {
         }
         if (tok_is(t0, "return") && sequential_at(P, b + 1))
             return model_create(P, NULL, b + 1);
+        /* del a, b: the names are gone (del x[0] or x.y deletes no name) */
+        for (size_t k = b + 1; tok_is(t0, "del") && k < e && P->cur[k].kind == TK_NAME &&
+                               (k + 1 == e || ck_kp_is_op(&P->cur[k + 1], ","));
+             k += 2)
+            if (add_sym(P, &P->cur[k], NULL, "nothing: del"))
+                return -1;
         return check_skipped(P, b, e);
     }
     if (t0->kind == TK_NAME && b + 1 < e && is_aug_op(&P->cur[b + 1])) {
