@@ -72,6 +72,37 @@ static ck_status from_text(ck_context *ctx, const char *policy_line, ck_model **
     return ck_model_from_keras_text(ctx, text, m, err, len);
 }
 
+/* Keras gives a layer the policy in force when the layer is made (checked with Keras 3.15): a
+ * call after every layer reaches none (it was applied; now it warns), a reset to float32 after
+ * them leaves the layers mixed (it was applied: fp32), and layers made under two policies are
+ * refused (one precision per model). */
+Test(precision, keras_policy_reaches_the_layers_made_after_it) {
+    static const char model[] = "model = Sequential()\nmodel.add(Conv2D(4, (3, 3), "
+                                "input_shape=(8, 8, 1)))\nmodel.add(Flatten())\n";
+    char text[1024], err[512];
+    ck_keras_model km;
+    snprintf(text, sizeof text, "%smixed_precision.set_global_policy('mixed_bfloat16')\n", model);
+    cr_assert_eq(ck_keras_parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert(km.precision == CK_PRECISION_FP32 && !km.has_precision);
+    cr_assert(strstr(km.warnings, "line 4: the dtype policy set there reaches no layer"), "%s",
+              km.warnings);
+    ck_keras_model_free(&km);
+    snprintf(text, sizeof text,
+             "mixed_precision.set_global_policy('mixed_bfloat16')\n%s"
+             "mixed_precision.set_global_policy('float32')\n",
+             model);
+    cr_assert_eq(ck_keras_parse(text, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert(km.precision == CK_PRECISION_BF16 && km.has_precision);
+    ck_keras_model_free(&km);
+    snprintf(text, sizeof text,
+             "model = Sequential()\nmodel.add(Conv2D(4, (3, 3), input_shape=(8, 8, 1)))\n"
+             "mixed_precision.set_global_policy('mixed_bfloat16')\nmodel.add(Flatten())\n");
+    cr_assert_eq(ck_keras_parse(text, &km, err, sizeof err), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(err, "line 4, column 11: expected every layer under one dtype policy") &&
+                  strstr(err, "(set_global_policy at line 3)"),
+              "%s", err);
+}
+
 Test(precision, keras_global_policy) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     char err[512];

@@ -195,7 +195,11 @@ typedef struct kp {
                                twice is refused, as Keras refuses it */
     int n_added;
     int has_compile;
-    int has_precision, precision; /* mixed_precision.set_global_policy(...) */
+    int has_precision, precision; /* mixed_precision.set_global_policy(...): the policy now */
+    /* Keras gives a layer the policy in force when it is made: the first layer's (and whether a
+     * call set it), and the line of a later call that changed it after the last layer (no
+     * effect on the model) or 0 */
+    int made_has_precision, made_precision, policy_after_line;
     /* the functional model (keras_func.c): x = keras.Input(...), y = Layer(...)(x), ...,
      * model = keras.Model(inputs, outputs) */
     int functional;          /* an Input tensor was assigned */

@@ -56,6 +56,20 @@ static int layer_common(kp *P, const kargs *a, ck_layer_desc *d) {
 }
 
 static int append_layer(kp *P, ck_layer_desc *d, const value *v) {
+    if (P->count == 0) {
+        P->made_precision = P->precision;
+        P->made_has_precision = P->has_precision;
+    } else if (P->precision != P->made_precision) {
+        return ck_kp_fail(P, v->line, v->col,
+                          "expected every layer under one dtype policy, found this one made under "
+                          "'%s' (set_global_policy at line %d) and the layers before it under "
+                          "'%s': Keras gives them different policies, a cnnkit model has one "
+                          "precision",
+                          P->precision == CK_PRECISION_BF16 ? "mixed_bfloat16" : "float32",
+                          P->policy_after_line,
+                          P->made_precision == CK_PRECISION_BF16 ? "mixed_bfloat16" : "float32");
+    }
+    P->policy_after_line = 0;
     if (P->count == 0 && P->pending_input) {
         if (d->input_c && (d->input_h != P->in_h || d->input_w != P->in_w || d->input_c != P->in_c))
             return ck_kp_fail(P, v->line, v->col,

@@ -672,6 +672,8 @@ static int setting(kp *P, size_t b, size_t e, const tok *fn) {
                           "%s: policy '%.40s' is not supported ('float32' or 'mixed_bfloat16')",
                           name, a->str);
     P->has_precision = 1;
+    /* after layers were made it reaches only the layers made after it (Keras) */
+    P->policy_after_line = P->count > 0 && P->precision != P->made_precision ? fn->line : 0;
     return 0;
 }
 
@@ -745,8 +747,13 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
     m.count = P->count;
     P->layers = NULL;
     m.has_compile = P->has_compile;
-    m.has_precision = P->has_precision;
-    m.precision = P->precision;
+    m.has_precision = P->made_has_precision; /* the layers' policy: made under it */
+    m.precision = P->made_precision;
+    if (P->policy_after_line)
+        ck_kp_warn(P,
+                   "line %d: the dtype policy set there reaches no layer: Keras applies a policy "
+                   "to the layers made after the call, and every layer was made before it",
+                   P->policy_after_line);
     m.optimizer = P->opt;
     memcpy(m.loss, P->loss, sizeof m.loss);
     m.from_logits = P->from_logits;
