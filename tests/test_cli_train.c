@@ -154,6 +154,12 @@ Test(cli_train, resume_gives_the_same_bits_as_an_uninterrupted_run, .timeout = 1
     cr_assert_eq(train(&fx, args), 0, "%s", out);
     cr_assert_neq(strstr(out, "after epoch 1"), NULL, "%s", out);
     assert_same_file(a, b);
+    /* another precision would continue the run with other arithmetic: refused, naming it */
+    snprintf(args, sizeof args, "--epochs 3 --validation-split 0.25 --resume %s --precision bf16",
+             b);
+    cr_assert_eq(train(&fx, args), 2, "%s", out);
+    cr_assert_neq(strstr(out, "was trained in precision fp32: give --precision fp32"), NULL, "%s",
+                  out);
 
     setenv("CNNKIT_TEST_INTERRUPT", "7", 1); /* epoch 2 (5 steps each), after its step 2 */
     snprintf(args, sizeof args, "--epochs 2 --validation-split 0.25 --save %s --log %s", c, lc);

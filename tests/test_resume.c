@@ -1,6 +1,6 @@
 /* Resuming a fit from a checkpoint (issue 12): the position in the run is saved (checkpoint
- * version 2) and a resumed fit gives the same bits as one never stopped; version 1 files still
- * load; what a save replaces and refuses. */
+ * version 3: with the run's precision) and a resumed fit gives the same bits as one never
+ * stopped; version 1 and 2 files still load; what a save replaces and refuses. */
 #include "common.h"
 
 #include <errno.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cnnkit/data.h"
 #include "cnnkit/model.h"
@@ -52,6 +53,15 @@ static ck_model *new_model(ck_context **ctx) {
     *ctx = t_ctx(CK_DEVICE_CPU);
     CK_OK(*ctx, ck_context_set_seed(*ctx, 5));
     return t_model(*ctx, MODEL, BATCH);
+}
+
+/* MODEL in bf16 on ctx (precision is chosen before the build). */
+static ck_model *bf16_model(ck_context *ctx) {
+    static char text[1024];
+    snprintf(text, sizeof text, "mixed_precision.set_global_policy('mixed_bfloat16')\n%s", MODEL);
+    ck_model *m = t_model(ctx, text, BATCH);
+    cr_assert_eq(ck_model_precision(m), CK_PRECISION_BF16);
+    return m;
 }
 
 static void assert_same_file(const char *a, const char *b) {
@@ -194,6 +204,15 @@ Test(resume, refuses_what_would_change_the_run) {
     cr_assert_eq(ck_model_fit(m, &train, NULL, &fo, NULL), CK_STATUS_BAD_PARAM);
     cr_assert_neq(strstr(ck_context_last_error(ctx), "context seed"), NULL);
     CK_OK(ctx, ck_context_set_seed(ctx, 5));
+    /* the run was fp32: a bf16 model would continue it with other arithmetic */
+    ck_model *b = bf16_model(ctx);
+    CK_OK(ctx, ck_model_load(b, path));
+    cr_assert_eq(ck_model_fit(b, &train, NULL, &fo, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(
+        strstr(ck_context_last_error(ctx), "precision bf16, the saved run trained in fp32"), NULL,
+        "%s", ck_context_last_error(ctx));
+    cr_assert_eq(ck_model_step(b), step, "a refused resume trained");
+    ck_model_destroy(b);
     cr_assert_eq(ck_model_step(m), step, "a refused resume trained");
     /* a direct training step leaves the fit: its position is gone */
     ck_step_result r;
@@ -248,17 +267,17 @@ Test(resume, version_1_checkpoints_still_load) {
     ck_fit_state st;
     CK_OK(ctx, ck_model_fit_state(m, &st));
     cr_assert_eq(st.valid, 0);
-    /* saved again it is a version-2 file of 56 more bytes */
-    char path[] = "/tmp/cnnkit-v2-XXXXXX";
+    /* saved again it is a version-3 file of 60 more bytes (the fit block) */
+    char path[] = "/tmp/cnnkit-v3-XXXXXX";
     int fd = mkstemp(path);
     close(fd);
     CK_OK(ctx, ck_model_save(m, path));
     struct stat sb;
     cr_assert_eq(stat(path, &sb), 0);
-    cr_assert_eq((size_t)sb.st_size, n + 56);
+    cr_assert_eq((size_t)sb.st_size, n + 60);
     bytes = t_read_file(path, &n);
     memcpy(&ver, bytes + 8, 4);
-    cr_assert_eq(ver, 2u);
+    cr_assert_eq(ver, 3u);
     free(bytes);
     CK_OK(ctx, ck_model_load(m, path));
     /* one byte too many: the message gives the file's real size */
@@ -273,6 +292,58 @@ Test(resume, version_1_checkpoints_still_load) {
     unlink(path);
     ck_model_destroy(m);
     ck_context_destroy(ctx);
+}
+
+/* A version-2 checkpoint (its fit block 4 bytes shorter: no precision) still resumes: the
+ * precision is not recorded (-1) and not compared. Made here from a version-3 file. */
+Test(resume, version_2_checkpoints_resume_without_a_precision) {
+    char path[] = "/tmp/cnnkit-v2-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    ck_dataset train;
+    make_data(&train, COUNT, 1);
+    ck_context *ctx;
+    ck_model *m = new_model(&ctx);
+    ck_fit_options fo = {1, BATCH, 11, NULL, NULL, NULL, 0};
+    CK_OK(ctx, ck_model_fit(m, &train, NULL, &fo, NULL));
+    CK_OK(ctx, ck_model_save(m, path));
+    ck_fit_state st;
+    CK_OK(ctx, ck_model_fit_state(m, &st));
+    cr_assert_eq(st.precision, CK_PRECISION_FP32);
+    size_t n;
+    unsigned char *b = (unsigned char *)t_read_file(path, &n);
+    ck_param_counts pc;
+    CK_OK(ctx, ck_model_param_counts(m, &pc));
+    /* params, BN statistics, Adam m and v, then the CRC; the precision just before them */
+    const size_t arrays = sizeof(float) * (size_t)(3 * pc.trainable + pc.non_trainable);
+    const size_t prec = n - 4 - arrays - 4;
+    int32_t p;
+    memcpy(&p, b + prec, 4);
+    cr_assert_eq(p, CK_PRECISION_FP32);
+    memmove(b + prec, b + prec + 4, n - prec - 4);
+    n -= 4;
+    const uint32_t two = 2;
+    memcpy(b + 8, &two, 4);
+    const uint32_t crc = (uint32_t)crc32(0, b, (unsigned)(n - 4));
+    memcpy(b + n - 4, &crc, 4);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+    free(b);
+    ck_model *bm = bf16_model(ctx); /* not recorded: not refused */
+    CK_OK(ctx, ck_model_load(bm, path));
+    CK_OK(ctx, ck_model_fit_state(bm, &st));
+    cr_assert(st.valid && st.epoch == 1 && st.precision == -1);
+    fo.epochs = 2;
+    fo.resume = 1;
+    CK_OK(ctx, ck_model_fit(bm, &train, NULL, &fo, NULL));
+    ck_model_destroy(bm);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    ck_dataset_free(&train);
+    unlink(path);
 }
 
 /* What a save replaces: a regular file, or the regular file a symlink points to (the link

@@ -432,6 +432,7 @@ typedef struct ck_fit_state {
     double loss_sum;       /* the unfinished epoch's summed loss, correct predictions and */
     long long correct;     /* samples so far (its running means continue from them) */
     long long seen;
+    int precision; /* the run's ck_precision; -1 not recorded (checkpoint version 2) */
 } ck_fit_state;
 ck_status ck_model_fit_state(const ck_model *model, ck_fit_state *state);
 
@@ -443,8 +444,9 @@ ck_status ck_model_fit_state(const ck_model *model, ck_fit_state *state);
  * a pixel that is not finite (the message names the set and the index). opts NULL: all
  * defaults; fields left 0 take theirs.
  * With opts->resume: the fit state must be valid, and the batch, the training set (count and
- * CRC-32), the shuffling seed (opts->seed 0: the saved one) and the context seed must be the
- * saved ones, else CK_STATUS_BAD_PARAM naming the difference; a state already at epochs
+ * CRC-32), the shuffling seed (opts->seed 0: the saved one), the context seed and the model's
+ * precision (where recorded) must be the saved ones, else CK_STATUS_BAD_PARAM naming the
+ * difference; a state already at epochs
  * finished epochs trains nothing and returns CK_STATUS_SUCCESS. */
 ck_status ck_model_fit(ck_model *model, const struct ck_dataset *train,
                        const struct ck_dataset *val, const ck_fit_options *opts,

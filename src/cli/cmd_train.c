@@ -284,6 +284,14 @@ static int resume_from(const opts *o, ck_context *ctx, ck_model *m, const ck_dat
                 (unsigned long long)fs->shuffle_seed);
         return EXIT_USAGE;
     }
+    if (fs->precision >= 0 && fs->precision != (int)ck_model_precision(m)) {
+        const char *was = fs->precision == CK_PRECISION_BF16   ? "bf16"
+                          : fs->precision == CK_PRECISION_TF32 ? "tf32"
+                                                               : "fp32";
+        fprintf(stderr, "cnnkit: --resume %s was trained in precision %s: give --precision %s\n",
+                o->resume, was, was);
+        return EXIT_USAGE;
+    }
     if (fs->count != train->count) {
         fprintf(stderr,
                 "cnnkit: --resume %s was trained on %d images, this command line gives %d: use "

@@ -1,6 +1,7 @@
 /* Checkpoints: a versioned little-endian file with a CRC-32, written atomically.
  *
- * Layout (version 2; version 1, still read, lacks the fit block):
+ * Layout (version 3; version 2, still read, lacks the fit block's precision, version 1 the fit
+ * block):
  *   "CNNKITCK" | u32 version | u32 num_layers | per layer: 9 x i32 (type, units, kernel_h,
  *   kernel_w, stride_h, stride_w, padding, use_bias, activation) + 4 x f32 (rate, momentum,
  *   epsilon, alpha) | graph models only (ck_model.graph), per layer: i32 num_inputs +
@@ -8,8 +9,8 @@
  * num_params | u64 num_fixed | i32 optimizer type, i32 nesterov | 6 x f32 (lr, beta1, beta2,
  * epsilon, momentum, weight_decay) | i64 step | u64 seed (the context's) | fit block (v2): i32
  * valid, i32 epoch, i32 epoch_step, i32 batch, i32 count, u32 data CRC, u64 shuffle seed, f64 loss
- * sum, i64 correct, i64 seen (all 0 when not valid) | params | fixed | optimizer m | optimizer v |
- * u32 CRC-32 (zlib) of every byte before it. */
+ * sum, i64 correct, i64 seen, i32 precision (v3) (all 0 when not valid) | params | fixed |
+ * optimizer m | optimizer v | u32 CRC-32 (zlib) of every byte before it. */
 #include "model_internal.h"
 
 #include <dirent.h>
@@ -27,8 +28,8 @@
 #include <zlib.h>
 
 #define CK_CKPT_MAGIC "CNNKITCK"
-#define CK_CKPT_VERSION 2u
-#define CK_CKPT_FIT_BYTES 56
+#define CK_CKPT_VERSION 3u
+#define CK_CKPT_FIT_BYTES 60 /* version 2: 56, without the precision */
 
 typedef struct wbuf {
     ck_context *ctx; /* allocations are counted against its limit */
@@ -122,9 +123,11 @@ static void put_fit(wbuf *b, const ck_fit_state *f) {
     put(b, &f->loss_sum, 8);
     const int64_t c[2] = {f->correct, f->seen};
     put(b, c, 16);
+    put_i32(b, f->valid ? f->precision : 0);
 }
 
-static void get_fit(const unsigned char *p, uint64_t context_seed, ck_fit_state *f) {
+static void get_fit(const unsigned char *p, uint32_t version, uint64_t context_seed,
+                    ck_fit_state *f) {
     int32_t iv[5];
     int64_t c[2];
     memcpy(iv, p, 20);
@@ -141,6 +144,9 @@ static void get_fit(const unsigned char *p, uint64_t context_seed, ck_fit_state 
     f->correct = c[0];
     f->seen = c[1];
     f->context_seed = context_seed;
+    f->precision = -1;
+    if (version >= 3u)
+        memcpy(&f->precision, p + 56, 4);
     if (!f->valid)
         memset(f, 0, sizeof *f);
 }
@@ -260,15 +266,15 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s is not a cnnkit checkpoint (bad magic)",
                        path);
     }
-    if (ver != 1u && ver != CK_CKPT_VERSION) {
+    if (ver < 1u || ver > CK_CKPT_VERSION) {
         fclose(f);
         return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
-                       "path: %s has checkpoint version %u, this library reads versions 1 and %u",
+                       "path: %s has checkpoint version %u, this library reads versions 1 to %u",
                        path, ver, CK_CKPT_VERSION);
     }
     wbuf want = {ctx, NULL, 0, 0, 0};
     put_structure(&want, m, ver);
-    const size_t fit_bytes = ver >= 2 ? CK_CKPT_FIT_BYTES : 0;
+    const size_t fit_bytes = ver >= 3 ? CK_CKPT_FIT_BYTES : ver == 2 ? 56 : 0;
     const size_t tail = 8 + 4 * 6 + 8 + 8; /* optimizer ints, floats, step, seed */
     const size_t arrays = (2 * m->num_params + m->num_fixed + m->num_params) * sizeof(float);
     const size_t expect = want.len + tail + fit_bytes + arrays + 4;
@@ -345,7 +351,7 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
         m->opt.weight_decay = of[5];
         m->step = step;
         if (fit_bytes)
-            get_fit(p, seed, &m->fit);
+            get_fit(p, ver, seed, &m->fit);
         else
             memset(&m->fit, 0, sizeof m->fit);
         p = arr;

@@ -50,8 +50,12 @@ static uint32_t data_crc(const ck_dataset *d) {
     return ck_crc32(crc, d->labels, sizeof(int32_t) * (size_t)d->count);
 }
 
-/* A resumed fit continues the saved run only when everything that decides the data order and
- * the dropout masks is the same. */
+static const char *precision_name(int p) {
+    return p == CK_PRECISION_BF16 ? "bf16" : p == CK_PRECISION_TF32 ? "tf32" : "fp32";
+}
+
+/* A resumed fit continues the saved run only when everything that decides the data order, the
+ * dropout masks and the arithmetic is the same. */
 static ck_status check_resume(ck_model *m, const ck_fit_state *f, int batch, uint64_t seed,
                               int count, uint32_t crc) {
     ck_context *ctx = m->ctx;
@@ -72,6 +76,11 @@ static ck_status check_resume(ck_model *m, const ck_fit_state *f, int batch, uin
                        "model: the context seed is %llu, the saved run's was %llu (its dropout "
                        "masks; ck_context_set_seed)",
                        (unsigned long long)ctx->seed, (unsigned long long)f->context_seed);
+    if (f->precision >= 0 && f->precision != (int)m->precision)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "model: precision %s, the saved run trained in %s (the same bits need "
+                       "the same precision; ck_model_set_precision)",
+                       precision_name((int)m->precision), precision_name(f->precision));
     if (f->count != count || f->data_crc != crc)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "train: %d samples (CRC-32 %08x), the saved run trained on %d (CRC-32 "
@@ -226,7 +235,8 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
                        o.batch, m->max_batch);
     const uint32_t crc = data_crc(train);
     uint64_t seed = o.seed ? o.seed : ctx->seed;
-    ck_fit_state f = {1, 0, 0, o.batch, train->count, crc, seed, ctx->seed, 0.0, 0, 0};
+    ck_fit_state f = {1,         0,   0, o.batch, train->count,     crc, seed,
+                      ctx->seed, 0.0, 0, 0,       (int)m->precision};
     if (o.resume) {
         if (!o.seed && m->fit.valid)
             seed = f.shuffle_seed = m->fit.shuffle_seed;

@@ -176,7 +176,7 @@ static ck_status check_same_model(ck_model *m, const ck_comm *c, ck_status own) 
  * would otherwise shuffle another epoch's order into the same global batches. */
 static ck_status share_fit_state(ck_model *m, const ck_comm *c) {
     ck_fit_state *f = &m->fit;
-    long long v[11] = {f->valid,
+    long long v[12] = {f->valid,
                        f->epoch,
                        f->epoch_step,
                        f->batch,
@@ -186,12 +186,13 @@ static ck_status share_fit_state(ck_model *m, const ck_comm *c) {
                        (long long)f->context_seed,
                        0,
                        f->correct,
-                       f->seen};
+                       f->seen,
+                       f->precision};
     memcpy(&v[8], &f->loss_sum, sizeof f->loss_sum);
-    CK_TRY(ck_comm_bcast_i64(c, v, 11));
+    CK_TRY(ck_comm_bcast_i64(c, v, 12));
     *f = (ck_fit_state){(int)v[0], (int)v[1],      (int)v[2],      (int)v[3],
                         (int)v[4], (uint32_t)v[5], (uint64_t)v[6], (uint64_t)v[7],
-                        0.0,       v[9],           v[10]};
+                        0.0,       v[9],           v[10],          (int)v[11]};
     memcpy(&f->loss_sum, &v[8], sizeof f->loss_sum);
     return CK_STATUS_SUCCESS;
 }
