@@ -47,63 +47,59 @@ static const char *const sig_name[SIG_COUNT] = {"trainable parameter count",
                                                 "momentum or nesterov)",
                                                 "layer configuration"};
 
-/* FNV-1a over 64-bit words: a fingerprint the ranks compare (63 bits, so min and max order it). */
-static uint64_t fnv(uint64_t h, long long v) {
-    for (int k = 0; k < 8; ++k) {
-        h ^= (uint64_t)(v >> (8 * k)) & 0xffu;
-        h *= 0x100000001b3ull;
-    }
-    return h;
+/* FNV-1a over the bytes of n words: a fingerprint the ranks compare (63 bits, so that min and
+ * max order it). */
+static long long fingerprint(const long long *v, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t k = 0; k < n; ++k)
+        for (int b = 0; b < 8; ++b) {
+            h ^= (uint64_t)(v[k] >> (8 * b)) & 0xffu;
+            h *= 0x100000001b3ull;
+        }
+    return (long long)(h >> 1);
 }
-#define FNV0 0xcbf29ce484222325ull
 
 /* Everything about layer i that changes what it computes or how its ranks talk (its name does
  * not; the input shape is compared on its own). */
 static long long layer_print(const ck_model *m, int i) {
     const ck_layer_desc *d = &m->layers[i];
-    const long long v[] = {d->type,
-                           d->units,
-                           d->kernel_h,
-                           d->kernel_w,
-                           d->stride_h,
-                           d->stride_w,
-                           d->padding,
-                           d->use_bias,
-                           d->activation,
-                           float_bits(d->alpha),
-                           float_bits(d->rate),
-                           float_bits(d->momentum),
-                           float_bits(d->epsilon),
-                           d->pad_top,
-                           d->pad_bottom,
-                           d->pad_left,
-                           d->pad_right,
-                           d->synchronized,
-                           float_bits(d->scale),
-                           float_bits(d->offset),
-                           d->num_inputs};
-    uint64_t h = FNV0;
-    for (size_t k = 0; k < sizeof v / sizeof v[0]; ++k)
-        h = fnv(h, v[k]);
+    long long v[21 + CK_MAX_LAYER_INPUTS] = {d->type,
+                                             d->units,
+                                             d->kernel_h,
+                                             d->kernel_w,
+                                             d->stride_h,
+                                             d->stride_w,
+                                             d->padding,
+                                             d->use_bias,
+                                             d->activation,
+                                             float_bits(d->alpha),
+                                             float_bits(d->rate),
+                                             float_bits(d->momentum),
+                                             float_bits(d->epsilon),
+                                             d->pad_top,
+                                             d->pad_bottom,
+                                             d->pad_left,
+                                             d->pad_right,
+                                             d->synchronized,
+                                             float_bits(d->scale),
+                                             float_bits(d->offset),
+                                             d->num_inputs};
     for (int k = 0; k < d->num_inputs && k < CK_MAX_LAYER_INPUTS; ++k)
-        h = fnv(h, d->inputs[k]);
-    return (long long)(h >> 1);
+        v[21 + k] = d->inputs[k];
+    return fingerprint(v, sizeof v / sizeof v[0]);
 }
 
 static long long layers_print(const ck_model *m) {
-    uint64_t h = FNV0;
+    long long v[CK_MAX_LAYERS];
     for (int i = 0; i < m->num_layers; ++i)
-        h = fnv(h, layer_print(m, i));
-    return (long long)(h >> 1);
+        v[i] = layer_print(m, i);
+    return fingerprint(v, (size_t)m->num_layers);
 }
 
 static long long opt_print(const ck_optimizer_desc *o) {
     const long long v[] = {float_bits(o->beta1), float_bits(o->beta2), float_bits(o->epsilon),
                            float_bits(o->momentum), o->nesterov};
-    uint64_t h = FNV0;
-    for (size_t k = 0; k < sizeof v / sizeof v[0]; ++k)
-        h = fnv(h, v[k]);
-    return (long long)(h >> 1);
+    return fingerprint(v, sizeof v / sizeof v[0]);
 }
 
 /* The first layer whose configuration differs between the ranks (they agree on the count);
@@ -149,9 +145,11 @@ static ck_status check_same_model(ck_model *m, const ck_comm *c, ck_status own) 
                        "comm: another of the %d ranks could not attach its model (its message "
                        "says why); nothing was changed",
                        ck_comm_size(c));
-    for (int i = 0; i < SIG_COUNT; ++i)
-        if (i == SIG_LAYER_CONFIG && lo[i] != hi[i]) {
-            int l = -1; /* every rank takes this branch: the same lo and hi */
+    for (int i = 0; i < SIG_COUNT; ++i) {
+        if (lo[i] == hi[i])
+            continue;
+        if (i == SIG_LAYER_CONFIG) {
+            int l = -1; /* every rank comes here: the same lo and hi */
             CK_TRY(first_differing_layer(m, c, &l));
             const ck_layer_desc *d = &m->layers[l < 0 ? 0 : l];
             return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH,
@@ -159,16 +157,17 @@ static ck_status check_same_model(ck_model *m, const ck_comm *c, ck_status own) 
                            "configured differently on another of the %d ranks: its options, "
                            "activation, rate or synchronized BN); nothing was changed",
                            l, ck_layer_type_name(d->type), d->name, ck_comm_size(c));
-        } else if (lo[i] != hi[i] && i >= SIG_OPT_CONFIG) {
+        }
+        if (i == SIG_OPT_CONFIG) /* a fingerprint: its values say nothing */
             return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH,
                            "comm: the ranks built different models (the %s differs across the "
                            "%d ranks); nothing was changed",
                            sig_name[i], ck_comm_size(c));
-        } else if (lo[i] != hi[i])
-            return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH,
-                           "comm: the ranks built different models (%s differs: %lld to %lld "
-                           "across the %d ranks); nothing was changed",
-                           sig_name[i], lo[i], hi[i], ck_comm_size(c));
+        return ck_fail(m->ctx, CK_STATUS_SHAPE_MISMATCH,
+                       "comm: the ranks built different models (%s differs: %lld to %lld "
+                       "across the %d ranks); nothing was changed",
+                       sig_name[i], lo[i], hi[i], ck_comm_size(c));
+    }
     return CK_STATUS_SUCCESS;
 }
 
