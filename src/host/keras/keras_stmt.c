@@ -274,20 +274,24 @@ static value *p_expr_list(kp *P) {
     return t;
 }
 
+/* After the right side of an assignment failed to parse: its message as the reason the name is
+ * unknown, the failure cleared (NULL: out of memory, which stays). */
+static const char *unreadable(kp *P, const char *what) {
+    if (P->st == CK_STATUS_ALLOC_FAILED)
+        return NULL;
+    const char *why = ck_kp_printf(P, "%s that cnnkit cannot read (%s)", what, P->msg);
+    P->failed = 0;
+    P->st = CK_STATUS_SUCCESS;
+    P->msg[0] = '\0';
+    return why;
+}
+
 static int assign(kp *P, const tok *const *targets, int nt, size_t rhs) {
     P->pos = rhs;
     value *v = p_expr_list(P);
     const char *why = NULL;
-    if (!v) {
-        if (P->st == CK_STATUS_ALLOC_FAILED)
-            return -1;
-        why = ck_kp_printf(P, "an expression that cnnkit cannot read (%s)", P->msg);
-        P->failed = 0;
-        P->st = CK_STATUS_SUCCESS;
-        P->msg[0] = '\0';
-        if (!why)
-            return -1;
-    }
+    if (!v && !(why = unreadable(P, "an expression")))
+        return -1;
     if (nt == 1)
         return add_sym(P, targets[0], v, why);
     int spread = v && (v->kind == V_TUPLE || v->kind == V_LIST) && v->n == nt;
@@ -319,12 +323,8 @@ static int aug_assign(kp *P, const tok *name, const tok *op, size_t rhs) {
     P->pos = rhs;
     value *b = p_expr_list(P);
     if (!b) {
-        if (P->st == CK_STATUS_ALLOC_FAILED)
-            return -1;
-        P->failed = 0;
-        P->st = CK_STATUS_SUCCESS;
-        P->msg[0] = '\0';
-        return add_sym(P, name, NULL, "an augmented assignment cnnkit cannot read");
+        const char *why = unreadable(P, "an augmented assignment");
+        return why ? add_sym(P, name, NULL, why) : -1;
     }
     const size_t end = P->end;
     P->pos = (size_t)(name - P->cur); /* the name's value now, read as an expression */
