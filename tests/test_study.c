@@ -380,6 +380,19 @@ Test(study, exact_sign_and_wilcoxon_tests) {
     cr_assert(isnan(ck_wilcoxon_p(many, 65536)));
     cr_assert(isnan(ck_wilcoxon_p(many, CK_WILCOXON_MAX_N + 1)));
     cr_assert_float_eq(ck_wilcoxon_p(many, CK_WILCOXON_MAX_N), 0.0, 1e-300);
+    /* ties as the study computes them: a variant 11 test images (of 10,000) better on six seeds
+     * and 11 worse on one, from different accuracies: the differences are 11/10000 in their
+     * last bits apart (0.0011000000000001009 vs 0.0010999999999999899), one tie of 7 mid-ranks
+     * 4: W+ = 24, |24 - 14| >= 10 for 0, 1, 6 or 7 positive signs, p = 16/128 (ranking them
+     * apart gave 0.03125) */
+    const int base[7] = {0, 997, 1994, 2991, 5982, 3988, 4985};
+    double d[7];
+    for (int i = 0; i < 7; ++i)
+        d[i] = (double)(base[i] + (i < 6 ? 11 : -11)) / 10000.0 - (double)base[i] / 10000.0;
+    cr_assert_float_eq(ck_wilcoxon_p(d, 7), 16.0 / 128.0, 1e-15);
+    /* a NaN difference: no test */
+    const double with_nan[3] = {0.1, NAN, 0.2};
+    cr_assert(isnan(ck_wilcoxon_p(with_nan, 3)) && isnan(ck_sign_test_p(with_nan, 3)));
 }
 
 /* Holm by hand: p (0.01, 0.04, 0.03, NaN), m = 3: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, then
@@ -451,6 +464,13 @@ Test(study, paired_tests_holm_and_verdicts) {
     cr_assert(isnan(t[0].p_t) && isnan(t[0].p_t_holm));
     cr_assert_eq(t[0].verdict, CK_PAIRED_NONE);
     cr_assert_eq(ck_study_paired_tests(six, 12, NULL, 1, 0, t), CK_STATUS_BAD_PARAM);
+    /* a NaN accuracy (an API caller's): every p NaN, not p = 0 for the t test, and out of Holm */
+    six[7].test_accuracy = NAN;
+    cr_assert_eq(ck_study_paired_tests(six, 12, vars, 1, 0, t), CK_STATUS_SUCCESS);
+    cr_assert(isnan(t[0].p_t) && isnan(t[0].p_sign) && isnan(t[0].p_wilcoxon) &&
+                  isnan(t[0].p_t_holm),
+              "%g %g %g", t[0].p_t, t[0].p_sign, t[0].p_wilcoxon);
+    cr_assert_eq(t[0].verdict, CK_PAIRED_NONE);
 }
 
 /* ---- measurements -------------------------------------------------------------------------- */

@@ -233,13 +233,15 @@ ck_status ck_study_paired_diff(const ck_study_result *results, int n, int varian
 double ck_student_t_p(double t, int dof);
 /* Exact two-sided sign test of d[0..n): zero differences are dropped; p = min(1, 2 P(X <= k))
  * with X ~ Binomial(n', 1/2), k the smaller count of positive and negative signs (1 when n' = 0).
- * With n' nonzero differences p is at least 2^(1-n'): 0.25 for 3, 0.0625 for 5. */
+ * With n' nonzero differences p is at least 2^(1-n'): 0.25 for 3, 0.0625 for 5. NaN when a d is
+ * NaN. */
 double ck_sign_test_p(const double *d, int n);
-/* Exact two-sided Wilcoxon signed-rank test of d[0..n): zeros dropped, tied |d| get their mean
- * rank; p = P(|W+ - E W+| >= |observed - E W+|) under the 2^n' equally likely sign patterns
- * (computed by convolution, exact). Same floor as the sign test: 2^(1-n'). NaN for d NULL,
- * n < 0, out of memory, or more than CK_WILCOXON_MAX_N nonzero differences (the convolution
- * takes n'^2 cells and n'^3 steps: 0.4 s at the limit on one core). */
+/* Exact two-sided Wilcoxon signed-rank test of d[0..n): zeros dropped, tied |d| (equal to a
+ * relative 1e-9: accuracy differences k / N computed in floating point) get their mean rank; p =
+ * P(|W+ - E W+| >= |observed - E W+|) under the 2^n' equally likely sign patterns (computed by
+ * convolution, exact). Same floor as the sign test: 2^(1-n'). NaN for d NULL, n < 0, a NaN d, out
+ * of memory, or more than CK_WILCOXON_MAX_N nonzero differences (the convolution takes n'^2 cells
+ * and n'^3 steps: 0.4 s at the limit on one core). */
 #define CK_WILCOXON_MAX_N 1000
 double ck_wilcoxon_p(const double *d, int n);
 /* Holm's step-down adjustment of m p-values (NaN stays NaN and is not counted in m). */

@@ -209,8 +209,16 @@ CK_API double ck_student_t_p(double t, int dof) {
     return beta_inc_half(dof, 1, dof / (dof + t * t));
 }
 
+/* 1 when one of d[0..n) is NaN: no test can order it. */
+static int any_nan(const double *d, int n) {
+    for (int i = 0; i < n; ++i)
+        if (isnan(d[i]))
+            return 1;
+    return 0;
+}
+
 CK_API double ck_sign_test_p(const double *d, int n) {
-    if (!d || n < 0)
+    if (!d || n < 0 || any_nan(d, n))
         return NAN;
     int pos = 0, neg = 0;
     for (int i = 0; i < n; ++i) {
@@ -232,7 +240,7 @@ static int cmp_abs(const void *a, const void *b) {
 }
 
 CK_API double ck_wilcoxon_p(const double *d, int n) {
-    if (!d || n < 0)
+    if (!d || n < 0 || any_nan(d, n))
         return NAN;
     double *a = (double *)ck_host_alloc(NULL, sizeof(double) * (size_t)(n ? n : 1));
     if (!a)
@@ -264,7 +272,9 @@ CK_API double ck_wilcoxon_p(const double *d, int n) {
     dist[0] = 1.0;
     for (int i = 0; i < m;) {
         int j = i;
-        while (j + 1 < m && fabs(a[j + 1]) == fabs(a[i]))
+        /* tied to a relative 1e-9: differences of accuracies k / N computed in floating point
+         * that are the same k differ in their last bits (11/10000 - 0 vs 22/10000 - 11/10000) */
+        while (j + 1 < m && fabs(a[j + 1]) - fabs(a[i]) <= 1e-9 * fabs(a[j + 1]))
             ++j;
         const int r2 = (i + 1) + (j + 1);
         for (int k = i; k <= j; ++k) {
@@ -350,8 +360,9 @@ CK_API ck_status ck_study_paired_tests(const ck_study_result *results, int n, co
         if (k >= 2) {
             double sd, mean, half;
             ck_mean_ci95(d, k, &mean, &half, &sd);
-            o->p_t = sd > 0.0 ? ck_student_t_p(mean / (sd / sqrt((double)k)), k - 1)
-                              : (mean != 0.0 ? 0.0 : 1.0);
+            o->p_t = isnan(mean) ? NAN /* a NaN accuracy: no test */
+                     : sd > 0.0  ? ck_student_t_p(mean / (sd / sqrt((double)k)), k - 1)
+                                 : (mean != 0.0 ? 0.0 : 1.0);
             o->p_sign = ck_sign_test_p(d, k);
             o->p_wilcoxon = ck_wilcoxon_p(d, k);
         }
