@@ -927,6 +927,32 @@ Test(study, cli_usage_errors_exit_2) {
         t_run_cli("study examples/seed_cnn.py --variants asker,original,asker", out, sizeof out), 2,
         "%s", out);
     cr_assert_neq(strstr(out, "'asker' is listed twice"), NULL, "%s", out);
+    /* --seed 0 ran seeds 1.. while the header said 0..: refused */
+    cr_assert_eq(t_run_cli("study examples/seed_cnn.py --seed 0", out, sizeof out), 2);
+    cr_assert_neq(strstr(out, "--seed is the first of the seeds, 1 or more"), NULL, "%s", out);
+    /* an output on the model file or on the other output: refused before anything is written
+     * (--csv MODEL replaced the model with the CSV, exit 0) */
+    char dir[] = "/tmp/cnnkit-study-out-XXXXXX", model[96], args[320];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(model, sizeof model, "%s/m.py", dir);
+    size_t n;
+    char *text = t_read_file(t_src("examples/seed_cnn.py"), &n);
+    FILE *f = fopen(model, "wb");
+    cr_assert(f && fwrite(text, 1, n, f) == n);
+    fclose(f);
+    snprintf(args, sizeof args, "study %s --csv %s", model, model);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert_neq(strstr(out, "MODEL and --csv are the same file"), NULL, "%s", out);
+    size_t n2;
+    char *after = t_read_file(model, &n2);
+    cr_assert(n2 == n && memcmp(after, text, n) == 0, "the model file changed");
+    snprintf(args, sizeof args, "study %s --csv %s/o --svg %s/o", model, dir, dir);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert_neq(strstr(out, "--csv and --svg are the same file"), NULL, "%s", out);
+    free(text);
+    free(after);
+    unlink(model);
+    rmdir(dir);
     cr_assert_eq(t_run_cli("study /nonexistent/model.py", out, sizeof out), 2, "%s", out);
     cr_assert_eq(t_run_cli("study examples/seed_cnn.py --seeds 0", out, sizeof out), 2);
     cr_assert_eq(t_run_cli("check examples/seed_cnn.py --seeds 3", out, sizeof out), 2, "%s", out);

@@ -123,6 +123,10 @@ int close_replacing(FILE *f, const char *tmp);
 int check_output_path(const char *opt, const char *path, int replace);
 /* Whether a and b name one file: the same name, or the same existing file (device and inode). */
 int same_file(const char *a, const char *b);
+/* 0 when no two of paths[0..n) (NULL: not given) are one file; else prints "cnnkit: CMD: A and
+ * B are the same file" (names[] are the options) and returns EXIT_USAGE: one output would
+ * overwrite another, or the model file. */
+int distinct_files(const char *cmd, const char *const *names, const char *const *paths, int n);
 /* An advisory lock for the run on "<path>.lock" (created; removed by unlock_path). Returns the
  * descriptor, or -1 after printing why (another run holds it, or it cannot be made). */
 int lock_path(const char *opt, const char *path);

@@ -111,6 +111,10 @@ int cmd_study(const opts *oin) {
     }
     if (!o.seeds)
         o.seeds = 5;
+    if (o.seed == 0) { /* ck_study_run reads first_seed 0 as its default, 1 */
+        fprintf(stderr, "cnnkit: study: --seed is the first of the seeds, 1 or more\n");
+        return EXIT_USAGE;
+    }
     if (o.epochs < 1)
         o.epochs = 3;
     int kinds[CK_STUDY_KIND_COUNT], nk = 0;
@@ -268,6 +272,10 @@ int cmd_study(const opts *oin) {
             rc = EXIT_RUNTIME;
         }
     }
+    const char *const names[3] = {"MODEL", "--csv", "--svg"};
+    const char *const paths[3] = {o.model, o.csv, o.svg};
+    if (!rc)
+        rc = distinct_files("study", names, paths, 3);
     if (!rc && ((o.csv && check_output_path("--csv", o.csv, 1)) ||
                 (o.svg && check_output_path("--svg", o.svg, 1))))
         rc = EXIT_RUNTIME;

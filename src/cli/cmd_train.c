@@ -374,17 +374,10 @@ int cmd_train(const opts *o) {
     catch_signals(); /* before the lock is taken: an early interrupt removes it */
     /* every output is checked before the first step, not found unwritable after the last; a
      * failure here goes through the ranks' agreement below, so no rank is left waiting */
-    int rc = 0;
     /* two outputs on one file (or one on the model file) would overwrite each other */
-    const char *names[4] = {"MODEL", "--save", "--log", "--plot"};
-    const char *paths[4] = {o->model, o->save, o->log, o->plot};
-    for (int i = 0; i < 4 && !rc; ++i)
-        for (int j = i + 1; j < 4 && !rc; ++j)
-            if (paths[i] && paths[j] && same_file(paths[i], paths[j])) {
-                fprintf(stderr, "cnnkit: train: %s and %s are the same file, %s\n", names[i],
-                        names[j], paths[j]);
-                rc = EXIT_USAGE;
-            }
+    const char *const names[4] = {"MODEL", "--save", "--log", "--plot"};
+    const char *const paths[4] = {o->model, o->save, o->log, o->plot};
+    int rc = distinct_files("train", names, paths, 4);
     if (!rc && ((o->save && check_output_path("--save", o->save, 1)) ||
                 (o->log && check_output_path("--log", o->log, 0)) ||
                 (o->plot && check_output_path("--plot", o->plot, 1))))

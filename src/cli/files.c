@@ -81,6 +81,17 @@ int same_file(const char *a, const char *b) {
            sa.st_ino == sb.st_ino;
 }
 
+int distinct_files(const char *cmd, const char *const *names, const char *const *paths, int n) {
+    for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j)
+            if (paths[i] && paths[j] && same_file(paths[i], paths[j])) {
+                fprintf(stderr, "cnnkit: %s: %s and %s are the same file, %s\n", cmd, names[i],
+                        names[j], paths[j]);
+                return EXIT_USAGE;
+            }
+    return 0;
+}
+
 int check_output_path(const char *opt, const char *path, int replace) {
     struct stat st, lst;
     char target[PATH_MAX];
