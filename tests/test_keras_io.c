@@ -154,6 +154,47 @@ Test(keras_io, cnnkit_files_read_back_exactly) {
     ck_context_destroy(ctx);
 }
 
+/* A vector input (Input(shape=(8,))) is 1 x 1 x 8 inside: it was written as an image
+ * ([null, 1, 1, 8]), so Keras loaded a model whose outputs were (N, 1, 1, 3), and [null, 8] was
+ * refused on reading. Written and read as [null, 8] now; the summary shows (None, 8). */
+Test(keras_io, vector_inputs_stay_vectors) {
+    static const char text[] = "import keras\nfrom keras import layers\n"
+                               "inputs = keras.Input(shape=(8,))\n"
+                               "x = layers.Dense(4, activation='relu')(inputs)\n"
+                               "y = layers.Dense(4)(inputs)\n"
+                               "outputs = layers.Dense(3, activation='softmax')("
+                               "layers.Add()([x, y]))\n"
+                               "model = keras.Model(inputs, outputs)\n";
+    static const char seq[] = "model = Sequential([Input(shape=(8,)), Dense(4), Dense(3)])\n";
+    const char *const texts[2] = {text, seq};
+    for (int k = 0; k < 2; ++k) {
+        ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+        ck_model *m = NULL;
+        char err[256], dir[] = "/tmp/cnnkit_kvec_XXXXXX", path[64], sum[4096];
+        CK_OK(ctx, ck_model_from_keras_text(ctx, texts[k], &m, err, sizeof err));
+        CK_OK(ctx, ck_model_build(m, 0, 0, 0, 4));
+        char *cfg = ck_kio_write_config(m, err, sizeof err);
+        cr_assert_not_null(cfg, "%s", err);
+        cr_assert(strstr(cfg, "\"batch_shape\": [null, 8]") && !strstr(cfg, "[null, 1, 1, 8]"),
+                  "%s", cfg);
+        free(cfg);
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(path, sizeof path, "%s/v.keras", dir);
+        CK_OK(ctx, ck_model_save_keras(m, path));
+        ck_model *back = load(ctx, path);
+        CK_OK(ctx, ck_model_summary(back, sum, sizeof sum, NULL));
+        cr_assert(!strstr(sum, "(None, 1, 1, 8)"), "%s", sum);
+        int h, w, c;
+        CK_OK(ctx, ck_model_layer_shape(back, 0, &h, &w, &c));
+        cr_assert(h == 1 && w == 1 && c == 4);
+        ck_model_destroy(back);
+        ck_model_destroy(m);
+        unlink(path);
+        rmdir(dir);
+        ck_context_destroy(ctx);
+    }
+}
+
 /* config.json of a fixture, as cnnkit writes it, with one edit: from -> to (first occurrence). */
 static ck_status parse_edited_of(const char *path, const char *from, const char *to, char *err,
                                  size_t len) {

@@ -56,11 +56,13 @@ typedef struct ck_layer_desc {
     float momentum;                /* BatchNormalization, Keras meaning (default 0.99) */
     float epsilon;                 /* BatchNormalization (default 1e-3) */
     int input_h, input_w, input_c; /* optional input_shape of the first layer (0 = none) */
-    int pad_top, pad_bottom;       /* ZeroPadding2D rows added above and below (default 1) */
-    int pad_left, pad_right;       /* ZeroPadding2D columns added left and right (default 1) */
-    int synchronized;              /* BatchNormalization: statistics over all ranks of a model
-                                      with a communicator (cnnkit/comm.h); Keras
-                                      SyncBatchNormalization or synchronized=True (default 0) */
+    int input_flat; /* with it: the input is a vector (n,), Keras's Input(shape=(n,)), held as
+                       input_h = input_w = 1, input_c = n (0: an image, H x W x C) */
+    int pad_top, pad_bottom; /* ZeroPadding2D rows added above and below (default 1) */
+    int pad_left, pad_right; /* ZeroPadding2D columns added left and right (default 1) */
+    int synchronized;        /* BatchNormalization: statistics over all ranks of a model
+                                with a communicator (cnnkit/comm.h); Keras
+                                SyncBatchNormalization or synchronized=True (default 0) */
     /* The layer graph (Keras functional models). num_inputs 0 (the default): the layer reads the
      * previous layer's output (layer 0: the model input), as in a Sequential model. Otherwise it
      * reads inputs[0 .. num_inputs), each the index of an EARLIER layer or CK_LAYER_INPUT_MODEL;

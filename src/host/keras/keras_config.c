@@ -162,20 +162,22 @@ static int check_dtype(cfg *C, json_t *v) {
     return unsupported(C, "dtype", said, "float32, mixed_bfloat16");
 }
 
-/* A batch shape [null, h, w, c] (or [null, features] is refused: cnnkit's inputs are images). */
+/* A batch shape [null, h, w, c], or [null, n]: a vector input, 1 x 1 x n inside. */
 static int get_batch_shape(cfg *C, json_t *v, ck_layer_desc *d) {
-    if (!json_is_array(v) || json_array_size(v) != 4)
-        return unsupported(C, "batch_shape", v, "[null, height, width, channels]");
-    int s[3];
-    for (int k = 0; k < 3; ++k) {
-        json_t *x = json_array_get(v, (size_t)k + 1);
+    const size_t n = json_is_array(v) ? json_array_size(v) : 0;
+    if (n != 4 && n != 2)
+        return unsupported(C, "batch_shape", v, "[null, height, width, channels] or [null, n]");
+    int s[3] = {1, 1, 1};
+    for (size_t k = 1; k < n; ++k) {
+        json_t *x = json_array_get(v, k);
         if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 1 << 20)
-            return unsupported(C, "batch_shape", v, "[null, height, width, channels]");
-        s[k] = (int)json_integer_value(x);
+            return unsupported(C, "batch_shape", v, "[null, height, width, channels] or [null, n]");
+        s[n == 4 ? k - 1 : 2] = (int)json_integer_value(x);
     }
     d->input_h = s[0];
     d->input_w = s[1];
     d->input_c = s[2];
+    d->input_flat = n == 2;
     return 0;
 }
 
@@ -445,6 +447,7 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
         d->input_h = pending->input_h;
         d->input_w = pending->input_w;
         d->input_c = pending->input_c;
+        d->input_flat = pending->input_flat;
         pending->input_h = 0;
     }
     C->cls = NULL;

@@ -145,21 +145,22 @@ static json_t *tensor_shape(int flat, int h, int w, int c) {
     return flat ? json_pack("[ni]", c) : shape4(h, w, c);
 }
 
-static json_t *input_layer(const char *name, int h, int w, int c) {
+static json_t *input_layer(const char *name, int flat, int h, int w, int c) {
     return json_pack("{s:s, s:s, s:{s:o, s:s, s:b, s:b, s:s}, s:n}", "module", "keras.layers",
-                     "class_name", "InputLayer", "config", "batch_shape", shape4(h, w, c), "dtype",
-                     "float32", "sparse", 0, "ragged", 0, "name", name, "registered_name");
+                     "class_name", "InputLayer", "config", "batch_shape",
+                     tensor_shape(flat, h, w, c), "dtype", "float32", "sparse", 0, "ragged", 0,
+                     "name", name, "registered_name");
 }
 
 /* Sequential: the layers in order, each built on the previous one's shape. */
 static json_t *sequential_layers(ck_model *m, const char *in_name, char *err, size_t err_len) {
     const int n = ck_model_num_layers(m);
-    int h, w, c, in_h = 0, in_w = 0, in_c = 0;
-    ck_kio_model_input(m, &in_h, &in_w, &in_c);
+    int h, w, c, in_h = 0, in_w = 0, in_c = 0, in_flat = 0;
+    ck_kio_model_input(m, &in_h, &in_w, &in_c, &in_flat);
     json_t *layers = json_array();
     if (layers)
-        json_array_append_new(layers, input_layer(in_name, in_h, in_w, in_c));
-    int ph = in_h, pw = in_w, pc = in_c, pflat = 0;
+        json_array_append_new(layers, input_layer(in_name, in_flat, in_h, in_w, in_c));
+    int ph = in_h, pw = in_w, pc = in_c, pflat = in_flat;
     for (int i = 0; i < n && layers; ++i) {
         json_t *e = layer_entry(m, i, err, err_len);
         if (!e) {
@@ -169,12 +170,9 @@ static json_t *sequential_layers(ck_model *m, const char *in_name, char *err, si
         json_object_set_new(e, "build_config",
                             json_pack("{s:o}", "input_shape", tensor_shape(pflat, ph, pw, pc)));
         json_array_append_new(layers, e);
-        ck_layer_desc d;
-        ck_model_layer_desc(m, i, &d);
-        const ck_layer_kind *k = ck_layer_kind_of(d.type);
         ck_model_layer_shape(m, i, &h, &w, &c);
         ph = h, pw = w, pc = c;
-        pflat = pflat || (k && (k->flags & CK_LK_FLATTENS));
+        pflat = ck_model_layer_is_flat(m, i);
     }
     return layers;
 }
@@ -183,12 +181,12 @@ static json_t *sequential_layers(ck_model *m, const char *in_name, char *err, si
  * each with the tensors it is called on (inbound_nodes) and their shapes (build_config). */
 static json_t *functional_layers(ck_model *m, const char *in_name, char *err, size_t err_len) {
     const int n = ck_model_num_layers(m);
-    int in_h = 0, in_w = 0, in_c = 0;
-    ck_kio_model_input(m, &in_h, &in_w, &in_c);
+    int in_h = 0, in_w = 0, in_c = 0, in_flat = 0;
+    ck_kio_model_input(m, &in_h, &in_w, &in_c, &in_flat);
     int order[CK_MAX_LAYERS];
     ck_kio_keras_order(m, order);
     json_t *layers = json_array();
-    json_t *in = input_layer(in_name, in_h, in_w, in_c);
+    json_t *in = input_layer(in_name, in_flat, in_h, in_w, in_c);
     if (in) {
         json_object_set_new(in, "name", json_string(in_name));
         json_object_set_new(in, "inbound_nodes", json_array());
@@ -207,7 +205,7 @@ static json_t *functional_layers(ck_model *m, const char *in_name, char *err, si
         json_t *shapes = args ? json_array() : NULL;
         json_t *one = NULL, *one_shape = NULL;
         for (int t = 0; e && t < nin; ++t) {
-            int h = in_h, w = in_w, c = in_c, fl = 0;
+            int h = in_h, w = in_w, c = in_c, fl = in_flat;
             char src[64];
             snprintf(src, sizeof src, "%s", in_name);
             if (ins[t] >= 0) {
@@ -269,8 +267,8 @@ static void input_name(ck_model *m, char *name, size_t len) {
 
 char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
     const int n = ck_model_num_layers(m);
-    int in_h = 0, in_w = 0, in_c = 0;
-    ck_kio_model_input(m, &in_h, &in_w, &in_c);
+    int in_h = 0, in_w = 0, in_c = 0, in_flat = 0;
+    ck_kio_model_input(m, &in_h, &in_w, &in_c, &in_flat);
     const int graph = ck_kio_model_is_graph(m);
     char in_name[64], out_name[64] = "";
     input_name(m, in_name, sizeof in_name);
@@ -323,9 +321,9 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
               : json_pack("{s:s, s:s, s:{s:s, s:b, s:o, s:o, s:o}, s:n, s:{s:o}, s:o}", "module",
                           "keras", "class_name", "Sequential", "config", "name", "sequential",
                           "trainable", 1, "dtype", dtype_of(m, -1), "layers", layers,
-                          "build_input_shape", shape4(in_h, in_w, in_c), "registered_name",
-                          "build_config", "input_shape", shape4(in_h, in_w, in_c), "compile_config",
-                          cc);
+                          "build_input_shape", tensor_shape(in_flat, in_h, in_w, in_c),
+                          "registered_name", "build_config", "input_shape",
+                          tensor_shape(in_flat, in_h, in_w, in_c), "compile_config", cc);
     char *s = root ? json_dumps(root, JSON_REAL_PRECISION(9)) : NULL;
     json_decref(root);
     if (!s)

@@ -227,6 +227,7 @@ static int to_keras_order(kp *P) {
         d->input_h = j == 0 ? old[0].input_h : 0;
         d->input_w = j == 0 ? old[0].input_w : 0;
         d->input_c = j == 0 ? old[0].input_c : 0;
+        d->input_flat = j == 0 ? old[0].input_flat : 0;
         line[j] = P->fn_line[order[j]];
         col[j] = P->fn_col[order[j]];
     }

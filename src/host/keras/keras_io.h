@@ -84,7 +84,7 @@ ck_status ck_kio_opt_set(ck_model *m, const ck_kio_opt *o);
 
 /* The model's input shape and optimizer (keras_model_view.c: the model internals this code reads).
  */
-void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c);
+void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c, int *flat);
 void ck_kio_model_optimizer(const ck_model *m, ck_optimizer_desc *o);
 /* A built model whose layers name their inputs (a Functional config), not a Sequential stack. */
 int ck_kio_model_is_graph(const ck_model *m);

@@ -80,6 +80,7 @@ static int append_layer(kp *P, ck_layer_desc *d, const value *v) {
         d->input_h = P->in_h;
         d->input_w = P->in_w;
         d->input_c = P->in_c;
+        d->input_flat = P->flat_input;
     }
     /* (h, w) is read as h x w x 1, which only layers that map value to value cannot tell from
      * Keras's (None, h, w) before the Flatten (a softmax would normalize over w in Keras) */
@@ -114,7 +115,7 @@ static int append_layer(kp *P, ck_layer_desc *d, const value *v) {
     /* a vector input (n,) is 1 x 1 x n inside, but flat to Keras: its axis= and a layer that
      * needs an image are read as Keras reads them (a 1 x 1 x c image stays an image) */
     if (P->count == 0 && d->input_c && !P->pending_input && P->shape_dims == 1)
-        P->rank = 2, P->flat_input = 1;
+        P->rank = 2, P->flat_input = d->input_flat = 1;
     const ck_layer_kind *kk = ck_layer_kind_of(d->type);
     if (P->flat_input && kk && (kk->flags & CK_LK_NEEDS_4D))
         return ck_kp_fail(P, v->line, v->col,

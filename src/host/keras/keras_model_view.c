@@ -3,10 +3,11 @@
 #include "keras_io.h"
 #include "model_internal.h"
 
-void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c) {
+void ck_kio_model_input(const ck_model *m, int *h, int *w, int *c, int *flat) {
     *h = m->in_h;
     *w = m->in_w;
     *c = m->in_c;
+    *flat = m->in_flat;
 }
 
 int ck_kio_model_is_graph(const ck_model *m) {

@@ -193,7 +193,9 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     m->prof_samples = 0.0;
     if (!m->nodes)
         return ck_host_oom(ctx, "model (its node table)", (size_t)cap * sizeof *m->nodes);
-    const ck_shape3 in0 = {h, w, c, 0};
+    /* a vector input (n,) is 1 x 1 x n inside, flat to the layers and in the summary */
+    m->in_flat = m->layers[0].input_flat && h == 1 && w == 1;
+    const ck_shape3 in0 = {h, w, c, m->in_flat};
     size_t nparams = 0, nfixed = 0, maxact = (size_t)h * w * c, nstats = 0, ws = 0;
     double nparams_d = 0.0; /* nparams in double: a model too large for size_t is refused below */
     /* Keras's naming, skipping names a layer already has: a functional model's tensors name
@@ -480,7 +482,7 @@ static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const
     ck_sbuf_printf(b, "Model: \"functional\"\n%s\n", rule);
     ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n%s\n", "Layer (type)", "Output Shape", "Param #",
                    "Connected to", dbl);
-    shape_str(shape, sizeof shape, m->in_h, m->in_w, m->in_c, 0);
+    shape_str(shape, sizeof shape, m->in_h, m->in_w, m->in_c, m->in_flat);
     snprintf(cell, sizeof cell, "%s (InputLayer)", in_name);
     ck_sbuf_printf(b, " %-45s%-24s%-10s  -\n\n", cell, shape, "0");
     for (int li = 0; li < m->num_layers; ++li) {

@@ -110,6 +110,7 @@ struct ck_model {
     int num_upd;
     int built;
     int in_h, in_w, in_c;
+    int in_flat; /* the input is a vector (ck_layer_desc.input_flat of the first layer) */
     int max_batch, classes, softmax_last;
     ck_node *nodes;
     int num_nodes;
