@@ -1140,8 +1140,13 @@ static int parse_args(int argc, char **argv, options *o) {
             ++i;
             char *end = NULL;
             long r = strtol(v, &end, 10);
-            if (!end || *end || r < 1 || r > 100000)
+            if (!end || *end || end == v || r < 1 || r > 100000) {
+                fprintf(stderr,
+                        "bench_cudnn: --repeats must be an integer in [1, 100000], got "
+                        "'%s'\n",
+                        v);
                 return 0;
+            }
             o->repeats = (int)r;
         } else if (!strcmp(a, "--json") && v) {
             ++i;
@@ -1150,9 +1155,12 @@ static int parse_args(int argc, char **argv, options *o) {
             ++i;
             o->nchw = !strcmp(v, "nchw") || !strcmp(v, "both");
             o->nhwc = !strcmp(v, "nhwc") || !strcmp(v, "both");
-            if (!o->nchw && !o->nhwc)
+            if (!o->nchw && !o->nhwc) {
+                fprintf(stderr, "bench_cudnn: --layout must be nchw, nhwc or both, got '%s'\n", v);
                 return 0;
+            }
         } else {
+            fprintf(stderr, "bench_cudnn: unknown option or missing value: '%s'\n", a);
             return 0;
         }
     }

@@ -12,8 +12,13 @@
  * (ck_model_conv_algorithms) is printed and written to the JSON per batch size. On a GPU the
  * batch sits in page-locked host memory (JSON pinned_input), as PyTorch's peer keeps its batch on
  * the device: the upload does not hold the host.
+ * Correctness is checked after the timing, per row: the steps' losses are finite and the last is
+ * below the first (the same batch trained 2 + N times), and on a GPU the first step's loss is the
+ * CPU twin's (the same weights, batch and dropout masks; 1e-3 relative in fp32, 2e-2 with TF32
+ * or bf16 arithmetic): a wrong kernel moves either by far more. A failed check fails the run.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +93,27 @@ typedef struct bench_cfg {
     int first; /* no JSON result written yet */
 } bench_cfg;
 
+/* The first training step's loss of the model on the CPU (the oracle) for batch x, y of b. */
+static int cpu_first_loss(const bench_cfg *c, int b, const float *x, const int32_t *y,
+                          double *loss) {
+    ck_context *ctx = NULL;
+    ck_model *m = NULL;
+    char err[512] = "";
+    ck_step_result r;
+    int ok = ck_context_create(&ctx, CK_DEVICE_CPU, 0, 1) == CK_STATUS_SUCCESS &&
+             ck_model_from_keras_text(ctx, c->text, &m, err, sizeof err) == CK_STATUS_SUCCESS &&
+             ck_model_set_precision(m, c->precision) == CK_STATUS_SUCCESS &&
+             ck_model_build(m, 0, 0, 0, b) == CK_STATUS_SUCCESS &&
+             ck_model_train_step(m, x, y, b, &r) == CK_STATUS_SUCCESS;
+    if (!ok)
+        fprintf(stderr, "bench_train: batch %d: the CPU check: %s\n", b,
+                err[0] ? err : ck_context_last_error(ctx));
+    *loss = ok ? r.loss : NAN;
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    return ok;
+}
+
 /* One batch size with one graph mode: a fresh context and model, 2 warm-up steps (with graphs:
  * the eager warm-up and the capture), then the median of the timed steps. Fills *ips (images/s);
  * eager_ips > 0: the same size's eager figure, for the ratio. Returns 0, or 1 after printing why.
@@ -151,6 +177,7 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
     for (int i = 0; ok && i < b; ++i)
         y[i] = i % classes;
     ck_step_result r;
+    double loss0 = NAN, loss1 = NAN, cpu_loss = NAN; /* the first and last steps' losses */
     long long replays0 = 0;
     ck_cuda_graph_info gi;
     memset(&gi, 0, sizeof gi);
@@ -161,8 +188,12 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
         if (ck_model_train_step(m, x, y, b, &r) != CK_STATUS_SUCCESS) {
             fprintf(stderr, "bench_train: batch %d: %s\n", b, ck_context_last_error(ctx));
             ok = 0;
-        } else if (k >= 2) {
+        } else if (k == 0) {
+            loss0 = r.loss;
+        }
+        if (ok && k >= 2) {
             t[k - 2] = now_s() - t0;
+            loss1 = r.loss;
             double host = 0.0, step = 0.0;
             th[k - 2] = ck_model_last_step_time(m, &host, &step) == CK_STATUS_SUCCESS ? host : NAN;
         }
@@ -171,6 +202,24 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
     if (ok && (ck_model_memory_usage(m, &mem) != CK_STATUS_SUCCESS ||
                ck_model_cuda_graph_info(m, &gi) != CK_STATUS_SUCCESS))
         ok = 0;
+    if (ok && !(isfinite(loss0) && isfinite(loss1) && loss1 < loss0)) {
+        fprintf(stderr,
+                "bench_train: batch %d: CHECK FAILED: the loss went from %g to %g over %d steps "
+                "on one batch (it must fall)\n",
+                b, loss0, loss1, 2 + c->steps);
+        ok = 0;
+    }
+    if (ok && c->dev == CK_DEVICE_CUDA) {
+        const double tol = c->precision == CK_PRECISION_FP32 ? 1e-3 : 2e-2;
+        ok = cpu_first_loss(c, b, x, y, &cpu_loss);
+        if (ok && !(fabs(loss0 - cpu_loss) <= tol * fabs(cpu_loss))) {
+            fprintf(stderr,
+                    "bench_train: batch %d: CHECK FAILED: the first step's loss is %.6g on the "
+                    "GPU, %.6g on the CPU (more than %g relative apart)\n",
+                    b, loss0, cpu_loss, tol);
+            ok = 0;
+        }
+    }
     if (ok) {
         const double med = bench_median(t, c->steps), host = bench_median(th, c->steps);
         *ips = b / med;
@@ -203,13 +252,16 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
             fprintf(c->js,
                     "%s{\"batch\": %d, \"cuda_graph\": \"%s\", \"graph_replays\": %lld, "
                     "\"timed_steps\": %d, \"ms_per_step\": %.3f, \"host_ms_per_step\": %.4f, "
-                    "\"host_fraction\": %.4f, \"images_per_s\": %.1f, \"pinned_input\": %s, ",
+                    "\"host_fraction\": %.4f, \"images_per_s\": %.1f, \"pinned_input\": %s, "
+                    "\"loss_first\": %.6g, \"loss_last\": %.6g, ",
                     c->first ? "" : ", ", b,
                     c->dev != CK_DEVICE_CUDA    ? "n/a"
                     : mode == CK_CUDA_GRAPH_OFF ? "off"
                                                 : "on",
                     timed_replays, c->steps, med * 1e3, host * 1e3, host / med, *ips,
-                    xpin && ypin ? "true" : "false");
+                    xpin && ypin ? "true" : "false", loss0, loss1);
+            if (isfinite(cpu_loss))
+                fprintf(c->js, "\"cpu_loss_first\": %.6g, ", cpu_loss);
             if (eager_ips > 0.0)
                 fprintf(c->js, "\"speedup_vs_eager\": %.3f, ", *ips / eager_ips);
             fprintf(c->js, "\"graph_note\": ");
@@ -246,15 +298,14 @@ static int bench_one(bench_cfg *c, int b, ck_cuda_graph_mode mode, double eager_
 int main(int argc, char **argv) {
     const char *model_path = "examples/seed_cnn.py", *json = NULL, *batches = NULL;
     const char *device = "auto", *conv_algo = "deterministic", *math = "fp32", *graph = "on";
-    const char *precision = "fp32";
-    int steps = 10;
+    const char *precision = "fp32", *steps_arg = "10";
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model_path = argv[++i];
         else if (!strcmp(argv[i], "--batches") && i + 1 < argc)
             batches = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
-            steps = atoi(argv[++i]);
+            steps_arg = argv[++i];
         else if (!strcmp(argv[i], "--device") && i + 1 < argc)
             device = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc)
@@ -295,6 +346,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: --cuda-graph must be on, off or both, got '%s'\n", graph);
         return 2;
     }
+    char *end;
+    const long steps = strtol(steps_arg, &end, 10);
+    if (*end || end == steps_arg || steps < 1 || steps > 100000) {
+        fprintf(stderr, "bench_train: --steps must be an integer in [1, 100000], got '%s'\n",
+                steps_arg);
+        return 2;
+    }
+    /* TF32 is one setting with two names: --math tf32 is --precision tf32 (ck_model_set_precision
+     * sets the context's math), which bf16 has no use for */
+    if (!strcmp(math, "tf32") && !strcmp(precision, "bf16")) {
+        fprintf(stderr, "bench_train: --math tf32 is --precision tf32; with --precision bf16 it "
+                        "has no effect: give one of them\n");
+        return 2;
+    }
+    if (!strcmp(math, "tf32") || !strcmp(precision, "tf32"))
+        math = precision = "tf32";
     bench_cfg c;
     memset(&c, 0, sizeof c);
     c.algo = !strcmp(conv_algo, "fastest") ? CK_CONV_ALGO_FASTEST : CK_CONV_ALGO_DETERMINISTIC;
@@ -302,7 +369,7 @@ int main(int argc, char **argv) {
     c.precision = !strcmp(precision, "bf16")   ? CK_PRECISION_BF16
                   : !strcmp(precision, "tf32") ? CK_PRECISION_TF32
                                                : CK_PRECISION_FP32;
-    c.steps = steps < 1 ? 1 : steps;
+    c.steps = (int)steps;
     c.first = 1;
     if (!strcmp(device, "cpu"))
         c.dev = CK_DEVICE_CPU;
@@ -317,6 +384,21 @@ int main(int argc, char **argv) {
     const char *dev_name = c.dev == CK_DEVICE_CUDA ? "cuda" : "cpu";
     if (!batches) /* the batch sizes: 2048 only where it takes seconds, on a GPU */
         batches = c.dev == CK_DEVICE_CUDA ? "128,512,2048" : "128,512";
+    int sizes[64], nsizes = 0;
+    for (const char *p = batches;;) {
+        const long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 1 << 20 || (*end && *end != ',') || nsizes == 64) {
+            fprintf(stderr,
+                    "bench_train: --batches must be a comma-separated list of batch sizes in [1, "
+                    "1048576], got '%s'\n",
+                    batches);
+            return 2;
+        }
+        sizes[nsizes++] = (int)v;
+        if (!*end)
+            break;
+        p = end + 1;
+    }
     char *text = bench_read_file(model_path);
     if (!text) {
         fprintf(stderr, "bench_train: cannot read %s (run from the repository root)\n", model_path);
@@ -327,16 +409,22 @@ int main(int argc, char **argv) {
     const int both = !strcmp(graph, "both") && c.dev == CK_DEVICE_CUDA;
     const ck_cuda_graph_mode mode = !strcmp(graph, "off") ? CK_CUDA_GRAPH_OFF : CK_CUDA_GRAPH_AUTO;
     c.js = json ? fopen(json, "w") : NULL;
+    if (json && !c.js) {
+        fprintf(stderr, "bench_train: --json %s: cannot write: %s\n", json, strerror(errno));
+        free(text);
+        return 2;
+    }
     /* a buffer larger than any row (a ResNet's conv plans pass 4 KB) and a flush after the header
      * and after each row: a run killed at its timeout leaves a file cut between rows, which
      * compare.py reads up to its last row */
     if (c.js) {
         (void)setvbuf(c.js, NULL, _IOFBF, 1 << 16);
+        fprintf(c.js, "{\"model\": ");
+        json_str(c.js, model_path);
         fprintf(c.js,
-                "{\"model\": \"%s\", \"device\": \"%s\", \"conv_algo\": \"%s\", \"math\": \"%s\", "
+                ", \"device\": \"%s\", \"conv_algo\": \"%s\", \"math\": \"%s\", "
                 "\"precision\": \"%s\", \"cuda_graph\": \"%s\", \"results\": [",
-                model_path, dev_name, conv_algo, math, precision,
-                c.dev == CK_DEVICE_CUDA ? graph : "n/a");
+                dev_name, conv_algo, math, precision, c.dev == CK_DEVICE_CUDA ? graph : "n/a");
         fflush(c.js);
     }
     printf("bench_train: %s, device %s, median of %d steps, conv algorithms %s, math %s%s, "
@@ -359,13 +447,9 @@ int main(int argc, char **argv) {
     printf("%8s %12s %10s %12s %10s %10s %10s\n", "batch", "ms/step", "host ms", "images/s",
            "model MiB", "act MiB", "graph");
     fflush(stdout);
-    char list[256];
-    snprintf(list, sizeof list, "%s", batches);
     int rc = 0;
-    for (char *tok = strtok(list, ","); tok && !rc; tok = strtok(NULL, ",")) {
-        const int b = atoi(tok);
-        if (b < 1)
-            continue;
+    for (int k = 0; k < nsizes && !rc; ++k) {
+        const int b = sizes[k];
         double eager = 0.0, ips = 0.0;
         if (both)
             rc = bench_one(&c, b, CK_CUDA_GRAPH_OFF, 0.0, &eager);

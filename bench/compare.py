@@ -17,7 +17,8 @@ device it chose and at its batch sizes PyTorch
 where `PY -c "import torch"` works, then Keras where KERAS-PY imports keras), into a temporary
 folder, then compares. Peers that are missing are named and skipped: the figures that exist are
 still compared. A bench_train figure of precision bf16 is compared with PyTorch's bf16 modes
-(peer_torch.py --precision bf16), the others with the fp32 modes. Exit 0 when at least one cnnkit figure was read, 1 when none, 2 on bad input
+(peer_torch.py --precision bf16), a TF32 one (--precision or --math tf32) with PyTorch's TF32 runs
+(peer_torch.py --math tf32), the others with the strict fp32 modes. Exit 0 when at least one cnnkit figure was read, 1 when none, 2 on bad input
 (an unreadable or malformed file, an unknown option).
 """
 import argparse
@@ -99,7 +100,9 @@ def read_cnnkit(label, path):
         seen[(mode, b)] = seen.get((mode, b), 0) + 1
         if seen[(mode, b)] > 1:  # two figures of one setting: both shown, told apart
             mode += f" #{seen[(mode, b)]}"
-        rows.append({"who": "cnnkit", "mode": mode, "batch": b, "bf16": prec == "bf16",
+        # the arithmetic class its peers must share: TF32 is --precision tf32 or --math tf32
+        cls = "bf16" if prec == "bf16" else "tf32" if "tf32" in (prec, d.get("math")) else "fp32"
+        rows.append({"who": "cnnkit", "mode": mode, "batch": b, "bf16": prec == "bf16", "cls": cls,
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("ms_per_step"),
                      # the model's arena and the context's own (cuBLAS's workspace), as
@@ -117,7 +120,8 @@ def read_torch(path):
     rows = []
     for r in need(d, "results", path, list):
         mode = need(r, "mode", path, str)
-        rows.append({"who": "torch", "mode": mode, "bf16": mode.startswith("bf16"),
+        cls = "bf16" if mode.startswith("bf16") else "tf32" if d.get("math") == "tf32" else "fp32"
+        rows.append({"who": "torch", "mode": mode, "bf16": mode.startswith("bf16"), "cls": cls,
                      "batch": need(r, "batch", path, int),
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("ms_per_step"), "mib": optional_positive(r.get("peak_mib")),
@@ -147,6 +151,7 @@ def read_keras(path):
         peak = r.get("peak_device_bytes")
         rows.append({"who": "keras", "mode": r.get("backend", "keras"),
                      "bf16": r.get("dtype_policy") == "mixed_bfloat16",
+                     "cls": "bf16" if r.get("dtype_policy") == "mixed_bfloat16" else "fp32",
                      "batch": need(r, "batch", path, int),
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("median_step_ms"),
@@ -157,25 +162,26 @@ def read_keras(path):
 
 def compare(rows):
     """Per batch size: every row, and for each cnnkit row its ratios to the best torch mode and
-    to the best peer of the same precision class (bf16 against bf16 modes, fp32/tf32 against the
-    others: issue 16 compares bf16 with PyTorch autocast bf16), and its memory against torch's
-    smallest peak of that class (each cnnkit row's best_torch / best_peer)."""
+    to the best peer of the same arithmetic class (bf16 against bf16 modes: issue 16 compares bf16
+    with PyTorch autocast bf16; TF32 against TF32 runs; strict fp32 against strict fp32), and its
+    memory against torch's smallest peak of that class (each cnnkit row's best_torch /
+    best_peer)."""
     out = []
     for b in sorted({r["batch"] for r in rows}):
         at = [r for r in rows if r["batch"] == b]
 
-        def best(bf16):
-            torch_rows = [r for r in at if r["who"] == "torch" and r.get("bf16", False) == bf16]
-            peers = [r for r in at if r["who"] != "cnnkit" and r.get("bf16", False) == bf16]
+        def best(cls):
+            torch_rows = [r for r in at if r["who"] == "torch" and r["cls"] == cls]
+            peers = [r for r in at if r["who"] != "cnnkit" and r["cls"] == cls]
             mib = [r["mib"] for r in torch_rows if isinstance(r["mib"], (int, float))]
             return (max(torch_rows, key=lambda r: r["images_per_s"], default=None),
                     max(peers, key=lambda r: r["images_per_s"], default=None), mib)
 
         entry = {"batch": b, "rows": at, "cnnkit": []}
         for r in (r for r in at if r["who"] == "cnnkit"):
-            best_torch, best_peer, torch_mib = best(r.get("bf16", False))
-            c = {"mode": r["mode"], "images_per_s": r["images_per_s"],
-                 "bf16": r.get("bf16", False), "best_torch": best_torch, "best_peer": best_peer,
+            best_torch, best_peer, torch_mib = best(r["cls"])
+            c = {"mode": r["mode"], "images_per_s": r["images_per_s"], "bf16": r["bf16"],
+                 "cls": r["cls"], "best_torch": best_torch, "best_peer": best_peer,
                  "host_fraction": optional_positive(r.get("host_fraction"))
                  if r.get("device") == "cuda" else None,
                  "vs_best_torch": r["images_per_s"] / best_torch["images_per_s"]
@@ -223,9 +229,8 @@ def markdown_table(table):
     for e in table:
         for c in e["cnnkit"]:
             bt, bp = c["best_torch"], c["best_peer"]
-            bf16 = c["bf16"]
             tmib = [r["mib"] for r in e["rows"] if r["who"] == "torch"
-                    and r.get("bf16", False) == bf16 and isinstance(r["mib"], (int, float))]
+                    and r["cls"] == c["cls"] and isinstance(r["mib"], (int, float))]
             lines.append(
                 f"| {e['batch']} | {c['mode']} | {c['images_per_s']:.0f} | "
                 + (f"{bt['images_per_s']:.0f} ({bt['mode']})" if bt else "-") + " | "
@@ -379,7 +384,8 @@ def main(argv):
                             f"({c['best_torch']['mode']}) - target >= 1.0x: "
                             f"{'met' if c['meets_speed_target'] else 'NOT met'}")
             else:
-                said.append(f"no PyTorch figure at batch {e['batch']}")
+                said.append(f"no PyTorch figure at batch {e['batch']}"
+                            + (f" in {c['cls']}" if c["cls"] != "fp32" else ""))
             if c["mib_vs_torch"] is not None:
                 said.append(f"; memory {c['mib']:.0f} MiB vs PyTorch's smallest peak "
                             f"{c['mib'] / c['mib_vs_torch']:.0f} MiB - target <=: "

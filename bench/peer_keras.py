@@ -24,6 +24,9 @@ ap.add_argument("--threads", type=int, default=os.cpu_count())
 ap.add_argument("--seed", type=int, default=1)
 ap.add_argument("--fallback-path", action="append", default=[])
 a = ap.parse_args()
+if a.batch < 1 or a.steps < 1 or a.warmup < 0:
+    ap.error(f"--batch and --steps must be >= 1 and --warmup >= 0, got {a.batch}, {a.steps}, "
+             f"{a.warmup}")
 sys.path.extend(a.fallback_path)  # after site-packages: only what is missing comes from there
 os.environ["KERAS_BACKEND"] = a.backend
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,7 +35,7 @@ if a.backend == "tensorflow":
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     version = tf.__version__
-else:
+else:  # JAX has no thread setting: XLA's CPU client takes the machine; said in the JSON
     import jax
     version = jax.__version__
 import keras  # noqa: E402
@@ -75,7 +78,9 @@ elif a.backend == "tensorflow":
         peak = None
 print(json.dumps(dict(peer="keras", backend=a.backend, backend_version=version, keras=keras.__version__,
                       device=str(keras.backend.backend() == "jax" and jax.devices()[0].platform or "cpu"),
-                      batch=a.batch, steps=a.steps, threads=a.threads, params=m.count_params(),
+                      batch=a.batch, steps=a.steps,
+                      threads=a.threads if a.backend == "tensorflow" else None,
+                      params=m.count_params(),
                       median_step_ms=med * 1e3, images_per_s=a.batch / med,
                       peak_device_bytes=peak)))
 sys.stdout.flush()

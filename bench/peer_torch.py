@@ -61,11 +61,19 @@ def main():
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--math", default="strict", choices=["strict", "tf32"])
     a = ap.parse_args()
+    if a.steps < 1:
+        ap.error(f"--steps must be >= 1, got {a.steps}")
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     if a.batches is None:
         a.batches = "128,512,2048" if a.device == "cuda" else "128,512"
+    try:
+        sizes = [int(s) for s in a.batches.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        ap.error(f"--batches must be a comma-separated list of batch sizes >= 1, got '{a.batches}'")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         tf32 = a.math == "tf32"
@@ -85,7 +93,7 @@ def main():
     if bf16:  # autocast with channels_last is how bf16 is run; NCHW eager adds nothing
         modes = ["channels_last", "reduce-overhead"] if a.device == "cuda" else ["eager"]
     for mode in modes:
-        for b in [int(s) for s in a.batches.split(",") if s]:
+        for b in sizes:
             torch.manual_seed(0)
             # the previous batch size's model, optimizer, data and compiled graphs go first
             m = opt = x = y = fwd = step = None

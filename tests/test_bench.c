@@ -379,4 +379,50 @@ Test(bench, compare_runs_bench_train, .timeout = 120) {
                                      "at batch 16"),
                        "%s", g_out);
 }
+
+/* bench_train's options: a bad value is exit 2 naming the option (--steps abc ran one step,
+ * --batches 2,x dropped x, an unwritable --json wrote nothing, all with exit 0), TF32 is one
+ * setting under two names (--math tf32 ran strict fp32 while saying tf32), and each row
+ * re-checks the training: the losses it records fall. */
+Test(bench, bench_train_options_and_its_check, .timeout = 120) {
+    if (access(CNNKIT_BENCH_TRAIN_PATH, X_OK) != 0)
+        cr_skip("%s is not here (a relocated test bundle)", CNNKIT_BENCH_TRAIN_PATH);
+    static const char *const bad[][2] = {
+        {"--steps abc", "--steps must be"},
+        {"--steps 0", "--steps must be"},
+        {"--batches 2,x", "--batches must be"},
+        {"--batches 0", "--batches must be"},
+        {"--json /nonexistent/dir/x.json", "--json /nonexistent/dir/x.json: cannot write"},
+        {"--math tf32 --precision bf16", "--math tf32 is --precision tf32"}};
+    for (int i = 0; i < 6; ++i) {
+        char args[128];
+        snprintf(args, sizeof args, "--device cpu %s", bad[i][0]);
+        cr_assert_eq(t_run_prog(CNNKIT_BENCH_TRAIN_PATH, args, g_out, sizeof g_out), 2, "%s: %s",
+                     args, g_out);
+        cr_assert_not_null(strstr(g_out, bad[i][1]), "%s: %s", args, g_out);
+    }
+    fixtures();
+    char args[256], path[200];
+    snprintf(path, sizeof path, "%s/bt_math.json", g_dir);
+    snprintf(args, sizeof args, "--device cpu --batches 8 --steps 2 --math tf32 --json %s", path);
+    cr_assert_eq(t_run_prog(CNNKIT_BENCH_TRAIN_PATH, args, g_out, sizeof g_out), 0, "%s", g_out);
+    char *js = t_read_file(path, NULL);
+    cr_assert(strstr(js, "\"math\": \"tf32\"") && strstr(js, "\"precision\": \"tf32\""), "%s", js);
+    double first = 0, last = 0;
+    const char *at = strstr(js, "\"loss_first\": ");
+    cr_assert(at && sscanf(at, "\"loss_first\": %lf, \"loss_last\": %lf", &first, &last) == 2, "%s",
+              js);
+    cr_assert(isfinite(first) && last < first, "%g -> %g", first, last);
+    free(js);
+    /* a TF32 row is not ranked against strict fp32 PyTorch (pt.json's batch 128 runs are) */
+    char tf[200], cargs[512];
+    snprintf(tf, sizeof tf, "%s/tf32.json", g_dir);
+    write_text(tf, "{\"device\": \"cuda\", \"conv_algo\": \"fastest\", \"math\": \"tf32\", "
+                   "\"precision\": \"tf32\", \"results\": [{\"batch\": 128, \"ms_per_step\": 1.0, "
+                   "\"images_per_s\": 128000.0}]}\n");
+    snprintf(cargs, sizeof cargs, "--cnnkit %s --torch %s/pt.json", tf, g_dir);
+    cr_assert_eq(compare(cargs), 0, "%s", g_out);
+    cr_assert_not_null(strstr(g_out, "no PyTorch figure at batch 128 in tf32"), "%s", g_out);
+    remove_fixtures();
+}
 #endif
