@@ -301,3 +301,43 @@ Test(model, input_shape) {
     ck_model_destroy(m);
     ck_context_destroy(ctx);
 }
+
+/* Keras accepts a learning rate of 0 (a frozen model, evaluated or trained without change);
+ * cnnkit refused such a file even for evaluate, predict and convert. Its steps change no weight
+ * and no optimizer state's effect: the weights are the same bits after a step; a negative one
+ * is refused. */
+Test(model, learning_rate_zero_is_a_frozen_model) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = t_model(ctx,
+                          "model = Sequential()\n"
+                          "model.add(Conv2D(2, (3, 3), input_shape=(5, 5, 1)))\n"
+                          "model.add(Flatten())\n"
+                          "model.add(Dense(3, activation='softmax'))\n"
+                          "model.compile(optimizer=SGD(learning_rate=0.0, momentum=0.9), "
+                          "loss='sparse_categorical_crossentropy')\n",
+                          4);
+    size_t n = 0;
+    CK_OK(ctx, ck_model_get_weights(m, NULL, 0, &n));
+    float *before = malloc(n * sizeof *before), *after = malloc(n * sizeof *after);
+    cr_assert(before && after);
+    CK_OK(ctx, ck_model_get_weights(m, before, n, NULL));
+    float x[4 * 25];
+    for (int i = 0; i < 100; ++i)
+        x[i] = (float)((i * 7) % 11) / 11.0f;
+    const int32_t y[4] = {0, 1, 2, 1};
+    ck_step_result r;
+    CK_OK(ctx, ck_model_train_step(m, x, y, 4, &r));
+    CK_OK(ctx, ck_model_train_step(m, x, y, 4, &r));
+    CK_OK(ctx, ck_model_get_weights(m, after, n, NULL));
+    cr_assert_eq(memcmp(before, after, n * sizeof *before), 0, "a step with learning rate 0 moved");
+    ck_optimizer_desc o;
+    CK_OK(ctx, ck_optimizer_desc_init(&o, CK_OPT_ADAM));
+    o.learning_rate = -1e-3f;
+    cr_assert_eq(ck_model_set_optimizer(m, &o), CK_STATUS_BAD_PARAM);
+    o.learning_rate = 0.0f;
+    CK_OK(ctx, ck_model_set_optimizer(m, &o));
+    free(before);
+    free(after);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}

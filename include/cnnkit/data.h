@@ -31,7 +31,8 @@ void ck_dataset_free(ck_dataset *ds);
 
 /* Reads an IDX image file (magic 0x00000803: count x rows x cols u8 pixels, big-endian header) and
  * its IDX label file (magic 0x00000801: count u8 labels); either may be gzip-compressed (detected
- * from the content, not the name). Pixels become x / 255; c = 1; classes = max label + 1.
+ * from the content, not the name). Pixels become x * (1/255 in float32), as Keras's
+ * Rescaling(1./255) computes them; c = 1; classes = max label + 1.
  * Errors, with a message naming the file in err and *out untouched:
  *  - CK_STATUS_BAD_PARAM: NULL argument, missing or unreadable file, wrong magic, zero or
  *    oversized dimensions, truncated file or gzip stream, trailing bytes, label count different

@@ -328,7 +328,7 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
     }
     const char *lr = ck_kp_aval(&a, "lr") ? "lr" : "learning_rate";
     x = o->learning_rate;
-    if (ck_kp_get_num(P, &a, lr, 0, 1, 1e308, 0, &x))
+    if (ck_kp_get_num(P, &a, lr, 0, 0, 1e308, 0, &x)) /* 0: frozen, as Keras allows */
         return -1;
     o->learning_rate = (float)x;
     value *wd = ck_kp_aval(&a, "weight_decay");

@@ -706,9 +706,11 @@ CK_API ck_status ck_model_set_optimizer(ck_model *m, const ck_optimizer_desc *op
     if (opt->type != CK_OPT_ADAM && opt->type != CK_OPT_SGD)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt->type: unknown optimizer %d",
                        (int)opt->type);
-    if (!(opt->learning_rate > 0.0f) || !(opt->weight_decay >= 0.0f))
+    /* learning rate 0 is a frozen model, as Keras allows: its steps change nothing */
+    if (!(opt->learning_rate >= 0.0f) || !isfinite(opt->learning_rate) ||
+        !(opt->weight_decay >= 0.0f))
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
-                       "opt: learning_rate must be > 0 and weight_decay >= 0");
+                       "opt: learning_rate must be finite and >= 0, weight_decay >= 0");
     if (opt->type == CK_OPT_ADAM &&
         (!(opt->beta1 >= 0.0f && opt->beta1 < 1.0f) || !(opt->beta2 >= 0.0f && opt->beta2 < 1.0f) ||
          !(opt->epsilon > 0.0f)))
