@@ -113,6 +113,23 @@ static void line_of(const char *text, const char *prefix, char *line, size_t len
 
 static char sout[32768];
 
+/* The epoch lines from..3 (loss and accuracy: the seconds and images/s after them are timings)
+ * and the test line of the distributed run dout and the one-process run sout agree. */
+static void same_figures(int from) {
+    char a[256], b[256];
+    for (int e = from; e <= 3; ++e) {
+        char pre[32];
+        snprintf(pre, sizeof pre, "epoch %d/3: ", e);
+        line_of(dout, pre, a, sizeof a);
+        line_of(sout, pre, b, sizeof b);
+        cr_assert_eq(strncmp(a, b, strlen("epoch 1/3: loss 1.0762  accuracy 0.4258")), 0,
+                     "2 ranks: %s\n1 process: %s", a, b);
+    }
+    line_of(dout, "test accuracy:", a, sizeof a);
+    line_of(sout, "test accuracy:", b, sizeof b);
+    cr_assert_str_eq(a, b, "2 ranks:\n%s\n1 process:\n%s", dout, sout);
+}
+
 /* mpiexec -np ranks cnnkit ARGS, bounded (a hang fails), with the settings CI's root containers
  * need (t_run_mpiexec). */
 static int run_mpi_env(const char *env, int ranks, const char *args, char *out, size_t len) {
@@ -166,19 +183,9 @@ static void two_ranks_like_one(const char *dev, const char *env) {
              fx.data, fx.dir, dev);
     rc = t_run_cli(args, sout, sizeof sout);
     cr_assert_eq(rc, 0, "%s", sout);
+    same_figures(1);
     char a[256], b[256];
-    for (int e = 1; e <= 3; ++e) {
-        char pre[32];
-        snprintf(pre, sizeof pre, "epoch %d/3: ", e);
-        line_of(dout, pre, a, sizeof a);
-        line_of(sout, pre, b, sizeof b);
-        /* loss and accuracy; the seconds and images/s after them are timings */
-        cr_assert_eq(strncmp(a, b, strlen("epoch 1/3: loss 1.0762  accuracy 0.4258")), 0,
-                     "2 ranks: %s\n1 process: %s", a, b);
-    }
     line_of(dout, "test accuracy:", a, sizeof a);
-    line_of(sout, "test accuracy:", b, sizeof b);
-    cr_assert_str_eq(a, b, "2 ranks:\n%s\n1 process:\n%s", dout, sout);
 
     snprintf(args, sizeof args, "evaluate %s --weights %s/d.ckpt --data %s %s", fx.model, fx.dir,
              fx.data, dev);
@@ -281,18 +288,7 @@ Test(cli_dist, ranks_resume_from_rank_0s_checkpoint, .timeout = 300) {
     const int rc = run_mpi(1, args, dout, sizeof dout);
     dist_teardown(&fx);
     cr_assert_eq(rc, 0, "%s", dout);
-    char a[256], b[256];
-    for (int e = 2; e <= 3; ++e) {
-        char pre[32];
-        snprintf(pre, sizeof pre, "epoch %d/3: ", e);
-        line_of(dout, pre, a, sizeof a);
-        line_of(sout, pre, b, sizeof b);
-        cr_assert_eq(strncmp(a, b, strlen("epoch 1/3: loss 1.0762  accuracy 0.4258")), 0,
-                     "2 ranks: %s\n1 process: %s", a, b);
-    }
-    line_of(dout, "test accuracy:", a, sizeof a);
-    line_of(sout, "test accuracy:", b, sizeof b);
-    cr_assert_str_eq(a, b);
+    same_figures(2);
 }
 
 /* A signal to rank 1 only (CNNKIT_TEST_INTERRUPT on its command line) stops every rank after the

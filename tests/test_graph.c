@@ -595,6 +595,18 @@ static int check_text(const char *text, ck_finding *f, int cap) {
     return n;
 }
 
+/* The one CK001 finding of ck_model_check on a model text (asserted to be one). */
+static ck_finding the_ck001(const char *text) {
+    ck_finding f[16], one;
+    int seen = 0;
+    const int n = check_text(text, f, 16);
+    for (int i = 0; i < n; ++i)
+        if (strncmp(f[i].code, "CK001", 5) == 0)
+            one = f[i], ++seen;
+    cr_assert_eq(seen, 1);
+    return one;
+}
+
 /* An earlier dropout on another path of the graph compounds too: the tanh the second dropout
  * reads comes from a Dropout(0.5), so no ceiling is claimed (§1, "Earlier dropouts"). */
 Test(graph, check_compounding_across_chains) {
@@ -609,16 +621,9 @@ Test(graph, check_compounding_across_chains) {
                        "z = layers.Add()([b, o])\n"
                        "outputs = layers.Dense(10, activation=\"softmax\")(z)\n"
                        "model = keras.Model(inputs, outputs)\n";
-    ck_finding f[16];
-    int seen = 0;
-    const int n = check_text(text, f, 16);
-    for (int i = 0; i < n; ++i)
-        if (strncmp(f[i].code, "CK001", 5) == 0) {
-            ++seen;
-            cr_assert(isnan(f[i].value) && strstr(f[i].reason, "the dropout at layer 1"), "%g: %s",
-                      f[i].value, f[i].reason);
-        }
-    cr_assert_eq(seen, 1);
+    const ck_finding f = the_ck001(text);
+    cr_assert(isnan(f.value) && strstr(f.reason, "the dropout at layer 1"), "%g: %s", f.value,
+              f.reason);
 }
 
 /* Through a Concatenate Eq. 8's ceiling holds for the dropout's channels only (the others have
@@ -632,18 +637,10 @@ Test(graph, check_names_the_concatenate_beside_the_dropout) {
                        "y = layers.BatchNormalization()(y)\n"
                        "outputs = layers.Dense(10)(layers.Flatten()(y))\n"
                        "model = keras.Model(inputs, outputs)\n";
-    ck_finding f[16];
-    int seen = 0;
-    const int n = check_text(text, f, 16);
-    for (int i = 0; i < n; ++i)
-        if (strncmp(f[i].code, "CK001", 5) == 0) {
-            ++seen;
-            cr_assert(f[i].value == 0.5 &&
-                          strstr(f[i].reason, "per channel the dropout reaches: Concatenate "
-                                              "(layer 2)"),
-                      "%g: %s", f[i].value, f[i].reason);
-        }
-    cr_assert_eq(seen, 1);
+    const ck_finding f = the_ck001(text);
+    cr_assert(f.value == 0.5 &&
+                  strstr(f.reason, "per channel the dropout reaches: Concatenate (layer 2)"),
+              "%g: %s", f.value, f.reason);
 }
 
 /* A dropout's path does not end with its chain: read by a BN and by a shortcut, it still feeds
