@@ -430,6 +430,21 @@ Test(cli_train, options_help_and_small_things) {
                          "bogus examples/seed_cnn.py --help"};
     for (int i = 0; i < 12; ++i)
         cr_assert_eq(t_run_cli(bad[i], out, sizeof out), 2, "%s: %s", bad[i], out);
+    /* a model without an input shape: said how to give one (was "h, w, c: are 0 ...") */
+    char noin[] = "/tmp/cnnkit-noin-XXXXXX";
+    const int fd = mkstemp(noin);
+    cr_assert_geq(fd, 0);
+    const char body[] = "model = Sequential([Conv2D(4, 3), Flatten(), Dense(10)])\n";
+    cr_assert_eq(write(fd, body, sizeof body - 1), (ssize_t)(sizeof body - 1));
+    close(fd);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "train %s --limit 64", noin);
+    cr_assert_eq(t_run_cli(cmd, out, sizeof out), 2, "%s", out);
+    cr_assert_neq(strstr(out, "the model has no input shape: give keras.Input(shape=...)"), NULL,
+                  "%s", out);
+    snprintf(cmd, sizeof cmd, "summary %s --input 28x28x1", noin);
+    cr_assert_eq(t_run_cli(cmd, out, sizeof out), 0, "%s", out);
+    unlink(noin);
     cr_assert_eq(t_run_cli("train examples/seed_cnn.py --weights x.ckpt", out, sizeof out), 2);
     cr_assert_neq(strstr(out, "--resume"), NULL, "%s", out);
 

@@ -152,6 +152,16 @@ static int load_built(ck_context *ctx, const opts *o, int max_batch, ck_model **
     }
     if (o->rank == 0) /* --distributed: once, not once per rank */
         print_warnings(o->model, msg);
+    ck_layer_desc d0;
+    if (!o->in_h && ck_model_layer_desc(m, 0, &d0) == CK_STATUS_SUCCESS && !d0.input_h) {
+        /* Keras builds such a model on its first batch; cnnkit builds before reading data */
+        fprintf(stderr,
+                "cnnkit: %s: the model has no input shape: give keras.Input(shape=...) or "
+                "input_shape=... on its first layer, or --input HxWxC (Fashion-MNIST: 28x28x1)\n",
+                o->model);
+        ck_model_destroy(m);
+        return EXIT_USAGE;
+    }
     st = ck_model_build(m, o->in_h, o->in_w, o->in_c, max_batch);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: %s: %s\n", o->model, ck_context_last_error(ctx));
