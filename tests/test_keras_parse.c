@@ -465,14 +465,30 @@ Test(keras_parse, variables_and_arithmetic) {
               "y = layers.Conv2D(4, 3)(inputs)\nx += y\noutputs = layers.Dense(2)("
               "layers.Flatten()(x))\nmodel = keras.Model(inputs, outputs)\n",
               "line 4, column 3: 'x += ...' on a tensor", "layers.Add()");
-    /* a function with parameters runs per call: its body read once at top level added a layer
-     * Keras never built (an unused def block(x) rebinding x) */
+    /* a def's body is read once, as if called once, and the names it binds are its own: an
+     * unused def block(x) rebinding x made the model read its layer (239 parameters, Keras 91);
+     * now x is the top-level one again after it and the layer leads nowhere: refused */
     parse_err("inputs = keras.Input(shape=(8, 8, 1))\nx = layers.Conv2D(4, 3)(inputs)\n"
-              "def block(x, filters=4):\n    x = layers.Conv2D(filters, 3)(x)\n    return x\n"
+              "def block(x):\n    x = layers.Conv2D(4, 3)(x)\n    return x\n"
               "outputs = layers.Dense(2)(layers.Flatten()(x))\nmodel = keras.Model(inputs, "
               "outputs)\n",
-              "line 4, column 5: expected model statements outside functions that take parameters",
-              "the 'def' at line 3");
+              "line 4, column 9: expected every layer to lead to the model's output",
+              "found Conv2D (layer 1), whose output it never reads");
+    /* ... so a parameter changed in it leaves the top-level name alone (Python: a local) */
+    m = parse_ok("filters = 16\ndef widen(filters):\n    filters *= 4\n    return filters\n"
+                 "model = Sequential()\nmodel.add(Conv2D(filters, 3, input_shape=(8, 8, 1)))\n");
+    cr_assert_eq(m.layers[0].units, 16);
+    ck_keras_model_free(&m);
+    /* a build function with parameters, called once, is read as before */
+    m = parse_ok("def build(n=10):\n    model = Sequential()\n"
+                 "    model.add(Dense(10, input_shape=(4,)))\n    return model\nmodel = build()\n");
+    cr_assert_eq(m.count, 1);
+    ck_keras_model_free(&m);
+    /* op= in a loop ran some number of times the text does not say: the name is unknown */
+    parse_err(
+        "f = 4\nfor i in range(3):\n    f *= 2\nmodel = Sequential()\n"
+        "model.add(Dense(f, input_shape=(4,)))\n",
+        "line 5, column 17: ", "changed inside the 'for' at line 2, which cnnkit does not run");
     /* a name removed by del is gone (Python: NameError) */
     parse_err("inputs = keras.Input(shape=(8, 8, 1))\nx = layers.Conv2D(4, 3)(inputs)\ndel x\n"
               "outputs = layers.Dense(2)(layers.Flatten()(x))\nmodel = keras.Model(inputs, "

@@ -147,6 +147,9 @@ typedef struct arena_blk {
 typedef struct block {
     int indent, opaque, line;
     char kw[12];
+    /* a def: the names and tensors before its body, restored at its end (its names are local) */
+    struct sym *syms;
+    struct ktensor *tensors;
 } block;
 
 typedef struct kp {

@@ -153,14 +153,7 @@ static int sequential_at(kp *P, size_t k) {
 
 static int check_opaque(kp *P, const tok *t) {
     for (int i = P->nblocks - 1; i >= 0; --i)
-        if (P->blocks[i].opaque && !strcmp(P->blocks[i].kw, "def"))
-            return ck_kp_fail(P, t->line, t->col,
-                              "expected model statements outside functions that take parameters "
-                              "(cnnkit reads the text once, it does not call functions: write the "
-                              "blocks out, as examples/resnet20_v1.py does), found one inside the "
-                              "'def' at line %d",
-                              P->blocks[i].line);
-        else if (P->blocks[i].opaque)
+        if (P->blocks[i].opaque)
             return ck_kp_fail(P, t->line, t->col,
                               "expected model statements outside loops and conditionals (cnnkit "
                               "reads the text, it does not run it), found one inside the '%s' at "
@@ -303,6 +296,18 @@ static int assign(kp *P, const tok *const *targets, int nt, size_t rhs) {
     return 0;
 }
 
+/* Inside a loop or conditional (an opaque block, which cnnkit does not run): why a name changed
+ * there is unknown after it ("changed in the 'for' at line N ..."); NULL outside one. */
+static const char *unrun(kp *P) {
+    for (int i = P->nblocks - 1; i >= 0; --i)
+        if (P->blocks[i].opaque)
+            return ck_kp_printf(P,
+                                "a value changed inside the '%s' at line %d, which cnnkit "
+                                "does not run",
+                                P->blocks[i].kw, P->blocks[i].line);
+    return NULL;
+}
+
 static int is_aug_op(const tok *t) {
     static const char *const ops[] = {
         "+=", "-=", "*=", "/=", "//=", "%=", "**=", "@=", "&=", "|=", "^=", ">>=", "<<=", NULL};
@@ -315,6 +320,8 @@ static int is_aug_op(const tok *t) {
 /* NAME op= expr: a number as Python computes it (filters *= 2), a tensor refused (Keras inserts
  * an operation layer there, which cnnkit does not read); the name's value otherwise unknown. */
 static int aug_assign(kp *P, const tok *name, const tok *op, size_t rhs) {
+    if (unrun(P)) /* how often it ran, or whether, the text does not say */
+        return add_sym(P, name, NULL, unrun(P));
     if (P->functional && ck_kp_is_tensor_name(P, name))
         return ck_kp_fail(P, op->line, op->col,
                           "'%.*s %.*s ...' on a tensor: Keras makes it an operation layer, which "
@@ -493,8 +500,13 @@ static int process(kp *P, const stmt *S) {
     P->endtok.what = te->kind == TK_EOF       ? "the end of the text"
                      : te->kind == TK_NEWLINE ? "the end of the line"
                                               : "';'";
-    while (P->nblocks > 0 && P->blocks[P->nblocks - 1].indent >= t0->col)
-        P->nblocks--;
+    while (P->nblocks > 0 && P->blocks[P->nblocks - 1].indent >= t0->col) {
+        const block *bl = &P->blocks[--P->nblocks];
+        if (!strcmp(bl->kw, "def")) { /* its names were local: the ones before it are back */
+            P->syms = bl->syms;
+            P->tensors = bl->tensors;
+        }
+    }
     if (tok_is(t0, "import") || tok_is(t0, "from"))
         return 0;
     const tok *fn = setting_call(P, b, e);
@@ -516,11 +528,9 @@ static int process(kp *P, const stmt *S) {
                     bl->opaque = 0;
             if (tok_is(t0, "if") && b + 1 < e && tok_is(&P->cur[b + 1], "__name__"))
                 bl->opaque = 0;
-            /* def build(): read once as if called once; def block(x, filters): its body runs
-             * per call on other tensors, which reading it once cannot give */
-            if (tok_is(t0, "def") && !(b + 3 < e && ck_kp_is_op(&P->cur[b + 2], "(") &&
-                                       ck_kp_is_op(&P->cur[b + 3], ")")))
-                bl->opaque = 1;
+            /* a def's body is read once, as if called once; the names it binds are its own */
+            bl->syms = P->syms;
+            bl->tensors = P->tensors;
         }
         if (tok_is(t0, "return") && sequential_at(P, b + 1))
             return model_create(P, NULL, b + 1);
@@ -528,7 +538,7 @@ static int process(kp *P, const stmt *S) {
         for (size_t k = b + 1; tok_is(t0, "del") && k < e && P->cur[k].kind == TK_NAME &&
                                (k + 1 == e || ck_kp_is_op(&P->cur[k + 1], ","));
              k += 2)
-            if (add_sym(P, &P->cur[k], NULL, "nothing: del"))
+            if (add_sym(P, &P->cur[k], NULL, unrun(P) ? unrun(P) : "nothing: del"))
                 return -1;
         return check_skipped(P, b, e);
     }
