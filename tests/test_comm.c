@@ -361,6 +361,17 @@ Test(comm, fit_stops_everywhere_when_one_rank_cannot_validate, .timeout = 150) {
               "%s", out);
 }
 
+/* A resume that one rank refuses (rank 1 loaded a checkpoint without a fit position) refuses
+ * every rank's fit in the start agreement: the others waited for rank 1 until the timeout. */
+Test(comm, fit_stops_everywhere_when_one_rank_cannot_resume, .timeout = 150) {
+    char out[8192];
+    const int rc = run_dp(2, "--fit-stale-resume 1 --global 32 --timeout 20", out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "a stale resume on rank 1 refused the fit on every rank: yes") &&
+                  strstr(out, "another of the 2 ranks refused the fit"),
+              "%s", out);
+}
+
 /* Validation data on one rank only (the others pass none): the epoch's agreement is every
  * rank's, so both epochs train (a rank-0-only agreement aborted the job with MPI_ERR_TRUNCATE). */
 Test(comm, fit_with_validation_on_one_rank, .timeout = 150) {

@@ -25,6 +25,9 @@
  *   --fit-other-data  rank 1's data set differs in one label: the fit must be refused everywhere
  *   --fit-val-only R  2 epochs of ck_model_fit, validation data on rank R only (as "validate on
  *                  rank 0" programs do): every rank trains both epochs
+ *   --fit-stale-resume R  one epoch of ck_model_fit, then rank R loads a checkpoint without a fit
+ *                  position (saved before the fit) and every rank resumes to 2 epochs: R's own
+ *                  refusal must refuse every rank's fit (not leave them waiting for R)
  *   --fit-bad-val R  2 epochs of ck_model_fit with validation data, which holds a NaN on rank R
  *                  only: R refuses the fit before the first step, and every rank's fit must be
  *                  refused with it (not wait for R in the first step)
@@ -244,6 +247,7 @@ int main(int argc, char **argv) {
     int global = 32, steps = 20, bn = 0, mismatch = 0, bad_rank = -1, oom = 0, bf16 = 0;
     const char *save = NULL, *load = NULL;
     int kill_rank = -1, use_fit = 0, fit_other = 0, hang_rank = -1, bad_val = -1, val_only = -1;
+    int stale = -1;
     int cuda = 0, cuda_device = -1;
     double tol = 1e-5, wtol = -1.0, timeout = -1.0;
     for (int i = 1; i < argc; ++i) {
@@ -283,6 +287,8 @@ int main(int argc, char **argv) {
             use_fit = 1;
         else if (!strcmp(argv[i], "--fit-other-data"))
             use_fit = fit_other = 1;
+        else if (!strcmp(argv[i], "--fit-stale-resume") && i + 1 < argc)
+            use_fit = 1, stale = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--fit-bad-val") && i + 1 < argc)
             use_fit = 1, bad_val = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--fit-val-only") && i + 1 < argc)
@@ -445,6 +451,30 @@ int main(int argc, char **argv) {
                        "(step %lld; %s)\n",
                        rank, val_only, bad ? "NO" : "yes", ck_model_step(m),
                        st == CK_STATUS_SUCCESS ? "ok" : ck_context_last_error(ctx));
+            goto done;
+        }
+        if (stale >= 0) {
+            char path[64];
+            snprintf(path, sizeof path, "/tmp/cnnkit-dp-stale-%d.ckpt", (int)getpid());
+            st = ck_model_save(m, path); /* before any fit: no fit position */
+            if (st == CK_STATUS_SUCCESS)
+                st = ck_model_fit(m, &ds, NULL, &o, &h);
+            if (st == CK_STATUS_SUCCESS && rank == stale)
+                st = ck_model_load(m, path);
+            unlink(path);
+            if (st != CK_STATUS_SUCCESS) {
+                bad = fail(ctx, "the stale-resume set-up", st);
+                goto done;
+            }
+            const long long before = ck_model_step(m);
+            o.epochs = 2;
+            o.resume = 1;
+            st = ck_model_fit(m, &ds, NULL, &o, NULL);
+            bad = !(st == CK_STATUS_BAD_PARAM && ck_model_step(m) == before);
+            if (rank == 0 || bad)
+                printf("dp_train: rank %d: a stale resume on rank %d refused the fit on every "
+                       "rank: %s (%s)\n",
+                       rank, stale, bad ? "NO" : "yes", ck_context_last_error(ctx));
             goto done;
         }
         if (bad_val >= 0) { /* the validation set: the data, with a NaN on rank bad_val only */

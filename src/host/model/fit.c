@@ -237,15 +237,18 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
     uint64_t seed = o.seed ? o.seed : ctx->seed;
     ck_fit_state f = {1,         0,   0, o.batch, train->count,     crc, seed,
                       ctx->seed, 0.0, 0, 0,       (int)m->precision};
+    /* a refusal of this rank's own (the resume, its samples, its validation set): with other
+     * ranks it is agreed in check_ranks, so none is left waiting in a step */
+    ck_status own = CK_STATUS_SUCCESS;
     if (o.resume) {
         if (!o.seed && m->fit.valid)
             seed = f.shuffle_seed = m->fit.shuffle_seed;
-        CK_TRY(check_resume(m, &m->fit, o.batch, seed, train->count, crc));
+        own = check_resume(m, &m->fit, o.batch, seed, train->count, crc);
         f = m->fit;
+        f.precision = (int)m->precision; /* recorded from here on (a version 2 file had none) */
     }
-    /* the samples, and the validation set, which is each rank's own: with other ranks a refusal
-     * here is agreed in check_ranks, so none is left waiting in a step */
-    ck_status own = samples_check(m, train, "train");
+    if (own == CK_STATUS_SUCCESS)
+        own = samples_check(m, train, "train");
     if (own == CK_STATUS_SUCCESS && val)
         own = check_ds(m, val, "val");
     if (own == CK_STATUS_SUCCESS && val)
