@@ -162,8 +162,8 @@ const char *ck_severity_name(int severity);
  * Variances are biased (population) variances over N*H*W values per channel and batch, averaged
  * over the batches; the report gives the mean, min and max over channels (channels whose
  * training-mode variance is 0 are skipped): over the channels the linked dropout reaches when one
- * is linked (a Concatenate places others, with ratio 1, beside them), else over all. An earlier
- * dropout "shifts the input" when it reaches one of those channels too, on any path.
+ * is linked (a Concatenate places others, with ratio 1, beside them), else over all. The shift
+ * is "compounded" when another dropout reaches one of those channels too, on any path.
  *
  * Dropout effect: for each Dropout / SpatialDropout2D layer, in training mode, the fraction of
  * values the mask actually zeroes where the tensor is consumed. When the dropout reaches a
@@ -196,8 +196,8 @@ typedef struct ck_bn_shift {
     int direct;        /* 1: CK001 (no weight layer between), 0: CK002 or none */
     int path;          /* how the mask reaches the BN: 0 commutes with every layer between, 1
                           linear layers (§2), 2 nonlinear (§3); -1 no dropout */
-    int compounded;    /* another dropout reaches the same channels: an earlier one shifts the
-                          linked dropout's input (§1) */
+    int compounded;    /* another dropout reaches one of the same channels (an earlier one on
+                          any path, or one summed in by an Add): its shift multiplies in (§1) */
     double ceiling;    /* 1 - rate for path 0 without compounding (Eq. 8: ratio <= ceiling up to
                           sampling error), else NaN */
     double predicted;  /* Eq. 8 from this BN input's inference-mode moments (see above), NaN

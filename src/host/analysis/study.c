@@ -135,14 +135,16 @@ static int expand(const ck_layer_desc *L, int n, int all_inline, llist *out) {
     return rc;
 }
 
-/* The input shape given on the first layer of the original goes on the first layer of l. */
-static void move_input_shape(llist *l, int h, int w, int c) {
+/* The input shape given on the first layer of the original (first) goes on the first layer of
+ * l. */
+static void move_input_shape(llist *l, const ck_layer_desc *first) {
     for (int i = 0; i < l->n; ++i)
-        l->d[i].input_h = l->d[i].input_w = l->d[i].input_c = 0;
+        l->d[i].input_h = l->d[i].input_w = l->d[i].input_c = l->d[i].input_flat = 0;
     if (l->n) {
-        l->d[0].input_h = h;
-        l->d[0].input_w = w;
-        l->d[0].input_c = c;
+        l->d[0].input_h = first->input_h;
+        l->d[0].input_w = first->input_w;
+        l->d[0].input_c = first->input_c;
+        l->d[0].input_flat = first->input_flat;
     }
 }
 
@@ -376,7 +378,7 @@ static int canonical(const ck_layer_desc *L, int n, llist *out, int *flags) {
             *flags |= EQ_NOOP;
             continue;
         }
-        d.input_h = d.input_w = d.input_c = 0; /* compared separately */
+        d.input_h = d.input_w = d.input_c = d.input_flat = 0; /* compared separately */
         if (d.type != CK_LAYER_DROPOUT && d.type != CK_LAYER_SPATIAL_DROPOUT2D)
             d.rate = 0.0f;
         if (d.type == CK_LAYER_CONV2D || is_pool_t(d.type)) {
@@ -451,7 +453,7 @@ static void why_text(int flags, int identical, char *why, size_t len) {
 
 static int input_shape_equal(const ck_layer_desc *a, int na, const ck_layer_desc *b, int nb) {
     return a[0].input_h == b[0].input_h && a[0].input_w == b[0].input_w &&
-           a[0].input_c == b[0].input_c && na > 0 && nb > 0;
+           a[0].input_c == b[0].input_c && a[0].input_flat == b[0].input_flat && na > 0 && nb > 0;
 }
 
 /* ck_study_equivalent, with the level of the equivalence (CK_EXACT_NONE when not equal). */
@@ -597,7 +599,7 @@ CK_API ck_status ck_study_variants(const ck_layer_desc *layers, int count, const
             st = CK_STATUS_ALLOC_FAILED;
             break;
         } else {
-            move_input_shape(&l, layers[0].input_h, layers[0].input_w, layers[0].input_c);
+            move_input_shape(&l, &layers[0]);
             render_order(&l, v->order, sizeof v->order);
         }
         v->layers = l.d;

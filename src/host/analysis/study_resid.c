@@ -226,10 +226,11 @@ CK_API ck_status ck_study_residual_variant(const ck_layer_desc *layers, int coun
     }
     /* the model's input shape stays on its first layer, whichever layer that now is */
     for (int i = 1; i < o.n; i++)
-        o.d[i].input_h = o.d[i].input_w = o.d[i].input_c = 0;
+        o.d[i].input_h = o.d[i].input_w = o.d[i].input_c = o.d[i].input_flat = 0;
     o.d[0].input_h = layers[0].input_h;
     o.d[0].input_w = layers[0].input_w;
     o.d[0].input_c = layers[0].input_c;
+    o.d[0].input_flat = layers[0].input_flat;
     *out = o.d;
     *out_count = o.n;
     o.d = NULL;

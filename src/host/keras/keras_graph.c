@@ -45,8 +45,11 @@ static void visit(walk *W, int v) {
 }
 
 void ck_kio_keras_order(const ck_model *m, int *order) {
-    ck_kio_layers_keras_order(m->layers, ck_kio_model_is_graph(m) ? m->num_layers : 0, order);
-    for (int i = 0; !ck_kio_model_is_graph(m) && i < m->num_layers; ++i)
+    if (ck_kio_model_is_graph(m)) {
+        ck_kio_layers_keras_order(m->layers, m->num_layers, order);
+        return;
+    }
+    for (int i = 0; i < m->num_layers; ++i)
         order[i] = i; /* Sequential: the layers as added */
 }
 
