@@ -19,6 +19,10 @@ Test(precision, default_set_and_bad_enum) {
     ck_model *m = unbuilt(ctx);
     cr_assert_eq(ck_model_precision(m), CK_PRECISION_FP32);
     cr_assert_eq(ck_model_precision(NULL), CK_PRECISION_FP32);
+    cr_assert_str_eq(ck_precision_name(CK_PRECISION_FP32), "fp32");
+    cr_assert_str_eq(ck_precision_name(CK_PRECISION_TF32), "tf32");
+    cr_assert_str_eq(ck_precision_name(CK_PRECISION_BF16), "bf16");
+    cr_assert_str_eq(ck_precision_name((ck_precision)7), "?");
     CK_OK(ctx, ck_model_set_precision(m, CK_PRECISION_BF16));
     cr_assert_eq(ck_model_precision(m), CK_PRECISION_BF16);
     /* TF32 on a CPU context is stored and leaves the context's math alone */

@@ -201,6 +201,8 @@ typedef enum ck_precision {
 ck_status ck_model_set_precision(ck_model *model, ck_precision precision);
 /* The setting (CK_PRECISION_FP32 for NULL). */
 ck_precision ck_model_precision(const ck_model *model);
+/* "fp32", "tf32" or "bf16" (the CLI's --precision words); "?" outside the enum. */
+const char *ck_precision_name(ck_precision precision);
 /* How exact a rewrite of a layer order is, weakest last (the rewrites and their levels are
  * listed in src/host/algebra/algebra.c). The planner applies only CK_EXACT_VALUES or better; the
  * order study names the level of the equivalences it finds (ck_study_variant.exactness). */

@@ -285,9 +285,7 @@ static int resume_from(const opts *o, ck_context *ctx, ck_model *m, const ck_dat
         return EXIT_USAGE;
     }
     if (fs->precision >= 0 && fs->precision != (int)ck_model_precision(m)) {
-        const char *was = fs->precision == CK_PRECISION_BF16   ? "bf16"
-                          : fs->precision == CK_PRECISION_TF32 ? "tf32"
-                                                               : "fp32";
+        const char *was = ck_precision_name((ck_precision)fs->precision);
         fprintf(stderr, "cnnkit: --resume %s was trained in precision %s: give --precision %s\n",
                 o->resume, was, was);
         return EXIT_USAGE;
@@ -478,7 +476,7 @@ int cmd_train(const opts *o) {
                ck_context_device(ctx) == CK_DEVICE_CUDA ? "NCCL, one GPU per rank" : "MPI");
     /* fp32 runs print what they always printed */
     if (ck_model_precision(m) != CK_PRECISION_FP32)
-        printf(", precision %s", ck_model_precision(m) == CK_PRECISION_BF16 ? "bf16" : "tf32");
+        printf(", precision %s", ck_precision_name(ck_model_precision(m)));
     printf("\n");
     print_conv_plans(o, ctx, m);
     fflush(stdout);

@@ -50,10 +50,6 @@ static uint32_t data_crc(const ck_dataset *d) {
     return ck_crc32(crc, d->labels, sizeof(int32_t) * (size_t)d->count);
 }
 
-static const char *precision_name(int p) {
-    return p == CK_PRECISION_BF16 ? "bf16" : p == CK_PRECISION_TF32 ? "tf32" : "fp32";
-}
-
 /* A resumed fit continues the saved run only when everything that decides the data order, the
  * dropout masks and the arithmetic is the same. */
 static ck_status check_resume(ck_model *m, const ck_fit_state *f, int batch, uint64_t seed,
@@ -80,7 +76,8 @@ static ck_status check_resume(ck_model *m, const ck_fit_state *f, int batch, uin
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "model: precision %s, the saved run trained in %s (the same bits need "
                        "the same precision; ck_model_set_precision)",
-                       precision_name((int)m->precision), precision_name(f->precision));
+                       ck_precision_name(m->precision),
+                       ck_precision_name((ck_precision)f->precision));
     if (f->count != count || f->data_crc != crc)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "train: %d samples (CRC-32 %08x), the saved run trained on %d (CRC-32 "

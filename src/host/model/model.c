@@ -645,6 +645,13 @@ CK_API ck_precision ck_model_precision(const ck_model *m) {
     return m && m->ctx ? m->precision : CK_PRECISION_FP32;
 }
 
+CK_API const char *ck_precision_name(ck_precision p) {
+    return p == CK_PRECISION_FP32   ? "fp32"
+           : p == CK_PRECISION_TF32 ? "tf32"
+           : p == CK_PRECISION_BF16 ? "bf16"
+                                    : "?";
+}
+
 CK_API int ck_model_num_nodes(const ck_model *m) {
     return m && m->ctx && m->built ? m->num_nodes : 0;
 }
