@@ -55,13 +55,6 @@ static ktensor *find_tensor(kp *P, const value *v) {
     return NULL;
 }
 
-int ck_kp_is_tensor_name(kp *P, const tok *name) {
-    for (const ktensor *t = P->tensors; t; t = t->next)
-        if (strlen(t->name) == (size_t)name->len && !memcmp(t->name, name->src, (size_t)name->len))
-            return 1;
-    return 0;
-}
-
 /* name = a tensor. A variable of that name (x = 5) is shadowed: expressions read the name. */
 static int define_tensor(kp *P, const tok *name, int layer, int rank) {
     ktensor *t = (ktensor *)ck_kp_alloc(P, sizeof *t);

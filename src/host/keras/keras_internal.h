@@ -304,8 +304,6 @@ int ck_kp_add_layer(kp *P, const value *v);
  * 0: none). ck_kp_functional: the statement `target = ...` (kind from ck_kp_functional_at);
  * returns 1 when it was not functional after all (a layer object assigned to a name). */
 int ck_kp_functional_at(kp *P, size_t k);
-/* 1 when name (a token) names a tensor of the functional model. */
-int ck_kp_is_tensor_name(kp *P, const tok *name);
 /* a op b on numbers as Python computes it (op "+", "-", "*", "/", "//", "%", "**"); an unknown
  * value (its description says why) for anything else. */
 value *ck_kp_arith(kp *P, const tok *op, value *a, value *b);

@@ -320,9 +320,17 @@ static int is_aug_op(const tok *t) {
 /* NAME op= expr: a number as Python computes it (filters *= 2), a tensor refused (Keras inserts
  * an operation layer there, which cnnkit does not read); the name's value otherwise unknown. */
 static int aug_assign(kp *P, const tok *name, const tok *op, size_t rhs) {
-    if (unrun(P)) /* how often it ran, or whether, the text does not say */
-        return add_sym(P, name, NULL, unrun(P));
-    if (P->functional && ck_kp_is_tensor_name(P, name))
+    const char *loop = unrun(P); /* how often it ran, or whether, the text does not say */
+    if (loop)
+        return add_sym(P, name, NULL, loop);
+    const size_t end = P->end;
+    P->pos = (size_t)(name - P->cur); /* the name's value now, read as an expression */
+    P->end = P->pos + 1;
+    value *a = ck_kp_p_expr(P);
+    P->end = end;
+    if (!a)
+        return -1;
+    if (a->kind == V_NAME && a->i > 0) /* a tensor's value carries its id (keras_func.c) */
         return ck_kp_fail(P, op->line, op->col,
                           "'%.*s %.*s ...' on a tensor: Keras makes it an operation layer, which "
                           "cnnkit does not read; use a layer (x = layers.Add()([x, y]))",
@@ -333,13 +341,6 @@ static int aug_assign(kp *P, const tok *name, const tok *op, size_t rhs) {
         const char *why = unreadable(P, "an augmented assignment");
         return why ? add_sym(P, name, NULL, why) : -1;
     }
-    const size_t end = P->end;
-    P->pos = (size_t)(name - P->cur); /* the name's value now, read as an expression */
-    P->end = P->pos + 1;
-    value *a = ck_kp_p_expr(P);
-    P->end = end;
-    if (!a)
-        return -1;
     tok bare = *op; /* "+=" read as "+" */
     bare.len -= 1;
     return add_sym(P, name, ck_kp_arith(P, &bare, a, b), NULL);
@@ -534,12 +535,14 @@ static int process(kp *P, const stmt *S) {
         }
         if (tok_is(t0, "return") && sequential_at(P, b + 1))
             return model_create(P, NULL, b + 1);
-        /* del a, b: the names are gone (del x[0] or x.y deletes no name) */
-        for (size_t k = b + 1; tok_is(t0, "del") && k < e && P->cur[k].kind == TK_NAME &&
-                               (k + 1 == e || ck_kp_is_op(&P->cur[k + 1], ","));
-             k += 2)
-            if (add_sym(P, &P->cur[k], NULL, unrun(P) ? unrun(P) : "nothing: del"))
-                return -1;
+        if (tok_is(t0, "del")) { /* del a, b: the names are gone (del x[0] deletes none) */
+            const char *loop = unrun(P), *why = loop ? loop : "nothing: del";
+            for (size_t k = b + 1; k < e && P->cur[k].kind == TK_NAME &&
+                                   (k + 1 == e || ck_kp_is_op(&P->cur[k + 1], ","));
+                 k += 2)
+                if (add_sym(P, &P->cur[k], NULL, why))
+                    return -1;
+        }
         return check_skipped(P, b, e);
     }
     if (t0->kind == TK_NAME && b + 1 < e && is_aug_op(&P->cur[b + 1])) {
