@@ -410,6 +410,35 @@ Test(batchnorm, stable_statistics_with_large_mean) {
     ck_context_destroy(ctx);
 }
 
+/* The tensors of a one-sample (1 x 4 x 1 x 1) BN case b in layout l: input, output, parameters,
+ * running and saved statistics, and for the backward pass dy, dx, dgamma, dbeta. */
+typedef struct one_sample {
+    ck_tensor *x, *y, *g, *be, *rm, *rv, *sm, *si, *dy, *dx, *dg, *db;
+} one_sample;
+
+static one_sample one_sample_open(ck_context *ctx, ck_layout l, const bn_case *b) {
+    one_sample t = {t_tensor_from_nchw(ctx, l, 1, 4, 1, 1, b->x),
+                    t_tensor_from_nchw(ctx, l, 1, 4, 1, 1, NULL),
+                    t_param(ctx, 4, b->gamma),
+                    t_param(ctx, 4, b->beta),
+                    t_param(ctx, 4, b->rm),
+                    t_param(ctx, 4, b->rv),
+                    t_param(ctx, 4, NULL),
+                    t_param(ctx, 4, NULL),
+                    t_tensor_from_nchw(ctx, l, 1, 4, 1, 1, b->dy),
+                    t_tensor_from_nchw(ctx, l, 1, 4, 1, 1, NULL),
+                    t_param(ctx, 4, NULL),
+                    t_param(ctx, 4, NULL)};
+    return t;
+}
+
+static void one_sample_close(one_sample *t) {
+    ck_tensor *list[] = {t->x,  t->y,  t->g,  t->be, t->rm, t->rv,
+                         t->sm, t->si, t->dy, t->dx, t->dg, t->db};
+    for (size_t i = 0; i < sizeof list / sizeof *list; ++i)
+        ck_tensor_destroy(list[i]);
+}
+
 /* N*H*W == 1: an error status by default, the running statistics when asked (then the
  * forward equals inference, the running stats stay, and dx = dy * relu' * gamma * invstd). */
 Test(batchnorm, single_value_batch) {
@@ -418,41 +447,36 @@ Test(batchnorm, single_value_batch) {
     ck_bn_desc d;
     ck_bn_desc_init(&d, CK_BN_KERAS);
     d.activation = CK_ACT_RELU;
-    ck_tensor *tx = t_tensor_from_nchw(ctx, CK_LAYOUT_NCHW, 1, 4, 1, 1, b.x);
-    ck_tensor *ty = t_tensor_from_nchw(ctx, CK_LAYOUT_NCHW, 1, 4, 1, 1, NULL);
-    ck_tensor *g = t_param(ctx, 4, b.gamma), *be = t_param(ctx, 4, b.beta);
-    ck_tensor *rm = t_param(ctx, 4, b.rm), *rv = t_param(ctx, 4, b.rv);
-    ck_tensor *sm = t_param(ctx, 4, NULL), *si = t_param(ctx, 4, NULL);
-    ck_status st =
-        ck_batchnorm_forward_training(ctx, &d, tx, g, be, rm, rv, sm, si, NULL, ty, NULL);
+    one_sample t = one_sample_open(ctx, CK_LAYOUT_NCHW, &b);
+    ck_status st = ck_batchnorm_forward_training(ctx, &d, t.x, t.g, t.be, t.rm, t.rv, t.sm, t.si,
+                                                 NULL, t.y, NULL);
     cr_assert_eq(st, CK_STATUS_SINGLE_VALUE_BATCH);
     cr_assert_neq(strstr(ck_context_last_error(ctx), "x:"), NULL, "message: %s",
                   ck_context_last_error(ctx));
     d.single_value_use_running = 1;
-    CK_OK(ctx, ck_batchnorm_forward_training(ctx, &d, tx, g, be, rm, rv, sm, si, NULL, ty, NULL));
+    CK_OK(ctx, ck_batchnorm_forward_training(ctx, &d, t.x, t.g, t.be, t.rm, t.rv, t.sm, t.si, NULL,
+                                             t.y, NULL));
     float y[4], rmo[4], rvo[4];
-    t_tensor_to_nchw(ctx, ty, y);
-    t_param_get(ctx, rm, rmo);
-    t_param_get(ctx, rv, rvo);
+    t_tensor_to_nchw(ctx, t.y, y);
+    t_param_get(ctx, t.rm, rmo);
+    t_param_get(ctx, t.rv, rvo);
     for (int c = 0; c < 4; ++c) {
         cr_assert_eq(rmo[c], b.rm[c], "running mean changed");
         cr_assert_eq(rvo[c], b.rv[c], "running var changed");
         double pre = b.gamma[c] * (b.x[c] - b.rm[c]) / sqrt(b.rv[c] + 1e-3) + b.beta[c];
         cr_assert(fabs(y[c] - (pre > 0 ? pre : 0)) <= 1e-5, "y[%d]", c);
     }
-    ck_tensor *tdy = t_tensor_from_nchw(ctx, CK_LAYOUT_NCHW, 1, 4, 1, 1, b.dy);
-    ck_tensor *dg = t_param(ctx, 4, NULL), *db = t_param(ctx, 4, NULL);
-    CK_OK(ctx, ck_batchnorm_backward(ctx, &d, tx, tdy, g, be, sm, si, NULL, tdy, dg, db, NULL));
+    /* dx written over dy, in place */
+    CK_OK(ctx, ck_batchnorm_backward(ctx, &d, t.x, t.dy, t.g, t.be, t.sm, t.si, NULL, t.dy, t.dg,
+                                     t.db, NULL));
     float dx[4];
-    t_tensor_to_nchw(ctx, tdy, dx);
+    t_tensor_to_nchw(ctx, t.dy, dx);
     for (int c = 0; c < 4; ++c) {
         double pre = b.gamma[c] * (b.x[c] - b.rm[c]) / sqrt(b.rv[c] + 1e-3) + b.beta[c];
         double e = pre > 0 ? b.dy[c] * b.gamma[c] / sqrt(b.rv[c] + 1e-3) : 0.0;
         cr_assert(fabs(dx[c] - e) <= 1e-5, "dx[%d] %f vs %f", c, dx[c], e);
     }
-    ck_tensor *list[] = {tx, ty, g, be, rm, rv, sm, si, tdy, dg, db};
-    for (size_t i = 0; i < sizeof list / sizeof *list; ++i)
-        ck_tensor_destroy(list[i]);
+    one_sample_close(&t);
     free_case(&b);
     ck_context_destroy(ctx);
 }
@@ -470,29 +494,24 @@ Test(batchnorm, single_value_batch_statistics) {
     d.single_value_use_running = 2;
     for (int c = 0; c < 4; ++c)
         b.beta[c] = c % 2 ? 0.25f : -0.25f; /* both sides of the ReLU */
-    ck_tensor *tx = t_tensor_from_nchw(ctx, CK_LAYOUT_NHWC, 1, 4, 1, 1, b.x);
-    ck_tensor *ty = t_tensor_from_nchw(ctx, CK_LAYOUT_NHWC, 1, 4, 1, 1, NULL);
-    ck_tensor *g = t_param(ctx, 4, b.gamma), *be = t_param(ctx, 4, b.beta);
-    ck_tensor *rm = t_param(ctx, 4, b.rm), *rv = t_param(ctx, 4, b.rv);
-    ck_tensor *sm = t_param(ctx, 4, NULL), *si = t_param(ctx, 4, NULL);
-    CK_OK(ctx, ck_batchnorm_forward_training(ctx, &d, tx, g, be, rm, rv, sm, si, NULL, ty, NULL));
+    one_sample t = one_sample_open(ctx, CK_LAYOUT_NHWC, &b);
+    CK_OK(ctx, ck_batchnorm_forward_training(ctx, &d, t.x, t.g, t.be, t.rm, t.rv, t.sm, t.si, NULL,
+                                             t.y, NULL));
     float y[4], rmo[4], rvo[4];
-    t_tensor_to_nchw(ctx, ty, y);
-    t_param_get(ctx, rm, rmo);
-    t_param_get(ctx, rv, rvo);
+    t_tensor_to_nchw(ctx, t.y, y);
+    t_param_get(ctx, t.rm, rmo);
+    t_param_get(ctx, t.rv, rvo);
     for (int c = 0; c < 4; ++c) {
         cr_assert_eq(y[c], b.beta[c] > 0 ? b.beta[c] : 0.0f, "y[%d] = %g", c, y[c]);
         cr_assert_float_eq(rmo[c], 0.99f * b.rm[c] + 0.01f * b.x[c], 1e-6);
         cr_assert_float_eq(rvo[c], 0.99f * b.rv[c], 1e-6);
     }
-    ck_tensor *tdy = t_tensor_from_nchw(ctx, CK_LAYOUT_NHWC, 1, 4, 1, 1, b.dy);
-    ck_tensor *tdx = t_tensor_from_nchw(ctx, CK_LAYOUT_NHWC, 1, 4, 1, 1, NULL);
-    ck_tensor *dg = t_param(ctx, 4, NULL), *db = t_param(ctx, 4, NULL);
-    CK_OK(ctx, ck_batchnorm_backward(ctx, &d, tx, tdy, g, be, sm, si, NULL, tdx, dg, db, NULL));
+    CK_OK(ctx, ck_batchnorm_backward(ctx, &d, t.x, t.dy, t.g, t.be, t.sm, t.si, NULL, t.dx, t.dg,
+                                     t.db, NULL));
     float dx[4], dgo[4], dbo[4];
-    t_tensor_to_nchw(ctx, tdx, dx);
-    t_param_get(ctx, dg, dgo);
-    t_param_get(ctx, db, dbo);
+    t_tensor_to_nchw(ctx, t.dx, dx);
+    t_param_get(ctx, t.dg, dgo);
+    t_param_get(ctx, t.db, dbo);
     for (int c = 0; c < 4; ++c) {
         cr_assert_eq(dx[c], 0.0f, "dx[%d] = %g", c, dx[c]);
         cr_assert_eq(dgo[c], 0.0f, "dgamma[%d] = %g", c, dgo[c]);
@@ -501,13 +520,12 @@ Test(batchnorm, single_value_batch_statistics) {
     ck_bn_desc pt;
     ck_bn_desc_init(&pt, CK_BN_PYTORCH);
     pt.single_value_use_running = 2;
-    cr_assert_eq(ck_batchnorm_forward_training(ctx, &pt, tx, g, be, rm, rv, sm, si, NULL, ty, NULL),
+    cr_assert_eq(ck_batchnorm_forward_training(ctx, &pt, t.x, t.g, t.be, t.rm, t.rv, t.sm, t.si,
+                                               NULL, t.y, NULL),
                  CK_STATUS_BAD_PARAM);
     cr_assert(strstr(ck_context_last_error(ctx), "single_value_use_running"), "%s",
               ck_context_last_error(ctx));
-    ck_tensor *list[] = {tx, ty, g, be, rm, rv, sm, si, tdy, tdx, dg, db};
-    for (size_t i = 0; i < sizeof list / sizeof *list; ++i)
-        ck_tensor_destroy(list[i]);
+    one_sample_close(&t);
     free_case(&b);
     ck_context_destroy(ctx);
 }

@@ -49,6 +49,13 @@ static void make_data(ck_dataset *d, int count, uint64_t seed) {
     }
 }
 
+/* Makes the empty file named by the template path (its XXXXXX filled in). */
+static void temp_file(char *path) {
+    const int fd = mkstemp(path);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    close(fd);
+}
+
 static ck_model *new_model(ck_context **ctx) {
     *ctx = t_ctx(CK_DEVICE_CPU);
     CK_OK(*ctx, ck_context_set_seed(*ctx, 5));
@@ -165,9 +172,7 @@ Test(resume, stopped_mid_epoch_or_between_epochs_gives_the_same_bits) {
 
 Test(resume, refuses_what_would_change_the_run) {
     char path[] = "/tmp/cnnkit-resume-ref-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    close(fd);
+    temp_file(path);
     ck_dataset train;
     make_data(&train, COUNT, 1);
     ck_context *ctx;
@@ -269,8 +274,7 @@ Test(resume, version_1_checkpoints_still_load) {
     cr_assert_eq(st.valid, 0);
     /* saved again it is a version-3 file of 60 more bytes (the fit block) */
     char path[] = "/tmp/cnnkit-v3-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
+    temp_file(path);
     CK_OK(ctx, ck_model_save(m, path));
     struct stat sb;
     cr_assert_eq(stat(path, &sb), 0);
@@ -298,9 +302,7 @@ Test(resume, version_1_checkpoints_still_load) {
  * precision is not recorded (-1) and not compared. Made here from a version-3 file. */
 Test(resume, version_2_checkpoints_resume_without_a_precision) {
     char path[] = "/tmp/cnnkit-v2-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    close(fd);
+    temp_file(path);
     ck_dataset train;
     make_data(&train, COUNT, 1);
     ck_context *ctx;
