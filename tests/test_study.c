@@ -733,10 +733,19 @@ Test(study, measure_runs_over_the_channels_the_dropout_reaches) {
                                 "y = layers.BatchNormalization()(y)\n"
                                 "outputs = layers.Dense(2)(layers.Flatten()(y))\n"
                                 "model = keras.Model(inputs, outputs)\n");
+    /* both dropouts are linked, each channel with its own rate: the means run over all 16, the
+     * ceiling is the mean keep probability (0.9 and 0.5), and Eq. 8 per channel still predicts */
     b = &two.bn[0];
-    cr_assert_eq(b->dropout_layer, 2); /* one dropout per BN: the last that reaches it */
-    cr_assert(b->reached == 8 && !b->compounded);
+    cr_log_info("two dropouts: measured %.4f, predicted %.4f, ceiling %.4f", b->ratio, b->predicted,
+                b->ceiling);
+    cr_assert_eq(b->n_dropouts, 2);
+    cr_assert(b->dropout_layers[0] == 1 && b->dropout_layers[1] == 2 && b->dropout_layer == 1);
+    cr_assert(b->reached == 16 && !b->compounded && b->direct && b->path == 0);
+    cr_assert_float_eq(b->ceiling, 0.7, 1e-6);
     cr_assert_float_eq(b->ratio, b->predicted, 0.02);
+    cr_assert_leq(b->ratio, b->ceiling + 0.02);
+    cr_assert_leq(b->ratio_min, 0.5 + 0.02); /* the Dropout(0.5) channels */
+    cr_assert_geq(b->ratio_max, 0.5); /* the Dropout(0.1) channels: Eq. 8 near 0.9 for small c */
 }
 
 /* Compounding follows the layer graph, not the layer order: a dropout on a parallel branch
@@ -972,6 +981,33 @@ Test(study, cli_check_measure, .timeout = 120) {
         1, "%s", out);
     cr_assert_neq(strstr(out, "\"measurement\": {"), NULL, "%s", out);
     cr_assert_neq(strstr(out, "\"ratio_moving\""), NULL, "%s", out);
+}
+
+/* A Concatenate of two dropped branches: the text names both dropouts, the JSON lists them. */
+Test(study, cli_check_measure_names_every_dropout, .timeout = 120) {
+    if (!have_fashion())
+        cr_skip("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    char path[] = "/tmp/cnnkit-two-drops-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    const char *text = "import keras\nfrom keras import layers\n"
+                       "inputs = keras.Input(shape=(28, 28, 1))\n"
+                       "x = layers.Conv2D(4, (3, 3), activation='relu')(inputs)\n"
+                       "a = layers.Dropout(0.1)(x)\nd = layers.Dropout(0.5)(x)\n"
+                       "y = layers.BatchNormalization()(layers.Concatenate()([a, d]))\n"
+                       "outputs = layers.Dense(10, activation='softmax')(layers.Flatten()(y))\n"
+                       "model = keras.Model(inputs, outputs)\n";
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    char args[256];
+    snprintf(args, sizeof args, "check --measure %s --batches 1 --batch 32 --limit 128", path);
+    const int rc = t_run_cli(args, out, sizeof out);
+    cr_assert_neq(strstr(out, "CK001: dropout layers 1 and 2 reach it"), NULL, "%s", out);
+    snprintf(args, sizeof args, "check --measure --json %s --batches 1 --batch 32 --limit 128",
+             path);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), rc, "%s", out);
+    unlink(path);
+    cr_assert_neq(strstr(out, "\"dropout_layer\": 1, \"dropout_layers\": [1, 2]"), NULL, "%s", out);
 }
 
 Test(study, cli_study_tiny, .timeout = 180) {

@@ -155,15 +155,15 @@ const char *ck_severity_name(int severity);
  *   predicted    = where a dropout reaches the BN through layers that commute with its mask and
  *                  no earlier dropout shifts the dropout's input (CK001 with a value): Li et al.'s
  *                  Eq. 8 per channel, v / ((c^2 + v)/p - c^2), from the inference-mode mean c
- *                  and variance v of the BN input (the converged pass) and p = 1 - rate; the
- *                  expected ratio (docs/derivations.md §1). NaN elsewhere: through averaging or
- *                  weight layers (§2), nonlinear layers (§3) or after an earlier dropout (§1) no
- *                  prediction is made and only the measurement holds.
- * Variances are biased (population) variances over N*H*W values per channel and batch, averaged
- * over the batches; the report gives the mean, min and max over channels (channels whose
- * training-mode variance is 0 are skipped): over the channels the linked dropout reaches when one
- * is linked (a Concatenate places others, with ratio 1, beside them), else over all. The shift
- * is "compounded" when another dropout reaches one of those channels too, on any path.
+ *                  and variance v of the BN input (the converged pass) and p = 1 - rate of the
+ *                  dropout reaching that channel; the expected ratio (docs/derivations.md §1). NaN
+ * elsewhere: through averaging or weight layers (§2), nonlinear layers (§3) or after an earlier
+ * dropout (§1) no prediction is made and only the measurement holds. Variances are biased
+ * (population) variances over N*H*W values per channel and batch, averaged over the batches; the
+ * report gives the mean, min and max over channels (channels whose training-mode variance is 0 are
+ * skipped): over the channels the linked dropouts reach when any is linked (a Concatenate places
+ * others, with ratio 1, beside them), else over all. The shift is "compounded" when two dropouts
+ * reach one of those channels, on any path.
  *
  * Dropout effect: for each Dropout / SpatialDropout2D layer, in training mode, the fraction of
  * values the mask actually zeroes where the tensor is consumed. When the dropout reaches a
@@ -178,11 +178,12 @@ const char *ck_severity_name(int severity);
 struct ck_dataset; /* cnnkit/data.h */
 
 #define CK_MEASURE_MAX 64
+#define CK_BN_DROPOUTS_MAX 8 /* the dropouts a ck_bn_shift lists */
 
 typedef struct ck_bn_shift {
     int layer;    /* the BatchNormalization layer */
     int channels; /* of its input */
-    int reached;  /* the channels the means run over: those the linked dropout reaches, else all */
+    int reached;  /* the channels the means run over: those the linked dropouts reach, else all */
     /* converged (momentum-free): Var_inference / Var_train, mean, min, max over channels */
     double ratio, ratio_min, ratio_max;
     /* as stored: Var_inference on the stored statistics / the stored moving variance */
@@ -192,16 +193,23 @@ typedef struct ck_bn_shift {
     /* means over channels: training-mode variance, inference-mode variance at convergence, the
      * same on the stored statistics, the stored moving variance */
     double var_train, var_inference, var_inference_stored, var_moving;
-    int dropout_layer; /* the dropout ck_model_check links to this BN (CK001/CK002), -1 none */
-    int direct;        /* 1: CK001 (no weight layer between), 0: CK002 or none */
-    int path;          /* how the mask reaches the BN: 0 commutes with every layer between, 1
-                          linear layers (§2), 2 nonlinear (§3); -1 no dropout */
-    int compounded;    /* another dropout reaches one of the same channels (an earlier one on
-                          any path, or one summed in by an Add): its shift multiplies in (§1) */
-    double ceiling;    /* 1 - rate for path 0 without compounding (Eq. 8: ratio <= ceiling up to
-                          sampling error), else NaN */
-    double predicted;  /* Eq. 8 from this BN input's inference-mode moments (see above), NaN
-                          where no prediction is made */
+    int dropout_layer; /* the first dropout ck_model_check links to this BN (CK001/CK002), -1
+                          none */
+    int n_dropouts;    /* the dropouts linked to it (several when a Concatenate joins dropped
+                          branches): their layers in dropout_layers[0 .. CK_BN_DROPOUTS_MAX) */
+    int dropout_layers[CK_BN_DROPOUTS_MAX];
+    int direct;       /* 1: CK001 (no weight layer between, for every linked dropout), 0: CK002
+                         or none */
+    int path;         /* how the masks reach the BN: 0 commute with every layer between, 1
+                         linear layers (§2), 2 nonlinear (§3) (the largest over the linked
+                         dropouts); -1 no dropout */
+    int compounded;   /* two dropouts reach one of its channels (an earlier one on any path, or
+                         one summed in by an Add): the shifts multiply (§1) */
+    double ceiling;   /* for path 0 without compounding, the mean over the measured channels
+                         of 1 - rate of the dropout reaching each (1 - rate for one dropout; Eq.
+                         8: ratio <= ceiling up to sampling error), else NaN */
+    double predicted; /* Eq. 8 from this BN input's inference-mode moments (see above), NaN
+                         where no prediction is made */
 } ck_bn_shift;
 
 typedef struct ck_dropout_effect {

@@ -80,8 +80,19 @@ static void print_measurement_text(const ck_model *m, const ck_measurement *r, c
                s->layer, d.name, s->channels, s->ratio, s->ratio_min, s->ratio_max, s->ratio_moving,
                s->ratio_moving_min, s->ratio_moving_max, s->moving_init_weight);
         if (s->dropout_layer >= 0) {
-            printf("\n      %s: dropout layer %d reaches it", s->direct ? "CK001" : "CK002",
-                   s->dropout_layer);
+            if (s->n_dropouts == 1) {
+                printf("\n      %s: dropout layer %d reaches it", s->direct ? "CK001" : "CK002",
+                       s->dropout_layer);
+            } else {
+                printf("\n      %s: dropout layers", s->direct ? "CK001" : "CK002");
+                for (int j = 0; j < s->n_dropouts && j < CK_BN_DROPOUTS_MAX; ++j)
+                    printf("%s %d",
+                           j == 0                   ? ""
+                           : j + 1 == s->n_dropouts ? " and"
+                                                    : ",",
+                           s->dropout_layers[j]);
+                printf("%s reach it", s->n_dropouts > CK_BN_DROPOUTS_MAX ? " and more" : "");
+            }
             if (s->reached < s->channels)
                 printf(" (%d of its %d channels, the ones the numbers above are over)", s->reached,
                        s->channels);
@@ -145,8 +156,11 @@ static void print_measurement_json(const ck_model *m, const ck_measurement *r) {
         json_field("var_inference", s->var_inference);
         json_field("var_inference_stored", s->var_inference_stored);
         json_field("var_moving", s->var_moving);
-        printf(", \"dropout_layer\": %d, \"direct\": %d, \"path\": %d, \"compounded\": %d",
-               s->dropout_layer, s->direct, s->path, s->compounded);
+        printf(", \"dropout_layer\": %d, \"dropout_layers\": [", s->dropout_layer);
+        for (int j = 0; j < s->n_dropouts && j < CK_BN_DROPOUTS_MAX; ++j)
+            printf("%s%d", j ? ", " : "", s->dropout_layers[j]);
+        printf("], \"direct\": %d, \"path\": %d, \"compounded\": %d", s->direct, s->path,
+               s->compounded);
         json_field("ceiling", s->ceiling);
         json_field("predicted", s->predicted);
         printf("}");

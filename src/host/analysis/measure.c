@@ -248,12 +248,12 @@ static void channel_deps(const ck_model *m, int src, unsigned char *dep, const s
     }
 }
 
-/* Links BN layers to the dropout the static check says reaches them (CK001 / CK002) and how, and
- * marks in reached (CK_MEASURE_MAX x maxc) the BN input channels that dropout reaches: Eq. 8 and
- * its ceiling speak of those (a Concatenate places others beside them). The shift is compounded
- * when another dropout reaches one of these channels too (an earlier one on any path, §1). */
-static ck_status link_dropouts(const ck_model *m, ck_measurement *r, unsigned char *reached,
-                               int maxc) {
+/* Links BN layers to the dropouts the static check says reach them (CK001 / CK002) and how, and
+ * sets in keep (CK_MEASURE_MAX x maxc) the keep probability 1 - rate of the dropout reaching each
+ * BN input channel, 0 for channels none reaches: Eq. 8 and its ceiling speak of those (a
+ * Concatenate places others beside them, or another dropout's). The shift is compounded when two
+ * dropouts reach one channel (an earlier one on any path, §1). */
+static ck_status link_dropouts(const ck_model *m, ck_measurement *r, float *keep, int maxc) {
     ck_context *ctx = m->ctx;
     size_t off[CK_MAX_LAYERS + 1];
     off[0] = 0;
@@ -283,6 +283,9 @@ static ck_status link_dropouts(const ck_model *m, ck_measurement *r, unsigned ch
                 memset(o, 0, (size_t)r->bn[b].channels);
         }
     }
+    int predictable[CK_MEASURE_MAX]; /* every linked dropout commutes to the BN, no offset */
+    for (int b = 0; b < nb; ++b)
+        predictable[b] = 1;
     for (int k = 0; k < nd; ++k) {
         const int dl = drops[k];
         ck_drop_reach reach[8];
@@ -292,25 +295,38 @@ static ck_status link_dropouts(const ck_model *m, ck_measurement *r, unsigned ch
                 ck_bn_shift *s = &r->bn[b];
                 if (s->layer != reach[e].bn)
                     continue;
+                float *kb = keep + (size_t)b * maxc;
+                if (s->n_dropouts == 0) {
+                    s->dropout_layer = dl;
+                    s->direct = 1;
+                    s->path = CK_DROP_PATH_COMMUTES;
+                    s->compounded = 0;
+                    s->reached = 0;
+                    memset(kb, 0, sizeof(float) * (size_t)s->channels);
+                }
+                if (s->n_dropouts < CK_BN_DROPOUTS_MAX)
+                    s->dropout_layers[s->n_dropouts] = dl;
+                ++s->n_dropouts;
+                s->direct &= reach[e].weights == 0;
+                if (reach[e].kind > s->path)
+                    s->path = reach[e].kind;
+                predictable[b] &= reach[e].kind == CK_DROP_PATH_COMMUTES && !reach[e].shifted;
                 const unsigned char *mine = at + ((size_t)k * nb + b) * maxc;
-                s->dropout_layer = dl;
-                s->direct = reach[e].weights == 0;
-                s->path = reach[e].kind;
-                s->compounded = 0;
-                s->reached = 0;
                 for (int ch = 0; ch < s->channels; ++ch) {
-                    reached[(size_t)b * maxc + ch] = mine[ch];
-                    s->reached += mine[ch];
-                    for (int j = 0; j < nd && mine[ch]; ++j)
+                    if (!mine[ch])
+                        continue;
+                    s->reached += kb[ch] == 0.0f;
+                    kb[ch] = 1.0f - m->layers[dl].rate;
+                    for (int j = 0; j < nd; ++j)
                         s->compounded |= j != k && at[((size_t)j * nb + b) * maxc + ch];
                 }
-                s->ceiling = NAN;
-                /* after an offset the BN input's mean is not the one Eq. 8 takes: no
-                 * prediction */
-                if (reach[e].kind == CK_DROP_PATH_COMMUTES && !s->compounded && !reach[e].shifted)
-                    s->ceiling = 1.0 - m->layers[dl].rate;
             }
     }
+    /* after an offset the BN input's mean is not the one Eq. 8 takes: no prediction; the
+     * ceiling itself is the mean keep probability over the channels measured (set there) */
+    for (int b = 0; b < nb; ++b)
+        if (r->bn[b].n_dropouts && predictable[b] && !r->bn[b].compounded)
+            r->bn[b].ceiling = 1.0;
     ck_host_free(ctx, dep);
     return CK_STATUS_SUCCESS;
 }
@@ -362,7 +378,7 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
     double *vtr = NULL, *vin = NULL, *vins = NULL, *mtr = NULL, *min = NULL,
            *tmp = (double *)ck_host_alloc(ctx, sizeof(double) * 2 * (size_t)maxc);
     drop_acc *dacc = NULL;
-    unsigned char *reached = NULL; /* per BN: the channels its means run over */
+    float *keep = NULL; /* per BN channel: 1 - the rate of the dropout reaching it, 0 none */
     int nbn = 0, ndrop = 0;
     for (int i = 0; i < m->num_layers; ++i) {
         nbn += m->layers[i].type == CK_LAYER_BATCHNORM;
@@ -375,12 +391,12 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
     mtr = (double *)ck_host_calloc(ctx, (size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
     min = (double *)ck_host_calloc(ctx, (size_t)(nbn ? nbn : 1) * maxc, sizeof(double));
     dacc = (drop_acc *)ck_host_calloc(ctx, (size_t)(ndrop ? ndrop : 1), sizeof *dacc);
-    reached = (unsigned char *)ck_host_alloc(ctx, (size_t)CK_MEASURE_MAX * maxc);
+    keep = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)CK_MEASURE_MAX * maxc);
     ck_context *tctx = NULL;
     ck_model *twin = NULL;
     ck_status st = CK_STATUS_SUCCESS;
     if (!perm || !xb || !yb || !r || !tmp || !vtr || !vin || !vins || !mtr || !min || !dacc ||
-        !reached)
+        !keep)
         st = ck_fail(ctx, CK_STATUS_ALLOC_FAILED, "measure: out of host memory");
     if (st == CK_STATUS_SUCCESS)
         st = ck_dataset_shuffle(data->count, seed, 0x6d65617375726500ull, perm);
@@ -414,8 +430,10 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                 ck_bn_shift *s = &r->bn[ib++];
                 s->layer = i;
                 s->channels = s->reached = m->lshape[i].c;
-                memset(reached + (size_t)(ib - 1) * maxc, 1, (size_t)s->channels);
+                for (int ch = 0; ch < s->channels; ++ch) /* no dropout: every channel */
+                    keep[(size_t)(ib - 1) * maxc + ch] = 1.0f;
                 s->dropout_layer = -1;
+                s->n_dropouts = 0;
                 s->path = -1;
                 s->ceiling = s->predicted = NAN;
                 s->moving_init_weight = pow((double)d->momentum, (double)m->step);
@@ -433,7 +451,7 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                         m->layers[e->pool_layer].kernel_h * m->layers[e->pool_layer].kernel_w;
             }
         }
-        st = link_dropouts(m, r, reached, maxc);
+        st = link_dropouts(m, r, keep, maxc);
         /* the stored moving variances, before the twin's training-mode pass updates them */
         float *mvs = (float *)ck_host_alloc(ctx, sizeof(float) * (size_t)(nbn ? nbn : 1) * maxc);
         if (!mvs && st == CK_STATUS_SUCCESS)
@@ -514,10 +532,10 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                    mhi = -INFINITY, str = 0, sin = 0, sins = 0, smv = 0;
             int used = 0, mused = 0;
             const int predict = isfinite(s->ceiling); /* Eq. 8 holds (§1) */
-            const double p = s->ceiling;
-            double psum = 0.0;
+            double psum = 0.0, csum = 0.0;
             for (int ch = 0; ch < s->channels; ++ch) {
-                if (!reached[(size_t)k * maxc + ch])
+                const double p = keep[(size_t)k * maxc + ch];
+                if (p == 0.0)
                     continue;
                 const double a = inf[ch] / batches, t = tr[ch] / batches;
                 const double as = infs[ch] / batches;
@@ -538,6 +556,7 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
                 if (predict) {
                     const double cm = min[(size_t)k * maxc + ch] / batches;
                     psum += a / ((cm * cm + a) / p - cm * cm);
+                    csum += p;
                 }
                 sum += q;
                 lo = fmin(lo, q);
@@ -555,6 +574,8 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
             s->ratio_moving_min = mused ? mlo : NAN;
             s->ratio_moving_max = mused ? mhi : NAN;
             s->predicted = predict && used ? psum / used : NAN;
+            /* per channel ratio <= p (Eq. 8): the mean over the same channels <= their mean p */
+            s->ceiling = predict && used ? csum / used : NAN;
         }
         for (int k = 0; k < nd; ++k) {
             r->dropout[k].counted = dacc[k].counted;
@@ -581,6 +602,6 @@ CK_API ck_status ck_model_measure(ck_model *m, const ck_dataset *data,
     ck_host_free(ctx, mtr);
     ck_host_free(ctx, min);
     ck_host_free(ctx, dacc);
-    ck_host_free(ctx, reached);
+    ck_host_free(ctx, keep);
     return st;
 }
