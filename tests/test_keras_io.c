@@ -883,7 +883,7 @@ Test(keras_io, functional_configs_refused_with_the_layer_named) {
     expect_func_refused("\"keras_history\": [\"proj\", 0, 0]",
                         "\"keras_history\": [\"nosuch\", 0, 0]", "layer 'add' (Add)",
                         "'nosuch', which the model does not have");
-    expect_func_refused("\"keras_history\": [\"input_layer\", 0, 0]",
+    expect_func_refused("\"keras_history\": [\"input_layer_2\", 0, 0]",
                         "\"keras_history\": [\"dense_6\", 0, 0]", "layer 'conv2d_4' (Conv2D)",
                         "lists after it");
     expect_func_refused("\"inbound_nodes\": [{", "\"inbound_nodes\": [{}, {",
@@ -900,9 +900,9 @@ Test(keras_io, functional_configs_refused_with_the_layer_named) {
                         "unique");
     expect_func_refused("\"class_name\": \"Concatenate\"", "\"class_name\": \"Lambda\"", "(Lambda)",
                         "not supported");
-    expect_func_refused("\"name\": \"conv2d_4\"", "\"name\": \"input_layer\"",
-                        "layer 'input_layer' (Conv2D)", "unique");
-    expect_func_refused("\"name\": \"input_layer\"", "\"name\": \"\"", "(InputLayer)", "no name");
+    expect_func_refused("\"name\": \"conv2d_4\"", "\"name\": \"input_layer_2\"",
+                        "layer 'input_layer_2' (Conv2D)", "unique");
+    expect_func_refused("\"name\": \"input_layer_2\"", "\"name\": \"\"", "(InputLayer)", "no name");
 }
 
 /* Unnamed layers are named as Keras does (conv2d, conv2d_1, ...) but never with a name another
@@ -937,6 +937,100 @@ Test(keras_io, functional_names_stay_unique_through_a_save) {
     ck_model_destroy(m);
     unlink(p);
     rmdir(dir);
+    ck_context_destroy(ctx);
+}
+
+static char *summary_of(ck_model *m) {
+    size_t need;
+    cr_assert_eq(ck_model_summary(m, NULL, 0, &need), CK_STATUS_BAD_PARAM);
+    char *sum = malloc(need);
+    CK_OK(m->ctx, ck_model_summary(m, sum, need, NULL));
+    return sum;
+}
+
+/* name= of Model / Sequential and of Input: in the summary as Keras 3.15 prints them (Model:
+ * "tiny_net", "img (InputLayer)"; a functional model whose layers form a chain has no "Connected
+ * to" column in Keras), in the .keras file and back. */
+Test(keras_io, model_and_input_names_are_kept) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char err[256];
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_from_keras_text(ctx,
+                                        "inputs = keras.Input(shape=(8, 8, 1), name='img')\n"
+                                        "x = layers.Conv2D(4, 3, name='c1')(inputs)\n"
+                                        "x = layers.GlobalAveragePooling2D()(x)\n"
+                                        "outputs = layers.Dense(3, activation='softmax')(x)\n"
+                                        "model = keras.Model(inputs, outputs, name='tiny_net')\n",
+                                        &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    cr_assert_str_eq(ck_model_name(m), "tiny_net");
+    cr_assert_str_eq(ck_model_input_name(m), "img");
+    char *sum = summary_of(m);
+    cr_assert(strstr(sum, "Model: \"tiny_net\"\n"), "%s", sum);
+    cr_assert(strstr(sum, " img (InputLayer)  "), "%s", sum);
+    cr_assert_null(strstr(sum, "Connected to"), "%s", sum);
+    free(sum);
+    char dir[] = "/tmp/cnnkit-mname-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char p[128];
+    snprintf(p, sizeof p, "%s/n.keras", dir);
+    CK_OK(ctx, ck_model_save_keras(m, p));
+    char e2[256];
+    char *cfg = ck_kio_write_config(m, e2, sizeof e2);
+    cr_assert_not_null(cfg, "%s", e2);
+    cr_assert(strstr(cfg, "\"name\": \"tiny_net\"") && strstr(cfg, "\"name\": \"img\"") &&
+                  strstr(cfg, "\"input_layers\": [\"img\", 0, 0]"),
+              "%s", cfg);
+    free(cfg);
+    ck_model *back = load(ctx, p);
+    cr_assert_str_eq(ck_model_name(back), "tiny_net");
+    cr_assert_str_eq(ck_model_input_name(back), "img");
+    ck_model_destroy(back);
+    unlink(p);
+    rmdir(dir);
+    ck_model_destroy(m);
+
+    /* a Sequential's name; unnamed models keep Keras's defaults */
+    CK_OK(ctx, ck_model_from_keras_text(ctx,
+                                        "model = keras.Sequential([keras.Input(shape=(4, 4, 1)), "
+                                        "layers.Flatten(), layers.Dense(2)], name='seqnet')\n",
+                                        &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    sum = summary_of(m);
+    cr_assert(strstr(sum, "Model: \"seqnet\"\n"), "%s", sum);
+    free(sum);
+    CK_OK(ctx, ck_model_set_name(m, "", NULL));
+    cr_assert_str_eq(ck_model_name(m), "sequential");
+    cr_assert_str_eq(ck_model_input_name(m), "input_layer");
+    /* bad names: refused with the argument named, nothing changed */
+    cr_assert_eq(ck_model_set_name(m, "a/b", NULL), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "name: 'a/b' has a '/'"), "%s",
+              ck_context_last_error(ctx));
+    char longname[64];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    cr_assert_eq(ck_model_set_name(m, "ok", longname), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "input_name: longer than 47"), "%s",
+              ck_context_last_error(ctx));
+    cr_assert_str_eq(ck_model_name(m), "sequential");
+    ck_model_destroy(m);
+
+    /* text: a '/' in a name is refused where it is written; an input named like a layer at build */
+    cr_assert_neq(ck_model_from_keras_text(ctx,
+                                           "model = keras.Sequential([keras.Input(shape=(4, 4, "
+                                           "1)), layers.Flatten(name='a/b'), layers.Dense(2)])\n",
+                                           &m, err, sizeof err),
+                  CK_STATUS_SUCCESS);
+    cr_assert(strstr(err, "line 1, column") && strstr(err, "without '/'"), "%s", err);
+    CK_OK(ctx, ck_model_from_keras_text(ctx,
+                                        "inputs = keras.Input(shape=(4, 4, 1), name='dense')\n"
+                                        "outputs = layers.Dense(2)(layers.Flatten()(inputs))\n"
+                                        "model = keras.Model(inputs, outputs)\n",
+                                        &m, err, sizeof err));
+    cr_assert_eq(ck_model_build(m, 0, 0, 0, 2), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "both named 'dense'"), "%s",
+              ck_context_last_error(ctx));
+    ck_model_destroy(m);
     ck_context_destroy(ctx);
 }
 

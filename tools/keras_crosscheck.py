@@ -255,9 +255,13 @@ for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+
     ck.close()
     d = float(np.abs(pk - pc).max())
     report(f"1. {name}: max |p_cnnkit - p_keras| over 1,000 test images", f"{d:.2e}", "1e-5", d <= 1e-5)
-    pb = keras.models.load_model(back).predict(xb[:1000], batch_size=250, verbose=0)
+    mb = keras.models.load_model(back)
+    pb = mb.predict(xb[:1000], batch_size=250, verbose=0)
     d = float(np.abs(pk - pb).max())
     report(f"1. {name}: saved back by cnnkit, max |p_keras(back) - p_keras|", f"{d:.2e}", "1e-5", d <= 1e-5)
+    names, names_back = [(k.name, k.inputs[0]._keras_history[0].name) for k in (m, mb)]
+    report(f"1. {name}: saved back by cnnkit, the model's and input's names", f"{names_back}", f"{names}",
+           names == names_back)
 
 # 2. cnnkit -> Keras, a trained model: the seed model (all images unless --limit) and ResNet-20 v1
 # (functional; 1,024 images, tested on 1,000: half a CPU minute)
@@ -316,6 +320,8 @@ for model, limit, ntest in (("examples/seed_cnn.py", a.limit, len(xte)), ("examp
     report(f"2. {model}: test accuracy on {ntest:,} images, cnnkit vs Keras (images)", f"{ccorrect} vs {kcorrect}",
            "1 image", abs(ccorrect - kcorrect) <= 1)
     report(f"2. {model}: test loss, cnnkit vs Keras", f"{closs:.6f} vs {kloss:.6f}", "1e-4", abs(closs - kloss) <= 1e-4)
+    if model == "resnet20_v1.py":  # its Model(..., name="resnet20_v1")
+        report(f"2. {model}: the model's name in Keras", km.name, "resnet20_v1", km.name == "resnet20_v1")
 
 # 3. training parity, dropout 0, same initial weights and batches
 keras.utils.set_random_seed(1)

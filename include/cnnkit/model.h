@@ -119,6 +119,8 @@ typedef struct ck_keras_model {
      * probabilities, so the model must end in softmax: cnnkit's loss is the cross-entropy of the
      * softmax of what precedes the model's final softmax, or of its outputs when it has none) */
     int from_logits;
+    /* name= of the model (Model / Sequential) and of its Input, "" when not given */
+    char name[48], input_name[48];
 } ck_keras_model;
 
 /* Parses text. On failure returns CK_STATUS_BAD_PARAM (or CK_STATUS_ALLOC_FAILED) and writes
@@ -201,6 +203,17 @@ typedef enum ck_precision {
 ck_status ck_model_set_precision(ck_model *model, ck_precision precision);
 /* The setting (CK_PRECISION_FP32 for NULL). */
 ck_precision ck_model_precision(const ck_model *model);
+/* The model's name and its input's (Keras's name= of Model / Sequential and of Input), shown by
+ * ck_model_summary and written to .keras files. NULL leaves one as it is, "" restores Keras's
+ * default ("sequential" or "functional"; "input_layer"). A name has at most 47 characters and
+ * no '/' (CK_STATUS_BAD_PARAM naming the argument); ck_model_build refuses an input name that a
+ * layer has too. */
+ck_status ck_model_set_name(ck_model *model, const char *name, const char *input_name);
+/* The names in effect, defaults filled in ("" for NULL); valid while the model lives and its
+ * names are not set again. The default model name follows the layers (a layer reading named
+ * inputs makes a "functional" model). */
+const char *ck_model_name(const ck_model *model);
+const char *ck_model_input_name(const ck_model *model);
 /* "fp32", "tf32" or "bf16" (the CLI's --precision words); "?" outside the enum. */
 const char *ck_precision_name(ck_precision precision);
 /* How exact a rewrite of a layer order is, weakest last (the rewrites and their levels are

@@ -604,6 +604,19 @@ static int connect_layer(cfg *C, json_t *e, const ck_keras_model *km, int is_inp
     return read_inbound(C, e, km, km->count, in_name, layers, d);
 }
 
+/* An InputLayer entry's name into in_name (cap bytes): a string without '/', or none. */
+static int input_name_of(cfg *C, json_t *e, char *in_name, size_t cap) {
+    json_t *nm = json_object_get(json_object_get(e, "config"), "name");
+    if (!nm || json_is_null(nm))
+        return 0;
+    const char *s = json_string_value(nm);
+    if (!s || strlen(s) >= cap || strchr(s, '/'))
+        return fail(C, "InputLayer: name is not a string of at most %d characters without '/'",
+                    (int)cap - 1);
+    snprintf(in_name, cap, "%s", s);
+    return 0;
+}
+
 /* One input, the InputLayer; one output, the last layer (every other one leads to it). */
 static int check_endpoints(cfg *C, json_t *conf, const ck_keras_model *km, const char *in_name) {
     const char *iname, *oname;
@@ -822,6 +835,8 @@ ck_status ck_kio_parse_config_by(const char *json, size_t len, const char *train
             int r = read_layer(&C, e, d, &skip, &pending);
             if (!r && functional)
                 r = connect_layer(&C, e, &km, skip, in_name, layers, d);
+            else if (!r && skip) /* a Sequential's InputLayer: its name, when it has one */
+                r = input_name_of(&C, e, in_name, sizeof in_name);
             C.cls = NULL;
             if (r) {
                 bad = 1;
@@ -864,6 +879,16 @@ ck_status ck_kio_parse_config_by(const char *json, size_t len, const char *train
         }
         if (!bad)
             st = CK_STATUS_SUCCESS;
+        json_t *mname = json_is_object(conf) ? json_object_get(conf, "name") : NULL;
+        /* the model's name: one cnnkit cannot hold (47 characters, no '/') gives the default,
+         * which changes nothing computed */
+        if (!bad && json_is_string(mname)) {
+            const char *s = json_string_value(mname);
+            if (strlen(s) < sizeof km.name && !strchr(s, '/'))
+                snprintf(km.name, sizeof km.name, "%s", s);
+        }
+        if (!bad)
+            snprintf(km.input_name, sizeof km.input_name, "%s", in_name);
         if (C.bf16) { /* the policy, as set_global_policy('mixed_bfloat16') in a model file */
             km.has_precision = 1;
             km.precision = CK_PRECISION_BF16;

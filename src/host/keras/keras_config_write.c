@@ -246,32 +246,13 @@ static json_t *functional_layers(ck_model *m, const char *in_name, char *err, si
     return layers;
 }
 
-/* The InputLayer's name: Keras's "input_layer", unless a layer has it already. */
-static void input_name(ck_model *m, char *name, size_t len) {
-    const int n = ck_model_num_layers(m);
-    for (int k = 0;; ++k) {
-        if (k)
-            snprintf(name, len, "input_layer_%d", k);
-        else
-            snprintf(name, len, "input_layer");
-        int taken = 0;
-        for (int i = 0; i < n && !taken; ++i) {
-            ck_layer_desc d;
-            ck_model_layer_desc(m, i, &d);
-            taken = !strcmp(d.name, name);
-        }
-        if (!taken)
-            return;
-    }
-}
-
 char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
     const int n = ck_model_num_layers(m);
     int in_h = 0, in_w = 0, in_c = 0, in_flat = 0;
     ck_kio_model_input(m, &in_h, &in_w, &in_c, &in_flat);
     const int graph = ck_kio_model_is_graph(m);
     char in_name[64], out_name[64] = "";
-    input_name(m, in_name, sizeof in_name);
+    snprintf(in_name, sizeof in_name, "%s", ck_model_input_name(m));
     if (n > 0) {
         ck_layer_desc d;
         ck_model_layer_desc(m, n - 1, &d);
@@ -314,12 +295,12 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
     json_t *root =
         graph ? json_pack("{s:s, s:s, s:{s:s, s:b, s:o, s:[sii], s:[sii]}, s:s, s:{s:n}, s:o}",
                           "module", "keras.src.models.functional", "class_name", "Functional",
-                          "config", "name", "functional", "trainable", 1, "layers", layers,
+                          "config", "name", ck_model_name(m), "trainable", 1, "layers", layers,
                           "input_layers", in_name, 0, 0, "output_layers", out_name, 0, 0,
                           "registered_name", "Functional", "build_config", "input_shape",
                           "compile_config", cc)
               : json_pack("{s:s, s:s, s:{s:s, s:b, s:o, s:o, s:o}, s:n, s:{s:o}, s:o}", "module",
-                          "keras", "class_name", "Sequential", "config", "name", "sequential",
+                          "keras", "class_name", "Sequential", "config", "name", ck_model_name(m),
                           "trainable", 1, "dtype", dtype_of(m, -1), "layers", layers,
                           "build_input_shape", tensor_shape(in_flat, in_h, in_w, in_c),
                           "registered_name", "build_config", "input_shape",

@@ -237,9 +237,8 @@ static int model_stmt(kp *P, const tok *target, const value *v) {
     if (ck_kp_bind(P, v, cls, model_p, 2, &a) || ck_kp_only_bool(P, &a, "trainable", 1) ||
         ck_kp_need(P, &a, "inputs") || ck_kp_need(P, &a, "outputs"))
         return -1;
-    const value *nm = ck_kp_aval(&a, "name");
-    if (nm && nm->kind != V_STR && nm->kind != V_NONE)
-        return ck_kp_type_err(P, &a, nm, "name", "a string");
+    if (ck_kp_name_arg(P, &a, P->model_name, sizeof P->model_name))
+        return -1;
     if (!P->functional)
         return ck_kp_fail(P, v->line, v->col,
                           "expected keras.Input(...) and layers called on it before %s(...)", cls);

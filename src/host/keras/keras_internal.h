@@ -183,6 +183,7 @@ typedef struct kp {
     /* the model */
     int have_model, model_line, model_col;
     char model_var[64];
+    char model_name[48], input_name[48]; /* name= of the model and of its Input, "" none */
     ck_layer_desc *layers;
     int count, cap;
     int rank; /* rank of the current output with batch: 4 (images) or 2 (vectors) */
@@ -276,6 +277,9 @@ int ck_kp_bind(kp *P, const value *call, const char *cls, const char *const *nam
 int ck_kp_aidx(const kargs *a, const char *name);
 value *ck_kp_aval(const kargs *a, const char *name);
 int ck_kp_type_err(kp *P, const kargs *a, const value *v, const char *param, const char *exp);
+/* The name= argument of a (absent or None: dst untouched): a string of fewer than cap bytes
+ * without '/' (Keras 3 refuses it; it would split the weights file's group paths). */
+int ck_kp_name_arg(kp *P, const kargs *a, char *dst, size_t cap);
 int ck_kp_unsupported(kp *P, const kargs *a, const char *param, const char *exp);
 int ck_kp_need(kp *P, const kargs *a, const char *param);
 int ck_kp_get_int(kp *P, const kargs *a, const char *param, int lo, int *out);

@@ -322,6 +322,8 @@ ck_status ck_kio_model_from_config(ck_context *ctx, const ck_keras_model *km, in
         precision = km->precision;
     if (st == CK_STATUS_SUCCESS && precision >= 0)
         st = ck_model_set_precision(*out, (ck_precision)precision);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_set_name(*out, km->name, km->input_name);
     return st;
 }
 

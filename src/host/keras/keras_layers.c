@@ -16,22 +16,31 @@ static const char *const inputlayer_p[] = {
     "input_shape", "batch_size", "dtype",       "input_tensor",      "sparse",   "name", "ragged",
     "type_spec",   "shape",      "batch_shape", "batch_input_shape", "optional", NULL};
 
+int ck_kp_name_arg(kp *P, const kargs *a, char *dst, size_t cap) {
+    const value *v = ck_kp_aval(a, "name");
+    if (!v || v->kind == V_NONE)
+        return 0;
+    if (v->kind != V_STR)
+        return ck_kp_type_err(P, a, v, "name", "a string");
+    if (strlen(v->s) >= cap)
+        return ck_kp_fail(P, v->line, v->col,
+                          "expected a name of at most %d characters for %s, found %d", (int)cap - 1,
+                          a->cls, (int)strlen(v->s));
+    if (!v->s[0] || strchr(v->s, '/'))
+        return ck_kp_fail(P, v->line, v->col,
+                          "expected a name without '/' for %s (Keras refuses it), found '%s'",
+                          a->cls, v->s);
+    strcpy(dst, v->s);
+    return 0;
+}
+
 /* Keyword arguments every layer takes (LAYER_COMMON). */
 static int layer_common(kp *P, const kargs *a, ck_layer_desc *d) {
-    value *v = ck_kp_aval(a, "name");
-    if (v && v->kind != V_NONE) {
-        if (v->kind != V_STR)
-            return ck_kp_type_err(P, a, v, "name", "a string");
-        if (strlen(v->s) >= sizeof d->name)
-            return ck_kp_fail(P, v->line, v->col,
-                              "expected a name of at most %d characters for %s, found %d",
-                              (int)sizeof d->name - 1, a->cls, (int)strlen(v->s));
-        strcpy(d->name, v->s);
-    }
-    if (ck_kp_only_bool(P, a, "trainable", 1) || ck_kp_check_dtype(P, a))
+    if (ck_kp_name_arg(P, a, d->name, sizeof d->name) || ck_kp_only_bool(P, a, "trainable", 1) ||
+        ck_kp_check_dtype(P, a))
         return -1;
     int bs = 0;
-    v = ck_kp_aval(a, "batch_size");
+    value *v = ck_kp_aval(a, "batch_size");
     if (v && v->kind != V_NONE && ck_kp_get_int(P, a, "batch_size", 1, &bs))
         return -1;
     const char *shape_param = ck_kp_aval(a, "input_shape")         ? "input_shape"
@@ -158,9 +167,8 @@ static int input_item(kp *P, const value *v, const char *cls) {
         return ck_kp_fail(P, v->line, v->col, "expected the argument shape of %s", cls);
     if (ck_kp_shape_of(P, &a, given, strstr(given, "batch") != NULL, &P->in_h, &P->in_w, &P->in_c))
         return -1;
-    value *nm = ck_kp_aval(&a, "name");
-    if (nm && nm->kind != V_NONE && nm->kind != V_STR)
-        return ck_kp_type_err(P, &a, nm, "name", "a string");
+    if (ck_kp_name_arg(P, &a, P->input_name, sizeof P->input_name))
+        return -1;
     int bs = 0;
     value *b = ck_kp_aval(&a, "batch_size");
     if ((b && b->kind != V_NONE && ck_kp_get_int(P, &a, "batch_size", 1, &bs)) ||

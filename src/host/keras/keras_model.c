@@ -42,6 +42,8 @@ CK_API ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_
         st = ck_model_set_optimizer(m, &km.optimizer);
     if (st == CK_STATUS_SUCCESS && km.has_precision)
         st = ck_model_set_precision(m, (ck_precision)km.precision);
+    if (st == CK_STATUS_SUCCESS)
+        st = ck_model_set_name(m, km.name, km.input_name);
     if (st != CK_STATUS_SUCCESS) {
         if (err && err_len)
             snprintf(err, err_len, "%s", ck_context_last_error(ctx));

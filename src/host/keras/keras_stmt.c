@@ -188,9 +188,8 @@ static int model_create(kp *P, const tok *var, size_t rhs) {
     kargs a;
     if (ck_kp_bind(P, v, "Sequential", seq_p, 1, &a) || ck_kp_only_bool(P, &a, "trainable", 1))
         return -1;
-    value *nm = ck_kp_aval(&a, "name");
-    if (nm && nm->kind != V_STR && nm->kind != V_NONE)
-        return ck_kp_type_err(P, &a, nm, "name", "a string");
+    if (ck_kp_name_arg(P, &a, P->model_name, sizeof P->model_name))
+        return -1;
     if (var) {
         if ((size_t)var->len >= sizeof P->model_var)
             return ck_kp_fail(P, var->line, var->col,
@@ -770,6 +769,8 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
     m.optimizer = P->opt;
     memcpy(m.loss, P->loss, sizeof m.loss);
     m.from_logits = P->from_logits;
+    memcpy(m.name, P->model_name, sizeof m.name);
+    memcpy(m.input_name, P->input_name, sizeof m.input_name);
     memcpy(m.warnings, P->warn, sizeof m.warnings);
     m.warnings[sizeof m.warnings - 1] = '\0';
     ck_kp_free(P);

@@ -181,6 +181,26 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     if (max_batch < 1)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "max_batch: must be >= 1, got %d", max_batch);
 
+    /* Keras's naming, skipping names a layer already has: a functional model's tensors name
+     * their layers, so names must be unique */
+    ck_layers_auto_name(m->layers, m->num_layers);
+    for (int k = 0; !m->input_name[0]; ++k) { /* Keras's "input_layer", unless a layer has it */
+        if (k)
+            snprintf(m->input_auto, sizeof m->input_auto, "input_layer_%d", k);
+        else
+            snprintf(m->input_auto, sizeof m->input_auto, "input_layer");
+        int taken = 0;
+        for (int li = 0; li < m->num_layers && !taken; ++li)
+            taken = !strcmp(m->layers[li].name, m->input_auto);
+        if (!taken)
+            break;
+    }
+    for (int li = 0; li < m->num_layers && m->input_name[0]; ++li)
+        if (!strcmp(m->layers[li].name, m->input_name))
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "model: its input and layer %d are both named '%s' (names are unique "
+                           "in a model)",
+                           li, m->input_name);
     const int cap = 2 * m->num_layers;
     m->nodes = (ck_node *)ck_host_calloc(ctx, (size_t)cap, sizeof *m->nodes);
     m->num_nodes = m->num_ops = 0;
@@ -198,9 +218,6 @@ CK_API ck_status ck_model_build(ck_model *m, int h, int w, int c, int max_batch)
     const ck_shape3 in0 = {h, w, c, m->in_flat};
     size_t nparams = 0, nfixed = 0, maxact = (size_t)h * w * c, nstats = 0, ws = 0;
     double nparams_d = 0.0; /* nparams in double: a model too large for size_t is refused below */
-    /* Keras's naming, skipping names a layer already has: a functional model's tensors name
-     * their layers, so names must be unique */
-    ck_layers_auto_name(m->layers, m->num_layers);
     /* graph models: the node holding each layer's output, and whether a later layer reads it */
     int last_node[CK_MAX_LAYERS];
     unsigned char is_read[CK_MAX_LAYERS] = {0};
@@ -473,18 +490,34 @@ static void summary_row(ck_sbuf *b, const char *name, const char *shape, const c
     ck_sbuf_printf(b, " %-45s%-24s%-10s%s%s\n", name, shape, cnt, tail[0] ? "  " : "", tail);
 }
 
+/* Keras's test for the "Connected to" column: a functional model is shown like a Sequential one
+ * when each layer reads one tensor and no tensor is read twice. */
+static int sequential_like(const ck_model *m) {
+    for (int li = 0; li < m->num_layers; ++li) {
+        const ck_layer_desc *d = &m->layers[li];
+        if (d->num_inputs > 1)
+            return 0;
+        const int src = d->num_inputs > 0 ? d->inputs[0] : li - 1;
+        for (int lj = li + 1; lj < m->num_layers; ++lj)
+            if ((m->layers[lj].num_inputs > 0 ? m->layers[lj].inputs[0] : lj - 1) == src)
+                return 0;
+    }
+    return 1;
+}
+
 /* The table of a graph model in the layout of the Sequential one with Keras 3's names (model
  * "functional", its input "input_layer", as the .keras writer names them): the input layer
  * first ("-"), then each layer with the tensors it reads, one per line ("conv2d[0][0],"). */
-static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const char *dbl) {
-    const char *in_name = "input_layer";
+static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const char *dbl,
+                          int connected) {
+    const char *in_name = ck_model_input_name(m);
     char shape[80], cell[80];
-    ck_sbuf_printf(b, "Model: \"functional\"\n%s\n", rule);
-    ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n%s\n", "Layer (type)", "Output Shape", "Param #",
-                   "Connected to", dbl);
+    ck_sbuf_printf(b, "Model: \"%s\"\n%s\n", ck_model_name(m), rule);
+    ck_sbuf_printf(b, " %-45s%-24s%-10s%s%s\n%s\n", "Layer (type)", "Output Shape", "Param #",
+                   connected ? "  " : "", connected ? "Connected to" : "", dbl);
     shape_str(shape, sizeof shape, m->in_h, m->in_w, m->in_c, m->in_flat);
     snprintf(cell, sizeof cell, "%s (InputLayer)", in_name);
-    ck_sbuf_printf(b, " %-45s%-24s%-10s  -\n\n", cell, shape, "0");
+    ck_sbuf_printf(b, " %-45s%-24s%-10s%s\n\n", cell, shape, "0", connected ? "  -" : "");
     for (int li = 0; li < m->num_layers; ++li) {
         const ck_layer_desc *d = &m->layers[li];
         char name[96], cnt[32];
@@ -500,7 +533,7 @@ static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const
             snprintf(cell, sizeof cell, "%s[0][0]%s", src < 0 ? in_name : m->layers[src].name,
                      j + 1 < nin ? "," : "");
             if (j == 0)
-                summary_row(b, name, shape, cnt, cell);
+                summary_row(b, name, shape, cnt, connected ? cell : "");
             else
                 ck_sbuf_printf(b, " %-45s%-24s%-10s  %s\n", "", "", "", cell);
         }
@@ -523,16 +556,17 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
     const char *dbl =
         "============================================================================="
         "===";
-    if (m->graph) { /* room for the "Connected to" column */
+    const int connected = m->graph && !sequential_like(m);
+    if (connected) { /* room for the "Connected to" column */
         rule = "___________________________________________________________________________"
                "_______________________________________";
         dbl = "============================================================================"
               "======================================";
     }
-    if (m->graph) { /* Keras 2's functional table: an input row and "Connected to" */
-        summary_graph(m, &b, rule, dbl);
+    if (m->graph) { /* Keras 2's functional table: an input row (and "Connected to") */
+        summary_graph(m, &b, rule, dbl, connected);
     } else {
-        ck_sbuf_printf(&b, "Model: \"sequential\"\n%s\n", rule);
+        ck_sbuf_printf(&b, "Model: \"%s\"\n%s\n", ck_model_name(m), rule);
         ck_sbuf_printf(&b, " %-45s%-24s%-10s\n%s\n", "Layer (type)", "Output Shape", "Param #",
                        dbl);
         for (int li = 0; li < m->num_layers; ++li) {
@@ -639,6 +673,47 @@ CK_API ck_status ck_model_set_precision(ck_model *m, ck_precision precision) {
     }
     m->precision = precision;
     return CK_STATUS_SUCCESS;
+}
+
+static ck_status check_name(ck_context *ctx, const char *arg, const char *name) {
+    if (!name)
+        return CK_STATUS_SUCCESS;
+    const size_t n = strnlen(name, 48);
+    if (n >= 48)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: longer than 47 characters", arg);
+    if (memchr(name, '/', n))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: '%s' has a '/' (Keras refuses it)", arg,
+                       name);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API ck_status ck_model_set_name(ck_model *m, const char *name, const char *input_name) {
+    CK_MODEL_ENTRY(m);
+    ck_enter(m->ctx);
+    CK_TRY(check_name(m->ctx, "name", name));
+    CK_TRY(check_name(m->ctx, "input_name", input_name));
+    if (name)
+        snprintf(m->name, sizeof m->name, "%s", name);
+    if (input_name)
+        snprintf(m->input_name, sizeof m->input_name, "%s", input_name);
+    return CK_STATUS_SUCCESS;
+}
+
+CK_API const char *ck_model_name(const ck_model *m) {
+    if (!m || !m->ctx)
+        return "";
+    if (m->name[0])
+        return m->name;
+    for (int li = 0; li < m->num_layers; ++li)
+        if (m->layers[li].num_inputs > 0)
+            return "functional";
+    return "sequential";
+}
+
+CK_API const char *ck_model_input_name(const ck_model *m) {
+    if (!m || !m->ctx)
+        return "";
+    return m->input_name[0] ? m->input_name : m->input_auto[0] ? m->input_auto : "input_layer";
 }
 
 CK_API ck_precision ck_model_precision(const ck_model *m) {

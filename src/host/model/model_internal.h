@@ -111,6 +111,8 @@ struct ck_model {
     int built;
     int in_h, in_w, in_c;
     int in_flat; /* the input is a vector (ck_layer_desc.input_flat of the first layer) */
+    char name[48], input_name[48]; /* ck_model_set_name, "" Keras's defaults */
+    char input_auto[48]; /* the default input name at build: "input_layer" unless a layer has it */
     int max_batch, classes, softmax_last;
     ck_node *nodes;
     int num_nodes;
