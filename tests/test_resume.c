@@ -237,6 +237,38 @@ Test(resume, refuses_what_would_change_the_run) {
     unlink(path);
 }
 
+/* A fit that fails at its first step (here the loss overflows) changes nothing, its fit position
+ * included: the model is still not resumable, and the message names the fit's train set and the
+ * position rather than the step's "x". */
+Test(resume, a_fit_failing_at_its_first_step_leaves_no_position) {
+    ck_dataset train;
+    make_data(&train, COUNT, 1);
+    ck_context *ctx;
+    ck_model *m = new_model(&ctx);
+    ck_optimizer_desc od;
+    ck_optimizer_desc_init(&od, CK_OPT_SGD);
+    od.learning_rate = 1e30f;
+    CK_OK(ctx, ck_model_set_optimizer(m, &od));
+    ck_step_result r;
+    CK_OK(ctx, ck_model_train_step(m, train.images, train.labels, BATCH, &r)); /* diverges */
+    const long long step = ck_model_step(m);
+    ck_fit_options fo = {1, BATCH, 11, NULL, NULL, NULL, 0};
+    cr_assert_eq(ck_model_fit(m, &train, NULL, &fo, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "train: epoch 1, step 1: the loss is not"),
+                  NULL, "%s", ck_context_last_error(ctx));
+    cr_assert_eq(ck_model_step(m), step);
+    ck_fit_state st;
+    CK_OK(ctx, ck_model_fit_state(m, &st));
+    cr_assert_eq(st.valid, 0, "a failed fit left a position");
+    fo.resume = 1;
+    cr_assert_eq(ck_model_fit(m, &train, NULL, &fo, NULL), CK_STATUS_BAD_PARAM);
+    cr_assert_neq(strstr(ck_context_last_error(ctx), "no fit position"), NULL, "%s",
+                  ck_context_last_error(ctx));
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+    ck_dataset_free(&train);
+}
+
 Test(resume, fit_refuses_a_model_without_trainable_parameters) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *m = t_model(ctx,

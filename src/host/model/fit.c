@@ -195,7 +195,12 @@ CK_API ck_status ck_model_fit(ck_model *m, const ck_dataset *train, const ck_dat
                               const ck_fit_options *opts, ck_epoch_result *history) {
     CK_MODEL_ENTRY(m);
     const int t = ck_threads_enter(m->ctx); /* the callbacks run with it too */
+    const ck_fit_state before = m->fit;
+    const long long step = m->step;
     const ck_status st = fit(m, train, val, opts, history);
+    /* a fit that failed before its first step changed nothing: not its position either */
+    if (st != CK_STATUS_SUCCESS && m->step == step)
+        m->fit = before;
     ck_threads_leave(t);
     return st;
 }
@@ -316,6 +321,13 @@ static ck_status fit(ck_model *m, const ck_dataset *train, const ck_dataset *val
             else
                 st = ck_model_train_step(m, xb, yb, nr, &r);
             if (st != CK_STATUS_SUCCESS) {
+                /* the step's "x" is the fit's train set, at this position */
+                const char *msg = ck_context_last_error(ctx);
+                if (!strncmp(msg, "x: ", 3)) {
+                    char rest[CK_ERR_LEN];
+                    snprintf(rest, sizeof rest, "%s", msg + 3);
+                    ck_fail(ctx, st, "train: epoch %d, step %d: %s", e + 1, s + 1, rest);
+                }
                 /* the failed step changed nothing: the state still names the step before */
                 m->fit = f;
                 m->fit.epoch = e;
