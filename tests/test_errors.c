@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cnnkit/check.h"
+#include "cnnkit/comm.h"
 #include "cnnkit/data.h"
 #include "cnnkit/study.h"
 
@@ -121,7 +122,7 @@ Test(errors, context_and_tensor_creation) {
     /* calls without a context name the argument in ck_context_last_error(NULL) */
     EXPECT_ERR(NULL, ck_dropout_mask_host(CK_DROPOUT_ELEMENT, 1, &dd, 1, 1, 2, 2, keep, 3),
                CK_STATUS_SHAPE_MISMATCH, "count: 3, the mask has 4 units");
-    EXPECT_ERR(NULL, ck_bn_desc_init(NULL, CK_BN_KERAS), CK_STATUS_BAD_PARAM, "d: is NULL");
+    EXPECT_ERR(NULL, ck_bn_desc_init(NULL, CK_BN_KERAS), CK_STATUS_BAD_PARAM, "desc: is NULL");
     ck_bn_desc bd;
     EXPECT_ERR(NULL, ck_bn_desc_init(&bd, (ck_bn_convention)7), CK_STATUS_BAD_PARAM,
                "convention: 7");
@@ -339,7 +340,60 @@ Test(errors, cuda_describe) {
     cr_assert_lt(strlen(small), 8);
     cr_assert_eq(small[8], 'x', "wrote past len");
     cr_assert_eq(ck_cuda_describe(0, NULL, 8), CK_STATUS_BAD_PARAM);
+    cr_assert_str_eq(ck_context_last_error(NULL), "buf: is NULL");
     cr_assert_eq(ck_cuda_describe(0, line, 0), CK_STATUS_BAD_PARAM);
+    cr_assert_str_eq(ck_context_last_error(NULL), "len: is 0");
+}
+
+/* Calls without a context leave a fresh message naming the argument in
+ * ck_context_last_error(NULL), never the previous call's (the C API audit found the checker, the
+ * equivalence test and ck_comm_set_timeout returning BAD_PARAM with an old message there). */
+static void stale(void) {
+    cr_assert_eq(ck_layer_desc_init(NULL, CK_LAYER_DENSE), CK_STATUS_BAD_PARAM);
+    cr_assert_str_eq(ck_context_last_error(NULL), "desc: is NULL");
+}
+
+Test(errors, calls_without_a_context_say_why) {
+    ck_layer_desc L[2];
+    ck_layer_desc_init(&L[0], CK_LAYER_DENSE);
+    L[0].units = 3;
+    ck_layer_desc_init(&L[1], CK_LAYER_DENSE);
+    L[1].units = 2;
+    ck_finding f;
+    int nf;
+    const struct {
+        int count, h, w, c, null_out;
+        const char *says;
+    } cases[] = {{2, 0, 0, 0, 0, "h, w, c: are 0 and the first layer has no input_shape"},
+                 {2, -1, 4, 1, 0, "h, w, c: -1x4x1 is neither a shape"},
+                 {2, 4, 0, 1, 0, "h, w, c: 4x0x1 is neither a shape"},
+                 {0, 4, 4, 1, 0, "count: must be >= 1, got 0"},
+                 {2, 4, 4, 1, 1, "out: is NULL"}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; ++k) {
+        stale();
+        cr_assert_eq(ck_model_check_shapes(L, cases[k].count, cases[k].h, cases[k].w, cases[k].c,
+                                           cases[k].null_out ? NULL : &f, &nf),
+                     CK_STATUS_BAD_PARAM);
+        cr_assert_neq(strstr(ck_context_last_error(NULL), cases[k].says), NULL, "case %zu: %s", k,
+                      ck_context_last_error(NULL));
+    }
+    stale();
+    cr_assert_eq(ck_model_check_shapes(NULL, 2, 4, 4, 1, &f, &nf), CK_STATUS_BAD_PARAM);
+    cr_assert_str_eq(ck_context_last_error(NULL), "layers: is NULL");
+    stale();
+    CK_OK(NULL, ck_model_check_shapes(L, 2, 4, 4, 1, &f, &nf));
+    stale();
+    int eq;
+    char why[128] = "untouched";
+    cr_assert_eq(ck_study_equivalent(NULL, 2, L, 2, &eq, why, sizeof why), CK_STATUS_BAD_PARAM);
+    cr_assert_str_eq(ck_context_last_error(NULL), "a: is NULL");
+    cr_assert_str_eq(why, "a: is NULL");
+    cr_assert_eq(ck_study_equivalent(L, 2, L, 2, NULL, why, sizeof why), CK_STATUS_BAD_PARAM);
+    cr_assert_str_eq(ck_context_last_error(NULL), "equal: is NULL");
+    cr_assert_eq(ck_study_equivalent(L, 2, L, 0, &eq, why, sizeof why), CK_STATUS_BAD_PARAM);
+    cr_assert_str_eq(ck_context_last_error(NULL), "nb: must be >= 1, got 0");
+    cr_assert_eq(ck_comm_set_timeout(NULL, 1.0), CK_STATUS_BAD_PARAM);
+    cr_assert_str_eq(ck_context_last_error(NULL), "comm: is NULL");
 }
 
 Test(errors, workspace_too_small_on_gpu) {

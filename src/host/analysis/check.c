@@ -965,9 +965,21 @@ int ck_check_dropout_reach(const ck_layer_desc *layers, int count, int dl, ck_dr
  * finding) and one whose shapes are wrong with build's own error. */
 CK_API ck_status ck_model_check_shapes(const ck_layer_desc *layers, int count, int h, int w, int c,
                                        ck_finding *out, int *n_found) {
-    if (!layers || count < 1 || !out || !n_found || h < 0 || w < 0 || c < 0 ||
-        (h == 0) != (w == 0) || (h == 0) != (c == 0) || (h == 0 && layers[0].input_h < 1))
-        return CK_STATUS_BAD_PARAM;
+    if (!layers || !out || !n_found)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s: is NULL",
+                       !layers ? "layers"
+                       : !out  ? "out"
+                               : "n_found");
+    if (count < 1)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "count: must be >= 1, got %d", count);
+    if (h < 0 || w < 0 || c < 0 || (h == 0) != (w == 0) || (h == 0) != (c == 0))
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                       "h, w, c: %dx%dx%d is neither a shape (all >= 1) nor 0x0x0 (the first "
+                       "layer's input_shape)",
+                       h, w, c);
+    if (h == 0 && layers[0].input_h < 1)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                       "h, w, c: are 0 and the first layer has no input_shape");
     ck_context *ctx = NULL;
     ck_model *m = NULL;
     ck_status st = ck_context_create(&ctx, CK_DEVICE_CPU, 0, 1);

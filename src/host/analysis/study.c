@@ -489,15 +489,23 @@ static ck_status study_equivalent(const ck_layer_desc *a, int na, const ck_layer
 
 CK_API ck_status ck_study_equivalent(const ck_layer_desc *a, int na, const ck_layer_desc *b, int nb,
                                      int *equal, char *why, size_t why_len) {
-    if (!a || !b || !equal || na < 1 || nb < 1)
+    if (!a || !b || !equal || na < 1 || nb < 1) {
+        if (!a || !b || !equal)
+            ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s: is NULL", !a ? "a" : !b ? "b" : "equal");
+        else
+            ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s: must be >= 1, got %d", na < 1 ? "na" : "nb",
+                    na < 1 ? na : nb);
+        ck_errbuf_printf(why, why_len, "%s", ck_context_last_error(NULL));
         return CK_STATUS_BAD_PARAM;
+    }
     /* The canonical forms are those of stacks: a graph's edges are not in them. */
     const int ga = ck_layers_graph_layer(a, na), gb = ga >= 0 ? ga : ck_layers_graph_layer(b, nb);
     if (gb >= 0) {
-        ck_errbuf_printf(why, why_len,
-                         "%s: layer %d makes it a graph; equivalence is decided for "
-                         "Sequential stacks only",
-                         ga >= 0 ? "a" : "b", gb);
+        ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                "%s: layer %d makes it a graph; equivalence is decided for Sequential stacks "
+                "only",
+                ga >= 0 ? "a" : "b", gb);
+        ck_errbuf_printf(why, why_len, "%s", ck_context_last_error(NULL));
         return CK_STATUS_BAD_PARAM;
     }
     ck_exactness level;

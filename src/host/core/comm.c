@@ -65,7 +65,8 @@ ck_context *ck_comm_context(const ck_comm *c) {
 
 CK_API ck_status ck_comm_set_timeout(ck_comm *c, double seconds) {
     if (!c || !c->ctx)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "comm: %s",
+                       !c ? "is NULL" : "its context was destroyed");
     ck_enter(c->ctx);
     if (!(seconds >= 0.0))
         return ck_fail(c->ctx, CK_STATUS_BAD_PARAM, "seconds: %g (must be >= 0; 0 waits for ever)",

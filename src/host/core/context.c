@@ -38,7 +38,7 @@ static ck_status create_fail_ctx(ck_context *ctx, ck_status status) {
 
 CK_API ck_status ck_cuda_describe(int cuda_ordinal, char *buf, size_t len) {
     if (!buf || len == 0)
-        return CK_STATUS_BAD_PARAM;
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "%s", !buf ? "buf: is NULL" : "len: is 0");
     buf[0] = '\0';
     size_t at = 0;
 #ifdef CNNKIT_HAVE_CUDA

@@ -12,7 +12,7 @@
 
 CK_API ck_status ck_bn_desc_init(ck_bn_desc *d, ck_bn_convention convention) {
     if (!d)
-        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "d: is NULL");
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "desc: is NULL");
     switch (convention) {
     case CK_BN_KERAS:
         d->epsilon = 1e-3f;
