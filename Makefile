@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CNNKIT_CUDA ?= AUTO
 
-.PHONY: all configure build test test-asan test-emu test-gpu run bench bench-train gpu-bundle install clean deps deps-check format fuzz valgrind keras-check
+.PHONY: all configure build test test-asan test-emu test-gpu run bench bench-train gpu-bundle install install-check clean deps deps-check format fuzz valgrind keras-check
 
 all: build
 
@@ -142,6 +142,11 @@ gpu-bundle: build
 
 install: build
 	@cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX),)
+
+# A downstream program linked against the installed library four ways (pkg-config shared and
+# --static, find_package's shared and static targets), run; only ck_* exported.
+install-check: build
+	@bash tools/install_check.sh $(BUILD)
 
 format:
 	@clang-format -i include/cnnkit/*.h $$(find src/host -name '*.[ch]') src/cli/*.[ch] src/kernels/*.cu src/kernels/*.h tests/*.[ch] tests/ops/*.[ch] \
