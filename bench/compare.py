@@ -149,9 +149,12 @@ def read_keras(path):
         if not isinstance(r, dict):
             raise Bad(f"{path}:{k}: not a JSON object")
         peak = r.get("peak_device_bytes")
-        rows.append({"who": "keras", "mode": r.get("backend", "keras"),
-                     "bf16": r.get("dtype_policy") == "mixed_bfloat16",
-                     "cls": "bf16" if r.get("dtype_policy") == "mixed_bfloat16" else "fp32",
+        bf16 = r.get("dtype_policy") == "mixed_bfloat16"
+        # a file without "math" predates --math: its GPU rows ran JAX's default, TF32
+        math = r.get("math", "tf32" if r.get("device") not in (None, "cpu") else "fp32")
+        cls = "bf16" if bf16 else "tf32" if math == "tf32" else "fp32"
+        rows.append({"who": "keras", "bf16": bf16, "cls": cls,
+                     "mode": r.get("backend", "keras") + ("" if cls == "fp32" else " " + cls),
                      "batch": need(r, "batch", path, int),
                      "images_per_s": positive(r.get("images_per_s"), "images_per_s", path),
                      "ms_per_step": r.get("median_step_ms"),
@@ -303,6 +306,10 @@ def run_all(a, tmp):
             for b in batches.split(","):
                 cmd = [kpy, os.path.join(here, "peer_keras.py"), "--batch", b, "--steps",
                        str(a.steps)] + threads
+                if ran.get("precision") == "bf16":  # the same arithmetic as bench_train's
+                    cmd += ["--precision", "bf16"]
+                if ran.get("math") == "tf32":
+                    cmd += ["--math", "tf32"]
                 print("compare: " + " ".join(cmd), flush=True)
                 r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
                 lines = [line for line in r.stdout.splitlines() if line.startswith("{")]

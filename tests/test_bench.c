@@ -217,7 +217,7 @@ static void fixtures(void) {
                   "\"peak_mib\": 300.0}]}\n");
     snprintf(p, sizeof p, "%s/pk.jsonl", g_dir);
     write_text(p, "{\"backend\": \"jax\", \"batch\": 512, \"images_per_s\": 160000.0, "
-                  "\"device\": \"gpu\"}\n");
+                  "\"device\": \"gpu\", \"math\": \"fp32\"}\n");
 }
 
 static void remove_fixtures(void) {
@@ -277,6 +277,26 @@ Test(bench, compare_gives_the_ratios_and_verdicts) {
                                   "160000 (keras jax) | 0.80x | 200 / 300 |"),
                        "%s", md);
     free(md);
+    /* JAX and TensorFlow run TF32 on a GPU by default: a Keras row without "math" (before
+     * peer_keras --math) is no strict-fp32 peer; with "math": "tf32" neither */
+    for (int k = 0; k < 2; ++k) {
+        snprintf(p, sizeof p, "%s/pk32.jsonl", g_dir);
+        write_text(p, k ? "{\"backend\": \"jax\", \"batch\": 512, \"images_per_s\": "
+                          "160000.0, \"device\": \"gpu\", \"math\": \"tf32\"}\n"
+                        : "{\"backend\": \"jax\", \"batch\": 512, \"images_per_s\": "
+                          "160000.0, \"device\": \"gpu\"}\n");
+        snprintf(args, sizeof args,
+                 "--cnnkit %s/bt.json --torch %s/pt.json --keras %s "
+                 "--markdown %s/tf.md",
+                 g_dir, g_dir, p, g_dir);
+        cr_assert_eq(compare(args), 0, "%s", g_out);
+        snprintf(p, sizeof p, "%s/tf.md", g_dir);
+        md = t_read_file(p, NULL);
+        cr_assert_not_null(md);
+        cr_assert_null(strstr(md, "160000 (keras jax) | 0.80x"), "a TF32 row as an fp32 peer: %s",
+                       md);
+        free(md);
+    }
     remove_fixtures();
 }
 
