@@ -511,6 +511,31 @@ Test(graph, functional_nested_calls_and_sequential_input) {
     ck_keras_model_free(&km);
 }
 
+/* layer(x, training=False), as Keras 3 writes it into its configs: read (fit and predict pass their
+ * own flag in Keras too); training=True (a dropout on outside training) and other call arguments
+ * are refused where they are written. */
+Test(graph, functional_call_takes_training_false) {
+    char err[512];
+    ck_keras_model km;
+    const char *off =
+        FN_HEAD "x = layers.Dropout(0.5)(layers.Conv2D(4, 3)(inputs), training=False)\n"
+                "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+                "model = keras.Model(inputs, outputs)\n";
+    cr_assert_eq(parse(off, &km, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert(km.count == 4 && km.layers[1].type == CK_LAYER_DROPOUT && km.layers[1].rate == 0.5f);
+    ck_keras_model_free(&km);
+    const char *on = FN_HEAD "x = layers.Dropout(0.5)(inputs, training=True)\n"
+                             "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+                             "model = keras.Model(inputs, outputs)\n";
+    cr_assert_neq(parse(on, &km, err, sizeof err), CK_STATUS_SUCCESS);
+    cr_assert(strstr(err, "line 5, column 33") && strstr(err, "training=True"), "%s", err);
+    const char *mask = FN_HEAD "x = layers.Dropout(0.5)(inputs, mask=None)\n"
+                               "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+                               "model = keras.Model(inputs, outputs)\n";
+    cr_assert_neq(parse(mask, &km, err, sizeof err), CK_STATUS_SUCCESS);
+    cr_assert(strstr(err, "found mask"), "%s", err);
+}
+
 /* The functional model text builds and trains: its loss goes down on a fixed batch. */
 Test(graph, functional_text_trains) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);

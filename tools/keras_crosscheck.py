@@ -213,7 +213,9 @@ def branches_model():
     c = layers.Concatenate()([s, layers.MaxPooling2D(2, padding="same")(layers.Conv2D(8, 2, padding="same")(inp))])
     c = layers.BatchNormalization()(c)
     c = layers.Activation("relu")(c)
-    g = layers.GlobalAveragePooling2D()(c)
+    # dropout calls: Keras 3 records training=False on them in the config
+    c = layers.SpatialDropout2D(0.2)(c)
+    g = layers.Dropout(0.3)(layers.GlobalAveragePooling2D()(c))
     return keras.Model(inp, layers.Dense(10, activation="softmax")(g))
 
 

@@ -492,14 +492,17 @@ static int resolve(cfg *C, json_t *hist, const ck_keras_model *km, int self, con
     return fail(C, "reads layer '%.60s', which the model does not have", name);
 }
 
-/* An inbound node's keyword arguments: none, or only nulls (a mask not given). */
+/* An inbound node's keyword arguments: none, or only nulls (a mask not given), or training=false:
+ * Keras 3 records it for Dropout / SpatialDropout2D / BN calls in a functional model, and fit,
+ * evaluate and predict replace it with their own training flag (functional.py operation_fn), as
+ * cnnkit's do. training=true would keep a dropout on in a direct model(x) call: refused. */
 static int check_call_kwargs(cfg *C, json_t *kw) {
     const char *k;
     json_t *v;
     if (kw && !json_is_null(kw) && !json_is_object(kw))
         return fail(C, "the call's kwargs are not an object");
     json_object_foreach(kw, k, v) {
-        if (!json_is_null(v))
+        if (!json_is_null(v) && !(!strcmp(k, "training") && json_is_false(v)))
             return unsupported(C, k, v, "none: a layer is called on its inputs only");
     }
     return 0;

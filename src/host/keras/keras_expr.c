@@ -395,12 +395,31 @@ static value *p_primary(kp *P) {
             if (p_args(P, &tmp, tr, 0))
                 return NULL;
             if (layer_written) { /* the functional API: a new layer called on its input(s) */
-                if (tmp.n != 1 || tmp.args[0].kw) {
+                if (tmp.n < 1 || tmp.args[0].kw) {
                     ck_kp_fail(P, tr->line, tr->col,
                                "expected one argument for the layer %s(...): its input tensor, or "
                                "a list of tensors",
                                v->s);
                     return NULL;
+                }
+                /* training=False / None: fit, evaluate and predict pass their own flag, which
+                 * replaces it (Keras 3's functional.py), as cnnkit's do */
+                for (int k = 1; k < tmp.n; ++k) {
+                    const karg *ka = &tmp.args[k];
+                    const int off =
+                        ka->kw && !strcmp(ka->kw, "training") &&
+                        (ka->v->kind == V_NONE || (ka->v->kind == V_BOOL && ka->v->i == 0));
+                    if (!off) {
+                        ck_kp_fail(P, ka->line, ka->col,
+                                   "expected only the input for the layer %s(...), and at most "
+                                   "training=False, found %s%s",
+                                   v->s, ka->kw ? ka->kw : "a second argument",
+                                   ka->kw && !strcmp(ka->kw, "training")
+                                       ? "=True (a dropout that stays on outside training is "
+                                         "not supported)"
+                                       : "");
+                        return NULL;
+                    }
                 }
                 value *ap = ck_kp_new_value(P, V_APPLY, v->line, v->col);
                 value **it = (value **)ck_kp_alloc(P, 2 * sizeof *it);
