@@ -92,6 +92,18 @@ Test(keras_io, legacy_h5_and_weights_h5) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *m = load(ctx, t_src("tests/data/keras/small_legacy.h5"));
     expect_probs(m, kg_small_x, kg_small_probs, 4, 5);
+    /* its optimizer_weights: Adam's step and moments, as the .keras of the same model has them
+     * (they were dropped before: a continued training diverged from Keras's) */
+    cr_assert_eq(ck_model_step(m), kg_small_iterations);
+    ck_model *k = load(ctx, t_src("tests/data/keras/small.keras"));
+    cr_assert_eq(m->num_params, k->num_params);
+    int nonzero = 0;
+    for (size_t i = 0; i < m->num_params; ++i) {
+        cr_assert(m->opt_m[i] == k->opt_m[i] && m->opt_v[i] == k->opt_v[i], "moment %zu", i);
+        nonzero += m->opt_v[i] != 0.0f;
+    }
+    cr_assert_gt(nonzero, 0);
+    ck_model_destroy(k);
     ck_model_destroy(m);
     /* a .weights.h5 into the same architecture typed as model text */
     char err[256];

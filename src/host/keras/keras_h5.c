@@ -267,11 +267,19 @@ static ck_status read_legacy(h5s *S, hid_t f, const char *base, const ck_kio_pla
     return CK_STATUS_SUCCESS;
 }
 
-/* Keras 3's optimizer/vars: 0 iterations, 1 learning rate, then per trainable variable the
- * Adam momentum and velocity (SGD: its momentum when momentum > 0). */
-static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, int *found) {
+/* Keras 3's optimizer variables: 0 iterations, 1 learning rate, then per trainable variable the
+ * Adam momentum and velocity (SGD: its momentum when momentum > 0); as optimizer/vars/<i>
+ * (names NULL), or in a legacy .h5 as optimizer_weights/<names[i]> (its weight_names attribute,
+ * in the same order). */
+static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, int *found,
+                          char **names, int nnames) {
     *found = 0;
-    long long n = group_size(f, "optimizer/vars");
+    long long n = names ? nnames : group_size(f, "optimizer/vars");
+    char p[512];
+#define OPT_VAR(i)                                                                                 \
+    (names ? snprintf(p, sizeof p, "optimizer_weights/%s", names[i])                               \
+           : snprintf(p, sizeof p, "optimizer/vars/%d", (i)),                                      \
+     p)
     int ntrain = 0;
     for (int i = 0; i < P->count; ++i)
         for (int k = 0; k < P->layers[i].nvars; ++k)
@@ -279,7 +287,7 @@ static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, 
     const int per = o->type == CK_OPT_ADAM ? 2 : (o->has_m ? 1 : 0);
     if (n != 2 + (long long)per * ntrain)
         return CK_STATUS_SUCCESS; /* none, or another optimizer's: the model's stays */
-    hid_t ds = H5Dopen2(f, "optimizer/vars/0", H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, OPT_VAR(0), H5P_DEFAULT);
     hid_t sp = ds >= 0 ? H5Dget_space(ds) : -1;
     hid_t ty = ds >= 0 ? H5Dget_type(ds) : -1;
     long long it = -1;
@@ -291,7 +299,7 @@ static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, 
     h5_close3(ty, sp, ds);
     if (e < 0 || it < 0)
         return ck_fail(S->ctx, CK_STATUS_BAD_PARAM,
-                       "%s: optimizer/vars/0 (iterations) is not a non-negative integer", S->what);
+                       "%s: %s (iterations) is not a non-negative integer", S->what, OPT_VAR(0));
     int j = 0;
     ck_kio_layer opt_layer = {.name = "optimizer", .cls = "optimizer"};
     for (int i = 0; i < P->count; ++i)
@@ -300,10 +308,8 @@ static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, 
             if (v->param_off < 0)
                 continue;
             for (int r = 0; r < per; ++r) {
-                char p[64];
-                snprintf(p, sizeof p, "optimizer/vars/%d", 2 + per * j + r);
                 snprintf(opt_layer.name, sizeof opt_layer.name, "%s", P->layers[i].name);
-                CK_TRY(read_var(S, f, p, &opt_layer, v, 2 + per * j + r,
+                CK_TRY(read_var(S, f, OPT_VAR(2 + per * j + r), &opt_layer, v, 2 + per * j + r,
                                 (r ? o->v : o->m) + v->param_off));
             }
             ++j;
@@ -311,6 +317,26 @@ static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, 
     o->step = it;
     *found = 1;
     return CK_STATUS_SUCCESS;
+#undef OPT_VAR
+}
+
+/* A legacy whole-model .h5's optimizer_weights (Keras 3 writes them in the order of its
+ * optimizer's variables, named by path: "adam/iteration", "adam/conv2d_kernel_momentum", ...). */
+static ck_status read_opt_legacy(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, int *found) {
+    *found = 0;
+    if (!path_exists(f, "optimizer_weights"))
+        return CK_STATUS_SUCCESS;
+    hid_t grp = H5Gopen2(f, "optimizer_weights", H5P_DEFAULT);
+    int nn = 0, oom = 0;
+    char **names = grp >= 0 ? read_str_attr(S->ctx, grp, "weight_names", &nn, &oom) : NULL;
+    if (grp >= 0)
+        H5Gclose(grp);
+    if (oom)
+        return ck_fail(S->ctx, CK_STATUS_ALLOC_FAILED,
+                       "%s: out of host memory reading optimizer_weights' weight_names", S->what);
+    ck_status st = names ? read_opt(S, f, P, o, found, names, nn) : CK_STATUS_SUCCESS;
+    free_strs(S->ctx, names);
+    return st;
 }
 
 ck_status ck_kio_h5_read(ck_context *ctx, const void *image, size_t len, const char *path,
@@ -328,6 +354,8 @@ ck_status ck_kio_h5_read(ck_context *ctx, const void *image, size_t len, const c
         st = read_legacy(&S, f, "", plan, w);
     } else if (path_exists(f, "model_weights")) {
         st = read_legacy(&S, f, "model_weights", plan, w);
+        if (st == CK_STATUS_SUCCESS && opt)
+            st = read_opt_legacy(&S, f, plan, opt, found);
     } else {
         for (int i = 0; i < plan->count && st == CK_STATUS_SUCCESS; ++i) {
             const ck_kio_layer *L = &plan->layers[i];
@@ -351,7 +379,7 @@ ck_status ck_kio_h5_read(ck_context *ctx, const void *image, size_t len, const c
             }
         }
         if (st == CK_STATUS_SUCCESS && opt)
-            st = read_opt(&S, f, plan, opt, found);
+            st = read_opt(&S, f, plan, opt, found, NULL, 0);
     }
     if (f >= 0)
         H5Fclose(f);
