@@ -1031,6 +1031,20 @@ Test(keras_io, model_and_input_names_are_kept) {
               ck_context_last_error(ctx));
     cr_assert_str_eq(ck_model_name(m), "sequential");
     ck_model_destroy(m);
+    /* a layer's name through the C API: one group path part, ended within its array */
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    ck_layer_desc d;
+    ck_layer_desc_init(&d, CK_LAYER_FLATTEN);
+    snprintf(d.name, sizeof d.name, "a/b");
+    cr_assert_eq(ck_model_add(m, &d), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "name 'a/b' has a '/'"), "%s",
+              ck_context_last_error(ctx));
+    memset(d.name, 'x', sizeof d.name);
+    cr_assert_eq(ck_model_add(m, &d), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "not NUL-terminated"), "%s",
+              ck_context_last_error(ctx));
+    cr_assert_eq(ck_model_num_layers(m), 0);
+    ck_model_destroy(m);
 
     /* text: a '/' in a name is refused where it is written; an input named like a layer at build */
     cr_assert_neq(ck_model_from_keras_text(ctx,

@@ -43,8 +43,8 @@ typedef enum ck_padding { CK_PADDING_VALID = 0, CK_PADDING_SAME = 1 } ck_padding
  * Fields a type does not use are ignored. */
 typedef struct ck_layer_desc {
     ck_layer_type type;
-    char name[48];                 /* "" = automatic Keras-style name (conv2d, conv2d_1, ...) */
-    int units;                     /* Conv2D filters, Dense units */
+    char name[48]; /* "" = automatic Keras-style name (conv2d, conv2d_1, ...); at most 47 bytes */
+    int units;     /* Conv2D filters, Dense units */
     int kernel_h, kernel_w;        /* Conv2D kernel_size; MaxPooling/AveragePooling pool_size */
     int stride_h, stride_w;        /* strides; 0 = default (1 for conv, pool_size for pooling) */
     ck_padding padding;            /* default valid */
@@ -205,7 +205,7 @@ ck_status ck_model_set_precision(ck_model *model, ck_precision precision);
 ck_precision ck_model_precision(const ck_model *model);
 /* The model's name and its input's (Keras's name= of Model / Sequential and of Input), shown by
  * ck_model_summary and written to .keras files. NULL leaves one as it is, "" restores Keras's
- * default ("sequential" or "functional"; "input_layer"). A name has at most 47 characters and
+ * default ("sequential" or "functional"; "input_layer"). A name has at most 47 bytes (UTF-8) and
  * no '/' (CK_STATUS_BAD_PARAM naming the argument); ck_model_build refuses an input name that a
  * layer has too. */
 ck_status ck_model_set_name(ck_model *model, const char *name, const char *input_name);

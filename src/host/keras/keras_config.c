@@ -393,7 +393,7 @@ static int read_layer(cfg *C, json_t *entry, ck_layer_desc *d, int *skip, ck_lay
     C->cls = cls;
     C->lname = json_is_string(nm) ? json_string_value(nm) : "?";
     if (json_is_string(nm) && strlen(json_string_value(nm)) >= sizeof d->name)
-        return fail(C, "name is longer than %d characters", (int)sizeof d->name - 1);
+        return fail(C, "name is longer than %d bytes (UTF-8)", (int)sizeof d->name - 1);
     json_t *mod = json_object_get(entry, "module");
     if (mod && !json_is_null(mod) &&
         !(json_is_string(mod) && !strncmp(json_string_value(mod), "keras", 5)))
@@ -600,7 +600,7 @@ static int connect_layer(cfg *C, json_t *e, const ck_keras_model *km, int is_inp
                         "not supported",
                         in_name);
         if (strlen(name) >= sizeof km->layers->name)
-            return fail(C, "name is longer than %d characters", (int)sizeof km->layers->name - 1);
+            return fail(C, "name is longer than %d bytes (UTF-8)", (int)sizeof km->layers->name - 1);
         snprintf(in_name, sizeof km->layers->name, "%s", name);
         return 0;
     }
@@ -614,7 +614,7 @@ static int input_name_of(cfg *C, json_t *e, char *in_name, size_t cap) {
         return 0;
     const char *s = json_string_value(nm);
     if (!s || strlen(s) >= cap || strchr(s, '/'))
-        return fail(C, "InputLayer: name is not a string of at most %d characters without '/'",
+        return fail(C, "InputLayer: name is not a string of at most %d bytes (UTF-8) without '/'",
                     (int)cap - 1);
     snprintf(in_name, cap, "%s", s);
     return 0;
@@ -883,7 +883,7 @@ ck_status ck_kio_parse_config_by(const char *json, size_t len, const char *train
         if (!bad)
             st = CK_STATUS_SUCCESS;
         json_t *mname = json_is_object(conf) ? json_object_get(conf, "name") : NULL;
-        /* the model's name: one cnnkit cannot hold (47 characters, no '/') gives the default,
+        /* the model's name: one cnnkit cannot hold (47 bytes, no '/') gives the default,
          * which changes nothing computed */
         if (!bad && json_is_string(mname)) {
             const char *s = json_string_value(mname);

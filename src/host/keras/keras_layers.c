@@ -24,7 +24,7 @@ int ck_kp_name_arg(kp *P, const kargs *a, char *dst, size_t cap) {
         return ck_kp_type_err(P, a, v, "name", "a string");
     if (strlen(v->s) >= cap)
         return ck_kp_fail(P, v->line, v->col,
-                          "expected a name of at most %d characters for %s, found %d", (int)cap - 1,
+                          "expected a name of at most %d bytes (UTF-8) for %s, found %d", (int)cap - 1,
                           a->cls, (int)strlen(v->s));
     if (!v->s[0] || strchr(v->s, '/'))
         return ck_kp_fail(P, v->line, v->col,

@@ -97,6 +97,14 @@ static ck_status check_layer(ck_context *ctx, const ck_layer_desc *d, int index)
     const ck_layer_kind *k = ck_layer_kind_of(d->type);
     if (!k)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d: unknown type %d", index, (int)d->type);
+    /* a name is a file's group path in .keras / .h5 files: one part, ended within its array */
+    if (!memchr(d->name, '\0', sizeof d->name))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "layer %d (%s): name is not NUL-terminated", index,
+                       k->keras_name);
+    if (strchr(d->name, '/'))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "layer %d (%s): name '%s' has a '/' (Keras refuses it)", index,
+                       k->keras_name, d->name);
     if (d->num_inputs < 0 || d->num_inputs > CK_MAX_LAYER_INPUTS)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "layer %d (%s '%s'): num_inputs %d is not in [0, %d] (0: the previous "
@@ -680,7 +688,7 @@ static ck_status check_name(ck_context *ctx, const char *arg, const char *name) 
         return CK_STATUS_SUCCESS;
     const size_t n = strnlen(name, 48);
     if (n >= 48)
-        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: longer than 47 characters", arg);
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: longer than 47 bytes (UTF-8)", arg);
     if (memchr(name, '/', n))
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "%s: '%s' has a '/' (Keras refuses it)", arg,
                        name);
