@@ -194,13 +194,17 @@ Test(cli_train, second_interrupt_exits_at_once_and_sigterm_saves, .timeout = 120
     setup(&fx);
     char a[160], args[1024];
     path_in(&fx, a, sizeof a, "a.ckpt");
+    char log[160];
+    path_in(&fx, log, sizeof log, "new.csv");
     setenv("CNNKIT_TEST_INTERRUPT", "3,3", 1);
-    snprintf(args, sizeof args, "--epochs 2 --save %s", a);
+    snprintf(args, sizeof args, "--epochs 2 --save %s --log %s", a, log);
     const int rc = train(&fx, args);
     unsetenv("CNNKIT_TEST_INTERRUPT");
     cr_assert_eq(rc, 130, "%s", out);
     cr_assert_neq(strstr(out, "interrupted again"), NULL, "%s", out);
     cr_assert_eq(access(a, F_OK), -1, "a second interrupt saved a checkpoint");
+    /* the exit from the signal handler removes a new log that got no row, as a normal end does */
+    cr_assert_eq(access(log, F_OK), -1, "an empty new log stayed");
     char lock[200];
     snprintf(lock, sizeof lock, "%s/.a.ckpt.cnnkit-lock", fx.dir);
     cr_assert_eq(access(lock, F_OK), -1, "the lock file stayed");
@@ -619,6 +623,33 @@ Test(cli_train, mistakes_are_refused_before_training) {
     cr_assert_eq(train(&fx, args), 2, "%s", out);
     cr_assert(strstr(out, "MODEL and --save are the same file"), "%s", out);
     cr_assert_eq(access(p, F_OK), -1, "a refused run wrote %s", p);
+    /* nor an input of the run: a data file, the checkpoint resumed (but by --save), --model */
+    char img[200], ck[160];
+    snprintf(img, sizeof img, "%s/train-images-idx3-ubyte", fx.data);
+    size_t n0;
+    char *before = t_read_file(img, &n0);
+    snprintf(args, sizeof args, "--save %s", img);
+    cr_assert_eq(train(&fx, args), 2, "%s", out);
+    cr_assert(strstr(out, "is --data's file") && strstr(out, "an input of the run"), "%s", out);
+    path_in(&fx, ck, sizeof ck, "r.ckpt");
+    snprintf(args, sizeof args, "--save %s", ck);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    snprintf(args, sizeof args, "--epochs 2 --resume %s --plot %s", ck, ck);
+    cr_assert_eq(train(&fx, args), 2, "%s", out);
+    cr_assert(strstr(out, "--plot") && strstr(out, "is the --resume checkpoint"), "%s", out);
+    snprintf(args, sizeof args, "convert %s %s --model %s", ck, fx.model, fx.model);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert(strstr(out, "is the file of --model"), "%s", out);
+    size_t n1;
+    char *after = t_read_file(img, &n1);
+    cr_assert(n0 == n1 && !memcmp(before, after, n0), "the data file changed");
+    free(before);
+    free(after);
+    char *text = t_read_file(fx.model, &n1);
+    cr_assert(n1 == strlen(MODEL) && !memcmp(text, MODEL, n1), "the model file changed");
+    free(text);
+    snprintf(args, sizeof args, "--epochs 2 --resume %s --save %s", ck, ck); /* continues it */
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
     /* the test set is checked before training: labels the model has no class for */
     path_in(&fx, q, sizeof q, "two.py");
     char two[sizeof MODEL + 8];

@@ -64,6 +64,11 @@ int load_model(ck_context *ctx, const opts *o, int max_batch, ck_model **out);
 /* The context of --device (auto: the GPU when one is usable), --threads, --conv-algo and
  * --math. */
 int make_context(const opts *o, ck_context **ctx);
+/* --data's folder: NULL when not given (the library's default: $CNNKIT_DATA, else
+ * CK_FASHION_MNIST_DIR), CK_FASHION_MNIST_DIR for "fashion-mnist", else DIR; _resolved: the
+ * folder read in every case. */
+const char *data_dir(const opts *o);
+const char *data_dir_resolved(const opts *o);
 /* dir NULL: --data (or the default); train: the train-* files, else t10k-*. With --pixels raw
  * the values are the stored bytes 0..255, else the loaders' x / 255. */
 int load_data(const opts *o, const char *dir, int train, ck_dataset *ds);
@@ -127,6 +132,12 @@ int same_file(const char *a, const char *b);
  * B are the same file" (names[] are the options) and returns EXIT_USAGE: one output would
  * overwrite another, or the model file. */
 int distinct_files(const char *cmd, const char *const *names, const char *const *paths, int n);
+/* 0 when the output path of option opt (NULL: not given) is none of the run's inputs
+ * in_paths[0..n) (NULL: not given; a folder stands for every file in it, as --data's); else
+ * prints "cnnkit: CMD: OPT PATH is the file of INPUT, an input of the run" and returns
+ * EXIT_USAGE: writing it would destroy what the run reads. */
+int output_not_input(const char *cmd, const char *opt, const char *path,
+                     const char *const *in_names, const char *const *in_paths, int n);
 /* An advisory lock for the run on "<path>.lock" (created; removed by unlock_path). Returns the
  * descriptor, or -1 after printing why (another run holds it, or it cannot be made). */
 int lock_path(const char *opt, const char *path);

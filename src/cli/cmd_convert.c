@@ -20,6 +20,11 @@ int cmd_convert(const opts *oin) {
                 oin->model);
         return EXIT_USAGE;
     }
+    /* B over the architecture file would replace the model text with weights */
+    const char *const in_names[1] = {"the file of --model"};
+    const char *const in_paths[1] = {oin->arch};
+    if (output_not_input("convert", "B", oin->output, in_names, in_paths, 1))
+        return EXIT_USAGE;
     opts o = *oin;
     o.model = self_describing ? oin->model : oin->arch;
     ck_context *ctx = NULL;

@@ -276,6 +276,10 @@ int cmd_study(const opts *oin) {
     const char *const paths[3] = {o.model, o.csv, o.svg};
     if (!rc)
         rc = distinct_files("study", names, paths, 3);
+    const char *const in_names[1] = {"--data"};
+    const char *const in_paths[1] = {data_dir_resolved(&o)};
+    for (int k = 1; k < 3 && !rc; ++k)
+        rc = output_not_input("study", names[k], paths[k], in_names, in_paths, 1);
     if (!rc && ((o.csv && check_output_path("--csv", o.csv, 1)) ||
                 (o.svg && check_output_path("--svg", o.svg, 1))))
         rc = EXIT_RUNTIME;

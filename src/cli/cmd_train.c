@@ -20,22 +20,29 @@ static char lock_file[4096];
 /* 1 from the fit's start: a signal then stops after the step and saves; before it, nothing is
  * worth saving and the run just ends (its lock removed) */
 static volatile sig_atomic_t deferring;
+/* a --log this run created, until its first row: an exit from the handler removes it too, as
+ * csv_close does ("a new log that got no row is removed") */
+static char new_log[4096];
+
+static void exit_now(int sig) {
+    if (lock_file[0])
+        unlink(lock_file);
+    if (new_log[0])
+        unlink(new_log);
+    _exit(128 + sig);
+}
 
 static void on_signal(int sig) {
     if (!deferring || sig == SIGPIPE) { /* SIGPIPE: the reader of the output is gone */
         static const char early[] = "\ncnnkit: interrupted before training: exiting\n";
         if (sig != SIGPIPE)
             (void)!write(STDERR_FILENO, early, sizeof early - 1);
-        if (lock_file[0])
-            unlink(lock_file);
-        _exit(128 + sig);
+        exit_now(sig);
     }
     if (stop_signal) {
         static const char again[] = "\ncnnkit: interrupted again: exiting now, nothing saved\n";
         (void)!write(STDERR_FILENO, again, sizeof again - 1);
-        if (lock_file[0])
-            unlink(lock_file);
-        _exit(128 + sig);
+        exit_now(sig);
     }
     stop_signal = sig;
     static const char msg[] = "\ncnnkit: interrupted: finishing this step, then saving a "
@@ -52,6 +59,12 @@ static void catch_signals(void) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGPIPE, &sa, NULL);
+}
+
+/* A log row: from the first on, the log is the run's record and stays. */
+static void log_row(csv_log *l, const ck_epoch_result *r, double test_loss, double test_acc) {
+    new_log[0] = '\0';
+    csv_row(l, r, test_loss, test_acc);
 }
 
 typedef struct train_ui {
@@ -112,7 +125,7 @@ static int on_epoch(void *u, const ck_epoch_result *r) {
         ui->last = *r;
         ui->has_last = 1;
     } else if (ui->log) {
-        csv_row(ui->log, r, NAN, NAN);
+        log_row(ui->log, r, NAN, NAN);
     }
     const opts *o = ui->o;
     if (o->save && ui->every > 0 && r->epoch % ui->every == 0 && r->epoch < ui->epochs) {
@@ -376,6 +389,13 @@ int cmd_train(const opts *o) {
     const char *const names[4] = {"MODEL", "--save", "--log", "--plot"};
     const char *const paths[4] = {o->model, o->save, o->log, o->plot};
     int rc = distinct_files("train", names, paths, 4);
+    /* nor may one replace what the run reads: the checkpoint it resumes (but --save, which
+     * continues it), the data sets */
+    const char *const in_names[3] = {"the --resume checkpoint", "--data", "--validation-data"};
+    const char *const in_paths[3] = {o->resume, data_dir_resolved(o), o->val_data};
+    for (int k = 1; k < 4 && !rc; ++k)
+        rc = output_not_input("train", names[k], paths[k], in_names + (k == 1),
+                              in_paths + (k == 1), 3 - (k == 1));
     if (!rc && ((o->save && check_output_path("--save", o->save, 1)) ||
                 (o->log && check_output_path("--log", o->log, 0)) ||
                 (o->plot && check_output_path("--plot", o->plot, 1))))
@@ -448,6 +468,8 @@ int cmd_train(const opts *o) {
         rc = resume_from(o, ctx, m, &train, epochs, &fs);
     if (!rc && o->log)
         rc = csv_open(&log, o->log, o->resume ? fs.epoch : -1, hist, epochs);
+    if (!rc && o->log && log.created && strlen(o->log) < sizeof new_log)
+        memcpy(new_log, o->log, strlen(o->log) + 1);
     if (o->distributed) { /* every rank gets here; then all go on or all stop */
         hang_at_start(o);
         rc = dist_agree(o, rc);
@@ -527,7 +549,7 @@ int cmd_train(const opts *o) {
         /* a resumable checkpoint: a .keras file holds no training position */
         const char *path = o->save && !is_keras_file(o->save) ? o->save : fallback;
         if (ui.has_last && ui.log)
-            csv_row(ui.log, &ui.last, NAN, NAN);
+            log_row(ui.log, &ui.last, NAN, NAN);
         const int steps = (train.count + o->batch - 1) / o->batch;
         if (o->rank > 0) {
             /* rank 0 saves the run's checkpoint (every rank holds the same model) */
@@ -564,7 +586,7 @@ int cmd_train(const opts *o) {
             printf("test accuracy: %.4f (%d/%d), test loss %.4f\n", ta, tr.correct, tr.count, tl);
         }
         if (ui.has_last && ui.log)
-            csv_row(ui.log, &ui.last, tl, ta);
+            log_row(ui.log, &ui.last, tl, ta);
         if (o->profile)
             print_profile(m, ck_context_device(ctx) == CK_DEVICE_CUDA);
         print_cuda_graphs(ctx, m);
@@ -598,7 +620,7 @@ done:
         }
     }
     unlock_path(o->save, save_lock);
-    lock_file[0] = '\0';
+    lock_file[0] = new_log[0] = '\0';
     /* a collective timed out: the rank that stopped answering would never join MPI_Finalize (nor
      * the communicator's free), so the job ends here, the launcher stopping every rank */
     if (ck_comm_broken(comm))

@@ -228,11 +228,22 @@ int make_context(const opts *o, ck_context **ctx) {
     return 0;
 }
 
+const char *data_dir(const opts *o) {
+    if (!o->data)
+        return NULL;
+    return strcmp(o->data, "fashion-mnist") ? o->data : CK_FASHION_MNIST_DIR;
+}
+
+const char *data_dir_resolved(const opts *o) {
+    const char *dir = data_dir(o), *env = getenv(CK_DATA_ENV);
+    return dir ? dir : env && *env ? env : CK_FASHION_MNIST_DIR;
+}
+
 /* dir NULL: --data (or the default); train: the train-* files, else t10k-*. */
 int load_data(const opts *o, const char *dir, int train, ck_dataset *ds) {
     char err[512];
     if (!dir)
-        dir = o->data && strcmp(o->data, "fashion-mnist") ? o->data : NULL;
+        dir = data_dir(o);
     ck_status st = ck_fashion_mnist_load(dir, train, ds, err, sizeof err);
     if (st != CK_STATUS_SUCCESS) {
         fprintf(stderr, "cnnkit: data: %s\n", err);

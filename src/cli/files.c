@@ -1,6 +1,7 @@
 /* The CLI's output files: checks before the first step, run locks, the CSV log, whole-file
  * replacement (plots, the study's CSV). */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -89,6 +90,37 @@ int distinct_files(const char *cmd, const char *const *names, const char *const 
                         names[j], paths[j]);
                 return EXIT_USAGE;
             }
+    return 0;
+}
+
+int output_not_input(const char *cmd, const char *opt, const char *path,
+                     const char *const *in_names, const char *const *in_paths, int n) {
+    for (int i = 0; path && i < n; ++i) {
+        if (!in_paths[i])
+            continue;
+        struct stat st;
+        DIR *d = stat(in_paths[i], &st) == 0 && S_ISDIR(st.st_mode) ? opendir(in_paths[i]) : NULL;
+        if (!d) {
+            if (same_file(path, in_paths[i])) {
+                fprintf(stderr, "cnnkit: %s: %s %s is %s, an input of the run\n", cmd, opt, path,
+                        in_names[i]);
+                return EXIT_USAGE;
+            }
+            continue;
+        }
+        int hit = 0;
+        char entry[2 * PATH_MAX];
+        for (struct dirent *e; !hit && (e = readdir(d));) {
+            snprintf(entry, sizeof entry, "%s/%s", in_paths[i], e->d_name);
+            hit = strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && same_file(path, entry);
+        }
+        closedir(d);
+        if (hit) {
+            fprintf(stderr, "cnnkit: %s: %s %s is %s's file %s, an input of the run\n", cmd, opt,
+                    path, in_names[i], entry);
+            return EXIT_USAGE;
+        }
+    }
     return 0;
 }
 

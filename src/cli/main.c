@@ -108,8 +108,9 @@ static void usage(FILE *f, const char *cmd) {
                "functional (examples/resnet20_v1.py), or a Keras file: a .keras archive or a\n"
                "legacy .h5 model (its weights included).\n"
                "--save and --weights take a cnnkit checkpoint, a .keras or a .weights.h5 file.\n"
-               "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); the default\n"
-               "is $CNNKIT_DATA or /usr/share/datasets/fashion-mnist.\n"
+               "DIR holds MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...); without\n"
+               "--data: $CNNKIT_DATA, else /usr/share/datasets/fashion-mnist, which is also what\n"
+               "--data fashion-mnist names.\n"
                "--pixels: the images as the model gets them: unit (the default) divides the pixel\n"
                "bytes by 255, into [0, 1]; raw gives them as stored, 0..255 (for a Keras model\n"
                "that starts with Rescaling(1./255) and so divides by 255 itself).\n");
