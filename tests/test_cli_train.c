@@ -650,6 +650,17 @@ Test(cli_train, mistakes_are_refused_before_training) {
     free(text);
     snprintf(args, sizeof args, "--epochs 2 --resume %s --save %s", ck, ck); /* continues it */
     cr_assert_eq(train(&fx, args), 0, "%s", out);
+    /* an option's value left out: the next option is not taken for it */
+    cr_assert_eq(train(&fx, "--log --profile"), 2, "%s", out);
+    cr_assert(strstr(out, "--log needs a value, found the option '--profile'"), "%s", out);
+    /* check's options of --measure without it: refused, not ignored */
+    snprintf(args, sizeof args, "check %s --data /nonexistent --batches 7", fx.model);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert(strstr(out, "--data is an option of --measure, which is not given"), "%s", out);
+    /* results that could not be written to stdout (a full disk): exit 1, said on stderr */
+    snprintf(args, sizeof args, "summary %s > /dev/full", fx.model);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 1, "%s", out);
+    cr_assert(strstr(out, "writing the results to standard output failed"), "%s", out);
     /* the test set is checked before training: labels the model has no class for */
     path_in(&fx, q, sizeof q, "two.py");
     char two[sizeof MODEL + 8];

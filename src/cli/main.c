@@ -60,13 +60,14 @@ static const char *const USAGE_CMD[][2] = {
               "           layer-order diagnostics; exit 0 clean, 1 warnings or errors, 2 bad\n"
               "           model file; [--pixels unit|raw]: the data the model will get\n"
               "           (CK018: a Rescaling(1./255) on data already in [0, 1])\n"
-              "           [--measure [--data ...] [--batches N] [--batch B] [--limit N]]: also\n"
-              "           train N batches (default 20) and measure each BN's variance shift and\n"
-              "           each dropout's zeroed fraction after the next pooling\n"},
+              "           [--measure [--data ...] [--batches N] [--batch B] [--limit N]\n"
+              "           [--seed S] [--device ...]]: also train N batches (default 20) and\n"
+              "           measure each BN's variance shift and each dropout's zeroed fraction\n"
+              "           after the next pooling\n"},
     {"study", "  study    MODEL [--data ...] [--seeds 5] [--epochs N] [--batch B] [--limit N]\n"
               "           [--test-limit N] [--variants a,b,...] [--csv FILE] [--svg FILE]\n"
               "           [--measure-batches N] [--bn-momentum M] [--device ...] [--quick]\n"
-              "           [--pixels unit|raw]\n"
+              "           [--pixels unit|raw] [--seed S] (the first seed) [--input HxWxC]\n"
               "           the order study: each Conv-block order trained for several\n"
               "           seeds (default 5 seeds, 3 epochs, batch 128, all data; --quick:\n"
               "           3 seeds, 1 epoch, batch 16, 4000 train / 2000 test images, BN\n"
@@ -213,6 +214,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         return -1;
     o->cmd = argv[1];
     const int ci = cmd_index(o->cmd);
+    const char *measure_only = NULL; /* check: an option of --measure, given */
     if (ci < 0) {
         fprintf(stderr, "cnnkit: unknown command '%s'\n", o->cmd);
         return -1;
@@ -261,8 +263,19 @@ static int parse_args(int argc, char **argv, opts *o) {
                 fprintf(stderr, "cnnkit: %s needs a value\n", a);
                 return -1;
             }
+            /* "--log --profile": the value was left out, not a file named --profile (such a
+             * file can be given as ./--profile) */
+            if (!strncmp(v, "--", 2)) {
+                fprintf(stderr, "cnnkit: %s needs a value, found the option '%s'\n", a, v);
+                return -1;
+            }
             ++i;
         }
+        /* what check does only with --measure */
+        if (bit == CHECK &&
+            (!strcmp(a, "--data") || !strcmp(a, "--batches") || !strcmp(a, "--batch") ||
+             !strcmp(a, "--limit") || !strcmp(a, "--seed") || !strcmp(a, "--device")))
+            measure_only = measure_only ? measure_only : a;
         if (!strcmp(a, "--json")) {
             o->json = 1;
         } else if (!strcmp(a, "--measure")) {
@@ -404,6 +417,11 @@ static int parse_args(int argc, char **argv, opts *o) {
         fprintf(stderr, "cnnkit: %s: no MODEL given\n", o->cmd);
         return -1;
     }
+    if (measure_only && !o->measure) {
+        fprintf(stderr, "cnnkit: check: %s is an option of --measure, which is not given\n",
+                measure_only);
+        return -1;
+    }
     /* files: an empty name, or a Keras name the writer would refuse after training, are usage
      * errors now */
     const struct {
@@ -441,6 +459,8 @@ static int parse_args(int argc, char **argv, opts *o) {
     return 0;
 }
 
+static int run(int *argcp, char ***argvp, opts *op);
+
 int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
         printf("cnnkit %d.%d.%d\n", CNNKIT_VERSION_MAJOR, CNNKIT_VERSION_MINOR,
@@ -471,6 +491,20 @@ int main(int argc, char **argv) {
         usage(stderr, argc >= 2 ? argv[1] : NULL);
         return EXIT_USAGE;
     }
+    int rc = run(&argc, &argv, &o);
+    /* the results go to stdout: a script must learn when they were not written (a full disk) */
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "cnnkit: %s: writing the results to standard output failed: %s\n", o.cmd,
+                strerror(errno ? errno : EIO));
+        if (!rc)
+            rc = EXIT_RUNTIME;
+    }
+    return rc;
+}
+
+static int run(int *argcp, char ***argvp, opts *op) {
+    opts o = *op;
     if (!strcmp(o.cmd, "summary"))
         return cmd_summary(&o);
     if (o.distributed) { /* train, evaluate, predict */
@@ -487,7 +521,7 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(o.device, "auto"))
             o.device = ck_cuda_available() && (!train || ck_comm_nccl_available()) ? "cuda" : "cpu";
-        int rc = dist_start(&argc, &argv, &o);
+        int rc = dist_start(argcp, argvp, &o);
         if (rc)
             return rc;
         rc = train ? cmd_train(&o) : cmd_eval_predict(&o, !strcmp(o.cmd, "predict"));
