@@ -710,5 +710,21 @@ Test(cli_train, mistakes_are_refused_before_training) {
     char *user = t_read_file(p, NULL);
     cr_assert_str_eq(user, "USERDATA");
     free(user);
+    /* a resume on other images of the same count (--pixels raw): exit 2 naming the options, as
+     * for --batch and --seed, not the fit's own refusal (exit 1) */
+    snprintf(args, sizeof args, "--epochs 2 --resume %s --pixels raw", q);
+    cr_assert_eq(train(&fx, args), 2, "%s", out);
+    cr_assert(strstr(out, "trained on other images or labels") && strstr(out, "--pixels"), "%s",
+              out);
+    /* evaluate: labels the model has no class for are a usage error, as in train */
+    path_in(&fx, p, sizeof p, "badlabel");
+    cr_assert_eq(mkdir(p, 0755), 0);
+    unsigned char bpix[12 * 64], blab[12];
+    make_images(12, bpix, blab, 9);
+    blab[3] = 7;
+    write_idx(p, "t10k", 12, bpix, blab);
+    snprintf(args, sizeof args, "evaluate %s --weights %s --data %s", fx.model, q, p);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert(strstr(out, "the test labels hold 7 (sample 3)"), "%s", out);
     teardown(&fx);
 }

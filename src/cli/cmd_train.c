@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "cli.h"
 
 /* The signal that asked the run to stop, 0 while none did. Set by the handler, read by the fit's
@@ -310,6 +312,18 @@ static int resume_from(const opts *o, ck_context *ctx, ck_model *m, const ck_dat
                 o->resume, fs->count, train->count);
         return EXIT_USAGE;
     }
+    /* the same count, other images or labels (another --data, --pixels): said here, naming
+     * the options, rather than by the fit's own refusal (the CRC of ck_fit_state.data_crc) */
+    const size_t px = (size_t)train->count * train->h * train->w * train->c;
+    uLong crc = crc32_z(0, (const Bytef *)train->images, sizeof(float) * px);
+    crc = crc32_z(crc, (const Bytef *)train->labels, sizeof(int32_t) * (size_t)train->count);
+    if ((uint32_t)crc != fs->data_crc) {
+        fprintf(stderr,
+                "cnnkit: --resume %s was trained on other images or labels (as many): use the "
+                "same --data, --pixels, --limit and --validation-split\n",
+                o->resume);
+        return EXIT_USAGE;
+    }
     if (fs->epoch >= epochs) {
         fprintf(stderr,
                 "cnnkit: --resume %s has finished %d epoch%s and --epochs is the total: give "
@@ -394,8 +408,8 @@ int cmd_train(const opts *o) {
     const char *const in_names[3] = {"the --resume checkpoint", "--data", "--validation-data"};
     const char *const in_paths[3] = {o->resume, data_dir_resolved(o), o->val_data};
     for (int k = 1; k < 4 && !rc; ++k)
-        rc = output_not_input("train", names[k], paths[k], in_names + (k == 1),
-                              in_paths + (k == 1), 3 - (k == 1));
+        rc = output_not_input("train", names[k], paths[k], in_names + (k == 1), in_paths + (k == 1),
+                              3 - (k == 1));
     if (!rc && ((o->save && check_output_path("--save", o->save, 1)) ||
                 (o->log && check_output_path("--log", o->log, 0)) ||
                 (o->plot && check_output_path("--plot", o->plot, 1))))
