@@ -726,5 +726,19 @@ Test(cli_train, mistakes_are_refused_before_training) {
     snprintf(args, sizeof args, "evaluate %s --weights %s --data %s", fx.model, q, p);
     cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
     cr_assert(strstr(out, "the test labels hold 7 (sample 3)"), "%s", out);
+    /* --input never replaces a shape the model declares (8x8x1 here) */
+    snprintf(args, sizeof args, "summary %s --input 4x4x1", fx.model);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
+    cr_assert(strstr(out, "--input 4x4x1, but the model's input shape is 8x8x1"), "%s", out);
+    snprintf(args, sizeof args, "summary %s --input 8x8x1", fx.model);
+    cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
+    /* a log written in place takes any name the folder takes: no temp name beside it */
+    char longname[300];
+    int at = snprintf(longname, sizeof longname, "%s/", fx.dir);
+    memset(longname + at, 'x', 240);
+    snprintf(longname + at + 240, sizeof longname - (size_t)at - 240, ".csv");
+    snprintf(args, sizeof args, "--log %s", longname);
+    cr_assert_eq(train(&fx, args), 0, "%s", out);
+    cr_assert_eq(access(longname, F_OK), 0);
     teardown(&fx);
 }

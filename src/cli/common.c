@@ -153,7 +153,18 @@ static int load_built(ck_context *ctx, const opts *o, int max_batch, ck_model **
     if (o->rank == 0) /* --distributed: once, not once per rank */
         print_warnings(o->model, msg);
     ck_layer_desc d0;
-    if (!o->in_h && ck_model_layer_desc(m, 0, &d0) == CK_STATUS_SUCCESS && !d0.input_h) {
+    const int have_d0 = ck_model_layer_desc(m, 0, &d0) == CK_STATUS_SUCCESS;
+    /* --input gives a shape the model lacks; it never replaces the one the model declares */
+    if (o->in_h && have_d0 && d0.input_h &&
+        (d0.input_h != o->in_h || d0.input_w != o->in_w || d0.input_c != o->in_c)) {
+        fprintf(stderr,
+                "cnnkit: %s: --input %dx%dx%d, but the model's input shape is %dx%dx%d (--input "
+                "is for a model without one)\n",
+                o->model, o->in_h, o->in_w, o->in_c, d0.input_h, d0.input_w, d0.input_c);
+        ck_model_destroy(m);
+        return EXIT_USAGE;
+    }
+    if (!o->in_h && have_d0 && !d0.input_h) {
         /* Keras builds such a model on its first batch; cnnkit builds before reading data */
         fprintf(stderr,
                 "cnnkit: %s: the model has no input shape: give keras.Input(shape=...) or "

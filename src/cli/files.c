@@ -156,11 +156,15 @@ int check_output_path(const char *opt, const char *path, int replace) {
     if (!replace && stat(path, &st) == 0)
         return 0; /* written in place: writable, checked above */
     /* a new file (or a rename target) needs its directory: make and remove a probe file, named
-     * as the temp file the write will make (".<base>.cnnkit-tmp.XXXXXX", which may be too long
-     * where the name itself is not) */
+     * as the temp file a replacing write will make (".<base>.cnnkit-tmp.XXXXXX", which may be
+     * too long where the name itself is not); a file written in place makes none */
     char dir[PATH_MAX], probe[2 * PATH_MAX + 32];
     dir_of(target, dir, sizeof dir);
-    int fd = beside(target, ".cnnkit-tmp.XXXXXX", probe, sizeof probe) ? -1 : mkstemp(probe);
+    int fd = -1;
+    if (replace)
+        fd = beside(target, ".cnnkit-tmp.XXXXXX", probe, sizeof probe) ? -1 : mkstemp(probe);
+    else if ((size_t)snprintf(probe, sizeof probe, "%s/.cnnkit-probe.XXXXXX", dir) < sizeof probe)
+        fd = mkstemp(probe);
     if (fd < 0) {
         fprintf(stderr, "cnnkit: %s %s: cannot create a file in %s: %s\n", opt, path, dir,
                 strerror(errno));
