@@ -471,6 +471,10 @@ cudnnStatus_t compute(cudnnHandle_t h, int dir, const void *alpha, const Conv &c
 cudnnStatus_t ws_query(cudnnHandle_t h, int dir, const Conv &c, int algo, size_t *bytes) {
     if (!h || !bytes)
         return CUDNN_STATUS_BAD_PARAM;
+    /* stricter than documented: whether cuDNN 9's queries (built on its backend engines, which
+     * may finalize a plan) may run under a stream capture is not said, so none may here */
+    if (kemu::capturing(h->stream))
+        return CUDNN_STATUS_EXECUTION_FAILED_CUDART;
     const cudnnStatus_t s = support(dir, algo, c, c.cd.math);
     if (s != CUDNN_STATUS_SUCCESS)
         return s;

@@ -22,6 +22,7 @@
 #include "internal.h"
 
 #ifdef CNNKIT_HAVE_CUDA
+#include "gpu_layers.h"
 #include <cuda_runtime_api.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -300,6 +301,17 @@ static const char *eager_reason(const ck_exec *e) {
 
 enum { SLOT_LAUNCH, SLOT_EAGER, SLOT_DONE };
 
+/* The conv plans set for batch n, eagerly: a plan whose batch changed queries cuDNN (descriptors,
+ * workspace sizes), which must not happen under capture, and an evaluation since the warm-up (a
+ * fit's validation, its last batch) may have left them at another batch. */
+static ck_status convs_at(const ck_exec *e, int n) {
+    const ck_model *m = e->m;
+    for (int i = 0; i < m->num_nodes; ++i)
+        if (m->nodes[i].type == CK_NODE_CONV && e->state && e->state[i])
+            CK_TRY(ck_gconv_use_batch(e->ctx, (ck_gconv *)e->state[i], n));
+    return CK_STATUS_SUCCESS;
+}
+
 /* Captures slot sl's graph and instantiates it: SLOT_LAUNCH when the slot has a graph now;
  * SLOT_EAGER when the step must run eagerly (the graphs were given up, the note says why);
  * SLOT_DONE when the step's device part ran (eagerly) already, *st its status. */
@@ -310,6 +322,10 @@ static int capture_slot(ck_cuda_graphs *g, slot *sl, ck_exec *e,
     cudaGraph_t graph = NULL;
     ck_status body_st = CK_STATUS_SUCCESS;
     int lost = 0;
+    if (convs_at(e, sl->n) != CK_STATUS_SUCCESS) { /* the step fails eagerly the same way */
+        *st = eager(e, body, arg);
+        return SLOT_DONE;
+    }
     (void)capture(g, e, body, arg, &graph, &body_st, &lost, why, sizeof why);
     snprintf(what, sizeof what, "capture of batch %d", sl->n);
     if (lost) { /* the handles may still be on our stream: an eager step could race */

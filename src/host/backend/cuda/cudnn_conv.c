@@ -70,7 +70,7 @@ size_t ck_gconv_workspace_bytes(const ck_gconv *c) {
     return gconv_ws_layout(c, NULL, NULL);
 }
 
-static ck_status gconv_check_ws(ck_context *ctx, ck_gconv *c, int n) {
+ck_status ck_gconv_use_batch(ck_context *ctx, ck_gconv *c, int n) {
     if (n < 1 || n > c->g.n)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "n: batch %d outside [1, %d] planned for conv", n,
                        c->g.n);
@@ -129,7 +129,7 @@ static ck_status gconv_widen(ck_context *ctx, const ck_gconv *c, const void *p, 
  * twin's two roundings, layer_conv2d.c). */
 ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const void *x, const float *k,
                            const float *bias, void *y, void *ws) {
-    CK_TRY(gconv_check_ws(ctx, c, n));
+    CK_TRY(ck_gconv_use_batch(ctx, c, n));
     const ck_conv_geom *g = &c->g;
     gconv_ws w;
     gconv_ws_layout(c, ws, &w);
@@ -164,7 +164,7 @@ ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const void *x, c
  * and widened to the fp32 dk (exact); the bias gradient summed in double from the bf16 dy. */
 ck_status ck_gconv_backward(ck_context *ctx, ck_gconv *c, int n, const void *x, const float *k,
                             const void *dy, void *dx, float *dk, float *dbias, void *ws) {
-    CK_TRY(gconv_check_ws(ctx, c, n));
+    CK_TRY(ck_gconv_use_batch(ctx, c, n));
     const ck_conv_geom *g = &c->g;
     gconv_ws w;
     gconv_ws_layout(c, ws, &w);

@@ -47,6 +47,10 @@ void ck_gconv_describe(const ck_gconv *c, char *buf, size_t len);
 void ck_gconv_destroy(ck_gconv *c);
 /* Device workspace bytes both directions need for any batch n <= g->n. */
 size_t ck_gconv_workspace_bytes(const ck_gconv *c);
+/* The plan's descriptors set for batch n (in [1, the planned batch]) and its workspace checked
+ * for it, now: forward and backward do it when n changes, with cuDNN queries that must not run
+ * under a stream capture, so the CUDA graph of a step calls this first. */
+ck_status ck_gconv_use_batch(ck_context *ctx, ck_gconv *c, int n);
 /* x, y, dy, dx stored as the plan's dt; k, bias, dk, dbias fp32. bf16: y = round(conv(x,
  * round(k))), then y = round(y + bias); dx = round(...); dk = the bf16 rounding of cuDNN's sum. */
 ck_status ck_gconv_forward(ck_context *ctx, ck_gconv *c, int n, const void *x, const float *k,
