@@ -1065,6 +1065,61 @@ Test(keras_io, model_and_input_names_are_kept) {
     ck_context_destroy(ctx);
 }
 
+/* ReLU(), LeakyReLU(), ELU() and Softmax() are Activation layers that keep their Keras class:
+ * named as Keras 3.15 names them (re_lu, re_lu_1 beside activation: a counter per name), shown
+ * with it in the summary and written as it to .keras (Keras loads them back as those classes:
+ * the live cross-check). */
+Test(keras_io, activation_layers_keep_their_keras_class) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    char err[256];
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_from_keras_text(ctx,
+                                        "inputs = keras.Input(shape=(8, 8, 1))\n"
+                                        "x = layers.ReLU()(layers.Conv2D(4, 3)(inputs))\n"
+                                        "x = layers.Activation('relu')(x)\n"
+                                        "x = layers.ReLU(negative_slope=0.1)(x)\n"
+                                        "x = layers.LeakyReLU()(x)\n"
+                                        "x = layers.Dense(3)(layers.Flatten()(x))\n"
+                                        "model = keras.Model(inputs, layers.Softmax()(x))\n",
+                                        &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    const char *want[][2] = {{"conv2d", "Conv2D"},         {"re_lu", "ReLU"},
+                             {"activation", "Activation"}, {"re_lu_1", "ReLU"},
+                             {"leaky_re_lu", "LeakyReLU"}, {"flatten", "Flatten"},
+                             {"dense", "Dense"},           {"softmax", "Softmax"}};
+    char *sum = summary_of(m);
+    for (int i = 0; i < 8; ++i) {
+        cr_assert_str_eq(layer_name(m, i), want[i][0]);
+        char row[80];
+        snprintf(row, sizeof row, " %s (%s) ", want[i][0], want[i][1]);
+        cr_assert(strstr(sum, row), "no row '%s' in %s", row, sum);
+    }
+    free(sum);
+    char e2[256];
+    char *cfg = ck_kio_write_config(m, e2, sizeof e2);
+    cr_assert_not_null(cfg, "%s", e2);
+    cr_assert(strstr(cfg, "\"class_name\": \"ReLU\"") &&
+                  strstr(cfg, "\"class_name\": \"Softmax\"") &&
+                  strstr(cfg, "\"negative_slope\": 0.1"),
+              "%s", cfg);
+    free(cfg);
+    ck_model_destroy(m);
+    /* through the C API: a class that cannot say the layer is refused, the layer kept out */
+    CK_OK(ctx, ck_model_create(ctx, &m));
+    ck_layer_desc d;
+    ck_layer_desc_init(&d, CK_LAYER_ACTIVATION);
+    d.activation = CK_ACT_RELU;
+    snprintf(d.keras_class, sizeof d.keras_class, "Softmax");
+    cr_assert_eq(ck_model_add(m, &d), CK_STATUS_BAD_PARAM);
+    cr_assert(strstr(ck_context_last_error(ctx), "keras_class 'Softmax'"), "%s",
+              ck_context_last_error(ctx));
+    snprintf(d.keras_class, sizeof d.keras_class, "ReLU");
+    CK_OK(ctx, ck_model_add(m, &d));
+    cr_assert_eq(ck_model_num_layers(m), 1);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
 /* The architecture of a Keras file as the model-text parser gives it, without building it; the
  * CLI's check and study read Keras files through it (memory the library frees). */
 Test(keras_io, keras_file_parse_gives_the_layer_list) {

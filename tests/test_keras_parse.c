@@ -36,8 +36,12 @@ static void parse_err(const char *text, const char *prefix, const char *needle) 
     cr_assert_eq(memcmp(&m, &before, sizeof m), 0, "out was modified on failure");
 }
 
+/* The same layer; the Keras class it was written as (ReLU() for Activation('relu')) aside. */
 static int same_desc(const ck_layer_desc *a, const ck_layer_desc *b) {
-    return memcmp(a, b, sizeof *a) == 0;
+    ck_layer_desc x = *a, y = *b;
+    memset(x.keras_class, 0, sizeof x.keras_class);
+    memset(y.keras_class, 0, sizeof y.keras_class);
+    return memcmp(&x, &y, sizeof x) == 0;
 }
 
 typedef struct want {

@@ -207,7 +207,7 @@ def branches_model():
     proj = layers.Conv2D(8, 1, strides=2, name="proj")(inp)
     x = layers.Conv2D(8, 3, strides=2, padding="same")(inp)
     x = layers.BatchNormalization()(x)
-    y = layers.Activation("relu")(x)
+    y = layers.ReLU()(x)  # a class of its own in Keras: its name (re_lu) and class come back
     y = layers.Conv2D(8, 3, padding="same")(y)
     s = layers.Add()([y, proj, x])
     c = layers.Concatenate()([s, layers.MaxPooling2D(2, padding="same")(layers.Conv2D(8, 2, padding="same")(inp))])
@@ -216,7 +216,7 @@ def branches_model():
     # dropout calls: Keras 3 records training=False on them in the config
     c = layers.SpatialDropout2D(0.2)(c)
     g = layers.Dropout(0.3)(layers.GlobalAveragePooling2D()(c))
-    return keras.Model(inp, layers.Dense(10, activation="softmax")(g))
+    return keras.Model(inp, layers.Softmax()(layers.Dense(10)(g)))
 
 
 def compiled(m, opt="adam"):
@@ -264,6 +264,10 @@ for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+
     names, names_back = [(k.name, k.inputs[0]._keras_history[0].name) for k in (m, mb)]
     report(f"1. {name}: saved back by cnnkit, the model's and input's names", f"{names_back}", f"{names}",
            names == names_back)
+    rows, rows_back = [[(l.name, type(l).__name__) for l in k.layers] for k in (m, mb)]
+    diff = [(a, b) for a, b in zip(rows, rows_back) if a != b] + ([("layers", len(rows_back))] if len(rows) != len(rows_back) else [])
+    report(f"1. {name}: saved back by cnnkit, every layer's name and class", f"{len(diff)} differ {diff[:2]}", "0",
+           not diff)
 
 # 2. cnnkit -> Keras, a trained model: the seed model (all images unless --limit) and ResNet-20 v1
 # (functional; 1,024 images, tested on 1,000: half a CPU minute)

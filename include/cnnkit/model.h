@@ -72,6 +72,12 @@ typedef struct ck_layer_desc {
     int num_inputs;
     int inputs[CK_MAX_LAYER_INPUTS];
     float scale, offset; /* Rescaling: y = x * scale + offset (default 1 and 0), Keras's float32 */
+    /* The Keras class the layer was written as, where Keras has several for one type: "ReLU",
+     * "LeakyReLU", "ELU" or "Softmax" for an Activation layer ("": the type's own). It names
+     * the layer (re_lu, re_lu_1, ...), its summary row and its class in .keras files; the
+     * computation is the type's. A class that cannot say the layer's settings (a Softmax
+     * class on a ReLU) is refused by ck_model_add. */
+    char keras_class[24];
 } ck_layer_desc;
 
 ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type);

@@ -379,7 +379,10 @@ static int bind_class(cfg *C, json_t *o, const char *cls, const ck_keras_class *
          jb_refuse,    jb_conflict},
         C,
         o};
-    return kc->bind(&j.b, d);
+    if (kc->bind(&j.b, d))
+        return -1;
+    ck_keras_class_keep(kc, d); /* ReLU, Softmax: named and shown as Keras does */
+    return 0;
 }
 
 /* One layer's config into d; *skip = 1 for an InputLayer (its shape goes to *pending). */
@@ -600,7 +603,8 @@ static int connect_layer(cfg *C, json_t *e, const ck_keras_model *km, int is_inp
                         "not supported",
                         in_name);
         if (strlen(name) >= sizeof km->layers->name)
-            return fail(C, "name is longer than %d bytes (UTF-8)", (int)sizeof km->layers->name - 1);
+            return fail(C, "name is longer than %d bytes (UTF-8)",
+                        (int)sizeof km->layers->name - 1);
         snprintf(in_name, sizeof km->layers->name, "%s", name);
         return 0;
     }

@@ -24,8 +24,8 @@ int ck_kp_name_arg(kp *P, const kargs *a, char *dst, size_t cap) {
         return ck_kp_type_err(P, a, v, "name", "a string");
     if (strlen(v->s) >= cap)
         return ck_kp_fail(P, v->line, v->col,
-                          "expected a name of at most %d bytes (UTF-8) for %s, found %d", (int)cap - 1,
-                          a->cls, (int)strlen(v->s));
+                          "expected a name of at most %d bytes (UTF-8) for %s, found %d",
+                          (int)cap - 1, a->cls, (int)strlen(v->s));
     if (!v->s[0] || strchr(v->s, '/'))
         return ck_kp_fail(P, v->line, v->col,
                           "expected a name without '/' for %s (Keras refuses it), found '%s'",
@@ -373,7 +373,10 @@ static int bind_class(kp *P, const value *call, const char *cls, const ck_layer_
          tb_refuse,    tb_conflict},
         P,
         a};
-    return kc->bind(&t.b, d);
+    if (kc->bind(&t.b, d))
+        return -1;
+    ck_keras_class_keep(kc, d); /* ReLU(), Softmax(): named and shown as Keras does */
+    return 0;
 }
 
 /* Keras 2's Dense(input_dim=n): the first layer's input shape 1 x 1 x n. */

@@ -114,6 +114,9 @@ typedef struct ck_keras_class {
     int alias; /* another name of the previous class (not listed in messages) */
     /* Fills d (already ck_layer_desc_init'ed) from the arguments. */
     int (*bind)(ck_kbind *b, ck_layer_desc *d);
+    /* A class of its own in Keras (not the kind's first) whose layers Keras names after it
+     * ("re_lu"): kept in ck_layer_desc.keras_class. NULL: named and shown as the kind. */
+    const char *base_name;
 } ck_keras_class;
 
 typedef struct ck_node ck_node;           /* model_internal.h */
@@ -173,6 +176,11 @@ const ck_keras_class *ck_keras_class_find(const char *cls, const ck_layer_kind *
 void ck_keras_class_names(char *buf, size_t n, int with_aliases);
 /* The Keras class a layer is written as. */
 const char *ck_keras_class_of(const ck_layer_desc *d);
+/* The class a layer written as Keras class kc keeps in d->keras_class (one with a base name of
+ * its own: ReLU, Softmax, ...), else "" (ck_layer_desc_init's). */
+void ck_keras_class_keep(const ck_keras_class *kc, ck_layer_desc *d);
+/* Keras's automatic name stem of d ("conv2d", "re_lu"). */
+const char *ck_layer_base_name(const ck_layer_desc *d);
 /* Keras's automatic names (conv2d, conv2d_1, ...) for the layers of layers[0 .. n) without one,
  * in list order, skipping names a layer already has (names must be unique). */
 void ck_layers_auto_name(ck_layer_desc *layers, int n);

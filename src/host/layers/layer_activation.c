@@ -3,6 +3,8 @@
 #include "layer.h"
 #include "model_internal.h"
 
+#include <string.h>
+
 #ifdef CNNKIT_HAVE_CUDA
 #include "ck_kernels.h"
 #endif
@@ -26,13 +28,24 @@ static int activation_lower(const ck_layer_desc *d, const ck_shape3 *in, const c
 
 static const char *activation_class_of(const ck_layer_desc *d);
 
-/* A slope or alpha that the activation's name does not imply is written with its layer class. */
+/* The slope (ReLU, LeakyReLU) or alpha (ELU) its layer class is written with: 0 where the
+ * activation is a plain ReLU. */
+static double class_arg(const ck_layer_desc *d) {
+    return d->activation == CK_ACT_RELU ? 0.0 : (double)d->alpha;
+}
+
+/* A slope or alpha that the activation's name does not imply is written with its layer class,
+ * and so is a layer written as one (ReLU(), Softmax()). */
 static void activation_render(ck_sbuf *s, const ck_layer_desc *d) {
     const char *cls = activation_class_of(d);
-    if (cls[0] == 'L')
-        ck_sbuf_printf(s, "LeakyReLU(negative_slope=%g)", (double)d->alpha);
+    if (!strcmp(cls, "ReLU"))
+        ck_sbuf_printf(s, class_arg(d) != 0.0 ? "ReLU(negative_slope=%g)" : "ReLU()", class_arg(d));
+    else if (!strcmp(cls, "Softmax"))
+        ck_sbuf_printf(s, "Softmax()");
+    else if (cls[0] == 'L')
+        ck_sbuf_printf(s, "LeakyReLU(negative_slope=%g)", class_arg(d));
     else if (cls[0] == 'E')
-        ck_sbuf_printf(s, "ELU(alpha=%g)", (double)d->alpha);
+        ck_sbuf_printf(s, "ELU(alpha=%g)", class_arg(d));
     else
         ck_sbuf_printf(s, "Activation('%s')", ck_lk_act_name(d->activation));
 }
@@ -104,16 +117,33 @@ static int softmax_bind(ck_kbind *b, ck_layer_desc *d) {
     return 0;
 }
 
+/* base_name: Keras names a ReLU() layer re_lu, and so on */
 static const ck_keras_class activation_classes[] = {
-    {"Activation", activation_args, 1, 0, activation_bind},
-    {"ReLU", relu_args, 3, 0, relu_bind},
-    {"LeakyReLU", lrelu_args, 1, 0, lrelu_bind},
-    {"ELU", elu_args, 1, 0, elu_bind},
-    {"Softmax", softmax_args, 1, 0, softmax_bind},
+    {"Activation", activation_args, 1, 0, activation_bind, NULL},
+    {"ReLU", relu_args, 3, 0, relu_bind, "re_lu"},
+    {"LeakyReLU", lrelu_args, 1, 0, lrelu_bind, "leaky_re_lu"},
+    {"ELU", elu_args, 1, 0, elu_bind, "elu"},
+    {"Softmax", softmax_args, 1, 0, softmax_bind, "softmax"},
     {0}};
 
-/* A slope the activation names of Keras cannot say is written as its layer class. */
+/* The class d was written as (keras_class), when it can say d's activation; else NULL. */
+static const char *kept_class(const ck_layer_desc *d) {
+    const char *c = d->keras_class;
+    const int relu = d->activation == CK_ACT_RELU, leaky = d->activation == CK_ACT_LEAKY_RELU;
+    if ((!strcmp(c, "ReLU") || !strcmp(c, "LeakyReLU")) && (relu || leaky))
+        return !strcmp(c, "ReLU") ? "ReLU" : "LeakyReLU";
+    if (!strcmp(c, "ELU") && (relu || d->activation == CK_ACT_ELU))
+        return "ELU";
+    if (!strcmp(c, "Softmax") && d->activation == CK_ACT_SOFTMAX)
+        return "Softmax";
+    return NULL;
+}
+
+/* The class written as, else a slope the activation names of Keras cannot say as its class. */
 static const char *activation_class_of(const ck_layer_desc *d) {
+    const char *kept = kept_class(d);
+    if (kept)
+        return kept;
     if (d->activation == CK_ACT_LEAKY_RELU && d->alpha != 0.2f)
         return "LeakyReLU";
     if (d->activation == CK_ACT_ELU && d->alpha != 1.0f)
@@ -123,10 +153,14 @@ static const char *activation_class_of(const ck_layer_desc *d) {
 
 static int activation_put(ck_kput *w, const ck_layer_desc *d) {
     const char *cls = activation_class_of(d);
-    if (cls[0] == 'L')
-        return w->num(w, "negative_slope", d->alpha);
+    if (!strcmp(cls, "Softmax")) {
+        const int axis = -1;
+        return w->ints(w, "axis", &axis, 0, 0);
+    }
+    if (cls[0] == 'R' || cls[0] == 'L')
+        return w->num(w, "negative_slope", (float)class_arg(d));
     if (cls[0] == 'E')
-        return w->num(w, "alpha", d->alpha);
+        return w->num(w, "alpha", (float)class_arg(d));
     return w->activation(w, "activation", d);
 }
 

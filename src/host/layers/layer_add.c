@@ -52,7 +52,7 @@ static int add_bind(ck_kbind *b, ck_layer_desc *d) {
     return 0;
 }
 
-static const ck_keras_class add_classes[] = {{ADD_NAME, add_args, 0, 0, add_bind}, {0}};
+static const ck_keras_class add_classes[] = {{ADD_NAME, add_args, 0, 0, add_bind, NULL}, {0}};
 
 static int add_put(ck_kput *w, const ck_layer_desc *d) {
     (void)w, (void)d;

@@ -136,8 +136,8 @@ static int sync_bn_bind(ck_kbind *b, ck_layer_desc *d) {
 }
 
 static const ck_keras_class bn_classes[] = {
-    {"BatchNormalization", bn_args, 13, 0, bn_bind},
-    {"SyncBatchNormalization", bn_args, 13, 1, sync_bn_bind},
+    {"BatchNormalization", bn_args, 13, 0, bn_bind, NULL},
+    {"SyncBatchNormalization", bn_args, 13, 1, sync_bn_bind, NULL},
     {0}};
 
 static int bn_put(ck_kput *w, const ck_layer_desc *d) {

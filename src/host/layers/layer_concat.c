@@ -70,7 +70,7 @@ static int cat_bind(ck_kbind *b, ck_layer_desc *d) {
     return b->refuse(b, "axis", CAT_WANT);
 }
 
-static const ck_keras_class cat_classes[] = {{CAT_NAME, cat_args, 1, 0, cat_bind}, {0}};
+static const ck_keras_class cat_classes[] = {{CAT_NAME, cat_args, 1, 0, cat_bind, NULL}, {0}};
 
 static int cat_put(ck_kput *w, const ck_layer_desc *d) {
     (void)d;

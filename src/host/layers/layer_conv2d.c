@@ -73,9 +73,10 @@ static int conv2d_bind(ck_kbind *b, ck_layer_desc *d) {
            ck_lk_keras_bind_weighted(b, d);
 }
 
-static const ck_keras_class conv2d_classes[] = {{"Conv2D", conv2d_args, 16, 0, conv2d_bind},
-                                                {"Convolution2D", conv2d_args, 16, 1, conv2d_bind},
-                                                {0}};
+static const ck_keras_class conv2d_classes[] = {
+    {"Conv2D", conv2d_args, 16, 0, conv2d_bind, NULL},
+    {"Convolution2D", conv2d_args, 16, 1, conv2d_bind, NULL},
+    {0}};
 
 static int conv2d_put(ck_kput *w, const ck_layer_desc *d) {
     const int ks[2] = {d->kernel_h, d->kernel_w}, st[2] = {d->stride_h, d->stride_w};

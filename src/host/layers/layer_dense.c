@@ -63,7 +63,7 @@ static int dense_bind(ck_kbind *b, ck_layer_desc *d) {
            ck_lk_keras_bind_weighted(b, d);
 }
 
-static const ck_keras_class dense_classes[] = {{"Dense", dense_args, 10, 0, dense_bind}, {0}};
+static const ck_keras_class dense_classes[] = {{"Dense", dense_args, 10, 0, dense_bind, NULL}, {0}};
 
 static int dense_put(ck_kput *w, const ck_layer_desc *d) {
     return w->ints(w, "units", &d->units, 0, 0) || ck_lk_keras_put_weighted(w, d);

@@ -65,10 +65,10 @@ static int sdropout_bind(ck_kbind *b, ck_layer_desc *d) {
     return dropout_rate(b, d) || b->data_format(b) || b->seed(b, "seed");
 }
 
-static const ck_keras_class dropout_classes[] = {{"Dropout", dropout_args, 3, 0, dropout_bind},
-                                                 {0}};
+static const ck_keras_class dropout_classes[] = {
+    {"Dropout", dropout_args, 3, 0, dropout_bind, NULL}, {0}};
 static const ck_keras_class sdropout_classes[] = {
-    {"SpatialDropout2D", sdropout_args, 2, 0, sdropout_bind}, {0}};
+    {"SpatialDropout2D", sdropout_args, 2, 0, sdropout_bind, NULL}, {0}};
 
 static int dropout_put(ck_kput *w, const ck_layer_desc *d) {
     return w->num(w, "rate", d->rate);

@@ -65,12 +65,13 @@ static int pool2d_bind(ck_kbind *b, ck_layer_desc *d) {
     return b->has(b, "strides") ? b->get_pair(b, "strides", &d->stride_h, &d->stride_w) : 0;
 }
 
-static const ck_keras_class maxpool2d_classes[] = {{"MaxPooling2D", pool2d_args, 4, 0, pool2d_bind},
-                                                   {"MaxPool2D", pool2d_args, 4, 1, pool2d_bind},
-                                                   {0}};
+static const ck_keras_class maxpool2d_classes[] = {
+    {"MaxPooling2D", pool2d_args, 4, 0, pool2d_bind, NULL},
+    {"MaxPool2D", pool2d_args, 4, 1, pool2d_bind, NULL},
+    {0}};
 static const ck_keras_class avgpool2d_classes[] = {
-    {"AveragePooling2D", pool2d_args, 4, 0, pool2d_bind},
-    {"AvgPool2D", pool2d_args, 4, 1, pool2d_bind},
+    {"AveragePooling2D", pool2d_args, 4, 0, pool2d_bind, NULL},
+    {"AvgPool2D", pool2d_args, 4, 1, pool2d_bind, NULL},
     {0}};
 
 static int pool2d_put(ck_kput *w, const ck_layer_desc *d) {

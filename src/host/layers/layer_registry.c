@@ -54,17 +54,55 @@ void ck_keras_class_names(char *buf, size_t n, int with_aliases) {
         }
 }
 
+/* The class d keeps in keras_class, when it is one of its kind's with a name of its own. */
+static const ck_keras_class *kept_class(const ck_layer_desc *d) {
+    const ck_layer_kind *k = ck_layer_kind_of(d->type);
+    if (!k || !d->keras_class[0] || !memchr(d->keras_class, '\0', sizeof d->keras_class))
+        return NULL;
+    for (const ck_keras_class *c = k->keras_classes; c && c->name; ++c)
+        if (c->base_name && !strcmp(c->name, d->keras_class))
+            return c;
+    return NULL;
+}
+
+void ck_keras_class_keep(const ck_keras_class *kc, ck_layer_desc *d) {
+    d->keras_class[0] = '\0';
+    if (kc && kc->base_name)
+        snprintf(d->keras_class, sizeof d->keras_class, "%s", kc->name);
+}
+
+const char *ck_layer_base_name(const ck_layer_desc *d) {
+    const ck_keras_class *c = kept_class(d);
+    if (c)
+        return c->base_name;
+    const ck_layer_kind *k = ck_layer_kind_of(d->type);
+    return k ? k->base_name : "layer";
+}
+
 void ck_layers_auto_name(ck_layer_desc *layers, int n) {
-    int counters[CK_LAYER_TYPE_COUNT] = {0};
+    /* Keras counts per name stem: ReLU layers are re_lu, re_lu_1 beside activation, ... */
+    enum { STEMS = CK_LAYER_TYPE_COUNT + 8 };
+    const char *stem[STEMS];
+    int count[STEMS], nstem = 0;
     for (int li = 0; li < n; ++li) {
         ck_layer_desc *d = &layers[li];
         const ck_layer_kind *k = ck_layer_kind_of(d->type);
+        const char *base = ck_layer_base_name(d);
+        int s = 0;
+        while (s < nstem && strcmp(stem[s], base))
+            ++s;
+        if (s == nstem && nstem < STEMS) {
+            stem[nstem] = base;
+            count[nstem++] = 0;
+        }
+        if (s == STEMS) /* never: the stems are the kinds' and their classes' */
+            s = 0;
         while (k && d->name[0] == '\0') {
-            const int cnt = counters[d->type]++;
+            const int cnt = count[s]++;
             if (cnt == 0)
-                snprintf(d->name, sizeof d->name, "%s", k->base_name);
+                snprintf(d->name, sizeof d->name, "%s", base);
             else
-                snprintf(d->name, sizeof d->name, "%s_%d", k->base_name, cnt);
+                snprintf(d->name, sizeof d->name, "%s_%d", base, cnt);
             for (int j = 0; j < n && d->name[0]; ++j)
                 if (j != li && !strcmp(layers[j].name, d->name))
                     d->name[0] = '\0';

@@ -105,7 +105,7 @@ static int rs_bind(ck_kbind *b, ck_layer_desc *d) {
     return 0;
 }
 
-static const ck_keras_class rs_classes[] = {{RS_NAME, rs_args, 2, 0, rs_bind}, {0}};
+static const ck_keras_class rs_classes[] = {{RS_NAME, rs_args, 2, 0, rs_bind, NULL}, {0}};
 
 /* As Keras's get_config: scale and offset, plain numbers. */
 static int rs_put(ck_kput *w, const ck_layer_desc *d) {

@@ -34,8 +34,8 @@ static int gap2d_bind(ck_kbind *b, ck_layer_desc *d) {
 }
 
 static const ck_keras_class gap2d_classes[] = {
-    {"GlobalAveragePooling2D", gap2d_args, 2, 0, gap2d_bind},
-    {"GlobalAvgPool2D", gap2d_args, 2, 1, gap2d_bind},
+    {"GlobalAveragePooling2D", gap2d_args, 2, 0, gap2d_bind, NULL},
+    {"GlobalAvgPool2D", gap2d_args, 2, 1, gap2d_bind, NULL},
     {0}};
 
 /* GlobalAveragePooling2D and Flatten write only their data format. */
@@ -83,8 +83,8 @@ static int flatten_bind(ck_kbind *b, ck_layer_desc *d) {
     return b->data_format(b);
 }
 
-static const ck_keras_class flatten_classes[] = {{"Flatten", flatten_args, 1, 0, flatten_bind},
-                                                 {0}};
+static const ck_keras_class flatten_classes[] = {
+    {"Flatten", flatten_args, 1, 0, flatten_bind, NULL}, {0}};
 
 const ck_layer_kind ck_lk_flatten = {
     .type = CK_LAYER_FLATTEN,

@@ -107,7 +107,7 @@ static int zp_bind(ck_kbind *b, ck_layer_desc *d) {
     return 0;
 }
 
-static const ck_keras_class zp_classes[] = {{ZP_NAME, zp_args, 1, 0, zp_bind}, {0}};
+static const ck_keras_class zp_classes[] = {{ZP_NAME, zp_args, 1, 0, zp_bind, NULL}, {0}};
 
 /* As Keras's get_config: padding as ((top, bottom), (left, right)). */
 static int zp_put(ck_kput *w, const ck_layer_desc *d) {

@@ -105,6 +105,13 @@ static ck_status check_layer(ck_context *ctx, const ck_layer_desc *d, int index)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "layer %d (%s): name '%s' has a '/' (Keras refuses it)", index,
                        k->keras_name, d->name);
+    /* a Keras class the layer was written as must say the layer (ReLU() is a relu) */
+    if (!memchr(d->keras_class, '\0', sizeof d->keras_class) ||
+        (d->keras_class[0] && strcmp(ck_keras_class_of(d), d->keras_class)))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "layer %d (%s '%s'): keras_class '%.23s' is not a class this layer can be "
+                       "written as (it is %s)",
+                       index, k->keras_name, d->name, d->keras_class, ck_keras_class_of(d));
     if (d->num_inputs < 0 || d->num_inputs > CK_MAX_LAYER_INPUTS)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM,
                        "layer %d (%s '%s'): num_inputs %d is not in [0, %d] (0: the previous "
@@ -531,7 +538,7 @@ static void summary_graph(const ck_model *m, ck_sbuf *b, const char *rule, const
         char name[96], cnt[32];
         long long t, f;
         ck_model_layer_params(m, li, &t, &f);
-        snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
+        snprintf(name, sizeof name, "%s (%s)", d->name, ck_keras_class_of(d));
         shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
                   ck_model_layer_is_flat(m, li));
         fmt_count(cnt, sizeof cnt, t + f);
@@ -582,7 +589,7 @@ CK_API ck_status ck_model_summary(const ck_model *m, char *buf, size_t len, size
             char name[96], shape[64], cnt[32];
             long long t, f;
             ck_model_layer_params(m, li, &t, &f);
-            snprintf(name, sizeof name, "%s (%s)", d->name, ck_layer_type_name(d->type));
+            snprintf(name, sizeof name, "%s (%s)", d->name, ck_keras_class_of(d));
             shape_str(shape, sizeof shape, m->lshape[li].h, m->lshape[li].w, m->lshape[li].c,
                       ck_model_layer_is_flat(m, li));
             fmt_count(cnt, sizeof cnt, t + f);
