@@ -1,5 +1,6 @@
 /*
- * cnnkit model check: static diagnostics on the order of layers in a Sequential model
+ * cnnkit model check: static diagnostics on the order of layers in a model (Sequential, or a
+ * layer graph: CK015-CK017 are the residual rules)
  * (Dropout / SpatialDropout2D / BatchNormalization / activation / pooling placement).
  *
  * Each finding has a stable code ("CK001-dropout-before-bn", ...), a severity, the 0-based

@@ -1,5 +1,6 @@
 /*
- * cnnkit model API: Keras-style layers, a Sequential model, training and checkpoints.
+ * cnnkit model API: Keras-style layers, Sequential and functional models (a layer graph),
+ * training and checkpoints.
  * Shapes follow Keras: an image is H x W x C (channels last); Flatten uses Keras (NHWC) order so
  * weights are comparable with Keras. Kernels are stored as Keras does: conv HWIO, dense (in, out).
  */
@@ -144,7 +145,7 @@ void ck_keras_model_free(ck_keras_model *m);
 ck_status ck_keras_file_parse(ck_context *ctx, const char *path, ck_keras_model *out);
 
 /* ---------------------------------------------------------------------------------------------
- * Sequential model
+ * Model: a Sequential stack, or a layer graph (ck_layer_desc.num_inputs)
  * ------------------------------------------------------------------------------------------- */
 typedef struct ck_model ck_model;
 
@@ -154,8 +155,9 @@ ck_status ck_model_create(ck_context *ctx, ck_model **model);
 void ck_model_destroy(ck_model *model);
 /* Appends a layer (copied). Only before ck_model_build. */
 ck_status ck_model_add(ck_model *model, const ck_layer_desc *layer);
-/* Builds the model from the text of a Keras Sequential model (ck_keras_parse + add + compile
- * options). err receives parse errors ("line L, column C: ...") and warnings. */
+/* Builds the model from the text of a Keras Sequential or functional model (ck_keras_parse +
+ * add + compile options, its dtype policy and names). err receives parse errors ("line L, column C:
+ * ...") and warnings. */
 ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_model **model, char *err,
                                    size_t err_len);
 
@@ -366,23 +368,24 @@ ck_status ck_model_predict(ck_model *model, const float *x, int count, float *pr
 long long ck_model_step(const ck_model *model);
 
 /* Checkpoints: parameters, BN moving statistics, optimizer state, step and fit position
- * (ck_fit_state), with the layer list, in a versioned file with a CRC-32 (version 2; version 1
- * files still load, without a fit position), written atomically (temp file, fsync, rename; the
- * temp files of a killed save are removed by the next save). save refuses a non-finite state and
- * a path that is not a regular file (a device, directory, FIFO, dangling link); a symlink to a
- * regular file replaces that file. Loading checks that the file matches this model's layers and
- * shapes and holds finite values; on any error the model is left unchanged. */
+ * (ck_fit_state), with the layer list, in a versioned file with a CRC-32 (version 3, which
+ * records the run's precision; versions 2 and 1 still load, version 1 without a fit position),
+ * written atomically (temp file, fsync, rename; the temp files of a killed save are removed by the
+ * next save). save refuses a non-finite state and a path that is not a regular file (a device,
+ * directory, FIFO, dangling link); a symlink to a regular file replaces that file. Loading checks
+ * that the file matches this model's layers and shapes and holds finite values; on any error the
+ * model is left unchanged. */
 ck_status ck_model_save(ck_model *model, const char *path);
 ck_status ck_model_load(ck_model *model, const char *path);
 
 /* Keras files (Keras 3 .keras archives, .weights.h5, and legacy whole-model .h5 to read).
- * ck_model_load_keras builds a new model from a .keras or legacy .h5 file (the Sequential model
- * of its config, its weights, BN moving statistics, its compile optimizer and, when present, the
- * optimizer state) for batches of up to max_batch samples. Unsupported layers or options fail
- * with CK_STATUS_NOT_SUPPORTED and a message naming the layer, its class and the option; a
- * missing or misshaped weight names the layer and both shapes; *model is set only on success.
- * ck_model_load_keras_weights reads a .weights.h5 (or the weights of a .keras) into a built
- * model whose layers match (Keras names the weights by layer class and order); the optimizer
+ * ck_model_load_keras builds a new model from a .keras or legacy .h5 file (the Sequential or
+ * functional model of its config, its weights, BN moving statistics, its compile optimizer and,
+ * when present, the optimizer state) for batches of up to max_batch samples. Unsupported layers or
+ * options fail with CK_STATUS_NOT_SUPPORTED and a message naming the layer, its class and the
+ * option; a missing or misshaped weight names the layer and both shapes; *model is set only on
+ * success. ck_model_load_keras_weights reads a .weights.h5 (or the weights of a .keras) into a
+ * built model whose layers match (Keras names the weights by layer class and order); the optimizer
  * state is read when the file holds one for the model's optimizer. On failure the model is
  * unchanged. ck_model_save_keras writes path ending in .keras (config, weights, optimizer state)
  * or .weights.h5 (weights and optimizer state), atomically like ck_model_save. */
