@@ -471,13 +471,37 @@ Test(keras_parse, variables_and_arithmetic) {
               "line 4, column 3: 'x += ...' on a tensor", "layers.Add()");
     /* a def's body is read once, as if called once, and the names it binds are its own: an
      * unused def block(x) rebinding x made the model read its layer (239 parameters, Keras 91);
-     * now x is the top-level one again after it and the layer leads nowhere: refused */
+     * its parameter x has no value there (nothing is passed in): refused where it is read */
     parse_err("inputs = keras.Input(shape=(8, 8, 1))\nx = layers.Conv2D(4, 3)(inputs)\n"
               "def block(x):\n    x = layers.Conv2D(4, 3)(x)\n    return x\n"
               "outputs = layers.Dense(2)(layers.Flatten()(x))\nmodel = keras.Model(inputs, "
               "outputs)\n",
-              "line 4, column 9: expected every layer to lead to the model's output",
-              "found Conv2D (layer 1), whose output it never reads");
+              "line 4, column 29: expected a tensor",
+              "a parameter of 'block' (line 3): cnnkit reads a function's body once");
+    /* a parameter never takes the global of its name: build_model(num_classes=100) built
+     * Dense(10) from the global (the real-model-files audit) */
+    parse_err("num_classes = 10\ndef build_model(num_classes):\n    model = Sequential()\n"
+              "    model.add(Dense(num_classes, input_shape=(4,)))\n    return model\n"
+              "model = build_model(num_classes=100)\n",
+              "line 4, column 21: ", "a parameter of 'build_model' (line 2)");
+    /* a helper that adds layers, called twice: its body was read once (one block of layers,
+     * where Keras has two) */
+    parse_err("model = Sequential()\nmodel.add(Dense(8, input_shape=(4,)))\n"
+              "def block():\n    model.add(Dense(8))\nblock()\nblock()\n",
+              "line 6, column 1: expected one call of 'block' (line 3)", "a second call");
+    parse_err("model = Sequential()\nmodel.add(Dense(8, input_shape=(4,)))\n"
+              "def block():\n    model.add(Dense(8))\nfor i in range(2):\n    block()\n",
+              "line 6, column 5: expected one call of 'block'", "calls in loops or conditionals");
+    parse_err("model = Sequential()\nmodel.add(Dense(8, input_shape=(4,)))\n"
+              "def unused():\n    model.add(Dense(8))\n",
+              "line 3, column 5: expected a call of 'unused'", "found none");
+    /* a name assigned in a branch or loop: which assignment Python's run leaves, the text does
+     * not say (the else branch's shape was taken where the if branch runs) */
+    parse_err(
+        "DATASET = 'mnist'\nif DATASET == 'mnist':\n    input_shape = (28, 28, 1)\n"
+        "else:\n    input_shape = (32, 32, 3)\nmodel = Sequential()\n"
+        "model.add(Conv2D(4, 3, input_shape=input_shape))\n",
+        "line 7, column 36: ", "changed inside the 'else' at line 4, which cnnkit does not run");
     /* ... so a parameter changed in it leaves the top-level name alone (Python: a local) */
     m = parse_ok("filters = 16\ndef widen(filters):\n    filters *= 4\n    return filters\n"
                  "model = Sequential()\nmodel.add(Conv2D(filters, 3, input_shape=(8, 8, 1)))\n");

@@ -150,7 +150,19 @@ typedef struct block {
     /* a def: the names and tensors before its body, restored at its end (its names are local) */
     struct sym *syms;
     struct ktensor *tensors;
+    int fn; /* a def: its entry in kp.fns, else -1 */
 } block;
+
+/* A function the text defines: its body is read once where it is written, as one call with
+ * nothing passed in, so only that one call may exist (kp_fn_calls). */
+#define KP_MAX_FNS 32
+typedef struct kp_fn {
+    char name[48];
+    int line, col;
+    int calls;             /* calls seen in the text */
+    int model_work;        /* its body added layers or made the model: a call of it is that work */
+    int count0, had_model; /* the model at the def (to tell model_work at its end) */
+} kp_fn;
 
 typedef struct kp {
     ck_context *ctx; /* every allocation of the parse is counted on it (NULL: nowhere) */
@@ -184,6 +196,8 @@ typedef struct kp {
     int have_model, model_line, model_col;
     char model_var[64];
     char model_name[48], input_name[48]; /* name= of the model and of its Input, "" none */
+    kp_fn fns[KP_MAX_FNS];
+    int nfns;
     ck_layer_desc *layers;
     int count, cap;
     int rank; /* rank of the current output with batch: 4 (images) or 2 (vectors) */

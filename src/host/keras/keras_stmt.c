@@ -278,7 +278,17 @@ static const char *unreadable(kp *P, const char *what) {
     return why;
 }
 
+static const char *unrun(kp *P);
+
 static int assign(kp *P, const tok *const *targets, int nt, size_t rhs) {
+    /* in a loop or branch, which cnnkit does not run: the name's value after it is unknown
+     * (the last assignment in the text is not the one Python's run leaves) */
+    const char *loop = unrun(P);
+    for (int i = 0; loop && i < nt; ++i)
+        if (add_sym(P, targets[i], NULL, loop))
+            return -1;
+    if (loop)
+        return 0;
     P->pos = rhs;
     value *v = p_expr_list(P);
     const char *why = NULL;
@@ -465,6 +475,93 @@ static int check_skipped(kp *P, size_t b, size_t e) {
     return 0;
 }
 
+/* The end of a def's body: whether reading it added layers or made the model. */
+static void fn_end(kp *P, const block *bl) {
+    if (bl->fn < 0)
+        return;
+    kp_fn *f = &P->fns[bl->fn];
+    f->model_work = P->count != f->count0 || P->have_model != f->had_model;
+}
+
+/* def NAME(params): the function's entry, and its parameters bound as unknown in its body (it
+ * is read once where it is written, with nothing passed in: a parameter's value is not known). */
+static int def_start(kp *P, size_t b, size_t e, block *bl) {
+    bl->fn = -1;
+    const tok *nm = b + 1 < e ? &P->cur[b + 1] : NULL;
+    if (!nm || nm->kind != TK_NAME || b + 2 >= e || !ck_kp_is_op(&P->cur[b + 2], "("))
+        return 0;
+    if (P->nfns == KP_MAX_FNS)
+        return ck_kp_fail(P, nm->line, nm->col, "expected at most %d functions, found more",
+                          KP_MAX_FNS);
+    kp_fn *f = &P->fns[P->nfns];
+    memset(f, 0, sizeof *f);
+    snprintf(f->name, sizeof f->name, "%.*s", nm->len > 47 ? 47 : nm->len, nm->src);
+    f->line = nm->line;
+    f->col = nm->col;
+    f->count0 = P->count;
+    f->had_model = P->have_model;
+    bl->fn = P->nfns++;
+    const char *why = ck_kp_printf(P,
+                                   "a parameter of '%s' (line %d): cnnkit reads a function's body "
+                                   "once, where it is written, with nothing passed in",
+                                   f->name, f->line);
+    if (!why)
+        return -1;
+    int depth = 0;
+    for (size_t k = b + 2; k < e; ++k) {
+        const tok *t = &P->cur[k];
+        if (ck_kp_is_op(t, "(") || ck_kp_is_op(t, "[") || ck_kp_is_op(t, "{"))
+            ++depth;
+        else if (ck_kp_is_op(t, ")") || ck_kp_is_op(t, "]") || ck_kp_is_op(t, "}"))
+            --depth;
+        else if (depth == 1 && t->kind == TK_NAME && !ck_kp_is_keyword(t)) {
+            const tok *pv = &P->cur[k - 1];
+            if ((ck_kp_is_op(pv, "(") || ck_kp_is_op(pv, ",") || ck_kp_is_op(pv, "*") ||
+                 ck_kp_is_op(pv, "**")) &&
+                add_sym(P, t, NULL, why))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Calls of the text's functions in the statement: the body was read once, so a function whose
+ * body did model work may be called once, outside loops and conditionals. */
+static int fn_calls(kp *P, size_t b, size_t e) {
+    for (size_t k = b; k + 1 < e; ++k) {
+        const tok *t = &P->cur[k];
+        if (t->kind != TK_NAME || !ck_kp_is_op(&P->cur[k + 1], "(") ||
+            (k > b && ck_kp_is_op(&P->cur[k - 1], ".")) || (k > b && tok_is(&P->cur[k - 1], "def")))
+            continue;
+        for (int i = 0; i < P->nfns; ++i) {
+            kp_fn *f = &P->fns[i];
+            if (!tok_is(t, f->name))
+                continue;
+            const char *loop = unrun(P);
+            ++f->calls;
+            if (f->model_work && (loop || f->calls > 1))
+                return ck_kp_fail(P, t->line, t->col,
+                                  "expected one call of '%s' (line %d), which builds model "
+                                  "layers: cnnkit reads its body once, where it is written, and "
+                                  "does not run %s; write the layers out",
+                                  f->name, f->line,
+                                  loop ? "calls in loops or conditionals" : "a second call");
+        }
+    }
+    return 0;
+}
+
+/* At the end: a function whose body built layers must have been called (its body was read). */
+static int fn_uncalled(kp *P) {
+    for (int i = 0; i < P->nfns; ++i)
+        if (P->fns[i].model_work && P->fns[i].calls == 0)
+            return ck_kp_fail(P, P->fns[i].line, P->fns[i].col,
+                              "expected a call of '%s', whose body builds model layers (cnnkit "
+                              "read them where the function is written), found none",
+                              P->fns[i].name);
+    return 0;
+}
+
 static const char *const k_compound[] = {"if",    "elif",   "else",    "for",  "while",
                                          "try",   "except", "finally", "with", "def",
                                          "class", "async",  NULL};
@@ -505,10 +602,13 @@ static int process(kp *P, const stmt *S) {
         if (!strcmp(bl->kw, "def")) { /* its names were local: the ones before it are back */
             P->syms = bl->syms;
             P->tensors = bl->tensors;
+            fn_end(P, bl);
         }
     }
     if (tok_is(t0, "import") || tok_is(t0, "from"))
         return 0;
+    if (fn_calls(P, b, e))
+        return -1;
     const tok *fn = setting_call(P, b, e);
     if (fn)
         return setting(P, b, e, fn);
@@ -531,6 +631,9 @@ static int process(kp *P, const stmt *S) {
             /* a def's body is read once, as if called once; the names it binds are its own */
             bl->syms = P->syms;
             bl->tensors = P->tensors;
+            bl->fn = -1;
+            if (tok_is(t0, "def") && def_start(P, b, e, bl))
+                return -1;
         }
         if (tok_is(t0, "return") && sequential_at(P, b + 1))
             return model_create(P, NULL, b + 1);
@@ -732,6 +835,10 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
         if (!rc && S.err)
             rc = ck_kp_fail(P, S.el, S.ec, "%s", S.emsg);
     }
+    for (; !rc && P->nblocks > 0; --P->nblocks) /* the blocks the text ends in */
+        fn_end(P, &P->blocks[P->nblocks - 1]);
+    if (!rc)
+        rc = fn_uncalled(P);
     if (!rc)
         rc = ck_kp_functional_end(P);
     if (!rc && P->count == 0) {
