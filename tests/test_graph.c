@@ -536,6 +536,34 @@ Test(graph, functional_call_takes_training_false) {
     cr_assert(strstr(err, "found mask"), "%s", err);
 }
 
+/* keras.layers.add([a, b]) and concatenate([a, b], axis=-1), the functions Keras's guides and
+ * Keras-2 ResNets use: the same layers as Add()([a, b]) and Concatenate(axis=-1)([a, b]). */
+Test(graph, add_and_concatenate_functions_are_their_layers) {
+    char err[512];
+    ck_keras_model f, c;
+    const char *fn = FN_HEAD "a = layers.Conv2D(4, 3, padding='same')(inputs)\n"
+                             "s = layers.add([a, layers.Conv2D(4, 1)(inputs)])\n"
+                             "x = keras.layers.concatenate([s, a], axis=-1, name='cat')\n"
+                             "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+                             "model = keras.Model(inputs, outputs)\n";
+    const char *cls = FN_HEAD "a = layers.Conv2D(4, 3, padding='same')(inputs)\n"
+                              "s = layers.Add()([a, layers.Conv2D(4, 1)(inputs)])\n"
+                              "x = keras.layers.Concatenate(axis=-1, name='cat')([s, a])\n"
+                              "outputs = layers.Dense(3)(layers.Flatten()(x))\n"
+                              "model = keras.Model(inputs, outputs)\n";
+    cr_assert_eq(parse(fn, &f, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(parse(cls, &c, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    cr_assert_eq(f.count, c.count);
+    for (int i = 0; i < f.count; ++i)
+        cr_assert(memcmp(&f.layers[i], &c.layers[i], sizeof f.layers[i]) == 0, "layer %d", i);
+    int adds = 0;
+    for (int i = 0; i < f.count; ++i)
+        adds += f.layers[i].type == CK_LAYER_ADD;
+    cr_assert_eq(adds, 1);
+    ck_keras_model_free(&f);
+    ck_keras_model_free(&c);
+}
+
 /* The functional model text builds and trains: its loss goes down on a fixed batch. */
 Test(graph, functional_text_trains) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);

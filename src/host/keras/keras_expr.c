@@ -12,6 +12,33 @@
  * the list in error messages).
  * ------------------------------------------------------------------------------------------- */
 /* The kinds' Keras classes (layer.h) and the input items. */
+/* keras.layers.add([a, b]) / concatenate([a, b], axis=-1): Keras's functions that make an Add
+ * / Concatenate layer and call it on the list, read as Add()([a, b]) (their other arguments are
+ * the layer's). Any other call is v itself. */
+static value *merge_function(kp *P, value *v) {
+    const char *cls = ck_kp_last_component(v->s);
+    const char *layer = !strcmp(cls, "add")           ? "Add"
+                        : !strcmp(cls, "concatenate") ? "Concatenate"
+                                                      : NULL;
+    const size_t pre = (size_t)(cls - v->s); /* "layers." or "" */
+    if (!layer || (pre && (pre < 7 || strncmp(cls - 7, "layers.", 7))) || v->n < 1 ||
+        v->args[0].kw || (v->args[0].v->kind != V_LIST && v->args[0].v->kind != V_TUPLE))
+        return v;
+    value *call = ck_kp_new_value(P, V_CALL, v->line, v->col);
+    value *ap = ck_kp_new_value(P, V_APPLY, v->line, v->col);
+    value **it = (value **)ck_kp_alloc(P, 2 * sizeof *it);
+    if (!call || !ap || !it || !(call->s = ck_kp_printf(P, "%.*s%s", (int)pre, v->s, layer)))
+        return NULL;
+    call->n = v->n - 1;
+    call->args = v->args + 1;
+    it[0] = call;
+    it[1] = v->args[0].v;
+    ap->s = call->s;
+    ap->n = 2;
+    ap->items = it;
+    return ap;
+}
+
 static int layer_class_known(const char *s, int len) {
     char name[64];
     if (len <= 0 || (size_t)len >= sizeof name)
@@ -351,6 +378,8 @@ static value *p_primary(kp *P) {
                 const char *cls = ck_kp_last_component(name);
                 layer_written = ck_keras_class_find(cls, NULL) != NULL;
                 if (p_args(P, v, open, layer_class_known(cls, (int)strlen(cls))))
+                    return NULL;
+                if (!(v = merge_function(P, v)))
                     return NULL;
             } else {
                 sym *s = k == 0 ? find_sym(P, name, total) : NULL;

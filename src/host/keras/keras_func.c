@@ -35,6 +35,8 @@ int ck_kp_functional_at(kp *P, size_t k) {
     const tok *t = &P->cur[k];
     if (tok_is(t, "Input"))
         return 1;
+    if (tok_is(t, "add") || tok_is(t, "concatenate")) /* keras.layers.add([a, b]) */
+        return 3;
     if (tok_is(t, "Model") || tok_is(t, "Functional"))
         return 2;
     char name[64];
