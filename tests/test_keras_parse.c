@@ -522,6 +522,15 @@ Test(keras_parse, variables_and_arithmetic) {
               "outputs = layers.Dense(2)(layers.Flatten()(x))\nmodel = keras.Model(inputs, "
               "outputs)\n",
               "line 4, column 44: expected a tensor", "(set at line 3 to nothing: del)");
+    /* from ... import A as B: B(...) is A(...) */
+    m = parse_ok("from keras.layers import BatchNormalization as BN, MaxPooling2D as Pool\n"
+                 "from keras.optimizers import SGD as Opt\nmodel = Sequential()\n"
+                 "model.add(Conv2D(4, 3, input_shape=(8, 8, 1)))\nmodel.add(BN(momentum=0.9))\n"
+                 "model.add(Pool(2))\nmodel.compile(optimizer=Opt(momentum=0.5))\n");
+    cr_assert(m.count == 3 && m.layers[1].type == CK_LAYER_BATCHNORM &&
+              m.layers[1].momentum == 0.9f && m.layers[2].type == CK_LAYER_MAXPOOL2D);
+    cr_assert(m.optimizer.type == CK_OPT_SGD && m.optimizer.momentum == 0.5f);
+    ck_keras_model_free(&m);
     /* Keras 3 refuses a negative slope (ValueError): so does the reader */
     parse_err("model = Sequential([Dense(4, input_shape=(3,)), LeakyReLU(negative_slope=-0.5)])\n",
               "line 1, column 74: expected a number >= 0 for negative_slope of LeakyReLU", NULL);

@@ -371,6 +371,9 @@ static value *p_primary(kp *P) {
             }
             P->pos += k + 1;
             if (ck_kp_is_op(ck_kp_peek(P), "(")) {
+                for (int a = 0; k == 0 && a < P->naliases; ++a) /* from ... import A as B */
+                    if (!strcmp(name, P->aliases[a].alias))
+                        name = P->aliases[a].name;
                 const tok *open = ck_kp_advance(P);
                 if (!(v = ck_kp_new_value(P, V_CALL, t->line, t->col)))
                     return NULL;

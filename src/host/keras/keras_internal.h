@@ -198,6 +198,11 @@ typedef struct kp {
     char model_name[48], input_name[48]; /* name= of the model and of its Input, "" none */
     kp_fn fns[KP_MAX_FNS];
     int nfns;
+    /* from ... import A as B: B stands for A (a layer class, an optimizer) */
+    struct {
+        char alias[48], name[48];
+    } aliases[32];
+    int naliases;
     ck_layer_desc *layers;
     int count, cap;
     int rank; /* rank of the current output with batch: 4 (images) or 2 (vectors) */

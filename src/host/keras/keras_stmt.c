@@ -605,6 +605,15 @@ static int process(kp *P, const stmt *S) {
             fn_end(P, bl);
         }
     }
+    if (tok_is(t0, "from")) /* from M import A as B, ...: B is A */
+        for (size_t k = b + 1; k + 2 < e; ++k)
+            if (tok_is(&P->cur[k + 1], "as") && P->cur[k].kind == TK_NAME &&
+                P->cur[k + 2].kind == TK_NAME && P->naliases < 32 && P->cur[k].len < 48 &&
+                P->cur[k + 2].len < 48) {
+                snprintf(P->aliases[P->naliases].name, 48, "%.*s", P->cur[k].len, P->cur[k].src);
+                snprintf(P->aliases[P->naliases++].alias, 48, "%.*s", P->cur[k + 2].len,
+                         P->cur[k + 2].src);
+            }
     if (tok_is(t0, "import") || tok_is(t0, "from"))
         return 0;
     if (fn_calls(P, b, e))
