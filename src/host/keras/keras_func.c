@@ -130,7 +130,7 @@ static int apply(kp *P, const value *v, int *layer, int *rank) {
     const char *cls = ck_kp_last_component(call->s);
     ck_keras_class_find(cls, &kind);
     const int is_list = arg->kind == V_LIST || arg->kind == V_TUPLE;
-    int in[CK_MAX_LAYER_INPUTS], rk[CK_MAX_LAYER_INPUTS], nin = is_list ? arg->n : 1;
+    int in[CK_MAX_LAYER_INPUTS] = {0}, rk[CK_MAX_LAYER_INPUTS], nin = is_list ? arg->n : 1;
     if (!kind->min_inputs && is_list)
         return ck_kp_fail(P, arg->line, arg->col,
                           "expected one tensor for %s, found a list of %d (a list is for merge "

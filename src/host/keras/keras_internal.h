@@ -151,6 +151,10 @@ typedef struct block {
     struct sym *syms;
     struct ktensor *tensors;
     int fn; /* a def: its entry in kp.fns, else -1 */
+    /* if / elif / else: skip, a branch known not to run (its statements are not read);
+     * chain_taken, chain_known: some branch of the chain so far runs / every condition so far
+     * was known */
+    int skip, chain_taken, chain_known;
 } block;
 
 /* A function the text defines: its body is read once where it is written, as one call with
@@ -198,6 +202,8 @@ typedef struct kp {
     char model_name[48], input_name[48]; /* name= of the model and of its Input, "" none */
     kp_fn fns[KP_MAX_FNS];
     int nfns;
+    /* the if-chain that ended last (an elif / else at its indent continues it) */
+    int chain_indent, chain_taken, chain_known;
     /* from ... import A as B: B stands for A (a layer class, an optimizer) */
     struct {
         char alias[48], name[48];

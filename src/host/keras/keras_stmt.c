@@ -562,6 +562,101 @@ static int fn_uncalled(kp *P) {
     return 0;
 }
 
+/* Two values Python's == would call equal: numbers (and bools) by value, strings by text, None;
+ * -1 when either is not a constant (a name, a call, a tensor). */
+static int same_constant(const value *a, const value *b) {
+    const int na = a->kind == V_INT || a->kind == V_FLOAT || a->kind == V_BOOL;
+    const int nb = b->kind == V_INT || b->kind == V_FLOAT || b->kind == V_BOOL;
+    const int ka = na || a->kind == V_STR || a->kind == V_NONE;
+    const int kb = nb || b->kind == V_STR || b->kind == V_NONE;
+    if (!ka || !kb)
+        return -1;
+    if (na && nb)
+        return (a->kind == V_FLOAT || b->kind == V_FLOAT ? a->f == b->f : a->i == b->i);
+    if (a->kind != b->kind)
+        return 0;
+    return a->kind == V_NONE || !strcmp(a->s, b->s);
+}
+
+/* One side of a condition, tokens [k0, k1): its value, or NULL (the failure cleared) when
+ * cnnkit cannot read it. K.image_data_format() is 'channels_last': cnnkit is channels-last, as
+ * Keras is by default. */
+static value *cond_side(kp *P, size_t k0, size_t k1) {
+    const size_t end = P->end;
+    P->pos = k0;
+    P->end = k1;
+    value *v = k0 < k1 ? ck_kp_p_full_expr(P) : NULL;
+    P->end = end;
+    if (!v) {
+        if (P->st != CK_STATUS_ALLOC_FAILED) {
+            P->failed = 0;
+            P->st = CK_STATUS_SUCCESS;
+            P->msg[0] = '\0';
+        }
+        return NULL;
+    }
+    if (v->kind == V_CALL && v->n == 0 &&
+        !strcmp(ck_kp_last_component(v->s), "image_data_format")) {
+        v->kind = V_STR;
+        v->s = "channels_last";
+    }
+    return v;
+}
+
+/* The condition of `if COND:` (tokens [b, e), the ':' excluded): 1 true, 0 false, -1 not
+ * known. A constant, or A == B / A != B of constants (if DATASET == 'mnist':). */
+static int condition(kp *P, size_t b, size_t e) {
+    int depth = 0;
+    for (size_t k = b; k < e; ++k) {
+        const tok *t = &P->cur[k];
+        if (ck_kp_is_op(t, "(") || ck_kp_is_op(t, "[") || ck_kp_is_op(t, "{"))
+            ++depth;
+        else if (ck_kp_is_op(t, ")") || ck_kp_is_op(t, "]") || ck_kp_is_op(t, "}"))
+            --depth;
+        else if (depth == 0 && (ck_kp_is_op(t, "==") || ck_kp_is_op(t, "!="))) {
+            value *l = cond_side(P, b, k), *r = l ? cond_side(P, k + 1, e) : NULL;
+            const int eq = l && r ? same_constant(l, r) : -1;
+            return eq < 0 ? -1 : ck_kp_is_op(t, "==") ? eq : !eq;
+        } else if (depth == 0 && t->kind == TK_NAME &&
+                   (tok_is(t, "and") || tok_is(t, "or") || tok_is(t, "not") || tok_is(t, "in") ||
+                    tok_is(t, "is")))
+            return -1;
+    }
+    const value *v = cond_side(P, b, e);
+    if (!v)
+        return -1;
+    switch (v->kind) {
+    case V_BOOL:
+    case V_INT:
+        return v->i != 0;
+    case V_FLOAT:
+        return v->f != 0.0;
+    case V_NONE:
+        return 0;
+    case V_STR:
+        return v->s[0] != '\0';
+    default:
+        return -1;
+    }
+}
+
+/* An if / elif / else block: which of its chain's branches runs, when the conditions say. */
+static void branch(kp *P, const tok *t0, size_t b, size_t e, block *bl) {
+    const int cont = (tok_is(t0, "elif") || tok_is(t0, "else")) && P->chain_indent == t0->col;
+    const int taken0 = cont ? P->chain_taken : 0, known0 = cont ? P->chain_known : 1;
+    int c = 1; /* else */
+    if (!tok_is(t0, "else"))
+        c = known0 && !taken0 ? condition(P, b + 1, e - 1) : -1;
+    bl->chain_known = known0 && (taken0 || c >= 0);
+    bl->chain_taken = taken0 || c == 1;
+    if (!bl->chain_known) {
+        bl->opaque = 1; /* not known which runs: not run */
+    } else {
+        bl->opaque = 0;
+        bl->skip = taken0 || c == 0;
+    }
+}
+
 static const char *const k_compound[] = {"if",    "elif",   "else",    "for",  "while",
                                          "try",   "except", "finally", "with", "def",
                                          "class", "async",  NULL};
@@ -604,7 +699,16 @@ static int process(kp *P, const stmt *S) {
             P->tensors = bl->tensors;
             fn_end(P, bl);
         }
+        if (!strcmp(bl->kw, "if") || !strcmp(bl->kw, "elif")) {
+            P->chain_indent = bl->indent;
+            P->chain_taken = bl->chain_taken;
+            P->chain_known = bl->chain_known;
+        }
     }
+    if (P->nblocks > 0 && P->blocks[P->nblocks - 1].skip)
+        return 0; /* a branch that does not run: nothing in it is read */
+    const int chain = P->chain_indent;
+    P->chain_indent = -1;   /* only the statement right after a chain may continue it */
     if (tok_is(t0, "from")) /* from M import A as B, ...: B is A */
         for (size_t k = b + 1; k + 2 < e; ++k)
             if (tok_is(&P->cur[k + 1], "as") && P->cur[k].kind == TK_NAME &&
@@ -635,8 +739,14 @@ static int process(kp *P, const stmt *S) {
             for (int i = 0; k_transparent[i]; ++i)
                 if (tok_is(t0, k_transparent[i]))
                     bl->opaque = 0;
+            bl->skip = 0;
+            if (tok_is(t0, "if") || tok_is(t0, "elif") || tok_is(t0, "else")) {
+                P->chain_indent = chain;
+                branch(P, t0, b, e, bl);
+                P->chain_indent = -1;
+            }
             if (tok_is(t0, "if") && b + 1 < e && tok_is(&P->cur[b + 1], "__name__"))
-                bl->opaque = 0;
+                bl->opaque = 0, bl->skip = 0;
             /* a def's body is read once, as if called once; the names it binds are its own */
             bl->syms = P->syms;
             bl->tensors = P->tensors;
@@ -826,6 +936,7 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
     P->text = text;
     P->len = strlen(text);
     P->rank = 4;
+    P->chain_indent = -1;
     ck_optimizer_desc_init(&P->opt, CK_OPT_ADAM);
     int rc = 0;
     if (P->len > (size_t)INT_MAX / 2)
