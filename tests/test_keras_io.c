@@ -971,15 +971,13 @@ static char *summary_of(ck_model *m) {
 Test(keras_io, model_and_input_names_are_kept) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     char err[256];
-    ck_model *m = NULL;
-    CK_OK(ctx, ck_model_from_keras_text(ctx,
-                                        "inputs = keras.Input(shape=(8, 8, 1), name='img')\n"
-                                        "x = layers.Conv2D(4, 3, name='c1')(inputs)\n"
-                                        "x = layers.GlobalAveragePooling2D()(x)\n"
-                                        "outputs = layers.Dense(3, activation='softmax')(x)\n"
-                                        "model = keras.Model(inputs, outputs, name='tiny_net')\n",
-                                        &m, err, sizeof err));
-    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    ck_model *m = t_model(ctx,
+                          "inputs = keras.Input(shape=(8, 8, 1), name='img')\n"
+                          "x = layers.Conv2D(4, 3, name='c1')(inputs)\n"
+                          "x = layers.GlobalAveragePooling2D()(x)\n"
+                          "outputs = layers.Dense(3, activation='softmax')(x)\n"
+                          "model = keras.Model(inputs, outputs, name='tiny_net')\n",
+                          2);
     cr_assert_str_eq(ck_model_name(m), "tiny_net");
     cr_assert_str_eq(ck_model_input_name(m), "img");
     char *sum = summary_of(m);
@@ -1008,11 +1006,10 @@ Test(keras_io, model_and_input_names_are_kept) {
     ck_model_destroy(m);
 
     /* a Sequential's name; unnamed models keep Keras's defaults */
-    CK_OK(ctx, ck_model_from_keras_text(ctx,
-                                        "model = keras.Sequential([keras.Input(shape=(4, 4, 1)), "
-                                        "layers.Flatten(), layers.Dense(2)], name='seqnet')\n",
-                                        &m, err, sizeof err));
-    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    m = t_model(ctx,
+                "model = keras.Sequential([keras.Input(shape=(4, 4, 1)), layers.Flatten(), "
+                "layers.Dense(2)], name='seqnet')\n",
+                2);
     sum = summary_of(m);
     cr_assert(strstr(sum, "Model: \"seqnet\"\n"), "%s", sum);
     free(sum);
@@ -1071,18 +1068,15 @@ Test(keras_io, model_and_input_names_are_kept) {
  * the live cross-check). */
 Test(keras_io, activation_layers_keep_their_keras_class) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
-    char err[256];
-    ck_model *m = NULL;
-    CK_OK(ctx, ck_model_from_keras_text(ctx,
-                                        "inputs = keras.Input(shape=(8, 8, 1))\n"
-                                        "x = layers.ReLU()(layers.Conv2D(4, 3)(inputs))\n"
-                                        "x = layers.Activation('relu')(x)\n"
-                                        "x = layers.ReLU(negative_slope=0.1)(x)\n"
-                                        "x = layers.LeakyReLU()(x)\n"
-                                        "x = layers.Dense(3)(layers.Flatten()(x))\n"
-                                        "model = keras.Model(inputs, layers.Softmax()(x))\n",
-                                        &m, err, sizeof err));
-    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    ck_model *m = t_model(ctx,
+                          "inputs = keras.Input(shape=(8, 8, 1))\n"
+                          "x = layers.ReLU()(layers.Conv2D(4, 3)(inputs))\n"
+                          "x = layers.Activation('relu')(x)\n"
+                          "x = layers.ReLU(negative_slope=0.1)(x)\n"
+                          "x = layers.LeakyReLU()(x)\n"
+                          "x = layers.Dense(3)(layers.Flatten()(x))\n"
+                          "model = keras.Model(inputs, layers.Softmax()(x))\n",
+                          2);
     const char *want[][2] = {{"conv2d", "Conv2D"},         {"re_lu", "ReLU"},
                              {"activation", "Activation"}, {"re_lu_1", "ReLU"},
                              {"leaky_re_lu", "LeakyReLU"}, {"flatten", "Flatten"},

@@ -227,6 +227,16 @@ static char **read_str_attr(ck_context *ctx, hid_t obj, const char *name, int *c
     return out;
 }
 
+/* Group g's weight_names attribute (the legacy layout's dataset order), NULL when the group or
+ * the attribute is missing; *oom when memory ran out. */
+static char **weight_names(h5s *S, hid_t f, const char *g, int *nn, int *oom) {
+    hid_t grp = H5Gopen2(f, g, H5P_DEFAULT);
+    char **names = grp >= 0 ? read_str_attr(S->ctx, grp, "weight_names", nn, oom) : NULL;
+    if (grp >= 0)
+        H5Gclose(grp);
+    return names;
+}
+
 /* Legacy layout under base ("" or "model_weights"): the layer's group by name, its datasets in
  * the weight_names attribute's order. */
 static ck_status read_legacy(h5s *S, hid_t f, const char *base, const ck_kio_plan *P, float *w) {
@@ -240,11 +250,8 @@ static ck_status read_legacy(h5s *S, hid_t f, const char *base, const ck_kio_pla
             return ck_fail(S->ctx, CK_STATUS_SHAPE_MISMATCH,
                            "%s: layer '%s' (%s): no weights for it in the file (no group %s)",
                            S->what, L->name, L->cls, g);
-        hid_t grp = H5Gopen2(f, g, H5P_DEFAULT);
         int nn = 0, oom = 0;
-        char **names = grp >= 0 ? read_str_attr(S->ctx, grp, "weight_names", &nn, &oom) : NULL;
-        if (grp >= 0)
-            H5Gclose(grp);
+        char **names = weight_names(S, f, g, &nn, &oom);
         if (oom)
             return ck_fail(S->ctx, CK_STATUS_ALLOC_FAILED,
                            "%s: layer '%s': out of host memory reading its weight_names", S->what,
@@ -326,11 +333,8 @@ static ck_status read_opt_legacy(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_o
     *found = 0;
     if (!path_exists(f, "optimizer_weights"))
         return CK_STATUS_SUCCESS;
-    hid_t grp = H5Gopen2(f, "optimizer_weights", H5P_DEFAULT);
     int nn = 0, oom = 0;
-    char **names = grp >= 0 ? read_str_attr(S->ctx, grp, "weight_names", &nn, &oom) : NULL;
-    if (grp >= 0)
-        H5Gclose(grp);
+    char **names = weight_names(S, f, "optimizer_weights", &nn, &oom);
     if (oom)
         return ck_fail(S->ctx, CK_STATUS_ALLOC_FAILED,
                        "%s: out of host memory reading optimizer_weights' weight_names", S->what);
