@@ -134,6 +134,12 @@ static void path_in(const fixture *fx, char *buf, size_t len, const char *name) 
     snprintf(buf, len, "%s/%s", fx->dir, name);
 }
 
+/* The CLI with args exits rc and says `says`. */
+static void cli_says(const char *args, int rc, const char *says) {
+    cr_assert_eq(t_run_cli(args, out, sizeof out), rc, "%s", out);
+    cr_assert_neq(strstr(out, says), NULL, "'%s' not in: %s", says, out);
+}
+
 /* Item 3: --epochs 2 --save a and --epochs 1 --save b, then --epochs 2 --resume b --save b,
  * leave byte-identical checkpoints; so does a run interrupted mid-epoch by SIGINT (a test hook
  * raises it after model step 9 of 12) and resumed. */
@@ -638,8 +644,7 @@ Test(cli_train, mistakes_are_refused_before_training) {
     cr_assert_eq(train(&fx, args), 2, "%s", out);
     cr_assert(strstr(out, "--plot") && strstr(out, "is the --resume checkpoint"), "%s", out);
     snprintf(args, sizeof args, "convert %s %s --model %s", ck, fx.model, fx.model);
-    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
-    cr_assert(strstr(out, "is the file of --model"), "%s", out);
+    cli_says(args, 2, "is the file of --model");
     size_t n1;
     char *after = t_read_file(img, &n1);
     cr_assert(n0 == n1 && !memcmp(before, after, n0), "the data file changed");
@@ -655,12 +660,10 @@ Test(cli_train, mistakes_are_refused_before_training) {
     cr_assert(strstr(out, "--log needs a value, found the option '--profile'"), "%s", out);
     /* check's options of --measure without it: refused, not ignored */
     snprintf(args, sizeof args, "check %s --data /nonexistent --batches 7", fx.model);
-    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
-    cr_assert(strstr(out, "--data is an option of --measure, which is not given"), "%s", out);
+    cli_says(args, 2, "--data is an option of --measure, which is not given");
     /* results that could not be written to stdout (a full disk): exit 1, said on stderr */
     snprintf(args, sizeof args, "summary %s > /dev/full", fx.model);
-    cr_assert_eq(t_run_cli(args, out, sizeof out), 1, "%s", out);
-    cr_assert(strstr(out, "writing the results to standard output failed"), "%s", out);
+    cli_says(args, 1, "writing the results to standard output failed");
     /* the test set is checked before training: labels the model has no class for */
     path_in(&fx, q, sizeof q, "two.py");
     char two[sizeof MODEL + 8];
@@ -724,12 +727,10 @@ Test(cli_train, mistakes_are_refused_before_training) {
     blab[3] = 7;
     write_idx(p, "t10k", 12, bpix, blab);
     snprintf(args, sizeof args, "evaluate %s --weights %s --data %s", fx.model, q, p);
-    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
-    cr_assert(strstr(out, "the test labels hold 7 (sample 3)"), "%s", out);
+    cli_says(args, 2, "the test labels hold 7 (sample 3)");
     /* --input never replaces a shape the model declares (8x8x1 here) */
     snprintf(args, sizeof args, "summary %s --input 4x4x1", fx.model);
-    cr_assert_eq(t_run_cli(args, out, sizeof out), 2, "%s", out);
-    cr_assert(strstr(out, "--input 4x4x1, but the model's input shape is 8x8x1"), "%s", out);
+    cli_says(args, 2, "--input 4x4x1, but the model's input shape is 8x8x1");
     snprintf(args, sizeof args, "summary %s --input 8x8x1", fx.model);
     cr_assert_eq(t_run_cli(args, out, sizeof out), 0, "%s", out);
     /* a log written in place takes any name the folder takes: no temp name beside it */

@@ -120,16 +120,10 @@ int cmd_eval_predict(const opts *o, int is_predict) {
     }
     if (!rc)
         rc = load_data(o, NULL, 0, &test);
-    /* samples are read as the model's input; evaluate's labels are its classes (as train's) */
-    int h = 0, w = 0, c = 0;
-    if (!rc && !is_predict)
+    /* samples are read as the model's input and their labels are its classes (as train's;
+     * predict prints each image's label beside its class) */
+    if (!rc)
         rc = data_fits(o, m, &test, "test");
-    else if (!rc && (ck_model_input_shape(m, &h, &w, &c) != CK_STATUS_SUCCESS || h != test.h ||
-                     w != test.w || c != test.c)) {
-        fprintf(stderr, "cnnkit: %s: the test images are %dx%dx%d, the model input is %dx%dx%d\n",
-                o->cmd, test.h, test.w, test.c, h, w, c);
-        rc = EXIT_USAGE;
-    }
     if (o->distributed) /* a rank that failed to start stops the others */
         rc = dist_agree(o, rc);
     if (!rc)

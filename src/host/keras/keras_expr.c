@@ -15,11 +15,13 @@
 /* keras.layers.add([a, b]) / concatenate([a, b], axis=-1): Keras's functions that make an Add
  * / Concatenate layer and call it on the list, read as Add()([a, b]) (their other arguments are
  * the layer's). Any other call is v itself. */
+const char *ck_kp_merge_layer(const char *fn) {
+    return !strcmp(fn, "add") ? "Add" : !strcmp(fn, "concatenate") ? "Concatenate" : NULL;
+}
+
 static value *merge_function(kp *P, value *v) {
     const char *cls = ck_kp_last_component(v->s);
-    const char *layer = !strcmp(cls, "add")           ? "Add"
-                        : !strcmp(cls, "concatenate") ? "Concatenate"
-                                                      : NULL;
+    const char *layer = ck_kp_merge_layer(cls);
     const size_t pre = (size_t)(cls - v->s); /* "layers." or "" */
     if (!layer || (pre && (pre < 7 || strncmp(cls - 7, "layers.", 7))) || v->n < 1 ||
         v->args[0].kw || (v->args[0].v->kind != V_LIST && v->args[0].v->kind != V_TUPLE))

@@ -35,8 +35,6 @@ int ck_kp_functional_at(kp *P, size_t k) {
     const tok *t = &P->cur[k];
     if (tok_is(t, "Input"))
         return 1;
-    if (tok_is(t, "add") || tok_is(t, "concatenate")) /* keras.layers.add([a, b]) */
-        return 3;
     if (tok_is(t, "Model") || tok_is(t, "Functional"))
         return 2;
     char name[64];
@@ -44,7 +42,8 @@ int ck_kp_functional_at(kp *P, size_t k) {
         return 0;
     memcpy(name, t->src, (size_t)t->len);
     name[t->len] = '\0';
-    return ck_keras_class_find(name, NULL) ? 3 : 0;
+    /* a layer class, or a merge function (keras.layers.add([a, b])) */
+    return ck_keras_class_find(name, NULL) || ck_kp_merge_layer(name) ? 3 : 0;
 }
 
 /* The tensor a name's value stands for: the one definition it was read from when it carries an

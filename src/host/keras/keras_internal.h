@@ -295,6 +295,9 @@ void *ck_kp_grow(kp *P, void *old, int n, int *cap, size_t elem);
 int ck_kp_is_num(const value *v);
 int ck_kp_expect_end(kp *P);
 value *ck_kp_p_full_expr(kp *P);
+/* The layer class of Keras's merge function fn ("add": "Add", "concatenate": "Concatenate"), or
+ * NULL: layers.add([a, b]) is read as Add()([a, b]). */
+const char *ck_kp_merge_layer(const char *fn);
 
 /* keras_bind.c */
 int ck_kp_bind(kp *P, const value *call, const char *cls, const char *const *names, int npos,

@@ -126,8 +126,9 @@ static const ck_keras_class activation_classes[] = {
     {"Softmax", softmax_args, 1, 0, softmax_bind, "softmax"},
     {0}};
 
-/* The class d was written as (keras_class), when it can say d's activation; else NULL. */
-static const char *kept_class(const ck_layer_desc *d) {
+/* The class d was written as (keras_class), when it can say d's activation; else NULL (the
+ * registry's ck_layer_base_name finds the class by name alone: ck_model_add checks both agree). */
+static const char *written_class(const ck_layer_desc *d) {
     const char *c = d->keras_class;
     const int relu = d->activation == CK_ACT_RELU, leaky = d->activation == CK_ACT_LEAKY_RELU;
     if ((!strcmp(c, "ReLU") || !strcmp(c, "LeakyReLU")) && (relu || leaky))
@@ -141,7 +142,7 @@ static const char *kept_class(const ck_layer_desc *d) {
 
 /* The class written as, else a slope the activation names of Keras cannot say as its class. */
 static const char *activation_class_of(const ck_layer_desc *d) {
-    const char *kept = kept_class(d);
+    const char *kept = written_class(d);
     if (kept)
         return kept;
     if (d->activation == CK_ACT_LEAKY_RELU && d->alpha != 0.2f)
