@@ -22,6 +22,7 @@
 
 #include "ck_math.h"
 #include "cpu_layers.h"
+#include "golden/keras_rmsprop_golden.h"
 #include "golden/layers_golden.h"
 
 #ifdef _OPENMP
@@ -245,6 +246,33 @@ Test(layers, golden_sgd_nesterov) {
         for (int i = 0; i < LG_OPT_COUNT; ++i)
             cr_assert(fabs(p[i] - e[i]) <= 1e-6 * fmax(1.0, fabs(e[i])),
                       "step %d p[%d] %.9g vs %.9g", t, i, p[i], e[i]);
+    }
+}
+
+/* Keras 3.15's RMSprop.apply_gradients on the same vector and gradients
+ * (tools/gen_keras_rmsprop.py): plain, momentum, centered, and rho 0.8 with momentum, epsilon 1e-3
+ * and weight decay. */
+Test(layers, golden_rmsprop_keras) {
+    static const struct {
+        const char *name;
+        float lr, rho, momentum, eps, wd;
+        int centered;
+        const float *want;
+    } cases[] = {{"plain", 0.01f, 0.9f, 0.0f, 1e-7f, 0.0f, 0, kr_plain_p},
+                 {"momentum", 0.01f, 0.9f, 0.5f, 1e-7f, 0.0f, 0, kr_momentum_p},
+                 {"centered", 0.01f, 0.9f, 0.0f, 1e-7f, 0.0f, 1, kr_centered_p},
+                 {"decay", 0.02f, 0.8f, 0.9f, 1e-3f, 0.1f, 0, kr_decay_p}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+        float p[KR_N], vel[KR_N] = {0}, aux[KR_N] = {0};
+        memcpy(p, kr_p0, sizeof p);
+        for (int t = 0; t < KR_STEPS; ++t) {
+            ck_cpu_rmsprop_update(p, kr_grads + t * KR_N, vel, aux, KR_N, cases[c].lr, cases[c].rho,
+                                  cases[c].eps, cases[c].momentum, cases[c].centered, cases[c].wd);
+            const float *e = cases[c].want + t * KR_N;
+            for (int i = 0; i < KR_N; ++i)
+                cr_assert(fabsf(p[i] - e[i]) <= 4e-7f * fmaxf(1.0f, fabsf(e[i])),
+                          "%s step %d p[%d] %.9g, Keras %.9g", cases[c].name, t + 1, i, p[i], e[i]);
+        }
     }
 }
 

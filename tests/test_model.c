@@ -306,6 +306,66 @@ Test(model, input_shape) {
  * cnnkit refused such a file even for evaluate, predict and convert. Its steps change no weight
  * and no optimizer state's effect: the weights are the same bits after a step; a negative one
  * is refused. */
+/* RMSprop's settings (rho, centered) and state survive a checkpoint: the resumed model takes the
+ * same steps bit for bit; settings the optimizer cannot run are refused, the model unchanged. */
+Test(model, rmsprop_checkpoint_resumes_and_bad_settings_are_refused) {
+    char path[] = "/tmp/cnnkit-rmsprop-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    float x[8 * 84];
+    int32_t y[8];
+    make_batch(8, 84, x, y, 5);
+    for (int centered = 0; centered < 2; ++centered) {
+        ck_model *a = small_model(ctx, 1), *b = small_model(ctx, 1);
+        ck_optimizer_desc o;
+        CK_OK(ctx, ck_optimizer_desc_init(&o, CK_OPT_RMSPROP));
+        o.rho = 0.8f;
+        o.learning_rate = 0.01f;
+        o.centered = centered;
+        o.momentum = centered ? 0.0f : 0.7f;
+        o.weight_decay = 0.01f;
+        CK_OK(ctx, ck_model_set_optimizer(a, &o));
+        for (int s = 0; s < 3; ++s)
+            CK_OK(ctx, ck_model_train_step(a, x, y, 8, NULL));
+        CK_OK(ctx, ck_model_save(a, path));
+        CK_OK(ctx, ck_model_load(b, path)); /* b was Adam: the file's optimizer replaces it */
+        cr_assert(b->opt.type == CK_OPT_RMSPROP && b->opt.rho == 0.8f &&
+                  b->opt.centered == centered && b->opt.momentum == o.momentum &&
+                  b->opt.weight_decay == 0.01f && b->opt.beta1 == 0.0f && !b->opt.nesterov);
+        cr_assert(!memcmp(a->opt_m, b->opt_m, a->num_params * 4) &&
+                  !memcmp(a->opt_v, b->opt_v, a->num_params * 4));
+        int nonzero = 0;
+        for (size_t i = 0; i < a->num_params; ++i)
+            nonzero += a->opt_m[i] != 0.0f;
+        cr_assert_gt(nonzero, 0, "the momentum or centered average is kept");
+        ck_step_result ra, rb;
+        for (int s = 0; s < 2; ++s) {
+            CK_OK(ctx, ck_model_train_step(a, x, y, 8, &ra));
+            CK_OK(ctx, ck_model_train_step(b, x, y, 8, &rb));
+            cr_assert_eq(ra.loss, rb.loss);
+        }
+        cr_assert(!memcmp(a->params, b->params, a->num_params * 4));
+        /* refused: centered with momentum (a third state array), rho 1, epsilon 0 */
+        const float before = a->params[0];
+        ck_optimizer_desc bad = o;
+        bad.centered = 1, bad.momentum = 0.5f;
+        cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_NOT_SUPPORTED);
+        cr_assert_neq(strstr(ck_context_last_error(ctx), "centered"), NULL);
+        bad = o, bad.rho = 1.0f;
+        cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_BAD_PARAM);
+        cr_assert_neq(strstr(ck_context_last_error(ctx), "rho"), NULL);
+        bad = o, bad.epsilon = 0.0f;
+        cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_BAD_PARAM);
+        cr_assert(a->opt.type == CK_OPT_RMSPROP && a->opt.rho == 0.8f && a->params[0] == before);
+        ck_model_destroy(a);
+        ck_model_destroy(b);
+    }
+    unlink(path);
+    ck_context_destroy(ctx);
+}
+
 Test(model, learning_rate_zero_is_a_frozen_model) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *m = t_model(ctx,

@@ -159,10 +159,10 @@ int ck_cuda_gap_backward(int n, int hw, int c, const void *dy, void *dx, int dt,
 size_t ck_cuda_xent_workspace_bytes(int n);
 int ck_cuda_softmax_xent(int n, int classes, const float *logits, const int32_t *labels,
                          float *dlogits, ck_kloss *out, void *ws, void *stream);
-/* Optimizer updates (ck_adam_elem / ck_sgd_elem); alpha: Adam's bias-corrected step, or
- * step->adam_alpha read on the device when step (device memory) is not NULL;
- * decay = lr * weight_decay; vel may be NULL (plain SGD). guard (device memory, may be NULL):
- * when guard->nonfinite is set or guard->loss_sum is not finite the kernel changes nothing, so a
+/* Optimizer updates (ck_adam_elem / ck_sgd_elem / ck_rmsprop_elem); alpha: Adam's bias-corrected
+ * step, or step->adam_alpha read on the device when step (device memory) is not NULL; decay = lr *
+ * weight_decay; vel may be NULL (plain SGD). guard (device memory, may be NULL): when
+ * guard->nonfinite is set or guard->loss_sum is not finite the kernel changes nothing, so a
  * training step can enqueue its update before the host has looked at the loss (one wait per
  * step, and a failed step still leaves parameters and optimizer state as they were). */
 int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
@@ -173,6 +173,11 @@ int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, flo
 int ck_cuda_flag_nonfinite(const float *p, size_t count, int *flag, void *stream);
 int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
                 int nesterov, float decay, const ck_kloss *guard, void *stream);
+/* RMSprop (ck_rmsprop_elem): vel the squared-gradient average, aux the momentum or the centered
+ * average gradient (NULL when neither); guard and decay as for ck_cuda_adam. */
+int ck_cuda_rmsprop(float *p, const float *g, float *vel, float *aux, size_t count, float lr,
+                    float rho, float eps, float momentum, int centered, float decay,
+                    const ck_kloss *guard, void *stream);
 /* Conv kernel HWIO (khw = kh*kw positions) -> cuDNN's filter layout (to_cudnn = 1) or back (0):
  * KRSC for NHWC convolutions (kcrs = 0), KCRS for NCHW ones (kcrs = 1). dt (ck_kdt): the storage
  * of cuDNN's copy (bf16: rounded to nearest even going there, widened back exactly); the HWIO

@@ -357,11 +357,12 @@ CK_HD float ck_uniform_sym(uint32_t word, float limit) {
 }
 
 /* ------------------------------------------------------------------------------------------
- * Optimizer updates of one parameter (Keras semantics; see ck_cpu_adam_update /
- * ck_cpu_sgd_update in src/host/backend/cpu/cpu_layers.h). The float operations are written out one
- * by one (fmaf nowhere, no expression nvcc could contract differently from the C compiler), so the
- * CPU and the GPU compute the same bits. decay = lr * weight_decay (0 = none); alpha is the
- * bias-corrected step of Adam, computed once per update in double by the caller.
+ * Optimizer updates of one parameter (Keras semantics; see ck_cpu_adam_update,
+ * ck_cpu_sgd_update and ck_cpu_rmsprop_update in src/host/backend/cpu/cpu_layers.h). The float
+ * operations are written out one by one (fmaf nowhere, no expression nvcc could contract
+ * differently from the C compiler), so the CPU and the GPU compute the same bits. decay = lr *
+ * weight_decay (0 = none); alpha is the bias-corrected step of Adam, computed once per update in
+ * double by the caller.
  * ---------------------------------------------------------------------------------------- */
 /* Adam's bias-corrected step size of update number step (>= 1; less counts as 1), in double:
  * lr * sqrt(1 - beta2^t) / (1 - beta1^t). Computed once per update on the host. */
@@ -393,6 +394,31 @@ CK_HD float ck_sgd_elem(float p, float g, float *vel, float lr, float momentum, 
         return p + (nesterov ? ck_mul_rn(momentum, vi) - step : vi);
     }
     return p - step;
+}
+
+/* RMSprop (Keras 3): vel = rho vel + (1 - rho) g^2; centered: avg = rho avg + (1 - rho) g and
+ * the denominator vel - avg^2 + eps, else vel + eps (eps inside the square root, unlike Adam);
+ * increment = lr g / sqrt(denominator); momentum > 0: mom = momentum mom + increment, p -= mom.
+ * aux is the momentum, or the average gradient when centered (never both); crho = 1 - rho. */
+CK_HD float ck_rmsprop_elem(float p, float g, float *vel, float *aux, float lr, float rho,
+                            float crho, float eps, float momentum, int centered, float decay) {
+    if (decay > 0.0f)
+        p -= ck_mul_rn(decay, p);
+    const float vi = ck_mul_rn(rho, *vel) + ck_mul_rn(crho, ck_mul_rn(g, g));
+    *vel = vi;
+    float den = vi + eps;
+    if (centered) {
+        const float ai = ck_mul_rn(rho, *aux) + ck_mul_rn(crho, g);
+        *aux = ai;
+        den = (vi - ck_mul_rn(ai, ai)) + eps;
+    }
+    const float inc = ck_mul_rn(lr, g) / sqrtf(den);
+    if (momentum > 0.0f) {
+        const float mi = ck_mul_rn(momentum, *aux) + inc;
+        *aux = mi;
+        return p - mi;
+    }
+    return p - inc;
 }
 
 /* The real (non-padded) cells [*a0, *a1) of a pooling window along one axis: output index i,

@@ -1,5 +1,5 @@
 /*
- * Optimizer updates (Adam, SGD) and the non-finite gradient flag.
+ * Optimizer updates (Adam, SGD, RMSprop) and the non-finite gradient flag.
  *
  * One family of the model's small GPU kernels (launchers declared in ck_kernels.h). Every kernel
  * writes each output element from one thread in a fixed order: no atomics (but the non-finite
@@ -47,6 +47,21 @@ __global__ void k_sgd(float *p, const float *g, float *vel, long long count, flo
     }
 }
 
+__global__ void k_rmsprop(float *p, const float *g, float *vel, float *aux, long long count,
+                          float lr, float rho, float crho, float eps, float momentum, int centered,
+                          float decay, const ck_kloss *guard) {
+    if (ck_step_failed(guard))
+        return;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x) {
+        float vi = vel[i], ai = aux ? aux[i] : 0.0f;
+        p[i] = ck_rmsprop_elem(p[i], g[i], &vi, &ai, lr, rho, crho, eps, momentum, centered, decay);
+        vel[i] = vi;
+        if (aux)
+            aux[i] = ai;
+    }
+}
+
 extern "C" int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
                             const ck_kstep *step, float beta1, float beta2, float eps, float decay,
                             const ck_kloss *guard, void *stream) {
@@ -61,6 +76,15 @@ extern "C" int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, f
                            void *stream) {
     k_sgd<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
         p, g, vel, (long long)count, lr, momentum, nesterov, decay, guard);
+    return ck_launch_status();
+}
+
+extern "C" int ck_cuda_rmsprop(float *p, const float *g, float *vel, float *aux, size_t count,
+                               float lr, float rho, float eps, float momentum, int centered,
+                               float decay, const ck_kloss *guard, void *stream) {
+    k_rmsprop<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
+        p, g, vel, aux, (long long)count, lr, rho, 1.0f - rho, eps, momentum, centered, decay,
+        guard);
     return ck_launch_status();
 }
 

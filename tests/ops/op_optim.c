@@ -1,9 +1,11 @@
-/* Optimizer updates (Keras Adam and SGD, decoupled weight decay first), in place: the outputs
- * start as the inputs p, m, v (vel). Adam: iv = {count, step, packet}, fv = {lr, weight_decay}
- * (packet 1: the GPU runner passes alpha in a step packet, ck_kstep, as a training step does,
- * and NaN by value);
- * SGD: iv = {count, nesterov}, fv = {lr, weight_decay, momentum}.
- * ref_tol 1e-6 of the parameters' scale: the CPU updates in float (ck_adam_elem / ck_sgd_elem, a
+/* Optimizer updates (Keras Adam, SGD and RMSprop, decoupled weight decay first), in place: the
+ * outputs start as the inputs p, m, v (vel). Adam: iv = {count, step, packet}, fv = {lr,
+ * weight_decay} (packet 1: the GPU runner passes alpha in a step packet, ck_kstep, as a training
+ * step does, and NaN by value);
+ * SGD: iv = {count, nesterov}, fv = {lr, weight_decay, momentum};
+ * RMSprop: iv = {count, centered}, fv = {lr, weight_decay, momentum, rho, epsilon}.
+ * ref_tol 1e-6 of the parameters' scale: the CPU updates in float (ck_adam_elem / ck_sgd_elem /
+ * ck_rmsprop_elem, a
  * handful of roundings of 6e-8 each, on a step much smaller than p), the reference in double.
  * gpu_tol 0: the kernels run the same ck_math.h element functions. */
 #include "ops.h"
@@ -143,5 +145,68 @@ const op_case op_sgd = {
     .ref = sgd_ref,
     .ref_tol = 1e-6,
     .gpu = sgd_gpu,
+    .gpu_tol = 0,
+};
+
+#define RMSPROP(nm, n, centered, lr, wd, mom, rho, eps)                                            \
+    {                                                                                              \
+        nm, {n, centered}, {lr, wd, mom, rho, eps}, 4, 3,                                          \
+            {{"p", n, OP_UNIFORM, -1, 1},                                                          \
+             {"g", n, OP_UNIFORM, -1, 1},                                                          \
+             {"vel", n, OP_UNIFORM, 0.01f, 0.5f},                                                  \
+             {"aux", n, OP_UNIFORM, -0.1f, 0.1f}},                                                 \
+        {                                                                                          \
+            {"p", n, 0, 0, 0, 1}, {"vel", n, 0, 0, 0, 3}, {                                        \
+                "aux", n, 0, 0, 0, 4                                                               \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+/* vel >= aux^2 (0.01 >= 0.1^2), as training keeps it from zero: the centered variance >= 0 */
+static const op_variant k_rmsprop[] = {
+    RMSPROP("plain", 300, 0, 1e-3f, 0, 0, 0.9f, 1e-7f),
+    RMSPROP("momentum_decay", 300, 0, 1e-2f, 0.05f, 0.9f, 0.8f, 1e-7f),
+    RMSPROP("centered", 1000, 1, 1e-3f, 0, 0, 0.9f, 1e-3f)};
+
+static float *rmsprop_aux(const op_variant *v, float *const *out) {
+    return v->iv[1] || v->fv[2] > 0 ? out[2] : NULL;
+}
+
+static void rmsprop_cpu(const op_variant *v, float *const *in, float *const *out) {
+    ck_cpu_rmsprop_update(out[0], in[1], out[1], rmsprop_aux(v, out), (size_t)v->iv[0], v->fv[0],
+                          v->fv[3], v->fv[4], v->fv[2], v->iv[1], v->fv[1]);
+}
+
+static void rmsprop_ref(const op_variant *v, float *const *in, float *const *out) {
+    ref_rmsprop(out[0], in[1], out[1], rmsprop_aux(v, out), (size_t)v->iv[0], v->fv[0], v->fv[3],
+                v->fv[4], v->fv[2], v->iv[1], v->fv[1]);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int rmsprop_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                       ck_tensor *const *out) {
+    const float decay = v->fv[1] > 0.0f ? v->fv[0] * v->fv[1] : 0.0f;
+    return ck_cuda_rmsprop(
+        OP_D(out[0]), OP_D(in[1]), OP_D(out[1]), v->iv[1] || v->fv[2] > 0 ? OP_D(out[2]) : NULL,
+        (size_t)v->iv[0], v->fv[0], v->fv[3], v->fv[4], v->fv[2], v->iv[1], decay, NULL, g->stream);
+}
+#else
+#define rmsprop_gpu NULL
+#endif
+
+static const op_variant k_rmsprop_bench[] = {
+    RMSPROP("momentum_1M", 1 << 20, 0, 1e-3f, 0, 0.9f, 0.9f, 1e-7f)};
+
+const op_case op_rmsprop = {
+    .name = "rmsprop",
+    .launchers = "ck_cuda_rmsprop",
+    .variants = k_rmsprop,
+    .nvariants = sizeof k_rmsprop / sizeof k_rmsprop[0],
+    .bench_variants = k_rmsprop_bench,
+    .nbench = sizeof k_rmsprop_bench / sizeof k_rmsprop_bench[0],
+    .cpu = rmsprop_cpu,
+    .ref = rmsprop_ref,
+    .ref_tol = 1e-6,
+    .gpu = rmsprop_gpu,
     .gpu_tol = 0,
 };

@@ -41,7 +41,7 @@ typedef struct op_arr {
 typedef struct op_variant {
     const char *name;
     int iv[12];
-    float fv[4];
+    float fv[6];
     int nin, nout;
     op_arr in[OP_MAX_IO], out[OP_MAX_IO];
 } op_variant;
@@ -86,9 +86,9 @@ typedef struct op_case {
     float grad_h; /* relative step of the central differences; 0: 1e-3 */
 } op_case;
 
-extern const op_case op_act, op_pool, op_gap, op_dense, op_conv, op_xent, op_adam, op_sgd, op_pad,
-    op_layout, op_flag, op_fill, op_dropout, op_bn, op_add, op_channel_slice, op_bf16, op_rescale,
-    op_scale, op_gather;
+extern const op_case op_act, op_pool, op_gap, op_dense, op_conv, op_xent, op_adam, op_sgd,
+    op_rmsprop, op_pad, op_layout, op_flag, op_fill, op_dropout, op_bn, op_add, op_channel_slice,
+    op_bf16, op_rescale, op_scale, op_gather;
 /* cuDNN's pooling on op_pool's data: the peer bench_ops times the pooling kernels against */
 extern const op_case op_pool_cudnn;
 /* bf16 storage twins of the cases above (see op_gpu_bf16) */

@@ -320,6 +320,29 @@ void ref_sgd(float *p, const float *g, float *vel, size_t count, float lr, float
     }
 }
 
+void ref_rmsprop(float *p, const float *g, float *vel, float *aux, size_t count, float lr,
+                 float rho, float eps, float momentum, int centered, float weight_decay) {
+    for (size_t i = 0; i < count; i++) {
+        const double gi = g[i], pi = p[i] - (double)lr * weight_decay * p[i];
+        const double vi = rho * (double)vel[i] + (1.0 - rho) * gi * gi;
+        double den = vi + eps;
+        vel[i] = (float)vi;
+        if (centered) {
+            const double ai = rho * (double)aux[i] + (1.0 - rho) * gi;
+            aux[i] = (float)ai;
+            den = vi - ai * ai + eps;
+        }
+        const double inc = lr * gi / sqrt(den);
+        if (momentum > 0.0f) {
+            const double mi = momentum * (double)aux[i] + inc;
+            aux[i] = (float)mi;
+            p[i] = (float)(pi - mi);
+        } else {
+            p[i] = (float)(pi - inc);
+        }
+    }
+}
+
 void ref_rescale(const float *x, const float *dy, float *y, float *dx, size_t count, float scale,
                  float offset) {
     for (size_t i = 0; i < count; i++) {

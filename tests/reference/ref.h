@@ -37,11 +37,14 @@ void ref_activation_backward(int act, float alpha, const float *x, const float *
 /* Sum of -log softmax(logits)[label], correct count, dlogits = (softmax - onehot) / n. */
 void ref_softmax_xent(int n, int classes, const float *logits, const int32_t *labels,
                       float *dlogits, double *loss_sum, int *correct);
-/* Keras Adam / SGD, one step, decoupled weight decay first; everything in double. */
+/* Keras Adam / SGD / RMSprop, one step, decoupled weight decay first; everything in double. */
 void ref_adam(float *p, const float *g, float *m, float *v, size_t count, float lr, float b1,
               float b2, float eps, float weight_decay, long step);
 void ref_sgd(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
              int nesterov, float weight_decay);
+/* Keras RMSprop, one step (aux: the momentum or the centered average, NULL when neither). */
+void ref_rmsprop(float *p, const float *g, float *vel, float *aux, size_t count, float lr,
+                 float rho, float eps, float momentum, int centered, float weight_decay);
 /* dst (n, h + pt + pb, w + pl + pr, c): src at (pt, pl), zeros around. */
 void ref_pad(const float *src, float *dst, int n, int h, int w, int c, int pt, int pl, int hp,
              int wp);

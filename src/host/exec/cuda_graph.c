@@ -112,7 +112,7 @@ static int same_f(float a, float b) {
 }
 
 /* Every field of the optimizer is compared below: one added to ck_optimizer_desc must be too */
-_Static_assert(sizeof(ck_optimizer_desc) == 2 * sizeof(int) + 6 * sizeof(float),
+_Static_assert(sizeof(ck_optimizer_desc) == 3 * sizeof(int) + 7 * sizeof(float),
                "ck_optimizer_desc changed: compare the new field in key_same");
 
 static int key_same(const ck_cuda_graphs *g, const ck_model *m) {
@@ -121,7 +121,8 @@ static int key_same(const ck_cuda_graphs *g, const ck_model *m) {
            a->type == b->type && same_f(a->learning_rate, b->learning_rate) &&
            same_f(a->beta1, b->beta1) && same_f(a->beta2, b->beta2) &&
            same_f(a->epsilon, b->epsilon) && same_f(a->momentum, b->momentum) &&
-           a->nesterov == b->nesterov && same_f(a->weight_decay, b->weight_decay);
+           a->nesterov == b->nesterov && same_f(a->weight_decay, b->weight_decay) &&
+           same_f(a->rho, b->rho) && a->centered == b->centered;
 }
 
 /* The slot of batch size n, else a free one, else the least recently used one (its graph

@@ -27,20 +27,25 @@ CK_API int ck_activation_from_name(const char *name) {
     return -1;
 }
 
-/* Adam: lr 1e-3, beta1 0.9, beta2 0.999, epsilon 1e-7. SGD: lr 1e-2, momentum 0, no Nesterov.
- * Fields the type does not use are 0. */
+/* Keras's defaults. Adam: lr 1e-3, beta1 0.9, beta2 0.999, epsilon 1e-7. SGD: lr 1e-2, momentum
+ * 0, no Nesterov. RMSprop: lr 1e-3, rho 0.9, momentum 0, epsilon 1e-7, not centered. Fields the
+ * type does not use are 0. */
 CK_API ck_status ck_optimizer_desc_init(ck_optimizer_desc *desc, ck_optimizer_type type) {
     if (!desc)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "desc: is NULL");
-    if (type != CK_OPT_ADAM && type != CK_OPT_SGD)
-        return ck_fail(NULL, CK_STATUS_BAD_PARAM, "type: %d is not CK_OPT_ADAM or CK_OPT_SGD",
-                       (int)type);
+    if (type != CK_OPT_ADAM && type != CK_OPT_SGD && type != CK_OPT_RMSPROP)
+        return ck_fail(NULL, CK_STATUS_BAD_PARAM,
+                       "type: %d is not CK_OPT_ADAM, CK_OPT_SGD or CK_OPT_RMSPROP", (int)type);
     memset(desc, 0, sizeof *desc);
     desc->type = type;
     if (type == CK_OPT_ADAM) {
         desc->learning_rate = 1e-3f;
         desc->beta1 = 0.9f;
         desc->beta2 = 0.999f;
+        desc->epsilon = 1e-7f;
+    } else if (type == CK_OPT_RMSPROP) {
+        desc->learning_rate = 1e-3f;
+        desc->rho = 0.9f;
         desc->epsilon = 1e-7f;
     } else {
         desc->learning_rate = 1e-2f;

@@ -6,11 +6,12 @@
  *   kernel_w, stride_h, stride_w, padding, use_bias, activation) + 4 x f32 (rate, momentum,
  *   epsilon, alpha) | graph models only (ck_model.graph), per layer: i32 num_inputs +
  *   CK_MAX_LAYER_INPUTS x i32 inputs | 3 x i32 input h, w, c | i32 bn convention (0 = Keras) | u64
- * num_params | u64 num_fixed | i32 optimizer type, i32 nesterov | 6 x f32 (lr, beta1, beta2,
- * epsilon, momentum, weight_decay) | i64 step | u64 seed (the context's) | fit block (v2): i32
- * valid, i32 epoch, i32 epoch_step, i32 batch, i32 count, u32 data CRC, u64 shuffle seed, f64 loss
- * sum, i64 correct, i64 seen, i32 precision (v3) (all 0 when not valid) | params | fixed |
- * optimizer m | optimizer v | u32 CRC-32 (zlib) of every byte before it. */
+ * num_params | u64 num_fixed | i32 optimizer type, i32 nesterov (RMSprop: centered) | 6 x f32
+ * (lr, beta1 (RMSprop: rho), beta2, epsilon, momentum, weight_decay) | i64 step | u64 seed (the
+ * context's) | fit block (v2): i32 valid, i32 epoch, i32 epoch_step, i32 batch, i32 count, u32 data
+ * CRC, u64 shuffle seed, f64 loss sum, i64 correct, i64 seen, i32 precision (v3) (all 0 when not
+ * valid) | params | fixed | optimizer m | optimizer v | u32 CRC-32 (zlib) of every byte before it.
+ */
 #include "model_internal.h"
 
 #include <dirent.h>
@@ -205,10 +206,12 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
     }
     wbuf b = {ctx, NULL, 0, 0, 0};
     put_structure(&b, m, CK_CKPT_VERSION);
+    const int rms = m->opt.type == CK_OPT_RMSPROP;
     put_i32(&b, (int32_t)m->opt.type);
-    put_i32(&b, m->opt.nesterov);
-    const float of[6] = {m->opt.learning_rate, m->opt.beta1,    m->opt.beta2,
-                         m->opt.epsilon,       m->opt.momentum, m->opt.weight_decay};
+    put_i32(&b, rms ? (m->opt.centered != 0) : m->opt.nesterov);
+    const float of[6] = {m->opt.learning_rate, rms ? m->opt.rho : m->opt.beta1,
+                         m->opt.beta2,         m->opt.epsilon,
+                         m->opt.momentum,      m->opt.weight_decay};
     for (int k = 0; k < 6; ++k)
         put_f32(&b, of[k]);
     put_u64(&b, (uint64_t)m->step);
@@ -319,7 +322,7 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
         memcpy(&step, p + 32, 8);
         memcpy(&seed, p + 40, 8);
         p += tail;
-        if (type != CK_OPT_ADAM && type != CK_OPT_SGD)
+        if (type != CK_OPT_ADAM && type != CK_OPT_SGD && type != CK_OPT_RMSPROP)
             st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s names optimizer %d", path, type);
     }
     const unsigned char *arr = p + fit_bytes;
@@ -339,16 +342,30 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
                 }
             }
     }
+    ck_optimizer_desc od;
+    memset(&od, 0, sizeof od);
+    if (st == CK_STATUS_SUCCESS) {
+        const int rms = type == CK_OPT_RMSPROP;
+        od.type = (ck_optimizer_type)type;
+        od.nesterov = rms ? 0 : nesterov;
+        od.centered = rms ? nesterov : 0;
+        od.learning_rate = of[0];
+        od.beta1 = rms ? 0.0f : of[1];
+        od.rho = rms ? of[1] : 0.0f;
+        od.beta2 = of[2];
+        od.epsilon = of[3];
+        od.momentum = of[4];
+        od.weight_decay = of[5];
+        if (ck_optimizer_check(ctx, &od) != CK_STATUS_SUCCESS) {
+            char why[256]; /* the message is rewritten below: copy it first */
+            snprintf(why, sizeof why, "%s", ck_context_last_error(ctx));
+            st = ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                         "path: %s holds optimizer settings that are refused (%s)", path, why);
+        }
+    }
     if (st == CK_STATUS_SUCCESS) {
         /* every check passed: only now is the model changed */
-        m->opt.type = (ck_optimizer_type)type;
-        m->opt.nesterov = nesterov;
-        m->opt.learning_rate = of[0];
-        m->opt.beta1 = of[1];
-        m->opt.beta2 = of[2];
-        m->opt.epsilon = of[3];
-        m->opt.momentum = of[4];
-        m->opt.weight_decay = of[5];
+        m->opt = od;
         m->step = step;
         if (fit_bytes)
             get_fit(p, ver, seed, &m->fit);

@@ -795,26 +795,41 @@ CK_API ck_status ck_model_layer_desc(const ck_model *m, int i, ck_layer_desc *de
     return CK_STATUS_SUCCESS;
 }
 
+/* The settings ck_model_set_optimizer accepts (and a checkpoint's optimizer must have). */
+ck_status ck_optimizer_check(ck_context *ctx, const ck_optimizer_desc *opt) {
+    if (opt->type != CK_OPT_ADAM && opt->type != CK_OPT_SGD && opt->type != CK_OPT_RMSPROP)
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "opt->type: unknown optimizer %d", (int)opt->type);
+    /* learning rate 0 is a frozen model, as Keras allows: its steps change nothing */
+    if (!(opt->learning_rate >= 0.0f) || !isfinite(opt->learning_rate) ||
+        !(opt->weight_decay >= 0.0f))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "opt: learning_rate must be finite and >= 0, weight_decay >= 0");
+    if (opt->type == CK_OPT_ADAM &&
+        (!(opt->beta1 >= 0.0f && opt->beta1 < 1.0f) || !(opt->beta2 >= 0.0f && opt->beta2 < 1.0f) ||
+         !(opt->epsilon > 0.0f)))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "opt: Adam needs beta1, beta2 in [0, 1) and epsilon > 0");
+    if (opt->type != CK_OPT_ADAM && !(opt->momentum >= 0.0f && opt->momentum < 1.0f))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM, "opt->momentum: must be in [0, 1)");
+    if (opt->type == CK_OPT_RMSPROP) {
+        if (!(opt->rho >= 0.0f && opt->rho < 1.0f) || !(opt->epsilon > 0.0f) ||
+            !isfinite(opt->epsilon))
+            return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                           "opt: RMSprop needs rho in [0, 1) and a finite epsilon > 0");
+        if (opt->centered && opt->momentum > 0.0f)
+            return ck_fail(ctx, CK_STATUS_NOT_SUPPORTED,
+                           "opt: RMSprop with centered and momentum > 0 together is not supported "
+                           "(it needs three state arrays per parameter; cnnkit keeps two)");
+    }
+    return CK_STATUS_SUCCESS;
+}
+
 CK_API ck_status ck_model_set_optimizer(ck_model *m, const ck_optimizer_desc *opt) {
     CK_MODEL_ENTRY(m);
     ck_enter(m->ctx);
     if (!opt)
         return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt: is NULL");
-    if (opt->type != CK_OPT_ADAM && opt->type != CK_OPT_SGD)
-        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt->type: unknown optimizer %d",
-                       (int)opt->type);
-    /* learning rate 0 is a frozen model, as Keras allows: its steps change nothing */
-    if (!(opt->learning_rate >= 0.0f) || !isfinite(opt->learning_rate) ||
-        !(opt->weight_decay >= 0.0f))
-        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
-                       "opt: learning_rate must be finite and >= 0, weight_decay >= 0");
-    if (opt->type == CK_OPT_ADAM &&
-        (!(opt->beta1 >= 0.0f && opt->beta1 < 1.0f) || !(opt->beta2 >= 0.0f && opt->beta2 < 1.0f) ||
-         !(opt->epsilon > 0.0f)))
-        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM,
-                       "opt: Adam needs beta1, beta2 in [0, 1) and epsilon > 0");
-    if (opt->type == CK_OPT_SGD && !(opt->momentum >= 0.0f && opt->momentum < 1.0f))
-        return ck_fail(m->ctx, CK_STATUS_BAD_PARAM, "opt->momentum: must be in [0, 1)");
+    CK_TRY(ck_optimizer_check(m->ctx, opt));
     /* on a CUDA context the device holds the live state: bring it back first, so that the push
      * below (zeroed moments) does not overwrite trained weights with stale host copies */
     if (m->built && m->gpu) {

@@ -44,7 +44,7 @@ static const char *const sig_name[SIG_COUNT] = {"trainable parameter count",
                                                 "weight decay",
                                                 "precision",
                                                 "optimizer setting (beta_1, beta_2, epsilon, "
-                                                "momentum or nesterov)",
+                                                "momentum, nesterov, rho or centered)",
                                                 "layer configuration"};
 
 /* FNV-1a over the bytes of n words: a fingerprint the ranks compare (63 bits, so that min and
@@ -97,8 +97,13 @@ static long long layers_print(const ck_model *m) {
 }
 
 static long long opt_print(const ck_optimizer_desc *o) {
-    const long long v[] = {float_bits(o->beta1), float_bits(o->beta2), float_bits(o->epsilon),
-                           float_bits(o->momentum), o->nesterov};
+    const long long v[] = {float_bits(o->beta1),
+                           float_bits(o->beta2),
+                           float_bits(o->epsilon),
+                           float_bits(o->momentum),
+                           o->nesterov,
+                           float_bits(o->rho),
+                           o->centered};
     return fingerprint(v, sizeof v / sizeof v[0]);
 }
 

@@ -180,6 +180,8 @@ struct ck_model {
 /* The entry check of every public call on a model: NULL, or a model whose context was destroyed
  * (ck_context_destroy orphans its models: their calls fail instead of reading freed memory). */
 ck_status ck_model_orphaned(void);
+/* The optimizer settings ck_model_set_optimizer accepts; the message names the field. */
+ck_status ck_optimizer_check(ck_context *ctx, const ck_optimizer_desc *opt);
 #define CK_MODEL_ENTRY(m)                                                                          \
     do {                                                                                           \
         if (!(m))                                                                                  \

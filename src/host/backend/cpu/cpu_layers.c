@@ -605,6 +605,15 @@ void ck_cpu_sgd_update(float *p, const float *g, float *vel, size_t count, float
         p[i] = ck_sgd_elem(p[i], g[i], vel ? &vel[i] : NULL, lr, momentum, nesterov, decay);
 }
 
+void ck_cpu_rmsprop_update(float *p, const float *g, float *vel, float *aux, size_t count, float lr,
+                           float rho, float eps, float momentum, int centered, float weight_decay) {
+    const float decay = weight_decay > 0.0f ? lr * weight_decay : 0.0f;
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+    for (idx i = 0; i < (idx)count; ++i)
+        p[i] = ck_rmsprop_elem(p[i], g[i], &vel[i], aux ? &aux[i] : NULL, lr, rho, 1.0f - rho, eps,
+                               momentum, centered, decay);
+}
+
 /* ---- initialization ------------------------------------------------------------------------ */
 
 void ck_glorot_uniform(float *w, size_t count, int fan_in, int fan_out, uint64_t seed,

@@ -206,6 +206,13 @@ void ck_cpu_adam_update(float *p, const float *g, float *m, float *v, size_t cou
 void ck_cpu_sgd_update(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
                        int nesterov, float weight_decay);
 
+/* RMSprop, Keras: vel = rho vel + (1 - rho) g^2; inc = lr g / sqrt(vel + eps) (centered:
+ * sqrt(vel - avg^2 + eps), avg = rho avg + (1 - rho) g); p -= inc, or with momentum
+ * mom = momentum mom + inc, p -= mom. vel (count, starts at zero); aux (count, starts at zero)
+ * holds the momentum or the centered average (not both), NULL when neither is used. */
+void ck_cpu_rmsprop_update(float *p, const float *g, float *vel, float *aux, size_t count, float lr,
+                           float rho, float eps, float momentum, int centered, float weight_decay);
+
 /* ---------------------------------------------------------------------------------------------
  * Initialization
  * ------------------------------------------------------------------------------------------- */
