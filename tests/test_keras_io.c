@@ -14,6 +14,7 @@
 #include "cnnkit/data.h"
 #include "cnnkit/model.h"
 #include "golden/keras_golden.h"
+#include "golden/keras_rmsprop_golden.h"
 #include "keras_io.h"
 #include "model_internal.h"
 
@@ -85,6 +86,65 @@ Test(keras_io, every_layer_class_and_sgd_state) {
     for (int i = 0; i < 8; ++i)
         cr_assert_float_eq(m->opt_m[i], kg_small2_slot0[i], 1e-9, "SGD momentum %d", i);
     ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+/* Keras trained a model 3 steps with RMSprop and saved it (weights, BN statistics, the
+ * velocities and momentums or average gradients in Keras's order); cnnkit loads it and takes
+ * Keras's 4th step: every weight lands where Keras's did (tools/gen_keras_rmsprop.py). */
+static void rmsprop_continues(ck_context *ctx, const char *file, int centered, const float *want) {
+    ck_model *m = NULL;
+    CK_OK(ctx, ck_model_load_keras(ctx, t_src(file), KR_BATCH, &m));
+    cr_assert(m->opt.type == CK_OPT_RMSPROP && m->opt.learning_rate == 0.01f &&
+              m->opt.rho == 0.9f && m->opt.epsilon == 1e-7f && m->opt.centered == centered &&
+              m->opt.momentum == (centered ? 0.0f : 0.5f));
+    cr_assert_eq(ck_model_step(m), 3);
+    CK_OK(ctx, ck_model_train_step(m, kr_x4, kr_y4, KR_BATCH, NULL));
+    size_t n = 0;
+    float *w = weights_of(m, &n);
+    cr_assert_eq(n, sizeof kr_momentum_w4 / sizeof kr_momentum_w4[0]);
+    double worst = 0.0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const double e = fabs((double)w[i] - want[i]) / fmax(1.0, fabs(want[i]));
+        if (e > worst)
+            worst = e, at = i;
+    }
+    cr_assert_lt(worst, 1e-6, "%s: weight %zu after Keras's 4th step: %.9g, Keras %.9g", file, at,
+                 w[at], want[at]);
+    /* the state goes back out in Keras's order: the saved file reads back bit for bit */
+    char path[] = "/tmp/cnnkit_rmsprop_XXXXXX.keras";
+    int fd = mkstemps(path, 6);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    CK_OK(ctx, ck_model_save_keras(m, path));
+    ck_model *r = NULL;
+    CK_OK(ctx, ck_model_load_keras(ctx, path, KR_BATCH, &r));
+    unlink(path);
+    cr_assert(r->opt.type == CK_OPT_RMSPROP && r->opt.centered == centered &&
+              r->opt.momentum == m->opt.momentum && ck_model_step(r) == 4);
+    if (m->gpu)
+        CK_OK(ctx, ck_gpu_model_pull(m));
+    if (r->gpu)
+        CK_OK(ctx, ck_gpu_model_pull(r));
+    cr_assert(!memcmp(r->opt_m, m->opt_m, m->num_params * sizeof(float)) &&
+              !memcmp(r->opt_v, m->opt_v, m->num_params * sizeof(float)));
+    free(w);
+    ck_model_destroy(r);
+    ck_model_destroy(m);
+}
+
+Test(keras_io, rmsprop_continues_keras_training) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    rmsprop_continues(ctx, "tests/data/keras/rmsprop_momentum.keras", 0, kr_momentum_w4);
+    rmsprop_continues(ctx, "tests/data/keras/rmsprop_centered.keras", 1, kr_centered_w4);
+    ck_context_destroy(ctx);
+}
+
+Test(keras_io, rmsprop_continues_keras_training_cuda) {
+    ck_context *ctx = t_cuda_ctx_or_skip();
+    rmsprop_continues(ctx, "tests/data/keras/rmsprop_momentum.keras", 0, kr_momentum_w4);
+    rmsprop_continues(ctx, "tests/data/keras/rmsprop_centered.keras", 1, kr_centered_w4);
     ck_context_destroy(ctx);
 }
 

@@ -355,9 +355,44 @@ Test(keras_parse, compile_optimizers) {
     cr_assert_float_eq(m.optimizer.learning_rate, 1e-4f, 1e-11f);
     ck_keras_model_free(&m);
 
+    /* RMSprop: by name, by class, and as compile's default (Keras's) */
+    const char *rms_texts[] = {"model.compile(optimizer='rmsprop')\n", "model.compile()\n",
+                               "model.compile(loss='sparse_categorical_crossentropy')\n"};
+    for (int k = 0; k < 3; ++k) {
+        char t[256];
+        snprintf(t, sizeof t,
+                 "model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n%s",
+                 rms_texts[k]);
+        m = parse_ok(t);
+        cr_assert_eq(m.optimizer.type, CK_OPT_RMSPROP, "%s", rms_texts[k]);
+        cr_assert(m.optimizer.learning_rate == 1e-3f && m.optimizer.rho == 0.9f &&
+                      m.optimizer.momentum == 0.0f && m.optimizer.epsilon == 1e-7f &&
+                      !m.optimizer.centered,
+                  "Keras's RMSprop defaults: %s", rms_texts[k]);
+        ck_keras_model_free(&m);
+    }
+    m = parse_ok("from keras.optimizers import RMSprop\nmodel = Sequential()\n"
+                 "model.add(Dense(10, activation='softmax'))\n"
+                 "model.compile(optimizer=RMSprop(0.01, 0.8, 0.5, 1e-6, weight_decay=0.1))\n");
+    cr_assert(m.optimizer.type == CK_OPT_RMSPROP && m.optimizer.learning_rate == 0.01f &&
+              m.optimizer.rho == 0.8f && m.optimizer.momentum == 0.5f &&
+              m.optimizer.epsilon == 1e-6f && m.optimizer.weight_decay == 0.1f &&
+              !m.optimizer.centered);
+    ck_keras_model_free(&m);
+    m = parse_ok("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
+                 "model.compile(optimizer=keras.optimizers.RMSprop(centered=True, rho=0.95))\n");
+    cr_assert(m.optimizer.type == CK_OPT_RMSPROP && m.optimizer.centered &&
+              m.optimizer.rho == 0.95f);
+    ck_keras_model_free(&m);
+    parse_err("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
+              "model.compile(optimizer=RMSprop(momentum=0.9, centered=True))\n",
+              "line 3, column 47: ", "centered");
+    parse_err("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
+              "model.compile(optimizer=RMSprop(rho=1.0))\n",
+              "line 3, column 37: ", "rho");
     parse_err("model = Sequential()\nmodel.add(Dense(10, "
-              "activation='softmax'))\nmodel.compile(optimizer='rmsprop')\n",
-              "line 3, column 25: ", "rmsprop");
+              "activation='softmax'))\nmodel.compile(optimizer='adagrad')\n",
+              "line 3, column 25: ", "adagrad");
     parse_err("model = Sequential()\nmodel.add(Dense(10, "
               "activation='softmax'))\nmodel.compile(loss='mse', "
               "optimizer='adam')\n",

@@ -286,10 +286,25 @@ static const char *const adamw_p[] = {"learning_rate", "weight_decay", "beta_1",
                                       "epsilon",       "amsgrad",      OPT_COMMON, NULL};
 static const char *const sgd_p[] = {"learning_rate", "momentum", "nesterov",
                                     "weight_decay",  OPT_COMMON, NULL};
+static const char *const rmsprop_p[] = {"learning_rate", "rho",          "momentum", "epsilon",
+                                        "centered",      "weight_decay", OPT_COMMON, NULL};
 static const char *const xent_p[] = {"from_logits", "label_smoothing", "axis",  "reduction",
                                      "name",        "ignore_class",    "dtype", NULL};
 
-#define K_OPT_LIST "'adam', 'adamw', 'sgd', Adam(...), AdamW(...) or SGD(...)"
+#define K_OPT_LIST                                                                                 \
+    "'adam', 'adamw', 'sgd', 'rmsprop', Adam(...), AdamW(...), SGD(...) or RMSprop(...)"
+
+/* epsilon > 0; None: the Keras backend epsilon, 1e-7 (the desc's default) */
+static int get_epsilon(kp *P, const kargs *a, ck_optimizer_desc *o) {
+    value *eps = ck_kp_aval(a, "epsilon");
+    if (!eps || eps->kind == V_NONE)
+        return 0;
+    double x = o->epsilon;
+    if (ck_kp_get_num(P, a, "epsilon", 0, 1, 1e308, 0, &x))
+        return -1;
+    o->epsilon = (float)x;
+    return 0;
+}
 
 static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
     char b[160];
@@ -300,14 +315,17 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
                 o->weight_decay = 0.004f;
         } else if (ck_kp_ieq(v->s, "sgd"))
             ck_optimizer_desc_init(o, CK_OPT_SGD);
+        else if (ck_kp_ieq(v->s, "rmsprop"))
+            ck_optimizer_desc_init(o, CK_OPT_RMSPROP);
         else
             return ck_kp_fail(P, v->line, v->col,
                               "unsupported optimizer '%.40s': expected " K_OPT_LIST, v->s);
         return 0;
     }
     const char *cls = v->kind == V_CALL ? ck_kp_last_component(v->s) : "";
-    int adam = !strcmp(cls, "Adam"), adamw = !strcmp(cls, "AdamW"), sgd = !strcmp(cls, "SGD");
-    if (!adam && !adamw && !sgd) {
+    int adam = !strcmp(cls, "Adam"), adamw = !strcmp(cls, "AdamW"), sgd = !strcmp(cls, "SGD"),
+        rms = !strcmp(cls, "RMSprop");
+    if (!adam && !adamw && !sgd && !rms) {
         if (v->kind == V_CALL)
             return ck_kp_fail(P, v->line, v->col,
                               "unsupported optimizer %.60s(...): expected " K_OPT_LIST, v->s);
@@ -315,9 +333,14 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
                           ck_kp_vdesc(v, b, sizeof b));
     }
     kargs a;
-    if (ck_kp_bind(P, v, cls, adam ? adam_p : adamw ? adamw_p : sgd_p, adam || adamw ? 6 : 4, &a))
+    if (ck_kp_bind(P, v, cls,
+                   adam    ? adam_p
+                   : adamw ? adamw_p
+                   : rms   ? rmsprop_p
+                           : sgd_p,
+                   sgd ? 4 : 6, &a))
         return -1;
-    ck_optimizer_desc_init(o, sgd ? CK_OPT_SGD : CK_OPT_ADAM);
+    ck_optimizer_desc_init(o, sgd ? CK_OPT_SGD : rms ? CK_OPT_RMSPROP : CK_OPT_ADAM);
     if (adamw)
         o->weight_decay = 0.004f;
     double x;
@@ -343,6 +366,22 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
             ck_kp_get_bool(P, &a, "nesterov", &o->nesterov))
             return -1;
         o->momentum = (float)x;
+    } else if (rms) {
+        x = o->rho;
+        if (ck_kp_get_num(P, &a, "rho", 0, 0, 1, 1, &x))
+            return -1;
+        o->rho = (float)x;
+        x = 0;
+        if (ck_kp_get_num(P, &a, "momentum", 0, 0, 1, 1, &x) ||
+            ck_kp_get_bool(P, &a, "centered", &o->centered))
+            return -1;
+        o->momentum = (float)x;
+        if (get_epsilon(P, &a, o))
+            return -1;
+        if (o->centered && o->momentum > 0.0f)
+            return ck_kp_unsupported(P, &a, "centered",
+                                     "False with momentum > 0 (cnnkit keeps two state arrays per "
+                                     "parameter; this needs three)");
     } else {
         x = o->beta1;
         if (ck_kp_get_num(P, &a, "beta_1", 0, 0, 1, 1, &x))
@@ -352,13 +391,8 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
         if (ck_kp_get_num(P, &a, "beta_2", 0, 0, 1, 1, &x))
             return -1;
         o->beta2 = (float)x;
-        value *eps = ck_kp_aval(&a, "epsilon");
-        if (eps && eps->kind != V_NONE) { /* None: the Keras backend epsilon, 1e-7 */
-            x = o->epsilon;
-            if (ck_kp_get_num(P, &a, "epsilon", 0, 1, 1e308, 0, &x))
-                return -1;
-            o->epsilon = (float)x;
-        }
+        if (get_epsilon(P, &a, o))
+            return -1;
         if (ck_kp_only_bool(P, &a, "amsgrad", 0))
             return -1;
     }
@@ -424,13 +458,10 @@ int ck_kp_do_compile(kp *P, const value *call) {
     if (ck_kp_bind(P, call, "compile", compile_p, 3, &a))
         return -1;
     value *ov = ck_kp_aval(&a, "optimizer");
-    if (!ov)
-        return ck_kp_fail(P, call->line, call->col,
-                          "expected the argument optimizer of compile (the Keras default "
-                          "'rmsprop' is not supported)");
     ck_optimizer_desc o;
     char loss[64] = "";
-    if (get_optimizer(P, ov, &o))
+    ck_optimizer_desc_init(&o, CK_OPT_RMSPROP); /* compile's default, as Keras */
+    if (ov && get_optimizer(P, ov, &o))
         return -1;
     value *lv = ck_kp_aval(&a, "loss");
     int from_logits = 0;

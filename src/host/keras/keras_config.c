@@ -644,7 +644,7 @@ static int check_endpoints(cfg *C, json_t *conf, const ck_keras_model *km, const
     return 0;
 }
 
-/* compile_config's optimizer (Adam, AdamW, SGD) and loss into km. */
+/* compile_config's optimizer (Adam, AdamW, SGD, RMSprop) and loss into km. */
 static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
     if (!json_is_object(cc))
         return 0;
@@ -658,10 +658,13 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
             oc = NULL;
         }
         const int adam = !strcasecmp(cls, "Adam"), adamw = !strcasecmp(cls, "AdamW"),
-                  sgd = !strcasecmp(cls, "SGD");
-        if (!adam && !adamw && !sgd)
-            return fail(C, "compile: optimizer '%s' is not supported (Adam, AdamW, SGD)", cls);
-        ck_optimizer_desc_init(&km->optimizer, sgd ? CK_OPT_SGD : CK_OPT_ADAM);
+                  sgd = !strcasecmp(cls, "SGD"), rms = !strcasecmp(cls, "RMSprop");
+        if (!adam && !adamw && !sgd && !rms)
+            return fail(C, "compile: optimizer '%s' is not supported (Adam, AdamW, SGD, RMSprop)",
+                        cls);
+        ck_optimizer_desc_init(&km->optimizer, sgd   ? CK_OPT_SGD
+                                               : rms ? CK_OPT_RMSPROP
+                                                     : CK_OPT_ADAM);
         if (adamw)
             km->optimizer.weight_decay = 0.004f;
         C->cls = cls;
@@ -672,8 +675,10 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
                 "momentum", "nesterov",      "weight_decay", "decay",  "ema_momentum", NULL};
             const char *k;
             json_t *v;
+            static const char *const k_rms[] = {"rho", "centered", NULL};
             json_object_foreach(oc, k, v) {
-                if (!in_list(k_opt, k) && !json_is_null(v) && !json_is_false(v))
+                if (!in_list(k_opt, k) && !(rms && in_list(k_rms, k)) && !json_is_null(v) &&
+                    !json_is_false(v))
                     return unsupported(C, k, v, NULL);
             }
             json_t *lr = json_object_get(oc, "learning_rate");
@@ -695,8 +700,19 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
             if ((v = json_object_get(oc, "weight_decay")) && !json_is_null(v) &&
                 get_num(C, oc, "weight_decay", 0, 1, &km->optimizer.weight_decay))
                 return -1;
+            if (rms && (get_num(C, oc, "rho", 0, 0.999999, &km->optimizer.rho) ||
+                        get_bool(C, oc, "centered", &km->optimizer.centered)))
+                return -1;
+            if (rms && km->optimizer.centered && km->optimizer.momentum > 0.0f)
+                return unsupported(C, "centered", json_object_get(oc, "centered"),
+                                   "false with momentum > 0 (cnnkit keeps two state arrays per "
+                                   "parameter; this needs three)");
             if (!sgd)
-                km->optimizer.momentum = 0, km->optimizer.nesterov = 0;
+                km->optimizer.nesterov = 0;
+            if (!sgd && !rms)
+                km->optimizer.momentum = 0;
+            if (rms)
+                km->optimizer.beta1 = km->optimizer.beta2 = 0;
         }
         C->cls = NULL;
         km->has_compile = 1;

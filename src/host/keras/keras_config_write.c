@@ -271,6 +271,12 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
                        od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "beta_1",
                        jfloat(od.beta1), "beta_2", jfloat(od.beta2), "epsilon", jfloat(od.epsilon),
                        "amsgrad", 0);
+    else if (od.type == CK_OPT_RMSPROP)
+        oc = json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:b}", "name", "rmsprop", "learning_rate",
+                       jfloat(od.learning_rate), "weight_decay",
+                       od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "rho",
+                       jfloat(od.rho), "momentum", jfloat(od.momentum), "epsilon",
+                       jfloat(od.epsilon), "centered", od.centered != 0);
     else
         oc = json_pack("{s:s, s:o, s:o, s:o, s:b}", "name", "sgd", "learning_rate",
                        jfloat(od.learning_rate), "weight_decay",
@@ -288,10 +294,9 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
                         "class_name", "SparseCategoricalCrossentropy", "config", "name",
                         "sparse_categorical_crossentropy", "reduction", "sum_over_batch_size",
                         "from_logits", 1, "ignore_class", "registered_name");
-    json_t *cc =
-        json_pack("{s:{s:s, s:s, s:o, s:n}, s:o, s:[s]}", "optimizer", "module", "keras.optimizers",
-                  "class_name", od.type == CK_OPT_ADAM ? "Adam" : "SGD", "config", oc,
-                  "registered_name", "loss", loss, "metrics", "accuracy");
+    json_t *cc = json_pack("{s:{s:s, s:s, s:o, s:n}, s:o, s:[s]}", "optimizer", "module",
+                           "keras.optimizers", "class_name", ck_kio_optimizer_class(od.type),
+                           "config", oc, "registered_name", "loss", loss, "metrics", "accuracy");
     json_t *root =
         graph ? json_pack("{s:s, s:s, s:{s:s, s:b, s:o, s:[sii], s:[sii]}, s:s, s:{s:n}, s:o}",
                           "module", "keras.src.models.functional", "class_name", "Functional",

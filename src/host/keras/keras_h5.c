@@ -274,10 +274,18 @@ static ck_status read_legacy(h5s *S, hid_t f, const char *base, const ck_kio_pla
     return CK_STATUS_SUCCESS;
 }
 
-/* Keras 3's optimizer variables: 0 iterations, 1 learning rate, then per trainable variable the
- * Adam momentum and velocity (SGD: its momentum when momentum > 0); as optimizer/vars/<i>
- * (names NULL), or in a legacy .h5 as optimizer_weights/<names[i]> (its weight_names attribute,
- * in the same order). */
+/* The plan's trainable weight arrays (each has its optimizer state). */
+static int plan_trainable_vars(const ck_kio_plan *P) {
+    int n = 0;
+    for (int i = 0; i < P->count; ++i)
+        for (int k = 0; k < P->layers[i].nvars; ++k)
+            n += P->layers[i].vars[k].param_off >= 0;
+    return n;
+}
+
+/* Keras 3's optimizer variables (in ck_kio_opt_var's order): as optimizer/vars/<i> (names
+ * NULL), or in a legacy .h5 as optimizer_weights/<names[i]> (its weight_names attribute, in the
+ * same order). */
 static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, int *found,
                           char **names, int nnames) {
     *found = 0;
@@ -287,11 +295,8 @@ static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, 
     (names ? snprintf(p, sizeof p, "optimizer_weights/%s", names[i])                               \
            : snprintf(p, sizeof p, "optimizer/vars/%d", (i)),                                      \
      p)
-    int ntrain = 0;
-    for (int i = 0; i < P->count; ++i)
-        for (int k = 0; k < P->layers[i].nvars; ++k)
-            ntrain += P->layers[i].vars[k].param_off >= 0;
-    const int per = o->type == CK_OPT_ADAM ? 2 : (o->has_m ? 1 : 0);
+    const int ntrain = plan_trainable_vars(P);
+    const int per = ck_kio_opt_per(o);
     if (n != 2 + (long long)per * ntrain)
         return CK_STATUS_SUCCESS; /* none, or another optimizer's: the model's stays */
     hid_t ds = H5Dopen2(f, OPT_VAR(0), H5P_DEFAULT);
@@ -315,9 +320,10 @@ static ck_status read_opt(h5s *S, hid_t f, const ck_kio_plan *P, ck_kio_opt *o, 
             if (v->param_off < 0)
                 continue;
             for (int r = 0; r < per; ++r) {
+                float *arr;
+                const int x = ck_kio_opt_var(o, ntrain, j, r, &arr);
                 snprintf(opt_layer.name, sizeof opt_layer.name, "%s", P->layers[i].name);
-                CK_TRY(read_var(S, f, OPT_VAR(2 + per * j + r), &opt_layer, v, 2 + per * j + r,
-                                (r ? o->v : o->m) + v->param_off));
+                CK_TRY(read_var(S, f, OPT_VAR(x), &opt_layer, v, x, arr + v->param_off));
             }
             ++j;
         }
@@ -514,10 +520,11 @@ ck_status ck_kio_h5_write(ck_context *ctx, const ck_kio_plan *plan, const float 
     if (layers >= 0)
         H5Gclose(layers);
     if (!bad && opt) {
-        hid_t v = make_vars(f, "optimizer", opt->type == CK_OPT_ADAM ? "adam" : "sgd");
-        const int per = opt->type == CK_OPT_ADAM ? 2 : (opt->has_m ? 1 : 0);
+        hid_t v = make_vars(f, "optimizer", ck_kio_optimizer_name(opt->type));
+        const int per = ck_kio_opt_per(opt);
         bad = v < 0;
-        int j = 2;
+        const int ntrain = plan_trainable_vars(plan);
+        int j = 0;
         if (!bad)
             bad = write_ds(v, "0", H5T_NATIVE_LLONG, 0, NULL, &opt->step) != 0;
         if (!bad)
@@ -527,10 +534,12 @@ ck_status ck_kio_h5_write(ck_context *ctx, const ck_kio_plan *plan, const float 
                 const ck_kio_var *x = &plan->layers[i].vars[k];
                 for (int r = 0; !bad && x->param_off >= 0 && r < per; ++r) {
                     char nm[16];
-                    snprintf(nm, sizeof nm, "%d", j++);
-                    bad = write_ds(v, nm, H5T_NATIVE_FLOAT, x->rank, x->dims,
-                                   (r ? opt->v : opt->m) + x->param_off) != 0;
+                    float *arr;
+                    snprintf(nm, sizeof nm, "%d", ck_kio_opt_var(opt, ntrain, j, r, &arr));
+                    bad = write_ds(v, nm, H5T_NATIVE_FLOAT, x->rank, x->dims, arr + x->param_off) !=
+                          0;
                 }
+                j += x->param_off >= 0;
             }
         if (v >= 0)
             H5Gclose(v);

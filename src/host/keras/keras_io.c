@@ -17,10 +17,33 @@
 
 /* ---- the model internals this file reads: its optimizer and the optimizer state ---------- */
 static void opt_shape(const ck_model *m, ck_kio_opt *o) {
-    o->type = m->opt.type;
-    o->has_v = m->opt.type == CK_OPT_ADAM;
-    o->has_m = o->has_v || m->opt.momentum > 0.0f;
-    o->lr = m->opt.learning_rate;
+    const ck_optimizer_desc *d = &m->opt;
+    o->type = d->type;
+    o->has_v = d->type != CK_OPT_SGD;
+    o->has_m =
+        d->type == CK_OPT_ADAM || d->momentum > 0.0f || (d->type == CK_OPT_RMSPROP && d->centered);
+    o->lr = d->learning_rate;
+}
+
+const char *ck_kio_optimizer_class(ck_optimizer_type t) {
+    return t == CK_OPT_ADAM ? "Adam" : t == CK_OPT_RMSPROP ? "RMSprop" : "SGD";
+}
+
+const char *ck_kio_optimizer_name(ck_optimizer_type t) {
+    return t == CK_OPT_ADAM ? "adam" : t == CK_OPT_RMSPROP ? "rmsprop" : "sgd";
+}
+
+int ck_kio_opt_per(const ck_kio_opt *o) {
+    return o->has_m + o->has_v;
+}
+
+int ck_kio_opt_var(const ck_kio_opt *o, int ntrain, int j, int r, float **arr) {
+    if (o->type == CK_OPT_RMSPROP) { /* all velocities, then the momentums or averages */
+        *arr = r ? o->m : o->v;
+        return 2 + r * ntrain + j;
+    }
+    *arr = r || !o->has_m ? o->v : o->m; /* per variable: Adam's momentum, velocity */
+    return 2 + ck_kio_opt_per(o) * j + r;
 }
 
 ck_status ck_kio_opt_get(ck_model *m, ck_kio_opt *o) {

@@ -70,7 +70,8 @@ typedef struct ck_kio_plan {
 ck_status ck_kio_plan_make(ck_model *m, ck_kio_plan *plan);
 
 /* Optimizer state in the order of the trainable parameters: the Adam moments (SGD: velocity in
- * m, v unused), the step. ck_kio_opt_get fills caller arrays of plan->trainable floats;
+ * m, v unused; RMSprop: the squared-gradient average in v, the momentum or centered average
+ * gradient in m), the step. ck_kio_opt_get fills caller arrays of plan->trainable floats;
  * ck_kio_opt_set replaces the state (after every check passed). */
 typedef struct ck_kio_opt {
     ck_optimizer_type type;
@@ -81,6 +82,17 @@ typedef struct ck_kio_opt {
 } ck_kio_opt;
 ck_status ck_kio_opt_get(ck_model *m, ck_kio_opt *o);
 ck_status ck_kio_opt_set(ck_model *m, const ck_kio_opt *o);
+/* Keras's class ("Adam", "SGD", "RMSprop") and lower-case name of an optimizer type. */
+const char *ck_kio_optimizer_class(ck_optimizer_type t);
+const char *ck_kio_optimizer_name(ck_optimizer_type t);
+/* Keras 3 lists the optimizer's variables after iterations (0) and the learning rate (1): Adam
+ * per trainable variable its momentum and velocity, SGD its momentum (when momentum > 0),
+ * RMSprop every velocity, then every momentum (momentum > 0) or average gradient (centered).
+ * ck_kio_opt_per: the state arrays per trainable variable; ck_kio_opt_var: the index of slot r
+ * (< per) of trainable variable j (of ntrain) among the optimizer's variables, and in *arr the
+ * array (o->m or o->v) that holds it. */
+int ck_kio_opt_per(const ck_kio_opt *o);
+int ck_kio_opt_var(const ck_kio_opt *o, int ntrain, int j, int r, float **arr);
 
 /* The model's input shape and optimizer (keras_model_view.c: the model internals this code reads).
  */
