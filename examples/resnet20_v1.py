@@ -5,7 +5,8 @@
 # feature map with stride 2 and meets the shortcut through a 1x1 projection with stride 2 (He's
 # option B; no BN on the projection, as the Keras CIFAR-10 ResNet example). Then global average
 # pooling and Dense(10). 274,154 parameters (1,376 of them BN moving statistics): the worked count
-# is in tests/test_graph.c. Written out flat: cnnkit reads the text, it does not run loops.
+# is in tests/test_graph.c. Written out flat, to read as a table; tests/test_graph.c reads the
+# same model written with a block function and loops, as the same layers.
 import keras
 from keras import layers
 

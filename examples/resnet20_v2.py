@@ -11,7 +11,7 @@
 # shortcuts read the raw sum. (The old Keras CIFAR-10 example's v2 feeds the projection the raw
 # sum instead; the parameter count is the same either way.) 274,154 parameters (1,376 of them BN
 # moving statistics), the same as v1: the 19 BN layers only move. The worked count is in
-# tests/test_graph.c. Written out flat: cnnkit reads the text, it does not run loops.
+# tests/test_graph.c. Written out flat, to read as a table (cnnkit also runs functions and loops).
 import keras
 from keras import layers
 

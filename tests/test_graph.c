@@ -960,7 +960,7 @@ Test(graph, functional_errors_name_line_and_column) {
         {"inputs = keras.Input(shape=(8, 8, 1))\n",
          "inputs = keras.Input(shape=(8, 8, 1))\nother = keras.Input(shape=(8, 8, 1))\n",
          "line 5, column 9: expected one keras.Input(...)"},
-        {"x = layers.Conv2D", "for i in range(2):\n    x = layers.Conv2D",
+        {"x = layers.Conv2D", "for i in range(len(sizes)):\n    x = layers.Conv2D",
          "line 6, column 5: expected model statements outside loops and conditionals"},
         {"y = layers.GlobalAveragePooling2D()(y)", "y = layers.Dense(3)(y)",
          "line 10, column 5: layer 5 (Dense 'dense'): input (None, 8, 8, 4) is not flat"},
@@ -1002,6 +1002,156 @@ static ck_model *resnet20_example(ck_context *ctx, const char *file,
                   counts[CK_LAYER_BATCHNORM] == 19,
               "%s", file);
     return m;
+}
+
+/* ResNet-20 v1 as people write it, with a block function, loops and conditions, reads as the
+ * same layers, in the same order and wiring, as the flat examples/resnet20_v1.py. */
+static const char resnet20_loops[] =
+    "import keras\nfrom keras import layers\n\n"
+    "def block(x, filters, first_of_stage):\n"
+    "    strides = 2 if first_of_stage else 1\n"
+    "    y = layers.Conv2D(filters, 3, strides=strides, padding='same')(x)\n"
+    "    y = layers.BatchNormalization()(y)\n"
+    "    y = layers.Activation('relu')(y)\n"
+    "    y = layers.Conv2D(filters, 3, padding='same')(y)\n"
+    "    y = layers.BatchNormalization()(y)\n"
+    "    if strides != 1 or not first_of_stage is False:\n"
+    "        x = layers.Conv2D(filters, 1, strides=strides)(x) if strides > 1 else x\n"
+    "    x = layers.Add()([y, x])\n"
+    "    return layers.Activation('relu')(x)\n\n"
+    "def resnet(input_shape, depth=20, num_classes=10, *, name='resnet20_v1'):\n"
+    "    n = (depth - 2) // 6\n"
+    "    inputs = keras.Input(shape=input_shape)\n"
+    "    x = layers.Conv2D(16, 3, padding='same')(inputs)\n"
+    "    x = layers.BatchNormalization()(x)\n"
+    "    x = layers.Activation('relu')(x)\n"
+    "    for stage, filters in enumerate([16, 32, 64, 128]):\n"
+    "        if filters > 64:\n"
+    "            break\n"
+    "        for i in range(n):\n"
+    "            x = block(x, filters, stage > 0 and i == 0)\n"
+    "    else:\n"
+    "        x = layers.Dense(1)(x)  # not run: the loop left by break\n"
+    "    x = layers.GlobalAveragePooling2D()(x)\n"
+    "    outputs = layers.Dense(num_classes, activation='softmax')(x)\n"
+    "    return keras.Model(inputs=inputs, outputs=outputs, name=name)\n\n"
+    "model = resnet((28,) * 1 + (28, 1))\n"
+    "model.compile(optimizer='adam', loss='sparse_categorical_crossentropy')\n";
+
+Test(graph, resnet20_with_functions_and_loops_reads_as_the_flat_file) {
+    char *text = t_read_file(t_src("examples/resnet20_v1.py"), NULL);
+    ck_keras_model flat, loops;
+    char err[512] = "";
+    cr_assert_eq(ck_keras_parse(text, &flat, err, sizeof err), CK_STATUS_SUCCESS, "%s", err);
+    free(text);
+    cr_assert_eq(ck_keras_parse(resnet20_loops, &loops, err, sizeof err), CK_STATUS_SUCCESS, "%s",
+                 err);
+    cr_assert_eq(loops.count, flat.count);
+    for (int i = 0; i < flat.count; ++i)
+        cr_assert_eq(memcmp(&loops.layers[i], &flat.layers[i], sizeof flat.layers[i]), 0,
+                     "layer %d (%s vs %s)", i, loops.layers[i].name, flat.layers[i].name);
+    cr_assert_str_eq(loops.name, "resnet20_v1");
+    cr_assert(loops.has_compile && loops.optimizer.type == CK_OPT_ADAM);
+    ck_keras_model_free(&flat);
+    ck_keras_model_free(&loops);
+}
+
+/* Model files of the reader's audit of real-world code (tutorial and Kaggle patterns): a residual
+ * block function called in a loop over (filters, stride) pairs, a Sequential helper that adds a
+ * block per call, a width computed in a loop. Each builds with the parameter total real Keras
+ * 3.15.1 gives for the same file (model.count_params()). */
+static const struct {
+    const char *text;
+    long long keras_total;
+} real_files[] = {
+    {"import keras\n"
+     "from keras import layers\n"
+     "\n"
+     "\n"
+     "def residual_block(x, filters, stride=1):\n"
+     "    shortcut = x\n"
+     "    y = layers.Conv2D(filters, 3, strides=stride, padding=\"same\")(x)\n"
+     "    y = layers.BatchNormalization()(y)\n"
+     "    y = layers.Activation(\"relu\")(y)\n"
+     "    y = layers.Conv2D(filters, 3, padding=\"same\")(y)\n"
+     "    y = layers.BatchNormalization()(y)\n"
+     "    if stride != 1:\n"
+     "        shortcut = layers.Conv2D(filters, 1, strides=stride)(x)\n"
+     "    y = layers.Add()([y, shortcut])\n"
+     "    return layers.Activation(\"relu\")(y)\n"
+     "\n"
+     "\n"
+     "inputs = keras.Input(shape=(32, 32, 3))\n"
+     "x = layers.Conv2D(16, 3, padding=\"same\")(inputs)\n"
+     "x = layers.BatchNormalization()(x)\n"
+     "x = layers.Activation(\"relu\")(x)\n"
+     "for filters, stride in [(16, 1), (32, 2), (64, 2)]:\n"
+     "    x = residual_block(x, filters, stride)\n"
+     "x = layers.GlobalAveragePooling2D()(x)\n"
+     "outputs = layers.Dense(10, activation=\"softmax\")(x)\n"
+     "model = keras.Model(inputs, outputs, name=\"resnet_mini\")\n"
+     "model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3),\n"
+     "              loss=\"sparse_categorical_crossentropy\", metrics=[\"accuracy\"])\n",
+     78666},
+    {"from tensorflow.keras.models import Sequential\n"
+     "from tensorflow.keras.layers import Input, Conv2D, MaxPooling2D, Flatten, Dense, Dropout\n"
+     "\n"
+     "num_classes = 10\n"
+     "filters = 32\n"
+     "\n"
+     "model = Sequential()\n"
+     "model.add(Input(shape=(32, 32, 3)))\n"
+     "\n"
+     "\n"
+     "def conv_block(model, filters):\n"
+     "    model.add(Conv2D(filters, (3, 3), padding='same', activation='relu'))\n"
+     "    model.add(Conv2D(filters, (3, 3), padding='same', activation='relu'))\n"
+     "    model.add(MaxPooling2D((2, 2)))\n"
+     "\n"
+     "\n"
+     "conv_block(model, filters)\n"
+     "conv_block(model, filters * 2)\n"
+     "conv_block(model, filters * 4)\n"
+     "\n"
+     "model.add(Flatten())\n"
+     "model.add(Dropout(0.5))\n"
+     "model.add(Dense(num_classes, activation='softmax'))\n"
+     "model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', "
+     "metrics=['accuracy'])\n",
+     307498},
+    {"from keras.models import Sequential\n"
+     "from keras.layers import Conv2D, MaxPooling2D, Flatten, Dense\n"
+     "\n"
+     "num_pools = 3\n"
+     "base_filters = 16\n"
+     "for i in range(num_pools):\n"
+     "    base_filters = base_filters * 2   # widest layer: 16 * 2**num_pools\n"
+     "\n"
+     "model = Sequential()\n"
+     "model.add(Conv2D(base_filters, (3, 3), padding=\"same\", activation=\"relu\", "
+     "input_shape=(28, 28, 1)))\n"
+     "model.add(MaxPooling2D())\n"
+     "model.add(Flatten())\n"
+     "model.add(Dense(10, activation=\"softmax\"))\n"
+     "model.compile(optimizer=\"adam\", loss=\"sparse_categorical_crossentropy\", "
+     "metrics=[\"accuracy\"])\n",
+     252170},
+};
+
+Test(graph, real_files_with_functions_and_loops_give_keras_totals) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    for (size_t i = 0; i < sizeof real_files / sizeof real_files[0]; ++i) {
+        ck_model *m = NULL;
+        char err[512] = "";
+        CK_OK(ctx, ck_model_from_keras_text(ctx, real_files[i].text, &m, err, sizeof err));
+        CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+        ck_param_counts pc;
+        CK_OK(ctx, ck_model_param_counts(m, &pc));
+        cr_expect_eq(pc.total, real_files[i].keras_total, "file %zu: %lld parameters, Keras %lld",
+                     i, pc.total, real_files[i].keras_total);
+        ck_model_destroy(m);
+    }
+    ck_context_destroy(ctx);
 }
 
 /* examples/resnet20_v1.py builds, with Keras's parameter totals, worked out here (Keras counts a

@@ -504,32 +504,40 @@ Test(keras_parse, variables_and_arithmetic) {
               "y = layers.Conv2D(4, 3)(inputs)\nx += y\noutputs = layers.Dense(2)("
               "layers.Flatten()(x))\nmodel = keras.Model(inputs, outputs)\n",
               "line 4, column 3: 'x += ...' on a tensor", "layers.Add()");
-    /* a def's body is read once, as if called once, and the names it binds are its own: an
-     * unused def block(x) rebinding x made the model read its layer (239 parameters, Keras 91);
-     * its parameter x has no value there (nothing is passed in): refused where it is read */
-    parse_err("inputs = keras.Input(shape=(8, 8, 1))\nx = layers.Conv2D(4, 3)(inputs)\n"
-              "def block(x):\n    x = layers.Conv2D(4, 3)(x)\n    return x\n"
-              "outputs = layers.Dense(2)(layers.Flatten()(x))\nmodel = keras.Model(inputs, "
-              "outputs)\n",
-              "line 4, column 29: expected a tensor",
-              "a parameter of 'block' (line 3): cnnkit reads a function's body once");
-    /* a parameter never takes the global of its name: build_model(num_classes=100) built
-     * Dense(10) from the global (the real-model-files audit) */
-    parse_err("num_classes = 10\ndef build_model(num_classes):\n    model = Sequential()\n"
-              "    model.add(Dense(num_classes, input_shape=(4,)))\n    return model\n"
-              "model = build_model(num_classes=100)\n",
-              "line 4, column 21: ", "a parameter of 'build_model' (line 2)");
-    /* a helper that adds layers, called twice: its body was read once (one block of layers,
-     * where Keras has two) */
-    parse_err("model = Sequential()\nmodel.add(Dense(8, input_shape=(4,)))\n"
-              "def block():\n    model.add(Dense(8))\nblock()\nblock()\n",
-              "line 6, column 1: expected one call of 'block' (line 3)", "a second call");
-    parse_err("model = Sequential()\nmodel.add(Dense(8, input_shape=(4,)))\n"
-              "def block():\n    model.add(Dense(8))\nfor i in range(2):\n    block()\n",
-              "line 6, column 5: expected one call of 'block'", "calls in loops or conditionals");
-    parse_err("model = Sequential()\nmodel.add(Dense(8, input_shape=(4,)))\n"
-              "def unused():\n    model.add(Dense(8))\n",
-              "line 3, column 5: expected a call of 'unused'", "found none");
+    /* a def's body is read at each call, with the arguments bound; its names are its own: an
+     * unused def block(x) rebinding x made the model read its layer (239 parameters, Keras 91) */
+    m = parse_ok("inputs = keras.Input(shape=(8, 8, 1))\nx = layers.Conv2D(4, 3)(inputs)\n"
+                 "def block(x):\n    x = layers.Conv2D(4, 3)(x)\n    return x\n"
+                 "outputs = layers.Dense(2)(layers.Flatten()(x))\nmodel = keras.Model(inputs, "
+                 "outputs)\n");
+    cr_assert_eq(m.count, 3, "%d layers", m.count);
+    ck_keras_model_free(&m);
+    /* a parameter takes the argument, never the global of its name (build_model(num_classes=
+     * 100) built Dense(10) from the global: the real-model-files audit) */
+    m = parse_ok("num_classes = 10\ndef build_model(num_classes, width=8):\n"
+                 "    model = Sequential()\n    model.add(Dense(width, input_shape=(4,)))\n"
+                 "    model.add(Dense(num_classes))\n    return model\n"
+                 "net = build_model(num_classes=100)\nnet.compile(optimizer='sgd')\n");
+    cr_assert(m.count == 2 && m.layers[0].units == 8 && m.layers[1].units == 100);
+    cr_assert(m.has_compile && m.optimizer.type == CK_OPT_SGD, "net is the model");
+    ck_keras_model_free(&m);
+    /* a helper that adds layers runs at each call: twice, in a loop, never */
+    m = parse_ok("model = Sequential()\nmodel.add(Dense(8, input_shape=(4,)))\n"
+                 "def block(m, units=8):\n    m.add(Dense(units))\nblock(model)\n"
+                 "block(model, units=3)\nfor i in range(2):\n    block(model, 5 + i)\n"
+                 "def unused():\n    model.add(Dense(99))\n");
+    cr_assert(m.count == 5 && m.layers[1].units == 8 && m.layers[2].units == 3 &&
+                  m.layers[3].units == 5 && m.layers[4].units == 6,
+              "%d layers", m.count);
+    ck_keras_model_free(&m);
+    /* calls with the wrong arguments are Python's TypeErrors, named where they are */
+    parse_err("def block(x, f):\n    return x\ny = block(1)\n",
+              "line 3, column 5: ", "expected argument f of 'block' (line 1)");
+    parse_err("def block(x):\n    return x\ny = block(1, 2)\n",
+              "line 3, column 14: ", "positional arguments for 'block'");
+    parse_err("def block(x):\n    return x\ny = block(1, g=2)\n",
+              "line 3, column 14: ", "unknown argument g for 'block'");
+    parse_err("def f(n):\n    return f(n - 1)\nm = f(3)\n", "line 2, column 12: ", "recursion");
     /* a name assigned in a branch or loop: which assignment Python's run leaves, the text does
      * not say when the condition is not a constant (the else branch's shape was taken where the
      * if branch runs) */
@@ -567,6 +575,48 @@ Test(keras_parse, variables_and_arithmetic) {
     /* Keras 3 refuses a negative slope (ValueError): so does the reader */
     parse_err("model = Sequential([Dense(4, input_shape=(3,)), LeakyReLU(negative_slope=-0.5)])\n",
               "line 1, column 74: expected a number >= 0 for negative_slope of LeakyReLU", NULL);
+}
+
+/* What of Python the reader runs: each case against what Python's run makes (worked by hand). */
+Test(keras_parse, runs_calls_loops_and_conditions) {
+    /* continue, zip, a return inside a loop, and / or returning an operand, a conditional
+     * expression, a statement that only calls */
+    ck_keras_model m = parse_ok(
+        "def widths(base, n):\n    out = []\n    for i in range(n):\n        out = out + [base * 2 "
+        "** i]\n"
+        "    return out\n"
+        "def first_over(xs, t):\n    for x in xs:\n        if x > t:\n            return x\n"
+        "    return None\n"
+        "def add_block(m, units, act=None):\n    m.add(Dense(units, activation=act or 'relu'))\n"
+        "model = Sequential()\nmodel.add(Dense(4, input_shape=(3,)))\n"
+        "for w, skip in zip(widths(2, 4), [False, True, False]):\n    if skip:\n        continue\n"
+        "    add_block(model, w)\n"
+        "add_block(model, first_over([1, 5, 9], 4), act='tanh' if 2 >= 3 else 'sigmoid')\n"
+        "print(add_block(model, 7))\n");
+    cr_assert_eq(m.count, 5, "%d layers", m.count);
+    const int units[5] = {4, 2, 8, 5, 7};
+    const ck_activation acts[5] = {CK_ACT_NONE, CK_ACT_RELU, CK_ACT_RELU, CK_ACT_SIGMOID,
+                                   CK_ACT_RELU};
+    for (int i = 0; i < 5; ++i)
+        cr_assert(m.layers[i].units == units[i] && m.layers[i].activation == acts[i],
+                  "layer %d: %d units, activation %d", i, m.layers[i].units,
+                  (int)m.layers[i].activation);
+    ck_keras_model_free(&m);
+    /* what the reader cannot know is not run, and what depends on it is refused */
+    parse_err("def build(n):\n    model = Sequential()\n    for i in range(n):\n"
+              "        model.add(Dense(4))\n    return model\nmodel = build(len(x_train))\n",
+              "line 4, column 9: ", "'for' at line 3");
+    parse_err(
+        "def block(x):\n    if x.shape[1] > 4:\n        return 1\n    return 2\ny = block(3)\n",
+        "line 3, column 9: expected return outside conditionals and loops that cnnkit cannot "
+        "run",
+        "'if' at line 2");
+    parse_err("model = Sequential()\nfor i in range(3):\n    if x_train.ndim == 4:\n        break\n"
+              "    model.add(Dense(4))\n",
+              "line 4, column 9: expected break outside", "'if' at line 3");
+    /* the text's size bound: runs of many statements end with an error, not a hang */
+    parse_err("for i in range(4096):\n    for j in range(4096):\n        x = i\n",
+              "line 3, column 9: ", "statements read");
 }
 
 Test(keras_parse, recovery_only_at_line_ends) {
@@ -647,8 +697,10 @@ Test(keras_parse, errors_name_line_and_column) {
               "model.add(Dense(10, input_shape=(28, 28, 1)))\n",
               "line 3, column 21: ", "input_shape");
     /* Python control flow is not run */
-    parse_err("model = Sequential()\nfor i in range(2):\n    model.add(Dense(10))\n",
+    parse_err("model = Sequential()\nfor i in range(len(x_train)):\n    model.add(Dense(10))\n",
               "line 3, column 5: ", "'for' at line 2");
+    parse_err("model = Sequential()\nwhile True:\n    model.add(Dense(10))\n",
+              "line 3, column 5: ", "'while' at line 2");
     parse_err("model = Sequential()\nmodel.add(Dense(10))\nmodel.layers[0].trainable = False\n",
               "line 3, column 1: ", "model.layers");
 }

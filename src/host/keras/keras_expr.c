@@ -166,9 +166,14 @@ static value *p_seq(kp *P, vkind kind, const tok *open) {
         if (ck_kp_is_op(ck_kp_peek(P), ws) || (ck_kp_at_end(P) && P->recovered) ||
             ck_kp_is_close(ck_kp_peek(P)))
             break;
+        const size_t item_b = P->pos;
         value *it = ck_kp_p_expr(P);
         if (!it)
             return NULL;
+        if (n == 0 && kind == V_LIST && ck_kp_is_name(ck_kp_peek(P), "for")) {
+            value *c = ck_kp_comprehension(P, item_b, P->pos); /* [Dense(n) for n in sizes] */
+            return c && !expect_close(P, want, open, "'['", 1) ? c : NULL;
+        }
         items = (value **)ck_kp_grow(P, items, n, &cap, sizeof *items);
         if (!items)
             return NULL;
@@ -386,6 +391,8 @@ static value *p_primary(kp *P) {
                     return NULL;
                 if (!(v = merge_function(P, v)))
                     return NULL;
+                if (k == 0 && !layer_written && !(v = ck_kp_call(P, v))) /* the text's def */
+                    return NULL;
             } else {
                 sym *s = k == 0 ? find_sym(P, name, total) : NULL;
                 if (s && s->v) {
@@ -468,14 +475,22 @@ static value *p_primary(kp *P) {
                 layer_written = 0;
                 continue;
             }
-            v = unknown_value(P, v->line, v->col,
-                              v->kind == V_CALL
-                                  ? ck_kp_printf(P,
-                                                 "a call of the result of %s(...) (a layer "
-                                                 "kept in a variable and called: shared "
-                                                 "layers are not supported)",
-                                                 v->s)
-                                  : "a call expression that cnnkit does not evaluate");
+            const char *cls = v->kind == V_CALL ? ck_kp_last_component(v->s) : "";
+            v = unknown_value(
+                P, v->line, v->col,
+                v->kind != V_CALL ? "a call expression that cnnkit does not evaluate"
+                : ck_keras_class_find(cls, NULL)
+                    ? ck_kp_printf(P,
+                                   "a call of the result of %s(...) (a layer kept in a variable "
+                                   "and called: shared layers are not supported)",
+                                   v->s)
+                : cls[0] >= 'A' && cls[0] <= 'Z'
+                    ? ck_kp_printf(P, "the output of %s(...), a layer class cnnkit does not have",
+                                   v->s)
+                    : ck_kp_printf(P,
+                                   "a call of the result of %s(...), which cnnkit does not "
+                                   "evaluate",
+                                   v->s));
         } else if (ck_kp_is_op(tr, ".") && peek_at(P, 1)->kind == TK_NAME) {
             P->pos += 2;
             v = unknown_value(P, v->line, v->col,
@@ -500,6 +515,36 @@ int ck_kp_is_num(const value *v) {
 
 /* Python arithmetic on numbers; anything else (or overflow) is an unknown value. */
 value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
+    if (ck_kp_is_op(op, "+") && a->kind == b->kind && (a->kind == V_TUPLE || a->kind == V_LIST)) {
+        value *v = ck_kp_new_value(P, a->kind, a->line, a->col); /* (180, 180) + (3,) */
+        value **it = (value **)ck_kp_alloc(P, sizeof *it * (size_t)(a->n + b->n + 1));
+        if (!v || !it)
+            return NULL;
+        if (a->n) /* an empty one has no items array */
+            memcpy(it, a->items, sizeof *it * (size_t)a->n);
+        if (b->n)
+            memcpy(it + a->n, b->items, sizeof *it * (size_t)b->n);
+        v->items = it;
+        v->n = a->n + b->n;
+        return v;
+    }
+    const int seq_a = a->kind == V_TUPLE || a->kind == V_LIST;
+    if (ck_kp_is_op(op, "*") && (seq_a ? b : a)->kind == V_INT &&
+        ((seq_a ? a : b)->kind == V_TUPLE || (seq_a ? a : b)->kind == V_LIST)) {
+        const value *q = seq_a ? a : b; /* (28,) * 2 */
+        const long long times = (seq_a ? b : a)->i < 0 ? 0 : (seq_a ? b : a)->i;
+        if (times > 4096 || (long long)q->n * times > 4096)
+            return unknown_value(P, a->line, a->col, "a repeated sequence of over 4096 items");
+        value *v = ck_kp_new_value(P, q->kind, a->line, a->col);
+        value **it = (value **)ck_kp_alloc(P, sizeof *it * (size_t)(q->n * times + 1));
+        if (!v || !it)
+            return NULL;
+        for (long long r = 0; q->n && r < times; ++r)
+            memcpy(it + r * q->n, q->items, sizeof *it * (size_t)q->n);
+        v->items = it;
+        v->n = (int)(q->n * times);
+        return v;
+    }
     if (!ck_kp_is_num(a) || !ck_kp_is_num(b))
         return unknown_value(P, a->line, a->col,
                              "an arithmetic expression on values that are not numbers");
@@ -629,8 +674,9 @@ value *ck_kp_p_expr(kp *P) {
                    KP_MAX_DEPTH);
         return NULL;
     }
-    value *a = p_term(P);
-    while (a) {
+    const size_t test_end = ck_kp_test_end(P); /* a comparison, and / or / not */
+    value *a = test_end ? ck_kp_test_expr(P, test_end) : p_term(P);
+    while (a && !test_end) {
         const tok *t = ck_kp_peek(P);
         if (!(ck_kp_is_op(t, "+") || ck_kp_is_op(t, "-")))
             break;
@@ -638,6 +684,8 @@ value *ck_kp_p_expr(kp *P) {
         value *b = p_term(P);
         a = b ? ck_kp_arith(P, t, a, b) : NULL;
     }
+    if (a && ck_kp_is_name(ck_kp_peek(P), "if")) /* a if c else b */
+        a = ck_kp_ternary(P, a);
     P->depth--;
     return a;
 }

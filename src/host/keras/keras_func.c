@@ -51,7 +51,7 @@ int ck_kp_functional_at(kp *P, size_t k) {
  * name. */
 static ktensor *find_tensor(kp *P, const value *v) {
     for (ktensor *t = P->tensors; t; t = t->next)
-        if (v->i > 0 ? t->id == v->i : strcmp(t->name, v->s) == 0)
+        if (v->i > 0 ? t->id == v->i : !t->hidden && strcmp(t->name, v->s) == 0)
             return t;
     return NULL;
 }
@@ -80,6 +80,41 @@ static int define_tensor(kp *P, const tok *name, int layer, int rank) {
     return 0;
 }
 
+static int apply(kp *P, const value *v, int *layer, int *rank);
+
+value *ck_kp_apply_now(kp *P, value *v) {
+    if (v->kind != V_APPLY)
+        return v;
+    if (!P->functional) {
+        ck_kp_fail(P, v->line, v->col,
+                   "expected keras.Input(...) before a layer is called on a tensor");
+        return NULL;
+    }
+    if (P->have_model) {
+        ck_kp_fail(P, v->line, v->col,
+                   "expected the layers before the model (line %d), found %s(...) called after it",
+                   P->model_line, v->s);
+        return NULL;
+    }
+    int layer, rank;
+    tok name;
+    memset(&name, 0, sizeof name);
+    name.kind = TK_NAME;
+    name.src = "";
+    name.line = v->line;
+    name.col = v->col;
+    if (apply(P, v, &layer, &rank) || define_tensor(P, &name, layer, rank))
+        return NULL;
+    P->tensors->hidden = 1; /* no name: read through its id */
+    P->syms = P->syms->next;
+    value *t = ck_kp_new_value(P, V_NAME, v->line, v->col);
+    if (t) {
+        t->s = ck_kp_printf(P, "the output of %s(...)", ck_kp_last_component(v->s));
+        t->i = P->tensors->id;
+    }
+    return t;
+}
+
 /* The line of a later statement `name = ...`, or 0. */
 static int defined_later(kp *P, const char *name, int line) {
     const size_t len = strlen(name);
@@ -100,7 +135,7 @@ static int tensor_of(kp *P, const value *v, int *layer, int *rank) {
     char b[160];
     if (v->kind == V_APPLY)
         return apply(P, v, layer, rank);
-    if (v->kind == V_NAME && !strchr(v->s, '.')) {
+    if (v->kind == V_NAME && (v->i > 0 || !strchr(v->s, '.'))) {
         const ktensor *t = find_tensor(P, v);
         if (t) {
             *layer = t->layer;

@@ -16,8 +16,10 @@
  * What is never silently dropped
  *  Unknown layer classes, unknown arguments and arguments whose value changes the math in a way
  *  cnnkit does not implement (regularizers, constraints, other initializers, channels_first,
- *  dilation, groups, trainable=False, center/scale=False, ...) are errors naming them. Model
- *  statements inside loops or conditionals (Python control flow is not run) are errors.
+ *  dilation, groups, trainable=False, center/scale=False, ...) are errors naming them. Calls
+ *  of the text's functions, for loops over known sequences and branches on known conditions
+ *  are run (keras_run.c); model statements inside loops or conditionals the reader cannot run
+ *  are errors.
  *
  * Recovery
  *  A statement whose brackets are still open at the end of a line is closed there, with a
@@ -48,6 +50,7 @@
  *                  parser's readers (layer.h ck_kbind), Input, the arguments every layer takes
  *  keras_stmt.c    statements and ck_keras_parse
  *  keras_func.c    the functional model: Input, layers called on tensors, Model
+ *  keras_run.c     what of Python is run: conditions, calls of the text's functions, for loops
  *  keras_model.c   ck_model_from_keras_text
  */
 #ifndef CNNKIT_KERAS_INTERNAL_H
@@ -71,7 +74,11 @@ typedef struct ktensor {
     const char *name;
     int id; /* 1, 2, ... in definition order: the value of its name carries it (value.i) */
     int layer, rank, line, col;
+    int hidden; /* a name of a call's body that returned: read only through its id */
 } ktensor;
+
+/* value.i of a V_NAME that stands for the model (a function returned it) */
+#define KP_MODEL_ID (-1)
 
 /* ---------------------------------------------------------------------------------------------
  * Tokens
@@ -155,18 +162,27 @@ typedef struct block {
      * chain_taken, chain_known: some branch of the chain so far runs / every condition so far
      * was known */
     int skip, chain_taken, chain_known;
+    int run; /* a block the reader runs (keras_run.c): 1 a pass of a for loop, 2 a call's body */
 } block;
 
-/* A function the text defines: its body is read once where it is written, as one call with
- * nothing passed in, so only that one call may exist (kp_fn_calls). */
-#define KP_MAX_FNS 32
+/* A function the text defines (keras_run.c): recorded at its def, its body read at each call. */
+#define KP_MAX_FNS 64
+#define KP_MAX_FN_PARAMS 24
+enum { KP_PARAM_PLAIN, KP_PARAM_KW, KP_PARAM_ARGS, KP_PARAM_KWARGS };
+typedef struct kp_param {
+    const char *name;
+    value *def; /* the default, evaluated at the def; NULL: none */
+    int kind;   /* KP_PARAM_*: positional or keyword, keyword-only, *args, **kwargs */
+} kp_param;
 typedef struct kp_fn {
     char name[48];
-    int line, col;
-    int calls;             /* calls seen in the text */
-    int model_work;        /* its body added layers or made the model: a call of it is that work */
-    int count0, had_model; /* the model at the def (to tell model_work at its end) */
+    int line, col, indent;
+    size_t body_b, body_e; /* the body's statements: tokens [body_b, body_e) of kp.toks */
+    int nparams;
+    kp_param params[KP_MAX_FN_PARAMS];
 } kp_fn;
+
+enum { KP_FLOW_NONE, KP_FLOW_BREAK, KP_FLOW_CONTINUE, KP_FLOW_RETURN };
 
 typedef struct kp {
     ck_context *ctx; /* every allocation of the parse is counted on it (NULL: nowhere) */
@@ -192,8 +208,9 @@ typedef struct kp {
     int failed;
     ck_status st;
     char msg[KP_MSG_LEN];
-    /* variables and blocks */
-    sym *syms;
+    /* variables and blocks; scope: the first name outside the call being read (NULL: the
+     * module's names are all of them) */
+    sym *syms, *scope;
     block blocks[KP_MAX_BLOCKS];
     int nblocks;
     /* the model */
@@ -202,6 +219,14 @@ typedef struct kp {
     char model_name[48], input_name[48]; /* name= of the model and of its Input, "" none */
     kp_fn fns[KP_MAX_FNS];
     int nfns;
+    /* running (keras_run.c): a break, continue or return leaving the statements (KP_FLOW_*) and
+     * the value returned; calls nested now; statements read so far (bounded); hard: a call's
+     * body failed (its error is not an unknown value); quiet: no warnings while scanning */
+    int flow;
+    value *ret;
+    int call_depth;
+    long long steps;
+    int hard, quiet;
     /* the if-chain that ended last (an elif / else at its indent continues it) */
     int chain_indent, chain_taken, chain_known;
     /* from ... import A as B: B stands for A (a layer class, an optimizer) */
@@ -342,5 +367,41 @@ value *ck_kp_arith(kp *P, const tok *op, value *a, value *b);
 int ck_kp_functional(kp *P, const tok *target, size_t rhs, int kind);
 /* At the end of the text: a functional model must have reached Model(...). */
 int ck_kp_functional_end(kp *P);
+/* A layer called on tensors (V_APPLY) made now, as Python does where the value is bound: the
+ * value of its output tensor; any other value is v. NULL on error. */
+value *ck_kp_apply_now(kp *P, value *v);
+
+/* keras_stmt.c: the statements that start in tokens [from, to) of kp.toks (to 0: all), read
+ * until a break, continue or return (kp.flow); the end of the block whose header ends before
+ * token i, at column col (the first statement at a column <= col); a name bound to a value
+ * (a call's parameter, a loop's name); the value of `return EXPR` at token k of the statement
+ * (the model, made there or named, is a KP_MODEL_ID name). */
+int ck_kp_run(kp *P, size_t from, size_t to);
+int ck_kp_block_end(kp *P, size_t i, int col, size_t *end);
+int ck_kp_bind_name(kp *P, const char *name, int line, value *v);
+int ck_kp_bind_tok(kp *P, const tok *name, value *v);
+value *ck_kp_return_value(kp *P, size_t k);
+
+/* keras_run.c: the condition of tokens [b, e) of the statement: 1 true, 0 false, -1 not known,
+ * -2 failed (an error is set); `a if c else b` after a was read (at 'if'); a def at token b
+ * whose body is tokens [body_b, body_e) of kp.toks; a call of the text's function (call itself
+ * when it names none; NULL on error); break / continue / return at token b; a for loop the
+ * reader runs (1; 0: its sequence is not known, -1 error). */
+int ck_kp_condition(kp *P, size_t b, size_t e);
+value *ck_kp_ternary(kp *P, value *a);
+/* An expression from kp.pos that is a test (a comparison, and / or / not at its top level): its
+ * end, else 0; and its value, read up to that end (Python's: a bool, or the operand of and / or
+ * that decides). */
+size_t ck_kp_test_end(kp *P);
+value *ck_kp_test_expr(kp *P, size_t e);
+int ck_kp_def(kp *P, size_t b, size_t e, size_t body_b, size_t body_e);
+int ck_kp_is_fn(kp *P, const tok *t);
+value *ck_kp_call(kp *P, value *call);
+int ck_kp_flow(kp *P, size_t b, size_t e);
+int ck_kp_for(kp *P, size_t b, size_t e, size_t body_b, size_t body_e);
+/* [ITEM for NAMES in SEQ if COND ...] at its 'for' (kp.pos), ITEM tokens [item_b, item_e): the
+ * list, read item by item with the names bound (their own scope), or an unknown value when the
+ * sequence or a condition is not known; kp.pos is left at the closing ']'. */
+value *ck_kp_comprehension(kp *P, size_t item_b, size_t item_e);
 
 #endif

@@ -97,8 +97,10 @@ static int split(kp *P, size_t *pi, stmt *S) {
                 S->recovered = 1;
                 S->e = i;
                 *pi = i + 1;
-                ck_kp_warn(P, "line %d: unbalanced parentheses, statement closed at end of line",
-                           t->line);
+                if (!P->quiet)
+                    ck_kp_warn(P,
+                               "line %d: unbalanced parentheses, statement closed at end of line",
+                               t->line);
                 return 0;
             }
             continue;
@@ -155,9 +157,9 @@ static int check_opaque(kp *P, const tok *t) {
     for (int i = P->nblocks - 1; i >= 0; --i)
         if (P->blocks[i].opaque)
             return ck_kp_fail(P, t->line, t->col,
-                              "expected model statements outside loops and conditionals (cnnkit "
-                              "reads the text, it does not run it), found one inside the '%s' at "
-                              "line %d",
+                              "expected model statements outside loops and conditionals that "
+                              "cnnkit cannot run (their sequence or condition is not known), "
+                              "found one inside the '%s' at line %d",
                               P->blocks[i].kw, P->blocks[i].line);
     return 0;
 }
@@ -220,19 +222,45 @@ static int model_create(kp *P, const tok *var, size_t rhs) {
 
 /* NAME = expr and a, b = x, y: remembered when the value can be read, else marked unknown. */
 static int add_sym(kp *P, const tok *name, value *v, const char *why) {
-    sym *s = (sym *)ck_kp_alloc(P, sizeof *s);
-    if (!s || !(s->name = ck_kp_strndup(P, name->src, (size_t)name->len)))
+    if (v && v->kind == V_APPLY && !(v = ck_kp_apply_now(P, v))) /* y = a if c else L()(x) */
         return -1;
     if (v && v->kind == V_UNKNOWN) {
         why = v->s;
         v = NULL;
     }
+    /* a name of this scope (the module, or the call being read) is set again in place: loops
+     * assign the same names many times */
+    for (sym *o = P->syms; o && o != P->scope; o = o->next)
+        if ((size_t)name->len == strlen(o->name) &&
+            !memcmp(o->name, name->src, (size_t)name->len)) {
+            o->v = v;
+            o->why = why;
+            o->line = name->line;
+            return 0;
+        }
+    sym *s = (sym *)ck_kp_alloc(P, sizeof *s);
+    if (!s || !(s->name = ck_kp_strndup(P, name->src, (size_t)name->len)))
+        return -1;
     s->v = v;
     s->why = why;
     s->line = name->line;
     s->next = P->syms;
     P->syms = s;
     return 0;
+}
+
+int ck_kp_bind_tok(kp *P, const tok *name, value *v) {
+    return add_sym(P, name, v, NULL);
+}
+
+int ck_kp_bind_name(kp *P, const char *name, int line, value *v) {
+    tok t;
+    memset(&t, 0, sizeof t);
+    t.kind = TK_NAME;
+    t.src = name;
+    t.len = (int)strlen(name);
+    t.line = line;
+    return add_sym(P, &t, v, NULL);
 }
 
 /* expr or a bare tuple `a, b` up to the end of the statement (right side of an assignment) */
@@ -269,7 +297,7 @@ static value *p_expr_list(kp *P) {
 /* After the right side of an assignment failed to parse: its message as the reason the name is
  * unknown, the failure cleared (NULL: out of memory, which stays). */
 static const char *unreadable(kp *P, const char *what) {
-    if (P->st == CK_STATUS_ALLOC_FAILED)
+    if (P->st == CK_STATUS_ALLOC_FAILED || P->hard) /* a call's body failed: its error stands */
         return NULL;
     const char *why = ck_kp_printf(P, "%s that cnnkit cannot read (%s)", what, P->msg);
     P->failed = 0;
@@ -294,6 +322,15 @@ static int assign(kp *P, const tok *const *targets, int nt, size_t rhs) {
     const char *why = NULL;
     if (!v && !(why = unreadable(P, "an expression")))
         return -1;
+    if (nt == 1 && v && v->kind == V_NAME && v->i == KP_MODEL_ID) { /* model = build_model() */
+        const tok *t = targets[0];
+        if ((size_t)t->len >= sizeof P->model_var)
+            return ck_kp_fail(P, t->line, t->col,
+                              "expected a model variable name of at most %d characters",
+                              (int)sizeof P->model_var - 1);
+        snprintf(P->model_var, sizeof P->model_var, "%.*s", t->len, t->src);
+        return 0;
+    }
     if (nt == 1)
         return add_sym(P, targets[0], v, why);
     int spread = v && (v->kind == V_TUPLE || v->kind == V_LIST) && v->n == nt;
@@ -469,184 +506,21 @@ static int check_skipped(kp *P, size_t b, size_t e) {
             (tok_is(m, "add") || tok_is(m, "compile") || tok_is(m, "pop")))
             return ck_kp_fail(P, t->line, t->col,
                               "expected %s.%.*s(...) as a statement of its own, found it inside "
-                              "another statement (cnnkit reads the text, it does not run it)",
+                              "another statement (a one-line loop or branch is not read)",
                               P->model_var, m->len, m->src);
     }
     return 0;
 }
 
-/* The end of a def's body: whether reading it added layers or made the model. */
-static void fn_end(kp *P, const block *bl) {
-    if (bl->fn < 0)
-        return;
-    kp_fn *f = &P->fns[bl->fn];
-    f->model_work = P->count != f->count0 || P->have_model != f->had_model;
-}
-
-/* def NAME(params): the function's entry, and its parameters bound as unknown in its body (it
- * is read once where it is written, with nothing passed in: a parameter's value is not known). */
-static int def_start(kp *P, size_t b, size_t e, block *bl) {
-    bl->fn = -1;
-    const tok *nm = b + 1 < e ? &P->cur[b + 1] : NULL;
-    if (!nm || nm->kind != TK_NAME || b + 2 >= e || !ck_kp_is_op(&P->cur[b + 2], "("))
-        return 0;
-    if (P->nfns == KP_MAX_FNS)
-        return ck_kp_fail(P, nm->line, nm->col, "expected at most %d functions, found more",
-                          KP_MAX_FNS);
-    kp_fn *f = &P->fns[P->nfns];
-    memset(f, 0, sizeof *f);
-    snprintf(f->name, sizeof f->name, "%.*s", nm->len > 47 ? 47 : nm->len, nm->src);
-    f->line = nm->line;
-    f->col = nm->col;
-    f->count0 = P->count;
-    f->had_model = P->have_model;
-    bl->fn = P->nfns++;
-    const char *why = ck_kp_printf(P,
-                                   "a parameter of '%s' (line %d): cnnkit reads a function's body "
-                                   "once, where it is written, with nothing passed in",
-                                   f->name, f->line);
-    if (!why)
-        return -1;
-    int depth = 0;
-    for (size_t k = b + 2; k < e; ++k) {
-        const tok *t = &P->cur[k];
-        if (ck_kp_is_op(t, "(") || ck_kp_is_op(t, "[") || ck_kp_is_op(t, "{"))
-            ++depth;
-        else if (ck_kp_is_op(t, ")") || ck_kp_is_op(t, "]") || ck_kp_is_op(t, "}"))
-            --depth;
-        else if (depth == 1 && t->kind == TK_NAME && !ck_kp_is_keyword(t)) {
-            const tok *pv = &P->cur[k - 1];
-            if ((ck_kp_is_op(pv, "(") || ck_kp_is_op(pv, ",") || ck_kp_is_op(pv, "*") ||
-                 ck_kp_is_op(pv, "**")) &&
-                add_sym(P, t, NULL, why))
-                return -1;
-        }
-    }
-    return 0;
-}
-
-/* Calls of the text's functions in the statement: the body was read once, so a function whose
- * body did model work may be called once, outside loops and conditionals. */
-static int fn_calls(kp *P, size_t b, size_t e) {
-    for (size_t k = b; k + 1 < e; ++k) {
-        const tok *t = &P->cur[k];
-        if (t->kind != TK_NAME || !ck_kp_is_op(&P->cur[k + 1], "(") ||
-            (k > b && ck_kp_is_op(&P->cur[k - 1], ".")) || (k > b && tok_is(&P->cur[k - 1], "def")))
-            continue;
-        for (int i = 0; i < P->nfns; ++i) {
-            kp_fn *f = &P->fns[i];
-            if (!tok_is(t, f->name))
-                continue;
-            const char *loop = unrun(P);
-            ++f->calls;
-            if (f->model_work && (loop || f->calls > 1))
-                return ck_kp_fail(P, t->line, t->col,
-                                  "expected one call of '%s' (line %d), which builds model "
-                                  "layers: cnnkit reads its body once, where it is written, and "
-                                  "does not run %s; write the layers out",
-                                  f->name, f->line,
-                                  loop ? "calls in loops or conditionals" : "a second call");
-        }
-    }
-    return 0;
-}
-
-/* At the end: a function whose body built layers must have been called (its body was read). */
-static int fn_uncalled(kp *P) {
-    for (int i = 0; i < P->nfns; ++i)
-        if (P->fns[i].model_work && P->fns[i].calls == 0)
-            return ck_kp_fail(P, P->fns[i].line, P->fns[i].col,
-                              "expected a call of '%s', whose body builds model layers (cnnkit "
-                              "read them where the function is written), found none",
-                              P->fns[i].name);
-    return 0;
-}
-
-/* Two values Python's == would call equal: numbers (and bools) by value, strings by text, None;
- * -1 when either is not a constant (a name, a call, a tensor). */
-static int same_constant(const value *a, const value *b) {
-    const int na = a->kind == V_INT || a->kind == V_FLOAT || a->kind == V_BOOL;
-    const int nb = b->kind == V_INT || b->kind == V_FLOAT || b->kind == V_BOOL;
-    const int ka = na || a->kind == V_STR || a->kind == V_NONE;
-    const int kb = nb || b->kind == V_STR || b->kind == V_NONE;
-    if (!ka || !kb)
-        return -1;
-    if (na && nb)
-        return (a->kind == V_FLOAT || b->kind == V_FLOAT ? a->f == b->f : a->i == b->i);
-    if (a->kind != b->kind)
-        return 0;
-    return a->kind == V_NONE || !strcmp(a->s, b->s);
-}
-
-/* One side of a condition, tokens [k0, k1): its value, or NULL (the failure cleared) when
- * cnnkit cannot read it. K.image_data_format() is 'channels_last': cnnkit is channels-last, as
- * Keras is by default. */
-static value *cond_side(kp *P, size_t k0, size_t k1) {
-    const size_t end = P->end;
-    P->pos = k0;
-    P->end = k1;
-    value *v = k0 < k1 ? ck_kp_p_full_expr(P) : NULL;
-    P->end = end;
-    if (!v) {
-        if (P->st != CK_STATUS_ALLOC_FAILED) {
-            P->failed = 0;
-            P->st = CK_STATUS_SUCCESS;
-            P->msg[0] = '\0';
-        }
-        return NULL;
-    }
-    if (v->kind == V_CALL && v->n == 0 &&
-        !strcmp(ck_kp_last_component(v->s), "image_data_format")) {
-        v->kind = V_STR;
-        v->s = "channels_last";
-    }
-    return v;
-}
-
-/* The condition of `if COND:` (tokens [b, e), the ':' excluded): 1 true, 0 false, -1 not
- * known. A constant, or A == B / A != B of constants (if DATASET == 'mnist':). */
-static int condition(kp *P, size_t b, size_t e) {
-    int depth = 0;
-    for (size_t k = b; k < e; ++k) {
-        const tok *t = &P->cur[k];
-        if (ck_kp_is_op(t, "(") || ck_kp_is_op(t, "[") || ck_kp_is_op(t, "{"))
-            ++depth;
-        else if (ck_kp_is_op(t, ")") || ck_kp_is_op(t, "]") || ck_kp_is_op(t, "}"))
-            --depth;
-        else if (depth == 0 && (ck_kp_is_op(t, "==") || ck_kp_is_op(t, "!="))) {
-            value *l = cond_side(P, b, k), *r = l ? cond_side(P, k + 1, e) : NULL;
-            const int eq = l && r ? same_constant(l, r) : -1;
-            return eq < 0 ? -1 : ck_kp_is_op(t, "==") ? eq : !eq;
-        } else if (depth == 0 && t->kind == TK_NAME &&
-                   (tok_is(t, "and") || tok_is(t, "or") || tok_is(t, "not") || tok_is(t, "in") ||
-                    tok_is(t, "is")))
-            return -1;
-    }
-    const value *v = cond_side(P, b, e);
-    if (!v)
-        return -1;
-    switch (v->kind) {
-    case V_BOOL:
-    case V_INT:
-        return v->i != 0;
-    case V_FLOAT:
-        return v->f != 0.0;
-    case V_NONE:
-        return 0;
-    case V_STR:
-        return v->s[0] != '\0';
-    default:
-        return -1;
-    }
-}
-
 /* An if / elif / else block: which of its chain's branches runs, when the conditions say. */
-static void branch(kp *P, const tok *t0, size_t b, size_t e, block *bl) {
+static int branch(kp *P, const tok *t0, size_t b, size_t e, block *bl) {
     const int cont = (tok_is(t0, "elif") || tok_is(t0, "else")) && P->chain_indent == t0->col;
     const int taken0 = cont ? P->chain_taken : 0, known0 = cont ? P->chain_known : 1;
     int c = 1; /* else */
     if (!tok_is(t0, "else"))
-        c = known0 && !taken0 ? condition(P, b + 1, e - 1) : -1;
+        c = known0 && !taken0 ? ck_kp_condition(P, b + 1, e - 1) : -1;
+    if (c == -2)
+        return -1;
     bl->chain_known = known0 && (taken0 || c >= 0);
     bl->chain_taken = taken0 || c == 1;
     if (!bl->chain_known) {
@@ -655,15 +529,16 @@ static void branch(kp *P, const tok *t0, size_t b, size_t e, block *bl) {
         bl->opaque = 0;
         bl->skip = taken0 || c == 0;
     }
+    return 0;
 }
 
 static const char *const k_compound[] = {"if",    "elif",   "else",    "for",  "while",
                                          "try",   "except", "finally", "with", "def",
                                          "class", "async",  NULL};
-static const char *const k_transparent[] = {"try",   "finally", "with", "def",
-                                            "class", "async",   NULL};
+static const char *const k_transparent[] = {"try", "finally", "with", "class", "async", NULL};
 
-static int process(kp *P, const stmt *S) {
+/* One statement; *next: the token where the next one starts (past a def's or a run loop's body). */
+static int process(kp *P, const stmt *S, size_t *next) {
     /* copy the statement without its line breaks, then the token that ends it */
     size_t need = S->e - S->b + 1;
     if (need > P->curcap) {
@@ -694,11 +569,6 @@ static int process(kp *P, const stmt *S) {
                                               : "';'";
     while (P->nblocks > 0 && P->blocks[P->nblocks - 1].indent >= t0->col) {
         const block *bl = &P->blocks[--P->nblocks];
-        if (!strcmp(bl->kw, "def")) { /* its names were local: the ones before it are back */
-            P->syms = bl->syms;
-            P->tensors = bl->tensors;
-            fn_end(P, bl);
-        }
         if (!strcmp(bl->kw, "if") || !strcmp(bl->kw, "elif")) {
             P->chain_indent = bl->indent;
             P->chain_taken = bl->chain_taken;
@@ -720,8 +590,26 @@ static int process(kp *P, const stmt *S) {
             }
     if (tok_is(t0, "import") || tok_is(t0, "from"))
         return 0;
-    if (fn_calls(P, b, e))
-        return -1;
+    const int header = ck_kp_is_op(&P->cur[e - 1], ":");
+    if (tok_is(t0, "def") && header) { /* recorded; its body is read at each call */
+        size_t body_e = 0;
+        if (ck_kp_block_end(P, *next, t0->col, &body_e) || ck_kp_def(P, b, e, *next, body_e))
+            return -1;
+        *next = body_e;
+        return 0;
+    }
+    if (tok_is(t0, "for") && header && !unrun(P)) { /* over a sequence the reader knows: run */
+        size_t body_e = 0;
+        if (ck_kp_block_end(P, *next, t0->col, &body_e))
+            return -1;
+        const int r = ck_kp_for(P, b, e, *next, body_e);
+        if (r)
+            *next = body_e;
+        if (r != 0)
+            return r < 0 ? -1 : 0;
+    }
+    if (tok_is(t0, "break") || tok_is(t0, "continue") || tok_is(t0, "return"))
+        return ck_kp_flow(P, b, e);
     const tok *fn = setting_call(P, b, e);
     if (fn)
         return setting(P, b, e, fn);
@@ -732,6 +620,7 @@ static int process(kp *P, const stmt *S) {
             compound |= tok_is(t0, k_compound[i]);
         if (compound && ck_kp_is_op(&P->cur[e - 1], ":") && P->nblocks < KP_MAX_BLOCKS) {
             block *bl = &P->blocks[P->nblocks++];
+            memset(bl, 0, sizeof *bl);
             bl->indent = t0->col;
             bl->line = t0->line;
             snprintf(bl->kw, sizeof bl->kw, "%.*s", t0->len, t0->src);
@@ -739,23 +628,16 @@ static int process(kp *P, const stmt *S) {
             for (int i = 0; k_transparent[i]; ++i)
                 if (tok_is(t0, k_transparent[i]))
                     bl->opaque = 0;
-            bl->skip = 0;
             if (tok_is(t0, "if") || tok_is(t0, "elif") || tok_is(t0, "else")) {
                 P->chain_indent = chain;
-                branch(P, t0, b, e, bl);
+                const int rc = branch(P, t0, b, e, bl);
                 P->chain_indent = -1;
+                if (rc)
+                    return -1;
             }
             if (tok_is(t0, "if") && b + 1 < e && tok_is(&P->cur[b + 1], "__name__"))
                 bl->opaque = 0, bl->skip = 0;
-            /* a def's body is read once, as if called once; the names it binds are its own */
-            bl->syms = P->syms;
-            bl->tensors = P->tensors;
-            bl->fn = -1;
-            if (tok_is(t0, "def") && def_start(P, b, e, bl))
-                return -1;
         }
-        if (tok_is(t0, "return") && sequential_at(P, b + 1))
-            return model_create(P, NULL, b + 1);
         if (tok_is(t0, "del")) { /* del a, b: the names are gone (del x[0] deletes none) */
             const char *loop = unrun(P), *why = loop ? loop : "nothing: del";
             for (size_t k = b + 1; k < e && P->cur[k].kind == TK_NAME &&
@@ -840,7 +722,16 @@ static int process(kp *P, const stmt *S) {
                           "a skipped call such as %s.summary(), found %s",
                           P->model_var, P->model_var, P->model_var, d);
     }
-    return check_skipped(P, b, e);
+    if (check_skipped(P, b, e))
+        return -1;
+    /* a statement calling the text's functions (build(), print(block(x))): run, as Python */
+    for (size_t k = b; k + 1 < e; ++k)
+        if (ck_kp_is_fn(P, &P->cur[k]) && ck_kp_is_op(&P->cur[k + 1], "(") &&
+            (k == b || !ck_kp_is_op(&P->cur[k - 1], "."))) {
+            P->pos = b;
+            return p_expr_list(P) ? 0 : -1;
+        }
+    return 0;
 }
 
 static const char *const k_settings[] = {"set_global_policy", "set_dtype_policy",      "set_policy",
@@ -911,6 +802,78 @@ static int setting(kp *P, size_t b, size_t e, const tok *fn) {
     return 0;
 }
 
+/* statements read in one parse: loops and calls are run, so a text can ask for many */
+#define KP_MAX_STEPS 200000
+
+int ck_kp_run(kp *P, size_t from, size_t to) {
+    size_t i = from;
+    while (P->flow == KP_FLOW_NONE) {
+        stmt S;
+        const int r = split(P, &i, &S);
+        if (r < 0)
+            return -1;
+        if (r > 0 || (to && S.b >= to))
+            return 0;
+        if (++P->steps > KP_MAX_STEPS)
+            return ck_kp_fail(P, P->toks[S.b].line, P->toks[S.b].col,
+                              "expected at most %d statements read (loops and calls run), found "
+                              "more",
+                              KP_MAX_STEPS);
+        if (process(P, &S, &i))
+            return -1;
+        if (S.err)
+            return ck_kp_fail(P, S.el, S.ec, "%s", S.emsg);
+    }
+    return 0;
+}
+
+int ck_kp_block_end(kp *P, size_t i, int col, size_t *end) {
+    P->quiet++; /* the body's recoveries are said when it is read */
+    int rc = 0;
+    for (;;) {
+        stmt S;
+        const int r = split(P, &i, &S);
+        if (r != 0) {
+            rc = r < 0 ? -1 : 0;
+            *end = i;
+            break;
+        }
+        if (P->toks[S.b].col <= col) {
+            *end = S.b;
+            break;
+        }
+        if (S.err) { /* Python rejects the whole file, called or not */
+            rc = ck_kp_fail(P, S.el, S.ec, "%s", S.emsg);
+            break;
+        }
+    }
+    P->quiet--;
+    return rc;
+}
+
+value *ck_kp_return_value(kp *P, size_t k) {
+    const int seq = sequential_at(P, k), fk = seq ? 0 : ck_kp_functional_at(P, k);
+    if (seq || fk == 2) { /* return Sequential(...) / return keras.Model(...): the model */
+        if (seq ? model_create(P, NULL, k) : ck_kp_functional(P, NULL, k, 2))
+            return NULL;
+        value *v = ck_kp_new_value(P, V_NAME, P->cur[k].line, P->cur[k].col);
+        if (v) {
+            v->s = "the model";
+            v->i = KP_MODEL_ID;
+        }
+        return v;
+    }
+    P->pos = k;
+    value *v = p_expr_list(P);
+    if (!v) {
+        const char *why = unreadable(P, "a return value");
+        if (!why || !(v = ck_kp_new_value(P, V_UNKNOWN, P->cur[k].line, P->cur[k].col)))
+            return NULL;
+        v->s = why;
+    }
+    return ck_kp_apply_now(P, v);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * API
  * ------------------------------------------------------------------------------------------- */
@@ -943,22 +906,8 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
         rc = ck_kp_fail(P, 1, 1, "expected a model text of less than 1 GiB");
     if (!rc)
         rc = ck_kp_tokenize(P);
-    size_t i = 0;
-    while (!rc) {
-        stmt S;
-        int r = split(P, &i, &S);
-        if (r < 0)
-            rc = -1;
-        if (r != 0)
-            break;
-        rc = process(P, &S);
-        if (!rc && S.err)
-            rc = ck_kp_fail(P, S.el, S.ec, "%s", S.emsg);
-    }
-    for (; !rc && P->nblocks > 0; --P->nblocks) /* the blocks the text ends in */
-        fn_end(P, &P->blocks[P->nblocks - 1]);
     if (!rc)
-        rc = fn_uncalled(P);
+        rc = ck_kp_run(P, 0, 0);
     if (!rc)
         rc = ck_kp_functional_end(P);
     if (!rc && P->count == 0) {
