@@ -645,6 +645,9 @@ Test(cli_train, mistakes_are_refused_before_training) {
     cr_assert(strstr(out, "--plot") && strstr(out, "is the --resume checkpoint"), "%s", out);
     snprintf(args, sizeof args, "convert %s %s --model %s", ck, fx.model, fx.model);
     cli_says(args, 2, "is the file of --model");
+    /* model text as A: it has no weights (it was called "weights only") */
+    snprintf(args, sizeof args, "convert %s %s.keras", fx.model, ck);
+    cli_says(args, 2, "is model text, with no weights to convert");
     size_t n1;
     char *after = t_read_file(img, &n1);
     cr_assert(n0 == n1 && !memcmp(before, after, n0), "the data file changed");

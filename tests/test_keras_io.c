@@ -148,6 +148,46 @@ Test(keras_io, rmsprop_continues_keras_training_cuda) {
     ck_context_destroy(ctx);
 }
 
+/* Initializers: the build draws them (a he_normal kernel's spread, a ones bias), a .keras keeps
+ * them (HeNormal, Ones in config.json) and reads them back. */
+Test(keras_io, initializers_built_saved_and_read_back) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = NULL;
+    char err[256] = "", path[] = "/tmp/cnnkit_init_XXXXXX.keras";
+    CK_OK(ctx,
+          ck_model_from_keras_text(ctx,
+                                   "model = Sequential()\n"
+                                   "model.add(Dense(200, input_shape=(500,), "
+                                   "kernel_initializer='he_normal', bias_initializer='ones'))\n"
+                                   "model.add(Dense(3, activation='softmax'))\n",
+                                   &m, err, sizeof err));
+    CK_OK(ctx, ck_model_build(m, 0, 0, 0, 2));
+    size_t n = 0;
+    float *w = weights_of(m, &n); /* kernel (500, 200), bias (200), kernel (200, 3), bias (3) */
+    double sq = 0;
+    for (int i = 0; i < 500 * 200; ++i)
+        sq += (double)w[i] * w[i];
+    const double sd = sqrt(sq / (500 * 200)), keras_sd = sqrt(2.0 / 500);
+    cr_assert(fabs(sd / keras_sd - 1) < 0.02, "he_normal kernel sd %.5f, Keras %.5f", sd, keras_sd);
+    for (int i = 0; i < 200; ++i)
+        cr_assert_eq(w[500 * 200 + i], 1.0f);
+    int fd = mkstemps(path, 6);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    CK_OK(ctx, ck_model_save_keras(m, path));
+    ck_keras_model km;
+    CK_OK(ctx, ck_keras_file_parse(ctx, path, &km));
+    unlink(path);
+    cr_assert(km.layers[0].kernel_initializer == CK_INIT_HE_NORMAL &&
+              km.layers[0].bias_initializer == CK_INIT_ONES);
+    cr_assert(km.layers[1].kernel_initializer == CK_INIT_DEFAULT && /* GlorotUniform, Zeros */
+              km.layers[1].bias_initializer == CK_INIT_DEFAULT);
+    ck_keras_model_free(&km);
+    free(w);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
 Test(keras_io, legacy_h5_and_weights_h5) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     ck_model *m = load(ctx, t_src("tests/data/keras/small_legacy.h5"));

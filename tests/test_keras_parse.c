@@ -619,6 +619,39 @@ Test(keras_parse, runs_calls_loops_and_conditions) {
               "line 3, column 9: ", "statements read");
 }
 
+/* kernel_initializer / bias_initializer: Keras's names, classes (a seed ignored, said), None. */
+Test(keras_parse, initializers) {
+    ck_keras_model m = parse_ok(
+        "model = Sequential()\n"
+        "model.add(Conv2D(4, 3, kernel_initializer='he_normal', input_shape=(8, 8, 1)))\n"
+        "model.add(Conv2D(4, 3, kernel_initializer=keras.initializers.HeUniform(seed=7), "
+        "bias_initializer='ones'))\n"
+        "model.add(Flatten())\n"
+        "model.add(Dense(4, kernel_initializer=initializers.LecunNormal(), "
+        "bias_initializer=None))\n"
+        "model.add(Dense(2, kernel_initializer='zeros', bias_initializer='glorot_normal'))\n");
+    cr_assert(m.layers[0].kernel_initializer == CK_INIT_HE_NORMAL &&
+              m.layers[0].bias_initializer == CK_INIT_DEFAULT);
+    cr_assert(m.layers[1].kernel_initializer == CK_INIT_HE_UNIFORM &&
+              m.layers[1].bias_initializer == CK_INIT_ONES);
+    cr_assert(m.layers[3].kernel_initializer == CK_INIT_LECUN_NORMAL &&
+              m.layers[3].bias_initializer == CK_INIT_DEFAULT);
+    cr_assert(m.layers[4].kernel_initializer == CK_INIT_ZEROS &&
+              m.layers[4].bias_initializer == CK_INIT_GLOROT_NORMAL);
+    cr_assert_neq(strstr(m.warnings, "line 3: HeUniform seed ignored"), NULL, "%s", m.warnings);
+    ck_keras_model_free(&m);
+    parse_err("model = Sequential()\nmodel.add(Dense(4, input_shape=(3,), "
+              "kernel_initializer='random_normal'))\n",
+              "line 2, column 38: ", "'he_normal'");
+    parse_err("model = Sequential()\nmodel.add(Dense(4, input_shape=(3,), "
+              "kernel_initializer=HeNormal(2.0)))\n",
+              "line 2, column 66: ", "seed");
+    cr_assert_eq(ck_initializer_from_name("HeNormal"), CK_INIT_HE_NORMAL);
+    cr_assert_eq(ck_initializer_from_name("he_normal"), CK_INIT_HE_NORMAL);
+    cr_assert_eq(ck_initializer_from_name("random_normal"), -1);
+    cr_assert_null(ck_initializer_name(CK_INIT_DEFAULT));
+}
+
 Test(keras_parse, recovery_only_at_line_ends) {
     /* a call continued on the next line is not "recovered" */
     ck_keras_model m = parse_ok("model = Sequential()\n"
@@ -652,7 +685,7 @@ Test(keras_parse, errors_name_line_and_column) {
               "line 2, column 25: ", "kernel_regularizer");
     parse_err("model = Sequential()\nmodel.add(Conv2D(32, 3, data_format='channels_first'))\n",
               "line 2, column 25: ", "data_format");
-    parse_err("model = Sequential()\nmodel.add(Dense(10, kernel_initializer='he_normal'))\n",
+    parse_err("model = Sequential()\nmodel.add(Dense(10, kernel_initializer='orthogonal'))\n",
               "line 2, column 21: ", "kernel_initializer");
     parse_err("model = Sequential()\nmodel.add(BatchNormalization(center=False))\n",
               "line 2, column 30: ", "center");

@@ -40,7 +40,7 @@ Test(layer_kinds, specs_lay_out_the_parameters) {
         if (t == CK_LAYER_CONV2D || t == CK_LAYER_DENSE) {
             cr_assert_eq(n, m->layers[li].use_bias ? 2 : 1);
             cr_assert_str_eq(spec[0].name, "kernel");
-            cr_assert(spec[0].trainable && spec[0].init == CK_PARAM_INIT_GLOROT); /* decayed */
+            cr_assert(spec[0].trainable && spec[0].init == CK_INIT_GLOROT_UNIFORM); /* decayed */
         } else if (t == CK_LAYER_BATCHNORM) {
             const char *names[] = {"gamma", "beta", "moving_mean", "moving_variance"};
             cr_assert_eq(n, 4);

@@ -42,6 +42,23 @@ typedef enum ck_padding { CK_PADDING_VALID = 0, CK_PADDING_SAME = 1 } ck_padding
 
 /* One layer. ck_layer_desc_init fills Keras defaults for a type; set what differs.
  * Fields a type does not use are ignored. */
+/* Keras initializers of Conv2D and Dense weights (Keras's VarianceScaling family: a uniform in
+ * [-limit, limit) with limit = sqrt(3 scale / fan), or a normal truncated at two standard
+ * deviations whose standard deviation is sqrt(scale / fan); glorot: scale 1, fan the mean of
+ * fan_in and fan_out; he: scale 2, fan_in; lecun: scale 1, fan_in). Drawn from the context seed,
+ * so a model starts from the same weights run to run; not Keras's random numbers. */
+typedef enum ck_initializer {
+    CK_INIT_DEFAULT = 0, /* the weight's Keras default: glorot_uniform kernel, zeros bias */
+    CK_INIT_GLOROT_UNIFORM = 1,
+    CK_INIT_GLOROT_NORMAL = 2,
+    CK_INIT_HE_UNIFORM = 3,
+    CK_INIT_HE_NORMAL = 4,
+    CK_INIT_LECUN_UNIFORM = 5,
+    CK_INIT_LECUN_NORMAL = 6,
+    CK_INIT_ZEROS = 7,
+    CK_INIT_ONES = 8
+} ck_initializer;
+
 typedef struct ck_layer_desc {
     ck_layer_type type;
     char name[48]; /* "" = automatic Keras-style name (conv2d, conv2d_1, ...); at most 47 bytes */
@@ -79,6 +96,9 @@ typedef struct ck_layer_desc {
      * computation is the type's. A class that cannot say the layer's settings (a Softmax
      * class on a ReLU) is refused by ck_model_add. */
     char keras_class[24];
+    /* Conv2D and Dense: how the build draws the kernel and the bias (CK_INIT_DEFAULT: Keras's
+     * defaults, glorot_uniform kernels and zero biases) */
+    ck_initializer kernel_initializer, bias_initializer;
 } ck_layer_desc;
 
 ck_status ck_layer_desc_init(ck_layer_desc *desc, ck_layer_type type);
@@ -90,6 +110,10 @@ const char *ck_layer_type_name(ck_layer_type type);
 /* Keras activation name ("relu", "linear", ...) and the reverse; NULL / -1 when unknown. */
 const char *ck_activation_name(ck_activation act);
 int ck_activation_from_name(const char *name);
+/* Keras initializer name ("he_normal", "zeros", ...; CK_INIT_DEFAULT: NULL) and the reverse,
+ * which also takes Keras's class names ("HeNormal"); -1 when unknown. */
+const char *ck_initializer_name(ck_initializer init);
+int ck_initializer_from_name(const char *name);
 
 /* ---------------------------------------------------------------------------------------------
  * Compile options: optimizer and loss (Keras defaults)
@@ -170,8 +194,9 @@ ck_status ck_model_from_keras_text(ck_context *ctx, const char *text, ck_model *
                                    size_t err_len);
 
 /* Infers every shape for inputs of h x w x c (0s: take the first layer's input_shape), allocates
- * parameters (glorot_uniform kernels, zero biases, BN gamma 1 / beta 0 / moving 0 and 1, from the
- * context seed) and plans buffers for batches of up to max_batch samples. */
+ * parameters (each Conv2D / Dense layer's initializers, by default glorot_uniform kernels and zero
+ * biases; BN gamma 1 / beta 0 / moving 0 and 1; random ones from the context seed) and plans
+ * buffers for batches of up to max_batch samples. */
 ck_status ck_model_build(ck_model *model, int h, int w, int c, int max_batch);
 
 typedef struct ck_param_counts {

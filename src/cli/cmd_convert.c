@@ -14,10 +14,17 @@ int cmd_convert(const opts *oin) {
         ends_with(oin->model, ".keras") ||
         (ends_with(oin->model, ".h5") && !ends_with(oin->model, ".weights.h5"));
     if (!self_describing && !oin->arch) {
-        fprintf(stderr,
-                "cnnkit: convert: %s holds weights only: give its architecture with "
-                "--model MODEL (model text or .keras)\n",
-                oin->model);
+        if (ends_with(oin->model, ".py")) /* the other side: an architecture, no weights */
+            fprintf(stderr,
+                    "cnnkit: convert: %s is model text, with no weights to convert: A is a "
+                    ".keras or .h5 file, or weights (a checkpoint or .weights.h5) with --model "
+                    "%s; cnnkit train %s --save B.keras trains and writes it\n",
+                    oin->model, oin->model, oin->model);
+        else
+            fprintf(stderr,
+                    "cnnkit: convert: %s holds weights only: give its architecture with "
+                    "--model MODEL (model text or .keras)\n",
+                    oin->model);
         return EXIT_USAGE;
     }
     /* B over the architecture file would replace the model text with weights */

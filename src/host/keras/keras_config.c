@@ -350,6 +350,18 @@ static int jb_ignore(ck_kbind *b, const char *key, const char *want) {
     (void)want;
     return 0;
 }
+/* A known initializer is kept (a save writes it back); another one is left: the weights come
+ * from the file. */
+static int jb_get_initializer(ck_kbind *b, const char *key, ck_initializer *out) {
+    json_t *v = JV(b, key);
+    const char *name = json_is_string(v)   ? json_string_value(v)
+                       : json_is_object(v) ? json_string_value(json_object_get(v, "class_name"))
+                                           : NULL;
+    const int id = name ? ck_initializer_from_name(name) : -1;
+    if (id > 0)
+        *out = (ck_initializer)id;
+    return 0;
+}
 static int jb_seed(ck_kbind *b, const char *key) {
     (void)b;
     (void)key;
@@ -372,13 +384,29 @@ static int jb_data_format(ck_kbind *b) {
 /* The class's own keys (and the common ones) only, then its binding. */
 static int bind_class(cfg *C, json_t *o, const char *cls, const ck_keras_class *kc,
                       ck_layer_desc *d) {
-    json_bind j = {
-        {cls,          4,           jb_has,       jb_need,        jb_ints,           jb_get_int,
-         jb_get_pair,  jb_get_num,  jb_get_bool,  jb_get_padding, jb_get_activation, jb_only_none,
-         jb_only_bool, jb_only_int, jb_only_ones, jb_ignore,      jb_data_format,    jb_seed,
-         jb_refuse,    jb_conflict},
-        C,
-        o};
+    json_bind j = {{cls,
+                    4,
+                    jb_has,
+                    jb_need,
+                    jb_ints,
+                    jb_get_int,
+                    jb_get_pair,
+                    jb_get_num,
+                    jb_get_bool,
+                    jb_get_padding,
+                    jb_get_activation,
+                    jb_only_none,
+                    jb_only_bool,
+                    jb_only_int,
+                    jb_only_ones,
+                    jb_ignore,
+                    jb_get_initializer,
+                    jb_data_format,
+                    jb_seed,
+                    jb_refuse,
+                    jb_conflict},
+                   C,
+                   o};
     if (kc->bind(&j.b, d))
         return -1;
     ck_keras_class_keep(kc, d); /* ReLU, Softmax: named and shown as Keras does */

@@ -326,6 +326,38 @@ static int tb_only_ones(ck_kbind *b, const char *key) {
 static int tb_initializer(ck_kbind *b, const char *key, const char *want) {
     return ck_kp_check_init(TB(b)->P, TB(b)->a, key, want);
 }
+static int tb_get_initializer(ck_kbind *b, const char *key, ck_initializer *out) {
+    kp *P = TB(b)->P;
+    const kargs *a = TB(b)->a;
+    value *v = ck_kp_aval(a, key);
+    if (!v || v->kind == V_NONE) /* None: the default, as Keras's add_weight takes it */
+        return 0;
+    const char *name = v->kind == V_STR                           ? v->s
+                       : (v->kind == V_CALL || v->kind == V_NAME) ? ck_kp_last_component(v->s)
+                                                                  : NULL;
+    int id = -1;
+    for (int i = 1; name && id < 0 && i <= CK_INIT_ONES; ++i)
+        if (ck_kp_loose_eq(name, ck_initializer_name((ck_initializer)i)))
+            id = i;
+    if (id < 0)
+        return ck_kp_unsupported(P, a, key,
+                                 "'glorot_uniform', 'glorot_normal', 'he_uniform', 'he_normal', "
+                                 "'lecun_uniform', 'lecun_normal', 'zeros' or 'ones'");
+    for (int i = 0; v->kind == V_CALL && i < v->n; ++i) { /* HeNormal(seed=1) */
+        const karg *g = &v->args[i];
+        if (!g->kw || strcmp(g->kw, "seed"))
+            return ck_kp_fail(P, g->line, g->col,
+                              "unsupported argument %s of %s for %s: expected none but seed",
+                              g->kw ? g->kw : "(positional)", name, key);
+        if (g->v->kind != V_NONE)
+            ck_kp_warn(P,
+                       "line %d: %s seed ignored (cnnkit draws initial weights from the context "
+                       "seed)",
+                       g->line, name);
+    }
+    *out = (ck_initializer)id;
+    return 0;
+}
 static int tb_data_format(ck_kbind *b) {
     return ck_kp_check_data_format(TB(b)->P, TB(b)->a);
 }
@@ -366,13 +398,29 @@ static int bind_class(kp *P, const value *call, const char *cls, const ck_layer_
     ck_layer_desc_init(d, k->type);
     if (ck_kp_bind(P, call, cls, names, kc->npos, a))
         return -1;
-    text_bind t = {
-        {cls,          P->rank,     tb_has,       tb_need,        tb_ints,           tb_get_int,
-         tb_get_pair,  tb_get_num,  tb_get_bool,  tb_get_padding, tb_get_activation, tb_only_none,
-         tb_only_bool, tb_only_int, tb_only_ones, tb_initializer, tb_data_format,    tb_seed,
-         tb_refuse,    tb_conflict},
-        P,
-        a};
+    text_bind t = {{cls,
+                    P->rank,
+                    tb_has,
+                    tb_need,
+                    tb_ints,
+                    tb_get_int,
+                    tb_get_pair,
+                    tb_get_num,
+                    tb_get_bool,
+                    tb_get_padding,
+                    tb_get_activation,
+                    tb_only_none,
+                    tb_only_bool,
+                    tb_only_int,
+                    tb_only_ones,
+                    tb_initializer,
+                    tb_get_initializer,
+                    tb_data_format,
+                    tb_seed,
+                    tb_refuse,
+                    tb_conflict},
+                   P,
+                   a};
     if (kc->bind(&t.b, d))
         return -1;
     ck_keras_class_keep(kc, d); /* ReLU(), Softmax(): named and shown as Keras does */

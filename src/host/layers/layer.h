@@ -16,7 +16,12 @@ typedef struct ck_shape3 {
     int h, w, c, flat;
 } ck_shape3;
 
-enum { CK_PARAM_INIT_ZERO, CK_PARAM_INIT_ONE, CK_PARAM_INIT_GLOROT };
+/* ck_param_spec.init: a ck_initializer, never CK_INIT_DEFAULT (ck_lk_init resolves it). */
+static inline unsigned char ck_lk_init(ck_initializer given, ck_initializer dflt) {
+    return (unsigned char)(given == CK_INIT_DEFAULT ? dflt : given);
+}
+/* Keras's class name of an initializer ("HeNormal"); NULL for CK_INIT_DEFAULT. */
+const char *ck_initializer_class(ck_initializer init);
 #define CK_LAYER_MAX_PARAMS 4
 
 /* One weight array of a layer, in Keras get_weights() order. Trainable arrays live in the
@@ -27,9 +32,9 @@ typedef struct ck_param_spec {
     double dcount; /* count in double: a product too large for size_t is refused, not wrapped */
     unsigned char trainable, init; /* trainable: updated, and decayed as Keras 3 decays every
                                       trainable variable */
-    long long fan_in,
-        fan_out; /* CK_PARAM_INIT_GLOROT; long long: no int overflow in a refused model */
-    int ndim;    /* its Keras shape: Conv2D kernel (kh, kw, in, out), Dense (in, out), ... */
+    long long fan_in, fan_out; /* the variance-scaling initializers'; long long: no int overflow in
+                                  a refused model */
+    int ndim; /* its Keras shape: Conv2D kernel (kh, kw, in, out), Dense (in, out), ... */
     long long dims[4];
 } ck_param_spec;
 
@@ -80,6 +85,10 @@ struct ck_kbind {
     int (*only_int)(ck_kbind *b, const char *key, int want);
     int (*only_ones)(ck_kbind *b, const char *key); /* 1 or (1, 1) */
     int (*initializer)(ck_kbind *b, const char *key, const char *want);
+    /* A Conv2D / Dense weight's initializer: a Keras name or class (glorot, he, lecun, zeros,
+     * ones); None leaves *out. The config reader leaves *out for one it does not know (the
+     * weights come from the file). */
+    int (*get_initializer)(ck_kbind *b, const char *key, ck_initializer *out);
     int (*data_format)(ck_kbind *b); /* refuses channels_first (cnnkit is channels_last) */
     int (*seed)(ck_kbind *b, const char *key); /* an int or None, ignored: masks use the context */
     /* Refuses argument `key` with "expected `want`" (a value the kind cannot use). */

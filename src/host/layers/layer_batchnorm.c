@@ -23,12 +23,12 @@ static int bn_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape
     (void)d;
     (void)in;
     const size_t c = (size_t)out->c;
-    spec[0] = (ck_param_spec){"gamma", c, (double)c, 1, CK_PARAM_INIT_ONE, 0, 0, 1, {(long long)c}};
-    spec[1] = (ck_param_spec){"beta", c, (double)c, 1, CK_PARAM_INIT_ZERO, 0, 0, 1, {(long long)c}};
-    spec[2] = (ck_param_spec){"moving_mean", c, (double)c, 0, CK_PARAM_INIT_ZERO, 0, 0, 1,
-                              {(long long)c}};
-    spec[3] = (ck_param_spec){"moving_variance", c, (double)c, 0, CK_PARAM_INIT_ONE, 0, 0, 1,
-                              {(long long)c}};
+    spec[0] = (ck_param_spec){"gamma", c, (double)c, 1, CK_INIT_ONES, 0, 0, 1, {(long long)c}};
+    spec[1] = (ck_param_spec){"beta", c, (double)c, 1, CK_INIT_ZEROS, 0, 0, 1, {(long long)c}};
+    spec[2] =
+        (ck_param_spec){"moving_mean", c, (double)c, 0, CK_INIT_ZEROS, 0, 0, 1, {(long long)c}};
+    spec[3] =
+        (ck_param_spec){"moving_variance", c, (double)c, 0, CK_INIT_ONES, 0, 0, 1, {(long long)c}};
     return 4;
 }
 

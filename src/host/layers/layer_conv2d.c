@@ -22,7 +22,8 @@ static ck_status conv2d_infer(ck_context *ctx, const ck_layer_desc *d, int index
     return ck_lk_infer_window(ctx, d, index, ck_lk_conv2d.keras_name, in, d->units, 1, out);
 }
 
-/* kernel (kh, kw, cin, filters), glorot_uniform with the receptive field in both fans; bias */
+/* kernel (kh, kw, cin, filters), glorot_uniform unless given, the receptive field in both fans;
+ * bias (Keras's fans of a vector: its size) */
 static int conv2d_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
                          ck_param_spec *spec) {
     const long long rf = (long long)d->kernel_h * d->kernel_w;
@@ -30,15 +31,22 @@ static int conv2d_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
                               (size_t)d->kernel_h * d->kernel_w * in->c * out->c,
                               (double)d->kernel_h * d->kernel_w * in->c * out->c,
                               1,
-                              CK_PARAM_INIT_GLOROT,
+                              ck_lk_init(d->kernel_initializer, CK_INIT_GLOROT_UNIFORM),
                               rf * in->c,
                               rf * out->c,
                               4,
                               {d->kernel_h, d->kernel_w, in->c, out->c}};
     if (!d->use_bias)
         return 1;
-    spec[1] = (ck_param_spec){"bias", (size_t)out->c, (double)out->c, 1, CK_PARAM_INIT_ZERO, 0, 0,
-                              1,      {out->c}};
+    spec[1] = (ck_param_spec){"bias",
+                              (size_t)out->c,
+                              (double)out->c,
+                              1,
+                              ck_lk_init(d->bias_initializer, CK_INIT_ZEROS),
+                              out->c,
+                              out->c,
+                              1,
+                              {out->c}};
     return 2;
 }
 

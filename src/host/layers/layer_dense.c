@@ -23,22 +23,29 @@ static ck_status dense_infer(ck_context *ctx, const ck_layer_desc *d, int index,
     return CK_STATUS_SUCCESS;
 }
 
-/* kernel (in, units), glorot_uniform; bias */
+/* kernel (in, units), glorot_uniform unless given; bias (Keras's fans of a vector: its size) */
 static int dense_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
                         ck_param_spec *spec) {
     spec[0] = (ck_param_spec){"kernel",
                               (size_t)in->c * out->c,
                               (double)in->c * out->c,
                               1,
-                              CK_PARAM_INIT_GLOROT,
+                              ck_lk_init(d->kernel_initializer, CK_INIT_GLOROT_UNIFORM),
                               in->c,
                               out->c,
                               2,
                               {in->c, out->c}};
     if (!d->use_bias)
         return 1;
-    spec[1] = (ck_param_spec){"bias", (size_t)out->c, (double)out->c, 1, CK_PARAM_INIT_ZERO, 0, 0,
-                              1,      {out->c}};
+    spec[1] = (ck_param_spec){"bias",
+                              (size_t)out->c,
+                              (double)out->c,
+                              1,
+                              ck_lk_init(d->bias_initializer, CK_INIT_ZEROS),
+                              out->c,
+                              out->c,
+                              1,
+                              {out->c}};
     return 2;
 }
 

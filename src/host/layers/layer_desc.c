@@ -27,6 +27,29 @@ CK_API int ck_activation_from_name(const char *name) {
     return -1;
 }
 
+static const char *const k_init_names[] = {NULL,           "glorot_uniform", "glorot_normal",
+                                           "he_uniform",   "he_normal",      "lecun_uniform",
+                                           "lecun_normal", "zeros",          "ones"};
+static const char *const k_init_classes[] = {NULL,          "GlorotUniform", "GlorotNormal",
+                                             "HeUniform",   "HeNormal",      "LecunUniform",
+                                             "LecunNormal", "Zeros",         "Ones"};
+#define K_INIT_COUNT ((int)(sizeof k_init_names / sizeof *k_init_names))
+
+CK_API const char *ck_initializer_name(ck_initializer init) {
+    return (int)init > 0 && (int)init < K_INIT_COUNT ? k_init_names[init] : NULL;
+}
+
+const char *ck_initializer_class(ck_initializer init) {
+    return (int)init > 0 && (int)init < K_INIT_COUNT ? k_init_classes[init] : NULL;
+}
+
+CK_API int ck_initializer_from_name(const char *name) {
+    for (int i = 1; name && i < K_INIT_COUNT; ++i)
+        if (!strcmp(name, k_init_names[i]) || !strcmp(name, k_init_classes[i]))
+            return i;
+    return -1;
+}
+
 /* Keras's defaults. Adam: lr 1e-3, beta1 0.9, beta2 0.999, epsilon 1e-7. SGD: lr 1e-2, momentum
  * 0, no Nesterov. RMSprop: lr 1e-3, rho 0.9, momentum 0, epsilon 1e-7, not centered. Fields the
  * type does not use are 0. */

@@ -124,17 +124,27 @@ int ck_lk_same_weighted(const ck_layer_desc *a, const ck_layer_desc *b) {
 }
 
 int ck_lk_keras_bind_weighted(ck_kbind *b, ck_layer_desc *d) {
-    return b->get_activation(b, "activation", &d->activation, &d->alpha) ||
-           b->get_bool(b, "use_bias", &d->use_bias) ||
-           b->initializer(b, "kernel_initializer", "glorot_uniform") ||
-           b->initializer(b, "bias_initializer", "zeros") ||
-           b->only_none(b, "kernel_regularizer") || b->only_none(b, "bias_regularizer") ||
-           b->only_none(b, "activity_regularizer") || b->only_none(b, "kernel_constraint") ||
-           b->only_none(b, "bias_constraint");
+    if (b->get_activation(b, "activation", &d->activation, &d->alpha) ||
+        b->get_bool(b, "use_bias", &d->use_bias) ||
+        b->get_initializer(b, "kernel_initializer", &d->kernel_initializer) ||
+        b->get_initializer(b, "bias_initializer", &d->bias_initializer) ||
+        b->only_none(b, "kernel_regularizer") || b->only_none(b, "bias_regularizer") ||
+        b->only_none(b, "activity_regularizer") || b->only_none(b, "kernel_constraint") ||
+        b->only_none(b, "bias_constraint"))
+        return -1;
+    /* the defaults said out loud are the defaults: one layer, one description */
+    if (d->kernel_initializer == CK_INIT_GLOROT_UNIFORM)
+        d->kernel_initializer = CK_INIT_DEFAULT;
+    if (d->bias_initializer == CK_INIT_ZEROS)
+        d->bias_initializer = CK_INIT_DEFAULT;
+    return 0;
 }
 
 int ck_lk_keras_put_weighted(ck_kput *w, const ck_layer_desc *d) {
     return w->activation(w, "activation", d) || w->boolean(w, "use_bias", d->use_bias) ||
-           w->initializer(w, "kernel_initializer", "GlorotUniform") ||
-           w->initializer(w, "bias_initializer", "Zeros");
+           w->initializer(
+               w, "kernel_initializer",
+               ck_initializer_class(ck_lk_init(d->kernel_initializer, CK_INIT_GLOROT_UNIFORM))) ||
+           w->initializer(w, "bias_initializer",
+                          ck_initializer_class(ck_lk_init(d->bias_initializer, CK_INIT_ZEROS)));
 }

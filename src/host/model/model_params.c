@@ -36,11 +36,11 @@ void ck_model_plan_updates(ck_model *m) {
     }
 }
 
-/* Keras initializers by spec: glorot_uniform kernels, zero biases, BN gamma 1, beta 0, moving mean
- * 0, variance 1. Kernels are drawn from the context seed with the weighted layer's ordinal (0 for
- * the first layer with a glorot array, 1 for the next, ...) as the stream, not its layer index:
- * models that differ only in the order or number of their other layers (the order study's
- * variants) start from the same weights. */
+/* Keras initializers by spec (the layer's, else glorot_uniform kernels, zero biases; BN gamma 1,
+ * beta 0, moving mean 0, variance 1). Random arrays are drawn from the context seed with the
+ * weighted layer's ordinal (0 for the first layer with a random array, 1 for the next, ...) as
+ * the stream, not its layer index: models that differ only in the order or number of their
+ * other layers (the order study's variants) start from the same weights. */
 void ck_model_init_params(ck_model *m) {
     memset(m->params, 0, sizeof(float) * m->num_params);
     uint64_t ordinal = 0;
@@ -51,17 +51,18 @@ void ck_model_init_params(ck_model *m) {
         int weighted = 0;
         for (int i = 0; i < n; ++i) {
             float *p = (spec[i].trainable ? m->params : m->fixed) + off[i];
-            if (spec[i].init == CK_PARAM_INIT_GLOROT) {
-                ck_glorot_uniform(p, spec[i].count, (int)spec[i].fan_in, (int)spec[i].fan_out,
-                                  m->ctx->seed, ordinal);
-                weighted = 1;
-            } else {
-                const float v = spec[i].init == CK_PARAM_INIT_ONE ? 1.0f : 0.0f;
+            if (spec[i].init == CK_INIT_ZEROS || spec[i].init == CK_INIT_ONES) {
+                const float v = spec[i].init == CK_INIT_ONES ? 1.0f : 0.0f;
                 for (size_t j = 0; j < spec[i].count; ++j)
                     p[j] = v;
+                continue;
             }
+            /* a second random array of the layer (a he_normal bias) gets its own stream */
+            ck_init_random(p, spec[i].count, (ck_initializer)spec[i].init, spec[i].fan_in,
+                           spec[i].fan_out, m->ctx->seed, ordinal + ((uint64_t)weighted << 32));
+            weighted++;
         }
-        ordinal += (uint64_t)weighted;
+        ordinal += (uint64_t)(weighted > 0);
     }
     memset(m->opt_m, 0, sizeof(float) * m->num_params);
     memset(m->opt_v, 0, sizeof(float) * m->num_params);

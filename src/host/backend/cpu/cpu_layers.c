@@ -616,9 +616,8 @@ void ck_cpu_rmsprop_update(float *p, const float *g, float *vel, float *aux, siz
 
 /* ---- initialization ------------------------------------------------------------------------ */
 
-void ck_glorot_uniform(float *w, size_t count, int fan_in, int fan_out, uint64_t seed,
-                       uint64_t stream) {
-    const float limit = (float)sqrt(6.0 / ((double)fan_in + (double)fan_out));
+/* U[-limit, limit): word i % 4 of Philox call i / 4 (ck_glorot_uniform's draw) */
+static void uniform_init(float *w, size_t count, float limit, uint64_t seed, uint64_t stream) {
     const idx calls = (idx)((count + 3) / 4);
 #pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
     for (idx q = 0; q < calls; ++q) {
@@ -632,4 +631,48 @@ void ck_glorot_uniform(float *w, size_t count, int fan_in, int fan_out, uint64_t
                 w[i] = ck_uniform_sym(r.v[k], limit);
         }
     }
+}
+
+/* A standard normal truncated to [-2, 2] for value i: Box-Muller on Philox draws of counter
+ * (i, attempt), redrawn while outside (4.6% of draws; 64 attempts never all fail in practice,
+ * and then 0). The key differs from the uniforms' in its high word. */
+static double truncated_normal(uint64_t i, uint64_t seed, uint64_t stream) {
+    for (uint32_t a = 0; a < 64; ++a) {
+        const ck_u32x4 r = ck_philox4x32_10((uint32_t)i, (uint32_t)(i >> 32) ^ (a << 24),
+                                            (uint32_t)stream, (uint32_t)(stream >> 32),
+                                            (uint32_t)seed, (uint32_t)(seed >> 32) ^ 0x6e6f726du);
+        /* u1 in (0, 1]: log(u1) finite; 53-bit uniforms from two words each */
+        const double u1 =
+            ((double)(((uint64_t)r.v[0] << 21) ^ (r.v[1] >> 11)) + 1.0) / 9007199254740992.0;
+        const double u2 = (double)(((uint64_t)r.v[2] << 21) ^ (r.v[3] >> 11)) / 9007199254740992.0;
+        const double z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+        if (z >= -2.0 && z <= 2.0)
+            return z;
+    }
+    return 0.0;
+}
+
+void ck_init_random(float *w, size_t count, ck_initializer init, long long fan_in,
+                    long long fan_out, uint64_t seed, uint64_t stream) {
+    if (init == CK_INIT_GLOROT_UNIFORM || init == CK_INIT_DEFAULT) {
+        ck_glorot_uniform(w, count, (int)fan_in, (int)fan_out, seed, stream);
+        return;
+    }
+    const int glorot = init == CK_INIT_GLOROT_NORMAL;
+    const double scale = init == CK_INIT_HE_UNIFORM || init == CK_INIT_HE_NORMAL ? 2.0 : 1.0;
+    double fan = glorot ? ((double)fan_in + (double)fan_out) / 2.0 : (double)fan_in;
+    fan = fan < 1.0 ? 1.0 : fan; /* Keras: max(1, fan) */
+    if (init == CK_INIT_HE_UNIFORM || init == CK_INIT_LECUN_UNIFORM) {
+        uniform_init(w, count, (float)sqrt(3.0 * scale / fan), seed, stream);
+        return;
+    }
+    const double sd = sqrt(scale / fan) / 0.87962566103423978;
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+    for (idx i = 0; i < (idx)count; ++i)
+        w[i] = (float)(sd * truncated_normal((uint64_t)i, seed, stream));
+}
+
+void ck_glorot_uniform(float *w, size_t count, int fan_in, int fan_out, uint64_t seed,
+                       uint64_t stream) {
+    uniform_init(w, count, (float)sqrt(6.0 / ((double)fan_in + (double)fan_out)), seed, stream);
 }

@@ -40,6 +40,7 @@
 
 #include "ck_geom.h"
 #include "cnnkit/cnnkit.h" /* ck_activation */
+#include "cnnkit/model.h"  /* ck_initializer */
 
 #ifdef __cplusplus
 extern "C" {
@@ -216,6 +217,15 @@ void ck_cpu_rmsprop_update(float *p, const float *g, float *vel, float *aux, siz
 /* ---------------------------------------------------------------------------------------------
  * Initialization
  * ------------------------------------------------------------------------------------------- */
+
+/* A Keras variance-scaling initializer (ck_initializer: glorot, he or lecun, uniform or normal;
+ * cnnkit/model.h) for fans fan_in, fan_out: glorot_uniform is ck_glorot_uniform's values; the
+ * other uniforms draw the same way with their limit; the normals are truncated at two standard
+ * deviations (each value redrawn until it falls inside), the standard deviation before the
+ * truncation being sqrt(scale / fan) / 0.87962566103423978 as in Keras, so that the values' own
+ * is sqrt(scale / fan). Counter-based: value i depends on (seed, stream, i) only. */
+void ck_init_random(float *w, size_t count, ck_initializer init, long long fan_in,
+                    long long fan_out, uint64_t seed, uint64_t stream);
 
 /* Keras GlorotUniform: w[i] ~ U[-limit, limit), limit = sqrt(6 / (fan_in + fan_out)).
  * Conv2D: fan_in = kh*kw*cin, fan_out = kh*kw*cout; Dense: fan_in = in, fan_out = out.
