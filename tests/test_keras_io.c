@@ -14,7 +14,7 @@
 #include "cnnkit/data.h"
 #include "cnnkit/model.h"
 #include "golden/keras_golden.h"
-#include "golden/keras_rmsprop_golden.h"
+#include "golden/keras_optimizers_golden.h"
 #include "keras_io.h"
 #include "model_internal.h"
 
@@ -89,20 +89,24 @@ Test(keras_io, every_layer_class_and_sgd_state) {
     ck_context_destroy(ctx);
 }
 
-/* Keras trained a model 3 steps with RMSprop and saved it (weights, BN statistics, the
- * velocities and momentums or average gradients in Keras's order); cnnkit loads it and takes
- * Keras's 4th step: every weight lands where Keras's did (tools/gen_keras_rmsprop.py). */
+/* Keras trained a model 3 steps with RMSprop (or Adadelta: centered < 0) and saved it (weights,
+ * BN statistics, the optimizer's variables in Keras's order); cnnkit loads it and takes Keras's
+ * 4th step: every weight lands where Keras's did (tools/gen_keras_optimizers.py). */
 static void rmsprop_continues(ck_context *ctx, const char *file, int centered, const float *want) {
     ck_model *m = NULL;
     CK_OK(ctx, ck_model_load_keras(ctx, t_src(file), KR_BATCH, &m));
-    cr_assert(m->opt.type == CK_OPT_RMSPROP && m->opt.learning_rate == 0.01f &&
-              m->opt.rho == 0.9f && m->opt.epsilon == 1e-7f && m->opt.centered == centered &&
-              m->opt.momentum == (centered ? 0.0f : 0.5f));
+    if (centered < 0) /* Adadelta(learning_rate=1.0) */
+        cr_assert(m->opt.type == CK_OPT_ADADELTA && m->opt.learning_rate == 1.0f &&
+                  m->opt.rho == 0.95f && m->opt.epsilon == 1e-7f);
+    else
+        cr_assert(m->opt.type == CK_OPT_RMSPROP && m->opt.learning_rate == 0.01f &&
+                  m->opt.rho == 0.9f && m->opt.epsilon == 1e-7f && m->opt.centered == centered &&
+                  m->opt.momentum == (centered ? 0.0f : 0.5f));
     cr_assert_eq(ck_model_step(m), 3);
     CK_OK(ctx, ck_model_train_step(m, kr_x4, kr_y4, KR_BATCH, NULL));
     size_t n = 0;
     float *w = weights_of(m, &n);
-    cr_assert_eq(n, sizeof kr_momentum_w4 / sizeof kr_momentum_w4[0]);
+    cr_assert_eq(n, sizeof kr_momentum_w4 / sizeof kr_momentum_w4[0]); /* one model, 3 files */
     double worst = 0.0;
     size_t at = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -121,8 +125,9 @@ static void rmsprop_continues(ck_context *ctx, const char *file, int centered, c
     ck_model *r = NULL;
     CK_OK(ctx, ck_model_load_keras(ctx, path, KR_BATCH, &r));
     unlink(path);
-    cr_assert(r->opt.type == CK_OPT_RMSPROP && r->opt.centered == centered &&
-              r->opt.momentum == m->opt.momentum && ck_model_step(r) == 4);
+    cr_assert(r->opt.type == m->opt.type && r->opt.centered == m->opt.centered &&
+              r->opt.rho == m->opt.rho && r->opt.momentum == m->opt.momentum &&
+              ck_model_step(r) == 4);
     if (m->gpu)
         CK_OK(ctx, ck_gpu_model_pull(m));
     if (r->gpu)
@@ -138,6 +143,7 @@ Test(keras_io, rmsprop_continues_keras_training) {
     ck_context *ctx = t_ctx(CK_DEVICE_CPU);
     rmsprop_continues(ctx, "tests/data/keras/rmsprop_momentum.keras", 0, kr_momentum_w4);
     rmsprop_continues(ctx, "tests/data/keras/rmsprop_centered.keras", 1, kr_centered_w4);
+    rmsprop_continues(ctx, "tests/data/keras/adadelta.keras", -1, kr_adadelta_w4);
     ck_context_destroy(ctx);
 }
 
@@ -145,6 +151,7 @@ Test(keras_io, rmsprop_continues_keras_training_cuda) {
     ck_context *ctx = t_cuda_ctx_or_skip();
     rmsprop_continues(ctx, "tests/data/keras/rmsprop_momentum.keras", 0, kr_momentum_w4);
     rmsprop_continues(ctx, "tests/data/keras/rmsprop_centered.keras", 1, kr_centered_w4);
+    rmsprop_continues(ctx, "tests/data/keras/adadelta.keras", -1, kr_adadelta_w4);
     ck_context_destroy(ctx);
 }
 

@@ -390,6 +390,16 @@ Test(keras_parse, compile_optimizers) {
     parse_err("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
               "model.compile(optimizer=RMSprop(rho=1.0))\n",
               "line 3, column 37: ", "rho");
+    m = parse_ok("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
+                 "model.compile(optimizer='adadelta')\n");
+    cr_assert(m.optimizer.type == CK_OPT_ADADELTA && m.optimizer.learning_rate == 1e-3f &&
+              m.optimizer.rho == 0.95f && m.optimizer.epsilon == 1e-7f);
+    ck_keras_model_free(&m);
+    m = parse_ok("model = Sequential()\nmodel.add(Dense(10, activation='softmax'))\n"
+                 "model.compile(optimizer=keras.optimizers.Adadelta(1.0, 0.9, epsilon=1e-6))\n");
+    cr_assert(m.optimizer.type == CK_OPT_ADADELTA && m.optimizer.learning_rate == 1.0f &&
+              m.optimizer.rho == 0.9f && m.optimizer.epsilon == 1e-6f);
+    ck_keras_model_free(&m);
     parse_err("model = Sequential()\nmodel.add(Dense(10, "
               "activation='softmax'))\nmodel.compile(optimizer='adagrad')\n",
               "line 3, column 25: ", "adagrad");

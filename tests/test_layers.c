@@ -22,7 +22,7 @@
 
 #include "ck_math.h"
 #include "cpu_layers.h"
-#include "golden/keras_rmsprop_golden.h"
+#include "golden/keras_optimizers_golden.h"
 #include "golden/layers_golden.h"
 
 #ifdef _OPENMP
@@ -250,8 +250,8 @@ Test(layers, golden_sgd_nesterov) {
 }
 
 /* Keras 3.15's RMSprop.apply_gradients on the same vector and gradients
- * (tools/gen_keras_rmsprop.py): plain, momentum, centered, and rho 0.8 with momentum, epsilon 1e-3
- * and weight decay. */
+ * (tools/gen_keras_optimizers.py): plain, momentum, centered, and rho 0.8 with momentum, epsilon
+ * 1e-3 and weight decay. */
 Test(layers, golden_rmsprop_keras) {
     static const struct {
         const char *name;
@@ -323,6 +323,29 @@ Test(layers, initializers_draw_keras_distributions) {
     cr_assert(!memcmp(w, w2, N * sizeof *w));
     free(w);
     free(w2);
+}
+
+/* Keras 3.15's Adadelta.apply_gradients (tools/gen_keras_optimizers.py): its defaults (lr 1e-3,
+ * rho 0.95, epsilon 1e-7), and lr 1.0 (Keras 2's) with rho 0.8, epsilon 1e-3, weight decay 0.1. */
+Test(layers, golden_adadelta_keras) {
+    static const struct {
+        const char *name;
+        float lr, rho, eps, wd;
+        const float *want;
+    } cases[] = {{"defaults", 1e-3f, 0.95f, 1e-7f, 0.0f, kr_adadelta_p},
+                 {"decay", 1.0f, 0.8f, 1e-3f, 0.1f, kr_adadelta_decay_p}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+        float p[KR_N], ag[KR_N] = {0}, ad[KR_N] = {0};
+        memcpy(p, kr_p0, sizeof p);
+        for (int t = 0; t < KR_STEPS; ++t) {
+            ck_cpu_adadelta_update(p, kr_grads + t * KR_N, ag, ad, KR_N, cases[c].lr, cases[c].rho,
+                                   cases[c].eps, cases[c].wd);
+            const float *e = cases[c].want + t * KR_N;
+            for (int i = 0; i < KR_N; ++i)
+                cr_assert(fabsf(p[i] - e[i]) <= 4e-7f * fmaxf(1.0f, fabsf(e[i])),
+                          "%s step %d p[%d] %.9g, Keras %.9g", cases[c].name, t + 1, i, p[i], e[i]);
+        }
+    }
 }
 
 /* ---- optimizers: hand formulas (double) ---------------------------------------------------- */

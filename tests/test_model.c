@@ -306,8 +306,9 @@ Test(model, input_shape) {
  * cnnkit refused such a file even for evaluate, predict and convert. Its steps change no weight
  * and no optimizer state's effect: the weights are the same bits after a step; a negative one
  * is refused. */
-/* RMSprop's settings (rho, centered) and state survive a checkpoint: the resumed model takes the
- * same steps bit for bit; settings the optimizer cannot run are refused, the model unchanged. */
+/* RMSprop's and Adadelta's settings (rho, centered) and state survive a checkpoint: the resumed
+ * model takes the same steps bit for bit; settings the optimizer cannot run are refused, the
+ * model unchanged. */
 Test(model, rmsprop_checkpoint_resumes_and_bad_settings_are_refused) {
     char path[] = "/tmp/cnnkit-rmsprop-XXXXXX";
     int fd = mkstemp(path);
@@ -317,13 +318,13 @@ Test(model, rmsprop_checkpoint_resumes_and_bad_settings_are_refused) {
     float x[8 * 84];
     int32_t y[8];
     make_batch(8, 84, x, y, 5);
-    for (int centered = 0; centered < 2; ++centered) {
+    for (int centered = 0; centered < 3; ++centered) { /* 2: Adadelta */
         ck_model *a = small_model(ctx, 1), *b = small_model(ctx, 1);
         ck_optimizer_desc o;
-        CK_OK(ctx, ck_optimizer_desc_init(&o, CK_OPT_RMSPROP));
+        CK_OK(ctx, ck_optimizer_desc_init(&o, centered == 2 ? CK_OPT_ADADELTA : CK_OPT_RMSPROP));
         o.rho = 0.8f;
-        o.learning_rate = 0.01f;
-        o.centered = centered;
+        o.learning_rate = centered == 2 ? 1.0f : 0.01f;
+        o.centered = centered == 1;
         o.momentum = centered ? 0.0f : 0.7f;
         o.weight_decay = 0.01f;
         CK_OK(ctx, ck_model_set_optimizer(a, &o));
@@ -331,9 +332,9 @@ Test(model, rmsprop_checkpoint_resumes_and_bad_settings_are_refused) {
             CK_OK(ctx, ck_model_train_step(a, x, y, 8, NULL));
         CK_OK(ctx, ck_model_save(a, path));
         CK_OK(ctx, ck_model_load(b, path)); /* b was Adam: the file's optimizer replaces it */
-        cr_assert(b->opt.type == CK_OPT_RMSPROP && b->opt.rho == 0.8f &&
-                  b->opt.centered == centered && b->opt.momentum == o.momentum &&
-                  b->opt.weight_decay == 0.01f && b->opt.beta1 == 0.0f && !b->opt.nesterov);
+        cr_assert(b->opt.type == o.type && b->opt.rho == 0.8f && b->opt.centered == o.centered &&
+                  b->opt.momentum == o.momentum && b->opt.weight_decay == 0.01f &&
+                  b->opt.beta1 == 0.0f && !b->opt.nesterov);
         cr_assert(!memcmp(a->opt_m, b->opt_m, a->num_params * 4) &&
                   !memcmp(a->opt_v, b->opt_v, a->num_params * 4));
         int nonzero = 0;
@@ -347,18 +348,26 @@ Test(model, rmsprop_checkpoint_resumes_and_bad_settings_are_refused) {
             cr_assert_eq(ra.loss, rb.loss);
         }
         cr_assert(!memcmp(a->params, b->params, a->num_params * 4));
-        /* refused: centered with momentum (a third state array), rho 1, epsilon 0 */
-        const float before = a->params[0];
-        ck_optimizer_desc bad = o;
-        bad.centered = 1, bad.momentum = 0.5f;
-        cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_NOT_SUPPORTED);
-        cr_assert_neq(strstr(ck_context_last_error(ctx), "centered"), NULL);
-        bad = o, bad.rho = 1.0f;
-        cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_BAD_PARAM);
-        cr_assert_neq(strstr(ck_context_last_error(ctx), "rho"), NULL);
-        bad = o, bad.epsilon = 0.0f;
-        cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_BAD_PARAM);
-        cr_assert(a->opt.type == CK_OPT_RMSPROP && a->opt.rho == 0.8f && a->params[0] == before);
+        if (centered == 2) { /* Adadelta: no momentum */
+            ck_optimizer_desc bad = o;
+            bad.momentum = 0.5f;
+            cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_BAD_PARAM);
+            cr_assert(a->opt.type == CK_OPT_ADADELTA);
+        } else {
+            /* refused: centered with momentum (a third state array), rho 1, epsilon 0 */
+            const float before = a->params[0];
+            ck_optimizer_desc bad = o;
+            bad.centered = 1, bad.momentum = 0.5f;
+            cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_NOT_SUPPORTED);
+            cr_assert_neq(strstr(ck_context_last_error(ctx), "centered"), NULL);
+            bad = o, bad.rho = 1.0f;
+            cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_BAD_PARAM);
+            cr_assert_neq(strstr(ck_context_last_error(ctx), "rho"), NULL);
+            bad = o, bad.epsilon = 0.0f;
+            cr_assert_eq(ck_model_set_optimizer(a, &bad), CK_STATUS_BAD_PARAM);
+            cr_assert(a->opt.type == CK_OPT_RMSPROP && a->opt.rho == 0.8f &&
+                      a->params[0] == before);
+        }
         ck_model_destroy(a);
         ck_model_destroy(b);
     }

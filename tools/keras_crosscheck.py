@@ -18,7 +18,9 @@ are .keras archives. Run by tools/keras_crosscheck.sh (CI phase `keras`):
    batches of 128 in order, Adam defaults; then all of 3 again with RMSprop(momentum=0.5)
    (Keras's compile default optimizer; 3b measured: loss 2.4e-7, update RMS 4.8e-4 lr, moving
    statistics 7.2e-6; its epsilon sits inside the square root, so rounding-level gradients get
-   steps of ~1e-3 lr, and no element is left out at step 1).
+   steps of ~1e-3 lr, and no element is left out at step 1); then with Adadelta(learning_rate=1.0)
+   (Keras 2's rate: its steps are ~1e-3 lr at first, so 3b also asserts the update difference
+   relative to the update, per array, to 1e-2; measured 2.7e-3).
    3b. Each step from Keras's exact state (the .keras file Keras saves before the step: weights,
    moving statistics, Adam's m, v and count): the step's loss agrees to 1e-6 (measured 2.1e-7),
    the RMS of the update difference of every trainable array to 1e-3 lr (measured 4.7e-5 lr;
@@ -62,9 +64,10 @@ ap = argparse.ArgumentParser()
 ap.add_argument("build")
 ap.add_argument("--limit", type=int, default=0, help="train images for test 2 (0: all 60,000)")
 ap.add_argument("--only", type=int, default=0, help="run only this test (1, 2, 3 or 4)")
-ap.add_argument("--parity-optimizer", default="adam,rmsprop",
+ap.add_argument("--parity-optimizer", default="adam,rmsprop,adadelta",
                 help="test 3's optimizers, comma-separated: adam, sgd (lr 0.01, to tell optimizer "
-                "effects apart), rmsprop (Keras's compile default, here with momentum 0.5)")
+                "effects apart), rmsprop (Keras's compile default, here with momentum 0.5), "
+                "adadelta (lr 1.0, Keras 2's)")
 ap.add_argument("--data", default=os.environ.get("CNNKIT_DATA", "/usr/share/datasets/fashion-mnist"))
 a = ap.parse_args()
 
@@ -225,7 +228,8 @@ def branches_model():
 
 def compiled(m, opt="adam"):
     o = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
-         "rmsprop": lambda: keras.optimizers.RMSprop(momentum=0.5)}[opt]()
+         "rmsprop": lambda: keras.optimizers.RMSprop(momentum=0.5),
+         "adadelta": lambda: keras.optimizers.Adadelta(learning_rate=1.0)}[opt]()
     m.compile(optimizer=o, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return m
 
@@ -404,6 +408,9 @@ def parity(opt):
         report(f"3b{tag}. from Keras's state each step, worst RMS(dw_cnnkit - dw_keras) / lr per array",
                f"{upd_b[0]:.2e} ({upd_b[1]}; worst relative L2 {rel_b:.1e})", "1e-3",
                upd_b[0] <= 1e-3 or opt == "sgd")
+        if opt == "adadelta":  # its steps are ~1e-3 lr at first: the update's own scale instead
+            report(f"3b{tag}. from Keras's state each step, worst ||dw_cnnkit - dw_keras|| / ||dw_keras|| per array",
+                   f"{rel_b:.2e}", "1e-2", rel_b <= 1e-2)
         report(f"3b{tag}. from Keras's state each step, BN moving statistics, worst ||dw_cnnkit - dw_keras|| / ||dw_keras||",
                f"{stat_b:.2e}", "1e-4", stat_b <= 1e-4)
         report(f"3c{tag}. cnnkit saved and reloaded every step vs run straight, max |dloss|, steps 1-10", f"{own:.2e}",

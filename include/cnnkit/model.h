@@ -121,19 +121,20 @@ int ck_initializer_from_name(const char *name);
 typedef enum ck_optimizer_type {
     CK_OPT_ADAM = 0,
     CK_OPT_SGD = 1,
-    CK_OPT_RMSPROP = 2 /* Keras's RMSprop, the default optimizer of Keras's compile() */
+    CK_OPT_RMSPROP = 2, /* Keras's RMSprop, the default optimizer of Keras's compile() */
+    CK_OPT_ADADELTA = 3 /* Keras's Adadelta (the optimizer of Keras-2's mnist_cnn.py) */
 } ck_optimizer_type;
 
 typedef struct ck_optimizer_desc {
     ck_optimizer_type type;
-    float learning_rate; /* Adam 1e-3, SGD 1e-2, RMSprop 1e-3 */
+    float learning_rate; /* Adam 1e-3, SGD 1e-2, RMSprop 1e-3, Adadelta 1e-3 (Keras 3's) */
     float beta1, beta2;  /* Adam 0.9, 0.999 */
-    float epsilon;       /* Adam 1e-7, RMSprop 1e-7 (inside the square root, as Keras) */
+    float epsilon;       /* Adam 1e-7, RMSprop and Adadelta 1e-7 (inside the square roots) */
     float momentum;      /* SGD 0, RMSprop 0 (plain momentum on the increment) */
     int nesterov;        /* SGD 0 */
     float weight_decay;  /* decoupled, on every trainable array (kernels, biases, BN gamma and
                             beta), as Keras 3: p -= lr * wd * p before the update; 0 = none */
-    float rho;           /* RMSprop 0.9: the moving average's decay of the squared gradients */
+    float rho;           /* RMSprop 0.9, Adadelta 0.95: the moving averages' decay */
     int centered;        /* RMSprop 0: 1 divides by the gradients' estimated variance (Keras
                             centered=True); not with momentum > 0 (cnnkit keeps two state arrays
                             per parameter, Keras three) */

@@ -178,6 +178,9 @@ int ck_cuda_sgd(float *p, const float *g, float *vel, size_t count, float lr, fl
 int ck_cuda_rmsprop(float *p, const float *g, float *vel, float *aux, size_t count, float lr,
                     float rho, float eps, float momentum, int centered, float decay,
                     const ck_kloss *guard, void *stream);
+/* Adadelta (ck_adadelta_elem): ag the accumulated squared gradients, ad the squared updates. */
+int ck_cuda_adadelta(float *p, const float *g, float *ag, float *ad, size_t count, float lr,
+                     float rho, float eps, float decay, const ck_kloss *guard, void *stream);
 /* Conv kernel HWIO (khw = kh*kw positions) -> cuDNN's filter layout (to_cudnn = 1) or back (0):
  * KRSC for NHWC convolutions (kcrs = 0), KCRS for NCHW ones (kcrs = 1). dt (ck_kdt): the storage
  * of cuDNN's copy (bf16: rounded to nearest even going there, widened back exactly); the HWIO

@@ -358,7 +358,8 @@ CK_HD float ck_uniform_sym(uint32_t word, float limit) {
 
 /* ------------------------------------------------------------------------------------------
  * Optimizer updates of one parameter (Keras semantics; see ck_cpu_adam_update,
- * ck_cpu_sgd_update and ck_cpu_rmsprop_update in src/host/backend/cpu/cpu_layers.h). The float
+ * ck_cpu_sgd_update, ck_cpu_rmsprop_update and ck_cpu_adadelta_update in
+ * src/host/backend/cpu/cpu_layers.h). The float
  * operations are written out one by one (fmaf nowhere, no expression nvcc could contract
  * differently from the C compiler), so the CPU and the GPU compute the same bits. decay = lr *
  * weight_decay (0 = none); alpha is the bias-corrected step of Adam, computed once per update in
@@ -419,6 +420,20 @@ CK_HD float ck_rmsprop_elem(float p, float g, float *vel, float *aux, float lr, 
         return p - mi;
     }
     return p - inc;
+}
+
+/* Adadelta (Keras 3): ag = rho ag + (1 - rho) g^2; delta = -(sqrt(ad + eps) g) / sqrt(ag + eps);
+ * ad = rho ad + (1 - rho) delta^2; p += lr delta. ag the accumulated squared gradients, ad the
+ * accumulated squared updates; crho = 1 - rho. */
+CK_HD float ck_adadelta_elem(float p, float g, float *ag, float *ad, float lr, float rho,
+                             float crho, float eps, float decay) {
+    if (decay > 0.0f)
+        p -= ck_mul_rn(decay, p);
+    const float a = ck_mul_rn(rho, *ag) + ck_mul_rn(crho, ck_mul_rn(g, g));
+    *ag = a;
+    const float delta = -(ck_mul_rn(sqrtf(*ad + eps), g) / sqrtf(a + eps));
+    *ad = ck_mul_rn(rho, *ad) + ck_mul_rn(crho, ck_mul_rn(delta, delta));
+    return p + ck_mul_rn(lr, delta);
 }
 
 /* The real (non-padded) cells [*a0, *a1) of a pooling window along one axis: output index i,

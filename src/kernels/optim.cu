@@ -1,5 +1,5 @@
 /*
- * Optimizer updates (Adam, SGD, RMSprop) and the non-finite gradient flag.
+ * Optimizer updates (Adam, SGD, RMSprop, Adadelta) and the non-finite gradient flag.
  *
  * One family of the model's small GPU kernels (launchers declared in ck_kernels.h). Every kernel
  * writes each output element from one thread in a fixed order: no atomics (but the non-finite
@@ -62,6 +62,20 @@ __global__ void k_rmsprop(float *p, const float *g, float *vel, float *aux, long
     }
 }
 
+__global__ void k_adadelta(float *p, const float *g, float *ag, float *ad, long long count,
+                           float lr, float rho, float crho, float eps, float decay,
+                           const ck_kloss *guard) {
+    if (ck_step_failed(guard))
+        return;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x) {
+        float a = ag[i], d = ad[i];
+        p[i] = ck_adadelta_elem(p[i], g[i], &a, &d, lr, rho, crho, eps, decay);
+        ag[i] = a;
+        ad[i] = d;
+    }
+}
+
 extern "C" int ck_cuda_adam(float *p, const float *g, float *m, float *v, size_t count, float alpha,
                             const ck_kstep *step, float beta1, float beta2, float eps, float decay,
                             const ck_kloss *guard, void *stream) {
@@ -85,6 +99,14 @@ extern "C" int ck_cuda_rmsprop(float *p, const float *g, float *vel, float *aux,
     k_rmsprop<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
         p, g, vel, aux, (long long)count, lr, rho, 1.0f - rho, eps, momentum, centered, decay,
         guard);
+    return ck_launch_status();
+}
+
+extern "C" int ck_cuda_adadelta(float *p, const float *g, float *ag, float *ad, size_t count,
+                                float lr, float rho, float eps, float decay, const ck_kloss *guard,
+                                void *stream) {
+    k_adadelta<<<ck_grid_for((long long)count, CK_BLOCK), CK_BLOCK, 0, (cudaStream_t)stream>>>(
+        p, g, ag, ad, (long long)count, lr, rho, 1.0f - rho, eps, decay, guard);
     return ck_launch_status();
 }
 

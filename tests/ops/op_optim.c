@@ -3,7 +3,8 @@
  * weight_decay} (packet 1: the GPU runner passes alpha in a step packet, ck_kstep, as a training
  * step does, and NaN by value);
  * SGD: iv = {count, nesterov}, fv = {lr, weight_decay, momentum};
- * RMSprop: iv = {count, centered}, fv = {lr, weight_decay, momentum, rho, epsilon}.
+ * RMSprop: iv = {count, centered}, fv = {lr, weight_decay, momentum, rho, epsilon};
+ * Adadelta: iv = {count}, fv = {lr, weight_decay, rho, epsilon}.
  * ref_tol 1e-6 of the parameters' scale: the CPU updates in float (ck_adam_elem / ck_sgd_elem /
  * ck_rmsprop_elem, a
  * handful of roundings of 6e-8 each, on a step much smaller than p), the reference in double.
@@ -208,5 +209,59 @@ const op_case op_rmsprop = {
     .ref = rmsprop_ref,
     .ref_tol = 1e-6,
     .gpu = rmsprop_gpu,
+    .gpu_tol = 0,
+};
+
+#define ADADELTA(nm, n, lr, wd, rho, eps)                                                          \
+    {                                                                                              \
+        nm, {n}, {lr, wd, rho, eps}, 4, 3,                                                         \
+            {{"p", n, OP_UNIFORM, -1, 1},                                                          \
+             {"g", n, OP_UNIFORM, -1, 1},                                                          \
+             {"ag", n, OP_UNIFORM, 0, 0.5f},                                                       \
+             {"ad", n, OP_UNIFORM, 0, 0.01f}},                                                     \
+        {                                                                                          \
+            {"p", n, 0, 0, 0, 1}, {"ag", n, 0, 0, 0, 3}, {                                         \
+                "ad", n, 0, 0, 0, 4                                                                \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+static const op_variant k_adadelta[] = {ADADELTA("defaults", 300, 1e-3f, 0, 0.95f, 1e-7f),
+                                        ADADELTA("lr1_decay", 1000, 1.0f, 0.01f, 0.8f, 1e-3f)};
+
+static void adadelta_cpu(const op_variant *v, float *const *in, float *const *out) {
+    ck_cpu_adadelta_update(out[0], in[1], out[1], out[2], (size_t)v->iv[0], v->fv[0], v->fv[2],
+                           v->fv[3], v->fv[1]);
+}
+
+static void adadelta_ref(const op_variant *v, float *const *in, float *const *out) {
+    ref_adadelta(out[0], in[1], out[1], out[2], (size_t)v->iv[0], v->fv[0], v->fv[2], v->fv[3],
+                 v->fv[1]);
+}
+
+#ifdef CNNKIT_HAVE_CUDA
+static int adadelta_gpu(ck_context *g, const op_variant *v, ck_tensor *const *in,
+                        ck_tensor *const *out) {
+    const float decay = v->fv[1] > 0.0f ? v->fv[0] * v->fv[1] : 0.0f;
+    return ck_cuda_adadelta(OP_D(out[0]), OP_D(in[1]), OP_D(out[1]), OP_D(out[2]), (size_t)v->iv[0],
+                            v->fv[0], v->fv[2], v->fv[3], decay, NULL, g->stream);
+}
+#else
+#define adadelta_gpu NULL
+#endif
+
+static const op_variant k_adadelta_bench[] = {ADADELTA("1M", 1 << 20, 1e-3f, 0, 0.95f, 1e-7f)};
+
+const op_case op_adadelta = {
+    .name = "adadelta",
+    .launchers = "ck_cuda_adadelta",
+    .variants = k_adadelta,
+    .nvariants = sizeof k_adadelta / sizeof k_adadelta[0],
+    .bench_variants = k_adadelta_bench,
+    .nbench = sizeof k_adadelta_bench / sizeof k_adadelta_bench[0],
+    .cpu = adadelta_cpu,
+    .ref = adadelta_ref,
+    .ref_tol = 1e-6,
+    .gpu = adadelta_gpu,
     .gpu_tol = 0,
 };

@@ -20,7 +20,7 @@ const op_case *const op_cases[] = {
     &op_channel_slice, &op_bf16,     &op_rescale,    &op_scale,
     &op_gather,        &op_act_bf16, &op_pool_bf16,  &op_gap_bf16,
     &op_dropout_bf16,  &op_bn_bf16,  &op_add_bf16,   &op_channel_slice_bf16,
-    &op_rescale_bf16,  &op_rmsprop,
+    &op_rescale_bf16,  &op_rmsprop,  &op_adadelta,
 };
 const int op_ncases = (int)(sizeof op_cases / sizeof op_cases[0]);
 

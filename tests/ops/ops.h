@@ -87,8 +87,8 @@ typedef struct op_case {
 } op_case;
 
 extern const op_case op_act, op_pool, op_gap, op_dense, op_conv, op_xent, op_adam, op_sgd,
-    op_rmsprop, op_pad, op_layout, op_flag, op_fill, op_dropout, op_bn, op_add, op_channel_slice,
-    op_bf16, op_rescale, op_scale, op_gather;
+    op_rmsprop, op_adadelta, op_pad, op_layout, op_flag, op_fill, op_dropout, op_bn, op_add,
+    op_channel_slice, op_bf16, op_rescale, op_scale, op_gather;
 /* cuDNN's pooling on op_pool's data: the peer bench_ops times the pooling kernels against */
 extern const op_case op_pool_cudnn;
 /* bf16 storage twins of the cases above (see op_gpu_bf16) */

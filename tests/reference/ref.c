@@ -320,6 +320,18 @@ void ref_sgd(float *p, const float *g, float *vel, size_t count, float lr, float
     }
 }
 
+void ref_adadelta(float *p, const float *g, float *ag, float *ad, size_t count, float lr, float rho,
+                  float eps, float weight_decay) {
+    for (size_t i = 0; i < count; i++) {
+        const double gi = g[i], pi = p[i] - (double)lr * weight_decay * p[i];
+        const double a = rho * (double)ag[i] + (1.0 - rho) * gi * gi;
+        const double delta = -sqrt((double)ad[i] + eps) * gi / sqrt(a + eps);
+        ag[i] = (float)a;
+        ad[i] = (float)(rho * (double)ad[i] + (1.0 - rho) * delta * delta);
+        p[i] = (float)(pi + lr * delta);
+    }
+}
+
 void ref_rmsprop(float *p, const float *g, float *vel, float *aux, size_t count, float lr,
                  float rho, float eps, float momentum, int centered, float weight_decay) {
     for (size_t i = 0; i < count; i++) {

@@ -43,6 +43,8 @@ void ref_adam(float *p, const float *g, float *m, float *v, size_t count, float 
 void ref_sgd(float *p, const float *g, float *vel, size_t count, float lr, float momentum,
              int nesterov, float weight_decay);
 /* Keras RMSprop, one step (aux: the momentum or the centered average, NULL when neither). */
+void ref_adadelta(float *p, const float *g, float *ag, float *ad, size_t count, float lr, float rho,
+                  float eps, float weight_decay);
 void ref_rmsprop(float *p, const float *g, float *vel, float *aux, size_t count, float lr,
                  float rho, float eps, float momentum, int centered, float weight_decay);
 /* dst (n, h + pt + pb, w + pl + pr, c): src at (pt, pl), zeros around. */

@@ -54,6 +54,9 @@ static ck_status cpu_update(const ck_exec *e, const ck_kloss *guard) {
         if (o->type == CK_OPT_ADAM)
             ck_cpu_adam_update(e->params + off, e->grads + off, e->opt_m + off, e->opt_v + off, cnt,
                                o->learning_rate, o->beta1, o->beta2, o->epsilon, wd, step);
+        else if (o->type == CK_OPT_ADADELTA)
+            ck_cpu_adadelta_update(e->params + off, e->grads + off, e->opt_v + off, e->opt_m + off,
+                                   cnt, o->learning_rate, o->rho, o->epsilon, wd);
         else if (o->type == CK_OPT_RMSPROP)
             ck_cpu_rmsprop_update(e->params + off, e->grads + off, e->opt_v + off, e->opt_m + off,
                                   cnt, o->learning_rate, o->rho, o->epsilon, o->momentum,

@@ -302,6 +302,9 @@ static ck_status cuda_update(const ck_exec *e, const ck_kloss *guard) {
             o->type == CK_OPT_ADAM
                 ? ck_cuda_adam(e->params + off, e->grads + off, e->opt_m + off, e->opt_v + off, cnt,
                                alpha, e->step, o->beta1, o->beta2, o->epsilon, decay, guard, s)
+            : o->type == CK_OPT_ADADELTA
+                ? ck_cuda_adadelta(e->params + off, e->grads + off, e->opt_v + off, e->opt_m + off,
+                                   cnt, o->learning_rate, o->rho, o->epsilon, decay, guard, s)
             : o->type == CK_OPT_RMSPROP
                 ? ck_cuda_rmsprop(e->params + off, e->grads + off, e->opt_v + off, e->opt_m + off,
                                   cnt, o->learning_rate, o->rho, o->epsilon, o->momentum,

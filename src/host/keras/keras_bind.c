@@ -286,13 +286,17 @@ static const char *const adamw_p[] = {"learning_rate", "weight_decay", "beta_1",
                                       "epsilon",       "amsgrad",      OPT_COMMON, NULL};
 static const char *const sgd_p[] = {"learning_rate", "momentum", "nesterov",
                                     "weight_decay",  OPT_COMMON, NULL};
+static const char *const adadelta_p[] = {"learning_rate", "rho",      "epsilon",
+                                         "weight_decay",  OPT_COMMON, NULL};
 static const char *const rmsprop_p[] = {"learning_rate", "rho",          "momentum", "epsilon",
                                         "centered",      "weight_decay", OPT_COMMON, NULL};
 static const char *const xent_p[] = {"from_logits", "label_smoothing", "axis",  "reduction",
                                      "name",        "ignore_class",    "dtype", NULL};
 
 #define K_OPT_LIST                                                                                 \
-    "'adam', 'adamw', 'sgd', 'rmsprop', Adam(...), AdamW(...), SGD(...) or RMSprop(...)"
+    "'adam', 'adamw', 'sgd', 'rmsprop', 'adadelta', Adam(...), AdamW(...), SGD(...), "             \
+    "RMSprop(...) "                                                                                \
+    "or Adadelta(...)"
 
 /* epsilon > 0; None: the Keras backend epsilon, 1e-7 (the desc's default) */
 static int get_epsilon(kp *P, const kargs *a, ck_optimizer_desc *o) {
@@ -317,6 +321,8 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
             ck_optimizer_desc_init(o, CK_OPT_SGD);
         else if (ck_kp_ieq(v->s, "rmsprop"))
             ck_optimizer_desc_init(o, CK_OPT_RMSPROP);
+        else if (ck_kp_ieq(v->s, "adadelta"))
+            ck_optimizer_desc_init(o, CK_OPT_ADADELTA);
         else
             return ck_kp_fail(P, v->line, v->col,
                               "unsupported optimizer '%.40s': expected " K_OPT_LIST, v->s);
@@ -324,8 +330,8 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
     }
     const char *cls = v->kind == V_CALL ? ck_kp_last_component(v->s) : "";
     int adam = !strcmp(cls, "Adam"), adamw = !strcmp(cls, "AdamW"), sgd = !strcmp(cls, "SGD"),
-        rms = !strcmp(cls, "RMSprop");
-    if (!adam && !adamw && !sgd && !rms) {
+        rms = !strcmp(cls, "RMSprop"), ada = !strcmp(cls, "Adadelta");
+    if (!adam && !adamw && !sgd && !rms && !ada) {
         if (v->kind == V_CALL)
             return ck_kp_fail(P, v->line, v->col,
                               "unsupported optimizer %.60s(...): expected " K_OPT_LIST, v->s);
@@ -337,10 +343,14 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
                    adam    ? adam_p
                    : adamw ? adamw_p
                    : rms   ? rmsprop_p
+                   : ada   ? adadelta_p
                            : sgd_p,
-                   sgd ? 4 : 6, &a))
+                   sgd || ada ? 4 : 6, &a))
         return -1;
-    ck_optimizer_desc_init(o, sgd ? CK_OPT_SGD : rms ? CK_OPT_RMSPROP : CK_OPT_ADAM);
+    ck_optimizer_desc_init(o, sgd   ? CK_OPT_SGD
+                              : rms ? CK_OPT_RMSPROP
+                              : ada ? CK_OPT_ADADELTA
+                                    : CK_OPT_ADAM);
     if (adamw)
         o->weight_decay = 0.004f;
     double x;
@@ -366,6 +376,11 @@ static int get_optimizer(kp *P, const value *v, ck_optimizer_desc *o) {
             ck_kp_get_bool(P, &a, "nesterov", &o->nesterov))
             return -1;
         o->momentum = (float)x;
+    } else if (ada) {
+        x = o->rho;
+        if (ck_kp_get_num(P, &a, "rho", 0, 0, 1, 1, &x) || get_epsilon(P, &a, o))
+            return -1;
+        o->rho = (float)x;
     } else if (rms) {
         x = o->rho;
         if (ck_kp_get_num(P, &a, "rho", 0, 0, 1, 1, &x))

@@ -686,12 +686,16 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
             oc = NULL;
         }
         const int adam = !strcasecmp(cls, "Adam"), adamw = !strcasecmp(cls, "AdamW"),
-                  sgd = !strcasecmp(cls, "SGD"), rms = !strcasecmp(cls, "RMSprop");
-        if (!adam && !adamw && !sgd && !rms)
-            return fail(C, "compile: optimizer '%s' is not supported (Adam, AdamW, SGD, RMSprop)",
+                  sgd = !strcasecmp(cls, "SGD"), rms = !strcasecmp(cls, "RMSprop"),
+                  ada = !strcasecmp(cls, "Adadelta");
+        if (!adam && !adamw && !sgd && !rms && !ada)
+            return fail(C,
+                        "compile: optimizer '%s' is not supported (Adam, AdamW, SGD, RMSprop, "
+                        "Adadelta)",
                         cls);
         ck_optimizer_desc_init(&km->optimizer, sgd   ? CK_OPT_SGD
                                                : rms ? CK_OPT_RMSPROP
+                                               : ada ? CK_OPT_ADADELTA
                                                      : CK_OPT_ADAM);
         if (adamw)
             km->optimizer.weight_decay = 0.004f;
@@ -705,8 +709,9 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
             json_t *v;
             static const char *const k_rms[] = {"rho", "centered", NULL};
             json_object_foreach(oc, k, v) {
-                if (!in_list(k_opt, k) && !(rms && in_list(k_rms, k)) && !json_is_null(v) &&
-                    !json_is_false(v))
+                if (!in_list(k_opt, k) &&
+                    !((rms || (ada && !strcmp(k, "rho"))) && in_list(k_rms, k)) &&
+                    !json_is_null(v) && !json_is_false(v))
                     return unsupported(C, k, v, NULL);
             }
             json_t *lr = json_object_get(oc, "learning_rate");
@@ -728,8 +733,9 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
             if ((v = json_object_get(oc, "weight_decay")) && !json_is_null(v) &&
                 get_num(C, oc, "weight_decay", 0, 1, &km->optimizer.weight_decay))
                 return -1;
-            if (rms && (get_num(C, oc, "rho", 0, 0.999999, &km->optimizer.rho) ||
-                        get_bool(C, oc, "centered", &km->optimizer.centered)))
+            if ((rms || ada) && get_num(C, oc, "rho", 0, 0.999999, &km->optimizer.rho))
+                return -1;
+            if (rms && get_bool(C, oc, "centered", &km->optimizer.centered))
                 return -1;
             if (rms && km->optimizer.centered && km->optimizer.momentum > 0.0f)
                 return unsupported(C, "centered", json_object_get(oc, "centered"),
@@ -739,7 +745,7 @@ static int read_compile(cfg *C, json_t *cc, ck_keras_model *km) {
                 km->optimizer.nesterov = 0;
             if (!sgd && !rms)
                 km->optimizer.momentum = 0;
-            if (rms)
+            if (rms || ada)
                 km->optimizer.beta1 = km->optimizer.beta2 = 0;
         }
         C->cls = NULL;

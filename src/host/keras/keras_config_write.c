@@ -271,6 +271,11 @@ char *ck_kio_write_config(ck_model *m, char *err, size_t err_len) {
                        od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "beta_1",
                        jfloat(od.beta1), "beta_2", jfloat(od.beta2), "epsilon", jfloat(od.epsilon),
                        "amsgrad", 0);
+    else if (od.type == CK_OPT_ADADELTA)
+        oc = json_pack("{s:s, s:o, s:o, s:o, s:o}", "name", "adadelta", "learning_rate",
+                       jfloat(od.learning_rate), "weight_decay",
+                       od.weight_decay > 0 ? jfloat(od.weight_decay) : json_null(), "rho",
+                       jfloat(od.rho), "epsilon", jfloat(od.epsilon));
     else if (od.type == CK_OPT_RMSPROP)
         oc = json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:b}", "name", "rmsprop", "learning_rate",
                        jfloat(od.learning_rate), "weight_decay",

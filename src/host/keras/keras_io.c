@@ -20,17 +20,23 @@ static void opt_shape(const ck_model *m, ck_kio_opt *o) {
     const ck_optimizer_desc *d = &m->opt;
     o->type = d->type;
     o->has_v = d->type != CK_OPT_SGD;
-    o->has_m =
-        d->type == CK_OPT_ADAM || d->momentum > 0.0f || (d->type == CK_OPT_RMSPROP && d->centered);
+    o->has_m = d->type == CK_OPT_ADAM || d->type == CK_OPT_ADADELTA || d->momentum > 0.0f ||
+               (d->type == CK_OPT_RMSPROP && d->centered);
     o->lr = d->learning_rate;
 }
 
 const char *ck_kio_optimizer_class(ck_optimizer_type t) {
-    return t == CK_OPT_ADAM ? "Adam" : t == CK_OPT_RMSPROP ? "RMSprop" : "SGD";
+    return t == CK_OPT_ADAM       ? "Adam"
+           : t == CK_OPT_RMSPROP  ? "RMSprop"
+           : t == CK_OPT_ADADELTA ? "Adadelta"
+                                  : "SGD";
 }
 
 const char *ck_kio_optimizer_name(ck_optimizer_type t) {
-    return t == CK_OPT_ADAM ? "adam" : t == CK_OPT_RMSPROP ? "rmsprop" : "sgd";
+    return t == CK_OPT_ADAM       ? "adam"
+           : t == CK_OPT_RMSPROP  ? "rmsprop"
+           : t == CK_OPT_ADADELTA ? "adadelta"
+                                  : "sgd";
 }
 
 int ck_kio_opt_per(const ck_kio_opt *o) {
@@ -42,7 +48,11 @@ int ck_kio_opt_var(const ck_kio_opt *o, int ntrain, int j, int r, float **arr) {
         *arr = r ? o->m : o->v;
         return 2 + r * ntrain + j;
     }
-    *arr = r || !o->has_m ? o->v : o->m; /* per variable: Adam's momentum, velocity */
+    /* per variable: Adam's momentum and velocity, Adadelta's accumulated gradient and update */
+    if (o->type == CK_OPT_ADADELTA)
+        *arr = r ? o->m : o->v;
+    else
+        *arr = r || !o->has_m ? o->v : o->m;
     return 2 + ck_kio_opt_per(o) * j + r;
 }
 

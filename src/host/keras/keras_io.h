@@ -87,7 +87,8 @@ const char *ck_kio_optimizer_class(ck_optimizer_type t);
 const char *ck_kio_optimizer_name(ck_optimizer_type t);
 /* Keras 3 lists the optimizer's variables after iterations (0) and the learning rate (1): Adam
  * per trainable variable its momentum and velocity, SGD its momentum (when momentum > 0),
- * RMSprop every velocity, then every momentum (momentum > 0) or average gradient (centered).
+ * RMSprop every velocity, then every momentum (momentum > 0) or average gradient (centered),
+ * Adadelta per trainable variable its accumulated gradient (in v) and accumulated update (m).
  * ck_kio_opt_per: the state arrays per trainable variable; ck_kio_opt_var: the index of slot r
  * (< per) of trainable variable j (of ntrain) among the optimizer's variables, and in *arr the
  * array (o->m or o->v) that holds it. */

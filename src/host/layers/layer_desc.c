@@ -51,14 +51,16 @@ CK_API int ck_initializer_from_name(const char *name) {
 }
 
 /* Keras's defaults. Adam: lr 1e-3, beta1 0.9, beta2 0.999, epsilon 1e-7. SGD: lr 1e-2, momentum
- * 0, no Nesterov. RMSprop: lr 1e-3, rho 0.9, momentum 0, epsilon 1e-7, not centered. Fields the
- * type does not use are 0. */
+ * 0, no Nesterov. RMSprop: lr 1e-3, rho 0.9, momentum 0, epsilon 1e-7, not centered. Adadelta: lr
+ * 1e-3, rho 0.95, epsilon 1e-7. Fields the type does not use are 0. */
 CK_API ck_status ck_optimizer_desc_init(ck_optimizer_desc *desc, ck_optimizer_type type) {
     if (!desc)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "desc: is NULL");
-    if (type != CK_OPT_ADAM && type != CK_OPT_SGD && type != CK_OPT_RMSPROP)
+    if (type != CK_OPT_ADAM && type != CK_OPT_SGD && type != CK_OPT_RMSPROP &&
+        type != CK_OPT_ADADELTA)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM,
-                       "type: %d is not CK_OPT_ADAM, CK_OPT_SGD or CK_OPT_RMSPROP", (int)type);
+                       "type: %d is not CK_OPT_ADAM, CK_OPT_SGD, CK_OPT_RMSPROP or CK_OPT_ADADELTA",
+                       (int)type);
     memset(desc, 0, sizeof *desc);
     desc->type = type;
     if (type == CK_OPT_ADAM) {
@@ -66,9 +68,9 @@ CK_API ck_status ck_optimizer_desc_init(ck_optimizer_desc *desc, ck_optimizer_ty
         desc->beta1 = 0.9f;
         desc->beta2 = 0.999f;
         desc->epsilon = 1e-7f;
-    } else if (type == CK_OPT_RMSPROP) {
+    } else if (type == CK_OPT_RMSPROP || type == CK_OPT_ADADELTA) {
         desc->learning_rate = 1e-3f;
-        desc->rho = 0.9f;
+        desc->rho = type == CK_OPT_RMSPROP ? 0.9f : 0.95f;
         desc->epsilon = 1e-7f;
     } else {
         desc->learning_rate = 1e-2f;

@@ -7,10 +7,11 @@
  *   epsilon, alpha) | graph models only (ck_model.graph), per layer: i32 num_inputs +
  *   CK_MAX_LAYER_INPUTS x i32 inputs | 3 x i32 input h, w, c | i32 bn convention (0 = Keras) | u64
  * num_params | u64 num_fixed | i32 optimizer type, i32 nesterov (RMSprop: centered) | 6 x f32
- * (lr, beta1 (RMSprop: rho), beta2, epsilon, momentum, weight_decay) | i64 step | u64 seed (the
- * context's) | fit block (v2): i32 valid, i32 epoch, i32 epoch_step, i32 batch, i32 count, u32 data
- * CRC, u64 shuffle seed, f64 loss sum, i64 correct, i64 seen, i32 precision (v3) (all 0 when not
- * valid) | params | fixed | optimizer m | optimizer v | u32 CRC-32 (zlib) of every byte before it.
+ * (lr, beta1 (RMSprop, Adadelta: rho), beta2, epsilon, momentum, weight_decay) | i64 step | u64
+ * seed (the context's) | fit block (v2): i32 valid, i32 epoch, i32 epoch_step, i32 batch, i32
+ * count, u32 data CRC, u64 shuffle seed, f64 loss sum, i64 correct, i64 seen, i32 precision (v3)
+ * (all 0 when not valid) | params | fixed | optimizer m | optimizer v | u32 CRC-32 (zlib) of every
+ * byte before it.
  */
 #include "model_internal.h"
 
@@ -206,10 +207,11 @@ CK_API ck_status ck_model_save(ck_model *m, const char *path) {
     }
     wbuf b = {ctx, NULL, 0, 0, 0};
     put_structure(&b, m, CK_CKPT_VERSION);
-    const int rms = m->opt.type == CK_OPT_RMSPROP;
+    const int rms = m->opt.type == CK_OPT_RMSPROP,
+              rho = rms || m->opt.type == CK_OPT_ADADELTA; /* rho in beta1's field */
     put_i32(&b, (int32_t)m->opt.type);
     put_i32(&b, rms ? (m->opt.centered != 0) : m->opt.nesterov);
-    const float of[6] = {m->opt.learning_rate, rms ? m->opt.rho : m->opt.beta1,
+    const float of[6] = {m->opt.learning_rate, rho ? m->opt.rho : m->opt.beta1,
                          m->opt.beta2,         m->opt.epsilon,
                          m->opt.momentum,      m->opt.weight_decay};
     for (int k = 0; k < 6; ++k)
@@ -322,7 +324,8 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
         memcpy(&step, p + 32, 8);
         memcpy(&seed, p + 40, 8);
         p += tail;
-        if (type != CK_OPT_ADAM && type != CK_OPT_SGD && type != CK_OPT_RMSPROP)
+        if (type != CK_OPT_ADAM && type != CK_OPT_SGD && type != CK_OPT_RMSPROP &&
+            type != CK_OPT_ADADELTA)
             st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s names optimizer %d", path, type);
     }
     const unsigned char *arr = p + fit_bytes;
@@ -345,13 +348,13 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
     ck_optimizer_desc od;
     memset(&od, 0, sizeof od);
     if (st == CK_STATUS_SUCCESS) {
-        const int rms = type == CK_OPT_RMSPROP;
+        const int rms = type == CK_OPT_RMSPROP, rho = rms || type == CK_OPT_ADADELTA;
         od.type = (ck_optimizer_type)type;
         od.nesterov = rms ? 0 : nesterov;
         od.centered = rms ? nesterov : 0;
         od.learning_rate = of[0];
-        od.beta1 = rms ? 0.0f : of[1];
-        od.rho = rms ? of[1] : 0.0f;
+        od.beta1 = rho ? 0.0f : of[1];
+        od.rho = rho ? of[1] : 0.0f;
         od.beta2 = of[2];
         od.epsilon = of[3];
         od.momentum = of[4];

@@ -797,7 +797,8 @@ CK_API ck_status ck_model_layer_desc(const ck_model *m, int i, ck_layer_desc *de
 
 /* The settings ck_model_set_optimizer accepts (and a checkpoint's optimizer must have). */
 ck_status ck_optimizer_check(ck_context *ctx, const ck_optimizer_desc *opt) {
-    if (opt->type != CK_OPT_ADAM && opt->type != CK_OPT_SGD && opt->type != CK_OPT_RMSPROP)
+    if (opt->type != CK_OPT_ADAM && opt->type != CK_OPT_SGD && opt->type != CK_OPT_RMSPROP &&
+        opt->type != CK_OPT_ADADELTA)
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "opt->type: unknown optimizer %d", (int)opt->type);
     /* learning rate 0 is a frozen model, as Keras allows: its steps change nothing */
     if (!(opt->learning_rate >= 0.0f) || !isfinite(opt->learning_rate) ||
@@ -811,6 +812,11 @@ ck_status ck_optimizer_check(ck_context *ctx, const ck_optimizer_desc *opt) {
                        "opt: Adam needs beta1, beta2 in [0, 1) and epsilon > 0");
     if (opt->type != CK_OPT_ADAM && !(opt->momentum >= 0.0f && opt->momentum < 1.0f))
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "opt->momentum: must be in [0, 1)");
+    if (opt->type == CK_OPT_ADADELTA &&
+        (!(opt->rho >= 0.0f && opt->rho < 1.0f) || !(opt->epsilon > 0.0f) ||
+         !isfinite(opt->epsilon) || opt->momentum != 0.0f))
+        return ck_fail(ctx, CK_STATUS_BAD_PARAM,
+                       "opt: Adadelta needs rho in [0, 1), a finite epsilon > 0 and momentum 0");
     if (opt->type == CK_OPT_RMSPROP) {
         if (!(opt->rho >= 0.0f && opt->rho < 1.0f) || !(opt->epsilon > 0.0f) ||
             !isfinite(opt->epsilon))

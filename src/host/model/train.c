@@ -261,9 +261,10 @@ CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int c
         } else if (r == m->num_nodes) {
             row->node = -1;
             snprintf(row->what, sizeof row->what, "optimizer (%s)",
-                     m->opt.type == CK_OPT_ADAM      ? "adam"
-                     : m->opt.type == CK_OPT_RMSPROP ? "rmsprop"
-                                                     : "sgd");
+                     m->opt.type == CK_OPT_ADAM       ? "adam"
+                     : m->opt.type == CK_OPT_RMSPROP  ? "rmsprop"
+                     : m->opt.type == CK_OPT_ADADELTA ? "adadelta"
+                                                      : "sgd");
             row->forward_ms = m->prof_opt * per;
         } else {
             row->node = -1;

@@ -614,6 +614,14 @@ void ck_cpu_rmsprop_update(float *p, const float *g, float *vel, float *aux, siz
                                momentum, centered, decay);
 }
 
+void ck_cpu_adadelta_update(float *p, const float *g, float *ag, float *ad, size_t count, float lr,
+                            float rho, float eps, float weight_decay) {
+    const float decay = weight_decay > 0.0f ? lr * weight_decay : 0.0f;
+#pragma omp parallel for schedule(static) if ((idx)count >= CK_PAR_MIN)
+    for (idx i = 0; i < (idx)count; ++i)
+        p[i] = ck_adadelta_elem(p[i], g[i], &ag[i], &ad[i], lr, rho, 1.0f - rho, eps, decay);
+}
+
 /* ---- initialization ------------------------------------------------------------------------ */
 
 /* U[-limit, limit): word i % 4 of Philox call i / 4 (ck_glorot_uniform's draw) */

@@ -214,6 +214,11 @@ void ck_cpu_sgd_update(float *p, const float *g, float *vel, size_t count, float
 void ck_cpu_rmsprop_update(float *p, const float *g, float *vel, float *aux, size_t count, float lr,
                            float rho, float eps, float momentum, int centered, float weight_decay);
 
+/* Adadelta, Keras: ag = rho ag + (1 - rho) g^2; delta = -sqrt(ad + eps) g / sqrt(ag + eps);
+ * ad = rho ad + (1 - rho) delta^2; p += lr delta. ag and ad (count each) start at zero. */
+void ck_cpu_adadelta_update(float *p, const float *g, float *ag, float *ad, size_t count, float lr,
+                            float rho, float eps, float weight_decay);
+
 /* ---------------------------------------------------------------------------------------------
  * Initialization
  * ------------------------------------------------------------------------------------------- */
