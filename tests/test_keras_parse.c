@@ -835,7 +835,7 @@ Test(keras_parse, names) {
         "Conv2D",      "MaxPooling2D",     "AveragePooling2D",   "GlobalAveragePooling2D",
         "Dense",       "Flatten",          "BatchNormalization", "Activation",
         "Dropout",     "SpatialDropout2D", "ZeroPadding2D",      "Add",
-        "Concatenate", "Rescaling"};
+        "Concatenate", "Rescaling",        "GlobalMaxPooling2D"};
     for (int t = 0; t < CK_LAYER_TYPE_COUNT; ++t)
         cr_assert_str_eq(ck_layer_type_name((ck_layer_type)t), types[t]);
     cr_assert_null(ck_layer_type_name(CK_LAYER_TYPE_COUNT));

@@ -1,8 +1,12 @@
 /* The layer kinds (src/host/layers/layer.h): one descriptor per type, and the parameter layout the
  * build, the initializer, get_weights and the optimizer read from their specs. */
 #include "common.h"
+#include "trng.h"
 
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cnnkit/model.h"
 #include "exec.h"
@@ -219,6 +223,12 @@ Test(layer_kinds, keras_text_and_config_bind_alike) {
         {"Rescaling(1./255, offset=-1)", "Rescaling",
          "\"scale\": 0.00392156862745098, \"offset\": -1.0"},
         {"Dense(5, activation='tanh')", "Dense", "\"units\": 5, \"activation\": \"tanh\""},
+        {"Dense(5, kernel_initializer='he_normal', bias_initializer=keras.initializers.Ones())",
+         "Dense",
+         "\"units\": 5, \"kernel_initializer\": {\"module\": \"keras.initializers\", "
+         "\"class_name\": \"HeNormal\", \"config\": {\"seed\": null}}, "
+         "\"bias_initializer\": \"ones\""},
+        {"GlobalMaxPool2D()", "GlobalMaxPooling2D", "\"data_format\": \"channels_last\""},
     };
     int seen[CK_LAYER_TYPE_COUNT] = {0};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
@@ -247,4 +257,78 @@ Test(layer_kinds, keras_classes_are_found) {
         }
     }
     cr_assert_null(ck_keras_class_find("Lambda", NULL));
+}
+
+/* GlobalMaxPooling2D: each channel's maximum (the first one on a tie), its gradient to that cell
+ * only; read from Keras text (both class names), a vector output, checked by hand and by finite
+ * differences, and on the GPU against the CPU twin (bit-exact: one max, the same cell). */
+static const char gmp_text[] = "model = Sequential()\n"
+                               "model.add(Conv2D(3, 2, input_shape=(5, 4, 2)))\n"
+                               "model.add(GlobalMaxPooling2D())\n"
+                               "model.add(Dense(4, activation='softmax'))\n";
+
+Test(layer_kinds, global_max_pooling2d_by_hand) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = t_model(ctx,
+                          "model = Sequential()\n"
+                          "model.add(layers.GlobalMaxPool2D(input_shape=(3, 2, 2)))\n"
+                          "model.add(Dense(2))\n",
+                          2);
+    char sum[4096];
+    CK_OK(ctx, ck_model_summary(m, sum, sizeof sum, NULL));
+    cr_assert(strstr(sum, "global_max_pooling2d (GlobalMaxPooling2D)") && strstr(sum, "(None, 2)"),
+              "%s", sum);
+    /* Dense = identity, no bias: the outputs are the maxima */
+    const float w[6] = {1, 0, 0, 1, 0, 0};
+    CK_OK(ctx, ck_model_set_weights(m, w, 6));
+    const float x[2 * 12] = {1,  -5, 3,  2,  -1, 7,  3,  0,  2,  2,  0,  1, /* sample 0 */
+                             -4, -3, -2, -9, -7, -1, -6, -8, -3, -3, -5, -6};
+    float p[4];
+    CK_OK(ctx, ck_model_predict(m, x, 2, p)); /* softmax of the logits, the maxima */
+    const double mx[4] = {3, 7, -2, -1};
+    for (int s = 0; s < 2; ++s)
+        for (int j = 0; j < 2; ++j) {
+            const double want = 1.0 / (1.0 + exp(mx[2 * s + 1 - j] - mx[2 * s + j]));
+            cr_assert(fabs(p[2 * s + j] - want) < 1e-6, "sample %d class %d: %g, want %g", s, j,
+                      p[2 * s + j], want);
+        }
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(layer_kinds, global_max_pooling2d_gradcheck) {
+    ck_context *ctx = t_ctx(CK_DEVICE_CPU);
+    ck_model *m = t_model(ctx, gmp_text, 4);
+    float x[4 * 40];
+    int32_t y[4] = {0, 1, 2, 3};
+    trng r = {17};
+    trng_fill(&r, x, 4 * 40, -1.0f, 1.0f); /* distinct values: no ties at the maxima */
+    cr_assert_gt(t_gradcheck_model(ctx, m, x, y, 4, 1, 0, NULL), 20);
+    ck_model_destroy(m);
+    ck_context_destroy(ctx);
+}
+
+Test(layer_kinds, global_max_pooling2d_matches_cpu_cuda) {
+    ck_context *g = t_cuda_ctx_or_skip(), *c = t_ctx(CK_DEVICE_CPU);
+    ck_model *mg = t_model(g, gmp_text, 8), *mc = t_model(c, gmp_text, 8);
+    char path[] = "/tmp/cnnkit_gmp_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    t_sync_state(c, mc, g, mg, path);
+    float x[8 * 40], pg[32], pc[32];
+    int32_t y[8] = {0, 1, 2, 3, 0, 1, 2, 3};
+    trng r = {5};
+    trng_fill(&r, x, 8 * 40, -1.0f, 1.0f);
+    ck_step_result rg, rc;
+    CK_OK(g, ck_model_train_step(mg, x, y, 8, &rg));
+    CK_OK(c, ck_model_train_step(mc, x, y, 8, &rc));
+    cr_assert(fabs(rg.loss - rc.loss) <= 1e-5 * fabs(rc.loss), "GPU %.8f CPU %.8f", rg.loss,
+              rc.loss);
+    CK_OK(g, ck_model_predict(mg, x, 8, pg));
+    CK_OK(c, ck_model_predict(mc, x, 8, pc));
+    cr_assert_lt(t_max_rel_err(pg, pc, 32), 1e-5);
+    unlink(path);
+    ck_model_destroy(mg), ck_model_destroy(mc);
+    ck_context_destroy(g), ck_context_destroy(c);
 }

@@ -3,7 +3,8 @@ cnnkit is driven through its shared library (ctypes), Keras directly; the files 
 are .keras archives. Run by tools/keras_crosscheck.sh (CI phase `keras`):
     python tools/keras_crosscheck.py BUILD_DIR [--limit N]
 1. Models built in Keras (the seed model; one with 'same' padding, AveragePooling2D and
-   SpatialDropout2D; one with ZeroPadding2D in its three argument forms; one that starts with
+   SpatialDropout2D; one with ZeroPadding2D in its three argument forms; one ending in
+   GlobalMaxPooling2D; one that starts with
    Rescaling(1./255), trained and tested on the raw 0..255 pixels; two functional ones: Add
    of three, Concatenate and a projection made before the branch it meets, and
    examples/resnet20_v1.py run as Python), trained 5 batches there
@@ -184,6 +185,14 @@ def zeropad_model():
         layers.Flatten(), layers.Dense(10, activation="softmax")])
 
 
+def gmp_model():
+    """GlobalMaxPooling2D (its alias GlobalMaxPool2D) after a conv block: each channel's max."""
+    return keras.Sequential([keras.Input((28, 28, 1)),
+        layers.Conv2D(16, (3, 3), strides=2), layers.BatchNormalization(), layers.Activation("relu"),
+        layers.Conv2D(32, (3, 3), activation="relu"), layers.GlobalMaxPool2D(),
+        layers.Dense(10, activation="softmax")])
+
+
 def rescaling_model():
     """Keras's image-classification tutorials: Rescaling(1./255) first, fed raw pixels; and a
     Rescaling with an offset inside."""
@@ -250,6 +259,7 @@ keras.utils.set_random_seed(1)
 # 1. Keras -> cnnkit, inference
 for name, make in () if a.only not in (0, 1) else (("seed", seed_model), ("same+avgpool+spatialdropout", same_avg_model),
                                                      ("zeropadding", zeropad_model),
+                                                     ("globalmaxpooling", gmp_model),
                                                      ("rescaling", rescaling_model),
                                                      ("functional branches", branches_model),
                                                      ("resnet20_v1 (functional)", resnet20_v1)):

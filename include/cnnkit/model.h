@@ -31,7 +31,8 @@ typedef enum ck_layer_type {
     CK_LAYER_ADD = 11,
     CK_LAYER_CONCATENATE = 12,
     CK_LAYER_RESCALING = 13,
-    CK_LAYER_TYPE_COUNT = 14
+    CK_LAYER_GLOBALMAXPOOL2D = 14, /* the max of each channel: (H, W, C) -> (C) */
+    CK_LAYER_TYPE_COUNT = 15
 } ck_layer_type;
 
 typedef enum ck_padding { CK_PADDING_VALID = 0, CK_PADDING_SAME = 1 } ck_padding;

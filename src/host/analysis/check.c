@@ -175,7 +175,7 @@ static int walk_step(const chk *c, const node *n, walk *w) {
     int mixes = 0, breaks = 0;
     if (n->is_act)
         breaks = !(homogeneous(n->act) && ((!w->mixed && !r->shifted) || n->act == CK_ACT_NONE));
-    else if (n->type == CK_LAYER_MAXPOOL2D)
+    else if (n->type == CK_LAYER_MAXPOOL2D || n->type == CK_LAYER_GLOBALMAXPOOL2D)
         breaks = !(w->spatial && !w->mixed);
     else if (n->type == CK_LAYER_AVGPOOL2D || n->type == CK_LAYER_GLOBALAVGPOOL2D)
         mixes = !(w->spatial && !w->mixed);
@@ -830,9 +830,7 @@ static void rule_bias_bn(chk *c, int i) {
     if (!d->use_bias || d->activation != CK_ACT_NONE)
         return;
     int k = i + 1;
-    while (k < c->nn && !c->nd[k].is_act &&
-           (is_pool(&c->nd[k]) || c->nd[k].type == CK_LAYER_GLOBALAVGPOOL2D ||
-            c->nd[k].type == CK_LAYER_FLATTEN))
+    while (k < c->nn && !c->nd[k].is_act && (is_pool(&c->nd[k]) || ck_lk_flattens(c->nd[k].type)))
         ++k;
     if (k >= c->nn || !is_bn(&c->nd[k]))
         return;
@@ -1053,8 +1051,7 @@ static void check_chain(chk *c) {
         }
         if (n->is_act && i + 1 < nn && nd[i + 1].is_act)
             rule_double_act(c, i);
-        if (!n->is_act && (n->type == CK_LAYER_FLATTEN || n->type == CK_LAYER_DENSE ||
-                           n->type == CK_LAYER_GLOBALAVGPOOL2D))
+        if (!n->is_act && (n->type == CK_LAYER_DENSE || ck_lk_flattens(n->type)))
             seen_flat = n->layer;
         if (is_weight(n))
             softmax_layer = -1; /* a weight layer after a softmax reads it as features */

@@ -36,8 +36,7 @@ int ck_chk_flat_at(const chk *c, int l) {
     c->anc[l] = 1;
     for (int j = 0; j <= l; ++j) {
         const ck_layer_type t = c->L[j].type;
-        if (c->anc[j] &&
-            (t == CK_LAYER_FLATTEN || t == CK_LAYER_DENSE || t == CK_LAYER_GLOBALAVGPOOL2D))
+        if (c->anc[j] && (t == CK_LAYER_DENSE || ck_lk_flattens(t)))
             return 1;
     }
     return 0;

@@ -152,8 +152,7 @@ static void move_input_shape(llist *l, const ck_layer_desc *first) {
 static int find_blocks(const llist *l, int *starts, int max, int *head) {
     int h = l->n;
     for (int i = 0; i < l->n; ++i)
-        if (l->d[i].type == CK_LAYER_FLATTEN || l->d[i].type == CK_LAYER_GLOBALAVGPOOL2D ||
-            l->d[i].type == CK_LAYER_DENSE) {
+        if (ck_lk_flattens(l->d[i].type) || l->d[i].type == CK_LAYER_DENSE) {
             h = i;
             break;
         }

@@ -131,15 +131,14 @@ static int append_layer(kp *P, ck_layer_desc *d, const value *v) {
                           "expected a 4-D input (N, H, W, C) for %s, found the flat input (None, "
                           "%d)",
                           ck_layer_type_name(d->type), d->input_c ? d->input_c : P->in_c);
-    if (d->type == CK_LAYER_FLATTEN || d->type == CK_LAYER_DENSE ||
-        d->type == CK_LAYER_GLOBALAVGPOOL2D)
+    if (d->type == CK_LAYER_DENSE || ck_lk_flattens(d->type))
         P->flat_input = 0; /* build sees a flat tensor from here */
     if (P->functional) {   /* the tensors it is called on (keras_func.c) */
         d->num_inputs = P->fn_nin;
         memcpy(d->inputs, P->fn_inputs, sizeof d->inputs);
     }
     P->layers[P->count++] = *d;
-    if (d->type == CK_LAYER_FLATTEN || d->type == CK_LAYER_GLOBALAVGPOOL2D)
+    if (ck_lk_flattens(d->type))
         P->rank = 2;
     return 0;
 }

@@ -178,6 +178,8 @@ typedef struct ck_layer_kind {
 
 /* The descriptor of type t; NULL for a value outside ck_layer_type (layer_registry.c). */
 const ck_layer_kind *ck_layer_kind_of(ck_layer_type t);
+/* Whether type t turns (H, W, C) into a vector (Flatten, the global poolings). */
+int ck_lk_flattens(ck_layer_type t);
 /* The Keras class named cls (and its kind in *kind); NULL when no kind has it. */
 const ck_keras_class *ck_keras_class_find(const char *cls, const ck_layer_kind **kind);
 /* The Keras classes in registry order, ", "-separated, into buf (the "expected one of" lists);
@@ -197,6 +199,7 @@ void ck_layers_auto_name(ck_layer_desc *layers, int n);
 void ck_layer_ckpt_record(const ck_layer_desc *d, int32_t iv[9], float fv[4]);
 
 /* The descriptors (layer_*.c). */
+extern const ck_layer_kind ck_lk_gmp2d;
 extern const ck_layer_kind ck_lk_conv2d, ck_lk_maxpool2d, ck_lk_avgpool2d, ck_lk_gap2d, ck_lk_dense,
     ck_lk_flatten, ck_lk_batchnorm, ck_lk_activation, ck_lk_dropout, ck_lk_spatial_dropout2d,
     ck_lk_zeropad2d, ck_lk_add, ck_lk_concat, ck_lk_rescaling;

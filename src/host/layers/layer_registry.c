@@ -20,11 +20,17 @@ static const ck_layer_kind *const k_kinds[CK_LAYER_TYPE_COUNT] = {
     [CK_LAYER_ADD] = &ck_lk_add,
     [CK_LAYER_CONCATENATE] = &ck_lk_concat,
     [CK_LAYER_RESCALING] = &ck_lk_rescaling,
+    [CK_LAYER_GLOBALMAXPOOL2D] = &ck_lk_gmp2d,
 };
 
 const ck_layer_kind *ck_layer_kind_of(ck_layer_type t) {
     /* unsigned: a negative value from a cast int is out of range too */
     return (unsigned)t < (unsigned)CK_LAYER_TYPE_COUNT ? k_kinds[t] : NULL;
+}
+
+int ck_lk_flattens(ck_layer_type t) {
+    const ck_layer_kind *k = ck_layer_kind_of(t);
+    return k && (k->flags & CK_LK_FLATTENS);
 }
 
 const ck_keras_class *ck_keras_class_find(const char *cls, const ck_layer_kind **kind) {

@@ -1,4 +1,5 @@
-/* GlobalAveragePooling2D and Flatten: the two layers that turn (H, W, C) into a vector. */
+/* GlobalAveragePooling2D, GlobalMaxPooling2D and Flatten: the layers that turn (H, W, C) into a
+ * vector. */
 #include "exec.h"
 #include "layer.h"
 #include "model_internal.h"
@@ -12,7 +13,7 @@ static ck_status gap2d_infer(ck_context *ctx, const ck_layer_desc *d, int index,
     if (in->flat)
         return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
                        "layer %d (%s '%s'): needs a 4-D input, got (None, %d)", index,
-                       ck_lk_gap2d.keras_name, d->name, in->c);
+                       ck_layer_type_name(d->type), d->name, in->c);
     *out = (ck_shape3){1, 1, in->c, 1};
     return CK_STATUS_SUCCESS;
 }
@@ -23,6 +24,22 @@ static int gap2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_sha
     (void)spec;
     (void)at;
     ck_lk_node(&nodes[0], &ck_nk_gap, in, out);
+    return 1;
+}
+
+/* the max over the whole map: the pooling node with one H x W window (first maximum, its
+ * gradient to that cell, as MaxPooling2D), its (1, 1, C) output read as the vector (C) */
+static int gmp2d_lower(const ck_layer_desc *d, const ck_shape3 *in, const ck_shape3 *out,
+                       const ck_param_spec *spec, const ck_layer_place *at, ck_node *nodes) {
+    (void)spec;
+    (void)at;
+    ck_layer_desc w = *d;
+    w.kernel_h = w.stride_h = in->h;
+    w.kernel_w = w.stride_w = in->w;
+    w.padding = CK_PADDING_VALID;
+    ck_lk_node(&nodes[0], &ck_nk_pool, in, out);
+    ck_lk_window_geom(&w, in, in->c, 0, &nodes[0].geom); /* one window: always fits */
+    nodes[0].is_max = 1;
     return 1;
 }
 
@@ -38,7 +55,12 @@ static const ck_keras_class gap2d_classes[] = {
     {"GlobalAvgPool2D", gap2d_args, 2, 1, gap2d_bind, NULL},
     {0}};
 
-/* GlobalAveragePooling2D and Flatten write only their data format. */
+static const ck_keras_class gmp2d_classes[] = {
+    {"GlobalMaxPooling2D", gap2d_args, 2, 0, gap2d_bind, NULL},
+    {"GlobalMaxPool2D", gap2d_args, 2, 1, gap2d_bind, NULL},
+    {0}};
+
+/* GlobalAveragePooling2D, GlobalMaxPooling2D and Flatten write only their data format. */
 static int reshape_put(ck_kput *w, const ck_layer_desc *d) {
     (void)d;
     return w->str(w, "data_format", "channels_last");
@@ -52,6 +74,17 @@ const ck_layer_kind ck_lk_gap2d = {
     .infer = gap2d_infer,
     .lower = gap2d_lower,
     .keras_classes = gap2d_classes,
+    .keras_put = reshape_put,
+};
+
+const ck_layer_kind ck_lk_gmp2d = {
+    .type = CK_LAYER_GLOBALMAXPOOL2D,
+    .keras_name = "GlobalMaxPooling2D",
+    .base_name = "global_max_pooling2d",
+    .flags = CK_LK_NEEDS_4D | CK_LK_FLATTENS | CK_LK_KEEPS_CHANNELS,
+    .infer = gap2d_infer,
+    .lower = gmp2d_lower,
+    .keras_classes = gmp2d_classes,
     .keras_put = reshape_put,
 };
 
