@@ -629,6 +629,93 @@ Test(keras_parse, runs_calls_loops_and_conditions) {
               "line 3, column 9: ", "statements read");
 }
 
+/* The running reader's audit (each case against real Keras 3.15.1 run on the same file): Python's
+ * semantics where the reader runs the text, a refusal where it cannot know, never a different
+ * model. units(m) lists the Dense units of a parse. */
+static void dense_units(const char *text, const int *want, int n) {
+    ck_keras_model m = parse_ok(text);
+    int k = 0;
+    for (int i = 0; i < m.count; ++i)
+        if (m.layers[i].type == CK_LAYER_DENSE) {
+            cr_assert(k < n && m.layers[i].units == want[k], "Dense %d: %d units\n%s", k,
+                      m.layers[i].units, text);
+            ++k;
+        }
+    cr_assert_eq(k, n, "%d Dense layers, %d expected\n%s", k, n, text);
+    ck_keras_model_free(&m);
+}
+
+#define SEQ20 "m = keras.Sequential([keras.Input(shape=(20,))])\n"
+
+Test(keras_parse, runs_as_python_or_refuses) {
+    /* a call in an if's condition runs there; the else of a loop that ends in break does not */
+    dense_units("def pick(sizes):\n    for s in sizes:\n        if s > 100:\n            break\n"
+                "    else:\n        return 8\n    return 64\n" SEQ20
+                "if pick([1, 200]) > 10:\n    m.add(layers.Dense(64))\nm.add(layers.Dense(10))\n",
+                (const int[]){64, 10}, 2);
+    /* a function reads the module's names, not its caller's (filters = 8 here) */
+    dense_units("units = 8\ndef head():\n    return layers.Dense(units)\n"
+                "def build(units):\n    return keras.Sequential([keras.Input(shape=(4,)), head(), "
+                "layers.Dense(units)])\nm = build(3)\n",
+                (const int[]){8, 3}, 2);
+    /* a parameter named like a function is what is called; a nested def stays in its call */
+    dense_units(
+        "def narrow():\n    return layers.Dense(2)\ndef wide():\n    return layers.Dense(9)\n"
+        "def build(make=narrow):\n    def narrow():\n        return layers.Dense(5)\n"
+        "    return keras.Sequential([keras.Input(shape=(4,)), make(), narrow()])\n"
+        "m = build(make=wide)\nm2 = narrow\n",
+        (const int[]){9, 5}, 2);
+    /* only the branch a conditional expression picks runs; a comprehension's item only with
+     * its name bound */
+    dense_units(
+        "def big(m):\n    m.add(layers.Dense(256))\ndef small(m):\n    m.add(layers.Dense(8))\n"
+        "def dense(m, n):\n    m.add(layers.Dense(n))\n"
+        "n = 128\n" SEQ20 "big(m) if False else small(m)\n"
+        "[dense(m, n) for n in (16, 32)]\n",
+        (const int[]){8, 16, 32}, 3);
+    /* the model under another name; a list built by append; an annotated and an item assignment;
+     * a mutable default changed by += (Python keeps the object) */
+    dense_units("def hidden(model):\n    model.add(layers.Dense(64))\n    return model\n" SEQ20
+                "net = hidden(m)\nnet.add(layers.Dense(7))\nm.add(layers.Dense(10))\n",
+                (const int[]){64, 7, 10}, 3);
+    dense_units("stack = [keras.Input(shape=(20,))]\nfor u in (64, 32):\n"
+                "    stack.append(layers.Dense(u))\nunits: int = 5\n"
+                "m = keras.Sequential(stack + [layers.Dense(units)])\n",
+                (const int[]){64, 32, 5}, 3);
+    dense_units("def width(extra=[4]):\n    extra += [4]\n    return extra\nwidth()\n"
+                "m = keras.Sequential([keras.Input(shape=(3,))] + [layers.Dense(u) for u in "
+                "width()])\n",
+                (const int[]){4, 4, 4}, 3);
+    /* integers compare exactly; __name__ is '__main__' */
+    dense_units(
+        SEQ20 "if 2 ** 53 + 1 == 2 ** 53:\n    m.add(layers.Dense(64))\n"
+              "if __name__ != '__main__':\n    m.add(layers.Dense(32))\nm.add(layers.Dense(10))\n",
+        (const int[]){10}, 1);
+    /* refused: what the reader cannot know or does not run */
+    parse_err(SEQ20 "n = 0\nwhile n < 3:\n    n += 1\nelse:\n    m.add(layers.Dense(64))\n",
+              "line 6, column 5: expected model statements outside loops", "'else' at line 5");
+    parse_err("units = 16\ndef widen():\n    global units\n    units = 64\nwiden()\n",
+              "line 3, column 5: expected no global statement", NULL);
+    parse_err("m = keras.Sequential([keras.Input(shape=(64,))] + [layers.Dense(64)] * 3)\n",
+              "line 1, column ", "repeated with *");
+    parse_err("add = lambda m, n: m.add(layers.Dense(n))\n" SEQ20 "add(m, 64)\n",
+              "line 3, column 5: expected the model passed only to functions cnnkit runs",
+              "add(...)");
+    parse_err("units = 16\nif True: units = 128\n"
+              "m = keras.Sequential([keras.Input(shape=(3,)), layers.Dense(units)])\n",
+              "line 3, column ", "one-line 'if' at line 2");
+    parse_err("sizes = [8, 16]\nsizes[0] = 64\n"
+              "m = keras.Sequential([keras.Input(shape=(3,)), layers.Dense(sizes[1])])\n",
+              "line 3, column ", NULL);
+    parse_err("try:\n    def block(f):\n        return layers.Dense(f)\nexcept ImportError:\n"
+              "    def block(f):\n        return layers.Dense(2 * f)\n"
+              "m = keras.Sequential([keras.Input(shape=(3,)), block(4)])\n",
+              "line 7, column ", "defined in a block cnnkit does not run");
+    parse_err("def dense(n): return layers.Dense(n)\n"
+              "m = keras.Sequential([keras.Input(shape=(3,)), dense(4)])\n",
+              "line 2, column ", "a one-line def");
+}
+
 /* kernel_initializer / bias_initializer: Keras's names, classes (a seed ignored, said), None. */
 Test(keras_parse, initializers) {
     ck_keras_model m = parse_ok(

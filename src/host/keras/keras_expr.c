@@ -166,14 +166,19 @@ static value *p_seq(kp *P, vkind kind, const tok *open) {
         if (ck_kp_is_op(ck_kp_peek(P), ws) || (ck_kp_at_end(P) && P->recovered) ||
             ck_kp_is_close(ck_kp_peek(P)))
             break;
-        const size_t item_b = P->pos;
+        const size_t item_b = P->pos, item_e = n == 0 ? ck_kp_comprehension_at(P) : 0;
+        if (item_e) { /* [Dense(n) for n in sizes]: the item read only with n bound */
+            P->pos = item_e;
+            value *c = kind == V_LIST ? ck_kp_comprehension(P, item_b, item_e) : NULL;
+            if (kind != V_LIST)
+                ck_kp_fail(P, ck_kp_peek(P)->line, ck_kp_peek(P)->col,
+                           "expected a list comprehension, found a generator expression (not "
+                           "read)");
+            return c && !expect_close(P, want, open, "'['", 1) ? c : NULL;
+        }
         value *it = ck_kp_p_expr(P);
         if (!it)
             return NULL;
-        if (n == 0 && kind == V_LIST && ck_kp_is_name(ck_kp_peek(P), "for")) {
-            value *c = ck_kp_comprehension(P, item_b, P->pos); /* [Dense(n) for n in sizes] */
-            return c && !expect_close(P, want, open, "'['", 1) ? c : NULL;
-        }
         items = (value **)ck_kp_grow(P, items, n, &cap, sizeof *items);
         if (!items)
             return NULL;
@@ -277,10 +282,26 @@ static int p_args(kp *P, value *call, const tok *open, int layer_call) {
 }
 
 static sym *find_sym(kp *P, const char *name, size_t len) {
-    for (sym *s = P->syms; s; s = s->next)
-        if (strlen(s->name) == len && memcmp(s->name, name, len) == 0)
-            return s;
-    return NULL;
+    return ck_kp_lookup(P, name, len);
+}
+
+/* Passing the model to a callable the reader does not run (a lambda, a method, a library
+ * function) would hide what it does to the model; the ones known to leave it alone pass. */
+static int model_arg(kp *P, const value *call) {
+    static const char *const leave[] = {"print", "plot_model", "save_model", "summary", "len",
+                                        "str",   "repr",       "type",       "id",      NULL};
+    const char *fn = ck_kp_last_component(call->s);
+    for (int i = 0; leave[i]; ++i)
+        if (!strcmp(fn, leave[i]))
+            return 0;
+    for (int i = 0; i < call->n; ++i)
+        if (ck_kp_is_model_value(P, call->args[i].v))
+            return ck_kp_fail(P, call->args[i].line, call->args[i].col,
+                              "expected the model passed only to functions cnnkit runs, found it "
+                              "passed to %s(...), which cnnkit does not run (it cannot tell what "
+                              "that does to the model)",
+                              call->s);
+    return 0;
 }
 
 /* Skips a balanced bracket group starting at the current '[' (or '('). */
@@ -391,7 +412,22 @@ static value *p_primary(kp *P) {
                     return NULL;
                 if (!(v = merge_function(P, v)))
                     return NULL;
-                if (k == 0 && !layer_written && !(v = ck_kp_call(P, v))) /* the text's def */
+                int called = 0;
+                if (k == 0 && !layer_written) {
+                    /* a variable of the name is what is called (conv=wide: wide), not the
+                     * text's function of that name */
+                    sym *var = find_sym(P, name, strlen(name));
+                    if (var && var->v && var->v->kind == V_NAME && !strchr(var->v->s, '.'))
+                        v->s = var->v->s;
+                    if (!var || (var->v && var->v->kind == V_NAME)) {
+                        value *r = ck_kp_call(P, v); /* the text's def */
+                        if (!r)
+                            return NULL;
+                        called = r != v;
+                        v = r;
+                    }
+                }
+                if (!called && v->kind == V_CALL && model_arg(P, v))
                     return NULL;
             } else {
                 sym *s = k == 0 ? find_sym(P, name, total) : NULL;
@@ -515,6 +551,8 @@ int ck_kp_is_num(const value *v) {
 
 /* Python arithmetic on numbers; anything else (or overflow) is an unknown value. */
 value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
+    if (a->kind == V_UNKNOWN || b->kind == V_UNKNOWN) /* why it is not known, kept */
+        return a->kind == V_UNKNOWN ? a : b;
     if (ck_kp_is_op(op, "+") && a->kind == b->kind && (a->kind == V_TUPLE || a->kind == V_LIST)) {
         value *v = ck_kp_new_value(P, a->kind, a->line, a->col); /* (180, 180) + (3,) */
         value **it = (value **)ck_kp_alloc(P, sizeof *it * (size_t)(a->n + b->n + 1));
@@ -533,6 +571,13 @@ value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
         ((seq_a ? a : b)->kind == V_TUPLE || (seq_a ? a : b)->kind == V_LIST)) {
         const value *q = seq_a ? a : b; /* (28,) * 2 */
         const long long times = (seq_a ? b : a)->i < 0 ? 0 : (seq_a ? b : a)->i;
+        for (int i = 0; i < q->n; ++i) /* [Dense(64)] * 3 is one layer three times in Keras */
+            if (q->items[i]->kind == V_APPLY ||
+                (q->items[i]->kind == V_CALL &&
+                 ck_keras_class_find(ck_kp_last_component(q->items[i]->s), NULL)))
+                return unknown_value(P, a->line, a->col,
+                                     "a list of layers repeated with *: Keras shares the one "
+                                     "layer (its weights) at each place, which cnnkit does not");
         if (times > 4096 || (long long)q->n * times > 4096)
             return unknown_value(P, a->line, a->col, "a repeated sequence of over 4096 items");
         value *v = ck_kp_new_value(P, q->kind, a->line, a->col);
@@ -674,6 +719,12 @@ value *ck_kp_p_expr(kp *P) {
                    KP_MAX_DEPTH);
         return NULL;
     }
+    const size_t cond = ck_kp_ternary_at(P); /* a if c else b: c first, one branch read */
+    if (cond) {
+        value *v = ck_kp_ternary(P, cond);
+        P->depth--;
+        return v;
+    }
     const size_t test_end = ck_kp_test_end(P); /* a comparison, and / or / not */
     value *a = test_end ? ck_kp_test_expr(P, test_end) : p_term(P);
     while (a && !test_end) {
@@ -684,8 +735,6 @@ value *ck_kp_p_expr(kp *P) {
         value *b = p_term(P);
         a = b ? ck_kp_arith(P, t, a, b) : NULL;
     }
-    if (a && ck_kp_is_name(ck_kp_peek(P), "if")) /* a if c else b */
-        a = ck_kp_ternary(P, a);
     P->depth--;
     return a;
 }

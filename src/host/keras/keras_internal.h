@@ -66,7 +66,9 @@
 #define KP_MAX_BLOCKS 64 /* nested compound statements tracked */
 #define KP_MAX_PARAMS 40 /* parameters of one class */
 #define KP_MSG_LEN 512
-#define KP_MAX_FN_LAYERS 256 /* layers of a functional model */
+#define KP_MAX_FN_LAYERS 256  /* layers of a functional model */
+#define KP_MAX_CALL_DEPTH_ 16 /* calls of the text's functions inside each other */
+#define KP_MAX_STEPS_ 200000  /* statements (and loop passes) read: loops and calls are run */
 
 /* A tensor name of a functional model: the layer whose output it is (-1: the Input). */
 typedef struct ktensor {
@@ -180,6 +182,9 @@ typedef struct kp_fn {
     size_t body_b, body_e; /* the body's statements: tokens [body_b, body_e) of kp.toks */
     int nparams;
     kp_param params[KP_MAX_FN_PARAMS];
+    const char *refuse; /* why a call of it is refused (a one-line or decorated def, or one in a
+                           block the reader does not run), or NULL */
+    int def_frame;      /* the id of the call whose body ran the def (0: the module) */
 } kp_fn;
 
 enum { KP_FLOW_NONE, KP_FLOW_BREAK, KP_FLOW_CONTINUE, KP_FLOW_RETURN };
@@ -227,6 +232,17 @@ typedef struct kp {
     int call_depth;
     long long steps;
     int hard, quiet;
+    int decorated; /* the statement before was a decorator (@...) */
+    /* the model's other names (net = model; a helper's parameter while it runs) */
+    char model_alias[8][64];
+    int nmodel_alias;
+    /* the calls being read, by depth 1 .. call_depth: the first name below each one's names, its
+     * id, and the id of the call whose body defined its function (0: the module) */
+    sym *frame_scope[KP_MAX_CALL_DEPTH_ + 2];
+    int frame_id[KP_MAX_CALL_DEPTH_ + 2], frame_closure[KP_MAX_CALL_DEPTH_ + 2], frame_ids;
+    int push_only;    /* bind new names (a comprehension's own), never set an existing one */
+    size_t *body_end; /* by the token after a def / for header: where its body ends (0: not yet
+                         found); ntok + 1 entries, allocated on the context */
     /* the if-chain that ended last (an elif / else at its indent continues it) */
     int chain_indent, chain_taken, chain_known;
     /* from ... import A as B: B stands for A (a layer class, an optimizer) */
@@ -381,6 +397,13 @@ int ck_kp_block_end(kp *P, size_t i, int col, size_t *end);
 int ck_kp_bind_name(kp *P, const char *name, int line, value *v);
 int ck_kp_bind_tok(kp *P, const tok *name, value *v);
 value *ck_kp_return_value(kp *P, size_t k);
+/* v stands for the model (its name, another name of it, a function's return of it); t becomes
+ * another name of the model (its first when it has none). */
+int ck_kp_is_model_value(kp *P, const value *v);
+int ck_kp_model_name(kp *P, const tok *t);
+/* The variable a name reads in the scope being read (Python's: the call's own names, then the
+ * names of the call that defined its function, then the module's), or NULL. */
+sym *ck_kp_lookup(kp *P, const char *name, size_t len);
 
 /* keras_run.c: the condition of tokens [b, e) of the statement: 1 true, 0 false, -1 not known,
  * -2 failed (an error is set); `a if c else b` after a was read (at 'if'); a def at token b
@@ -388,7 +411,12 @@ value *ck_kp_return_value(kp *P, size_t k);
  * when it names none; NULL on error); break / continue / return at token b; a for loop the
  * reader runs (1; 0: its sequence is not known, -1 error). */
 int ck_kp_condition(kp *P, size_t b, size_t e);
-value *ck_kp_ternary(kp *P, value *a);
+/* A conditional expression from kp.pos: the index of its 'if' (0: none); its value (only the
+ * branch the condition picks is read, as Python runs it). */
+size_t ck_kp_ternary_at(kp *P);
+value *ck_kp_ternary(kp *P, size_t at);
+/* A list comprehension from kp.pos: the index of its 'for' (0: none). */
+size_t ck_kp_comprehension_at(kp *P);
 /* An expression from kp.pos that is a test (a comparison, and / or / not at its top level): its
  * end, else 0; and its value, read up to that end (Python's: a bool, or the operand of and / or
  * that decides). */

@@ -104,6 +104,8 @@ void ck_kp_free(kp *P) {
     }
     ck_host_free(P->ctx, P->toks);
     ck_host_free(P->ctx, P->cur);
+    ck_host_free(P->ctx, P->body_end);
+    P->body_end = NULL;
     ck_host_free(P->ctx, P->layers);
     P->toks = NULL;
     P->cur = NULL;

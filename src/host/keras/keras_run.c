@@ -17,8 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define KP_MAX_CALL_DEPTH 16 /* calls of the text's functions inside each other */
-#define KP_MAX_ITEMS 4096    /* items of one for loop */
+#define KP_MAX_CALL_DEPTH KP_MAX_CALL_DEPTH_
+#define KP_MAX_ITEMS 4096 /* items of one for loop */
 
 static int tok_is(const tok *t, const char *name) {
     return t->kind == TK_NAME && ck_kp_is_name(t, name);
@@ -37,7 +37,9 @@ static int is_close(const tok *t) {
  * ------------------------------------------------------------------------------------------- */
 /* A value Python's comparisons can judge here: a constant, a tuple or list of them, a tensor
  * or the model (never None, never equal to a constant). */
-static int known(const value *v) {
+static int known_d(const value *v, int depth) {
+    if (depth > KP_MAX_DEPTH) /* a list nested deeper than an expression can be: not judged */
+        return 0;
     switch (v->kind) {
     case V_NONE:
     case V_BOOL:
@@ -48,7 +50,7 @@ static int known(const value *v) {
     case V_TUPLE:
     case V_LIST:
         for (int i = 0; i < v->n; ++i)
-            if (!known(v->items[i]))
+            if (!known_d(v->items[i], depth + 1))
                 return 0;
         return 1;
     case V_NAME:
@@ -56,6 +58,10 @@ static int known(const value *v) {
     default:
         return 0;
     }
+}
+
+static int known(const value *v) {
+    return known_d(v, 0);
 }
 
 static int is_number(const value *v) {
@@ -66,12 +72,10 @@ static double num(const value *v) {
     return v->kind == V_FLOAT ? v->f : (double)v->i;
 }
 
-/* a == b as Python decides it for known values; -1 when either is not known */
-static int equal(const value *a, const value *b) {
-    if (!known(a) || !known(b))
-        return -1;
+/* a == b as Python decides it for known values (checked by the caller); integers exactly */
+static int equal_known(const value *a, const value *b) {
     if (is_number(a) && is_number(b))
-        return num(a) == num(b);
+        return a->kind != V_FLOAT && b->kind != V_FLOAT ? a->i == b->i : num(a) == num(b);
     if (a->kind != b->kind)
         return 0;
     switch (a->kind) {
@@ -84,12 +88,17 @@ static int equal(const value *a, const value *b) {
         if (a->n != b->n)
             return 0;
         for (int i = 0; i < a->n; ++i)
-            if (!equal(a->items[i], b->items[i]))
+            if (!equal_known(a->items[i], b->items[i]))
                 return 0;
         return 1;
     default:
         return a->i == b->i; /* the same tensor */
     }
+}
+
+/* a == b; -1 when either is not known */
+static int equal(const value *a, const value *b) {
+    return known(a) && known(b) ? equal_known(a, b) : -1;
 }
 
 /* Truth of a value: 1, 0, or -1 when not known. */
@@ -202,6 +211,10 @@ static int compare(int op, const value *a, const value *b) {
         return in < 0 ? -1 : op == CMP_IN ? in : !in;
     }
     default:
+        if (is_number(a) && is_number(b) && a->kind != V_FLOAT && b->kind != V_FLOAT) {
+            const long long x = a->i, y = b->i; /* integers exactly (2**53 + 1 > 2**53) */
+            return op == CMP_LT ? x < y : op == CMP_LE ? x <= y : op == CMP_GT ? x > y : x >= y;
+        }
         if (is_number(a) && is_number(b)) {
             const double x = num(a), y = num(b);
             return op == CMP_LT ? x < y : op == CMP_LE ? x <= y : op == CMP_GT ? x > y : x >= y;
@@ -270,7 +283,13 @@ static value *test_cmp(kp *P, size_t b, size_t e) {
 
 static value *test_not(kp *P, size_t b, size_t e) {
     if (b < e && tok_is(&P->cur[b], "not")) {
+        if (++P->depth > KP_MAX_DEPTH) {
+            ck_kp_fail(P, P->cur[b].line, P->cur[b].col,
+                       "expected an expression nested at most %d deep", KP_MAX_DEPTH);
+            return NULL;
+        }
         const value *v = test_not(P, b + 1, e);
+        P->depth--;
         const int c = v ? truth(v) : 0;
         return v ? bool_value(P, c < 0 ? c : !c, b) : NULL;
     }
@@ -335,26 +354,60 @@ value *ck_kp_test_expr(kp *P, size_t e) {
     return v;
 }
 
-value *ck_kp_ternary(kp *P, value *a) {
-    const tok *t = ck_kp_advance(P); /* 'if' */
-    const size_t c0 = P->pos, els = find_top(P, c0, P->end, "else");
-    if (els == P->end) {
+/* The end of the expression from token k: the first ',', ':', '=', 'for' or 'lambda' at depth 0,
+ * or closing bracket below it; a conditional expression's if / else are inside it. */
+static size_t expr_end(kp *P, size_t k) {
+    for (int d = 0; k < P->end; ++k) {
+        const tok *t = &P->cur[k];
+        if (is_open(t))
+            ++d;
+        else if (is_close(t) && --d < 0)
+            break;
+        else if (d == 0 && (ck_kp_is_op(t, ",") || ck_kp_is_op(t, ":") || ck_kp_is_op(t, "=") ||
+                            tok_is(t, "for") || tok_is(t, "lambda")))
+            break;
+    }
+    return k;
+}
+
+size_t ck_kp_ternary_at(kp *P) {
+    const size_t e = expr_end(P, P->pos), i = find_top(P, P->pos, e, "if");
+    return i > P->pos && i < e ? i : 0;
+}
+
+value *ck_kp_ternary(kp *P, size_t at) {
+    const tok *t = &P->cur[at];
+    const size_t b = P->pos, e = expr_end(P, at), els = find_top(P, at + 1, e, "else");
+    if (els == e) {
         ck_kp_fail(P, t->line, t->col, "expected 'else' in the conditional expression");
         return NULL;
     }
-    const int c = ck_kp_condition(P, c0, els);
+    /* as Python: the condition first, then only the branch it picks */
+    const int c = ck_kp_condition(P, at + 1, els);
     if (c == -2)
         return NULL;
-    P->pos = els + 1;
-    value *b = ck_kp_p_expr(P);
-    if (!b)
-        return NULL;
-    if (c >= 0)
-        return c ? a : b;
-    value *u = ck_kp_new_value(P, V_UNKNOWN, a->line, a->col);
-    if (u)
-        u->s = "a conditional expression whose condition cnnkit cannot read";
-    return u;
+    value *v;
+    if (c == 1) {
+        const size_t end = P->end;
+        P->end = at;
+        v = ck_kp_p_full_expr(P);
+        P->end = end;
+        P->pos = e;
+    } else if (c == 0) {
+        P->pos = els + 1;
+        v = ck_kp_p_expr(P);
+    } else {
+        v = ck_kp_new_value(P, V_UNKNOWN, P->cur[b].line, P->cur[b].col);
+        if (v)
+            v->s = "a conditional expression whose condition cnnkit cannot read";
+        P->pos = e;
+    }
+    return v;
+}
+
+size_t ck_kp_comprehension_at(kp *P) {
+    const size_t e = expr_end(P, P->pos);
+    return e < P->end && e > P->pos && tok_is(&P->cur[e], "for") ? e : 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -451,6 +504,7 @@ int ck_kp_def(kp *P, size_t b, size_t e, size_t body_b, size_t body_e) {
     f->indent = P->cur[b].col;
     f->body_b = body_b;
     f->body_e = body_e;
+    f->def_frame = P->call_depth ? P->frame_id[P->call_depth] : 0;
     int depth = 0, kw_only = 0;
     size_t k0 = b + 3;
     for (size_t k = b + 3; k < e; ++k) {
@@ -544,10 +598,28 @@ static int bind(kp *P, const kp_fn *f, const value *call, value **vals) {
     return 0;
 }
 
-/* The model's variable name given as an argument (a Sequential helper's `model`). */
 static int is_model(kp *P, const value *v) {
-    return v->kind == V_NAME &&
-           (v->i == KP_MODEL_ID || (v->i == 0 && P->model_var[0] && !strcmp(v->s, P->model_var)));
+    return ck_kp_is_model_value(P, v);
+}
+
+static sym *scan(sym *from, sym *to, const char *name, size_t len) {
+    for (sym *s = from; s && s != to; s = s->next)
+        if (strlen(s->name) == len && memcmp(s->name, name, len) == 0)
+            return s;
+    return NULL;
+}
+
+sym *ck_kp_lookup(kp *P, const char *name, size_t len) {
+    sym *s = scan(P->syms, P->scope, name, len);
+    const int d = P->call_depth;
+    if (s || d == 0)
+        return s;
+    for (int e = d - 1; e >= 1 && P->frame_closure[d]; --e) /* the defining call's names */
+        if (P->frame_id[e] == P->frame_closure[d])
+            return (s = scan(P->frame_scope[e + 1], P->frame_scope[e], name, len))
+                       ? s
+                       : scan(P->frame_scope[1], NULL, name, len);
+    return scan(P->frame_scope[1], NULL, name, len); /* the module's */
 }
 
 /* The statement state a call replaces, restored when it returns. */
@@ -620,6 +692,13 @@ value *ck_kp_call(kp *P, value *call) {
     kp_fn *f = find_fn(P, call->s);
     if (!f)
         return call;
+    if (f->refuse) {
+        P->hard = 1;
+        ck_kp_fail(P, call->line, call->col,
+                   "expected a function cnnkit reads, found '%s' (line %d), %s", f->name, f->line,
+                   f->refuse);
+        return NULL;
+    }
     if (P->call_depth == KP_MAX_CALL_DEPTH || P->nblocks == KP_MAX_BLOCKS) {
         P->hard = 1;
         ck_kp_fail(P, call->line, call->col,
@@ -634,19 +713,29 @@ value *ck_kp_call(kp *P, value *call) {
         return NULL;
     }
     const kp_fn fn = *f; /* P->fns may gain entries while the body runs */
+    const int nfns = P->nfns;
     saved s;
     save(P, &s);
-    int alias = 0, rc = 0;
+    const int naliases = P->nmodel_alias, d = P->call_depth + 1;
+    P->frame_scope[d] = P->syms; /* = P->scope: the call's names start above it */
+    P->frame_id[d] = ++P->frame_ids;
+    P->frame_closure[d] = fn.def_frame;
+    P->call_depth++; /* its parameters are its own names */
+    int rc = 0;
     for (int i = 0; i < fn.nparams && !rc; ++i) {
-        if (is_model(P, vals[i]) && strlen(fn.params[i].name) < sizeof P->model_var) {
-            snprintf(P->model_var, sizeof P->model_var, "%s", fn.params[i].name);
-            alias = 1;
+        if (is_model(P, vals[i])) { /* a Sequential helper's model: another name of it */
+            tok t;
+            memset(&t, 0, sizeof t);
+            t.kind = TK_NAME;
+            t.src = fn.params[i].name;
+            t.len = (int)strlen(t.src);
+            t.line = call->line;
+            rc = ck_kp_model_name(P, &t);
             continue;
         }
         rc = ck_kp_bind_name(P, fn.params[i].name, call->line, vals[i]);
     }
     push_run(P, "def", fn.indent, call->line, 2);
-    P->call_depth++;
     if (!rc)
         rc = ck_kp_run(P, fn.body_b, fn.body_e);
     P->call_depth--;
@@ -654,8 +743,8 @@ value *ck_kp_call(kp *P, value *call) {
     P->flow = KP_FLOW_NONE;
     P->ret = NULL;
     restore(P, &s);
-    if (alias)
-        memcpy(P->model_var, s.model_var, sizeof P->model_var);
+    P->nfns = nfns; /* the defs its body made are its own names */
+    P->nmodel_alias = naliases;
     if (rc) {
         P->hard = 1; /* what failed in the body is the text's error, not an unknown value */
         return NULL;
@@ -715,8 +804,8 @@ int ck_kp_flow(kp *P, size_t b, size_t e) {
  * for loops
  * ------------------------------------------------------------------------------------------- */
 /* range(...), enumerate(...), zip(...) of known values, a list or a tuple: its items (n), or 0
- * when not known. */
-static int items_of(kp *P, const value *v, value ***out, int *n) {
+ * when not known. lazy (may be NULL): a range gives its start and step there, *out NULL. */
+static int items_of(kp *P, const value *v, value ***out, int *n, long long *lazy) {
     *n = 0;
     if (v->kind == V_TUPLE || v->kind == V_LIST) {
         *out = v->items;
@@ -744,6 +833,13 @@ static int items_of(kp *P, const value *v, value ***out, int *n) {
         cnt = cnt < 0 ? 0 : cnt;
         if (cnt > KP_MAX_ITEMS)
             return 0;
+        if (lazy) { /* a for loop makes each number when it gets there */
+            lazy[0] = a[0];
+            lazy[1] = a[2];
+            *out = NULL;
+            *n = (int)cnt;
+            return 1;
+        }
         value **it = (value **)ck_kp_alloc(P, sizeof *it * (size_t)(cnt + 1));
         if (!it)
             return -1;
@@ -769,7 +865,7 @@ static int items_of(kp *P, const value *v, value ***out, int *n) {
         start = v->args[1].v->i;
     }
     for (int i = 0; i < k; ++i) {
-        if (v->args[i].kw || items_of(P, v->args[i].v, &seq[i], &len[i]) != 1)
+        if (v->args[i].kw || items_of(P, v->args[i].v, &seq[i], &len[i], NULL) != 1)
             return 0;
         m = len[i] < m ? len[i] : m;
     }
@@ -839,7 +935,8 @@ int ck_kp_for(kp *P, size_t b, size_t e, size_t body_b, size_t body_e) {
         return P->failed ? -1 : 0;
     value **items;
     int n;
-    const int r = items_of(P, seqv, &items, &n);
+    long long lazy[2];
+    const int r = items_of(P, seqv, &items, &n, lazy);
     if (r <= 0)
         return r;
     const int base = P->nblocks;
@@ -848,7 +945,19 @@ int ck_kp_for(kp *P, size_t b, size_t e, size_t body_b, size_t body_e) {
         return ck_kp_fail(P, t0.line, t0.col, "expected blocks nested at most %d deep",
                           KP_MAX_BLOCKS);
     for (int j = 0; j < n && !broke; ++j) {
-        if (bind_targets(P, tg, nt, items[j]))
+        value *item = items ? items[j] : ck_kp_new_value(P, V_INT, t0.line, t0.col);
+        if (!item)
+            return -1;
+        if (!items) {
+            item->i = lazy[0] + j * lazy[1];
+            item->f = (double)item->i;
+        }
+        if (++P->steps > KP_MAX_STEPS_) /* a pass reads at least its first statement */
+            return ck_kp_fail(P, t0.line, t0.col,
+                              "expected at most %d statements read (loops and calls run), found "
+                              "more",
+                              KP_MAX_STEPS_);
+        if (bind_targets(P, tg, nt, item))
             return -1;
         push_run(P, "for", t0.col, t0.line, 1);
         const int rc = ck_kp_run(P, body_b, body_e);
@@ -903,12 +1012,14 @@ value *ck_kp_comprehension(kp *P, size_t item_b, size_t item_e) {
     for (size_t k = f + 1; k < in && nt < 8; ++k)
         if (P->cur[k].kind == TK_NAME && !ck_kp_is_keyword(&P->cur[k]))
             tg[nt++] = P->cur[k];
-        else if (!ck_kp_is_op(&P->cur[k], ",") && !is_open(&P->cur[k]) && !is_close(&P->cur[k]))
-            return unknown(P, &t0, "a list comprehension that cnnkit does not read");
+        else if (!ck_kp_is_op(&P->cur[k], ","))
+            return unknown(P, &t0,
+                           "a list comprehension that cnnkit does not read (its names "
+                           "nested in parentheses)");
     value *seqv = side(P, in + 1, nconds ? conds[0] : close);
     value **items;
     int n = 0;
-    const int r = seqv ? items_of(P, seqv, &items, &n) : P->failed ? -1 : 0;
+    const int r = seqv ? items_of(P, seqv, &items, &n, NULL) : P->failed ? -1 : 0;
     if (r < 0)
         return NULL;
     if (r == 0 || nt == 0)
@@ -917,8 +1028,8 @@ value *ck_kp_comprehension(kp *P, size_t item_b, size_t item_e) {
     value *list = ck_kp_new_value(P, V_LIST, t0.line, t0.col);
     if (!out || !list)
         return NULL;
-    sym *syms = P->syms, *scope = P->scope;
-    P->scope = P->syms; /* its names are its own */
+    sym *syms = P->syms;
+    P->push_only++; /* its names are its own: new ones, gone after it */
     int m = 0, known_all = 1;
     for (int j = 0; j < n && known_all; ++j) {
         if (bind_targets(P, tg, nt, items[j]))
@@ -942,7 +1053,7 @@ value *ck_kp_comprehension(kp *P, size_t item_b, size_t item_e) {
     }
     const int failed = P->failed;
     P->syms = syms;
-    P->scope = scope;
+    P->push_only--;
     P->pos = close;
     if (failed)
         return NULL;

@@ -142,6 +142,7 @@ static int tok_is(const tok *t, const char *name) {
 }
 
 static const tok *setting_call(kp *P, size_t b, size_t e);
+static int is_model_tok(kp *P, const tok *t);
 static int setting(kp *P, size_t b, size_t e, const tok *fn);
 
 /* Tokens from k: `[a.b.]Sequential(` inside the current statement? */
@@ -224,13 +225,32 @@ static int model_create(kp *P, const tok *var, size_t rhs) {
 static int add_sym(kp *P, const tok *name, value *v, const char *why) {
     if (v && v->kind == V_APPLY && !(v = ck_kp_apply_now(P, v))) /* y = a if c else L()(x) */
         return -1;
+    if (v && (v->kind == V_LIST || v->kind == V_TUPLE)) /* [L()(x) for ...]: made once, here */
+        for (int i = 0; i < v->n; ++i)
+            if (v->items[i]->kind == V_APPLY) {
+                value *c = ck_kp_new_value(P, v->kind, v->line, v->col);
+                value **it = (value **)ck_kp_alloc(P, sizeof *it * (size_t)(v->n + 1));
+                if (!c || !it)
+                    return -1;
+                for (int j = 0; j < v->n; ++j)
+                    if (!(it[j] = ck_kp_apply_now(P, v->items[j])))
+                        return -1;
+                c->n = v->n;
+                c->items = it;
+                v = c;
+                break;
+            }
     if (v && v->kind == V_UNKNOWN) {
         why = v->s;
         v = NULL;
     }
     /* a name of this scope (the module, or the call being read) is set again in place: loops
      * assign the same names many times */
-    for (sym *o = P->syms; o && o != P->scope; o = o->next)
+    for (int i = 0; i < P->nmodel_alias; ++i) /* another name of the model, now something else */
+        if ((size_t)name->len == strlen(P->model_alias[i]) &&
+            !memcmp(P->model_alias[i], name->src, (size_t)name->len))
+            memmove(P->model_alias[i], P->model_alias[--P->nmodel_alias], sizeof P->model_alias[i]);
+    for (sym *o = P->push_only ? NULL : P->syms; o && o != P->scope; o = o->next)
         if ((size_t)name->len == strlen(o->name) &&
             !memcmp(o->name, name->src, (size_t)name->len)) {
             o->v = v;
@@ -322,15 +342,8 @@ static int assign(kp *P, const tok *const *targets, int nt, size_t rhs) {
     const char *why = NULL;
     if (!v && !(why = unreadable(P, "an expression")))
         return -1;
-    if (nt == 1 && v && v->kind == V_NAME && v->i == KP_MODEL_ID) { /* model = build_model() */
-        const tok *t = targets[0];
-        if ((size_t)t->len >= sizeof P->model_var)
-            return ck_kp_fail(P, t->line, t->col,
-                              "expected a model variable name of at most %d characters",
-                              (int)sizeof P->model_var - 1);
-        snprintf(P->model_var, sizeof P->model_var, "%.*s", t->len, t->src);
-        return 0;
-    }
+    if (nt == 1 && v && ck_kp_is_model_value(P, v)) /* model = build_model(), net = model */
+        return ck_kp_model_name(P, targets[0]);
     if (nt == 1)
         return add_sym(P, targets[0], v, why);
     int spread = v && (v->kind == V_TUPLE || v->kind == V_LIST) && v->n == nt;
@@ -389,7 +402,14 @@ static int aug_assign(kp *P, const tok *name, const tok *op, size_t rhs) {
     }
     tok bare = *op; /* "+=" read as "+" */
     bare.len -= 1;
-    return add_sym(P, name, ck_kp_arith(P, &bare, a, b), NULL);
+    value *r = ck_kp_arith(P, &bare, a, b);
+    sym *s = ck_kp_lookup(P, name->src, (size_t)name->len);
+    if (r && r->kind == V_LIST && a->kind == V_LIST && s && s->v && s->v->kind == V_LIST) {
+        s->v->items = r->items; /* a list's += changes the object (a default keeps it) */
+        s->v->n = r->n;
+        return 0;
+    }
+    return add_sym(P, name, r, NULL);
 }
 
 static const char *const k_skipped_methods[] = {"summary",
@@ -480,8 +500,8 @@ static int model_method(kp *P, size_t b) {
             if (P->added[i] == layer->args)
                 return ck_kp_fail(P, layer->line, layer->col,
                                   "expected a new layer in %s.add(...), found one already added "
-                                  "(Keras refuses a layer added twice; cnnkit shares no weights "
-                                  "between layers)",
+                                  "(Keras shares that one layer's weights at both places; cnnkit "
+                                  "shares no weights between layers)",
                                   P->model_var);
         if (layer->kind == V_CALL && layer->args &&
             P->n_added < (int)(sizeof P->added / sizeof *P->added))
@@ -502,7 +522,7 @@ static int check_skipped(kp *P, size_t b, size_t e) {
         return 0;
     for (size_t k = b; k + 2 < e; ++k) {
         const tok *t = &P->cur[k], *m = &P->cur[k + 2];
-        if (tok_is(t, P->model_var) && ck_kp_is_op(&P->cur[k + 1], ".") &&
+        if (is_model_tok(P, t) && ck_kp_is_op(&P->cur[k + 1], ".") &&
             (tok_is(m, "add") || tok_is(m, "compile") || tok_is(m, "pop")))
             return ck_kp_fail(P, t->line, t->col,
                               "expected %s.%.*s(...) as a statement of its own, found it inside "
@@ -515,7 +535,9 @@ static int check_skipped(kp *P, size_t b, size_t e) {
 /* An if / elif / else block: which of its chain's branches runs, when the conditions say. */
 static int branch(kp *P, const tok *t0, size_t b, size_t e, block *bl) {
     const int cont = (tok_is(t0, "elif") || tok_is(t0, "else")) && P->chain_indent == t0->col;
-    const int taken0 = cont ? P->chain_taken : 0, known0 = cont ? P->chain_known : 1;
+    /* an else of nothing known (a while, a loop not run, a try): whether it runs is not known */
+    const int orphan = !cont && (tok_is(t0, "elif") || tok_is(t0, "else"));
+    const int taken0 = cont ? P->chain_taken : 0, known0 = cont ? P->chain_known : !orphan;
     int c = 1; /* else */
     if (!tok_is(t0, "else"))
         c = known0 && !taken0 ? ck_kp_condition(P, b + 1, e - 1) : -1;
@@ -536,6 +558,99 @@ static const char *const k_compound[] = {"if",    "elif",   "else",    "for",  "
                                          "try",   "except", "finally", "with", "def",
                                          "class", "async",  NULL};
 static const char *const k_transparent[] = {"try", "finally", "with", "class", "async", NULL};
+
+/* A name the model is known by (model, and net after net = model or net = build(model)). */
+static int is_model_tok(kp *P, const tok *t) {
+    if (t->kind != TK_NAME || !P->model_var[0])
+        return 0;
+    if (tok_is(t, P->model_var))
+        return 1;
+    for (int i = 0; i < P->nmodel_alias; ++i)
+        if (tok_is(t, P->model_alias[i]))
+            return 1;
+    return 0;
+}
+
+/* NAME.append(x) / extend(xs) / insert(i, x) on a list the reader knows: the list, changed in
+ * place (where the name is bound, as Python mutates the object); another method of a known list
+ * (pop, remove, sort, ...) leaves it unknown. 1: done, 0: not a list method call. */
+static int list_method(kp *P, size_t b, size_t e) {
+    const tok *t0 = &P->cur[b], *m = &P->cur[b + 2];
+    sym *s = ck_kp_lookup(P, t0->src, (size_t)t0->len);
+    if (!s || !s->v || (s->v->kind != V_LIST && s->v->kind != V_TUPLE))
+        return 0;
+    P->pos = b;
+    value *call = p_expr_list(P);
+    if (!call)
+        return -1;
+    value *l = s->v, *arg = call->kind == V_CALL && call->n ? call->args[0].v : NULL;
+    int at = -1; /* where the new items go */
+    value *const *add = &arg;
+    int nadd = arg ? 1 : 0;
+    if (l->kind == V_LIST && call->kind == V_CALL && !call->args[0].kw) {
+        if (tok_is(m, "append") && call->n == 1)
+            at = l->n;
+        else if (tok_is(m, "extend") && call->n == 1 &&
+                 (arg->kind == V_LIST || arg->kind == V_TUPLE))
+            at = l->n, add = arg->items, nadd = arg->n;
+        else if (tok_is(m, "insert") && call->n == 2 && arg->kind == V_INT) {
+            at = (int)(arg->i < 0 ? (arg->i + l->n < 0 ? 0 : arg->i + l->n)
+                                  : (arg->i > l->n ? l->n : arg->i));
+            add = &call->args[1].v;
+        }
+    }
+    if (at < 0) {
+        s->v = NULL;
+        s->why = ck_kp_printf(P,
+                              "a list changed by %.*s.%.*s(...) at line %d, which cnnkit "
+                              "does not follow",
+                              t0->len, t0->src, m->len, m->src, m->line);
+        return s->why ? 1 : -1;
+    }
+    value *n = l; /* changed in place */
+    value **it = (value **)ck_kp_alloc(P, sizeof *it * (size_t)(l->n + nadd + 1));
+    if (!it)
+        return -1;
+    for (int i = 0, j = 0; i <= l->n; ++i) {
+        if (i == at)
+            for (int k = 0; k < nadd; ++k)
+                if (!(it[j++] = ck_kp_apply_now(P, add[k]))) /* a layer call: made now */
+                    return -1;
+        if (i < l->n)
+            it[j++] = l->items[i];
+    }
+    (void)n;
+    l->n += nadd; /* the list object itself: a default or another name holding it sees it */
+    l->items = it;
+    return 1;
+}
+
+/* A one-line compound statement (if c: x = 1) is not read: the names it assigns are unknown after
+ * it, and a call of the text's functions in it is refused (model statements are, by
+ * check_skipped). */
+static int one_line(kp *P, const tok *t0, size_t b, size_t e) {
+    const char *why = ck_kp_printf(P,
+                                   "assigned in the one-line '%.*s' at line %d, which cnnkit "
+                                   "does not read",
+                                   t0->len, t0->src, t0->line);
+    if (!why)
+        return -1;
+    for (size_t k = b + 1; k < e; ++k) {
+        const tok *t = &P->cur[k];
+        if (ck_kp_is_fn(P, t) && k + 1 < e && ck_kp_is_op(&P->cur[k + 1], "(") &&
+            !ck_kp_is_op(&P->cur[k - 1], "."))
+            return ck_kp_fail(P, t->line, t->col,
+                              "expected the call of '%.*s' on a line of its own, found it in the "
+                              "one-line '%.*s' at line %d, which cnnkit does not read",
+                              t->len, t->src, t0->len, t0->src, t0->line);
+        if (t->kind == TK_NAME && !ck_kp_is_keyword(t) && k + 1 < e &&
+            (ck_kp_is_op(&P->cur[k + 1], "=") || is_aug_op(&P->cur[k + 1]) ||
+             ck_kp_is_op(&P->cur[k + 1], ".")) &&
+            add_sym(P, t, NULL, why))
+            return -1;
+    }
+    return 0;
+}
 
 /* One statement; *next: the token where the next one starts (past a def's or a run loop's body). */
 static int process(kp *P, const stmt *S, size_t *next) {
@@ -588,16 +703,35 @@ static int process(kp *P, const stmt *S, size_t *next) {
                 snprintf(P->aliases[P->naliases++].alias, 48, "%.*s", P->cur[k + 2].len,
                          P->cur[k + 2].src);
             }
-    if (tok_is(t0, "import") || tok_is(t0, "from"))
+    const int decorated = P->decorated;
+    P->decorated = ck_kp_is_op(t0, "@"); /* @decorator: the def after it */
+    if (tok_is(t0, "import") || tok_is(t0, "from") || P->decorated)
         return 0;
     const int header = ck_kp_is_op(&P->cur[e - 1], ":");
-    if (tok_is(t0, "def") && header) { /* recorded; its body is read at each call */
-        size_t body_e = 0;
-        if (ck_kp_block_end(P, *next, t0->col, &body_e) || ck_kp_def(P, b, e, *next, body_e))
+    if (tok_is(t0, "def")) { /* recorded; its body is read at each call */
+        size_t body_e = *next;
+        if ((header && ck_kp_block_end(P, *next, t0->col, &body_e)) ||
+            ck_kp_def(P, b, e, *next, body_e))
             return -1;
+        kp_fn *f = P->nfns ? &P->fns[P->nfns - 1] : NULL;
+        if (f && f->line == P->cur[b + 1].line) {
+            /* a def in a block the reader does not run, a decorated or one-line def: called,
+             * it is refused, never read as something else */
+            const char *why = unrun(P);
+            f->refuse = !header     ? "a one-line def, which cnnkit does not read (put its body "
+                                      "on lines of its own)"
+                        : decorated ? "decorated (@...), which cnnkit does not run"
+                        : why ? ck_kp_printf(P, "defined in a block cnnkit does not run (%s)", why)
+                              : NULL;
+        }
         *next = body_e;
         return 0;
     }
+    if ((tok_is(t0, "global") || tok_is(t0, "nonlocal")) && P->call_depth > 0)
+        return ck_kp_fail(P, t0->line, t0->col,
+                          "expected no %.*s statement in a function cnnkit runs: it keeps a "
+                          "function's names its own",
+                          t0->len, t0->src);
     if (tok_is(t0, "for") && header && !unrun(P)) { /* over a sequence the reader knows: run */
         size_t body_e = 0;
         if (ck_kp_block_end(P, *next, t0->col, &body_e))
@@ -618,7 +752,12 @@ static int process(kp *P, const stmt *S, size_t *next) {
         int compound = 0;
         for (int i = 0; k_compound[i]; ++i)
             compound |= tok_is(t0, k_compound[i]);
-        if (compound && ck_kp_is_op(&P->cur[e - 1], ":") && P->nblocks < KP_MAX_BLOCKS) {
+        if (compound && ck_kp_is_op(&P->cur[e - 1], ":") && P->nblocks == KP_MAX_BLOCKS)
+            return ck_kp_fail(P, t0->line, t0->col, "expected blocks nested at most %d deep",
+                              KP_MAX_BLOCKS);
+        if (compound && !ck_kp_is_op(&P->cur[e - 1], ":") && one_line(P, t0, b, e))
+            return -1;
+        if (compound && ck_kp_is_op(&P->cur[e - 1], ":")) {
             block *bl = &P->blocks[P->nblocks++];
             memset(bl, 0, sizeof *bl);
             bl->indent = t0->col;
@@ -630,13 +769,12 @@ static int process(kp *P, const stmt *S, size_t *next) {
                     bl->opaque = 0;
             if (tok_is(t0, "if") || tok_is(t0, "elif") || tok_is(t0, "else")) {
                 P->chain_indent = chain;
+                bl->opaque = 0; /* a call in the condition runs where the if stands */
                 const int rc = branch(P, t0, b, e, bl);
                 P->chain_indent = -1;
                 if (rc)
                     return -1;
             }
-            if (tok_is(t0, "if") && b + 1 < e && tok_is(&P->cur[b + 1], "__name__"))
-                bl->opaque = 0, bl->skip = 0;
         }
         if (tok_is(t0, "del")) { /* del a, b: the names are gone (del x[0] deletes none) */
             const char *loop = unrun(P), *why = loop ? loop : "nothing: del";
@@ -652,6 +790,58 @@ static int process(kp *P, const stmt *S, size_t *next) {
         if (check_skipped(P, b, e))
             return -1;
         return aug_assign(P, t0, &P->cur[b + 1], b + 2);
+    }
+    /* the top-level '=' of the statement, and a second one (a = b = 1) */
+    size_t eq = 0, eq2 = 0;
+    for (size_t k = b, d = 0; k < e && !eq2; ++k) {
+        if (ck_kp_is_open(&P->cur[k]))
+            ++d;
+        else if (ck_kp_is_close(&P->cur[k]))
+            --d;
+        else if (d == 0 && ck_kp_is_op(&P->cur[k], "=")) {
+            if (eq)
+                eq2 = k;
+            else
+                eq = k;
+        }
+    }
+    if (t0->kind == TK_NAME && b + 1 < e && ck_kp_is_op(&P->cur[b + 1], ":") &&
+        !ck_kp_is_keyword(t0)) /* x: int = 3 (an annotation alone binds nothing) */
+        return eq ? assign(P, &t0, 1, eq + 1) : 0;
+    if (t0->kind == TK_NAME && !is_model_tok(P, t0) && eq > b + 1 &&
+        (ck_kp_is_op(&P->cur[b + 1], "[") || ck_kp_is_op(&P->cur[b + 1], "."))) {
+        /* x[i] = v, x.a = v: v is read (its calls run), x is no longer known */
+        if (check_skipped(P, b, e))
+            return -1;
+        P->pos = eq + 1;
+        if (!p_expr_list(P) && !unreadable(P, "a value"))
+            return -1;
+        return add_sym(P, t0, NULL,
+                       ck_kp_printf(P,
+                                    "changed by an item or attribute assignment at line %d, "
+                                    "which cnnkit does not read",
+                                    t0->line));
+    }
+    if (t0->kind == TK_NAME && eq2 && eq == b + 1) { /* a = b = v: every name gets v */
+        const tok *targets[16];
+        int nt = 0;
+        size_t k = b;
+        for (; k < e && nt < 16 && P->cur[k].kind == TK_NAME && !ck_kp_is_keyword(&P->cur[k]) &&
+               k + 1 < e && ck_kp_is_op(&P->cur[k + 1], "=");
+             k += 2)
+            targets[nt++] = &P->cur[k];
+        if (nt >= 2) {
+            for (int i = 0; i < nt; ++i)
+                if (assign(P, &targets[i], 1, k))
+                    return -1;
+            return 0;
+        }
+    }
+    if (t0->kind == TK_NAME && b + 3 < e && ck_kp_is_op(&P->cur[b + 1], ".") &&
+        P->cur[b + 2].kind == TK_NAME && ck_kp_is_op(&P->cur[b + 3], "(") && !is_model_tok(P, t0)) {
+        const int r = list_method(P, b, e);
+        if (r)
+            return r < 0 ? -1 : 0;
     }
     if (t0->kind == TK_NAME && b + 1 < e && ck_kp_is_op(&P->cur[b + 1], "=")) {
         if (sequential_at(P, b + 2))
@@ -692,7 +882,7 @@ static int process(kp *P, const stmt *S, size_t *next) {
         P->cur[b + 2].kind == TK_NAME && ck_kp_is_op(&P->cur[b + 3], "(")) {
         int mine;
         if (P->model_var[0])
-            mine = tok_is(t0, P->model_var);
+            mine = is_model_tok(P, t0);
         else {
             /* no model variable yet: adopt NAME on NAME.add(Class(...)) / NAME.compile(...),
              * or on any model method after `return Sequential(...)` */
@@ -708,8 +898,16 @@ static int process(kp *P, const stmt *S, size_t *next) {
         }
         if (mine)
             return model_method(P, b);
+        const tok *m = &P->cur[b + 2];
+        if (P->have_model && (tok_is(m, "add") || tok_is(m, "compile") || tok_is(m, "pop")) &&
+            b + 4 < e && P->cur[b + 4].kind == TK_NAME && P->cur[b + 4].src[0] >= 'A' &&
+            P->cur[b + 4].src[0] <= 'Z')
+            return ck_kp_fail(P, t0->line, t0->col,
+                              "expected %s.%.*s(...) on the model, found it on '%.*s', a name "
+                              "cnnkit does not know as the model",
+                              P->model_var, m->len, m->src, t0->len, t0->src);
     }
-    if (P->model_var[0] && tok_is(t0, P->model_var)) {
+    if (is_model_tok(P, t0)) {
         char d[96];
         const tok *t1 = b + 1 < e ? &P->cur[b + 1] : &P->endtok;
         if (ck_kp_is_op(t1, ".") && b + 2 < e && P->cur[b + 2].kind == TK_NAME)
@@ -724,13 +922,30 @@ static int process(kp *P, const stmt *S, size_t *next) {
     }
     if (check_skipped(P, b, e))
         return -1;
-    /* a statement calling the text's functions (build(), print(block(x))): run, as Python */
-    for (size_t k = b; k + 1 < e; ++k)
-        if (ck_kp_is_fn(P, &P->cur[k]) && ck_kp_is_op(&P->cur[k + 1], "(") &&
-            (k == b || !ck_kp_is_op(&P->cur[k - 1], "."))) {
+    /* a statement calling the text's functions (build(), print(block(x)), fn(m) with fn one of
+     * them), or handing the model to a call: read, so that the calls run as in Python and a call
+     * cnnkit does not run is refused the model */
+    for (size_t k = b; k < e; ++k) {
+        const tok *t = &P->cur[k];
+        const int after_dot = k > b && ck_kp_is_op(&P->cur[k - 1], ".");
+        const int call = k + 1 < e && ck_kp_is_op(&P->cur[k + 1], "(") && !after_dot;
+        sym *s = call && t->kind == TK_NAME ? ck_kp_lookup(P, t->src, (size_t)t->len) : NULL;
+        tok fn = *t;
+        if (s && s->v && s->v->kind == V_NAME) /* a name bound to a function */
+            fn.src = s->v->s, fn.len = (int)strlen(s->v->s);
+        const int model = is_model_tok(P, t) && !(k + 1 < e && ck_kp_is_op(&P->cur[k + 1], "."));
+        if ((call && ck_kp_is_fn(P, &fn)) || model) {
             P->pos = b;
-            return p_expr_list(P) ? 0 : -1;
+            if (p_expr_list(P))
+                return 0;
+            if (!model || P->st == CK_STATUS_ALLOC_FAILED || P->hard)
+                return -1;
+            return ck_kp_fail(P, t->line, t->col,
+                              "expected the model in a statement cnnkit reads, found it in one "
+                              "it cannot (%s)",
+                              P->msg);
         }
+    }
     return 0;
 }
 
@@ -802,8 +1017,7 @@ static int setting(kp *P, size_t b, size_t e, const tok *fn) {
     return 0;
 }
 
-/* statements read in one parse: loops and calls are run, so a text can ask for many */
-#define KP_MAX_STEPS 200000
+#define KP_MAX_STEPS KP_MAX_STEPS_
 
 int ck_kp_run(kp *P, size_t from, size_t to) {
     size_t i = from;
@@ -828,6 +1042,15 @@ int ck_kp_run(kp *P, size_t from, size_t to) {
 }
 
 int ck_kp_block_end(kp *P, size_t i, int col, size_t *end) {
+    /* each header's body is found once: a loop or a call reads it many times */
+    if (!P->body_end &&
+        !(P->body_end = (size_t *)ck_host_calloc(P->ctx, P->ntok + 1, sizeof *P->body_end)))
+        return ck_kp_oom(P);
+    if (i <= P->ntok && P->body_end[i]) {
+        *end = P->body_end[i];
+        return 0;
+    }
+    const size_t start = i;
     P->quiet++; /* the body's recoveries are said when it is read */
     int rc = 0;
     for (;;) {
@@ -848,6 +1071,8 @@ int ck_kp_block_end(kp *P, size_t i, int col, size_t *end) {
         }
     }
     P->quiet--;
+    if (!rc && start <= P->ntok)
+        P->body_end[start] = *end;
     return rc;
 }
 
@@ -906,6 +1131,12 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
         rc = ck_kp_fail(P, 1, 1, "expected a model text of less than 1 GiB");
     if (!rc)
         rc = ck_kp_tokenize(P);
+    if (!rc) { /* the text runs as the main module: if __name__ == '__main__' is taken */
+        value *main = ck_kp_new_value(P, V_STR, 1, 1);
+        if (main)
+            main->s = "__main__";
+        rc = !main || ck_kp_bind_name(P, "__name__", 1, main) ? -1 : 0;
+    }
     if (!rc)
         rc = ck_kp_run(P, 0, 0);
     if (!rc)
@@ -970,4 +1201,37 @@ CK_API ck_status ck_keras_parse(const char *text, ck_keras_model *out, char *err
 
 CK_API void ck_keras_model_free(ck_keras_model *m) {
     ck_kp_model_free(NULL, m);
+}
+
+int ck_kp_is_model_value(kp *P, const value *v) {
+    if (v->kind != V_NAME || !P->have_model)
+        return 0;
+    if (v->i == KP_MODEL_ID)
+        return 1;
+    if (v->i != 0 || strchr(v->s, '.'))
+        return 0;
+    tok t;
+    memset(&t, 0, sizeof t);
+    t.kind = TK_NAME;
+    t.src = v->s;
+    t.len = (int)strlen(v->s);
+    return is_model_tok(P, &t);
+}
+
+int ck_kp_model_name(kp *P, const tok *t) {
+    if ((size_t)t->len >= sizeof P->model_var)
+        return ck_kp_fail(P, t->line, t->col,
+                          "expected a model variable name of at most %d characters",
+                          (int)sizeof P->model_var - 1);
+    if (!P->model_var[0]) {
+        snprintf(P->model_var, sizeof P->model_var, "%.*s", t->len, t->src);
+        return 0;
+    }
+    if (is_model_tok(P, t))
+        return 0;
+    if (P->nmodel_alias == (int)(sizeof P->model_alias / sizeof P->model_alias[0]))
+        return ck_kp_fail(P, t->line, t->col, "expected the model under at most %d names",
+                          (int)(sizeof P->model_alias / sizeof P->model_alias[0]) + 1);
+    snprintf(P->model_alias[P->nmodel_alias++], sizeof P->model_alias[0], "%.*s", t->len, t->src);
+    return 0;
 }
