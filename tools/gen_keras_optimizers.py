@@ -57,14 +57,21 @@ settings = [("plain", dict(learning_rate=0.01)),
 out.append(f"#define KR_N {N}\n#define KR_STEPS {STEPS}\n")
 out.append(carray("kr_p0", p0))
 out.append(carray("kr_grads", grads))
-for name, kw in settings:
-    opt = keras.optimizers.RMSprop(**kw)
+
+
+def update_alone(cls, name, kw):
+    """The vector after each of STEPS updates by cls(**kw) with the given gradients."""
+    opt = cls(**kw)
     v = keras.Variable(p0)
     after = []
     for t in range(STEPS):
         opt.apply_gradients([(keras.ops.convert_to_tensor(grads[t]), v)])
         after.append(np.asarray(v.value))
-    out.append(f"/* RMSprop{kw} */\n" + carray(f"kr_{name}_p", np.stack(after)))
+    out.append(f"/* {cls.__name__}{kw} */\n" + carray(f"kr_{name}_p", np.stack(after)))
+
+
+for name, kw in settings:
+    update_alone(keras.optimizers.RMSprop, name, kw)
 
 # b. a model continued from Keras's file
 TEXT = ("model = keras.Sequential([keras.Input((6, 6, 1)), layers.Conv2D(3, 3, use_bias=False), "
@@ -94,13 +101,7 @@ for name, kw in [("momentum", dict(learning_rate=0.01, momentum=0.5)),
 # a, continued: Adadelta's update alone (drawn last: the numbers above stay as they were)
 for name, kw in [("adadelta", dict()),
                  ("adadelta_decay", dict(learning_rate=1.0, rho=0.8, epsilon=1e-3, weight_decay=0.1))]:
-    opt = keras.optimizers.Adadelta(**kw)
-    v = keras.Variable(p0)
-    after = []
-    for t in range(STEPS):
-        opt.apply_gradients([(keras.ops.convert_to_tensor(grads[t]), v)])
-        after.append(np.asarray(v.value))
-    out.append(f"/* Adadelta{kw} */\n" + carray(f"kr_{name}_p", np.stack(after)))
+    update_alone(keras.optimizers.Adadelta, name, kw)
 out.append("#endif\n")
 with open(os.path.join(ROOT, "tests", "golden", "keras_optimizers_golden.h"), "w") as f:
     f.write("\n".join(out))

@@ -242,6 +242,9 @@ void ck_lk_render_weighted_tail(ck_sbuf *s, const ck_layer_desc *d);
         "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"
 /* Conv2D/Dense Keras binding after their own arguments: activation, use_bias, the default
  * initializers and no regularizer or constraint (in this order: the first bad one is named). */
+/* A Conv2D / Dense bias of units values: trainable, its initializer (Keras's fans of a vector:
+ * its size). */
+ck_param_spec ck_lk_bias_spec(const ck_layer_desc *d, int units);
 int ck_lk_keras_bind_weighted(ck_kbind *b, ck_layer_desc *d);
 /* Their config.json: activation, use_bias, GlorotUniform and Zeros initializers. */
 int ck_lk_keras_put_weighted(ck_kput *w, const ck_layer_desc *d);

@@ -38,15 +38,7 @@ static int conv2d_params(const ck_layer_desc *d, const ck_shape3 *in, const ck_s
                               {d->kernel_h, d->kernel_w, in->c, out->c}};
     if (!d->use_bias)
         return 1;
-    spec[1] = (ck_param_spec){"bias",
-                              (size_t)out->c,
-                              (double)out->c,
-                              1,
-                              ck_lk_init(d->bias_initializer, CK_INIT_ZEROS),
-                              out->c,
-                              out->c,
-                              1,
-                              {out->c}};
+    spec[1] = ck_lk_bias_spec(d, out->c);
     return 2;
 }
 

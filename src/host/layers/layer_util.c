@@ -123,6 +123,18 @@ int ck_lk_same_weighted(const ck_layer_desc *a, const ck_layer_desc *b) {
            a->use_bias == b->use_bias && a->activation == b->activation;
 }
 
+ck_param_spec ck_lk_bias_spec(const ck_layer_desc *d, int units) {
+    return (ck_param_spec){"bias",
+                           (size_t)units,
+                           (double)units,
+                           1,
+                           ck_lk_init(d->bias_initializer, CK_INIT_ZEROS),
+                           units,
+                           units,
+                           1,
+                           {units}};
+}
+
 int ck_lk_keras_bind_weighted(ck_kbind *b, ck_layer_desc *d) {
     if (b->get_activation(b, "activation", &d->activation, &d->alpha) ||
         b->get_bool(b, "use_bias", &d->use_bias) ||
