@@ -166,10 +166,10 @@ static value *p_seq(kp *P, vkind kind, const tok *open) {
         if (ck_kp_is_op(ck_kp_peek(P), ws) || (ck_kp_at_end(P) && P->recovered) ||
             ck_kp_is_close(ck_kp_peek(P)))
             break;
-        const size_t item_b = P->pos, item_e = n == 0 ? ck_kp_comprehension_at(P) : 0;
+        const size_t item_b = P->pos, item_e = n == 0 ? P->up->comprehension_at(P) : 0;
         if (item_e) { /* [Dense(n) for n in sizes]: the item read only with n bound */
             P->pos = item_e;
-            value *c = kind == V_LIST ? ck_kp_comprehension(P, item_b, item_e) : NULL;
+            value *c = kind == V_LIST ? P->up->comprehension(P, item_b, item_e) : NULL;
             if (kind != V_LIST)
                 ck_kp_fail(P, ck_kp_peek(P)->line, ck_kp_peek(P)->col,
                            "expected a list comprehension, found a generator expression (not "
@@ -282,7 +282,7 @@ static int p_args(kp *P, value *call, const tok *open, int layer_call) {
 }
 
 static sym *find_sym(kp *P, const char *name, size_t len) {
-    return ck_kp_lookup(P, name, len);
+    return P->up->lookup(P, name, len);
 }
 
 /* Passing the model to a callable the reader does not run (a lambda, a method, a library
@@ -295,7 +295,7 @@ static int model_arg(kp *P, const value *call) {
         if (!strcmp(fn, leave[i]))
             return 0;
     for (int i = 0; i < call->n; ++i)
-        if (ck_kp_is_model_value(P, call->args[i].v))
+        if (P->up->is_model_value(P, call->args[i].v))
             return ck_kp_fail(P, call->args[i].line, call->args[i].col,
                               "expected the model passed only to functions cnnkit runs, found it "
                               "passed to %s(...), which cnnkit does not run (it cannot tell what "
@@ -420,7 +420,7 @@ static value *p_primary(kp *P) {
                     if (var && var->v && var->v->kind == V_NAME && !strchr(var->v->s, '.'))
                         v->s = var->v->s;
                     if (!var || (var->v && var->v->kind == V_NAME)) {
-                        value *r = ck_kp_call(P, v); /* the text's def */
+                        value *r = P->up->call(P, v); /* the text's def */
                         if (!r)
                             return NULL;
                         called = r != v;
@@ -719,14 +719,14 @@ value *ck_kp_p_expr(kp *P) {
                    KP_MAX_DEPTH);
         return NULL;
     }
-    const size_t cond = ck_kp_ternary_at(P); /* a if c else b: c first, one branch read */
+    const size_t cond = P->up->ternary_at(P); /* a if c else b: c first, one branch read */
     if (cond) {
-        value *v = ck_kp_ternary(P, cond);
+        value *v = P->up->ternary(P, cond);
         P->depth--;
         return v;
     }
-    const size_t test_end = ck_kp_test_end(P); /* a comparison, and / or / not */
-    value *a = test_end ? ck_kp_test_expr(P, test_end) : p_term(P);
+    const size_t test_end = P->up->test_end(P); /* a comparison, and / or / not */
+    value *a = test_end ? P->up->test_expr(P, test_end) : p_term(P);
     while (a && !test_end) {
         const tok *t = ck_kp_peek(P);
         if (!(ck_kp_is_op(t, "+") || ck_kp_is_op(t, "-")))

@@ -189,8 +189,10 @@ typedef struct kp_fn {
 
 enum { KP_FLOW_NONE, KP_FLOW_BREAK, KP_FLOW_CONTINUE, KP_FLOW_RETURN };
 
+struct kp_up;
 typedef struct kp {
-    ck_context *ctx; /* every allocation of the parse is counted on it (NULL: nowhere) */
+    ck_context *ctx;        /* every allocation of the parse is counted on it (NULL: nowhere) */
+    const struct kp_up *up; /* the upward calls (kp_up) */
     const char *text;
     size_t len;
     /* tokenizer state */
@@ -284,6 +286,27 @@ typedef struct kp {
     size_t wlen;
     int warn_full;
 } kp;
+
+/* The reader's upward calls, set by ck_kp_parse (keras_stmt.c): an expression runs the text's
+ * functions and reads scopes (keras_run.c), the runner reads statements (keras_stmt.c). Through
+ * pointers, so that each file calls only down (tools/deps.py); each is the ck_kp_ function of
+ * its name declared below. */
+typedef struct kp_up {
+    value *(*call)(kp *P, value *call);
+    sym *(*lookup)(kp *P, const char *name, size_t len);
+    size_t (*ternary_at)(kp *P);
+    value *(*ternary)(kp *P, size_t at);
+    size_t (*test_end)(kp *P);
+    value *(*test_expr)(kp *P, size_t e);
+    size_t (*comprehension_at)(kp *P);
+    value *(*comprehension)(kp *P, size_t item_b, size_t item_e);
+    int (*is_model_value)(kp *P, const value *v);
+    int (*run)(kp *P, size_t from, size_t to);
+    int (*bind_name)(kp *P, const char *name, int line, value *v);
+    int (*bind_tok)(kp *P, const tok *name, value *v);
+    value *(*return_value)(kp *P, size_t k);
+    int (*model_name)(kp *P, const tok *t);
+} kp_up;
 
 /* ---------------------------------------------------------------------------------------------
  * Arguments of a class: positional and keyword arguments bound to parameter names

@@ -25,37 +25,6 @@ static void opt_shape(const ck_model *m, ck_kio_opt *o) {
     o->lr = d->learning_rate;
 }
 
-const char *ck_kio_optimizer_class(ck_optimizer_type t) {
-    return t == CK_OPT_ADAM       ? "Adam"
-           : t == CK_OPT_RMSPROP  ? "RMSprop"
-           : t == CK_OPT_ADADELTA ? "Adadelta"
-                                  : "SGD";
-}
-
-const char *ck_kio_optimizer_name(ck_optimizer_type t) {
-    return t == CK_OPT_ADAM       ? "adam"
-           : t == CK_OPT_RMSPROP  ? "rmsprop"
-           : t == CK_OPT_ADADELTA ? "adadelta"
-                                  : "sgd";
-}
-
-int ck_kio_opt_per(const ck_kio_opt *o) {
-    return o->has_m + o->has_v;
-}
-
-int ck_kio_opt_var(const ck_kio_opt *o, int ntrain, int j, int r, float **arr) {
-    if (o->type == CK_OPT_RMSPROP) { /* all velocities, then the momentums or averages */
-        *arr = r ? o->m : o->v;
-        return 2 + r * ntrain + j;
-    }
-    /* per variable: Adam's momentum and velocity, Adadelta's accumulated gradient and update */
-    if (o->type == CK_OPT_ADADELTA)
-        *arr = r ? o->m : o->v;
-    else
-        *arr = r || !o->has_m ? o->v : o->m;
-    return 2 + ck_kio_opt_per(o) * j + r;
-}
-
 ck_status ck_kio_opt_get(ck_model *m, ck_kio_opt *o) {
     if (m->gpu)
         CK_TRY(ck_gpu_model_pull(m));

@@ -599,7 +599,7 @@ static int bind(kp *P, const kp_fn *f, const value *call, value **vals) {
 }
 
 static int is_model(kp *P, const value *v) {
-    return ck_kp_is_model_value(P, v);
+    return P->up->is_model_value(P, v);
 }
 
 static sym *scan(sym *from, sym *to, const char *name, size_t len) {
@@ -730,14 +730,14 @@ value *ck_kp_call(kp *P, value *call) {
             t.src = fn.params[i].name;
             t.len = (int)strlen(t.src);
             t.line = call->line;
-            rc = ck_kp_model_name(P, &t);
+            rc = P->up->model_name(P, &t);
             continue;
         }
-        rc = ck_kp_bind_name(P, fn.params[i].name, call->line, vals[i]);
+        rc = P->up->bind_name(P, fn.params[i].name, call->line, vals[i]);
     }
     push_run(P, "def", fn.indent, call->line, 2);
     if (!rc)
-        rc = ck_kp_run(P, fn.body_b, fn.body_e);
+        rc = P->up->run(P, fn.body_b, fn.body_e);
     P->call_depth--;
     value *ret = P->flow == KP_FLOW_RETURN ? P->ret : NULL;
     P->flow = KP_FLOW_NONE;
@@ -788,7 +788,7 @@ int ck_kp_flow(kp *P, size_t b, size_t e) {
         return 0;
     }
     value *v =
-        b + 1 == e ? ck_kp_new_value(P, V_NONE, t0->line, t0->col) : ck_kp_return_value(P, b + 1);
+        b + 1 == e ? ck_kp_new_value(P, V_NONE, t0->line, t0->col) : P->up->return_value(P, b + 1);
     if (!v)
         return -1;
     if (is_model(P, v)) {
@@ -898,12 +898,12 @@ static int items_of(kp *P, const value *v, value ***out, int *n, long long *lazy
 /* Binds the loop's targets (names, separated by commas) to one item. */
 static int bind_targets(kp *P, const tok *tg, int nt, value *item) {
     if (nt == 1)
-        return ck_kp_bind_tok(P, &tg[0], item);
+        return P->up->bind_tok(P, &tg[0], item);
     if ((item->kind != V_TUPLE && item->kind != V_LIST) || item->n != nt)
         return ck_kp_fail(P, tg[0].line, tg[0].col,
                           "expected an item of %d values to unpack into the loop's names", nt);
     for (int i = 0; i < nt; ++i)
-        if (ck_kp_bind_tok(P, &tg[i], item->items[i]))
+        if (P->up->bind_tok(P, &tg[i], item->items[i]))
             return -1;
     return 0;
 }
@@ -960,7 +960,7 @@ int ck_kp_for(kp *P, size_t b, size_t e, size_t body_b, size_t body_e) {
         if (bind_targets(P, tg, nt, item))
             return -1;
         push_run(P, "for", t0.col, t0.line, 1);
-        const int rc = ck_kp_run(P, body_b, body_e);
+        const int rc = P->up->run(P, body_b, body_e);
         P->nblocks = base;
         if (rc)
             return -1;

@@ -1107,6 +1107,12 @@ static void put_err(char *err, size_t err_len, const char *msg) {
         snprintf(err, err_len, "%s", msg);
 }
 
+static const kp_up k_up = {
+    ck_kp_call,           ck_kp_lookup,    ck_kp_ternary_at,       ck_kp_ternary,
+    ck_kp_test_end,       ck_kp_test_expr, ck_kp_comprehension_at, ck_kp_comprehension,
+    ck_kp_is_model_value, ck_kp_run,       ck_kp_bind_name,        ck_kp_bind_tok,
+    ck_kp_return_value,   ck_kp_model_name};
+
 ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, char *err,
                       size_t err_len) {
     if (err && err_len)
@@ -1121,6 +1127,7 @@ ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, ch
         return CK_STATUS_ALLOC_FAILED;
     }
     P->ctx = ctx;
+    P->up = &k_up;
     P->text = text;
     P->len = strlen(text);
     P->rank = 4;

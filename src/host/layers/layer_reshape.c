@@ -13,7 +13,9 @@ static ck_status gap2d_infer(ck_context *ctx, const ck_layer_desc *d, int index,
     if (in->flat)
         return ck_fail(ctx, CK_STATUS_SHAPE_MISMATCH,
                        "layer %d (%s '%s'): needs a 4-D input, got (None, %d)", index,
-                       ck_layer_type_name(d->type), d->name, in->c);
+                       d->type == CK_LAYER_GLOBALMAXPOOL2D ? ck_lk_gmp2d.keras_name
+                                                           : ck_lk_gap2d.keras_name,
+                       d->name, in->c);
     *out = (ck_shape3){1, 1, in->c, 1};
     return CK_STATUS_SUCCESS;
 }
