@@ -691,6 +691,26 @@ Test(keras_parse, runs_as_python_or_refuses) {
         SEQ20 "if 2 ** 53 + 1 == 2 ** 53:\n    m.add(layers.Dense(64))\n"
               "if __name__ != '__main__':\n    m.add(layers.Dense(32))\nm.add(layers.Dense(10))\n",
         (const int[]){10}, 1);
+    /* the second audit: a list is one object under all its names and parameters; the model
+     * under a tuple's or a loop's name; a nested def is seen only from where it is in scope */
+    dense_units("stack = [keras.Input(shape=(20,)), layers.Dense(64)]\nbody = stack\n"
+                "def grow(ls, u):\n    ls.append(layers.Dense(u))\n"
+                "body.append(layers.Dense(32))\ngrow(stack, 16)\n"
+                "m = keras.Sequential(stack)\nsizes = [64, 32]\nsizes.reverse()\n",
+                (const int[]){64, 32, 16}, 3);
+    dense_units(SEQ20 "net, n_classes = m, 10\nfor x in [m]:\n    x.add(layers.Dense(7))\n"
+                      "net.add(layers.Dense(n_classes))\n",
+                (const int[]){7, 10}, 2);
+    dense_units("def dense():\n    return layers.Dense(8)\ndef stem():\n    return dense()\n"
+                "def build():\n    def dense():\n        return layers.Dense(64)\n"
+                "    return keras.Sequential([keras.Input(shape=(4,)), stem(), dense()])\n"
+                "m = build()\n",
+                (const int[]){8, 64}, 2);
+    parse_err("def build():\n    m = keras.Sequential([keras.Input(shape=(4,))])\n    try:\n"
+              "        return m\n    finally:\n        m.add(layers.Dense(2))\nm = build()\n",
+              "line 4, column 9: expected return outside a try with a finally", NULL);
+    parse_err(SEQ20 "models = [m]\nmodels[0].add(layers.Dense(3))\n",
+              "line 3, column 11: expected add(...) on the model", NULL);
     /* refused: what the reader cannot know or does not run */
     parse_err(SEQ20 "n = 0\nwhile n < 3:\n    n += 1\nelse:\n    m.add(layers.Dense(64))\n",
               "line 6, column 5: expected model statements outside loops", "'else' at line 5");

@@ -431,7 +431,9 @@ static value *p_primary(kp *P) {
                     return NULL;
             } else {
                 sym *s = k == 0 ? find_sym(P, name, total) : NULL;
-                if (s && s->v) {
+                if (s && s->v && s->v->kind == V_LIST) {
+                    v = s->v; /* a list is an object: every name holding it sees it change */
+                } else if (s && s->v) {
                     if (!(v = ck_kp_new_value(P, V_NONE, t->line, t->col)))
                         return NULL;
                     *v = *s->v;

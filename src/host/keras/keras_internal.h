@@ -145,6 +145,7 @@ typedef struct sym {
     value *v; /* NULL: not known, see why */
     const char *why;
     int line;
+    int comprehension; /* a comprehension's own name: not seen from the calls its item makes */
 } sym;
 
 typedef struct arena_blk {
@@ -165,6 +166,7 @@ typedef struct block {
      * was known */
     int skip, chain_taken, chain_known;
     int run; /* a block the reader runs (keras_run.c): 1 a pass of a for loop, 2 a call's body */
+    size_t body; /* the token of kp.toks where its body starts */
 } block;
 
 /* A function the text defines (keras_run.c): recorded at its def, its body read at each call. */
@@ -306,6 +308,7 @@ typedef struct kp_up {
     int (*bind_tok)(kp *P, const tok *name, value *v);
     value *(*return_value)(kp *P, size_t k);
     int (*model_name)(kp *P, const tok *t);
+    int (*block_end)(kp *P, size_t i, int col, size_t *end);
 } kp_up;
 
 /* ---------------------------------------------------------------------------------------------

@@ -413,9 +413,30 @@ size_t ck_kp_comprehension_at(kp *P) {
 /* ---------------------------------------------------------------------------------------------
  * Functions
  * ------------------------------------------------------------------------------------------- */
+/* Whether a def made in the call with id frame is in scope now: in that call's own body, or in
+ * a function it defined (closures, to any depth). */
+static int fn_visible(kp *P, int frame) {
+    if (frame == 0)
+        return 1;
+    for (int id = P->call_depth ? P->frame_id[P->call_depth] : 0, d = P->call_depth; id;) {
+        if (id == frame)
+            return 1;
+        /* the call that defined the function running as id */
+        int next = 0;
+        for (int e = d; e >= 1; --e)
+            if (P->frame_id[e] == id) {
+                next = P->frame_closure[e];
+                d = e - 1;
+                break;
+            }
+        id = next;
+    }
+    return 0;
+}
+
 static kp_fn *find_fn(kp *P, const char *name) {
     for (int i = P->nfns - 1; i >= 0; --i)
-        if (!strcmp(P->fns[i].name, name))
+        if (!strcmp(P->fns[i].name, name) && fn_visible(P, P->fns[i].def_frame))
             return &P->fns[i];
     return NULL;
 }
@@ -602,24 +623,36 @@ static int is_model(kp *P, const value *v) {
     return P->up->is_model_value(P, v);
 }
 
-static sym *scan(sym *from, sym *to, const char *name, size_t len) {
+static sym *scan_k(sym *from, sym *to, const char *name, size_t len, int own) {
     for (sym *s = from; s && s != to; s = s->next)
-        if (strlen(s->name) == len && memcmp(s->name, name, len) == 0)
+        if ((own || !s->comprehension) && strlen(s->name) == len && memcmp(s->name, name, len) == 0)
             return s;
     return NULL;
 }
 
+/* outside the scope being read a comprehension's names are not seen (Python's own scope) */
+static sym *scan(sym *from, sym *to, const char *name, size_t len) {
+    return scan_k(from, to, name, len, 0);
+}
+
 sym *ck_kp_lookup(kp *P, const char *name, size_t len) {
-    sym *s = scan(P->syms, P->scope, name, len);
+    sym *s = scan_k(P->syms, P->scope, name, len, 1);
     const int d = P->call_depth;
     if (s || d == 0)
         return s;
-    for (int e = d - 1; e >= 1 && P->frame_closure[d]; --e) /* the defining call's names */
-        if (P->frame_id[e] == P->frame_closure[d])
-            return (s = scan(P->frame_scope[e + 1], P->frame_scope[e], name, len))
-                       ? s
-                       : scan(P->frame_scope[1], NULL, name, len);
-    return scan(P->frame_scope[1], NULL, name, len); /* the module's */
+    /* the defining calls' names, innermost first, then the module's */
+    for (int id = P->frame_closure[d], f = d - 1; id && f >= 1;) {
+        int e = f;
+        while (e >= 1 && P->frame_id[e] != id)
+            --e;
+        if (e < 1)
+            break;
+        if ((s = scan(P->frame_scope[e + 1], P->frame_scope[e], name, len)))
+            return s;
+        id = P->frame_closure[e];
+        f = e - 1;
+    }
+    return scan(P->frame_scope[1], NULL, name, len);
 }
 
 /* The statement state a call replaces, restored when it returns. */
@@ -742,6 +775,17 @@ value *ck_kp_call(kp *P, value *call) {
     value *ret = P->flow == KP_FLOW_RETURN ? P->ret : NULL;
     P->flow = KP_FLOW_NONE;
     P->ret = NULL;
+    for (int i = nfns; ret && ret->kind == V_NAME && ret->i == 0 && i < P->nfns; ++i)
+        if (!strcmp(P->fns[i].name, ret->s)) { /* a closure leaving its call: not read */
+            value *u = ck_kp_new_value(P, V_UNKNOWN, call->line, call->col);
+            if (u)
+                u->s = ck_kp_printf(P,
+                                    "the function '%s' defined inside '%s' and returned "
+                                    "(closures are not read)",
+                                    P->fns[i].name, fn.name);
+            ret = u;
+            break;
+        }
     restore(P, &s);
     P->nfns = nfns; /* the defs its body made are its own names */
     P->nmodel_alias = naliases;
@@ -777,6 +821,28 @@ int ck_kp_flow(kp *P, size_t b, size_t e) {
     }
     if (i < 0)
         return 0; /* return outside a call (a def's body is read only in calls) */
+    for (int j = P->nblocks - 1; j > i; --j) { /* a try it leaves runs its finally first */
+        const block *bl = &P->blocks[j];
+        size_t k = bl->body;
+        if (strcmp(bl->kw, "try") != 0)
+            continue;
+        for (;;) { /* the clauses after the try's body, at its column */
+            if (P->up->block_end(P, k, bl->indent, &k))
+                return -1;
+            const tok *c = &P->toks[k];
+            if (c->kind != TK_NAME || c->col != bl->indent ||
+                !(tok_is(c, "except") || tok_is(c, "else") || tok_is(c, "finally")))
+                break;
+            if (tok_is(c, "finally"))
+                return ck_kp_fail(P, t0->line, t0->col,
+                                  "expected %.*s outside a try with a finally (line %d), which "
+                                  "cnnkit does not run after it",
+                                  t0->len, t0->src, c->line);
+            while (P->toks[k].kind != TK_NEWLINE && P->toks[k].kind != TK_EOF)
+                ++k; /* past the clause's header line */
+            ++k;
+        }
+    }
     if (opaque)
         return ck_kp_fail(P, t0->line, t0->col,
                           "expected %.*s outside conditionals and loops that cnnkit cannot run, "
@@ -896,14 +962,19 @@ static int items_of(kp *P, const value *v, value ***out, int *n, long long *lazy
 }
 
 /* Binds the loop's targets (names, separated by commas) to one item. */
+static int bind_one(kp *P, const tok *t, value *item) {
+    return P->up->is_model_value(P, item) ? P->up->model_name(P, t) /* for m in [model] */
+                                          : P->up->bind_tok(P, t, item);
+}
+
 static int bind_targets(kp *P, const tok *tg, int nt, value *item) {
     if (nt == 1)
-        return P->up->bind_tok(P, &tg[0], item);
+        return bind_one(P, &tg[0], item);
     if ((item->kind != V_TUPLE && item->kind != V_LIST) || item->n != nt)
         return ck_kp_fail(P, tg[0].line, tg[0].col,
                           "expected an item of %d values to unpack into the loop's names", nt);
     for (int i = 0; i < nt; ++i)
-        if (P->up->bind_tok(P, &tg[i], item->items[i]))
+        if (bind_one(P, &tg[i], item->items[i]))
             return -1;
     return 0;
 }
@@ -1032,6 +1103,13 @@ value *ck_kp_comprehension(kp *P, size_t item_b, size_t item_e) {
     P->push_only++; /* its names are its own: new ones, gone after it */
     int m = 0, known_all = 1;
     for (int j = 0; j < n && known_all; ++j) {
+        if (++P->steps > KP_MAX_STEPS_) {
+            ck_kp_fail(P, t0.line, t0.col,
+                       "expected at most %d statements read (loops, calls and comprehensions "
+                       "run), found more",
+                       KP_MAX_STEPS_);
+            break;
+        }
         if (bind_targets(P, tg, nt, items[j]))
             break;
         int keep = 1;

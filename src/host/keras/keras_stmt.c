@@ -246,7 +246,7 @@ static int add_sym(kp *P, const tok *name, value *v, const char *why) {
     }
     /* a name of this scope (the module, or the call being read) is set again in place: loops
      * assign the same names many times */
-    for (int i = 0; i < P->nmodel_alias; ++i) /* another name of the model, now something else */
+    for (int i = 0; P->call_depth == 0 && i < P->nmodel_alias; ++i) /* now something else */
         if ((size_t)name->len == strlen(P->model_alias[i]) &&
             !memcmp(P->model_alias[i], name->src, (size_t)name->len))
             memmove(P->model_alias[i], P->model_alias[--P->nmodel_alias], sizeof P->model_alias[i]);
@@ -264,6 +264,7 @@ static int add_sym(kp *P, const tok *name, value *v, const char *why) {
     s->v = v;
     s->why = why;
     s->line = name->line;
+    s->comprehension = P->push_only > 0;
     s->next = P->syms;
     P->syms = s;
     return 0;
@@ -349,9 +350,12 @@ static int assign(kp *P, const tok *const *targets, int nt, size_t rhs) {
     int spread = v && (v->kind == V_TUPLE || v->kind == V_LIST) && v->n == nt;
     if (v && !spread)
         why = "a value that cnnkit cannot unpack";
-    for (int i = 0; i < nt; ++i)
-        if (add_sym(P, targets[i], spread ? v->items[i] : NULL, why))
+    for (int i = 0; i < nt; ++i) {
+        value *it = spread ? v->items[i] : NULL;
+        if (it && ck_kp_is_model_value(P, it) ? ck_kp_model_name(P, targets[i])
+                                              : add_sym(P, targets[i], it, why))
             return -1;
+    }
     return 0;
 }
 
@@ -587,7 +591,7 @@ static int list_method(kp *P, size_t b, size_t e) {
     int at = -1; /* where the new items go */
     value *const *add = &arg;
     int nadd = arg ? 1 : 0;
-    if (l->kind == V_LIST && call->kind == V_CALL && !call->args[0].kw) {
+    if (l->kind == V_LIST && call->kind == V_CALL && call->n && !call->args[0].kw) {
         if (tok_is(m, "append") && call->n == 1)
             at = l->n;
         else if (tok_is(m, "extend") && call->n == 1 &&
@@ -599,13 +603,13 @@ static int list_method(kp *P, size_t b, size_t e) {
             add = &call->args[1].v;
         }
     }
-    if (at < 0) {
-        s->v = NULL;
-        s->why = ck_kp_printf(P,
-                              "a list changed by %.*s.%.*s(...) at line %d, which cnnkit "
-                              "does not follow",
-                              t0->len, t0->src, m->len, m->src, m->line);
-        return s->why ? 1 : -1;
+    if (at < 0) { /* the object: every name holding it sees it unknown */
+        l->kind = V_UNKNOWN;
+        l->s = ck_kp_printf(P,
+                            "a list changed by %.*s.%.*s(...) at line %d, which cnnkit "
+                            "does not follow",
+                            t0->len, t0->src, m->len, m->src, m->line);
+        return l->s ? 1 : -1;
     }
     value *n = l; /* changed in place */
     value **it = (value **)ck_kp_alloc(P, sizeof *it * (size_t)(l->n + nadd + 1));
@@ -762,6 +766,7 @@ static int process(kp *P, const stmt *S, size_t *next) {
             memset(bl, 0, sizeof *bl);
             bl->indent = t0->col;
             bl->line = t0->line;
+            bl->body = *next;
             snprintf(bl->kw, sizeof bl->kw, "%.*s", t0->len, t0->src);
             bl->opaque = 1;
             for (int i = 0; k_transparent[i]; ++i)
@@ -816,11 +821,17 @@ static int process(kp *P, const stmt *S, size_t *next) {
         P->pos = eq + 1;
         if (!p_expr_list(P) && !unreadable(P, "a value"))
             return -1;
-        return add_sym(P, t0, NULL,
-                       ck_kp_printf(P,
-                                    "changed by an item or attribute assignment at line %d, "
-                                    "which cnnkit does not read",
-                                    t0->line));
+        const char *why = ck_kp_printf(P,
+                                       "changed by an item or attribute assignment at line %d, "
+                                       "which cnnkit does not read",
+                                       t0->line);
+        sym *s = ck_kp_lookup(P, t0->src, (size_t)t0->len);
+        if (s && s->v && s->v->kind == V_LIST) { /* the list object, wherever it is held */
+            s->v->kind = V_UNKNOWN;
+            s->v->s = why;
+            return why ? 0 : -1;
+        }
+        return add_sym(P, t0, NULL, why);
     }
     if (t0->kind == TK_NAME && eq2 && eq == b + 1) { /* a = b = v: every name gets v */
         const tok *targets[16];
@@ -898,14 +909,24 @@ static int process(kp *P, const stmt *S, size_t *next) {
         }
         if (mine)
             return model_method(P, b);
-        const tok *m = &P->cur[b + 2];
-        if (P->have_model && (tok_is(m, "add") || tok_is(m, "compile") || tok_is(m, "pop")) &&
-            b + 4 < e && P->cur[b + 4].kind == TK_NAME && P->cur[b + 4].src[0] >= 'A' &&
-            P->cur[b + 4].src[0] <= 'Z')
-            return ck_kp_fail(P, t0->line, t0->col,
-                              "expected %s.%.*s(...) on the model, found it on '%.*s', a name "
-                              "cnnkit does not know as the model",
-                              P->model_var, m->len, m->src, t0->len, t0->src);
+    }
+    /* x.add(layers.Dense(...)) on anything but the model's names (a loop variable, a list item):
+     * refused, never skipped */
+    for (size_t k = b; P->have_model && k + 3 < e; ++k) {
+        const tok *m = &P->cur[k + 1];
+        if (!ck_kp_is_op(&P->cur[k], ".") || !(tok_is(m, "add") || tok_is(m, "compile")) ||
+            !ck_kp_is_op(&P->cur[k + 2], "(") || (k > b && is_model_tok(P, &P->cur[k - 1])))
+            continue;
+        size_t c = k + 3;
+        while (c + 2 < e && P->cur[c].kind == TK_NAME && ck_kp_is_op(&P->cur[c + 1], "."))
+            c += 2;
+        if (tok_is(m, "compile") ||
+            (c + 1 < e && P->cur[c].kind == TK_NAME && P->cur[c].src[0] >= 'A' &&
+             P->cur[c].src[0] <= 'Z' && ck_kp_is_op(&P->cur[c + 1], "(")))
+            return ck_kp_fail(P, m->line, m->col,
+                              "expected %s(...) on the model, found it on something cnnkit does "
+                              "not know as the model (%s and its other names)",
+                              tok_is(m, "add") ? "add" : "compile", P->model_var);
     }
     if (is_model_tok(P, t0)) {
         char d[96];
@@ -1108,10 +1129,10 @@ static void put_err(char *err, size_t err_len, const char *msg) {
 }
 
 static const kp_up k_up = {
-    ck_kp_call,           ck_kp_lookup,    ck_kp_ternary_at,       ck_kp_ternary,
-    ck_kp_test_end,       ck_kp_test_expr, ck_kp_comprehension_at, ck_kp_comprehension,
-    ck_kp_is_model_value, ck_kp_run,       ck_kp_bind_name,        ck_kp_bind_tok,
-    ck_kp_return_value,   ck_kp_model_name};
+    ck_kp_call,           ck_kp_lookup,     ck_kp_ternary_at,       ck_kp_ternary,
+    ck_kp_test_end,       ck_kp_test_expr,  ck_kp_comprehension_at, ck_kp_comprehension,
+    ck_kp_is_model_value, ck_kp_run,        ck_kp_bind_name,        ck_kp_bind_tok,
+    ck_kp_return_value,   ck_kp_model_name, ck_kp_block_end};
 
 ck_status ck_kp_parse(ck_context *ctx, const char *text, ck_keras_model *out, char *err,
                       size_t err_len) {
