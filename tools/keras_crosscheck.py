@@ -19,9 +19,11 @@ are .keras archives. Run by tools/keras_crosscheck.sh (CI phase `keras`):
    batches of 128 in order, Adam defaults; then all of 3 again with RMSprop(momentum=0.5)
    (Keras's compile default optimizer; 3b measured: loss 2.4e-7, update RMS 4.8e-4 lr, moving
    statistics 7.2e-6; its epsilon sits inside the square root, so rounding-level gradients get
-   steps of ~1e-3 lr, and no element is left out at step 1); then with Adadelta(learning_rate=1.0)
-   (Keras 2's rate: its steps are ~1e-3 lr at first, so 3b also asserts the update difference
-   relative to the update, per array, to 1e-2; measured 2.7e-3).
+   steps of ~1e-3 lr, and no element is left out at step 1). `--parity-optimizer adadelta` runs
+   it with Adadelta(learning_rate=1.0) (Keras 2's rate: its steps are ~1e-3 lr at first, so 3b
+   also asserts the update difference relative to the update, per array, to 1e-2; measured
+   2.7e-3); not in CI's default, which stays under its time (make test checks Adadelta against
+   Keras's own numbers).
    3b. Each step from Keras's exact state (the .keras file Keras saves before the step: weights,
    moving statistics, Adam's m, v and count): the step's loss agrees to 1e-6 (measured 2.1e-7),
    the RMS of the update difference of every trainable array to 1e-3 lr (measured 4.7e-5 lr;
@@ -65,7 +67,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("build")
 ap.add_argument("--limit", type=int, default=0, help="train images for test 2 (0: all 60,000)")
 ap.add_argument("--only", type=int, default=0, help="run only this test (1, 2, 3 or 4)")
-ap.add_argument("--parity-optimizer", default="adam,rmsprop,adadelta",
+ap.add_argument("--parity-optimizer", default="adam,rmsprop",
                 help="test 3's optimizers, comma-separated: adam, sgd (lr 0.01, to tell optimizer "
                 "effects apart), rmsprop (Keras's compile default, here with momentum 0.5), "
                 "adadelta (lr 1.0, Keras 2's)")
