@@ -80,7 +80,7 @@ value *ck_kp_new_value(kp *P, vkind k, int line, int col) {
     return v;
 }
 
-static value *unknown_value(kp *P, int line, int col, const char *why) {
+value *ck_kp_unknown(kp *P, int line, int col, const char *why) {
     value *v = ck_kp_new_value(P, V_UNKNOWN, line, col);
     if (v)
         v->s = why;
@@ -335,7 +335,7 @@ static value *p_primary(kp *P) {
     if (t->kind == TK_NUMBER) {
         ck_kp_advance(P);
         if (t->bad_number)
-            v = unknown_value(
+            v = ck_kp_unknown(
                 P, t->line, t->col,
                 ck_kp_printf(P, "the number %.*s, which cnnkit does not read", t->len, t->src));
         else if (t->is_float) {
@@ -343,7 +343,7 @@ static value *p_primary(kp *P) {
             if (v)
                 v->f = t->fval;
         } else if (t->int_overflow)
-            v = unknown_value(
+            v = ck_kp_unknown(
                 P, t->line, t->col,
                 ck_kp_printf(P, "the integer %.*s, which is too large", t->len, t->src));
         else {
@@ -366,7 +366,7 @@ static value *p_primary(kp *P) {
         while (ck_kp_peek(P)->kind == TK_STRING)
             strcat(s, ck_kp_advance(P)->str);
         if (fmt)
-            v = unknown_value(P, t->line, t->col, "an f-string with replacement fields");
+            v = ck_kp_unknown(P, t->line, t->col, "an f-string with replacement fields");
         else if ((v = ck_kp_new_value(P, V_STR, t->line, t->col)) != NULL)
             v->s = s;
     } else if (t->kind == TK_NAME) {
@@ -440,7 +440,7 @@ static value *p_primary(kp *P) {
                     v->line = t->line;
                     v->col = t->col;
                 } else if (s) {
-                    v = unknown_value(
+                    v = ck_kp_unknown(
                         P, t->line, t->col,
                         ck_kp_printf(P, "'%s' (set at line %d to %s)", name, s->line, s->why));
                 } else if ((v = ck_kp_new_value(P, V_NAME, t->line, t->col)) != NULL)
@@ -514,7 +514,7 @@ static value *p_primary(kp *P) {
                 continue;
             }
             const char *cls = v->kind == V_CALL ? ck_kp_last_component(v->s) : "";
-            v = unknown_value(
+            v = ck_kp_unknown(
                 P, v->line, v->col,
                 v->kind != V_CALL ? "a call expression that cnnkit does not evaluate"
                 : ck_keras_class_find(cls, NULL)
@@ -531,13 +531,13 @@ static value *p_primary(kp *P) {
                                    v->s));
         } else if (ck_kp_is_op(tr, ".") && peek_at(P, 1)->kind == TK_NAME) {
             P->pos += 2;
-            v = unknown_value(P, v->line, v->col,
+            v = ck_kp_unknown(P, v->line, v->col,
                               "an attribute expression that cnnkit does not "
                               "evaluate");
         } else if (ck_kp_is_op(tr, "[")) {
             if (skip_group(P))
                 return NULL;
-            v = unknown_value(P, v->line, v->col,
+            v = ck_kp_unknown(P, v->line, v->col,
                               "a subscript expression, which cnnkit does not evaluate");
         } else
             break;
@@ -577,11 +577,11 @@ value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
             if (q->items[i]->kind == V_APPLY ||
                 (q->items[i]->kind == V_CALL &&
                  ck_keras_class_find(ck_kp_last_component(q->items[i]->s), NULL)))
-                return unknown_value(P, a->line, a->col,
+                return ck_kp_unknown(P, a->line, a->col,
                                      "a list of layers repeated with *: Keras shares the one "
                                      "layer (its weights) at each place, which cnnkit does not");
         if (times > 4096 || (long long)q->n * times > 4096)
-            return unknown_value(P, a->line, a->col, "a repeated sequence of over 4096 items");
+            return ck_kp_unknown(P, a->line, a->col, "a repeated sequence of over 4096 items");
         value *v = ck_kp_new_value(P, q->kind, a->line, a->col);
         value **it = (value **)ck_kp_alloc(P, sizeof *it * (size_t)(q->n * times + 1));
         if (!v || !it)
@@ -593,7 +593,7 @@ value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
         return v;
     }
     if (!ck_kp_is_num(a) || !ck_kp_is_num(b))
-        return unknown_value(P, a->line, a->col,
+        return ck_kp_unknown(P, a->line, a->col,
                              "an arithmetic expression on values that are not numbers");
     int ints = a->kind == V_INT && b->kind == V_INT;
     double x = a->f, y = b->f, r;
@@ -603,7 +603,7 @@ value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
         r = ck_kp_is_op(op, "+") ? x + y : ck_kp_is_op(op, "-") ? x - y : x * y;
         if (ints) {
             if (fabs(r) >= 4e18)
-                return unknown_value(P, a->line, a->col, "an integer expression that overflows");
+                return ck_kp_unknown(P, a->line, a->col, "an integer expression that overflows");
             ri = ck_kp_is_op(op, "+")   ? a->i + b->i
                  : ck_kp_is_op(op, "-") ? a->i - b->i
                                         : a->i * b->i;
@@ -611,7 +611,7 @@ value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
         }
     } else if (ck_kp_is_op(op, "/") || ck_kp_is_op(op, "//") || ck_kp_is_op(op, "%")) {
         if (y == 0.0)
-            return unknown_value(P, a->line, a->col, "a division by zero");
+            return ck_kp_unknown(P, a->line, a->col, "a division by zero");
         if (ck_kp_is_op(op, "/"))
             r = x / y;
         else if (ints) {
@@ -635,7 +635,7 @@ value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
             long long p = 1;
             for (long long k = 0; k < b->i; ++k) {
                 if (a->i != 0 && (p > 4000000000000000000LL / (a->i < 0 ? -a->i : a->i)))
-                    return unknown_value(P, a->line, a->col,
+                    return ck_kp_unknown(P, a->line, a->col,
                                          "an integer expression that overflows");
                 p *= a->i;
                 if (p == 0 || p == 1)
@@ -648,11 +648,11 @@ value *ck_kp_arith(kp *P, const tok *op, value *a, value *b) {
             int_result = 1;
         } else {
             if (x < 0 && floor(y) != y)
-                return unknown_value(P, a->line, a->col, "a complex power");
+                return ck_kp_unknown(P, a->line, a->col, "a complex power");
             r = pow(x, y);
         }
     } else {
-        return unknown_value(P, a->line, a->col, "an expression that cnnkit does not evaluate");
+        return ck_kp_unknown(P, a->line, a->col, "an expression that cnnkit does not evaluate");
     }
     value *v = ck_kp_new_value(P, int_result ? V_INT : V_FLOAT, a->line, a->col);
     if (v) {
@@ -688,7 +688,7 @@ static value *p_unary(kp *P) {
         if (!a)
             return NULL;
         if (!ck_kp_is_num(a))
-            return unknown_value(P, t->line, t->col,
+            return ck_kp_unknown(P, t->line, t->col,
                                  "a signed expression on a value that is not a number");
         value *v = ck_kp_new_value(P, a->kind, t->line, t->col);
         if (v) {

@@ -520,7 +520,7 @@ ck_status ck_kio_h5_write(ck_context *ctx, const ck_kio_plan *plan, const float 
     if (layers >= 0)
         H5Gclose(layers);
     if (!bad && opt) {
-        hid_t v = make_vars(f, "optimizer", ck_kio_optimizer_name(opt->type));
+        hid_t v = make_vars(f, "optimizer", ck_optimizer_name(opt->type));
         const int per = ck_kio_opt_per(opt);
         bad = v < 0;
         const int ntrain = plan_trainable_vars(plan);

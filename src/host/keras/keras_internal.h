@@ -356,6 +356,8 @@ const tok *ck_kp_peek(kp *P);
 int ck_kp_at_end(kp *P);
 const tok *ck_kp_advance(kp *P);
 value *ck_kp_new_value(kp *P, vkind k, int line, int col);
+/* A value the reader does not know, why saying what it is (NULL: out of memory). */
+value *ck_kp_unknown(kp *P, int line, int col, const char *why);
 const char *ck_kp_vdesc(const value *v, char *buf, size_t n);
 value *ck_kp_p_expr(kp *P);
 void *ck_kp_grow(kp *P, void *old, int n, int *cap, size_t elem);

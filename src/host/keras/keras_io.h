@@ -82,9 +82,8 @@ typedef struct ck_kio_opt {
 } ck_kio_opt;
 ck_status ck_kio_opt_get(ck_model *m, ck_kio_opt *o);
 ck_status ck_kio_opt_set(ck_model *m, const ck_kio_opt *o);
-/* Keras's class ("Adam", "SGD", "RMSprop") and lower-case name of an optimizer type. */
+/* Keras's class of an optimizer type ("Adam", "SGD", "RMSprop", "Adadelta"). */
 const char *ck_kio_optimizer_class(ck_optimizer_type t);
-const char *ck_kio_optimizer_name(ck_optimizer_type t);
 /* Keras 3 lists the optimizer's variables after iterations (0) and the learning rate (1): Adam
  * per trainable variable its momentum and velocity, SGD its momentum (when momentum > 0),
  * RMSprop every velocity, then every momentum (momentum > 0) or average gradient (centered),

@@ -31,13 +31,6 @@ const char *ck_kio_optimizer_class(ck_optimizer_type t) {
                                   : "SGD";
 }
 
-const char *ck_kio_optimizer_name(ck_optimizer_type t) {
-    return t == CK_OPT_ADAM       ? "adam"
-           : t == CK_OPT_RMSPROP  ? "rmsprop"
-           : t == CK_OPT_ADADELTA ? "adadelta"
-                                  : "sgd";
-}
-
 int ck_kio_opt_per(const ck_kio_opt *o) {
     return o->has_m + o->has_v;
 }

@@ -229,10 +229,10 @@ static int compare(int op, const value *a, const value *b) {
 
 static value *bool_value(kp *P, int c, size_t k) {
     const tok *t = &P->cur[k];
-    value *v = ck_kp_new_value(P, c < 0 ? V_UNKNOWN : V_BOOL, t->line, t->col);
-    if (v && c < 0)
-        v->s = "a condition on values that cnnkit does not know";
-    else if (v)
+    if (c < 0)
+        return ck_kp_unknown(P, t->line, t->col, "a condition on values that cnnkit does not know");
+    value *v = ck_kp_new_value(P, V_BOOL, t->line, t->col);
+    if (v)
         v->i = c;
     return v;
 }
@@ -397,9 +397,8 @@ value *ck_kp_ternary(kp *P, size_t at) {
         P->pos = els + 1;
         v = ck_kp_p_expr(P);
     } else {
-        v = ck_kp_new_value(P, V_UNKNOWN, P->cur[b].line, P->cur[b].col);
-        if (v)
-            v->s = "a conditional expression whose condition cnnkit cannot read";
+        v = ck_kp_unknown(P, P->cur[b].line, P->cur[b].col,
+                          "a conditional expression whose condition cnnkit cannot read");
         P->pos = e;
     }
     return v;
@@ -492,13 +491,13 @@ static int def_param(kp *P, kp_fn *f, size_t k, size_t pe, int *kw_only) {
         if (!p->def) {
             if (P->failed)
                 return -1;
-            p->def = ck_kp_new_value(P, V_UNKNOWN, t->line, t->col);
+            p->def = ck_kp_unknown(P, t->line, t->col,
+                                   ck_kp_printf(P,
+                                                "the default of parameter '%s' of '%s' (line %d), "
+                                                "which cnnkit cannot read",
+                                                p->name, f->name, f->line));
             if (!p->def)
                 return -1;
-            p->def->s = ck_kp_printf(P,
-                                     "the default of parameter '%s' of '%s' (line %d), which "
-                                     "cnnkit cannot read",
-                                     p->name, f->name, f->line);
         }
     }
     return 0;
@@ -777,13 +776,11 @@ value *ck_kp_call(kp *P, value *call) {
     P->ret = NULL;
     for (int i = nfns; ret && ret->kind == V_NAME && ret->i == 0 && i < P->nfns; ++i)
         if (!strcmp(P->fns[i].name, ret->s)) { /* a closure leaving its call: not read */
-            value *u = ck_kp_new_value(P, V_UNKNOWN, call->line, call->col);
-            if (u)
-                u->s = ck_kp_printf(P,
-                                    "the function '%s' defined inside '%s' and returned "
-                                    "(closures are not read)",
-                                    P->fns[i].name, fn.name);
-            ret = u;
+            ret = ck_kp_unknown(P, call->line, call->col,
+                                ck_kp_printf(P,
+                                             "the function '%s' defined inside '%s' and returned "
+                                             "(closures are not read)",
+                                             P->fns[i].name, fn.name));
             break;
         }
     restore(P, &s);
@@ -1050,13 +1047,6 @@ int ck_kp_for(kp *P, size_t b, size_t e, size_t body_b, size_t body_e) {
 /* ---------------------------------------------------------------------------------------------
  * List comprehensions
  * ------------------------------------------------------------------------------------------- */
-static value *unknown(kp *P, const tok *t, const char *why) {
-    value *v = ck_kp_new_value(P, V_UNKNOWN, t->line, t->col);
-    if (v)
-        v->s = why;
-    return v;
-}
-
 value *ck_kp_comprehension(kp *P, size_t item_b, size_t item_e) {
     const size_t f = P->pos;
     const tok t0 = P->cur[item_b];
@@ -1077,16 +1067,16 @@ value *ck_kp_comprehension(kp *P, size_t item_b, size_t item_e) {
     }
     P->pos = close;
     if (!in || nested)
-        return unknown(P, &t0, "a list comprehension that cnnkit does not read");
+        return ck_kp_unknown(P, t0.line, t0.col, "a list comprehension that cnnkit does not read");
     tok tg[8];
     int nt = 0;
     for (size_t k = f + 1; k < in && nt < 8; ++k)
         if (P->cur[k].kind == TK_NAME && !ck_kp_is_keyword(&P->cur[k]))
             tg[nt++] = P->cur[k];
         else if (!ck_kp_is_op(&P->cur[k], ","))
-            return unknown(P, &t0,
-                           "a list comprehension that cnnkit does not read (its names "
-                           "nested in parentheses)");
+            return ck_kp_unknown(P, t0.line, t0.col,
+                                 "a list comprehension that cnnkit does not read (its names "
+                                 "nested in parentheses)");
     value *seqv = side(P, in + 1, nconds ? conds[0] : close);
     value **items;
     int n = 0;
@@ -1094,7 +1084,8 @@ value *ck_kp_comprehension(kp *P, size_t item_b, size_t item_e) {
     if (r < 0)
         return NULL;
     if (r == 0 || nt == 0)
-        return unknown(P, &t0, "a list comprehension over a sequence cnnkit does not know");
+        return ck_kp_unknown(P, t0.line, t0.col,
+                             "a list comprehension over a sequence cnnkit does not know");
     value **out = (value **)ck_kp_alloc(P, sizeof *out * (size_t)(n + 1));
     value *list = ck_kp_new_value(P, V_LIST, t0.line, t0.col);
     if (!out || !list)
@@ -1136,7 +1127,8 @@ value *ck_kp_comprehension(kp *P, size_t item_b, size_t item_e) {
     if (failed)
         return NULL;
     if (!known_all)
-        return unknown(P, &t0, "a list comprehension whose items cnnkit cannot read");
+        return ck_kp_unknown(P, t0.line, t0.col,
+                             "a list comprehension whose items cnnkit cannot read");
     list->items = out;
     list->n = m;
     return list;

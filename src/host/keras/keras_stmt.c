@@ -575,6 +575,16 @@ static int is_model_tok(kp *P, const tok *t) {
     return 0;
 }
 
+/* A list changed in a way the reader does not follow: the object itself becomes unknown, so
+ * every name and parameter holding it sees it (why NULL: out of memory, -1). */
+static int forget_list(value *l, const char *why) {
+    if (!why)
+        return -1;
+    l->kind = V_UNKNOWN;
+    l->s = why;
+    return 0;
+}
+
 /* NAME.append(x) / extend(xs) / insert(i, x) on a list the reader knows: the list, changed in
  * place (where the name is bound, as Python mutates the object); another method of a known list
  * (pop, remove, sort, ...) leaves it unknown. 1: done, 0: not a list method call. */
@@ -603,15 +613,13 @@ static int list_method(kp *P, size_t b, size_t e) {
             add = &call->args[1].v;
         }
     }
-    if (at < 0) { /* the object: every name holding it sees it unknown */
-        l->kind = V_UNKNOWN;
-        l->s = ck_kp_printf(P,
-                            "a list changed by %.*s.%.*s(...) at line %d, which cnnkit "
-                            "does not follow",
-                            t0->len, t0->src, m->len, m->src, m->line);
-        return l->s ? 1 : -1;
-    }
-    value *n = l; /* changed in place */
+    if (at < 0)
+        return forget_list(l, ck_kp_printf(P,
+                                           "a list changed by %.*s.%.*s(...) at line %d, which "
+                                           "cnnkit does not follow",
+                                           t0->len, t0->src, m->len, m->src, m->line))
+                   ? -1
+                   : 1;
     value **it = (value **)ck_kp_alloc(P, sizeof *it * (size_t)(l->n + nadd + 1));
     if (!it)
         return -1;
@@ -623,7 +631,6 @@ static int list_method(kp *P, size_t b, size_t e) {
         if (i < l->n)
             it[j++] = l->items[i];
     }
-    (void)n;
     l->n += nadd; /* the list object itself: a default or another name holding it sees it */
     l->items = it;
     return 1;
@@ -826,11 +833,8 @@ static int process(kp *P, const stmt *S, size_t *next) {
                                        "which cnnkit does not read",
                                        t0->line);
         sym *s = ck_kp_lookup(P, t0->src, (size_t)t0->len);
-        if (s && s->v && s->v->kind == V_LIST) { /* the list object, wherever it is held */
-            s->v->kind = V_UNKNOWN;
-            s->v->s = why;
-            return why ? 0 : -1;
-        }
+        if (s && s->v && s->v->kind == V_LIST) /* the list object, wherever it is held */
+            return forget_list(s->v, why);
         return add_sym(P, t0, NULL, why);
     }
     if (t0->kind == TK_NAME && eq2 && eq == b + 1) { /* a = b = v: every name gets v */
@@ -1113,9 +1117,8 @@ value *ck_kp_return_value(kp *P, size_t k) {
     value *v = p_expr_list(P);
     if (!v) {
         const char *why = unreadable(P, "a return value");
-        if (!why || !(v = ck_kp_new_value(P, V_UNKNOWN, P->cur[k].line, P->cur[k].col)))
+        if (!why || !(v = ck_kp_unknown(P, P->cur[k].line, P->cur[k].col, why)))
             return NULL;
-        v->s = why;
     }
     return ck_kp_apply_now(P, v);
 }

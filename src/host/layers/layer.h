@@ -20,6 +20,8 @@ typedef struct ck_shape3 {
 static inline unsigned char ck_lk_init(ck_initializer given, ck_initializer dflt) {
     return (unsigned char)(given == CK_INIT_DEFAULT ? dflt : given);
 }
+/* An optimizer type's Keras name ("adam", "sgd", "rmsprop", "adadelta"); NULL for no type. */
+const char *ck_optimizer_name(ck_optimizer_type t);
 /* Keras's class name of an initializer ("HeNormal"); NULL for CK_INIT_DEFAULT. */
 const char *ck_initializer_class(ck_initializer init);
 #define CK_LAYER_MAX_PARAMS 4

@@ -50,14 +50,18 @@ CK_API int ck_initializer_from_name(const char *name) {
     return -1;
 }
 
+const char *ck_optimizer_name(ck_optimizer_type t) {
+    static const char *const names[] = {"adam", "sgd", "rmsprop", "adadelta"};
+    return (unsigned)t < sizeof names / sizeof *names ? names[t] : NULL;
+}
+
 /* Keras's defaults. Adam: lr 1e-3, beta1 0.9, beta2 0.999, epsilon 1e-7. SGD: lr 1e-2, momentum
  * 0, no Nesterov. RMSprop: lr 1e-3, rho 0.9, momentum 0, epsilon 1e-7, not centered. Adadelta: lr
  * 1e-3, rho 0.95, epsilon 1e-7. Fields the type does not use are 0. */
 CK_API ck_status ck_optimizer_desc_init(ck_optimizer_desc *desc, ck_optimizer_type type) {
     if (!desc)
         return ck_fail(NULL, CK_STATUS_BAD_PARAM, "desc: is NULL");
-    if (type != CK_OPT_ADAM && type != CK_OPT_SGD && type != CK_OPT_RMSPROP &&
-        type != CK_OPT_ADADELTA)
+    if (!ck_optimizer_name(type))
         return ck_fail(NULL, CK_STATUS_BAD_PARAM,
                        "type: %d is not CK_OPT_ADAM, CK_OPT_SGD, CK_OPT_RMSPROP or CK_OPT_ADADELTA",
                        (int)type);

@@ -324,8 +324,7 @@ CK_API ck_status ck_model_load(ck_model *m, const char *path) {
         memcpy(&step, p + 32, 8);
         memcpy(&seed, p + 40, 8);
         p += tail;
-        if (type != CK_OPT_ADAM && type != CK_OPT_SGD && type != CK_OPT_RMSPROP &&
-            type != CK_OPT_ADADELTA)
+        if (!ck_optimizer_name((ck_optimizer_type)type))
             st = ck_fail(ctx, CK_STATUS_BAD_PARAM, "path: %s names optimizer %d", path, type);
     }
     const unsigned char *arr = p + fit_bytes;

@@ -797,8 +797,7 @@ CK_API ck_status ck_model_layer_desc(const ck_model *m, int i, ck_layer_desc *de
 
 /* The settings ck_model_set_optimizer accepts (and a checkpoint's optimizer must have). */
 ck_status ck_optimizer_check(ck_context *ctx, const ck_optimizer_desc *opt) {
-    if (opt->type != CK_OPT_ADAM && opt->type != CK_OPT_SGD && opt->type != CK_OPT_RMSPROP &&
-        opt->type != CK_OPT_ADADELTA)
+    if (!ck_optimizer_name(opt->type))
         return ck_fail(ctx, CK_STATUS_BAD_PARAM, "opt->type: unknown optimizer %d", (int)opt->type);
     /* learning rate 0 is a frozen model, as Keras allows: its steps change nothing */
     if (!(opt->learning_rate >= 0.0f) || !isfinite(opt->learning_rate) ||

@@ -260,11 +260,7 @@ CK_API ck_status ck_model_profile(const ck_model *m, ck_profile_row *rows, int c
             roofline_row(m, r, row);
         } else if (r == m->num_nodes) {
             row->node = -1;
-            snprintf(row->what, sizeof row->what, "optimizer (%s)",
-                     m->opt.type == CK_OPT_ADAM       ? "adam"
-                     : m->opt.type == CK_OPT_RMSPROP  ? "rmsprop"
-                     : m->opt.type == CK_OPT_ADADELTA ? "adadelta"
-                                                      : "sgd");
+            snprintf(row->what, sizeof row->what, "optimizer (%s)", ck_optimizer_name(m->opt.type));
             row->forward_ms = m->prof_opt * per;
         } else {
             row->node = -1;
